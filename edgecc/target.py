@@ -1,0 +1,85 @@
+"""The target interface: what a backend must answer.
+
+A target says (1) whether its toolchain is available here, and why not; (2) which nodes it
+supports, with a reason when it does not; (3) which passes it needs before lowering
+(legalization); (4) how to lower a program into artifact files; and, if it can execute on
+this machine, (5) how to load those files back and run them, so ``compile()`` can verify the
+artifact against the original model. Backend libraries are imported only inside methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+import torch
+import torch.fx as fx
+
+from edgecc.pass_base import NoOptions
+from edgecc.pipeline_text import PassStep
+from edgecc.program import Program, op_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Availability:
+    available: bool
+    detail: str  # the toolchain version, or what is missing and how to install it
+
+
+@dataclasses.dataclass(frozen=True)
+class Support:
+    supported: bool
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One file a target wrote, relative to the output directory."""
+
+    path: str
+    kind: str  # "library", "params", "runner", ...
+    description: str = ""
+
+
+class Runner(Protocol):
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+
+class Target:
+    """Base class of targets (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    can_execute: ClassVar[bool] = False
+
+    def availability(self) -> Availability:
+        return Availability(True, "")
+
+    def supports(self, node: fx.Node) -> Support:
+        return Support(True)
+
+    def legalization(self, options: Any) -> Sequence[PassStep]:
+        """Passes run after the user's pipeline and before ``lower``."""
+        return ()
+
+    def lower(self, program: Program, output_dir: str, options: Any) -> list[Artifact]:
+        raise NotImplementedError
+
+    def load(self, output_dir: str, manifest: dict[str, Any]) -> Runner:
+        raise NotImplementedError(f"target '{self.name}' cannot execute on this machine")
+
+    def not_verified(self) -> list[str]:
+        """What this target's verification cannot check here (written into the manifest)."""
+        return [] if self.can_execute else ["artifact execution (target cannot run here)"]
+
+    # -- helpers --------------------------------------------------------------------------
+    def unsupported_nodes(self, program: Program) -> list[tuple[str, str, str]]:
+        """``(node name, operator, reason)`` for every node this target cannot lower."""
+        out = []
+        for node in program.nodes("call_function"):
+            support = self.supports(node)
+            if not support.supported:
+                out.append((node.name, op_name(node), support.reason))
+        return out

@@ -1,0 +1,151 @@
+"""eliminate-identity: remove operators that return their input unchanged.
+
+Removed when the result has the input's shape and dtype (checked on node metadata):
+
+* eval-mode dropout (``aten.clone``, ``aten.dropout(train=False)``), ``alias``, ``detach``;
+* no-op ``view``/``reshape``/``expand``, identity ``permute``/``transpose``, same-dtype
+  ``_to_copy``;
+* ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0`` (scalar or all-ones/zeros constant that does
+  not broadcast the result).
+
+Chains are collapsed first: ``view(view(x, a), b)`` becomes ``view(x, b)`` and
+``permute(permute(x, p), q)`` becomes one permute (removed if it is the identity).
+
+Before::
+
+    %v1 = aten.view(%x, [2, 12])
+    %v2 = aten.view(%v1, [2, 3, 4])      # x is [2, 3, 4]
+    %d  = aten.clone(%v2)                # eval dropout
+    %y  = aten.add(%d, 0)
+
+After::
+
+    (every use of %y reads %x)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
+from edgecc.program import Program
+from edgecc.rewrite import aten, is_op, same_shape, val
+
+_RESHAPES = (aten.view, aten.reshape, aten._unsafe_view)
+_PASS_THROUGH = (aten.clone, aten.alias, aten.detach, aten.lift_fresh_copy)
+
+
+def _same_dtype(a: Any, b: Any) -> bool:
+    va, vb = val(a), val(b)
+    return isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor) and va.dtype == vb.dtype
+
+
+def _constant_equals(program: Program, node: Any, value: float) -> bool:
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return node == value
+    if program.is_constant(node):
+        t = program.tensor(node)
+        return t.numel() <= 1 << 20 and bool((t == value).all())
+    return False
+
+
+def _permutation(node: fx.Node) -> list[int] | None:
+    v = val(node.args[0])
+    if not isinstance(v, torch.Tensor):
+        return None
+    rank = v.dim()
+    if is_op(node, aten.permute):
+        return [d % rank for d in node.args[1]] if rank else list(node.args[1])
+    if is_op(node, aten.transpose):
+        a, b = node.args[1] % max(rank, 1), node.args[2] % max(rank, 1)
+        perm = list(range(rank))
+        perm[a], perm[b] = perm[b], perm[a]
+        return perm
+    return None
+
+
+class EliminateIdentity(Pass):
+    """Remove identity operators and collapse reshape/permute chains (lossless)."""
+
+    name = "eliminate-identity"
+    Options = NoOptions
+
+    def run(self, program: Program, options: Any, context: PassContext) -> PassResult:
+        graph = program.graph
+        removed = 0
+        collapsed = 0
+        for node in list(graph.nodes):
+            if node.op != "call_function":
+                continue
+            collapsed += self._collapse_chain(node)
+            source = self._identity_source(program, node)
+            if source is not None:
+                node.replace_all_uses_with(source)
+                graph.erase_node(node)
+                removed += 1
+        for node in reversed(list(graph.nodes)):  # chain heads left without users
+            if node.op == "call_function" and not node.users and is_op(
+                    node, *_RESHAPES, aten.permute, aten.transpose):
+                graph.erase_node(node)
+        return PassResult(program, modified=bool(removed or collapsed),
+                          stats={"removed": removed, "collapsed_chains": collapsed})
+
+    @staticmethod
+    def _collapse_chain(node: fx.Node) -> int:
+        src = node.args[0] if node.args else None
+        if is_op(node, *_RESHAPES) and is_op(src, *_RESHAPES):
+            node.args = (src.args[0], *node.args[1:])
+            return 1
+        if is_op(node, aten.permute, aten.transpose) and is_op(src, aten.permute, aten.transpose):
+            p, q = _permutation(src), _permutation(node)
+            if p is None or q is None:
+                return 0
+            node.target = aten.permute.default
+            node.args = (src.args[0], [p[i] for i in q])
+            return 1
+        return 0
+
+    @staticmethod
+    def _identity_source(program: Program, node: fx.Node) -> fx.Node | None:
+        if not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        x = node.args[0]
+        keeps_type = same_shape(node, x) and _same_dtype(node, x)
+        if is_op(node, *_PASS_THROUGH):
+            if is_op(node, aten.clone) and node.kwargs.get("memory_format") not in (
+                    None, torch.preserve_format, torch.contiguous_format):
+                return None
+            return x if keeps_type else None
+        if is_op(node, aten.dropout):
+            train = node.args[2] if len(node.args) > 2 else node.kwargs.get("train", True)
+            return x if not train and keeps_type else None
+        if is_op(node, *_RESHAPES, aten.expand):
+            return x if keeps_type else None
+        if is_op(node, aten.permute, aten.transpose):
+            perm = _permutation(node)
+            return x if perm is not None and perm == sorted(perm) and keeps_type else None
+        if is_op(node, aten._to_copy):
+            extra = {k for k, v in node.kwargs.items() if v is not None and k != "dtype"}
+            return x if keeps_type and not (extra - {"layout", "device"}) else None
+        if not keeps_type:
+            return None
+        other = node.args[1] if len(node.args) > 1 else None
+        alpha = node.kwargs.get("alpha", 1)
+        if is_op(node, aten.mul) and alpha == 1:
+            if _constant_equals(program, other, 1.0):
+                return x
+            if isinstance(other, fx.Node) and _constant_equals(program, x, 1.0) and \
+                    same_shape(node, other) and _same_dtype(node, other):
+                return other
+        if is_op(node, aten.div) and _constant_equals(program, other, 1.0):
+            return None if node.kwargs.get("rounding_mode") else x
+        if is_op(node, aten.add, aten.sub) and _constant_equals(program, other, 0.0):
+            return x
+        if is_op(node, aten.add) and isinstance(other, fx.Node) and \
+                _constant_equals(program, x, 0.0) and same_shape(node, other) and \
+                _same_dtype(node, other):
+            return other
+        return None

@@ -1,0 +1,107 @@
+"""Lower a ``Program`` to a TVM Relax module and build it for an LLVM CPU target.
+
+Only this module (and the runner) import ``tvm``. The edgecc composites are lowered with
+converters of our own (``CUSTOM_CONVERTERS``) that reuse TVM's convolution / linear
+converters and apply the activation, so Relax's operator fusion emits one kernel per
+composite. Converters that TVM 0.27 gets wrong are overridden here too (see ``_hardtanh``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.fx as fx
+
+from edgecc.errors import LoweringError, one_line
+from edgecc.program import Program
+
+
+def _activation(bb: Any, x: Any, act: str) -> Any:
+    from tvm import relax
+
+    nn = relax.op.nn
+    dtype = x.ty.dtype
+    if act == "relu":
+        return bb.emit(nn.relu(x))
+    if act == "relu6":
+        return bb.emit(relax.op.clip(x, 0, 6))
+    if act == "gelu":
+        return bb.emit(nn.gelu(x))
+    if act == "gelu_tanh":
+        return bb.emit(nn.gelu_tanh(x))
+    if act == "silu":
+        return bb.emit(nn.silu(x))
+    if act == "sigmoid":
+        return bb.emit(relax.op.sigmoid(x))
+    if act == "hardswish":
+        x3 = relax.op.clip(relax.op.add(x, relax.const(3, dtype)), 0, 6)
+        return bb.emit(relax.op.multiply(x, relax.op.divide(x3, relax.const(6, dtype))))
+    raise LoweringError(f"host target cannot lower activation '{act}'")
+
+
+def _conv_act(node: fx.Node, importer: Any) -> Any:
+    conv = importer.convert_map["convolution.default"](node)  # reads args[0:9] positionally
+    return _activation(importer.block_builder, conv, node.args[9])
+
+
+def _linear_act(node: fx.Node, importer: Any) -> Any:
+    lin = importer.convert_map["linear.default"](node)
+    return _activation(importer.block_builder, lin, node.args[3])
+
+
+def _hardtanh(node: fx.Node, importer: Any) -> Any:
+    # TVM 0.27 reads min_val/max_val from kwargs only; torch.export passes them positionally.
+    from tvm import relax
+
+    x = importer.env[node.args[0]]
+    lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+    hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+    return importer.block_builder.emit(relax.op.clip(x, lo, hi))
+
+
+CUSTOM_CONVERTERS = {
+    "conv_act.default": _conv_act,
+    "linear_act.default": _linear_act,
+    "hardtanh.default": _hardtanh,
+}
+
+
+def supported_op_names() -> set[str]:
+    """``target.__name__`` of every operator the TVM importer (plus ours) converts."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    importer = ExportedProgramImporter()
+    return set(importer.create_convert_map()) | set(CUSTOM_CONVERTERS)
+
+
+def to_relax(program: Program) -> Any:
+    """The program as a Relax ``IRModule`` with weights bound as constants."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    exported = program.export()
+    try:
+        return from_exported_program(
+            exported, custom_convert_map=CUSTOM_CONVERTERS, run_ep_decomposition=False
+        )
+    except Exception as exc:
+        raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
+
+
+def llvm_target(mcpu: str | None, num_cores: int | None) -> Any:
+    import tvm
+    from tvm.target import codegen
+
+    spec: dict[str, Any] = {"kind": "llvm", "mcpu": mcpu or codegen.llvm_get_system_cpu()}
+    if num_cores:
+        spec["num-cores"] = num_cores
+    return tvm.target.Target(spec)
+
+
+def build(module: Any, target: Any, library_path: str) -> None:
+    import tvm
+
+    try:
+        executable = tvm.compile(module, target=target)
+        executable.export_library(library_path)
+    except Exception as exc:
+        raise LoweringError(f"TVM build failed: {one_line(exc)}") from exc

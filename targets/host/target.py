@@ -1,0 +1,94 @@
+"""``-t host``: compile for the build machine's CPU with TVM Relax and run it here."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import torch.fx as fx
+
+from edgecc.errors import LoweringError, TargetUnavailableError
+from edgecc.program import Program, TensorSpec, op_name
+from edgecc.target import Artifact, Availability, Support, Target
+
+LIBRARY = "model.so"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostOptions:
+    mcpu: str = ""  # LLVM CPU name; empty = this machine's (llvm_get_system_cpu)
+    num_threads: int = 0  # TVM worker threads at run time; 0 = TVM's default
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 0:
+            raise ValueError("num_threads must be >= 0")
+
+
+@functools.lru_cache(maxsize=1)
+def _tvm_version() -> str | None:
+    try:
+        import tvm
+    except Exception:
+        return None
+    return str(tvm.__version__)
+
+
+@functools.lru_cache(maxsize=1)
+def _supported() -> frozenset[str]:
+    from edgecc.targets.host.lowering import supported_op_names
+
+    return frozenset(supported_op_names())
+
+
+class HostTarget(Target):
+    """This machine's CPU via Apache TVM Relax + LLVM; runs and verifies the artifact here."""
+
+    name = "host"
+    description = "the build machine's CPU (TVM Relax, LLVM)"
+    Options = HostOptions
+    can_execute = True
+
+    def availability(self) -> Availability:
+        version = _tvm_version()
+        if version is None:
+            return Availability(
+                False,
+                "apache-tvm is not installed: pip install -c constraints.txt "
+                "'apache-tvm==0.27.0.post1' 'apache-tvm-ffi==0.1.14.post0'",
+            )
+        return Availability(True, f"apache-tvm {version}")
+
+    def supports(self, node: fx.Node) -> Support:
+        name = getattr(node.target, "__name__", "")
+        if name in _supported():
+            return Support(True)
+        return Support(False, f"TVM Relax has no converter for {op_name(node)}")
+
+    def _require(self) -> None:
+        avail = self.availability()
+        if not avail.available:
+            raise TargetUnavailableError(f"target 'host' is unavailable: {avail.detail}")
+
+    def lower(self, program: Program, output_dir: str, options: HostOptions) -> list[Artifact]:
+        self._require()
+        from edgecc.targets.host import lowering
+
+        bad = self.unsupported_nodes(program)
+        if bad:
+            listed = "; ".join(f"{n} ({op}): {why}" for n, op, why in bad[:10])
+            raise LoweringError(f"host target cannot lower {len(bad)} node(s): {listed}")
+        module = lowering.to_relax(program)
+        target = lowering.llvm_target(options.mcpu or None, options.num_threads or None)
+        lowering.build(module, target, os.path.join(output_dir, LIBRARY))
+        return [Artifact(LIBRARY, "library",
+                         f"TVM Relax VM executable with weights, llvm {target.attrs['mcpu']}")]
+
+    def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
+        self._require()
+        from edgecc.targets.host.runner import HostRunner
+
+        specs = [TensorSpec.from_json(s) for s in manifest["inputs"]]
+        threads = manifest.get("target_options", {}).get("num_threads") or None
+        return HostRunner(os.path.join(output_dir, LIBRARY), specs, threads)
