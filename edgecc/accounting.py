@@ -22,6 +22,7 @@ class ModelSize:
     parameters: int  # elements of all weights the graph reads
     bytes: int  # their storage in bytes
     macs: int  # multiply-accumulates of one forward at the example shapes
+    operators: int  # compute operators (call_function nodes other than getitem/sym_size)
 
     def to_json(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -77,5 +78,7 @@ def measure(program: Program) -> ModelSize:
             params += value.numel()
             nbytes += value.numel() * value.element_size()
     macs = sum(node_macs(n) for n in program.nodes("call_function"))
-    return ModelSize(parameters=params, bytes=nbytes, macs=macs)
+    operators = sum(1 for n in program.nodes("call_function")
+                    if op_name(n) not in ("getitem", "aten.sym_size"))
+    return ModelSize(parameters=params, bytes=nbytes, macs=macs, operators=operators)
 

@@ -142,7 +142,7 @@ def coerce_option(pass_name: str, key: str, annotation: Any, value: Any) -> Any:
 
     def fail(expected: str) -> OptionError:
         return OptionError(
-            f"option '{key}' of pass '{pass_name}' must be {expected}, got {value!r}"
+            f"option '{key}' of '{pass_name}' must be {expected}, got {value!r}"
         )
 
     if annotation is Any:
@@ -186,20 +186,22 @@ def coerce_option(pass_name: str, key: str, annotation: Any, value: Any) -> Any:
     return value
 
 
-def make_options(pass_cls: type[Pass], values: Mapping[str, Any]) -> Any:
-    """Build ``pass_cls.Options`` from a mapping, checking names, types and ranges."""
+def make_options(owner: Any, values: Mapping[str, Any]) -> Any:
+    """Build ``owner.Options`` (a pass or target class) from a mapping, checking names,
+    types and ranges."""
+    pass_cls = owner
     fields = {name: (ann, default) for name, ann, default in option_fields(pass_cls.Options)}
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
             from edgecc.errors import UnknownNameError
 
-            raise UnknownNameError(f"option of pass '{pass_cls.name}'", key, fields)
+            raise UnknownNameError(f"option of '{pass_cls.name}'", key, fields)
         kwargs[key] = coerce_option(pass_cls.name, key, fields[key][0], value)
     try:
         return pass_cls.Options(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise OptionError(f"pass '{pass_cls.name}': {exc}") from exc
+        raise OptionError(f"'{pass_cls.name}': {exc}") from exc
 
 
 # -- function passes ----------------------------------------------------------------------

@@ -90,5 +90,5 @@ class HostTarget(Target):
         from edgecc.targets.host.runner import HostRunner
 
         specs = [TensorSpec.from_json(s) for s in manifest["inputs"]]
-        threads = manifest.get("target_options", {}).get("num_threads") or None
+        threads = manifest["target"]["options"].get("num_threads") or None
         return HostRunner(os.path.join(output_dir, LIBRARY), specs, threads)

@@ -1,0 +1,392 @@
+"""The ``edgecc`` command line.
+
+    edgecc compile MODEL -t TARGET [-p PIPELINE | -r RECIPE] [--calib DATA] -o OUT
+    edgecc inspect MODEL        edgecc passes        edgecc targets        edgecc run OUT ...
+
+Errors the user can fix print one line and exit with code 2 (``--debug`` shows the
+traceback); commands whose output is data accept ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgecc.errors import EdgeccError, InputSpecError
+
+EXIT_USAGE = 2
+
+
+# -- formatting helpers ---------------------------------------------------------------------
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GB"
+
+
+def human_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _change(before: float, after: float) -> str:
+    if not before:
+        return ""
+    return f"{(after - before) / before * 100:+.1f}%"
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def _print_json(data: Any) -> None:
+    from edgecc.manifest import jsonable
+
+    print(json.dumps(jsonable(data), indent=2))
+
+
+# -- argument helpers -----------------------------------------------------------------------
+
+def parse_input_shapes(values: Sequence[str]) -> list[Any]:
+    """``NAME:1x3x224x224[:dtype]`` -> example tensors (for pickled modules)."""
+    import torch
+
+    from edgecc.program import dtype_from_name
+
+    out = []
+    for text in values:
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise InputSpecError(
+                f"--input-shape '{text}' must look like NAME:1x3x224x224 or NAME:1x128:int64"
+            )
+        try:
+            shape = [int(d) for d in parts[1].lower().split("x")]
+        except ValueError:
+            raise InputSpecError(f"--input-shape '{text}': dimensions must be integers") from None
+        dtype = dtype_from_name(parts[2]) if len(parts) == 3 else torch.float32
+        out.append(torch.randn(shape).to(dtype) if dtype.is_floating_point
+                   else torch.zeros(shape, dtype=dtype))
+    return out
+
+
+def parse_key_values(values: Sequence[str], flag: str) -> dict[str, Any]:
+    from edgecc.pipeline_text import _interpret
+
+    out: dict[str, Any] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise EdgeccError(f"{flag} '{text}' must look like key=value")
+        out[key] = _interpret(value)
+    return out
+
+
+def load_calibration(path: str, specs: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """``--calib``: one ``.npz`` (one batch) or a folder of ``.npz`` files (one batch each)."""
+    from edgecc.inputs import load_npz_inputs
+
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
+        if not files:
+            raise InputSpecError(f"calibration folder '{path}' holds no .npz files")
+        return [load_npz_inputs(os.path.join(path, f), specs) for f in files]
+    return [load_npz_inputs(path, specs)]
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import edgecc.compiler as compiler
+
+    example = parse_input_shapes(args.input_shape) if args.input_shape else None
+    calibration = None
+    if args.calib:
+        probe = compiler.resolve_model(args.model, example, trust_pickle=args.trust_pickle)
+        calibration = load_calibration(args.calib, probe.input_specs)
+    res = compiler.compile(
+        args.model,
+        target=args.target,
+        pipeline=args.pipeline,
+        recipe=args.recipe,
+        example_inputs=example,
+        calibration=calibration,
+        output_dir=args.output,
+        force=args.force,
+        target_options=parse_key_values(args.target_option, "--target-option"),
+        verify=not args.no_verify,
+        check_each_pass=args.check_each_pass,
+        dump_ir=args.dump_ir,
+        trust_pickle=args.trust_pickle,
+        progress=False if args.json else None,
+    )
+    if args.json:
+        _print_json(res.report)
+        return 0
+    print(compile_summary(res.report, args.output))
+    return 0
+
+
+def compile_summary(report: dict[str, Any], output_dir: str) -> str:
+    b, a = report["model"]["before"], report["model"]["after"]
+    rows = [
+        ("parameters", human_count(b["parameters"]), human_count(a["parameters"]),
+         _change(b["parameters"], a["parameters"])),
+        ("bytes", human_bytes(b["bytes"]), human_bytes(a["bytes"]), _change(b["bytes"], a["bytes"])),
+        ("MACs", human_count(b["macs"]), human_count(a["macs"]), _change(b["macs"], a["macs"])),
+        ("operators", str(b["operators"]), str(a["operators"]),
+         _change(b["operators"], a["operators"])),
+    ]
+    lines = [f"edgecc {report['edgecc_version']}: {report['source']} -> {output_dir} "
+             f"(target {report['target']['name']}, {report['target']['toolchain']})", "",
+             table(rows, ("", "before", "after", "change")), ""]
+    lines.append(f"pipeline: {report['pipeline']['text'] or '(none)'}")
+    for rec in report["pipeline"]["passes"]:
+        stats = ", ".join(f"{k}={v}" for k, v in rec["stats"].items()
+                          if not isinstance(v, (list, dict)) and v)
+        lines.append(f"  {rec['pass']:<34} {rec['seconds'] * 1000:8.1f} ms  {stats}")
+    v = report["verification"]
+    if v.get("performed"):
+        verdict = "PASSED" if v["passed"] else "FAILED"
+        lines.append(
+            f"verification: {verdict}  max-abs {v['max_abs']:.2e}  max-rel {v['max_rel']:.2e}  "
+            f"cosine {v['cosine']:.6f}  ({v['samples']} fresh random inputs, "
+            f"atol {v['atol']:g}, rtol {v['rtol']:g})")
+    else:
+        lines.append(f"verification: not performed ({v['reason']})")
+    for item in report.get("not_verified", []):
+        lines.append(f"not verified here: {item}")
+    for art in report["artifacts"]:
+        lines.append(f"artifact: {art['path']}  {human_bytes(art['bytes'])}  "
+                     f"sha256 {art['sha256'][:16]}…")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgecc.accounting import measure
+    from edgecc.frontend import load
+
+    example = parse_input_shapes(args.input_shape) if args.input_shape else None
+    program = load(args.model, trust_pickle=args.trust_pickle, example_inputs=example)
+    size = measure(program)
+    ops = dict(sorted(program.op_counts().items(), key=lambda kv: (-kv[1], kv[0])))
+    data = {"source": args.model, "inputs": [s.to_json() for s in program.input_specs],
+            "outputs": [s.to_json() for s in program.output_specs], **size.to_json(),
+            "op_counts": ops}
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"{args.model}")
+    for s in program.input_specs:
+        print(f"  input   {s.describe()}")
+    for s in program.output_specs:
+        print(f"  output  {s.describe()}")
+    print(f"  parameters {human_count(size.parameters)} ({size.parameters:,})   "
+          f"bytes {human_bytes(size.bytes)}   MACs {human_count(size.macs)}   "
+          f"operators {size.operators}")
+    print(table([(k, str(v)) for k, v in ops.items()], ("operator", "count")))
+    if args.ir:
+        print()
+        print(program)
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from edgecc.pass_base import option_fields
+    from edgecc.pipeline_text import _format_value
+    from edgecc.registry import default_pass_registry
+
+    registry = default_pass_registry()
+    entries = []
+    for name, cls in registry.items():
+        opts = [{"name": n, "type": getattr(t, "__name__", str(t)).replace("typing.", ""),
+                 "default": d} for n, t, d in option_fields(cls.Options)]
+        entries.append({"name": name, "summary": cls.summary(), "lossless": cls.lossless,
+                        "options": opts, "origin": registry.origin(name)})
+    if args.json:
+        _print_json(entries)
+        return 0
+    for e in entries:
+        kind = "lossless" if e["lossless"] else "lossy"
+        print(f"{e['name']:<20} [{kind}] {e['summary']}")
+        for o in e["options"]:
+            print(f"{'':<22}{o['name']}: {o['type']} = {_format_value(o['default'])}")
+        if e["origin"] != "edgecc":
+            print(f"{'':<22}(from {e['origin']})")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from edgecc.pass_base import option_fields
+    from edgecc.registry import default_target_registry
+
+    entries = []
+    for name, cls in default_target_registry().items():
+        avail = cls().availability()
+        entries.append({"name": name, "description": cls.description,
+                        "available": avail.available, "detail": avail.detail,
+                        "executes_here": cls.can_execute,
+                        "options": [{"name": n, "default": d}
+                                    for n, _, d in option_fields(cls.Options)]})
+    if args.json:
+        _print_json(entries)
+        return 0
+    for e in entries:
+        state = "available" if e["available"] else "UNAVAILABLE"
+        print(f"{e['name']:<10} {state:<12} {e['description']} -- {e['detail']}")
+        if e["options"]:
+            opts = ", ".join(f"{o['name']}={o['default']!r}" for o in e["options"])
+            print(f"{'':<24}options: {opts}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgecc.compiler import load_compiled
+    from edgecc.inputs import load_npz_inputs
+
+    manifest, target, specs = load_compiled(args.output_dir)
+    if args.inputs:
+        inputs = load_npz_inputs(args.inputs, specs)
+    else:
+        raise InputSpecError(
+            "give --inputs FILE.npz with one array per input: "
+            + ", ".join(s.describe() for s in specs))
+    if len(inputs) != len(specs):
+        raise InputSpecError(f"model takes {len(specs)} input(s), '{args.inputs}' has {len(inputs)}")
+    for i, (spec, value) in enumerate(zip(specs, inputs)):
+        spec.check(value, i)
+    runner = target.load(args.output_dir, manifest)
+    outputs = runner.run(*inputs)
+    names = [s["name"] for s in manifest["outputs"]]
+    if args.save:
+        np.savez(args.save, **{n: o.numpy() for n, o in zip(names, outputs)})
+    summary = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype).removeprefix("torch."),
+                "mean": float(o.double().mean()) if o.numel() else 0.0,
+                "min": float(o.min()) if o.numel() else 0.0,
+                "max": float(o.max()) if o.numel() else 0.0}
+               for n, o in zip(names, outputs) if isinstance(o, torch.Tensor)]
+    if args.json:
+        _print_json({"outputs": summary, "saved": args.save})
+        return 0
+    for s in summary:
+        print(f"{s['name']}: {s['dtype']}{s['shape']}  mean {s['mean']:.6g}  "
+              f"min {s['min']:.6g}  max {s['max']:.6g}")
+    if args.save:
+        print(f"saved outputs to {args.save}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgecc", description="Compile neural networks for edge hardware.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"edgecc {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="model file: .pt2 (torch.export.save)")
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="allow loading a pickled .pt/.pth nn.Module (runs its code!)")
+        p.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                       help="example input for a pickled module, e.g. x:1x3x224x224")
+
+    p = sub.add_parser("compile", help="optimize a model and lower it for a target")
+    model_args(p)
+    p.add_argument("-t", "--target", default=None, help="target name (see 'edgecc targets')")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-p", "--pipeline", default=None,
+                       help="pass pipeline text, e.g. 'fold-batchnorm,fuse,dce'")
+    group.add_argument("-r", "--recipe", default=None, help="recipe YAML file or built-in name")
+    p.add_argument("--calib", default=None, help="calibration data: .npz or folder of .npz")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-verify", action="store_true", help="skip running the artifact")
+    p.add_argument("--check-each-pass", action="store_true",
+                   help="check outputs after every pass and name the pass that breaks them")
+    p.add_argument("--dump-ir", default=None, metavar="DIR", help="write the IR after each pass")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("inspect", help="show a model's inputs, operators, size and MACs")
+    model_args(p)
+    p.add_argument("--ir", action="store_true", help="also print the program text")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("passes", help="list registered passes and their options")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_passes)
+
+    p = sub.add_parser("targets", help="list targets and whether their toolchain is available")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file")
+    p.add_argument("output_dir", help="directory written by 'edgecc compile'")
+    p.add_argument("--inputs", default=None, help=".npz with one array per input")
+    p.add_argument("--save", default=None, help="write outputs to this .npz")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def _version() -> str:
+    from edgecc import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    # torch's own deprecation chatter is not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EdgeccError as exc:
+        if args.debug:
+            raise
+        print(f"edgecc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgecc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in edgecc: say so, briefly
+        if args.debug:
+            raise
+        from edgecc.errors import one_line
+
+        print(f"edgecc: internal error: {one_line(exc)} (rerun with --debug for the traceback "
+              "and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

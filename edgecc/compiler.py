@@ -1,0 +1,234 @@
+"""``edgecc.compile``: model -> passes -> target artifact + verified manifest.
+
+    res = edgecc.compile(model, target="host", pipeline="fold-batchnorm,fuse,dce",
+                         example_inputs=(x,), output_dir="build/")
+    res.report        # the manifest, as a dict
+    res.artifacts     # files written
+    res.run(x)        # run the artifact (targets that execute here)
+
+Every check that can fail on bad input (model, pipeline text, target name and options,
+output directory) runs before any work; outputs are written to a staging directory and
+moved into place only when everything, verification included, has succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from edgecc.accounting import measure
+from edgecc.errors import (
+    EdgeccError,
+    InputSpecError,
+    LoweringError,
+    TargetUnavailableError,
+    VerificationFailedError,
+)
+from edgecc.frontend import load, trace
+from edgecc.inputs import fresh_inputs
+from edgecc.instruments import IRDumpInstrument, NumericCheckInstrument
+from edgecc.manifest import SCHEMA_VERSION, read_manifest, sha256_of, write_manifest
+from edgecc.metrics import compare_outputs
+from edgecc.output_dir import StagedOutput, check_output_dir
+from edgecc.pass_base import PassContext, make_options
+from edgecc.pass_manager import PassManager
+from edgecc.pipeline_text import format_pipeline, parse_pipeline
+from edgecc.program import Program, TensorSpec
+from edgecc.progress import Progress
+from edgecc.recipe import Recipe, VerifyOptions, load_recipe
+from edgecc.registry import default_target_registry
+from edgecc.target import Artifact, Target
+
+DEFAULT_PIPELINE = "fold-batchnorm,constant-fold,fuse,fixpoint(cse,eliminate-identity,dce)"
+
+
+@dataclasses.dataclass
+class CompileResult:
+    """The outcome of ``compile``: optimized program, artifacts, and the manifest."""
+
+    program: Program
+    original: Program
+    target: Target
+    output_dir: str
+    artifacts: list[Artifact]
+    report: dict[str, Any]
+    _runner: Any = None
+
+    def run(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Run the compiled artifact; one output is returned bare, several as a tuple."""
+        self.original.check_inputs(inputs)
+        if self._runner is None:
+            self._runner = self.target.load(self.output_dir, self.report)
+        out = self._runner.run(*inputs)
+        return out[0] if len(out) == 1 else out
+
+
+def resolve_model(model: Any, example_inputs: Sequence[Any] | None, *,
+                  trust_pickle: bool = False, dynamic_shapes: Any = None) -> Program:
+    """An ``nn.Module`` (with example inputs), a file path, or a ``Program`` -> ``Program``."""
+    if isinstance(model, Program):
+        return model.copy()
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, trust_pickle=trust_pickle, example_inputs=example_inputs)
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise InputSpecError(
+                "compiling an nn.Module needs example_inputs, e.g. "
+                "example_inputs=(torch.randn(1, 3, 224, 224),)"
+            )
+        return trace(model, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+    raise EdgeccError(
+        f"cannot compile a {type(model).__name__}: give an nn.Module, a .pt2 path or a Program"
+    )
+
+
+def resolve_target(name: str, options: dict[str, Any] | None) -> tuple[Target, Any]:
+    target_cls = default_target_registry().get(name)
+    target = target_cls()
+    return target, make_options(target_cls, options or {})
+
+
+def compile(  # noqa: A001  (the public name DESIGN.md gives it)
+    model: Any,
+    target: str | None = None,
+    *,
+    pipeline: str | None = None,
+    recipe: str | None = None,
+    example_inputs: Sequence[Any] | None = None,
+    dynamic_shapes: Any = None,
+    calibration: Iterable[Sequence[Any]] | None = None,
+    output_dir: str | None = None,
+    force: bool = False,
+    target_options: dict[str, Any] | None = None,
+    verify: bool = True,
+    verify_options: VerifyOptions | None = None,
+    check_each_pass: bool = False,
+    dump_ir: str | None = None,
+    trust_pickle: bool = False,
+    progress: bool | None = None,
+) -> CompileResult:
+    """Compile ``model`` for ``target`` (see the module docstring)."""
+    if pipeline is not None and recipe is not None:
+        raise EdgeccError("give either a pipeline or a recipe, not both")
+    loaded: Recipe = load_recipe(recipe) if recipe else Recipe()
+    target_name = target or loaded.target or "host"
+    opts = {**loaded.target_options, **(target_options or {})}
+    tgt, tgt_options = resolve_target(target_name, opts)
+    text = pipeline if pipeline is not None else (
+        loaded.pipeline if loaded.pipeline is not None else DEFAULT_PIPELINE)
+    steps = parse_pipeline(text)
+    steps = (*steps, *tgt.legalization(tgt_options))
+    vopts = verify_options or loaded.verify
+    avail = tgt.availability()
+    if not avail.available:
+        raise TargetUnavailableError(f"target '{tgt.name}' is unavailable: {avail.detail}")
+    model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
+    if output_dir is not None:
+        check_output_dir(output_dir, force=force, protected=(model_path,))
+
+    stages = ["load model", "run passes", f"lower for {tgt.name}", "verify", "write"]
+    with Progress(stages, enabled=progress) as bar:
+        bar.stage("load model")
+        original = resolve_model(model, example_inputs, trust_pickle=trust_pickle,
+                                 dynamic_shapes=dynamic_shapes)
+        program = original.copy()
+        before = measure(original)
+
+        bar.stage("run passes")
+        instruments: list[Any] = []
+        if check_each_pass:
+            instruments.append(NumericCheckInstrument(
+                [fresh_inputs(original, seed=7)], atol=vopts.atol, rtol=vopts.rtol))
+        if dump_ir:
+            instruments.append(IRDumpInstrument(dump_ir))
+        context = PassContext(calibration=calibration, target=tgt)
+        t0 = time.perf_counter()
+        result = PassManager(steps, instruments=instruments)(program, context=context)
+        pass_seconds = time.perf_counter() - t0
+        after = measure(program)
+
+        final_dir = output_dir or tempfile.mkdtemp(prefix="edgecc-")
+        stage = StagedOutput(final_dir)
+        with stage as staging:
+            bar.stage(f"lower for {tgt.name}")
+            t0 = time.perf_counter()
+            artifacts = tgt.lower(program, staging, tgt_options)
+            lower_seconds = time.perf_counter() - t0
+            manifest: dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION,
+                "edgecc_version": _version(),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
+                "source": model_path or original.source,
+                "target": {"name": tgt.name, "options": dataclasses.asdict(tgt_options),
+                                   "toolchain": avail.detail},
+                "inputs": [s.to_json() for s in original.input_specs],
+                "outputs": [s.to_json() for s in original.output_specs],
+                "pipeline": {"text": format_pipeline(steps), "passes": result.stats["passes"],
+                             "seconds": round(pass_seconds, 4)},
+                "lowering": {"seconds": round(lower_seconds, 4)},
+                "model": {"before": before.to_json(), "after": after.to_json()},
+                "artifacts": [_artifact_entry(staging, a) for a in artifacts],
+                "not_verified": tgt.not_verified(),
+            }
+            bar.stage("verify")
+            if verify and tgt.can_execute and vopts.samples > 0:
+                runner = tgt.load(staging, manifest)
+                manifest["verification"] = _verify(original, runner, vopts)
+            else:
+                reason = ("disabled by the caller" if not verify or vopts.samples == 0
+                          else f"target '{tgt.name}' cannot execute on this machine")
+                manifest["verification"] = {"performed": False, "reason": reason}
+            bar.stage("write")
+            write_manifest(staging, manifest)
+            verification = manifest["verification"]
+            if verification.get("performed") and not verification["passed"]:
+                raise VerificationFailedError(
+                    f"the {tgt.name} artifact does not match the original model: "
+                    f"max-abs {verification['max_abs']:.3g}, cosine "
+                    f"{verification['cosine']:.6f} (atol={vopts.atol:g}, rtol={vopts.rtol:g}); "
+                    "rerun with --check-each-pass to find the pass responsible"
+                )
+            stage.commit()
+    return CompileResult(program, original, tgt, os.path.abspath(final_dir), artifacts, manifest)
+
+
+def _artifact_entry(directory: str, artifact: Artifact) -> dict[str, Any]:
+    path = os.path.join(directory, artifact.path)
+    return {"path": artifact.path, "kind": artifact.kind, "bytes": os.path.getsize(path),
+            "sha256": sha256_of(path), "description": artifact.description}
+
+
+def _verify(original: Program, runner: Any, vopts: VerifyOptions) -> dict[str, Any]:
+    refs, outs = [], []
+    for i in range(vopts.samples):
+        x = fresh_inputs(original, seed=1000 + i)
+        refs.append(original.run(*x))
+        outs.append(runner.run(*x))
+    metrics = compare_outputs(refs, outs, atol=vopts.atol, rtol=vopts.rtol)
+    return {"performed": True, "metric": "allclose(atol, rtol) on fresh random inputs",
+            "samples": vopts.samples, "reference": "original model, PyTorch eager",
+            **metrics}
+
+
+def _version() -> str:
+    from edgecc import __version__
+
+    return __version__
+
+
+def load_compiled(output_dir: str) -> tuple[dict[str, Any], Target, list[TensorSpec]]:
+    """Manifest, target and input specs of a directory ``compile`` wrote."""
+    manifest = read_manifest(output_dir)
+    target_cls = default_target_registry().get(manifest["target"]["name"])
+    return manifest, target_cls(), [TensorSpec.from_json(s) for s in manifest["inputs"]]
+
+
+__all__ = ["DEFAULT_PIPELINE", "CompileResult", "LoweringError", "compile", "load_compiled"]

@@ -1,0 +1,77 @@
+"""``manifest.json``: what was compiled, how, what came out, and whether it was verified.
+
+Schema (``schema_version`` 1)::
+
+    edgecc_version, created, source
+    target:        {name, options, toolchain}
+    inputs/outputs: [{name, shape, dtype[, dynamic]}]
+    pipeline:      {text, passes: [{pass, options, modified, stats, seconds}]}
+    model:         {before: {parameters, bytes, macs}, after: {...}}
+    artifacts:     [{path, kind, bytes, sha256, description}]
+    verification:  {performed, metric, samples, max_abs, max_rel, cosine, sqnr_db, atol, rtol,
+                    passed, reference}  or  {performed: false, reason}
+    not_verified:  [what could not be checked on this machine]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON (no NaN/Infinity tokens): non-finite floats become strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_manifest(directory: str, manifest: dict[str, Any]) -> str:
+    path = os.path.join(directory, MANIFEST)
+    with open(path, "w") as f:
+        json.dump(jsonable(manifest), f, indent=2, allow_nan=False)
+        f.write("\n")
+    return path
+
+
+def read_manifest(directory: str) -> dict[str, Any]:
+    from edgecc.errors import EdgeccError
+
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise EdgeccError(
+            f"'{directory}' is not an edgecc output directory (no {MANIFEST}); "
+            "give the directory 'edgecc compile -o' wrote"
+        )
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise EdgeccError(f"'{path}' is not valid JSON: {exc}") from exc
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise EdgeccError(
+            f"'{path}' has manifest schema {version}; this edgecc reads {SCHEMA_VERSION}: "
+            "recompile with this version"
+        )
+    return data

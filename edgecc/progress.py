@@ -1,0 +1,34 @@
+"""Progress for long steps: a bar on a terminal, silent otherwise (or under --json)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+class Progress:
+    """Stage-by-stage progress: ``with Progress(stages) as p: p.stage("lower") ...``."""
+
+    def __init__(self, stages: Sequence[str], *, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.stages = list(stages)
+        self._bar: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(self.stages), file=sys.stderr, leave=False,
+                             bar_format="{desc:<28} {bar:24} {n_fmt}/{total_fmt} [{elapsed}]")
+        return self
+
+    def stage(self, name: str) -> None:
+        if self._bar is not None:
+            if self._bar.desc:
+                self._bar.update(1)
+            self._bar.set_description_str(name)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
