@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install edgecc into it, every install pinned by constraints.txt.
+#   bash scripts/setup.sh          # edgecc + the TVM host target
+#   bash scripts/setup.sh --test   # plus test dependencies (pytest, hypothesis, transformers, onnx)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+extras="tvm,onnx"
+[ "${1:-}" = "--test" ] && extras="test"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "edgecc needs Python >= 3.10"'
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
