@@ -112,6 +112,8 @@ class _Parser:
                 continue
             if c == closing:
                 return tuple(steps)
+            if not c:
+                raise self.error(f"expected '{closing}' to close fixpoint(...), found end of text")
             raise self.error(f"expected ',' between passes, found '{c}'")
 
     def step(self) -> Step:

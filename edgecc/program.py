@@ -152,12 +152,18 @@ def _spec_of(name: str, val: Any, ranges: dict[str, tuple[int, int | None]]) -> 
     return TensorSpec(name, tuple(shape), dtype_name(val.dtype), tuple(used))
 
 
+def _finite_int(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    return number if abs(number) < 2**62 else None
+
+
 def _symbol_ranges(exported: torch.export.ExportedProgram) -> dict[str, tuple[int, int | None]]:
     ranges: dict[str, tuple[int, int | None]] = {}
     for sym, vr in exported.range_constraints.items():
-        lo = int(vr.lower)
-        hi = None if vr.upper.is_infinite else int(vr.upper)  # type: ignore[union-attr]
-        ranges[str(sym)] = (lo, hi)
+        ranges[str(sym)] = (_finite_int(vr.lower) or 0, _finite_int(vr.upper))
     return ranges
 
 
@@ -384,16 +390,30 @@ class Program:
     # -- export ---------------------------------------------------------------------------
     def export(self) -> torch.export.ExportedProgram:
         """Re-export to an ``ExportedProgram`` (parameters lifted) for backends."""
-        dynamic = []
+        named: dict[str, Any] = {}
         for spec in self.input_specs:
-            dims = {i: torch.export.Dim.AUTO for i, d in enumerate(spec.shape) if isinstance(d, str)}
-            dynamic.append(dims or None)
+            for sym, lo, hi in spec.ranges:
+                named[sym] = torch.export.Dim(_identifier(sym), min=max(lo, 0),
+                                              max=hi if hi is not None else torch.utils._sympy.numbers.int_oo)
+
+        def spec_dims(pick: Any) -> tuple[Any, ...] | None:
+            dynamic = [
+                {i: pick(d) for i, d in enumerate(spec.shape) if isinstance(d, str)} or None
+                for spec in self.input_specs
+            ]
+            return tuple(dynamic) if any(dynamic) else None
+
+        args = tuple(self.example_inputs)
         with torch.no_grad():
-            return torch.export.export(
-                self.graph_module,
-                tuple(self.example_inputs),
-                dynamic_shapes=tuple(dynamic) if any(dynamic) else None,
-            )
+            try:
+                return torch.export.export(
+                    self.graph_module, args,
+                    dynamic_shapes=spec_dims(lambda d: named.get(d, torch.export.Dim.AUTO)))
+            except Exception:
+                # A pass may have made a declared range unprovable; let export infer it.
+                return torch.export.export(
+                    self.graph_module, args,
+                    dynamic_shapes=spec_dims(lambda d: torch.export.Dim.AUTO))
 
     def save(self, path: str) -> None:
         torch.export.save(self.export(), path)
@@ -417,6 +437,11 @@ def op_name(node: fx.Node) -> str:
     if isinstance(target, torch._ops.OpOverloadPacket):
         return f"{target._qualified_op_name.replace('::', '.')}"
     return getattr(target, "__name__", str(target))
+
+
+def _identifier(name: str) -> str:
+    text = "".join(c if c.isalnum() else "_" for c in name)
+    return text if text[:1].isalpha() else f"d_{text}"
 
 
 def describe_val(val: Any) -> str:

@@ -1,0 +1,119 @@
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+import edgecc
+from edgecc.accounting import measure
+from edgecc.errors import InputSpecError, ProgramVerificationError
+from edgecc.program import ORIGIN
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def traced(dynamic=False):
+    batch = torch.export.Dim("batch", min=1, max=16)
+    return edgecc.trace(Small().eval(), (torch.randn(2, 3, 8, 8),),
+                        dynamic_shapes=({0: batch},) if dynamic else None)
+
+
+def test_trace_specs_and_run_match_module():
+    torch.manual_seed(0)
+    m = Small().eval()
+    p = edgecc.trace(m, (torch.randn(2, 3, 8, 8),))
+    assert [s.describe() for s in p.input_specs] == ["x: float32[2,3,8,8]"]
+    assert [s.describe() for s in p.output_specs] == ["output: float32[2,5]"]
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(p(x)[0], m(x))
+
+
+def test_dynamic_dims_are_kept_and_named():
+    p = traced(dynamic=True)
+    spec = p.input_specs[0]
+    assert spec.shape == ("batch", 3, 8, 8)
+    assert spec.ranges == (("batch", 1, 16),)
+    assert p.output_specs[0].shape == ("batch", 5)
+    assert p(torch.randn(7, 3, 8, 8))[0].shape == (7, 5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ((torch.randn(2, 3, 9, 8),), "shape"),
+    ((torch.randn(2, 3, 8, 8).double(),), "dtype float64"),
+    ((torch.randn(2, 3, 8, 8), torch.randn(1)), "takes 1 input"),
+    ((torch.randn(17, 3, 8, 8),), "batch in [1, 16]"),
+])
+def test_wrong_inputs_are_rejected_with_the_reason(bad, message):
+    with pytest.raises(InputSpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        traced(dynamic=True)(*bad)
+
+
+def test_copy_is_independent():
+    p = traced()
+    q = p.copy()
+    node = next(n for n in q.nodes("get_attr"))
+    q.tensor(node).data.zero_()
+    assert not torch.equal(p.tensor(next(n for n in p.nodes("get_attr"))), q.tensor(node))
+
+
+def test_metadata_shapes_dtypes_and_provenance():
+    p = traced()
+    conv = next(n for n in p.nodes("call_function") if "convolution" in str(n.target))
+    assert tuple(conv.meta["val"].shape) == (2, 8, 8, 8)
+    assert conv.meta[ORIGIN] == "frontend"
+    assert "conv" in str(list(conv.meta["nn_module_stack"].values())[-1][0])
+    text = str(p)
+    assert "aten.convolution" in text and "@conv.weight:float32[8,3,3,3]" in text
+    assert "# conv" in text
+
+
+def test_accounting_counts_params_bytes_and_macs():
+    p = traced()
+    size = measure(p)
+    assert size.parameters == 8 * 3 * 9 + 8 + 5 * 8 + 5
+    assert size.bytes == 4 * size.parameters
+    # conv: out 2*8*8*8 elements x (3*3*3) MACs each; linear: 2*5 x 8
+    assert size.macs == 2 * 8 * 8 * 8 * 27 + 2 * 5 * 8
+    assert p.op_counts()["aten.convolution"] == 1
+
+
+def test_verifier_rejects_broken_graphs():
+    p = traced()
+    p.verify()
+    relu = next(n for n in p.nodes("call_function") if "relu" in str(n.target))
+    relu.args = (relu.args[0], relu.args[0])  # relu takes one tensor
+    with pytest.raises(ProgramVerificationError):
+        p.verify()
+    q = traced()
+    out = q.graph.output_node()
+    out.args = ((out.args[0][0], out.args[0][0]),)
+    with pytest.raises(ProgramVerificationError, match="returns 2 outputs"):
+        q.verify()
+
+
+def test_save_and_load_pt2_round_trip(tmp_path):
+    p = traced(dynamic=True)
+    path = os.path.join(tmp_path, "m.pt2")
+    p.save(path)
+    q = edgecc.load(path)
+    assert isinstance(q.input_specs[0].shape[0], str)
+    x = torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(p(x)[0], q(x)[0])
+
+
+def test_trace_keeps_attention_as_one_operator():
+    class Attn(nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    x = torch.randn(1, 2, 4, 8)
+    p = edgecc.trace(Attn(), (x, x, x))
+    assert p.op_counts()["aten.scaled_dot_product_attention"] == 1
