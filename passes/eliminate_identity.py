@@ -8,6 +8,9 @@ Removed when the result has the input's shape and dtype (checked on node metadat
 * ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0`` (scalar or all-ones/zeros constant that does
   not broadcast the result).
 
+``aten._assert_tensor_metadata`` guards (inserted by ``torch.export`` for casts) are removed
+when node metadata proves them, i.e. the asserted dtype is the input's.
+
 Chains are collapsed first: ``view(view(x, a), b)`` becomes ``view(x, b)`` and
 ``permute(permute(x, p), q)`` becomes one permute (removed if it is the identity).
 
@@ -81,6 +84,10 @@ class EliminateIdentity(Pass):
             if node.op != "call_function":
                 continue
             collapsed += self._collapse_chain(node)
+            if is_op(node, aten._assert_tensor_metadata) and self._proven(node):
+                graph.erase_node(node)
+                removed += 1
+                continue
             source = self._identity_source(program, node)
             if source is not None:
                 node.replace_all_uses_with(source)
@@ -92,6 +99,17 @@ class EliminateIdentity(Pass):
                 graph.erase_node(node)
         return PassResult(program, modified=bool(removed or collapsed),
                           stats={"removed": removed, "collapsed_chains": collapsed})
+
+    @staticmethod
+    def _proven(node: fx.Node) -> bool:
+        v = val(node.args[0])
+        if not isinstance(v, torch.Tensor):
+            return False
+        dtype = node.kwargs.get("dtype", node.args[3] if len(node.args) > 3 else None)
+        size = node.kwargs.get("size", node.args[1] if len(node.args) > 1 else None)
+        if dtype is not None and dtype != v.dtype:
+            return False
+        return size is None or [str(d) for d in size] == [str(d) for d in v.shape]
 
     @staticmethod
     def _collapse_chain(node: fx.Node) -> int:

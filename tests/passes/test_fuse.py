@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import edgecc
+from edgecc.passes import DeadCodeElimination, Fuse, FuseOptions
+from edgecc.errors import OptionError
+from edgecc.pass_base import make_options
+from edgecc.testing import assert_close, op_counts
+
+ACTS = {
+    "relu": nn.ReLU(), "relu6": nn.ReLU6(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"),
+    "silu": nn.SiLU(), "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid(),
+}
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("layer", ["conv", "linear"])
+def test_layer_plus_activation_fuses_into_one_composite(layer, act):
+    if layer == "conv":
+        m, x = nn.Sequential(nn.Conv2d(3, 4, 3), ACTS[act]), torch.randn(2, 3, 8, 8)
+    else:
+        m, x = nn.Sequential(nn.Linear(6, 5), ACTS[act]), torch.randn(3, 6)
+    program = edgecc.trace(m.eval(), (x,))
+    result = Fuse()(program.copy())
+    counts = op_counts(result.program)
+    assert counts == {f"edgecc.{layer}_act": 1}, counts
+    node = next(iter(result.program.nodes("call_function")))
+    assert node.args[-1] == act
+    assert_close(program, result.program)
+
+
+def test_composite_keeps_source_provenance():
+    program = edgecc.trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (torch.randn(1, 3, 6, 6),))
+    result = Fuse()(program.copy())
+    node = result.program.nodes("call_function")[0]
+    assert node.meta["edgecc_origin"] == "fuse"
+    assert "nn_module_stack" in node.meta
+
+
+def test_only_selected_activations_fuse_and_bad_names_are_rejected():
+    program = edgecc.trace(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (torch.randn(2, 4),))
+    result = Fuse()(program.copy(), FuseOptions(activations=("relu",)))
+    assert not result.modified
+    with pytest.raises(OptionError, match="unknown activation"):
+        make_options(Fuse, {"activations": ["relu", "swish"]})
+
+
+def test_activation_with_two_users_of_the_conv_is_not_fused():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.relu(y) + y
+
+    program = edgecc.trace(Two(), (torch.randn(1, 3, 4, 4),))
+    assert not Fuse()(program.copy()).modified
+
+
+class DecomposedLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 4))
+        self.b = nn.Parameter(torch.randn(5))
+
+    def forward(self, x):
+        return torch.relu(torch.addmm(self.b, x, self.w.t())), torch.mm(x, self.w.t()) + self.b
+
+
+def test_addmm_and_mm_plus_bias_become_linear():
+    program = edgecc.trace(DecomposedLinear(), (torch.randn(3, 4),))
+    result = Fuse()(program.copy())
+    DeadCodeElimination()(result.program)
+    counts = op_counts(result.program)
+    assert result.stats["linear_canonicalized"] == 2
+    assert counts["edgecc.linear_act"] == 1 and counts["aten.linear"] == 1
+    assert counts["aten.addmm"] == 0 and counts["aten.mm"] == 0
+    assert_close(program, result.program)
+
+
+class HandAttention(nn.Module):
+    def __init__(self, masked: bool, scale_style: str):
+        super().__init__()
+        self.masked = masked
+        self.scale_style = scale_style
+
+    def forward(self, q, k, v, mask):
+        scores = q @ k.transpose(-2, -1)
+        if self.scale_style == "div":
+            scores = scores / math.sqrt(q.shape[-1])
+        else:
+            scores = scores * 0.3
+        if self.masked:
+            scores = scores + mask
+        return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("scale_style", ["div", "mul"])
+def test_hand_written_attention_becomes_sdpa(masked, scale_style):
+    q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    mask = torch.randn(2, 1, 6, 6)
+    program = edgecc.trace(HandAttention(masked, scale_style), (q, k, v, mask))
+    result = Fuse()(program.copy())
+    DeadCodeElimination()(result.program)
+    counts = op_counts(result.program)
+    assert result.stats["attention"] == 1
+    assert counts["aten.scaled_dot_product_attention"] == 1
+    assert counts["aten._softmax"] == 0
+    assert_close(program, result.program, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_program_is_differentiable_for_qat():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 36, 2), nn.SiLU())
+    program = edgecc.trace(m, (torch.randn(2, 3, 8, 8),))
+    fused = Fuse()(program.copy()).program
+    for p in fused.graph_module.parameters():
+        p.requires_grad_(True)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    fused.graph_module(x)[0].sum().backward()
+    ref = m(x.detach().requires_grad_())
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    grads = {n: p.grad for n, p in fused.graph_module.named_parameters()}
+    assert all(g is not None for g in grads.values())
