@@ -1,0 +1,117 @@
+"""Property test: every lossless pass preserves outputs on randomly generated graphs.
+
+Hypothesis draws a program from edgecc's supported op set -- convolutions (grouped,
+depthwise), batch norm, linear, the fusable activations, residual adds, identities (eval
+dropout, x*1, x+0, reshape/permute round trips), repeated subexpressions and constant
+subgraphs -- traces it, runs each pass (and the whole default pipeline) and compares
+outputs on fresh random inputs.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import edgecc
+from edgecc.compiler import DEFAULT_PIPELINE
+from edgecc.pass_manager import PassManager
+from edgecc.passes import BUILTIN_PASSES
+from edgecc.testing import assert_close
+
+OPS = ["conv", "conv_bn", "dwconv_bn", "act", "residual", "identity", "repeat", "const",
+       "reshape_chain", "permute_chain"]
+ACTS = [F.relu, F.relu6, F.gelu, F.silu, F.hardswish, torch.sigmoid,
+        lambda x: F.gelu(x, approximate="tanh")]
+
+
+class Generated(nn.Module):
+    def __init__(self, channels, spec, head_bn):
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleDict()
+        for i, (op, arg) in enumerate(spec):
+            c = channels
+            if op == "conv":
+                self.layers[str(i)] = nn.Conv2d(c, c, 3, padding=1, bias=arg % 2 == 0)
+            elif op in ("conv_bn", "dwconv_bn"):
+                groups = c if op == "dwconv_bn" else 1
+                bn = nn.BatchNorm2d(c)
+                with torch.no_grad():
+                    bn.running_mean.uniform_(-1, 1)
+                    bn.running_var.uniform_(0.5, 2)
+                    bn.weight.uniform_(0.5, 1.5)
+                    bn.bias.uniform_(-0.5, 0.5)
+                self.layers[str(i)] = nn.Sequential(
+                    nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False), bn)
+            elif op == "const":
+                self.layers[str(i)] = nn.Linear(c, c)  # its weight feeds constant math
+        self.head = nn.Linear(channels, 5)
+        self.head_bn = nn.BatchNorm1d(5) if head_bn else nn.Identity()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        pool = [x]
+        for i, (op, arg) in enumerate(self.spec):
+            y = pool[-1]
+            if op in ("conv", "conv_bn", "dwconv_bn"):
+                y = self.layers[str(i)](y)
+            elif op == "act":
+                y = ACTS[arg % len(ACTS)](y)
+            elif op == "residual":
+                y = y + pool[arg % len(pool)]
+            elif op == "identity":
+                y = [lambda t: self.drop(t), lambda t: t * 1, lambda t: t + 0,
+                     lambda t: t.clone(), lambda t: t.contiguous()][arg % 5](y)
+            elif op == "repeat":
+                y = torch.tanh(y) + torch.tanh(y)
+            elif op == "const":
+                w = self.layers[str(i)].weight
+                s = (w * 0.5 + 1.0).abs().sum(1)  # constant subgraph -> one vector
+                y = y * s.view(1, -1, 1, 1)
+            elif op == "reshape_chain":
+                b, c, h, w = y.shape
+                y = y.reshape(b, c * h, w).reshape(b, c, h * w).reshape(b, c, h, w)
+            elif op == "permute_chain":
+                y = y.permute(0, 2, 3, 1).permute(0, 3, 1, 2)
+            pool.append(y)
+        return self.head_bn(self.head(pool[-1].mean((2, 3))))
+
+
+programs = st.builds(
+    lambda channels, spec, head_bn, batch, size, seed: (channels, spec, head_bn, batch, size, seed),
+    st.sampled_from([2, 4, 6]),
+    st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 20)), min_size=1, max_size=8),
+    st.booleans(),
+    st.integers(2, 3),
+    st.sampled_from([4, 6]),
+    st.integers(0, 2**16),
+)
+
+
+def build(channels, spec, head_bn, batch, size, seed):
+    torch.manual_seed(seed)
+    module = Generated(channels, spec, head_bn).eval()
+    return edgecc.trace(module, (torch.randn(batch, channels, size, size),))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs)
+def test_every_lossless_pass_preserves_outputs(case):
+    program = build(*case)
+    for pass_cls in BUILTIN_PASSES:
+        assert pass_cls.lossless
+        result = pass_cls()(program.copy())
+        assert_close(program, result.program, samples=2, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs)
+def test_default_pipeline_preserves_outputs_and_never_grows_the_graph(case):
+    program = build(*case)
+    optimized = program.copy()
+    PassManager(DEFAULT_PIPELINE)(optimized)
+    assert sum(optimized.op_counts().values()) <= sum(program.op_counts().values())
+    assert optimized.op_counts()["aten._native_batch_norm_legit_no_training"] == 0
+    assert_close(program, optimized, samples=2, atol=1e-4, rtol=1e-4)
