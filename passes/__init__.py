@@ -4,6 +4,7 @@
 registers itself on import.
 """
 
+from edgecc.passes.attention_mask_to_additive import AttentionMaskToAdditive
 from edgecc.passes.constant_fold import ConstantFold, ConstantFoldOptions
 from edgecc.passes.cse import CommonSubexpressionElimination
 from edgecc.passes.dce import DeadCodeElimination
@@ -18,9 +19,11 @@ BUILTIN_PASSES = (
     EliminateIdentity,
     CommonSubexpressionElimination,
     Fuse,
+    AttentionMaskToAdditive,
 )
 
 __all__ = [
+    "AttentionMaskToAdditive",
     "BUILTIN_PASSES",
     "CommonSubexpressionElimination",
     "ConstantFold",

@@ -133,9 +133,12 @@ class EliminateIdentity(Pass):
         x = node.args[0]
         keeps_type = same_shape(node, x) and _same_dtype(node, x)
         if is_op(node, *_PASS_THROUGH):
-            if is_op(node, aten.clone) and node.kwargs.get("memory_format") not in (
-                    None, torch.preserve_format, torch.contiguous_format):
-                return None
+            fmt = node.kwargs.get("memory_format")
+            if is_op(node, aten.clone) and fmt not in (None, torch.preserve_format):
+                # A contiguous copy is what makes a following view legal (e.g. after expand).
+                if fmt != torch.contiguous_format or any(
+                        is_op(u, aten.view, aten._unsafe_view) for u in node.users):
+                    return None
             return x if keeps_type else None
         if is_op(node, aten.dropout):
             train = node.args[2] if len(node.args) > 2 else node.kwargs.get("train", True)

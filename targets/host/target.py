@@ -10,6 +10,8 @@ from typing import Any
 import torch.fx as fx
 
 from edgecc.errors import LoweringError, TargetUnavailableError
+from edgecc.passes import AttentionMaskToAdditive
+from edgecc.pipeline_text import PassStep
 from edgecc.program import Program, TensorSpec, op_name
 from edgecc.target import Artifact, Availability, Support, Target
 
@@ -65,6 +67,10 @@ class HostTarget(Target):
         if name in _supported():
             return Support(True)
         return Support(False, f"TVM Relax has no converter for {op_name(node)}")
+
+    def legalization(self, options: HostOptions) -> tuple[PassStep, ...]:
+        # TVM Relax's attention takes additive float masks only.
+        return (PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),)
 
     def _require(self) -> None:
         avail = self.availability()

@@ -21,7 +21,7 @@ from edgecc.passes import BUILTIN_PASSES
 from edgecc.testing import assert_close
 
 OPS = ["conv", "conv_bn", "dwconv_bn", "act", "residual", "identity", "repeat", "const",
-       "reshape_chain", "permute_chain"]
+       "reshape_chain", "permute_chain", "expand_reshape"]
 ACTS = [F.relu, F.relu6, F.gelu, F.silu, F.hardswish, torch.sigmoid,
         lambda x: F.gelu(x, approximate="tanh")]
 
@@ -73,6 +73,10 @@ class Generated(nn.Module):
             elif op == "reshape_chain":
                 b, c, h, w = y.shape
                 y = y.reshape(b, c * h, w).reshape(b, c, h * w).reshape(b, c, h, w)
+            elif op == "expand_reshape":  # grouped-query attention's repeat_kv
+                b, c, h, w = y.shape
+                y = y[:, :, None].expand(b, c, 2, h, w).reshape(b, c * 2, h, w)
+                y = y.reshape(b, c, 2, h, w).mean(2)
             elif op == "permute_chain":
                 y = y.permute(0, 2, 3, 1).permute(0, 3, 1, 2)
             pool.append(y)
