@@ -1,8 +1,10 @@
 """attention-mask-to-additive: give scaled-dot-product attention a float (additive) mask.
 
-Backends such as TVM Relax accept only additive float masks; PyTorch also allows a boolean
-mask (True = attend). This legalization rewrites the boolean form into the float one with
-exactly PyTorch's semantics (masked-out scores become -inf before the softmax).
+Backends such as TVM Relax accept only additive float masks, and their softmax returns NaN
+for a query row whose keys are all masked out, where PyTorch returns zeros. This
+legalization rewrites a boolean mask (True = attend) into the additive form and guards
+fully-masked rows so the result is exactly PyTorch's; a float mask gets the same guard
+(rows that are -inf everywhere).
 
 Before::
 
@@ -10,8 +12,10 @@ Before::
 
 After::
 
-    %m = aten.where(%bool_mask, 0.0, -inf)        # float, same dtype as %q
-    %a = aten.scaled_dot_product_attention(%q, %k, %v, %m)
+    %m     = aten.where(%bool_mask, 0.0, -inf)                 # float, dtype of %q
+    %a     = aten.scaled_dot_product_attention(%q, %k, %v, %m)
+    %valid = aten.any(%bool_mask, -1, keepdim=True)            # a row attends somewhere
+    %out   = aten.where(%valid, %a, 0.0)
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.fx as fx
 
 from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
 from edgecc.program import Program
 from edgecc.rewrite import aten, copy_provenance, is_op, val
 
+GUARDED = "edgecc_mask_guarded"
+
 
 class AttentionMaskToAdditive(Pass):
-    """Rewrite boolean attention masks of SDPA into additive float masks (lossless)."""
+    """Rewrite SDPA masks into additive float masks with PyTorch's fully-masked-row semantics."""
 
     name = "attention-mask-to-additive"
     Options = NoOptions
@@ -35,25 +42,47 @@ class AttentionMaskToAdditive(Pass):
         graph = program.graph
         rewritten = 0
         for node in list(graph.nodes):
-            if not is_op(node, aten.scaled_dot_product_attention):
+            if not is_op(node, aten.scaled_dot_product_attention) or node.meta.get(GUARDED):
                 continue
             mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
             mv, qv = val(mask), val(node.args[0])
-            if mv is None or qv is None or mv.dtype != torch.bool:
+            if not isinstance(mask, fx.Node) or mv is None or qv is None:
                 continue
             dtype = qv.dtype
+            new: list[fx.Node] = []
             with graph.inserting_before(node):
+                def scalar(value: float) -> fx.Node:
+                    n = graph.call_function(aten.scalar_tensor.default, (value,), {"dtype": dtype})
+                    new.append(n)
+                    return n
+
+                if mv.dtype == torch.bool:
+                    keep = mask
+                    additive = graph.call_function(aten.where.self,
+                                                   (mask, scalar(0.0), scalar(float("-inf"))))
+                    new.append(additive)
+                    self._set_mask(node, additive)
+                else:
+                    keep = graph.call_function(aten.ne.Scalar, (mask, float("-inf")))
+                    new.append(keep)
+                valid = graph.call_function(aten.any.dim, (keep, -1, True))
+                new.append(valid)
+            with graph.inserting_after(node):
                 zero = graph.call_function(aten.scalar_tensor.default, (0.0,), {"dtype": dtype})
-                ninf = graph.call_function(aten.scalar_tensor.default, (float("-inf"),),
-                                           {"dtype": dtype})
-                additive = graph.call_function(aten.where.self, (mask, zero, ninf))
-            for n in (zero, ninf, additive):
+            with graph.inserting_after(zero):
+                guarded = graph.call_function(aten.where.self, (valid, node, zero))
+            node.replace_all_uses_with(guarded, delete_user_cb=lambda u: u is not guarded)
+            for n in (*new, zero, guarded):
                 copy_provenance(n, node)
-            if len(node.args) > 3:
-                args = list(node.args)
-                args[3] = additive
-                node.args = tuple(args)
-            else:
-                node.kwargs = {**node.kwargs, "attn_mask": additive}
+            node.meta[GUARDED] = True
             rewritten += 1
         return PassResult(program, modified=rewritten > 0, stats={"rewritten": rewritten})
+
+    @staticmethod
+    def _set_mask(node: fx.Node, mask: fx.Node) -> None:
+        if len(node.args) > 3:
+            args = list(node.args)
+            args[3] = mask
+            node.args = tuple(args)
+        else:
+            node.kwargs = {**node.kwargs, "attn_mask": mask}
