@@ -44,7 +44,6 @@ def node_macs(node: fx.Node) -> int:
     if name in ("aten.convolution", "edgecc.conv_act"):
         w = _shape(node.args[1])
         transposed = bool(node.args[6])
-        groups = int(node.args[8])
         if transposed:  # every input element scatters into Cout/groups * k outputs
             return _numel(node.args[0].meta.get("val")) * math.prod(w[1:])
         return _numel(out) * math.prod(w[1:]) if w else 0

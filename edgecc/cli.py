@@ -10,7 +10,6 @@ traceback); commands whose output is data accept ``--json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

@@ -27,7 +27,6 @@ from edgecc.accounting import measure
 from edgecc.errors import (
     EdgeccError,
     InputSpecError,
-    LoweringError,
     TargetUnavailableError,
     VerificationFailedError,
 )
@@ -46,7 +45,7 @@ from edgecc.recipe import Recipe, VerifyOptions, load_recipe
 from edgecc.registry import default_target_registry
 from edgecc.target import Artifact, Target
 
-DEFAULT_PIPELINE = "fold-batchnorm,constant-fold,fuse,fixpoint(cse,eliminate-identity,dce)"
+DEFAULT_RECIPE = "optimize"  # used when neither a pipeline nor a recipe is given
 
 
 @dataclasses.dataclass
@@ -117,12 +116,11 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     """Compile ``model`` for ``target`` (see the module docstring)."""
     if pipeline is not None and recipe is not None:
         raise EdgeccError("give either a pipeline or a recipe, not both")
-    loaded: Recipe = load_recipe(recipe) if recipe else Recipe()
+    loaded: Recipe = load_recipe(recipe or (DEFAULT_RECIPE if pipeline is None else "none"))
     target_name = target or loaded.target or "host"
     opts = {**loaded.target_options, **(target_options or {})}
     tgt, tgt_options = resolve_target(target_name, opts)
-    text = pipeline if pipeline is not None else (
-        loaded.pipeline if loaded.pipeline is not None else DEFAULT_PIPELINE)
+    text = pipeline if pipeline is not None else (loaded.pipeline or "")
     steps = parse_pipeline(text)
     steps = (*steps, *tgt.legalization(tgt_options))
     vopts = verify_options or loaded.verify
@@ -231,4 +229,4 @@ def load_compiled(output_dir: str) -> tuple[dict[str, Any], Target, list[TensorS
     return manifest, target_cls(), [TensorSpec.from_json(s) for s in manifest["inputs"]]
 
 
-__all__ = ["DEFAULT_PIPELINE", "CompileResult", "LoweringError", "compile", "load_compiled"]
+__all__ = ["DEFAULT_RECIPE", "CompileResult", "compile", "load_compiled"]

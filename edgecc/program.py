@@ -322,7 +322,7 @@ class Program:
         mode = self.fake_mode()
         placeholders = self.nodes("placeholder")
         fakes = []
-        for node, spec in zip(placeholders, self.input_specs):
+        for node in placeholders:
             val = node.meta.get("val")
             if not isinstance(val, torch.Tensor):
                 val = mode.from_tensor(self.example_inputs[len(fakes)])
@@ -393,8 +393,8 @@ class Program:
         named: dict[str, Any] = {}
         for spec in self.input_specs:
             for sym, lo, hi in spec.ranges:
-                named[sym] = torch.export.Dim(_identifier(sym), min=max(lo, 0),
-                                              max=hi if hi is not None else torch.utils._sympy.numbers.int_oo)
+                bounds = {"min": max(lo, 0)} | ({"max": hi} if hi is not None else {})
+                named[sym] = torch.export.Dim(_identifier(sym), **bounds)
 
         def spec_dims(pick: Any) -> tuple[Any, ...] | None:
             dynamic = [

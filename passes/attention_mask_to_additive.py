@@ -51,16 +51,12 @@ class AttentionMaskToAdditive(Pass):
             dtype = qv.dtype
             new: list[fx.Node] = []
             with graph.inserting_before(node):
-                def scalar(value: float) -> fx.Node:
-                    n = graph.call_function(aten.scalar_tensor.default, (value,), {"dtype": dtype})
-                    new.append(n)
-                    return n
-
                 if mv.dtype == torch.bool:
                     keep = mask
-                    additive = graph.call_function(aten.where.self,
-                                                   (mask, scalar(0.0), scalar(float("-inf"))))
-                    new.append(additive)
+                    zero = _scalar(graph, 0.0, dtype)
+                    ninf = _scalar(graph, float("-inf"), dtype)
+                    additive = graph.call_function(aten.where.self, (mask, zero, ninf))
+                    new += [zero, ninf, additive]
                     self._set_mask(node, additive)
                 else:
                     keep = graph.call_function(aten.ne.Scalar, (mask, float("-inf")))
@@ -68,11 +64,11 @@ class AttentionMaskToAdditive(Pass):
                 valid = graph.call_function(aten.any.dim, (keep, -1, True))
                 new.append(valid)
             with graph.inserting_after(node):
-                zero = graph.call_function(aten.scalar_tensor.default, (0.0,), {"dtype": dtype})
-            with graph.inserting_after(zero):
-                guarded = graph.call_function(aten.where.self, (valid, node, zero))
-            node.replace_all_uses_with(guarded, delete_user_cb=lambda u: u is not guarded)
-            for n in (*new, zero, guarded):
+                out_zero = _scalar(graph, 0.0, dtype)
+            with graph.inserting_after(out_zero):
+                guarded = graph.call_function(aten.where.self, (valid, node, out_zero))
+            node.replace_all_uses_with(guarded, delete_user_cb=_is_not(guarded))
+            for n in (*new, out_zero, guarded):
                 copy_provenance(n, node)
             node.meta[GUARDED] = True
             rewritten += 1
@@ -86,3 +82,11 @@ class AttentionMaskToAdditive(Pass):
             node.args = tuple(args)
         else:
             node.kwargs = {**node.kwargs, "attn_mask": mask}
+
+
+def _scalar(graph: fx.Graph, value: float, dtype: torch.dtype) -> fx.Node:
+    return graph.call_function(aten.scalar_tensor.default, (value,), {"dtype": dtype})
+
+
+def _is_not(node: fx.Node) -> Any:
+    return lambda user: user is not node

@@ -1,4 +1,3 @@
-import dataclasses
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from edgecc.errors import (
     UnknownNameError,
 )
 from edgecc.instruments import IRDumpInstrument, NumericCheckInstrument, TimingInstrument
-from edgecc.pass_base import NoOptions, Pass, PassResult, function_pass
+from edgecc.pass_base import Pass, PassResult, function_pass
 from edgecc.pass_manager import PassManager
 from edgecc.pipeline_text import FixpointStep, step
 from edgecc.passes import DeadCodeElimination, EliminateIdentity, FoldBatchNorm

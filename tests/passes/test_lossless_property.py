@@ -7,7 +7,6 @@ subgraphs -- traces it, runs each pass (and the whole default pipeline) and comp
 outputs on fresh random inputs.
 """
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecc
-from edgecc.compiler import DEFAULT_PIPELINE
+from edgecc.recipe import load_recipe
 from edgecc.pass_manager import PassManager
 from edgecc.passes import BUILTIN_PASSES
 from edgecc.testing import assert_close
@@ -115,7 +114,7 @@ def test_every_lossless_pass_preserves_outputs(case):
 def test_default_pipeline_preserves_outputs_and_never_grows_the_graph(case):
     program = build(*case)
     optimized = program.copy()
-    PassManager(DEFAULT_PIPELINE)(optimized)
+    PassManager(load_recipe("optimize").pipeline)(optimized)
     assert sum(optimized.op_counts().values()) <= sum(program.op_counts().values())
     assert optimized.op_counts()["aten._native_batch_norm_legit_no_training"] == 0
     assert_close(program, optimized, samples=2, atol=1e-4, rtol=1e-4)
