@@ -7,6 +7,7 @@ registers itself on import.
 from edgecc.passes.attention_mask_to_additive import AttentionMaskToAdditive
 from edgecc.passes.constant_fold import ConstantFold, ConstantFoldOptions
 from edgecc.passes.cse import CommonSubexpressionElimination
+from edgecc.passes.decompose_composites import DecomposeComposites
 from edgecc.passes.dce import DeadCodeElimination
 from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
@@ -20,6 +21,7 @@ BUILTIN_PASSES = (
     CommonSubexpressionElimination,
     Fuse,
     AttentionMaskToAdditive,
+    DecomposeComposites,
 )
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "ConstantFold",
     "ConstantFoldOptions",
     "DeadCodeElimination",
+    "DecomposeComposites",
     "EliminateIdentity",
     "FoldBatchNorm",
     "Fuse",

@@ -6,7 +6,8 @@ listing targets works without any toolchain installed.
 """
 
 from edgecc.targets.host import HostTarget
+from edgecc.targets.onnx import OnnxTarget
 
-BUILTIN_TARGETS = (HostTarget,)
+BUILTIN_TARGETS = (HostTarget, OnnxTarget)
 
-__all__ = ["BUILTIN_TARGETS", "HostTarget"]
+__all__ = ["BUILTIN_TARGETS", "HostTarget", "OnnxTarget"]
