@@ -98,8 +98,12 @@ def load(
     *,
     trust_pickle: bool = False,
     example_inputs: Sequence[torch.Tensor] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Program:
     """Load a model file into a ``Program``.
+
+    ``.onnx``: imported by edgecc's own ONNX importer; ``input_shapes`` fixes named inputs'
+    shapes (other symbolic dimensions stay dynamic).
 
     ``.pt2``: a ``torch.export`` archive. ``.pt``/``.pth``: a pickled ``nn.Module``, only
     with ``trust_pickle=True`` and ``example_inputs`` (pickles can run code).
@@ -115,10 +119,9 @@ def load(
     if suffix in (".pt", ".pth"):
         return _load_pickle(path, trust_pickle, example_inputs)
     if suffix == ".onnx":
-        raise ModelLoadError(
-            f"'{path}': ONNX import is not available in this edgecc version; "
-            "export the PyTorch model to .pt2 with torch.export.save"
-        )
+        from edgecc.onnx_import import load_onnx
+
+        return load_onnx(path, input_shapes=input_shapes)
     raise ModelLoadError(
         f"'{path}': unknown model file extension '{suffix or '(none)'}'; "
         f"edgecc reads {', '.join(SUPPORTED_SUFFIXES)}"

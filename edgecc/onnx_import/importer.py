@@ -1,0 +1,231 @@
+"""``load_onnx``: validate, fold constant subgraphs, build a module, trace it into a Program."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from edgecc.errors import InputSpecError, ModelLoadError, one_line
+from edgecc.onnx_import.converters import ONNX_DTYPES, Ctx, ShapeValue, lookup, numpy_to_torch
+from edgecc.onnx_import.validate import check_structure, check_supported, opset_of, read_model
+from edgecc.program import Program
+
+FOLD_LIMIT_BYTES = 64 << 20  # constant results larger than this stay runtime operators
+DYNAMIC_EXAMPLE = 2  # example size for a symbolic dimension (0 and 1 would be specialized)
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", name) or "t"
+    if base[0].isdigit() or keyword.iskeyword(base):
+        base = f"t_{base}"
+    out, i = base, 0
+    while out in taken:
+        i += 1
+        out = f"{base}_{i}"
+    taken.add(out)
+    return out
+
+
+class OnnxModule(torch.nn.Module):
+    """Runs ONNX nodes with the converters; constants are this module's parameters/buffers."""
+
+    def __init__(self, nodes: Sequence[Any], opset: int, static: dict[str, torch.Tensor],
+                 inputs: Sequence[str], outputs: Sequence[str]):
+        super().__init__()
+        self.nodes = list(nodes)
+        self.opset = opset
+        # Import-time values as numpy: torch.export fakes the module's tensors while tracing,
+        # and converters need the real numbers (shapes, axes, pads).
+        self.static_values = _StaticValues({k: v.detach().numpy() for k, v in static.items()
+                                            if v.dtype != torch.bfloat16})
+        self.input_names = list(inputs)
+        self.output_names = list(outputs)
+        taken: set[str] = set()
+        self.attr_of: dict[str, str] = {}
+        needed = {n for node in nodes for n in node.input if n in static}
+        needed |= {o for o in outputs if o in static}
+        for name in sorted(needed):
+            attr = _identifier(f"w_{name}", taken)
+            value = static[name]
+            if value.is_floating_point():
+                self.register_parameter(attr, torch.nn.Parameter(value, requires_grad=False))
+            else:
+                self.register_buffer(attr, value)
+            self.attr_of[name] = attr
+
+    def run(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        env: dict[str, Any] = dict(zip(self.input_names, args))
+        for name, attr in self.attr_of.items():
+            env[name] = getattr(self, attr)
+        for node in self.nodes:
+            fn = lookup(node.op_type, self.opset)
+            ctx = Ctx(node, self.opset, self.static_values)
+            ins = [env.get(n) if n else None for n in node.input]
+            try:
+                out = fn(ctx, *ins)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"ONNX node '{node.name or node.op_type}' ({node.op_type}, opset "
+                    f"{self.opset}) could not be converted: {one_line(exc)}"
+                ) from exc
+            outs = out if isinstance(out, tuple) else (out,)
+            for name, value in zip(node.output, outs):
+                if name:
+                    env[name] = value
+        result = []
+        for name in self.output_names:
+            value = env[name]
+            result.append(value.tensor() if isinstance(value, ShapeValue) else value)
+        return tuple(result)
+
+
+class _StaticValues(dict):
+    """name -> the import-time value as a numpy array (tensors made during tracing are fake)."""
+
+
+def _module_class(input_names: Sequence[str]) -> type[OnnxModule]:
+    """A subclass whose ``forward`` takes the graph inputs by name (for torch.export)."""
+    params = ", ".join(input_names)
+    namespace: dict[str, Any] = {}
+    exec(f"def forward(self, {params}):\n    return self.run({params})\n", namespace)  # noqa: S102
+    return type("OnnxModel", (OnnxModule,), {"forward": namespace["forward"]})
+
+
+def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Tensor],
+                    shapes: dict[str, list[int | None]]) -> list[Any]:
+    """Evaluate nodes whose inputs are all known; return the nodes left for run time."""
+    from onnx import numpy_helper
+
+    remaining = []
+    for node in nodes:
+        if node.op_type == "Constant":
+            attr = {a.name: a for a in node.attribute}
+            if "value" in attr:
+                static[node.output[0]] = numpy_to_torch(numpy_helper.to_array(attr["value"].t))
+                continue
+            from onnx import helper
+
+            (a,) = node.attribute
+            static[node.output[0]] = torch.tensor(helper.get_attribute_value(a))
+            continue
+        if node.op_type == "Shape" and node.input[0] not in static:
+            dims = shapes.get(node.input[0])
+            if dims is not None and all(isinstance(d, int) for d in dims) and not any(
+                    a.name in ("start", "end") for a in node.attribute):
+                static[node.output[0]] = torch.tensor(dims, dtype=torch.int64)
+                continue
+        inputs = [n for n in node.input if n]
+        if not inputs or not all(n in static for n in inputs):
+            remaining.append(node)
+            continue
+        try:
+            with torch.no_grad():
+                out = lookup(node.op_type, opset)(Ctx(node, opset, static),
+                                                  *[static.get(n) if n else None for n in node.input])
+        except Exception:
+            remaining.append(node)  # evaluated at run time instead; errors surface there
+            continue
+        outs = out if isinstance(out, tuple) else (out,)
+        values = [o.tensor() if isinstance(o, ShapeValue) else o for o in outs]
+        if any(not isinstance(v, torch.Tensor) for v in values) or \
+                sum(v.numel() * v.element_size() for v in values) > FOLD_LIMIT_BYTES:
+            remaining.append(node)
+            continue
+        for name, value in zip(node.output, values):
+            if name:
+                static[name] = value.detach().contiguous()
+    return remaining
+
+
+def _inferred_shapes(model: Any) -> dict[str, list[int | None]]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:
+        return {}
+    shapes: dict[str, list[int | None]] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    return shapes
+
+
+def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Program:
+    """Import an ONNX file. ``input_shapes`` fixes the shapes of named inputs (overriding
+    their symbolic dimensions); other symbolic dimensions stay dynamic."""
+    import edgecc
+    from edgecc.passes import ConstantFold, DeadCodeElimination
+
+    model = read_model(path)
+    opset = opset_of(model, path)
+    nodes = check_structure(model, path)
+    check_supported(nodes, opset, path)
+
+    from onnx import numpy_helper
+
+    static: dict[str, torch.Tensor] = {}
+    for init in model.graph.initializer:
+        try:
+            static[init.name] = numpy_to_torch(numpy_helper.to_array(init))
+        except Exception as exc:
+            raise ModelLoadError(f"'{path}': initializer '{init.name}': {one_line(exc)}") from exc
+    graph_inputs = [i for i in model.graph.input if i.name not in static]
+    overrides = dict(input_shapes or {})
+    unknown = set(overrides) - {i.name for i in graph_inputs}
+    if unknown:
+        raise InputSpecError(
+            f"--input-shape names {sorted(unknown)}, but the model's inputs are "
+            f"{[i.name for i in graph_inputs]}"
+        )
+
+    examples, dynamic, dims_by_param = [], [], {}
+    taken: set[str] = set()
+    names = []
+    for inp in graph_inputs:
+        names.append(_identifier(inp.name, taken))
+        t = inp.type.tensor_type
+        dtype = ONNX_DTYPES.get(t.elem_type)
+        if dtype is None:
+            raise ModelLoadError(f"'{path}': input '{inp.name}' has unsupported element type {t.elem_type}")
+        if inp.name in overrides:
+            shape = [int(d) for d in overrides[inp.name]]
+            spec = None
+        else:
+            shape, spec = [], {}
+            for axis, d in enumerate(t.shape.dim):
+                if d.HasField("dim_value"):
+                    shape.append(d.dim_value)
+                else:
+                    param = d.dim_param or f"{inp.name}_dim{axis}"
+                    dims_by_param.setdefault(param, torch.export.Dim(_identifier(param, set())))
+                    spec[axis] = dims_by_param[param]
+                    shape.append(DYNAMIC_EXAMPLE)
+        if dtype.is_floating_point:
+            examples.append(torch.randn(shape).to(dtype))
+        else:
+            examples.append(torch.zeros(shape, dtype=dtype))
+        dynamic.append(spec or None)
+
+    shapes = _inferred_shapes(model)
+    for inp, ex in zip(graph_inputs, examples):
+        shapes[inp.name] = list(ex.shape) if inp.name in overrides else shapes.get(inp.name, [])
+    remaining = _fold_constants(nodes, opset, static, shapes)
+    outputs = [o.name for o in model.graph.output]
+    module = _module_class(names)(remaining, opset, static, [i.name for i in graph_inputs], outputs)
+    try:
+        program = edgecc.trace(module, tuple(examples),
+                               dynamic_shapes=tuple(dynamic) if any(dynamic) else None)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"'{path}': {exc}") from exc
+    program.source = path.rsplit("/", 1)[-1]
+    # Weights computed inside the graph (Cast/Transpose of initializers, ...) become real
+    # parameters that compression passes can see.
+    ConstantFold()(program)
+    DeadCodeElimination()(program)
+    return program
