@@ -2,15 +2,19 @@
 
 Rules, applied in order:
 
-1. linear canonicalisation -- ``addmm(b, x, permute(W, [1, 0]))`` and
-   ``add(mm|matmul(x, permute(W, [1, 0])), b)`` with constant ``W``/``b`` become
-   ``aten.linear(x, W, b)``;
+1. linear canonicalisation -- ``addmm(b, x, permute(W, [1, 0]))``,
+   ``add(mm|matmul(x, permute(W, [1, 0])), b)`` and ``matmul(x, C) [+ b]`` with a constant
+   2-D ``C`` (how ONNX stores a linear layer) become ``aten.linear(x, W, b)``;
 2. activation fusion -- a convolution or linear whose only user is an activation (relu,
    relu6 = ``hardtanh(0, 6)``/``clamp(0, 6)``, gelu, gelu-tanh, silu, hardswish, sigmoid)
    becomes ``edgecc.conv_act`` / ``edgecc.linear_act``;
-3. attention -- ``matmul(softmax(matmul(q, kᵀ) · scale [+ mask]), v)`` becomes
-   ``aten.scaled_dot_product_attention(q, k, v, mask, scale=...)``, so an attention block
-   written out by hand (or decomposed by an exporter) is one recognisable op again.
+3. attention -- ``matmul(softmax(matmul(q·s₁, kᵀ·s₂) · s₃ [+ mask]), v)``, the softmax
+   optionally NaN-guarded (``where(isnan(p), 0, p)``, as exporters write PyTorch's safe
+   softmax), becomes ``aten.scaled_dot_product_attention(q, k, v, mask, scale=s₁s₂s₃)``, so
+   an attention block written out by hand or decomposed by an exporter is one recognisable
+   op again. ``kᵀ`` may come from any chain of reshapes (a transpose is emitted then). One
+   difference, for the better: a query row whose scores are all -inf gives zeros, as
+   PyTorch's SDPA does, where a bare softmax gives NaN.
 
 Before::
 
@@ -72,6 +76,40 @@ def activation_of(node: Any) -> str | None:
     if is_op(node, aten.sigmoid):
         return "sigmoid"
     return None
+
+
+def _stored_transposed(program: Program, node: Any, user: fx.Node) -> fx.Node | None:
+    """For ``matmul(x, C)`` with constant 2-D ``C`` ([in, out]): a new constant ``Cᵀ``."""
+    if not program.is_constant(node):
+        return None
+    value = program.tensor(node)
+    xv = val(user.args[0])
+    if value.dim() != 2 or xv is None or xv.dim() < 2 or not value.is_floating_point():
+        return None
+    return program.add_constant(f"{node.target}_t", value.t().contiguous(), before=user)
+
+
+def _feeds_bias_add(program: Program, node: fx.Node) -> bool:
+    user = only_user(node)
+    return bool(is_op(user, aten.add) and user.args[0] is node and
+                program.is_constant(user.args[1]) and program.tensor(user.args[1]).dim() == 1)
+
+
+def _scalar_constant(program: Program, node: Any) -> float | None:
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return float(node)
+    if program.is_constant(node) and program.tensor(node).numel() == 1:
+        return float(program.tensor(node).reshape(()))
+    return None
+
+
+def _strip_scale(program: Program, node: Any) -> tuple[Any, float]:
+    """``(x, s)`` for ``x * s`` / ``x / s`` by a scalar constant, else ``(node, 1)``."""
+    if is_op(node, aten.mul, aten.div) and only_user(node) is not None:
+        factor = _scalar_constant(program, node.args[1])
+        if factor is not None and factor != 0:
+            return node.args[0], factor if is_op(node, aten.mul) else 1.0 / factor
+    return node, 1.0
 
 
 def _transposed_constant(program: Program, node: Any) -> fx.Node | None:
@@ -142,12 +180,17 @@ class Fuse(Pass):
                 mm, b = node.args[:2]
                 if is_op(mm, aten.mm, aten.matmul) and only_user(mm) is node:
                     x, wt = mm.args[:2]
-                    w = _transposed_constant(program, wt)
-            if w is None or not program.is_constant(b):
+                    w = _transposed_constant(program, wt) or _stored_transposed(program, wt, mm)
+            elif is_op(node, aten.matmul) and not _feeds_bias_add(program, node):
+                x, wt = node.args[:2]
+                w = _stored_transposed(program, wt, node)
+                b = None
+            if w is None or not (b is None or program.is_constant(b)):
                 continue
-            bias = program.tensor(b)
-            if bias.dim() != 1 or bias.shape[0] != program.tensor(w).shape[0]:
-                continue
+            if b is not None:
+                bias = program.tensor(b)
+                if bias.dim() != 1 or bias.shape[0] != program.tensor(w).shape[0]:
+                    continue
             if val(x) is None or val(x).dim() < 1:
                 continue
             with graph.inserting_before(node):
@@ -169,7 +212,15 @@ class Fuse(Pass):
             if not is_op(out, aten.matmul, aten.bmm):
                 continue
             probs, v = out.args[:2]
-            if not is_op(probs, aten._softmax, aten.softmax) or only_user(probs) is not out:
+            if is_op(probs, aten.where) and only_user(probs) is out:
+                cond, zero, sm = probs.args
+                if not (is_op(cond, aten.isnan) and cond.args[0] is sm and
+                        _scalar_constant(program, zero) == 0.0 and len(sm.users) == 2):
+                    continue
+                probs = sm
+            elif only_user(probs) is not out:
+                continue
+            if not is_op(probs, aten._softmax, aten.softmax):
                 continue
             dim = probs.args[1]
             vp = val(probs)
@@ -181,15 +232,13 @@ class Fuse(Pass):
                 scores, mask = scores.args[0], scores.args[1]
                 if not isinstance(mask, fx.Node):
                     continue
-            scale = 1.0
-            if is_op(scores, aten.mul, aten.div) and only_user(scores) is not None and \
-                    isinstance(scores.args[1], (int, float)):
-                factor = float(scores.args[1])
-                scale = factor if is_op(scores, aten.mul) else 1.0 / factor
-                scores = scores.args[0]
+            scores, scale = _strip_scale(program, scores)
             if not is_op(scores, aten.matmul, aten.bmm) or only_user(scores) is None:
                 continue
             q, kt = scores.args[:2]
+            q, s_q = _strip_scale(program, q)
+            kt, s_k = _strip_scale(program, kt)
+            scale *= s_q * s_k
             k = None
             if is_op(kt, aten.transpose) and val(kt) is not None:
                 rank = val(kt).dim()
@@ -202,6 +251,8 @@ class Fuse(Pass):
                 swapped[-1], swapped[-2] = swapped[-2], swapped[-1]
                 if [p % rank for p in perm] == swapped:
                     k = kt.args[0]
+            transpose_k = k is None
+            k = kt if transpose_k else k
             if k is None or any(val(t) is None or val(t).dim() < 3 for t in (q, k, v)):
                 continue
             if val(q).dtype != val(probs).dtype:
@@ -209,6 +260,11 @@ class Fuse(Pass):
             mv = val(mask) if mask is not None else None
             if mv is not None and mv.dtype not in (val(q).dtype, torch.bool):
                 continue
+            if transpose_k:  # only now that the match is certain (never mutate before)
+                with graph.inserting_before(out):
+                    k = graph.call_function(aten.transpose.int, (kt, -2, -1))
+                k.meta["val"] = val(kt).transpose(-2, -1)
+                copy_provenance(k, out)
             head_dim = val(q).shape[-1]
             kwargs: dict[str, Any] = {}
             if not (isinstance(head_dim, int) and math.isclose(scale, 1 / math.sqrt(head_dim),

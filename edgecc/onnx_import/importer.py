@@ -156,6 +156,17 @@ def _inferred_shapes(model: Any) -> dict[str, list[int | None]]:
     return shapes
 
 
+def _index_range(nodes: Sequence[Any], name: str, static: dict[str, torch.Tensor]) -> int:
+    """Upper bound for an integer input: the size of the table it gathers from, else 2."""
+    sizes = []
+    for node in nodes:
+        if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name \
+                and node.input[0] in static:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            sizes.append(int(static[node.input[0]].shape[axis]))
+    return max(min(sizes), 1) if sizes else 2
+
+
 def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Program:
     """Import an ONNX file. ``input_shapes`` fixes the shapes of named inputs (overriding
     their symbolic dimensions); other symbolic dimensions stay dynamic."""
@@ -208,8 +219,12 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
                     shape.append(DYNAMIC_EXAMPLE)
         if dtype.is_floating_point:
             examples.append(torch.randn(shape).to(dtype))
-        else:
-            examples.append(torch.zeros(shape, dtype=dtype))
+        elif dtype == torch.bool:
+            examples.append(torch.ones(shape, dtype=dtype))
+        else:  # ids index a table: draw from its valid range so examples are realistic
+            high = _index_range(model.graph.node, inp.name, static)
+            examples.append(torch.randint(0, high, shape, dtype=dtype,
+                                          generator=torch.Generator().manual_seed(0)))
         dynamic.append(spec or None)
 
     shapes = _inferred_shapes(model)
