@@ -61,8 +61,8 @@ def _print_json(data: Any) -> None:
 
 # -- argument helpers -----------------------------------------------------------------------
 
-def parse_input_shapes(values: Sequence[str]) -> list[Any]:
-    """``NAME:1x3x224x224[:dtype]`` -> example tensors (for pickled modules)."""
+def parse_input_shapes(values: Sequence[str]) -> list[tuple[str, list[int], Any]]:
+    """``NAME:1x3x224x224[:dtype]`` -> ``(name, shape, dtype)``."""
     import torch
 
     from edgecc.program import dtype_from_name
@@ -70,7 +70,7 @@ def parse_input_shapes(values: Sequence[str]) -> list[Any]:
     out = []
     for text in values:
         parts = text.split(":")
-        if len(parts) not in (2, 3):
+        if len(parts) not in (2, 3) or not parts[0]:
             raise InputSpecError(
                 f"--input-shape '{text}' must look like NAME:1x3x224x224 or NAME:1x128:int64"
             )
@@ -79,9 +79,18 @@ def parse_input_shapes(values: Sequence[str]) -> list[Any]:
         except ValueError:
             raise InputSpecError(f"--input-shape '{text}': dimensions must be integers") from None
         dtype = dtype_from_name(parts[2]) if len(parts) == 3 else torch.float32
-        out.append(torch.randn(shape).to(dtype) if dtype.is_floating_point
-                   else torch.zeros(shape, dtype=dtype))
+        out.append((parts[0], shape, dtype))
     return out
+
+
+def example_tensors(shapes: Sequence[tuple[str, list[int], Any]]) -> list[Any] | None:
+    """Example inputs for a pickled module (random floats, zero integers)."""
+    import torch
+
+    if not shapes:
+        return None
+    return [torch.randn(s).to(d) if d.is_floating_point else torch.zeros(s, dtype=d)
+            for _, s, d in shapes]
 
 
 def parse_key_values(values: Sequence[str], flag: str) -> dict[str, Any]:
@@ -113,13 +122,17 @@ def load_calibration(path: str, specs: Sequence[Any]) -> list[tuple[Any, ...]]:
 def cmd_compile(args: argparse.Namespace) -> int:
     import edgecc.compiler as compiler
 
-    example = parse_input_shapes(args.input_shape) if args.input_shape else None
+    shapes = parse_input_shapes(args.input_shape)
+    example = example_tensors(shapes)
+    named = {n: s for n, s, _ in shapes} or None
     calibration = None
     if args.calib:
-        probe = compiler.resolve_model(args.model, example, trust_pickle=args.trust_pickle)
+        probe = compiler.resolve_model(args.model, example, trust_pickle=args.trust_pickle,
+                                       input_shapes=named)
         calibration = load_calibration(args.calib, probe.input_specs)
     res = compiler.compile(
         args.model,
+        input_shapes=named,
         target=args.target,
         pipeline=args.pipeline,
         recipe=args.recipe,
@@ -180,8 +193,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from edgecc.accounting import measure
     from edgecc.frontend import load
 
-    example = parse_input_shapes(args.input_shape) if args.input_shape else None
-    program = load(args.model, trust_pickle=args.trust_pickle, example_inputs=example)
+    shapes = parse_input_shapes(args.input_shape)
+    program = load(args.model, trust_pickle=args.trust_pickle,
+                   example_inputs=example_tensors(shapes),
+                   input_shapes={n: s for n, s, _ in shapes} or None)
     size = measure(program)
     ops = dict(sorted(program.op_counts().items(), key=lambda kv: (-kv[1], kv[0])))
     data = {"source": args.model, "inputs": [s.to_json() for s in program.input_specs],
@@ -306,11 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", help="model file: .pt2 (torch.export.save)")
+        p.add_argument("model", help="model file: .pt2 (torch.export.save) or .onnx")
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow loading a pickled .pt/.pth nn.Module (runs its code!)")
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
-                       help="example input for a pickled module, e.g. x:1x3x224x224")
+                       help="fix an input's shape (ONNX symbolic dims) or give a pickled "
+                       "module's example input, e.g. x:1x3x224x224")
 
     p = sub.add_parser("compile", help="optimize a model and lower it for a target")
     model_args(p)

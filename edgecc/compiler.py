@@ -70,12 +70,14 @@ class CompileResult:
 
 
 def resolve_model(model: Any, example_inputs: Sequence[Any] | None, *,
-                  trust_pickle: bool = False, dynamic_shapes: Any = None) -> Program:
+                  trust_pickle: bool = False, dynamic_shapes: Any = None,
+                  input_shapes: dict[str, Sequence[int]] | None = None) -> Program:
     """An ``nn.Module`` (with example inputs), a file path, or a ``Program`` -> ``Program``."""
     if isinstance(model, Program):
         return model.copy()
     if isinstance(model, (str, os.PathLike)):
-        return load(model, trust_pickle=trust_pickle, example_inputs=example_inputs)
+        return load(model, trust_pickle=trust_pickle, example_inputs=example_inputs,
+                    input_shapes=input_shapes)
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise InputSpecError(
@@ -102,6 +104,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     recipe: str | None = None,
     example_inputs: Sequence[Any] | None = None,
     dynamic_shapes: Any = None,
+    input_shapes: dict[str, Sequence[int]] | None = None,
     calibration: Iterable[Sequence[Any]] | None = None,
     output_dir: str | None = None,
     force: bool = False,
@@ -135,7 +138,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     with Progress(stages, enabled=progress) as bar:
         bar.stage("load model")
         original = resolve_model(model, example_inputs, trust_pickle=trust_pickle,
-                                 dynamic_shapes=dynamic_shapes)
+                                 dynamic_shapes=dynamic_shapes, input_shapes=input_shapes)
         program = original.copy()
         before = measure(original)
 

@@ -118,6 +118,11 @@ def load(
         return _load_pt2(path)
     if suffix in (".pt", ".pth"):
         return _load_pickle(path, trust_pickle, example_inputs)
+    if input_shapes and suffix == ".pt2":
+        raise InputSpecError(
+            f"'{path}': input shapes are fixed when the .pt2 is exported; --input-shape "
+            "applies to .onnx and pickled models"
+        )
     if suffix == ".onnx":
         from edgecc.onnx_import import load_onnx
 
