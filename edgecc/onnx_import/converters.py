@@ -482,7 +482,17 @@ def _selu(ctx, x):
 @op("PRelu")
 def _prelu(ctx, x, slope):
     x, slope = T(x), T(slope)
+    if slope.dim() == 1 and x.dim() > 2 and slope.shape[0] == x.shape[1] != x.shape[-1]:
+        # Per-channel slopes from opset < 7 models (kept by the version converter).
+        slope = slope.reshape(-1, *([1] * (x.dim() - 2)))
     return torch.where(x >= 0, x, x * slope)
+
+
+@op("Shrink", since=9)
+def _shrink(ctx, x):
+    x = T(x)
+    lambd, bias = ctx.attr("lambd", 0.5), ctx.attr("bias", 0.0)
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))
 
 
 @op("Gelu", since=20)

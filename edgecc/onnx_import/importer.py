@@ -11,7 +11,14 @@ import torch
 
 from edgecc.errors import InputSpecError, ModelLoadError, one_line
 from edgecc.onnx_import.converters import ONNX_DTYPES, Ctx, ShapeValue, lookup, numpy_to_torch
-from edgecc.onnx_import.validate import check_structure, check_supported, opset_of, read_model
+from edgecc.onnx_import.validate import (
+    UPGRADE_TO,
+    check_structure,
+    check_supported,
+    opset_of,
+    read_model,
+    upgrade_if_old,
+)
 from edgecc.program import Program
 
 FOLD_LIMIT_BYTES = 64 << 20  # constant results larger than this stay runtime operators
@@ -176,6 +183,8 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     model = read_model(path)
     opset = opset_of(model, path)
     nodes = check_structure(model, path)
+    model, opset = upgrade_if_old(model, opset, path)
+    nodes = check_structure(model, path) if opset == UPGRADE_TO else nodes
     check_supported(nodes, opset, path)
 
     from onnx import numpy_helper

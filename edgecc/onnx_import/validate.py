@@ -67,12 +67,27 @@ def opset_of(model, path: str) -> int:
             f"({max_opset()}, from onnx {__import__('onnx').__version__}); export with an older "
             f"opset or upgrade onnx"
         )
-    if opset < MIN_OPSET:
-        raise ModelLoadError(
-            f"'{path}' uses opset {opset}; edgecc imports opsets {MIN_OPSET}..{max_opset()}: "
-            "convert it with onnx.version_converter.convert_version(model, 17)"
-        )
     return opset
+
+
+UPGRADE_TO = 13
+
+
+def upgrade_if_old(model, opset: int, path: str):
+    """Models older than opset 11 are upgraded with onnx's version converter."""
+    if opset >= MIN_OPSET:
+        return model, opset
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_TO)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"'{path}' uses opset {opset}; edgecc imports opsets {MIN_OPSET}..{max_opset()} and "
+            f"onnx's version converter could not upgrade it ({one_line(exc)}); re-export with "
+            f"opset {UPGRADE_TO} or newer"
+        ) from exc
+    return upgraded, UPGRADE_TO
 
 
 def check_structure(model, path: str) -> list:
