@@ -171,3 +171,41 @@ def test_every_unsupported_operator_is_listed_once(tmp_path):
     assert "3 unsupported operator type(s)" in message
     for words in ("NonMaxSuppression (nodes: nms1)", "Det (nodes: det1)", "com.vendor.Custom"):
         assert words in message
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3", "efficientnet", "squeezenet", "shufflenet",
+                                  "densenet", "inception", "vgg"])
+def test_cnn_families_import_and_match_onnxruntime(name, tmp_path):
+    from tests.cnn_zoo import make
+
+    batch = torch.export.Dim("batch", min=1, max=16)
+    path = export(make(name), (torch.randn(2, 3, 32, 32),), tmp_path / "m.onnx", ({0: batch},))
+    program = edgecc.load(path)
+    x = torch.randn(3, 3, 32, 32)
+    np.testing.assert_allclose(program(x)[0].numpy(), ort_run(path, (x,))[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_vit_imports_and_matches(tmp_path):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    vit = tf.ViTModel(tf.ViTConfig(image_size=32, patch_size=8, hidden_size=64,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=128, attn_implementation="sdpa")).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = vit
+
+        def forward(self, pixels):
+            return self.vit(pixel_values=pixels).last_hidden_state
+
+    path = export(Hidden().eval(), (torch.randn(2, 3, 32, 32),), tmp_path / "vit.onnx")
+    program = edgecc.load(path)
+    x = torch.randn(2, 3, 32, 32)
+    np.testing.assert_allclose(program(x)[0].numpy(), ort_run(path, (x,))[0], atol=1e-4, rtol=1e-4)
+    res = edgecc.compile(program, "host", output_dir=str(tmp_path / "o"))
+    assert res.program.op_counts()["aten.scaled_dot_product_attention"] == 2
+    assert res.report["verification"]["passed"]
