@@ -8,6 +8,11 @@ composite. Converters that TVM 0.27 gets wrong are overridden here too (see ``_h
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import torch.fx as fx
@@ -79,12 +84,13 @@ def to_relax(program: Program) -> Any:
     from tvm.relax.frontend.torch import from_exported_program
 
     exported = program.export()
-    try:
-        return from_exported_program(
-            exported, custom_convert_map=CUSTOM_CONVERTERS, run_ep_decomposition=False
-        )
-    except Exception as exc:
-        raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
+    with captured_native_stderr():
+        try:
+            return from_exported_program(
+                exported, custom_convert_map=CUSTOM_CONVERTERS, run_ep_decomposition=False
+            )
+        except Exception as exc:
+            raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
 
 
 def llvm_target(mcpu: str | None, num_cores: int | None) -> Any:
@@ -97,11 +103,42 @@ def llvm_target(mcpu: str | None, num_cores: int | None) -> Any:
     return tvm.target.Target(spec)
 
 
+@contextlib.contextmanager
+def captured_native_stderr() -> Iterator[list[str]]:
+    """Collect what native code (TVM's C++ logging) writes to file descriptor 2.
+
+    TVM logs warnings such as "Fast mode segfaults when there are out-of-bounds indices"
+    for every gather it compiles; they are noise for users and are shown only if the
+    build fails (or with EDGECC_TVM_LOG=1).
+    """
+    lines: list[str] = []
+    if os.environ.get("EDGECC_TVM_LOG"):
+        yield lines
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
+
+
 def build(module: Any, target: Any, library_path: str) -> None:
     import tvm
 
-    try:
-        executable = tvm.compile(module, target=target)
-        executable.export_library(library_path)
-    except Exception as exc:
-        raise LoweringError(f"TVM build failed: {one_line(exc)}") from exc
+    with captured_native_stderr() as log:
+        try:
+            executable = tvm.compile(module, target=target)
+            executable.export_library(library_path)
+            return
+        except Exception as exc:
+            error = exc
+    tail = " | ".join(line for line in log[-3:] if line.strip())
+    raise LoweringError(
+        f"TVM build failed: {one_line(error)}" + (f" (TVM log: {tail})" if tail else "")
+    ) from error
