@@ -567,6 +567,14 @@ def _conv_padding(ctx, x, kernel: Sequence[int], strides, dilations):
     return list(pads[:n]), list(pads[n:])
 
 
+def _pad_explicitly(x: torch.Tensor, begin: list[Any], end: list[Any], value: float = 0.0):
+    """Apply asymmetric (begin != end) spatial padding up front; torch ops take symmetric."""
+    pad: list[Any] = []
+    for bgn, e in zip(reversed(begin), reversed(end)):
+        pad += [bgn, e]
+    return F.pad(x, pad, value=value), [0] * len(begin)
+
+
 @op("Conv")
 def _conv(ctx, x, w, b=None):
     x, w = T(x), T(w)
@@ -576,11 +584,7 @@ def _conv(ctx, x, w, b=None):
     dilations = list(ctx.attr("dilations", [1] * n))
     begin, end = _conv_padding(ctx, x, kernel, strides, dilations)
     if begin != end:
-        pad = []
-        for bgn, e in zip(reversed(begin), reversed(end)):
-            pad += [bgn, e]
-        x = F.pad(x, pad)
-        begin = [0] * n
+        x, begin = _pad_explicitly(x, begin, end)
     return torch.ops.aten.convolution(x, w, T(b), strides, begin, dilations, False, [0] * n,
                                       ctx.attr("group", 1))
 
@@ -662,11 +666,7 @@ def _max_pool(ctx, x):
     kernel, strides, dilations, begin, end = _pool_args(ctx, x)
     n = len(kernel)
     if begin != end:
-        pad = []
-        for bgn, e in zip(reversed(begin), reversed(end)):
-            pad += [bgn, e]
-        x = F.pad(x, pad, value=float("-inf"))
-        begin = [0] * n
+        x, begin = _pad_explicitly(x, begin, end, float("-inf"))
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
     return fn(x, kernel, strides, begin, dilations, ceil_mode=bool(ctx.attr("ceil_mode", 0)))
 
@@ -678,11 +678,7 @@ def _avg_pool(ctx, x):
     n = len(kernel)
     include = bool(ctx.attr("count_include_pad", 0))
     if begin != end:
-        pad = []
-        for bgn, e in zip(reversed(begin), reversed(end)):
-            pad += [bgn, e]
-        x = F.pad(x, pad)
-        begin = [0] * n
+        x, begin = _pad_explicitly(x, begin, end)
         include = True
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
     return fn(x, kernel, strides, begin, ceil_mode=bool(ctx.attr("ceil_mode", 0)),
