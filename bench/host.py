@@ -1,6 +1,6 @@
-"""Host-target latency: edgecc (TVM Relax, untuned default schedules) vs PyTorch eager vs
-onnxruntime (fp32), 2 threads each, median of repeated runs. Prints a table and writes
-``bench/results/host.json``.
+"""Host-target latency: edgecc (TVM Relax with edgecc's default CPU schedule, untuned) vs
+TVM's own unscheduled pipeline vs PyTorch eager vs onnxruntime (fp32), 2 threads each,
+median of repeated runs. Prints a table and writes ``bench/results/host.json``.
 
     python bench/host.py [--repeats 50] [--models resnet20,mobilenet_v2,bert,gpt2]
 
@@ -125,25 +125,32 @@ def main() -> int:
             compile_s = time.perf_counter() - t
             res.run(*inputs)
             edge = median_ms(lambda: res.run(*inputs), args.repeats)
+            plain = edgecc.compile(module, "host", example_inputs=inputs, progress=False,
+                                   verify=False,
+                                   target_options={"num_threads": THREADS, "schedule": "tvm"})
+            plain.run(*inputs)
+            tvm_default = median_ms(lambda: plain.run(*inputs), args.repeats)
             ort_ms, ort_err = onnxruntime_ms(module, inputs, args.repeats)
         v = res.report["verification"]
         rows.append({"model": name, "input": shape, "pytorch_eager_ms": eager,
                      "onnxruntime_ms": ort_ms, "edgecc_host_ms": edge,
+                     "tvm_unscheduled_ms": tvm_default,
                      "edgecc_vs_onnxruntime": edge / ort_ms, "edgecc_vs_eager": edge / eager,
                      "edgecc_compile_s": compile_s, "edgecc_max_abs_err": v["max_abs"],
                      "onnxruntime_max_abs_err": ort_err})
         print(f"done {name}", file=sys.stderr)
 
-    header = ("model", "input", "eager ms", "onnxrt ms", "edgecc ms", "edgecc/ort",
-              "compile s", "max-abs err")
+    header = ("model", "input", "eager ms", "onnxrt ms", "tvm-plain ms", "edgecc ms",
+              "edgecc/ort", "compile s", "max-abs err")
     lines = [f"{r['model']:<13}{r['input']:<14}{r['pytorch_eager_ms']:>9.2f}"
-             f"{r['onnxruntime_ms']:>11.2f}{r['edgecc_host_ms']:>11.2f}"
+             f"{r['onnxruntime_ms']:>11.2f}{r['tvm_unscheduled_ms']:>11.2f}"
+             f"{r['edgecc_host_ms']:>11.2f}"
              f"{r['edgecc_vs_onnxruntime']:>11.2f}x{r['edgecc_compile_s']:>10.1f}"
              f"{r['edgecc_max_abs_err']:>13.1e}" for r in rows]
     print(f"{header[0]:<13}{header[1]:<14}" + "".join(f"{h:>11}" for h in header[2:]))
     print("\n".join(lines))
     result = {
-        "benchmark": "host target latency, fp32, untuned TVM default schedules",
+        "benchmark": "host target latency, fp32, edgecc default CPU schedule (untuned)",
         "threads": THREADS, "repeats": args.repeats, "statistic": "median",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,

@@ -128,12 +128,15 @@ def captured_native_stderr() -> Iterator[list[str]]:
             lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
-def build(module: Any, target: Any, library_path: str) -> None:
+def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc") -> None:
     import tvm
 
+    from edgecc.targets.host.schedule import pipeline
+
+    relax_pipeline = pipeline(target) if schedule == "edgecc" else "default"
     with captured_native_stderr() as log:
         try:
-            executable = tvm.compile(module, target=target)
+            executable = tvm.compile(module, target=target, relax_pipeline=relax_pipeline)
             executable.export_library(library_path)
             return
         except Exception as exc:

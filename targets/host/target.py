@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import Any, Literal
 
 import torch.fx as fx
 
@@ -22,6 +22,9 @@ LIBRARY = "model.so"
 class HostOptions:
     mcpu: str = ""  # LLVM CPU name; empty = this machine's (llvm_get_system_cpu)
     num_threads: int = 0  # TVM worker threads at run time; 0 = TVM's default
+    # "edgecc": edgecc's default CPU schedule (parallel + vectorizable loop nests);
+    # "tvm": TVM's own untuned pipeline, for comparison.
+    schedule: Literal["edgecc", "tvm"] = "edgecc"
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
@@ -87,9 +90,10 @@ class HostTarget(Target):
             raise LoweringError(f"host target cannot lower {len(bad)} node(s): {listed}")
         module = lowering.to_relax(program)
         target = lowering.llvm_target(options.mcpu or None, options.num_threads or None)
-        lowering.build(module, target, os.path.join(output_dir, LIBRARY))
+        lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule)
         return [Artifact(LIBRARY, "library",
-                         f"TVM Relax VM executable with weights, llvm {target.attrs['mcpu']}")]
+                         f"TVM Relax VM executable with weights, llvm {target.attrs['mcpu']}, "
+                         f"{options.schedule} schedule")]
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         self._require()
