@@ -142,12 +142,12 @@ def main() -> int:
 
     header = ("model", "input", "eager ms", "onnxrt ms", "tvm-plain ms", "edgecc ms",
               "edgecc/ort", "compile s", "max-abs err")
-    lines = [f"{r['model']:<13}{r['input']:<14}{r['pytorch_eager_ms']:>9.2f}"
-             f"{r['onnxruntime_ms']:>11.2f}{r['tvm_unscheduled_ms']:>11.2f}"
-             f"{r['edgecc_host_ms']:>11.2f}"
-             f"{r['edgecc_vs_onnxruntime']:>11.2f}x{r['edgecc_compile_s']:>10.1f}"
+    lines = [f"{r['model']:<13}{r['input']:<14}{r['pytorch_eager_ms']:>13.2f}"
+             f"{r['onnxruntime_ms']:>13.2f}{r['tvm_unscheduled_ms']:>13.2f}"
+             f"{r['edgecc_host_ms']:>13.2f}"
+             f"{r['edgecc_vs_onnxruntime']:>12.2f}x{r['edgecc_compile_s']:>13.1f}"
              f"{r['edgecc_max_abs_err']:>13.1e}" for r in rows]
-    print(f"{header[0]:<13}{header[1]:<14}" + "".join(f"{h:>11}" for h in header[2:]))
+    print(f"{header[0]:<13}{header[1]:<14}" + "".join(f"{h:>13}" for h in header[2:]))
     print("\n".join(lines))
     result = {
         "benchmark": "host target latency, fp32, edgecc default CPU schedule (untuned)",
