@@ -22,7 +22,7 @@ def main() -> int:
     import onnx
     import onnxruntime as ort
     import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     import edgecc
 
