@@ -27,7 +27,6 @@ from edgecc.accounting import measure
 from edgecc.errors import (
     EdgeccError,
     InputSpecError,
-    TargetUnavailableError,
     VerificationFailedError,
 )
 from edgecc.frontend import load, trace
@@ -127,9 +126,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     steps = parse_pipeline(text)
     steps = (*steps, *tgt.legalization(tgt_options))
     vopts = verify_options or loaded.verify
-    avail = tgt.availability()
-    if not avail.available:
-        raise TargetUnavailableError(f"target '{tgt.name}' is unavailable: {avail.detail}")
+    avail = tgt.require_available()
     model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
     if output_dir is not None:
         check_output_dir(output_dir, force=force, protected=(model_path,))

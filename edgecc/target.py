@@ -57,6 +57,15 @@ class Target:
     def availability(self) -> Availability:
         return Availability(True, "")
 
+    def require_available(self) -> Availability:
+        """The availability, or ``TargetUnavailableError`` saying what is missing."""
+        avail = self.availability()
+        if not avail.available:
+            from edgecc.errors import TargetUnavailableError
+
+            raise TargetUnavailableError(f"target '{self.name}' is unavailable: {avail.detail}")
+        return avail
+
     def supports(self, node: fx.Node) -> Support:
         return Support(True)
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from edgecc.program import TensorSpec
 
 
 class HostRunner:
     """Loads ``model.so`` once; ``run(*inputs)`` returns a tuple of torch tensors."""
 
-    def __init__(self, library_path: str, input_specs: Sequence[TensorSpec],
-                 num_threads: int | None = None):
+    def __init__(self, library_path: str, num_threads: int | None = None):
         if num_threads:
             # Read by TVM's thread pool when it starts, so it must be set before first use.
             os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))
@@ -26,7 +23,6 @@ class HostRunner:
         self.device = tvm.cpu()
         self.module = tvm.runtime.load_module(library_path)
         self.vm = relax.VirtualMachine(self.module, self.device)
-        self.input_specs = tuple(input_specs)
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         import tvm

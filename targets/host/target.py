@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import torch.fx as fx
 
-from edgecc.errors import LoweringError, TargetUnavailableError
+from edgecc.errors import LoweringError
 from edgecc.passes import AttentionMaskToAdditive
 from edgecc.pipeline_text import PassStep
-from edgecc.program import Program, TensorSpec, op_name
+from edgecc.program import Program, op_name
 from edgecc.target import Artifact, Availability, Support, Target
 
 LIBRARY = "model.so"
@@ -75,13 +75,8 @@ class HostTarget(Target):
         # TVM Relax's attention takes additive float masks only.
         return (PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),)
 
-    def _require(self) -> None:
-        avail = self.availability()
-        if not avail.available:
-            raise TargetUnavailableError(f"target 'host' is unavailable: {avail.detail}")
-
     def lower(self, program: Program, output_dir: str, options: HostOptions) -> list[Artifact]:
-        self._require()
+        self.require_available()
         from edgecc.targets.host import lowering
 
         bad = self.unsupported_nodes(program)
@@ -96,9 +91,8 @@ class HostTarget(Target):
                          f"{options.schedule} schedule")]
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
-        self._require()
+        self.require_available()
         from edgecc.targets.host.runner import HostRunner
 
-        specs = [TensorSpec.from_json(s) for s in manifest["inputs"]]
         threads = manifest["target"]["options"].get("num_threads") or None
-        return HostRunner(os.path.join(output_dir, LIBRARY), specs, threads)
+        return HostRunner(os.path.join(output_dir, LIBRARY), threads)

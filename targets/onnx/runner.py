@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from edgecc.program import TensorSpec
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, path: str, input_specs: Sequence[TensorSpec], num_threads: int = 0):
+    def __init__(self, path: str):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -17,10 +17,10 @@ import logging
 import os
 from typing import Any, Literal
 
-from edgecc.errors import LoweringError, TargetUnavailableError, one_line
+from edgecc.errors import LoweringError, one_line
 from edgecc.passes import AttentionMaskToAdditive, DecomposeComposites
 from edgecc.pipeline_text import PassStep
-from edgecc.program import Program, TensorSpec
+from edgecc.program import Program
 from edgecc.target import Artifact, Availability, Target
 
 MODEL = "model.onnx"
@@ -71,9 +71,7 @@ class OnnxTarget(Target):
                 PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()))
 
     def lower(self, program: Program, output_dir: str, options: OnnxOptions) -> list[Artifact]:
-        avail = self.availability()
-        if not avail.available:
-            raise TargetUnavailableError(f"target 'onnx' is unavailable: {avail.detail}")
+        self.require_available()
         import onnx
         import torch
 
@@ -106,8 +104,7 @@ class OnnxTarget(Target):
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         from edgecc.targets.onnx.runner import OnnxRuntimeRunner
 
-        specs = [TensorSpec.from_json(s) for s in manifest["inputs"]]
-        return OnnxRuntimeRunner(os.path.join(output_dir, MODEL), specs)
+        return OnnxRuntimeRunner(os.path.join(output_dir, MODEL))
 
 
 def _rename_external_data(path: str, directory: str) -> None:
