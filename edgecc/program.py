@@ -28,6 +28,7 @@ import torch
 import torch.fx as fx
 
 from edgecc import ops as _ops  # noqa: F401  (registers edgecc:: composite ops with torch)
+from edgecc import quant as _quant  # noqa: F401  (registers edgecc:: quantization ops)
 from edgecc.errors import InputSpecError, ProgramVerificationError, one_line
 
 ORIGIN = "edgecc_origin"

@@ -12,7 +12,8 @@ After::
 
 A result much larger than its inputs (``expand``, ``full``, ``arange`` of a big size) is left
 as an operator unless ``max_growth`` allows it, so folding never bloats the artifact.
-Impure operators (random, empty) are never folded. Lossless: the folded value is exactly
+Impure operators (random, empty) are never folded, nor are ``edgecc.dequantize`` (quantized
+weights stay integer) and ``edgecc.fake_quantize`` (QAT weights stay trainable). Lossless: the folded value is exactly
 what the operator computes at run time.
 """
 
@@ -26,6 +27,7 @@ import torch.fx as fx
 
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.program import Program, op_name
+from edgecc.quant import is_dequantize, is_fake_quantize
 from edgecc.rewrite import copy_provenance, is_pure
 
 
@@ -63,6 +65,8 @@ class ConstantFold(Pass):
                 continue
             if node.op != "call_function" or not is_pure(node):
                 continue
+            if is_dequantize(node) or is_fake_quantize(node):
+                continue  # integer weights stay integer; QAT weights stay trainable
             inputs = node.all_input_nodes
             if not inputs and not _creates_tensor(node):
                 continue

@@ -19,6 +19,8 @@ import torch.fx as fx
 
 from edgecc.errors import LoweringError, one_line
 from edgecc.program import Program
+from edgecc.targets.host.quant_lowering import CONVERTERS as QUANT_CONVERTERS
+from edgecc.targets.host.quant_lowering import widen_fp8_constants
 
 
 def _activation(bb: Any, x: Any, act: str) -> Any:
@@ -68,6 +70,7 @@ CUSTOM_CONVERTERS = {
     "conv_act.default": _conv_act,
     "linear_act.default": _linear_act,
     "hardtanh.default": _hardtanh,
+    **QUANT_CONVERTERS,
 }
 
 
@@ -83,7 +86,7 @@ def to_relax(program: Program) -> Any:
     """The program as a Relax ``IRModule`` with weights bound as constants."""
     from tvm.relax.frontend.torch import from_exported_program
 
-    exported = program.export()
+    exported = widen_fp8_constants(program).export()
     with captured_native_stderr():
         try:
             return from_exported_program(

@@ -1,0 +1,428 @@
+"""Quantization in the IR: the formats, the three operators, and their exact semantics.
+
+Every target and the PyTorch simulator follow the definitions in this module; nothing
+else defines rounding, saturation or packing.
+
+Operators (``torch.library`` custom ops, so a quantized program still runs in PyTorch and
+survives ``torch.export``)::
+
+    q = edgecc.quantize(x, scale, zero_point, axis, block_size, qmin, qmax, dtype)
+    y = edgecc.dequantize(q, scale, zero_point, axis, block_size, dtype, out_dtype)
+    y = edgecc.fake_quantize(x, scale, zero_point, axis, block_size, qmin, qmax, dtype)
+
+Semantics (integer formats ``int8``, ``uint8``, ``int4``, ``uint4``)::
+
+    quantize:    q = clamp(round_half_to_even(x / scale) + zero_point, qmin, qmax)
+    dequantize:  y = (q - zero_point) * scale            (computed in float32, cast to out_dtype)
+    fake_quantize(x) = dequantize(quantize(x))           (no packing; float in, float out)
+
+These are ONNX ``QuantizeLinear`` / ``DequantizeLinear`` exactly (round half to even,
+saturate), so QDQ models import and export without changing a bit. ``[qmin, qmax]`` may be
+narrower than the format (``-127..127`` symmetric weights, as TensorRT and ONNX Runtime use).
+
+Float formats (``float8_e4m3fn``, ``float8_e5m2``, ``float16``, ``bfloat16``)::
+
+    quantize:    q = cast(clamp(x / scale, -max, max))   (round to nearest even, saturating)
+    dequantize:  y = float32(q) * scale                  (zero_point must be 0)
+
+Granularity follows ONNX (opset 21) too:
+
+* per-tensor: ``scale`` and ``zero_point`` are 0-d;
+* per-axis:   1-d of length ``x.shape[axis]``;
+* per-block:  ``block_size > 0``; same rank as ``x`` with
+  ``scale.shape[axis] == ceil(x.shape[axis] / block_size)`` — e.g. a linear weight
+  ``[N, K]`` quantized in groups of 64 along ``K`` has ``axis=1, block_size=64`` and a
+  ``[N, K/64]`` scale.
+
+Storage: ``int8``/``uint8`` are ``torch.int8``/``torch.uint8``; 4-bit formats are packed two
+per byte along the last dimension into ``torch.uint8`` (element ``2i`` in the low nibble,
+``2i+1`` in the high nibble, as ONNX packs INT4), so the last dimension must be even;
+``zero_point`` is stored unpacked (``int8``/``uint8``). Float formats use the matching
+``torch`` dtype.
+
+Gradients: ``fake_quantize`` is differentiable with the clipped straight-through estimator
+(``dy/dx = 1`` inside ``[qmin, qmax]``, 0 where it saturates) and, when ``scale`` requires
+grad, the LSQ gradient for the scale (Esser et al., 2020), so a prepared program trains (QAT).
+
+Requantization (integer kernels, e.g. ``dq → linear → q``): with symmetric weights
+(``zero_point_w = 0``), ``acc = Σ (q_x - z_x) · q_w`` in int32, bias as
+``round_half_to_even(b / (s_x · s_w))`` in int32, and
+``q_y = clamp(round_half_to_even(acc · s_x · s_w / s_y) + z_y, qmin, qmax)``: the same value
+``quantize(linear(dequantize(q_x), dequantize(q_w), b))`` gives up to the float rounding of
+the product, so a target's integer result is within one quantization step of the simulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+
+@dataclasses.dataclass(frozen=True)
+class QFormat:
+    name: str
+    bits: int
+    signed: bool
+    is_float: bool
+    storage: torch.dtype
+
+    @property
+    def qmin(self) -> int:
+        return -(2 ** (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+
+    @property
+    def packed(self) -> bool:
+        return self.bits == 4
+
+    @property
+    def float_max(self) -> float:
+        return float(torch.finfo(self.storage).max)
+
+    @property
+    def zero_point_dtype(self) -> torch.dtype:
+        if self.is_float:
+            return torch.float32
+        return torch.int8 if self.signed else torch.uint8
+
+
+FORMATS: dict[str, QFormat] = {
+    f.name: f
+    for f in (
+        QFormat("int8", 8, True, False, torch.int8),
+        QFormat("uint8", 8, False, False, torch.uint8),
+        QFormat("int4", 4, True, False, torch.uint8),
+        QFormat("uint4", 4, False, False, torch.uint8),
+        QFormat("float8_e4m3fn", 8, True, True, torch.float8_e4m3fn),
+        QFormat("float8_e5m2", 8, True, True, torch.float8_e5m2),
+        QFormat("float16", 16, True, True, torch.float16),
+        QFormat("bfloat16", 16, True, True, torch.bfloat16),
+    )
+}
+
+
+def qformat(name: str) -> QFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown quantized format '{name}': expected one of {', '.join(FORMATS)}"
+        ) from None
+
+
+# -- broadcasting, packing ---------------------------------------------------------------
+
+def broadcast_param(p: torch.Tensor, shape: tuple[int, ...] | torch.Size, axis: int,
+                    block_size: int) -> torch.Tensor:
+    """Expand a scale / zero point to broadcast against a tensor of ``shape``."""
+    if p.dim() == 0:
+        return p
+    rank = len(shape)
+    axis = axis % rank
+    if block_size > 0:
+        p = p.repeat_interleave(block_size, dim=axis)
+        return p.narrow(axis, 0, shape[axis])
+    view = [1] * rank
+    view[axis] = p.shape[0]
+    return p.reshape(view)
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Pack 4-bit values (held in any integer tensor) two per byte along the last dim."""
+    if q.shape[-1] % 2:
+        raise ValueError(f"4-bit tensors need an even last dimension, got shape {tuple(q.shape)}")
+    nib = (q.to(torch.int16) & 0xF).to(torch.uint8)
+    return nib[..., 0::2] | (nib[..., 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, signed: bool) -> torch.Tensor:
+    """The inverse of :func:`pack_int4`: int16 values, sign-extended when ``signed``."""
+    p = packed.to(torch.int16)
+    lo, hi = p & 0xF, (p >> 4) & 0xF
+    q = torch.stack((lo, hi), dim=-1).flatten(-2)
+    if signed:
+        q = torch.where(q >= 8, q - 16, q)
+    return q
+
+
+# -- reference semantics -----------------------------------------------------------------
+
+def _quantize_values(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                     axis: int, block_size: int, qmin: int, qmax: int,
+                     fmt: QFormat) -> torch.Tensor:
+    """Quantized values, unpacked, in float32 (integers) or the float format."""
+    s = broadcast_param(scale.to(torch.float32), x.shape, axis, block_size)
+    xf = x.to(torch.float32)
+    if fmt.is_float:
+        lim = fmt.float_max
+        return (xf / s).clamp(-lim, lim).to(fmt.storage)
+    z = broadcast_param(zero_point.to(torch.float32), x.shape, axis, block_size)
+    return torch.clamp(torch.round(xf / s) + z, qmin, qmax)
+
+
+def _dequantize_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                       axis: int, block_size: int, fmt: QFormat) -> torch.Tensor:
+    s = broadcast_param(scale.to(torch.float32), q.shape, axis, block_size)
+    if fmt.is_float:
+        return q.to(torch.float32) * s
+    z = broadcast_param(zero_point.to(torch.float32), q.shape, axis, block_size)
+    return (q.to(torch.float32) - z) * s
+
+
+def _store(values: torch.Tensor, fmt: QFormat) -> torch.Tensor:
+    if fmt.is_float:
+        return values
+    if fmt.packed:
+        return pack_int4(values.to(torch.int16))
+    return values.to(fmt.storage)
+
+
+def _load(q: torch.Tensor, fmt: QFormat) -> torch.Tensor:
+    return unpack_int4(q, fmt.signed) if fmt.packed else q
+
+
+# -- the operators ------------------------------------------------------------------------
+
+@torch.library.custom_op("edgecc::quantize", mutates_args=())
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
+             block_size: int, qmin: int, qmax: int, dtype: str) -> torch.Tensor:
+    fmt = qformat(dtype)
+    return _store(_quantize_values(x, scale, zero_point, axis, block_size, qmin, qmax, fmt),
+                  fmt)
+
+
+@quantize.register_fake
+def _quantize_fake(x, scale, zero_point, axis, block_size, qmin, qmax, dtype):
+    fmt = qformat(dtype)
+    if fmt.packed:
+        return x.new_empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8)
+    return x.new_empty(x.shape, dtype=fmt.storage)
+
+
+@torch.library.custom_op("edgecc::dequantize", mutates_args=())
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
+               block_size: int, dtype: str, out_dtype: torch.dtype) -> torch.Tensor:
+    fmt = qformat(dtype)
+    return _dequantize_values(_load(q, fmt), scale, zero_point, axis, block_size,
+                              fmt).to(out_dtype)
+
+
+@dequantize.register_fake
+def _dequantize_fake(q, scale, zero_point, axis, block_size, dtype, out_dtype):
+    fmt = qformat(dtype)
+    if fmt.packed:
+        return q.new_empty((*q.shape[:-1], q.shape[-1] * 2), dtype=out_dtype)
+    return q.new_empty(q.shape, dtype=out_dtype)
+
+
+@torch.library.custom_op("edgecc::fake_quantize", mutates_args=())
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
+                  block_size: int, qmin: int, qmax: int, dtype: str) -> torch.Tensor:
+    fmt = qformat(dtype)
+    q = _quantize_values(x, scale, zero_point, axis, block_size, qmin, qmax, fmt)
+    return _dequantize_values(q, scale, zero_point, axis, block_size, fmt).to(x.dtype)
+
+
+@fake_quantize.register_fake
+def _fake_quantize_fake(x, scale, zero_point, axis, block_size, qmin, qmax, dtype):
+    return torch.empty_like(x)
+
+
+def _fq_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, scale, zero_point, axis, block_size, qmin, qmax, dtype = inputs
+    ctx.args = (axis, block_size, qmin, qmax, dtype)
+    ctx.scale_shape = scale.shape
+    ctx.save_for_backward(x, scale, zero_point)
+
+
+def _reduce_to(grad: torch.Tensor, shape: torch.Size, axis: int, block_size: int) -> torch.Tensor:
+    """Sum a full-shape gradient back to a scale's shape (inverse of broadcast_param)."""
+    if len(shape) == 0:
+        return grad.sum()
+    axis = axis % grad.dim()
+    if block_size > 0:
+        n = grad.shape[axis]
+        pad = shape[axis] * block_size - n
+        if pad:
+            grad = torch.nn.functional.pad(
+                grad.movedim(axis, -1), (0, pad)).movedim(-1, axis)
+        g = grad.unflatten(axis, (shape[axis], block_size))
+        return g.sum(dim=axis + 1)
+    dims = [d for d in range(grad.dim()) if d != axis]
+    return grad.sum(dim=dims)
+
+
+def _fq_backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+    x, scale, zero_point = ctx.saved_tensors
+    axis, block_size, qmin, qmax, dtype = ctx.args
+    fmt = qformat(dtype)
+    s = broadcast_param(scale.to(torch.float32), x.shape, axis, block_size)
+    xs = x.to(torch.float32) / s
+    if fmt.is_float:
+        inside = xs.abs() <= fmt.float_max
+        gx = grad * inside
+        gs = None
+        if ctx.needs_input_grad[1]:
+            q = xs.clamp(-fmt.float_max, fmt.float_max).to(fmt.storage).to(torch.float32)
+            gs = _reduce_to(grad * (q - xs * inside), ctx.scale_shape, axis, block_size)
+        return gx.to(x.dtype), gs, None, None, None, None, None, None
+    z = broadcast_param(zero_point.to(torch.float32), x.shape, axis, block_size)
+    lo, hi = qmin - z, qmax - z
+    inside = (xs >= lo) & (xs <= hi)
+    gx = (grad * inside).to(x.dtype)
+    gs = None
+    if ctx.needs_input_grad[1]:
+        # LSQ: d(fake_quant)/d(scale) = round(x/s) - x/s inside, the clip bound outside.
+        local = torch.where(inside, torch.round(xs) - xs, torch.where(xs < lo, lo, hi))
+        gs = _reduce_to(grad * local, ctx.scale_shape, axis, block_size).to(scale.dtype)
+    return gx, gs, None, None, None, None, None, None
+
+
+fake_quantize.register_autograd(_fq_backward, setup_context=_fq_setup)
+
+
+QUANTIZE = torch.ops.edgecc.quantize.default
+DEQUANTIZE = torch.ops.edgecc.dequantize.default
+FAKE_QUANTIZE = torch.ops.edgecc.fake_quantize.default
+QUANT_OPS = (QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE)
+
+
+# -- parameters as one value --------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class QuantParams:
+    """Everything a quantize/dequantize node carries, with its scale and zero point."""
+
+    dtype: str
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    axis: int = 0
+    block_size: int = 0
+    qmin: int | None = None
+    qmax: int | None = None
+
+    @property
+    def format(self) -> QFormat:
+        return qformat(self.dtype)
+
+    @property
+    def range(self) -> tuple[int, int]:
+        fmt = self.format
+        if fmt.is_float:
+            return 0, 0
+        return (fmt.qmin if self.qmin is None else self.qmin,
+                fmt.qmax if self.qmax is None else self.qmax)
+
+    @property
+    def granularity(self) -> str:
+        if self.scale.dim() == 0:
+            return "per-tensor"
+        return "per-block" if self.block_size else "per-axis"
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.range
+        return quantize(x, self.scale, self.zero_point, self.axis, self.block_size, lo, hi,
+                        self.dtype)
+
+    def dequantize(self, q: torch.Tensor, out_dtype: torch.dtype = torch.float32
+                   ) -> torch.Tensor:
+        return dequantize(q, self.scale, self.zero_point, self.axis, self.block_size,
+                          self.dtype, out_dtype)
+
+    def fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.range
+        return fake_quantize(x, self.scale, self.zero_point, self.axis, self.block_size,
+                             lo, hi, self.dtype)
+
+    def describe(self) -> str:
+        lo, hi = self.range
+        where = "" if self.scale.dim() == 0 else f" axis={self.axis}"
+        block = f" block={self.block_size}" if self.block_size else ""
+        rng = "" if self.format.is_float else f" [{lo},{hi}]"
+        return f"{self.dtype}{rng} {self.granularity}{where}{block}"
+
+
+def params_from_scale(dtype: str, scale: torch.Tensor, zero_point: torch.Tensor | None = None,
+                      *, axis: int = 0, block_size: int = 0, qmin: int | None = None,
+                      qmax: int | None = None) -> QuantParams:
+    fmt = qformat(dtype)
+    if zero_point is None:
+        zero_point = torch.zeros_like(scale, dtype=fmt.zero_point_dtype)
+    return QuantParams(dtype, scale, zero_point.to(fmt.zero_point_dtype), axis, block_size,
+                       qmin, qmax)
+
+
+def scale_from_range(lo: torch.Tensor, hi: torch.Tensor, dtype: str, *, symmetric: bool,
+                     qmin: int | None = None, qmax: int | None = None,
+                     eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point mapping ``[lo, hi]`` (which always include 0) onto the format.
+
+    Symmetric: ``scale = max(|lo|, |hi|) / ((qmax - qmin) / 2)``, zero point at the middle
+    (0 for signed formats, 128 / 8 for unsigned). Asymmetric:
+    ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = clamp(qmin - round(lo / scale))``.
+    Float formats: ``scale = max(|lo|, |hi|) / max_representable`` (zero point 0).
+    """
+    fmt = qformat(dtype)
+    lo = torch.minimum(lo.to(torch.float32), torch.zeros_like(lo, dtype=torch.float32))
+    hi = torch.maximum(hi.to(torch.float32), torch.zeros_like(hi, dtype=torch.float32))
+    if fmt.is_float:
+        amax = torch.maximum(lo.abs(), hi.abs())
+        return (amax / fmt.float_max).clamp_min(eps), torch.zeros_like(amax)
+    q0 = fmt.qmin if qmin is None else qmin
+    q1 = fmt.qmax if qmax is None else qmax
+    if symmetric:
+        amax = torch.maximum(lo.abs(), hi.abs())
+        scale = (amax / ((q1 - q0) / 2)).clamp_min(eps)
+        mid = 0 if fmt.signed else (q0 + q1 + 1) // 2
+        return scale, torch.full_like(scale, mid)
+    scale = ((hi - lo) / (q1 - q0)).clamp_min(eps)
+    zp = torch.clamp(q0 - torch.round(lo / scale), q0, q1)
+    return scale, zp
+
+
+# -- recognising quantization in a graph --------------------------------------------------
+
+def is_quantize(node: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target is QUANTIZE
+
+
+def is_dequantize(node: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target is DEQUANTIZE
+
+
+def is_fake_quantize(node: Any) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_function"
+            and node.target is FAKE_QUANTIZE)
+
+
+def is_quant_op(node: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in QUANT_OPS
+
+
+def node_params(node: fx.Node, tensor_of: Any) -> QuantParams:
+    """The :class:`QuantParams` of a quantize / dequantize / fake_quantize node.
+
+    ``tensor_of`` maps a ``get_attr`` node to its tensor (``Program.tensor``).
+    """
+    if is_dequantize(node):
+        _, s, z, axis, block, dtype, _ = node.args
+        return QuantParams(dtype, tensor_of(s), tensor_of(z), axis, block)
+    _, s, z, axis, block, qmin, qmax, dtype = node.args
+    return QuantParams(dtype, tensor_of(s), tensor_of(z), axis, block, qmin, qmax)
+
+
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when equal)."""
+    ref = reference.detach().double()
+    noise = (ref - approx.detach().double()).pow(2).sum().item()
+    signal = ref.pow(2).sum().item()
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(max(signal, 1e-300) / noise)

@@ -1,0 +1,215 @@
+"""Relax converters for edgecc's quantization operators (``edgecc.quant``).
+
+The host target executes quantized programs in float with integer storage: weights stay
+``int8`` / packed ``int4`` in the library (that is where the memory goes) and are
+dequantized by a Relax kernel; activation ``quantize → dequantize`` pairs are computed
+exactly as ``edgecc.quant`` defines them (round half to even — TVM's ``round`` lowers to
+``nearbyint`` — then saturate), so the host result equals the PyTorch simulator's up to
+float reassociation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from edgecc.program import Program
+from edgecc.quant import qformat
+
+
+def _shape(node: Any) -> tuple[int, ...]:
+    return tuple(int(d) if str(d).isdigit() else -1 for d in node.meta["val"].shape)
+
+
+def _rank(expr: Any) -> int:
+    return len(expr.ty.shape)
+
+
+def _broadcast(bb: Any, p: Any, rank: int, axis: int, block: int, dim_len: int) -> Any:
+    """Mirror of ``edgecc.quant.broadcast_param`` on a Relax expression."""
+    from tvm import relax
+
+    p_rank = _rank(p)
+    if p_rank == 0:
+        return p
+    axis = axis % rank
+    if block > 0:
+        p = bb.emit(relax.op.repeat(p, block, axis=axis))
+        if dim_len >= 0 and int(p.ty.shape[axis]) != dim_len:
+            p = bb.emit(relax.op.strided_slice(p, axes=[axis], begin=[0], end=[dim_len]))
+        return p
+    view = [1] * rank
+    view[axis] = -1
+    return bb.emit(relax.op.reshape(p, view))
+
+
+def _unpack_int4(bb: Any, q: Any, signed: bool) -> Any:
+    from tvm import relax
+
+    op = relax.op
+    p = bb.emit(op.astype(q, "int32"))
+    lo = op.bitwise_and(p, relax.const(15, "int32"))
+    hi = op.bitwise_and(op.right_shift(p, relax.const(4, "int32")), relax.const(15, "int32"))
+    pair = bb.emit(op.stack([lo, hi], axis=-1))
+    shape = list(q.ty.shape)
+    vals = bb.emit(op.reshape(pair, [*shape[:-1], shape[-1] * 2]))
+    if signed:
+        vals = bb.emit(op.where(op.greater_equal(vals, relax.const(8, "int32")),
+                                op.subtract(vals, relax.const(16, "int32")), vals))
+    return vals
+
+
+def _pack_int4(bb: Any, vals: Any) -> Any:
+    from tvm import relax
+
+    op = relax.op
+    v = bb.emit(op.bitwise_and(op.astype(vals, "int32"), relax.const(15, "int32")))
+    shape = list(v.ty.shape)
+    pairs = bb.emit(op.reshape(v, [*shape[:-1], shape[-1] // 2, 2]))
+    lo = op.squeeze(op.strided_slice(pairs, axes=[len(shape)], begin=[0], end=[1]),
+                    axis=[len(shape)])
+    hi = op.squeeze(op.strided_slice(pairs, axes=[len(shape)], begin=[1], end=[2]),
+                    axis=[len(shape)])
+    packed = op.bitwise_or(lo, op.left_shift(hi, relax.const(4, "int32")))
+    return bb.emit(op.astype(packed, "uint8"))
+
+
+# TVM 0.27's PyTorch importer takes no float8 tensors: fp8 values are held in float16,
+# which represents every e4m3fn and e5m2 value exactly.
+FP8_STORAGE = {"float8_e4m3fn": "float16", "float8_e5m2": "float16"}
+
+
+def widen_fp8_constants(program: Program) -> Program:
+    """A copy of ``program`` whose float8 constants are stored as (exact) float16."""
+    fp8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+    nodes = [n for n in program.nodes("get_attr") if program.tensor(n).dtype in fp8]
+    if not nodes:
+        return program
+    program = program.copy()
+    for node in program.nodes("get_attr"):
+        value = program.tensor(node)
+        if value.dtype in fp8:
+            owner, _, name = str(node.target).rpartition(".")
+            module = program.graph_module.get_submodule(owner) if owner else program.graph_module
+            delattr(module, name)
+            module.register_buffer(name, value.to(torch.float16))
+    program.refresh_metadata()
+    return program
+
+
+# (mantissa bits, smallest normal exponent) of the fp8 formats.
+FP8_LAYOUT = {"float8_e4m3fn": (3, -6), "float8_e5m2": (2, -14)}
+
+
+def _round_to_fp8(bb: Any, v: Any, mbits: int, emin: int) -> Any:
+    """Round float32 ``v`` (already saturated) to the nearest fp8 value, ties to even.
+
+    TVM 0.27's float32 -> float8 cast truncates, so the rounding is written out:
+    ``step = 2^(max(floor(log2|v|), emin) - mbits)``, ``round(v / step) * step`` — exact in
+    float32 because ``step`` is a power of two.
+    """
+    from tvm import relax
+
+    op = relax.op
+    c = relax.const
+    a = bb.emit(op.maximum(op.abs(v), c(2.0 ** (emin - 1), "float32")))
+    e = bb.emit(op.floor(op.divide(op.log(a), c(0.6931471805599453, "float32"))))
+    # log() is not exact at powers of two: correct e so that 2^e <= a < 2^(e+1).
+    two = c(2.0, "float32")
+    e = bb.emit(op.where(op.greater_equal(a, op.power(two, op.add(e, c(1.0, "float32")))),
+                         op.add(e, c(1.0, "float32")), e))
+    e = bb.emit(op.where(op.less(a, op.power(two, e)), op.subtract(e, c(1.0, "float32")), e))
+    e = bb.emit(op.maximum(e, c(float(emin), "float32")))
+    step = bb.emit(op.power(two, op.subtract(e, c(float(mbits), "float32"))))
+    return bb.emit(op.multiply(op.round(op.divide(v, step)), step))
+
+
+def _quantized_values(bb: Any, x: Any, s: Any, z: Any, node: fx.Node, axis: int, block: int,
+                      qmin: int, qmax: int, dtype: str) -> Any:
+    """float32 values of round(x / s) + z clamped (integers) or the float cast."""
+    from tvm import relax
+
+    op = relax.op
+    fmt = qformat(dtype)
+    shape = _shape(node.args[0])
+    rank = len(shape)
+    dim = shape[axis % rank] if rank else -1
+    xf = bb.emit(op.astype(x, "float32"))
+    sb = _broadcast(bb, bb.emit(op.astype(s, "float32")), rank, axis, block, dim)
+    scaled = bb.emit(op.divide(xf, sb))
+    if fmt.is_float:
+        lim = fmt.float_max
+        clipped = bb.emit(op.clip(scaled, -lim, lim))
+        if dtype in FP8_LAYOUT:
+            return _round_to_fp8(bb, clipped, *FP8_LAYOUT[dtype]), sb
+        return bb.emit(op.astype(bb.emit(op.astype(clipped, dtype)), "float32")), sb
+    zb = _broadcast(bb, bb.emit(op.astype(z, "float32")), rank, axis, block, dim)
+    q = bb.emit(op.clip(op.add(op.round(scaled), zb), qmin, qmax))
+    return q, (sb, zb)
+
+
+def quantize(node: fx.Node, importer: Any) -> Any:
+    from tvm import relax
+
+    bb = importer.block_builder
+    env = importer.env
+    x, s, z = (env[a] for a in node.args[:3])
+    axis, block, qmin, qmax, dtype = node.args[3:8]
+    fmt = qformat(dtype)
+    q, _ = _quantized_values(bb, x, s, z, node, axis, block, qmin, qmax, dtype)
+    if fmt.is_float:
+        return bb.emit(relax.op.astype(q, FP8_STORAGE.get(dtype, dtype)))
+    if fmt.packed:
+        return _pack_int4(bb, q)
+    return bb.emit(relax.op.astype(q, dtype))
+
+
+def dequantize(node: fx.Node, importer: Any) -> Any:
+    from tvm import relax
+
+    op = relax.op
+    bb = importer.block_builder
+    env = importer.env
+    q, s, z = (env[a] for a in node.args[:3])
+    axis, block, dtype, out_dtype = node.args[3:7]
+    fmt = qformat(dtype)
+    out = str(out_dtype).replace("torch.", "")
+    vals = _unpack_int4(bb, q, fmt.signed) if fmt.packed else q
+    shape = _shape(node)
+    rank = len(shape)
+    dim = shape[axis % rank] if rank else -1
+    vf = bb.emit(op.astype(vals, "float32"))
+    sb = _broadcast(bb, bb.emit(op.astype(s, "float32")), rank, axis, block, dim)
+    if not fmt.is_float:
+        zb = _broadcast(bb, bb.emit(op.astype(z, "float32")), rank, axis, block, dim)
+        vf = bb.emit(op.subtract(vf, zb))
+    y = bb.emit(op.multiply(vf, sb))
+    return y if out == "float32" else bb.emit(op.astype(y, out))
+
+
+def fake_quantize(node: fx.Node, importer: Any) -> Any:
+    from tvm import relax
+
+    op = relax.op
+    bb = importer.block_builder
+    env = importer.env
+    x, s, z = (env[a] for a in node.args[:3])
+    axis, block, qmin, qmax, dtype = node.args[3:8]
+    fmt = qformat(dtype)
+    q, params = _quantized_values(bb, x, s, z, node, axis, block, qmin, qmax, dtype)
+    if fmt.is_float:
+        y = bb.emit(op.multiply(q, params))
+    else:
+        sb, zb = params
+        y = bb.emit(op.multiply(op.subtract(q, zb), sb))
+    out = x.ty.dtype
+    return y if out == "float32" else bb.emit(op.astype(y, out))
+
+
+CONVERTERS = {
+    "quantize.default": quantize,
+    "dequantize.default": dequantize,
+    "fake_quantize.default": fake_quantize,
+}
