@@ -146,7 +146,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                 [fresh_inputs(original, seed=7)], atol=vopts.atol, rtol=vopts.rtol))
         if dump_ir:
             instruments.append(IRDumpInstrument(dump_ir))
-        context = PassContext(calibration=calibration, target=tgt)
+        context = PassContext(calibration=calibration, target=tgt, progress=progress)
         t0 = time.perf_counter()
         result = PassManager(steps, instruments=instruments)(program, context=context)
         pass_seconds = time.perf_counter() - t0

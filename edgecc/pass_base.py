@@ -52,12 +52,14 @@ class PassContext:
     """What a pipeline knows besides the program: calibration data and the target.
 
     ``calibration`` is an iterable of input tuples (lossy passes calibrate on it);
-    ``target`` is the ``Target`` being compiled for, or ``None``.
+    ``target`` is the ``Target`` being compiled for, or ``None``; ``progress`` shows bars
+    for long steps (``None``: when stderr is a terminal).
     """
 
     calibration: Iterable[tuple[Any, ...]] | None = None
     target: Any = None
     seed: int = 0
+    progress: bool | None = None
 
 
 class Pass:

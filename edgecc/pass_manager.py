@@ -99,6 +99,7 @@ class PassManager(Pass):
             "pass": label,
             "options": format_options(s).strip("{}"),
             "modified": result.modified,
+            "lossless": bool(getattr(pass_, "lossless", True)),
             "stats": result.stats,
             "seconds": round(seconds, 4),
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 
@@ -32,3 +32,16 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def progress_iter(items: Iterable[Any], desc: str, *, total: int | None = None,
+                  enabled: bool | None = None) -> Iterator[Any]:
+    """Iterate ``items`` with a bar (calibration batches, layers, training steps)."""
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield from items
+        return
+    from tqdm import tqdm
+
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    yield from tqdm(items, desc=desc, total=total, file=sys.stderr, leave=False)

@@ -42,6 +42,26 @@ class Artifact:
     description: str = ""
 
 
+ALL_QUANT_DTYPES = frozenset(
+    ("int8", "uint8", "int4", "uint4", "float8_e4m3fn", "float8_e5m2", "float16", "bfloat16"))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantSupport:
+    """What quantization a target executes; the quantize pass makes its result legal here.
+
+    The default (every format, every granularity, asymmetric, dynamic) is what the float
+    simulator runs; hardware targets narrow it (e.g. TensorRT: symmetric int8 only).
+    """
+
+    weight_dtypes: frozenset[str] = ALL_QUANT_DTYPES
+    activation_dtypes: frozenset[str] = ALL_QUANT_DTYPES
+    weight_granularities: frozenset[str] = frozenset(("per-tensor", "per-channel", "per-group"))
+    symmetric_activations_only: bool = False
+    symmetric_weights_only: bool = False
+    dynamic_activations: bool = True
+
+
 class Runner(Protocol):
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
 
@@ -53,6 +73,7 @@ class Target:
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     can_execute: ClassVar[bool] = False
+    quantization: ClassVar[QuantSupport] = QuantSupport()
 
     def availability(self) -> Availability:
         return Availability(True, "")

@@ -12,6 +12,7 @@ from edgecc.passes.dce import DeadCodeElimination
 from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
+from edgecc.passes.quantize import Quantize, QuantizeOptions
 
 BUILTIN_PASSES = (
     FoldBatchNorm,
@@ -22,6 +23,7 @@ BUILTIN_PASSES = (
     Fuse,
     AttentionMaskToAdditive,
     DecomposeComposites,
+    Quantize,
 )
 
 __all__ = [
@@ -36,4 +38,6 @@ __all__ = [
     "FoldBatchNorm",
     "Fuse",
     "FuseOptions",
+    "Quantize",
+    "QuantizeOptions",
 ]

@@ -1,0 +1,110 @@
+"""GPTQ (Frantar et al., 2023): quantize a weight column by column, each time spreading the
+rounding error over the columns not yet quantized, weighted by the inverse Hessian of the
+layer's inputs (``H = 2/n · Σ x xᵀ`` over the calibration tokens).
+
+Options follow the reference implementation: ``block`` columns per lazy-batch update,
+``damp`` (fraction of the mean Hessian diagonal added for stability), ``act_order``
+(quantize columns in order of decreasing Hessian diagonal; groups then keep their original
+contiguous columns — "static groups" — so the stored per-group scales stay ONNX-blocked).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgecc.passes.quantize.scheme import TensorQuant
+from edgecc.passes.quantize.weights import weight_params
+from edgecc.quant import QuantParams, broadcast_param
+
+
+class HessianAccumulator:
+    """``H = 2/n Σ x xᵀ`` over every row of every batch of a layer's input."""
+
+    def __init__(self) -> None:
+        self.h: torch.Tensor | None = None
+        self.n = 0
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+        m = x.shape[0]
+        if self.h is None:
+            self.h = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+        self.h *= self.n / (self.n + m)
+        self.n += m
+        x = x * (2.0 / self.n) ** 0.5
+        self.h += x.T @ x
+
+
+def _column_quantizer(params: QuantParams, col: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row scale and zero point (float32) that apply to weight column ``col``."""
+    s, z = params.scale.to(torch.float32), params.zero_point.to(torch.float32)
+    if s.dim() == 0:
+        return s, z
+    if params.block_size:
+        g = col // params.block_size
+        return s[:, g], z[:, g]
+    return s, z  # per-channel along the rows
+
+
+def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: int = 128,
+                  damp: float = 0.01, act_order: bool = True,
+                  scale_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, QuantParams]:
+    """GPTQ of a linear weight ``[N, K]``; returns the dequantized weight and its params."""
+    w = w.detach().to(torch.float32).clone()
+    h = h.detach().to(torch.float32).clone()
+    n_cols = w.shape[1]
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    group = tq.group_size if tq.granularity == "per-group" else 0
+    static = group == 0 or act_order
+    params = weight_params(w, tq, 0, 1, scale_dtype=scale_dtype)
+    qmin, qmax = params.range
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(n_cols)
+    w, h = w[:, perm], h[perm][:, perm]
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(n_cols)
+    try:
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)),
+                                     upper=True)
+    except torch.linalg.LinAlgError:
+        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(n_cols)
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)),
+                                     upper=True)
+    q_all = torch.zeros_like(w)
+    scales, zeros = params.scale.clone(), params.zero_point.clone()
+    for i1 in range(0, n_cols, block):
+        i2 = min(i1 + block, n_cols)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = int(perm[i1 + i])
+            if not static and col % group == 0:
+                # dynamic groups: the group's range from the error-updated weights
+                cols = torch.cat((w1[:, i:], w[:, i2:]), dim=1)[:, :group]
+                gp = weight_params(cols, TensorQuant(tq.dtype, "per-channel", tq.symmetric,
+                                                     narrow=tq.narrow), 0, 1,
+                                   scale_dtype=scale_dtype)
+                scales[:, col // group] = gp.scale
+                zeros[:, col // group] = gp.zero_point
+                params = QuantParams(params.dtype, scales, zeros, params.axis,
+                                     params.block_size, params.qmin, params.qmax)
+            s, z = _column_quantizer(params, col)
+            x = w1[:, i]
+            q = (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s
+            q_all[:, i1 + i] = q
+            e = (x - q) / hinv1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    inv = torch.argsort(perm)
+    return q_all[:, inv], params
+
+
+def output_error(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> float:
+    """``tr((W - Ŵ) H (W - Ŵ)ᵀ)``: the layer's expected squared output error."""
+    d = (w - w_hat).to(torch.float64)
+    return float(torch.einsum("ik,kl,il->", d, h.to(torch.float64), d))
+
+
+__all__ = ["HessianAccumulator", "broadcast_param", "gptq_quantize", "output_error"]

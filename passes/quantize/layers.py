@@ -1,0 +1,248 @@
+"""The layers quantization works on, found in the IR, and how to rewrite them.
+
+A *layer* is an operator with a constant weight: ``linear`` / ``linear_act`` (weight
+``[N, K]``), ``convolution`` / ``conv_act`` (``[Cout, Cin/g, *k]``, transposed:
+``[Cin, Cout/g, *k]``) and ``embedding`` (``[V, D]``, weight-only). Its name is the weight's
+path without ``.weight`` (``bert.encoder.layer.0.attention.self.query``), which is what
+``exclude`` patterns match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from edgecc.errors import OptionError
+from edgecc.program import Program, op_name
+from edgecc.progress import progress_iter
+from edgecc.quant import DEQUANTIZE, QUANTIZE, QuantParams, is_dequantize
+
+LINEAR_OPS = ("aten.linear", "edgecc.linear_act")
+CONV_OPS = ("aten.convolution", "edgecc.conv_act")
+EMBEDDING_OPS = ("aten.embedding",)
+
+
+@dataclasses.dataclass
+class Layer:
+    node: fx.Node
+    kind: str  # "linear" | "conv" | "embedding"
+    name: str
+
+    @property
+    def weight(self) -> fx.Node:
+        return self.node.args[0] if self.kind == "embedding" else self.node.args[1]
+
+    @property
+    def input(self) -> fx.Node | None:
+        return None if self.kind == "embedding" else self.node.args[0]
+
+    @property
+    def out_axis(self) -> int:
+        """The weight axis of output channels (per-channel quantization axis)."""
+        return 1 if self.kind == "conv" and bool(self.node.args[6]) else 0
+
+    @property
+    def reduction_axis(self) -> int:
+        """The weight axis a dot product runs along (per-group quantization axis)."""
+        return 1 - self.out_axis if self.kind != "embedding" else 1
+
+
+def find_layers(program: Program, *, embeddings: bool = True) -> list[Layer]:
+    layers = []
+    for node in program.nodes("call_function"):
+        name = op_name(node)
+        kind = ("linear" if name in LINEAR_OPS else "conv" if name in CONV_OPS
+                else "embedding" if name in EMBEDDING_OPS and embeddings else None)
+        if kind is None:
+            continue
+        layer = Layer(node, kind, "")
+        if not program.is_constant(layer.weight):
+            continue  # weight computed or already quantized
+        target = str(layer.weight.target)
+        layer.name = target[: -len(".weight")] if target.endswith(".weight") else target
+        layers.append(layer)
+    return layers
+
+
+def select(layers: list[Layer], exclude: Sequence[str]) -> tuple[list[Layer], list[str]]:
+    """Layers not matched by any ``exclude`` glob; a pattern matching nothing is an error."""
+    for pattern in exclude:
+        if not any(fnmatch.fnmatchcase(layer.name, pattern)
+                   or fnmatch.fnmatchcase(layer.node.name, pattern) for layer in layers):
+            names = ", ".join(layer.name for layer in layers[:4])
+            raise OptionError(
+                f"exclude pattern '{pattern}' matches no quantizable layer "
+                f"(layers are named like {names}, ...)"
+            )
+    kept, skipped = [], []
+    for layer in layers:
+        if any(fnmatch.fnmatchcase(layer.name, p) or fnmatch.fnmatchcase(layer.node.name, p)
+               for p in exclude):
+            skipped.append(layer.name)
+        else:
+            kept.append(layer)
+    return kept, skipped
+
+
+# -- calibration --------------------------------------------------------------------------
+
+def check_calibration(program: Program, calibration: Iterable[Sequence[Any]] | None,
+                      why: str) -> list[tuple[Any, ...]]:
+    """The calibration batches as a list, each checked against the program's inputs."""
+    from edgecc.errors import InputSpecError
+
+    if calibration is None:
+        raise InputSpecError(
+            f"{why} needs calibration data: pass calibration=[batch, ...] to compile() "
+            "or --calib data.npz on the command line"
+        )
+    batches = [tuple(b) if isinstance(b, (tuple, list)) else (b,) for b in calibration]
+    if not batches:
+        raise InputSpecError(f"{why}: the calibration set is empty")
+    for i, batch in enumerate(batches):
+        try:
+            program.check_inputs(batch)
+        except InputSpecError as exc:
+            raise InputSpecError(f"calibration batch {i}: {exc}") from None
+    return batches
+
+
+def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Iterable[fx.Node],
+                  on_value: Callable[[fx.Node, torch.Tensor], None], *,
+                  desc: str = "calibrating", progress: bool | None = None) -> None:
+    """Run ``batches`` through the program, calling ``on_value(node, value)`` for ``nodes``."""
+    watch = set(nodes)
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n in watch:
+                on_value(n, out)
+            return out
+
+    gm = program.graph_module
+    with torch.no_grad():
+        for batch in progress_iter(batches, desc, enabled=progress):
+            Recorder(gm).run(*batch)
+
+
+# -- rewriting ------------------------------------------------------------------------------
+
+def add_params(program: Program, prefix: str, params: QuantParams, before: fx.Node
+               ) -> tuple[fx.Node, fx.Node]:
+    s = program.add_constant(f"{prefix}_scale", params.scale, before=before)
+    z = program.add_constant(f"{prefix}_zero_point", params.zero_point, before=before)
+    return s, z
+
+
+def replace_weight(program: Program, layer: Layer, q: torch.Tensor, params: QuantParams,
+                   out_dtype: torch.dtype = torch.float32) -> fx.Node:
+    """Make ``layer`` read ``dequantize(q)`` (stored quantized) instead of its float weight."""
+    weight = layer.weight
+    prefix = layer.name.replace(".", "_")
+    qnode = program.add_constant(f"{prefix}_qweight", q, before=layer.node)
+    s, z = add_params(program, prefix + "_w", params, layer.node)
+    graph = program.graph
+    with graph.inserting_before(layer.node):
+        dq = graph.call_function(DEQUANTIZE, (qnode, s, z, params.axis, params.block_size,
+                                              params.dtype, out_dtype))
+    dq.meta["val"] = torch.empty(0)  # refreshed by the caller (refresh_metadata)
+    layer.node.replace_input_with(weight, dq)
+    if not weight.users:
+        graph.erase_node(weight)
+    return dq
+
+
+def insert_qdq(program: Program, value: fx.Node, consumers: Sequence[fx.Node],
+               params: QuantParams, *, scale: fx.Node | None = None,
+               zero_point: fx.Node | None = None) -> fx.Node:
+    """``value → quantize → dequantize → consumers`` (other users keep the float value).
+
+    ``scale`` / ``zero_point`` nodes (computed in the graph: dynamic quantization) replace
+    the constant ones in ``params``.
+    """
+    graph = program.graph
+    first = min(consumers, key=_position(graph))
+    if scale is None:
+        scale, zero_point = add_params(program, f"{value.name}_act", params, first)
+    lo, hi = params.range
+    with graph.inserting_before(first):
+        q = graph.call_function(QUANTIZE, (value, scale, zero_point, params.axis,
+                                           params.block_size, lo, hi, params.dtype))
+        dq = graph.call_function(DEQUANTIZE, (q, scale, zero_point, params.axis,
+                                              params.block_size, params.dtype,
+                                              torch.float32))
+    for c in consumers:
+        c.replace_input_with(value, dq)
+    return dq
+
+
+def insert_dynamic_qparams(program: Program, value: fx.Node, before: fx.Node, qmin: int,
+                           qmax: int) -> tuple[fx.Node, fx.Node]:
+    """Scale and zero point of ``value``'s own range, computed at run time (asymmetric)::
+
+        lo = min(amin(x), 0); hi = max(amax(x), 0)
+        scale = max((hi - lo) / (qmax - qmin), 1e-12)
+        zero_point = clamp(qmin - round(lo / scale), qmin, qmax)
+    """
+    aten = torch.ops.aten
+    graph = program.graph
+    with graph.inserting_before(before):
+        lo = graph.call_function(aten.clamp_max.default,
+                                 (graph.call_function(aten.amin.default, (value, [])), 0.0))
+        hi = graph.call_function(aten.clamp_min.default,
+                                 (graph.call_function(aten.amax.default, (value, [])), 0.0))
+        rng = graph.call_function(aten.sub.Tensor, (hi, lo))
+        scale = graph.call_function(
+            aten.clamp_min.default,
+            (graph.call_function(aten.div.Scalar, (rng, float(qmax - qmin))), 1e-12))
+        zp = graph.call_function(aten.round.default, (
+            graph.call_function(aten.rsub.Scalar, (
+                graph.call_function(aten.div.Tensor, (lo, scale)), float(qmin))),))
+        zp = graph.call_function(aten.clamp.default, (zp, float(qmin), float(qmax)))
+    return scale, zp
+
+
+def _position(graph: fx.Graph) -> Callable[[fx.Node], int]:
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    return lambda n: order[n]
+
+
+def quantized_weight_bytes(program: Program) -> int:
+    """Bytes of the weights that ``dequantize`` nodes read (data + scales + zero points)."""
+    total = 0
+    for node in program.nodes("call_function"):
+        if is_dequantize(node):
+            for arg in node.args[:3]:
+                if program.is_constant(arg):
+                    t = program.tensor(arg)
+                    total += t.numel() * t.element_size()
+    return total
+
+
+def scale_input(program: Program, value: fx.Node, consumers: Sequence[fx.Node],
+                factor: torch.Tensor, name: str) -> fx.Node:
+    """``consumers`` read ``value * factor`` (per last-dim channel) instead of ``value``."""
+    graph = program.graph
+    first = min(consumers, key=_position(graph))
+    const = program.add_constant(name, factor.to(torch.float32), before=first)
+    with graph.inserting_before(first):
+        mul = graph.call_function(torch.ops.aten.mul.Tensor, (value, const))
+    for c in consumers:
+        c.replace_input_with(value, mul)
+    return mul
+
+
+def set_weight(program: Program, layer: Layer, value: torch.Tensor) -> None:
+    """Give ``layer`` a new (float) weight tensor of its own."""
+    old = layer.weight
+    node = program.add_constant(layer.name.replace(".", "_") + "_weight", value,
+                                before=layer.node)
+    layer.node.replace_input_with(old, node)
+    if not old.users:
+        program.graph.erase_node(old)

@@ -1,0 +1,364 @@
+"""quantize: replace float weights (and layer inputs) by quantized ones.
+
+Before::
+
+    %y = aten.linear(%x, @fc.weight, @fc.bias)
+
+After ``quantize{scheme=w8a8}``::
+
+    %xq = edgecc.quantize(%x, @x_act_scale, @x_act_zero_point, 0, 0, -128, 127, 'int8')
+    %xd = edgecc.dequantize(%xq, @x_act_scale, @x_act_zero_point, 0, 0, 'int8', float32)
+    %wd = edgecc.dequantize(@fc_qweight:int8[N,K], @fc_w_scale:[N], @fc_w_zero_point, 0, 0,
+                            'int8', float32)
+    %y  = aten.linear(%xd, %wd, @fc.bias)
+
+After ``quantize{scheme=w4a16,group_size=64}`` the weight is ``uint8[N, K/2]`` (two 4-bit
+codes per byte) with ``[N, K/64]`` scales and zero points, and ``%x`` stays float.
+
+Lossy. The error bound is the format's: each weight moves by at most half a step
+(``scale / 2``) under round-to-nearest; GPTQ/AWQ trade per-weight error for lower layer
+output error. The pass measures what it did — output SQNR, cosine and max-abs against the
+float program on calibration batches — and reports it in its stats (and so the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from typing import Any, Literal
+
+import torch
+import torch.fx as fx
+
+from edgecc.errors import OptionError
+from edgecc.metrics import compare_outputs
+from edgecc.inputs import fresh_inputs
+from edgecc.pass_base import Pass, PassContext, PassResult
+from edgecc.passes.quantize import awq, gptq
+from edgecc.passes.quantize.layers import (
+    Layer, check_calibration, find_layers, insert_dynamic_qparams, insert_qdq,
+    quantized_weight_bytes, record_values, replace_weight, scale_input, select, set_weight,
+)
+from edgecc.passes.quantize.observers import OBSERVERS, make_observer
+from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
+from edgecc.passes.quantize.weights import can_quantize, weight_params
+from edgecc.program import Program
+from edgecc.progress import progress_iter
+from edgecc.quant import params_from_scale, qformat, scale_from_range, sqnr_db
+
+SchemeName = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "fp8"]
+Observer = Literal["minmax", "moving-average", "percentile", "mse", "entropy"]
+WeightFormat = Literal["int8", "uint8", "int4", "uint4", "float8_e4m3fn", "float8_e5m2",
+                       "float16", "bfloat16"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeOptions:
+    scheme: SchemeName = "w8a8"
+    algorithm: Literal["rtn", "gptq", "awq"] = "rtn"
+    observer: Observer = "minmax"
+    percentile: float = 99.99
+    group_size: int = 0  # per-group weights: 0 keeps the scheme's (w4a16: 128)
+    weight_dtype: WeightFormat | None = None
+    weight_granularity: Literal["per-tensor", "per-channel", "per-group"] | None = None
+    weight_symmetric: bool | None = None
+    activation_dtype: Literal["int8", "uint8", "float8_e4m3fn", "float8_e5m2"] | None = None
+    activation_symmetric: bool | None = None
+    scale_dtype: Literal["float32", "float16"] | None = None  # None: float16 for 4-bit
+    exclude: tuple[str, ...] = ()
+    embeddings: bool = True  # quantize embedding tables (weight-only, per row)
+    # GPTQ
+    damp: float = 0.01
+    act_order: bool = True
+    block: int = 128
+    # AWQ
+    awq_grid: int = 20
+    awq_clip: bool = True
+    awq_tokens: int = 512
+    error_batches: int = 4  # calibration batches the output error is measured on
+
+    def __post_init__(self) -> None:
+        if self.group_size < 0 or self.group_size % 2:
+            raise ValueError("group_size must be a positive even number (or 0)")
+        if not 50 < self.percentile <= 100:
+            raise ValueError("percentile must be in (50, 100]")
+        if self.observer not in OBSERVERS:
+            raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}")
+
+
+def resolve_scheme(opts: QuantizeOptions, target: Any) -> tuple[Scheme, list[str]]:
+    """The scheme with the option overrides and the target's constraints applied."""
+    base = SCHEMES[opts.scheme]
+    w = base.weights
+    w = dataclasses.replace(
+        w,
+        dtype=opts.weight_dtype or w.dtype,
+        granularity=opts.weight_granularity or ("per-group" if opts.group_size
+                                                 else w.granularity),
+        symmetric=w.symmetric if opts.weight_symmetric is None else opts.weight_symmetric,
+        group_size=opts.group_size or w.group_size or 128,
+    )
+    a = base.activations
+    if a is not None:
+        a = dataclasses.replace(
+            a, dtype=opts.activation_dtype or a.dtype,
+            symmetric=a.symmetric if opts.activation_symmetric is None
+            else opts.activation_symmetric)
+    notes: list[str] = []
+    support = getattr(target, "quantization", None)
+    if support is not None:
+        tname = getattr(target, "name", "the target")
+        if w.dtype not in support.weight_dtypes:
+            raise OptionError(
+                f"scheme '{opts.scheme}' stores weights as {w.dtype}, which target '{tname}' "
+                f"cannot execute (it runs {', '.join(sorted(support.weight_dtypes))})")
+        if w.granularity not in support.weight_granularities:
+            raise OptionError(
+                f"target '{tname}' cannot execute {w.granularity} weights "
+                f"(it runs {', '.join(sorted(support.weight_granularities))})")
+        if a is not None and a.dtype not in support.activation_dtypes:
+            raise OptionError(
+                f"scheme '{opts.scheme}' quantizes activations to {a.dtype}, which target "
+                f"'{tname}' cannot execute")
+        if base.dynamic and not support.dynamic_activations:
+            raise OptionError(f"target '{tname}' cannot execute dynamic quantization; "
+                              "use scheme=w8a8 with calibration data")
+        if a is not None and support.symmetric_activations_only and not a.symmetric:
+            a = dataclasses.replace(a, symmetric=True)
+            notes.append(f"activations made symmetric for target '{tname}'")
+        if support.symmetric_weights_only and not w.symmetric:
+            w = dataclasses.replace(w, symmetric=True)
+            notes.append(f"weights made symmetric for target '{tname}'")
+    if w.granularity == "per-group" and qformat(w.dtype).is_float:
+        raise OptionError("per-group granularity applies to integer weight formats only")
+    return dataclasses.replace(base, weights=w, activations=a), notes
+
+
+class Quantize(Pass):
+    """Quantize weights (and activations) by scheme, observer and algorithm (lossy)."""
+
+    name = "quantize"
+    Options = QuantizeOptions
+    lossless = False
+
+    def run(self, program: Program, options: QuantizeOptions,
+            context: PassContext) -> PassResult:
+        t0 = time.perf_counter()
+        scheme, notes = resolve_scheme(options, context.target)
+        if options.algorithm == "awq" and not scheme.weight_only:
+            raise OptionError("algorithm=awq applies to weight-only schemes (w4a16, w8a16); "
+                              "for w8a8 run smooth-quant before quantize")
+        layers, excluded = select(find_layers(program, embeddings=options.embeddings),
+                                  options.exclude)
+        needs_data = (scheme.needs_calibration and not _is_16bit(scheme.activations)
+                      ) or options.algorithm != "rtn"
+        batches = (check_calibration(program, context.calibration,
+                                     f"quantize{{scheme={options.scheme},"
+                                     f"algorithm={options.algorithm}}}")
+                   if needs_data else None)
+        if not layers:
+            return PassResult(program, False, {"layers": 0, "excluded": excluded})
+        reference = program.copy()
+        wq = scheme.weights
+        scale_dtype = (torch.float16 if (options.scale_dtype or "") == "float16" or (
+            options.scale_dtype is None and qformat(wq.dtype).bits == 4) else torch.float32)
+
+        stats: dict[str, Any] = {"scheme": options.scheme, "algorithm": options.algorithm,
+                                 "weights": wq.describe()}
+        if scheme.activations is not None:
+            stats["activations"] = scheme.activations.describe() + (
+                " dynamic" if scheme.dynamic else f" {options.observer}")
+        if notes:
+            stats["target_constraints"] = notes
+
+        clips: dict[str, torch.Tensor] = {}
+        if options.algorithm == "awq":
+            clips, awq_stats = _apply_awq(program, layers, batches, wq, options, scale_dtype,
+                                          context.progress)
+            stats["awq"] = awq_stats
+
+        # one calibration run: activation observers and GPTQ Hessians
+        linear_inputs = _inputs_of(layers)
+        observers: dict[fx.Node, Any] = {}
+        hessians: dict[fx.Node, gptq.HessianAccumulator] = {}
+        if scheme.needs_calibration and not _is_16bit(scheme.activations):
+            observers = {v: make_observer(options.observer, percentile=options.percentile,
+                                          seed=context.seed) for v in linear_inputs}
+        if options.algorithm == "gptq":
+            hessians = {v: gptq.HessianAccumulator() for v, ls in linear_inputs.items()
+                        if any(la.kind == "linear" for la in ls)}
+        if observers or hessians:
+            def on_value(node: fx.Node, value: torch.Tensor) -> None:
+                if node in observers:
+                    observers[node].update(value)
+                if node in hessians:
+                    hessians[node].update(value)
+
+            record_values(program, batches, set(observers) | set(hessians), on_value,
+                          desc="calibrating", progress=context.progress)
+
+        # weights
+        skipped: dict[str, str] = {}
+        done: dict[str, fx.Node] = {}
+        layer_sqnr: dict[str, float] = {}
+        for layer in progress_iter(layers, "quantizing weights", enabled=context.progress):
+            key = str(layer.weight.target)
+            if key in done:  # a shared (tied) weight, already quantized
+                layer.node.replace_input_with(layer.weight, done[key])
+                continue
+            w = program.tensor(layer.weight)
+            tq = wq if layer.kind != "embedding" else dataclasses.replace(
+                wq, granularity="per-channel" if wq.granularity == "per-tensor"
+                else wq.granularity)
+            why = can_quantize(w, tq)
+            if why:
+                skipped[layer.name] = why
+                continue
+            if layer.kind == "embedding" and tq.granularity == "per-channel":
+                out_axis = 0  # one scale per row (token)
+            else:
+                out_axis = layer.out_axis
+            h = hessians.get(layer.input) if layer.kind == "linear" else None
+            if h is not None and h.h is not None:
+                w_hat, params = gptq.gptq_quantize(
+                    w, h.h, tq, block=options.block, damp=options.damp,
+                    act_order=options.act_order, scale_dtype=scale_dtype)
+                q = params.quantize(w_hat)
+            else:
+                params = weight_params(w, tq, out_axis, layer.reduction_axis,
+                                       clip=clips.get(layer.name), scale_dtype=scale_dtype)
+                q = params.quantize(w)
+            layer_sqnr[layer.name] = sqnr_db(w, params.dequantize(q))
+            done[key] = replace_weight(program, layer, q, params)
+
+        # activations
+        if scheme.activations is not None:
+            _quantize_activations(program, scheme, linear_inputs, observers, skipped)
+
+        program.refresh_metadata()
+        program.graph.lint()
+        program.graph_module.recompile()
+        after_bytes = quantized_weight_bytes(program)
+        before_bytes = sum(t.numel() * t.element_size() for t in (
+            reference.tensor(n) for n in {la.weight.target: la.weight for la in layers
+                                          if la.name not in skipped}.values()))
+        stats.update({
+            "layers": len(done),
+            "excluded": excluded,
+            "skipped": skipped,
+            "weight_bytes_before": before_bytes,
+            "weight_bytes_after": after_bytes,
+            "weight_compression": round(before_bytes / max(after_bytes, 1), 3),
+            "worst_layers_sqnr_db": dict(sorted(layer_sqnr.items(), key=lambda kv: kv[1])[:5]),
+        })
+        stats["error"] = _output_error(reference, program, batches, options.error_batches)
+        stats["seconds"] = round(time.perf_counter() - t0, 3)
+        return PassResult(program, True, stats)
+
+
+def _is_16bit(tq: TensorQuant | None) -> bool:
+    return tq is not None and qformat(tq.dtype).is_float and qformat(tq.dtype).bits == 16
+
+
+def _inputs_of(layers: list[Layer]) -> dict[fx.Node, list[Layer]]:
+    by_input: dict[fx.Node, list[Layer]] = defaultdict(list)
+    for layer in layers:
+        if layer.input is not None:
+            by_input[layer.input].append(layer)
+    return dict(by_input)
+
+
+def _weight_bytes(program: Program, layers: list[Layer]) -> int:
+    seen, total = set(), 0
+    for layer in layers:
+        if layer.weight.target in seen or not program.is_constant(layer.weight):
+            continue
+        seen.add(layer.weight.target)
+        t = program.tensor(layer.weight)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _quantize_activations(program: Program, scheme: Scheme,
+                          inputs: dict[fx.Node, list[Layer]], observers: dict[fx.Node, Any],
+                          skipped: dict[str, str]) -> None:
+    a = scheme.activations
+    assert a is not None
+    qmin, qmax = a.range()
+    for value, layers in inputs.items():
+        consumers = [la.node for la in layers if la.name not in skipped]
+        if not consumers:
+            continue
+        if _is_16bit(a):
+            insert_qdq(program, value, consumers, params_from_scale(a.dtype, torch.tensor(1.0)))
+        elif scheme.dynamic:
+            scale, zp = insert_dynamic_qparams(program, value, min(
+                consumers, key=lambda n: list(program.graph.nodes).index(n)), qmin, qmax)
+            params = params_from_scale(a.dtype, torch.tensor(1.0), qmin=qmin, qmax=qmax)
+            insert_qdq(program, value, consumers, params, scale=scale, zero_point=zp)
+        else:
+            lo, hi = observers[value].range(a)
+            scale, zp = scale_from_range(lo, hi, a.dtype, symmetric=a.symmetric, qmin=qmin,
+                                         qmax=qmax)
+            insert_qdq(program, value, consumers,
+                       params_from_scale(a.dtype, scale, zp, qmin=qmin, qmax=qmax))
+
+
+def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQuant,
+               options: QuantizeOptions, scale_dtype: torch.dtype, progress: bool | None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    groups = {v: [la for la in ls if la.kind == "linear"]
+              for v, ls in _inputs_of(layers).items()}
+    groups = {v: ls for v, ls in groups.items() if ls}
+    samples: dict[fx.Node, list[torch.Tensor]] = defaultdict(list)
+    gen = torch.Generator().manual_seed(0)
+
+    def on_value(node: fx.Node, value: torch.Tensor) -> None:
+        rows = value.detach().reshape(-1, value.shape[-1])
+        keep = torch.randperm(rows.shape[0], generator=gen)[: options.awq_tokens]
+        samples[node].append(rows[keep].float())
+
+    record_values(program, batches, groups, on_value, desc="AWQ activations",
+                  progress=progress)
+    clips: dict[str, torch.Tensor] = {}
+    alphas, gains = [], []
+    for value, group in progress_iter(list(groups.items()), "AWQ search", enabled=progress):
+        x = torch.cat(samples[value])
+        x = x[torch.randperm(x.shape[0], generator=gen)[: options.awq_tokens * 4]]
+        ws = [program.tensor(la.weight).float() for la in group]
+        s, alpha, gain = awq.search_scale(ws, x, wq, grid=options.awq_grid,
+                                          scale_dtype=scale_dtype)
+        alphas.append(alpha)
+        gains.append(gain)
+        if alpha > 0:
+            scale_input(program, value, [la.node for la in group], 1.0 / s,
+                        f"{group[0].name}_awq_inv_scale")
+            for la, w in zip(group, ws):
+                set_weight(program, la, w * s)
+        if options.awq_clip:
+            xs = x / s
+            for la in group:
+                clips[la.name] = awq.search_clip(program.tensor(la.weight).float(), xs, wq,
+                                                 scale_dtype=scale_dtype)
+    program.refresh_metadata()
+    # the graph changed under the layers: find them again (same names)
+    fresh = {la.name: la for la in find_layers(program)}
+    for i, la in enumerate(layers):
+        if la.name in fresh:
+            layers[i] = fresh[la.name]
+    return clips, {"groups": len(groups), "scaled": sum(a > 0 for a in alphas),
+                   "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
+                   "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4)}
+
+
+def _output_error(reference: Program, program: Program, batches: Any,
+                  n: int) -> dict[str, Any]:
+    inputs = list(batches[:n]) if batches else [fresh_inputs(reference, seed=11 + i)
+                                                  for i in range(2)]
+    refs = [reference.run(*b) for b in inputs]
+    outs = [program.run(*b) for b in inputs]
+    m = compare_outputs(refs, outs, atol=0.0, rtol=0.0)
+    return {"on": "calibration batches" if batches else "random inputs",
+            "samples": len(inputs), "sqnr_db": round(m["sqnr_db"], 2),
+            "cosine": round(m["cosine"], 6), "max_abs": m["max_abs"]}

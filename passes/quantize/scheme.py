@@ -1,0 +1,78 @@
+"""Quantization schemes: what is quantized to which format, at which granularity.
+
+==============  =============================================  ===============================
+scheme          weights                                        activations (inputs of layers)
+==============  =============================================  ===============================
+``w8a8``        int8, per-channel, symmetric [-127, 127]       int8 per-tensor, calibrated
+``dynamic-int8``int8, per-channel, symmetric [-127, 127]       int8 per-tensor, from each input
+``w8a16``       int8, per-channel, symmetric [-127, 127]       float
+``w4a16``       uint4, per-group (``group_size``), asymmetric  float
+``fp16``        float16                                        float16
+``fp8``         float8_e4m3fn, per-channel                     float8_e4m3fn per-tensor, calib.
+==============  =============================================  ===============================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+Granularity = str  # "per-tensor" | "per-channel" | "per-group"
+GRANULARITIES = ("per-tensor", "per-channel", "per-group")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorQuant:
+    """How one kind of tensor (weights or activations) is quantized."""
+
+    dtype: str
+    granularity: Granularity = "per-tensor"
+    symmetric: bool = True
+    group_size: int = 0
+    narrow: bool = False  # symmetric signed range without the lowest code: [-127, 127]
+
+    def range(self) -> tuple[int | None, int | None]:
+        from edgecc.quant import qformat
+
+        fmt = qformat(self.dtype)
+        if fmt.is_float:
+            return None, None
+        if self.narrow and fmt.signed:
+            return fmt.qmin + 1, fmt.qmax
+        return fmt.qmin, fmt.qmax
+
+    def describe(self) -> str:
+        group = f" g{self.group_size}" if self.granularity == "per-group" else ""
+        sym = "sym" if self.symmetric else "asym"
+        return f"{self.dtype} {self.granularity}{group} {sym}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    name: str
+    weights: TensorQuant
+    activations: TensorQuant | None = None
+    dynamic: bool = False  # activation ranges computed at run time
+
+    @property
+    def weight_only(self) -> bool:
+        return self.activations is None
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.activations is not None and not self.dynamic
+
+
+_W8 = TensorQuant("int8", "per-channel", symmetric=True, narrow=True)
+SCHEMES: dict[str, Scheme] = {
+    s.name: s
+    for s in (
+        Scheme("w8a8", _W8, TensorQuant("int8", "per-tensor", symmetric=False)),
+        Scheme("dynamic-int8", _W8, TensorQuant("int8", "per-tensor", symmetric=False),
+               dynamic=True),
+        Scheme("w8a16", _W8),
+        Scheme("w4a16", TensorQuant("uint4", "per-group", symmetric=False, group_size=128)),
+        Scheme("fp16", TensorQuant("float16"), TensorQuant("float16")),
+        Scheme("fp8", TensorQuant("float8_e4m3fn", "per-channel"),
+               TensorQuant("float8_e4m3fn", "per-tensor")),
+    )
+}
