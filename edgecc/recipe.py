@@ -27,10 +27,16 @@ class VerifyOptions:
     atol: float = 1e-4
     rtol: float = 1e-4
     samples: int = 3
+    # Quantized programs: a value within float error of a rounding tie can take the
+    # neighbouring code on the target (one quantization step), so after lossy passes the
+    # artifact passes when allclose holds *or* its cosine to the simulator is >= this.
+    quantized_cosine: float = 0.999
 
     def __post_init__(self) -> None:
         if self.atol < 0 or self.rtol < 0 or self.samples < 0:
             raise ValueError("verify tolerances and samples must be >= 0")
+        if not 0 < self.quantized_cosine <= 1:
+            raise ValueError("quantized_cosine must be in (0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)

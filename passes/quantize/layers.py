@@ -186,7 +186,7 @@ def insert_dynamic_qparams(program: Program, value: fx.Node, before: fx.Node, qm
                            qmax: int) -> tuple[fx.Node, fx.Node]:
     """Scale and zero point of ``value``'s own range, computed at run time (asymmetric)::
 
-        lo = min(amin(x), 0); hi = max(amax(x), 0)
+        lo = min(min(x), 0); hi = max(max(x), 0)
         scale = max((hi - lo) / (qmax - qmin), 1e-12)
         zero_point = clamp(qmin - round(lo / scale), qmin, qmax)
     """
@@ -194,9 +194,9 @@ def insert_dynamic_qparams(program: Program, value: fx.Node, before: fx.Node, qm
     graph = program.graph
     with graph.inserting_before(before):
         lo = graph.call_function(aten.clamp_max.default,
-                                 (graph.call_function(aten.amin.default, (value, [])), 0.0))
+                                 (graph.call_function(aten.min.default, (value,)), 0.0))
         hi = graph.call_function(aten.clamp_min.default,
-                                 (graph.call_function(aten.amax.default, (value, [])), 0.0))
+                                 (graph.call_function(aten.max.default, (value,)), 0.0))
         rng = graph.call_function(aten.sub.Tensor, (hi, lo))
         scale = graph.call_function(
             aten.clamp_min.default,

@@ -156,7 +156,7 @@ class Quantize(Pass):
         batches = (check_calibration(program, context.calibration,
                                      f"quantize{{scheme={options.scheme},"
                                      f"algorithm={options.algorithm}}}")
-                   if needs_data else None)
+                   if needs_data or context.calibration is not None else None)
         if not layers:
             return PassResult(program, False, {"layers": 0, "excluded": excluded})
         reference = program.copy()
@@ -201,6 +201,7 @@ class Quantize(Pass):
         # weights
         skipped: dict[str, str] = {}
         done: dict[str, fx.Node] = {}
+        before_bytes = 0
         layer_sqnr: dict[str, float] = {}
         for layer in progress_iter(layers, "quantizing weights", enabled=context.progress):
             key = str(layer.weight.target)
@@ -230,6 +231,7 @@ class Quantize(Pass):
                                        clip=clips.get(layer.name), scale_dtype=scale_dtype)
                 q = params.quantize(w)
             layer_sqnr[layer.name] = sqnr_db(w, params.dequantize(q))
+            before_bytes += w.numel() * w.element_size()
             done[key] = replace_weight(program, layer, q, params)
 
         # activations
@@ -240,9 +242,6 @@ class Quantize(Pass):
         program.graph.lint()
         program.graph_module.recompile()
         after_bytes = quantized_weight_bytes(program)
-        before_bytes = sum(t.numel() * t.element_size() for t in (
-            reference.tensor(n) for n in {la.weight.target: la.weight for la in layers
-                                          if la.name not in skipped}.values()))
         stats.update({
             "layers": len(done),
             "excluded": excluded,
@@ -267,17 +266,6 @@ def _inputs_of(layers: list[Layer]) -> dict[fx.Node, list[Layer]]:
         if layer.input is not None:
             by_input[layer.input].append(layer)
     return dict(by_input)
-
-
-def _weight_bytes(program: Program, layers: list[Layer]) -> int:
-    seen, total = set(), 0
-    for layer in layers:
-        if layer.weight.target in seen or not program.is_constant(layer.weight):
-            continue
-        seen.add(layer.weight.target)
-        t = program.tensor(layer.weight)
-        total += t.numel() * t.element_size()
-    return total
 
 
 def _quantize_activations(program: Program, scheme: Scheme,
