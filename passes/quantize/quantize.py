@@ -325,7 +325,7 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
             for la, w in zip(group, ws):
                 set_weight(program, la, w * s)
         if options.awq_clip:
-            xs = x / s
+            xs = x[: options.awq_tokens] / s
             for la in group:
                 clips[la.name] = awq.search_clip(program.tensor(la.weight).float(), xs, wq,
                                                  scale_dtype=scale_dtype)

@@ -1,0 +1,183 @@
+"""quantize: schemes, granularity, exclusion, calibration checks, target constraints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import edgecc
+from edgecc.errors import InputSpecError, OptionError
+from edgecc.pass_base import PassContext
+from edgecc.pass_manager import PassManager
+from edgecc.quant import is_dequantize, is_quantize
+from edgecc.target import QuantSupport, Target
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.conv = nn.Conv1d(32, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32, 64)
+        self.fc2 = nn.Linear(64, 16)
+
+    def forward(self, ids):
+        h = self.emb(ids)  # [B, T, 32]
+        h = self.conv(h.transpose(1, 2)).transpose(1, 2).relu()
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+def program():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (2, 8))
+    return edgecc.trace(Net().eval(), (ids,))
+
+
+def batches(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, 50, (2, 8), generator=g),) for _ in range(n)]
+
+
+def quantize(prog, text, calibration=None, target=None):
+    ctx = PassContext(calibration=calibration, target=target)
+    return PassManager(text)(prog.copy(), context=ctx)
+
+
+def stats(result):
+    return result.stats["passes"][-1]["stats"]
+
+
+def stored_dtypes(prog):
+    out = {}
+    for n in prog.nodes("call_function"):
+        if is_dequantize(n) and prog.is_constant(n.args[0]):
+            out[n.args[0].target] = prog.tensor(n.args[0]).dtype
+    return out
+
+
+def test_w8a8_quantizes_weights_and_layer_inputs():
+    prog = program()
+    res = quantize(prog, "quantize{scheme=w8a8}", batches())
+    out = res.program
+    dtypes = stored_dtypes(out)
+    assert len(dtypes) == 4 and set(dtypes.values()) == {torch.int8}  # emb, conv, fc1, fc2
+    # the three layers with an activation input get a quantize/dequantize pair each
+    assert sum(is_quantize(n) for n in out.nodes("call_function")) == 3
+    s = stats(res)
+    assert s["layers"] == 4 and s["weight_compression"] > 3.5
+    assert s["error"]["cosine"] > 0.999 and s["error"]["on"] == "calibration batches"
+    x = batches(1, seed=9)[0]
+    ref, got = prog.run(*x)[0], out.run(*x)[0]
+    assert torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), 0) > 0.999
+
+
+def test_w4a16_packs_weights_and_leaves_activations_float():
+    res = quantize(program(), "quantize{scheme=w4a16,group_size=16}")
+    out = res.program
+    assert not any(is_quantize(n) for n in out.nodes("call_function"))
+    fc1 = [n for n in out.nodes("call_function")
+           if is_dequantize(n) and "fc1" in str(n.args[0].target)][0]
+    assert out.tensor(fc1.args[0]).shape == (64, 16)  # [N, K/2] packed uint4
+    assert out.tensor(fc1.args[1]).shape == (64, 2)  # [N, K/16] scales
+    assert out.tensor(fc1.args[1]).dtype == torch.float16
+    s = stats(res)
+    assert "conv" in s["skipped"]  # kernel width 3 cannot be packed along its last dim
+    assert s["weight_compression"] > 5
+
+
+@pytest.mark.parametrize("scheme", ["dynamic-int8", "w8a16", "fp16", "fp8"])
+def test_every_scheme_keeps_the_model_close(scheme):
+    prog = program()
+    res = quantize(prog, f"quantize{{scheme={scheme}}}", batches())
+    x = batches(1, seed=5)[0]
+    ref, got = prog.run(*x)[0], res.program.run(*x)[0]
+    cos = torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), 0)
+    assert cos > 0.995, scheme
+    assert stats(res)["error"]["cosine"] > 0.995
+
+
+def test_exclude_keeps_matching_layers_float():
+    res = quantize(program(), "quantize{scheme=w8a16,exclude=[fc*,emb]}")
+    names = {str(t) for t in stored_dtypes(res.program)}
+    assert len(names) == 1 and "conv" in next(iter(names))
+    assert sorted(stats(res)["excluded"]) == ["emb", "fc1", "fc2"]
+
+
+def test_exclude_pattern_matching_nothing_is_an_error():
+    with pytest.raises(OptionError, match="'decoder.*' matches no quantizable layer"):
+        quantize(program(), "quantize{scheme=w8a16,exclude=decoder.*}")
+
+
+def test_static_scheme_without_calibration_is_an_error():
+    with pytest.raises(InputSpecError, match="needs calibration data"):
+        quantize(program(), "quantize{scheme=w8a8}")
+    with pytest.raises(InputSpecError, match="calibration set is empty"):
+        quantize(program(), "quantize{scheme=w8a8}", [])
+
+
+def test_calibration_with_wrong_shape_or_dtype_is_an_error_before_any_work():
+    prog = program()
+    bad_shape = [(torch.randint(0, 50, (2, 9)),)]
+    with pytest.raises(InputSpecError, match="calibration batch 0"):
+        quantize(prog, "quantize{scheme=w8a8}", bad_shape)
+    bad_dtype = [(torch.randn(2, 8),)]
+    with pytest.raises(InputSpecError, match="calibration batch 0"):
+        quantize(prog, "quantize{scheme=w8a8}", bad_dtype)
+
+
+class SymmetricInt8Only(Target):
+    name = "sym-int8"
+    quantization = QuantSupport(weight_dtypes=frozenset({"int8"}),
+                                activation_dtypes=frozenset({"int8"}),
+                                weight_granularities=frozenset({"per-channel", "per-tensor"}),
+                                symmetric_activations_only=True, dynamic_activations=False)
+
+
+def test_target_constraints_make_the_result_legal():
+    res = quantize(program(), "quantize{scheme=w8a8}", batches(), target=SymmetricInt8Only())
+    out = res.program
+    for n in out.nodes("call_function"):
+        if is_quantize(n):
+            assert out.tensor(n.args[2]).abs().sum() == 0  # zero point 0: symmetric
+    assert "symmetric" in stats(res)["target_constraints"][0]
+
+
+@pytest.mark.parametrize("scheme,match", [("w4a16", "stores weights as uint4"),
+                                          ("dynamic-int8", "cannot execute dynamic"),
+                                          ("fp8", "float8_e4m3fn")])
+def test_scheme_the_target_cannot_execute_is_refused(scheme, match):
+    with pytest.raises(OptionError, match=match):
+        quantize(program(), f"quantize{{scheme={scheme}}}", batches(),
+                 target=SymmetricInt8Only())
+
+
+def test_tied_weights_are_quantized_once():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(40, 16)
+            self.head = nn.Linear(16, 40, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            return self.head(self.emb(ids))
+
+    prog = edgecc.trace(Tied().eval(), (torch.randint(0, 40, (2, 5)),))
+    res = quantize(prog, "quantize{scheme=w8a16}")
+    dq = [n for n in res.program.nodes("call_function") if is_dequantize(n)]
+    assert len(dq) == 1 and len(dq[0].users) == 2
+
+
+def test_compile_with_quantization_verifies_against_the_compressed_program(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    cal = [(torch.randn(4, 16),) for _ in range(4)]
+    res = edgecc.compile(model, target="host", pipeline="quantize{scheme=w8a8},fuse,dce",
+                         example_inputs=cal[0], calibration=cal,
+                         output_dir=str(tmp_path / "out"))
+    v = res.report["verification"]
+    assert v["passed"] and "compressed program" in v["reference"]
+    assert v["fidelity"]["on"] == "calibration batches" and v["fidelity"]["cosine"] > 0.99
+    q = [r for r in res.report["pipeline"]["passes"] if r["pass"] == "quantize"][0]
+    assert not q["lossless"] and q["stats"]["error"]["sqnr_db"] > 20
