@@ -148,7 +148,8 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
             instruments.append(IRDumpInstrument(dump_ir))
         if calibration is not None:
             calibration = list(calibration)  # passes and the fidelity check both read it
-        context = PassContext(calibration=calibration, target=tgt, progress=progress)
+        context = PassContext(calibration=calibration, target=tgt, progress=progress,
+                              original=original)
         t0 = time.perf_counter()
         result = PassManager(steps, instruments=instruments)(program, context=context)
         pass_seconds = time.perf_counter() - t0

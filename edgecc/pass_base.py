@@ -60,6 +60,7 @@ class PassContext:
     target: Any = None
     seed: int = 0
     progress: bool | None = None
+    original: Any = None  # the program before any pass (teacher for qat / distillation)
 
 
 class Pass:

@@ -12,7 +12,7 @@ from edgecc.passes.dce import DeadCodeElimination
 from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
-from edgecc.passes.quantize import Quantize, QuantizeOptions
+from edgecc.passes.quantize import QAT, ConvertQAT, PrepareQAT, Quantize, QuantizeOptions
 
 BUILTIN_PASSES = (
     FoldBatchNorm,
@@ -24,6 +24,9 @@ BUILTIN_PASSES = (
     AttentionMaskToAdditive,
     DecomposeComposites,
     Quantize,
+    PrepareQAT,
+    ConvertQAT,
+    QAT,
 )
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Quantization passes: schemes, observers, PTQ (RTN, GPTQ, AWQ), SmoothQuant, QAT."""
 
+from edgecc.passes.quantize.qat import QAT, ConvertQAT, PrepareQAT, convert_qat, prepare_qat
 from edgecc.passes.quantize.quantize import Quantize, QuantizeOptions
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
 
-__all__ = ["SCHEMES", "Quantize", "QuantizeOptions", "Scheme", "TensorQuant"]
+__all__ = ["QAT", "SCHEMES", "ConvertQAT", "PrepareQAT", "Quantize", "convert_qat", "prepare_qat", "QuantizeOptions", "Scheme", "TensorQuant"]

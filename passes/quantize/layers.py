@@ -23,6 +23,7 @@ from edgecc.progress import progress_iter
 from edgecc.quant import DEQUANTIZE, QUANTIZE, QuantParams, is_dequantize
 
 LINEAR_OPS = ("aten.linear", "edgecc.linear_act")
+QRANGE = "edgecc_qrange"  # node meta: (qmin, qmax) a stored weight was quantized with
 CONV_OPS = ("aten.convolution", "edgecc.conv_act")
 EMBEDDING_OPS = ("aten.embedding",)
 
@@ -152,6 +153,7 @@ def replace_weight(program: Program, layer: Layer, q: torch.Tensor, params: Quan
         dq = graph.call_function(DEQUANTIZE, (qnode, s, z, params.axis, params.block_size,
                                               params.dtype, out_dtype))
     dq.meta["val"] = torch.empty(0)  # refreshed by the caller (refresh_metadata)
+    dq.meta[QRANGE] = params.range  # dequantize carries no range; QAT keeps it from here
     layer.node.replace_input_with(weight, dq)
     if not weight.users:
         graph.erase_node(weight)
