@@ -185,6 +185,8 @@ def coerce_option(pass_name: str, key: str, annotation: Any, value: Any) -> Any:
     if annotation is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # pipeline text parses `exclude=0` (a layer named "0") as 0
         raise fail("a string")
     return value
 

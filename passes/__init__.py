@@ -12,7 +12,9 @@ from edgecc.passes.dce import DeadCodeElimination
 from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
-from edgecc.passes.quantize import QAT, ConvertQAT, PrepareQAT, Quantize, QuantizeOptions
+from edgecc.passes.quantize import (
+    QAT, ConvertQAT, PrepareQAT, Quantize, QuantizeOptions, SmoothQuant,
+)
 
 BUILTIN_PASSES = (
     FoldBatchNorm,
@@ -27,6 +29,7 @@ BUILTIN_PASSES = (
     PrepareQAT,
     ConvertQAT,
     QAT,
+    SmoothQuant,
 )
 
 __all__ = [

@@ -2,6 +2,7 @@
 
 from edgecc.passes.quantize.qat import QAT, ConvertQAT, PrepareQAT, convert_qat, prepare_qat
 from edgecc.passes.quantize.quantize import Quantize, QuantizeOptions
+from edgecc.passes.quantize.smooth_quant import SmoothQuant, SmoothQuantOptions
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
 
-__all__ = ["QAT", "SCHEMES", "ConvertQAT", "PrepareQAT", "Quantize", "convert_qat", "prepare_qat", "QuantizeOptions", "Scheme", "TensorQuant"]
+__all__ = ["QAT", "SCHEMES", "ConvertQAT", "PrepareQAT", "Quantize", "convert_qat", "prepare_qat", "QuantizeOptions", "Scheme", "SmoothQuant", "SmoothQuantOptions", "TensorQuant"]

@@ -64,26 +64,53 @@ def find_layers(program: Program, *, embeddings: bool = True) -> list[Layer]:
         layer = Layer(node, kind, "")
         if not program.is_constant(layer.weight):
             continue  # weight computed or already quantized
-        target = str(layer.weight.target)
-        layer.name = target[: -len(".weight")] if target.endswith(".weight") else target
+        layer.name = _module_path(node) or _strip_weight(str(layer.weight.target))
         layers.append(layer)
+    seen: dict[str, int] = {}
+    for layer in layers:  # a module that calls two layers: name them path, path#1, ...
+        n = seen.get(layer.name, 0)
+        seen[layer.name] = n + 1
+        if n:
+            layer.name = f"{layer.name}#{n}"
     return layers
 
 
-def select(layers: list[Layer], exclude: Sequence[str]) -> tuple[list[Layer], list[str]]:
-    """Layers not matched by any ``exclude`` glob; a pattern matching nothing is an error."""
-    for pattern in exclude:
-        if not any(fnmatch.fnmatchcase(layer.name, pattern)
-                   or fnmatch.fnmatchcase(layer.node.name, pattern) for layer in layers):
-            names = ", ".join(layer.name for layer in layers[:4])
-            raise OptionError(
-                f"exclude pattern '{pattern}' matches no quantizable layer "
-                f"(layers are named like {names}, ...)"
-            )
+def _module_path(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return str(path) if path else ""
+
+
+def _strip_weight(target: str) -> str:
+    return target[: -len(".weight")] if target.endswith(".weight") else target
+
+
+def _matches(layer: Layer, pattern: str) -> bool:
+    return (fnmatch.fnmatchcase(layer.name, pattern)
+            or fnmatch.fnmatchcase(layer.node.name, pattern))
+
+
+def select(layers: list[Layer], exclude: Sequence[str], include: Sequence[str] = ()
+           ) -> tuple[list[Layer], list[str]]:
+    """Layers matched by an ``include`` glob (all when none) and by no ``exclude`` glob.
+
+    A pattern that matches no layer is an error: it is almost always a typo.
+    """
+    for kind, patterns in (("exclude", exclude), ("include", include)):
+        for pattern in patterns:
+            if not any(_matches(layer, pattern) for layer in layers):
+                names = ", ".join(layer.name for layer in layers[:4])
+                raise OptionError(
+                    f"{kind} pattern '{pattern}' matches no quantizable layer "
+                    f"(layers are named like {names}, ...)"
+                )
     kept, skipped = [], []
     for layer in layers:
-        if any(fnmatch.fnmatchcase(layer.name, p) or fnmatch.fnmatchcase(layer.node.name, p)
-               for p in exclude):
+        if include and not any(_matches(layer, p) for p in include):
+            continue
+        if any(_matches(layer, p) for p in exclude):
             skipped.append(layer.name)
         else:
             kept.append(layer)

@@ -48,6 +48,7 @@ from edgecc.progress import progress_iter
 from edgecc.quant import params_from_scale, qformat, scale_from_range, sqnr_db
 
 SchemeName = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "fp8"]
+AutoScheme = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "fp8", "auto"]
 Observer = Literal["minmax", "moving-average", "percentile", "mse", "entropy"]
 WeightFormat = Literal["int8", "uint8", "int4", "uint4", "float8_e4m3fn", "float8_e5m2",
                        "float16", "bfloat16"]
@@ -55,7 +56,12 @@ WeightFormat = Literal["int8", "uint8", "int4", "uint4", "float8_e4m3fn", "float
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeOptions:
-    scheme: SchemeName = "w8a8"
+    scheme: AutoScheme = "w8a8"
+    # scheme=auto: quantize with auto_from, keeping the most sensitive layers at
+    # auto_fallback (None: float) until the output cosine drops by at most max_drop
+    auto_from: SchemeName = "w8a8"
+    auto_fallback: SchemeName | None = None
+    max_drop: float = 0.01
     algorithm: Literal["rtn", "gptq", "awq"] = "rtn"
     observer: Observer = "minmax"
     percentile: float = 99.99
@@ -67,6 +73,8 @@ class QuantizeOptions:
     activation_symmetric: bool | None = None
     scale_dtype: Literal["float32", "float16"] | None = None  # None: float16 for 4-bit
     exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()  # only these layers (globs); empty: every layer
+    bias_correction: bool = False  # add E[(W - Q(W)) x] to each bias (Nagel et al., 2019)
     embeddings: bool = True  # quantize embedding tables (weight-only, per row)
     # GPTQ
     damp: float = 0.01
@@ -83,6 +91,8 @@ class QuantizeOptions:
             raise ValueError("group_size must be a positive even number (or 0)")
         if not 50 < self.percentile <= 100:
             raise ValueError("percentile must be in (50, 100]")
+        if not 0 <= self.max_drop <= 1:
+            raise ValueError("max_drop must be in [0, 1] (a drop in output cosine)")
         if self.observer not in OBSERVERS:
             raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}")
 
@@ -145,14 +155,16 @@ class Quantize(Pass):
     def run(self, program: Program, options: QuantizeOptions,
             context: PassContext) -> PassResult:
         t0 = time.perf_counter()
+        if options.scheme == "auto":
+            return self._run_auto(program, options, context, t0)
         scheme, notes = resolve_scheme(options, context.target)
         if options.algorithm == "awq" and not scheme.weight_only:
             raise OptionError("algorithm=awq applies to weight-only schemes (w4a16, w8a16); "
                               "for w8a8 run smooth-quant before quantize")
         layers, excluded = select(find_layers(program, embeddings=options.embeddings),
-                                  options.exclude)
+                                  options.exclude, options.include)
         needs_data = (scheme.needs_calibration and not _is_16bit(scheme.activations)
-                      ) or options.algorithm != "rtn"
+                      ) or options.algorithm != "rtn" or options.bias_correction
         batches = (check_calibration(program, context.calibration,
                                      f"quantize{{scheme={options.scheme},"
                                      f"algorithm={options.algorithm}}}")
@@ -202,6 +214,7 @@ class Quantize(Pass):
         skipped: dict[str, str] = {}
         done: dict[str, fx.Node] = {}
         before_bytes = 0
+        weight_error: dict[str, tuple[Layer, torch.Tensor]] = {}
         layer_sqnr: dict[str, float] = {}
         for layer in progress_iter(layers, "quantizing weights", enabled=context.progress):
             key = str(layer.weight.target)
@@ -230,7 +243,10 @@ class Quantize(Pass):
                 params = weight_params(w, tq, out_axis, layer.reduction_axis,
                                        clip=clips.get(layer.name), scale_dtype=scale_dtype)
                 q = params.quantize(w)
-            layer_sqnr[layer.name] = sqnr_db(w, params.dequantize(q))
+            w_hat = params.dequantize(q)
+            layer_sqnr[layer.name] = sqnr_db(w, w_hat)
+            if options.bias_correction and layer.kind != "embedding":
+                weight_error[layer.name] = (layer, (w - w_hat).float())
             before_bytes += w.numel() * w.element_size()
             done[key] = replace_weight(program, layer, q, params)
 
@@ -239,6 +255,10 @@ class Quantize(Pass):
             _quantize_activations(program, scheme, linear_inputs, observers, skipped)
 
         program.refresh_metadata()
+        if weight_error:
+            stats["bias_corrected"] = _correct_biases(program, weight_error, batches,
+                                                      context.progress)
+            program.refresh_metadata()
         program.graph.lint()
         program.graph_module.recompile()
         after_bytes = quantized_weight_bytes(program)
@@ -252,6 +272,23 @@ class Quantize(Pass):
             "worst_layers_sqnr_db": dict(sorted(layer_sqnr.items(), key=lambda kv: kv[1])[:5]),
         })
         stats["error"] = _output_error(reference, program, batches, options.error_batches)
+        stats["seconds"] = round(time.perf_counter() - t0, 3)
+        return PassResult(program, True, stats)
+
+
+    def _run_auto(self, program: Program, options: QuantizeOptions, context: PassContext,
+                  t0: float) -> PassResult:
+        from edgecc.passes.quantize.sensitivity import mixed_precision
+
+        resolve_scheme(dataclasses.replace(options, scheme=options.auto_from), context.target)
+        batches = check_calibration(program, context.calibration, "quantize{scheme=auto}")
+        reference = program.copy()
+        result, stats = mixed_precision(program, options, context, batches)
+        program.graph_module = result.graph_module
+        program.refresh_metadata()
+        program.graph_module.recompile()
+        stats["error"] = _output_error(reference, program, batches, options.error_batches)
+        stats["weight_bytes_after"] = quantized_weight_bytes(program)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
 
@@ -341,7 +378,9 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
 
 
 def _output_error(reference: Program, program: Program, batches: Any,
-                  n: int) -> dict[str, Any]:
+                  n: int) -> dict[str, Any] | None:
+    if n <= 0:
+        return None
     inputs = list(batches[:n]) if batches else [fresh_inputs(reference, seed=11 + i)
                                                   for i in range(2)]
     refs = [reference.run(*b) for b in inputs]
@@ -350,3 +389,53 @@ def _output_error(reference: Program, program: Program, batches: Any,
     return {"on": "calibration batches" if batches else "random inputs",
             "samples": len(inputs), "sqnr_db": round(m["sqnr_db"], 2),
             "cosine": round(m["cosine"], 6), "max_abs": m["max_abs"]}
+
+
+def _correct_biases(program: Program, errors: dict[str, tuple[Layer, torch.Tensor]],
+                    batches: Any, progress: bool | None) -> int:
+    """``b += (W - Q(W)) · E[x]``: remove the mean output shift weight rounding causes.
+
+    ``E[x]`` is the per-channel mean of each layer's input in the *quantized* program (what
+    the layer really sees), over the calibration batches. For a convolution it is the
+    spatial mean per input channel (exact away from the zero-padded border). One
+    calibration pass: each layer corrects its own rounding, not shifts from upstream.
+    """
+    sums: dict[fx.Node, torch.Tensor] = {}
+    counts: dict[fx.Node, int] = defaultdict(int)
+    inputs = {la.node.args[0]: la for la, _ in errors.values()}
+
+    def on_value(node: fx.Node, value: torch.Tensor) -> None:
+        la = inputs[node]
+        v = value.detach().float()
+        if la.kind == "conv":
+            m = v.transpose(0, 1).reshape(v.shape[1], -1).mean(1)
+        else:
+            m = v.reshape(-1, v.shape[-1]).mean(0)
+        sums[node] = m if node not in sums else sums[node] + m
+        counts[node] += 1
+
+    record_values(program, batches, inputs, on_value, desc="bias correction",
+                  progress=progress)
+    corrected = 0
+    for layer, err in errors.values():
+        x = layer.node.args[0]
+        if x not in sums or layer.out_axis != 0:
+            continue
+        mean = sums[x] / counts[x]
+        if layer.kind == "conv":
+            groups = int(layer.node.args[8])
+            cin = err.shape[1]
+            per_group = err.sum(dim=tuple(range(2, err.dim())))  # [Cout, Cin/g]
+            cout_g = err.shape[0] // groups
+            delta = torch.stack([per_group[o] @ mean[(o // cout_g) * cin:(o // cout_g + 1) * cin]
+                                 for o in range(err.shape[0])])
+        else:
+            delta = err @ mean
+        bias = layer.node.args[2]
+        value = delta if bias is None else program.tensor(bias).float() + delta
+        node = program.add_constant(f"{layer.name}_bias_corrected", value, before=layer.node)
+        layer.node.update_arg(2, node)
+        if bias is not None and not bias.users:
+            program.graph.erase_node(bias)
+        corrected += 1
+    return corrected
