@@ -34,6 +34,10 @@ Granularity follows ONNX (opset 21) too:
   ``[N, K]`` quantized in groups of 64 along ``K`` has ``axis=1, block_size=64`` and a
   ``[N, K/64]`` scale.
 
+Palettization: ``edgecc.palette_dequantize(codes, lut, bits, group_size, out_dtype)`` reads
+a weight from a look-up table, ``y[r, ...] = lut[r // group_size, code[r, ...]]``, with
+2/4/8-bit codes packed along the last dimension (lowest bits first).
+
 Storage: ``int8``/``uint8`` are ``torch.int8``/``torch.uint8``; 4-bit formats are packed two
 per byte along the last dimension into ``torch.uint8`` (element ``2i`` in the low nibble,
 ``2i+1`` in the high nibble, as ONNX packs INT4), so the last dimension must be even;
@@ -288,6 +292,59 @@ def _fq_backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
 fake_quantize.register_autograd(_fq_backward, setup_context=_fq_setup)
 
 
+# -- palettization (look-up tables) --------------------------------------------------------
+
+PALETTE_BITS = (2, 4, 8)
+
+
+def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack unsigned ``bits``-wide codes (2, 4 or 8) along the last dim, lowest bits first."""
+    if bits == 8:
+        return values.to(torch.uint8)
+    per = 8 // bits
+    if values.shape[-1] % per:
+        raise ValueError(f"{bits}-bit codes pack {per} per byte: the last dimension "
+                         f"({values.shape[-1]}) must be a multiple of {per}")
+    v = values.to(torch.int16).unflatten(-1, (values.shape[-1] // per, per))
+    out = torch.zeros(v.shape[:-1], dtype=torch.int16)
+    for i in range(per):
+        out |= (v[..., i] & ((1 << bits) - 1)) << (bits * i)
+    return out.to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    if bits == 8:
+        return packed.to(torch.int64)
+    per = 8 // bits
+    p = packed.to(torch.int64)
+    parts = [(p >> (bits * i)) & ((1 << bits) - 1) for i in range(per)]
+    return torch.stack(parts, dim=-1).flatten(-2)
+
+
+@torch.library.custom_op("edgecc::palette_dequantize", mutates_args=())
+def palette_dequantize(indices: torch.Tensor, lut: torch.Tensor, bits: int, group_size: int,
+                       out_dtype: torch.dtype) -> torch.Tensor:
+    """``y[r, ...] = lut[r // group_size, code[r, ...]]`` (``group_size`` 0: one table).
+
+    ``indices`` holds ``bits``-wide codes packed along the last dim (:func:`pack_bits`);
+    ``lut`` is ``[groups, 2**bits]``.
+    """
+    codes = unpack_bits(indices, bits)
+    rows = codes.shape[0]
+    group = torch.arange(rows) // group_size if group_size > 0 else torch.zeros(
+        rows, dtype=torch.int64)
+    group = group.reshape(rows, *([1] * (codes.dim() - 1)))
+    flat = group * lut.shape[1] + codes
+    return lut.reshape(-1)[flat].to(out_dtype)
+
+
+@palette_dequantize.register_fake
+def _palette_fake(indices, lut, bits, group_size, out_dtype):
+    per = 8 // bits
+    return indices.new_empty((*indices.shape[:-1], indices.shape[-1] * per), dtype=out_dtype)
+
+
+PALETTE_DEQUANTIZE = torch.ops.edgecc.palette_dequantize.default
 QUANTIZE = torch.ops.edgecc.quantize.default
 DEQUANTIZE = torch.ops.edgecc.dequantize.default
 FAKE_QUANTIZE = torch.ops.edgecc.fake_quantize.default
@@ -402,8 +459,14 @@ def is_fake_quantize(node: Any) -> bool:
             and node.target is FAKE_QUANTIZE)
 
 
+def is_palette_dequantize(node: Any) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_function"
+            and node.target is PALETTE_DEQUANTIZE)
+
+
 def is_quant_op(node: Any) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in QUANT_OPS
+    return isinstance(node, fx.Node) and node.op == "call_function" and (
+        node.target in QUANT_OPS or node.target is PALETTE_DEQUANTIZE)
 
 
 def node_params(node: fx.Node, tensor_of: Any) -> QuantParams:

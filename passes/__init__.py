@@ -13,7 +13,7 @@ from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
 from edgecc.passes.quantize import (
-    QAT, ConvertQAT, PrepareQAT, Quantize, QuantizeOptions, SmoothQuant,
+    QAT, ConvertQAT, Palettize, PrepareQAT, Quantize, QuantizeOptions, SmoothQuant,
 )
 
 BUILTIN_PASSES = (
@@ -30,6 +30,7 @@ BUILTIN_PASSES = (
     ConvertQAT,
     QAT,
     SmoothQuant,
+    Palettize,
 )
 
 __all__ = [

@@ -27,7 +27,7 @@ import torch.fx as fx
 
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.program import Program, op_name
-from edgecc.quant import is_dequantize, is_fake_quantize
+from edgecc.quant import is_dequantize, is_fake_quantize, is_palette_dequantize
 from edgecc.rewrite import copy_provenance, is_pure
 
 
@@ -65,7 +65,7 @@ class ConstantFold(Pass):
                 continue
             if node.op != "call_function" or not is_pure(node):
                 continue
-            if is_dequantize(node) or is_fake_quantize(node):
+            if is_dequantize(node) or is_fake_quantize(node) or is_palette_dequantize(node):
                 continue  # integer weights stay integer; QAT weights stay trainable
             inputs = node.all_input_nodes
             if not inputs and not _creates_tensor(node):

@@ -208,7 +208,40 @@ def fake_quantize(node: fx.Node, importer: Any) -> Any:
     return y if out == "float32" else bb.emit(op.astype(y, out))
 
 
+def palette_dequantize(node: fx.Node, importer: Any) -> Any:
+    import numpy as np
+    from tvm import relax
+
+    op = relax.op
+    bb = importer.block_builder
+    codes, lut = importer.env[node.args[0]], importer.env[node.args[1]]
+    bits, group, out_dtype = node.args[2:5]
+    p = bb.emit(op.astype(codes, "int32"))
+    shape = [int(d) for d in node.args[0].meta["val"].shape]
+    if bits < 8:
+        per = 8 // bits
+        mask = relax.const((1 << bits) - 1, "int32")
+        parts = [bb.emit(op.bitwise_and(op.right_shift(p, relax.const(bits * i, "int32")),
+                                        mask)) for i in range(per)]
+        stacked = bb.emit(op.stack(parts, axis=-1))
+        p = bb.emit(op.reshape(stacked, [*shape[:-1], shape[-1] * per]))
+        shape = [*shape[:-1], shape[-1] * per]
+    n_codes = int(node.args[1].meta["val"].shape[1])
+    rows = shape[0]
+    offsets = (np.arange(rows) // group if group > 0 else np.zeros(rows, dtype=np.int64))
+    offsets = (offsets * n_codes).astype("int32").reshape([rows] + [1] * (len(shape) - 1))
+    flat = bb.emit(op.add(p, relax.const(offsets, "int32")))
+    table = bb.emit(op.astype(lut, "float32"))
+    table = bb.emit(op.reshape(table, [-1]))
+    flat = bb.emit(op.reshape(flat, [-1]))
+    y = bb.emit(op.take(table, flat, axis=0))
+    y = bb.emit(op.reshape(y, shape))
+    out = str(out_dtype).replace("torch.", "")
+    return y if out == "float32" else bb.emit(op.astype(y, out))
+
+
 CONVERTERS = {
+    "palette_dequantize.default": palette_dequantize,
     "quantize.default": quantize,
     "dequantize.default": dequantize,
     "fake_quantize.default": fake_quantize,
