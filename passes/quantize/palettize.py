@@ -99,9 +99,6 @@ class Palettize(Pass):
                 continue
             rows = w.shape[0]
             g = options.group_size if 0 < options.group_size < rows else rows
-            if rows % g:
-                skipped[layer.name] = f"{rows} rows do not split into groups of {g}"
-                continue
             luts, codes = [], []
             for start in range(0, rows, g):
                 c, idx = kmeans_1d(w[start:start + g], k, options.iterations)
