@@ -106,15 +106,10 @@ def parse_key_values(values: Sequence[str], flag: str) -> dict[str, Any]:
 
 
 def load_calibration(path: str, specs: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """``--calib``: one ``.npz`` (one batch) or a folder of ``.npz`` files (one batch each)."""
-    from edgecc.inputs import load_npz_inputs
+    """``--calib``: see :func:`edgecc.inputs.load_calibration`."""
+    from edgecc.inputs import load_calibration as load
 
-    if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
-        if not files:
-            raise InputSpecError(f"calibration folder '{path}' holds no .npz files")
-        return [load_npz_inputs(os.path.join(path, f), specs) for f in files]
-    return [load_npz_inputs(path, specs)]
+    return load(path, specs)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -172,13 +167,25 @@ def compile_summary(report: dict[str, Any], output_dir: str) -> str:
         stats = ", ".join(f"{k}={v}" for k, v in rec["stats"].items()
                           if not isinstance(v, (list, dict)) and v)
         lines.append(f"  {rec['pass']:<34} {rec['seconds'] * 1000:8.1f} ms  {stats}")
+        err = rec["stats"].get("error")
+        if isinstance(err, dict) and not rec.get("lossless", True):
+            lines.append(f"  {'':<34} {'':>11}  error vs input program on {err['on']}: "
+                         f"SQNR {err['sqnr_db']} dB, cosine {err['cosine']}, "
+                         f"max-abs {err['max_abs']:.3g}")
     v = report["verification"]
     if v.get("performed"):
         verdict = "PASSED" if v["passed"] else "FAILED"
+        against = ("the compressed program" if "compressed" in v["reference"]
+                   else "the original model")
         lines.append(
             f"verification: {verdict}  max-abs {v['max_abs']:.2e}  max-rel {v['max_rel']:.2e}  "
-            f"cosine {v['cosine']:.6f}  ({v['samples']} fresh random inputs, "
-            f"atol {v['atol']:g}, rtol {v['rtol']:g})")
+            f"cosine {v['cosine']:.6f}  against {against} ({v['samples']} fresh random "
+            f"inputs, atol {v['atol']:g}, rtol {v['rtol']:g})")
+        fid = v.get("fidelity")
+        if fid:
+            lines.append(f"fidelity to the original model: cosine {fid['cosine']:.6f}  "
+                         f"SQNR {fid['sqnr_db']:.1f} dB  max-abs {fid['max_abs']:.3g}  "
+                         f"({fid['samples']} {fid['on']})")
     else:
         lines.append(f"verification: not performed ({v['reason']})")
     for item in report.get("not_verified", []):

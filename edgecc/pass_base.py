@@ -72,6 +72,10 @@ class Pass:
     lossless: ClassVar[bool] = True
 
     # -- to override ----------------------------------------------------------------------
+    def validate(self, program: Program, options: Any, context: PassContext) -> None:
+        """Check options and context before *any* pass of the pipeline runs (bad input
+        fails fast: a scheme the target cannot execute, missing calibration data)."""
+
     def requires(self, program: Program, options: Any) -> None:
         """Raise ``PreconditionError`` if ``program`` is not something this pass accepts."""
 

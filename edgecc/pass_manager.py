@@ -46,6 +46,7 @@ class PassManager(Pass):
             context: PassContext | None = None) -> PassResult:
         context = context or PassContext()
         records: list[dict[str, Any]] = []
+        self._validate(self.steps, program, context)
         modified = self._run_steps(self.steps, program, context, records, "")
         return PassResult(program, modified, {"passes": records})
 
@@ -54,6 +55,19 @@ class PassManager(Pass):
         return self.run(program, options, context)
 
     # -- internals ------------------------------------------------------------------------
+    def _validate(self, steps: Sequence[ManagerStep], program: Program,
+                  context: PassContext) -> None:
+        for s in steps:
+            if isinstance(s, PassManager):
+                s._validate(s.steps, program, context)
+            elif isinstance(s, FixpointStep):
+                self._validate(s.steps, program, context)
+            else:
+                try:
+                    s.pass_cls().validate(program, s.options, context)
+                except EdgeccError as exc:
+                    raise _with_context(exc, "(checked before running any pass)") from exc
+
     def _run_steps(self, steps: Sequence[ManagerStep], program: Program, context: PassContext,
                    records: list[dict[str, Any]], prefix: str) -> bool:
         modified = False

@@ -60,6 +60,9 @@ class QuantSupport:
     symmetric_activations_only: bool = False
     symmetric_weights_only: bool = False
     dynamic_activations: bool = True
+    # 8-bit weights one bit narrower ([-64, 63]): runtimes whose int8 kernels sum u8·s8
+    # pairs in saturating 16-bit lanes (onnxruntime on x86 without VNNI) need it.
+    reduce_range_weights: bool = False
 
 
 class Runner(Protocol):

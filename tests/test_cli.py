@@ -158,3 +158,69 @@ def test_run_rejects_wrong_inputs(model_file, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     r = edgecc_cli("--debug", "compile", str(tmp_path / "missing.pt2"), "-o", str(tmp_path / "o"))
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+# -- quantization from the command line -------------------------------------------------------
+
+def test_quantize_with_calibration_npz_of_stacked_samples(model_file, tmp_path):
+    np.savez(tmp_path / "calib.npz", x=np.random.randn(4, 2, 3, 8, 8).astype("float32"))
+    out = str(tmp_path / "q")
+    r = edgecc_cli("compile", model_file, "-t", "host", "-p",
+                   "fold-batchnorm,quantize{scheme=w8a8},fuse,dce", "--calib",
+                   str(tmp_path / "calib.npz"), "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "error vs input program on calibration batches" in r.stdout
+    assert "against the compressed program" in r.stdout and "fidelity" in r.stdout
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    q = [p for p in manifest["pipeline"]["passes"] if p["pass"] == "quantize"][0]
+    assert q["stats"]["error"]["samples"] == 4 and q["lossless"] is False
+
+
+def test_calibration_folder_of_npy_files(model_file, tmp_path):
+    d = tmp_path / "calib"
+    d.mkdir()
+    for i in range(3):
+        np.save(d / f"b{i}.npy", np.random.randn(2, 3, 8, 8).astype("float32"))
+    r = edgecc_cli("compile", model_file, "-t", "host", "-p", "quantize{scheme=w8a8}",
+                   "--calib", str(d), "-o", str(tmp_path / "q"), "--json")
+    assert r.returncode == 0, r.stderr
+    q = json.loads(r.stdout)["pipeline"]["passes"][0]
+    assert q["stats"]["error"]["samples"] == 3
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("shape", "calibration batch 0"),
+    ("dtype", "calibration batch 0"),
+    ("empty", "holds no .npz or .npy files"),
+    ("missing", "needs calibration data"),
+    ("scheme", "stores weights as float8_e4m3fn"),
+    ("pattern", "matches no quantizable layer"),
+])
+def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expected):
+    out = tmp_path / "q"
+    pipeline = "fold-batchnorm,quantize{scheme=w8a8}"
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.randn(2, 3, 8, 8).astype("float32"))
+    extra = ["--calib", str(calib)]
+    if case == "shape":
+        np.savez(calib, x=np.random.randn(2, 3, 9, 9).astype("float32"))
+    elif case == "dtype":
+        np.savez(calib, x=np.random.randn(2, 3, 8, 8).astype("float64"))
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        extra = ["--calib", str(tmp_path / "empty")]
+    elif case == "missing":
+        extra = []
+    elif case == "scheme":
+        pipeline = "quantize{scheme=fp8}"
+        extra += ["-t", "onnx"]
+    elif case == "pattern":
+        pipeline = "quantize{scheme=w8a8,exclude=decoder.*}"
+    args = ["compile", model_file, "-p", pipeline, "-o", str(out), *extra]
+    if "-t" not in extra:
+        args += ["-t", "host"]
+    r = edgecc_cli(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert expected in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()

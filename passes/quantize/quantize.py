@@ -74,6 +74,9 @@ class QuantizeOptions:
     scale_dtype: Literal["float32", "float16"] | None = None  # None: float16 for 4-bit
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] = ()  # only these layers (globs); empty: every layer
+    # Weights one bit narrower (int8: [-64, 63]): onnxruntime's x86 u8s8 kernels saturate
+    # 16-bit intermediate sums with full-range weights (its quantizer's reduce_range).
+    reduce_range: bool = False
     bias_correction: bool = False  # add E[(W - Q(W)) x] to each bias (Nagel et al., 2019)
     embeddings: bool = True  # quantize embedding tables (weight-only, per row)
     # GPTQ
@@ -108,6 +111,7 @@ def resolve_scheme(opts: QuantizeOptions, target: Any) -> tuple[Scheme, list[str
                                                  else w.granularity),
         symmetric=w.symmetric if opts.weight_symmetric is None else opts.weight_symmetric,
         group_size=opts.group_size or w.group_size or 128,
+        reduce_range=opts.reduce_range,
     )
     a = base.activations
     if a is not None:
@@ -137,6 +141,11 @@ def resolve_scheme(opts: QuantizeOptions, target: Any) -> tuple[Scheme, list[str
         if a is not None and support.symmetric_activations_only and not a.symmetric:
             a = dataclasses.replace(a, symmetric=True)
             notes.append(f"activations made symmetric for target '{tname}'")
+        if (support.reduce_range_weights and not w.reduce_range
+                and qformat(w.dtype).bits == 8 and not qformat(w.dtype).is_float):
+            w = dataclasses.replace(w, reduce_range=True)
+            notes.append(f"8-bit weights use a 7-bit range for target '{tname}' "
+                         "(its int8 kernels saturate 16-bit sums otherwise)")
         if support.symmetric_weights_only and not w.symmetric:
             w = dataclasses.replace(w, symmetric=True)
             notes.append(f"weights made symmetric for target '{tname}'")
@@ -151,6 +160,22 @@ class Quantize(Pass):
     name = "quantize"
     Options = QuantizeOptions
     lossless = False
+
+    def validate(self, program: Program, options: QuantizeOptions,
+                 context: PassContext) -> None:
+        opts = (dataclasses.replace(options, scheme=options.auto_from)
+                if options.scheme == "auto" else options)
+        scheme, _ = resolve_scheme(opts, context.target)
+        if options.algorithm == "awq" and not scheme.weight_only:
+            raise OptionError("algorithm=awq applies to weight-only schemes (w4a16, w8a16); "
+                              "for w8a8 run smooth-quant before quantize")
+        needs = (options.scheme == "auto" or options.algorithm != "rtn"
+                 or options.bias_correction
+                 or (scheme.needs_calibration and not _is_16bit(scheme.activations)))
+        if needs or isinstance(context.calibration, (list, tuple)):
+            if context.calibration is None or isinstance(context.calibration, (list, tuple)):
+                check_calibration(program, context.calibration,
+                                  f"quantize{{scheme={options.scheme}}}")
 
     def run(self, program: Program, options: QuantizeOptions,
             context: PassContext) -> PassResult:

@@ -29,6 +29,7 @@ class TensorQuant:
     symmetric: bool = True
     group_size: int = 0
     narrow: bool = False  # symmetric signed range without the lowest code: [-127, 127]
+    reduce_range: bool = False  # one bit less: int8 weights in [-64, 63] (x86 u8s8 kernels)
 
     def range(self) -> tuple[int | None, int | None]:
         from edgecc.quant import qformat
@@ -36,6 +37,9 @@ class TensorQuant:
         fmt = qformat(self.dtype)
         if fmt.is_float:
             return None, None
+        if self.reduce_range:
+            lo, hi = fmt.qmin // 2, fmt.qmax // 2
+            return (lo + 1, hi) if self.narrow and fmt.signed else (lo, hi)
         if self.narrow and fmt.signed:
             return fmt.qmin + 1, fmt.qmax
         return fmt.qmin, fmt.qmax

@@ -52,6 +52,11 @@ class SmoothQuant(Pass):
     Options = SmoothQuantOptions
     lossless = True
 
+    def validate(self, program: Program, options: SmoothQuantOptions,
+                 context: PassContext) -> None:
+        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
+            check_calibration(program, context.calibration, "smooth-quant")
+
     def run(self, program: Program, options: SmoothQuantOptions,
             context: PassContext) -> PassResult:
         batches = check_calibration(program, context.calibration, "smooth-quant")

@@ -6,7 +6,8 @@ operator; onnxruntime fuses again itself). Dynamic dimensions stay symbolic in t
 Weights go to an external-data side file when they would approach protobuf's 2 GB limit
 (or always / never, by option). ``onnx.checker`` must accept the result.
 
-Not yet: quantized regions as QDQ (no quantization passes exist yet).
+Quantized programs are written as QDQ (``QuantizeLinear`` / ``DequantizeLinear``, integer
+weight initializers, 4-bit packed as ONNX packs it): see ``qdq.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from edgecc.errors import LoweringError, one_line
 from edgecc.passes import AttentionMaskToAdditive, DecomposeComposites
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program
-from edgecc.target import Artifact, Availability, Target
+from edgecc.target import Artifact, Availability, QuantSupport, Target
+from edgecc.targets.onnx import qdq
 
 MODEL = "model.onnx"
 WEIGHTS = "model.onnx.data"
@@ -57,6 +59,13 @@ class OnnxTarget(Target):
     description = "an .onnx file for any ONNX runtime (verified with onnxruntime)"
     Options = OnnxOptions
     can_execute = True
+    # QDQ formats onnxruntime executes (float8 QDQ is not run by its CPU provider). Its x86
+    # int8 kernels (VPMADDUBSW) saturate with full-range 8-bit weights, so weights get 7
+    # bits here, as onnxruntime's own quantizer does with reduce_range=True.
+    quantization = QuantSupport(
+        weight_dtypes=frozenset({"int8", "uint8", "int4", "uint4", "float16"}),
+        activation_dtypes=frozenset({"int8", "uint8", "float16"}),
+        reduce_range_weights=True)
 
     def availability(self) -> Availability:
         found, missing = _versions()
@@ -80,23 +89,39 @@ class OnnxTarget(Target):
         external = options.external_data == "always" or (
             options.external_data == "auto" and measure(program).bytes > EXTERNAL_THRESHOLD)
         path = os.path.join(output_dir, MODEL)
+        need = qdq.required_opset(program)
+        opset = max(options.opset, need)
+        exportable, weights, _ = qdq.extract_weights(program)
         # The exporter logs that torchvision's ops are absent; nothing here uses them.
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         try:
             onnx_program = torch.onnx.export(
-                program.export(), (), dynamo=True, opset_version=options.opset, verbose=False,
+                exportable.export(), (), dynamo=True, opset_version=opset, verbose=False,
                 input_names=[s.name for s in program.input_specs],
-                output_names=[s.name for s in program.output_specs])
-            onnx_program.save(path, external_data=external)
+                output_names=[s.name for s in program.output_specs],
+                custom_translation_table=qdq.translation_table(opset))
+            if weights:
+                model = onnx_program.model_proto
+                qdq.insert_stored_weights(model, weights)
+                onnx.save_model(model, path, save_as_external_data=external,
+                                all_tensors_to_one_file=True, location=WEIGHTS,
+                                size_threshold=1024)
+            else:
+                onnx_program.save(path, external_data=external)
         except Exception as exc:
             raise LoweringError(f"ONNX export failed: {one_line(exc)}") from exc
-        if external:
+        if external and not weights:
             _rename_external_data(path, output_dir)
         try:
             onnx.checker.check_model(path, full_check=True)
         except Exception as exc:
             raise LoweringError(f"onnx.checker rejected the exported model: {one_line(exc)}") from exc
-        artifacts = [Artifact(MODEL, "model", f"ONNX opset {options.opset}")]
+        desc = f"ONNX opset {opset}"
+        if weights:
+            desc += f", QDQ with {len(weights)} integer weight tensors"
+        if opset != options.opset:
+            desc += f" (opset raised from {options.opset}: 4-bit / blocked quantization)"
+        artifacts = [Artifact(MODEL, "model", desc)]
         if external:
             artifacts.append(Artifact(WEIGHTS, "weights", "external tensor data of model.onnx"))
         return artifacts
