@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 
-
 class HostRunner:
     """Loads ``model.so`` once; ``run(*inputs)`` returns a tuple of torch tensors."""
 
@@ -21,7 +20,10 @@ class HostRunner:
         from tvm import relax
 
         self.device = tvm.cpu()
-        self.module = tvm.runtime.load_module(library_path)
+        # dlopen() returns the library already loaded under the same path, so a rebuilt
+        # artifact at the same path (compile --force twice in one process) would run the
+        # stale code: load a private copy named by its content instead.
+        self.module = tvm.runtime.load_module(_private_copy(library_path))
         self.vm = relax.VirtualMachine(self.module, self.device)
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -31,6 +33,22 @@ class HostRunner:
                 for t in inputs]
         out = self.vm["main"](*args)
         return tuple(torch.from_numpy(o) for o in _flatten(out))
+
+
+def _private_copy(path: str) -> str:
+    import hashlib
+    import shutil
+    import tempfile
+
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
+    directory = os.path.join(tempfile.gettempdir(), f"edgecc-libs-{os.getuid()}")
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, f"{digest}-{os.path.basename(path)}")
+    if not os.path.exists(target):
+        tmp = f"{target}.{os.getpid()}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    return target
 
 
 def _flatten(value: Any) -> list[np.ndarray]:
