@@ -864,3 +864,7 @@ def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
     if array.dtype == np.uint16 or array.dtype.kind in "OUS":
         raise NotImplementedError(f"tensor dtype {array.dtype}")
     return torch.from_numpy(array.copy())
+
+
+# Quantized operators (QDQ and QOperator) register themselves with @op on import.
+from edgecc.onnx_import import quant_converters as _quant_converters  # noqa: E402,F401

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgecc.errors import InputSpecError, ModelLoadError, one_line
@@ -48,7 +49,8 @@ class OnnxModule(torch.nn.Module):
         # Import-time values as numpy: torch.export fakes the module's tensors while tracing,
         # and converters need the real numbers (shapes, axes, pads).
         self.static_values = _StaticValues({k: v.detach().numpy() for k, v in static.items()
-                                            if v.dtype != torch.bfloat16})
+                                            if v.dtype not in _NOT_NUMPY})
+        self.static_values.formats = dict(getattr(static, "formats", {}))
         self.input_names = list(inputs)
         self.output_names = list(outputs)
         taken: set[str] = set()
@@ -91,7 +93,35 @@ class OnnxModule(torch.nn.Module):
 
 
 class _StaticValues(dict):
-    """name -> the import-time value as a numpy array (tensors made during tracing are fake)."""
+    """name -> the import-time value (tensors made during tracing are fake); ``formats``
+    names the quantized format of values whose dtype does not say it (4-bit, packed)."""
+
+    formats: dict[str, str]
+
+
+_NOT_NUMPY = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _load_initializer(init: Any, dq_inputs: set[str], static: _StaticValues) -> torch.Tensor:
+    """An initializer as a torch tensor; 4-bit ones packed (as edgecc stores them) when a
+    DequantizeLinear reads them, float8 ones in torch's float8 dtypes."""
+    from onnx import TensorProto, numpy_helper
+
+    array = numpy_helper.to_array(init)
+    if init.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        fmt = "int4" if init.data_type == TensorProto.INT4 else "uint4"
+        values = torch.from_numpy(array.astype(np.int8 if fmt == "int4" else np.uint8))
+        static.formats[init.name] = fmt
+        if init.name in dq_inputs and values.dim() and values.shape[-1] % 2 == 0:
+            from edgecc.quant import pack_int4
+
+            return pack_int4(values)
+        return values
+    if init.data_type in (TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2):
+        dtype = (torch.float8_e4m3fn if init.data_type == TensorProto.FLOAT8E4M3FN
+                 else torch.float8_e5m2)
+        return torch.from_numpy(array.astype(np.float32)).to(dtype)
+    return numpy_to_torch(array)
 
 
 def _module_class(input_names: Sequence[str]) -> type[OnnxModule]:
@@ -129,6 +159,9 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
         if not inputs or not all(n in static for n in inputs):
             remaining.append(node)
             continue
+        if node.op_type == "DequantizeLinear" and static[node.input[0]].dtype != torch.int32:
+            remaining.append(node)  # keep quantized weights stored as integers
+            continue
         try:
             with torch.no_grad():
                 out = lookup(node.op_type, opset)(Ctx(node, opset, static),
@@ -145,6 +178,11 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
         for name, value in zip(node.output, values):
             if name:
                 static[name] = value.detach().contiguous()
+        if node.op_type == "QuantizeLinear" and hasattr(static, "formats"):
+            from edgecc.onnx_import.quant_converters import output_format
+
+            zp = static.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            static.formats[node.output[0]] = output_format(Ctx(node, opset, static), zp)
     return remaining
 
 
@@ -189,10 +227,12 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
 
     from onnx import numpy_helper
 
-    static: dict[str, torch.Tensor] = {}
+    static = _StaticValues()
+    static.formats = {}
+    dq_inputs = {n.input[0] for n in nodes if n.op_type == "DequantizeLinear"}
     for init in model.graph.initializer:
         try:
-            static[init.name] = numpy_to_torch(numpy_helper.to_array(init))
+            static[init.name] = _load_initializer(init, dq_inputs, static)
         except Exception as exc:
             raise ModelLoadError(f"'{path}': initializer '{init.name}': {one_line(exc)}") from exc
     graph_inputs = [i for i in model.graph.input if i.name not in static]
