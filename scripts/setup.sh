@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install edgecc into it, every install pinned by constraints.txt.
-#   bash scripts/setup.sh          # edgecc + the TVM host target
+#   bash scripts/setup.sh          # edgecc + the TVM host and onnx targets + the example models
 #   bash scripts/setup.sh --test   # plus test dependencies (pytest, hypothesis, transformers, onnx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-extras="tvm,onnx"
+extras="tvm,onnx,models"
 [ "${1:-}" = "--test" ] && extras="test"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "edgecc needs Python >= 3.10"'
