@@ -13,7 +13,8 @@ from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
 from edgecc.passes.quantize import (
-    QAT, ConvertQAT, Palettize, PrepareQAT, Quantize, QuantizeOptions, SmoothQuant,
+    QAT, ConvertQAT, Palettize, PrepareQAT, QuantSensitivity, Quantize, QuantizeOptions,
+    SmoothQuant,
 )
 
 BUILTIN_PASSES = (
@@ -31,6 +32,7 @@ BUILTIN_PASSES = (
     QAT,
     SmoothQuant,
     Palettize,
+    QuantSensitivity,
 )
 
 __all__ = [

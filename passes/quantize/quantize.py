@@ -47,8 +47,8 @@ from edgecc.program import Program
 from edgecc.progress import progress_iter
 from edgecc.quant import params_from_scale, qformat, scale_from_range, sqnr_db
 
-SchemeName = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "fp8"]
-AutoScheme = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "fp8", "auto"]
+SchemeName = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "bf16", "fp8"]
+AutoScheme = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "bf16", "fp8", "auto"]
 Observer = Literal["minmax", "moving-average", "percentile", "mse", "entropy"]
 WeightFormat = Literal["int8", "uint8", "int4", "uint4", "float8_e4m3fn", "float8_e5m2",
                        "float16", "bfloat16"]
@@ -69,7 +69,8 @@ class QuantizeOptions:
     weight_dtype: WeightFormat | None = None
     weight_granularity: Literal["per-tensor", "per-channel", "per-group"] | None = None
     weight_symmetric: bool | None = None
-    activation_dtype: Literal["int8", "uint8", "float8_e4m3fn", "float8_e5m2"] | None = None
+    activation_dtype: Literal["int8", "uint8", "float8_e4m3fn", "float8_e5m2", "float16",
+                              "bfloat16"] | None = None
     activation_symmetric: bool | None = None
     scale_dtype: Literal["float32", "float16"] | None = None  # None: float16 for 4-bit
     exclude: tuple[str, ...] = ()
@@ -464,3 +465,27 @@ def _correct_biases(program: Program, errors: dict[str, tuple[Layer, torch.Tenso
             program.graph.erase_node(bias)
         corrected += 1
     return corrected
+
+
+class QuantSensitivity(Pass):
+    """Report per-layer quantization sensitivity (most sensitive first); changes nothing."""
+
+    name = "quant-sensitivity"
+    Options = QuantizeOptions
+
+    def validate(self, program: Program, options: QuantizeOptions,
+                 context: PassContext) -> None:
+        resolve_scheme(options, context.target)
+        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
+            check_calibration(program, context.calibration, "quant-sensitivity")
+
+    def run(self, program: Program, options: QuantizeOptions,
+            context: PassContext) -> PassResult:
+        from edgecc.passes.quantize.sensitivity import layer_sensitivity
+
+        batches = check_calibration(program, context.calibration, "quant-sensitivity")
+        report = layer_sensitivity(program, batches, options, context=context)
+        return PassResult(program, False, {
+            "scheme": options.scheme, "layers": len(report),
+            "report": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in e.items()}
+                       for e in report]})

@@ -8,6 +8,7 @@ scheme          weights                                        activations (inpu
 ``w8a16``       int8, per-channel, symmetric [-127, 127]       float
 ``w4a16``       uint4, per-group (``group_size``), asymmetric  float
 ``fp16``        float16                                        float16
+``bf16``        bfloat16                                       bfloat16
 ``fp8``         float8_e4m3fn, per-channel                     float8_e4m3fn per-tensor, calib.
 ==============  =============================================  ===============================
 """
@@ -76,6 +77,7 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("w8a16", _W8),
         Scheme("w4a16", TensorQuant("uint4", "per-group", symmetric=False, group_size=128)),
         Scheme("fp16", TensorQuant("float16"), TensorQuant("float16")),
+        Scheme("bf16", TensorQuant("bfloat16"), TensorQuant("bfloat16")),
         Scheme("fp8", TensorQuant("float8_e4m3fn", "per-channel"),
                TensorQuant("float8_e4m3fn", "per-tensor")),
     )

@@ -98,3 +98,14 @@ def test_auto_with_a_fallback_scheme():
     assert kept and stats["auto_fallback"] == "w8a16"
     assert stored.count("torch.int8") == len(kept)  # kept layers: int8, not float
     assert stored.count("torch.uint8") == 3 - len(kept)
+
+
+def test_quant_sensitivity_pass_reports_without_changing_the_program():
+    prog, cal = setup()
+    res = PassManager("quant-sensitivity{scheme=w4a16,group_size=16}")(
+        prog.copy(), context=PassContext(calibration=cal))
+    rec = res.stats["passes"][0]
+    assert not rec["modified"] and rec["stats"]["layers"] == 3
+    sqnrs = [e["sqnr_db"] for e in rec["stats"]["report"]]
+    assert sqnrs == sorted(sqnrs)
+    assert res.program.op_counts() == prog.op_counts()

@@ -181,3 +181,11 @@ def test_compile_with_quantization_verifies_against_the_compressed_program(tmp_p
     assert v["fidelity"]["on"] == "calibration batches" and v["fidelity"]["cosine"] > 0.99
     q = [r for r in res.report["pipeline"]["passes"] if r["pass"] == "quantize"][0]
     assert not q["lossless"] and q["stats"]["error"]["sqnr_db"] > 20
+
+
+def test_bf16_scheme_casts_weights_and_activations():
+    prog = program()
+    res = quantize(prog, "quantize{scheme=bf16}")
+    assert set(stored_dtypes(res.program).values()) == {torch.bfloat16}
+    x = batches(1, seed=3)[0]
+    assert torch.allclose(res.program.run(*x)[0], prog.run(*x)[0], atol=0.05, rtol=0.05)
