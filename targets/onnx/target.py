@@ -92,6 +92,7 @@ class OnnxTarget(Target):
         need = qdq.required_opset(program)
         opset = max(options.opset, need)
         exportable, weights, _ = qdq.extract_weights(program)
+        weights = weights or None
         # The exporter logs that torchvision's ops are absent; nothing here uses them.
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         try:
@@ -99,7 +100,10 @@ class OnnxTarget(Target):
                 exportable.export(), (), dynamo=True, opset_version=opset, verbose=False,
                 input_names=[s.name for s in program.input_specs],
                 output_names=[s.name for s in program.output_specs],
-                custom_translation_table=qdq.translation_table(opset))
+                custom_translation_table=qdq.translation_table(opset),
+                # the optimizer would fold the placeholders' transposes into new
+                # initializers; onnxruntime folds them itself at load time
+                optimize=not weights)
             if weights:
                 model = onnx_program.model_proto
                 qdq.insert_stored_weights(model, weights)
