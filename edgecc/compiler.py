@@ -187,7 +187,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                 # match the compressed program (edgecc's simulator of it) to tolerance, and
                 # its distance from the original is reported as fidelity.
                 manifest["verification"] = _verify(program if lossy else original, runner,
-                                                   vopts, lossy)
+                                                   vopts, lossy, original)
                 if lossy:
                     manifest["verification"]["fidelity"] = _fidelity(
                         original, runner, vopts, calibration)
@@ -217,19 +217,33 @@ def _artifact_entry(directory: str, artifact: Artifact) -> dict[str, Any]:
 
 
 def _verify(reference: Program, runner: Any, vopts: VerifyOptions,
-            lossy: list[str] | None = None) -> dict[str, Any]:
-    refs, outs = [], []
+            lossy: list[str] | None = None, original: Program | None = None
+            ) -> dict[str, Any]:
+    refs, outs, origs = [], [], []
     for i in range(vopts.samples):
         x = fresh_inputs(reference, seed=1000 + i)
         refs.append(reference.run(*x))
         outs.append(runner.run(*x))
+        if lossy and original is not None:
+            origs.append(original.run(*x))
     metrics = compare_outputs(refs, outs, atol=vopts.atol, rtol=vopts.rtol)
     if lossy:
+        # Quantized networks amplify float differences: a value within float error of a
+        # rounding tie takes the neighbouring code on the target, and the flips compound
+        # with depth (1e-6 relative noise on MiniLM's embeddings moves w8a8 outputs to
+        # cosine 0.994). So the artifact passes when it is allclose, or within
+        # ``quantized_cosine``, or adds less error to the simulator's output than
+        # quantization itself added to the original's (SQNR comparison, same inputs).
+        quant_sqnr = compare_outputs(origs, refs, atol=0.0, rtol=0.0)["sqnr_db"] if origs \
+            else float("inf")
+        metrics["quantization_sqnr_db"] = quant_sqnr
         metrics["passed"] = bool(metrics["passed"]
-                                 or metrics["cosine"] >= vopts.quantized_cosine)
+                                 or metrics["cosine"] >= vopts.quantized_cosine
+                                 or metrics["sqnr_db"] >= quant_sqnr)
         return {"performed": True,
-                "metric": f"allclose(atol, rtol) or cosine >= {vopts.quantized_cosine:g} "
-                          "on fresh random inputs",
+                "metric": f"allclose(atol, rtol), or cosine >= {vopts.quantized_cosine:g}, "
+                          "or SQNR to the simulator >= the quantization's own SQNR, on "
+                          "fresh random inputs",
                 "samples": vopts.samples, "quantized_cosine": vopts.quantized_cosine,
                 "reference": "compressed program (after the lossy passes "
                              + ", ".join(lossy) + "), PyTorch eager", **metrics}

@@ -16,7 +16,11 @@ from hypothesis import strategies as st
 import edgecc
 from edgecc.recipe import load_recipe
 from edgecc.pass_manager import PassManager
+from edgecc.inputs import fresh_inputs
+from edgecc.pass_base import PassContext
 from edgecc.passes import BUILTIN_PASSES
+
+LOSSLESS_PASSES = [p for p in BUILTIN_PASSES if p.lossless]
 from edgecc.testing import assert_close
 
 OPS = ["conv", "conv_bn", "dwconv_bn", "act", "residual", "identity", "repeat", "const",
@@ -103,10 +107,25 @@ def build(channels, spec, head_bn, batch, size, seed):
 @given(programs)
 def test_every_lossless_pass_preserves_outputs(case):
     program = build(*case)
-    for pass_cls in BUILTIN_PASSES:
-        assert pass_cls.lossless
-        result = pass_cls()(program.copy())
+    # calibration for the passes that read data (smooth-quant)
+    context = PassContext(calibration=[fresh_inputs(program, seed=i) for i in range(2)])
+    for pass_cls in LOSSLESS_PASSES:
+        result = pass_cls()(program.copy(), context=context)
         assert_close(program, result.program, samples=2, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs, st.sampled_from(["w8a8", "w8a16", "dynamic-int8", "fp8"]))
+def test_qat_prepare_and_convert_are_exact_on_quantized_programs(case, scheme):
+    program = build(*case)
+    context = PassContext(calibration=[fresh_inputs(program, seed=i) for i in range(2)])
+    quantized = PassManager(f"fold-batchnorm,quantize{{scheme={scheme}}}")(
+        program.copy(), context=context).program
+    prepared = PassManager("prepare-qat")(quantized.copy()).program
+    assert_close(quantized, prepared, samples=2, atol=1e-6, rtol=1e-6)
+    converted = PassManager("convert-qat")(prepared.copy()).program
+    assert converted.op_counts() == quantized.op_counts()
+    assert_close(quantized, converted, samples=2, atol=1e-6, rtol=1e-6)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
