@@ -112,6 +112,21 @@ def load_calibration(path: str, specs: Sequence[Any]) -> list[tuple[Any, ...]]:
     return load(path, specs)
 
 
+def type_name(annotation: Any) -> str:
+    """``int``, ``one of a|b|c``, ``... or none`` — how an option type reads in `passes`."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        inner = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(inner) + (" or none" if type(None) in args else "")
+    if origin in (tuple, list):
+        return f"list of {type_name(args[0]) if args else 'values'}"
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
 # -- commands -------------------------------------------------------------------------------
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -235,8 +250,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
     registry = default_pass_registry()
     entries = []
     for name, cls in registry.items():
-        opts = [{"name": n, "type": getattr(t, "__name__", str(t)).replace("typing.", ""),
-                 "default": d} for n, t, d in option_fields(cls.Options)]
+        opts = [{"name": n, "type": type_name(t), "default": d}
+                for n, t, d in option_fields(cls.Options)]
         entries.append({"name": name, "summary": cls.summary(), "lossless": cls.lossless,
                         "options": opts, "origin": registry.origin(name)})
     if args.json:
