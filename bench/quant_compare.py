@@ -150,7 +150,11 @@ def compare(name, model, program, calib, evaluate, metric, rows_out, tmp):
     # weight-only and dynamic int8 against torchao
     for scheme in ("w8a16", "dynamic-int8"):
         q = edgecc_program(program, f"quantize{{scheme={scheme}}}", calib)
-        add(f"edgecc {scheme} (sim)", scheme, evaluate(q.run), measure(q).bytes)
+        add(f"edgecc {scheme} (sim)", scheme, evaluate(q.run), measure(q).bytes,
+            "per-token activations" if scheme == "dynamic-int8" else "")
+        q = edgecc_program(program, f"quantize{{scheme={scheme},embeddings=false}}", calib)
+        add(f"edgecc {scheme}, linear layers only (sim)", scheme, evaluate(q.run),
+            measure(q).bytes, "as torchao quantizes")
         try:
             tm = torchao_model(model, scheme)
             add(f"torchao {scheme}", scheme, evaluate(lambda *x: tm(*x)), 0,

@@ -212,20 +212,42 @@ def insert_qdq(program: Program, value: fx.Node, consumers: Sequence[fx.Node],
 
 
 def insert_dynamic_qparams(program: Program, value: fx.Node, before: fx.Node, qmin: int,
-                           qmax: int) -> tuple[fx.Node, fx.Node]:
-    """Scale and zero point of ``value``'s own range, computed at run time (asymmetric)::
+                           qmax: int, *, per_token: bool = False, symmetric: bool = False
+                           ) -> tuple[fx.Node, fx.Node]:
+    """Scale and zero point of ``value``'s own range, computed at run time::
 
-        lo = min(min(x), 0); hi = max(max(x), 0)
-        scale = max((hi - lo) / (qmax - qmin), 1e-12)
-        zero_point = clamp(qmin - round(lo / scale), qmin, qmax)
+        lo = min(min(x), 0); hi = max(max(x), 0)          (per token: over the last dim)
+        asymmetric: scale = max((hi - lo) / (qmax - qmin), 1e-12)
+                    zero_point = clamp(qmin - round(lo / scale), qmin, qmax)
+        symmetric:  scale = max(max(|lo|, hi) / ((qmax - qmin) / 2), 1e-12), zero_point = 0
+
+    Per token, ``scale`` / ``zero_point`` are ``[..., 1]``: a block of the whole last
+    dimension (``axis=-1, block_size=K`` in ``edgecc.quantize``).
     """
+    import operator
+
     aten = torch.ops.aten
     graph = program.graph
     with graph.inserting_before(before):
-        lo = graph.call_function(aten.clamp_max.default,
-                                 (graph.call_function(aten.min.default, (value,)), 0.0))
-        hi = graph.call_function(aten.clamp_min.default,
-                                 (graph.call_function(aten.max.default, (value,)), 0.0))
+        if per_token:
+            top = graph.call_function(aten.max.dim, (value, -1, True))
+            hi = graph.call_function(operator.getitem, (top, 0))
+            neg = graph.call_function(aten.neg.default, (value,))
+            bottom = graph.call_function(aten.max.dim, (neg, -1, True))
+            lo = graph.call_function(aten.neg.default,
+                                     (graph.call_function(operator.getitem, (bottom, 0)),))
+        else:
+            lo = graph.call_function(aten.min.default, (value,))
+            hi = graph.call_function(aten.max.default, (value,))
+        lo = graph.call_function(aten.clamp_max.default, (lo, 0.0))
+        hi = graph.call_function(aten.clamp_min.default, (hi, 0.0))
+        if symmetric:
+            amax = graph.call_function(aten.maximum.default,
+                                       (graph.call_function(aten.neg.default, (lo,)), hi))
+            scale = graph.call_function(aten.clamp_min.default, (
+                graph.call_function(aten.div.Scalar, (amax, (qmax - qmin) / 2)), 1e-12))
+            zp = graph.call_function(aten.mul.Scalar, (scale, 0.0))
+            return scale, zp
         rng = graph.call_function(aten.sub.Tensor, (hi, lo))
         scale = graph.call_function(
             aten.clamp_min.default,

@@ -72,6 +72,8 @@ class QuantizeOptions:
     activation_dtype: Literal["int8", "uint8", "float8_e4m3fn", "float8_e5m2", "float16",
                               "bfloat16"] | None = None
     activation_symmetric: bool | None = None
+    # dynamic schemes: one range per token (row) or per tensor
+    activation_granularity: Literal["per-tensor", "per-token"] | None = None
     scale_dtype: Literal["float32", "float16"] | None = None  # None: float16 for 4-bit
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] = ()  # only these layers (globs); empty: every layer
@@ -116,8 +118,12 @@ def resolve_scheme(opts: QuantizeOptions, target: Any) -> tuple[Scheme, list[str
     )
     a = base.activations
     if a is not None:
+        if opts.activation_granularity == "per-token" and not base.dynamic:
+            raise OptionError("activation_granularity=per-token needs a dynamic scheme "
+                              "(dynamic-int8): static ranges are per tensor")
         a = dataclasses.replace(
             a, dtype=opts.activation_dtype or a.dtype,
+            granularity=opts.activation_granularity or a.granularity,
             symmetric=a.symmetric if opts.activation_symmetric is None
             else opts.activation_symmetric)
     notes: list[str] = []
@@ -344,9 +350,17 @@ def _quantize_activations(program: Program, scheme: Scheme,
         if _is_16bit(a):
             insert_qdq(program, value, consumers, params_from_scale(a.dtype, torch.tensor(1.0)))
         elif scheme.dynamic:
+            shape = value.meta["val"].shape
+            # per token: rows of linear-layer inputs (a convolution's last dim is width)
+            per_token = (a.granularity == "per-token" and len(shape) >= 2
+                         and isinstance(shape[-1], int)
+                         and all(la.kind == "linear" for la in layers))
             scale, zp = insert_dynamic_qparams(program, value, min(
-                consumers, key=lambda n: list(program.graph.nodes).index(n)), qmin, qmax)
-            params = params_from_scale(a.dtype, torch.tensor(1.0), qmin=qmin, qmax=qmax)
+                consumers, key=lambda n: list(program.graph.nodes).index(n)), qmin, qmax,
+                per_token=per_token, symmetric=a.symmetric)
+            params = params_from_scale(a.dtype, torch.tensor(1.0), qmin=qmin, qmax=qmax,
+                                       axis=len(shape) - 1 if per_token else 0,
+                                       block_size=int(shape[-1]) if per_token else 0)
             insert_qdq(program, value, consumers, params, scale=scale, zero_point=zp)
         else:
             lo, hi = observers[value].range(a)

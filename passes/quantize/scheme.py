@@ -4,7 +4,7 @@
 scheme          weights                                        activations (inputs of layers)
 ==============  =============================================  ===============================
 ``w8a8``        int8, per-channel, symmetric [-127, 127]       int8 per-tensor, calibrated
-``dynamic-int8``int8, per-channel, symmetric [-127, 127]       int8 per-tensor, from each input
+``dynamic-int8``int8, per-channel, symmetric [-127, 127]       int8 per-token, from each input
 ``w8a16``       int8, per-channel, symmetric [-127, 127]       float
 ``w4a16``       uint4, per-group (``group_size``), asymmetric  float
 ``fp16``        float16                                        float16
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-Granularity = str  # "per-tensor" | "per-channel" | "per-group"
+Granularity = str  # "per-tensor" | "per-channel" | "per-group" | "per-token" (dynamic)
 GRANULARITIES = ("per-tensor", "per-channel", "per-group")
 
 
@@ -72,7 +72,7 @@ SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in (
         Scheme("w8a8", _W8, TensorQuant("int8", "per-tensor", symmetric=False)),
-        Scheme("dynamic-int8", _W8, TensorQuant("int8", "per-tensor", symmetric=False),
+        Scheme("dynamic-int8", _W8, TensorQuant("int8", "per-token", symmetric=False),
                dynamic=True),
         Scheme("w8a16", _W8),
         Scheme("w4a16", TensorQuant("uint4", "per-group", symmetric=False, group_size=128)),
