@@ -189,3 +189,24 @@ def test_bf16_scheme_casts_weights_and_activations():
     assert set(stored_dtypes(res.program).values()) == {torch.bfloat16}
     x = batches(1, seed=3)[0]
     assert torch.allclose(res.program.run(*x)[0], prog.run(*x)[0], atol=0.05, rtol=0.05)
+
+
+def test_dynamic_int8_ranges_are_per_token_for_linear_inputs():
+    res = quantize(program(), "quantize{scheme=dynamic-int8}")
+    out = res.program
+    qs = [n for n in out.nodes("call_function") if is_quantize(n)]
+    by_block = {n.args[4] for n in qs}
+    # fc1 / fc2 inputs [2, 8, K]: one range per token (block = K); the conv input per tensor
+    assert by_block == {0, 32, 64}
+    for n in qs:
+        if n.args[4]:
+            assert tuple(n.args[1].meta["val"].shape) == (2, 8, 1)
+    per_tensor = quantize(program(), "quantize{scheme=dynamic-int8,"
+                                     "activation_granularity=per-tensor}").program
+    assert {n.args[4] for n in per_tensor.nodes("call_function") if is_quantize(n)} == {0}
+
+
+def test_per_token_needs_a_dynamic_scheme():
+    with pytest.raises(OptionError, match="per-token needs a dynamic scheme"):
+        quantize(program(), "quantize{scheme=w8a8,activation_granularity=per-token}",
+                 batches())
