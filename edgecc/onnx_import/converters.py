@@ -37,6 +37,13 @@ def lookup(name: str, opset: int) -> Callable[..., Any] | None:
     return None
 
 
+def node_key(node: Any) -> str:
+    """Registry key of an ONNX node: ``op_type`` in the default domain, else
+    ``domain.op_type`` (e.g. ``com.microsoft.QGemm``)."""
+    domain = node.domain or ""
+    return node.op_type if domain in ("", "ai.onnx") else f"{domain}.{node.op_type}"
+
+
 def supported_ops() -> dict[str, list[tuple[int, int]]]:
     return {k: [(s, u) for s, u, _ in v] for k, v in sorted(_REGISTRY.items())}
 

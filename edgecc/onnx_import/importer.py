@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from edgecc.errors import InputSpecError, ModelLoadError, one_line
-from edgecc.onnx_import.converters import ONNX_DTYPES, Ctx, ShapeValue, lookup, numpy_to_torch
+from edgecc.onnx_import.converters import (
+    ONNX_DTYPES, Ctx, ShapeValue, lookup, node_key, numpy_to_torch,
+)
 from edgecc.onnx_import.validate import (
     UPGRADE_TO,
     check_structure,
@@ -71,7 +73,7 @@ class OnnxModule(torch.nn.Module):
         for name, attr in self.attr_of.items():
             env[name] = getattr(self, attr)
         for node in self.nodes:
-            fn = lookup(node.op_type, self.opset)
+            fn = lookup(node_key(node), self.opset)
             ctx = Ctx(node, self.opset, self.static_values)
             ins = [env.get(n) if n else None for n in node.input]
             try:
@@ -164,7 +166,7 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
             continue
         try:
             with torch.no_grad():
-                out = lookup(node.op_type, opset)(Ctx(node, opset, static),
+                out = lookup(node_key(node), opset)(Ctx(node, opset, static),
                                                   *[static.get(n) if n else None for n in node.input])
         except Exception:
             remaining.append(node)  # evaluated at run time instead; errors surface there

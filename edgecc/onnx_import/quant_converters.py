@@ -182,3 +182,21 @@ def _matmul_integer(ctx, a, b, az=None, bz=None):
 def _conv_integer(ctx, x, w, xz=None, wz=None):
     y = _conv(ctx, _shifted(x, xz, 1), _shifted(w, wz, 0), None)
     return torch.round(y).to(torch.int32)
+
+
+@op("com.microsoft.QGemm")
+def _qgemm(ctx, a, as_, az, b, bs, bz, c=None, ys=None, yz=None):
+    """onnxruntime's quantized Gemm: ``alpha · A'B' + C`` (C int32 at ``a_scale·b_scale``),
+    quantized when ``y_scale`` is given, float otherwise."""
+    trans_b = ctx.attr("transB", 0)
+    ad = _dq_plain(ctx, a, as_, az, 0)
+    bd = _dq_plain(ctx, b, bs, bz, 0 if trans_b else 1)  # per output channel
+    if ctx.attr("transA", 0):
+        ad = ad.t()
+    y = torch.nn.functional.linear(ad, bd) if trans_b else ad @ bd
+    alpha = ctx.attr("alpha", 1.0)
+    if alpha != 1.0:
+        y = y * alpha
+    if c is not None:
+        y = y + T(c).to(torch.float32) * (T(as_).reshape(()) * T(bs).to(torch.float32))
+    return y if ys is None else _q_plain(y, ys, yz)

@@ -133,13 +133,12 @@ def check_structure(model, path: str) -> list:
 
 
 def check_supported(nodes: Iterable, opset: int, path: str) -> None:
-    from edgecc.onnx_import.converters import lookup
+    from edgecc.onnx_import.converters import lookup, node_key
 
     problems: dict[str, list[str]] = {}
     for node in nodes:
-        domain = node.domain or "ai.onnx"
-        key = node.op_type if domain in ("ai.onnx", "") else f"{domain}.{node.op_type}"
-        if domain not in ("ai.onnx", "") or lookup(node.op_type, opset) is None:
+        key = node_key(node)
+        if lookup(key, opset) is None:
             problems.setdefault(key, []).append(node.name or "(unnamed)")
     if problems:
         listed = "; ".join(f"{op} (nodes: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
