@@ -12,8 +12,10 @@ writes ``bench/results/quant_compare.json``.
 
 Peers (what each row runs):
 * ``ort quantize_static``: onnxruntime.quantization.quantize_static, QDQ format, per-channel
-  int8 weights, uint8 activations (its defaults), MinMax calibration, MatMul/Gemm/Conv only
-  (the layers edgecc quantizes), run by onnxruntime; with and without ``reduce_range``
+  int8 weights, uint8 activations (its defaults), MinMax calibration, only the MatMul /
+  Gemm / Conv nodes with constant weights (the layers edgecc quantizes; attention's
+  activation x activation MatMuls stay float in both), run by onnxruntime; with and without
+  ``reduce_range``
   (7-bit weights, which its x86 u8s8 kernels need to avoid 16-bit saturation).
 * ``ort MatMulNBits``: onnxruntime's 4-bit weight-only quantizer (RTN, block 32, asym).
 * ``torchao``: quantize_ with Int8WeightOnlyConfig / Int8DynamicActivationInt8WeightConfig
@@ -76,13 +78,25 @@ class Reader:
         return next(self.items, None)
 
 
+def weight_layers(path: str) -> list[str]:
+    """MatMul / Gemm / Conv nodes with a constant weight: the layers edgecc quantizes
+    (attention's activation x activation MatMuls stay float in both)."""
+    import onnx
+
+    m = onnx.load(path)
+    consts = {i.name for i in m.graph.initializer}
+    consts |= {o for n in m.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in m.graph.node
+            if n.op_type in ("MatMul", "Gemm", "Conv") and n.input[1] in consts]
+
+
 def ort_static(fp32_path: str, batches, out: str, reduce_range: bool) -> str:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     quantize_static(fp32_path, out, Reader(fp32_path, batches), quant_format=QuantFormat.QDQ,
                     per_channel=True, reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+                    nodes_to_quantize=weight_layers(fp32_path))
     return out
 
 
@@ -136,6 +150,10 @@ def compare(name, model, program, calib, evaluate, metric, rows_out, tmp):
     # int8 weights, int8 activations (static)
     q = edgecc_program(program, "quantize{scheme=w8a8}", calib)
     add("edgecc w8a8 (sim)", "w8a8", evaluate(q.run), measure(q).bytes)
+    q = edgecc_program(program, "quantize{scheme=w8a8,activation_dtype=uint8,"
+                                "embeddings=false}", calib)
+    add("edgecc w8a8 uint8 acts, layers only (sim)", "w8a8", evaluate(q.run),
+        measure(q).bytes, "ort's configuration")
     res = edgecc.compile(program, target="onnx", pipeline="quantize{scheme=w8a8}",
                          calibration=calib, output_dir=os.path.join(tmp, f"{name}-edgecc-w8a8"))
     path = os.path.join(res.output_dir, "model.onnx")
@@ -167,6 +185,11 @@ def compare(name, model, program, calib, evaluate, metric, rows_out, tmp):
             q = edgecc_program(program, f"quantize{{scheme=w4a16,group_size=32,"
                                         f"algorithm={algo}}}", calib)
             add(f"edgecc w4a16 g32 {algo} (sim)", "w4a16", evaluate(q.run), measure(q).bytes)
+        for algo in ("rtn", "gptq"):
+            q = edgecc_program(program, f"quantize{{scheme=w4a16,group_size=32,"
+                                        f"algorithm={algo},embeddings=false}}", calib)
+            add(f"edgecc w4a16 g32 {algo}, linear layers only (sim)", "w4a16",
+                evaluate(q.run), measure(q).bytes, "as MatMulNBits quantizes")
         out = ort_4bit(fp32_path, os.path.join(tmp, f"{name}-ort-4bit.onnx"))
         add("ort MatMulNBits (RTN, block 32)", "w4a16", evaluate(ort_runner(out)),
             file_size(out), "MatMul weights only")
