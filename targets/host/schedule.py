@@ -61,9 +61,19 @@ def _schedule_block(sch: Any, block: Any) -> None:
     if reduce:
         if not spatial:
             return
+        rows = _row_tile(sch, stmt, spatial)
         inner_o, inner_i = sch.split(spatial[-1], factors=[None, VECTOR])
-        sch.reorder(*spatial[:-1], inner_o, *reduce, inner_i)
-        outer = spatial[:-1] + [inner_o]
+        if rows > 1:
+            # matmul: a register tile of `rows` output rows x VECTOR columns, so every
+            # vector of the weight read in the reduction loop serves `rows` rows (without
+            # it the whole weight streams from memory once per output row).
+            row_o, row_i = sch.split(spatial[-2], factors=[None, rows])
+            sch.reorder(*spatial[:-2], row_o, inner_o, *reduce, row_i, inner_i)
+            outer = spatial[:-2] + [row_o, inner_o]
+            sch.unroll(row_i)
+        else:
+            sch.reorder(*spatial[:-1], inner_o, *reduce, inner_i)
+            outer = spatial[:-1] + [inner_o]
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
         sch.decompose_reduction(block, reduce[0])
@@ -73,6 +83,21 @@ def _schedule_block(sch: Any, block: Any) -> None:
     sch.parallel(outer)
     if vectorize:
         sch.vectorize(inner)
+
+
+ROW_TILES = (8, 4, 2)
+
+
+def _row_tile(sch: Any, stmt: Any, spatial: list[Any]) -> int:
+    """Rows per register tile for matmul blocks (1: no tiling)."""
+    if "matmul" not in str(stmt.name_hint if hasattr(stmt, "name_hint") else stmt.name) \
+            or len(spatial) < 2:
+        return 1
+    try:
+        extent = int(sch.get(spatial[-2]).extent)
+    except Exception:  # noqa: BLE001 - symbolic extent
+        return 1
+    return next((r for r in ROW_TILES if extent % r == 0), 1)
 
 
 def default_cpu_schedule() -> Any:
