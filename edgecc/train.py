@@ -102,7 +102,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
         steps = [(e, i) for e in range(options.epochs) for i in range(len(batches))]
         order: list[int] = []
         total, count = 0.0, 0
-        for epoch, i in progress_iter(steps, "fine-tuning", enabled=progress):
+        for _epoch, i in progress_iter(steps, "fine-tuning", enabled=progress):
             if i == 0:
                 order = (torch.randperm(len(batches), generator=gen).tolist()
                          if options.shuffle else list(range(len(batches))))

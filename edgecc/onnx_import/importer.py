@@ -227,7 +227,6 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     nodes = check_structure(model, path) if opset == UPGRADE_TO else nodes
     check_supported(nodes, opset, path)
 
-    from onnx import numpy_helper
 
     static = _StaticValues()
     static.formats = {}

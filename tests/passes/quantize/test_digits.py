@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import edgecc
 from edgecc.pass_base import PassContext

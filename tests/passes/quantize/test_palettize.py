@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 
 import edgecc
-from edgecc.pass_manager import PassManager
 from edgecc.passes.quantize.palettize import kmeans_1d
 from edgecc.quant import is_palette_dequantize, pack_bits, unpack_bits
 
