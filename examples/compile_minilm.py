@@ -64,6 +64,7 @@ def main() -> int:
     eager_ms = latency_ms(lambda *b: model(*b), held[0])
     rows, summary = [], {}
     out = os.path.join(HERE, "out")
+    os.makedirs(out, exist_ok=True)
     for name, pipeline in BUILDS.items():
         t0 = time.perf_counter()
         res = edgecc.compile(program, target="host", pipeline=pipeline, calibration=calib,
