@@ -235,7 +235,9 @@ def digits(rows_out, tmp, seeds: int = 5):
 
         print(f"digits CNN (split {seed}), test accuracy (%):")
         one: dict[str, list] = {}
-        compare("digits", model, program, xs[:8], evaluate, "accuracy", one, tmp)
+        split_dir = os.path.join(tmp, f"split{seed}")
+        os.makedirs(split_dir, exist_ok=True)
+        compare("digits", model, program, xs[:8], evaluate, "accuracy", one, split_dir)
         per_seed.append(one["digits"])
     merged = []
     for i, row in enumerate(per_seed[0]):
