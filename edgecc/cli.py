@@ -104,13 +104,6 @@ def parse_key_values(values: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def load_calibration(path: str, specs: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """``--calib``: see :func:`edgecc.inputs.load_calibration`."""
-    from edgecc.inputs import load_calibration as load
-
-    return load(path, specs)
-
-
 def type_name(annotation: Any) -> str:
     """``int``, ``one of a|b|c``, ``... or none`` — how an option type reads in `passes`."""
     import typing
@@ -138,6 +131,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.calib:
         probe = compiler.resolve_model(args.model, example, trust_pickle=args.trust_pickle,
                                        input_shapes=named)
+        from edgecc.inputs import load_calibration
+
         calibration = load_calibration(args.calib, probe.input_specs)
     res = compiler.compile(
         args.model,

@@ -14,7 +14,7 @@ import torch
 
 from edgecc.passes.quantize.scheme import TensorQuant
 from edgecc.passes.quantize.weights import weight_params
-from edgecc.quant import QuantParams, broadcast_param
+from edgecc.quant import QuantParams
 
 
 class HessianAccumulator:
@@ -107,4 +107,4 @@ def output_error(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> float
     return float(torch.einsum("ik,kl,il->", d, h.to(torch.float64), d))
 
 
-__all__ = ["HessianAccumulator", "broadcast_param", "gptq_quantize", "output_error"]
+__all__ = ["HessianAccumulator", "gptq_quantize", "output_error"]

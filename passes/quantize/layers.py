@@ -196,7 +196,7 @@ def insert_qdq(program: Program, value: fx.Node, consumers: Sequence[fx.Node],
     the constant ones in ``params``.
     """
     graph = program.graph
-    first = min(consumers, key=_position(graph))
+    first = first_in_graph(graph, consumers)
     if scale is None:
         scale, zero_point = add_params(program, f"{value.name}_act", params, first)
     lo, hi = params.range
@@ -264,6 +264,11 @@ def _position(graph: fx.Graph) -> Callable[[fx.Node], int]:
     return lambda n: order[n]
 
 
+def first_in_graph(graph: fx.Graph, nodes: Sequence[fx.Node]) -> fx.Node:
+    """The node of ``nodes`` that comes first in ``graph`` (where shared inputs go)."""
+    return min(nodes, key=_position(graph))
+
+
 def quantized_weight_bytes(program: Program) -> int:
     """Bytes of the weights that ``dequantize`` nodes read (data + scales + zero points)."""
     total = 0
@@ -280,7 +285,7 @@ def scale_input(program: Program, value: fx.Node, consumers: Sequence[fx.Node],
                 factor: torch.Tensor, name: str) -> fx.Node:
     """``consumers`` read ``value * factor`` (per last-dim channel) instead of ``value``."""
     graph = program.graph
-    first = min(consumers, key=_position(graph))
+    first = first_in_graph(graph, consumers)
     const = program.add_constant(name, factor.to(torch.float32), before=first)
     with graph.inserting_before(first):
         mul = graph.call_function(torch.ops.aten.mul.Tensor, (value, const))
@@ -297,3 +302,22 @@ def set_weight(program: Program, layer: Layer, value: torch.Tensor) -> None:
     layer.node.replace_input_with(old, node)
     if not old.users:
         program.graph.erase_node(old)
+
+
+def output_error(reference: Program, program: Program, batches: Any,
+                 n: int) -> dict[str, Any] | None:
+    """SQNR / cosine / max-abs of ``program`` against ``reference`` on up to ``n``
+    calibration batches (two fresh random inputs when there are none); None when n <= 0."""
+    from edgecc.inputs import fresh_inputs
+    from edgecc.metrics import compare_outputs
+
+    if n <= 0:
+        return None
+    inputs = list(batches[:n]) if batches else [fresh_inputs(reference, seed=11 + i)
+                                                  for i in range(2)]
+    refs = [reference.run(*b) for b in inputs]
+    outs = [program.run(*b) for b in inputs]
+    m = compare_outputs(refs, outs, atol=0.0, rtol=0.0)
+    return {"on": "calibration batches" if batches else "random inputs",
+            "samples": len(inputs), "sqnr_db": round(m["sqnr_db"], 2),
+            "cosine": round(m["cosine"], 6), "max_abs": m["max_abs"]}

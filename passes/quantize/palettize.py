@@ -26,8 +26,7 @@ from typing import Any, Literal
 import torch
 
 from edgecc.pass_base import Pass, PassContext, PassResult
-from edgecc.passes.quantize.layers import find_layers, select
-from edgecc.passes.quantize.quantize import _output_error
+from edgecc.passes.quantize.layers import find_layers, output_error, select
 from edgecc.program import Program
 from edgecc.progress import progress_iter
 from edgecc.quant import PALETTE_DEQUANTIZE, pack_bits, sqnr_db
@@ -133,5 +132,5 @@ class Palettize(Pass):
             "skipped": skipped, "weight_bytes_before": before, "weight_bytes_after": after,
             "weight_compression": round(before / max(after, 1), 3),
             "worst_layers_sqnr_db": dict(sorted(sqnr.items(), key=lambda kv: kv[1])[:5]),
-            "error": _output_error(reference, program, batches, options.error_batches),
+            "error": output_error(reference, program, batches, options.error_batches),
         })

@@ -28,7 +28,6 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.fx as fx
 
 from edgecc.errors import InputSpecError
 from edgecc.pass_base import Pass, PassContext, PassResult
@@ -113,12 +112,6 @@ def convert_qat(program: Program) -> tuple[Program, int]:
     return program, changed
 
 
-def scale_nodes(program: Program) -> set[str]:
-    """Targets of the constants used as fake-quant scales."""
-    return {str(n.args[1].target) for n in program.nodes("call_function")
-            if is_fake_quantize(n) and program.is_constant(n.args[1])}
-
-
 class PrepareQAT(Pass):
     """Quantized (Q/DQ) program → trainable fake-quant program (exact)."""
 
@@ -186,5 +179,4 @@ class QAT(Pass):
                                           "loss_first": history[0], "loss_last": history[-1]})
 
 
-__all__ = ["QAT", "ConvertQAT", "PrepareQAT", "convert_qat", "prepare_qat", "scale_nodes",
-           "fx"]
+__all__ = ["QAT", "ConvertQAT", "PrepareQAT", "convert_qat", "prepare_qat"]

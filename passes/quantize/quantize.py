@@ -32,13 +32,12 @@ import torch
 import torch.fx as fx
 
 from edgecc.errors import OptionError
-from edgecc.metrics import compare_outputs
-from edgecc.inputs import fresh_inputs
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize import awq, gptq
 from edgecc.passes.quantize.layers import (
-    Layer, check_calibration, find_layers, insert_dynamic_qparams, insert_qdq,
-    quantized_weight_bytes, record_values, replace_weight, scale_input, select, set_weight,
+    Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
+    output_error, quantized_weight_bytes, record_values, replace_weight, scale_input, select,
+    set_weight,
 )
 from edgecc.passes.quantize.observers import OBSERVERS, make_observer
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
@@ -303,7 +302,7 @@ class Quantize(Pass):
             "weight_compression": round(before_bytes / max(after_bytes, 1), 3),
             "worst_layers_sqnr_db": dict(sorted(layer_sqnr.items(), key=lambda kv: kv[1])[:5]),
         })
-        stats["error"] = _output_error(reference, program, batches, options.error_batches)
+        stats["error"] = output_error(reference, program, batches, options.error_batches)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
 
@@ -319,7 +318,7 @@ class Quantize(Pass):
         program.graph_module = result.graph_module
         program.refresh_metadata()
         program.graph_module.recompile()
-        stats["error"] = _output_error(reference, program, batches, options.error_batches)
+        stats["error"] = output_error(reference, program, batches, options.error_batches)
         stats["weight_bytes_after"] = quantized_weight_bytes(program)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
@@ -355,8 +354,8 @@ def _quantize_activations(program: Program, scheme: Scheme,
             per_token = (a.granularity == "per-token" and len(shape) >= 2
                          and isinstance(shape[-1], int)
                          and all(la.kind == "linear" for la in layers))
-            scale, zp = insert_dynamic_qparams(program, value, min(
-                consumers, key=lambda n: list(program.graph.nodes).index(n)), qmin, qmax,
+            scale, zp = insert_dynamic_qparams(
+                program, value, first_in_graph(program.graph, consumers), qmin, qmax,
                 per_token=per_token, symmetric=a.symmetric)
             params = params_from_scale(a.dtype, torch.tensor(1.0), qmin=qmin, qmax=qmax,
                                        axis=len(shape) - 1 if per_token else 0,
@@ -415,20 +414,6 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
     return clips, {"groups": len(groups), "scaled": sum(a > 0 for a in alphas),
                    "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
                    "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4)}
-
-
-def _output_error(reference: Program, program: Program, batches: Any,
-                  n: int) -> dict[str, Any] | None:
-    if n <= 0:
-        return None
-    inputs = list(batches[:n]) if batches else [fresh_inputs(reference, seed=11 + i)
-                                                  for i in range(2)]
-    refs = [reference.run(*b) for b in inputs]
-    outs = [program.run(*b) for b in inputs]
-    m = compare_outputs(refs, outs, atol=0.0, rtol=0.0)
-    return {"on": "calibration batches" if batches else "random inputs",
-            "samples": len(inputs), "sqnr_db": round(m["sqnr_db"], 2),
-            "cosine": round(m["cosine"], 6), "max_abs": m["max_abs"]}
 
 
 def _correct_biases(program: Program, errors: dict[str, tuple[Layer, torch.Tensor]],
