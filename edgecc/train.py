@@ -46,10 +46,25 @@ class FinetuneOptions:
             raise ValueError("alpha must be in [0, 1]")
 
 
+BATCH_NORMS = ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+               "batch_norm", "native_batch_norm")
+
+
+def running_statistics(program: Any) -> set[str]:
+    """Batch-norm running mean / variance: statistics, never trained by gradient."""
+    out = set()
+    for n in program.nodes("call_function"):
+        if getattr(n.target, "__name__", "").split(".")[0] in BATCH_NORMS:
+            out.update(str(a.target) for a in n.args[3:5] if program.is_constant(a))
+    return out
+
+
 def trainable_tensors(program: Any, *, learn_scales: bool) -> list[torch.Tensor]:
-    """The float constants training may change (fake-quant scales only if asked)."""
+    """The float constants training may change (fake-quant scales only if asked; never
+    batch-norm running statistics)."""
     scales = {str(n.args[1].target) for n in program.nodes("call_function")
               if is_fake_quantize(n) and program.is_constant(n.args[1])}
+    scales |= running_statistics(program)
     out, seen = [], set()
     for node in program.nodes("get_attr"):
         t = program.tensor(node)

@@ -1,0 +1,9 @@
+"""Pruning passes: structured removal of channels / heads with dependency analysis,
+unstructured and N:M masks (magnitude, Taylor, SNIP), and sparse fine-tuning schedules."""
+
+from edgecc.passes.prune.structured import (
+    PruneHeads, PruneHeadsOptions, PruneStructured, PruneStructuredOptions, find_groups,
+)
+
+__all__ = ["PruneHeads", "PruneHeadsOptions", "PruneStructured", "PruneStructuredOptions",
+           "find_groups"]
