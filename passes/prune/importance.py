@@ -62,7 +62,7 @@ def _per_unit(t: torch.Tensor, slot: Slot, units: int, reduce: str) -> torch.Ten
     """Reduce ``t`` over each unit's slice along ``slot.axis``: a ``[units]`` tensor (0 for
     units the slot does not hold)."""
     n = slot.hi - slot.lo
-    part = t.movedim(slot.axis, 0).narrow(0, slot.offset, n * slot.inner).reshape(n, -1)
+    part = t.detach().movedim(slot.axis, 0).narrow(0, slot.offset, n * slot.inner).reshape(n, -1)
     val = {"l1": part.abs().mean(1), "l2": part.pow(2).mean(1), "sum": part.sum(1)}[reduce]
     out = torch.zeros(units, dtype=torch.float64)
     out[slot.lo:slot.hi] = val.double()
