@@ -29,6 +29,7 @@ import torch.fx as fx
 
 from edgecc import ops as _ops  # noqa: F401  (registers edgecc:: composite ops with torch)
 from edgecc import quant as _quant  # noqa: F401  (registers edgecc:: quantization ops)
+from edgecc import sparsity as _sparsity  # noqa: F401  (registers edgecc::masked)
 from edgecc.errors import InputSpecError, ProgramVerificationError, one_line
 
 ORIGIN = "edgecc_origin"

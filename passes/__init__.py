@@ -12,7 +12,7 @@ from edgecc.passes.dce import DeadCodeElimination
 from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
-from edgecc.passes.prune import PruneHeads, PruneStructured
+from edgecc.passes.prune import ApplyMasks, Prune, PruneHeads, PruneStructured
 from edgecc.passes.quantize import (
     QAT, ConvertQAT, Palettize, PrepareQAT, QuantSensitivity, Quantize, QuantizeOptions,
     SmoothQuant,
@@ -36,6 +36,8 @@ BUILTIN_PASSES = (
     QuantSensitivity,
     PruneStructured,
     PruneHeads,
+    Prune,
+    ApplyMasks,
 )
 
 __all__ = [

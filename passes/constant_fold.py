@@ -27,6 +27,7 @@ import torch.fx as fx
 
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.program import Program, op_name
+from edgecc.sparsity import is_masked
 from edgecc.quant import is_dequantize, is_fake_quantize, is_palette_dequantize
 from edgecc.rewrite import copy_provenance, is_pure
 
@@ -65,8 +66,9 @@ class ConstantFold(Pass):
                 continue
             if node.op != "call_function" or not is_pure(node):
                 continue
-            if is_dequantize(node) or is_fake_quantize(node) or is_palette_dequantize(node):
-                continue  # integer weights stay integer; QAT weights stay trainable
+            if (is_dequantize(node) or is_fake_quantize(node) or is_palette_dequantize(node)
+                    or is_masked(node)):
+                continue  # integer weights stay integer; QAT weights trainable; masks visible
             inputs = node.all_input_nodes
             if not inputs and not _creates_tensor(node):
                 continue

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch.fx as fx
 
 from edgecc.errors import LoweringError
-from edgecc.passes import AttentionMaskToAdditive
+from edgecc.passes import ApplyMasks, AttentionMaskToAdditive
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program, op_name
 from edgecc.target import Artifact, Availability, Support, Target
@@ -73,7 +73,8 @@ class HostTarget(Target):
 
     def legalization(self, options: HostOptions) -> tuple[PassStep, ...]:
         # TVM Relax's attention takes additive float masks only.
-        return (PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),)
+        return (PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),
+                PassStep(ApplyMasks, ApplyMasks.Options()))  # dense kernels: fold masks
 
     def lower(self, program: Program, output_dir: str, options: HostOptions) -> list[Artifact]:
         self.require_available()

@@ -19,7 +19,7 @@ import os
 from typing import Any, Literal
 
 from edgecc.errors import LoweringError, one_line
-from edgecc.passes import AttentionMaskToAdditive, DecomposeComposites
+from edgecc.passes import ApplyMasks, AttentionMaskToAdditive, DecomposeComposites
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program
 from edgecc.target import Artifact, Availability, QuantSupport, Target
@@ -77,7 +77,8 @@ class OnnxTarget(Target):
     def legalization(self, options: OnnxOptions) -> tuple[PassStep, ...]:
         # onnxruntime's attention does not zero fully-masked query rows as PyTorch does.
         return (PassStep(DecomposeComposites, DecomposeComposites.Options()),
-                PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()))
+                PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),
+                PassStep(ApplyMasks, ApplyMasks.Options()))
 
     def lower(self, program: Program, output_dir: str, options: OnnxOptions) -> list[Artifact]:
         self.require_available()
