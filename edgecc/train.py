@@ -2,15 +2,25 @@
 
 ``finetune(program, batches, labels=..., teacher=..., options=FinetuneOptions(...))`` trains
 the float parameters of the program's graph in place (weights, biases, norms; fake-quant
-scales only with ``learn_scales``) and returns the mean loss of each epoch.
+scales only with ``learn_scales``; never batch-norm running statistics) and returns the mean
+loss of each epoch. Students can be pruned (masked weights stay masked), structurally pruned,
+low-rank or fake-quantized programs; the teacher is usually the original model.
 
-Loss, for student outputs ``s`` (the first output), teacher outputs ``t`` and labels ``y``:
+Loss, for student outputs ``s`` (the first output), teacher outputs ``t`` and labels ``y``::
 
-* distillation — ``kl``: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` (Hinton et al.), for
-  logits; ``mse``: ``mean((s - t)²)``, for embeddings / regressions; ``auto`` picks ``kl``
-  for ``[batch, classes]`` outputs and ``mse`` otherwise;
-* task — cross-entropy ``CE(s, y)`` when labels are given;
-* both — ``alpha · distillation + (1 - alpha) · task``.
+    alpha · distill(s, t) + beta · CE(s, y) + gamma · Σ_f mse(P_f(s_f), t_f)
+
+* distill — ``kl``: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` (Hinton et al.), for logits;
+  ``mse``: ``mean((s - t)²)``, for embeddings; ``auto`` picks ``kl`` for ``[batch, classes]``;
+* task — cross-entropy when labels are given (``beta`` defaults to ``1 - alpha``);
+* features — for each node name in ``features`` (present in student and teacher, e.g. a
+  layer's output), MSE between the teacher's activation and the student's, mapped through a
+  learned linear projector ``P_f`` over the channel axis when pruning made the widths differ
+  (FitNets, Romero et al.).
+
+``checkpoint=path`` saves weights, optimizer and projector state after every epoch and
+resumes from it when the file exists (loaded with ``weights_only=True``); ``on_step(step,
+total)`` runs after every optimizer step (gradual pruning schedules, RigL).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from edgecc.errors import InputSpecError
 from edgecc.progress import progress_iter
 from edgecc.quant import is_fake_quantize
 
@@ -35,15 +46,21 @@ class FinetuneOptions:
     temperature: float = 1.0
     alpha: float = 0.5
     loss: Literal["auto", "kl", "mse"] = "auto"
+    beta: float | None = None  # task-loss weight; None: 1 - alpha
+    gamma: float = 1.0  # feature-loss weight (with ``features``)
+    features: tuple[str, ...] = ()  # node names whose activations the student matches
     learn_scales: bool = False
     shuffle: bool = True
     seed: int = 0
+    checkpoint: str | None = None  # save after each epoch; resume when it exists
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError("epochs >= 1, lr > 0 and temperature > 0 are required")
         if not 0 <= self.alpha <= 1:
             raise ValueError("alpha must be in [0, 1]")
+        if (self.beta is not None and self.beta < 0) or self.gamma < 0:
+            raise ValueError("beta and gamma must be >= 0")
 
 
 BATCH_NORMS = ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
@@ -87,60 +104,163 @@ def distillation_loss(s: torch.Tensor, t: torch.Tensor, kind: str, temperature: 
     return F.mse_loss(s, t)
 
 
+def _with_features(program: Any, names: Sequence[str]) -> torch.nn.Module:
+    """A module sharing ``program``'s weights that returns (outputs, *features)."""
+    import torch.fx as fx
+
+    nodes = {n.name: n for n in program.graph.nodes}
+    missing = [n for n in names if n not in nodes]
+    if missing:
+        raise InputSpecError(f"feature node(s) {', '.join(missing)} not in the program (node "
+                             "names are printed by `edgecc inspect`)")
+    graph = fx.Graph()
+    val_map: dict[Any, Any] = {}
+    original = graph.graph_copy(program.graph, val_map)
+    graph.output((original, *[val_map[nodes[n]] for n in names]))
+    return fx.GraphModule(program.graph_module, graph)
+
+
+class _Projector(torch.nn.Module):
+    """A learned linear map over the channel axis (1 for 4-D maps, else the last)."""
+
+    def __init__(self, cin: int, cout: int, axis: int):
+        super().__init__()
+        self.axis = axis
+        self.weight = torch.nn.Parameter(torch.randn(cout, cin) / cin ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.movedim(self.axis, -1) @ self.weight.T).movedim(-1, self.axis)
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
              labels: Sequence[torch.Tensor] | None = None,
              teacher: Any | Callable[..., Any] | None = None,
              options: FinetuneOptions = FinetuneOptions(),
-             progress: bool | None = None) -> list[float]:
+             progress: bool | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> list[float]:
     """Train ``program`` in place on ``batches``; returns the mean loss per epoch."""
     if labels is None and teacher is None:
         raise ValueError("finetune needs labels, a teacher, or both")
     if labels is not None and len(labels) != len(batches):
         raise ValueError(f"{len(labels)} label batches for {len(batches)} input batches")
-    gm = program.graph_module
+    if options.features and not hasattr(teacher, "graph"):
+        raise ValueError("feature distillation needs the teacher as a Program")
+    names = list(options.features)
+    student = _with_features(program, names) if names else program.graph_module
     params = trainable_tensors(program, learn_scales=options.learn_scales)
+    targets: list[torch.Tensor] = []
+    feats: list[list[torch.Tensor]] = []
+    if teacher is not None:
+        run = _with_features(teacher, names) if names else (
+            teacher.run if hasattr(teacher, "run") else teacher)
+        with torch.no_grad():
+            for b in batches:
+                out = run(*b)
+                if names:
+                    out, *f = out
+                    feats.append([t.detach() for t in f])
+                targets.append(_first(out).detach())
+        with torch.no_grad():
+            s0 = student(*batches[0])
+        s_out = _first(s0[0] if names else s0)
+        if s_out.shape != targets[0].shape:
+            raise InputSpecError(
+                f"teacher output {list(targets[0].shape)} does not match the student's "
+                f"{list(s_out.shape)}: distill from the model the student was compressed from")
+    projectors = torch.nn.ModuleList()
+    if names:
+        for s_f, t_f in zip(s0[1:], feats[0]):
+            axis = 1 if t_f.dim() == 4 else t_f.dim() - 1
+            if s_f.dim() != t_f.dim():
+                raise InputSpecError(f"feature ranks differ: student {list(s_f.shape)}, "
+                                     f"teacher {list(t_f.shape)}")
+            projectors.append(_Projector(s_f.shape[axis], t_f.shape[axis], axis)
+                              if s_f.shape != t_f.shape else torch.nn.Identity())
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                "sgd": torch.optim.SGD}[options.optimizer]
     for p in params:
         p.requires_grad_(True)
-    optim = opt_cls(params, lr=options.lr, weight_decay=options.weight_decay)
-    targets: list[torch.Tensor] = []
-    if teacher is not None:
-        run = teacher.run if hasattr(teacher, "run") else teacher
-        with torch.no_grad():
-            for b in batches:
-                out = run(*b)
-                targets.append((out[0] if isinstance(out, (tuple, list)) else out).detach())
+    optim = opt_cls(params + list(projectors.parameters()), lr=options.lr,
+                    weight_decay=options.weight_decay)
+    beta = 1 - options.alpha if options.beta is None else options.beta
     gen = torch.Generator().manual_seed(options.seed)
-    history = []
+    history: list[float] = []
+    start_epoch = _resume(options.checkpoint, params, optim, projectors, gen, history)
     try:
-        steps = [(e, i) for e in range(options.epochs) for i in range(len(batches))]
+        steps = [(e, i) for e in range(start_epoch, options.epochs)
+                 for i in range(len(batches))]
+        total_steps = options.epochs * len(batches)
         order: list[int] = []
         total, count = 0.0, 0
-        for _epoch, i in progress_iter(steps, "fine-tuning", enabled=progress):
+        for epoch, i in progress_iter(steps, "fine-tuning", enabled=progress):
             if i == 0:
                 order = (torch.randperm(len(batches), generator=gen).tolist()
                          if options.shuffle else list(range(len(batches))))
                 total, count = 0.0, 0
             k = order[i]
-            out = gm(*batches[k])
-            s = out[0] if isinstance(out, (tuple, list)) else out
-            loss = None
+            out = student(*batches[k])
+            s_feats = []
+            if names:
+                out, *s_feats = out
+            s = _first(out)
+            loss = s.new_zeros(())
             if teacher is not None:
-                loss = distillation_loss(s, targets[k], options.loss, options.temperature)
+                loss = loss + options.alpha * distillation_loss(s, targets[k], options.loss,
+                                                                options.temperature)
+                for proj, s_f, t_f in zip(projectors, s_feats, feats[k] if names else ()):
+                    loss = loss + options.gamma * F.mse_loss(proj(s_f), t_f)
             if labels is not None:
-                task = F.cross_entropy(s, labels[k])
-                loss = task if loss is None else (options.alpha * loss
-                                                  + (1 - options.alpha) * task)
+                loss = loss + beta * F.cross_entropy(s, labels[k])
             optim.zero_grad()
             loss.backward()
             optim.step()
+            if on_step is not None:
+                on_step(epoch * len(batches) + i + 1, total_steps)
             total += loss.item()
             count += 1
             if i == len(batches) - 1:
                 history.append(total / count)
+                if options.checkpoint:
+                    _save(options.checkpoint, epoch, params, optim, projectors, gen, history)
     finally:
         for p in params:
             p.requires_grad_(False)
             p.grad = None
     return history
+
+
+def _save(path: str, epoch: int, params: list[torch.Tensor], optim: Any,
+          projectors: torch.nn.Module, gen: torch.Generator, history: list[float]) -> None:
+    import os
+
+    state = {"epoch": epoch, "params": [p.detach().clone() for p in params],
+             "optimizer": optim.state_dict(), "projectors": projectors.state_dict(),
+             "rng": gen.get_state(), "history": list(history)}
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never a half-written checkpoint
+
+
+def _resume(path: str | None, params: list[torch.Tensor], optim: Any,
+            projectors: torch.nn.Module, gen: torch.Generator, history: list[float]) -> int:
+    import os
+
+    if not path or not os.path.exists(path):
+        return 0
+    state = torch.load(path, weights_only=True)
+    if len(state["params"]) != len(params) or any(
+            a.shape != b.shape for a, b in zip(state["params"], params)):
+        raise InputSpecError(f"checkpoint {path} belongs to a different program (weights "
+                             "differ in number or shape); delete it to start over")
+    with torch.no_grad():
+        for p, v in zip(params, state["params"]):
+            p.copy_(v)
+    optim.load_state_dict(state["optimizer"])
+    projectors.load_state_dict(state["projectors"])
+    gen.set_state(state["rng"])
+    history.extend(state["history"])
+    return int(state["epoch"]) + 1

@@ -119,9 +119,10 @@ def weight_scores(program: Program, weights: list[PrunableWeight], method: str,
 
 
 def compute_masks(program: Program, weights: list[PrunableWeight], scores: list[torch.Tensor],
-                  sparsity: float, pattern: str, scope: str) -> tuple[list[torch.Tensor],
-                                                                      dict[str, str]]:
-    """New masks (only ever removing entries from existing ones); layers skipped + why."""
+                  sparsity: float, pattern: str, scope: str
+                  ) -> tuple[list[torch.Tensor | None], dict[str, str]]:
+    """New masks (only ever removing entries from existing ones; None for a layer skipped);
+    the skipped layers with the reason."""
     nm = parse_pattern(pattern)
     old = [program.tensor(w.mask).bool() if w.mask is not None else torch.ones_like(s,
                                                                                    dtype=torch.bool)
@@ -134,7 +135,7 @@ def compute_masks(program: Program, weights: list[PrunableWeight], scores: list[
             if s.shape[w.axis] % nm[1]:
                 skipped[w.name] = (f"reduction axis of {s.shape[w.axis]} is not a multiple "
                                    f"of {nm[1]}")
-                masks.append(m)
+                masks.append(None)
             else:
                 masks.append(nm_mask(s, nm[0], nm[1], w.axis) & m)
         return masks, skipped
@@ -151,6 +152,8 @@ def set_masks(program: Program, weights: list[PrunableWeight], masks: list[torch
               pattern: str) -> None:
     graph = program.graph
     for w, mask in zip(weights, masks):
+        if mask is None:
+            continue
         if w.mask is not None:
             from edgecc.passes.prune.dependency import _set_tensor
 
@@ -174,11 +177,12 @@ def prune_weights(program: Program, options: PruneOptions,
     masks, skipped = compute_masks(program, weights, scores, options.sparsity,
                                    options.pattern, scope)
     set_masks(program, weights, masks, options.pattern)
-    kept = sum(int(m.sum()) for m in masks)
-    total = sum(m.numel() for m in masks)
-    return {"layers": len(weights), "pattern": options.pattern, "method": options.method,
+    done = [(w, m) for w, m in zip(weights, masks) if m is not None]
+    kept = sum(int(m.sum()) for _, m in done)
+    total = sum(m.numel() for _, m in done)
+    return {"layers": len(done), "pattern": options.pattern, "method": options.method,
             "scope": scope, "sparsity": round(1 - kept / max(total, 1), 4),
-            "per_layer": {w.name: round(sparsity_of(m), 4) for w, m in zip(weights, masks)},
+            "per_layer": {w.name: round(sparsity_of(m), 4) for w, m in done},
             "skipped": skipped}
 
 
