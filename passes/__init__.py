@@ -12,6 +12,7 @@ from edgecc.passes.dce import DeadCodeElimination
 from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
+from edgecc.passes.low_rank import LowRank
 from edgecc.passes.prune import ApplyMasks, Prune, PruneHeads, PruneStructured
 from edgecc.passes.quantize import (
     QAT, ConvertQAT, Palettize, PrepareQAT, QuantSensitivity, Quantize, QuantizeOptions,
@@ -38,6 +39,7 @@ BUILTIN_PASSES = (
     PruneHeads,
     Prune,
     ApplyMasks,
+    LowRank,
 )
 
 __all__ = [

@@ -16,3 +16,20 @@ torch.manual_seed(0)
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 (real weights): (program, calibration batches, held-out batches,
+    held-out reference embeddings), shared by every test that uses it."""
+    import edgecc
+    from edgecc.pass_manager import PassManager
+    from examples.minilm import load_minilm, tokenize
+    from examples.text_corpus import calibration_sentences, heldout_sentences
+
+    model, tok = load_minilm()
+    calib = tokenize(tok, calibration_sentences(128), batch_size=16)
+    held = tokenize(tok, heldout_sentences(64), batch_size=16)
+    prog = PassManager("dce")(edgecc.trace(model, calib[0])).program
+    refs = [prog.run(*b)[0] for b in held]
+    return prog, calib, held, refs

@@ -51,3 +51,16 @@ def token_inputs(batch: int = 2, seq: int = 16) -> tuple[torch.Tensor, torch.Ten
     mask = torch.ones(batch, seq, dtype=torch.long)
     mask[1, seq - 4:] = 0  # padding in the second sequence
     return ids, mask
+
+
+def held_out_fidelity(minilm, pipeline: str):
+    """Mean held-out embedding cosine of ``pipeline`` applied to the ``minilm`` fixture, and
+    the last pass's stats."""
+    from edgecc.pass_base import PassContext
+    from edgecc.pass_manager import PassManager
+
+    prog, calib, held, refs = minilm
+    res = PassManager(pipeline)(prog.copy(), context=PassContext(calibration=calib))
+    cos = torch.cat([torch.nn.functional.cosine_similarity(res.program.run(*b)[0], r)
+                     for b, r in zip(held, refs)])
+    return cos.mean().item(), res.stats["passes"][-1]["stats"]

@@ -80,6 +80,7 @@ class QuantizeOptions:
     # 16-bit intermediate sums with full-range weights (its quantizer's reduce_range).
     reduce_range: bool = False
     bias_correction: bool = False  # add E[(W - Q(W)) x] to each bias (Nagel et al., 2019)
+    lorc_rank: int = 0  # LoRC: a rank-r float branch B·A ≈ W - Q(W) beside each linear
     embeddings: bool = True  # quantize embedding tables (weight-only, per row)
     # GPTQ
     damp: float = 0.01
@@ -247,6 +248,7 @@ class Quantize(Pass):
         before_bytes = 0
         weight_error: dict[str, tuple[Layer, torch.Tensor]] = {}
         layer_sqnr: dict[str, float] = {}
+        lorc: list[tuple[Layer, torch.Tensor]] = []
         for layer in progress_iter(layers, "quantizing weights", enabled=context.progress):
             key = str(layer.weight.target)
             if key in done:  # a shared (tied) weight, already quantized
@@ -278,6 +280,8 @@ class Quantize(Pass):
             layer_sqnr[layer.name] = sqnr_db(w, w_hat)
             if options.bias_correction and layer.kind != "embedding":
                 weight_error[layer.name] = (layer, (w - w_hat).float())
+            if options.lorc_rank and layer.kind == "linear":
+                lorc.append((layer, (w - w_hat).float()))
             before_bytes += w.numel() * w.element_size()
             done[key] = replace_weight(program, layer, q, params)
 
@@ -285,6 +289,12 @@ class Quantize(Pass):
         if scheme.activations is not None:
             _quantize_activations(program, scheme, linear_inputs, observers, skipped)
 
+        if lorc:
+            from edgecc.passes.low_rank import add_low_rank_correction
+
+            stats["lorc_parameters"] = sum(add_low_rank_correction(program, la, e,
+                                                                   options.lorc_rank)
+                                           for la, e in lorc)
         program.refresh_metadata()
         if weight_error:
             stats["bias_corrected"] = _correct_biases(program, weight_error, batches,

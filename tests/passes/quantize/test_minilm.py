@@ -4,33 +4,13 @@ embeddings of held-out English text that the calibration never saw."""
 from __future__ import annotations
 
 import pytest
-import torch
 
-import edgecc
-from edgecc.pass_base import PassContext
-from edgecc.pass_manager import PassManager
-from examples.minilm import load_minilm, tokenize
-from examples.text_corpus import calibration_sentences, heldout_sentences
+from tests.models import held_out_fidelity
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    model, tok = load_minilm()
-    calib = tokenize(tok, calibration_sentences(128), batch_size=16)
-    held = tokenize(tok, heldout_sentences(64), batch_size=16)
-    prog = PassManager("dce")(edgecc.trace(model, calib[0])).program
-    refs = [prog.run(*b)[0] for b in held]
-    return prog, calib, held, refs
-
-
-def fidelity(minilm, pipeline):
-    prog, calib, held, refs = minilm
-    res = PassManager(pipeline)(prog.copy(), context=PassContext(calibration=calib))
-    cos = torch.cat([torch.nn.functional.cosine_similarity(res.program.run(*b)[0], r)
-                     for b, r in zip(held, refs)])
-    return cos.mean().item(), res.stats["passes"][-1]["stats"]
+fidelity = held_out_fidelity
 
 
 def test_w8a8_keeps_embeddings_and_shrinks_weights_4x(minilm):
