@@ -13,7 +13,8 @@ from edgecc.passes.eliminate_identity import EliminateIdentity
 from edgecc.passes.fold_batchnorm import FoldBatchNorm
 from edgecc.passes.fuse import Fuse, FuseOptions
 from edgecc.passes.low_rank import LowRank
-from edgecc.passes.prune import ApplyMasks, Prune, PruneHeads, PruneStructured
+from edgecc.passes.distill import Distill
+from edgecc.passes.prune import ApplyMasks, Prune, PruneHeads, PruneStructured, SparseFinetune
 from edgecc.passes.quantize import (
     QAT, ConvertQAT, Palettize, PrepareQAT, QuantSensitivity, Quantize, QuantizeOptions,
     SmoothQuant,
@@ -40,6 +41,8 @@ BUILTIN_PASSES = (
     Prune,
     ApplyMasks,
     LowRank,
+    SparseFinetune,
+    Distill,
 )
 
 __all__ = [

@@ -33,3 +33,18 @@ def minilm():
     prog = PassManager("dce")(edgecc.trace(model, calib[0])).program
     refs = [prog.run(*b)[0] for b in held]
     return prog, calib, held, refs
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """A CNN trained here on scikit-learn's digits: (program, data, input batches, label
+    batches, test accuracy %)."""
+    import edgecc
+    from examples.digits import accuracy, train_digits_cnn
+
+    model, data = train_digits_cnn()
+    xs, ys = data.batches()
+    prog = edgecc.trace(model, xs[0])
+    acc = accuracy(prog.run, data.x_test, data.y_test)
+    assert acc > 95  # the model really learned the task
+    return prog, data, xs, ys, acc

@@ -6,23 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import edgecc
 from edgecc.errors import InputSpecError
 from edgecc.pass_base import PassContext
 from edgecc.pass_manager import PassManager
 from edgecc.sparsity import is_masked, satisfies_nm
 from edgecc.train import FinetuneOptions, finetune
-from examples.digits import accuracy, train_digits_cnn
-
-
-@pytest.fixture(scope="module")
-def digits():
-    model, data = train_digits_cnn()
-    xs, ys = data.batches()
-    prog = edgecc.trace(model, xs[0])
-    dense = accuracy(prog.run, data.x_test, data.y_test)
-    assert dense > 95
-    return prog, data, xs, ys, dense
+from examples.digits import accuracy
 
 
 def test_half_channels_plus_distillation(digits, tmp_path):

@@ -11,17 +11,7 @@ from edgecc.pass_manager import PassManager
 from edgecc.passes.quantize import convert_qat, prepare_qat
 from edgecc.quant import is_fake_quantize
 from edgecc.train import FinetuneOptions, finetune
-from examples.digits import accuracy, train_digits_cnn
-
-
-@pytest.fixture(scope="module")
-def digits():
-    model, data = train_digits_cnn()
-    xs, ys = data.batches()
-    prog = edgecc.trace(model, xs[0])
-    fp32 = accuracy(model, data.x_test, data.y_test)
-    assert fp32 > 95  # the model really learned the task
-    return prog, data, xs, ys, fp32
+from examples.digits import accuracy
 
 
 def test_w8a8_ptq_then_qat(digits):
