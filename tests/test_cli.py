@@ -195,6 +195,9 @@ def test_calibration_folder_of_npy_files(model_file, tmp_path):
     ("missing", "needs calibration data"),
     ("scheme", "stores weights as float8_e4m3fn"),
     ("pattern", "matches no quantizable layer"),
+    ("sparsity", "sparsity must be in [0, 1), got 1.5"),
+    ("ratio", "ratio must be in [0, 1), got 1.0"),
+    ("prune-pattern", "include pattern 'decoder.*' matches no prunable layer"),
 ])
 def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expected):
     out = tmp_path / "q"
@@ -216,6 +219,12 @@ def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expect
         extra += ["-t", "onnx"]
     elif case == "pattern":
         pipeline = "quantize{scheme=w8a8,exclude=decoder.*}"
+    elif case == "sparsity":
+        pipeline = "prune{sparsity=1.5}"
+    elif case == "ratio":
+        pipeline = "prune-structured{ratio=1.0}"
+    elif case == "prune-pattern":
+        pipeline = "prune-structured{include=[decoder.*]}"
     args = ["compile", model_file, "-p", pipeline, "-o", str(out), *extra]
     if "-t" not in extra:
         args += ["-t", "host"]
@@ -224,3 +233,13 @@ def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expect
     assert expected in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_structured_pruning_on_the_command_line(model_file, tmp_path):
+    out = str(tmp_path / "p")
+    r = edgecc_cli("compile", model_file, "-t", "host", "-p",
+                   "prune-structured{ratio=0.5},fold-batchnorm,dce", "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    stats = report["pipeline"]["passes"][0]["stats"]
+    assert stats["parameter_reduction"] > 0.3 and report["verification"]["passed"]

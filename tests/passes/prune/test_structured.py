@@ -16,7 +16,7 @@ from edgecc.errors import OptionError, PipelineSyntaxError
 from edgecc.pass_base import PassContext
 from edgecc.pass_manager import PassManager
 from edgecc.passes.prune import find_groups
-from edgecc.passes.prune.dependency import remove_units
+from edgecc.passes.prune.dependency import Unsupported, remove_units
 from edgecc.passes.prune.importance import group_scores
 from edgecc.passes.prune.structured import plan_removal
 from edgecc.program import concrete_shape
@@ -214,3 +214,13 @@ def test_bad_options():
             PassManager(text)(prog.copy())
     with pytest.raises(Exception, match="calibration"):
         PassManager("prune-structured{importance=taylor}")(prog.copy(), context=PassContext())
+
+
+def test_no_group_is_ever_emptied():
+    prog = edgecc.trace(resnet20(), (torch.randn(1, 3, 32, 32),))
+    groups, _, _ = find_groups(prog)
+    scores, _ = group_scores(prog, groups, "l1", None)
+    plan = plan_removal(groups, scores, 0.999, "layer", 1)
+    assert all(g.units - len(p) >= 1 for g, p in zip(groups, plan))
+    with pytest.raises(Unsupported, match="would leave .* empty"):
+        remove_units(prog, [(groups[0], list(range(groups[0].units)))])
