@@ -35,6 +35,16 @@ class DistillOptions:
     error_batches: int = 4
 
 
+def check_distillation(program: Program, context: PassContext, why: str) -> None:
+    """A pass that fine-tunes against the original model needs calibration batches and
+    ``context.original`` (set by ``edgecc.compile``)."""
+    if context.calibration is None or isinstance(context.calibration, (list, tuple)):
+        check_calibration(program, context.calibration, why)
+    if getattr(context, "original", None) is None:
+        raise InputSpecError(f"{why} distils from the original model: run it inside "
+                             "edgecc.compile(), or call edgecc.train.finetune directly")
+
+
 class Distill(Pass):
     """Fine-tune the compressed program against the original model (lossy)."""
 
@@ -43,11 +53,7 @@ class Distill(Pass):
     lossless = False
 
     def validate(self, program: Program, options: Any, context: PassContext) -> None:
-        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-            check_calibration(program, context.calibration, "distill")
-        if getattr(context, "original", None) is None:
-            raise InputSpecError("distill needs the original model as teacher: run it inside "
-                                 "edgecc.compile(), or call edgecc.train.finetune directly")
+        check_distillation(program, context, "distill")
 
     def run(self, program: Program, options: DistillOptions,
             context: PassContext) -> PassResult:

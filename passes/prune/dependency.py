@@ -237,6 +237,9 @@ def _layer_rule(node: fx.Node, known: fx.Node, slot: Slot, group: Group) -> Part
     name = op_name(node)
     x, w = node.args[0], node.args[1]
     b = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], fx.Node) else None
+    if not (isinstance(w, fx.Node) and w.op == "get_attr"):
+        raise Unsupported(f"{node.name}'s weight is computed ({w.name}: masked, quantized or "
+                          "factorized); prune structurally before those passes")
     if name in CONVS:
         if bool(node.args[6]):
             raise Unsupported("transposed convolution")

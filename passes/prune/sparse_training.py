@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import torch
 
-from edgecc.errors import InputSpecError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.prune.dependency import _set_tensor
 from edgecc.passes.prune.unstructured import (
@@ -174,12 +173,9 @@ class SparseFinetune(Pass):
     lossless = False
 
     def validate(self, program: Program, options: Any, context: PassContext) -> None:
-        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-            check_calibration(program, context.calibration, "sparse-finetune")
-        if getattr(context, "original", None) is None:
-            raise InputSpecError("sparse-finetune distils from the original model: run it "
-                                 "inside edgecc.compile(), or call the functions in "
-                                 "edgecc.passes.prune.sparse_training directly")
+        from edgecc.passes.distill import check_distillation
+
+        check_distillation(program, context, "sparse-finetune")
 
     def run(self, program: Program, options: SparseFinetuneOptions,
             context: PassContext) -> PassResult:

@@ -154,11 +154,9 @@ class QAT(Pass):
     lossless = False
 
     def validate(self, program: Program, options: QATOptions, context: PassContext) -> None:
-        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-            check_calibration(program, context.calibration, "qat")
-        if getattr(context, "original", None) is None:
-            raise InputSpecError("qat distils from the original model: run it inside "
-                                 "edgecc.compile(), or call edgecc.train.finetune directly")
+        from edgecc.passes.distill import check_distillation
+
+        check_distillation(program, context, "qat")
 
     def run(self, program: Program, options: QATOptions, context: PassContext) -> PassResult:
         from edgecc.train import FinetuneOptions, finetune
