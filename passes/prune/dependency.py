@@ -9,7 +9,8 @@ weight that carries the dimension:
 * element-wise ops and broadcasting (``relu``, ``add`` of a residual, ``mul`` of a gate), so
   residual branches and SwiGLU's ``up_proj`` join the group;
 * batch norm and layer norm parameters; pooling; ``mean`` over other axes;
-* depthwise convolutions (input and output channels coupled, ``groups`` rewritten);
+* grouped and depthwise convolutions: input and output channels are coupled group by group,
+  so a unit is a whole group (one channel for depthwise) and ``groups`` is rewritten;
 * ``cat`` / ``split`` (each piece covers its own range of units), ``permute``, ``transpose``,
   ``unsqueeze``, ``expand``;
 * reshapes: ``flatten`` into a linear (each channel becomes a block of ``H·W`` columns) and
@@ -19,7 +20,7 @@ weight that carries the dimension:
   ``Hq/Hkv`` query heads).
 
 A group the analysis cannot follow (the dimension reaches a model output or input, a reduction
-over it, a grouped convolution, an op it has no rule for, two layouts for one tensor) raises
+over it, channels that split a convolution group, an op it has no rule for, two layouts for one tensor) raises
 :class:`Unsupported` and is skipped with the reason — never pruned blindly.
 
 Example, a residual block (channels of ``conv_a``, ``conv_b`` and the block input are one
@@ -245,17 +246,14 @@ def _layer_rule(node: fx.Node, known: fx.Node, slot: Slot, group: Group) -> Part
             raise Unsupported("transposed convolution")
         groups = int(node.args[8])
         cin, cout = shape(x)[1], shape(w)[0]
-        depthwise = groups > 1 and groups == cin and shape(w)[1] == 1
-        if groups > 1 and not depthwise:
-            raise Unsupported(f"grouped convolution (groups={groups}): channels must be "
-                              "removed per group")
-        in_space = [(x, 1)] + ([] if depthwise else [(w, 1)])
+        grouped = groups > 1  # depthwise when each group holds one input channel
+        in_space = [(x, 1)] + ([] if grouped else [(w, 1)])
         out_space = [(node, 1), (w, 0)] + ([(b, 0)] if b is not None else [])
     else:
         rank = len(shape(x))
         in_space = [(x, rank - 1), (w, 1)]
         out_space = [(node, rank - 1), (w, 0)] + ([(b, 0)] if b is not None else [])
-        depthwise, cout, cin = False, 0, 1
+        grouped, groups, cout, cin = False, 1, 0, 1
         if known is x and slot.axis != rank - 1 or known is node and slot.axis != rank - 1:
             return [(node if known is x else x, slot)]  # batch / sequence axes pass through
     where = [sp for sp, members in (("in", in_space), ("out", out_space))
@@ -267,19 +265,22 @@ def _layer_rule(node: fx.Node, known: fx.Node, slot: Slot, group: Group) -> Part
     out = [(p, slot.at(a)) for p, a in members if p is not known]
     if space == "out" and known is not w:
         group.producers.append((node, w))
-    if space == "in" and not depthwise:
+    if space == "in" and not grouped:
         group.sinks.append((node, w))
-    if depthwise:
-        mult = cout // cin
+    if grouped:  # whole groups go: input block j (cin/g channels) with output block j
+        block_in, block_out = cin // groups, cout // groups
+        here, there = (block_in, block_out) if space == "in" else (block_out, block_in)
+        if slot.offset % here:
+            raise Unsupported(f"grouped convolution (groups={groups}): the pruned channels "
+                              "split a group")
+        if slot.inner % here:
+            raise Coarsen(here // math.gcd(slot.inner, here))
+        s = Slot(1, slot.offset // here * there, slot.inner // here * there, slot.lo, slot.hi)
         if space == "in":
             group.producers.append((node, w))
-            s = Slot(1, slot.offset * mult, slot.inner * mult, slot.lo, slot.hi)
             out += [(p, s.at(a)) for p, a in out_space]
         else:
-            if slot.offset % mult or slot.inner % mult:
-                raise Coarsen(mult // math.gcd(slot.inner, mult))
-            out.append((x, Slot(1, slot.offset // mult, slot.inner // mult, slot.lo,
-                                slot.hi)))
+            out.append((x, s))
     return out
 
 
@@ -594,10 +595,12 @@ def _fix_args(node: fx.Node, removed: dict[fx.Node, dict[int, set[int]]]) -> Non
             if _gone(removed, node, a) and isinstance(sizes[a], int) and sizes[a] != -1:
                 sizes[a] = n - _gone(removed, node, a)
         node.args = (node.args[0], sizes, *node.args[2:])
-    elif name in CONVS and int(node.args[8]) > 1:  # depthwise: groups == input channels
+    elif name in CONVS and int(node.args[8]) > 1:  # grouped: whole groups were removed
         x = node.args[0]
         if _gone(removed, x, 1):
-            node.args = (*node.args[:8], shape(x)[1] - _gone(removed, x, 1), *node.args[9:])
+            per_group = shape(x)[1] // int(node.args[8])
+            node.args = (*node.args[:8], (shape(x)[1] - _gone(removed, x, 1)) // per_group,
+                         *node.args[9:])
     elif name in LAYER_NORMS:
         x = node.args[0]
         if _gone(removed, x, len(shape(x)) - 1):

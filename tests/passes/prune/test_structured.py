@@ -63,7 +63,8 @@ def test_pruned_equals_dense_with_sink_columns_zeroed(name):
 
 # -- generated graphs ------------------------------------------------------------------------
 class Generated(nn.Module):
-    """A random CNN drawn from residual / concat / split / depthwise / SE / flatten blocks."""
+    """A random CNN drawn from residual / concat / split / depthwise / grouped / SE blocks,
+    flattened into a linear."""
 
     def __init__(self, blocks: list[str], width: int):
         super().__init__()
@@ -86,6 +87,11 @@ class Generated(nn.Module):
                                                nn.ReLU6(), nn.Conv2d(2 * c, 2 * c, 3, padding=1,
                                                                      groups=2 * c),
                                                nn.ReLU(), nn.Conv2d(2 * c, c, 1)))
+            elif b == "grouped":
+                g = 2 if c % 2 == 0 else 1
+                self.mods.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1), nn.ReLU(),
+                                               nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=g),
+                                               nn.ReLU(), nn.Conv2d(2 * c, c, 1)))
             elif b == "se":
                 self.mods.append(nn.Sequential(nn.Conv2d(c, 4, 1), nn.ReLU(), nn.Conv2d(4, c, 1),
                                                nn.Sigmoid()))
@@ -102,14 +108,17 @@ class Generated(nn.Module):
             elif b == "split":
                 a, r = x.chunk(2, 1)
                 x = torch.cat([m(a), r], 1)
-            elif b in ("depthwise", "se"):
-                x = x + m(x) if b == "depthwise" else x * m(F.adaptive_avg_pool2d(x, 1))
+            elif b in ("depthwise", "grouped"):
+                x = x + m(x)
+            elif b == "se":
+                x = x * m(F.adaptive_avg_pool2d(x, 1))
         x = F.adaptive_avg_pool2d(x, 4)
         return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(blocks=st.lists(st.sampled_from(["residual", "concat", "split", "depthwise", "se"]),
+@given(blocks=st.lists(st.sampled_from(["residual", "concat", "split", "depthwise", "se",
+                                        "grouped"]),
                        min_size=1, max_size=4),
        width=st.sampled_from([4, 8]), ratio=st.sampled_from([0.25, 0.5, 0.75]),
        seed=st.integers(0, 1000))
@@ -185,22 +194,46 @@ def test_half_the_heads(name, heads, kv_heads):
     assert_same(pruned, dense, (ids, mask), atol=1e-4)
 
 
-def test_unfollowable_groups_are_skipped_with_reason():
+def test_grouped_convolution_loses_whole_groups():
     class Grouped(nn.Module):
         def __init__(self):
             super().__init__()
             self.a = nn.Conv2d(3, 8, 1)
-            self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)
-            self.b = nn.Conv2d(8, 4, 1)
+            self.g = nn.Conv2d(8, 12, 3, padding=1, groups=4)
+            self.b = nn.Conv2d(12, 4, 1)
 
         def forward(self, x):
-            return self.b(self.g(self.a(x))).mean((2, 3))
+            return self.b(F.relu(self.g(F.relu(self.a(x))))).mean((2, 3))
 
-    prog = edgecc.trace(Grouped(), (torch.randn(1, 3, 8, 8),))
+    x = torch.randn(2, 3, 8, 8)
+    prog = edgecc.trace(Grouped(), (x,))
     groups, skipped, _ = find_groups(prog)
-    assert "grouped convolution (groups=2)" in skipped["a"]
-    assert "grouped convolution" in skipped["g"]
-    assert "model output" in skipped["b"]
+    assert [(g.units, g.inner) for g in groups] == [(4, 2)]  # 4 groups of 2 input channels
+    pruned, dense, _, _ = prune_and_zero(prog, 0.5)
+    conv = next(n for n in pruned.nodes("call_function")
+                if n.target is torch.ops.aten.convolution.default and n.args[8] != 1)
+    assert conv.args[8] == 2 and pruned.tensor(conv.args[1]).shape == (6, 2, 3, 3)
+    assert_same(pruned, dense, (torch.randn(2, 3, 8, 8),))
+
+
+def test_unfollowable_groups_are_skipped_with_reason():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.t = nn.ConvTranspose2d(8, 8, 2, stride=2)
+            self.c = nn.Conv2d(8, 8, 1)
+            self.d = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.c(self.t(self.a(x))).softmax(1)
+            return self.d(y).mean((2, 3))
+
+    prog = edgecc.trace(Odd(), (torch.randn(1, 3, 8, 8),))
+    groups, skipped, _ = find_groups(prog)
+    assert skipped["a"] == skipped["t"] == "transposed convolution"
+    assert "normalizes over the pruned axis" in skipped["c"]
+    assert "model output" in skipped["d"]
     assert not groups
 
 
