@@ -12,7 +12,7 @@ from edgecc.pass_base import PassContext
 from edgecc.pass_manager import PassManager
 from edgecc.passes.prune.sparse_training import gradual_prune, lottery, rigl
 from edgecc.passes.prune.unstructured import prunable_weights
-from edgecc.train import FinetuneOptions
+from edgecc.train import FinetuneOptions, finetune
 from examples.digits import accuracy
 
 
@@ -97,3 +97,17 @@ def test_sparse_finetune_pass_and_errors(digits):
     res = PassManager("sparse-finetune{method=rigl,sparsity=0.5,epochs=1,prune_every=2}")(
         prog.copy(), context=ctx)
     assert abs(res.stats["passes"][0]["stats"]["sparsity"] - 0.5) < 0.01
+
+
+def test_low_rank_student_recovers_with_distillation(digits):
+    prog, data, xs, ys, dense = digits
+    res = PassManager("low-rank{rank_ratio=0.5}")(prog.copy())
+    student = res.program
+    factored = accuracy(student.run, data.x_test, data.y_test)
+    history = finetune(student, xs, teacher=prog,
+                       options=FinetuneOptions(epochs=3, lr=2e-3, temperature=2.0))
+    recovered = accuracy(student.run, data.x_test, data.y_test)
+    print(f"low-rank 50% rank: {factored:.2f}% -> distilled {recovered:.2f}% "
+          f"(params x{res.stats['passes'][0]['stats']['parameter_ratio']})")
+    assert history[-1] < history[0] and recovered > factored
+    assert recovered >= dense - 2.5  # 3 epochs of pure distillation, no labels
