@@ -270,7 +270,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
         avail = cls().availability()
         entries.append({"name": name, "description": cls.description,
                         "available": avail.available, "detail": avail.detail,
-                        "executes_here": cls.can_execute,
+                        "executes_here": cls().executes(),
                         "options": [{"name": n, "default": d}
                                     for n, _, d in option_fields(cls.Options)]})
     if args.json:

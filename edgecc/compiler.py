@@ -181,7 +181,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
             }
             bar.stage("verify")
             lossy = _lossy_passes(result.stats["passes"])
-            if verify and tgt.can_execute and vopts.samples > 0:
+            if verify and tgt.executes() and vopts.samples > 0:
                 runner = tgt.load(staging, manifest)
                 # A lossy pipeline changes the numbers on purpose: the artifact must then
                 # match the compressed program (edgecc's simulator of it) to tolerance, and

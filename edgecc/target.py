@@ -103,6 +103,10 @@ class Target:
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Runner:
         raise NotImplementedError(f"target '{self.name}' cannot execute on this machine")
 
+    def executes(self) -> bool:
+        """Whether artifacts can run here now (an emulator may need setting up first)."""
+        return self.can_execute
+
     def not_verified(self) -> list[str]:
         """What this target's verification cannot check here (written into the manifest)."""
         return [] if self.can_execute else ["artifact execution (target cannot run here)"]

@@ -5,9 +5,10 @@ libraries (tvm, tensorrt, coremltools) are imported only inside a target's metho
 listing targets works without any toolchain installed.
 """
 
+from edgecc.targets.arm import ArmTarget
 from edgecc.targets.host import HostTarget
 from edgecc.targets.onnx import OnnxTarget
 
-BUILTIN_TARGETS = (HostTarget, OnnxTarget)
+BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget)
 
-__all__ = ["BUILTIN_TARGETS", "HostTarget", "OnnxTarget"]
+__all__ = ["ArmTarget", "BUILTIN_TARGETS", "HostTarget", "OnnxTarget"]

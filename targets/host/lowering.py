@@ -131,7 +131,10 @@ def captured_native_stderr() -> Iterator[list[str]]:
             lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
-def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc") -> None:
+def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
+          fcompile: Any = None) -> None:
+    """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
+    compiler, when the library is for another machine)."""
     import tvm
 
     from edgecc.targets.host.schedule import pipeline
@@ -140,7 +143,7 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc")
     with captured_native_stderr() as log:
         try:
             executable = tvm.compile(module, target=target, relax_pipeline=relax_pipeline)
-            executable.export_library(library_path)
+            executable.export_library(library_path, fcompile=fcompile)
             return
         except Exception as exc:
             error = exc

@@ -1,0 +1,156 @@
+"""Run aarch64 artifacts on this x86 machine: qemu-aarch64 user-mode emulation with an
+arm64 sysroot (Debian packages unpacked with ``dpkg -x``) and the aarch64 TVM runtime (PyPI's
+aarch64 wheels), both fetched once into a cache.
+
+    python -m edgecc.targets.arm.emulation --setup     # what scripts/setup_arm.sh runs
+
+Cache: ``$EDGECC_ARM_CACHE`` or ``~/.cache/edgecc/arm64``; ``READY`` marks a complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgecc.errors import LoweringError
+
+QEMU = "qemu-aarch64-static"
+PYTHON = "usr/bin/python3.11"
+DEBIAN_PACKAGES = ("libc6", "libstdc++6", "libgcc-s1", "python3.11-minimal",
+                   "libpython3.11-minimal", "libpython3.11-stdlib", "zlib1g", "libexpat1",
+                   "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libuuid1", "libcrypt1")
+WHEELS = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0", "numpy",
+          "typing_extensions", "ml_dtypes")
+APT_TOOLS = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
+             "aarch64-linux-gnu-objdump": "binutils-aarch64-linux-gnu",
+             QEMU: "qemu-user-static"}
+
+
+def cache_dir() -> str:
+    return os.environ.get("EDGECC_ARM_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "edgecc", "arm64")
+
+
+def missing_tools() -> list[str]:
+    """Debian packages to install for the tools not on PATH."""
+    return sorted({pkg for tool, pkg in APT_TOOLS.items() if shutil.which(tool) is None})
+
+
+def ready() -> bool:
+    return (not missing_tools()) and os.path.exists(os.path.join(cache_dir(), "READY"))
+
+
+def why_not_ready() -> str:
+    tools = missing_tools()
+    if tools:
+        return f"missing {', '.join(tools)}: apt-get install {' '.join(tools)} (or run " \
+               "scripts/setup_arm.sh)"
+    return f"no aarch64 runtime in {cache_dir()}: run scripts/setup_arm.sh"
+
+
+def _run(cmd: list[str], **kw: Any) -> None:
+    print("+", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def setup() -> str:
+    """Install the cross tools (apt) and fetch the sysroot + runtime (once)."""
+    tools = missing_tools()
+    if tools:
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "install", "-y", "-qq", *tools],
+             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    root = cache_dir()
+    if os.path.exists(os.path.join(root, "READY")):
+        return root
+    os.makedirs(root, exist_ok=True)
+    work = tempfile.mkdtemp(dir=root)
+    try:
+        arches = subprocess.run(["dpkg", "--print-foreign-architectures"], check=True,
+                                capture_output=True, text=True).stdout.split()
+        if "arm64" not in arches:
+            _run(["dpkg", "--add-architecture", "arm64"])
+            _run(["apt-get", "update", "-qq"])
+        debs = os.path.join(work, "debs")
+        os.makedirs(debs)
+        _run(["apt-get", "download", *[f"{p}:arm64" for p in DEBIAN_PACKAGES]], cwd=debs)
+        sysroot, site = os.path.join(work, "sysroot"), os.path.join(work, "site")
+        for deb in sorted(glob.glob(os.path.join(debs, "*.deb"))):
+            _run(["dpkg", "-x", deb, sysroot])
+        wheels = os.path.join(work, "wheels")
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+              "--only-binary=:all:", "--python-version", "3.11",
+              "--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64",
+              "-d", wheels, *WHEELS])
+        for whl in glob.glob(os.path.join(wheels, "*.whl")):
+            with zipfile.ZipFile(whl) as z:
+                z.extractall(site)
+        for big in glob.glob(os.path.join(site, "tvm", "lib", "libtvm_compiler*")) + glob.glob(
+                os.path.join(site, "tvm", "lib", "libtvm_runtime_cuda*")):
+            os.remove(big)  # the runtime is all an artifact needs (TVM_USE_RUNTIME_LIB=1)
+        for name in ("sysroot", "site"):
+            target = os.path.join(root, name)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(work, name), target)
+        with open(os.path.join(root, "READY"), "w") as f:
+            f.write("debian: " + " ".join(DEBIAN_PACKAGES) + "\nwheels: " + " ".join(WHEELS))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return root
+
+
+class EmulatedRunner:
+    """Runs a bundle's ``run_model.py`` under qemu-aarch64 for each call."""
+
+    def __init__(self, bundle: str, library: str, num_threads: int = 0, timeout: int = 600):
+        if not ready():
+            raise LoweringError(f"cannot run aarch64 code here: {why_not_ready()}")
+        self.bundle, self.library = bundle, library
+        self.threads, self.timeout = num_threads, timeout
+
+    def command(self, *args: str) -> list[str]:
+        root = cache_dir()
+        sysroot = os.path.join(root, "sysroot")
+        env = ["-E", f"PYTHONPATH={os.path.join(root, 'site')}", "-E", "TVM_USE_RUNTIME_LIB=1"]
+        if self.threads:
+            env += ["-E", f"TVM_NUM_THREADS={self.threads}"]
+        return [QEMU, "-L", sysroot, *env, os.path.join(sysroot, PYTHON),
+                os.path.join(self.bundle, "run_model.py"),
+                os.path.join(self.bundle, self.library), *args]
+
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
+            np.savez(src, **{f"arg{i}": t.detach().cpu().numpy() for i, t in enumerate(inputs)})
+            proc = subprocess.run(self.command(src, dst), capture_output=True, text=True,
+                                  timeout=self.timeout)
+            if proc.returncode != 0:
+                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                raise LoweringError(f"the aarch64 artifact failed under {QEMU}: {tail}")
+            out = np.load(dst)
+            return tuple(torch.from_numpy(out[f"out{i}"].copy()) for i in range(len(out.files)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", action="store_true")
+    args = parser.parse_args()
+    if args.setup:
+        print(setup())
+    print("ready" if ready() else f"not ready: {why_not_ready()}")
+    return 0 if ready() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

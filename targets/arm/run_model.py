@@ -1,0 +1,60 @@
+"""Run an edgecc arm64 artifact with the TVM runtime (no edgecc, no PyTorch needed).
+
+On the board (64-bit Arm Linux, Python >= 3.9)::
+
+    pip install numpy apache-tvm-ffi==0.1.14.post0 apache-tvm==0.27.0.post1
+    TVM_USE_RUNTIME_LIB=1 python3 run_model.py model.so inputs.npz outputs.npz
+
+``inputs.npz`` holds the model inputs as ``arg0``, ``arg1``, ... (shapes and dtypes are in
+``manifest.json``); ``outputs.npz`` receives ``out0``, ``out1``, ... ``--repeat N`` also
+prints the median latency of N runs in milliseconds.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def flatten(value):
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    out = []
+    for item in value:
+        out.extend(flatten(item))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="run an edgecc arm64 artifact")
+    parser.add_argument("library")
+    parser.add_argument("inputs")
+    parser.add_argument("outputs")
+    parser.add_argument("--repeat", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    device = tvm.cpu()
+    vm = VirtualMachine(tvm.runtime.load_module(args.library), device)
+    data = np.load(args.inputs)
+    names = sorted(data.files, key=lambda k: int(k[3:]))
+    inputs = [tvm.runtime.tensor(np.ascontiguousarray(data[k]), device) for k in names]
+    result = flatten(vm["main"](*inputs))
+    np.savez(args.outputs, **{f"out{i}": r for i, r in enumerate(result)})
+    if args.repeat:
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            vm["main"](*inputs)
+            times.append((time.perf_counter() - t) * 1000)
+        print(f"median {statistics.median(times):.3f} ms over {args.repeat} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
