@@ -267,10 +267,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
     entries = []
     for name, cls in default_target_registry().items():
-        avail = cls().availability()
+        target = cls()
+        avail = target.availability()
         entries.append({"name": name, "description": cls.description,
                         "available": avail.available, "detail": avail.detail,
-                        "executes_here": cls().executes(),
+                        "executes_here": target.executes(), "listing": target.listing(),
                         "options": [{"name": n, "default": d}
                                     for n, _, d in option_fields(cls.Options)]})
     if args.json:
@@ -282,6 +283,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
         if e["options"]:
             opts = ", ".join(f"{o['name']}={o['default']!r}" for o in e["options"])
             print(f"{'':<24}options: {opts}")
+        for line in e["listing"].splitlines():
+            print(f"{'':<24}{line}")
     return 0
 
 

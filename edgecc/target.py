@@ -103,6 +103,10 @@ class Target:
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Runner:
         raise NotImplementedError(f"target '{self.name}' cannot execute on this machine")
 
+    def listing(self) -> str:
+        """Extra lines for ``edgecc targets`` (e.g. the presets a target knows)."""
+        return ""
+
     def executes(self) -> bool:
         """Whether artifacts can run here now (an emulator may need setting up first)."""
         return self.can_execute

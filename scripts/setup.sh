@@ -2,6 +2,7 @@
 # Create .venv (once) and install edgecc into it, every install pinned by constraints.txt.
 #   bash scripts/setup.sh          # edgecc + the TVM host and onnx targets + the example models
 #   bash scripts/setup.sh --test   # plus test dependencies (pytest, hypothesis, transformers, onnx)
+#                                  # and the arm64 cross/emulation tools (scripts/setup_arm.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -12,3 +13,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
+if [ "${1:-}" = "--test" ]; then
+  bash scripts/setup_arm.sh
+fi

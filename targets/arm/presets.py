@@ -36,6 +36,7 @@ def _core(mcpu: str, arch: str, features: str, description: str = "") -> dict[st
 _CORES = {
     "generic": _core("", "Armv8-A", "neon", "any 64-bit Arm CPU"),
     "cortex-a53": _core("cortex-a53", "Armv8.0-A", "neon", "in-order, Raspberry Pi 3"),
+    "cortex-a57": _core("cortex-a57", "Armv8.0-A", "neon", "Jetson Nano / TX1 / TX2"),
     "cortex-a55": _core("cortex-a55", "Armv8.2-A", "neon fullfp16 dotprod", "little core"),
     "cortex-a72": _core("cortex-a72", "Armv8.0-A", "neon", "Raspberry Pi 4"),
     "cortex-a76": _core("cortex-a76", "Armv8.2-A", "neon fullfp16 dotprod", "Raspberry Pi 5"),
@@ -53,6 +54,7 @@ _BOARDS = {
     "raspberry-pi-3": "cortex-a53",
     "raspberry-pi-4": "cortex-a72",
     "raspberry-pi-5": "cortex-a76",
+    "jetson-nano": "cortex-a57",
     "jetson-orin": "cortex-a78",
     "graviton2": "neoverse-n1",
     "graviton3": "neoverse-v1",

@@ -36,7 +36,6 @@ class ArmOptions:
     mtriple: str = "aarch64-linux-gnu"
     num_threads: int = 0  # TVM worker threads at run time; 0 = TVM's default
     cc: str = "aarch64-linux-gnu-g++"  # the cross compiler that links model.so
-    emulate: bool = True  # verify under qemu-aarch64 when it is set up
 
     def __post_init__(self) -> None:
         resolve(self.preset, self.features, self.mtriple)  # a clear error for a bad choice
@@ -88,6 +87,11 @@ class ArmTarget(Target):
 
     def executes(self) -> bool:
         return emulation.ready()
+
+    def listing(self) -> str:
+        from edgecc.targets.arm.presets import describe
+
+        return "presets (--target-option preset=NAME):\n" + describe()
 
     def not_verified(self) -> list[str]:
         if emulation.ready():

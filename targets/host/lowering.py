@@ -47,12 +47,12 @@ def _activation(bb: Any, x: Any, act: str) -> Any:
 
 
 def _conv_act(node: fx.Node, importer: Any) -> Any:
-    conv = importer.convert_map["convolution.default"](node)  # reads args[0:9] positionally
+    conv = importer._convolution(node)  # TVM's converter; reads args[0:9] positionally
     return _activation(importer.block_builder, conv, node.args[9])
 
 
 def _linear_act(node: fx.Node, importer: Any) -> Any:
-    lin = importer.convert_map["linear.default"](node)
+    lin = importer._linear(node)
     return _activation(importer.block_builder, lin, node.args[3])
 
 
@@ -66,9 +66,43 @@ def _hardtanh(node: fx.Node, importer: Any) -> Any:
     return importer.block_builder.emit(relax.op.clip(x, lo, hi))
 
 
+def _accumulate_in_fp32(base: Any) -> Any:
+    """TVM's convolution converters produce float32 whatever the input type (then fail to
+    add a float16 bias): run float16 / bfloat16 layers on float32 copies of their operands
+    (float32 accumulation, as fp16 GEMM libraries do) and cast the result back."""
+
+    def convert(node: fx.Node, importer: Any) -> Any:
+        from tvm import relax
+
+        bb, env = importer.block_builder, importer.env
+        dtype = env[node.args[0]].ty.dtype
+        if dtype == "float32":
+            return base(node, importer)
+        saved = {a: env[a] for a in node.args[:3] if isinstance(a, fx.Node)}
+        try:
+            for a, v in saved.items():
+                env[a] = bb.emit(relax.op.astype(v, "float32"))
+            out = base(node, importer)
+        finally:
+            env.update(saved)
+        return bb.emit(relax.op.astype(out, dtype))
+
+    return convert
+
+
+def _convolution(node: fx.Node, importer: Any) -> Any:
+    return importer._convolution(node)
+
+
+def _linear(node: fx.Node, importer: Any) -> Any:
+    return importer._linear(node)
+
+
 CUSTOM_CONVERTERS = {
-    "conv_act.default": _conv_act,
-    "linear_act.default": _linear_act,
+    "convolution.default": _accumulate_in_fp32(_convolution),
+    "conv_act.default": _accumulate_in_fp32(_conv_act),
+    "linear.default": _accumulate_in_fp32(_linear),
+    "linear_act.default": _accumulate_in_fp32(_linear_act),
     "hardtanh.default": _hardtanh,
     **QUANT_CONVERTERS,
 }

@@ -1,0 +1,87 @@
+"""-t arm64: aarch64 libraries cross-compiled here, run under qemu-aarch64 and compared with
+the host target and PyTorch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import torch
+
+import edgecc
+from edgecc.errors import LoweringError
+from edgecc.recipe import VerifyOptions
+from edgecc.targets.arm import emulation
+from tests.models import mobilenet_v2, resnet20, token_inputs, transformer
+
+ONE = VerifyOptions(samples=1)
+
+
+def build(model, inputs, tmp_path, name, target="arm64", **kw):
+    kw.setdefault("verify_options", ONE)
+    return edgecc.compile(model, target, example_inputs=inputs, pipeline="fold-batchnorm,fuse,dce",
+                          output_dir=str(tmp_path / name), **kw)
+
+
+def is_aarch64_elf(path):
+    with open(path, "rb") as f:
+        header = f.read(20)
+    return header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183
+
+
+@pytest.mark.parametrize("make,preset", [(resnet20, "cortex-a76"), (mobilenet_v2, "cortex-a53")],
+                         ids=["resnet20", "mobilenet_v2"])
+def test_fp32_cnn_runs_under_qemu_and_matches_host(make, preset, qemu, tmp_path):
+    x = torch.randn(1, 3, 32, 32)
+    model = make()
+    arm = build(model, (x,), tmp_path, "arm", target_options={"preset": preset})
+    assert arm.report["verification"]["passed"]  # under qemu, against PyTorch, 1e-4
+    assert is_aarch64_elf(os.path.join(arm.output_dir, "model.so"))
+    assert {a["path"] for a in arm.report["artifacts"]} == {"model.so", "run_model.py",
+                                                             "README.txt"}
+    host = build(model, (x,), tmp_path, "host", target="host")
+    fresh = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(arm.run(fresh), host.run(fresh), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_fp32_bert_runs_under_qemu_and_matches_host(qemu, tmp_path):
+    inputs = token_inputs()
+    model = transformer("bert")
+    arm = build(model, inputs, tmp_path, "arm", target_options={"preset": "neoverse-n1"})
+    assert arm.report["verification"]["passed"]
+    host = build(model, inputs, tmp_path, "host", target="host")
+    torch.testing.assert_close(arm.run(*inputs), host.run(*inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_fp16_program_runs_under_qemu(qemu, tmp_path):
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float16)
+    model = resnet20().half()
+    arm = build(model, (x,), tmp_path, "arm", target_options={"preset": "cortex-a76"},
+                verify_options=VerifyOptions(samples=1, atol=2e-2, rtol=2e-2))
+    assert arm.report["verification"]["passed"]
+    out = arm.run(x)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), model(x).float(), atol=2e-2, rtol=2e-2)
+
+
+def test_deploy_runner_reports_latency(qemu, tmp_path):
+    import numpy as np
+
+    x = torch.randn(1, 3, 32, 32)
+    arm = build(resnet20(), (x,), tmp_path, "arm", verify=False)
+    np.savez(tmp_path / "in.npz", arg0=x.numpy())
+    runner = emulation.EmulatedRunner(arm.output_dir, "model.so")
+    proc = subprocess.run(runner.command(str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+                                         "--repeat", "3"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "median" in proc.stdout and "ms over 3 runs" in proc.stdout
+    assert arm.report["verification"] == {"performed": False, "reason": "disabled by the caller"}
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path):
+    with pytest.raises(LoweringError, match="apt-get install g\\+\\+-aarch64-linux-gnu"):
+        build(resnet20(), (torch.randn(1, 3, 32, 32),), tmp_path, "arm",
+              target_options={"cc": "aarch64-nowhere-g++"})
+    assert not (tmp_path / "arm").exists()  # nothing half-written
