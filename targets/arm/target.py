@@ -123,7 +123,7 @@ class ArmTarget(Target):
             raise LoweringError(f"arm64 target cannot lower {len(bad)} node(s): {listed}")
         core = resolve(options.preset, options.features, options.mtriple)
         target = tvm.target.Target(llvm_spec(core, options.mtriple, options.num_threads))
-        module = lowering.to_relax(program)
+        module = lowering.to_relax(program, integer_kernels=True)
         lowering.build(module, target, os.path.join(output_dir, LIBRARY), "edgecc",
                        fcompile=cc.cross_compiler(options.cc))
         shutil.copyfile(os.path.join(os.path.dirname(__file__), RUNNER),

@@ -116,18 +116,37 @@ def supported_op_names() -> set[str]:
     return set(importer.create_convert_map()) | set(CUSTOM_CONVERTERS)
 
 
-def to_relax(program: Program) -> Any:
-    """The program as a Relax ``IRModule`` with weights bound as constants."""
+def to_relax(program: Program, *, integer_kernels: bool = False) -> Any:
+    """The program as a Relax ``IRModule`` with weights bound as constants; with
+    ``integer_kernels``, quantized linears become int8 matmuls (``integer_lowering``) and
+    the layers that could not are warned about (``warnings``, naming each)."""
+    import warnings
+
     from tvm.relax.frontend.torch import from_exported_program
 
+    from edgecc.targets.host.integer_lowering import (
+        exported_constants, float_convolution, integer_linear,
+    )
+
+    converters = dict(CUSTOM_CONVERTERS)
     exported = widen_fp8_constants(program).export()
+    notes: list[str] = []
+    if integer_kernels:
+        constants = exported_constants(exported)
+        for name in ("linear.default", "linear_act.default"):
+            converters[name] = integer_linear(converters[name], constants, notes)
+        for name in ("convolution.default", "conv_act.default"):
+            converters[name] = float_convolution(converters[name], notes)
     with captured_native_stderr():
         try:
-            return from_exported_program(
-                exported, custom_convert_map=CUSTOM_CONVERTERS, run_ep_decomposition=False
+            module = from_exported_program(
+                exported, custom_convert_map=converters, run_ep_decomposition=False
             )
         except Exception as exc:
             raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return module
 
 
 def llvm_target(mcpu: str | None, num_cores: int | None) -> Any:

@@ -61,6 +61,13 @@ def _schedule_block(sch: Any, block: Any) -> None:
     if reduce:
         if not spatial:
             return
+        if _integer_dot(stmt):
+            # int8 x int8 -> int32: keep the reduction innermost and serial, the pattern
+            # LLVM's vectorizer turns into sdot / udot on cores with +dotprod.
+            fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+            sch.parallel(fused)
+            sch.decompose_reduction(block, reduce[0])
+            return
         rows = _row_tile(sch, stmt, spatial)
         inner_o, inner_i = sch.split(spatial[-1], factors=[None, VECTOR])
         if rows > 1:
@@ -86,6 +93,12 @@ def _schedule_block(sch: Any, block: Any) -> None:
 
 
 ROW_TILES = (8, 4, 2)
+
+
+def _integer_dot(stmt: Any) -> bool:
+    dtypes = {str(r.buffer.dtype) for r in stmt.reads}
+    return bool(dtypes) and dtypes <= {"int8", "uint8"} and all(
+        str(w.buffer.dtype) == "int32" for w in stmt.writes)
 
 
 def _row_tile(sch: Any, stmt: Any, spatial: list[Any]) -> int:
