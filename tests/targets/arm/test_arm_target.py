@@ -40,9 +40,10 @@ def test_fp32_cnn_runs_under_qemu_and_matches_host(make, preset, qemu, tmp_path)
     assert is_aarch64_elf(os.path.join(arm.output_dir, "model.so"))
     assert {a["path"] for a in arm.report["artifacts"]} == {"model.so", "run_model.py",
                                                              "README.txt"}
-    host = build(model, (x,), tmp_path, "host", target="host")
-    fresh = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(arm.run(fresh), host.run(fresh), atol=1e-4, rtol=1e-4)
+    if make is resnet20:  # (the host artifact equals PyTorch within 1e-4: tests/targets/host)
+        host = build(model, (x,), tmp_path, "host", target="host")
+        fresh = torch.randn(1, 3, 32, 32)
+        torch.testing.assert_close(arm.run(fresh), host.run(fresh), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -55,29 +56,24 @@ def test_fp32_bert_runs_under_qemu_and_matches_host(qemu, tmp_path):
     torch.testing.assert_close(arm.run(*inputs), host.run(*inputs), atol=1e-4, rtol=1e-4)
 
 
-def test_fp16_program_runs_under_qemu(qemu, tmp_path):
+def test_fp16_program_and_the_deploy_runner(qemu, tmp_path):
+    import numpy as np
+
     x = torch.randn(1, 3, 32, 32, dtype=torch.float16)
     model = resnet20().half()
     arm = build(model, (x,), tmp_path, "arm", target_options={"preset": "cortex-a76"},
                 verify_options=VerifyOptions(samples=1, atol=2e-2, rtol=2e-2))
     assert arm.report["verification"]["passed"]
-    out = arm.run(x)
-    assert out.dtype == torch.float16
-    torch.testing.assert_close(out.float(), model(x).float(), atol=2e-2, rtol=2e-2)
-
-
-def test_deploy_runner_reports_latency(qemu, tmp_path):
-    import numpy as np
-
-    x = torch.randn(1, 3, 32, 32)
-    arm = build(resnet20(), (x,), tmp_path, "arm", verify=False)
+    # the bundle's own runner, as on a board (here under qemu), with its latency option
     np.savez(tmp_path / "in.npz", arg0=x.numpy())
     runner = emulation.EmulatedRunner(arm.output_dir, "model.so")
     proc = subprocess.run(runner.command(str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
-                                         "--repeat", "3"), capture_output=True, text=True)
+                                         "--repeat", "2"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "median" in proc.stdout and "ms over 3 runs" in proc.stdout
-    assert arm.report["verification"] == {"performed": False, "reason": "disabled by the caller"}
+    assert "ms over 2 runs" in proc.stdout
+    out = torch.from_numpy(np.load(tmp_path / "out.npz")["out0"])
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), model(x).float(), atol=2e-2, rtol=2e-2)
 
 
 def test_missing_cross_compiler_names_the_package(tmp_path):
