@@ -25,6 +25,9 @@ class HostOptions:
     # "edgecc": edgecc's default CPU schedule (parallel + vectorizable loop nests);
     # "tvm": TVM's own untuned pipeline, for comparison.
     schedule: Literal["edgecc", "tvm"] = "edgecc"
+    # quantized linears as int8 x int8 -> int32 matmuls (as -t arm64 does) instead of the
+    # float simulation with integer weight storage
+    integer_kernels: bool = False
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
@@ -84,7 +87,7 @@ class HostTarget(Target):
         if bad:
             listed = "; ".join(f"{n} ({op}): {why}" for n, op, why in bad[:10])
             raise LoweringError(f"host target cannot lower {len(bad)} node(s): {listed}")
-        module = lowering.to_relax(program)
+        module = lowering.to_relax(program, integer_kernels=options.integer_kernels)
         target = lowering.llvm_target(options.mcpu or None, options.num_threads or None)
         lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule)
         return [Artifact(LIBRARY, "library",

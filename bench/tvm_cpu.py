@@ -1,0 +1,138 @@
+"""edgecc's TVM CPU artifacts on this machine's x86 CPU (the same machinery as -t arm64, with
+an ``llvm`` host target): fp32 and int8 (w8a8) latency, against PyTorch eager and
+onnxruntime (fp32, and onnxruntime's own int8 QDQ model from quantize_static), 2 threads
+each, median of repeats. Prints a table and writes ``bench/results/tvm_cpu.json``.
+
+    python bench/tvm_cpu.py [--repeats 20] [--models resnet20,mobilenet_v2,bert]
+
+edgecc int8 rows: ``sim`` = float simulation with int8 weight storage (the host default),
+``int`` = integer matmul kernels (``integer_kernels=true``; convolutions stay float). Only
+the untuned default schedule is measured: MetaSchedule tuning (``--tune``) is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.host import THREADS, median_ms, models, onnxruntime_ms  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import edgecc  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def calibration(inputs, n=4):
+    torch.manual_seed(1)
+    out = []
+    for _ in range(n):
+        batch = []
+        for t in inputs:
+            batch.append(torch.randint(0, 30000, t.shape) if t.dtype == torch.long and
+                         t.max() > 1 else (t.clone() if t.dtype == torch.long else
+                                           torch.randn_like(t)))
+        out.append(tuple(batch))
+    return out
+
+
+def ort_int8_ms(module, inputs, calib, repeats):
+    """onnxruntime's own static int8 QDQ model (quantize_static, per-channel weights)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader, QuantFormat, QuantType, quantize_static,
+    )
+
+    with tempfile.TemporaryDirectory() as d:
+        fp32, int8 = os.path.join(d, "m.onnx"), os.path.join(d, "q.onnx")
+        torch.onnx.export(module, inputs, dynamo=True, verbose=False).save(fp32)
+        names = [i.name for i in ort.InferenceSession(fp32).get_inputs()]
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter([{n: t.numpy() for n, t in zip(names, b)} for b in calib])
+
+            def get_next(self):
+                return next(self.it, None)
+
+        quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(int8, opts, providers=["CPUExecutionProvider"])
+        feed = {n: t.numpy() for n, t in zip(names, inputs)}
+        return median_ms(lambda: sess.run(None, feed), repeats)
+
+
+def edgecc_ms(module, inputs, pipeline, calib, repeats, **target_options):
+    with tempfile.TemporaryDirectory() as d:
+        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
+                             calibration=calib, output_dir=os.path.join(d, "o"),
+                             progress=False, target_options={"num_threads": THREADS,
+                                                             **target_options})
+        res.run(*inputs)
+        return median_ms(lambda: res.run(*inputs), repeats)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--models", default="resnet20,mobilenet_v2,bert")
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
+                                                         "tvm_cpu.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    table = models()
+    rows = []
+    for name in args.models.split(","):
+        make, inputs, shape = table[name]
+        module = make().eval()
+        calib = calibration(inputs)
+        q = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
+        with torch.no_grad():
+            row = {"model": name, "input": shape,
+                   "pytorch_eager_ms": median_ms(lambda: module(*inputs), args.repeats),
+                   "onnxruntime_fp32_ms": onnxruntime_ms(module, inputs, args.repeats)[0],
+                   "onnxruntime_int8_ms": ort_int8_ms(module, inputs, calib, args.repeats),
+                   "edgecc_fp32_ms": edgecc_ms(module, inputs, "fold-batchnorm,fuse,dce",
+                                               None, args.repeats),
+                   "edgecc_int8_sim_ms": edgecc_ms(module, inputs, q, calib, args.repeats),
+                   "edgecc_int8_int_ms": edgecc_ms(module, inputs, q, calib, args.repeats,
+                                                   integer_kernels=True)}
+        rows.append(row)
+        print(f"done {name}", file=sys.stderr)
+    cols = ["pytorch_eager_ms", "onnxruntime_fp32_ms", "onnxruntime_int8_ms",
+            "edgecc_fp32_ms", "edgecc_int8_sim_ms", "edgecc_int8_int_ms"]
+    heads = ["eager", "ort fp32", "ort int8", "edgecc fp32", "int8 sim", "int8 int"]
+    print(f"{'model':<14}{'input':<14}" + "".join(f"{h:>13}" for h in heads))
+    for r in rows:
+        print(f"{r['model']:<14}{r['input']:<14}" + "".join(f"{r[c]:>13.2f}" for c in cols))
+    print("ms, median, 2 threads; edgecc untuned (default schedule): tuning is not built yet")
+    result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
+              "threads": THREADS, "repeats": args.repeats, "statistic": "median",
+              "tuned": False, "machine": {"cpu": platform.processor() or platform.machine(),
+                                          "cores": os.cpu_count()},
+              "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,
+                           "onnxruntime": __import__("onnxruntime").__version__,
+                           "tvm": __import__("tvm").__version__, "numpy": np.__version__},
+              "rows": rows}
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
