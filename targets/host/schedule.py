@@ -95,10 +95,15 @@ def _schedule_block(sch: Any, block: Any) -> None:
 ROW_TILES = (8, 4, 2)
 
 
+def _region_dtype(region: Any) -> str:
+    return str(getattr(region.source, "dtype", ""))
+
+
 def _integer_dot(stmt: Any) -> bool:
-    dtypes = {str(r.buffer.dtype) for r in stmt.reads}
+    """int8/uint8 operands accumulated into int32 (an integer dot product)."""
+    dtypes = {_region_dtype(r) for r in stmt.reads}
     return bool(dtypes) and dtypes <= {"int8", "uint8"} and all(
-        str(w.buffer.dtype) == "int32" for w in stmt.writes)
+        _region_dtype(w) == "int32" for w in stmt.writes)
 
 
 def _row_tile(sch: Any, stmt: Any, spatial: list[Any]) -> int:
