@@ -264,6 +264,16 @@ class Program:
             raise ValueError(f"node {node.name} is a {node.op}, not a get_attr")
         return _get_attr(self.graph_module, str(node.target))
 
+    def set_tensor(self, node: fx.Node, value: torch.Tensor) -> None:
+        """Replace the tensor a ``get_attr`` node refers to, keeping its name (and whether
+        it is a parameter or a buffer); every node reading it sees the new value."""
+        *path, leaf = str(node.target).split(".")
+        owner = self.graph_module.get_submodule(".".join(path)) if path else self.graph_module
+        if isinstance(getattr(owner, leaf), torch.nn.Parameter):
+            setattr(owner, leaf, torch.nn.Parameter(value, requires_grad=False))
+        else:
+            owner.register_buffer(leaf, value)
+
     def is_constant(self, node: Any) -> bool:
         return isinstance(node, fx.Node) and node.op == "get_attr"
 

@@ -573,7 +573,7 @@ def remove_units(program: Program, plan: Sequence[tuple[Group, Sequence[int]]]) 
             for axis, idx in axes.items():
                 keep = torch.tensor([i for i in range(t.shape[axis]) if i not in idx])
                 t = t.index_select(axis, keep)
-            _set_tensor(gm, str(node.target), t.contiguous())
+            program.set_tensor(node, t.contiguous())
     for node in program.nodes("call_function"):
         _fix_args(node, removed)
     gm.recompile()
@@ -618,12 +618,3 @@ def _fix_args(node: fx.Node, removed: dict[fx.Node, dict[int, set[int]]]) -> Non
                 raise Unsupported(f"pruning would leave a piece of {node.name} empty")
             node.target = torch.ops.aten.split_with_sizes.default
             node.args = (x, new_sizes, dim)
-
-
-def _set_tensor(gm: torch.nn.Module, target: str, value: torch.Tensor) -> None:
-    *path, leaf = target.split(".")
-    owner = gm.get_submodule(".".join(path)) if path else gm
-    if isinstance(getattr(owner, leaf), torch.nn.Parameter):
-        setattr(owner, leaf, torch.nn.Parameter(value, requires_grad=False))
-    else:
-        owner.register_buffer(leaf, value)

@@ -29,7 +29,6 @@ from typing import Any, Literal
 import torch
 
 from edgecc.pass_base import Pass, PassContext, PassResult
-from edgecc.passes.prune.dependency import _set_tensor
 from edgecc.passes.prune.unstructured import (
     PruneOptions, prunable_weights, prune_weights, select_weights,
 )
@@ -104,7 +103,7 @@ def rigl(program: Program, batches: Sequence[Any], sparsity: float, *, drop_frac
             flat[grow] = True
             with torch.no_grad():
                 value.reshape(-1)[grow] = 0.0  # grown connections start at zero
-            _set_tensor(program.graph_module, str(w.mask.target), flat.reshape(mask.shape))
+            program.set_tensor(w.mask, flat.reshape(mask.shape))
             moved += k
         regrown.append(moved)
 

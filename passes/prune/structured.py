@@ -27,7 +27,6 @@ group); ``round_to`` keeps channel counts a multiple of the vector width.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import math
 from typing import Any, Literal
 
@@ -38,6 +37,7 @@ from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.prune.dependency import Group, Unsupported, build_group, remove_units
 from edgecc.passes.prune.importance import group_scores, rank_units
+from edgecc.passes.prune.patterns import check_patterns, selected
 from edgecc.passes.quantize.layers import check_calibration, find_layers, output_error
 from edgecc.program import Program
 
@@ -100,24 +100,9 @@ def _layer_names(group: Group, names: dict[Any, str]) -> list[str]:
 
 def select_groups(groups: list[Group], names: dict[Any, str], include: tuple[str, ...],
                   exclude: tuple[str, ...], kinds: str) -> list[Group]:
-    every = [n for g in groups for n in _layer_names(g, names)]
-    for kind, patterns in (("include", include), ("exclude", exclude)):
-        for p in patterns:
-            if not any(fnmatch.fnmatchcase(n, p) for n in every):
-                raise OptionError(f"{kind} pattern '{p}' matches no prunable layer (layers are "
-                                  f"named like {', '.join(every[:3])}, ...)")
-    out = []
-    for g in groups:
-        layer_names = _layer_names(g, names)
-        if kinds != "all" and g.kind != kinds:
-            continue
-        if include and not any(fnmatch.fnmatchcase(n, p) for n in layer_names
-                               for p in include):
-            continue
-        if any(fnmatch.fnmatchcase(n, p) for n in layer_names for p in exclude):
-            continue
-        out.append(g)
-    return out
+    check_patterns([n for g in groups for n in _layer_names(g, names)], include, exclude)
+    return [g for g in groups if (kinds == "all" or g.kind == kinds)
+            and selected(_layer_names(g, names), include, exclude)]
 
 
 def units_to_keep(group: Group, remove_fraction: float, round_to: int) -> int:

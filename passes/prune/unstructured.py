@@ -25,15 +25,14 @@ its stats, for targets that run dense kernels.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from typing import Any, Literal
 
 import torch
 import torch.fx as fx
 
-from edgecc.errors import OptionError
 from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
 from edgecc.passes.prune.importance import weight_gradients
+from edgecc.passes.prune.patterns import check_patterns, selected
 from edgecc.passes.quantize.layers import (
     CONV_OPS, LINEAR_OPS, check_calibration, output_error,
 )
@@ -94,14 +93,8 @@ def prunable_weights(program: Program) -> list[PrunableWeight]:
 
 def select_weights(weights: list[PrunableWeight], include: tuple[str, ...],
                    exclude: tuple[str, ...]) -> list[PrunableWeight]:
-    for kind, patterns in (("include", include), ("exclude", exclude)):
-        for p in patterns:
-            if not any(fnmatch.fnmatchcase(w.name, p) for w in weights):
-                raise OptionError(f"{kind} pattern '{p}' matches no prunable layer (layers are "
-                                  f"named like {', '.join(w.name for w in weights[:3])}, ...)")
-    return [w for w in weights
-            if (not include or any(fnmatch.fnmatchcase(w.name, p) for p in include))
-            and not any(fnmatch.fnmatchcase(w.name, p) for p in exclude)]
+    check_patterns([w.name for w in weights], include, exclude)
+    return [w for w in weights if selected([w.name], include, exclude)]
 
 
 def weight_scores(program: Program, weights: list[PrunableWeight], method: str,
@@ -155,9 +148,7 @@ def set_masks(program: Program, weights: list[PrunableWeight], masks: list[torch
         if mask is None:
             continue
         if w.mask is not None:
-            from edgecc.passes.prune.dependency import _set_tensor
-
-            _set_tensor(program.graph_module, str(w.mask.target), mask)
+            program.set_tensor(w.mask, mask)
             w.layer.args[1].args = (w.weight, w.mask, pattern)
             continue
         mnode = program.add_constant(str(w.weight.target) + "_mask", mask, before=w.layer)
