@@ -104,6 +104,15 @@ def parse_key_values(values: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _target_options(args: Any) -> dict[str, Any]:
+    options = parse_key_values(args.target_option, "--target-option")
+    if args.tune is not None:
+        if args.tune < 1:
+            raise EdgeccError(f"--tune {args.tune}: the trial budget must be >= 1")
+        options["tune_trials"] = args.tune
+    return options
+
+
 def type_name(annotation: Any) -> str:
     """``int``, ``one of a|b|c``, ``... or none`` — how an option type reads in `passes`."""
     import typing
@@ -144,7 +153,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         calibration=calibration,
         output_dir=args.output,
         force=args.force,
-        target_options=parse_key_values(args.target_option, "--target-option"),
+        target_options=_target_options(args),
         verify=not args.no_verify,
         check_each_pass=args.check_each_pass,
         dump_ir=args.dump_ir,
@@ -358,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tune", type=int, default=None, metavar="TRIALS",
+                   help="MetaSchedule tuning budget (targets with a tune_trials option); "
+                        "records are cached and reused, so a second compile does not tune")
     p.add_argument("--no-verify", action="store_true", help="skip running the artifact")
     p.add_argument("--check-each-pass", action="store_true",
                    help="check outputs after every pass and name the pass that breaks them")

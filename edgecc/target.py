@@ -100,6 +100,11 @@ class Target:
     def lower(self, program: Program, output_dir: str, options: Any) -> list[Artifact]:
         raise NotImplementedError
 
+    def lowering_report(self, output_dir: str) -> dict[str, Any]:
+        """Extra facts about the last ``lower`` into ``output_dir`` for the manifest's
+        ``lowering`` section (e.g. tuning statistics)."""
+        return {}
+
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Runner:
         raise NotImplementedError(f"target '{self.name}' cannot execute on this machine")
 

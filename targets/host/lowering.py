@@ -185,14 +185,15 @@ def captured_native_stderr() -> Iterator[list[str]]:
 
 
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
-          fcompile: Any = None) -> None:
+          fcompile: Any = None, database: Any = None) -> None:
     """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
-    compiler, when the library is for another machine)."""
+    compiler, when the library is for another machine; with a MetaSchedule ``database``,
+    the kernels it has tuning records for use them — see ``tuning``)."""
     import tvm
 
     from edgecc.targets.host.schedule import pipeline
 
-    relax_pipeline = pipeline(target) if schedule == "edgecc" else "default"
+    relax_pipeline = pipeline(target, database) if schedule == "edgecc" else "default"
     with captured_native_stderr() as log:
         try:
             executable = tvm.compile(module, target=target, relax_pipeline=relax_pipeline)

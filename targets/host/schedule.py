@@ -17,6 +17,7 @@ is a separate, slower path.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 VECTOR = 16
@@ -118,6 +119,13 @@ def _row_tile(sch: Any, stmt: Any, spatial: list[Any]) -> int:
     return next((r for r in ROW_TILES if extent % r == 0), 1)
 
 
+def _is_scheduled(func: Any) -> bool:
+    """Scheduled already: by this pass, or by MetaSchedule's database (tuned kernels)."""
+    attrs = func.attrs or {}
+    return any(key in attrs and bool(attrs[key])
+               for key in ("tir.is_scheduled", "tirx.is_scheduled"))
+
+
 def default_cpu_schedule() -> Any:
     """A module pass applying the schedule above to every unscheduled PrimFunc."""
     import tvm
@@ -127,7 +135,7 @@ def default_cpu_schedule() -> Any:
     def schedule(mod: Any, _ctx: Any) -> Any:
         updates = {}
         for gvar, func in mod.functions.items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs and "tir.is_scheduled" in func.attrs:
+            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
                 continue
             try:
                 updates[gvar] = _schedule_function(func.with_attr("global_symbol", gvar.name_hint))
@@ -140,17 +148,23 @@ def default_cpu_schedule() -> Any:
     return schedule
 
 
-def pipeline(target: Any) -> Any:
-    """TVM's CPU pipeline with the default schedule between legalization and lowering."""
+def pipeline(target: Any, database: Any = None) -> Any:
+    """TVM's CPU pipeline with the default schedule between legalization and lowering;
+    with a MetaSchedule ``database``, kernels it has records for take the tuned schedule
+    and only the others get the default one."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
     @tvm.transform.module_pass(opt_level=0, name="EdgeccCPUPipeline")
     def run(mod: Any, _ctx: Any) -> Any:
-        with target:
+        tuned = []
+        if database is not None:
+            tuned = [tvm.relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+        with target, (database if database is not None else contextlib.nullcontext()):
             seq = tvm.transform.Sequential(
                 cpu_generic.library_dispatch_passes(target)
                 + cpu_generic.legalize_passes(target)
+                + tuned
                 + [default_cpu_schedule()]
                 + cpu_generic.dataflow_lower_passes(target)
                 + cpu_generic.finalize_passes(target)

@@ -28,10 +28,19 @@ class HostOptions:
     # quantized linears as int8 x int8 -> int32 matmuls (as -t arm64 does) instead of the
     # float simulation with integer weight storage
     integer_kernels: bool = False
+    # MetaSchedule trial budget (CLI --tune TRIALS); 0 = no tuning. Records are cached by
+    # kernel and target (tune_cache, default ~/.cache/edgecc/tuning): a kernel tuned before
+    # is not tuned again, so a second compile of the same model only reads the cache.
+    tune_trials: int = 0
+    tune_cache: str = ""
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
             raise ValueError("num_threads must be >= 0")
+        if self.tune_trials < 0:
+            raise ValueError("tune_trials must be >= 0 (0 = no tuning)")
+        if self.tune_trials and self.schedule != "edgecc":
+            raise ValueError("tuning needs schedule=edgecc (untuned kernels fall back to it)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,10 +98,25 @@ class HostTarget(Target):
             raise LoweringError(f"host target cannot lower {len(bad)} node(s): {listed}")
         module = lowering.to_relax(program, integer_kernels=options.integer_kernels)
         target = lowering.llvm_target(options.mcpu or None, options.num_threads or None)
-        lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule)
+        database, how = None, f"{options.schedule} schedule"
+        if options.tune_trials:
+            from edgecc.targets.host.tuning import tune, write_report
+
+            database, stats = tune(module, target, options.tune_trials,
+                                   root=options.tune_cache or None)
+            write_report(output_dir, stats)
+            how = (f"MetaSchedule-tuned ({stats['kernels_with_record']}/{stats['kernels']} "
+                   "kernels), edgecc schedule for the rest")
+        lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule,
+                       database=database)
         return [Artifact(LIBRARY, "library",
                          f"TVM Relax VM executable with weights, llvm {target.attrs['mcpu']}, "
-                         f"{options.schedule} schedule")]
+                         f"{how}")]
+
+    def lowering_report(self, output_dir: str) -> dict[str, Any]:
+        from edgecc.targets.host.tuning import read_report
+
+        return read_report(output_dir)
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         self.require_available()

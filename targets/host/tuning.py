@@ -1,0 +1,185 @@
+"""MetaSchedule tuning for the TVM CPU targets, with a record cache keyed by workload and
+target, so a second compile of the same model does not tune again.
+
+    db, stats = tune(module, target, trials=500)      # tunes only kernels the cache lacks
+    build(module, target, "model.so", database=db)    # lowering.build: tuned where recorded
+
+A *task* is one fused TIR kernel of the legalized module (``fused_matmul_add_relu`` ...); its
+record key is MetaSchedule's structural hash of the kernel (shapes, dtypes, constants
+folded in) plus the target (LLVM CPU, features, thread count). Records live in
+``$EDGECC_TUNE_CACHE`` or ``~/.cache/edgecc/tuning``, one JSON database per target. Kernels
+with a record are taken from the cache; the rest share the trial budget (MetaSchedule's
+gradient task scheduler gives more trials to the kernels that take the most time). Kernels
+that end up without a valid record keep edgecc's default schedule.
+
+Two things make TVM 0.27's tuner usable on a small machine:
+
+* its builder imports every tensor-intrinsic table (CUDA, ROCm, Hexagon: ~35 s of TVMScript
+  parsing) in each worker, and restarts its workers for every batch — ``_build`` below is
+  the same build without that import; and the GPU tables are stubbed in this process
+  (``_skip_gpu_intrinsics``), as CPU schedules never use them;
+* its logs go to files in the cache's ``logs/``, not the terminal; a progress bar counts
+  trials instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import types
+from typing import Any
+
+from edgecc.errors import LoweringError
+
+GPU_INTRINSIC_TABLES = ("cuda", "rocm", "hexagon", "riscv_cpu")
+
+
+def cache_root() -> str:
+    return os.environ.get("EDGECC_TUNE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "edgecc", "tuning")
+
+
+def _skip_gpu_intrinsics() -> None:
+    """Register empty modules for TVM's non-CPU tensor intrinsic tables (see module doc)."""
+    for name in GPU_INTRINSIC_TABLES:
+        full = f"tvm.s_tir.tensor_intrin.{name}"
+        sys.modules.setdefault(full, types.ModuleType(full))
+
+
+def _build(mod: Any, target: Any, _params: Any) -> Any:
+    """MetaSchedule's default_build without importing the tensor-intrinsic tables."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod),
+                     target=target)
+
+
+def target_key(target: Any) -> str:
+    """A short, stable name for a target's records (the JSON of its attributes)."""
+    text = json.dumps(json.loads(str(target)) if str(target).startswith("{") else str(target),
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prepare(module: Any, target: Any) -> Any:
+    """The module as the CPU pipeline sees it before scheduling: legalized, fused kernels."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    with target:
+        return tvm.transform.Sequential(cpu_generic.library_dispatch_passes(target)
+                                        + cpu_generic.legalize_passes(target))(module)
+
+
+def database(target: Any, root: str | None = None) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    directory = os.path.join(root or cache_root(), target_key(target))
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "target.json"), "w") as f:
+        f.write(str(target))
+    return ms.database.JSONDatabase(os.path.join(directory, "workloads.json"),
+                                    os.path.join(directory, "records.json"),
+                                    allow_missing=True), directory
+
+
+class _Progress:
+    """Counts measured trials (a MetaSchedule measure callback) and shows them as a bar."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        from tvm.s_tir.meta_schedule.measure_callback.measure_callback import (
+            _PyMeasureCallback,
+        )
+
+        self.total, self.done, self.bar = total, 0, None
+        if sys.stderr.isatty() if enabled is None else enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="tuning (trials)", file=sys.stderr, leave=False)
+        self.callback = _PyMeasureCallback(self._apply)
+
+    def _apply(self, _scheduler: Any, _task: int, candidates: Any, _built: Any,
+               _ran: Any) -> None:
+        self.done += len(candidates)
+        if self.bar is not None:
+            self.bar.update(max(0, min(self.done, self.total) - self.bar.n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
+         progress: bool | None = None, seed: int | None = 0) -> tuple[Any, dict[str, Any]]:
+    """Tune the kernels of ``module`` (a Relax module, not yet legalized) that have no
+    record for ``target`` yet, with at most ``trials`` measured candidates in all.
+
+    Returns the database (records of every kernel tuned now or before) and statistics for
+    the manifest."""
+    _skip_gpu_intrinsics()
+    from tvm.s_tir import meta_schedule as ms
+
+    start = time.perf_counter()
+    db, directory = database(target, root)
+    prepared = prepare(module, target)
+    tasks = ms.relax_integration.extract_tasks(prepared, target)
+
+    def has_record(task: Any) -> bool:
+        return any(db.query_tuning_record(m, target, task.task_name) is not None
+                   for m in task.dispatched)
+
+    missing = [t for t in tasks if not has_record(t)]
+    stats: dict[str, Any] = {"trials_budget": trials, "kernels": len(tasks),
+                             "from_cache": len(tasks) - len(missing), "tuned_now": 0,
+                             "trials_run": 0, "cache": directory}
+    if missing and trials > 0:
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+        bar = _Progress(trials, progress)
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            missing, work_dir=directory, seed=seed)  # logs in directory/logs
+        builder = ms.builder.LocalBuilder(f_build=_build, initializer=_skip_gpu_intrinsics,
+                                          timeout_sec=60)
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=scratch,
+                              max_trials_global=trials, num_trials_per_iter=max(4, min(64, trials // len(missing))),
+                              builder=builder, database=db,
+                              measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
+                                  "default"), bar.callback])
+            except Exception as exc:  # noqa: BLE001
+                raise LoweringError(f"MetaSchedule tuning failed: {exc}".splitlines()[0]) \
+                    from exc
+            finally:
+                bar.close()
+        stats["tuned_now"] = sum(has_record(t) for t in missing)
+        stats["trials_run"] = bar.done
+    stats["seconds"] = round(time.perf_counter() - start, 2)
+    stats["kernels_with_record"] = sum(has_record(t) for t in tasks)
+    return db, stats
+
+
+REPORT = ".tuning.json"
+
+
+def write_report(output_dir: str, stats: dict[str, Any]) -> None:
+    """Keep ``stats`` beside the artifact until the compiler puts them in the manifest."""
+    with open(os.path.join(output_dir, REPORT), "w") as f:
+        json.dump(stats, f)
+
+
+def read_report(output_dir: str) -> dict[str, Any]:
+    """``{"tuning": stats}`` of the last tuned lowering into ``output_dir`` (and forget
+    them), or ``{}``."""
+    path = os.path.join(output_dir, REPORT)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        stats = json.load(f)
+    os.remove(path)
+    return {"tuning": stats}
