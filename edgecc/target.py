@@ -10,6 +10,8 @@ artifact against the original model. Backend libraries are imported only inside 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -31,6 +33,17 @@ class Availability:
 class Support:
     supported: bool
     reason: str = ""
+
+
+LOWERING_REPORT = ".lowering.json"
+
+
+def save_lowering_report(output_dir: str, report: dict[str, Any]) -> None:
+    """Keep facts about a lowering beside the artifact until the compiler moves them into
+    the manifest (``Target.lowering_report``)."""
+    if report:
+        with open(os.path.join(output_dir, LOWERING_REPORT), "w") as f:
+            json.dump(report, f)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +115,15 @@ class Target:
 
     def lowering_report(self, output_dir: str) -> dict[str, Any]:
         """Extra facts about the last ``lower`` into ``output_dir`` for the manifest's
-        ``lowering`` section (e.g. tuning statistics)."""
-        return {}
+        ``lowering`` section (tuning statistics, integer kernels): what ``lower`` saved with
+        ``save_lowering_report`` (the file is removed: it is not part of the bundle)."""
+        path = os.path.join(output_dir, LOWERING_REPORT)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            report = json.load(f)
+        os.remove(path)
+        return report
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Runner:
         raise NotImplementedError(f"target '{self.name}' cannot execute on this machine")

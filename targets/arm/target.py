@@ -21,7 +21,7 @@ from edgecc.errors import LoweringError
 from edgecc.passes import ApplyMasks, AttentionMaskToAdditive
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program, op_name
-from edgecc.target import Artifact, Availability, Support, Target
+from edgecc.target import Artifact, Availability, Support, Target, save_lowering_report
 from edgecc.targets.arm import emulation
 from edgecc.targets.arm.presets import llvm_spec, resolve
 
@@ -123,9 +123,14 @@ class ArmTarget(Target):
             raise LoweringError(f"arm64 target cannot lower {len(bad)} node(s): {listed}")
         core = resolve(options.preset, options.features, options.mtriple)
         target = tvm.target.Target(llvm_spec(core, options.mtriple, options.num_threads))
-        module = lowering.to_relax(program, integer_kernels=True)
+        from edgecc.targets.host.int8_gemm import isa_for
+
+        integer: dict[str, Any] = {}
+        module = lowering.to_relax(program, integer_kernels=True, isa=isa_for(core.features),
+                                   report=integer)
         lowering.build(module, target, os.path.join(output_dir, LIBRARY), "edgecc",
                        fcompile=cc.cross_compiler(options.cc))
+        save_lowering_report(output_dir, {"integer_kernels": integer} if integer else {})
         shutil.copyfile(os.path.join(os.path.dirname(__file__), RUNNER),
                         os.path.join(output_dir, RUNNER))
         specs = program.input_specs

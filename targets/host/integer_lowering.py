@@ -1,34 +1,46 @@
-"""Integer kernels for quantized linear layers: ``dq(x_q) → linear ← dq(w_q)`` becomes an
-``int8 × int8 → int32`` matmul with a float epilogue, instead of float compute.
+"""Integer kernels for quantized layers: ``dq(x_q) → linear/conv ← dq(w_q)`` (and the
+``quantize`` that follows) become int8 × int8 → int32 products with an integer or float
+epilogue, instead of float compute.
 
 Before (the quantized program, as the simulator runs it)::
 
-    %xq = edgecc.quantize(%x, @sx, @zx, ..., 'int8');  %xd = edgecc.dequantize(%xq, ...)
+    %xd = edgecc.dequantize(%xq, @sx, @zx, ..., 'int8')
     %wd = edgecc.dequantize(@w_q:int8[N,K], @sw[N], 0, 0, 0, 'int8', float32)
-    %y  = aten.linear(%xd, %wd, @b)
+    %y  = edgecc.linear_act(%xd, %wd, @b, 'relu')              # or convolution / conv_act
+    %yq = edgecc.quantize(%y, @sy, @zy, 0, 0, -128, 127, 'int8')
 
 After (Relax)::
 
-    acc = matmul(xq:int8, permute(w_q):int8, out_dtype=int32)     # sdot on +dotprod
-    acc = acc - zx · Σ_k w_q[n, k]                                 # when zx != 0
-    y   = float32(acc) · (sx · sw[n]) + b
+    acc = gemm(xq, pack(w_q))                  # int32; smmla / sdot / widening madd kernels
+    acc = acc - zx · Σ_k w_q[n, k]             # when zx != 0 (convs pad with zx first)
+    # the next op is a quantize and the activation is relu / relu6 / none: all integer
+    acc = acc + round(b / (sx · sw[n]))        # bias in int32
+    yq  = clamp((acc · m[n] + 2^(s[n]-1)) >> s[n] + zy, lo, hi)   # fixed-point requantize
+    # otherwise: float epilogue
+    y   = act(float32(acc) · (sx · sw[n]) + b)
 
-Exact integer accumulation; the epilogue differs from the simulator's float32 sum only by
-rounding, so a following ``quantize`` agrees exactly or within one step. Supported: int8
-activations (per-tensor, any zero point) and symmetric int8 weights (per-tensor or per
-output channel). Anything else — uint8 / 4-bit / blocked weights — runs in float, with a
-warning naming the layer. The reduction loop stays innermost in the schedule so LLVM's
-vectorizer emits ``sdot`` on cores with ``+dotprod``.
+Convolutions are im2col + the same GEMM (groups = 1), or an int8 ``conv2d`` accumulating
+in int32 (depthwise). The requantize multiplier ``sx · sw[n] / sy = m[n] · 2^-s[n]`` has a
+31-bit mantissa; the shift rounds half up, as AArch64's rounding shifts (``SRSHL``) do —
+the simulator rounds half to even, so an output can differ by one step at exact ties (and
+by the int32 bias rounding): the result is within one quantization step, never more.
+
+Supported: int8 activations (per-tensor, any zero point), symmetric int8 weights
+(per-tensor or per output channel). Anything else — uint8 / 4-bit / blocked weights,
+grouped (non-depthwise) or transposed convs, 1-D/3-D convs — runs in float, with a
+warning naming the layer.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch.fx as fx
 
 from edgecc.quant import is_dequantize, is_quantize
+from edgecc.targets.host.int8_gemm import emit_gemm
 
 
 def exported_constants(exported: Any) -> dict[str, np.ndarray]:
@@ -44,71 +56,231 @@ def exported_constants(exported: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _plan(node: fx.Node, importer: Any, constants: dict[str, np.ndarray]
-          ) -> tuple[dict[str, Any] | None, str]:
-    """The integer operands of a quantized linear, or None and why not."""
-    x, w = node.args[0], node.args[1]
-    if not (is_dequantize(x) and is_dequantize(w)):
-        return None, ""
-    if not is_quantize(x.args[0]):
-        return None, "its input is not quantized in the graph"
-    def const(n: Any) -> np.ndarray | None:
-        return constants.get(n.name) if isinstance(n, fx.Node) else None
-
-    sx, zx, sw, zw, wq = (const(a) for a in (x.args[1], x.args[2], w.args[1], w.args[2],
-                                             w.args[0]))
-    if any(v is None for v in (sx, zx, sw, zw, wq)):
-        return None, "scales or weights are not constants"
-    if x.args[5] != "int8" or sx.size != 1:
-        return None, f"activations are {x.args[5]} {'per-tensor' if sx.size == 1 else 'per-axis'}"
-    if w.args[5] != "int8" or w.args[4] or np.any(zw != 0) or (sw.size > 1 and w.args[3] != 0):
-        return None, f"weights are {w.args[5]}, block {w.args[4]}, asymmetric or per-input"
-    return {"xq": x.args[0], "wq": wq.astype(np.int8), "sx": float(sx.reshape(-1)[0]),
-            "zx": int(zx.reshape(-1)[0]), "sw": sw.reshape(-1).astype(np.float32)}, ""
+REQUANT_ACTIVATIONS = (None, "relu", "relu6")
 
 
-def integer_linear(fallback: Any, constants: dict[str, np.ndarray],
-                   notes: list[str]) -> Any:
-    """A converter for ``aten.linear`` / ``edgecc.linear_act`` running quantized layers as
-    integer matmuls (``fallback`` converts everything else; layers that stay in float are
-    appended to ``notes`` and warned about)."""
+class IntegerKernels:
+    """Converters for ``linear`` / ``linear_act`` / ``convolution`` / ``conv_act`` and
+    ``quantize`` sharing what one program's lowering learned (constants, requantized
+    outputs, notes)."""
 
-    def convert(node: fx.Node, importer: Any) -> Any:
+    def __init__(self, constants: dict[str, np.ndarray], isa: str, notes: list[str]):
+        self.constants, self.isa, self.notes = constants, isa, notes
+        self.requantized: dict[fx.Node, Any] = {}  # quantize node → its int8 value
+        self.stats = {"integer_layers": 0, "requantized": 0, "float_layers": 0}
+
+    # -- analysis ---------------------------------------------------------------------
+    def _const(self, n: Any) -> np.ndarray | None:
+        return self.constants.get(n.name) if isinstance(n, fx.Node) else None
+
+    def plan(self, node: fx.Node) -> tuple[dict[str, Any] | None, str]:
+        """The integer operands of a quantized layer, or None and why not."""
+        x, w = node.args[0], node.args[1]
+        if not (is_dequantize(x) and is_dequantize(w)):
+            return None, ""
+        if not is_quantize(x.args[0]):
+            return None, "its input is not quantized in the graph"
+        sx, zx, sw, zw, wq = (self._const(a) for a in (x.args[1], x.args[2], w.args[1],
+                                                         w.args[2], w.args[0]))
+        if any(v is None for v in (sx, zx, sw, zw, wq)):
+            return None, "scales or weights are not constants"
+        if x.args[5] != "int8" or sx.size != 1:
+            return None, (f"activations are {x.args[5]} "
+                          f"{'per-tensor' if sx.size == 1 else 'per-axis'}")
+        if w.args[5] != "int8" or w.args[4] or np.any(zw != 0) or (sw.size > 1
+                                                                   and w.args[3] != 0):
+            return None, (f"weights are {w.args[5]}, block {w.args[4]}, asymmetric or "
+                          "per-input")
+        n_out = wq.shape[0]
+        return {"xq": x.args[0], "wq": wq.astype(np.int8), "sx": float(sx.reshape(-1)[0]),
+                "zx": int(zx.reshape(-1)[0]),
+                "sw": np.broadcast_to(sw.reshape(-1), (n_out,)).astype(np.float64)}, ""
+
+    def requant_target(self, node: fx.Node, act: str | None) -> dict[str, Any] | None:
+        """The ``quantize`` this layer's output goes to, when it can be done in integer."""
+        users = list(node.users)
+        if act not in REQUANT_ACTIVATIONS or len(users) != 1 or not is_quantize(users[0]):
+            return None
+        q = users[0]
+        sy, zy = self._const(q.args[1]), self._const(q.args[2])
+        if sy is None or zy is None or sy.size != 1 or q.args[4] or q.args[7] != "int8":
+            return None
+        return {"node": q, "sy": float(sy.reshape(-1)[0]), "zy": int(zy.reshape(-1)[0]),
+                "qmin": int(q.args[5]), "qmax": int(q.args[6])}
+
+    # -- epilogues --------------------------------------------------------------------
+    def epilogue(self, bb: Any, importer: Any, node: fx.Node, acc: Any, plan: dict[str, Any],
+                 bias: Any, act: str | None, channel_axis: int) -> Any:
+        """Bias, activation and output of an int32 accumulator (``channel_axis`` indexes
+        the output channel)."""
         from tvm import relax
 
-        plan, why = _plan(node, importer, constants)
-        if plan is None:
-            if why:
-                notes.append(f"{node.name}: quantized linear runs in float ({why})")
-            return fallback(node, importer)
-        op, bb = relax.op, importer.block_builder
-        xq = importer.env[plan["xq"]]
-        wq = plan["wq"]
-        acc = bb.emit(op.matmul(xq, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
-        if plan["zx"]:
-            rowsum = wq.astype(np.int64).sum(axis=1).astype(np.int32) * plan["zx"]
-            acc = bb.emit(op.subtract(acc, relax.const(rowsum)))
-        scale = (np.float32(plan["sx"]) * plan["sw"]).astype(np.float32)
-        y = bb.emit(op.multiply(op.astype(acc, "float32"), relax.const(scale)))
-        bias = node.args[2] if len(node.args) > 2 else None
+        op = relax.op
+        rank = len(acc.ty.shape)
+        view = [1] * rank
+        view[channel_axis] = -1
+        acc_scale = plan["sx"] * plan["sw"]  # float64 per output channel
+        target = self.requant_target(node, act)
+        bias_value = self._const(bias) if isinstance(bias, fx.Node) else np.zeros(0)
+        if target is not None and bias_value is not None:
+            multiplier = acc_scale / target["sy"]
+            mantissa, shift = _fixed_point(multiplier)
+            if shift is not None:
+                if bias_value.size:
+                    bias_q = np.round(bias_value.astype(np.float64) / acc_scale)
+                    acc = bb.emit(op.add(acc, relax.const(
+                        bias_q.astype(np.int32).reshape(view))))
+                wide = bb.emit(op.multiply(bb.emit(op.astype(acc, "int64")),
+                                           relax.const(mantissa.reshape(view), "int64")))
+                wide = bb.emit(op.add(wide, relax.const(
+                    (np.int64(1) << (shift - 1)).reshape(view), "int64")))
+                y = bb.emit(op.right_shift(wide, relax.const(shift.reshape(view), "int64")))
+                lo, hi = target["qmin"] - target["zy"], target["qmax"] - target["zy"]
+                if act in ("relu", "relu6"):
+                    lo = max(lo, 0)
+                if act == "relu6":
+                    hi = min(hi, int(round(6.0 / target["sy"])))
+                y = bb.emit(op.clip(y, lo, hi))
+                y = bb.emit(op.add(y, relax.const(target["zy"], "int64")))
+                y = bb.emit(op.astype(y, "int8"))
+                self.requantized[target["node"]] = y
+                self.stats["requantized"] += 1
+                return y
+        y = bb.emit(op.multiply(bb.emit(op.astype(acc, "float32")),
+                                relax.const(acc_scale.astype(np.float32).reshape(view))))
         if isinstance(bias, fx.Node):
-            y = bb.emit(op.add(y, op.astype(importer.env[bias], "float32")))
-        if len(node.args) > 3 and isinstance(node.args[3], str):  # linear_act
+            b = bb.emit(op.astype(importer.env[bias], "float32"))
+            y = bb.emit(op.add(y, bb.emit(op.reshape(b, view))))
+        if act is not None:
             from edgecc.targets.host.lowering import _activation
 
-            y = _activation(bb, y, node.args[3])
+            y = _activation(bb, y, act)
         return y
 
-    return convert
+    # -- converters -------------------------------------------------------------------
+    def linear(self, fallback: Any) -> Any:
+        def convert(node: fx.Node, importer: Any) -> Any:
+            from tvm import relax
+
+            plan, why = self.plan(node)
+            if plan is None:
+                return self._float(node, importer, fallback, why)
+            bb, wq = importer.block_builder, plan["wq"]
+            acc = emit_gemm(bb, importer.env[plan["xq"]], wq, self.isa)
+            if plan["zx"]:
+                rowsum = wq.astype(np.int64).sum(axis=1).astype(np.int32) * plan["zx"]
+                acc = bb.emit(relax.op.subtract(acc, relax.const(rowsum)))
+            act = node.args[3] if len(node.args) > 3 and isinstance(node.args[3], str) else None
+            bias = node.args[2] if len(node.args) > 2 else None
+            self.stats["integer_layers"] += 1
+            return self.epilogue(bb, importer, node, acc, plan, bias, act, -1)
+
+        return convert
+
+    def convolution(self, fallback: Any) -> Any:
+        def convert(node: fx.Node, importer: Any) -> Any:
+            plan, why = self.plan(node)
+            if plan is None:
+                return self._float(node, importer, fallback, why)
+            stride, padding, dilation, transposed, _, groups = node.args[3:9]
+            wq = plan["wq"]
+            if transposed or wq.ndim != 4:
+                return self._float(node, importer, fallback,
+                                   "transposed" if transposed else f"{wq.ndim - 2}-D")
+            if groups != 1 and not (wq.shape[1] == 1):
+                return self._float(node, importer, fallback,
+                                   f"grouped ({groups} groups, not depthwise)")
+            bb = importer.block_builder
+            acc = _conv_int32(bb, importer.env[plan["xq"]], wq, plan["zx"], list(stride),
+                              list(padding), list(dilation), groups, self.isa)
+            act = node.args[9] if len(node.args) > 9 else None
+            self.stats["integer_layers"] += 1
+            return self.epilogue(bb, importer, node, acc, plan, node.args[2], act, 1)
+
+        return convert
+
+    def quantize(self, fallback: Any) -> Any:
+        def convert(node: fx.Node, importer: Any) -> Any:
+            if node in self.requantized:
+                return self.requantized[node]
+            return fallback(node, importer)
+
+        return convert
+
+    def _float(self, node: fx.Node, importer: Any, fallback: Any, why: str) -> Any:
+        if why:
+            self.notes.append(f"{node.name}: quantized {node.target.__name__.split('.')[0]} "
+                              f"runs in float ({why})")
+            self.stats["float_layers"] += 1
+        return fallback(node, importer)
 
 
-def float_convolution(base: Any, notes: list[str]) -> Any:
-    """Convolutions have no integer kernel yet: a quantized one runs in float, noted."""
+def _fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``multiplier = mantissa · 2^-shift`` with a 31-bit mantissa in [2^30, 2^31), per
+    channel (int64 arrays); shift None when a channel cannot be represented (>= 1 or 0)."""
+    mantissas, shifts = [], []
+    for value in multiplier.reshape(-1):
+        if not 0 < value < 1:
+            return np.zeros(0), None
+        frac, exp = math.frexp(float(value))  # value = frac · 2^exp, frac in [0.5, 1)
+        mant = int(round(frac * (1 << 31)))
+        shift = 31 - exp
+        if mant == 1 << 31:
+            mant, shift = mant // 2, shift - 1
+        if shift > 62:
+            return np.zeros(0), None
+        mantissas.append(mant)
+        shifts.append(shift)
+    return np.array(mantissas, np.int64), np.array(shifts, np.int64)
 
-    def convert(node: fx.Node, importer: Any) -> Any:
-        if is_dequantize(node.args[0]) and is_dequantize(node.args[1]):
-            notes.append(f"{node.name}: quantized convolution runs in float (no integer "
-                         "convolution kernel yet)")
-        return base(node, importer)
 
-    return convert
+def _conv_int32(bb: Any, xq: Any, wq: np.ndarray, zx: int, stride: list[int],
+                padding: list[int], dilation: list[int], groups: int, isa: str) -> Any:
+    """int32 ``conv2d(xq - zx, wq)`` (NCHW / OIHW): padding with ``zx`` (the quantized
+    zero), then im2col + GEMM, or ``conv2d`` with int32 accumulation for depthwise."""
+    from tvm import relax
+
+    op = relax.op
+    n, c, h, w = (int(d) for d in xq.ty.shape)
+    oc, cg, kh, kw = wq.shape
+    ph, pw = padding
+    if ph or pw:
+        xq = bb.emit(op.nn.pad(xq, [0, 0, 0, 0, ph, ph, pw, pw], pad_value=float(zx)))
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh = (hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    wsum = wq.reshape(oc, -1).astype(np.int64).sum(axis=1).astype(np.int32) * zx
+    if groups != 1:  # depthwise
+        acc = bb.emit(op.nn.conv2d(xq, relax.const(wq), strides=stride, dilation=dilation,
+                                   groups=groups, out_dtype="int32"))
+    else:
+        cols = []
+        for i in range(kh):
+            for j in range(kw):
+                top, left = i * dilation[0], j * dilation[1]
+                cols.append(op.strided_slice(
+                    xq, axes=[2, 3], begin=[top, left],
+                    end=[top + (oh - 1) * stride[0] + 1, left + (ow - 1) * stride[1] + 1],
+                    strides=stride))
+        cols = [bb.emit(c) for c in cols]
+        patches = bb.emit(op.stack(cols, axis=2))               # [N, C, KH·KW, OH, OW]
+        patches = bb.emit(op.reshape(patches, [n, c * kh * kw, oh * ow]))
+        patches = bb.emit(op.permute_dims(patches, [0, 2, 1]))  # [N, OH·OW, C·KH·KW]
+        acc = emit_gemm(bb, patches, wq.reshape(oc, -1), isa)   # [N, OH·OW, OC]
+        acc = bb.emit(op.permute_dims(acc, [0, 2, 1]))
+        acc = bb.emit(op.reshape(acc, [n, oc, oh, ow]))
+    if zx:
+        acc = bb.emit(op.subtract(acc, relax.const(wsum.reshape(1, oc, 1, 1))))
+    return acc
+
+
+def integer_converters(converters: dict[str, Any], constants: dict[str, np.ndarray],
+                       isa: str, notes: list[str]) -> IntegerKernels:
+    """Replace the layer and quantize converters in ``converters`` (in place)."""
+    kernels = IntegerKernels(constants, isa, notes)
+    for name in ("linear.default", "linear_act.default"):
+        converters[name] = kernels.linear(converters[name])
+    for name in ("convolution.default", "conv_act.default"):
+        converters[name] = kernels.convolution(converters[name])
+    converters["quantize.default"] = kernels.quantize(converters["quantize.default"])
+    return kernels

@@ -116,36 +116,38 @@ def supported_op_names() -> set[str]:
     return set(importer.create_convert_map()) | set(CUSTOM_CONVERTERS)
 
 
-def to_relax(program: Program, *, integer_kernels: bool = False) -> Any:
+def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "generic",
+             report: dict[str, Any] | None = None) -> Any:
     """The program as a Relax ``IRModule`` with weights bound as constants; with
-    ``integer_kernels``, quantized linears become int8 matmuls (``integer_lowering``) and
-    the layers that could not are warned about (``warnings``, naming each)."""
+    ``integer_kernels``, quantized linears and convs become int8 products for ``isa``
+    (``integer_lowering``, ``int8_gemm``) and the layers that could not are warned about
+    (``warnings``, naming each). ``report`` receives the integer-kernel statistics."""
     import warnings
 
+    from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    from edgecc.targets.host.integer_lowering import (
-        exported_constants, float_convolution, integer_linear,
-    )
+    from edgecc.targets.host.integer_lowering import exported_constants, integer_converters
 
     converters = dict(CUSTOM_CONVERTERS)
     exported = widen_fp8_constants(program).export()
     notes: list[str] = []
+    kernels = None
     if integer_kernels:
-        constants = exported_constants(exported)
-        for name in ("linear.default", "linear_act.default"):
-            converters[name] = integer_linear(converters[name], constants, notes)
-        for name in ("convolution.default", "conv_act.default"):
-            converters[name] = float_convolution(converters[name], notes)
+        kernels = integer_converters(converters, exported_constants(exported), isa, notes)
     with captured_native_stderr():
         try:
             module = from_exported_program(
                 exported, custom_convert_map=converters, run_ep_decomposition=False
             )
+            if kernels is not None:  # the float dequantize of what now runs in integer
+                module = relax.transform.DeadCodeElimination()(module)
         except Exception as exc:
             raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
     for note in notes:
         warnings.warn(note, stacklevel=2)
+    if report is not None and kernels is not None:
+        report.update({"isa": isa, **kernels.stats, "float_fallbacks": notes})
     return module
 
 

@@ -13,7 +13,7 @@ from edgecc.errors import LoweringError
 from edgecc.passes import ApplyMasks, AttentionMaskToAdditive
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program, op_name
-from edgecc.target import Artifact, Availability, Support, Target
+from edgecc.target import Artifact, Availability, Support, Target, save_lowering_report
 
 LIBRARY = "model.so"
 
@@ -96,27 +96,28 @@ class HostTarget(Target):
         if bad:
             listed = "; ".join(f"{n} ({op}): {why}" for n, op, why in bad[:10])
             raise LoweringError(f"host target cannot lower {len(bad)} node(s): {listed}")
-        module = lowering.to_relax(program, integer_kernels=options.integer_kernels)
+        report: dict[str, Any] = {}
+        integer: dict[str, Any] = {}
+        module = lowering.to_relax(program, integer_kernels=options.integer_kernels,
+                                   report=integer)
+        if integer:
+            report["integer_kernels"] = integer
         target = lowering.llvm_target(options.mcpu or None, options.num_threads or None)
         database, how = None, f"{options.schedule} schedule"
         if options.tune_trials:
-            from edgecc.targets.host.tuning import tune, write_report
+            from edgecc.targets.host.tuning import tune
 
             database, stats = tune(module, target, options.tune_trials,
                                    root=options.tune_cache or None)
-            write_report(output_dir, stats)
+            report["tuning"] = stats
             how = (f"MetaSchedule-tuned ({stats['kernels_with_record']}/{stats['kernels']} "
                    "kernels), edgecc schedule for the rest")
         lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule,
                        database=database)
+        save_lowering_report(output_dir, report)
         return [Artifact(LIBRARY, "library",
                          f"TVM Relax VM executable with weights, llvm {target.attrs['mcpu']}, "
                          f"{how}")]
-
-    def lowering_report(self, output_dir: str) -> dict[str, Any]:
-        from edgecc.targets.host.tuning import read_report
-
-        return read_report(output_dir)
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         self.require_available()

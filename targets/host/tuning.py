@@ -163,23 +163,3 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
     stats["kernels_with_record"] = sum(has_record(t) for t in tasks)
     return db, stats
 
-
-REPORT = ".tuning.json"
-
-
-def write_report(output_dir: str, stats: dict[str, Any]) -> None:
-    """Keep ``stats`` beside the artifact until the compiler puts them in the manifest."""
-    with open(os.path.join(output_dir, REPORT), "w") as f:
-        json.dump(stats, f)
-
-
-def read_report(output_dir: str) -> dict[str, Any]:
-    """``{"tuning": stats}`` of the last tuned lowering into ``output_dir`` (and forget
-    them), or ``{}``."""
-    path = os.path.join(output_dir, REPORT)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        stats = json.load(f)
-    os.remove(path)
-    return {"tuning": stats}
