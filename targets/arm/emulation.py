@@ -130,16 +130,29 @@ class EmulatedRunner:
                 os.path.join(self.bundle, self.library), *args]
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.run_many([inputs])[0]
+
+    def run_many(self, batches: list[tuple[torch.Tensor, ...]]
+                 ) -> list[tuple[torch.Tensor, ...]]:
+        """Run several input sets in one emulator launch (a launch costs seconds)."""
         with tempfile.TemporaryDirectory() as d:
-            src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
-            np.savez(src, **{f"arg{i}": t.detach().cpu().numpy() for i, t in enumerate(inputs)})
-            proc = subprocess.run(self.command(src, dst), capture_output=True, text=True,
+            files = []
+            for b, inputs in enumerate(batches):
+                src, dst = os.path.join(d, f"in{b}.npz"), os.path.join(d, f"out{b}.npz")
+                np.savez(src, **{f"arg{i}": t.detach().cpu().numpy()
+                                 for i, t in enumerate(inputs)})
+                files += [src, dst]
+            proc = subprocess.run(self.command(*files), capture_output=True, text=True,
                                   timeout=self.timeout)
             if proc.returncode != 0:
                 tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
                 raise LoweringError(f"the aarch64 artifact failed under {QEMU}: {tail}")
-            out = np.load(dst)
-            return tuple(torch.from_numpy(out[f"out{i}"].copy()) for i in range(len(out.files)))
+            results = []
+            for dst in files[1::2]:
+                out = np.load(dst)
+                results.append(tuple(torch.from_numpy(out[f"out{i}"].copy())
+                                     for i in range(len(out.files))))
+            return results
 
 
 def main() -> int:

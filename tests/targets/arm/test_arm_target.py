@@ -30,30 +30,42 @@ def is_aarch64_elf(path):
     return header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183
 
 
-@pytest.mark.parametrize("make,preset", [(resnet20, "cortex-a76"), (mobilenet_v2, "cortex-a53")],
-                         ids=["resnet20", "mobilenet_v2"])
-def test_fp32_cnn_runs_under_qemu_and_matches_host(make, preset, qemu, tmp_path):
+def test_fp32_resnet_under_qemu_matches_host_and_pytorch(qemu, tmp_path):
     x = torch.randn(1, 3, 32, 32)
-    model = make()
-    arm = build(model, (x,), tmp_path, "arm", target_options={"preset": preset})
-    assert arm.report["verification"]["passed"]  # under qemu, against PyTorch, 1e-4
+    model = resnet20()
+    # one qemu launch: the artifact run here instead of compile()'s verification
+    arm = build(model, (x,), tmp_path, "arm", target_options={"preset": "cortex-a76"},
+                verify=False)
     assert is_aarch64_elf(os.path.join(arm.output_dir, "model.so"))
     assert {a["path"] for a in arm.report["artifacts"]} == {"model.so", "run_model.py",
                                                              "README.txt"}
-    if make is resnet20:  # (the host artifact equals PyTorch within 1e-4: tests/targets/host)
-        host = build(model, (x,), tmp_path, "host", target="host")
-        fresh = torch.randn(1, 3, 32, 32)
-        torch.testing.assert_close(arm.run(fresh), host.run(fresh), atol=1e-4, rtol=1e-4)
+    host = build(model, (x,), tmp_path, "host", target="host")
+    fresh = torch.randn(1, 3, 32, 32)
+    out = arm.run(fresh)
+    torch.testing.assert_close(out, host.run(fresh), atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(fresh), atol=1e-4, rtol=1e-4)
+
+
+def test_fp32_mobilenet_v2_verified_under_qemu(qemu, tmp_path):
+    arm = build(mobilenet_v2(), (torch.randn(1, 3, 32, 32),), tmp_path, "arm",
+                target_options={"preset": "cortex-a53"})
+    verification = arm.report["verification"]
+    assert verification["performed"] and verification["passed"]  # vs PyTorch, 1e-4
+    assert verification["max_abs"] <= 1e-4
 
 
 @pytest.mark.slow
 def test_fp32_bert_runs_under_qemu_and_matches_host(qemu, tmp_path):
     inputs = token_inputs()
     model = transformer("bert")
-    arm = build(model, inputs, tmp_path, "arm", target_options={"preset": "neoverse-n1"})
-    assert arm.report["verification"]["passed"]
+    arm = build(model, inputs, tmp_path, "arm", target_options={"preset": "neoverse-n1"},
+                verify=False)
     host = build(model, inputs, tmp_path, "host", target="host")
-    torch.testing.assert_close(arm.run(*inputs), host.run(*inputs), atol=1e-4, rtol=1e-4)
+    out = arm.run(*inputs)
+    torch.testing.assert_close(out, host.run(*inputs), atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(*inputs), atol=1e-4, rtol=1e-4)
 
 
 def test_fp16_program_and_the_deploy_runner(qemu, tmp_path):
@@ -62,8 +74,7 @@ def test_fp16_program_and_the_deploy_runner(qemu, tmp_path):
     x = torch.randn(1, 3, 32, 32, dtype=torch.float16)
     model = resnet20().half()
     arm = build(model, (x,), tmp_path, "arm", target_options={"preset": "cortex-a76"},
-                verify_options=VerifyOptions(samples=1, atol=2e-2, rtol=2e-2))
-    assert arm.report["verification"]["passed"]
+                verify=False)
     # the bundle's own runner, as on a board (here under qemu), with its latency option
     np.savez(tmp_path / "in.npz", arg0=x.numpy())
     runner = emulation.EmulatedRunner(arm.output_dir, "model.so")
