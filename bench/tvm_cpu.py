@@ -3,11 +3,13 @@ an ``llvm`` host target): fp32 and int8 (w8a8) latency, against PyTorch eager an
 onnxruntime (fp32, and onnxruntime's own int8 QDQ model from quantize_static), 2 threads
 each, median of repeats. Prints a table and writes ``bench/results/tvm_cpu.json``.
 
-    python bench/tvm_cpu.py [--repeats 20] [--models resnet20,mobilenet_v2,bert]
+    python bench/tvm_cpu.py [--repeats 20] [--models resnet20,mobilenet_v2,bert] [--tune 200]
 
-edgecc int8 rows: ``sim`` = float simulation with int8 weight storage (the host default),
-``int`` = integer matmul kernels (``integer_kernels=true``; convolutions stay float). Only
-the untuned default schedule is measured: MetaSchedule tuning (``--tune``) is not built yet.
+edgecc columns: ``fp32``; ``int8 sim`` = float simulation with int8 weight storage (the host
+default); ``int8 int`` = integer kernels (``integer_kernels=true``: int8 GEMMs and convs,
+int32 bias, fixed-point requantize — what -t arm64 runs). Each untuned (edgecc's default
+schedule) and, with ``--tune N``, MetaSchedule-tuned with a budget of N trials per compile
+(a fresh record cache per model, so the budget is all the tuning it got).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def ort_int8_ms(module, inputs, calib, repeats):
 
 def edgecc_ms(module, inputs, pipeline, calib, repeats, **target_options):
     with tempfile.TemporaryDirectory() as d:
+        if target_options.get("tune_trials"):
+            target_options["tune_cache"] = os.path.join(d, "tuning")
         res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
                              calibration=calib, output_dir=os.path.join(d, "o"),
                              progress=False, target_options={"num_threads": THREADS,
@@ -89,6 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--models", default="resnet20,mobilenet_v2,bert")
+    parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                        help="also measure MetaSchedule-tuned builds with this trial budget")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "tvm_cpu.json"))
     args = parser.parse_args()
@@ -110,18 +116,29 @@ def main() -> int:
                    "edgecc_int8_sim_ms": edgecc_ms(module, inputs, q, calib, args.repeats),
                    "edgecc_int8_int_ms": edgecc_ms(module, inputs, q, calib, args.repeats,
                                                    integer_kernels=True)}
+            if args.tune:
+                row["edgecc_fp32_tuned_ms"] = edgecc_ms(
+                    module, inputs, "fold-batchnorm,fuse,dce", None, args.repeats,
+                    tune_trials=args.tune)
+                row["edgecc_int8_int_tuned_ms"] = edgecc_ms(
+                    module, inputs, q, calib, args.repeats, integer_kernels=True,
+                    tune_trials=args.tune)
         rows.append(row)
         print(f"done {name}", file=sys.stderr)
     cols = ["pytorch_eager_ms", "onnxruntime_fp32_ms", "onnxruntime_int8_ms",
             "edgecc_fp32_ms", "edgecc_int8_sim_ms", "edgecc_int8_int_ms"]
     heads = ["eager", "ort fp32", "ort int8", "edgecc fp32", "int8 sim", "int8 int"]
+    if args.tune:
+        cols += ["edgecc_fp32_tuned_ms", "edgecc_int8_int_tuned_ms"]
+        heads += ["fp32 tuned", "int8 tuned"]
     print(f"{'model':<14}{'input':<14}" + "".join(f"{h:>13}" for h in heads))
     for r in rows:
         print(f"{r['model']:<14}{r['input']:<14}" + "".join(f"{r[c]:>13.2f}" for c in cols))
-    print("ms, median, 2 threads; edgecc untuned (default schedule): tuning is not built yet")
+    print("ms, median, 2 threads; edgecc untuned = default schedule"
+          + (f"; tuned = MetaSchedule, {args.tune} trials per compile" if args.tune else ""))
     result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
               "threads": THREADS, "repeats": args.repeats, "statistic": "median",
-              "tuned": False, "machine": {"cpu": platform.processor() or platform.machine(),
+              "tune_trials": args.tune, "machine": {"cpu": platform.processor() or platform.machine(),
                                           "cores": os.cpu_count()},
               "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__,

@@ -68,7 +68,7 @@ def _smmla_kernel(m: int, n: int, k: int) -> Any:
     @T.prim_func(s_tir=True)
     def smmla_gemm(a: T.Buffer((m, k), "int8"), w: T.Buffer((n2, k8, 2, 8), "int8"),
                    c: T.Buffer((m, n), "int32")):
-        T.func_attr({"tirx.noalias": True, "tir.is_scheduled": True})
+        T.func_attr({"tirx.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True})
         ap = T.alloc_buffer((m2, k8, 2, 8), "int8")
         tile = T.alloc_buffer((m2, n2, 4), "int32")
         for i in T.parallel(m2):
@@ -102,7 +102,7 @@ def _sdot_kernel(m: int, n: int, k: int) -> Any:
     @T.prim_func(s_tir=True)
     def sdot_gemm(a: T.Buffer((m, k), "int8"), w: T.Buffer((n4, k4, 4, 4), "int8"),
                   c: T.Buffer((m, n), "int32")):
-        T.func_attr({"tirx.noalias": True, "tir.is_scheduled": True})
+        T.func_attr({"tirx.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True})
         ap = T.alloc_buffer((m, kp), "int8")
         tile = T.alloc_buffer((m, n4, 4), "int32")
         for i in T.parallel(m):
@@ -138,7 +138,7 @@ def _generic_kernel(m: int, n: int, k: int) -> Any:
     @T.prim_func(s_tir=True)
     def int8_gemm(a: T.Buffer((m, k), "int8"), w: T.Buffer((n, k), "int8"),
                   c: T.Buffer((m, n), "int32")):
-        T.func_attr({"tirx.noalias": True, "tir.is_scheduled": True})
+        T.func_attr({"tirx.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True})
         for i in T.parallel(m):
             for jb in range(n4):
                 acc = T.decl_buffer((4,), "int32", scope="local")
