@@ -10,6 +10,7 @@ Cache: ``$EDGECC_ARM_CACHE`` or ``~/.cache/edgecc/arm64``; ``READY`` marks a com
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,8 +31,9 @@ PYTHON = "usr/bin/python3.11"
 DEBIAN_PACKAGES = ("libc6", "libstdc++6", "libgcc-s1", "python3.11-minimal",
                    "libpython3.11-minimal", "libpython3.11-stdlib", "zlib1g", "libexpat1",
                    "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libuuid1", "libcrypt1")
+# cloudpickle + psutil: the TVM RPC server (tuning against the emulator, rpc_server below)
 WHEELS = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0", "numpy",
-          "typing_extensions", "ml_dtypes")
+          "typing_extensions", "ml_dtypes", "cloudpickle", "psutil")
 APT_TOOLS = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
              "aarch64-linux-gnu-objdump": "binutils-aarch64-linux-gnu",
              QEMU: "qemu-user-static"}
@@ -46,8 +49,17 @@ def missing_tools() -> list[str]:
     return sorted({pkg for tool, pkg in APT_TOOLS.items() if shutil.which(tool) is None})
 
 
+def _ready_text() -> str:
+    return "debian: " + " ".join(DEBIAN_PACKAGES) + "\nwheels: " + " ".join(WHEELS)
+
+
 def ready() -> bool:
-    return (not missing_tools()) and os.path.exists(os.path.join(cache_dir(), "READY"))
+    """The tools are installed and the cache holds what this version of edgecc fetches."""
+    marker = os.path.join(cache_dir(), "READY")
+    if missing_tools() or not os.path.exists(marker):
+        return False
+    with open(marker) as f:
+        return f.read() == _ready_text()
 
 
 def why_not_ready() -> str:
@@ -55,6 +67,8 @@ def why_not_ready() -> str:
     if tools:
         return f"missing {', '.join(tools)}: apt-get install {' '.join(tools)} (or run " \
                "scripts/setup_arm.sh)"
+    if os.path.exists(os.path.join(cache_dir(), "READY")):
+        return f"the aarch64 runtime in {cache_dir()} is out of date: run scripts/setup_arm.sh"
     return f"no aarch64 runtime in {cache_dir()}: run scripts/setup_arm.sh"
 
 
@@ -71,7 +85,7 @@ def setup() -> str:
         _run(["apt-get", "install", "-y", "-qq", *tools],
              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     root = cache_dir()
-    if os.path.exists(os.path.join(root, "READY")):
+    if ready():
         return root
     os.makedirs(root, exist_ok=True)
     work = tempfile.mkdtemp(dir=root)
@@ -104,7 +118,7 @@ def setup() -> str:
                 shutil.rmtree(target)
             os.replace(os.path.join(work, name), target)
         with open(os.path.join(root, "READY"), "w") as f:
-            f.write("debian: " + " ".join(DEBIAN_PACKAGES) + "\nwheels: " + " ".join(WHEELS))
+            f.write(_ready_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return root
@@ -153,6 +167,63 @@ class EmulatedRunner:
                 results.append(tuple(torch.from_numpy(out[f"out{i}"].copy())
                                      for i in range(len(out.files))))
             return results
+
+
+@contextlib.contextmanager
+def rpc_server(tracker_port: int, key: str, timeout: float = 120) -> Iterator[None]:
+    """A TVM RPC server running under qemu-aarch64, registered with the tracker on
+    127.0.0.1:``tracker_port`` as ``key`` — an emulated board for MetaSchedule's RPC runner.
+
+    The server starts its session workers with ``sys.executable``, an aarch64 binary the
+    kernel cannot exec here: a ``sitecustomize`` points it at a shell wrapper that starts
+    the interpreter under qemu again."""
+    if not ready():
+        raise LoweringError(f"cannot run aarch64 code here: {why_not_ready()}")
+    root = cache_dir()
+    with tempfile.TemporaryDirectory() as d:
+        wrapper = os.path.join(d, "aarch64-python")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec " + " ".join(
+                [QEMU, "-L", os.path.join(root, "sysroot"), "-E",
+                 f"PYTHONPATH={os.path.join(root, 'site')}:{d}", "-E",
+                 "TVM_USE_RUNTIME_LIB=1", os.path.join(root, "sysroot", PYTHON)])
+                + ' "$@"\n')
+        os.chmod(wrapper, 0o755)
+        with open(os.path.join(d, "sitecustomize.py"), "w") as f:
+            f.write(f"import sys\nsys.executable = {wrapper!r}\n")
+        log = open(os.path.join(d, "server.log"), "w+")
+        proc = subprocess.Popen([wrapper, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                 "--port", "9300", "--port-end", "9400", "--tracker",
+                                 f"127.0.0.1:{tracker_port}", "--key", key],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_registered(tracker_port, key, proc, log, timeout)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+
+def _wait_registered(port: int, key: str, proc: Any, log: Any, timeout: float) -> None:
+    import time
+
+    from tvm import rpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            tail = " | ".join(log.read().strip().splitlines()[-2:])
+            raise LoweringError(f"the emulated RPC server exited: {tail}")
+        summary = rpc.connect_tracker("127.0.0.1", port).summary()
+        if any(q.get("free", 0) for k, q in summary.get("queue_info", {}).items() if k == key):
+            return
+        time.sleep(1)
+    raise LoweringError(f"the emulated RPC server did not register within {timeout:.0f} s")
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ Two things make TVM 0.27's tuner usable on a small machine:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -60,10 +61,20 @@ def _build(mod: Any, target: Any, _params: Any) -> Any:
                      target=target)
 
 
-def target_key(target: Any) -> str:
-    """A short, stable name for a target's records (the JSON of its attributes)."""
+def _export_cross(cc: str, mod: Any) -> str:
+    """MetaSchedule's export for another machine: a shared library linked by ``cc``."""
+    from tvm.support import cc as tvm_cc
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    mod.export_library(path, fcompile=tvm_cc.cross_compiler(cc))
+    return path
+
+
+def target_key(target: Any, device: str = "") -> str:
+    """A short, stable name for a target's records: the JSON of its attributes, and the
+    device the kernels were measured on when it is not this machine."""
     text = json.dumps(json.loads(str(target)) if str(target).startswith("{") else str(target),
-                      sort_keys=True)
+                      sort_keys=True) + device
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -77,13 +88,13 @@ def prepare(module: Any, target: Any) -> Any:
                                         + cpu_generic.legalize_passes(target))(module)
 
 
-def database(target: Any, root: str | None = None) -> Any:
+def database(target: Any, root: str | None = None, device: str = "") -> Any:
     from tvm.s_tir import meta_schedule as ms
 
-    directory = os.path.join(root or cache_root(), target_key(target))
+    directory = os.path.join(root or cache_root(), target_key(target, device))
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "target.json"), "w") as f:
-        f.write(str(target))
+        json.dump({"target": str(target), "measured_on": device or "this machine"}, f)
     return ms.database.JSONDatabase(os.path.join(directory, "workloads.json"),
                                     os.path.join(directory, "records.json"),
                                     allow_missing=True), directory
@@ -116,17 +127,19 @@ class _Progress:
 
 
 def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
-         progress: bool | None = None, seed: int | None = 0) -> tuple[Any, dict[str, Any]]:
+         progress: bool | None = None, seed: int | None = 0, runner: Any = "local",
+         cross_cc: str = "", device: str = "") -> tuple[Any, dict[str, Any]]:
     """Tune the kernels of ``module`` (a Relax module, not yet legalized) that have no
     record for ``target`` yet, with at most ``trials`` measured candidates in all.
 
-    Returns the database (records of every kernel tuned now or before) and statistics for
-    the manifest."""
+    Another machine's kernels are linked with ``cross_cc`` and measured by ``runner`` (a
+    MetaSchedule RPC runner); ``device`` names it in the cache key. Returns the database
+    (records of every kernel tuned now or before) and statistics for the manifest."""
     _skip_gpu_intrinsics()
     from tvm.s_tir import meta_schedule as ms
 
     start = time.perf_counter()
-    db, directory = database(target, root)
+    db, directory = database(target, root, device)
     prepared = prepare(module, target)
     tasks = ms.relax_integration.extract_tasks(prepared, target)
 
@@ -135,7 +148,8 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
                    for m in task.dispatched)
 
     missing = [t for t in tasks if not has_record(t)]
-    stats: dict[str, Any] = {"trials_budget": trials, "kernels": len(tasks),
+    stats: dict[str, Any] = {"trials_budget": trials, "measured_on": device or "this machine",
+                             "kernels": len(tasks),
                              "from_cache": len(tasks) - len(missing), "tuned_now": 0,
                              "trials_run": 0, "cache": directory}
     if missing and trials > 0:
@@ -143,13 +157,14 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
         bar = _Progress(trials, progress)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             missing, work_dir=directory, seed=seed)  # logs in directory/logs
-        builder = ms.builder.LocalBuilder(f_build=_build, initializer=_skip_gpu_intrinsics,
-                                          timeout_sec=60)
+        builder = ms.builder.LocalBuilder(
+            f_build=_build, initializer=_skip_gpu_intrinsics, timeout_sec=60,
+            f_export=functools.partial(_export_cross, cross_cc) if cross_cc else None)
         with tempfile.TemporaryDirectory() as scratch:
             try:
                 ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=scratch,
                               max_trials_global=trials, num_trials_per_iter=max(4, min(64, trials // len(missing))),
-                              builder=builder, database=db,
+                              builder=builder, runner=runner, database=db,
                               measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
                                   "default"), bar.callback])
             except Exception as exc:  # noqa: BLE001
