@@ -254,17 +254,19 @@ def _conv_int32(bb: Any, xq: Any, wq: np.ndarray, zx: int, stride: list[int],
         acc = bb.emit(op.nn.conv2d(xq, relax.const(wq), strides=stride, dilation=dilation,
                                    groups=groups, out_dtype="int32"))
     else:
-        cols = []
-        for i in range(kh):
-            for j in range(kw):
-                top, left = i * dilation[0], j * dilation[1]
-                cols.append(op.strided_slice(
-                    xq, axes=[2, 3], begin=[top, left],
-                    end=[top + (oh - 1) * stride[0] + 1, left + (ow - 1) * stride[1] + 1],
-                    strides=stride))
-        cols = [bb.emit(c) for c in cols]
-        patches = bb.emit(op.stack(cols, axis=2))               # [N, C, KH·KW, OH, OW]
-        patches = bb.emit(op.reshape(patches, [n, c * kh * kw, oh * ow]))
+        if kh == kw == 1 and stride == [1, 1]:  # pointwise: the pixels are the rows
+            patches = bb.emit(op.reshape(xq, [n, c, oh * ow]))
+        else:
+            cols = []
+            for i in range(kh):
+                for j in range(kw):
+                    top, left = i * dilation[0], j * dilation[1]
+                    cols.append(bb.emit(op.strided_slice(
+                        xq, axes=[2, 3], begin=[top, left],
+                        end=[top + (oh - 1) * stride[0] + 1, left + (ow - 1) * stride[1] + 1],
+                        strides=stride)))
+            patches = bb.emit(op.stack(cols, axis=2))           # [N, C, KH·KW, OH, OW]
+            patches = bb.emit(op.reshape(patches, [n, c * kh * kw, oh * ow]))
         patches = bb.emit(op.permute_dims(patches, [0, 2, 1]))  # [N, OH·OW, C·KH·KW]
         acc = emit_gemm(bb, patches, wq.reshape(oc, -1), isa)   # [N, OH·OW, OC]
         acc = bb.emit(op.permute_dims(acc, [0, 2, 1]))
