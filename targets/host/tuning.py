@@ -153,7 +153,11 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
                              "from_cache": len(tasks) - len(missing), "tuned_now": 0,
                              "trials_run": 0, "cache": directory}
     if missing and trials > 0:
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+        ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+        ms_logger.setLevel(logging.WARNING)  # the terminal gets warnings; logs/ gets all
+        # MetaSchedule re-lists this logger's handlers by name in a dictConfig and fails on
+        # an unnamed one (left by an earlier tuning in this process, or a test harness)
+        ms_logger.handlers.clear()
         bar = _Progress(trials, progress)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             missing, work_dir=directory, seed=seed)  # logs in directory/logs
