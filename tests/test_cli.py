@@ -199,7 +199,9 @@ def test_calibration_folder_of_npy_files(model_file, tmp_path):
     ("ratio", "ratio must be in [0, 1), got 1.0"),
     ("prune-pattern", "include pattern 'decoder.*' matches no prunable layer"),
 ])
-def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expected):
+def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expected, capsys):
+    """In-process (``edgecc.cli.main``, what the console script calls): the same exit code
+    and stderr as a subprocess, without paying the interpreter start per case."""
     out = tmp_path / "q"
     pipeline = "fold-batchnorm,quantize{scheme=w8a8}"
     calib = tmp_path / "calib.npz"
@@ -228,10 +230,13 @@ def test_bad_quantization_input_fails_cleanly(model_file, tmp_path, case, expect
     args = ["compile", model_file, "-p", pipeline, "-o", str(out), *extra]
     if "-t" not in extra:
         args += ["-t", "host"]
-    r = edgecc_cli(*args)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert expected in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    from edgecc.cli import main
+
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
