@@ -89,6 +89,21 @@ def edgecc_ms(module, inputs, pipeline, calib, repeats, **target_options):
         return median_ms(lambda: res.run(*inputs), repeats)
 
 
+def _write(args, rows):
+    result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
+              "threads": THREADS, "repeats": args.repeats, "statistic": "median",
+              "tune_trials": args.tune, "machine": {"cpu": platform.processor()
+                                                    or platform.machine(),
+                                                    "cores": os.cpu_count()},
+              "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,
+                           "onnxruntime": __import__("onnxruntime").__version__,
+                           "tvm": __import__("tvm").__version__, "numpy": np.__version__},
+              "rows": rows}
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -124,7 +139,8 @@ def main() -> int:
                     module, inputs, q, calib, args.repeats, integer_kernels=True,
                     tune_trials=args.tune)
         rows.append(row)
-        print(f"done {name}", file=sys.stderr)
+        print(f"done {name}: {row}", file=sys.stderr, flush=True)
+        _write(args, rows)  # after each model: a long tuning run keeps what it measured
     cols = ["pytorch_eager_ms", "onnxruntime_fp32_ms", "onnxruntime_int8_ms",
             "edgecc_fp32_ms", "edgecc_int8_sim_ms", "edgecc_int8_int_ms"]
     heads = ["eager", "ort fp32", "ort int8", "edgecc fp32", "int8 sim", "int8 int"]
@@ -136,17 +152,7 @@ def main() -> int:
         print(f"{r['model']:<14}{r['input']:<14}" + "".join(f"{r[c]:>13.2f}" for c in cols))
     print("ms, median, 2 threads; edgecc untuned = default schedule"
           + (f"; tuned = MetaSchedule, {args.tune} trials per compile" if args.tune else ""))
-    result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
-              "threads": THREADS, "repeats": args.repeats, "statistic": "median",
-              "tune_trials": args.tune, "machine": {"cpu": platform.processor() or platform.machine(),
-                                          "cores": os.cpu_count()},
-              "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,
-                           "onnxruntime": __import__("onnxruntime").__version__,
-                           "tvm": __import__("tvm").__version__, "numpy": np.__version__},
-              "rows": rows}
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    _write(args, rows)
     print(f"wrote {args.output}")
     return 0
 

@@ -126,6 +126,25 @@ class _Progress:
             self.bar.close()
 
 
+def _has_reduction(mod: Any) -> bool:
+    """Whether a kernel reduces (matmul, conv, pooling, softmax ...): the kernels tuning
+    pays for. Element-wise and layout kernels keep the default schedule — each task costs
+    a search round of several seconds whatever its size, and they gain little from it."""
+    from tvm import s_tir, tirx
+
+    for func in mod.functions.values():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        try:
+            sch = s_tir.Schedule(func)
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        except Exception:  # noqa: BLE001 - no root block: not a kernel tuning can help
+            continue
+        if any(iv.iter_type == 2 for b in blocks for iv in sch.get(b).iter_vars):
+            return True
+    return False
+
+
 def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
          progress: bool | None = None, seed: int | None = 0, runner: Any = "local",
          cross_cc: str = "", device: str = "") -> tuple[Any, dict[str, Any]]:
@@ -147,6 +166,7 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
         return any(db.query_tuning_record(m, target, task.task_name) is not None
                    for m in task.dispatched)
 
+    tasks = [t for t in tasks if _has_reduction(t.dispatched[0])]
     missing = [t for t in tasks if not has_record(t)]
     stats: dict[str, Any] = {"trials_budget": trials, "measured_on": device or "this machine",
                              "kernels": len(tasks),
