@@ -98,7 +98,43 @@ def _linear(node: fx.Node, importer: Any) -> Any:
     return importer._linear(node)
 
 
+def _attention(node: fx.Node, importer: Any) -> Any:
+    """float32 4-D scaled-dot-product attention as two batched matmuls and a softmax (the
+    matmuls then get the default schedule's register tile; TVM's fused attention kernel
+    is left unscheduled), honouring ``scale`` (which TVM's converter drops) and
+    ``is_causal`` (top-left aligned, as PyTorch). Other forms go to TVM's converter."""
+    import math
+
+    import numpy as np
+    from tvm import relax
+
+    bb, env = importer.block_builder, importer.env
+    q, k, v = (env[a] for a in node.args[:3])
+    arg = lambda i, name, default: (node.args[i] if len(node.args) > i  # noqa: E731
+                                    else node.kwargs.get(name, default))
+    mask, dropout, causal = arg(3, "attn_mask", None), arg(4, "dropout_p", 0.0), \
+        arg(5, "is_causal", False)
+    shapes = [tuple(int(d) for d in t.ty.shape) for t in (q, k, v)]
+    if (q.ty.dtype != "float32" or any(len(s) != 4 for s in shapes) or dropout
+            or node.kwargs.get("enable_gqa") or shapes[0][1] != shapes[1][1]
+            or (mask is not None and env[mask].ty.dtype != "float32")):
+        return importer._scaled_dot_product_attention(node)
+    scale = node.kwargs.get("scale") or 1.0 / math.sqrt(shapes[0][-1])
+    scores = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+    scores = bb.emit(relax.op.multiply(scores, relax.const(scale, "float32")))
+    if mask is not None:
+        scores = bb.emit(relax.op.add(scores, env[mask]))
+    if causal:
+        length, source = shapes[0][2], shapes[1][2]
+        keep = np.tril(np.ones((length, source), dtype=bool))
+        scores = bb.emit(relax.op.add(scores, relax.const(
+            np.where(keep, 0.0, -np.inf).astype("float32"))))
+    probs = bb.emit(relax.op.nn.softmax(scores, axis=-1))
+    return bb.emit(relax.op.matmul(probs, v))
+
+
 CUSTOM_CONVERTERS = {
+    "scaled_dot_product_attention.default": _attention,
     "convolution.default": _accumulate_in_fp32(_convolution),
     "conv_act.default": _accumulate_in_fp32(_conv_act),
     "linear.default": _accumulate_in_fp32(_linear),

@@ -4,15 +4,26 @@ TVM 0.27's CPU pipeline compiles every kernel as naive, single-threaded loop nes
 dlight rules cover only GEMV and reductions). This pass gives every kernel a simple,
 safe shape that LLVM turns into multi-threaded SIMD code:
 
-* reduction blocks (matmul, convolution, pooling): the innermost spatial loop is split by
-  the vector width and moved inside the reduction loops (``C[i, j] += A[i, k] * B[k, j]``
-  becomes a contiguous run of ``j`` per ``k``, which LLVM vectorizes), the outer spatial
-  loops are fused and run in parallel;
+* convolutions and matmuls get a register tile: ``ROWS`` output channels (matmul: rows)
+  x ``COLS`` output rows (convolutions) x ``VECTOR`` contiguous outputs accumulate in a
+  local buffer that LLVM keeps in vector registers across the whole reduction, so every
+  broadcast weight and every loaded input vector serves several multiply-adds::
+
+      before:  for f, y, x, c, ky, kx:  out[f, y, x] += in[c, y+ky, x+kx] * w[f, c, ky, kx]
+      after:   parallel for (f/4, y/2), x/8:
+                   acc[4, 2, 8] = 0                         # 8 vector registers
+                   for c, ky, kx:  acc[:, :, :] += ...      # unrolled 4 x 2, vector of 8
+                   out[...] = relu(acc + bias + residual)   # epilogue fused in the tile
+
+  the element-wise epilogue TVM fused into the kernel (bias, residual add, activation)
+  is applied as the tile is written back, so a fused kernel is one parallel loop;
+* other reduction blocks (pooling, softmax, norms): the innermost spatial loop is split by
+  the vector width and moved inside the reduction loops, the outer loops run in parallel;
 * element-wise blocks: all loops fused, split, outer parallel, inner vectorized.
 
-A kernel the rules cannot schedule is left as TVM built it, so correctness never depends
-on this pass; the compile verification checks outputs either way. Tuning (MetaSchedule)
-is a separate, slower path.
+A kernel the rules cannot schedule is left as TVM built it (a register tile that fails
+falls back to the simpler rule), so correctness never depends on this pass; the compile
+verification checks outputs either way. Tuning (MetaSchedule) is a separate, slower path.
 """
 
 from __future__ import annotations
@@ -26,15 +37,119 @@ VECTOR = 16
 def _schedule_function(func: Any) -> Any:
     from tvm import s_tir
 
-    sch = s_tir.Schedule(func)
+    tiled = None
+    try:
+        tiled = _register_tiled(s_tir.Schedule(func))
+    except Exception:  # noqa: BLE001 - fall back to the per-block rules
+        tiled = None
+    sch = tiled if tiled is not None else s_tir.Schedule(func)
     root = sch.get_sblock("root") if _has_root(sch) else None
     blocks = sch.get_child_blocks(root) if root is not None else []
     for block in blocks:
+        if tiled is not None and _is_tiled(sch, block):
+            continue
         try:
             _schedule_block(sch, block)
         except Exception:  # noqa: BLE001 - leave this block as TVM built it
             continue
     return sch.mod["main"]
+
+
+# The register tile: ROWS x COLS x VECTOR float accumulators (AVX2: 8 ymm registers; NEON:
+# 16 q registers), chosen by measuring ResNet/MobileNet convolutions and BERT matmuls on
+# x86 (bench/tvm_cpu.py). Each axis takes the first factor that divides its extent.
+ROWS = (4, 2)
+COLS = (2,)
+VECTORS = (8, 4)
+MATMUL_ROWS = (4, 2)
+MATMUL_VECTORS = (16, 8, 4)
+TILED = "edgecc_register_tile"
+
+
+def _is_tiled(sch: Any, block: Any) -> bool:
+    return TILED in (sch.get(block).annotations or {})
+
+
+def _pick(extent: int, options: tuple[int, ...]) -> int:
+    return next((o for o in options if extent % o == 0), 1)
+
+
+def _register_tiled(sch: Any) -> Any:
+    """Schedule a kernel whose one reduction is a float convolution or matmul with a register
+    tile (module docstring); None if the kernel is not of that form."""
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    reductions = [b for b in blocks if any(iv.iter_type == 2 for iv in sch.get(b).iter_vars)]
+    if len(reductions) != 1:
+        return None
+    block = reductions[0]
+    stmt = sch.get(block)
+    name = stmt.name_hint
+    conv = "conv" in name
+    if not (conv or "matmul" in name) or _integer_dot(stmt):
+        return None
+    if not all(_region_dtype(r) == "float32" for r in (*stmt.reads, *stmt.writes)):
+        return None
+    # the element-wise epilogue TVM fused after the reduction: inline the chain so one
+    # block (reading the accumulator) remains, then apply it in the tile's write-back
+    after = blocks[blocks.index(block) + 1:]
+    for b in after[:-1]:
+        sch.compute_inline(b)
+    feeding = {sch.get(b).name_hint for b in sch.get_producers(block)}
+    for b in blocks[:blocks.index(block)]:  # e.g. a mask the epilogue adds: into it
+        if sch.get(b).name_hint not in feeding:
+            sch.compute_inline(b)
+    loops = sch.get_loops(block)
+    kinds = [iv.iter_type for iv in stmt.iter_vars]
+    if len(loops) != len(kinds):
+        return None
+    spatial = [lp for lp, k in zip(loops, kinds) if k == 0]
+    reduce = [lp for lp, k in zip(loops, kinds) if k == 2]
+    extent = [int(sch.get(lp).extent) for lp in spatial]
+    kernel = [int(sch.get(lp).extent) for lp in reduce[1:]]
+    if conv and len(spatial) == 4 and kernel == [1, 1] and extent[3] < 16:
+        # a pointwise convolution on a small map is a matmul over (rows x columns)
+        spatial = [spatial[0], spatial[1], sch.fuse(spatial[2], spatial[3])]
+        extent = [extent[0], extent[1], extent[2] * extent[3]]
+        tiles = [1, _pick(extent[1], MATMUL_ROWS), _pick(extent[2], MATMUL_VECTORS)]
+    elif conv and len(spatial) == 4:  # NCHW: tile channels x rows x columns
+        tiles = [1, _pick(extent[1], ROWS), _pick(extent[2], COLS), _pick(extent[3], VECTORS)]
+    elif not conv and len(spatial) >= 2:  # [batch..., rows, columns]
+        tiles = [1] * (len(spatial) - 2) + [_pick(extent[-2], MATMUL_ROWS),
+                                            _pick(extent[-1], MATMUL_VECTORS)]
+    else:
+        return None
+    if tiles[-1] < 4:
+        return None
+    outer, inner = [], []
+    for lp, t in zip(spatial, tiles):
+        o, i = sch.split(lp, factors=[None, t])
+        outer.append(o)
+        inner.append(i)
+    sch.reorder(*outer, *reduce, *inner)
+    accumulator = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(accumulator, outer[-1])
+    epilogue = []
+    for consumer in sch.get_consumers(accumulator):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except Exception:  # noqa: BLE001 - it reads another in-kernel buffer: run it
+            sch.reverse_compute_at(consumer, outer[-1])  # per tile, right after
+            epilogue.append(consumer)
+    parallel = sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0]
+    sch.parallel(parallel)
+    for lp in inner[:-1]:
+        sch.unroll(lp)
+    sch.vectorize(inner[-1])
+    init = sch.decompose_reduction(block, reduce[0])
+    for b in (init, accumulator, *epilogue):
+        tile_loops = sch.get_loops(b)[-len(inner):]
+        for lp in tile_loops[:-1]:
+            sch.unroll(lp)
+        sch.vectorize(tile_loops[-1])
+    for b in (block, init, accumulator, *epilogue):
+        sch.annotate(b, TILED, 1)
+    return sch
 
 
 def _has_root(sch: Any) -> bool:
@@ -86,11 +201,42 @@ def _schedule_block(sch: Any, block: Any) -> None:
         sch.parallel(fused)
         sch.decompose_reduction(block, reduce[0])
         return  # the contiguous inner loop is left to LLVM's loop vectorizer
+    extents = [int(sch.get(lp).extent) for lp in loops]
+    if len(loops) > 1 and (extents[-1] >= 8 or not _same_shapes(stmt)):
+        # rows in parallel, each row's contiguous run vectorized: fusing every loop and
+        # cutting vectors across rows makes each lane recompute a (padded or broadcast)
+        # input index — a gather per element (a pad of 72x34x34 took 7x longer that way)
+        rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+        if _numel(extents) >= SERIAL_BELOW:
+            sch.parallel(rows)
+        width = _pick(extents[-1], (VECTOR, 8))
+        if vectorize and width > 1:
+            _, inner = sch.split(loops[-1], factors=[None, width])
+            sch.vectorize(inner)
+        return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     outer, inner = sch.split(fused, factors=[None, VECTOR])
-    sch.parallel(outer)
+    if _numel(extents) >= SERIAL_BELOW:
+        sch.parallel(outer)
     if vectorize:
         sch.vectorize(inner)
+
+
+def _same_shapes(stmt: Any) -> bool:
+    """Every buffer the block touches has one shape (a plain element-wise op: fused loops
+    index all of them linearly); pads, slices and broadcasts do not."""
+    shapes = {tuple(str(d) for d in r.source.shape) for r in (*stmt.reads, *stmt.writes)}
+    return len(shapes) == 1
+
+
+SERIAL_BELOW = 4096  # elements: smaller element-wise kernels are not worth a thread wake-up
+
+
+def _numel(extents: list[int]) -> int:
+    n = 1
+    for e in extents:
+        n *= e
+    return n
 
 
 ROW_TILES = (8, 4, 2)
@@ -148,6 +294,17 @@ def default_cpu_schedule() -> Any:
     return schedule
 
 
+def kernel_passes(target: Any) -> list[Any]:
+    """Relax -> legalized, fused kernels (what the schedule and the tuner see): fast math,
+    TVM's library dispatch and legalization."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    from edgecc.targets.host.fast_math import fast_math
+
+    return ([fast_math()] + cpu_generic.library_dispatch_passes(target)
+            + cpu_generic.legalize_passes(target))
+
+
 def pipeline(target: Any, database: Any = None) -> Any:
     """TVM's CPU pipeline with the default schedule between legalization and lowering;
     with a MetaSchedule ``database``, kernels it has records for take the tuned schedule
@@ -162,8 +319,7 @@ def pipeline(target: Any, database: Any = None) -> Any:
             tuned = [tvm.relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
         with target, (database if database is not None else contextlib.nullcontext()):
             seq = tvm.transform.Sequential(
-                cpu_generic.library_dispatch_passes(target)
-                + cpu_generic.legalize_passes(target)
+                kernel_passes(target)
                 + tuned
                 + [default_cpu_schedule()]
                 + cpu_generic.dataflow_lower_passes(target)

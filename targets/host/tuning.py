@@ -81,11 +81,11 @@ def target_key(target: Any, device: str = "") -> str:
 def prepare(module: Any, target: Any) -> Any:
     """The module as the CPU pipeline sees it before scheduling: legalized, fused kernels."""
     import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    from edgecc.targets.host.schedule import kernel_passes
 
     with target:
-        return tvm.transform.Sequential(cpu_generic.library_dispatch_passes(target)
-                                        + cpu_generic.legalize_passes(target))(module)
+        return tvm.transform.Sequential(kernel_passes(target))(module)
 
 
 def database(target: Any, root: str | None = None, device: str = "") -> Any:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 
@@ -48,3 +49,32 @@ def test_unsupported_operator_is_named_before_lowering(tmp_path):
         assert "special_zeta" in str(exc) and "no converter" in str(exc)
     else:  # pragma: no cover - TVM gained the op
         raise AssertionError("expected a LoweringError")
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, causal: bool, scale: float | None, masked: bool):
+        super().__init__()
+        self.causal, self.scale, self.masked = causal, scale, masked
+
+    def forward(self, q, k, v):
+        mask = None
+        if self.masked:  # a key-padding mask as models build it: last 3 keys hidden
+            mask = torch.zeros(q.shape[0], 1, q.shape[2], k.shape[2])
+            mask[..., -3:] = float("-inf")
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=self.causal, scale=self.scale)
+
+
+@pytest.mark.parametrize("causal,scale,masked", [(False, None, False), (True, None, False),
+                                                 (False, 0.3, True)])
+def test_attention_lowers_as_matmuls_with_scale_mask_and_causality(tmp_path, causal, scale,
+                                                                   masked):
+    """SDPA becomes two batched matmuls + softmax; an explicit ``scale`` (which TVM's own
+    converter ignores), causal masking and an additive mask give PyTorch's result."""
+    torch.manual_seed(0)
+    m = _Attention(causal, scale, masked).eval()
+    args = tuple(torch.randn(2, 4, 16, 32) for _ in range(3))
+    res = edgecc.compile(m, "host", example_inputs=args, pipeline="",
+                         output_dir=str(tmp_path / "o"))
+    fresh = tuple(torch.randn(2, 4, 16, 32) for _ in range(3))
+    torch.testing.assert_close(res.run(*fresh), m(*fresh), atol=1e-4, rtol=1e-4)
