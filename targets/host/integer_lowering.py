@@ -14,16 +14,17 @@ After (Relax)::
     acc = gemm(xq, pack(w_q))                  # int32; smmla / sdot / widening madd kernels
     acc = acc - zx · Σ_k w_q[n, k]             # when zx != 0 (convs pad with zx first)
     # the next op is a quantize and the activation is relu / relu6 / none: all integer
-    acc = acc + round(b / (sx · sw[n]))        # bias in int32
-    yq  = clamp((acc · m[n] + 2^(s[n]-1)) >> s[n] + zy, lo, hi)   # fixed-point requantize
+    B   = round(b[n] / sy · 2^s[n])            # bias in the int64 product domain
+    yq  = clamp((int64(acc) · m[n] + B + 2^(s[n]-1)) >> s[n] + zy, lo, hi)  # requantize
     # otherwise: float epilogue
     y   = act(float32(acc) · (sx · sw[n]) + b)
 
 Convolutions are im2col + the same GEMM (groups = 1), or an int8 ``conv2d`` accumulating
 in int32 (depthwise). The requantize multiplier ``sx · sw[n] / sy = m[n] · 2^-s[n]`` has a
 31-bit mantissa; the shift rounds half up, as AArch64's rounding shifts (``SRSHL``) do —
-the simulator rounds half to even, so an output can differ by one step at exact ties (and
-by the int32 bias rounding): the result is within one quantization step, never more.
+the simulator rounds half to even, so an output can differ by one step at exact ties: the
+result is within one quantization step, never more. The bias is added in the 64-bit
+product domain (``b / sy · 2^s``), not rounded to the int32 accumulator's unit first.
 
 Supported: int8 activations (per-tensor, any zero point), symmetric int8 weights
 (per-tensor or per output channel). Anything else — uint8 / 4-bit / blocked weights,
@@ -126,14 +127,25 @@ class IntegerKernels:
             multiplier = acc_scale / target["sy"]
             mantissa, shift = _fixed_point(multiplier)
             if shift is not None:
+                # the bias joins in the 64-bit product domain, b / sy · 2^shift: rounding
+                # it to an int32 accumulator unit instead (sx·sw) errs by up to half of
+                # sx·sw/sy output steps — for a depthwise conv between two relu6
+                # (sx = sy) that is sw/2, and it flipped ~2% of outputs by one step
+                rounding = (np.int64(1) << (shift - 1)).astype(np.float64)
                 if bias_value.size:
-                    bias_q = np.round(bias_value.astype(np.float64) / acc_scale)
-                    acc = bb.emit(op.add(acc, relax.const(
-                        bias_q.astype(np.int32).reshape(view))))
+                    wide_bias = np.round(np.broadcast_to(
+                        bias_value.astype(np.float64).reshape(-1), shift.shape)
+                        / target["sy"] * np.ldexp(1.0, shift))
+                    if np.all(np.abs(wide_bias) < 2.0 ** 61):
+                        rounding = rounding + wide_bias
+                    else:  # too large for int64 beside the product: int32 units
+                        bias_q = np.round(bias_value.astype(np.float64) / acc_scale)
+                        acc = bb.emit(op.add(acc, relax.const(
+                            bias_q.astype(np.int32).reshape(view))))
                 wide = bb.emit(op.multiply(bb.emit(op.astype(acc, "int64")),
                                            relax.const(mantissa.reshape(view), "int64")))
                 wide = bb.emit(op.add(wide, relax.const(
-                    (np.int64(1) << (shift - 1)).reshape(view), "int64")))
+                    rounding.astype(np.int64).reshape(view), "int64")))
                 y = bb.emit(op.right_shift(wide, relax.const(shift.reshape(view), "int64")))
                 lo, hi = target["qmin"] - target["zy"], target["qmax"] - target["zy"]
                 if act in ("relu", "relu6"):

@@ -92,8 +92,7 @@ def test_int8_cnn_integer_kernels_under_qemu(make, preset, instruction, qemu, tm
     assert integer["requantized"] > 5  # int32 bias + fixed-point requantize into the next q
     assert found[instruction] > 0
     assert verification["passed"]
-    if make is resnet20:
-        assert verification["max_abs"] <= largest_step(res.program)
+    assert verification["max_abs"] <= largest_step(res.program)
 
 
 def test_layers_without_an_integer_kernel_fall_back_to_float_with_a_warning(tmp_path):
