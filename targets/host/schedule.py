@@ -35,14 +35,21 @@ VECTOR = 16
 
 
 def _schedule_function(func: Any) -> Any:
+    return schedule_kernel(func).mod["main"]
+
+
+def schedule_kernel(kernel: Any) -> Any:
+    """The default schedule of one kernel (a PrimFunc, or an IRModule whose ``main`` is
+    one) as a traced ``s_tir.Schedule`` — its trace is what tuning records as the default
+    candidate (``tuning.tune``)."""
     from tvm import s_tir
 
     tiled = None
     try:
-        tiled = _register_tiled(s_tir.Schedule(func))
+        tiled = _register_tiled(s_tir.Schedule(kernel))
     except Exception:  # noqa: BLE001 - fall back to the per-block rules
         tiled = None
-    sch = tiled if tiled is not None else s_tir.Schedule(func)
+    sch = tiled if tiled is not None else s_tir.Schedule(kernel)
     root = sch.get_sblock("root") if _has_root(sch) else None
     blocks = sch.get_child_blocks(root) if root is not None else []
     for block in blocks:
@@ -52,7 +59,7 @@ def _schedule_function(func: Any) -> Any:
             _schedule_block(sch, block)
         except Exception:  # noqa: BLE001 - leave this block as TVM built it
             continue
-    return sch.mod["main"]
+    return sch
 
 
 # The register tile: ROWS x COLS x VECTOR float accumulators (AVX2: 8 ymm registers; NEON:

@@ -25,6 +25,10 @@ def test_tune_then_reuse_the_cache(tmp_path):
     assert tuning["kernels"] >= 2 and tuning["from_cache"] == 0
     assert tuning["trials_run"] >= 8 and tuning["tuned_now"] >= 1
     assert tuning["kernels_with_record"] == tuning["tuned_now"]
+    # edgecc's default schedule of each kernel was measured and recorded first, so the
+    # record the build uses is never slower than the untuned kernel (as measured)
+    assert tuning["default_measured"] == tuning["kernels"]
+    assert 0 <= tuning["default_kept"] <= tuning["kernels"]
     assert first.report["verification"]["passed"]  # tuned kernels still compute the model
     assert "MetaSchedule-tuned" in first.report["artifacts"][0]["description"]
 
