@@ -9,7 +9,11 @@ edgecc columns: ``fp32``; ``int8 sim`` = float simulation with int8 weight stora
 default); ``int8 int`` = integer kernels (``integer_kernels=true``: int8 GEMMs and convs,
 int32 bias, fixed-point requantize — what -t arm64 runs). Each untuned (edgecc's default
 schedule) and, with ``--tune N``, MetaSchedule-tuned with a budget of N trials per compile
-(a fresh record cache per model, so the budget is all the tuning it got).
+(a fresh record cache per model, so the budget is all the tuning it got; each kernel's
+default schedule is a measured candidate, so tuned is never the tuner's worse pick).
+Every variant is built first, then all are timed in interleaved rounds (per round: a few
+untimed calls, then 10 timed ones, of each), so a slow spell of a shared machine does not
+favour one column.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.host import THREADS, median_ms, models, onnxruntime_ms  # noqa: E402
+from bench.host import THREADS, models  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -48,7 +54,27 @@ def calibration(inputs, n=4):
     return out
 
 
-def ort_int8_ms(module, inputs, calib, repeats):
+def ort_fp32_fn(module, inputs):
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.onnx")
+        torch.onnx.export(module, inputs, dynamo=True, verbose=False).save(path)
+        sess = ort.InferenceSession(path, _ort_options(), providers=["CPUExecutionProvider"])
+    feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
+    return lambda: sess.run(None, feed)
+
+
+def _ort_options():
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def ort_int8_fn(module, inputs, calib):
     """onnxruntime's own static int8 QDQ model (quantize_static, per-channel weights)."""
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -69,15 +95,13 @@ def ort_int8_ms(module, inputs, calib, repeats):
 
         quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(int8, opts, providers=["CPUExecutionProvider"])
-        feed = {n: t.numpy() for n, t in zip(names, inputs)}
-        return median_ms(lambda: sess.run(None, feed), repeats)
+        sess = ort.InferenceSession(int8, _ort_options(), providers=["CPUExecutionProvider"])
+    feed = {n: t.numpy() for n, t in zip(names, inputs)}
+    return lambda: sess.run(None, feed)
 
 
-def edgecc_ms(module, inputs, pipeline, calib, repeats, **target_options):
+def edgecc_fn(module, inputs, pipeline, calib, **target_options):
+    """A compiled edgecc host artifact (loaded once) and what its tuning did, if tuned."""
     with tempfile.TemporaryDirectory() as d:
         if target_options.get("tune_trials"):
             target_options["tune_cache"] = os.path.join(d, "tuning")
@@ -85,13 +109,35 @@ def edgecc_ms(module, inputs, pipeline, calib, repeats, **target_options):
                              calibration=calib, output_dir=os.path.join(d, "o"),
                              progress=False, target_options={"num_threads": THREADS,
                                                              **target_options})
-        res.run(*inputs)
-        return median_ms(lambda: res.run(*inputs), repeats)
+        res.run(*inputs)  # loads the library (a private copy) before the directory goes
+    return (lambda: res.run(*inputs)), res.report.get("lowering", {}).get("tuning")
+
+
+PAUSE_S = 0.3  # between blocks: the previous runtime's threads stop spinning
+
+
+def interleaved_ms(fns, repeats, block=10, warmup=3):
+    """Median latency of each callable, timed in rounds — per round, each one gets
+    ``warmup`` untimed calls then ``block`` timed ones — so a slow spell of a shared machine
+    affects every column alike. (Not one call each per round: the runtimes' thread pools
+    spin after a call, and whichever ran next paid for the previous one's spinning.)"""
+    times = {k: [] for k in fns}
+    for _ in range(max(1, repeats // block)):
+        for k, fn in fns.items():
+            time.sleep(PAUSE_S)
+            for _ in range(warmup):
+                fn()
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _write(args, rows):
     result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
-              "threads": THREADS, "repeats": args.repeats, "statistic": "median",
+              "threads": THREADS, "repeats": args.repeats,
+              "statistic": "median of interleaved rounds",
               "tune_trials": args.tune, "machine": {"cpu": platform.processor()
                                                     or platform.machine(),
                                                     "cores": os.cpu_count()},
@@ -121,23 +167,26 @@ def main() -> int:
         module = make().eval()
         calib = calibration(inputs)
         q = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
+        fp32 = "fold-batchnorm,fuse,dce"
+        tuning = {}
         with torch.no_grad():
-            row = {"model": name, "input": shape,
-                   "pytorch_eager_ms": median_ms(lambda: module(*inputs), args.repeats),
-                   "onnxruntime_fp32_ms": onnxruntime_ms(module, inputs, args.repeats)[0],
-                   "onnxruntime_int8_ms": ort_int8_ms(module, inputs, calib, args.repeats),
-                   "edgecc_fp32_ms": edgecc_ms(module, inputs, "fold-batchnorm,fuse,dce",
-                                               None, args.repeats),
-                   "edgecc_int8_sim_ms": edgecc_ms(module, inputs, q, calib, args.repeats),
-                   "edgecc_int8_int_ms": edgecc_ms(module, inputs, q, calib, args.repeats,
-                                                   integer_kernels=True)}
+            fns = {"pytorch_eager_ms": lambda m=module, i=inputs: m(*i),
+                   "onnxruntime_fp32_ms": ort_fp32_fn(module, inputs),
+                   "onnxruntime_int8_ms": ort_int8_fn(module, inputs, calib),
+                   "edgecc_fp32_ms": edgecc_fn(module, inputs, fp32, None)[0],
+                   "edgecc_int8_sim_ms": edgecc_fn(module, inputs, q, calib)[0],
+                   "edgecc_int8_int_ms": edgecc_fn(module, inputs, q, calib,
+                                                   integer_kernels=True)[0]}
             if args.tune:
-                row["edgecc_fp32_tuned_ms"] = edgecc_ms(
-                    module, inputs, "fold-batchnorm,fuse,dce", None, args.repeats,
-                    tune_trials=args.tune)
-                row["edgecc_int8_int_tuned_ms"] = edgecc_ms(
-                    module, inputs, q, calib, args.repeats, integer_kernels=True,
-                    tune_trials=args.tune)
+                fns["edgecc_fp32_tuned_ms"], tuning["fp32"] = edgecc_fn(
+                    module, inputs, fp32, None, tune_trials=args.tune)
+                fns["edgecc_int8_int_tuned_ms"], tuning["int8_int"] = edgecc_fn(
+                    module, inputs, q, calib, integer_kernels=True, tune_trials=args.tune)
+            row = {"model": name, "input": shape, **interleaved_ms(fns, args.repeats)}
+        if tuning:
+            row["tuning"] = {k: {f: v.get(f) for f in ("kernels", "trials_run",
+                                                      "default_kept", "seconds")}
+                             for k, v in tuning.items() if v}
         rows.append(row)
         print(f"done {name}: {row}", file=sys.stderr, flush=True)
         _write(args, rows)  # after each model: a long tuning run keeps what it measured

@@ -1,5 +1,12 @@
-"""The CLI through a subprocess: commands, --json, and one-line errors with exit code 2."""
+"""The CLI: commands, --json, and one-line errors with exit code 2.
 
+Most cases call ``edgecc.cli.main`` (what the console script runs) in this process with
+stdout / stderr captured — the same exit code and output without paying an interpreter
+start (torch + TVM imports, ~4 s) per call; ``process=True`` runs ``python -m edgecc.cli``
+for the cases about the real process (the round trip's compile, --debug's traceback)."""
+
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -13,9 +20,24 @@ import torch.nn as nn
 import edgecc
 
 
-def edgecc_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgecc.cli", *args], capture_output=True,
-                          text=True, cwd=cwd)
+def edgecc_cli(*args, cwd=None, process=False):
+    if process:
+        return subprocess.run([sys.executable, "-m", "edgecc.cli", *args],
+                              capture_output=True, text=True, cwd=cwd)
+    from edgecc.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        if cwd:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse errors (usage) exit 2
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 class Net(nn.Module):
@@ -41,7 +63,8 @@ def model_file(tmp_path_factory):
 
 def test_compile_run_inspect_round_trip(model_file, tmp_path):
     out = str(tmp_path / "build")
-    r = edgecc_cli("compile", model_file, "-t", "host", "-p", "fold-batchnorm,fuse,dce", "-o", out)
+    r = edgecc_cli("compile", model_file, "-t", "host", "-p", "fold-batchnorm,fuse,dce", "-o", out,
+                   process=True)
     assert r.returncode == 0, r.stderr
     assert "verification: PASSED" in r.stdout and "parameters" in r.stdout
     assert "\x1b" not in r.stderr  # no progress bar when not a terminal
@@ -156,7 +179,8 @@ def test_run_rejects_wrong_inputs(model_file, tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    r = edgecc_cli("--debug", "compile", str(tmp_path / "missing.pt2"), "-o", str(tmp_path / "o"))
+    r = edgecc_cli("--debug", "compile", str(tmp_path / "missing.pt2"), "-o", str(tmp_path / "o"),
+                   process=True)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
