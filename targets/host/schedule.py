@@ -71,6 +71,7 @@ VECTORS = (8, 4)
 MATMUL_ROWS = (4, 2)
 MATMUL_VECTORS = (16, 8, 4)
 TILED = "edgecc_register_tile"
+MAX_UNROLL = 16  # a tile loop is unrolled only up to this extent
 
 
 def _is_tiled(sch: Any, block: Any) -> bool:
@@ -146,13 +147,22 @@ def _register_tiled(sch: Any) -> Any:
     parallel = sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0]
     sch.parallel(parallel)
     for lp in inner[:-1]:
-        sch.unroll(lp)
+        if int(sch.get(lp).extent) <= MAX_UNROLL:
+            sch.unroll(lp)
     sch.vectorize(inner[-1])
     init = sch.decompose_reduction(block, reduce[0])
     for b in (init, accumulator, *epilogue):
-        tile_loops = sch.get_loops(b)[-len(inner):]
+        loops_b = sch.get_loops(b)
+        anchor = sch.get(outer[-1])  # fresh: statements are rebuilt by each primitive
+        # the loops under the tile's outermost serial loop (the write-back keeps only the
+        # non-unit ones, so count from the anchor, not from the end)
+        at = next(i for i, lp in enumerate(loops_b) if sch.get(lp).same_as(anchor))
+        tile_loops = loops_b[at + 1:]
+        if not tile_loops:
+            continue
         for lp in tile_loops[:-1]:
-            sch.unroll(lp)
+            if int(sch.get(lp).extent) <= MAX_UNROLL:
+                sch.unroll(lp)
         sch.vectorize(tile_loops[-1])
     for b in (block, init, accumulator, *epilogue):
         sch.annotate(b, TILED, 1)

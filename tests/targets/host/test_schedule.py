@@ -81,6 +81,13 @@ def test_register_tile_applies_and_matches_pytorch(tmp_path):
     # c1, c2, dw (+ the add of gc), gc, pw, fc; odd is not (2 outputs per row)
     assert len(tiled) >= 5, tiled
     assert any("matmul" in n for n in tiled) and sum("conv2d" in n for n in tiled) >= 4, tiled
+    # each tiled kernel keeps its parallel outer loop; only tile loops (<= 16) are unrolled
+    # (counting the write-back's loops from the end once unrolled a 3072-long outer loop of
+    # a batched attention matmul: LLVM then took minutes on one kernel)
+    for name in tiled:
+        text = scheduled[name].script()
+        assert "T.parallel" in text, name
+        assert not any(f"T.unroll(T.int64({n}))" in text for n in (32, 64, 128, 256)), name
 
     res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
                          output_dir=str(tmp_path / "o"))
@@ -88,3 +95,26 @@ def test_register_tile_applies_and_matches_pytorch(tmp_path):
         torch.manual_seed(100 + seed)
         fresh = torch.randn(2, 3, 16, 16)
         torch.testing.assert_close(res.run(fresh), m(fresh), atol=1e-4, rtol=1e-4)
+
+
+def test_batched_matmul_tile_keeps_the_parallel_loop():
+    """A 4-D (attention-like) matmul: its write-back has fewer loops than the tile has axes
+    (unit tiles vanish); the tile loops are found from the tile's anchor loop."""
+    import tvm
+
+    from edgecc.targets.host.schedule import TILED, kernel_passes
+
+    class Scores(nn.Module):
+        def forward(self, q, k):
+            return torch.relu(torch.matmul(q, k.transpose(-1, -2)))
+
+    q, k = torch.randn(16, 12, 64, 32), torch.randn(16, 12, 64, 32)
+    program = edgecc.trace(Scores().eval(), (q, k))
+    target = lowering.llvm_target(None, None)
+    with target:
+        legal = tvm.transform.Sequential(kernel_passes(target))(lowering.to_relax(program))
+        scheduled = default_cpu_schedule()(legal)
+    texts = [f.script() for _, f in scheduled.functions.items()
+             if isinstance(f, tvm.tirx.PrimFunc) and TILED in f.script()]
+    assert len(texts) == 1
+    assert "T.parallel" in texts[0] and "T.unroll(T.int64(3072))" not in texts[0]
