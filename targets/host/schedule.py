@@ -279,7 +279,7 @@ def _row_tile(sch: Any, stmt: Any, spatial: list[Any]) -> int:
         extent = int(sch.get(spatial[-2]).extent)
     except Exception:  # noqa: BLE001 - symbolic extent
         return 1
-    return next((r for r in ROW_TILES if extent % r == 0), 1)
+    return _pick(extent, ROW_TILES)
 
 
 def _is_scheduled(func: Any) -> bool:
