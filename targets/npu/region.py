@@ -1,0 +1,270 @@
+"""An NPU region: a small int8 dataflow graph with TFLite semantics.
+
+A region is what one NPU call executes: int8 per-tensor activations (NHWC), symmetric int8
+weights (per-channel or per-tensor), int32 bias, and the ops an Ethos-U-class NPU runs —
+conv2d, depthwise_conv2d, fully_connected, add, mul, avg_pool2d, max_pool2d, reshape — each
+with a fused clamp (``activation``: NONE, RELU, RELU6, RELU_N1_TO_1). The same object is
+simulated bit-exactly (``simulator.py``), written as a ``.tflite`` (``tflite_writer.py``) and
+compiled by Vela (``vela_compile.py``).
+
+Layouts follow TFLite: conv weights OHWI, depthwise weights 1HW(C*multiplier), fully connected
+weights (O, I). ``RegionBuilder`` adds ops and infers output shapes::
+
+    b = RegionBuilder("r0")
+    x = b.input("x", (1, 16, 16, 8), scale=0.05, zero_point=-3)
+    y = b.conv2d(x, w, bias, w_scales, out_scale=0.1, out_zero_point=2, stride=1,
+                 padding="SAME", activation="RELU")
+    region = b.build(outputs=[y])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "mul", "avg_pool2d",
+            "max_pool2d", "reshape")
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+PADDINGS = ("SAME", "VALID")
+
+
+@dataclasses.dataclass(frozen=True)
+class Quant:
+    """Affine quantization real = scale * (q - zero_point); per-channel along ``axis``."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # "int8" | "int32"
+    quant: Quant | None = None
+    data: np.ndarray | None = None  # set for constants (weights, bias, reshape shape)
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RegionOp:
+    kind: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Region:
+    name: str
+    tensors: Mapping[str, TensorSpec]
+    ops: tuple[RegionOp, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def macs(self) -> int:
+        """Multiply-accumulates of the region's conv/FC ops (what the NPU's MAC array does)."""
+        total = 0
+        for op in self.ops:
+            out = self.tensors[op.outputs[0]].shape
+            w = self.tensors[op.inputs[1]].shape if len(op.inputs) > 1 else ()
+            if op.kind == "conv2d":
+                total += math.prod(out) * w[1] * w[2] * w[3]
+            elif op.kind == "depthwise_conv2d":
+                total += math.prod(out) * w[1] * w[2]
+            elif op.kind == "fully_connected":
+                total += math.prod(out) * w[1]
+        return total
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
+    effective = (kernel - 1) * dilation + 1
+    if padding == "SAME":
+        return (size + stride - 1) // stride
+    return (size - effective + stride) // stride
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding TFLite applies for SAME (the odd element goes after)."""
+    effective = (kernel - 1) * dilation + 1
+    out = conv_output_size(size, kernel, stride, dilation, "SAME")
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+class RegionBuilder:
+    """Builds a ``Region`` op by op; every method returns the name of the op's output."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._tensors: dict[str, TensorSpec] = {}
+        self._ops: list[RegionOp] = []
+        self._inputs: list[str] = []
+
+    # tensors ---------------------------------------------------------------------------
+    def _add(self, spec: TensorSpec) -> str:
+        if spec.name in self._tensors:
+            raise ValueError(f"region {self.name}: tensor {spec.name!r} defined twice")
+        self._tensors[spec.name] = spec
+        return spec.name
+
+    def _fresh(self, stem: str) -> str:
+        i = len(self._tensors)
+        while f"{stem}_{i}" in self._tensors:
+            i += 1
+        return f"{stem}_{i}"
+
+    def input(self, name: str, shape: Sequence[int], scale: float, zero_point: int = 0) -> str:
+        self._inputs.append(name)
+        return self._add(TensorSpec(name, tuple(int(s) for s in shape), "int8",
+                                    Quant((float(scale),), (int(zero_point),))))
+
+    def _activation(self, shape, scale, zero_point, name=None) -> str:
+        return self._add(TensorSpec(name or self._fresh("t"), tuple(shape), "int8",
+                                    Quant((float(scale),), (int(zero_point),))))
+
+    def _weights(self, w: np.ndarray, scales: Sequence[float] | float, axis: int) -> str:
+        w = np.asarray(w)
+        if w.dtype != np.int8:
+            raise TypeError(f"weights must be int8, got {w.dtype}")
+        scales = tuple(float(s) for s in np.atleast_1d(np.asarray(scales, dtype=np.float32)))
+        if len(scales) not in (1, w.shape[axis]):
+            raise ValueError(f"{len(scales)} weight scales for {w.shape[axis]} channels")
+        return self._add(TensorSpec(self._fresh("w"), w.shape, "int8",
+                                    Quant(scales, (0,) * len(scales), axis), data=w))
+
+    def _bias(self, bias: np.ndarray | None, channels: int, in_scale: float,
+              w_scales: tuple[float, ...]) -> str:
+        b = np.zeros(channels, np.int32) if bias is None else np.asarray(bias)
+        if b.dtype != np.int32 or b.shape != (channels,):
+            raise TypeError(f"bias must be int32 of shape ({channels},), got {b.dtype} {b.shape}")
+        scales = tuple(float(np.float32(in_scale) * np.float32(s)) for s in w_scales)
+        return self._add(TensorSpec(self._fresh("b"), b.shape, "int32",
+                                    Quant(scales, (0,) * len(scales)), data=b))
+
+    def _quant(self, name: str) -> Quant:
+        q = self._tensors[name].quant
+        assert q is not None
+        return q
+
+    def _op(self, kind, inputs, output, **attrs) -> str:
+        activation = attrs.get("activation", "NONE")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {ACTIVATIONS}")
+        if attrs.get("padding", "SAME") not in PADDINGS:
+            raise ValueError(f"padding {attrs['padding']!r} is not one of {PADDINGS}")
+        self._ops.append(RegionOp(kind, tuple(inputs), (output,), attrs))
+        return output
+
+    # ops -------------------------------------------------------------------------------
+    def conv2d(self, x: str, w: np.ndarray, bias: np.ndarray | None, w_scales, out_scale: float,
+               out_zero_point: int = 0, stride=1, padding="SAME", dilation=1,
+               activation="NONE", name: str | None = None) -> str:
+        n, h, wd, c = self._tensors[x].shape
+        o, kh, kw, ci = np.shape(w)
+        if ci != c:
+            raise ValueError(f"conv2d weights take {ci} input channels, {x!r} has {c}")
+        (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+        wt = self._weights(w, w_scales, axis=0)
+        bt = self._bias(bias, o, self._quant(x).scale[0], self._quant(wt).scale)
+        shape = (n, conv_output_size(h, kh, sh, dh, padding),
+                 conv_output_size(wd, kw, sw, dw, padding), o)
+        y = self._activation(shape, out_scale, out_zero_point, name)
+        return self._op("conv2d", (x, wt, bt), y, stride=(sh, sw), dilation=(dh, dw),
+                        padding=padding, activation=activation)
+
+    def depthwise_conv2d(self, x: str, w: np.ndarray, bias: np.ndarray | None, w_scales,
+                         out_scale: float, out_zero_point: int = 0, stride=1, padding="SAME",
+                         dilation=1, depth_multiplier=1, activation="NONE",
+                         name: str | None = None) -> str:
+        n, h, wd, c = self._tensors[x].shape
+        one, kh, kw, oc = np.shape(w)
+        if one != 1 or oc != c * depth_multiplier:
+            raise ValueError(f"depthwise weights must be (1, KH, KW, {c * depth_multiplier})")
+        (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+        wt = self._weights(w, w_scales, axis=3)
+        bt = self._bias(bias, oc, self._quant(x).scale[0], self._quant(wt).scale)
+        shape = (n, conv_output_size(h, kh, sh, dh, padding),
+                 conv_output_size(wd, kw, sw, dw, padding), oc)
+        y = self._activation(shape, out_scale, out_zero_point, name)
+        return self._op("depthwise_conv2d", (x, wt, bt), y, stride=(sh, sw),
+                        dilation=(dh, dw), padding=padding, depth_multiplier=depth_multiplier,
+                        activation=activation)
+
+    def fully_connected(self, x: str, w: np.ndarray, bias: np.ndarray | None, w_scales,
+                        out_scale: float, out_zero_point: int = 0, activation="NONE",
+                        name: str | None = None) -> str:
+        shape = self._tensors[x].shape
+        o, i = np.shape(w)
+        if shape[-1] != i:
+            raise ValueError(f"fully_connected weights take {i} inputs, {x!r} has {shape[-1]}")
+        wt = self._weights(w, w_scales, axis=0)
+        bt = self._bias(bias, o, self._quant(x).scale[0], self._quant(wt).scale)
+        rows = math.prod(shape[:-1])
+        y = self._activation((rows, o), out_scale, out_zero_point, name)
+        return self._op("fully_connected", (x, wt, bt), y, activation=activation)
+
+    def _binary(self, kind, a, b, out_scale, out_zero_point, activation, name) -> str:
+        shape = np.broadcast_shapes(self._tensors[a].shape, self._tensors[b].shape)
+        y = self._activation(shape, out_scale, out_zero_point, name)
+        return self._op(kind, (a, b), y, activation=activation)
+
+    def add(self, a: str, b: str, out_scale: float, out_zero_point: int = 0,
+            activation="NONE", name: str | None = None) -> str:
+        return self._binary("add", a, b, out_scale, out_zero_point, activation, name)
+
+    def mul(self, a: str, b: str, out_scale: float, out_zero_point: int = 0,
+            activation="NONE", name: str | None = None) -> str:
+        return self._binary("mul", a, b, out_scale, out_zero_point, activation, name)
+
+    def _pool(self, kind, x, kernel, stride, padding, activation, name) -> str:
+        n, h, w, c = self._tensors[x].shape
+        (kh, kw), (sh, sw) = _pair(kernel), _pair(stride)
+        q = self._quant(x)  # TFLite int8 pools keep the input's quantization
+        shape = (n, conv_output_size(h, kh, sh, 1, padding),
+                 conv_output_size(w, kw, sw, 1, padding), c)
+        y = self._activation(shape, q.scale[0], q.zero_point[0], name)
+        return self._op(kind, (x,), y, kernel=(kh, kw), stride=(sh, sw), padding=padding,
+                        activation=activation)
+
+    def avg_pool2d(self, x: str, kernel, stride=None, padding="VALID", activation="NONE",
+                   name: str | None = None) -> str:
+        return self._pool("avg_pool2d", x, kernel, stride or kernel, padding, activation, name)
+
+    def max_pool2d(self, x: str, kernel, stride=None, padding="VALID", activation="NONE",
+                   name: str | None = None) -> str:
+        return self._pool("max_pool2d", x, kernel, stride or kernel, padding, activation, name)
+
+    def reshape(self, x: str, shape: Sequence[int], name: str | None = None) -> str:
+        src = self._tensors[x]
+        shape = tuple(int(s) for s in shape)
+        if math.prod(shape) != math.prod(src.shape):
+            raise ValueError(f"cannot reshape {src.shape} to {shape}")
+        st = self._add(TensorSpec(self._fresh("shape"), (len(shape),), "int32",
+                                  data=np.asarray(shape, np.int32)))
+        q = self._quant(x)
+        y = self._activation(shape, q.scale[0], q.zero_point[0], name)
+        return self._op("reshape", (x, st), y, new_shape=shape)
+
+    def build(self, outputs: Sequence[str]) -> Region:
+        for o in outputs:
+            if o not in self._tensors:
+                raise ValueError(f"region {self.name}: unknown output {o!r}")
+        return Region(self.name, dict(self._tensors), tuple(self._ops), tuple(self._inputs),
+                      tuple(outputs))

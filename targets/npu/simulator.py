@@ -1,0 +1,239 @@
+"""Integer reference simulator of NPU regions (numpy, bit-exact with TFLite's int8 kernels).
+
+This is the arithmetic an Ethos-U performs and what the LiteRT interpreter's reference
+kernels compute: int32 accumulation of (x - x_zp) * w, int32 bias, requantization by a Q31
+multiplier and shift (``quantize_multiplier``, from Vela's own ``quantise_scale``) through
+``SaturatingRoundingDoublingHighMul`` and a rounding right shift, output zero point, clamp.
+It differs from float quantize/dequantize rounding by up to one LSB, which is why it exists:
+a region compiled for the NPU is checked against this, not against fake-quant.
+
+``simulate(region, {name: int8 array})`` returns ``{output name: int8 array}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from edgecc.targets.npu.region import Region, RegionOp, TensorSpec, same_padding
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT8_MIN, INT8_MAX = -128, 127
+
+
+# fixed-point primitives (gemmlowp / TFLite), vectorised over int64 arrays ------------------
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """A positive real scale as (Q31 multiplier, TFLite shift): real ~= m * 2^(shift - 31).
+
+    Vela's ``quantise_scale`` gives the right shift the NPU applies (31 - shift here); a
+    significand that rounds up to 2^31 is renormalised as TFLite's ``QuantizeMultiplier`` does.
+    """
+    from ethosu.vela.scaling import quantise_scale
+
+    if real <= 0.0:
+        return 0, 0
+    multiplier, right_shift = quantise_scale(float(real))
+    if multiplier == 0:
+        return 0, 0
+    shift = 31 - right_shift
+    if multiplier == 1 << 31:
+        multiplier, shift = multiplier // 2, shift + 1
+    return int(multiplier), int(shift)
+
+
+def _wrap_int32(x: np.ndarray) -> np.ndarray:
+    return ((x.astype(np.int64) + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: int) -> np.ndarray:
+    """(a * b * 2 + 2^31) / 2^32 with C truncating division; saturates INT32_MIN * INT32_MIN."""
+    a = np.asarray(a, np.int64)
+    ab = a * np.int64(b)
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    s = ab + nudge
+    high = np.where(s >= 0, s >> 31, -((-s) >> 31))  # truncating division by 2^31
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    return np.where(overflow, np.int64(INT32_MAX), high)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
+    """x / 2^exponent rounded to nearest, ties away from zero (gemmlowp RoundingDivideByPOT)."""
+    x = np.asarray(x, np.int64)
+    if exponent == 0:
+        return x
+    mask = np.int64((1 << exponent) - 1)
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0).astype(np.int64)
+    return (x >> exponent) + (remainder > threshold).astype(np.int64)
+
+
+def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding): left shift, SRDHM, right shift."""
+    left, right = max(shift, 0), max(-shift, 0)
+    shifted = _wrap_int32(np.asarray(x, np.int64) << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def requantize_per_channel(acc: np.ndarray, real_scales: np.ndarray) -> np.ndarray:
+    """Requantize an int32 accumulator whose last axis is the channel axis."""
+    out = np.empty_like(acc, dtype=np.int64)
+    for c, s in enumerate(real_scales):
+        m, sh = quantize_multiplier(float(s))
+        out[..., c] = multiply_by_quantized_multiplier(acc[..., c], m, sh)
+    return out
+
+
+def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
+    """TFLite ``CalculateActivationRangeQuantized`` for int8 (float32 division, round half away)."""
+    def q(v: float) -> int:
+        r = np.float32(v) / np.float32(scale)
+        return zero_point + int(np.sign(r) * np.floor(np.abs(r) + np.float32(0.5)))
+
+    lo, hi = INT8_MIN, INT8_MAX
+    if activation == "RELU":
+        lo = max(lo, q(0.0))
+    elif activation == "RELU6":
+        lo, hi = max(lo, q(0.0)), min(hi, q(6.0))
+    elif activation == "RELU_N1_TO_1":
+        lo, hi = max(lo, q(-1.0)), min(hi, q(1.0))
+    return lo, hi
+
+
+# ops ----------------------------------------------------------------------------------------
+def _windows(x: np.ndarray, kernel, stride, dilation, padding, pad_value) -> tuple[np.ndarray,
+                                                                                 np.ndarray]:
+    """(N, OH, OW, KH, KW, C) windows of an NHWC array and a mask of in-bounds taps."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    if padding == "SAME":
+        (pt, pb), (pl, pr) = same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw)
+    else:
+        pt = pb = pl = pr = 0
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    valid = np.pad(np.ones((h, w), bool), ((pt, pb), (pl, pr)), constant_values=False)
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    oh, ow = (xp.shape[1] - eh) // sh + 1, (xp.shape[2] - ew) // sw + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(1, 2))
+    win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :, ::dh, ::dw]
+    vwin = np.lib.stride_tricks.sliding_window_view(valid, (eh, ew))
+    vwin = vwin[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
+    return win.transpose(0, 1, 2, 4, 5, 3), vwin  # win: N, OH, OW, KH, KW, C
+
+
+def _finish(acc: np.ndarray, real_scales, out: TensorSpec, activation: str) -> np.ndarray:
+    zp = out.quant.zero_point[0]
+    y = requantize_per_channel(acc, np.broadcast_to(real_scales, (acc.shape[-1],))) + zp
+    lo, hi = activation_range(activation, out.quant.scale[0], zp)
+    return np.clip(y, lo, hi).astype(np.int8)
+
+
+def _conv_scales(x: TensorSpec, w: TensorSpec, y: TensorSpec) -> np.ndarray:
+    # TFLite: double(input_scale) * double(filter_scale[c]) / double(output_scale), each a float32
+    return (np.float64(np.float32(x.quant.scale[0])) * np.float32(w.quant.scale).astype(np.float64)
+            / np.float64(np.float32(y.quant.scale[0])))
+
+
+def conv2d(x, w, b, xs: TensorSpec, ws: TensorSpec, ys: TensorSpec, attrs) -> np.ndarray:
+    xo = x.astype(np.int64) - xs.quant.zero_point[0]  # padding contributes (zp - zp) = 0
+    win, _ = _windows(xo, w.shape[1:3], attrs["stride"], attrs["dilation"], attrs["padding"], 0)
+    acc = np.einsum("nhwijc,oijc->nhwo", win, w.astype(np.int64), optimize=True)
+    return _finish(acc + b.astype(np.int64), _conv_scales(xs, ws, ys), ys, attrs["activation"])
+
+
+def depthwise_conv2d(x, w, b, xs, ws, ys, attrs) -> np.ndarray:
+    m = attrs.get("depth_multiplier", 1)
+    xo = x.astype(np.int64) - xs.quant.zero_point[0]
+    win, _ = _windows(xo, w.shape[1:3], attrs["stride"], attrs["dilation"], attrs["padding"], 0)
+    win = np.repeat(win, m, axis=-1)  # output channel c*m + j reads input channel c
+    acc = np.einsum("nhwijc,ijc->nhwc", win, w[0].astype(np.int64), optimize=True)
+    return _finish(acc + b.astype(np.int64), _conv_scales(xs, ws, ys), ys, attrs["activation"])
+
+
+def fully_connected(x, w, b, xs, ws, ys, attrs) -> np.ndarray:
+    xo = x.reshape(-1, w.shape[1]).astype(np.int64) - xs.quant.zero_point[0]
+    acc = xo @ w.astype(np.int64).T + b.astype(np.int64)
+    return _finish(acc, _conv_scales(xs, ws, ys), ys, attrs["activation"])
+
+
+def add(a, b, as_: TensorSpec, bs: TensorSpec, ys: TensorSpec, attrs) -> np.ndarray:
+    """TFLite int8 ADD: both inputs rescaled to a common 2^20-scaled domain, summed, rescaled."""
+    left_shift = 20
+    sa, sb = (np.float64(np.float32(t.quant.scale[0])) for t in (as_, bs))
+    sy = np.float64(np.float32(ys.quant.scale[0]))
+    twice_max = 2.0 * max(sa, sb)
+    ma, sha = quantize_multiplier(sa / twice_max)
+    mb, shb = quantize_multiplier(sb / twice_max)
+    my, shy = quantize_multiplier(twice_max / ((1 << left_shift) * sy))
+    xa = (a.astype(np.int64) - as_.quant.zero_point[0]) << left_shift
+    xb = (b.astype(np.int64) - bs.quant.zero_point[0]) << left_shift
+    total = (multiply_by_quantized_multiplier(xa, ma, sha)
+             + multiply_by_quantized_multiplier(xb, mb, shb))
+    y = multiply_by_quantized_multiplier(total, my, shy) + ys.quant.zero_point[0]
+    lo, hi = activation_range(attrs["activation"], ys.quant.scale[0], ys.quant.zero_point[0])
+    return np.clip(y, lo, hi).astype(np.int8)
+
+
+def mul(a, b, as_, bs, ys, attrs) -> np.ndarray:
+    real = (np.float64(np.float32(as_.quant.scale[0])) * np.float64(np.float32(bs.quant.scale[0]))
+            / np.float64(np.float32(ys.quant.scale[0])))
+    m, sh = quantize_multiplier(real)
+    prod = ((a.astype(np.int64) - as_.quant.zero_point[0])
+            * (b.astype(np.int64) - bs.quant.zero_point[0]))
+    y = multiply_by_quantized_multiplier(prod, m, sh) + ys.quant.zero_point[0]
+    lo, hi = activation_range(attrs["activation"], ys.quant.scale[0], ys.quant.zero_point[0])
+    return np.clip(y, lo, hi).astype(np.int8)
+
+
+def avg_pool2d(x, xs, ys, attrs) -> np.ndarray:
+    """Mean of the in-bounds taps (padding excluded), rounded half away from zero."""
+    win, valid = _windows(x.astype(np.int64), attrs["kernel"], attrs["stride"], (1, 1),
+                          attrs["padding"], 0)
+    total = win.sum(axis=(3, 4))
+    count = valid.sum(axis=(2, 3))[None, :, :, None].astype(np.int64)
+    half = count // 2
+    num = np.where(total > 0, total + half, total - half)
+    avg = np.where(num >= 0, num // count, -((-num) // count))  # C truncating division
+    lo, hi = activation_range(attrs["activation"], ys.quant.scale[0], ys.quant.zero_point[0])
+    return np.clip(avg, lo, hi).astype(np.int8)
+
+
+def max_pool2d(x, xs, ys, attrs) -> np.ndarray:
+    win, _ = _windows(x.astype(np.int64), attrs["kernel"], attrs["stride"], (1, 1),
+                      attrs["padding"], np.iinfo(np.int64).min)
+    lo, hi = activation_range(attrs["activation"], ys.quant.scale[0], ys.quant.zero_point[0])
+    return np.clip(win.max(axis=(3, 4)), lo, hi).astype(np.int8)
+
+
+def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray]) -> np.ndarray:
+    t = region.tensors
+    args = [values[i] if i in values else t[i].data for i in op.inputs]
+    specs = [t[i] for i in op.inputs]
+    ys = t[op.outputs[0]]
+    if op.kind in ("conv2d", "depthwise_conv2d", "fully_connected"):
+        fn = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d,
+              "fully_connected": fully_connected}[op.kind]
+        return fn(*args, *specs[:2], ys, op.attrs)
+    if op.kind in ("add", "mul"):
+        return (add if op.kind == "add" else mul)(*args, *specs, ys, op.attrs)
+    if op.kind in ("avg_pool2d", "max_pool2d"):
+        return (avg_pool2d if op.kind == "avg_pool2d" else max_pool2d)(args[0], specs[0], ys,
+                                                                        op.attrs)
+    if op.kind == "reshape":
+        return args[0].reshape(ys.shape)
+    raise NotImplementedError(f"simulator: no integer kernel for op {op.kind!r}")
+
+
+def simulate(region: Region, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute ``region`` on int8 inputs; returns the int8 outputs by name."""
+    values: dict[str, np.ndarray] = {}
+    for name in region.inputs:
+        spec = region.tensors[name]
+        x = np.asarray(inputs[name])
+        if x.dtype != np.int8 or tuple(x.shape) != spec.shape:
+            raise ValueError(f"region {region.name}: input {name!r} must be int8 {spec.shape}, "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        values[name] = x
+    for op in region.ops:
+        values[op.outputs[0]] = run_op(op, region, values)
+    return {name: values[name] for name in region.outputs}
