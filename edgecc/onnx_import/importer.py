@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from edgecc.errors import InputSpecError, ModelLoadError, one_line
-from edgecc.onnx_import.converters import (
-    ONNX_DTYPES, Ctx, ShapeValue, lookup, node_key, numpy_to_torch,
-)
+from edgecc.onnx_import.converter import ONNX_DTYPES, Ctx, ShapeValue, numpy_to_torch
+from edgecc.onnx_import.ops.quantized import output_format
+from edgecc.onnx_import.registry import lookup, node_key
 from edgecc.onnx_import.validate import (
     UPGRADE_TO,
     check_structure,
@@ -43,16 +43,16 @@ def _identifier(name: str, taken: set[str]) -> str:
 class OnnxModule(torch.nn.Module):
     """Runs ONNX nodes with the converters; constants are this module's parameters/buffers."""
 
-    def __init__(self, nodes: Sequence[Any], opset: int, static: dict[str, torch.Tensor],
-                 inputs: Sequence[str], outputs: Sequence[str]):
+    def __init__(self, nodes: Sequence[Any], opset: int, static: Mapping[str, torch.Tensor],
+                 formats: Mapping[str, str], inputs: Sequence[str], outputs: Sequence[str]):
         super().__init__()
         self.nodes = list(nodes)
         self.opset = opset
         # Import-time values as numpy: torch.export fakes the module's tensors while tracing,
         # and converters need the real numbers (shapes, axes, pads).
-        self.static_values = _StaticValues({k: v.detach().numpy() for k, v in static.items()
-                                            if v.dtype not in _NOT_NUMPY})
-        self.static_values.formats = dict(getattr(static, "formats", {}))
+        self.static_values = {k: v.detach().numpy() for k, v in static.items()
+                              if v.dtype not in _NOT_NUMPY}
+        self.formats = dict(formats)
         self.input_names = list(inputs)
         self.output_names = list(outputs)
         taken: set[str] = set()
@@ -74,7 +74,7 @@ class OnnxModule(torch.nn.Module):
             env[name] = getattr(self, attr)
         for node in self.nodes:
             fn = lookup(node_key(node), self.opset)
-            ctx = Ctx(node, self.opset, self.static_values)
+            ctx = Ctx(node, self.opset, self.static_values, self.formats)
             ins = [env.get(n) if n else None for n in node.input]
             try:
                 out = fn(ctx, *ins)
@@ -94,26 +94,20 @@ class OnnxModule(torch.nn.Module):
         return tuple(result)
 
 
-class _StaticValues(dict):
-    """name -> the import-time value (tensors made during tracing are fake); ``formats``
-    names the quantized format of values whose dtype does not say it (4-bit, packed)."""
-
-    formats: dict[str, str]
-
-
 _NOT_NUMPY = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
 
 
-def _load_initializer(init: Any, dq_inputs: set[str], static: _StaticValues) -> torch.Tensor:
+def _load_initializer(init: Any, dq_inputs: set[str], formats: dict[str, str]) -> torch.Tensor:
     """An initializer as a torch tensor; 4-bit ones packed (as edgecc stores them) when a
-    DequantizeLinear reads them, float8 ones in torch's float8 dtypes."""
+    DequantizeLinear reads them (their format recorded in ``formats``), float8 ones in
+    torch's float8 dtypes."""
     from onnx import TensorProto, numpy_helper
 
     array = numpy_helper.to_array(init)
     if init.data_type in (TensorProto.INT4, TensorProto.UINT4):
         fmt = "int4" if init.data_type == TensorProto.INT4 else "uint4"
         values = torch.from_numpy(array.astype(np.int8 if fmt == "int4" else np.uint8))
-        static.formats[init.name] = fmt
+        formats[init.name] = fmt
         if init.name in dq_inputs and values.dim() and values.shape[-1] % 2 == 0:
             from edgecc.quant import pack_int4
 
@@ -135,8 +129,9 @@ def _module_class(input_names: Sequence[str]) -> type[OnnxModule]:
 
 
 def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Tensor],
-                    shapes: dict[str, list[int | None]]) -> list[Any]:
-    """Evaluate nodes whose inputs are all known; return the nodes left for run time."""
+                    formats: dict[str, str], shapes: dict[str, list[int | None]]) -> list[Any]:
+    """Evaluate nodes whose inputs are all known (adding them to ``static``, and the formats
+    of folded quantize outputs to ``formats``); return the nodes left for run time."""
     from onnx import numpy_helper
 
     remaining = []
@@ -166,7 +161,7 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
             continue
         try:
             with torch.no_grad():
-                out = lookup(node_key(node), opset)(Ctx(node, opset, static),
+                out = lookup(node_key(node), opset)(Ctx(node, opset, static, formats),
                                                   *[static.get(n) if n else None for n in node.input])
         except Exception:
             remaining.append(node)  # evaluated at run time instead; errors surface there
@@ -180,11 +175,9 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
         for name, value in zip(node.output, values):
             if name:
                 static[name] = value.detach().contiguous()
-        if node.op_type == "QuantizeLinear" and hasattr(static, "formats"):
-            from edgecc.onnx_import.quant_converters import output_format
-
+        if node.op_type == "QuantizeLinear":
             zp = static.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            static.formats[node.output[0]] = output_format(Ctx(node, opset, static), zp)
+            formats[node.output[0]] = output_format(Ctx(node, opset, static, formats), zp)
     return remaining
 
 
@@ -228,12 +221,12 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     check_supported(nodes, opset, path)
 
 
-    static = _StaticValues()
-    static.formats = {}
+    static: dict[str, torch.Tensor] = {}
+    formats: dict[str, str] = {}
     dq_inputs = {n.input[0] for n in nodes if n.op_type == "DequantizeLinear"}
     for init in model.graph.initializer:
         try:
-            static[init.name] = _load_initializer(init, dq_inputs, static)
+            static[init.name] = _load_initializer(init, dq_inputs, formats)
         except Exception as exc:
             raise ModelLoadError(f"'{path}': initializer '{init.name}': {one_line(exc)}") from exc
     graph_inputs = [i for i in model.graph.input if i.name not in static]
@@ -280,9 +273,10 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     shapes = _inferred_shapes(model)
     for inp, ex in zip(graph_inputs, examples):
         shapes[inp.name] = list(ex.shape) if inp.name in overrides else shapes.get(inp.name, [])
-    remaining = _fold_constants(nodes, opset, static, shapes)
+    remaining = _fold_constants(nodes, opset, static, formats, shapes)
     outputs = [o.name for o in model.graph.output]
-    module = _module_class(names)(remaining, opset, static, [i.name for i in graph_inputs], outputs)
+    module = _module_class(names)(remaining, opset, static, formats,
+                                  [i.name for i in graph_inputs], outputs)
     try:
         program = edgecc.trace(module, tuple(examples),
                                dynamic_shapes=tuple(dynamic) if any(dynamic) else None)

@@ -133,7 +133,7 @@ def check_structure(model, path: str) -> list:
 
 
 def check_supported(nodes: Iterable, opset: int, path: str) -> None:
-    from edgecc.onnx_import.converters import lookup, node_key
+    from edgecc.onnx_import.registry import lookup, node_key
 
     problems: dict[str, list[str]] = {}
     for node in nodes:

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from edgecc.onnx_import.converters import T, _conv, op
+from edgecc.onnx_import.converter import Converter, Ctx, T
+from edgecc.onnx_import.ops.nn import conv
 from edgecc.quant import qformat
 
 # ONNX TensorProto element types of the quantized formats.
@@ -28,21 +29,17 @@ TORCH_QTYPES = {torch.int8: "int8", torch.uint8: "uint8",
                 torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8_e5m2"}
 
 
-def formats_of(ctx: Any) -> dict[str, str]:
-    return getattr(ctx._static, "formats", {})
-
-
-def input_format(ctx: Any, i: int, value: Any) -> str | None:
+def input_format(ctx: Ctx, i: int, value: Any) -> str | None:
     """The quantized format of input ``i``: recorded (4-bit initializers, folded quantize
     outputs), else from its torch dtype."""
-    if i < len(ctx.node.input) and ctx.node.input[i] in formats_of(ctx):
-        return formats_of(ctx)[ctx.node.input[i]]
+    if i < len(ctx.node.input) and ctx.node.input[i] in ctx.formats:
+        return ctx.formats[ctx.node.input[i]]
     if value is None:
         return None
     return TORCH_QTYPES.get(T(value).dtype)
 
 
-def output_format(ctx: Any, zp: Any) -> str:
+def output_format(ctx: Ctx, zp: Any) -> str:
     """QuantizeLinear's output format: its zero point's, else ``output_dtype``, else uint8."""
     fmt = input_format(ctx, 2, zp)
     if fmt:
@@ -51,7 +48,7 @@ def output_format(ctx: Any, zp: Any) -> str:
     return ONNX_QTYPES.get(out, "uint8") if out else "uint8"
 
 
-def _granularity(ctx: Any, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None,
+def _granularity(ctx: Ctx, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None,
                  axis_default: int = 1) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
     block = int(ctx.attr("block_size", 0) or 0)
     axis = int(ctx.attr("axis", axis_default))
@@ -68,7 +65,7 @@ def _zeros(scale: torch.Tensor, fmt: str) -> torch.Tensor:
     return torch.zeros(scale.shape, dtype=qformat(fmt).zero_point_dtype)
 
 
-def quantize(ctx: Any, x: Any, scale: Any, zp: Any, fmt: str) -> torch.Tensor:
+def quantize(ctx: Ctx, x: Any, scale: Any, zp: Any, fmt: str) -> torch.Tensor:
     x = T(x)
     scale, zp, axis, block = _granularity(ctx, x, scale, zp)
     q = qformat(fmt)
@@ -77,7 +74,7 @@ def quantize(ctx: Any, x: Any, scale: Any, zp: Any, fmt: str) -> torch.Tensor:
     return torch.ops.edgecc.quantize(x, scale, zp, axis, block, lo, hi, fmt)
 
 
-def dequantize(ctx: Any, x: Any, scale: Any, zp: Any, fmt: str,
+def dequantize(ctx: Ctx, x: Any, scale: Any, zp: Any, fmt: str,
                axis_default: int = 1) -> torch.Tensor:
     x = T(x)
     shape_probe = x
@@ -89,12 +86,10 @@ def dequantize(ctx: Any, x: Any, scale: Any, zp: Any, fmt: str,
     return torch.ops.edgecc.dequantize(x, scale, zp, axis, block, fmt, out)
 
 
-@op("QuantizeLinear", since=10)
 def _quantize_linear(ctx, x, scale, zp=None):
     return quantize(ctx, x, scale, zp, output_format(ctx, zp))
 
 
-@op("DequantizeLinear", since=10)
 def _dequantize_linear(ctx, x, scale, zp=None):
     x = T(x)
     if x.dtype == torch.int32:  # biases: plain arithmetic, folded at import
@@ -113,7 +108,6 @@ def _dequantize_linear(ctx, x, scale, zp=None):
     return dequantize(ctx, x, scale, zp, fmt)
 
 
-@op("DynamicQuantizeLinear", since=11)
 def _dynamic_quantize_linear(ctx, x):
     x = T(x).to(torch.float32)
     lo = torch.clamp(x.min(), max=0.0)
@@ -143,17 +137,15 @@ def _q_plain(y, scale, zp):
     return torch.ops.edgecc.quantize(y, s, z, 0, 0, q.qmin, q.qmax, fmt)
 
 
-@op("QLinearConv", since=10)
 def _qlinear_conv(ctx, x, xs, xz, w, ws, wz, ys, yz, b=None):
     xd = _dq_plain(ctx, x, xs, xz, 0)
     wd = _dq_plain(ctx, w, ws, wz, 0)
     bias = None
     if b is not None:  # int32 bias at scale x_scale * w_scale
         bias = T(b).to(torch.float32) * (T(xs).reshape(()) * T(ws).to(torch.float32))
-    return _q_plain(_conv(ctx, xd, wd, bias), ys, yz)
+    return _q_plain(conv(ctx, xd, wd, bias), ys, yz)
 
 
-@op("QLinearMatMul", since=10)
 def _qlinear_matmul(ctx, a, as_, az, b, bs, bz, ys, yz):
     ad = _dq_plain(ctx, a, as_, az, -2)  # per-row of a
     bd = _dq_plain(ctx, b, bs, bz, -1)  # per-column of b
@@ -172,19 +164,16 @@ def _shifted(x: Any, zp: Any, axis: int) -> torch.Tensor:
     return x - z
 
 
-@op("MatMulInteger", since=10)
 def _matmul_integer(ctx, a, b, az=None, bz=None):
     y = torch.matmul(_shifted(a, az, -2), _shifted(b, bz, -1))
     return torch.round(y).to(torch.int32)
 
 
-@op("ConvInteger", since=10)
 def _conv_integer(ctx, x, w, xz=None, wz=None):
-    y = _conv(ctx, _shifted(x, xz, 1), _shifted(w, wz, 0), None)
+    y = conv(ctx, _shifted(x, xz, 1), _shifted(w, wz, 0), None)
     return torch.round(y).to(torch.int32)
 
 
-@op("com.microsoft.QGemm")
 def _qgemm(ctx, a, as_, az, b, bs, bz, c=None, ys=None, yz=None):
     """onnxruntime's quantized Gemm: ``alpha · A'B' + C`` (C int32 at ``a_scale·b_scale``),
     quantized when ``y_scale`` is given, float otherwise."""
@@ -200,3 +189,15 @@ def _qgemm(ctx, a, as_, az, b, bs, bz, c=None, ys=None, yz=None):
     if c is not None:
         y = y + T(c).to(torch.float32) * (T(as_).reshape(()) * T(bs).to(torch.float32))
     return y if ys is None else _q_plain(y, ys, yz)
+
+
+CONVERTERS = (
+    Converter("QuantizeLinear", _quantize_linear, since_opset=10),
+    Converter("DequantizeLinear", _dequantize_linear, since_opset=10),
+    Converter("DynamicQuantizeLinear", _dynamic_quantize_linear, since_opset=11),
+    Converter("QLinearConv", _qlinear_conv, since_opset=10),
+    Converter("QLinearMatMul", _qlinear_matmul, since_opset=10),
+    Converter("MatMulInteger", _matmul_integer, since_opset=10),
+    Converter("ConvInteger", _conv_integer, since_opset=10),
+    Converter("QGemm", _qgemm, domain="com.microsoft"),
+)
