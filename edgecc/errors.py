@@ -12,9 +12,28 @@ from collections.abc import Iterable
 
 
 class EdgeccError(Exception):
-    """Base class of user-facing errors (bad input, bad options, failed checks)."""
+    """Base class of user-facing errors (bad input, bad options, failed checks).
+
+    ``context`` holds where the error happened, added by whoever catches it on the way
+    up (the pass manager: the pass and the passes already run) with ``add_context``; the
+    exception itself, its type and its attributes (``suggestion``, ``position``, ...) are
+    never rebuilt. ``str()`` is the message followed by the context, one line.
+    """
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.context: list[str] = []
+
+    def add_context(self, text: str) -> None:
+        """Say where the error happened; the same text twice (nested callers) is kept once."""
+        if text not in self.context:
+            self.context.append(text)
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return " ".join([message, *self.context]) if self.context else message
 
 
 class ModelLoadError(EdgeccError):

@@ -16,10 +16,25 @@ A pass is a small stateless class::
             return PassResult(program, modified=True, stats={"rewritten": 3})
 
 Calling a pass (``MyPass()(program, MyOptions(threshold=0.2))``) checks the options type,
-runs ``requires``, ``run``, then the IR verifier and ``ensures``, and records on every node
-the pass created which pass made it. Passes work in place (``in_place = True``: ``run``
-mutates and returns the program it was given) unless they declare otherwise; the base
-class checks that claim.
+runs ``validate``, ``requires``, ``run``, then the IR verifier and ``ensures``, and records
+on every node the pass created which pass made it. Passes work in place (``in_place =
+True``: ``run`` mutates and returns the program it was given) unless they declare otherwise;
+the base class checks that claim.
+
+The three checks, and what each raises:
+
+* ``validate(program, options, context)`` -- options and context (a scheme the target
+  cannot run, missing calibration data, no original model to distil from). A pipeline
+  validates every pass before the first one runs, so bad input fails fast; its errors
+  (``OptionError``, ``InputSpecError``) pass through unchanged. ``run`` relies on it and
+  does not check again.
+* ``requires(program, options)`` -- the program this pass is given, when it runs (what
+  earlier passes must have done). Fails with ``PreconditionError``.
+* ``ensures(program, options)`` -- the program the pass produced. Fails with
+  ``PostconditionError``.
+
+As in onnx-ir, anything else a ``requires`` / ``ensures`` raises is turned into the typed
+error (naming the pass; the original is its ``__cause__``), so a caller catches one type.
 """
 
 from __future__ import annotations
@@ -29,7 +44,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-from edgecc.errors import OptionError, PostconditionError
+from edgecc.errors import OptionError, PostconditionError, PreconditionError, one_line
 from edgecc.program import ORIGIN, Program
 
 
@@ -73,8 +88,8 @@ class Pass:
 
     # -- to override ----------------------------------------------------------------------
     def validate(self, program: Program, options: Any, context: PassContext) -> None:
-        """Check options and context before *any* pass of the pipeline runs (bad input
-        fails fast: a scheme the target cannot execute, missing calibration data)."""
+        """Check options and context (a scheme the target cannot execute, missing
+        calibration data); a pipeline calls it for every pass before *any* runs."""
 
     def requires(self, program: Program, options: Any) -> None:
         """Raise ``PreconditionError`` if ``program`` is not something this pass accepts."""
@@ -101,14 +116,25 @@ class Pass:
         *,
         context: PassContext | None = None,
         verify: bool = True,
+        validate: bool = True,
     ) -> PassResult:
+        """Run the pass with its checks; ``validate=False`` when the caller (a pipeline)
+        already validated options and context, ``verify=False`` skips the IR verifier."""
         options = self.default_options() if options is None else options
         if not isinstance(options, self.Options):
             raise OptionError(
                 f"pass '{self.name}' takes {self.Options.__name__}, got {type(options).__name__}"
             )
         context = context or PassContext()
-        self.requires(program, options)
+        if validate:
+            self.validate(program, options, context)
+        try:
+            self.requires(program, options)
+        except PreconditionError:
+            raise
+        except Exception as exc:
+            raise PreconditionError(
+                f"pass '{self.name}': precondition check failed: {one_line(exc)}") from exc
         before = {id(n) for n in program.graph.nodes}
         result = self.run(program, options, context)
         if not isinstance(result, PassResult):
@@ -124,7 +150,13 @@ class Pass:
             result.program.graph_module.recompile()
         if verify:
             result.program.verify()
-        self.ensures(result.program, options)
+        try:
+            self.ensures(result.program, options)
+        except PostconditionError:
+            raise
+        except Exception as exc:
+            raise PostconditionError(
+                f"pass '{self.name}': postcondition check failed: {one_line(exc)}") from exc
         return result
 
 

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import json
+import warnings
 
 import pytest
 import torch
@@ -10,10 +11,13 @@ import torch.nn as nn
 import edgecc
 from edgecc.errors import (
     DuplicateNameError,
+    InputSpecError,
     NumericCheckError,
     PassFailedError,
+    PipelineSyntaxError,
     PostconditionError,
     PreconditionError,
+    ProgramVerificationError,
     UnknownNameError,
 )
 from edgecc.instruments import IRDumpInstrument, NumericCheckInstrument, TimingInstrument
@@ -73,6 +77,63 @@ class EnsuresNothingLeft(Pass):
         raise PostconditionError("something is left")
 
 
+class ScaleConvWeight(Pass):
+    """Doubles the convolution's weight while claiming to be lossless: a corrupting pass."""
+
+    name = "scale-conv-weight"
+
+    def run(self, program, options, context):
+        conv = next(n for n in program.nodes("call_function")
+                    if n.target == aten.convolution.default)
+        weight = conv.args[1]
+        program.set_tensor(weight, program.tensor(weight) * 2)
+        return PassResult(program, True)
+
+
+class DanglingWeight(Pass):
+    """Reads a weight that does not exist: the IR verifier rejects the result."""
+
+    name = "dangling-weight"
+
+    def run(self, program, options, context):
+        with program.graph.inserting_before(program.graph.output_node()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fx warns that the weight does not exist
+            program.graph.get_attr("no_such_weight")
+        return PassResult(program, True)
+
+
+class RequiresCrashes(Pass):
+    name = "requires-crashes"
+
+    def requires(self, program, options):
+        raise KeyError("conv")
+
+    def run(self, program, options, context):
+        return PassResult(program, False)
+
+
+class EnsuresCrashes(Pass):
+    name = "ensures-crashes"
+
+    def run(self, program, options, context):
+        return PassResult(program, False)
+
+    def ensures(self, program, options):
+        raise ValueError("no conv left")
+
+
+class NeedsCalibration(Pass):
+    name = "needs-calibration"
+
+    def validate(self, program, options, context):
+        if context.calibration is None:
+            raise InputSpecError("needs-calibration needs calibration data")
+
+    def run(self, program, options, context):
+        return PassResult(program, False)
+
+
 def test_registry_rejects_duplicates_and_suggests_names():
     r = Registry("pass")
     r.register(FoldBatchNorm)
@@ -98,6 +159,28 @@ def test_requires_and_ensures_raise_typed_errors_naming_the_pass():
     PassManager([step(FoldBatchNorm), step(NeedsNoBatchNorm)])(program())
     with pytest.raises(PostconditionError, match="something is left"):
         EnsuresNothingLeft()(program())
+
+
+def test_requires_and_ensures_failures_of_any_kind_are_typed():
+    with pytest.raises(PreconditionError, match="'requires-crashes': precondition check "
+                                                "failed: KeyError") as info:
+        RequiresCrashes()(program())
+    assert isinstance(info.value.__cause__, KeyError)
+    with pytest.raises(PostconditionError, match="'ensures-crashes': postcondition check "
+                                                 "failed: ValueError: no conv left") as info:
+        EnsuresCrashes()(program())
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_validate_runs_on_a_direct_call_and_before_any_pass_of_a_pipeline():
+    with pytest.raises(InputSpecError, match="needs calibration data"):
+        NeedsCalibration()(program())
+    p = program()
+    with pytest.raises(InputSpecError, match=r"needs calibration data \(in pass "
+                                             r"'needs-calibration', checked before running "
+                                             r"any pass\)"):
+        PassManager([step(FoldBatchNorm), step(NeedsCalibration)])(p)
+    assert p.op_counts()["aten._native_batch_norm_legit_no_training"] == 1  # nothing ran
 
 
 def test_in_place_claim_is_checked():
@@ -132,6 +215,81 @@ def test_fixpoint_repeats_until_nothing_changes_and_nesting_works():
     assert "fixpoint[1]/dce" in names  # second round ran and changed nothing
     assert not result.stats["passes"][-1]["modified"]
     assert "fixpoint[2]/dce" not in names
+
+
+def test_pass_errors_keep_their_type_and_attributes():
+    @function_pass("unknown-layer")
+    def unknown_layer(program, options, context):
+        raise UnknownNameError("layer", "conv1", ["conv0", "fc"])
+
+    @function_pass("bad-text")
+    def bad_text(program, options, context):
+        raise PipelineSyntaxError("dce,,fuse", 4, "empty pass name")
+
+    with pytest.raises(UnknownNameError) as info:
+        PassManager([step(FoldBatchNorm), step(unknown_layer)])(program())
+    exc = info.value
+    assert exc.suggestion == "conv0" and exc.name == "conv1"
+    assert exc.context == ["(in pass 'unknown-layer'; passes already run: fold-batchnorm)"]
+    assert str(exc) == ("unknown layer 'conv1': did you mean 'conv0'? "
+                        "(in pass 'unknown-layer'; passes already run: fold-batchnorm)")
+
+    inner = PassManager([step(EliminateIdentity), step(bad_text)])
+    with pytest.raises(PipelineSyntaxError) as info:
+        PassManager([step(FoldBatchNorm), inner])(program())
+    exc = info.value
+    assert exc.position == 4 and exc.text == "dce,,fuse"
+    assert str(exc).count("(in pass") == 1  # context added once, by the run that ran it
+    assert str(exc).endswith("(in pass 'bad-text'; passes already run: fold-batchnorm, "
+                             "eliminate-identity)")
+
+
+def test_cli_error_is_one_line_naming_the_pass_and_those_already_run(tmp_path, capsys):
+    import numpy as np
+
+    from edgecc.cli import main
+
+    model = tmp_path / "m.pt2"
+    program().save(str(model))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.randn(2, 3, 8, 8).astype("float32"))
+    code = main(["compile", str(model), "-t", "host", "-o", str(tmp_path / "out"),
+                 "-p", "fold-batchnorm,quantize{scheme=w8a8,exclude=decoder.*}",
+                 "--calib", str(calib)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith("edgecc: error: exclude pattern 'decoder.*' matches no quantizable")
+    assert err.rstrip().endswith("(in pass 'quantize'; passes already run: fold-batchnorm)")
+
+
+def test_nested_manager_runs_with_the_outer_instruments(tmp_path):
+    p = program()
+    check = NumericCheckInstrument([fresh_inputs(p, seed=1)])
+    inner = PassManager([step(EliminateIdentity), step(ScaleConvWeight)])
+    outer = PassManager([step(FoldBatchNorm), inner, step(DeadCodeElimination)],
+                        instruments=[check])
+    with pytest.raises(NumericCheckError,
+                       match="pass 'scale-conv-weight' changed the model's outputs"):
+        outer(p)
+
+    timing, inner_timing = TimingInstrument(), TimingInstrument()
+    dump = IRDumpInstrument(str(tmp_path), after={"eliminate-identity"})
+    inner = PassManager([step(EliminateIdentity)], instruments=[inner_timing, timing])
+    PassManager([step(FoldBatchNorm), inner, step(DeadCodeElimination)],
+                instruments=[timing, dump])(program())
+    assert [n for n, _ in timing.timings] == ["fold-batchnorm", "eliminate-identity", "dce"]
+    assert [n for n, _ in inner_timing.timings] == ["eliminate-identity"]
+    assert sorted(os.listdir(tmp_path)) == ["00-input.txt", "02-eliminate-identity.txt"]
+
+
+def test_nested_manager_runs_with_the_outer_verification_setting():
+    inner = PassManager([step(DanglingWeight)], verify_each=True)
+    PassManager([step(FoldBatchNorm), inner], verify_each=False)(program())
+    inner = PassManager([step(DanglingWeight)], verify_each=False)
+    with pytest.raises(ProgramVerificationError, match="no_such_weight.*in pass "
+                                                       "'dangling-weight'"):
+        PassManager([step(FoldBatchNorm), inner], verify_each=True)(program())
 
 
 def test_fixpoint_respects_max_iterations():
