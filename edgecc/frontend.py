@@ -5,13 +5,21 @@
 * ``load(path)`` -- a ``.pt2`` archive written by ``torch.export.save``. Pickled ``.pt`` /
   ``.pth`` files are refused unless the caller says it trusts them, because unpickling
   runs arbitrary code; even then, state dicts are read with ``weights_only=True``.
+
+A program's outputs are plain tensors. Models that return a key/value cache object (a
+transformers decoder called with its defaults: ``use_cache=True`` returns a
+``DynamicCache``) are traced with that cache flattened to its tensors, layer by layer,
+``(key, value)`` each -- the legacy tuple layout -- so the prefill's cache is an output
+of the program like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -53,13 +61,14 @@ def trace(
     was_training = module.training
     module.eval()
     try:
-        exported = torch.export.export(
-            module,
-            tuple(example_inputs),
-            kwargs=dict(example_kwargs or {}),
-            dynamic_shapes=dynamic_shapes,
-            strict=strict,
-        )
+        with _cache_outputs_as_tensors(module):
+            exported = torch.export.export(
+                module,
+                tuple(example_inputs),
+                kwargs=dict(example_kwargs or {}),
+                dynamic_shapes=dynamic_shapes,
+                strict=strict,
+            )
     except Exception as exc:
         raise ModelLoadError(
             f"torch.export could not trace {type(module).__name__} with the given example "
@@ -68,8 +77,119 @@ def trace(
     finally:
         module.train(was_training)
     program = Program.from_exported(exported, source=type(module).__name__)
+    _drop_empty_cat_operands(program)
     program.rename_dims(_dim_names(dynamic_shapes, program, example_kwargs))
     return program
+
+
+def _cache_layers(obj: Any) -> tuple[tuple[torch.Tensor, torch.Tensor], ...] | None:
+    """A key/value cache's tensors as ``((key, value), ...)`` per layer, or None when ``obj``
+    is not a cache. Recognised by shape, not by import: transformers' ``Cache`` (a list of
+    ``layers`` holding ``keys`` / ``values``) and its pre-4.56 form (``key_cache`` /
+    ``value_cache`` lists); layers never written (``keys is None``) hold no tensors."""
+    layers = getattr(obj, "layers", None)
+    if type(obj).__name__.endswith("Cache") and isinstance(layers, (list, tuple)):
+        if all(isinstance(getattr(layer, "keys", None), (torch.Tensor, type(None)))
+               and isinstance(getattr(layer, "values", None), (torch.Tensor, type(None)))
+               for layer in layers):
+            return tuple((layer.keys, layer.values) for layer in layers
+                         if layer.keys is not None)
+    keys, values = getattr(obj, "key_cache", None), getattr(obj, "value_cache", None)
+    if isinstance(keys, list) and isinstance(values, list):
+        return tuple(zip(keys, values))
+    return None
+
+
+@contextlib.contextmanager
+def _cache_outputs_as_tensors(module: torch.nn.Module) -> Iterator[None]:
+    """While exporting, ``module``'s outputs have their cache objects replaced by
+    ``_cache_layers`` tuples. torch.export cannot return an object it has no pytree rule
+    for; registering one would change a global table in another library, and wrapping the
+    module in another would rename every parameter (``model.`` prefix) and break the layer
+    globs of ``quantize{exclude=...}``. So the module's own ``forward`` is wrapped for the
+    duration of the export (same parameters, same signature) and restored afterwards."""
+    own = module.__dict__.get("forward")
+    forward = module.forward
+
+    def plain(x: Any) -> Any:
+        layers = _cache_layers(x)
+        return x if layers is None else layers
+
+    @functools.wraps(forward)
+    def plain_forward(*args: Any, **kwargs: Any) -> Any:
+        return torch.utils._pytree.tree_map(plain, forward(*args, **kwargs),
+                                            is_leaf=lambda x: _cache_layers(x) is not None)
+
+    module.forward = plain_forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+
+def _drop_empty_cat_operands(program: Program) -> None:
+    """Remove the 1-D empty operands of ``aten.cat`` that PyTorch's legacy rule skips.
+
+    ``torch.cat`` ignores operands of shape ``(0,)`` whatever the others' rank; a fresh
+    transformers KV cache starts each layer as such an empty tensor and concatenates the
+    new keys onto it (a lifted constant in the exported graph). No other framework has the
+    rule (TVM Relax and ONNX reject a rank mismatch), so the program is made explicit here.
+
+    Before: k = cat([lifted_tensor_0 (shape (0,)), new_k (2, 4, 8, 8)], dim=-2)
+    After:  k = cat([new_k], dim=-2)
+    """
+    graph = program.graph
+    changed = False
+    for node in program.nodes("call_function"):
+        if node.target is not torch.ops.aten.cat.default:
+            continue
+        operands = list(node.args[0])
+        out = node.meta.get("val")
+        if out is None or out.dim() == 1:
+            continue
+
+        def empty_1d(a: Any) -> bool:
+            val = a.meta.get("val") if isinstance(a, torch.fx.Node) else None
+            return isinstance(val, torch.Tensor) and val.dim() == 1 and val.shape[0] == 0
+
+        kept = [a for a in operands if not empty_1d(a)]
+        if len(kept) in (0, len(operands)):
+            continue
+        node.args = (kept, *node.args[1:])
+        changed = True
+        for dropped in {a for a in operands if empty_1d(a)}:
+            _erase_dead_constant(program, dropped)
+    if changed:
+        graph.lint()
+        program.graph_module.recompile()
+
+
+_COPIES = (torch.ops.aten.clone.default, torch.ops.aten.lift_fresh_copy.default,
+           torch.ops.aten.alias.default, torch.ops.aten.detach.default)
+
+
+def _erase_dead_constant(program: Program, node: torch.fx.Node) -> None:
+    """Erase ``node`` when nothing reads it and it is a constant or a copy of one (the
+    empty tensor a cache layer starts from: ``clone(get_attr lifted_tensor_0)``), with the
+    weight it was the last reader of."""
+    while not node.users:
+        if node.op == "call_function" and node.target in _COPIES \
+                and isinstance(node.args[0], torch.fx.Node):
+            source = node.args[0]
+            program.graph.erase_node(node)
+            node = source
+            continue
+        if node.op == "get_attr":
+            target = str(node.target)
+            program.graph.erase_node(node)
+            if not any(n.op == "get_attr" and str(n.target) == target
+                       for n in program.graph.nodes):
+                owner, _, attr = target.rpartition(".")
+                delattr(program.graph_module.get_submodule(owner), attr)
+        return
 
 
 def _dim_names(dynamic_shapes: Any, program: Program, kwargs: Mapping[str, Any] | None
@@ -146,7 +266,9 @@ def _load_pt2(path: str) -> Program:
             f"'{path}' is a corrupt torch.export archive ({one_line(exc)}); "
             "re-create it with torch.export.save"
         ) from exc
-    return Program.from_exported(exported, source=os.path.basename(path))
+    program = Program.from_exported(exported, source=os.path.basename(path))
+    _drop_empty_cat_operands(program)
+    return program
 
 
 def _load_pickle(
