@@ -247,6 +247,7 @@ class _Loader:
 
         self.file = file
         self.constructor = yaml.SafeLoader("")
+        self.key_of: dict[int, Any] = {}  # id(value node) -> its key node, for line numbers
         try:
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as e:
@@ -278,9 +279,11 @@ class _Loader:
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 self.fail(k, where, f"unknown key{hint} (allowed: {', '.join(sorted(allowed))})")
             out[key] = v
+            self.key_of[id(v)] = k
         for r in required:
-            if r not in out:
-                self.fail(node, f"{field}.{r}" if field else r, "missing required field")
+            if r not in out:  # reported at the line of the mapping's own key
+                self.fail(self.key_of.get(id(node), node), f"{field}.{r}" if field else r,
+                          "missing required field")
         return out
 
     def scalar(self, node, field: str):

@@ -105,23 +105,26 @@ def _captured_output():
 
 
 def _cpu_operators(model, log: str) -> tuple[str, ...]:
-    """Source operators of which Vela kept any part on the CPU, with Vela's printed reason."""
+    """Operators Vela kept on the CPU: "CONV_2D (ofm 't_3'): reason" from Regor's warnings,
+    counted against its optimisation database (Passthrough operators)."""
+    warned, lines = [], log.splitlines()
+    for i, line in enumerate(lines):
+        if "(supported operators) operator:" in line:
+            what = line.split("operator:", 1)[1].strip()
+            op, _, ofm = what.partition(", ofm:")
+            reason = next((ln.split("Reason:", 1)[1].strip() for ln in lines[i + 1:i + 3]
+                           if ln.startswith("Reason:")), "no reason printed")
+            warned.append(f"{op.strip()} (ofm {ofm.strip()}): {reason}")
     db = model.opt_database
-    if db is None or "optimised" not in db.tables or "source" not in db.tables:
-        return tuple(["unknown"] * model.perf_report.cpuOps)
-    opt, src = db.tables["optimised"], db.tables["source"]
-    sid, oname = opt.header.index("source_id"), opt.header.index("operator")
-    on_cpu = {row[sid] for row in opt.data if row[oname] == "Passthrough"}
-    sname = {row[src.header.index("id")]: row[src.header.index("operator")] for row in src.data}
-    reasons = [line.split("Reason:", 1)[1].strip() for line in log.splitlines()
-               if line.startswith("Reason:")]
-    found = []
-    for i, s in enumerate(sorted(on_cpu, key=int)):
-        reason = reasons[i] if i < len(reasons) else "see Vela's log"
-        found.append(f"{sname.get(s, '?')}: {reason}")
-    if not found and model.perf_report.cpuOps:
-        found = [f"operator on CPU: {r}" for r in reasons] or ["unknown"] * model.perf_report.cpuOps
-    return tuple(found)
+    passthrough = 0
+    if db is not None and "optimised" in db.tables:
+        opt = db.tables["optimised"]
+        sid, oname = opt.header.index("source_id"), opt.header.index("operator")
+        passthrough = len({row[sid] for row in opt.data if row[oname] == "Passthrough"})
+    count = max(passthrough, int(model.perf_report.cpuOps))
+    if count and not warned:
+        warned = [f"{count} operator(s): Vela printed no reason"]
+    return tuple(warned) if count else ()
 
 
 def performance(report, desc: NpuDescription) -> dict[str, Any]:
