@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
-from tests.onnx_backend_cases import SUITES, cases, run_case  # noqa: E402
+from tests.frontends.onnx.backend_cases import SUITES, cases, run_case  # noqa: E402
 
 
 def main() -> int:

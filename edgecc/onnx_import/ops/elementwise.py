@@ -1,7 +1,7 @@
 """Element-wise operators: arithmetic, comparison and logic (binary, broadcasting), unary
 math, Where, the variadic Max / Min / Sum / Mean, and Dropout (identity at inference).
 
-Add, Sub and Mul of :class:`ShapeValue` operands stay on Python ints / SymInts, so shape
+Add, Sub, Mul and Div of :class:`ShapeValue` operands stay on Python ints / SymInts, so shape
 arithmetic an exporter emits (``Shape -> Mul -> Reshape``) remains symbolic.
 """
 

@@ -45,6 +45,7 @@ def _pad_explicitly(x: torch.Tensor, begin: list[Any], end: list[Any], value: fl
 
 
 def conv(ctx, x, w, b=None):
+    """ONNX Conv (any spatial rank, groups, dilations, SAME / explicit pads)."""
     x, w = T(x), T(w)
     n = w.dim() - 2
     kernel = list(w.shape[2:])

@@ -1,6 +1,10 @@
 """Property test: hypothesis builds small ONNX graphs (random operators, shapes and
 attributes within each operator's spec); edgecc's import must agree with
-onnx.reference.ReferenceEvaluator and with onnxruntime on random inputs."""
+onnx.reference.ReferenceEvaluator and with onnxruntime on random inputs.
+
+The generator draws only valid models; a test of its own checks that (onnx's full checker
+and strict shape inference accept every drawn model, and the declared output shape is the
+inferred one), so a generator bug fails there rather than as an importer mismatch."""
 
 import numpy as np
 import onnx
@@ -67,7 +71,8 @@ def onnx_graphs(draw):
             new = [int(np.prod(shape[:1])), -1] if r > 1 else [-1]
             c = const(fresh("s"), np.array(new, dtype=np.int64))
             nodes.append(helper.make_node("Reshape", [cur, c], [out]))
-            shape = [shape[0], int(np.prod(shape[1:]))]
+            if r > 1:  # a rank-1 input keeps its shape
+                shape = [shape[0], int(np.prod(shape[1:]))]
         elif kind == "reduce":
             op = draw(st.sampled_from(["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"]))
             axes = sorted(set(draw(st.lists(st.integers(0, r - 1), min_size=1, max_size=r))))
@@ -119,10 +124,26 @@ def onnx_graphs(draw):
     outputs = [helper.make_tensor_value_info(cur, TensorProto.FLOAT, list(shape))]
     graph = helper.make_graph(nodes, "random", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    onnx.checker.check_model(model)
     x = np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal(
         [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]).astype(np.float32)
     return model, x
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(onnx_graphs())
+def test_generator_draws_only_valid_models(case):
+    model, x = case
+    onnx.checker.check_model(model, full_check=True)  # includes strict shape inference
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    (out,) = inferred.graph.output
+    declared = model.graph.output[0].type.tensor_type
+    assert out.type.tensor_type.elem_type == declared.elem_type == TensorProto.FLOAT
+    assert [d.dim_value for d in out.type.tensor_type.shape.dim] == \
+        [d.dim_value for d in declared.shape.dim]
+    computed = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                for v in inferred.graph.value_info}
+    assert all(all(d > 0 for d in dims) for dims in computed.values())  # no empty tensors
+    assert list(x.shape) == [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ prints the pass rate.
 
 import pytest
 
-from tests.onnx_backend_cases import cases, run_case
+from tests.frontends.onnx.backend_cases import cases, run_case
 
 _DATA_DEPENDENT = "Expand's target shape is a graph input (data-dependent shapes unsupported)"
 _SEQUENCE = "ONNX sequence types are not supported"

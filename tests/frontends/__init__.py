@@ -1,0 +1,1 @@
+"""Tests of edgecc's frontends (model importers), mirroring ``edgecc/``."""

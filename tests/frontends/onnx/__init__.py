@@ -1,0 +1,1 @@
+"""Tests of the ONNX importer (``edgecc/onnx_import``)."""
