@@ -22,9 +22,8 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
-from edgecc.program import Program
-from edgecc.rewrite import aten, copy_provenance, is_op
+from edgecc.pass_base import NoOptions
+from edgecc.rewrite import Match, RewritePass, RewriteReport, RewriteRule, aten, copy_provenance
 
 edgecc_ops = torch.ops.edgecc
 
@@ -44,30 +43,39 @@ def emit_activation(graph: fx.Graph, x: fx.Node, act: str) -> fx.Node:
     return graph.call_function(target, (x, *extra), kwargs)
 
 
-class DecomposeComposites(Pass):
+def _decompose(m: Match) -> fx.Node:
+    graph, node = m.program.graph, m.root
+    with graph.inserting_before(node):
+        inner = graph.call_function(m.base, m.base_args)
+        outer = emit_activation(graph, inner, m.act)
+    copy_provenance(inner, node)
+    return outer
+
+
+CONV_ACT = RewriteRule(
+    name="conv-act",
+    anchors=(edgecc_ops.conv_act,),
+    match=lambda program, node: {"base": aten.convolution.default,
+                                 "base_args": tuple(node.args[:9]), "act": node.args[9]},
+    replacement=_decompose,
+)
+LINEAR_ACT = RewriteRule(
+    name="linear-act",
+    anchors=(edgecc_ops.linear_act,),
+    match=lambda program, node: {"base": aten.linear.default,
+                                 "base_args": tuple(node.args[:3]), "act": node.args[3]},
+    replacement=_decompose,
+)
+
+
+class DecomposeComposites(RewritePass):
     """Expand edgecc.conv_act / edgecc.linear_act into ATen operators (lossless)."""
 
     name = "decompose-composites"
     Options = NoOptions
 
-    def run(self, program: Program, options: Any, context: PassContext) -> PassResult:
-        graph = program.graph
-        count = 0
-        for node in list(graph.nodes):
-            if is_op(node, edgecc_ops.conv_act):
-                base = (aten.convolution.default, tuple(node.args[:9]))
-                act = node.args[9]
-            elif is_op(node, edgecc_ops.linear_act):
-                base = (aten.linear.default, tuple(node.args[:3]))
-                act = node.args[3]
-            else:
-                continue
-            with graph.inserting_before(node):
-                inner = graph.call_function(*base)
-                outer = emit_activation(graph, inner, act)
-            copy_provenance(inner, node)
-            copy_provenance(outer, node)
-            node.replace_all_uses_with(outer)
-            graph.erase_node(node)
-            count += 1
-        return PassResult(program, modified=count > 0, stats={"decomposed": count})
+    def rules(self, options: NoOptions) -> list[RewriteRule]:
+        return [CONV_ACT, LINEAR_ACT]
+
+    def stats(self, report: RewriteReport) -> dict[str, Any]:
+        return {"decomposed": report.matched("conv-act", "linear-act")}

@@ -33,9 +33,11 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
+from edgecc.pass_base import NoOptions
 from edgecc.program import Program
-from edgecc.rewrite import aten, is_op, same_shape, val
+from edgecc.rewrite import (
+    Match, RewritePass, RewriteReport, RewriteRule, aten, is_op, replace_node, same_shape, val,
+)
 
 _RESHAPES = (aten.view, aten.reshape, aten._unsafe_view)
 _PASS_THROUGH = (aten.clone, aten.alias, aten.detach, aten.lift_fresh_copy)
@@ -70,103 +72,118 @@ def _permutation(node: fx.Node) -> list[int] | None:
     return None
 
 
-class EliminateIdentity(Pass):
+def _proven(node: fx.Node) -> bool:
+    v = val(node.args[0])
+    if not isinstance(v, torch.Tensor):
+        return False
+    dtype = node.kwargs.get("dtype", node.args[3] if len(node.args) > 3 else None)
+    size = node.kwargs.get("size", node.args[1] if len(node.args) > 1 else None)
+    if dtype is not None and dtype != v.dtype:
+        return False
+    return size is None or [str(d) for d in size] == [str(d) for d in v.shape]
+
+
+def _match_reshape_chain(program: Program, node: fx.Node) -> dict[str, Any] | None:
+    src = node.args[0] if node.args else None
+    return {"args": (src.args[0], *node.args[1:])} if is_op(src, *_RESHAPES) else None
+
+
+def _match_permute_chain(program: Program, node: fx.Node) -> dict[str, Any] | None:
+    src = node.args[0] if node.args else None
+    if not is_op(src, aten.permute, aten.transpose):
+        return None
+    p, q = _permutation(src), _permutation(node)
+    if p is None or q is None:
+        return None
+    return {"target": aten.permute.default, "args": (src.args[0], [p[i] for i in q])}
+
+
+def _rewire(m: Match) -> None:
+    m.root.target = m.bindings.get("target", m.root.target)
+    m.root.args = m.args
+
+
+def _erase(m: Match) -> None:
+    m.program.graph.erase_node(m.root)
+
+
+def _match_identity(program: Program, node: fx.Node) -> dict[str, Any] | str | None:
+    source = _identity_source(program, node)
+    return {"source": source} if isinstance(source, fx.Node) else source
+
+
+def _forward_to_source(m: Match) -> None:
+    # The source existed before: it keeps its own provenance.
+    replace_node(m.root, m.source, m.program.graph, provenance=False)
+
+
+RESHAPE_CHAIN = RewriteRule(name="reshape-chain", anchors=_RESHAPES,
+                            match=_match_reshape_chain, replacement=_rewire)
+PERMUTE_CHAIN = RewriteRule(name="permute-chain", anchors=(aten.permute, aten.transpose),
+                            match=_match_permute_chain, replacement=_rewire)
+PROVEN_ASSERT = RewriteRule(
+    name="proven-assert", anchors=(aten._assert_tensor_metadata,),
+    match=lambda program, node: {} if _proven(node) else None, replacement=_erase)
+IDENTITY = RewriteRule(name="identity", match=_match_identity, replacement=_forward_to_source)
+
+
+class EliminateIdentity(RewritePass):
     """Remove identity operators and collapse reshape/permute chains (lossless)."""
 
     name = "eliminate-identity"
     Options = NoOptions
 
-    def run(self, program: Program, options: Any, context: PassContext) -> PassResult:
-        graph = program.graph
-        removed = 0
-        collapsed = 0
-        for node in list(graph.nodes):
-            if node.op != "call_function":
-                continue
-            collapsed += self._collapse_chain(node)
-            if is_op(node, aten._assert_tensor_metadata) and self._proven(node):
-                graph.erase_node(node)
-                removed += 1
-                continue
-            source = self._identity_source(program, node)
-            if source is not None:
-                node.replace_all_uses_with(source)
-                graph.erase_node(node)
-                removed += 1
-        for node in reversed(list(graph.nodes)):  # chain heads left without users
-            if node.op == "call_function" and not node.users and is_op(
-                    node, *_RESHAPES, aten.permute, aten.transpose):
-                graph.erase_node(node)
-        return PassResult(program, modified=bool(removed or collapsed),
-                          stats={"removed": removed, "collapsed_chains": collapsed})
+    def rules(self, options: NoOptions) -> list[RewriteRule]:
+        # A chain collapses first, so the same node can then be seen to be the identity.
+        return [RESHAPE_CHAIN, PERMUTE_CHAIN, PROVEN_ASSERT, IDENTITY]
 
-    @staticmethod
-    def _proven(node: fx.Node) -> bool:
-        v = val(node.args[0])
-        if not isinstance(v, torch.Tensor):
-            return False
-        dtype = node.kwargs.get("dtype", node.args[3] if len(node.args) > 3 else None)
-        size = node.kwargs.get("size", node.args[1] if len(node.args) > 1 else None)
-        if dtype is not None and dtype != v.dtype:
-            return False
-        return size is None or [str(d) for d in size] == [str(d) for d in v.shape]
+    def stats(self, report: RewriteReport) -> dict[str, Any]:
+        return {"removed": report.matched("proven-assert", "identity"),
+                "collapsed_chains": report.matched("reshape-chain", "permute-chain")}
 
-    @staticmethod
-    def _collapse_chain(node: fx.Node) -> int:
-        src = node.args[0] if node.args else None
-        if is_op(node, *_RESHAPES) and is_op(src, *_RESHAPES):
-            node.args = (src.args[0], *node.args[1:])
-            return 1
-        if is_op(node, aten.permute, aten.transpose) and is_op(src, aten.permute, aten.transpose):
-            p, q = _permutation(src), _permutation(node)
-            if p is None or q is None:
-                return 0
-            node.target = aten.permute.default
-            node.args = (src.args[0], [p[i] for i in q])
-            return 1
-        return 0
 
-    @staticmethod
-    def _identity_source(program: Program, node: fx.Node) -> fx.Node | None:
-        if not node.args or not isinstance(node.args[0], fx.Node):
-            return None
-        x = node.args[0]
-        keeps_type = same_shape(node, x) and _same_dtype(node, x)
-        if is_op(node, *_PASS_THROUGH):
-            fmt = node.kwargs.get("memory_format")
-            if is_op(node, aten.clone) and fmt not in (None, torch.preserve_format):
-                # A contiguous copy is what makes a following view legal (e.g. after expand).
-                if fmt != torch.contiguous_format or any(
-                        is_op(u, aten.view, aten._unsafe_view) for u in node.users):
-                    return None
-            return x if keeps_type else None
-        if is_op(node, aten.dropout):
-            train = node.args[2] if len(node.args) > 2 else node.kwargs.get("train", True)
-            return x if not train and keeps_type else None
-        if is_op(node, *_RESHAPES, aten.expand):
-            return x if keeps_type else None
-        if is_op(node, aten.permute, aten.transpose):
-            perm = _permutation(node)
-            return x if perm is not None and perm == sorted(perm) and keeps_type else None
-        if is_op(node, aten._to_copy):
-            extra = {k for k, v in node.kwargs.items() if v is not None and k != "dtype"}
-            return x if keeps_type and not (extra - {"layout", "device"}) else None
-        if not keeps_type:
-            return None
-        other = node.args[1] if len(node.args) > 1 else None
-        alpha = node.kwargs.get("alpha", 1)
-        if is_op(node, aten.mul) and alpha == 1:
-            if _constant_equals(program, other, 1.0):
-                return x
-            if isinstance(other, fx.Node) and _constant_equals(program, x, 1.0) and \
-                    same_shape(node, other) and _same_dtype(node, other):
-                return other
-        if is_op(node, aten.div) and _constant_equals(program, other, 1.0):
-            return None if node.kwargs.get("rounding_mode") else x
-        if is_op(node, aten.add, aten.sub) and _constant_equals(program, other, 0.0):
-            return x
-        if is_op(node, aten.add) and isinstance(other, fx.Node) and \
-                _constant_equals(program, x, 0.0) and same_shape(node, other) and \
-                _same_dtype(node, other):
-            return other
+def _identity_source(program: Program, node: fx.Node) -> fx.Node | str | None:
+    """The node ``node`` returns unchanged, why not (a clone that must stay), or None."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
         return None
+    x = node.args[0]
+    keeps_type = same_shape(node, x) and _same_dtype(node, x)
+    if is_op(node, *_PASS_THROUGH):
+        fmt = node.kwargs.get("memory_format")
+        if is_op(node, aten.clone) and fmt not in (None, torch.preserve_format):
+            # A contiguous copy is what makes a following view legal (e.g. after expand).
+            if fmt != torch.contiguous_format:
+                return f"clone to {fmt} changes the layout"
+            if any(is_op(u, aten.view, aten._unsafe_view) for u in node.users):
+                return "contiguous copy feeds a view"
+        return x if keeps_type else None
+    if is_op(node, aten.dropout):
+        train = node.args[2] if len(node.args) > 2 else node.kwargs.get("train", True)
+        return x if not train and keeps_type else None
+    if is_op(node, *_RESHAPES, aten.expand):
+        return x if keeps_type else None
+    if is_op(node, aten.permute, aten.transpose):
+        perm = _permutation(node)
+        return x if perm is not None and perm == sorted(perm) and keeps_type else None
+    if is_op(node, aten._to_copy):
+        extra = {k for k, v in node.kwargs.items() if v is not None and k != "dtype"}
+        return x if keeps_type and not (extra - {"layout", "device"}) else None
+    if not keeps_type:
+        return None
+    other = node.args[1] if len(node.args) > 1 else None
+    alpha = node.kwargs.get("alpha", 1)
+    if is_op(node, aten.mul) and alpha == 1:
+        if _constant_equals(program, other, 1.0):
+            return x
+        if isinstance(other, fx.Node) and _constant_equals(program, x, 1.0) and \
+                same_shape(node, other) and _same_dtype(node, other):
+            return other
+    if is_op(node, aten.div) and _constant_equals(program, other, 1.0):
+        return None if node.kwargs.get("rounding_mode") else x
+    if is_op(node, aten.add, aten.sub) and _constant_equals(program, other, 0.0):
+        return x
+    if is_op(node, aten.add) and isinstance(other, fx.Node) and \
+            _constant_equals(program, x, 0.0) and same_shape(node, other) and \
+            _same_dtype(node, other):
+        return other
+    return None

@@ -22,11 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.fx as fx
 
-from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
+from edgecc.pass_base import NoOptions
 from edgecc.program import Program
-from edgecc.rewrite import aten, copy_provenance, is_op, only_user
+from edgecc.rewrite import (
+    Match, RewritePass, RewriteReport, RewriteRule, aten, copy_provenance, ensure_no_match,
+    is_op, only_user, replace_node,
+)
 
 
 def _scaled_weight(weight: torch.Tensor, scale: torch.Tensor, transposed: bool,
@@ -41,88 +43,87 @@ def _scaled_weight(weight: torch.Tensor, scale: torch.Tensor, transposed: bool,
     return (w * s).reshape(weight.shape)
 
 
-class FoldBatchNorm(Pass):
+def _why_not(m: Match) -> str | None:
+    program, bn, producer = m.program, m.root, m.producer
+    if not is_op(producer, aten.convolution, aten.linear):
+        return "input is not a convolution or linear"
+    if only_user(producer) is not bn:
+        return f"{producer.name} has other users"
+    if any(not (u.target.__name__ == "getitem" and u.args[1] == 0)
+           for u in bn.users if callable(u.target)):
+        return "batch-norm statistics outputs are used"
+    if not all(p is None or program.is_constant(p) for p in bn.args[1:5]):
+        return "batch-norm parameters are not constants"
+    weight = producer.args[1]
+    bias = producer.args[2] if len(producer.args) > 2 else None
+    if not program.is_constant(weight) or not (bias is None or program.is_constant(bias)):
+        return "weights are not constants"
+    if is_op(producer, aten.linear):
+        out = producer.meta.get("val")
+        if out is None or out.dim() != 2:
+            return "linear output is not [N, C] (batch norm would act on another axis)"
+    return None
+
+
+def _fold(m: Match) -> None:
+    program, bn, producer = m.program, m.root, m.producer
+    gamma_n, beta_n, mean_n, var_n = bn.args[1:5]
+    eps = float(bn.args[6])
+    mean = program.tensor(mean_n).double()
+    var = program.tensor(var_n).double()
+    gamma = program.tensor(gamma_n).double() if gamma_n is not None else torch.ones_like(var)
+    beta = program.tensor(beta_n).double() if beta_n is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + eps)
+
+    weight = program.tensor(producer.args[1])
+    bias_n = producer.args[2] if len(producer.args) > 2 else None
+    bias = program.tensor(bias_n).double() if bias_n is not None else torch.zeros_like(mean)
+    if is_op(producer, aten.convolution):
+        transposed, groups = bool(producer.args[6]), int(producer.args[8])
+    else:
+        transposed, groups = False, 1
+    new_w = _scaled_weight(weight.double(), scale, transposed, groups).to(weight.dtype)
+    new_b = ((bias - mean) * scale + beta).to(weight.dtype)
+
+    prefix = str(producer.args[1].target).rsplit(".", 1)[0]
+    w_node = program.add_constant(f"{prefix}.weight_bnfolded", new_w, before=producer)
+    b_node = program.add_constant(f"{prefix}.bias_bnfolded", new_b, before=producer)
+    args = list(producer.args)
+    args[1] = w_node
+    if len(args) > 2:
+        args[2] = b_node
+    else:
+        args.append(b_node)
+    producer.args = tuple(args)
+    copy_provenance(w_node, producer)
+    copy_provenance(b_node, producer)
+    for getitem in list(bn.users):
+        replace_node(getitem, producer, program.graph)
+    program.graph.erase_node(bn)
+
+
+CONV_BN = RewriteRule(
+    name="conv-bn",
+    anchors=(aten._native_batch_norm_legit_no_training,),
+    match=lambda program, bn: {"producer": bn.args[0]},
+    check=_why_not,
+    replacement=_fold,
+)
+
+
+class FoldBatchNorm(RewritePass):
     """Fold eval-mode batch norm into the preceding convolution / linear (lossless)."""
 
     name = "fold-batchnorm"
     Options = NoOptions
 
-    def run(self, program: Program, options: Any, context: PassContext) -> PassResult:
-        graph = program.graph
-        folded = 0
-        skipped: list[str] = []
-        for bn in list(graph.nodes):
-            if not is_op(bn, aten._native_batch_norm_legit_no_training):
-                continue
-            producer = bn.args[0]
-            reason = self._why_not(program, bn, producer)
-            if reason:
-                skipped.append(f"{bn.name}: {reason}")
-                continue
-            self._fold(program, bn, producer)
-            folded += 1
-        stats: dict[str, Any] = {"folded": folded}
-        if skipped:
-            stats["skipped"] = skipped
-        return PassResult(program, modified=folded > 0, stats=stats)
+    def rules(self, options: NoOptions) -> list[RewriteRule]:
+        return [CONV_BN]
 
-    @staticmethod
-    def _why_not(program: Program, bn: fx.Node, producer: Any) -> str:
-        if not is_op(producer, aten.convolution, aten.linear):
-            return "input is not a convolution or linear"
-        if only_user(producer) is not bn:
-            return f"{producer.name} has other users"
-        getitems = list(bn.users)
-        if any(not (u.target.__name__ == "getitem" and u.args[1] == 0)
-               for u in getitems if callable(u.target)):
-            return "batch-norm statistics outputs are used"
-        bn_params = bn.args[1:5]
-        if not all(p is None or program.is_constant(p) for p in bn_params):
-            return "batch-norm parameters are not constants"
-        weight = producer.args[1]
-        bias = producer.args[2] if len(producer.args) > 2 else None
-        if not program.is_constant(weight) or not (bias is None or program.is_constant(bias)):
-            return "weights are not constants"
-        if is_op(producer, aten.linear):
-            out = producer.meta.get("val")
-            if out is None or out.dim() != 2:
-                return "linear output is not [N, C] (batch norm would act on another axis)"
-        return ""
+    def stats(self, report: RewriteReport) -> dict[str, Any]:
+        skipped = [f"{c.node}: {c.reason}" for c in report.trace or () if c.reason]
+        return {"folded": report.matched("conv-bn"), **({"skipped": skipped} if skipped else {})}
 
-    @staticmethod
-    def _fold(program: Program, bn: fx.Node, producer: fx.Node) -> None:
-        graph = program.graph
-        gamma_n, beta_n, mean_n, var_n = bn.args[1:5]
-        eps = float(bn.args[6])
-        mean = program.tensor(mean_n).double()
-        var = program.tensor(var_n).double()
-        gamma = program.tensor(gamma_n).double() if gamma_n is not None else torch.ones_like(var)
-        beta = program.tensor(beta_n).double() if beta_n is not None else torch.zeros_like(var)
-        scale = gamma / torch.sqrt(var + eps)
-
-        weight = program.tensor(producer.args[1])
-        bias_n = producer.args[2] if len(producer.args) > 2 else None
-        bias = program.tensor(bias_n).double() if bias_n is not None else torch.zeros_like(mean)
-        if is_op(producer, aten.convolution):
-            transposed, groups = bool(producer.args[6]), int(producer.args[8])
-        else:
-            transposed, groups = False, 1
-        new_w = _scaled_weight(weight.double(), scale, transposed, groups).to(weight.dtype)
-        new_b = ((bias - mean) * scale + beta).to(weight.dtype)
-
-        prefix = str(producer.args[1].target).rsplit(".", 1)[0]
-        w_node = program.add_constant(f"{prefix}.weight_bnfolded", new_w, before=producer)
-        b_node = program.add_constant(f"{prefix}.bias_bnfolded", new_b, before=producer)
-        args = list(producer.args)
-        args[1] = w_node
-        if len(args) > 2:
-            args[2] = b_node
-        else:
-            args.append(b_node)
-        producer.args = tuple(args)
-        copy_provenance(w_node, producer)
-        copy_provenance(b_node, producer)
-        for user in list(bn.users):
-            user.replace_all_uses_with(producer)
-            graph.erase_node(user)
-        graph.erase_node(bn)
+    def ensures(self, program: Program, options: NoOptions) -> None:
+        """No eval batch norm that feeds a foldable convolution / linear remains."""
+        ensure_no_match(self.name, program, self.rules(options))

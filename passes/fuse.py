@@ -38,9 +38,11 @@ import torch
 import torch.fx as fx
 
 from edgecc.ops import ACTIVATIONS
-from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.program import Program
-from edgecc.rewrite import aten, copy_provenance, is_op, only_user, val
+from edgecc.rewrite import (
+    Match, RewritePass, RewriteReport, RewriteRule, aten, copy_provenance, ensure_no_match,
+    is_op, only_user, user_count, val,
+)
 
 edgecc_ops = torch.ops.edgecc
 
@@ -78,15 +80,14 @@ def activation_of(node: Any) -> str | None:
     return None
 
 
-def _stored_transposed(program: Program, node: Any, user: fx.Node) -> fx.Node | None:
-    """For ``matmul(x, C)`` with constant 2-D ``C`` ([in, out]): a new constant ``Cᵀ``."""
+def _transposable(program: Program, node: Any, user: fx.Node) -> bool:
+    """For ``matmul(x, C)``: is ``C`` a constant 2-D float [in, out] whose transpose is a
+    linear layer's weight?"""
     if not program.is_constant(node):
-        return None
+        return False
     value = program.tensor(node)
     xv = val(user.args[0])
-    if value.dim() != 2 or xv is None or xv.dim() < 2 or not value.is_floating_point():
-        return None
-    return program.add_constant(f"{node.target}_t", value.t().contiguous(), before=user)
+    return value.dim() == 2 and xv is not None and xv.dim() >= 2 and value.is_floating_point()
 
 
 def _feeds_bias_add(program: Program, node: fx.Node) -> bool:
@@ -126,159 +127,193 @@ def _transposed_constant(program: Program, node: Any) -> fx.Node | None:
     return None
 
 
-class Fuse(Pass):
+# -- rule 1: linear canonicalisation ------------------------------------------------------
+
+def _match_linear(program: Program, node: fx.Node) -> dict[str, Any] | str | None:
+    w = stored = None  # W itself, or a constant C = Wᵀ to transpose once matched
+    if is_op(node, aten.addmm):
+        if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+            return None
+        b, x, wt = node.args[:3]
+        w = _transposed_constant(program, wt)
+    elif is_op(node, aten.add):
+        mm, b = node.args[:2]
+        if node.kwargs.get("alpha", 1) != 1 or not (
+                is_op(mm, aten.mm, aten.matmul) and only_user(mm) is node):
+            return None
+        x, wt = mm.args[:2]
+        w = _transposed_constant(program, wt)
+        if w is None and _transposable(program, wt, mm):
+            stored = (wt, mm)
+    else:  # matmul(x, C)
+        if _feeds_bias_add(program, node):
+            return None  # the add is the root
+        x, wt = node.args[:2]
+        b = None
+        if _transposable(program, wt, node):
+            stored = (wt, node)
+    if w is None and stored is None:
+        return None  # not a layer: the right operand is not a constant weight
+    if not (b is None or program.is_constant(b)):
+        return "bias is not a constant"
+    out_features = program.tensor(w if w is not None else stored[0]).shape[-1 if stored else 0]
+    if b is not None and (program.tensor(b).dim() != 1 or
+                          program.tensor(b).shape[0] != out_features):
+        return "bias is not 1-D of the layer's output features"
+    if val(x) is None or val(x).dim() < 1:
+        return "input has no known rank"
+    return {"x": x, "w": w, "stored": stored, "b": b}
+
+
+def _to_linear(m: Match) -> fx.Node:
+    program, node, w = m.program, m.root, m.w
+    if w is None:
+        c, user = m.stored
+        w = program.add_constant(f"{c.target}_t", program.tensor(c).t().contiguous(),
+                                 before=user)
+    with program.graph.inserting_before(node):
+        return program.graph.call_function(aten.linear.default, (m.x, w, m.b))
+
+
+LINEAR = RewriteRule(name="linear", anchors=(aten.addmm, aten.add, aten.matmul),
+                     match=_match_linear, replacement=_to_linear)
+
+
+# -- rule 2: activation fusion ------------------------------------------------------------
+
+_ACTIVATION_OPS = (aten.relu, aten.hardtanh, aten.clamp, aten.gelu, aten.silu, aten.hardswish,
+                   aten.sigmoid)
+
+
+def _activation_rule(layer: Any, name: str, activations: tuple[str, ...]) -> RewriteRule:
+    """``act(layer(...))`` -> ``edgecc.<layer>_act(..., act)`` for the selected activations."""
+
+    def match(program: Program, node: fx.Node) -> dict[str, Any] | None:
+        act = activation_of(node)
+        producer = node.args[0]
+        return {"act": act, "producer": producer} if act and is_op(producer, layer) else None
+
+    def check(m: Match) -> str | None:
+        if m.act not in activations:
+            return f"{m.act} is not among the activations to fuse"
+        if only_user(m.producer) is not m.root:
+            return f"{m.producer.name} has other users"
+        return None
+
+    def replacement(m: Match) -> fx.Node:
+        producer, graph = m.producer, m.program.graph
+        if is_op(producer, aten.convolution):
+            args = list(producer.args) + [None] * (9 - len(producer.args))
+            target, new_args = edgecc_ops.conv_act.default, (*args[:9], m.act)
+        else:
+            bias = producer.args[2] if len(producer.args) > 2 else None
+            target = edgecc_ops.linear_act.default
+            new_args = (producer.args[0], producer.args[1], bias, m.act)
+        with graph.inserting_before(m.root):
+            fused = graph.call_function(target, new_args)
+        copy_provenance(fused, producer)
+        return fused  # the driver erases the activation, then the layer it no longer reads
+
+    return RewriteRule(name=name, anchors=_ACTIVATION_OPS, match=match, check=check,
+                       replacement=replacement)
+
+
+# -- rule 3: attention --------------------------------------------------------------------
+
+def _match_attention(program: Program, out: fx.Node) -> dict[str, Any] | str | None:
+    probs, v = out.args[:2]
+    if is_op(probs, aten.where):
+        cond, zero, sm = probs.args
+        if not (is_op(sm, aten._softmax, aten.softmax) and is_op(cond, aten.isnan) and
+                cond.args[0] is sm and _scalar_constant(program, zero) == 0.0):
+            return None
+        if only_user(probs) is not out or user_count(sm) != 2:
+            return "the NaN-guarded softmax has other users"
+        probs = sm
+    elif not is_op(probs, aten._softmax, aten.softmax):
+        return None
+    elif only_user(probs) is not out:
+        return f"{probs.name} has other users"
+    dim = probs.args[1]
+    vp = val(probs)
+    if vp is None or dim % vp.dim() != vp.dim() - 1:
+        return "softmax is not over the last axis"
+    scores = probs.args[0]
+    mask = None
+    if is_op(scores, aten.add) and only_user(scores) is probs:
+        scores, mask = scores.args[0], scores.args[1]
+        if not isinstance(mask, fx.Node):
+            return "the added mask is not a tensor"
+    scores, scale = _strip_scale(program, scores)
+    if not is_op(scores, aten.matmul, aten.bmm) or only_user(scores) is None:
+        return "scores are not a (scaled) matmul used once"
+    q, kt = scores.args[:2]
+    q, s_q = _strip_scale(program, q)
+    kt, s_k = _strip_scale(program, kt)
+    k = None
+    if is_op(kt, aten.transpose) and val(kt) is not None:
+        rank = val(kt).dim()
+        if sorted(a % rank for a in kt.args[1:3]) == [rank - 2, rank - 1]:
+            k = kt.args[0]
+    elif is_op(kt, aten.permute):
+        perm = list(kt.args[1])
+        rank = len(perm)
+        swapped = list(range(rank))
+        swapped[-1], swapped[-2] = swapped[-2], swapped[-1]
+        if [p % rank for p in perm] == swapped:
+            k = kt.args[0]
+    if any(val(t) is None or val(t).dim() < 3 for t in (q, k if k is not None else kt, v)):
+        return "q, k and v are not all of rank >= 3"
+    if val(q).dtype != val(probs).dtype:
+        return "softmax dtype differs from q's"
+    mv = val(mask) if mask is not None else None
+    if mv is not None and mv.dtype not in (val(q).dtype, torch.bool):
+        return "mask dtype is neither bool nor q's"
+    return {"q": q, "k": k, "kt": kt, "v": v, "mask": mask, "scale": scale * s_q * s_k}
+
+
+def _to_sdpa(m: Match) -> fx.Node:
+    graph, out, k = m.program.graph, m.root, m.k
+    if k is None:  # kᵀ came from reshapes: transpose it back
+        with graph.inserting_before(out):
+            k = graph.call_function(aten.transpose.int, (m.kt, -2, -1))
+        k.meta["val"] = val(m.kt).transpose(-2, -1)
+        copy_provenance(k, out)
+    head_dim = val(m.q).shape[-1]
+    kwargs: dict[str, Any] = {}
+    if not (isinstance(head_dim, int) and math.isclose(m.scale, 1 / math.sqrt(head_dim),
+                                                       rel_tol=1e-6)):
+        kwargs["scale"] = m.scale
+    with graph.inserting_before(out):
+        return graph.call_function(aten.scaled_dot_product_attention.default,
+                                   (m.q, k, m.v, m.mask, 0.0, False), kwargs)
+
+
+ATTENTION = RewriteRule(name="attention", anchors=(aten.matmul, aten.bmm),
+                        match=_match_attention, replacement=_to_sdpa)
+
+
+class Fuse(RewritePass):
     """Fuse conv/linear + bias + activation into composites; recognise attention (lossless)."""
 
     name = "fuse"
     Options = FuseOptions
 
-    def run(self, program: Program, options: FuseOptions, context: PassContext) -> PassResult:
-        stats = {"linear_canonicalized": self._canonicalize_linear(program),
-                 "conv_act": 0, "linear_act": 0, "attention": 0}
-        graph = program.graph
-        for node in list(graph.nodes):
-            act = activation_of(node)
-            if act is None or act not in options.activations:
-                continue
-            producer = node.args[0]
-            if only_user(producer) is not node:
-                continue
-            if is_op(producer, aten.convolution):
-                args = list(producer.args) + [None] * (9 - len(producer.args))
-                target, kind = edgecc_ops.conv_act.default, "conv_act"
-                new_args = (*args[:9], act)
-            elif is_op(producer, aten.linear):
-                bias = producer.args[2] if len(producer.args) > 2 else None
-                target, kind = edgecc_ops.linear_act.default, "linear_act"
-                new_args = (producer.args[0], producer.args[1], bias, act)
-            else:
-                continue
-            with graph.inserting_before(node):
-                fused = graph.call_function(target, new_args)
-            copy_provenance(fused, producer)
-            node.replace_all_uses_with(fused)
-            graph.erase_node(node)
-            graph.erase_node(producer)
-            stats[kind] += 1
-        if options.attention:
-            stats["attention"] = self._fuse_attention(program)
-        modified = any(stats.values())
-        return PassResult(program, modified=modified, stats=stats)
+    def rules(self, options: FuseOptions) -> list[RewriteRule]:
+        # One walk in graph order: a layer is canonicalised before its activation is seen.
+        return [LINEAR, *self._activation_rules(options),
+                *([ATTENTION] if options.attention else [])]
 
-    # -- rule 1 ---------------------------------------------------------------------------
     @staticmethod
-    def _canonicalize_linear(program: Program) -> int:
-        graph = program.graph
-        count = 0
-        for node in list(graph.nodes):
-            x = w = b = None
-            if is_op(node, aten.addmm) and node.kwargs.get("beta", 1) == 1 and \
-                    node.kwargs.get("alpha", 1) == 1:
-                b, x, wt = node.args[:3]
-                w = _transposed_constant(program, wt)
-            elif is_op(node, aten.add) and node.kwargs.get("alpha", 1) == 1:
-                mm, b = node.args[:2]
-                if is_op(mm, aten.mm, aten.matmul) and only_user(mm) is node:
-                    x, wt = mm.args[:2]
-                    w = _transposed_constant(program, wt) or _stored_transposed(program, wt, mm)
-            elif is_op(node, aten.matmul) and not _feeds_bias_add(program, node):
-                x, wt = node.args[:2]
-                w = _stored_transposed(program, wt, node)
-                b = None
-            if w is None or not (b is None or program.is_constant(b)):
-                continue
-            if b is not None:
-                bias = program.tensor(b)
-                if bias.dim() != 1 or bias.shape[0] != program.tensor(w).shape[0]:
-                    continue
-            if val(x) is None or val(x).dim() < 1:
-                continue
-            with graph.inserting_before(node):
-                lin = graph.call_function(aten.linear.default, (x, w, b))
-            copy_provenance(lin, node)
-            node.replace_all_uses_with(lin)
-            graph.erase_node(node)
-            count += 1
-        if count:
-            graph.eliminate_dead_code()
-        return count
+    def _activation_rules(options: FuseOptions) -> list[RewriteRule]:
+        return [_activation_rule(aten.convolution, "conv-act", options.activations),
+                _activation_rule(aten.linear, "linear-act", options.activations)]
 
-    # -- rule 3 ---------------------------------------------------------------------------
-    @staticmethod
-    def _fuse_attention(program: Program) -> int:
-        graph = program.graph
-        count = 0
-        for out in list(graph.nodes):
-            if not is_op(out, aten.matmul, aten.bmm):
-                continue
-            probs, v = out.args[:2]
-            if is_op(probs, aten.where) and only_user(probs) is out:
-                cond, zero, sm = probs.args
-                if not (is_op(cond, aten.isnan) and cond.args[0] is sm and
-                        _scalar_constant(program, zero) == 0.0 and len(sm.users) == 2):
-                    continue
-                probs = sm
-            elif only_user(probs) is not out:
-                continue
-            if not is_op(probs, aten._softmax, aten.softmax):
-                continue
-            dim = probs.args[1]
-            vp = val(probs)
-            if vp is None or dim % vp.dim() != vp.dim() - 1:
-                continue
-            scores = probs.args[0]
-            mask = None
-            if is_op(scores, aten.add) and only_user(scores) is probs:
-                scores, mask = scores.args[0], scores.args[1]
-                if not isinstance(mask, fx.Node):
-                    continue
-            scores, scale = _strip_scale(program, scores)
-            if not is_op(scores, aten.matmul, aten.bmm) or only_user(scores) is None:
-                continue
-            q, kt = scores.args[:2]
-            q, s_q = _strip_scale(program, q)
-            kt, s_k = _strip_scale(program, kt)
-            scale *= s_q * s_k
-            k = None
-            if is_op(kt, aten.transpose) and val(kt) is not None:
-                rank = val(kt).dim()
-                if sorted(a % rank for a in kt.args[1:3]) == [rank - 2, rank - 1]:
-                    k = kt.args[0]
-            elif is_op(kt, aten.permute):
-                perm = list(kt.args[1])
-                rank = len(perm)
-                swapped = list(range(rank))
-                swapped[-1], swapped[-2] = swapped[-2], swapped[-1]
-                if [p % rank for p in perm] == swapped:
-                    k = kt.args[0]
-            transpose_k = k is None
-            k = kt if transpose_k else k
-            if k is None or any(val(t) is None or val(t).dim() < 3 for t in (q, k, v)):
-                continue
-            if val(q).dtype != val(probs).dtype:
-                continue
-            mv = val(mask) if mask is not None else None
-            if mv is not None and mv.dtype not in (val(q).dtype, torch.bool):
-                continue
-            if transpose_k:  # only now that the match is certain (never mutate before)
-                with graph.inserting_before(out):
-                    k = graph.call_function(aten.transpose.int, (kt, -2, -1))
-                k.meta["val"] = val(kt).transpose(-2, -1)
-                copy_provenance(k, out)
-            head_dim = val(q).shape[-1]
-            kwargs: dict[str, Any] = {}
-            if not (isinstance(head_dim, int) and math.isclose(scale, 1 / math.sqrt(head_dim),
-                                                               rel_tol=1e-6)):
-                kwargs["scale"] = scale
-            with graph.inserting_before(out):
-                sdpa = graph.call_function(
-                    aten.scaled_dot_product_attention.default, (q, k, v, mask, 0.0, False),
-                    kwargs,
-                )
-            copy_provenance(sdpa, out)
-            out.replace_all_uses_with(sdpa)
-            graph.erase_node(out)
-            count += 1
-        if count:
-            graph.eliminate_dead_code()
-        return count
+    def stats(self, report: RewriteReport) -> dict[str, Any]:
+        return {"linear_canonicalized": report.matched("linear"),
+                "conv_act": report.matched("conv-act"), "linear_act": report.matched("linear-act"),
+                "attention": report.matched("attention") if "attention" in report.rules else 0}
+
+    def ensures(self, program: Program, options: FuseOptions) -> None:
+        """No convolution / linear whose only user is a selected activation remains."""
+        ensure_no_match(self.name, program, self._activation_rules(options))
