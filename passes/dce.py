@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecc.errors import PostconditionError
 from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
-from edgecc.program import Program
+from edgecc.program import Program, op_name
 from edgecc.rewrite import is_pure
 
 
@@ -69,6 +70,19 @@ class DeadCodeElimination(Pass):
             stats={"removed_nodes": removed_nodes, "removed_tensors": removed_params,
                    "removed_bytes": removed_bytes},
         )
+
+
+    def ensures(self, program: Program, options: Any) -> None:
+        """No unused pure operator or weight read remains, and no weight nothing reads."""
+        for node in program.graph.nodes:
+            if not node.users and (node.op == "get_attr" or is_pure(node)):
+                raise PostconditionError(
+                    f"'dce' left node {node.name} ({op_name(node)}), which nothing reads")
+        used = {str(n.target) for n in program.graph.nodes if n.op == "get_attr"}
+        module = program.graph_module
+        for name, _ in [*module.named_parameters(), *module.named_buffers()]:
+            if name not in used:
+                raise PostconditionError(f"'dce' left weight '{name}', which nothing reads")
 
 
 def _drop_empty_submodules(module: Any) -> None:
