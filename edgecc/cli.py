@@ -250,6 +250,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
     from edgecc.pipeline_text import _format_value
     from edgecc.registry import default_pass_registry
 
+    if args.explain:
+        return cmd_explain(args)
     registry = default_pass_registry()
     entries = []
     for name, cls in registry.items():
@@ -267,6 +269,30 @@ def cmd_passes(args: argparse.Namespace) -> int:
             print(f"{'':<22}{o['name']}: {o['type']} = {_format_value(o['default'])}")
         if e["origin"] != "edgecc":
             print(f"{'':<22}(from {e['origin']})")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``passes --explain PASS MODEL``: what each of the pass's rules matched or declined."""
+    from edgecc.frontend import load
+    from edgecc.pipeline_text import PassStep, parse_pipeline
+    from edgecc.rewrite import explain, format_explanation, rule_based
+
+    text, model = args.explain
+    steps = parse_pipeline(text)
+    if len(steps) != 1 or not isinstance(steps[0], PassStep):
+        raise EdgeccError(f"--explain takes one pass (options allowed: 'fuse{{attention=false}}'), "
+                          f"got '{text}'")
+    pass_ = rule_based(steps[0].pass_cls())
+    shapes = parse_input_shapes(args.input_shape)
+    program = load(model, trust_pickle=args.trust_pickle, example_inputs=example_tensors(shapes),
+                   input_shapes={n: s for n, s, _ in shapes} or None)
+    data = {"model": model, **explain(pass_, program, steps[0].options)}
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"{data['pass']} on {model}")
+    print(format_explanation(data))
     return 0
 
 
@@ -384,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("passes", help="list registered passes and their options")
+    p.add_argument("--explain", nargs=2, metavar=("PASS", "MODEL"), default=None,
+                   help="run a rule-based pass's rules on MODEL and say what each matched "
+                        "and why it declined the rest")
+    p.add_argument("--trust-pickle", action="store_true", help="(--explain) as for inspect")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                   help="(--explain) as for inspect")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_passes)
 

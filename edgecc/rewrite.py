@@ -314,14 +314,20 @@ class RewritePass(Pass):
                           stats={**self.stats(report), "rules": report.to_json()})
 
 
+def rule_based(pass_: Pass) -> RewritePass:
+    """``pass_`` if it is made of rewrite rules, else an ``EdgeccError`` saying so."""
+    if not isinstance(pass_, RewritePass):
+        raise EdgeccError(
+            f"pass '{pass_.name}' is not rule-based, so it has no rules to explain "
+            "(rule-based passes subclass edgecc.rewrite.RewritePass)"
+        )
+    return pass_
+
+
 def explain(pass_: Pass, program: Program, options: Any = None) -> dict[str, Any]:
     """Apply a rule-based pass's rules to ``program`` with tracing: per-rule counts and
     every declined candidate (node, operator, reason). ``program`` is rewritten."""
-    if not isinstance(pass_, RewritePass):
-        raise EdgeccError(
-            f"pass '{pass_.name}' is not rule-based, so there are no rules to explain "
-            "(rule-based passes subclass edgecc.rewrite.RewritePass)"
-        )
+    pass_ = rule_based(pass_)
     options = pass_.default_options() if options is None else options
     report = apply_rules(program, pass_.rules(options), trace=True)
     return {"pass": pass_.name, "rules": report.to_json(),
