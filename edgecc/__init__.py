@@ -14,7 +14,7 @@ from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult, function_
 from edgecc.pass_manager import PassManager
 from edgecc.program import Program, TensorSpec
 from edgecc.registry import register_pass, register_target
-from edgecc.target import Artifact, Availability, Support, Target
+from edgecc.target import Artifact, Availability, Lowered, Support, Target
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "Availability",
     "CompileResult",
     "EdgeccError",
+    "Lowered",
     "NoOptions",
     "Pass",
     "PassContext",

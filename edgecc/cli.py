@@ -297,7 +297,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from edgecc.pass_base import option_fields
+    from edgecc.pass_base import make_options, option_fields
     from edgecc.registry import default_target_registry
 
     entries = []
@@ -306,7 +306,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
         avail = target.availability()
         entries.append({"name": name, "description": cls.description,
                         "available": avail.available, "detail": avail.detail,
-                        "executes_here": target.executes(), "listing": target.listing(),
+                        "executes_here": target.executes(make_options(cls, {})),
+                        "listing": target.listing(),
                         "options": [{"name": n, "default": d}
                                     for n, _, d in option_fields(cls.Options)]})
     if args.json:
@@ -384,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="optimize a model and lower it for a target")
     model_args(p)
-    p.add_argument("-t", "--target", default=None, help="target name (see 'edgecc targets')")
+    p.add_argument("-t", "--target", default=None, metavar="NAME[:PRESET]",
+                   help="target name, with a preset (device) where it has them, e.g. "
+                        "arm64:raspberry-pi-5 (see 'edgecc targets')")
     group = p.add_mutually_exclusive_group()
     group.add_argument("-p", "--pipeline", default=None,
                        help="pass pipeline text, e.g. 'fold-batchnorm,fuse,dce'")
@@ -441,13 +444,15 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
-    # torch's own deprecation chatter is not the user's concern.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            # torch's own deprecation chatter is not the user's concern (filters scoped to
+            # the command: main() also runs inside other programs and tests)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            return int(args.func(args) or 0)
     except EdgeccError as exc:
         if args.debug:
             raise

@@ -42,7 +42,7 @@ from edgecc.program import Program, TensorSpec
 from edgecc.progress import Progress
 from edgecc.recipe import Recipe, VerifyOptions, load_recipe
 from edgecc.registry import default_target_registry
-from edgecc.target import Artifact, Target
+from edgecc.target import Artifact, Lowered, Target, split_target_spec, with_preset
 
 DEFAULT_RECIPE = "optimize"  # used when neither a pipeline nor a recipe is given
 
@@ -89,10 +89,14 @@ def resolve_model(model: Any, example_inputs: Sequence[Any] | None, *,
     )
 
 
-def resolve_target(name: str, options: dict[str, Any] | None) -> tuple[Target, Any]:
+def resolve_target(spec: str, options: dict[str, Any] | None,
+                   defaults: dict[str, Any] | None = None) -> tuple[Target, Any]:
+    """The target named by ``spec`` (``NAME`` or ``NAME:PRESET``) and its options: the
+    ``defaults`` (a recipe's), then ``options``, with the spec's preset filled in."""
+    name, preset = split_target_spec(spec)
     target_cls = default_target_registry().get(name)
-    target = target_cls()
-    return target, make_options(target_cls, options or {})
+    values = {**(defaults or {}), **with_preset(target_cls, preset, options or {})}
+    return target_cls(), make_options(target_cls, values)
 
 
 def compile(  # noqa: A001  (the public name DESIGN.md gives it)
@@ -119,9 +123,8 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     if pipeline is not None and recipe is not None:
         raise EdgeccError("give either a pipeline or a recipe, not both")
     loaded: Recipe = load_recipe(recipe or (DEFAULT_RECIPE if pipeline is None else "none"))
-    target_name = target or loaded.target or "host"
-    opts = {**loaded.target_options, **(target_options or {})}
-    tgt, tgt_options = resolve_target(target_name, opts)
+    target_spec = target or loaded.target or "host"
+    tgt, tgt_options = resolve_target(target_spec, target_options, loaded.target_options)
     text = pipeline if pipeline is not None else (loaded.pipeline or "")
     steps = parse_pipeline(text)
     steps = (*steps, *tgt.legalization(tgt_options))
@@ -160,8 +163,13 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         with stage as staging:
             bar.stage(f"lower for {tgt.name}")
             t0 = time.perf_counter()
-            artifacts = tgt.lower(program, staging, tgt_options)
+            lowered = tgt.lower(program, staging, tgt_options)
             lower_seconds = time.perf_counter() - t0
+            if not isinstance(lowered, Lowered):
+                raise EdgeccError(
+                    f"target '{tgt.name}' returned a {type(lowered).__name__} from lower(): "
+                    "a target returns edgecc.Lowered(artifacts, report)")
+            artifacts = lowered.artifacts
             manifest: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "edgecc_version": _version(),
@@ -174,15 +182,14 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                 "outputs": [s.to_json() for s in original.output_specs],
                 "pipeline": {"text": format_pipeline(steps), "passes": result.stats["passes"],
                              "seconds": round(pass_seconds, 4)},
-                "lowering": {"seconds": round(lower_seconds, 4),
-                             **tgt.lowering_report(staging)},
+                "lowering": {"seconds": round(lower_seconds, 4), **lowered.report},
                 "model": {"before": before.to_json(), "after": after.to_json()},
                 "artifacts": [_artifact_entry(staging, a) for a in artifacts],
-                "not_verified": tgt.not_verified(),
+                "not_verified": tgt.not_verified(tgt_options),
             }
             bar.stage("verify")
             lossy = _lossy_passes(result.stats["passes"])
-            if verify and tgt.executes() and vopts.samples > 0:
+            if verify and tgt.executes(tgt_options) and vopts.samples > 0:
                 runner = tgt.load(staging, manifest)
                 # A lossy pipeline changes the numbers on purpose: the artifact must then
                 # match the compressed program (edgecc's simulator of it) to tolerance, and

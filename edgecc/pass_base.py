@@ -42,10 +42,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgecc.errors import OptionError, PostconditionError, PreconditionError, one_line
 from edgecc.program import ORIGIN, Program
+
+if TYPE_CHECKING:  # edgecc.target imports this module
+    from edgecc.target import Target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +75,7 @@ class PassContext:
     """
 
     calibration: Iterable[tuple[Any, ...]] | None = None
-    target: Any = None
+    target: Target | None = None
     seed: int = 0
     progress: bool | None = None
     original: Any = None  # the program before any pass (teacher for qat / distillation)

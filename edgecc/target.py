@@ -2,25 +2,29 @@
 
 A target says (1) whether its toolchain is available here, and why not; (2) which nodes it
 supports, with a reason when it does not; (3) which passes it needs before lowering
-(legalization); (4) how to lower a program into artifact files; and, if it can execute on
-this machine, (5) how to load those files back and run them, so ``compile()`` can verify the
-artifact against the original model. Backend libraries are imported only inside methods.
+(legalization); (4) how to lower a program into artifact files, returning them with a
+report of the lowering (``Lowered``); and, if it can execute on this machine, (5) how to
+load those files back and run them, so ``compile()`` can verify the artifact against the
+original model. Backend libraries are imported only inside methods.
+
+A target with presets (devices) names the option a preset fills (``preset_option``), so
+``-t arm64:raspberry-pi-5`` means ``-t arm64 --target-option preset=raspberry-pi-5``
+(``split_target_spec``, ``with_preset``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.fx as fx
 
+from edgecc.errors import OptionError
 from edgecc.pass_base import NoOptions
 from edgecc.pipeline_text import PassStep
-from edgecc.program import Program, op_name
+from edgecc.program import Program, TensorSpec, op_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +39,6 @@ class Support:
     reason: str = ""
 
 
-LOWERING_REPORT = ".lowering.json"
-
-
-def save_lowering_report(output_dir: str, report: dict[str, Any]) -> None:
-    """Keep facts about a lowering beside the artifact until the compiler moves them into
-    the manifest (``Target.lowering_report``)."""
-    if report:
-        with open(os.path.join(output_dir, LOWERING_REPORT), "w") as f:
-            json.dump(report, f)
-
-
 @dataclasses.dataclass(frozen=True)
 class Artifact:
     """One file a target wrote, relative to the output directory."""
@@ -53,6 +46,15 @@ class Artifact:
     path: str
     kind: str  # "library", "params", "runner", ...
     description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowered:
+    """What ``Target.lower`` returns: the files it wrote, and facts about the lowering for
+    the manifest's ``lowering`` section (tuning statistics, integer kernels, ...)."""
+
+    artifacts: list[Artifact]
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 ALL_QUANT_DTYPES = frozenset(
@@ -90,6 +92,8 @@ class Target:
     Options: ClassVar[type] = NoOptions
     can_execute: ClassVar[bool] = False
     quantization: ClassVar[QuantSupport] = QuantSupport()
+    # the option ``-t NAME:PRESET`` fills ("" = the target has no presets)
+    preset_option: ClassVar[str] = ""
 
     def availability(self) -> Availability:
         return Availability(True, "")
@@ -110,20 +114,8 @@ class Target:
         """Passes run after the user's pipeline and before ``lower``."""
         return ()
 
-    def lower(self, program: Program, output_dir: str, options: Any) -> list[Artifact]:
+    def lower(self, program: Program, output_dir: str, options: Any) -> Lowered:
         raise NotImplementedError
-
-    def lowering_report(self, output_dir: str) -> dict[str, Any]:
-        """Extra facts about the last ``lower`` into ``output_dir`` for the manifest's
-        ``lowering`` section (tuning statistics, integer kernels): what ``lower`` saved with
-        ``save_lowering_report`` (the file is removed: it is not part of the bundle)."""
-        path = os.path.join(output_dir, LOWERING_REPORT)
-        if not os.path.exists(path):
-            return {}
-        with open(path) as f:
-            report = json.load(f)
-        os.remove(path)
-        return report
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Runner:
         raise NotImplementedError(f"target '{self.name}' cannot execute on this machine")
@@ -132,11 +124,12 @@ class Target:
         """Extra lines for ``edgecc targets`` (e.g. the presets a target knows)."""
         return ""
 
-    def executes(self) -> bool:
-        """Whether artifacts can run here now (an emulator may need setting up first)."""
+    def executes(self, options: Any) -> bool:
+        """Whether artifacts built with ``options`` can run here now (an emulator may need
+        setting up first)."""
         return self.can_execute
 
-    def not_verified(self) -> list[str]:
+    def not_verified(self, options: Any) -> list[str]:
         """What this target's verification cannot check here (written into the manifest)."""
         return [] if self.can_execute else ["artifact execution (target cannot run here)"]
 
@@ -149,3 +142,37 @@ class Target:
             if not support.supported:
                 out.append((node.name, op_name(node), support.reason))
         return out
+
+
+def split_target_spec(spec: str) -> tuple[str, str | None]:
+    """``"arm64:cortex-a76"`` -> ``("arm64", "cortex-a76")``; ``"host"`` -> ``("host", None)``."""
+    name, sep, preset = spec.partition(":")
+    return name, (preset if sep else None)
+
+
+def with_preset(target_cls: type[Target], preset: str | None,
+                options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the preset of ``-t NAME:PRESET`` filled into the target's
+    ``preset_option``; an error for a target without presets, an empty preset, or a
+    preset given both ways with different values."""
+    out = dict(options)
+    if preset is None:
+        return out
+    name, key = target_cls.name, target_cls.preset_option
+    if not key:
+        raise OptionError(f"target '{name}' has no presets: write '-t {name}' (and "
+                          "--target-option KEY=VALUE for its options)")
+    if not preset:
+        raise OptionError(f"'-t {name}:' names no preset: write '-t {name}:PRESET' "
+                          "(`edgecc targets` lists them)")
+    if key in out and out[key] != preset:
+        raise OptionError(f"the {name} preset is given twice: '-t {name}:{preset}' and "
+                          f"{key}={out[key]!r}; give one")
+    out[key] = preset
+    return out
+
+
+def example_shape(spec: TensorSpec) -> list[int]:
+    """A concrete shape for ``spec`` (a symbolic dimension takes 1), for the examples in
+    bundle READMEs."""
+    return [d if isinstance(d, int) else 1 for d in spec.shape]

@@ -44,12 +44,13 @@ def test_compile_writes_manifest_with_everything_design_lists(tmp_path):
     assert passes[0]["stats"] == {"folded": 1} and passes[0]["seconds"] >= 0
     before, after = manifest["model"]["before"], manifest["model"]["after"]
     assert after["parameters"] < before["parameters"] and after["macs"] == before["macs"]
-    (art,) = manifest["artifacts"]
+    art, readme = manifest["artifacts"]
     assert art["path"] == "model.so" and art["bytes"] == os.path.getsize(out / "model.so")
+    assert readme["path"] == "README.txt" and readme["kind"] == "docs"
     assert len(art["sha256"]) == 64
     v = manifest["verification"]
     assert v["performed"] and v["passed"] and v["samples"] == 3 and v["max_abs"] < 1e-5
-    assert sorted(os.listdir(out)) == ["manifest.json", "model.so"]
+    assert sorted(os.listdir(out)) == ["README.txt", "manifest.json", "model.so"]
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(res.run(x), model()(x), atol=1e-5, rtol=1e-5)
 
@@ -80,7 +81,7 @@ def test_non_empty_output_dir_needs_force_and_is_replaced_atomically(tmp_path):
         edgecc.compile(model(), "host", example_inputs=X, output_dir=str(out))
     assert (out / "keep.txt").read_text() == "user data"
     edgecc.compile(model(), "host", example_inputs=X, output_dir=str(out), force=True)
-    assert sorted(os.listdir(out)) == ["manifest.json", "model.so"]
+    assert sorted(os.listdir(out)) == ["README.txt", "manifest.json", "model.so"]
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging leftovers
 
 

@@ -2,9 +2,11 @@
 arm64 sysroot (Debian packages unpacked with ``dpkg -x``) and the aarch64 TVM runtime (PyPI's
 aarch64 wheels), both fetched once into a cache.
 
-    python -m edgecc.targets.arm.emulation --setup     # what scripts/setup_arm.sh runs
+    python -m edgecc.targets.arm.emulation --setup [--cache DIR]   # scripts/setup_arm.sh
 
-Cache: ``$EDGECC_ARM_CACHE`` or ``~/.cache/edgecc/arm64``; ``READY`` marks a complete one.
+Cache: ``root`` (the arm64 target's ``emulator_cache`` option), by default
+``~/.cache/edgecc/arm64``; ``READY`` marks a complete one. ``runner.EmulatedRunner`` runs a
+bundle under it; ``rpc_server`` makes it a board for MetaSchedule tuning.
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-import torch
-
 from edgecc.errors import LoweringError
 
 QEMU = "qemu-aarch64-static"
@@ -39,9 +38,9 @@ APT_TOOLS = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
              QEMU: "qemu-user-static"}
 
 
-def cache_dir() -> str:
-    return os.environ.get("EDGECC_ARM_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "edgecc", "arm64")
+def default_cache() -> str:
+    """Where the sysroot and runtime go when no ``emulator_cache`` is given."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "edgecc", "arm64")
 
 
 def missing_tools() -> list[str]:
@@ -53,23 +52,25 @@ def _ready_text() -> str:
     return "debian: " + " ".join(DEBIAN_PACKAGES) + "\nwheels: " + " ".join(WHEELS)
 
 
-def ready() -> bool:
-    """The tools are installed and the cache holds what this version of edgecc fetches."""
-    marker = os.path.join(cache_dir(), "READY")
+def ready(root: str = "") -> bool:
+    """The tools are installed and the cache ``root`` (default: ``default_cache()``) holds
+    what this version of edgecc fetches."""
+    marker = os.path.join(root or default_cache(), "READY")
     if missing_tools() or not os.path.exists(marker):
         return False
     with open(marker) as f:
         return f.read() == _ready_text()
 
 
-def why_not_ready() -> str:
+def why_not_ready(root: str = "") -> str:
+    root = root or default_cache()
     tools = missing_tools()
     if tools:
         return f"missing {', '.join(tools)}: apt-get install {' '.join(tools)} (or run " \
                "scripts/setup_arm.sh)"
-    if os.path.exists(os.path.join(cache_dir(), "READY")):
-        return f"the aarch64 runtime in {cache_dir()} is out of date: run scripts/setup_arm.sh"
-    return f"no aarch64 runtime in {cache_dir()}: run scripts/setup_arm.sh"
+    if os.path.exists(os.path.join(root, "READY")):
+        return f"the aarch64 runtime in {root} is out of date: run scripts/setup_arm.sh"
+    return f"no aarch64 runtime in {root}: run scripts/setup_arm.sh"
 
 
 def _run(cmd: list[str], **kw: Any) -> None:
@@ -77,15 +78,15 @@ def _run(cmd: list[str], **kw: Any) -> None:
     subprocess.run(cmd, check=True, **kw)
 
 
-def setup() -> str:
-    """Install the cross tools (apt) and fetch the sysroot + runtime (once)."""
+def setup(root: str = "") -> str:
+    """Install the cross tools (apt) and fetch the sysroot + runtime into ``root`` (once)."""
     tools = missing_tools()
     if tools:
         _run(["apt-get", "update", "-qq"])
         _run(["apt-get", "install", "-y", "-qq", *tools],
              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    root = cache_dir()
-    if ready():
+    root = root or default_cache()
+    if ready(root):
         return root
     os.makedirs(root, exist_ok=True)
     work = tempfile.mkdtemp(dir=root)
@@ -124,62 +125,19 @@ def setup() -> str:
     return root
 
 
-class EmulatedRunner:
-    """Runs a bundle's ``run_model.py`` under qemu-aarch64 for each call."""
-
-    def __init__(self, bundle: str, library: str, num_threads: int = 0, timeout: int = 600):
-        if not ready():
-            raise LoweringError(f"cannot run aarch64 code here: {why_not_ready()}")
-        self.bundle, self.library = bundle, library
-        self.threads, self.timeout = num_threads, timeout
-
-    def command(self, *args: str) -> list[str]:
-        root = cache_dir()
-        sysroot = os.path.join(root, "sysroot")
-        env = ["-E", f"PYTHONPATH={os.path.join(root, 'site')}", "-E", "TVM_USE_RUNTIME_LIB=1"]
-        if self.threads:
-            env += ["-E", f"TVM_NUM_THREADS={self.threads}"]
-        return [QEMU, "-L", sysroot, *env, os.path.join(sysroot, PYTHON),
-                os.path.join(self.bundle, "run_model.py"),
-                os.path.join(self.bundle, self.library), *args]
-
-    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.run_many([inputs])[0]
-
-    def run_many(self, batches: list[tuple[torch.Tensor, ...]]
-                 ) -> list[tuple[torch.Tensor, ...]]:
-        """Run several input sets in one emulator launch (a launch costs seconds)."""
-        with tempfile.TemporaryDirectory() as d:
-            files = []
-            for b, inputs in enumerate(batches):
-                src, dst = os.path.join(d, f"in{b}.npz"), os.path.join(d, f"out{b}.npz")
-                np.savez(src, **{f"arg{i}": t.detach().cpu().numpy()
-                                 for i, t in enumerate(inputs)})
-                files += [src, dst]
-            proc = subprocess.run(self.command(*files), capture_output=True, text=True,
-                                  timeout=self.timeout)
-            if proc.returncode != 0:
-                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-                raise LoweringError(f"the aarch64 artifact failed under {QEMU}: {tail}")
-            results = []
-            for dst in files[1::2]:
-                out = np.load(dst)
-                results.append(tuple(torch.from_numpy(out[f"out{i}"].copy())
-                                     for i in range(len(out.files))))
-            return results
-
-
 @contextlib.contextmanager
-def rpc_server(tracker_port: int, key: str, timeout: float = 120) -> Iterator[None]:
-    """A TVM RPC server running under qemu-aarch64, registered with the tracker on
-    127.0.0.1:``tracker_port`` as ``key`` — an emulated board for MetaSchedule's RPC runner.
+def rpc_server(tracker_port: int, key: str, root: str = "", timeout: float = 120
+               ) -> Iterator[None]:
+    """A TVM RPC server running under qemu-aarch64 (the cache ``root``), registered with the
+    tracker on 127.0.0.1:``tracker_port`` as ``key`` — an emulated board for MetaSchedule's
+    RPC runner.
 
     The server starts its session workers with ``sys.executable``, an aarch64 binary the
     kernel cannot exec here: a ``sitecustomize`` points it at a shell wrapper that starts
     the interpreter under qemu again."""
-    if not ready():
-        raise LoweringError(f"cannot run aarch64 code here: {why_not_ready()}")
-    root = cache_dir()
+    root = root or default_cache()
+    if not ready(root):
+        raise LoweringError(f"cannot run aarch64 code here: {why_not_ready(root)}")
     with tempfile.TemporaryDirectory() as d:
         wrapper = os.path.join(d, "aarch64-python")
         with open(wrapper, "w") as f:
@@ -229,11 +187,14 @@ def _wait_registered(port: int, key: str, proc: Any, log: Any, timeout: float) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true")
+    parser.add_argument("--cache", default="", metavar="DIR",
+                        help=f"where the sysroot and runtime go (default {default_cache()})")
     args = parser.parse_args()
     if args.setup:
-        print(setup())
-    print("ready" if ready() else f"not ready: {why_not_ready()}")
-    return 0 if ready() else 1
+        print(setup(args.cache))
+    ok = ready(args.cache)
+    print("ready" if ok else f"not ready: {why_not_ready(args.cache)}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

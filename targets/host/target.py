@@ -1,26 +1,27 @@
-"""``-t host``: compile for the build machine's CPU with TVM Relax and run it here."""
+"""``-t host``: compile for the build machine's CPU with TVM Relax and run it here.
+
+The folder has the shape of every target: ``presets.py`` (which CPU), ``partition.py``
+(which nodes, from the shared TVM table), ``lower.py``, ``runner.py`` and the bundle's
+``README.txt``; the TVM machinery itself is ``edgecc.targets.tvm``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 from typing import Any, Literal
 
-import torch.fx as fx
-
-from edgecc.errors import LoweringError
-from edgecc.passes import ApplyMasks, AttentionMaskToAdditive
-from edgecc.pipeline_text import PassStep
-from edgecc.program import Program, op_name
-from edgecc.target import Artifact, Availability, Support, Target, save_lowering_report
-
-LIBRARY = "model.so"
+from edgecc.program import Program
+from edgecc.target import Lowered
+from edgecc.targets.host import presets
+from edgecc.targets.host.lower import lower_program
+from edgecc.targets.host.runner import load_runner
+from edgecc.targets.tvm.target_base import TvmTarget, check_common_options
 
 
 @dataclasses.dataclass(frozen=True)
 class HostOptions:
-    mcpu: str = ""  # LLVM CPU name; empty = this machine's (llvm_get_system_cpu)
+    preset: str = "native"  # `edgecc targets` lists them; -t host:NAME
+    mcpu: str = ""  # LLVM CPU name; overrides the preset's CPU
     num_threads: int = 0  # TVM worker threads at run time; 0 = TVM's default
     # "edgecc": edgecc's default CPU schedule (parallel + vectorizable loop nests);
     # "tvm": TVM's own untuned pipeline, for comparison.
@@ -33,95 +34,32 @@ class HostOptions:
     # is not tuned again, so a second compile of the same model only reads the cache.
     tune_trials: int = 0
     tune_cache: str = ""
+    tvm_log: bool = False  # show TVM's native log (hidden unless a build fails)
 
     def __post_init__(self) -> None:
-        if self.num_threads < 0:
-            raise ValueError("num_threads must be >= 0")
-        if self.tune_trials < 0:
-            raise ValueError("tune_trials must be >= 0 (0 = no tuning)")
+        presets.resolve(self.preset)  # a clear error for a bad choice
+        check_common_options(self)
         if self.tune_trials and self.schedule != "edgecc":
             raise ValueError("tuning needs schedule=edgecc (untuned kernels fall back to it)")
 
 
-@functools.lru_cache(maxsize=1)
-def _tvm_version() -> str | None:
-    try:
-        import tvm
-    except Exception:
-        return None
-    return str(tvm.__version__)
-
-
-@functools.lru_cache(maxsize=1)
-def _supported() -> frozenset[str]:
-    from edgecc.targets.host.lowering import supported_op_names
-
-    return frozenset(supported_op_names())
-
-
-class HostTarget(Target):
+class HostTarget(TvmTarget):
     """This machine's CPU via Apache TVM Relax + LLVM; runs and verifies the artifact here."""
 
     name = "host"
     description = "the build machine's CPU (TVM Relax, LLVM)"
     Options = HostOptions
     can_execute = True
+    preset_option = "preset"
 
-    def availability(self) -> Availability:
-        version = _tvm_version()
-        if version is None:
-            return Availability(
-                False,
-                "apache-tvm is not installed: pip install -c constraints.txt "
-                "'apache-tvm==0.27.0.post1' 'apache-tvm-ffi==0.1.14.post0'",
-            )
-        return Availability(True, f"apache-tvm {version}")
+    def listing(self) -> str:
+        return "presets (-t host:NAME):\n" + presets.describe()
 
-    def supports(self, node: fx.Node) -> Support:
-        name = getattr(node.target, "__name__", "")
-        if name in _supported():
-            return Support(True)
-        return Support(False, f"TVM Relax has no converter for {op_name(node)}")
-
-    def legalization(self, options: HostOptions) -> tuple[PassStep, ...]:
-        # TVM Relax's attention takes additive float masks only.
-        return (PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),
-                PassStep(ApplyMasks, ApplyMasks.Options()))  # dense kernels: fold masks
-
-    def lower(self, program: Program, output_dir: str, options: HostOptions) -> list[Artifact]:
+    def lower(self, program: Program, output_dir: str, options: HostOptions) -> Lowered:
         self.require_available()
-        from edgecc.targets.host import lowering
-
-        bad = self.unsupported_nodes(program)
-        if bad:
-            listed = "; ".join(f"{n} ({op}): {why}" for n, op, why in bad[:10])
-            raise LoweringError(f"host target cannot lower {len(bad)} node(s): {listed}")
-        report: dict[str, Any] = {}
-        integer: dict[str, Any] = {}
-        module = lowering.to_relax(program, integer_kernels=options.integer_kernels,
-                                   report=integer)
-        if integer:
-            report["integer_kernels"] = integer
-        target = lowering.llvm_target(options.mcpu or None, options.num_threads or None)
-        database, how = None, f"{options.schedule} schedule"
-        if options.tune_trials:
-            from edgecc.targets.host.tuning import tune
-
-            database, stats = tune(module, target, options.tune_trials,
-                                   root=options.tune_cache or None)
-            report["tuning"] = stats
-            how = (f"MetaSchedule-tuned ({stats['kernels_with_record']}/{stats['kernels']} "
-                   "kernels), edgecc schedule for the rest")
-        lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule,
-                       database=database)
-        save_lowering_report(output_dir, report)
-        return [Artifact(LIBRARY, "library",
-                         f"TVM Relax VM executable with weights, llvm {target.attrs['mcpu']}, "
-                         f"{how}")]
+        self.check_lowerable(program)
+        return lower_program(program, output_dir, options)
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         self.require_available()
-        from edgecc.targets.host.runner import HostRunner
-
-        threads = manifest["target"]["options"].get("num_threads") or None
-        return HostRunner(os.path.join(output_dir, LIBRARY), threads)
+        return load_runner(output_dir, manifest)

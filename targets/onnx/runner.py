@@ -1,11 +1,14 @@
-"""Run an exported ``.onnx`` with onnxruntime (CPU)."""
+"""How an ``-t onnx`` artifact runs here: onnxruntime's CPU provider, in this process."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
 
 import numpy as np
 import torch
 
+from edgecc.targets.onnx.lower import MODEL
 
 
 class OnnxRuntimeRunner:
@@ -19,3 +22,7 @@ class OnnxRuntimeRunner:
         feed = {n: np.ascontiguousarray(t.detach().cpu().numpy())
                 for n, t in zip(self.names, inputs)}
         return tuple(torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed))
+
+
+def load_runner(output_dir: str, manifest: dict[str, Any]) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(os.path.join(output_dir, MODEL))

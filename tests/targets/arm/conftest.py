@@ -12,4 +12,4 @@ def qemu():
         if os.environ.get("CI"):
             pytest.fail(f"arm64 emulation is not set up in CI: {emulation.why_not_ready()}")
         pytest.skip(emulation.why_not_ready())
-    return emulation.cache_dir()
+    return emulation.default_cache()

@@ -12,7 +12,7 @@ import torch
 import edgecc
 from edgecc.errors import LoweringError
 from edgecc.recipe import VerifyOptions
-from edgecc.targets.arm import emulation
+from edgecc.targets.arm.runner import EmulatedRunner
 from tests.models import mobilenet_v2, resnet20, token_inputs, transformer
 
 ONE = VerifyOptions(samples=1)
@@ -77,7 +77,7 @@ def test_fp16_program_and_the_deploy_runner(qemu, tmp_path):
                 verify=False)
     # the bundle's own runner, as on a board (here under qemu), with its latency option
     np.savez(tmp_path / "in.npz", arg0=x.numpy())
-    runner = emulation.EmulatedRunner(arm.output_dir, "model.so")
+    runner = EmulatedRunner(arm.output_dir, "model.so")
     proc = subprocess.run(runner.command(str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
                                          "--repeat", "2"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -60,7 +60,7 @@ def test_quantized_convolutions_run_in_integer(layer, tmp_path):
 
 
 def test_fixed_point_multiplier():
-    from edgecc.targets.host.integer_lowering import _fixed_point
+    from edgecc.targets.tvm.integer_lowering import _fixed_point
 
     values = np.array([0.7, 1e-4, 0.999999999, 2.0 ** -20, 0.5])
     mantissa, shift = _fixed_point(values)

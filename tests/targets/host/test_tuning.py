@@ -46,7 +46,7 @@ def test_tune_then_reuse_the_cache(tmp_path):
     import tvm
 
     from edgecc.frontend import trace
-    from edgecc.targets.host import lowering, tuning as tuning_mod
+    from edgecc.targets.tvm import lowering, tuning as tuning_mod
 
     module = lowering.to_relax(trace(model, (x,)))
     target = lowering.llvm_target(None, 2)

@@ -31,8 +31,10 @@ def test_external_data_goes_to_one_side_file(tmp_path):
     res = edgecc.compile(m, "onnx", example_inputs=(torch.randn(2, 64),),
                          target_options={"external_data": "always"},
                          output_dir=str(tmp_path / "o"))
-    assert sorted(os.listdir(tmp_path / "o")) == ["manifest.json", "model.onnx", "model.onnx.data"]
-    assert {a["path"] for a in res.report["artifacts"]} == {"model.onnx", "model.onnx.data"}
+    assert sorted(os.listdir(tmp_path / "o")) == ["README.txt", "manifest.json", "model.onnx",
+                                                  "model.onnx.data"]
+    assert {a["path"] for a in res.report["artifacts"]} == {"model.onnx", "model.onnx.data",
+                                                             "README.txt"}
     onnx.checker.check_model(str(tmp_path / "o" / "model.onnx"), full_check=True)
     assert res.report["verification"]["passed"]
 

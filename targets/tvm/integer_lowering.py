@@ -41,7 +41,7 @@ import numpy as np
 import torch.fx as fx
 
 from edgecc.quant import is_dequantize, is_quantize
-from edgecc.targets.host.int8_gemm import emit_gemm
+from edgecc.targets.tvm.int8_gemm import emit_gemm
 
 
 def exported_constants(exported: Any) -> dict[str, np.ndarray]:
@@ -164,9 +164,9 @@ class IntegerKernels:
             b = bb.emit(op.astype(importer.env[bias], "float32"))
             y = bb.emit(op.add(y, bb.emit(op.reshape(b, view))))
         if act is not None:
-            from edgecc.targets.host.lowering import _activation
+            from edgecc.targets.tvm.converters import emit_activation
 
-            y = _activation(bb, y, act)
+            y = emit_activation(bb, y, act)
         return y
 
     # -- converters -------------------------------------------------------------------

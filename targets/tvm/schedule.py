@@ -28,7 +28,6 @@ verification checks outputs either way. Tuning (MetaSchedule) is a separate, slo
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 VECTOR = 16
@@ -309,39 +308,3 @@ def default_cpu_schedule() -> Any:
         return mod
 
     return schedule
-
-
-def kernel_passes(target: Any) -> list[Any]:
-    """Relax -> legalized, fused kernels (what the schedule and the tuner see): fast math,
-    TVM's library dispatch and legalization."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-    from edgecc.targets.host.fast_math import fast_math
-
-    return ([fast_math()] + cpu_generic.library_dispatch_passes(target)
-            + cpu_generic.legalize_passes(target))
-
-
-def pipeline(target: Any, database: Any = None) -> Any:
-    """TVM's CPU pipeline with the default schedule between legalization and lowering;
-    with a MetaSchedule ``database``, kernels it has records for take the tuned schedule
-    and only the others get the default one."""
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-    @tvm.transform.module_pass(opt_level=0, name="EdgeccCPUPipeline")
-    def run(mod: Any, _ctx: Any) -> Any:
-        tuned = []
-        if database is not None:
-            tuned = [tvm.relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
-        with target, (database if database is not None else contextlib.nullcontext()):
-            seq = tvm.transform.Sequential(
-                kernel_passes(target)
-                + tuned
-                + [default_cpu_schedule()]
-                + cpu_generic.dataflow_lower_passes(target)
-                + cpu_generic.finalize_passes(target)
-            )
-            return seq(mod)
-
-    return run

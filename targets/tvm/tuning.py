@@ -6,8 +6,9 @@ target, so a second compile of the same model does not tune again.
 
 A *task* is one fused TIR kernel of the legalized module (``fused_matmul_add_relu`` ...); its
 record key is MetaSchedule's structural hash of the kernel (shapes, dtypes, constants
-folded in) plus the target (LLVM CPU, features, thread count). Records live in
-``$EDGECC_TUNE_CACHE`` or ``~/.cache/edgecc/tuning``, one JSON database per target. Kernels
+folded in) plus the target (LLVM CPU, features, thread count). Records live under
+``root`` (the targets' ``tune_cache`` option; default ``~/.cache/edgecc/tuning``), one
+JSON database per target. Kernels
 with a record are taken from the cache; the rest share the trial budget (MetaSchedule's
 gradient task scheduler gives more trials to the kernels that take the most time). Before
 the search, edgecc's default schedule of each kernel is measured the same way and recorded
@@ -21,12 +22,14 @@ Two things make TVM 0.27's tuner usable on a small machine:
   parsing) in each worker, and restarts its workers for every batch — ``_build`` below is
   the same build without that import; and the GPU tables are stubbed in this process
   (``_skip_gpu_intrinsics``), as CPU schedules never use them;
-* its logs go to files in the cache's ``logs/``, not the terminal; a progress bar counts
-  trials instead.
+* its logs go to files in the cache's ``logs/``, not the terminal (MetaSchedule's console
+  handler follows its logger's level, which is raised for the tuning and restored after);
+  a progress bar counts trials instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Iterator
 from typing import Any
 
 from edgecc.errors import LoweringError
@@ -43,9 +47,9 @@ from edgecc.errors import LoweringError
 GPU_INTRINSIC_TABLES = ("cuda", "rocm", "hexagon", "riscv_cpu")
 
 
-def cache_root() -> str:
-    return os.environ.get("EDGECC_TUNE_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "edgecc", "tuning")
+def default_cache() -> str:
+    """Where records go when no ``tune_cache`` is given."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "edgecc", "tuning")
 
 
 def _skip_gpu_intrinsics() -> None:
@@ -85,7 +89,7 @@ def prepare(module: Any, target: Any) -> Any:
     """The module as the CPU pipeline sees it before scheduling: legalized, fused kernels."""
     import tvm
 
-    from edgecc.targets.host.schedule import kernel_passes
+    from edgecc.targets.tvm.pipeline import kernel_passes
 
     with target:
         return tvm.transform.Sequential(kernel_passes(target))(module)
@@ -94,7 +98,7 @@ def prepare(module: Any, target: Any) -> Any:
 def database(target: Any, root: str | None = None, device: str = "") -> Any:
     from tvm.s_tir import meta_schedule as ms
 
-    directory = os.path.join(root or cache_root(), target_key(target, device))
+    directory = os.path.join(root or default_cache(), target_key(target, device))
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "target.json"), "w") as f:
         json.dump({"target": str(target), "measured_on": device or "this machine"}, f)
@@ -160,7 +164,7 @@ def _record_default_schedules(tasks: list[Any], target: Any, builder: Any, runne
     search starts from it. Returns how many were measured."""
     from tvm.s_tir import meta_schedule as ms
 
-    from edgecc.targets.host.schedule import schedule_kernel
+    from edgecc.targets.tvm.schedule import schedule_kernel
 
     entries = []
     for task in tasks:
@@ -211,48 +215,76 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
     prepared = prepare(module, target)
     tasks = ms.relax_integration.extract_tasks(prepared, target)
 
-    def has_record(task: Any) -> bool:
-        return any(db.query_tuning_record(m, target, task.task_name) is not None
-                   for m in task.dispatched)
-
     tasks = [t for t in tasks if _has_reduction(t.dispatched[0])]
-    missing = [t for t in tasks if not has_record(t)]
+    missing = [t for t in tasks if not _has_record(db, t, target)]
     stats: dict[str, Any] = {"trials_budget": trials, "measured_on": device or "this machine",
                              "kernels": len(tasks),
                              "from_cache": len(tasks) - len(missing), "tuned_now": 0,
                              "trials_run": 0, "cache": directory}
     if missing and trials > 0:
-        ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-        ms_logger.setLevel(logging.WARNING)  # the terminal gets warnings; logs/ gets all
-        # MetaSchedule re-lists this logger's handlers by name in a dictConfig and fails on
-        # an unnamed one (left by an earlier tuning in this process, or a test harness)
-        ms_logger.handlers.clear()
-        bar = _Progress(trials, progress)
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            missing, work_dir=directory, seed=seed)  # logs in directory/logs
-        builder = ms.builder.LocalBuilder(
-            f_build=_build, initializer=_skip_gpu_intrinsics, timeout_sec=60,
-            f_export=functools.partial(_export_cross, cross_cc) if cross_cc else None)
-        if isinstance(runner, str):
-            runner = ms.runner.Runner.create(runner)
-        stats["default_measured"] = _record_default_schedules(missing, target, builder,
-                                                              runner, db)
-        with tempfile.TemporaryDirectory() as scratch:
-            try:
-                ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=scratch,
-                              max_trials_global=trials, num_trials_per_iter=max(4, min(64, trials // len(missing))),
-                              builder=builder, runner=runner, database=db,
-                              measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
-                                  "default"), bar.callback])
-            except Exception as exc:  # noqa: BLE001
-                raise LoweringError(f"MetaSchedule tuning failed: {exc}".splitlines()[0]) \
-                    from exc
-            finally:
-                bar.close()
-        stats["tuned_now"] = sum(has_record(t) for t in missing)
-        stats["trials_run"] = bar.done
-        stats["default_kept"] = sum(_default_is_best(db, t, target) for t in missing)
+        with _meta_schedule_logs_to_files():
+            _tune_missing(missing, target, trials, db, directory, runner, cross_cc, seed,
+                          progress, stats)
     stats["seconds"] = round(time.perf_counter() - start, 2)
-    stats["kernels_with_record"] = sum(has_record(t) for t in tasks)
+    stats["kernels_with_record"] = sum(_has_record(db, t, target) for t in tasks)
     return db, stats
 
+
+def _has_record(db: Any, task: Any, target: Any) -> bool:
+    return any(db.query_tuning_record(m, target, task.task_name) is not None
+               for m in task.dispatched)
+
+
+def _tune_missing(missing: list[Any], target: Any, trials: int, db: Any, directory: str,
+                  runner: Any, cross_cc: str, seed: int | None, progress: bool | None,
+                  stats: dict[str, Any]) -> None:
+    """The search over the kernels without a record (``tune``), filling ``stats``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    bar = _Progress(trials, progress)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        missing, work_dir=directory, seed=seed)  # logs in directory/logs
+    builder = ms.builder.LocalBuilder(
+        f_build=_build, initializer=_skip_gpu_intrinsics, timeout_sec=60,
+        f_export=functools.partial(_export_cross, cross_cc) if cross_cc else None)
+    if isinstance(runner, str):
+        runner = ms.runner.Runner.create(runner)
+    stats["default_measured"] = _record_default_schedules(missing, target, builder,
+                                                          runner, db)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=scratch,
+                          max_trials_global=trials,
+                          num_trials_per_iter=max(4, min(64, trials // len(missing))),
+                          builder=builder, runner=runner, database=db,
+                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
+                              "default"), bar.callback])
+        except Exception as exc:  # noqa: BLE001
+            raise LoweringError(f"MetaSchedule tuning failed: {exc}".splitlines()[0]) \
+                from exc
+        finally:
+            bar.close()
+    stats["tuned_now"] = sum(_has_record(db, t, target) for t in missing)
+    stats["trials_run"] = bar.done
+    stats["default_kept"] = sum(_default_is_best(db, t, target) for t in missing)
+
+
+@contextlib.contextmanager
+def _meta_schedule_logs_to_files() -> Iterator[None]:
+    """MetaSchedule's logger at WARNING while tuning (its console handler takes the logger's
+    level: the terminal gets warnings, ``logs/`` gets all), without handlers (it re-lists
+    them by name in a dictConfig and fails on an unnamed one, e.g. a test harness's);
+    level and handlers are restored afterwards."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level, handlers, propagate = logger.level, list(logger.handlers), logger.propagate
+    logger.setLevel(logging.WARNING)
+    logger.handlers.clear()
+    try:
+        yield
+    finally:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate

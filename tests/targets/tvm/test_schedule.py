@@ -2,8 +2,8 @@ import torch
 import torch.nn as nn
 
 import edgecc
-from edgecc.targets.host import lowering
-from edgecc.targets.host.schedule import default_cpu_schedule
+from edgecc.targets.tvm import lowering
+from edgecc.targets.tvm.schedule import default_cpu_schedule
 
 
 def test_default_schedule_parallelizes_kernels_and_keeps_results(tmp_path):
@@ -66,7 +66,8 @@ def test_register_tile_applies_and_matches_pytorch(tmp_path):
     conv / depthwise / pointwise / matmul kernels of the zoo all got the tile."""
     import tvm
 
-    from edgecc.targets.host.schedule import TILED, kernel_passes
+    from edgecc.targets.tvm.pipeline import kernel_passes
+    from edgecc.targets.tvm.schedule import TILED
 
     torch.manual_seed(0)
     m = _ConvZoo().eval()
@@ -102,7 +103,8 @@ def test_batched_matmul_tile_keeps_the_parallel_loop():
     (unit tiles vanish); the tile loops are found from the tile's anchor loop."""
     import tvm
 
-    from edgecc.targets.host.schedule import TILED, kernel_passes
+    from edgecc.targets.tvm.pipeline import kernel_passes
+    from edgecc.targets.tvm.schedule import TILED
 
     class Scores(nn.Module):
         def forward(self, q, k):

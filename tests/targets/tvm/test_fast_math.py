@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from edgecc.targets.host.fast_math import fast_math
+from edgecc.targets.tvm.fast_math import fast_math
 
 BOUND = 1e-5  # absolute for erf / tanh / gelu-derived values in [-1, 1]; relative for exp
 

@@ -1,0 +1,122 @@
+"""Lower a program for ``-t onnx``: the ``torch.onnx`` dynamo exporter, quantized programs
+as QDQ (``qdq``), checked by ``onnx.checker``, plus the bundle's ``README.txt``.
+
+Dynamic dimensions stay symbolic in the file. Weights go to an external-data side file
+when they would approach protobuf's 2 GB limit (or always / never, by option).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from edgecc.accounting import measure
+from edgecc.errors import LoweringError, one_line
+from edgecc.program import Program
+from edgecc.target import Artifact, Lowered, example_shape
+from edgecc.targets.onnx import qdq
+
+if TYPE_CHECKING:
+    from edgecc.targets.onnx.target import OnnxOptions
+
+MODEL = "model.onnx"
+WEIGHTS = "model.onnx.data"
+README = "README.txt"
+EXTERNAL_THRESHOLD = 1 << 30  # bytes of weights above which "auto" uses external data
+
+
+def lower_program(program: Program, output_dir: str, options: OnnxOptions) -> Lowered:
+    import onnx
+    import torch
+
+    external = options.external_data == "always" or (
+        options.external_data == "auto" and measure(program).bytes > EXTERNAL_THRESHOLD)
+    path = os.path.join(output_dir, MODEL)
+    need = qdq.required_opset(program)
+    opset = max(options.opset, need)
+    exportable, weights, _ = qdq.extract_weights(program)
+    weights = weights or None
+    try:
+        with _without_torchvision_notes():
+            onnx_program = torch.onnx.export(
+                exportable.export(), (), dynamo=True, opset_version=opset, verbose=False,
+                input_names=[s.name for s in program.input_specs],
+                output_names=[s.name for s in program.output_specs],
+                custom_translation_table=qdq.translation_table(opset),
+                # the optimizer would fold the placeholders' transposes into new
+                # initializers; onnxruntime folds them itself at load time
+                optimize=not weights)
+        if weights:
+            model = onnx_program.model_proto
+            qdq.insert_stored_weights(model, weights)
+            onnx.save_model(model, path, save_as_external_data=external,
+                            all_tensors_to_one_file=True, location=WEIGHTS,
+                            size_threshold=1024)
+        else:
+            onnx_program.save(path, external_data=external)
+    except Exception as exc:
+        raise LoweringError(f"ONNX export failed: {one_line(exc)}") from exc
+    if external and not weights:
+        _rename_external_data(path, output_dir)
+    try:
+        onnx.checker.check_model(path, full_check=True)
+    except Exception as exc:
+        raise LoweringError(f"onnx.checker rejected the exported model: {one_line(exc)}") from exc
+    desc = f"ONNX opset {opset}"
+    if weights:
+        desc += f", QDQ with {len(weights)} integer weight tensors"
+    if opset != options.opset:
+        desc += f" (opset raised from {options.opset}: 4-bit / blocked quantization)"
+    artifacts = [Artifact(MODEL, "model", desc)]
+    if external:
+        artifacts.append(Artifact(WEIGHTS, "weights", "external tensor data of model.onnx"))
+    _write_readme(program, output_dir, desc, [a.path for a in artifacts])
+    artifacts.append(Artifact(README, "docs", "how to run it"))
+    return Lowered(artifacts)
+
+
+@contextlib.contextmanager
+def _without_torchvision_notes() -> Iterator[None]:
+    """The exporter warns, for every torchvision operator, that torchvision is absent;
+    nothing here uses them. Those records are dropped during the export only (a filter
+    added for it and removed after: the logger is torch's, its settings stay as they are)."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "torchvision" not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _rename_external_data(path: str, directory: str) -> None:
+    """Give the side file one predictable name and point every tensor at it."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load(path, load_external_data=True)
+    for name in os.listdir(directory):
+        if name != MODEL:
+            os.remove(os.path.join(directory, name))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=WEIGHTS,
+                                   size_threshold=1024)
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=WEIGHTS, size_threshold=1024)
+
+
+def _write_readme(program: Program, output_dir: str, description: str,
+                  files: list[str]) -> None:
+    with open(os.path.join(os.path.dirname(__file__), README)) as f:
+        template = f.read()
+    specs = program.input_specs
+    example = ", ".join(f"'{s.name}': np.zeros({example_shape(s)}, '{s.dtype}')" for s in specs)
+    with open(os.path.join(output_dir, README), "w") as f:
+        f.write(template.format(description=description, files=", ".join(files),
+                                example=example,
+                                inputs=", ".join(s.describe() for s in specs)))

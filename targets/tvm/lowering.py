@@ -1,0 +1,116 @@
+"""Lower a ``Program`` to a TVM Relax module and build it for an LLVM CPU target.
+
+    module = to_relax(program)                         # Relax IRModule, weights bound
+    build(module, llvm_target(None, None), "model.so") # schedule.py / pipeline.py
+
+The operators TVM's importer lacks or gets wrong are converted by ``converters``; tvm is
+imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from edgecc.errors import LoweringError, one_line
+from edgecc.program import Program
+from edgecc.targets.tvm.converters import CUSTOM_CONVERTERS
+from edgecc.targets.tvm.quant_lowering import widen_fp8_constants
+
+
+def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "generic",
+             report: dict[str, Any] | None = None, show_tvm_log: bool = False) -> Any:
+    """The program as a Relax ``IRModule`` with weights bound as constants; with
+    ``integer_kernels``, quantized linears and convs become int8 products for ``isa``
+    (``integer_lowering``, ``int8_gemm``) and the layers that could not are warned about
+    (``warnings``, naming each). ``report`` receives the integer-kernel statistics;
+    ``show_tvm_log`` lets TVM's native log through (``captured_native_stderr``)."""
+    import warnings
+
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from edgecc.targets.tvm.integer_lowering import exported_constants, integer_converters
+
+    converters = dict(CUSTOM_CONVERTERS)
+    exported = widen_fp8_constants(program).export()
+    notes: list[str] = []
+    kernels = None
+    if integer_kernels:
+        kernels = integer_converters(converters, exported_constants(exported), isa, notes)
+    with captured_native_stderr(show=show_tvm_log):
+        try:
+            module = from_exported_program(
+                exported, custom_convert_map=converters, run_ep_decomposition=False
+            )
+            if kernels is not None:  # the float dequantize of what now runs in integer
+                module = relax.transform.DeadCodeElimination()(module)
+        except Exception as exc:
+            raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    if report is not None and kernels is not None:
+        report.update({"isa": isa, **kernels.stats, "float_fallbacks": notes})
+    return module
+
+
+def llvm_target(mcpu: str | None, num_cores: int | None) -> Any:
+    import tvm
+    from tvm.target import codegen
+
+    spec: dict[str, Any] = {"kind": "llvm", "mcpu": mcpu or codegen.llvm_get_system_cpu()}
+    if num_cores:
+        spec["num-cores"] = num_cores
+    return tvm.target.Target(spec)
+
+
+@contextlib.contextmanager
+def captured_native_stderr(show: bool = False) -> Iterator[list[str]]:
+    """Collect what native code (TVM's C++ logging) writes to file descriptor 2.
+
+    TVM logs warnings such as "Fast mode segfaults when there are out-of-bounds indices"
+    for every gather it compiles; they are noise for users and are shown only if the
+    build fails (or with ``show``: the targets' ``tvm_log=true`` option).
+    """
+    lines: list[str] = []
+    if show:
+        yield lines
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
+
+
+def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
+          fcompile: Any = None, database: Any = None, show_tvm_log: bool = False) -> None:
+    """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
+    compiler, when the library is for another machine; with a MetaSchedule ``database``,
+    the kernels it has tuning records for use them — see ``tuning``)."""
+    import tvm
+
+    from edgecc.targets.tvm.pipeline import pipeline
+
+    relax_pipeline = pipeline(target, database) if schedule == "edgecc" else "default"
+    with captured_native_stderr(show=show_tvm_log) as log:
+        try:
+            executable = tvm.compile(module, target=target, relax_pipeline=relax_pipeline)
+            executable.export_library(library_path, fcompile=fcompile)
+            return
+        except Exception as exc:
+            error = exc
+    tail = " | ".join(line for line in log[-3:] if line.strip())
+    raise LoweringError(
+        f"TVM build failed: {one_line(error)}" + (f" (TVM log: {tail})" if tail else "")
+    ) from error

@@ -1,0 +1,104 @@
+"""Run a TVM artifact in this process: the Relax VM over the exported library.
+
+TVM's worker thread pool belongs to the calling thread, not to a VM, so each runner sets
+the pool to its own thread count before it runs (``runtime.config_threadpool``) — a second
+runner in the same process with another count gets its own, instead of the first one's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+
+# TVM's ThreadGroup::AffinityMode kSpecifyThreadShareAllCore: every worker may run on any
+# of the listed CPUs (as without affinity), and the pool may have as many workers as CPUs
+# listed — other modes cap the count at the cores TVM counts as "big" (half the logical
+# CPUs on x86).
+SHARE_ALL_CORES = -3
+
+
+class VmRunner:
+    """Loads ``model.so`` once; ``run(*inputs)`` returns a tuple of torch tensors, computed
+    with ``num_threads`` TVM workers (0: the pool as it is, TVM's default at first)."""
+
+    def __init__(self, library_path: str, num_threads: int = 0):
+        import tvm
+        from tvm import relax
+
+        self.num_threads = num_threads
+        # the count the pool reached (first: before the VM, so a pool made now is sized so)
+        self._threads = use_threads(num_threads) if num_threads else 0
+        self.device = tvm.cpu()
+        # dlopen() returns the library already loaded under the same path, so a rebuilt
+        # artifact at the same path (compile --force twice in one process) would run the
+        # stale code: load a private copy named by its content instead.
+        self.module = tvm.runtime.load_module(_private_copy(library_path))
+        self.vm = relax.VirtualMachine(self.module, self.device)
+
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import tvm
+
+        if self._threads and _pool_threads() != self._threads:
+            self._threads = use_threads(self.num_threads)  # another runner changed it
+        args = [tvm.runtime.tensor(np.ascontiguousarray(t.detach().cpu().numpy()), self.device)
+                for t in inputs]
+        out = self.vm["main"](*args)
+        return tuple(torch.from_numpy(o) for o in _flatten(out))
+
+
+def use_threads(count: int) -> int:
+    """Give TVM's thread pool (of the calling thread) ``count`` workers; returns how many
+    it has now.
+
+    The pool is made at its first use with the size asked then (TVM's default otherwise:
+    half the logical CPUs on x86) and cannot grow past it afterwards: asking for more
+    warns, naming both counts, and runs with what the pool has."""
+    import warnings
+
+    import tvm_ffi
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else list(range(os.cpu_count() or 1))
+    listed = [str(cpus[i % len(cpus)]) for i in range(max(count, len(cpus)))]
+    tvm_ffi.get_global_func("runtime.config_threadpool")(SHARE_ALL_CORES, count, listed)
+    got = _pool_threads()
+    if got != count:
+        warnings.warn(f"TVM's thread pool in this process runs {got} worker thread(s), not "
+                      f"the {count} asked for (the pool was sized at its first use, or this "
+                      f"machine has {len(cpus)} CPU(s))", stacklevel=2)
+    return got
+
+
+def _pool_threads() -> int:
+    import tvm_ffi
+
+    return int(tvm_ffi.get_global_func("runtime.NumThreads")())
+
+
+def _private_copy(path: str) -> str:
+    import hashlib
+    import shutil
+    import tempfile
+
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
+    directory = os.path.join(tempfile.gettempdir(), f"edgecc-libs-{os.getuid()}")
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, f"{digest}-{os.path.basename(path)}")
+    if not os.path.exists(target):
+        tmp = f"{target}.{os.getpid()}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def _flatten(value: Any) -> list[np.ndarray]:
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    out: list[np.ndarray] = []
+    for item in value:
+        out.extend(_flatten(item))
+    return out
