@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
-.venv/bin/python -m edgecc.targets.arm.emulation --setup
+.venv/bin/python -m edgecc.targets.arm.emulation --setup --cache "${EDGECC_ARM_CACHE:-$HOME/.cache/edgecc/arm64}"

@@ -27,6 +27,10 @@ def test_cnn_exports_checked_and_verified_with_dynamic_batch(tmp_path):
 
 
 def test_external_data_goes_to_one_side_file(tmp_path):
+    import logging
+
+    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = exporter_log.level
     m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
     res = edgecc.compile(m, "onnx", example_inputs=(torch.randn(2, 64),),
                          target_options={"external_data": "always"},
@@ -37,6 +41,8 @@ def test_external_data_goes_to_one_side_file(tmp_path):
                                                              "README.txt"}
     onnx.checker.check_model(str(tmp_path / "o" / "model.onnx"), full_check=True)
     assert res.report["verification"]["passed"]
+    # the export's log filter is removed after it; torch's logger keeps its settings
+    assert exporter_log.level == level and not exporter_log.filters
 
 
 def test_bad_opset_is_rejected_before_work(tmp_path):
