@@ -1,0 +1,119 @@
+"""``-t jetson`` (``-t jetson:orin-nano``): TensorRT for a Jetson module and its JetPack.
+
+The folder has the shape of every target: ``presets.py`` (modules, JetPack -> TensorRT,
+options refusing what cannot exist), ``partition.py`` (TensorRT's ONNX operator table, what
+runs in which precision), ``placement.py`` (legalization: Q/DQ where TensorRT fuses them),
+``onnx_export.py`` + ``lower.py`` (the ONNX and the bundle), ``checker.py`` (TensorRT's
+quantization rules), ``runner.py`` (what runs here: onnxruntime on the exact ONNX, polygraphy)
+and ``bundle/`` (build_engine.py, trtexec.sh, run_engine.py, README.txt).
+
+No engine is built here: TensorRT needs an NVIDIA GPU, and a Jetson's TensorRT is the one its
+JetPack ships. ``compile()`` verifies ``model.onnx`` with onnxruntime against the
+fake-quant program and the original; the engine build and GPU execution are listed as not
+verified.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from edgecc.passes import (
+    ApplyMasks, AttentionMaskToAdditive, DecomposeComposites, FoldBatchNorm, Quantize,
+    QuantizeOptions,
+)
+from edgecc.pipeline_text import PassStep
+from edgecc.program import Program
+from edgecc.target import Availability, Lowered, QuantSupport, Target
+from edgecc.targets.jetson.placement import JetsonQDQPlacement, PlacementOptions
+from edgecc.targets.jetson.presets import JetsonOptions, describe, resolve
+
+# precision -> the quantize options the legalization runs (a program the user's pipeline
+# already quantized is left as it is: quantize finds no float layer to do)
+_QUANTIZE = {
+    "int8": QuantizeOptions(scheme="w8a8", embeddings=False),
+    "w4a16": QuantizeOptions(scheme="w4a16", weight_dtype="int4", weight_symmetric=True,
+                             scale_dtype="float32", embeddings=False),
+    "fp8": QuantizeOptions(scheme="fp8", embeddings=False),
+    "auto": QuantizeOptions(scheme="auto", auto_from="w8a8", embeddings=False),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[dict[str, str], list[str]]:
+    found, missing = {}, []
+    for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                            ("onnxscript", "onnxscript"), ("onnx_graphsurgeon",
+                                                           "onnx-graphsurgeon"),
+                            ("polygraphy", "polygraphy")):
+        try:
+            found[package] = __import__(module).__version__
+        except Exception:
+            missing.append(package)
+    return found, missing
+
+
+class JetsonTarget(Target):
+    """TensorRT-ready explicitly quantized ONNX + engine build scripts for a Jetson."""
+
+    name = "jetson"
+    description = ("NVIDIA Jetson (TensorRT): explicitly quantized ONNX + engine build "
+                   "scripts per JetPack; engine built on the device")
+    Options = JetsonOptions
+    preset_option = "device"
+    can_execute = True  # model.onnx runs here with onnxruntime; the engine does not
+    quantization = QuantSupport(
+        weight_dtypes=frozenset({"int8", "int4", "float8_e4m3fn"}),
+        activation_dtypes=frozenset({"int8", "float8_e4m3fn"}),
+        symmetric_activations_only=True, symmetric_weights_only=True,
+        dynamic_activations=False)
+
+    def availability(self) -> Availability:
+        found, missing = _versions()
+        if missing:
+            return Availability(False, f"missing {', '.join(missing)}: pip install -c "
+                                       f"constraints.txt 'edgecc[jetson]'")
+        trt = "tensorrt not installed: engines are built on the device"
+        try:
+            import tensorrt  # noqa: F401
+
+            trt = f"tensorrt {tensorrt.__version__}"
+        except Exception:
+            pass
+        return Availability(True, ", ".join(f"{k} {v}" for k, v in found.items()) + f"; {trt}")
+
+    def legalization(self, options: JetsonOptions) -> tuple[PassStep, ...]:
+        steps = [PassStep(FoldBatchNorm, FoldBatchNorm.Options())]
+        if options.precision in _QUANTIZE:
+            steps.append(PassStep(Quantize, _QUANTIZE[options.precision]))
+        steps += [PassStep(DecomposeComposites, DecomposeComposites.Options()),
+                  PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),
+                  PassStep(ApplyMasks, ApplyMasks.Options()),
+                  PassStep(JetsonQDQPlacement, PlacementOptions(
+                      quantize_gemv=options.quantize_gemv,
+                      quantize_small_convs=options.quantize_small_convs,
+                      narrow_range=options.narrow_range))]
+        return tuple(steps)
+
+    def lower(self, program: Program, output_dir: str, options: JetsonOptions) -> Lowered:
+        self.require_available()
+        from edgecc.targets.jetson.lower import lower
+
+        artifacts, report = lower(program, output_dir, options)
+        return Lowered(artifacts, report)
+
+    def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
+        import os
+
+        from edgecc.targets.jetson.runner import OnnxModelRunner
+
+        return OnnxModelRunner(os.path.join(output_dir, "model.onnx"))
+
+    def not_verified(self, options: JetsonOptions) -> list[str]:
+        res = resolve(options)
+        return [f"TensorRT {res.tensorrt} engine build (JetPack {res.jetpack.version}, "
+                f"{res.device.sm}): no TensorRT / NVIDIA GPU here",
+                "GPU execution of the engine (run_engine.py on the device)"]
+
+    def listing(self) -> str:
+        return describe()
