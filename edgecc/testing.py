@@ -90,8 +90,7 @@ def structural_listing(program: Program) -> tuple[list[str], list[torch.Tensor]]
             shape = ", ".join(str(d) for d in value.shape)
             lines.append(f"{name} = constant {dtype_name(value.dtype)}[{shape}]")
             return
-        args = [_format(a, names) for a in node.args]
-        args += [f"{k}={_format(v, names)}" for k, v in node.kwargs.items()]
+        args = [a if k is None else f"{k}={a}" for k, a in _arguments(node, names)]
         lines.append(f"{name} = {_target(node)}({', '.join(args)}) -> {_dtype(node)}")
 
     def visit(root: fx.Node) -> None:
@@ -149,6 +148,26 @@ def _target(node: fx.Node) -> str:
     if isinstance(target, torch._ops.OpOverload):
         return f"{target.namespace}.{target._schema.name.split('::')[-1]}.{target._overloadname}"
     return getattr(target, "__name__", str(target))
+
+
+def _arguments(node: fx.Node, names: dict[fx.Node, str]) -> list[tuple[str | None, str]]:
+    """``(keyword or None, text)`` of each argument; an ATen operator's are completed with
+    its schema's defaults, so ``sdpa(q, k, v, m)`` and ``sdpa(q, k, v, m, 0.0, False)`` list
+    the same."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return ([(None, _format(a, names)) for a in node.args] +
+                [(k, _format(v, names)) for k, v in node.kwargs.items()])
+    out = []
+    for i, arg in enumerate(target._schema.arguments):
+        if i < len(node.args):
+            value = node.args[i]
+        elif arg.name in node.kwargs:
+            value = node.kwargs[arg.name]
+        else:
+            value = arg.default_value if arg.has_default_value() else None
+        out.append((arg.name if arg.kwarg_only else None, _format(value, names)))
+    return out
 
 
 def _dtype(node: fx.Node) -> str:

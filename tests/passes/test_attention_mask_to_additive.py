@@ -5,6 +5,9 @@ import torch.nn.functional as F
 
 import edgecc
 from edgecc.passes import AttentionMaskToAdditive
+from edgecc.testing import assert_close, assert_structural_equal
+
+aten = torch.ops.aten
 
 
 class Attn(nn.Module):
@@ -30,3 +33,22 @@ def test_masks_become_additive_and_fully_masked_rows_stay_zero(kind):
     torch.testing.assert_close(got, expected)
     assert torch.all(got[0, :, 1] == 0)
     assert not AttentionMaskToAdditive()(result.program).modified  # idempotent
+
+
+def test_bool_mask_before_expected():
+    q = torch.randn(2, 2, 5, 4)
+    mask = torch.rand(2, 1, 5, 5) > 0.5
+    before = edgecc.trace(Attn(), (q, mask))
+    after = AttentionMaskToAdditive()(before.copy()).program
+
+    def expected(q, mask):
+        zero = aten.scalar_tensor.default(0.0, dtype=torch.float32)
+        ninf = aten.scalar_tensor.default(float("-inf"), dtype=torch.float32)
+        additive = aten.where.self(mask, zero, ninf)
+        valid = aten.any.dim(mask, -1, True)
+        a = F.scaled_dot_product_attention(q, q, q, attn_mask=additive)
+        return aten.where.self(valid, a, aten.scalar_tensor.default(0.0, dtype=torch.float32))
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after)
+    after.verify()

@@ -3,7 +3,7 @@ import torch.nn as nn
 
 import edgecc
 from edgecc.passes import ConstantFold, ConstantFoldOptions, DeadCodeElimination
-from edgecc.testing import assert_close, op_counts
+from edgecc.testing import assert_close, assert_structural_equal, op_counts
 
 
 class WeightMath(nn.Module):
@@ -50,3 +50,17 @@ def test_folding_never_bloats_the_model():
 def test_ops_on_inputs_are_not_folded():
     program = edgecc.trace(nn.Linear(4, 4), (torch.randn(2, 4),))
     assert not ConstantFold()(program.copy()).modified
+
+
+def test_constant_fold_before_expected():
+    # Before: x @ (w * scale[:, None]).t() + ones(8).cumsum(0)
+    before = edgecc.trace(WeightMath(), (torch.randn(3, 4),))
+    after = ConstantFold()(before.copy()).program
+    wt, cumsum = torch.empty(4, 8), torch.empty(8)
+
+    def expected(x):
+        return x @ wt + cumsum
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after)
+    after.verify()

@@ -3,7 +3,7 @@ import torch.nn as nn
 
 import edgecc
 from edgecc.passes import CommonSubexpressionElimination
-from edgecc.testing import assert_close, op_counts
+from edgecc.testing import assert_close, assert_structural_equal, op_counts
 
 
 class Repeated(nn.Module):
@@ -39,3 +39,20 @@ def test_cse_preserves_outputs():
     result = CommonSubexpressionElimination()(program.copy())
     assert op_counts(result.program)["aten.sin"] == 1
     assert_close(program, result.program)
+
+
+def test_cse_before_expected():
+    class Twice(nn.Module):
+        def forward(self, x):
+            return torch.relu(x) * 2.0 + torch.relu(x) * 2.0
+
+    before = edgecc.trace(Twice(), (torch.randn(3, 4),))
+    after = CommonSubexpressionElimination()(before.copy()).program
+
+    def expected(x):
+        a = torch.relu(x) * 2.0
+        return a + a
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after)
+    after.verify()

@@ -1,9 +1,12 @@
+import pytest
 import torch
 import torch.nn as nn
 
 import edgecc
+from edgecc.errors import PostconditionError
+from edgecc.pass_base import NoOptions
 from edgecc.passes import DeadCodeElimination
-from edgecc.testing import assert_close
+from edgecc.testing import assert_close, assert_structural_equal
 
 
 class Dead(nn.Module):
@@ -45,3 +48,33 @@ def test_dce_keeps_side_effects():
     graph.lint()
     result = DeadCodeElimination()(program)
     assert "_assert_scalar" in str(result.program)
+
+
+def test_dce_before_expected():
+    # Before: linear(x, w, b) plus a dead mul(x, 2.0) and a weight nothing reads
+    before = edgecc.trace(nn.Linear(4, 3), (torch.randn(2, 4),))
+    program = before.copy()
+    x = program.nodes("placeholder")[0]
+    with program.graph.inserting_after(x):
+        program.graph.call_function(torch.ops.aten.mul.Tensor, (x, 2.0))
+    program.graph_module.register_parameter("orphan", nn.Parameter(torch.randn(10)))
+    program.graph_module.recompile()
+    after = DeadCodeElimination()(program).program
+    w, b = torch.empty(3, 4), torch.empty(3)
+
+    def expected(x):
+        return torch.nn.functional.linear(x, w, b)
+
+    assert_structural_equal(after, expected)
+    assert sorted(n for n, _ in after.graph_module.named_parameters()) == ["bias", "weight"]
+    assert_close(before, after)
+    after.verify()
+
+
+def test_dce_ensures_rejects_a_dead_node_left_behind():
+    program = edgecc.trace(nn.Linear(4, 3), (torch.randn(2, 4),))
+    x = program.nodes("placeholder")[0]
+    with program.graph.inserting_after(x):
+        program.graph.call_function(torch.ops.aten.relu.default, (x,))
+    with pytest.raises(PostconditionError, match="left node relu"):
+        DeadCodeElimination().ensures(program, NoOptions())

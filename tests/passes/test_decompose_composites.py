@@ -3,7 +3,7 @@ import torch.nn as nn
 
 import edgecc
 from edgecc.passes import DecomposeComposites, Fuse
-from edgecc.testing import assert_close, op_counts
+from edgecc.testing import assert_close, assert_structural_equal, op_counts, trace_function
 
 
 def test_composites_expand_back_to_aten_and_keep_outputs():
@@ -19,3 +19,24 @@ def test_composites_expand_back_to_aten_and_keep_outputs():
     assert counts["aten.convolution"] == 2 and counts["aten.linear"] == 1
     assert counts["aten.hardtanh"] == 1 and counts["aten.hardswish"] == 1
     assert_close(program, result.program)
+
+
+def test_decompose_composites_before_expected():
+    w, b = torch.randn(4, 3, 1, 1), torch.randn(4)
+    fc_w, fc_b = torch.randn(2, 4), torch.randn(2)
+
+    def composites(x):
+        y = torch.ops.edgecc.conv_act(x, w, b, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, "relu6")
+        return torch.ops.edgecc.linear_act(y.mean((2, 3)), fc_w, fc_b, "gelu_tanh")
+
+    before = trace_function(composites, (torch.randn(2, 3, 5, 5),))
+    after = DecomposeComposites()(before.copy()).program
+
+    def expected(x):
+        y = torch.nn.functional.hardtanh(torch.conv2d(x, w, b), 0.0, 6.0)
+        return torch.nn.functional.gelu(torch.nn.functional.linear(y.mean((2, 3)), fc_w, fc_b),
+                                        approximate="tanh")
+
+    assert_structural_equal(after, expected, values=True)
+    assert_close(before, after)
+    after.verify()

@@ -3,7 +3,7 @@ import torch.nn as nn
 
 import edgecc
 from edgecc.passes import DeadCodeElimination, EliminateIdentity
-from edgecc.testing import assert_close, op_counts
+from edgecc.testing import assert_close, assert_structural_equal, op_counts
 
 
 def run(module, *inputs):
@@ -65,3 +65,24 @@ def test_non_identities_are_kept():
     program, result = run(NotIdentities(), torch.randn(2, 3, 4), torch.arange(4))
     counts = op_counts(result.program)
     assert counts["aten.mul"] == 2 and counts["aten.add"] == 2 and counts["aten._to_copy"] == 1
+
+
+def test_eliminate_identity_before_expected():
+    class Before(nn.Module):
+        def forward(self, x):
+            y = x.view(2, 12).view(2, 3, 4)  # a chain back to the input's shape
+            y = y.transpose(1, 2).transpose(1, 2)  # cancels
+            return torch.relu(y * 1 + 0)
+
+    before = edgecc.trace(Before(), (torch.randn(2, 3, 4),))
+    result = EliminateIdentity()(before.copy())
+    after = result.program
+
+    def expected(x):
+        return torch.relu(x)
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after)
+    after.verify()
+    assert result.stats["rules"]["reshape-chain"]["matched"] == 1
+    assert result.stats["rules"]["permute-chain"]["matched"] == 1

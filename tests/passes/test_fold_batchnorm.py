@@ -4,7 +4,7 @@ import torch.nn as nn
 
 import edgecc
 from edgecc.passes import FoldBatchNorm
-from edgecc.testing import assert_close, op_counts
+from edgecc.testing import assert_close, assert_structural_equal, op_counts
 
 BN = "aten._native_batch_norm_legit_no_training"
 
@@ -105,3 +105,38 @@ def test_linear_on_3d_input_is_not_folded():
     result = FoldBatchNorm()(program.copy())
     assert not result.modified
     assert_close(program, result.program)
+
+
+# -- Before / Expected -------------------------------------------------------------------
+
+def test_fold_batchnorm_before_expected():
+    # Before: y = batch_norm(conv2d(x, w, b), mean, var, gamma, beta)
+    before = edgecc.trace(randomize_bn(nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6))),
+                          (torch.randn(2, 3, 8, 8),))
+    after = FoldBatchNorm()(before.copy()).program
+    w_folded, b_folded = torch.empty(6, 3, 3, 3), torch.empty(6)
+
+    def expected(x):
+        return torch.conv2d(x, w_folded, b_folded)
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after, samples=4, atol=1e-5, rtol=1e-4)
+    after.verify()  # graph lint and the IR verifier
+
+
+def test_declined_fold_is_reported_with_its_reason():
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    program = edgecc.trace(randomize_bn(Branch()), (torch.randn(2, 3, 8, 8),))
+    conv = next(n.name for n in program.nodes("call_function") if "convolution" in str(n.target))
+    result = FoldBatchNorm()(program.copy())
+    assert result.stats["rules"] == {
+        "conv-bn": {"matched": 0, "declined": {f"{conv} has other users": 1}}}

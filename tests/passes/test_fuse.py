@@ -8,7 +8,7 @@ import edgecc
 from edgecc.passes import DeadCodeElimination, Fuse, FuseOptions
 from edgecc.errors import OptionError
 from edgecc.pass_base import make_options
-from edgecc.testing import assert_close, op_counts
+from edgecc.testing import assert_close, assert_structural_equal, op_counts
 
 ACTS = {
     "relu": nn.ReLU(), "relu6": nn.ReLU6(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"),
@@ -134,3 +134,59 @@ def test_fused_program_is_differentiable_for_qat():
     for (shape_f, gf), (shape_e, ge) in zip(fused_grads, eager_grads, strict=True):
         assert shape_f == shape_e
         torch.testing.assert_close(gf, ge)
+
+
+# -- Before / Expected -------------------------------------------------------------------
+
+def test_fuse_conv_relu6_before_expected():
+    # Before: hardtanh(conv2d(x, w, b), 0, 6)
+    before = edgecc.trace(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU6()),
+                          (torch.randn(1, 3, 6, 6),))
+    after = Fuse()(before.copy()).program
+    w, b = torch.empty(4, 3, 3, 3), torch.empty(4)
+
+    def expected(x):
+        return torch.ops.edgecc.conv_act(x, w, b, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                         "relu6")
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after)
+    after.verify()
+
+
+def test_fuse_decomposed_linear_before_expected():
+    # Before: relu(addmm(b, x, wᵀ)), mm(x, wᵀ) + b
+    before = edgecc.trace(DecomposedLinear(), (torch.randn(3, 4),))
+    after = Fuse()(before.copy()).program
+    w, b = torch.empty(5, 4), torch.empty(5)
+
+    def expected(x):
+        return (torch.ops.edgecc.linear_act(x, w, b, "relu"),
+                torch.nn.functional.linear(x, w, b))
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after)
+    after.verify()
+
+
+def test_fuse_attention_before_expected():
+    # Before: softmax(q @ kᵀ * 0.3 + mask) @ v
+    q, k, v = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    before = edgecc.trace(HandAttention(masked=True, scale_style="mul"),
+                          (q, k, v, torch.randn(2, 1, 6, 6)))
+    after = Fuse()(before.copy()).program
+
+    def expected(q, k, v, mask):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=0.3)
+
+    assert_structural_equal(after, expected)
+    assert_close(before, after, atol=1e-5, rtol=1e-4)
+    after.verify()
+
+
+def test_unselected_activation_is_declined_with_its_reason():
+    program = edgecc.trace(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (torch.randn(2, 4),))
+    result = Fuse()(program.copy(), FuseOptions(activations=("relu",)))
+    assert result.stats["rules"]["linear-act"] == {
+        "matched": 0, "declined": {"gelu is not among the activations to fuse": 1}}
