@@ -6,3 +6,7 @@ reference), ``tflite_writer`` (region -> .tflite), ``vela_compile`` (Vela 5.2 co
 performance report and the driver header). Backend libraries (vela, flatbuffers, litert) are
 imported inside functions, so importing this package needs none of them.
 """
+
+from edgecc.targets.npu.target import NpuOptions, NpuTarget
+
+__all__ = ["NpuOptions", "NpuTarget"]

@@ -1,0 +1,138 @@
+"""C codegen for NPUs whose description says ``codegen: c`` (``generic-int8``).
+
+Each region becomes one C++ function over int8 NHWC tensors, exported with TVM FFI
+(``TVM_FFI_DLL_EXPORT_TYPED_FUNC``), so the TVM library calls it through
+``call_dps_packed`` and a test can call it by name. The arithmetic is the simulator's, line
+for line: int32/int64 accumulation of ``(x - zp_x) * w`` plus the int32 bias, TFLite's
+``MultiplyByQuantizedMultiplier`` (SaturatingRoundingDoublingHighMul, then
+RoundingDivideByPOT) with the per-channel (multiplier, shift) computed here by the
+simulator's own ``quantize_multiplier``, the output zero point, and the clamp of
+``activation_range``. Weights, bias and the requantization tables are C arrays in the
+source, so the library carries them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgecc.targets.npu.region import Region, same_padding
+from edgecc.targets.npu.simulator import _conv_scales, activation_range, quantize_multiplier
+
+PRELUDE = r"""
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/container/tensor.h>
+#include <cstdint>
+
+namespace {
+inline int64_t edgecc_srdhm(int64_t a, int64_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  int64_t ab = a * b;
+  int64_t s = ab + (ab >= 0 ? (int64_t(1) << 30) : (int64_t(1) - (int64_t(1) << 30)));
+  return s >= 0 ? (s >> 31) : -((-s) >> 31);
+}
+inline int64_t edgecc_rdbpot(int64_t x, int exponent) {
+  if (exponent == 0) return x;
+  int64_t mask = (int64_t(1) << exponent) - 1;
+  int64_t remainder = x & mask;
+  int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+inline int64_t edgecc_requant(int64_t x, int64_t multiplier, int shift) {
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  int32_t shifted = static_cast<int32_t>(static_cast<uint32_t>(
+      static_cast<uint64_t>(x) << left));
+  return edgecc_rdbpot(edgecc_srdhm(shifted, multiplier), right);
+}
+}  // namespace
+"""
+
+
+def symbol(region: Region, suffix: str = "") -> str:
+    """The exported C name of a region's function (``suffix`` keeps bundles apart)."""
+    name = "".join(c if c.isalnum() else "_" for c in region.name)
+    return f"edgecc_npu_{name}{'_' + suffix if suffix else ''}"
+
+
+def _array(ctype: str, name: str, values) -> str:
+    flat = np.asarray(values).reshape(-1)
+    body = ",".join(str(int(v)) for v in flat) or "0"
+    return f"static const {ctype} {name}[{max(flat.size, 1)}] = {{{body}}};"
+
+
+def _requant_tables(sym: str, real_scales) -> list[str]:
+    pairs = [quantize_multiplier(float(s)) for s in real_scales]
+    return [_array("int64_t", f"{sym}_mult", [m for m, _ in pairs]),
+            _array("int32_t", f"{sym}_shift", [s for _, s in pairs])]
+
+
+def region_source(region: Region, sym: str) -> str:
+    """The C++ function of a one-op region (conv2d, depthwise_conv2d, fully_connected)."""
+    if len(region.ops) != 1:
+        raise NotImplementedError(f"C codegen: region {region.name} has {len(region.ops)} ops; "
+                                  "one op per region is generated")
+    op = region.ops[0]
+    t = region.tensors
+    xs, ws, bs, ys = (t[op.inputs[0]], t[op.inputs[1]], t[op.inputs[2]], t[op.outputs[0]])
+    zx, zy = xs.quant.zero_point[0], ys.quant.zero_point[0]
+    lo, hi = activation_range(op.attrs["activation"], ys.quant.scale[0], zy)
+    scales = np.broadcast_to(_conv_scales(xs, ws, ys), (ys.shape[-1],))
+    lines = [f"// region {region.name}: {op.kind}",
+             _array("int8_t", f"{sym}_w", ws.data), _array("int32_t", f"{sym}_b", bs.data),
+             *_requant_tables(sym, scales)]
+    epilogue = (f"      int64_t v = edgecc_requant(acc, {sym}_mult[oc], {sym}_shift[oc]) + {zy};\n"
+                f"      v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);\n")
+    if op.kind == "fully_connected":
+        rows, k = xs.shape
+        o = ws.shape[0]
+        body = (f"  for (int r = 0; r < {rows}; ++r) {{\n"
+                f"    for (int oc = 0; oc < {o}; ++oc) {{\n"
+                f"      int64_t acc = {sym}_b[oc];\n"
+                f"      for (int i = 0; i < {k}; ++i)\n"
+                f"        acc += (int64_t(x[r * {k} + i]) - ({zx})) * {sym}_w[oc * {k} + i];\n"
+                + epilogue +
+                f"      y[r * {o} + oc] = static_cast<int8_t>(v);\n"
+                "    }\n  }\n")
+    else:
+        n, h, w, c = xs.shape
+        _, oh, ow, oc_n = ys.shape
+        kh, kw = ws.shape[1], ws.shape[2]
+        (sh, sw), (dh, dw) = op.attrs["stride"], op.attrs["dilation"]
+        if op.attrs["padding"] == "SAME":
+            pt, pl = same_padding(h, kh, sh, dh)[0], same_padding(w, kw, sw, dw)[0]
+        else:
+            pt = pl = 0
+        if op.kind == "conv2d":
+            tap = (f"          for (int ic = 0; ic < {c}; ++ic)\n"
+                   f"            acc += (int64_t(x[((b * {h} + iy) * {w} + ix) * {c} + ic]) "
+                   f"- ({zx})) * {sym}_w[((oc * {kh} + i) * {kw} + j) * {c} + ic];\n")
+        else:
+            m = op.attrs.get("depth_multiplier", 1)
+            tap = (f"          acc += (int64_t(x[((b * {h} + iy) * {w} + ix) * {c} + oc / {m}]) "
+                   f"- ({zx})) * {sym}_w[(i * {kw} + j) * {oc_n} + oc];\n")
+        body = (f"  for (int b = 0; b < {n}; ++b)\n"
+                f"  for (int oy = 0; oy < {oh}; ++oy)\n"
+                f"  for (int ox = 0; ox < {ow}; ++ox) {{\n"
+                f"    for (int oc = 0; oc < {oc_n}; ++oc) {{\n"
+                f"      int64_t acc = {sym}_b[oc];\n"
+                f"      for (int i = 0; i < {kh}; ++i) {{\n"
+                f"        int iy = oy * {sh} - {pt} + i * {dh};\n"
+                f"        if (iy < 0 || iy >= {h}) continue;\n"
+                f"        for (int j = 0; j < {kw}; ++j) {{\n"
+                f"          int ix = ox * {sw} - {pl} + j * {dw};\n"
+                f"          if (ix < 0 || ix >= {w}) continue;\n"
+                + tap +
+                "        }\n      }\n"
+                + epilogue +
+                f"      y[((b * {oh} + oy) * {ow} + ox) * {oc_n} + oc] = static_cast<int8_t>(v);\n"
+                "    }\n  }\n")
+    lines += [f"static int {sym}_impl(tvm::ffi::TensorView xt, tvm::ffi::TensorView yt) {{",
+              "  const int8_t* x = static_cast<const int8_t*>(xt.data_ptr());",
+              "  int8_t* y = static_cast<int8_t*>(yt.data_ptr());",
+              body + "  return 0;", "}",
+              f"TVM_FFI_DLL_EXPORT_TYPED_FUNC({sym}, {sym}_impl);", ""]
+    return "\n".join(lines)
+
+
+def module_source(regions: list[tuple[Region, str]]) -> str:
+    """One C++ translation unit with every (region, symbol)'s function."""
+    return PRELUDE + "\n".join(region_source(r, sym) for r, sym in regions)

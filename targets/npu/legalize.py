@@ -1,0 +1,114 @@
+"""Legalization for the NPU: every quantized layer's output is int8, as an NPU writes it.
+
+edgecc's ``quantize`` pass quantizes the inputs of layers; a layer whose output feeds only
+float ops (a residual ``add``, the model output) keeps a float output, which no NPU region
+can produce. This pass gives such outputs a quantize -> dequantize, so the layer is a whole
+``dq -> op -> q`` region; the fake-quant program after it is the reference the artifact is
+verified against.
+
+Before::
+
+    %y = conv_act(dq(q(x)), dq(w_q), b, ...)      # users: q(%y) [next layer], add(%y, ...)
+    %s = add(%y, %r)
+
+After::
+
+    %y  = conv_act(dq(q(x)), dq(w_q), b, ...)
+    %yq = quantize(%y, s_y, z_y)                  # the existing one, or a new one calibrated
+    %s  = add(dq(%yq), %r)                        # on the calibration batches (min/max)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.fx as fx
+
+from edgecc.pass_base import Pass, PassContext, PassResult
+from edgecc.program import Program
+from edgecc.quant import DEQUANTIZE, QuantParams, is_dequantize, is_quantize, scale_from_range
+
+LAYER_OPS = ("convolution", "conv_act", "linear", "linear_act")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeLayerOutputsOptions:
+    pass
+
+
+def _base(node: fx.Node) -> str:
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
+
+
+def _candidates(program: Program) -> list[fx.Node]:
+    out = []
+    for node in program.nodes("call_function"):
+        if _base(node) not in LAYER_OPS:
+            continue
+        x, w = node.args[0], node.args[1]
+        if not (is_dequantize(x) and is_quantize(x.args[0]) and is_dequantize(w)):
+            continue
+        users = list(node.users)
+        if users and all(is_quantize(u) for u in users) and len(users) == 1:
+            continue
+        out.append(node)
+    return out
+
+
+class QuantizeLayerOutputs(Pass):
+    """Quantize (int8 per tensor) the float outputs of quantized conv / linear layers."""
+
+    name = "npu-quantize-layer-outputs"
+    Options = QuantizeLayerOutputsOptions
+    lossless = False
+
+    def run(self, program: Program, options: QuantizeLayerOutputsOptions,
+            context: PassContext) -> PassResult:
+        from edgecc.passes.quantize.layers import insert_qdq, record_values
+
+        layers = _candidates(program)
+        if not layers:
+            return PassResult(program, False, {"quantized_outputs": 0})
+        graph = program.graph
+        reused, calibrate = 0, []
+        for node in layers:
+            existing = [u for u in node.users if is_quantize(u)]
+            floats = [u for u in node.users if not is_quantize(u)]
+            if len(existing) == 1:  # float readers read the existing int8 value instead
+                q = existing[0]
+                with graph.inserting_after(q):
+                    dq = graph.call_function(DEQUANTIZE, (q, q.args[1], q.args[2], q.args[3],
+                                                          q.args[4], q.args[7],
+                                                          torch.float32))
+                for u in floats:
+                    u.replace_input_with(node, dq)
+                reused += 1
+            elif not existing:
+                calibrate.append(node)
+        if calibrate:
+            batches = list(context.calibration or [])
+            if not batches:
+                from edgecc.errors import PreconditionError
+
+                raise PreconditionError(
+                    f"{self.name}: the outputs of {len(calibrate)} quantized layer(s) "
+                    f"({', '.join(n.name for n in calibrate[:3])}) feed float ops, and the "
+                    "NPU writes int8: give calibration data (--calib) to quantize them")
+            lo: dict[fx.Node, torch.Tensor] = {}
+            hi: dict[fx.Node, torch.Tensor] = {}
+
+            def on_value(n: fx.Node, v: torch.Tensor) -> None:
+                lo[n] = torch.minimum(lo.get(n, v.min()), v.min())
+                hi[n] = torch.maximum(hi.get(n, v.max()), v.max())
+
+            record_values(program, batches, calibrate, on_value, desc="calibrating outputs")
+            for node in calibrate:
+                scale, zp = scale_from_range(lo[node], hi[node], "int8", symmetric=False)
+                params = QuantParams("int8", scale, zp.to(torch.int8))
+                insert_qdq(program, node, list(node.users), params)
+        graph.lint()
+        program.graph_module.recompile()
+        program.refresh_metadata()
+        return PassResult(program, True, {"quantized_outputs": len(calibrate),
+                                          "reused_quantize": reused})

@@ -1,0 +1,364 @@
+"""Which nodes go to the NPU, and why the others stay on the CPU: the deployability report.
+
+Partitioning works on the fx graph (not through TVM Relax BYOC patterns yet): a quantized
+layer is the region edgecc's fake-quant program writes,
+
+    dq(q_x) -> conv / depthwise conv / linear (+ bias, + relu / relu6) <- dq(w_q int8)
+            -> quantize (int8 per tensor)
+
+and the description's ``OpSpec.check`` decides whether that instance fits the NPU; a refusal
+carries the constraint that refused it (``ops.conv2d.kernel_height`` ...). Every other node
+runs on the CPU (the TVM layer) with the reason recorded. Each accepted layer becomes one
+int8 ``Region`` (TFLite semantics, NHWC) that the codegen compiles.
+
+``classify(graph, constant, desc)`` reads a graph whose constants ``constant(node)`` returns
+(get_attr nodes of a ``Program``, or the placeholders of its ``torch.export`` form);
+``assume_quantized=True`` judges a float model as if it were quantized as the NPU needs
+(``edgecc inspect -t npu`` before any compression).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch.fx as fx
+
+from edgecc.quant import is_dequantize, is_quantize
+from edgecc.targets.npu.description import NpuDescription
+from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
+from edgecc.targets.tvm.partition import LEGALIZATION as TVM_LEGALIZATION
+from edgecc.targets.tvm.partition import supports
+
+__all__ = ["Decision", "Layer", "classify", "legalization", "summarize", "supports"]
+
+CONV_OPS = ("convolution", "conv_act")
+LINEAR_OPS = ("linear", "linear_act")
+ACTIVATIONS = {None: "NONE", "relu": "RELU", "relu6": "RELU6"}
+QUANT_OPS = ("quantize", "dequantize", "fake_quantize")
+
+
+def _base(node: fx.Node) -> str:
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
+
+
+@dataclasses.dataclass
+class Layer:
+    """A quantized conv / linear the NPU runs, with everything its region needs."""
+
+    node: fx.Node
+    kind: str  # conv2d | depthwise_conv2d | fully_connected
+    x_q: fx.Node | None  # the quantize node whose int8 value is the region input
+    out_q: fx.Node | None  # the quantize node the region's output replaces
+    pads: tuple[int, int, int, int]  # explicit (top, left, bottom, right) from the graph
+    padding: str  # SAME | VALID (what the region op says)
+    cpu_pad: tuple[int, int, int, int]  # padding applied on the CPU before a VALID region
+    region: Region | None = None
+
+
+@dataclasses.dataclass
+class Decision:
+    node: str
+    op: str
+    device: str  # "npu" | "cpu"
+    reason: str
+    macs: int
+    layer: Layer | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "op": self.op, "device": self.device,
+                "reason": self.reason, "macs": self.macs}
+
+
+def legalization(calibration_needed: bool = True) -> tuple:
+    """The TVM layer's legalization, then quantizing the outputs of NPU candidate layers
+    that the fake-quant program left in float (the NPU writes int8 only)."""
+    from edgecc.pipeline_text import PassStep
+    from edgecc.targets.npu.legalize import QuantizeLayerOutputs
+
+    return (*TVM_LEGALIZATION, PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options()))
+
+
+def _shape(node: Any) -> tuple[int, ...]:
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    return tuple(int(d) for d in val.shape) if val is not None else ()
+
+
+def layer_macs(node: fx.Node) -> int:
+    base = _base(node)
+    out = _shape(node)
+    w = _shape(node.args[1])
+    if not out or not w:
+        return 0
+    if base in CONV_OPS:
+        return math.prod(out) * math.prod(w[1:])
+    if base in LINEAR_OPS:
+        return math.prod(out) * w[-1]
+    return 0
+
+
+def _activation(node: fx.Node) -> str | None:
+    base = _base(node)
+    if base == "conv_act":
+        return node.args[9]
+    if base == "linear_act":
+        return node.args[3] if len(node.args) > 3 else None
+    return None
+
+
+def _tflite_padding(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                    dilation: tuple[int, int], pad: tuple[int, int]) -> str | None:
+    """SAME or VALID when the graph's symmetric padding is exactly that, else None."""
+    if pad == (0, 0):
+        return "VALID"
+    same = [same_padding(size[i], kernel[i], stride[i], dilation[i]) for i in range(2)]
+    if all(same[i] == (pad[i], pad[i]) for i in range(2)):
+        return "SAME"
+    return None
+
+
+class _Reader:
+    def __init__(self, constant: Callable[[fx.Node], np.ndarray | None]):
+        self.constant = constant
+
+    def scalar(self, node: Any) -> np.ndarray | None:
+        return self.constant(node) if isinstance(node, fx.Node) else None
+
+    def quantized_input(self, x: Any) -> tuple[dict[str, Any] | None, str]:
+        if not is_dequantize(x):
+            return None, "its input is not quantized (no dequantize feeding it)"
+        if not is_quantize(x.args[0]):
+            return None, "its input is a dequantized constant, not an activation"
+        sx, zx = self.scalar(x.args[1]), self.scalar(x.args[2])
+        if sx is None or zx is None:
+            return None, "activation scale is not a constant (dynamic quantization)"
+        if x.args[5] != "int8" or sx.size != 1:
+            return None, (f"activations are {x.args[5]} "
+                          f"{'per-tensor' if sx.size == 1 else 'per-axis'}, the NPU computes "
+                          "int8 per-tensor (quantization.activations)")
+        return {"q": x.args[0], "sx": float(sx.reshape(-1)[0]),
+                "zx": int(zx.reshape(-1)[0])}, ""
+
+    def quantized_weight(self, w: Any) -> tuple[dict[str, Any] | None, str]:
+        if not is_dequantize(w):
+            return None, "its weight is not quantized"
+        wq, sw, zw = (self.scalar(a) for a in (w.args[0], w.args[1], w.args[2]))
+        if wq is None or sw is None or zw is None:
+            return None, "its weight is not a constant"
+        if w.args[5] != "int8" or w.args[4]:
+            return None, (f"weights are {w.args[5]}{' per-block' if w.args[4] else ''}; the "
+                          "NPU takes int8 per-tensor / per-output-channel (quantization.weights)")
+        if np.any(zw != 0):
+            return None, "weights are asymmetric; the NPU takes symmetric weights"
+        if sw.size > 1 and w.args[3] != 0:
+            return None, "weights are quantized per input channel, not per output channel"
+        n = wq.shape[0]
+        return {"wq": wq.astype(np.int8),
+                "sw": np.broadcast_to(sw.reshape(-1), (n,)).astype(np.float32)}, ""
+
+    def output_quantize(self, node: fx.Node) -> tuple[dict[str, Any] | None, str]:
+        users = list(node.users)
+        if len(users) != 1 or not is_quantize(users[0]):
+            return None, "its output is not quantized (the NPU writes int8)"
+        q = users[0]
+        sy, zy = self.scalar(q.args[1]), self.scalar(q.args[2])
+        if sy is None or zy is None or sy.size != 1 or q.args[7] != "int8" or q.args[4]:
+            return None, "its output quantization is not int8 per-tensor with constant scale"
+        if (int(q.args[5]), int(q.args[6])) != (-128, 127):
+            return None, f"output range [{q.args[5]}, {q.args[6]}] is not the int8 range"
+        return {"q": q, "sy": float(sy.reshape(-1)[0]), "zy": int(zy.reshape(-1)[0])}, ""
+
+
+def _assumed(node: fx.Node, constant) -> tuple[dict, dict, dict]:
+    """Stand-in quantization for a float layer (inspect before compression)."""
+    w = constant(node.args[1])
+    wf = np.asarray(w if w is not None else np.zeros(_shape(node.args[1])), np.float32)
+    n = wf.shape[0] if wf.ndim else 1
+    amax = np.abs(wf.reshape(n, -1)).max(axis=1) if wf.size else np.ones(n)
+    sw = np.maximum(amax / 127.0, 1e-8).astype(np.float32)
+    wq = np.clip(np.round(wf / sw.reshape((n,) + (1,) * (wf.ndim - 1))), -127, 127)
+    return ({"q": None, "sx": 0.05, "zx": 0}, {"wq": wq.astype(np.int8), "sw": sw},
+            {"q": None, "sy": 0.05, "zy": 0})
+
+
+def _bias(node: fx.Node, constant, channels: int, sx: float, sw: np.ndarray) -> tuple[
+        np.ndarray | None, str]:
+    b = node.args[2] if len(node.args) > 2 else None
+    if b is None:
+        return np.zeros(channels, np.int32), ""
+    value = constant(b)
+    if value is None:
+        return None, "its bias is not a constant"
+    scale = np.float32(sx) * sw.astype(np.float32)  # TFLite's bias scale, in float32
+    q = np.round(np.asarray(value, np.float64).reshape(-1) / scale.astype(np.float64))
+    if np.any(np.abs(q) >= 2**31):
+        return None, "its bias does not fit int32 at scale s_x * s_w"
+    return q.astype(np.int32), ""
+
+
+def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
+           assume_quantized: bool) -> tuple[Layer | None, str]:
+    base = _base(node)
+    if assume_quantized:
+        xin, win, yout = _assumed(node, reader.constant)
+    else:
+        xin, why = reader.quantized_input(node.args[0])
+        if xin is None:
+            return None, why
+        win, why = reader.quantized_weight(node.args[1])
+        if win is None:
+            return None, why
+        yout, why = reader.output_quantize(node)
+        if yout is None:
+            return None, why
+    act = _activation(node)
+    if act not in ACTIVATIONS:
+        return None, f"fused activation {act} is not one the NPU applies in the requantization"
+    xshape, yshape, wq, sw = _shape(node.args[0]), _shape(node), win["wq"], win["sw"]
+    if base in CONV_OPS:
+        stride, padding, dilation, transposed, _, groups = node.args[3:9]
+        if transposed:
+            return None, "transposed convolution is not lowered to the NPU by edgecc yet"
+        if len(xshape) != 4 or wq.ndim != 4:
+            return None, f"{len(xshape) - 2}-D convolution; the NPU runs 2-D convolutions"
+        n, c, h, w = xshape
+        oc, cg, kh, kw = wq.shape
+        if groups == 1:
+            kind, multiplier = "conv2d", None
+        elif cg == 1 and oc % c == 0 and groups == c:
+            kind, multiplier = "depthwise_conv2d", oc // c
+        else:
+            return None, f"grouped convolution ({groups} groups) is neither conv2d nor depthwise"
+        spec = desc.op(kind)
+        if spec is None:
+            return None, f"{kind} is not in the NPU's ops"
+        stride, dilation, pad = tuple(stride), tuple(dilation), tuple(padding)
+        tfl = _tflite_padding((h, w), (kh, kw), stride, dilation, pad)
+        pads = (pad[0], pad[1], pad[0], pad[1])
+        why = spec.check(dtype="int8", shapes=[(n, h, w, c), (yshape[0], yshape[2], yshape[3],
+                                                              yshape[1])],
+                         kernel=(kh, kw), stride=stride, dilation=dilation,
+                         padding=tfl or "VALID", pads=pads, groups=1 if kind == "conv2d" else None,
+                         depth_multiplier=multiplier, channels=(c, oc),
+                         weight_abs_sum=int(np.abs(wq.astype(np.int64)).reshape(oc, -1)
+                                            .sum(axis=1).max()))
+        if why is None:
+            bias, why = _bias(node, reader.constant, oc, xin["sx"], sw)
+            if bias is not None:
+                why = spec.check(bias_max_abs=int(np.abs(bias.astype(np.int64)).max()))
+        if why:
+            return None, why
+        layer = Layer(node, kind, xin["q"], yout["q"], pads, tfl or "VALID",
+                      (0, 0, 0, 0) if tfl else pads)
+        b = RegionBuilder(node.name)
+        ph, pw = (2 * pad[0], 2 * pad[1]) if not tfl else (0, 0)
+        xn = b.input("x", (n, h + ph, w + pw, c), xin["sx"], xin["zx"])
+        common = dict(out_scale=yout["sy"], out_zero_point=yout["zy"], stride=stride,
+                      padding=layer.padding, dilation=dilation, activation=ACTIVATIONS[act],
+                      name="y")
+        if kind == "conv2d":
+            y = b.conv2d(xn, wq.transpose(0, 2, 3, 1), bias, sw, **common)
+        else:
+            y = b.depthwise_conv2d(xn, wq.transpose(1, 2, 3, 0), bias, sw,
+                                   depth_multiplier=multiplier, **common)
+        layer.region = b.build([y])
+        return layer, ""
+    # linear
+    spec = desc.op("fully_connected")
+    if spec is None:
+        return None, "fully_connected is not in the NPU's ops"
+    k = xshape[-1]
+    oc = wq.shape[0]
+    rows = math.prod(xshape[:-1])
+    why = spec.check(dtype="int8", shapes=[(rows, k), (rows, oc)], reduced_axis=k,
+                     weight_abs_sum=int(np.abs(wq.astype(np.int64)).sum(axis=1).max()))
+    if why is None:
+        bias, why = _bias(node, reader.constant, oc, xin["sx"], sw)
+        if bias is not None:
+            why = spec.check(bias_max_abs=int(np.abs(bias.astype(np.int64)).max()))
+    if why:
+        return None, why
+    layer = Layer(node, "fully_connected", xin["q"], yout["q"], (0, 0, 0, 0), "VALID",
+                  (0, 0, 0, 0))
+    b = RegionBuilder(node.name)
+    xn = b.input("x", (rows, k), xin["sx"], xin["zx"])
+    y = b.fully_connected(xn, wq, bias, sw, out_scale=yout["sy"], out_zero_point=yout["zy"],
+                          activation=ACTIVATIONS[act], name="y")
+    layer.region = b.build([y])
+    return layer, ""
+
+
+def _is_structural(node: fx.Node) -> bool:
+    """Quantization bookkeeping, not compute: not counted in the report's op share."""
+    return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
+        "getitem", "_assert_tensor_metadata")
+
+
+def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
+             desc: NpuDescription, assume_quantized: bool = False) -> list[Decision]:
+    """One ``Decision`` per compute node of ``graph`` (see the module docstring)."""
+    reader = _Reader(constant)
+    out = []
+    for node in graph.nodes:
+        if node.op != "call_function" or _is_structural(node):
+            continue
+        base = _base(node)
+        macs = layer_macs(node)
+        if base in CONV_OPS + LINEAR_OPS:
+            layer, why = _layer(node, desc, reader, assume_quantized)
+            if layer is not None:
+                out.append(Decision(node.name, base, "npu", f"{layer.kind} region", macs,
+                                    layer))
+                continue
+            out.append(Decision(node.name, base, "cpu", why, macs))
+            continue
+        out.append(Decision(node.name, base, "cpu",
+                            "edgecc offloads conv / depthwise conv / linear regions only so far"
+                            if desc.op(_npu_name(base)) else
+                            f"{base} is not among the NPU's ops", macs))
+    return out
+
+
+_NPU_NAMES = {"add": "add", "sub": "sub", "mul": "mul", "mean": "mean",
+              "avg_pool2d": "avg_pool2d", "max_pool2d": "max_pool2d",
+              "max_pool2d_with_indices": "max_pool2d", "relu": "relu", "hardtanh": "relu6",
+              "softmax": "softmax", "_softmax": "softmax", "view": "reshape",
+              "reshape": "reshape", "cat": "concat", "permute": "transpose",
+              "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "gelu", "bmm": "matmul",
+              "matmul": "matmul", "hardswish": "hardswish", "leaky_relu": "leaky_relu"}
+
+
+def _npu_name(base: str) -> str:
+    return _NPU_NAMES.get(base, base)
+
+
+def summarize(decisions: list[Decision], desc: NpuDescription) -> dict[str, Any]:
+    """The deployability report: per op NPU / CPU with the reason, share of ops and MACs."""
+    ops = len(decisions)
+    npu = [d for d in decisions if d.device == "npu"]
+    macs = sum(d.macs for d in decisions)
+    npu_macs = sum(d.macs for d in npu)
+    return {
+        "device": desc.name, "codegen": desc.codegen, "description": desc.path,
+        "ops": ops, "npu_ops": len(npu),
+        "npu_op_share": len(npu) / ops if ops else 0.0,
+        "macs": macs, "npu_macs": npu_macs,
+        "npu_mac_share": npu_macs / macs if macs else 0.0,
+        "partitioning": "fx graph (quantized layer regions); not TVM Relax BYOC patterns yet",
+        "per_op": [d.to_json() for d in decisions],
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The deployability report as text (``edgecc inspect -t npu``)."""
+    lines = [f"NPU {report['device']} ({report['codegen']} codegen): "
+             f"{report['npu_ops']}/{report['ops']} ops "
+             f"({100 * report['npu_op_share']:.1f}%), {report['npu_macs']:,}/{report['macs']:,} "
+             f"MACs ({100 * report['npu_mac_share']:.1f}%) on the NPU"]
+    for d in report["per_op"]:
+        lines.append(f"  {d['device'].upper():<4}{d['node']:<28}{d['op']:<14}"
+                     f"{d['macs']:>12,}  {d['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""``-t npu``: an NPU described by a YAML description, with the CPU taking what it cannot run.
+
+The folder has the shape of every target: ``presets.py`` (the shipped descriptions in
+``devices/``), ``partition.py`` (NPU or CPU per node, with reasons: the deployability
+report; ``legalize.py`` makes layer outputs int8), ``lower.py`` (C codegen or Vela per
+region, the CPU part through ``edgecc.targets.tvm``), ``runner.py`` and the bundle's
+``README.txt``. The NPU machinery: ``description``, ``region``, ``simulator``,
+``tflite_writer``, ``vela_compile``, ``codegen_c``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from edgecc.program import Program
+from edgecc.target import Availability, Lowered, QuantSupport
+from edgecc.targets.npu import presets
+from edgecc.targets.npu.lower import lower_program
+from edgecc.targets.npu.runner import load_runner
+from edgecc.targets.tvm.target_base import TvmTarget
+
+
+@dataclasses.dataclass(frozen=True)
+class NpuOptions:
+    device: str = "generic-int8"  # a shipped description: `edgecc targets`; -t npu:NAME
+    description: str = ""  # path of a user's description YAML (replaces device)
+    cpu: str = "host"  # where the CPU part runs (host only so far)
+    num_threads: int = 0  # TVM worker threads for the CPU part; 0 = TVM's default
+    tune_trials: int = 0  # not supported for npu yet (kept for the TVM options check)
+    tvm_log: bool = False  # show TVM's native log
+
+    def __post_init__(self) -> None:
+        presets.resolve(self.device, self.description)  # one-line errors, with suggestions
+        presets.check_cpu(self.cpu)
+        if self.num_threads < 0:
+            raise ValueError("num_threads must be >= 0")
+        if self.tune_trials:
+            raise ValueError("tune_trials: the npu target does not tune its CPU part yet")
+
+
+class NpuTarget(TvmTarget):
+    """NPU regions from a declarative description (Ethos-U via Vela, or C), CPU via TVM."""
+
+    name = "npu"
+    description = "NPUs from a declarative description: Arm Ethos-U (Vela), generic-int8 (C)"
+    Options = NpuOptions
+    can_execute = True
+    preset_option = "device"
+    # what the shipped descriptions compute with: int8 per-tensor static activations,
+    # symmetric int8 weights per tensor or per output channel
+    quantization = QuantSupport(weight_dtypes=frozenset(("int8",)),
+                                activation_dtypes=frozenset(("int8",)),
+                                weight_granularities=frozenset(("per-tensor", "per-channel")),
+                                symmetric_weights_only=True, dynamic_activations=False)
+
+    def availability(self) -> Availability:
+        tvm = super().availability()
+        if not tvm.available:
+            return tvm
+        try:
+            import ethosu.vela  # noqa: F401
+        except ImportError:
+            return Availability(True, f"{tvm.detail}; Ethos-U devices need ethos-u-vela==5.2.0 "
+                                      "(pip install -c constraints.txt 'edgecc[npu]')")
+        return Availability(True, f"{tvm.detail}, ethos-u-vela 5.2.0")
+
+    def legalization(self, options: Any) -> tuple:
+        from edgecc.targets.npu.partition import legalization
+
+        return legalization()
+
+    def listing(self) -> str:
+        return "devices (-t npu:NAME, or --target-option description=FILE.yaml):\n" \
+            + presets.describe()
+
+    def not_verified(self, options: NpuOptions) -> list[str]:
+        desc = presets.resolve(options.device, options.description)
+        if desc.codegen == "vela":
+            return ["Ethos-U execution: no Ethos-U hardware or Corstone FVP ran the command "
+                    "streams; verification ran the NPU regions in edgecc's integer simulator "
+                    "(bit-exact with LiteRT's reference kernels), and the cycle counts are "
+                    "Vela's estimates"]
+        return []
+
+    def lower(self, program: Program, output_dir: str, options: NpuOptions) -> Lowered:
+        self.require_available()
+        self.check_lowerable(program)
+        return lower_program(program, output_dir, options)
+
+    def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
+        self.require_available()
+        return load_runner(output_dir, manifest)
