@@ -39,6 +39,10 @@ from edgecc.quant import is_fake_quantize
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneOptions:
+    """How to fine-tune: the one set of training options. The ``qat``, ``distill`` and
+    ``sparse-finetune`` passes' options extend it (same field names in pipeline text:
+    ``distill{epochs=5,lr=1e-3,temperature=2}``), changing defaults where they differ."""
+
     epochs: int = 3
     lr: float = 1e-4
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"

@@ -8,41 +8,67 @@ on pruned (masks stay), structurally pruned, low-rank and fake-quantized student
 is unchanged; only weights move::
 
     prune-structured{ratio=0.5},distill{epochs=5,temperature=2}
+
+:func:`finetune_from_original` is the fine-tune step of every pass that trains against the
+original model (``distill``, ``qat``, ``sparse-finetune``); their options extend
+:class:`edgecc.train.FinetuneOptions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from edgecc.errors import InputSpecError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize.layers import check_calibration, output_error
 from edgecc.program import Program
+from edgecc.train import FinetuneOptions, finetune
+
+# ``train(program, batches, *, teacher, options, progress) -> stats`` with ``stats["loss"]``
+# the mean loss of each epoch: plain fine-tuning, or a schedule (QAT, gradual pruning, ...)
+Trainer = Callable[..., dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillOptions:
-    epochs: int = 3
-    lr: float = 1e-4
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+class DistillOptions(FinetuneOptions):
     temperature: float = 2.0
-    loss: Literal["auto", "kl", "mse"] = "auto"
-    features: tuple[str, ...] = ()
-    gamma: float = 1.0  # weight of the feature loss
-    checkpoint: str = ""  # resume from / save to this file
-    seed: int = 0
-    error_batches: int = 4
+    alpha: float = 1.0  # all distillation: a pass has no labels
+    error_batches: int = 4  # calibration batches the change is measured on
 
 
 def check_distillation(program: Program, context: PassContext, why: str) -> None:
     """A pass that fine-tunes against the original model needs calibration batches and
-    ``context.original`` (set by ``edgecc.compile``)."""
+    ``context.original`` (set by ``edgecc.compile``): its ``validate``."""
     if context.calibration is None or isinstance(context.calibration, (list, tuple)):
         check_calibration(program, context.calibration, why)
-    if getattr(context, "original", None) is None:
+    if context.original is None:
         raise InputSpecError(f"{why} distils from the original model: run it inside "
                              "edgecc.compile(), or call edgecc.train.finetune directly")
+
+
+def plain_finetune(program: Program, batches: Sequence[Any], *, teacher: Any,
+                   options: FinetuneOptions, progress: bool | None) -> dict[str, Any]:
+    return {"loss": finetune(program, batches, teacher=teacher, options=options,
+                             progress=progress)}
+
+
+def finetune_from_original(program: Program, options: FinetuneOptions, context: PassContext,
+                           why: str, *, error_batches: int,
+                           train: Trainer = plain_finetune) -> dict[str, Any]:
+    """Train ``program`` in place on the calibration batches against ``context.original``
+    (which the pass's ``validate`` checked with :func:`check_distillation`); returns
+    ``train``'s stats with the epochs, the loss per epoch and, as ``error``, the output
+    change (SQNR, cosine, max-abs against the program as it was before training)."""
+    batches = check_calibration(program, context.calibration, why)
+    reference = program.copy()
+    stats = train(program, batches, teacher=context.original, options=options,
+                  progress=context.progress)
+    stats = {"epochs": options.epochs, **stats,
+             "loss": [round(h, 6) for h in stats["loss"]]}
+    stats["error"] = output_error(reference, program, batches, error_batches)
+    return stats
 
 
 class Distill(Pass):
@@ -52,22 +78,12 @@ class Distill(Pass):
     Options = DistillOptions
     lossless = False
 
-    def validate(self, program: Program, options: Any, context: PassContext) -> None:
+    def validate(self, program: Program, options: DistillOptions,
+                 context: PassContext) -> None:
         check_distillation(program, context, "distill")
 
     def run(self, program: Program, options: DistillOptions,
             context: PassContext) -> PassResult:
-        from edgecc.train import FinetuneOptions, finetune
-
-        self.validate(program, options, context)
-        batches = check_calibration(program, context.calibration, "distill")
-        reference = program.copy()
-        history = finetune(program, batches, teacher=context.original, options=FinetuneOptions(
-            epochs=options.epochs, lr=options.lr, optimizer=options.optimizer,
-            temperature=options.temperature, loss=options.loss, alpha=1.0,
-            features=options.features, gamma=options.gamma,
-            checkpoint=options.checkpoint or None, seed=options.seed),
-            progress=context.progress)
-        return PassResult(program, True, {
-            "epochs": options.epochs, "loss": [round(h, 6) for h in history],
-            "change": output_error(reference, program, batches, options.error_batches)})
+        stats = finetune_from_original(program, options, context, "distill",
+                                       error_batches=options.error_batches)
+        return PassResult(program, True, stats)

@@ -16,12 +16,15 @@ teacher) and leave ``edgecc.masked`` weights with the final sparsity:
   a last training run from the rewound ticket.
 
 ``sparse-finetune{method=...}`` runs one of them on the calibration batches distilling from
-the original model (inside ``edgecc.compile``).
+the original model (inside ``edgecc.compile``), through the fine-tune step shared with
+``distill`` and ``qat`` (:func:`edgecc.passes.distill.finetune_from_original`); its options
+extend :class:`edgecc.train.FinetuneOptions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -32,7 +35,6 @@ from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.prune.unstructured import (
     PruneOptions, prunable_weights, prune_weights, select_weights,
 )
-from edgecc.passes.quantize.layers import check_calibration, output_error
 from edgecc.program import Program
 from edgecc.train import FinetuneOptions, finetune
 
@@ -140,7 +142,7 @@ def lottery(program: Program, batches: Sequence[Any], sparsity: float, *, rounds
 
 
 @dataclasses.dataclass(frozen=True)
-class SparseFinetuneOptions:
+class SparseFinetuneOptions(FinetuneOptions):
     method: Literal["gradual", "rigl", "lottery"] = "gradual"
     sparsity: float = 0.8
     initial_sparsity: float = 0.0  # gradual
@@ -148,19 +150,16 @@ class SparseFinetuneOptions:
     drop_fraction: float = 0.3  # rigl
     rounds: int = 1  # lottery
     rewind_epoch: int = 0  # lottery
-    epochs: int = 3
-    lr: float = 1e-4
-    temperature: float = 1.0
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    seed: int = 0
     error_batches: int = 4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.sparsity < 1 or not 0 <= self.initial_sparsity <= self.sparsity:
             raise ValueError("need 0 <= initial_sparsity <= sparsity < 1")
-        if self.rounds < 1 or self.epochs < 1 or not 0 < self.drop_fraction < 1:
-            raise ValueError("rounds >= 1, epochs >= 1 and drop_fraction in (0, 1) required")
+        if self.rounds < 1 or not 0 < self.drop_fraction < 1:
+            raise ValueError("rounds >= 1 and drop_fraction in (0, 1) required")
 
 
 class SparseFinetune(Pass):
@@ -171,35 +170,31 @@ class SparseFinetune(Pass):
     Options = SparseFinetuneOptions
     lossless = False
 
-    def validate(self, program: Program, options: Any, context: PassContext) -> None:
+    def validate(self, program: Program, options: SparseFinetuneOptions,
+                 context: PassContext) -> None:
         from edgecc.passes.distill import check_distillation
 
         check_distillation(program, context, "sparse-finetune")
 
     def run(self, program: Program, options: SparseFinetuneOptions,
             context: PassContext) -> PassResult:
-        self.validate(program, options, context)
-        batches = check_calibration(program, context.calibration, "sparse-finetune")
-        reference = program.copy()
-        common = dict(include=options.include, exclude=options.exclude,
-                      teacher=context.original, progress=context.progress,
-                      options=FinetuneOptions(epochs=options.epochs, lr=options.lr,
-                                              temperature=options.temperature,
-                                              seed=options.seed))
-        if options.method == "gradual":
-            stats = gradual_prune(program, batches, options.sparsity,
-                                  initial=options.initial_sparsity,
-                                  prune_every=options.prune_every, **common)
-        elif options.method == "rigl":
-            stats = rigl(program, batches, options.sparsity,
-                         drop_fraction=options.drop_fraction, prune_every=options.prune_every,
-                         **common)
-        else:
-            stats = lottery(program, batches, options.sparsity, rounds=options.rounds,
-                            rewind_epoch=options.rewind_epoch, **common)
+        from edgecc.passes.distill import finetune_from_original
+
+        common = dict(sparsity=options.sparsity, prune_every=options.prune_every,
+                      include=options.include, exclude=options.exclude)
+        schedule = {
+            "gradual": functools.partial(gradual_prune, initial=options.initial_sparsity,
+                                         **common),
+            "rigl": functools.partial(rigl, drop_fraction=options.drop_fraction, **common),
+            "lottery": functools.partial(lottery, rounds=options.rounds,
+                                         rewind_epoch=options.rewind_epoch,
+                                         sparsity=options.sparsity, include=options.include,
+                                         exclude=options.exclude),
+        }[options.method]
+        stats = finetune_from_original(program, options, context, "sparse-finetune",
+                                       error_batches=options.error_batches, train=schedule)
         weights = prunable_weights(program)
         masks = [program.tensor(w.mask).bool() for w in weights if w.mask is not None]
         stats["sparsity"] = round(1 - sum(int(m.sum()) for m in masks)
                                   / max(sum(m.numel() for m in masks), 1), 4)
-        stats["error"] = output_error(reference, program, batches, options.error_batches)
         return PassResult(program, True, stats)

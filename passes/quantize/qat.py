@@ -19,7 +19,11 @@ folded weights, and the activation ranges from calibration are kept ("observers 
 unless ``learn_scales`` lets LSQ move them.
 
 The ``qat`` pass runs prepare → :func:`edgecc.train.finetune` → convert on the calibration
-batches, distilling from the program as it was before quantization (``context.original``).
+batches, distilling from the program as it was before quantization (``context.original``),
+through the fine-tune step shared with ``distill`` and ``sparse-finetune``
+(:func:`edgecc.passes.distill.finetune_from_original`); its options are
+:class:`edgecc.train.FinetuneOptions`. It requires a quantized program and ensures no
+fake-quantize node is left.
 """
 
 from __future__ import annotations
@@ -29,14 +33,15 @@ from typing import Any
 
 import torch
 
-from edgecc.errors import InputSpecError
+from edgecc.errors import PostconditionError, PreconditionError
 from edgecc.pass_base import Pass, PassContext, PassResult
-from edgecc.passes.quantize.layers import QRANGE, check_calibration
+from edgecc.passes.quantize.layers import QRANGE
 from edgecc.program import Program
 from edgecc.quant import (
     DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, is_dequantize, is_fake_quantize, is_quantize,
     node_params, qformat,
 )
+from edgecc.train import FinetuneOptions, finetune
 
 
 def prepare_qat(program: Program) -> tuple[Program, int]:
@@ -118,6 +123,13 @@ class PrepareQAT(Pass):
     name = "prepare-qat"
     lossless = True
 
+    def ensures(self, program: Program, options: Any) -> None:
+        stored = [n.name for n in program.nodes("call_function")
+                  if is_dequantize(n) and program.is_constant(n.args[0])]
+        if stored:
+            raise PostconditionError("prepare-qat left stored quantized weights: "
+                                     + ", ".join(stored[:4]))
+
     def run(self, program: Program, options: Any, context: PassContext) -> PassResult:
         _, n = prepare_qat(program)
         return PassResult(program, n > 0, {"fake_quant_nodes": n})
@@ -129,20 +141,26 @@ class ConvertQAT(Pass):
     name = "convert-qat"
     lossless = True
 
+    def ensures(self, program: Program, options: Any) -> None:
+        _ensure_no_fake_quantize(program, "convert-qat")
+
     def run(self, program: Program, options: Any, context: PassContext) -> PassResult:
         _, n = convert_qat(program)
         return PassResult(program, n > 0, {"converted": n})
 
 
 @dataclasses.dataclass(frozen=True)
-class QATOptions:
-    epochs: int = 3
-    lr: float = 1e-4
-    optimizer: str = "adam"
-    temperature: float = 1.0
-    loss: str = "auto"  # "auto": KL on logits (2-D outputs), else MSE to the teacher
-    learn_scales: bool = False
-    seed: int = 0
+class QATOptions(FinetuneOptions):
+    error_batches: int = 4  # calibration batches the change is measured on
+
+
+def train_qat(program: Program, batches: Any, *, teacher: Any, options: FinetuneOptions,
+              progress: bool | None) -> dict[str, Any]:
+    """prepare → fine-tune → convert, in place (the ``qat`` pass's trainer)."""
+    prepare_qat(program)
+    history = finetune(program, batches, teacher=teacher, options=options, progress=progress)
+    convert_qat(program)
+    return {"loss": history}
 
 
 class QAT(Pass):
@@ -158,23 +176,27 @@ class QAT(Pass):
 
         check_distillation(program, context, "qat")
 
-    def run(self, program: Program, options: QATOptions, context: PassContext) -> PassResult:
-        from edgecc.train import FinetuneOptions, finetune
+    def requires(self, program: Program, options: QATOptions) -> None:
+        if not any(is_dequantize(n) or is_fake_quantize(n)
+                   for n in program.nodes("call_function")):
+            raise PreconditionError("qat fine-tunes a quantized program, and this one holds "
+                                    "no quantize/dequantize nodes: run quantize before qat")
 
-        batches = check_calibration(program, context.calibration, "qat")
-        teacher = getattr(context, "original", None)
-        if teacher is None:
-            raise InputSpecError("qat distils from the original model: run it inside "
-                                 "edgecc.compile(), or call edgecc.train.finetune directly")
-        prepare_qat(program)
-        history = finetune(program, batches, teacher=teacher, options=FinetuneOptions(
-            epochs=options.epochs, lr=options.lr, optimizer=options.optimizer,
-            temperature=options.temperature, loss=options.loss,
-            learn_scales=options.learn_scales, seed=options.seed),
-            progress=context.progress)
-        convert_qat(program)
-        return PassResult(program, True, {"epochs": options.epochs,
-                                          "loss_first": history[0], "loss_last": history[-1]})
+    def ensures(self, program: Program, options: QATOptions) -> None:
+        _ensure_no_fake_quantize(program, "qat")
+
+    def run(self, program: Program, options: QATOptions, context: PassContext) -> PassResult:
+        from edgecc.passes.distill import finetune_from_original
+
+        stats = finetune_from_original(program, options, context, "qat",
+                                       error_batches=options.error_batches, train=train_qat)
+        return PassResult(program, True, stats)
+
+
+def _ensure_no_fake_quantize(program: Program, name: str) -> None:
+    left = [n.name for n in program.nodes("call_function") if is_fake_quantize(n)]
+    if left:
+        raise PostconditionError(f"{name} left fake-quantize nodes: {', '.join(left[:4])}")
 
 
 __all__ = ["QAT", "ConvertQAT", "PrepareQAT", "convert_qat", "prepare_qat"]

@@ -170,6 +170,8 @@ class Quantize(Pass):
 
     def validate(self, program: Program, options: QuantizeOptions,
                  context: PassContext) -> None:
+        """The scheme against the target and the algorithm, and calibration data where
+        it is needed; ``run`` relies on these (``Pass.__call__`` or the pipeline ran it)."""
         opts = (dataclasses.replace(options, scheme=options.auto_from)
                 if options.scheme == "auto" else options)
         scheme, _ = resolve_scheme(opts, context.target)
@@ -189,10 +191,7 @@ class Quantize(Pass):
         t0 = time.perf_counter()
         if options.scheme == "auto":
             return self._run_auto(program, options, context, t0)
-        scheme, notes = resolve_scheme(options, context.target)
-        if options.algorithm == "awq" and not scheme.weight_only:
-            raise OptionError("algorithm=awq applies to weight-only schemes (w4a16, w8a16); "
-                              "for w8a8 run smooth-quant before quantize")
+        scheme, notes = resolve_scheme(options, context.target)  # validate checked it
         layers, excluded = select(find_layers(program, embeddings=options.embeddings),
                                   options.exclude, options.include)
         needs_data = (scheme.needs_calibration and not _is_16bit(scheme.activations)
@@ -321,7 +320,6 @@ class Quantize(Pass):
                   t0: float) -> PassResult:
         from edgecc.passes.quantize.sensitivity import mixed_precision
 
-        resolve_scheme(dataclasses.replace(options, scheme=options.auto_from), context.target)
         batches = check_calibration(program, context.calibration, "quantize{scheme=auto}")
         reference = program.copy()
         result, stats = mixed_precision(program, options, context, batches)
