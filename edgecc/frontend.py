@@ -27,7 +27,7 @@ import torch
 from edgecc.errors import InputSpecError, ModelLoadError, one_line
 from edgecc.program import Program
 
-SUPPORTED_SUFFIXES = (".pt2", ".onnx", ".pt", ".pth")
+SUPPORTED_SUFFIXES = (".pt2", ".onnx", ".gguf", ".pt", ".pth")
 
 PT2_HOWTO = (
     "save a .pt2 instead: torch.export.save(torch.export.export(model, example_inputs), "
@@ -225,6 +225,8 @@ def load(
     ``.onnx``: imported by edgecc's own ONNX importer; ``input_shapes`` fixes named inputs'
     shapes (other symbolic dimensions stay dynamic).
 
+    ``.gguf``: a llama.cpp Llama-family decoder (``edgecc.gguf_import``).
+
     ``.pt2``: a ``torch.export`` archive. ``.pt``/``.pth``: a pickled ``nn.Module``, only
     with ``trust_pickle=True`` and ``example_inputs`` (pickles can run code).
     """
@@ -247,6 +249,10 @@ def load(
         from edgecc.onnx_import import load_onnx
 
         return load_onnx(path, input_shapes=input_shapes)
+    if suffix == ".gguf":
+        from edgecc.gguf_import import load_gguf
+
+        return load_gguf(path)
     raise ModelLoadError(
         f"'{path}': unknown model file extension '{suffix or '(none)'}'; "
         f"edgecc reads {', '.join(SUPPORTED_SUFFIXES)}"

@@ -20,9 +20,33 @@ llama.cpp's NEOX RoPE, which is the halves order: no permutation.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
+
+# ``Program.graph_module.meta`` key under which the importer leaves what a GGUF file said
+# beyond its tensors (``{"hparams": HParams as a dict, "tokenizer": [(key, value, type,
+# subtype), ...], "source": path, "dequantized": {tensor: type}}``), so that the ``-t gguf``
+# target writes the same hyper-parameters and tokenizer back
+PROGRAM_META = "gguf"
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """A Llama-family decoder's hyper-parameters, as GGUF's ``{arch}.*`` keys hold them."""
+
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    rms_eps: float
+    rope_theta: float
+    context_length: int
+
 
 # GGUF architectures edgecc reads, and whether their q/k rows are stored RoPE-permuted
 ARCHITECTURES = {"llama": True, "mistral": True, "qwen2": False}

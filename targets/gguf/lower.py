@@ -1,6 +1,7 @@
 """Lower a program for ``-t gguf``: one GGUF v3 file (``llama`` architecture) for llama.cpp.
 
-Weights are written as the program holds them, never re-quantized:
+Weights are written as the program holds them, never re-quantized
+(``carry_quantization=false``: every weight as float, quantized ones dequantized exactly):
 
 ====================================================  =========  ==============================
 edgecc weight (``edgecc.dequantize`` of stored codes)  GGUF type  exactness
@@ -31,11 +32,11 @@ import torch
 
 from edgecc.errors import LoweringError
 from edgecc.gguf_import import blocks
-from edgecc.gguf_import.layout import permute_rope
+from edgecc.gguf_import.layout import PROGRAM_META, permute_rope
 from edgecc.program import Program
 from edgecc.quant import broadcast_param, node_params, unpack_int4
 from edgecc.target import Artifact, Lowered
-from edgecc.targets.gguf.partition import PROGRAM_META, Decoder, Tensor, recognise
+from edgecc.targets.gguf.partition import Decoder, Tensor, recognise
 
 if TYPE_CHECKING:
     from edgecc.targets.gguf.target import GgufOptions
@@ -84,8 +85,12 @@ def lower_program(program: Program, output_dir: str, options: GgufOptions) -> Lo
 # -- weights -------------------------------------------------------------------------------
 
 def _encode(program: Program, t: Tensor, options: GgufOptions) -> Encoded:
-    if program.is_constant(t.node):
-        value = program.tensor(t.node).detach().to(torch.float32).numpy()
+    if program.is_constant(t.node) or not options.carry_quantization:
+        if program.is_constant(t.node):
+            value = program.tensor(t.node).detach().to(torch.float32).numpy()
+        else:
+            params = node_params(t.node, program.tensor)
+            value = params.dequantize(program.tensor(t.node.args[0])).numpy()
         float16 = options.float_type == "F16" and value.ndim == 2
         out = Encoded(value.astype(np.float16) if float16 else value,
                       "F16" if float16 else "F32")
@@ -160,7 +165,8 @@ def _write(path: str, program: Program, decoder: Decoder, encoded: dict[str, Enc
     hp = decoder.hparams
     w = gguf.GGUFWriter(path, arch=ARCH)
     try:
-        w.add_name(options.name or program.source)
+        source = program.graph_module.meta.get(PROGRAM_META, {})
+        w.add_name(options.name or source.get("name") or program.source)
         w.add_block_count(hp.n_layer)
         w.add_context_length(hp.context_length)
         w.add_embedding_length(hp.n_embd)

@@ -28,7 +28,7 @@ import torch
 import torch.fx as fx
 
 from edgecc.errors import LoweringError
-from edgecc.gguf_import.layout import gguf_name, rope_heads
+from edgecc.gguf_import.layout import PROGRAM_META, HParams, gguf_name, rope_heads
 from edgecc.passes import ApplyMasks, DecomposeComposites
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program, op_name
@@ -37,25 +37,7 @@ from edgecc.quant import is_dequantize, is_fake_quantize, is_quantize
 LEGALIZATION = (PassStep(DecomposeComposites, DecomposeComposites.Options()),
                 PassStep(ApplyMasks, ApplyMasks.Options()))
 
-# graph_module.meta key where the GGUF importer leaves the source file's hyper-parameters
-# and tokenizer, so a GGUF -> edgecc -> GGUF round trip keeps them exactly
-PROGRAM_META = "gguf"
-
 _ROPE_BUFFERS = ("inv_freq", "original_inv_freq")
-
-
-@dataclasses.dataclass(frozen=True)
-class HParams:
-    n_layer: int
-    n_embd: int
-    n_ff: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_vocab: int
-    rms_eps: float
-    rope_theta: float
-    context_length: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +60,17 @@ class Decoder:
 def module_path(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     return list(stack.values())[-1][0] if stack else ""
+
+
+def _reader_path(node: fx.Node) -> str:
+    """The module path of the first layer reading ``node`` (through q / dq nodes)."""
+    frontier = [node]
+    for _ in range(4):
+        frontier = [u for n in frontier for u in n.users]
+        for n in frontier:
+            if op_name(n) in ("aten.linear", "aten.embedding") and module_path(n):
+                return module_path(n)
+    return module_path(node) or node.name
 
 
 def _weight_source(program: Program, node: Any, where: str) -> fx.Node:
@@ -110,8 +103,8 @@ def recognise(program: Program, *, context_length: int = 0) -> Decoder:
     for node in program.nodes("call_function"):
         op = op_name(node)
         if is_quantize(node) or is_fake_quantize(node):
-            raise LoweringError(f"-t gguf: '{node.name}' quantizes an activation "
-                                f"({module_path(node) or 'no module'}); GGUF stores weights "
+            raise LoweringError(f"-t gguf: '{node.name}' quantizes an activation (the input of "
+                                f"layer '{_reader_path(node)}'); GGUF stores weights "
                                 "only (llama.cpp quantizes activations itself): use a "
                                 "weight-only scheme (w4a16, w8a16)")
         if op == "aten.embedding" or op == "aten.linear":

@@ -40,6 +40,7 @@ class LlamaCppRunner:
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.warmup = False
+        params.verbosity = -1  # llama.cpp logs every request otherwise
         self.n_ctx = n_ctx
         self.server = x.Server(params)
         self.n_vocab = _read_vocab_size(path)
@@ -91,16 +92,22 @@ def program_logprobs(program: Program, input_ids: torch.Tensor) -> np.ndarray:
 def compare(program: Program, path: str, input_ids: torch.Tensor, *,
             runner: LlamaCppRunner | None = None) -> dict[str, Any]:
     """llama.cpp running ``path`` against ``program`` on ``input_ids`` (one sequence):
-    max-abs difference of log-probabilities, top-1 agreement, mean KL(program || llama.cpp)."""
+    max-abs difference of log-probabilities, top-1 agreement, mean KL(program || llama.cpp),
+    and ``top1_flip_margin``: the largest gap between the program's best and second-best
+    log-probability at a position where the two top-1 tokens differ (0.0: none differ) --
+    a flip between near-ties is float noise, one with a wide margin is a bug."""
     ids = input_ids.reshape(-1)
     runner = runner or LlamaCppRunner(path, n_ctx=max(64, 2 * len(ids)))
     ours = program_logprobs(program, ids)
     theirs = runner.logprobs(ids.tolist())
     p = np.exp(ours)
     kl = float(np.mean(np.sum(p * (ours - np.maximum(theirs, -1e30)), axis=-1)))
+    top2 = np.sort(ours, axis=-1)[:, -2:]
+    flips = ours.argmax(-1) != theirs.argmax(-1)
     return {"tokens": int(len(ids)),
             "max_abs_logprob": float(np.abs(ours - theirs).max()),
-            "top1_agreement": float(np.mean(ours.argmax(-1) == theirs.argmax(-1))),
+            "top1_agreement": float(np.mean(~flips)),
+            "top1_flip_margin": float((top2[:, 1] - top2[:, 0])[flips].max(initial=0.0)),
             "kl": max(kl, 0.0)}
 
 

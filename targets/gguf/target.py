@@ -34,7 +34,10 @@ F32_TOLERANCE = 1e-3  # max-abs log-probability, float files (measured: ~1e-6 ..
 class GgufOptions:
     float_type: Literal["F32", "F16"] = "F32"  # how float 2-D weights are stored
     context_length: int = 0  # 0: the source GGUF's, else 2048
-    name: str = ""  # general.name ("" = the program's source)
+    name: str = ""  # general.name ("" = the source GGUF's, else the program's source)
+    # false: quantized weights are written as float (their exact dequantized values), a
+    # float file llama.cpp computes the program's own numbers with
+    carry_quantization: bool = True
     check: bool = True  # run the file with llama.cpp (xllamacpp) on the example tokens
 
     def __post_init__(self) -> None:
