@@ -1,0 +1,198 @@
+"""The jetson target: TensorRT-ready Q/DQ ONNX for orin-nano, placement read back from the
+graph, onnxruntime within one quantization step, the bundle, and bad input refused before
+any work."""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import edgecc
+from edgecc.targets.jetson import checker
+from edgecc.targets.jetson.presets import JetsonOptions, resolve
+from tests.models import mobilenet_v2, resnet20
+
+X = (1, 3, 32, 32)
+
+
+def _calib(n=4, shape=(2, 3, 32, 32)):
+    g = torch.Generator().manual_seed(5)
+    return [(torch.randn(shape, generator=g),) for _ in range(n)]
+
+
+@pytest.fixture(scope="module", params=["resnet20", "mobilenet_v2"])
+def compiled(request, tmp_path_factory):
+    model = {"resnet20": resnet20, "mobilenet_v2": mobilenet_v2}[request.param]()
+    out = tmp_path_factory.mktemp(request.param) / "o"
+    res = edgecc.compile(model, "jetson:orin-nano", example_inputs=(torch.randn(2, 3, 32, 32),),
+                         calibration=_calib(), target_options={"precision": "int8"},
+                         output_dir=str(out))
+    return request.param, res, out
+
+
+def _graph(path):
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return model, inits, producer
+
+
+def test_onnx_checked_and_verified(compiled):
+    _, res, out = compiled
+    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+    low = res.report["lowering"]
+    assert low["tensorrt"] == "10.3.0" and low["jetpack"] == "6.2" and low["gpu"] == "sm_87"
+    assert all(v["passed"] for v in low["polygraphy"].values())
+    step = low["onnxruntime_vs_fake_quant"]
+    assert step["passed"] and 0 < max(step["max_abs_per_output"]) <= step["one_step"]
+    assert res.report["verification"]["passed"]
+    assert any("engine build" in s for s in res.report["not_verified"])
+    assert checker.check(onnx.load(str(out / "model.onnx")), tensorrt="10.3.0", fp8=False) == []
+
+
+def test_qdq_placement_read_from_the_graph(compiled):
+    name, res, out = compiled
+    model, inits, producer = _graph(out / "model.onnx")
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs
+    for conv in convs:
+        w = producer[conv.input[1]]  # per-channel int8 weights on axis 0, DQ feeding directly
+        assert w.op_type == "DequantizeLinear" and w.input[0] in inits
+        data = inits[w.input[0]]
+        assert data.data_type == TensorProto.INT8
+        scale = numpy_helper.to_array(inits[w.input[1]])
+        assert scale.dtype == np.float32 and scale.shape == (data.dims[0],)
+        assert next(a.i for a in w.attribute if a.name == "axis") == 0
+        assert not numpy_helper.to_array(inits[w.input[2]]).any()
+        x = producer[conv.input[0]]  # per-tensor activation Q/DQ on the input
+        assert x.op_type == "DequantizeLinear"
+        assert numpy_helper.to_array(inits[x.input[1]]).shape == ()
+        assert not numpy_helper.to_array(inits[x.input[2]]).any()
+        if len(conv.input) > 2:  # float bias
+            assert conv.input[2] in inits and inits[conv.input[2]].data_type == TensorProto.FLOAT
+        # a Q/DQ on a conv's output only as the input of the next weighted op or the
+        # residual input of an Add (ModelOpt), never for the conv itself
+        for q in consumers.get(conv.output[0], []):
+            if q.op_type == "QuantizeLinear":
+                dq = consumers[q.output[0]][0]
+                assert {c.op_type for c in consumers[dq.output[0]]} <= {"Conv", "Gemm",
+                                                                        "MatMul", "Add"}
+    # one shared Q/DQ per value (fan-out)
+    qs = [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(qs) == len(set(qs))
+    # the classifier (N = 10 < 16) stays float, with the reason reported
+    gemms = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert gemms and all(producer.get(g.input[1]) is None for g in gemms)
+    reasons = res.report["lowering"]["placement"]["float_reasons"]
+    assert any("small GEMM" in r for r in reasons.values())
+    # residual Adds: the skip input is quantized, the conv branch is not
+    adds = [n for n in model.graph.node if n.op_type == "Add"
+            and all(i not in inits for i in n.input)]
+    assert adds
+    for add in adds:
+        kinds = [producer[i].op_type if i in producer else "input" for i in add.input]
+        assert sorted(kinds) == ["Conv", "DequantizeLinear"], (add.name, kinds)
+
+
+def test_bundle(compiled):
+    _, res, out = compiled
+    names = set(os.listdir(out))
+    assert {"model.onnx", "build_engine.py", "trtexec.sh", "run_engine.py", "README.txt",
+            "engine_config.json", "reference.npz", "manifest.json"} <= names
+    cfg = json.loads((out / "engine_config.json").read_text())
+    assert cfg["tensorrt"] == "10.3.0" and cfg["quantized"] and not cfg["sparsity"]
+    sh = (out / "trtexec.sh").read_text()
+    assert "--stronglyTyped" in sh and "--int8 --fp16" in sh and "--useDLACore" not in sh
+    src = (out / "build_engine.py").read_text()
+    compile(src, "build_engine.py", "exec")
+    assert "STRONGLY_TYPED" in src and "EXPLICIT_BATCH" in src and "SPARSE_WEIGHTS" in src
+    ref = np.load(out / "reference.npz")
+    x = torch.from_numpy(ref["input:x"])
+    np.testing.assert_allclose(res.program.run(x)[0].numpy(), ref["output:output"],
+                               atol=1e-5)
+    assert "TensorRT 10.3.0" in (out / "README.txt").read_text()
+
+
+def test_options_refuse_impossible_requests():
+    bad = {
+        "no fp8 support": dict(device="agx-orin", precision="fp8"),
+        "has no DLA": dict(device="orin-nano", dla=True),
+        "AGX Thor T5000 has no DLA": dict(device="agx-thor", dla=True),
+        "no 2:4 sparse": dict(device="xavier-nx", sparsity=True),
+        "TensorRT 11 does not support JetPack 6.2": dict(device="agx-orin", jetpack="6.2",
+                                                         tensorrt="11"),
+        "unknown JetPack '6.5'": dict(device="agx-orin", jetpack="6.5"),
+        "does not support the Jetson AGX Xavier": dict(device="agx-xavier", jetpack="6.2"),
+        "needs TensorRT >= 10": dict(device="agx-orin", jetpack="6.0", precision="w4a16"),
+    }
+    for match, kw in bad.items():
+        with pytest.raises(ValueError, match=match):
+            JetsonOptions(**kw)
+    assert resolve(JetsonOptions(device="agx-orin", jetpack="7.2", tensorrt="11")).tensorrt \
+        == "11.4.1"
+    assert resolve(JetsonOptions(device="agx-xavier")).opset == 17
+
+
+def test_bad_request_fails_before_any_work(tmp_path):
+    for opts, match in (({"device": "agx-orin", "precision": "fp8"}, "no fp8"),
+                        ({"device": "orin-nano", "dla": True}, "has no DLA")):
+        with pytest.raises(edgecc.EdgeccError, match=match) as info:
+            edgecc.compile(torch.nn.Linear(32, 32), "jetson", example_inputs=(torch.randn(4, 32),),
+                           target_options=opts, output_dir=str(tmp_path / "o"))
+        assert len(str(info.value).splitlines()) == 1
+        assert not (tmp_path / "o").exists()
+
+
+def test_asymmetric_quantization_asked_for_is_refused(tmp_path):
+    # the quantize pass makes weights symmetric for this target; an asymmetric QDQ written
+    # by hand is what the checker refuses, with the node named
+    w = numpy_helper.from_array(np.ones((4, 4), np.int8), "w")
+    s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    z = numpy_helper.from_array(np.array(3, np.int8), "z")
+    g = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"], name="w_dq"),
+         helper.make_node("MatMul", ["x", "wf"], ["y"], name="mm"),
+         helper.make_node("NonMaxSuppressionV9", ["y"], ["z2"], name="odd", domain="")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("z2", TensorProto.FLOAT, None)], [w, s, z])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    problems = [str(p) for p in checker.check(model, tensorrt="10.3.0", fp8=False)]
+    assert any("'w_dq'" in p and "non-zero zero point" in p for p in problems)
+    assert any("'odd'" in p and "not in TensorRT's ONNX operator" in p for p in problems)
+
+
+def test_checker_rules_on_hand_written_qdq():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s4", "z4"], ["xq"], axis=1, name="act_q"),
+        helper.make_node("DequantizeLinear", ["xq", "s4", "z4"], ["xd"], axis=1, name="act_dq"),
+        helper.make_node("DequantizeLinear", ["w", "s3", "zw"], ["wd"], axis=0, name="w_dq"),
+        helper.make_node("DequantizeLinear", ["b", "sb"], ["bd"], name="b_dq"),
+        helper.make_node("Conv", ["xd", "wd", "bd"], ["y"], name="conv"),
+        helper.make_node("Add", ["y", "w8"], ["out"], name="raw_int8"),
+    ]
+    inits = [numpy_helper.from_array(np.full(4, 0.1, np.float32), "s4"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "z4"),
+             numpy_helper.from_array(np.ones((4, 4, 1, 1), np.int8), "w"),
+             numpy_helper.from_array(np.full(3, 0.1, np.float32), "s3"),
+             numpy_helper.from_array(np.zeros(3, np.int8), "zw"),
+             numpy_helper.from_array(np.ones(4, np.int32), "b"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "sb"),
+             numpy_helper.from_array(np.ones((1, 4, 8, 8), np.int8), "w8")]
+    g = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info(
+        "out", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    text = "\n".join(str(p) for p in checker.check(model, tensorrt="10.3.0", fp8=False))
+    assert "'act_q'" in text and "per-channel activation scales" in text
+    assert "'w_dq'" in text and "3 scales for axis 0 of length 4" in text
+    assert "'b_dq'" in text and "INT32 quantization" in text
+    assert "'conv'" in text and "quantized bias" in text
+    assert "'raw_int8'" in text and "does not feed a DequantizeLinear" in text
