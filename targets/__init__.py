@@ -8,8 +8,9 @@ listing targets works without any toolchain installed.
 from edgecc.targets.arm import ArmTarget
 from edgecc.targets.host import HostTarget
 from edgecc.targets.jetson import JetsonTarget
+from edgecc.targets.npu import NpuTarget
 from edgecc.targets.onnx import OnnxTarget
 
-BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget, JetsonTarget)
+BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget, JetsonTarget, NpuTarget)
 
-__all__ = ["ArmTarget", "BUILTIN_TARGETS", "HostTarget", "JetsonTarget", "OnnxTarget"]
+__all__ = ["ArmTarget", "BUILTIN_TARGETS", "HostTarget", "JetsonTarget", "NpuTarget", "OnnxTarget"]

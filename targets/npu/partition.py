@@ -33,7 +33,7 @@ from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 from edgecc.targets.tvm.partition import LEGALIZATION as TVM_LEGALIZATION
 from edgecc.targets.tvm.partition import supports
 
-__all__ = ["Decision", "Layer", "classify", "legalization", "summarize", "supports"]
+__all__ = ["Decision", "Layer", "classify", "classify_program", "legalization", "summarize", "supports"]
 
 CONV_OPS = ("convolution", "conv_act")
 LINEAR_OPS = ("linear", "linear_act")
@@ -217,6 +217,9 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
     act = _activation(node)
     if act not in ACTIVATIONS:
         return None, f"fused activation {act} is not one the NPU applies in the requantization"
+    why = _fusable(desc, "fully_connected" if base in LINEAR_OPS else "conv2d", act)
+    if why:
+        return None, why
     xshape, yshape, wq, sw = _shape(node.args[0]), _shape(node), win["wq"], win["sw"]
     if base in CONV_OPS:
         stride, padding, dilation, transposed, _, groups = node.args[3:9]
@@ -291,6 +294,19 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
     return layer, ""
 
 
+def _fusable(desc: NpuDescription, root: str, act: str | None) -> str:
+    """Why the description cannot fuse ``act`` after ``root`` ("" when it can)."""
+    if act is None:
+        return ""
+    if desc.op(act) is None:
+        return f"fused {act} is not among the NPU's ops (ops.{act})"
+    patterns = [p for p in desc.patterns if p.root == root or (
+        root == "conv2d" and p.root == "depthwise_conv2d")]
+    if patterns and not any(act in p.fuse for p in patterns):
+        return f"no pattern fuses {act} after {root} (patterns[].fuse)"
+    return ""
+
+
 def _is_structural(node: fx.Node) -> bool:
     """Quantization bookkeeping, not compute: not counted in the report's op share."""
     return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
@@ -320,6 +336,17 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                             if desc.op(_npu_name(base)) else
                             f"{base} is not among the NPU's ops", macs))
     return out
+
+
+def classify_program(program: Any, desc: NpuDescription,
+                     assume_quantized: bool = False) -> list[Decision]:
+    """``classify`` on a ``Program``'s own graph (its constants are get_attr nodes)."""
+    def constant(node: fx.Node) -> np.ndarray | None:
+        if node.op != "get_attr":
+            return None
+        return program.tensor(node).detach().cpu().numpy()
+
+    return classify(program.graph, constant, desc, assume_quantized)
 
 
 _NPU_NAMES = {"add": "add", "sub": "sub", "mul": "mul", "mean": "mean",

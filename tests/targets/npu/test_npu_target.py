@@ -1,0 +1,299 @@
+"""-t npu end to end: partition by the description, Vela for Ethos-U, C for generic-int8,
+verification against the fake-quant program, the deployability report and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgecc
+from edgecc.errors import UnknownNameError
+from edgecc.targets.npu.bundle import load_regions
+from edgecc.targets.npu.simulator import simulate
+
+pytest.importorskip("tvm")
+pytest.importorskip("ethosu.vela")
+
+PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, c_in, c_out, expand, stride):
+        super().__init__()
+        hidden = c_in * expand
+        self.residual = stride == 1 and c_in == c_out
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV2ish(nn.Module):
+    """Stem, three inverted residual blocks (one strided), global pool, classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU6())
+        self.blocks = nn.Sequential(InvertedResidual(16, 16, 4, 1),
+                                    InvertedResidual(16, 24, 4, 2),
+                                    InvertedResidual(24, 24, 4, 1))
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def _model():
+    torch.manual_seed(0)
+    m = MobileNetV2ish()
+    for mod in m.modules():  # non-trivial batch-norm statistics
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+def _calib(shape=(1, 3, 32, 32), n=8):
+    g = torch.Generator().manual_seed(5)
+    return [(torch.randn(*shape, generator=g),) for _ in range(n)]
+
+
+def _output_step(program) -> float:
+    """The scale of the quantize that makes the program's (single) output."""
+    out = next(n for n in program.graph.nodes if n.op == "output")
+    dq = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
+    return float(program.tensor(dq.args[1]).reshape(-1)[0])
+
+
+def _max_steps(res, shape, samples=4) -> float:
+    step = _output_step(res.program)
+    worst = 0.0
+    for seed in range(samples):
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(100 + seed))
+        got = res.run(x)
+        got = got[0] if isinstance(got, (tuple, list)) else got
+        ref = res.program.run(x)
+        ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+        worst = max(worst, float((got - ref).abs().max()) / step)
+    return worst
+
+
+@pytest.fixture(scope="module")
+def u55(tmp_path_factory):
+    out = tmp_path_factory.mktemp("u55") / "out"
+    x = torch.randn(1, 3, 32, 32)
+    return edgecc.compile(_model(), target="npu:ethos-u55-128", example_inputs=(x,),
+                          calibration=_calib(), pipeline=PIPELINE, output_dir=str(out))
+
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generic") / "out"
+    x = torch.randn(1, 3, 32, 32)
+    return edgecc.compile(_model(), target="npu", target_options={"device": "generic-int8"},
+                          example_inputs=(x,), calibration=_calib(), pipeline=PIPELINE,
+                          output_dir=str(out))
+
+
+def test_mobilenet_on_ethos_u55_has_the_macs_on_the_npu_compiled_by_vela(u55):
+    lowering = u55.report["lowering"]
+    npu = lowering["npu"]
+    assert npu["device"] == "ethos-u55-128"
+    assert npu["npu_mac_share"] >= 0.90, npu
+    assert sum(d["macs"] for d in npu["per_op"] if d["device"] == "npu") == npu["npu_macs"]
+    cpu = [d for d in npu["per_op"] if d["device"] == "cpu"]
+    assert all(d["reason"] for d in cpu)
+    vela = lowering["vela"]
+    assert len(vela["regions"]) == npu["npu_ops"] > 0
+    for region in vela["regions"]:  # every region wholly on the NPU, with a stream
+        assert region["cpu_operators"] == []
+        assert region["performance"]["cpu_ops"] == 0
+        assert region["command_stream_bytes"] > 0 and region["performance"]["npu_cycles"] > 0
+    assert vela["npu_cycles"] == sum(r["performance"]["npu_cycles"] for r in vela["regions"])
+    files = {a["path"] for a in u55.report["artifacts"]}
+    for region in vela["regions"]:
+        stem = "npu/" + region["region"]
+        assert {f"{stem}.tflite", f"{stem}_vela.tflite", f"{stem}.h"} <= files
+    assert any("FVP" in line for line in u55.report["not_verified"])
+    assert u55.report["verification"]["passed"]
+
+
+def test_ethos_u55_output_within_one_quantization_step_of_the_fake_quant_program(u55):
+    assert _max_steps(u55, (1, 3, 32, 32)) <= 1.001  # one step (float32 dequantize noise)
+
+
+def test_ethos_u55_regions_simulator_equals_litert(u55):
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    rng = np.random.default_rng(0)
+    compared = 0
+    for region, _ in load_regions(u55.output_dir):
+        with open(os.path.join(u55.output_dir, "npu", f"{region.name}.tflite"), "rb") as f:
+            tflite = f.read()
+        it = litert.Interpreter(model_content=tflite,
+                                experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+        it.allocate_tensors()
+        for _ in range(2):
+            inputs = {n: rng.integers(-128, 128, region.tensors[n].shape, dtype=np.int8)
+                      for n in region.inputs}
+            for d in it.get_input_details():
+                it.set_tensor(d["index"], inputs[d["name"]])
+            it.invoke()
+            ref = it.get_tensor(it.get_output_details()[0]["index"])
+            # LiteRT's reference FULLY_CONNECTED rounds once (simulator.py's docstring)
+            (sim,) = simulate(region, inputs, fully_connected_rounding="single").values()
+            assert np.array_equal(ref, sim), region.name
+            compared += 1
+    assert compared >= 2 * 10
+
+
+def test_generic_int8_artifact_regions_equal_the_simulator_bit_for_bit(generic):
+    import tvm
+
+    npu = generic.report["lowering"]["npu"]
+    assert npu["codegen"] == "c" and npu["npu_mac_share"] >= 0.90
+    lib = tvm.runtime.load_module(os.path.join(generic.output_dir, "model.so"))
+    rng = np.random.default_rng(1)
+    checked = 0
+    for region, entry in load_regions(generic.output_dir):
+        fn = lib.get_function(entry["symbol"], True)
+        assert fn is not None, entry["symbol"]
+        xin, yout = region.tensors[region.inputs[0]], region.tensors[region.outputs[0]]
+        for _ in range(3):
+            x = rng.integers(-128, 128, xin.shape, dtype=np.int8)
+            y = tvm.runtime.tensor(np.zeros(yout.shape, np.int8))
+            fn(tvm.runtime.tensor(x), y)
+            (sim,) = simulate(region, {region.inputs[0]: x}).values()
+            assert np.array_equal(y.numpy(), sim), region.name
+            checked += y.numpy().size
+    assert checked > 0
+    assert generic.report["not_verified"] == []
+    assert generic.report["verification"]["passed"]
+    assert _max_steps(generic, (1, 3, 32, 32)) <= 1.001  # one step (float32 dequantize noise)
+
+
+class BigKernel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.big = nn.Conv2d(3, 8, 9, stride=4, padding=4)
+        self.dw = nn.Conv2d(8, 8, 3, stride=4, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.pw(self.dw(torch.relu(self.big(x))))
+
+
+def _quantized(model, shape):
+    """The program as ``-t npu`` lowers it: the pipeline, then the NPU's legalization."""
+    from edgecc.pass_base import PassContext
+    from edgecc.pipeline_text import PassStep
+    from edgecc.registry import default_target_registry
+    from edgecc.targets.npu.legalize import QuantizeLayerOutputs
+
+    ctx = PassContext(calibration=_calib(shape, 4),
+                      target=default_target_registry().get("npu")())
+    prog = edgecc.trace(model.eval(), (torch.randn(*shape),))
+    prog = edgecc.PassManager(PIPELINE)(prog, context=ctx).program
+    legalize = [PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options())]
+    return edgecc.PassManager(legalize)(prog, context=ctx).program
+
+
+def _convs_by_kernel(program, device):
+    """{(kernel, groups): decision} for the program's convolutions on ``device``."""
+    from edgecc.targets.npu import partition
+    from edgecc.targets.npu.presets import resolve
+
+    decisions = {d.node: d for d in partition.classify_program(program, resolve(device))}
+    out = {}
+    for node in program.nodes("call_function"):
+        if node.name in decisions and decisions[node.name].op in ("conv_act", "convolution"):
+            w = node.args[1].meta["val"].shape
+            out[(int(w[-1]), int(node.args[8]))] = decisions[node.name]
+    return out
+
+
+def test_oversized_kernel_and_stride_go_to_the_cpu_with_the_constraint_named():
+    torch.manual_seed(0)
+    prog = _quantized(BigKernel(), (1, 3, 32, 32))
+    generic = _convs_by_kernel(prog, "generic-int8")
+    big, dw, pw = generic[(9, 1)], generic[(3, 8)], generic[(1, 1)]
+    assert big.device == "cpu" and "ops.conv2d.kernel_height" in big.reason, big.reason
+    assert "kernel height 9 outside [1, 7]" in big.reason
+    assert dw.device == "cpu" and "ops.depthwise_conv2d.stride" in dw.reason, dw.reason
+    assert pw.device == "npu"
+    u55 = _convs_by_kernel(prog, "ethos-u55-128")
+    assert u55[(3, 8)].device == "cpu"
+    assert "ops.depthwise_conv2d.stride" in u55[(3, 8)].reason
+    assert u55[(1, 1)].device == "npu"
+
+
+USER_NPU = """\
+name: my-tiny-npu
+summary: a user's NPU, 3x3 kernels at most, written in a test
+codegen: c
+memory: {sram_bytes: 65536, clock_hz: 200000000}
+quantization:
+  activations: {dtype: int8, granularity: per-tensor, zero_point: any}
+  weights: {dtype: int8, granularity: per-channel, symmetric: true}
+  bias: {dtype: int32, bits: 32}
+ops:
+  conv2d: {dtypes: [int8], kernel_height: [1, 3], kernel_width: [1, 3], stride: [1, 2]}
+  fully_connected: {dtypes: [int8]}
+  relu: {dtypes: [int8]}
+patterns:
+  - {name: conv2d, root: conv2d, fuse: [bias, relu]}
+"""
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 5, padding=2)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.c2(torch.relu(self.c1(x)))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_user_written_description_works_end_to_end(tmp_path):
+    path = tmp_path / "my-npu.yaml"
+    path.write_text(USER_NPU)
+    torch.manual_seed(0)
+    res = edgecc.compile(Tiny().eval(), target="npu",
+                         target_options={"description": str(path)},
+                         example_inputs=(torch.randn(1, 3, 8, 8),),
+                         calibration=_calib((1, 3, 8, 8), 4), pipeline=PIPELINE,
+                         output_dir=str(tmp_path / "out"))
+    npu = res.report["lowering"]["npu"]
+    assert npu["device"] == "my-tiny-npu"
+    by_op = {d["node"]: d for d in npu["per_op"]}
+    five = [d for d in by_op.values() if "ops.conv2d.kernel_height" in d["reason"]]
+    assert len(five) == 1 and five[0]["device"] == "cpu"
+    assert sum(d["device"] == "npu" for d in by_op.values()) == 2  # c1 and fc
+    assert res.report["verification"]["passed"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["lowering"]["npu"]["npu_ops"] == 2
+    assert _max_steps(res, (1, 3, 8, 8)) <= 1.001  # one step (float32 dequantize noise)
+
+
+def test_unknown_device_is_one_line_with_a_suggestion(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(UnknownNameError) as e:
+        edgecc.compile(Tiny().eval(), target="npu:ethos-u55-12",
+                       example_inputs=(torch.randn(1, 3, 8, 8),), pipeline=PIPELINE,
+                       output_dir=str(out))
+    msg = str(e.value)
+    assert "\n" not in msg and "did you mean 'ethos-u55-128'" in msg, msg
+    assert not out.exists()
