@@ -227,6 +227,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data = {"source": args.model, "inputs": [s.to_json() for s in program.input_specs],
             "outputs": [s.to_json() for s in program.output_specs], **size.to_json(),
             "op_counts": ops}
+    deploy_text = ""
+    if args.target:  # a target's deployability report (where each op would run, and why)
+        from edgecc.compiler import resolve_target
+
+        tgt, tgt_options = resolve_target(args.target, parse_key_values(
+            args.target_option, "--target-option"))
+        if not hasattr(tgt, "deployability"):
+            raise EdgeccError(f"target '{tgt.name}' has no deployability report; "
+                              "inspect -t works for: npu")
+        data["deployability"], deploy_text = tgt.deployability(program, tgt_options)
     if args.json:
         _print_json(data)
         return 0
@@ -239,6 +249,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"bytes {human_bytes(size.bytes)}   MACs {human_count(size.macs)}   "
           f"operators {size.operators}")
     print(table([(k, str(v)) for k, v in ops.items()], ("operator", "count")))
+    if deploy_text:
+        print()
+        print(deploy_text)
     if args.ir:
         print()
         print(program)
@@ -410,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--ir", action="store_true", help="also print the program text")
     p.add_argument("--json", action="store_true")
+    p.add_argument("-t", "--target", default=None, metavar="NAME[:PRESET]",
+                   help="also report where each op would run on this target (npu)")
+    p.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("passes", help="list registered passes and their options")

@@ -74,6 +74,23 @@ class NpuTarget(TvmTarget):
         return "devices (-t npu:NAME, or --target-option description=FILE.yaml):\n" \
             + presets.describe()
 
+    def deployability(self, program: Program, options: NpuOptions) -> tuple[dict[str, Any], str]:
+        """The deployability report of ``program`` (``edgecc inspect -t npu``): per op NPU
+        or CPU with the reason, share of ops and MACs. A float program is judged after
+        fold-batchnorm and fuse, as if quantized as the NPU needs."""
+        from edgecc.pass_manager import PassManager
+        from edgecc.targets.npu.partition import classify_program, format_report, summarize
+
+        desc = presets.resolve(options.device, options.description)
+        quantized = any(getattr(n.target, "__name__", "").startswith("quantize")
+                        for n in program.nodes("call_function"))
+        if not quantized:
+            program = PassManager("fold-batchnorm,fuse,dce")(program.copy()).program
+        report = summarize(classify_program(program, desc, assume_quantized=not quantized),
+                           desc)
+        report["assumed_quantization"] = not quantized
+        return report, format_report(report)
+
     def not_verified(self, options: NpuOptions) -> list[str]:
         desc = presets.resolve(options.device, options.description)
         if desc.codegen == "vela":

@@ -297,3 +297,18 @@ def test_unknown_device_is_one_line_with_a_suggestion(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "did you mean 'ethos-u55-128'" in msg, msg
     assert not out.exists()
+
+
+def test_inspect_reports_deployability_before_compression(tmp_path, capsys):
+    from edgecc.cli import main
+
+    path = tmp_path / "mnv2.pt2"
+    torch.export.save(torch.export.export(_model(), (torch.randn(1, 3, 32, 32),)), str(path))
+    assert main(["inspect", str(path), "-t", "npu", "--target-option",
+                 "device=ethos-u55-128", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["deployability"]
+    assert report["device"] == "ethos-u55-128" and report["assumed_quantization"]
+    assert report["npu_mac_share"] >= 0.90
+    assert all(d["reason"] for d in report["per_op"])
+    assert main(["inspect", str(path), "-t", "npu:generic-int8"]) == 0
+    assert "MACs" in capsys.readouterr().out
