@@ -312,3 +312,19 @@ def test_inspect_reports_deployability_before_compression(tmp_path, capsys):
     assert all(d["reason"] for d in report["per_op"])
     assert main(["inspect", str(path), "-t", "npu:generic-int8"]) == 0
     assert "MACs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("pipeline, says", [
+    ("quantize{scheme=w4a16}", "int4"),
+    ("quantize{scheme=w8a8,weight_granularity=per-group,group_size=4}", "per-group"),
+])
+def test_quantization_the_npu_cannot_represent_is_one_line_and_writes_nothing(
+        tmp_path, pipeline, says):
+    out = tmp_path / "out"
+    with pytest.raises(edgecc.EdgeccError) as e:
+        edgecc.compile(Tiny().eval(), target="npu:generic-int8",
+                       example_inputs=(torch.randn(1, 3, 8, 8),), pipeline=pipeline,
+                       calibration=_calib((1, 3, 8, 8), 2), output_dir=str(out))
+    msg = str(e.value)
+    assert "\n" not in msg and says in msg and "npu" in msg, msg
+    assert not out.exists()
