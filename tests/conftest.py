@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -11,6 +12,22 @@ if ROOT not in sys.path:
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.manual_seed(0)
+
+# Hypothesis profiles. "ci" (selected when CI=true) draws the same examples on every run:
+# a property test can only fail because of a change, never because of the draw; the
+# failing example's reproduction blob is printed. "dev" (local runs) explores: random
+# draws, failures replayed from the example database. HYPOTHESIS_PROFILE overrides.
+# Tests set their own max_examples relative to the profile
+# (``settings.default.max_examples``), never a fixed count, so CI stays short.
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+_BASE = settings.get_profile("default")  # not the CI profile Hypothesis auto-loads
+settings.register_profile("ci", parent=_BASE, derandomize=True, database=None,
+                          max_examples=8, deadline=None, print_blob=True,
+                          suppress_health_check=_QUIET)
+settings.register_profile("dev", parent=_BASE, max_examples=20, deadline=None,
+                          print_blob=True, suppress_health_check=_QUIET)
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 
 
 @pytest.fixture
