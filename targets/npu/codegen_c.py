@@ -66,11 +66,13 @@ def _requant_tables(sym: str, real_scales) -> list[str]:
 
 
 def region_source(region: Region, sym: str) -> str:
-    """The C++ function of a one-op region (conv2d, depthwise_conv2d, fully_connected)."""
+    """The C++ function of a one-op region (conv2d, depthwise_conv2d, fully_connected, add)."""
     if len(region.ops) != 1:
         raise NotImplementedError(f"C codegen: region {region.name} has {len(region.ops)} ops; "
                                   "one op per region is generated")
     op = region.ops[0]
+    if op.kind == "add":
+        return _add_source(region, sym)
     t = region.tensors
     xs, ws, bs, ys = (t[op.inputs[0]], t[op.inputs[1]], t[op.inputs[2]], t[op.outputs[0]])
     zx, zy = xs.quant.zero_point[0], ys.quant.zero_point[0]
@@ -131,6 +133,42 @@ def region_source(region: Region, sym: str) -> str:
               body + "  return 0;", "}",
               f"TVM_FFI_DLL_EXPORT_TYPED_FUNC({sym}, {sym}_impl);", ""]
     return "\n".join(lines)
+
+
+def _add_source(region: Region, sym: str) -> str:
+    """TFLite int8 ADD (simulator.add): both inputs to a common 2^20-scaled domain, summed,
+    rescaled to the output."""
+    op = region.ops[0]
+    t = region.tensors
+    as_, bs, ys = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    left_shift = 20
+    sa, sb = (np.float64(np.float32(x.quant.scale[0])) for x in (as_, bs))
+    sy = np.float64(np.float32(ys.quant.scale[0]))
+    twice_max = 2.0 * max(sa, sb)
+    ma, sha = quantize_multiplier(sa / twice_max)
+    mb, shb = quantize_multiplier(sb / twice_max)
+    my, shy = quantize_multiplier(twice_max / ((1 << left_shift) * sy))
+    za, zb, zy = as_.quant.zero_point[0], bs.quant.zero_point[0], ys.quant.zero_point[0]
+    lo, hi = activation_range(op.attrs["activation"], ys.quant.scale[0], zy)
+    size = int(np.prod(ys.shape))
+    return "\n".join([
+        f"// region {region.name}: add",
+        f"static int {sym}_impl(tvm::ffi::TensorView at, tvm::ffi::TensorView bt, "
+        "tvm::ffi::TensorView yt) {",
+        "  const int8_t* a = static_cast<const int8_t*>(at.data_ptr());",
+        "  const int8_t* b = static_cast<const int8_t*>(bt.data_ptr());",
+        "  int8_t* y = static_cast<int8_t*>(yt.data_ptr());",
+        f"  for (int i = 0; i < {size}; ++i) {{",
+        f"    int64_t xa = (int64_t(a[i]) - ({za})) * (int64_t(1) << {left_shift});",
+        f"    int64_t xb = (int64_t(b[i]) - ({zb})) * (int64_t(1) << {left_shift});",
+        f"    int64_t total = edgecc_requant(xa, {ma}, {sha}) + edgecc_requant(xb, {mb}, {shb});",
+        f"    int64_t v = edgecc_requant(total, {my}, {shy}) + ({zy});",
+        f"    v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);",
+        "    y[i] = static_cast<int8_t>(v);",
+        "  }",
+        "  return 0;",
+        "}",
+        f"TVM_FFI_DLL_EXPORT_TYPED_FUNC({sym}, {sym}_impl);", ""])
 
 
 def module_source(regions: list[tuple[Region, str]]) -> str:

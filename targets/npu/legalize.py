@@ -1,4 +1,5 @@
-"""Legalization for the NPU: every quantized layer's output is int8, as an NPU writes it.
+"""Legalization for the NPU: every quantized layer's (and int8 add's) output is int8, as an
+NPU writes it.
 
 edgecc's ``quantize`` pass quantizes the inputs of layers; a layer whose output feeds only
 float ops (a residual ``add``, the model output) keeps a float output, which no NPU region
@@ -30,6 +31,7 @@ from edgecc.program import Program
 from edgecc.quant import DEQUANTIZE, QuantParams, is_dequantize, is_quantize, scale_from_range
 
 LAYER_OPS = ("convolution", "conv_act", "linear", "linear_act")
+ADD_OPS = ("add",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +46,16 @@ def _base(node: fx.Node) -> str:
 def _candidates(program: Program) -> list[fx.Node]:
     out = []
     for node in program.nodes("call_function"):
-        if _base(node) not in LAYER_OPS:
-            continue
-        x, w = node.args[0], node.args[1]
-        if not (is_dequantize(x) and is_quantize(x.args[0]) and is_dequantize(w)):
+        base = _base(node)
+        if base in LAYER_OPS:
+            x, w = node.args[0], node.args[1]
+            if not (is_dequantize(x) and is_quantize(x.args[0]) and is_dequantize(w)):
+                continue
+        elif base in ADD_OPS:  # a residual add of two int8 tensors (an NPU ADD region)
+            if len(node.args) != 2 or not all(is_dequantize(a) and is_quantize(a.args[0])
+                                              for a in node.args):
+                continue
+        else:
             continue
         users = list(node.users)
         if users and all(is_quantize(u) for u in users) and len(users) == 1:
@@ -65,11 +73,27 @@ class QuantizeLayerOutputs(Pass):
 
     def run(self, program: Program, options: QuantizeLayerOutputsOptions,
             context: PassContext) -> PassResult:
+        # an add becomes a candidate once the layers feeding it have int8 outputs: repeat
+        # until nothing changes (a residual chain needs one round per level, two in practice)
+        reused = calibrated = 0
+        for _ in range(8):
+            layers = _candidates(program)
+            if not layers:
+                break
+            r, c = self._round(program, layers, context)
+            reused, calibrated = reused + r, calibrated + c
+        if not (reused or calibrated):
+            return PassResult(program, False, {"quantized_outputs": 0})
+        program.graph.lint()
+        program.graph_module.recompile()
+        program.refresh_metadata()
+        return PassResult(program, True, {"quantized_outputs": calibrated,
+                                          "reused_quantize": reused})
+
+    def _round(self, program: Program, layers: list[fx.Node],
+               context: PassContext) -> tuple[int, int]:
         from edgecc.passes.quantize.layers import insert_qdq, record_values
 
-        layers = _candidates(program)
-        if not layers:
-            return PassResult(program, False, {"quantized_outputs": 0})
         graph = program.graph
         reused, calibrate = 0, []
         for node in layers:
@@ -102,13 +126,11 @@ class QuantizeLayerOutputs(Pass):
                 lo[n] = torch.minimum(lo.get(n, v.min()), v.min())
                 hi[n] = torch.maximum(hi.get(n, v.max()), v.max())
 
+            program.graph_module.recompile()
             record_values(program, batches, calibrate, on_value, desc="calibrating outputs")
             for node in calibrate:
                 scale, zp = scale_from_range(lo[node], hi[node], "int8", symmetric=False)
                 params = QuantParams("int8", scale, zp.to(torch.int8))
                 insert_qdq(program, node, list(node.users), params)
-        graph.lint()
         program.graph_module.recompile()
-        program.refresh_metadata()
-        return PassResult(program, True, {"quantized_outputs": len(calibrate),
-                                          "reused_quantize": reused})
+        return reused, len(calibrate)

@@ -81,29 +81,36 @@ def _converters(layers: dict[Any, partition.Layer], symbols: dict[str, str]) -> 
         layer = layers[node]
         bb, op = importer.block_builder, relax.op
         region = layer.region
-        x = importer.env[layer.x_q]
-        xin = region.tensors[region.inputs[0]]
         out = region.tensors[region.outputs[0]]
-        if layer.kind == "fully_connected":
-            x = bb.emit(op.reshape(x, list(xin.shape)))
-        else:
-            t, l, b, r = layer.cpu_pad
-            if any(layer.cpu_pad):  # explicit padding on the CPU, with the zero point
-                x = bb.emit(op.nn.pad(x, [0, 0, 0, 0, t, b, l, r],
-                                      pad_value=float(xin.quant.zero_point[0])))
-            x = bb.emit(op.permute_dims(x, [0, 2, 3, 1]))
-        y = bb.emit(relax.call_dps_packed(symbols[region.name], [x],
+        args = []
+        for q, name in zip((layer.x_q, *layer.more_inputs), region.inputs):
+            x = importer.env[q]
+            xin = region.tensors[name]
+            if layer.kind == "fully_connected":
+                x = bb.emit(op.reshape(x, list(xin.shape)))
+            elif len(xin.shape) == 4:
+                t, l, b, r = layer.cpu_pad
+                if any(layer.cpu_pad):  # explicit padding on the CPU, with the zero point
+                    x = bb.emit(op.nn.pad(x, [0, 0, 0, 0, t, b, l, r],
+                                          pad_value=float(xin.quant.zero_point[0])))
+                x = bb.emit(op.permute_dims(x, [0, 2, 3, 1]))
+            args.append(x)
+        y = bb.emit(relax.call_dps_packed(symbols[region.name], args,
                                           relax.TensorType(list(out.shape), "int8")))
         if layer.kind == "fully_connected":
             shape = [int(d) for d in node.meta["val"].shape]
             y = bb.emit(op.reshape(y, shape))
-        else:
+        elif len(out.shape) == 4:
             y = bb.emit(op.permute_dims(y, [0, 3, 1, 2]))
         requantized[layer.out_q] = y
         return y
 
     def layer_converter(name):
-        fallback = base[name]
+        def fallback(node, importer):
+            if name in base:
+                return base[name](node, importer)
+            # the importer's own converter (a fresh map: ours replaced its entry)
+            return importer.create_convert_map()[name](node)
 
         def convert(node, importer):
             if node in layers:
@@ -113,7 +120,7 @@ def _converters(layers: dict[Any, partition.Layer], symbols: dict[str, str]) -> 
         return convert
 
     for name in ("convolution.default", "conv_act.default", "linear.default",
-                 "linear_act.default"):
+                 "linear_act.default", "add.Tensor"):
         converters[name] = layer_converter(name)
     quantize_fallback = base["quantize.default"]
 

@@ -57,6 +57,7 @@ class Layer:
     padding: str  # SAME | VALID (what the region op says)
     cpu_pad: tuple[int, int, int, int]  # padding applied on the CPU before a VALID region
     region: Region | None = None
+    more_inputs: tuple[fx.Node, ...] = ()  # further quantize nodes feeding the region (add)
 
 
 @dataclasses.dataclass
@@ -307,6 +308,40 @@ def _fusable(desc: NpuDescription, root: str, act: str | None) -> str:
     return ""
 
 
+def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
+               ) -> tuple[Layer | None, str]:
+    """``add(dq(q_a), dq(q_b)) -> q`` as an int8 ADD region (same shapes, no broadcast)."""
+    spec = desc.op("add")
+    if spec is None:
+        return None, "add is not among the NPU's ops"
+    if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+        return None, "add with a scalar or alpha is not lowered to the NPU"
+    ins = []
+    for a in node.args:
+        xin, why = reader.quantized_input(a)
+        if xin is None:
+            return None, why
+        ins.append(xin)
+    yout, why = reader.output_quantize(node)
+    if yout is None:
+        return None, why
+    sa, sb = _shape(node.args[0]), _shape(node.args[1])
+    if sa != sb or not sa:
+        return None, f"add of shapes {list(sa)} and {list(sb)} (broadcast) stays on the CPU"
+    nhwc = (sa[0], sa[2], sa[3], sa[1]) if len(sa) == 4 else sa
+    why = spec.check(dtype="int8", shapes=[nhwc, nhwc])
+    if why:
+        return None, why
+    layer = Layer(node, "add", ins[0]["q"], yout["q"], (0, 0, 0, 0), "VALID", (0, 0, 0, 0),
+                  more_inputs=(ins[1]["q"],))
+    b = RegionBuilder(node.name)
+    xa = b.input("a", nhwc, ins[0]["sx"], ins[0]["zx"])
+    xb = b.input("b", nhwc, ins[1]["sx"], ins[1]["zx"])
+    y = b.add(xa, xb, yout["sy"], yout["zy"], name="y")
+    layer.region = b.build([y])
+    return layer, ""
+
+
 def _is_structural(node: fx.Node) -> bool:
     """Quantization bookkeeping, not compute: not counted in the report's op share."""
     return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
@@ -331,8 +366,17 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                 continue
             out.append(Decision(node.name, base, "cpu", why, macs))
             continue
+        if base == "add" and not assume_quantized:
+            layer, why = _add_layer(node, desc, reader)
+            out.append(Decision(node.name, base, "npu" if layer else "cpu",
+                                "add region" if layer else why, macs, layer))
+            continue
+        if base == "add" and desc.op("add") is not None:
+            out.append(Decision(node.name, base, "npu", "add region (when both inputs and "
+                                "the output are int8 per tensor, as compile makes them)", 0))
+            continue
         out.append(Decision(node.name, base, "cpu",
-                            "edgecc offloads conv / depthwise conv / linear regions only so far"
+                            "edgecc offloads conv / depthwise conv / linear / add regions only so far"
                             if desc.op(_npu_name(base)) else
                             f"{base} is not among the NPU's ops", macs))
     return out

@@ -21,11 +21,11 @@ LIBRARY = "model.so"
 def _simulated(region: Any) -> Any:
     from edgecc.targets.npu.simulator import simulate
 
-    name = region.inputs[0]
     out = region.outputs[0]
 
-    def run(x: Any, y: Any) -> None:
-        y.copyfrom(simulate(region, {name: x.numpy()})[out])
+    def run(*tensors: Any) -> None:  # inputs..., output (destination passing)
+        *xs, y = tensors
+        y.copyfrom(simulate(region, {n: x.numpy() for n, x in zip(region.inputs, xs)})[out])
 
     return run
 

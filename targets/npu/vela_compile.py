@@ -229,15 +229,26 @@ def driver_header(result: VelaResult, name: str) -> str:
     regions = {0: (f"{sym}_weights", len(result.read_only)),
                1: ("scratch", result.scratch_size),
                2: ("scratch_fast", result.scratch_fast_size)}
+    # Vela may place several inputs (an ADD's two operands) in one region at different
+    # offsets: such a region is one caller buffer ("io<N>"), the tensors' offsets defined
+    shared: dict[int, list[tuple[str, IoTensor]]] = {}
     for kind, tensors in (("in", result.inputs), ("out", result.outputs)):
         for i, t in enumerate(tensors):
-            if t.region in regions:  # compile_region asks Vela for separate I/O regions
+            if t.region in (0, 1, 2):
                 raise LoweringError(f"region {name}: {kind}{i} shares base address {t.region}")
-            regions[t.region] = (f"{kind}{i}", t.size)
+            shared.setdefault(t.region, []).append((f"{kind}{i}", t))
+    io_params = []
+    for idx, items in sorted(shared.items()):
+        if len(items) == 1:
+            arg, t = items[0]
+            regions[idx] = (arg, t.size)
+            io_params.append(f"{'const ' if arg.startswith('in') else ''}int8_t* {arg}")
+        else:
+            regions[idx] = (f"io{idx}", max(t.address + t.size for _, t in items))
+            io_params.append(f"uint8_t* io{idx}")
     count = max(regions) + 1
     perf = result.performance
-    io_args = ", ".join([f"const int8_t* in{i}" for i in range(len(result.inputs))]
-                        + [f"int8_t* out{i}" for i in range(len(result.outputs))])
+    io_args = ", ".join(io_params)
     lines = [
         f"/* {name}: Arm {result.accelerator} region compiled by Vela {VELA_VERSION} (edgecc).",
         f" * NPU cycles {perf['npu_cycles']}, MACs {perf['macs']}, "

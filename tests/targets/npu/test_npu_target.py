@@ -114,6 +114,7 @@ def test_mobilenet_on_ethos_u55_has_the_macs_on_the_npu_compiled_by_vela(u55):
     assert sum(d["macs"] for d in npu["per_op"] if d["device"] == "npu") == npu["npu_macs"]
     cpu = [d for d in npu["per_op"] if d["device"] == "cpu"]
     assert all(d["reason"] for d in cpu)
+    assert [d["device"] for d in npu["per_op"] if d["op"] == "add"] == ["npu", "npu"]
     vela = lowering["vela"]
     assert len(vela["regions"]) == npu["npu_ops"] > 0
     for region in vela["regions"]:  # every region wholly on the NPU, with a stream
@@ -164,19 +165,22 @@ def test_generic_int8_artifact_regions_equal_the_simulator_bit_for_bit(generic):
     assert npu["codegen"] == "c" and npu["npu_mac_share"] >= 0.90
     lib = tvm.runtime.load_module(os.path.join(generic.output_dir, "model.so"))
     rng = np.random.default_rng(1)
-    checked = 0
+    checked, kinds = 0, set()
     for region, entry in load_regions(generic.output_dir):
         fn = lib.get_function(entry["symbol"], True)
         assert fn is not None, entry["symbol"]
-        xin, yout = region.tensors[region.inputs[0]], region.tensors[region.outputs[0]]
+        yout = region.tensors[region.outputs[0]]
         for _ in range(3):
-            x = rng.integers(-128, 128, xin.shape, dtype=np.int8)
+            xs = {n: rng.integers(-128, 128, region.tensors[n].shape, dtype=np.int8)
+                  for n in region.inputs}
             y = tvm.runtime.tensor(np.zeros(yout.shape, np.int8))
-            fn(tvm.runtime.tensor(x), y)
-            (sim,) = simulate(region, {region.inputs[0]: x}).values()
+            fn(*(tvm.runtime.tensor(x) for x in xs.values()), y)
+            (sim,) = simulate(region, xs).values()
             assert np.array_equal(y.numpy(), sim), region.name
             checked += y.numpy().size
+        kinds.add(region.ops[0].kind)
     assert checked > 0
+    assert kinds == {"conv2d", "depthwise_conv2d", "fully_connected", "add"}
     assert generic.report["not_verified"] == []
     assert generic.report["verification"]["passed"]
     assert _max_steps(generic, (1, 3, 32, 32)) <= 1.001  # one step (float32 dequantize noise)
