@@ -64,8 +64,9 @@ class _Weight:
 
 def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = False
               ) -> Program:
-    """Import a Llama-family GGUF file as a ``Program`` taking ``input_ids [1, seq_len]``
-    and returning logits and the KV cache (see the module docstring for the weights)."""
+    """Import a Llama-family GGUF file as a ``Program`` taking ``input_ids [1, seq]`` (``seq``
+    dynamic up to the context length; ``seq_len`` is the example's) and returning logits and
+    the KV cache (see the module docstring for the weights)."""
     path = os.fspath(path)
     reader = _open(path)
     arch = _string(reader, "general.architecture", path)
@@ -88,7 +89,8 @@ def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = 
     import edgecc
 
     ids = torch.arange(seq_len, dtype=torch.int64).reshape(1, seq_len) % hp.n_vocab
-    program = edgecc.trace(model, (ids,))
+    seq = torch.export.Dim("seq", min=1, max=hp.context_length)
+    program = edgecc.trace(model, (ids,), dynamic_shapes=({1: seq},))
     program.source = os.path.basename(path)
     _carry_quantization(program, weights, model.config.tie_word_embeddings)
     dequantized = {n: w.kind for n, w in weights.items()
@@ -219,7 +221,11 @@ def _build_model(weights: Mapping[str, _Weight], hp: HParams, path: str) -> torc
         config = transformers.LlamaConfig(attention_bias=qkv_bias, **common)
         cls = transformers.LlamaForCausalLM
     config.use_cache = True
-    model = cls(config)
+    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+        model = cls(config)
+    model = model.to_empty(device="cpu")
+    # the RoPE frequencies are a computed buffer, not in the file: rebuilt on the CPU
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
     state = {k: torch.from_numpy(w.value) for k, w in weights.items()}
     expected = set(model.state_dict()) - ({"lm_head.weight"} if tied else set())
     missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
