@@ -22,7 +22,7 @@ from typing import Any
 
 from edgecc.errors import InputSpecError
 from edgecc.pass_base import Pass, PassContext, PassResult
-from edgecc.passes.quantize.layers import check_calibration, output_error
+from edgecc.passes.quantize.layers import check_calibration, output_error, validate_calibration
 from edgecc.program import Program
 from edgecc.train import FinetuneOptions, finetune
 
@@ -41,8 +41,7 @@ class DistillOptions(FinetuneOptions):
 def check_distillation(program: Program, context: PassContext, why: str) -> None:
     """A pass that fine-tunes against the original model needs calibration batches and
     ``context.original`` (set by ``edgecc.compile``): its ``validate``."""
-    if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-        check_calibration(program, context.calibration, why)
+    validate_calibration(program, context.calibration, why)
     if context.original is None:
         raise InputSpecError(f"{why} distils from the original model: run it inside "
                              "edgecc.compile(), or call edgecc.train.finetune directly")

@@ -39,6 +39,7 @@ from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize.layers import (
     Layer, check_calibration, find_layers, output_error, record_values, select,
+    validate_calibration,
 )
 from edgecc.program import Program
 from edgecc.progress import progress_iter
@@ -181,6 +182,11 @@ class LowRank(Pass):
     name = "low-rank"
     Options = LowRankOptions
     lossless = False
+
+    def validate(self, program: Program, options: LowRankOptions,
+                 context: PassContext) -> None:
+        if options.method == "asvd":
+            validate_calibration(program, context.calibration, "low-rank{method=asvd}")
 
     def run(self, program: Program, options: LowRankOptions,
             context: PassContext) -> PassResult:

@@ -38,7 +38,9 @@ from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.prune.dependency import Group, Unsupported, build_group, remove_units
 from edgecc.passes.prune.importance import group_scores, rank_units
 from edgecc.passes.prune.patterns import check_patterns, selected
-from edgecc.passes.quantize.layers import check_calibration, find_layers, output_error
+from edgecc.passes.quantize.layers import (
+    check_calibration, find_layers, output_error, validate_calibration,
+)
 from edgecc.program import Program
 
 
@@ -171,12 +173,21 @@ def _dedupe(skipped: dict[str, str]) -> dict[str, str]:
             for reason, names in by_reason.items()}
 
 
+def _validate_importance(program: Program, options: Any, context: PassContext) -> None:
+    if options.importance == "taylor":
+        validate_calibration(program, context.calibration, "taylor importance")
+
+
 class PruneStructured(Pass):
     """Remove channels / neurons / heads with every coupled dimension (lossy)."""
 
     name = "prune-structured"
     Options = PruneStructuredOptions
     lossless = False
+
+    def validate(self, program: Program, options: PruneStructuredOptions,
+                 context: PassContext) -> None:
+        _validate_importance(program, options, context)
 
     def run(self, program: Program, options: PruneStructuredOptions,
             context: PassContext) -> PassResult:
@@ -189,6 +200,10 @@ class PruneHeads(Pass):
     name = "prune-heads"
     Options = PruneHeadsOptions
     lossless = False
+
+    def validate(self, program: Program, options: PruneHeadsOptions,
+                 context: PassContext) -> None:
+        _validate_importance(program, options, context)
 
     def run(self, program: Program, options: PruneHeadsOptions,
             context: PassContext) -> PassResult:

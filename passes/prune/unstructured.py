@@ -34,7 +34,7 @@ from edgecc.pass_base import NoOptions, Pass, PassContext, PassResult
 from edgecc.passes.prune.importance import weight_gradients
 from edgecc.passes.prune.patterns import check_patterns, selected
 from edgecc.passes.quantize.layers import (
-    CONV_OPS, LINEAR_OPS, check_calibration, output_error,
+    CONV_OPS, LINEAR_OPS, check_calibration, output_error, validate_calibration,
 )
 from edgecc.program import Program, op_name
 from edgecc.sparsity import (
@@ -183,6 +183,12 @@ class Prune(Pass):
     name = "prune"
     Options = PruneOptions
     lossless = False
+
+    def validate(self, program: Program, options: PruneOptions,
+                 context: PassContext) -> None:
+        if options.method != "magnitude":
+            validate_calibration(program, context.calibration,
+                                 f"prune{{method={options.method}}}")
 
     def run(self, program: Program, options: PruneOptions, context: PassContext) -> PassResult:
         reference = program.copy()

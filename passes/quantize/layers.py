@@ -140,6 +140,14 @@ def check_calibration(program: Program, calibration: Iterable[Sequence[Any]] | N
     return batches
 
 
+def validate_calibration(program: Program, calibration: Iterable[Sequence[Any]] | None,
+                         why: str) -> None:
+    """A pass's ``validate`` check of its calibration data: present, and each batch right
+    when it is a list or tuple (an iterator is checked by ``run``, which reads it once)."""
+    if calibration is None or isinstance(calibration, (list, tuple)):
+        check_calibration(program, calibration, why)
+
+
 def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Iterable[fx.Node],
                   on_value: Callable[[fx.Node, torch.Tensor], None], *,
                   desc: str = "calibrating", progress: bool | None = None) -> None:

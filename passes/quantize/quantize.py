@@ -37,7 +37,7 @@ from edgecc.passes.quantize import awq, gptq
 from edgecc.passes.quantize.layers import (
     Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
     output_error, quantized_weight_bytes, record_values, replace_weight, scale_input, select,
-    set_weight,
+    set_weight, validate_calibration,
 )
 from edgecc.passes.quantize.observers import OBSERVERS, make_observer
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
@@ -182,9 +182,8 @@ class Quantize(Pass):
                  or options.bias_correction
                  or (scheme.needs_calibration and not _is_16bit(scheme.activations)))
         if needs or isinstance(context.calibration, (list, tuple)):
-            if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-                check_calibration(program, context.calibration,
-                                  f"quantize{{scheme={options.scheme}}}")
+            validate_calibration(program, context.calibration,
+                                 f"quantize{{scheme={options.scheme}}}")
 
     def run(self, program: Program, options: QuantizeOptions,
             context: PassContext) -> PassResult:
@@ -483,8 +482,7 @@ class QuantSensitivity(Pass):
     def validate(self, program: Program, options: QuantizeOptions,
                  context: PassContext) -> None:
         resolve_scheme(options, context.target)
-        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-            check_calibration(program, context.calibration, "quant-sensitivity")
+        validate_calibration(program, context.calibration, "quant-sensitivity")
 
     def run(self, program: Program, options: QuantizeOptions,
             context: PassContext) -> PassResult:

@@ -31,6 +31,7 @@ import torch.fx as fx
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize.layers import (
     check_calibration, find_layers, record_values, scale_input, select, set_weight,
+    validate_calibration,
 )
 from edgecc.program import Program, op_name
 
@@ -54,8 +55,7 @@ class SmoothQuant(Pass):
 
     def validate(self, program: Program, options: SmoothQuantOptions,
                  context: PassContext) -> None:
-        if context.calibration is None or isinstance(context.calibration, (list, tuple)):
-            check_calibration(program, context.calibration, "smooth-quant")
+        validate_calibration(program, context.calibration, "smooth-quant")
 
     def run(self, program: Program, options: SmoothQuantOptions,
             context: PassContext) -> PassResult:

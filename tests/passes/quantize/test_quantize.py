@@ -10,7 +10,7 @@ import edgecc
 from edgecc.errors import InputSpecError, OptionError
 from edgecc.pass_base import PassContext
 from edgecc.pass_manager import PassManager
-from edgecc.quant import is_dequantize, is_quantize
+from edgecc.quant import is_dequantize, is_quantize, sqnr_db
 from edgecc.target import QuantSupport, Target
 
 
@@ -48,6 +48,13 @@ def stats(result):
     return result.stats["passes"][-1]["stats"]
 
 
+def held_out_sqnr(prog, quantized):
+    """Output SQNR (dB) of ``quantized`` against ``prog`` on 4 batches calibration never saw."""
+    held = batches(4, seed=11)
+    ref = torch.cat([prog.run(*b)[0].flatten() for b in held])
+    return sqnr_db(ref, torch.cat([quantized.run(*b)[0].flatten() for b in held]))
+
+
 def stored_dtypes(prog):
     out = {}
     for n in prog.nodes("call_function"):
@@ -66,14 +73,15 @@ def test_w8a8_quantizes_weights_and_layer_inputs():
     assert sum(is_quantize(n) for n in out.nodes("call_function")) == 3
     s = stats(res)
     assert s["layers"] == 4 and s["weight_compression"] > 3.5
-    assert s["error"]["cosine"] > 0.999 and s["error"]["on"] == "calibration batches"
-    x = batches(1, seed=9)[0]
-    ref, got = prog.run(*x)[0], out.run(*x)[0]
-    assert torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), 0) > 0.999
+    assert s["error"]["on"] == "calibration batches"
+    # dB, seeded; measured: 41.2 on the calibration batches, 30.7 held out
+    assert s["error"]["sqnr_db"] >= 37.0
+    assert held_out_sqnr(prog, out) >= 27.0
 
 
 def test_w4a16_packs_weights_and_leaves_activations_float():
-    res = quantize(program(), "quantize{scheme=w4a16,group_size=16}")
+    prog = program()
+    res = quantize(prog, "quantize{scheme=w4a16,group_size=16}")
     out = res.program
     assert not any(is_quantize(n) for n in out.nodes("call_function"))
     fc1 = [n for n in out.nodes("call_function")
@@ -84,17 +92,21 @@ def test_w4a16_packs_weights_and_leaves_activations_float():
     s = stats(res)
     assert "conv" in s["skipped"]  # kernel width 3 cannot be packed along its last dim
     assert s["weight_compression"] > 5
+    assert held_out_sqnr(prog, out) >= 19.0  # dB; measured 21.97 (seeded)
 
 
-@pytest.mark.parametrize("scheme", ["dynamic-int8", "w8a16", "fp16", "fp8"])
+# output SQNR floor (dB) per scheme, ~3-6 dB under what was measured held out (seeded):
+# dynamic-int8 42.06, w8a16 44.55, fp16 68.74, fp8 25.61; the reported (calibration) SQNR
+# was 41.85, 44.09, 68.11, 26.42
+SQNR_FLOOR = {"dynamic-int8": 38.0, "w8a16": 40.0, "fp16": 62.0, "fp8": 22.0}
+
+
+@pytest.mark.parametrize("scheme", sorted(SQNR_FLOOR))
 def test_every_scheme_keeps_the_model_close(scheme):
     prog = program()
     res = quantize(prog, f"quantize{{scheme={scheme}}}", batches())
-    x = batches(1, seed=5)[0]
-    ref, got = prog.run(*x)[0], res.program.run(*x)[0]
-    cos = torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), 0)
-    assert cos > 0.995, scheme
-    assert stats(res)["error"]["cosine"] > 0.995
+    assert held_out_sqnr(prog, res.program) >= SQNR_FLOOR[scheme]
+    assert stats(res)["error"]["sqnr_db"] >= SQNR_FLOOR[scheme]
 
 
 def test_exclude_keeps_matching_layers_float():
@@ -187,8 +199,7 @@ def test_bf16_scheme_casts_weights_and_activations():
     prog = program()
     res = quantize(prog, "quantize{scheme=bf16}")
     assert set(stored_dtypes(res.program).values()) == {torch.bfloat16}
-    x = batches(1, seed=3)[0]
-    assert torch.allclose(res.program.run(*x)[0], prog.run(*x)[0], atol=0.05, rtol=0.05)
+    assert held_out_sqnr(prog, res.program) >= 46.0  # dB; measured 51.31 (8-bit mantissa)
 
 
 def test_dynamic_int8_ranges_are_per_token_for_linear_inputs():
