@@ -85,12 +85,21 @@ def legalization(calibration_needed: bool = True) -> tuple:
 
 def _shape(node: Any) -> tuple[int, ...]:
     val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return tuple(int(d) for d in val.shape) if val is not None else ()
+    shape = getattr(val, "shape", None)
+    return tuple(int(d) for d in shape) if shape is not None else ()
 
 
 def layer_macs(node: fx.Node) -> int:
+    """Multiply-accumulates of a conv / linear / matmul / attention node (0 for others)."""
     base = _base(node)
     out = _shape(node)
+    if base in ("matmul", "bmm", "mm") and out:
+        return math.prod(out) * _shape(node.args[0])[-1]
+    if base in ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu"):
+        q, k = _shape(node.args[0]), _shape(node.args[1])
+        return 2 * math.prod(q[:-1]) * k[-2] * q[-1] if q and k else 0
+    if len(node.args) < 2:
+        return 0
     w = _shape(node.args[1])
     if not out or not w:
         return 0

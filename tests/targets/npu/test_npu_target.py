@@ -332,3 +332,27 @@ def test_quantization_the_npu_cannot_represent_is_one_line_and_writes_nothing(
     msg = str(e.value)
     assert "\n" not in msg and says in msg and "npu" in msg, msg
     assert not out.exists()
+
+
+def test_bert_config_on_generic_int8_linears_on_the_npu_fallbacks_with_reasons(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.models import transformer
+
+    g = torch.Generator().manual_seed(3)
+
+    def tokens():
+        return (torch.randint(0, 128, (1, 16), generator=g), torch.ones(1, 16, dtype=torch.long))
+
+    res = edgecc.compile(transformer("bert"), target="npu:generic-int8",
+                         example_inputs=tokens(), calibration=[tokens() for _ in range(4)],
+                         pipeline="quantize{scheme=w8a8},fuse,dce",
+                         output_dir=str(tmp_path / "out"))
+    per_op = res.report["lowering"]["npu"]["per_op"]
+    linears = [d for d in per_op if d["op"] == "linear"]
+    assert len(linears) == 10 and all(d["device"] == "npu" for d in linears)  # q/k/v/o, ffn out
+    gelu = [d for d in per_op if d["op"] == "linear_act"]
+    assert gelu and all(d["device"] == "cpu" and "gelu" in d["reason"] for d in gelu)
+    norms = [d for d in per_op if "layer_norm" in d["op"]]
+    assert norms and all(d["device"] == "cpu" and d["reason"] for d in norms)
+    assert res.report["lowering"]["npu"]["npu_mac_share"] > 0.5
+    assert res.report["verification"]["passed"]
