@@ -342,7 +342,12 @@ class Program:
         previous = mode.allow_non_fake_inputs
         mode.allow_non_fake_inputs = True
         try:
-            FakeTensorProp(self.graph_module, mode=mode).propagate_dont_convert_inputs(*fakes)
+            # as run() executes: under autograd, a parameter-derived attention mask
+            # (T5's, Swin's position bias) sends SDPA to another kernel with another
+            # output layout, and the export's view of that output no longer fits
+            with torch.no_grad():
+                FakeTensorProp(self.graph_module, mode=mode).propagate_dont_convert_inputs(
+                    *fakes)
         except Exception as exc:  # an op the pass built with wrong arguments
             raise ProgramVerificationError(
                 f"shape propagation failed: {one_line(exc)}"
