@@ -1,14 +1,16 @@
 """fuse: merge conv/linear + bias + activation into one composite, and recognise attention.
 
-Rules, applied in order:
+Rewrite rules (named as in the stats and ``edgecc passes --explain fuse``), tried in this
+order on every node in one walk of the graph, so a layer is canonicalised before its
+activation is reached:
 
-1. linear canonicalisation -- ``addmm(b, x, permute(W, [1, 0]))``,
+1. ``linear`` -- ``addmm(b, x, permute(W, [1, 0]))``,
    ``add(mm|matmul(x, permute(W, [1, 0])), b)`` and ``matmul(x, C) [+ b]`` with a constant
    2-D ``C`` (how ONNX stores a linear layer) become ``aten.linear(x, W, b)``;
-2. activation fusion -- a convolution or linear whose only user is an activation (relu,
-   relu6 = ``hardtanh(0, 6)``/``clamp(0, 6)``, gelu, gelu-tanh, silu, hardswish, sigmoid)
-   becomes ``edgecc.conv_act`` / ``edgecc.linear_act``;
-3. attention -- ``matmul(softmax(matmul(q·s₁, kᵀ·s₂) · s₃ [+ mask]), v)``, the softmax
+2. ``conv-act`` / ``linear-act`` -- a convolution or linear whose only user is an
+   activation (relu, relu6 = ``hardtanh(0, 6)``/``clamp(0, 6)``, gelu, gelu-tanh, silu,
+   hardswish, sigmoid) becomes ``edgecc.conv_act`` / ``edgecc.linear_act``;
+3. ``attention`` -- ``matmul(softmax(matmul(q·s₁, kᵀ·s₂) · s₃ [+ mask]), v)``, the softmax
    optionally NaN-guarded (``where(isnan(p), 0, p)``, as exporters write PyTorch's safe
    softmax), becomes ``aten.scaled_dot_product_attention(q, k, v, mask, scale=s₁s₂s₃)``, so
    an attention block written out by hand or decomposed by an exporter is one recognisable
