@@ -60,6 +60,31 @@ def _hardtanh(node: fx.Node, importer: Any) -> Any:
     return importer.block_builder.emit(relax.op.clip(x, lo, hi))
 
 
+def _index(node: fx.Node, importer: Any) -> Any:
+    """``aten.index`` with PyTorch's negative indices (Falcon's ``fused_qkv[..., [-2], :]``):
+    TVM 0.27's converter ``take``s them unchecked and reads outside the tensor, so each
+    index tensor is first wrapped into range (``i + size`` where ``i < 0``)."""
+    from tvm import relax
+
+    bb, env = importer.block_builder, importer.env
+    data = env[node.args[0]]
+    saved = {}
+    for axis, idx in enumerate(node.args[1]):
+        if not isinstance(idx, fx.Node) or idx in saved:
+            continue
+        i, size = env[idx], data.ty.shape[axis]
+        if not str(i.ty.dtype).startswith("int") or not hasattr(size, "value"):
+            continue  # unsigned or boolean indices; a symbolic size stays as TVM takes it
+        saved[idx] = i
+        dtype = str(i.ty.dtype)
+        env[idx] = bb.emit(relax.op.where(relax.op.less(i, relax.const(0, dtype)),
+                                          relax.op.add(i, relax.const(size.value, dtype)), i))
+    try:
+        return importer._index_tensor(node)
+    finally:
+        env.update(saved)
+
+
 def _accumulate_in_fp32(base: Any) -> Any:
     """TVM's convolution converters produce float32 whatever the input type (then fail to
     add a float16 bias): run float16 / bfloat16 layers on float32 copies of their operands
@@ -96,7 +121,8 @@ def _attention(node: fx.Node, importer: Any) -> Any:
     """float32 4-D scaled-dot-product attention as two batched matmuls and a softmax (the
     matmuls then get the default schedule's register tile; TVM's fused attention kernel
     is left unscheduled), honouring ``scale`` (which TVM's converter drops) and
-    ``is_causal`` (top-left aligned, as PyTorch). Other forms go to TVM's converter."""
+    ``is_causal`` (top-left aligned, as PyTorch), key/value heads broadcast. Other forms
+    go to TVM's converter."""
     import math
 
     import numpy as np
@@ -109,8 +135,12 @@ def _attention(node: fx.Node, importer: Any) -> Any:
     mask, dropout, causal = arg(3, "attn_mask", None), arg(4, "dropout_p", 0.0), \
         arg(5, "is_causal", False)
     shapes = [tuple(int(d) for d in t.ty.shape) for t in (q, k, v)]
+    # key/value batch and head dims broadcast against the query's as in PyTorch (one
+    # shared key/value head: multi-query attention, Falcon); TVM's converter gets that wrong
+    broadcast = all(len(s) == 4 and s[d] in (shapes[0][d], 1)
+                    for s in shapes[1:] for d in (0, 1))
     if (q.ty.dtype != "float32" or any(len(s) != 4 for s in shapes) or dropout
-            or node.kwargs.get("enable_gqa") or shapes[0][1] != shapes[1][1]
+            or node.kwargs.get("enable_gqa") or not broadcast
             or (mask is not None and env[mask].ty.dtype != "float32")):
         return importer._scaled_dot_product_attention(node)
     scale = node.kwargs.get("scale") or 1.0 / math.sqrt(shapes[0][-1])
@@ -134,5 +164,6 @@ CUSTOM_CONVERTERS = {
     "linear.default": _accumulate_in_fp32(_linear),
     "linear_act.default": _accumulate_in_fp32(_linear_act),
     "hardtanh.default": _hardtanh,
+    "index.Tensor": _index,
     **QUANT_CONVERTERS,
 }
