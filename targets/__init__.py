@@ -6,11 +6,13 @@ listing targets works without any toolchain installed.
 """
 
 from edgecc.targets.arm import ArmTarget
+from edgecc.targets.gguf import GgufTarget
 from edgecc.targets.host import HostTarget
 from edgecc.targets.jetson import JetsonTarget
 from edgecc.targets.npu import NpuTarget
 from edgecc.targets.onnx import OnnxTarget
 
-BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget, JetsonTarget, NpuTarget)
+BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget, JetsonTarget, NpuTarget, GgufTarget)
 
-__all__ = ["ArmTarget", "BUILTIN_TARGETS", "HostTarget", "JetsonTarget", "NpuTarget", "OnnxTarget"]
+__all__ = ["ArmTarget", "BUILTIN_TARGETS", "GgufTarget", "HostTarget", "JetsonTarget", "NpuTarget",
+           "OnnxTarget"]

@@ -149,19 +149,18 @@ def recognise(program: Program, *, context_length: int = 0) -> Decoder:
         base = name.rsplit(".", 1)[0]
         tensors.append(dataclasses.replace(t, rope_heads=rope_heads(base, hp.n_head,
                                                                     hp.n_head_kv)))
-    tied = "output.weight" in found and found["output.weight"].node is found.get(
-        "token_embd.weight", Tensor("", None, "", 0)).node  # type: ignore[arg-type]
-    if tied:
-        tensors = [t for t in tensors if t.name != "output.weight"]
     missing = [n for n in _required(hp.n_layer) if n not in found]
     if missing:
         raise LoweringError(f"-t gguf: the program lacks {len(missing)} tensor(s) of a Llama "
                             f"decoder, first '{missing[0]}'")
+    tied = found["output.weight"].node is found["token_embd.weight"].node
+    if tied:
+        tensors = [t for t in tensors if t.name != "output.weight"]
     return Decoder(hp, tensors, tied)
 
 
 def _required(n_layer: int) -> list[str]:
-    names = ["token_embd.weight", "output_norm.weight"]
+    names = ["token_embd.weight", "output_norm.weight", "output.weight"]
     for i in range(n_layer):
         names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "ffn_norm", "attn_q", "attn_k",
                                                   "attn_v", "attn_output", "ffn_gate",

@@ -137,11 +137,14 @@ def test_smollm2_imports_and_its_f32_export_matches_llamacpp(tmp_path):
     # llama.cpp quantizes activations for its Q4_1 / Q8_0 matmuls): measured KL 4.8e-3
     shipped = compare(program, path, ids)
     assert shipped["kl"] < 2e-2 and shipped["top1_agreement"] >= 0.75
-    lowered = GgufTarget().lower(program, str(tmp_path), GgufOptions(carry_quantization=False))
-    check = lowered.report["llamacpp_check"]
+    lowered = GgufTarget().lower(program, str(tmp_path),
+                                 GgufOptions(carry_quantization=False, check=False))
     assert set(lowered.report["tensor_types"]) == {"F32"}
-    assert check["max_abs_logprob"] < 1e-4, check
     reader = gguf.GGUFReader(str(tmp_path / "model.gguf"))
     assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
     assert len(reader.fields["tokenizer.ggml.tokens"].data) == 49152
-    assert compare(program, str(tmp_path / "model.gguf"), ids)["max_abs_logprob"] < 1e-4
+    # logits (llama.cpp: up to a constant per position) measured 2.6e-5; the log-probabilities
+    # also carry llama.cpp's float32 normalisation over 49,152 tokens (measured 2.6e-4)
+    check = compare(program, str(tmp_path / "model.gguf"), ids)
+    assert check["max_abs_logit"] < 1e-4 and check["max_abs_logprob"] < 1e-3, check
+    assert check["top1_agreement"] == 1.0
