@@ -41,7 +41,8 @@ def test_compile_writes_manifest_with_everything_design_lists(tmp_path):
     passes = manifest["pipeline"]["passes"]
     assert [p["pass"] for p in passes] == ["fold-batchnorm", "fuse", "dce",
                                            "attention-mask-to-additive", "apply-masks"]
-    assert passes[0]["stats"] == {"folded": 1} and passes[0]["seconds"] >= 0
+    assert passes[0]["stats"]["folded"] == 1 and passes[0]["seconds"] >= 0
+    assert passes[0]["stats"]["rules"] == {"conv-bn": {"matched": 1, "declined": {}}}
     before, after = manifest["model"]["before"], manifest["model"]["after"]
     assert after["parameters"] < before["parameters"] and after["macs"] == before["macs"]
     art, readme = manifest["artifacts"]
