@@ -67,8 +67,9 @@ def exported_decisions(program: Program, desc: NpuDescription) -> tuple[Any, lis
     return exported, partition.classify(exported.graph_module.graph, constant, desc)
 
 
-def _converters(layers: dict[Any, partition.Layer], symbols: dict[str, str]) -> dict[str, Any]:
-    """The TVM importer's converters with NPU layers replaced by region calls."""
+def _converters(groups: list[partition.Group], symbols: dict[str, str]) -> dict[str, Any]:
+    """The TVM importer's converters with each NPU region called where its output layer
+    was; the other layers of a merged region are left unused (DCE removes them)."""
     from tvm import relax
 
     from edgecc.targets.tvm.converters import CUSTOM_CONVERTERS
@@ -76,33 +77,35 @@ def _converters(layers: dict[Any, partition.Layer], symbols: dict[str, str]) -> 
     base = CUSTOM_CONVERTERS  # (node, importer) converters, as integer_lowering wraps them
     converters = dict(CUSTOM_CONVERTERS)
     requantized: dict[Any, Any] = {}
+    at_output = {g.output.node: g for g in groups}
+    inside = {layer.node for g in groups for layer in g.layers if layer is not g.output}
 
-    def region_call(node, importer):
-        layer = layers[node]
+    def prepare(bb, x, q, layer):
+        """A region input as the NPU takes it: NHWC (padded on the CPU where TFLite's
+        SAME differs from the graph's padding), or the rows of a fully connected."""
+        op = relax.op
+        spec = layer.input_specs[layer.input_nodes.index(q)]
+        if layer.kind == "fully_connected":
+            return bb.emit(op.reshape(x, list(spec[1])))
+        if len(spec[1]) != 4:
+            return x
+        if any(layer.cpu_pad):
+            t, l, b, r = layer.cpu_pad
+            x = bb.emit(op.nn.pad(x, [0, 0, 0, 0, t, b, l, r], pad_value=float(spec[3])))
+        return bb.emit(op.permute_dims(x, [0, 2, 3, 1]))
+
+    def region_call(group, node, importer):
         bb, op = importer.block_builder, relax.op
-        region = layer.region
+        region = group.region
         out = region.tensors[region.outputs[0]]
-        args = []
-        for q, name in zip((layer.x_q, *layer.more_inputs), region.inputs):
-            x = importer.env[q]
-            xin = region.tensors[name]
-            if layer.kind == "fully_connected":
-                x = bb.emit(op.reshape(x, list(xin.shape)))
-            elif len(xin.shape) == 4:
-                t, l, b, r = layer.cpu_pad
-                if any(layer.cpu_pad):  # explicit padding on the CPU, with the zero point
-                    x = bb.emit(op.nn.pad(x, [0, 0, 0, 0, t, b, l, r],
-                                          pad_value=float(xin.quant.zero_point[0])))
-                x = bb.emit(op.permute_dims(x, [0, 2, 3, 1]))
-            args.append(x)
+        args = [prepare(bb, importer.env[q], q, layer) for q, layer in group.inputs]
         y = bb.emit(relax.call_dps_packed(symbols[region.name], args,
                                           relax.TensorType(list(out.shape), "int8")))
-        if layer.kind == "fully_connected":
-            shape = [int(d) for d in node.meta["val"].shape]
-            y = bb.emit(op.reshape(y, shape))
+        if group.output.kind == "fully_connected":
+            y = bb.emit(op.reshape(y, [int(d) for d in node.meta["val"].shape]))
         elif len(out.shape) == 4:
             y = bb.emit(op.permute_dims(y, [0, 3, 1, 2]))
-        requantized[layer.out_q] = y
+        requantized[group.output.out_q] = y
         return y
 
     def layer_converter(name):
@@ -113,8 +116,11 @@ def _converters(layers: dict[Any, partition.Layer], symbols: dict[str, str]) -> 
             return importer.create_convert_map()[name](node)
 
         def convert(node, importer):
-            if node in layers:
-                return region_call(node, importer)
+            if node in at_output:
+                return region_call(at_output[node], node, importer)
+            if node in inside:  # computed inside a merged region; nothing reads this
+                shape = [int(d) for d in node.meta["val"].shape]
+                return relax.const(np.zeros(shape, np.float32))
             return fallback(node, importer)
 
         return convert
@@ -143,10 +149,18 @@ def lower_program(program: Program, output_dir: str, options: NpuOptions) -> Low
     desc = resolve(options.device, options.description)
     exported, decisions = exported_decisions(program, desc)
     report: dict[str, Any] = {"npu": partition.summarize(decisions, desc)}
-    layers = {d.layer.node: d.layer for d in decisions if d.layer is not None}
-    regions = [layer.region for layer in layers.values()]
+    layers = [d.layer for d in decisions if d.layer is not None]
+    # Vela compiles and cascades connected layers as one region; the C codegen writes one
+    # function per op
+    groups = (partition.group_layers(layers) if desc.codegen == "vela" and options.merge_regions
+              else [partition.Group([la], [(q, la) for q in la.input_nodes], la, la.region)
+                    for la in layers])
+    regions = [g.region for g in groups]
+    report["npu"]["regions"] = [{"region": g.region.name, "nodes": [la.node.name
+                                                                    for la in g.layers]}
+                                for g in groups]
     symbols = {r.name: symbol(r, _digest(r)) for r in regions}
-    converters = _converters(layers, symbols)
+    converters = _converters(groups, symbols)
     with lowering.captured_native_stderr(show=options.tvm_log):
         try:
             module = from_exported_program(exported, custom_convert_map=converters,

@@ -58,6 +58,20 @@ class Layer:
     cpu_pad: tuple[int, int, int, int]  # padding applied on the CPU before a VALID region
     region: Region | None = None
     more_inputs: tuple[fx.Node, ...] = ()  # further quantize nodes feeding the region (add)
+    # (name, NHWC shape, scale, zero point) of each input, and how the op is added to a
+    # region builder given its input tensor names and its output name (merged regions)
+    input_specs: tuple[tuple[str, tuple[int, ...], float, int], ...] = ()
+    emit: Callable[[RegionBuilder, list[str], str], str] | None = None
+
+    @property
+    def input_nodes(self) -> tuple[fx.Node, ...]:
+        return (self.x_q, *self.more_inputs)
+
+    def build_region(self) -> Region:
+        """The one-op region of this layer."""
+        b = RegionBuilder(self.node.name)
+        names = [b.input(n, shape, s, z) for n, shape, s, z in self.input_specs]
+        return b.build([self.emit(b, names, "y")])
 
 
 @dataclasses.dataclass
@@ -266,18 +280,20 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
             return None, why
         layer = Layer(node, kind, xin["q"], yout["q"], pads, tfl or "VALID",
                       (0, 0, 0, 0) if tfl else pads)
-        b = RegionBuilder(node.name)
         ph, pw = (2 * pad[0], 2 * pad[1]) if not tfl else (0, 0)
-        xn = b.input("x", (n, h + ph, w + pw, c), xin["sx"], xin["zx"])
-        common = dict(out_scale=yout["sy"], out_zero_point=yout["zy"], stride=stride,
-                      padding=layer.padding, dilation=dilation, activation=ACTIVATIONS[act],
-                      name="y")
-        if kind == "conv2d":
-            y = b.conv2d(xn, wq.transpose(0, 2, 3, 1), bias, sw, **common)
-        else:
-            y = b.depthwise_conv2d(xn, wq.transpose(1, 2, 3, 0), bias, sw,
-                                   depth_multiplier=multiplier, **common)
-        layer.region = b.build([y])
+        layer.input_specs = (("x", (n, h + ph, w + pw, c), xin["sx"], xin["zx"]),)
+
+        def emit(b, names, out):
+            common = dict(out_scale=yout["sy"], out_zero_point=yout["zy"], stride=stride,
+                          padding=layer.padding, dilation=dilation,
+                          activation=ACTIVATIONS[act], name=out)
+            if kind == "conv2d":
+                return b.conv2d(names[0], wq.transpose(0, 2, 3, 1), bias, sw, **common)
+            return b.depthwise_conv2d(names[0], wq.transpose(1, 2, 3, 0), bias, sw,
+                                      depth_multiplier=multiplier, **common)
+
+        layer.emit = emit
+        layer.region = layer.build_region()
         return layer, ""
     # linear
     spec = desc.op("fully_connected")
@@ -296,11 +312,11 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
         return None, why
     layer = Layer(node, "fully_connected", xin["q"], yout["q"], (0, 0, 0, 0), "VALID",
                   (0, 0, 0, 0))
-    b = RegionBuilder(node.name)
-    xn = b.input("x", (rows, k), xin["sx"], xin["zx"])
-    y = b.fully_connected(xn, wq, bias, sw, out_scale=yout["sy"], out_zero_point=yout["zy"],
-                          activation=ACTIVATIONS[act], name="y")
-    layer.region = b.build([y])
+    layer.input_specs = (("x", (rows, k), xin["sx"], xin["zx"]),)
+    layer.emit = lambda b, names, out: b.fully_connected(
+        names[0], wq, bias, sw, out_scale=yout["sy"], out_zero_point=yout["zy"],
+        activation=ACTIVATIONS[act], name=out)
+    layer.region = layer.build_region()
     return layer, ""
 
 
@@ -343,11 +359,11 @@ def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
         return None, why
     layer = Layer(node, "add", ins[0]["q"], yout["q"], (0, 0, 0, 0), "VALID", (0, 0, 0, 0),
                   more_inputs=(ins[1]["q"],))
-    b = RegionBuilder(node.name)
-    xa = b.input("a", nhwc, ins[0]["sx"], ins[0]["zx"])
-    xb = b.input("b", nhwc, ins[1]["sx"], ins[1]["zx"])
-    y = b.add(xa, xb, yout["sy"], yout["zy"], name="y")
-    layer.region = b.build([y])
+    layer.input_specs = (("a", nhwc, ins[0]["sx"], ins[0]["zx"]),
+                         ("b", nhwc, ins[1]["sx"], ins[1]["zx"]))
+    layer.emit = lambda b, names, out: b.add(names[0], names[1], yout["sy"], yout["zy"],
+                                             name=out)
+    layer.region = layer.build_region()
     return layer, ""
 
 
@@ -442,3 +458,107 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {d['device'].upper():<4}{d['node']:<28}{d['op']:<14}"
                      f"{d['macs']:>12,}  {d['reason']}")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class Group:
+    """NPU layers compiled as one region: ``inputs`` are (quantize node, the layer reading
+    it) from outside the group, ``output`` the one layer whose int8 value leaves it."""
+
+    layers: list[Layer]
+    inputs: list[tuple[fx.Node, Layer]]
+    output: Layer
+    region: Region
+
+
+def _single(layer: Layer) -> Group:
+    return Group([layer], [(q, layer) for q in layer.input_nodes], layer, layer.region)
+
+
+def group_layers(layers: list[Layer]) -> list[Group]:
+    """Merge NPU layers connected through int8 values that only NPU layers read into
+    multi-op regions (one output each, no path leaving and re-entering the group), so
+    Vela compiles and cascades them together; the rest stay one-op regions."""
+    by_node = {layer.node: layer for layer in layers}
+    producer = {layer.out_q: layer for layer in layers}
+    parent = {layer.node: layer.node for layer in layers}
+
+    def find(n):
+        while parent[n] is not n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    internal: set[fx.Node] = set()
+    for q, src in producer.items():
+        readers = []
+        ok = bool(q.users)
+        for dq in q.users:
+            if not is_dequantize(dq) or not dq.users:
+                ok = False
+                break
+            readers += [by_node.get(u) for u in dq.users]
+        if not ok or any(r is None for r in readers):
+            continue
+        out_shape = src.region.tensors[src.region.outputs[0]].shape
+        fits = all(not any(r.cpu_pad) and all(
+            spec[1] == out_shape for node, spec in zip(r.input_nodes, r.input_specs)
+            if node is q) for r in readers)
+        if not fits:
+            continue
+        internal.add(q)
+        for r in readers:
+            parent[find(r.node)] = find(src.node)
+
+    members: dict[fx.Node, list[Layer]] = {}
+    for layer in layers:
+        members.setdefault(find(layer.node), []).append(layer)
+    groups = []
+    for group in members.values():
+        if len(group) == 1:
+            groups.append(_single(group[0]))
+            continue
+        outputs = [g for g in group if g.out_q not in internal]
+        inputs, keys = [], set()
+        for g in group:  # one region input per value and per way the CPU prepares it
+            for q in g.input_nodes:
+                if q not in internal and _input_key(q, g) not in keys:
+                    keys.add(_input_key(q, g))
+                    inputs.append((q, g))
+        if len(outputs) != 1 or _reenters(group, [q for q, _ in inputs]):
+            groups += [_single(g) for g in group]
+            continue
+        b = RegionBuilder(outputs[0].node.name)
+        names: dict[Any, str] = {}
+        for j, (q, g) in enumerate(inputs):
+            spec = g.input_specs[g.input_nodes.index(q)]
+            names[_input_key(q, g)] = b.input(f"in{j}", spec[1], spec[2], spec[3])
+        produced: dict[fx.Node, str] = {}
+        for g in group:  # graph order is a topological order
+            ins = [produced[q] if q in produced else names[_input_key(q, g)]
+                   for q in g.input_nodes]
+            produced[g.out_q] = g.emit(b, ins, g.node.name)
+        region = b.build([produced[outputs[0].out_q]])
+        groups.append(Group(group, inputs, outputs[0], region))
+    return groups
+
+
+def _input_key(q: fx.Node, layer: Layer) -> tuple:
+    return (q, layer.cpu_pad, layer.kind == "fully_connected")
+
+
+def _reenters(group: list[Layer], inputs: list[fx.Node]) -> bool:
+    """Whether an input of the group is computed from one of the group's own layers (the
+    group would then wait on itself through the CPU)."""
+    inside = {g.node for g in group}
+    seen: set[fx.Node] = set()
+    stack = list(inputs)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in inside:
+            return True
+        stack += n.all_input_nodes
+    return False

@@ -27,6 +27,8 @@ class NpuOptions:
     description: str = ""  # path of a user's description YAML (replaces device)
     cpu: str = "host"  # where the CPU part runs (host only so far)
     num_threads: int = 0  # TVM worker threads for the CPU part; 0 = TVM's default
+    # Ethos-U: connected NPU layers as one Vela region (cascaded); false: one op per region
+    merge_regions: bool = True
     tune_trials: int = 0  # not supported for npu yet (kept for the TVM options check)
     tvm_log: bool = False  # show TVM's native log
 

@@ -116,7 +116,10 @@ def test_mobilenet_on_ethos_u55_has_the_macs_on_the_npu_compiled_by_vela(u55):
     assert all(d["reason"] for d in cpu)
     assert [d["device"] for d in npu["per_op"] if d["op"] == "add"] == ["npu", "npu"]
     vela = lowering["vela"]
-    assert len(vela["regions"]) == npu["npu_ops"] > 0
+    # connected NPU layers are one Vela region (merge_regions): every NPU op is in one
+    assert 0 < len(vela["regions"]) < npu["npu_ops"]
+    in_regions = [n for r in npu["regions"] for n in r["nodes"]]
+    assert sorted(in_regions) == sorted(d["node"] for d in npu["per_op"] if d["device"] == "npu")
     for region in vela["regions"]:  # every region wholly on the NPU, with a stream
         assert region["cpu_operators"] == []
         assert region["performance"]["cpu_ops"] == 0
@@ -155,7 +158,7 @@ def test_ethos_u55_regions_simulator_equals_litert(u55):
             (sim,) = simulate(region, inputs, fully_connected_rounding="single").values()
             assert np.array_equal(ref, sim), region.name
             compared += 1
-    assert compared >= 2 * 10
+    assert compared >= 2 * 2
 
 
 def test_generic_int8_artifact_regions_equal_the_simulator_bit_for_bit(generic):
@@ -356,3 +359,17 @@ def test_bert_config_on_generic_int8_linears_on_the_npu_fallbacks_with_reasons(t
     assert norms and all(d["device"] == "cpu" and d["reason"] for d in norms)
     assert res.report["lowering"]["npu"]["npu_mac_share"] > 0.5
     assert res.report["verification"]["passed"]
+
+
+def test_merged_vela_regions_compute_what_one_op_regions_do_in_fewer_cycles(u55, tmp_path):
+    x = torch.randn(1, 3, 32, 32)
+    single = edgecc.compile(_model(), target="npu:ethos-u55-128", example_inputs=(x,),
+                            target_options={"merge_regions": False}, calibration=_calib(),
+                            pipeline=PIPELINE, output_dir=str(tmp_path / "out"), verify=False)
+    npu = single.report["lowering"]["npu"]
+    assert len(single.report["lowering"]["vela"]["regions"]) == npu["npu_ops"]
+    for seed in range(3):
+        x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(single.run(x)[0], u55.run(x)[0])
+    assert u55.report["lowering"]["vela"]["npu_cycles"] < \
+        single.report["lowering"]["vela"]["npu_cycles"]
