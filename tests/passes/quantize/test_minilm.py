@@ -26,6 +26,8 @@ def test_w4a16_gptq_and_awq_beat_round_to_nearest(minilm):
     awq, _ = fidelity(minilm, "quantize{scheme=w4a16,group_size=32,algorithm=awq,awq_grid=10}")
     print(f"w4a16 g32 held-out mean cosine: rtn {rtn:.5f} gptq {gptq:.5f} awq {awq:.5f}; "
           f"weight bytes {rtn_stats['weight_compression']}x")
+    # held-out mean cosine floors; measured rtn 0.97163, gptq 0.98407, awq 0.97864
+    assert rtn >= 0.965
     assert gptq >= 0.98
     assert gptq > rtn and awq > rtn
     assert rtn_stats["weight_compression"] >= 6.5
