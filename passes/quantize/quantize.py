@@ -35,14 +35,14 @@ from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize import awq, gptq
 from edgecc.passes.quantize.layers import (
-    Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
+    CONV_OPS, LINEAR_OPS, Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
     output_error, quantized_weight_bytes, record_values, replace_weight, scale_input, select,
     set_weight, validate_calibration,
 )
 from edgecc.passes.quantize.observers import OBSERVERS, make_observer
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
 from edgecc.passes.quantize.weights import can_quantize, weight_params
-from edgecc.program import Program
+from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
 from edgecc.quant import params_from_scale, qformat, scale_from_range, sqnr_db
 
@@ -184,6 +184,22 @@ class Quantize(Pass):
         if needs or isinstance(context.calibration, (list, tuple)):
             validate_calibration(program, context.calibration,
                                  f"quantize{{scheme={options.scheme}}}")
+
+    def requires(self, program: Program, options: QuantizeOptions) -> None:
+        """No layer reads its weight through a pruning mask: quantize stores the weight it
+        finds as a constant, and a masked weight is not one (it was skipped, silently)."""
+        from edgecc.errors import PreconditionError
+        from edgecc.sparsity import is_masked
+
+        masked = [n.name for n in program.nodes("call_function")
+                  if op_name(n) in (*LINEAR_OPS, *CONV_OPS) and len(n.args) > 1
+                  and is_masked(n.args[1])]
+        if masked:
+            listed = ", ".join(masked[:5]) + (" ..." if len(masked) > 5 else "")
+            raise PreconditionError(
+                f"{len(masked)} layer(s) read pruning-masked weights ({listed}); run "
+                "apply-masks before quantize (e.g. prune{...},apply-masks,quantize{...}) so "
+                "the pruned zeros are stored in the quantized weights")
 
     def run(self, program: Program, options: QuantizeOptions,
             context: PassContext) -> PassResult:

@@ -221,3 +221,21 @@ def test_per_token_needs_a_dynamic_scheme():
     with pytest.raises(OptionError, match="per-token needs a dynamic scheme"):
         quantize(program(), "quantize{scheme=w8a8,activation_granularity=per-token}",
                  batches())
+
+
+def test_quantize_refuses_masked_weights_and_quantizes_after_apply_masks():
+    """prune then quantize used to quantize nothing (masked weights are not constants):
+    the pass now names the layers and the fix; with apply-masks between, every layer is
+    quantized and no mask is left in the graph."""
+    from edgecc.errors import PreconditionError
+    from edgecc.testing import op_counts
+
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    prog = edgecc.trace(net, (torch.randn(4, 16),))
+    with pytest.raises(PreconditionError, match="apply-masks before quantize"):
+        PassManager("prune{sparsity=0.5},quantize{scheme=w8a16}")(prog.copy())
+    result = PassManager("prune{sparsity=0.5},apply-masks,quantize{scheme=w8a16}")(prog.copy())
+    stats = result.stats["passes"][-1]["stats"]
+    assert stats["layers"] == 2
+    counts = op_counts(result.program)
+    assert not any("masked" in k for k in counts)
