@@ -72,9 +72,12 @@ def test_qdq_export_and_reimport_round_trip(net, tmp_path, pipeline, opset, weig
         ours = res.program.run(*b)[0].numpy()
         np.testing.assert_array_equal(back.run(*b)[0].numpy(), ours)
         theirs = ort_plain(path)(b[0])
-        # onnxruntime may round a value within float error of a tie the other way
+        # onnxruntime may round a value within float error of a tie the other way, moving
+        # single elements by one quantization step: the bound is on the fraction of elements
+        # that differ at all and on the whole output's cosine
+        differ = np.abs(theirs - ours) > 1e-5
         cos = (ours * theirs).sum() / np.linalg.norm(ours) / np.linalg.norm(theirs)
-        assert np.allclose(theirs, ours, atol=1e-5) or cos > 0.9999
+        assert differ.mean() <= 0.01 and cos >= 0.9999, (differ.mean(), cos)
 
 
 def fp32_onnx(model, batches, tmp_path):
