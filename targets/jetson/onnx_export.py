@@ -21,11 +21,11 @@ not import each other): TensorRT needs only the symmetric subset, and a layout o
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import torch
 
+from edgecc.logs import without_torchvision_notes
 from edgecc.program import Program
 from edgecc.quant import (
     DEQUANTIZE, QUANTIZE, is_dequantize, node_params, pack_int4, qformat, unpack_int4,
@@ -109,13 +109,13 @@ def export(program: Program, opset: int) -> tuple[Any, int]:
 
     exportable, weights = extract_weights(program)
     export_opset = max(opset, 18)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    onnx_program = torch.onnx.export(
-        exportable.export(), (), dynamo=True, opset_version=export_opset, verbose=False,
-        input_names=[s.name for s in program.input_specs],
-        output_names=[s.name for s in program.output_specs],
-        custom_translation_table=translation_table(export_opset),
-        optimize=False)
+    with without_torchvision_notes():
+        onnx_program = torch.onnx.export(
+            exportable.export(), (), dynamo=True, opset_version=export_opset, verbose=False,
+            input_names=[s.name for s in program.input_specs],
+            output_names=[s.name for s in program.output_specs],
+            custom_translation_table=translation_table(export_opset),
+            optimize=False)
     model = _optimize(onnx_program.model_proto, {w.name for w in weights})
     _insert_weights(model, weights)
     model = _fold_constants(model)

@@ -7,14 +7,12 @@ when they would approach protobuf's 2 GB limit (or always / never, by option).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from edgecc.accounting import measure
 from edgecc.errors import LoweringError, one_line
+from edgecc.logs import without_torchvision_notes
 from edgecc.program import Program
 from edgecc.target import Artifact, Lowered, example_shape
 from edgecc.targets.onnx import qdq
@@ -40,7 +38,7 @@ def lower_program(program: Program, output_dir: str, options: OnnxOptions) -> Lo
     exportable, weights, _ = qdq.extract_weights(program)
     weights = weights or None
     try:
-        with _without_torchvision_notes():
+        with without_torchvision_notes():
             onnx_program = torch.onnx.export(
                 exportable.export(), (), dynamo=True, opset_version=opset, verbose=False,
                 input_names=[s.name for s in program.input_specs],
@@ -76,23 +74,6 @@ def lower_program(program: Program, output_dir: str, options: OnnxOptions) -> Lo
     _write_readme(program, output_dir, desc, [a.path for a in artifacts])
     artifacts.append(Artifact(README, "docs", "how to run it"))
     return Lowered(artifacts)
-
-
-@contextlib.contextmanager
-def _without_torchvision_notes() -> Iterator[None]:
-    """The exporter warns, for every torchvision operator, that torchvision is absent;
-    nothing here uses them. Those records are dropped during the export only (a filter
-    added for it and removed after: the logger is torch's, its settings stay as they are)."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-
-    def keep(record: logging.LogRecord) -> bool:
-        return "torchvision" not in record.getMessage()
-
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
 
 
 def _rename_external_data(path: str, directory: str) -> None:
