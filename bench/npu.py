@@ -3,7 +3,7 @@
 For each model (ResNet-20, the width-reduced MobileNetV2, the digits CNN, a BERT config)
 compiled w8a8 for ``ethos-u55-128`` and ``ethos-u65-256``: the share of ops and MACs that
 edgecc's partitioner puts on the NPU, the NPU cycles Vela 5.2 estimates for those regions
-(summed over regions; each region is compiled on its own, one op per region) and the
+(summed over regions; connected NPU layers form one region) and the
 estimated NPU latency at the description's clock. Prints a table and writes
 ``bench/results/npu.json``.
 

@@ -43,6 +43,13 @@ def _base(node: fx.Node) -> str:
     return getattr(node.target, "__name__", str(node.target)).split(".")[0]
 
 
+def _only_relu(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    if len(users) == 1 and _base(users[0]) == "relu":
+        return users[0]
+    return None
+
+
 def _candidates(program: Program) -> list[fx.Node]:
     out = []
     for node in program.nodes("call_function"):
@@ -55,6 +62,9 @@ def _candidates(program: Program) -> list[fx.Node]:
             if len(node.args) != 2 or not all(is_dequantize(a) and is_quantize(a.args[0])
                                               for a in node.args):
                 continue
+            relu = _only_relu(node)
+            if relu is not None:  # add -> relu is one ADD with a fused RELU: quantize after
+                node = relu
         else:
             continue
         users = list(node.users)

@@ -79,6 +79,7 @@ def _converters(groups: list[partition.Group], symbols: dict[str, str]) -> dict[
     requantized: dict[Any, Any] = {}
     at_output = {g.output.node: g for g in groups}
     inside = {layer.node for g in groups for layer in g.layers if layer is not g.output}
+    inside |= {n for g in groups for layer in g.layers for n in layer.absorbed}
 
     def prepare(bb, x, q, layer):
         """A region input as the NPU takes it: NHWC (padded on the CPU where TFLite's
@@ -126,7 +127,7 @@ def _converters(groups: list[partition.Group], symbols: dict[str, str]) -> dict[
         return convert
 
     for name in ("convolution.default", "conv_act.default", "linear.default",
-                 "linear_act.default", "add.Tensor"):
+                 "linear_act.default", "add.Tensor", "relu.default"):
         converters[name] = layer_converter(name)
     quantize_fallback = base["quantize.default"]
 

@@ -61,6 +61,7 @@ class Layer:
     # (name, NHWC shape, scale, zero point) of each input, and how the op is added to a
     # region builder given its input tensor names and its output name (merged regions)
     input_specs: tuple[tuple[str, tuple[int, ...], float, int], ...] = ()
+    absorbed: tuple[fx.Node, ...] = ()  # nodes the region computes besides ``node`` (add)
     emit: Callable[[RegionBuilder, list[str], str], str] | None = None
 
     @property
@@ -333,9 +334,18 @@ def _fusable(desc: NpuDescription, root: str, act: str | None) -> str:
     return ""
 
 
+def fused_relu(node: fx.Node) -> fx.Node | None:
+    """The relu that is an add's only reader (fused into the ADD as its activation)."""
+    users = list(node.users)
+    if len(users) == 1 and _base(users[0]) == "relu" and users[0].op == "call_function":
+        return users[0]
+    return None
+
+
 def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
                ) -> tuple[Layer | None, str]:
-    """``add(dq(q_a), dq(q_b)) -> q`` as an int8 ADD region (same shapes, no broadcast)."""
+    """``add(dq(q_a), dq(q_b)) [-> relu] -> q`` as an int8 ADD region (same shapes, no
+    broadcast; a relu reading only the add is its fused activation)."""
     spec = desc.op("add")
     if spec is None:
         return None, "add is not among the NPU's ops"
@@ -347,7 +357,10 @@ def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
         if xin is None:
             return None, why
         ins.append(xin)
-    yout, why = reader.output_quantize(node)
+    relu = fused_relu(node)
+    if relu is not None and desc.op("relu") is None:
+        return None, "the relu after it is not among the NPU's ops (ops.relu)"
+    yout, why = reader.output_quantize(relu if relu is not None else node)
     if yout is None:
         return None, why
     sa, sb = _shape(node.args[0]), _shape(node.args[1])
@@ -357,12 +370,14 @@ def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
     why = spec.check(dtype="int8", shapes=[nhwc, nhwc])
     if why:
         return None, why
-    layer = Layer(node, "add", ins[0]["q"], yout["q"], (0, 0, 0, 0), "VALID", (0, 0, 0, 0),
-                  more_inputs=(ins[1]["q"],))
+    layer = Layer(relu if relu is not None else node, "add", ins[0]["q"], yout["q"],
+                  (0, 0, 0, 0), "VALID", (0, 0, 0, 0), more_inputs=(ins[1]["q"],),
+                  absorbed=(node,) if relu is not None else ())
     layer.input_specs = (("a", nhwc, ins[0]["sx"], ins[0]["zx"]),
                          ("b", nhwc, ins[1]["sx"], ins[1]["zx"]))
+    act = "RELU" if relu is not None else "NONE"
     layer.emit = lambda b, names, out: b.add(names[0], names[1], yout["sy"], yout["zy"],
-                                             name=out)
+                                             activation=act, name=out)
     layer.region = layer.build_region()
     return layer, ""
 
@@ -378,6 +393,7 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
     """One ``Decision`` per compute node of ``graph`` (see the module docstring)."""
     reader = _Reader(constant)
     out = []
+    fused: dict[fx.Node, Layer] = {}  # relu node -> the add region it is the activation of
     for node in graph.nodes:
         if node.op != "call_function" or _is_structural(node):
             continue
@@ -391,8 +407,16 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                 continue
             out.append(Decision(node.name, base, "cpu", why, macs))
             continue
+        if node in fused:
+            out.append(Decision(node.name, base, "npu", f"fused into the add region of "
+                                f"{fused[node].node.name}", macs, fused[node]))
+            continue
         if base == "add" and not assume_quantized:
             layer, why = _add_layer(node, desc, reader)
+            if layer is not None and layer.absorbed:  # add + relu: one region at the relu
+                out.append(Decision(node.name, base, "npu", "add region (relu fused)", macs))
+                fused[layer.node] = layer
+                continue
             out.append(Decision(node.name, base, "npu" if layer else "cpu",
                                 "add region" if layer else why, macs, layer))
             continue
@@ -479,7 +503,7 @@ def group_layers(layers: list[Layer]) -> list[Group]:
     """Merge NPU layers connected through int8 values that only NPU layers read into
     multi-op regions (one output each, no path leaving and re-entering the group), so
     Vela compiles and cascades them together; the rest stay one-op regions."""
-    by_node = {layer.node: layer for layer in layers}
+    by_node = {n: layer for layer in layers for n in (layer.node, *layer.absorbed)}
     producer = {layer.out_q: layer for layer in layers}
     parent = {layer.node: layer.node for layer in layers}
 

@@ -373,3 +373,34 @@ def test_merged_vela_regions_compute_what_one_op_regions_do_in_fewer_cycles(u55,
         assert torch.equal(single.run(x)[0], u55.run(x)[0])
     assert u55.report["lowering"]["vela"]["npu_cycles"] < \
         single.report["lowering"]["vela"]["npu_cycles"]
+
+
+class ResidualRelu(nn.Module):
+    """A ResNet basic block: relu(x + conv(relu(conv(x))))."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.c1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = torch.relu(x + self.c2(torch.relu(self.c1(x))))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_residual_add_with_relu_is_one_npu_add_region(tmp_path):
+    torch.manual_seed(0)
+    res = edgecc.compile(ResidualRelu().eval(), target="npu:ethos-u55-128",
+                         example_inputs=(torch.randn(1, 3, 8, 8),),
+                         calibration=_calib((1, 3, 8, 8), 4), pipeline=PIPELINE,
+                         output_dir=str(tmp_path / "out"))
+    npu = res.report["lowering"]["npu"]
+    by_op = {d["op"]: d for d in npu["per_op"]}
+    assert by_op["add"]["device"] == by_op["relu"]["device"] == "npu"
+    assert "fused into the add region" in by_op["relu"]["reason"]
+    assert len(npu["regions"]) == 2  # stem, block and add in one; the classifier
+    assert res.report["verification"]["passed"]
+    assert _max_steps(res, (1, 3, 8, 8)) <= 1.001  # one step (float32 dequantize noise)
