@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -271,18 +272,31 @@ def cmd_passes(args: argparse.Namespace) -> int:
         opts = [{"name": n, "type": type_name(t), "default": d}
                 for n, t, d in option_fields(cls.Options)]
         entries.append({"name": name, "summary": cls.summary(), "lossless": cls.lossless,
-                        "options": opts, "origin": registry.origin(name)})
+                        "options": opts, "origin": registry.origin(name),
+                        "source": _source_of(cls)})
     if args.json:
         _print_json(entries)
         return 0
     for e in entries:
         kind = "lossless" if e["lossless"] else "lossy"
         print(f"{e['name']:<20} [{kind}] {e['summary']}")
+        print(f"{'':<22}source: {e['source']}")
         for o in e["options"]:
             print(f"{'':<22}{o['name']}: {o['type']} = {_format_value(o['default'])}")
         if e["origin"] != "edgecc":
             print(f"{'':<22}(from {e['origin']})")
     return 0
+
+
+def _source_of(cls: type) -> str:
+    """Where a pass is defined: a path relative to the edgecc checkout for edgecc's own
+    passes (passes/fold_batchnorm.py), the module file otherwise."""
+    import inspect
+
+    path = inspect.getsourcefile(cls) or cls.__module__
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rel = os.path.relpath(path, root)
+    return rel if not rel.startswith("..") else path
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

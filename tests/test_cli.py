@@ -93,8 +93,16 @@ def test_compile_json_prints_the_manifest(model_file, tmp_path):
 
 def test_passes_and_targets_list_everything():
     r = edgecc_cli("passes", "--json")
-    names = {p["name"] for p in json.loads(r.stdout)}
+    entries = json.loads(r.stdout)
+    names = {p["name"] for p in entries}
     assert names >= {"fold-batchnorm", "constant-fold", "dce", "eliminate-identity", "cse", "fuse"}
+    # a pass is found from its CLI name in one step: the listing names its source file
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for p in entries:
+        assert os.path.isfile(os.path.join(root, p["source"])), p
+    source = {p["name"]: p["source"] for p in entries}
+    assert source["fold-batchnorm"] == "passes/fold_batchnorm.py"
+    assert source["apply-masks"] == "passes/prune/unstructured.py"
     text = edgecc_cli("passes").stdout
     assert "activations: list of str" in text and "[lossless]" in text
     targets = json.loads(edgecc_cli("targets", "--json").stdout)
