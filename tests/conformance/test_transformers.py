@@ -6,7 +6,7 @@ seen:
 
 * fp32: every output (logits / hidden states, poolers, a decoder's KV cache) within
   ``atol=1e-4, rtol=1e-4`` of eager;
-* w8a8: SQNR vs eager >= 25 dB on the main output and >= 18 dB on every output (poolers
+* w8a8: SQNR vs eager >= 20 dB on the main output and >= 18 dB on every output (poolers
   squash the signal through tanh and lose the most), over 3 held-out batches.
 
 Expected failures are listed with their reason and checked strictly: a family that starts
@@ -27,7 +27,7 @@ from edgecc.recipe import load_recipe
 from tests.conformance.transformers_zoo import BY_NAME, FAMILIES, flat_outputs
 
 FP32_TOL = dict(atol=1e-4, rtol=1e-4)
-MAIN_OUTPUT_SQNR_DB = 25.0
+MAIN_OUTPUT_SQNR_DB = 20.0
 EVERY_OUTPUT_SQNR_DB = 18.0
 CALIBRATION_BATCHES = 4
 HELD_OUT = [200, 201, 202]  # input seeds; calibration uses 100.., the trace example 0
