@@ -265,7 +265,9 @@ def _write_readme(program: Program, output_dir: str, desc: NpuDescription,
                "ethosu_invoke_v3) and npu/*_vela.tflite (TFLite Micro with the ethos-u "
                "operator). model.so calls each region by its symbol (regions.json): on the "
                "device, register a function of that name that invokes the region's "
-               "command stream; `edgecc run` registers edgecc's integer simulator instead.")
+               "command stream; `edgecc run` registers edgecc's integer simulator instead "
+               "(in Python: edgecc.targets.npu.runner.register_simulated_regions('.') before "
+               "the VM below).")
     with open(os.path.join(output_dir, README), "w") as f:
         f.write(template.format(device=desc.name, codegen=desc.codegen, how=how,
                                 example=example, npu_ops=npu["npu_ops"], ops=npu["ops"],

@@ -6,10 +6,12 @@ layer is the region edgecc's fake-quant program writes,
     dq(q_x) -> conv / depthwise conv / linear (+ bias, + relu / relu6) <- dq(w_q int8)
             -> quantize (int8 per tensor)
 
-and the description's ``OpSpec.check`` decides whether that instance fits the NPU; a refusal
+and ``add(dq(q_a), dq(q_b)) [-> relu] -> quantize`` (int8 ADD, relu fused); the
+description's ``OpSpec.check`` decides whether that instance fits the NPU, and a refusal
 carries the constraint that refused it (``ops.conv2d.kernel_height`` ...). Every other node
-runs on the CPU (the TVM layer) with the reason recorded. Each accepted layer becomes one
-int8 ``Region`` (TFLite semantics, NHWC) that the codegen compiles.
+runs on the CPU (the TVM layer) with the reason recorded. Each accepted layer is an int8
+``Region`` (TFLite semantics, NHWC); ``group_layers`` merges layers connected through int8
+values only NPU layers read into one multi-op region (what Vela compiles and cascades).
 
 ``classify(graph, constant, desc)`` reads a graph whose constants ``constant(node)`` returns
 (get_attr nodes of a ``Program``, or the placeholders of its ``torch.export`` form);
