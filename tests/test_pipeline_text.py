@@ -132,7 +132,7 @@ def _semantic(steps):
              (s.max_iterations, _semantic(s.steps))) for s in steps]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=settings.default.max_examples * 10, deadline=None)
 @given(_steps)
 def test_print_then_parse_is_identity(steps):
     text = format_pipeline(steps)

@@ -60,7 +60,7 @@ def test_round_half_to_even_and_saturation():
     assert q.tolist() == [0, 2, 2, 0, -2, 127, -128]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=settings.default.max_examples * 3, deadline=None)
 @given(st.lists(st.integers(-8, 7), min_size=2, max_size=40).filter(lambda v: len(v) % 2 == 0))
 def test_int4_packing_round_trips(values):
     q = torch.tensor(values, dtype=torch.int16)

@@ -11,7 +11,7 @@ from edgecc.pass_manager import PassManager
 from edgecc.sparsity import is_masked, masked, nm_mask, satisfies_nm, threshold_mask
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=settings.default.max_examples * 2, deadline=None)
 @given(nm=st.sampled_from([(1, 4), (2, 4), (4, 8)]), rows=st.integers(1, 5),
        groups=st.integers(1, 4), axis=st.sampled_from([0, 1]), seed=st.integers(0, 99))
 def test_nm_mask_is_exact_and_keeps_the_largest(nm, rows, groups, axis, seed):

@@ -129,7 +129,7 @@ def onnx_graphs(draw):
     return model, x
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=settings.default.max_examples * 10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(onnx_graphs())
 def test_generator_draws_only_valid_models(case):
     model, x = case
@@ -146,7 +146,7 @@ def test_generator_draws_only_valid_models(case):
     assert list(x.shape) == [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=settings.default.max_examples * 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(onnx_graphs())
 def test_imported_graph_matches_reference_and_onnxruntime(tmp_path_factory, case):
     model, x = case

@@ -18,7 +18,7 @@ def correlated_inputs(seed, n=512, k=64):
     return (torch.randn(n, k, generator=g) @ mix) * scales
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=settings.default.max_examples, deadline=None)
 @given(seed=st.integers(0, 10_000), group=st.sampled_from([16, 32]),
        act_order=st.booleans())
 def test_gptq_beats_rtn_on_layer_output_error(seed, group, act_order):
