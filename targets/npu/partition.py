@@ -281,18 +281,22 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
                 why = spec.check(bias_max_abs=int(np.abs(bias.astype(np.int64)).max()))
         if why:
             return None, why
+        # explicit padding TFLite's SAME does not express: a PAD op inside the region where
+        # the NPU has one and the codegen writes multi-op regions (Vela), else on the CPU
+        region_pad = not tfl and desc.codegen == "vela" and desc.op("pad") is not None
         layer = Layer(node, kind, xin["q"], yout["q"], pads, tfl or "VALID",
-                      (0, 0, 0, 0) if tfl else pads)
-        ph, pw = (2 * pad[0], 2 * pad[1]) if not tfl else (0, 0)
+                      (0, 0, 0, 0) if tfl or region_pad else pads)
+        ph, pw = (2 * pad[0], 2 * pad[1]) if any(layer.cpu_pad) else (0, 0)
         layer.input_specs = (("x", (n, h + ph, w + pw, c), xin["sx"], xin["zx"]),)
 
         def emit(b, names, out):
+            x = b.pad(names[0], pads) if region_pad else names[0]
             common = dict(out_scale=yout["sy"], out_zero_point=yout["zy"], stride=stride,
                           padding=layer.padding, dilation=dilation,
                           activation=ACTIVATIONS[act], name=out)
             if kind == "conv2d":
-                return b.conv2d(names[0], wq.transpose(0, 2, 3, 1), bias, sw, **common)
-            return b.depthwise_conv2d(names[0], wq.transpose(1, 2, 3, 0), bias, sw,
+                return b.conv2d(x, wq.transpose(0, 2, 3, 1), bias, sw, **common)
+            return b.depthwise_conv2d(x, wq.transpose(1, 2, 3, 0), bias, sw,
                                       depth_multiplier=multiplier, **common)
 
         layer.emit = emit

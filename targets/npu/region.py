@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "mul", "avg_pool2d",
+OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "mul", "avg_pool2d", "pad",
             "max_pool2d", "reshape")
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 PADDINGS = ("SAME", "VALID")
@@ -250,6 +250,17 @@ class RegionBuilder:
     def max_pool2d(self, x: str, kernel, stride=None, padding="VALID", activation="NONE",
                    name: str | None = None) -> str:
         return self._pool("max_pool2d", x, kernel, stride or kernel, padding, activation, name)
+
+    def pad(self, x: str, pads: Sequence[int], name: str | None = None) -> str:
+        """Spatial padding (top, left, bottom, right) of an NHWC tensor with its zero point
+        (a real 0), as TFLite's int8 PAD does: a convolution's explicit padding."""
+        n, h, w, c = self._tensors[x].shape
+        t, l, b, r = (int(p) for p in pads)
+        paddings = np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32)
+        pt = self._add(TensorSpec(self._fresh("paddings"), (4, 2), "int32", data=paddings))
+        q = self._quant(x)
+        y = self._activation((n, h + t + b, w + l + r, c), q.scale[0], q.zero_point[0], name)
+        return self._op("pad", (x, pt), y, pads=(t, l, b, r))
 
     def reshape(self, x: str, shape: Sequence[int], name: str | None = None) -> str:
         src = self._tensors[x]

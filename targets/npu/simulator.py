@@ -243,6 +243,10 @@ def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
     if op.kind in ("avg_pool2d", "max_pool2d"):
         return (avg_pool2d if op.kind == "avg_pool2d" else max_pool2d)(args[0], specs[0], ys,
                                                                         op.attrs)
+    if op.kind == "pad":
+        t_, l_, b_, r_ = op.attrs["pads"]
+        return np.pad(args[0], ((0, 0), (t_, b_), (l_, r_), (0, 0)),
+                      constant_values=ys.quant.zero_point[0]).astype(np.int8)
     if op.kind == "reshape":
         return args[0].reshape(ys.shape)
     raise NotImplementedError(f"simulator: no integer kernel for op {op.kind!r}")

@@ -22,6 +22,7 @@ _BUILTINS = {
     "avg_pool2d": ("AVERAGE_POOL_2D", 2, "Pool2DOptions"),
     "max_pool2d": ("MAX_POOL_2D", 2, "Pool2DOptions"),
     "reshape": ("RESHAPE", 1, "ReshapeOptions"),
+    "pad": ("PAD", 2, "PadOptions"),
 }
 _TYPES = {"int8": "INT8", "int32": "INT32"}
 
@@ -113,6 +114,9 @@ class _Writer:
                       a.get("activation", "NONE"))
         pad = getattr(s.Padding.Padding, a.get("padding", "VALID"))
         opt_type = getattr(s.BuiltinOptions.BuiltinOptions, table)
+        if op.kind == "pad":
+            s.PadOptions.PadOptionsStart(b)
+            return opt_type, s.PadOptions.PadOptionsEnd(b)
         if op.kind == "reshape":
             new_shape = self.ints(a["new_shape"])
             s.ReshapeOptions.ReshapeOptionsStart(b)

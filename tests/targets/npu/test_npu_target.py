@@ -159,6 +159,8 @@ def test_ethos_u55_regions_simulator_equals_litert(u55):
             assert np.array_equal(ref, sim), region.name
             compared += 1
     assert compared >= 2 * 2
+    kinds = {op.kind for region, _ in load_regions(u55.output_dir) for op in region.ops}
+    assert {"pad", "conv2d", "depthwise_conv2d", "add", "fully_connected"} <= kinds
 
 
 def test_generic_int8_artifact_regions_equal_the_simulator_bit_for_bit(generic):
