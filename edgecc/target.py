@@ -33,6 +33,21 @@ class Availability:
     detail: str  # the toolchain version, or what is missing and how to install it
 
 
+def module_versions(modules: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """``({package: version}, [missing packages])`` for ``(module, package)`` pairs: a module
+    that does not import counts as missing. For availability checks (the import is the
+    target's own, done when ``edgecc targets`` or a compile asks)."""
+    import importlib
+
+    found, missing = {}, []
+    for module, package in modules:
+        try:
+            found[package] = str(importlib.import_module(module).__version__)
+        except Exception:
+            missing.append(package)
+    return found, missing
+
+
 @dataclasses.dataclass(frozen=True)
 class Support:
     supported: bool

@@ -20,57 +20,24 @@ not import each other): TensorRT needs only the symmetric subset, and a layout o
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
+from edgecc import stored_weights
 from edgecc.logs import without_torchvision_notes
 from edgecc.program import Program
-from edgecc.quant import (
-    DEQUANTIZE, QUANTIZE, is_dequantize, node_params, pack_int4, qformat, unpack_int4,
-)
+from edgecc.quant import DEQUANTIZE, QUANTIZE, pack_int4, qformat, unpack_int4
+from edgecc.stored_weights import StoredWeight
 
 PLACEHOLDER = "edgecc_jetson_weight_"
 _ONNX_TYPES = {"int8": 3, "int4": 22, "float8_e4m3fn": 17}  # TensorProto enum values
 
 
-@dataclasses.dataclass
-class StoredWeight:
-    name: str
-    q: torch.Tensor  # int8 / packed int4 (uint8) / float8
-    scale: torch.Tensor
-    axis: int
-    block_size: int
-    dtype: str
-    zero_point: torch.Tensor
-
-    @property
-    def values(self) -> torch.Tensor:
-        """Unpacked integer values (int16 for 4-bit)."""
-        return unpack_int4(self.q, True) if qformat(self.dtype).packed else self.q
-
-
 def extract_weights(program: Program) -> tuple[Program, list[StoredWeight]]:
     """A copy whose stored weights are float placeholders (replaced after export)."""
-    program = program.copy()
-    graph = program.graph
-    weights: list[StoredWeight] = []
-    for node in list(graph.nodes):
-        if not (is_dequantize(node) and all(program.is_constant(a) for a in node.args[:3])):
-            continue
-        p = node_params(node, program.tensor)
-        q = program.tensor(node.args[0])
-        name = f"{PLACEHOLDER}{len(weights)}"
-        const = program.add_constant(name, p.dequantize(q, torch.float32), before=node)
-        node.replace_all_uses_with(const)
-        graph.erase_node(node)
-        weights.append(StoredWeight(str(const.target), q, p.scale.float(), p.axis,
-                                    p.block_size, p.dtype, p.zero_point))
-    graph.eliminate_dead_code()
-    program.refresh_metadata()
-    program.graph_module.recompile()
-    return program, weights
+    exportable, weights, _ = stored_weights.extract_weights(program, PLACEHOLDER)
+    return exportable, weights
 
 
 def translation_table(opset: int) -> dict[Any, Any]:
@@ -254,8 +221,8 @@ def _fold_weight_transposes(model: Any) -> None:
         scale = numpy_helper.to_array(inits[dq.input[1]])
         axis = attrs.get("axis", 1)
         w = StoredWeight(dq.input[0][: -len("_q")] + "_t", torch.empty(0),
-                         torch.from_numpy(scale.copy()), axis, attrs.get("block_size", 0),
-                         _dtype_of(inits[dq.input[0]].data_type), torch.zeros(1))
+                         torch.from_numpy(scale.copy()), torch.zeros(1), axis,
+                         attrs.get("block_size", 0), _dtype_of(inits[dq.input[0]].data_type))
         q = torch.from_numpy(_int_values(inits[dq.input[0]]).copy()).t().contiguous()
         new_scale = w.scale.t().contiguous() if w.scale.dim() == 2 else w.scale
         if w.scale.dim() > 0:

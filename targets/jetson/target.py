@@ -24,7 +24,7 @@ from edgecc.passes import (
 )
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program
-from edgecc.target import Availability, Lowered, QuantSupport, Target
+from edgecc.target import Availability, Lowered, QuantSupport, Target, module_versions
 from edgecc.targets.jetson.placement import JetsonQDQPlacement, PlacementOptions
 from edgecc.targets.jetson.presets import JetsonOptions, describe, resolve
 
@@ -41,16 +41,10 @@ _QUANTIZE = {
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> tuple[dict[str, str], list[str]]:
-    found, missing = {}, []
-    for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
-                            ("onnxscript", "onnxscript"), ("onnx_graphsurgeon",
-                                                           "onnx-graphsurgeon"),
-                            ("polygraphy", "polygraphy")):
-        try:
-            found[package] = __import__(module).__version__
-        except Exception:
-            missing.append(package)
-    return found, missing
+    return module_versions((("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                            ("onnxscript", "onnxscript"),
+                            ("onnx_graphsurgeon", "onnx-graphsurgeon"),
+                            ("polygraphy", "polygraphy")))
 
 
 class JetsonTarget(Target):

@@ -15,36 +15,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
+from edgecc import stored_weights
 from edgecc.program import Program
 from edgecc.quant import (
-    DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, is_dequantize,
-    is_palette_dequantize, is_quant_op, node_params, qformat,
+    DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, is_dequantize, is_palette_dequantize, is_quant_op,
+    qformat,
 )
+from edgecc.stored_weights import StoredWeight
 
 PLACEHOLDER = "edgecc_qdq_weight_"
-
-
-@dataclasses.dataclass
-class StoredWeight:
-    name: str
-    q: torch.Tensor
-    scale: torch.Tensor
-    zero_point: torch.Tensor
-    axis: int
-    block_size: int
-    dtype: str
-
-    @property
-    def logical_shape(self) -> list[int]:
-        shape = list(self.q.shape)
-        if qformat(self.dtype).packed:
-            shape[-1] *= 2
-        return shape
 
 
 def required_opset(program: Program) -> int:
@@ -64,34 +47,7 @@ def required_opset(program: Program) -> int:
 
 def extract_weights(program: Program) -> tuple[Program, list[StoredWeight], int]:
     """A copy whose stored weights are float placeholders; the weights; palettes expanded."""
-    program = program.copy()
-    graph = program.graph
-    weights: list[StoredWeight] = []
-    expanded = 0
-    for node in list(graph.nodes):
-        if is_dequantize(node) and all(program.is_constant(a) for a in node.args[:3]):
-            p = node_params(node, program.tensor)
-            q = program.tensor(node.args[0])
-            name = f"{PLACEHOLDER}{len(weights)}"
-            value = p.dequantize(q, torch.float32)
-        elif is_palette_dequantize(node) and all(program.is_constant(a)
-                                                 for a in node.args[:2]):
-            value = node.target(program.tensor(node.args[0]), program.tensor(node.args[1]),
-                                *node.args[2:])
-            name, p = f"edgecc_palette_expanded_{expanded}", None
-            expanded += 1
-        else:
-            continue
-        const = program.add_constant(name, value, before=node)
-        node.replace_all_uses_with(const)
-        graph.erase_node(node)
-        if p is not None:
-            weights.append(StoredWeight(str(const.target), q, p.scale, p.zero_point, p.axis,
-                                        p.block_size, p.dtype))
-    graph.eliminate_dead_code()
-    program.refresh_metadata()
-    program.graph_module.recompile()
-    return program, weights, expanded
+    return stored_weights.extract_weights(program, PLACEHOLDER)
 
 
 def _onnx_type(dtype: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program
-from edgecc.target import Availability, Lowered, Target
+from edgecc.target import Availability, Lowered, Target, module_versions
 from edgecc.targets.onnx import partition, presets
 from edgecc.targets.onnx.lower import lower_program
 from edgecc.targets.onnx.runner import load_runner
@@ -33,14 +33,8 @@ class OnnxOptions:
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> tuple[dict[str, str], list[str]]:
-    found, missing = {}, []
-    for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
-                            ("onnxscript", "onnxscript")):
-        try:
-            found[package] = __import__(module).__version__
-        except Exception:
-            missing.append(package)
-    return found, missing
+    return module_versions((("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                            ("onnxscript", "onnxscript")))
 
 
 class OnnxTarget(Target):
