@@ -36,25 +36,6 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def compiled_once(tmp_path_factory):
-    """``compiled_once(key, make_model, **compile_kwargs)``: an ``edgecc.compile`` result
-    shared by every test that asks for the same ``key`` in this session (a TVM build costs
-    seconds; many tests only read the manifest or run the artifact). Tests must treat the
-    result and its output directory as read-only."""
-    import edgecc
-
-    cache = {}
-
-    def get(key, make_model, **kwargs):
-        if key not in cache:
-            out = tmp_path_factory.mktemp(key.replace("/", "_")) / "out"
-            cache[key] = edgecc.compile(make_model(), output_dir=str(out), **kwargs)
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture(scope="session")
 def minilm():
     """all-MiniLM-L6-v2 (real weights): (program, calibration batches, held-out batches,
     held-out reference embeddings), shared by every test that uses it."""
