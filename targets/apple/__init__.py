@@ -1,0 +1,1 @@
+"""Apple target (Core ML ``.mlpackage``): see README.txt."""

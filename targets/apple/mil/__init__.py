@@ -1,0 +1,1 @@
+"""A numpy interpreter of the Core ML MIL ops edgecc emits (runs a saved ``.mlpackage`` on Linux)."""
