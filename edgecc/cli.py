@@ -472,16 +472,15 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import warnings
+    from edgecc.logs import quiet_third_party_warnings
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with warnings.catch_warnings():
-            # torch's own deprecation chatter is not the user's concern (filters scoped to
-            # the command: main() also runs inside other programs and tests)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # other libraries' deprecation notices are not the user's concern; edgecc's own
+        # warnings still show (filters scoped to the command: main() also runs inside
+        # other programs and tests)
+        with quiet_third_party_warnings():
             return int(args.func(args) or 0)
     except EdgeccError as exc:
         if args.debug:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgecc.accounting import measure
@@ -59,12 +60,22 @@ class CompileResult:
     report: dict[str, Any]
     _runner: Any = None
 
-    def run(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """Run the compiled artifact; one output is returned bare, several as a tuple."""
+    def run(self, *inputs: Any) -> Any:
+        """Run the compiled artifact; one output is returned bare, several as a tuple.
+
+        Inputs are torch tensors or numpy arrays; outputs come back as numpy arrays when
+        every input was one (what an ONNX Runtime user holds), else as torch tensors.
+        """
+        as_numpy = bool(inputs) and all(isinstance(x, np.ndarray) for x in inputs)
+        inputs = tuple(torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray)
+                       else x for x in inputs)
         self.original.check_inputs(inputs)
         if self._runner is None:
             self._runner = self.target.load(self.output_dir, self.report)
-        out = self._runner.run(*inputs)
+        out = tuple(self._runner.run(*inputs))
+        if as_numpy:
+            out = tuple(o.detach().cpu().numpy() if isinstance(o, torch.Tensor) else o
+                        for o in out)
         return out[0] if len(out) == 1 else out
 
 

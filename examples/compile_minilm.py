@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import edgecc  # noqa: E402
 from edgecc.cli import human_bytes, table  # noqa: E402
+from edgecc.logs import quiet_third_party_warnings  # noqa: E402
 from edgecc.recipe import load_recipe  # noqa: E402
 from examples.minilm import load_minilm, tokenize  # noqa: E402
 from examples.text_corpus import calibration_sentences, heldout_sentences  # noqa: E402
@@ -96,4 +97,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with quiet_third_party_warnings():  # torch's / transformers' deprecation notices
+        sys.exit(main())
