@@ -1,0 +1,263 @@
+"""Token generation over a built decoder bundle, with only numpy and the TVM runtime.
+
+This file is self-contained (no torch, no edgecc): ``edgecc.llm.build_decoder`` copies it
+into arm64 bundles as ``generate.py``, the runner a board runs::
+
+    TVM_USE_RUNTIME_LIB=1 python3 generate.py BUNDLE --prompt-ids 1,2,3 -n 16 \\
+        [--temperature 0.8 --top-k 40 --top-p 0.95 --seed 0]
+
+A bundle (``build_decoder``'s output directory)::
+
+    decoder.json       {"config": {...}, "prefill_len": C, ...}
+    prefill/model.so   step with T = C tokens      decode/model.so   step with T = 1
+
+Each step is ``(input_ids, input_pos, k_cache, v_cache) -> (logits, k_cache', v_cache')``
+(``edgecc.llm.decoder``); the cache a step returns stays a TVM tensor and is handed to the
+next step as it is. A prompt runs in chunks of ``C``: whole chunks, then the last ``C``
+prompt tokens again (recomputing a few positions with the same values) or, for a prompt
+shorter than ``C``, one chunk padded at the end (the padding's cache slots lie beyond every
+position attended to until decode steps overwrite them).
+
+Sampling (``Sampler``): temperature 0 is greedy (argmax; ties take the lowest id, as
+PyTorch's); otherwise logits / temperature, then top-k, then top-p (the smallest set of
+most likely tokens whose probability reaches p), then a draw from numpy's PCG64 seeded
+with ``seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+CONFIG_FILE = "decoder.json"
+PHASES = ("prefill", "decode")
+LIBRARY = "model.so"
+
+
+class GenerationError(ValueError):
+    """A request the bundle cannot serve (edgecc turns it into a one-line error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise GenerationError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k={self.top_k}: must be >= 0 (0 = no limit)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise GenerationError(f"top_p={self.top_p}: must be in (0, 1]")
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+    def pick(self, logits: np.ndarray, rng: np.random.Generator) -> int:
+        """The next token from one position's logits ``[vocab]``."""
+        if self.temperature == 0.0:
+            return int(np.argmax(logits))
+        x = logits.astype(np.float64) / self.temperature
+        if self.top_k and self.top_k < x.size:
+            kth = np.partition(x, -self.top_k)[-self.top_k]
+            x = np.where(x < kth, -np.inf, x)
+        p = np.exp(x - x.max())
+        p /= p.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-p, kind="stable")
+            cum = np.cumsum(p[order])
+            keep = order[: int(np.searchsorted(cum, self.top_p)) + 1]
+            q = np.zeros_like(p)
+            q[keep] = p[keep]
+            p = q / q.sum()
+        return int(rng.choice(p.size, p=p))
+
+
+@dataclasses.dataclass
+class Stats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        # the first generated token comes from the prefill's logits: decode steps made
+        # the others
+        steps = max(self.generated_tokens - 1, 0)
+        return steps / self.decode_seconds if self.decode_seconds else 0.0
+
+    def line(self) -> str:
+        return (f"prefill {self.prompt_tokens} tokens {self.prefill_tokens_per_s:.1f} tok/s, "
+                f"decode {self.generated_tokens} tokens {self.decode_tokens_per_s:.1f} tok/s")
+
+
+def read_config(bundle: str) -> dict:
+    path = os.path.join(bundle, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise GenerationError(f"'{bundle}' is not a decoder bundle (no {CONFIG_FILE}): build "
+                              "one with edgecc.llm.build_decoder")
+    with open(path) as f:
+        return json.load(f)
+
+
+class TvmStep:
+    """One phase's ``model.so`` in the Relax VM."""
+
+    def __init__(self, library: str, device: object):
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        self.tvm = tvm
+        self.device = device
+        self.vm = VirtualMachine(tvm.runtime.load_module(library), device)
+        self.fn = self.vm["main"]
+
+    def __call__(self, ids: np.ndarray, pos: int, k: object, v: object
+                 ) -> tuple[np.ndarray, object, object]:
+        t = self.tvm.runtime.tensor
+        out = self.fn(t(ids, self.device), t(np.array([pos], np.int64), self.device), k, v)
+        return out[0].numpy(), out[1], out[2]
+
+
+class Generator:
+    """Prefill + decode over a bundle's two TVM libraries (see the module docstring).
+
+        gen = Generator(bundle, num_threads=2)
+        for token in gen.generate([1, 2, 3], 16, Sampler(temperature=0.8, seed=1)):
+            ...                      # streamed as each is produced
+        gen.stats.line()             # tokens/s of prefill and decode
+    """
+
+    def __init__(self, bundle: str, num_threads: int = 0, library: str = LIBRARY):
+        import tvm
+
+        data = read_config(bundle)
+        self.config = data["config"]
+        self.prefill_len = int(data["prefill_len"])
+        self.max_seq_len = int(self.config["max_seq_len"])
+        self.eos = set(self.config.get("eos_token_ids") or ())
+        if num_threads:
+            _set_threads(num_threads)
+        self.device = tvm.cpu()
+        self.prefill_step = TvmStep(os.path.join(bundle, "prefill", library), self.device)
+        self.decode_step = TvmStep(os.path.join(bundle, "decode", library), self.device)
+        self.stats = Stats()
+
+    def check(self, n_prompt: int, max_new_tokens: int) -> None:
+        if n_prompt < 1:
+            raise GenerationError("the prompt is empty: give at least one token")
+        if max_new_tokens < 0:
+            raise GenerationError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+        if n_prompt + max_new_tokens > self.max_seq_len:
+            raise GenerationError(
+                f"a prompt of {n_prompt} tokens plus {max_new_tokens} to generate does not "
+                f"fit the KV cache of {self.max_seq_len} positions: shorten the prompt, "
+                "generate fewer tokens, or rebuild with a larger max_seq_len")
+
+    def empty_cache(self) -> tuple[object, object]:
+        shape = (self.config["n_layer"], self.config["n_kv_head"], self.max_seq_len,
+                 self.config["head_dim"])
+        zeros = np.zeros(shape, np.float32)
+        t = self.prefill_step.tvm.runtime.tensor
+        return t(zeros, self.device), t(zeros, self.device)
+
+    def prefill(self, ids: Sequence[int]) -> tuple[np.ndarray, object, object]:
+        """Run the prompt; the logits ``[n, vocab]`` of every prompt position and the cache."""
+        c, n = self.prefill_len, len(ids)
+        k, v = self.empty_cache()
+        prompt = np.asarray(ids, np.int64)
+        rows = np.empty((n, self.config["vocab_size"]), np.float32)
+        starts = list(range(0, n - c + 1, c)) if n >= c else []
+        if n % c and n >= c:
+            starts.append(n - c)  # the last c tokens again (see the module docstring)
+        for s in starts:
+            logits, k, v = self.prefill_step(prompt[None, s:s + c], s, k, v)
+            rows[s:s + c] = logits[0]
+        if n < c:
+            padded = np.zeros((1, c), np.int64)
+            padded[0, :n] = prompt
+            logits, k, v = self.prefill_step(padded, 0, k, v)
+            rows[:] = logits[0, :n]
+        return rows, k, v
+
+    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int,
+                 sampler: Sampler = Sampler(), stop_at_eos: bool = True) -> Iterator[int]:
+        """Yield up to ``max_new_tokens`` tokens after the prompt, one at a time."""
+        ids = [int(i) for i in prompt_ids]
+        self.check(len(ids), max_new_tokens)
+        self.stats = stats = Stats(prompt_tokens=len(ids))
+        if max_new_tokens == 0:
+            return
+        rng = sampler.rng()
+        t0 = time.perf_counter()
+        rows, k, v = self.prefill(ids)
+        stats.prefill_seconds = time.perf_counter() - t0
+        token = sampler.pick(rows[-1], rng)
+        pos = len(ids)
+        while True:
+            stats.generated_tokens += 1
+            yield token  # the consumer's time is not counted
+            if stats.generated_tokens >= max_new_tokens or (stop_at_eos and token in self.eos):
+                return
+            t0 = time.perf_counter()
+            logits, k, v = self.decode_step(np.array([[token]], np.int64), pos, k, v)
+            token = sampler.pick(logits[0, -1], rng)
+            stats.decode_seconds += time.perf_counter() - t0
+            pos += 1
+
+
+def _set_threads(count: int) -> None:
+    import tvm_ffi
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else list(range(os.cpu_count() or 1))
+    listed = [str(cpus[i % len(cpus)]) for i in range(max(count, len(cpus)))]
+    # -3: TVM's kSpecifyThreadShareAllCore (every worker may run on any listed CPU)
+    tvm_ffi.get_global_func("runtime.config_threadpool")(-3, count, listed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="generate tokens with an edgecc decoder "
+                                                 "bundle (numpy + TVM runtime)")
+    parser.add_argument("bundle")
+    parser.add_argument("--prompt-ids", required=True, help="comma-separated token ids")
+    parser.add_argument("-n", "--max-new-tokens", type=int, default=16)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    try:
+        ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()]
+        sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+        gen = Generator(args.bundle, args.threads)
+        for token in gen.generate(ids, args.max_new_tokens, sampler):
+            print(token, flush=True)  # one id a line: streamed
+    except (GenerationError, ValueError) as exc:
+        print(f"generate: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"stats": dataclasses.asdict(gen.stats),
+                      "prefill_tokens_per_s": gen.stats.prefill_tokens_per_s,
+                      "decode_tokens_per_s": gen.stats.decode_tokens_per_s}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
