@@ -4,7 +4,11 @@
   ``torch.export``;
 * ``load(path)`` -- a ``.pt2`` archive written by ``torch.export.save``. Pickled ``.pt`` /
   ``.pth`` files are refused unless the caller says it trusts them, because unpickling
-  runs arbitrary code; even then, state dicts are read with ``weights_only=True``.
+  runs arbitrary code; even then, state dicts are read with ``weights_only=True``. A
+  ``.pt2`` is mostly JSON and raw tensor bytes, but ``torch.export.load`` unpickles some
+  entries with ``weights_only=False`` (sample inputs, tensor-subclass weights, opaque
+  constants); those are checked first with torch's weights-only unpickler
+  (:func:`check_pt2_pickles`) unless the caller trusts the file.
 
 A program's outputs are plain tensors. Models that return a key/value cache object (a
 transformers decoder called with its defaults: ``use_cache=True`` returns a
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import json
 import os
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -237,7 +243,7 @@ def load(
         raise ModelLoadError(f"'{path}' is a directory; give the model file itself")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".pt2":
-        return _load_pt2(path)
+        return _load_pt2(path, trust_pickle)
     if suffix in (".pt", ".pth"):
         return _load_pickle(path, trust_pickle, example_inputs)
     if input_shapes and suffix == ".pt2":
@@ -259,22 +265,93 @@ def load(
     )
 
 
-def _load_pt2(path: str) -> Program:
+def _load_pt2(path: str, trust_pickle: bool = False) -> Program:
+    corrupt = (f"'{path}' is a corrupt torch.export archive" + " ({}); "
+               "re-create it with torch.export.save")
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"'{path}' is not a torch.export archive (truncated or not a zip file); "
             "re-create it with torch.export.save"
         )
     try:
+        check_pt2_archive(path, trust_pickle=trust_pickle)
         exported = torch.export.load(path)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"'{path}' is a corrupt torch.export archive ({one_line(exc)}); "
-            "re-create it with torch.export.save"
-        ) from exc
-    program = Program.from_exported(exported, source=os.path.basename(path))
-    _drop_empty_cat_operands(program)
+        program = Program.from_exported(exported, source=os.path.basename(path))
+        _drop_empty_cat_operands(program)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # torch's reader and deserializer raise anything on bad bytes
+        raise ModelLoadError(corrupt.format(one_line(exc))) from exc
     return program
+
+
+# Entries of a .pt2 that torch.export.load unpickles (torch 2.13, pt2_archive/_package.py
+# and _export/serde/serialize.py): sample inputs and legacy state dicts/constants (.pt,
+# torch.load weights_only=True, then *False* on failure), payloads a config marks
+# ``use_pickle`` (tensor subclasses: weights_only=False), torchbind objects (custom_obj_*)
+# and opaque objects (pickle.loads).
+_CUSTOM_OBJ, _OPAQUE_OBJ = "custom_obj_", "opaque_obj_"
+_MAX_INFLATION = 1000  # declared bytes per archive byte (torch.save stores, never deflates)
+
+
+def check_pt2_archive(path: str, *, trust_pickle: bool = False) -> None:
+    """Refuse a ``.pt2`` whose entries would run code or exhaust memory when loaded.
+
+    Every entry torch would unpickle must load with torch's weights-only unpickler (tensors,
+    containers, dtypes: no callables); torchbind and opaque Python objects are refused.
+    With ``trust_pickle`` the pickles are not checked. Entries that declare more bytes than
+    the archive could hold (a zip bomb, an oversized entry) are refused either way.
+    """
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        for info in infos:
+            if info.file_size > max(size, 1 << 20) * _MAX_INFLATION:
+                raise ModelLoadError(
+                    f"'{path}': entry '{info.filename}' declares {info.file_size} bytes in a "
+                    f"{size}-byte archive (oversized or corrupt); re-create it with "
+                    "torch.export.save")
+        if trust_pickle:
+            return
+        names = [i.filename for i in infos]
+        pickled, raw = set(), set()
+        for name in names:
+            if name.endswith("_config.json"):
+                try:
+                    config = json.loads(archive.read(name)).get("config", {})
+                    entries = list(config.values())
+                except (ValueError, AttributeError):
+                    continue  # torch rejects it as corrupt; nothing is unpickled from it
+                folder = name.rpartition("/")[0]
+                for meta in entries:
+                    if isinstance(meta, dict) and isinstance(meta.get("path_name"), str):
+                        target = f"{folder}/{meta['path_name']}"
+                        (pickled if meta.get("use_pickle") else raw).add(target)
+        for name in names:
+            base = name.rpartition("/")[2]
+            if base.startswith((_CUSTOM_OBJ, _OPAQUE_OBJ)):
+                _refuse_pickle(path, name, "a pickled Python object")
+            if name in pickled or name.endswith(".pt") or name.endswith(".pkl") \
+                    or (name not in raw and _looks_pickled(archive, name)):
+                data = archive.read(name)
+                try:
+                    torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                except Exception as exc:
+                    _refuse_pickle(path, name, f"a pickle torch's weights-only loader "
+                                   f"rejects ({one_line(exc)[:120]})")
+
+
+def _looks_pickled(archive: zipfile.ZipFile, name: str) -> bool:
+    with archive.open(name) as f:
+        head = f.read(4)
+    return head.startswith(b"\x80") or head == b"PK\x03\x04"
+
+
+def _refuse_pickle(path: str, entry: str, what: str) -> None:
+    raise ModelLoadError(
+        f"'{path}': entry '{entry}' is {what}; loading it could run arbitrary code. "
+        "Re-export the model with torch.export.save, or pass --trust-pickle "
+        "(trust_pickle=True) if you trust the file")
 
 
 def _load_pickle(
