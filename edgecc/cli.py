@@ -405,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="model file: .pt2 (torch.export.save) or .onnx")
         p.add_argument("--trust-pickle", action="store_true",
-                       help="allow loading a pickled .pt/.pth nn.Module (runs its code!)")
+                       help="allow loading a pickled .pt/.pth nn.Module, or a .pt2 whose entries hold "
+                            "pickled Python objects (runs their code!)")
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
                        help="fix an input's shape (ONNX symbolic dims) or give a pickled "
                        "module's example input, e.g. x:1x3x224x224")
