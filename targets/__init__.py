@@ -5,6 +5,7 @@ libraries (tvm, tensorrt, coremltools) are imported only inside a target's metho
 listing targets works without any toolchain installed.
 """
 
+from edgecc.targets.apple import AppleTarget
 from edgecc.targets.arm import ArmTarget
 from edgecc.targets.gguf import GgufTarget
 from edgecc.targets.host import HostTarget
@@ -12,7 +13,8 @@ from edgecc.targets.jetson import JetsonTarget
 from edgecc.targets.npu import NpuTarget
 from edgecc.targets.onnx import OnnxTarget
 
-BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget, JetsonTarget, NpuTarget, GgufTarget)
+BUILTIN_TARGETS = (HostTarget, OnnxTarget, ArmTarget, JetsonTarget, NpuTarget, GgufTarget,
+                   AppleTarget)
 
-__all__ = ["ArmTarget", "BUILTIN_TARGETS", "GgufTarget", "HostTarget", "JetsonTarget", "NpuTarget",
+__all__ = ["AppleTarget", "ArmTarget", "BUILTIN_TARGETS", "GgufTarget", "HostTarget", "JetsonTarget", "NpuTarget",
            "OnnxTarget"]

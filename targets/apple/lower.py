@@ -1,0 +1,166 @@
+"""Lower a program for ``-t apple``: coremltools' torch.export frontend with edgecc's own
+converters for its compression (``carry``), saved as ``model.mlpackage``, plus the bundle's
+``README.txt``.
+
+The program is re-exported with static shapes (its example inputs) and decomposed to core
+ATen except ``linear`` and ``scaled_dot_product_attention`` (Core ML has both); inputs and
+outputs are declared fp32 (int32 for integer inputs) so the package's interface does not
+change with ``compute_precision``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from edgecc.errors import LoweringError, one_line
+from edgecc.program import Program
+from edgecc.target import Artifact, Lowered, example_shape
+from edgecc.targets.apple import carry as carry_mod
+from edgecc.targets.apple.presets import DEPLOYMENTS
+
+if TYPE_CHECKING:
+    from edgecc.targets.apple.target import AppleOptions
+
+MODEL = "model.mlpackage"
+README = "README.txt"
+
+
+def export_for_coreml(program: Program) -> torch.export.ExportedProgram:
+    """The program as a static-shape ExportedProgram in core ATen minus linear and SDPA."""
+    table = torch.export.default_decompositions()
+    for op in (torch.ops.aten.linear.default,
+               torch.ops.aten.scaled_dot_product_attention.default):
+        table.pop(op, None)
+    with torch.no_grad():
+        ep = torch.export.export(program.graph_module, tuple(program.example_inputs))
+        return ep.run_decompositions(table)
+
+
+def unsupported(ep: torch.export.ExportedProgram) -> list[tuple[str, str]]:
+    """``(node, operator)`` for every node coremltools' frontend has no converter for."""
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import (
+        _TORCH_OPS_REGISTRY,
+    )
+    from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
+
+    carry_mod._register()
+    out = []
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = node.target if isinstance(node.target, str) else getattr(
+            node.target, "__name__", str(node.target))
+        name = sanitize_op_kind(target)
+        if name in ("getitem",) or _TORCH_OPS_REGISTRY.get_func(name) is not None:
+            continue
+        out.append((node.name, str(node.target)))
+    return out
+
+
+def _io_types(program: Program) -> tuple[list[Any], list[Any]]:
+    import coremltools as ct
+
+    inputs = []
+    for spec, example in zip(program.input_specs, program.example_inputs):
+        dtype = np.float32 if example.is_floating_point() else np.int32
+        inputs.append(ct.TensorType(name=spec.name, shape=tuple(example.shape), dtype=dtype))
+    outputs = [ct.TensorType(name=spec.name, dtype=np.float32) for spec in program.output_specs]
+    return inputs, outputs
+
+
+def convert(program: Program, options: AppleOptions) -> tuple[Any, carry_mod.Carry]:
+    """The in-memory ``MLModel`` and what was carried over; ``LoweringError`` on failure."""
+    import coremltools as ct
+
+    dep = DEPLOYMENTS[options.deployment]
+    ep = export_for_coreml(program)
+    missing = unsupported(ep)
+    if missing:
+        node, op = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LoweringError(f"-t apple: node '{node}' ({op}) has no Core ML equivalent in "
+                            f"coremltools {ct.__version__}{more}; rewrite or exclude it")
+    inputs, outputs = _io_types(program)
+    record = carry_mod.Carry(dep, options.compute_precision == "fp32", options.fallback)
+    precision = (ct.precision.FLOAT32 if options.compute_precision == "fp32"
+                 else ct.precision.FLOAT16)
+    quiet = logging.getLogger("coremltools")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with carry_mod.carrying(record):
+            mlmodel = ct.convert(ep, convert_to="mlprogram",
+                                 minimum_deployment_target=getattr(ct.target, dep.ct_target),
+                                 compute_precision=precision, inputs=inputs, outputs=outputs)
+    except carry_mod.Refused as exc:
+        raise LoweringError(f"-t apple (deployment={dep.name}): {exc}") from None
+    except Exception as exc:
+        raise LoweringError(f"coremltools could not convert the program: "
+                            f"{one_line(exc)}") from exc
+    finally:
+        quiet.setLevel(level)
+    return mlmodel, record
+
+
+def lower_program(program: Program, output_dir: str, options: AppleOptions
+                  ) -> tuple[Lowered, carry_mod.Carry]:
+    mlmodel, record = convert(program, options)
+    mlmodel.short_description = f"edgecc {program.source}"
+    mlmodel.user_defined_metadata.update({
+        "edgecc.deployment": options.deployment,
+        "edgecc.compute_precision": options.compute_precision,
+        "edgecc.compute_units": options.compute_units})
+    path = os.path.join(output_dir, MODEL)
+    mlmodel.save(path)
+    dep = DEPLOYMENTS[options.deployment]
+    desc = (f"Core ML ML Program for {dep.name} ({options.compute_precision}), "
+            f"{len(record.weights)} compressed weights")
+    _write_readme(program, output_dir, desc, options)
+    report = {
+        "deployment": options.deployment,
+        "compute_precision": options.compute_precision,
+        "compute_units": options.compute_units,
+        "compressed_weights": [
+            {"weight": w.key, "mil_op": w.mil_op, "form": f"constexpr_{w.form}",
+             "format": w.detail, "shape": list(w.shape)} for w in record.weights],
+        "activation_quantizers": record.activations,
+        "stored_as_float": record.fallbacks,
+    }
+    artifacts = package_artifacts(output_dir, desc) + [Artifact(README, "docs", "how to run it")]
+    return Lowered(artifacts, report), record
+
+
+def package_artifacts(output_dir: str, description: str) -> list[Artifact]:
+    """Each file of the ``.mlpackage`` directory (the manifest lists files, not folders)."""
+    kinds = {"model.mlmodel": ("model", description),
+             "weight.bin": ("weights", "the package's constant data (weight.bin)"),
+             "Manifest.json": ("model", "the package's manifest")}
+    out = []
+    root = os.path.join(output_dir, MODEL)
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            rel = os.path.relpath(os.path.join(folder, name), output_dir)
+            kind, desc = kinds.get(name, ("model", ""))
+            out.append(Artifact(rel, kind, desc))
+    return out
+
+
+def _write_readme(program: Program, output_dir: str, description: str,
+                  options: AppleOptions) -> None:
+    with open(os.path.join(os.path.dirname(__file__), README)) as f:
+        template = f.read()
+    specs = program.input_specs
+    example = ", ".join(
+        f"'{s.name}': np.zeros({example_shape(s)}, np.{'float32' if 'float' in s.dtype else 'int32'})"
+        for s in specs)
+    units = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_only": "CPU_ONLY",
+             "cpu_and_gpu": "CPU_AND_GPU"}[options.compute_units]
+    with open(os.path.join(output_dir, README), "w") as f:
+        f.write(template.format(description=description, units=units,
+                                compute_units=options.compute_units, example=example,
+                                inputs=", ".join(s.describe() for s in specs)))
