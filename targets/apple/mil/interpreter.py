@@ -128,4 +128,19 @@ def _run_block(block, env: dict) -> None:
             raise MILExecutionError(f"MIL op '{kind}' (op '{op.name}') gave {len(results)} "
                                     f"results for {len(op.outputs)} outputs")
         for var, value in zip(op.outputs, results):
-            env[var.name] = to_var_type(value, var)
+            value = to_var_type(value, var)
+            _check_shape(op, var, value)
+            env[var.name] = value
+
+
+def _check_shape(op, var, value) -> None:
+    """A result must have the shape coremltools' type inference gave its var (when static)."""
+    shape = getattr(var, "shape", None)
+    if shape is None or not isinstance(value, np.ndarray) or var_dtype(var) is None:
+        return
+    if not all(isinstance(d, (int, np.integer)) for d in shape):
+        return
+    if tuple(value.shape) != tuple(int(d) for d in shape):
+        raise MILExecutionError(
+            f"MIL op '{op.op_type}' (op '{op.name}') produced shape {tuple(value.shape)}, its "
+            f"MIL type says {tuple(shape)}: an interpreter bug, please report it")

@@ -133,7 +133,8 @@ def conv_transpose(v, op):
             small = total // 2
             pads += [total - small, small] if pad_type == "same_lower" else [small, total - small]
     out_shape = v.get("output_shape")
-    dil = np.zeros((n, c) + tuple(full), dtype=x.dtype)
+    dilated = [(i - 1) * s + 1 for i, s in zip(x.shape[2:], strides)]
+    dil = np.zeros((n, c) + tuple(dilated), dtype=x.dtype)
     dil[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)] = x
     edge = [(k - 1) * d for k, d in zip(kernel, dilations)]
     y = _conv_core(_pad_spatial(dil, [e for e in edge for _ in (0, 1)]), wg, [1] * nsp,
@@ -174,14 +175,17 @@ def _pool_geometry(v, x):
     kernel = _ints(v["kernel_sizes"], nsp, 1)
     strides = _ints(v.get("strides"), nsp, 1)
     pads = _pads(v, x.shape[2:], kernel, strides, [1] * nsp)
-    # ceil_mode: a last, partial window is kept when it starts inside the input or its
-    # begin padding; the overhang past the end padding is never part of a window's count
+    # ceil_mode (Core ML's rule, as coremltools' type inference states it): a last, partial
+    # window is kept; with padding it must start inside the input or its begin padding (as in
+    # PyTorch); without padding Core ML keeps it even when it starts past the end (an empty
+    # window: -inf for max_pool, 0 for avg_pool here; PyTorch drops it). The overhang past the
+    # end padding never counts in an average.
     extra = []
     for i, (n, k, s) in enumerate(zip(x.shape[2:], kernel, strides)):
         padded = n + pads[2 * i] + pads[2 * i + 1]
         if v.get("ceil_mode"):
             out = -(-(padded - k) // s) + 1
-            if (out - 1) * s >= n + pads[2 * i]:
+            if (out - 1) * s >= n + pads[2 * i] and (pads[2 * i] or pads[2 * i + 1]):
                 out -= 1
         else:
             out = (padded - k) // s + 1
@@ -213,7 +217,7 @@ def avg_pool(v, op):
         counted = _pad_spatial(_pad_spatial(ones, pads, value=1.0),
                                [0 if i % 2 == 0 else extra[i // 2] for i in range(2 * nsp)])
     count = _windows(counted, kernel, strides, [1] * nsp).sum(axis=axes)
-    return total / count
+    return total / np.maximum(count, 1)  # an empty ceil_mode window (see above) averages to 0
 
 
 def l2_pool(v, op):
