@@ -291,7 +291,9 @@ def _load_pt2(path: str, trust_pickle: bool = False) -> Program:
 # ``use_pickle`` (tensor subclasses: weights_only=False), torchbind objects (custom_obj_*)
 # and opaque objects (pickle.loads).
 _CUSTOM_OBJ, _OPAQUE_OBJ = "custom_obj_", "opaque_obj_"
-_MAX_INFLATION = 1000  # declared bytes per archive byte (torch.save stores, never deflates)
+# torch.export.save stores entries uncompressed; a re-zipped archive may deflate them, but
+# an entry declaring many times the archive's size is a zip bomb or a lying header
+_MAX_INFLATION = 16
 
 
 def check_pt2_archive(path: str, *, trust_pickle: bool = False) -> None:
@@ -306,7 +308,9 @@ def check_pt2_archive(path: str, *, trust_pickle: bool = False) -> None:
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
         for info in infos:
-            if info.file_size > max(size, 1 << 20) * _MAX_INFLATION:
+            stored_lie = (info.compress_type == zipfile.ZIP_STORED
+                          and info.file_size != info.compress_size)
+            if stored_lie or info.file_size > size * _MAX_INFLATION + (1 << 20):
                 raise ModelLoadError(
                     f"'{path}': entry '{info.filename}' declares {info.file_size} bytes in a "
                     f"{size}-byte archive (oversized or corrupt); re-create it with "
