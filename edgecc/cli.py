@@ -463,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, help="write outputs to this .npz")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    from edgecc.cli_generate import add_generate_parser  # edgecc generate OUT --prompt ...
+
+    add_generate_parser(sub)
     return parser
 
 

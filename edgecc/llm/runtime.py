@@ -41,8 +41,15 @@ PHASES = ("prefill", "decode")
 LIBRARY = "model.so"
 
 
-class GenerationError(ValueError):
-    """A request the bundle cannot serve (edgecc turns it into a one-line error)."""
+try:  # in edgecc, a user-facing error (one line, CLI exit 2); on a board, a ValueError
+    from edgecc.errors import InputSpecError as _UserError
+except ImportError:  # pragma: no cover - the bundle's generate.py without edgecc
+    _UserError = ValueError  # type: ignore[misc,assignment]
+
+
+class GenerationError(_UserError):
+    """A request the bundle cannot serve: a prompt longer than the cache, bad sampling
+    options, a folder that is not a bundle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +113,19 @@ class Stats:
                 f"decode {self.generated_tokens} tokens {self.decode_tokens_per_s:.1f} tok/s")
 
 
+def check_request(max_seq_len: int, n_prompt: int, max_new_tokens: int) -> None:
+    """``GenerationError`` unless ``n_prompt`` tokens plus ``max_new_tokens`` fit the cache."""
+    if n_prompt < 1:
+        raise GenerationError("the prompt is empty: give at least one token")
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+    if n_prompt + max_new_tokens > max_seq_len:
+        raise GenerationError(
+            f"a prompt of {n_prompt} tokens plus {max_new_tokens} to generate does not fit "
+            f"the KV cache of {max_seq_len} positions: shorten the prompt, generate fewer "
+            "tokens, or rebuild with a larger max_seq_len")
+
+
 def read_config(bundle: str) -> dict:
     path = os.path.join(bundle, CONFIG_FILE)
     if not os.path.exists(path):
@@ -159,15 +179,7 @@ class Generator:
         self.stats = Stats()
 
     def check(self, n_prompt: int, max_new_tokens: int) -> None:
-        if n_prompt < 1:
-            raise GenerationError("the prompt is empty: give at least one token")
-        if max_new_tokens < 0:
-            raise GenerationError(f"max_new_tokens={max_new_tokens}: must be >= 0")
-        if n_prompt + max_new_tokens > self.max_seq_len:
-            raise GenerationError(
-                f"a prompt of {n_prompt} tokens plus {max_new_tokens} to generate does not "
-                f"fit the KV cache of {self.max_seq_len} positions: shorten the prompt, "
-                "generate fewer tokens, or rebuild with a larger max_seq_len")
+        check_request(self.max_seq_len, n_prompt, max_new_tokens)
 
     def empty_cache(self) -> tuple[object, object]:
         shape = (self.config["n_layer"], self.config["n_kv_head"], self.max_seq_len,
@@ -242,13 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--ignore-eos", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
     try:
         ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()]
         sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
         gen = Generator(args.bundle, args.threads)
-        for token in gen.generate(ids, args.max_new_tokens, sampler):
+        for token in gen.generate(ids, args.max_new_tokens, sampler,
+                                  stop_at_eos=not args.ignore_eos):
             print(token, flush=True)  # one id a line: streamed
     except (GenerationError, ValueError) as exc:
         print(f"generate: error: {exc}", file=sys.stderr)
