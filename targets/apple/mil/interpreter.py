@@ -27,7 +27,8 @@ from . import constexpr, ops_math, ops_nn, ops_tensor
 from .dtypes import to_compute, to_var_type, var_dtype
 from .loader import load_program
 
-__all__ = ["run_mlpackage", "run_program", "load_program", "UnsupportedMILOpError",
+__all__ = ["run_mlpackage", "run_program", "load_program", "materialize_constexprs",
+           "UnsupportedMILOpError",
            "MILExecutionError", "SUPPORTED_OPS"]
 
 # op type -> fn(values: dict[str, value], op) -> value | tuple of values.
@@ -92,45 +93,67 @@ def _value_of(var, env):
     raise MILExecutionError(f"MIL var '{var.name}' is used before it is defined")
 
 
+def materialize_constexprs(program, function: str = "main") -> dict[str, np.ndarray]:
+    """Every ``constexpr_*`` op's result, by output var name: the weights as Core ML
+    decompresses them (bit-exact; compare with the weights the model was built from).
+
+    Multi-output ops (``constexpr_sparse_blockwise_shift_scale``, ``constexpr_lut_to_sparse``)
+    give one entry per output (the mask, then the nonzero values).
+    """
+    func = program.functions[function]
+    env: dict = {}
+    found = {}
+    for op in func.operations:
+        if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+            _run_op(op, env)
+            if op.op_type != "const":
+                found.update({var.name: env[var.name] for var in op.outputs})
+    return found
+
+
 def _run_block(block, env: dict) -> None:
     for op in block.operations:
-        kind = op.op_type
-        if kind == "const":
-            out = op.outputs[0]
-            env[out.name] = out.val
-            continue
-        if kind in _EXACT_OPS:
-            fn, widen = _EXACT_OPS[kind], False
-        elif kind in _COMPUTE_OPS:
-            fn, widen = _COMPUTE_OPS[kind], True
+        _run_op(op, env)
+
+
+def _run_op(op, env: dict) -> None:
+    kind = op.op_type
+    if kind == "const":
+        out = op.outputs[0]
+        env[out.name] = out.val
+        return
+    if kind in _EXACT_OPS:
+        fn, widen = _EXACT_OPS[kind], False
+    elif kind in _COMPUTE_OPS:
+        fn, widen = _COMPUTE_OPS[kind], True
+    else:
+        raise UnsupportedMILOpError(
+            f"MIL op '{kind}' (op '{op.name}') is not implemented by edgecc's Core ML "
+            "interpreter, so this model cannot be run on Linux; add the op to "
+            "edgecc.targets.apple.mil (ops_*.py)")
+    values = {}
+    for name, var in op.inputs.items():
+        if isinstance(var, (list, tuple)):
+            got = [_value_of(v, env) for v in var]
+            values[name] = [to_compute(g) for g in got] if widen else got
         else:
-            raise UnsupportedMILOpError(
-                f"MIL op '{kind}' (op '{op.name}') is not implemented by edgecc's Core ML "
-                "interpreter: the model cannot be checked on Linux; add it to "
-                "edgecc/targets/apple/mil")
-        values = {}
-        for name, var in op.inputs.items():
-            if isinstance(var, (list, tuple)):
-                got = [_value_of(v, env) for v in var]
-                values[name] = [to_compute(g) for g in got] if widen else got
-            else:
-                got = _value_of(var, env)
-                values[name] = to_compute(got) if widen else got
-        try:
-            result = fn(values, op)
-        except EdgeccError:
-            raise
-        except Exception as exc:
-            raise MILExecutionError(f"MIL op '{kind}' (op '{op.name}') failed in the "
-                                    f"interpreter: {type(exc).__name__}: {exc}") from exc
-        results = result if isinstance(result, tuple) else (result,)
-        if len(results) != len(op.outputs):
-            raise MILExecutionError(f"MIL op '{kind}' (op '{op.name}') gave {len(results)} "
-                                    f"results for {len(op.outputs)} outputs")
-        for var, value in zip(op.outputs, results):
-            value = to_var_type(value, var)
-            _check_shape(op, var, value)
-            env[var.name] = value
+            got = _value_of(var, env)
+            values[name] = to_compute(got) if widen else got
+    try:
+        result = fn(values, op)
+    except EdgeccError:
+        raise
+    except Exception as exc:
+        raise MILExecutionError(f"MIL op '{kind}' (op '{op.name}') failed in the "
+                                f"interpreter: {type(exc).__name__}: {exc}") from exc
+    results = result if isinstance(result, tuple) else (result,)
+    if len(results) != len(op.outputs):
+        raise MILExecutionError(f"MIL op '{kind}' (op '{op.name}') gave {len(results)} "
+                                f"results for {len(op.outputs)} outputs")
+    for var, value in zip(op.outputs, results):
+        value = to_var_type(value, var)
+        _check_shape(op, var, value)
+        env[var.name] = value
 
 
 def _check_shape(op, var, value) -> None:
