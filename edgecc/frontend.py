@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from edgecc.errors import InputSpecError, ModelLoadError, one_line
+from edgecc.errors import EdgeccError, InputSpecError, ModelLoadError, one_line
 from edgecc.program import Program
 
 SUPPORTED_SUFFIXES = (".pt2", ".onnx", ".gguf", ".pt", ".pth")
@@ -252,11 +252,16 @@ def load(
             "applies to .onnx and pickled models"
         )
     if suffix == ".onnx":
-        from edgecc.onnx_import import load_onnx
+        from edgecc.onnx_import import load_onnx as import_onnx
+
+        check_onnx_inputs(path, input_shapes)
+        load_onnx = _importer_errors_as_load_errors(import_onnx, path, "ONNX")
 
         return load_onnx(path, input_shapes=input_shapes)
     if suffix == ".gguf":
-        from edgecc.gguf_import import load_gguf
+        from edgecc.gguf_import import load_gguf as import_gguf
+
+        load_gguf = _importer_errors_as_load_errors(import_gguf, path, "GGUF")
 
         return load_gguf(path)
     raise ModelLoadError(
@@ -356,6 +361,63 @@ def _refuse_pickle(path: str, entry: str, what: str) -> None:
         f"'{path}': entry '{entry}' is {what}; loading it could run arbitrary code. "
         "Re-export the model with torch.export.save, or pass --trust-pickle "
         "(trust_pickle=True) if you trust the file")
+
+
+def _importer_errors_as_load_errors(importer: Any, path: str, kind: str) -> Any:
+    """``importer`` with every failure that is not already an ``EdgeccError`` turned into
+    one line (``ModelLoadError``): a malformed file must never surface as a traceback from
+    inside the importer (found by tests/trust/test_fuzz_loaders.py)."""
+
+    @functools.wraps(importer)
+    def guarded(*args: Any, **kwargs: Any) -> Program:
+        try:
+            return importer(*args, **kwargs)
+        except (EdgeccError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise ModelLoadError(
+                f"'{path}' could not be imported as {kind} ({one_line(exc)[:300]}); the file "
+                "is malformed or uses something edgecc does not support: check it with "
+                + ("onnx.checker.check_model(model, full_check=True)" if kind == "ONNX"
+                   else "llama.cpp") + ", re-export it, and report it if it is valid"
+            ) from exc
+
+    return guarded
+
+
+MAX_INPUT_ELEMENTS = 1 << 31  # an example input larger than this is a corrupt declaration
+
+
+def check_onnx_inputs(path: str, input_shapes: Mapping[str, Sequence[int]] | None) -> None:
+    """Refuse graph inputs whose declared shape is negative or too large to materialize
+    (the importer builds example inputs from it): a lying header must not exhaust memory.
+    ``input_shapes`` overrides the declared shapes, as in the importer."""
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:
+        return  # unreadable: the importer says so, in its own words
+    weights = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in weights or not value.type.HasField("tensor_type"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 1
+                for d in value.type.tensor_type.shape.dim]
+        if input_shapes and value.name in input_shapes:
+            dims = [int(d) for d in input_shapes[value.name]]
+        if any(d < 0 for d in dims):
+            raise ModelLoadError(
+                f"'{path}': input '{value.name}' declares a negative dimension {dims}; "
+                "the file is corrupt: re-export it")
+        elements = 1
+        for d in dims:
+            elements *= d
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ModelLoadError(
+                f"'{path}': input '{value.name}' declares shape {dims} ({elements} elements); "
+                "that is a corrupt or wrong declaration: fix it with --input-shape "
+                f"{value.name}:1x... (input_shapes=...) or re-export the model")
 
 
 def _load_pickle(
