@@ -146,7 +146,9 @@ def _insert_weights(model: Any, weights: list[StoredWeight]) -> None:
         if w.scale.dim() > 0:
             attrs["axis"] = w.axis
         if w.block_size:
-            attrs["block_size"] = w.block_size
+            # one block longer than the axis is the whole axis: write it as such (K = 64
+            # with block 128 -> block_size 64), the same numbers in the shape TensorRT expects
+            attrs["block_size"] = min(w.block_size, int(w.logical_shape[w.axis]))
         nodes.append(helper.make_node("DequantizeLinear", [data.name, scale.name, zp.name],
                                       [w.name], name=f"{w.name}_dq", **attrs))
     if by_name:
@@ -219,7 +221,7 @@ def _fold_weight_transposes(model: Any) -> None:
         if data.ndim != 2:
             continue
         scale = numpy_helper.to_array(inits[dq.input[1]])
-        axis = attrs.get("axis", 1)
+        axis = attrs.get("axis", 1) % 2
         w = StoredWeight(dq.input[0][: -len("_q")] + "_t", torch.empty(0),
                          torch.from_numpy(scale.copy()), torch.zeros(1), axis,
                          attrs.get("block_size", 0), _dtype_of(inits[dq.input[0]].data_type))

@@ -74,6 +74,7 @@ def placement_report(model: Any, float_layers: dict[str, str]) -> dict[str, Any]
              TensorProto.FLOAT8E4M3FN: "fp8"}
     layers: dict[str, str] = {}
     counts: dict[str, int] = {}
+    unweighted: dict[str, str] = {}
     for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             continue
@@ -83,10 +84,13 @@ def placement_report(model: Any, float_layers: dict[str, str]) -> dict[str, Any]
             fmt = names.get(inits[w.input[0]].data_type, "?")
             act = x is not None and x.op_type == "DequantizeLinear"
             kind = f"{fmt} weights, {fmt} activations" if act else f"{fmt} weight-only"
-        elif node.input[1] in inits or (len(node.input) > 1 and x is not None):
-            kind = "float"
         else:
             kind = "float"
+            if node.input[1] not in inits and (w is None or w.op_type != "Constant"):
+                # Q K^T and P V of attention: both operands are activations
+                unweighted[node.name] = ("activation x activation MatMul (attention): "
+                                         "edgecc quantizes layers with stored weights only")
         layers[node.name] = kind
         counts[kind] = counts.get(kind, 0) + 1
-    return {"layers": layers, "counts": counts, "float_reasons": float_layers}
+    return {"layers": layers, "counts": counts,
+            "float_reasons": {**float_layers, **unweighted}}

@@ -135,6 +135,7 @@ class JetsonOptions:
     sparsity: bool = False  # build with 2:4 sparse kernels (prune{pattern=2:4} first)
     narrow_range: bool = False  # activations in [-127, 127] (weights always are)
     opset: int = 0
+    block_size: int = 128  # w4a16: weights per scale along K (ModelOpt's int4 default)
     # Q/DQ placement (ModelOpt's defaults): GEMV (M or N = 1) and convolutions with fewer
     # than 16 channels stay in float, with the reason in the report.
     quantize_gemv: bool = False
@@ -235,6 +236,11 @@ def resolve(opts: JetsonOptions) -> Resolved:
     if not 0 <= opts.dla_core:
         raise ValueError("dla_core must be >= 0")
     top = MAX_OPSET.get(trt_minor, 20)
+    if opts.precision == "w4a16" and trt_major >= 10:
+        # INT4 weights exist in ONNX only as opset 21's blocked DequantizeLinear; TensorRT
+        # 10.0 EA's parser "Added support for INT4 quantization" (onnx-tensorrt changelog)
+        # while its documented range still ended at opset 20 (raised to 22 in 10.9).
+        top = max(top, 21)
     opset = opts.opset or (21 if opts.precision == "w4a16" else min(top, 20))
     if not 13 <= opset <= 23:
         raise ValueError(f"opset must be between 13 and 23, got {opset}")
@@ -244,6 +250,9 @@ def resolve(opts: JetsonOptions) -> Resolved:
     if opset > top:
         raise ValueError(f"TensorRT {trt} imports ONNX opset <= {top}, not {opset}; use "
                          f"opset={top} or a newer JetPack")
+    if opts.block_size < 2 or opts.block_size % 2:
+        raise ValueError(f"block_size must be a positive even number (INT4 packs two per "
+                         f"byte), got {opts.block_size}; ModelOpt uses 128")
     if opts.workspace_mb <= 0:
         raise ValueError("workspace_mb must be positive")
     if opts.profile_min < 1 or (opts.profile_max and opts.profile_max < opts.profile_min) or (

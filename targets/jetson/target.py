@@ -28,15 +28,22 @@ from edgecc.target import Availability, Lowered, QuantSupport, Target, module_ve
 from edgecc.targets.jetson.placement import JetsonQDQPlacement, PlacementOptions
 from edgecc.targets.jetson.presets import JetsonOptions, describe, resolve
 
-# precision -> the quantize options the legalization runs (a program the user's pipeline
-# already quantized is left as it is: quantize finds no float layer to do)
-_QUANTIZE = {
-    "int8": QuantizeOptions(scheme="w8a8", embeddings=False),
-    "w4a16": QuantizeOptions(scheme="w4a16", weight_dtype="int4", weight_symmetric=True,
-                             scale_dtype="float32", embeddings=False),
-    "fp8": QuantizeOptions(scheme="fp8", embeddings=False),
-    "auto": QuantizeOptions(scheme="auto", auto_from="w8a8", embeddings=False),
-}
+
+
+def quantize_options(options: JetsonOptions) -> QuantizeOptions | None:
+    """The quantize options the legalization runs for ``options.precision`` (None: fp16).
+    A program the user's pipeline already quantized is left as it is: quantize finds no
+    float layer to do."""
+    return {
+        "int8": QuantizeOptions(scheme="w8a8", embeddings=False),
+        # INT4 weight-only as ModelOpt's int4 ONNX mode writes it: signed, symmetric,
+        # blocks of ``block_size`` along K, fp32 scales
+        "w4a16": QuantizeOptions(scheme="w4a16", weight_dtype="int4", weight_symmetric=True,
+                                 group_size=options.block_size, scale_dtype="float32",
+                                 embeddings=False),
+        "fp8": QuantizeOptions(scheme="fp8", embeddings=False),
+        "auto": QuantizeOptions(scheme="auto", auto_from="w8a8", embeddings=False),
+    }.get(options.precision)
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,12 +84,15 @@ class JetsonTarget(Target):
         return Availability(True, ", ".join(f"{k} {v}" for k, v in found.items()) + f"; {trt}")
 
     def legalization(self, options: JetsonOptions) -> tuple[PassStep, ...]:
-        steps = [PassStep(FoldBatchNorm, FoldBatchNorm.Options())]
-        if options.precision in _QUANTIZE:
-            steps.append(PassStep(Quantize, _QUANTIZE[options.precision]))
+        # masks (prune{pattern=2:4}) go into the weights before quantize, which stores
+        # only constant weights; zeros stay zeros under symmetric quantization
+        steps = [PassStep(FoldBatchNorm, FoldBatchNorm.Options()),
+                 PassStep(ApplyMasks, ApplyMasks.Options())]
+        quantize = quantize_options(options)
+        if quantize is not None:
+            steps.append(PassStep(Quantize, quantize))
         steps += [PassStep(DecomposeComposites, DecomposeComposites.Options()),
                   PassStep(AttentionMaskToAdditive, AttentionMaskToAdditive.Options()),
-                  PassStep(ApplyMasks, ApplyMasks.Options()),
                   PassStep(JetsonQDQPlacement, PlacementOptions(
                       quantize_gemv=options.quantize_gemv,
                       quantize_small_convs=options.quantize_small_convs,
