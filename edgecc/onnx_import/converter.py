@@ -52,17 +52,18 @@ class Converter:
 class ShapeValue:
     """An int64 tensor known element-wise as Python ints / SymInts."""
 
-    def __init__(self, values: Sequence[Any], scalar: bool = False):
+    def __init__(self, values: Sequence[Any], scalar: bool = False, dtype: torch.dtype = torch.int64):
         self.values = list(values)
         self.scalar = scalar
+        self.dtype = dtype  # torch.bool for a comparison of shapes (Equal)
 
     def tensor(self) -> torch.Tensor:
         if self.scalar:
             v = self.values[0]
-            return v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.int64)
-        if all(isinstance(v, int) for v in self.values):
-            return torch.tensor(self.values, dtype=torch.int64)
-        return torch.stack([torch.as_tensor(v, dtype=torch.int64) for v in self.values])
+            return v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=self.dtype)
+        if all(isinstance(v, (int, bool)) for v in self.values):
+            return torch.tensor(self.values, dtype=self.dtype)
+        return torch.stack([torch.as_tensor(v, dtype=self.dtype) for v in self.values])
 
     def __repr__(self) -> str:
         return f"ShapeValue({self.values}{', scalar' if self.scalar else ''})"
@@ -81,10 +82,12 @@ ONNX_DTYPES = {
 
 
 def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
-    array = np.ascontiguousarray(array)
+    # Not np.ascontiguousarray: it turns a 0-d array (a scalar Constant) into shape (1,),
+    # and a Gather by that index then keeps an axis it must drop.
+    array = np.array(array, order="C", copy=True)
     if array.dtype == np.uint16 or array.dtype.kind in "OUS":
         raise NotImplementedError(f"tensor dtype {array.dtype}")
-    return torch.from_numpy(array.copy())
+    return torch.from_numpy(array)
 
 
 def _attributes(node: Any) -> dict[str, Any]:

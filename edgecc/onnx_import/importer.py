@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from edgecc.onnx_import.validate import (
     upgrade_if_old,
 )
 from edgecc.program import Program
+
+if TYPE_CHECKING:
+    from edgecc.onnx_import.self_check import ImportCheckOptions
 
 FOLD_LIMIT_BYTES = 64 << 20  # constant results larger than this stay runtime operators
 DYNAMIC_EXAMPLE = 2  # example size for a symbolic dimension (0 and 1 would be specialized)
@@ -55,6 +58,7 @@ class OnnxModule(torch.nn.Module):
         self.formats = dict(formats)
         self.input_names = list(inputs)
         self.output_names = list(outputs)
+        self.record: dict[str, Any] | None = None
         taken: set[str] = set()
         self.attr_of: dict[str, str] = {}
         needed = {n for node in nodes for n in node.input if n in static}
@@ -72,7 +76,16 @@ class OnnxModule(torch.nn.Module):
         env: dict[str, Any] = dict(zip(self.input_names, args))
         for name, attr in self.attr_of.items():
             env[name] = getattr(self, attr)
-        for node in self.nodes:
+        queue = list(reversed(self.nodes))
+        while queue:
+            node = queue.pop()
+            if node.op_type == "Constant":  # inside an inlined If branch
+                env[node.output[0]] = _constant_value(node)
+                continue
+            cond = env.get(node.input[0]) if node.op_type == "If" else None
+            if isinstance(cond, ShapeValue) and all(isinstance(v, (bool, int)) for v in cond.values):
+                queue.extend(reversed(_inline_if(node, bool(cond.values[0]))))
+                continue
             fn = lookup(node_key(node), self.opset)
             ctx = Ctx(node, self.opset, self.static_values, self.formats)
             ins = [env.get(n) if n else None for n in node.input]
@@ -87,6 +100,8 @@ class OnnxModule(torch.nn.Module):
             for name, value in zip(node.output, outs):
                 if name:
                     env[name] = value
+        if self.record is not None:  # the import check compares every tensor
+            self.record.update(env)
         result = []
         for name in self.output_names:
             value = env[name]
@@ -135,16 +150,14 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
     from onnx import numpy_helper
 
     remaining = []
-    for node in nodes:
+    queue = list(reversed(nodes))
+    while queue:
+        node = queue.pop()
+        if node.op_type == "If" and node.input[0] in static:
+            queue.extend(reversed(_inline_if(node, bool(static[node.input[0]].reshape(-1)[0]))))
+            continue
         if node.op_type == "Constant":
-            attr = {a.name: a for a in node.attribute}
-            if "value" in attr:
-                static[node.output[0]] = numpy_to_torch(numpy_helper.to_array(attr["value"].t))
-                continue
-            from onnx import helper
-
-            (a,) = node.attribute
-            static[node.output[0]] = torch.tensor(helper.get_attribute_value(a))
+            static[node.output[0]] = _constant_value(node)
             continue
         if node.op_type == "Shape" and node.input[0] not in static:
             dims = shapes.get(node.input[0])
@@ -181,6 +194,32 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
     return remaining
 
 
+def _constant_value(node: Any) -> torch.Tensor:
+    from onnx import helper, numpy_helper
+
+    attr = {a.name: a for a in node.attribute}
+    if "value" in attr:
+        return numpy_to_torch(numpy_helper.to_array(attr["value"].t))
+    (a,) = node.attribute
+    return torch.tensor(helper.get_attribute_value(a))
+
+
+def _inline_if(node: Any, condition: bool) -> list[Any]:
+    """The nodes of the branch an ``If`` with an import-time condition takes, its outputs
+    renamed to the ``If``'s (torch.onnx's opset-11 exports guard on input ranks this way:
+    ``LocalResponseNorm`` is ``If(Equal(rank, 3))``)."""
+    from onnx import helper
+
+    branch = next(helper.get_attribute_value(a) for a in node.attribute
+                  if a.name == ("then_branch" if condition else "else_branch"))
+    nodes = list(branch.node)
+    for inner, outer in zip(branch.output, node.output):
+        if outer:
+            nodes.append(helper.make_node("Identity", [inner.name], [outer],
+                                          name=f"{node.name}/{inner.name}"))
+    return nodes
+
+
 def _inferred_shapes(model: Any) -> dict[str, list[int | None]]:
     import onnx
 
@@ -207,9 +246,31 @@ def _index_range(nodes: Sequence[Any], name: str, static: dict[str, torch.Tensor
     return max(min(sizes), 1) if sizes else 2
 
 
-def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Program:
+def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+              check: ImportCheckOptions | None = None) -> Program:
     """Import an ONNX file. ``input_shapes`` fixes the shapes of named inputs (overriding
-    their symbolic dimensions); other symbolic dimensions stay dynamic."""
+    their symbolic dimensions); other symbolic dimensions stay dynamic.
+
+    The import checks itself (``self_check.py``): the original file runs in onnxruntime and
+    the program in PyTorch on fresh random inputs, and an import that disagrees is refused,
+    naming the first node that diverges. ``check=ImportCheckOptions(enabled=False)`` skips it.
+    """
+    from edgecc.onnx_import.self_check import ImportCheckOptions, check_import
+
+    program, module = import_onnx(path, input_shapes=input_shapes)
+    options = check if check is not None else ImportCheckOptions()
+    record = check_import(path, program, module, options)
+    program.graph_module.meta[IMPORT_CHECK_KEY] = record
+    return program
+
+
+IMPORT_CHECK_KEY = "edgecc.import_check"  # graph_module.meta key of the check's record
+
+
+def import_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None
+                ) -> tuple[Program, OnnxModule]:
+    """The imported program, and the module of converters it was traced from (what the
+    import check runs node by node to find where an import diverges)."""
     import edgecc
     from edgecc.passes import ConstantFold, DeadCodeElimination
 
@@ -287,4 +348,4 @@ def load_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = N
     # parameters that compression passes can see.
     ConstantFold()(program)
     DeadCodeElimination()(program)
-    return program
+    return program, module

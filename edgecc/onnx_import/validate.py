@@ -135,8 +135,17 @@ def check_structure(model, path: str) -> list:
 def check_supported(nodes: Iterable, opset: int, path: str) -> None:
     from edgecc.onnx_import.registry import lookup, node_key
 
+    from onnx import helper
+
+    def with_branches(ns):  # an If's branches may be inlined, so their operators count too
+        for node in ns:
+            yield node
+            for a in node.attribute:
+                if a.type == a.GRAPH:
+                    yield from with_branches(helper.get_attribute_value(a).node)
+
     problems: dict[str, list[str]] = {}
-    for node in nodes:
+    for node in with_branches(nodes):
         key = node_key(node)
         if lookup(key, opset) is None:
             problems.setdefault(key, []).append(node.name or "(unnamed)")

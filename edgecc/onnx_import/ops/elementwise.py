@@ -40,6 +40,17 @@ def _binary(torch_fn: Callable[[Any, Any], Any], int_fn: Callable[[Any, Any], An
     return convert
 
 
+def _equal(ctx, a, b):
+    """Shapes compared stay Python bools (torch.onnx guards on ranks with ``If(Equal)``)."""
+    if isinstance(a, ShapeValue) or isinstance(b, ShapeValue):
+        try:
+            out = _shape_math(lambda x, y: bool(x == y), a, b, ctx)
+            return ShapeValue(out.values, scalar=out.scalar, dtype=torch.bool)
+        except (NotImplementedError, TypeError):
+            pass
+    return torch.eq(T(a), T(b))
+
+
 def _div(ctx, a, b):
     if isinstance(a, ShapeValue) or isinstance(b, ShapeValue):
         return _shape_math(lambda x, y: x // y, a, b, ctx)
@@ -100,7 +111,7 @@ CONVERTERS = (
     Converter("Mul", _binary(torch.mul, lambda x, y: x * y)),
     Converter("Div", _div),
     Converter("Pow", _binary(lambda a, b: torch.pow(a, b).to(a.dtype))),
-    Converter("Equal", _binary(torch.eq)),
+    Converter("Equal", _equal),
     Converter("Less", _binary(torch.lt)),
     Converter("LessOrEqual", _binary(torch.le)),
     Converter("Greater", _binary(torch.gt)),

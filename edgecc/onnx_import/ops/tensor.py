@@ -1,5 +1,5 @@
 """Constants, casts and shape queries: Identity, Shape, Size, Constant, ConstantOfShape,
-Cast, CastLike, Range.
+Cast, CastLike, Range; If on an import-time condition.
 
 ``Shape`` and ``Size`` produce :class:`ShapeValue` so the shape arithmetic that follows
 stays symbolic under ``torch.export``.
@@ -37,6 +37,12 @@ def _constant(ctx):
     raise AssertionError("Constant nodes are evaluated at import")
 
 
+def _if(ctx, cond, *rest):
+    # Registered so the support check accepts it; _fold_constants inlines the branch an
+    # If with an import-time condition takes.
+    raise NotImplementedError("If with a condition computed from the data")
+
+
 def _constant_of_shape(ctx, shape):
     value = ctx.attr("value")
     from onnx import numpy_helper
@@ -71,6 +77,7 @@ CONVERTERS = (
     Converter("Shape", _shape),
     Converter("Size", _size),
     Converter("Constant", _constant),
+    Converter("If", _if),
     Converter("ConstantOfShape", _constant_of_shape),
     Converter("Cast", _cast),
     Converter("CastLike", _cast_like, since_opset=15),
