@@ -112,12 +112,18 @@ def _avg_pool(ctx, x):
     kernel, strides, dilations, begin, end = _pool_args(ctx, x)
     n = len(kernel)
     include = bool(ctx.attr("count_include_pad", 0))
-    if begin != end:
-        x, begin = _pad_explicitly(x, begin, end)
-        include = True
+    ceil = bool(ctx.attr("ceil_mode", 0))
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
-    return fn(x, kernel, strides, begin, ceil_mode=bool(ctx.attr("ceil_mode", 0)),
-              count_include_pad=include)
+    if begin != end:
+        padded, zeros = _pad_explicitly(x, begin, end)
+        total = fn(padded, kernel, strides, zeros, ceil_mode=ceil, count_include_pad=True)
+        if include:
+            return total
+        # Padding applied up front is data to torch: divide by the share of each window
+        # that is real input (the pooled mask of ones), not by the window size.
+        ones, _ = _pad_explicitly(x.new_ones((1, 1, *x.shape[2:])), begin, end)
+        return total / fn(ones, kernel, strides, zeros, ceil_mode=ceil, count_include_pad=True)
+    return fn(x, kernel, strides, begin, ceil_mode=ceil, count_include_pad=include)
 
 
 def _gap(ctx, x):
