@@ -225,11 +225,14 @@ def load(
     trust_pickle: bool = False,
     example_inputs: Sequence[torch.Tensor] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    import_check: Any = True,
 ) -> Program:
     """Load a model file into a ``Program``.
 
     ``.onnx``: imported by edgecc's own ONNX importer; ``input_shapes`` fixes named inputs'
-    shapes (other symbolic dimensions stay dynamic).
+    shapes (other symbolic dimensions stay dynamic). The import is checked against
+    onnxruntime (``edgecc.onnx_import.self_check``); ``import_check=False`` skips that, an
+    ``ImportCheckOptions`` tunes it.
 
     ``.gguf``: a llama.cpp Llama-family decoder (``edgecc.gguf_import``).
 
@@ -256,8 +259,11 @@ def load(
 
         check_onnx_inputs(path, input_shapes)
         load_onnx = _importer_errors_as_load_errors(import_onnx, path, "ONNX")
+        from edgecc.onnx_import.self_check import ImportCheckOptions
 
-        return load_onnx(path, input_shapes=input_shapes)
+        check = import_check if isinstance(import_check, ImportCheckOptions) else \
+            ImportCheckOptions(enabled=bool(import_check))
+        return load_onnx(path, input_shapes=input_shapes, check=check)
     if suffix == ".gguf":
         from edgecc.gguf_import import load_gguf as import_gguf
 
