@@ -81,13 +81,15 @@ class CompileResult:
 
 def resolve_model(model: Any, example_inputs: Sequence[Any] | None, *,
                   trust_pickle: bool = False, dynamic_shapes: Any = None,
-                  input_shapes: dict[str, Sequence[int]] | None = None) -> Program:
-    """An ``nn.Module`` (with example inputs), a file path, or a ``Program`` -> ``Program``."""
+                  input_shapes: dict[str, Sequence[int]] | None = None,
+                  import_check: Any = True) -> Program:
+    """An ``nn.Module`` (with example inputs), a file path, or a ``Program`` -> ``Program``.
+    ``import_check``: check an ``.onnx`` import against onnxruntime (see ``edgecc.load``)."""
     if isinstance(model, Program):
         return model.copy()
     if isinstance(model, (str, os.PathLike)):
         return load(model, trust_pickle=trust_pickle, example_inputs=example_inputs,
-                    input_shapes=input_shapes)
+                    input_shapes=input_shapes, import_check=import_check)
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise InputSpecError(
@@ -129,6 +131,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     dump_ir: str | None = None,
     trust_pickle: bool = False,
     progress: bool | None = None,
+    import_check: Any = True,
 ) -> CompileResult:
     """Compile ``model`` for ``target`` (see the module docstring)."""
     if pipeline is not None and recipe is not None:
@@ -149,7 +152,8 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     with Progress(stages, enabled=progress) as bar:
         bar.stage("load model")
         original = resolve_model(model, example_inputs, trust_pickle=trust_pickle,
-                                 dynamic_shapes=dynamic_shapes, input_shapes=input_shapes)
+                                 dynamic_shapes=dynamic_shapes, input_shapes=input_shapes,
+                                 import_check=import_check)
         program = original.copy()
         before = measure(original)
 
@@ -198,6 +202,8 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                 "artifacts": [_artifact_entry(staging, a) for a in artifacts],
                 "not_verified": tgt.not_verified(tgt_options),
             }
+            if "edgecc.import_check" in original.graph_module.meta:  # an .onnx import
+                manifest["import_check"] = original.graph_module.meta["edgecc.import_check"]
             bar.stage("verify")
             lossy = _lossy_passes(result.stats["passes"])
             if verify and tgt.executes(tgt_options) and vopts.samples > 0:
