@@ -140,7 +140,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     calibration = None
     if args.calib:
         probe = compiler.resolve_model(args.model, example, trust_pickle=args.trust_pickle,
-                                       input_shapes=named)
+                                       input_shapes=named, import_check=False)
         from edgecc.inputs import load_calibration
 
         calibration = load_calibration(args.calib, probe.input_specs)
@@ -160,6 +160,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         dump_ir=args.dump_ir,
         trust_pickle=args.trust_pickle,
         progress=False if args.json else None,
+        import_check=not args.no_import_check,
     )
     if args.json:
         _print_json(res.report)
@@ -222,12 +223,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
     program = load(args.model, trust_pickle=args.trust_pickle,
                    example_inputs=example_tensors(shapes),
-                   input_shapes={n: s for n, s, _ in shapes} or None)
+                   input_shapes={n: s for n, s, _ in shapes} or None,
+                   import_check=not args.no_import_check)
     size = measure(program)
     ops = dict(sorted(program.op_counts().items(), key=lambda kv: (-kv[1], kv[0])))
     data = {"source": args.model, "inputs": [s.to_json() for s in program.input_specs],
             "outputs": [s.to_json() for s in program.output_specs], **size.to_json(),
             "op_counts": ops}
+    if "edgecc.import_check" in program.graph_module.meta:
+        data["import_check"] = program.graph_module.meta["edgecc.import_check"]
     deploy_text = ""
     if args.target:  # a target's deployability report (where each op would run, and why)
         from edgecc.compiler import resolve_target
@@ -410,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
                        help="fix an input's shape (ONNX symbolic dims) or give a pickled "
                        "module's example input, e.g. x:1x3x224x224")
+        p.add_argument("--no-import-check", action="store_true",
+                       help="(.onnx) skip checking the import against onnxruntime")
 
     p = sub.add_parser("compile", help="optimize a model and lower it for a target")
     model_args(p)
