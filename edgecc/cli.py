@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgecc.cli_generate import add_generate_parser  # edgecc generate OUT --prompt ...
 
     add_generate_parser(sub)
+    from edgecc.llm_eval.cli import add_eval_ppl_parser  # edgecc eval-ppl MODEL --ctx N
+
+    add_eval_ppl_parser(sub)
     return parser
 
 
