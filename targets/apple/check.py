@@ -86,7 +86,8 @@ def references(program: Program) -> dict[str, dict[str, Any]]:
             mask = None
         else:
             codes, mask = None, args[1].bool().numpy()
-        out[_key(str(node.args[0].target))] = {"dense": dense, "codes": codes, "mask": mask}
+        out[_key(str(node.args[0].target))] = {"dense": dense, "codes": codes, "mask": mask,
+                                               "op": node.target, "args": args}
     return out
 
 
@@ -95,26 +96,38 @@ def _stored(op: Any, name: str) -> np.ndarray | None:
     return None if var is None or var.val is None else np.asarray(var.val)
 
 
-def _blob_payload(mil: Any) -> tuple[int, int]:
-    """Bytes of constant data the loaded program holds (sub-byte types packed), and how
-    many constants are large enough to live in weight.bin."""
-    from coremltools.converters.mil.mil import types
+def _var_bytes(var: Any) -> int:
+    """Bytes a constant takes in the package (sub-byte types packed)."""
+    from coremltools.converters.mil.mil.types.type_mapping import builtin_to_string
 
+    name = builtin_to_string(var.dtype)
+    width = 16 if name == "fp16" else 32 if name in ("fp32", "int32", "uint32") else int(
+        "".join(c for c in name if c.isdigit()) or 8)
+    return (np.asarray(var.val).size * width + 7) // 8
+
+
+def stored_bytes(ops: dict[str, Any], w: Any) -> int:
+    """Bytes of the constants one compressed weight is stored as (codes, scales, offsets,
+    LUTs, masks)."""
+    names = [w.mil_op] + ([w.mil_op + "_sparse_quantized"] if w.form.startswith("sparse_b")
+                          else [])
+    return sum(_var_bytes(v) for n in names for v in ops[n].inputs.values()
+               if v.val is not None and getattr(v.val, "size", 1) > 1 and v.op is not None
+               and v.op.op_type == "const")
+
+
+def _blob_payload(mil: Any) -> tuple[int, int]:
+    """Bytes of constant data the loaded program holds in weight.bin-sized constants (sub-byte
+    types packed), and how many such constants there are."""
     total = blobs = 0
     for op in mil.functions["main"].operations:
-        for var in (op.outputs if op.op_type == "const" else []):
-            if not hasattr(var, "val") or var.val is None or not hasattr(var, "dtype"):
-                continue
-            if not hasattr(var.val, "size") or var.val.size < 10:
-                continue  # small constants live in the model file, not weight.bin
-            try:
-                bits = types.type_mapping.builtin_to_string(var.dtype)
-                width = int("".join(c for c in bits if c.isdigit()) or 8)
-            except Exception:
-                width = np.asarray(var.val).dtype.itemsize * 8
-            width = 16 if bits.startswith("fp16") else width
-            total += (np.asarray(var.val).size * width + 7) // 8
-            blobs += 1
+        if op.op_type != "const":
+            continue
+        var = op.outputs[0]
+        if var.val is None or not hasattr(var.val, "size") or var.val.size < 10:
+            continue  # small constants live in the model file, not weight.bin
+        total += _var_bytes(var)
+        blobs += 1
     return total, blobs
 
 
@@ -178,33 +191,21 @@ def _check_weights(mil: Any, record: Carry, refs: dict[str, dict[str, Any]]
                             + ("" if scales_exact is None else
                                f", scales {'ok' if scales_exact else 'DIFFER'}"))
         rows.append({"weight": w.key, "op": expected_type, "codes_bit_exact": codes_exact,
-                     "weight_bit_exact": dense_exact, "scales_bit_exact": scales_exact})
+                     "weight_bit_exact": dense_exact, "scales_bit_exact": scales_exact,
+                     "stored_bytes": stored_bytes(ops, w),
+                     "float32_bytes": 4 * int(np.prod(w.shape))})
     return {"weights": rows, "failures": failures,
             "fp16_scale_rounding_max_abs": scale_rounding}
 
 
 def _fp16_expected(w: Any, ref: dict[str, Any]) -> np.ndarray:
-    """The weight as an fp16 package holds it: edgecc's codes with fp16-rounded scales /
-    LUT / sparse values, rounded to fp16."""
-    if w.form in ("blockwise_shift_scale", "sparse_blockwise_shift_scale",
-                  "affine_dequantize") and w.scale is not None:
-        dense32, s32 = ref["dense"], w.scale
-        s16 = s32.astype(np.float16).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(s32 != 0, s16 / s32, 1.0)
-        # (q - z) * s16, computed exactly in float64 then rounded once
-        scaled = dense32.astype(np.float64) * np.broadcast_to(_expand(ratio, dense32.shape),
-                                                              dense32.shape)
-        return scaled.astype(np.float16).astype(np.float32)
-    return ref["dense"].astype(np.float16).astype(np.float32)
-
-
-def _expand(p: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A rank-matched parameter repeated to ``shape`` (block sizes = shape / p.shape)."""
-    for axis, (n, m) in enumerate(zip(shape, p.shape)):
-        if m != n and m != 1:
-            p = np.repeat(p, n // m, axis=axis)
-    return p
+    """The weight as an fp16 package holds it: edgecc's operator run on its own codes with
+    the float parameter the package stores in fp16 (scale, LUT or sparse values) rounded to
+    fp16, the result rounded to fp16."""
+    args = list(ref["args"])
+    position = 0 if w.form == "sparse_to_dense" else 1  # masked: the weight; else scale/LUT
+    args[position] = args[position].half().float()
+    return ref["op"](*args).detach().float().half().float().numpy()
 
 
 def _io(spec: Any) -> dict[str, Any]:

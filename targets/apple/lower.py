@@ -53,9 +53,8 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[tuple[str, str]]:
     for node in ep.graph.nodes:
         if node.op != "call_function":
             continue
-        target = node.target if isinstance(node.target, str) else getattr(
-            node.target, "__name__", str(node.target))
-        name = sanitize_op_kind(target)
+        name = sanitize_op_kind(str(node.target) if isinstance(node.target, torch._ops.OpOverload)
+                                else getattr(node.target, "__name__", str(node.target)))
         if name in ("getitem",) or _TORCH_OPS_REGISTRY.get_func(name) is not None:
             continue
         out.append((node.name, str(node.target)))
