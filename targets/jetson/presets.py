@@ -141,6 +141,9 @@ class JetsonOptions:
     quantize_gemv: bool = False
     quantize_small_convs: bool = False
     workspace_mb: int = 2048
+    # model.onnx keeps its tensors in model.onnx.data past this size (protobuf's 2 GB
+    # limit, with room: TensorRT#4494 "Reading dangerously large protocol message")
+    external_data_mb: int = 1800
     # dynamic inputs: batch size range of the optimization profile (min, opt, max)
     profile_min: int = 1
     profile_opt: int = 0  # 0: the example input's
@@ -253,6 +256,9 @@ def resolve(opts: JetsonOptions) -> Resolved:
     if opts.block_size < 2 or opts.block_size % 2:
         raise ValueError(f"block_size must be a positive even number (INT4 packs two per "
                          f"byte), got {opts.block_size}; ModelOpt uses 128")
+    if not 0 <= opts.external_data_mb <= 2000:
+        raise ValueError("external_data_mb must be between 0 and 2000 (protobuf cannot "
+                         f"serialize 2 GB), got {opts.external_data_mb}")
     if opts.workspace_mb <= 0:
         raise ValueError("workspace_mb must be positive")
     if opts.profile_min < 1 or (opts.profile_max and opts.profile_max < opts.profile_min) or (

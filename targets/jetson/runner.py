@@ -90,7 +90,31 @@ def one_step_check(program: Any, runner: OnnxModelRunner, inputs: list[tuple[Any
                 worst[i] = max(worst[i], d)
     tol = step if step > 0 else 1e-4
     return {"max_abs_per_output": worst, "one_step": step, "tolerance": tol,
+            "bound": "one activation quantization step" if step > 0
+            else "float tolerance 1e-4 (no activation is quantized)",
             "passed": all(d <= tol for d in worst), "samples": len(inputs)}
+
+
+FP16_RELATIVE = 2.0 ** -7  # fp16 keeps 11 significant bits; 4 bits of room for depth
+
+
+def fp16_check(program: Any, runner: OnnxModelRunner, inputs: list[tuple[Any, ...]]
+               ) -> dict[str, Any]:
+    """An fp16 ONNX against the fp32 program: max-abs per output within
+    ``2^-7 * max|reference|`` (relative to each output's range)."""
+    worst: list[float] = []
+    tols: list[float] = []
+    for x in inputs:
+        for i, (r, g) in enumerate(zip(program.run(*x), runner.run(*x))):
+            d = float((r.float() - g.float()).abs().max())
+            t = FP16_RELATIVE * max(float(r.float().abs().max()), 1e-3)
+            if i >= len(worst):
+                worst.append(d), tols.append(t)
+            else:
+                worst[i], tols[i] = max(worst[i], d), max(tols[i], t)
+    return {"max_abs_per_output": worst, "one_step": 0.0, "tolerance": min(tols),
+            "bound": "fp16: 2^-7 of each output's largest magnitude",
+            "passed": all(d <= t for d, t in zip(worst, tols)), "samples": len(inputs)}
 
 
 def check_2_4(model: Any) -> dict[str, Any]:

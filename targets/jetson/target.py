@@ -114,9 +114,16 @@ class JetsonTarget(Target):
         return OnnxModelRunner(os.path.join(output_dir, "model.onnx"))
 
     def not_verified(self, options: JetsonOptions) -> list[str]:
+        from edgecc.targets.jetson.engine import tensorrt_here
+
         res = resolve(options)
+        version, gpu = tensorrt_here()
+        if version is not None:  # compile() built and ran the engine here
+            return [f"the engine on the {res.device.module} itself (built here with "
+                    f"TensorRT {version} on {gpu}; the device builds with TensorRT "
+                    f"{res.tensorrt}, {res.device.sm})"]
         return [f"TensorRT {res.tensorrt} engine build (JetPack {res.jetpack.version}, "
-                f"{res.device.sm}): no TensorRT / NVIDIA GPU here",
+                f"{res.device.sm}): {gpu}",
                 "GPU execution of the engine (run_engine.py on the device)"]
 
     def listing(self) -> str:

@@ -38,7 +38,10 @@ def main() -> int:
     logger = trt.Logger(trt.Logger.VERBOSE if args.verbose else trt.Logger.INFO)
     builder = trt.Builder(logger)
     quantized = cfg["quantized"]
-    strongly_typed = major >= 11 or (major == 10 and (quantized or not cfg["fp16"]))
+    fp16_onnx = cfg.get("onnx_float_type") == "float16"
+    # strongly typed where the ONNX's types say everything: Q/DQ, an fp16 ONNX, or fp32
+    strongly_typed = major >= 11 or (major == 10 and (quantized or fp16_onnx
+                                                      or not cfg["fp16"]))
     if major >= 11:
         flags = 0  # TensorRT 11: every network is strongly typed
     elif major == 10:
@@ -60,7 +63,7 @@ def main() -> int:
             config.set_flag(trt.BuilderFlag.FP16)
         if quantized:
             config.set_flag(trt.BuilderFlag.INT8)
-    elif major >= 11 and cfg["fp16"] and not quantized:
+    elif major >= 11 and cfg["fp16"] and not quantized and not fp16_onnx:
         print("warning: TensorRT 11 builds the ONNX's own types (fp32 here); for fp16 convert "
               "model.onnx with ModelOpt AutoCast first", file=sys.stderr)
     if cfg["sparsity"]:

@@ -196,3 +196,176 @@ def test_checker_rules_on_hand_written_qdq():
     assert "'b_dq'" in text and "INT32 quantization" in text
     assert "'conv'" in text and "quantized bias" in text
     assert "'raw_int8'" in text and "does not feed a DequantizeLinear" in text
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.c1(x))).mean((2, 3))
+
+
+@pytest.fixture(scope="module")
+def trt11_fp16_dynamic(tmp_path_factory):
+    """fp16 for TensorRT 11 (JetPack 7.2, agx-orin): an fp16 ONNX, a dynamic batch, and
+    external data forced on (threshold 0 MB)."""
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch", min=1, max=8)
+    out = tmp_path_factory.mktemp("trt11") / "o"
+    res = edgecc.compile(SmallCNN().eval(), "jetson:agx-orin",
+                         example_inputs=(torch.randn(2, 3, 16, 16),),
+                         dynamic_shapes=({0: batch},), output_dir=str(out),
+                         target_options={"jetpack": "7.2", "tensorrt": "11",
+                                         "profile_opt": 4, "external_data_mb": 0})
+    return res, out
+
+
+def test_fp16_onnx_for_strongly_typed_tensorrt_11(trt11_fp16_dynamic):
+    res, out = trt11_fp16_dynamic
+    low = res.report["lowering"]
+    assert low["tensorrt"] == "11.4.1" and low["onnx_float_type"] == "float16"
+    model = onnx.load(str(out / "model.onnx"))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    inits = {i.name: i for i in model.graph.initializer}
+    assert convs and all(inits[c.input[1]].data_type == TensorProto.FLOAT16 for c in convs)
+    # fp32 at the boundary (Casts inside), the fp16 model within its stated bound
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    check = low["onnxruntime_vs_fake_quant"]
+    assert check["passed"] and "fp16" in check["bound"]
+    assert 0 < max(check["max_abs_per_output"]) <= check["tolerance"]
+    cfg = json.loads((out / "engine_config.json").read_text())
+    assert cfg["onnx_float_type"] == "float16" and cfg["fp16"]
+    assert "model.onnx is fp16 inside" in (out / "README.txt").read_text()
+    assert res.report["verification"]["passed"]
+
+
+def test_external_data_past_the_threshold(trt11_fp16_dynamic):
+    res, out = trt11_fp16_dynamic
+    assert res.report["lowering"]["external_data"]
+    assert (out / "model.onnx.data").stat().st_size > 0
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    external = [i.name for i in model.graph.initializer
+                if i.data_location == TensorProto.EXTERNAL]
+    assert external  # the conv weights live in model.onnx.data
+    assert "model.onnx.data" in {a["path"] for a in res.report["artifacts"]}
+    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+
+
+def test_optimization_profile_per_dynamic_input(trt11_fp16_dynamic):
+    res, out = trt11_fp16_dynamic
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not dim.HasField("dim_value")  # the batch stays dynamic in the ONNX
+    name = model.graph.input[0].name
+    prof = json.loads((out / "engine_config.json").read_text())["profiles"]
+    assert prof == {name: {"min": [1, 3, 16, 16], "opt": [4, 3, 16, 16],
+                           "max": [8, 3, 16, 16]}}
+    sh = (out / "trtexec.sh").read_text()
+    assert (f"--minShapes={name}:1x3x16x16" in sh and f"--optShapes={name}:4x3x16x16" in sh
+            and f"--maxShapes={name}:8x3x16x16" in sh)
+
+
+FAKE_TENSORRT = '''
+import json, os
+__version__ = os.environ["FAKE_TRT_VERSION"]
+LOG = []
+class Logger:
+    VERBOSE = INFO = 0
+    def __init__(self, *a): pass
+class NetworkDefinitionCreationFlag:
+    EXPLICIT_BATCH = 0
+    STRONGLY_TYPED = 1
+class BuilderFlag:
+    FP16, INT8, SPARSE_WEIGHTS, GPU_FALLBACK = "FP16", "INT8", "SPARSE_WEIGHTS", "GPU_FALLBACK"
+class MemoryPoolType:
+    WORKSPACE = "WORKSPACE"
+class DeviceType:
+    DLA = "DLA"
+class _Config:
+    def set_memory_pool_limit(self, pool, size): LOG.append(["pool", pool, size])
+    def set_flag(self, flag): LOG.append(["flag", flag])
+    def add_optimization_profile(self, p): LOG.append(["profile", p.shapes])
+class _Profile:
+    def __init__(self): self.shapes = {}
+    def set_shape(self, name, lo, opt, hi): self.shapes[name] = [list(lo), list(opt), list(hi)]
+class Builder:
+    def __init__(self, logger): pass
+    def create_network(self, flags): LOG.append(["network_flags", flags]); return object()
+    def create_builder_config(self): return _Config()
+    def create_optimization_profile(self): return _Profile()
+    def build_serialized_network(self, net, cfg):
+        json.dump(LOG, open(os.environ["FAKE_TRT_LOG"], "w")); return b"plan"
+class OnnxParser:
+    def __init__(self, net, logger): pass
+    def parse_from_file(self, path): return os.path.exists(path)
+'''
+
+
+@pytest.mark.parametrize("version,quantized,fp16_onnx,sparsity,expect", [
+    ("8.5.2", True, False, False, {"network_flags": 1, "flags": {"FP16", "INT8"}}),
+    ("10.3.0", True, False, True, {"network_flags": 2, "flags": {"SPARSE_WEIGHTS"}}),
+    ("10.3.0", False, False, False, {"network_flags": 0, "flags": {"FP16"}}),
+    ("11.4.1", False, True, False, {"network_flags": 0, "flags": set()}),
+])
+def test_build_engine_branches_on_the_tensorrt_major(trt11_fp16_dynamic, tmp_path, version,
+                                                     quantized, fp16_onnx, sparsity, expect):
+    """build_engine.py against a stand-in ``tensorrt`` module that records the builder
+    calls: weak typing + INT8/FP16 flags on 8.x, STRONGLY_TYPED (+ SPARSE_WEIGHTS) on 10.x,
+    no typing flag at all on 11.x; the optimization profile per dynamic input on all."""
+    import shutil
+    import subprocess
+    import sys
+
+    _, out = trt11_fp16_dynamic
+    work = tmp_path / "bundle"
+    shutil.copytree(out, work)
+    cfg = json.loads((work / "engine_config.json").read_text())
+    cfg.update(quantized=quantized, sparsity=sparsity, tensorrt=version,
+               onnx_float_type="float16" if fp16_onnx else "float32")
+    (work / "engine_config.json").write_text(json.dumps(cfg))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "tensorrt.py").write_text(FAKE_TENSORRT)
+    log = tmp_path / "log.json"
+    env = {**os.environ, "PYTHONPATH": str(fake), "FAKE_TRT_VERSION": version,
+           "FAKE_TRT_LOG": str(log)}
+    r = subprocess.run([sys.executable, str(work / "build_engine.py")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (work / "model.plan").read_bytes() == b"plan"
+    calls = json.loads(log.read_text())
+    assert next(c[1] for c in calls if c[0] == "network_flags") == expect["network_flags"]
+    assert {c[1] for c in calls if c[0] == "flag"} == expect["flags"]
+    assert ["pool", "WORKSPACE", 2048 << 20] in calls
+    (profile,) = [c[1] for c in calls if c[0] == "profile"]
+    assert list(profile.values()) == [[[1, 3, 16, 16], [4, 3, 16, 16], [8, 3, 16, 16]]]
+    assert ("strongly typed" in r.stdout) == (version != "8.5.2" and (quantized or fp16_onnx))
+
+
+def test_engine_built_here_only_with_tensorrt_and_a_gpu(trt11_fp16_dynamic):
+    from edgecc.targets.jetson.engine import tensorrt_here
+
+    res, out = trt11_fp16_dynamic
+    version, why = tensorrt_here()
+    eng = res.report["lowering"]["engine"]
+    if version is None:
+        assert eng == {"built": False, "reason": why}
+        assert any("engine build" in s for s in res.report["not_verified"])
+        pytest.skip(f"engine build and GPU execution not run: {why}")
+    assert eng["built"] and eng["passed"], eng  # a Jetson or a workstation with TensorRT
+    assert (out / "model.plan").exists()
+
+
+def test_operator_tensorrt_cannot_parse_fails_the_compile(tmp_path):
+    # LayerNormalization: TensorRT 8.6 added it; JetPack 5.1 ships TensorRT 8.5.2
+    out = tmp_path / "o"
+    with pytest.raises(edgecc.EdgeccError, match=r"TensorRT 8\.5\.2 would refuse the model: "
+                       r"node '.*' \(LayerNormalization\): .*added in TensorRT 8\.6") as info:
+        edgecc.compile(torch.nn.LayerNorm(16).eval(), "jetson:agx-orin",
+                       example_inputs=(torch.randn(2, 16),), output_dir=str(out),
+                       target_options={"jetpack": "5.1"})
+    assert len(str(info.value).splitlines()) == 1
+    assert not out.exists()
