@@ -129,6 +129,11 @@ class Target:
         """Passes run after the user's pipeline and before ``lower``."""
         return ()
 
+    def check_pipeline(self, steps: Sequence[Any], options: Any) -> None:
+        """Refuse, before any pass runs, a step of the user's pipeline this target cannot
+        honour (an ``EdgeccError`` naming the step and the fix); by default every step is
+        accepted."""
+
     def lower(self, program: Program, output_dir: str, options: Any) -> Lowered:
         raise NotImplementedError
 
