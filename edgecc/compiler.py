@@ -141,6 +141,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     tgt, tgt_options = resolve_target(target_spec, target_options, loaded.target_options)
     text = pipeline if pipeline is not None else (loaded.pipeline or "")
     steps = parse_pipeline(text)
+    tgt.check_pipeline(steps, tgt_options)  # a step the target cannot honour: before any work
     steps = (*steps, *tgt.legalization(tgt_options))
     vopts = verify_options or loaded.verify
     avail = tgt.require_available()
