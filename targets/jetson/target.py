@@ -16,8 +16,10 @@ verified.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
+from edgecc.errors import OptionError
 from edgecc.passes import (
     ApplyMasks, AttentionMaskToAdditive, DecomposeComposites, FoldBatchNorm, Quantize,
     QuantizeOptions,
@@ -52,6 +54,16 @@ def _versions() -> tuple[dict[str, str], list[str]]:
                             ("onnxscript", "onnxscript"),
                             ("onnx_graphsurgeon", "onnx-graphsurgeon"),
                             ("polygraphy", "polygraphy")))
+
+
+def _flat(steps: Sequence[Any]) -> list[PassStep]:
+    out: list[PassStep] = []
+    for s in steps:
+        if isinstance(s, PassStep):
+            out.append(s)
+        elif hasattr(s, "steps"):  # fixpoint groups, nested pass managers
+            out += _flat(s.steps)
+    return out
 
 
 class JetsonTarget(Target):
@@ -98,6 +110,22 @@ class JetsonTarget(Target):
                       quantize_small_convs=options.quantize_small_convs,
                       narrow_range=options.narrow_range))]
         return tuple(steps)
+
+    def check_pipeline(self, steps: Sequence[Any], options: JetsonOptions) -> None:
+        """Asymmetric quantization asked for explicitly is refused: TensorRT runs zero
+        points of 0 only ("TRT only supports symmetric quantization"). A scheme that is
+        asymmetric by default is made symmetric by the quantize pass (the target's
+        ``quantization`` says so) and reported; an explicit request is not silently
+        changed."""
+        for step in _flat(steps):
+            if step.pass_cls is not Quantize:
+                continue
+            for key in ("activation_symmetric", "weight_symmetric"):
+                if getattr(step.options, key) is False:
+                    raise OptionError(
+                        f"quantize{{{key}=false}}: TensorRT runs symmetric quantization "
+                        f"only (zero point 0); drop {key}=false (the jetson target "
+                        "quantizes symmetrically)")
 
     def lower(self, program: Program, output_dir: str, options: JetsonOptions) -> Lowered:
         self.require_available()

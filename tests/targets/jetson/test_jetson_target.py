@@ -151,9 +151,21 @@ def test_bad_request_fails_before_any_work(tmp_path):
         assert not (tmp_path / "o").exists()
 
 
-def test_asymmetric_quantization_asked_for_is_refused(tmp_path):
-    # the quantize pass makes weights symmetric for this target; an asymmetric QDQ written
-    # by hand is what the checker refuses, with the node named
+@pytest.mark.parametrize("option", ["activation_symmetric", "weight_symmetric"])
+def test_asymmetric_quantization_asked_for_fails_before_any_work(tmp_path, option):
+    out = tmp_path / "o"
+    with pytest.raises(edgecc.EdgeccError, match=rf"quantize\{{{option}=false\}}: TensorRT "
+                       rf"runs symmetric quantization only .*drop {option}=false") as info:
+        edgecc.compile(torch.nn.Linear(32, 32), "jetson:agx-orin",
+                       pipeline=f"quantize{{scheme=w8a8,{option}=false}}",
+                       example_inputs=(torch.randn(4, 32),), calibration=[(torch.randn(4, 32),)],
+                       target_options={"precision": "int8"}, output_dir=str(out))
+    assert len(str(info.value).splitlines()) == 1
+    assert not out.exists()
+
+
+def test_asymmetric_qdq_in_the_onnx_is_refused(tmp_path):
+    # an asymmetric QDQ written by hand is what the checker refuses, with the node named
     w = numpy_helper.from_array(np.ones((4, 4), np.int8), "w")
     s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     z = numpy_helper.from_array(np.array(3, np.int8), "z")
