@@ -7,10 +7,10 @@ runs in which precision), ``placement.py`` (legalization: Q/DQ where TensorRT fu
 quantization rules), ``runner.py`` (what runs here: onnxruntime on the exact ONNX, polygraphy)
 and ``bundle/`` (build_engine.py, trtexec.sh, run_engine.py, README.txt).
 
-No engine is built here: TensorRT needs an NVIDIA GPU, and a Jetson's TensorRT is the one its
-JetPack ships. ``compile()`` verifies ``model.onnx`` with onnxruntime against the
-fake-quant program and the original; the engine build and GPU execution are listed as not
-verified.
+A Jetson's TensorRT is the one its JetPack ships. ``compile()`` verifies ``model.onnx`` with
+onnxruntime against the fake-quant program and the original; where ``tensorrt`` imports and
+an NVIDIA GPU is visible it also builds the engine and compares its outputs
+(``engine.py``); elsewhere the engine build and GPU execution are listed as not verified.
 """
 
 from __future__ import annotations

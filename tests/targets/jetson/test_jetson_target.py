@@ -132,6 +132,9 @@ def test_options_refuse_impossible_requests():
         "unknown JetPack '6.5'": dict(device="agx-orin", jetpack="6.5"),
         "does not support the Jetson AGX Xavier": dict(device="agx-xavier", jetpack="6.2"),
         "needs TensorRT >= 10": dict(device="agx-orin", jetpack="6.0", precision="w4a16"),
+        "JetPack 6.2 ships TensorRT 10.3.0, not 10.7": dict(device="agx-orin", jetpack="6.2",
+                                                            tensorrt="10.7"),
+        "block_size must be a positive even number": dict(precision="w4a16", block_size=3),
     }
     for match, kw in bad.items():
         with pytest.raises(ValueError, match=match):
@@ -143,7 +146,9 @@ def test_options_refuse_impossible_requests():
 
 def test_bad_request_fails_before_any_work(tmp_path):
     for opts, match in (({"device": "agx-orin", "precision": "fp8"}, "no fp8"),
-                        ({"device": "orin-nano", "dla": True}, "has no DLA")):
+                        ({"device": "orin-nano", "dla": True}, "has no DLA"),
+                        ({"device": "orin-nano", "jetpack": "6.2", "tensorrt": "8.6"},
+                         "JetPack 6.2 ships TensorRT 10.3.0, not 8.6")):
         with pytest.raises(edgecc.EdgeccError, match=match) as info:
             edgecc.compile(torch.nn.Linear(32, 32), "jetson", example_inputs=(torch.randn(4, 32),),
                            target_options=opts, output_dir=str(tmp_path / "o"))
