@@ -14,7 +14,6 @@ moved into place only when everything, verification included, has succeeded.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import tempfile
 import time
@@ -33,7 +32,13 @@ from edgecc.errors import (
 from edgecc.frontend import load, trace
 from edgecc.inputs import fresh_inputs
 from edgecc.instruments import IRDumpInstrument, NumericCheckInstrument
-from edgecc.manifest import SCHEMA_VERSION, read_manifest, sha256_of, write_manifest
+from edgecc.manifest import (
+    SCHEMA_VERSION,
+    created_timestamp,
+    read_manifest,
+    sha256_of,
+    write_manifest,
+)
 from edgecc.metrics import compare_outputs
 from edgecc.output_dir import StagedOutput, check_output_dir
 from edgecc.pass_base import PassContext, make_options
@@ -189,8 +194,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
             manifest: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "edgecc_version": _version(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"),
+                "created": created_timestamp(),
                 "source": model_path or original.source,
                 "target": {"name": tgt.name, "options": dataclasses.asdict(tgt_options),
                                    "toolchain": avail.detail},

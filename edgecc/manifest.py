@@ -8,9 +8,16 @@ Schema (``schema_version`` 1)::
     pipeline:      {text, passes: [{pass, options, modified, stats, seconds}]}
     model:         {before: {parameters, bytes, macs}, after: {...}}
     artifacts:     [{path, kind, bytes, sha256, description}]
+    lowering:      {seconds, ...the target's facts; varies: {path: why}}
     verification:  {performed, metric, samples, max_abs, max_rel, cosine, sqnr_db, atol, rtol,
                     passed, reference}  or  {performed: false, reason}
     not_verified:  [what could not be checked on this machine]
+
+Reproducibility: compiling the same model with the same options gives byte-identical
+artifacts (the same ``sha256``), except the files a target lists in ``lowering.varies``
+with the reason (a toolchain that embeds UUIDs or timestamps edgecc cannot remove).
+``manifest.json`` itself records when and how long (``created``, ``seconds``); ``created``
+honours ``SOURCE_DATE_EPOCH`` (reproducible-builds.org) when it is set.
 """
 
 from __future__ import annotations
@@ -23,6 +30,16 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+def created_timestamp() -> str:
+    """Now (UTC, ISO 8601), or ``SOURCE_DATE_EPOCH`` when the build environment sets it."""
+    import datetime
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+            if epoch.isdigit() else datetime.datetime.now(datetime.timezone.utc))
+    return when.isoformat(timespec="seconds")
 
 
 def sha256_of(path: str) -> str:
