@@ -36,9 +36,27 @@ def export_for_coreml(program: Program) -> torch.export.ExportedProgram:
     for op in (torch.ops.aten.linear.default,
                torch.ops.aten.scaled_dot_product_attention.default):
         table.pop(op, None)
+    program = _float_bounds(program)
     with torch.no_grad():
         ep = torch.export.export(program.graph_module, tuple(program.example_inputs))
         return ep.run_decompositions(table)
+
+
+def _float_bounds(program: Program) -> Program:
+    """``hardtanh`` / ``clamp`` with integer bounds (``F.relu6`` gives ``0, 6``) as float
+    bounds: coremltools' ``clip`` rejects int32 bounds on a float input."""
+    ops = (torch.ops.aten.hardtanh.default, torch.ops.aten.clamp.default)
+    nodes = [n for n in program.nodes("call_function") if n.target in ops
+             and any(isinstance(a, int) and not isinstance(a, bool) for a in n.args[1:])]
+    if not nodes:
+        return program
+    program = program.copy()
+    for node in program.nodes("call_function"):
+        if node.target in ops:
+            node.args = (node.args[0], *(float(a) if isinstance(a, int) and not isinstance(
+                a, bool) else a for a in node.args[1:]))
+    program.graph_module.recompile()
+    return program
 
 
 def unsupported(ep: torch.export.ExportedProgram) -> list[tuple[str, str]]:

@@ -1,0 +1,183 @@
+"""``-t apple``: options, presets, refusals, and the package check on a small network.
+
+Conversions take seconds each: the small programs are traced once per module and every
+compiled package is built once (``_build``) and shared by the tests that read it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import edgecc
+from edgecc.errors import LoweringError, OptionError, VerificationFailedError
+
+pytest.importorskip("coremltools")
+
+from edgecc.targets.apple import carry, check  # noqa: E402
+from edgecc.targets.apple.target import AppleTarget, version_problem  # noqa: E402
+
+
+class SmallCNN(torch.nn.Module):
+    """conv (3x3, 1x1), depthwise conv, residual add, pooling, linear: the CNN ops the
+    acceptance models use, small enough to convert in a few seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 16, 3, padding=1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16, 64)
+        self.head = torch.nn.Linear(64, 8)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        y = y + torch.nn.functional.relu6(self.pw(self.dw(y)))
+        y = y.mean(dim=(2, 3))
+        return self.head(torch.relu(self.fc(y)))
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return edgecc.trace(SmallCNN().eval(), (torch.randn(1, 4, 8, 8),))
+
+
+_BUILT: dict[tuple[str, str], edgecc.CompileResult] = {}
+
+
+def _build(program, pipeline, tmp_path_factory, **options):
+    key = (pipeline, json.dumps(options, sort_keys=True))
+    if key not in _BUILT:
+        out = tmp_path_factory.mktemp("apple")
+        calib = [(torch.randn(1, 4, 8, 8),) for _ in range(2)]
+        _BUILT[key] = edgecc.compile(program, target="apple", pipeline=pipeline,
+                                     output_dir=str(out / "o"), target_options=options,
+                                     calibration=calib)
+    return _BUILT[key]
+
+
+def test_targets_listing_names_the_deployments():
+    text = AppleTarget().listing()
+    for name in ("ios16", "ios17", "ios18", "ios26", "macos13", "macos14", "macos15",
+                 "macos26", "cpu_and_ne", "fp16"):
+        assert name in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("ios18"))
+    assert "int4/uint4 per-block" in line
+
+
+def test_coremltools_version_outside_the_tested_range_is_one_clear_line():
+    assert version_problem("9.0") is None
+    for found in ("8.3.0", "9.1", "10.0b1"):
+        msg = version_problem(found)
+        assert msg.startswith(f"coremltools {found} is outside the tested range >=9.0,<9.1")
+        assert "\n" not in msg and "coremltools==9.0" in msg
+    assert "missing coremltools" in version_problem(None)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"deployment": "ios15"}, "unknown deployment 'ios15'"),
+    ({"compute_units": "npu"}, "'compute_units' of 'apple' must be one of 'all'"),
+    ({"fallback": "float"}, "'fallback' of 'apple' must be one of 'error', 'dequantize'"),
+])
+def test_bad_options_say_what_to_write(small, tmp_path, options, message):
+    with pytest.raises(OptionError, match=message):
+        edgecc.compile(small, target="apple", pipeline="dce", target_options=options,
+                       output_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_int4_below_ios18_is_refused_before_any_pass_runs(small, tmp_path):
+    with pytest.raises(OptionError) as err:
+        edgecc.compile(small, "apple:ios17", pipeline="quantize{scheme=w4a16,group_size=16}",
+                       output_dir=str(tmp_path / "o"))
+    msg = str(err.value)
+    assert "uint4" in msg and "checked before running any pass" in msg and "\n" not in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_activation_quantization_below_ios17_is_refused(small, tmp_path):
+    calib = [(torch.randn(1, 4, 8, 8),)]
+    with pytest.raises(OptionError, match="quantizes activations to int8"):
+        edgecc.compile(small, "apple:ios16", pipeline="quantize{scheme=w8a8}",
+                       calibration=calib, output_dir=str(tmp_path / "o"))
+
+
+def test_an_operator_without_core_ml_equivalent_is_named(tmp_path):
+    class Lgamma(torch.nn.Module):
+        def forward(self, x):
+            return torch.lgamma(x.abs() + 1)
+
+    prog = edgecc.trace(Lgamma(), (torch.randn(2, 8),))
+    with pytest.raises(LoweringError) as err:
+        edgecc.compile(prog, target="apple", pipeline="dce", output_dir=str(tmp_path / "o"))
+    assert "node 'lgamma' (aten.lgamma.default) has no Core ML equivalent" in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_w8a16_fp32_codes_scales_and_weights_bit_exact(small, tmp_path_factory):
+    res = _build(small, "quantize{scheme=w8a16}", tmp_path_factory, compute_precision="fp32")
+    rep = res.report["lowering"]
+    chk = rep["apple_check"]
+    assert chk["op_counts"]["constexpr_blockwise_shift_scale"] == 5
+    assert {w["format"] for w in rep["compressed_weights"]} == {"int8 per-channel axis 0"}
+    assert all(w["codes_bit_exact"] and w["weight_bit_exact"] and w["scales_bit_exact"]
+               for w in chk["weights"]) and len(chk["weights"]) == 5
+    assert chk["inputs"][0]["dtype"] == "FLOAT32" and chk["outputs"][0]["dtype"] == "FLOAT32"
+    assert chk["weight_bin_matches_payload"]
+    # the check reads the package back: the codes on disk are edgecc's
+    mil, _ = check.load_mil(f"{res.output_dir}/model.mlpackage")
+    ops = {op.name: op for op in mil.functions["main"].operations}
+    stored = ops[rep["compressed_weights"][0]["mil_op"]].inputs["data"].val
+    assert np.array_equal(stored, res.program.tensor(
+        next(n for n in res.program.graph.nodes if n.op == "get_attr"
+             and str(n.target) == rep["compressed_weights"][0]["weight"])).numpy())
+    it = chk["interpreter"]
+    assert it["performed"] and it["passed"] and it["max_abs_relative"] <= 1e-4
+    assert "execution by Core ML on an Apple device" in res.report["not_verified"][0]
+    readme = open(f"{res.output_dir}/README.txt").read()
+    assert "ct.ComputeUnit.ALL" in readme and "compute units chosen" in readme.lower()
+    assert res.report["target"]["options"]["compute_units"] == "all"
+
+
+def test_w8a8_activations_become_mil_quantize_dequantize(small, tmp_path_factory):
+    res = _build(small, "quantize{scheme=w8a8}", tmp_path_factory, deployment="ios17")
+    chk = res.report["lowering"]["apple_check"]
+    assert chk["op_counts"]["quantize"] == chk["op_counts"]["dequantize"] == 5
+    assert chk["op_counts"]["constexpr_affine_dequantize"] == 5  # iOS17: int8 weights
+    assert chk["interpreter"]["cosine"] >= 0.999
+
+
+def test_grouped_palette_below_ios18_falls_back_to_float_when_asked(small, tmp_path_factory):
+    res = _build(small, "palettize{bits=4,group_size=8}", tmp_path_factory,
+                 deployment="ios16", fallback="dequantize")
+    rep = res.report["lowering"]
+    assert rep["stored_as_float"] and all("need deployment ios18" in s
+                                          for s in rep["stored_as_float"])
+    assert rep["apple_check"]["interpreter"]["cosine"] >= 0.999
+
+
+def test_pruning_masks_carry_over_as_sparse_constants(small, tmp_path_factory):
+    res = _build(small, "prune{sparsity=0.6}", tmp_path_factory, compute_precision="fp32")
+    chk = res.report["lowering"]["apple_check"]
+    assert chk["op_counts"]["constexpr_sparse_to_dense"] == 5
+    assert all(w["codes_bit_exact"] and w["weight_bit_exact"] for w in chk["weights"])
+
+
+def test_a_corrupted_code_fails_the_check(small, tmp_path, monkeypatch):
+    """The check can fail: one flipped code in the package is caught."""
+    original = carry.unpacked_codes
+
+    def corrupt(q, dtype):
+        codes = original(q, dtype).copy()
+        codes.reshape(-1)[0] = codes.reshape(-1)[0] ^ 1
+        return codes
+
+    monkeypatch.setattr(carry, "unpacked_codes", corrupt)
+    with pytest.raises(VerificationFailedError, match="codes DIFFER"):
+        edgecc.compile(small, target="apple", pipeline="quantize{scheme=w8a16,include=[fc]}",
+                       output_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
