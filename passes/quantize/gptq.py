@@ -10,6 +10,8 @@ contiguous columns — "static groups" — so the stored per-group scales stay O
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from edgecc.passes.quantize.scheme import TensorQuant
@@ -48,8 +50,11 @@ def _column_quantizer(params: QuantParams, col: int) -> tuple[torch.Tensor, torc
 
 def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: int = 128,
                   damp: float = 0.01, act_order: bool = True,
-                  scale_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, QuantParams]:
-    """GPTQ of a linear weight ``[N, K]``; returns the dequantized weight and its params."""
+                  scale_dtype: torch.dtype = torch.float32,
+                  snap: Callable[[QuantParams], QuantParams] | None = None
+                  ) -> tuple[torch.Tensor, QuantParams]:
+    """GPTQ of a linear weight ``[N, K]``; returns the dequantized weight and its params.
+    ``snap`` moves the scales onto a storage grid first (then groups are static)."""
     w = w.detach().to(torch.float32).clone()
     h = h.detach().to(torch.float32).clone()
     n_cols = w.shape[1]
@@ -57,8 +62,10 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
     h[dead, dead] = 1
     w[:, dead] = 0
     group = tq.group_size if tq.granularity == "per-group" else 0
-    static = group == 0 or act_order
+    static = group == 0 or act_order or snap is not None
     params = weight_params(w, tq, 0, 1, scale_dtype=scale_dtype)
+    if snap is not None:
+        params = snap(params)
     qmin, qmax = params.range
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(n_cols)
     w, h = w[:, perm], h[perm][:, perm]

@@ -24,6 +24,7 @@ float program on calibration batches — and reports it in its stats (and so the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections import defaultdict
 from typing import Any, Literal
@@ -34,6 +35,8 @@ import torch.fx as fx
 from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize import awq, gptq
+from edgecc.passes.quantize.awq_fold import fold_input_scale
+from edgecc.passes.quantize.q4k_grid import q4k_reason, snap_q4k
 from edgecc.passes.quantize.layers import (
     CONV_OPS, LINEAR_OPS, Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
     output_error, quantized_weight_bytes, record_values, replace_weight, scale_input, select,
@@ -90,6 +93,15 @@ class QuantizeOptions:
     awq_grid: int = 20
     awq_clip: bool = True
     awq_tokens: int = 512
+    # fold each AWQ input scale into the operator before the group (a norm's weight, the
+    # rows of the linear feeding a product) instead of a multiply in the graph; a scale
+    # that cannot fold is dropped (that group is clipped only). Formats without a graph
+    # (GGUF) need it
+    awq_fold: bool = False
+    # "q4_k": symmetric int4 g32 scales snapped onto llama.cpp's Q4_K grid (fp16 d per 256
+    # weights times 6-bit codes), which -t gguf writes as Q4_K; rows that are not a
+    # multiple of 256 keep fp16 per-32 scales (Q4_0), listed in the stats
+    weight_grid: Literal["none", "q4_k"] = "none"
     error_batches: int = 4  # calibration batches the output error is measured on
 
     def __post_init__(self) -> None:
@@ -263,6 +275,7 @@ class Quantize(Pass):
         weight_error: dict[str, tuple[Layer, torch.Tensor]] = {}
         layer_sqnr: dict[str, float] = {}
         lorc: list[tuple[Layer, torch.Tensor]] = []
+        grid_fallback: dict[str, str] = {}
         for layer in progress_iter(layers, "quantizing weights", enabled=context.progress):
             key = str(layer.weight.target)
             if key in done:  # a shared (tied) weight, already quantized
@@ -281,14 +294,23 @@ class Quantize(Pass):
             else:
                 out_axis = layer.out_axis
             h = hessians.get(layer.input) if layer.kind == "linear" else None
+            snap = None
+            if options.weight_grid == "q4_k" and layer.kind == "linear":
+                why = q4k_reason(weight_params(w, tq, out_axis, layer.reduction_axis),
+                                 w.shape[1])
+                if why:
+                    grid_fallback[layer.name] = why
+                else:
+                    snap = functools.partial(snap_q4k, cols=w.shape[1])
             if h is not None and h.h is not None:
                 w_hat, params = gptq.gptq_quantize(
                     w, h.h, tq, block=options.block, damp=options.damp,
-                    act_order=options.act_order, scale_dtype=scale_dtype)
+                    act_order=options.act_order, scale_dtype=scale_dtype, snap=snap)
                 q = params.quantize(w_hat)
             else:
                 params = weight_params(w, tq, out_axis, layer.reduction_axis,
                                        clip=clips.get(layer.name), scale_dtype=scale_dtype)
+                params = snap(params) if snap is not None else params
                 q = params.quantize(w)
             w_hat = params.dequantize(q)
             layer_sqnr[layer.name] = sqnr_db(w, w_hat)
@@ -326,6 +348,9 @@ class Quantize(Pass):
             "weight_compression": round(before_bytes / max(after_bytes, 1), 3),
             "worst_layers_sqnr_db": dict(sorted(layer_sqnr.items(), key=lambda kv: kv[1])[:5]),
         })
+        if options.weight_grid != "none":
+            stats["weight_grid"] = {"grid": options.weight_grid,
+                                    "fallback_q4_0": grid_fallback}
         stats["error"] = output_error(reference, program, batches, options.error_batches)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
@@ -409,6 +434,7 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
     record_values(program, batches, groups, on_value, desc="AWQ activations",
                   progress=progress)
     clips: dict[str, torch.Tensor] = {}
+    unfolded: dict[str, str] = {}
     alphas, gains = [], []
     for value, group in progress_iter(list(groups.items()), "AWQ search", enabled=progress):
         x = torch.cat(samples[value])
@@ -416,11 +442,17 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
         ws = [program.tensor(la.weight).float() for la in group]
         s, alpha, gain = awq.search_scale(ws, x, wq, grid=options.awq_grid,
                                           scale_dtype=scale_dtype)
+        if alpha > 0 and options.awq_fold:
+            why = fold_input_scale(program, value, [la.node for la in group], 1.0 / s)
+            if why:
+                unfolded[group[0].name] = why
+                s, alpha, gain = torch.ones_like(s), 0.0, 0.0
+        elif alpha > 0:
+            scale_input(program, value, [la.node for la in group], 1.0 / s,
+                        f"{group[0].name}_awq_inv_scale")
         alphas.append(alpha)
         gains.append(gain)
         if alpha > 0:
-            scale_input(program, value, [la.node for la in group], 1.0 / s,
-                        f"{group[0].name}_awq_inv_scale")
             for la, w in zip(group, ws):
                 set_weight(program, la, w * s)
         if options.awq_clip:
@@ -436,7 +468,8 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
             layers[i] = fresh[la.name]
     return clips, {"groups": len(groups), "scaled": sum(a > 0 for a in alphas),
                    "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
-                   "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4)}
+                   "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4),
+                   **({"not_folded": unfolded} if unfolded else {})}
 
 
 def _correct_biases(program: Program, errors: dict[str, tuple[Layer, torch.Tensor]],
