@@ -10,6 +10,7 @@ float                                                  F32        exact (F16 by 
 4-bit, ``q - zero_point`` in [-8, 7] (symmetric int4)  Q4_0       bit-exact (nib = q - z + 8)
 4-bit, any other zero point (asymmetric)               Q4_1       m = fp16(-d·z): 1 fp16 rounding
 8-bit, ``q - zero_point`` in [-128, 127]               Q8_0       bit-exact
+symmetric int4 g32 with scales on Q4_K's grid          Q4_K       bit-exact (``q4k``)
 ====================================================  =========  ==============================
 
 Blocks are 32 weights along a row (the input dimension), so a per-group weight needs a
@@ -36,6 +37,7 @@ from edgecc.gguf_import.layout import PROGRAM_META, permute_rope
 from edgecc.program import Program
 from edgecc.quant import broadcast_param, node_params, unpack_int4
 from edgecc.target import Artifact, Lowered
+from edgecc.targets.gguf import q4k
 from edgecc.targets.gguf.partition import Decoder, Tensor, recognise
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ ARCH = "llama"
 @dataclasses.dataclass(frozen=True)
 class Encoded:
     data: np.ndarray  # float32 / float16 values, or packed block bytes [rows, bytes]
-    ggml_type: str  # "F32", "F16", "Q4_0", "Q4_1", "Q8_0"
+    ggml_type: str  # "F32", "F16", "Q4_0", "Q4_1", "Q8_0", "Q4_K"
     max_rounding: float = 0.0  # largest change of a dequantized weight (Q4_1's fp16 min)
 
 
@@ -133,11 +135,15 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
 
     d = per_block(params.scale)
     z = per_block(params.zero_point)
+    centered = codes.numpy() - np.repeat(z, blocks.BLOCK, axis=1).astype(np.int32)
     if not np.array_equal(d.astype(np.float16).astype(np.float32), d):
+        packed = q4k.encode_int4(centered, d) if fmt.bits == 4 else None
+        if packed is not None:  # symmetric int4 on Q4_K's grid (quantize{weight_grid=q4_k})
+            return Encoded(packed, "Q4_K")
         raise LoweringError(f"{where} has float32 scales; GGUF blocks hold fp16 scales, so "
                             "carrying them would re-quantize: quantize with "
-                            "scale_dtype=float16")
-    centered = codes.numpy() - np.repeat(z, blocks.BLOCK, axis=1).astype(np.int32)
+                            "scale_dtype=float16 (or weight_grid=q4_k for Q4_K, rows of a "
+                            "multiple of 256)")
     d16 = d.astype(np.float16)
     lo, hi = int(centered.min()), int(centered.max())
     if fmt.bits == 8:
@@ -196,7 +202,7 @@ def _write(path: str, program: Program, decoder: Decoder, encoded: dict[str, Enc
 
 def _file_type(encoded: dict[str, Encoded]) -> int:
     """llama.cpp's ``general.file_type`` (``LLAMA_FTYPE_*``): the type of most 2-D weights."""
-    ftypes = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7}
+    ftypes = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K": 14}
     counts: dict[str, int] = {}
     for e in encoded.values():
         if e.data.ndim == 2:
