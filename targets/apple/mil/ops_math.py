@@ -103,7 +103,7 @@ def _gelu(v, op):
     x = np.asarray(v["x"], dtype=np.float64)
     mode = v.get("mode") or "EXACT"
     if mode == "EXACT":
-        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+        return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
     if mode == "TANH_APPROXIMATION":
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
     if mode == "SIGMOID_APPROXIMATION":

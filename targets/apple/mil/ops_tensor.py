@@ -270,6 +270,30 @@ def one_hot(v, op):
     return np.moveaxis(np.where(hot, on, off), -1, axis)
 
 
+def crop(v, op):
+    x = np.asarray(v["x"])
+    (top, bottom), (left, right) = _ilist(v["crop_height"]), _ilist(v["crop_width"])
+    return x[..., top:x.shape[-2] - bottom, left:x.shape[-1] - right]
+
+
+def space_to_depth(v, op):
+    """TensorFlow's channel order: (block row * r + block col) * C + c (coremltools' TF
+    frontend maps SpaceToDepth onto this op directly)."""
+    x = np.asarray(v["x"])
+    r = int(v["block_size"])
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // r, r, w // r, r).transpose(0, 3, 5, 1, 2, 4)
+    return x.reshape(n, c * r * r, h // r, w // r)
+
+
+def depth_to_space(v, op):
+    x = np.asarray(v["x"])
+    r = int(v["block_size"])
+    n, c, h, w = x.shape
+    x = x.reshape(n, r, r, c // (r * r), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return x.reshape(n, c // (r * r), h * r, w * r)
+
+
 def non_zero(v, op):
     return np.argwhere(np.asarray(v["x"])).astype(np.int32)
 
@@ -284,4 +308,5 @@ OPS = {
     "topk": topk, "argsort": argsort, "reverse": reverse, "flatten2d": flatten2d,
     "reshape_like": reshape_like, "pixel_shuffle": pixel_shuffle,
     "pixel_unshuffle": pixel_unshuffle, "one_hot": one_hot, "non_zero": non_zero,
+    "crop": crop, "space_to_depth": space_to_depth, "depth_to_space": depth_to_space,
 }

@@ -351,7 +351,10 @@ def test_shape_ops():
         mb.pad(x=v, pad=[1, 2, 0, 3], mode="constant", constant_val=0.5),
         mb.pad(x=v, pad=[1, 1, 2, 2], mode="reflect"),
         mb.pad(x=v, pad=[1, 1, 2, 2], mode="replicate"),
-        mb.reshape(x=v, shape=[0, 0, -1]), mb.shape(x=v)), x)
+        mb.reshape(x=v, shape=[0, 0, -1]), mb.shape(x=v),
+        mb.crop(x=v, crop_height=[1, 2], crop_width=[0, 3]),
+        mb.depth_to_space(x=mb.space_to_depth(x=mb.tile(x=v, reps=[1, 1, 1, 2]), block_size=2),
+                          block_size=2)), x)
     refs = [t.reshape(6, -1), t.permute(0, 2, 3, 1), torch.cat([t, t], 2), t,
             t[:, 1:3, 0:4:2].flip(-1), t[:, 1:3, 1:3], t.repeat(1, 2, 1, 1),
             F.pad(t, [0, 3, 1, 2], value=0.5), F.pad(t, [2, 2, 1, 1], mode="reflect"),
@@ -360,6 +363,12 @@ def test_shape_ops():
         close(out, ref)
     assert got[10].shape == (3, 4, 10)  # iOS17 reshape: a 0 copies the dim counted from the right
     assert got[11].tolist() == [2, 3, 4, 5]
+    close(got[12], t[:, :, 1:2, 0:2])
+    close(got[13], t.repeat(1, 1, 1, 2))
+    x2 = randn(1, 2, 4, 6)
+    s2d, = mil(lambda v: mb.space_to_depth(x=v, block_size=2), x2)
+    # TensorFlow's channel order (coremltools' TF frontend maps SpaceToDepth onto it directly)
+    close(s2d, np.concatenate([x2[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)], 1))
 
 
 def test_split_gather_select_cast():
@@ -398,9 +407,9 @@ def test_fp16_program_rounds_after_each_op():
 def test_unknown_op_names_op_type_and_op():
     x = randn(1, 2, 4, 4)
     with pytest.raises(UnsupportedMILOpError) as err:
-        mil(lambda v: mb.crop(x=v, crop_height=[1, 1], crop_width=[1, 1], name="my_crop"), x)
+        mil(lambda v: mb.local_response_norm(x=v, size=3, name="my_lrn"), x)
     msg = str(err.value)
-    assert "'crop'" in msg and "'my_crop'" in msg and "\n" not in msg
+    assert "'local_response_norm'" in msg and "'my_lrn'" in msg and "\n" not in msg
 
 
 def test_input_mismatch_is_one_line():
