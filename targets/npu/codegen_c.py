@@ -1,8 +1,10 @@
 """C codegen for NPUs whose description says ``codegen: c`` (``generic-int8``).
 
-Each region becomes one C++ function over int8 NHWC tensors, exported with TVM FFI
-(``TVM_FFI_DLL_EXPORT_TYPED_FUNC``), so the TVM library calls it through
-``call_dps_packed`` and a test can call it by name. The arithmetic is the simulator's, line
+Each region (a function the BYOC flow gave the ``Codegen`` attribute, see ``byoc.py``)
+becomes one C++ function exported with TVM FFI (``TVM_FFI_DLL_EXPORT_TYPED_FUNC``) under the
+function's global symbol, so the TVM library calls it through ``call_dps_packed`` and a test
+can call it by name. Its arguments are int8 tensors in the Relax graph's layout (NCHW when
+4-D), copied to and from NHWC buffers inside; each op of the region is a static function. The arithmetic is the simulator's, line
 for line: int32/int64 accumulation of ``(x - zp_x) * w`` plus the int32 bias, TFLite's
 ``MultiplyByQuantizedMultiplier`` (SaturatingRoundingDoublingHighMul, then
 RoundingDivideByPOT) with the per-channel (multiplier, shift) computed here by the
@@ -13,6 +15,8 @@ source, so the library carries them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgecc.targets.npu.region import Region, same_padding
@@ -22,6 +26,8 @@ PRELUDE = r"""
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/container/tensor.h>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 namespace {
 inline int64_t edgecc_srdhm(int64_t a, int64_t b) {
@@ -65,20 +71,30 @@ def _requant_tables(sym: str, real_scales) -> list[str]:
             _array("int32_t", f"{sym}_shift", [s for _, s in pairs])]
 
 
-def region_source(region: Region, sym: str) -> str:
-    """The C++ function of a one-op region (conv2d, depthwise_conv2d, fully_connected, add)."""
-    if len(region.ops) != 1:
-        raise NotImplementedError(f"C codegen: region {region.name} has {len(region.ops)} ops; "
-                                  "one op per region is generated")
-    op = region.ops[0]
-    if op.kind == "add":
-        return _add_source(region, sym)
+def _op_function(region: Region, op: Any, fname: str) -> str:
+    """``static void fname(inputs..., int8_t* y)``: one region op on NHWC int8 buffers."""
     t = region.tensors
+    if op.kind == "add":
+        return _add_source(region, op, fname)
+    if op.kind == "pad":
+        xs, ys = t[op.inputs[0]], t[op.outputs[0]]
+        n, h, w, c = xs.shape
+        _, oh, ow, _ = ys.shape
+        pt, pl, _, _ = op.attrs["pads"]
+        return (f"static void {fname}(const int8_t* x, int8_t* y) {{\n"
+                f"  for (int i = 0; i < {n * oh * ow * c}; ++i) y[i] = {ys.quant.zero_point[0]};\n"
+                f"  for (int b = 0; b < {n}; ++b) for (int iy = 0; iy < {h}; ++iy)\n"
+                f"  for (int ix = 0; ix < {w}; ++ix) for (int ic = 0; ic < {c}; ++ic)\n"
+                f"    y[((b * {oh} + iy + {pt}) * {ow} + ix + {pl}) * {c} + ic] = "
+                f"x[((b * {h} + iy) * {w} + ix) * {c} + ic];\n}}\n")
+    if op.kind not in ("conv2d", "depthwise_conv2d", "fully_connected"):
+        raise NotImplementedError(f"C codegen: no kernel for region op {op.kind!r}")
+    sym = fname
     xs, ws, bs, ys = (t[op.inputs[0]], t[op.inputs[1]], t[op.inputs[2]], t[op.outputs[0]])
     zx, zy = xs.quant.zero_point[0], ys.quant.zero_point[0]
     lo, hi = activation_range(op.attrs["activation"], ys.quant.scale[0], zy)
     scales = np.broadcast_to(_conv_scales(xs, ws, ys), (ys.shape[-1],))
-    lines = [f"// region {region.name}: {op.kind}",
+    lines = [f"// {op.kind} -> {op.outputs[0]}",
              _array("int8_t", f"{sym}_w", ws.data), _array("int32_t", f"{sym}_b", bs.data),
              *_requant_tables(sym, scales)]
     epilogue = (f"      int64_t v = edgecc_requant(acc, {sym}_mult[oc], {sym}_shift[oc]) + {zy};\n"
@@ -127,18 +143,57 @@ def region_source(region: Region, sym: str) -> str:
                 + epilogue +
                 f"      y[((b * {oh} + oy) * {ow} + ox) * {oc_n} + oc] = static_cast<int8_t>(v);\n"
                 "    }\n  }\n")
-    lines += [f"static int {sym}_impl(tvm::ffi::TensorView xt, tvm::ffi::TensorView yt) {{",
-              "  const int8_t* x = static_cast<const int8_t*>(xt.data_ptr());",
-              "  int8_t* y = static_cast<int8_t*>(yt.data_ptr());",
-              body + "  return 0;", "}",
-              f"TVM_FFI_DLL_EXPORT_TYPED_FUNC({sym}, {sym}_impl);", ""]
+    lines += [f"static void {fname}(const int8_t* x, int8_t* y) {{", body + "}", ""]
     return "\n".join(lines)
 
 
-def _add_source(region: Region, sym: str) -> str:
+def _boundary_copy(shape: tuple[int, ...], src: str, dst: str, to_region: bool) -> str:
+    """Copy between a boundary tensor (NCHW when 4-D, else flat rows) and its NHWC region
+    buffer."""
+    size = int(np.prod(shape))
+    if len(shape) != 4:
+        return f"  std::memcpy({dst}, {src}, {size});\n"
+    n, h, w, c = shape
+    nhwc = f"((b * {h} + y_) * {w} + x_) * {c} + c_"
+    nchw = f"((b * {c} + c_) * {h} + y_) * {w} + x_"
+    d, s_ = (nhwc, nchw) if to_region else (nchw, nhwc)
+    return (f"  for (int b = 0; b < {n}; ++b) for (int c_ = 0; c_ < {c}; ++c_)\n"
+            f"  for (int y_ = 0; y_ < {h}; ++y_) for (int x_ = 0; x_ < {w}; ++x_)\n"
+            f"    {dst}[{d}] = {src}[{s_}];\n")
+
+
+def region_source(region: Region, sym: str) -> str:
+    """The C++ function of a region (any chain of conv2d, depthwise_conv2d,
+    fully_connected, add and pad ops): its arguments are the region's inputs then its
+    outputs (destination passing), 4-D ones NCHW (the Relax graph's layout), converted to
+    and from the region's NHWC buffers inside."""
+    parts = [f"// region {region.name}"]
+    for i, op in enumerate(region.ops):
+        parts.append(_op_function(region, op, f"{sym}_op{i}"))
+    buffers = {n: f"buf{j}" for j, n in enumerate(region.tensors)
+               if not region.tensors[n].is_constant}
+    args = [f"tvm::ffi::TensorView a{j}" for j in range(len(region.inputs) + len(region.outputs))]
+    body = [f"static int {sym}_impl({', '.join(args)}) {{"]
+    for n, b in buffers.items():
+        body.append(f"  std::vector<int8_t> {b}({int(np.prod(region.tensors[n].shape))});")
+    for j, n in enumerate(region.inputs):
+        body.append(_boundary_copy(region.tensors[n].shape,
+                                   f"static_cast<const int8_t*>(a{j}.data_ptr())",
+                                   f"{buffers[n]}.data()", True).rstrip("\n"))
+    for i, op in enumerate(region.ops):
+        ins = [f"{buffers[x]}.data()" for x in op.inputs if x in buffers]
+        body.append(f"  {sym}_op{i}({', '.join(ins + [buffers[op.outputs[0]] + '.data()'])});")
+    for j, n in enumerate(region.outputs):
+        k = len(region.inputs) + j
+        body.append(_boundary_copy(region.tensors[n].shape, f"{buffers[n]}.data()",
+                                   f"static_cast<int8_t*>(a{k}.data_ptr())", False).rstrip("\n"))
+    body += ["  return 0;", "}", f"TVM_FFI_DLL_EXPORT_TYPED_FUNC({sym}, {sym}_impl);", ""]
+    return "\n".join(parts + body)
+
+
+def _add_source(region: Region, op: Any, fname: str) -> str:
     """TFLite int8 ADD (simulator.add): both inputs to a common 2^20-scaled domain, summed,
     rescaled to the output."""
-    op = region.ops[0]
     t = region.tensors
     as_, bs, ys = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
     left_shift = 20
@@ -152,12 +207,8 @@ def _add_source(region: Region, sym: str) -> str:
     lo, hi = activation_range(op.attrs["activation"], ys.quant.scale[0], zy)
     size = int(np.prod(ys.shape))
     return "\n".join([
-        f"// region {region.name}: add",
-        f"static int {sym}_impl(tvm::ffi::TensorView at, tvm::ffi::TensorView bt, "
-        "tvm::ffi::TensorView yt) {",
-        "  const int8_t* a = static_cast<const int8_t*>(at.data_ptr());",
-        "  const int8_t* b = static_cast<const int8_t*>(bt.data_ptr());",
-        "  int8_t* y = static_cast<int8_t*>(yt.data_ptr());",
+        f"// add -> {op.outputs[0]}",
+        f"static void {fname}(const int8_t* a, const int8_t* b, int8_t* y) {{",
         f"  for (int i = 0; i < {size}; ++i) {{",
         f"    int64_t xa = (int64_t(a[i]) - ({za})) * (int64_t(1) << {left_shift});",
         f"    int64_t xb = (int64_t(b[i]) - ({zb})) * (int64_t(1) << {left_shift});",
@@ -166,9 +217,7 @@ def _add_source(region: Region, sym: str) -> str:
         f"    v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);",
         "    y[i] = static_cast<int8_t>(v);",
         "  }",
-        "  return 0;",
-        "}",
-        f"TVM_FFI_DLL_EXPORT_TYPED_FUNC({sym}, {sym}_impl);", ""])
+        "}", ""])
 
 
 def module_source(regions: list[tuple[Region, str]]) -> str:

@@ -36,7 +36,7 @@ ADD_OPS = ("add",)
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeLayerOutputsOptions:
-    pass
+    symmetric: bool = False  # zero point 0 (an NPU whose description forbids zero points)
 
 
 def _base(node: fx.Node) -> str:
@@ -90,7 +90,7 @@ class QuantizeLayerOutputs(Pass):
             layers = _candidates(program)
             if not layers:
                 break
-            r, c = self._round(program, layers, context)
+            r, c = self._round(program, layers, context, options.symmetric)
             reused, calibrated = reused + r, calibrated + c
         if not (reused or calibrated):
             return PassResult(program, False, {"quantized_outputs": 0})
@@ -101,7 +101,7 @@ class QuantizeLayerOutputs(Pass):
                                           "reused_quantize": reused})
 
     def _round(self, program: Program, layers: list[fx.Node],
-               context: PassContext) -> tuple[int, int]:
+               context: PassContext, symmetric: bool) -> tuple[int, int]:
         from edgecc.passes.quantize.layers import insert_qdq, record_values
 
         graph = program.graph
@@ -139,7 +139,7 @@ class QuantizeLayerOutputs(Pass):
             program.graph_module.recompile()
             record_values(program, batches, calibrate, on_value, desc="calibrating outputs")
             for node in calibrate:
-                scale, zp = scale_from_range(lo[node], hi[node], "int8", symmetric=False)
+                scale, zp = scale_from_range(lo[node], hi[node], "int8", symmetric=symmetric)
                 params = QuantParams("int8", scale, zp.to(torch.int8))
                 insert_qdq(program, node, list(node.users), params)
         program.graph_module.recompile()

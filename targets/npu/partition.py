@@ -1,7 +1,9 @@
 """Which nodes go to the NPU, and why the others stay on the CPU: the deployability report.
 
-Partitioning works on the fx graph (not through TVM Relax BYOC patterns yet): a quantized
-layer is the region edgecc's fake-quant program writes,
+This is the explanation layer, on the fx graph (``edgecc inspect -t npu`` before any
+compression, and the per-op reasons in the manifest); the compiled artifact is split by TVM
+Relax BYOC (``byoc.py``), from the same description, and the report says whether the two
+agree. A quantized layer is the region edgecc's fake-quant program writes,
 
     dq(q_x) -> conv / depthwise conv / linear (+ bias, + relu / relu6) <- dq(w_q int8)
             -> quantize (int8 per tensor)
@@ -91,13 +93,15 @@ class Decision:
                 "reason": self.reason, "macs": self.macs}
 
 
-def legalization(calibration_needed: bool = True) -> tuple:
+def legalization(symmetric_activations: bool = False) -> tuple:
     """The TVM layer's legalization, then quantizing the outputs of NPU candidate layers
-    that the fake-quant program left in float (the NPU writes int8 only)."""
+    that the fake-quant program left in float (the NPU writes int8 only; symmetric where
+    the description forbids activation zero points)."""
     from edgecc.pipeline_text import PassStep
     from edgecc.targets.npu.legalize import QuantizeLayerOutputs
 
-    return (*TVM_LEGALIZATION, PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options()))
+    return (*TVM_LEGALIZATION, PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options(
+        symmetric=symmetric_activations)))
 
 
 def _shape(node: Any) -> tuple[int, ...]:
@@ -473,7 +477,8 @@ def summarize(decisions: list[Decision], desc: NpuDescription) -> dict[str, Any]
         "npu_op_share": len(npu) / ops if ops else 0.0,
         "macs": macs, "npu_macs": npu_macs,
         "npu_mac_share": npu_macs / macs if macs else 0.0,
-        "partitioning": "fx graph (quantized layer regions); not TVM Relax BYOC patterns yet",
+        "partitioning": "fx graph classification (the explanation layer; compile splits the "
+                        "artifact by TVM Relax BYOC)",
         "per_op": [d.to_json() for d in decisions],
     }
 

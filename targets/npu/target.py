@@ -4,8 +4,10 @@ The folder has the shape of every target: ``presets.py`` (the shipped descriptio
 ``devices/``), ``partition.py`` (NPU or CPU per node, with reasons: the deployability
 report; ``legalize.py`` makes layer outputs int8), ``lower.py`` (C codegen or Vela per
 region, the CPU part through ``edgecc.targets.tvm``), ``runner.py`` and the bundle's
-``README.txt``. The NPU machinery: ``description``, ``region``, ``simulator``,
-``tflite_writer``, ``vela_compile``, ``codegen_c``.
+``README.txt``. The split of the artifact is TVM Relax BYOC's (``byoc``: patterns and
+check functions from the description, ``relax.ext.edgecc_npu_<codegen>``). The NPU
+machinery: ``description``, ``region``, ``simulator``, ``tflite_writer``, ``vela_compile``,
+``codegen_c``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from edgecc.targets.tvm.target_base import TvmTarget
 class NpuOptions:
     device: str = "generic-int8"  # a shipped description: `edgecc targets`; -t npu:NAME
     description: str = ""  # path of a user's description YAML (replaces device)
-    cpu: str = "host"  # where the CPU part runs (host only so far)
+    cpu: str = "host"  # where the CPU part runs: host, or an arm64 preset (arm64:NAME)
     num_threads: int = 0  # TVM worker threads for the CPU part; 0 = TVM's default
     # Ethos-U: connected NPU layers as one Vela region (cascaded); false: one op per region
     merge_regions: bool = True
@@ -33,12 +35,22 @@ class NpuOptions:
     tvm_log: bool = False  # show TVM's native log
 
     def __post_init__(self) -> None:
-        presets.resolve(self.device, self.description)  # one-line errors, with suggestions
-        presets.check_cpu(self.cpu)
+        desc = presets.resolve(self.device, self.description)  # one-line errors, suggestions
+        presets.check_cpu(self.cpu, desc)
         if self.num_threads < 0:
             raise ValueError("num_threads must be >= 0")
         if self.tune_trials:
             raise ValueError("tune_trials: the npu target does not tune its CPU part yet")
+
+
+def quant_support(desc: Any) -> QuantSupport:
+    """The ``QuantSupport`` a description's ``quantization:`` section means."""
+    q = desc.quantization
+    return dataclasses.replace(
+        NpuTarget.quantization,
+        weight_granularities=frozenset(("per-tensor",)) if q.weight_granularity == "per-tensor"
+        else frozenset(("per-tensor", "per-channel")),
+        symmetric_activations_only=q.activation_zero_point == "zero")
 
 
 class NpuTarget(TvmTarget):
@@ -68,9 +80,15 @@ class NpuTarget(TvmTarget):
         return Availability(True, f"{tvm.detail}, ethos-u-vela 5.2.0")
 
     def legalization(self, options: Any) -> tuple:
+        """The NPU's legalization. ``compile`` asks for it before any pass runs, with the
+        options: the description's quantization constraints then become this target
+        instance's ``quantization`` (e.g. ``zero_point: zero`` makes ``quantize`` produce
+        symmetric activations), so every NPU region is legal."""
         from edgecc.targets.npu.partition import legalization
 
-        return legalization()
+        desc = presets.resolve(options.device, options.description)
+        self.quantization = quant_support(desc)
+        return legalization(desc.quantization.activation_zero_point == "zero")
 
     def listing(self) -> str:
         return "devices (-t npu:NAME, or --target-option description=FILE.yaml):\n" \

@@ -116,10 +116,12 @@ def test_mobilenet_on_ethos_u55_has_the_macs_on_the_npu_compiled_by_vela(u55):
     assert all(d["reason"] for d in cpu)
     assert [d["device"] for d in npu["per_op"] if d["op"] == "add"] == ["npu", "npu"]
     vela = lowering["vela"]
-    # connected NPU layers are one Vela region (merge_regions): every NPU op is in one
+    # connected NPU layers are one Vela region (MergeCompositeFunctions): the composites of
+    # the BYOC partition, one per NPU op of the fx classification, in fewer regions
     assert 0 < len(vela["regions"]) < npu["npu_ops"]
-    in_regions = [n for r in npu["regions"] for n in r["nodes"]]
-    assert sorted(in_regions) == sorted(d["node"] for d in npu["per_op"] if d["device"] == "npu")
+    composites = [c for r in npu["regions"] for c in r["composites"]]
+    assert len(composites) == npu["npu_ops"]
+    assert npu["byoc"]["agrees_with_fx_classification"] and npu["byoc"]["declined"] == []
     for region in vela["regions"]:  # every region wholly on the NPU, with a stream
         assert region["cpu_operators"] == []
         assert region["performance"]["cpu_ops"] == 0
@@ -168,27 +170,61 @@ def test_generic_int8_artifact_regions_equal_the_simulator_bit_for_bit(generic):
 
     npu = generic.report["lowering"]["npu"]
     assert npu["codegen"] == "c" and npu["npu_mac_share"] >= 0.90
+    from edgecc.targets.npu.runner import from_region, to_region
+
     lib = tvm.runtime.load_module(os.path.join(generic.output_dir, "model.so"))
     rng = np.random.default_rng(1)
     checked, kinds = 0, set()
     for region, entry in load_regions(generic.output_dir):
         fn = lib.get_function(entry["symbol"], True)
         assert fn is not None, entry["symbol"]
-        yout = region.tensors[region.outputs[0]]
+        (out_shape,) = entry["boundary_outputs"]
         for _ in range(3):
-            xs = {n: rng.integers(-128, 128, region.tensors[n].shape, dtype=np.int8)
-                  for n in region.inputs}
-            y = tvm.runtime.tensor(np.zeros(yout.shape, np.int8))
-            fn(*(tvm.runtime.tensor(x) for x in xs.values()), y)
-            (sim,) = simulate(region, xs).values()
-            assert np.array_equal(y.numpy(), sim), region.name
+            xs = [rng.integers(-128, 128, shape, dtype=np.int8)
+                  for shape in entry["boundary_inputs"]]  # NCHW, as the Relax graph calls it
+            y = tvm.runtime.tensor(np.zeros(out_shape, np.int8))
+            fn(*(tvm.runtime.tensor(x) for x in xs), y)
+            feeds = {n: to_region(x, region.tensors[n].shape) for n, x in zip(region.inputs, xs)}
+            (sim,) = simulate(region, feeds).values()
+            assert np.array_equal(y.numpy(), from_region(sim, tuple(out_shape))), region.name
             checked += y.numpy().size
-        kinds.add(region.ops[0].kind)
+        kinds |= {op.kind for op in region.ops}
     assert checked > 0
-    assert kinds == {"conv2d", "depthwise_conv2d", "fully_connected", "add"}
+    assert kinds == {"conv2d", "depthwise_conv2d", "fully_connected", "add", "pad"}
     assert generic.report["not_verified"] == []
     assert generic.report["verification"]["passed"]
     assert _max_steps(generic, (1, 3, 32, 32)) <= 1.001  # one step (float32 dequantize noise)
+
+
+def test_byoc_partition_has_composite_functions_with_codegen_attributes(generic, u55):
+    """The artifact's split is TVM Relax BYOC's: FuseOpsByPattern made composite functions
+    (``Composite`` attribute) wrapped in functions with a ``Codegen`` attribute, one region
+    per such function, and what is left of main calls them by symbol."""
+    from tvm import relax
+
+    from edgecc.targets.npu import byoc
+    from edgecc.targets.npu.lower import exported_decisions, relax_partition
+    from edgecc.targets.npu.presets import resolve
+
+    for res, device, merge in ((generic, "generic-int8", False), (u55, "ethos-u55-128", True)):
+        desc = resolve(device)
+        exported, _ = exported_decisions(res.program, desc)
+        parted = relax_partition(exported, desc, merge, lambda regions: [])
+        outer = {gv.name_hint: f for gv, f in parted.partitioned.functions.items()
+                 if f.attrs is not None and "Codegen" in f.attrs}
+        assert {str(f.attrs["Codegen"]) for f in outer.values()} == {byoc.codegen_name(desc)}
+        composites = [str(b.value.attrs["Composite"]) for f in outer.values()
+                      for block in f.body.blocks for b in block.bindings
+                      if isinstance(b.value, relax.Function)]
+        assert composites and all(c.startswith(byoc.codegen_name(desc) + ".")
+                                  for c in composites)
+        assert (len(composites) > len(outer)) == merge  # MergeCompositeFunctions merged
+        # the regions of the bundle are these functions, with the same symbols
+        bundle = [entry["symbol"] for _, entry in load_regions(res.output_dir)]
+        assert sorted(bundle) == sorted(str(f.attrs["global_symbol"]) for f in outer.values())
+        script = parted.module.script(show_meta=False)
+        assert script.count("R.call_dps_packed(") == len(outer)
+        assert "R.nn.conv2d" not in script  # every convolution went to the NPU
 
 
 class BigKernel(nn.Module):
@@ -406,3 +442,75 @@ def test_residual_add_with_relu_is_one_npu_add_region(tmp_path):
     assert len(npu["regions"]) == 2  # stem, block and add in one; the classifier
     assert res.report["verification"]["passed"]
     assert _max_steps(res, (1, 3, 8, 8)) <= 1.001  # one step (float32 dequantize noise)
+
+
+@pytest.mark.slow
+def test_generic_int8_with_an_arm64_cpu_part_runs_under_qemu_and_equals_the_host(
+        generic, tmp_path):
+    """cpu=arm64:cortex-a76: model.so cross-compiled for aarch64 (CPU part and the regions'
+    C code), run by the bundle's deploy runner under qemu-aarch64; the int8 output equals
+    the host artifact's bit for bit (same integer regions, same float CPU ops up to the
+    last bit of the float ops between them: checked within one output step)."""
+    from edgecc.targets.arm import emulation
+
+    if not emulation.ready():
+        pytest.skip(emulation.why_not_ready())
+    # verify=False: the comparison below is the verification, in one emulator launch
+    res = edgecc.compile(_model(), target="npu:generic-int8",
+                         target_options={"cpu": "arm64:cortex-a76"},
+                         example_inputs=(torch.randn(1, 3, 32, 32),), calibration=_calib(),
+                         pipeline=PIPELINE, output_dir=str(tmp_path / "out"), verify=False)
+    arch = open(os.path.join(res.output_dir, "model.so"), "rb").read(20)[18]
+    assert arch == 183  # ELF e_machine EM_AARCH64
+    xs = [torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(s))
+          for s in range(3)]
+    step = _output_step(res.program)
+    runner = res.target.load(res.output_dir, res.report)
+    for x, (got,) in zip(xs, runner.run_many([(x,) for x in xs])):
+        host = generic.run(x)
+        assert float((got - host).abs().max()) <= step * 1.001
+        assert float((got - res.program.run(x)[0]).abs().max()) <= step * 1.001
+
+
+def test_cpu_option_bad_values_are_one_line():
+    from edgecc.targets.npu.target import NpuOptions
+
+    with pytest.raises(ValueError, match="unknown arm64 preset 'cortex-a7'"):
+        NpuOptions(device="generic-int8", cpu="arm64:cortex-a7")
+    with pytest.raises(ValueError, match="generic-int8"):
+        NpuOptions(device="ethos-u55-128", cpu="arm64")
+
+
+def test_description_forbidding_zero_points_makes_quantize_symmetric(tmp_path):
+    """quantization.activations.zero_point: zero (a description, no code): every activation
+    quantize of the compiled program has zero point 0, the layer outputs legalization adds
+    too, and the NPU regions take it."""
+    from edgecc.quant import is_quantize
+
+    path = tmp_path / "symmetric-npu.yaml"
+    path.write_text(USER_NPU.replace("zero_point: any", "zero_point: zero")
+                    .replace("name: my-tiny-npu", "name: symmetric-npu"))
+    torch.manual_seed(0)
+    res = edgecc.compile(Tiny().eval(), target="npu", target_options={"description": str(path)},
+                         example_inputs=(torch.randn(1, 3, 8, 8),),
+                         calibration=_calib((1, 3, 8, 8), 4), pipeline=PIPELINE,
+                         output_dir=str(tmp_path / "out"))
+    quantizes = [n for n in res.program.graph.nodes if is_quantize(n)]
+    assert quantizes
+    assert all(not res.program.tensor(q.args[2]).any() for q in quantizes)
+    assert "activations made symmetric for target 'npu'" in json.dumps(res.report)
+    npu = res.report["lowering"]["npu"]
+    assert npu["npu_ops"] == 2 and npu["byoc"]["agrees_with_fx_classification"], npu["byoc"]
+    assert res.report["verification"]["passed"]
+    # the same model quantized asymmetrically is refused by the region checks, with why
+    from edgecc.targets.npu import byoc
+    from edgecc.targets.npu.description import load_description_file
+    from edgecc.targets.npu.lower import exported_decisions, relax_partition
+
+    asym = _quantized(Tiny(), (1, 3, 8, 8))
+    desc = load_description_file(path)
+    exported, _ = exported_decisions(asym, desc)
+    parted = relax_partition(exported, desc, False, lambda regions: [])
+    reasons = [d.reason for d in parted.declined]
+    assert any("quantization.activations.zero_point" in r for r in reasons), reasons
+    assert byoc.codegen_name(desc) == "edgecc_npu_c"
