@@ -4,9 +4,9 @@ Each region (a function the BYOC flow gave the ``Codegen`` attribute, see ``byoc
 becomes one C++ function exported with TVM FFI (``TVM_FFI_DLL_EXPORT_TYPED_FUNC``) under the
 function's global symbol, so the TVM library calls it through ``call_dps_packed`` and a test
 can call it by name. Its arguments are int8 tensors in the Relax graph's layout (NCHW when
-4-D), copied to and from NHWC buffers inside; each op of the region is a static function. The arithmetic is the simulator's, line
-for line: int32/int64 accumulation of ``(x - zp_x) * w`` plus the int32 bias, TFLite's
-``MultiplyByQuantizedMultiplier`` (SaturatingRoundingDoublingHighMul, then
+4-D), copied to and from NHWC buffers inside; each op of the region is a static function.
+The arithmetic is the simulator's, line for line: int32/int64 accumulation of
+``(x - zp_x) * w`` plus the int32 bias, TFLite's ``MultiplyByQuantizedMultiplier`` (SaturatingRoundingDoublingHighMul, then
 RoundingDivideByPOT) with the per-channel (multiplier, shift) computed here by the
 simulator's own ``quantize_multiplier``, the output zero point, and the clamp of
 ``activation_range``. Weights, bias and the requantization tables are C arrays in the

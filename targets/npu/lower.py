@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgecc.errors import EdgeccError, LoweringError
 from edgecc.program import Program
 from edgecc.target import Artifact, Lowered, example_shape
