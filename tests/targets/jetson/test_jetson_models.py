@@ -16,6 +16,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import edgecc
+from edgecc.recipe import VerifyOptions
 from edgecc.targets.jetson import checker
 from tests.models import token_inputs, transformer
 
@@ -67,6 +68,7 @@ def transformer_builds(tmp_path_factory):
         d = tmp_path_factory.mktemp(name) / "o"
         res = edgecc.compile(transformer(name), "jetson:agx-orin", example_inputs=calib[0],
                              calibration=calib, output_dir=str(d),
+                             verify_options=VerifyOptions(samples=1),
                              target_options={"precision": precision, **extra})
         out[name] = (res, d)
     return out
@@ -176,6 +178,7 @@ def sparse_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("sparse") / "o"
     res = edgecc.compile(Net().eval(), "jetson:agx-orin", pipeline="prune{pattern=2:4}",
                          example_inputs=calib[0], calibration=calib, output_dir=str(out),
+                         verify_options=VerifyOptions(samples=1),
                          target_options={"precision": "int8", "sparsity": True})
     return res, out
 
