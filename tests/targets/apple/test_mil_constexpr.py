@@ -138,14 +138,17 @@ IOS16_CASES = {"affine_int8_zero_point": _ios16_affine(), "lut_packed_uint4": _i
                "sparse_packed": _ios16_sparse(), "cast_fp16_fp32": _cast()}
 
 
-def _program(build, opset):
-    """linear(x, weight=<decompressed weight>): the weight is used, so the converter keeps it."""
+def _program(builds: dict, opset):
+    """One output per case: linear(x, weight=<decompressed weight>) (a used weight is kept)."""
     @mb.program(input_specs=[mb.TensorSpec(shape=(3, 64))], opset_version=opset)
     def prog(x):
-        w = build()
-        if w.dtype != types.fp32:
-            w = mb.cast(x=w, dtype="fp32")
-        return mb.linear(x=x, weight=w)
+        outs = []
+        for name, build in builds.items():
+            w = build()
+            if w.dtype != types.fp32:
+                w = mb.cast(x=w, dtype="fp32")
+            outs.append(mb.linear(x=x, weight=w, name=name))
+        return tuple(outs)
     return prog
 
 
@@ -160,11 +163,23 @@ def _reference(prog):
     return ref
 
 
+def _weights_by_case(prog) -> dict[str, np.ndarray]:
+    """The dense weight each case's linear reads, by case (after any cast)."""
+    env = materialize_constexprs(prog)
+    out = {}
+    for var in prog.functions["main"].outputs:
+        op = var.op  # linear(x, weight=w), or matmul(x, w, transpose_y) after the passes
+        w = op.inputs["weight"] if op.op_type == "linear" else op.inputs["y"]
+        if w.op.op_type == "cast":
+            w = w.op.inputs["x"]
+        out[var.name] = env[w.name]
+    return out
+
+
 @pytest.mark.parametrize("case,opset", [(k, ct.target.iOS18) for k in IOS18_CASES]
                          + [(k, ct.target.iOS16) for k in IOS16_CASES])
-def test_decompression_is_bit_exact(case, opset, tmp_path):
-    build = {**IOS18_CASES, **IOS16_CASES}[case]
-    prog = _program(build, opset)
+def test_decompression_is_bit_exact(case, opset):
+    prog = _program({case: {**IOS18_CASES, **IOS16_CASES}[case]}, opset)
     ref = _reference(prog)
     got = materialize_constexprs(prog)
     assert ref and set(got) == set(ref)
@@ -173,18 +188,31 @@ def test_decompression_is_bit_exact(case, opset, tmp_path):
         if want.dtype == np.bool_:  # coremltools' iOS18 masks come back as bool
             want = want.astype(np.uint8)
         assert same_bits(got[name], want), name
-    # through weight.bin and the milproto loader
+
+
+@pytest.mark.parametrize("opset", [ct.target.iOS16, ct.target.iOS18])
+def test_decompression_through_saved_package(opset, tmp_path):
+    """All cases of one deployment target in one package: weight.bin and the milproto loader
+    give back the same bits, and the interpreter runs the linears on them."""
+    cases = IOS18_CASES if opset == ct.target.iOS18 else IOS16_CASES
+    prog = _program(cases, opset)
+    in_memory = _weights_by_case(prog)
     mlm = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=opset,
                      compute_precision=ct.precision.FLOAT32)
     path = tmp_path / "w.mlpackage"
     mlm.save(str(path))
-    loaded = materialize_constexprs(load_program(path))
-    dense = [v for v in got.values() if v.ndim == 2 and v.shape[0] == 16][-1]
-    assert any(same_bits(v, dense) for v in loaded.values())
+    loaded = load_program(path)
+    kinds = {op.op_type for op in loaded.functions["main"].operations}
+    assert {"constexpr_lut_to_dense", "constexpr_sparse_to_dense"} <= kinds
+    read_back = _weights_by_case(loaded)
+    assert set(read_back) == set(cases)
+    for name in cases:
+        assert same_bits(read_back[name], in_memory[name]), name
     x = RNG.standard_normal((3, 64)).astype(np.float32)
-    out, = run_mlpackage(path, {"x": x}).values()
-    ref_out = x.astype(np.float64) @ dense.astype(np.float32).astype(np.float64).T
-    assert np.abs(out - ref_out).max() <= 1e-4 * max(np.abs(ref_out).max(), 1.0)
+    outs = run_mlpackage(path, {"x": x})
+    for name in cases:
+        ref = x.astype(np.float64) @ in_memory[name].astype(np.float64).T
+        assert np.abs(outs[name] - ref).max() <= 1e-5 * max(np.abs(ref).max(), 1.0), name
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
