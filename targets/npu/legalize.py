@@ -144,3 +144,72 @@ class QuantizeLayerOutputs(Pass):
                 insert_qdq(program, node, list(node.users), params)
         program.graph_module.recompile()
         return reused, len(calibrate)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitActivationsOptions:
+    # the activations the NPU applies in its requantization (the description's fusable ones)
+    fusable: tuple[str, ...] = ("relu", "relu6")
+
+
+_ACTIVATION_OPS = {
+    "relu": (torch.ops.aten.relu.default, ()),
+    "relu6": (torch.ops.aten.hardtanh.default, (0.0, 6.0)),
+    "gelu": (torch.ops.aten.gelu.default, ()),
+    "silu": (torch.ops.aten.silu.default, ()),
+    "hardswish": (torch.ops.aten.hardswish.default, ()),
+    "sigmoid": (torch.ops.aten.sigmoid.default, ()),
+}
+
+
+class SplitActivations(Pass):
+    """Split a fused conv / linear + activation the NPU cannot apply into the layer (for
+    the NPU) and the activation (for the CPU): a BERT feed-forward ``linear_act(gelu)``
+    becomes ``linear`` then ``gelu``, so the linear is offloaded and ``QuantizeLayerOutputs``
+    gives it the int8 output an NPU writes (one more quantization: lossy, calibrated).
+
+    Before::
+
+        %y = linear_act(dq(q(x)), dq(w_q), b, "gelu")
+
+    After::
+
+        %l = linear(dq(q(x)), dq(w_q), b)
+        %y = gelu(%l)
+    """
+
+    name = "npu-split-activations"
+    Options = SplitActivationsOptions
+    lossless = True
+
+    def run(self, program: Program, options: SplitActivationsOptions,
+            context: PassContext) -> PassResult:
+        graph = program.graph
+        split = 0
+        for node in list(program.nodes("call_function")):
+            base = _base(node)
+            if base not in ("conv_act", "linear_act"):
+                continue
+            act = node.args[9] if base == "conv_act" else node.args[3]
+            x, w = node.args[0], node.args[1]
+            quantized = is_dequantize(x) and is_quantize(x.args[0]) and is_dequantize(w)
+            if act in options.fusable or act not in _ACTIVATION_OPS or not quantized:
+                continue
+            op, extra = _ACTIVATION_OPS[act]
+            with graph.inserting_before(node):
+                if base == "conv_act":
+                    layer = graph.call_function(torch.ops.aten.convolution.default,
+                                                tuple(node.args[:9]))
+                else:
+                    layer = graph.call_function(torch.ops.aten.linear.default,
+                                                tuple(node.args[:3]))
+                y = graph.call_function(op, (layer, *extra))
+            node.replace_all_uses_with(y)
+            graph.erase_node(node)
+            split += 1
+        if not split:
+            return PassResult(program, False, {"split": 0})
+        graph.lint()
+        program.graph_module.recompile()
+        program.refresh_metadata()
+        return PassResult(program, True, {"split": split})

@@ -93,15 +93,26 @@ class Decision:
                 "reason": self.reason, "macs": self.macs}
 
 
-def legalization(symmetric_activations: bool = False) -> tuple:
-    """The TVM layer's legalization, then quantizing the outputs of NPU candidate layers
-    that the fake-quant program left in float (the NPU writes int8 only; symmetric where
-    the description forbids activation zero points)."""
+def legalization(symmetric_activations: bool = False,
+                 fusable: tuple[str, ...] = ("relu", "relu6")) -> tuple:
+    """The TVM layer's legalization, splitting the fused activations the NPU cannot apply
+    off their layers, then quantizing the outputs of NPU candidate layers that the
+    fake-quant program left in float (the NPU writes int8 only; symmetric where the
+    description forbids activation zero points)."""
     from edgecc.pipeline_text import PassStep
-    from edgecc.targets.npu.legalize import QuantizeLayerOutputs
+    from edgecc.targets.npu.legalize import QuantizeLayerOutputs, SplitActivations
 
-    return (*TVM_LEGALIZATION, PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options(
-        symmetric=symmetric_activations)))
+    return (*TVM_LEGALIZATION,
+            PassStep(SplitActivations, SplitActivations.Options(fusable=fusable)),
+            PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options(
+                symmetric=symmetric_activations)))
+
+
+def fusable_activations(desc: NpuDescription) -> tuple[str, ...]:
+    """The activations some pattern of the description fuses after a conv / linear."""
+    return tuple(sorted({a for p in desc.patterns if p.root in (
+        "conv2d", "depthwise_conv2d", "fully_connected") for a in p.fuse
+        if a in ACTIVATIONS and desc.op(a) is not None}))
 
 
 def _shape(node: Any) -> tuple[int, ...]:
