@@ -274,6 +274,24 @@ def import_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None =
     import edgecc
     from edgecc.passes import ConstantFold, DeadCodeElimination
 
+    module, examples, dynamic = build_module(path, input_shapes=input_shapes)
+    try:
+        program = edgecc.trace(module, tuple(examples),
+                               dynamic_shapes=tuple(dynamic) if any(dynamic) else None)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"'{path}': {exc}") from exc
+    program.source = path.rsplit("/", 1)[-1]
+    # Weights computed inside the graph (Cast/Transpose of initializers, ...) become real
+    # parameters that compression passes can see.
+    ConstantFold()(program)
+    DeadCodeElimination()(program)
+    return program, module
+
+
+def build_module(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None
+                 ) -> tuple[OnnxModule, list[torch.Tensor], list[Any]]:
+    """The converters' module for ``path`` (callable eagerly: the converter property tests
+    run it without tracing), its example inputs and their dynamic dimensions."""
     model = read_model(path)
     opset = opset_of(model, path)
     nodes = check_structure(model, path)
@@ -338,14 +356,4 @@ def import_onnx(path: str, *, input_shapes: Mapping[str, Sequence[int]] | None =
     outputs = [o.name for o in model.graph.output]
     module = _module_class(names)(remaining, opset, static, formats,
                                   [i.name for i in graph_inputs], outputs)
-    try:
-        program = edgecc.trace(module, tuple(examples),
-                               dynamic_shapes=tuple(dynamic) if any(dynamic) else None)
-    except ModelLoadError as exc:
-        raise ModelLoadError(f"'{path}': {exc}") from exc
-    program.source = path.rsplit("/", 1)[-1]
-    # Weights computed inside the graph (Cast/Transpose of initializers, ...) become real
-    # parameters that compression passes can see.
-    ConstantFold()(program)
-    DeadCodeElimination()(program)
-    return program, module
+    return module, examples, dynamic

@@ -65,10 +65,19 @@ def _conv_transpose(ctx, x, w, b=None):
     dilations = list(ctx.attr("dilations", [1] * n))
     pads = list(ctx.attr("pads", [0] * 2 * n))
     out_pad = list(ctx.attr("output_padding", [0] * n))
-    if pads[:n] != pads[n:]:
-        raise NotImplementedError("ConvTranspose with asymmetric pads")
-    return torch.ops.aten.convolution(x, w, T(b), strides, pads[:n], dilations, True, out_pad,
+    if ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or ctx.attr("output_shape"):
+        raise NotImplementedError("ConvTranspose with auto_pad SAME_* or output_shape")
+    if ctx.attr("auto_pad", "NOTSET") == "VALID":
+        pads = [0] * 2 * n
+    if pads[:n] == pads[n:]:
+        return torch.ops.aten.convolution(x, w, T(b), strides, pads[:n], dilations, True,
+                                          out_pad, ctx.attr("group", 1))
+    # Asymmetric pads: the unpadded result, cropped by each side's pad.
+    full = torch.ops.aten.convolution(x, w, T(b), strides, [0] * n, dilations, True, out_pad,
                                       ctx.attr("group", 1))
+    index = [slice(None), slice(None)] + [slice(p, full.shape[2 + i] - e)
+                                          for i, (p, e) in enumerate(zip(pads[:n], pads[n:]))]
+    return full[tuple(index)]
 
 
 def _batch_norm(ctx, x, scale, bias, mean, var):
@@ -97,14 +106,43 @@ def _pool_args(ctx, x):
     return kernel, strides, dilations, begin, end
 
 
+def _explicit(kernel, begin, end) -> bool:
+    """Pads torch's pooling cannot take: asymmetric, or over half the kernel (ONNX allows
+    any pad below the kernel)."""
+    return begin != end or any(b > k // 2 for b, k in zip(begin, kernel))
+
+
+def _onnx_length(size, k, s, d, pb, pe, ceil):
+    """ONNX's pooled length; in ceil mode a last window starting in the end padding is
+    dropped (as onnxruntime and torch do)."""
+    span = size + pb + pe - ((k - 1) * d + 1)
+    if not ceil:
+        return span // s + 1
+    out = -(-span // s) + 1
+    return out - 1 if (out - 1) * s >= size + pb else out
+
+
+def _crop_to_onnx(y, x, kernel, strides, dilations, begin, end, ceil):
+    """With the pads applied up front torch counts them as input, so in ceil mode it may
+    add a last window that starts in the end padding: cut back to ONNX's length."""
+    for i, (k, s, d, pb, pe) in enumerate(zip(kernel, strides, dilations, begin, end)):
+        want = _onnx_length(x.shape[2 + i], k, s, d, pb, pe, ceil)
+        if y.shape[2 + i] != want:
+            y = y.narrow(2 + i, 0, want)
+    return y
+
+
 def _max_pool(ctx, x):
     x = T(x)
     kernel, strides, dilations, begin, end = _pool_args(ctx, x)
     n = len(kernel)
-    if begin != end:
-        x, begin = _pad_explicitly(x, begin, end, float("-inf"))
+    ceil = bool(ctx.attr("ceil_mode", 0))
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
-    return fn(x, kernel, strides, begin, dilations, ceil_mode=bool(ctx.attr("ceil_mode", 0)))
+    if not _explicit(kernel, begin, end):
+        return fn(x, kernel, strides, begin, dilations, ceil_mode=ceil)
+    padded, zeros = _pad_explicitly(x, begin, end, float("-inf"))
+    y = fn(padded, kernel, strides, zeros, dilations, ceil_mode=ceil)
+    return _crop_to_onnx(y, x, kernel, strides, dilations, begin, end, ceil)
 
 
 def _avg_pool(ctx, x):
@@ -114,16 +152,16 @@ def _avg_pool(ctx, x):
     include = bool(ctx.attr("count_include_pad", 0))
     ceil = bool(ctx.attr("ceil_mode", 0))
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
-    if begin != end:
-        padded, zeros = _pad_explicitly(x, begin, end)
-        total = fn(padded, kernel, strides, zeros, ceil_mode=ceil, count_include_pad=True)
-        if include:
-            return total
+    if not _explicit(kernel, begin, end):
+        return fn(x, kernel, strides, begin, ceil_mode=ceil, count_include_pad=include)
+    padded, zeros = _pad_explicitly(x, begin, end)
+    total = fn(padded, kernel, strides, zeros, ceil_mode=ceil, count_include_pad=True)
+    if not include:
         # Padding applied up front is data to torch: divide by the share of each window
         # that is real input (the pooled mask of ones), not by the window size.
         ones, _ = _pad_explicitly(x.new_ones((1, 1, *x.shape[2:])), begin, end)
-        return total / fn(ones, kernel, strides, zeros, ceil_mode=ceil, count_include_pad=True)
-    return fn(x, kernel, strides, begin, ceil_mode=ceil, count_include_pad=include)
+        total = total / fn(ones, kernel, strides, zeros, ceil_mode=ceil, count_include_pad=True)
+    return _crop_to_onnx(total, x, kernel, strides, dilations, begin, end, ceil)
 
 
 def _gap(ctx, x):
@@ -137,8 +175,17 @@ def _gmp(ctx, x):
 
 
 def _lrn(ctx, x):
-    return F.local_response_norm(T(x), ctx.attr("size"), ctx.attr("alpha", 1e-4),
-                                 ctx.attr("beta", 0.75), ctx.attr("bias", 1.0))
+    """ONNX's window of channel c is [c - floor((size-1)/2), c + ceil((size-1)/2)];
+    torch's local_response_norm puts the extra channel of an even window before c instead
+    of after, so the sum of squares is taken here, with ONNX's window."""
+    x = T(x)
+    size = ctx.attr("size")
+    alpha, beta, bias = ctx.attr("alpha", 1e-4), ctx.attr("beta", 0.75), ctx.attr("bias", 1.0)
+    front = (size - 1) // 2
+    sq = (x * x).reshape(x.shape[0], 1, x.shape[1], -1)
+    sq = F.pad(sq, [0, 0, front, size - 1 - front])
+    mean = F.avg_pool2d(sq, (size, 1), stride=1).reshape(x.shape)
+    return x / (mean * alpha + bias).pow(beta)
 
 
 def _resize(ctx, x, roi=None, scales=None, sizes=None):

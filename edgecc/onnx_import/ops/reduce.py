@@ -18,7 +18,10 @@ def _reduce(fn_name: str, attr_axes_until: int):
             dims = ctx.attr("axes")
         if not dims:
             if ctx.attr("noop_with_empty_axes", 0):
-                return x
+                # Nothing reduced, but the element-wise part still applies (onnxruntime
+                # and the reference evaluator: ReduceL1 -> |x|, ReduceSumSquare -> x*x).
+                return {"l1": torch.abs, "l2": torch.abs,
+                        "sumsquare": lambda t: t * t}.get(fn_name, lambda t: t)(x)
             dims = list(range(x.dim()))
         dims = [int(d) % x.dim() for d in dims]
         if fn_name == "mean":

@@ -99,19 +99,18 @@ def _slice(ctx, x, starts, ends, axes=None, steps=None):
         axis = int(axis) % x.dim()
         if c > 0:
             index[axis] = slice(a, b if not (isinstance(b, int) and b > 2**62) else None, c)
-        else:  # negative steps: torch slicing needs a flip
+        else:  # negative steps: ONNX's clamping, then a slice of the flipped axis
             size = x.shape[axis]
-            a = min(a, size - 1) if a >= 0 else a + size
-            b = b + size if b >= 0 or b < -size else b + size
-            lo = max(b + 1, 0) if b >= -1 else 0
-            flips.append((axis, lo, a + 1, -c))
+            a = a + size if a < 0 else a
+            a = max(0, min(a, size - 1))
+            b = b + size if b < 0 else b
+            b = max(-1, min(b, size - 1))
+            flips.append((axis, size - 1 - a, size - 1 - b, -c))
     out = x[tuple(index)]
     for axis, lo, hi, c in flips:
-        out = out.narrow(axis, lo, max(hi - lo, 0)).flip(axis)[::1]
-        if c != 1:
-            idx = [slice(None)] * out.dim()
-            idx[axis] = slice(None, None, c)
-            out = out[tuple(idx)]
+        idx = [slice(None)] * out.dim()
+        idx[axis] = slice(lo, max(hi, lo), c)
+        out = out.flip(axis)[tuple(idx)]
     return out
 
 
@@ -159,8 +158,19 @@ def _pad(ctx, x, pads=None, value=None, axes=None):
         torch_pad[2 * (rank - 1 - a) + 1] = e
     if mode == "constant":
         return F.pad(x, torch_pad, value=fill)
-    trimmed = torch_pad[: 2 * (rank - 2)]
-    return F.pad(x, trimmed, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
+    # torch pads these modes only on the trailing 1-3 axes of a batched tensor: pad one
+    # axis at a time, moved last and viewed as (rows, 1, length). (Trimming the pads to the
+    # trailing rank-2 axes dropped the pads of the leading ones without a word.)
+    torch_mode = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode]
+    for a in range(rank):
+        b, e = torch_pad[2 * (rank - 1 - a)], torch_pad[2 * (rank - 1 - a) + 1]
+        if isinstance(b, int) and isinstance(e, int) and b == 0 and e == 0:
+            continue
+        moved = x.movedim(a, -1)
+        lead = list(moved.shape[:-1])
+        flat = F.pad(moved.reshape(-1, 1, moved.shape[-1]), [b, e], mode=torch_mode)
+        x = flat.reshape(*lead, flat.shape[-1]).movedim(-1, a)
+    return x
 
 
 CONVERTERS = (
