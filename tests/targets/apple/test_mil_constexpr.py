@@ -245,3 +245,36 @@ def test_quantize_dequantize_match_torch(per_channel, dtype):
     assert q.dtype == np.dtype(dtype)
     assert (q == ref_q.numpy()).all()
     assert same_bits(dq, ((ref_q - z_t) * s_t).numpy())
+
+
+def test_activation_qdq_converted_from_torch_is_exact(tmp_path):
+    """quantized_decomposed quantize/dequantize (what edgecc's activation Q/DQ export to)
+    become MIL quantize/dequantize on iOS17; the interpreter reproduces PyTorch exactly."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the ops)
+
+    from .test_mil_convert import op_types, to_mlpackage
+    qd = torch.ops.quantized_decomposed
+
+    class QLinear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = qd.dequantize_per_tensor(qd.quantize_per_tensor(x, 0.05, 3, -128, 127,
+                                                                torch.int8),
+                                         0.05, 3, -128, 127, torch.int8)
+            y = self.fc(x)
+            return qd.dequantize_per_tensor(qd.quantize_per_tensor(y, 0.02, -1, -128, 127,
+                                                                   torch.int8),
+                                            0.02, -1, -128, 127, torch.int8)
+
+    torch.manual_seed(0)
+    model = QLinear().eval()
+    x = torch.randn(16, 8)
+    path = to_mlpackage(model, {"x": x}, tmp_path / "q.mlpackage", target=ct.target.iOS17)
+    assert {"quantize", "dequantize"} <= op_types(path)
+    got = run_mlpackage(path, {"x": x.numpy()})["out0"]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert same_bits(got, ref)
