@@ -3,15 +3,17 @@
 For each model (ResNet-20, the width-reduced MobileNetV2, the digits CNN, a BERT config)
 compiled w8a8 for ``ethos-u55-128`` and ``ethos-u65-256``: the share of ops and MACs that
 edgecc's partitioner puts on the NPU, the NPU cycles Vela 5.2 estimates for those regions
-(summed over regions; connected NPU layers form one region) and the
-estimated NPU latency at the description's clock. Prints a table and writes
-``bench/results/npu.json``.
+(summed over regions; connected NPU layers form one region: TVM Relax BYOC with
+MergeCompositeFunctions) and the estimated NPU latency at the description's clock; and the
+peer: Vela compiling the whole model's int8 TFLite itself (its own partitioning: what it
+leaves on the CPU, its NPU cycles and latency), where edgecc can write the whole model as
+TFLite (``whole_model``: regions joined by int8 MEAN; a model with layer norm / softmax /
+GELU is "n/a" with the reason). Prints a table and writes ``bench/results/npu.json``.
 
     python bench/npu.py [--models resnet20,mobilenet_v2,digits,bert] [--devices ...]
 
-Not measured here: the peer the issue asks for (Vela partitioning the whole model's int8
-TFLite itself) needs a whole-model TFLite writer, which edgecc does not have yet; and
-CPU-side time of the fallback ops. Nothing executes on an Ethos-U: cycles are Vela's.
+Not measured here: CPU-side time of the fallback ops. Nothing executes on an Ethos-U:
+cycles are Vela's estimates. Compile seconds depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ MODELS = {
 }
 
 
+def peer(res, device: str) -> dict:
+    """Vela partitioning the whole model's int8 TFLite itself (None where edgecc cannot
+    write the whole model as TFLite, with the reason)."""
+    from edgecc.targets.npu.lower import exported_decisions, relax_partition
+    from edgecc.targets.npu.presets import resolve
+    from edgecc.targets.npu.tflite_writer import write_tflite
+    from edgecc.targets.npu.vela_compile import compile_region
+    from edgecc.targets.npu.whole_model import whole_model_region
+
+    desc = resolve(device)
+    exported, _ = exported_decisions(res.program, desc)
+    parted = relax_partition(exported, desc, True, lambda regions: [])
+    region, why = whole_model_region(parted.module["main"],
+                                     {r.name: r for r in parted.regions})
+    if region is None:
+        return {"peer_npu_cycles": None, "peer_reason": why}
+    result = compile_region(write_tflite(region), desc, require_npu=False)
+    perf = result.performance
+    return {"peer_npu_cycles": perf["npu_cycles"], "peer_latency_s": perf["latency_s"],
+            "peer_npu_ops": perf["npu_ops"], "peer_cpu_ops": perf["cpu_ops"],
+            "peer_cpu_operators": list(result.cpu_operators), "peer_reason": ""}
+
+
 def run(model_name: str, device: str) -> dict:
     model, calib = MODELS[model_name]()
     pipeline = PIPELINE if model_name != "bert" else "quantize{scheme=w8a8},fuse,dce"
@@ -74,6 +99,7 @@ def run(model_name: str, device: str) -> dict:
                              calibration=calib, pipeline=pipeline,
                              output_dir=os.path.join(d, "out"), verify=False)
         seconds = time.perf_counter() - t0
+        theirs = peer(res, device)
     npu = res.report["lowering"]["npu"]
     vela = res.report["lowering"].get("vela", {})
     return {"model": model_name, "device": device, "ops": npu["ops"], "npu_ops": npu["npu_ops"],
@@ -83,7 +109,7 @@ def run(model_name: str, device: str) -> dict:
             "estimated_npu_latency_s": vela.get("estimated_npu_latency_s"),
             "clock_hz": vela.get("clock_hz"), "compile_seconds": round(seconds, 1),
             "cpu_reasons": sorted({d["reason"] for d in npu["per_op"]
-                                   if d["device"] == "cpu" and d["macs"]})}
+                                   if d["device"] == "cpu" and d["macs"]}), **theirs}
 
 
 def main() -> None:
@@ -93,12 +119,18 @@ def main() -> None:
     args = ap.parse_args()
     rows = [run(m, dev) for m in args.models.split(",") for dev in args.devices.split(",")]
     print(f"{'model':<14}{'device':<15}{'ops on NPU':>12}{'MACs on NPU':>13}{'regions':>9}"
-          f"{'NPU cycles':>12}{'latency us':>12}")
+          f"{'NPU cycles':>12}{'latency us':>12} | {'Vela whole-model: cycles':>24}"
+          f"{'latency us':>12}{'CPU ops':>9}")
     for r in rows:
         lat = r["estimated_npu_latency_s"]
+        if r["peer_npu_cycles"] is None:
+            theirs = f"n/a: {r['peer_reason']}"
+        else:
+            theirs = (f"{r['peer_npu_cycles']:>24,}{r['peer_latency_s'] * 1e6:>12.1f}"
+                      f"{r['peer_cpu_ops']:>9}")
         print(f"{r['model']:<14}{r['device']:<15}{100 * r['npu_op_share']:>11.1f}%"
               f"{100 * r['npu_mac_share']:>12.1f}%{r['regions']:>9}{r['npu_cycles'] or 0:>12,}"
-              f"{lat * 1e6 if lat else 0:>12.1f}")
+              f"{lat * 1e6 if lat else 0:>12.1f} | {theirs}")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "npu.json"), "w") as f:
         json.dump({"vela": "5.2.0", "pipeline": PIPELINE, "rows": rows}, f, indent=1)

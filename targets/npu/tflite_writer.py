@@ -23,6 +23,7 @@ _BUILTINS = {
     "max_pool2d": ("MAX_POOL_2D", 2, "Pool2DOptions"),
     "reshape": ("RESHAPE", 1, "ReshapeOptions"),
     "pad": ("PAD", 2, "PadOptions"),
+    "mean": ("MEAN", 2, "ReducerOptions"),
 }
 _TYPES = {"int8": "INT8", "int32": "INT32"}
 
@@ -117,6 +118,10 @@ class _Writer:
         if op.kind == "pad":
             s.PadOptions.PadOptionsStart(b)
             return opt_type, s.PadOptions.PadOptionsEnd(b)
+        if op.kind == "mean":
+            s.ReducerOptions.ReducerOptionsStart(b)
+            s.ReducerOptions.ReducerOptionsAddKeepDims(b, bool(a.get("keep_dims", False)))
+            return opt_type, s.ReducerOptions.ReducerOptionsEnd(b)
         if op.kind == "reshape":
             new_shape = self.ints(a["new_shape"])
             s.ReshapeOptions.ReshapeOptionsStart(b)

@@ -520,3 +520,23 @@ def test_description_forbidding_zero_points_makes_quantize_symmetric(tmp_path):
     reasons = [d.reason for d in parted.declined]
     assert any("quantization.activations.zero_point" in r for r in reasons), reasons
     assert byoc.codegen_name(desc) == "edgecc_npu_c"
+
+
+def test_whole_model_tflite_for_velas_own_partitioning(u55):
+    """bench/npu.py's peer: the BYOC regions joined by an int8 MEAN as one TFLite graph,
+    which Vela compiles whole (MobileNetV2-style: nothing left on the CPU)."""
+    from edgecc.targets.npu.lower import exported_decisions, relax_partition
+    from edgecc.targets.npu.presets import resolve
+    from edgecc.targets.npu.tflite_writer import write_tflite
+    from edgecc.targets.npu.vela_compile import compile_region
+    from edgecc.targets.npu.whole_model import whole_model_region
+
+    desc = resolve("ethos-u55-128")
+    exported, _ = exported_decisions(u55.program, desc)
+    parted = relax_partition(exported, desc, True, lambda regions: [])
+    region, why = whole_model_region(parted.module["main"], {r.name: r for r in parted.regions})
+    assert region is not None, why
+    assert "mean" in [op.kind for op in region.ops]
+    assert len(region.ops) == sum(len(r.ops) for r in parted.regions) + 1
+    result = compile_region(write_tflite(region), desc, require_npu=False)
+    assert result.cpu_operators == () and result.performance["npu_cycles"] > 0
