@@ -53,7 +53,12 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     path = resolve_gguf(args.model)
     body = text.read_text(args.text) if args.text else text.opticks("test")
     tok = tokenizer.build_tokenizer(tokenizer.tokenizer_fields(path), f"'{path}'")
-    wins = ppl.windows(tokenizer.encode(tok, body), args.ctx, args.windows)
+    ids = None
+    if args.windows:  # ~4 characters a token: tokenize a generous prefix, not the whole book
+        ids = tokenizer.encode(tok, body[:args.ctx * args.windows * 12])
+        if len(ids) < args.ctx * args.windows:
+            ids = None
+    wins = ppl.windows(ids or tokenizer.encode(tok, body), args.ctx, args.windows)
     results = []
     if args.runtime in ("program", "both"):
         import edgecc

@@ -1,0 +1,137 @@
+"""The quality comparison of issue 17 on a real GGUF decoder: edgecc's quantizations
+(RTN / GPTQ / AWQ int4 in the Q4_0 and Q4_1 layouts, the Q4_K grid, Q8_0) as edgecc
+programs and as ``-t gguf`` files run by llama.cpp, beside llama.cpp's own quantizer
+(``llamacpp_quant``) on the same float weights, on the same text windows.
+
+Used by ``bench/llm_quality.py`` (the full table) and the slow tests (a small slice).
+Calibration (GPTQ / AWQ) reads the calibration split of the text, perplexity the test
+split: no test tokens are seen while quantizing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from edgecc.llm_eval import llamacpp_quant
+from edgecc.llm_eval.perplexity import llamacpp_perplexity, program_perplexity, windows
+from edgecc.llm_eval.text import opticks
+from edgecc.llm_eval.tokenizer import build_tokenizer, encode, tokenizer_fields
+from edgecc.program import Program
+
+_SYM = dict(scheme="w4a16", group_size=32, weight_dtype="int4", weight_symmetric=True)
+_ASYM = dict(scheme="w4a16", group_size=32)
+_Q8 = dict(scheme="w8a16", group_size=32, weight_granularity="per-group",
+           scale_dtype="float16")
+
+# name -> (quantize options, or None for the float program; GGUF layout it is written as)
+VARIANTS: dict[str, tuple[dict[str, Any] | None, str]] = {
+    "fp32": (None, "F32"),
+    "q8_0": (_Q8, "Q8_0"),
+    "rtn_q4_0": (_SYM, "Q4_0"),
+    "gptq_q4_0": ({**_SYM, "algorithm": "gptq"}, "Q4_0"),
+    "awq_q4_0": ({**_SYM, "algorithm": "awq", "awq_fold": True}, "Q4_0"),
+    "rtn_q4_1": (_ASYM, "Q4_1"),
+    "gptq_q4_1": ({**_ASYM, "algorithm": "gptq"}, "Q4_1"),
+    "awq_q4_1": ({**_ASYM, "algorithm": "awq", "awq_fold": True}, "Q4_1"),
+    "gptq_q4_k": ({**_SYM, "algorithm": "gptq", "weight_grid": "q4_k"}, "Q4_K (+Q4_0)"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    ctx: int = 128
+    windows: int = 8
+    calib_seqs: int = 8
+    calib_len: int = 128
+    threads: int = 2
+    awq_grid: int = 20
+
+
+def token_data(gguf_path: str, setup: Setup) -> tuple[list[list[int]], list[tuple[torch.Tensor]]]:
+    """Test windows and calibration batches ``[(input_ids [1, calib_len],), ...]``."""
+    tok = build_tokenizer(tokenizer_fields(gguf_path))
+    test = windows(encode(tok, opticks("test")), setup.ctx, setup.windows)
+    calib = windows(encode(tok, opticks("calibration")), setup.calib_len, setup.calib_seqs)
+    return test, [(torch.tensor([w], dtype=torch.int64),) for w in calib]
+
+
+def quantized(program: Program, options: dict[str, Any] | None,
+              calibration: list[tuple[torch.Tensor]], setup: Setup) -> tuple[Program, dict]:
+    from edgecc.pass_base import PassContext
+    from edgecc.passes import Quantize
+
+    if options is None:
+        return program, {}
+    opts = dict(options)
+    if opts.get("algorithm") == "awq":
+        opts["awq_grid"] = setup.awq_grid
+    result = Quantize()(program.copy(), Quantize.Options(error_batches=1, **opts),
+                        context=PassContext(calibration=calibration))
+    return result.program, result.stats
+
+
+def write_gguf(program: Program, folder: str, *, as_float: bool = False) -> tuple[str, dict]:
+    from edgecc.targets.gguf import GgufOptions, GgufTarget
+
+    os.makedirs(folder, exist_ok=True)
+    lowered = GgufTarget().lower(program, folder, GgufOptions(
+        check=False, carry_quantization=not as_float))
+    return os.path.join(folder, "model.gguf"), lowered.report["tensor_types"]
+
+
+def run(gguf_path: str, workdir: str, setup: Setup, *, variants: list[str],
+        llamacpp_ftypes: list[str], llamacpp: bool = True,
+        on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every row: ``{"name", "by", "layout", "program_ppl", "llamacpp_ppl", "bytes", ...}``."""
+    import edgecc
+
+    test, calib = token_data(gguf_path, setup)
+    base = edgecc.load(gguf_path)
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    def llamacpp_rows(f32_path: str) -> None:
+        for ftype in llamacpp_ftypes:
+            path = os.path.join(workdir, f"llamacpp_{ftype}.gguf")
+            types = llamacpp_quant.quantize_gguf(f32_path, path, ftype)
+            add({"name": f"llama.cpp {ftype}", "by": "llama.cpp (ggml_quantize_chunk)",
+                 "layout": ftype, "tensor_types": types, "bytes": os.path.getsize(path),
+                 "program_ppl": None,
+                 "llamacpp_ppl": llamacpp_perplexity(path, test,
+                                                     threads=setup.threads).perplexity})
+
+    f32_path = None
+    if llamacpp_ftypes and "fp32" not in variants:
+        f32_path, _ = write_gguf(base, os.path.join(workdir, "fp32"), as_float=True)
+        llamacpp_rows(f32_path)
+    for name in variants:
+        options, layout = VARIANTS[name]
+        t0 = time.perf_counter()
+        program, stats = quantized(base, options, calib, setup)
+        q_seconds = round(time.perf_counter() - t0, 1)
+        path, types = write_gguf(program, os.path.join(workdir, name), as_float=options is None)
+        if options is None:
+            f32_path = path
+        row = {"name": name, "by": "edgecc", "layout": layout, "tensor_types": types,
+               "bytes": os.path.getsize(path), "quantize_seconds": q_seconds,
+               "program_ppl": program_perplexity(program, test).perplexity}
+        if stats.get("awq"):
+            row["awq"] = {k: v for k, v in stats["awq"].items() if k != "not_folded"}
+        if llamacpp:
+            row["llamacpp_ppl"] = llamacpp_perplexity(path, test,
+                                                      threads=setup.threads).perplexity
+        add(row)
+        del program
+        if options is None and llamacpp_ftypes:
+            llamacpp_rows(path)
+    return rows
