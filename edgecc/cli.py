@@ -2,6 +2,7 @@
 
     edgecc compile MODEL -t TARGET [-p PIPELINE | -r RECIPE] [--calib DATA] -o OUT
     edgecc inspect MODEL        edgecc passes        edgecc targets        edgecc run OUT ...
+    edgecc report OUT
 
 Errors the user can fix print one line and exit with code 2 (``--debug`` shows the
 traceback); commands whose output is data accept ``--json``.
@@ -162,10 +163,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
         progress=False if args.json else None,
         import_check=not args.no_import_check,
     )
+    if args.report:
+        from edgecc.report import write_report
+
+        report_path = write_report(args.output)
     if args.json:
         _print_json(res.report)
         return 0
     print(compile_summary(res.report, args.output))
+    if args.report:
+        print(f"report: {report_path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgecc.report import write_report
+
+    print(write_report(args.output_dir))
     return 0
 
 
@@ -438,7 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check outputs after every pass and name the pass that breaks them")
     p.add_argument("--dump-ir", default=None, metavar="DIR", help="write the IR after each pass")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUT/report.html (what the compile did, with charts)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("report", help="write OUT/report.html: one page showing what a "
+                                      "compile did (sizes, passes, per-layer charts, checks)")
+    p.add_argument("output_dir", help="directory written by 'edgecc compile'")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("inspect", help="show a model's inputs, operators, size and MACs")
     model_args(p)

@@ -48,6 +48,7 @@ from edgecc.program import Program, TensorSpec
 from edgecc.progress import Progress
 from edgecc.recipe import Recipe, VerifyOptions, load_recipe
 from edgecc.registry import default_target_registry
+from edgecc.report.sizes import layer_sizes
 from edgecc.target import Artifact, Lowered, Target, split_target_spec, with_preset
 
 DEFAULT_RECIPE = "optimize"  # used when neither a pipeline nor a recipe is given
@@ -204,6 +205,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                              "seconds": round(pass_seconds, 4)},
                 "lowering": {"seconds": round(lower_seconds, 4), **lowered.report},
                 "model": {"before": before.to_json(), "after": after.to_json()},
+                "layers": {"before": layer_sizes(original), "after": layer_sizes(program)},
                 "artifacts": [_artifact_entry(staging, a) for a in artifacts],
                 "not_verified": tgt.not_verified(tgt_options),
             }

@@ -7,6 +7,7 @@ Schema (``schema_version`` 1)::
     inputs/outputs: [{name, shape, dtype[, dynamic]}]
     pipeline:      {text, passes: [{pass, options, modified, stats, seconds}]}
     model:         {before: {parameters, bytes, macs}, after: {...}}
+    layers:        {before: [[layer, dtype, elements, bytes]], after: [...]}
     artifacts:     [{path, kind, bytes, sha256, description}]
     lowering:      {seconds, ...the target's facts; varies: {path: why}}
     verification:  {performed, metric, samples, max_abs, max_rel, cosine, sqnr_db, atol, rtol,
