@@ -147,8 +147,6 @@ def _fold_constants(nodes: Sequence[Any], opset: int, static: dict[str, torch.Te
                     formats: dict[str, str], shapes: dict[str, list[int | None]]) -> list[Any]:
     """Evaluate nodes whose inputs are all known (adding them to ``static``, and the formats
     of folded quantize outputs to ``formats``); return the nodes left for run time."""
-    from onnx import numpy_helper
-
     remaining = []
     queue = list(reversed(nodes))
     while queue:
