@@ -35,7 +35,6 @@ from edgecc.targets.apple.lower import MODEL
 
 FP32_TOLERANCE = 1e-4  # max-abs, relative to max(1, max |output|)
 FP16_COSINE = 0.999
-SAMPLES = 2
 WEIGHTS = os.path.join("Data", "com.apple.CoreML", "weights", "weight.bin")
 
 
@@ -220,11 +219,11 @@ def _io(spec: Any) -> dict[str, Any]:
             "outputs": [describe(f) for f in spec.description.output]}
 
 
-def _interpret(program: Program, path: str, fp32: bool) -> dict[str, Any]:
+def _interpret(program: Program, path: str, fp32: bool, samples: int) -> dict[str, Any]:
     from edgecc.targets.apple.mil.interpreter import run_mlpackage
 
     worst_abs, worst_cos, worst_rel = 0.0, 1.0, 0.0
-    for i in range(SAMPLES):
+    for i in range(samples):
         inputs = fresh_inputs(program, seed=3000 + i)
         refs = program.run(*inputs)
         feed = {s.name: (t.numpy().astype(np.float32) if t.is_floating_point()
@@ -240,7 +239,7 @@ def _interpret(program: Program, path: str, fp32: bool) -> dict[str, Any]:
             cos = float((r * g).sum() / max(np.linalg.norm(r) * np.linalg.norm(g), 1e-30))
             worst_cos = min(worst_cos, cos)
     passed = worst_rel <= FP32_TOLERANCE if fp32 else worst_cos >= FP16_COSINE
-    return {"performed": True, "samples": SAMPLES, "max_abs": worst_abs,
+    return {"performed": True, "samples": samples, "max_abs": worst_abs,
             "max_abs_relative": worst_rel, "cosine": worst_cos, "passed": passed,
             "metric": (f"max-abs <= {FP32_TOLERANCE:g} x max(1, max|output|)" if fp32
                        else f"cosine >= {FP16_COSINE}"),
@@ -270,8 +269,10 @@ def check_package(program: Program, output_dir: str, record: Carry, options: Any
         failures.append(f"inputs/outputs not fp32/int32: {', '.join(bad_io)}")
     if not size_ok:
         failures.append(f"weight.bin holds {size} bytes for {payload} bytes of constants")
-    if interpreter_available():
-        report["interpreter"] = _interpret(program, path, record.fp32)
+    if options.check_samples == 0:
+        report["interpreter"] = {"performed": False, "reason": "check_samples=0"}
+    elif interpreter_available():
+        report["interpreter"] = _interpret(program, path, record.fp32, options.check_samples)
         if not report["interpreter"]["passed"]:
             it = report["interpreter"]
             failures.append(f"the MIL interpreter's outputs differ from the program's: "

@@ -38,6 +38,7 @@ class AppleOptions:
     # a compression the deployment target cannot hold: refuse, or store it as float
     fallback: Literal["error", "dequantize"] = "error"
     check: bool = True  # verify the saved package here (structure, weights, interpreter)
+    check_samples: int = 2  # fresh random inputs the MIL interpreter runs (0: none)
 
     def __post_init__(self) -> None:
         if self.deployment not in presets.DEPLOYMENTS:
@@ -47,6 +48,8 @@ class AppleOptions:
             raise ValueError("compute_precision must be fp16 or fp32")
         if self.compute_units not in presets.COMPUTE_UNITS:
             raise ValueError(f"compute_units must be one of {', '.join(presets.COMPUTE_UNITS)}")
+        if self.check_samples < 0:
+            raise ValueError("check_samples must be >= 0")
         if self.fallback not in presets.FALLBACKS:
             raise ValueError("fallback must be error or dequantize")
 
@@ -134,6 +137,8 @@ class AppleTarget(Target):
                    "are chosen by Core ML on the device")
         if not options.check:
             out.append("the package check (check=false)")
+        elif options.check_samples == 0:
+            out.append("running the package in edgecc's MIL interpreter (check_samples=0)")
         elif not check.interpreter_available():
             out.append("running the package in edgecc's MIL interpreter (not installed: "
                        "edgecc.targets.apple.mil.interpreter)")
