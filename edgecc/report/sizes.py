@@ -8,9 +8,23 @@ count under their layer with their own dtypes (int8 codes, float32 scales).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
+
+# quantize writes top-level constants named after the layer: conv_qweight, conv_w_scale, ...
+_SUFFIX = re.compile(r"^(.+?)_(q?weight|w_scale|w_zero_point|act_scale|act_zero_point|"
+                     r"scale|zero_point|bias|mask|lut|indices)$")
+
+
+def layer_of(target: str) -> str:
+    """``encoder.fc.weight`` -> ``encoder.fc``; ``fc_qweight`` / ``fc_w_scale`` -> ``fc``."""
+    owner, _, _ = target.rpartition(".")
+    if owner:
+        return owner
+    m = _SUFFIX.match(target)
+    return m.group(1) if m else target
 
 
 def layer_sizes(program: Any) -> list[list[Any]]:
@@ -25,7 +39,7 @@ def layer_sizes(program: Any) -> list[list[Any]]:
         value = program.tensor(node)
         if not isinstance(value, torch.Tensor):
             continue
-        layer = target.rpartition(".")[0] or target
+        layer = layer_of(target)
         dtype = str(value.dtype).removeprefix("torch.")
         row = rows.setdefault((layer, dtype), [0, 0])
         row[0] += value.numel()
