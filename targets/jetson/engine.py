@@ -28,7 +28,7 @@ def tensorrt_here() -> tuple[str | None, str]:
     try:
         import tensorrt
     except Exception as exc:  # ImportError, or a wheel without its CUDA libraries
-        return None, f"tensorrt is not importable here ({type(exc).__name__}: {one_line(exc)})"
+        return None, f"tensorrt is not importable here ({one_line(exc)})"
     try:
         import pynvml
 
