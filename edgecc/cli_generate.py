@@ -148,7 +148,7 @@ def _qemu(out: str, ids: list[int], args: argparse.Namespace, sampler: Any,
     from edgecc.targets.arm.emulation import PYTHON, QEMU, default_cache, ready, why_not_ready
 
     config = read_config(out)
-    cache = config.get("emulator_cache") or default_cache()
+    cache = (config.get("target_options") or {}).get("emulator_cache") or default_cache()
     if not ready(cache):
         raise EdgeccError(f"cannot run the aarch64 bundle here: {why_not_ready(cache)}")
     # the prompt is checked here first: the board runner says the same, later

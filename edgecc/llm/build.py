@@ -33,29 +33,39 @@ from edgecc.errors import EdgeccError
 from edgecc.llm import runtime
 from edgecc.llm.decoder import DecoderPrograms
 from edgecc.output_dir import StagedOutput, check_output_dir
+from edgecc.recipe import VerifyOptions
 from edgecc.target import split_target_spec
 
 FORMAT = "edgecc-decoder/1"
+# Each phase's artifact against its program on fresh inputs (random caches): float32 error
+# grows with depth and with the logits' size; SmolLM2-135M (30 layers, logits ~20)
+# measured max-abs 1.15e-3, tiny 2-layer models 2e-7. A wrong kernel is off by O(1).
+VERIFY = VerifyOptions(atol=5e-3, rtol=1e-3, samples=1)
 TARGETS = ("host", "arm64")
 TOKENIZER_DIR = "tokenizer"
 BOARD_RUNNER = "generate.py"
+README = "README.txt"
 
 
 @dataclasses.dataclass
 class DecoderBuild:
     output_dir: str
     report: dict[str, Any]
+    # the static programs each library was compiled from ({"prefill": ..., "decode": ...})
+    programs: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def generator(self, num_threads: int = 0) -> runtime.Generator:
         if self.report["target"] != "host":
-            raise EdgeccError(f"a {self.report['target']} bundle runs on its device (or "
-                              "under qemu: edgecc generate); Generator runs host bundles")
+            raise runtime.GenerationError(
+                f"a {self.report['target']} bundle runs on its device (or under qemu: "
+                "edgecc generate); Generator runs host bundles")
         return runtime.Generator(self.output_dir, num_threads)
 
 
 def build_decoder(decoder: DecoderPrograms, target: str = "host", output_dir: str = "",
                   *, prefill_len: int = 32, target_options: dict[str, Any] | None = None,
-                  force: bool = False, verify: bool = True, progress: bool | None = None
+                  force: bool = False, verify: bool = True,
+                  verify_options: VerifyOptions = VERIFY, progress: bool | None = None
                   ) -> DecoderBuild:
     """Compile ``decoder``'s prefill (``prefill_len`` tokens a step) and decode steps for
     ``target`` (``host`` or ``arm64[:PRESET]``) into ``output_dir``."""
@@ -73,15 +83,17 @@ def build_decoder(decoder: DecoderPrograms, target: str = "host", output_dir: st
                           f"({config.max_seq_len})")
     check_output_dir(output_dir, force=force)
     phases: dict[str, Any] = {}
+    programs: dict[str, Any] = {}
     stage = StagedOutput(output_dir)
     with stage as staging:
         for phase, tokens in (("prefill", prefill_len), ("decode", 1)):
             program = decoder.prefill(tokens) if phase == "prefill" else decoder.decode()
+            programs[phase] = program
             t0 = time.perf_counter()
             result = edgecc.compile(program, target=target, pipeline="",
                                     output_dir=os.path.join(staging, phase),
                                     target_options=target_options, verify=verify,
-                                    progress=progress)
+                                    verify_options=verify_options, progress=progress)
             phases[phase] = {"dir": phase, "tokens": tokens,
                              "compile_seconds": round(time.perf_counter() - t0, 2),
                              "verification": result.report["verification"]}
@@ -92,13 +104,39 @@ def build_decoder(decoder: DecoderPrograms, target: str = "host", output_dir: st
         if name != "host":
             shutil.copyfile(runtime.__file__, os.path.join(staging, BOARD_RUNNER))
         report = {"format": FORMAT, "target": name, "target_spec": target,
+                  "target_options": dict(target_options or {}),
                   "config": config.to_json(), "prefill_len": prefill_len,
                   "tokenizer": tokenizer, "phases": phases,
                   "source": (decoder.gguf_meta or {}).get("source", decoder.program.source)}
         with open(os.path.join(staging, runtime.CONFIG_FILE), "w") as f:
             json.dump(report, f, indent=2)
+        with open(os.path.join(staging, README), "w") as f:
+            f.write(_readme(report))
         stage.commit()
-    return DecoderBuild(os.path.abspath(output_dir), report)
+    return DecoderBuild(os.path.abspath(output_dir), report, programs)
+
+
+def _readme(report: dict[str, Any]) -> str:
+    c = report["config"]
+    lines = [
+        f"edgecc decoder bundle ({report['target']}): {report['source']}, {c['family']}, "
+        f"{c['n_layer']} layers, {c['n_head']} query / {c['n_kv_head']} KV heads, "
+        f"vocabulary {c['vocab_size']}, KV cache of {c['max_seq_len']} positions, prefill "
+        f"{report['prefill_len']} tokens a step.",
+        "",
+        "prefill/model.so and decode/model.so: step(input_ids, input_pos, k_cache, v_cache) "
+        "-> (logits, k_cache, v_cache), k/v_cache float32[layers, kv_heads, max_seq_len, "
+        "head_dim]; decoder.json: the shapes and how the bundle was built.",
+        "",
+        "Generate here:",
+        "    edgecc generate . --prompt \"Hello\" -n 64 [--temperature 0.8 --top-k 40 "
+        "--top-p 0.95 --seed 0]",
+    ]
+    if report["target"] != "host":
+        lines += ["", "On the board (numpy and the TVM runtime only; token ids in and out):",
+                  "    pip install numpy apache-tvm-ffi==0.1.14.post0 apache-tvm==0.27.0.post1",
+                  f"    TVM_USE_RUNTIME_LIB=1 python3 {BOARD_RUNNER} . --prompt-ids 1,2,3 -n 16"]
+    return "\n".join(lines) + "\n"
 
 
 def load_tokenizer(bundle: str) -> Any:

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from edgecc.errors import EdgeccError, InputSpecError, ModelLoadError
+from edgecc.errors import InputSpecError, ModelLoadError
 from edgecc.program import Program, TensorSpec
 
 INPUT_NAMES = ("input_ids", "input_pos", "k_cache", "v_cache")
@@ -292,11 +292,7 @@ def _trace(step: DecoderStep, config: DecoderConfig) -> Program:
     pos = torch.zeros(1, dtype=torch.int64)
     k, v = config.empty_cache()
     tokens = torch.export.Dim("tokens", min=1, max=config.max_seq_len)
-    try:
-        program = edgecc.trace(step, (ids, pos, k, v),
-                               dynamic_shapes=({1: tokens}, None, None, None))
-    except EdgeccError:
-        raise
+    program = edgecc.trace(step, (ids, pos, k, v), dynamic_shapes=({1: tokens}, None, None, None))
     _name_io(program)
     program.source = config.family
     return program
@@ -317,10 +313,12 @@ def specialize(program: Program, tokens: int, config: DecoderConfig) -> Program:
     ids = torch.zeros(1, tokens, dtype=torch.int64)
     pos = torch.zeros(1, dtype=torch.int64)
     k, v = config.empty_cache()
-    fixed = program.copy()
-    fixed.example_inputs = (ids, pos, k, v)
-    fixed.input_specs = tuple(TensorSpec(s.name, tuple(x.shape), s.dtype)
-                              for s, x in zip(program.input_specs, fixed.example_inputs))
+    example = (ids, pos, k, v)
+    # the same graph module (export reads it, never changes it: no copy of the weights)
+    fixed = Program(program.graph_module,
+                    [TensorSpec(s.name, tuple(x.shape), s.dtype)
+                     for s, x in zip(program.input_specs, example)],
+                    program.output_specs, example, source=program.source)
     static = Program.from_exported(fixed.export(), source=program.source)
     _name_io(static)
     static.graph_module.meta.update(program.graph_module.meta)
