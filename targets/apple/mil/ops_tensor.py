@@ -270,6 +270,10 @@ def one_hot(v, op):
     return np.moveaxis(np.where(hot, on, off), -1, axis)
 
 
+def einsum(v, op):
+    return np.einsum(str(v["equation"]), *[np.asarray(a) for a in v["values"]])
+
+
 def crop(v, op):
     x = np.asarray(v["x"])
     (top, bottom), (left, right) = _ilist(v["crop_height"]), _ilist(v["crop_width"])
@@ -308,5 +312,5 @@ OPS = {
     "topk": topk, "argsort": argsort, "reverse": reverse, "flatten2d": flatten2d,
     "reshape_like": reshape_like, "pixel_shuffle": pixel_shuffle,
     "pixel_unshuffle": pixel_unshuffle, "one_hot": one_hot, "non_zero": non_zero,
-    "crop": crop, "space_to_depth": space_to_depth, "depth_to_space": depth_to_space,
+    "einsum": einsum, "crop": crop, "space_to_depth": space_to_depth, "depth_to_space": depth_to_space,
 }

@@ -393,6 +393,48 @@ def test_split_gather_select_cast():
     assert got[10].dtype == np.float16 and (got[10] == x.astype(np.float16)).all()
 
 
+def test_index_and_sequence_ops():
+    x = randn(3, 5)
+    t = torch.from_numpy(x)
+    idx = np.array([[0, 4], [2, 1]], dtype=np.int32)
+    got = mil(lambda v, i: (
+        *mb.topk(x=v, k=2, axis=1), mb.argsort(x=v, axis=0, ascending=True),
+        mb.cumsum(x=v, axis=1, exclusive=True, reverse=True), mb.band_part(x=v, lower=1, upper=0),
+        mb.stack(values=[v, v], axis=1), mb.gather_nd(x=v, indices=i),
+        mb.reverse(x=v, axes=[0]), mb.flatten2d(x=mb.expand_dims(x=v, axes=[0]), axis=2),
+        mb.range_1d(start=1, end=10, step=3), mb.fill(shape=[2, 3], value=1.5),
+        mb.one_hot(indices=i, one_hot_vector_size=5)), x, idx)
+    values, order = t.topk(2, dim=1)
+    close(got[0], values)
+    assert (got[1] == order.numpy()).all()
+    assert (got[2] == t.argsort(0).numpy()).all()
+    close(got[3], t.flip(1).cumsum(1).flip(1) - t)
+    close(got[4], torch.tril(t) - torch.tril(t, -2))
+    close(got[5], torch.stack([t, t], 1))
+    close(got[6], t[idx[:, 0], idx[:, 1]])
+    close(got[7], t.flip(0))
+    close(got[8], t.reshape(3, 5))
+    assert got[9].tolist() == [1, 4, 7]
+    assert (got[10] == 1.5).all() and got[10].shape == (2, 3)
+    assert (got[11] == F.one_hot(torch.from_numpy(idx).long(), 5).numpy()).all()
+    a, b = randn(2, 3, 4, 5), randn(2, 5, 4, 6, seed=1)  # MIL einsum: two batched forms only
+    e, = mil(lambda u, w: mb.einsum(values=(u, w), equation="nchw,nwhu->nchu"), a, b)
+    close(e, torch.einsum("nchw,nwhu->nchu", torch.from_numpy(a), torch.from_numpy(b)))
+
+
+def test_load_errors_are_one_line(tmp_path):
+    from edgecc.errors import ModelLoadError
+    from edgecc.targets.apple.mil.interpreter import run_mlpackage
+
+    with pytest.raises(ModelLoadError, match="does not exist") as err:
+        run_mlpackage(tmp_path / "missing.mlpackage", {})
+    assert "\n" not in str(err.value)
+    (tmp_path / "empty.mlpackage").mkdir()
+    with pytest.raises(ModelLoadError, match="not a readable Core ML model") as err:
+        run_mlpackage(tmp_path / "empty.mlpackage", {})
+    assert "\n" not in str(err.value)
+
+
 # -- precision and errors -------------------------------------------------------------------
 
 def test_fp16_program_rounds_after_each_op():
