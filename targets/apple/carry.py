@@ -164,15 +164,12 @@ def _dequantize(context: Any, node: Any) -> None:
     key = strip_prefix(q_name)
     fmt = qformat(dtype)
     if fmt.is_float:
-        # float16 / bfloat16 / float8 weights: stored as float (Core ML has no 8-bit float
-        # constants; float16 is the package's own storage in fp16 precision)
-        dense = (torch.from_numpy(q.astype(np.float32) if q.dtype != np.float32 else q)
-                 .float() * torch.from_numpy(scale.astype(np.float32))).numpy() \
-            if scale.ndim == 0 else None
-        if dense is None or fmt.name != "float16":
+        # float16 weights (scheme fp16) are the package's own fp16 storage; bfloat16 and
+        # float8 have no Core ML constant form
+        if fmt.name != "float16":
             carry.refuse_or_fall_back(key, f"{fmt.name} weights have no Core ML constant form")
-            dense = _dequantized(q, scale, zp, axis, block, dtype)
-        context.add(mb.const(val=dense.astype(np.float32), name=node.name))
+        context.add(mb.const(val=_dequantized(q, scale, zp, axis, block, dtype),
+                             name=node.name))
         return
     codes = unpacked_codes(q, dtype)
     shape = codes.shape
@@ -327,16 +324,18 @@ def _masked(context: Any, node: Any) -> None:
 def _activation_params(context: Any, node: Any, s_name: Any, z_name: Any, dtype: str,
                        block: int, carry: Carry) -> tuple[np.ndarray, np.ndarray]:
     fmt = qformat(dtype)
-    if not carry.deployment.activation_qdq:
+    if not carry.deployment.activation_qdq and not fmt.is_float:
         raise Refused(f"{node.name}: activation quantization ({dtype}) needs deployment ios17 "
                       "or later (MIL quantize/dequantize)")
-    if fmt.name not in ("int8", "uint8") or block:
+    if fmt.name not in ("int8", "uint8", "float16") or block:
         raise Refused(f"{node.name}: Core ML quantizes activations to int8/uint8 per tensor "
                       f"or per axis, not {dtype}{' per-block' if block else ''}")
     scale, zp = _const(context, s_name), _const(context, z_name)
     if scale is None or zp is None:
         raise Refused(f"{node.name}: dynamic activation quantization (scales computed at run "
                       "time) has no Core ML form; use a static scheme (w8a8 with calibration)")
+    if fmt.is_float:
+        return scale.astype(np.float32), zp
     return scale.astype(np.float32), zp.astype(np.int8 if fmt.signed else np.uint8)
 
 
@@ -346,6 +345,12 @@ def _quantize_var(context: Any, node: Any, x: Any, carry: Carry) -> Any:
     _, s_name, z_name, axis, block, qmin, qmax, dtype = node.inputs[:8]
     fmt = qformat(dtype)
     scale, zp = _activation_params(context, node, s_name, z_name, dtype, block, carry)
+    if fmt.name == "float16":  # q = fp16(x / scale)
+        if scale.ndim:
+            raise Refused(f"{node.name}: per-axis float16 activation scales")
+        y = x if float(scale) == 1.0 else mb.real_div(x=x, y=np.float32(scale),
+                                                      name=node.name + "_div")
+        return mb.cast(x=y, dtype="fp16", name=node.name)
     if (qmin, qmax) != (fmt.qmin, fmt.qmax):  # a narrow range: clip first (exact)
         if scale.ndim or zp.ndim:
             raise Refused(f"{node.name}: a narrowed per-axis activation range")
@@ -359,13 +364,20 @@ def _quantize_var(context: Any, node: Any, x: Any, carry: Carry) -> Any:
 
 
 def _activation_dequantize(context: Any, node: Any, carry: Carry) -> None:
-    from coremltools.converters.mil import Builder as mb
-
     q_name, s_name, z_name, axis, block, dtype = node.inputs[:6]
     scale, zp = _activation_params(context, node, s_name, z_name, dtype, block, carry)
+    context.add(_dequantize_var(context[q_name], scale, zp, axis, dtype, node.name))
+
+
+def _dequantize_var(q: Any, scale: np.ndarray, zp: np.ndarray, axis: int, dtype: str,
+                    name: str) -> Any:
+    from coremltools.converters.mil import Builder as mb
+
+    if dtype == "float16":  # y = fp32(q) * scale
+        y = mb.cast(x=q, dtype="fp32", name=name if float(scale) == 1.0 else name + "_f32")
+        return y if float(scale) == 1.0 else mb.mul(x=y, y=np.float32(scale), name=name)
     kw = {"axis": int(axis)} if scale.ndim else {}
-    context.add(mb.dequantize(input=context[q_name], scale=scale, zero_point=zp, **kw,
-                              name=node.name))
+    return mb.dequantize(input=q, scale=scale, zero_point=zp, **kw, name=name)
 
 
 def _quantize(context: Any, node: Any) -> None:
@@ -379,8 +391,7 @@ def _fake_quantize(context: Any, node: Any) -> None:
     _, s_name, z_name, axis, block, _, _, dtype = node.inputs[:8]
     q = _quantize_var(context, _Renamed(node, "_q"), context[node.inputs[0]], carry)
     scale, zp = _activation_params(context, node, s_name, z_name, dtype, block, carry)
-    kw = {"axis": int(axis)} if scale.ndim else {}
-    context.add(mb.dequantize(input=q, scale=scale, zero_point=zp, **kw, name=node.name))
+    context.add(_dequantize_var(q, scale, zp, axis, dtype, node.name))
 
 
 class _Renamed:

@@ -41,10 +41,11 @@ def compression_problems(program: Program, dep: Deployment) -> list[str]:
         elif is_quantize(node) or is_fake_quantize(node) or (
                 is_dequantize(node) and not program.is_constant(node.args[0])):
             dtype = node.args[7] if not is_dequantize(node) else node.args[5]
-            if not dep.activation_qdq:
+            if not dep.activation_qdq and dtype != "float16":
                 out.append(f"{node.name}: activation quantization needs deployment ios17 or "
                            "later")
-            elif dtype not in ("int8", "uint8"):
-                out.append(f"{node.name}: Core ML quantizes activations to int8/uint8, not "
+            elif dtype not in ("int8", "uint8", "float16"):
+                out.append(f"{node.name}: Core ML quantizes activations to int8/uint8 "
+                           f"(or casts to float16), not "
                            f"{dtype}")
     return out

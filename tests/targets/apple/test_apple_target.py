@@ -181,3 +181,10 @@ def test_a_corrupted_code_fails_the_check(small, tmp_path, monkeypatch):
         edgecc.compile(small, target="apple", pipeline="quantize{scheme=w8a16,include=[fc]}",
                        output_dir=str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
+
+
+def test_fp16_scheme_becomes_fp16_casts_and_fp16_weights(small, tmp_path_factory):
+    res = _build(small, "quantize{scheme=fp16}", tmp_path_factory, deployment="ios16")
+    chk = res.report["lowering"]["apple_check"]
+    assert "quantize" not in chk["op_counts"]  # float16 "quantization" is a cast
+    assert chk["interpreter"]["passed"] and chk["interpreter"]["cosine"] >= 0.999
