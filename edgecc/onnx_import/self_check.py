@@ -68,7 +68,7 @@ def relative_error(got: Any, ref: Any) -> float:
         return 0.0 if np.array_equal(g.astype(np.int64), r.astype(np.int64)) else float("inf")
     g, r = g.astype(np.float64), r.astype(np.float64)
     if not np.array_equal(np.isfinite(g), np.isfinite(r)) or \
-            not np.array_equal(g[~np.isfinite(g)], r[~np.isfinite(r)]):
+            not np.array_equal(g[~np.isfinite(g)], r[~np.isfinite(r)], equal_nan=True):
         return float("inf")
     g, r = g[np.isfinite(r)], r[np.isfinite(r)]
     if not r.size:
