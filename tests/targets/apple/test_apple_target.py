@@ -188,3 +188,24 @@ def test_fp16_scheme_becomes_fp16_casts_and_fp16_weights(small, tmp_path_factory
     chk = res.report["lowering"]["apple_check"]
     assert "quantize" not in chk["op_counts"]  # float16 "quantization" is a cast
     assert chk["interpreter"]["passed"] and chk["interpreter"]["cosine"] >= 0.999
+
+
+def test_cli_refusal_is_one_line_and_writes_nothing(small, tmp_path, capsys):
+    from edgecc.cli import main
+
+    path = tmp_path / "m.pt2"
+    small.save(str(path))
+    code = main(["compile", str(path), "-t", "apple:macos14", "-p",
+                 "quantize{scheme=w4a16,group_size=16}", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "uint4" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not __import__("edgecc.targets.apple.runner", fromlist=["x"])
+                    .predict_works(),
+                    reason="Core ML predict runs only on macOS (coremltools' native library)")
+def test_macos_predict_is_compile_verification(small, tmp_path_factory):
+    res = _build(small, "quantize{scheme=w8a16}", tmp_path_factory, compute_precision="fp32")
+    assert res.report["verification"]["performed"] and res.report["verification"]["passed"]
+    assert not any("Apple device" in s for s in res.report["not_verified"])
