@@ -210,6 +210,8 @@ def _dequantize(context: Any, node: Any) -> None:
                                              else sv, axis=axis % len(shape),
                                              name=node.name)
         form = "affine_dequantize"
+        if sparsity >= 0.375:
+            detail += f" ({sparsity:.1%} zeros stored dense: joint sparse+quantized is ios18+)"
     elif sparse:
         mask = nonzero.astype(types_["uint1"])
         offset = None if symmetric_zero else z.astype(types_[fmt.name])
