@@ -6,6 +6,7 @@ converted model can be compared with the program it came from.
     prog = load_program("model.mlpackage")
     outs = run_program(prog, {"x": x})              # {"out": ndarray}, by output name
     outs = run_mlpackage("model.mlpackage", {"x": x})
+    weights = materialize_constexprs(prog)         # every constexpr_* result, bit-exact
 
 Precision: every op's results are cast to their MIL type (fp16 programs round after each op);
 inside an op the arithmetic is fp32/fp64 numpy. It does not emulate the Neural Engine's or the
@@ -28,8 +29,7 @@ from .dtypes import to_compute, to_var_type, var_dtype
 from .loader import load_program
 
 __all__ = ["run_mlpackage", "run_program", "load_program", "materialize_constexprs",
-           "UnsupportedMILOpError",
-           "MILExecutionError", "SUPPORTED_OPS"]
+           "UnsupportedMILOpError", "MILExecutionError", "SUPPORTED_OPS"]
 
 # op type -> fn(values: dict[str, value], op) -> value | tuple of values.
 # Inputs of these ops arrive widened to fp32; results are rounded to the MIL output types.

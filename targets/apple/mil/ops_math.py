@@ -29,7 +29,7 @@ def _unary(fn):
 
 
 def _eps(v, default):
-    return v.get("epsilon", default) if v.get("epsilon") is not None else default
+    return default if v.get("epsilon") is None else v["epsilon"]
 
 
 def _floor_div(x, y):
