@@ -26,14 +26,18 @@ from edgecc.targets.apple.mil.interpreter import (  # noqa: E402
 
 def to_mlpackage(module, inputs: dict[str, torch.Tensor], path, precision: str = "fp32",
                  target=None, n_outputs: int = 1):
-    """Convert ``module`` (called with ``inputs`` as positional args, in order) to ``path``."""
+    """Convert ``module`` (called with ``inputs`` as positional args, in order) to ``path``.
+
+    precision: "fp32" or "fp16" (the program's compute precision; I/O stay fp32).
+    Outputs are named out0, out1, ...
+    """
     target = target or ct.target.iOS18
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.linear.default)
     table.pop(torch.ops.aten.scaled_dot_product_attention.default)
     with torch.no_grad():
         ep = torch.export.export(module.eval(), tuple(inputs.values())).run_decompositions(table)
-    float_type = np.float16 if precision == "fp16-io" else np.float32
+    float_type = np.float32  # explicit fp32 I/O, as the Apple target converts
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         logging.disable(logging.WARNING)
         try:
