@@ -256,6 +256,9 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
         yout, why = reader.output_quantize(node)
         if yout is None:
             return None, why
+        why = _zero_points(desc, [xin["zx"], yout["zy"]])
+        if why:
+            return None, why
     act = _activation(node)
     if act not in ACTIVATIONS:
         return None, f"fused activation {act} is not one the NPU applies in the requantization"
@@ -342,6 +345,14 @@ def _layer(node: fx.Node, desc: NpuDescription, reader: _Reader,
     return layer, ""
 
 
+def _zero_points(desc: NpuDescription, zero_points: list[int]) -> str:
+    """Why the activation zero points do not fit the description ("" when they do)."""
+    if desc.quantization.activation_zero_point == "zero" and any(zero_points):
+        return (f"activation zero points {zero_points}: the NPU takes symmetric activations "
+                "(quantization.activations.zero_point: zero)")
+    return ""
+
+
 def _fusable(desc: NpuDescription, root: str, act: str | None) -> str:
     """Why the description cannot fuse ``act`` after ``root`` ("" when it can)."""
     if act is None:
@@ -383,6 +394,9 @@ def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
         return None, "the relu after it is not among the NPU's ops (ops.relu)"
     yout, why = reader.output_quantize(relu if relu is not None else node)
     if yout is None:
+        return None, why
+    why = _zero_points(desc, [ins[0]["zx"], ins[1]["zx"], yout["zy"]])
+    if why:
         return None, why
     sa, sb = _shape(node.args[0]), _shape(node.args[1])
     if sa != sb or not sa:

@@ -74,10 +74,15 @@ def whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Region | 
             continue
         if op == "relax.mean" and v.args[0] in floats and floats[v.args[0]][0] == "dq":
             x = floats[v.args[0]][1]
-            axes = sorted(int(a) for a in v.attrs.axis)
-            if len(tensors[x].shape) != 4 or axes != [2, 3] or v.attrs.keepdims:
+            axes = sorted(int(a) % 4 for a in v.attrs.axis)
+            if len(tensors[x].shape) != 4 or axes != [2, 3]:
                 return None, "a mean other than over H and W"
-            floats[b.var] = ("mean", x)
+            floats[b.var] = ("mean_keepdims" if v.attrs.keepdims else "mean", x)
+            continue
+        if (op in ("relax.reshape", "relax.flatten") and v.args[0] in floats
+                and floats[v.args[0]][0] == "mean_keepdims"
+                and len(b.var.ty.shape) == 2):  # (N, C, 1, 1) -> (N, C): MEAN without keepdims
+            floats[b.var] = ("mean", floats[v.args[0]][1])
             continue
         if op == "relax.call_dps_packed":
             symbol = str(v.args[0].global_symbol)

@@ -519,6 +519,10 @@ def test_description_forbidding_zero_points_makes_quantize_symmetric(tmp_path):
     parted = relax_partition(exported, desc, False, lambda regions: [])
     reasons = [d.reason for d in parted.declined]
     assert any("quantization.activations.zero_point" in r for r in reasons), reasons
+    from edgecc.targets.npu.partition import classify_program
+
+    fx_reasons = [d.reason for d in classify_program(asym, desc) if d.device == "cpu"]
+    assert any("quantization.activations.zero_point" in r for r in fx_reasons), fx_reasons
     assert byoc.codegen_name(desc) == "edgecc_npu_c"
 
 
