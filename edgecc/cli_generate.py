@@ -8,9 +8,9 @@
 
 * a decoder bundle (``edgecc.llm.build_decoder``) for ``host``: run here by
   ``edgecc.llm.Generator`` (TVM, prefill + decode libraries, static KV cache);
-* a decoder bundle for ``arm64``: its own ``generate.py`` (numpy + TVM runtime, what a
-  board runs) under qemu-aarch64, when the emulation cache is set up
-  (``scripts/setup_arm.sh``); token ids stream back one a line;
+* a decoder bundle for ``arm64``: the same generator, its steps run by the arm64 target's
+  runner under qemu-aarch64 (one emulator launch a step) when the emulation cache is set
+  up (``scripts/setup_arm.sh``);
 * a ``-t gguf`` output (``model.gguf``): llama.cpp through xllamacpp, F32 KV cache.
 
 Tokens are printed as they come (text through the bundle's tokenizer, else ids), then one
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,8 +49,9 @@ def add_generate_parser(sub: Any) -> None:
     p.add_argument("--top-k", type=int, default=0, help="0 = no limit")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the runtime's "
-                                                          "default; llama.cpp: 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="llama.cpp's CPU threads (0: 1); TVM bundles use the thread count "
+                        "they were built with (num_threads target option)")
     p.add_argument("--ignore-eos", action="store_true",
                    help="generate all -n tokens even after the end-of-sequence token")
     p.add_argument("--json", action="store_true",
@@ -77,10 +77,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              f"edgecc.llm.build_decoder) nor a -t gguf file ({GGUF_FILE})")
     if kind == "gguf":
         runner: Callable[..., Any] = _llamacpp
-    elif kind == "host":
-        runner = _host
-    elif kind == "arm64":
-        runner = _qemu
+    elif kind in ("host", "arm64"):
+        runner = _tvm
     else:
         raise InputSpecError(f"'{out}': a {kind} bundle cannot generate here")
     ids: list[int] | str
@@ -127,58 +125,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 Emit = Callable[[int, "str | None"], None]
 
 
-def _host(out: str, ids: list[int], args: argparse.Namespace, sampler: Any,
-          stats: dict[str, Any], emit: Emit) -> None:
+def _tvm(out: str, ids: list[int], args: argparse.Namespace, sampler: Any,
+         stats: dict[str, Any], emit: Emit) -> None:
     from edgecc.llm.runtime import Generator
 
-    gen = Generator(out, args.threads)
+    gen = Generator(out)
     for token in gen.generate(ids, args.max_new_tokens, sampler,
                               stop_at_eos=not args.ignore_eos):
         emit(token, None)
     stats.update(prompt_tokens=gen.stats.prompt_tokens,
                  prefill_tokens_per_s=gen.stats.prefill_tokens_per_s,
                  decode_tokens_per_s=gen.stats.decode_tokens_per_s)
-
-
-def _qemu(out: str, ids: list[int], args: argparse.Namespace, sampler: Any,
-          stats: dict[str, Any], emit: Emit) -> None:
-    """The bundle's ``generate.py`` under qemu-aarch64 (what a board runs)."""
-    from edgecc.llm.build import BOARD_RUNNER
-    from edgecc.llm.runtime import check_request, read_config
-    from edgecc.targets.arm.emulation import PYTHON, QEMU, default_cache, ready, why_not_ready
-
-    config = read_config(out)
-    cache = (config.get("target_options") or {}).get("emulator_cache") or default_cache()
-    if not ready(cache):
-        raise EdgeccError(f"cannot run the aarch64 bundle here: {why_not_ready(cache)}")
-    # the prompt is checked here first: the board runner says the same, later
-    check_request(int(config["config"]["max_seq_len"]), len(ids), args.max_new_tokens)
-    sysroot = os.path.join(cache, "sysroot")
-    cmd = [QEMU, "-L", sysroot, "-E", f"PYTHONPATH={os.path.join(cache, 'site')}",
-           "-E", "TVM_USE_RUNTIME_LIB=1", os.path.join(sysroot, PYTHON),
-           os.path.join(out, BOARD_RUNNER), out, "--prompt-ids", ",".join(map(str, ids)),
-           "-n", str(args.max_new_tokens), "--temperature", str(sampler.temperature),
-           "--top-k", str(sampler.top_k), "--top-p", str(sampler.top_p),
-           "--seed", str(sampler.seed), "--threads", str(args.threads)]
-    if args.ignore_eos:
-        cmd.append("--ignore-eos")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    summary: dict[str, Any] = {}
-    for line in proc.stdout:
-        line = line.strip()
-        if line.startswith("{"):
-            summary = json.loads(line)
-        elif line:
-            emit(int(line), None)
-    err = proc.stderr.read() if proc.stderr else ""
-    if proc.wait() != 0:
-        tail = " | ".join(err.strip().splitlines()[-2:])
-        raise EdgeccError(f"the aarch64 generator failed under {QEMU}: {tail}")
-    stats.update(prompt_tokens=summary.get("stats", {}).get("prompt_tokens", len(ids)),
-                 prefill_tokens_per_s=summary.get("prefill_tokens_per_s", 0.0),
-                 decode_tokens_per_s=summary.get("decode_tokens_per_s", 0.0),
-                 note="emulated: qemu timings, not the chip's")
 
 
 def _llamacpp(out: str, prompt: list[int] | str, args: argparse.Namespace, sampler: Any,

@@ -1,19 +1,21 @@
-"""Token generation over a built decoder bundle, with only numpy and the TVM runtime.
+"""Token generation over a built decoder bundle: prefill, then one decode step a token.
 
-This file is self-contained (no torch, no edgecc): ``edgecc.llm.build_decoder`` copies it
-into arm64 bundles as ``generate.py``, the runner a board runs::
-
-    TVM_USE_RUNTIME_LIB=1 python3 generate.py BUNDLE --prompt-ids 1,2,3 -n 16 \\
-        [--temperature 0.8 --top-k 40 --top-p 0.95 --seed 0]
+    gen = Generator("out/")                                  # a build_decoder bundle
+    for token in gen.generate([1, 2, 3], 16, Sampler(temperature=0.8, top_k=40, seed=1)):
+        ...                                                  # streamed as each is produced
+    gen.stats.line()                                         # prefill / decode tokens/s
 
 A bundle (``build_decoder``'s output directory)::
 
-    decoder.json       {"config": {...}, "prefill_len": C, ...}
-    prefill/model.so   step with T = C tokens      decode/model.so   step with T = 1
+    decoder.json       {"config": {...}, "prefill_len": C, "target": ..., ...}
+    prefill/           edgecc.compile output: the step with T = C tokens
+    decode/            edgecc.compile output: the step with T = 1
 
-Each step is ``(input_ids, input_pos, k_cache, v_cache) -> (logits, k_cache', v_cache')``
-(``edgecc.llm.decoder``); the cache a step returns stays a TVM tensor and is handed to the
-next step as it is. A prompt runs in chunks of ``C``: whole chunks, then the last ``C``
+Each phase runs through its target's own runner (``Target.load``: the host's TVM VM in
+this process; arm64 libraries under qemu-aarch64, one emulator launch a step), so this
+module needs no backend library. Each step is ``(input_ids, input_pos, k_cache, v_cache)
+-> (logits, k_cache', v_cache')`` (``edgecc.llm.decoder``); the cache a step returns is
+the next step's input. A prompt runs in chunks of ``C``: whole chunks, then the last ``C``
 prompt tokens again (recomputing a few positions with the same values) or, for a prompt
 shorter than ``C``, one chunk padded at the end (the padding's cache slots lie beyond every
 position attended to until decode steps overwrite them).
@@ -26,28 +28,23 @@ with ``seed``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
+import torch
+
+from edgecc.errors import InputSpecError
 
 CONFIG_FILE = "decoder.json"
 PHASES = ("prefill", "decode")
-LIBRARY = "model.so"
 
 
-try:  # in edgecc, a user-facing error (one line, CLI exit 2); on a board, a ValueError
-    from edgecc.errors import InputSpecError as _UserError
-except ImportError:  # pragma: no cover - the bundle's generate.py without edgecc
-    _UserError = ValueError  # type: ignore[misc,assignment]
-
-
-class GenerationError(_UserError):
+class GenerationError(InputSpecError):
     """A request the bundle cannot serve: a prompt longer than the cache, bad sampling
     options, a folder that is not a bundle."""
 
@@ -135,60 +132,50 @@ def read_config(bundle: str) -> dict:
         return json.load(f)
 
 
-class TvmStep:
-    """One phase's ``model.so`` in the Relax VM."""
+class PhaseStep:
+    """One phase's compiled step, run by its target's runner (``Target.load``)."""
 
-    def __init__(self, library: str, device: object):
-        import tvm
-        from tvm.runtime.vm import VirtualMachine
+    def __init__(self, phase_dir: str):
+        from edgecc.compiler import load_compiled
 
-        self.tvm = tvm
-        self.device = device
-        self.vm = VirtualMachine(tvm.runtime.load_module(library), device)
-        self.fn = self.vm["main"]
+        manifest, target, _ = load_compiled(phase_dir)
+        self.runner = target.load(phase_dir, manifest)
 
-    def __call__(self, ids: np.ndarray, pos: int, k: object, v: object
-                 ) -> tuple[np.ndarray, object, object]:
-        t = self.tvm.runtime.tensor
-        out = self.fn(t(ids, self.device), t(np.array([pos], np.int64), self.device), k, v)
-        return out[0].numpy(), out[1], out[2]
+    def __call__(self, ids: np.ndarray, pos: int, k: torch.Tensor, v: torch.Tensor
+                 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        logits, k, v = self.runner.run(torch.from_numpy(ids),
+                                       torch.tensor([pos], dtype=torch.int64), k, v)
+        return logits.numpy(), k, v
 
 
 class Generator:
     """Prefill + decode over a bundle's two TVM libraries (see the module docstring).
 
-        gen = Generator(bundle, num_threads=2)
+        gen = Generator(bundle)
         for token in gen.generate([1, 2, 3], 16, Sampler(temperature=0.8, seed=1)):
             ...                      # streamed as each is produced
         gen.stats.line()             # tokens/s of prefill and decode
     """
 
-    def __init__(self, bundle: str, num_threads: int = 0, library: str = LIBRARY):
-        import tvm
-
+    def __init__(self, bundle: str):
         data = read_config(bundle)
         self.config = data["config"]
         self.prefill_len = int(data["prefill_len"])
         self.max_seq_len = int(self.config["max_seq_len"])
         self.eos = set(self.config.get("eos_token_ids") or ())
-        if num_threads:
-            _set_threads(num_threads)
-        self.device = tvm.cpu()
-        self.prefill_step = TvmStep(os.path.join(bundle, "prefill", library), self.device)
-        self.decode_step = TvmStep(os.path.join(bundle, "decode", library), self.device)
+        self.prefill_step = PhaseStep(os.path.join(bundle, "prefill"))
+        self.decode_step = PhaseStep(os.path.join(bundle, "decode"))
         self.stats = Stats()
 
     def check(self, n_prompt: int, max_new_tokens: int) -> None:
         check_request(self.max_seq_len, n_prompt, max_new_tokens)
 
-    def empty_cache(self) -> tuple[object, object]:
+    def empty_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.config["n_layer"], self.config["n_kv_head"], self.max_seq_len,
                  self.config["head_dim"])
-        zeros = np.zeros(shape, np.float32)
-        t = self.prefill_step.tvm.runtime.tensor
-        return t(zeros, self.device), t(zeros, self.device)
+        return torch.zeros(shape), torch.zeros(shape)
 
-    def prefill(self, ids: Sequence[int]) -> tuple[np.ndarray, object, object]:
+    def prefill(self, ids: Sequence[int]) -> tuple[np.ndarray, Any, Any]:
         """Run the prompt; the logits ``[n, vocab]`` of every prompt position and the cache."""
         c, n = self.prefill_len, len(ids)
         k, v = self.empty_cache()
@@ -231,47 +218,3 @@ class Generator:
             token = sampler.pick(logits[0, -1], rng)
             stats.decode_seconds += time.perf_counter() - t0
             pos += 1
-
-
-def _set_threads(count: int) -> None:
-    import tvm_ffi
-
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else list(range(os.cpu_count() or 1))
-    listed = [str(cpus[i % len(cpus)]) for i in range(max(count, len(cpus)))]
-    # -3: TVM's kSpecifyThreadShareAllCore (every worker may run on any listed CPU)
-    tvm_ffi.get_global_func("runtime.config_threadpool")(-3, count, listed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="generate tokens with an edgecc decoder "
-                                                 "bundle (numpy + TVM runtime)")
-    parser.add_argument("bundle")
-    parser.add_argument("--prompt-ids", required=True, help="comma-separated token ids")
-    parser.add_argument("-n", "--max-new-tokens", type=int, default=16)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--ignore-eos", action="store_true")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
-    try:
-        ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()]
-        sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
-        gen = Generator(args.bundle, args.threads)
-        for token in gen.generate(ids, args.max_new_tokens, sampler,
-                                  stop_at_eos=not args.ignore_eos):
-            print(token, flush=True)  # one id a line: streamed
-    except (GenerationError, ValueError) as exc:
-        print(f"generate: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"stats": dataclasses.asdict(gen.stats),
-                      "prefill_tokens_per_s": gen.stats.prefill_tokens_per_s,
-                      "decode_tokens_per_s": gen.stats.decode_tokens_per_s}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
