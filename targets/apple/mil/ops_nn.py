@@ -304,7 +304,60 @@ def upsample_nearest_neighbor(v, op):
     return x[..., rows[:, None], cols[None, :]]
 
 
+def _grid(n_in: int, n_out: int, mode: str) -> np.ndarray:
+    """Source coordinates of the output samples along one axis (MIL's sampling modes)."""
+    i = np.arange(n_out, dtype=np.float64)
+    if mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"):
+        if n_out == 1:
+            g = np.full(1, (n_in - 1) / 2 if mode == "ALIGN_CORNERS" else 0.0)
+        else:
+            g = i * (n_in - 1) / (n_out - 1)
+    elif mode == "UNALIGN_CORNERS":  # half-pixel centers
+        g = (i + 0.5) * n_in / n_out - 0.5
+    elif mode == "DEFAULT":
+        g = i * ((n_in - n_in / n_out) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    elif mode == "OFFSET_CORNERS":
+        delta = max(1, n_in - 1) / n_out
+        g = 0.5 * delta + i * delta
+    elif mode == "ASYMMETRIC":  # i * in / out (no half-pixel offset)
+        g = i * n_in / n_out
+    else:
+        raise ValueError(f"unknown sampling mode {mode!r}")
+    return np.clip(g, 0, n_in - 1)
+
+
+def _interp_axis(x, axis: int, grid: np.ndarray):
+    lo = np.floor(grid).astype(np.int64)
+    hi = np.minimum(lo + 1, x.shape[axis] - 1)
+    w = (grid - lo).reshape((-1,) + (1,) * (x.ndim - 1 - axis % x.ndim))
+    a, b = np.take(x, lo, axis=axis), np.take(x, hi, axis=axis)
+    return a + (b - a) * w
+
+
+def _bilinear(x, out_h: int, out_w: int, mode: str):
+    x = np.asarray(x, dtype=np.float64)
+    y = _interp_axis(x, -2, _grid(x.shape[-2], out_h, mode))
+    return _interp_axis(y, -1, _grid(x.shape[-1], out_w, mode))
+
+
+def upsample_bilinear(v, op):
+    x = np.asarray(v["x"])
+    out_h = int(math.floor(x.shape[-2] * float(v.get("scale_factor_height", 1))))
+    out_w = int(math.floor(x.shape[-1] * float(v.get("scale_factor_width", 1))))
+    align = bool(v.get("align_corners", True))
+    half = v.get("half_pixel_centers")
+    half = (not align) if half is None else bool(half)
+    mode = "STRICT_ALIGN_CORNERS" if align else "UNALIGN_CORNERS" if half else "ASYMMETRIC"
+    return _bilinear(x, out_h, out_w, mode)
+
+
+def resize_bilinear(v, op):
+    return _bilinear(v["x"], int(v.get("target_size_height", 1)),
+                     int(v.get("target_size_width", 1)), v.get("sampling_mode") or "DEFAULT")
+
+
 OPS = {
+    "upsample_bilinear": upsample_bilinear, "resize_bilinear": resize_bilinear,
     "conv": conv, "conv_transpose": conv_transpose, "linear": linear, "matmul": matmul,
     "max_pool": max_pool, "avg_pool": avg_pool, "l2_pool": l2_pool,
     "batch_norm": batch_norm, "instance_norm": instance_norm, "layer_norm": layer_norm,

@@ -149,7 +149,8 @@ class ConvZoo(torch.nn.Module):
         y = F.hardtanh(self.dw(y), 0.0, 6.0) + F.hardsigmoid(y)  # F.relu6: int bounds, coremltools fails + F.elu(y) + self.prelu(y)
         a = F.max_pool2d(y, 3, 2, padding=1, ceil_mode=True)
         b = F.avg_pool2d(y, 3, 2, padding=1, ceil_mode=True, count_include_pad=False)
-        c = F.interpolate(a + b, scale_factor=2, mode="nearest")
+        c = (F.interpolate(a + b, scale_factor=2, mode="nearest")
+             + F.interpolate(a - b, scale_factor=2, mode="bilinear", align_corners=False))
         d = F.pixel_shuffle(torch.cat([c, c[:, :2]], 1), 2)  # 8 channels -> 2
         e = F.leaky_relu(d, 0.2) * torch.sigmoid(d) + F.softplus(d) - torch.tanh(d)
         return e, F.adaptive_avg_pool2d(y, 1).flatten(1), y.amax((2, 3))
@@ -220,7 +221,8 @@ def test_op_zoo_fp32_matches_torch(zoo, name):
 def test_zoo_emits_the_ops_it_is_meant_to_cover(zoo):
     ops = op_types(zoo["conv"][1]) | op_types(zoo["seq"][1])
     assert {"conv_transpose", "crop", "max_pool", "avg_pool", "leaky_relu", "silu",
-            "upsample_nearest_neighbor", "scaled_dot_product_attention", "layer_norm",
+            "upsample_nearest_neighbor", "upsample_bilinear", "scaled_dot_product_attention",
+            "layer_norm",
             "softmax", "gather", "select", "split", "cumsum", "gelu", "matmul"} <= ops, ops
 
 

@@ -209,6 +209,22 @@ def test_pools_with_pad_types(pad_type):
     close(got_avg, ref_avg)
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_bilinear_resizing_matches_torch(align_corners):
+    x = randn(2, 3, 5, 7)
+    t = torch.from_numpy(x)
+    mode = "ALIGN_CORNERS" if align_corners else "UNALIGN_CORNERS"
+    up, rs, nn_up = mil(lambda v: (
+        mb.upsample_bilinear(x=v, scale_factor_height=2.0, scale_factor_width=3.0,
+                             align_corners=align_corners),
+        mb.resize_bilinear(x=v, target_size_height=8, target_size_width=4, sampling_mode=mode),
+        mb.upsample_nearest_neighbor(x=v, scale_factor_height=2.0, scale_factor_width=3.0)), x)
+    close(up, F.interpolate(t, scale_factor=(2, 3), mode="bilinear",
+                            align_corners=align_corners))
+    close(rs, F.interpolate(t, size=(8, 4), mode="bilinear", align_corners=align_corners))
+    close(nn_up, F.interpolate(t, scale_factor=(2, 3), mode="nearest"))
+
+
 # -- matmul, linear, normalization, attention ----------------------------------------------
 
 @pytest.mark.parametrize("tx,ty", [(False, False), (True, False), (False, True), (True, True)])
