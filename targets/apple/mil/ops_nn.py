@@ -85,8 +85,8 @@ def _conv_core(x, w, strides, dilations, groups):
         return np.moveaxis(y, -1, 1)
     win = win.reshape(n, g, c // g, *out_sp, *kernel)
     wg = w.reshape(g, o // g, c // g, *kernel)
-    letters = "abcdefhijk"[:nsp]  # spatial out
-    kern = "pqrstuvwxy"[:nsp]
+    letters = "dehijk"[:nsp]  # spatial out (not n, g, c, o)
+    kern = "pqrstu"[:nsp]
     y = np.einsum(f"ngc{letters}{kern},goc{kern}->ngo{letters}", win, wg, optimize=True)
     return y.reshape(n, o, *out_sp)
 

@@ -68,7 +68,7 @@ def close(got, ref, tol=1e-5):
 
 @st.composite
 def conv_cases(draw):
-    nsp = draw(st.sampled_from([1, 2]))
+    nsp = draw(st.sampled_from([1, 2, 2, 3]))
     groups = draw(st.sampled_from([1, 2, 3]))
     depthwise = draw(st.booleans())
     cin_g = 1 if depthwise else draw(st.integers(1, 3))
@@ -78,7 +78,9 @@ def conv_cases(draw):
     dilations = [draw(st.integers(1, 2)) for _ in range(nsp)]
     pad_type = draw(st.sampled_from(["valid", "custom", "same", "same_lower"]))
     pads = [draw(st.integers(0, 2)) for _ in range(2 * nsp)]
-    size = [draw(st.integers((k - 1) * d + 1, 9)) for k, d in zip(kernel, dilations)]
+    top = 9 if nsp < 3 else 6
+    size = [draw(st.integers((k - 1) * d + 1, max(top, (k - 1) * d + 1)))
+            for k, d in zip(kernel, dilations)]
     return dict(nsp=nsp, groups=groups, cin=cin_g * groups, cout=cout_g * groups,
                 kernel=kernel, strides=strides, dilations=dilations, pad_type=pad_type,
                 pads=pads, size=size, bias=draw(st.booleans()), batch=draw(st.integers(1, 2)))
@@ -119,7 +121,7 @@ def test_conv_matches_torch(case):
         kwargs["bias"] = b
     got, = mil(lambda v: mb.conv(x=v, **kwargs), x)
     xt = F.pad(torch.from_numpy(x), _f_pad(_torch_pads(case, case["size"])))
-    fn = F.conv1d if nsp == 1 else F.conv2d
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nsp]
     ref = fn(xt, torch.from_numpy(w), None if b is None else torch.from_numpy(b),
              stride=case["strides"], dilation=case["dilations"], groups=case["groups"])
     close(got, ref)
@@ -188,6 +190,27 @@ def test_avg_pool_matches_torch(case):
     ref = F.avg_pool2d(torch.from_numpy(x), case["kernel"], case["strides"], case["pads"],
                        ceil_mode=case["ceil_mode"], count_include_pad=not case["exclude"])
     close(got, ref)
+
+
+@pytest.mark.parametrize("nsp", [1, 3])
+def test_pools_1d_3d(nsp):
+    x = randn(2, 3, *([7] * nsp))
+    k, s = [3] * nsp, [2] * nsp
+    got_max, got_avg, got_l2 = mil(lambda v: (
+        mb.max_pool(x=v, kernel_sizes=k, strides=s, pad_type="custom", pad=[1] * (2 * nsp)),
+        mb.avg_pool(x=v, kernel_sizes=k, strides=s, pad_type="custom", pad=[1] * (2 * nsp),
+                    exclude_padding_from_average=False),
+        mb.l2_pool(x=v if nsp == 1 else mb.reshape(x=v, shape=[2, 3, 49, 7]),  # 1-D or 2-D
+                   kernel_sizes=[3] * min(nsp, 2), strides=[2] * min(nsp, 2),
+                   pad_type="valid")), x)
+    t = torch.from_numpy(x)
+    max_fn = F.max_pool1d if nsp == 1 else F.max_pool3d
+    avg_fn = F.avg_pool1d if nsp == 1 else F.avg_pool3d
+    close(got_max, max_fn(t, 3, 2, 1))
+    close(got_avg, avg_fn(t, 3, 2, 1, count_include_pad=True))
+    t2 = t if nsp == 1 else t.reshape(2, 3, 49, 7)
+    l2_fn = F.avg_pool1d if nsp == 1 else F.avg_pool2d
+    close(got_l2, l2_fn(t2 * t2, 3, 2).mul(3 ** min(nsp, 2)).sqrt())
 
 
 @pytest.mark.parametrize("pad_type", ["valid", "same"])
