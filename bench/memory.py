@@ -1,0 +1,166 @@
+"""Peak memory of quantizing a Llama-architecture model: w4a16 (GPTQ) and w8a8, from a
+config with random weights, through edgecc.compile to the ONNX target with external data.
+Goal: peak RSS <= 1.5x the fp32 weight bytes. Prints a table and writes
+``bench/results/memory.json``.
+
+    python bench/memory.py                       # ~1.1B parameters (TinyLlama-1.1B shape)
+    python bench/memory.py --hidden 512 --layers 4 --intermediate 1408 --vocab 8000  # small
+
+Each scheme runs in a fresh process (``--one SCHEME``), so one's peak does not hide the
+other's. Peak RSS is sampled every 20 ms by a thread; at each new peak the thread records
+where the main thread is (the innermost edgecc / passes / targets frames), which is how the
+table says where the peaks come from. ``ru_maxrss`` (the kernel's high-water mark) is
+reported too. Stages: build (random init), trace (torch.export), compile (load copy,
+passes, lowering with external data; verification off: it would run the model again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+PIPELINES = {
+    "w8a8": "quantize{scheme=w8a8}",
+    "w4a16-gptq": "quantize{scheme=w4a16,group_size=128,algorithm=gptq}",
+}
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakSampler(threading.Thread):
+    """Peak RSS per stage, and where the main thread was at each stage's peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stage = "start"
+        self.peaks: dict[str, dict] = {}
+        self.main = threading.main_thread().ident
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            now = rss()
+            rec = self.peaks.setdefault(self.stage, {"peak": 0, "where": ""})
+            if now > rec["peak"]:
+                rec["peak"] = now
+                # no stack walks while torch.export traces (reading its frames from
+                # another thread broke the trace: "fake tensor in the constants")
+                frame = sys._current_frames().get(self.main) if self.stage == "compile" \
+                    else None
+                stack = traceback.extract_stack(frame) if frame else []
+                ours = [f"{os.path.relpath(s.filename, ROOT)}:{s.lineno} {s.name}"
+                        for s in stack if s.filename.startswith(ROOT)
+                        and "bench/" not in s.filename and ".venv" not in s.filename]
+                rec["where"] = " < ".join(reversed(ours[-3:]))
+            time.sleep(0.02)
+
+
+def one(args: argparse.Namespace, scheme: str) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import edgecc
+
+    torch.manual_seed(0)
+    sampler = PeakSampler()
+    sampler.start()
+    base = rss()
+    sampler.stage = "build"
+    config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
+                         intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                         num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    params = sum(p.numel() for p in model.parameters())
+    fp32 = params * 4
+    g = torch.Generator().manual_seed(1)
+    ids = [(torch.randint(0, args.vocab, (1, args.seq), generator=g),)
+           for _ in range(args.calib_batches)]
+    sampler.stage = "trace"
+    program = edgecc.trace(model, ids[0])
+    del model  # the program holds the weights now
+    sampler.stage = "compile"
+    import tempfile
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        res = edgecc.compile(program, "onnx", pipeline=PIPELINES[scheme], calibration=ids,
+                             output_dir=os.path.join(tmp, "out"), verify=False,
+                             target_options={"external_data": "always"}, progress=False)
+        files = {a["path"]: a["bytes"] for a in res.report["artifacts"]}
+    seconds = time.perf_counter() - t0
+    sampler.running = False
+    sampler.join()
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"scheme": scheme, "parameters": params, "fp32_bytes": fp32,
+            "baseline_rss": base, "ru_maxrss": hwm,
+            "peak_ratio_to_fp32": round(hwm / fp32, 3),
+            "peak_above_baseline_ratio": round((hwm - base) / fp32, 3),
+            "stages": sampler.peaks, "artifacts": files, "compile_seconds": round(seconds, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--intermediate", type=int, default=5632)
+    parser.add_argument("--layers", type=int, default=22)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--seq", type=int, default=32)
+    parser.add_argument("--calib-batches", type=int, default=4)
+    parser.add_argument("--schemes", default=",".join(PIPELINES))
+    parser.add_argument("--tmp", default=None, help="where the ONNX files are written")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        import warnings
+
+        warnings.simplefilter("ignore")
+        print(json.dumps(one(args, args.one)))
+        return 0
+    rows = []
+    gib = 2 ** 30
+    for scheme in args.schemes.split(","):
+        argv = [a for a in sys.argv[1:] if not a.startswith("--schemes")]
+        r = subprocess.run([sys.executable, __file__, *argv, "--one", scheme],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"{scheme}: failed (exit {r.returncode}): {r.stderr.strip()[-800:]}")
+            continue
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    if not rows:
+        return 1
+    p = rows[0]["parameters"]
+    print(f"Llama config: {p / 1e9:.3f}B parameters, fp32 weights {rows[0]['fp32_bytes'] / gib:.2f} "
+          f"GiB (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab})")
+    print(f"{'scheme':<12} {'peak RSS GiB':>12} {'x fp32':>7} {'(above start)':>13} "
+          f"{'compile s':>9}  goal <= 1.5x")
+    for r in rows:
+        print(f"{r['scheme']:<12} {r['ru_maxrss'] / gib:>12.2f} {r['peak_ratio_to_fp32']:>7.2f} "
+              f"{r['peak_above_baseline_ratio']:>13.2f} {r['compile_seconds']:>9.1f}  "
+              f"{'met' if r['peak_ratio_to_fp32'] <= 1.5 else 'NOT met'}")
+        for stage, rec in r["stages"].items():
+            print(f"    {stage:<8} peak {rec['peak'] / gib:6.2f} GiB  at {rec['where'] or '-'}")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "memory.json"), "w") as f:
+        json.dump({"config": vars(args), "runs": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
