@@ -12,8 +12,13 @@ Schemes (edgecc pipeline / coremltools config):
   palettize4  palettize{bits=4}               / kmeans 4-bit per_tensor
 
 edgecc compresses what its passes compress (4-bit codes pack along the last dimension, so
-3x3 / 1x1 convolution weights stay float in the 4-bit CNN builds); coremltools compresses
-every weight above its size threshold. Prints a table and writes bench/results/apple.json.
+3x3 / 1x1 convolution weights stay float in the 4-bit CNN builds; w8a16 quantizes every
+weight, depthwise ones included); coremltools (defaults) compresses only weights of at
+least 2048 elements (``weight_threshold``) and, per block, only where the block divides
+the axis. So the two do not compress the same weights: read bytes and fidelity together.
+Measured once on a shared 2-core machine (see bench/results/apple.json): on MobileNetV2,
+edgecc's w8a16 program itself is at 11.7 dB SQNR to fp32 in PyTorch (its per-channel int8
+depthwise weights), coremltools leaves those depthwise weights float (24.9 dB, larger file). Prints a table and writes bench/results/apple.json.
 Not a timed benchmark: conversion seconds are reported but the machine is shared.
 """
 
