@@ -136,7 +136,8 @@ def main() -> int:
     rows = []
     gib = 2 ** 30
     for scheme in args.schemes.split(","):
-        argv = [a for a in sys.argv[1:] if not a.startswith("--schemes")]
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                if k not in ("schemes", "one") and v is not None]
         r = subprocess.run([sys.executable, __file__, *argv, "--one", scheme],
                            capture_output=True, text=True)
         if r.returncode != 0:
