@@ -79,6 +79,7 @@ class PassContext:
     seed: int = 0
     progress: bool | None = None
     original: Any = None  # the program before any pass (teacher for qat / distillation)
+    device: Any = None  # torch.device the calibration / training passes run on; None: CPU
 
 
 class Pass:

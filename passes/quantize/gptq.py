@@ -30,7 +30,7 @@ class HessianAccumulator:
         x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
         m = x.shape[0]
         if self.h is None:
-            self.h = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+            self.h = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
         self.h *= self.n / (self.n + m)
         self.n += m
         x = x * (2.0 / self.n) ** 0.5

@@ -150,8 +150,11 @@ def validate_calibration(program: Program, calibration: Iterable[Sequence[Any]] 
 
 def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Iterable[fx.Node],
                   on_value: Callable[[fx.Node, torch.Tensor], None], *,
-                  desc: str = "calibrating", progress: bool | None = None) -> None:
-    """Run ``batches`` through the program, calling ``on_value(node, value)`` for ``nodes``."""
+                  desc: str = "calibrating", progress: bool | None = None,
+                  device: Any = None) -> None:
+    """Run ``batches`` through the program, calling ``on_value(node, value)`` for ``nodes``.
+    ``device`` (e.g. ``cuda:0``): the forward passes run there (the program's weights move
+    there for the run and back to the CPU after); ``on_value`` sees tensors on it."""
     watch = set(nodes)
 
     class Recorder(fx.Interpreter):
@@ -162,9 +165,17 @@ def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Ite
             return out
 
     gm = program.graph_module
-    with torch.no_grad():
-        for batch in progress_iter(batches, desc, enabled=progress):
-            Recorder(gm).run(*batch)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type != "cpu":
+        gm.to(dev)
+    try:
+        with torch.no_grad():
+            for batch in progress_iter(batches, desc, enabled=progress):
+                Recorder(gm).run(*[b.to(dev) if isinstance(b, torch.Tensor) else b
+                                   for b in batch])
+    finally:
+        if dev.type != "cpu":
+            gm.to("cpu")
 
 
 # -- rewriting ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 import torch.fx as fx
 
+from edgecc import distributed
 from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize import awq, gptq
@@ -245,7 +246,7 @@ class Quantize(Pass):
         clips: dict[str, torch.Tensor] = {}
         if options.algorithm == "awq":
             clips, awq_stats = _apply_awq(program, layers, batches, wq, options, scale_dtype,
-                                          context.progress)
+                                          context.progress, context.device)
             stats["awq"] = awq_stats
 
         # one calibration run: activation observers and GPTQ Hessians
@@ -266,7 +267,14 @@ class Quantize(Pass):
                     hessians[node].update(value)
 
             record_values(program, batches, set(observers) | set(hessians), on_value,
-                          desc="calibrating", progress=context.progress)
+                          desc="calibrating", progress=context.progress,
+                          device=context.device)
+            # under torchrun: every rank's statistics become those of all ranks' data
+            for obs in observers.values():
+                distributed.reduce_observer(obs)
+            for acc in hessians.values():
+                distributed.reduce_hessian(acc)
+                acc.h = acc.h.cpu() if acc.h is not None else None
 
         # weights
         skipped: dict[str, str] = {}
@@ -418,8 +426,8 @@ def _quantize_activations(program: Program, scheme: Scheme,
 
 
 def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQuant,
-               options: QuantizeOptions, scale_dtype: torch.dtype, progress: bool | None
-               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+               options: QuantizeOptions, scale_dtype: torch.dtype, progress: bool | None,
+               device: Any = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     groups = {v: [la for la in ls if la.kind == "linear"]
               for v, ls in _inputs_of(layers).items()}
     groups = {v: ls for v, ls in groups.items() if ls}
@@ -432,7 +440,11 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
         samples[node].append(rows[keep].float())
 
     record_values(program, batches, groups, on_value, desc="AWQ activations",
-                  progress=progress)
+                  progress=progress, device=device)
+    # under torchrun: every rank searches on the rows all ranks kept (same order, same seed)
+    samples = defaultdict(list, {v: distributed.gather_rows(s) for v, s in samples.items()})
+    if distributed.is_distributed():
+        gen.manual_seed(0)
     clips: dict[str, torch.Tensor] = {}
     unfolded: dict[str, str] = {}
     alphas, gains = [], []
