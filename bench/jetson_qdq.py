@@ -18,7 +18,7 @@ quantized models run with onnxruntime's graph optimizations off: every Q/DQ exec
 written, the semantics TensorRT implements (onnxruntime's QDQ fusion would run its own x86
 integer kernels instead). Prints a table and writes ``bench/results/jetson_qdq.json``.
 
-    python bench/jetson_qdq.py [--models resnet20,mobilenet_v2,bert] [--calib 4]
+    python bench/jetson_qdq.py [--models resnet20,mobilenet_v2,bert] [--calib 4] [--keep DIR]
 
 Calibration and held-out data are random (images N(0, 1), random token ids): no dataset is
 stored here, so fidelity compares the two quantizers on the same data, not accuracy.
@@ -185,9 +185,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="resnet20,mobilenet_v2,bert")
     ap.add_argument("--calib", type=int, default=4, help="calibration batches (of 2)")
+    ap.add_argument("--keep", default="", help="keep the ONNX files in this folder")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "jetson_qdq.json"))
     args = ap.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or tmp
+        os.makedirs(work, exist_ok=True)
         for name, module, device, calib, held in _models(args.models.split(","), args.calib):
             print(f"... {name}", file=sys.stderr, flush=True)
             rows.append(bench(name, module, device, calib, held, work))
@@ -203,8 +207,8 @@ def main() -> None:
                    "high_precision_dtype=fp32, calibration_eps=[cpu]; timings on a shared "
                    "2-core machine are not final",
            "rows": rows}
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "jetson_qdq.json"), "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
         json.dump(out, f, indent=1)
 
 

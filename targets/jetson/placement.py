@@ -18,6 +18,8 @@ per-channel weights) follow the same rules:
   ancestor (ModelOpt ``build_non_residual_input_map``) gets a per-tensor Q/DQ, calibrated on
   the calibration batches, or shares the Q/DQ that value already has.
 * One Q/DQ per value: duplicates with the same parameters are merged (fan-out shares one).
+* Activation scales are ``amax / 127`` as TensorRT's calibrators and ModelOpt set them
+  (edgecc's quantize uses ``amax / 127.5``, which clips ``+amax`` by half a step).
 * ``narrow_range``: activation quantize nodes clamp to [-127, 127].
 
 Before (ResNet basic block after quantize)::
@@ -52,6 +54,7 @@ CONV = "aten.convolution"
 LINEAR = "aten.linear"
 MIN_GEMM_DIM = 16  # ModelOpt _MIN_MATMUL_DIM
 FLOAT_REASON = "jetson_float_reason"  # node meta: why a layer stays float (lower reports it)
+AMAX_127 = "jetson_amax_over_127"  # node meta: this quantize's scale is amax / 127
 # Ops TensorRT fuses between a convolution and a residual Add (ModelOpt's fusible paths:
 # BiasAdd, ConstMul, BatchNormalization, Relu, MaxPool, Sigmoid+Mul) plus copy ops.
 _THROUGH = {"aten.relu", "aten._native_batch_norm_legit_no_training", "aten.batch_norm",
@@ -232,6 +235,7 @@ class JetsonQDQPlacement(Pass):
         act = _act_params(program)
         if act is not None and not qformat(act["dtype"]).is_float:
             self._quantize_residuals(program, act, context, stats)
+            stats["activation_scales_to_amax_over_127"] = _amax_over_127(program)
             if options.narrow_range:
                 for node in program.nodes("call_function"):
                     if is_quantize(node) and node.args[5] == qformat(node.args[7]).qmin:
@@ -242,6 +246,7 @@ class JetsonQDQPlacement(Pass):
         program.graph_module.recompile()
         program.refresh_metadata()
         modified = bool(stats["float_layers"] or stats["residual_qdq"] or stats["merged_qdq"]
+                        or stats.get("activation_scales_to_amax_over_127")
                         or options.narrow_range and act is not None)
         stats["float_layer_count"] = len(stats["float_layers"])
         return PassResult(program, modified, stats)
@@ -305,6 +310,30 @@ class JetsonQDQPlacement(Pass):
                 shared[v] = dq
                 stats["residual_qdq"][node.name] = f"new Q/DQ on {v.name}, scale " \
                                                    f"{float(scale):.4g}"
+
+
+def _amax_over_127(program: Program) -> int:
+    """Activation scales ``amax / 127`` (TensorRT's and ModelOpt's convention) instead of
+    edgecc's ``amax / 127.5``: with 127.5, ``+amax`` rounds to 128 and clips to 127, so a
+    saturated activation (ReLU6 at 6) loses half a step every time. Returns how many
+    scales changed (each shared scale constant once)."""
+    scales: dict[str, tuple[fx.Node, float]] = {}
+    for node in program.nodes("call_function"):
+        if not is_quantize(node) or program.is_constant(node.args[0]) \
+                or node.meta.get(AMAX_127):
+            continue
+        node.meta[AMAX_127] = True  # placed once: a second run leaves it alone
+        s, zp = node.args[1], node.args[2]
+        fmt = qformat(node.args[7])
+        if fmt.is_float or not fmt.signed or (node.args[5], node.args[6]) != (fmt.qmin,
+                                                                             fmt.qmax):
+            continue
+        if program.is_constant(s) and program.is_constant(zp) \
+                and str(s.target) not in scales and not bool(program.tensor(zp).any()):
+            scales[str(s.target)] = (s, (fmt.qmax - fmt.qmin) / 2 / fmt.qmax)
+    for s, factor in scales.values():
+        program.set_tensor(s, program.tensor(s) * factor)
+    return len(scales)
 
 
 def _merge_duplicates(program: Program) -> int:

@@ -392,3 +392,33 @@ def test_operator_tensorrt_cannot_parse_fails_the_compile(tmp_path):
                        target_options={"jetpack": "5.1"})
     assert len(str(info.value).splitlines()) == 1
     assert not out.exists()
+
+
+def test_activation_scales_are_amax_over_127():
+    """TensorRT's (and ModelOpt's) convention: +amax is representable. ReLU6 saturates at 6
+    on this calibration data, so the second layer's input scale is exactly 6 / 127 (edgecc's
+    quantize alone gives 6 / 127.5, where 6 rounds to 128 and clips)."""
+    from edgecc.pass_base import PassContext
+    from edgecc.pass_manager import PassManager
+    from edgecc.pipeline_text import PassStep
+    from edgecc.quant import is_quantize
+    from edgecc.targets.jetson import JetsonTarget
+    from edgecc.targets.jetson.placement import JetsonQDQPlacement, PlacementOptions
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU6(),
+                                torch.nn.Linear(32, 32)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(20)  # saturate the ReLU6
+    prog = edgecc.trace(model, (torch.randn(8, 32),))
+    calib = [(torch.randn(8, 32),) for _ in range(2)]
+    ctx = PassContext(calibration=calib, target=JetsonTarget())
+    PassManager("quantize{scheme=w8a8}")(prog, context=ctx)
+    PassManager([PassStep(JetsonQDQPlacement, PlacementOptions())])(prog, context=ctx)
+    acts = [n for n in prog.nodes("call_function")
+            if is_quantize(n) and not prog.is_constant(n.args[0])]
+    assert len(acts) == 2
+    assert float(prog.tensor(acts[1].args[1])) == pytest.approx(6 / 127, rel=1e-6)
+    # placing again changes nothing
+    PassManager([PassStep(JetsonQDQPlacement, PlacementOptions())])(prog, context=ctx)
+    assert float(prog.tensor(acts[1].args[1])) == pytest.approx(6 / 127, rel=1e-6)
