@@ -98,16 +98,16 @@ class Eager:
 
 class EdgeccHost:
     def __init__(self, path: str, variant: str, threads: int, prompt: int, n_ctx: int,
-                 build_dir: str):
+                 build_dir: str, bundle: str | None = None):
         import edgecc.llm as llm
 
-        out = os.path.join(build_dir, f"edgecc_{variant}")
+        out = bundle or os.path.join(build_dir, f"edgecc_{variant}")
         if not os.path.exists(os.path.join(out, "decoder.json")):
             dec = llm.export_decoder(path, max_seq_len=n_ctx)
             if EDGECC_PIPELINES[variant]:
                 dec = dec.apply(EDGECC_PIPELINES[variant])
             llm.build_decoder(dec, "host", out, prefill_len=prompt, force=True)
-        self.gen = llm.Generator(out, num_threads=threads)
+        self.gen = llm.Generator(out)  # threads: TVM_NUM_THREADS, set in main()
         self.bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out)
                          for f in fs if f.endswith(".so"))
 
@@ -127,10 +127,13 @@ def main() -> None:
     ap.add_argument("--edgecc", default="fp32,w8,w4", help="edgecc host variants ('' none)")
     ap.add_argument("--llamacpp", default="F32,Q8_0,Q4_0")
     ap.add_argument("--no-eager", action="store_true")
+    ap.add_argument("--bundle", action="append", default=[], metavar="VARIANT=DIR",
+                    help="use an already built edgecc.llm host bundle for a variant")
     ap.add_argument("--build-dir", default=None, help="reuse / keep bundles and files here")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "llm.json"))
     args = ap.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # edgecc host: TVM's thread pool
     warnings.filterwarnings("ignore")
     path = smollm2_path()
     work = args.build_dir or tempfile.mkdtemp(prefix="bench_llm_")
@@ -167,9 +170,10 @@ def main() -> None:
             if not os.path.exists(file):
                 llamacpp_quant.quantize_gguf(f32, file, ftype)
             load(f"llama.cpp {ftype}", lambda file=file: LlamaCpp(file, args.threads, n_ctx))
+    bundles = dict(b.split("=", 1) for b in args.bundle)
     for variant in [v for v in args.edgecc.split(",") if v]:
         load(f"edgecc host {variant}", lambda v=variant: EdgeccHost(
-            path, v, args.threads, args.prompt, n_ctx, work))
+            path, v, args.threads, args.prompt, n_ctx, work, bundles.get(v)))
     if not args.no_eager:
         load("PyTorch eager", lambda: Eager(path, args.threads))
 
