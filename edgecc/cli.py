@@ -134,7 +134,9 @@ def type_name(annotation: Any) -> str:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     import edgecc.compiler as compiler
+    from edgecc import distributed
 
+    distributed.init_from_env(distributed.resolve_device(args.device))  # under torchrun
     shapes = parse_input_shapes(args.input_shape)
     example = example_tensors(shapes)
     named = {n: s for n, s, _ in shapes} or None
@@ -162,7 +164,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
         progress=False if args.json else None,
         import_check=not args.no_import_check,
+        device=args.device,
     )
+    if not distributed.is_main():  # rank 0 wrote and reports
+        return 0
     if args.report:
         from edgecc.report import write_report
 
@@ -443,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, help="calibration data: .npz or folder of .npz")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where calibration / GPTQ / AWQ statistics run: cpu, cuda or cuda:N "
+                        "(under torchrun, cuda is each rank's LOCAL_RANK GPU)")
     p.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--tune", type=int, default=None, metavar="TRIALS",
                    help="MetaSchedule tuning budget (targets with a tune_trials option); "

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgecc import distributed
 from edgecc.accounting import measure
 from edgecc.errors import (
     EdgeccError,
@@ -42,7 +43,7 @@ from edgecc.manifest import (
 from edgecc.metrics import compare_outputs
 from edgecc.output_dir import StagedOutput, check_output_dir
 from edgecc.pass_base import PassContext, make_options
-from edgecc.pass_manager import PassManager
+from edgecc.pass_manager import PassManager, _validate
 from edgecc.pipeline_text import format_pipeline, parse_pipeline
 from edgecc.program import Program, TensorSpec
 from edgecc.progress import Progress
@@ -118,6 +119,7 @@ def resolve_target(spec: str, options: dict[str, Any] | None,
     return target_cls(), make_options(target_cls, values)
 
 
+@distributed.collective("compiling")
 def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     model: Any,
     target: str | None = None,
@@ -138,8 +140,19 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     trust_pickle: bool = False,
     progress: bool | None = None,
     import_check: Any = True,
+    device: str | None = None,
 ) -> CompileResult:
-    """Compile ``model`` for ``target`` (see the module docstring)."""
+    """Compile ``model`` for ``target`` (see the module docstring).
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``): where calibration forward passes and the
+    statistics of GPTQ / AWQ run; the program is on the CPU again before lowering. Under
+    ``torchrun`` every rank calibrates on its shard of ``calibration`` (see
+    ``edgecc.distributed``), statistics are reduced across ranks, and only rank 0 lowers,
+    verifies and writes ``output_dir``; the other ranks return a result with no artifacts.
+    """
+    dev = distributed.resolve_device(device)
+    if not distributed.is_main():
+        progress = False  # progress on rank 0 only
     if pipeline is not None and recipe is not None:
         raise EdgeccError("give either a pipeline or a recipe, not both")
     loaded: Recipe = load_recipe(recipe or (DEFAULT_RECIPE if pipeline is None else "none"))
@@ -158,9 +171,20 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     stages = ["load model", "run passes", f"lower for {tgt.name}", "verify", "write"]
     with Progress(stages, enabled=progress) as bar:
         bar.stage("load model")
-        original = resolve_model(model, example_inputs, trust_pickle=trust_pickle,
-                                 dynamic_shapes=dynamic_shapes, input_shapes=input_shapes,
-                                 import_check=import_check)
+        failed: BaseException | None = None
+        try:  # everything a rank can fail on alone, before the first collective
+            original = resolve_model(model, example_inputs, trust_pickle=trust_pickle,
+                                     dynamic_shapes=dynamic_shapes, input_shapes=input_shapes,
+                                     import_check=import_check)
+            if calibration is not None and distributed.is_distributed():
+                calibration = distributed.shard(list(calibration))
+            if distributed.is_distributed():
+                _validate(steps, original,
+                          PassContext(calibration=calibration, target=tgt, original=original,
+                                      device=dev))
+        except Exception as exc:  # noqa: BLE001  (re-raised by agree)
+            failed = exc
+        distributed.agree(failed, "loading the model and validating the pipeline")
         program = original.copy()
         before = measure(original)
 
@@ -174,11 +198,21 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         if calibration is not None:
             calibration = list(calibration)  # passes and the fidelity check both read it
         context = PassContext(calibration=calibration, target=tgt, progress=progress,
-                              original=original)
+                              original=original, device=dev)
         t0 = time.perf_counter()
-        result = PassManager(steps, instruments=instruments)(program, context=context)
+        failed = None
+        try:
+            result = PassManager(steps, instruments=instruments)(program, context=context)
+        except Exception as exc:  # noqa: BLE001  (re-raised by agree)
+            failed = exc
+        distributed.agree(failed, "running the passes")
+        program.graph_module.to("cpu")  # lowering always starts from the CPU
         pass_seconds = time.perf_counter() - t0
         after = measure(program)
+        run_info = distributed.run_info(dev)
+        if not distributed.is_main():  # rank 0 writes; `collective` waits for its outcome
+            return CompileResult(program, original, tgt, os.path.abspath(output_dir or ""),
+                                 [], {"distributed": run_info.to_json(), "written": False})
 
         final_dir = output_dir or tempfile.mkdtemp(prefix="edgecc-")
         stage = StagedOutput(final_dir)
@@ -203,6 +237,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                 "outputs": [s.to_json() for s in original.output_specs],
                 "pipeline": {"text": format_pipeline(steps), "passes": result.stats["passes"],
                              "seconds": round(pass_seconds, 4)},
+                "distributed": run_info.to_json(),
                 "lowering": {"seconds": round(lower_seconds, 4), **lowered.report},
                 "model": {"before": before.to_json(), "after": after.to_json()},
                 "layers": {"before": layer_sizes(original), "after": layer_sizes(program)},

@@ -31,7 +31,8 @@ and gloo / NCCL collectives time out (``init_process_group(timeout=...)``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -68,6 +69,21 @@ def world_size() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment)
+    unless one exists: NCCL for CUDA devices, gloo for the CPU. Returns whether it joined."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
 
 
 def is_main() -> bool:
@@ -188,6 +204,28 @@ def barrier(what: str = "the run") -> None:
     agree(None, what)
 
 
+def collective(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a function every rank calls (``compile``): when it returns or raises on any
+    rank, all ranks learn it; one failure makes every rank raise (``agree``)."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> T:
+            if not is_distributed():
+                return fn(*args, **kwargs)
+            try:
+                out = fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001  (re-raised by agree)
+                agree(exc, what)
+                raise
+            agree(None, what)
+            return out
+
+        return run
+
+    return wrap
+
+
 # -- the statistics the passes finalize -------------------------------------------------------
 
 def reduce_observer(observer: Any) -> None:
@@ -306,5 +344,6 @@ def run_info(device: torch.device) -> RunInfo:
 
 __all__ = ["DeviceUnavailableError", "RankFailedError", "RunInfo", "agree", "all_gather_cat",
            "all_reduce_max", "all_reduce_min", "all_reduce_sum", "barrier", "broadcast_object",
-           "gather_rows", "is_distributed", "is_main", "rank", "reduce_hessian",
+           "collective",
+           "gather_rows", "init_from_env", "is_distributed", "is_main", "rank", "reduce_hessian",
            "reduce_observer", "resolve_device", "run_info", "shard", "world_size"]
