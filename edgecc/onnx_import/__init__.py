@@ -9,6 +9,11 @@ weights become real parameters; the remaining graph becomes an ``nn.Module``
 Each ONNX operator has a converter for an opset range (``converter.py`` says what a
 converter is and sees); the converters live in one module per op family (``ops/``) and
 ``registry.py`` builds the table of them, rejecting overlapping opset ranges.
+
+Every import checks itself (``self_check.py``): the original file runs in onnxruntime and
+the program in PyTorch on fresh random inputs; a disagreement is refused with the first
+node whose converter disagrees on onnxruntime's own intermediate tensors, and the check's
+record (metric, value, onnxruntime version, seconds) goes into the manifest.
 """
 
 from edgecc.onnx_import.importer import load_onnx
