@@ -1,0 +1,176 @@
+"""edgecc under torch.distributed: 2 gloo processes on the CPU (torch.multiprocessing.spawn).
+
+One spawn runs every multi-process check in sequence (starting a process costs seconds):
+reduced statistics equal the single-process ones computed here in the parent, a compile
+under 2 ranks writes only from rank 0 and gives rank 0 the single-process program, and a
+rank that fails makes the other stop with RankFailedError, nothing written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import edgecc
+from edgecc import distributed
+from edgecc.passes.quantize.gptq import HessianAccumulator
+from edgecc.passes.quantize.observers import make_observer
+
+WORLD = 2
+PIPELINE = "quantize{scheme=w8a8,algorithm=gptq}"
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+                               torch.nn.Linear(32, 8)).eval()
+
+
+def _batches(n: int = 6) -> list[tuple[torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(4, 16, generator=g) * (1 + i),) for i in range(n)]
+
+
+def _stats(batches: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Observer ranges and a GPTQ Hessian over ``batches``, reduced across ranks."""
+    minmax, pct, acc = make_observer("minmax"), make_observer("percentile"), \
+        HessianAccumulator()
+    for (x,) in batches:
+        minmax.update(x)
+        pct.update(x)
+        acc.update(x)
+    distributed.reduce_observer(minmax)
+    distributed.reduce_observer(pct)
+    distributed.reduce_hessian(acc)
+    lo, hi = minmax.range()
+    plo, phi = pct.range()
+    return {"lo": lo, "hi": hi, "plo": plo, "phi": phi, "h": acc.h,
+            "n": torch.tensor(acc.n)}
+
+
+def _weights(program: edgecc.Program) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in program.graph_module.state_dict().items()}
+
+
+def _worker(rank: int, port: int, tmp: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        ref = torch.load(os.path.join(tmp, "reference.pt"), weights_only=True)
+        assert distributed.is_distributed() and distributed.world_size() == WORLD
+        assert distributed.rank() == rank and distributed.is_main() == (rank == 0)
+
+        # 1. statistics of this rank's shard, reduced == single process over all batches
+        mine = distributed.shard(_batches())
+        assert len(mine) == 3
+        got = _stats(mine)
+        for k in ("lo", "hi", "plo", "phi", "n"):
+            assert torch.equal(got[k], ref["stats"][k]), k
+        # the Hessian is a float64 mean: the same up to float64 rounding of the sum order
+        torch.testing.assert_close(got["h"], ref["stats"]["h"], rtol=1e-12, atol=1e-14)
+        assert torch.equal(distributed.all_reduce_sum(torch.tensor([rank + 1.0])),
+                           torch.tensor([3.0]))
+        odd = distributed.all_gather_cat(torch.arange(rank + 1))  # uneven sizes
+        assert odd.tolist() == [0, 0, 1]
+        assert distributed.shard(list(range(5))) == ([0, 2, 4] if rank == 0 else [1, 3])
+
+        # 2. a compile under 2 ranks: rank 0 writes the single-process result, rank 1 nothing
+        out = os.path.join(tmp, "out")
+        res = edgecc.compile(_model(), "host", pipeline=PIPELINE,
+                             example_inputs=(torch.randn(4, 16),), calibration=_batches(),
+                             output_dir=out if rank == 0 else os.path.join(tmp, "never"),
+                             progress=False)
+        assert not os.path.exists(os.path.join(tmp, "never"))
+        if rank == 0:
+            assert res.report["distributed"]["world_size"] == WORLD
+            assert res.report["distributed"]["devices"] == ["cpu", "cpu"]
+            assert res.report["verification"]["passed"]
+            weights = _weights(res.program)
+            assert weights.keys() == ref["weights"].keys()
+            for k, w in weights.items():
+                # activation scales (min/max) exactly; GPTQ weights to float32 rounding
+                torch.testing.assert_close(w, ref["weights"][k], rtol=1e-5, atol=1e-6,
+                                           msg=k)
+        else:
+            assert res.artifacts == [] and res.report["written"] is False
+
+        # 3. rank 1 fails while loading: rank 0 stops with RankFailedError, nothing written
+        bad = os.path.join(tmp, "failed")
+        model = _model() if rank == 0 else os.path.join(tmp, "missing.pt2")
+        try:
+            edgecc.compile(model, "host", pipeline=PIPELINE,
+                           example_inputs=(torch.randn(4, 16),), calibration=_batches(),
+                           output_dir=bad, progress=False)
+        except distributed.RankFailedError as exc:
+            assert rank == 0 and "rank(s) 1 of 2" in str(exc) and "missing.pt2" in str(exc)
+        except edgecc.errors.ModelLoadError:
+            assert rank == 1
+        else:
+            raise AssertionError("the failed run returned")
+        assert not os.path.exists(bad)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_reduce_exactly_and_only_rank0_writes(tmp_path):
+    single = edgecc.compile(_model(), "host", pipeline=PIPELINE,
+                            example_inputs=(torch.randn(4, 16),), calibration=_batches(),
+                            output_dir=str(tmp_path / "single"), progress=False)
+    torch.save({"stats": _stats(_batches()), "weights": _weights(single.program)},
+               tmp_path / "reference.pt")
+    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD)
+    assert sorted(os.listdir(tmp_path)) == ["out", "reference.pt", "single"]
+    assert os.path.exists(tmp_path / "out" / "manifest.json")
+
+
+def test_single_process_helpers_are_the_identity():
+    t = torch.tensor([1.0, -2.0])
+    assert not distributed.is_distributed() and distributed.is_main()
+    assert distributed.world_size() == 1 and distributed.rank() == 0
+    assert distributed.all_reduce_sum(t) is t and distributed.all_reduce_max(t) is t
+    assert distributed.shard([1, 2, 3]) == [1, 2, 3]
+    distributed.barrier()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_gpu_is_one_line_exit_2(tmp_path):
+    torch.export.save(torch.export.export(_model(), (torch.randn(4, 16),)),
+                      str(tmp_path / "m.pt2"))
+    r = subprocess.run([sys.executable, "-m", "edgecc", "compile", str(tmp_path / "m.pt2"),
+                        "-t", "host", "-o", str(tmp_path / "out"), "--device", "cuda"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CUDA is not available" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(distributed.DeviceUnavailableError):
+        edgecc.compile(_model(), "host", example_inputs=(torch.randn(4, 16),), device="cuda:0")
+    with pytest.raises(distributed.DeviceUnavailableError, match="not a device name"):
+        distributed.resolve_device("gpu7")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_calibration_matches_cpu(tmp_path):
+    kw = dict(pipeline=PIPELINE, example_inputs=(torch.randn(4, 16),),
+              calibration=_batches(), progress=False)
+    cpu = edgecc.compile(_model(), "host", output_dir=str(tmp_path / "cpu"), **kw)
+    gpu = edgecc.compile(_model(), "host", output_dir=str(tmp_path / "gpu"), device="cuda",
+                         **kw)
+    assert gpu.report["distributed"]["device"].startswith("cuda")
+    for k, w in _weights(gpu.program).items():
+        assert w.device.type == "cpu"
+        torch.testing.assert_close(w, _weights(cpu.program)[k], rtol=1e-4, atol=1e-5)
