@@ -12,8 +12,8 @@ and ``add(dq(q_a), dq(q_b)) [-> relu] -> quantize`` (int8 ADD, relu fused); the
 description's ``OpSpec.check`` decides whether that instance fits the NPU, and a refusal
 carries the constraint that refused it (``ops.conv2d.kernel_height`` ...). Every other node
 runs on the CPU (the TVM layer) with the reason recorded. Each accepted layer is an int8
-``Region`` (TFLite semantics, NHWC); ``group_layers`` merges layers connected through int8
-values only NPU layers read into one multi-op region (what Vela compiles and cascades).
+``Region`` (TFLite semantics, NHWC); in the artifact, connected layers are merged into one
+multi-op region by the BYOC flow (``MergeCompositeFunctions``, ``byoc.py``).
 
 ``classify(graph, constant, desc)`` reads a graph whose constants ``constant(node)`` returns
 (get_attr nodes of a ``Program``, or the placeholders of its ``torch.export`` form);
@@ -518,107 +518,3 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {d['device'].upper():<4}{d['node']:<28}{d['op']:<14}"
                      f"{d['macs']:>12,}  {d['reason']}")
     return "\n".join(lines)
-
-
-@dataclasses.dataclass
-class Group:
-    """NPU layers compiled as one region: ``inputs`` are (quantize node, the layer reading
-    it) from outside the group, ``output`` the one layer whose int8 value leaves it."""
-
-    layers: list[Layer]
-    inputs: list[tuple[fx.Node, Layer]]
-    output: Layer
-    region: Region
-
-
-def _single(layer: Layer) -> Group:
-    return Group([layer], [(q, layer) for q in layer.input_nodes], layer, layer.region)
-
-
-def group_layers(layers: list[Layer]) -> list[Group]:
-    """Merge NPU layers connected through int8 values that only NPU layers read into
-    multi-op regions (one output each, no path leaving and re-entering the group), so
-    Vela compiles and cascades them together; the rest stay one-op regions."""
-    by_node = {n: layer for layer in layers for n in (layer.node, *layer.absorbed)}
-    producer = {layer.out_q: layer for layer in layers}
-    parent = {layer.node: layer.node for layer in layers}
-
-    def find(n):
-        while parent[n] is not n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    internal: set[fx.Node] = set()
-    for q, src in producer.items():
-        readers = []
-        ok = bool(q.users)
-        for dq in q.users:
-            if not is_dequantize(dq) or not dq.users:
-                ok = False
-                break
-            readers += [by_node.get(u) for u in dq.users]
-        if not ok or any(r is None for r in readers):
-            continue
-        out_shape = src.region.tensors[src.region.outputs[0]].shape
-        fits = all(not any(r.cpu_pad) and all(
-            spec[1] == out_shape for node, spec in zip(r.input_nodes, r.input_specs)
-            if node is q) for r in readers)
-        if not fits:
-            continue
-        internal.add(q)
-        for r in readers:
-            parent[find(r.node)] = find(src.node)
-
-    members: dict[fx.Node, list[Layer]] = {}
-    for layer in layers:
-        members.setdefault(find(layer.node), []).append(layer)
-    groups = []
-    for group in members.values():
-        if len(group) == 1:
-            groups.append(_single(group[0]))
-            continue
-        outputs = [g for g in group if g.out_q not in internal]
-        inputs, keys = [], set()
-        for g in group:  # one region input per value and per way the CPU prepares it
-            for q in g.input_nodes:
-                if q not in internal and _input_key(q, g) not in keys:
-                    keys.add(_input_key(q, g))
-                    inputs.append((q, g))
-        if len(outputs) != 1 or _reenters(group, [q for q, _ in inputs]):
-            groups += [_single(g) for g in group]
-            continue
-        b = RegionBuilder(outputs[0].node.name)
-        names: dict[Any, str] = {}
-        for j, (q, g) in enumerate(inputs):
-            spec = g.input_specs[g.input_nodes.index(q)]
-            names[_input_key(q, g)] = b.input(f"in{j}", spec[1], spec[2], spec[3])
-        produced: dict[fx.Node, str] = {}
-        for g in group:  # graph order is a topological order
-            ins = [produced[q] if q in produced else names[_input_key(q, g)]
-                   for q in g.input_nodes]
-            produced[g.out_q] = g.emit(b, ins, g.node.name)
-        region = b.build([produced[outputs[0].out_q]])
-        groups.append(Group(group, inputs, outputs[0], region))
-    return groups
-
-
-def _input_key(q: fx.Node, layer: Layer) -> tuple:
-    return (q, layer.cpu_pad, layer.kind == "fully_connected")
-
-
-def _reenters(group: list[Layer], inputs: list[fx.Node]) -> bool:
-    """Whether an input of the group is computed from one of the group's own layers (the
-    group would then wait on itself through the CPU)."""
-    inside = {g.node for g in group}
-    seen: set[fx.Node] = set()
-    stack = list(inputs)
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        if n in inside:
-            return True
-        stack += n.all_input_nodes
-    return False
