@@ -49,3 +49,24 @@ def snap_q4k(params: QuantParams, cols: int) -> QuantParams | None:
     scale = (d * sc).reshape(s.shape)
     return QuantParams(params.dtype, scale, params.zero_point, params.axis, params.block_size,
                        params.qmin, params.qmax)
+
+
+def snap_q4_0(params: QuantParams, w: torch.Tensor) -> QuantParams | None:
+    """ggml's own Q4_0 scale instead of ``amax / 7.5``: per 32 weights ``d = fp16(m / -8)``
+    where ``m`` is the weight of largest magnitude *with its sign*, so that weight is code
+    -8 exactly and the step is ``amax / 8`` (``d`` is negative when ``m`` is positive; Q4_0
+    stores it as is). Round-to-nearest with it is llama.cpp's Q4_0 up to ties (ggml rounds
+    halves up, edgecc to even); GPTQ / AWQ then round onto the same grid. None unless
+    symmetric int4 in groups of 32 along rows."""
+    if (params.format.bits != 4 or params.block_size != GROUP or params.axis % 2 != 1
+            or bool((params.zero_point.to(torch.int32)
+                     != (0 if params.format.signed else 8)).any())):
+        return None
+    rows, cols = w.shape
+    g = w.detach().float().reshape(rows, -1, GROUP)
+    idx = g.abs().argmax(-1, keepdim=True)
+    m = g.gather(-1, idx)[..., 0]
+    d = (m / -8).to(torch.float16).to(torch.float32)
+    d = torch.where(d == 0, torch.full_like(d, _FP16_TINY), d)
+    return QuantParams(params.dtype, d.to(params.scale.dtype), params.zero_point, params.axis,
+                       params.block_size, params.qmin, params.qmax)

@@ -37,7 +37,7 @@ from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize import awq, gptq
 from edgecc.passes.quantize.awq_fold import fold_input_scale
-from edgecc.passes.quantize.q4k_grid import q4k_reason, snap_q4k
+from edgecc.passes.quantize.q4k_grid import q4k_reason, snap_q4_0, snap_q4k
 from edgecc.passes.quantize.layers import (
     CONV_OPS, LINEAR_OPS, Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
     output_error, quantized_weight_bytes, record_values, replace_weight, scale_input, select,
@@ -102,7 +102,8 @@ class QuantizeOptions:
     # "q4_k": symmetric int4 g32 scales snapped onto llama.cpp's Q4_K grid (fp16 d per 256
     # weights times 6-bit codes), which -t gguf writes as Q4_K; rows that are not a
     # multiple of 256 keep fp16 per-32 scales (Q4_0), listed in the stats
-    weight_grid: Literal["none", "q4_k"] = "none"
+    # "q4_0": ggml's Q4_0 scale per 32 (signed max / -8, so the extreme weight is exact)
+    weight_grid: Literal["none", "q4_k", "q4_0"] = "none"
     error_batches: int = 4  # calibration batches the output error is measured on
 
     def __post_init__(self) -> None:
@@ -303,6 +304,11 @@ class Quantize(Pass):
                 out_axis = layer.out_axis
             h = hessians.get(layer.input) if layer.kind == "linear" else None
             snap = None
+            if options.weight_grid == "q4_0" and layer.kind == "linear":
+                if snap_q4_0(weight_params(w, tq, out_axis, layer.reduction_axis), w) is None:
+                    grid_fallback[layer.name] = "q4_0 needs symmetric int4 in groups of 32"
+                else:
+                    snap = functools.partial(snap_q4_0, w=w)
             if options.weight_grid == "q4_k" and layer.kind == "linear":
                 why = q4k_reason(weight_params(w, tq, out_axis, layer.reduction_axis),
                                  w.shape[1])

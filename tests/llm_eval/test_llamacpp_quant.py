@@ -31,3 +31,34 @@ def test_q4_k_m_types_for_smollm2_shapes():
     assert tensor_type("blk.4.ffn_down.weight", 1536, "Q4_K_M", 30, False) == "Q4_K"
     assert tensor_type("blk.4.ffn_down.weight", 1536, "Q4_0", 30, False) == "Q4_0"
     assert tensor_type("token_embd.weight", 576, "Q8_0", 30, False) == "Q8_0"
+
+
+def test_weight_grid_q4_0_rounds_like_llamacpps_q4_0(tmp_path):
+    """quantize{weight_grid=q4_0} (ggml's scale: signed max / -8) written by -t gguf is
+    llama.cpp's own Q4_0 of the same weights but for rare ties / fp16 scale roundings
+    (ggml quantizes with the fp32 scale, edgecc with the stored fp16 one)."""
+    import os
+
+    from edgecc.llm_eval.llamacpp_quant import quantize_gguf
+    from edgecc.passes import Quantize
+    from edgecc.targets.gguf import GgufOptions, GgufTarget
+    from tests.targets.gguf import tiny
+
+    program = tiny.trace(tiny.llama_gqa(tied=True))
+    GgufTarget().lower(program, str(tmp_path), GgufOptions(check=False))
+    quantize_gguf(str(tmp_path / "model.gguf"), str(tmp_path / "ref.gguf"), "Q4_0")
+    q = Quantize()(program.copy(), Quantize.Options(
+        scheme="w4a16", group_size=32, weight_dtype="int4", weight_symmetric=True,
+        weight_grid="q4_0", exclude=("model.embed_tokens", "lm_head"))).program
+    out = tmp_path / "edgecc"
+    os.makedirs(out)
+    GgufTarget().lower(q, str(out), GgufOptions(check=False))
+    ref = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(tmp_path / "ref.gguf")).tensors}
+    ours = {t.name: (t.tensor_type.name, np.asarray(t.data))
+            for t in gguf.GGUFReader(str(out / "model.gguf")).tensors}
+    compared = 0
+    for name, (kind, data) in ours.items():
+        if kind == "Q4_0":
+            assert np.mean(data != ref[name]) < 0.005, name
+            compared += 1
+    assert compared == 14
