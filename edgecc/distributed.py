@@ -161,6 +161,36 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     return box[0]
 
 
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Data parallelism's one collective: replace every ``p.grad`` by its mean over ranks
+    (one flat all_reduce; a missing gradient counts as zeros, so ranks stay in step)."""
+    if not is_distributed():
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params]) if params else torch.zeros(0)
+    flat = all_reduce_sum(flat) / world_size()
+    i = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[i:i + n].view_as(p.grad))
+        i += n
+
+
+def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
+    """Overwrite ``tensors`` in place with rank ``src``'s values (random initialisations)."""
+    if not is_distributed():
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in tensors:
+            buf = t.detach().to(_comm_device()).clone()
+            dist.broadcast(buf, src=src)
+            t.copy_(buf.to(t.device))
+
+
 # -- data -------------------------------------------------------------------------------------
 
 def shard(items: Sequence[T]) -> list[T]:
@@ -343,7 +373,8 @@ def run_info(device: torch.device) -> RunInfo:
 
 
 __all__ = ["DeviceUnavailableError", "RankFailedError", "RunInfo", "agree", "all_gather_cat",
-           "all_reduce_max", "all_reduce_min", "all_reduce_sum", "barrier", "broadcast_object",
+           "all_reduce_max", "all_reduce_min", "all_reduce_sum", "average_gradients", "barrier",
+           "broadcast_object", "broadcast_tensors",
            "collective",
            "gather_rows", "init_from_env", "is_distributed", "is_main", "rank", "reduce_hessian",
            "reduce_observer", "resolve_device", "run_info", "shard", "world_size"]

@@ -146,11 +146,24 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
              options: FinetuneOptions = FinetuneOptions(),
              progress: bool | None = None,
              on_step: Callable[[int, int], None] | None = None) -> list[float]:
-    """Train ``program`` in place on ``batches``; returns the mean loss per epoch."""
+    """Train ``program`` in place on ``batches``; returns the mean loss per epoch.
+
+    Under ``torchrun`` (``edgecc.distributed``): ``batches`` are this rank's shard; every
+    rank takes as many steps as the rank with the fewest batches (the others' extra batches
+    are dropped), gradients are averaged over ranks before each optimizer step (data
+    parallelism: a step on equal-sized per-rank batches is the single-process step on their
+    concatenation), projectors start from rank 0's initialisation, only rank 0 checkpoints;
+    the returned losses are this rank's."""
+    from edgecc import distributed
+
     if labels is None and teacher is None:
         raise ValueError("finetune needs labels, a teacher, or both")
     if labels is not None and len(labels) != len(batches):
         raise ValueError(f"{len(labels)} label batches for {len(batches)} input batches")
+    if distributed.is_distributed():  # ranks stay in step: the fewest batches of any rank
+        n = int(distributed.all_reduce_min(torch.tensor([len(batches)])).item())
+        batches = list(batches)[:n]
+        labels = list(labels)[:n] if labels is not None else None
     if options.features and not hasattr(teacher, "graph"):
         raise ValueError("feature distillation needs the teacher as a Program")
     names = list(options.features)
@@ -184,6 +197,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
                                      f"teacher {list(t_f.shape)}")
             projectors.append(_Projector(s_f.shape[axis], t_f.shape[axis], axis)
                               if s_f.shape != t_f.shape else torch.nn.Identity())
+    distributed.broadcast_tensors(list(projectors.parameters()))
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                "sgd": torch.optim.SGD}[options.optimizer]
     for p in params:
@@ -221,6 +235,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
                 loss = loss + beta * F.cross_entropy(s, labels[k])
             optim.zero_grad()
             loss.backward()
+            distributed.average_gradients(params + list(projectors.parameters()))
             optim.step()
             if on_step is not None:
                 on_step(epoch * len(batches) + i + 1, total_steps)
@@ -228,7 +243,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
             count += 1
             if i == len(batches) - 1:
                 history.append(total / count)
-                if options.checkpoint:
+                if options.checkpoint and distributed.is_main():
                     _save(options.checkpoint, epoch, params, optim, projectors, gen, history)
     finally:
         for p in params:
