@@ -39,8 +39,15 @@ MODELS = {"resnet20": resnet20, "mobilenet_v2": mobilenet_v2}
 
 @pytest.fixture(scope="module")
 def cnn_programs():
-    return {name: edgecc.trace(make(), (torch.randn(1, 3, 32, 32),))
-            for name, make in MODELS.items()}
+    """Each model traced once, when a test first asks for it."""
+    traced: dict[str, edgecc.Program] = {}
+
+    def get(name: str) -> edgecc.Program:
+        if name not in traced:
+            traced[name] = edgecc.trace(MODELS[name](), (torch.randn(1, 3, 32, 32),))
+        return traced[name]
+
+    return get
 
 
 def _weight_bin(output_dir: str) -> int:
@@ -60,7 +67,7 @@ CASES = [("resnet20", v) for v in VARIANTS] + [("mobilenet_v2", "w8a16"),
 @pytest.mark.parametrize("model,variant", CASES)
 def test_cnn_packages_keep_compression_exactly(cnn_programs, tmp_path, model, variant):
     pipeline, precision, bits = VARIANTS[variant]
-    res = edgecc.compile(cnn_programs[model], target="apple", pipeline=pipeline,
+    res = edgecc.compile(cnn_programs(model), target="apple", pipeline=pipeline,
                          output_dir=str(tmp_path / "o"),
                          target_options={"compute_precision": precision})
     chk = res.report["lowering"]["apple_check"]
