@@ -455,8 +455,8 @@ def test_generic_int8_with_an_arm64_cpu_part_runs_under_qemu_and_equals_the_host
         generic, tmp_path):
     """cpu=arm64:cortex-a76: model.so cross-compiled for aarch64 (CPU part and the regions'
     C code), run by the bundle's deploy runner under qemu-aarch64; the int8 output equals
-    the host artifact's bit for bit (same integer regions, same float CPU ops up to the
-    last bit of the float ops between them: checked within one output step)."""
+    the host artifact's bit for bit (the same integer regions; the float CPU ops between
+    them happen to round alike on both here), and the fake-quant program within a step."""
     from edgecc.targets.arm import emulation
 
     if not emulation.ready():
@@ -474,7 +474,7 @@ def test_generic_int8_with_an_arm64_cpu_part_runs_under_qemu_and_equals_the_host
     runner = res.target.load(res.output_dir, res.report)
     for x, (got,) in zip(xs, runner.run_many([(x,) for x in xs])):
         host = generic.run(x)
-        assert float((got - host).abs().max()) <= step * 1.001
+        assert torch.equal(got, host)
         assert float((got - res.program.run(x)[0]).abs().max()) <= step * 1.001
 
 
