@@ -67,14 +67,15 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
     if snap is not None:
         params = snap(params)
     qmin, qmax = params.range
-    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(n_cols)
+    perm = (torch.argsort(torch.diag(h), descending=True) if act_order
+            else torch.arange(n_cols, device=h.device))
     w, h = w[:, perm], h[perm][:, perm]
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(n_cols)
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(n_cols, device=h.device)
     try:
         hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)),
                                      upper=True)
     except torch.linalg.LinAlgError:
-        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(n_cols)
+        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(n_cols, device=h.device)
         hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)),
                                      upper=True)
     q_all = torch.zeros_like(w)
