@@ -227,7 +227,7 @@ def onnx_bytes(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=settings.default.max_examples * 4)
+@settings(max_examples=settings.default.max_examples * 3)
 @given(data=onnx_bytes())
 def test_fuzzed_onnx_loads_or_fails_in_one_line(worker, tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("onnx")
@@ -313,7 +313,7 @@ def apply_pt2_edit(src: bytes, how: str, target: str, data) -> bytes:
     return out.getvalue()
 
 
-@settings(max_examples=settings.default.max_examples * 3)
+@settings(max_examples=settings.default.max_examples * 2)
 @given(data=st.data())
 def test_fuzzed_pt2_loads_or_fails_in_one_line(worker, valid_pt2, tmp_path_factory, data):
     names = zipfile.ZipFile(io.BytesIO(valid_pt2)).namelist()
