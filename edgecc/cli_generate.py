@@ -95,11 +95,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
     tokens: list[int] = []
+    pieces: list[str] = []  # llama.cpp's own text of each token
     shown = [""]
     stats: dict[str, Any] = {}
 
     def emit(token: int, text: str | None) -> None:  # called as each token is produced
         tokens.append(token)
+        if text is not None:
+            pieces.append(text)
         if args.json:
             return
         if text is None and tokenizer is not None:
@@ -110,7 +113,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     runner(out, ids, args, sampler, stats, emit)
     if args.json:
-        text = tokenizer.decode(tokens) if tokenizer is not None else None
+        text = tokenizer.decode(tokens) if tokenizer is not None else (
+            "".join(pieces) if pieces else None)
         print(json.dumps({"tokens": tokens, "text": text, "runtime": kind, **stats}))
         return 0
     print()

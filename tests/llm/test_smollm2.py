@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import json
 import os
 import time
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 import edgecc.llm as llm
+from edgecc.cli import main
 
 pytest.importorskip("tvm")
 pytest.importorskip("xllamacpp")
@@ -33,7 +35,7 @@ def _smollm2() -> str:
 
 
 @pytest.mark.slow
-def test_smollm2_host_build_pytorch_and_llamacpp_generate_the_same_32_tokens(tmp_path):
+def test_smollm2_host_build_pytorch_and_llamacpp_generate_the_same_32_tokens(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     from edgecc.targets.gguf.runner import LlamaCppRunner
@@ -67,21 +69,25 @@ def test_smollm2_host_build_pytorch_and_llamacpp_generate_the_same_32_tokens(tmp
     lowered = GgufTarget().lower(dec.program, str(gguf_dir),
                                  GgufOptions(carry_quantization=False, check=False))
     assert set(lowered.report["tensor_types"]) == {"F32"}
-    runner = LlamaCppRunner(str(gguf_dir / "model.gguf"), n_ctx=128)
-    seq = list(ids)
-    for _ in range(N_NEW):  # llama.cpp's greedy continuation, one token a request
-        seq.append(int(np.argmax(runner.next_token_logprobs(seq))))
-    assert seq[len(ids):] == ours
+    # llama.cpp's greedy continuation, through `edgecc generate` on the -t gguf folder
+    argv = ["generate", str(gguf_dir), "--prompt-ids", ",".join(map(str, ids)), "-n",
+            str(N_NEW), "--ignore-eos", "--json"]
+    assert main(argv) == 0
+    llamacpp = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert llamacpp["tokens"] == ours
 
     # logits: llama.cpp's log-probabilities against the program's, up to a constant per
-    # position (measured 2.6e-5 on SmolLM2 for edgecc.load's program)
-    check = seq[: len(ids) + 8]
-    theirs = runner.logprobs(check)
-    logits = dec.program.run(*dec.step_inputs(check))[0][0].double()
+    # position (measured 2.8e-5), at the last 4 positions of prompt + 8 generated tokens
+    runner = LlamaCppRunner(str(gguf_dir / "model.gguf"), n_ctx=128)
+    check = list(ids) + ours[:8]
+    at = range(len(check) - 4, len(check))
+    theirs = np.stack([runner.next_token_logprobs(check[:i + 1]) for i in at])
+    logits = dec.program.run(*dec.step_inputs(check))[0][0, list(at)].double()
     diff = torch.log_softmax(logits, -1).numpy() - theirs
     max_abs = float(np.abs(diff - diff.mean(-1, keepdims=True)).max())
     assert max_abs < 1e-4, max_abs
     print(f"\nSmolLM2-135M: export {export_s:.0f} s, host build {build_s:.0f} s "
           f"({build.report['phases']['prefill']['compile_seconds']:.0f} + "
           f"{build.report['phases']['decode']['compile_seconds']:.0f} s), "
-          f"{gen.stats.line()}, F32 GGUF logits max-abs {max_abs:.2e}")
+          f"{gen.stats.line()}, llama.cpp F32 decode {llamacpp['decode_tokens_per_s']:.1f} "
+          f"tok/s, F32 GGUF logits max-abs {max_abs:.2e}")
