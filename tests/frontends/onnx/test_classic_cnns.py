@@ -48,9 +48,12 @@ def test_import_matches_onnxruntime(name, opset, tmp_path):
 # The import matches onnxruntime to ~1e-7 for these (test above), but compile()'s own
 # verification refuses the host artifact against the imported program, even with an empty
 # pipeline (ResNet: max-abs 0.0105 of outputs ~0.35, cosine 0.99934): a host lowering
-# (TVM) divergence, not bisected yet; conv 7x7/2, BN+ReLU+MaxPool and GAP+FC alone lower
-# within 1.2e-6.
-_HOST_DIVERGES = "host artifact differs from the imported program (lowering, not the import)"
+# (TVM) divergence. Bisected for ResNet without ONNX at all: one traced
+# nn.Conv2d(64, 128, 1, stride=2, bias=False) on a 1x64x24x24 input compiles for the host
+# with max-abs 3.63, cosine 0.739 (compile() refuses it); 3x3/2 conv, 7x7/2 conv,
+# BN+ReLU+MaxPool and GAP+FC alone lower within 2.2e-6.
+_HOST_DIVERGES = ("host lowering of a 1x1 stride-2 convolution is wrong (traced "
+                  "nn.Conv2d(64, 128, 1, 2): cosine 0.739); the import matches onnxruntime")
 HOST_CASES = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_HOST_DIVERGES))
               if n in ("googlenet", "inception_v2", "resnet") else n for n in sorted(MODELS)]
 
