@@ -10,8 +10,10 @@ change with ``compute_precision``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -134,6 +136,7 @@ def lower_program(program: Program, output_dir: str, options: AppleOptions
         "edgecc.compute_units": options.compute_units})
     path = os.path.join(output_dir, MODEL)
     mlmodel.save(path)
+    stable_package_identifiers(path)
     dep = DEPLOYMENTS[options.deployment]
     desc = (f"Core ML ML Program for {dep.name} ({options.compute_precision}), "
             f"{len(record.weights)} compressed weights")
@@ -150,6 +153,33 @@ def lower_program(program: Program, output_dir: str, options: AppleOptions
     }
     artifacts = package_artifacts(output_dir, desc) + [Artifact(README, "docs", "how to run it")]
     return Lowered(artifacts, report), record
+
+
+def stable_package_identifiers(package: str) -> None:
+    """Replace the random UUIDs coremltools writes into ``Manifest.json`` on every save.
+
+    Each item's identifier becomes ``uuid5(edgecc namespace, item path)``, so compiling the
+    same model twice gives byte-identical packages (Core ML only needs the identifiers to be
+    unique within the package and ``rootModelIdentifier`` to name the model item)::
+
+        before: {"itemInfoEntries": {"5d95...": {"path": "com.apple.CoreML/model.mlmodel"}}, ...}
+        after:  {"itemInfoEntries": {"<uuid5 of the path>": {...}}, "rootModelIdentifier": same}
+    """
+    manifest_path = os.path.join(package, "Manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "https://edgecc/apple/mlpackage")
+    renamed = {old: str(uuid.uuid5(namespace, entry["path"])).upper()
+               for old, entry in manifest.get("itemInfoEntries", {}).items()}
+    manifest["itemInfoEntries"] = {renamed[old]: entry for old, entry
+                                   in sorted(manifest["itemInfoEntries"].items(),
+                                             key=lambda kv: kv[1]["path"])}
+    root = manifest.get("rootModelIdentifier")
+    if root in renamed:
+        manifest["rootModelIdentifier"] = renamed[root]
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=4, sort_keys=True)
+        f.write("\n")
 
 
 def package_artifacts(output_dir: str, description: str) -> list[Artifact]:

@@ -50,17 +50,9 @@ CASES = {
     "gguf": (llama_case, {"pipeline": "dce"}),
     "apple": (net_case, {"pipeline": "fuse,dce"}),
 }
-APPLE_UUIDS = ("coremltools writes random UUIDs (ModelPackage item identifiers) into "
-               "model.mlpackage/Manifest.json on every save; the apple target should rewrite "
-               "them deterministically after mlmodel.save, or list the file in "
-               "lowering.varies")
-
-
 def params():
     for spec in CASES:
         marks = [pytest.mark.slow]
-        if spec == "apple":
-            marks.append(pytest.mark.xfail(strict=True, reason=APPLE_UUIDS))
         yield pytest.param(spec, marks=marks, id=spec.split(":")[0])
 
 
