@@ -275,7 +275,6 @@ class Quantize(Pass):
                 distributed.reduce_observer(obs)
             for acc in hessians.values():
                 distributed.reduce_hessian(acc)
-                acc.h = acc.h.cpu() if acc.h is not None else None
 
         # weights
         skipped: dict[str, str] = {}
@@ -317,9 +316,16 @@ class Quantize(Pass):
                 else:
                     snap = functools.partial(snap_q4k, cols=w.shape[1])
             if h is not None and h.h is not None:
+                # GPTQ runs where the Hessian was accumulated (context.device); a storage
+                # grid (snap) is applied on the CPU
+                dev = h.h.device if snap is None else torch.device("cpu")
                 w_hat, params = gptq.gptq_quantize(
-                    w, h.h, tq, block=options.block, damp=options.damp,
+                    w.to(dev), h.h.to(dev), tq, block=options.block, damp=options.damp,
                     act_order=options.act_order, scale_dtype=scale_dtype, snap=snap)
+                if dev.type != "cpu":
+                    w_hat = w_hat.cpu()
+                    params = dataclasses.replace(params, scale=params.scale.cpu(),
+                                                 zero_point=params.zero_point.cpu())
                 q = params.quantize(w_hat)
             else:
                 params = weight_params(w, tq, out_axis, layer.reduction_axis,
