@@ -120,3 +120,17 @@ def test_batched_matmul_tile_keeps_the_parallel_loop():
              if isinstance(f, tvm.tirx.PrimFunc) and TILED in f.script()]
     assert len(texts) == 1
     assert "T.parallel" in texts[0] and "T.unroll(T.int64(3072))" not in texts[0]
+
+
+def test_strided_pointwise_conv_is_not_fused_into_a_matmul(tmp_path):
+    """Regression (issue 21, ResNet's downsample): a 1x1 stride-2 convolution on a small map
+    took the pointwise rows x columns tile and miscompiled (24x24 input: max-abs 3.5);
+    strided pointwise convolutions keep the NCHW tile and match PyTorch."""
+    torch.manual_seed(0)
+    for size in (24, 20, 12):
+        m = nn.Conv2d(16, 32, 1, stride=2, bias=False).eval()
+        x = torch.randn(1, 16, size, size)
+        res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
+                             output_dir=str(tmp_path / str(size)))
+        fresh = torch.randn(1, 16, size, size)
+        torch.testing.assert_close(res.run(fresh), m(fresh), atol=1e-4, rtol=1e-4)
