@@ -82,6 +82,8 @@ def build_decoder(decoder: DecoderPrograms, target: str = "host", output_dir: st
     stage = StagedOutput(output_dir)
     with stage as staging:
         for phase, tokens in (("prefill", prefill_len), ("decode", 1)):
+            if phase == "prefill" and prefill_len == 1:
+                continue  # a one-token prefill is the decode step: built once, below
             program = decoder.prefill(tokens) if phase == "prefill" else decoder.decode()
             programs[phase] = program
             t0 = time.perf_counter()
@@ -92,6 +94,9 @@ def build_decoder(decoder: DecoderPrograms, target: str = "host", output_dir: st
             phases[phase] = {"dir": phase, "tokens": tokens,
                              "compile_seconds": round(time.perf_counter() - t0, 2),
                              "verification": result.report["verification"]}
+        if prefill_len == 1:
+            phases["prefill"] = dict(phases["decode"], dir="decode", compile_seconds=0.0)
+            programs["prefill"] = programs["decode"]
         tokenizer = None
         if decoder.tokenizer is not None:
             decoder.tokenizer.save_pretrained(os.path.join(staging, TOKENIZER_DIR))

@@ -163,8 +163,11 @@ class Generator:
         self.prefill_len = int(data["prefill_len"])
         self.max_seq_len = int(self.config["max_seq_len"])
         self.eos = set(self.config.get("eos_token_ids") or ())
-        self.prefill_step = PhaseStep(os.path.join(bundle, "prefill"))
-        self.decode_step = PhaseStep(os.path.join(bundle, "decode"))
+        dirs = {phase: data.get("phases", {}).get(phase, {}).get("dir", phase)
+                for phase in PHASES}
+        self.decode_step = PhaseStep(os.path.join(bundle, dirs["decode"]))
+        self.prefill_step = (self.decode_step if dirs["prefill"] == dirs["decode"]
+                             else PhaseStep(os.path.join(bundle, dirs["prefill"])))
         self.stats = Stats()
 
     def check(self, n_prompt: int, max_new_tokens: int) -> None:

@@ -49,7 +49,9 @@ def test_smollm2_host_build_pytorch_and_llamacpp_generate_the_same_32_tokens(tmp
     ids = dec.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
 
     t0 = time.perf_counter()
-    build = llm.build_decoder(dec, "host", str(tmp_path / "host"), prefill_len=16)
+    # a one-token prefill is the decode step: one TVM build of the 30-layer model (CI time);
+    # the step program is verified against PyTorch by the token-for-token comparison below
+    build = llm.build_decoder(dec, "host", str(tmp_path / "host"), prefill_len=1, verify=False)
     build_s = time.perf_counter() - t0
     gen = build.generator()
     ours = list(gen.generate(ids, N_NEW, stop_at_eos=False))
