@@ -108,11 +108,12 @@ def llamacpp_perplexity(path: str, wins: list[list[int]], *, threads: int = 2,
     """Perplexity of a GGUF file run by llama.cpp (see the module docstring)."""
     from importlib.metadata import version
 
-    from edgecc.targets.gguf.runner import LlamaCppRunner
+    from edgecc.registry import default_target_registry
 
     t0 = time.perf_counter()
     ctx = len(wins[0])
-    runner = runner or LlamaCppRunner(path, n_ctx=max(64, ctx + 8), threads=threads)
+    gguf_target = default_target_registry().get("gguf")
+    runner = runner or gguf_target.llama_cpp(path, n_ctx=max(64, ctx + 8), threads=threads)
     total = 0.0
     for w in wins:
         for i in range(1, len(w)):

@@ -64,7 +64,9 @@ def token_data(gguf_path: str, setup: Setup) -> tuple[list[list[int]], list[tupl
 def quantized(program: Program, options: dict[str, Any] | None,
               calibration: list[tuple[torch.Tensor]], setup: Setup) -> tuple[Program, dict]:
     from edgecc.pass_base import PassContext
-    from edgecc.passes import Quantize
+    from edgecc.registry import default_pass_registry
+
+    Quantize = default_pass_registry().get("quantize")  # noqa: N806 - the pass class
 
     if options is None:
         return program, {}
@@ -77,10 +79,11 @@ def quantized(program: Program, options: dict[str, Any] | None,
 
 
 def write_gguf(program: Program, folder: str, *, as_float: bool = False) -> tuple[str, dict]:
-    from edgecc.targets.gguf import GgufOptions, GgufTarget
+    from edgecc.registry import default_target_registry
 
+    gguf_target = default_target_registry().get("gguf")
     os.makedirs(folder, exist_ok=True)
-    lowered = GgufTarget().lower(program, folder, GgufOptions(
+    lowered = gguf_target().lower(program, folder, gguf_target.Options(
         check=False, carry_quantization=not as_float))
     return os.path.join(folder, "model.gguf"), lowered.report["tensor_types"]
 

@@ -92,6 +92,14 @@ class GgufTarget(Target):
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         return load_runner(output_dir, manifest)
 
+    @staticmethod
+    def llama_cpp(path: str, *, n_ctx: int = 256, threads: int = 1) -> Any:
+        """Any GGUF file loaded by llama.cpp (xllamacpp), for tools in the core that reach
+        the target through the registry (edgecc.llm_eval's perplexity)."""
+        from edgecc.targets.gguf.runner import LlamaCppRunner
+
+        return LlamaCppRunner(path, n_ctx=n_ctx, threads=threads)
+
     def not_verified(self, options: GgufOptions) -> list[str]:
         out = ["compile()'s raw-output comparison (llama.cpp gives log-probabilities and no "
                "KV cache tensors): the lowering's llamacpp_check compares log-probabilities"]
