@@ -150,6 +150,17 @@ def lower_program(program: Program, output_dir: str, options: AppleOptions
              "format": w.detail, "shape": list(w.shape)} for w in record.weights],
         "activation_quantizers": record.activations,
         "stored_as_float": record.fallbacks,
+        # Seen in the full test suite only (identical across fresh processes and across
+        # repeated compiles in a fresh one): after many other conversions in one process,
+        # two compiles gave different bytes in these files; the cause is not found yet.
+        "varies": {
+            f"{MODEL}/Data/com.apple.CoreML/model.mlmodel":
+                "coremltools' MIL program can differ between two conversions late in a "
+                "long-lived process (cause under investigation; same bytes across fresh "
+                "processes)",
+            f"{MODEL}/executorch_debug_handle_mapping.json":
+                "coremltools' debug-handle map follows the MIL program's op names",
+        },
     }
     artifacts = package_artifacts(output_dir, desc) + [Artifact(README, "docs", "how to run it")]
     return Lowered(artifacts, report), record
