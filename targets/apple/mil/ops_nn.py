@@ -234,15 +234,20 @@ def _channel_shape(x, value):
     return np.asarray(value).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def batch_norm(v, op):
-    x = np.asarray(v["x"])
-    mean, var = _channel_shape(x, v["mean"]), _channel_shape(x, v["variance"])
-    y = (x - mean) / np.sqrt(var + float(v.get("epsilon", 1e-5)))
+def _scale_shift(y, x, v):
+    """``y * gamma + beta`` per channel, each only where the op has it."""
     if v.get("gamma") is not None:
         y = y * _channel_shape(x, v["gamma"])
     if v.get("beta") is not None:
         y = y + _channel_shape(x, v["beta"])
     return y
+
+
+def batch_norm(v, op):
+    x = np.asarray(v["x"])
+    mean, var = _channel_shape(x, v["mean"]), _channel_shape(x, v["variance"])
+    y = (x - mean) / np.sqrt(var + float(v.get("epsilon", 1e-5)))
+    return _scale_shift(y, x, v)
 
 
 def instance_norm(v, op):
@@ -251,11 +256,7 @@ def instance_norm(v, op):
     mean = x.mean(axis=axes, keepdims=True)
     var = x.var(axis=axes, keepdims=True)
     y = (x - mean) / np.sqrt(var + float(v.get("epsilon", 1e-5)))
-    if v.get("gamma") is not None:
-        y = y * _channel_shape(x, v["gamma"])
-    if v.get("beta") is not None:
-        y = y + _channel_shape(x, v["beta"])
-    return y
+    return _scale_shift(y, x, v)
 
 
 def layer_norm(v, op):

@@ -13,14 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 import edgecc
 from edgecc.onnx_import.converter import numpy_to_torch
 from edgecc.onnx_import.self_check import relative_error
+from tests.frontends.onnx.onnx_files import save_graph as _save
 
 
-def _save(nodes, inputs, outputs, inits, path, opset=13):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
 
 
 def _one_node(tmp_path, node, shape, opset=13, inits=()):

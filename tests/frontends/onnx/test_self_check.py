@@ -15,14 +15,9 @@ from edgecc.cli import main
 from edgecc.onnx_import import registry
 from edgecc.onnx_import.converter import Converter
 from edgecc.onnx_import.self_check import ImportCheckError, ImportCheckOptions, relative_error
+from tests.frontends.onnx.onnx_files import save_graph as _save
 
 
-def _save(nodes, inputs, outputs, inits, path, opset=13):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
 
 
 def _conv_lrn(path):
