@@ -4,7 +4,6 @@ each a fixed case compared with onnxruntime (or ONNX's operator text where onnxr
 refuses the node)."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
