@@ -162,9 +162,10 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 
 
 def average_gradients(params: Sequence[torch.Tensor]) -> None:
-    """Data parallelism's one collective: replace every ``p.grad`` by its mean over ranks
-    (one flat all_reduce; a missing gradient counts as zeros, so ranks stay in step)."""
-    if not is_distributed():
+    """Replace every ``p.grad`` by its mean over ranks (one flat all_reduce; a missing
+    gradient counts as zeros, so ranks stay in step). Training uses DDP / FSDP; this is for
+    the trainable tensors they do not handle (buffers of the graph module)."""
+    if not is_distributed() or not params:
         return
     for p in params:
         if p.grad is None:

@@ -18,6 +18,16 @@ Loss, for student outputs ``s`` (the first output), teacher outputs ``t`` and la
   learned linear projector ``P_f`` over the channel axis when pruning made the widths differ
   (FitNets, Romero et al.).
 
+Where it runs: on the device the program's weights are on (``device=`` moves the program,
+the teacher and the batches there for the run and back to the CPU after; the passes pass
+``context.device``). Under ``torchrun`` the student trains data-parallel through PyTorch:
+``DistributedDataParallel`` (gradients averaged over ranks in buckets during backward), or
+with ``shard=True`` FSDP2's ``fully_shard`` (parameters, gradients and optimizer state
+sharded over ranks; a copy of the student is sharded and the trained full weights are
+gathered back into the program after the last step). Trainable tensors that are buffers, not
+parameters, of the graph module (DDP / FSDP only handle parameters) have their gradients
+averaged by one explicit all-reduce.
+
 ``checkpoint=path`` saves weights, optimizer and projector state after every epoch and
 resumes from it when the file exists (loaded with ``weights_only=True``); ``on_step(step,
 total)`` runs after every optimizer step (gradual pruning schedules, RigL).
@@ -27,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +45,8 @@ import torch.nn.functional as F
 from edgecc.errors import InputSpecError
 from edgecc.progress import progress_iter
 from edgecc.quant import is_fake_quantize
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +69,7 @@ class FinetuneOptions:
     shuffle: bool = True
     seed: int = 0
     checkpoint: str | None = None  # save after each epoch; resume when it exists
+    shard: bool = False  # under torchrun: FSDP (fully_shard) instead of DDP
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or self.temperature <= 0:
@@ -140,26 +153,137 @@ def _first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def program_device(program: Any) -> torch.device:
+    """The device a program's weights are on (the CPU for a weightless one)."""
+    gm = program.graph_module
+    for t in (*gm.parameters(), *gm.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _to(x: Any, dev: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(dev)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, dev) for v in x)
+    return x
+
+
+def on_device(dev: torch.device, program: Any, teacher: Any, fn: Callable[[], T]) -> T:
+    """Run ``fn`` with ``program`` (and a Program ``teacher``) moved to ``dev``; both are on
+    the CPU again afterwards, also when ``fn`` raises."""
+    modules = [program.graph_module] + ([teacher.graph_module]
+                                        if hasattr(teacher, "graph_module") else [])
+    if dev.type == "cpu":
+        return fn()
+    try:
+        for m in modules:
+            m.to(dev)
+        return fn()
+    finally:
+        for m in modules:
+            m.to("cpu")
+
+
+class _Student(torch.nn.Module):
+    """What data parallelism wraps: the student and its feature projectors, so that every
+    trained parameter is used inside ``forward`` (DDP / FSDP reduce in backward hooks)."""
+
+    def __init__(self, net: torch.nn.Module, projectors: torch.nn.ModuleList, features: bool):
+        super().__init__()
+        self.net, self.projectors, self.features = net, projectors, features
+
+    def forward(self, *args: Any) -> tuple[Any, list[torch.Tensor]]:
+        out = self.net(*args)
+        if not self.features:
+            return out, []
+        out, *feats = out
+        return out, [p(f) for p, f in zip(self.projectors, feats)]
+
+
+def _parallel(student: _Student, trained: list[torch.Tensor], dev: torch.device,
+              shard: bool) -> tuple[torch.nn.Module, list[torch.Tensor], list[torch.Tensor],
+                                    Callable[[], None]]:
+    """The module to train, the tensors the optimizer steps, the trainable buffers whose
+    gradients need an explicit all-reduce, and a function that writes the trained values back
+    into the program (FSDP trains a sharded copy)."""
+    from edgecc import distributed
+
+    ids = {id(t) for t in trained}
+    pnames = [n for n, p in student.named_parameters() if id(p) in ids]
+    bnames = [n for n, b in student.named_buffers() if id(b) in ids]
+    projector = [p for p in student.projectors.parameters()]
+    if not distributed.is_distributed():
+        return student, trained + projector, [], lambda: None
+    if not shard:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        bufs = dict(student.named_buffers())
+        model = DDP(student, device_ids=[dev.index] if dev.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=True)
+        return model, trained + projector, [bufs[n] for n in bnames], lambda: None
+    import copy
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    sharded = copy.deepcopy(student)
+    fully_shard(sharded, mesh=init_device_mesh(dev.type, (distributed.world_size(),)))
+    params, bufs = dict(sharded.named_parameters()), dict(sharded.named_buffers())
+    for n in pnames:
+        params[n].requires_grad_(True)
+    for p in sharded.projectors.parameters():
+        p.requires_grad_(True)
+    originals = dict(student.named_parameters()) | dict(student.named_buffers())
+
+    def write_back() -> None:
+        with torch.no_grad():
+            for n in pnames:
+                originals[n].copy_(params[n].full_tensor())
+            for n in bnames:
+                originals[n].copy_(bufs[n])
+
+    return (sharded, [params[n] for n in pnames] + [bufs[n] for n in bnames]
+            + list(sharded.projectors.parameters()), [bufs[n] for n in bnames], write_back)
+
+
 def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
              labels: Sequence[torch.Tensor] | None = None,
              teacher: Any | Callable[..., Any] | None = None,
              options: FinetuneOptions = FinetuneOptions(),
              progress: bool | None = None,
-             on_step: Callable[[int, int], None] | None = None) -> list[float]:
+             on_step: Callable[[int, int], None] | None = None,
+             device: str | torch.device | None = None) -> list[float]:
     """Train ``program`` in place on ``batches``; returns the mean loss per epoch.
+
+    ``device`` (``cuda``, ``cuda:N``): train there (program, Program teacher and batches
+    moved for the run, the program back on the CPU after); without it, training runs where
+    the program's weights are.
 
     Under ``torchrun`` (``edgecc.distributed``): ``batches`` are this rank's shard; every
     rank takes as many steps as the rank with the fewest batches (the others' extra batches
-    are dropped), gradients are averaged over ranks before each optimizer step (data
-    parallelism: a step on equal-sized per-rank batches is the single-process step on their
-    concatenation), projectors start from rank 0's initialisation, only rank 0 checkpoints;
-    the returned losses are this rank's."""
+    are dropped); the student is wrapped in DDP (``shard``: FSDP2), so gradients are
+    averaged over ranks before each optimizer step (a step on equal-sized per-rank batches
+    is the single-process step on their concatenation, to float rounding); projectors
+    start from rank 0's initialisation, only rank 0 checkpoints; the returned losses are
+    this rank's."""
     from edgecc import distributed
 
+    if device is not None:
+        dev = distributed.resolve_device(device)
+        return on_device(dev, program, teacher, lambda: finetune(
+            program, batches, labels=labels, teacher=teacher, options=options,
+            progress=progress, on_step=on_step))
     if labels is None and teacher is None:
         raise ValueError("finetune needs labels, a teacher, or both")
     if labels is not None and len(labels) != len(batches):
         raise ValueError(f"{len(labels)} label batches for {len(batches)} input batches")
+    if options.shard and (on_step is not None or options.checkpoint):
+        raise ValueError("shard=true (FSDP) trains a sharded copy of the student: pruning "
+                         "schedules (sparse-finetune) and checkpoint= need shard=false (DDP)")
+    dev = program_device(program)
+    batches = [_to(b, dev) for b in batches]
+    labels = [_to(y, dev) for y in labels] if labels is not None else None
     if distributed.is_distributed():  # ranks stay in step: the fewest batches of any rank
         n = int(distributed.all_reduce_min(torch.tensor([len(batches)])).item())
         batches = list(batches)[:n]
@@ -167,7 +291,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
     if options.features and not hasattr(teacher, "graph"):
         raise ValueError("feature distillation needs the teacher as a Program")
     names = list(options.features)
-    student = _with_features(program, names) if names else program.graph_module
+    net = _with_features(program, names) if names else program.graph_module
     params = trainable_tensors(program, learn_scales=options.learn_scales)
     targets: list[torch.Tensor] = []
     feats: list[list[torch.Tensor]] = []
@@ -182,7 +306,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
                     feats.append([t.detach() for t in f])
                 targets.append(_first(out).detach())
         with torch.no_grad():
-            s0 = student(*batches[0])
+            s0 = net(*batches[0])
         s_out = _first(s0[0] if names else s0)
         if s_out.shape != targets[0].shape:
             raise InputSpecError(
@@ -197,18 +321,20 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
                                      f"teacher {list(t_f.shape)}")
             projectors.append(_Projector(s_f.shape[axis], t_f.shape[axis], axis)
                               if s_f.shape != t_f.shape else torch.nn.Identity())
+    projectors.to(dev)
     distributed.broadcast_tensors(list(projectors.parameters()))
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                "sgd": torch.optim.SGD}[options.optimizer]
     for p in params:
         p.requires_grad_(True)
-    optim = opt_cls(params + list(projectors.parameters()), lr=options.lr,
-                    weight_decay=options.weight_decay)
     beta = 1 - options.alpha if options.beta is None else options.beta
     gen = torch.Generator().manual_seed(options.seed)
     history: list[float] = []
-    start_epoch = _resume(options.checkpoint, params, optim, projectors, gen, history)
     try:
+        student, stepped, reduce_by_hand, write_back = _parallel(
+            _Student(net, projectors, bool(names)), params, dev, options.shard)
+        optim = opt_cls(stepped, lr=options.lr, weight_decay=options.weight_decay)
+        start_epoch = _resume(options.checkpoint, params, optim, projectors, gen, history)
         steps = [(e, i) for e in range(start_epoch, options.epochs)
                  for i in range(len(batches))]
         total_steps = options.epochs * len(batches)
@@ -220,22 +346,19 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
                          if options.shuffle else list(range(len(batches))))
                 total, count = 0.0, 0
             k = order[i]
-            out = student(*batches[k])
-            s_feats = []
-            if names:
-                out, *s_feats = out
+            out, s_feats = student(*batches[k])
             s = _first(out)
             loss = s.new_zeros(())
             if teacher is not None:
                 loss = loss + options.alpha * distillation_loss(s, targets[k], options.loss,
                                                                 options.temperature)
-                for proj, s_f, t_f in zip(projectors, s_feats, feats[k] if names else ()):
-                    loss = loss + options.gamma * F.mse_loss(proj(s_f), t_f)
+                for s_f, t_f in zip(s_feats, feats[k] if names else ()):
+                    loss = loss + options.gamma * F.mse_loss(s_f, t_f)
             if labels is not None:
                 loss = loss + beta * F.cross_entropy(s, labels[k])
             optim.zero_grad()
             loss.backward()
-            distributed.average_gradients(params + list(projectors.parameters()))
+            distributed.average_gradients(reduce_by_hand)
             optim.step()
             if on_step is not None:
                 on_step(epoch * len(batches) + i + 1, total_steps)
@@ -245,6 +368,7 @@ def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
                 history.append(total / count)
                 if options.checkpoint and distributed.is_main():
                     _save(options.checkpoint, epoch, params, optim, projectors, gen, history)
+        write_back()
     finally:
         for p in params:
             p.requires_grad_(False)

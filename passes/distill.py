@@ -17,8 +17,11 @@ original model (``distill``, ``qat``, ``sparse-finetune``); their options extend
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import torch
 
 from edgecc.errors import InputSpecError
 from edgecc.pass_base import Pass, PassContext, PassResult
@@ -60,10 +63,19 @@ def finetune_from_original(program: Program, options: FinetuneOptions, context: 
     (which the pass's ``validate`` checked with :func:`check_distillation`); returns
     ``train``'s stats with the epochs, the loss per epoch and, as ``error``, the output
     change (SQNR, cosine, max-abs against the program as it was before training)."""
+    from edgecc.train import on_device
+
     batches = check_calibration(program, context.calibration, why)
     reference = program.copy()
-    stats = train(program, batches, teacher=context.original, options=options,
-                  progress=context.progress)
+    dev = context.device if context.device is not None else torch.device("cpu")
+    # training runs on context.device (finetune follows the program's weights); the program
+    # and the teacher are back on the CPU after, for the error below and for lowering
+    t0 = time.perf_counter()
+    stats = on_device(dev, program, context.original, lambda: train(
+        program, batches, teacher=context.original, options=options,
+        progress=context.progress))
+    stats["train_seconds"] = round(time.perf_counter() - t0, 3)
+    stats["device"] = str(dev)
     stats = {"epochs": options.epochs, **stats,
              "loss": [round(h, 6) for h in stats["loss"]]}
     stats["error"] = output_error(reference, program, batches, error_batches)
