@@ -3,11 +3,13 @@
 One spawn runs every multi-process check in sequence (starting a process costs seconds):
 reduced statistics equal the single-process ones computed here in the parent, a compile
 under 2 ranks writes only from rank 0 and gives rank 0 the single-process program, and a
-rank that fails makes the other stop with RankFailedError, nothing written.
+rank that fails makes the other stop with RankFailedError, nothing written; fine-tuning
+under DDP and under FSDP2 (``shard=true``) equals one process on the concatenated batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -69,10 +71,10 @@ def _train_data() -> tuple[list[tuple[torch.Tensor]], list[torch.Tensor]]:
 TRAIN = FinetuneOptions(epochs=2, lr=0.05, optimizer="sgd", shuffle=False)
 
 
-def _finetuned(batches: list[tuple[torch.Tensor]], labels: list[torch.Tensor]
-               ) -> dict[str, torch.Tensor]:
+def _finetuned(batches: list[tuple[torch.Tensor]], labels: list[torch.Tensor],
+               options: FinetuneOptions = TRAIN) -> dict[str, torch.Tensor]:
     program = edgecc.trace(_model(), batches[0])  # static batch size: 4 per rank, 8 here
-    finetune(program, batches, labels=labels, options=TRAIN, progress=False)
+    finetune(program, batches, labels=labels, options=options, progress=False)
     return _weights(program)
 
 
@@ -134,11 +136,14 @@ def _worker(rank: int, port: int, tmp: str) -> None:
             raise AssertionError("the failed run returned")
         assert not os.path.exists(bad)
 
-        # 4. data-parallel fine-tuning: 2 ranks x 4 rows per step == 1 process x 8 rows
+        # 4. data-parallel fine-tuning: 2 ranks x 4 rows per step == 1 process x 8 rows,
+        # with DDP and with FSDP2 (shard=true); gradient averaging order: float rounding
         xs, ys = _train_data()
-        got = _finetuned(distributed.shard(xs), distributed.shard(ys))
-        for k, w in got.items():
-            torch.testing.assert_close(w, ref["trained"][k], rtol=1e-5, atol=1e-6, msg=k)
+        for options in (TRAIN, dataclasses.replace(TRAIN, shard=True)):
+            got = _finetuned(distributed.shard(xs), distributed.shard(ys), options)
+            for k, w in got.items():
+                torch.testing.assert_close(w, ref["trained"][k], rtol=1e-5, atol=1e-6,
+                                           msg=f"{k} shard={options.shard}")
     finally:
         dist.destroy_process_group()
 
