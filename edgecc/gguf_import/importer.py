@@ -55,18 +55,44 @@ class GgufImportError(ModelLoadError):
 
 
 @dataclasses.dataclass
-class _Weight:
-    value: np.ndarray  # float32, transformers' layout
-    kind: str  # GGUF type name
-    codes: np.ndarray | None = None  # CARRIED types: int codes [rows, cols]
-    scales: np.ndarray | None = None  # fp16 [rows, cols / 32]
+class GgufWeight:
+    """One tensor of a GGUF file, in ``transformers``' layout (q / k rows un-permuted)."""
+
+    value: np.ndarray  # float32: the values llama.cpp computes with
+    kind: str  # GGUF type name ("F32", "Q8_0", "Q4_1", ...)
+    codes: np.ndarray | None = None  # CARRIED types: centred int codes [rows, cols]
+    scales: np.ndarray | None = None  # fp16 [rows, cols / 32]; x = scales * codes
 
 
-def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = False
-              ) -> Program:
-    """Import a Llama-family GGUF file as a ``Program`` taking ``input_ids [1, seq]`` (``seq``
-    dynamic up to the context length; ``seq_len`` is the example's) and returning logits and
-    the KV cache (see the module docstring for the weights)."""
+@dataclasses.dataclass
+class GgufModel:
+    """What ``read_gguf`` gives: a GGUF file as a ``transformers`` model plus what edgecc
+    keeps of it beside the model.
+
+    ``model``     ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` (eval mode) with the float
+                  weights llama.cpp computes with (quantized tensors dequantized)
+    ``weights``   transformers parameter name -> ``GgufWeight`` (the codes and scales of
+                  the carried types, for ``carry_quantization``)
+    ``meta``      ``{"source", "architecture", "name", "hparams", "tokenizer",
+                  "dequantized"}``: what ``load_gguf`` leaves in
+                  ``program.graph_module.meta[PROGRAM_META]`` and ``-t gguf`` writes back
+    ``hparams``   the ``HParams`` the file declares
+    """
+
+    model: torch.nn.Module
+    weights: dict[str, GgufWeight]
+    meta: dict[str, Any]
+    hparams: HParams
+
+    @property
+    def tied(self) -> bool:
+        return bool(self.model.config.tie_word_embeddings)
+
+
+def read_gguf(path: str | os.PathLike[str], *, strict: bool = False) -> GgufModel:
+    """Read a Llama-family GGUF file into a ``transformers`` model (not traced). Raises
+    ``GgufImportError`` (one line) for a missing, truncated or corrupt file, an unsupported
+    architecture or RoPE scaling, and with ``strict`` a tensor type edgecc would dequantize."""
     path = os.fspath(path)
     reader = _open(path)
     arch = _string(reader, "general.architecture", path)
@@ -86,23 +112,36 @@ def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = 
         raise GgufImportError(f"'{path}': cannot read the tensors (truncated or corrupt?): "
                               f"{one_line(exc)}") from exc
     model = _build_model(weights, hp, path)
-    import edgecc
-
-    ids = torch.arange(seq_len, dtype=torch.int64).reshape(1, seq_len) % hp.n_vocab
-    seq = torch.export.Dim("seq", min=1, max=hp.context_length)
-    program = edgecc.trace(model, (ids,), dynamic_shapes=({1: seq},))
-    program.source = os.path.basename(path)
-    _carry_quantization(program, weights, model.config.tie_word_embeddings)
     dequantized = {n: w.kind for n, w in weights.items()
                    if w.kind not in CARRIED and w.kind not in FLOAT_TYPES}
-    if dequantized:
-        kinds = sorted(set(dequantized.values()))
+    meta = {"source": path, "architecture": arch,
+            "name": str(_field(reader, "general.name", path, os.path.basename(path))),
+            "hparams": dataclasses.asdict(hp), "tokenizer": _tokenizer_fields(reader),
+            "dequantized": dequantized}
+    return GgufModel(model, weights, meta, hp)
+
+
+def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = False
+              ) -> Program:
+    """Import a Llama-family GGUF file as a ``Program`` taking ``input_ids [1, seq]`` (``seq``
+    dynamic up to the context length; ``seq_len`` is the example's) and returning logits and
+    the KV cache (see the module docstring for the weights)."""
+    path = os.fspath(path)
+    g = read_gguf(path, strict=strict)
+    import edgecc
+
+    hp = g.hparams
+    ids = torch.arange(seq_len, dtype=torch.int64).reshape(1, seq_len) % hp.n_vocab
+    seq = torch.export.Dim("seq", min=1, max=hp.context_length)
+    program = edgecc.trace(g.model, (ids,), dynamic_shapes=({1: seq},))
+    program.source = os.path.basename(path)
+    carry_quantization(program, g.weights, tied=g.tied)
+    if g.meta["dequantized"]:
+        kinds = sorted(set(g.meta["dequantized"].values()))
         log.warning("'%s': %d tensors of type %s imported as float32 (edgecc's quantization "
-                    "holds only Q8_0 / Q4_0 exactly)", path, len(dequantized), ", ".join(kinds))
-    program.graph_module.meta[PROGRAM_META] = {
-        "source": path, "architecture": arch,
-        "name": str(_field(reader, "general.name", path, program.source)), "hparams": dataclasses.asdict(hp),
-        "tokenizer": _tokenizer_fields(reader), "dequantized": dequantized}
+                    "holds only %s exactly)", path, len(g.meta["dequantized"]),
+                    ", ".join(kinds), " / ".join(CARRIED))
+    program.graph_module.meta[PROGRAM_META] = g.meta
     return program
 
 
@@ -154,11 +193,11 @@ def _hparams(reader: Any, arch: str, path: str) -> HParams:
 
 
 def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
-             ) -> dict[str, _Weight]:
+             ) -> dict[str, GgufWeight]:
     from gguf.quants import dequantize
 
     permuted = ARCHITECTURES[arch]
-    out: dict[str, _Weight] = {}
+    out: dict[str, GgufWeight] = {}
     for t in reader.tensors:
         base, _, suffix = t.name.rpartition(".")
         module = hf_name(base)
@@ -175,7 +214,7 @@ def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
         if heads:  # a row permutation: applied to whole rows of blocks before decoding
             raw = unpermute_rope(raw.reshape(shape[0], -1), heads)
         value = dequantize(raw, t.tensor_type).astype(np.float32).reshape(shape)
-        w = _Weight(value, kind)
+        w = GgufWeight(value, kind)
         if kind == "Q8_0":
             w.codes, w.scales = blocks.unpack_q8_0(raw.reshape(shape[0], -1))
         elif kind == "Q4_0":
@@ -198,7 +237,7 @@ def _tokenizer_fields(reader: Any) -> list[tuple[str, Any, int, int | None]]:
 
 # -- the model -----------------------------------------------------------------------------
 
-def _build_model(weights: Mapping[str, _Weight], hp: HParams, path: str) -> torch.nn.Module:
+def _build_model(weights: Mapping[str, GgufWeight], hp: HParams, path: str) -> torch.nn.Module:
     import transformers
 
     has = set(weights)
@@ -241,13 +280,22 @@ def _build_model(weights: Mapping[str, _Weight], hp: HParams, path: str) -> torc
 
 # -- quantization carried ------------------------------------------------------------------
 
-def _carry_quantization(program: Program, weights: Mapping[str, _Weight], tied: bool) -> None:
-    """Replace each float weight that came from a Q8_0 / Q4_0 tensor by
-    ``edgecc.dequantize`` of its codes (the same values: the trace ran on them)."""
+def carry_quantization(program: Program, weights: Mapping[str, GgufWeight], *,
+                       tied: bool) -> int:
+    """Replace (in place) each float weight of ``program`` whose ``GgufWeight`` has codes by
+    ``edgecc.dequantize`` of those codes; returns how many were replaced. ``weights`` is
+    keyed by the transformers parameter name (``GgufModel.weights``); ``tied``: the output
+    matrix reads ``model.embed_tokens.weight``'s entry. The values do not change (the
+    program was traced with ``value``, which equals ``scales * codes``)::
+
+        before: %w = get_attr[model.layers.0.mlp.up_proj.weight]   float32 [F, H]
+        after:  %q, %s, %z = get_attr[..._qweight, ..._w_scale, ..._w_zero_point]
+                %w = edgecc.dequantize(%q, %s, %z, 1, 32, "int4" | "int8", float32)
+    """
     from edgecc.quant import DEQUANTIZE, pack_int4
 
     graph = program.graph
-    changed = False
+    changed = 0
     for node in list(program.nodes("get_attr")):
         name = str(node.target)
         key = "model.embed_tokens.weight" if tied and name == "lm_head.weight" else name
@@ -271,8 +319,9 @@ def _carry_quantization(program: Program, weights: Mapping[str, _Weight], tied: 
         graph.erase_node(node)
         *owner, leaf = name.split(".")
         delattr(program.graph_module.get_submodule(".".join(owner)), leaf)
-        changed = True
+        changed += 1
     if changed:
         graph.lint()
         program.graph_module.recompile()
         program.refresh_metadata()
+    return changed

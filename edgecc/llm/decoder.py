@@ -256,9 +256,9 @@ def export_decoder(model: Any, *, max_seq_len: int = 256, tokenizer: Any = None,
     step = DecoderStep(model, max_seq_len).eval()
     program = _trace(step, config)
     if weights is not None:
-        from edgecc.gguf_import.importer import _carry_quantization
+        from edgecc.gguf_import import carry_quantization
 
-        _carry_quantization(program, weights, config.tied_embeddings)
+        carry_quantization(program, weights, tied=config.tied_embeddings)
     if gguf_meta is not None:
         program.graph_module.meta["gguf"] = gguf_meta
     return DecoderPrograms(program, config, tokenizer, gguf_meta)
@@ -329,41 +329,16 @@ def specialize(program: Program, tokens: int, config: DecoderConfig) -> Program:
 
 def _gguf_model(path: str, strict: bool) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """The ``transformers`` model a GGUF file describes, its weights (with the codes of
-    the Q8_0 / Q4_0 tensors) and the metadata ``edgecc.load`` records, through the GGUF
-    importer's own steps."""
-    from edgecc.gguf_import import importer
-    from edgecc.gguf_import.layout import ARCHITECTURES
+    the carried tensors) and the metadata ``edgecc.load`` records (``read_gguf``)."""
+    from edgecc.gguf_import import read_gguf
 
-    reader = importer._open(path)
-    arch = importer._string(reader, "general.architecture", path)
-    if arch not in ARCHITECTURES:
-        raise importer.GgufImportError(
-            f"'{path}': GGUF architecture '{arch}' is not supported; edgecc reads "
-            f"{', '.join(ARCHITECTURES)}")
-    hp = importer._hparams(reader, arch, path)
-    try:
-        weights = importer._weights(reader, arch, hp, strict, path)
-    except importer.GgufImportError:
-        raise
-    except Exception as exc:
-        from edgecc.errors import one_line
-
-        raise importer.GgufImportError(f"'{path}': cannot read the tensors (truncated or "
-                                       f"corrupt?): {one_line(exc)}") from exc
-    model = importer._build_model(weights, hp, path)
-    dequantized = {n: w.kind for n, w in weights.items()
-                   if w.kind not in importer.CARRIED and w.kind not in importer.FLOAT_TYPES}
-    meta = {"source": path, "architecture": arch,
-            "name": str(importer._field(reader, "general.name", path,
-                                        os.path.basename(path))),
-            "hparams": dataclasses.asdict(hp), "tokenizer": importer._tokenizer_fields(reader),
-            "dequantized": dequantized}
-    for key, value, *_ in meta["tokenizer"]:
+    g = read_gguf(path, strict=strict)
+    for key, value, *_ in g.meta["tokenizer"]:
         if key == "tokenizer.ggml.eos_token_id":
-            model.config.eos_token_id = int(value)
+            g.model.config.eos_token_id = int(value)
         if key == "tokenizer.ggml.bos_token_id":
-            model.config.bos_token_id = int(value)
-    return model, weights, meta
+            g.model.config.bos_token_id = int(value)
+    return g.model, g.weights, g.meta
 
 
 def gguf_tokenizer(path: str) -> Any:
