@@ -205,3 +205,27 @@ def test_cuda_calibration_matches_cpu(tmp_path):
     for k, w in _weights(gpu.program).items():
         assert w.device.type == "cpu"
         torch.testing.assert_close(w, _weights(cpu.program)[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("pipeline", ["quantize{scheme=w8a8},qat{epochs=2,lr=1e-3}",
+                                      "prune{sparsity=0.5},distill{epochs=2,lr=1e-3}",
+                                      "sparse-finetune{sparsity=0.5,epochs=2,lr=1e-3}"])
+def test_training_passes_run_on_cuda_and_match_cpu(pipeline):
+    from edgecc.pass_base import PassContext
+    from edgecc.pass_manager import PassManager
+
+    program = edgecc.trace(_model(), (torch.randn(4, 16),))
+    out = {}
+    for dev in ("cpu", "cuda"):
+        ctx = PassContext(calibration=_batches(), original=program, progress=False,
+                          device=distributed.resolve_device(dev))
+        res = PassManager(pipeline)(program.copy(), context=ctx)
+        stats = res.stats["passes"][-1]["stats"]
+        assert stats["device"].startswith(dev)
+        assert all(t.device.type == "cpu" for t in res.program.graph_module.state_dict()
+                   .values())
+        out[dev] = _weights(res.program)
+    for k, w in out["cuda"].items():  # float rounding of GPU kernels over a few SGD steps
+        torch.testing.assert_close(w.float(), out["cpu"][k].float(), rtol=1e-3, atol=1e-4,
+                                   msg=k)
