@@ -41,7 +41,7 @@ import numpy as np
 from edgecc.targets.npu.description import NpuDescription
 from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 
-ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
+ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add")
 ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6"}
 
 
@@ -110,6 +110,11 @@ def _dpl_pattern(root: str, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]
         return is_op("relax.dequantize")(x, is_const(), is_const())
 
     ann: dict[str, Any] = {}
+    if root == "matmul":  # two int8 activations (attention), no bias or activation
+        ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
+        ann["op"] = is_op("relax.matmul")(ann["x_dq"], ann["b_dq"])
+        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
+        return ann["q"], ann
     if root == "add":
         ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
         ann["op"] = body = is_op("relax.add")(ann["x_dq"], ann["b_dq"])
@@ -146,7 +151,7 @@ def patterns(desc: NpuDescription) -> list[NpuPattern]:
     listed = [(p.name, p.root, tuple(p.fuse)) for p in desc.patterns]
     roots = {root for _, root, _ in listed}
     listed += [(r, r, ()) for r in ROOTS if r not in roots]
-    order = ("depthwise_conv2d", "conv2d", "fully_connected", "add")
+    order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add")
     out = []
     for name, root, fuse in sorted(listed, key=lambda p: order.index(p[1])
                                    if p[1] in order else 99):
@@ -225,7 +230,7 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return None, "activations are quantized per axis; the NPU takes int8 per tensor"
     if parts["q"].attrs.out_dtype != "int8":
         return None, "its output is not int8"
-    zps = [xq[1], yq[1]] + ([_scalar_q(parts["b_dq"])[1]] if root == "add" and
+    zps = [xq[1], yq[1]] + ([_scalar_q(parts["b_dq"])[1]] if root in ("add", "matmul") and
                             _scalar_q(parts["b_dq"]) else [])
     if desc.quantization.activation_zero_point == "zero" and any(zps):
         return None, (f"activation zero points {zps}: the NPU takes symmetric activations "
@@ -235,6 +240,8 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return None, why
     if root == "add":
         return _add_layer(parts, desc, xq, yq, act)
+    if root == "matmul":
+        return _matmul_layer(parts, desc, xq, yq)
     wq = _const(parts["w_dq"].args[0])
     sw = _const(parts["w_dq"].args[1]).astype(np.float32).reshape(-1)
     zw = _const(parts["w_dq"].args[2])
@@ -355,6 +362,31 @@ def _add_layer(parts, desc, xq, yq, act):
 
     return Layer("add", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
                  [(shape, xq[0], xq[1]), (shape, bq[0], bq[1])], emit, 0), ""
+
+
+def _matmul_layer(parts, desc, xq, yq):
+    import tvm
+
+    if any(isinstance(parts[k].args[0], tvm.ir.Constant) for k in ("x_dq", "b_dq")):
+        return None, "-"  # a constant operand: a linear layer's form, not this pattern's
+    bq = _scalar_q(parts["b_dq"])
+    if bq is None:
+        return None, "activations are quantized per axis; the NPU takes int8 per tensor"
+    sa, sb = _shape(parts["x_dq"]), _shape(parts["b_dq"])
+    if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
+        return None, (f"matmul of shapes {list(sa)} x {list(sb)}; the NPU's batch matmul "
+                      "takes (B, M, K) x (B, K, N)")
+    yshape = (sa[0], sa[1], sb[2])
+    why = desc.op("matmul").check(dtype="int8", shapes=[sa, sb, yshape], reduced_axis=sa[2])
+    if why:
+        return None, why
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        return b.batch_matmul(names[0], names[1], yq[0], yq[1], name=out)
+
+    return Layer("batch_matmul", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
+                 [(sa, xq[0], xq[1]), (sb, bq[0], bq[1])], emit,
+                 yshape[0] * yshape[1] * yshape[2] * sa[2]), ""
 
 
 # -- check functions ---------------------------------------------------------------------

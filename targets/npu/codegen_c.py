@@ -76,6 +76,8 @@ def _op_function(region: Region, op: Any, fname: str) -> str:
     t = region.tensors
     if op.kind == "add":
         return _add_source(region, op, fname)
+    if op.kind == "batch_matmul":
+        return _batch_matmul_source(region, op, fname)
     if op.kind == "pad":
         xs, ys = t[op.inputs[0]], t[op.outputs[0]]
         n, h, w, c = xs.shape
@@ -164,7 +166,7 @@ def _boundary_copy(shape: tuple[int, ...], src: str, dst: str, to_region: bool) 
 
 def region_source(region: Region, sym: str) -> str:
     """The C++ function of a region (any chain of conv2d, depthwise_conv2d,
-    fully_connected, add and pad ops): its arguments are the region's inputs then its
+    fully_connected, batch_matmul, add and pad ops): its arguments are the region's inputs then its
     outputs (destination passing), 4-D ones NCHW (the Relax graph's layout), converted to
     and from the region's NHWC buffers inside."""
     parts = [f"// region {region.name}"]
@@ -216,6 +218,34 @@ def _add_source(region: Region, op: Any, fname: str) -> str:
         f"    int64_t v = edgecc_requant(total, {my}, {shy}) + ({zy});",
         f"    v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);",
         "    y[i] = static_cast<int8_t>(v);",
+        "  }",
+        "}", ""])
+
+
+def _batch_matmul_source(region: Region, op: Any, fname: str) -> str:
+    """TFLite int8 BATCH_MATMUL (simulator.batch_matmul): (B, M, K) x (B, K, N), int32
+    sums of (a - zp_a) * (b - zp_b), one requantization multiplier."""
+    t = region.tensors
+    as_, bs, ys = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    bt, m, k = as_.shape
+    n = bs.shape[2]
+    real = (np.float64(np.float32(as_.quant.scale[0])) * np.float64(np.float32(bs.quant.scale[0]))
+            / np.float64(np.float32(ys.quant.scale[0])))
+    mult, shift = quantize_multiplier(real)
+    za, zb, zy = as_.quant.zero_point[0], bs.quant.zero_point[0], ys.quant.zero_point[0]
+    lo, hi = activation_range(op.attrs.get("activation", "NONE"), ys.quant.scale[0], zy)
+    return "\n".join([
+        f"// batch_matmul -> {op.outputs[0]}",
+        f"static void {fname}(const int8_t* a, const int8_t* b, int8_t* y) {{",
+        f"  for (int p = 0; p < {bt}; ++p) for (int i = 0; i < {m}; ++i)",
+        f"  for (int j = 0; j < {n}; ++j) {{",
+        "    int64_t acc = 0;",
+        f"    for (int q = 0; q < {k}; ++q)",
+        f"      acc += (int64_t(a[(p * {m} + i) * {k} + q]) - ({za})) * "
+        f"(int64_t(b[(p * {k} + q) * {n} + j]) - ({zb}));",
+        f"    int64_t v = edgecc_requant(acc, {mult}, {shift}) + ({zy});",
+        f"    v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);",
+        f"    y[(p * {m} + i) * {n} + j] = static_cast<int8_t>(v);",
         "  }",
         "}", ""])
 

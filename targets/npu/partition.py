@@ -94,18 +94,25 @@ class Decision:
 
 
 def legalization(symmetric_activations: bool = False,
-                 fusable: tuple[str, ...] = ("relu", "relu6")) -> tuple:
+                 fusable: tuple[str, ...] = ("relu", "relu6"),
+                 batch_matmul: bool = False) -> tuple:
     """The TVM layer's legalization, splitting the fused activations the NPU cannot apply
     off their layers, then quantizing the outputs of NPU candidate layers that the
     fake-quant program left in float (the NPU writes int8 only; symmetric where the
-    description forbids activation zero points)."""
+    description forbids activation zero points); with ``batch_matmul`` (the description
+    has ``ops.matmul``) attention becomes two int8 batch matmuls (``attention.py``)."""
     from edgecc.pipeline_text import PassStep
+    from edgecc.targets.npu.attention import DecomposeAttention
     from edgecc.targets.npu.legalize import QuantizeLayerOutputs, SplitActivations
 
-    return (*TVM_LEGALIZATION,
-            PassStep(SplitActivations, SplitActivations.Options(fusable=fusable)),
-            PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options(
-                symmetric=symmetric_activations)))
+    steps = (*TVM_LEGALIZATION,
+             PassStep(SplitActivations, SplitActivations.Options(fusable=fusable)),
+             PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options(
+                 symmetric=symmetric_activations)))
+    if batch_matmul:
+        steps += (PassStep(DecomposeAttention, DecomposeAttention.Options(
+            symmetric=symmetric_activations)),)
+    return steps
 
 
 def fusable_activations(desc: NpuDescription) -> tuple[str, ...]:
@@ -417,6 +424,44 @@ def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
     return layer, ""
 
 
+def _matmul_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
+                  ) -> tuple[Layer | None, str]:
+    """``matmul(dq(q_a), dq(q_b)) -> q`` of two int8 activations, 3-D ``(B, M, K) x
+    (B, K, N)``: an int8 BATCH_MATMUL region (attention's products after
+    ``npu-decompose-attention``)."""
+    spec = desc.op("matmul")
+    if spec is None:
+        return None, "matmul is not among the NPU's ops"
+    ins = []
+    for a in node.args[:2]:
+        xin, why = reader.quantized_input(a)
+        if xin is None:
+            return None, why
+        ins.append(xin)
+    yout, why = reader.output_quantize(node)
+    if yout is None:
+        return None, why
+    why = _zero_points(desc, [ins[0]["zx"], ins[1]["zx"], yout["zy"]])
+    if why:
+        return None, why
+    sa, sb = _shape(node.args[0]), _shape(node.args[1])
+    if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
+        return None, (f"matmul of shapes {list(sa)} x {list(sb)}; the NPU's batch matmul "
+                      "takes (B, M, K) x (B, K, N)")
+    yshape = (sa[0], sa[1], sb[2])
+    why = spec.check(dtype="int8", shapes=[sa, sb, yshape], reduced_axis=sa[2])
+    if why:
+        return None, why
+    layer = Layer(node, "batch_matmul", ins[0]["q"], yout["q"], (0, 0, 0, 0), "VALID",
+                  (0, 0, 0, 0), more_inputs=(ins[1]["q"],))
+    layer.input_specs = (("a", sa, ins[0]["sx"], ins[0]["zx"]),
+                         ("b", sb, ins[1]["sx"], ins[1]["zx"]))
+    layer.emit = lambda b, names, out: b.batch_matmul(names[0], names[1], yout["sy"],
+                                                      yout["zy"], name=out)
+    layer.region = layer.build_region()
+    return layer, ""
+
+
 def _is_structural(node: fx.Node) -> bool:
     """Quantization bookkeeping, not compute: not counted in the report's op share."""
     return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
@@ -442,6 +487,11 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                 continue
             out.append(Decision(node.name, base, "cpu", why, macs))
             continue
+        if base in ("matmul", "bmm") and not assume_quantized:
+            layer, why = _matmul_layer(node, desc, reader)
+            out.append(Decision(node.name, base, "npu" if layer else "cpu",
+                                "batch_matmul region" if layer else why, macs, layer))
+            continue
         if node in fused:
             out.append(Decision(node.name, base, "npu", f"fused into the add region of "
                                 f"{fused[node].node.name}", macs, fused[node]))
@@ -455,12 +505,19 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
             out.append(Decision(node.name, base, "npu" if layer else "cpu",
                                 "add region" if layer else why, macs, layer))
             continue
+        if (base == "scaled_dot_product_attention" and assume_quantized
+                and desc.op("matmul") is not None):
+            out.append(Decision(node.name, base, "npu", "as two int8 batch matmuls (Q.K^T, "
+                                "P.V; npu-decompose-attention when compiled), the softmax "
+                                "between them where the NPU has it, else on the CPU", macs))
+            continue
         if base == "add" and desc.op("add") is not None:
             out.append(Decision(node.name, base, "npu", "add region (when both inputs and "
                                 "the output are int8 per tensor, as compile makes them)", 0))
             continue
         out.append(Decision(node.name, base, "cpu",
-                            "edgecc offloads conv / depthwise conv / linear / add regions only so far"
+                            "edgecc offloads conv / depthwise conv / linear / add / batch matmul "
+                            "regions only so far"
                             if desc.op(_npu_name(base)) else
                             f"{base} is not among the NPU's ops", macs))
     return out

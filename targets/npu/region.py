@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "mul", "avg_pool2d", "pad",
-            "max_pool2d", "reshape")
+OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "batch_matmul", "add", "mul",
+            "avg_pool2d", "pad", "max_pool2d", "reshape")
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 PADDINGS = ("SAME", "VALID")
 
@@ -86,6 +86,8 @@ class Region:
                 total += math.prod(out) * w[1] * w[2]
             elif op.kind == "fully_connected":
                 total += math.prod(out) * w[1]
+            elif op.kind == "batch_matmul":  # (B, M, K) x (B, K, N): K per output
+                total += math.prod(out) * self.tensors[op.inputs[0]].shape[-1]
         return total
 
 
@@ -219,6 +221,16 @@ class RegionBuilder:
         rows = math.prod(shape[:-1])
         y = self._activation((rows, o), out_scale, out_zero_point, name)
         return self._op("fully_connected", (x, wt, bt), y, activation=activation)
+
+    def batch_matmul(self, a: str, b: str, out_scale: float, out_zero_point: int = 0,
+                     name: str | None = None) -> str:
+        """TFLite BATCH_MATMUL of two int8 activations: (B, M, K) x (B, K, N) -> (B, M, N),
+        int32 accumulation of (a - zp_a) * (b - zp_b), per-tensor requantization."""
+        sa, sb = self._tensors[a].shape, self._tensors[b].shape
+        if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
+            raise ValueError(f"batch_matmul takes (B, M, K) x (B, K, N), got {sa} x {sb}")
+        y = self._activation((sa[0], sa[1], sb[2]), out_scale, out_zero_point, name)
+        return self._op("batch_matmul", (a, b), y, activation="NONE")
 
     def _binary(self, kind, a, b, out_scale, out_zero_point, activation, name) -> str:
         shape = np.broadcast_shapes(self._tensors[a].shape, self._tensors[b].shape)

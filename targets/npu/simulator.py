@@ -178,6 +178,20 @@ def fully_connected(x, w, b, xs, ws, ys, attrs, rounding: str = "double") -> np.
     return _finish(acc, _conv_scales(xs, ws, ys), ys, attrs["activation"], rounding)
 
 
+def batch_matmul(a, b, as_: TensorSpec, bs: TensorSpec, ys: TensorSpec, attrs) -> np.ndarray:
+    """TFLite int8 BATCH_MATMUL: int32 sums of (a - zp_a) * (b - zp_b) over K, requantized by
+    s_a * s_b / s_y (one multiplier and shift), + zp_y, clamped."""
+    acc = np.matmul(a.astype(np.int64) - as_.quant.zero_point[0],
+                    b.astype(np.int64) - bs.quant.zero_point[0])
+    real = (np.float64(np.float32(as_.quant.scale[0])) * np.float64(np.float32(bs.quant.scale[0]))
+            / np.float64(np.float32(ys.quant.scale[0])))
+    m, sh = quantize_multiplier(real)
+    y = multiply_by_quantized_multiplier(acc, m, sh) + ys.quant.zero_point[0]
+    lo, hi = activation_range(attrs.get("activation", "NONE"), ys.quant.scale[0],
+                              ys.quant.zero_point[0])
+    return np.clip(y, lo, hi).astype(np.int8)
+
+
 def add(a, b, as_: TensorSpec, bs: TensorSpec, ys: TensorSpec, attrs) -> np.ndarray:
     """TFLite int8 ADD: both inputs rescaled to a common 2^20-scaled domain, summed, rescaled."""
     left_shift = 20
@@ -238,6 +252,8 @@ def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
     if op.kind in ("conv2d", "depthwise_conv2d"):
         fn = conv2d if op.kind == "conv2d" else depthwise_conv2d
         return fn(*args, *specs[:2], ys, op.attrs)
+    if op.kind == "batch_matmul":
+        return batch_matmul(*args, *specs, ys, op.attrs)
     if op.kind in ("add", "mul"):
         return (add if op.kind == "add" else mul)(*args, *specs, ys, op.attrs)
     if op.kind in ("avg_pool2d", "max_pool2d"):

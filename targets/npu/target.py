@@ -89,7 +89,7 @@ class NpuTarget(TvmTarget):
         desc = presets.resolve(options.device, options.description)
         self.quantization = quant_support(desc)
         return legalization(desc.quantization.activation_zero_point == "zero",
-                            fusable_activations(desc))
+                            fusable_activations(desc), desc.op("matmul") is not None)
 
     def listing(self) -> str:
         return "devices (-t npu:NAME, or --target-option description=FILE.yaml):\n" \

@@ -17,6 +17,7 @@ _BUILTINS = {
     "conv2d": ("CONV_2D", 3, "Conv2DOptions"),
     "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3, "DepthwiseConv2DOptions"),
     "fully_connected": ("FULLY_CONNECTED", 4, "FullyConnectedOptions"),
+    "batch_matmul": ("BATCH_MATMUL", 2, "BatchMatMulOptions"),
     "add": ("ADD", 2, "AddOptions"),
     "mul": ("MUL", 2, "MulOptions"),
     "avg_pool2d": ("AVERAGE_POOL_2D", 2, "Pool2DOptions"),
@@ -118,6 +119,9 @@ class _Writer:
         if op.kind == "pad":
             s.PadOptions.PadOptionsStart(b)
             return opt_type, s.PadOptions.PadOptionsEnd(b)
+        if op.kind == "batch_matmul":  # (B, M, K) x (B, K, N): no adjoint
+            s.BatchMatMulOptions.BatchMatMulOptionsStart(b)
+            return opt_type, s.BatchMatMulOptions.BatchMatMulOptionsEnd(b)
         if op.kind == "mean":
             s.ReducerOptions.ReducerOptionsStart(b)
             s.ReducerOptions.ReducerOptionsAddKeepDims(b, bool(a.get("keep_dims", False)))

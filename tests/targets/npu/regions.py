@@ -67,6 +67,17 @@ def mul(rng) -> Region:
     return b.build([y])
 
 
+def batch_matmul(rng, batch=4, m=6, k=16, n=5) -> Region:
+    """Two int8 activations multiplied (attention's Q . K^T / P . V)."""
+    b = RegionBuilder("bmm")
+    sa, sb = rng.uniform(0.02, 0.1), rng.uniform(0.02, 0.1)
+    a = b.input("a", (batch, m, k), sa, _zp(rng))
+    c = b.input("b", (batch, k, n), sb, _zp(rng))
+    # output step: a typical |sum| (sqrt(k) * 74^2 for uniform int8) spans ~40 steps
+    y = b.batch_matmul(a, c, sa * sb * np.sqrt(k) * 5500 / rng.uniform(20, 60), _zp(rng))
+    return b.build([y])
+
+
 def pool(rng, kind="avg_pool2d", padding="VALID", kernel=2, stride=2) -> Region:
     b = RegionBuilder("pool")
     x = b.input("x", (1, 9, 12, 8), rng.uniform(0.02, 0.1), _zp(rng))

@@ -22,6 +22,8 @@ CASES = {
     "depthwise-multiplier2": lambda r: regions.depthwise(r, multiplier=2, activation="NONE"),
     "fc": lambda r: regions.fully_connected(r),
     "fc-relu": lambda r: regions.fully_connected(r, activation="RELU"),
+    "batch-matmul": lambda r: regions.batch_matmul(r),
+    "batch-matmul-long-k": lambda r: regions.batch_matmul(r, batch=2, m=3, k=64, n=7),
     "add": lambda r: regions.add(r),
     "add-relu": lambda r: regions.add(r, activation="RELU"),
     "mul": lambda r: regions.mul(r),

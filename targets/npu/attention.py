@@ -1,0 +1,175 @@
+"""Legalization for NPUs with a quantized batch matmul (``ops.matmul``): attention as two
+int8 batch matmuls the NPU runs, with the softmax (and the additive mask) between them.
+
+``scaled_dot_product_attention`` is one node the NPU cannot take whole; its two matrix
+products are most of a transformer's non-linear MACs. This pass writes it as the products
+of two int8 activations (TFLite ``BATCH_MATMUL`` semantics: 3-D ``(batch*heads, M, K) x
+(batch*heads, K, N)``, int32 accumulation, per-tensor requantization), each between a
+dequantize and a quantize so the partitioner offloads it; the scale folds into the query
+and the key is transposed in float on the CPU (so the region is a plain batch matmul).
+
+Before::
+
+    %o = scaled_dot_product_attention(%q, %k, %v, %mask, scale=s)   # (B, H, S, D), float
+
+After::
+
+    %q3 = dq(q(reshape(mul(%q, s), (B*H, S, D))))
+    %k3 = dq(q(reshape(transpose(%k, -2, -1), (B*H, D, S))))
+    %s3 = dq(q(matmul(%q3, %k3)))                                     # NPU: Q . K^T
+    %p  = softmax(add(reshape(%s3, (B, H, S, S)), %mask), -1)         # CPU (float)
+    %p3 = dq(q(reshape(%p, (B*H, S, S))))
+    %v3 = dq(q(reshape(%v, (B*H, S, D))))
+    %o  = reshape(dq(q(matmul(%p3, %v3))), (B, H, S, D))              # NPU: P . V
+    %out = transpose(clone(transpose(%o, 1, 2)), 1, 2)   # SDPA's (B, S, H, D) memory layout
+
+Lossy: six new int8 quantizations (per tensor, min/max on the calibration batches; the
+softmax output's is [0, 1] with zero point -128), each within half a step of its input
+(``quant.scale / 2``) except where the calibration range clips. Causal / dropout / grouped
+attention stays whole (CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.fx as fx
+
+from edgecc.pass_base import Pass, PassContext, PassResult
+from edgecc.program import Program
+from edgecc.quant import QuantParams, is_dequantize, scale_from_range
+
+aten = torch.ops.aten
+SDPA = aten.scaled_dot_product_attention.default
+
+
+@dataclasses.dataclass(frozen=True)
+class DecomposeAttentionOptions:
+    symmetric: bool = False  # zero points 0 (an NPU whose description forbids them)
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    val = node.meta.get("val")
+    return tuple(int(d) for d in val.shape) if val is not None else ()
+
+
+def _decomposable(node: fx.Node) -> bool:
+    args, kw = node.args, node.kwargs
+    q, k, v = args[:3]
+    mask = args[3] if len(args) > 3 else kw.get("attn_mask")
+    dropout = args[4] if len(args) > 4 else kw.get("dropout_p", 0.0)
+    causal = args[5] if len(args) > 5 else kw.get("is_causal", False)
+    gqa = kw.get("enable_gqa", False)
+    shapes = [_shape(x) for x in (q, k, v)]
+    if dropout or causal or gqa or any(len(s) != 4 for s in shapes):
+        return False
+    (b, h, _, d), (bk, hk, sk, dk), (bv, hv, sv, _) = shapes
+    if (b, h, d) != (bk, hk, dk) or (b, h, sk) != (bv, hv, sv):
+        return False
+    return mask is None or isinstance(mask, fx.Node)
+
+
+def _reads_quantized(node: fx.Node) -> bool:
+    """The attention reads quantized projections (a dequantize upstream, through views)."""
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n in seen or not isinstance(n, fx.Node):
+            continue
+        seen.add(n)
+        if is_dequantize(n):
+            return True
+        if n.op == "call_function" and len(seen) < 16:
+            todo.extend(a for a in n.args if isinstance(a, fx.Node))
+    return False
+
+
+class DecomposeAttention(Pass):
+    """``scaled_dot_product_attention`` as two int8 batch matmuls with a float softmax
+    between them (see the module docstring)."""
+
+    name = "npu-decompose-attention"
+    Options = DecomposeAttentionOptions
+    lossless = False
+
+    def run(self, program: Program, options: DecomposeAttentionOptions,
+            context: PassContext) -> PassResult:
+        graph = program.graph
+        nodes = [n for n in program.nodes("call_function") if n.target is SDPA
+                 and _decomposable(n) and all(_reads_quantized(a) for a in n.args[:3])]
+        if not nodes:
+            return PassResult(program, False, {"decomposed": 0})
+        batches = list(context.calibration or [])
+        if not batches:
+            from edgecc.errors import PreconditionError
+
+            raise PreconditionError(
+                f"{self.name}: {len(nodes)} attention(s) go to the NPU as int8 batch matmuls, "
+                "whose inputs and outputs need calibration data (--calib)")
+        # (float node, its consumer) pairs to quantize; the softmax output gets [0, 1]
+        points: list[tuple[fx.Node, fx.Node, bool]] = []
+        for node in nodes:
+            points += self._rewrite(graph, node)
+        program.graph_module.recompile()  # shapes are the attention's: no re-propagation yet
+        self._calibrate(program, points, batches, options.symmetric)
+        graph.lint()
+        program.graph_module.recompile()
+        program.refresh_metadata()
+        return PassResult(program, True, {"decomposed": len(nodes),
+                                          "quantized_values": len(points)})
+
+    @staticmethod
+    def _rewrite(graph: fx.Graph, node: fx.Node) -> list[tuple[fx.Node, fx.Node, bool]]:
+        args, kw = node.args, node.kwargs
+        q, k, v = args[:3]
+        mask = args[3] if len(args) > 3 else kw.get("attn_mask")
+        b, h, s, d = _shape(q)
+        sk = _shape(k)[2]
+        dv = _shape(v)[3]
+        scale = kw.get("scale") or (args[6] if len(args) > 6 else None) or 1.0 / math.sqrt(d)
+        call = graph.call_function
+        with graph.inserting_before(node):
+            q3 = call(aten.reshape.default, (call(aten.mul.Tensor, (q, float(scale))),
+                                             [b * h, s, d]))
+            k3 = call(aten.reshape.default, (call(aten.transpose.int, (k, -2, -1)),
+                                             [b * h, d, sk]))
+            s3 = call(aten.matmul.default, (q3, k3))
+            s4r = s4 = call(aten.reshape.default, (s3, [b, h, s, sk]))
+            if mask is not None:
+                s4 = call(aten.add.Tensor, (s4r, mask))
+            p = call(aten.softmax.int, (s4, -1))
+            p3 = call(aten.reshape.default, (p, [b * h, s, sk]))
+            v3 = call(aten.reshape.default, (v, [b * h, sk, dv]))
+            o3 = call(aten.matmul.default, (p3, v3))
+            o = call(aten.reshape.default, (o3, [b, h, s, dv]))
+            # the (B, S, H, D) memory layout SDPA returns, which the head merge views
+            t = call(aten.clone.default, (call(aten.transpose.int, (o, 1, 2)),),
+                     {"memory_format": torch.contiguous_format})
+            out = call(aten.transpose.int, (t, 1, 2))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        return [(q3, s3, False), (k3, s3, False), (s3, s4r, False), (p3, o3, True),
+                (v3, o3, False), (o3, o, False)]
+
+    @staticmethod
+    def _calibrate(program: Program, points, batches, symmetric: bool) -> None:
+        from edgecc.passes.quantize.layers import insert_qdq, record_values
+
+        lo: dict[fx.Node, torch.Tensor] = {}
+        hi: dict[fx.Node, torch.Tensor] = {}
+
+        def on_value(n: fx.Node, v: torch.Tensor) -> None:
+            lo[n] = torch.minimum(lo.get(n, v.min()), v.min())
+            hi[n] = torch.maximum(hi.get(n, v.max()), v.max())
+
+        record_values(program, batches, [p for p, _, _ in points], on_value,
+                      desc="calibrating attention")
+        for value, consumer, probability in points:
+            if probability and not symmetric:  # softmax output: [0, 1] over the int8 range
+                scale, zp = scale_from_range(torch.tensor(0.0), torch.tensor(1.0), "int8",
+                                             symmetric=False)
+            else:
+                scale, zp = scale_from_range(lo[value], hi[value], "int8", symmetric=symmetric)
+            insert_qdq(program, value, [consumer], QuantParams("int8", scale, zp.to(torch.int8)))
