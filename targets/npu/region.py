@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "batch_matmul", "add", "mul",
-            "avg_pool2d", "pad", "max_pool2d", "reshape")
+            "avg_pool2d", "pad", "max_pool2d", "reshape", "transpose", "quantize", "concat",
+            "strided_slice")
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 PADDINGS = ("SAME", "VALID")
 
@@ -284,6 +285,51 @@ class RegionBuilder:
         q = self._quant(x)
         y = self._activation(shape, q.scale[0], q.zero_point[0], name)
         return self._op("reshape", (x, st), y, new_shape=shape)
+
+    def transpose(self, x: str, perm: Sequence[int], name: str | None = None) -> str:
+        """TFLite TRANSPOSE (same quantization): e.g. NHWC -> NCHW before a flatten."""
+        src = self._tensors[x]
+        perm = tuple(int(p) for p in perm)
+        if sorted(perm) != list(range(len(src.shape))):
+            raise ValueError(f"transpose permutation {perm} of a rank-{len(src.shape)} tensor")
+        pt = self._add(TensorSpec(self._fresh("perm"), (len(perm),), "int32",
+                                  data=np.asarray(perm, np.int32)))
+        q = self._quant(x)
+        y = self._activation(tuple(src.shape[p] for p in perm), q.scale[0], q.zero_point[0],
+                             name)
+        return self._op("transpose", (x, pt), y, perm=perm)
+
+    def quantize(self, x: str, out_scale: float, out_zero_point: int = 0,
+                 name: str | None = None) -> str:
+        """TFLite QUANTIZE int8 -> int8: requantize to a new scale and zero point."""
+        y = self._activation(self._tensors[x].shape, out_scale, out_zero_point, name)
+        return self._op("quantize", (x,), y)
+
+    def concat(self, xs: Sequence[str], axis: int, name: str | None = None) -> str:
+        """TFLite CONCATENATION of int8 tensors that share one quantization."""
+        specs = [self._tensors[x] for x in xs]
+        q = specs[0].quant
+        if any(s.quant != q for s in specs):
+            raise ValueError("concat inputs must share one quantization")
+        shape = list(specs[0].shape)
+        axis = axis % len(shape)
+        shape[axis] = sum(s.shape[axis] for s in specs)
+        y = self._activation(shape, q.scale[0], q.zero_point[0], name)
+        return self._op("concat", tuple(xs), y, axis=axis)
+
+    def strided_slice(self, x: str, begin: Sequence[int], end: Sequence[int],
+                      strides: Sequence[int] | None = None, name: str | None = None) -> str:
+        """TFLite STRIDED_SLICE (positive begin / end / strides, no masks)."""
+        src = self._tensors[x]
+        strides = tuple(strides or (1,) * len(begin))
+        shape = tuple(len(range(b_, e_, s_)) for b_, e_, s_ in zip(begin, end, strides))
+        consts = [self._add(TensorSpec(self._fresh(n), (len(v),), "int32",
+                                       data=np.asarray(v, np.int32)))
+                  for n, v in (("begin", begin), ("end", end), ("strides", strides))]
+        q = src.quant
+        y = self._activation(shape, q.scale[0], q.zero_point[0], name)
+        return self._op("strided_slice", (x, *consts), y, begin=tuple(begin), end=tuple(end),
+                        strides=strides)
 
     def build(self, outputs: Sequence[str]) -> Region:
         for o in outputs:

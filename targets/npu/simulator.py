@@ -221,6 +221,16 @@ def mul(a, b, as_, bs, ys, attrs) -> np.ndarray:
     return np.clip(y, lo, hi).astype(np.int8)
 
 
+def requantize(x, xs: TensorSpec, ys: TensorSpec) -> np.ndarray:
+    """TFLite int8 -> int8 QUANTIZE: (x - zp_x) * (s_x / s_y) by a Q31 multiplier and shift,
+    + zp_y, saturated."""
+    real = (np.float64(np.float32(xs.quant.scale[0]))
+            / np.float64(np.float32(ys.quant.scale[0])))
+    m, sh = quantize_multiplier(real)
+    y = multiply_by_quantized_multiplier(x.astype(np.int64) - xs.quant.zero_point[0], m, sh)
+    return np.clip(y + ys.quant.zero_point[0], INT8_MIN, INT8_MAX).astype(np.int8)
+
+
 def avg_pool2d(x, xs, ys, attrs) -> np.ndarray:
     """Mean of the in-bounds taps (padding excluded), rounded half away from zero."""
     win, valid = _windows(x.astype(np.int64), attrs["kernel"], attrs["stride"], (1, 1),
@@ -265,6 +275,15 @@ def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
                       constant_values=ys.quant.zero_point[0]).astype(np.int8)
     if op.kind == "reshape":
         return args[0].reshape(ys.shape)
+    if op.kind == "transpose":
+        return np.ascontiguousarray(args[0].transpose(op.attrs["perm"]))
+    if op.kind == "strided_slice":
+        return np.ascontiguousarray(args[0][tuple(slice(b_, e_, s_) for b_, e_, s_ in zip(
+            op.attrs["begin"], op.attrs["end"], op.attrs["strides"]))])
+    if op.kind == "concat":
+        return np.concatenate(args, axis=op.attrs["axis"])
+    if op.kind == "quantize":
+        return requantize(args[0], specs[0], ys)
     raise NotImplementedError(f"simulator: no integer kernel for op {op.kind!r}")
 
 

@@ -25,6 +25,11 @@ _BUILTINS = {
     "reshape": ("RESHAPE", 1, "ReshapeOptions"),
     "pad": ("PAD", 2, "PadOptions"),
     "mean": ("MEAN", 2, "ReducerOptions"),
+    "transpose": ("TRANSPOSE", 2, "TransposeOptions"),
+    "quantize": ("QUANTIZE", 2, "QuantizeOptions"),
+    "concat": ("CONCATENATION", 2, "ConcatenationOptions"),
+    "strided_slice": ("STRIDED_SLICE", 2, "StridedSliceOptions"),
+    "softmax": ("SOFTMAX", 2, "SoftmaxOptions"),
 }
 _TYPES = {"int8": "INT8", "int32": "INT32"}
 
@@ -119,6 +124,19 @@ class _Writer:
         if op.kind == "pad":
             s.PadOptions.PadOptionsStart(b)
             return opt_type, s.PadOptions.PadOptionsEnd(b)
+        if op.kind in ("transpose", "quantize", "strided_slice"):  # all in the inputs
+            mod = getattr(s, table)
+            getattr(mod, f"{table}Start")(b)
+            return opt_type, getattr(mod, f"{table}End")(b)
+        if op.kind == "concat":
+            s.ConcatenationOptions.ConcatenationOptionsStart(b)
+            s.ConcatenationOptions.ConcatenationOptionsAddAxis(b, a["axis"])
+            s.ConcatenationOptions.ConcatenationOptionsAddFusedActivationFunction(b, act)
+            return opt_type, s.ConcatenationOptions.ConcatenationOptionsEnd(b)
+        if op.kind == "softmax":
+            s.SoftmaxOptions.SoftmaxOptionsStart(b)
+            s.SoftmaxOptions.SoftmaxOptionsAddBeta(b, float(a.get("beta", 1.0)))
+            return opt_type, s.SoftmaxOptions.SoftmaxOptionsEnd(b)
         if op.kind == "batch_matmul":  # (B, M, K) x (B, K, N): no adjoint
             s.BatchMatMulOptions.BatchMatMulOptionsStart(b)
             return opt_type, s.BatchMatMulOptions.BatchMatMulOptionsEnd(b)

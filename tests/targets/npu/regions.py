@@ -78,6 +78,38 @@ def batch_matmul(rng, batch=4, m=6, k=16, n=5) -> Region:
     return b.build([y])
 
 
+def flatten(rng) -> Region:
+    """Max pool, NHWC -> NCHW transpose, flatten, requantize: what sits between a CNN's last
+    convolution and its classifier."""
+    b = RegionBuilder("flatten")
+    x = b.input("x", (1, 6, 4, 8), rng.uniform(0.02, 0.1), _zp(rng))
+    p = b.max_pool2d(x, 2, 2)
+    t = b.transpose(p, (0, 3, 1, 2))
+    r = b.reshape(t, (1, 8 * 3 * 2))
+    y = b.quantize(r, rng.uniform(0.01, 0.2), _zp(rng))
+    return b.build([y])
+
+
+def slice_concat(rng) -> Region:
+    b = RegionBuilder("slice_concat")
+    x = b.input("x", (1, 9, 10, 6), rng.uniform(0.02, 0.1), _zp(rng))
+    s1 = b.strided_slice(x, (0, 1, 0, 0), (1, 9, 10, 6), (1, 2, 3, 1))
+    s2 = b.strided_slice(x, (0, 0, 2, 1), (1, 4, 6, 5))
+    c = b.concat([b.transpose(s1, (0, 2, 1, 3)), b.transpose(s2, (0, 2, 1, 3))], axis=3)
+    return b.build([c])
+
+
+def softmax(rng) -> Region:
+    """TFLite int8 SOFTMAX (output scale 1/256, zero point -128) as a hand-made region:
+    written for Vela; not simulated (no integer kernel in edgecc)."""
+    from edgecc.targets.npu.region import Quant, RegionOp, TensorSpec
+
+    x = TensorSpec("x", (1, 4, 16), "int8", Quant((float(rng.uniform(0.05, 0.2)),), (_zp(rng),)))
+    y = TensorSpec("y", (1, 4, 16), "int8", Quant((1.0 / 256,), (-128,)))
+    return Region("softmax", {"x": x, "y": y}, (RegionOp("softmax", ("x",), ("y",),
+                                                          {"beta": 1.0}),), ("x",), ("y",))
+
+
 def pool(rng, kind="avg_pool2d", padding="VALID", kernel=2, stride=2) -> Region:
     b = RegionBuilder("pool")
     x = b.input("x", (1, 9, 12, 8), rng.uniform(0.02, 0.1), _zp(rng))

@@ -24,6 +24,8 @@ CASES = {
     "fc-relu": lambda r: regions.fully_connected(r, activation="RELU"),
     "batch-matmul": lambda r: regions.batch_matmul(r),
     "batch-matmul-long-k": lambda r: regions.batch_matmul(r, batch=2, m=3, k=64, n=7),
+    "maxpool-transpose-flatten-requantize": lambda r: regions.flatten(r),
+    "strided-slice-transpose-concat": lambda r: regions.slice_concat(r),
     "add": lambda r: regions.add(r),
     "add-relu": lambda r: regions.add(r, activation="RELU"),
     "mul": lambda r: regions.mul(r),

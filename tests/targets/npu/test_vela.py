@@ -113,3 +113,35 @@ def test_driver_header_compiles_against_the_driver_api(tmp_path):
     # the command stream bytes in the header are the stream Vela produced
     body = header.split(f"block_0_cms[{len(result.command_stream)}] = {{", 1)[1].split("};")[0]
     assert bytes(int(b, 16) for b in body.replace("\n", "").split(",")) == result.command_stream
+
+
+@pytest.mark.parametrize("device", ["ethos-u55-128", "ethos-u85-256"])
+@pytest.mark.parametrize("case", ["batch_matmul", "flatten", "slice_concat", "softmax"])
+def test_attention_and_data_movement_regions_compile_on_the_npu(device, case):
+    """BATCH_MATMUL (attention), MAX_POOL_2D + TRANSPOSE + RESHAPE + QUANTIZE (a CNN's
+    flatten), STRIDED_SLICE + CONCATENATION and SOFTMAX as edgecc writes them: Vela 5.2 keeps
+    none on the CPU (BATCH_MATMUL included on U55: its report lists it for U55/U65 too)."""
+    region = getattr(regions, case)(np.random.default_rng(0))
+    result = compile_region(write_tflite(region), load_device(device))
+    assert result.cpu_operators == () and result.performance["cpu_ops"] == 0
+    assert result.performance["npu_cycles"] > 0
+
+
+def test_softmax_tflite_runs_in_litert_within_one_step_of_float_softmax():
+    """The SOFTMAX edgecc writes is what TFLite means by it: LiteRT's reference kernel on the
+    file gives float softmax of the dequantized input to within one output step (1/256)."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    rng = np.random.default_rng(0)
+    region = regions.softmax(rng)
+    it = litert.Interpreter(model_content=write_tflite(region),
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    x = rng.integers(-128, 128, (1, 4, 16), dtype=np.int8)
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    got = (it.get_tensor(it.get_output_details()[0]["index"]).astype(np.float64) + 128) / 256
+    q = region.tensors["x"].quant
+    real = (x.astype(np.float64) - q.zero_point[0]) * q.scale[0]
+    ref = np.exp(real - real.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    assert np.abs(got - ref).max() <= 1 / 256 + 1e-9
