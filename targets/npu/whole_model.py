@@ -4,10 +4,14 @@ edgecc's BYOC partition in ``bench/npu.py``).
 After ``byoc.partition`` the Relax ``main`` is the NPU regions (``call_dps_packed``) joined
 by CPU ops. Where those CPU ops have an int8 TFLite form edgecc writes — the model input's
 quantize (the TFLite model takes int8), a global mean (``dequantize -> mean(H, W) ->
-quantize``: TFLite ``MEAN``), the output's dequantize (the model returns int8) — the regions
-are inlined into one ``Region`` with those ops between them; ``tflite_writer`` writes it and
-Vela decides what runs on the NPU. Anything else (layer norm, softmax, GELU, ...) has no
-TFLite writer in edgecc: ``whole_model_region`` returns the reason instead.
+quantize``: TFLite ``MEAN``), a max / average pool of a dequantized value (``MAX_POOL_2D`` /
+``AVERAGE_POOL_2D`` on the int8 tensor, same quantization), a flatten of a 4-D value
+(``TRANSPOSE`` NHWC -> NCHW, then ``RESHAPE``: PyTorch's element order), a quantize of a
+dequantized value to other parameters (``QUANTIZE`` int8 -> int8), the output's dequantize
+(the model returns int8) — the regions are inlined into one ``Region`` with those ops between
+them; ``tflite_writer`` writes it and Vela decides what runs on the NPU. Anything else (layer
+norm, GELU, an embedding gather, ...) has no TFLite writer in edgecc: ``whole_model_region``
+returns the reason instead.
 """
 
 from __future__ import annotations
@@ -26,6 +30,38 @@ def _op_name(call: Any) -> str:
 def _qparams(call: Any) -> tuple[float, int]:
     return (float(call.args[1].value.numpy().reshape(-1)[0]),
             int(call.args[2].value.numpy().reshape(-1)[0]))
+
+
+def _pool(call: Any, op: str, x: str, tensors: dict[str, TensorSpec],
+          ops: list[RegionOp]) -> str:
+    """Append the int8 pool ``call`` computes (NCHW, on the dequantized ``x``) to ``ops``,
+    with ``x``'s quantization (max pooling commutes with dequantize; TFLite's int8 average
+    pool keeps it too); "" or why it has no TFLite form."""
+    from edgecc.targets.npu.region import conv_output_size, same_padding
+
+    a = call.attrs
+    if str(a.layout) != "NCHW" or bool(a.ceil_mode) or any(int(d) != 1 for d in a.dilation):
+        return f"{op} with layout {a.layout}, ceil_mode or dilation has no TFLite form"
+    n, h, w, c = tensors[x].shape
+    (kh, kw), (sh, sw) = (int(k) for k in a.pool_size), (int(k) for k in a.strides)
+    pads = tuple(int(p) for p in a.padding)
+    if pads == (0, 0, 0, 0):
+        padding = "VALID"
+    elif (pads[0], pads[2]) == same_padding(h, kh, sh, 1) and \
+            (pads[1], pads[3]) == same_padding(w, kw, sw, 1):
+        padding = "SAME"
+    else:
+        return f"{op} with padding {list(pads)} that TFLite's SAME / VALID do not express"
+    if op == "relax.nn.avg_pool2d" and padding == "SAME" and bool(a.count_include_pad):
+        return "average pool counting its padding (TFLite's excludes it)"
+    kind = "max_pool2d" if op == "relax.nn.max_pool2d" else "avg_pool2d"
+    y = f"{kind}_{len(tensors)}"
+    shape = (n, conv_output_size(h, kh, sh, 1, padding), conv_output_size(w, kw, sw, 1, padding),
+             c)
+    tensors[y] = TensorSpec(y, shape, "int8", tensors[x].quant)
+    ops.append(RegionOp(kind, (x,), (y,), {"kernel": (kh, kw), "stride": (sh, sw),
+                                           "padding": padding, "activation": "NONE"}))
+    return ""
 
 
 def whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Region | None, str]:
@@ -60,6 +96,16 @@ def whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Region | 
                 ops.append(RegionOp("mean", (x, axis), (y,), {"keep_dims": False}))
                 names[b.var] = y
                 continue
+            if src in floats and floats[src][0] == "dq":  # int8 -> int8 requantize
+                x = floats[src][1]
+                if tensors[x].quant == Quant((s,), (z,)):
+                    names[b.var] = x
+                    continue
+                y = f"requant_{len(tensors)}"
+                tensors[y] = TensorSpec(y, tensors[x].shape, "int8", Quant((s,), (z,)))
+                ops.append(RegionOp("quantize", (x,), (y,), {}))
+                names[b.var] = y
+                continue
             if src in set(main.params):
                 shape = tuple(int(d) for d in src.ty.shape)
                 shape = (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
@@ -78,6 +124,31 @@ def whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Region | 
             if len(tensors[x].shape) != 4 or axes != [2, 3]:
                 return None, "a mean other than over H and W"
             floats[b.var] = ("mean_keepdims" if v.attrs.keepdims else "mean", x)
+            continue
+        if (op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d") and v.args[0] in floats
+                and floats[v.args[0]][0] == "dq"):
+            why = _pool(v, op, floats[v.args[0]][1], tensors, ops)
+            if why:
+                return None, why
+            floats[b.var] = ("dq", ops[-1].outputs[0])
+            continue
+        if (op in ("relax.reshape", "relax.flatten") and v.args[0] in floats
+                and floats[v.args[0]][0] == "dq" and len(tensors[floats[v.args[0]][1]].shape)
+                == 4 and len(b.var.ty.shape) == 2):  # NCHW flatten: NHWC -> NCHW, reshape
+            x = floats[v.args[0]][1]
+            n, h, w, c = tensors[x].shape
+            q = tensors[x].quant
+            perm, t = f"perm_{len(tensors)}", f"nchw_{len(tensors)}"
+            tensors[perm] = TensorSpec(perm, (4,), "int32", data=np.array([0, 3, 1, 2],
+                                                                           np.int32))
+            tensors[t] = TensorSpec(t, (n, c, h, w), "int8", q)
+            ops.append(RegionOp("transpose", (x, perm), (t,), {"perm": (0, 3, 1, 2)}))
+            shape = tuple(int(d) for d in b.var.ty.shape)
+            sh, y = f"shape_{len(tensors)}", f"flat_{len(tensors)}"
+            tensors[sh] = TensorSpec(sh, (2,), "int32", data=np.asarray(shape, np.int32))
+            tensors[y] = TensorSpec(y, shape, "int8", q)
+            ops.append(RegionOp("reshape", (t, sh), (y,), {"new_shape": shape}))
+            floats[b.var] = ("dq", y)
             continue
         if (op in ("relax.reshape", "relax.flatten") and v.args[0] in floats
                 and floats[v.args[0]][0] == "mean_keepdims"

@@ -567,3 +567,53 @@ def test_whole_model_tflite_for_velas_own_partitioning(u55):
     assert len(region.ops) == sum(len(r.ops) for r in parted.regions) + 1
     result = compile_region(write_tflite(region), desc, require_npu=False)
     assert result.cpu_operators == () and result.performance["npu_cycles"] > 0
+
+
+class PoolFlatten(nn.Module):
+    """conv -> relu -> max pool -> flatten -> linear: the digits CNN's shape, small."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 3 * 3, 5)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+
+
+def test_whole_model_tflite_with_max_pool_flatten_and_requantize(tmp_path):
+    """The peer's TFLite for a CNN with a max pool and a flatten between its NPU regions:
+    MAX_POOL_2D, TRANSPOSE (NHWC -> NCHW, PyTorch's flatten order), RESHAPE and QUANTIZE;
+    Vela keeps nothing on the CPU, and the whole graph simulated in integers gives the
+    artifact's output to within one output step."""
+    from edgecc.targets.npu.lower import exported_decisions, relax_partition
+    from edgecc.targets.npu.presets import resolve
+    from edgecc.targets.npu.tflite_writer import write_tflite
+    from edgecc.targets.npu.vela_compile import compile_region
+    from edgecc.targets.npu.whole_model import whole_model_region
+
+    torch.manual_seed(0)
+    shape = (1, 2, 6, 6)
+    res = edgecc.compile(PoolFlatten().eval(), target="npu:ethos-u55-128",
+                         example_inputs=(torch.randn(*shape),), calibration=_calib(shape, 4),
+                         pipeline=PIPELINE, output_dir=str(tmp_path / "out"), verify=False)
+    desc = resolve("ethos-u55-128")
+    exported, _ = exported_decisions(res.program, desc)
+    parted = relax_partition(exported, desc, True, lambda regions: [])
+    region, why = whole_model_region(parted.module["main"], {r.name: r for r in parted.regions})
+    assert region is not None, why
+    kinds = [op.kind for op in region.ops]
+    assert {"max_pool2d", "transpose", "reshape"} <= set(kinds), kinds
+    result = compile_region(write_tflite(region), desc, require_npu=False)
+    assert result.cpu_operators == () and result.performance["npu_cycles"] > 0
+    q_in = region.tensors[region.inputs[0]].quant
+    q_out = region.tensors[region.outputs[0]].quant
+    for seed in range(3):
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+        xq = np.clip(np.round(x.numpy() / q_in.scale[0]) + q_in.zero_point[0], -128, 127)
+        (y,) = simulate(region, {region.inputs[0]: xq.transpose(0, 2, 3, 1).astype(np.int8)}
+                        ).values()
+        got = (y.astype(np.float64) - q_out.zero_point[0]) * q_out.scale[0]
+        want = res.run(x)
+        want = (want[0] if isinstance(want, (tuple, list)) else want).numpy()
+        assert np.abs(got - want).max() <= q_out.scale[0] * 1.001
