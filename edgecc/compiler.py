@@ -32,7 +32,7 @@ from edgecc.errors import (
 )
 from edgecc.frontend import load, trace
 from edgecc.inputs import fresh_inputs
-from edgecc.instruments import IRDumpInstrument, NumericCheckInstrument
+from edgecc.instruments import Instrument, IRDumpInstrument, NumericCheckInstrument
 from edgecc.manifest import (
     SCHEMA_VERSION,
     created_timestamp,
@@ -93,7 +93,7 @@ def resolve_model(model: Any, example_inputs: Sequence[Any] | None, *,
     """An ``nn.Module`` (with example inputs), a file path, or a ``Program`` -> ``Program``.
     ``import_check``: check an ``.onnx`` import against onnxruntime (see ``edgecc.load``)."""
     if isinstance(model, Program):
-        return model.copy()
+        return model.copy(share_weights=True)  # compile never changes a weight in place
     if isinstance(model, (str, os.PathLike)):
         return load(model, trust_pickle=trust_pickle, example_inputs=example_inputs,
                     input_shapes=input_shapes, import_check=import_check)
@@ -185,11 +185,15 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         except Exception as exc:  # noqa: BLE001  (re-raised by agree)
             failed = exc
         distributed.agree(failed, "loading the model and validating the pipeline")
-        program = original.copy()
+        # weights shared, not copied (bounded memory): passes replace weights; one that
+        # trains gets its own copies first, and any other in-place change is an error.
+        # On a GPU, calibration moves the working program's weights there and back
+        # (Module.to swaps .data under the shared objects): a private copy, as before.
+        program = original.copy(share_weights=dev.type == "cpu")
         before = measure(original)
 
         bar.stage("run passes")
-        instruments: list[Any] = []
+        instruments: list[Any] = [SharedWeightsGuard()]
         if check_each_pass:
             instruments.append(NumericCheckInstrument(
                 [fresh_inputs(original, seed=7)], atol=vopts.atol, rtol=vopts.rtol))
@@ -280,6 +284,29 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                 )
             stage.commit()
     return CompileResult(program, original, tgt, os.path.abspath(final_dir), artifacts, manifest)
+
+
+class SharedWeightsGuard(Instrument):
+    """The working program shares its weight tensors with the original (which verification
+    and fidelity read): a pass that trains (``trains_weights`` or one of ``TRAINING``) gets
+    private copies before it runs; any other pass that changed a shared weight in place is
+    named (the original would no longer be the model given)."""
+
+    TRAINING = frozenset({"qat", "sparse-finetune", "distill"})
+
+    def before_pass(self, label: str, pass_: Any, program: Any) -> None:
+        if getattr(pass_, "trains_weights", False) or getattr(pass_, "name", "") \
+                in self.TRAINING:
+            program.own_weights()
+
+    def after_pass(self, label, pass_, program, result, record) -> None:
+        changed = program.shared_weights_changed()
+        if changed:
+            raise EdgeccError(
+                f"pass '{label}' changed {len(changed)} weight(s) in place "
+                f"({', '.join(changed[:3])}), which compile shares with the original "
+                "model: the pass must replace weights (Program.set_tensor) or set "
+                "trains_weights = True")
 
 
 def _artifact_entry(directory: str, artifact: Artifact) -> dict[str, Any]:

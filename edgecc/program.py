@@ -240,15 +240,57 @@ class Program:
     def graph(self) -> fx.Graph:
         return self.graph_module.graph
 
-    def copy(self) -> Program:
-        """A deep copy (graph and weights) that passes may mutate freely."""
-        return Program(
-            copy.deepcopy(self.graph_module),
+    def copy(self, *, share_weights: bool = False) -> Program:
+        """A deep copy (graph and weights) that passes may mutate freely.
+
+        ``share_weights=True``: the graph is copied but the weight tensors are the same
+        objects (no weight memory). A pass may then *replace* a weight (``set_tensor``,
+        ``add_constant``: the other program keeps its own), never change one in place;
+        :meth:`shared_weights_changed` tells whether one was, :meth:`own_weights` clones
+        them first (before a pass that trains).
+        """
+        shared = _weights(self.graph_module) if share_weights else {}
+        memo: dict[int, Any] = {id(t): t for t in shared.values()}
+        result = Program(
+            copy.deepcopy(self.graph_module, memo),
             self.input_specs,
             self.output_specs,
             tuple(t.clone() for t in self.example_inputs),
             source=self.source,
         )
+        result._shared = {id(t): (t, t._version) for t in shared.values()}
+        return result
+
+    _shared: dict[int, tuple[torch.Tensor, int]] = {}  # id -> (tensor, version when shared)
+
+    def shared_weights_changed(self) -> list[str]:
+        """Names of weights shared with another program (``copy(share_weights=True)``)
+        that were changed in place since (both programs see the change)."""
+        return [name for name, t in _weights(self.graph_module).items()
+                if id(t) in self._shared and self._shared[id(t)][0] is t
+                and t._version != self._shared[id(t)][1]]
+
+    def own_weights(self) -> int:
+        """Clone every weight still shared with another program, so that it may be changed
+        in place (ties kept); returns how many were cloned."""
+        clones: dict[int, torch.Tensor] = {}
+        for name, t in [*self.graph_module.named_parameters(remove_duplicate=False),
+                        *self.graph_module.named_buffers(remove_duplicate=False)]:
+            if t is None or id(t) not in self._shared or self._shared[id(t)][0] is not t:
+                continue
+            if id(t) not in clones:
+                clones[id(t)] = (torch.nn.Parameter(t.detach().clone(),
+                                                    requires_grad=t.requires_grad)
+                                 if isinstance(t, torch.nn.Parameter) else t.clone())
+            *path, leaf = name.split(".")
+            owner = self.graph_module.get_submodule(".".join(path))
+            if isinstance(t, torch.nn.Parameter):
+                setattr(owner, leaf, clones[id(t)])
+            else:
+                owner.register_buffer(leaf, clones[id(t)])
+        count = len(clones)
+        self._shared = {}
+        return count
 
     def nodes(self, op: str | None = None) -> list[fx.Node]:
         return [n for n in self.graph.nodes if op is None or n.op == op]
@@ -467,6 +509,18 @@ def describe_val(val: Any) -> str:
     if isinstance(val, (tuple, list)):
         return "(" + ", ".join(describe_val(v) for v in val) + ")"
     return type(val).__name__
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by qualified name (a tied tensor once, first name)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in [*module.named_parameters(remove_duplicate=False),
+                    *module.named_buffers(remove_duplicate=False)]:
+        if t is not None and id(t) not in seen:
+            seen.add(id(t))
+            out[name] = t
+    return out
 
 
 def _get_attr(module: torch.nn.Module, target: str) -> torch.Tensor:

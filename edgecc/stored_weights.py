@@ -31,10 +31,7 @@ class StoredWeight:
     @property
     def logical_shape(self) -> list[int]:
         """The shape of the values (a packed 4-bit last axis counts both nibbles)."""
-        shape = list(self.q.shape)
-        if qformat(self.dtype).packed:
-            shape[-1] *= 2
-        return shape
+        return _logical_shape(self.q, self.dtype)
 
     @property
     def values(self) -> torch.Tensor:
@@ -43,12 +40,16 @@ class StoredWeight:
         return unpack_int4(self.q, fmt.signed) if fmt.packed else self.q
 
 
-def extract_weights(program: Program, prefix: str
+def extract_weights(program: Program, prefix: str, *, placeholder_values: bool = True
                     ) -> tuple[Program, list[StoredWeight], int]:
     """A copy of ``program`` whose stored weights are float placeholders named ``prefix0``,
     ``prefix1``, ...; the weights; and how many palettized weights were expanded to float
-    (a palette has no ONNX form: it is stored as its float values)."""
-    program = program.copy()
+    (a palette has no ONNX form: it is stored as its float values).
+
+    The copy shares the program's weight tensors. ``placeholder_values=False``: a
+    placeholder is zeros broadcast to the weight's shape (no memory) instead of the
+    dequantized values, for an exporter that replaces it before anything reads it."""
+    program = program.copy(share_weights=True)
     graph = program.graph
     weights: list[StoredWeight] = []
     expanded = 0
@@ -57,7 +58,8 @@ def extract_weights(program: Program, prefix: str
             p = node_params(node, program.tensor)
             q = program.tensor(node.args[0])
             name = f"{prefix}{len(weights)}"
-            value = p.dequantize(q, torch.float32)
+            value = (p.dequantize(q, torch.float32) if placeholder_values else
+                     torch.zeros((), dtype=torch.float32).expand(_logical_shape(q, p.dtype)))
         elif is_palette_dequantize(node) and all(program.is_constant(a)
                                                  for a in node.args[:2]):
             value = node.target(program.tensor(node.args[0]), program.tensor(node.args[1]),
@@ -76,3 +78,10 @@ def extract_weights(program: Program, prefix: str
     program.refresh_metadata()
     program.graph_module.recompile()
     return program, weights, expanded
+
+
+def _logical_shape(q: torch.Tensor, dtype: str) -> list[int]:
+    shape = list(q.shape)
+    if qformat(dtype).packed:
+        shape[-1] *= 2
+    return shape

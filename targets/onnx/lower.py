@@ -8,7 +8,7 @@ when they would approach protobuf's 2 GB limit (or always / never, by option).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgecc.accounting import measure
 from edgecc.errors import LoweringError, one_line
@@ -47,18 +47,12 @@ def lower_program(program: Program, output_dir: str, options: OnnxOptions) -> Lo
                 # the optimizer would fold the placeholders' transposes into new
                 # initializers; onnxruntime folds them itself at load time
                 optimize=not weights)
+        del exportable  # the export holds what it needs
         if weights:
-            model = onnx_program.model_proto
-            qdq.insert_stored_weights(model, weights)
-            onnx.save_model(model, path, save_as_external_data=external,
-                            all_tensors_to_one_file=True, location=WEIGHTS,
-                            size_threshold=1024)
-        else:
-            onnx_program.save(path, external_data=external)
+            qdq.insert_stored_weights_ir(onnx_program.model, weights)
+        _save(onnx_program.model, path, external)
     except Exception as exc:
         raise LoweringError(f"ONNX export failed: {one_line(exc)}") from exc
-    if external and not weights:
-        _rename_external_data(path, output_dir)
     try:
         onnx.checker.check_model(path, full_check=True)
     except Exception as exc:
@@ -76,19 +70,16 @@ def lower_program(program: Program, output_dir: str, options: OnnxOptions) -> Lo
     return Lowered(artifacts)
 
 
-def _rename_external_data(path: str, directory: str) -> None:
-    """Give the side file one predictable name and point every tensor at it."""
-    import onnx
-    from onnx.external_data_helper import convert_model_to_external_data
+def _save(model: Any, path: str, external: bool) -> None:
+    """Write the ``onnx_ir`` model; with external data, tensors of 1 KiB and more go to
+    ``model.onnx.data`` one at a time (bounded memory: no protobuf of the weights)."""
+    import onnx_ir as ir
 
-    model = onnx.load(path, load_external_data=True)
-    for name in os.listdir(directory):
-        if name != MODEL:
-            os.remove(os.path.join(directory, name))
-    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=WEIGHTS,
-                                   size_threshold=1024)
-    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=WEIGHTS, size_threshold=1024)
+    if external:
+        ir.save(model, path, external_data=WEIGHTS, size_threshold_bytes=1024,
+                max_workers=1, max_in_flight_bytes=1 << 26)
+    else:
+        ir.save(model, path)
 
 
 def _write_readme(program: Program, output_dir: str, description: str,

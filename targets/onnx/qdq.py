@@ -47,7 +47,7 @@ def required_opset(program: Program) -> int:
 
 def extract_weights(program: Program) -> tuple[Program, list[StoredWeight], int]:
     """A copy whose stored weights are float placeholders; the weights; palettes expanded."""
-    return stored_weights.extract_weights(program, PLACEHOLDER)
+    return stored_weights.extract_weights(program, PLACEHOLDER, placeholder_values=False)
 
 
 def _onnx_type(dtype: str) -> int:
@@ -152,3 +152,74 @@ def insert_stored_weights(model: Any, weights: list[StoredWeight]) -> int:
     del model.graph.node[:]
     model.graph.node.extend(nodes + old)
     return len(weights)
+
+
+def insert_stored_weights_ir(model: Any, weights: list[StoredWeight]) -> int:
+    """As :func:`insert_stored_weights`, on an ``onnx_ir`` model (what ``torch.onnx``
+    builds), without copying: each initializer wraps the stored tensor's memory, so the
+    file writer streams it to disk (bounded memory: no protobuf of the whole model)."""
+    import numpy as np
+    import onnx_ir as ir
+
+    graph = model.graph
+    nodes = []
+    for w in weights:
+        placeholder = graph.initializers.get(w.name)
+        if placeholder is None:
+            raise RuntimeError(f"placeholder not found in the exported model: {w.name}")
+        fmt = qformat(w.dtype)
+        scale = _ir_init(graph, f"{w.name}_scale", ir.Tensor(
+            np.ascontiguousarray(w.scale.float().numpy())))
+        if fmt.is_float:
+            values = (w.q.to(torch.float32).numpy().astype("float16") if w.dtype == "float16"
+                      else w.q.float().numpy())
+            data = _ir_init(graph, f"{w.name}_q", ir.Tensor(np.ascontiguousarray(values)))
+            cast = ir.node("Cast", [data], attributes={"to": ir.DataType.FLOAT})
+            mul = ir.node("Mul", [cast.outputs[0], scale])
+            nodes += [cast, mul]
+            out = mul.outputs[0]
+        else:
+            dtype = ir.DataType(_onnx_type(w.dtype))
+            if fmt.packed:
+                q = ir.PackedTensor(w.q.contiguous().numpy(), dtype, shape=w.logical_shape)
+                zp_vals = w.zero_point.to(torch.int16).flatten()
+                if zp_vals.numel() % 2:
+                    zp_vals = torch.cat((zp_vals, zp_vals.new_zeros(1)))
+                zp = ir.PackedTensor(pack_int4_codes(zp_vals), dtype,
+                                     shape=list(w.zero_point.shape))
+            else:
+                q = ir.Tensor(w.q.contiguous().numpy(), dtype=dtype)
+                zp = ir.Tensor(np.ascontiguousarray(w.zero_point.to(fmt.storage).numpy()),
+                               dtype=dtype)
+            attrs: dict[str, Any] = {}
+            if w.scale.dim() > 0:
+                attrs["axis"] = w.axis
+            if w.block_size:
+                attrs["block_size"] = w.block_size
+            node = ir.node("DequantizeLinear",
+                           [_ir_init(graph, f"{w.name}_q", q), scale,
+                            _ir_init(graph, f"{w.name}_zp", zp)], attributes=attrs)
+            nodes.append(node)
+            out = node.outputs[0]
+        graph.initializers.pop(w.name)
+        placeholder.replace_all_uses_with(out)
+        out.name = w.name
+    if nodes:
+        graph.insert_before(graph[0], nodes)
+    return len(weights)
+
+
+def pack_int4_codes(values: torch.Tensor) -> Any:
+    """Two 4-bit codes per byte, low nibble first (``values``: an even count)."""
+    v = (values.to(torch.int16) & 0xF).to(torch.uint8).reshape(-1, 2)
+    return (v[:, 0] | (v[:, 1] << 4)).numpy()
+
+
+def _ir_init(graph: Any, name: str, tensor: Any) -> Any:
+    import onnx_ir as ir
+
+    tensor.name = name
+    value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype),
+                     const_value=tensor)
+    graph.register_initializer(value)
+    return value
