@@ -231,7 +231,7 @@ class Quantize(Pass):
                    if needs_data or context.calibration is not None else None)
         if not layers:
             return PassResult(program, False, {"layers": 0, "excluded": excluded})
-        reference = program.copy()
+        reference = program.copy(share_weights=True)  # weights are replaced, not changed
         wq = scheme.weights
         scale_dtype = (torch.float16 if (options.scale_dtype or "") == "float16" or (
             options.scale_dtype is None and qformat(wq.dtype).bits == 4) else torch.float32)
@@ -368,6 +368,8 @@ class Quantize(Pass):
             "weight_compression": round(before_bytes / max(after_bytes, 1), 3),
             "worst_layers_sqnr_db": dict(sorted(layer_sqnr.items(), key=lambda kv: kv[1])[:5]),
         })
+            # every layer, in graph order (the report charts it)
+            "layer_sqnr_db": {k: round(v, 2) for k, v in layer_sqnr.items()},
         if options.weight_grid != "none":
             stats["weight_grid"] = {"grid": options.weight_grid,
                                     "fallback_q4_0": grid_fallback}
