@@ -367,9 +367,9 @@ class Quantize(Pass):
             "weight_bytes_after": after_bytes,
             "weight_compression": round(before_bytes / max(after_bytes, 1), 3),
             "worst_layers_sqnr_db": dict(sorted(layer_sqnr.items(), key=lambda kv: kv[1])[:5]),
-        })
             # every layer, in graph order (the report charts it)
             "layer_sqnr_db": {k: round(v, 2) for k, v in layer_sqnr.items()},
+        })
         if options.weight_grid != "none":
             stats["weight_grid"] = {"grid": options.weight_grid,
                                     "fallback_q4_0": grid_fallback}
