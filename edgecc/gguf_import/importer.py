@@ -13,12 +13,13 @@ What each tensor type becomes (decided per the exactness of edgecc's representat
 
     F32, F16, BF16   float32 (exact)
     Q8_0             int8 codes, fp16 scale per 32, zero point 0        -- exact, carried
+    Q5_0             int8 codes q - 16 (-16..15), fp16 scale per 32     -- exact, carried
     Q4_0             int4 codes (nib - 8), fp16 scale per 32, zero 0    -- exact, carried
     Q4_1             float32: x = d * nib + m with a float min m, which an integer zero
                      point holds only when m / d is a whole number; the file's values are
                      kept exactly as floats instead (re-quantize with edgecc's w4a16
                      g32 for an asymmetric int4 -> Q4_1 export)
-    other types      float32 through ``gguf.quants.dequantize`` (K-quants, Q5_*, IQ*);
+    other types      float32 through ``gguf.quants.dequantize`` (K-quants, Q5_1, IQ*);
                      ``strict=True`` refuses them
 
 The types dequantized are listed in ``program.graph_module.meta["gguf"]["dequantized"]``,
@@ -46,7 +47,7 @@ from edgecc.program import Program
 
 log = logging.getLogger(__name__)
 
-CARRIED = ("Q8_0", "Q4_0")  # GGUF types kept as edgecc quantization
+CARRIED = ("Q8_0", "Q5_0", "Q4_0")  # GGUF types kept as edgecc quantization
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
@@ -217,6 +218,9 @@ def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
         w = GgufWeight(value, kind)
         if kind == "Q8_0":
             w.codes, w.scales = blocks.unpack_q8_0(raw.reshape(shape[0], -1))
+        elif kind == "Q5_0":
+            q5, w.scales = blocks.unpack_q5_0(raw.reshape(shape[0], -1))
+            w.codes = q5.astype(np.int8) - 16
         elif kind == "Q4_0":
             nib, w.scales = blocks.unpack_q4_0(raw.reshape(shape[0], -1))
             w.codes = nib.astype(np.int8) - 8

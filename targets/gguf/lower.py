@@ -9,6 +9,7 @@ edgecc weight (``edgecc.dequantize`` of stored codes)  GGUF type  exactness
 float                                                  F32        exact (F16 by option: rounded)
 4-bit, ``q - zero_point`` in [-8, 7] (symmetric int4)  Q4_0       bit-exact (nib = q - z + 8)
 4-bit, any other zero point (asymmetric)               Q4_1       m = fp16(-d·z): 1 fp16 rounding
+8-bit, ``q - zero_point`` in [-16, 15] (5-bit codes)  Q5_0       bit-exact (q = q - z + 16)
 8-bit, ``q - zero_point`` in [-128, 127]               Q8_0       bit-exact
 symmetric int4 g32 with scales on Q4_K's grid          Q4_K       bit-exact (``q4k``)
 ====================================================  =========  ==============================
@@ -20,6 +21,11 @@ quantize with ``scale_dtype=float16``; 4-bit schemes default to it). Anything el
 float8 weight, a scaled float16 weight, a group of 16, float32 scales -- stops the lowering
 with one line naming the layer and why. The q / k rows are permuted for llama.cpp's RoPE
 (``edgecc.gguf_import.layout``), which commutes with row-wise blocks.
+
+A program quantized by ``edgecc.llm.quantize_gguf_mix`` (llama.cpp's per-tensor types,
+e.g. Q4_K_M) records in ``graph_module.meta["gguf"]["types"]`` the type each tensor was
+meant to get; the report's ``fallback`` lists those written as another type and why
+(``{"blk.0.attn_q.weight": {"wanted": "Q4_K", "written": "Q5_0", "reason": ...}}``).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ ARCH = "llama"
 @dataclasses.dataclass(frozen=True)
 class Encoded:
     data: np.ndarray  # float32 / float16 values, or packed block bytes [rows, bytes]
-    ggml_type: str  # "F32", "F16", "Q4_0", "Q4_1", "Q8_0", "Q4_K"
+    ggml_type: str  # "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K"
     max_rounding: float = 0.0  # largest change of a dequantized weight (Q4_1's fp16 min)
 
 
@@ -79,6 +85,9 @@ def lower_program(program: Program, output_dir: str, options: GgufOptions) -> Lo
         "max_q4_1_min_rounding": max((e.max_rounding for e in encoded.values()), default=0.0),
         "gguf_version": gguf.GGUF_VERSION,
     }
+    planned = program.graph_module.meta.get(PROGRAM_META, {}).get("types")
+    if planned:
+        report["fallback"] = _fallback(planned, encoded)
     _write_readme(output_dir, desc)
     return Lowered([Artifact(MODEL, "model", desc), Artifact(README, "docs", "how to run it")],
                    report)
@@ -151,6 +160,8 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
             raise LoweringError(f"{where} is asymmetric 8-bit (q - zero_point spans {lo}..{hi}); "
                                 "GGUF's 8-bit weight type Q8_0 has no offset: use symmetric "
                                 "int8 weights")
+        if lo >= -16 and hi <= 15:  # 5-bit codes (a Q5_0 weight): the same values, 5.5 bpw
+            return Encoded(blocks.pack_q5_0((centered + 16).astype(np.uint8), d16), "Q5_0")
         return Encoded(blocks.pack_q8_0(centered.astype(np.int8), d16), "Q8_0")
     if lo >= -8 and hi <= 7:
         return Encoded(blocks.pack_q4_0((centered + 8).astype(np.uint8), d16), "Q4_0")
@@ -160,6 +171,22 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
     nib = codes.numpy() - fmt.qmin
     rounding = float(np.abs(m16.astype(np.float32) - m).max())
     return Encoded(blocks.pack_q4_1(nib.astype(np.uint8), d16, m16), "Q4_1", rounding)
+
+
+def _fallback(planned: dict[str, dict[str, str]], encoded: dict[str, Encoded]
+              ) -> dict[str, dict[str, str]]:
+    """The tensors written as another type than llama.cpp's rule gives them, and why."""
+    out = {}
+    for name, plan in planned.items():
+        e = encoded.get(name)
+        if e is None:
+            continue
+        if e.ggml_type != plan["wanted"]:
+            reason = plan.get("reason") or f"the program holds it as {e.ggml_type}"
+            if plan.get("chosen") and plan["chosen"] != e.ggml_type:
+                reason += f" (planned {plan['chosen']}, the program holds {e.ggml_type})"
+            out[name] = {"wanted": plan["wanted"], "written": e.ggml_type, "reason": reason}
+    return out
 
 
 # -- the file ------------------------------------------------------------------------------
@@ -202,7 +229,7 @@ def _write(path: str, program: Program, decoder: Decoder, encoded: dict[str, Enc
 
 def _file_type(encoded: dict[str, Encoded]) -> int:
     """llama.cpp's ``general.file_type`` (``LLAMA_FTYPE_*``): the type of most 2-D weights."""
-    ftypes = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K": 14}
+    ftypes = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q4_K": 14}
     counts: dict[str, int] = {}
     for e in encoded.values():
         if e.data.ndim == 2:

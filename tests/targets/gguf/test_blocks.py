@@ -11,13 +11,18 @@ from edgecc.gguf_import.layout import gguf_name, hf_name, permute_rope, unpermut
 T = gguf.GGMLQuantizationType
 
 
-@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1"])
+@pytest.mark.parametrize("kind", ["Q8_0", "Q5_0", "Q4_0", "Q4_1"])
 def test_unpack_then_pack_is_bit_exact_and_decodes_like_ggml(kind):
     x = np.random.default_rng(0).standard_normal((8, 96)).astype(np.float32)
     raw = quantize(x, T[kind])
     if kind == "Q8_0":
         q, d = blocks.unpack_q8_0(raw)
         back, values = blocks.pack_q8_0(q, d), q * np.repeat(d.astype(np.float32), 32, 1)
+    elif kind == "Q5_0":
+        q, d = blocks.unpack_q5_0(raw)
+        assert q.max() > 15 and q.min() < 16  # the fifth bit is used both ways
+        back = blocks.pack_q5_0(q, d)
+        values = (q.astype(np.float32) - 16) * np.repeat(d.astype(np.float32), 32, 1)
     elif kind == "Q4_0":
         nib, d = blocks.unpack_q4_0(raw)
         back = blocks.pack_q4_0(nib, d)

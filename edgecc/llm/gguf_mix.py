@@ -1,0 +1,175 @@
+"""llama.cpp's per-tensor type mix (``Q4_K_M``) on an edgecc program, for ``-t gguf``.
+
+llama.cpp's ``llama_tensor_get_type`` gives each 2-D weight its own GGUF type (restated in
+``edgecc.llm_eval.llamacpp_quant.tensor_type``): under Q4_K_M the output matrix Q6_K,
+``attn_v`` / ``ffn_down`` of the layers ``use_more_bits`` picks Q6_K, the rest Q4_K; and a
+K-quant on rows that are not a multiple of 256 falls back (``llama-quant.cpp``:
+Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0). ``quantize_gguf_mix`` quantizes a program the
+same way, so that ``-t gguf`` writes each tensor as that type, bit-exactly:
+
+=========  ===========================================================================
+type       how edgecc quantizes it
+=========  ===========================================================================
+Q4_K       the quantize pass (``algorithm``: GPTQ by default, calibrated), symmetric int4
+           g32 with ``weight_grid=q4_k``
+Q5_0       ggml's reference quantizer (round to nearest, ``d = signed max / -16``),
+           held as int8 codes -16..15 with fp16 scales per 32 (``gguf_import``'s Q5_0)
+Q8_0       ggml's reference quantizer, int8 codes with fp16 scales per 32
+Q6_K       edgecc writes no Q6_K: ``q6_k`` (Q8_0, more bits, or Q5_0, fewer), said so
+=========  ===========================================================================
+
+An untied ``token_embd`` that the rule gives Q4_K is Q5_0 (the quantize pass snaps linear
+layers only onto the Q4_K grid), said so.
+
+Weights already quantized (the tied embedding a GGUF import carries as Q8_0) are kept.
+The plan (``{gguf tensor: {"wanted", "chosen", "reason"}}``) is left in
+``graph_module.meta["gguf"]["types"]``; the ``-t gguf`` lowering's report lists under
+``fallback`` every tensor written as another type than llama.cpp's rule gives, and why.
+
+    mixed, report = quantize_gguf_mix(edgecc.load("m.gguf"), calibration=batches)
+    edgecc.compile(mixed, target="gguf", output_dir="out/")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgecc.errors import OptionError
+from edgecc.gguf_import import PROGRAM_META, GgufWeight, carry_quantization
+from edgecc.gguf_import.layout import gguf_name
+from edgecc.program import Program
+
+FTYPES = ("Q4_K_M",)
+SUPER = 256
+_RTN = ("Q5_0", "Q8_0")  # types quantized here by ggml's reference (round to nearest)
+_QWEIGHT = re.compile(r"^(.*)_qweight$")
+
+
+def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q8_0"
+               ) -> dict[str, dict[str, Any]]:
+    """``{gguf name: {"module", "cols", "wanted", "chosen", "reason", "quantized"}}`` for
+    every 2-D weight: ``wanted`` is llama.cpp's type for a row length that K-quants take,
+    ``chosen`` the type edgecc gives it (llama.cpp's fallback for this row length, then
+    ``q6_k`` for Q6_K), ``reason`` why they differ ("" when they do not)."""
+    from edgecc.llm_eval.llamacpp_quant import tensor_type
+
+    if ftype not in FTYPES:
+        raise OptionError(f"ftype={ftype}: the GGUF mixes edgecc quantizes are "
+                          f"{', '.join(FTYPES)}")
+    if q6_k not in _RTN:
+        raise OptionError(f"q6_k={q6_k}: edgecc writes no Q6_K; choose Q8_0 or Q5_0")
+    weights = _weights(program)
+    n_layer = 1 + max((int(m.group(1)) for n in weights
+                       if (m := re.match(r"blk\.(\d+)\.", n))), default=-1)
+    has_output = "output.weight" in weights
+    plan: dict[str, dict[str, Any]] = {}
+    for name, (module, cols, quantized) in weights.items():
+        wanted = tensor_type(name, SUPER, ftype, n_layer, has_output)
+        chosen = tensor_type(name, cols, ftype, n_layer, has_output)
+        reason = ""
+        if chosen != wanted:
+            reason = (f"rows of {cols} weights are not a multiple of {SUPER} (llama.cpp's "
+                      f"{wanted} -> {chosen} fallback)")
+        if chosen == "Q6_K":
+            chosen = q6_k
+            reason = f"edgecc writes no Q6_K: {q6_k} (option q6_k)"
+        if chosen == "Q4_K" and name == "token_embd.weight":
+            chosen = "Q5_0"
+            reason = "the quantize pass puts linear layers only on the Q4_K grid: Q5_0"
+        plan[name] = {"module": module, "cols": cols, "wanted": wanted, "chosen": chosen,
+                      "reason": reason, "quantized": quantized}
+    return plan
+
+
+def quantize_gguf_mix(program: Program, ftype: str = "Q4_K_M", *,
+                      calibration: Sequence[tuple[torch.Tensor, ...]] | None = None,
+                      algorithm: str = "gptq", q6_k: str = "Q8_0",
+                      options: dict[str, Any] | None = None) -> tuple[Program, dict[str, Any]]:
+    """A copy of ``program`` quantized as llama.cpp's ``ftype`` mix (module docstring), and
+    a report: ``{"types": plan, "counts": {type: n}, "quantize": the pass's stats}``.
+    ``calibration``: batches for GPTQ / AWQ (``algorithm``); ``options``: more quantize
+    pass options for the Q4_K tensors."""
+    from edgecc.pass_base import PassContext
+    from edgecc.registry import default_pass_registry
+
+    plan = plan_types(program, ftype, q6_k=q6_k)
+    program = program.copy()
+    q4k = [p["module"] for p in plan.values() if p["chosen"] == "Q4_K" and not p["quantized"]]
+    stats: dict[str, Any] = {}
+    if q4k:
+        if algorithm != "rtn" and not calibration:
+            raise OptionError(f"algorithm={algorithm} needs calibration batches")
+        Quantize = default_pass_registry().get("quantize")  # noqa: N806 - the pass class
+        opts = dict(scheme="w4a16", group_size=32, weight_dtype="int4", weight_symmetric=True,
+                    algorithm=algorithm, weight_grid="q4_k", include=tuple(q4k),
+                    error_batches=1, **(options or {}))
+        context = PassContext(calibration=list(calibration)) if calibration else None
+        result = Quantize()(program, Quantize.Options(**opts), context=context)
+        program = result.program
+        stats = {k: result.stats[k] for k in ("layers", "weight_grid", "error", "seconds")
+                 if k in result.stats}
+    _round_to_nearest(program, plan)
+    meta = dict(program.graph_module.meta.get(PROGRAM_META, {}))
+    meta["types"] = {n: {k: p[k] for k in ("wanted", "chosen", "reason")}
+                     for n, p in plan.items()}
+    program.graph_module.meta[PROGRAM_META] = meta
+    counts: dict[str, int] = {}
+    for p in plan.values():
+        counts[p["chosen"]] = counts.get(p["chosen"], 0) + 1
+    return program, {"types": plan, "counts": counts, "quantize": stats}
+
+
+def _weights(program: Program) -> dict[str, tuple[str, int, bool]]:
+    """``{gguf name: (module path, row length, already quantized)}`` of the 2-D weights."""
+    out: dict[str, tuple[str, int, bool]] = {}
+    for node in program.nodes("get_attr"):
+        target = str(node.target)
+        m = _QWEIGHT.match(target)
+        module = m.group(1) if m else target.removesuffix(".weight")
+        if not m and not target.endswith(".weight"):
+            continue
+        base = gguf_name(module)
+        if base is None or base.endswith("_norm") or (m is None and not node.users):
+            continue
+        if m:
+            cols = int(node.users and next(iter(node.users)).meta["val"].shape[-1] or 0)
+        else:
+            t = program.tensor(node)
+            if t.dim() != 2:
+                continue
+            cols = int(t.shape[1])
+        out[f"{base}.weight"] = (module, cols, bool(m))
+    if "token_embd.weight" not in out and "output.weight" in out:  # tied: one matrix,
+        out["token_embd.weight"] = out.pop("output.weight")  # written as token_embd
+    return out
+
+
+def _round_to_nearest(program: Program, plan: dict[str, dict[str, Any]]) -> None:
+    """Q5_0 / Q8_0 tensors: ggml's reference quantizer (``gguf.quants``, bit-exact to
+    ggml), put into the program as int8 codes and fp16 scales."""
+    import gguf
+    from gguf.quants import quantize
+
+    from edgecc.gguf_import import blocks
+
+    floats = {str(n.target): n for n in program.nodes("get_attr")}
+    weights: dict[str, GgufWeight] = {}
+    for p in plan.values():
+        key = p["module"] + ".weight"
+        if p["chosen"] not in _RTN or p["quantized"] or key not in floats:
+            continue
+        w = program.tensor(floats[key]).detach().to(torch.float32).numpy()
+        raw = quantize(np.ascontiguousarray(w), gguf.GGMLQuantizationType[p["chosen"]])
+        if p["chosen"] == "Q8_0":
+            codes, scales = blocks.unpack_q8_0(raw)
+        else:
+            q5, scales = blocks.unpack_q5_0(raw)
+            codes = q5.astype(np.int8) - 16
+        weights[key] = GgufWeight(w, p["chosen"], codes, scales)
+    if weights:
+        carry_quantization(program, weights, tied=False)
