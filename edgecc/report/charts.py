@@ -50,6 +50,29 @@ def hbar(labels: Sequence[str], values: Sequence[float], *, xlabel: str,
     return _svg(fig)
 
 
+def profile(labels: Sequence[str], values: Sequence[float], *, ylabel: str,
+            highlight: Sequence[bool] | None = None, note: str = "") -> str:
+    """One bar per label in the given order (every layer of a model, in graph order): a
+    fixed-height chart however many layers; tick labels thinned to about 40."""
+    from matplotlib.figure import Figure
+
+    n = len(labels)
+    fig = Figure(figsize=(max(7.0, min(0.06 * n + 3.0, 14.0)), 3.4), dpi=96)
+    ax = fig.add_subplot()
+    xs = list(range(n))
+    colors = [PALETTE[1] if (highlight and highlight[i]) else PALETTE[0] for i in xs]
+    ax.bar(xs, values, width=0.85 if n < 200 else 1.0, color=colors)
+    step = max(1, -(-n // 40))
+    ax.set_xticks(xs[::step], [_short(labels[i], 28) for i in xs[::step]], fontsize=6,
+                  rotation=90)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylabel(ylabel, fontsize=9)
+    if note:
+        ax.set_title(note, fontsize=8, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _svg(fig)
+
+
 def stacked_hbar(labels: Sequence[str], series: dict[str, Sequence[float]], *,
                  xlabel: str) -> str:
     """Horizontal bars split by series (size by layer, one colour per dtype)."""

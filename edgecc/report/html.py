@@ -5,7 +5,7 @@ No network: the CSS is inline, the charts are inline SVG drawn by matplotlib
 
 * ``#model``         parameters, bytes, MACs, operators before / after (``#chart-model``)
 * ``#pipeline``      each pass: options, time, error it introduced (``#chart-pass-time``)
-* ``#layers``        weight SQNR per layer (``#chart-sqnr``), sensitivity with the chosen
+* ``#layers``        weight SQNR of every layer (``#chart-sqnr``), sensitivity with the chosen
                      precision (``#chart-sensitivity``), pruned channels / sparsity per layer
                      (``#chart-pruned``), size by layer and dtype (``#chart-size``)
 * ``#verification``  the check against the reference, fidelity, what was not verified
@@ -126,18 +126,43 @@ def _pipeline(m: dict[str, Any]) -> str:
     return _section("pipeline", "Pipeline", body)
 
 
+def _sqnr_profile(sqnr: dict[str, float]) -> str:
+    """Every quantized layer's weight SQNR in graph order, the 5 worst in orange; an exact
+    (infinite SQNR) layer is drawn at the chart's top and said in the note."""
+    import math
+
+    finite = [v for v in sqnr.values() if math.isfinite(v)]
+    top = max(finite, default=100.0)
+    values = [v if math.isfinite(v) else top for v in sqnr.values()]
+    worst = set(sorted(range(len(values)), key=values.__getitem__)[:5]) \
+        if len(values) > 5 else set()
+    exact = sum(not math.isfinite(v) for v in sqnr.values())
+    lo = min(values)
+    note = (f"all {len(values)} layers in graph order"
+            + ("; orange: the 5 worst" if worst else "")
+            + f" (lowest {lo:.1f} dB: {min(sqnr, key=sqnr.__getitem__)})")
+    if exact:
+        note += f"; {exact} exact (infinite SQNR) drawn at {top:.1f} dB"
+    return charts.profile(list(sqnr), values, ylabel="weight SQNR (dB)",
+                          highlight=[i in worst for i in range(len(values))], note=note)
+
+
 def _layers(m: dict[str, Any]) -> str:
     passes = _flat_passes(m["pipeline"].get("passes", []))
     body = "<h3>Weight SQNR per layer</h3>"
     sqnr: dict[str, float] = {}
+    complete = False  # every layer (layer_sqnr_db), or only the worst few
     for p in passes:
         stats = p.get("stats", {})
         for key in ("layer_sqnr_db", "worst_layers_sqnr_db"):
             if isinstance(stats.get(key), dict):
                 sqnr.update({k: float(v) for k, v in stats[key].items()
                              if isinstance(v, (int, float))})
+                complete = key == "layer_sqnr_db"
                 break
-    if sqnr:
+    if sqnr and complete:
+        body += _figure("chart-sqnr", _sqnr_profile(sqnr))
+    elif sqnr:
         worst = sorted(sqnr.items(), key=lambda kv: kv[1])[:MAX_BARS]
         body += _figure("chart-sqnr", charts.hbar(
             [k for k, _ in worst], [v for _, v in worst], xlabel="weight SQNR (dB), lowest first",

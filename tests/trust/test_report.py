@@ -108,3 +108,33 @@ def test_report_renders_in_headless_chromium(compiled, tmp_path):
                          timeout=120).stdout
     for chart in CHARTS:  # the browser parsed each chart into an SVG element
         assert re.search(rf'<figure class="chart" id="{chart}"><svg', dom), chart
+
+
+def _bars(page: str, chart: str) -> int:
+    figure = re.search(rf"<figure class='chart' id='{chart}'>(.*?)</figure>", page, re.S)
+    assert figure, chart
+    # each bar is a <g id="patch_N"> whose path is filled with a bar colour (blue, orange)
+    patches = re.findall(r'<g id="patch_\d+">(.*?)</g>', figure.group(1), re.S)
+    return sum(("#3b6ea8" in g or "#e08a2c" in g) and "fill:" in g for g in patches)
+
+
+def test_sqnr_chart_shows_every_layer(compiled):
+    """quantize records every layer's weight SQNR (not only the 5 worst), and the chart
+    draws one bar per layer in graph order, however many layers there are."""
+    import json
+
+    from edgecc.report.html import render
+
+    manifest = json.loads((compiled / "manifest.json").read_text())
+    stats = next(p["stats"] for p in manifest["pipeline"]["passes"]
+                 if p["pass"] == "quantize")
+    assert list(stats["layer_sqnr_db"]) == ["c", "c2", "fc"]  # graph order, all of them
+    assert all(v > 30 for v in stats["layer_sqnr_db"].values())  # int8 per channel
+    page = (compiled / "report.html").read_text()
+    assert _bars(page, "chart-sqnr") == 3 and "all 3 layers" in page
+    many = {f"model.layers.{i // 7}.proj{i % 7}": 20.0 + (i % 13) for i in range(154)}
+    many["model.layers.3.proj2"] = float("inf")  # an exact layer is drawn, not dropped
+    stats["layer_sqnr_db"] = many
+    page = render(manifest)
+    assert _bars(page, "chart-sqnr") == 154 and "all 154 layers" in page
+    assert "1 exact (infinite SQNR)" in page
