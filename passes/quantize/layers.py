@@ -155,6 +155,8 @@ def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Ite
     """Run ``batches`` through the program, calling ``on_value(node, value)`` for ``nodes``.
     ``device`` (e.g. ``cuda:0``): the forward passes run there (the program's weights move
     there for the run and back to the CPU after); ``on_value`` sees tensors on it."""
+    from edgecc.distributed import move_module
+
     watch = set(nodes)
 
     class Recorder(fx.Interpreter):
@@ -166,8 +168,8 @@ def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Ite
 
     gm = program.graph_module
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type != "cpu":
-        gm.to(dev)
+    if dev.type != "cpu":  # with export's lifted constants, which Module.to leaves behind
+        move_module(gm, dev)
     try:
         with torch.no_grad():
             for batch in progress_iter(batches, desc, enabled=progress):
@@ -175,7 +177,7 @@ def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Ite
                                    for b in batch])
     finally:
         if dev.type != "cpu":
-            gm.to("cpu")
+            move_module(gm, "cpu")
 
 
 # -- rewriting ------------------------------------------------------------------------------
