@@ -345,6 +345,20 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     return torch.device("cuda", index)
 
 
+def move_module(module: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``module.to(device)``, and also the plain tensor attributes ``torch.export`` leaves on
+    a graph module (lifted constants such as BERT's ``position_ids``, ``_tensor_constant0``),
+    which ``Module.to`` does not move. Parameters keep their identity (optimizers holding
+    them stay valid)."""
+    dev = torch.device(device)
+    module.to(dev)
+    for m in module.modules():
+        for name, value in list(vars(m).items()):
+            if isinstance(value, torch.Tensor) and value.device != dev:
+                setattr(m, name, value.to(dev))
+    return module
+
+
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
     """What the manifest records about where a compile ran."""
@@ -377,5 +391,5 @@ __all__ = ["DeviceUnavailableError", "RankFailedError", "RunInfo", "agree", "all
            "all_reduce_max", "all_reduce_min", "all_reduce_sum", "average_gradients", "barrier",
            "broadcast_object", "broadcast_tensors",
            "collective",
-           "gather_rows", "init_from_env", "is_distributed", "is_main", "rank", "reduce_hessian",
+           "gather_rows", "init_from_env", "is_distributed", "is_main", "move_module", "rank", "reduce_hessian",
            "reduce_observer", "resolve_device", "run_info", "shard", "world_size"]

@@ -174,15 +174,17 @@ def on_device(dev: torch.device, program: Any, teacher: Any, fn: Callable[[], T]
     the CPU again afterwards, also when ``fn`` raises."""
     modules = [program.graph_module] + ([teacher.graph_module]
                                         if hasattr(teacher, "graph_module") else [])
+    from edgecc.distributed import move_module
+
     if dev.type == "cpu":
         return fn()
     try:
         for m in modules:
-            m.to(dev)
+            move_module(m, dev)
         return fn()
     finally:
         for m in modules:
-            m.to("cpu")
+            move_module(m, "cpu")
 
 
 class _Student(torch.nn.Module):

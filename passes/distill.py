@@ -29,7 +29,7 @@ from edgecc.passes.quantize.layers import check_calibration, output_error, valid
 from edgecc.program import Program
 from edgecc.train import FinetuneOptions, finetune
 
-# ``train(program, batches, *, teacher, options, progress) -> stats`` with ``stats["loss"]``
+# ``train(program, batches, *, teacher, options, progress, device) -> stats`` with ``stats["loss"]``
 # the mean loss of each epoch: plain fine-tuning, or a schedule (QAT, gradual pruning, ...)
 Trainer = Callable[..., dict[str, Any]]
 
@@ -51,9 +51,10 @@ def check_distillation(program: Program, context: PassContext, why: str) -> None
 
 
 def plain_finetune(program: Program, batches: Sequence[Any], *, teacher: Any,
-                   options: FinetuneOptions, progress: bool | None) -> dict[str, Any]:
+                   options: FinetuneOptions, progress: bool | None,
+                   device: Any = None) -> dict[str, Any]:
     return {"loss": finetune(program, batches, teacher=teacher, options=options,
-                             progress=progress)}
+                             progress=progress, device=device)}
 
 
 def finetune_from_original(program: Program, options: FinetuneOptions, context: PassContext,
@@ -63,17 +64,14 @@ def finetune_from_original(program: Program, options: FinetuneOptions, context: 
     (which the pass's ``validate`` checked with :func:`check_distillation`); returns
     ``train``'s stats with the epochs, the loss per epoch and, as ``error``, the output
     change (SQNR, cosine, max-abs against the program as it was before training)."""
-    from edgecc.train import on_device
-
     batches = check_calibration(program, context.calibration, why)
     reference = program.copy()
     dev = context.device if context.device is not None else torch.device("cpu")
-    # training runs on context.device (finetune follows the program's weights); the program
-    # and the teacher are back on the CPU after, for the error below and for lowering
+    # the trainer trains on dev (finetune(device=...) moves the program and the teacher there
+    # and back); graph rewrites around training (QAT's prepare / convert) stay on the CPU
     t0 = time.perf_counter()
-    stats = on_device(dev, program, context.original, lambda: train(
-        program, batches, teacher=context.original, options=options,
-        progress=context.progress))
+    stats = train(program, batches, teacher=context.original, options=options,
+                  progress=context.progress, device=dev)
     stats["train_seconds"] = round(time.perf_counter() - t0, 3)
     stats["device"] = str(dev)
     stats = {"epochs": options.epochs, **stats,

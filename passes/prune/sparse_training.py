@@ -36,7 +36,8 @@ from edgecc.passes.prune.unstructured import (
     PruneOptions, prunable_weights, prune_weights, select_weights,
 )
 from edgecc.program import Program
-from edgecc.train import FinetuneOptions, finetune
+from edgecc.distributed import move_module
+from edgecc.train import FinetuneOptions, finetune, program_device
 
 
 def _steps_between(total: int, prune_every: int) -> int:
@@ -48,10 +49,17 @@ def gradual_prune(program: Program, batches: Sequence[Any], sparsity: float, *,
                   include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                   labels: Sequence[torch.Tensor] | None = None, teacher: Any = None,
                   options: FinetuneOptions = FinetuneOptions(),
-                  progress: bool | None = None) -> dict[str, Any]:
+                  progress: bool | None = None, device: Any = None) -> dict[str, Any]:
     def prune_to(s: float) -> None:
+        # pruning rewrites masks on the CPU; mid-training the program is on the training
+        # device: hop there and back (parameters keep their identity for the optimizer)
+        dev = program_device(program)
+        if dev.type != "cpu":
+            move_module(program.graph_module, "cpu")
         prune_weights(program, PruneOptions(sparsity=min(s, sparsity), include=include,
                                             exclude=exclude), None)
+        if dev.type != "cpu":
+            move_module(program.graph_module, dev)
 
     prune_to(initial)
     schedule: list[tuple[int, float]] = []
@@ -66,7 +74,7 @@ def gradual_prune(program: Program, batches: Sequence[Any], sparsity: float, *,
             schedule.append((step, round(s, 4)))
 
     history = finetune(program, batches, labels=labels, teacher=teacher, options=options,
-                       progress=progress, on_step=on_step)
+                       progress=progress, on_step=on_step, device=device)
     prune_to(sparsity)
     return {"schedule": schedule, "loss": history}
 
@@ -75,7 +83,7 @@ def rigl(program: Program, batches: Sequence[Any], sparsity: float, *, drop_frac
          prune_every: int = 0, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
          labels: Sequence[torch.Tensor] | None = None, teacher: Any = None,
          options: FinetuneOptions = FinetuneOptions(),
-         progress: bool | None = None) -> dict[str, Any]:
+         progress: bool | None = None, device: Any = None) -> dict[str, Any]:
     prune_weights(program, PruneOptions(sparsity=sparsity, include=include, exclude=exclude),
                   None)
     weights = select_weights(prunable_weights(program), include, exclude)
@@ -110,7 +118,7 @@ def rigl(program: Program, batches: Sequence[Any], sparsity: float, *, drop_frac
         regrown.append(moved)
 
     history = finetune(program, batches, labels=labels, teacher=teacher, options=options,
-                       progress=progress, on_step=on_step)
+                       progress=progress, on_step=on_step, device=device)
     return {"updates": len(regrown), "regrown": sum(regrown), "loss": history}
 
 
@@ -118,10 +126,10 @@ def lottery(program: Program, batches: Sequence[Any], sparsity: float, *, rounds
             rewind_epoch: int = 0, include: tuple[str, ...] = (),
             exclude: tuple[str, ...] = (), labels: Sequence[torch.Tensor] | None = None,
             teacher: Any = None, options: FinetuneOptions = FinetuneOptions(),
-            progress: bool | None = None) -> dict[str, Any]:
+            progress: bool | None = None, device: Any = None) -> dict[str, Any]:
     def train(epochs: int) -> list[float]:
         return finetune(program, batches, labels=labels, teacher=teacher, progress=progress,
-                        options=dataclasses.replace(options, epochs=epochs))
+                        options=dataclasses.replace(options, epochs=epochs), device=device)
 
     history = train(rewind_epoch) if rewind_epoch else []
     snapshot = {str(n.target): program.tensor(n).detach().clone()

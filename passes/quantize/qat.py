@@ -155,10 +155,12 @@ class QATOptions(FinetuneOptions):
 
 
 def train_qat(program: Program, batches: Any, *, teacher: Any, options: FinetuneOptions,
-              progress: bool | None) -> dict[str, Any]:
-    """prepare → fine-tune → convert, in place (the ``qat`` pass's trainer)."""
+              progress: bool | None, device: Any = None) -> dict[str, Any]:
+    """prepare → fine-tune (on ``device``) → convert, in place (the ``qat`` pass's trainer);
+    the graph rewrites run on the CPU, where the program's metadata is."""
     prepare_qat(program)
-    history = finetune(program, batches, teacher=teacher, options=options, progress=progress)
+    history = finetune(program, batches, teacher=teacher, options=options, progress=progress,
+                       device=device)
     convert_qat(program)
     return {"loss": history}
 
