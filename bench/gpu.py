@@ -198,6 +198,7 @@ def minilm_main(argv: list[str]) -> None:
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="a 2-layer hidden-64 smoke config")
+    ap.add_argument("--shard", action="store_true", help="FSDP2 (qat{shard=true}), not DDP")
     ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_minilm_N.json"))
     args = ap.parse_args(argv)
     dev = distributed.resolve_device(args.device)
@@ -227,7 +228,8 @@ def minilm_main(argv: list[str]) -> None:
     held = [torch.randint(1000, 30000, (per, args.seq), generator=g) for _ in range(4)]
     mine = [(b[rank * per:(rank + 1) * per],) for b in glob]  # this rank's rows of each step
     program = edgecc.trace(Embed(), mine[0])
-    pipeline = f"quantize{{scheme=w8a8}},qat{{epochs={args.epochs},lr={args.lr},shuffle=false}}"
+    pipeline = (f"quantize{{scheme=w8a8}},qat{{epochs={args.epochs},lr={args.lr},shuffle=false"
+                + (",shard=true}" if args.shard else "}"))
     ctx = PassContext(calibration=mine, original=program, progress=False, device=dev)
     t0 = time.perf_counter()
     res = PassManager(pipeline)(program.copy(), context=ctx)
@@ -249,6 +251,7 @@ def minilm_main(argv: list[str]) -> None:
             out(res.program.graph_module, h), out(program.graph_module, h), dim=-1)
             .reshape(-1) for h in held]).mean().item()
     row = {"world_size": world, "devices": distributed.run_info(dev).devices,
+           "parallel": "none" if world == 1 else "FSDP2" if args.shard else "DDP",
            "model": f"BERT {shape}, RANDOM weights (all-MiniLM-L6-v2 shapes)"
                     if not args.small else f"BERT {shape} (smoke)",
            "global_batch": args.global_batch, "per_rank_batch": per, "seq": args.seq,
@@ -271,16 +274,17 @@ def minilm_table(argv: list[str]) -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_minilm.json"))
     args = ap.parse_args(argv)
-    rows = sorted((json.load(open(p)) for p in args.runs), key=lambda r: r["world_size"])
+    rows = sorted((json.load(open(p)) for p in args.runs),
+                  key=lambda r: (r["world_size"], r.get("parallel", "")))
     base = rows[0]["samples_per_s"] / rows[0]["world_size"]
     for r in rows:
         r["scaling_efficiency"] = round(r["samples_per_s"] / (r["world_size"] * base), 3)
     print("QAT (quantize w8a8 + qat) of a MiniLM-L6-shaped BERT, DDP, global batch "
           f"{rows[0]['global_batch']} x seq {rows[0]['seq']}, {rows[0]['steps']} steps")
-    print(f"{'GPUs':>5}{'train s':>10}{'samples/s':>11}{'efficiency':>12}{'held-out cos':>14}"
+    print(f"{'GPUs':>5}{'mode':>7}{'train s':>10}{'samples/s':>11}{'efficiency':>12}{'held-out cos':>14}"
           f"{'final loss':>12}")
     for r in rows:
-        print(f"{r['world_size']:>5}{r['train_s']:>10}{r['samples_per_s']:>11}"
+        print(f"{r['world_size']:>5}{r.get('parallel', '-'):>7}{r['train_s']:>10}{r['samples_per_s']:>11}"
               f"{r['scaling_efficiency']:>12}{r['held_out_cosine_vs_float']:>14}"
               f"{r['loss'][-1]:>12}")
     _write({"runs": rows}, args.out)
