@@ -41,7 +41,11 @@ import numpy as np
 from edgecc.targets.npu.description import NpuDescription
 from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 
-ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add")
+# "mean" is not offloaded: edgecc's integer MEAN does not yet match LiteRT's bit for bit (and
+# as an average pool plus a requantize it rounds twice: up to 2 output steps after a classifier)
+ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add", "mul",
+         "max_pool2d", "avg_pool2d")
+POOL_OPS = {"max_pool2d": "relax.nn.max_pool2d", "avg_pool2d": "relax.nn.avg_pool2d"}
 ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6"}
 
 
@@ -110,6 +114,17 @@ def _dpl_pattern(root: str, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]
         return is_op("relax.dequantize")(x, is_const(), is_const())
 
     ann: dict[str, Any] = {}
+    if root in POOL_OPS:  # int8 pool, optionally flattened, then requantized
+        ann["x_dq"] = dq(wildcard())
+        ann["op"] = is_op(POOL_OPS[root])(ann["x_dq"])
+        ann["flat"] = is_op("relax.reshape")(ann["op"], wildcard())
+        ann["q"] = is_op("relax.quantize")(ann["op"] | ann["flat"], is_const(), is_const())
+        return ann["q"], ann
+    if root == "mul":
+        ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
+        ann["op"] = is_op("relax.multiply")(ann["x_dq"], ann["b_dq"])
+        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
+        return ann["q"], ann
     if root == "matmul":  # two int8 activations (attention), no bias or activation
         ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
         ann["op"] = is_op("relax.matmul")(ann["x_dq"], ann["b_dq"])
@@ -151,7 +166,8 @@ def patterns(desc: NpuDescription) -> list[NpuPattern]:
     listed = [(p.name, p.root, tuple(p.fuse)) for p in desc.patterns]
     roots = {root for _, root, _ in listed}
     listed += [(r, r, ()) for r in ROOTS if r not in roots]
-    order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add")
+    order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add", "mul",
+             "max_pool2d", "avg_pool2d")
     out = []
     for name, root, fuse in sorted(listed, key=lambda p: order.index(p[1])
                                    if p[1] in order else 99):
@@ -230,7 +246,7 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return None, "activations are quantized per axis; the NPU takes int8 per tensor"
     if parts["q"].attrs.out_dtype != "int8":
         return None, "its output is not int8"
-    zps = [xq[1], yq[1]] + ([_scalar_q(parts["b_dq"])[1]] if root in ("add", "matmul") and
+    zps = [xq[1], yq[1]] + ([_scalar_q(parts["b_dq"])[1]] if root in ("add", "matmul", "mul") and
                             _scalar_q(parts["b_dq"]) else [])
     if desc.quantization.activation_zero_point == "zero" and any(zps):
         return None, (f"activation zero points {zps}: the NPU takes symmetric activations "
@@ -242,6 +258,10 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return _add_layer(parts, desc, xq, yq, act)
     if root == "matmul":
         return _matmul_layer(parts, desc, xq, yq)
+    if root == "mul":
+        return _mul_layer(parts, desc, xq, yq)
+    if root in POOL_OPS:
+        return _pool_layer(root, parts, desc, xq, yq)
     wq = _const(parts["w_dq"].args[0])
     sw = _const(parts["w_dq"].args[1]).astype(np.float32).reshape(-1)
     zw = _const(parts["w_dq"].args[2])
@@ -362,6 +382,68 @@ def _add_layer(parts, desc, xq, yq, act):
 
     return Layer("add", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
                  [(shape, xq[0], xq[1]), (shape, bq[0], bq[1])], emit, 0), ""
+
+
+def _mul_layer(parts, desc, xq, yq):
+    bq = _scalar_q(parts["b_dq"])
+    if bq is None:
+        return None, "activations are quantized per axis; the NPU takes int8 per tensor"
+    sa, sb = _shape(parts["x_dq"]), _shape(parts["b_dq"])
+    if sa != sb or not sa:
+        return None, f"mul of shapes {list(sa)} and {list(sb)} (broadcast) stays on the CPU"
+    shape = region_shape(sa)
+    why = desc.op("mul").check(dtype="int8", shapes=[shape, shape])
+    if why:
+        return None, why
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        return b.mul(names[0], names[1], yq[0], yq[1], name=out)
+
+    return Layer("mul", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
+                 [(shape, xq[0], xq[1]), (shape, bq[0], bq[1])], emit, 0), ""
+
+
+def _pool_layer(root, parts, desc, xq, yq):
+    """A max / average pool on the int8 input with its quantization (TFLite's int8 pools
+    keep it), then the flatten and the requantize to the output's parameters where the
+    graph has them."""
+    xshape = _shape(parts["x_dq"])
+    if len(xshape) != 4:
+        return None, f"{root} of a {len(xshape)}-D tensor (the NPU pools NHWC maps)"
+    n, c, h, w = xshape
+    a = parts["op"].attrs
+    if str(a.layout) != "NCHW" or bool(a.ceil_mode) or any(int(d) != 1 for d in a.dilation):
+        return None, f"{root} with layout {a.layout}, ceil_mode or dilation"
+    kernel = tuple(int(k) for k in a.pool_size)
+    stride = tuple(int(k) for k in a.strides)
+    pads = tuple(int(p) for p in a.padding)
+    if pads == (0, 0, 0, 0):
+        padding = "VALID"
+    elif ((pads[0], pads[2]) == same_padding(h, kernel[0], stride[0], 1)
+          and (pads[1], pads[3]) == same_padding(w, kernel[1], stride[1], 1)
+          and not (root == "avg_pool2d" and bool(a.count_include_pad))):
+        padding = "SAME"
+    else:
+        return None, f"pool padding {list(pads)} that TFLite's SAME / VALID do not express"
+    why = desc.op(root).check(dtype="int8", shapes=[(n, h, w, c)], kernel=kernel,
+                              stride=stride, padding=padding)
+    if why:
+        return None, why
+    flat = _shape(parts["flat"]) if "flat" in parts else None
+    if flat is not None and len(flat) != 2:
+        return None, f"a reshape to {list(flat)} after the pool (the NPU region flattens only)"
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        y = getattr(b, root)(names[0], kernel, stride, padding=padding)
+        if flat is not None:
+            if b._tensors[y].shape[1:3] != (1, 1):
+                y = b.transpose(y, (0, 3, 1, 2))  # NCHW element order, as PyTorch flattens
+            y = b.reshape(y, flat)
+        if (xq[0], xq[1]) == (yq[0], yq[1]):
+            return b.reshape(y, b._tensors[y].shape, name=out)  # names the output
+        return b.quantize(y, yq[0], yq[1], name=out)
+
+    return Layer(root, [parts["x_dq"].args[0]], [((n, h, w, c), xq[0], xq[1])], emit, 0), ""
 
 
 def _matmul_layer(parts, desc, xq, yq):
@@ -544,6 +626,8 @@ def partition(module: Any, desc: NpuDescription, merge: bool,
     fusion = [(p.name, p.pattern, p.annotations, check_function(p, desc, declined))
               for p in pats]
     mod = relax.transform.CanonicalizeBindings()(module)
+    # unused bindings (a max pool's indices tuple) would count as readers outside a match
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
     mod = relax.transform.FuseOpsByPattern(fusion, bind_constants=True,
                                            annotate_codegen=not merge)(mod)
     if merge:

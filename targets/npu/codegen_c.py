@@ -78,6 +78,8 @@ def _op_function(region: Region, op: Any, fname: str) -> str:
         return _add_source(region, op, fname)
     if op.kind == "batch_matmul":
         return _batch_matmul_source(region, op, fname)
+    if op.kind in _DATA_OPS:
+        return _DATA_OPS[op.kind](region, op, fname)
     if op.kind == "pad":
         xs, ys = t[op.inputs[0]], t[op.outputs[0]]
         n, h, w, c = xs.shape
@@ -248,6 +250,102 @@ def _batch_matmul_source(region: Region, op: Any, fname: str) -> str:
         f"    y[(p * {m} + i) * {n} + j] = static_cast<int8_t>(v);",
         "  }",
         "}", ""])
+
+
+def _requant_line(xs, ys, value: str) -> list[str]:
+    """``y[i] = `` the int8 requantization of ``value`` (x - zp_x) from xs's scale to ys's."""
+    real = np.float64(np.float32(xs.quant.scale[0])) / np.float64(np.float32(ys.quant.scale[0]))
+    m, sh = quantize_multiplier(real)
+    zy = ys.quant.zero_point[0]
+    return [f"    int64_t v = edgecc_requant({value}, {m}, {sh}) + ({zy});",
+            "    y[i] = static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v));"]
+
+
+def _quantize_source(region: Region, op: Any, fname: str) -> str:
+    xs, ys = region.tensors[op.inputs[0]], region.tensors[op.outputs[0]]
+    size = int(np.prod(ys.shape))
+    return "\n".join([f"// quantize -> {op.outputs[0]}",
+                      f"static void {fname}(const int8_t* x, int8_t* y) {{",
+                      f"  for (int i = 0; i < {size}; ++i) {{",
+                      *_requant_line(xs, ys, f"int64_t(x[i]) - ({xs.quant.zero_point[0]})"),
+                      "  }", "}", ""])
+
+
+def _reshape_source(region: Region, op: Any, fname: str) -> str:
+    size = int(np.prod(region.tensors[op.outputs[0]].shape))
+    return (f"static void {fname}(const int8_t* x, int8_t* y) {{ std::memcpy(y, x, {size}); }}"
+            "\n")
+
+
+def _transpose_source(region: Region, op: Any, fname: str) -> str:
+    shape = region.tensors[op.inputs[0]].shape
+    perm = op.attrs["perm"]
+    rank = len(shape)
+    strides = [int(np.prod(shape[i + 1:])) for i in range(rank)]
+    out_shape = [shape[p] for p in perm]
+    loops = "".join(f"  for (int i{d} = 0; i{d} < {out_shape[d]}; ++i{d})\n" for d in range(rank))
+    src = " + ".join(f"i{d} * {strides[perm[d]]}" for d in range(rank))
+    return (f"static void {fname}(const int8_t* x, int8_t* y) {{\n  int o = 0;\n{loops}"
+            f"    y[o++] = x[{src}];\n}}\n")
+
+
+def _mul_source(region: Region, op: Any, fname: str) -> str:
+    t = region.tensors
+    as_, bs, ys = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    real = (np.float64(np.float32(as_.quant.scale[0])) * np.float64(np.float32(bs.quant.scale[0]))
+            / np.float64(np.float32(ys.quant.scale[0])))
+    m, sh = quantize_multiplier(real)
+    za, zb, zy = as_.quant.zero_point[0], bs.quant.zero_point[0], ys.quant.zero_point[0]
+    lo, hi = activation_range(op.attrs.get("activation", "NONE"), ys.quant.scale[0], zy)
+    size = int(np.prod(ys.shape))
+    return "\n".join([
+        f"// mul -> {op.outputs[0]}",
+        f"static void {fname}(const int8_t* a, const int8_t* b, int8_t* y) {{",
+        f"  for (int i = 0; i < {size}; ++i) {{",
+        f"    int64_t p = (int64_t(a[i]) - ({za})) * (int64_t(b[i]) - ({zb}));",
+        f"    int64_t v = edgecc_requant(p, {m}, {sh}) + ({zy});",
+        f"    y[i] = static_cast<int8_t>(v < {lo} ? {lo} : (v > {hi} ? {hi} : v));",
+        "  }", "}", ""])
+
+
+def _pool_source(region: Region, op: Any, fname: str) -> str:
+    """simulator.max_pool2d / avg_pool2d: in-bounds taps only; the average rounds half away
+    from zero (C truncating division of total +- count / 2)."""
+    xs, ys = region.tensors[op.inputs[0]], region.tensors[op.outputs[0]]
+    n, h, w, c = xs.shape
+    _, oh, ow, _ = ys.shape
+    (kh, kw), (sh, sw) = op.attrs["kernel"], op.attrs["stride"]
+    if op.attrs["padding"] == "SAME":
+        pt, pl = same_padding(h, kh, sh, 1)[0], same_padding(w, kw, sw, 1)[0]
+    else:
+        pt = pl = 0
+    lo, hi = activation_range(op.attrs.get("activation", "NONE"), ys.quant.scale[0],
+                              ys.quant.zero_point[0])
+    is_max = op.kind == "max_pool2d"
+    init = "int64_t m = INT64_MIN;" if is_max else "int64_t total = 0, count = 0;"
+    tap = ("m = x_ > m ? x_ : m;" if is_max else "total += x_; ++count;")
+    result = ("int64_t v = m;" if is_max else
+              "int64_t num = total > 0 ? total + count / 2 : total - count / 2;\n"
+              "      int64_t v = num / count;")
+    return (f"// {op.kind} -> {op.outputs[0]}\n"
+            f"static void {fname}(const int8_t* x, int8_t* y) {{\n"
+            f"  for (int b = 0; b < {n}; ++b) for (int oy = 0; oy < {oh}; ++oy)\n"
+            f"  for (int ox = 0; ox < {ow}; ++ox) for (int ch = 0; ch < {c}; ++ch) {{\n"
+            f"      {init}\n"
+            f"      for (int i = 0; i < {kh}; ++i) for (int j = 0; j < {kw}; ++j) {{\n"
+            f"        int iy = oy * {sh} - {pt} + i, ix = ox * {sw} - {pl} + j;\n"
+            f"        if (iy < 0 || iy >= {h} || ix < 0 || ix >= {w}) continue;\n"
+            f"        int64_t x_ = x[((b * {h} + iy) * {w} + ix) * {c} + ch];\n"
+            f"        {tap}\n      }}\n"
+            f"      {result}\n"
+            f"      y[((b * {oh} + oy) * {ow} + ox) * {c} + ch] = "
+            f"static_cast<int8_t>(v < {lo} ? {lo} : (v > {hi} ? {hi} : v));\n"
+            "  }\n}\n")
+
+
+_DATA_OPS = {"quantize": _quantize_source, "reshape": _reshape_source,
+             "transpose": _transpose_source, "mul": _mul_source,
+             "max_pool2d": _pool_source, "avg_pool2d": _pool_source}
 
 
 def module_source(regions: list[tuple[Region, str]]) -> str:

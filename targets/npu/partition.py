@@ -462,6 +462,57 @@ def _matmul_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
     return layer, ""
 
 
+POOL_BASES = {"max_pool2d_with_indices": "max_pool2d", "max_pool2d": "max_pool2d",
+              "avg_pool2d": "avg_pool2d", "mul": "mul"}
+
+
+def _data_op(node: fx.Node, desc: NpuDescription, reader: _Reader
+             ) -> tuple[str | None, str, fx.Node | None]:
+    """A max / average pool or a mul between int8 values (``byoc.py``'s pool and mul
+    patterns): (region kind, "", the flatten it absorbs) or (None, why, None)."""
+    kind = POOL_BASES[_base(node)]
+    if desc.op(kind) is None:
+        return None, f"{kind} is not among the NPU's ops", None
+    inputs = node.args[:2] if kind == "mul" else node.args[:1]
+    for a in inputs:
+        xin, why = reader.quantized_input(a)
+        if xin is None:
+            return None, why, None
+    last, flat = node, None
+    if _base(node) == "max_pool2d_with_indices":
+        values = [u for u in node.users if _base(u) == "getitem" and u.args[1] == 0]
+        if len(values) != 1 or any(u not in values and u.users for u in node.users):
+            return None, "its indices are read", None
+        last = values[0]
+    users = list(last.users)
+    if kind != "mul" and len(users) == 1 and _base(users[0]) in ("view", "reshape", "flatten"):
+        last = flat = users[0]
+    yout, why = reader.output_quantize(last)
+    if yout is None:
+        return None, why, None
+    xshape = _shape(node.args[0])
+    if kind == "mul":
+        if _shape(node.args[1]) != xshape:
+            return None, "mul with broadcasting stays on the CPU", None
+        return kind, "", None
+    if len(xshape) != 4:
+        return None, f"{kind} of a {len(xshape)}-D tensor (the NPU pools NHWC maps)", None
+    n, c, h, w = xshape
+    spec = desc.op(kind)
+    kernel = tuple(node.args[1]) * (2 if len(node.args[1]) == 1 else 1)
+    stride = tuple(node.args[2] if len(node.args) > 2 and node.args[2] else kernel)
+    stride = stride * (2 if len(stride) == 1 else 1)
+    pad = tuple(node.args[3]) if len(node.args) > 3 else (0, 0)
+    pad = pad * (2 if len(pad) == 1 else 1)
+    padding = _tflite_padding((h, w), kernel, stride, (1, 1), pad)
+    if padding is None:
+        return None, f"pool padding {list(pad)} that TFLite's SAME / VALID do not express", \
+            None
+    why = spec.check(dtype="int8", shapes=[(n, h, w, c)], kernel=kernel, stride=stride,
+                     padding=padding)
+    return (None, why, None) if why else (kind, "", flat)
+
+
 def _is_structural(node: fx.Node) -> bool:
     """Quantization bookkeeping, not compute: not counted in the report's op share."""
     return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
@@ -474,6 +525,7 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
     reader = _Reader(constant)
     out = []
     fused: dict[fx.Node, Layer] = {}  # relu node -> the add region it is the activation of
+    absorbed: dict[fx.Node, str] = {}  # a flatten a pool region computes -> which
     for node in graph.nodes:
         if node.op != "call_function" or _is_structural(node):
             continue
@@ -486,6 +538,16 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                                     layer))
                 continue
             out.append(Decision(node.name, base, "cpu", why, macs))
+            continue
+        if node in absorbed:
+            out.append(Decision(node.name, base, "npu", f"inside the {absorbed[node]}", macs))
+            continue
+        if base in POOL_BASES and not assume_quantized:
+            kind, why, flat = _data_op(node, desc, reader)
+            if kind is not None and flat is not None:
+                absorbed[flat] = f"{kind} region (flatten)"
+            out.append(Decision(node.name, base, "npu" if kind else "cpu",
+                                f"{kind} region" if kind else why, macs))
             continue
         if base in ("matmul", "bmm") and not assume_quantized:
             layer, why = _matmul_layer(node, desc, reader)

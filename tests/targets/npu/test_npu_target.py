@@ -581,11 +581,13 @@ class PoolFlatten(nn.Module):
         return self.fc(torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
 
 
-def test_whole_model_tflite_with_max_pool_flatten_and_requantize(tmp_path):
-    """The peer's TFLite for a CNN with a max pool and a flatten between its NPU regions:
-    MAX_POOL_2D, TRANSPOSE (NHWC -> NCHW, PyTorch's flatten order), RESHAPE and QUANTIZE;
-    Vela keeps nothing on the CPU, and the whole graph simulated in integers gives the
-    artifact's output to within one output step."""
+def test_max_pool_and_flatten_go_to_the_npu_and_into_the_whole_model_tflite(tmp_path):
+    """A CNN with a max pool and a flatten before its classifier: on Ethos-U the BYOC region
+    holds MAX_POOL_2D, TRANSPOSE (NHWC -> NCHW, PyTorch's flatten order), RESHAPE and
+    QUANTIZE between the conv and the FC (one region); the whole-model TFLite (bench peer)
+    compiles with nothing left on the CPU and, simulated in integers, gives the artifact's
+    output to within one output step. On generic-int8 the same ops are C in the artifact,
+    verified against the fake-quant program."""
     from edgecc.targets.npu.lower import exported_decisions, relax_partition
     from edgecc.targets.npu.presets import resolve
     from edgecc.targets.npu.tflite_writer import write_tflite
@@ -597,6 +599,12 @@ def test_whole_model_tflite_with_max_pool_flatten_and_requantize(tmp_path):
     res = edgecc.compile(PoolFlatten().eval(), target="npu:ethos-u55-128",
                          example_inputs=(torch.randn(*shape),), calibration=_calib(shape, 4),
                          pipeline=PIPELINE, output_dir=str(tmp_path / "out"), verify=False)
+    (npu_region,) = res.report["lowering"]["npu"]["regions"]
+    assert npu_region["ops"] == ["conv2d", "max_pool2d", "transpose", "reshape", "quantize",
+                                 "fully_connected"], npu_region["ops"]
+    per_op = {d["node"]: d for d in res.report["lowering"]["npu"]["per_op"]}
+    assert per_op["max_pool2d_with_indices"]["device"] == "npu"
+    assert per_op["view"]["device"] == "npu"
     desc = resolve("ethos-u55-128")
     exported, _ = exported_decisions(res.program, desc)
     parted = relax_partition(exported, desc, True, lambda regions: [])
@@ -617,3 +625,10 @@ def test_whole_model_tflite_with_max_pool_flatten_and_requantize(tmp_path):
         want = res.run(x)
         want = (want[0] if isinstance(want, (tuple, list)) else want).numpy()
         assert np.abs(got - want).max() <= q_out.scale[0] * 1.001
+    generic = edgecc.compile(PoolFlatten().eval(), target="npu:generic-int8",
+                             example_inputs=(torch.randn(*shape),), calibration=_calib(shape, 4),
+                             pipeline=PIPELINE, output_dir=str(tmp_path / "generic"))
+    assert "max_pool2d" in [op for r in generic.report["lowering"]["npu"]["regions"]
+                            for op in r["ops"]]
+    assert generic.report["verification"]["passed"]
+    assert _max_steps(generic, shape) <= 1.001
