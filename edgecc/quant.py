@@ -41,8 +41,11 @@ a weight from a look-up table, ``y[r, ...] = lut[r // group_size, code[r, ...]]`
 Storage: ``int8``/``uint8`` are ``torch.int8``/``torch.uint8``; 4-bit formats are packed two
 per byte along the last dimension into ``torch.uint8`` (element ``2i`` in the low nibble,
 ``2i+1`` in the high nibble, as ONNX packs INT4), so the last dimension must be even;
-``zero_point`` is stored unpacked (``int8``/``uint8``). Float formats use the matching
-``torch`` dtype.
+per-block values whose last dimension is odd and whose block axis is not the last pack
+along the block axis instead (a 3x3 or 1x1 convolution weight ``[O, I, kh, kw]`` in blocks
+along ``I``: ``uint8[O, I/2, kh, kw]``; :func:`packed_dim`; the per-block scale, of the
+weight's rank, tells the two apart: :func:`stored_packed_dim`). ``zero_point`` is stored
+unpacked (``int8``/``uint8``). Float formats use the matching ``torch`` dtype.
 
 Gradients: ``fake_quantize`` is differentiable with the clipped straight-through estimator
 (``dy/dx = 1`` inside ``[qmin, qmax]``, 0 where it saturates) and, when ``scale`` requires
@@ -138,22 +141,48 @@ def broadcast_param(p: torch.Tensor, shape: tuple[int, ...] | torch.Size, axis: 
     return p.reshape(view)
 
 
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """Pack 4-bit values (held in any integer tensor) two per byte along the last dim."""
-    if q.shape[-1] % 2:
-        raise ValueError(f"4-bit tensors need an even last dimension, got shape {tuple(q.shape)}")
-    nib = (q.to(torch.int16) & 0xF).to(torch.uint8)
-    return nib[..., 0::2] | (nib[..., 1::2] << 4)
+def packed_dim(shape: tuple[int, ...] | torch.Size, axis: int, block_size: int) -> int | None:
+    """The dimension 4-bit values of ``shape`` pack along: the last when it is even, else
+    (per-block, block axis not the last) the block axis when it is even; None: neither."""
+    rank = len(shape)
+    if rank and shape[-1] % 2 == 0:
+        return rank - 1
+    if block_size > 0 and rank > 1 and axis % rank != rank - 1 and shape[axis % rank] % 2 == 0:
+        return axis % rank
+    return None
 
 
-def unpack_int4(packed: torch.Tensor, signed: bool) -> torch.Tensor:
+def stored_packed_dim(packed_shape: tuple[int, ...] | torch.Size,
+                      scale_shape: tuple[int, ...] | torch.Size, axis: int,
+                      block_size: int) -> int:
+    """The dimension stored 4-bit values were packed along (:func:`packed_dim`), read from
+    the packed shape and the scale: a per-block scale has the values' rank and their last
+    dimension when the block axis is not the last, which the packed last dimension keeps
+    only when it was not the packed one."""
+    rank = len(packed_shape)
+    if (block_size > 0 and rank > 1 and len(scale_shape) == rank
+            and axis % rank != rank - 1 and packed_shape[-1] == scale_shape[-1]):
+        return axis % rank
+    return rank - 1
+
+
+def pack_int4(q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Pack 4-bit values (held in any integer tensor) two per byte along ``dim``."""
+    if q.shape[dim] % 2:
+        raise ValueError(f"4-bit tensors need an even last dimension (or packed "
+                         f"dimension {dim}), got shape {tuple(q.shape)}")
+    nib = (q.movedim(dim, -1).to(torch.int16) & 0xF).to(torch.uint8)
+    return (nib[..., 0::2] | (nib[..., 1::2] << 4)).movedim(-1, dim).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor, signed: bool, dim: int = -1) -> torch.Tensor:
     """The inverse of :func:`pack_int4`: int16 values, sign-extended when ``signed``."""
-    p = packed.to(torch.int16)
+    p = packed.movedim(dim, -1).to(torch.int16)
     lo, hi = p & 0xF, (p >> 4) & 0xF
     q = torch.stack((lo, hi), dim=-1).flatten(-2)
     if signed:
         q = torch.where(q >= 8, q - 16, q)
-    return q
+    return q.movedim(-1, dim).contiguous()
 
 
 # -- reference semantics -----------------------------------------------------------------
@@ -180,16 +209,22 @@ def _dequantize_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.T
     return (q.to(torch.float32) - z) * s
 
 
-def _store(values: torch.Tensor, fmt: QFormat) -> torch.Tensor:
+def _store(values: torch.Tensor, fmt: QFormat, axis: int = 0, block_size: int = 0
+           ) -> torch.Tensor:
     if fmt.is_float:
         return values
     if fmt.packed:
-        return pack_int4(values.to(torch.int16))
+        dim = packed_dim(values.shape, axis, block_size)
+        return pack_int4(values.to(torch.int16), -1 if dim is None else dim)
     return values.to(fmt.storage)
 
 
-def _load(q: torch.Tensor, fmt: QFormat) -> torch.Tensor:
-    return unpack_int4(q, fmt.signed) if fmt.packed else q
+def _load(q: torch.Tensor, fmt: QFormat, scale: torch.Tensor | None = None, axis: int = 0,
+          block_size: int = 0) -> torch.Tensor:
+    if not fmt.packed:
+        return q
+    dim = stored_packed_dim(q.shape, () if scale is None else scale.shape, axis, block_size)
+    return unpack_int4(q, fmt.signed, dim)
 
 
 # -- the operators ------------------------------------------------------------------------
@@ -199,14 +234,17 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axi
              block_size: int, qmin: int, qmax: int, dtype: str) -> torch.Tensor:
     fmt = qformat(dtype)
     return _store(_quantize_values(x, scale, zero_point, axis, block_size, qmin, qmax, fmt),
-                  fmt)
+                  fmt, axis, block_size)
 
 
 @quantize.register_fake
 def _quantize_fake(x, scale, zero_point, axis, block_size, qmin, qmax, dtype):
     fmt = qformat(dtype)
     if fmt.packed:
-        return x.new_empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8)
+        dim = packed_dim(x.shape, axis, block_size)
+        shape = list(x.shape)
+        shape[-1 if dim is None else dim] //= 2
+        return x.new_empty(shape, dtype=torch.uint8)
     return x.new_empty(x.shape, dtype=fmt.storage)
 
 
@@ -214,15 +252,17 @@ def _quantize_fake(x, scale, zero_point, axis, block_size, qmin, qmax, dtype):
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
                block_size: int, dtype: str, out_dtype: torch.dtype) -> torch.Tensor:
     fmt = qformat(dtype)
-    return _dequantize_values(_load(q, fmt), scale, zero_point, axis, block_size,
-                              fmt).to(out_dtype)
+    return _dequantize_values(_load(q, fmt, scale, axis, block_size), scale, zero_point, axis,
+                              block_size, fmt).to(out_dtype)
 
 
 @dequantize.register_fake
 def _dequantize_fake(q, scale, zero_point, axis, block_size, dtype, out_dtype):
     fmt = qformat(dtype)
     if fmt.packed:
-        return q.new_empty((*q.shape[:-1], q.shape[-1] * 2), dtype=out_dtype)
+        shape = list(q.shape)
+        shape[stored_packed_dim(q.shape, scale.shape, axis, block_size)] *= 2
+        return q.new_empty(shape, dtype=out_dtype)
     return q.new_empty(q.shape, dtype=out_dtype)
 
 

@@ -93,6 +93,10 @@ class QuantSupport:
     # 8-bit weights one bit narrower ([-64, 63]): runtimes whose int8 kernels sum u8·s8
     # pairs in saturating 16-bit lanes (onnxruntime on x86 without VNNI) need it.
     reduce_range_weights: bool = False
+    # 4-bit per-block weights with an odd last dimension (3x3 / 1x1 convolutions, blocks
+    # along input channels) packed along the block axis (edgecc.quant.packed_dim): only
+    # targets whose lowering unpacks with edgecc.quant.stored_packed_dim say True
+    int4_block_axis_packing: bool = False
 
 
 class Runner(Protocol):

@@ -294,7 +294,8 @@ class Quantize(Pass):
             tq = wq if layer.kind != "embedding" else dataclasses.replace(
                 wq, granularity="per-channel" if wq.granularity == "per-tensor"
                 else wq.granularity)
-            why = can_quantize(w, tq)
+            why = can_quantize(w, tq, layer.reduction_axis, getattr(getattr(
+                context.target, "quantization", None), "int4_block_axis_packing", False))
             if why:
                 skipped[layer.name] = why
                 continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgecc.quant import QuantParams, params_from_scale, qformat, scale_from_range
+from edgecc.quant import QuantParams, packed_dim, params_from_scale, qformat, scale_from_range
 from edgecc.passes.quantize.scheme import TensorQuant
 
 
@@ -55,8 +55,13 @@ def weight_params(w: torch.Tensor, tq: TensorQuant, out_axis: int, reduction_axi
                              qmax=qmax)
 
 
-def can_quantize(w: torch.Tensor, tq: TensorQuant) -> str | None:
-    """Why ``w`` cannot be stored in ``tq``'s format, or None."""
+def can_quantize(w: torch.Tensor, tq: TensorQuant, reduction_axis: int = 1,
+                 block_axis_packing: bool = False) -> str | None:
+    """Why ``w`` cannot be stored in ``tq``'s format, or None (``block_axis_packing``: the
+    target reads 4-bit per-block values packed along the block axis, ``packed_dim``)."""
     if qformat(tq.dtype).packed and w.shape[-1] % 2:
+        block = tq.group_size if tq.granularity == "per-group" else 0
+        if block_axis_packing and packed_dim(w.shape, reduction_axis, block) is not None:
+            return None
         return f"4-bit storage packs the last dimension, which is odd ({w.shape[-1]})"
     return None

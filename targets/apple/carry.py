@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from edgecc.quant import qformat, unpack_bits, unpack_int4
-from edgecc.targets.apple.presets import Deployment
+from edgecc.quant import qformat, stored_packed_dim, unpack_bits, unpack_int4
+from edgecc.targets.apple.presets import Deployment, needs
 
 
 class Refused(Exception):
@@ -76,8 +77,8 @@ class Carry:
         if self.fallback == "dequantize":
             self.fallbacks.append(f"{key}: {why}")
             return True
-        raise Refused(f"{key}: {why}; choose a later deployment target or "
-                      "--target-option fallback=dequantize (stored as float)")
+        raise Refused(f"{key}: {why}; or --target-option fallback=dequantize (stored as "
+                      "float)")
 
 
 _ACTIVE: list[Carry] = []
@@ -104,11 +105,14 @@ def strip_prefix(name: str) -> str:
 
 # -- numpy forms of edgecc's stored tensors ------------------------------------------------
 
-def unpacked_codes(q: np.ndarray, dtype: str) -> np.ndarray:
-    """edgecc's stored codes, unpacked (4-bit: int8 / uint8 holding one value each)."""
+def unpacked_codes(q: np.ndarray, dtype: str, scale_shape: tuple[int, ...] = (),
+                   axis: int = 0, block: int = 0) -> np.ndarray:
+    """edgecc's stored codes, unpacked (4-bit: int8 / uint8 holding one value each; packed
+    along the last dimension or, per-block with an odd last dimension, the block axis)."""
     fmt = qformat(dtype)
     if fmt.packed:
-        vals = unpack_int4(torch.from_numpy(np.ascontiguousarray(q)), fmt.signed).numpy()
+        dim = stored_packed_dim(q.shape, scale_shape, axis, block)
+        vals = unpack_int4(torch.from_numpy(np.ascontiguousarray(q)), fmt.signed, dim).numpy()
         return vals.astype(np.int8 if fmt.signed else np.uint8)
     return q
 
@@ -171,19 +175,13 @@ def _dequantize(context: Any, node: Any) -> None:
         context.add(mb.const(val=_dequantized(q, scale, zp, axis, block, dtype),
                              name=node.name))
         return
-    codes = unpacked_codes(q, dtype)
+    codes = unpacked_codes(q, dtype, scale.shape, axis, block)
     shape = codes.shape
     dep = carry.deployment
     if (fmt.bits == 4 or block) and not dep.int4_and_blocks:
         what = f"{fmt.name} weights" if fmt.bits == 4 else f"per-block ({block}) weights"
-        if carry.refuse_or_fall_back(key, f"{what} need deployment ios18 or later "
-                                          f"(constexpr_blockwise_shift_scale)"):
-            context.add(mb.const(val=_dequantized(q, scale, zp, axis, block, dtype),
-                                 name=node.name))
-            return
-    if block and shape[axis % len(shape)] % block:
-        if carry.refuse_or_fall_back(key, f"axis {axis} ({shape[axis % len(shape)]}) is not "
-                                          f"a multiple of the block size {block}"):
+        if carry.refuse_or_fall_back(key, needs(what + " (constexpr_blockwise_shift_scale)",
+                                                18, dep)):
             context.add(mb.const(val=_dequantized(q, scale, zp, axis, block, dtype),
                                  name=node.name))
             return
@@ -192,9 +190,12 @@ def _dequantize(context: Any, node: Any) -> None:
     mil_codes = codes.astype(types_[fmt.name])
     s = expanded_param(scale, shape, axis, block).astype(np.float32)
     z = expanded_param(zp, shape, axis, block)
+    core_block = core_ml_block(shape[axis % len(shape)], block, scale.shape[axis % len(
+        shape)] if block else 1)
+    if core_block != block and block:
+        s, z = (regroup(p, axis % len(shape), block, core_block, shape) for p in (s, z))
     symmetric_zero = not np.any(z)
-    nonzero = codes != z if z.shape == shape else codes != np.broadcast_to(
-        _broadcast(z, shape, axis, block), shape)
+    nonzero = codes != np.broadcast_to(_broadcast(zp, shape, axis, block), shape)
     sparsity = 1.0 - float(nonzero.mean())
     gran = ("per-tensor" if scale.ndim == 0 else f"per-block {block}" if block
             else f"per-channel axis {axis % len(shape)}")
@@ -233,6 +234,25 @@ def _dequantize(context: Any, node: Any) -> None:
     context.add(out)
 
 
+def core_ml_block(n: int, block: int, blocks: int) -> int:
+    """The block size Core ML stores an axis of ``n`` in ``blocks`` edgecc blocks of
+    ``block`` with (its blocks divide the axis; edgecc's last one may be short): ``block``
+    when it divides ``n``, ``n`` for one block, else ``gcd(block, n)`` (48 input channels in
+    blocks of 32: Core ML blocks of 16, each edgecc scale stored twice; exact)."""
+    if not block or n % block == 0:
+        return block
+    return n if blocks == 1 else math.gcd(block, n)
+
+
+def regroup(p: np.ndarray, axis: int, block: int, core_block: int,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """A per-block parameter of edgecc's blocks repeated for Core ML's smaller blocks."""
+    if p.ndim == 0 or p.shape[axis] == 1 or core_block == shape[axis]:
+        return p
+    rep = np.repeat(p, block // core_block, axis=axis)
+    return np.take(rep, np.arange(shape[axis] // core_block), axis=axis)
+
+
 def _broadcast(p: np.ndarray, shape: tuple[int, ...], axis: int, block: int) -> np.ndarray:
     from edgecc.quant import broadcast_param
 
@@ -266,8 +286,9 @@ def _palette(context: Any, node: Any) -> None:
     ftype = _float_dtype(carry.fp32)
     if not carry.deployment.grouped_lut:
         if groups > 1:
-            if carry.refuse_or_fall_back(key, f"{groups} look-up tables (group_size={group}) "
-                                              "need deployment ios18 or later"):
+            if carry.refuse_or_fall_back(key, needs(f"{groups} look-up tables "
+                                                    f"(group_size={group})", 18,
+                                                    carry.deployment)):
                 context.add(mb.const(val=dense, name=node.name))
                 return
         flat = codes.reshape(-1)
@@ -327,8 +348,8 @@ def _activation_params(context: Any, node: Any, s_name: Any, z_name: Any, dtype:
                        block: int, carry: Carry) -> tuple[np.ndarray, np.ndarray]:
     fmt = qformat(dtype)
     if not carry.deployment.activation_qdq and not fmt.is_float:
-        raise Refused(f"{node.name}: activation quantization ({dtype}) needs deployment ios17 "
-                      "or later (MIL quantize/dequantize)")
+        raise Refused(f"{node.name}: " + needs(f"quantized activations ({dtype}, MIL "
+                                               "quantize/dequantize)", 17, carry.deployment))
     if fmt.name not in ("int8", "uint8", "float16") or block:
         raise Refused(f"{node.name}: Core ML quantizes activations to int8/uint8 per tensor "
                       f"or per axis, not {dtype}{' per-block' if block else ''}")

@@ -78,7 +78,8 @@ def references(program: Program) -> dict[str, dict[str, Any]]:
             continue  # activations
         dense = node.target(*args).detach().float().numpy()
         if is_dequantize(node):
-            codes = unpacked_codes(args[0].numpy(), node.args[5])
+            codes = unpacked_codes(args[0].numpy(), node.args[5], tuple(args[1].shape),
+                                   node.args[3], node.args[4])
             mask = None
         elif is_palette_dequantize(node):
             codes = unpack_bits(args[0], node.args[2]).numpy().astype(np.uint8)

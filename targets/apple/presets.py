@@ -79,16 +79,26 @@ COMPUTE_UNITS = ("all", "cpu_and_ne", "cpu_only", "cpu_and_gpu")
 FALLBACKS = ("error", "dequantize")
 
 
-def min_deployment(level: int) -> str:
-    """The first iOS deployment name with ``level``'s abilities."""
+def min_deployment(level: int, like: Deployment | None = None) -> str:
+    """The first deployment name with ``level``'s abilities (a macOS one when ``like`` is
+    a macOS deployment: ``macos15`` for 18)."""
+    if like is not None and like.name.startswith("macos"):
+        return {16: "macos13", 17: "macos14", 18: "macos15"}.get(level, "macos26")
     return {16: "ios16", 17: "ios17", 18: "ios18"}.get(level, "ios26")
+
+
+def needs(what: str, level: int, dep: Deployment) -> str:
+    """``"<what> need deployment=ios18 or later (this is ios17)"``: the fix named as the
+    option to give."""
+    return (f"{what} need --target-option deployment={min_deployment(level, dep)} or later "
+            f"(deployment={dep.name} cannot hold them)")
 
 
 def quantization(deployment: Deployment, fallback: str) -> QuantSupport:
     """What the quantize pass may produce for ``deployment`` (with ``fallback=dequantize``
     anything: what cannot be held is stored as float, named in the report)."""
     if fallback == "dequantize":
-        return QuantSupport()
+        return QuantSupport(int4_block_axis_packing=True)
     weights = {"int8", "uint8", "float16"} | (
         {"int4", "uint4"} if deployment.int4_and_blocks else set())
     granularities = {"per-tensor", "per-channel"} | (
@@ -97,7 +107,10 @@ def quantization(deployment: Deployment, fallback: str) -> QuantSupport:
     return QuantSupport(weight_dtypes=frozenset(weights),
                         activation_dtypes=frozenset(activations),
                         weight_granularities=frozenset(granularities),
-                        dynamic_activations=False)
+                        dynamic_activations=False,
+                        # carry.unpacked_codes reads codes packed along the block axis (3x3
+                        # and 1x1 convolutions in blocks along input channels)
+                        int4_block_axis_packing=True)
 
 
 def listing() -> str:

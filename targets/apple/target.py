@@ -104,14 +104,27 @@ class AppleTarget(Target):
                                                  options.fallback)
         return partition.LEGALIZATION
 
+    def check_pipeline(self, steps: Any, options: AppleOptions) -> None:
+        """A quantize / palettize step whose result the deployment target cannot hold
+        (int4, per-block, grouped LUTs below iOS18; quantized activations below iOS17) is
+        refused before any pass runs, naming the deployment that holds it (with
+        ``fallback=dequantize`` it is stored as float and named in the report instead)."""
+        if options.fallback == "dequantize":
+            return
+        problems = partition.pipeline_problems(steps, presets.DEPLOYMENTS[options.deployment])
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise OptionError(f"-t apple: {problems[0]}{more}; or --target-option "
+                              "fallback=dequantize (stored as float, named in the report)")
+
     def lower(self, program: Program, output_dir: str, options: AppleOptions) -> Lowered:
         self.require_available()
         dep = presets.DEPLOYMENTS[options.deployment]
         problems = partition.compression_problems(program, dep)
         if problems and options.fallback == "error":
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise OptionError(f"-t apple (deployment={dep.name}): {problems[0]}{more}; choose "
-                              "a later deployment or --target-option fallback=dequantize")
+            raise OptionError(f"-t apple: {problems[0]}{more}; or --target-option "
+                              "fallback=dequantize (stored as float, named in the report)")
         lowered, record = lower_program(program, output_dir, options)
         if options.check:
             lowered.report["apple_check"] = check.check_package(program, output_dir, record,

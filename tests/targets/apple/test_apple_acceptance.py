@@ -5,10 +5,11 @@ interpreter runs in agreement with the program.
 
 Storage: each compressed weight's bytes in the package (codes, scales, offsets, LUTs,
 masks) against its float32 bytes: >= 3.5x for 8-bit, >= 6x for 4-bit. The whole
-``weight.bin`` against the float32 model is asserted where every weight is compressed
-(8-bit CNNs, BERT); edgecc stores 4-bit codes packed along the last dimension, so 3x3 and
-1x1 convolution weights (last dimension 3 or 1) stay float in the 4-bit CNN builds
-(the passes say so in their stats) and the whole-package ratio there is reported only.
+``weight.bin`` against the float32 model: >= 3.5x for 8-bit CNNs, >= 6x for the 4-bit
+ResNet-20 (3x3 and 1x1 convolutions in blocks of 32 input channels, their codes packed
+along the input channels: ``edgecc.quant.packed_dim``; measured 6.56x) and BERT. Layers
+with no even input-channel axis stay float (the 3-channel stem; MobileNetV2's depthwise
+convolutions, so its 4-bit package is 5.76x, bench/apple.py) and the passes say so.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def test_cnn_packages_keep_compression_exactly(cnn_programs, tmp_path, model, va
     assert per_weight >= (3.5 if bits == 8 else 6.0)
     if bits == 8:
         assert whole >= 3.5
+    if variant == "w4a16" and model == "resnet20":
+        assert whole >= 6.0
     if variant == "2:4+int8":  # joint sparse + int8 for every pruned layer (depthwise and
         # 3-input-channel convolutions have no 4 input channels to prune 2:4 along)
         sparse = [w for w in res.report["lowering"]["compressed_weights"]

@@ -95,13 +95,35 @@ def test_int4_below_ios18_is_refused_before_any_pass_runs(small, tmp_path):
         edgecc.compile(small, "apple:ios17", pipeline="quantize{scheme=w4a16,group_size=16}",
                        output_dir=str(tmp_path / "o"))
     msg = str(err.value)
-    assert "uint4" in msg and "checked before running any pass" in msg and "\n" not in msg
+    assert "uint4 weights need --target-option deployment=ios18" in msg and "\n" not in msg
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spec,pipeline,fix", [
+    ("macos14", "quantize{scheme=w4a16}", "deployment=macos15"),
+    ("ios17", "quantize{scheme=w8a16,group_size=32}", "deployment=ios18"),
+    ("ios16", "palettize{bits=4,group_size=8}", "deployment=ios18"),
+    ("macos13", "palettize{bits=4,group_size=8}", "deployment=macos15"),
+    ("ios16", "quantize{scheme=w8a8}", "deployment=ios17"),
+])
+def test_what_a_deployment_cannot_hold_is_refused_at_option_validation(spec, pipeline, fix):
+    """check_pipeline (before any pass, before the program is looked at) names the
+    deployment that holds it; with fallback=dequantize it is accepted."""
+    from edgecc.pipeline_text import parse_pipeline
+
+    target = AppleTarget()
+    with pytest.raises(OptionError) as err:
+        target.check_pipeline(parse_pipeline(pipeline), AppleTarget.Options(deployment=spec))
+    assert fix in str(err.value) and "\n" not in str(err.value)
+    target.check_pipeline(parse_pipeline(pipeline),
+                          AppleTarget.Options(deployment=spec, fallback="dequantize"))
+    target.check_pipeline(parse_pipeline(pipeline), AppleTarget.Options(deployment="ios18"))
 
 
 def test_activation_quantization_below_ios17_is_refused(small, tmp_path):
     calib = [(torch.randn(1, 4, 8, 8),)]
-    with pytest.raises(OptionError, match="quantizes activations to int8"):
+    with pytest.raises(OptionError, match="int8 activations need --target-option "
+                                          "deployment=ios17"):
         edgecc.compile(small, "apple:ios16", pipeline="quantize{scheme=w8a8}",
                        calibration=calib, output_dir=str(tmp_path / "o"))
 
@@ -155,7 +177,7 @@ def test_grouped_palette_below_ios18_falls_back_to_float_when_asked(small, tmp_p
     res = _build(small, "palettize{bits=4,group_size=8}", tmp_path_factory,
                  deployment="ios16", fallback="dequantize")
     rep = res.report["lowering"]
-    assert rep["stored_as_float"] and all("need deployment ios18" in s
+    assert rep["stored_as_float"] and all("deployment=ios18" in s
                                           for s in rep["stored_as_float"])
     assert rep["apple_check"]["interpreter"]["cosine"] >= 0.999
 
@@ -171,8 +193,8 @@ def test_a_corrupted_code_fails_the_check(small, tmp_path, monkeypatch):
     """The check can fail: one flipped code in the package is caught."""
     original = carry.unpacked_codes
 
-    def corrupt(q, dtype):
-        codes = original(q, dtype).copy()
+    def corrupt(q, dtype, *layout):
+        codes = original(q, dtype, *layout).copy()
         codes.reshape(-1)[0] = codes.reshape(-1)[0] ^ 1
         return codes
 
@@ -209,3 +231,26 @@ def test_macos_predict_is_compile_verification(small, tmp_path_factory):
     res = _build(small, "quantize{scheme=w8a16}", tmp_path_factory, compute_precision="fp32")
     assert res.report["verification"]["performed"] and res.report["verification"]["passed"]
     assert not any("Apple device" in s for s in res.report["not_verified"])
+
+
+def test_int4_conv_weights_pack_along_the_block_axis():
+    """A 3x3 / 1x1 convolution weight in blocks along input channels (odd last dimension)
+    packs its 4-bit codes along the block axis; dequantize (eager and fake) reads it back."""
+    from edgecc.quant import packed_dim, params_from_scale, stored_packed_dim
+
+    torch.manual_seed(0)
+    for shape in ((8, 6, 3, 3), (8, 48, 1, 1), (4, 16, 2, 2)):
+        w = torch.randn(shape)
+        nb = -(-shape[1] // 32)
+        scale = torch.rand(shape[0], nb, *shape[2:]) + 0.1
+        p = params_from_scale("int4", scale, axis=1, block_size=32)
+        q = p.quantize(w)
+        dim = packed_dim(shape, 1, 32)
+        assert dim == (3 if shape[-1] % 2 == 0 else 1)
+        assert q.shape[dim] == shape[dim] // 2
+        assert stored_packed_dim(q.shape, scale.shape, 1, 32) == dim
+        assert torch.equal(p.dequantize(q), p.fake_quantize(w))
+        fake = torch.library.opcheck  # the fake kernel gives the logical shape
+        fake(torch.ops.edgecc.dequantize.default,
+             (q, scale, p.zero_point, 1, 32, "int4", torch.float32))
+    assert packed_dim((8, 3, 3, 3), 1, 32) is None  # no even axis: stays float
