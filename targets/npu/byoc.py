@@ -14,7 +14,9 @@ Then, as TVM's BYOC flow prescribes:
 2. ``FuseOpsByPattern(patterns, annotate_codegen=...)``: one ``tvm.relax.dpl`` pattern per
    pattern of the description (conv2d / depthwise_conv2d / fully_connected [+ bias]
    [+ the activations its ``fuse`` lists] between a dequantize and a quantize; int8 add
-   [+ relu]); each match is checked against the description's constraints
+   [+ relu]; int8 mul; batch matmul of two int8 activations (attention, after
+   ``npu-decompose-attention``); max / average pool [+ flatten] [+ requantize]); each match
+   is checked against the description's constraints
    (``OpSpec.check``) by the pattern's check function, which records why it declines;
 3. ``MergeCompositeFunctions`` (Ethos-U with ``merge_regions``: connected NPU layers become
    one region, as Vela cascades them) — otherwise each composite is wrapped alone

@@ -8,7 +8,10 @@ agree. A quantized layer is the region edgecc's fake-quant program writes,
     dq(q_x) -> conv / depthwise conv / linear (+ bias, + relu / relu6) <- dq(w_q int8)
             -> quantize (int8 per tensor)
 
-and ``add(dq(q_a), dq(q_b)) [-> relu] -> quantize`` (int8 ADD, relu fused); the
+and ``add(dq(q_a), dq(q_b)) [-> relu] -> quantize`` (int8 ADD, relu fused),
+``matmul(dq(q_a), dq(q_b)) -> quantize`` (int8 BATCH_MATMUL: attention after
+``npu-decompose-attention``), ``pool(dq(q_x)) [-> flatten] -> quantize`` and
+``mul(dq(q_a), dq(q_b)) -> quantize``; the
 description's ``OpSpec.check`` decides whether that instance fits the NPU, and a refusal
 carries the constraint that refused it (``ops.conv2d.kernel_height`` ...). Every other node
 runs on the CPU (the TVM layer) with the reason recorded. Each accepted layer is an int8
