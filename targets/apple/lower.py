@@ -10,10 +10,13 @@ change with ``compute_precision``.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,7 +115,7 @@ def convert(program: Program, options: AppleOptions) -> tuple[Any, carry_mod.Car
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with carry_mod.carrying(record):
+        with carry_mod.carrying(record), fresh_mil_names():
             mlmodel = ct.convert(ep, convert_to="mlprogram",
                                  minimum_deployment_target=getattr(ct.target, dep.ct_target),
                                  compute_precision=precision, inputs=inputs, outputs=outputs)
@@ -124,6 +127,24 @@ def convert(program: Program, options: AppleOptions) -> tuple[Any, carry_mod.Car
     finally:
         quiet.setLevel(level)
     return mlmodel, record
+
+
+@contextlib.contextmanager
+def fresh_mil_names() -> Iterator[None]:
+    """coremltools names the constants and ops it creates without a name from a counter
+    shared by the whole process (``Builder.name_count``: ``dequantize_1_scale_0``, then
+    ``_3`` after two more conversions), so the same program converted later in a process
+    gave a different ``model.mlmodel`` and debug-handle map. Names need only be unique
+    within one program: each conversion counts from zero (as in a fresh process) and the
+    process's counter is put back afterwards."""
+    from coremltools.converters.mil.mil.builder import Builder
+
+    saved = Builder.name_count
+    Builder.name_count = collections.defaultdict(int)
+    try:
+        yield
+    finally:
+        Builder.name_count = saved
 
 
 def lower_program(program: Program, output_dir: str, options: AppleOptions
@@ -150,17 +171,6 @@ def lower_program(program: Program, output_dir: str, options: AppleOptions
              "format": w.detail, "shape": list(w.shape)} for w in record.weights],
         "activation_quantizers": record.activations,
         "stored_as_float": record.fallbacks,
-        # Seen in the full test suite only (identical across fresh processes and across
-        # repeated compiles in a fresh one): after many other conversions in one process,
-        # two compiles gave different bytes in these files; the cause is not found yet.
-        "varies": {
-            f"{MODEL}/Data/com.apple.CoreML/model.mlmodel":
-                "coremltools' MIL program can differ between two conversions late in a "
-                "long-lived process (cause under investigation; same bytes across fresh "
-                "processes)",
-            f"{MODEL}/executorch_debug_handle_mapping.json":
-                "coremltools' debug-handle map follows the MIL program's op names",
-        },
     }
     artifacts = package_artifacts(output_dir, desc) + [Artifact(README, "docs", "how to run it")]
     return Lowered(artifacts, report), record

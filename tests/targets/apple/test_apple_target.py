@@ -254,3 +254,29 @@ def test_int4_conv_weights_pack_along_the_block_axis():
         fake(torch.ops.edgecc.dequantize.default,
              (q, scale, p.zero_point, 1, 32, "int4", torch.float32))
     assert packed_dim((8, 3, 3, 3), 1, 32) is None  # no even axis: stays float
+
+
+def test_same_program_same_bytes_later_in_the_process(small, tmp_path_factory):
+    """coremltools' process-wide name counter (Builder.name_count) advanced by other
+    conversions no longer changes model.mlmodel or the debug-handle map: every file of the
+    package is byte-identical (nothing is listed in lowering.varies)."""
+    import hashlib
+    import os
+
+    from coremltools.converters.mil.mil.builder import Builder
+
+    first = _build(small, "quantize{scheme=w8a16}", tmp_path_factory, compute_precision="fp32")
+    for name in [*Builder.name_count, "const", "cast", "dequantize_1_scale"]:
+        Builder.name_count[name] += 7  # as after other conversions in this process
+    out = tmp_path_factory.mktemp("apple") / "again"
+    second = edgecc.compile(small, target="apple", pipeline="quantize{scheme=w8a16}",
+                            output_dir=str(out), target_options={"compute_precision": "fp32",
+                                                                 "check_samples": 0})
+
+    def digests(root):
+        return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(
+            open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(os.path.join(root, "model.mlpackage")) for f in files}
+
+    assert digests(first.output_dir) == digests(second.output_dir)
+    assert "varies" not in second.report["lowering"]
