@@ -346,16 +346,29 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
 
 
 def move_module(module: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
-    """``module.to(device)``, and also the plain tensor attributes ``torch.export`` leaves on
-    a graph module (lifted constants such as BERT's ``position_ids``, ``_tensor_constant0``),
-    which ``Module.to`` does not move. Parameters keep their identity (optimizers holding
-    them stay valid)."""
+    """``module.to(device)``, and also what ``Module.to`` leaves behind in an exported graph
+    module: plain tensor attributes (lifted constants such as ``_tensor_constant0``) and the
+    ``device=`` of factory ops traced on the CPU (``aten.ones(..., device=cpu)`` building an
+    attention mask), rewritten to ``device`` (and back to the CPU when moved back, so the
+    graph is the same after a round trip). Parameters keep their identity (optimizers
+    holding them stay valid)."""
+    import torch.fx as fx
+
     dev = torch.device(device)
     module.to(dev)
     for m in module.modules():
         for name, value in list(vars(m).items()):
             if isinstance(value, torch.Tensor) and value.device != dev:
                 setattr(m, name, value.to(dev))
+        if isinstance(m, fx.GraphModule):  # factory ops traced with device=cpu (masks, ...)
+            changed = False
+            for node in m.graph.nodes:
+                d = node.kwargs.get("device") if node.op == "call_function" else None
+                if isinstance(d, torch.device) and d != dev:
+                    node.update_kwarg("device", dev)
+                    changed = True
+            if changed:
+                m.recompile()
     return module
 
 
