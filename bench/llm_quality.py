@@ -5,6 +5,7 @@ apache-tvm-ffi; calibration for GPTQ / AWQ from Book 1). Prints a table and writ
 ``bench/results/llm_quality.json``.
 
     python bench/llm_quality.py [--ctx 128] [--windows 8] [--calib-seqs 8] [--variants ...]
+                                [--mix gptq_q4_k_m,...] [--merge]
 
 The float weights are the shipped Q4_1 file's, dequantized (``edgecc.load``); every row
 quantizes those same weights. edgecc rows: ``fp32`` (the program, written F32), ``q8_0``
@@ -13,6 +14,13 @@ Q4_K grid (Q4_K where rows are multiples of 256, else Q4_0). The tied embedding 
 matrix stays at the file's Q8_0 in every edgecc row (llama.cpp's Q4_0 / Q4_1 / Q4_K_M give
 it Q6_K, which falls back to Q8_0 for rows of 576). llama.cpp rows: ggml's quantizer with
 llama.cpp's per-tensor type rules (``edgecc/llm_eval/llamacpp_quant.py``).
+
+``--mix`` rows: edgecc's version of llama.cpp's Q4_K_M mix (``edgecc.llm.quantize_gguf_mix``):
+the same per-tensor types as llama.cpp (Q4_K where rows are multiples of 256, Q5_0 / Q8_0
+where llama.cpp falls back; the tied embedding stays at the file's Q8_0), the Q4_K tensors
+by GPTQ / RTN on the Q4_K grid, the Q5_0 / Q8_0 ones by ggml's reference quantizer.
+``*_q5`` rows write llama.cpp's Q6_K tensors as Q5_0 (fewer bytes), the others as Q8_0.
+``--merge`` keeps the rows of an earlier run of the same setup that this run does not redo.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from edgecc.llm_eval import quality  # noqa: E402
+from edgecc.llm_eval.perplexity import llamacpp_perplexity, program_perplexity  # noqa: E402
 from edgecc.llm_eval.text import SOURCE  # noqa: E402
 
 
@@ -54,6 +63,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# name -> (algorithm for the Q4_K tensors, what llama.cpp's Q6_K tensors become)
+MIX = {
+    "gptq_q4_k_m": ("gptq", "Q8_0"),
+    "gptq_q4_k_m_q5": ("gptq", "Q5_0"),
+    "rtn_q4_k_m": ("rtn", "Q8_0"),
+}
+
+
+def mix_rows(gguf_path: str, workdir: str, setup: quality.Setup, names: list[str],
+             on_row) -> None:
+    import edgecc
+    from edgecc.llm import quantize_gguf_mix
+
+    test, calib = quality.token_data(gguf_path, setup)
+    base = edgecc.load(gguf_path)
+    for name in names:
+        algorithm, q6_k = MIX[name]
+        t0 = time.perf_counter()
+        program, report = quantize_gguf_mix(base, calibration=calib, algorithm=algorithm,
+                                            q6_k=q6_k)
+        q_seconds = round(time.perf_counter() - t0, 1)
+        path, types = quality.write_gguf(program, os.path.join(workdir, name))
+        on_row({"name": name, "by": "edgecc", "layout": "Q4_K_M mix", "tensor_types": types,
+                "planned": report["counts"], "bytes": os.path.getsize(path),
+                "quantize_seconds": q_seconds,
+                "program_ppl": program_perplexity(program, test).perplexity,
+                "llamacpp_ppl": llamacpp_perplexity(path, test,
+                                                    threads=setup.threads).perplexity})
+        del program
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ctx", type=int, default=128)
@@ -63,6 +103,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(quality.VARIANTS))
     ap.add_argument("--llamacpp-ftypes", default="Q8_0,Q4_0,Q4_1,Q4_K_M")
+    ap.add_argument("--mix", default=",".join(MIX), help="edgecc Q4_K_M-mix rows")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other rows of an earlier run with the same setup")
     ap.add_argument("--workdir", default=None, help="keep the GGUF files here")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "llm_quality.json"))
@@ -78,21 +121,34 @@ def main() -> None:
             "note": "one run on a shared, loaded 2-core machine; perplexity is exact, "
                     "seconds are not final"}
     rows: list[dict] = []
+    kept: list[dict] = []
+    same = ("ctx", "windows", "calib_seqs", "calib_len")
+    if args.merge and os.path.exists(args.out):
+        with open(args.out) as f:
+            old = json.load(f)
+        if all(old.get("setup", {}).get(k) == getattr(args, k) for k in same):
+            kept = old["rows"]
     t0 = time.perf_counter()
 
     def on_row(row: dict) -> None:
         rows.append(row)
+        nonlocal kept
+        kept = [r for r in kept if r["name"] != row["name"]]
         print(table([row]).splitlines()[1], flush=True)
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump(meta | {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)},
-                      f, indent=2)
+            json.dump(meta | {"rows": kept + rows,
+                              "seconds": round(time.perf_counter() - t0, 1)}, f, indent=2)
 
     print(table([]).splitlines()[0], flush=True)
-    quality.run(smollm2_path(), workdir, setup, variants=variants, llamacpp_ftypes=ftypes,
-                on_row=on_row)
+    if variants or ftypes:
+        quality.run(smollm2_path(), workdir, setup, variants=variants,
+                    llamacpp_ftypes=ftypes, on_row=on_row)
+    mixes = [m for m in args.mix.split(",") if m]
+    if mixes:
+        mix_rows(smollm2_path(), workdir, setup, mixes, on_row)
     print()
-    print(table(rows))
+    print(table(kept + rows))
     print(f"\n{setup.windows} windows x {setup.ctx} tokens of {SOURCE}; wrote {args.out}")
 
 
