@@ -211,7 +211,11 @@ def minilm_main(argv: list[str]) -> None:
                  intermediate_size=128) if args.small else dict(
         hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     torch.manual_seed(0)
-    bert = transformers.BertModel(transformers.BertConfig(vocab_size=30522, **shape),
+    # eager attention: a program exported on the CPU with SDPA views SDPA's CPU output
+    # layout (aten.view after a permute), which CUDA's SDPA kernels do not produce
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=30522,
+                                                          attn_implementation="eager",
+                                                          **shape),
                                   add_pooling_layer=False).eval()
 
     class Embed(torch.nn.Module):  # token embeddings [batch, seq, hidden]
@@ -250,6 +254,8 @@ def minilm_main(argv: list[str]) -> None:
         cos = torch.cat([torch.nn.functional.cosine_similarity(
             out(res.program.graph_module, h), out(program.graph_module, h), dim=-1)
             .reshape(-1) for h in held]).mean().item()
+    ops = {str(n.target) for n in program.graph.nodes}
+    assert not any("scaled_dot_product" in o for o in ops), "eager attention expected"
     row = {"world_size": world, "devices": distributed.run_info(dev).devices,
            "parallel": "none" if world == 1 else "FSDP2" if args.shard else "DDP",
            "model": f"BERT {shape}, RANDOM weights (all-MiniLM-L6-v2 shapes)"
