@@ -632,3 +632,44 @@ def test_max_pool_and_flatten_go_to_the_npu_and_into_the_whole_model_tflite(tmp_
                             for op in r["ops"]]
     assert generic.report["verification"]["passed"]
     assert _max_steps(generic, shape) <= 1.001
+
+
+class Attention(nn.Module):
+    """One self-attention head group: q / k / v / o projections around SDPA."""
+
+    def __init__(self, dim=32, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (p(x).view(b, s, self.heads, -1).transpose(1, 2) for p in self.qkv)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.o(y.transpose(1, 2).reshape(b, s, d))
+
+
+def test_attention_matmuls_on_ethos_u55_compiled_by_vela(tmp_path):
+    """Q.K^T and P.V as int8 BATCH_MATMUL regions that Vela 5.2 compiles for U55 with no
+    operator left on the CPU (its report lists BATCH_MATMUL for U55); the softmax stays on
+    the CPU with its reason; the artifact (simulator for the regions) is verified against
+    the fake-quant program."""
+    torch.manual_seed(0)
+    shape = (1, 8, 32)
+    g = torch.Generator().manual_seed(1)
+    calib = [(torch.randn(*shape, generator=g),) for _ in range(4)]
+    res = edgecc.compile(Attention().eval(), target="npu:ethos-u55-128", example_inputs=calib[0],
+                         calibration=calib, pipeline="quantize{scheme=w8a8},fuse,dce",
+                         output_dir=str(tmp_path / "out"))
+    npu = res.report["lowering"]["npu"]
+    assert npu["npu_mac_share"] == 1.0, npu["npu_mac_share"]
+    matmuls = [d for d in npu["per_op"] if d["op"] == "matmul"]
+    assert len(matmuls) == 2 and all(d["device"] == "npu" for d in matmuls)
+    softmax = [d for d in npu["per_op"] if "softmax" in d["op"]]
+    assert softmax and all(d["device"] == "cpu" and d["reason"] for d in softmax)
+    vela = res.report["lowering"]["vela"]
+    ops = [op for r in vela["regions"] for op in r["ops"]]
+    assert ops.count("batch_matmul") == 2
+    assert all(r["cpu_operators"] == [] for r in vela["regions"]) and vela["npu_cycles"] > 0
+    assert res.report["verification"]["passed"]
