@@ -97,6 +97,17 @@ def test_cnn_packages_keep_compression_exactly(cnn_programs, tmp_path, model, va
     assert per_weight >= (3.5 if bits == 8 else 6.0)
     if bits == 8:
         assert whole >= 3.5
+    if variant == "w8a16":
+        # The bound of the lossy step: int8 per-channel RTN moves each weight by at most
+        # half its channel's scale, >= 45 dB weight SQNR in every layer (measured >= 47.9).
+        # MobileNetV2's output SQNR to fp32 is far lower (12-14 dB) because this randomly
+        # initialised network amplifies any weight perturbation ~35 dB: Gaussian noise at
+        # 48 dB weight SQNR gives 10.6 dB, torch's own int8 RTN 11.8 dB, fp16 30 dB
+        # (bench/apple.py); the package agrees with edgecc's program (cosine above).
+        stats = next(r["stats"] for r in res.report["pipeline"]["passes"]
+                     if r["pass"] == "quantize")
+        worst = stats["worst_layers_sqnr_db"]
+        assert min(worst.values() if isinstance(worst, dict) else (v for _, v in worst)) >= 45
     if variant == "w4a16" and model == "resnet20":
         assert whole >= 6.0
     if variant == "2:4+int8":  # joint sparse + int8 for every pruned layer (depthwise and
