@@ -243,8 +243,8 @@ def minilm_main(argv: list[str]) -> None:
     train_s = float(distributed.all_reduce_max(torch.tensor([qat["train_seconds"]])).item())
     samples = args.epochs * args.batches * args.global_batch
     # fidelity: held-out cosine of the QAT program against the float model (on this GPU)
-    res.program.graph_module.to(dev)
-    program.graph_module.to(dev)
+    distributed.move_module(res.program.graph_module, dev)
+    distributed.move_module(program.graph_module, dev)
 
     def out(gm: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
         o = gm(h.to(dev))
