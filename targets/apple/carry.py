@@ -14,6 +14,8 @@ compression-metadata path recompute them and are never used here)::
       -> constexpr_sparse_blockwise_shift_scale(mask, nonzero codes, ...) -> constexpr_sparse_to_dense
     edgecc.palette_dequantize(@codes, @lut:[G,2^b], bits, group_size)
       -> constexpr_lut_to_dense(indices=uint<b>[O,...], lut=[G,1,..,2^b,1])   (iOS16: G == 1)
+    same, > 1/b of the weights at an exact 0.0 entry (pruned, then palettized; iOS18)
+      -> constexpr_lut_to_sparse(mask, nonzero indices, lut) -> constexpr_sparse_to_dense
     edgecc.masked(@w, @mask, pattern)
       -> constexpr_sparse_to_dense(nonzero_data=w[mask], mask=uint1)         (iOS16: bytes)
     edgecc.quantize / dequantize / fake_quantize of activations
@@ -303,13 +305,43 @@ def _palette(context: Any, node: Any) -> None:
                 context.add(mb.const(val=dense, name=node.name))
                 return
         lut_shape = (groups, *([1] * (len(shape) - 1)), lut.shape[1], 1)
-        out = mb.constexpr_lut_to_dense(indices=codes.astype(_mil_types()[f"uint{bits}"]),
+        mask = joint_sparse_mask(dense, bits) if carry.deployment.joint_sparse else None
+        idx_type = _mil_types()[f"uint{bits}"]
+        if mask is not None:
+            m, vals = mb.constexpr_lut_to_sparse(
+                indices_mask=mask.astype(_mil_types()["uint1"]),
+                indices_nonzero_data=codes[mask].astype(idx_type),
+                lut=lut.reshape(lut_shape).astype(ftype), name=node.name + "_sparse_palettized")
+            out = mb.constexpr_sparse_to_dense(nonzero_data=vals, mask=m, name=node.name)
+            carry.weights.append(CarriedWeight(
+                key, node.name, "lut_to_sparse",
+                f"{bits}-bit LUT x{groups} sparse {1 - mask.mean():.1%}", shape, codes=codes,
+                scale=lut.astype(np.float32), sparse=True, mask=mask))
+            context.add(out)
+            return
+        out = mb.constexpr_lut_to_dense(indices=codes.astype(idx_type),
                                         lut=lut.reshape(lut_shape).astype(ftype),
                                         name=node.name)
     carry.weights.append(CarriedWeight(key, node.name, "lut_to_dense",
                                        f"{bits}-bit LUT x{groups}", shape, codes=codes,
                                        scale=lut.astype(np.float32)))
     context.add(out)
+
+
+def joint_sparse_mask(dense: np.ndarray, bits: int) -> np.ndarray | None:
+    """The kept positions of a palettized weight whose table holds an exact +0.0 that more
+    than ``1/bits`` of the weights use (pruned, then palettized: the zeros are one
+    centroid), else None. Stored as constexpr_lut_to_sparse (iOS18) the weight takes
+    1 + bits x density bits per element instead of ``bits``; exact, since a position is
+    dropped only where the table gives +0.0 (a -0.0 entry keeps the dense form)::
+
+        palette_dequantize(@codes, @lut)  ->  constexpr_lut_to_sparse(mask, codes[mask], lut)
+                                              -> constexpr_sparse_to_dense
+    """
+    zero = dense == 0
+    if not zero.any() or np.signbit(dense[zero]).any() or zero.mean() <= 1.0 / bits:
+        return None
+    return ~zero
 
 
 def _pack_lsb_first(values: np.ndarray, bits: int) -> np.ndarray:

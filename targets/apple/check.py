@@ -110,6 +110,7 @@ def stored_bytes(ops: dict[str, Any], w: Any) -> int:
     """Bytes of the constants one compressed weight is stored as (codes, scales, offsets,
     LUTs, masks)."""
     names = [w.mil_op] + ([w.mil_op + "_sparse_quantized"] if w.form.startswith("sparse_b")
+                          else [w.mil_op + "_sparse_palettized"] if w.form == "lut_to_sparse"
                           else [])
     return sum(_var_bytes(v) for n in names for v in ops[n].inputs.values()
                if v.val is not None and getattr(v.val, "size", 1) > 1 and v.op is not None
@@ -150,6 +151,12 @@ def _check_weights(mil: Any, record: Carry, refs: dict[str, dict[str, Any]]
             codes_exact = bool(np.array_equal(mask, w.mask) and np.array_equal(
                 _stored(inner, "nonzero_data").astype(np.int16),
                 ref["codes"][mask].astype(np.int16)))
+        elif w.form == "lut_to_sparse":
+            inner = ops[w.mil_op + "_sparse_palettized"]
+            mask = _stored(inner, "indices_mask").astype(bool)
+            codes_exact = bool(np.array_equal(mask, w.mask) and np.array_equal(
+                _stored(inner, "indices_nonzero_data").astype(np.int16),
+                ref["codes"][mask].astype(np.int16)))
         elif w.form == "sparse_to_dense":
             mask = _stored(op, "mask")
             if mask.dtype == np.uint8 and mask.shape != ref["mask"].shape:  # iOS16 bytes
@@ -183,6 +190,8 @@ def _check_weights(mil: Any, record: Carry, refs: dict[str, dict[str, Any]]
             stored_scale = _stored(op, "scale") if "scale" in op.inputs else _stored(op, "lut")
             if w.form == "sparse_blockwise_shift_scale":
                 stored_scale = _stored(ops[w.mil_op + "_sparse_quantized"], "scale")
+            elif w.form == "lut_to_sparse":
+                stored_scale = _stored(ops[w.mil_op + "_sparse_palettized"], "lut")
             scales_exact = bool(stored_scale is not None and np.array_equal(
                 stored_scale.reshape(-1).astype(np.float32), w.scale.reshape(-1)))
         if not (codes_exact and dense_exact and scales_exact is not False):

@@ -280,3 +280,21 @@ def test_same_program_same_bytes_later_in_the_process(small, tmp_path_factory):
 
     assert digests(first.output_dir) == digests(second.output_dir)
     assert "varies" not in second.report["lowering"]
+
+
+def test_pruned_then_palettized_weights_become_lut_to_sparse(small, tmp_path_factory):
+    """iOS18 joint sparse + palettized: the exact-zero centroid of a pruned weight becomes
+    the mask of constexpr_lut_to_sparse; mask, nonzero indices and LUT are edgecc's."""
+    res = _build(small, "prune{sparsity=0.6},apply-masks,palettize{bits=4}", tmp_path_factory,
+                 compute_precision="fp32")
+    rep = res.report["lowering"]
+    chk = rep["apple_check"]
+    joint = [w for w in rep["compressed_weights"] if w["form"] == "constexpr_lut_to_sparse"]
+    assert joint and chk["op_counts"]["constexpr_lut_to_sparse"] == len(joint)
+    assert chk["op_counts"].get("constexpr_lut_to_dense", 0) == 0
+    assert all(r["codes_bit_exact"] and r["weight_bit_exact"] and r["scales_bit_exact"]
+               for r in chk["weights"])
+    assert chk["weight_bin_matches_payload"]
+    # the sparse form is smaller than the dense indices it replaces (4 bits per weight)
+    assert all(r["stored_bytes"] < r["float32_bytes"] / 8 + 64 for r in chk["weights"])
+    assert chk["interpreter"]["passed"] and chk["interpreter"]["max_abs_relative"] <= 1e-4
