@@ -18,8 +18,9 @@ llama.cpp's per-tensor type rules (``edgecc/llm_eval/llamacpp_quant.py``).
 ``--mix`` rows: edgecc's version of llama.cpp's Q4_K_M mix (``edgecc.llm.quantize_gguf_mix``):
 the same per-tensor types as llama.cpp (Q4_K where rows are multiples of 256, Q5_0 / Q8_0
 where llama.cpp falls back; the tied embedding stays at the file's Q8_0), the Q4_K tensors
-by GPTQ / RTN on the Q4_K grid, the Q5_0 / Q8_0 ones by ggml's reference quantizer.
-``*_q5`` rows write llama.cpp's Q6_K tensors as Q5_0 (fewer bytes), the others as Q8_0.
+by GPTQ / RTN on the Q4_K grid, the Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the
+same bytes as llama.cpp's file). ``*_q8`` / ``*_q5`` rows write llama.cpp's Q6_K tensors
+as Q8_0 (more bytes) / Q5_0 (fewer).
 ``--merge`` keeps the rows of an earlier run of the same setup that this run does not redo.
 """
 
@@ -65,9 +66,10 @@ def table(rows: list[dict]) -> str:
 
 # name -> (algorithm for the Q4_K tensors, what llama.cpp's Q6_K tensors become)
 MIX = {
-    "gptq_q4_k_m": ("gptq", "Q8_0"),
+    "gptq_q4_k_m": ("gptq", "Q6_K"),
+    "gptq_q4_k_m_q8": ("gptq", "Q8_0"),
     "gptq_q4_k_m_q5": ("gptq", "Q5_0"),
-    "rtn_q4_k_m": ("rtn", "Q8_0"),
+    "rtn_q4_k_m": ("rtn", "Q6_K"),
 }
 
 
@@ -103,7 +105,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(quality.VARIANTS))
     ap.add_argument("--llamacpp-ftypes", default="Q8_0,Q4_0,Q4_1,Q4_K_M")
-    ap.add_argument("--mix", default=",".join(MIX), help="edgecc Q4_K_M-mix rows")
+    ap.add_argument("--mix", default="gptq_q4_k_m,gptq_q4_k_m_q8",
+                    help=f"edgecc Q4_K_M-mix rows, of {', '.join(MIX)}")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an earlier run with the same setup")
     ap.add_argument("--workdir", default=None, help="keep the GGUF files here")

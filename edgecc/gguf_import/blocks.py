@@ -9,6 +9,14 @@ dimension, which is GGUF's ``ne0``)::
     Q4_0  18 bytes: d, uint8 qs[16]             x = d * (nib - 8)
     Q4_1  20 bytes: d, m, uint8 qs[16]          x = d * nib + m
 
+Q6_K (llama.cpp's 6-bit K-quant, 256 weights, 210 bytes) is here too: ``ql[128]``,
+``qh[64]``, int8 ``scales[16]``, fp16 ``d``; 16 sub-blocks of 16 weights with
+``x = d * scales[j] * (q - 32)``, ``q`` 6-bit. edgecc holds it as int8 codes ``q - 32``
+(-32..31) in groups of 16 with float32 scales ``d * scales[j]`` (exact: an fp16 value
+times an 8-bit integer). Within each 128 weights (``h``), for ``l`` in 0..31 and quarter
+``k`` in 0..3 (weight ``128h + 32k + l``): the low nibble in ``ql[64h + l + 32(k % 2)]``
+(bits ``4(k // 2)``), the top two bits in ``qh[32h + l]`` (bits ``2k``).
+
 Q5_0 keeps the low 4 bits of weight ``j`` as Q4_0 does and its fifth bit in bit ``j`` of the
 little-endian ``qh`` (what llama.cpp's Q4_K falls back to for rows that are not a multiple
 of 256); edgecc holds it as int8 codes ``q - 16`` in -16..15 with the fp16 scale ``d``.
@@ -24,6 +32,7 @@ import numpy as np
 
 BLOCK = 32
 BLOCK_BYTES = {"Q8_0": 34, "Q5_0": 22, "Q4_0": 18, "Q4_1": 20}
+Q6_K_SUPER, Q6_K_BYTES, Q6_K_GROUP = 256, 210, 16
 
 
 def _blocks(x: np.ndarray) -> np.ndarray:
@@ -115,3 +124,71 @@ def unpack_q4_1(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1 bytes -> (nibbles, fp16 scales, fp16 mins)."""
     b = _raw_blocks(raw, "Q4_1")
     return _from_nibbles(b[..., 4:]), _halves(b, 0), _halves(b, 2)
+
+
+def pack_q6_k(q: np.ndarray, d: np.ndarray, sc: np.ndarray) -> np.ndarray:
+    """6-bit values 0..63 ``[rows, cols]`` (``x = d * sc[j] * (q - 32)``), fp16 ``d``
+    ``[rows, cols/256]`` and int8 ``sc`` ``[rows, cols/256, 16]`` -> Q6_K bytes."""
+    rows, cols = q.shape
+    if cols % Q6_K_SUPER:
+        raise ValueError(f"a row of {cols} values is not a whole number of "
+                         f"{Q6_K_SUPER}-blocks")
+    if int(q.max(initial=0)) > 63 or int(q.min(initial=0)) < 0:
+        raise ValueError("Q6_K values are 6-bit (0..63)")
+    nb = cols // Q6_K_SUPER
+    v = q.astype(np.uint8).reshape(rows, nb, 2, 4, 32)  # [.., half h, quarter k, l]
+    lo, hi = v & 0xF, v >> 4
+    ql = np.concatenate((lo[:, :, :, 0] | (lo[:, :, :, 2] << 4),
+                         lo[:, :, :, 1] | (lo[:, :, :, 3] << 4)), axis=-1)  # [.., 2, 64]
+    qh = hi[:, :, :, 0] | (hi[:, :, :, 1] << 2) | (hi[:, :, :, 2] << 4) | (hi[:, :, :, 3] << 6)
+    scales = np.ascontiguousarray(sc.astype(np.int8)).view(np.uint8)
+    return np.concatenate((ql.reshape(rows, nb, 128), qh.reshape(rows, nb, 64), scales,
+                           _half_bytes(d)), axis=-1).reshape(rows, nb * Q6_K_BYTES)
+
+
+def unpack_q6_k(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q6_K bytes ``[rows, bytes]`` -> (6-bit values 0..63, fp16 ``d`` ``[rows, blocks]``,
+    int8 ``sc`` ``[rows, blocks, 16]``) (the inverse of ``pack_q6_k``)."""
+    rows = raw.shape[0]
+    if raw.shape[-1] % Q6_K_BYTES:
+        raise ValueError(f"Q6_K rows of {raw.shape[-1]} bytes are not whole "
+                         f"{Q6_K_BYTES}-byte blocks")
+    b = raw.reshape(rows, -1, Q6_K_BYTES)
+    nb = b.shape[1]
+    ql = b[..., :128].reshape(rows, nb, 2, 2, 32)  # [.., half, k % 2, l]
+    qh = b[..., 128:192].reshape(rows, nb, 2, 1, 32)
+    lo = np.stack((ql[:, :, :, 0] & 0xF, ql[:, :, :, 1] & 0xF, ql[:, :, :, 0] >> 4,
+                   ql[:, :, :, 1] >> 4), axis=3)  # [.., half, k, l]
+    hi = (qh >> (2 * np.arange(4, dtype=np.uint8))[:, None]) & 3
+    q = (lo | (hi << 4)).reshape(rows, nb * Q6_K_SUPER)
+    sc = np.ascontiguousarray(b[..., 192:208]).view(np.int8)
+    return q, _halves(b, 208), sc
+
+
+def q6_k_grid(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """float32 scales per 16 weights ``[rows, cols/16]`` as ``d * sc`` (fp16 ``d`` per 256,
+    int8 ``sc``): ``(d [rows, cols/256], sc [rows, cols/256, 16])``, or None when they are
+    not on Q6_K's grid. ``d`` is tried as ``±max|s| / k`` for ``k`` = 128 .. 1 (ggml's
+    quantizer makes the largest sub-scale ``-128``, so ``d`` may be negative)."""
+    rows, groups = scales.shape
+    per = Q6_K_SUPER // Q6_K_GROUP
+    if groups % per:
+        return None
+    s = scales.astype(np.float32).reshape(rows, groups // per, per)
+    top = np.abs(s).max(-1)
+    d = np.zeros_like(top)
+    sc = np.zeros(s.shape, np.float32)
+    todo = top > 0
+    d[~todo] = 1.0  # an all-zero block: any d, codes 0
+    for k in range(128, 0, -1):
+        for sign in (-1.0, 1.0):
+            cand = (sign * top / np.float32(k)).astype(np.float16).astype(np.float32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                codes = np.round(s / cand[..., None])
+            ok = todo & (cand != 0) & np.all((codes >= -128) & (codes <= 127)
+                                             & (cand[..., None] * codes == s), axis=-1)
+            d[ok], sc[ok] = cand[ok], codes[ok]
+            todo &= ~ok
+        if not todo.any():
+            return d.astype(np.float16), sc.astype(np.int8)
+    return None

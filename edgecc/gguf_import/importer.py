@@ -15,11 +15,13 @@ What each tensor type becomes (decided per the exactness of edgecc's representat
     Q8_0             int8 codes, fp16 scale per 32, zero point 0        -- exact, carried
     Q5_0             int8 codes q - 16 (-16..15), fp16 scale per 32     -- exact, carried
     Q4_0             int4 codes (nib - 8), fp16 scale per 32, zero 0    -- exact, carried
+    Q6_K             int8 codes q - 32 (-32..31), float32 scale d * sc per 16 (an fp16
+                     times an int8: exact)                              -- exact, carried
     Q4_1             float32: x = d * nib + m with a float min m, which an integer zero
                      point holds only when m / d is a whole number; the file's values are
                      kept exactly as floats instead (re-quantize with edgecc's w4a16
                      g32 for an asymmetric int4 -> Q4_1 export)
-    other types      float32 through ``gguf.quants.dequantize`` (K-quants, Q5_1, IQ*);
+    other types      float32 through ``gguf.quants.dequantize`` (Q4_K, Q5_K, Q5_1, IQ*);
                      ``strict=True`` refuses them
 
 The types dequantized are listed in ``program.graph_module.meta["gguf"]["dequantized"]``,
@@ -47,7 +49,7 @@ from edgecc.program import Program
 
 log = logging.getLogger(__name__)
 
-CARRIED = ("Q8_0", "Q5_0", "Q4_0")  # GGUF types kept as edgecc quantization
+CARRIED = ("Q8_0", "Q6_K", "Q5_0", "Q4_0")  # GGUF types kept as edgecc quantization
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
@@ -62,7 +64,8 @@ class GgufWeight:
     value: np.ndarray  # float32: the values llama.cpp computes with
     kind: str  # GGUF type name ("F32", "Q8_0", "Q4_1", ...)
     codes: np.ndarray | None = None  # CARRIED types: centred int codes [rows, cols]
-    scales: np.ndarray | None = None  # fp16 [rows, cols / 32]; x = scales * codes
+    scales: np.ndarray | None = None  # [rows, cols / block]; x = scales * codes
+    block: int = 32  # weights per scale along a row (Q6_K: 16)
 
 
 @dataclasses.dataclass
@@ -221,6 +224,11 @@ def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
         elif kind == "Q5_0":
             q5, w.scales = blocks.unpack_q5_0(raw.reshape(shape[0], -1))
             w.codes = q5.astype(np.int8) - 16
+        elif kind == "Q6_K":
+            q6, d, sc = blocks.unpack_q6_k(raw.reshape(shape[0], -1))
+            w.codes = q6.astype(np.int8) - 32
+            w.scales = (d.astype(np.float32)[..., None] * sc).reshape(shape[0], -1)
+            w.block = blocks.Q6_K_GROUP
         elif kind == "Q4_0":
             nib, w.scales = blocks.unpack_q4_0(raw.reshape(shape[0], -1))
             w.codes = nib.astype(np.int8) - 8
@@ -294,7 +302,7 @@ def carry_quantization(program: Program, weights: Mapping[str, GgufWeight], *,
 
         before: %w = get_attr[model.layers.0.mlp.up_proj.weight]   float32 [F, H]
         after:  %q, %s, %z = get_attr[..._qweight, ..._w_scale, ..._w_zero_point]
-                %w = edgecc.dequantize(%q, %s, %z, 1, 32, "int4" | "int8", float32)
+                %w = edgecc.dequantize(%q, %s, %z, 1, 32 | 16, "int4" | "int8", float32)
     """
     from edgecc.quant import DEQUANTIZE, pack_int4
 
@@ -317,7 +325,7 @@ def carry_quantization(program: Program, weights: Mapping[str, GgufWeight], *,
         s = program.add_constant(f"{prefix}_w_scale", scale, before=first)
         z = program.add_constant(f"{prefix}_w_zero_point", zero, before=first)
         with graph.inserting_before(first):
-            dq = graph.call_function(DEQUANTIZE, (q, s, z, 1, blocks.BLOCK,
+            dq = graph.call_function(DEQUANTIZE, (q, s, z, 1, w.block,
                                                   "int4" if int4 else "int8", torch.float32))
         node.replace_all_uses_with(dq)
         graph.erase_node(node)

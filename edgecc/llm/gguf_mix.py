@@ -15,7 +15,9 @@ Q4_K       the quantize pass (``algorithm``: GPTQ by default, calibrated), symme
 Q5_0       ggml's reference quantizer (round to nearest, ``d = signed max / -16``),
            held as int8 codes -16..15 with fp16 scales per 32 (``gguf_import``'s Q5_0)
 Q8_0       ggml's reference quantizer, int8 codes with fp16 scales per 32
-Q6_K       edgecc writes no Q6_K: ``q6_k`` (Q8_0, more bits, or Q5_0, fewer), said so
+Q6_K       ggml's quantizer (``ggml_quantize_chunk`` through xllamacpp, as llama.cpp's
+           own file), held as int8 codes -32..31 with scales ``d * sc`` per 16; option
+           ``q6_k``: Q8_0 (more bits) or Q5_0 (fewer) instead, said so
 =========  ===========================================================================
 
 An untied ``token_embd`` that the rule gives Q4_K is Q5_0 (the quantize pass snaps linear
@@ -46,11 +48,11 @@ from edgecc.program import Program
 
 FTYPES = ("Q4_K_M",)
 SUPER = 256
-_RTN = ("Q5_0", "Q8_0")  # types quantized here by ggml's reference (round to nearest)
+_RTN = ("Q5_0", "Q8_0", "Q6_K")  # types quantized here by ggml's reference quantizers
 _QWEIGHT = re.compile(r"^(.*)_qweight$")
 
 
-def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q8_0"
+def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q6_K"
                ) -> dict[str, dict[str, Any]]:
     """``{gguf name: {"module", "cols", "wanted", "chosen", "reason", "quantized"}}`` for
     every 2-D weight: ``wanted`` is llama.cpp's type for a row length that K-quants take,
@@ -62,7 +64,8 @@ def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q8_0"
         raise OptionError(f"ftype={ftype}: the GGUF mixes edgecc quantizes are "
                           f"{', '.join(FTYPES)}")
     if q6_k not in _RTN:
-        raise OptionError(f"q6_k={q6_k}: edgecc writes no Q6_K; choose Q8_0 or Q5_0")
+        raise OptionError(f"q6_k={q6_k}: llama.cpp's Q6_K tensors are written as Q6_K, "
+                          "Q8_0 or Q5_0")
     weights = _weights(program)
     n_layer = 1 + max((int(m.group(1)) for n in weights
                        if (m := re.match(r"blk\.(\d+)\.", n))), default=-1)
@@ -75,9 +78,9 @@ def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q8_0"
         if chosen != wanted:
             reason = (f"rows of {cols} weights are not a multiple of {SUPER} (llama.cpp's "
                       f"{wanted} -> {chosen} fallback)")
-        if chosen == "Q6_K":
+        if chosen == "Q6_K" and q6_k != "Q6_K":
             chosen = q6_k
-            reason = f"edgecc writes no Q6_K: {q6_k} (option q6_k)"
+            reason = f"option q6_k={q6_k}"
         if chosen == "Q4_K" and name == "token_embd.weight":
             chosen = "Q5_0"
             reason = "the quantize pass puts linear layers only on the Q4_K grid: Q5_0"
@@ -88,7 +91,7 @@ def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q8_0"
 
 def quantize_gguf_mix(program: Program, ftype: str = "Q4_K_M", *,
                       calibration: Sequence[tuple[torch.Tensor, ...]] | None = None,
-                      algorithm: str = "gptq", q6_k: str = "Q8_0",
+                      algorithm: str = "gptq", q6_k: str = "Q6_K",
                       options: dict[str, Any] | None = None) -> tuple[Program, dict[str, Any]]:
     """A copy of ``program`` quantized as llama.cpp's ``ftype`` mix (module docstring), and
     a report: ``{"types": plan, "counts": {type: n}, "quantize": the pass's stats}``.
@@ -150,8 +153,9 @@ def _weights(program: Program) -> dict[str, tuple[str, int, bool]]:
 
 
 def _round_to_nearest(program: Program, plan: dict[str, dict[str, Any]]) -> None:
-    """Q5_0 / Q8_0 tensors: ggml's reference quantizer (``gguf.quants``, bit-exact to
-    ggml), put into the program as int8 codes and fp16 scales."""
+    """Q5_0 / Q8_0 / Q6_K tensors: ggml's reference quantizers (``gguf.quants``, bit-exact
+    to ggml; Q6_K: ggml's own through xllamacpp), put into the program as int8 codes and
+    their scales."""
     import gguf
     from gguf.quants import quantize
 
@@ -164,12 +168,21 @@ def _round_to_nearest(program: Program, plan: dict[str, dict[str, Any]]) -> None
         if p["chosen"] not in _RTN or p["quantized"] or key not in floats:
             continue
         w = program.tensor(floats[key]).detach().to(torch.float32).numpy()
-        raw = quantize(np.ascontiguousarray(w), gguf.GGMLQuantizationType[p["chosen"]])
-        if p["chosen"] == "Q8_0":
-            codes, scales = blocks.unpack_q8_0(raw)
+        block = blocks.BLOCK
+        if p["chosen"] == "Q6_K":
+            from edgecc.llm_eval.llamacpp_quant import quantize_rows
+
+            q6, d, sc = blocks.unpack_q6_k(quantize_rows(w, "Q6_K"))
+            codes = q6.astype(np.int8) - 32
+            scales = (d.astype(np.float32)[..., None] * sc).reshape(w.shape[0], -1)
+            block = blocks.Q6_K_GROUP
         else:
-            q5, scales = blocks.unpack_q5_0(raw)
-            codes = q5.astype(np.int8) - 16
-        weights[key] = GgufWeight(w, p["chosen"], codes, scales)
+            raw = quantize(np.ascontiguousarray(w), gguf.GGMLQuantizationType[p["chosen"]])
+            if p["chosen"] == "Q8_0":
+                codes, scales = blocks.unpack_q8_0(raw)
+            else:
+                q5, scales = blocks.unpack_q5_0(raw)
+                codes = q5.astype(np.int8) - 16
+        weights[key] = GgufWeight(w, p["chosen"], codes, scales, block)
     if weights:
         carry_quantization(program, weights, tied=False)

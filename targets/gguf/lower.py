@@ -12,6 +12,7 @@ float                                                  F32        exact (F16 by 
 8-bit, ``q - zero_point`` in [-16, 15] (5-bit codes)  Q5_0       bit-exact (q = q - z + 16)
 8-bit, ``q - zero_point`` in [-128, 127]               Q8_0       bit-exact
 symmetric int4 g32 with scales on Q4_K's grid          Q4_K       bit-exact (``q4k``)
+8-bit, [-32, 31], groups of 16, scales on Q6_K's grid  Q6_K       bit-exact (``blocks``)
 ====================================================  =========  ==============================
 
 Blocks are 32 weights along a row (the input dimension), so a per-group weight needs a
@@ -57,7 +58,7 @@ ARCH = "llama"
 @dataclasses.dataclass(frozen=True)
 class Encoded:
     data: np.ndarray  # float32 / float16 values, or packed block bytes [rows, bytes]
-    ggml_type: str  # "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K"
+    ggml_type: str  # "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K"
     max_rounding: float = 0.0  # largest change of a dequantized weight (Q4_1's fp16 min)
 
 
@@ -126,6 +127,11 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
                             "of a 2-D matrix")
     rows, cols = codes.shape
     axis = params.axis % 2
+    if (fmt.bits == 8 and params.granularity == "per-block" and axis == 1
+            and params.block_size == blocks.Q6_K_GROUP):
+        packed = _q6_k(codes.numpy(), params, rows, cols)
+        if packed is not None:  # a Q6_K weight (6-bit codes, scales d * sc per 16)
+            return Encoded(packed, "Q6_K")
     if params.granularity == "per-block" and (axis != 1 or params.block_size % blocks.BLOCK):
         raise LoweringError(f"{where} has groups of {params.block_size} along axis {axis}; GGUF "
                             f"blocks are {blocks.BLOCK} weights along a row (axis 1): quantize "
@@ -171,6 +177,23 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
     nib = codes.numpy() - fmt.qmin
     rounding = float(np.abs(m16.astype(np.float32) - m).max())
     return Encoded(blocks.pack_q4_1(nib.astype(np.uint8), d16, m16), "Q4_1", rounding)
+
+
+def _q6_k(codes: np.ndarray, params: Any, rows: int, cols: int) -> np.ndarray | None:
+    """Q6_K bytes of int8 codes in groups of 16 whose centred values are 6-bit and whose
+    scales are ``d * sc`` (fp16 ``d`` per 256, int8 ``sc``); None otherwise."""
+    if cols % blocks.Q6_K_SUPER:
+        return None
+    g = blocks.Q6_K_GROUP
+    scale = params.scale.to(torch.float32).reshape(rows, cols // g).numpy()
+    zero = params.zero_point.to(torch.int32).reshape(rows, cols // g).numpy()
+    centered = codes.astype(np.int32) - np.repeat(zero, g, axis=1)
+    if centered.min() < -32 or centered.max() > 31:
+        return None
+    grid = blocks.q6_k_grid(scale)
+    if grid is None:
+        return None
+    return blocks.pack_q6_k((centered + 32).astype(np.uint8), *grid)
 
 
 def _fallback(planned: dict[str, dict[str, str]], encoded: dict[str, Encoded]
@@ -229,7 +252,8 @@ def _write(path: str, program: Program, decoder: Decoder, encoded: dict[str, Enc
 
 def _file_type(encoded: dict[str, Encoded]) -> int:
     """llama.cpp's ``general.file_type`` (``LLAMA_FTYPE_*``): the type of most 2-D weights."""
-    ftypes = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q4_K": 14}
+    ftypes = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q4_K": 14,
+              "Q6_K": 18}
     counts: dict[str, int] = {}
     for e in encoded.values():
         if e.data.ndim == 2:

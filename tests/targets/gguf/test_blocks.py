@@ -58,3 +58,23 @@ def test_names_map_both_ways():
     assert hf_name("blk.3.ffn_down") == "model.layers.3.mlp.down_proj"
     assert hf_name("output") == "lm_head"
     assert hf_name("blk.0.attn_qkv") is None
+
+
+def test_q6_k_pack_unpack_grid_and_ggml_dequantize_are_bit_exact():
+    rng = np.random.default_rng(1)
+    rows, cols = 3, 512
+    q = rng.integers(0, 64, (rows, cols))
+    d = rng.normal(0, 1e-3, (rows, 2)).astype(np.float16)
+    sc = rng.integers(-128, 128, (rows, 2, 16)).astype(np.int8)
+    sc[..., 0] = -128  # as ggml's quantizer leaves the largest sub-scale
+    raw = blocks.pack_q6_k(q, d, sc)
+    assert raw.shape == (rows, 2 * 210)
+    for a, b in zip(blocks.unpack_q6_k(raw), (q, d, sc)):
+        np.testing.assert_array_equal(a, b)
+    scales = d.astype(np.float32)[..., None] * sc.astype(np.float32)  # per 16, exact
+    values = (q - 32).reshape(rows, 2, 16, 16) * scales[..., None]
+    np.testing.assert_array_equal(values.reshape(rows, cols),
+                                  dequantize(raw, T.Q6_K).reshape(rows, cols))
+    gd, gsc = blocks.q6_k_grid(scales.reshape(rows, -1))
+    np.testing.assert_array_equal(gd.astype(np.float32)[..., None] * gsc, scales)
+    assert blocks.q6_k_grid(scales.reshape(rows, -1) * 1.0001) is None

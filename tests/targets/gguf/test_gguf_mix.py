@@ -1,5 +1,6 @@
 """llama.cpp's Q4_K_M type mix on an edgecc program (edgecc.llm.gguf_mix): K-quant rows
 that are not a multiple of 256 fall back as llama.cpp does (Q4_K -> Q5_0, Q6_K -> Q8_0),
+Q6_K is ggml's own quantization,
 -t gguf writes every tensor bit-exactly as planned (Q5_0 blocks decoded by gguf's
 dequantizer and run by llama.cpp), says which tensors fell back and why, and the file's
 Q5_0 / Q8_0 tensors import back as the same int8 codes."""
@@ -13,6 +14,7 @@ from edgecc.errors import OptionError
 from edgecc.gguf_import import read_gguf
 from edgecc.gguf_import.layout import hf_name, unpermute_rope
 from edgecc.llm.gguf_mix import plan_types, quantize_gguf_mix
+from edgecc.llm_eval.llamacpp_quant import quantize_rows
 from edgecc.quant import node_params
 from edgecc.targets.gguf import GgufOptions, GgufTarget
 from edgecc.targets.gguf.partition import recognise
@@ -26,24 +28,25 @@ def test_q4_k_m_mix_falls_back_like_llamacpp_and_is_written_bit_exactly(tmp_path
     program = tiny.trace(model)
     mixed, report = quantize_gguf_mix(program, algorithm="rtn")  # GPTQ: bench/llm_quality.py
     types = {n: p["chosen"] for n, p in report["types"].items()}
-    # layer 1 is one use_more_bits picks (Q6_K -> Q8_0); ffn_down reads rows of 320
+    # layer 1 is one use_more_bits picks (Q6_K); ffn_down reads rows of 320
     assert types["blk.0.ffn_down.weight"] == "Q5_0"  # Q4_K -> Q5_0 (320 % 256)
     assert types["blk.1.ffn_down.weight"] == "Q8_0"  # Q6_K -> Q8_0 (320 % 256)
-    assert types["blk.0.attn_v.weight"] == "Q4_K" and types["blk.1.attn_v.weight"] == "Q8_0"
-    assert types["blk.0.attn_q.weight"] == "Q4_K" and types["output.weight"] == "Q8_0"
-    assert report["counts"] == {"Q4_K": 11, "Q5_0": 2, "Q8_0": 3}
+    assert types["blk.0.attn_v.weight"] == "Q4_K" and types["blk.1.attn_v.weight"] == "Q6_K"
+    assert types["blk.0.attn_q.weight"] == "Q4_K" and types["output.weight"] == "Q6_K"
+    assert report["counts"] == {"Q4_K": 11, "Q5_0": 2, "Q8_0": 1, "Q6_K": 2}
     fewer = plan_types(program, q6_k="Q5_0")  # a Q6_K that K-quant rows allow: the option
     assert fewer["blk.1.attn_v.weight"]["chosen"] == "Q5_0"
     assert fewer["blk.1.ffn_down.weight"]["chosen"] == "Q8_0"  # llama.cpp's own fallback
 
     lowered = GgufTarget().lower(mixed, str(tmp_path), GgufOptions())
-    assert lowered.report["tensor_types"] == {"F32": 5, "Q4_K": 11, "Q5_0": 2, "Q8_0": 3}
+    assert lowered.report["tensor_types"] == {"F32": 5, "Q4_K": 11, "Q5_0": 2, "Q8_0": 1,
+                                              "Q6_K": 2}
     fb = lowered.report["fallback"]
     assert fb["blk.0.ffn_down.weight"]["written"] == "Q5_0"
     assert "not a multiple of 256" in fb["blk.0.ffn_down.weight"]["reason"]
-    assert fb["blk.1.attn_v.weight"] == {"wanted": "Q6_K", "written": "Q8_0",
-                                         "reason": "edgecc writes no Q6_K: Q8_0 (option q6_k)"}
-    assert "blk.0.attn_q.weight" not in fb
+    assert fb["blk.1.ffn_down.weight"]["wanted"] == "Q6_K"
+    assert set(fb) == {"blk.0.ffn_down.weight", "blk.1.ffn_down.weight", "token_embd.weight"}
+    assert "linear layers only" in fb["token_embd.weight"]["reason"]  # untied, Q4_K wanted
     check = lowered.report["llamacpp_check"]  # llama.cpp ran the file (Q8 activations)
     assert check["kl"] < 1e-3 and check["top1_agreement"] >= 0.9
 
@@ -55,7 +58,7 @@ def test_q4_k_m_mix_falls_back_like_llamacpp_and_is_written_bit_exactly(tmp_path
     floats = {t.name: program.tensor(t.node).detach().numpy() for t in recognise(program).tensors}
     seen = set()
     for t in gguf.GGUFReader(str(tmp_path / "model.gguf")).tensors:
-        if t.tensor_type.name in ("Q5_0", "Q8_0", "Q4_K"):
+        if t.tensor_type.name in ("Q5_0", "Q8_0", "Q4_K", "Q6_K"):
             shape = tuple(int(s) for s in reversed(t.shape))
             raw = np.asarray(t.data).reshape(shape[0], -1)
             want, heads = expected[t.name]
@@ -63,19 +66,20 @@ def test_q4_k_m_mix_falls_back_like_llamacpp_and_is_written_bit_exactly(tmp_path
             np.testing.assert_array_equal(unpermute_rope(got, heads) if heads else got, want)
             if t.tensor_type.name != "Q4_K":
                 ref = floats[t.name]
-                np.testing.assert_array_equal(
-                    unpermute_rope(raw, heads) if heads else raw,
-                    quantize(ref, t.tensor_type).reshape(shape[0], -1))
+                ggml = (quantize_rows(ref, "Q6_K") if t.tensor_type.name == "Q6_K"
+                        else quantize(ref, t.tensor_type).reshape(shape[0], -1))
+                np.testing.assert_array_equal(unpermute_rope(raw, heads) if heads else raw,
+                                              ggml)
             seen.add(t.tensor_type.name)
-    assert seen == {"Q4_K", "Q5_0", "Q8_0"}
+    assert seen == {"Q4_K", "Q5_0", "Q8_0", "Q6_K"}
 
-    # Q5_0 / Q8_0 come back as edgecc int8 codes (exact); Q4_K is imported as float
+    # Q5_0 / Q8_0 / Q6_K come back as edgecc int8 codes (exact); Q4_K is imported as float
     back = read_gguf(str(tmp_path / "model.gguf"))
-    for name in ("blk.0.ffn_down.weight", "blk.1.ffn_down.weight"):
+    for name in ("blk.0.ffn_down.weight", "blk.1.ffn_down.weight", "output.weight"):
         w = back.weights[hf_name(name.removesuffix(".weight")) + ".weight"]
         assert w.kind == types[name] and w.codes.dtype == np.int8
-        np.testing.assert_array_equal(w.codes * w.scales.repeat(32, 1).astype(np.float32),
-                                      expected[name][0])
+        np.testing.assert_array_equal(
+            w.codes * w.scales.repeat(w.block, 1).astype(np.float32), expected[name][0])
     assert back.meta["dequantized"] == {n: "Q4_K" for n in back.meta["dequantized"]}
 
 
@@ -88,5 +92,5 @@ def test_plan_options_are_checked_and_tied_embeddings_are_token_embd():
     assert plan["blk.1.attn_v.weight"]["chosen"] == "Q8_0"  # Q6_K, rows of 64: Q8_0
     with pytest.raises(OptionError, match="Q4_K_M"):
         plan_types(program, "Q3_K_S")
-    with pytest.raises(OptionError, match="no Q6_K"):
-        plan_types(program, q6_k="Q6_K")
+    with pytest.raises(OptionError, match="Q6_K, Q8_0 or Q5_0"):
+        plan_types(program, q6_k="Q4_0")
