@@ -44,7 +44,35 @@ def export_for_coreml(program: Program) -> torch.export.ExportedProgram:
     program = _float_bounds(program)
     with torch.no_grad():
         ep = torch.export.export(program.graph_module, tuple(program.example_inputs))
-        return ep.run_decompositions(table)
+        return _default_sdpa_scale(ep.run_decompositions(table))
+
+
+def _default_sdpa_scale(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``scaled_dot_product_attention(..., scale=s)`` with ``s`` the default
+    ``1/sqrt(head_dim)`` (in float32) loses its ``scale`` argument, so coremltools emits
+    the fused iOS18 ``scaled_dot_product_attention`` op (it has no scale input and fuses
+    only when none is given; transformers always passes one)::
+
+        before: sdpa(q, k, v, mask, scale=0.125)      # head_dim 64
+        after:  sdpa(q, k, v, mask)                    # the same function
+    """
+    changed = False
+    for node in ep.graph.nodes:
+        if (node.op != "call_function"
+                or node.target is not torch.ops.aten.scaled_dot_product_attention.default
+                or node.kwargs.get("scale") is None):
+            continue
+        val = node.args[0].meta.get("val")
+        if val is None:
+            continue
+        head = int(val.shape[-1])
+        default = np.float32(1.0 / np.sqrt(head))
+        if np.float32(node.kwargs["scale"]) == default:
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k != "scale"}
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
+    return ep
 
 
 def _float_bounds(program: Program) -> Program:

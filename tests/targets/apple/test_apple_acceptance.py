@@ -136,6 +136,7 @@ def test_bert_4_layers_w4a16(tmp_path):
                          example_inputs=token_inputs(), output_dir=str(tmp_path / "o"))
     chk = res.report["lowering"]["apple_check"]
     assert chk["op_counts"]["constexpr_blockwise_shift_scale"] >= 24  # every linear
+    assert chk["op_counts"]["scaled_dot_product_attention"] == 4  # fused on iOS18
     assert all(r["codes_bit_exact"] and r["weight_bit_exact"] for r in chk["weights"])
     whole = res.report["model"]["before"]["bytes"] / _weight_bin(res.output_dir)
     print(f"bert-4 w4a16: weight.bin {whole:.2f}x smaller than float32, interpreter "

@@ -298,3 +298,31 @@ def test_pruned_then_palettized_weights_become_lut_to_sparse(small, tmp_path_fac
     # the sparse form is smaller than the dense indices it replaces (4 bits per weight)
     assert all(r["stored_bytes"] < r["float32_bytes"] / 8 + 64 for r in chk["weights"])
     assert chk["interpreter"]["passed"] and chk["interpreter"]["max_abs_relative"] <= 1e-4
+
+
+class TwoAttentions(torch.nn.Module):
+    """Self-attention as transformers writes it (scale given, equal to the default) and
+    one with another scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(32, 96)
+
+    def forward(self, x, mask):
+        q, k, v = (t.unflatten(-1, (2, 16)).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                             scale=16 ** -0.5)
+        b = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3)
+        return (a + b).transpose(1, 2).flatten(2)
+
+
+def test_default_scaled_attention_is_the_fused_ios18_op(tmp_path):
+    torch.manual_seed(0)
+    mask = torch.randn(1, 1, 6, 6)
+    prog = edgecc.trace(TwoAttentions().eval(), (torch.randn(1, 6, 32), mask))
+    res = edgecc.compile(prog, target="apple", pipeline="dce", output_dir=str(tmp_path / "o"),
+                         target_options={"compute_precision": "fp32"})
+    chk = res.report["lowering"]["apple_check"]
+    assert chk["op_counts"]["scaled_dot_product_attention"] == 1  # scale=0.3 stays decomposed
+    assert chk["op_counts"]["softmax"] == 1
+    assert chk["interpreter"]["passed"] and chk["interpreter"]["max_abs_relative"] <= 1e-4
