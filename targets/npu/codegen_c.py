@@ -343,7 +343,26 @@ def _pool_source(region: Region, op: Any, fname: str) -> str:
             "  }\n}\n")
 
 
-_DATA_OPS = {"quantize": _quantize_source, "reshape": _reshape_source,
+def _mean_source(region: Region, op: Any, fname: str) -> str:
+    """simulator.mean: sum of (x - zp_x) over H and W, one requantization."""
+    from edgecc.targets.npu.simulator import mean_multiplier
+
+    xs, ys = region.tensors[op.inputs[0]], region.tensors[op.outputs[0]]
+    n, h, w, c = xs.shape
+    m, sh = mean_multiplier(xs, ys, h * w)
+    zx, zy = xs.quant.zero_point[0], ys.quant.zero_point[0]
+    return (f"// mean -> {op.outputs[0]}\n"
+            f"static void {fname}(const int8_t* x, int8_t* y) {{\n"
+            f"  for (int b = 0; b < {n}; ++b) for (int ch = 0; ch < {c}; ++ch) {{\n"
+            "    int64_t acc = 0;\n"
+            f"    for (int i = 0; i < {h * w}; ++i) acc += int64_t(x[(b * {h * w} + i) * {c} + ch])"
+            f" - ({zx});\n"
+            f"    int64_t v = edgecc_requant(acc, {m}, {sh}) + ({zy});\n"
+            f"    y[b * {c} + ch] = static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v));\n"
+            "  }\n}\n")
+
+
+_DATA_OPS = {"mean": _mean_source, "quantize": _quantize_source, "reshape": _reshape_source,
              "transpose": _transpose_source, "mul": _mul_source,
              "max_pool2d": _pool_source, "avg_pool2d": _pool_source}
 

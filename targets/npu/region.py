@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "batch_matmul", "add", "mul",
-            "avg_pool2d", "pad", "max_pool2d", "reshape", "transpose", "quantize", "concat",
-            "strided_slice")
+            "avg_pool2d", "pad", "max_pool2d", "mean", "reshape", "transpose", "quantize",
+            "concat", "strided_slice")
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 PADDINGS = ("SAME", "VALID")
 
@@ -285,6 +285,17 @@ class RegionBuilder:
         q = self._quant(x)
         y = self._activation(shape, q.scale[0], q.zero_point[0], name)
         return self._op("reshape", (x, st), y, new_shape=shape)
+
+    def mean(self, x: str, out_scale: float, out_zero_point: int = 0, keep_dims: bool = False,
+             name: str | None = None) -> str:
+        """TFLite MEAN over H and W of an NHWC tensor (a global average pool), requantized to
+        the output's scale and zero point in the same step."""
+        n, h, w, c = self._tensors[x].shape
+        axis = self._add(TensorSpec(self._fresh("axis"), (2,), "int32",
+                                    data=np.array([1, 2], np.int32)))
+        y = self._activation((n, 1, 1, c) if keep_dims else (n, c), out_scale, out_zero_point,
+                             name)
+        return self._op("mean", (x, axis), y, keep_dims=bool(keep_dims))
 
     def transpose(self, x: str, perm: Sequence[int], name: str | None = None) -> str:
         """TFLite TRANSPOSE (same quantization): e.g. NHWC -> NCHW before a flatten."""

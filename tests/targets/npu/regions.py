@@ -110,6 +110,12 @@ def softmax(rng) -> Region:
                                                           {"beta": 1.0}),), ("x",), ("y",))
 
 
+def mean(rng, keep_dims=False) -> Region:
+    b = RegionBuilder("mean")
+    x = b.input("x", (1, 7, 5, 12), rng.uniform(0.02, 0.1), _zp(rng))
+    return b.build([b.mean(x, rng.uniform(0.005, 0.1), _zp(rng), keep_dims=keep_dims)])
+
+
 def pool(rng, kind="avg_pool2d", padding="VALID", kernel=2, stride=2) -> Region:
     b = RegionBuilder("pool")
     x = b.input("x", (1, 9, 12, 8), rng.uniform(0.02, 0.1), _zp(rng))

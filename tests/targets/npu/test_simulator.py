@@ -26,6 +26,8 @@ CASES = {
     "batch-matmul-long-k": lambda r: regions.batch_matmul(r, batch=2, m=3, k=64, n=7),
     "maxpool-transpose-flatten-requantize": lambda r: regions.flatten(r),
     "strided-slice-transpose-concat": lambda r: regions.slice_concat(r),
+    "mean": lambda r: regions.mean(r),
+    "mean-keep-dims": lambda r: regions.mean(r, keep_dims=True),
     "add": lambda r: regions.add(r),
     "add-relu": lambda r: regions.add(r, activation="RELU"),
     "mul": lambda r: regions.mul(r),

@@ -116,7 +116,7 @@ def test_driver_header_compiles_against_the_driver_api(tmp_path):
 
 
 @pytest.mark.parametrize("device", ["ethos-u55-128", "ethos-u85-256"])
-@pytest.mark.parametrize("case", ["batch_matmul", "flatten", "slice_concat", "softmax"])
+@pytest.mark.parametrize("case", ["batch_matmul", "flatten", "slice_concat", "softmax", "mean"])
 def test_attention_and_data_movement_regions_compile_on_the_npu(device, case):
     """BATCH_MATMUL (attention), MAX_POOL_2D + TRANSPOSE + RESHAPE + QUANTIZE (a CNN's
     flatten), STRIDED_SLICE + CONCATENATION and SOFTMAX as edgecc writes them: Vela 5.2 keeps
