@@ -43,11 +43,10 @@ import numpy as np
 from edgecc.targets.npu.description import NpuDescription
 from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 
-# "mean" is not offloaded: edgecc's integer MEAN does not yet match LiteRT's bit for bit (and
-# as an average pool plus a requantize it rounds twice: up to 2 output steps after a classifier)
 ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add", "mul",
-         "max_pool2d", "avg_pool2d")
-POOL_OPS = {"max_pool2d": "relax.nn.max_pool2d", "avg_pool2d": "relax.nn.avg_pool2d"}
+         "max_pool2d", "avg_pool2d", "mean")
+POOL_OPS = {"max_pool2d": "relax.nn.max_pool2d", "avg_pool2d": "relax.nn.avg_pool2d",
+            "mean": "relax.mean"}
 ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6"}
 
 
@@ -169,7 +168,7 @@ def patterns(desc: NpuDescription) -> list[NpuPattern]:
     roots = {root for _, root, _ in listed}
     listed += [(r, r, ()) for r in ROOTS if r not in roots]
     order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add", "mul",
-             "max_pool2d", "avg_pool2d")
+             "max_pool2d", "avg_pool2d", "mean")
     out = []
     for name, root, fuse in sorted(listed, key=lambda p: order.index(p[1])
                                    if p[1] in order else 99):
@@ -262,6 +261,8 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return _matmul_layer(parts, desc, xq, yq)
     if root == "mul":
         return _mul_layer(parts, desc, xq, yq)
+    if root == "mean":
+        return _mean_layer(parts, desc, xq, yq)
     if root in POOL_OPS:
         return _pool_layer(root, parts, desc, xq, yq)
     wq = _const(parts["w_dq"].args[0])
@@ -403,6 +404,32 @@ def _mul_layer(parts, desc, xq, yq):
 
     return Layer("mul", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
                  [(shape, xq[0], xq[1]), (shape, bq[0], bq[1])], emit, 0), ""
+
+
+def _mean_layer(parts, desc, xq, yq):
+    """A mean over H and W (global average pooling) as TFLite MEAN: the sum requantized to
+    the output once; a flatten after it is free (H = W = 1)."""
+    xshape = _shape(parts["x_dq"])
+    if len(xshape) != 4:
+        return None, f"mean of a {len(xshape)}-D tensor (the NPU's MEAN here is over H and W)"
+    n, c, h, w = xshape
+    a = parts["op"].attrs
+    axes = sorted(int(x) % 4 for x in a.axis)
+    if axes != [2, 3]:
+        return None, f"mean over axes {axes}; the NPU's MEAN here is over H and W"
+    why = desc.op("mean").check(dtype="int8", shapes=[(n, h, w, c)], reduced_axis=h * w)
+    if why:
+        return None, why
+    out = _shape(parts["flat"]) if "flat" in parts else _shape(parts["op"])
+    if len(out) not in (2, 4):
+        return None, f"a reshape to {list(out)} after the mean"
+
+    def emit(b: RegionBuilder, names: list[str], name: str) -> str:
+        y = b.mean(names[0], yq[0], yq[1], keep_dims=len(out) == 4,
+                   name=name if len(out) != 2 or out == (n, c) else None)
+        return y if len(out) != 2 or out == (n, c) else b.reshape(y, out, name=name)
+
+    return Layer("mean", [parts["x_dq"].args[0]], [((n, h, w, c), xq[0], xq[1])], emit, 0), ""
 
 
 def _pool_layer(root, parts, desc, xq, yq):

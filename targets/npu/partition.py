@@ -466,12 +466,12 @@ def _matmul_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
 
 
 POOL_BASES = {"max_pool2d_with_indices": "max_pool2d", "max_pool2d": "max_pool2d",
-              "avg_pool2d": "avg_pool2d", "mul": "mul"}
+              "avg_pool2d": "avg_pool2d", "mean": "mean", "mul": "mul"}
 
 
 def _data_op(node: fx.Node, desc: NpuDescription, reader: _Reader
              ) -> tuple[str | None, str, fx.Node | None]:
-    """A max / average pool or a mul between int8 values (``byoc.py``'s pool and mul
+    """A max / average pool, a mean over H and W or a mul between int8 values (``byoc.py``'s
     patterns): (region kind, "", the flatten it absorbs) or (None, why, None)."""
     kind = POOL_BASES[_base(node)]
     if desc.op(kind) is None:
@@ -502,6 +502,11 @@ def _data_op(node: fx.Node, desc: NpuDescription, reader: _Reader
         return None, f"{kind} of a {len(xshape)}-D tensor (the NPU pools NHWC maps)", None
     n, c, h, w = xshape
     spec = desc.op(kind)
+    if kind == "mean":
+        if sorted(int(a) % 4 for a in node.args[1]) != [2, 3]:
+            return None, "a mean other than over H and W", None
+        why = spec.check(dtype="int8", shapes=[(n, h, w, c)], reduced_axis=h * w)
+        return (None, why, None) if why else (kind, "", flat)
     kernel = tuple(node.args[1]) * (2 if len(node.args[1]) == 1 else 1)
     stride = tuple(node.args[2] if len(node.args) > 2 and node.args[2] else kernel)
     stride = stride * (2 if len(stride) == 1 else 1)
