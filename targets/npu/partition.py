@@ -586,8 +586,8 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                                 "the output are int8 per tensor, as compile makes them)", 0))
             continue
         out.append(Decision(node.name, base, "cpu",
-                            "edgecc offloads conv / depthwise conv / linear / add / batch matmul "
-                            "regions only so far"
+                            "edgecc offloads conv / depthwise conv / linear / add / mul / batch "
+                            "matmul / pool / mean regions (int8 in and out) only so far"
                             if desc.op(_npu_name(base)) else
                             f"{base} is not among the NPU's ops", macs))
     return out
