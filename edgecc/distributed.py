@@ -11,6 +11,12 @@ so each rank ends with the statistics of all the data, and only rank 0 writes th
     GPTQ Hessian 2/n Σ x xᵀ   all_reduce SUM of n·H and n   exact up to float64 rounding
     AWQ activation samples    all_gather                    the same rows, rank order
 
+Training (``edgecc.train.finetune``, used by ``qat``, ``distill`` and ``sparse-finetune``)
+is data-parallel through PyTorch's ``DistributedDataParallel``, or FSDP2's ``fully_shard``
+with ``shard=true``; ``average_gradients`` below only covers trainable tensors that are
+buffers rather than parameters. ``move_module`` moves an exported graph module to a device
+completely (lifted constants, ``device=`` of traced factory ops).
+
 Without a process group (or with world size 1) every helper is the identity: one process is
 the same code path.
 
