@@ -6,6 +6,19 @@ Goal: peak RSS <= 1.5x the fp32 weight bytes. Prints a table and writes
     python bench/memory.py                       # ~1.1B parameters (TinyLlama-1.1B shape)
     python bench/memory.py --hidden 512 --layers 4 --intermediate 1408 --vocab 8000  # small
 
+``--mmap-threshold BYTES`` runs the children with glibc's ``MALLOC_MMAP_THRESHOLD_`` (large
+tensors mmapped, so memory freed between layers goes back to the OS instead of staying in a
+fragmented heap); the default is glibc's own (dynamic) threshold. ``--out NAME`` picks the
+JSON file under ``bench/results/`` (default ``memory.json``).
+
+Where the memory goes (measured with this script; the commit log has the figures): the
+float model itself (1x: the original is kept for verification and fidelity, and compile's
+working program and the quantize pass's reference share its tensors instead of copying
+them); the stored integer weights (0.25x int8, ~0.14x int4 with fp16 group scales); GPTQ's
+float64 Hessians, all accumulated in one calibration run before any layer is quantized
+(``K x K x 8`` bytes per distinct layer input: ~1.7x at the TinyLlama shape); per-layer
+temporaries of quantization; heap fragmentation (freed temporaries that glibc keeps).
+
 Each scheme runs in a fresh process (``--one SCHEME``), so one's peak does not hide the
 other's. Peak RSS is sampled every 20 ms by a thread; at each new peak the thread records
 where the main thread is (the innermost edgecc / passes / targets frames), which is how the
@@ -125,6 +138,9 @@ def main() -> int:
     parser.add_argument("--calib-batches", type=int, default=4)
     parser.add_argument("--schemes", default=",".join(PIPELINES))
     parser.add_argument("--tmp", default=None, help="where the ONNX files are written")
+    parser.add_argument("--mmap-threshold", type=int, default=None,
+                        help="glibc MALLOC_MMAP_THRESHOLD_ for the measured processes")
+    parser.add_argument("--out", default="memory.json", help="file under bench/results/")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -137,9 +153,12 @@ def main() -> int:
     gib = 2 ** 30
     for scheme in args.schemes.split(","):
         argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                if k not in ("schemes", "one") and v is not None]
+                if k not in ("schemes", "one", "mmap_threshold", "out") and v is not None]
+        env = dict(os.environ)
+        if args.mmap_threshold:
+            env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
         r = subprocess.run([sys.executable, __file__, *argv, "--one", scheme],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
         if r.returncode != 0:
             print(f"{scheme}: failed (exit {r.returncode}): {r.stderr.strip()[-800:]}")
             continue
@@ -147,6 +166,8 @@ def main() -> int:
     if not rows:
         return 1
     p = rows[0]["parameters"]
+    if args.mmap_threshold:
+        print(f"glibc MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}")
     print(f"Llama config: {p / 1e9:.3f}B parameters, fp32 weights {rows[0]['fp32_bytes'] / gib:.2f} "
           f"GiB (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab})")
     print(f"{'scheme':<12} {'peak RSS GiB':>12} {'x fp32':>7} {'(above start)':>13} "
@@ -158,7 +179,7 @@ def main() -> int:
         for stage, rec in r["stages"].items():
             print(f"    {stage:<8} peak {rec['peak'] / gib:6.2f} GiB  at {rec['where'] or '-'}")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "memory.json"), "w") as f:
+    with open(os.path.join(ROOT, "bench", "results", args.out), "w") as f:
         json.dump({"config": vars(args), "runs": rows}, f, indent=2)
     return 0
 
