@@ -305,11 +305,11 @@ def minilm_table(argv: list[str]) -> None:
         r["scaling_efficiency"] = round(r["samples_per_s"] / (r["world_size"] * base), 3)
     print("QAT (quantize w8a8 + qat) of a MiniLM-L6-shaped BERT, DDP, global batch "
           f"{rows[0]['global_batch']} x seq {rows[0]['seq']}, {rows[0]['steps']} steps")
-    print(f"{'GPUs':>5}{'mode':>7}{'train s':>10}{'samples/s':>11}{'efficiency':>12}{'held-out cos':>14}"
-          f"{'final loss':>12}")
+    print(f"{'GPUs':>5}{'mode':>7}{'train s':>10}{'samples/s':>11}{'efficiency':>12}"
+          f"{'held-out cos':>14}{'final loss':>12}")
     for r in rows:
-        print(f"{r['world_size']:>5}{r.get('parallel', '-'):>7}{r['train_s']:>10}{r['samples_per_s']:>11}"
-              f"{r['scaling_efficiency']:>12}{r['held_out_cosine_vs_float']:>14}"
+        print(f"{r['world_size']:>5}{r.get('parallel', '-'):>7}{r['train_s']:>10}"
+              f"{r['samples_per_s']:>11}{r['scaling_efficiency']:>12}{r['held_out_cosine_vs_float']:>14}"
               f"{r['loss'][-1]:>12}")
     _write({"runs": rows}, args.out)
 

@@ -410,5 +410,6 @@ __all__ = ["DeviceUnavailableError", "RankFailedError", "RunInfo", "agree", "all
            "all_reduce_max", "all_reduce_min", "all_reduce_sum", "average_gradients", "barrier",
            "broadcast_object", "broadcast_tensors",
            "collective",
-           "gather_rows", "init_from_env", "is_distributed", "is_main", "move_module", "rank", "reduce_hessian",
+           "gather_rows", "init_from_env", "is_distributed", "is_main", "move_module", "rank",
+           "reduce_hessian",
            "reduce_observer", "resolve_device", "run_info", "shard", "world_size"]

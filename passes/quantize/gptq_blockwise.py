@@ -6,7 +6,7 @@ than the device, :func:`gptq_decoder_blockwise` walks the decoder blocks in orde
 GPTQ's reference code and GPTQModel / llm-compressor do) with only one block and its
 calibration activations on the device::
 
-    CPU:    embeddings ─ block 0 ─ block 1 ─ ... ─ block L-1 ─ norm ─ lm_head   (all weights)
+    CPU:    embeddings ─ block 0 ─ block 1 ─ ... ─ block L-1 ─ norm ─ lm_head  (all weights)
     device:            [block i] + hidden states of the calibration tokens [batches x T x d]
 
     for each block i:  block → device; forward every batch with hooks on its linears
