@@ -309,8 +309,8 @@ def minilm_table(argv: list[str]) -> None:
           f"{'held-out cos':>14}{'final loss':>12}")
     for r in rows:
         print(f"{r['world_size']:>5}{r.get('parallel', '-'):>7}{r['train_s']:>10}"
-              f"{r['samples_per_s']:>11}{r['scaling_efficiency']:>12}{r['held_out_cosine_vs_float']:>14}"
-              f"{r['loss'][-1]:>12}")
+              f"{r['samples_per_s']:>11}{r['scaling_efficiency']:>12}"
+              f"{r['held_out_cosine_vs_float']:>14}{r['loss'][-1]:>12}")
     _write({"runs": rows}, args.out)
 
 
