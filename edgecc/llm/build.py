@@ -17,7 +17,12 @@ Bundle::
 Each phase is verified by ``edgecc.compile`` as any program is (the artifact against the
 program on fresh inputs). Everything is written to a staging folder and moved into place
 at the end: a failure leaves nothing behind. The weights are in both libraries (each
-``model.so`` binds its constants): a bundle is twice the weight bytes.
+``model.so`` binds its constants): a bundle is twice the weight bytes (measured: a 2-layer
+Llama of 35.7 MB fp32 weights, prefill 16 -> 72.0 MB, 36.0 MB a library). Sharing one
+weights file needs the TVM lowering to keep the weights as VM parameters
+(``from_exported_program(keep_params_as_input=True)`` in ``targets/tvm/lowering.py``), the
+host runner to hold them as device tensors between calls, and verification on the real
+weights rather than random inputs; not done yet.
 """
 
 from __future__ import annotations
