@@ -57,7 +57,11 @@ DEFAULT_RECIPE = "optimize"  # used when neither a pipeline nor a recipe is give
 
 @dataclasses.dataclass
 class CompileResult:
-    """The outcome of ``compile``: optimized program, artifacts, and the manifest."""
+    """The outcome of ``compile``: optimized program, artifacts, and the manifest.
+
+    ``original`` holds the same weight tensors as the model given (no copy), and ``program``
+    those weights no pass replaced: call ``program.own_weights()`` before changing any of
+    its weights in place (fine-tuning it yourself)."""
 
     program: Program
     original: Program
