@@ -70,6 +70,7 @@ MIX = {
     "gptq_q4_k_m_q8": ("gptq", "Q8_0"),
     "gptq_q4_k_m_q5": ("gptq", "Q5_0"),
     "rtn_q4_k_m": ("rtn", "Q6_K"),
+    "awq_q4_k_m": ("awq", "Q6_K"),  # AWQ scales folded into the preceding norms / rows
 }
 
 
@@ -83,8 +84,9 @@ def mix_rows(gguf_path: str, workdir: str, setup: quality.Setup, names: list[str
     for name in names:
         algorithm, q6_k = MIX[name]
         t0 = time.perf_counter()
+        extra = {"awq_fold": True, "awq_grid": setup.awq_grid} if algorithm == "awq" else {}
         program, report = quantize_gguf_mix(base, calibration=calib, algorithm=algorithm,
-                                            q6_k=q6_k)
+                                            q6_k=q6_k, options=extra)
         q_seconds = round(time.perf_counter() - t0, 1)
         path, types = quality.write_gguf(program, os.path.join(workdir, name))
         on_row({"name": name, "by": "edgecc", "layout": "Q4_K_M mix", "tensor_types": types,

@@ -161,13 +161,16 @@ def _round_to_nearest(program: Program, plan: dict[str, dict[str, Any]]) -> None
 
     from edgecc.gguf_import import blocks
 
-    floats = {str(n.target): n for n in program.nodes("get_attr")}
+    # a weight a pass replaced (AWQ's folded input scales) is a new constant named after
+    # the old node: "model_layers_0_mlp_up_proj_weight_awq_folded"
+    floats = {_plain(str(n.target)): n for n in program.nodes("get_attr")}
     weights: dict[str, GgufWeight] = {}
     for p in plan.values():
-        key = p["module"] + ".weight"
-        if p["chosen"] not in _RTN or p["quantized"] or key not in floats:
+        node = floats.get(_plain(p["module"] + ".weight"))
+        if p["chosen"] not in _RTN or p["quantized"] or node is None:
             continue
-        w = program.tensor(floats[key]).detach().to(torch.float32).numpy()
+        key = str(node.target)
+        w = program.tensor(node).detach().to(torch.float32).numpy()
         block = blocks.BLOCK
         if p["chosen"] == "Q6_K":
             from edgecc.llm_eval.llamacpp_quant import quantize_rows
@@ -186,3 +189,11 @@ def _round_to_nearest(program: Program, plan: dict[str, dict[str, Any]]) -> None
         weights[key] = GgufWeight(w, p["chosen"], codes, scales, block)
     if weights:
         carry_quantization(program, weights, tied=False)
+
+
+def _plain(target: str) -> str:
+    """A weight's constant name without dots or the suffixes passes add when they replace it."""
+    t = target.replace(".", "_")
+    while t.endswith("_awq_folded"):
+        t = t.removesuffix("_awq_folded")
+    return t

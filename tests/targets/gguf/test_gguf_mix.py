@@ -8,6 +8,7 @@ Q5_0 / Q8_0 tensors import back as the same int8 codes."""
 import gguf
 import numpy as np
 import pytest
+import torch
 from gguf.quants import dequantize, quantize
 
 from edgecc.errors import OptionError
@@ -94,3 +95,23 @@ def test_plan_options_are_checked_and_tied_embeddings_are_token_embd():
         plan_types(program, "Q3_K_S")
     with pytest.raises(OptionError, match="Q6_K, Q8_0 or Q5_0"):
         plan_types(program, q6_k="Q4_0")
+
+
+def test_weights_a_pass_replaced_are_still_quantized():
+    # SmolLM2's case: hidden rows of 64 (Q5_0), ffn_down's rows of 256 (layer 0: Q4_K); AWQ
+    # for ffn_down folds its input scale into ffn_up's rows, a new constant that the Q5_0
+    # step must still find
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    program = tiny.trace(LlamaForCausalLM(LlamaConfig(
+        vocab_size=tiny.VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2)).eval())
+    calib = [(tiny.token_ids(seed=s),) for s in range(2)]
+    awq, report = quantize_gguf_mix(program, algorithm="awq", calibration=calib,
+                                    options={"awq_fold": True, "awq_grid": 4})
+    assert report["types"]["blk.0.ffn_down.weight"]["chosen"] == "Q4_K"
+    assert report["types"]["blk.0.ffn_up.weight"]["chosen"] == "Q5_0"
+    folded = [str(n.target) for n in awq.nodes("get_attr") if "up_proj_weight_awq" in str(n.target)]
+    assert folded  # ffn_up was replaced by AWQ's fold, then quantized
+    assert awq.op_counts().get("edgecc.dequantize", 0) == len(report["types"]) == 16

@@ -45,12 +45,12 @@ def trace(model: torch.nn.Module) -> edgecc.Program:
     return edgecc.trace(model, (token_ids(),))
 
 
-def llama_256(layers: int = 2) -> torch.nn.Module:
-    """Rows of 256 (hidden) and 320 (ffn_down's input): the one row length Q4_K takes and
-    one it does not (llama.cpp's K-quant fallback)."""
+def llama_256(layers: int = 2, ffn: int = 320) -> torch.nn.Module:
+    """Rows of 256 (hidden) and ``ffn`` (ffn_down's input; 320: one Q4_K does not take,
+    llama.cpp's K-quant fallback)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(
-        vocab_size=VOCAB, hidden_size=256, intermediate_size=320, num_hidden_layers=layers,
+        vocab_size=VOCAB, hidden_size=256, intermediate_size=ffn, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5)).eval()
