@@ -21,7 +21,6 @@ from edgecc.targets.gguf import GgufOptions, GgufTarget
 from edgecc.targets.gguf.partition import recognise
 from tests.targets.gguf import tiny
 
-T = gguf.GGMLQuantizationType
 
 
 def test_q4_k_m_mix_falls_back_like_llamacpp_and_is_written_bit_exactly(tmp_path):
