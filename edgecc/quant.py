@@ -143,11 +143,13 @@ def broadcast_param(p: torch.Tensor, shape: tuple[int, ...] | torch.Size, axis: 
 
 def packed_dim(shape: tuple[int, ...] | torch.Size, axis: int, block_size: int) -> int | None:
     """The dimension 4-bit values of ``shape`` pack along: the last when it is even, else
-    (per-block, block axis not the last) the block axis when it is even; None: neither."""
+    (per-block or per-axis, ``axis`` not the last) ``axis`` when it is even (a 3x3
+    convolution in blocks along input channels; a depthwise ``[C, 1, 3, 3]`` per output
+    channel); None: neither."""
     rank = len(shape)
     if rank and shape[-1] % 2 == 0:
         return rank - 1
-    if block_size > 0 and rank > 1 and axis % rank != rank - 1 and shape[axis % rank] % 2 == 0:
+    if rank > 1 and axis % rank != rank - 1 and shape[axis % rank] % 2 == 0:
         return axis % rank
     return None
 
@@ -156,13 +158,18 @@ def stored_packed_dim(packed_shape: tuple[int, ...] | torch.Size,
                       scale_shape: tuple[int, ...] | torch.Size, axis: int,
                       block_size: int) -> int:
     """The dimension stored 4-bit values were packed along (:func:`packed_dim`), read from
-    the packed shape and the scale: a per-block scale has the values' rank and their last
+    the packed shape and the scale. A per-block scale has the values' rank and their last
     dimension when the block axis is not the last, which the packed last dimension keeps
-    only when it was not the packed one."""
+    only when it was not the packed one; a per-axis scale has the axis' length, which the
+    packed axis halves."""
     rank = len(packed_shape)
-    if (block_size > 0 and rank > 1 and len(scale_shape) == rank
-            and axis % rank != rank - 1 and packed_shape[-1] == scale_shape[-1]):
-        return axis % rank
+    if rank < 2 or axis % rank == rank - 1:
+        return rank - 1
+    a = axis % rank
+    if block_size > 0 and len(scale_shape) == rank and packed_shape[-1] == scale_shape[-1]:
+        return a
+    if block_size == 0 and len(scale_shape) == 1 and scale_shape[0] == 2 * packed_shape[a]:
+        return a
     return rank - 1
 
 

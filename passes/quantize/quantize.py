@@ -46,7 +46,7 @@ from edgecc.passes.quantize.layers import (
 )
 from edgecc.passes.quantize.observers import OBSERVERS, make_observer
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
-from edgecc.passes.quantize.weights import can_quantize, weight_params
+from edgecc.passes.quantize.weights import can_quantize, one_block_per_channel, weight_params
 from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
 from edgecc.quant import params_from_scale, qformat, scale_from_range, sqnr_db
@@ -294,8 +294,11 @@ class Quantize(Pass):
             tq = wq if layer.kind != "embedding" else dataclasses.replace(
                 wq, granularity="per-channel" if wq.granularity == "per-tensor"
                 else wq.granularity)
-            why = can_quantize(w, tq, layer.reduction_axis, getattr(getattr(
-                context.target, "quantization", None), "int4_block_axis_packing", False))
+            axis_packing = getattr(getattr(context.target, "quantization", None),
+                                   "int4_block_axis_packing", False)
+            if axis_packing and one_block_per_channel(w, tq, layer.reduction_axis):
+                tq = dataclasses.replace(tq, granularity="per-channel")
+            why = can_quantize(w, tq, layer.reduction_axis, axis_packing, layer.out_axis)
             if why:
                 skipped[layer.name] = why
                 continue

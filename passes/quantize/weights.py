@@ -56,12 +56,24 @@ def weight_params(w: torch.Tensor, tq: TensorQuant, out_axis: int, reduction_axi
 
 
 def can_quantize(w: torch.Tensor, tq: TensorQuant, reduction_axis: int = 1,
-                 block_axis_packing: bool = False) -> str | None:
+                 block_axis_packing: bool = False, out_axis: int = 0) -> str | None:
     """Why ``w`` cannot be stored in ``tq``'s format, or None (``block_axis_packing``: the
-    target reads 4-bit per-block values packed along the block axis, ``packed_dim``)."""
+    target reads 4-bit values packed along the quantization axis, ``packed_dim``)."""
     if qformat(tq.dtype).packed and w.shape[-1] % 2:
         block = tq.group_size if tq.granularity == "per-group" else 0
-        if block_axis_packing and packed_dim(w.shape, reduction_axis, block) is not None:
+        axis = out_axis if tq.granularity == "per-channel" else reduction_axis
+        if (block_axis_packing and tq.granularity != "per-tensor"
+                and packed_dim(w.shape, axis, block) is not None):
             return None
         return f"4-bit storage packs the last dimension, which is odd ({w.shape[-1]})"
     return None
+
+
+def one_block_per_channel(w: torch.Tensor, tq: TensorQuant, reduction_axis: int) -> bool:
+    """A convolution whose whole reduction (input channels x kernel) fits in one group:
+    blocks along the input channels would give each kernel position its own scale (a
+    depthwise 3x3 in blocks of 32: 9 scales for 9 weights); one scale per output channel
+    is the group of <= ``group_size`` weights the scheme asks for."""
+    if tq.granularity != "per-group" or w.dim() < 3:
+        return False
+    return w.numel() // w.shape[0] <= tq.group_size and w.shape[reduction_axis] < tq.group_size
