@@ -29,6 +29,23 @@ settings.register_profile("dev", parent=_BASE, max_examples=20, deadline=None,
 _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 
+# Under pytest-xdist each worker gets its share of the cores: two workers each running
+# torch's and TVM's default of one thread per core oversubscribe a 2-core machine, and
+# OpenMP threads spinning for a core slow every GEMM several-fold.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+    os.environ.setdefault("TVM_NUM_THREADS", str(_THREADS))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow (real-model) tests first, so that with two workers the long ones
+    start early and the short files fill in around them instead of trailing at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
 
 @pytest.fixture
 def rng():
