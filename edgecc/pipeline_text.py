@@ -269,3 +269,15 @@ def format_step(s: Step) -> str:
 
 def format_pipeline(steps: Sequence[Step]) -> str:
     return ",".join(format_step(s) for s in steps)
+
+
+def flat_steps(steps: Sequence[Any]) -> list[PassStep]:
+    """The pass steps of a parsed pipeline in order, fixpoint groups and nested pass
+    managers opened up (targets check a pipeline against what they can hold)."""
+    out: list[PassStep] = []
+    for s in steps:
+        if isinstance(s, PassStep):
+            out.append(s)
+        elif hasattr(s, "steps"):  # fixpoint groups, nested pass managers
+            out += flat_steps(s.steps)
+    return out

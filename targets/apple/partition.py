@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgecc.passes import DecomposeComposites
-from edgecc.pipeline_text import PassStep
+from edgecc.pipeline_text import PassStep, flat_steps
 from edgecc.program import Program
 from edgecc.quant import is_dequantize, is_fake_quantize, is_palette_dequantize, is_quantize, \
     qformat
@@ -56,16 +56,6 @@ def compression_problems(program: Program, dep: Deployment) -> list[str]:
     return out
 
 
-def _flat(steps: Sequence[Any]) -> list[PassStep]:
-    out: list[PassStep] = []
-    for s in steps:
-        if isinstance(s, PassStep):
-            out.append(s)
-        elif hasattr(s, "steps"):  # fixpoint groups, nested pass managers
-            out += _flat(s.steps)
-    return out
-
-
 def pipeline_problems(steps: Sequence[Any], dep: Deployment) -> list[str]:
     """``"step: why"`` for each quantize / palettize step of the user's pipeline whose
     result ``dep`` cannot hold (checked on the options, before any pass runs)."""
@@ -73,7 +63,7 @@ def pipeline_problems(steps: Sequence[Any], dep: Deployment) -> list[str]:
     from edgecc.passes.quantize.quantize import resolve_scheme
 
     out = []
-    for step in _flat(steps):
+    for step in flat_steps(steps):
         if step.pass_cls is Quantize and step.options.scheme != "auto":
             scheme, _ = resolve_scheme(step.options, None)
             w, a = scheme.weights, scheme.activations

@@ -24,7 +24,7 @@ from edgecc.passes import (
     ApplyMasks, AttentionMaskToAdditive, DecomposeComposites, FoldBatchNorm, Quantize,
     QuantizeOptions,
 )
-from edgecc.pipeline_text import PassStep
+from edgecc.pipeline_text import PassStep, flat_steps
 from edgecc.program import Program
 from edgecc.target import Availability, Lowered, QuantSupport, Target, module_versions
 from edgecc.targets.jetson.placement import JetsonQDQPlacement, PlacementOptions
@@ -54,16 +54,6 @@ def _versions() -> tuple[dict[str, str], list[str]]:
                             ("onnxscript", "onnxscript"),
                             ("onnx_graphsurgeon", "onnx-graphsurgeon"),
                             ("polygraphy", "polygraphy")))
-
-
-def _flat(steps: Sequence[Any]) -> list[PassStep]:
-    out: list[PassStep] = []
-    for s in steps:
-        if isinstance(s, PassStep):
-            out.append(s)
-        elif hasattr(s, "steps"):  # fixpoint groups, nested pass managers
-            out += _flat(s.steps)
-    return out
 
 
 class JetsonTarget(Target):
@@ -117,7 +107,7 @@ class JetsonTarget(Target):
         asymmetric by default is made symmetric by the quantize pass (the target's
         ``quantization`` says so) and reported; an explicit request is not silently
         changed."""
-        for step in _flat(steps):
+        for step in flat_steps(steps):
             if step.pass_cls is not Quantize:
                 continue
             for key in ("activation_symmetric", "weight_symmetric"):
