@@ -148,9 +148,10 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
 ) -> CompileResult:
     """Compile ``model`` for ``target`` (see the module docstring).
 
-    ``device`` (``cpu``, ``cuda``, ``cuda:N``): where calibration forward passes, the
-    statistics of GPTQ / AWQ / SmoothQuant, sensitivity sweeps and the training passes
-    (``qat``, ``distill``, ``sparse-finetune``) run; graph rewrites stay on the CPU, and the
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``): where ``quantize``'s calibration forward
+    passes (activation observers, GPTQ Hessians, AWQ's search) and the training passes
+    (``qat``, ``distill``, ``sparse-finetune``) run (``smooth-quant`` and
+    ``quant-sensitivity`` still run on the CPU); graph rewrites stay on the CPU, and the
     program is on the CPU again before lowering, so artifacts have the same structure. Under
     ``torchrun`` every rank calibrates on its shard of ``calibration`` (see
     ``edgecc.distributed``), statistics are reduced across ranks, and only rank 0 lowers,
