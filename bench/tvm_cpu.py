@@ -1,19 +1,26 @@
 """edgecc's TVM CPU artifacts on this machine's x86 CPU (the same machinery as -t arm64, with
-an ``llvm`` host target): fp32 and int8 (w8a8) latency, against PyTorch eager and
-onnxruntime (fp32, and onnxruntime's own int8 QDQ model from quantize_static), 2 threads
-each, median of repeats. Prints a table and writes ``bench/results/tvm_cpu.json``.
+an ``llvm`` host target): fp32 and int8 (w8a8) latency against PyTorch eager and onnxruntime
+(fp32, and onnxruntime's own int8 QDQ model from quantize_static), 2 threads each, median of
+interleaved rounds, plus edgecc's compile seconds. Prints onnxruntime's version and thread
+settings, a table, and writes ``bench/results/tvm_cpu.json``.
 
-    python bench/tvm_cpu.py [--repeats 20] [--models resnet20,mobilenet_v2,bert] [--tune 200]
+    python bench/tvm_cpu.py [--repeats 20] [--models resnet20,mobilenet_v2,...] [--tune 200]
 
-edgecc columns: ``fp32``; ``int8 sim`` = float simulation with int8 weight storage (the host
-default); ``int8 int`` = integer kernels (``integer_kernels=true``: int8 GEMMs and convs,
-int32 bias, fixed-point requantize — what -t arm64 runs). Each untuned (edgecc's default
-schedule) and, with ``--tune N``, MetaSchedule-tuned with a budget of N trials per compile
-(a fresh record cache per model, so the budget is all the tuning it got; each kernel's
-default schedule is a measured candidate, so tuned is never the tuner's worse pick).
-Every variant is built first, then all are timed in interleaved rounds (per round: a few
-untimed calls, then 10 timed ones, of each), so a slow spell of a shared machine does not
-favour one column.
+Models (issue 18; random weights, nothing downloaded): ResNet-20 and a MobileNetV2-style CNN
+(1x3x32x32, and mobilenet_v2_224 at 1x3x224x224), BERT and GPT-2 with 4 layers of hidden 256
+(1x128 tokens), and an all-MiniLM-L6-v2-shaped BERT (6 layers, hidden 384, 12 heads, 16x64
+tokens).
+
+edgecc columns: ``fp32``; ``int8`` = w8a8 with integer kernels (``integer_kernels=true``:
+int8 GEMMs and convs, fixed-point requantize — what -t arm64 runs); with ``--sim`` also
+``int8 sim`` = float simulation with int8 weight storage (the host default). Each untuned
+(edgecc's default schedule) and, with ``--tune N``, MetaSchedule-tuned with a budget of N
+trials per compile (a fresh record cache per model, so the budget is all the tuning it got;
+each kernel's default schedule is a measured candidate, so tuned is never the tuner's worse
+pick). ``compile s`` = wall seconds of ``edgecc.compile`` (quantization, lowering, TVM build,
+verification). Every variant is built first, then all are timed in interleaved rounds (per
+round: a few untimed calls, then 10 timed ones, of each), so a slow spell of a shared
+machine does not favour one column; compare columns within a row.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.host import THREADS, models  # noqa: E402
+from bench.host import THREADS, Hidden, bert_base_like, gpt2_small_like  # noqa: E402
+from examples.models import mobilenet_v2, resnet20  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -39,6 +47,36 @@ import torch  # noqa: E402
 import edgecc  # noqa: E402
 
 warnings.filterwarnings("ignore")
+
+
+def minilm_like():
+    """all-MiniLM-L6-v2's shape (BERT, 6 layers, hidden 384, 12 heads, FFN 1536), random
+    weights, no pooler: the token embeddings a sentence encoder pools."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                        num_attention_heads=12, intermediate_size=1536,
+                        max_position_embeddings=512, attn_implementation="sdpa")
+    return tf.BertModel(cfg, add_pooling_layer=False)
+
+
+def models():
+    """name -> (make, example inputs, input description)."""
+    tokens = (torch.randint(0, 30000, (1, 128)), torch.ones(1, 128, dtype=torch.long))
+    mini = (torch.randint(0, 30000, (16, 64)), torch.ones(16, 64, dtype=torch.long))
+    return {
+        "resnet20": (lambda: resnet20(), (torch.randn(1, 3, 32, 32),), "1x3x32x32"),
+        "mobilenet_v2": (lambda: mobilenet_v2(), (torch.randn(1, 3, 32, 32),), "1x3x32x32"),
+        "mobilenet_v2_224": (lambda: mobilenet_v2(), (torch.randn(1, 3, 224, 224),),
+                             "1x3x224x224"),
+        "bert": (lambda: Hidden(bert_base_like(), False), tokens, "4x256 1x128"),
+        "gpt2": (lambda: Hidden(gpt2_small_like(), True), tokens, "4x256 1x128"),
+        "minilm": (lambda: Hidden(minilm_like(), False), mini, "6x384 16x64"),
+    }
+
+
+ALL_MODELS = "resnet20,mobilenet_v2,mobilenet_v2_224,bert,gpt2,minilm"
 
 
 def calibration(inputs, n=4):
@@ -101,16 +139,25 @@ def ort_int8_fn(module, inputs, calib):
 
 
 def edgecc_fn(module, inputs, pipeline, calib, **target_options):
-    """A compiled edgecc host artifact (loaded once) and what its tuning did, if tuned."""
+    """A compiled edgecc host artifact (loaded once), what its tuning did (if tuned) and the
+    compile's wall seconds."""
     with tempfile.TemporaryDirectory() as d:
+        start = time.perf_counter()
         if target_options.get("tune_trials"):
             target_options["tune_cache"] = os.path.join(d, "tuning")
         res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
                              calibration=calib, output_dir=os.path.join(d, "o"),
                              progress=False, target_options={"num_threads": THREADS,
                                                              **target_options})
+        seconds = time.perf_counter() - start
         res.run(*inputs)  # loads the library (a private copy) before the directory goes
-    return (lambda: res.run(*inputs)), res.report.get("lowering", {}).get("tuning")
+    lowering = res.report.get("lowering", {})
+    _edgecc_fn_info.update({"tuning": lowering.get("tuning"), "seconds": seconds,
+                            "integer_kernels": lowering.get("integer_kernels")})
+    return (lambda: res.run(*inputs)), lowering.get("tuning")
+
+
+_edgecc_fn_info: dict = {}  # what the last edgecc_fn call measured besides the callable
 
 
 PAUSE_S = 0.3  # between blocks: the previous runtime's threads stop spinning
@@ -134,6 +181,18 @@ def interleaved_ms(fns, repeats, block=10, warmup=3):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def ort_settings() -> dict:
+    import onnxruntime as ort
+
+    opts = _ort_options()
+    return {"version": ort.__version__, "providers": ["CPUExecutionProvider"],
+            "intra_op_num_threads": opts.intra_op_num_threads,
+            "inter_op_num_threads": opts.inter_op_num_threads,
+            "graph_optimization_level": str(opts.graph_optimization_level),
+            "execution_mode": str(opts.execution_mode),
+            "int8": "quantize_static QDQ, per-channel int8 weights, int8 activations"}
+
+
 def _write(args, rows):
     result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
               "threads": THREADS, "repeats": args.repeats,
@@ -144,7 +203,7 @@ def _write(args, rows):
               "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__,
                            "tvm": __import__("tvm").__version__, "numpy": np.__version__},
-              "rows": rows}
+              "onnxruntime": ort_settings(), "rows": rows}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)
@@ -153,13 +212,20 @@ def _write(args, rows):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--models", default="resnet20,mobilenet_v2,bert")
+    parser.add_argument("--models", default=ALL_MODELS)
+    parser.add_argument("--sim", action="store_true",
+                        help="also measure the float simulation of w8a8 (int8 weight storage)")
     parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                         help="also measure MetaSchedule-tuned builds with this trial budget")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "tvm_cpu.json"))
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
+    ort = ort_settings()
+    print(f"onnxruntime {ort['version']}: {ort['providers'][0]}, intra_op_num_threads="
+          f"{ort['intra_op_num_threads']}, inter_op_num_threads={ort['inter_op_num_threads']}, "
+          f"{ort['graph_optimization_level']}; torch threads {torch.get_num_threads()}, "
+          f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')}", flush=True)
     table = models()
     rows = []
     for name in args.models.split(","):
@@ -168,38 +234,60 @@ def main() -> int:
         calib = calibration(inputs)
         q = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
         fp32 = "fold-batchnorm,fuse,dce"
-        tuning = {}
+        tuning, compile_s, integer = {}, {}, None
         with torch.no_grad():
             fns = {"pytorch_eager_ms": lambda m=module, i=inputs: m(*i),
                    "onnxruntime_fp32_ms": ort_fp32_fn(module, inputs),
-                   "onnxruntime_int8_ms": ort_int8_fn(module, inputs, calib),
-                   "edgecc_fp32_ms": edgecc_fn(module, inputs, fp32, None)[0],
-                   "edgecc_int8_sim_ms": edgecc_fn(module, inputs, q, calib)[0],
-                   "edgecc_int8_int_ms": edgecc_fn(module, inputs, q, calib,
-                                                   integer_kernels=True)[0]}
+                   "onnxruntime_int8_ms": ort_int8_fn(module, inputs, calib)}
+            fns["edgecc_fp32_ms"] = edgecc_fn(module, inputs, fp32, None)[0]
+            compile_s["fp32"] = _edgecc_fn_info["seconds"]
+            if args.sim:
+                fns["edgecc_int8_sim_ms"] = edgecc_fn(module, inputs, q, calib)[0]
+                compile_s["int8_sim"] = _edgecc_fn_info["seconds"]
+            fns["edgecc_int8_ms"] = edgecc_fn(module, inputs, q, calib, integer_kernels=True)[0]
+            compile_s["int8"] = _edgecc_fn_info["seconds"]
+            integer = _edgecc_fn_info["integer_kernels"]
             if args.tune:
                 fns["edgecc_fp32_tuned_ms"], tuning["fp32"] = edgecc_fn(
                     module, inputs, fp32, None, tune_trials=args.tune)
-                fns["edgecc_int8_int_tuned_ms"], tuning["int8_int"] = edgecc_fn(
+                fns["edgecc_int8_tuned_ms"], tuning["int8"] = edgecc_fn(
                     module, inputs, q, calib, integer_kernels=True, tune_trials=args.tune)
             row = {"model": name, "input": shape, **interleaved_ms(fns, args.repeats)}
+        row["compile_s"] = compile_s
+        row["ratios"] = {
+            "edgecc_fp32_vs_ort_fp32": row["edgecc_fp32_ms"] / row["onnxruntime_fp32_ms"],
+            "edgecc_int8_vs_edgecc_fp32": row["edgecc_int8_ms"] / row["edgecc_fp32_ms"],
+            "edgecc_int8_vs_ort_int8": row["edgecc_int8_ms"] / row["onnxruntime_int8_ms"]}
+        if integer:
+            row["integer_kernels"] = {k: v for k, v in integer.items() if k != "float_fallbacks"}
+            row["integer_kernels"]["float_fallbacks"] = len(integer.get("float_fallbacks", []))
         if tuning:
             row["tuning"] = {k: {f: v.get(f) for f in ("kernels", "trials_run",
                                                       "default_kept", "seconds")}
                              for k, v in tuning.items() if v}
         rows.append(row)
         print(f"done {name}: {row}", file=sys.stderr, flush=True)
-        _write(args, rows)  # after each model: a long tuning run keeps what it measured
+        _write(args, rows)  # after each model: a long run keeps what it measured
     cols = ["pytorch_eager_ms", "onnxruntime_fp32_ms", "onnxruntime_int8_ms",
-            "edgecc_fp32_ms", "edgecc_int8_sim_ms", "edgecc_int8_int_ms"]
-    heads = ["eager", "ort fp32", "ort int8", "edgecc fp32", "int8 sim", "int8 int"]
+            "edgecc_fp32_ms", "edgecc_int8_ms"]
+    heads = ["eager", "ort fp32", "ort int8", "edgecc fp32", "edgecc int8"]
+    if args.sim:
+        cols.insert(4, "edgecc_int8_sim_ms")
+        heads.insert(4, "int8 sim")
     if args.tune:
-        cols += ["edgecc_fp32_tuned_ms", "edgecc_int8_int_tuned_ms"]
+        cols += ["edgecc_fp32_tuned_ms", "edgecc_int8_tuned_ms"]
         heads += ["fp32 tuned", "int8 tuned"]
-    print(f"{'model':<14}{'input':<14}" + "".join(f"{h:>13}" for h in heads))
+    heads += ["fp32/ort", "int8/fp32", "int8/ortq", "compile s"]
+    print(f"{'model':<18}{'input':<13}" + "".join(f"{h:>12}" for h in heads))
     for r in rows:
-        print(f"{r['model']:<14}{r['input']:<14}" + "".join(f"{r[c]:>13.2f}" for c in cols))
-    print("ms, median, 2 threads; edgecc untuned = default schedule"
+        ratio = r["ratios"]
+        print(f"{r['model']:<18}{r['input']:<13}" + "".join(f"{r[c]:>12.2f}" for c in cols)
+              + f"{ratio['edgecc_fp32_vs_ort_fp32']:>11.2f}x"
+              + f"{ratio['edgecc_int8_vs_edgecc_fp32']:>11.2f}x"
+              + f"{ratio['edgecc_int8_vs_ort_int8']:>11.2f}x"
+              + f"{r['compile_s']['fp32']:>6.0f}/{r['compile_s']['int8']:<5.0f}")
+    print("ms, median of interleaved rounds, 2 threads; edgecc untuned = default schedule; "
+          "int8 = w8a8 integer kernels; compile s = fp32/int8"
           + (f"; tuned = MetaSchedule, {args.tune} trials per compile" if args.tune else ""))
     _write(args, rows)
     print(f"wrote {args.output}")
