@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.npu.region import Region, same_padding
+from edgecc.targets.npu.region import LUT_KINDS, Region, same_padding
 from edgecc.targets.npu.simulator import _conv_scales, activation_range, quantize_multiplier
 
 PRELUDE = r"""
@@ -362,9 +362,24 @@ def _mean_source(region: Region, op: Any, fname: str) -> str:
             "  }\n}\n")
 
 
+def _lut_source(region: Region, op: Any, fname: str) -> str:
+    """An element-wise activation as the NPU applies it: a 256-entry int8 table (the
+    simulator's ``lut_table``, computed here at build time) indexed by x + 128."""
+    from edgecc.targets.npu.simulator import lut_table
+
+    xs, ys = region.tensors[op.inputs[0]], region.tensors[op.outputs[0]]
+    size = int(np.prod(ys.shape))
+    return "\n".join([f"// {op.kind} (table) -> {op.outputs[0]}",
+                      _array("int8_t", f"{fname}_lut", lut_table(op, xs, ys)),
+                      f"static void {fname}(const int8_t* x, int8_t* y) {{",
+                      f"  for (int i = 0; i < {size}; ++i) y[i] = {fname}_lut[x[i] + 128];",
+                      "}", ""])
+
+
 _DATA_OPS = {"mean": _mean_source, "quantize": _quantize_source, "reshape": _reshape_source,
              "transpose": _transpose_source, "mul": _mul_source,
-             "max_pool2d": _pool_source, "avg_pool2d": _pool_source}
+             "max_pool2d": _pool_source, "avg_pool2d": _pool_source,
+             **{k: _lut_source for k in LUT_KINDS}}
 
 
 def module_source(regions: list[tuple[Region, str]]) -> str:

@@ -28,7 +28,11 @@ import numpy as np
 
 OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "batch_matmul", "add", "mul",
             "avg_pool2d", "pad", "max_pool2d", "mean", "reshape", "transpose", "quantize",
-            "concat", "strided_slice")
+            "concat", "strided_slice", "logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
+# element-wise int8 -> int8 functions an NPU evaluates as a 256-entry lookup table (Vela: LUT)
+LUT_KINDS = ("logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
+# the output quantization TFLite requires of int8 LOGISTIC / TANH (scale, zero point)
+FIXED_OUTPUT_QUANT = {"logistic": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 PADDINGS = ("SAME", "VALID")
 
@@ -341,6 +345,31 @@ class RegionBuilder:
         y = self._activation(shape, q.scale[0], q.zero_point[0], name)
         return self._op("strided_slice", (x, *consts), y, begin=tuple(begin), end=tuple(end),
                         strides=strides)
+
+    def lut(self, x: str, kind: str, out_scale: float | None = None,
+            out_zero_point: int | None = None, alpha: float = 0.01, approximate: bool = False,
+            name: str | None = None) -> str:
+        """An element-wise activation the NPU applies through a 256-entry int8 table: TFLite
+        LOGISTIC (output fixed at scale 1/256, zero point -128), TANH (1/128, 0), HARD_SWISH,
+        LEAKY_RELU (``alpha``) or GELU (``approximate``: tanh form)."""
+        if kind not in LUT_KINDS:
+            raise ValueError(f"lut kind {kind!r} is not one of {LUT_KINDS}")
+        if kind in FIXED_OUTPUT_QUANT:
+            fixed = FIXED_OUTPUT_QUANT[kind]
+            out_scale = fixed[0] if out_scale is None else out_scale
+            out_zero_point = fixed[1] if out_zero_point is None else out_zero_point
+            if (float(np.float32(out_scale)), int(out_zero_point)) != (float(np.float32(
+                    fixed[0])), fixed[1]):
+                raise ValueError(f"TFLite int8 {kind} writes scale {fixed[0]:g}, zero point "
+                                 f"{fixed[1]}; requantize after it (RegionBuilder.quantize)")
+        if out_scale is None:
+            raise ValueError(f"{kind} needs an output scale")
+        if kind == "leaky_relu" and not alpha >= 0:
+            raise ValueError(f"leaky_relu alpha {alpha} < 0 is not lowered to the NPU")
+        y = self._activation(self._tensors[x].shape, out_scale, int(out_zero_point or 0), name)
+        attrs = {"alpha": float(np.float32(alpha))} if kind == "leaky_relu" else (
+            {"approximate": bool(approximate)} if kind == "gelu" else {})
+        return self._op(kind, (x,), y, **attrs)
 
     def build(self, outputs: Sequence[str]) -> Region:
         for o in outputs:

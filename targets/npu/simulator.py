@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from edgecc.targets.npu.region import Region, RegionOp, TensorSpec, same_padding
+from edgecc.targets.npu.region import LUT_KINDS, Region, RegionOp, TensorSpec, same_padding
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT8_MIN, INT8_MAX = -128, 127
@@ -273,6 +273,113 @@ def max_pool2d(x, xs, ys, attrs) -> np.ndarray:
     return np.clip(win.max(axis=(3, 4)), lo, hi).astype(np.int8)
 
 
+# element-wise activations as 256-entry tables -----------------------------------------------
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+
+
+def _float_table(fn, xs: TensorSpec, ys: TensorSpec) -> np.ndarray:
+    """LiteRT's ``PopulateLookupTable`` for int8: dequantize each of the 256 codes in float32,
+    apply ``fn`` (float32), multiply by 1 / s_y, round half away from zero, + zp_y, clamp."""
+    v = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int64)
+    deq = np.float32(xs.quant.scale[0]) * (v - xs.quant.zero_point[0]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        t = np.asarray(fn(deq), np.float32) * (np.float32(1.0) / np.float32(ys.quant.scale[0]))
+    q = _round_half_away(t).astype(np.int64) + ys.quant.zero_point[0]
+    return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def _erf32(v: np.ndarray) -> np.ndarray:
+    import math
+
+    return np.array([math.erf(float(e)) for e in v], np.float64).astype(np.float32)
+
+
+def _gelu(v: np.ndarray, approximate: bool) -> np.ndarray:
+    half, one = np.float32(0.5), np.float32(1.0)
+    if approximate:  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        inner = np.float32(0.7978845608028654) * (v + np.float32(0.044715) * v * v * v)
+        return half * v * (one + np.tanh(inner.astype(np.float32)))
+    return half * v * (one + _erf32(v * np.float32(0.7071067811865476)))
+
+
+def _srdhm16(a: np.ndarray, b: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int16."""
+    ab = np.asarray(a, np.int64) * np.int64(b)
+    nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    s = ab + nudge
+    high = np.where(s >= 0, s >> 15, -((-s) >> 15))
+    return np.where((np.asarray(a) == -32768) & (b == -32768), 32767, high)
+
+
+def _sat16(v: np.ndarray) -> np.ndarray:
+    return np.clip(v, -32768, 32767)
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """TFLite ``QuantizeMultiplier`` then ``DownScaleInt32ToInt16Multiplier``."""
+    m, shift = quantize_multiplier(real)
+    if m >= INT32_MAX - (1 << 15):
+        return 32767, shift
+    return (m + (1 << 15)) >> 16, shift
+
+
+def hard_swish_table(xs: TensorSpec, ys: TensorSpec) -> np.ndarray:
+    """TFLite's int8 HARD_SWISH (``reference_ops::HardSwish``): int16 fixed point, the input
+    on a 2^7 finer scale, a saturating "relu-ish" factor in [0, 1] for x in [-3, 3], a
+    (non-rounding) doubling high multiply, a rounding shift to the output scale."""
+    hires = np.float32(np.float32(xs.quant.scale[0]) / np.float32(128.0))
+    out_m, out_e = _int16_multiplier(float(np.float32(hires / np.float32(ys.quant.scale[0]))))
+    relu_m, relu_e = _int16_multiplier(float(np.float32(hires / np.float32(3.0 / 32768.0))))
+    v = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int64) - xs.quant.zero_point[0]
+    hi = _sat16(v * 128)
+    pre_out = _srdhm16(hi, out_m)
+    r = hi
+    if relu_e > 0:
+        r = _sat16(r << (relu_e - 1))
+    r = _srdhm16(r, relu_m)
+    if relu_e > 0:
+        r = _sat16(r << 1)
+    if relu_e < 0:
+        r = rounding_divide_by_pot(r, -relu_e)
+    r = (r + (1 << 15)) >> 1
+    ab = r * pre_out  # SaturatingDoublingHighMul: truncating division by 2^15
+    pre = np.where(ab >= 0, ab >> 15, -((-ab) >> 15))
+    pre = np.where((r == -32768) & (pre_out == -32768), 32767, pre)
+    out = rounding_divide_by_pot(_sat16(pre), -out_e) + ys.quant.zero_point[0]
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def leaky_relu_table(xs: TensorSpec, ys: TensorSpec, alpha: float) -> np.ndarray:
+    """TFLite's int8 LEAKY_RELU: (x - zp_x) requantized by s_x / s_y where x >= zp_x, by
+    s_x * alpha / s_y below (float32 products, as LiteRT's Prepare), + zp_y, clamp; alpha
+    >= 0 (``RegionBuilder.lut``)."""
+    sx, sy = np.float32(xs.quant.scale[0]), np.float32(ys.quant.scale[0])
+    mi, shi = quantize_multiplier(float(np.float32(sx / sy)))
+    ma, sha = quantize_multiplier(float(np.float32(sx * np.float32(alpha) / sy)))
+    v = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int64) - xs.quant.zero_point[0]
+    pos = multiply_by_quantized_multiplier(v, mi, shi)
+    neg = multiply_by_quantized_multiplier(v, ma, sha)
+    out = np.where(v >= 0, pos, neg) + ys.quant.zero_point[0]
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def lut_table(op: RegionOp, xs: TensorSpec, ys: TensorSpec) -> np.ndarray:
+    """The 256 int8 outputs of an element-wise activation op for inputs -128..127 (index
+    x + 128): exactly what LiteRT's int8 kernel computes (``tests`` check all 256 codes)."""
+    if op.kind == "logistic":
+        return _float_table(lambda v: np.float32(1) / (np.float32(1) + np.exp(-v)), xs, ys)
+    if op.kind == "tanh":
+        return _float_table(np.tanh, xs, ys)
+    if op.kind == "gelu":
+        return _float_table(lambda v: _gelu(v, bool(op.attrs.get("approximate"))), xs, ys)
+    if op.kind == "hard_swish":
+        return hard_swish_table(xs, ys)
+    if op.kind == "leaky_relu":
+        return leaky_relu_table(xs, ys, op.attrs["alpha"])
+    raise ValueError(f"{op.kind} is not a table activation")
+
+
 def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
            fully_connected_rounding: str = "double") -> np.ndarray:
     t = region.tensors
@@ -308,6 +415,8 @@ def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
         return requantize(args[0], specs[0], ys)
     if op.kind == "mean":
         return mean(args[0], specs[0], ys)
+    if op.kind in LUT_KINDS:
+        return lut_table(op, specs[0], ys)[args[0].astype(np.int64) + 128]
     raise NotImplementedError(f"simulator: no integer kernel for op {op.kind!r}")
 
 

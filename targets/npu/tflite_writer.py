@@ -30,6 +30,11 @@ _BUILTINS = {
     "concat": ("CONCATENATION", 2, "ConcatenationOptions"),
     "strided_slice": ("STRIDED_SLICE", 2, "StridedSliceOptions"),
     "softmax": ("SOFTMAX", 2, "SoftmaxOptions"),
+    "logistic": ("LOGISTIC", 2, None),
+    "tanh": ("TANH", 2, None),
+    "hard_swish": ("HARD_SWISH", 1, "HardSwishOptions"),
+    "leaky_relu": ("LEAKY_RELU", 2, "LeakyReluOptions"),
+    "gelu": ("GELU", 1, "GeluOptions"),
 }
 _TYPES = {"int8": "INT8", "int32": "INT32"}
 
@@ -117,6 +122,8 @@ class _Writer:
     def options(self, op: RegionOp) -> tuple[int, int]:
         s, b, a = self.s, self.b, op.attrs
         _, _, table = _BUILTINS[op.kind]
+        if table is None:
+            return s.BuiltinOptions.BuiltinOptions.NONE, 0
         act = getattr(s.ActivationFunctionType.ActivationFunctionType,
                       a.get("activation", "NONE"))
         pad = getattr(s.Padding.Padding, a.get("padding", "VALID"))
@@ -124,7 +131,15 @@ class _Writer:
         if op.kind == "pad":
             s.PadOptions.PadOptionsStart(b)
             return opt_type, s.PadOptions.PadOptionsEnd(b)
-        if op.kind in ("transpose", "quantize", "strided_slice"):  # all in the inputs
+        if op.kind == "leaky_relu":
+            s.LeakyReluOptions.LeakyReluOptionsStart(b)
+            s.LeakyReluOptions.LeakyReluOptionsAddAlpha(b, float(a["alpha"]))
+            return opt_type, s.LeakyReluOptions.LeakyReluOptionsEnd(b)
+        if op.kind == "gelu":
+            s.GeluOptions.GeluOptionsStart(b)
+            s.GeluOptions.GeluOptionsAddApproximate(b, bool(a.get("approximate", False)))
+            return opt_type, s.GeluOptions.GeluOptionsEnd(b)
+        if op.kind in ("transpose", "quantize", "strided_slice", "hard_swish"):  # all in the inputs
             mod = getattr(s, table)
             getattr(mod, f"{table}Start")(b)
             return opt_type, getattr(mod, f"{table}End")(b)
@@ -187,8 +202,9 @@ class _Writer:
         O.OperatorAddOpcodeIndex(self.b, opcode_index)
         O.OperatorAddInputs(self.b, inputs)
         O.OperatorAddOutputs(self.b, outputs)
-        O.OperatorAddBuiltinOptionsType(self.b, opt_type)
-        O.OperatorAddBuiltinOptions(self.b, opts)
+        if opts:
+            O.OperatorAddBuiltinOptionsType(self.b, opt_type)
+            O.OperatorAddBuiltinOptions(self.b, opts)
         return O.OperatorEnd(self.b)
 
     def model(self) -> bytes:

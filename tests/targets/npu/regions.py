@@ -143,3 +143,18 @@ def block(rng) -> Region:
 def random_inputs(region: Region, rng) -> dict[str, np.ndarray]:
     return {n: rng.integers(-128, 128, region.tensors[n].shape, dtype=np.int8)
             for n in region.inputs}
+
+
+def activations(rng) -> Region:
+    """A conv then every table activation in a chain (HARD_SWISH, LEAKY_RELU, GELU, TANH,
+    LOGISTIC, each at its TFLite output quantization, requantized where one is fixed)."""
+    b = RegionBuilder("activations")
+    x = b.input("x", (1, 6, 5, 8), rng.uniform(0.02, 0.1), _zp(rng))
+    c = b.conv2d(x, _w(rng, (8, 3, 3, 8)), _bias(rng, 8), _scales(rng, 8),
+                 rng.uniform(0.03, 0.1), _zp(rng))
+    h = b.lut(c, "hard_swish", rng.uniform(0.02, 0.06), _zp(rng))
+    lr = b.lut(h, "leaky_relu", rng.uniform(0.02, 0.06), _zp(rng), alpha=rng.uniform(0, 0.5))
+    g = b.lut(lr, "gelu", rng.uniform(0.02, 0.06), _zp(rng), approximate=bool(rng.integers(2)))
+    t = b.quantize(b.lut(g, "tanh"), rng.uniform(0.004, 0.02), _zp(rng))
+    y = b.lut(t, "logistic")
+    return b.build([y])

@@ -37,6 +37,7 @@ CASES = {
     "maxpool-same-3x3": lambda r: regions.pool(r, kind="max_pool2d", padding="SAME", kernel=3,
                                                  stride=1),
     "mobilenet-block": lambda r: regions.block(r),
+    "conv-table-activations": lambda r: regions.activations(r),
 }
 
 
@@ -66,6 +67,32 @@ def test_simulator_equals_litert_reference_kernels(case):
             mismatched += int((ref != sim).sum())
             total += ref.size
     assert mismatched == 0, f"{case}: {mismatched}/{total} int8 outputs differ from LiteRT"
+
+
+@pytest.mark.parametrize("kind", ["logistic", "tanh", "hard_swish", "leaky_relu", "gelu"])
+def test_table_activations_equal_litert_on_every_int8_code(kind):
+    """All 256 input codes, at 40 random input (and output) quantizations per kind: the
+    simulator's table is LiteRT's int8 kernel, bit for bit."""
+    from edgecc.targets.npu.region import RegionBuilder
+
+    rng = np.random.default_rng(7)
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    mismatched, distinct = 0, []
+    for i in range(40):
+        b = RegionBuilder(kind)
+        x = b.input("x", (1, 256), rng.uniform(0.003, 0.3), int(rng.integers(-60, 61)))
+        fixed = kind in ("logistic", "tanh")
+        kw = ({"alpha": rng.uniform(0.0, 0.9)} if kind == "leaky_relu" else
+              {"approximate": bool(i % 2)} if kind == "gelu" else {})
+        y = b.lut(x, kind, None if fixed else rng.uniform(0.003, 0.3),
+                  None if fixed else int(rng.integers(-60, 61)), **kw)
+        region = b.build([y])
+        (ref,) = litert_run(write_tflite(region), {"x": codes})
+        sim = simulate(region, {"x": codes})[y]
+        mismatched += int((ref != sim).sum())
+        distinct.append(len(np.unique(sim)))
+    assert np.median(distinct) > 8  # the quantizations span the functions, not a few codes
+    assert mismatched == 0, f"{kind}: {mismatched}/{40 * 256} codes differ from LiteRT"
 
 
 def test_fully_connected_roundings_differ_by_at_most_one_lsb():

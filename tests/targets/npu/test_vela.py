@@ -116,10 +116,12 @@ def test_driver_header_compiles_against_the_driver_api(tmp_path):
 
 
 @pytest.mark.parametrize("device", ["ethos-u55-128", "ethos-u85-256"])
-@pytest.mark.parametrize("case", ["batch_matmul", "flatten", "slice_concat", "softmax", "mean"])
+@pytest.mark.parametrize("case", ["batch_matmul", "flatten", "slice_concat", "softmax", "mean",
+                                  "activations"])
 def test_attention_and_data_movement_regions_compile_on_the_npu(device, case):
     """BATCH_MATMUL (attention), MAX_POOL_2D + TRANSPOSE + RESHAPE + QUANTIZE (a CNN's
-    flatten), STRIDED_SLICE + CONCATENATION and SOFTMAX as edgecc writes them: Vela 5.2 keeps
+    flatten), STRIDED_SLICE + CONCATENATION, SOFTMAX and the table activations (HARD_SWISH,
+    LEAKY_RELU, GELU, TANH, LOGISTIC) as edgecc writes them: Vela 5.2 keeps
     none on the CPU (BATCH_MATMUL included on U55: its report lists it for U55/U65 too)."""
     region = getattr(regions, case)(np.random.default_rng(0))
     result = compile_region(write_tflite(region), load_device(device))
