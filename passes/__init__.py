@@ -19,6 +19,7 @@ from edgecc.passes.quantize import (
     QAT, ConvertQAT, Palettize, PrepareQAT, QuantSensitivity, Quantize, QuantizeOptions,
     SmoothQuant,
 )
+from edgecc.passes.quantize.quantize_blockwise import QuantizeBlockwise
 
 BUILTIN_PASSES = (
     FoldBatchNorm,
@@ -30,6 +31,7 @@ BUILTIN_PASSES = (
     AttentionMaskToAdditive,
     DecomposeComposites,
     Quantize,
+    QuantizeBlockwise,
     PrepareQAT,
     ConvertQAT,
     QAT,

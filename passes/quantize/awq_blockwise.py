@@ -81,21 +81,34 @@ class RowSampler:
     The pass keeps ``randperm(rows)[:tokens]`` of every group input, batch by batch, in
     graph order (block 0's groups, block 1's, ...), from one generator seeded 0; then, per
     group in graph order, it permutes the kept rows from the same generator (re-seeded 0
-    under torchrun, after the rows are gathered). ``keep(b, i, j)`` is group ``j`` of block
-    ``i`` on batch ``b``; ``search(n)`` is the next permutation of the search."""
+    under torchrun, after the rows are gathered). ``keep(b, i, j, rows)`` is group ``j`` of
+    block ``i`` on batch ``b`` (``groups[i]`` groups in block ``i``); batch ``b``'s draws
+    for every block are made when block 0 first asks (batches in order, every group input
+    of a batch has the same rows, as in a decoder; a group that differs gets rows of its
+    own, counted in ``not_replayed``); ``search(n)`` is the next permutation of the
+    search, once every batch is drawn."""
 
-    def __init__(self, rows: Sequence[int], blocks: int, groups: int, tokens: int) -> None:
-        gen = torch.Generator().manual_seed(0)
-        self._keep = [[[torch.randperm(n, generator=gen)[:tokens] for _ in range(groups)]
-                       for _ in range(blocks)] for n in rows]
-        if distributed.is_distributed():
-            gen.manual_seed(0)
-        self._gen = gen
+    def __init__(self, groups: Sequence[int], tokens: int) -> None:
+        self._gen = torch.Generator().manual_seed(0)
+        self._groups, self._tokens = list(groups), tokens
+        self._keep: list[tuple[int, list[list[torch.Tensor]]]] = []
+        self._searching = False
+        self.not_replayed = 0
 
-    def keep(self, batch: int, block: int, group: int) -> torch.Tensor:
-        return self._keep[batch][block][group]
+    def keep(self, batch: int, block: int, group: int, rows: int) -> torch.Tensor:
+        if batch == len(self._keep) and not self._searching:
+            self._keep.append((rows, [[torch.randperm(rows, generator=self._gen)[:self._tokens]
+                                       for _ in range(g)] for g in self._groups]))
+        if batch < len(self._keep) and self._keep[batch][0] == rows:
+            return self._keep[batch][1][block][group]
+        self.not_replayed += 1
+        return torch.randperm(rows, generator=torch.Generator().manual_seed(
+            batch * 7919 + block * 31 + group))[:self._tokens]
 
     def search(self, n: int) -> torch.Tensor:
+        if not self._searching and distributed.is_distributed():
+            self._gen.manual_seed(0)
+        self._searching = True
         return torch.randperm(n, generator=self._gen)
 
 
@@ -187,12 +200,12 @@ def awq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
                     producers.append(made[id(x)][1] if id(x) in made else None)
                     samples.append([])
                 r = x.detach().reshape(-1, x.shape[-1])
-                keep = sampler.keep(batch[0], i, j)
+                keep = sampler.keep(batch[0], i, j, r.shape[0])
                 samples[j].append(r[keep.to(r.device)].float())
             return hook
 
         if sampler is None:  # every block has block 0's groups: count them, then draw
-            sampler = _count_groups(blk, linears, hidden[0], kwargs[0], rows, len(blocks),
+            sampler = _count_groups(blk, linears, hidden[0], kwargs[0], len(blocks),
                                     options.tokens)
         handles = [m.register_forward_pre_hook(recorder(n)) for n, m in linears.items()]
         handles += [m.register_forward_hook(norm_hook) for n, m in blk.named_modules()
@@ -271,13 +284,13 @@ def awq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
         "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
         "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4),
         "not_folded": unfolded,
+        "rows_not_replayed": sampler.not_replayed if sampler is not None else 0,
     }
     return BlockwiseResult(codes, stats)
 
 
 def _count_groups(blk: torch.nn.Module, linears: dict[str, torch.nn.Module],
-                  h: torch.Tensor, kw: dict[str, Any], rows: list[int], blocks: int,
-                  tokens: int) -> RowSampler:
+                  h: torch.Tensor, kw: dict[str, Any], blocks: int, tokens: int) -> RowSampler:
     """Groups of block 0 (distinct linear inputs in one forward) -> the RowSampler."""
     ids: dict[int, torch.Tensor] = {}
 
@@ -291,7 +304,7 @@ def _count_groups(blk: torch.nn.Module, linears: dict[str, torch.nn.Module],
     finally:
         for hd in handles:
             hd.remove()
-    return RowSampler(rows, blocks, len(ids), tokens)
+    return RowSampler([len(ids)] * blocks, tokens)
 
 
 __all__ = ["AwqBlockwiseOptions", "RowSampler", "awq_decoder_blockwise"]

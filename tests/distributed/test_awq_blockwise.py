@@ -50,21 +50,33 @@ def _batches() -> list[tuple[torch.Tensor]]:
     return [(torch.randint(0, 64, (2, 12), generator=g),) for _ in range(3)]
 
 
-def test_blockwise_awq_equals_whole_model_awq_pass():
+def _dequantized(program) -> dict[str, torch.Tensor]:
+    return {str(n.args[0].target): node_params(n, program.tensor).dequantize(
+        program.tensor(n.args[0]))
+        for n in program.nodes("call_function")
+        if is_dequantize(n) and program.is_constant(n.args[0])}
+
+
+@pytest.fixture(scope="module")
+def traced_and_whole():
+    """The traced tiny Llama, and the whole-model AWQ pass on a copy of it."""
+    batches = _batches()
+    program = edgecc.trace(_Logits(_llama()), batches[0])
+    out = Quantize()(program.copy(), QuantizeOptions(
+        scheme="w4a16", algorithm="awq", awq_fold=True, awq_tokens=16, group_size=GROUP,
+        include=("m.model.layers.*",)), context=PassContext(calibration=batches,
+                                                            progress=False))
+    return program, out
+
+
+def test_blockwise_awq_equals_whole_model_awq_pass(traced_and_whole):
     batches = _batches()
     model = _llama()
     res = awq_decoder_blockwise(model, batches, AwqBlockwiseOptions(group_size=GROUP,
                                                                     tokens=16))
-    program = edgecc.trace(_Logits(_llama()), batches[0])
-    out = Quantize()(program, QuantizeOptions(scheme="w4a16", algorithm="awq", awq_fold=True,
-                                              awq_tokens=16, group_size=GROUP,
-                                              include=("m.model.layers.*",)),
-                     context=PassContext(calibration=batches, progress=False))
+    _, out = traced_and_whole
     whole = out.program
-    deq = {str(n.args[0].target): node_params(n, whole.tensor).dequantize(
-        whole.tensor(n.args[0]))
-        for n in whole.nodes("call_function")
-        if is_dequantize(n) and whole.is_constant(n.args[0])}
+    deq = _dequantized(whole)
     assert len(res.codes) == 14 and len(deq) == 14
     for name, (q, params) in res.codes.items():
         key = "m_model_layers_" + name.replace(".", "_") + "_qweight"
@@ -87,6 +99,35 @@ def test_blockwise_awq_equals_whole_model_awq_pass():
                                            whole.graph_module(ids), (tuple, list))
                                        else whole.graph_module(ids), rtol=1e-5, atol=1e-5)
     assert len(s["seconds_per_block"]) == 2 and s["peak_device_bytes"] is None
+    assert s["rows_not_replayed"] == 0
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_quantize_blockwise_pass_equals_whole_model_awq(traced_and_whole, fold):
+    """The pipeline pass (block spans of the traced graph) gives the whole-model pass's
+    program: the same dequantized weights, folded norms (or inserted scales), outputs."""
+    from edgecc.pass_manager import PassManager
+
+    program, out = traced_and_whole
+    batches = _batches()
+    if not fold:  # the whole-model pass with the scale as a multiply in the graph
+        out = Quantize()(program.copy(), QuantizeOptions(
+            scheme="w4a16", algorithm="awq", awq_tokens=16, group_size=GROUP,
+            include=("m.model.layers.*",)), context=PassContext(calibration=batches,
+                                                                progress=False))
+    res = PassManager(f"quantize-blockwise{{algorithm=awq,awq_fold={str(fold).lower()},"
+                      f"awq_tokens=16,group_size={GROUP}}}")(
+        program.copy(), context=PassContext(calibration=batches, progress=False))
+    got, want = _dequantized(res.program), _dequantized(out.program)
+    assert len(got) == 14 and got.keys() == want.keys()
+    for k in got:
+        assert torch.equal(got[k], want[k]), k
+    stats = res.stats["passes"][-1]["stats"]
+    assert stats["blocks"] == 2 and stats["layers"] == 14 and stats["awq"]["scaled"] > 0
+    assert stats["awq"]["mean_alpha"] == out.stats["awq"]["mean_alpha"]
+    for (ids,) in batches:
+        torch.testing.assert_close(res.program.run(ids), out.program.run(ids), rtol=0,
+                                   atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
