@@ -56,18 +56,28 @@ def blockwise_cpu():
     return model, res
 
 
-def test_blockwise_equals_whole_model_gptq_pass(blockwise_cpu):
-    model, res = blockwise_cpu
+def _dequantized(program) -> dict[str, torch.Tensor]:
+    return {str(n.args[0].target): node_params(n, program.tensor).dequantize(
+        program.tensor(n.args[0]))
+        for n in program.nodes("call_function")
+        if is_dequantize(n) and program.is_constant(n.args[0])}
+
+
+@pytest.fixture(scope="module")
+def traced_and_whole():
+    """The traced tiny Llama, and the whole-model GPTQ pass on a copy of it."""
     batches = _batches()
     program = edgecc.trace(_Logits(_llama()), batches[0])
-    whole = Quantize()(program, QuantizeOptions(scheme="w4a16", algorithm="gptq",
-                                                group_size=GROUP,
-                                                include=("m.model.layers.*",)),
+    whole = Quantize()(program.copy(), QuantizeOptions(scheme="w4a16", algorithm="gptq",
+                                                       group_size=GROUP,
+                                                       include=("m.model.layers.*",)),
                        context=PassContext(calibration=batches, progress=False)).program
-    deq = {str(n.args[0].target): node_params(n, whole.tensor).dequantize(
-        whole.tensor(n.args[0]))
-        for n in whole.nodes("call_function")
-        if is_dequantize(n) and whole.is_constant(n.args[0])}
+    return program, whole
+
+
+def test_blockwise_equals_whole_model_gptq_pass(blockwise_cpu, traced_and_whole):
+    model, res = blockwise_cpu
+    deq = _dequantized(traced_and_whole[1])
     assert len(res.codes) == 14 and len(deq) == 14
     for name, (q, params) in res.codes.items():
         key = "m_model_layers_" + name.replace(".", "_") + "_qweight"
@@ -80,6 +90,35 @@ def test_blockwise_equals_whole_model_gptq_pass(blockwise_cpu):
     s = res.stats
     assert s["blocks"] == 2 and len(s["seconds_per_block"]) == 2 and s["device"] == "cpu"
     assert s["peak_device_bytes"] is None and s["output_error"] > 0
+
+
+def test_quantize_blockwise_pass_equals_whole_model_gptq(traced_and_whole):
+    """``quantize-blockwise{algorithm=gptq}`` in a pipeline: the whole-model pass's IR."""
+    from edgecc.pass_manager import PassManager
+
+    program, whole = traced_and_whole
+    batches = _batches()
+    res = PassManager(f"quantize-blockwise{{group_size={GROUP}}}")(
+        program.copy(), context=PassContext(calibration=batches, progress=False))
+    got, want = _dequantized(res.program), _dequantized(whole)
+    assert len(got) == 14 and got.keys() == want.keys()
+    for k in got:
+        assert torch.equal(got[k], want[k]), k
+    stats = res.stats["passes"][-1]["stats"]
+    assert stats["blocks"] == 2 and len(stats["seconds_per_block"]) == 2
+    assert stats["error"]["cosine"] > 0.9
+    for (ids,) in batches:
+        torch.testing.assert_close(res.program.run(ids), whole.run(ids), rtol=0, atol=0)
+
+
+def test_quantize_blockwise_without_blocks_is_one_line():
+    from edgecc.pass_manager import PassManager
+
+    x = torch.randn(2, 8)
+    program = edgecc.trace(torch.nn.Sequential(torch.nn.Linear(8, 8)), (x,))
+    with pytest.raises(edgecc.errors.InputSpecError, match="block_pattern"):
+        PassManager("quantize-blockwise")(program, context=PassContext(
+            calibration=[(x,)], progress=False))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
