@@ -357,7 +357,20 @@ def move_module(module: torch.nn.Module, device: torch.device | str) -> torch.nn
     ``device=`` of factory ops traced on the CPU (``aten.ones(..., device=cpu)`` building an
     attention mask), rewritten to ``device`` (and back to the CPU when moved back, so the
     graph is the same after a round trip). Parameters keep their identity (optimizers
-    holding them stay valid)."""
+    holding them stay valid).
+
+    Off the CPU, every ``aten.view`` also becomes ``aten.reshape`` (:func:`portable_views`):
+    export turns ``reshape`` into ``view`` when the traced (CPU) strides allow it, and some
+    of those strides are a CPU kernel's choice — ``scaled_dot_product_attention`` traced on
+    the CPU returns a layout whose ``transpose(1, 2)`` is contiguous, so the graph reads
+    ``view(permute(sdpa(...)), [B, T, H·D])``, which CUDA's SDPA kernels (and the CPU's
+    math kernel) do not make viewable: "view size is not compatible with input tensor's
+    size and stride". ``reshape`` is the same values (a view where possible, else a copy;
+    the graph is functional, so nothing depends on the aliasing)::
+
+        on the CPU:   %v = aten.view(%attn_t, [2, 8, 384])
+        on cuda:      %v = aten.reshape(%attn_t, [2, 8, 384])   (view again when moved back)
+    """
     import torch.fx as fx
 
     dev = torch.device(device)
@@ -367,15 +380,42 @@ def move_module(module: torch.nn.Module, device: torch.device | str) -> torch.nn
             if isinstance(value, torch.Tensor) and value.device != dev:
                 setattr(m, name, value.to(dev))
         if isinstance(m, fx.GraphModule):  # factory ops traced with device=cpu (masks, ...)
-            changed = False
+            changed = portable_views(m.graph, dev.type != "cpu")
             for node in m.graph.nodes:
-                d = node.kwargs.get("device") if node.op == "call_function" else None
+                if node.op != "call_function":
+                    continue
+                d = node.kwargs.get("device")
                 if isinstance(d, torch.device) and d != dev:
                     node.update_kwarg("device", dev)
+                    changed = True
+                if any(isinstance(a, torch.device) and a != dev for a in node.args):
+                    node.args = tuple(dev if isinstance(a, torch.device) else a
+                                      for a in node.args)
                     changed = True
             if changed:
                 m.recompile()
     return module
+
+
+_WAS_VIEW = "edgecc_view_as_reshape"
+
+
+def portable_views(graph: Any, portable: bool = True) -> bool:
+    """``portable``: every ``aten.view.default`` becomes ``aten.reshape.default`` (marked in
+    its meta); else the marked ones become views again. Returns whether anything changed.
+    See :func:`move_module` for why."""
+    changed = False
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if portable and node.target is torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+            node.meta[_WAS_VIEW] = True
+            changed = True
+        elif not portable and node.meta.pop(_WAS_VIEW, False):
+            node.target = torch.ops.aten.view.default
+            changed = True
+    return changed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,6 +450,7 @@ __all__ = ["DeviceUnavailableError", "RankFailedError", "RunInfo", "agree", "all
            "all_reduce_max", "all_reduce_min", "all_reduce_sum", "average_gradients", "barrier",
            "broadcast_object", "broadcast_tensors",
            "collective",
-           "gather_rows", "init_from_env", "is_distributed", "is_main", "move_module", "rank",
+           "gather_rows", "init_from_env", "is_distributed", "is_main", "move_module",
+           "portable_views", "rank",
            "reduce_hessian",
            "reduce_observer", "resolve_device", "run_info", "shard", "world_size"]
