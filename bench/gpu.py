@@ -80,9 +80,11 @@ def _write(report: dict, out: str) -> None:
 def llama_main(argv: list[str]) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from edgecc.passes.quantize.awq_blockwise import AwqBlockwiseOptions, awq_decoder_blockwise
     from edgecc.passes.quantize.gptq_blockwise import BlockwiseOptions, gptq_decoder_blockwise
 
     ap = argparse.ArgumentParser(prog="gpu.py llama")
+    ap.add_argument("--algorithm", choices=("gptq", "awq"), default="gptq")
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=8192)
     ap.add_argument("--layers", type=int, default=16)
@@ -93,8 +95,10 @@ def llama_main(argv: list[str]) -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--cpu-blocks", type=int, default=2)
     ap.add_argument("--devices", default="cuda,cpu")
-    ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_llama.json"))
+    ap.add_argument("--out", default=None, help="default: results/gpu_llama[_awq].json")
     args = ap.parse_args(argv)
+    args.out = args.out or os.path.join(
+        RESULTS, "gpu_llama.json" if args.algorithm == "gptq" else "gpu_llama_awq.json")
     cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
                       intermediate_size=args.intermediate, num_hidden_layers=args.layers,
                       num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
@@ -120,8 +124,11 @@ def llama_main(argv: list[str]) -> None:
     results: dict[str, object] = {}
     for d in devices:
         model.load_state_dict(float_state)
+        blocks = args.cpu_blocks if d == "cpu" else 0
         res = gptq_decoder_blockwise(model, batches, BlockwiseOptions(
-            device=d, max_blocks=args.cpu_blocks if d == "cpu" else 0))
+            device=d, max_blocks=blocks)) if args.algorithm == "gptq" else \
+            awq_decoder_blockwise(model, batches, AwqBlockwiseOptions(device=d,
+                                                                      max_blocks=blocks))
         st = res.stats
         per = st["seconds_per_block"]
         steady = per[1:] or per  # the first block includes warm-up (CUDA context, kernels)
@@ -160,16 +167,25 @@ def llama_main(argv: list[str]) -> None:
             rel = max(rel, float((wa - wb).abs().max() / wa.abs().max()))
         first = [f"{i}." for i in range(a.stats["blocks"])]
 
-        def err(r: object) -> float:
-            e = r.stats["layer_output_error"]
-            return round(sum(v for k, v in e.items() if any(k.startswith(p) for p in first)),
-                         4)
+        def err(r: object) -> float | None:
+            e = r.stats.get("layer_output_error")
+            return None if e is None else round(
+                sum(v for k, v in e.items() if any(k.startswith(p) for p in first)), 4)
 
         agreement = {"blocks_compared": a.stats["blocks"],
                      "same_dequantized_weight_fraction": round(same / total, 6),
                      "max_rel_diff_dequantized": round(rel, 6),
                      "output_error_cpu": err(a), "output_error_gpu": err(b)}
-    report = {"what": "block-by-block GPTQ w4 g128 asymmetric, act_order, float16 scales",
+    for d, r in results.items():  # AWQ's search outcome
+        if "mean_alpha" in r.stats:
+            runs[d].update({k: r.stats[k] for k in ("groups", "scaled", "mean_alpha",
+                                                    "mean_error_reduction", "not_folded")})
+            runs[d]["not_folded"] = len(runs[d]["not_folded"])
+    what = ("block-by-block GPTQ w4 g128 asymmetric, act_order, float16 scales"
+            if args.algorithm == "gptq" else "block-by-block AWQ w4 g128 asymmetric, float16 "
+            "scales, scales folded (norms, up_proj; o_proj clipped only), clip search, "
+            "512 tokens")
+    report = {"what": what,
               "model": f"transformers LlamaForCausalLM from a LlamaConfig, RANDOM weights "
                        f"(seed 0): hidden {args.hidden}, MLP {args.intermediate}, "
                        f"{args.layers} layers, {args.heads} heads / {args.kv_heads} KV heads, "
@@ -181,7 +197,7 @@ def llama_main(argv: list[str]) -> None:
               "cpu_threads": torch.get_num_threads(),
               "runs": list(runs.values()), "agreement": agreement,
               "not_measured": [f"{d}: no CUDA device here" for d in asked if d not in devices]}
-    print(f"GPTQ w4 g128 block by block: Llama config, {n_params / 1e9:.3f} B params (random "
+    print(f"{args.algorithm.upper()} w4 g128 block by block: Llama config, {n_params / 1e9:.3f} B params (random "
           f"weights), model {model_bytes / 2**30:.2f} GiB fp32, {len(batches) * seq} "
           "calibration tokens")
     print(f"{'device':<8}{'blocks':>8}{'s/block':>9}{'whole s':>10}{'extrapol. s':>12}"
@@ -217,6 +233,8 @@ def minilm_main(argv: list[str]) -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="a 2-layer hidden-64 smoke config")
     ap.add_argument("--shard", action="store_true", help="FSDP2 (qat{shard=true}), not DDP")
+    ap.add_argument("--attn", choices=("eager", "sdpa"), default="eager",
+                    help="sdpa: the CPU-exported SDPA graph on the GPU (move_module's views)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "gpu_minilm_N.json"))
     args = ap.parse_args(argv)
     dev = distributed.resolve_device(args.device)
@@ -229,10 +247,10 @@ def minilm_main(argv: list[str]) -> None:
                  intermediate_size=128) if args.small else dict(
         hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     torch.manual_seed(0)
-    # eager attention: a program exported on the CPU with SDPA views SDPA's CPU output
-    # layout (aten.view after a permute), which CUDA's SDPA kernels do not produce
+    # eager attention by default (the measured runs); sdpa: exported on the CPU, the graph
+    # views SDPA's CPU output layout, which move_module makes reshapes on the GPU
     bert = transformers.BertModel(transformers.BertConfig(vocab_size=30522,
-                                                          attn_implementation="eager",
+                                                          attn_implementation=args.attn,
                                                           **shape),
                                   add_pooling_layer=False).eval()
 
@@ -273,9 +291,10 @@ def minilm_main(argv: list[str]) -> None:
             out(res.program.graph_module, h), out(program.graph_module, h), dim=-1)
             .reshape(-1) for h in held]).mean().item()
     ops = {str(n.target) for n in program.graph.nodes}
-    assert not any("scaled_dot_product" in o for o in ops), "eager attention expected"
+    assert any("scaled_dot_product" in o for o in ops) == (args.attn == "sdpa"), args.attn
     row = {"world_size": world, "devices": distributed.run_info(dev).devices,
            "parallel": "none" if world == 1 else "FSDP2" if args.shard else "DDP",
+           "attention": args.attn,
            "model": f"BERT {shape}, RANDOM weights (all-MiniLM-L6-v2 shapes)"
                     if not args.small else f"BERT {shape} (smoke)",
            "global_batch": args.global_batch, "per_rank_batch": per, "seq": args.seq,
@@ -303,7 +322,7 @@ def minilm_table(argv: list[str]) -> None:
     base = rows[0]["samples_per_s"] / rows[0]["world_size"]
     for r in rows:
         r["scaling_efficiency"] = round(r["samples_per_s"] / (r["world_size"] * base), 3)
-    print("QAT (quantize w8a8 + qat) of a MiniLM-L6-shaped BERT, DDP, global batch "
+    print("QAT (quantize w8a8 + qat) of a MiniLM-L6-shaped BERT, DDP / FSDP2, global batch "
           f"{rows[0]['global_batch']} x seq {rows[0]['seq']}, {rows[0]['steps']} steps")
     print(f"{'GPUs':>5}{'mode':>7}{'train s':>10}{'samples/s':>11}{'efficiency':>12}"
           f"{'held-out cos':>14}{'final loss':>12}")
@@ -312,6 +331,53 @@ def minilm_table(argv: list[str]) -> None:
               f"{r['samples_per_s']:>11}{r['scaling_efficiency']:>12}"
               f"{r['held_out_cosine_vs_float']:>14}{r['loss'][-1]:>12}")
     _write({"runs": rows}, args.out)
+
+
+# -- cli-inputs: a model file and calibration data for `torchrun -m edgecc compile` --------
+
+def cli_inputs(argv: list[str]) -> None:
+    """Write DIR/model.pt2 (a MiniLM-shaped BERT's token embeddings, exported on the CPU)
+    and DIR/calib.npz (``--batches`` batches of token ids) for an end-to-end compile::
+
+        torchrun --nproc_per_node=2 -m edgecc compile DIR/model.pt2 -t onnx \\
+            -p 'quantize{scheme=w8a8},qat{epochs=1}' --calib DIR/calib.npz --device cuda \\
+            -o DIR/out
+    """
+    import numpy as np
+    import transformers
+
+    ap = argparse.ArgumentParser(prog="gpu.py cli-inputs")
+    ap.add_argument("dir")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--attn", choices=("eager", "sdpa"), default="sdpa")
+    ap.add_argument("--small", action="store_true", help="a 2-layer hidden-64 smoke config")
+    args = ap.parse_args(argv)
+    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128) if args.small else dict(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, attn_implementation=args.attn, **shape),
+        add_pooling_layer=False).eval()
+
+    class Embed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids).last_hidden_state
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 30000, (args.batch, args.seq), generator=g)
+    os.makedirs(args.dir, exist_ok=True)
+    torch.export.save(torch.export.export(Embed(), (ids,)), os.path.join(args.dir, "model.pt2"))
+    calib = torch.randint(1000, 30000, (args.batches, args.batch, args.seq), generator=g)
+    np.savez(os.path.join(args.dir, "calib.npz"), ids=calib.numpy())
+    print(f"wrote {args.dir}/model.pt2 (BERT {shape}, {args.attn} attention) and calib.npz "
+          f"({args.batches} x {args.batch} x {args.seq} token ids)")
 
 
 # -- block: GPTQ of one block's linears (the earlier measurement) ---------------------------
@@ -422,7 +488,7 @@ def block_main(argv: list[str]) -> None:
 
 
 COMMANDS = {"llama": llama_main, "minilm": minilm_main, "minilm-table": minilm_table,
-            "block": block_main}
+            "cli-inputs": cli_inputs, "block": block_main}
 
 
 def main() -> None:

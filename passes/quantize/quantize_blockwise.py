@@ -162,7 +162,10 @@ class _Runner:
                     kwargs = fx.node.map_arg(n.kwargs, fetch)
                     if isinstance(kwargs.get("device"), torch.device):
                         kwargs = {**kwargs, "device": dev}  # factory ops traced on the CPU
-                    out = n.target(*args, **kwargs)
+                    target = n.target
+                    if dev.type != "cpu" and target is torch.ops.aten.view.default:
+                        target = torch.ops.aten.reshape.default  # distributed.portable_views
+                    out = target(*args, **kwargs)
                     env[n] = out
                     if n in watch:
                         on_value(b, n, out)
