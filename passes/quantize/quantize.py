@@ -91,6 +91,10 @@ class QuantizeOptions:
     damp: float = 0.01
     act_order: bool = True
     block: int = 128
+    # MiB of GPTQ Hessians alive at once (a run of consecutive layer inputs; each later run
+    # re-runs the calibration batches up to its last input); 0: an eighth of the float32
+    # weight bytes, at least 64
+    hessian_budget_mib: float = 0.0
     # AWQ
     awq_grid: int = 20
     awq_clip: bool = True
@@ -112,6 +116,8 @@ class QuantizeOptions:
             raise ValueError("group_size must be a positive even number (or 0)")
         if not 50 < self.percentile <= 100:
             raise ValueError("percentile must be in (50, 100]")
+        if self.hessian_budget_mib < 0:
+            raise ValueError("hessian_budget_mib must be >= 0 (0: automatic)")
         if not 0 <= self.max_drop <= 1:
             raise ValueError("max_drop must be in [0, 1] (a drop in output cosine)")
         if self.observer not in OBSERVERS:
@@ -251,31 +257,32 @@ class Quantize(Pass):
                                           context.progress, context.device)
             stats["awq"] = awq_stats
 
-        # one calibration run: activation observers and GPTQ Hessians
+        # one calibration run: activation observers and the first run of GPTQ Hessians;
+        # the later Hessians are accumulated when their layers come (bounded memory)
         linear_inputs = _inputs_of(layers)
         observers: dict[fx.Node, Any] = {}
-        hessians: dict[fx.Node, gptq.HessianAccumulator] = {}
         if scheme.needs_calibration and not _is_16bit(scheme.activations):
             observers = {v: make_observer(options.observer, percentile=options.percentile,
                                           seed=context.seed) for v in linear_inputs}
-        if options.algorithm == "gptq":
-            hessians = {v: gptq.HessianAccumulator() for v, ls in linear_inputs.items()
-                        if any(la.kind == "linear" for la in ls)}
-        if observers or hessians:
+        hessians = _Hessians(program, reference, layers, batches, options, context) \
+            if options.algorithm == "gptq" else None
+        first = hessians.next_chunk() if hessians is not None else {}
+        if observers or first:
             def on_value(node: fx.Node, value: torch.Tensor) -> None:
                 if node in observers:
                     observers[node].update(value)
-                if node in hessians:
-                    hessians[node].update(value)
+                if node in first:
+                    first[node].update(value)
 
-            record_values(program, batches, set(observers) | set(hessians), on_value,
-                          desc="calibrating", progress=context.progress,
-                          device=context.device)
+            _record(program, batches, set(observers) | set(first), on_value,
+                    desc="calibrating", progress=context.progress, device=context.device)
             # under torchrun: every rank's statistics become those of all ranks' data
             for obs in observers.values():
                 distributed.reduce_observer(obs)
-            for acc in hessians.values():
+            for acc in first.values():
                 distributed.reduce_hessian(acc)
+            if hessians is not None:
+                hessians.add(first)
 
         # weights
         skipped: dict[str, str] = {}
@@ -306,7 +313,8 @@ class Quantize(Pass):
                 out_axis = 0  # one scale per row (token)
             else:
                 out_axis = layer.out_axis
-            h = hessians.get(layer.input) if layer.kind == "linear" else None
+            h = hessians.get(layer) if hessians is not None and layer.kind == "linear" \
+                else None
             snap = None
             if options.weight_grid == "q4_0" and layer.kind == "linear":
                 if snap_q4_0(weight_params(w, tq, out_axis, layer.reduction_axis), w) is None:
@@ -332,6 +340,7 @@ class Quantize(Pass):
                     params = dataclasses.replace(params, scale=params.scale.cpu(),
                                                  zero_point=params.zero_point.cpu())
                 q = params.quantize(w_hat)
+                h = None  # the next layer's Hessians may be accumulated without it
             else:
                 params = weight_params(w, tq, out_axis, layer.reduction_axis,
                                        clip=clips.get(layer.name), scale_dtype=scale_dtype)
@@ -345,6 +354,13 @@ class Quantize(Pass):
                 lorc.append((layer, (w - w_hat).float()))
             before_bytes += w.numel() * w.element_size()
             done[key] = replace_weight(program, layer, q, params)
+        # the last layer's float temporaries (an LLM's output layer: the largest) are not
+        # kept through the output-error runs below
+        w = w_hat = q = None
+        if hessians is not None:
+            stats["gptq_hessians"] = {"runs": hessians.runs, "peak_mib": round(
+                hessians.peak_bytes / 2 ** 20, 1)}
+            hessians.live.clear()
 
         # activations
         if scheme.activations is not None:
@@ -397,6 +413,118 @@ class Quantize(Pass):
         stats["weight_bytes_after"] = quantized_weight_bytes(program)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
+
+
+class _Stop(Exception):
+    """Ends one calibration batch once every watched value of it was seen."""
+
+
+def _record(program: Program, batches: Any, nodes: set[fx.Node],
+            on_value: Any, *, desc: str, progress: bool | None, device: Any = None) -> None:
+    """``record_values`` that stops each batch after the last watched node (in graph
+    order): the rest of the model is not run for nothing."""
+    from edgecc.distributed import move_module
+
+    last = max((i for i, n in enumerate(program.graph.nodes) if n in nodes), default=-1)
+    last_node = list(program.graph.nodes)[last] if last >= 0 else None
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n in nodes:
+                on_value(n, out)
+            if n is last_node:
+                raise _Stop
+            return out
+
+    gm = program.graph_module
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type != "cpu":
+        move_module(gm, dev)
+    try:
+        with torch.no_grad():
+            for batch in progress_iter(batches, desc, enabled=progress):
+                try:
+                    Recorder(gm).run(*[b.to(dev) if isinstance(b, torch.Tensor) else b
+                                       for b in batch])
+                except _Stop:
+                    pass
+    finally:
+        if dev.type != "cpu":
+            move_module(gm, "cpu")
+
+
+class _Hessians:
+    """GPTQ Hessians of the linear layers' inputs, a run of consecutive inputs at a time
+    (``gptq.hessian_chunks``): only the Hessians of the layers being quantized are alive.
+
+    Budget: ``hessian_budget_mib``, or (0) an eighth of the float32 bytes of the layers'
+    weights, at least 64 MiB (a small model: one run, as before). The first run is taken
+    with the activation observers on the program; each later one on ``reference`` (the
+    float program the pass started from, sharing its weights), up to its last input only,
+    so every Hessian is the one the float program gives: the same weights as one run.
+    """
+
+    def __init__(self, program: Program, reference: Program, layers: list[Layer],
+                 batches: Any, options: QuantizeOptions, context: PassContext) -> None:
+        self.reference, self.batches, self.context = reference, batches, context
+        columns: dict[fx.Node, int] = {}
+        self.last: dict[fx.Node, int] = {}  # input -> position of the last layer reading it
+        self.position: dict[fx.Node, int] = {}
+        weight_bytes = 0
+        for i, la in enumerate(layers):
+            self.position[la.node] = i
+            if la.kind != "linear" or la.input is None:
+                continue
+            w = program.tensor(la.weight)
+            weight_bytes += w.numel() * 4
+            columns.setdefault(la.input, int(w.shape[-1]))
+            self.last[la.input] = i
+        self.inputs = list(columns)
+        budget = (int(options.hessian_budget_mib * 2 ** 20) if options.hessian_budget_mib
+                  else max(64 << 20, weight_bytes // 8))
+        self.chunks = [[self.inputs[i] for i in c] for c in gptq.hessian_chunks(
+            [gptq.hessian_bytes(columns[v]) for v in self.inputs], budget)]
+        self.chunk_of = {v: k for k, c in enumerate(self.chunks) for v in c}
+        self.live: dict[fx.Node, gptq.HessianAccumulator] = {}
+        self.runs = 0
+        self.peak_bytes = 0
+
+    def next_chunk(self) -> dict[fx.Node, gptq.HessianAccumulator]:
+        """Fresh accumulators for the first run (the caller records them)."""
+        return {v: gptq.HessianAccumulator() for v in self.chunks[0]} if self.chunks else {}
+
+    def add(self, accs: dict[fx.Node, gptq.HessianAccumulator]) -> None:
+        self.live.update(accs)
+        self.runs += 1
+        self.peak_bytes = max(self.peak_bytes, sum(
+            a.h.numel() * a.h.element_size() for a in self.live.values() if a.h is not None))
+
+    def get(self, layer: Layer) -> gptq.HessianAccumulator | None:
+        v = layer.input
+        if v not in self.chunk_of:
+            return None
+        if v not in self.live:
+            here = self.position[layer.node]
+            for done in [u for u in self.live if self.last[u] < here]:
+                del self.live[done]  # every layer reading it is quantized
+            self._accumulate(self.chunks[self.chunk_of[v]])
+        return self.live[v]
+
+    def _accumulate(self, inputs: list[fx.Node]) -> None:
+        by_name = {n.name: n for n in self.reference.graph.nodes}
+        accs = {by_name[v.name]: gptq.HessianAccumulator() for v in inputs}
+
+        def on_value(node: fx.Node, value: torch.Tensor) -> None:
+            accs[node].update(value)
+
+        k = self.chunk_of[inputs[0]] + 1
+        _record(self.reference, self.batches, set(accs), on_value,
+                desc=f"GPTQ Hessians {k}/{len(self.chunks)}",
+                progress=self.context.progress, device=self.context.device)
+        for acc in accs.values():
+            distributed.reduce_hessian(acc)
+        self.add({v: accs[by_name[v.name]] for v in inputs})
 
 
 def _weight_sqnr_db(w: torch.Tensor, w_hat: torch.Tensor, rows: int = 256) -> float:

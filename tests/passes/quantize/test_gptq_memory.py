@@ -1,0 +1,79 @@
+"""Bounded memory in GPTQ (issue 20): the quantize pass holds only a run of consecutive layer
+inputs' Hessians at a time; each later run re-runs the float program up to its last input,
+so the weights are bit-identical to those of one calibration run with every Hessian alive."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import edgecc
+from edgecc.pass_base import PassContext
+from edgecc.pass_manager import PassManager
+from edgecc.passes.quantize import gptq
+
+
+class Blocks(nn.Module):
+    """Three residual MLP blocks with differently sized inputs (distinct Hessians)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ups = nn.ModuleList(nn.Linear(32, 96) for _ in range(3))
+        self.downs = nn.ModuleList(nn.Linear(96, 32) for _ in range(3))
+        self.head = nn.Linear(32, 40)
+
+    def forward(self, x):
+        for up, down in zip(self.ups, self.downs):
+            x = x + down(torch.relu(up(x)))
+        return self.head(x)
+
+
+def _quantize(prog, budget_mib):
+    g = torch.Generator().manual_seed(1)
+    calib = [(torch.randn(4, 32, generator=g),) for _ in range(3)]
+    # w8a8 + GPTQ: the first run also feeds the activation observers
+    text = f"quantize{{scheme=w8a8,algorithm=gptq,hessian_budget_mib={budget_mib}}}"
+    res = PassManager(text)(prog.copy(), context=PassContext(calibration=calib))
+    return res.program, res.stats["passes"][-1]["stats"]
+
+
+def _codes(prog):
+    return {k: v for k, v in prog.graph_module.state_dict().items()
+            if k.endswith(("_qweight", "_scale", "_zero_point"))}
+
+
+def test_hessians_in_runs_give_the_same_weights_as_one_run():
+    torch.manual_seed(0)
+    prog = edgecc.trace(Blocks().eval(), (torch.randn(4, 32),))
+    whole, s_whole = _quantize(prog, 0)
+    # 96x96 float64 is 72 KiB, 32x32 8 KiB: a 0.075 MiB budget holds one Hessian per run
+    runs, s_runs = _quantize(prog, 0.075)
+    assert s_whole["gptq_hessians"]["runs"] == 1
+    assert s_runs["gptq_hessians"]["runs"] == 7  # 3 ups + 3 downs + head: 7 inputs
+    assert s_runs["gptq_hessians"]["peak_mib"] < s_whole["gptq_hessians"]["peak_mib"]
+    a, b = _codes(whole), _codes(runs)
+    assert a.keys() == b.keys() and len(a) >= 21
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert s_runs["error"] == s_whole["error"]
+    x = torch.randn(4, 32)
+    assert torch.equal(whole.run(x)[0], runs.run(x)[0])
+
+
+def test_hessian_chunks_keep_graph_order_and_the_budget():
+    sizes = [gptq.hessian_bytes(k) for k in (64, 64, 176, 64, 64, 176)]
+    chunks = gptq.hessian_chunks(sizes, sizes[0] * 3)
+    assert [i for c in chunks for i in c] == list(range(6))
+    assert all(sum(sizes[i] for i in c) <= sizes[0] * 3 or len(c) == 1 for c in chunks)
+    assert chunks[0] == [0, 1] and [2] in chunks  # 176² > 3·64²: alone
+
+
+def test_output_error_in_row_blocks_matches_the_whole_tensor_formula():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3000, 700, generator=g)  # 16 MiB of float64 rows: several blocks
+    w_hat = w + 0.01 * torch.randn(3000, 700, generator=g)
+    x = torch.randn(64, 700, generator=g)
+    h = (2 * x.T @ x / 64).double()
+    d = (w - w_hat).double()
+    whole = float(torch.einsum("ik,kl,il->", d, h, d))
+    assert abs(gptq.output_error(w, w_hat, h) - whole) <= 1e-9 * whole
