@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecc.targets.tvm.gemv_schedule import gemv_schedule
+
 VECTOR = 16
 
 
@@ -44,8 +46,13 @@ def schedule_kernel(kernel: Any) -> Any:
     from tvm import s_tir
 
     tiled = None
+    try:  # one-row float matmuls (an LLM's decode step): gemv_schedule
+        tiled = gemv_schedule(s_tir.Schedule(kernel), TILED)
+    except Exception:  # noqa: BLE001 - the register tile below
+        tiled = None
     try:
-        tiled = _register_tiled(s_tir.Schedule(kernel))
+        if tiled is None:
+            tiled = _register_tiled(s_tir.Schedule(kernel))
     except Exception:  # noqa: BLE001 - fall back to the per-block rules
         tiled = None
     sch = tiled if tiled is not None else s_tir.Schedule(kernel)
