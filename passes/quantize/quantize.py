@@ -28,6 +28,7 @@ import functools
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -49,7 +50,7 @@ from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
 from edgecc.passes.quantize.weights import can_quantize, one_block_per_channel, weight_params
 from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
-from edgecc.quant import params_from_scale, qformat, scale_from_range, sqnr_db
+from edgecc.quant import QuantParams, params_from_scale, qformat, scale_from_range, sqnr_db
 
 SchemeName = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "bf16", "fp8"]
 AutoScheme = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "bf16", "fp8", "auto"]
@@ -339,15 +340,17 @@ class Quantize(Pass):
                     w_hat = w_hat.cpu()
                     params = dataclasses.replace(params, scale=params.scale.cpu(),
                                                  zero_point=params.zero_point.cpu())
-                q = params.quantize(w_hat)
-                h = None  # the next layer's Hessians may be accumulated without it
+                q = _quantize_rows(params, w_hat)
+                h = w_hat = None  # the next layer's Hessians may be accumulated without it
             else:
                 params = weight_params(w, tq, out_axis, layer.reduction_axis,
                                        clip=clips.get(layer.name), scale_dtype=scale_dtype)
                 params = snap(params) if snap is not None else params
-                q = params.quantize(w)
-            w_hat = params.dequantize(q)
-            layer_sqnr[layer.name] = _weight_sqnr_db(w, w_hat)
+                q = _quantize_rows(params, w)
+            layer_sqnr[layer.name] = _weight_sqnr_db(w, q, params)
+            if (options.bias_correction and layer.kind != "embedding") or (
+                    options.lorc_rank and layer.kind == "linear"):
+                w_hat = params.dequantize(q)
             if options.bias_correction and layer.kind != "embedding":
                 weight_error[layer.name] = (layer, (w - w_hat).float())
             if options.lorc_rank and layer.kind == "linear":
@@ -527,16 +530,61 @@ class _Hessians:
         self.add({v: accs[by_name[v.name]] for v in inputs})
 
 
-def _weight_sqnr_db(w: torch.Tensor, w_hat: torch.Tensor, rows: int = 256) -> float:
-    """``sqnr_db(w, w_hat)`` accumulated over blocks of rows in float64: the whole-tensor
-    float64 temporaries were the quantize pass's largest transient (an LLM's output layer
-    at 8x its float32 size)."""
-    if w.dim() < 2 or w.shape[0] <= rows:
-        return sqnr_db(w, w_hat)
+_ROW_BLOCK_BYTES = 1 << 24  # float32 bytes of a weight's rows quantized at a time
+
+
+def _row_params(params: QuantParams, w: torch.Tensor
+                ) -> Callable[[int, int], QuantParams] | None:
+    """The params of rows ``[i, j)`` of a 2-D weight, or None when its scales are not one
+    per row (or per row and group) or there is an offset: then the weight goes whole."""
+    s, z = params.scale, params.zero_point
+    if w.dim() != 2 or getattr(params, "offset", None) is not None:
+        return None
+    if s.dim() == 0:
+        return lambda i, j: params
+    per_row = ((params.block_size == 0 and params.axis % 2 == 0 and s.dim() == 1)
+               or (params.block_size > 0 and params.axis % 2 == 1 and s.dim() == 2))
+    if not per_row or s.shape[0] != w.shape[0] or z.shape not in (s.shape, torch.Size()):
+        return None
+    return lambda i, j: dataclasses.replace(params, scale=s[i:j],
+                                            zero_point=z[i:j] if z.dim() else z)
+
+
+def _quantize_rows(params: QuantParams, w: torch.Tensor) -> torch.Tensor:
+    """``params.quantize(w)`` a block of rows at a time (the same codes): the quantize
+    op's float temporaries (several times the tensor for per-group scales) are a block's,
+    not an LLM output layer's."""
+    rows = max(1, _ROW_BLOCK_BYTES // (4 * max(1, w.shape[-1])))
+    part = _row_params(params, w)
+    if part is None or w.shape[0] <= rows:
+        return params.quantize(w)
+    out: torch.Tensor | None = None
+    for i in range(0, w.shape[0], rows):
+        qi = part(i, i + rows).quantize(w[i:i + rows])
+        if out is None:
+            out = torch.empty((w.shape[0], *qi.shape[1:]), dtype=qi.dtype)
+        out[i:i + qi.shape[0]] = qi
+    assert out is not None
+    return out
+
+
+def _weight_sqnr_db(w: torch.Tensor, q: torch.Tensor, params: QuantParams,
+                    rows: int = 256) -> float:
+    """``sqnr_db(w, params.dequantize(q))`` accumulated over blocks of rows in float64,
+    dequantizing a block at a time: the whole-tensor float64 temporaries were the quantize
+    pass's largest transient (an LLM's output layer at 8x its float32 size), and the whole
+    dequantized weight the next (several times it with per-group scales)."""
+    part = _row_params(params, w) if w.shape[0] > rows else None
+    if part is None:
+        w_hat = params.dequantize(q)
+        if w.dim() < 2 or w.shape[0] <= rows:
+            return sqnr_db(w, w_hat)
     signal = noise = 0.0
     for i in range(0, w.shape[0], rows):
         ref = w[i:i + rows].detach().double()
-        noise += (ref - w_hat[i:i + rows].detach().double()).pow(2).sum().item()
+        got = (part(i, i + rows).dequantize(q[i:i + rows]) if part is not None
+               else w_hat[i:i + rows])
+        noise += (ref - got.detach().double()).pow(2).sum().item()
         signal += ref.pow(2).sum().item()
     if noise == 0:
         return math.inf

@@ -70,10 +70,28 @@ def test_hessian_chunks_keep_graph_order_and_the_budget():
 
 def test_output_error_in_row_blocks_matches_the_whole_tensor_formula():
     g = torch.Generator().manual_seed(0)
-    w = torch.randn(3000, 700, generator=g)  # 16 MiB of float64 rows: several blocks
+    w = torch.randn(3000, 700, generator=g)  # 16 MiB of float64 rows: 1 block is 2996
     w_hat = w + 0.01 * torch.randn(3000, 700, generator=g)
     x = torch.randn(64, 700, generator=g)
     h = (2 * x.T @ x / 64).double()
     d = (w - w_hat).double()
     whole = float(torch.einsum("ik,kl,il->", d, h, d))
     assert abs(gptq.output_error(w, w_hat, h) - whole) <= 1e-9 * whole
+
+
+def test_weights_quantized_in_row_blocks_give_the_same_codes_and_sqnr(monkeypatch):
+    from edgecc.passes.quantize import quantize as qpass
+    from edgecc.passes.quantize.scheme import TensorQuant
+    from edgecc.passes.quantize.weights import weight_params
+    from edgecc.quant import sqnr_db
+
+    monkeypatch.setattr(qpass, "_ROW_BLOCK_BYTES", 100 * 256 * 4)  # blocks of 100 rows
+    w = torch.randn(650, 256, generator=torch.Generator().manual_seed(0))  # 7 blocks
+    for tq in (TensorQuant("int8", "per-channel", True),
+               TensorQuant("uint4", "per-group", False, group_size=128),
+               TensorQuant("int8", "per-tensor", True)):
+        params = weight_params(w, tq, 0, 1, scale_dtype=torch.float16)
+        q = qpass._quantize_rows(params, w)
+        assert torch.equal(q, params.quantize(w)), tq
+        whole = sqnr_db(w.double(), params.dequantize(q).double())
+        assert abs(qpass._weight_sqnr_db(w, q, params) - whole) < 1e-9 * abs(whole)
