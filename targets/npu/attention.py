@@ -23,6 +23,17 @@ After::
     %o  = reshape(dq(q(matmul(%p3, %v3))), (B, H, S, D))              # NPU: P . V
     %out = transpose(clone(transpose(%o, 1, 2)), 1, 2)   # SDPA's (B, S, H, D) memory layout
 
+With ``softmax`` (the NPU has an int8 SOFTMAX) the softmax runs on the 3-D logits between
+int8 values, so the NPU takes it too::
+
+    %s3 = dq(q(matmul(%q3, %k3)))
+    %l3 = dq(q(reshape(add(reshape(%s3, (B, H, S, S)), %mask), (B*H, S, S))))  # with a mask
+    %p3 = dq(q(softmax(%l3 or %s3, -1)))          # NPU: scale 1/256, zero point -128
+    %o  = reshape(dq(q(matmul(%p3, %v3))), (B, H, S, D))
+
+The masked logits' range is the calibrated one widened to at least 12 below its maximum, so
+a masked position clamps to a logit >= 12 below the largest (weight <= e^-12 of it).
+
 Lossy: six new int8 quantizations (per tensor, min/max on the calibration batches; the
 softmax output's is [0, 1] with zero point -128), each within half a step of its input
 (``quant.scale / 2``) except where the calibration range clips. Causal / dropout / grouped
@@ -48,6 +59,9 @@ SDPA = aten.scaled_dot_product_attention.default
 @dataclasses.dataclass(frozen=True)
 class DecomposeAttentionOptions:
     symmetric: bool = False  # zero points 0 (an NPU whose description forbids them)
+    # the NPU has an int8 softmax (``ops.softmax``): it reads int8 (B*H, S, Sk) logits and
+    # writes TFLite's fixed output quantization (scale 1/256, zero point -128)
+    softmax: bool = False
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:
@@ -108,10 +122,10 @@ class DecomposeAttention(Pass):
             raise PreconditionError(
                 f"{self.name}: {len(nodes)} attention(s) go to the NPU as int8 batch matmuls, "
                 "whose inputs and outputs need calibration data (--calib)")
-        # (float node, its consumer) pairs to quantize; the softmax output gets [0, 1]
-        points: list[tuple[fx.Node, fx.Node, bool]] = []
+        # (float node, its consumer, kind) to quantize; the softmax output gets [0, 1]
+        points: list[tuple[fx.Node, fx.Node, str]] = []
         for node in nodes:
-            points += self._rewrite(graph, node)
+            points += self._rewrite(graph, node, options.softmax)
         program.graph_module.recompile()  # shapes are the attention's: no re-propagation yet
         self._calibrate(program, points, batches, options.symmetric)
         graph.lint()
@@ -121,7 +135,8 @@ class DecomposeAttention(Pass):
                                           "quantized_values": len(points)})
 
     @staticmethod
-    def _rewrite(graph: fx.Graph, node: fx.Node) -> list[tuple[fx.Node, fx.Node, bool]]:
+    def _rewrite(graph: fx.Graph, node: fx.Node, npu_softmax: bool = False
+                 ) -> list[tuple[fx.Node, fx.Node, str]]:
         args, kw = node.args, node.kwargs
         q, k, v = args[:3]
         mask = args[3] if len(args) > 3 else kw.get("attn_mask")
@@ -136,11 +151,20 @@ class DecomposeAttention(Pass):
             k3 = call(aten.reshape.default, (call(aten.transpose.int, (k, -2, -1)),
                                              [b * h, d, sk]))
             s3 = call(aten.matmul.default, (q3, k3))
-            s4r = s4 = call(aten.reshape.default, (s3, [b, h, s, sk]))
-            if mask is not None:
-                s4 = call(aten.add.Tensor, (s4r, mask))
-            p = call(aten.softmax.int, (s4, -1))
-            p3 = call(aten.reshape.default, (p, [b * h, s, sk]))
+            masked = None
+            if npu_softmax:  # the softmax on the 3-D int8 logits (the NPU's SOFTMAX)
+                logits = s3
+                if mask is not None:
+                    s4r = call(aten.reshape.default, (s3, [b, h, s, sk]))
+                    masked = logits = call(aten.reshape.default, (
+                        call(aten.add.Tensor, (s4r, mask)), [b * h, s, sk]))
+                p3 = call(aten.softmax.int, (logits, -1))
+            else:
+                s4r = s4 = call(aten.reshape.default, (s3, [b, h, s, sk]))
+                if mask is not None:
+                    s4 = call(aten.add.Tensor, (s4r, mask))
+                p = call(aten.softmax.int, (s4, -1))
+                p3 = call(aten.reshape.default, (p, [b * h, s, sk]))
             v3 = call(aten.reshape.default, (v, [b * h, sk, dv]))
             o3 = call(aten.matmul.default, (p3, v3))
             o = call(aten.reshape.default, (o3, [b, h, s, dv]))
@@ -150,8 +174,13 @@ class DecomposeAttention(Pass):
             out = call(aten.transpose.int, (t, 1, 2))
         node.replace_all_uses_with(out)
         graph.erase_node(node)
-        return [(q3, s3, False), (k3, s3, False), (s3, s4r, False), (p3, o3, True),
-                (v3, o3, False), (o3, o, False)]
+        if npu_softmax:
+            points = [(q3, s3, ""), (k3, s3, ""),
+                      (s3, s4r if masked is not None else p3, ""), (p3, o3, "softmax"),
+                      (v3, o3, ""), (o3, o, "")]
+            return points + ([(masked, p3, "masked")] if masked is not None else [])
+        return [(q3, s3, ""), (k3, s3, ""), (s3, s4r, ""), (p3, o3, "probability"),
+                (v3, o3, ""), (o3, o, "")]
 
     @staticmethod
     def _calibrate(program: Program, points, batches, symmetric: bool) -> None:
@@ -166,10 +195,15 @@ class DecomposeAttention(Pass):
 
         record_values(program, batches, [p for p, _, _ in points], on_value,
                       desc="calibrating attention")
-        for value, consumer, probability in points:
-            if probability and not symmetric:  # softmax output: [0, 1] over the int8 range
+        for value, consumer, kind in points:
+            if kind == "softmax":  # TFLite's int8 SOFTMAX output: 1/256, zero point -128
+                scale, zp = torch.tensor(1.0 / 256), torch.tensor(-128)
+            elif kind == "probability" and not symmetric:  # [0, 1] over the int8 range
                 scale, zp = scale_from_range(torch.tensor(0.0), torch.tensor(1.0), "int8",
                                              symmetric=False)
             else:
-                scale, zp = scale_from_range(lo[value], hi[value], "int8", symmetric=symmetric)
+                low = lo[value]
+                if kind == "masked":  # a masked logit clamps >= 12 below the maximum
+                    low = torch.minimum(low, hi[value] - 12.0)
+                scale, zp = scale_from_range(low, hi[value], "int8", symmetric=symmetric)
             insert_qdq(program, value, [consumer], QuantParams("int8", scale, zp.to(torch.int8)))

@@ -41,10 +41,18 @@ from typing import Any
 import numpy as np
 
 from edgecc.targets.npu.description import NpuDescription
+from edgecc.targets.npu.partition import npu_softmax
 from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 
 ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add", "mul",
-         "max_pool2d", "avg_pool2d", "mean")
+         "max_pool2d", "avg_pool2d", "mean", "sigmoid", "tanh", "hardswish", "leaky_relu",
+         "gelu", "softmax")
+# description op -> (Relax op(s) it is imported as, the region's table activation kind)
+TABLE_ACTIVATIONS = {"sigmoid": (("relax.sigmoid",), "logistic"),
+                     "tanh": (("relax.tanh",), "tanh"),
+                     "leaky_relu": (("relax.nn.leakyrelu",), "leaky_relu"),
+                     "gelu": (("relax.nn.gelu", "relax.nn.gelu_tanh"), "gelu"),
+                     "hardswish": ((), "hard_swish")}  # x * clip(x + 3, 0, 6) / 6
 POOL_OPS = {"max_pool2d": "relax.nn.max_pool2d", "avg_pool2d": "relax.nn.avg_pool2d",
             "mean": "relax.mean"}
 ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6"}
@@ -115,6 +123,25 @@ def _dpl_pattern(root: str, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]
         return is_op("relax.dequantize")(x, is_const(), is_const())
 
     ann: dict[str, Any] = {}
+    if root == "softmax":
+        ann["x_dq"] = dq(wildcard())
+        ann["op"] = is_op("relax.nn.softmax")(ann["x_dq"])
+        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
+        return ann["q"], ann
+    if root in TABLE_ACTIVATIONS:  # int8 -> element-wise function -> int8 (a table)
+        ann["x_dq"] = dq(wildcard())
+        if root == "hardswish":  # TVM's import: multiply(x, divide(clip(add(x, 3)), 6));
+            # x's dequantize is copied per reader (lower._dequantize_per_reader): two of them
+            ann["x_dq2"] = dq(wildcard())
+            inner = is_op("relax.clip")(is_op("relax.add")(ann["x_dq2"], is_const()),
+                                        wildcard(), wildcard())
+            ann["op"] = is_op("relax.multiply")(ann["x_dq"],
+                                                is_op("relax.divide")(inner, is_const()))
+        else:
+            ops = [is_op(name)(ann["x_dq"]) for name in TABLE_ACTIVATIONS[root][0]]
+            ann["op"] = ops[0] if len(ops) == 1 else ops[0] | ops[1]
+        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
+        return ann["q"], ann
     if root in POOL_OPS:  # int8 pool, optionally flattened, then requantized
         ann["x_dq"] = dq(wildcard())
         ann["op"] = is_op(POOL_OPS[root])(ann["x_dq"])
@@ -168,11 +195,13 @@ def patterns(desc: NpuDescription) -> list[NpuPattern]:
     roots = {root for _, root, _ in listed}
     listed += [(r, r, ()) for r in ROOTS if r not in roots]
     order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add", "mul",
-             "max_pool2d", "avg_pool2d", "mean")
+             "max_pool2d", "avg_pool2d", "mean", *TABLE_ACTIVATIONS, "softmax")
     out = []
     for name, root, fuse in sorted(listed, key=lambda p: order.index(p[1])
                                    if p[1] in order else 99):
         if root not in ROOTS or desc.op(root) is None:
+            continue
+        if root == "softmax" and npu_softmax(desc):
             continue
         fuse = tuple(a for a in fuse if a in ACTIVATIONS and desc.op(a) is not None)
         pat, ann = _dpl_pattern(root, fuse)
@@ -255,6 +284,10 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
     act, why = _activation(parts)
     if act is None:
         return None, why
+    if root == "softmax":
+        return _softmax_layer(parts, desc, xq, yq)
+    if root in TABLE_ACTIVATIONS:
+        return _table_layer(root, parts, desc, xq, yq, value)
     if root == "add":
         return _add_layer(parts, desc, xq, yq, act)
     if root == "matmul":
@@ -473,6 +506,69 @@ def _pool_layer(root, parts, desc, xq, yq):
         return b.quantize(y, yq[0], yq[1], name=out)
 
     return Layer(root, [parts["x_dq"].args[0]], [((n, h, w, c), xq[0], xq[1])], emit, 0), ""
+
+
+def _softmax_layer(parts, desc, xq, yq):
+    """TFLite int8 SOFTMAX over the last axis of a tensor of rank <= 3 (attention's
+    (B*H, S, Sk) logits), then a requantize where the graph's output quantization is not
+    TFLite's (1/256, -128)."""
+    shape = _shape(parts["x_dq"])
+    axis = int(parts["op"].attrs.axis)
+    if not 1 <= len(shape) <= 3 or axis % len(shape) != len(shape) - 1:
+        return None, (f"softmax over axis {axis} of a {len(shape)}-D tensor (the NPU's is over "
+                      "the last axis of <= 3-D)")
+    why = desc.op("softmax").check(dtype="int8", shapes=[(1,) * (4 - len(shape)) + shape])
+    if why:
+        return None, why
+    same = (float(np.float32(yq[0])), yq[1]) == (float(np.float32(1 / 256)), -128)
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        y = b.softmax(names[0], name=out if same else None)
+        return y if same else b.quantize(y, yq[0], yq[1], name=out)
+
+    return Layer("softmax", [parts["x_dq"].args[0]], [(shape, xq[0], xq[1])], emit, 0), ""
+
+
+def _table_layer(root, parts, desc, xq, yq, value):
+    """An element-wise activation between int8 values: one table op (LOGISTIC / TANH at
+    their TFLite output quantization, then a requantize to the graph's)."""
+    from edgecc.targets.npu.region import FIXED_OUTPUT_QUANT
+
+    shape = region_shape(_shape(parts["x_dq"]))
+    kind = TABLE_ACTIVATIONS[root][1]
+    op = parts["op"]
+    extra: dict[str, Any] = {}
+    if root == "hardswish":
+        a, b = parts["x_dq"], parts["x_dq2"]
+        if not (value(a.args[0]).same_as(value(b.args[0])) and _scalar_q(a) == _scalar_q(b)):
+            return None, "x * clip(y + 3, 0, 6) / 6 of two different values is not hardswish"
+        div = value(op.args[1])
+        clip = value(div.args[0])
+        three = _const(value(clip.args[0]).args[1]).reshape(-1)
+        six = _const(div.args[1]).reshape(-1)
+        lo, hi = (float(getattr(clip.args[i].value, "value", clip.args[i].value))
+                  for i in (1, 2))
+        if (three.tolist(), six.tolist(), lo, hi) != ([3.0], [6.0], 0.0, 6.0):
+            return None, "x * clip(x + a, lo, hi) / d that is not hardswish"
+    elif root == "leaky_relu":
+        extra["alpha"] = float(op.attrs.alpha)
+        if extra["alpha"] < 0:
+            return None, f"leaky_relu slope {extra['alpha']:g} < 0 is not lowered to the NPU"
+    elif root == "gelu":
+        extra["approximate"] = op.op.name == "relax.nn.gelu_tanh"
+    why = desc.op(root).check(dtype="int8", shapes=[shape, shape])
+    if why:
+        return None, why
+    fixed = FIXED_OUTPUT_QUANT.get(kind)
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        if fixed is None:
+            return b.lut(names[0], kind, yq[0], yq[1], name=out, **extra)
+        same = (float(np.float32(yq[0])), yq[1]) == (float(np.float32(fixed[0])), fixed[1])
+        y = b.lut(names[0], kind, name=out if same else None)
+        return y if same else b.quantize(y, yq[0], yq[1], name=out)
+
+    return Layer(kind, [parts["x_dq"].args[0]], [(shape, xq[0], xq[1])], emit, 0), ""
 
 
 def _matmul_layer(parts, desc, xq, yq):

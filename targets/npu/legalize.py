@@ -37,6 +37,9 @@ ADD_OPS = ("add",)
 @dataclasses.dataclass(frozen=True)
 class QuantizeLayerOutputsOptions:
     symmetric: bool = False  # zero point 0 (an NPU whose description forbids zero points)
+    # element-wise activations the NPU runs as tables (torch op names: sigmoid, hardswish,
+    # ...): one reading an int8 value gets an int8 output too
+    tables: tuple[str, ...] = ()
 
 
 def _base(node: fx.Node) -> str:
@@ -50,11 +53,15 @@ def _only_relu(node: fx.Node) -> fx.Node | None:
     return None
 
 
-def _candidates(program: Program) -> list[fx.Node]:
+def _candidates(program: Program, tables: tuple[str, ...] = ()) -> list[fx.Node]:
     out = []
     for node in program.nodes("call_function"):
         base = _base(node)
-        if base in LAYER_OPS:
+        if base in tables:
+            x = node.args[0]
+            if not (is_dequantize(x) and is_quantize(x.args[0])):
+                continue
+        elif base in LAYER_OPS:
             x, w = node.args[0], node.args[1]
             if not (is_dequantize(x) and is_quantize(x.args[0]) and is_dequantize(w)):
                 continue
@@ -87,7 +94,7 @@ class QuantizeLayerOutputs(Pass):
         # until nothing changes (a residual chain needs one round per level, two in practice)
         reused = calibrated = 0
         for _ in range(8):
-            layers = _candidates(program)
+            layers = _candidates(program, options.tables)
             if not layers:
                 break
             r, c = self._round(program, layers, context, options.symmetric)

@@ -98,7 +98,8 @@ class Decision:
 
 def legalization(symmetric_activations: bool = False,
                  fusable: tuple[str, ...] = ("relu", "relu6"),
-                 batch_matmul: bool = False) -> tuple:
+                 batch_matmul: bool = False, tables: tuple[str, ...] = (),
+                 softmax: bool = False) -> tuple:
     """The TVM layer's legalization, splitting the fused activations the NPU cannot apply
     off their layers, then quantizing the outputs of NPU candidate layers that the
     fake-quant program left in float (the NPU writes int8 only; symmetric where the
@@ -111,11 +112,28 @@ def legalization(symmetric_activations: bool = False,
     steps = (*TVM_LEGALIZATION,
              PassStep(SplitActivations, SplitActivations.Options(fusable=fusable)),
              PassStep(QuantizeLayerOutputs, QuantizeLayerOutputs.Options(
-                 symmetric=symmetric_activations)))
+                 symmetric=symmetric_activations, tables=tables)))
     if batch_matmul:
         steps += (PassStep(DecomposeAttention, DecomposeAttention.Options(
-            symmetric=symmetric_activations)),)
+            symmetric=symmetric_activations, softmax=softmax and not symmetric_activations)),)
     return steps
+
+
+def npu_softmax(desc: NpuDescription) -> str:
+    """Why the description's NPU does not take edgecc's int8 softmax ("" when it does)."""
+    if desc.op("softmax") is None:
+        return "softmax is not among the NPU's ops"
+    if desc.codegen != "vela":
+        return "the C codegen has no softmax kernel (edgecc simulates it for Ethos-U only)"
+    if desc.quantization.activation_zero_point == "zero":
+        return ("TFLite's int8 softmax writes zero point -128, and the NPU takes symmetric "
+                "activations only")
+    return ""
+
+
+def table_activations(desc: NpuDescription) -> tuple[str, ...]:
+    """The element-wise activations (torch op names) the description runs as tables."""
+    return tuple(base for base, name in TABLE_BASES.items() if desc.op(name) is not None)
 
 
 def fusable_activations(desc: NpuDescription) -> tuple[str, ...]:
@@ -521,6 +539,57 @@ def _data_op(node: fx.Node, desc: NpuDescription, reader: _Reader
     return (None, why, None) if why else (kind, "", flat)
 
 
+TABLE_BASES = {"sigmoid": "sigmoid", "tanh": "tanh", "hardswish": "hardswish",
+               "leaky_relu": "leaky_relu", "gelu": "gelu"}
+
+
+def _table_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
+    """Why an element-wise activation cannot be an NPU table op ("" when it can):
+    ``dq(q_x) -> sigmoid / tanh / hardswish / leaky_relu (slope >= 0) / gelu -> q``."""
+    name = TABLE_BASES[_base(node)]
+    if desc.op(name) is None:
+        return f"{name} is not among the NPU's ops"
+    xin, why = reader.quantized_input(node.args[0])
+    if xin is None:
+        return why
+    if name == "leaky_relu":
+        slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+        if slope < 0:
+            return f"leaky_relu slope {slope:g} < 0 is not lowered to the NPU"
+    if name == "gelu" and node.kwargs.get("approximate", "none") not in ("none", "tanh"):
+        return f"gelu approximation {node.kwargs['approximate']!r}"
+    yout, why = reader.output_quantize(node)
+    if yout is None:
+        return why
+    why = _zero_points(desc, [xin["zx"], yout["zy"]])
+    if why:
+        return why
+    shape = _shape(node)
+    nhwc = (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
+    return desc.op(name).check(dtype="int8", shapes=[nhwc, nhwc]) or ""
+
+
+def _softmax_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
+    """Why a softmax cannot be the NPU's int8 SOFTMAX ("" when it can): ``dq(q_x) ->
+    softmax(last axis of <= 3-D) -> q`` (attention's, after npu-decompose-attention)."""
+    why = npu_softmax(desc)
+    if why:
+        return why
+    xin, why = reader.quantized_input(node.args[0])
+    if xin is None:
+        return why
+    shape = _shape(node)
+    dim = int(node.args[1]) if len(node.args) > 1 else -1
+    if not 1 <= len(shape) <= 3 or dim % len(shape) != len(shape) - 1:
+        return (f"softmax over dim {dim} of a {len(shape)}-D tensor (the NPU's is over the last "
+                "axis of <= 3-D)")
+    yout, why = reader.output_quantize(node)
+    if yout is None:
+        return why
+    return desc.op("softmax").check(dtype="int8",
+                                    shapes=[(1,) * (4 - len(shape)) + shape]) or ""
+
+
 def _is_structural(node: fx.Node) -> bool:
     """Quantization bookkeeping, not compute: not counted in the report's op share."""
     return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
@@ -562,6 +631,22 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
             out.append(Decision(node.name, base, "npu" if layer else "cpu",
                                 "batch_matmul region" if layer else why, macs, layer))
             continue
+        if base in ("softmax", "_softmax") and not assume_quantized:
+            why = _softmax_op(node, desc, reader)
+            out.append(Decision(node.name, base, "cpu" if why else "npu",
+                                why or "softmax region (TFLite int8 SOFTMAX)", macs))
+            continue
+        if base in TABLE_BASES and assume_quantized and desc.op(TABLE_BASES[base]):
+            out.append(Decision(node.name, base, "npu", f"{TABLE_BASES[base]} region (256-entry "
+                                "int8 table, when its input and output are int8 per tensor, "
+                                "as compile makes them)", macs))
+            continue
+        if base in TABLE_BASES and not assume_quantized:
+            why = _table_op(node, desc, reader)
+            out.append(Decision(node.name, base, "cpu" if why else "npu",
+                                why or f"{TABLE_BASES[base]} region (256-entry int8 table)",
+                                macs))
+            continue
         if node in fused:
             out.append(Decision(node.name, base, "npu", f"fused into the add region of "
                                 f"{fused[node].node.name}", macs, fused[node]))
@@ -587,7 +672,9 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
             continue
         out.append(Decision(node.name, base, "cpu",
                             "edgecc offloads conv / depthwise conv / linear / add / mul / batch "
-                            "matmul / pool / mean regions (int8 in and out) only so far"
+                            "matmul / pool / mean / table activation (sigmoid, tanh, "
+                            "hardswish, leaky_relu, gelu) regions (int8 in and out) only so far"
+
                             if desc.op(_npu_name(base)) else
                             f"{base} is not among the NPU's ops", macs))
     return out

@@ -28,11 +28,12 @@ import numpy as np
 
 OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "batch_matmul", "add", "mul",
             "avg_pool2d", "pad", "max_pool2d", "mean", "reshape", "transpose", "quantize",
-            "concat", "strided_slice", "logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
+            "concat", "strided_slice", "softmax", "logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
 # element-wise int8 -> int8 functions an NPU evaluates as a 256-entry lookup table (Vela: LUT)
 LUT_KINDS = ("logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
 # the output quantization TFLite requires of int8 LOGISTIC / TANH (scale, zero point)
-FIXED_OUTPUT_QUANT = {"logistic": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
+FIXED_OUTPUT_QUANT = {"logistic": (1.0 / 256, -128), "tanh": (1.0 / 128, 0),
+                      "softmax": (1.0 / 256, -128)}
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 PADDINGS = ("SAME", "VALID")
 
@@ -370,6 +371,13 @@ class RegionBuilder:
         attrs = {"alpha": float(np.float32(alpha))} if kind == "leaky_relu" else (
             {"approximate": bool(approximate)} if kind == "gelu" else {})
         return self._op(kind, (x,), y, **attrs)
+
+    def softmax(self, x: str, beta: float = 1.0, name: str | None = None) -> str:
+        """TFLite int8 SOFTMAX over the last axis; the output is at TFLite's fixed
+        quantization (scale 1/256, zero point -128)."""
+        scale, zp = FIXED_OUTPUT_QUANT["softmax"]
+        y = self._activation(self._tensors[x].shape, scale, zp, name)
+        return self._op("softmax", (x,), y, beta=float(np.float32(beta)))
 
     def build(self, outputs: Sequence[str]) -> Region:
         for o in outputs:

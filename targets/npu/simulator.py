@@ -380,6 +380,88 @@ def lut_table(op: RegionOp, xs: TensorSpec, ys: TensorSpec) -> np.ndarray:
     raise ValueError(f"{op.kind} is not a table activation")
 
 
+# softmax: TFLite's int8 reference kernel (gemmlowp fixed point) ----------------------------
+def _srdhm32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SRDHM of two int32 arrays (element-wise; gemmlowp FixedPoint multiplication)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    ab = a * b
+    s = ab + np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    high = np.where(s >= 0, s >> 31, -((-s) >> 31))
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), high)
+
+
+def _sat_shift_left(x: np.ndarray, k: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT<k > 0>: x * 2^k saturated to int32."""
+    return np.clip(np.asarray(x, np.int64) << k, INT32_MIN, INT32_MAX)
+
+
+def _exp_on_negative_values(a: np.ndarray) -> np.ndarray:
+    """gemmlowp ``exp_on_negative_values`` of a Q5.26 value <= 0, as Q0.31."""
+    a = np.asarray(a, np.int64)
+    quarter = np.int64(1 << 24)
+    mod = (a & (quarter - 1)) - quarter  # a mod 1/4, minus 1/4: in [-1/4, 0)
+    # exp on [-1/4, 0): Taylor expansion around -1/8 (Q0.31)
+    x = _sat_shift_left(mod, 5) + (1 << 28)
+    x2 = _srdhm32(x, x)
+    x3 = _srdhm32(x2, x)
+    x4 = _srdhm32(x2, x2)
+    x4_over_4 = rounding_divide_by_pot(x4, 2)
+    poly = rounding_divide_by_pot(_srdhm32(x4_over_4 + x3, 715827883) + x2, 1)
+    result = 1895147668 + _srdhm32(1895147668, x + poly)
+    remainder = mod - a
+    for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084),
+                                 (1, 290630308), (2, 39332535), (3, 720401), (4, 242)):
+        bit = (remainder & (1 << (26 + exponent))) != 0
+        result = np.where(bit, _srdhm32(result, multiplier), result)
+    return np.where(a == 0, np.int64(INT32_MAX), result)
+
+
+def _one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1`` (Q0.31 in, Q0.31 out): Newton-Raphson."""
+    total = np.asarray(a, np.int64) + INT32_MAX
+    half = np.where(total >= 0, (total + 1) // 2, -((-(total - 1)) // 2))  # RoundingHalfSum
+    x = 1515870810 + _srdhm32(half, -1010580540)  # Q2.29: 48/17 - 32/17 * d
+    for _ in range(3):
+        one_minus = (1 << 29) - _srdhm32(half, x)
+        x = x + _sat_shift_left(_srdhm32(x, one_minus), 2)
+    return _sat_shift_left(x, 1)
+
+
+def softmax_params(xs: TensorSpec, beta: float) -> tuple[int, int, int]:
+    """TFLite's ``PreprocessSoftmaxScaling`` (beta * s_x as a Q5.26 multiplier >= 1, capped
+    at 2^31 - 1) and ``CalculateInputRadius``: (multiplier, left shift, diff_min)."""
+    real = min(float(beta) * float(np.float32(xs.quant.scale[0])) * float(1 << 26),
+               float((1 << 31) - 1))
+    m, shift = quantize_multiplier(real)
+    radius = int(np.floor(31.0 * (1 << 26) / (1 << shift)))
+    return m, shift, -radius
+
+
+def softmax(x: np.ndarray, xs: TensorSpec, ys: TensorSpec, beta: float = 1.0) -> np.ndarray:
+    """TFLite int8 SOFTMAX over the last axis (``reference_ops::Softmax``, output scale
+    1/256, zero point -128): x - max(x) rescaled to Q5.26, gemmlowp's fixed-point exp, the
+    sum in Q12.19, its reciprocal by Newton-Raphson, each exp times it, rounded to 8 bits."""
+    m, shift, diff_min = softmax_params(xs, beta)
+    x = x.astype(np.int64)
+    diff = x - x.max(axis=-1, keepdims=True)
+    keep = diff >= diff_min
+    scaled = _srdhm32(_wrap_int32(diff << shift), m)  # MultiplyByQuantizedMultiplierGT1
+    exps = np.where(keep, _exp_on_negative_values(scaled), 0)
+    total = rounding_divide_by_pot(exps, 12).sum(axis=-1, keepdims=True)  # Q12.19
+    total = _wrap_int32(total)
+    u = total.astype(np.uint32).astype(np.int64)
+    clz = np.where(u == 0, 32, 31 - np.floor(np.log2(np.maximum(u, 1))).astype(np.int64))
+    bits_over_unit = 12 - clz
+    shifted = _wrap_int32(((u << clz) & 0xFFFFFFFF) - (1 << 31))
+    scale = _one_over_one_plus_x(shifted)
+    prod = _srdhm32(scale, exps)
+    e = bits_over_unit + 31 - 8  # per row: RoundingDivideByPOT with an array exponent
+    mask = (np.int64(1) << e) - 1
+    out = (prod >> e) + ((prod & mask) > ((mask >> 1) + (prod < 0))).astype(np.int64)
+    out = np.where(keep, out - 128, -128)
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
 def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
            fully_connected_rounding: str = "double") -> np.ndarray:
     t = region.tensors
@@ -415,6 +497,8 @@ def run_op(op: RegionOp, region: Region, values: Mapping[str, np.ndarray],
         return requantize(args[0], specs[0], ys)
     if op.kind == "mean":
         return mean(args[0], specs[0], ys)
+    if op.kind == "softmax":
+        return softmax(args[0], specs[0], ys, op.attrs.get("beta", 1.0))
     if op.kind in LUT_KINDS:
         return lut_table(op, specs[0], ys)[args[0].astype(np.int64) + 128]
     raise NotImplementedError(f"simulator: no integer kernel for op {op.kind!r}")

@@ -84,12 +84,14 @@ class NpuTarget(TvmTarget):
         options: the description's quantization constraints then become this target
         instance's ``quantization`` (e.g. ``zero_point: zero`` makes ``quantize`` produce
         symmetric activations), so every NPU region is legal."""
-        from edgecc.targets.npu.partition import fusable_activations, legalization
+        from edgecc.targets.npu.partition import (fusable_activations, legalization,
+                                                  npu_softmax, table_activations)
 
         desc = presets.resolve(options.device, options.description)
         self.quantization = quant_support(desc)
         return legalization(desc.quantization.activation_zero_point == "zero",
-                            fusable_activations(desc), desc.op("matmul") is not None)
+                            fusable_activations(desc), desc.op("matmul") is not None,
+                            table_activations(desc), not npu_softmax(desc))
 
     def listing(self) -> str:
         return "devices (-t npu:NAME, or --target-option description=FILE.yaml):\n" \

@@ -99,15 +99,11 @@ def slice_concat(rng) -> Region:
     return b.build([c])
 
 
-def softmax(rng) -> Region:
-    """TFLite int8 SOFTMAX (output scale 1/256, zero point -128) as a hand-made region:
-    written for Vela; not simulated (no integer kernel in edgecc)."""
-    from edgecc.targets.npu.region import Quant, RegionOp, TensorSpec
-
-    x = TensorSpec("x", (1, 4, 16), "int8", Quant((float(rng.uniform(0.05, 0.2)),), (_zp(rng),)))
-    y = TensorSpec("y", (1, 4, 16), "int8", Quant((1.0 / 256,), (-128,)))
-    return Region("softmax", {"x": x, "y": y}, (RegionOp("softmax", ("x",), ("y",),
-                                                          {"beta": 1.0}),), ("x",), ("y",))
+def softmax(rng, shape=(1, 4, 16)) -> Region:
+    """TFLite int8 SOFTMAX (output scale 1/256, zero point -128) over the last axis."""
+    b = RegionBuilder("softmax")
+    x = b.input("x", shape, float(rng.uniform(0.05, 0.2)), _zp(rng))
+    return b.build([b.softmax(x)])
 
 
 def mean(rng, keep_dims=False) -> Region:

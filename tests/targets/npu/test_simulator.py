@@ -38,6 +38,7 @@ CASES = {
                                                  stride=1),
     "mobilenet-block": lambda r: regions.block(r),
     "conv-table-activations": lambda r: regions.activations(r),
+    "softmax": lambda r: regions.softmax(r, shape=(2, 5, 33)),
 }
 
 
@@ -93,6 +94,28 @@ def test_table_activations_equal_litert_on_every_int8_code(kind):
         distinct.append(len(np.unique(sim)))
     assert np.median(distinct) > 8  # the quantizations span the functions, not a few codes
     assert mismatched == 0, f"{kind}: {mismatched}/{40 * 256} codes differ from LiteRT"
+
+
+def test_softmax_equals_litert_across_scales_and_row_lengths():
+    """TFLite's int8 softmax reference arithmetic (gemmlowp exp, Newton-Raphson reciprocal):
+    60 random input scales (0.005 .. 4, large ones hit the capped multiplier) and row
+    lengths 2 .. 200, bit-exact with LiteRT."""
+    from edgecc.targets.npu.region import RegionBuilder
+
+    rng = np.random.default_rng(3)
+    mismatched = total = 0
+    for i in range(60):
+        n = int(rng.integers(2, 201))
+        b = RegionBuilder("softmax")
+        x = b.input("x", (3, 2, n), rng.uniform(0.005, 0.5) if i % 3 else rng.uniform(0.5, 4),
+                    int(rng.integers(-40, 41)))
+        region = b.build([b.softmax(x)])
+        xs = {"x": rng.integers(-128, 128, (3, 2, n), dtype=np.int8)}
+        (ref,) = litert_run(write_tflite(region), xs)
+        (sim,) = simulate(region, xs).values()
+        mismatched += int((ref != sim).sum())
+        total += ref.size
+    assert mismatched == 0, f"{mismatched}/{total} softmax outputs differ from LiteRT"
 
 
 def test_fully_connected_roundings_differ_by_at_most_one_lsb():
