@@ -230,7 +230,11 @@ def _parallel(student: _Student, trained: list[torch.Tensor], dev: torch.device,
     from torch.distributed.fsdp import fully_shard
 
     sharded = copy.deepcopy(student)
-    fully_shard(sharded, mesh=init_device_mesh(dev.type, (distributed.world_size(),)))
+    # FSDP2 cannot shard 0-d parameters (QAT's per-tensor activation scales): they stay
+    # whole on every rank, their gradients all-reduced by hand like the trainable buffers
+    scalars = {n for n, p in sharded.named_parameters() if p.dim() == 0}
+    fully_shard(sharded, mesh=init_device_mesh(dev.type, (distributed.world_size(),)),
+                ignored_params={p for n, p in sharded.named_parameters() if n in scalars})
     params, bufs = dict(sharded.named_parameters()), dict(sharded.named_buffers())
     for n in pnames:
         params[n].requires_grad_(True)
@@ -241,12 +245,13 @@ def _parallel(student: _Student, trained: list[torch.Tensor], dev: torch.device,
     def write_back() -> None:
         with torch.no_grad():
             for n in pnames:
-                originals[n].copy_(params[n].full_tensor())
+                originals[n].copy_(params[n] if n in scalars else params[n].full_tensor())
             for n in bnames:
                 originals[n].copy_(bufs[n])
 
+    by_hand = [params[n] for n in pnames if n in scalars] + [bufs[n] for n in bnames]
     return (sharded, [params[n] for n in pnames] + [bufs[n] for n in bnames]
-            + list(sharded.projectors.parameters()), [bufs[n] for n in bnames], write_back)
+            + list(sharded.projectors.parameters()), by_hand, write_back)
 
 
 def finetune(program: Any, batches: Sequence[Sequence[torch.Tensor]], *,
