@@ -20,6 +20,19 @@ These are ONNX ``QuantizeLinear`` / ``DequantizeLinear`` exactly (round half to 
 saturate), so QDQ models import and export without changing a bit. ``[qmin, qmax]`` may be
 narrower than the format (``-127..127`` symmetric weights, as TensorRT and ONNX Runtime use).
 
+Float offset (asymmetric grids whose minimum is not a whole number of steps: ggml's Q4_1
+``x = d·q + m`` and Q4_K ``x = d·sc·q - dmin·m``; torchao's float zero-point domain;
+Core ML's blockwise ops carry a float offset too)::
+
+    y = edgecc.dequantize_offset(q, scale, zero_point, offset, axis, block_size, dtype,
+                                 out_dtype)
+    dequantize_offset:  y = (q - zero_point) * scale + offset   (float32; ``offset`` has the
+                        scale's shape and granularity; integer formats only)
+    quantize with an offset (QuantParams.quantize): quantize(x - offset)
+
+It is a separate operator, so code that reads ``edgecc.dequantize`` nodes never mistakes one
+for a plain dequantize (a target that does not know it refuses it as an unknown operator).
+
 Float formats (``float8_e4m3fn``, ``float8_e5m2``, ``float16``, ``bfloat16``)::
 
     quantize:    q = cast(clamp(x / scale, -max, max))   (round to nearest even, saturating)
@@ -339,6 +352,25 @@ def _fq_backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
 fake_quantize.register_autograd(_fq_backward, setup_context=_fq_setup)
 
 
+@torch.library.custom_op("edgecc::dequantize_offset", mutates_args=())
+def dequantize_offset(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                      offset: torch.Tensor, axis: int, block_size: int, dtype: str,
+                      out_dtype: torch.dtype) -> torch.Tensor:
+    """``(q - zero_point) * scale + offset`` in float32 (module docstring)."""
+    fmt = qformat(dtype)
+    if fmt.is_float:
+        raise ValueError(f"dequantize_offset applies to integer formats, not {dtype}")
+    y = _dequantize_values(_load(q, fmt, scale, axis, block_size), scale, zero_point, axis,
+                           block_size, fmt)
+    return (y + broadcast_param(offset.to(torch.float32), y.shape, axis, block_size)
+            ).to(out_dtype)
+
+
+@dequantize_offset.register_fake
+def _dequantize_offset_fake(q, scale, zero_point, offset, axis, block_size, dtype, out_dtype):
+    return _dequantize_fake(q, scale, zero_point, axis, block_size, dtype, out_dtype)
+
+
 # -- palettization (look-up tables) --------------------------------------------------------
 
 PALETTE_BITS = (2, 4, 8)
@@ -395,6 +427,7 @@ PALETTE_DEQUANTIZE = torch.ops.edgecc.palette_dequantize.default
 QUANTIZE = torch.ops.edgecc.quantize.default
 DEQUANTIZE = torch.ops.edgecc.dequantize.default
 FAKE_QUANTIZE = torch.ops.edgecc.fake_quantize.default
+DEQUANTIZE_OFFSET = torch.ops.edgecc.dequantize_offset.default  # not in QUANT_OPS (see above)
 QUANT_OPS = (QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE)
 
 
@@ -411,6 +444,8 @@ class QuantParams:
     block_size: int = 0
     qmin: int | None = None
     qmax: int | None = None
+    # float added after scaling (dequantize_offset); None: none (every existing scheme)
+    offset: torch.Tensor | None = None
 
     @property
     def format(self) -> QFormat:
@@ -430,18 +465,33 @@ class QuantParams:
             return "per-tensor"
         return "per-block" if self.block_size else "per-axis"
 
+    def _offset_like(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.offset is not None
+        return broadcast_param(self.offset.to(torch.float32), x.shape, self.axis,
+                               self.block_size)
+
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.range
+        if self.offset is not None:
+            x = x.to(torch.float32) - self._offset_like(x)
         return quantize(x, self.scale, self.zero_point, self.axis, self.block_size, lo, hi,
                         self.dtype)
 
     def dequantize(self, q: torch.Tensor, out_dtype: torch.dtype = torch.float32
                    ) -> torch.Tensor:
+        if self.offset is not None:
+            return dequantize_offset(q, self.scale, self.zero_point, self.offset, self.axis,
+                                     self.block_size, self.dtype, out_dtype)
         return dequantize(q, self.scale, self.zero_point, self.axis, self.block_size,
                           self.dtype, out_dtype)
 
     def fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.range
+        if self.offset is not None:
+            o = self._offset_like(x)
+            return (fake_quantize(x.to(torch.float32) - o, self.scale, self.zero_point,
+                                  self.axis, self.block_size, lo, hi, self.dtype) + o
+                    ).to(x.dtype)
         return fake_quantize(x, self.scale, self.zero_point, self.axis, self.block_size,
                              lo, hi, self.dtype)
 
@@ -450,7 +500,8 @@ class QuantParams:
         where = "" if self.scale.dim() == 0 else f" axis={self.axis}"
         block = f" block={self.block_size}" if self.block_size else ""
         rng = "" if self.format.is_float else f" [{lo},{hi}]"
-        return f"{self.dtype}{rng} {self.granularity}{where}{block}"
+        offset = " +offset" if self.offset is not None else ""
+        return f"{self.dtype}{rng} {self.granularity}{where}{block}{offset}"
 
 
 def params_from_scale(dtype: str, scale: torch.Tensor, zero_point: torch.Tensor | None = None,
@@ -506,6 +557,11 @@ def is_fake_quantize(node: Any) -> bool:
             and node.target is FAKE_QUANTIZE)
 
 
+def is_dequantize_offset(node: Any) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_function"
+            and node.target is DEQUANTIZE_OFFSET)
+
+
 def is_palette_dequantize(node: Any) -> bool:
     return (isinstance(node, fx.Node) and node.op == "call_function"
             and node.target is PALETTE_DEQUANTIZE)
@@ -517,13 +573,17 @@ def is_quant_op(node: Any) -> bool:
 
 
 def node_params(node: fx.Node, tensor_of: Any) -> QuantParams:
-    """The :class:`QuantParams` of a quantize / dequantize / fake_quantize node.
+    """The :class:`QuantParams` of a quantize / dequantize / dequantize_offset /
+    fake_quantize node.
 
     ``tensor_of`` maps a ``get_attr`` node to its tensor (``Program.tensor``).
     """
     if is_dequantize(node):
         _, s, z, axis, block, dtype, _ = node.args
         return QuantParams(dtype, tensor_of(s), tensor_of(z), axis, block)
+    if is_dequantize_offset(node):
+        _, s, z, o, axis, block, dtype, _ = node.args
+        return QuantParams(dtype, tensor_of(s), tensor_of(z), axis, block, offset=tensor_of(o))
     _, s, z, axis, block, qmin, qmax, dtype = node.args
     return QuantParams(dtype, tensor_of(s), tensor_of(z), axis, block, qmin, qmax)
 

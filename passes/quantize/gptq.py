@@ -63,15 +63,18 @@ def hessian_chunks(sizes: list[int], budget: int) -> list[list[int]]:
     return chunks
 
 
-def _column_quantizer(params: QuantParams, col: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row scale and zero point (float32) that apply to weight column ``col``."""
+def _column_quantizer(params: QuantParams, col: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+    """Per-row scale, zero point and offset (float32; offset 0 without one,
+    ``QuantParams.offset``) that apply to weight column ``col``."""
     s, z = params.scale.to(torch.float32), params.zero_point.to(torch.float32)
+    o = 0.0 if params.offset is None else params.offset.to(torch.float32)
     if s.dim() == 0:
-        return s, z
+        return s, z, o
     if params.block_size:
         g = col // params.block_size
-        return s[:, g], z[:, g]
-    return s, z  # per-channel along the rows
+        return s[:, g], z[:, g], (o if params.offset is None else o[:, g])
+    return s, z, o  # per-channel along the rows
 
 
 def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: int = 128,
@@ -123,9 +126,9 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
                 zeros[:, col // group] = gp.zero_point
                 params = QuantParams(params.dtype, scales, zeros, params.axis,
                                      params.block_size, params.qmin, params.qmax)
-            s, z = _column_quantizer(params, col)
+            s, z, o = _column_quantizer(params, col)
             x = w1[:, i]
-            q = (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s
+            q = (torch.clamp(torch.round((x - o) / s) + z, qmin, qmax) - z) * s + o
             q_all[:, i1 + i] = q
             e = (x - q) / hinv1[i, i]
             w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)

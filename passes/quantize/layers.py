@@ -20,7 +20,7 @@ import torch.fx as fx
 from edgecc.errors import OptionError
 from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
-from edgecc.quant import DEQUANTIZE, QUANTIZE, QuantParams, is_dequantize
+from edgecc.quant import DEQUANTIZE, DEQUANTIZE_OFFSET, QUANTIZE, QuantParams, is_dequantize
 
 LINEAR_OPS = ("aten.linear", "edgecc.linear_act")
 QRANGE = "edgecc_qrange"  # node meta: (qmin, qmax) a stored weight was quantized with
@@ -197,9 +197,17 @@ def replace_weight(program: Program, layer: Layer, q: torch.Tensor, params: Quan
     qnode = program.add_constant(f"{prefix}_qweight", q, before=layer.node)
     s, z = add_params(program, prefix + "_w", params, layer.node)
     graph = program.graph
-    with graph.inserting_before(layer.node):
-        dq = graph.call_function(DEQUANTIZE, (qnode, s, z, params.axis, params.block_size,
-                                              params.dtype, out_dtype))
+    if params.offset is not None:  # a float offset (asymmetric Q4_K grid): its own op
+        o = program.add_constant(prefix + "_w_offset", params.offset.to(torch.float32),
+                                 before=layer.node)
+        with graph.inserting_before(layer.node):
+            dq = graph.call_function(DEQUANTIZE_OFFSET, (qnode, s, z, o, params.axis,
+                                                         params.block_size, params.dtype,
+                                                         out_dtype))
+    else:
+        with graph.inserting_before(layer.node):
+            dq = graph.call_function(DEQUANTIZE, (qnode, s, z, params.axis,
+                                                  params.block_size, params.dtype, out_dtype))
     dq.meta["val"] = torch.empty(0)  # refreshed by the caller (refresh_metadata)
     dq.meta[QRANGE] = params.range  # dequantize carries no range; QAT keeps it from here
     layer.node.replace_input_with(weight, dq)

@@ -12,6 +12,9 @@ float                                                  F32        exact (F16 by 
 8-bit, ``q - zero_point`` in [-16, 15] (5-bit codes)  Q5_0       bit-exact (q = q - z + 16)
 8-bit, ``q - zero_point`` in [-128, 127]               Q8_0       bit-exact
 symmetric int4 g32 with scales on Q4_K's grid          Q4_K       bit-exact (``q4k``)
+4-bit + float offset (``edgecc.dequantize_offset``),   Q4_K       bit-exact (``q4k``)
+  scales and offsets on Q4_K's grid (6-bit sc, m)
+4-bit + float offset, fp16 scales and offsets          Q4_1       bit-exact (x = d·q + m)
 8-bit, [-32, 31], groups of 16, scales on Q6_K's grid  Q6_K       bit-exact (``blocks``)
 ====================================================  =========  ==============================
 
@@ -151,6 +154,8 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
     d = per_block(params.scale)
     z = per_block(params.zero_point)
     centered = codes.numpy() - np.repeat(z, blocks.BLOCK, axis=1).astype(np.int32)
+    if params.offset is not None:
+        return _encode_offset(centered, d, per_block(params.offset), fmt.bits, where)
     if not np.array_equal(d.astype(np.float16).astype(np.float32), d):
         packed = q4k.encode_int4(centered, d) if fmt.bits == 4 else None
         if packed is not None:  # symmetric int4 on Q4_K's grid (quantize{weight_grid=q4_k})
@@ -177,6 +182,28 @@ def _encode_quantized(program: Program, t: Tensor) -> Encoded:
     nib = codes.numpy() - fmt.qmin
     rounding = float(np.abs(m16.astype(np.float32) - m).max())
     return Encoded(blocks.pack_q4_1(nib.astype(np.uint8), d16, m16), "Q4_1", rounding)
+
+
+def _encode_offset(nib: np.ndarray, d: np.ndarray, offset: np.ndarray, bits: int, where: str
+                   ) -> Encoded:
+    """``(q - zero_point)·scale + offset`` (``edgecc.dequantize_offset``) per 32 weights:
+    Q4_K when the scales and offsets are on its grid, else Q4_1 when both are fp16 values
+    (``x = d·nib + m``); bit-exact either way."""
+    lo, hi = int(nib.min()), int(nib.max())
+    if bits != 4 or lo < 0 or hi > 15:
+        raise LoweringError(f"{where} has a float offset with {bits}-bit values "
+                            f"q - zero_point in {lo}..{hi}; GGUF's types with a min (Q4_K, "
+                            "Q4_1) hold 4-bit values 0..15")
+    packed = q4k.encode_offset(nib, d, offset)
+    if packed is not None:  # quantize{weight_grid=q4_k, weight_symmetric=false}
+        return Encoded(packed, "Q4_K")
+    d16, m16 = d.astype(np.float16), offset.astype(np.float16)
+    if (np.array_equal(d16.astype(np.float32), d)
+            and np.array_equal(m16.astype(np.float32), offset)):
+        return Encoded(blocks.pack_q4_1(nib.astype(np.uint8), d16, m16), "Q4_1")
+    raise LoweringError(f"{where} has float offsets that are neither on Q4_K's grid (fp16 d / "
+                        "dmin per 256 times 6-bit codes, rows of a multiple of 256) nor fp16 "
+                        "values (Q4_1): quantize with weight_grid=q4_k")
 
 
 def _q6_k(codes: np.ndarray, params: Any, rows: int, cols: int) -> np.ndarray | None:

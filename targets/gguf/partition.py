@@ -32,7 +32,7 @@ from edgecc.gguf_import.layout import PROGRAM_META, HParams, gguf_name, rope_hea
 from edgecc.passes import ApplyMasks, DecomposeComposites
 from edgecc.pipeline_text import PassStep
 from edgecc.program import Program, op_name
-from edgecc.quant import is_dequantize, is_fake_quantize, is_quantize
+from edgecc.quant import is_dequantize, is_dequantize_offset, is_fake_quantize, is_quantize
 
 LEGALIZATION = (PassStep(DecomposeComposites, DecomposeComposites.Options()),
                 PassStep(ApplyMasks, ApplyMasks.Options()))
@@ -45,7 +45,7 @@ class Tensor:
     """One GGUF tensor and the program value it is written from."""
 
     name: str  # GGUF name, e.g. "blk.0.attn_q.weight"
-    node: fx.Node  # a get_attr (float) or a dequantize of stored codes
+    node: fx.Node  # a get_attr (float) or a dequantize(_offset) of stored codes
     source: str  # the module path / parameter it came from (for messages)
     rope_heads: int  # > 0: rows permuted for llama.cpp's RoPE over this many heads
 
@@ -77,6 +77,8 @@ def _weight_source(program: Program, node: Any, where: str) -> fx.Node:
     if program.is_constant(node):
         return node
     if is_dequantize(node) and all(program.is_constant(a) for a in node.args[:3]):
+        return node
+    if is_dequantize_offset(node) and all(program.is_constant(a) for a in node.args[:4]):
         return node
     what = op_name(node) if isinstance(node, fx.Node) else type(node).__name__
     raise LoweringError(f"-t gguf: the weight of '{where}' is computed ({what}), not a stored "

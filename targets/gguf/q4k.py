@@ -10,9 +10,13 @@ Layout of 256 weights along a row (144 bytes, 4.5 bits per weight)::
     scales[j+8] = (sc[j+4] & 15) | (m[j+4] & 15) << 4
     qs[32g + l] = q[64g + l] | q[64g + 32 + l] << 4     g = 0..3 (sub-blocks 2g, 2g+1)
 
-edgecc holds a Q4_K weight as symmetric int4 in groups of 32 whose scales are
-``d·sc[j]`` (``passes/quantize/q4k_grid``): ``q = c + 8``, ``dmin = 8·d``, ``m[j] = sc[j]``,
-every product exact in float32, so the file decodes to the program's weights bit for bit.
+edgecc holds a Q4_K weight in one of two ways (``passes/quantize/q4k_grid``), both exact
+in float32, so the file decodes to the program's weights bit for bit:
+
+* symmetric int4 in groups of 32 whose scales are ``d·sc[j]``: ``q = c + 8``,
+  ``dmin = 8·d``, ``m[j] = sc[j]`` (``encode_int4``);
+* Q4_K's real grid, ``edgecc.dequantize_offset`` with ``q = c - zero_point`` in 0..15,
+  scales ``d·sc[j]`` and offsets ``-dmin·m[j]`` (``encode_offset``).
 """
 
 from __future__ import annotations
@@ -71,11 +75,12 @@ def dequantize_q4_k(raw: np.ndarray) -> np.ndarray:
     return (scale[..., None] * qb - mins[..., None]).reshape(rows, nb * SUPER)
 
 
-def grid_of(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def grid_of(scales: np.ndarray, lowest: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-32 float32 scales ``[rows, cols/32]`` as ``d·sc`` (fp16 ``d`` per 256, ``sc`` in
     1..63): ``(d [rows, cols/256], sc [rows, cols/256, 8])``, or None when they are not on
     the Q4_K grid. ``d`` is taken as ``max(s) / k`` for the largest ``k <= 63`` that
-    makes every scale of the block a whole multiple of an fp16 value."""
+    makes every scale of the block a whole multiple of an fp16 value. ``lowest=0`` (the
+    mins): codes 0..63, and an all-zero block is ``d = 0``."""
     rows, groups = scales.shape
     if groups % SUB:
         return None
@@ -84,17 +89,23 @@ def grid_of(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     d = np.zeros_like(top)
     sc = np.zeros(s.shape, np.float32)
     todo = np.ones(top.shape, bool)
+    if lowest == 0:
+        if s.min(initial=0.0) < 0:
+            return None
+        todo = top != 0  # all zero: d = 0, codes 0
     for k in range(63, 0, -1):
+        if not todo.any():
+            break
         cand = (top / np.float32(k)).astype(np.float16).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             codes = np.round(s / cand[..., None])
-        ok = todo & (cand > 0) & np.all((codes >= 1) & (codes <= 63)
-                                        & (cand[..., None] * codes == s), axis=-1)
+            ok = todo & (cand > 0) & np.all((codes >= lowest) & (codes <= 63)
+                                            & (cand[..., None] * codes == s), axis=-1)
         d[ok], sc[ok] = cand[ok], codes[ok]
         todo &= ~ok
         if not todo.any():
-            return d, sc.astype(np.uint8)
-    return None
+            break
+    return None if todo.any() else (d, sc.astype(np.uint8))
 
 
 def encode_int4(centered: np.ndarray, scales: np.ndarray) -> np.ndarray | None:
@@ -109,3 +120,20 @@ def encode_int4(centered: np.ndarray, scales: np.ndarray) -> np.ndarray | None:
     d16 = d.astype(np.float16)
     return pack_q4_k((centered + 8).astype(np.uint8), d16, (d16.astype(np.float32) * 8)
                      .astype(np.float16), sc, sc)
+
+
+def encode_offset(nibbles: np.ndarray, scales: np.ndarray, offsets: np.ndarray
+                  ) -> np.ndarray | None:
+    """Q4_K's own grid: values ``q`` 0..15 ``[rows, cols]``, per-32 float32 ``scales``
+    ``d·sc[j]`` and ``offsets`` ``-dmin·m[j]`` -> Q4_K bytes that ggml decodes to
+    ``q·scale + offset`` bit for bit; None when the scales or offsets are not on the grid
+    (fp16 ``d`` / ``dmin`` per 256 times 6-bit codes) or ``cols % 256``."""
+    if nibbles.shape[1] % SUPER or nibbles.min() < 0 or nibbles.max() > 15:
+        return None
+    grid = grid_of(scales)
+    mins = grid_of(-offsets.astype(np.float32), lowest=0)
+    if grid is None or mins is None:
+        return None
+    (d, sc), (dmin, m) = grid, mins
+    return pack_q4_k(nibbles.astype(np.uint8), d.astype(np.float16), dmin.astype(np.float16),
+                     sc, m)
