@@ -10,8 +10,10 @@ same way, so that ``-t gguf`` writes each tensor as that type, bit-exactly:
 =========  ===========================================================================
 type       how edgecc quantizes it
 =========  ===========================================================================
-Q4_K       the quantize pass (``algorithm``: GPTQ by default, calibrated), symmetric int4
-           g32 with ``weight_grid=q4_k``
+Q4_K       the quantize pass (``algorithm``: GPTQ by default, calibrated) onto Q4_K's
+           real grid (``weight_grid=q4_k``, asymmetric: 6-bit scales and mins per 32, as
+           llama.cpp's own Q4_K; ``edgecc.dequantize_offset``); option ``q4_k=symmetric``:
+           symmetric int4 with scales on the grid (mins fixed at 8 steps)
 Q5_0       ggml's reference quantizer (round to nearest, ``d = signed max / -16``),
            held as int8 codes -16..15 with fp16 scales per 32 (``gguf_import``'s Q5_0)
 Q8_0       ggml's reference quantizer, int8 codes with fp16 scales per 32
@@ -30,23 +32,35 @@ The plan (``{gguf tensor: {"wanted", "chosen", "reason"}}``) is left in
 
     mixed, report = quantize_gguf_mix(edgecc.load("m.gguf"), calibration=batches)
     edgecc.compile(mixed, target="gguf", output_dir="out/")
+
+From the command line the ``-t gguf`` option ``mix`` runs the ``GgufMix`` pass (this module)
+after the pipeline, as ``llama-quantize model.gguf out.gguf Q4_K_M`` would::
+
+    edgecc compile model.gguf -t gguf --target-option mix=Q4_K_M [--calib data.npz] -o out/
+
+``mix_algorithm=auto`` (the default) is GPTQ with calibration data and round-to-nearest
+without (llama.cpp's quantizer without an importance matrix).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from edgecc.errors import OptionError
+from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.gguf_import import PROGRAM_META, GgufWeight, carry_quantization
 from edgecc.gguf_import.layout import gguf_name
 from edgecc.program import Program
 
 FTYPES = ("Q4_K_M",)
+ALGORITHMS = ("gptq", "awq", "rtn")
+Q4_K_GRIDS = ("asymmetric", "symmetric")
 SUPER = 256
 _RTN = ("Q5_0", "Q8_0", "Q6_K")  # types quantized here by ggml's reference quantizers
 _QWEIGHT = re.compile(r"^(.*)_qweight$")
@@ -92,23 +106,41 @@ def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q6_K"
 def quantize_gguf_mix(program: Program, ftype: str = "Q4_K_M", *,
                       calibration: Sequence[tuple[torch.Tensor, ...]] | None = None,
                       algorithm: str = "gptq", q6_k: str = "Q6_K",
+                      q4_k: str = "asymmetric",
                       options: dict[str, Any] | None = None) -> tuple[Program, dict[str, Any]]:
     """A copy of ``program`` quantized as llama.cpp's ``ftype`` mix (module docstring), and
     a report: ``{"types": plan, "counts": {type: n}, "quantize": the pass's stats}``.
-    ``calibration``: batches for GPTQ / AWQ (``algorithm``); ``options``: more quantize
-    pass options for the Q4_K tensors."""
-    from edgecc.pass_base import PassContext
-    from edgecc.registry import default_pass_registry
-
+    ``calibration``: batches for GPTQ / AWQ (``algorithm``); ``q4_k``: ``asymmetric``
+    (Q4_K's own grid) or ``symmetric``; ``options``: more quantize pass options for the
+    Q4_K tensors."""
+    if algorithm not in ALGORITHMS:
+        raise OptionError(f"algorithm={algorithm}: the Q4_K tensors are quantized by "
+                          f"{', '.join(ALGORITHMS)}")
+    if q4_k not in Q4_K_GRIDS:
+        raise OptionError(f"q4_k={q4_k}: the Q4_K grid is {' or '.join(Q4_K_GRIDS)}")
     plan = plan_types(program, ftype, q6_k=q6_k)
     program = program.copy()
+    stats = _quantize_mix(program, plan, calibration, algorithm, q4_k, options)
+    counts: dict[str, int] = {}
+    for p in plan.values():
+        counts[p["chosen"]] = counts.get(p["chosen"], 0) + 1
+    return program, {"types": plan, "counts": counts, "quantize": stats}
+
+
+def _quantize_mix(program: Program, plan: dict[str, dict[str, Any]],
+                  calibration: Sequence[tuple[torch.Tensor, ...]] | None, algorithm: str,
+                  q4_k: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``plan`` applied to ``program`` in place; the quantize pass's stats."""
+    from edgecc.registry import default_pass_registry
+
     q4k = [p["module"] for p in plan.values() if p["chosen"] == "Q4_K" and not p["quantized"]]
     stats: dict[str, Any] = {}
     if q4k:
         if algorithm != "rtn" and not calibration:
             raise OptionError(f"algorithm={algorithm} needs calibration batches")
         Quantize = default_pass_registry().get("quantize")  # noqa: N806 - the pass class
-        opts = dict(scheme="w4a16", group_size=32, weight_dtype="int4", weight_symmetric=True,
+        opts = dict(scheme="w4a16", group_size=32, weight_dtype="int4",
+                    weight_symmetric=q4_k == "symmetric",
                     algorithm=algorithm, weight_grid="q4_k", include=tuple(q4k),
                     error_batches=1, **(options or {}))
         context = PassContext(calibration=list(calibration)) if calibration else None
@@ -121,10 +153,57 @@ def quantize_gguf_mix(program: Program, ftype: str = "Q4_K_M", *,
     meta["types"] = {n: {k: p[k] for k in ("wanted", "chosen", "reason")}
                      for n, p in plan.items()}
     program.graph_module.meta[PROGRAM_META] = meta
-    counts: dict[str, int] = {}
-    for p in plan.values():
-        counts[p["chosen"]] = counts.get(p["chosen"], 0) + 1
-    return program, {"types": plan, "counts": counts, "quantize": stats}
+    return stats
+
+
+@dataclasses.dataclass(frozen=True)
+class GgufMixOptions:
+    ftype: Literal["Q4_K_M"] = "Q4_K_M"
+    # auto: GPTQ with calibration data, round-to-nearest without (llama.cpp, no imatrix)
+    algorithm: Literal["auto", "gptq", "awq", "rtn"] = "auto"
+    q4_k: Literal["asymmetric", "symmetric"] = "asymmetric"  # Q4_K's own grid, or sym. int4
+    q6_k: Literal["Q6_K", "Q8_0", "Q5_0"] = "Q6_K"  # what llama.cpp's Q6_K tensors become
+
+
+class GgufMix(Pass):
+    """Quantize as llama.cpp's per-tensor GGUF type mix (Q4_K_M) for -t gguf (lossy).
+
+    Before: ``%w = get_attr[model.layers.0.mlp.down_proj.weight]`` (float, every layer)
+    After:  Q4_K tensors ``edgecc.dequantize_offset(@codes:int4, @d·sc, -8, @-dmin·m, ...)``;
+            Q5_0 / Q8_0 / Q6_K ones ``edgecc.dequantize(@codes:int8, @scale, 0, ...)``;
+            ``graph_module.meta["gguf"]["types"]`` the plan (module docstring).
+    """
+
+    name = "gguf-mix"
+    Options = GgufMixOptions
+    lossless = False
+
+    @staticmethod
+    def _algorithm(options: GgufMixOptions, context: PassContext) -> str:
+        if options.algorithm != "auto":
+            return options.algorithm
+        return "gptq" if context.calibration is not None else "rtn"
+
+    def validate(self, program: Program, options: GgufMixOptions,
+                 context: PassContext) -> None:
+        algorithm = self._algorithm(options, context)
+        if algorithm != "rtn" and context.calibration is None:
+            raise OptionError(f"gguf-mix: algorithm={algorithm} needs calibration data "
+                              "(--calib), or use algorithm=rtn")
+
+    def run(self, program: Program, options: GgufMixOptions,
+            context: PassContext) -> PassResult:
+        algorithm = self._algorithm(options, context)
+        plan = plan_types(program, options.ftype, q6_k=options.q6_k)
+        calibration = list(context.calibration) if context.calibration is not None else None
+        extra = {"awq_fold": True} if algorithm == "awq" else {}
+        stats = _quantize_mix(program, plan, calibration, algorithm, options.q4_k, extra)
+        counts: dict[str, int] = {}
+        for p in plan.values():
+            counts[p["chosen"]] = counts.get(p["chosen"], 0) + 1
+        return PassResult(program, bool(plan), {"ftype": options.ftype,
+                                                "algorithm": algorithm, "counts": counts,
+                                                "quantize": stats})
 
 
 def _weights(program: Program) -> dict[str, tuple[str, int, bool]]:

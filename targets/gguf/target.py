@@ -40,6 +40,12 @@ class GgufOptions:
     # float file llama.cpp computes the program's own numbers with
     carry_quantization: bool = True
     check: bool = True  # run the file with llama.cpp (xllamacpp) on the example tokens
+    # llama.cpp's per-tensor type mix, applied after the pipeline (the gguf-mix pass,
+    # edgecc.llm.gguf_mix), as `llama-quantize in.gguf out.gguf Q4_K_M`; "none": write the
+    # program's own quantization
+    mix: Literal["none", "Q4_K_M"] = "none"
+    # the mix's Q4_K tensors: auto = GPTQ with --calib data, round-to-nearest without
+    mix_algorithm: Literal["auto", "gptq", "awq", "rtn"] = "auto"
 
     def __post_init__(self) -> None:
         if self.float_type not in presets.FLOAT_TYPES:
@@ -80,7 +86,12 @@ class GgufTarget(Target):
         return Availability(True, detail)
 
     def legalization(self, options: GgufOptions) -> tuple[PassStep, ...]:
-        return partition.LEGALIZATION
+        if options.mix == "none":
+            return partition.LEGALIZATION
+        from edgecc.llm.gguf_mix import GgufMix, GgufMixOptions
+
+        mix = GgufMixOptions(ftype=options.mix, algorithm=options.mix_algorithm)
+        return (*partition.LEGALIZATION, PassStep(GgufMix, mix))
 
     def lower(self, program: Program, output_dir: str, options: GgufOptions) -> Lowered:
         self.require_available()
