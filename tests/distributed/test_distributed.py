@@ -68,12 +68,25 @@ def _train_data() -> tuple[list[tuple[torch.Tensor]], list[torch.Tensor]]:
     return xs, ys
 
 
-TRAIN = FinetuneOptions(epochs=2, lr=0.05, optimizer="sgd", shuffle=False)
+TRAIN = FinetuneOptions(epochs=2, lr=0.05, optimizer="sgd", shuffle=False, learn_scales=True)
+
+
+class _Scaled(torch.nn.Module):
+    """The MLP times a learned 0-d scale (as QAT's per-tensor activation scales: FSDP2
+    cannot shard a 0-d parameter, so it stays whole and is reduced by hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = _model()
+        self.scale = torch.nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x) * self.scale
 
 
 def _finetuned(batches: list[tuple[torch.Tensor]], labels: list[torch.Tensor],
                options: FinetuneOptions = TRAIN) -> dict[str, torch.Tensor]:
-    program = edgecc.trace(_model(), batches[0])  # static batch size: 4 per rank, 8 here
+    program = edgecc.trace(_Scaled().eval(), batches[0])  # static batch: 4 per rank, 8 here
     finetune(program, batches, labels=labels, options=options, progress=False)
     return _weights(program)
 
@@ -141,6 +154,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         xs, ys = _train_data()
         for options in (TRAIN, dataclasses.replace(TRAIN, shard=True)):
             got = _finetuned(distributed.shard(xs), distributed.shard(ys), options)
+            assert any(w.dim() == 0 for w in got.values())
             for k, w in got.items():
                 torch.testing.assert_close(w, ref["trained"][k], rtol=1e-5, atol=1e-6,
                                            msg=f"{k} shard={options.shard}")
