@@ -8,33 +8,43 @@
 One traced step function serves both phases (``DecoderStep``)::
 
     step(input_ids i64[1, T], input_pos i64[1], k_cache f32[L, KV, S, D], v_cache f32[L, KV, S, D])
-      -> (logits f32[1, T, V], k_cache' f32[L, KV, S, D], v_cache' f32[L, KV, S, D])
+      -> (logits f32[1, T, V], k_new f32[L, KV, T, D], v_new f32[L, KV, T, D])
 
-``T`` new tokens are written at positions ``input_pos .. input_pos + T - 1`` of the cache
-(``index_copy``) and attend to every cache position ``<= their own`` (a boolean mask over
-all ``S`` positions: shapes never change). ``S`` is ``max_seq_len``, ``L`` layers, ``KV``
-key/value heads, ``D`` the head size.
+The ``T`` new tokens (positions ``input_pos .. input_pos + T - 1``) attend to the cache
+slots before ``input_pos`` and to the new tokens up to their own (a boolean mask over
+``S + T`` keys: shapes never change). The step returns only the new keys and values; the
+runtime writes them into its cache in place (``write_cache``: ``cache[:, :, p:p+T] =
+new``). ``S`` is ``max_seq_len``, ``L`` layers, ``KV`` key/value heads, ``D`` the head size.
 
 Why explicit cache inputs and outputs rather than program state (ExecuTorch's mutable
 buffers): edgecc's IR is functional (``torch.export`` graphs with flat tensor inputs and
 outputs), every pass, the verifier and TVM Relax's importer take it as it is, and the
-runtime owns the cache memory (it hands the step's output cache to the next step without
-a copy through numpy). The price is that each step writes a whole new cache: ``2·L·KV·S·D``
-floats, small beside the weights a decode step reads (SmolLM2-135M, S = 256: 11.8 MB of
-cache against 540 MB of fp32 weights).
+runtime owns the cache memory. Returning the whole updated cache (``index_put``, as this
+module first did) made every step copy the cache several times — the write, the stack of
+all layers, GQA's ``expand`` to the query heads — and, in TVM, spend about a quarter of a
+SmolLM2-135M decode step on it; now the cache is read once a layer and written by the
+runtime only where it changes::
+
+    before: k_all = k_cache[i].index_put(slots, k)           # copy of the layer's cache
+            sdpa(q [H, T], expand(k_all) [H, S])             # KV -> H heads: another copy
+            return logits, stack(k_all...)                   # the whole cache again
+    after:  k_all = cat(k_cache[i], k)                       # [KV, S + T]
+            sdpa(q regrouped [KV, group*T], k_all [KV, S+T]) # no expansion
+            return logits, stack(k...)                       # [L, KV, T, D]
 
 What stays recognisable in the graph: RoPE (``cos`` / ``sin`` of ``inv_freq · position``,
-``rotate_half``), GQA (the key/value heads ``expand``-ed to the query heads before one
-``scaled_dot_product_attention``), tied embeddings (``lm_head`` reads ``embed_tokens``'
-weight), and the parameter names of the ``transformers`` model (``model.layers.N.self_attn
-.q_proj.weight``), so ``quantize{exclude=...}`` globs and ``-t gguf``'s recognition work.
+``rotate_half``), GQA (the query heads of each key/value head as the rows of one
+``scaled_dot_product_attention`` a layer), tied embeddings (``lm_head`` reads
+``embed_tokens``' weight), and the parameter names of the ``transformers`` model
+(``model.layers.N.self_attn.q_proj.weight``), so ``quantize{exclude=...}`` globs and ``-t gguf``'s recognition work.
 
 The step is traced once with ``T`` dynamic (``DecoderPrograms.program``); passes run on
 that one program, so prefill and decode always hold the same (quantized) weights.
 ``prefill(T)`` / ``decode()`` re-export it with ``T`` fixed, which is what the TVM targets
 build (static shapes: one kernel set per phase). Prompts longer than the prefill length
-run in chunks; the last chunk is padded, and the padding's cache entries lie beyond the
-position every later token attends to until a decode step overwrites them.
+run in chunks; the last chunk is padded, and the padding's cache entries lie at or beyond
+the position every later step starts at (it sees only slots before it) until a decode
+step overwrites them.
 """
 
 from __future__ import annotations
@@ -114,16 +124,19 @@ class DecoderStep(torch.nn.Module):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         tokens = input_ids.shape[1]
-        positions = input_pos + torch.arange(tokens, dtype=torch.int64)  # [T]
+        steps = torch.arange(tokens, dtype=torch.int64)
+        positions = input_pos + steps  # [T]
         hidden = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary_emb(hidden, positions[None])
-        # token i (at positions[i]) sees cache slots 0..positions[i]
-        slots = torch.arange(self.max_seq_len, dtype=torch.int64)
-        mask = slots[None, :] <= positions[:, None]  # [T, S]
         group = self.n_head // self.n_kv_head
-        # the cache slots the new keys / values go to: [KV, T, D] index tensors
-        where = (torch.arange(self.n_kv_head)[:, None, None], positions[None, :, None],
-                 torch.arange(self.head_dim)[None, None, :])
+        # the keys a token sees: the cache slots written before (slot < input_pos) and the
+        # new tokens up to its own
+        slots = torch.arange(self.max_seq_len, dtype=torch.int64)
+        earlier = (slots < input_pos).expand(tokens, self.max_seq_len)  # [T, S]
+        causal = steps[None, :] <= steps[:, None]  # [T, T]
+        mask = torch.cat([earlier, causal], 1)  # [T, S+T]
+        bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+        scale = self.head_dim ** -0.5  # scaled_dot_product_attention's, and transformers'
         keys, values = [], []
         for i, layer in enumerate(self.model.layers):
             attn = layer.self_attn
@@ -132,23 +145,30 @@ class DecoderStep(torch.nn.Module):
             k = attn.k_proj(x).view(1, tokens, self.n_kv_head, self.head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(1, tokens, self.n_kv_head, self.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            k_all = k_cache[i].index_put(where, k[0])  # [KV, S, D]
-            v_all = v_cache[i].index_put(where, v[0])
-            keys.append(k_all)
-            values.append(v_all)
-            # GQA: each key/value head serves `group` query heads
-            k_rep = k_all[:, None].expand(self.n_kv_head, group, self.max_seq_len,
-                                          self.head_dim).reshape(1, self.n_head,
-                                                                 self.max_seq_len, self.head_dim)
-            v_rep = v_all[:, None].expand(self.n_kv_head, group, self.max_seq_len,
-                                          self.head_dim).reshape(1, self.n_head,
-                                                                 self.max_seq_len, self.head_dim)
-            o = torch.nn.functional.scaled_dot_product_attention(q, k_rep, v_rep,
-                                                                 attn_mask=mask)
+            k, v = k.contiguous(), v.contiguous()
+            keys.append(k[0])
+            values.append(v[0])
+            # the layer's cache (read, never copied whole) followed by the new entries
+            k_all = torch.cat([k_cache.narrow(0, i, 1), k], 2)  # [1, KV, S+T, D]
+            v_all = torch.cat([v_cache.narrow(0, i, 1), v], 2)
+            # GQA: the `group` query heads of a key/value head attend to it together (a
+            # broadcast batch dimension; query head h reads key/value head h // group, as
+            # transformers' repeat_kv, without copying the cache `group` times)
+            q_grouped = q.view(1, self.n_kv_head, group, tokens, self.head_dim)
+            scores = torch.matmul(q_grouped, k_all.transpose(2, 3)[:, :, None]) * scale
+            probs = torch.softmax(scores + bias, dim=-1)  # [1, KV, group, T, S+T]
+            o = torch.matmul(probs, v_all[:, :, None])  # [1, KV, group, T, D]
+            o = o.view(1, self.n_head, tokens, self.head_dim)
             hidden = hidden + attn.o_proj(o.transpose(1, 2).reshape(1, tokens, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         logits = self.lm_head(self.model.norm(hidden))
         return logits, torch.stack(keys), torch.stack(values)
+
+
+def write_cache(cache: torch.Tensor, new: torch.Tensor, start: int) -> None:
+    """Write a step's new keys or values ``[L, KV, T, D]`` into ``cache [L, KV, S, D]`` at
+    positions ``start .. start + T - 1``, in place (what a runtime does after each step)."""
+    cache[:, :, start:start + new.shape[2]] = new
 
 
 @dataclasses.dataclass
@@ -302,7 +322,7 @@ def _name_io(program: Program) -> None:
     program.input_specs = tuple(dataclasses.replace(s, name=n)
                                 for s, n in zip(program.input_specs, INPUT_NAMES))
     program.output_specs = tuple(dataclasses.replace(s, name=n) for s, n in
-                                 zip(program.output_specs, ("logits", "k_cache", "v_cache")))
+                                 zip(program.output_specs, ("logits", "k_new", "v_new")))
 
 
 def specialize(program: Program, tokens: int, config: DecoderConfig) -> Program:

@@ -14,11 +14,12 @@ A bundle (``build_decoder``'s output directory)::
 Each phase runs through its target's own runner (``Target.load``: the host's TVM VM in
 this process; arm64 libraries under qemu-aarch64, one emulator launch a step), so this
 module needs no backend library. Each step is ``(input_ids, input_pos, k_cache, v_cache)
--> (logits, k_cache', v_cache')`` (``edgecc.llm.decoder``); the cache a step returns is
-the next step's input. A prompt runs in chunks of ``C``: whole chunks, then the last ``C``
-prompt tokens again (recomputing a few positions with the same values) or, for a prompt
-shorter than ``C``, one chunk padded at the end (the padding's cache slots lie beyond every
-position attended to until decode steps overwrite them).
+-> (logits, k_new, v_new)`` (``edgecc.llm.decoder``); the generator owns the cache and
+writes each step's new keys and values into it in place (``write_cache``). A prompt runs
+in chunks of ``C``: whole chunks, then the last ``C`` prompt tokens again (recomputing a
+few positions with the same values) or, for a prompt shorter than ``C``, one chunk padded
+at the end (the padding's cache slots lie at or after the position of every later step,
+which sees only the slots before it, until decode steps overwrite them).
 
 Sampling (``Sampler``): temperature 0 is greedy (argmax; ties take the lowest id, as
 PyTorch's); otherwise logits / temperature, then top-k, then top-p (the smallest set of
@@ -33,7 +34,6 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -133,7 +133,8 @@ def read_config(bundle: str) -> dict:
 
 
 class PhaseStep:
-    """One phase's compiled step, run by its target's runner (``Target.load``)."""
+    """One phase's compiled step, run by its target's runner (``Target.load``); the new
+    keys and values it returns are written into the caller's cache in place."""
 
     def __init__(self, phase_dir: str):
         from edgecc.compiler import load_compiled
@@ -142,10 +143,14 @@ class PhaseStep:
         self.runner = target.load(phase_dir, manifest)
 
     def __call__(self, ids: np.ndarray, pos: int, k: torch.Tensor, v: torch.Tensor
-                 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-        logits, k, v = self.runner.run(torch.from_numpy(ids),
-                                       torch.tensor([pos], dtype=torch.int64), k, v)
-        return logits.numpy(), k, v
+                 ) -> np.ndarray:
+        from edgecc.llm.decoder import write_cache
+
+        logits, k_new, v_new = self.runner.run(torch.from_numpy(ids),
+                                               torch.tensor([pos], dtype=torch.int64), k, v)
+        write_cache(k, k_new, pos)
+        write_cache(v, v_new, pos)
+        return logits.numpy()
 
 
 class Generator:
@@ -178,7 +183,7 @@ class Generator:
                  self.config["head_dim"])
         return torch.zeros(shape), torch.zeros(shape)
 
-    def prefill(self, ids: Sequence[int]) -> tuple[np.ndarray, Any, Any]:
+    def prefill(self, ids: Sequence[int]) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """Run the prompt; the logits ``[n, vocab]`` of every prompt position and the cache."""
         c, n = self.prefill_len, len(ids)
         k, v = self.empty_cache()
@@ -188,13 +193,11 @@ class Generator:
         if n % c and n >= c:
             starts.append(n - c)  # the last c tokens again (see the module docstring)
         for s in starts:
-            logits, k, v = self.prefill_step(prompt[None, s:s + c], s, k, v)
-            rows[s:s + c] = logits[0]
+            rows[s:s + c] = self.prefill_step(prompt[None, s:s + c], s, k, v)[0]
         if n < c:
             padded = np.zeros((1, c), np.int64)
             padded[0, :n] = prompt
-            logits, k, v = self.prefill_step(padded, 0, k, v)
-            rows[:] = logits[0, :n]
+            rows[:] = self.prefill_step(padded, 0, k, v)[0, :n]
         return rows, k, v
 
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int,
@@ -217,7 +220,7 @@ class Generator:
             if stats.generated_tokens >= max_new_tokens or (stop_at_eos and token in self.eos):
                 return
             t0 = time.perf_counter()
-            logits, k, v = self.decode_step(np.array([[token]], np.int64), pos, k, v)
+            logits = self.decode_step(np.array([[token]], np.int64), pos, k, v)
             token = sampler.pick(logits[0, -1], rng)
             stats.decode_seconds += time.perf_counter() - t0
             pos += 1
