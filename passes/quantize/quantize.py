@@ -106,9 +106,8 @@ class QuantizeOptions:
     # (GGUF) need it
     awq_fold: bool = False
     # "q4_k": symmetric int4 g32 scales snapped onto llama.cpp's Q4_K grid (fp16 d per 256
-    # weights times 6-bit codes), which -t gguf writes as Q4_K; with weight_symmetric=false
-    # Q4_K's real grid (6-bit scales and mins, edgecc.dequantize_offset; q4k_grid.py);
-    # rows that are not a multiple of 256 keep fp16 per-32 scales (Q4_0 / Q4_1), listed
+    # weights times 6-bit codes), which -t gguf writes as Q4_K; rows that are not a
+    # multiple of 256 keep fp16 per-32 scales (Q4_0), listed in the stats
     # "q4_0": ggml's Q4_0 scale per 32 (signed max / -8, so the extreme weight is exact)
     weight_grid: Literal["none", "q4_k", "q4_0"] = "none"
     error_batches: int = 4  # calibration batches the output error is measured on
@@ -329,7 +328,7 @@ class Quantize(Pass):
                 if why:
                     grid_fallback[layer.name] = why
                 else:
-                    snap = functools.partial(snap_q4k, cols=w.shape[1], w=w)
+                    snap = functools.partial(snap_q4k, cols=w.shape[1])
             if h is not None and h.h is not None:
                 # GPTQ runs where the Hessian was accumulated (context.device); a storage
                 # grid (snap) is applied on the CPU
@@ -398,7 +397,8 @@ class Quantize(Pass):
         if options.weight_grid != "none":
             stats["weight_grid"] = {"grid": options.weight_grid,
                                     "fallback_q4_0": grid_fallback}
-        stats["error"] = output_error(reference, program, batches, options.error_batches)
+        stats["error"] = output_error(reference, _RowwiseDequantized(program), batches,
+                                      options.error_batches)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
 
@@ -566,6 +566,55 @@ def _quantize_rows(params: QuantParams, w: torch.Tensor) -> torch.Tensor:
             out = torch.empty((w.shape[0], *qi.shape[1:]), dtype=qi.dtype)
         out[i:i + qi.shape[0]] = qi
     assert out is not None
+    return out
+
+
+class _RowwiseDequantized:
+    """``program.run`` (same values) with each stored 2-D weight dequantized a block of
+    rows at a time into its float tensor: the dequantize op's whole-tensor temporaries
+    (the codes as float, minus the zero point, times the scale; full-size scales with
+    per-group) of an LLM's output layer were the largest transient of the output-error
+    runs."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+
+    def run(self, *inputs: Any) -> tuple[Any, ...]:
+        from edgecc.quant import DEQUANTIZE
+
+        class Rowwise(fx.Interpreter):
+            def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+                if target is DEQUANTIZE and not kwargs and len(args) == 7:
+                    out = _dequantize_rows(*args)
+                    if out is not None:
+                        return out
+                return super().call_function(target, args, kwargs)
+
+        self.program.check_inputs(inputs)
+        with torch.no_grad():
+            out = Rowwise(self.program.graph_module).run(*inputs)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _dequantize_rows(q: Any, scale: Any, zero_point: Any, axis: Any, block_size: Any,
+                     dtype: Any, out_dtype: Any) -> torch.Tensor | None:
+    """``dequantize(...)`` of a 2-D weight into one preallocated tensor, a block of rows
+    at a time; None where the rows cannot be split (then the op runs whole)."""
+    if not (isinstance(q, torch.Tensor) and isinstance(scale, torch.Tensor)
+            and isinstance(zero_point, torch.Tensor) and q.dim() == 2):
+        return None
+    params = QuantParams(dtype, scale, zero_point, axis, block_size)
+    part = _row_params(params, q)
+    cols = q.shape[1] * (2 if qformat(dtype).packed else 1)
+    rows = max(1, _ROW_BLOCK_BYTES // (4 * max(1, cols)))
+    if part is None or q.shape[0] <= rows:
+        return None
+    out: torch.Tensor | None = None
+    for i in range(0, q.shape[0], rows):
+        block = part(i, i + rows).dequantize(q[i:i + rows], out_dtype)
+        if out is None:
+            out = torch.empty((q.shape[0], *block.shape[1:]), dtype=block.dtype)
+        out[i:i + block.shape[0]] = block
     return out
 
 

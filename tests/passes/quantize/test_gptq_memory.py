@@ -95,3 +95,24 @@ def test_weights_quantized_in_row_blocks_give_the_same_codes_and_sqnr(monkeypatc
         assert torch.equal(q, params.quantize(w)), tq
         whole = sqnr_db(w.double(), params.dequantize(q).double())
         assert abs(qpass._weight_sqnr_db(w, q, params) - whole) < 1e-9 * abs(whole)
+
+
+def test_output_error_runs_dequantize_weights_in_row_blocks_with_the_same_outputs(
+        monkeypatch):
+    from edgecc.passes.quantize import quantize as qpass
+
+    monkeypatch.setattr(qpass, "_ROW_BLOCK_BYTES", 16 * 32 * 4)  # blocks of 16 rows
+    torch.manual_seed(0)
+    prog = edgecc.trace(Blocks().eval(), (torch.randn(4, 32),))
+    x = torch.randn(4, 32)
+    for text in ("quantize{scheme=w4a16,group_size=16}", "quantize{scheme=w8a8}"):
+        calib = [(torch.randn(4, 32),) for _ in range(2)]
+        q = PassManager(text)(prog.copy(), context=PassContext(calibration=calib)).program
+        calls = []
+        real = qpass._dequantize_rows
+        monkeypatch.setattr(qpass, "_dequantize_rows",
+                            lambda *a: calls.append(real(*a)) or calls[-1])
+        assert torch.equal(qpass._RowwiseDequantized(q).run(x)[0], q.run(x)[0]), text
+        split = {tuple(t.shape) for t in calls if t is not None}
+        assert split == {(96, 32), (32, 96), (40, 32)}, split  # every weight, in blocks
+        monkeypatch.setattr(qpass, "_dequantize_rows", real)
