@@ -21,14 +21,18 @@ README = "README.txt"
 def lower_program(program: Program, output_dir: str, options: HostOptions) -> Lowered:
     from edgecc.targets.tvm import lowering
 
+    from edgecc.targets.tvm import x86_int8
+
     report: dict[str, Any] = {}
     integer: dict[str, Any] = {}
-    module = lowering.to_relax(program, integer_kernels=options.integer_kernels,
+    mcpu = options.mcpu or resolve(options.preset).mcpu
+    target = lowering.llvm_target(mcpu or None, options.num_threads or None)
+    # x86 with AVX2: the fused int8 kernels (x86_int8); elsewhere the generic int8 GEMM
+    isa = x86_int8.ISA if options.integer_kernels and x86_int8.supported(target) else "generic"
+    module = lowering.to_relax(program, integer_kernels=options.integer_kernels, isa=isa,
                                report=integer, show_tvm_log=options.tvm_log)
     if integer:
         report["integer_kernels"] = integer
-    mcpu = options.mcpu or resolve(options.preset).mcpu
-    target = lowering.llvm_target(mcpu or None, options.num_threads or None)
     database, how = None, f"{options.schedule} schedule"
     if options.tune_trials:
         from edgecc.targets.tvm.tuning import tune

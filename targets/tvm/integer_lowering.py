@@ -43,6 +43,8 @@ import torch.fx as fx
 from edgecc.quant import is_dequantize, is_quantize
 from edgecc.targets.tvm.int8_gemm import emit_gemm
 
+X86 = "avx2"  # x86_int8.ISA (imported lazily there: it needs tvm)
+
 
 def exported_constants(exported: Any) -> dict[str, np.ndarray]:
     """Placeholder name → value for the weights and constants lifted by ``torch.export``."""
@@ -67,6 +69,9 @@ class IntegerKernels:
 
     def __init__(self, constants: dict[str, np.ndarray], isa: str, notes: list[str]):
         self.constants, self.isa, self.notes = constants, isa, notes
+        # x86: the fused AVX2 kernels (x86_int8) where they apply, the generic GEMM elsewhere
+        self.gemm_isa = "generic" if isa == X86 else isa
+        self.uses_x86 = False
         self.requantized: dict[fx.Node, Any] = {}  # quantize node → its int8 value
         self.stats = {"integer_layers": 0, "requantized": 0, "float_layers": 0}
 
@@ -110,6 +115,40 @@ class IntegerKernels:
                 "qmin": int(q.args[5]), "qmax": int(q.args[6])}
 
     # -- epilogues --------------------------------------------------------------------
+    def requant_params(self, node: fx.Node, plan: dict[str, Any], bias: Any,
+                       act: str | None) -> dict[str, Any] | None:
+        """The fixed-point requantization into the ``quantize`` that follows the layer, or
+        None when its output stays float (see the module docstring)."""
+        target = self.requant_target(node, act)
+        bias_value = self._const(bias) if isinstance(bias, fx.Node) else np.zeros(0)
+        if target is None or bias_value is None:
+            return None
+        acc_scale = plan["sx"] * plan["sw"]  # float64 per output channel
+        mantissa, shift = _fixed_point(acc_scale / target["sy"])
+        if shift is None:
+            return None
+        # the bias joins in the 64-bit product domain, b / sy · 2^shift: rounding it to an
+        # int32 accumulator unit instead (sx·sw) errs by up to half of sx·sw/sy output
+        # steps — for a depthwise conv between two relu6 (sx = sy) that is sw/2, and it
+        # flipped ~2% of outputs by one step
+        rounding = (np.int64(1) << (shift - 1)).astype(np.float64)
+        bias_q = None
+        if bias_value.size:
+            wide_bias = np.round(np.broadcast_to(
+                bias_value.astype(np.float64).reshape(-1), shift.shape)
+                / target["sy"] * np.ldexp(1.0, shift))
+            if np.all(np.abs(wide_bias) < 2.0 ** 61):
+                rounding = rounding + wide_bias
+            else:  # too large for int64 beside the product: int32 units
+                bias_q = np.round(bias_value.astype(np.float64) / acc_scale).astype(np.int32)
+        lo, hi = target["qmin"] - target["zy"], target["qmax"] - target["zy"]
+        if act in ("relu", "relu6"):
+            lo = max(lo, 0)
+        if act == "relu6":
+            hi = min(hi, int(round(6.0 / target["sy"])))
+        return {"target": target, "mantissa": mantissa, "shift": shift,
+                "add": rounding.astype(np.int64), "bias_q": bias_q, "lo": lo, "hi": hi}
+
     def epilogue(self, bb: Any, importer: Any, node: fx.Node, acc: Any, plan: dict[str, Any],
                  bias: Any, act: str | None, channel_axis: int) -> Any:
         """Bias, activation and output of an int32 accumulator (``channel_axis`` indexes
@@ -121,53 +160,60 @@ class IntegerKernels:
         view = [1] * rank
         view[channel_axis] = -1
         acc_scale = plan["sx"] * plan["sw"]  # float64 per output channel
-        target = self.requant_target(node, act)
-        bias_value = self._const(bias) if isinstance(bias, fx.Node) else np.zeros(0)
-        if target is not None and bias_value is not None:
-            multiplier = acc_scale / target["sy"]
-            mantissa, shift = _fixed_point(multiplier)
-            if shift is not None:
-                # the bias joins in the 64-bit product domain, b / sy · 2^shift: rounding
-                # it to an int32 accumulator unit instead (sx·sw) errs by up to half of
-                # sx·sw/sy output steps — for a depthwise conv between two relu6
-                # (sx = sy) that is sw/2, and it flipped ~2% of outputs by one step
-                rounding = (np.int64(1) << (shift - 1)).astype(np.float64)
-                if bias_value.size:
-                    wide_bias = np.round(np.broadcast_to(
-                        bias_value.astype(np.float64).reshape(-1), shift.shape)
-                        / target["sy"] * np.ldexp(1.0, shift))
-                    if np.all(np.abs(wide_bias) < 2.0 ** 61):
-                        rounding = rounding + wide_bias
-                    else:  # too large for int64 beside the product: int32 units
-                        bias_q = np.round(bias_value.astype(np.float64) / acc_scale)
-                        acc = bb.emit(op.add(acc, relax.const(
-                            bias_q.astype(np.int32).reshape(view))))
-                wide = bb.emit(op.multiply(bb.emit(op.astype(acc, "int64")),
-                                           relax.const(mantissa.reshape(view), "int64")))
-                wide = bb.emit(op.add(wide, relax.const(
-                    rounding.astype(np.int64).reshape(view), "int64")))
-                y = bb.emit(op.right_shift(wide, relax.const(shift.reshape(view), "int64")))
-                lo, hi = target["qmin"] - target["zy"], target["qmax"] - target["zy"]
-                if act in ("relu", "relu6"):
-                    lo = max(lo, 0)
-                if act == "relu6":
-                    hi = min(hi, int(round(6.0 / target["sy"])))
-                y = bb.emit(op.clip(y, lo, hi))
-                y = bb.emit(op.add(y, relax.const(target["zy"], "int64")))
-                y = bb.emit(op.astype(y, "int8"))
-                self.requantized[target["node"]] = y
-                self.stats["requantized"] += 1
-                return y
+        rq = self.requant_params(node, plan, bias, act)
+        if rq is not None:
+            target = rq["target"]
+            if rq["bias_q"] is not None:
+                acc = bb.emit(op.add(acc, relax.const(rq["bias_q"].reshape(view))))
+            wide = bb.emit(op.multiply(bb.emit(op.astype(acc, "int64")),
+                                       relax.const(rq["mantissa"].reshape(view), "int64")))
+            wide = bb.emit(op.add(wide, relax.const(rq["add"].reshape(view), "int64")))
+            y = bb.emit(op.right_shift(wide, relax.const(rq["shift"].reshape(view), "int64")))
+            y = bb.emit(op.clip(y, rq["lo"], rq["hi"]))
+            y = bb.emit(op.add(y, relax.const(target["zy"], "int64")))
+            y = bb.emit(op.astype(y, "int8"))
+            return self._requantized(target, y)
         y = bb.emit(op.multiply(bb.emit(op.astype(acc, "float32")),
                                 relax.const(acc_scale.astype(np.float32).reshape(view))))
         if isinstance(bias, fx.Node):
             b = bb.emit(op.astype(importer.env[bias], "float32"))
             y = bb.emit(op.add(y, bb.emit(op.reshape(b, view))))
-        if act is not None:
-            from edgecc.targets.tvm.converters import emit_activation
+        return self._activation(bb, y, act)
 
-            y = emit_activation(bb, y, act)
+    def _requantized(self, target: dict[str, Any], y: Any) -> Any:
+        self.requantized[target["node"]] = y
+        self.stats["requantized"] += 1
         return y
+
+    @staticmethod
+    def _activation(bb: Any, y: Any, act: str | None) -> Any:
+        if act is None:
+            return y
+        from edgecc.targets.tvm.converters import emit_activation
+
+        return emit_activation(bb, y, act)
+
+    def fused(self, node: fx.Node, plan: dict[str, Any], bias: Any, act: str | None,
+              off: np.ndarray) -> tuple[Any, dict[str, Any] | None] | None:
+        """The x86 kernels' write-back (``x86_int8.Epilogue``) for this layer: requantized
+        into its ``quantize``, or float with a constant bias; None when neither applies
+        (the generic path then runs it). ``off`` is ``-zx·Σw`` per output channel."""
+        from edgecc.targets.tvm.x86_int8 import Epilogue
+
+        rq = self.requant_params(node, plan, bias, act)
+        if rq is not None:
+            if rq["bias_q"] is not None:
+                off = off + rq["bias_q"]
+            t = rq["target"]
+            return Epilogue(off=off.astype(np.int32), requant=True, mult=rq["mantissa"],
+                            add=rq["add"], shift=rq["shift"], lo=rq["lo"], hi=rq["hi"],
+                            zy=t["zy"]), rq
+        bias_value = self._const(bias) if isinstance(bias, fx.Node) else np.zeros(1)
+        if bias_value is None:
+            return None
+        scale = (plan["sx"] * plan["sw"]).astype(np.float32)
+        return Epilogue(off=off.astype(np.int32), requant=False, scale=scale,
+                        bias=bias_value.astype(np.float32)), None
 
     # -- converters -------------------------------------------------------------------
     def linear(self, fallback: Any) -> Any:
@@ -178,12 +224,16 @@ class IntegerKernels:
             if plan is None:
                 return self._float(node, importer, fallback, why)
             bb, wq = importer.block_builder, plan["wq"]
-            acc = emit_gemm(bb, importer.env[plan["xq"]], wq, self.isa)
+            act = node.args[3] if len(node.args) > 3 and isinstance(node.args[3], str) else None
+            bias = node.args[2] if len(node.args) > 2 else None
+            if self.isa == X86:
+                out = self._x86_linear(bb, node, plan, bias, act, importer)
+                if out is not None:
+                    return out
+            acc = emit_gemm(bb, importer.env[plan["xq"]], wq, self.gemm_isa)
             if plan["zx"]:
                 rowsum = wq.astype(np.int64).sum(axis=1).astype(np.int32) * plan["zx"]
                 acc = bb.emit(relax.op.subtract(acc, relax.const(rowsum)))
-            act = node.args[3] if len(node.args) > 3 and isinstance(node.args[3], str) else None
-            bias = node.args[2] if len(node.args) > 2 else None
             self.stats["integer_layers"] += 1
             return self.epilogue(bb, importer, node, acc, plan, bias, act, -1)
 
@@ -203,13 +253,57 @@ class IntegerKernels:
                 return self._float(node, importer, fallback,
                                    f"grouped ({groups} groups, not depthwise)")
             bb = importer.block_builder
-            acc = _conv_int32(bb, importer.env[plan["xq"]], wq, plan["zx"], list(stride),
-                              list(padding), list(dilation), groups, self.isa)
             act = node.args[9] if len(node.args) > 9 else None
+            if self.isa == X86 and groups == 1:
+                out = self._x86_conv(bb, node, plan, act, importer, list(stride),
+                                     list(padding), list(dilation))
+                if out is not None:
+                    return out
+            acc = _conv_int32(bb, importer.env[plan["xq"]], wq, plan["zx"], list(stride),
+                              list(padding), list(dilation), groups, self.gemm_isa)
             self.stats["integer_layers"] += 1
             return self.epilogue(bb, importer, node, acc, plan, node.args[2], act, 1)
 
         return convert
+
+    def _x86_linear(self, bb: Any, node: fx.Node, plan: dict[str, Any], bias: Any,
+                    act: str | None, importer: Any) -> Any | None:
+        from edgecc.targets.tvm import x86_int8
+
+        wq = plan["wq"]
+        off = -wq.astype(np.int64).sum(axis=1).astype(np.int32) * np.int32(plan["zx"])
+        fused = self.fused(node, plan, bias, act, off)
+        if fused is None:
+            return None
+        epilogue, rq = fused
+        out = x86_int8.emit_linear(bb, importer.env[plan["xq"]], wq, epilogue)
+        return self._x86_done(bb, out, rq, act)
+
+    def _x86_conv(self, bb: Any, node: fx.Node, plan: dict[str, Any], act: str | None,
+                  importer: Any, stride: list[int], padding: list[int],
+                  dilation: list[int]) -> Any | None:
+        from edgecc.targets.tvm import x86_int8
+
+        wq = plan["wq"]
+        off = -(wq.reshape(wq.shape[0], -1).astype(np.int64).sum(axis=1).astype(np.int32)
+                * np.int32(plan["zx"]))
+        fused = self.fused(node, plan, node.args[2], act, off)
+        if fused is None:
+            return None
+        epilogue, rq = fused
+        out = x86_int8.emit_conv(bb, importer.env[plan["xq"]], wq, plan["zx"], stride,
+                                 padding, dilation, epilogue)
+        return self._x86_done(bb, out, rq, act)
+
+    def _x86_done(self, bb: Any, out: Any, rq: dict[str, Any] | None, act: str | None) -> Any:
+        if out is None:
+            return None
+        self.stats["integer_layers"] += 1
+        self.stats["x86_kernels"] = self.stats.get("x86_kernels", 0) + 1
+        self.uses_x86 = True
+        if rq is not None:
+            return self._requantized(rq["target"], out)
+        return self._activation(bb, out, act)
 
     def quantize(self, fallback: Any) -> Any:
         def convert(node: fx.Node, importer: Any) -> Any:

@@ -49,6 +49,10 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
             )
             if kernels is not None:  # the float dequantize of what now runs in integer
                 module = relax.transform.DeadCodeElimination()(module)
+            if kernels is not None and kernels.uses_x86:
+                from edgecc.targets.tvm.x86_int8 import external_module
+
+                module = module.with_attr("external_mods", [external_module()])
         except Exception as exc:
             raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
     for note in notes:
@@ -93,6 +97,23 @@ def captured_native_stderr(show: bool = False) -> Iterator[list[str]]:
             lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
+def _keeping_external(relax_pipeline: Any, external: Any) -> Any:
+    import tvm
+    from tvm import relax
+
+    inner = relax.get_pipeline(relax_pipeline) if isinstance(relax_pipeline, str) \
+        else relax_pipeline
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgeccKeepExternalModules")
+    def run(mod: Any, ctx: Any) -> Any:
+        out = inner(mod)
+        if not (out.attrs or {}).get("external_mods"):
+            out = out.with_attr("external_mods", external)
+        return out
+
+    return run
+
+
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
           fcompile: Any = None, database: Any = None, show_tvm_log: bool = False) -> None:
     """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
@@ -103,6 +124,9 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
     from edgecc.targets.tvm.pipeline import pipeline
 
     relax_pipeline = pipeline(target, database) if schedule == "edgecc" else "default"
+    external = (module.attrs or {}).get("external_mods")
+    if external:  # C kernels (x86_int8): kept through passes that rebuild the module
+        relax_pipeline = _keeping_external(relax_pipeline, external)
     with captured_native_stderr(show=show_tvm_log) as log:
         try:
             executable = tvm.compile(module, target=target, relax_pipeline=relax_pipeline)

@@ -1,0 +1,156 @@
+"""x86 int8 kernels for the integer lowering: quantized linears and (groups = 1)
+convolutions as one call each to an AVX2 GEMM with the weights packed at compile time and the
+requantization (or the float epilogue) fused into its write-back (``x86_int8_source``).
+
+Before (``integer_lowering`` with the generic GEMM; 7 kernels, int32 and int64 tensors
+between them)::
+
+    patches = permute(reshape(stack(strided_slice(pad(xq)) ...)))     # im2col
+    acc = int8_gemm(patches, W)  ->  permute  ->  acc - zx·Σw
+    y = astype(clip((int64(acc)·m + a) >> s, lo, hi) + zy, int8)
+
+After (one kernel, int8 in, int8 out)::
+
+    yq = call_dps_packed("edgecc_x86_qconv", xq, pack(W), meta, off, m, a, s, ...)
+
+The arithmetic is the generic path's, step for step (int32 accumulator plus ``off = -zx·Σw``
+[+ the int32 bias when the 64-bit one would not fit], int64 product, add, arithmetic shift,
+clamp, zero point; float: ``float32(acc + off) · scale + bias`` without contraction), so
+the integer outputs are identical to it — equal to the simulator except at exact ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgecc.targets.tvm.x86_int8_source import SOURCE, SYMBOLS
+
+ISA = "avx2"
+LINEAR, CONV = SYMBOLS
+
+
+def supported(target: Any) -> bool:
+    """Whether ``target`` (an LLVM target) is an x86 CPU with AVX2 (the kernels' floor)."""
+    from tvm.target import codegen
+
+    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+    if not triple.startswith(("x86_64", "i686", "i386")):
+        return False
+    try:
+        return bool(codegen.target_has_features("avx2", target))
+    except Exception:  # noqa: BLE001 - an LLVM that cannot say: no
+        return False
+
+
+def external_module() -> Any:
+    """The kernels' C++ source as a module TVM compiles into the exported library."""
+    import tvm
+
+    return tvm.get_global_func("runtime.CSourceModuleCreate")(SOURCE, "cc", list(SYMBOLS), [])
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What the write-back does per output channel (arrays of length channels)."""
+
+    off: np.ndarray  # int32, added to the accumulator
+    requant: bool
+    mult: np.ndarray | None = None  # int64 (requant)
+    add: np.ndarray | None = None  # int64
+    shift: np.ndarray | None = None  # int64
+    lo: int = 0
+    hi: int = 0
+    zy: int = 0
+    scale: np.ndarray | None = None  # float32 (float)
+    bias: np.ndarray | None = None  # float32
+
+    def tensors(self, channels: int) -> list[np.ndarray]:
+        one64, one32 = np.zeros(1, np.int64), np.zeros(1, np.float32)
+        if self.requant:
+            return [_c(self.off, np.int32, channels), _c(self.mult, np.int64, channels),
+                    _c(self.add, np.int64, channels), _c(self.shift, np.int64, channels),
+                    one32, one32]
+        return [_c(self.off, np.int32, channels), one64, one64, one64,
+                _c(self.scale, np.float32, channels), _c(self.bias, np.float32, channels)]
+
+
+def _c(values: np.ndarray, dtype: Any, n: int) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(values).reshape(-1), (n,)), dtype)
+
+
+def _even(k: int) -> int:
+    return (k + 1) // 2 * 2
+
+
+def pack_panels(w: np.ndarray) -> np.ndarray:
+    """``W[N, K]`` int8 -> the panel layout ``[ceil(N/16), K/2, 16, 2]`` int16, zero-padded."""
+    n, k = w.shape
+    n16, kp = -(-n // 16) * 16, _even(k)
+    padded = np.zeros((n16, kp), np.int16)
+    padded[:n, :k] = w
+    return np.ascontiguousarray(padded.reshape(n16 // 16, 16, kp // 2, 2).transpose(0, 2, 1, 3))
+
+
+def pack_rows(w: np.ndarray) -> np.ndarray:
+    """``W[OC, K]`` int8 -> broadcast rows ``[ceil(OC/4)·4, K even]`` int16, zero-padded."""
+    n, k = w.shape
+    padded = np.zeros((-(-n // 4) * 4, _even(k)), np.int16)
+    padded[:n, :k] = w
+    return padded
+
+
+def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
+          epilogue: Epilogue, channels: int, out_shape: list[int]) -> Any:
+    from tvm import relax
+
+    consts = [packed, np.array(meta, np.int64), *epilogue.tensors(channels)]
+    dtype = "int8" if epilogue.requant else "float32"
+    return bb.emit(relax.call_dps_packed(
+        relax.ExternFunc(symbol), [x, *(relax.const(c, str(c.dtype)) for c in consts)],
+        relax.TensorType(out_shape, dtype)))
+
+
+def _head(epilogue: Epilogue) -> list[int]:
+    return [0, int(epilogue.requant), int(epilogue.lo), int(epilogue.hi), int(epilogue.zy)]
+
+
+def static_shape(x: Any) -> list[int] | None:
+    dims = [getattr(d, "value", None) for d in x.ty.shape]
+    return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+
+
+def emit_linear(bb: Any, x: Any, w: np.ndarray, epilogue: Epilogue) -> Any | None:
+    """``x[..., K] · w[N, K]ᵀ`` with ``epilogue``; None when ``x``'s shape is symbolic."""
+    from tvm import relax
+
+    shape = static_shape(x)
+    if shape is None:
+        return None
+    n, k = w.shape
+    m = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    flat = bb.emit(relax.op.reshape(x, [m, k])) if len(shape) != 2 else x
+    meta = _head(epilogue) + [m, k, n]
+    meta[0] = 1
+    out = _call(bb, LINEAR, flat, pack_panels(w), meta, epilogue, n, [m, n])
+    return out if len(shape) == 2 else bb.emit(relax.op.reshape(out, [*shape[:-1], n]))
+
+
+def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
+              padding: list[int], dilation: list[int], epilogue: Epilogue) -> Any | None:
+    """NCHW int8 convolution (groups 1, OIHW weights) with ``epilogue``, padding with
+    ``zx``; None when ``x``'s shape is symbolic."""
+    shape = static_shape(x)
+    if shape is None or len(shape) != 4:
+        return None
+    nb, c, h, wd = shape
+    oc, _, kh, kw = w.shape
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,
+                              oh, ow, zx]
+    meta[0] = 2
+    return _call(bb, CONV, x, pack_rows(w.reshape(oc, -1)), meta, epilogue, oc,
+                 [nb, oc, oh, ow])

@@ -1,0 +1,286 @@
+"""C++ source of the x86 int8 kernels (``x86_int8``): AVX2 GEMM micro-kernel with the
+requantization fused into its write-back, for quantized linears and convolutions.
+
+One fixed text (no per-model code): shapes and modes come in a small int64 ``meta`` tensor,
+weights and requantization tables as tensors (Relax constants), so the source compiles once
+per build in about a second (only ``tvm/ffi/c_api.h`` is included). Exported with TVM FFI's C
+ABI (``__tvm_ffi_<name>``, destination passing: the output is the last argument); the
+kernels run on TVM's thread pool (``TVMBackendParallelLaunch``, the pointer the library
+loader fills for TVM's own kernels).
+
+Micro-kernel (int16 ``vpmaddwd``: exact for int8 operands — ``vpmaddubsw``'s int16
+saturation is not, for full-range weights)::
+
+    for each k pair:   v0, v1 = panel[k/2]            # 16 columns x (k, k+1), int16
+                       for r in 0..3:                 # 4 rows, pair broadcast as int32
+                           acc[r][0:8]  += madd(bcast(row_r[k:k+2]), v0)
+                           acc[r][8:16] += madd(bcast(row_r[k:k+2]), v1)
+    write-back:        v = acc + off[ch]                          # int32 (-zx·Σw, bias)
+                       y = clamp(((int64)v·m[ch] + a[ch]) >> s[ch], lo, hi) + zy   # int8
+                       or y = (float)v · scale[ch] + bias[ch]                       # float
+
+The panel operand is packed ``[C/16][K/2][16][2]`` int16 (weights at compile time for a
+linear; the im2col of the input at run time for a convolution, written straight into that
+layout), the broadcast operand ``[R][K]`` int16 rows (activations widened at run time for a
+linear; weights at compile time for a convolution, whose output rows are then its NCHW
+channels — no transposes around the GEMM).
+"""
+
+SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv")
+
+SOURCE = r"""
+// edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
+#pragma GCC optimize("O3", "fp-contract=off")
+#include <tvm/ffi/c_api.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+typedef struct { void* sync_handle; int32_t num_task; } EdgeccParallelEnv;
+typedef int (*EdgeccLambda)(int task_id, EdgeccParallelEnv* env, void* cdata);
+typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
+// filled by TVM's library loader (the same pointer TVM's LLVM kernels call through)
+__attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
+}
+
+namespace {
+
+struct Epilogue {
+  const int32_t* off; const int64_t* mult; const int64_t* add; const int64_t* shift;
+  const float* scale; const float* bias;
+  int requant; int channel_is_row; int64_t lo, hi, zy;
+  void* out; int64_t ld;  // out[row * ld + col]
+};
+
+__attribute__((target("avx2,fma")))
+static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int nr,
+                              int c0, int nc) {
+  for (int r = 0; r < nr; ++r) {
+    const int32_t* a = acc + r * 16;
+    const int64_t row = r0 + r;
+    if (e.requant) {
+      int8_t* o = static_cast<int8_t*>(e.out) + row * e.ld + c0;
+      for (int c = 0; c < nc; ++c) {
+        const int64_t ch = e.channel_is_row ? row : c0 + c;
+        int32_t v = (int32_t)((uint32_t)a[c] + (uint32_t)e.off[ch]);
+        int64_t y = ((int64_t)v * e.mult[ch] + e.add[ch]) >> e.shift[ch];
+        y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);
+        o[c] = (int8_t)(y + e.zy);
+      }
+    } else {
+      float* o = static_cast<float*>(e.out) + row * e.ld + c0;
+      for (int c = 0; c < nc; ++c) {
+        const int64_t ch = e.channel_is_row ? row : c0 + c;
+        int32_t v = (int32_t)((uint32_t)a[c] + (uint32_t)e.off[ch]);
+        o[c] = (float)v * e.scale[ch] + e.bias[ch];
+      }
+    }
+  }
+}
+
+// acc[4][16] = rows[0..3] (int16 [.][kp], kp even) x panel ([kp/2][16][2] int16)
+__attribute__((target("avx2,fma")))
+static inline void tile_4x16(const int16_t* rows, int64_t kp, const int16_t* panel,
+                             int32_t* acc) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
+          c21 = c00, c30 = c00, c31 = c00;
+  const int16_t* b0 = rows;
+  const int16_t* b1 = rows + kp;
+  const int16_t* b2 = rows + 2 * kp;
+  const int16_t* b3 = rows + 3 * kp;
+  const int64_t pairs = kp / 2;
+  for (int64_t k = 0; k < pairs; ++k) {
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + k * 32));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + k * 32 + 16));
+    int32_t w;
+    memcpy(&w, b0 + 2 * k, 4);
+    __m256i a = _mm256_set1_epi32(w);
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(a, v0));
+    c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(a, v1));
+    memcpy(&w, b1 + 2 * k, 4);
+    a = _mm256_set1_epi32(w);
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(a, v0));
+    c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(a, v1));
+    memcpy(&w, b2 + 2 * k, 4);
+    a = _mm256_set1_epi32(w);
+    c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(a, v0));
+    c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(a, v1));
+    memcpy(&w, b3 + 2 * k, 4);
+    a = _mm256_set1_epi32(w);
+    c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(a, v0));
+    c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(a, v1));
+  }
+  __m256i* o = reinterpret_cast<__m256i*>(acc);
+  _mm256_storeu_si256(o + 0, c00); _mm256_storeu_si256(o + 1, c01);
+  _mm256_storeu_si256(o + 2, c10); _mm256_storeu_si256(o + 3, c11);
+  _mm256_storeu_si256(o + 4, c20); _mm256_storeu_si256(o + 5, c21);
+  _mm256_storeu_si256(o + 6, c30); _mm256_storeu_si256(o + 7, c31);
+}
+
+// One GEMM: rows (int16 [rows_padded to 4][kp]) x panels; items = column panels, each
+// task a contiguous share of them (its panel stays in L1 while every row block passes).
+struct Gemm {
+  const int16_t* rows; int64_t n_rows, kp;
+  const int16_t* panels; int64_t n_cols;
+  Epilogue e;
+};
+
+__attribute__((target("avx2,fma")))
+static void gemm_panels(const Gemm& g, int64_t p_begin, int64_t p_end) {
+  alignas(32) int32_t acc[64];
+  for (int64_t p = p_begin; p < p_end; ++p) {
+    const int16_t* panel = g.panels + p * g.kp * 16;
+    const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
+    for (int64_t r = 0; r < g.n_rows; r += 4) {
+      tile_4x16(g.rows + r * g.kp, g.kp, panel, acc);
+      const int nr = (int)((g.n_rows - r) < 4 ? (g.n_rows - r) : 4);
+      write_tile(g.e, acc, (int)r, nr, (int)(p * 16), nc);
+    }
+  }
+}
+
+template <typename F>
+struct Job { const F* fn; int64_t items; };
+
+template <typename F>
+static int run_share(int task, EdgeccParallelEnv* env, void* data) {
+  const Job<F>* job = static_cast<const Job<F>*>(data);
+  const int64_t n = env->num_task;
+  const int64_t begin = job->items * task / n, end = job->items * (task + 1) / n;
+  if (begin < end) (*job->fn)(begin, end);
+  return 0;
+}
+
+// fn(begin, end) over [0, items) on TVM's thread pool (serially without one)
+template <typename F>
+static void parallel_for(int64_t items, const F& fn) {
+  EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
+  if (items > 1 && launch != 0) {
+    Job<F> job{&fn, items};
+    if (launch(run_share<F>, &job, 0) == 0) return;
+  }
+  fn(0, items);
+}
+
+DLTensor* tensor_arg(const TVMFFIAny* a) {
+  if (a->type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(a->v_ptr);
+  if (a->type_index >= kTVMFFIStaticObjectBegin)
+    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(a->v_obj) + sizeof(TVMFFIObject));
+  return 0;
+}
+
+template <typename T>
+T* data(const TVMFFIAny* args, int i) {
+  DLTensor* t = tensor_arg(args + i);
+  return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
+}
+
+// the shared arguments: x, w, meta, off, mult, add, shift, scale, bias, out
+Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row) {
+  Epilogue e;
+  e.off = data<int32_t>(args, 3); e.mult = data<int64_t>(args, 4);
+  e.add = data<int64_t>(args, 5); e.shift = data<int64_t>(args, 6);
+  e.scale = data<float>(args, 7); e.bias = data<float>(args, 8);
+  e.requant = (int)meta[1]; e.lo = meta[2]; e.hi = meta[3]; e.zy = meta[4];
+  e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
+  return e;
+}
+
+int bad_args(int n) {
+  if (n == 10) return 0;
+  TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments");
+  return 1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// linear: out[m, n] = epilogue(x[m, :] . w[n, :]);  meta = [1, requant, lo, hi, zy, M, K, N]
+// w: [ceil(N/16)][kp/2][16][2] int16
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
+                                  TVMFFIAny* result) {
+  if (bad_args(num_args)) return -1;
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+  const int64_t* meta = data<int64_t>(args, 2);
+  const int64_t m = meta[5], k = meta[6], n = meta[7];
+  const int64_t kp = (k + 1) / 2 * 2, mp = (m + 3) / 4 * 4;
+  const int8_t* x = data<int8_t>(args, 0);
+  int16_t* rows = static_cast<int16_t*>(aligned_alloc(64, ((mp * kp * 2 + 63) / 64) * 64));
+  for (int64_t i = 0; i < mp; ++i) {
+    int16_t* r = rows + i * kp;
+    if (i < m) {
+      for (int64_t j = 0; j < k; ++j) r[j] = x[i * k + j];
+      if (kp > k) r[k] = 0;
+    } else {
+      memset(r, 0, kp * 2);
+    }
+  }
+  Gemm g{rows, m, kp, data<int16_t>(args, 1), n, epilogue(args, meta, 0)};
+  g.e.ld = n;
+  parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels(g, b, e); });
+  free(rows);
+  return 0;
+}
+
+// convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
+// KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx];  w: [ceil(OC/4)*4][kp] int16, k = (c, ky, kx)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
+                                TVMFFIAny* result) {
+  if (bad_args(num_args)) return -1;
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+  const int64_t* meta = data<int64_t>(args, 2);
+  const int64_t nb = meta[5], c = meta[6], h = meta[7], w = meta[8], oc = meta[9];
+  const int64_t kh = meta[10], kw = meta[11], sh = meta[12], sw = meta[13];
+  const int64_t ph = meta[14], pw = meta[15], dh = meta[16], dw = meta[17];
+  const int64_t oh = meta[18], ow = meta[19];
+  const int16_t zx = (int16_t)meta[20];
+  const int64_t k = c * kh * kw, kp = (k + 1) / 2 * 2, pix = oh * ow;
+  const int64_t n_panels = (pix + 15) / 16;
+  const int8_t* x = data<int8_t>(args, 0);
+  int16_t* panels = static_cast<int16_t*>(
+      aligned_alloc(64, ((n_panels * kp * 16 * 2 + 63) / 64) * 64));
+  Epilogue e = epilogue(args, meta, 1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* xb = x + b * c * h * w;
+    // im2col straight into the panel layout [pix/16][kp/2][16][2]
+    parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        int16_t* panel = panels + p * kp * 16;
+        for (int64_t lane = 0; lane < 16; ++lane) {
+          const int64_t q = p * 16 + lane;
+          const bool valid = q < pix;
+          const int64_t oy = valid ? q / ow : 0, ox = valid ? q % ow : 0;
+          int64_t kk = 0;
+          for (int64_t ci = 0; ci < c; ++ci) {
+            const int8_t* plane = xb + ci * h * w;
+            for (int64_t ky = 0; ky < kh; ++ky) {
+              const int64_t iy = oy * sh - ph + ky * dh;
+              for (int64_t kx = 0; kx < kw; ++kx, ++kk) {
+                const int64_t ix = ox * sw - pw + kx * dw;
+                int16_t v = 0;
+                if (valid)
+                  v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : zx;
+                panel[(kk / 2) * 32 + lane * 2 + (kk & 1)] = v;
+              }
+            }
+          }
+          if (kp > k) panel[(k / 2) * 32 + lane * 2 + 1] = 0;
+        }
+      }
+    });
+    Gemm g{data<int16_t>(args, 1), oc, kp, panels, pix, e};
+    g.e.out = static_cast<char*>(e.out) + b * oc * pix * (e.requant ? 1 : 4);
+    g.e.ld = pix;
+    parallel_for(n_panels, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+  }
+  free(panels);
+  return 0;
+}
+
+}  // extern "C"
+"""
