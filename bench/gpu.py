@@ -333,6 +333,105 @@ def minilm_table(argv: list[str]) -> None:
     _write({"runs": rows}, args.out)
 
 
+# -- pass: quantize-blockwise vs the whole-model quantize pass on one GPU ---------------------
+
+def pass_main(argv: list[str]) -> None:
+    """The pipeline forms on a traced Llama-config program, both on ``--device``:
+    ``quantize{scheme=w4a16,algorithm=A,include=*layers*}`` (the whole program and every
+    layer input on the device) vs ``quantize-blockwise{algorithm=A}`` (one block's span):
+    seconds, peak device memory, identical dequantized weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import edgecc
+    from edgecc.pass_base import PassContext
+    from edgecc.pass_manager import PassManager
+    from edgecc.quant import is_dequantize, node_params
+
+    ap = argparse.ArgumentParser(prog="gpu.py pass")
+    ap.add_argument("--algorithm", choices=("gptq", "awq"), default="gptq")
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--intermediate", type=int, default=8192)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default=None, help="default: results/gpu_pass_<algorithm>.json")
+    args = ap.parse_args(argv)
+    out_path = args.out or os.path.join(RESULTS, f"gpu_pass_{args.algorithm}.json")
+    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
+                      intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                      max_position_embeddings=max(2048, args.seq), tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = model
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.m(input_ids=ids, use_cache=False).logits
+
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, args.vocab, (args.batch, args.seq), generator=g),)
+               for _ in range(args.batches)]
+    t0 = time.perf_counter()
+    program = edgecc.trace(Logits(), batches[0])
+    trace_s = time.perf_counter() - t0
+    weight_bytes = sum(t.numel() * t.element_size()
+                       for t in program.graph_module.state_dict().values())
+    cuda = args.device.startswith("cuda") and torch.cuda.is_available()
+    pipelines = {"whole-model": f"quantize{{scheme=w4a16,algorithm={args.algorithm},"
+                                "include=*layers*,error_batches=0}",
+                 "blockwise": f"quantize-blockwise{{algorithm={args.algorithm},"
+                              "error_batches=0}"}
+    rows, deq = [], {}
+    for name, text in pipelines.items():
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        res = PassManager(text)(program.copy(), context=PassContext(
+            calibration=batches, progress=False, device=args.device if cuda else None))
+        secs = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        p = res.program
+        deq[name] = {str(n.args[0].target): node_params(n, p.tensor).dequantize(
+            p.tensor(n.args[0])) for n in p.nodes("call_function")
+            if is_dequantize(n) and p.is_constant(n.args[0])}
+        st = res.stats["passes"][-1]["stats"]
+        rows.append({"pipeline": text, "seconds": round(secs, 2),
+                     "peak_device_gib": None if peak is None else round(peak, 3),
+                     "layers": len(deq[name]),
+                     "seconds_per_block": st.get("seconds_per_block")})
+    a, b = deq["whole-model"], deq["blockwise"]
+    same = sum(int(torch.isclose(a[k], b[k], rtol=1e-4, atol=1e-6).sum()) for k in a)
+    total = sum(a[k].numel() for k in a)
+    report = {"what": f"{args.algorithm.upper()} w4 g128 on {args.device}: quantize pass vs "
+                      "quantize-blockwise pass on the same traced program",
+              "model": f"Llama config, RANDOM weights: hidden {args.hidden}, MLP "
+                       f"{args.intermediate}, {args.layers} layers, vocab {args.vocab}",
+              "weights_gib": round(weight_bytes / 2**30, 3), "trace_s": round(trace_s, 1),
+              "calibration_tokens": args.batches * args.batch * args.seq,
+              "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name(0) if cuda else None, "runs": rows,
+              "same_keys": a.keys() == b.keys(),
+              "same_dequantized_weight_fraction": round(same / max(total, 1), 6)}
+    print(f"{report['what']}; {report['model']} ({report['weights_gib']} GiB weights), "
+          f"{report['calibration_tokens']} calibration tokens")
+    print(f"{'pipeline':<14}{'seconds':>9}{'peak GiB':>10}{'layers':>8}")
+    for name, r in zip(pipelines, rows):
+        print(f"{name:<14}{r['seconds']:>9}{str(r['peak_device_gib']):>10}{r['layers']:>8}")
+    print("identical dequantized weights:", report["same_dequantized_weight_fraction"])
+    _write(report, out_path)
+
+
 # -- cli-inputs: a model file and calibration data for `torchrun -m edgecc compile` --------
 
 def cli_inputs(argv: list[str]) -> None:
@@ -488,7 +587,7 @@ def block_main(argv: list[str]) -> None:
 
 
 COMMANDS = {"llama": llama_main, "minilm": minilm_main, "minilm-table": minilm_table,
-            "cli-inputs": cli_inputs, "block": block_main}
+            "cli-inputs": cli_inputs, "pass": pass_main, "block": block_main}
 
 
 def main() -> None:

@@ -24,8 +24,9 @@ Mistral, SmolLM, ...). The model's linear weights are replaced by their dequanti
 values in place (float, on the CPU); the returned :class:`BlockwiseResult` holds the codes
 and scales of every linear (for an exporter) and the stats: seconds per block, peak device
 memory (``torch.cuda.max_memory_allocated``) overall and per block, layer output errors
-``tr(ΔW H ΔWᵀ)``. Not done here: AWQ block-by-block, and the same inside the Program
-pipeline (the pass form needs the program cut into per-block subgraphs).
+``tr(ΔW H ΔWᵀ)``. AWQ block by block: :mod:`awq_blockwise`; both inside a pipeline, on a
+traced program cut into the spans of its blocks: the ``quantize-blockwise`` pass
+(:mod:`quantize_blockwise`).
 """
 
 from __future__ import annotations

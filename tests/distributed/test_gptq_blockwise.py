@@ -111,6 +111,24 @@ def test_quantize_blockwise_pass_equals_whole_model_gptq(traced_and_whole):
         torch.testing.assert_close(res.program.run(ids), whole.run(ids), rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("algorithm", ["gptq", "awq"])
+def test_quantize_blockwise_pass_on_cuda_matches_cpu(traced_and_whole, algorithm):
+    from edgecc.pass_manager import PassManager
+
+    program, _ = traced_and_whole
+    text = f"quantize-blockwise{{algorithm={algorithm},group_size={GROUP},awq_tokens=16}}"
+    runs = [PassManager(text)(program.copy(), context=PassContext(
+        calibration=_batches(), progress=False, device=d)) for d in (None, "cuda")]
+    cpu, gpu = (_dequantized(r.program) for r in runs)
+    same = sum(int(torch.isclose(cpu[k], gpu[k], rtol=1e-3, atol=1e-6).sum()) for k in cpu)
+    assert cpu.keys() == gpu.keys() and same / sum(v.numel() for v in cpu.values()) >= 0.99
+    stats = runs[1].stats["passes"][-1]["stats"]
+    assert stats["device"].startswith("cuda") and stats["peak_device_bytes"] > 0
+    assert all(t.device.type == "cpu" for t in runs[1].program.graph_module.state_dict()
+               .values())
+
+
 def test_quantize_blockwise_without_blocks_is_one_line():
     from edgecc.pass_manager import PassManager
 
