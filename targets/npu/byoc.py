@@ -46,7 +46,8 @@ from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 
 ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add", "mul",
          "max_pool2d", "avg_pool2d", "mean", "sigmoid", "tanh", "hardswish", "leaky_relu",
-         "gelu", "softmax")
+         "gelu", "softmax", "concat", "strided_slice")
+NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}  # a 4-D boundary tensor's axis in the region
 # description op -> (Relax op(s) it is imported as, the region's table activation kind)
 TABLE_ACTIVATIONS = {"sigmoid": (("relax.sigmoid",), "logistic"),
                      "tanh": (("relax.tanh",), "tanh"),
@@ -117,12 +118,23 @@ class NpuPattern:
 
 
 def _dpl_pattern(root: str, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
-    from tvm.relax.dpl import is_const, is_op, wildcard
+    from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
     def dq(x):
         return is_op("relax.dequantize")(x, is_const(), is_const())
 
     ann: dict[str, Any] = {}
+    if root == "concat":  # 2 to 4 int8 inputs
+        tuples = [is_tuple([dq(wildcard()) for _ in range(n)]) for n in (2, 3, 4)]
+        ann["tuple"] = tuples[0] | tuples[1] | tuples[2]
+        ann["op"] = is_op("relax.concat")(ann["tuple"])
+        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
+        return ann["q"], ann
+    if root == "strided_slice":
+        ann["x_dq"] = dq(wildcard())
+        ann["op"] = is_op("relax.strided_slice")(ann["x_dq"], varg_default_wildcard=True)
+        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
+        return ann["q"], ann
     if root == "softmax":
         ann["x_dq"] = dq(wildcard())
         ann["op"] = is_op("relax.nn.softmax")(ann["x_dq"])
@@ -195,7 +207,8 @@ def patterns(desc: NpuDescription) -> list[NpuPattern]:
     roots = {root for _, root, _ in listed}
     listed += [(r, r, ()) for r in ROOTS if r not in roots]
     order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add", "mul",
-             "max_pool2d", "avg_pool2d", "mean", *TABLE_ACTIVATIONS, "softmax")
+             "max_pool2d", "avg_pool2d", "mean", *TABLE_ACTIVATIONS, "softmax", "concat",
+             "strided_slice")
     out = []
     for name, root, fuse in sorted(listed, key=lambda p: order.index(p[1])
                                    if p[1] in order else 99):
@@ -270,6 +283,9 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
             expr = var2val[expr]
         return expr
 
+    if root == "concat":  # its inputs are the tuple's fields
+        fields = [value(f) for f in value(parts["tuple"]).fields]
+        parts = {**parts, "x_dq": fields[0], "fields": fields}
     xq = _scalar_q(parts["x_dq"])
     yq = _scalar_q(parts["q"])
     if xq is None or yq is None:
@@ -286,6 +302,10 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return None, why
     if root == "softmax":
         return _softmax_layer(parts, desc, xq, yq)
+    if root == "concat":
+        return _concat_layer(parts, desc, yq)
+    if root == "strided_slice":
+        return _strided_slice_layer(parts, desc, xq, yq, value)
     if root in TABLE_ACTIVATIONS:
         return _table_layer(root, parts, desc, xq, yq, value)
     if root == "add":
@@ -506,6 +526,93 @@ def _pool_layer(root, parts, desc, xq, yq):
         return b.quantize(y, yq[0], yq[1], name=out)
 
     return Layer(root, [parts["x_dq"].args[0]], [((n, h, w, c), xq[0], xq[1])], emit, 0), ""
+
+
+def _requantized(b: RegionBuilder, name: str, q: tuple[float, int], yq: tuple[float, int],
+                 out: str | None = None) -> str:
+    """``name`` at quantization ``yq``: itself, or a QUANTIZE (named ``out`` when given)."""
+    if (float(np.float32(q[0])), q[1]) == (float(np.float32(yq[0])), yq[1]):
+        return name if out is None else b.reshape(name, b._tensors[name].shape, name=out)
+    return b.quantize(name, yq[0], yq[1], name=out)
+
+
+def _concat_layer(parts, desc, yq):
+    """TFLite int8 CONCATENATION (inputs share the output's quantization: each input whose
+    quantization differs is requantized first, as LiteRT requires)."""
+    fields = parts["fields"]
+    qs = [_scalar_q(f) for f in fields]
+    if any(q is None for q in qs):
+        return None, "activations are quantized per axis; the NPU takes int8 per tensor"
+    zps = [q[1] for q in qs] + [yq[1]]
+    if desc.quantization.activation_zero_point == "zero" and any(zps):
+        return None, (f"activation zero points {zps}: the NPU takes symmetric activations "
+                      "(quantization.activations.zero_point: zero)")
+    shapes = [_shape(f) for f in fields]
+    rank = len(shapes[0])
+    if not 1 <= rank <= 4:
+        return None, f"concat of {rank}-D tensors"
+    axis = int(parts["op"].attrs.axis) % rank
+    region_axis = NCHW_TO_NHWC_AXIS[axis] if rank == 4 else axis
+    rshapes = [region_shape(sh) for sh in shapes]
+    why = desc.op("concat").check(dtype="int8", shapes=rshapes)
+    if why:
+        return None, why
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        ins = [_requantized(b, n, q, yq) for n, q in zip(names, qs)]
+        return b.concat(ins, region_axis, name=out)
+
+    return Layer("concat", [f.args[0] for f in fields],
+                 [(sh, q[0], q[1]) for sh, q in zip(rshapes, qs)], emit, 0), ""
+
+
+def _ints(expr: Any, value: Callable[[Any], Any]) -> list[int]:
+    expr = value(expr)
+    items = expr.fields if hasattr(expr, "fields") else expr
+    return [int(getattr(value(v), "value", v)) for v in items]
+
+
+def _strided_slice_layer(parts, desc, xq, yq, value):
+    """TFLite int8 STRIDED_SLICE with constant, positive begin / end / strides (no masks),
+    then a requantize where the output's quantization differs (Vela: strides > 1 only over
+    H or W)."""
+    op = parts["op"]
+    shape = _shape(parts["x_dq"])
+    if len(op.args) < 4 or not 1 <= len(shape) <= 4:
+        return None, f"strided slice of a {len(shape)}-D tensor"
+    axes, begin, end = (_ints(op.args[i], value) for i in (1, 2, 3))
+    strides = _ints(op.args[4], value) if len(op.args) > 4 else [1] * len(axes)
+    rank = len(shape)
+    full_b, full_e, full_s = [0] * rank, list(shape), [1] * rank
+    for a, b_, e_, s_ in zip(axes, begin, end, strides):
+        a %= rank
+        if s_ <= 0:
+            return None, f"strided slice with stride {s_} (the NPU takes positive strides)"
+        n = shape[a]
+        b_ = min(max(b_ + n if b_ < 0 else b_, 0), n)
+        e_ = min(max(e_ + n if e_ < 0 else e_, 0), n)
+        if e_ <= b_:
+            return None, "an empty strided slice"
+        full_b[a], full_e[a], full_s[a] = b_, e_, s_
+    if rank == 4:  # NCHW at the boundary, NHWC in the region
+        perm = (0, 2, 3, 1)
+        full_b, full_e, full_s = ([v[p] for p in perm] for v in (full_b, full_e, full_s))
+        if any(full_s[i] != 1 for i in (0, 3)):
+            return None, ("strided slice with a stride over N or C (Vela: \"Stride must be "
+                          "non-negative (and over W or H)\")")
+    elif any(st != 1 for st in full_s):
+        return None, "strided slice with a stride on a tensor that is not 4-D NCHW"
+    rshape = region_shape(shape)
+    why = desc.op("strided_slice").check(dtype="int8", shapes=[rshape])
+    if why:
+        return None, why
+
+    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
+        y = b.strided_slice(names[0], full_b, full_e, full_s)
+        return _requantized(b, y, xq, yq, out)
+
+    return Layer("strided_slice", [parts["x_dq"].args[0]], [(rshape, xq[0], xq[1])], emit,
+                 0), ""
 
 
 def _softmax_layer(parts, desc, xq, yq):

@@ -362,6 +362,38 @@ def _mean_source(region: Region, op: Any, fname: str) -> str:
             "  }\n}\n")
 
 
+def _strided_slice_source(region: Region, op: Any, fname: str) -> str:
+    """simulator's strided slice: every output index maps to begin + i * stride."""
+    shape = region.tensors[op.inputs[0]].shape
+    out_shape = region.tensors[op.outputs[0]].shape
+    rank = len(shape)
+    strides = [int(np.prod(shape[i + 1:])) for i in range(rank)]
+    loops = "".join(f"  for (int i{d} = 0; i{d} < {out_shape[d]}; ++i{d})\n" for d in range(rank))
+    src = " + ".join(f"({b} + i{d} * {st}) * {strides[d]}" for d, (b, st) in enumerate(
+        zip(op.attrs["begin"], op.attrs["strides"])))
+    return (f"// strided_slice -> {op.outputs[0]}\n"
+            f"static void {fname}(const int8_t* x, int8_t* y) {{\n  int o = 0;\n{loops}"
+            f"    y[o++] = x[{src}];\n}}\n")
+
+
+def _concat_source(region: Region, op: Any, fname: str) -> str:
+    """CONCATENATION (inputs share the output's quantization): each input's rows of the
+    inner block, one after another along the axis."""
+    axis = op.attrs["axis"]
+    shapes = [region.tensors[x].shape for x in op.inputs]
+    outer = int(np.prod(shapes[0][:axis]))
+    blocks = [int(np.prod(sh[axis:])) for sh in shapes]
+    total = sum(blocks)
+    args = ", ".join(f"const int8_t* x{i}" for i in range(len(shapes)))
+    body, offset = [], 0
+    for i, blk in enumerate(blocks):
+        body.append(f"    std::memcpy(y + o * {total} + {offset}, x{i} + o * {blk}, {blk});")
+        offset += blk
+    return "\n".join([f"// concat -> {op.outputs[0]}",
+                      f"static void {fname}({args}, int8_t* y) {{",
+                      f"  for (int o = 0; o < {outer}; ++o) {{", *body, "  }", "}", ""])
+
+
 def _lut_source(region: Region, op: Any, fname: str) -> str:
     """An element-wise activation as the NPU applies it: a 256-entry int8 table (the
     simulator's ``lut_table``, computed here at build time) indexed by x + 128."""
@@ -379,6 +411,7 @@ def _lut_source(region: Region, op: Any, fname: str) -> str:
 _DATA_OPS = {"mean": _mean_source, "quantize": _quantize_source, "reshape": _reshape_source,
              "transpose": _transpose_source, "mul": _mul_source,
              "max_pool2d": _pool_source, "avg_pool2d": _pool_source,
+             "strided_slice": _strided_slice_source, "concat": _concat_source,
              **{k: _lut_source for k in LUT_KINDS}}
 
 

@@ -35,7 +35,7 @@ KNOWN_OPS: dict[str, str] = {
     "hardswish": "activation", "gelu": "activation",
     "softmax": "normalization",
     "reshape": "shape", "concat": "shape", "pad": "shape", "transpose": "shape",
-    "slice": "shape", "resize": "shape",
+    "slice": "shape", "strided_slice": "shape", "resize": "shape",
 }
 DTYPES = ("int8", "uint8", "int16")
 CODEGENS = ("vela", "c")

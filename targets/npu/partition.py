@@ -590,6 +590,41 @@ def _softmax_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
                                     shapes=[(1,) * (4 - len(shape)) + shape]) or ""
 
 
+def _data_movement_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
+    """Why a concatenation or a slice cannot be the NPU's CONCATENATION / STRIDED_SLICE
+    ("" when it can): int8 per-tensor inputs and output, positive steps, <= 4-D (a 4-D
+    slice steps only over H or W)."""
+    kind = "concat" if _base(node) == "cat" else "strided_slice"
+    if desc.op(kind) is None:
+        return f"{kind} is not among the NPU's ops"
+    inputs = list(node.args[0]) if kind == "concat" else [node.args[0]]
+    if kind == "concat" and not 2 <= len(inputs) <= 4:
+        return f"concatenation of {len(inputs)} tensors (the NPU pattern takes 2 to 4)"
+    zps = []
+    for a in inputs:
+        xin, why = reader.quantized_input(a)
+        if xin is None:
+            return why
+        zps.append(xin["zx"])
+    yout, why = reader.output_quantize(node)
+    if yout is None:
+        return why
+    why = _zero_points(desc, zps + [yout["zy"]])
+    if why:
+        return why
+    shape = _shape(node)
+    if not 1 <= len(shape) <= 4:
+        return f"{kind} of a {len(shape)}-D tensor"
+    if kind == "strided_slice":
+        dim = int(node.args[1]) % len(shape) if len(node.args) > 1 else 0
+        step = int(node.args[4]) if len(node.args) > 4 else 1
+        if step <= 0 or (step != 1 and not (len(shape) == 4 and dim in (2, 3))):
+            return (f"slice with step {step} over dim {dim} (Vela: \"Stride must be "
+                    "non-negative (and over W or H)\")")
+    nhwc = (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
+    return desc.op(kind).check(dtype="int8", shapes=[nhwc]) or ""
+
+
 def _is_structural(node: fx.Node) -> bool:
     """Quantization bookkeeping, not compute: not counted in the report's op share."""
     return _base(node) in QUANT_OPS or node.op != "call_function" or _base(node) in (
@@ -630,6 +665,12 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
             layer, why = _matmul_layer(node, desc, reader)
             out.append(Decision(node.name, base, "npu" if layer else "cpu",
                                 "batch_matmul region" if layer else why, macs, layer))
+            continue
+        if base in ("cat", "slice") and not assume_quantized:
+            why = _data_movement_op(node, desc, reader)
+            kind = "concat" if base == "cat" else "strided_slice"
+            out.append(Decision(node.name, base, "cpu" if why else "npu",
+                                why or f"{kind} region", macs))
             continue
         if base in ("softmax", "_softmax") and not assume_quantized:
             why = _softmax_op(node, desc, reader)
@@ -673,7 +714,8 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
         out.append(Decision(node.name, base, "cpu",
                             "edgecc offloads conv / depthwise conv / linear / add / mul / batch "
                             "matmul / pool / mean / table activation (sigmoid, tanh, "
-                            "hardswish, leaky_relu, gelu) regions (int8 in and out) only so far"
+                            "hardswish, leaky_relu, gelu) / softmax / concat / strided slice "
+                            "regions (int8 in and out) only so far"
 
                             if desc.op(_npu_name(base)) else
                             f"{base} is not among the NPU's ops", macs))
@@ -696,6 +738,7 @@ _NPU_NAMES = {"add": "add", "sub": "sub", "mul": "mul", "mean": "mean",
               "max_pool2d_with_indices": "max_pool2d", "relu": "relu", "hardtanh": "relu6",
               "softmax": "softmax", "_softmax": "softmax", "view": "reshape",
               "reshape": "reshape", "cat": "concat", "permute": "transpose",
+              "slice": "strided_slice",
               "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "gelu", "bmm": "matmul",
               "matmul": "matmul", "hardswish": "hardswish", "leaky_relu": "leaky_relu"}
 

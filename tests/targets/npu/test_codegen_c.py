@@ -28,6 +28,7 @@ def _mul_avgpool(rng):
 RECIPES = {"conv": regions.conv, "depthwise": regions.depthwise, "fc": regions.fully_connected,
            "add": regions.add, "batch_matmul": regions.batch_matmul, "flatten": regions.flatten,
            "mul_avgpool": _mul_avgpool, "mean": regions.mean, "activations": regions.activations,
+           "slice_concat": regions.slice_concat,
            "maxpool_same": lambda r: regions.pool(r, kind="max_pool2d", padding="SAME", kernel=3,
                                                   stride=2)}
 
