@@ -63,23 +63,31 @@ class PeakSampler(threading.Thread):
         self.peaks: dict[str, dict] = {}
         self.main = threading.main_thread().ident
         self.running = True
+        self.by_place: dict[str, int] = {}  # innermost edgecc frames -> highest RSS there
 
     def run(self) -> None:
         while self.running:
             now = rss()
             rec = self.peaks.setdefault(self.stage, {"peak": 0, "where": ""})
+            # no stack walks while torch.export traces (reading its frames from
+            # another thread broke the trace: "fake tensor in the constants")
+            where = self.where() if self.stage == "compile" else ""
             if now > rec["peak"]:
                 rec["peak"] = now
-                # no stack walks while torch.export traces (reading its frames from
-                # another thread broke the trace: "fake tensor in the constants")
-                frame = sys._current_frames().get(self.main) if self.stage == "compile" \
-                    else None
-                stack = traceback.extract_stack(frame) if frame else []
-                ours = [f"{os.path.relpath(s.filename, ROOT)}:{s.lineno} {s.name}"
-                        for s in stack if s.filename.startswith(ROOT)
-                        and "bench/" not in s.filename and ".venv" not in s.filename]
-                rec["where"] = " < ".join(reversed(ours[-3:]))
+                rec["where"] = where
+            if where:
+                key = where.split(" < ")[0] + (" < " + where.split(" < ")[1]
+                                                if " < " in where else "")
+                self.by_place[key] = max(self.by_place.get(key, 0), now)
             time.sleep(0.02)
+
+    def where(self) -> str:
+        frame = sys._current_frames().get(self.main)
+        stack = traceback.extract_stack(frame) if frame else []
+        ours = [f"{os.path.relpath(s.filename, ROOT)}:{s.lineno} {s.name}"
+                for s in stack if s.filename.startswith(ROOT)
+                and "bench/" not in s.filename and ".venv" not in s.filename]
+        return " < ".join(reversed(ours[-3:]))
 
 
 def one(args: argparse.Namespace, scheme: str) -> dict:
@@ -87,6 +95,7 @@ def one(args: argparse.Namespace, scheme: str) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import edgecc
+    from edgecc import malloc
 
     torch.manual_seed(0)
     sampler = PeakSampler()
@@ -123,7 +132,12 @@ def one(args: argparse.Namespace, scheme: str) -> dict:
             "baseline_rss": base, "ru_maxrss": hwm,
             "peak_ratio_to_fp32": round(hwm / fp32, 3),
             "peak_above_baseline_ratio": round((hwm - base) / fp32, 3),
-            "stages": sampler.peaks, "artifacts": files, "compile_seconds": round(seconds, 1)}
+            "stages": sampler.peaks, "artifacts": files, "compile_seconds": round(seconds, 1),
+            "mmap_threshold": malloc._applied,
+            "peaks_by_place": dict(sorted(sampler.by_place.items(), key=lambda kv: -kv[1])[:8]),
+            "quantize_stats": {k: v for k, v in next(
+                p["stats"] for p in res.report["pipeline"]["passes"] if p["pass"] == "quantize"
+            ).items() if k in ("gptq_hessians", "error", "weight_bytes_after", "seconds")}}
 
 
 def main() -> int:
@@ -139,7 +153,8 @@ def main() -> int:
     parser.add_argument("--schemes", default=",".join(PIPELINES))
     parser.add_argument("--tmp", default=None, help="where the ONNX files are written")
     parser.add_argument("--mmap-threshold", type=int, default=None,
-                        help="glibc MALLOC_MMAP_THRESHOLD_ for the measured processes")
+                        help="EDGECC_MMAP_THRESHOLD for the measured processes (0: glibc's "
+                        "dynamic default; unset: edgecc's, 1 MiB for models >= 256 MiB)")
     parser.add_argument("--out", default="memory.json", help="file under bench/results/")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,8 +170,8 @@ def main() -> int:
         argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                 if k not in ("schemes", "one", "mmap_threshold", "out") and v is not None]
         env = dict(os.environ)
-        if args.mmap_threshold:
-            env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+        if args.mmap_threshold is not None:
+            env["EDGECC_MMAP_THRESHOLD"] = str(args.mmap_threshold)
         r = subprocess.run([sys.executable, __file__, *argv, "--one", scheme],
                            capture_output=True, text=True, env=env)
         if r.returncode != 0:
@@ -166,8 +181,7 @@ def main() -> int:
     if not rows:
         return 1
     p = rows[0]["parameters"]
-    if args.mmap_threshold:
-        print(f"glibc MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}")
+    print(f"glibc mmap threshold set by edgecc: {rows[0]['mmap_threshold']}")
     print(f"Llama config: {p / 1e9:.3f}B parameters, fp32 weights {rows[0]['fp32_bytes'] / gib:.2f} "
           f"GiB (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab})")
     print(f"{'scheme':<12} {'peak RSS GiB':>12} {'x fp32':>7} {'(above start)':>13} "
@@ -178,6 +192,10 @@ def main() -> int:
               f"{'met' if r['peak_ratio_to_fp32'] <= 1.5 else 'NOT met'}")
         for stage, rec in r["stages"].items():
             print(f"    {stage:<8} peak {rec['peak'] / gib:6.2f} GiB  at {rec['where'] or '-'}")
+        print("    highest RSS by place (compile):")
+        for place, peak in list(r["peaks_by_place"].items())[:6]:
+            print(f"      {peak / gib:6.2f} GiB  {place}")
+        print(f"    quantize: {r['quantize_stats']}")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", args.out), "w") as f:
         json.dump({"config": vars(args), "runs": rows}, f, indent=2)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgecc import distributed
+from edgecc import distributed, malloc
 from edgecc.accounting import measure
 from edgecc.errors import (
     EdgeccError,
@@ -198,6 +198,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         # (Module.to swaps .data under the shared objects): a private copy, as before.
         program = original.copy(share_weights=dev.type == "cpu")
         before = measure(original)
+        malloc.bound_heap(before.bytes)  # large models: freed temporaries go back to the OS
 
         bar.stage("run passes")
         instruments: list[Any] = [SharedWeightsGuard()]

@@ -115,3 +115,24 @@ def test_compile_shares_unchanged_weights_and_keeps_the_input_program(program, t
     stats = next(p["stats"] for p in res.report["pipeline"]["passes"]
                  if p["pass"] == "quantize")
     assert set(stats["layer_sqnr_db"]) == {"fc1", "fc2"}
+
+
+def test_large_models_get_a_fixed_mmap_threshold_small_ones_glibc_defaults(monkeypatch):
+    import subprocess
+    import sys
+
+    from edgecc import malloc
+
+    code = ("import edgecc.malloc as m; "
+            "print(m.bound_heap(1 << 20), m.bound_heap(1 << 30), m.bound_heap(1 << 30))")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("EDGECC_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["None", "1048576", "1048576"]  # mallopt accepted it (glibc)
+    monkeypatch.setattr(malloc, "_applied", None)
+    monkeypatch.setenv("EDGECC_MMAP_THRESHOLD", "0")  # opted out: glibc left alone
+    assert malloc.bound_heap(1 << 30) is None
+    monkeypatch.delenv("EDGECC_MMAP_THRESHOLD")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # glibc's own setting wins
+    assert malloc.bound_heap(1 << 30) is None
