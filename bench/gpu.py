@@ -232,7 +232,8 @@ def llama_main(argv: list[str]) -> None:
               "cpu_threads": torch.get_num_threads(),
               "runs": list(runs.values()), "agreement": agreement,
               "not_measured": [f"{d}: no CUDA device here" for d in asked if d not in devices]}
-    print(f"{args.algorithm.upper()} w4 g128 block by block: Llama config, {n_params / 1e9:.3f} B params (random "
+    print(f"{args.algorithm.upper()} w4 g128 block by block: Llama config, "
+          f"{n_params / 1e9:.3f} B params (random "
           f"weights), model {model_bytes / 2**30:.2f} GiB fp32, {len(batches) * seq} "
           "calibration tokens")
     print(f"{'device':<8}{'blocks':>8}{'s/block':>9}{'whole s':>10}{'extrapol. s':>12}"

@@ -265,7 +265,8 @@ class QuantizeBlockwise(Pass):
         }
         if options.algorithm == "awq":
             assert sampler is not None
-            stats["awq"] = {"groups": len(alphas), "rows_not_replayed": sampler.not_replayed, "scaled": sum(a > 0 for a in alphas),
+            stats["awq"] = {"groups": len(alphas), "rows_not_replayed": sampler.not_replayed,
+                            "scaled": sum(a > 0 for a in alphas),
                             "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
                             "mean_error_reduction": round(sum(gains) / max(len(gains), 1),
                                                           4),
