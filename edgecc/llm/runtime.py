@@ -168,11 +168,19 @@ class Generator:
         self.prefill_len = int(data["prefill_len"])
         self.max_seq_len = int(self.config["max_seq_len"])
         self.eos = set(self.config.get("eos_token_ids") or ())
-        dirs = {phase: data.get("phases", {}).get(phase, {}).get("dir", phase)
-                for phase in PHASES}
-        self.decode_step = PhaseStep(os.path.join(bundle, dirs["decode"]))
-        self.prefill_step = (self.decode_step if dirs["prefill"] == dirs["decode"]
-                             else PhaseStep(os.path.join(bundle, dirs["prefill"])))
+        phases = data.get("phases", {})
+        if data.get("library"):  # host: one library, a function a phase (host_library)
+            from edgecc.llm.host_library import load_steps
+
+            library = data["library"]
+            steps = load_steps(bundle, library["functions"], library.get("num_threads") or 0)
+            self.decode_step = steps[phases["decode"]["function"]]
+            self.prefill_step = steps[phases["prefill"]["function"]]
+        else:  # a compiled folder a phase (arm64)
+            dirs = {phase: phases.get(phase, {}).get("dir", phase) for phase in PHASES}
+            self.decode_step = PhaseStep(os.path.join(bundle, dirs["decode"]))
+            self.prefill_step = (self.decode_step if dirs["prefill"] == dirs["decode"]
+                                 else PhaseStep(os.path.join(bundle, dirs["prefill"])))
         self.stats = Stats()
 
     def check(self, n_prompt: int, max_new_tokens: int) -> None:

@@ -49,9 +49,13 @@ def test_host_build_generates_what_transformers_generate_does(built):
     assert gen.stats.prefill_tokens_per_s > 0 and gen.stats.decode_tokens_per_s > 0
     report = build.report
     assert report["config"]["max_seq_len"] == MAX_SEQ and report["prefill_len"] == PREFILL
+    # one library, both phases as its functions (the weights once), each verified
+    assert report["library"]["functions"] == ["decode", "prefill"]
+    assert os.path.exists(os.path.join(build.output_dir, "model.so"))
     for phase in ("prefill", "decode"):
+        assert report["phases"][phase]["function"] == phase
         assert report["phases"][phase]["verification"]["passed"]
-        assert os.path.exists(os.path.join(build.output_dir, phase, "model.so"))
+        assert not os.path.exists(os.path.join(build.output_dir, phase))
 
 
 def test_decode_after_prefill_equals_one_long_prefill(built):
