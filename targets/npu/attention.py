@@ -50,7 +50,7 @@ import torch.fx as fx
 
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.program import Program
-from edgecc.quant import QuantParams, is_dequantize, scale_from_range
+from edgecc.quant import is_dequantize, scale_from_range
 
 aten = torch.ops.aten
 SDPA = aten.scaled_dot_product_attention.default
@@ -184,26 +184,17 @@ class DecomposeAttention(Pass):
 
     @staticmethod
     def _calibrate(program: Program, points, batches, symmetric: bool) -> None:
-        from edgecc.passes.quantize.layers import insert_qdq, record_values
+        from edgecc.targets.npu.calibrate import QdqPoint, insert_int8_qdq
 
-        lo: dict[fx.Node, torch.Tensor] = {}
-        hi: dict[fx.Node, torch.Tensor] = {}
-
-        def on_value(n: fx.Node, v: torch.Tensor) -> None:
-            lo[n] = torch.minimum(lo.get(n, v.min()), v.min())
-            hi[n] = torch.maximum(hi.get(n, v.max()), v.max())
-
-        record_values(program, batches, [p for p, _, _ in points], on_value,
-                      desc="calibrating attention")
+        qdq = []
         for value, consumer, kind in points:
+            fixed = None
             if kind == "softmax":  # TFLite's int8 SOFTMAX output: 1/256, zero point -128
-                scale, zp = torch.tensor(1.0 / 256), torch.tensor(-128)
+                fixed = (1.0 / 256, -128)
             elif kind == "probability" and not symmetric:  # [0, 1] over the int8 range
-                scale, zp = scale_from_range(torch.tensor(0.0), torch.tensor(1.0), "int8",
-                                             symmetric=False)
-            else:
-                low = lo[value]
-                if kind == "masked":  # a masked logit clamps >= 12 below the maximum
-                    low = torch.minimum(low, hi[value] - 12.0)
-                scale, zp = scale_from_range(low, hi[value], "int8", symmetric=symmetric)
-            insert_qdq(program, value, [consumer], QuantParams("int8", scale, zp.to(torch.int8)))
+                s, z = scale_from_range(torch.tensor(0.0), torch.tensor(1.0), "int8",
+                                        symmetric=False)
+                fixed = (float(s), int(z))
+            # a masked logit clamps >= 12 below the maximum (module docstring)
+            qdq.append(QdqPoint(value, (consumer,), fixed, 12.0 if kind == "masked" else 0.0))
+        insert_int8_qdq(program, qdq, batches, symmetric, desc="calibrating attention")

@@ -41,21 +41,11 @@ from typing import Any
 import numpy as np
 
 from edgecc.targets.npu.description import NpuDescription
+from edgecc.targets.npu.ops import BY_NAME, ROOTS, NpuOp
 from edgecc.targets.npu.partition import npu_softmax
 from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 
-ROOTS = ("conv2d", "depthwise_conv2d", "fully_connected", "matmul", "add", "mul",
-         "max_pool2d", "avg_pool2d", "mean", "sigmoid", "tanh", "hardswish", "leaky_relu",
-         "gelu", "softmax", "concat", "strided_slice")
 NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}  # a 4-D boundary tensor's axis in the region
-# description op -> (Relax op(s) it is imported as, the region's table activation kind)
-TABLE_ACTIVATIONS = {"sigmoid": (("relax.sigmoid",), "logistic"),
-                     "tanh": (("relax.tanh",), "tanh"),
-                     "leaky_relu": (("relax.nn.leakyrelu",), "leaky_relu"),
-                     "gelu": (("relax.nn.gelu", "relax.nn.gelu_tanh"), "gelu"),
-                     "hardswish": ((), "hard_swish")}  # x * clip(x + 3, 0, 6) / 6
-POOL_OPS = {"max_pool2d": "relax.nn.max_pool2d", "avg_pool2d": "relax.nn.avg_pool2d",
-            "mean": "relax.mean"}
 ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6"}
 
 
@@ -111,91 +101,116 @@ class NpuPattern:
     """One description pattern as a ``tvm.relax.dpl`` pattern."""
 
     name: str  # <codegen>.<description pattern name>
-    root: str  # conv2d | depthwise_conv2d | fully_connected | add
+    root: str  # an op of ops.OPS (conv2d, add, sigmoid, ...)
     fuse: tuple[str, ...]  # activations it fuses
     pattern: Any
     annotations: dict[str, Any]
 
 
-def _dpl_pattern(root: str, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
-    from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
+def _dq(x: Any) -> Any:
+    from tvm.relax.dpl import is_const, is_op
 
-    def dq(x):
-        return is_op("relax.dequantize")(x, is_const(), is_const())
+    return is_op("relax.dequantize")(x, is_const(), is_const())
 
-    ann: dict[str, Any] = {}
-    if root == "concat":  # 2 to 4 int8 inputs
-        tuples = [is_tuple([dq(wildcard()) for _ in range(n)]) for n in (2, 3, 4)]
-        ann["tuple"] = tuples[0] | tuples[1] | tuples[2]
-        ann["op"] = is_op("relax.concat")(ann["tuple"])
-        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
-        return ann["q"], ann
-    if root == "strided_slice":
-        ann["x_dq"] = dq(wildcard())
-        ann["op"] = is_op("relax.strided_slice")(ann["x_dq"], varg_default_wildcard=True)
-        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
-        return ann["q"], ann
-    if root == "softmax":
-        ann["x_dq"] = dq(wildcard())
-        ann["op"] = is_op("relax.nn.softmax")(ann["x_dq"])
-        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
-        return ann["q"], ann
-    if root in TABLE_ACTIVATIONS:  # int8 -> element-wise function -> int8 (a table)
-        ann["x_dq"] = dq(wildcard())
-        if root == "hardswish":  # TVM's import: multiply(x, divide(clip(add(x, 3)), 6));
-            # x's dequantize is copied per reader (lower._dequantize_per_reader): two of them
-            ann["x_dq2"] = dq(wildcard())
-            inner = is_op("relax.clip")(is_op("relax.add")(ann["x_dq2"], is_const()),
-                                        wildcard(), wildcard())
-            ann["op"] = is_op("relax.multiply")(ann["x_dq"],
-                                                is_op("relax.divide")(inner, is_const()))
-        else:
-            ops = [is_op(name)(ann["x_dq"]) for name in TABLE_ACTIVATIONS[root][0]]
-            ann["op"] = ops[0] if len(ops) == 1 else ops[0] | ops[1]
-        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
-        return ann["q"], ann
-    if root in POOL_OPS:  # int8 pool, optionally flattened, then requantized
-        ann["x_dq"] = dq(wildcard())
-        ann["op"] = is_op(POOL_OPS[root])(ann["x_dq"])
-        ann["flat"] = is_op("relax.reshape")(ann["op"], wildcard())
-        ann["q"] = is_op("relax.quantize")(ann["op"] | ann["flat"], is_const(), is_const())
-        return ann["q"], ann
-    if root == "mul":
-        ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
-        ann["op"] = is_op("relax.multiply")(ann["x_dq"], ann["b_dq"])
-        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
-        return ann["q"], ann
-    if root == "matmul":  # two int8 activations (attention), no bias or activation
-        ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
-        ann["op"] = is_op("relax.matmul")(ann["x_dq"], ann["b_dq"])
-        ann["q"] = is_op("relax.quantize")(ann["op"], is_const(), is_const())
-        return ann["q"], ann
-    if root == "add":
-        ann["x_dq"], ann["b_dq"] = dq(wildcard()), dq(wildcard())
-        ann["op"] = body = is_op("relax.add")(ann["x_dq"], ann["b_dq"])
-    else:
-        ann["x_dq"], ann["w_dq"] = dq(wildcard()), dq(is_const())
-        if root == "fully_connected":
-            ann["wt"] = is_op("relax.permute_dims")(ann["w_dq"])
-            ann["op"] = is_op("relax.matmul")(ann["x_dq"], ann["wt"])
-        else:
-            ann["op"] = is_op("relax.nn.conv2d")(ann["x_dq"], ann["w_dq"])
-        # the importer adds a conv's bias reshaped to (1, C, 1, 1)
-        bias = is_const() | is_op("relax.reshape")(is_const(), wildcard())
-        ann["bias"] = is_op("relax.add")(ann["op"], bias)
-        body = ann["op"] | ann["bias"]
-    acts = []
-    if "relu" in fuse:
-        ann["relu"] = is_op("relax.nn.relu")(body)
-        acts.append(ann["relu"])
-    if "relu6" in fuse:
-        ann["clip"] = is_op("relax.clip")(body, wildcard(), wildcard())
-        acts.append(ann["clip"])
-    value = body
-    for a in acts:
-        value = value | a
+
+def _quantized(value: Any, ann: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from tvm.relax.dpl import is_const, is_op
+
     ann["q"] = is_op("relax.quantize")(value, is_const(), is_const())
     return ann["q"], ann
+
+
+def _with_activations(body: Any, fuse: tuple[str, ...], ann: dict[str, Any]) -> Any:
+    """``body`` or ``body`` followed by one of the fused activations (relu, relu6 = clip)."""
+    from tvm.relax.dpl import is_op, wildcard
+
+    value = body
+    if "relu" in fuse:
+        ann["relu"] = is_op("relax.nn.relu")(body)
+        value = value | ann["relu"]
+    if "relu6" in fuse:
+        ann["clip"] = is_op("relax.clip")(body, wildcard(), wildcard())
+        value = value | ann["clip"]
+    return value
+
+
+def _layer_pattern(op: NpuOp, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """dq(x) -> conv2d / matmul(x, permute_dims(W)) of a constant dq(W) [+ bias] [+ act]."""
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    ann: dict[str, Any] = {"x_dq": _dq(wildcard()), "w_dq": _dq(is_const())}
+    if op.name == "fully_connected":
+        ann["wt"] = is_op("relax.permute_dims")(ann["w_dq"])
+        ann["op"] = is_op(op.relax[0])(ann["x_dq"], ann["wt"])
+    else:
+        ann["op"] = is_op(op.relax[0])(ann["x_dq"], ann["w_dq"])
+    # the importer adds a conv's bias reshaped to (1, C, 1, 1)
+    bias = is_const() | is_op("relax.reshape")(is_const(), wildcard())
+    ann["bias"] = is_op("relax.add")(ann["op"], bias)
+    return _quantized(_with_activations(ann["op"] | ann["bias"], fuse, ann), ann)
+
+
+def _binary_pattern(op: NpuOp, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """Two int8 activations: add [+ act], mul, matmul (attention, no bias)."""
+    from tvm.relax.dpl import is_op, wildcard
+
+    ann: dict[str, Any] = {"x_dq": _dq(wildcard()), "b_dq": _dq(wildcard())}
+    ann["op"] = is_op(op.relax[0])(ann["x_dq"], ann["b_dq"])
+    return _quantized(_with_activations(ann["op"], fuse, ann), ann)
+
+
+def _pool_pattern(op: NpuOp, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """An int8 pool / mean, optionally flattened, then requantized."""
+    from tvm.relax.dpl import is_op, wildcard
+
+    ann: dict[str, Any] = {"x_dq": _dq(wildcard())}
+    ann["op"] = is_op(op.relax[0])(ann["x_dq"])
+    ann["flat"] = is_op("relax.reshape")(ann["op"], wildcard())
+    return _quantized(ann["op"] | ann["flat"], ann)
+
+
+def _unary_pattern(op: NpuOp, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """int8 -> one op of the row's Relax ops (any further arguments) -> int8: table
+    activations, softmax, strided slice; hardswish as TVM imports it, multiply(x,
+    divide(clip(add(x, 3), 0, 6), 6)), where x's dequantize may be copied per reader
+    (lower._dequantize_per_reader)."""
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    ann: dict[str, Any] = {"x_dq": _dq(wildcard())}
+    if op.name == "hardswish":
+        ann["x_dq2"] = _dq(wildcard())
+        inner = is_op("relax.clip")(is_op("relax.add")(ann["x_dq2"], is_const()),
+                                    wildcard(), wildcard())
+        ann["op"] = is_op("relax.multiply")(ann["x_dq"], is_op("relax.divide")(inner,
+                                                                              is_const()))
+    else:
+        alternatives = [is_op(r)(ann["x_dq"], varg_default_wildcard=True) for r in op.relax]
+        ann["op"] = alternatives[0]
+        for a in alternatives[1:]:
+            ann["op"] = ann["op"] | a
+    return _quantized(ann["op"], ann)
+
+
+def _concat_pattern(op: NpuOp, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """concat of a tuple of 2 to 4 int8 activations."""
+    from tvm.relax.dpl import is_op, is_tuple, wildcard
+
+    tuples = [is_tuple([_dq(wildcard()) for _ in range(n)]) for n in (2, 3, 4)]
+    ann: dict[str, Any] = {"tuple": tuples[0] | tuples[1] | tuples[2]}
+    ann["op"] = is_op(op.relax[0])(ann["tuple"])
+    return _quantized(ann["op"], ann)
+
+
+_PATTERNS = {"layer": _layer_pattern, "binary": _binary_pattern, "pool": _pool_pattern,
+             "table": _unary_pattern, "softmax": _unary_pattern, "slice": _unary_pattern,
+             "concat": _concat_pattern}
+# the roots whose pattern carries the description's fused activations
+FUSING = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
+
+
+def _dpl_pattern(root: str, fuse: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    op = BY_NAME[root]
+    return _PATTERNS[op.family](op, fuse if root in FUSING else ())
 
 
 def patterns(desc: NpuDescription) -> list[NpuPattern]:
@@ -206,12 +221,9 @@ def patterns(desc: NpuDescription) -> list[NpuPattern]:
     listed = [(p.name, p.root, tuple(p.fuse)) for p in desc.patterns]
     roots = {root for _, root, _ in listed}
     listed += [(r, r, ()) for r in ROOTS if r not in roots]
-    order = ("depthwise_conv2d", "conv2d", "fully_connected", "matmul", "add", "mul",
-             "max_pool2d", "avg_pool2d", "mean", *TABLE_ACTIVATIONS, "softmax", "concat",
-             "strided_slice")
     out = []
-    for name, root, fuse in sorted(listed, key=lambda p: order.index(p[1])
-                                   if p[1] in order else 99):
+    for name, root, fuse in sorted(listed, key=lambda p: ROOTS.index(p[1])
+                                   if p[1] in ROOTS else 99):
         if root not in ROOTS or desc.op(root) is None:
             continue
         if root == "softmax" and npu_softmax(desc):
@@ -292,7 +304,7 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
         return None, "activations are quantized per axis; the NPU takes int8 per tensor"
     if parts["q"].attrs.out_dtype != "int8":
         return None, "its output is not int8"
-    zps = [xq[1], yq[1]] + ([_scalar_q(parts["b_dq"])[1]] if root in ("add", "matmul", "mul") and
+    zps = [xq[1], yq[1]] + ([_scalar_q(parts["b_dq"])[1]] if "b_dq" in parts and
                             _scalar_q(parts["b_dq"]) else [])
     if desc.quantization.activation_zero_point == "zero" and any(zps):
         return None, (f"activation zero points {zps}: the NPU takes symmetric activations "
@@ -300,24 +312,15 @@ def layer_from_match(root: str, parts: dict[str, Any], desc: NpuDescription,
     act, why = _activation(parts)
     if act is None:
         return None, why
-    if root == "softmax":
-        return _softmax_layer(parts, desc, xq, yq)
-    if root == "concat":
-        return _concat_layer(parts, desc, yq)
-    if root == "strided_slice":
-        return _strided_slice_layer(parts, desc, xq, yq, value)
-    if root in TABLE_ACTIVATIONS:
-        return _table_layer(root, parts, desc, xq, yq, value)
-    if root == "add":
-        return _add_layer(parts, desc, xq, yq, act)
-    if root == "matmul":
-        return _matmul_layer(parts, desc, xq, yq)
-    if root == "mul":
-        return _mul_layer(parts, desc, xq, yq)
-    if root == "mean":
-        return _mean_layer(parts, desc, xq, yq)
-    if root in POOL_OPS:
-        return _pool_layer(root, parts, desc, xq, yq)
+    op = BY_NAME[root]
+    return _LAYERS[op.family](op, parts, desc, xq, yq, act, value)
+
+
+def _weighted_layer(op, parts, desc, xq, yq, act, value):
+    """conv2d / depthwise_conv2d / fully_connected with constant int8 weights and bias."""
+    import tvm
+
+    root = op.name
     wq = _const(parts["w_dq"].args[0])
     sw = _const(parts["w_dq"].args[1]).astype(np.float32).reshape(-1)
     zw = _const(parts["w_dq"].args[2])
@@ -421,45 +424,47 @@ def _fc_layer(parts, desc, xq, yq, act, wq, sw, bias, wsum, bmax, out_shape):
                  emit, rows * k * oc), ""
 
 
-def _add_layer(parts, desc, xq, yq, act):
+def _binary_layer(op, parts, desc, xq, yq, act, value):
+    """Two int8 activations: ADD [+ relu] / MUL of equal shapes (no broadcast), or
+    BATCH_MATMUL (B, M, K) x (B, K, N) (attention's products)."""
+    import tvm
+
+    if op.name == "matmul" and any(isinstance(parts[k].args[0], tvm.ir.Constant)
+                                   for k in ("x_dq", "b_dq")):
+        return None, "-"  # a constant operand: a linear layer's form, not this pattern's
     bq = _scalar_q(parts["b_dq"])
     if bq is None:
         return None, "activations are quantized per axis; the NPU takes int8 per tensor"
     sa, sb = _shape(parts["x_dq"]), _shape(parts["b_dq"])
-    if sa != sb or not sa:
-        return None, f"add of shapes {list(sa)} and {list(sb)} (broadcast) stays on the CPU"
-    shape = region_shape(sa)
-    why = desc.op("add").check(dtype="int8", shapes=[shape, shape])
+    macs = 0
+    if op.name == "matmul":
+        if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
+            return None, (f"matmul of shapes {list(sa)} x {list(sb)}; the NPU's batch matmul "
+                          "takes (B, M, K) x (B, K, N)")
+        yshape = (sa[0], sa[1], sb[2])
+        why = desc.op("matmul").check(dtype="int8", shapes=[sa, sb, yshape],
+                                      reduced_axis=sa[2])
+        shapes, macs = [sa, sb], yshape[0] * yshape[1] * yshape[2] * sa[2]
+    else:
+        if sa != sb or not sa:
+            return None, (f"{op.name} of shapes {list(sa)} and {list(sb)} (broadcast) stays on "
+                          "the CPU")
+        shape = region_shape(sa)
+        why = desc.op(op.name).check(dtype="int8", shapes=[shape, shape])
+        shapes = [shape, shape]
     if why:
         return None, why
 
     def emit(b: RegionBuilder, names: list[str], out: str) -> str:
-        return b.add(names[0], names[1], yq[0], yq[1], activation=act, name=out)
+        if op.name == "matmul":
+            return b.batch_matmul(names[0], names[1], yq[0], yq[1], name=out)
+        return getattr(b, op.name)(names[0], names[1], yq[0], yq[1], activation=act, name=out)
 
-    return Layer("add", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
-                 [(shape, xq[0], xq[1]), (shape, bq[0], bq[1])], emit, 0), ""
-
-
-def _mul_layer(parts, desc, xq, yq):
-    bq = _scalar_q(parts["b_dq"])
-    if bq is None:
-        return None, "activations are quantized per axis; the NPU takes int8 per tensor"
-    sa, sb = _shape(parts["x_dq"]), _shape(parts["b_dq"])
-    if sa != sb or not sa:
-        return None, f"mul of shapes {list(sa)} and {list(sb)} (broadcast) stays on the CPU"
-    shape = region_shape(sa)
-    why = desc.op("mul").check(dtype="int8", shapes=[shape, shape])
-    if why:
-        return None, why
-
-    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
-        return b.mul(names[0], names[1], yq[0], yq[1], name=out)
-
-    return Layer("mul", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
-                 [(shape, xq[0], xq[1]), (shape, bq[0], bq[1])], emit, 0), ""
+    return Layer(op.kind, [parts["x_dq"].args[0], parts["b_dq"].args[0]],
+                 [(shapes[0], xq[0], xq[1]), (shapes[1], bq[0], bq[1])], emit, macs), ""
 
 
-def _mean_layer(parts, desc, xq, yq):
+def _mean_layer(op, parts, desc, xq, yq, act=None, value=None):
     """A mean over H and W (global average pooling) as TFLite MEAN: the sum requantized to
     the output once; a flatten after it is free (H = W = 1)."""
     xshape = _shape(parts["x_dq"])
@@ -485,10 +490,13 @@ def _mean_layer(parts, desc, xq, yq):
     return Layer("mean", [parts["x_dq"].args[0]], [((n, h, w, c), xq[0], xq[1])], emit, 0), ""
 
 
-def _pool_layer(root, parts, desc, xq, yq):
+def _pool_layer(op, parts, desc, xq, yq, act=None, value=None):
     """A max / average pool on the int8 input with its quantization (TFLite's int8 pools
     keep it), then the flatten and the requantize to the output's parameters where the
-    graph has them."""
+    graph has them; a mean over H and W (``_mean_layer``)."""
+    if op.name == "mean":
+        return _mean_layer(op, parts, desc, xq, yq)
+    root = op.name
     xshape = _shape(parts["x_dq"])
     if len(xshape) != 4:
         return None, f"{root} of a {len(xshape)}-D tensor (the NPU pools NHWC maps)"
@@ -536,7 +544,7 @@ def _requantized(b: RegionBuilder, name: str, q: tuple[float, int], yq: tuple[fl
     return b.quantize(name, yq[0], yq[1], name=out)
 
 
-def _concat_layer(parts, desc, yq):
+def _concat_layer(op, parts, desc, xq, yq, act=None, value=None):
     """TFLite int8 CONCATENATION (inputs share the output's quantization: each input whose
     quantization differs is requantized first, as LiteRT requires)."""
     fields = parts["fields"]
@@ -572,7 +580,7 @@ def _ints(expr: Any, value: Callable[[Any], Any]) -> list[int]:
     return [int(getattr(value(v), "value", v)) for v in items]
 
 
-def _strided_slice_layer(parts, desc, xq, yq, value):
+def _strided_slice_layer(op, parts, desc, xq, yq, act, value):
     """TFLite int8 STRIDED_SLICE with constant, positive begin / end / strides (no masks),
     then a requantize where the output's quantization differs (Vela: strides > 1 only over
     H or W)."""
@@ -615,7 +623,7 @@ def _strided_slice_layer(parts, desc, xq, yq, value):
                  0), ""
 
 
-def _softmax_layer(parts, desc, xq, yq):
+def _softmax_layer(op, parts, desc, xq, yq, act=None, value=None):
     """TFLite int8 SOFTMAX over the last axis of a tensor of rank <= 3 (attention's
     (B*H, S, Sk) logits), then a requantize where the graph's output quantization is not
     TFLite's (1/256, -128)."""
@@ -636,20 +644,20 @@ def _softmax_layer(parts, desc, xq, yq):
     return Layer("softmax", [parts["x_dq"].args[0]], [(shape, xq[0], xq[1])], emit, 0), ""
 
 
-def _table_layer(root, parts, desc, xq, yq, value):
+def _table_layer(op, parts, desc, xq, yq, act, value):
     """An element-wise activation between int8 values: one table op (LOGISTIC / TANH at
     their TFLite output quantization, then a requantize to the graph's)."""
     from edgecc.targets.npu.region import FIXED_OUTPUT_QUANT
 
     shape = region_shape(_shape(parts["x_dq"]))
-    kind = TABLE_ACTIVATIONS[root][1]
-    op = parts["op"]
+    root, kind = op.name, op.kind
+    call = parts["op"]
     extra: dict[str, Any] = {}
     if root == "hardswish":
         a, b = parts["x_dq"], parts["x_dq2"]
         if not (value(a.args[0]).same_as(value(b.args[0])) and _scalar_q(a) == _scalar_q(b)):
             return None, "x * clip(y + 3, 0, 6) / 6 of two different values is not hardswish"
-        div = value(op.args[1])
+        div = value(call.args[1])
         clip = value(div.args[0])
         three = _const(value(clip.args[0]).args[1]).reshape(-1)
         six = _const(div.args[1]).reshape(-1)
@@ -658,11 +666,11 @@ def _table_layer(root, parts, desc, xq, yq, value):
         if (three.tolist(), six.tolist(), lo, hi) != ([3.0], [6.0], 0.0, 6.0):
             return None, "x * clip(x + a, lo, hi) / d that is not hardswish"
     elif root == "leaky_relu":
-        extra["alpha"] = float(op.attrs.alpha)
+        extra["alpha"] = float(call.attrs.alpha)
         if extra["alpha"] < 0:
             return None, f"leaky_relu slope {extra['alpha']:g} < 0 is not lowered to the NPU"
     elif root == "gelu":
-        extra["approximate"] = op.op.name == "relax.nn.gelu_tanh"
+        extra["approximate"] = call.op.name == "relax.nn.gelu_tanh"
     why = desc.op(root).check(dtype="int8", shapes=[shape, shape])
     if why:
         return None, why
@@ -678,29 +686,9 @@ def _table_layer(root, parts, desc, xq, yq, value):
     return Layer(kind, [parts["x_dq"].args[0]], [(shape, xq[0], xq[1])], emit, 0), ""
 
 
-def _matmul_layer(parts, desc, xq, yq):
-    import tvm
-
-    if any(isinstance(parts[k].args[0], tvm.ir.Constant) for k in ("x_dq", "b_dq")):
-        return None, "-"  # a constant operand: a linear layer's form, not this pattern's
-    bq = _scalar_q(parts["b_dq"])
-    if bq is None:
-        return None, "activations are quantized per axis; the NPU takes int8 per tensor"
-    sa, sb = _shape(parts["x_dq"]), _shape(parts["b_dq"])
-    if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
-        return None, (f"matmul of shapes {list(sa)} x {list(sb)}; the NPU's batch matmul "
-                      "takes (B, M, K) x (B, K, N)")
-    yshape = (sa[0], sa[1], sb[2])
-    why = desc.op("matmul").check(dtype="int8", shapes=[sa, sb, yshape], reduced_axis=sa[2])
-    if why:
-        return None, why
-
-    def emit(b: RegionBuilder, names: list[str], out: str) -> str:
-        return b.batch_matmul(names[0], names[1], yq[0], yq[1], name=out)
-
-    return Layer("batch_matmul", [parts["x_dq"].args[0], parts["b_dq"].args[0]],
-                 [(sa, xq[0], xq[1]), (sb, bq[0], bq[1])], emit,
-                 yshape[0] * yshape[1] * yshape[2] * sa[2]), ""
+_LAYERS = {"layer": _weighted_layer, "binary": _binary_layer, "pool": _pool_layer,
+           "table": _table_layer, "softmax": _softmax_layer, "concat": _concat_layer,
+           "slice": _strided_slice_layer}
 
 
 # -- check functions ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ import torch.fx as fx
 
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.program import Program
-from edgecc.quant import DEQUANTIZE, QuantParams, is_dequantize, is_quantize, scale_from_range
+from edgecc.quant import DEQUANTIZE, is_dequantize, is_quantize
 
 LAYER_OPS = ("convolution", "conv_act", "linear", "linear_act")
 ADD_OPS = ("add",)
@@ -109,7 +109,7 @@ class QuantizeLayerOutputs(Pass):
 
     def _round(self, program: Program, layers: list[fx.Node],
                context: PassContext, symmetric: bool) -> tuple[int, int]:
-        from edgecc.passes.quantize.layers import insert_qdq, record_values
+        from edgecc.targets.npu.calibrate import QdqPoint, insert_int8_qdq
 
         graph = program.graph
         reused, calibrate = 0, []
@@ -136,19 +136,8 @@ class QuantizeLayerOutputs(Pass):
                     f"{self.name}: the outputs of {len(calibrate)} quantized layer(s) "
                     f"({', '.join(n.name for n in calibrate[:3])}) feed float ops, and the "
                     "NPU writes int8: give calibration data (--calib) to quantize them")
-            lo: dict[fx.Node, torch.Tensor] = {}
-            hi: dict[fx.Node, torch.Tensor] = {}
-
-            def on_value(n: fx.Node, v: torch.Tensor) -> None:
-                lo[n] = torch.minimum(lo.get(n, v.min()), v.min())
-                hi[n] = torch.maximum(hi.get(n, v.max()), v.max())
-
-            program.graph_module.recompile()
-            record_values(program, batches, calibrate, on_value, desc="calibrating outputs")
-            for node in calibrate:
-                scale, zp = scale_from_range(lo[node], hi[node], "int8", symmetric=symmetric)
-                params = QuantParams("int8", scale, zp.to(torch.int8))
-                insert_qdq(program, node, list(node.users), params)
+            insert_int8_qdq(program, [QdqPoint(n) for n in calibrate], batches, symmetric,
+                            desc="calibrating outputs")
         program.graph_module.recompile()
         return reused, len(calibrate)
 

@@ -36,6 +36,7 @@ import torch.fx as fx
 
 from edgecc.quant import is_dequantize, is_quantize
 from edgecc.targets.npu.description import NpuDescription
+from edgecc.targets.npu.ops import BY_NAME, OPS, for_fx
 from edgecc.targets.npu.region import Region, RegionBuilder, same_padding
 from edgecc.targets.tvm.partition import LEGALIZATION as TVM_LEGALIZATION
 from edgecc.targets.tvm.partition import supports
@@ -402,89 +403,75 @@ def fused_relu(node: fx.Node) -> fx.Node | None:
     return None
 
 
-def _add_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
-               ) -> tuple[Layer | None, str]:
-    """``add(dq(q_a), dq(q_b)) [-> relu] -> q`` as an int8 ADD region (same shapes, no
-    broadcast; a relu reading only the add is its fused activation)."""
-    spec = desc.op("add")
-    if spec is None:
-        return None, "add is not among the NPU's ops"
-    if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
-        return None, "add with a scalar or alpha is not lowered to the NPU"
+def _quantized_io(node: fx.Node, inputs: list[Any], out: fx.Node, desc: NpuDescription,
+                  reader: _Reader) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
+    """The int8 inputs (each ``dq(q(...))``) and the int8 output quantize of a region op
+    reading ``inputs`` and writing ``out``, or the reason one of them is not int8 per tensor
+    (or has a zero point the NPU does not take)."""
     ins = []
-    for a in node.args:
+    for a in inputs:
         xin, why = reader.quantized_input(a)
         if xin is None:
-            return None, why
+            return [], None, why
         ins.append(xin)
-    relu = fused_relu(node)
+    yout, why = reader.output_quantize(out)
+    if yout is None:
+        return [], None, why
+    why = _zero_points(desc, [i["zx"] for i in ins] + [yout["zy"]])
+    return (ins, yout, "") if not why else ([], None, why)
+
+
+def _binary_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
+                  ) -> tuple[Layer | None, str]:
+    """Two int8 activations (``byoc._binary_layer``): ``add(dq(q_a), dq(q_b)) [-> relu] ->
+    q`` as an int8 ADD (same shapes, no broadcast; a relu reading only the add is its fused
+    activation), or ``matmul(dq(q_a), dq(q_b)) -> q``, 3-D ``(B, M, K) x (B, K, N)``: an
+    int8 BATCH_MATMUL (attention's products after ``npu-decompose-attention``)."""
+    name = "add" if _base(node) == "add" else "matmul"
+    spec = desc.op(name)
+    if spec is None:
+        return None, f"{name} is not among the NPU's ops"
+    if name == "add" and (len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1):
+        return None, "add with a scalar or alpha is not lowered to the NPU"
+    relu = fused_relu(node) if name == "add" else None
     if relu is not None and desc.op("relu") is None:
         return None, "the relu after it is not among the NPU's ops (ops.relu)"
-    yout, why = reader.output_quantize(relu if relu is not None else node)
+    ins, yout, why = _quantized_io(node, list(node.args[:2]), relu or node, desc, reader)
     if yout is None:
         return None, why
-    why = _zero_points(desc, [ins[0]["zx"], ins[1]["zx"], yout["zy"]])
-    if why:
-        return None, why
     sa, sb = _shape(node.args[0]), _shape(node.args[1])
-    if sa != sb or not sa:
-        return None, f"add of shapes {list(sa)} and {list(sb)} (broadcast) stays on the CPU"
-    nhwc = (sa[0], sa[2], sa[3], sa[1]) if len(sa) == 4 else sa
-    why = spec.check(dtype="int8", shapes=[nhwc, nhwc])
+    if name == "add":
+        if sa != sb or not sa:
+            return None, f"add of shapes {list(sa)} and {list(sb)} (broadcast) stays on the CPU"
+        sa = sb = (sa[0], sa[2], sa[3], sa[1]) if len(sa) == 4 else sa
+        why = spec.check(dtype="int8", shapes=[sa, sb])
+    else:
+        if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
+            return None, (f"matmul of shapes {list(sa)} x {list(sb)}; the NPU's batch matmul "
+                          "takes (B, M, K) x (B, K, N)")
+        why = spec.check(dtype="int8", shapes=[sa, sb, (sa[0], sa[1], sb[2])],
+                         reduced_axis=sa[2])
     if why:
         return None, why
-    layer = Layer(relu if relu is not None else node, "add", ins[0]["q"], yout["q"],
-                  (0, 0, 0, 0), "VALID", (0, 0, 0, 0), more_inputs=(ins[1]["q"],),
+    layer = Layer(relu if relu is not None else node, BY_NAME[name].kind, ins[0]["q"],
+                  yout["q"], (0, 0, 0, 0), "VALID", (0, 0, 0, 0), more_inputs=(ins[1]["q"],),
                   absorbed=(node,) if relu is not None else ())
-    layer.input_specs = (("a", nhwc, ins[0]["sx"], ins[0]["zx"]),
-                         ("b", nhwc, ins[1]["sx"], ins[1]["zx"]))
-    act = "RELU" if relu is not None else "NONE"
-    layer.emit = lambda b, names, out: b.add(names[0], names[1], yout["sy"], yout["zy"],
-                                             activation=act, name=out)
-    layer.region = layer.build_region()
-    return layer, ""
-
-
-def _matmul_layer(node: fx.Node, desc: NpuDescription, reader: _Reader
-                  ) -> tuple[Layer | None, str]:
-    """``matmul(dq(q_a), dq(q_b)) -> q`` of two int8 activations, 3-D ``(B, M, K) x
-    (B, K, N)``: an int8 BATCH_MATMUL region (attention's products after
-    ``npu-decompose-attention``)."""
-    spec = desc.op("matmul")
-    if spec is None:
-        return None, "matmul is not among the NPU's ops"
-    ins = []
-    for a in node.args[:2]:
-        xin, why = reader.quantized_input(a)
-        if xin is None:
-            return None, why
-        ins.append(xin)
-    yout, why = reader.output_quantize(node)
-    if yout is None:
-        return None, why
-    why = _zero_points(desc, [ins[0]["zx"], ins[1]["zx"], yout["zy"]])
-    if why:
-        return None, why
-    sa, sb = _shape(node.args[0]), _shape(node.args[1])
-    if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
-        return None, (f"matmul of shapes {list(sa)} x {list(sb)}; the NPU's batch matmul "
-                      "takes (B, M, K) x (B, K, N)")
-    yshape = (sa[0], sa[1], sb[2])
-    why = spec.check(dtype="int8", shapes=[sa, sb, yshape], reduced_axis=sa[2])
-    if why:
-        return None, why
-    layer = Layer(node, "batch_matmul", ins[0]["q"], yout["q"], (0, 0, 0, 0), "VALID",
-                  (0, 0, 0, 0), more_inputs=(ins[1]["q"],))
     layer.input_specs = (("a", sa, ins[0]["sx"], ins[0]["zx"]),
                          ("b", sb, ins[1]["sx"], ins[1]["zx"]))
-    layer.emit = lambda b, names, out: b.batch_matmul(names[0], names[1], yout["sy"],
-                                                      yout["zy"], name=out)
+    act = "RELU" if relu is not None else "NONE"
+    if name == "add":
+        layer.emit = lambda b, names, out: b.add(names[0], names[1], yout["sy"], yout["zy"],
+                                                 activation=act, name=out)
+    else:
+        layer.emit = lambda b, names, out: b.batch_matmul(names[0], names[1], yout["sy"],
+                                                          yout["zy"], name=out)
     layer.region = layer.build_region()
     return layer, ""
 
 
-POOL_BASES = {"max_pool2d_with_indices": "max_pool2d", "max_pool2d": "max_pool2d",
-              "avg_pool2d": "avg_pool2d", "mean": "mean", "mul": "mul"}
+# torch op -> the ops.OPS row _data_op checks (pools, mean, mul)
+POOL_BASES = {b: op.name for op in OPS if op.family == "pool" or op.name == "mul"
+              for b in op.fx}
 
 
 def _data_op(node: fx.Node, desc: NpuDescription, reader: _Reader
@@ -539,8 +526,7 @@ def _data_op(node: fx.Node, desc: NpuDescription, reader: _Reader
     return (None, why, None) if why else (kind, "", flat)
 
 
-TABLE_BASES = {"sigmoid": "sigmoid", "tanh": "tanh", "hardswish": "hardswish",
-               "leaky_relu": "leaky_relu", "gelu": "gelu"}
+TABLE_BASES = {b: op.name for op in OPS if op.family == "table" for b in op.fx}
 
 
 def _table_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
@@ -549,8 +535,8 @@ def _table_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
     name = TABLE_BASES[_base(node)]
     if desc.op(name) is None:
         return f"{name} is not among the NPU's ops"
-    xin, why = reader.quantized_input(node.args[0])
-    if xin is None:
+    _, yout, why = _quantized_io(node, [node.args[0]], node, desc, reader)
+    if yout is None:
         return why
     if name == "leaky_relu":
         slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
@@ -558,12 +544,6 @@ def _table_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
             return f"leaky_relu slope {slope:g} < 0 is not lowered to the NPU"
     if name == "gelu" and node.kwargs.get("approximate", "none") not in ("none", "tanh"):
         return f"gelu approximation {node.kwargs['approximate']!r}"
-    yout, why = reader.output_quantize(node)
-    if yout is None:
-        return why
-    why = _zero_points(desc, [xin["zx"], yout["zy"]])
-    if why:
-        return why
     shape = _shape(node)
     nhwc = (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
     return desc.op(name).check(dtype="int8", shapes=[nhwc, nhwc]) or ""
@@ -575,17 +555,14 @@ def _softmax_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> str:
     why = npu_softmax(desc)
     if why:
         return why
-    xin, why = reader.quantized_input(node.args[0])
-    if xin is None:
+    _, yout, why = _quantized_io(node, [node.args[0]], node, desc, reader)
+    if yout is None:
         return why
     shape = _shape(node)
     dim = int(node.args[1]) if len(node.args) > 1 else -1
     if not 1 <= len(shape) <= 3 or dim % len(shape) != len(shape) - 1:
         return (f"softmax over dim {dim} of a {len(shape)}-D tensor (the NPU's is over the last "
                 "axis of <= 3-D)")
-    yout, why = reader.output_quantize(node)
-    if yout is None:
-        return why
     return desc.op("softmax").check(dtype="int8",
                                     shapes=[(1,) * (4 - len(shape)) + shape]) or ""
 
@@ -600,17 +577,8 @@ def _data_movement_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> s
     inputs = list(node.args[0]) if kind == "concat" else [node.args[0]]
     if kind == "concat" and not 2 <= len(inputs) <= 4:
         return f"concatenation of {len(inputs)} tensors (the NPU pattern takes 2 to 4)"
-    zps = []
-    for a in inputs:
-        xin, why = reader.quantized_input(a)
-        if xin is None:
-            return why
-        zps.append(xin["zx"])
-    yout, why = reader.output_quantize(node)
+    _, yout, why = _quantized_io(node, inputs, node, desc, reader)
     if yout is None:
-        return why
-    why = _zero_points(desc, zps + [yout["zy"]])
-    if why:
         return why
     shape = _shape(node)
     if not 1 <= len(shape) <= 4:
@@ -623,6 +591,14 @@ def _data_movement_op(node: fx.Node, desc: NpuDescription, reader: _Reader) -> s
                     "non-negative (and over W or H)\")")
     nhwc = (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
     return desc.op(kind).check(dtype="int8", shapes=[nhwc]) or ""
+
+
+# the families whose fx check is a reason only ("" when the op fits), and what the report says
+_CHECKS = {"table": _table_op, "softmax": _softmax_op, "concat": _data_movement_op,
+           "slice": _data_movement_op}
+_REGION_REASON = {"table": "{} region (256-entry int8 table)",
+                  "softmax": "{} region (TFLite int8 SOFTMAX)", "concat": "{} region",
+                  "slice": "{} region"}
 
 
 def _is_structural(node: fx.Node) -> bool:
@@ -662,38 +638,29 @@ def classify(graph: fx.Graph, constant: Callable[[fx.Node], np.ndarray | None],
                                 f"{kind} region" if kind else why, macs))
             continue
         if base in ("matmul", "bmm") and not assume_quantized:
-            layer, why = _matmul_layer(node, desc, reader)
+            layer, why = _binary_layer(node, desc, reader)
             out.append(Decision(node.name, base, "npu" if layer else "cpu",
                                 "batch_matmul region" if layer else why, macs, layer))
             continue
-        if base in ("cat", "slice") and not assume_quantized:
-            why = _data_movement_op(node, desc, reader)
-            kind = "concat" if base == "cat" else "strided_slice"
-            out.append(Decision(node.name, base, "cpu" if why else "npu",
-                                why or f"{kind} region", macs))
-            continue
-        if base in ("softmax", "_softmax") and not assume_quantized:
-            why = _softmax_op(node, desc, reader)
-            out.append(Decision(node.name, base, "cpu" if why else "npu",
-                                why or "softmax region (TFLite int8 SOFTMAX)", macs))
-            continue
-        if base in TABLE_BASES and assume_quantized and desc.op(TABLE_BASES[base]):
-            out.append(Decision(node.name, base, "npu", f"{TABLE_BASES[base]} region (256-entry "
-                                "int8 table, when its input and output are int8 per tensor, "
-                                "as compile makes them)", macs))
-            continue
-        if base in TABLE_BASES and not assume_quantized:
-            why = _table_op(node, desc, reader)
-            out.append(Decision(node.name, base, "cpu" if why else "npu",
-                                why or f"{TABLE_BASES[base]} region (256-entry int8 table)",
-                                macs))
-            continue
+        rows = for_fx(base)
+        if rows and rows[0].family in _CHECKS:
+            op = rows[0]
+            if assume_quantized and op.family == "table" and desc.op(op.name):
+                out.append(Decision(node.name, base, "npu", f"{op.name} region (256-entry "
+                                    "int8 table, when its input and output are int8 per "
+                                    "tensor, as compile makes them)", macs))
+                continue
+            if not assume_quantized:
+                why = _CHECKS[op.family](node, desc, reader)
+                out.append(Decision(node.name, base, "cpu" if why else "npu",
+                                    why or _REGION_REASON[op.family].format(op.name), macs))
+                continue
         if node in fused:
             out.append(Decision(node.name, base, "npu", f"fused into the add region of "
                                 f"{fused[node].node.name}", macs, fused[node]))
             continue
         if base == "add" and not assume_quantized:
-            layer, why = _add_layer(node, desc, reader)
+            layer, why = _binary_layer(node, desc, reader)
             if layer is not None and layer.absorbed:  # add + relu: one region at the relu
                 out.append(Decision(node.name, base, "npu", "add region (relu fused)", macs))
                 fused[layer.node] = layer
@@ -733,14 +700,10 @@ def classify_program(program: Any, desc: NpuDescription,
     return classify(program.graph, constant, desc, assume_quantized)
 
 
-_NPU_NAMES = {"add": "add", "sub": "sub", "mul": "mul", "mean": "mean",
-              "avg_pool2d": "avg_pool2d", "max_pool2d": "max_pool2d",
-              "max_pool2d_with_indices": "max_pool2d", "relu": "relu", "hardtanh": "relu6",
-              "softmax": "softmax", "_softmax": "softmax", "view": "reshape",
-              "reshape": "reshape", "cat": "concat", "permute": "transpose",
-              "slice": "strided_slice",
-              "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "gelu", "bmm": "matmul",
-              "matmul": "matmul", "hardswish": "hardswish", "leaky_relu": "leaky_relu"}
+# torch op -> description op name, for the reason of an op edgecc does not offload
+_NPU_NAMES = {**{b: op.name for op in reversed(OPS) for b in op.fx},
+              "sub": "sub", "relu": "relu", "hardtanh": "relu6", "view": "reshape",
+              "reshape": "reshape", "permute": "transpose"}
 
 
 def _npu_name(base: str) -> str:
