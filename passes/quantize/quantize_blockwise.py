@@ -139,6 +139,8 @@ class _Runner:
         nodes = [n for n in self.order[self.done:end + 1] if n.op in ("call_function",
                                                                        "get_attr")]
         consts: dict[fx.Node, torch.Tensor] = {}
+        inside = set(nodes)
+        before = [n for n in self.order if n in watch and n not in inside]
         for b, env in enumerate(self.envs):
             moved: dict[fx.Node, Any] = {}
 
@@ -155,6 +157,8 @@ class _Runner:
                 return v
 
             with torch.no_grad():
+                for n in before:  # watched values computed earlier (an input, a residual)
+                    on_value(b, n, fetch(n))
                 for n in nodes:
                     if n.op == "get_attr":
                         continue

@@ -91,6 +91,39 @@ def _finetuned(batches: list[tuple[torch.Tensor]], labels: list[torch.Tensor],
     return _weights(program)
 
 
+class _Blocks(torch.nn.Module):
+    """Two residual MLP blocks at ``layers.N`` (what quantize-blockwise walks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 16)) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + layer(x)
+        return x
+
+
+def _blockwise(batches: list[tuple[torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Dequantized weights of quantize-blockwise (GPTQ, AWQ) over this rank's batches."""
+    from edgecc.pass_base import PassContext
+    from edgecc.quant import is_dequantize, node_params
+
+    out = {}
+    program = edgecc.trace(_Blocks().eval(), batches[0])
+    for algorithm in ("gptq", "awq"):
+        p = edgecc.PassManager(f"quantize-blockwise{{algorithm={algorithm},group_size=16,"
+                               "error_batches=0}")(
+            program.copy(), context=PassContext(calibration=batches, progress=False)).program
+        out[algorithm] = {str(n.args[0].target): node_params(n, p.tensor).dequantize(
+            p.tensor(n.args[0])) for n in p.nodes("call_function")
+            if is_dequantize(n) and p.is_constant(n.args[0])}
+    return out
+
+
 def _worker(rank: int, port: int, tmp: str) -> None:
     import torch.distributed as dist
 
@@ -158,6 +191,17 @@ def _worker(rank: int, port: int, tmp: str) -> None:
             for k, w in got.items():
                 torch.testing.assert_close(w, ref["trained"][k], rtol=1e-5, atol=1e-6,
                                            msg=f"{k} shard={options.shard}")
+
+        # 5. quantize-blockwise on this rank's batches: GPTQ (Hessians all-reduced) == one
+        # process on all batches; AWQ (rows gathered in rank order: every row kept, the
+        # search sums them in another order) the same weights up to a flipped tie
+        got = _blockwise(distributed.shard(_batches()))
+        want = ref["blockwise"]
+        assert got["gptq"].keys() == want["gptq"].keys() and len(got["gptq"]) == 4
+        for k, w in got["gptq"].items():
+            torch.testing.assert_close(w, want["gptq"][k], rtol=1e-5, atol=1e-6, msg=k)
+        same = sum(int(torch.isclose(w, want["awq"][k]).sum()) for k, w in got["awq"].items())
+        assert same / sum(w.numel() for w in want["awq"].values()) >= 0.98
     finally:
         dist.destroy_process_group()
 
@@ -176,7 +220,8 @@ def test_two_gloo_ranks_reduce_exactly_train_in_step_and_only_rank0_writes(tmp_p
     pairs = [(torch.cat((xs[i][0], xs[i + 1][0])),) for i in range(0, 8, 2)]
     trained = _finetuned(pairs, [torch.cat((ys[i], ys[i + 1])) for i in range(0, 8, 2)])
     torch.save({"stats": _stats(_batches()), "weights": _weights(single.program),
-                "trained": trained}, tmp_path / "reference.pt")
+                "trained": trained, "blockwise": _blockwise(_batches())},
+               tmp_path / "reference.pt")
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD)
     assert sorted(os.listdir(tmp_path)) == ["out", "reference.pt", "single"]
     assert os.path.exists(tmp_path / "out" / "manifest.json")
