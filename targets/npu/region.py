@@ -2,7 +2,9 @@
 
 A region is what one NPU call executes: int8 per-tensor activations (NHWC), symmetric int8
 weights (per-channel or per-tensor), int32 bias, and the ops an Ethos-U-class NPU runs —
-conv2d, depthwise_conv2d, fully_connected, add, mul, avg_pool2d, max_pool2d, reshape — each
+conv2d, depthwise_conv2d, fully_connected, batch_matmul, add, mul, avg_pool2d, max_pool2d,
+mean, pad, reshape, transpose, quantize, concat, strided_slice, softmax and the table
+activations (logistic, tanh, hard_swish, leaky_relu, gelu: ``lut``) — the arithmetic ones
 with a fused clamp (``activation``: NONE, RELU, RELU6, RELU_N1_TO_1). The same object is
 simulated bit-exactly (``simulator.py``), written as a ``.tflite`` (``tflite_writer.py``) and
 compiled by Vela (``vela_compile.py``).

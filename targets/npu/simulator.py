@@ -7,6 +7,14 @@ multiplier and shift (``quantize_multiplier``, from Vela's own ``quantise_scale`
 It differs from float quantize/dequantize rounding by up to one LSB, which is why it exists:
 a region compiled for the NPU is checked against this, not against fake-quant.
 
+Element-wise activations (LOGISTIC, TANH, GELU: LiteRT's float32 ``PopulateLookupTable``;
+HARD_SWISH: TFLite's int16 fixed point; LEAKY_RELU: two requantizations) are 256-entry
+tables (``lut_table``), equal to LiteRT's int8 kernels on every input code; an NPU such as
+Ethos-U evaluates them as such a table too. SOFTMAX is TFLite's int8 reference arithmetic
+(gemmlowp ``exp_on_negative_values`` in Q5.26, the sum in Q12.19, a Newton-Raphson
+reciprocal), bit-exact with LiteRT. What Vela programs for these ops (its own table / softmax
+decomposition) is not executed here: no Ethos-U or FVP exists on this machine.
+
 ``simulate(region, {name: int8 array})`` returns ``{output name: int8 array}``.
 
 Rounding. TFLite's ``MultiplyByQuantizedMultiplier`` rounds twice (SRDHM, then a rounding
@@ -435,6 +443,16 @@ def softmax_params(xs: TensorSpec, beta: float) -> tuple[int, int, int]:
     m, shift = quantize_multiplier(real)
     radius = int(np.floor(31.0 * (1 << 26) / (1 << shift)))
     return m, shift, -radius
+
+
+def softmax_exp_table(xs: TensorSpec, beta: float = 1.0) -> np.ndarray:
+    """The Q0.31 exp ``softmax`` computes for each int8 difference x - max(x) = -255 .. 0
+    (index 0 .. 255; 0 below diff_min): the table Vela's 8-bit softmax loads (checked
+    byte for byte in tests/targets/npu/test_vela.py)."""
+    m, shift, diff_min = softmax_params(xs, beta)
+    diff = np.arange(256, dtype=np.int64) - 255
+    exps = _exp_on_negative_values(_srdhm32(_wrap_int32(diff << shift), m))
+    return np.where(diff >= diff_min, exps, 0).astype(np.int32)
 
 
 def softmax(x: np.ndarray, xs: TensorSpec, ys: TensorSpec, beta: float = 1.0) -> np.ndarray:

@@ -147,3 +147,43 @@ def test_softmax_tflite_runs_in_litert_within_one_step_of_float_softmax():
     ref = np.exp(real - real.max(-1, keepdims=True))
     ref /= ref.sum(-1, keepdims=True)
     assert np.abs(got - ref).max() <= 1 / 256 + 1e-9
+
+
+@pytest.mark.parametrize("device", ["ethos-u55-128", "ethos-u85-256"])
+@pytest.mark.parametrize("kind", ["logistic", "tanh", "hard_swish", "leaky_relu", "gelu"])
+def test_velas_activation_table_is_the_simulators(device, kind):
+    """For a one-op table activation, Vela's read-only data (what the NPU's LUT is loaded
+    from) is the simulator's 256-entry table byte for byte, indexed by x + 128: the table the
+    NPU applies is the one checked against LiteRT on every code (test_simulator.py)."""
+    from edgecc.targets.npu.region import RegionBuilder
+    from edgecc.targets.npu.simulator import lut_table
+
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        b = RegionBuilder(kind)
+        x = b.input("x", (1, 4, 4, 16), rng.uniform(0.01, 0.1), int(rng.integers(-20, 21)))
+        fixed = kind in ("logistic", "tanh")
+        y = b.lut(x, kind, None if fixed else rng.uniform(0.01, 0.1),
+                  None if fixed else int(rng.integers(-20, 21)),
+                  **({"alpha": rng.uniform(0, 0.5)} if kind == "leaky_relu" else {}))
+        region = b.build([y])
+        result = compile_region(write_tflite(region), load_device(device))
+        table = lut_table(region.ops[0], region.tensors[x], region.tensors[y])
+        assert bytes(result.read_only) == table.tobytes()
+
+
+@pytest.mark.parametrize("device", ["ethos-u55-128", "ethos-u85-256"])
+def test_velas_softmax_exp_table_is_the_simulators(device):
+    """Vela's int8 SOFTMAX loads the exp of every int8 difference (x - max) as 256 Q0.31
+    values: they are the simulator's (TFLite's gemmlowp ``exp_on_negative_values``), byte for
+    byte, at input scales below and above the multiplier cap. The rest of Vela's softmax (its
+    reciprocal as NPU element-wise ops) is not executed here."""
+    from edgecc.targets.npu.region import RegionBuilder
+    from edgecc.targets.npu.simulator import softmax_exp_table
+
+    for scale, zp in ((0.1, 3), (0.02, -7), (3.0, 0)):
+        b = RegionBuilder("softmax")
+        x = b.input("x", (1, 4, 16), scale, zp)
+        region = b.build([b.softmax(x)])
+        result = compile_region(write_tflite(region), load_device(device))
+        assert softmax_exp_table(region.tensors[x]).tobytes() in bytes(result.read_only)
