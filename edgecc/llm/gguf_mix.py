@@ -14,8 +14,10 @@ Q4_K       the quantize pass (``algorithm``: GPTQ by default, calibrated) onto Q
            real grid (``weight_grid=q4_k``, asymmetric: 6-bit scales and mins per 32, as
            llama.cpp's own Q4_K; ``edgecc.dequantize_offset``); option ``q4_k=symmetric``:
            symmetric int4 with scales on the grid (mins fixed at 8 steps)
-Q5_0       ggml's reference quantizer (round to nearest, ``d = signed max / -16``),
-           held as int8 codes -16..15 with fp16 scales per 32 (``gguf_import``'s Q5_0)
+Q5_0       ggml's Q5_0 grid (``d = signed max / -16`` per 32), held as int8 codes
+           -16..15 with fp16 scales (``gguf_import``'s Q5_0): rounded by GPTQ when
+           ``algorithm=gptq`` (option ``q5_0``: auto | gptq | ggml), else by ggml's
+           reference quantizer (round to nearest: llama.cpp's own bytes)
 Q8_0       ggml's reference quantizer, int8 codes with fp16 scales per 32
 Q6_K       ggml's quantizer (``ggml_quantize_chunk`` through xllamacpp, as llama.cpp's
            own file), held as int8 codes -32..31 with scales ``d * sc`` per 16; option
@@ -61,6 +63,7 @@ from edgecc.program import Program
 FTYPES = ("Q4_K_M",)
 ALGORITHMS = ("gptq", "awq", "rtn")
 Q4_K_GRIDS = ("asymmetric", "symmetric")
+Q5_0_ROUNDING = ("auto", "gptq", "ggml")
 SUPER = 256
 _RTN = ("Q5_0", "Q8_0", "Q6_K")  # types quantized here by ggml's reference quantizers
 _QWEIGHT = re.compile(r"^(.*)_qweight$")
@@ -106,21 +109,24 @@ def plan_types(program: Program, ftype: str = "Q4_K_M", *, q6_k: str = "Q6_K"
 def quantize_gguf_mix(program: Program, ftype: str = "Q4_K_M", *,
                       calibration: Sequence[tuple[torch.Tensor, ...]] | None = None,
                       algorithm: str = "gptq", q6_k: str = "Q6_K",
-                      q4_k: str = "asymmetric",
+                      q4_k: str = "asymmetric", q5_0: str = "auto",
                       options: dict[str, Any] | None = None) -> tuple[Program, dict[str, Any]]:
     """A copy of ``program`` quantized as llama.cpp's ``ftype`` mix (module docstring), and
     a report: ``{"types": plan, "counts": {type: n}, "quantize": the pass's stats}``.
     ``calibration``: batches for GPTQ / AWQ (``algorithm``); ``q4_k``: ``asymmetric``
-    (Q4_K's own grid) or ``symmetric``; ``options``: more quantize pass options for the
-    Q4_K tensors."""
+    (Q4_K's own grid) or ``symmetric``; ``q5_0``: ``gptq`` / ``ggml`` (``auto``: GPTQ when
+    ``algorithm`` is); ``options``: more quantize pass options for the Q4_K tensors."""
     if algorithm not in ALGORITHMS:
         raise OptionError(f"algorithm={algorithm}: the Q4_K tensors are quantized by "
                           f"{', '.join(ALGORITHMS)}")
     if q4_k not in Q4_K_GRIDS:
         raise OptionError(f"q4_k={q4_k}: the Q4_K grid is {' or '.join(Q4_K_GRIDS)}")
+    if q5_0 not in Q5_0_ROUNDING:
+        raise OptionError(f"q5_0={q5_0}: the Q5_0 tensors are rounded by "
+                          f"{', '.join(Q5_0_ROUNDING)}")
     plan = plan_types(program, ftype, q6_k=q6_k)
     program = program.copy()
-    stats = _quantize_mix(program, plan, calibration, algorithm, q4_k, options)
+    stats = _quantize_mix(program, plan, calibration, algorithm, q4_k, options, q5_0)
     counts: dict[str, int] = {}
     for p in plan.values():
         counts[p["chosen"]] = counts.get(p["chosen"], 0) + 1
@@ -129,7 +135,8 @@ def quantize_gguf_mix(program: Program, ftype: str = "Q4_K_M", *,
 
 def _quantize_mix(program: Program, plan: dict[str, dict[str, Any]],
                   calibration: Sequence[tuple[torch.Tensor, ...]] | None, algorithm: str,
-                  q4_k: str, options: dict[str, Any] | None) -> dict[str, Any]:
+                  q4_k: str, options: dict[str, Any] | None, q5_0: str = "auto"
+                  ) -> dict[str, Any]:
     """``plan`` applied to ``program`` in place; the quantize pass's stats."""
     from edgecc.registry import default_pass_registry
 
@@ -148,6 +155,8 @@ def _quantize_mix(program: Program, plan: dict[str, dict[str, Any]],
         program = result.program
         stats = {k: result.stats[k] for k in ("layers", "weight_grid", "error", "seconds")
                  if k in result.stats}
+    if (q5_0 == "gptq" or (q5_0 == "auto" and algorithm == "gptq")) and calibration:
+        stats["q5_0_gptq"] = _gptq_q5_0(program, plan, calibration)
     _round_to_nearest(program, plan)
     meta = dict(program.graph_module.meta.get(PROGRAM_META, {}))
     meta["types"] = {n: {k: p[k] for k in ("wanted", "chosen", "reason")}
@@ -163,6 +172,7 @@ class GgufMixOptions:
     algorithm: Literal["auto", "gptq", "awq", "rtn"] = "auto"
     q4_k: Literal["asymmetric", "symmetric"] = "asymmetric"  # Q4_K's own grid, or sym. int4
     q6_k: Literal["Q6_K", "Q8_0", "Q5_0"] = "Q6_K"  # what llama.cpp's Q6_K tensors become
+    q5_0: Literal["auto", "gptq", "ggml"] = "auto"  # auto: GPTQ when algorithm is gptq
 
 
 class GgufMix(Pass):
@@ -197,7 +207,8 @@ class GgufMix(Pass):
         plan = plan_types(program, options.ftype, q6_k=options.q6_k)
         calibration = list(context.calibration) if context.calibration is not None else None
         extra = {"awq_fold": True} if algorithm == "awq" else {}
-        stats = _quantize_mix(program, plan, calibration, algorithm, options.q4_k, extra)
+        stats = _quantize_mix(program, plan, calibration, algorithm, options.q4_k, extra,
+                              options.q5_0)
         counts: dict[str, int] = {}
         for p in plan.values():
             counts[p["chosen"]] = counts.get(p["chosen"], 0) + 1
@@ -229,6 +240,44 @@ def _weights(program: Program) -> dict[str, tuple[str, int, bool]]:
     if "token_embd.weight" not in out and "output.weight" in out:  # tied: one matrix,
         out["token_embd.weight"] = out.pop("output.weight")  # written as token_embd
     return out
+
+
+def _gptq_q5_0(program: Program, plan: dict[str, dict[str, Any]],
+               calibration: Sequence[tuple[torch.Tensor, ...]]) -> dict[str, Any]:
+    """The Q5_0 linear layers by GPTQ on ggml's Q5_0 grid (``q4k_grid.snap_q5_0``), with the
+    Hessians of their inputs from one calibration run of the program as it is now (the
+    Q4_K layers already quantized); in place. Returns ``{"layers", "seconds"}``."""
+    import functools
+    import time
+
+    from edgecc.passes.quantize import gptq
+    from edgecc.passes.quantize.layers import find_layers, record_values, replace_weight
+    from edgecc.passes.quantize.q4k_grid import snap_q5_0
+    from edgecc.passes.quantize.scheme import TensorQuant
+
+    t0 = time.perf_counter()
+    wanted = {_plain(p["module"] + ".weight") for p in plan.values()
+              if p["chosen"] == "Q5_0" and not p["quantized"]}
+    layers = [la for la in find_layers(program, embeddings=False)
+              if la.kind == "linear" and program.is_constant(la.weight)
+              and _plain(str(la.weight.target)) in wanted
+              and program.tensor(la.weight).dim() == 2
+              and program.tensor(la.weight).shape[1] % 32 == 0]
+    hessians = {la.input: gptq.HessianAccumulator() for la in layers}
+    if not layers:
+        return {"layers": 0}
+    record_values(program, list(calibration), set(hessians),
+                  lambda node, value: hessians[node].update(value), desc="Q5_0 Hessians")
+    tq = TensorQuant("int8", "per-group", symmetric=True, group_size=32)
+    for la in layers:
+        w = program.tensor(la.weight).detach().to(torch.float32)
+        w_hat, params = gptq.gptq_quantize(w, hessians[la.input].h, tq,
+                                           snap=functools.partial(snap_q5_0, w=w))
+        replace_weight(program, la, params.quantize(w_hat), params)
+    program.refresh_metadata()
+    program.graph.lint()
+    program.graph_module.recompile()
+    return {"layers": len(layers), "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _round_to_nearest(program: Program, plan: dict[str, dict[str, Any]]) -> None:

@@ -20,7 +20,9 @@ import torch.fx as fx
 from edgecc.errors import OptionError
 from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
-from edgecc.quant import DEQUANTIZE, DEQUANTIZE_OFFSET, QUANTIZE, QuantParams, is_dequantize
+from edgecc.quant import (
+    DEQUANTIZE, DEQUANTIZE_OFFSET, QUANTIZE, QuantParams, is_dequantize, is_dequantize_offset,
+)
 
 LINEAR_OPS = ("aten.linear", "edgecc.linear_act")
 QRANGE = "edgecc_qrange"  # node meta: (qmin, qmax) a stored weight was quantized with
@@ -299,11 +301,12 @@ def first_in_graph(graph: fx.Graph, nodes: Sequence[fx.Node]) -> fx.Node:
 
 
 def quantized_weight_bytes(program: Program) -> int:
-    """Bytes of the weights that ``dequantize`` nodes read (data + scales + zero points)."""
+    """Bytes of the weights that ``dequantize`` / ``dequantize_offset`` nodes read (data +
+    scales + zero points + offsets)."""
     total = 0
     for node in program.nodes("call_function"):
-        if is_dequantize(node):
-            for arg in node.args[:3]:
+        if is_dequantize(node) or is_dequantize_offset(node):
+            for arg in node.args[:4 if is_dequantize_offset(node) else 3]:
                 if program.is_constant(arg):
                     t = program.tensor(arg)
                     total += t.numel() * t.element_size()

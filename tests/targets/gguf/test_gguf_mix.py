@@ -96,16 +96,22 @@ def test_plan_options_are_checked_and_tied_embeddings_are_token_embd():
         plan_types(program, q6_k="Q4_0")
 
 
-def test_weights_a_pass_replaced_are_still_quantized():
-    # SmolLM2's case: hidden rows of 64 (Q5_0), ffn_down's rows of 256 (layer 0: Q4_K); AWQ
-    # for ffn_down folds its input scale into ffn_up's rows, a new constant that the Q5_0
-    # step must still find
+@pytest.fixture(scope="module")
+def llama_64():
+    """SmolLM2's case: hidden rows of 64 (Q4_K -> Q5_0), ffn_down's rows of 256 (layer 0:
+    Q4_K, layer 1: Q6_K)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    program = tiny.trace(LlamaForCausalLM(LlamaConfig(
+    return tiny.trace(LlamaForCausalLM(LlamaConfig(
         vocab_size=tiny.VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2)).eval())
+
+
+def test_weights_a_pass_replaced_are_still_quantized(llama_64):
+    # AWQ for ffn_down folds its input scale into ffn_up's rows, a new constant that the
+    # Q5_0 step must still find
+    program = llama_64
     calib = [(tiny.token_ids(seed=s),) for s in range(2)]
     awq, report = quantize_gguf_mix(program, algorithm="awq", calibration=calib,
                                     options={"awq_fold": True, "awq_grid": 4})
@@ -117,3 +123,44 @@ def test_weights_a_pass_replaced_are_still_quantized():
     assert counts.get("edgecc.dequantize_offset", 0) == report["counts"]["Q4_K"] > 0
     assert (counts.get("edgecc.dequantize", 0) + counts["edgecc.dequantize_offset"]
             == len(report["types"]) == 16)
+
+
+def test_q5_0_tensors_by_gptq_are_q5_0_bit_exactly_and_beat_ggml_rounding(tmp_path, llama_64):
+    # rows of 64 (SmolLM2's case: hidden 576): llama.cpp's Q4_K falls back to Q5_0; with
+    # algorithm=gptq those get GPTQ on ggml's Q5_0 grid (d = signed max / -16 per 32)
+    from edgecc.passes.quantize.gptq import HessianAccumulator, output_error
+    from edgecc.passes.quantize.layers import find_layers, record_values
+
+    program = llama_64
+    calib = [(tiny.token_ids(seed=s),) for s in range(3)]
+    mixed, report = quantize_gguf_mix(program, calibration=calib)  # q5_0=auto: GPTQ
+    assert report["quantize"]["q5_0_gptq"]["layers"] == 11  # 12 Q5_0, token_embd by ggml
+    lowered = GgufTarget().lower(mixed, str(tmp_path), GgufOptions(check=False))
+    assert lowered.report["tensor_types"]["Q5_0"] == 12
+    expected = {t.name: (node_params(t.node, mixed.tensor).dequantize(
+        mixed.tensor(t.node.args[0])).numpy(), t.rope_heads) for t in recognise(mixed).tensors
+        if not mixed.is_constant(t.node)}
+    for t in gguf.GGUFReader(str(tmp_path / "model.gguf")).tensors:
+        if t.tensor_type.name == "Q5_0":
+            shape = tuple(int(s) for s in reversed(t.shape))
+            got = dequantize(np.asarray(t.data), t.tensor_type).reshape(shape)
+            want, heads = expected[t.name]
+            np.testing.assert_array_equal(unpermute_rope(got, heads) if heads else got, want)
+    # GPTQ's objective, the layers' output error on the calibration inputs, is lower than
+    # with ggml's round-to-nearest on the same grid
+    layers = [la for la in find_layers(program, embeddings=False)
+              if "mlp.down_proj" not in la.name and "lm_head" not in la.name]
+    hess = {la.input: HessianAccumulator() for la in layers}
+    record_values(program, calib, set(hess), lambda n, v: hess[n].update(v))
+
+    nodes = {n.name: n for n in mixed.nodes("call_function")}  # copies keep node names
+    gptq = ggml = 0.0
+    for la in layers:
+        w = program.tensor(la.weight).detach().float()
+        dq = nodes[la.node.name].args[1]
+        w_gptq = node_params(dq, mixed.tensor).dequantize(mixed.tensor(dq.args[0]))
+        w_ggml = torch.from_numpy(dequantize(quantize(w.numpy(), gguf.GGMLQuantizationType.Q5_0),
+                                             gguf.GGMLQuantizationType.Q5_0).reshape(w.shape))
+        gptq += output_error(w, w_gptq, hess[la.input].h)
+        ggml += output_error(w, w_ggml, hess[la.input].h)
+    assert gptq < 0.9 * ggml

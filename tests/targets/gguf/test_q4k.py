@@ -48,17 +48,20 @@ def test_snapped_scales_are_found_on_the_grid_and_moved_by_at_most_half_a_step()
     assert snap_q4k(p, 480) is None  # not a multiple of 256
 
 
-def _llama_256():
+@pytest.fixture(scope="module")
+def llama_256():
+    """Rows of 256 (Q4_K) and 320 (down_proj: no Q4_K layout), traced once for the file."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(
+    return tiny.trace(LlamaForCausalLM(LlamaConfig(
         vocab_size=tiny.VOCAB, hidden_size=256, intermediate_size=320, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5)).eval()
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5)).eval())
 
 
-def test_q4k_grid_weights_are_written_as_q4_k_bit_exactly_and_run_by_llamacpp(tmp_path):
-    program = tiny.trace(_llama_256())
+def test_q4k_grid_weights_are_written_as_q4_k_bit_exactly_and_run_by_llamacpp(tmp_path,
+                                                                               llama_256):
+    program = llama_256
     q = Quantize()(program.copy(), Quantize.Options(
         scheme="w4a16", group_size=32, weight_dtype="int4", weight_symmetric=True,
         weight_grid="q4_k", exclude=("lm_head", "model.embed_tokens")))
@@ -129,11 +132,12 @@ def test_asymmetric_fit_is_on_the_grid_bounded_and_as_good_as_ggml():
     assert q4k.encode_offset(codes, p.scale.numpy(), p.offset.numpy() * 1.001) is None
 
 
-def test_asymmetric_q4k_gptq_is_written_as_q4_k_bit_exactly_and_run_by_llamacpp(tmp_path):
+def test_asymmetric_q4k_gptq_is_written_as_q4_k_bit_exactly_and_run_by_llamacpp(tmp_path,
+                                                                                 llama_256):
     from edgecc.quant import node_params
     from edgecc.targets.gguf.partition import recognise
 
-    program = tiny.trace(_llama_256())
+    program = llama_256
     calib = [(tiny.token_ids(seed=s),) for s in range(2)]
     q = Quantize()(program.copy(), Quantize.Options(
         scheme="w4a16", group_size=32, weight_dtype="int4", weight_symmetric=False,
