@@ -1,7 +1,7 @@
 """The quality comparison of issue 17 on a real GGUF decoder: edgecc's quantizations
-(RTN / GPTQ / AWQ int4 in the Q4_0 and Q4_1 layouts, the Q4_K grid, Q8_0) as edgecc
-programs and as ``-t gguf`` files run by llama.cpp, beside llama.cpp's own quantizer
-(``llamacpp_quant``) on the same float weights, on the same text windows.
+(RTN / GPTQ / AWQ int4 in the Q4_0 and Q4_1 layouts, GPTQ in llama.cpp's Q4_K_M type mix,
+Q8_0) as edgecc programs and as ``-t gguf`` files run by llama.cpp, beside llama.cpp's own
+quantizer (``llamacpp_quant``) on the same float weights, on the same text windows.
 
 Used by ``bench/llm_quality.py`` (the full table) and the slow tests (a small slice).
 Calibration (GPTQ / AWQ) reads the calibration split of the text, perplexity the test
@@ -39,7 +39,9 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, str]] = {
     "rtn_q4_1": (_ASYM, "Q4_1"),
     "gptq_q4_1": ({**_ASYM, "algorithm": "gptq"}, "Q4_1"),
     "awq_q4_1": ({**_ASYM, "algorithm": "awq", "awq_fold": True}, "Q4_1"),
-    "gptq_q4_k": ({**_SYM, "algorithm": "gptq", "weight_grid": "q4_k"}, "Q4_K (+Q4_0)"),
+    # llama.cpp's Q4_K_M per-tensor types (edgecc.llm.quantize_gguf_mix): GPTQ on Q4_K's
+    # own grid where llama.cpp puts Q4_K, ggml's Q5_0 / Q8_0 / Q6_K where it puts those
+    "gptq_q4_k": ({"mix": "Q4_K_M", "algorithm": "gptq"}, "Q4_K_M mix"),
 }
 
 
@@ -75,6 +77,15 @@ def quantized(program: Program, options: dict[str, Any] | None,
     if opts.get("algorithm") == "awq":
         opts["awq_grid"] = setup.awq_grid
         opts["awq_clip"] = setup.awq_clip
+    if "mix" in opts:  # a GGUF type mix: quantize_gguf_mix (the quantize pass inside)
+        from edgecc.llm.gguf_mix import quantize_gguf_mix
+
+        mix, algorithm = opts.pop("mix"), opts.pop("algorithm")
+        if algorithm == "awq":
+            opts["awq_fold"] = True
+        mixed, report = quantize_gguf_mix(program, mix, calibration=calibration,
+                                          algorithm=algorithm, options=opts)
+        return mixed, {"mix": report["counts"], **report["quantize"]}
     result = Quantize()(program.copy(), Quantize.Options(error_batches=1, **opts),
                         context=PassContext(calibration=calibration))
     return result.program, result.stats
