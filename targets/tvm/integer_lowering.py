@@ -254,9 +254,9 @@ class IntegerKernels:
                                    f"grouped ({groups} groups, not depthwise)")
             bb = importer.block_builder
             act = node.args[9] if len(node.args) > 9 else None
-            if self.isa == X86 and groups == 1:
+            if self.isa == X86:
                 out = self._x86_conv(bb, node, plan, act, importer, list(stride),
-                                     list(padding), list(dilation))
+                                     list(padding), list(dilation), groups)
                 if out is not None:
                     return out
             acc = _conv_int32(bb, importer.env[plan["xq"]], wq, plan["zx"], list(stride),
@@ -281,7 +281,7 @@ class IntegerKernels:
 
     def _x86_conv(self, bb: Any, node: fx.Node, plan: dict[str, Any], act: str | None,
                   importer: Any, stride: list[int], padding: list[int],
-                  dilation: list[int]) -> Any | None:
+                  dilation: list[int], groups: int) -> Any | None:
         from edgecc.targets.tvm import x86_int8
 
         wq = plan["wq"]
@@ -291,8 +291,9 @@ class IntegerKernels:
         if fused is None:
             return None
         epilogue, rq = fused
-        out = x86_int8.emit_conv(bb, importer.env[plan["xq"]], wq, plan["zx"], stride,
-                                 padding, dilation, epilogue)
+        emit = x86_int8.emit_conv if groups == 1 else x86_int8.emit_depthwise
+        out = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding, dilation,
+                   epilogue)
         return self._x86_done(bb, out, rq, act)
 
     def _x86_done(self, bb: Any, out: Any, rq: dict[str, Any] | None, act: str | None) -> Any:

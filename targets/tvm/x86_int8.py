@@ -29,7 +29,7 @@ import numpy as np
 from edgecc.targets.tvm.x86_int8_source import SOURCE, SYMBOLS
 
 ISA = "avx2"
-LINEAR, CONV = SYMBOLS
+LINEAR, CONV, DEPTHWISE = SYMBOLS
 
 
 def supported(target: Any) -> bool:
@@ -154,3 +154,20 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     meta[0] = 2
     return _call(bb, CONV, x, pack_rows(w.reshape(oc, -1)), meta, epilogue, oc,
                  [nb, oc, oh, ow])
+
+
+def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
+                   padding: list[int], dilation: list[int], epilogue: Epilogue) -> Any | None:
+    """NCHW int8 depthwise convolution (``w[C, 1, KH, KW]``, one output per input channel)
+    with ``epilogue``; None when ``x``'s shape is symbolic or not depthwise."""
+    shape = static_shape(x)
+    if shape is None or len(shape) != 4 or w.shape[0] != shape[1] or w.shape[1] != 1:
+        return None
+    nb, c, h, wd = shape
+    _, _, kh, kw = w.shape
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    meta = _head(epilogue) + [nb, c, h, wd, kh, kw, *stride, *padding, *dilation, oh, ow, zx]
+    meta[0] = 3
+    return _call(bb, DEPTHWISE, x, np.ascontiguousarray(w.reshape(c, -1), np.int32), meta,
+                 epilogue, c, [nb, c, oh, ow])

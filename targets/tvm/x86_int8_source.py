@@ -26,7 +26,7 @@ linear; weights at compile time for a convolution, whose output rows are then it
 channels — no transposes around the GEMM).
 """
 
-SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv")
+SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -53,6 +53,18 @@ struct Epilogue {
   int requant; int channel_is_row; int64_t lo, hi, zy;
   void* out; int64_t ld;  // out[row * ld + col]
 };
+
+// one output of channel ch: requantized int8, or float
+static inline void store_one(const Epilogue& e, int64_t ch, int32_t acc, int64_t at) {
+  const int32_t v = (int32_t)((uint32_t)acc + (uint32_t)e.off[ch]);
+  if (e.requant) {
+    int64_t y = ((int64_t)v * e.mult[ch] + e.add[ch]) >> e.shift[ch];
+    y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);
+    static_cast<int8_t*>(e.out)[at] = (int8_t)(y + e.zy);
+  } else {
+    static_cast<float*>(e.out)[at] = (float)v * e.scale[ch] + e.bias[ch];
+  }
+}
 
 __attribute__((target("avx2,fma")))
 static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int nr,
@@ -188,6 +200,19 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   return e;
 }
 
+// per-thread scratch buffers, grown as needed and reused across calls: a fresh malloc of a
+// few hundred KB per call is an mmap, and its page faults cost as much as a small GEMM
+void* scratch(int slot, size_t bytes) {
+  static thread_local void* buf[3] = {0, 0, 0};
+  static thread_local size_t size[3] = {0, 0, 0};
+  if (size[slot] < bytes) {
+    free(buf[slot]);
+    size[slot] = (bytes + 4095) / 4096 * 4096;
+    buf[slot] = aligned_alloc(64, size[slot]);
+  }
+  return buf[slot];
+}
+
 int bad_args(int n) {
   if (n == 10) return 0;
   TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments");
@@ -209,7 +234,7 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t m = meta[5], k = meta[6], n = meta[7];
   const int64_t kp = (k + 1) / 2 * 2, mp = (m + 3) / 4 * 4;
   const int8_t* x = data<int8_t>(args, 0);
-  int16_t* rows = static_cast<int16_t*>(aligned_alloc(64, ((mp * kp * 2 + 63) / 64) * 64));
+  int16_t* rows = static_cast<int16_t*>(scratch(0, mp * kp * 2));
   for (int64_t i = 0; i < mp; ++i) {
     int16_t* r = rows + i * kp;
     if (i < m) {
@@ -222,7 +247,6 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
   Gemm g{rows, m, kp, data<int16_t>(args, 1), n, epilogue(args, meta, 0)};
   g.e.ld = n;
   parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels(g, b, e); });
-  free(rows);
   return 0;
 }
 
@@ -242,34 +266,44 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t k = c * kh * kw, kp = (k + 1) / 2 * 2, pix = oh * ow;
   const int64_t n_panels = (pix + 15) / 16;
   const int8_t* x = data<int8_t>(args, 0);
-  int16_t* panels = static_cast<int16_t*>(
-      aligned_alloc(64, ((n_panels * kp * 16 * 2 + 63) / 64) * 64));
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));
+  int8_t* padded = static_cast<int8_t*>(scratch(1, c * hp * wp + 64));
+  int64_t* koff = static_cast<int64_t*>(scratch(2, (kp + 1) * sizeof(int64_t)));
+  int64_t kk = 0;  // k = (ci, ky, kx) -> its offset in the padded input
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
   Epilogue e = epilogue(args, meta, 1);
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* xb = x + b * c * h * w;
+    if (ph || pw) {  // pad with the input's zero point once, not per patch element
+      memset(padded, (int8_t)zx, c * hp * wp);
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t y = 0; y < h; ++y)
+          memcpy(padded + (ci * hp + y + ph) * wp + pw, xb + (ci * h + y) * w, w);
+    } else {
+      memcpy(padded, xb, c * h * w);
+    }
     // im2col straight into the panel layout [pix/16][kp/2][16][2]
     parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         int16_t* panel = panels + p * kp * 16;
-        for (int64_t lane = 0; lane < 16; ++lane) {
-          const int64_t q = p * 16 + lane;
-          const bool valid = q < pix;
-          const int64_t oy = valid ? q / ow : 0, ox = valid ? q % ow : 0;
-          int64_t kk = 0;
-          for (int64_t ci = 0; ci < c; ++ci) {
-            const int8_t* plane = xb + ci * h * w;
-            for (int64_t ky = 0; ky < kh; ++ky) {
-              const int64_t iy = oy * sh - ph + ky * dh;
-              for (int64_t kx = 0; kx < kw; ++kx, ++kk) {
-                const int64_t ix = ox * sw - pw + kx * dw;
-                int16_t v = 0;
-                if (valid)
-                  v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : zx;
-                panel[(kk / 2) * 32 + lane * 2 + (kk & 1)] = v;
-              }
-            }
+        int64_t base[16];
+        for (int lane = 0; lane < 16; ++lane) {
+          const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
+          base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
+        }
+        for (int64_t k2 = 0; k2 < kp / 2; ++k2) {
+          int16_t* dst = panel + k2 * 32;
+          const int8_t* s0 = padded + koff[2 * k2];
+          for (int lane = 0; lane < 16; ++lane) dst[2 * lane] = s0[base[lane]];
+          if (2 * k2 + 1 < k) {
+            const int8_t* s1 = padded + koff[2 * k2 + 1];
+            for (int lane = 0; lane < 16; ++lane) dst[2 * lane + 1] = s1[base[lane]];
+          } else {
+            for (int lane = 0; lane < 16; ++lane) dst[2 * lane + 1] = 0;
           }
-          if (kp > k) panel[(k / 2) * 32 + lane * 2 + 1] = 0;
         }
       }
     });
@@ -278,7 +312,54 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     g.e.ld = pix;
     parallel_for(n_panels, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
   }
-  free(panels);
+  return 0;
+}
+
+// depthwise convolution (groups = C = OC, NCHW, weights [C][KH*KW] int32):
+// meta = [3, requant, lo, hi, zy, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx]
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
+                                  TVMFFIAny* result) {
+  if (bad_args(num_args)) return -1;
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+  const int64_t* meta = data<int64_t>(args, 2);
+  const int64_t nb = meta[5], c = meta[6], h = meta[7], w = meta[8];
+  const int64_t kh = meta[9], kw = meta[10], sh = meta[11], sw = meta[12];
+  const int64_t ph = meta[13], pw = meta[14], dh = meta[15], dw = meta[16];
+  const int64_t oh = meta[17], ow = meta[18];
+  const int8_t zx = (int8_t)meta[19];
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw, pix = oh * ow;
+  const int8_t* x = data<int8_t>(args, 0);
+  const int32_t* wt = data<int32_t>(args, 1);
+  const Epilogue e = epilogue(args, meta, 1);
+  parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+    int8_t* padded = static_cast<int8_t*>(scratch(1, hp * wp + 64));
+    int32_t* row = static_cast<int32_t*>(scratch(2, ow * 4 + 64));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ch = t % c;
+      const int8_t* plane = x + t * h * w;
+      memset(padded, zx, hp * wp);
+      for (int64_t y = 0; y < h; ++y) memcpy(padded + (y + ph) * wp + pw, plane + y * w, w);
+      const int32_t* wc = wt + ch * kh * kw;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) row[ox] = 0;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int8_t* src = padded + (oy * sh + ky * dh) * wp;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const int32_t wv = wc[ky * kw + kx];
+            const int8_t* s = src + kx * dw;
+            if (sw == 1) {
+              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * (int32_t)s[ox];
+            } else {
+              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * (int32_t)s[ox * sw];
+            }
+          }
+        }
+        const int64_t at = t * pix + oy * ow;
+        for (int64_t ox = 0; ox < ow; ++ox) store_one(e, ch, row[ox], at + ox);
+      }
+    }
+  });
   return 0;
 }
 
