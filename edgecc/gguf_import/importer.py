@@ -17,10 +17,13 @@ What each tensor type becomes (decided per the exactness of edgecc's representat
     Q4_0             int4 codes (nib - 8), fp16 scale per 32, zero 0    -- exact, carried
     Q6_K             int8 codes q - 32 (-32..31), float32 scale d * sc per 16 (an fp16
                      times an int8: exact)                              -- exact, carried
-    Q4_1             float32: x = d * nib + m with a float min m, which an integer zero
-                     point holds only when m / d is a whole number; the file's values are
-                     kept exactly as floats instead (re-quantize with edgecc's w4a16
-                     g32 for an asymmetric int4 -> Q4_1 export)
+    Q4_1             float32: x = d * nib + m with a float min m. edgecc's
+                     ``dequantize_offset`` (a float offset per group) could hold it exactly,
+                     but the file's values are deliberately kept as floats: an imported
+                     Q4_1 model is re-quantized (quantize pass, ``quantize_gguf_mix``), which
+                     skip weights that are already quantized, and the TVM targets have no
+                     ``dequantize_offset`` kernel (``-t gguf`` writes a float offset in fp16
+                     as Q4_1 bit-exactly)
     other types      float32 through ``gguf.quants.dequantize`` (Q4_K, Q5_K, Q5_1, IQ*);
                      ``strict=True`` refuses them
 
