@@ -394,6 +394,80 @@ def _concat_source(region: Region, op: Any, fname: str) -> str:
                       f"  for (int o = 0; o < {outer}; ++o) {{", *body, "  }", "}", ""])
 
 
+_SOFTMAX_HELPERS = r"""
+inline int64_t edgecc_wrap32(int64_t v) {
+  return static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(
+      static_cast<uint64_t>(v))));
+}
+inline int64_t edgecc_sat_shl(int64_t x, int k) {
+  int64_t v = x * (int64_t(1) << k);
+  return v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : v);
+}
+inline int64_t edgecc_exp_neg(int64_t a) {  // gemmlowp exp_on_negative_values, Q5.26 -> Q0.31
+  const int64_t quarter = int64_t(1) << 24;
+  int64_t mod = (a & (quarter - 1)) - quarter;
+  int64_t x = edgecc_sat_shl(mod, 5) + (int64_t(1) << 28);
+  int64_t x2 = edgecc_srdhm(x, x), x3 = edgecc_srdhm(x2, x), x4 = edgecc_srdhm(x2, x2);
+  int64_t poly = edgecc_rdbpot(edgecc_srdhm(edgecc_rdbpot(x4, 2) + x3, 715827883) + x2, 1);
+  int64_t result = 1895147668 + edgecc_srdhm(1895147668, x + poly);
+  int64_t remainder = mod - a;
+  static const int64_t mult[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535,
+                                  720401, 242};
+  for (int i = 0; i < 7; ++i)
+    if (remainder & (int64_t(1) << (24 + i))) result = edgecc_srdhm(result, mult[i]);
+  return a == 0 ? INT32_MAX : result;
+}
+inline int64_t edgecc_one_over_one_plus_x(int64_t a) {  // gemmlowp, Newton-Raphson
+  int64_t total = a + INT32_MAX;
+  int64_t half = (total + (total >= 0 ? 1 : -1)) / 2;
+  int64_t x = 1515870810 + edgecc_srdhm(half, -1010580540);
+  for (int i = 0; i < 3; ++i) {
+    int64_t one_minus = (int64_t(1) << 29) - edgecc_srdhm(half, x);
+    x = x + edgecc_sat_shl(edgecc_srdhm(x, one_minus), 2);
+  }
+  return edgecc_sat_shl(x, 1);
+}
+"""
+
+
+def _softmax_source(region: Region, op: Any, fname: str) -> str:
+    """simulator.softmax (TFLite's int8 reference arithmetic) over the last axis."""
+    from edgecc.targets.npu.simulator import softmax_params
+
+    xs = region.tensors[op.inputs[0]]
+    depth = xs.shape[-1]
+    rows = int(np.prod(xs.shape[:-1]))
+    m, shift, diff_min = softmax_params(xs, op.attrs.get("beta", 1.0))
+    return "\n".join([
+        f"// softmax -> {op.outputs[0]}",
+        f"static void {fname}(const int8_t* x, int8_t* y) {{",
+        f"  int64_t exps[{depth}];",
+        f"  for (int r = 0; r < {rows}; ++r) {{",
+        f"    const int8_t* xr = x + r * {depth};",
+        "    int64_t mx = -128, total = 0;",
+        f"    for (int c = 0; c < {depth}; ++c) mx = xr[c] > mx ? xr[c] : mx;",
+        f"    for (int c = 0; c < {depth}; ++c) {{",
+        "      int64_t diff = xr[c] - mx;",
+        f"      exps[c] = diff >= {diff_min} ? edgecc_exp_neg(edgecc_srdhm(edgecc_wrap32("
+        f"diff * (int64_t(1) << {shift})), {m})) : 0;",
+        "      total += edgecc_rdbpot(exps[c], 12);",
+        "    }",
+        "    uint32_t u = static_cast<uint32_t>(edgecc_wrap32(total));",
+        "    int clz = u == 0 ? 32 : __builtin_clz(u);",
+        "    int64_t shifted = edgecc_wrap32(static_cast<int64_t>((static_cast<uint64_t>(u) << clz)"
+        " & 0xFFFFFFFFu) - (int64_t(1) << 31));",
+        "    int64_t scale = edgecc_one_over_one_plus_x(shifted);",
+        "    int e = 12 - clz + 31 - 8;",
+        f"    for (int c = 0; c < {depth}; ++c) {{",
+        f"      int64_t diff = xr[c] - mx;",
+        f"      int64_t v = diff >= {diff_min} ? "
+        "edgecc_rdbpot(edgecc_srdhm(scale, exps[c]), e) - 128 : -128;",
+        f"      y[r * {depth} + c] = static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v));",
+        "    }",
+        "  }",
+        "}", ""])
+
+
 def _lut_source(region: Region, op: Any, fname: str) -> str:
     """An element-wise activation as the NPU applies it: a 256-entry int8 table (the
     simulator's ``lut_table``, computed here at build time) indexed by x + 128."""
@@ -412,9 +486,12 @@ _DATA_OPS = {"mean": _mean_source, "quantize": _quantize_source, "reshape": _res
              "transpose": _transpose_source, "mul": _mul_source,
              "max_pool2d": _pool_source, "avg_pool2d": _pool_source,
              "strided_slice": _strided_slice_source, "concat": _concat_source,
+             "softmax": _softmax_source,
              **{k: _lut_source for k in LUT_KINDS}}
 
 
 def module_source(regions: list[tuple[Region, str]]) -> str:
     """One C++ translation unit with every (region, symbol)'s function."""
-    return PRELUDE + "\n".join(region_source(r, sym) for r, sym in regions)
+    softmax = any(op.kind == "softmax" for r, _ in regions for op in r.ops)
+    helpers = ("namespace {" + _SOFTMAX_HELPERS + "}  // namespace\n") if softmax else ""
+    return PRELUDE + helpers + "\n".join(region_source(r, sym) for r, sym in regions)

@@ -124,8 +124,6 @@ def npu_softmax(desc: NpuDescription) -> str:
     """Why the description's NPU does not take edgecc's int8 softmax ("" when it does)."""
     if desc.op("softmax") is None:
         return "softmax is not among the NPU's ops"
-    if desc.codegen != "vela":
-        return "the C codegen has no softmax kernel (edgecc simulates it for Ethos-U only)"
     if desc.quantization.activation_zero_point == "zero":
         return ("TFLite's int8 softmax writes zero point -128, and the NPU takes symmetric "
                 "activations only")

@@ -99,10 +99,10 @@ def slice_concat(rng) -> Region:
     return b.build([c])
 
 
-def softmax(rng, shape=(1, 4, 16)) -> Region:
+def softmax(rng, shape=(1, 4, 16), scale=None) -> Region:
     """TFLite int8 SOFTMAX (output scale 1/256, zero point -128) over the last axis."""
     b = RegionBuilder("softmax")
-    x = b.input("x", shape, float(rng.uniform(0.05, 0.2)), _zp(rng))
+    x = b.input("x", shape, float(scale or rng.uniform(0.05, 0.2)), _zp(rng))
     return b.build([b.softmax(x)])
 
 

@@ -29,6 +29,7 @@ RECIPES = {"conv": regions.conv, "depthwise": regions.depthwise, "fc": regions.f
            "add": regions.add, "batch_matmul": regions.batch_matmul, "flatten": regions.flatten,
            "mul_avgpool": _mul_avgpool, "mean": regions.mean, "activations": regions.activations,
            "slice_concat": regions.slice_concat,
+           "softmax": lambda r: regions.softmax(r, shape=(3, 5, 40), scale=0.02),
            "maxpool_same": lambda r: regions.pool(r, kind="max_pool2d", padding="SAME", kernel=3,
                                                   stride=2)}
 
