@@ -15,7 +15,9 @@ Then, as TVM's BYOC flow prescribes:
    pattern of the description (conv2d / depthwise_conv2d / fully_connected [+ bias]
    [+ the activations its ``fuse`` lists] between a dequantize and a quantize; int8 add
    [+ relu]; int8 mul; batch matmul of two int8 activations (attention, after
-   ``npu-decompose-attention``); max / average pool [+ flatten] [+ requantize]); each match
+   ``npu-decompose-attention``); max / average pool [+ flatten] [+ requantize]; table
+   activations (sigmoid, tanh, hardswish, leaky_relu, gelu); softmax over the last axis;
+   concat of 2-4 inputs; strided slice; one builder per family of ``ops.OPS``); each match
    is checked against the description's constraints
    (``OpSpec.check``) by the pattern's check function, which records why it declines;
 3. ``MergeCompositeFunctions`` (Ethos-U with ``merge_regions``: connected NPU layers become

@@ -10,7 +10,9 @@ The arithmetic is the simulator's, line for line: int32/int64 accumulation of
 RoundingDivideByPOT) with the per-channel (multiplier, shift) computed here by the
 simulator's own ``quantize_multiplier``, the output zero point, and the clamp of
 ``activation_range``. Weights, bias and the requantization tables are C arrays in the
-source, so the library carries them.
+source, so the library carries them. Table activations are the simulator's 256-entry
+tables as C arrays; SOFTMAX is TFLite's int8 reference arithmetic (gemmlowp's fixed-point
+exp and Newton-Raphson reciprocal, ``_SOFTMAX_HELPERS``), line for line with the simulator.
 """
 
 from __future__ import annotations
