@@ -461,7 +461,7 @@ def _softmax_source(region: Region, op: Any, fname: str) -> str:
         "    int64_t scale = edgecc_one_over_one_plus_x(shifted);",
         "    int e = 12 - clz + 31 - 8;",
         f"    for (int c = 0; c < {depth}; ++c) {{",
-        f"      int64_t diff = xr[c] - mx;",
+        "      int64_t diff = xr[c] - mx;",
         f"      int64_t v = diff >= {diff_min} ? "
         "edgecc_rdbpot(edgecc_srdhm(scale, exps[c]), e) - 128 : -128;",
         f"      y[r * {depth} + c] = static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v));",
