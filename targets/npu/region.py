@@ -30,7 +30,8 @@ import numpy as np
 
 OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "batch_matmul", "add", "mul",
             "avg_pool2d", "pad", "max_pool2d", "mean", "reshape", "transpose", "quantize",
-            "concat", "strided_slice", "softmax", "logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
+            "concat", "strided_slice", "softmax", "logistic", "tanh", "hard_swish",
+            "leaky_relu", "gelu")
 # element-wise int8 -> int8 functions an NPU evaluates as a 256-entry lookup table (Vela: LUT)
 LUT_KINDS = ("logistic", "tanh", "hard_swish", "leaky_relu", "gelu")
 # the output quantization TFLite requires of int8 LOGISTIC / TANH (scale, zero point)
