@@ -18,7 +18,9 @@ llama.cpp's per-tensor type rules (``edgecc/llm_eval/llamacpp_quant.py``).
 ``--mix`` rows: edgecc's version of llama.cpp's Q4_K_M mix (``edgecc.llm.quantize_gguf_mix``):
 the same per-tensor types as llama.cpp (Q4_K where rows are multiples of 256, Q5_0 / Q8_0
 where llama.cpp falls back; the tied embedding stays at the file's Q8_0), the Q4_K tensors
-by GPTQ / RTN on the Q4_K grid, the Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the
+by GPTQ / AWQ / RTN on Q4_K's own asymmetric grid (6-bit scales and mins, as llama.cpp's;
+``*_sym`` rows: symmetric int4 with scales on the grid; ``*_gptq_q5``: the Q5_0 tensors
+by GPTQ on ggml's Q5_0 grid too), the Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the
 same bytes as llama.cpp's file). ``*_q8`` / ``*_q5`` rows write llama.cpp's Q6_K tensors
 as Q8_0 (more bytes) / Q5_0 (fewer).
 ``--merge`` keeps the rows of an earlier run of the same setup that this run does not redo.
@@ -64,13 +66,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# name -> (algorithm for the Q4_K tensors, what llama.cpp's Q6_K tensors become)
+# name -> (algorithm for the Q4_K tensors, what llama.cpp's Q6_K tensors become, Q4_K grid:
+# "asymmetric" = llama.cpp's own (6-bit scales and mins), "symmetric" = int4 with scales
+# on the grid; Q5_0 tensors: "ggml" = ggml's round-to-nearest (llama.cpp's bytes), "gptq")
 MIX = {
-    "gptq_q4_k_m": ("gptq", "Q6_K"),
-    "gptq_q4_k_m_q8": ("gptq", "Q8_0"),
-    "gptq_q4_k_m_q5": ("gptq", "Q5_0"),
-    "rtn_q4_k_m": ("rtn", "Q6_K"),
-    "awq_q4_k_m": ("awq", "Q6_K"),  # AWQ scales folded into the preceding norms / rows
+    "gptq_q4_k_m": ("gptq", "Q6_K", "asymmetric", "ggml"),
+    "gptq_q4_k_m_gptq_q5": ("gptq", "Q6_K", "asymmetric", "gptq"),
+    "gptq_q4_k_m_q8": ("gptq", "Q8_0", "asymmetric", "ggml"),
+    "gptq_q4_k_m_q5": ("gptq", "Q5_0", "asymmetric", "ggml"),
+    "rtn_q4_k_m": ("rtn", "Q6_K", "asymmetric", "ggml"),
+    "awq_q4_k_m": ("awq", "Q6_K", "asymmetric", "ggml"),  # AWQ scales folded: norms / rows
+    "gptq_q4_k_m_sym": ("gptq", "Q6_K", "symmetric", "ggml"),
+    "rtn_q4_k_m_sym": ("rtn", "Q6_K", "symmetric", "ggml"),
+    "awq_q4_k_m_sym": ("awq", "Q6_K", "symmetric", "ggml"),
 }
 
 
@@ -82,14 +90,15 @@ def mix_rows(gguf_path: str, workdir: str, setup: quality.Setup, names: list[str
     test, calib = quality.token_data(gguf_path, setup)
     base = edgecc.load(gguf_path)
     for name in names:
-        algorithm, q6_k = MIX[name]
+        algorithm, q6_k, q4_k, q5_0 = MIX[name]
         t0 = time.perf_counter()
         extra = {"awq_fold": True, "awq_grid": setup.awq_grid} if algorithm == "awq" else {}
         program, report = quantize_gguf_mix(base, calibration=calib, algorithm=algorithm,
-                                            q6_k=q6_k, options=extra)
+                                            q6_k=q6_k, q4_k=q4_k, q5_0=q5_0, options=extra)
         q_seconds = round(time.perf_counter() - t0, 1)
         path, types = quality.write_gguf(program, os.path.join(workdir, name))
-        on_row({"name": name, "by": "edgecc", "layout": "Q4_K_M mix", "tensor_types": types,
+        on_row({"name": name, "by": "edgecc", "layout": "Q4_K_M mix", "q4_k_grid": q4_k, "q5_0": q5_0,
+                "algorithm": algorithm, "tensor_types": types,
                 "planned": report["counts"], "bytes": os.path.getsize(path),
                 "quantize_seconds": q_seconds,
                 "program_ppl": program_perplexity(program, test).perplexity,
@@ -107,7 +116,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(quality.VARIANTS))
     ap.add_argument("--llamacpp-ftypes", default="Q8_0,Q4_0,Q4_1,Q4_K_M")
-    ap.add_argument("--mix", default="gptq_q4_k_m,gptq_q4_k_m_q8",
+    ap.add_argument("--mix", default="gptq_q4_k_m,gptq_q4_k_m_gptq_q5",
                     help=f"edgecc Q4_K_M-mix rows, of {', '.join(MIX)}")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an earlier run with the same setup")
