@@ -31,6 +31,7 @@ SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
 #pragma GCC optimize("O3", "fp-contract=off")
+#pragma GCC target("avx2,fma")
 #include <tvm/ffi/c_api.h>
 #include <immintrin.h>
 #include <stdint.h>
@@ -53,6 +54,17 @@ struct Epilogue {
   int requant; int channel_is_row; int64_t lo, hi, zy;
   void* out; int64_t ld;  // out[row * ld + col]
 };
+
+// 16 int8 of row k (a) and of row k+1 (b) -> [16][2] int16 pairs (a_i, b_i)
+__attribute__((target("avx2,fma")))
+static inline void im2col_pair(const int8_t* a, const int8_t* b, int16_t* dst) {
+  const __m256i a16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+  const __m256i lo = _mm256_unpacklo_epi16(a16, b16), hi = _mm256_unpackhi_epi16(a16, b16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_permute2x128_si256(lo, hi, 0x20));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16),
+                      _mm256_permute2x128_si256(lo, hi, 0x31));
+}
 
 // one output of channel ch: requantized int8, or float
 static inline void store_one(const Epilogue& e, int64_t ch, int32_t acc, int64_t at) {
@@ -293,6 +305,22 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int lane = 0; lane < 16; ++lane) {
           const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
           base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
+        }
+        bool contiguous = true;  // 16 consecutive input bytes per k (stride 1, one run)
+        for (int lane = 1; lane < 16; ++lane)
+          contiguous = contiguous && base[lane] == base[0] + lane;
+        if (contiguous) {
+          const int64_t pairs = k / 2;
+          for (int64_t k2 = 0; k2 < pairs; ++k2) {
+            im2col_pair(padded + koff[2 * k2] + base[0], padded + koff[2 * k2 + 1] + base[0],
+                        panel + k2 * 32);
+          }
+          if (kp > k) {
+            int16_t* dst = panel + (kp / 2 - 1) * 32;
+            const int8_t* s0 = padded + koff[k - 1] + base[0];
+            for (int lane = 0; lane < 16; ++lane) { dst[2 * lane] = s0[lane]; dst[2 * lane + 1] = 0; }
+          }
+          continue;
         }
         for (int64_t k2 = 0; k2 < kp / 2; ++k2) {
           int16_t* dst = panel + k2 * 32;

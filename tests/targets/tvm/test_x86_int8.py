@@ -62,12 +62,14 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path):
     xl, wl = ints(7, 3, 37), ints(40, 37)            # linear [7, 3, 37] x [40, 37]^T
     xc, wc = ints(2, 5, 11, 9), ints(20, 5, 3, 3)    # conv, stride 2, dilation 2, pad 2
     xd, wd = ints(1, 12, 10, 13), ints(12, 1, 3, 3)  # depthwise, stride 1 and 2
-    ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12)}
+    xp, wp = ints(1, 5, 9, 35), ints(12, 5, 3, 3)   # conv, stride 1: contiguous im2col runs
+    ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12),
+          "conv1": requant(12)}
     scale, bias = rng.random(40).astype(np.float32), rng.random(40).astype(np.float32)
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
-              for n, a in (("xl", xl), ("xc", xc), ("xd", xd))]
+              for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp))]
     with bb.function("main", params):
         with bb.dataflow():
             outs = [x86_int8.emit_linear(bb, params[0], wl, ep["lin"]),
@@ -77,14 +79,16 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path):
                     x86_int8.emit_depthwise(bb, params[2], wd, 5, [1, 1], [1, 1], [1, 1],
                                             ep["dw"]),
                     x86_int8.emit_depthwise(bb, params[2], wd, 5, [2, 2], [1, 1], [1, 1],
-                                            ep["dw2"])]
+                                            ep["dw2"]),
+                    x86_int8.emit_conv(bb, params[3], wp, 9, [1, 1], [1, 1], [1, 1],
+                                       ep["conv1"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
     lowering.build(module, lowering.llvm_target(None, 2), path)
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-    got = [o.numpy() for o in vm["main"](*(tvm.runtime.tensor(a) for a in (xl, xc, xd)))]
+    got = [o.numpy() for o in vm["main"](*(tvm.runtime.tensor(a) for a in (xl, xc, xd, xp)))]
 
     acc = xl.astype(np.int64) @ wl.astype(np.int64).T
     e = ep["lin"]
@@ -95,6 +99,10 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path):
     e = ep["conv"]
     acc = _conv_ref(xc, wc, -7, [2, 2], [2, 2], [2, 2], 1)
     np.testing.assert_array_equal(got[2], _requant(acc, e.off, e.mult, e.add, e.shift,
+                                                   e.lo, e.hi, e.zy, 1))
+    e = ep["conv1"]
+    acc = _conv_ref(xp, wp, 9, [1, 1], [1, 1], [1, 1], 1)
+    np.testing.assert_array_equal(got[5], _requant(acc, e.off, e.mult, e.add, e.shift,
                                                    e.lo, e.hi, e.zy, 1))
     for i, (key, stride) in enumerate((("dw", 1), ("dw2", 2))):
         e = ep[key]
