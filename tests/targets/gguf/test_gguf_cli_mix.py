@@ -1,7 +1,7 @@
 """`edgecc compile model.gguf -t gguf --target-option mix=Q4_K_M`: llama.cpp's Q4_K_M mix
 from the command line (the gguf-mix pass after the pipeline), on a tiny random Llama GGUF
-(rows of 256 and 320); unknown mixes and a calibrated algorithm without --calib are one-line
-errors, exit 2, nothing written."""
+(rows of 256 and 320); an unknown mix is a one-line error, exit 2, nothing written, and a
+calibrated algorithm without --calib is refused before any pass runs."""
 
 import contextlib
 import io
@@ -58,17 +58,23 @@ def test_mix_option_writes_llamacpps_q4_k_m_types(f32_gguf, tmp_path):
     assert np.isfinite(values).all() and values.std() > 0
 
 
-@pytest.mark.parametrize("option, message", [
-    ("mix=Q5_K_M", "Q4_K_M"),
-    ("mix_algorithm=gptq", "calibration"),
-])
-def test_unknown_mix_or_missing_calibration_is_one_line_exit_2_nothing_written(
-        f32_gguf, tmp_path, option, message):
+def test_unknown_mix_is_one_line_exit_2_nothing_written(f32_gguf, tmp_path):
     out = tmp_path / "o"
-    extra = ["--target-option", "mix=Q4_K_M"] if option.startswith("mix_") else []
-    code, _, err = _cli("compile", str(f32_gguf), "-t", "gguf", *extra,
-                        "--target-option", option, "-o", str(out))
+    code, _, err = _cli("compile", str(f32_gguf), "-t", "gguf", "--target-option",
+                        "mix=Q5_K_M", "-o", str(out))
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+    assert len(lines) == 1 and "Q4_K_M" in lines[0] and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_calibrated_algorithm_without_calibration_is_refused_before_any_pass_runs():
+    # the pipeline validates every pass before the first runs: compile stops with this one
+    # line (an OptionError: exit 2), nothing written
+    from edgecc.errors import OptionError
+    from edgecc.llm.gguf_mix import GgufMix, GgufMixOptions
+    from edgecc.pass_base import PassContext
+
+    with pytest.raises(OptionError, match="needs calibration data"):
+        GgufMix().validate(None, GgufMixOptions(algorithm="gptq"), PassContext())
+    GgufMix().validate(None, GgufMixOptions(), PassContext())  # auto: RTN without data
