@@ -85,7 +85,7 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
     """GPTQ of a linear weight ``[N, K]``; returns the dequantized weight and its params.
     ``snap`` moves the scales onto a storage grid first (then groups are static)."""
     w = w.detach().to(torch.float32).clone()
-    h = h.detach().to(torch.float32).clone()
+    h = h.detach().to(torch.float32, copy=True)
     n_cols = w.shape[1]
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
@@ -98,15 +98,17 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
     qmin, qmax = params.range
     perm = (torch.argsort(torch.diag(h), descending=True) if act_order
             else torch.arange(n_cols, device=h.device))
-    w, h = w[:, perm], h[perm][:, perm]
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(n_cols, device=h.device)
+    # K x K float32 temporaries, at most three alive (a 1.1B Llama's down_proj: 127 MB
+    # each): one gather for the permutation, the damping added on the diagonal in place
+    # (the same sums as adding damp·I), the Hessian freed once its inverse exists
+    w, h = w[:, perm], h[perm[:, None], perm]
+    h.diagonal().add_(damp * torch.mean(torch.diag(h)))
     try:
-        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)),
-                                     upper=True)
+        hinv = _upper_cholesky_of_inverse(h)
     except torch.linalg.LinAlgError:
-        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(n_cols, device=h.device)
-        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)),
-                                     upper=True)
+        h.diagonal().add_(0.1 * torch.mean(torch.diag(h)))
+        hinv = _upper_cholesky_of_inverse(h)
+    del h
     q_all = torch.zeros_like(w)
     scales, zeros = params.scale.clone(), params.zero_point.clone()
     for i1 in range(0, n_cols, block):
@@ -134,9 +136,18 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
             w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
             err1[:, i] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    del w, h, hinv  # before the un-permuted copy of q_all (bounded memory)
+    del w, hinv  # before the un-permuted copy of q_all (bounded memory)
     inv = torch.argsort(perm)
     return q_all[:, inv], params
+
+
+def _upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
+    """``cholesky(inverse(h), upper=True)`` through ``h``'s Cholesky factor, each
+    intermediate freed as soon as the next exists."""
+    factor = torch.linalg.cholesky(h)
+    inverse = torch.cholesky_inverse(factor)
+    del factor
+    return torch.linalg.cholesky(inverse, upper=True)
 
 
 def output_error(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> float:

@@ -284,6 +284,7 @@ class Quantize(Pass):
                 distributed.reduce_hessian(acc)
             if hessians is not None:
                 hessians.add(first)
+                first.clear()  # only the pass's Hessians hold them: freed when done
 
         # weights
         skipped: dict[str, str] = {}
