@@ -110,22 +110,63 @@ def _write(report: dict, out: str) -> None:
     print("wrote", out)
 
 
+# -- the models the measurements build (random weights) -------------------------------------
+
+def _llama_args(ap: argparse.ArgumentParser, layers: int, vocab: int) -> None:
+    """A Llama config's shape (default: Llama-3.2-1B's, ``layers`` blocks, ``vocab``)."""
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--intermediate", type=int, default=8192)
+    ap.add_argument("--layers", type=int, default=layers)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=vocab)
+
+
+def _llama(args: argparse.Namespace) -> torch.nn.Module:
+    """A ``LlamaForCausalLM`` of the ``_llama_args`` shape, RANDOM weights (seed 0), eval."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
+                      intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                      max_position_embeddings=max(2048, args.seq), tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _minilm(small: bool, attn: str) -> tuple[torch.nn.Module, dict[str, int]]:
+    """An all-MiniLM-L6-v2-shaped BERT's token embeddings ``ids -> [batch, seq, hidden]``
+    (RANDOM weights, seed 0; ``small``: a 2-layer hidden-64 smoke config), and its shape."""
+    import transformers
+
+    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128) if small else dict(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, attn_implementation=attn, **shape),
+        add_pooling_layer=False).eval()
+
+    class Embed(torch.nn.Module):  # token embeddings [batch, seq, hidden]
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids).last_hidden_state
+
+    return Embed(), shape
+
+
 # -- llama: block-by-block GPTQ of a whole decoder LLM ----------------------------------------
 
 def llama_main(argv: list[str]) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from edgecc.passes.quantize.awq_blockwise import AwqBlockwiseOptions, awq_decoder_blockwise
     from edgecc.passes.quantize.gptq_blockwise import BlockwiseOptions, gptq_decoder_blockwise
 
     ap = argparse.ArgumentParser(prog="gpu.py llama")
     ap.add_argument("--algorithm", choices=("gptq", "awq"), default="gptq")
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--intermediate", type=int, default=8192)
-    ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--heads", type=int, default=32)
-    ap.add_argument("--kv-heads", type=int, default=8)
-    ap.add_argument("--vocab", type=int, default=128256)
+    _llama_args(ap, layers=16, vocab=128256)
     ap.add_argument("--tokens", type=int, default=2048, help="calibration tokens in all")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--cpu-blocks", type=int, default=2)
@@ -134,13 +175,8 @@ def llama_main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     args.out = args.out or os.path.join(
         RESULTS, "gpu_llama.json" if args.algorithm == "gptq" else "gpu_llama_awq.json")
-    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
-                      intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-                      max_position_embeddings=max(2048, args.seq), tie_word_embeddings=True)
     t0 = time.perf_counter()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
+    model = _llama(args)
     init_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -253,8 +289,6 @@ def llama_main(argv: list[str]) -> None:
 # -- minilm: QAT data-parallel with DDP -------------------------------------------------------
 
 def minilm_main(argv: list[str]) -> None:
-    import transformers
-
     import edgecc
     from edgecc import distributed
     from edgecc.pass_base import PassContext
@@ -279,31 +313,16 @@ def minilm_main(argv: list[str]) -> None:
     if args.global_batch % world:
         raise SystemExit(f"--global-batch {args.global_batch} does not split over {world}")
     per = args.global_batch // world
-    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=128) if args.small else dict(
-        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    torch.manual_seed(0)
     # eager attention by default (the measured runs); sdpa: exported on the CPU, the graph
     # views SDPA's CPU output layout, which move_module makes reshapes on the GPU
-    bert = transformers.BertModel(transformers.BertConfig(vocab_size=30522,
-                                                          attn_implementation=args.attn,
-                                                          **shape),
-                                  add_pooling_layer=False).eval()
-
-    class Embed(torch.nn.Module):  # token embeddings [batch, seq, hidden]
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=ids).last_hidden_state
+    embed, shape = _minilm(args.small, args.attn)
 
     g = torch.Generator().manual_seed(1)
     glob = [torch.randint(1000, 30000, (args.global_batch, args.seq), generator=g)
             for _ in range(args.batches)]
     held = [torch.randint(1000, 30000, (per, args.seq), generator=g) for _ in range(4)]
     mine = [(b[rank * per:(rank + 1) * per],) for b in glob]  # this rank's rows of each step
-    program = edgecc.trace(Embed(), mine[0])
+    program = edgecc.trace(embed, mine[0])
     pipeline = (f"quantize{{scheme=w8a8}},qat{{epochs={args.epochs},lr={args.lr},shuffle=false"
                 + (",shard=true}" if args.shard else "}"))
     ctx = PassContext(calibration=mine, original=program, progress=False, device=dev)
@@ -376,8 +395,6 @@ def pass_main(argv: list[str]) -> None:
     ``quantize{scheme=w4a16,algorithm=A,include=*layers*}`` (the whole program and every
     layer input on the device) vs ``quantize-blockwise{algorithm=A}`` (one block's span):
     seconds, peak device memory, identical dequantized weights."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import edgecc
     from edgecc.pass_base import PassContext
     from edgecc.pass_manager import PassManager
@@ -385,12 +402,7 @@ def pass_main(argv: list[str]) -> None:
 
     ap = argparse.ArgumentParser(prog="gpu.py pass")
     ap.add_argument("--algorithm", choices=("gptq", "awq"), default="gptq")
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--intermediate", type=int, default=8192)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=32)
-    ap.add_argument("--kv-heads", type=int, default=8)
-    ap.add_argument("--vocab", type=int, default=32000)
+    _llama_args(ap, layers=4, vocab=32000)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batches", type=int, default=4)
@@ -398,12 +410,7 @@ def pass_main(argv: list[str]) -> None:
     ap.add_argument("--out", default=None, help="default: results/gpu_pass_<algorithm>.json")
     args = ap.parse_args(argv)
     out_path = args.out or os.path.join(RESULTS, f"gpu_pass_{args.algorithm}.json")
-    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
-                      intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-                      max_position_embeddings=max(2048, args.seq), tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
+    model = _llama(args)
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -479,7 +486,6 @@ def cli_inputs(argv: list[str]) -> None:
             -o DIR/out
     """
     import numpy as np
-    import transformers
 
     ap = argparse.ArgumentParser(prog="gpu.py cli-inputs")
     ap.add_argument("dir")
@@ -489,26 +495,11 @@ def cli_inputs(argv: list[str]) -> None:
     ap.add_argument("--attn", choices=("eager", "sdpa"), default="sdpa")
     ap.add_argument("--small", action="store_true", help="a 2-layer hidden-64 smoke config")
     args = ap.parse_args(argv)
-    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=128) if args.small else dict(
-        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    torch.manual_seed(0)
-    bert = transformers.BertModel(transformers.BertConfig(
-        vocab_size=30522, attn_implementation=args.attn, **shape),
-        add_pooling_layer=False).eval()
-
-    class Embed(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=ids).last_hidden_state
-
+    embed, shape = _minilm(args.small, args.attn)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1000, 30000, (args.batch, args.seq), generator=g)
     os.makedirs(args.dir, exist_ok=True)
-    torch.export.save(torch.export.export(Embed(), (ids,)), os.path.join(args.dir, "model.pt2"))
+    torch.export.save(torch.export.export(embed, (ids,)), os.path.join(args.dir, "model.pt2"))
     calib = torch.randint(1000, 30000, (args.batches, args.batch, args.seq), generator=g)
     np.savez(os.path.join(args.dir, "calib.npz"), ids=calib.numpy())
     print(f"wrote {args.dir}/model.pt2 (BERT {shape}, {args.attn} attention) and calib.npz "

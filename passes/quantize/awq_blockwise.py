@@ -35,7 +35,6 @@ the mean α and the output-error reduction of the search, the groups that were n
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -44,35 +43,25 @@ import torch
 from edgecc import distributed
 from edgecc.errors import InputSpecError
 from edgecc.passes.quantize import awq
-from edgecc.passes.quantize.gptq_blockwise import (
-    BlockwiseResult, _first, _to, block_inputs, decoder_blocks,
+from edgecc.passes.quantize.blockwise_common import (
+    BlockWalk, BlockWeights, BlockwiseResult, params_on_cpu,
 )
-from edgecc.passes.quantize.scheme import TensorQuant
 from edgecc.passes.quantize.weights import can_quantize, weight_params
-from edgecc.quant import QuantParams, qformat
+from edgecc.quant import QuantParams
 
 
 @dataclasses.dataclass(frozen=True)
-class AwqBlockwiseOptions:
+class AwqBlockwiseOptions(BlockWeights):
     """AWQ settings as in ``quantize{scheme=w4a16,algorithm=awq,awq_fold=true}`` (same
-    defaults: ``grid`` = awq_grid, ``clip`` = awq_clip, ``tokens`` = awq_tokens)."""
+    defaults: ``grid`` = awq_grid, ``clip`` = awq_clip, ``tokens`` = awq_tokens; the weight
+    format's fields ``dtype``, ``group_size``, ``symmetric`` first)."""
 
-    dtype: str = "uint4"
-    group_size: int = 128
-    symmetric: bool = False
     grid: int = 20
     clip: bool = True
     tokens: int = 512
     propagate: Literal["float", "quantized"] = "float"
     device: str | None = None  # None: the CPU
     max_blocks: int = 0  # only the first N blocks (timing a sample); 0: all
-
-    def weights(self) -> TensorQuant:
-        return TensorQuant(self.dtype, "per-group" if self.group_size else "per-channel",
-                           self.symmetric, group_size=self.group_size)
-
-    def scale_dtype(self) -> torch.dtype:
-        return torch.float16 if qformat(self.dtype).bits == 4 else torch.float32
 
 
 class RowSampler:
@@ -146,33 +135,15 @@ def awq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
     """AWQ of every linear in ``model``'s decoder blocks, one block on the device at a time
     (see the module docstring); ``batches`` are token-id tensors ``[batch, T]`` (or
     1-tuples of them), this rank's shard under torchrun."""
-    dev = distributed.resolve_device(options.device)
-    if not batches:
-        raise InputSpecError("block-by-block AWQ needs calibration batches of token ids")
-    blocks = decoder_blocks(model)
-    model.to("cpu")
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-    t_start = time.perf_counter()
-    inputs = block_inputs(model, blocks, batches)
-    hidden = [h.to(dev) for h, _ in inputs]
-    kwargs = [_to(kw, dev) for _, kw in inputs]
-    rows = [h.shape[0] * h.shape[1] for h in hidden]
+    walk = BlockWalk(model, batches, options.device, options.max_blocks, "AWQ")
+    dev = walk.dev
     tq, scale_dtype = options.weights(), options.scale_dtype()
     sampler: RowSampler | None = None
     codes: dict[str, tuple[torch.Tensor, QuantParams]] = {}
-    per_block: list[dict[str, Any]] = []
     alphas: list[float] = []
     gains: list[float] = []
     unfolded: dict[str, str] = {}
-    todo = list(blocks)[:options.max_blocks] if options.max_blocks else list(blocks)
-    for i, blk in enumerate(todo):
-        t0 = time.perf_counter()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
-        blk.to(dev)
+    for i, blk in walk:
         linears = {n: m for n, m in blk.named_modules() if isinstance(m, torch.nn.Linear)}
         norms = {id(m): n for n, m in blk.named_modules() if _rms_norm(m)}
         groups: list[list[str]] = []  # linears reading one input, in the order they run
@@ -205,22 +176,18 @@ def awq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
             return hook
 
         if sampler is None:  # every block has block 0's groups: count them, then draw
-            sampler = _count_groups(blk, linears, hidden[0], kwargs[0], len(blocks),
-                                    options.tokens)
+            sampler = _count_groups(blk, linears, walk.hidden[0], walk.kwargs[0],
+                                    len(walk.blocks), options.tokens)
         handles = [m.register_forward_pre_hook(recorder(n)) for n, m in linears.items()]
         handles += [m.register_forward_hook(norm_hook) for n, m in blk.named_modules()
                     if id(m) in norms]
-        outs = []
-        try:
-            with torch.no_grad():
-                for b, (h, kw) in enumerate(zip(hidden, kwargs)):
-                    batch[0] = b
-                    seen.clear()
-                    made.clear()
-                    outs.append(_first(blk(h, **kw)))
-        finally:
-            for hd in handles:
-                hd.remove()
+
+        def before_batch(b: int) -> None:
+            batch[0] = b
+            seen.clear()
+            made.clear()
+
+        outs = walk.forward(blk, handles, before_batch)
         seen.clear()
         made.clear()
         clips: dict[str, torch.Tensor] = {}
@@ -257,29 +224,12 @@ def awq_decoder_blockwise(model: torch.nn.Module, batches: Sequence[Any],
             params = weight_params(w, tq, 0, 1, clip=clips.get(n), scale_dtype=scale_dtype)
             q = params.quantize(w)
             deq = params.dequantize(q)
-            codes[f"{i}.{n}"] = (q.cpu(), dataclasses.replace(
-                params, scale=params.scale.cpu(), zero_point=params.zero_point.cpu()))
+            codes[f"{i}.{n}"] = (q.cpu(), params_on_cpu(params))
             with torch.no_grad():
                 m.weight.copy_(deq.to(m.weight.dtype))
-        if options.propagate == "quantized":
-            with torch.no_grad():
-                outs = [_first(blk(h, **kw)) for h, kw in zip(hidden, kwargs)]
-        hidden = outs
-        blk.to("cpu")
-        if cuda:
-            torch.cuda.synchronize(dev)
-        per_block.append({"seconds": round(time.perf_counter() - t0, 3),
-                          "peak_device_bytes": torch.cuda.max_memory_allocated(dev)
-                          if cuda else None})
+        walk.advance(blk, outs, options.propagate)
     stats = {
-        "device": str(dev), "blocks": len(todo), "of_blocks": len(blocks),
-        "linears": len(codes), "weights": tq.describe(), "propagate": options.propagate,
-        "seconds": round(time.perf_counter() - t_start, 3),
-        "seconds_per_block": [b["seconds"] for b in per_block],
-        "peak_device_bytes": max((b["peak_device_bytes"] or 0) for b in per_block)
-        if cuda else None,
-        "peak_device_bytes_per_block": [b["peak_device_bytes"] for b in per_block],
-        "calibration_tokens": int(sum(rows)),
+        **walk.stats(len(codes), tq, options.propagate),
         "groups": len(alphas), "scaled": sum(a > 0 for a in alphas),
         "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
         "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4),

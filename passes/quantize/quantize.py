@@ -687,6 +687,60 @@ def _quantize_activations(program: Program, scheme: Scheme,
                        params_from_scale(a.dtype, scale, zp, qmin=qmin, qmax=qmax))
 
 
+@dataclasses.dataclass
+class AwqSearch:
+    """AWQ's search, one group of linears reading one value at a time (quantize-blockwise
+    runs it block by block), and what it found. ``options``: this pass's or
+    quantize-blockwise's (their ``awq_grid``, ``awq_fold``, ``awq_clip``, ``awq_tokens``)."""
+
+    wq: TensorQuant
+    options: Any
+    scale_dtype: torch.dtype
+    clips: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # by layer
+    alphas: list[float] = dataclasses.field(default_factory=list)
+    gains: list[float] = dataclasses.field(default_factory=list)
+    unfolded: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def group(self, program: Program, value: fx.Node, group: list[Layer],
+              x: torch.Tensor) -> None:
+        """The linears ``group`` reading ``value``, on its kept rows ``x``: search the input
+        scale s; fold 1/s into value's producer (``awq_fold``; s = 1 where it cannot) or
+        multiply ``value`` by 1/s in the graph; W <- W*s; with ``awq_clip``, each linear's
+        clipping ratios on ``x[:awq_tokens] / s``. The searches run where ``x`` is; the
+        program stays on the CPU."""
+        opt, dev, wq, scale_dtype = self.options, x.device, self.wq, self.scale_dtype
+        ws = [program.tensor(la.weight).float() for la in group]
+        s, alpha, gain = awq.search_scale([w.to(dev) for w in ws], x, wq, grid=opt.awq_grid,
+                                          scale_dtype=scale_dtype)
+        s = s.cpu()
+        if alpha > 0 and opt.awq_fold:
+            why = fold_input_scale(program, value, [la.node for la in group], 1.0 / s)
+            if why:
+                self.unfolded[group[0].name] = why
+                s, alpha, gain = torch.ones_like(s), 0.0, 0.0
+        elif alpha > 0:
+            scale_input(program, value, [la.node for la in group], 1.0 / s,
+                        f"{group[0].name}_awq_inv_scale")
+        self.alphas.append(alpha)
+        self.gains.append(gain)
+        if alpha > 0:
+            for la, w in zip(group, ws):
+                set_weight(program, la, w * s)
+        if opt.awq_clip:
+            xs = x[: opt.awq_tokens] / s.to(dev)
+            for la in group:
+                self.clips[la.name] = awq.search_clip(
+                    program.tensor(la.weight).float().to(dev), xs, wq,
+                    scale_dtype=scale_dtype).cpu()
+
+    def stats(self) -> dict[str, Any]:
+        alphas, gains = self.alphas, self.gains
+        return {"groups": len(alphas), "scaled": sum(a > 0 for a in alphas),
+                "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
+                "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4),
+                **({"not_folded": self.unfolded} if self.unfolded else {})}
+
+
 def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQuant,
                options: QuantizeOptions, scale_dtype: torch.dtype, progress: bool | None,
                device: Any = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -707,43 +761,18 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
     samples = defaultdict(list, {v: distributed.gather_rows(s) for v, s in samples.items()})
     if distributed.is_distributed():
         gen.manual_seed(0)
-    clips: dict[str, torch.Tensor] = {}
-    unfolded: dict[str, str] = {}
-    alphas, gains = [], []
+    search = AwqSearch(wq, options, scale_dtype)
     for value, group in progress_iter(list(groups.items()), "AWQ search", enabled=progress):
         x = torch.cat(samples[value])
         x = x[torch.randperm(x.shape[0], generator=gen)[: options.awq_tokens * 4]]
-        ws = [program.tensor(la.weight).float() for la in group]
-        s, alpha, gain = awq.search_scale(ws, x, wq, grid=options.awq_grid,
-                                          scale_dtype=scale_dtype)
-        if alpha > 0 and options.awq_fold:
-            why = fold_input_scale(program, value, [la.node for la in group], 1.0 / s)
-            if why:
-                unfolded[group[0].name] = why
-                s, alpha, gain = torch.ones_like(s), 0.0, 0.0
-        elif alpha > 0:
-            scale_input(program, value, [la.node for la in group], 1.0 / s,
-                        f"{group[0].name}_awq_inv_scale")
-        alphas.append(alpha)
-        gains.append(gain)
-        if alpha > 0:
-            for la, w in zip(group, ws):
-                set_weight(program, la, w * s)
-        if options.awq_clip:
-            xs = x[: options.awq_tokens] / s
-            for la in group:
-                clips[la.name] = awq.search_clip(program.tensor(la.weight).float(), xs, wq,
-                                                 scale_dtype=scale_dtype)
+        search.group(program, value, group, x)
     program.refresh_metadata()
     # the graph changed under the layers: find them again (same names)
     fresh = {la.name: la for la in find_layers(program)}
     for i, la in enumerate(layers):
         if la.name in fresh:
             layers[i] = fresh[la.name]
-    return clips, {"groups": len(groups), "scaled": sum(a > 0 for a in alphas),
-                   "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
-                   "mean_error_reduction": round(sum(gains) / max(len(gains), 1), 4),
-                   **({"not_folded": unfolded} if unfolded else {})}
+    return search.clips, search.stats()
 
 
 def _correct_biases(program: Program, errors: dict[str, tuple[Layer, torch.Tensor]],

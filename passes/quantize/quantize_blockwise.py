@@ -49,13 +49,14 @@ import torch.fx as fx
 from edgecc import distributed
 from edgecc.errors import InputSpecError
 from edgecc.pass_base import Pass, PassContext, PassResult
-from edgecc.passes.quantize import awq, gptq
+from edgecc.passes.quantize import gptq
 from edgecc.passes.quantize.awq_blockwise import RowSampler
-from edgecc.passes.quantize.awq_fold import fold_input_scale
+from edgecc.passes.quantize.blockwise_common import params_on_cpu
 from edgecc.passes.quantize.layers import (
     Layer, check_calibration, find_layers, output_error, quantized_weight_bytes,
-    replace_weight, scale_input, set_weight, validate_calibration,
+    replace_weight, validate_calibration,
 )
+from edgecc.passes.quantize.quantize import AwqSearch
 from edgecc.passes.quantize.scheme import SCHEMES, TensorQuant
 from edgecc.passes.quantize.weights import can_quantize, weight_params
 from edgecc.program import Program
@@ -222,9 +223,7 @@ class QuantizeBlockwise(Pass):
             torch.cuda.synchronize(dev)
         stats_blocks: list[dict[str, Any]] = []
         skipped: dict[str, str] = {}
-        alphas: list[float] = []
-        gains: list[float] = []
-        unfolded: dict[str, str] = {}
+        search = AwqSearch(tq, options, scale_dtype) if options.algorithm == "awq" else None
         n_layers = 0
         before_bytes = 0
         for i, (b, lo, hi) in enumerate(spans):
@@ -239,13 +238,9 @@ class QuantizeBlockwise(Pass):
                 skipped |= self._gptq_block(program, runner, hi, dev, layers, tq, scale_dtype,
                                             options)
             else:
-                assert sampler is not None
-                skip, a, g, nf = self._awq_block(program, runner, hi, dev, i, layers, tq,
-                                                 scale_dtype, options, sampler)
-                skipped |= skip
-                alphas += a
-                gains += g
-                unfolded |= nf
+                assert sampler is not None and search is not None
+                skipped |= self._awq_block(program, runner, hi, dev, i, layers, options,
+                                           sampler, search)
             n_layers += len(layers)
             if cuda:
                 torch.cuda.synchronize(dev)
@@ -268,13 +263,8 @@ class QuantizeBlockwise(Pass):
             "weight_bytes_after": quantized_weight_bytes(program),
         }
         if options.algorithm == "awq":
-            assert sampler is not None
-            stats["awq"] = {"groups": len(alphas), "rows_not_replayed": sampler.not_replayed,
-                            "scaled": sum(a > 0 for a in alphas),
-                            "mean_alpha": round(sum(alphas) / max(len(alphas), 1), 3),
-                            "mean_error_reduction": round(sum(gains) / max(len(gains), 1),
-                                                          4),
-                            **({"not_folded": unfolded} if unfolded else {})}
+            assert sampler is not None and search is not None
+            stats["awq"] = {**search.stats(), "rows_not_replayed": sampler.not_replayed}
         if reference is not None:
             stats["error"] = output_error(reference, program, batches, options.error_batches)
         stats["seconds"] = round(time.perf_counter() - t_start, 3)
@@ -300,16 +290,14 @@ class QuantizeBlockwise(Pass):
                                                damp=options.damp,
                                                act_order=options.act_order,
                                                scale_dtype=scale_dtype)
-            params = dataclasses.replace(params, scale=params.scale.cpu(),
-                                         zero_point=params.zero_point.cpu())
+            params = params_on_cpu(params)
             replace_weight(program, la, params.quantize(w_hat.cpu()), params)
         return skipped
 
     @staticmethod
     def _awq_block(program: Program, runner: _Runner, hi: int, dev: torch.device, i: int,
-                   layers: list[Layer], tq: TensorQuant, scale_dtype: torch.dtype,
-                   options: QuantizeBlockwiseOptions, sampler: RowSampler
-                   ) -> tuple[dict[str, str], list[float], list[float], dict[str, str]]:
+                   layers: list[Layer], options: QuantizeBlockwiseOptions, sampler: RowSampler,
+                   search: AwqSearch) -> dict[str, str]:
         groups = _groups(layers)
         # recording order: the values in graph order (as the whole-model pass sees them)
         pos = {n: k for k, n in enumerate(program.graph.nodes)}
@@ -322,46 +310,22 @@ class QuantizeBlockwise(Pass):
             samples[node].append(r[keep.to(r.device)].float())
 
         runner.run_to(hi, dev, set(groups), on_value)
-        clips: dict[str, torch.Tensor] = {}
-        alphas, gains, unfolded = [], [], {}
         for value, group in groups.items():  # search order: the layers' order
             x = torch.cat(distributed.gather_rows(samples[value])).to(dev) \
                 if distributed.is_distributed() else torch.cat(samples[value])
             x = x[sampler.search(x.shape[0])[: options.awq_tokens * 4].to(x.device)]
-            ws = [program.tensor(la.weight).float() for la in group]
-            s, alpha, gain = awq.search_scale([w.to(dev) for w in ws], x, tq,
-                                              grid=options.awq_grid, scale_dtype=scale_dtype)
-            s = s.cpu()
-            if alpha > 0 and options.awq_fold:
-                why = fold_input_scale(program, value, [la.node for la in group], 1.0 / s)
-                if why:
-                    unfolded[group[0].name] = why
-                    s, alpha, gain = torch.ones_like(s), 0.0, 0.0
-            elif alpha > 0:
-                scale_input(program, value, [la.node for la in group], 1.0 / s,
-                            f"{group[0].name}_awq_inv_scale")
-            alphas.append(alpha)
-            gains.append(gain)
-            if alpha > 0:
-                for la, w in zip(group, ws):
-                    set_weight(program, la, w * s)
-            if options.awq_clip:
-                xs = x[: options.awq_tokens] / s.to(x.device)
-                for la in group:
-                    clips[la.name] = awq.search_clip(
-                        program.tensor(la.weight).float().to(dev), xs, tq,
-                        scale_dtype=scale_dtype).cpu()
+            search.group(program, value, group, x)
         skipped = {}
         for la in layers:
             w = program.tensor(la.weight)
-            why = can_quantize(w, tq, 1, False, 0)
+            why = can_quantize(w, search.wq, 1, False, 0)
             if why:
                 skipped[la.name] = why
                 continue
-            params = weight_params(w, tq, 0, 1, clip=clips.get(la.name),
-                                   scale_dtype=scale_dtype)
+            params = weight_params(w, search.wq, 0, 1, clip=search.clips.get(la.name),
+                                   scale_dtype=search.scale_dtype)
             replace_weight(program, la, params.quantize(w), params)
-        return skipped, alphas, gains, unfolded
+        return skipped
 
 
 def _groups(layers: list[Layer]) -> dict[fx.Node, list[Layer]]:
