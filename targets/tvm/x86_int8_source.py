@@ -78,29 +78,80 @@ static inline void store_one(const Epilogue& e, int64_t ch, int32_t acc, int64_t
   }
 }
 
-__attribute__((target("avx2,fma")))
+// arithmetic shift right of int64 lanes by a count (AVX2 has only the logical one)
+static inline __m256i sra64(__m256i x, __m128i count) {
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), x);
+  return _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(x, sign), count), sign);
+}
+
+static inline __m256i clamp64(__m256i y, __m256i lo, __m256i hi) {
+  y = _mm256_blendv_epi8(y, lo, _mm256_cmpgt_epi64(lo, y));
+  return _mm256_blendv_epi8(y, hi, _mm256_cmpgt_epi64(y, hi));
+}
+
+// 8 int32 (one channel: multiplier < 2^31, add, shift) -> 8 int32 in [lo, hi] + zy, exactly
+// the scalar ((int64)v * m + a) >> s, clamp, + zy
+static inline __m256i requant8(__m256i v, __m256i m, __m256i a, __m128i s, __m256i lo,
+                               __m256i hi, __m256i zy) {
+  __m256i even = _mm256_add_epi64(_mm256_mul_epi32(v, m), a);
+  __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(v, 32), m), a);
+  even = _mm256_add_epi64(clamp64(sra64(even, s), lo, hi), zy);
+  odd = _mm256_add_epi64(clamp64(sra64(odd, s), lo, hi), zy);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
 static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int nr,
                               int c0, int nc) {
-  for (int r = 0; r < nr; ++r) {
-    const int32_t* a = acc + r * 16;
-    const int64_t row = r0 + r;
-    if (e.requant) {
-      int8_t* o = static_cast<int8_t*>(e.out) + row * e.ld + c0;
-      for (int c = 0; c < nc; ++c) {
-        const int64_t ch = e.channel_is_row ? row : c0 + c;
-        int32_t v = (int32_t)((uint32_t)a[c] + (uint32_t)e.off[ch]);
-        int64_t y = ((int64_t)v * e.mult[ch] + e.add[ch]) >> e.shift[ch];
-        y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);
-        o[c] = (int8_t)(y + e.zy);
-      }
-    } else {
-      float* o = static_cast<float*>(e.out) + row * e.ld + c0;
-      for (int c = 0; c < nc; ++c) {
-        const int64_t ch = e.channel_is_row ? row : c0 + c;
-        int32_t v = (int32_t)((uint32_t)a[c] + (uint32_t)e.off[ch]);
-        o[c] = (float)v * e.scale[ch] + e.bias[ch];
+  if (nc == 16 && e.channel_is_row) {  // a channel per row: vector write-back
+    const __m256i lo = _mm256_set1_epi64x(e.lo), hi = _mm256_set1_epi64x(e.hi),
+                  zy = _mm256_set1_epi64x(e.zy);
+    for (int r = 0; r < nr; ++r) {
+      const int64_t row = r0 + r;
+      const __m256i off = _mm256_set1_epi32(e.off[row]);
+      const __m256i v0 = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * 16)), off);
+      const __m256i v1 = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * 16 + 8)), off);
+      if (e.requant) {
+        const __m256i m = _mm256_set1_epi64x(e.mult[row]), a = _mm256_set1_epi64x(e.add[row]);
+        const __m128i s = _mm_cvtsi64_si128(e.shift[row]);
+        const __m256i y0 = requant8(v0, m, a, s, lo, hi, zy);
+        const __m256i y1 = requant8(v1, m, a, s, lo, hi, zy);
+        // 16 int32 (in int8 range) -> 16 int8, in order
+        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
+        const __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16),
+                                           _mm256_extracti128_si256(w16, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(
+            static_cast<int8_t*>(e.out) + row * e.ld + c0), b8);
+      } else {
+        const __m256 sc = _mm256_set1_ps(e.scale[row]), bi = _mm256_set1_ps(e.bias[row]);
+        float* o = static_cast<float*>(e.out) + row * e.ld + c0;
+        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), sc), bi));
+        _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), sc), bi));
       }
     }
+    return;
+  }
+  if (nc == 16 && !e.requant) {  // a channel per column (linear), float
+    const __m256i off0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.off + c0));
+    const __m256i off1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.off + c0 + 8));
+    const __m256 sc0 = _mm256_loadu_ps(e.scale + c0), sc1 = _mm256_loadu_ps(e.scale + c0 + 8);
+    const __m256 bi0 = _mm256_loadu_ps(e.bias + c0), bi1 = _mm256_loadu_ps(e.bias + c0 + 8);
+    for (int r = 0; r < nr; ++r) {
+      const __m256i v0 = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * 16)), off0);
+      const __m256i v1 = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * 16 + 8)), off1);
+      float* o = static_cast<float*>(e.out) + (r0 + r) * e.ld + c0;
+      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), sc0), bi0));
+      _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), sc1), bi1));
+    }
+    return;
+  }
+  for (int r = 0; r < nr; ++r) {
+    const int64_t row = r0 + r;
+    for (int c = 0; c < nc; ++c)
+      store_one(e, e.channel_is_row ? row : c0 + c, acc[r * 16 + c], row * e.ld + c0 + c);
   }
 }
 
