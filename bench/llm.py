@@ -15,6 +15,13 @@ quantizer on it (``edgecc/llm_eval/llamacpp_quant.py``); w8 / w4 are edgecc's
 of this process's resident set while a system loads (all systems share one process, so
 it is not each system's peak in isolation). Timings on a shared, loaded machine are not
 final.
+
+edgecc's host bundle is one library holding the prefill and decode functions with the
+weights once (``edgecc.llm.host_library``); its decode step runs the GEMV schedule
+(``targets/tvm/gemv_schedule.py``) and reads the KV cache without copying it. The w8 / w4
+variants' weights are folded to float32 when TVM compiles them (the host target computes
+quantized weights in float), so their libraries and speed are the fp32 ones: real int8 /
+int4 decode kernels are not there yet.
 """
 
 from __future__ import annotations
@@ -177,6 +184,7 @@ def main() -> None:
     if not args.no_eager:
         load("PyTorch eager", lambda: Eager(path, args.threads))
 
+    load_before = os.getloadavg()[0]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in systems}
     for r in range(args.rounds):  # interleaved: every system once per round
         for name, system in systems.items():
@@ -206,7 +214,9 @@ def main() -> None:
         json.dump({"model": os.path.basename(path), "prompt_tokens": args.prompt,
                    "decode_tokens": args.decode, "threads": args.threads,
                    "rounds": args.rounds, "text": SOURCE,
-                   "note": "one run on a shared, loaded 2-core machine: not final",
+                   "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                   "note": "one run on a shared 2-core machine loaded by other engineers' jobs "
+                           "(load average ~10): ratios measured under load, not final",
                    "rows": rows}, f, indent=2)
     print(f"wrote {args.out}")
 
