@@ -228,11 +228,14 @@ static int run_share(int task, EdgeccParallelEnv* env, void* data) {
   return 0;
 }
 
-// fn(begin, end) over [0, items) on TVM's thread pool (serially without one)
+// fn(begin, end) over [0, items) on TVM's thread pool (serially without one, or when the
+// whole job is under SERIAL_WORK multiply-adds: waking the pool costs more)
+const int64_t SERIAL_WORK = 1 << 17;
+
 template <typename F>
-static void parallel_for(int64_t items, const F& fn) {
+static void parallel_for(int64_t items, const F& fn, int64_t work) {
   EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
-  if (items > 1 && launch != 0) {
+  if (items > 1 && launch != 0 && work >= SERIAL_WORK) {
     Job<F> job{&fn, items};
     if (launch(run_share<F>, &job, 0) == 0) return;
   }
@@ -309,7 +312,8 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
   }
   Gemm g{rows, m, kp, data<int16_t>(args, 1), n, epilogue(args, meta, 0)};
   g.e.ld = n;
-  parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels(g, b, e); });
+  parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels(g, b, e); },
+               m * n * kp);
   return 0;
 }
 
@@ -348,9 +352,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     } else {
       memcpy(padded, xb, c * h * w);
     }
-    // im2col straight into the panel layout [pix/16][kp/2][16][2]
-    parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
+    // im2col of one panel, straight into its layout [kp/2][16][2]; each task builds
+    // the panels it multiplies (one thread-pool launch per convolution, panel hot in L1)
+    auto build = [&](int64_t p) {
+      {
         int16_t* panel = panels + p * kp * 16;
         int64_t base[16];
         for (int lane = 0; lane < 16; ++lane) {
@@ -371,7 +376,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
             const int8_t* s0 = padded + koff[k - 1] + base[0];
             for (int lane = 0; lane < 16; ++lane) { dst[2 * lane] = s0[lane]; dst[2 * lane + 1] = 0; }
           }
-          continue;
+          return;
         }
         for (int64_t k2 = 0; k2 < kp / 2; ++k2) {
           int16_t* dst = panel + k2 * 32;
@@ -385,11 +390,16 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           }
         }
       }
-    });
+    };
     Gemm g{data<int16_t>(args, 1), oc, kp, panels, pix, e};
     g.e.out = static_cast<char*>(e.out) + b * oc * pix * (e.requant ? 1 : 4);
     g.e.ld = pix;
-    parallel_for(n_panels, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+    parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        build(p);
+        gemm_panels(g, p, p + 1);
+      }
+    }, oc * kp * pix);
   }
   return 0;
 }
@@ -438,7 +448,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int64_t ox = 0; ox < ow; ++ox) store_one(e, ch, row[ox], at + ox);
       }
     }
-  });
+  }, nb * c * pix * kh * kw * 4);
   return 0;
 }
 
