@@ -35,8 +35,15 @@ _BUILTINS = {
     "hard_swish": ("HARD_SWISH", 1, "HardSwishOptions"),
     "leaky_relu": ("LEAKY_RELU", 2, "LeakyReluOptions"),
     "gelu": ("GELU", 1, "GeluOptions"),
+    # float32 CPU ops of a mixed whole-model graph (whole_model.mixed_whole_model_region)
+    "sub": ("SUB", 1, "SubOptions"),
+    "div": ("DIV", 1, "DivOptions"),
+    "rsqrt": ("RSQRT", 1, None),
+    "gather": ("GATHER", 1, "GatherOptions"),
+    "cast": ("CAST", 1, None),
+    "dequantize": ("DEQUANTIZE", 2, None),
 }
-_TYPES = {"int8": "INT8", "int32": "INT32"}
+_TYPES = {"int8": "INT8", "int32": "INT32", "float32": "FLOAT32", "bool": "BOOL"}
 
 
 def builtin_name(kind: str) -> str:
@@ -148,6 +155,10 @@ class _Writer:
             s.ConcatenationOptions.ConcatenationOptionsAddAxis(b, a["axis"])
             s.ConcatenationOptions.ConcatenationOptionsAddFusedActivationFunction(b, act)
             return opt_type, s.ConcatenationOptions.ConcatenationOptionsEnd(b)
+        if op.kind == "gather":
+            s.GatherOptions.GatherOptionsStart(b)
+            s.GatherOptions.GatherOptionsAddAxis(b, int(a.get("axis", 0)))
+            return opt_type, s.GatherOptions.GatherOptionsEnd(b)
         if op.kind == "softmax":
             s.SoftmaxOptions.SoftmaxOptionsStart(b)
             s.SoftmaxOptions.SoftmaxOptionsAddBeta(b, float(a.get("beta", 1.0)))
