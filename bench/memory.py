@@ -6,18 +6,26 @@ Goal: peak RSS <= 1.5x the fp32 weight bytes. Prints a table and writes
     python bench/memory.py                       # ~1.1B parameters (TinyLlama-1.1B shape)
     python bench/memory.py --hidden 512 --layers 4 --intermediate 1408 --vocab 8000  # small
 
-``--mmap-threshold BYTES`` runs the children with glibc's ``MALLOC_MMAP_THRESHOLD_`` (large
-tensors mmapped, so memory freed between layers goes back to the OS instead of staying in a
-fragmented heap); the default is glibc's own (dynamic) threshold. ``--out NAME`` picks the
-JSON file under ``bench/results/`` (default ``memory.json``).
+``--mmap-threshold BYTES`` sets ``EDGECC_MMAP_THRESHOLD`` for the measured processes
+(``edgecc/malloc.py``: compile fixes glibc's mmap threshold at 1 MiB for models of >= 256
+MiB of weights; 0 leaves glibc's dynamic threshold). ``--out NAME`` picks the JSON file
+under ``bench/results/`` (default ``memory.json``). Run it with ``OMP_NUM_THREADS=1`` on a
+shared machine: GPTQ's column loop is many small ops, 15x slower with two threads
+competing for loaded cores (measured: 2048x2048 layer 43.6 s vs 2.9 s).
 
-Where the memory goes (measured with this script; the commit log has the figures): the
-float model itself (1x: the original is kept for verification and fidelity, and compile's
-working program and the quantize pass's reference share its tensors instead of copying
-them); the stored integer weights (0.25x int8, ~0.14x int4 with fp16 group scales); GPTQ's
-float64 Hessians, all accumulated in one calibration run before any layer is quantized
-(``K x K x 8`` bytes per distinct layer input: ~1.7x at the TinyLlama shape); per-layer
-temporaries of quantization; heap fragmentation (freed temporaries that glibc keeps).
+Where the memory goes (1.1B TinyLlama shape, w8a8, ``memory-1.1b-w8a8.json``: peak 5.97
+GiB = 1.46x the 4.10 GiB of fp32 weights, goal met): Python + torch 0.37 GiB (0.09x); the
+float model (1x: the caller's traced program, which compile's original, working program
+and the quantize pass's reference share instead of copying); the int8 codes (0.25x); the
+rest (~0.1x) is the output-error runs' transient (one dequantized weight, activations),
+the highest place in the run. Cut this session: GPTQ Hessians (float64 ``K x K`` per layer
+input, 7.7 GB = 1.9x at this shape when all were alive) are held a run of consecutive layer
+inputs at a time (``hessian_budget_mib``, default 1/8 of the fp32 weights); weights are
+quantized, their SQNR measured and their dequantized values built for the output-error
+runs a 16 MiB block of rows at a time; glibc's heap no longer keeps freed temporaries.
+w4a16-gptq at 1.1B was not measured to the end (the run needs more than an hour on the
+loaded 2-core machine); ``memory-1.1b-w4a16-gptq-partial.json`` has its high-water mark
+when stopped, with code from before the first-run-Hessians fix.
 
 Each scheme runs in a fresh process (``--one SCHEME``), so one's peak does not hide the
 other's. Peak RSS is sampled every 20 ms by a thread; at each new peak the thread records
