@@ -106,8 +106,9 @@ class QuantizeOptions:
     # (GGUF) need it
     awq_fold: bool = False
     # "q4_k": symmetric int4 g32 scales snapped onto llama.cpp's Q4_K grid (fp16 d per 256
-    # weights times 6-bit codes), which -t gguf writes as Q4_K; rows that are not a
-    # multiple of 256 keep fp16 per-32 scales (Q4_0), listed in the stats
+    # weights times 6-bit codes), which -t gguf writes as Q4_K; with weight_symmetric=false
+    # Q4_K's real grid (6-bit scales and mins, edgecc.dequantize_offset; q4k_grid.py);
+    # rows that are not a multiple of 256 keep fp16 per-32 scales (Q4_0 / Q4_1), listed
     # "q4_0": ggml's Q4_0 scale per 32 (signed max / -8, so the extreme weight is exact)
     weight_grid: Literal["none", "q4_k", "q4_0"] = "none"
     error_batches: int = 4  # calibration batches the output error is measured on
@@ -329,7 +330,7 @@ class Quantize(Pass):
                 if why:
                     grid_fallback[layer.name] = why
                 else:
-                    snap = functools.partial(snap_q4k, cols=w.shape[1])
+                    snap = functools.partial(snap_q4k, cols=w.shape[1], w=w)
             if h is not None and h.h is not None:
                 # GPTQ runs where the Hessian was accumulated (context.device); a storage
                 # grid (snap) is applied on the CPU
