@@ -46,10 +46,45 @@ def supported(target: Any) -> bool:
 
 
 def external_module() -> Any:
-    """The kernels' C++ source as a module TVM compiles into the exported library."""
+    """The kernels as a module TVM links into the exported library: the object file compiled
+    once per source and compiler (``compiled_object``), or — when that cannot be built —
+    the C++ source, which ``export_library`` then compiles on every build."""
     import tvm
 
-    return tvm.get_global_func("runtime.CSourceModuleCreate")(SOURCE, "cc", list(SYMBOLS), [])
+    try:
+        return tvm.runtime.load_static_library(compiled_object(), list(SYMBOLS))
+    except Exception:  # noqa: BLE001 - no compiler here: TVM's own export compiles it
+        return tvm.get_global_func("runtime.CSourceModuleCreate")(SOURCE, "cc", list(SYMBOLS),
+                                                                  [])
+
+
+def compiled_object(root: str | None = None) -> str:
+    """The kernels' object file, compiled on first use into ``~/.cache/edgecc/x86_int8``
+    (keyed by the source and the compiler), so a build links it instead of compiling C++."""
+    import hashlib
+    import os
+    import subprocess
+    import tempfile
+
+    import tvm_ffi.libinfo
+
+    cxx = os.environ.get("CXX", "g++")
+    key = hashlib.sha256((SOURCE + cxx).encode()).hexdigest()[:16]
+    root = root or os.path.join(os.path.expanduser("~"), ".cache", "edgecc", "x86_int8")
+    path = os.path.join(root, f"kernels-{key}.o")
+    if os.path.exists(path):
+        return path
+    os.makedirs(root, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        src, obj = os.path.join(tmp, "kernels.cc"), os.path.join(tmp, "kernels.o")
+        with open(src, "w") as f:
+            f.write(SOURCE)
+        paths = tvm_ffi.libinfo.find_include_path()
+        includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
+        subprocess.run([cxx, "-c", "-fPIC", "-O3", "-std=c++17", *includes, src, "-o", obj],
+                       check=True, capture_output=True)
+        os.replace(obj, path)  # atomic: a concurrent build sees no half-written file
+    return path
 
 
 @dataclass(frozen=True)
