@@ -75,6 +75,22 @@ def _pool(call: Any, op: str, x: str, tensors: dict[str, TensorSpec],
     return ""
 
 
+def _inline_region(symbol: str, region: Region, args: list[str],
+                   tensors: dict[str, TensorSpec], ops: list[RegionOp]) -> str | None:
+    """Append ``region``'s tensors and ops (its inputs renamed to ``args``, its own tensors
+    prefixed with ``symbol``) to the whole model's; its one output's name, None if several."""
+    rename = dict(zip(region.inputs, args))
+    for t in region.tensors.values():
+        if t.name not in rename:
+            rename[t.name] = f"{symbol}/{t.name}"
+            tensors[rename[t.name]] = TensorSpec(rename[t.name], t.shape, t.dtype,
+                                                 t.quant, t.data)
+    for o in region.ops:
+        ops.append(RegionOp(o.kind, tuple(rename[i] for i in o.inputs),
+                            tuple(rename[i] for i in o.outputs), o.attrs))
+    return rename[region.outputs[0]] if len(region.outputs) == 1 else None
+
+
 def whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Region | None, str]:
     """``main`` (a Relax function after ``RunCodegen``) with ``regions`` (by symbol) as one
     region, or (None, why it cannot be written)."""
@@ -172,18 +188,10 @@ def whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Region | 
             args = list(v.args[1].fields)
             if any(a not in names for a in args):
                 return None, f"region {symbol} reads a value with no int8 TFLite form"
-            rename = {n: names[a] for n, a in zip(region.inputs, args)}
-            for t in region.tensors.values():
-                if t.name not in rename:
-                    rename[t.name] = f"{symbol}/{t.name}"
-                    tensors[rename[t.name]] = TensorSpec(rename[t.name], t.shape, t.dtype,
-                                                         t.quant, t.data)
-            for o in region.ops:
-                ops.append(RegionOp(o.kind, tuple(rename[i] for i in o.inputs),
-                                    tuple(rename[i] for i in o.outputs), o.attrs))
-            if len(region.outputs) != 1:
+            out = _inline_region(symbol, region, [names[a] for a in args], tensors, ops)
+            if out is None:
                 return None, f"region {symbol} has several outputs"
-            names[b.var] = rename[region.outputs[0]]
+            names[b.var] = out
             continue
         return None, f"{op} between the NPU regions has no TFLite writer in edgecc"
     result = main.body.body
@@ -346,19 +354,11 @@ def mixed_whole_model_region(main: Any, regions: dict[str, Region]) -> tuple[Reg
         if op == "relax.call_dps_packed":
             symbol = str(v.args[0].global_symbol)
             region = regions[symbol]
-            args = [arg(a) for a in v.args[1].fields]
-            rename = dict(zip(region.inputs, args))
-            for t in region.tensors.values():
-                if t.name not in rename:
-                    rename[t.name] = f"{symbol}/{t.name}"
-                    tensors[rename[t.name]] = TensorSpec(rename[t.name], t.shape, t.dtype,
-                                                         t.quant, t.data)
-            for o in region.ops:
-                ops.append(RegionOp(o.kind, tuple(rename[i] for i in o.inputs),
-                                    tuple(rename[i] for i in o.outputs), o.attrs))
-            if len(region.outputs) != 1:
+            out = _inline_region(symbol, region, [arg(a) for a in v.args[1].fields],
+                                 tensors, ops)
+            if out is None:
                 return None, f"region {symbol} has several outputs"
-            names[b.var] = rename[region.outputs[0]]
+            names[b.var] = out
             continue
         if op == "relax.quantize":
             x = arg(v.args[0])
