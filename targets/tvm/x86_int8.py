@@ -45,21 +45,25 @@ def supported(target: Any) -> bool:
         return False
 
 
-def external_module() -> Any:
+def external_module(source: str = SOURCE, symbols: tuple[str, ...] = SYMBOLS,
+                    cache: str = "x86_int8") -> Any:
     """The kernels as a module TVM links into the exported library: the object file compiled
     once per source and compiler (``compiled_object``), or — when that cannot be built —
-    the C++ source, which ``export_library`` then compiles on every build."""
+    the C++ source, which ``export_library`` then compiles on every build. Other C++ kernel
+    sets (``x86_wonly``) pass their own ``source``, ``symbols`` and ``cache`` folder."""
     import tvm
 
     try:
-        return tvm.runtime.load_static_library(compiled_object(), list(SYMBOLS))
+        return tvm.runtime.load_static_library(compiled_object(source=source, cache=cache),
+                                               list(symbols))
     except Exception:  # noqa: BLE001 - no compiler here: TVM's own export compiles it
-        return tvm.get_global_func("runtime.CSourceModuleCreate")(SOURCE, "cc", list(SYMBOLS),
+        return tvm.get_global_func("runtime.CSourceModuleCreate")(source, "cc", list(symbols),
                                                                   [])
 
 
-def compiled_object(root: str | None = None) -> str:
-    """The kernels' object file, compiled on first use into ``~/.cache/edgecc/x86_int8``
+def compiled_object(root: str | None = None, source: str = SOURCE,
+                    cache: str = "x86_int8") -> str:
+    """The kernels' object file, compiled on first use into ``~/.cache/edgecc/<cache>``
     (keyed by the source and the compiler), so a build links it instead of compiling C++."""
     import hashlib
     import os
@@ -69,8 +73,8 @@ def compiled_object(root: str | None = None) -> str:
     import tvm_ffi.libinfo
 
     cxx = os.environ.get("CXX", "g++")
-    key = hashlib.sha256((SOURCE + cxx).encode()).hexdigest()[:16]
-    root = root or os.path.join(os.path.expanduser("~"), ".cache", "edgecc", "x86_int8")
+    key = hashlib.sha256((source + cxx).encode()).hexdigest()[:16]
+    root = root or os.path.join(os.path.expanduser("~"), ".cache", "edgecc", cache)
     path = os.path.join(root, f"kernels-{key}.o")
     if os.path.exists(path):
         return path
@@ -78,7 +82,7 @@ def compiled_object(root: str | None = None) -> str:
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         src, obj = os.path.join(tmp, "kernels.cc"), os.path.join(tmp, "kernels.o")
         with open(src, "w") as f:
-            f.write(SOURCE)
+            f.write(source)
         paths = tvm_ffi.libinfo.find_include_path()
         includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
         subprocess.run([cxx, "-c", "-fPIC", "-O3", "-std=c++17", *includes, src, "-o", obj],
