@@ -32,7 +32,12 @@ from edgecc.errors import (
 )
 from edgecc.frontend import load, trace
 from edgecc.inputs import fresh_inputs
-from edgecc.instruments import Instrument, IRDumpInstrument, NumericCheckInstrument
+from edgecc.instruments import (
+    Instrument,
+    IRDumpInstrument,
+    NumericCheckInstrument,
+    StageClock,
+)
 from edgecc.manifest import (
     SCHEMA_VERSION,
     created_timestamp,
@@ -157,6 +162,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
     ``edgecc.distributed``), statistics are reduced across ranks, and only rank 0 lowers,
     verifies and writes ``output_dir``; the other ranks return a result with no artifacts.
     """
+    clock = StageClock()  # compile_seconds: from here to the manifest's writing
     dev = distributed.resolve_device(device)
     if not distributed.is_main():
         progress = False  # progress on rank 0 only
@@ -176,8 +182,10 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         check_output_dir(output_dir, force=force, protected=(model_path,))
 
     stages = ["load model", "run passes", f"lower for {tgt.name}", "verify", "write"]
-    with Progress(stages, enabled=progress) as bar:
+    with Progress(stages, enabled=progress) as bar, clock:
+        clock.record("checks", clock.total())  # options, pipeline, target, output dir
         bar.stage("load model")
+        clock.begin("load")
         failed: BaseException | None = None
         try:  # everything a rank can fail on alone, before the first collective
             original = resolve_model(model, example_inputs, trust_pickle=trust_pickle,
@@ -201,6 +209,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         malloc.bound_heap(before.bytes)  # large models: freed temporaries go back to the OS
 
         bar.stage("run passes")
+        clock.begin("passes")
         instruments: list[Any] = [SharedWeightsGuard()]
         if check_each_pass:
             instruments.append(NumericCheckInstrument(
@@ -230,6 +239,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
         stage = StagedOutput(final_dir)
         with stage as staging:
             bar.stage(f"lower for {tgt.name}")
+            clock.begin("lowering")
             t0 = time.perf_counter()
             lowered = tgt.lower(program, staging, tgt_options)
             lower_seconds = time.perf_counter() - t0
@@ -238,6 +248,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                     f"target '{tgt.name}' returned a {type(lowered).__name__} from lower(): "
                     "a target returns edgecc.Lowered(artifacts, report)")
             artifacts = lowered.artifacts
+            clock.begin("write")  # the manifest, artifacts' sha256 included
             manifest: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "edgecc_version": _version(),
@@ -259,6 +270,7 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
             if "edgecc.import_check" in original.graph_module.meta:  # an .onnx import
                 manifest["import_check"] = original.graph_module.meta["edgecc.import_check"]
             bar.stage("verify")
+            clock.begin("verify")
             lossy = _lossy_passes(result.stats["passes"])
             if verify and tgt.executes(tgt_options) and vopts.samples > 0:
                 runner = tgt.load(staging, manifest)
@@ -280,6 +292,10 @@ def compile(  # noqa: A001  (the public name DESIGN.md gives it)
                           else f"target '{tgt.name}' cannot execute on this machine")
                 manifest["verification"] = {"performed": False, "reason": reason}
             bar.stage("write")
+            clock.begin("write")
+            for record in result.stats["passes"]:
+                clock.add_part(record["pass"], record.get("seconds", 0.0), stage="passes")
+            manifest["compile_seconds"] = clock.to_json()
             write_manifest(staging, manifest)
             verification = manifest["verification"]
             if verification.get("performed") and not verification["passed"]:

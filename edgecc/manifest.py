@@ -13,6 +13,11 @@ Schema (``schema_version`` 1)::
     verification:  {performed, metric, samples, max_abs, max_rel, cosine, sqnr_db, atol, rtol,
                     passed, reference}  or  {performed: false, reason}
     not_verified:  [what could not be checked on this machine]
+    compile_seconds: {checks, load, passes, lowering, verify, write: wall seconds of each
+                    stage; total: from the call to the manifest's writing (the stages sum
+                    within it); parts: {passes: {pass: s}, lowering: {what the target
+                    reports, e.g. tvm import, tvm tuning, tvm relax passes, tvm codegen,
+                    tvm link}}}
 
 Reproducibility: compiling the same model with the same options gives byte-identical
 artifacts (the same ``sha256``), except the files a target lists in ``lowering.varies``

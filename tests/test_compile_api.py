@@ -1,5 +1,6 @@
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -29,9 +30,23 @@ X = (torch.randn(2, 3, 8, 8),)
 
 def test_compile_writes_manifest_with_everything_design_lists(tmp_path):
     out = tmp_path / "build"
+    start = time.perf_counter()
     res = edgecc.compile(model(), "host", pipeline="fold-batchnorm,fuse,dce",
                          example_inputs=X, output_dir=str(out))
+    wall = time.perf_counter() - start
     manifest = json.loads((out / "manifest.json").read_text())
+    seconds = manifest["compile_seconds"]  # every stage timed, within the call's wall time
+    stages = {k: v for k, v in seconds.items() if k not in ("total", "parts")}
+    assert list(stages) == ["checks", "load", "passes", "lowering", "write", "verify"]
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= seconds["total"]
+    assert seconds["total"] <= wall and stages["lowering"] > 0 and stages["verify"] > 0
+    tvm_parts = seconds["parts"]["lowering"]
+    assert set(tvm_parts) == {"tvm import", "tvm relax passes", "tvm codegen", "tvm link"}
+    assert all(v >= 0 for v in tvm_parts.values())
+    assert sum(tvm_parts.values()) <= stages["lowering"]
+    assert set(seconds["parts"]["passes"]) == {p["pass"] for p in
+                                                manifest["pipeline"]["passes"]}
+    assert sum(seconds["parts"]["passes"].values()) <= stages["passes"] + 1e-3
     assert manifest == json.loads(json.dumps(res.report))
     assert manifest["schema_version"] == 1
     assert manifest["edgecc_version"] == edgecc.__version__

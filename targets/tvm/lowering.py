@@ -13,10 +13,12 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from edgecc.errors import LoweringError, one_line
+from edgecc.instruments import record_stage_part, stage_timer
 from edgecc.program import Program
 from edgecc.targets.tvm.converters import CUSTOM_CONVERTERS
 from edgecc.targets.tvm.quant_lowering import widen_fp8_constants
@@ -42,7 +44,7 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
     kernels = None
     if integer_kernels:
         kernels = integer_converters(converters, exported_constants(exported), isa, notes)
-    with captured_native_stderr(show=show_tvm_log):
+    with captured_native_stderr(show=show_tvm_log), stage_timer("tvm import"):
         try:
             module = from_exported_program(
                 exported, custom_convert_map=converters, run_ep_decomposition=False
@@ -114,6 +116,26 @@ def _keeping_external(relax_pipeline: Any, external: Any) -> Any:
     return run
 
 
+def _timed(relax_pipeline: Any, name: str, spent: list[float]) -> Any:
+    """``relax_pipeline`` as one module pass that records its seconds as part ``name`` of
+    the compile (``edgecc.instruments.stage_timer``) and adds them to ``spent[0]``."""
+    import tvm
+    from tvm import relax
+
+    inner = relax.get_pipeline(relax_pipeline) if isinstance(relax_pipeline, str) \
+        else relax_pipeline
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgeccTimed")
+    def run(mod: Any, ctx: Any) -> Any:
+        start = time.perf_counter()
+        with stage_timer(name):
+            out = inner(mod)
+        spent[0] += time.perf_counter() - start
+        return out
+
+    return run
+
+
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
           fcompile: Any = None, database: Any = None, show_tvm_log: bool = False) -> None:
     """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
@@ -127,10 +149,16 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
     external = (module.attrs or {}).get("external_mods")
     if external:  # C kernels (x86_int8): kept through passes that rebuild the module
         relax_pipeline = _keeping_external(relax_pipeline, external)
+    spent = [0.0]
+    relax_pipeline = _timed(relax_pipeline, "tvm relax passes", spent)
     with captured_native_stderr(show=show_tvm_log) as log:
         try:
+            start = time.perf_counter()
             executable = tvm.compile(module, target=target, relax_pipeline=relax_pipeline)
-            executable.export_library(library_path, fcompile=fcompile)
+            record_stage_part("tvm codegen",  # TIR lowering + LLVM: all but the relax passes
+                              max(0.0, time.perf_counter() - start - spent[0]))
+            with stage_timer("tvm link"):
+                executable.export_library(library_path, fcompile=fcompile)
             return
         except Exception as exc:
             error = exc

@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgecc.errors import LoweringError
+from edgecc.instruments import record_stage_part
 
 GPU_INTRINSIC_TABLES = ("cuda", "rocm", "hexagon", "riscv_cpu")
 
@@ -226,6 +227,7 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
             _tune_missing(missing, target, trials, db, directory, runner, cross_cc, seed,
                           progress, stats)
     stats["seconds"] = round(time.perf_counter() - start, 2)
+    record_stage_part("tvm tuning", time.perf_counter() - start)
     stats["kernels_with_record"] = sum(_has_record(db, t, target) for t in tasks)
     return db, stats
 
