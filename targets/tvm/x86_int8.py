@@ -141,6 +141,41 @@ def pack_rows(w: np.ndarray) -> np.ndarray:
     return padded
 
 
+def pack_panels_dot(w: np.ndarray) -> np.ndarray:
+    """``W[N, K]`` int8 -> the VNNI panel layout ``[ceil(N/16), ceil(K/4), 16, 4]`` int8."""
+    n, k = w.shape
+    n16, k4 = -(-n // 16) * 16, -(-k // 4) * 4
+    padded = np.zeros((n16, k4), np.int8)
+    padded[:n, :k] = w
+    return np.ascontiguousarray(padded.reshape(n16 // 16, 16, k4 // 4, 4).transpose(0, 2, 1, 3))
+
+
+def pack_rows_dot(w: np.ndarray) -> np.ndarray:
+    """``W[OC, K]`` int8 -> the VNNI broadcast rows ``[ceil(OC/8)·8, ceil(K/4)·4]`` int8."""
+    n, k = w.shape
+    padded = np.zeros((-(-n // 8) * 8, -(-k // 4) * 4), np.int8)
+    padded[:n, :k] = w
+    return padded
+
+
+def with_dot_layout(avx2: np.ndarray, dot: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
+                                                                                 list[int]]:
+    """One int16 constant holding the AVX2 layout, the VNNI layout (byte offset ``at[0]``)
+    and the +128 shift's compensation ``128·Σw`` per output channel as int32 (``at[1]``,
+    wrapping like the int32 accumulator), each 64-byte aligned; the kernel picks its part
+    by cpuid at run time."""
+    comp = (w.astype(np.int64).sum(axis=1) * 128).astype(np.uint32).view(np.int32)
+    parts, at, size = [], [], 0
+    for part in (avx2.view(np.uint8).reshape(-1), dot.view(np.uint8).reshape(-1),
+                 comp.view(np.uint8)):
+        gap = -size % 64
+        parts += [np.zeros(gap, np.uint8), part]
+        at.append(size + gap)
+        size += gap + part.size
+    blob = np.concatenate(parts + [np.zeros(-size % 64, np.uint8)])
+    return blob.view(np.int16), at[1:]
+
+
 def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
           epilogue: Epilogue, channels: int, out_shape: list[int]) -> Any:
     from tvm import relax
@@ -171,9 +206,10 @@ def emit_linear(bb: Any, x: Any, w: np.ndarray, epilogue: Epilogue) -> Any | Non
     n, k = w.shape
     m = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
     flat = bb.emit(relax.op.reshape(x, [m, k])) if len(shape) != 2 else x
-    meta = _head(epilogue) + [m, k, n]
+    packed, at = with_dot_layout(pack_panels(w), pack_panels_dot(w), w)
+    meta = _head(epilogue) + [m, k, n, *at]
     meta[0] = 1
-    out = _call(bb, LINEAR, flat, pack_panels(w), meta, epilogue, n, [m, n])
+    out = _call(bb, LINEAR, flat, packed, meta, epilogue, n, [m, n])
     return out if len(shape) == 2 else bb.emit(relax.op.reshape(out, [*shape[:-1], n]))
 
 
@@ -188,11 +224,12 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     oc, _, kh, kw = w.shape
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    flat = w.reshape(oc, -1)
+    packed, at = with_dot_layout(pack_rows(flat), pack_rows_dot(flat), flat)
     meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,
-                              oh, ow, zx]
+                              oh, ow, zx, *at]
     meta[0] = 2
-    return _call(bb, CONV, x, pack_rows(w.reshape(oc, -1)), meta, epilogue, oc,
-                 [nb, oc, oh, ow])
+    return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow])
 
 
 def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],

@@ -269,14 +269,137 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
 // per-thread scratch buffers, grown as needed and reused across calls: a fresh malloc of a
 // few hundred KB per call is an mmap, and its page faults cost as much as a small GEMM
 void* scratch(int slot, size_t bytes) {
-  static thread_local void* buf[3] = {0, 0, 0};
-  static thread_local size_t size[3] = {0, 0, 0};
+  static thread_local void* buf[5] = {0, 0, 0, 0, 0};
+  static thread_local size_t size[5] = {0, 0, 0, 0, 0};
   if (size[slot] < bytes) {
     free(buf[slot]);
     size[slot] = (bytes + 4095) / 4096 * 4096;
     buf[slot] = aligned_alloc(64, size[slot]);
   }
   return buf[slot];
+}
+
+
+// ---- int8 dot-product instructions (VNNI): vpdpbusd, u8 x s8 -> int32, 4 products a lane ----
+// The activations are the unsigned operand, shifted by +128 (x ^ 0x80); the extra
+// 128·Σw per output channel is a compile-time constant ("comp"), taken off the offset
+// term: acc' + off - comp == acc + off exactly (int32, wrapping like the AVX2 path).
+// Chosen at run time by cpuid (the library still runs on AVX2-only CPUs);
+// EDGECC_X86_INT8_ISA=avx2|avxvnni|avx512vnni narrows the choice (tests, comparisons).
+enum { ISA_AVX2 = 0, ISA_AVXVNNI = 1, ISA_AVX512VNNI = 2 };
+
+int isa_level() {
+  static const int has512 = __builtin_cpu_supports("avx512vnni") &&
+                            __builtin_cpu_supports("avx512bw") ? 1 : 0;
+  static const int has256 = __builtin_cpu_supports("avxvnni") ? 1 : 0;
+  const char* want = getenv("EDGECC_X86_INT8_ISA");
+  if (want && strcmp(want, "avx2") == 0) return ISA_AVX2;
+  if (want && strcmp(want, "avxvnni") == 0) return has256 ? ISA_AVXVNNI : ISA_AVX2;
+  if (has512) return ISA_AVX512VNNI;
+  return has256 ? ISA_AVXVNNI : ISA_AVX2;
+}
+
+#define EDGECC_DOT512(c, row)                                                   \
+  do {                                                                          \
+    int32_t w_;                                                                 \
+    memcpy(&w_, rows + (row) * ld + 4 * k, 4);                                  \
+    const __m512i a_ = _mm512_set1_epi32(w_);                                   \
+    c = UROWS ? _mm512_dpbusd_epi32(c, a_, v) : _mm512_dpbusd_epi32(c, v, a_);  \
+  } while (0)
+
+// acc[8][16] = 8 rows (bytes, [.][ld], 4-byte groups) x panel ([kq][16][4] bytes); UROWS:
+// the rows are the unsigned operand (linear: activations), else the panel is (conv: im2col)
+template <bool UROWS>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
+void tile_8x16_vnni512(const int8_t* rows, int64_t ld, int64_t kq, const int8_t* panel,
+                       int32_t* acc) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0,
+          c6 = c0, c7 = c0;
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m512i v = _mm512_loadu_si512(panel + k * 64);
+    EDGECC_DOT512(c0, 0); EDGECC_DOT512(c1, 1); EDGECC_DOT512(c2, 2); EDGECC_DOT512(c3, 3);
+    EDGECC_DOT512(c4, 4); EDGECC_DOT512(c5, 5); EDGECC_DOT512(c6, 6); EDGECC_DOT512(c7, 7);
+  }
+  _mm512_storeu_si512(acc + 0, c0); _mm512_storeu_si512(acc + 16, c1);
+  _mm512_storeu_si512(acc + 32, c2); _mm512_storeu_si512(acc + 48, c3);
+  _mm512_storeu_si512(acc + 64, c4); _mm512_storeu_si512(acc + 80, c5);
+  _mm512_storeu_si512(acc + 96, c6); _mm512_storeu_si512(acc + 112, c7);
+}
+
+#define EDGECC_DOT256(c0, c1, row)                                                      \
+  do {                                                                                  \
+    int32_t w_;                                                                         \
+    memcpy(&w_, rows + (row) * ld + 4 * k, 4);                                          \
+    const __m256i a_ = _mm256_set1_epi32(w_);                                           \
+    c0 = UROWS ? _mm256_dpbusd_avx_epi32(c0, a_, v0) : _mm256_dpbusd_avx_epi32(c0, v0, a_); \
+    c1 = UROWS ? _mm256_dpbusd_avx_epi32(c1, a_, v1) : _mm256_dpbusd_avx_epi32(c1, v1, a_); \
+  } while (0)
+
+// the same with 256-bit AVX-VNNI: acc[4][16], two ymm a row
+template <bool UROWS>
+__attribute__((target("avx2,fma,avxvnni")))
+void tile_4x16_vnni256(const int8_t* rows, int64_t ld, int64_t kq, const int8_t* panel,
+                       int32_t* acc) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
+          c21 = c00, c30 = c00, c31 = c00;
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + k * 64));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + k * 64 + 32));
+    EDGECC_DOT256(c00, c01, 0); EDGECC_DOT256(c10, c11, 1);
+    EDGECC_DOT256(c20, c21, 2); EDGECC_DOT256(c30, c31, 3);
+  }
+  __m256i* o = reinterpret_cast<__m256i*>(acc);
+  _mm256_storeu_si256(o + 0, c00); _mm256_storeu_si256(o + 1, c01);
+  _mm256_storeu_si256(o + 2, c10); _mm256_storeu_si256(o + 3, c11);
+  _mm256_storeu_si256(o + 4, c20); _mm256_storeu_si256(o + 5, c21);
+  _mm256_storeu_si256(o + 6, c30); _mm256_storeu_si256(o + 7, c31);
+}
+
+// One VNNI GEMM: rows (bytes [n_rows padded to 8][ld = kq*4]) x panels ([kq][16][4] bytes)
+struct GemmDot {
+  const int8_t* rows; int64_t n_rows, kq;
+  const int8_t* panels; int64_t n_cols;
+  Epilogue e; int isa;
+};
+
+template <bool UROWS>
+void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end) {
+  alignas(64) int32_t acc[128];
+  const int rt = g.isa == ISA_AVX512VNNI ? 8 : 4;
+  const int64_t ld = g.kq * 4;
+  for (int64_t p = p_begin; p < p_end; ++p) {
+    const int8_t* panel = g.panels + p * g.kq * 64;
+    const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
+    for (int64_t r = 0; r < g.n_rows; r += rt) {
+      if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
+      else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
+      const int nr = (int)((g.n_rows - r) < rt ? (g.n_rows - r) : rt);
+      write_tile(g.e, acc, (int)r, nr, (int)(p * 16), nc);
+    }
+  }
+}
+
+// off - comp per channel (the +128 shift's compensation), in a scratch buffer
+const int32_t* shifted_off(const int32_t* off, const int32_t* comp, int64_t n) {
+  int32_t* out = static_cast<int32_t*>(scratch(4, n * 4 + 64));
+  for (int64_t i = 0; i < n; ++i) out[i] = (int32_t)((uint32_t)off[i] - (uint32_t)comp[i]);
+  return out;
+}
+
+// 16 pixels x 4 k (four 16-byte runs a, b, c, d) -> [16][4] bytes
+static inline void interleave4(const int8_t* a, const int8_t* b, const int8_t* c,
+                               const int8_t* d, int8_t* dst) {
+  const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+  const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  const __m128i vc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+  const __m128i vd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(d));
+  const __m128i ab0 = _mm_unpacklo_epi8(va, vb), ab1 = _mm_unpackhi_epi8(va, vb);
+  const __m128i cd0 = _mm_unpacklo_epi8(vc, vd), cd1 = _mm_unpackhi_epi8(vc, vd);
+  __m128i* o = reinterpret_cast<__m128i*>(dst);
+  _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(ab0, cd0));
+  _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(ab0, cd0));
+  _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(ab1, cd1));
+  _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab1, cd1));
 }
 
 int bad_args(int n) {
@@ -289,8 +412,9 @@ int bad_args(int n) {
 
 extern "C" {
 
-// linear: out[m, n] = epilogue(x[m, :] . w[n, :]);  meta = [1, requant, lo, hi, zy, M, K, N]
-// w: [ceil(N/16)][kp/2][16][2] int16
+// linear: out[m, n] = epilogue(x[m, :] . w[n, :]);  meta = [1, requant, lo, hi, zy, M, K, N,
+// vnni_at, comp_at];  w: [ceil(N/16)][kp/2][16][2] int16, then (byte offset vnni_at) the
+// VNNI panels [ceil(N/16)][kq][16][4] int8, then (comp_at) 128·Σw int32 per column
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
                                   TVMFFIAny* result) {
@@ -300,6 +424,29 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t m = meta[5], k = meta[6], n = meta[7];
   const int64_t kp = (k + 1) / 2 * 2, mp = (m + 3) / 4 * 4;
   const int8_t* x = data<int8_t>(args, 0);
+  const int isa = isa_level();
+  if (isa != ISA_AVX2) {  // VNNI: rows = activations + 128 (u8), panels = packed s8 weights
+    const int64_t kq = (k + 3) / 4, ld = kq * 4, m8 = (m + 7) / 8 * 8;
+    const int8_t* packed = data<int8_t>(args, 1);
+    uint8_t* rows8 = static_cast<uint8_t*>(scratch(3, m8 * ld + 64));
+    for (int64_t i = 0; i < m8; ++i) {
+      uint8_t* r = rows8 + i * ld;
+      if (i < m) {
+        const int8_t* xi = x + i * k;
+        for (int64_t j = 0; j < k; ++j) r[j] = (uint8_t)xi[j] ^ 0x80;
+        for (int64_t j = k; j < ld; ++j) r[j] = 0;
+      } else {
+        memset(r, 0, ld);
+      }
+    }
+    GemmDot g{reinterpret_cast<const int8_t*>(rows8), m, kq, packed + meta[8], n,
+              epilogue(args, meta, 0), isa};
+    g.e.ld = n;
+    g.e.off = shifted_off(g.e.off, reinterpret_cast<const int32_t*>(packed + meta[9]), n);
+    parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels_dot<true>(g, b, e); },
+                 m * n * ld / 2);
+    return 0;
+  }
   int16_t* rows = static_cast<int16_t*>(scratch(0, mp * kp * 2));
   for (int64_t i = 0; i < mp; ++i) {
     int16_t* r = rows + i * kp;
@@ -318,7 +465,8 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
 }
 
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
-// KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx];  w: [ceil(OC/4)*4][kp] int16, k = (c, ky, kx)
+// KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at];  w: [ceil(OC/4)*4][kp] int16,
+// k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8 and 128·Σw int32 per channel
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                                 TVMFFIAny* result) {
@@ -334,6 +482,66 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t n_panels = (pix + 15) / 16;
   const int8_t* x = data<int8_t>(args, 0);
   const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  const int isa = isa_level();
+  if (isa != ISA_AVX2) {  // VNNI: rows = packed s8 weights, panels = im2col of x + 128 (u8)
+    const int64_t kq = (k + 3) / 4;
+    const int8_t* packed = data<int8_t>(args, 1);
+    int8_t* panels8 = static_cast<int8_t*>(scratch(0, n_panels * kq * 64 + 64));
+    uint8_t* padded = static_cast<uint8_t*>(scratch(1, c * hp * wp + 64));
+    int64_t* koff = static_cast<int64_t*>(scratch(2, (kq * 4 + 1) * sizeof(int64_t)));
+    int64_t kk = 0;
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+    for (; kk < kq * 4; ++kk) koff[kk] = 0;  // padding k: its weights are 0
+    Epilogue e = epilogue(args, meta, 1);
+    e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
+    const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t* xb = x + b * c * h * w;
+      if (ph || pw) memset(padded, zu, c * hp * wp);
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t y = 0; y < h; ++y) {
+          uint8_t* dst = padded + (ci * hp + y + ph) * wp + pw;
+          const int8_t* src = xb + (ci * h + y) * w;
+          for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
+        }
+      const int8_t* pad8 = reinterpret_cast<const int8_t*>(padded);
+      auto build = [&](int64_t p) {
+        int8_t* panel = panels8 + p * kq * 64;
+        int64_t base[16];
+        for (int lane = 0; lane < 16; ++lane) {
+          const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
+          base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
+        }
+        bool contiguous = true;
+        for (int lane = 1; lane < 16; ++lane)
+          contiguous = contiguous && base[lane] == base[0] + lane;
+        if (contiguous) {
+          const int8_t* s = pad8 + base[0];
+          for (int64_t q = 0; q < kq; ++q)
+            interleave4(s + koff[4 * q], s + koff[4 * q + 1], s + koff[4 * q + 2],
+                        s + koff[4 * q + 3], panel + q * 64);
+          return;
+        }
+        for (int64_t q = 0; q < kq; ++q) {
+          int8_t* dst = panel + q * 64;
+          for (int lane = 0; lane < 16; ++lane)
+            for (int j = 0; j < 4; ++j) dst[lane * 4 + j] = pad8[koff[4 * q + j] + base[lane]];
+        }
+      };
+      GemmDot g{packed + meta[21], oc, kq, panels8, pix, e, isa};
+      g.e.out = static_cast<char*>(e.out) + b * oc * pix * (e.requant ? 1 : 4);
+      g.e.ld = pix;
+      parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+          build(p);
+          gemm_panels_dot<false>(g, p, p + 1);
+        }
+      }, oc * kq * 2 * pix);
+    }
+    return 0;
+  }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));
   int8_t* padded = static_cast<int8_t*>(scratch(1, c * hp * wp + 64));
   int64_t* koff = static_cast<int64_t*>(scratch(2, (kp + 1) * sizeof(int64_t)));

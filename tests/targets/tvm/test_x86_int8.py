@@ -21,6 +21,40 @@ def _avx2() -> bool:
 pytestmark = pytest.mark.skipif(not _avx2(), reason="needs an x86 CPU with AVX2")
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(l for l in f if l.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def _isas() -> list[str]:
+    """The kernel paths this CPU runs: avx2 always, then the VNNI ones it has (the
+    kernels' default is the widest)."""
+    flags = _cpu_flags()
+    return (["avx2"] + (["avxvnni"] if "avx_vnni" in flags else [])
+            + (["avx512vnni"] if {"avx512_vnni", "avx512bw"} <= flags else []))
+
+
+def test_the_library_has_the_vnni_kernels():
+    """The compiled kernels contain u8s8 ``vpdpbusd`` in both encodings (AVX-512 zmm and
+    256-bit AVX-VNNI), whatever this CPU has: the artifact picks one at run time."""
+    import shutil
+    import subprocess
+
+    from edgecc.targets.tvm import x86_int8
+
+    if shutil.which("objdump") is None:
+        pytest.skip("needs objdump")
+    text = subprocess.run(["objdump", "-d", x86_int8.compiled_object()], check=True,
+                          capture_output=True, text=True).stdout
+    dots = [line for line in text.splitlines() if "vpdpbusd" in line]
+    assert any("zmm" in line for line in dots), "no AVX-512 VNNI vpdpbusd"
+    assert any("{vex}" in line and "ymm" in line for line in dots), "no AVX-VNNI vpdpbusd"
+    assert any("vpmaddwd" in line for line in text.splitlines())  # the AVX2 floor
+
+
 def _requant(acc, off, mult, add, shift, lo, hi, zy, axis):
     view = [1] * acc.ndim
     view[axis] = -1
@@ -37,10 +71,11 @@ def _conv_ref(x, w, zx, stride, pad, dil, groups):
     return out.numpy().astype(np.int64)  # exact: |sums| < 2^53
 
 
-def test_kernels_equal_the_integer_arithmetic(tmp_path):
+def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     """Linear (requantized and float), convolution (stride 2, dilation 2, zero-point
     padding, batch 2) and depthwise: odd K, N not a multiple of 16, M not of 4, full-range
-    int8 operands (where vpmaddubsw would saturate)."""
+    int8 operands (where vpmaddubsw would saturate) — on the AVX2 path and on every VNNI
+    path this CPU has (``vpdpbusd`` with the +128 shift), identical outputs."""
     import tvm
     from tvm import relax
 
@@ -88,7 +123,15 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path):
     path = str(tmp_path / "k.so")
     lowering.build(module, lowering.llvm_target(None, 2), path)
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-    got = [o.numpy() for o in vm["main"](*(tvm.runtime.tensor(a) for a in (xl, xc, xd, xp)))]
+    args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp)]
+    runs = {}
+    for isa in _isas():  # every kernel this CPU can run, picked at run time by cpuid
+        monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
+        runs[isa] = [o.numpy() for o in vm["main"](*args)]
+    for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
+        for a, b in zip(outs, runs["avx2"]):
+            np.testing.assert_array_equal(a, b, err_msg=isa)
+    got = runs["avx2"]
 
     acc = xl.astype(np.int64) @ wl.astype(np.int64).T
     e = ep["lin"]
