@@ -1,0 +1,387 @@
+"""C++ source of the x86 weight-only kernels (``x86_wonly``): ``y = x · dequant(W)ᵀ + b``
+with float32 activations and 4-bit or 8-bit weights that stay packed in memory and are
+dequantized in registers.
+
+One fixed text (shapes and modes come in an int64 ``meta`` tensor), compiled once into a
+static library (``x86_int8.compiled_object``'s cache, folder ``x86_wonly``). The body is
+written once (``_BODY``) and instantiated three times — AVX-512F, AVX2 + FMA, and plain C++
+— each in its own namespace under its own ``#pragma GCC target``; the entry point picks
+one at run time (``__builtin_cpu_supports``), so the library runs on any x86-64.
+
+Weight layout (packed at compile time, ``x86_wonly.pack``): output channels in panels of
+32, a panel's 32 codes of one input index ``k`` together::
+
+    int4: codes uint8 [N/32][K][16]   byte j = u[32p + j, k] | u[32p + 16 + j, k] << 4
+    int8: codes int8  [N/32][K][32]
+    scale, zero, offset: float32 [N/32][K/G][32] (zero / offset: a single value when
+    uniform / absent); u are unsigned nibbles (int4 codes + 8, zero point + 8: the same
+    differences q - z)
+
+Per input index the 32 codes widen to int32 lanes (``vpmovzxbd`` / ``vpmovsxbd``; the high
+nibbles by one shift), convert to float and become ``w = (q - z) · s [+ o]`` — computed
+as ``edgecc.dequantize`` / ``dequantize_offset`` compute them (one subtraction of integers
+held exactly in float, one rounded product, one rounded sum; no contraction), so each
+weight is bit-identical to the float32 reference. Then:
+
+    M <= SMALL_M (decode GEMV):  acc[m][32] += w · x[m, k]   straight from the registers
+    M >  SMALL_M (prefill):      the panel's K x 32 weights are dequantized once into a
+                                 per-thread buffer (L2), then an MR x 32 FMA micro-kernel
+                                 runs every MR rows of x over it
+
+Only the summation order differs from ``x @ dequant(W).T + b``: |y - ref| <= 2 γ_{K+1}
+(|x| @ |W|ᵀ + |b|), γ_n = n u / (1 - n u), u = 2^-24 (``x86_wonly.ERROR_BOUND``).
+Panels are spread over TVM's thread pool (``TVMBackendParallelLaunch``, as ``x86_int8``).
+"""
+
+SYMBOLS = ("edgecc_x86_wlinear",)
+
+_HEAD = r"""
+// edgecc x86 weight-only kernels (targets/tvm/x86_wonly_source.py)
+#pragma GCC optimize("O3", "fp-contract=off")
+#include <tvm/ffi/c_api.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+typedef struct { void* sync_handle; int32_t num_task; } EdgeccParallelEnv;
+typedef int (*EdgeccLambda)(int task_id, EdgeccParallelEnv* env, void* cdata);
+typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
+// filled by TVM's library loader (shared with x86_int8's kernels: one weak symbol)
+__attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
+}
+
+namespace {
+
+struct Args {
+  const float* x; const uint8_t* codes; const float* s; const float* z; const float* o;
+  const float* bias; float* out;
+  int64_t M, K, N, G, NG, bits, zpg, hasoff, hasbias;
+};
+
+// a per-thread buffer that grows (TVM's pool threads live as long as the process)
+static float* panel_buffer(int64_t floats) {
+  static thread_local float* buf = 0;
+  static thread_local int64_t cap = 0;
+  if (floats > cap) {
+    free(buf);
+    cap = floats;
+    buf = static_cast<float*>(aligned_alloc(64, ((floats * 4 + 63) / 64) * 64));
+  }
+  return buf;
+}
+
+// one output row segment of panel p: out[m, 32p + j] = acc[j] (+ bias) for the valid j
+static inline void write_row(const Args& a, int64_t m, int64_t p, const float* acc) {
+  float* o = a.out + m * a.N + p * 32;
+  const int64_t n = a.N - p * 32 < 32 ? a.N - p * 32 : 32;
+  if (a.hasbias) {
+    const float* b = a.bias + p * 32;
+    for (int64_t j = 0; j < n; ++j) o[j] = acc[j] + b[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) o[j] = acc[j];
+  }
+}
+"""
+
+# The kernel body, instantiated per ISA. V: the vector type, NV vectors per 32 columns;
+# LOAD / STORE / SET1 / ZERO / ADD / SUB / MUL / FMA(a, b, c) = a * b + c; CODES(a, p, k, q)
+# writes the 32 codes of panel p at input index k as floats into q[NV].
+_BODY = r"""
+// the 32 weights of panel p at input index k, given the group's s, z, o vectors
+static inline void weights(const Args& a, int64_t p, int64_t k, const V* s, const V* z,
+                           const V* o, V* w) {
+  V q[NV];
+  CODES(a, p, k, q);
+  for (int v = 0; v < NV; ++v) {
+    w[v] = MUL(SUB(q[v], z[v]), s[v]);
+    if (a.hasoff) w[v] = ADD(w[v], o[v]);
+  }
+}
+
+static inline void group_params(const Args& a, int64_t p, int64_t g, V* s, V* z, V* o) {
+  const int64_t at = (p * a.NG + g) * 32;
+  for (int v = 0; v < NV; ++v) {
+    s[v] = LOAD(a.s + at + v * LANES);
+    z[v] = a.zpg ? LOAD(a.z + at + v * LANES) : SET1(a.z[0]);
+    o[v] = a.hasoff ? LOAD(a.o + at + v * LANES) : ZERO();
+  }
+}
+
+// decode: every row of x against the weights straight from the registers
+template <int MM>
+static void small_m(const Args& a, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    V acc[MM][NV];
+    for (int m = 0; m < MM; ++m)
+      for (int v = 0; v < NV; ++v) acc[m][v] = ZERO();
+    for (int64_t g = 0; g < a.NG; ++g) {
+      V s[NV], z[NV], o[NV];
+      group_params(a, p, g, s, z, o);
+      const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
+      for (int64_t k = g * a.G; k < k1; ++k) {
+        V w[NV];
+        weights(a, p, k, s, z, o, w);
+        for (int m = 0; m < MM; ++m) {
+          const V xb = SET1(a.x[m * a.K + k]);
+          for (int v = 0; v < NV; ++v) acc[m][v] = FMA(w[v], xb, acc[m][v]);
+        }
+      }
+    }
+    alignas(64) float tile[32];
+    for (int m = 0; m < MM; ++m) {
+      for (int v = 0; v < NV; ++v) STORE(tile + v * LANES, acc[m][v]);
+      write_row(a, m, p, tile);
+    }
+  }
+}
+
+// prefill: rows m0 .. m0 + R of x against a dequantized panel buf[K][32]
+template <int R>
+static inline void micro(const Args& a, const float* buf, int64_t m0, int64_t p) {
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = ZERO();
+  const float* x = a.x + m0 * a.K;
+  for (int64_t k = 0; k < a.K; ++k) {
+    V w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = LOAD(buf + k * 32 + v * LANES);
+    for (int r = 0; r < R; ++r) {
+      const V xb = SET1(x[r * a.K + k]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = FMA(w[v], xb, acc[r][v]);
+    }
+  }
+  alignas(64) float tile[32];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v) STORE(tile + v * LANES, acc[r][v]);
+    write_row(a, m0 + r, p, tile);
+  }
+}
+
+template <int R>
+static void micro_tail(const Args& a, const float* buf, int64_t m0, int64_t p, int64_t left) {
+  if constexpr (R > 1) {
+    if (left < R) return micro_tail<R - 1>(a, buf, m0, p, left);
+  }
+  micro<R>(a, buf, m0, p);
+}
+
+static void large_m(const Args& a, int64_t p0, int64_t p1) {
+  float* buf = panel_buffer(a.K * 32);
+  for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t g = 0; g < a.NG; ++g) {
+      V s[NV], z[NV], o[NV];
+      group_params(a, p, g, s, z, o);
+      const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
+      for (int64_t k = g * a.G; k < k1; ++k) {
+        V w[NV];
+        weights(a, p, k, s, z, o, w);
+        for (int v = 0; v < NV; ++v) STORE(buf + k * 32 + v * LANES, w[v]);
+      }
+    }
+    int64_t m = 0;
+    for (; m + MR <= a.M; m += MR) micro<MR>(a, buf, m, p);
+    if (m < a.M) micro_tail<MR - 1>(a, buf, m, p, a.M - m);
+  }
+}
+
+static void run(const Args& a, int64_t p0, int64_t p1) {
+  if (a.M == 1) return small_m<1>(a, p0, p1);
+  if (a.M == 2) return small_m<2>(a, p0, p1);
+  if constexpr (SMALL_M >= 4) {
+    if (a.M == 3) return small_m<3>(a, p0, p1);
+    if (a.M == 4) return small_m<4>(a, p0, p1);
+  }
+  large_m(a, p0, p1);
+}
+"""
+
+_AVX512 = r"""
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace avx512 {
+typedef __m512 V;
+constexpr int NV = 2, LANES = 16, MR = 12, SMALL_M = 4;
+#define LOAD(p) _mm512_loadu_ps(p)
+#define STORE(p, v) _mm512_store_ps(p, v)
+#define SET1(x) _mm512_set1_ps(x)
+#define ZERO() _mm512_setzero_ps()
+#define ADD(a, b) _mm512_add_ps(a, b)
+#define SUB(a, b) _mm512_sub_ps(a, b)
+#define MUL(a, b) _mm512_mul_ps(a, b)
+#define FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+static inline void CODES(const Args& a, int64_t p, int64_t k, V* q) {
+  if (a.bits == 4) {
+    const __m512i v = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.codes + (p * a.K + k) * 16)));
+    q[0] = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(15)));
+    q[1] = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+  } else {
+    const int8_t* c = reinterpret_cast<const int8_t*>(a.codes) + (p * a.K + k) * 32;
+    q[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
+    q[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16))));
+  }
+}
+""" + _BODY + r"""
+#undef LOAD
+#undef STORE
+#undef SET1
+#undef ZERO
+#undef ADD
+#undef SUB
+#undef MUL
+#undef FMA
+}  // namespace avx512
+#pragma GCC pop_options
+"""
+
+_AVX2 = r"""
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+typedef __m256 V;
+constexpr int NV = 4, LANES = 8, MR = 3, SMALL_M = 2;
+#define LOAD(p) _mm256_loadu_ps(p)
+#define STORE(p, v) _mm256_store_ps(p, v)
+#define SET1(x) _mm256_set1_ps(x)
+#define ZERO() _mm256_setzero_ps()
+#define ADD(a, b) _mm256_add_ps(a, b)
+#define SUB(a, b) _mm256_sub_ps(a, b)
+#define MUL(a, b) _mm256_mul_ps(a, b)
+#define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+static inline void CODES(const Args& a, int64_t p, int64_t k, V* q) {
+  if (a.bits == 4) {
+    const uint8_t* c = a.codes + (p * a.K + k) * 16;
+    for (int h = 0; h < 2; ++h) {  // bytes 8h .. 8h+7: columns 8h.. (low), 16+8h.. (high)
+      const __m256i v = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * h)));
+      q[h] = _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15)));
+      q[2 + h] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+    }
+  } else {
+    const int8_t* c = reinterpret_cast<const int8_t*>(a.codes) + (p * a.K + k) * 32;
+    for (int v = 0; v < 4; ++v)
+      q[v] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * v))));
+  }
+}
+""" + _BODY + r"""
+#undef LOAD
+#undef STORE
+#undef SET1
+#undef ZERO
+#undef ADD
+#undef SUB
+#undef MUL
+#undef FMA
+}  // namespace avx2
+#pragma GCC pop_options
+"""
+
+_SCALAR = r"""
+namespace scalar {
+// the reference loop (no SIMD): w = (q - z) * s [+ o], then a float dot product
+static float code(const Args& a, int64_t p, int64_t k, int j) {
+  if (a.bits == 4) {
+    const uint8_t b = a.codes[(p * a.K + k) * 16 + (j & 15)];
+    return (float)(j < 16 ? (b & 15) : (b >> 4));
+  }
+  return (float)reinterpret_cast<const int8_t*>(a.codes)[(p * a.K + k) * 32 + j];
+}
+static void run(const Args& a, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p)
+    for (int64_t m = 0; m < a.M; ++m) {
+      float acc[32] = {0};
+      for (int64_t k = 0; k < a.K; ++k) {
+        const int64_t at = (p * a.NG + k / a.G) * 32;
+        for (int j = 0; j < 32; ++j) {
+          float w = (code(a, p, k, j) - (a.zpg ? a.z[at + j] : a.z[0])) * a.s[at + j];
+          if (a.hasoff) w = w + a.o[at + j];
+          acc[j] = acc[j] + w * a.x[m * a.K + k];
+        }
+      }
+      write_row(a, m, p, acc);
+    }
+}
+}  // namespace scalar
+"""
+
+_TAIL = r"""
+typedef void (*Kernel)(const Args&, int64_t, int64_t);
+struct Job { Kernel fn; const Args* a; int64_t items; };
+
+static int run_share(int task, EdgeccParallelEnv* env, void* data) {
+  const Job* job = static_cast<const Job*>(data);
+  const int64_t n = env->num_task;
+  const int64_t begin = job->items * task / n, end = job->items * (task + 1) / n;
+  if (begin < end) job->fn(*job->a, begin, end);
+  return 0;
+}
+
+// isa: 0 = the best this CPU has, 1 = plain C++, 2 = AVX2, 3 = AVX-512 (tests pin one)
+static Kernel pick(int64_t isa) {
+  if (isa == 0) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return avx512::run;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::run;
+    return scalar::run;
+  }
+  return isa == 3 ? avx512::run : (isa == 2 ? avx2::run : scalar::run);
+}
+
+DLTensor* tensor_arg(const TVMFFIAny* a) {
+  if (a->type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(a->v_ptr);
+  if (a->type_index >= kTVMFFIStaticObjectBegin)
+    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(a->v_obj) + sizeof(TVMFFIObject));
+  return 0;
+}
+
+template <typename T>
+T* data(const TVMFFIAny* args, int i) {
+  DLTensor* t = tensor_arg(args + i);
+  return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
+}
+
+}  // namespace
+
+extern "C" {
+
+// out[M, N] = x[M, K] . dequant(W)[N, K]^T (+ bias)
+// args: x, codes, scale, zero, offset, bias, meta, out
+// meta = [M, K, N, G, bits, zero per group, has offset, has bias, isa]
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
+                                  TVMFFIAny* result) {
+  if (num_args != 8) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError",
+                                 "edgecc x86 weight-only kernel: expected 8 arguments");
+    return -1;
+  }
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+  const int64_t* meta = data<int64_t>(args, 6);
+  Args a;
+  a.x = data<float>(args, 0); a.codes = data<uint8_t>(args, 1); a.s = data<float>(args, 2);
+  a.z = data<float>(args, 3); a.o = data<float>(args, 4); a.bias = data<float>(args, 5);
+  a.out = data<float>(args, 7);
+  a.M = meta[0]; a.K = meta[1]; a.N = meta[2]; a.G = meta[3]; a.bits = meta[4];
+  a.zpg = meta[5]; a.hasoff = meta[6]; a.hasbias = meta[7];
+  a.NG = (a.K + a.G - 1) / a.G;
+  const Kernel fn = pick(meta[8]);
+  const int64_t panels = (a.N + 31) / 32;
+  EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
+  // jobs under 2^16 weights run serially (waking the pool costs more)
+  if (panels > 1 && launch != 0 && a.K * a.N * (a.M < 8 ? 1 : a.M / 8) >= (1 << 16)) {
+    Job job{fn, &a, panels};
+    if (launch(run_share, &job, 0) == 0) return 0;
+  }
+  fn(a, 0, panels);
+  return 0;
+}
+
+}  // extern "C"
+"""
+
+SOURCE = _HEAD + _AVX512 + _AVX2 + _SCALAR + _TAIL
