@@ -25,12 +25,19 @@ from edgecc.targets.tvm.quant_lowering import widen_fp8_constants
 
 
 def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "generic",
-             report: dict[str, Any] | None = None, show_tvm_log: bool = False) -> Any:
+             report: dict[str, Any] | None = None, show_tvm_log: bool = False,
+             weight_kernels: bool | None = None) -> Any:
     """The program as a Relax ``IRModule`` with weights bound as constants; with
     ``integer_kernels``, quantized linears and convs become int8 products for ``isa``
     (``integer_lowering``, ``int8_gemm``) and the layers that could not are warned about
     (``warnings``, naming each). ``report`` receives the integer-kernel statistics;
-    ``show_tvm_log`` lets TVM's native log through (``captured_native_stderr``)."""
+    ``show_tvm_log`` lets TVM's native log through (``captured_native_stderr``).
+
+    ``weight_kernels``: linears with 4/8-bit constant weights and float activations call
+    the x86 weight-only kernel (``x86_wonly``; its statistics go to ``report["weight_only"]``)
+    instead of float32 weights folded at compile time. None (the default): on when this
+    machine is x86-64 and the build is for it (no integer kernels, or the x86 ones) — the
+    host target and its LLM libraries; arm64 builds (integer kernels for an Arm ISA) never."""
     import warnings
 
     from tvm import relax
@@ -42,6 +49,15 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
     exported = widen_fp8_constants(program).export()
     notes: list[str] = []
     kernels = None
+    wonly = None
+    if weight_kernels is None:
+        from edgecc.targets.tvm import x86_wonly
+
+        weight_kernels = x86_wonly.supported() and (not integer_kernels or isa == "avx2")
+    if weight_kernels:  # innermost: the integer kernels (below) fall back to it
+        from edgecc.targets.tvm.quant_lowering import weight_only_converters
+
+        wonly = weight_only_converters(converters, exported_constants(exported), notes)
     if integer_kernels:
         kernels = integer_converters(converters, exported_constants(exported), isa, notes)
     with captured_native_stderr(show=show_tvm_log), stage_timer("tvm import"):
@@ -49,18 +65,29 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
             module = from_exported_program(
                 exported, custom_convert_map=converters, run_ep_decomposition=False
             )
-            if kernels is not None:  # the float dequantize of what now runs in integer
+            if kernels is not None or (wonly is not None and wonly.used):
+                # the float dequantize of what now runs in integer / from packed weights
                 module = relax.transform.DeadCodeElimination()(module)
+            external = []
             if kernels is not None and kernels.uses_x86:
                 from edgecc.targets.tvm.x86_int8 import external_module
 
-                module = module.with_attr("external_mods", [external_module()])
+                external.append(external_module())
+            if wonly is not None and wonly.used:
+                from edgecc.targets.tvm import x86_wonly
+
+                external.append(x86_wonly.external_module())
+            if external:
+                module = module.with_attr("external_mods", external)
         except Exception as exc:
             raise LoweringError(f"TVM Relax import failed: {one_line(exc)}") from exc
     for note in notes:
         warnings.warn(note, stacklevel=2)
     if report is not None and kernels is not None:
         report.update({"isa": isa, **kernels.stats, "float_fallbacks": notes})
+    if report is not None and wonly is not None and (wonly.used
+                                                     or wonly.stats["weight_only_float"]):
+        report["weight_only"] = {**wonly.stats, "float_fallbacks": notes}
     return module
 
 

@@ -166,16 +166,13 @@ def quantize(node: fx.Node, importer: Any) -> Any:
     return bb.emit(relax.op.astype(q, dtype))
 
 
-def dequantize(node: fx.Node, importer: Any) -> Any:
+def _dequantized(bb: Any, node: fx.Node, q: Any, s: Any, z: Any, axis: int, block: int,
+                 dtype: str) -> Any:
+    """float32 ``(q - z) * s`` (``edgecc.quant``'s definition) of ``node``'s codes."""
     from tvm import relax
 
     op = relax.op
-    bb = importer.block_builder
-    env = importer.env
-    q, s, z = (env[a] for a in node.args[:3])
-    axis, block, dtype, out_dtype = node.args[3:7]
     fmt = qformat(dtype)
-    out = str(out_dtype).replace("torch.", "")
     vals = _unpack_int4(bb, q, fmt.signed) if fmt.packed else q
     shape = _shape(node)
     rank = len(shape)
@@ -185,7 +182,38 @@ def dequantize(node: fx.Node, importer: Any) -> Any:
     if not fmt.is_float:
         zb = _broadcast(bb, bb.emit(op.astype(z, "float32")), rank, axis, block, dim)
         vf = bb.emit(op.subtract(vf, zb))
-    y = bb.emit(op.multiply(vf, sb))
+    return bb.emit(op.multiply(vf, sb))
+
+
+def dequantize(node: fx.Node, importer: Any) -> Any:
+    from tvm import relax
+
+    env = importer.env
+    q, s, z = (env[a] for a in node.args[:3])
+    axis, block, dtype, out_dtype = node.args[3:7]
+    y = _dequantized(importer.block_builder, node, q, s, z, axis, block, dtype)
+    out = str(out_dtype).replace("torch.", "")
+    return y if out == "float32" else importer.block_builder.emit(relax.op.astype(y, out))
+
+
+def dequantize_offset(node: fx.Node, importer: Any) -> Any:
+    """``(q - z) * s + offset`` (float32, then ``out_dtype``): the float path, which TVM
+    folds at compile time for constant weights; a linear's weight on x86 takes the
+    weight-only kernel instead (``WeightOnlyKernels``)."""
+    from tvm import relax
+
+    op = relax.op
+    bb = importer.block_builder
+    env = importer.env
+    q, s, z, o = (env[a] for a in node.args[:4])
+    axis, block, dtype, out_dtype = node.args[4:8]
+    y = _dequantized(bb, node, q, s, z, axis, block, dtype)
+    shape = _shape(node)
+    rank = len(shape)
+    dim = shape[axis % rank] if rank else -1
+    y = bb.emit(op.add(y, _broadcast(bb, bb.emit(op.astype(o, "float32")), rank, axis, block,
+                                     dim)))
+    out = str(out_dtype).replace("torch.", "")
     return y if out == "float32" else bb.emit(op.astype(y, out))
 
 
@@ -244,5 +272,90 @@ CONVERTERS = {
     "palette_dequantize.default": palette_dequantize,
     "quantize.default": quantize,
     "dequantize.default": dequantize,
+    "dequantize_offset.default": dequantize_offset,
     "fake_quantize.default": fake_quantize,
 }
+
+
+class WeightOnlyKernels:
+    """Converters for ``linear`` / ``linear_act`` whose weight is ``edgecc.dequantize`` or
+    ``edgecc.dequantize_offset`` of constants (w4a16, w8a16, GGUF Q4_0 / Q4_1 / Q8_0):
+    one call to the x86 weight-only kernel (``x86_wonly``) reading the packed codes,
+    instead of a float32 weight folded at compile time.
+
+    Before::   %w = edgecc.dequantize(@q, @s, @z, 1, 32, 'int4', f32)
+               %y = aten.linear(%x, %w, @b)
+    After::    %y = call_dps_packed("edgecc_x86_wlinear", %x, @codes, @s, @z, @o, @b, @meta)
+
+    A quantized linear that cannot take the kernel (a non-constant weight, a symbolic
+    shape, a format it does not hold) stays float, with a note naming it (``notes``).
+    """
+
+    def __init__(self, constants: dict[str, Any], notes: list[str]):
+        self.constants, self.notes = constants, notes
+        self.stats = {"weight_only_layers": 0, "weight_only_bytes": 0,
+                      "float32_weight_bytes": 0, "weight_only_float": 0}
+
+    @property
+    def used(self) -> bool:
+        return self.stats["weight_only_layers"] > 0
+
+    def _const(self, n: Any) -> Any:
+        return self.constants.get(n.name) if isinstance(n, fx.Node) else None
+
+    def linear(self, fallback: Any) -> Any:
+        def convert(node: fx.Node, importer: Any) -> Any:
+            out = self._kernel(node, importer)
+            return out if out is not None else fallback(node, importer)
+
+        return convert
+
+    def _kernel(self, node: fx.Node, importer: Any) -> Any | None:
+        from edgecc.quant import is_dequantize, is_dequantize_offset
+        from edgecc.targets.tvm import x86_wonly
+
+        w = node.args[1]
+        offset = is_dequantize_offset(w)
+        if not (is_dequantize(w) or offset):
+            return None
+        nq = 4 if offset else 3
+        axis, block, dtype, out_dtype = w.args[nq:nq + 4]
+        values = [self._const(a) for a in w.args[:nq]] + ([] if offset else [None])
+        packed, why = (None, f"the weight is {out_dtype}") \
+            if str(out_dtype) != "torch.float32" else \
+            x86_wonly.plan(values, axis, block, dtype)
+        bias = node.args[2] if len(node.args) > 2 else None
+        bias_value = self._const(bias)
+        out = None
+        if packed is not None:
+            bb = importer.block_builder
+            out = x86_wonly.emit_linear(bb, importer.env[node.args[0]], packed, bias_value)
+            why = "float32 input of static shape needed"
+        if out is None:
+            self.notes.append(f"{node.name}: quantized linear runs with float32 weights "
+                              f"({why})")
+            self.stats["weight_only_float"] += 1
+            return None
+        from tvm import relax
+
+        if bias is not None and bias_value is None:  # a computed bias
+            out = bb.emit(relax.op.add(out, importer.env[bias]))
+        self.stats["weight_only_layers"] += 1
+        self.stats["weight_only_bytes"] += packed.nbytes
+        self.stats["float32_weight_bytes"] += 4 * packed.n * packed.k
+        act = node.args[3] if len(node.args) > 3 and isinstance(node.args[3], str) else None
+        if act is None:
+            return out
+        from edgecc.targets.tvm.converters import emit_activation
+
+        return emit_activation(bb, out, act)
+
+
+def weight_only_converters(converters: dict[str, Any], constants: dict[str, Any],
+                           notes: list[str]) -> WeightOnlyKernels:
+    """Route quantized-weight linears in ``converters`` (in place) to the x86 weight-only
+    kernel (``WeightOnlyKernels``)."""
+    kernels = WeightOnlyKernels(constants, notes)
+    for name in ("linear.default", "linear_act.default"):
+        converters[name] = kernels.linear(converters[name])
+    return kernels
