@@ -1,0 +1,397 @@
+"""x86 float32 kernels for the default host build: float32 linears (a matmul whose right
+operand is a constant), convolutions (groups 1) and depthwise convolutions become one call
+each to the hand-written kernels of ``x86_fp32_source`` (FMA SGEMM, AVX2 or AVX-512 chosen
+at run time, weights packed at compile time, bias and ReLU / ReLU6 / clip fused).
+
+Before (Relax, as the importer builds a ``nn.Linear`` + ReLU; TVM then runs it as three
+kernels or one fused loop nest)::
+
+    wt = permute_dims(W)                     # W a constant
+    y = matmul(x, wt); y = add(y, b); y = relu(y)
+
+After::
+
+    y = call_dps_packed("edgecc_x86_sgemm", reshape(x, [M, K]), pack(Wᵀ), b, [M, K, N],
+                        [0, inf])            # then reshaped back to x's leading dims
+
+A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
+schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
+asymmetric padding, grouped (not depthwise) or non-NCHW convolutions, other dtypes.
+Only x86 targets with AVX2 are rewritten (``supported``); others are left untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
+
+SGEMM, SCONV, SDWCONV = SYMBOLS
+CACHE = "x86_fp32"
+
+
+def supported(target: Any) -> bool:
+    """Whether ``target`` is an x86 CPU with AVX2 and FMA (the kernels' floor)."""
+    from edgecc.targets.tvm.x86_int8 import supported as has_avx2
+    from tvm.target import codegen
+
+    try:
+        return has_avx2(target) and bool(codegen.target_has_features("fma", target))
+    except Exception:  # noqa: BLE001 - an LLVM that cannot say: no
+        return False
+
+
+def compiled_object(source: str, name: str, root: str | None = None) -> str:
+    """``source`` compiled once into ``~/.cache/edgecc/<name>`` (keyed by the source and the
+    compiler), so a build links the object file instead of running the C++ compiler."""
+    import subprocess
+    import tempfile
+
+    import tvm_ffi.libinfo
+
+    cxx = os.environ.get("CXX", "g++")
+    key = hashlib.sha256((source + cxx).encode()).hexdigest()[:16]
+    root = root or os.path.join(os.path.expanduser("~"), ".cache", "edgecc", name)
+    path = os.path.join(root, f"kernels-{key}.o")
+    if os.path.exists(path):
+        return path
+    os.makedirs(root, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        src, obj = os.path.join(tmp, "kernels.cc"), os.path.join(tmp, "kernels.o")
+        with open(src, "w") as f:
+            f.write(source)
+        paths = tvm_ffi.libinfo.find_include_path()
+        includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
+        subprocess.run([cxx, "-c", "-fPIC", "-O3", "-std=c++17", *includes, src, "-o", obj],
+                       check=True, capture_output=True)
+        os.replace(obj, path)  # atomic: a concurrent build sees no half-written file
+    return path
+
+
+def external_module() -> Any:
+    """The kernels as a module TVM links into the exported library (the cached object file,
+    or the C++ source when no compiler runs here: ``export_library`` then compiles it)."""
+    import tvm
+
+    try:
+        return tvm.runtime.load_static_library(compiled_object(SOURCE, CACHE), list(SYMBOLS))
+    except Exception:  # noqa: BLE001
+        return tvm.get_global_func("runtime.CSourceModuleCreate")(SOURCE, "cc", list(SYMBOLS),
+                                                                  [])
+
+
+def pack_panels(w: np.ndarray) -> np.ndarray:
+    """``W[K, N]`` float32 -> panels ``[ceil(N/16), K, 16]``, zero-padded columns."""
+    k, n = w.shape
+    n16 = -(-n // 16) * 16
+    padded = np.zeros((k, n16), np.float32)
+    padded[:, :n] = w
+    return np.ascontiguousarray(padded.reshape(k, n16 // 16, 16).transpose(1, 0, 2))
+
+
+# ---- the rewrite --------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    kind: str  # SGEMM / SCONV / SDWCONV
+    x: Any
+    weight: np.ndarray
+    channels: int
+    attrs: dict[str, Any]
+    bias: np.ndarray | None = None
+    lo: float = -np.inf
+    hi: float = np.inf
+    last: Any = None
+    fused: list[Any] = field(default_factory=list)  # bindings folded into the call
+
+
+@dataclass(frozen=True)
+class RewriteStats:
+    sgemm: int
+    conv: int
+    depthwise: int
+    fused_bias: int
+    fused_clamp: int
+    left: tuple[str, ...]  # layers with a constant weight kept on TVM's kernels, and why
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"x86_fp32_gemm": self.sgemm, "x86_fp32_conv": self.conv,
+                "x86_fp32_depthwise": self.depthwise, "fused_bias": self.fused_bias,
+                "fused_clamp": self.fused_clamp, "left_on_tvm": list(self.left)}
+
+
+def _static(sinfo: Any) -> list[int] | None:
+    shape = getattr(sinfo, "shape", None)
+    try:
+        dims = [getattr(d, "value", None) for d in shape]
+    except TypeError:  # unknown shape
+        return None
+    return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+
+
+class _Analysis:
+    """Finds the layers to rewrite in one Relax function and what each fuses."""
+
+    def __init__(self, func: Any):
+        from tvm import relax
+
+        self.var2val = relax.analysis.get_var2val(func)
+        self.users: dict[Any, list[Any]] = {}
+        self.bindings: dict[Any, Any] = {}
+        for block in func.body.blocks:
+            if isinstance(block, relax.DataflowBlock):
+                for var, users in relax.analysis.udchain(block).items():
+                    self.users[var] = list(users)
+        self.plans: dict[Any, _Plan] = {}
+        self.left: list[str] = []
+        self._const_cache: dict[Any, np.ndarray | None] = {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                self._consider(binding)
+
+    def const(self, expr: Any) -> np.ndarray | None:
+        """The value of ``expr`` when it is a constant, or a reshape / transpose of one."""
+        from tvm import relax
+        from tvm.ir.expr import GenericConst
+
+        if isinstance(expr, GenericConst):
+            return expr.value.numpy()
+        if not isinstance(expr, relax.Var) or expr not in self.var2val:
+            return None
+        if expr in self._const_cache:
+            return self._const_cache[expr]
+        value, out = self.var2val[expr], None
+        if isinstance(value, GenericConst):
+            out = value.value.numpy()
+        elif isinstance(value, relax.Call) and hasattr(value.op, "name"):
+            name = value.op.name
+            inner = self.const(value.args[0])
+            if inner is not None and name == "relax.reshape":
+                shape = _static(value.ty)
+                out = inner.reshape(shape) if shape is not None else None
+            elif inner is not None and name == "relax.permute_dims":
+                axes = value.attrs.axes
+                out = np.transpose(inner, None if axes is None else [int(a) for a in axes])
+        self._const_cache[expr] = out
+        return out
+
+    def _consider(self, binding: Any) -> None:
+        from tvm import relax
+
+        value = binding.value
+        if not isinstance(value, relax.Call) or not hasattr(value.op, "name"):
+            return
+        name = value.op.name
+        if name == "relax.matmul":
+            plan = self._matmul(binding.var, value)
+        elif name == "relax.nn.conv2d":
+            plan = self._conv(binding.var, value)
+        else:
+            return
+        if plan is not None and not isinstance(binding.var, relax.DataflowVar):
+            self.left.append(f"{name} {binding.var.name_hint}: outside a dataflow block")
+            plan = None
+        if plan is not None:
+            self._fuse(binding.var, plan)
+            self.plans[binding.var] = plan
+
+    def _matmul(self, var: Any, call: Any) -> _Plan | None:
+        w = self.const(call.args[1])
+        if w is None:
+            return None
+        xs, ys = _static(call.args[0].ty), _static(var.ty)
+        why = None
+        if str(call.args[0].ty.dtype) != "float32" or w.dtype != np.float32 \
+                or str(var.ty.dtype) != "float32":
+            why = "not float32"
+        elif w.ndim != 2 or xs is None or ys is None or len(xs) < 2:
+            why = "batched weight or symbolic shape"
+        elif int(np.prod(xs[:-1])) < 2:
+            why = "one row (GEMV: gemv_schedule)"
+        if why:
+            self.left.append(f"matmul {var.name_hint}: {why}")
+            return None
+        return _Plan(SGEMM, call.args[0], np.ascontiguousarray(w), int(w.shape[1]),
+                     {"m": int(np.prod(xs[:-1])), "k": int(w.shape[0]), "shape": ys})
+
+    def _conv(self, var: Any, call: Any) -> _Plan | None:
+        w = self.const(call.args[1])
+        if w is None:
+            return None
+        a = call.attrs
+        xs, ys = _static(call.args[0].ty), _static(var.ty)
+        pad = [int(p) for p in a.padding]
+        groups = int(a.groups)
+        why = None
+        if str(call.args[0].ty.dtype) != "float32" or w.dtype != np.float32 \
+                or str(var.ty.dtype) != "float32":
+            why = "not float32"
+        elif (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
+            why = "layout"
+        elif xs is None or ys is None:
+            why = "symbolic shape"
+        elif len(pad) != 4 or pad[0] != pad[2] or pad[1] != pad[3]:
+            why = f"asymmetric padding {pad}"
+        elif groups != 1 and not (groups == xs[1] == w.shape[0] and w.shape[1] == 1):
+            why = f"grouped ({groups} groups, not depthwise)"
+        if why:
+            self.left.append(f"conv2d {var.name_hint}: {why}")
+            return None
+        attrs = {"x": xs, "y": ys, "stride": [int(s) for s in a.strides],
+                 "pad": pad[:2], "dilation": [int(d) for d in a.dilation]}
+        kind = SCONV if groups == 1 else SDWCONV
+        return _Plan(kind, call.args[0], np.ascontiguousarray(w), int(w.shape[0]), attrs)
+
+    def _only_user(self, var: Any) -> Any | None:
+        from tvm import relax
+
+        users = self.users.get(var, [])
+        if not isinstance(var, relax.DataflowVar) or len(users) != 1:
+            return None
+        user = users[0]
+        value = self.var2val.get(user)
+        return (user, value) if isinstance(value, relax.Call) and hasattr(value.op, "name") \
+            else None
+
+    def _fuse(self, var: Any, plan: _Plan) -> None:
+        """Fold the ``add`` of a per-channel constant and one clamp that follow the layer."""
+        plan.last = var
+        nxt = self._only_user(var)
+        if nxt is not None and nxt[1].op.name == "relax.add":
+            user, call = nxt
+            other = call.args[1] if call.args[0].same_as(var) else call.args[0]
+            b = self.const(other)
+            bias = self._bias(b, plan) if b is not None else None
+            if bias is not None and _static(user.ty) == _static(var.ty):
+                plan.bias, plan.last = bias, user
+                plan.fused.append(user)
+                nxt = self._only_user(user)
+            else:
+                nxt = None
+        if nxt is not None:
+            user, call = nxt
+            bounds = None
+            if call.op.name == "relax.nn.relu":
+                bounds = (0.0, np.inf)
+            elif call.op.name == "relax.clip" and len(call.args) == 3:
+                try:
+                    bounds = (_number(call.args[1]), _number(call.args[2]))
+                except Exception:  # noqa: BLE001 - symbolic bounds: not fused
+                    bounds = None
+            if bounds is not None:
+                plan.lo, plan.hi = bounds
+                plan.last = user
+                plan.fused.append(user)
+
+    @staticmethod
+    def _bias(b: np.ndarray, plan: _Plan) -> np.ndarray | None:
+        if b.dtype != np.float32:
+            return None
+        n = plan.channels
+        if plan.kind == SGEMM:
+            ok = b.ndim >= 1 and b.shape[-1] == n and b.size == n
+        else:  # NCHW: [1, C, 1, 1] or [C, 1, 1]
+            ok = b.size == n and b.ndim in (3, 4) and b.shape[-3] == n
+        return np.ascontiguousarray(b.reshape(n)) if ok else None
+
+
+def _number(arg: Any) -> float:
+    value = arg.value
+    return float(getattr(value, "value", value))
+
+
+def _emit(bb: Any, plan: _Plan, x: Any) -> Any:
+    from tvm import relax
+
+    bias = plan.bias if plan.bias is not None else np.zeros(plan.channels, np.float32)
+    bounds = np.array([plan.lo, plan.hi], np.float32)
+    a = plan.attrs
+    if plan.kind == SGEMM:
+        m, k, n = a["m"], a["k"], plan.channels
+        flat = x if len(a["shape"]) == 2 else bb.emit(relax.op.reshape(x, [m, k]))
+        consts = [pack_panels(plan.weight), bias, np.array([m, k, n], np.int64), bounds]
+        out_shape = [m, n]
+    else:
+        nb, c, h, w = a["x"]
+        _, oc, oh, ow = a["y"]
+        kh, kw = plan.weight.shape[2:]
+        geometry = [kh, kw, *a["stride"], *a["pad"], *a["dilation"], oh, ow]
+        flat = x
+        if plan.kind == SCONV:
+            meta = [nb, c, h, w, oc, *geometry]
+        else:
+            meta = [nb, c, h, w, *geometry]
+        consts = [np.ascontiguousarray(plan.weight.reshape(oc, -1)), bias,
+                  np.array(meta, np.int64), bounds]
+        out_shape = a["y"]
+    out = bb.emit(relax.call_dps_packed(
+        relax.ExternFunc(plan.kind), [flat, *(relax.const(c, str(c.dtype)) for c in consts)],
+        relax.TensorType(out_shape, "float32")))
+    if plan.kind == SGEMM and len(a["shape"]) != 2:
+        out = bb.emit(relax.op.reshape(out, a["shape"]))
+    return out
+
+
+def rewrite(module: Any) -> tuple[Any, RewriteStats]:
+    """Every float32 layer of ``module`` the kernels cover, as a call to them (module
+    docstring); the module gets the kernels as an external module when any was used."""
+    from tvm import relax
+
+    counts = {SGEMM: 0, SCONV: 0, SDWCONV: 0, "bias": 0, "clamp": 0}
+    left: list[str] = []
+    updates = {}
+    for gvar, func in module.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        analysis = _Analysis(func)
+        left.extend(analysis.left)
+        if not analysis.plans:
+            continue
+        for plan in analysis.plans.values():
+            counts[plan.kind] += 1
+            counts["bias"] += plan.bias is not None
+            counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
+        updates[gvar] = _mutate(module, func, analysis)
+    stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
+                         counts["clamp"], tuple(left))
+    if not updates:
+        return module, stats
+    for gvar, func in updates.items():
+        module[gvar] = func
+    module = relax.transform.DeadCodeElimination()(module)
+    external = list((module.attrs or {}).get("external_mods") or [])
+    return module.with_attr("external_mods", [*external, external_module()]), stats
+
+
+def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
+    from tvm import relax
+
+    skipped = {v for plan in analysis.plans.values() for v in plan.fused}
+    plans = analysis.plans
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_var_binding_(self, binding: Any) -> None:
+            var = binding.var
+            if var in skipped:
+                return
+            plan = plans.get(var)
+            if plan is None:
+                super().visit_var_binding_(binding)
+                return
+            new = _emit(self.builder_, plan, self.visit_expr(plan.x))
+            self.set_var_remap(plan.last, new)
+
+    return Rewriter(module).visit_expr(func)
+
+
+def apply(module: Any, target: Any) -> tuple[Any, RewriteStats | None]:
+    """``rewrite`` when ``target`` is an x86 CPU with AVX2 + FMA; else ``module`` as is."""
+    if not supported(target):
+        return module, None
+    return rewrite(module)

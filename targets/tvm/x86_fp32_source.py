@@ -1,0 +1,429 @@
+"""C++ source of the x86 float32 kernels (``x86_fp32``): a register-blocked FMA SGEMM with the
+weights packed at compile time and bias + clamp (ReLU / ReLU6 / clip) fused into its
+write-back, used for linears / matmuls with a constant right operand, convolutions
+(im2col into panels, groups 1) and a direct depthwise convolution.
+
+One fixed text (no per-model code): shapes come in a small int64 ``meta`` tensor, weights,
+bias and the clamp bounds as tensors (Relax constants). Exported with TVM FFI's C ABI
+(``__tvm_ffi_<name>``, destination passing: the output is the last argument) and run on
+TVM's thread pool (``TVMBackendParallelLaunch``), as the int8 kernels (``x86_int8_source``).
+
+Micro-kernel (AVX2 + FMA: 6 rows x 16 columns, 12 ymm accumulators; AVX-512F: 12 rows x 32
+columns, 24 zmm accumulators, chosen at run time by cpuid so one library runs on both)::
+
+    for k in 0..K-1:   b = panel[k][0:16]                 # (AVX-512: two panels)
+                       for r in rows:  acc[r] += broadcast(A[r][k]) * b
+    write-back:        y = min(max(acc + bias[row or column], lo), hi)
+
+The panel operand is packed ``[ceil(N/16)][K][16]`` float32, zero-padded columns: the
+weights ``W[K, N]`` at compile time for a linear; for a convolution the im2col of the input
+at run time (each task builds the panels it multiplies), the rows being the weights
+``[OC][C·KH·KW]`` so the output is NCHW without transposes. Products are summed in ``k``
+order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
+agree to ~1e-6 relative, not bit for bit).
+"""
+
+SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv")
+
+SOURCE = r"""
+// edgecc x86 float32 kernels (targets/tvm/x86_fp32_source.py)
+#pragma GCC optimize("O3")
+#pragma GCC target("avx2,fma")  // the floor (x86_fp32.supported); AVX-512 per function
+#include <tvm/ffi/c_api.h>
+#include <cpuid.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+typedef struct { void* sync_handle; int32_t num_task; } EdgeccParallelEnv;
+typedef int (*EdgeccLambda)(int task_id, EdgeccParallelEnv* env, void* cdata);
+typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
+// filled by TVM's library loader (the same pointer TVM's LLVM kernels call through)
+__attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
+}
+
+namespace {
+
+// ---- run-time ISA choice ----------------------------------------------------------------
+static bool detect_avx512() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return false;
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0xE6) != 0xE6) return false;  // XMM, YMM, opmask, ZMM state enabled by the OS
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (b & bit_AVX512F) != 0;
+}
+static const bool AVX512 = detect_avx512() && getenv("EDGECC_X86_FP32_NO_AVX512") == 0;
+
+// ---- thread pool ------------------------------------------------------------------------
+template <typename F>
+struct Job { const F* fn; int64_t items; };
+
+template <typename F>
+static int run_share(int task, EdgeccParallelEnv* env, void* data) {
+  const Job<F>* job = static_cast<const Job<F>*>(data);
+  const int64_t n = env->num_task;
+  const int64_t begin = job->items * task / n, end = job->items * (task + 1) / n;
+  if (begin < end) (*job->fn)(begin, end);
+  return 0;
+}
+
+const int64_t SERIAL_WORK = 1 << 16;  // multiply-adds below which waking the pool costs more
+
+template <typename F>
+static void parallel_for(int64_t items, const F& fn, int64_t work) {
+  EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
+  if (items > 1 && launch != 0 && work >= SERIAL_WORK) {
+    Job<F> job{&fn, items};
+    if (launch(run_share<F>, &job, 0) == 0) return;
+  }
+  fn(0, items);
+}
+
+DLTensor* tensor_arg(const TVMFFIAny* a) {
+  if (a->type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(a->v_ptr);
+  if (a->type_index >= kTVMFFIStaticObjectBegin)
+    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(a->v_obj) + sizeof(TVMFFIObject));
+  return 0;
+}
+
+template <typename T>
+T* data(const TVMFFIAny* args, int i) {
+  DLTensor* t = tensor_arg(args + i);
+  return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
+}
+
+void* scratch(int slot, size_t bytes) {
+  static thread_local void* buf[3] = {0, 0, 0};
+  static thread_local size_t size[3] = {0, 0, 0};
+  if (size[slot] < bytes) {
+    free(buf[slot]);
+    size[slot] = (bytes + 4095) / 4096 * 4096;
+    buf[slot] = aligned_alloc(64, size[slot]);
+  }
+  return buf[slot];
+}
+
+int bad_args(int n) {
+  if (n == 6) return 0;
+  TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 fp32 kernel: expected 6 arguments");
+  return 1;
+}
+
+// ---- GEMM -------------------------------------------------------------------------------
+// C[r][c] = clamp(sum_k A[r*lda + k] * P[c/16][k][c%16] + bias, lo, hi)
+struct Gemm {
+  const float* a; int64_t lda;      // rows
+  const float* panels; int64_t k;   // [n_panels][k][16]
+  const float* bias; int bias_per_row;
+  float lo, hi;
+  float* c; int64_t ldc; int64_t rows, cols;
+};
+
+// one tile of acc (mr x nc, stored [mr][ld_t]) -> C, with bias and clamp
+static inline void write_tile(const Gemm& g, const float* t, int ld_t, int64_t r0, int mr,
+                              int64_t c0, int nc) {
+  for (int r = 0; r < mr; ++r) {
+    float* out = g.c + (r0 + r) * g.ldc + c0;
+    const float* src = t + r * ld_t;
+    if (g.bias_per_row) {
+      const float b = g.bias[r0 + r];
+      for (int j = 0; j < nc; ++j) {
+        float v = src[j] + b;
+        v = v < g.lo ? g.lo : v;
+        out[j] = v > g.hi ? g.hi : v;
+      }
+    } else {
+      const float* b = g.bias + c0;
+      for (int j = 0; j < nc; ++j) {
+        float v = src[j] + b[j];
+        v = v < g.lo ? g.lo : v;
+        out[j] = v > g.hi ? g.hi : v;
+      }
+    }
+  }
+}
+
+template <int MR>
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(const Gemm& g, int64_t r0, int64_t p) {
+  __m256 acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const float* b = g.panels + p * g.k * 16;
+  const float* a = g.a + r0 * g.lda;
+  for (int64_t k = 0; k < g.k; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * 16), b1 = _mm256_loadu_ps(b + k * 16 + 8);
+    for (int r = 0; r < MR; ++r) {
+      const __m256 v = _mm256_broadcast_ss(a + r * g.lda + k);
+      acc[r][0] = _mm256_fmadd_ps(v, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(v, b1, acc[r][1]);
+    }
+  }
+  alignas(64) float t[MR * 16];
+  for (int r = 0; r < MR; ++r) {
+    _mm256_store_ps(t + r * 16, acc[r][0]);
+    _mm256_store_ps(t + r * 16 + 8, acc[r][1]);
+  }
+  const int64_t c0 = p * 16;
+  const int nc = g.cols - c0 < 16 ? (int)(g.cols - c0) : 16;
+  write_tile(g, t, 16, r0, MR, c0, nc);
+}
+
+template <int MR, int NP>
+__attribute__((target("avx512f")))
+static void kernel_avx512(const Gemm& g, int64_t r0, int64_t p) {
+  __m512 acc[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
+  const float* b = g.panels + p * g.k * 16;
+  const int64_t stride = g.k * 16;  // the next panel
+  const float* a = g.a + r0 * g.lda;
+  for (int64_t k = 0; k < g.k; ++k) {
+    __m512 bv[NP];
+    for (int q = 0; q < NP; ++q) bv[q] = _mm512_loadu_ps(b + q * stride + k * 16);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 v = _mm512_set1_ps(a[r * g.lda + k]);
+      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
+    }
+  }
+  alignas(64) float t[MR * 32];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) _mm512_store_ps(t + r * 32 + q * 16, acc[r][q]);
+  const int64_t c0 = p * 16;
+  const int64_t left = g.cols - c0;
+  const int nc = left < 16 * NP ? (int)left : 16 * NP;
+  write_tile(g, t, 32, r0, MR, c0, nc);
+}
+
+template <int NP>
+static void avx512_rows(const Gemm& g, int64_t r, int mr, int64_t p) {
+  switch (mr) {
+    case 1: kernel_avx512<1, NP>(g, r, p); break;
+    case 2: kernel_avx512<2, NP>(g, r, p); break;
+    case 3: kernel_avx512<3, NP>(g, r, p); break;
+    case 4: kernel_avx512<4, NP>(g, r, p); break;
+    case 5: kernel_avx512<5, NP>(g, r, p); break;
+    case 6: kernel_avx512<6, NP>(g, r, p); break;
+    case 7: kernel_avx512<7, NP>(g, r, p); break;
+    case 8: kernel_avx512<8, NP>(g, r, p); break;
+    case 9: kernel_avx512<9, NP>(g, r, p); break;
+    case 10: kernel_avx512<10, NP>(g, r, p); break;
+    case 11: kernel_avx512<11, NP>(g, r, p); break;
+    default: kernel_avx512<12, NP>(g, r, p); break;
+  }
+}
+
+static void avx2_rows(const Gemm& g, int64_t r, int mr, int64_t p) {
+  switch (mr) {
+    case 1: kernel_avx2<1>(g, r, p); break;
+    case 2: kernel_avx2<2>(g, r, p); break;
+    case 3: kernel_avx2<3>(g, r, p); break;
+    case 4: kernel_avx2<4>(g, r, p); break;
+    case 5: kernel_avx2<5>(g, r, p); break;
+    default: kernel_avx2<6>(g, r, p); break;
+  }
+}
+
+// the panels [p0, p1) (AVX-512: in pairs) times the rows [r0, r1)
+static void gemm_block(const Gemm& g, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
+  if (AVX512) {
+    for (int64_t p = p0; p < p1; p += 2) {
+      const bool two = p + 1 < p1;
+      for (int64_t r = r0; r < r1; r += 12) {
+        const int mr = r1 - r < 12 ? (int)(r1 - r) : 12;
+        if (two) avx512_rows<2>(g, r, mr, p); else avx512_rows<1>(g, r, mr, p);
+      }
+    }
+    return;
+  }
+  for (int64_t p = p0; p < p1; ++p)
+    for (int64_t r = r0; r < r1; r += 6) avx2_rows(g, r, r1 - r < 6 ? (int)(r1 - r) : 6, p);
+}
+
+static int64_t row_step() { return AVX512 ? 12 : 6; }
+static int64_t panel_step() { return AVX512 ? 2 : 1; }
+
+static void set_none(TVMFFIAny* result) {
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// linear:  out[M][N] = clamp(x[M][K] . W[K][N] + bias[N], lo, hi)
+// args: x, panels [ceil(N/16)][K][16], bias [N], meta = [M, K, N], bounds = [lo, hi], out
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_sgemm(void*, const TVMFFIAny* args, int32_t num_args,
+                                TVMFFIAny* result) {
+  if (bad_args(num_args)) return -1;
+  set_none(result);
+  const int64_t* meta = data<int64_t>(args, 3);
+  const float* bounds = data<float>(args, 4);
+  const int64_t m = meta[0], k = meta[1], n = meta[2];
+  Gemm g{data<float>(args, 0), k, data<float>(args, 1), k, data<float>(args, 2), 0,
+         bounds[0], bounds[1], data<float>(args, 5), n, m, n};
+  const int64_t groups = ((n + 15) / 16 + panel_step() - 1) / panel_step();
+  // row blocks of 4 micro-tiles; a task's items share a panel group (it stays in cache)
+  const int64_t rb = 4 * row_step(), n_rb = (m + rb - 1) / rb;
+  const int64_t panels = (n + 15) / 16;
+  parallel_for(groups * n_rb, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t grp = i / n_rb, blk = i % n_rb;
+      const int64_t p0 = grp * panel_step(), p1 = p0 + panel_step() < panels ? p0 + panel_step() : panels;
+      const int64_t r0 = blk * rb, r1 = r0 + rb < m ? r0 + rb : m;
+      gemm_block(g, r0, r1, p0, p1);
+    }
+  }, m * n * k);
+  return 0;
+}
+
+// convolution (groups 1, NCHW / OIHW): out = clamp(W[OC][K] . im2col(x)[K][OH*OW] + bias, ..)
+// args: x, W [OC][C*KH*KW], bias [OC], meta = [N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH,
+// DW, OH, OW], bounds, out
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
+                                TVMFFIAny* result) {
+  if (bad_args(num_args)) return -1;
+  set_none(result);
+  const int64_t* meta = data<int64_t>(args, 3);
+  const float* bounds = data<float>(args, 4);
+  const int64_t nb = meta[0], c = meta[1], h = meta[2], w = meta[3], oc = meta[4];
+  const int64_t kh = meta[5], kw = meta[6], sh = meta[7], sw = meta[8];
+  const int64_t ph = meta[9], pw = meta[10], dh = meta[11], dw = meta[12];
+  const int64_t oh = meta[13], ow = meta[14];
+  const int64_t k = c * kh * kw, pix = oh * ow;
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  const int64_t n_panels = (pix + 15) / 16, step = panel_step();
+  const int64_t groups = (n_panels + step - 1) / step;
+  const float* x = data<float>(args, 0);
+  const bool pad = ph || pw;
+  float* padded = pad ? static_cast<float*>(scratch(1, (c * hp * wp + 16) * 4)) : 0;
+  int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
+  int64_t kk = 0;  // k = (ci, ky, kx) -> its offset in the (padded) input
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+  // small maps: split the output channels too, so both threads have work
+  const int64_t rstep = 2 * row_step();
+  int64_t rchunks = 1;
+  while (groups * rchunks < 8 && (rchunks * 2) * rstep <= oc) rchunks *= 2;
+  const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
+  float* out = data<float>(args, 5);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* src = x + b * c * h * w;
+    if (pad) {
+      memset(padded, 0, c * hp * wp * 4);
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t y = 0; y < h; ++y)
+          memcpy(padded + (ci * hp + y + ph) * wp + pw, src + (ci * h + y) * w, w * 4);
+      src = padded;
+    }
+    Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
+           out + b * oc * pix, pix, oc, pix};
+    parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
+      float* panels = static_cast<float*>(scratch(0, step * k * 16 * 4 + 64));
+      int64_t built = -1;
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t grp = i / rchunks, rc = i % rchunks;
+        const int64_t p0 = grp * step, p1 = p0 + step < n_panels ? p0 + step : n_panels;
+        if (built != grp) {  // im2col of this group's panels, straight into their layout
+          for (int64_t p = p0; p < p1; ++p) {
+            float* panel = panels + (p - p0) * k * 16;
+            int64_t base[16];
+            for (int lane = 0; lane < 16; ++lane) {
+              const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
+              base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
+            }
+            bool contiguous = true;
+            for (int lane = 1; lane < 16; ++lane)
+              contiguous = contiguous && base[lane] == base[0] + lane;
+            if (contiguous) {
+              for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + base[0], 64);
+            } else {
+              for (int64_t j = 0; j < k; ++j) {
+                const float* s = src + koff[j];
+                for (int lane = 0; lane < 16; ++lane) panel[j * 16 + lane] = s[base[lane]];
+              }
+            }
+          }
+          built = grp;
+        }
+        Gemm t = g;
+        t.panels = panels - p0 * k * 16;  // panel p lives at (p - p0)
+        const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+        if (r0 < r1) gemm_block(t, r0, r1, p0, p1);
+      }
+    }, oc * k * pix);
+  }
+  return 0;
+}
+
+// depthwise convolution (groups = C = OC, NCHW, weights [C][KH*KW]):
+// args: x, W, bias [C], meta = [N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW], bounds, out
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
+                                  TVMFFIAny* result) {
+  if (bad_args(num_args)) return -1;
+  set_none(result);
+  const int64_t* meta = data<int64_t>(args, 3);
+  const float* bounds = data<float>(args, 4);
+  const float lo = bounds[0], hi = bounds[1];
+  const int64_t nb = meta[0], c = meta[1], h = meta[2], w = meta[3];
+  const int64_t kh = meta[4], kw = meta[5], sh = meta[6], sw = meta[7];
+  const int64_t ph = meta[8], pw = meta[9], dh = meta[10], dw = meta[11];
+  const int64_t oh = meta[12], ow = meta[13];
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw, pix = oh * ow;
+  const float* x = data<float>(args, 0);
+  const float* wt = data<float>(args, 1);
+  const float* bias = data<float>(args, 2);
+  float* out = data<float>(args, 5);
+  parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+    float* padded = static_cast<float*>(scratch(1, (hp * wp + 16) * 4));
+    float* row = static_cast<float*>(scratch(2, ow * 4 + 64));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ch = t % c;
+      const float* plane = x + t * h * w;
+      const float* src = plane;
+      int64_t ld = w;
+      if (ph || pw) {
+        memset(padded, 0, hp * wp * 4);
+        for (int64_t y = 0; y < h; ++y) memcpy(padded + (y + ph) * wp + pw, plane + y * w, w * 4);
+        src = padded;
+        ld = wp;
+      }
+      const float* wc = wt + ch * kh * kw;
+      const float b = bias[ch];
+      float* o = out + t * pix;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) row[ox] = 0.0f;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const float* s0 = src + (oy * sh + ky * dh) * ld;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const float wv = wc[ky * kw + kx];
+            const float* s = s0 + kx * dw;
+            if (sw == 1) {
+              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * s[ox];
+            } else if (sw == 2) {
+              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * s[2 * ox];
+            } else {
+              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * s[ox * sw];
+            }
+          }
+        }
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          float v = row[ox] + b;
+          v = v < lo ? lo : v;
+          o[oy * ow + ox] = v > hi ? hi : v;
+        }
+      }
+    }
+  }, nb * c * pix * kh * kw);
+  return 0;
+}
+
+}  // extern "C"
+"""
