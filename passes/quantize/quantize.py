@@ -38,6 +38,7 @@ from edgecc import distributed
 from edgecc.errors import OptionError
 from edgecc.pass_base import Pass, PassContext, PassResult
 from edgecc.passes.quantize import awq, gptq
+from edgecc.passes.quantize.addmm import addmm_to_linear
 from edgecc.passes.quantize.awq_fold import fold_input_scale
 from edgecc.passes.quantize.q4k_grid import q4k_reason, snap_q4_0, snap_q4k
 from edgecc.passes.quantize.layers import (
@@ -230,6 +231,7 @@ class Quantize(Pass):
         if options.scheme == "auto":
             return self._run_auto(program, options, context, t0)
         scheme, notes = resolve_scheme(options, context.target)  # validate checked it
+        addmm_to_linear(program)  # GPT-2 Conv1D: addmm(b, x, W[in, out]) is a linear layer
         layers, excluded = select(find_layers(program, embeddings=options.embeddings),
                                   options.exclude, options.include)
         needs_data = (scheme.needs_calibration and not _is_16bit(scheme.activations)
