@@ -14,11 +14,15 @@ tokens).
 edgecc columns: ``fp32``; ``int8`` = w8a8 with integer kernels (``integer_kernels=true``:
 int8 GEMMs and convs, fixed-point requantize — what -t arm64 runs); with ``--sim`` also
 ``int8 sim`` = float simulation with int8 weight storage (the host default). Each untuned
-(edgecc's default schedule) and, with ``--tune N``, MetaSchedule-tuned with a budget of N
-trials per compile (a fresh record cache per model, so the budget is all the tuning it got;
-each kernel's default schedule is a measured candidate, so tuned is never the tuner's worse
-pick). ``compile s`` = wall seconds of ``edgecc.compile`` (quantization, lowering, TVM build,
-verification). Every variant is built first, then all are timed in interleaved rounds (per
+(edgecc's default schedule) and, with ``--tune [N]``, MetaSchedule-tuned with a budget of N
+trials per model and build (bare ``--tune``: 64; a fresh record cache per model, so the budget
+is all the tuning it got; each kernel's default schedule is a measured candidate and is kept
+where no tuned candidate beat it, so tuned is never the tuner's worse pick: the JSON's
+``tuning`` says how many kernels kept it). ``w4a16`` = GPTQ int4 weights in groups of 32
+(the main job's w4a16 build; transformers only). ``compile s`` = the manifest's
+``compile_seconds`` total of each untuned build (checks, load, passes, lowering with the TVM
+relax passes / codegen / link, verification, writing; the stages are in the JSON's
+``compile_stages``). Every variant is built first, then all are timed in interleaved rounds (per
 round: a few untimed calls, then 10 timed ones, of each), so a slow spell of a shared
 machine does not favour one column; compare columns within a row.
 """
@@ -77,6 +81,9 @@ def models():
 
 
 ALL_MODELS = "resnet20,mobilenet_v2,mobilenet_v2_224,bert,gpt2,minilm"
+W4A16_MODELS = ("bert", "gpt2", "minilm")  # weight-only int4: the transformers' linears
+W4A16 = "fold-batchnorm,quantize{scheme=w4a16,group_size=32,algorithm=gptq},fuse,dce"
+SMALL_TUNE = 64  # trials per compile for a bare --tune
 
 
 def calibration(inputs, n=4):
@@ -149,10 +156,12 @@ def edgecc_fn(module, inputs, pipeline, calib, **target_options):
                              calibration=calib, output_dir=os.path.join(d, "o"),
                              progress=False, target_options={"num_threads": THREADS,
                                                              **target_options})
-        seconds = time.perf_counter() - start
+        wall = time.perf_counter() - start
         res.run(*inputs)  # loads the library (a private copy) before the directory goes
     lowering = res.report.get("lowering", {})
-    _edgecc_fn_info.update({"tuning": lowering.get("tuning"), "seconds": seconds,
+    stages = res.report["compile_seconds"]  # the manifest's per-stage seconds
+    _edgecc_fn_info.update({"tuning": lowering.get("tuning"), "seconds": stages["total"],
+                            "wall_seconds": wall, "stages": stages,
                             "integer_kernels": lowering.get("integer_kernels")})
     return (lambda: res.run(*inputs)), lowering.get("tuning")
 
@@ -215,8 +224,10 @@ def main() -> int:
     parser.add_argument("--models", default=ALL_MODELS)
     parser.add_argument("--sim", action="store_true",
                         help="also measure the float simulation of w8a8 (int8 weight storage)")
-    parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
-                        help="also measure MetaSchedule-tuned builds with this trial budget")
+    parser.add_argument("--tune", type=int, default=0, nargs="?", const=SMALL_TUNE,
+                        metavar="TRIALS",
+                        help="also measure MetaSchedule-tuned builds with this trial budget "
+                             f"per compile (bare --tune: {SMALL_TUNE})")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "tvm_cpu.json"))
     args = parser.parse_args()
@@ -234,26 +245,33 @@ def main() -> int:
         calib = calibration(inputs)
         q = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
         fp32 = "fold-batchnorm,fuse,dce"
-        tuning, compile_s, integer = {}, {}, None
+        tuning, compile_s, stages, integer = {}, {}, {}, None
         with torch.no_grad():
             fns = {"pytorch_eager_ms": lambda m=module, i=inputs: m(*i),
                    "onnxruntime_fp32_ms": ort_fp32_fn(module, inputs),
                    "onnxruntime_int8_ms": ort_int8_fn(module, inputs, calib)}
             fns["edgecc_fp32_ms"] = edgecc_fn(module, inputs, fp32, None)[0]
             compile_s["fp32"] = _edgecc_fn_info["seconds"]
+            stages["fp32"] = _edgecc_fn_info["stages"]
             if args.sim:
                 fns["edgecc_int8_sim_ms"] = edgecc_fn(module, inputs, q, calib)[0]
                 compile_s["int8_sim"] = _edgecc_fn_info["seconds"]
             fns["edgecc_int8_ms"] = edgecc_fn(module, inputs, q, calib, integer_kernels=True)[0]
             compile_s["int8"] = _edgecc_fn_info["seconds"]
+            stages["int8"] = _edgecc_fn_info["stages"]
             integer = _edgecc_fn_info["integer_kernels"]
+            if name in W4A16_MODELS:
+                fns["edgecc_w4a16_ms"] = edgecc_fn(module, inputs, W4A16, calib)[0]
+                compile_s["w4a16"] = _edgecc_fn_info["seconds"]
+                stages["w4a16"] = _edgecc_fn_info["stages"]
             if args.tune:
                 fns["edgecc_fp32_tuned_ms"], tuning["fp32"] = edgecc_fn(
                     module, inputs, fp32, None, tune_trials=args.tune)
                 fns["edgecc_int8_tuned_ms"], tuning["int8"] = edgecc_fn(
                     module, inputs, q, calib, integer_kernels=True, tune_trials=args.tune)
             row = {"model": name, "input": shape, **interleaved_ms(fns, args.repeats)}
-        row["compile_s"] = compile_s
+        row["compile_s"] = compile_s  # the manifests' compile_seconds totals
+        row["compile_stages"] = stages  # and their stages
         row["ratios"] = {
             "edgecc_fp32_vs_ort_fp32": row["edgecc_fp32_ms"] / row["onnxruntime_fp32_ms"],
             "edgecc_int8_vs_edgecc_fp32": row["edgecc_int8_ms"] / row["edgecc_fp32_ms"],
@@ -262,8 +280,9 @@ def main() -> int:
             row["integer_kernels"] = {k: v for k, v in integer.items() if k != "float_fallbacks"}
             row["integer_kernels"]["float_fallbacks"] = len(integer.get("float_fallbacks", []))
         if tuning:
-            row["tuning"] = {k: {f: v.get(f) for f in ("kernels", "trials_run",
-                                                      "default_kept", "seconds")}
+            row["tuning"] = {k: {f: v.get(f) for f in ("trials_budget", "kernels",
+                                                      "trials_run", "default_kept",
+                                                      "outcome", "seconds")}
                              for k, v in tuning.items() if v}
         rows.append(row)
         print(f"done {name}: {row}", file=sys.stderr, flush=True)
@@ -274,21 +293,30 @@ def main() -> int:
     if args.sim:
         cols.insert(4, "edgecc_int8_sim_ms")
         heads.insert(4, "int8 sim")
+    cols.append("edgecc_w4a16_ms")
+    heads.append("w4a16")
     if args.tune:
         cols += ["edgecc_fp32_tuned_ms", "edgecc_int8_tuned_ms"]
         heads += ["fp32 tuned", "int8 tuned"]
-    heads += ["fp32/ort", "int8/fp32", "int8/ortq", "compile s"]
+    heads += ["fp32/ort", "int8/fp32", "int8/ortq", "  compile s fp32/int8/w4a16"]
     print(f"{'model':<18}{'input':<13}" + "".join(f"{h:>12}" for h in heads))
     for r in rows:
         ratio = r["ratios"]
-        print(f"{r['model']:<18}{r['input']:<13}" + "".join(f"{r[c]:>12.2f}" for c in cols)
+        print(f"{r['model']:<18}{r['input']:<13}"
+              + "".join(f"{r[c]:>12.2f}" if c in r else f"{'-':>12}" for c in cols)
               + f"{ratio['edgecc_fp32_vs_ort_fp32']:>11.2f}x"
               + f"{ratio['edgecc_int8_vs_edgecc_fp32']:>11.2f}x"
               + f"{ratio['edgecc_int8_vs_ort_int8']:>11.2f}x"
-              + f"{r['compile_s']['fp32']:>6.0f}/{r['compile_s']['int8']:<5.0f}")
+              + f"{'':>8}" + "/".join(f"{r['compile_s'][k]:.1f}" if k in r["compile_s"]
+                                      else "-" for k in ("fp32", "int8", "w4a16")))
     print("ms, median of interleaved rounds, 2 threads; edgecc untuned = default schedule; "
-          "int8 = w8a8 integer kernels; compile s = fp32/int8"
-          + (f"; tuned = MetaSchedule, {args.tune} trials per compile" if args.tune else ""))
+          "int8 = w8a8 integer kernels; w4a16 = GPTQ int4 weights, groups of 32 (transformers "
+          "only); compile s = the manifests' compile_seconds totals (no tuning; stages in the "
+          "JSON)" + (f"; tuned = MetaSchedule, budget {args.tune} trials per model and build "
+                     "(default schedule kept where no candidate beat it)" if args.tune else ""))
+    for r in rows:
+        for build, t in r.get("tuning", {}).items():
+            print(f"  tuning {r['model']} {build}: {t}")
     _write(args, rows)
     print(f"wrote {args.output}")
     return 0

@@ -14,7 +14,9 @@ gradient task scheduler gives more trials to the kernels that take the most time
 the search, edgecc's default schedule of each kernel is measured the same way and recorded
 as a candidate, so the record a build applies is the fastest measured — never the tuner's
 worse pick when a small budget finds nothing better (the manifest's ``default_kept`` counts
-those). Kernels that end up without a valid record keep edgecc's default schedule.
+those, over every kernel with a record, and ``outcome`` says it in a sentence — "default
+schedule kept for all N kernels ..." when no candidate beat it; ``budget`` states the trial
+budget). Kernels that end up without a valid record keep edgecc's default schedule.
 
 Two things make TVM 0.27's tuner usable on a small machine:
 
@@ -229,7 +231,25 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
     stats["seconds"] = round(time.perf_counter() - start, 2)
     record_stage_part("tvm tuning", time.perf_counter() - start)
     stats["kernels_with_record"] = sum(_has_record(db, t, target) for t in tasks)
+    stats["default_kept"] = sum(_default_is_best(db, t, target) for t in tasks)
+    stats["budget"] = (f"{trials} measured trials for this model, shared by the "
+                       f"{len(missing)} kernel(s) without a record (edgecc's default schedule "
+                       "of each is measured too, outside the budget)")
+    stats["outcome"] = outcome(stats)
     return db, stats
+
+
+def outcome(stats: dict[str, Any]) -> str:
+    """One sentence for the manifest: what the build applies after tuning."""
+    n, kept = stats["kernels_with_record"], stats["default_kept"]
+    if n == 0:
+        return "no kernel has a tuning record: the build is the untuned one (default schedule)"
+    if kept == n:
+        return (f"default schedule kept for all {n} kernel(s): no tuned candidate "
+                f"({stats['trials_run']} trials now, {stats['from_cache']} kernel(s) from the "
+                "cache) was faster than edgecc's default, so the build is the untuned one")
+    return (f"{n - kept} of {n} kernel(s) take a tuned schedule measured faster than edgecc's "
+            f"default; {kept} keep the default (no candidate beat it)")
 
 
 def _has_record(db: Any, task: Any, target: Any) -> bool:
@@ -268,7 +288,6 @@ def _tune_missing(missing: list[Any], target: Any, trials: int, db: Any, directo
             bar.close()
     stats["tuned_now"] = sum(_has_record(db, t, target) for t in missing)
     stats["trials_run"] = bar.done
-    stats["default_kept"] = sum(_default_is_best(db, t, target) for t in missing)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import edgecc
+from edgecc.targets.tvm.tuning import outcome as tuning_outcome
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +30,8 @@ def test_tune_then_reuse_the_cache(tmp_path):
     # record the build uses is never slower than the untuned kernel (as measured)
     assert tuning["default_measured"] == tuning["kernels"]
     assert 0 <= tuning["default_kept"] <= tuning["kernels"]
+    assert tuning["budget"].startswith("16 measured trials for this model")
+    assert tuning["outcome"] == tuning_outcome(tuning)
     assert first.report["verification"]["passed"]  # tuned kernels still compute the model
     assert "MetaSchedule-tuned" in first.report["artifacts"][0]["description"]
 
@@ -38,6 +41,7 @@ def test_tune_then_reuse_the_cache(tmp_path):
     print("second:", again)
     assert again["trials_run"] == 0 and again["tuned_now"] == 0
     assert again["from_cache"] == tuning["kernels_with_record"]
+    assert again["default_kept"] == tuning["default_kept"]  # the same records chosen
     assert second.report["verification"]["passed"]
     assert not (tmp_path / "b" / ".tuning.json").exists()
 
@@ -58,6 +62,15 @@ def test_tune_then_reuse_the_cache(tmp_path):
     tuned = [g for g, f in applied.functions.items()
              if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "tirx.is_scheduled" in f.attrs]
     assert len(tuned) == tuning["kernels_with_record"]
+
+
+def test_outcome_says_when_the_default_schedule_was_kept():
+    base = {"trials_run": 16, "from_cache": 0}
+    assert "default schedule kept for all 3" in tuning_outcome(
+        {**base, "kernels_with_record": 3, "default_kept": 3})
+    assert tuning_outcome({**base, "kernels_with_record": 3, "default_kept": 1}).startswith(
+        "2 of 3 kernel(s) take a tuned schedule")
+    assert "untuned" in tuning_outcome({**base, "kernels_with_record": 0, "default_kept": 0})
 
 
 def test_cli_tune_flag_errors(tmp_path, capsys):
