@@ -155,6 +155,38 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
   }
 }
 
+// n outputs of one channel ch (accumulators acc[0..n)) to out[at..at+n): 8 at a time
+__attribute__((target("avx2,fma")))
+static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int64_t n,
+                          int64_t at) {
+  int64_t i = 0;
+  const __m256i off = _mm256_set1_epi32(e.off[ch]);
+  if (e.requant) {
+    const __m256i lo = _mm256_set1_epi64x(e.lo), hi = _mm256_set1_epi64x(e.hi),
+                  zy = _mm256_set1_epi64x(e.zy);
+    const __m256i m = _mm256_set1_epi64x(e.mult[ch]), a = _mm256_set1_epi64x(e.add[ch]);
+    const __m128i s = _mm_cvtsi64_si128(e.shift[ch]);
+    int8_t* o = static_cast<int8_t*>(e.out) + at;
+    for (; i + 8 <= n; i += 8) {
+      const __m256i v = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), off);
+      const __m256i y = requant8(v, m, a, s, lo, hi, zy);
+      const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(y),
+                                          _mm256_extracti128_si256(y, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o + i), _mm_packs_epi16(w16, w16));
+    }
+  } else {
+    const __m256 sc = _mm256_set1_ps(e.scale[ch]), bi = _mm256_set1_ps(e.bias[ch]);
+    float* o = static_cast<float*>(e.out) + at;
+    for (; i + 8 <= n; i += 8) {
+      const __m256i v = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), off);
+      _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), bi));
+    }
+  }
+  for (; i < n; ++i) store_one(e, ch, acc[i], at + i);
+}
+
 // acc[4][16] = rows[0..3] (int16 [.][kp], kp even) x panel ([kp/2][16][2] int16)
 __attribute__((target("avx2,fma")))
 static inline void tile_4x16(const int16_t* rows, int64_t kp, const int16_t* panel,
@@ -629,32 +661,50 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int8_t* x = data<int8_t>(args, 0);
   const int32_t* wt = data<int32_t>(args, 1);
   const Epilogue e = epilogue(args, meta, 1);
+  // the padded plane split into sw column phases (phase q holds columns q, q + sw, ...), so
+  // every tap reads a unit-stride run: tap (ky, kx) of output (oy, ox) is
+  // phase[(kx·dw) % sw][oy·sh + ky·dh][ox + (kx·dw) / sw]
+  const int64_t wq = (wp + sw - 1) / sw + 32;
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-    int8_t* padded = static_cast<int8_t*>(scratch(1, hp * wp + 64));
-    int32_t* row = static_cast<int32_t*>(scratch(2, ow * 4 + 64));
+    int8_t* phases = static_cast<int8_t*>(scratch(1, sw * hp * wq + 64));
+    int32_t* acc = static_cast<int32_t*>(scratch(2, pix * 4 + 64));
+    int8_t* line = static_cast<int8_t*>(scratch(3, wp + 64));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ch = t % c;
       const int8_t* plane = x + t * h * w;
-      memset(padded, zx, hp * wp);
-      for (int64_t y = 0; y < h; ++y) memcpy(padded + (y + ph) * wp + pw, plane + y * w, w);
-      const int32_t* wc = wt + ch * kh * kw;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        for (int64_t ox = 0; ox < ow; ++ox) row[ox] = 0;
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          const int8_t* src = padded + (oy * sh + ky * dh) * wp;
-          for (int64_t kx = 0; kx < kw; ++kx) {
-            const int32_t wv = wc[ky * kw + kx];
-            const int8_t* s = src + kx * dw;
-            if (sw == 1) {
-              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * (int32_t)s[ox];
-            } else {
-              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * (int32_t)s[ox * sw];
-            }
+      for (int64_t y = 0; y < hp; ++y) {
+        const int64_t iy = y - ph;
+        if (iy < 0 || iy >= h) {
+          memset(line, zx, wp);
+        } else {
+          memset(line, zx, pw);
+          memcpy(line + pw, plane + iy * w, w);
+          memset(line + pw + w, zx, wp - pw - w);
+        }
+        if (sw == 1) {
+          memcpy(phases + y * wq, line, wp);
+        } else {
+          for (int64_t q = 0; q < sw; ++q) {
+            int8_t* dst = phases + (q * hp + y) * wq;
+            for (int64_t j = 0; q + j * sw < wp; ++j) dst[j] = line[q + j * sw];
           }
         }
-        const int64_t at = t * pix + oy * ow;
-        for (int64_t ox = 0; ox < ow; ++ox) store_one(e, ch, row[ox], at + ox);
       }
+      const int32_t* wc = wt + ch * kh * kw;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        int32_t* row = acc + oy * ow;
+        for (int64_t ox = 0; ox < ow; ++ox) row[ox] = 0;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t y = oy * sh + ky * dh;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const int32_t wv = wc[ky * kw + kx];
+            const int64_t col = kx * dw;
+            const int8_t* src = phases + ((col % sw) * hp + y) * wq + col / sw;
+            for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * (int32_t)src[ox];
+          }
+        }
+      }
+      write_channel(e, ch, acc, pix, t * pix);
     }
   }, nb * c * pix * kh * kw * 4);
   return 0;

@@ -99,9 +99,11 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     xd, wd = ints(1, 12, 10, 13), ints(12, 1, 3, 3)  # depthwise, stride 1 and 2
     xp, wp = ints(1, 5, 9, 35), ints(12, 5, 3, 3)   # conv, stride 1: contiguous im2col runs
     ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12),
-          "conv1": requant(12)}
+          "conv1": requant(12), "dw3": requant(12)}
     scale, bias = rng.random(40).astype(np.float32), rng.random(40).astype(np.float32)
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
+    ep["dwf"] = x86_int8.Epilogue(off=ep["dw"].off, requant=False, scale=scale[:12],
+                                  bias=bias[:12])
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
               for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp))]
@@ -116,7 +118,11 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_depthwise(bb, params[2], wd, 5, [2, 2], [1, 1], [1, 1],
                                             ep["dw2"]),
                     x86_int8.emit_conv(bb, params[3], wp, 9, [1, 1], [1, 1], [1, 1],
-                                       ep["conv1"])]
+                                       ep["conv1"]),
+                    x86_int8.emit_depthwise(bb, params[2], wd, -3, [1, 3], [2, 1], [2, 2],
+                                            ep["dw3"]),
+                    x86_int8.emit_depthwise(bb, params[2], wd, 5, [2, 2], [1, 1], [1, 1],
+                                            ep["dwf"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -147,11 +153,17 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     acc = _conv_ref(xp, wp, 9, [1, 1], [1, 1], [1, 1], 1)
     np.testing.assert_array_equal(got[5], _requant(acc, e.off, e.mult, e.add, e.shift,
                                                    e.lo, e.hi, e.zy, 1))
-    for i, (key, stride) in enumerate((("dw", 1), ("dw2", 2))):
+    for at, key, zx, stride, pad, dil in ((3, "dw", 5, [1, 1], [1, 1], [1, 1]),
+                                          (4, "dw2", 5, [2, 2], [1, 1], [1, 1]),
+                                          (6, "dw3", -3, [1, 3], [2, 1], [2, 2])):
         e = ep[key]
-        acc = _conv_ref(xd, wd, 5, [stride] * 2, [1, 1], [1, 1], 12)
-        np.testing.assert_array_equal(got[3 + i], _requant(acc, e.off, e.mult, e.add,
-                                                           e.shift, e.lo, e.hi, e.zy, 1))
+        acc = _conv_ref(xd, wd, zx, stride, pad, dil, 12)
+        np.testing.assert_array_equal(got[at], _requant(acc, e.off, e.mult, e.add,
+                                                        e.shift, e.lo, e.hi, e.zy, 1), key)
+    acc = _conv_ref(xd, wd, 5, [2, 2], [1, 1], [1, 1], 12) + ep["dw"].off.reshape(1, -1, 1, 1)
+    np.testing.assert_array_equal(got[7], acc.astype(np.int32).astype(np.float32)
+                                  * scale[:12].reshape(1, -1, 1, 1)
+                                  + bias[:12].reshape(1, -1, 1, 1))
 
 
 class _Block(nn.Module):
