@@ -90,9 +90,9 @@ class PackedWeight:
     group: int
     bits: int
     codes: np.ndarray  # uint8 [P, K, 16] (4-bit) / int8 [P, K, 32]
-    scale: np.ndarray  # float32 [P, K/G, 32]
-    zero: np.ndarray  # float32 [P, K/G, 32] or [1] (uniform)
-    offset: np.ndarray | None  # float32 [P, K/G, 32]; None: no offset
+    scale: np.ndarray  # float32 or float16 (where exact) [P, K/G, 32]
+    zero: np.ndarray  # int8 [P, K/G, 32], or float32 [1] (uniform)
+    offset: np.ndarray | None  # float32 or float16 [P, K/G, 32]; None: no offset
 
     @property
     def nbytes(self) -> int:
@@ -102,7 +102,10 @@ class PackedWeight:
 
     def meta(self, m: int, has_bias: bool, isa: str = "auto") -> np.ndarray:
         return np.array([m, self.k, self.n, self.group, self.bits, int(self.zero.size > 1),
-                         int(self.offset is not None), int(has_bias), ISAS[isa]], np.int64)
+                         int(self.offset is not None), int(has_bias), ISAS[isa],
+                         int(self.scale.dtype == np.float16),
+                         int(self.offset is not None and self.offset.dtype == np.float16)],
+                        np.int64)
 
     def dequantized(self) -> np.ndarray:
         """The float32 weight ``[N, K]`` the kernel computes with (for tests)."""
@@ -115,10 +118,10 @@ class PackedWeight:
         q = q.transpose(0, 2, 1).reshape(p * PANEL, self.k)[: self.n].astype(np.float32)
 
         def full(a: np.ndarray) -> np.ndarray:
-            a = a.transpose(0, 2, 1).reshape(p * PANEL, -1)[: self.n]
+            a = a.astype(np.float32).transpose(0, 2, 1).reshape(p * PANEL, -1)[: self.n]
             return np.repeat(a, self.group, axis=1)[:, : self.k]
 
-        z = full(self.zero) if self.zero.size > 1 else self.zero.reshape(())
+        z = full(self.zero) if self.zero.size > 1 else self.zero.astype(np.float32).reshape(())
         w = (q - z) * full(self.scale)
         return w + full(self.offset) if self.offset is not None else w
 
@@ -148,13 +151,23 @@ def pack(q: np.ndarray, dtype: str, scale: np.ndarray, zero: np.ndarray,
     else:
         codes = _panels(u, np.int8)
     uniform = z.size == 1 or bool(np.all(z == z.reshape(-1)[0]))
+    if not uniform and (z.min() < -128 or z.max() > 127):
+        raise ValueError(f"zero points {z.min():g}..{z.max():g} do not fit the kernel's int8")
     return PackedWeight(
-        n=n, k=k, group=group, bits=bits, codes=codes,
-        scale=_panels(np.asarray(scale, np.float32), np.float32),
+        n=n, k=k, group=group, bits=bits, codes=codes, scale=_params(scale),
         zero=(np.array([z.reshape(-1)[0]], np.float32) if uniform
-              else _panels(np.broadcast_to(z, scale.shape).astype(np.float32), np.float32)),
-        offset=None if offset is None else _panels(np.asarray(offset, np.float32),
-                                                   np.float32))
+              else _panels(np.broadcast_to(z, scale.shape).astype(np.int8), np.int8)),
+        offset=None if offset is None else _params(offset))
+
+
+def _params(values: np.ndarray) -> np.ndarray:
+    """Scales / offsets in panels: float16 where every value is a float16 exactly (GGUF's
+    fp16 d and m: half the bytes, widened exactly by the kernel), else float32."""
+    v = np.asarray(values, np.float32)
+    with np.errstate(over="ignore"):
+        half = v.astype(np.float16)
+    exact = bool(np.all(np.isfinite(half)) and np.array_equal(half.astype(np.float32), v))
+    return _panels(half, np.float16) if exact else _panels(v, np.float32)
 
 
 def plan(values: list[np.ndarray | None], axis: int, block: int, dtype: str
@@ -196,8 +209,11 @@ def plan(values: list[np.ndarray | None], axis: int, block: int, dtype: str
 
     z = np.asarray(zero)
     zero_g = z.reshape(()) if z.size == 1 else grouped(z)
-    return pack(codes, dtype, grouped(scale), zero_g,
-                None if offset is None else grouped(offset), group), ""
+    try:
+        return pack(codes, dtype, grouped(scale), zero_g,
+                    None if offset is None else grouped(offset), group), ""
+    except ValueError as exc:
+        return None, str(exc)
 
 
 def emit_linear(bb: Any, x: Any, weight: PackedWeight, bias: np.ndarray | None) -> Any | None:

@@ -13,9 +13,10 @@ Weight layout (packed at compile time, ``x86_wonly.pack``): output channels in p
 
     int4: codes uint8 [N/32][K][16]   byte j = u[32p + j, k] | u[32p + 16 + j, k] << 4
     int8: codes int8  [N/32][K][32]
-    scale, zero, offset: float32 [N/32][K/G][32] (zero / offset: a single value when
-    uniform / absent); u are unsigned nibbles (int4 codes + 8, zero point + 8: the same
-    differences q - z)
+    scale, offset: float32 [N/32][K/G][32], or float16 where every value is one exactly
+    (GGUF's d and m are): the kernel widens them with ``vcvtph2ps``
+    zero: int8 [N/32][K/G][32], or a single float32 when uniform (symmetric)
+    u are unsigned nibbles (int4 codes + 8, zero point + 8: the same differences q - z)
 
 Per input index the 32 codes widen to int32 lanes (``vpmovzxbd`` / ``vpmovsxbd``; the high
 nibbles by one shift), convert to float and become ``w = (q - z) · s [+ o]`` — computed
@@ -55,10 +56,35 @@ __attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
 namespace {
 
 struct Args {
-  const float* x; const uint8_t* codes; const float* s; const float* z; const float* o;
+  const float* x; const uint8_t* codes; const void* s; const void* z; const void* o;
   const float* bias; float* out;
-  int64_t M, K, N, G, NG, bits, zpg, hasoff, hasbias;
+  int64_t M, K, N, G, NG, bits, zpg, hasoff, hasbias, sf16, of16;
 };
+
+// IEEE half -> float (exact), for the plain C++ path
+static inline float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 1023;
+  uint32_t bits;
+  if (e == 31) {
+    bits = sign | 0x7F800000u | (m << 13);
+  } else if (e) {
+    bits = sign | ((e + 112) << 23) | (m << 13);
+  } else if (m) {  // subnormal: m * 2^-24
+    const float v = (float)m * 5.9604644775390625e-08f;
+    memcpy(&bits, &v, 4);
+    bits |= sign;
+  } else {
+    bits = sign;
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// element i of a float32 or float16 parameter array
+static inline float param(const void* p, int64_t i, int64_t f16) {
+  return f16 ? half_to_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
 
 // a per-thread buffer that grows (TVM's pool threads live as long as the process)
 static float* panel_buffer(int64_t floats) {
@@ -103,9 +129,10 @@ static inline void weights(const Args& a, int64_t p, int64_t k, const V* s, cons
 static inline void group_params(const Args& a, int64_t p, int64_t g, V* s, V* z, V* o) {
   const int64_t at = (p * a.NG + g) * 32;
   for (int v = 0; v < NV; ++v) {
-    s[v] = LOAD(a.s + at + v * LANES);
-    z[v] = a.zpg ? LOAD(a.z + at + v * LANES) : SET1(a.z[0]);
-    o[v] = a.hasoff ? LOAD(a.o + at + v * LANES) : ZERO();
+    s[v] = PARAM(a.s, at + v * LANES, a.sf16);
+    z[v] = a.zpg ? ZEROS(static_cast<const int8_t*>(a.z) + at + v * LANES)
+                 : SET1(static_cast<const float*>(a.z)[0]);
+    o[v] = a.hasoff ? PARAM(a.o, at + v * LANES, a.of16) : ZERO();
   }
 }
 
@@ -199,7 +226,7 @@ static void run(const Args& a, int64_t p0, int64_t p1) {
 
 _AVX512 = r"""
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
+#pragma GCC target("avx512f,avx2,fma,f16c")
 namespace avx512 {
 typedef __m512 V;
 constexpr int NV = 2, LANES = 16, MR = 12, SMALL_M = 4;
@@ -211,6 +238,16 @@ constexpr int NV = 2, LANES = 16, MR = 12, SMALL_M = 4;
 #define SUB(a, b) _mm512_sub_ps(a, b)
 #define MUL(a, b) _mm512_mul_ps(a, b)
 #define FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+// 16 float32 or float16 parameters; 16 int8 zero points as floats
+static inline V PARAM(const void* p, int64_t i, int64_t f16) {
+  return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                   reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)))
+             : _mm512_loadu_ps(static_cast<const float*>(p) + i);
+}
+static inline V ZEROS(const int8_t* z) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(z))));
+}
 static inline void CODES(const Args& a, int64_t p, int64_t k, V* q) {
   if (a.bits == 4) {
     const __m512i v = _mm512_cvtepu8_epi32(
@@ -240,7 +277,7 @@ static inline void CODES(const Args& a, int64_t p, int64_t k, V* q) {
 
 _AVX2 = r"""
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
 typedef __m256 V;
 constexpr int NV = 4, LANES = 8, MR = 3, SMALL_M = 2;
@@ -252,6 +289,15 @@ constexpr int NV = 4, LANES = 8, MR = 3, SMALL_M = 2;
 #define SUB(a, b) _mm256_sub_ps(a, b)
 #define MUL(a, b) _mm256_mul_ps(a, b)
 #define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+static inline V PARAM(const void* p, int64_t i, int64_t f16) {
+  return f16 ? _mm256_cvtph_ps(_mm_loadu_si128(
+                   reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)))
+             : _mm256_loadu_ps(static_cast<const float*>(p) + i);
+}
+static inline V ZEROS(const int8_t* z) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(z))));
+}
 static inline void CODES(const Args& a, int64_t p, int64_t k, V* q) {
   if (a.bits == 4) {
     const uint8_t* c = a.codes + (p * a.K + k) * 16;
@@ -298,8 +344,10 @@ static void run(const Args& a, int64_t p0, int64_t p1) {
       for (int64_t k = 0; k < a.K; ++k) {
         const int64_t at = (p * a.NG + k / a.G) * 32;
         for (int j = 0; j < 32; ++j) {
-          float w = (code(a, p, k, j) - (a.zpg ? a.z[at + j] : a.z[0])) * a.s[at + j];
-          if (a.hasoff) w = w + a.o[at + j];
+          const float z = a.zpg ? (float)static_cast<const int8_t*>(a.z)[at + j]
+                                : static_cast<const float*>(a.z)[0];
+          float w = (code(a, p, k, j) - z) * param(a.s, at + j, a.sf16);
+          if (a.hasoff) w = w + param(a.o, at + j, a.of16);
           acc[j] = acc[j] + w * a.x[m * a.K + k];
         }
       }
@@ -326,7 +374,9 @@ static Kernel pick(int64_t isa) {
   if (isa == 0) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return avx512::run;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2::run;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+      return avx2::run;
     return scalar::run;
   }
   return isa == 3 ? avx512::run : (isa == 2 ? avx2::run : scalar::run);
@@ -351,7 +401,8 @@ extern "C" {
 
 // out[M, N] = x[M, K] . dequant(W)[N, K]^T (+ bias)
 // args: x, codes, scale, zero, offset, bias, meta, out
-// meta = [M, K, N, G, bits, zero per group, has offset, has bias, isa]
+// meta = [M, K, N, G, bits, zero per group (int8), has offset, has bias, isa,
+//         scale float16, offset float16]
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
                                   TVMFFIAny* result) {
@@ -363,11 +414,12 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
   const int64_t* meta = data<int64_t>(args, 6);
   Args a;
-  a.x = data<float>(args, 0); a.codes = data<uint8_t>(args, 1); a.s = data<float>(args, 2);
-  a.z = data<float>(args, 3); a.o = data<float>(args, 4); a.bias = data<float>(args, 5);
+  a.x = data<float>(args, 0); a.codes = data<uint8_t>(args, 1); a.s = data<void>(args, 2);
+  a.z = data<void>(args, 3); a.o = data<void>(args, 4); a.bias = data<float>(args, 5);
   a.out = data<float>(args, 7);
   a.M = meta[0]; a.K = meta[1]; a.N = meta[2]; a.G = meta[3]; a.bits = meta[4];
-  a.zpg = meta[5]; a.hasoff = meta[6]; a.hasbias = meta[7];
+  a.zpg = meta[5]; a.hasoff = meta[6]; a.hasbias = meta[7]; a.sf16 = meta[9];
+  a.of16 = meta[10];
   a.NG = (a.K + a.G - 1) / a.G;
   const Kernel fn = pick(meta[8]);
   const int64_t panels = (a.N + 31) / 32;
