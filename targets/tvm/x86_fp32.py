@@ -194,7 +194,7 @@ class _Analysis:
         else:
             return
         if plan is not None and not isinstance(binding.var, relax.DataflowVar):
-            self.left.append(f"{name} {binding.var.name_hint}: outside a dataflow block")
+            self.left.append(f"{name} {binding.var.name}: outside a dataflow block")
             plan = None
         if plan is not None:
             self._fuse(binding.var, plan)
@@ -214,7 +214,7 @@ class _Analysis:
         elif int(np.prod(xs[:-1])) < 2:
             why = "one row (GEMV: gemv_schedule)"
         if why:
-            self.left.append(f"matmul {var.name_hint}: {why}")
+            self.left.append(f"matmul {var.name}: {why}")
             return None
         return _Plan(SGEMM, call.args[0], np.ascontiguousarray(w), int(w.shape[1]),
                      {"m": int(np.prod(xs[:-1])), "k": int(w.shape[0]), "shape": ys})
@@ -240,7 +240,7 @@ class _Analysis:
         elif groups != 1 and not (groups == xs[1] == w.shape[0] and w.shape[1] == 1):
             why = f"grouped ({groups} groups, not depthwise)"
         if why:
-            self.left.append(f"conv2d {var.name_hint}: {why}")
+            self.left.append(f"conv2d {var.name}: {why}")
             return None
         attrs = {"x": xs, "y": ys, "stride": [int(s) for s in a.strides],
                  "pad": pad[:2], "dilation": [int(d) for d in a.dilation]}

@@ -243,6 +243,37 @@ static void gemm_block(const Gemm& g, int64_t r0, int64_t r1, int64_t p0, int64_
     for (int64_t r = r0; r < r1; r += 6) avx2_rows(g, r, r1 - r < 6 ? (int)(r1 - r) : 6, p);
 }
 
+struct Depthwise {
+  const float* src; int64_t ld;  // one (padded) input plane
+  const float* w; float b; float lo, hi; float* out;
+  int64_t kh, kw, sh, sw, dh, dw, oh, ow;
+};
+
+// one channel: out[oy][ox] = clamp(sum_{ky,kx} w[ky][kx] * src[oy*sh + ky*dh][ox*sw + kx*dw] + b)
+// (taps summed in (ky, kx) order; KH = 0: sizes and strides from ``d``)
+template <int KH, int KW, int SW>
+static void dw_plane(const Depthwise& d) {
+  const int64_t kh = KH ? KH : d.kh, kw = KW ? KW : d.kw, sw = SW ? SW : d.sw;
+  const int64_t dh = KH ? 1 : d.dh, dw = KW ? 1 : d.dw;  // the 3x3 forms: no dilation
+  float wv[64];
+  const bool small = kh * kw <= 64;
+  for (int64_t i = 0; small && i < kh * kw; ++i) wv[i] = d.w[i];
+  const float* __restrict wk = small ? wv : d.w;
+  for (int64_t oy = 0; oy < d.oh; ++oy) {
+    const float* __restrict s = d.src + oy * d.sh * d.ld;
+    float* __restrict o = d.out + oy * d.ow;
+    for (int64_t ox = 0; ox < d.ow; ++ox) {
+      float a = 0.0f;
+      for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx)
+          a += wk[ky * kw + kx] * s[ky * dh * d.ld + ox * sw + kx * dw];
+      a += d.b;
+      a = a < d.lo ? d.lo : a;
+      o[ox] = a > d.hi ? d.hi : a;
+    }
+  }
+}
+
 static int64_t row_step() { return AVX512 ? 12 : 6; }
 static int64_t panel_step() { return AVX512 ? 2 : 1; }
 
@@ -371,57 +402,37 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   set_none(result);
   const int64_t* meta = data<int64_t>(args, 3);
   const float* bounds = data<float>(args, 4);
-  const float lo = bounds[0], hi = bounds[1];
+  Depthwise d;
+  d.lo = bounds[0]; d.hi = bounds[1];
   const int64_t nb = meta[0], c = meta[1], h = meta[2], w = meta[3];
-  const int64_t kh = meta[4], kw = meta[5], sh = meta[6], sw = meta[7];
-  const int64_t ph = meta[8], pw = meta[9], dh = meta[10], dw = meta[11];
-  const int64_t oh = meta[12], ow = meta[13];
-  const int64_t hp = h + 2 * ph, wp = w + 2 * pw, pix = oh * ow;
+  d.kh = meta[4]; d.kw = meta[5]; d.sh = meta[6]; d.sw = meta[7];
+  const int64_t ph = meta[8], pw = meta[9];
+  d.dh = meta[10]; d.dw = meta[11]; d.oh = meta[12]; d.ow = meta[13];
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
   const float* x = data<float>(args, 0);
   const float* wt = data<float>(args, 1);
   const float* bias = data<float>(args, 2);
   float* out = data<float>(args, 5);
+  const bool k33 = d.kh == 3 && d.kw == 3 && d.dh == 1 && d.dw == 1;
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-    float* padded = static_cast<float*>(scratch(1, (hp * wp + 16) * 4));
-    float* row = static_cast<float*>(scratch(2, ow * 4 + 64));
+    // the border stays zero: only the interior is rewritten per channel
+    float* padded = (ph || pw) ? static_cast<float*>(scratch(1, (hp * wp + 16) * 4)) : 0;
+    if (padded) memset(padded, 0, (hp * wp + 16) * 4);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ch = t % c;
       const float* plane = x + t * h * w;
-      const float* src = plane;
-      int64_t ld = w;
-      if (ph || pw) {
-        memset(padded, 0, hp * wp * 4);
+      Depthwise e = d;
+      e.src = plane; e.ld = w;
+      if (padded) {
         for (int64_t y = 0; y < h; ++y) memcpy(padded + (y + ph) * wp + pw, plane + y * w, w * 4);
-        src = padded;
-        ld = wp;
+        e.src = padded; e.ld = wp;
       }
-      const float* wc = wt + ch * kh * kw;
-      const float b = bias[ch];
-      float* o = out + t * pix;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        for (int64_t ox = 0; ox < ow; ++ox) row[ox] = 0.0f;
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          const float* s0 = src + (oy * sh + ky * dh) * ld;
-          for (int64_t kx = 0; kx < kw; ++kx) {
-            const float wv = wc[ky * kw + kx];
-            const float* s = s0 + kx * dw;
-            if (sw == 1) {
-              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * s[ox];
-            } else if (sw == 2) {
-              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * s[2 * ox];
-            } else {
-              for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * s[ox * sw];
-            }
-          }
-        }
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          float v = row[ox] + b;
-          v = v < lo ? lo : v;
-          o[oy * ow + ox] = v > hi ? hi : v;
-        }
-      }
+      e.w = wt + ch * d.kh * d.kw; e.b = bias[ch]; e.out = out + t * d.oh * d.ow;
+      if (k33 && d.sw == 1) dw_plane<3, 3, 1>(e);
+      else if (k33 && d.sw == 2) dw_plane<3, 3, 2>(e);
+      else dw_plane<0, 0, 0>(e);
     }
-  }, nb * c * pix * kh * kw);
+  }, nb * c * d.oh * d.ow * d.kh * d.kw);
   return 0;
 }
 
