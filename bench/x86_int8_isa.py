@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.tvm_cpu import (  # noqa: E402
-    ALL_MODELS, THREADS, calibration, edgecc_fn, interleaved_ms, models,
+    ALL_MODELS, THREADS, _edgecc_fn_info, calibration, edgecc_fn, interleaved_ms, models,
 )
 
 import torch  # noqa: E402
@@ -72,7 +72,9 @@ def main() -> int:
                              calib, integer_kernels=True)[0]
             for isa in isas:
                 fns[f"int8_{isa}_ms"] = with_isa(int8, isa)
-            row = {"model": name, "input": shape, **interleaved_ms(fns, args.repeats)}
+            integer = _edgecc_fn_info.get("integer_kernels")
+            row = {"model": name, "input": shape, **interleaved_ms(fns, args.repeats),
+                   "integer_kernels": integer}
         row["int8_vs_fp32"] = {isa: row[f"int8_{isa}_ms"] / row["edgecc_fp32_ms"]
                                for isa in isas}
         rows.append(row)

@@ -17,6 +17,11 @@ The arithmetic is the generic path's, step for step (int32 accumulator plus ``of
 [+ the int32 bias when the 64-bit one would not fit], int64 product, add, arithmetic shift,
 clamp, zero point; float: ``float32(acc + off) · scale + bias`` without contraction), so
 the integer outputs are identical to it — equal to the simulator except at exact ties.
+
+Where the CPU has int8 dot products (AVX-512 VNNI, AVX-VNNI) the same call runs a
+``vpdpbusd`` kernel instead, chosen by cpuid at run time (``ISA`` names the floor the
+artifact needs, AVX2); the weights are packed for both (``with_dot_layout``) and the
+outputs are bit-identical.
 """
 
 from __future__ import annotations

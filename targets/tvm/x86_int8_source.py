@@ -24,6 +24,24 @@ linear; the im2col of the input at run time for a convolution, written straight 
 layout), the broadcast operand ``[R][K]`` int16 rows (activations widened at run time for a
 linear; weights at compile time for a convolution, whose output rows are then its NCHW
 channels — no transposes around the GEMM).
+
+Int8 dot products (VNNI, chosen at run time by cpuid; the AVX2 kernel above is the floor)::
+
+    for each k quad:   v = panel[k/4]                 # 16 columns x (k..k+3), int8
+                       for r in rows:                 # 8 (AVX-512, zmm) or 4 (AVX-VNNI, 2 ymm)
+                           acc[r] = vpdpbusd(acc[r], u8, s8)   # 4 products a lane
+    write-back:        as above, with off - 128·Σw       # the +128 shift's compensation
+
+The unsigned operand is the activations shifted by +128 (``x ^ 0x80``): the broadcast rows
+of a linear, the im2col panel of a convolution (whose weights are then the broadcast rows);
+``128·Σw`` per output channel is packed with the weights at compile time, so the result is
+the AVX2 kernel's, bit for bit (int32 arithmetic, wrapping alike). Weights are packed in
+both layouts in one constant (the kernel picks its part); ``EDGECC_X86_INT8_ISA=avx2|avxvnni``
+narrows the choice (tests and bench/x86_int8_isa.py compare the paths on one build).
+
+Depthwise: the padded plane split into its stride phases (every tap a unit-stride run over
+the output row, vectorized), the whole plane accumulated in int32, then written 8 outputs at
+a time with the vector requantization.
 """
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
@@ -320,7 +338,11 @@ void* scratch(int slot, size_t bytes) {
 // EDGECC_X86_INT8_ISA=avx2|avxvnni|avx512vnni narrows the choice (tests, comparisons).
 enum { ISA_AVX2 = 0, ISA_AVXVNNI = 1, ISA_AVX512VNNI = 2 };
 
+int cpu_init() { __builtin_cpu_init(); return 1; }
+
 int isa_level() {
+  static const int ready = cpu_init();
+  (void)ready;
   static const int has512 = __builtin_cpu_supports("avx512vnni") &&
                             __builtin_cpu_supports("avx512bw") ? 1 : 0;
   static const int has256 = __builtin_cpu_supports("avxvnni") ? 1 : 0;
