@@ -8,9 +8,11 @@
 
 * a decoder bundle (``edgecc.llm.build_decoder``) for ``host``: run here by
   ``edgecc.llm.Generator`` (TVM, prefill + decode libraries, static KV cache);
-* a decoder bundle for ``arm64``: the same generator, its steps run by the arm64 target's
-  runner under qemu-aarch64 (one emulator launch a step) when the emulation cache is set
-  up (``scripts/setup_arm.sh``);
+* a decoder bundle for ``arm64``: its board-side generator ``generate.py`` (numpy + the
+  TVM runtime: what a board runs) under qemu-aarch64, one emulator launch for the whole
+  generation, tokens streamed as it prints them, when the emulation cache is set up
+  (``scripts/setup_arm.sh``); the tokens/s are the emulator's, not the chip's. A bundle
+  without ``generate.py`` (older edgecc) runs step by step, one launch a step;
 * a ``-t gguf`` output (``model.gguf``): llama.cpp through xllamacpp, F32 KV cache.
 
 Tokens are printed as they come (text through the bundle's tokenizer, else ids), then one
@@ -32,6 +34,7 @@ from typing import Any
 from edgecc.errors import EdgeccError, InputSpecError
 
 GGUF_FILE = "model.gguf"
+ARM64_GENERATOR = "generate.py"  # an arm64 bundle's board-side generator
 
 
 def add_generate_parser(sub: Any) -> None:
@@ -77,6 +80,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              f"edgecc.llm.build_decoder) nor a -t gguf file ({GGUF_FILE})")
     if kind == "gguf":
         runner: Callable[..., Any] = _llamacpp
+    elif kind == "arm64" and os.path.exists(os.path.join(out, ARM64_GENERATOR)):
+        runner = _arm64
     elif kind in ("host", "arm64"):
         runner = _tvm
     else:
@@ -120,7 +125,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print()
     print(f"[{kind}] prefill {stats['prompt_tokens']} tokens "
           f"{stats['prefill_tokens_per_s']:.1f} tok/s, decode {len(tokens)} tokens "
-          f"{stats['decode_tokens_per_s']:.1f} tok/s", file=sys.stderr)
+          f"{stats['decode_tokens_per_s']:.1f} tok/s"
+          + (" (under qemu-aarch64: the emulator's speed, not the chip's)"
+             if stats.get("emulated") else ""), file=sys.stderr)
     return 0
 
 
@@ -140,6 +147,30 @@ def _tvm(out: str, ids: list[int], args: argparse.Namespace, sampler: Any,
     stats.update(prompt_tokens=gen.stats.prompt_tokens,
                  prefill_tokens_per_s=gen.stats.prefill_tokens_per_s,
                  decode_tokens_per_s=gen.stats.decode_tokens_per_s)
+
+
+def _arm64(out: str, ids: list[int], args: argparse.Namespace, sampler: Any,
+           stats: dict[str, Any], emit: Emit) -> None:
+    """The bundle's board-side ``generate.py`` under qemu-aarch64 (the arm64 target's
+    ``generate``): one emulator launch, tokens streamed as the script prints them."""
+    from edgecc.llm.runtime import check_request, read_config
+    from edgecc.registry import default_target_registry
+
+    report = read_config(out)
+    check_request(int(report["config"]["max_seq_len"]), len(ids), args.max_new_tokens)
+    threads = int((report.get("target_options") or {}).get("num_threads") or 0)
+    speed: dict[str, Any] = {}
+    target = default_target_registry().get("arm64")()
+    for token in target.generate(out, ids, args.max_new_tokens,
+                                 temperature=sampler.temperature, top_k=sampler.top_k,
+                                 top_p=sampler.top_p, seed=sampler.seed,
+                                 stop_at_eos=not args.ignore_eos, num_threads=threads,
+                                 stats=speed):
+        emit(token, None)
+    stats.update(prompt_tokens=len(ids),
+                 prefill_tokens_per_s=float(speed.get("prefill_tokens_per_s", 0.0)),
+                 decode_tokens_per_s=float(speed.get("decode_tokens_per_s", 0.0)),
+                 emulated="qemu-aarch64: the tokens/s are the emulator's, not the chip's")
 
 
 def _llamacpp(out: str, prompt: list[int] | str, args: argparse.Namespace, sampler: Any,

@@ -13,6 +13,8 @@ Bundle::
                             (``host_library``)
     out/prefill/, decode/   arm64 (and host with tune_trials): edgecc.compile of each step
                             (model.so, manifest.json, README.txt), weights in each
+    out/generate.py         arm64: the board-side generator (numpy + TVM runtime;
+                            targets/arm/generate.py)
     out/tokenizer/          the tokenizer (transformers' save_pretrained: JSON, no pickle)
     out/README.txt          what the bundle holds and how to generate with it
 
@@ -115,6 +117,10 @@ def build_decoder(decoder: DecoderPrograms, target: str = "host", output_dir: st
                 phases[phase] = {"dir": phase, "tokens": program.input_specs[0].shape[1],
                                  "compile_seconds": round(time.perf_counter() - t0, 2),
                                  "verification": result.report["verification"]}
+        if name == "arm64":  # the board-side generator (numpy + TVM runtime)
+            from edgecc.registry import default_target_registry
+
+            default_target_registry().get(name)().install_generator(staging)
         if prefill_len == 1:
             phases["prefill"] = dict(phases["decode"], compile_seconds=0.0)
             programs["prefill"] = programs["decode"]
@@ -155,9 +161,12 @@ def _readme(report: dict[str, Any]) -> str:
         "--top-p 0.95 --seed 0]",
     ]
     if report["target"] != "host":
-        lines += ["", "Here, the arm64 libraries run under qemu-aarch64 (one emulator launch a "
-                  "step). On a board, each phase runs as any arm64 artifact: "
-                  "prefill/run_model.py and decode/run_model.py (numpy + TVM runtime)."]
+        lines += ["", "On the board (numpy + TVM runtime; tokenizers for --prompt text):",
+                  "    python3 generate.py . --prompt \"Hello\" -n 64 [--temperature 0.8 "
+                  "--top-k 40 --top-p 0.95 --seed 0]",
+                  "Here, edgecc generate runs generate.py under qemu-aarch64 (one emulator "
+                  "launch; the tokens/s are the emulator's, not the chip's). Each phase "
+                  "also runs as any arm64 artifact: prefill/run_model.py, decode/run_model.py."]
     return "\n".join(lines) + "\n"
 
 

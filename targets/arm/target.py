@@ -19,7 +19,7 @@ from edgecc.target import Availability, Lowered
 from edgecc.targets.arm import emulation
 from edgecc.targets.arm.lower import lower_program, tracker_address
 from edgecc.targets.arm.presets import describe, resolve
-from edgecc.targets.arm.runner import load_runner
+from edgecc.targets.arm.runner import emulated_generate, install_generator, load_runner
 from edgecc.targets.tvm.target_base import TvmTarget, check_common_options
 
 
@@ -93,3 +93,16 @@ class ArmTarget(TvmTarget):
 
     def load(self, output_dir: str, manifest: dict[str, Any]) -> Any:
         return load_runner(output_dir, manifest)
+
+    # -- decoder bundles (edgecc.llm.build_decoder for arm64) ---------------------------
+
+    def install_generator(self, bundle: str) -> str:
+        """Put the board-side generator ``generate.py`` (numpy + TVM runtime) in ``bundle``."""
+        return install_generator(bundle)
+
+    def generate(self, bundle: str, prompt_ids: list[int], max_new_tokens: int,
+                 **options: Any) -> Any:
+        """The bundle's ``generate.py`` under qemu-aarch64 here (one launch), its tokens
+        yielded as they come (``runner.emulated_generate``; options: temperature, top_k,
+        top_p, seed, stop_at_eos, num_threads, stats)."""
+        return emulated_generate(bundle, prompt_ids, max_new_tokens, **options)
