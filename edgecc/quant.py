@@ -220,8 +220,46 @@ def _quantize_values(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Ten
     return torch.clamp(torch.round(xf / s) + z, qmin, qmax)
 
 
+_DEQUANTIZE_BLOCK_BYTES = 1 << 24  # float32 bytes of rows dequantized at a time (16 MiB)
+
+
 def _dequantize_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                        axis: int, block_size: int, fmt: QFormat) -> torch.Tensor:
+    """``(q - zero_point) * scale`` (``q * scale`` for float formats) in float32, written
+    into one preallocated tensor a block of rows (dimension 0, ~16 MiB of float32) at a
+    time: the temporaries (the codes as float, the full-size broadcast scale and zero point
+    of per-group params, the difference) are a block's, not the tensor's — an LLM's output
+    layer dequantized whole needed several times its float32 size. Element-wise, so the
+    values are those of the whole-tensor expression, bit for bit."""
+    rank = q.dim()
+    n = q.shape[0] if rank else 0
+    rows = max(1, _DEQUANTIZE_BLOCK_BYTES // (4 * max(1, q.numel() // max(1, n))))
+    first = rank > 0 and axis % rank == 0
+    if block_size > 0 and first:  # whole groups per block: the scale rows slice evenly
+        rows = max(block_size, rows - rows % block_size)
+    if rank == 0 or n <= rows:
+        return _dequantize_block(q, scale, zero_point, axis, block_size, fmt)
+    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    for i in range(0, n, rows):
+        j = min(n, i + rows)
+        out[i:j] = _dequantize_block(
+            q[i:j], _param_rows(scale, i, j, n, first, block_size),
+            _param_rows(zero_point, i, j, n, first, block_size), axis, block_size, fmt)
+    return out
+
+
+def _param_rows(p: torch.Tensor, i: int, j: int, n: int, first: bool,
+                block_size: int) -> torch.Tensor:
+    """The part of a scale / zero point that rows ``[i, j)`` of the values read."""
+    if p.dim() == 0 or p.shape[0] == 1:
+        return p  # one value, or broadcast along dimension 0
+    if block_size > 0:
+        return p[i // block_size:-(-j // block_size)] if first else p[i:j]
+    return p[i:j] if first and p.shape[0] == n else p
+
+
+def _dequantize_block(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                      axis: int, block_size: int, fmt: QFormat) -> torch.Tensor:
     s = broadcast_param(scale.to(torch.float32), q.shape, axis, block_size)
     if fmt.is_float:
         return q.to(torch.float32) * s
