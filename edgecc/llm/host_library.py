@@ -49,24 +49,98 @@ def lower_phases(programs: dict[str, Program], output_dir: str, target_spec: str
     t0 = time.perf_counter()
     functions = {}
     integer: dict[str, Any] = {}
+    external: dict[tuple, Any] = {}  # C kernels the phases call (x86_int8, x86_wonly)
     for phase, program in programs.items():
         legal = program.copy(share_weights=True)
         PassManager(target.legalization(options))(legal, context=PassContext(target=target))
         target.check_lowerable(legal)
         module = lowering.to_relax(legal, integer_kernels=options.integer_kernels,
                                    report=integer, show_tvm_log=options.tvm_log)
+        for mod in (module.attrs or {}).get("external_mods") or []:
+            external.setdefault(_external_key(mod), mod)  # once: both phases call them
         functions[phase] = module["main"].with_attr("global_symbol", phase)
     import tvm
 
     module = tvm.IRModule(functions)
+    if external:
+        module = module.with_attr("external_mods", list(external.values()))
     mcpu = options.mcpu or resolve(options.preset).mcpu
     llvm = lowering.llvm_target(mcpu or None, options.num_threads or None)
-    lowering.build(module, llvm, os.path.join(output_dir, LIBRARY), options.schedule,
-                   show_tvm_log=options.tvm_log)
+    facts: dict[str, Any] = {}
+    _build(module, llvm, os.path.join(output_dir, LIBRARY), options.schedule,
+           options.tvm_log, facts)
     return {"library": LIBRARY, "functions": sorted(functions),
             "cpu": str(llvm.attrs["mcpu"]), "num_threads": options.num_threads,
-            "compile_seconds": round(time.perf_counter() - t0, 2),
+            "compile_seconds": round(time.perf_counter() - t0, 2), **facts,
             **({"integer_kernels": integer} if integer else {})}
+
+
+def _external_key(mod: Any) -> tuple:
+    """What identifies an external kernel module: its kind and the kernel symbols it
+    implements (``x86_int8`` / ``x86_wonly`` / ``x86_fp32`` make a new object a call)."""
+    import importlib
+
+    symbols = []
+    for name in ("x86_int8", "x86_wonly", "x86_fp32"):
+        try:
+            symbols += list(getattr(importlib.import_module(f"edgecc.targets.tvm.{name}"),
+                                    "SYMBOLS", ()))
+        except ImportError:
+            continue
+    return (mod.kind, tuple(s for s in symbols if mod.implements_function(s)))
+
+
+def _build(module: Any, llvm: Any, library_path: str, schedule: str, show_tvm_log: bool,
+           facts: dict[str, Any]) -> None:
+    """``lowering.build`` for the LLM: with edgecc's schedule, the linears that share an
+    input fused (``llm_fusion``: q/k/v, gate/up), the x86 float32 kernels for the
+    many-row products (``x86_fp32``, as ``lowering.build``), and small kernels run
+    serially (``llm_schedule``); ``facts`` receives the counts. TVM's default schedule
+    as ``lowering.build`` does it."""
+    import tvm
+
+    from edgecc.errors import LoweringError, one_line
+    from edgecc.targets.tvm import lowering
+    from edgecc.targets.tvm.llm_fusion import fuse_shared_input_linears
+    from edgecc.targets.tvm.llm_schedule import llm_pipeline
+
+    if schedule != "edgecc":
+        lowering.build(module, llvm, library_path, schedule, show_tvm_log=show_tvm_log)
+        return
+    module = fuse_shared_input_linears(module, facts)
+    try:
+        from edgecc.targets.tvm import x86_fp32
+    except ImportError:  # an older tree: TVM's kernels for every product
+        x86_fp32 = None
+    if x86_fp32 is not None:
+        module, _ = x86_fp32.apply(module, llvm)
+    kernels: dict[str, int] = {}
+    relax_pipeline = llm_pipeline(llvm, report=kernels)
+    external = (module.attrs or {}).get("external_mods")
+    if external:  # C kernels: kept through passes that rebuild the module
+        relax_pipeline = lowering._keeping_external(relax_pipeline, external)
+    with lowering.captured_native_stderr(show=show_tvm_log) as log:
+        try:
+            executable = tvm.compile(module, target=llvm, relax_pipeline=relax_pipeline)
+            executable.export_library(library_path)
+            facts["kernels"] = kernels
+            return
+        except Exception as exc:
+            error = exc
+    tail = " | ".join(line for line in log[-3:] if line.strip())
+    raise LoweringError(f"TVM build failed: {one_line(error)}"
+                        + (f" (TVM log: {tail})" if tail else "")) from error
+
+
+def _tvm_tensor(t: torch.Tensor, device: Any) -> Any:
+    """``t`` for the VM: a zero-copy view when it is contiguous and 64-byte aligned (as
+    TVM's kernels assume; torch allocates so), else a copy. Copying SmolLM2-135M's KV
+    cache (2 x 3.9 MB) into TVM tensors took ~1 ms of every decode step."""
+    import tvm
+
+    if t.is_contiguous() and t.data_ptr() % 64 == 0:
+        return tvm.runtime.from_dlpack(t)
+    return tvm.runtime.tensor(np.ascontiguousarray(t.numpy()), device)
 
 
 class LibraryStep:
@@ -77,15 +151,12 @@ class LibraryStep:
         self.runner, self.function = runner, function
 
     def raw(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        import tvm
-
         from edgecc.targets.tvm.runner import _flatten, use_threads
 
         runner = self.runner
         if runner.num_threads and runner._threads != runner.num_threads:
             runner._threads = use_threads(runner.num_threads)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(t.numpy()), runner.device)
-                for t in inputs]
+        args = [_tvm_tensor(t, runner.device) for t in inputs]
         return tuple(torch.from_numpy(o) for o in _flatten(runner.vm[self.function](*args)))
 
     def __call__(self, ids: np.ndarray, pos: int, k: torch.Tensor, v: torch.Tensor
