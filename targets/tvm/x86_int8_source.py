@@ -39,9 +39,10 @@ the AVX2 kernel's, bit for bit (int32 arithmetic, wrapping alike). Weights are p
 both layouts in one constant (the kernel picks its part); ``EDGECC_X86_INT8_ISA=avx2|avxvnni``
 narrows the choice (tests and bench/x86_int8_isa.py compare the paths on one build).
 
-Depthwise: the padded plane split into its stride phases (every tap a unit-stride run over
-the output row, vectorized), the whole plane accumulated in int32, then written 8 outputs at
-a time with the vector requantization.
+Depthwise: the padded plane split into its stride phases, so each tap is one unit-stride
+vectorized run over the whole output plane (on a grid as wide as the phase; the extra
+columns are dropped), accumulated in int32, then written 8 outputs at a time with the
+vector requantization.
 """
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
@@ -683,14 +684,17 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int8_t* x = data<int8_t>(args, 0);
   const int32_t* wt = data<int32_t>(args, 1);
   const Epilogue e = epilogue(args, meta, 1);
-  // the padded plane split into sw column phases (phase q holds columns q, q + sw, ...), so
-  // every tap reads a unit-stride run: tap (ky, kx) of output (oy, ox) is
-  // phase[(kx·dw) % sw][oy·sh + ky·dh][ox + (kx·dw) / sw]
-  const int64_t wq = (wp + sw - 1) / sw + 32;
+  // the padded plane split into its sh x sw stride phases (phase (py, px) holds rows py,
+  // py + sh, ... and columns px, px + sw, ..., hq x wq), so every tap is one unit-stride
+  // run over the whole output plane on a wq-wide grid: tap (ky, kx) of output (oy, ox) is
+  // phase[(ky·dh) % sh, (kx·dw) % sw][oy + (ky·dh) / sh][ox + (kx·dw) / sw]; the columns
+  // ox >= ow of that grid are computed and dropped (they never touch a valid output)
+  const int64_t wq = (wp + sw - 1) / sw, hq = (hp + sh - 1) / sh, span = oh * wq;
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-    int8_t* phases = static_cast<int8_t*>(scratch(1, sw * hp * wq + 64));
-    int32_t* acc = static_cast<int32_t*>(scratch(2, pix * 4 + 64));
+    int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 64));
+    int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 16) * 4));
     int8_t* line = static_cast<int8_t*>(scratch(3, wp + 64));
+    memset(phases, zx, sh * sw * hq * wq + wq + 64);  // rows / columns past the plane
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ch = t % c;
       const int8_t* plane = x + t * h * w;
@@ -703,29 +707,30 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
           memcpy(line + pw, plane + iy * w, w);
           memset(line + pw + w, zx, wp - pw - w);
         }
+        const int64_t py = y % sh, i = y / sh;
         if (sw == 1) {
-          memcpy(phases + y * wq, line, wp);
+          memcpy(phases + (py * hq + i) * wq, line, wp);
         } else {
-          for (int64_t q = 0; q < sw; ++q) {
-            int8_t* dst = phases + (q * hp + y) * wq;
-            for (int64_t j = 0; q + j * sw < wp; ++j) dst[j] = line[q + j * sw];
+          for (int64_t px = 0; px < sw; ++px) {
+            int8_t* dst = phases + ((py * sw + px) * hq + i) * wq;
+            for (int64_t j = 0; px + j * sw < wp; ++j) dst[j] = line[px + j * sw];
           }
         }
       }
       const int32_t* wc = wt + ch * kh * kw;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        int32_t* row = acc + oy * ow;
-        for (int64_t ox = 0; ox < ow; ++ox) row[ox] = 0;
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          const int64_t y = oy * sh + ky * dh;
-          for (int64_t kx = 0; kx < kw; ++kx) {
-            const int32_t wv = wc[ky * kw + kx];
-            const int64_t col = kx * dw;
-            const int8_t* src = phases + ((col % sw) * hp + y) * wq + col / sw;
-            for (int64_t ox = 0; ox < ow; ++ox) row[ox] += wv * (int32_t)src[ox];
-          }
+      for (int64_t i = 0; i < span; ++i) acc[i] = 0;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const int64_t ry = ky * dh;
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const int64_t cx = kx * dw;
+          const int32_t wv = wc[ky * kw + kx];
+          const int8_t* src =
+              phases + (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
+          for (int64_t i = 0; i < span; ++i) acc[i] += wv * (int32_t)src[i];
         }
       }
+      if (wq != ow)  // drop the grid's extra columns: [oh][wq] -> [oh][ow]
+        for (int64_t oy = 1; oy < oh; ++oy) memmove(acc + oy * ow, acc + oy * wq, ow * 4);
       write_channel(e, ch, acc, pix, t * pix);
     }
   }, nb * c * pix * kh * kw * 4);
