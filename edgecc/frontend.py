@@ -226,6 +226,7 @@ def load(
     example_inputs: Sequence[torch.Tensor] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     import_check: Any = True,
+    keep_q4_1: bool = False,
 ) -> Program:
     """Load a model file into a ``Program``.
 
@@ -234,7 +235,8 @@ def load(
     onnxruntime (``edgecc.onnx_import.self_check``); ``import_check=False`` skips that, an
     ``ImportCheckOptions`` tunes it.
 
-    ``.gguf``: a llama.cpp Llama-family decoder (``edgecc.gguf_import``).
+    ``.gguf``: a llama.cpp Llama-family decoder (``edgecc.gguf_import``); ``keep_q4_1``
+    carries Q4_1 tensors as ``edgecc.dequantize_offset`` instead of float32.
 
     ``.pt2``: a ``torch.export`` archive. ``.pt``/``.pth``: a pickled ``nn.Module``, only
     with ``trust_pickle=True`` and ``example_inputs`` (pickles can run code).
@@ -269,7 +271,7 @@ def load(
 
         load_gguf = _importer_errors_as_load_errors(import_gguf, path, "GGUF")
 
-        return load_gguf(path)
+        return load_gguf(path, keep_q4_1=keep_q4_1)
     raise ModelLoadError(
         f"'{path}': unknown model file extension '{suffix or '(none)'}'; "
         f"edgecc reads {', '.join(SUPPORTED_SUFFIXES)}"

@@ -17,13 +17,18 @@ What each tensor type becomes (decided per the exactness of edgecc's representat
     Q4_0             int4 codes (nib - 8), fp16 scale per 32, zero 0    -- exact, carried
     Q6_K             int8 codes q - 32 (-32..31), float32 scale d * sc per 16 (an fp16
                      times an int8: exact)                              -- exact, carried
-    Q4_1             float32: x = d * nib + m with a float min m. edgecc's
-                     ``dequantize_offset`` (a float offset per group) could hold it exactly,
-                     but the file's values are deliberately kept as floats: an imported
-                     Q4_1 model is re-quantized (quantize pass, ``quantize_gguf_mix``), which
-                     skip weights that are already quantized, and the TVM targets have no
-                     ``dequantize_offset`` kernel (``-t gguf`` writes a float offset in fp16
-                     as Q4_1 bit-exactly)
+    Q4_1             float32 by default: x = d * nib + m with a float min m. With
+                     ``keep_q4_1=True``: carried, exactly, as
+                     ``edgecc.dequantize_offset(nib:uint4, d, 0, m, 1, 32)`` (each tensor
+                     checked value for value against the float decode; one that differs
+                     stays float) -- the host target on x86 runs it with the weight-only
+                     kernel (``targets/tvm/x86_wonly``: the 4-bit codes and fp16 d / m are
+                     what it reads), the other TVM targets in float, ``-t gguf`` writes it
+                     back as Q4_1 bit-exactly. Why not by default: an imported Q4_1 model
+                     is the float source that edgecc's own quantizations start from (the
+                     quantize pass and ``quantize_gguf_mix`` skip weights that are already
+                     quantized, so ``quantize{scheme=w8a16}`` would keep them 4-bit:
+                     bench/llm.py's w8 / w4, llm_quality's tables)
     other types      float32 through ``gguf.quants.dequantize`` (Q4_K, Q5_K, Q5_1, IQ*);
                      ``strict=True`` refuses them
 
@@ -53,6 +58,7 @@ from edgecc.program import Program
 log = logging.getLogger(__name__)
 
 CARRIED = ("Q8_0", "Q6_K", "Q5_0", "Q4_0")  # GGUF types kept as edgecc quantization
+Q4_1 = "Q4_1"  # carried as dequantize_offset with keep_q4_1=True
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
@@ -69,6 +75,7 @@ class GgufWeight:
     codes: np.ndarray | None = None  # CARRIED types: centred int codes [rows, cols]
     scales: np.ndarray | None = None  # [rows, cols / block]; x = scales * codes
     block: int = 32  # weights per scale along a row (Q6_K: 16)
+    offsets: np.ndarray | None = None  # Q4_1 (keep_q4_1): x = scales * codes + offsets
 
 
 @dataclasses.dataclass
@@ -96,10 +103,12 @@ class GgufModel:
         return bool(self.model.config.tie_word_embeddings)
 
 
-def read_gguf(path: str | os.PathLike[str], *, strict: bool = False) -> GgufModel:
+def read_gguf(path: str | os.PathLike[str], *, strict: bool = False, keep_q4_1: bool = False
+              ) -> GgufModel:
     """Read a Llama-family GGUF file into a ``transformers`` model (not traced). Raises
     ``GgufImportError`` (one line) for a missing, truncated or corrupt file, an unsupported
-    architecture or RoPE scaling, and with ``strict`` a tensor type edgecc would dequantize."""
+    architecture or RoPE scaling, and with ``strict`` a tensor type edgecc would dequantize.
+    ``keep_q4_1``: Q4_1 tensors keep their codes (module docstring)."""
     path = os.fspath(path)
     reader = _open(path)
     arch = _string(reader, "general.architecture", path)
@@ -112,7 +121,7 @@ def read_gguf(path: str | os.PathLike[str], *, strict: bool = False) -> GgufMode
         raise GgufImportError(f"'{path}': RoPE scaling '{scaling.contents()}' is not supported "
                               "(plain RoPE only)")
     try:
-        weights = _weights(reader, arch, hp, strict, path)
+        weights = _weights(reader, arch, hp, strict, path, keep_q4_1)
     except GgufImportError:
         raise
     except Exception as exc:  # numpy on a truncated / corrupt tensor region
@@ -120,7 +129,7 @@ def read_gguf(path: str | os.PathLike[str], *, strict: bool = False) -> GgufMode
                               f"{one_line(exc)}") from exc
     model = _build_model(weights, hp, path)
     dequantized = {n: w.kind for n, w in weights.items()
-                   if w.kind not in CARRIED and w.kind not in FLOAT_TYPES}
+                   if w.codes is None and w.kind not in FLOAT_TYPES}
     meta = {"source": path, "architecture": arch,
             "name": str(_field(reader, "general.name", path, os.path.basename(path))),
             "hparams": dataclasses.asdict(hp), "tokenizer": _tokenizer_fields(reader),
@@ -128,13 +137,13 @@ def read_gguf(path: str | os.PathLike[str], *, strict: bool = False) -> GgufMode
     return GgufModel(model, weights, meta, hp)
 
 
-def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = False
-              ) -> Program:
+def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = False,
+              keep_q4_1: bool = False) -> Program:
     """Import a Llama-family GGUF file as a ``Program`` taking ``input_ids [1, seq]`` (``seq``
     dynamic up to the context length; ``seq_len`` is the example's) and returning logits and
     the KV cache (see the module docstring for the weights)."""
     path = os.fspath(path)
-    g = read_gguf(path, strict=strict)
+    g = read_gguf(path, strict=strict, keep_q4_1=keep_q4_1)
     import edgecc
 
     hp = g.hparams
@@ -146,8 +155,9 @@ def load_gguf(path: str | os.PathLike[str], *, seq_len: int = 8, strict: bool = 
     if g.meta["dequantized"]:
         kinds = sorted(set(g.meta["dequantized"].values()))
         log.warning("'%s': %d tensors of type %s imported as float32 (edgecc's quantization "
-                    "holds only %s exactly)", path, len(g.meta["dequantized"]),
-                    ", ".join(kinds), " / ".join(CARRIED))
+                    "holds only %s exactly%s)", path, len(g.meta["dequantized"]),
+                    ", ".join(kinds), " / ".join(CARRIED),
+                    "; Q4_1 with keep_q4_1=True" if Q4_1 in kinds else "")
     program.graph_module.meta[PROGRAM_META] = g.meta
     return program
 
@@ -199,8 +209,8 @@ def _hparams(reader: Any, arch: str, path: str) -> HParams:
         context_length=int(f("context_length", 2048)))
 
 
-def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
-             ) -> dict[str, GgufWeight]:
+def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str,
+             keep_q4_1: bool = False) -> dict[str, GgufWeight]:
     from gguf.quants import dequantize
 
     permuted = ARCHITECTURES[arch]
@@ -212,7 +222,7 @@ def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
             raise GgufImportError(f"'{path}': tensor '{t.name}' is not part of a Llama-family "
                                   "decoder edgecc knows")
         kind = t.tensor_type.name
-        if strict and kind not in CARRIED + FLOAT_TYPES:
+        if strict and kind not in CARRIED + FLOAT_TYPES + ((Q4_1,) if keep_q4_1 else ()):
             raise GgufImportError(f"'{path}': tensor '{t.name}' is {kind}, which edgecc would "
                                   "dequantize to float (strict)")
         shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists ne0 (columns) first
@@ -235,6 +245,14 @@ def _weights(reader: Any, arch: str, hp: HParams, strict: bool, path: str
         elif kind == "Q4_0":
             nib, w.scales = blocks.unpack_q4_0(raw.reshape(shape[0], -1))
             w.codes = nib.astype(np.int8) - 8
+        elif kind == Q4_1 and keep_q4_1 and len(shape) == 2:
+            nib, d, m = blocks.unpack_q4_1(raw.reshape(shape[0], -1))
+            d, m = d.astype(np.float32), m.astype(np.float32)
+            # exactly edgecc.dequantize_offset's float32 (q - 0) * d + m, or it stays float
+            again = (nib.astype(np.float32).reshape(shape[0], -1, 32) * d[..., None]
+                     + m[..., None]).reshape(shape)
+            if np.array_equal(again, value):
+                w.codes, w.scales, w.offsets = nib, d, m
         out[f"{module}.{suffix}"] = w
     return out
 
@@ -307,7 +325,7 @@ def carry_quantization(program: Program, weights: Mapping[str, GgufWeight], *,
         after:  %q, %s, %z = get_attr[..._qweight, ..._w_scale, ..._w_zero_point]
                 %w = edgecc.dequantize(%q, %s, %z, 1, 32 | 16, "int4" | "int8", float32)
     """
-    from edgecc.quant import DEQUANTIZE, pack_int4
+    from edgecc.quant import DEQUANTIZE, DEQUANTIZE_OFFSET, pack_int4
 
     graph = program.graph
     changed = 0
@@ -317,19 +335,27 @@ def carry_quantization(program: Program, weights: Mapping[str, GgufWeight], *,
         w = weights.get(key)
         if w is None or w.codes is None or not node.users:
             continue
-        int4 = w.kind == "Q4_0"
+        int4 = w.kind in ("Q4_0", Q4_1)
         codes = torch.from_numpy(np.ascontiguousarray(w.codes))
-        stored = pack_int4(codes) if int4 else codes.to(torch.int8)
+        stored = pack_int4(codes.to(torch.int16)) if int4 else codes.to(torch.int8)
         scale = torch.from_numpy(np.ascontiguousarray(w.scales))
-        zero = torch.zeros(scale.shape, dtype=torch.int8)
+        zero = torch.zeros(scale.shape, dtype=torch.uint8 if w.offsets is not None
+                           else torch.int8)
         prefix = key.removesuffix(".weight")
         first = min(node.users, key=lambda u: list(graph.nodes).index(u))
         q = program.add_constant(f"{prefix}_qweight", stored, before=first)
         s = program.add_constant(f"{prefix}_w_scale", scale, before=first)
         z = program.add_constant(f"{prefix}_w_zero_point", zero, before=first)
         with graph.inserting_before(first):
-            dq = graph.call_function(DEQUANTIZE, (q, s, z, 1, w.block,
-                                                  "int4" if int4 else "int8", torch.float32))
+            if w.offsets is not None:  # Q4_1: (nib - 0) * d + m
+                o = program.add_constant(f"{prefix}_w_offset", torch.from_numpy(
+                    np.ascontiguousarray(w.offsets)), before=first)
+                dq = graph.call_function(DEQUANTIZE_OFFSET, (q, s, z, o, 1, w.block, "uint4",
+                                                             torch.float32))
+            else:
+                dq = graph.call_function(DEQUANTIZE, (q, s, z, 1, w.block,
+                                                      "int4" if int4 else "int8",
+                                                      torch.float32))
         node.replace_all_uses_with(dq)
         graph.erase_node(node)
         *owner, leaf = name.split(".")
