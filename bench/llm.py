@@ -17,12 +17,15 @@ it is not each system's peak in isolation). Timings on a shared, loaded machine 
 final.
 
 edgecc's host bundle is one library holding the prefill and decode functions with the
-weights once (``edgecc.llm.host_library``); its decode step runs the GEMV schedule
-(``targets/tvm/gemv_schedule.py``) and reads the KV cache without copying it. The w8
-variant's weights are folded to float32 when TVM compiles them (the host target computes
-quantized weights in float: a 4-layer h576 Llama's w8 library was the fp32 one's size,
-91 MB, and as fast), so w8 (and presumably w4, not measured) runs as fp32 does: real
-int8 / int4 decode kernels are not there yet.
+weights once (``edgecc.llm.host_library``), built from the float32 model (the file's
+tensors dequantized; w8 / w4 quantize that). Its decode step runs q/k/v and gate/up as one
+matmul each (``targets/tvm/llm_fusion.py``), the GEMV schedule for the one-row products
+(``targets/tvm/gemv_schedule.py``), every kernel under 64 K iterations on the calling
+thread (``targets/tvm/llm_schedule.py``: ~4 thread-pool launches a layer instead of ~20),
+and reads the KV cache without copying it; each edgecc row records the decode step's
+kernel calls and parallel launches (``kernels``). A decode step of the fp32 model reads
+its 538 MB of weights once: at 2 threads it is memory-bound (measured on this machine
+under load: ~3-4.5 GB/s for edgecc's GEMV kernels and for PyTorch's, numpy sums alike).
 """
 
 from __future__ import annotations
@@ -109,15 +112,24 @@ class EdgeccHost:
                  build_dir: str, bundle: str | None = None):
         import edgecc.llm as llm
 
+        from edgecc.gguf_import import read_gguf
+
         out = bundle or os.path.join(build_dir, f"edgecc_{variant}")
         if not os.path.exists(os.path.join(out, "decoder.json")):
-            dec = llm.export_decoder(path, max_seq_len=n_ctx)
+            # the float32 model (the file's tensors dequantized, as llama.cpp's F32 file);
+            # export_decoder(path) would carry the file's Q4_1 / Q8_0 codes instead
+            dec = llm.export_decoder(read_gguf(path).model, max_seq_len=n_ctx)
             if EDGECC_PIPELINES[variant]:
                 dec = dec.apply(EDGECC_PIPELINES[variant])
             llm.build_decoder(dec, "host", out, prefill_len=prompt, force=True)
         self.gen = llm.Generator(out)  # threads: TVM_NUM_THREADS, set in main()
         self.bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out)
                          for f in fs if f.endswith(".so"))
+        with open(os.path.join(out, "decoder.json")) as f:
+            library = json.load(f).get("library") or {}
+        # the decode step's kernel calls and thread-pool launches (llm_schedule)
+        self.kernels = {"decode": (library.get("kernels") or {}).get("decode"),
+                        "fused_linears": library.get("fused_linears")}
 
     def run(self, ids: list[int], n: int) -> tuple[float, float]:
         for _ in self.gen.generate(ids, n, stop_at_eos=False):
@@ -201,6 +213,8 @@ def main() -> None:
             "decode_tok_s": float(np.median([d for _, d in runs])) if runs else None,
             "runs": runs, "rss_added_mb": memory.get(name),
             "bytes": getattr(systems.get(name), "bytes", None) or None,
+            **({"kernels": systems[name].kernels} if hasattr(systems.get(name), "kernels")
+               else {}),
             "note": notes.get(name, "")})
     print(f"\n{'system':<22} {'prefill tok/s':>13} {'decode tok/s':>13} {'RSS+ MB':>8} "
           f"{'file MB':>8}")
