@@ -280,7 +280,7 @@ static int run_share(int task, EdgeccParallelEnv* env, void* data) {
 }
 
 // fn(begin, end) over [0, items) on TVM's thread pool (serially without one, or when the
-// whole job is under SERIAL_WORK multiply-adds: waking the pool costs more)
+// whole job is under SERIAL_WORK AVX2 multiply-adds: waking the pool costs more)
 const int64_t SERIAL_WORK = 1 << 17;
 
 template <typename F>
@@ -434,6 +434,10 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end) {
   }
 }
 
+// the parallel_for work unit is an AVX2 multiply-add: a vpdpbusd does 4x (zmm) or 2x (ymm)
+// as many a cycle, so a VNNI job is that much smaller before the pool is worth waking
+inline int64_t dot_speed(int isa) { return isa == ISA_AVX512VNNI ? 4 : 2; }
+
 // off - comp per channel (the +128 shift's compensation), in a scratch buffer
 const int32_t* shifted_off(const int32_t* off, const int32_t* comp, int64_t n) {
   int32_t* out = static_cast<int32_t*>(scratch(4, n * 4 + 64));
@@ -499,7 +503,7 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
     g.e.ld = n;
     g.e.off = shifted_off(g.e.off, reinterpret_cast<const int32_t*>(packed + meta[9]), n);
     parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels_dot<true>(g, b, e); },
-                 m * n * ld / 2);
+                 m * n * ld / dot_speed(isa));
     return 0;
   }
   int16_t* rows = static_cast<int16_t*>(scratch(0, mp * kp * 2));
@@ -593,7 +597,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           build(p);
           gemm_panels_dot<false>(g, p, p + 1);
         }
-      }, oc * kq * 2 * pix);
+      }, oc * kq * 4 * pix / dot_speed(isa));
     }
     return 0;
   }
@@ -733,7 +737,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int64_t oy = 1; oy < oh; ++oy) memmove(acc + oy * ow, acc + oy * wq, ow * 4);
       write_channel(e, ch, acc, pix, t * pix);
     }
-  }, nb * c * pix * kh * kw * 4);
+  }, nb * c * pix * kh * kw);
   return 0;
 }
 
