@@ -217,25 +217,31 @@ def plan(values: list[np.ndarray | None], axis: int, block: int, dtype: str
 
 
 def emit_linear(bb: Any, x: Any, weight: PackedWeight, bias: np.ndarray | None) -> Any | None:
-    """``x[..., K] · dequant(W)ᵀ (+ bias)`` as one kernel call; None when ``x`` is not a
-    float32 tensor of static shape."""
-    from tvm import relax
+    """``x[..., K] · dequant(W)ᵀ (+ bias)`` as one kernel call (the leading dimensions may
+    be symbolic: the kernel reads the rows from ``x``); None when ``x`` is not a float32
+    tensor ending in ``K``."""
+    from tvm import relax, tirx
 
-    from edgecc.targets.tvm.x86_int8 import static_shape
-
-    shape = static_shape(x)
-    if shape is None or str(x.ty.dtype) != "float32" or not shape or shape[-1] != weight.k:
+    shape = getattr(x.ty, "shape", None)
+    if shape is None or str(x.ty.dtype) != "float32" or not len(shape):
         return None
-    m = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-    flat = bb.emit(relax.op.reshape(x, [m, weight.k])) if len(shape) != 2 else x
+    dims = list(shape)
+    if getattr(dims[-1], "value", None) != weight.k:
+        return None
+    m: Any = tirx.IntImm("int64", 1)
+    for d in dims[:-1]:
+        m = m * d
+    static = isinstance(getattr(m, "value", None), int)
+    flat = x if len(dims) == 2 else bb.emit(relax.op.reshape(x, [m, weight.k]))
     p = weight.codes.shape[0]
     b = np.zeros(p * PANEL if bias is not None else 1, np.float32)
     if bias is not None:
         b[: weight.n] = np.asarray(bias, np.float32).reshape(-1)
     offset = weight.offset if weight.offset is not None else np.zeros(1, np.float32)
     consts = [weight.codes, weight.scale, weight.zero, offset, b,
-              weight.meta(m, bias is not None)]
+              weight.meta(int(m.value) if static else -1, bias is not None)]
+    rows = dims[0] if len(dims) == 2 else m
     out = bb.emit(relax.call_dps_packed(
         relax.ExternFunc(LINEAR), [flat, *(relax.const(c, str(c.dtype)) for c in consts)],
-        relax.TensorType([m, weight.n], "float32")))
-    return out if len(shape) == 2 else bb.emit(relax.op.reshape(out, [*shape[:-1], weight.n]))
+        relax.TensorType([rows, weight.n], "float32")))
+    return out if len(dims) == 2 else bb.emit(relax.op.reshape(out, [*dims[:-1], weight.n]))

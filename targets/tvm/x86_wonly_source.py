@@ -401,7 +401,7 @@ extern "C" {
 
 // out[M, N] = x[M, K] . dequant(W)[N, K]^T (+ bias)
 // args: x, codes, scale, zero, offset, bias, meta, out
-// meta = [M, K, N, G, bits, zero per group (int8), has offset, has bias, isa,
+// meta = [M (-1: symbolic), K, N, G, bits, zero per group (int8), has offset, has bias, isa,
 //         scale float16, offset float16]
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
@@ -417,7 +417,10 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.x = data<float>(args, 0); a.codes = data<uint8_t>(args, 1); a.s = data<void>(args, 2);
   a.z = data<void>(args, 3); a.o = data<void>(args, 4); a.bias = data<float>(args, 5);
   a.out = data<float>(args, 7);
-  a.M = meta[0]; a.K = meta[1]; a.N = meta[2]; a.G = meta[3]; a.bits = meta[4];
+  const DLTensor* xt = tensor_arg(args);  // M from x: the rows may be a symbolic length
+  a.M = 1;
+  for (int i = 0; i + 1 < xt->ndim; ++i) a.M *= xt->shape[i];
+  a.K = meta[1]; a.N = meta[2]; a.G = meta[3]; a.bits = meta[4];
   a.zpg = meta[5]; a.hasoff = meta[6]; a.hasbias = meta[7]; a.sf16 = meta[9];
   a.of16 = meta[10];
   a.NG = (a.K + a.G - 1) / a.G;

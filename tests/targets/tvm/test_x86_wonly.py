@@ -187,3 +187,40 @@ def test_host_build_calls_the_kernel_for_every_quantized_linear(tmp_path):
     with torch.no_grad():
         ref = module(x2)
     torch.testing.assert_close(res.run(x2), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_gguf_q4_1_import_keeps_its_quantization_for_the_kernel(tmp_path):
+    """``edgecc.load(..., keep_q4_1=True)``: a Q4_1 file (edgecc's asymmetric w4a16 g32
+    written by -t gguf) comes back as ``dequantize_offset`` on every projection, computing
+    the same values as the float import, and each of those linears takes the kernel."""
+    gguf = pytest.importorskip("gguf")
+    from edgecc.passes import Quantize
+    from edgecc.quant import is_dequantize_offset
+    from edgecc.targets.gguf import GgufOptions, GgufTarget
+    from edgecc.targets.tvm import x86_wonly
+    from tests.targets.gguf import tiny
+
+    program = Quantize()(tiny.trace(tiny.llama_gqa()).copy(),
+                         Quantize.Options(scheme="w4a16", group_size=32)).program
+    GgufTarget().lower(program, str(tmp_path), GgufOptions(check=False))
+    path = str(tmp_path / "model.gguf")
+    checked = False
+    kept = edgecc.load(path, keep_q4_1=True)
+    assert kept.op_counts().get("edgecc.dequantize_offset") == 16
+    assert kept.graph_module.meta["gguf"]["dequantized"] == {}
+    reader = gguf.GGUFReader(path)
+    t = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
+    for node in kept.nodes("call_function"):
+        if is_dequantize_offset(node):
+            values = [kept.tensor(a).numpy() for a in node.args[:4]]
+            packed, why = x86_wonly.plan(values, *node.args[4:7])
+            assert packed is not None, why
+            assert packed.scale.dtype == packed.offset.dtype == np.float16  # d, m: fp16
+            assert packed.nbytes * 6 < 4 * packed.n * packed.k
+            if "down_proj" in str(node.args[0].target) and "layers_1" in str(
+                    node.args[0].target).replace(".", "_"):
+                # the kernel's weights are the file's values, bit for bit
+                assert np.array_equal(packed.dequantized(),
+                                      gguf.quants.dequantize(t.data, t.tensor_type))
+                checked = True
+    assert checked
