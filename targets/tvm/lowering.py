@@ -163,11 +163,39 @@ def _timed(relax_pipeline: Any, name: str, spent: list[float]) -> Any:
     return run
 
 
+def _external_kernels(module: Any) -> list[Any]:
+    """The C kernel libraries ``module`` calls but does not carry: a module assembled from
+    the functions of ``to_relax`` results (``edgecc.llm.host_library``: one library, two
+    phases) loses their ``external_mods`` attribute, and an unresolved
+    ``call_dps_packed("edgecc_x86_...")`` only fails when the library is loaded."""
+    from tvm import relax
+
+    symbols: set[str] = set()
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.ExternFunc):
+            symbols.add(str(expr.global_symbol))
+
+    for func in module.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    external = []
+    from edgecc.targets.tvm import x86_int8, x86_wonly
+
+    if symbols & set(x86_int8.SYMBOLS):
+        external.append(x86_int8.external_module())
+    if symbols & set(x86_wonly.SYMBOLS):
+        external.append(x86_wonly.external_module())
+    return external
+
+
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
           fcompile: Any = None, database: Any = None, show_tvm_log: bool = False) -> None:
     """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
     compiler, when the library is for another machine; with a MetaSchedule ``database``,
-    the kernels it has tuning records for use them — see ``tuning``)."""
+    the kernels it has tuning records for use them — see ``tuning``). With the ``edgecc``
+    schedule on an x86 target with AVX2, float32 linears and convolutions first become calls
+    to the hand-written kernels of ``x86_fp32``."""
     import tvm
 
     from edgecc.targets.tvm.pipeline import pipeline
@@ -177,7 +205,7 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
         from edgecc.targets.tvm import x86_fp32
 
         module, _ = x86_fp32.apply(module, target)
-    external = (module.attrs or {}).get("external_mods")
+    external = (module.attrs or {}).get("external_mods") or _external_kernels(module)
     if external:  # C kernels (x86_int8): kept through passes that rebuild the module
         relax_pipeline = _keeping_external(relax_pipeline, external)
     spent = [0.0]

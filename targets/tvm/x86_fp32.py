@@ -20,6 +20,10 @@ asymmetric padding, grouped (not depthwise) or non-NCHW convolutions, other dtyp
 Only x86 targets with AVX2 are rewritten (``supported``); others are left untouched.
 Float32 ``power(x, 2 or 3)`` (GPT-2's tanh GELU) becomes ``x·x(·x)`` on the way: TVM calls
 libm's ``powf`` per element for it (13% of GPT-2's time); the product differs by ~1 ulp.
+
+The library picks the AVX-512 micro-kernel when the CPU and OS support it (cpuid, xgetbv)
+and AVX2 otherwise; ``EDGECC_X86_FP32_NO_AVX512=1`` in the environment of the process that
+loads the library forces the AVX2 one (a diagnostic: the tests run both paths here).
 """
 
 from __future__ import annotations
