@@ -201,11 +201,14 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
     from edgecc.targets.tvm.pipeline import pipeline
 
     relax_pipeline = pipeline(target, database) if schedule == "edgecc" else "default"
+    # the kernel libraries a module assembled from to_relax results lost (before x86_fp32
+    # attaches its own: both are kept)
+    lost = [] if (module.attrs or {}).get("external_mods") else _external_kernels(module)
     if schedule == "edgecc":  # x86: float32 layers on the hand-written kernels (x86_fp32)
         from edgecc.targets.tvm import x86_fp32
 
         module, _ = x86_fp32.apply(module, target)
-    external = (module.attrs or {}).get("external_mods") or _external_kernels(module)
+    external = [*lost, *((module.attrs or {}).get("external_mods") or [])]
     if external:  # C kernels (x86_int8): kept through passes that rebuild the module
         relax_pipeline = _keeping_external(relax_pipeline, external)
     spent = [0.0]
