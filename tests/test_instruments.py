@@ -27,3 +27,12 @@ def test_stages_parts_and_total_add_up():
     with stage_timer("after"):  # the clock is no longer current
         pass
     assert "other" not in clock.to_json().get("parts", {})
+
+
+def test_the_report_shows_compile_seconds():
+    from edgecc.report.html import _compile_seconds
+
+    line = _compile_seconds({"load": 1.0, "lowering": 2.5, "total": 4.0,
+                             "parts": {"lowering": {"tvm link": 0.5}}})
+    assert "Compile time 4.0 s: load 1.0 s, lowering 2.5 s (lowering: tvm link 0.5 s)" in line
+    assert _compile_seconds(None) == ""  # manifests from before compile_seconds

@@ -115,6 +115,7 @@ def _pipeline(m: dict[str, Any]) -> str:
     body = (f"<p class='mono'>{_e(m['pipeline'].get('text') or '(no passes)')}</p>"
             + _table(("pass", "options", "changed", "time", "error introduced"), rows,
                      raw=True))
+    body += _compile_seconds(m.get("compile_seconds"))
     lowering = m.get("lowering", {}).get("seconds")
     if passes:
         labels = [p["pass"] for p in passes] + (["(lowering)"] if lowering is not None else [])
@@ -124,6 +125,18 @@ def _pipeline(m: dict[str, Any]) -> str:
             labels, values, xlabel="seconds", highlight=lossy,
             note="orange: lossy passes (their error is in the table)"))
     return _section("pipeline", "Pipeline", body)
+
+
+def _compile_seconds(seconds: dict[str, Any] | None) -> str:
+    """One line: the manifest's compile time by stage, and the lowering's parts."""
+    if not seconds:
+        return ""
+    stages = ", ".join(f"{_e(k)} {v:.1f} s" for k, v in seconds.items()
+                       if k not in ("total", "parts"))
+    parts = seconds.get("parts", {}).get("lowering", {})
+    inner = ", ".join(f"{_e(k)} {v:.1f} s" for k, v in parts.items())
+    return (f"<p id='compile-seconds'>Compile time {seconds.get('total', 0):.1f} s: {stages}"
+            + (f" (lowering: {inner})" if inner else "") + ".</p>")
 
 
 def _sqnr_profile(sqnr: dict[str, float]) -> str:
