@@ -703,18 +703,17 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t ch = t % c;
       const int8_t* plane = x + t * h * w;
       for (int64_t y = 0; y < hp; ++y) {
-        const int64_t iy = y - ph;
+        const int64_t iy = y - ph, py = y % sh, i = y / sh;
+        // one column phase: the padded row straight into it, else via line
+        int8_t* row = sw == 1 ? phases + (py * hq + i) * wq : line;
         if (iy < 0 || iy >= h) {
-          memset(line, zx, wp);
+          memset(row, zx, wp);
         } else {
-          memset(line, zx, pw);
-          memcpy(line + pw, plane + iy * w, w);
-          memset(line + pw + w, zx, wp - pw - w);
+          memset(row, zx, pw);
+          memcpy(row + pw, plane + iy * w, w);
+          memset(row + pw + w, zx, wp - pw - w);
         }
-        const int64_t py = y % sh, i = y / sh;
-        if (sw == 1) {
-          memcpy(phases + (py * hq + i) * wq, line, wp);
-        } else {
+        if (sw != 1) {
           for (int64_t px = 0; px < sw; ++px) {
             int8_t* dst = phases + ((py * sw + px) * hq + i) * wq;
             for (int64_t j = 0; px + j * sw < wp; ++j) dst[j] = line[px + j * sw];

@@ -200,3 +200,19 @@ def test_every_integer_layer_runs_in_the_x86_kernels():
         assert text.count(f'"{symbol}"') == 1, symbol
     assert '"int32"' not in text.split("def main")[1]  # no accumulator left in the graph
     assert len(module.attrs["external_mods"]) == 1  # the kernels, linked into the library
+
+
+def test_gpt2_conv1d_takes_the_x86_linear_kernel():
+    """GPT-2's Conv1D (``addmm`` with a stored [in, out] weight) is quantized and lowered to
+    the x86 linear kernel (it ran in float before: 0 integer layers)."""
+    from edgecc.targets.tvm import lowering, x86_int8
+    from tests.passes.quantize.test_addmm import _Conv1DBlock
+
+    torch.manual_seed(0)
+    calib = [(torch.randn(2, 5, 16),) for _ in range(4)]
+    program = edgecc.PassManager("quantize{scheme=w8a8},fuse,dce")(
+        edgecc.trace(_Conv1DBlock().eval(), (torch.randn(2, 5, 16),)),
+        context=edgecc.PassContext(calibration=calib)).program
+    report: dict = {}
+    lowering.to_relax(program, integer_kernels=True, isa=x86_int8.ISA, report=report)
+    assert report["integer_layers"] == 2 and report["x86_kernels"] == 2, report
