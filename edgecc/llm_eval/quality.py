@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -103,12 +103,20 @@ def write_gguf(program: Program, folder: str, *, as_float: bool = False) -> tupl
 
 def run(gguf_path: str, workdir: str, setup: Setup, *, variants: list[str],
         llamacpp_ftypes: list[str], llamacpp: bool = True,
-        on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Every row: ``{"name", "by", "layout", "program_ppl", "llamacpp_ppl", "bytes", ...}``."""
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+        files: Collection[str] | None = None, base: Program | None = None,
+        data: tuple[list[list[int]], list[tuple[torch.Tensor]]] | None = None
+        ) -> list[dict[str, Any]]:
+    """Every row: ``{"name", "by", "layout", "program_ppl", "llamacpp_ppl", "bytes", ...}``.
+
+    ``files``: the variants written as GGUF files (default all; a variant without its file
+    has no ``bytes`` / ``tensor_types`` / ``llamacpp_ppl``); ``base``: ``edgecc.load`` of
+    the file, ``data``: ``token_data`` (when the caller has them already)."""
     import edgecc
 
-    test, calib = token_data(gguf_path, setup)
-    base = edgecc.load(gguf_path)
+    test, calib = data or token_data(gguf_path, setup)
+    if base is None:
+        base = edgecc.load(gguf_path)
     rows: list[dict[str, Any]] = []
 
     def add(row: dict[str, Any]) -> None:
@@ -119,12 +127,14 @@ def run(gguf_path: str, workdir: str, setup: Setup, *, variants: list[str],
     def llamacpp_rows(f32_path: str) -> None:
         for ftype in llamacpp_ftypes:
             path = os.path.join(workdir, f"llamacpp_{ftype}.gguf")
+            t0 = time.perf_counter()
             types = llamacpp_quant.quantize_gguf(f32_path, path, ftype)
             add({"name": f"llama.cpp {ftype}", "by": "llama.cpp (ggml_quantize_chunk)",
                  "layout": ftype, "tensor_types": types, "bytes": os.path.getsize(path),
                  "program_ppl": None,
                  "llamacpp_ppl": llamacpp_perplexity(path, test,
-                                                     threads=setup.threads).perplexity})
+                                                     threads=setup.threads).perplexity,
+                 "seconds": {"quantize_and_ppl": round(time.perf_counter() - t0, 1)}})
 
     f32_path = None
     if llamacpp_ftypes and "fp32" not in variants:
@@ -135,19 +145,27 @@ def run(gguf_path: str, workdir: str, setup: Setup, *, variants: list[str],
         t0 = time.perf_counter()
         program, stats = quantized(base, options, calib, setup)
         q_seconds = round(time.perf_counter() - t0, 1)
-        path, types = write_gguf(program, os.path.join(workdir, name), as_float=options is None)
+        path, types = None, None
+        write = (files is None or name in files) or (options is None and llamacpp_ftypes)
+        if write:
+            path, types = write_gguf(program, os.path.join(workdir, name),
+                                     as_float=options is None)
         if options is None:
             f32_path = path
+        t1 = time.perf_counter()
         row = {"name": name, "by": "edgecc", "layout": layout, "tensor_types": types,
-               "bytes": os.path.getsize(path), "quantize_seconds": q_seconds,
-               "program_ppl": program_perplexity(program, test).perplexity}
+               "bytes": os.path.getsize(path) if path else None,
+               "quantize_seconds": q_seconds,
+               "program_ppl": program_perplexity(program, test).perplexity,
+               "seconds": {"quantize": q_seconds, "write": round(t1 - t0 - q_seconds, 1),
+                           "program_ppl": round(time.perf_counter() - t1, 1)}}
         if stats.get("awq"):
             row["awq"] = {k: v for k, v in stats["awq"].items() if k != "not_folded"}
-        if llamacpp:
+        if llamacpp and path:
             row["llamacpp_ppl"] = llamacpp_perplexity(path, test,
                                                       threads=setup.threads).perplexity
         add(row)
         del program
-        if options is None and llamacpp_ftypes:
+        if options is None and llamacpp_ftypes and path:
             llamacpp_rows(path)
     return rows
