@@ -46,6 +46,7 @@ vector requantization.
 """
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
+ISA_QUERY = "edgecc_x86_int8_isa"  # () -> 0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI (this call's pick)
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -470,6 +471,14 @@ int bad_args(int n) {
 }  // namespace
 
 extern "C" {
+
+// the kernel set this CPU runs (0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI), after
+// EDGECC_X86_INT8_ISA: what the kernels above pick on this call
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_isa(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0; result->v_int64 = isa_level();
+  return 0;
+}
 
 // linear: out[m, n] = epilogue(x[m, :] . w[n, :]);  meta = [1, requant, lo, hi, zy, M, K, N,
 // vnni_at, comp_at];  w: [ceil(N/16)][kp/2][16][2] int16, then (byte offset vnni_at) the

@@ -128,12 +128,17 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
     lowering.build(module, lowering.llvm_target(None, 2), path)
-    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    lib = tvm.runtime.load_module(path)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    picked = lib.get_function(x86_int8.ISA_QUERY, query_imports=True)
     args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp)]
     runs = {}
-    for isa in _isas():  # every kernel this CPU can run, picked at run time by cpuid
+    for isa in _isas():  # every kernel this CPU can run (cpuid)
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
+        assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[isa]  # no fallback
         runs[isa] = [o.numpy() for o in vm["main"](*args)]
+    monkeypatch.delenv("EDGECC_X86_INT8_ISA")
+    assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
     for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
         for a, b in zip(outs, runs["avx2"]):
             np.testing.assert_array_equal(a, b, err_msg=isa)
