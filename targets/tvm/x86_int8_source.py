@@ -340,6 +340,14 @@ void* scratch(int slot, size_t bytes) {
 // EDGECC_X86_INT8_ISA=avx2|avxvnni|avx512vnni narrows the choice (tests, comparisons).
 enum { ISA_AVX2 = 0, ISA_AVXVNNI = 1, ISA_AVX512VNNI = 2 };
 
+// 256-bit AVX-VNNI needs GCC 11 / Clang 12 (older compilers: AVX-512 VNNI and AVX2 only)
+#if (defined(__clang__) && __clang_major__ >= 12) || \
+    (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
+#define EDGECC_AVXVNNI 1
+#else
+#define EDGECC_AVXVNNI 0
+#endif
+
 int cpu_init() { __builtin_cpu_init(); return 1; }
 
 int isa_level() {
@@ -347,7 +355,11 @@ int isa_level() {
   (void)ready;
   static const int has512 = __builtin_cpu_supports("avx512vnni") &&
                             __builtin_cpu_supports("avx512bw") ? 1 : 0;
+#if EDGECC_AVXVNNI
   static const int has256 = __builtin_cpu_supports("avxvnni") ? 1 : 0;
+#else
+  static const int has256 = 0;
+#endif
   const char* want = getenv("EDGECC_X86_INT8_ISA");
   if (want && strcmp(want, "avx2") == 0) return ISA_AVX2;
   if (want && strcmp(want, "avxvnni") == 0) return has256 ? ISA_AVXVNNI : ISA_AVX2;
@@ -382,6 +394,7 @@ void tile_8x16_vnni512(const int8_t* rows, int64_t ld, int64_t kq, const int8_t*
   _mm512_storeu_si512(acc + 96, c6); _mm512_storeu_si512(acc + 112, c7);
 }
 
+#if EDGECC_AVXVNNI
 #define EDGECC_DOT256(c0, c1, row)                                                      \
   do {                                                                                  \
     int32_t w_;                                                                         \
@@ -410,6 +423,7 @@ void tile_4x16_vnni256(const int8_t* rows, int64_t ld, int64_t kq, const int8_t*
   _mm256_storeu_si256(o + 4, c20); _mm256_storeu_si256(o + 5, c21);
   _mm256_storeu_si256(o + 6, c30); _mm256_storeu_si256(o + 7, c31);
 }
+#endif
 
 // One VNNI GEMM: rows (bytes [n_rows padded to 8][ld = kq*4]) x panels ([kq][16][4] bytes)
 struct GemmDot {
@@ -428,7 +442,9 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end) {
     const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
     for (int64_t r = 0; r < g.n_rows; r += rt) {
       if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
+#if EDGECC_AVXVNNI
       else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
+#endif
       const int nr = (int)((g.n_rows - r) < rt ? (g.n_rows - r) : rt);
       write_tile(g.e, acc, (int)r, nr, (int)(p * 16), nc);
     }
