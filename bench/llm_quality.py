@@ -20,7 +20,7 @@ the same per-tensor types as llama.cpp (Q4_K where rows are multiples of 256, Q5
 where llama.cpp falls back; the tied embedding stays at the file's Q8_0), the Q4_K tensors
 by GPTQ / AWQ / RTN on Q4_K's own asymmetric grid (6-bit scales and mins, as llama.cpp's;
 ``*_sym`` rows: symmetric int4 with scales on the grid; ``*_gptq_q5``: the Q5_0 tensors
-by GPTQ on ggml's Q5_0 grid too), the Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the
+by GPTQ on ggml's Q5_0 grid too, also after AWQ's scales are folded in ``awq_*``), the Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the
 same bytes as llama.cpp's file). ``*_q8`` / ``*_q5`` rows write llama.cpp's Q6_K tensors
 as Q8_0 (more bytes) / Q5_0 (fewer).
 ``--merge`` keeps the rows of an earlier run of the same setup that this run does not redo.
@@ -76,6 +76,7 @@ MIX = {
     "gptq_q4_k_m_q5": ("gptq", "Q5_0", "asymmetric", "ggml"),
     "rtn_q4_k_m": ("rtn", "Q6_K", "asymmetric", "ggml"),
     "awq_q4_k_m": ("awq", "Q6_K", "asymmetric", "ggml"),  # AWQ scales folded: norms / rows
+    "awq_q4_k_m_gptq_q5": ("awq", "Q6_K", "asymmetric", "gptq"),
     "gptq_q4_k_m_sym": ("gptq", "Q6_K", "symmetric", "ggml"),
     "rtn_q4_k_m_sym": ("rtn", "Q6_K", "symmetric", "ggml"),
     "awq_q4_k_m_sym": ("awq", "Q6_K", "symmetric", "ggml"),
@@ -116,7 +117,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(quality.VARIANTS))
     ap.add_argument("--llamacpp-ftypes", default="Q8_0,Q4_0,Q4_1,Q4_K_M")
-    ap.add_argument("--mix", default="gptq_q4_k_m,gptq_q4_k_m_gptq_q5",
+    ap.add_argument("--mix", default="gptq_q4_k_m,gptq_q4_k_m_gptq_q5,awq_q4_k_m,"
+                    "awq_q4_k_m_gptq_q5",
                     help=f"edgecc Q4_K_M-mix rows, of {', '.join(MIX)}")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an earlier run with the same setup")
