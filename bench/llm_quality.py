@@ -20,8 +20,8 @@ the same per-tensor types as llama.cpp (Q4_K where rows are multiples of 256, Q5
 where llama.cpp falls back; the tied embedding stays at the file's Q8_0), the Q4_K tensors
 by GPTQ / AWQ / RTN on Q4_K's own asymmetric grid (6-bit scales and mins, as llama.cpp's;
 ``*_sym`` rows: symmetric int4 with scales on the grid; ``*_gptq_q5``: the Q5_0 tensors
-by GPTQ on ggml's Q5_0 grid too, also after AWQ's scales are folded in ``awq_*``), the Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the
-same bytes as llama.cpp's file). ``*_q8`` / ``*_q5`` rows write llama.cpp's Q6_K tensors
+by GPTQ on ggml's Q5_0 grid too, also after AWQ's scales are folded in ``awq_*``), the
+Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the same bytes as llama.cpp's file). ``*_q8`` / ``*_q5`` rows write llama.cpp's Q6_K tensors
 as Q8_0 (more bytes) / Q5_0 (fewer).
 ``--merge`` keeps the rows of an earlier run of the same setup that this run does not redo.
 """
