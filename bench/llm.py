@@ -23,7 +23,12 @@ matmul each (``targets/tvm/llm_fusion.py``), the GEMV schedule for the one-row p
 (``targets/tvm/gemv_schedule.py``), every kernel under 64 K iterations on the calling
 thread (``targets/tvm/llm_schedule.py``: ~4 thread-pool launches a layer instead of ~20),
 and reads the KV cache without copying it; each edgecc row records the decode step's
-kernel calls and parallel launches (``kernels``). A decode step of the fp32 model reads
+kernel calls and parallel launches (``kernels``). The prefill's products run on the x86
+float32 GEMM kernels (``targets/tvm/x86_fp32.py``) over their own packed copy of the
+weights, so the bundle holds the weights twice (SmolLM2-135M: 1192 MB, was 654 MB). The
+TVM pool is configured unpinned (``host_library.load_steps``): TVM's default pins workers
+to cores, and in this one process, beside llama.cpp and PyTorch, edgecc decoded at
+0.6-2.7 tok/s pinned. A decode step of the fp32 model reads
 its 538 MB of weights once: at 2 threads it is memory-bound (measured on this machine
 under load: ~3-4.5 GB/s for edgecc's GEMV kernels and for PyTorch's, numpy sums alike).
 """
