@@ -23,9 +23,17 @@ input, 7.7 GB = 1.9x at this shape when all were alive) are held a run of consec
 inputs at a time (``hessian_budget_mib``, default 1/8 of the fp32 weights); weights are
 quantized, their SQNR measured and their dequantized values built for the output-error
 runs a 16 MiB block of rows at a time; glibc's heap no longer keeps freed temporaries.
-w4a16-gptq at 1.1B was not measured to the end (the run needs more than an hour on the
-loaded 2-core machine); ``memory-1.1b-w4a16-gptq-partial.json`` has its high-water mark
-when stopped, with code from before the first-run-Hessians fix.
+w4a16-gptq at 1.1B (``memory-1.1b-w4a16-gptq.json``, commit dfc167d): peak 9.31 GiB =
+2.27x, ~1x the weights above w8a8 for the whole quantize pass. What held it: finished
+calibration runs' GPTQ Hessians (~340 MiB a layer at this shape, float64). The quantize
+pass's calibration recorder was an ``fx.Interpreter`` subclass defined per run, closing over
+the run's ``on_value`` and so its Hessian accumulators; a class is a reference cycle, so
+each run's Hessians outlived their layers until Python's next full garbage collection,
+which a large program's many long-lived objects make rare (found by counting torch storages
+in ``gc.garbage``: every earlier run's Hessians were there). Fixed in d970864 (a
+module-level recorder; a done Hessian's tensor is released at once), codes bit-identical;
+``tests/passes/quantize/test_gptq_hessian_lifetime.py`` guards it with the collector off.
+123M after the fix: ``memory-123m-w4a16-gptq-after.json``; 1.1B not re-run yet.
 
 Each scheme runs in a fresh process (``--one SCHEME``), so one's peak does not hide the
 other's. Peak RSS is sampled every 20 ms by a thread; at each new peak the thread records
