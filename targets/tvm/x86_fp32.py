@@ -123,8 +123,8 @@ class RewriteStats:
     depthwise: int
     fused_bias: int
     fused_clamp: int
-    left: tuple[str, ...]
-    powers: int = 0  # layers with a constant weight kept on TVM's kernels, and why
+    left: tuple[str, ...]  # layers with a constant weight kept on TVM's kernels, and why
+    powers: int = 0  # power(x, 2 | 3) written as products
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_fp32_gemm": self.sgemm, "x86_fp32_conv": self.conv,
@@ -377,6 +377,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
                          counts["clamp"], tuple(left), counts.get("powers", 0))
     if not updates:
         return module, stats
+    module = module.clone()  # the caller's module is left as it was
     for gvar, func in updates.items():
         module[gvar] = func
     module = relax.transform.DeadCodeElimination()(module)
