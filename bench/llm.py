@@ -235,8 +235,9 @@ def main() -> None:
                    "decode_tokens": args.decode, "threads": args.threads,
                    "rounds": args.rounds, "text": SOURCE,
                    "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                   "note": "one run on a shared 2-core machine loaded by other engineers' jobs "
-                           "(load average ~10): ratios measured under load, not final",
+                   "note": ("measured with nothing else running" if load_before < 1.5 else
+                            f"measured under load (1-min load average {load_before:.1f} on "
+                            f"{os.cpu_count()} CPUs): ratios not final"),
                    "rows": rows}, f, indent=2)
     print(f"wrote {args.out}")
 
