@@ -28,8 +28,6 @@ loads the library forces the AVX2 one (a diagnostic: the tests run both paths he
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,43 +50,13 @@ def supported(target: Any) -> bool:
         return False
 
 
-def compiled_object(source: str, name: str, root: str | None = None) -> str:
-    """``source`` compiled once into ``~/.cache/edgecc/<name>`` (keyed by the source and the
-    compiler), so a build links the object file instead of running the C++ compiler."""
-    import subprocess
-    import tempfile
-
-    import tvm_ffi.libinfo
-
-    cxx = os.environ.get("CXX", "g++")
-    key = hashlib.sha256((source + cxx).encode()).hexdigest()[:16]
-    root = root or os.path.join(os.path.expanduser("~"), ".cache", "edgecc", name)
-    path = os.path.join(root, f"kernels-{key}.o")
-    if os.path.exists(path):
-        return path
-    os.makedirs(root, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        src, obj = os.path.join(tmp, "kernels.cc"), os.path.join(tmp, "kernels.o")
-        with open(src, "w") as f:
-            f.write(source)
-        paths = tvm_ffi.libinfo.find_include_path()
-        includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
-        subprocess.run([cxx, "-c", "-fPIC", "-O3", "-std=c++17", *includes, src, "-o", obj],
-                       check=True, capture_output=True)
-        os.replace(obj, path)  # atomic: a concurrent build sees no half-written file
-    return path
-
-
 def external_module() -> Any:
-    """The kernels as a module TVM links into the exported library (the cached object file,
-    or the C++ source when no compiler runs here: ``export_library`` then compiles it)."""
-    import tvm
+    """The kernels as a module TVM links into the exported library (the object file compiled
+    once into ``~/.cache/edgecc/x86_fp32`` through ``x86_int8``'s machinery, or the C++ source
+    when no compiler runs here: ``export_library`` then compiles it)."""
+    from edgecc.targets.tvm import x86_int8
 
-    try:
-        return tvm.runtime.load_static_library(compiled_object(SOURCE, CACHE), list(SYMBOLS))
-    except Exception:  # noqa: BLE001
-        return tvm.get_global_func("runtime.CSourceModuleCreate")(SOURCE, "cc", list(SYMBOLS),
-                                                                  [])
+    return x86_int8.external_module(SOURCE, SYMBOLS, CACHE)
 
 
 def pack_panels(w: np.ndarray) -> np.ndarray:
