@@ -23,6 +23,8 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
+from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
+
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv")
 
 SOURCE = r"""
@@ -36,13 +38,7 @@ SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 
-extern "C" {
-typedef struct { void* sync_handle; int32_t num_task; } EdgeccParallelEnv;
-typedef int (*EdgeccLambda)(int task_id, EdgeccParallelEnv* env, void* cdata);
-typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
-// filled by TVM's library loader (the same pointer TVM's LLVM kernels call through)
-__attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
-}
+""" + ffi_prelude(1 << 16) + r"""
 
 namespace {
 
@@ -57,55 +53,6 @@ static bool detect_avx512() {
   return (b & bit_AVX512F) != 0;
 }
 static const bool AVX512 = detect_avx512() && getenv("EDGECC_X86_FP32_NO_AVX512") == 0;
-
-// ---- thread pool ------------------------------------------------------------------------
-template <typename F>
-struct Job { const F* fn; int64_t items; };
-
-template <typename F>
-static int run_share(int task, EdgeccParallelEnv* env, void* data) {
-  const Job<F>* job = static_cast<const Job<F>*>(data);
-  const int64_t n = env->num_task;
-  const int64_t begin = job->items * task / n, end = job->items * (task + 1) / n;
-  if (begin < end) (*job->fn)(begin, end);
-  return 0;
-}
-
-const int64_t SERIAL_WORK = 1 << 16;  // multiply-adds below which waking the pool costs more
-
-template <typename F>
-static void parallel_for(int64_t items, const F& fn, int64_t work) {
-  EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
-  if (items > 1 && launch != 0 && work >= SERIAL_WORK) {
-    Job<F> job{&fn, items};
-    if (launch(run_share<F>, &job, 0) == 0) return;
-  }
-  fn(0, items);
-}
-
-DLTensor* tensor_arg(const TVMFFIAny* a) {
-  if (a->type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(a->v_ptr);
-  if (a->type_index >= kTVMFFIStaticObjectBegin)
-    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(a->v_obj) + sizeof(TVMFFIObject));
-  return 0;
-}
-
-template <typename T>
-T* data(const TVMFFIAny* args, int i) {
-  DLTensor* t = tensor_arg(args + i);
-  return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
-}
-
-void* scratch(int slot, size_t bytes) {
-  static thread_local void* buf[3] = {0, 0, 0};
-  static thread_local size_t size[3] = {0, 0, 0};
-  if (size[slot] < bytes) {
-    free(buf[slot]);
-    size[slot] = (bytes + 4095) / 4096 * 4096;
-    buf[slot] = aligned_alloc(64, size[slot]);
-  }
-  return buf[slot];
-}
 
 int bad_args(int n) {
   if (n == 6) return 0;

@@ -45,6 +45,8 @@ columns are dropped), accumulated in int32, then written 8 outputs at a time wit
 vector requantization.
 """
 
+from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
+
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
 ISA_QUERY = "edgecc_x86_int8_isa"  # () -> 0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI (this call's pick)
 
@@ -58,13 +60,7 @@ SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 
-extern "C" {
-typedef struct { void* sync_handle; int32_t num_task; } EdgeccParallelEnv;
-typedef int (*EdgeccLambda)(int task_id, EdgeccParallelEnv* env, void* cdata);
-typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
-// filled by TVM's library loader (the same pointer TVM's LLVM kernels call through)
-__attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
-}
+""" + ffi_prelude(1 << 17) + r"""
 
 namespace {
 
@@ -268,45 +264,6 @@ static void gemm_panels(const Gemm& g, int64_t p_begin, int64_t p_end) {
   }
 }
 
-template <typename F>
-struct Job { const F* fn; int64_t items; };
-
-template <typename F>
-static int run_share(int task, EdgeccParallelEnv* env, void* data) {
-  const Job<F>* job = static_cast<const Job<F>*>(data);
-  const int64_t n = env->num_task;
-  const int64_t begin = job->items * task / n, end = job->items * (task + 1) / n;
-  if (begin < end) (*job->fn)(begin, end);
-  return 0;
-}
-
-// fn(begin, end) over [0, items) on TVM's thread pool (serially without one, or when the
-// whole job is under SERIAL_WORK AVX2 multiply-adds: waking the pool costs more)
-const int64_t SERIAL_WORK = 1 << 17;
-
-template <typename F>
-static void parallel_for(int64_t items, const F& fn, int64_t work) {
-  EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
-  if (items > 1 && launch != 0 && work >= SERIAL_WORK) {
-    Job<F> job{&fn, items};
-    if (launch(run_share<F>, &job, 0) == 0) return;
-  }
-  fn(0, items);
-}
-
-DLTensor* tensor_arg(const TVMFFIAny* a) {
-  if (a->type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(a->v_ptr);
-  if (a->type_index >= kTVMFFIStaticObjectBegin)
-    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(a->v_obj) + sizeof(TVMFFIObject));
-  return 0;
-}
-
-template <typename T>
-T* data(const TVMFFIAny* args, int i) {
-  DLTensor* t = tensor_arg(args + i);
-  return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
-}
-
 // the shared arguments: x, w, meta, off, mult, add, shift, scale, bias, out
 Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row) {
   Epilogue e;
@@ -316,19 +273,6 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   e.requant = (int)meta[1]; e.lo = meta[2]; e.hi = meta[3]; e.zy = meta[4];
   e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
   return e;
-}
-
-// per-thread scratch buffers, grown as needed and reused across calls: a fresh malloc of a
-// few hundred KB per call is an mmap, and its page faults cost as much as a small GEMM
-void* scratch(int slot, size_t bytes) {
-  static thread_local void* buf[5] = {0, 0, 0, 0, 0};
-  static thread_local size_t size[5] = {0, 0, 0, 0, 0};
-  if (size[slot] < bytes) {
-    free(buf[slot]);
-    size[slot] = (bytes + 4095) / 4096 * 4096;
-    buf[slot] = aligned_alloc(64, size[slot]);
-  }
-  return buf[slot];
 }
 
 

@@ -34,6 +34,8 @@ Only the summation order differs from ``x @ dequant(W).T + b``: |y - ref| <= 2 Î
 Panels are spread over TVM's thread pool (``TVMBackendParallelLaunch``, as ``x86_int8``).
 """
 
+from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
+
 SYMBOLS = ("edgecc_x86_wlinear",)
 
 _HEAD = r"""
@@ -45,13 +47,7 @@ _HEAD = r"""
 #include <stdlib.h>
 #include <string.h>
 
-extern "C" {
-typedef struct { void* sync_handle; int32_t num_task; } EdgeccParallelEnv;
-typedef int (*EdgeccLambda)(int task_id, EdgeccParallelEnv* env, void* cdata);
-typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
-// filled by TVM's library loader (shared with x86_int8's kernels: one weak symbol)
-__attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
-}
+""" + ffi_prelude(1 << 16) + r"""
 
 namespace {
 
@@ -359,15 +355,6 @@ static void run(const Args& a, int64_t p0, int64_t p1) {
 
 _TAIL = r"""
 typedef void (*Kernel)(const Args&, int64_t, int64_t);
-struct Job { Kernel fn; const Args* a; int64_t items; };
-
-static int run_share(int task, EdgeccParallelEnv* env, void* data) {
-  const Job* job = static_cast<const Job*>(data);
-  const int64_t n = env->num_task;
-  const int64_t begin = job->items * task / n, end = job->items * (task + 1) / n;
-  if (begin < end) job->fn(*job->a, begin, end);
-  return 0;
-}
 
 // isa: 0 = the best this CPU has, 1 = plain C++, 2 = AVX2, 3 = AVX-512 (tests pin one)
 static Kernel pick(int64_t isa) {
@@ -380,19 +367,6 @@ static Kernel pick(int64_t isa) {
     return scalar::run;
   }
   return isa == 3 ? avx512::run : (isa == 2 ? avx2::run : scalar::run);
-}
-
-DLTensor* tensor_arg(const TVMFFIAny* a) {
-  if (a->type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(a->v_ptr);
-  if (a->type_index >= kTVMFFIStaticObjectBegin)
-    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(a->v_obj) + sizeof(TVMFFIObject));
-  return 0;
-}
-
-template <typename T>
-T* data(const TVMFFIAny* args, int i) {
-  DLTensor* t = tensor_arg(args + i);
-  return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
 }
 
 }  // namespace
@@ -426,13 +400,9 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.NG = (a.K + a.G - 1) / a.G;
   const Kernel fn = pick(meta[8]);
   const int64_t panels = (a.N + 31) / 32;
-  EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
-  // jobs under 2^16 weights run serially (waking the pool costs more)
-  if (panels > 1 && launch != 0 && a.K * a.N * (a.M < 8 ? 1 : a.M / 8) >= (1 << 16)) {
-    Job job{fn, &a, panels};
-    if (launch(run_share, &job, 0) == 0) return 0;
-  }
-  fn(a, 0, panels);
+  // jobs under SERIAL_WORK (2^16) weights run serially (waking the pool costs more)
+  parallel_for(panels, [&](int64_t b, int64_t e) { fn(a, b, e); },
+               a.K * a.N * (a.M < 8 ? 1 : a.M / 8));
   return 0;
 }
 
