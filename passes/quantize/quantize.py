@@ -42,9 +42,9 @@ from edgecc.passes.quantize.addmm import addmm_to_linear
 from edgecc.passes.quantize.awq_fold import fold_input_scale
 from edgecc.passes.quantize.q4k_grid import q4k_reason, snap_q4_0, snap_q4k
 from edgecc.passes.quantize.layers import (
-    CONV_OPS, LINEAR_OPS, Layer, check_calibration, find_layers, first_in_graph, insert_dynamic_qparams, insert_qdq,
-    output_error, quantized_weight_bytes, record_values, replace_weight, scale_input, select,
-    set_weight, validate_calibration,
+    CONV_OPS, LINEAR_OPS, Layer, StopRecording, ValueRecorder, check_calibration, find_layers,
+    first_in_graph, insert_dynamic_qparams, insert_qdq, output_error, quantized_weight_bytes,
+    record_values, replace_weight, scale_input, select, set_weight, validate_calibration,
 )
 from edgecc.passes.quantize.observers import OBSERVERS, make_observer
 from edgecc.passes.quantize.scheme import SCHEMES, Scheme, TensorQuant
@@ -423,33 +423,6 @@ class Quantize(Pass):
         return PassResult(program, True, stats)
 
 
-class _Stop(Exception):
-    """Ends one calibration batch once every watched value of it was seen."""
-
-
-class _Recorder(fx.Interpreter):
-    """Runs a graph module, calling ``on_value(node, value)`` for the watched nodes and
-    stopping (``_Stop``) after ``last``. A module-level class on purpose: the class that
-    ``_record`` defined per call closed over ``on_value`` and, a class being a reference
-    cycle, kept it — and the GPTQ Hessian accumulators ``on_value`` fills — alive after the
-    run until Python's next full garbage collection, which a large program's many
-    long-lived objects make rare: each run's Hessians (~340 MiB a layer at the TinyLlama
-    shape) stayed resident run after run, ~1x the fp32 weights at the 1.1B shape."""
-
-    def __init__(self, gm: fx.GraphModule, nodes: set[fx.Node], on_value: Any,
-                 last: fx.Node | None) -> None:
-        super().__init__(gm)
-        self.watch, self.on_value, self.last = nodes, on_value, last
-
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        if n in self.watch:
-            self.on_value(n, out)
-        if n is self.last:
-            raise _Stop
-        return out
-
-
 def _record(program: Program, batches: Any, nodes: set[fx.Node],
             on_value: Any, *, desc: str, progress: bool | None, device: Any = None) -> None:
     """``record_values`` that stops each batch after the last watched node (in graph
@@ -466,9 +439,9 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
         with torch.no_grad():
             for batch in progress_iter(batches, desc, enabled=progress):
                 try:
-                    _Recorder(gm, nodes, on_value, last_node).run(
+                    ValueRecorder(gm, nodes, on_value, last_node).run(
                         *[b.to(dev) if isinstance(b, torch.Tensor) else b for b in batch])
-                except _Stop:
+                except StopRecording:
                     pass
     finally:
         if dev.type != "cpu":
