@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from edgecc.errors import InputSpecError
+from edgecc.llm import sampling
 
 CONFIG_FILE = "decoder.json"
 PHASES = ("prefill", "decode")
@@ -57,34 +58,17 @@ class Sampler:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise GenerationError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
-        if self.top_k < 0:
-            raise GenerationError(f"top_k={self.top_k}: must be >= 0 (0 = no limit)")
-        if not 0.0 < self.top_p <= 1.0:
-            raise GenerationError(f"top_p={self.top_p}: must be in (0, 1]")
+        problem = sampling.options_problem(self.temperature, self.top_k, self.top_p)
+        if problem:
+            raise GenerationError(problem)
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
 
     def pick(self, logits: np.ndarray, rng: np.random.Generator) -> int:
-        """The next token from one position's logits ``[vocab]``."""
-        if self.temperature == 0.0:
-            return int(np.argmax(logits))
-        x = logits.astype(np.float64) / self.temperature
-        if self.top_k and self.top_k < x.size:
-            kth = np.partition(x, -self.top_k)[-self.top_k]
-            x = np.where(x < kth, -np.inf, x)
-        p = np.exp(x - x.max())
-        p /= p.sum()
-        if self.top_p < 1.0:
-            order = np.argsort(-p, kind="stable")
-            cum = np.cumsum(p[order])
-            keep = order[: int(np.searchsorted(cum, self.top_p)) + 1]
-            q = np.zeros_like(p)
-            q[keep] = p[keep]
-            p = q / q.sum()
-        return int(rng.choice(p.size, p=p))
+        """The next token from one position's logits ``[vocab]`` (``sampling.pick``, the
+        code the arm64 bundle's ``generate.py`` runs too)."""
+        return sampling.pick(logits, rng, self.temperature, self.top_k, self.top_p)
 
 
 @dataclasses.dataclass

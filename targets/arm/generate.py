@@ -34,6 +34,11 @@ import time
 
 import numpy as np
 
+try:  # on the board: sampling.py beside this script (edgecc/llm/sampling.py, copied in)
+    import sampling
+except ImportError:  # this file in edgecc's source tree (loaded by its tests)
+    from edgecc.llm import sampling
+
 CONFIG_FILE = "decoder.json"
 
 
@@ -42,34 +47,16 @@ class Sampler:
     top-k, top-p (the smallest most likely set reaching p), one draw from ``rng``."""
 
     def __init__(self, temperature=0.0, top_k=0, top_p=1.0, seed=0):
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature}: must be >= 0 (0 = greedy)")
-        if top_k < 0:
-            raise ValueError(f"top_k={top_k}: must be >= 0 (0 = no limit)")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p={top_p}: must be in (0, 1]")
+        problem = sampling.options_problem(temperature, top_k, top_p)
+        if problem:
+            raise ValueError(problem)
         self.temperature, self.top_k, self.top_p, self.seed = temperature, top_k, top_p, seed
 
     def rng(self):
         return np.random.default_rng(self.seed)
 
     def pick(self, logits, rng):
-        if self.temperature == 0.0:
-            return int(np.argmax(logits))
-        x = logits.astype(np.float64) / self.temperature
-        if self.top_k and self.top_k < x.size:
-            kth = np.partition(x, -self.top_k)[-self.top_k]
-            x = np.where(x < kth, -np.inf, x)
-        p = np.exp(x - x.max())
-        p /= p.sum()
-        if self.top_p < 1.0:
-            order = np.argsort(-p, kind="stable")
-            cum = np.cumsum(p[order])
-            keep = order[: int(np.searchsorted(cum, self.top_p)) + 1]
-            q = np.zeros_like(p)
-            q[keep] = p[keep]
-            p = q / q.sum()
-        return int(rng.choice(p.size, p=p))
+        return sampling.pick(logits, rng, self.temperature, self.top_k, self.top_p)
 
 
 class TvmStep:

@@ -25,6 +25,7 @@ from edgecc.targets.arm.emulation import PYTHON, QEMU, default_cache, ready, why
 from edgecc.targets.arm.lower import LIBRARY, RUNNER
 
 GENERATOR = "generate.py"  # the board-side generator of a decoder bundle
+SAMPLING = "sampling.py"  # its sampler (edgecc/llm/sampling.py), imported from its folder
 
 
 def qemu_python(cache: str, num_threads: int = 0) -> list[str]:
@@ -37,9 +38,13 @@ def qemu_python(cache: str, num_threads: int = 0) -> list[str]:
 
 
 def install_generator(bundle: str) -> str:
-    """Copy the board-side generator (``targets/arm/generate.py``) into ``bundle``."""
+    """Copy the board-side generator (``targets/arm/generate.py``) and its sampler
+    (``edgecc/llm/sampling.py``, as ``sampling.py``) into ``bundle``."""
+    from edgecc.llm import sampling  # numpy only: generate.py imports it from its folder
+
     dst = os.path.join(bundle, GENERATOR)
     shutil.copyfile(os.path.join(os.path.dirname(__file__), GENERATOR), dst)
+    shutil.copyfile(sampling.__file__, os.path.join(bundle, SAMPLING))
     return dst
 
 
