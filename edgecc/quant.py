@@ -224,26 +224,43 @@ _DEQUANTIZE_BLOCK_BYTES = 1 << 24  # float32 bytes of rows dequantized at a time
 
 
 def _dequantize_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
-                       axis: int, block_size: int, fmt: QFormat) -> torch.Tensor:
+                       axis: int, block_size: int, fmt: QFormat,
+                       packed_dim: int | None = None) -> torch.Tensor:
     """``(q - zero_point) * scale`` (``q * scale`` for float formats) in float32, written
     into one preallocated tensor a block of rows (dimension 0, ~16 MiB of float32) at a
     time: the temporaries (the codes as float, the full-size broadcast scale and zero point
     of per-group params, the difference) are a block's, not the tensor's — an LLM's output
     layer dequantized whole needed several times its float32 size. Element-wise, so the
-    values are those of the whole-tensor expression, bit for bit."""
+    values are those of the whole-tensor expression, bit for bit.
+
+    ``packed_dim``: ``q`` holds 4-bit codes packed two per byte along that dimension (not
+    dimension 0), unpacked a block of rows at a time too (whole, the int16 unpacking of an
+    LLM's output layer was ~2x its float32 size in temporaries)."""
+    if packed_dim is not None:
+        shape = list(q.shape)
+        shape[packed_dim] *= 2
+        q_shape = torch.Size(shape)
+
+        def load(block: torch.Tensor) -> torch.Tensor:
+            return unpack_int4(block, fmt.signed, packed_dim)
+    else:
+        q_shape = q.shape
+
+        def load(block: torch.Tensor) -> torch.Tensor:
+            return block
     rank = q.dim()
     n = q.shape[0] if rank else 0
-    rows = max(1, _DEQUANTIZE_BLOCK_BYTES // (4 * max(1, q.numel() // max(1, n))))
+    rows = max(1, _DEQUANTIZE_BLOCK_BYTES // (4 * max(1, q_shape.numel() // max(1, n))))
     first = rank > 0 and axis % rank == 0
     if block_size > 0 and first:  # whole groups per block: the scale rows slice evenly
         rows = max(block_size, rows - rows % block_size)
     if rank == 0 or n <= rows:
-        return _dequantize_block(q, scale, zero_point, axis, block_size, fmt)
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+        return _dequantize_block(load(q), scale, zero_point, axis, block_size, fmt)
+    out = torch.empty(q_shape, dtype=torch.float32, device=q.device)
     for i in range(0, n, rows):
         j = min(n, i + rows)
         out[i:j] = _dequantize_block(
-            q[i:j], _param_rows(scale, i, j, n, first, block_size),
+            load(q[i:j]), _param_rows(scale, i, j, n, first, block_size),
             _param_rows(zero_point, i, j, n, first, block_size), axis, block_size, fmt)
     return out
 
@@ -275,6 +292,17 @@ def _store(values: torch.Tensor, fmt: QFormat, axis: int = 0, block_size: int = 
         dim = packed_dim(values.shape, axis, block_size)
         return pack_int4(values.to(torch.int16), -1 if dim is None else dim)
     return values.to(fmt.storage)
+
+
+def _packed_rows_dim(q: torch.Tensor, fmt: QFormat, scale: torch.Tensor, axis: int,
+                     block_size: int) -> int | None:
+    """The packed dimension of 4-bit codes when it is not dimension 0 (the codes can then
+    be unpacked a block of rows at a time), else None."""
+    if not fmt.packed or q.dim() < 2:
+        return None
+    dim = stored_packed_dim(q.shape, scale.shape, axis, block_size)
+    dim = q.dim() - 1 if dim is None else dim % q.dim()
+    return dim if dim != 0 else None
 
 
 def _load(q: torch.Tensor, fmt: QFormat, scale: torch.Tensor | None = None, axis: int = 0,
@@ -310,8 +338,11 @@ def _quantize_fake(x, scale, zero_point, axis, block_size, qmin, qmax, dtype):
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
                block_size: int, dtype: str, out_dtype: torch.dtype) -> torch.Tensor:
     fmt = qformat(dtype)
-    return _dequantize_values(_load(q, fmt, scale, axis, block_size), scale, zero_point, axis,
-                              block_size, fmt).to(out_dtype)
+    dim = _packed_rows_dim(q, fmt, scale, axis, block_size)
+    if dim is None:
+        q = _load(q, fmt, scale, axis, block_size)
+    return _dequantize_values(q, scale, zero_point, axis, block_size, fmt,
+                              packed_dim=dim).to(out_dtype)
 
 
 @dequantize.register_fake
@@ -398,8 +429,10 @@ def dequantize_offset(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Te
     fmt = qformat(dtype)
     if fmt.is_float:
         raise ValueError(f"dequantize_offset applies to integer formats, not {dtype}")
-    y = _dequantize_values(_load(q, fmt, scale, axis, block_size), scale, zero_point, axis,
-                           block_size, fmt)
+    dim = _packed_rows_dim(q, fmt, scale, axis, block_size)
+    if dim is None:
+        q = _load(q, fmt, scale, axis, block_size)
+    y = _dequantize_values(q, scale, zero_point, axis, block_size, fmt, packed_dim=dim)
     return (y + broadcast_param(offset.to(torch.float32), y.shape, axis, block_size)
             ).to(out_dtype)
 

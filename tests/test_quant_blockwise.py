@@ -63,5 +63,13 @@ def test_blockwise_equals_whole(monkeypatch, dtype, layout):
     # no even dimension to pack along is refused by quantize, tested in test_quant.py)
     if not fmt.is_float and not (fmt.packed and Q.packed_dim(shape, axis, block_size) is None):
         stored = Q._store(q.to(torch.float32), fmt, axis, block_size)
+        unpacked = []
+        unpack = Q.unpack_int4
+        monkeypatch.setattr(Q, "unpack_int4", lambda t, *a: unpacked.append(t.numel()) or
+                            unpack(t, *a))
         op = Q.dequantize(stored, scale, zero_point, axis, block_size, dtype, torch.float32)
         assert torch.equal(op, expected)
+        if fmt.packed and Q._packed_rows_dim(stored, fmt, scale, axis, block_size) is not None:
+            # 4-bit codes unpacked a block of rows at a time too, not the whole tensor
+            assert len(unpacked) == -(-shape[0] // rows)
+            assert max(unpacked) <= rows * (stored.numel() // shape[0])
