@@ -77,6 +77,9 @@ def _column_quantizer(params: QuantParams, col: int
     return s, z, o  # per-channel along the rows
 
 
+_UPDATE_BLOCK_BYTES = 1 << 24  # the trailing update's product, a block of rows (16 MiB)
+
+
 def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: int = 128,
                   damp: float = 0.01, act_order: bool = True,
                   scale_dtype: torch.dtype = torch.float32,
@@ -110,6 +113,7 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
         hinv = _upper_cholesky_of_inverse(h)
     del h
     q_all = torch.zeros_like(w)
+    rows = max(1, _UPDATE_BLOCK_BYTES // max(1, 4 * n_cols))  # rows of a float32 update
     scales, zeros = params.scale.clone(), params.zero_point.clone()
     for i1 in range(0, n_cols, block):
         i2 = min(i1 + block, n_cols)
@@ -135,7 +139,11 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
             e = (x - q) / hinv1[i, i]
             w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
             err1[:, i] = e
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+        # the trailing update a block of rows at a time: the product's temporary is ~16 MiB,
+        # not a weight's worth (an LLM's output layer: 250 MB at the 1.1B shape, the GPTQ
+        # pass's peak); rows are independent, the same products row by row
+        for r1 in range(0, w.shape[0], rows):
+            w[r1:r1 + rows, i2:] -= err1[r1:r1 + rows] @ hinv[i1:i2, i2:]
     del w, hinv  # before the un-permuted copy of q_all (bounded memory)
     inv = torch.argsort(perm)
     return q_all[:, inv], params
