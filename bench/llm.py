@@ -235,9 +235,10 @@ def main() -> None:
                    "decode_tokens": args.decode, "threads": args.threads,
                    "rounds": args.rounds, "text": SOURCE,
                    "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                   "note": ("measured with nothing else running" if load_before < 1.5 else
-                            f"measured under load (1-min load average {load_before:.1f} on "
-                            f"{os.cpu_count()} CPUs): ratios not final"),
+                   "note": (f"1-min load average {load_before:.1f} on {os.cpu_count()} CPUs "
+                            "when timing began (this run's own threads and the minute "
+                            "before it included); whether other jobs ran is the caller's "
+                            "to say"),
                    "rows": rows}, f, indent=2)
     print(f"wrote {args.out}")
 
