@@ -35,8 +35,18 @@ module-level recorder; a done Hessian's tensor is released at once), codes bit-i
 ``tests/passes/quantize/test_gptq_hessian_lifetime.py`` guards it with the collector off.
 123M (hidden 1024, 8 layers) after the fix, under load: w4a16-gptq 1.23 GiB = 2.69x
 (was 3.40x, ``memory-123m.json``; w8a8 there 2.62x; at this size Python + torch alone are
-0.8x), same output error to the last digit (``memory-123m-w4a16-gptq-after.json``);
-1.1B not re-run yet.
+0.8x), same output error to the last digit (``memory-123m-w4a16-gptq-after.json``).
+1.1B after that fix: 6.29 GiB = 1.54x, the rest of the peak in GPTQ's own working set on
+the output layer (32000 x 2048: W's working copy, the codes, and the trailing update's
+product ``Err @ Hinv`` — another weight's worth); that update now runs a block of rows
+(~16 MiB) at a time (ea2adab, bit-identical). 1.1B w4a16-gptq now
+(``memory-1.1b-w4a16-gptq.json``, OMP_NUM_THREADS=1, 2026-11-30): peak 5.97 GiB = 1.46x
+(1.37x above the process's start), goal met; quantize 788 s; output error identical to the
+2.27x run (SQNR 8.96 dB, cosine 0.919288).
+
+Note: the frames the sampler names are those under this script's folder; run it from the
+checkout edgecc is imported from, or the passes' frames (imported through the editable
+install) are left out of "where".
 
 Each scheme runs in a fresh process (``--one SCHEME``), so one's peak does not hide the
 other's. Peak RSS is sampled every 20 ms by a thread; at each new peak the thread records
