@@ -9,6 +9,7 @@ onnx, npu and gguf (identical). Verification is off: it reads artifacts, never w
 
 import json
 import os
+import platform
 
 import pytest
 import torch
@@ -43,6 +44,11 @@ CALIB = [(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(i)),
          for i in range(2)]
 CASES = {
     "host": (net_case, {"pipeline": "fold-batchnorm,fuse,dce"}),
+    # x86: the int8 kernels (VNNI / AVX2 C++ compiled into model.so) and the weight-only
+    # int4 kernel (packed codes); elsewhere these builds take TVM's own kernels
+    "host#w8a8": (net_case, {"pipeline": "quantize{scheme=w8a8}", "calibration": CALIB,
+                             "target_options": {"integer_kernels": True}}),
+    "host#w4a16": (net_case, {"pipeline": "quantize{scheme=w4a16,group_size=8}"}),
     "arm64": (net_case, {"pipeline": "fuse,dce"}),
     "onnx": (net_case, {"pipeline": "fuse,dce"}),
     "npu:ethos-u55-128": (net_case, {"pipeline": "quantize{scheme=w8a8}", "calibration": CALIB}),
@@ -53,18 +59,19 @@ CASES = {
 def params():
     for spec in CASES:
         marks = [pytest.mark.slow]
-        yield pytest.param(spec, marks=marks, id=spec.split(":")[0])
+        yield pytest.param(spec, marks=marks, id=spec.split(":")[0].replace("#", "-"))
 
 
 @pytest.mark.parametrize("spec", params())
 def test_same_input_same_options_same_bytes(spec, tmp_path, monkeypatch):
+    spec, _, _variant = spec.partition("#")
     name = spec.split(":")[0]
     target_cls = default_target_registry().get(name)
     avail = target_cls().availability()
     if not avail.available:
         pytest.skip(f"{name}: {avail.detail}")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    make, options = CASES[spec]
+    make, options = CASES[spec + ("#" + _variant if _variant else "")]
     model, inputs = make()
     reports = []
     for out in ("first", "second-build-dir"):
@@ -72,6 +79,10 @@ def test_same_input_same_options_same_bytes(spec, tmp_path, monkeypatch):
                              **inputs, **options)
         reports.append(json.loads((tmp_path / out / "manifest.json").read_text()))
         assert reports[-1] == json.loads(json.dumps(res.report))
+    if _variant and platform.machine() in ("x86_64", "AMD64"):  # the C++ kernels were built
+        kernels = reports[0]["lowering"]["integer_kernels"]
+        assert (kernels.get("x86_kernels", 0) if _variant == "w8a8" else
+                kernels["weight_only"]["weight_only_layers"]) > 0, kernels
     first, second = ({a["path"]: a["sha256"] for a in r["artifacts"]} for r in reports)
     assert sorted(first) == sorted(second) and first
     varies = reports[0]["lowering"].get("varies", {})
