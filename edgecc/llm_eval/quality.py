@@ -1,7 +1,9 @@
 """The quality comparison of issue 17 on a real GGUF decoder: edgecc's quantizations
 (RTN / GPTQ / AWQ int4 in the Q4_0 and Q4_1 layouts, GPTQ in llama.cpp's Q4_K_M type mix,
-Q8_0) as edgecc programs and as ``-t gguf`` files run by llama.cpp, beside llama.cpp's own
-quantizer (``llamacpp_quant``) on the same float weights, on the same text windows.
+Q8_0) as edgecc programs, as edgecc host builds (``host``: the TVM decoder library built from
+the same quantized program, run by ``edgecc.llm.Generator``) and as ``-t gguf`` files run by
+llama.cpp, beside llama.cpp's own quantizer (``llamacpp_quant``) on the same float weights,
+on the same text windows.
 
 Used by ``bench/llm_quality.py`` (the full table) and the slow tests (a small slice).
 Calibration (GPTQ / AWQ) reads the calibration split of the text, perplexity the test
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from edgecc.llm_eval import host as host_build
 from edgecc.llm_eval import llamacpp_quant
 from edgecc.llm_eval.perplexity import llamacpp_perplexity, program_perplexity, windows
 from edgecc.llm_eval.text import opticks
@@ -105,15 +108,24 @@ def run(gguf_path: str, workdir: str, setup: Setup, *, variants: list[str],
         llamacpp_ftypes: list[str], llamacpp: bool = True,
         on_row: Callable[[dict[str, Any]], None] | None = None,
         files: Collection[str] | None = None, base: Program | None = None,
-        data: tuple[list[list[int]], list[tuple[torch.Tensor]]] | None = None
-        ) -> list[dict[str, Any]]:
+        data: tuple[list[list[int]], list[tuple[torch.Tensor]]] | None = None,
+        host: Collection[str] = ()) -> list[dict[str, Any]]:
     """Every row: ``{"name", "by", "layout", "program_ppl", "llamacpp_ppl", "bytes", ...}``.
 
     ``files``: the variants written as GGUF files (default all; a variant without its file
     has no ``bytes`` / ``tensor_types`` / ``llamacpp_ppl``); ``base``: ``edgecc.load`` of
-    the file, ``data``: ``token_data`` (when the caller has them already)."""
+    the file, ``data``: ``token_data`` (when the caller has them already); ``host``: the
+    variants also built as edgecc host bundles (``host.host_bundle`` of the row's program,
+    KV cache and prefill of ``setup.ctx``) and scored by them: ``host_ppl``,
+    ``host_bytes``, ``host_transplanted``, ``host_check_max_abs``."""
     import edgecc
 
+    unknown = sorted(set(host) - set(variants))
+    if unknown:
+        from edgecc.errors import EdgeccError
+
+        raise EdgeccError(f"host build asked for '{unknown[0]}', which is not among the "
+                          f"variants measured ({', '.join(variants) or 'none'})")
     test, calib = data or token_data(gguf_path, setup)
     if base is None:
         base = edgecc.load(gguf_path)
@@ -164,6 +176,17 @@ def run(gguf_path: str, workdir: str, setup: Setup, *, variants: list[str],
         if llamacpp and path:
             row["llamacpp_ppl"] = llamacpp_perplexity(path, test,
                                                       threads=setup.threads).perplexity
+        if name in host:
+            t2 = time.perf_counter()
+            built = host_build.host_bundle(program, os.path.join(workdir, f"{name}_host"),
+                                           ctx=setup.ctx, model=gguf_path)
+            t3 = time.perf_counter()
+            row["host_ppl"] = host_build.host_perplexity(built["dir"], test).perplexity
+            row["host_bytes"] = host_build.bundle_bytes(built["dir"])
+            row["host_transplanted"] = built["transplanted"]
+            row["host_check_max_abs"] = built["check_max_abs"]
+            row["seconds"]["host_build"] = round(t3 - t2, 1)
+            row["seconds"]["host_ppl"] = round(time.perf_counter() - t3, 1)
         add(row)
         del program
         if options is None and llamacpp_ftypes and path:
