@@ -10,7 +10,8 @@ KV cache, a different graph than the single-pass program) and moves the program'
 into it (``transplant_weights``): each weight a linear / embedding / norm multiply of the
 program reads — a float constant or the constant-only ``edgecc.dequantize`` subgraph the
 quantize pass made — replaces the step's at the same module path, so the host library is
-built from exactly the program's quantized codes, scales and (AWQ-folded) norms::
+built from exactly the program's quantized codes, scales and (AWQ-folded) norms (RoPE's
+frequency constant, a multiply in ``model.rotary_emb``, is moved too: equal in both)::
 
     program:  %w = edgecc.dequantize(@..up_proj_qweight, @.._w_scale, ..)  (GPTQ codes)
               %y = aten.linear(%x, %w)                  nn_module_stack model.layers.0.mlp.up_proj

@@ -40,7 +40,9 @@ def test_host_build_ppl_equals_program_ppl_fp32_and_int4(tmp_path):
         assert math.isclose(theirs.perplexity, ours.perplexity, rel_tol=rel), name
         if name == "fp32":
             fp32 = ours.perplexity
-    assert not math.isclose(ours.perplexity, fp32, rel_tol=1e-3)  # int4 is another model
+    # the int4 build is the int4 model, not the float one: 1.5e-3 apart, 15x the tolerance
+    # (host and program agree to ~5e-9 relative, measured)
+    assert abs(ours.perplexity - fp32) > 10 * 1e-4 * fp32
 
 
 def test_a_program_of_another_decoder_is_refused(tmp_path):
