@@ -312,13 +312,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
           for (int64_t p = p0; p < p1; ++p) {
             float* panel = panels + (p - p0) * k * 16;
             int64_t base[16];
-            for (int lane = 0; lane < 16; ++lane) {
-              const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
-              base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
-            }
-            bool contiguous = true;
-            for (int lane = 1; lane < 16; ++lane)
-              contiguous = contiguous && base[lane] == base[0] + lane;
+            const bool contiguous = panel_bases(p, pix, ow, sh, sw, wp, base);
             if (contiguous) {
               for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + base[0], 64);
             } else {

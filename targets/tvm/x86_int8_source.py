@@ -538,13 +538,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       auto build = [&](int64_t p) {
         int8_t* panel = panels8 + p * kq * 64;
         int64_t base[16];
-        for (int lane = 0; lane < 16; ++lane) {
-          const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
-          base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
-        }
-        bool contiguous = true;
-        for (int lane = 1; lane < 16; ++lane)
-          contiguous = contiguous && base[lane] == base[0] + lane;
+        const bool contiguous = panel_bases(p, pix, ow, sh, sw, wp, base);
         if (contiguous) {
           const int8_t* s = pad8 + base[0];
           for (int64_t q = 0; q < kq; ++q)
@@ -593,14 +587,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     auto build = [&](int64_t p) {
       {
         int16_t* panel = panels + p * kp * 16;
-        int64_t base[16];
-        for (int lane = 0; lane < 16; ++lane) {
-          const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
-          base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
-        }
-        bool contiguous = true;  // 16 consecutive input bytes per k (stride 1, one run)
-        for (int lane = 1; lane < 16; ++lane)
-          contiguous = contiguous && base[lane] == base[0] + lane;
+        int64_t base[16];  // contiguous: 16 consecutive input bytes per k (stride 1, one run)
+        const bool contiguous = panel_bases(p, pix, ow, sh, sw, wp, base);
         if (contiguous) {
           const int64_t pairs = k / 2;
           for (int64_t k2 = 0; k2 < pairs; ++k2) {

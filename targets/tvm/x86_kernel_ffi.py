@@ -85,6 +85,20 @@ __attribute__((unused)) void* scratch(int slot, size_t bytes) {
   return buf[slot];
 }
 
+// im2col: the padded-input offsets of panel p's 16 output pixels (the last pixel repeated
+// past the end); true when they are 16 consecutive elements (one contiguous run)
+static bool panel_bases(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t sw,
+                        int64_t wp, int64_t base[16]) {
+  for (int lane = 0; lane < 16; ++lane) {
+    const int64_t q = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
+    base[lane] = (q / ow) * sh * wp + (q % ow) * sw;
+  }
+  bool contiguous = true;
+  for (int lane = 1; lane < 16; ++lane)
+    contiguous = contiguous && base[lane] == base[0] + lane;
+  return contiguous;
+}
+
 }  // namespace
 """
 
