@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.x86_int8_source import ISA_QUERY, SOURCE, SYMBOLS
+from edgecc.targets.tvm.x86_int8_source import EXPORTED, ISA_QUERY, SOURCE, SYMBOLS
 
 ISA = "avx2"
 LINEAR, CONV, DEPTHWISE = SYMBOLS
@@ -50,7 +50,7 @@ def supported(target: Any) -> bool:
         return False
 
 
-def external_module(source: str = SOURCE, symbols: tuple[str, ...] = (*SYMBOLS, ISA_QUERY),
+def external_module(source: str = SOURCE, symbols: tuple[str, ...] = EXPORTED,
                     cache: str = "x86_int8") -> Any:
     """The kernels as a module TVM links into the exported library: the object file compiled
     once per source and compiler (``compiled_object``), or — when that cannot be built —

@@ -45,10 +45,12 @@ columns are dropped), accumulated in int32, then written 8 outputs at a time wit
 vector requantization.
 """
 
+from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
 ISA_QUERY = "edgecc_x86_int8_isa"  # () -> 0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI (this call's pick)
+EXPORTED = (*SYMBOLS, ISA_QUERY, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -395,6 +397,7 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end) {
   }
 }
 
+""" + AMX_KERNELS + r"""
 // the parallel_for work unit is an AVX2 multiply-add: a vpdpbusd does 4x (zmm) or 2x (ymm)
 // as many a cycle, so a VNNI job is that much smaller before the pool is worth waking
 inline int64_t dot_speed(int isa) { return isa == ISA_AVX512VNNI ? 4 : 2; }
@@ -471,6 +474,7 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
               epilogue(args, meta, 0), isa};
     g.e.ld = n;
     g.e.off = shifted_off(g.e.off, reinterpret_cast<const int32_t*>(packed + meta[9]), n);
+    if (amx_gemm(g, true)) return 0;  // AMX tiles where the CPU and OS allow them
     parallel_for((n + 15) / 16, [&](int64_t b, int64_t e) { gemm_panels_dot<true>(g, b, e); },
                  m * n * ld / dot_speed(isa));
     return 0;
@@ -697,5 +701,6 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
+""" + AMX_FFI + r"""
 }  // extern "C"
 """
