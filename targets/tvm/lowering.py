@@ -189,6 +189,15 @@ def _external_kernels(module: Any) -> list[Any]:
     return external
 
 
+def hand_written_kernels(module: Any, target: Any) -> Any:
+    """``module`` with the layers edgecc's hand-written kernels cover as calls to them
+    (``x86_fp32.apply``: x86 with AVX2; others unchanged) — what ``build`` compiles with the
+    edgecc schedule, and so what ``tuning`` tunes (the TVM kernels that remain)."""
+    from edgecc.targets.tvm import x86_fp32
+
+    return x86_fp32.apply(module, target)[0]
+
+
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
           fcompile: Any = None, database: Any = None, show_tvm_log: bool = False) -> None:
     """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
@@ -205,9 +214,7 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
     # attaches its own: both are kept)
     lost = [] if (module.attrs or {}).get("external_mods") else _external_kernels(module)
     if schedule == "edgecc":  # x86: float32 layers on the hand-written kernels (x86_fp32)
-        from edgecc.targets.tvm import x86_fp32
-
-        module, _ = x86_fp32.apply(module, target)
+        module = hand_written_kernels(module, target)
     external = [*lost, *((module.attrs or {}).get("external_mods") or [])]
     if external:  # C kernels (x86_int8): kept through passes that rebuild the module
         relax_pipeline = _keeping_external(relax_pipeline, external)
