@@ -7,17 +7,227 @@ into ``x86_int8_source.SOURCE`` at two points, so the int8 kernel set stays one 
   cannot run (no AMX-INT8, the OS refuses the tile state, ``EDGECC_X86_INT8_ISA`` narrowed
   the choice), and the caller then runs its VNNI / AVX2 path. ``urows``: the rows are the
   unsigned operand (linear: activations + 128), else the panels are (conv: im2col + 128).
-- ``AMX_FFI`` goes inside the ``extern "C"`` block; ``AMX_SYMBOLS`` names what it exports.
+- ``AMX_FFI`` goes inside the ``extern "C"`` block; ``AMX_SYMBOLS`` names what it exports:
+  ``edgecc_x86_int8_amx`` () -> 1 where ``amx_gemm`` runs the products on this call (the
+  CPU has AMX-INT8, the OS granted the tile state, ``EDGECC_X86_INT8_ISA`` is unset or
+  ``amx``), else 0; ``edgecc_x86_int8_amx_products`` () -> how many products ``amx_gemm``
+  ran in this process (tests: a build's linears really ran on the tiles).
 
-Until the AMX kernels land, ``amx_gemm`` declines every product.
+The VNNI panels ``[ceil(N/16)][kq][16][4]`` are AMX's B-tile layout as they are (a tile of
+16 rows x 64 bytes = 16 k quads x 16 columns), so the weights need no new packing::
+
+    tile config (each thread, once per task): 8 tiles of 16 rows x 64 bytes
+        tmm0..3 = C (int32 [16][16]: 2 row blocks x 2 panels), tmm4,5 = A, tmm6,7 = B
+    for each pair of panels (p, p+1)                    # parallel_for over the pairs
+      for each 32 rows r:
+        C = 0
+        for each 64 bytes of k (16 quads):
+            A0, A1 = rows[r:r+16, k:k+64], rows[r+16:r+32, k:k+64]
+            B0, B1 = panel p [k/4 : k/4+16], panel p+1 [...]
+            C[i][j] += tdpbusd(Ai, Bj)      # tdpbsud for a conv (u8 panels, s8 rows)
+        write_tile(C[i][j])                 # the VNNI path's requant / float write-back
+
+Edges: the rows come padded to 8 with ``kq * 4`` bytes each; where that is not a whole
+number of 16-row x 64-byte tiles they are copied once (zero-padded to 16 rows and 64-byte k
+steps), so a tile never reads past them; the padded k bytes are 0 in A, so whatever B holds
+there (the next panel) adds nothing, and the last panel's partial k step comes from a
+zero-padded copy; a last single panel or single 16-row block runs with its tiles left out.
+int32 arithmetic is exact, so the results are the VNNI path's bit for bit.
 """
 
-AMX_SYMBOLS: tuple[str, ...] = ()
+AMX_QUERY = "edgecc_x86_int8_amx"  # () -> 1 where the int8 GEMMs run on AMX tiles now
+AMX_COUNT = "edgecc_x86_int8_amx_products"  # () -> GEMMs run on AMX tiles in this process
+AMX_SYMBOLS: tuple[str, ...] = (AMX_QUERY, AMX_COUNT)
 
 AMX_KERNELS = r"""
 // ---- AMX (targets/tvm/x86_amx_source.py) -------------------------------------------------
-__attribute__((unused)) bool amx_gemm(const GemmDot&, bool) { return false; }
+#if defined(__x86_64__) && !defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11
+#define EDGECC_AMX 1
+#else
+#define EDGECC_AMX 0
+#endif
+
+// products run on AMX tiles in this process (the count query's answer)
+int64_t amx_products = 0;
+
+#if EDGECC_AMX
+// CPUID.(7,0):EDX bit 24 AMX-TILE, bit 25 AMX-INT8
+bool amx_cpu() {
+  unsigned a, b, c, d;
+  asm volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0u), "c"(0u));
+  if (a < 7) return false;
+  asm volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7u), "c"(0u));
+  return ((d >> 24) & 1) && ((d >> 25) & 1);
+}
+
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): Linux >= 5.16 hands a process the
+// 8 KB tile state only on request (once per process, for all its threads); a raw syscall,
+// so nothing needs <unistd.h> inside this namespace
+bool amx_os() {
+  long ret;
+  asm volatile("syscall" : "=a"(ret) : "a"(158L), "D"(0x1023L), "S"(18L)
+               : "rcx", "r11", "memory");
+  return ret == 0;
+}
+
+// whether the products run on AMX on this call: the CPU and the OS once, the environment
+// every call (EDGECC_X86_INT8_ISA names another kernel set: no)
+bool amx_ready() {
+  static const bool ok = amx_cpu() && amx_os();
+  if (!ok) return false;
+  const char* want = getenv("EDGECC_X86_INT8_ISA");
+  return !want || !*want || strcmp(want, "amx") == 0;
+}
+
+struct alignas(64) AmxConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// C[RT][CT] (tmm0..3, [16][16] int32 each) = A rows (RT blocks of 16, lda) x B panels (CT of
+// them, 64-byte rows), nkb steps of 64 k bytes; bt[j]: panel j's last step from a padded copy
+// (or null); out: [4][256] int32, tile (i, j) at (2i + j) * 256
+template <bool UROWS, int RT, int CT>
+__attribute__((target("avx2,fma,amx-tile,amx-int8")))
+void amx_block(const uint8_t* a, int64_t lda, const int8_t* const* b, const int8_t* const* bt,
+               int64_t nkb, int32_t* out) {
+  _tile_zero(0);
+  if (CT == 2) _tile_zero(1);
+  if (RT == 2) _tile_zero(2);
+  if (RT == 2 && CT == 2) _tile_zero(3);
+  for (int64_t s = 0; s < nkb; ++s) {
+    const bool last = s == nkb - 1;
+    _tile_loadd(4, a + s * 64, lda);
+    if (RT == 2) _tile_loadd(5, a + 16 * lda + s * 64, lda);
+    _tile_loadd(6, last && bt[0] ? bt[0] : b[0] + s * 1024, 64);
+    if (CT == 2) _tile_loadd(7, last && bt[1] ? bt[1] : b[1] + s * 1024, 64);
+    if (UROWS) {
+      _tile_dpbusd(0, 4, 6);
+      if (CT == 2) _tile_dpbusd(1, 4, 7);
+      if (RT == 2) _tile_dpbusd(2, 5, 6);
+      if (RT == 2 && CT == 2) _tile_dpbusd(3, 5, 7);
+    } else {
+      _tile_dpbsud(0, 4, 6);
+      if (CT == 2) _tile_dpbsud(1, 4, 7);
+      if (RT == 2) _tile_dpbsud(2, 5, 6);
+      if (RT == 2 && CT == 2) _tile_dpbsud(3, 5, 7);
+    }
+  }
+  _tile_stored(0, out, 64);
+  if (CT == 2) _tile_stored(1, out + 256, 64);
+  if (RT == 2) _tile_stored(2, out + 512, 64);
+  if (RT == 2 && CT == 2) _tile_stored(3, out + 768, 64);
+}
+
+template <bool UROWS, int RT>
+__attribute__((target("avx2,fma,amx-tile,amx-int8")))
+void amx_rows(const uint8_t* a, int64_t lda, const int8_t* const* b, const int8_t* const* bt,
+              int64_t nkb, int ct, int32_t* out) {
+  if (ct == 2) amx_block<UROWS, RT, 2>(a, lda, b, bt, nkb, out);
+  else amx_block<UROWS, RT, 1>(a, lda, b, bt, nkb, out);
+}
+
+// panel pairs [j0, j1) of the product: A = a ([n_rows padded to 16][lda]), B = g.panels
+template <bool UROWS>
+__attribute__((target("avx2,fma,amx-tile,amx-int8")))
+void amx_pairs(const GemmDot& g, const uint8_t* a, int64_t lda, int64_t j0, int64_t j1) {
+  AmxConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+  _tile_loadconfig(&cfg);
+  alignas(64) int32_t acc[4 * 256];
+  alignas(64) int8_t tail[1024];  // the last panel's last k step, zero-padded to 16 quads
+  const int64_t kq = g.kq, nkb = (kq + 15) / 16, np = (g.n_cols + 15) / 16;
+  const int64_t kt = kq - (nkb - 1) * 16;  // quads in the last k step
+  const int8_t* tail_at = 0;
+  if (kt < 16) {  // only the very last panel would read past the panels
+    memset(tail, 0, sizeof tail);
+    memcpy(tail, g.panels + (np - 1) * kq * 64 + (nkb - 1) * 1024, kt * 64);
+    tail_at = tail;
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t p = 2 * j;
+    const int ct = p + 1 < np ? 2 : 1;
+    const int8_t* b[2] = {g.panels + p * kq * 64, g.panels + (p + ct - 1) * kq * 64};
+    const int8_t* bt[2] = {p == np - 1 ? tail_at : 0, p + 1 == np - 1 ? tail_at : 0};
+    for (int64_t r = 0; r < g.n_rows; r += 32) {
+      const int rt = r + 16 < g.n_rows ? 2 : 1;
+      if (rt == 2) amx_rows<UROWS, 2>(a + r * lda, lda, b, bt, nkb, ct, acc);
+      else amx_rows<UROWS, 1>(a + r * lda, lda, b, bt, nkb, ct, acc);
+      for (int i = 0; i < rt; ++i) {
+        const int64_t r0 = r + 16 * i;
+        const int nr = (int)(g.n_rows - r0 < 16 ? g.n_rows - r0 : 16);
+        for (int c = 0; c < ct; ++c) {
+          const int64_t c0 = (p + c) * 16;
+          const int nc = (int)(g.n_cols - c0 < 16 ? g.n_cols - c0 : 16);
+          write_tile(g.e, acc + (2 * i + c) * 256, (int)r0, nr, (int)c0, nc);
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+#endif
+
+// the whole product of g on AMX tiles; false (nothing written) where AMX cannot run
+__attribute__((unused)) bool amx_gemm(const GemmDot& g, bool urows) {
+#if EDGECC_AMX
+  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_ready()) return false;
+  const int64_t ld = g.kq * 4, nkb = (g.kq + 15) / 16, m8 = (g.n_rows + 7) / 8 * 8;
+  const int64_t m16 = (g.n_rows + 15) / 16 * 16;
+  const uint8_t* a = reinterpret_cast<const uint8_t*>(g.rows);
+  int64_t lda = ld;
+  if (g.kq % 16 != 0 || m8 != m16) {  // tiles would read past the rows: a padded copy
+    lda = nkb * 64;
+    uint8_t* copy = static_cast<uint8_t*>(scratch(0, m16 * lda + 64));
+    for (int64_t i = 0; i < m16; ++i) {
+      uint8_t* dst = copy + i * lda;
+      if (i < g.n_rows) {
+        memcpy(dst, a + i * ld, ld);
+        memset(dst + ld, 0, lda - ld);
+      } else {
+        memset(dst, 0, lda);
+      }
+    }
+    a = copy;
+  }
+  const int64_t pairs = ((g.n_cols + 15) / 16 + 1) / 2;
+  const int64_t work = g.n_rows * g.n_cols * ld / 8;  // a tile product does ~8 zmm vpdpbusd's work
+  if (urows)
+    parallel_for(pairs, [&](int64_t b, int64_t e) { amx_pairs<true>(g, a, lda, b, e); }, work);
+  else
+    parallel_for(pairs, [&](int64_t b, int64_t e) { amx_pairs<false>(g, a, lda, b, e); }, work);
+  __atomic_fetch_add(&amx_products, 1, __ATOMIC_RELAXED);
+  return true;
+#else
+  (void)g; (void)urows;
+  return false;
+#endif
+}
 """
 
 AMX_FFI = r"""
+// 1 where the int8 GEMMs run on AMX tiles on this call (CPU, OS and EDGECC_X86_INT8_ISA
+// allowing), else 0
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_amx(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+#if EDGECC_AMX
+  result->v_int64 = amx_ready() ? 1 : 0;
+#else
+  result->v_int64 = 0;
+#endif
+  return 0;
+}
+
+// how many products amx_gemm ran on AMX tiles in this process
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_amx_products(void*, const TVMFFIAny*, int32_t,
+                                           TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&amx_products, __ATOMIC_RELAXED);
+  return 0;
+}
 """

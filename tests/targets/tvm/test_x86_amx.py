@@ -1,0 +1,189 @@
+"""AMX tiles for the x86 int8 linears (``x86_amx_source``): the library carries
+``tdpbusd`` / ``tdpbsud``; on a CPU and OS with AMX-INT8 the linears really run on the tiles
+(the kernels' product count grows; a silent fall back to VNNI would fail here) and their
+outputs are bit-identical to the AVX-512 VNNI kernels' on shapes with edge tiles (M, K, N
+not multiples of 16 / 64 / 16) and to the integer arithmetic. Skipped where the CPU has no
+AMX-INT8 or the OS does not grant the tile state."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import edgecc
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(l for l in f if l.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def _amx() -> bool:
+    """AMX-INT8 and AVX-512 VNNI in cpuid, and Linux grants this process the tile state
+    (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), as the kernels ask it)."""
+    if not {"amx_tile", "amx_int8", "avx512_vnni", "avx512bw"} <= _cpu_flags():
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(158, 0x1023, 18) == 0  # SYS_arch_prctl, ARCH_REQ_XCOMP_PERM
+    except (OSError, AttributeError):
+        return False
+
+
+needs_amx = pytest.mark.skipif(not _amx(), reason="needs AMX-INT8 (CPU and OS)")
+ENV = "EDGECC_X86_INT8_ISA"
+
+
+def test_the_library_has_the_tile_products():
+    """The compiled kernels hold the u8·s8 (linear) and s8·u8 (conv) tile products,
+    whatever this CPU has: the artifact picks AMX at run time."""
+    from edgecc.targets.tvm import x86_int8
+
+    if shutil.which("objdump") is None:
+        pytest.skip("needs objdump")
+    text = subprocess.run(["objdump", "-d", x86_int8.compiled_object()], check=True,
+                          capture_output=True, text=True).stdout
+    assert "tdpbusd" in text and "tdpbsud" in text and "ldtilecfg" in text
+
+
+def _requant(acc, e):
+    v = (acc + e.off.reshape(1, -1)).astype(np.int32).astype(np.int64)
+    y = (v * e.mult.reshape(1, -1) + e.add.reshape(1, -1)) >> e.shift.reshape(1, -1)
+    return (np.clip(y, e.lo, e.hi) + e.zy).astype(np.int8)
+
+
+@needs_amx
+def test_linears_on_tiles_equal_vnni_on_edge_shapes(tmp_path, monkeypatch):
+    """Requantized and float linears whose M, K, N leave partial tiles — K not a multiple of
+    64 (the rows' padded copy, the last panel's zero-padded k step), M padded to 8 but not
+    16 (a copy), M and N whole (the rows read in place) with a single last panel and 16-row
+    block — bit-identical on AMX and on AVX-512 VNNI, and equal to the integer arithmetic."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm.x86_amx_source import AMX_COUNT, AMX_QUERY
+
+    rng = np.random.default_rng(0)
+    shapes = [(7, 37, 40), (20, 128, 33), (47, 128, 35), (64, 200, 64), (50, 256, 17)]
+
+    def requant(n):
+        shift = rng.integers(36, 42, n).astype(np.int64)
+        return x86_int8.Epilogue(
+            off=rng.integers(-5000, 5000, n).astype(np.int32), requant=True,
+            mult=rng.integers(2 ** 30, 2 ** 31, n).astype(np.int64),
+            add=(np.int64(1) << (shift - 1)) + rng.integers(-2 ** 38, 2 ** 38, n),
+            shift=shift, lo=-100, hi=120, zy=3)
+
+    weights = [rng.integers(-128, 128, (n, k)).astype(np.int8) for _, k, n in shapes]
+    eps = [requant(n) for _, _, n in shapes]
+    flt = x86_int8.Epilogue(off=eps[0].off, requant=False,
+                            scale=rng.random(40).astype(np.float32),
+                            bias=rng.random(40).astype(np.float32))
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType([m, k], "int8"))
+              for i, (m, k, _) in enumerate(shapes)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_linear(bb, p, w, e) for p, w, e in zip(params, weights, eps)]
+            outs.append(x86_int8.emit_linear(bb, params[0], weights[0], flt))
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    path = str(tmp_path / "k.so")
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    lib = tvm.runtime.load_module(path)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    ready = lib.get_function(AMX_QUERY, query_imports=True)
+    count = lib.get_function(AMX_COUNT, query_imports=True)
+    xs = [rng.integers(-128, 128, (m, k)).astype(np.int8) for m, k, _ in shapes]
+    args = [tvm.runtime.tensor(x) for x in xs]
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert ready() == 1
+    before = count()
+    amx = [o.numpy() for o in vm["main"](*args)]
+    assert count() - before == len(outs)  # every product ran on the tiles
+    monkeypatch.setenv(ENV, "amx")
+    assert ready() == 1
+    monkeypatch.setenv(ENV, "avx512vnni")
+    assert ready() == 0
+    before = count()
+    vnni = [o.numpy() for o in vm["main"](*args)]
+    assert count() == before  # the VNNI kernels, not the tiles
+    for i, (a, b) in enumerate(zip(amx, vnni)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    for (m, k, n), x, w, e, got in zip(shapes, xs, weights, eps, amx):
+        acc = x.astype(np.int64) @ w.astype(np.int64).T
+        np.testing.assert_array_equal(got, _requant(acc, e), err_msg=f"{(m, k, n)}")
+
+
+class _EncoderLayer(torch.nn.Module):
+    """BERT's encoder layer: fused qkv projection, softmax attention, output projection,
+    GELU FFN, post layer norms."""
+
+    def __init__(self, d=64, heads=2, ffn=144):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.o = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+        self.f1, self.f2 = torch.nn.Linear(d, ffn), torch.nn.Linear(ffn, d)
+        self.n1, self.n2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, -1) @ v
+        x = self.n1(x + self.o(a.transpose(1, 2).reshape(b, t, d)))
+        return self.n2(x + self.f2(torch.nn.functional.gelu(self.f1(x))))
+
+
+@needs_amx
+def test_a_bert_w8a8_build_runs_its_linears_on_tiles(tmp_path, monkeypatch):
+    """A BERT encoder layer (hidden 64, FFN 144, 19 tokens: M = 19 rows and K = 144, both
+    partial tiles) quantized w8a8 and lowered with the integer kernels: every linear runs on
+    AMX, and the outputs on fresh inputs are bit-identical to the same library's AVX-512
+    VNNI run."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm.x86_amx_source import AMX_COUNT, AMX_QUERY
+
+    torch.manual_seed(0)
+    model = _EncoderLayer().eval()
+    x = torch.randn(1, 19, 64)
+    calib = [(torch.randn(1, 19, 64),) for _ in range(2)]
+    program = edgecc.PassManager("quantize{scheme=w8a8},fuse,dce")(
+        edgecc.trace(model, (x,)), context=edgecc.PassContext(calibration=calib)).program
+    report: dict = {}
+    module = lowering.to_relax(program, integer_kernels=True, isa=x86_int8.ISA, report=report)
+    assert report["x86_kernels"] == report["integer_layers"] == 4, report
+    path = str(tmp_path / "bert.so")
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    lib = tvm.runtime.load_module(path)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    ready = lib.get_function(AMX_QUERY, query_imports=True)
+    count = lib.get_function(AMX_COUNT, query_imports=True)
+    monkeypatch.delenv(ENV, raising=False)
+    assert ready() == 1
+    for seed in range(2):
+        torch.manual_seed(seed + 1)
+        fresh = tvm.runtime.tensor(torch.randn(1, 19, 64).numpy())
+        before = count()
+        amx = vm["main"](fresh)
+        amx = (amx[0] if isinstance(amx, tvm.ir.Array) else amx).numpy()
+        assert count() - before == 4  # each linear: one product on the tiles
+        monkeypatch.setenv(ENV, "avx512vnni")
+        vnni = vm["main"](fresh)
+        vnni = (vnni[0] if isinstance(vnni, tvm.ir.Array) else vnni).numpy()
+        monkeypatch.delenv(ENV)
+        assert count() - before == 4
+        np.testing.assert_array_equal(amx, vnni)
