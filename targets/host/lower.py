@@ -43,7 +43,7 @@ def lower_program(program: Program, output_dir: str, options: HostOptions) -> Lo
         how = (f"MetaSchedule-tuned ({stats['kernels_with_record']}/{stats['kernels']} "
                "kernels), edgecc schedule for the rest")
     lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule,
-                   database=database, show_tvm_log=options.tvm_log)
+                   database=database, show_tvm_log=options.tvm_log, report=report)
     cpu = str(target.attrs["mcpu"])
     _write_readme(program, output_dir, cpu, options)
     return Lowered([Artifact(LIBRARY, "library",

@@ -189,22 +189,26 @@ def _external_kernels(module: Any) -> list[Any]:
     return external
 
 
-def hand_written_kernels(module: Any, target: Any) -> Any:
+def hand_written_kernels(module: Any, target: Any, report: dict | None = None) -> Any:
     """``module`` with the layers edgecc's hand-written kernels cover as calls to them
     (``x86_fp32.apply``: x86 with AVX2; others unchanged) — what ``build`` compiles with the
     edgecc schedule, and so what ``tuning`` tunes (the TVM kernels that remain)."""
     from edgecc.targets.tvm import x86_fp32
 
-    return x86_fp32.apply(module, target)[0]
+    module, stats = x86_fp32.apply(module, target)
+    if report is not None and stats is not None:  # layers on the kernels, fused, left and why
+        report["x86_fp32"] = stats.as_dict()
+    return module
 
 
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
-          fcompile: Any = None, database: Any = None, show_tvm_log: bool = False) -> None:
+          fcompile: Any = None, database: Any = None, show_tvm_log: bool = False,
+          report: dict | None = None) -> None:
     """Compile ``module`` for ``target`` and export it (with ``fcompile``, e.g. a cross
     compiler, when the library is for another machine; with a MetaSchedule ``database``,
     the kernels it has tuning records for use them — see ``tuning``). With the ``edgecc``
     schedule on an x86 target with AVX2, float32 linears and convolutions first become calls
-    to the hand-written kernels of ``x86_fp32``."""
+    to the hand-written kernels of ``x86_fp32`` (their counts in ``report["x86_fp32"]``)."""
     import tvm
 
     from edgecc.targets.tvm.pipeline import pipeline
@@ -214,7 +218,7 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
     # attaches its own: both are kept)
     lost = [] if (module.attrs or {}).get("external_mods") else _external_kernels(module)
     if schedule == "edgecc":  # x86: float32 layers on the hand-written kernels (x86_fp32)
-        module = hand_written_kernels(module, target)
+        module = hand_written_kernels(module, target, report)
     external = [*lost, *((module.attrs or {}).get("external_mods") or [])]
     if external:  # C kernels (x86_int8): kept through passes that rebuild the module
         relax_pipeline = _keeping_external(relax_pipeline, external)
