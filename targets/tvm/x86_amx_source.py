@@ -11,7 +11,11 @@ into ``x86_int8_source.SOURCE`` at two points, so the int8 kernel set stays one 
   ``edgecc_x86_int8_amx`` () -> 1 where ``amx_gemm`` runs the products on this call (the
   CPU has AMX-INT8, the OS granted the tile state, ``EDGECC_X86_INT8_ISA`` is unset or
   ``amx``), else 0; ``edgecc_x86_int8_amx_products`` () -> how many products ``amx_gemm``
-  ran in this process (tests: a build's linears really ran on the tiles).
+  ran in this process (tests: a build's linears really ran on the tiles);
+  ``edgecc_x86_int8_amx_gemm`` (rows, panels, meta = [urows, n_rows, kq, n_cols], out) the
+  product alone, either operand order, written as float32 ``out[n_rows][n_cols]`` through
+  ``write_tile``'s float epilogue with scale 1 (exact while |acc| < 2^24) — how the tests
+  check the conv order (``tdpbsud``), which no kernel calls yet.
 
 The VNNI panels ``[ceil(N/16)][kq][16][4]`` are AMX's B-tile layout as they are (a tile of
 16 rows x 64 bytes = 16 k quads x 16 columns), so the weights need no new packing::
@@ -37,7 +41,8 @@ int32 arithmetic is exact, so the results are the VNNI path's bit for bit.
 
 AMX_QUERY = "edgecc_x86_int8_amx"  # () -> 1 where the int8 GEMMs run on AMX tiles now
 AMX_COUNT = "edgecc_x86_int8_amx_products"  # () -> GEMMs run on AMX tiles in this process
-AMX_SYMBOLS: tuple[str, ...] = (AMX_QUERY, AMX_COUNT)
+AMX_GEMM = "edgecc_x86_int8_amx_gemm"  # (rows, panels, meta, out): amx_gemm alone, float out
+AMX_SYMBOLS: tuple[str, ...] = (AMX_QUERY, AMX_COUNT, AMX_GEMM)
 
 AMX_KERNELS = r"""
 // ---- AMX (targets/tvm/x86_amx_source.py) -------------------------------------------------
@@ -77,6 +82,19 @@ bool amx_ready() {
   if (!ok) return false;
   const char* want = getenv("EDGECC_X86_INT8_ISA");
   return !want || !*want || strcmp(want, "amx") == 0;
+}
+
+// the calling thread's buffer for the rows' padded copy: its own, not a scratch() slot, as
+// the callers hold theirs (a linear: 3, 4; a conv: 0, 1, 2, 4) while amx_gemm runs
+uint8_t* amx_buffer(size_t bytes) {
+  static thread_local uint8_t* buf = 0;
+  static thread_local size_t size = 0;
+  if (size < bytes) {
+    free(buf);
+    size = (bytes + 4095) / 4096 * 4096;
+    buf = static_cast<uint8_t*>(aligned_alloc(64, size));
+  }
+  return buf;
 }
 
 struct alignas(64) AmxConfig {
@@ -181,7 +199,7 @@ __attribute__((unused)) bool amx_gemm(const GemmDot& g, bool urows) {
   int64_t lda = ld;
   if (g.kq % 16 != 0 || m8 != m16) {  // tiles would read past the rows: a padded copy
     lda = nkb * 64;
-    uint8_t* copy = static_cast<uint8_t*>(scratch(0, m16 * lda + 64));
+    uint8_t* copy = amx_buffer(m16 * lda + 64);
     for (int64_t i = 0; i < m16; ++i) {
       uint8_t* dst = copy + i * lda;
       if (i < g.n_rows) {
@@ -228,6 +246,41 @@ int __tvm_ffi_edgecc_x86_int8_amx_products(void*, const TVMFFIAny*, int32_t,
                                            TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&amx_products, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// the product alone: rows (int8 [n_rows padded to 8][kq*4]; u8 where urows) x panels (int8
+// [ceil(n_cols/16)][kq][16][4]; u8 where not urows) -> out float32 [n_rows][n_cols], the exact
+// int32 sums while |acc| < 2^24 (scale 1, bias 0, off 0; a channel per row where not urows,
+// as a conv's); meta = [urows, n_rows, kq, n_cols]. Raises where AMX does not run.
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_amx_gemm(void*, const TVMFFIAny* args, int32_t num_args,
+                                       TVMFFIAny* result) {
+  if (num_args != 4) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_int8_amx_gemm: expected 4 arguments");
+    return -1;
+  }
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+  const int64_t* meta = data<int64_t>(args, 2);
+  const bool urows = meta[0] != 0;
+  const int64_t rows = meta[1], kq = meta[2], cols = meta[3];
+  const int64_t ch = urows ? cols : rows;
+  int32_t* off = static_cast<int32_t*>(calloc(ch, 4));
+  float* scale = static_cast<float*>(malloc(ch * 4));
+  float* bias = static_cast<float*>(calloc(ch, 4));
+  for (int64_t i = 0; i < ch; ++i) scale[i] = 1.0f;
+  Epilogue e;
+  memset(&e, 0, sizeof e);
+  e.off = off; e.scale = scale; e.bias = bias; e.requant = 0; e.channel_is_row = !urows;
+  e.out = data<void>(args, 3); e.ld = cols;
+  GemmDot g{data<int8_t>(args, 0), rows, kq, data<int8_t>(args, 1), cols, e, ISA_AVX512VNNI};
+  const bool ran = amx_gemm(g, urows);
+  free(off); free(scale); free(bias);
+  if (!ran) {
+    TVMFFIErrorSetRaisedFromCStr("RuntimeError", "edgecc_x86_int8_amx_gemm: AMX does not run "
+                                 "here (CPU, OS or EDGECC_X86_INT8_ISA)");
+    return -1;
+  }
   return 0;
 }
 """

@@ -65,12 +65,13 @@ def test_linears_on_tiles_equal_vnni_on_edge_shapes(tmp_path, monkeypatch):
     """Requantized and float linears whose M, K, N leave partial tiles — K not a multiple of
     64 (the rows' padded copy, the last panel's zero-padded k step), M padded to 8 but not
     16 (a copy), M and N whole (the rows read in place) with a single last panel and 16-row
-    block — bit-identical on AMX and on AVX-512 VNNI, and equal to the integer arithmetic."""
+    block — bit-identical on AMX and on AVX-512 VNNI, and equal to the integer arithmetic;
+    the tile product alone in both operand orders (a conv's ``tdpbsud`` too) equals numpy's."""
     import tvm
     from tvm import relax
 
     from edgecc.targets.tvm import lowering, x86_int8
-    from edgecc.targets.tvm.x86_amx_source import AMX_COUNT, AMX_QUERY
+    from edgecc.targets.tvm.x86_amx_source import AMX_COUNT, AMX_GEMM, AMX_QUERY
 
     rng = np.random.default_rng(0)
     shapes = [(7, 37, 40), (20, 128, 33), (47, 128, 35), (64, 200, 64), (50, 256, 17)]
@@ -124,6 +125,21 @@ def test_linears_on_tiles_equal_vnni_on_edge_shapes(tmp_path, monkeypatch):
     for (m, k, n), x, w, e, got in zip(shapes, xs, weights, eps, amx):
         acc = x.astype(np.int64) @ w.astype(np.int64).T
         np.testing.assert_array_equal(got, _requant(acc, e), err_msg=f"{(m, k, n)}")
+
+    # the product alone, both operand orders: u8 rows x s8 panels (tdpbusd, a linear's) and
+    # s8 rows x u8 panels (tdpbsud, a conv's: weights x im2col), exact int32 sums as float
+    gemm = lib.get_function(AMX_GEMM, query_imports=True)
+    monkeypatch.delenv(ENV)
+    for urows in (True, False):
+        for m, k, n in shapes + [(33, 300, 16), (16, 64, 47)]:
+            a = rng.integers(0, 256, (m, k)) if urows else rng.integers(-128, 128, (m, k))
+            b = rng.integers(-128, 128, (n, k)) if urows else rng.integers(0, 256, (n, k))
+            out = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32))
+            gemm(tvm.runtime.tensor(x86_int8.pack_rows_dot(a.astype(np.uint8).view(np.int8))),
+                 tvm.runtime.tensor(x86_int8.pack_panels_dot(b.astype(np.uint8).view(np.int8))),
+                 tvm.runtime.tensor(np.array([urows, m, -(-k // 4), n], np.int64)), out)
+            np.testing.assert_array_equal(out.numpy(), (a @ b.T).astype(np.float32),
+                                          err_msg=f"urows={urows} {(m, k, n)}")
 
 
 class _EncoderLayer(torch.nn.Module):
