@@ -186,19 +186,24 @@ def _external_kernels(module: Any) -> list[Any]:
         external.append(x86_int8.external_module())
     if symbols & set(x86_wonly.SYMBOLS):
         external.append(x86_wonly.external_module())
+    from edgecc.targets.tvm import x86_attention
+
+    if symbols & set(x86_attention.EXPORTED):
+        external.append(x86_attention.external_module())
     return external
 
 
 def hand_written_kernels(module: Any, target: Any, report: dict | None = None) -> Any:
     """``module`` with the layers edgecc's hand-written kernels cover as calls to them
-    (``x86_fp32.apply``: x86 with AVX2; others unchanged) — what ``build`` compiles with the
-    edgecc schedule, and so what ``tuning`` tunes (the TVM kernels that remain)."""
-    from edgecc.targets.tvm import x86_fp32
+    (``x86_fp32.apply``, then attention / layer norm / GELU: ``x86_attention.apply``; x86
+    with AVX2; others unchanged) — what ``build`` compiles with the edgecc schedule, and so
+    what ``tuning`` tunes (the TVM kernels that remain)."""
+    from edgecc.targets.tvm import x86_attention, x86_fp32
 
     module, stats = x86_fp32.apply(module, target)
     if report is not None and stats is not None:  # layers on the kernels, fused, left and why
         report["x86_fp32"] = stats.as_dict()
-    return module
+    return x86_attention.apply(module, target)[0]
 
 
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
