@@ -73,6 +73,9 @@ class IntegerKernels:
         self.gemm_isa = "generic" if isa == X86 else isa
         self.uses_x86 = False
         self.requantized: dict[fx.Node, Any] = {}  # quantize node → its int8 value
+        # add / relu nodes done inside a convolution's write-back (x86 Post) → their value
+        self.fused_values: dict[fx.Node, Any] = {}
+        self._defaults: dict[int, dict[str, Any]] = {}  # the importer's own converters
         self.stats = {"integer_layers": 0, "requantized": 0, "float_layers": 0}
 
     # -- analysis ---------------------------------------------------------------------
@@ -113,6 +116,63 @@ class IntegerKernels:
             return None
         return {"node": q, "sy": float(sy.reshape(-1)[0]), "zy": int(zy.reshape(-1)[0]),
                 "qmin": int(q.args[5]), "qmax": int(q.args[6])}
+
+    def quantize_params(self, q: fx.Node) -> tuple[float, float, int, int] | None:
+        """(scale, zero point, qmin, qmax) of a per-tensor int8 ``quantize`` with constant
+        parameters, as float32 values the Relax lowering divides / adds; None otherwise."""
+        sy, zy = self._const(q.args[1]), self._const(q.args[2])
+        if sy is None or zy is None or sy.size != 1 or zy.size != 1 or q.args[4] \
+                or q.args[7] != "int8":
+            return None
+        return (float(np.float32(sy.reshape(-1)[0])), float(np.float32(zy.reshape(-1)[0])),
+                int(q.args[5]), int(q.args[6]))
+
+    def post_chain(self, node: fx.Node, importer: Any) -> dict[str, Any] | None:
+        """What a float-epilogue convolution's write-back can also do (``x86_int8.Post``):
+        the residual ``add`` that is its only user (the other operand already lowered, float32,
+        same shape), the ``relu`` that is the add's only user, and the int8 ``quantize`` of
+        the result; None when there is nothing to take over."""
+        end, residual, post_relu, chain = node, None, False, []
+        users = list(node.users)
+        if len(users) == 1 and _aten(users[0], "add.Tensor") and len(users[0].args) == 2 \
+                and not users[0].kwargs:
+            add = users[0]
+            a, b = add.args
+            other = b if a is node else a
+            if (a is node) != (b is node) and isinstance(other, fx.Node) \
+                    and other in importer.env and _same_float(node, other) \
+                    and _same_float(node, add):
+                residual, end = other, add
+                chain.append(add)
+                nxt = list(add.users)
+                if len(nxt) == 1 and _aten(nxt[0], "relu.default"):
+                    end, post_relu = nxt[0], True
+                    chain.append(end)
+        quants = [u for u in end.users if is_quantize(u)]
+        qnode = quants[0] if len(quants) == 1 else None
+        quant = self.quantize_params(qnode) if qnode is not None else None
+        if quant is None:
+            qnode = None
+        if residual is None and quant is None:
+            return None
+        return {"residual": residual, "post_relu": post_relu, "chain": chain,
+                "quantize": qnode, "quant": quant,
+                "float_out": any(u is not qnode for u in end.users)}
+
+    def passthrough(self, name: str, fallback: Any) -> Any:
+        """A converter for ``name`` (add / relu) returning the value a fused write-back
+        already computed, else ``fallback`` (or the importer's own converter)."""
+        def convert(node: fx.Node, importer: Any) -> Any:
+            if node in self.fused_values:
+                return self.fused_values[node]
+            if fallback is not None:
+                return fallback(node, importer)
+            defaults = self._defaults.get(id(importer))
+            if defaults is None:
+                defaults = self._defaults[id(importer)] = importer.create_convert_map()
+            return defaults[name](node)
+
+        return convert
 
     # -- epilogues --------------------------------------------------------------------
     def requant_params(self, node: fx.Node, plan: dict[str, Any], bias: Any,
@@ -292,6 +352,26 @@ class IntegerKernels:
             return None
         epilogue, rq = fused
         emit = x86_int8.emit_conv if groups == 1 else x86_int8.emit_depthwise
+        chain = self.post_chain(node, importer) if rq is None and act in x86_int8.ACTS \
+            else None
+        if chain is not None:  # the float round trip to the next layer, in the write-back
+            post = x86_int8.Post(
+                act=act, post_relu=chain["post_relu"], float_out=chain["float_out"],
+                quant=chain["quant"],
+                residual=None if chain["residual"] is None else importer.env[chain["residual"]])
+            outs = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding,
+                        dilation, epilogue, post)
+            if outs is not None:
+                self._x86_done(bb, outs[0], None, None)
+                value = outs[0]  # float (or, with no float user, the int8 output)
+                for n in chain["chain"]:
+                    self.fused_values[n] = value
+                if chain["quantize"] is not None:
+                    self.requantized[chain["quantize"]] = outs[-1]
+                self.stats["fused_write_back"] = self.stats.get("fused_write_back", 0) + 1
+                if chain["residual"] is not None:
+                    self.stats["fused_residual"] = self.stats.get("fused_residual", 0) + 1
+                return value
         out = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding, dilation,
                    epilogue)
         return self._x86_done(bb, out, rq, act)
@@ -320,6 +400,19 @@ class IntegerKernels:
                               f"runs in float ({why})")
             self.stats["float_layers"] += 1
         return fallback(node, importer)
+
+
+def _aten(node: Any, name: str) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" \
+        and getattr(node.target, "__name__", "") == name
+
+
+def _same_float(a: fx.Node, b: fx.Node) -> bool:
+    """Both float32 tensors of one static shape (from the export's metadata)."""
+    va, vb = a.meta.get("val"), b.meta.get("val")
+    return (va is not None and vb is not None and hasattr(va, "shape") and hasattr(vb, "shape")
+            and str(va.dtype) == str(vb.dtype) == "torch.float32"
+            and tuple(va.shape) == tuple(vb.shape))
 
 
 def _fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -392,4 +485,7 @@ def integer_converters(converters: dict[str, Any], constants: dict[str, np.ndarr
     for name in ("convolution.default", "conv_act.default"):
         converters[name] = kernels.convolution(converters[name])
     converters["quantize.default"] = kernels.quantize(converters["quantize.default"])
+    if isa == X86:  # what the x86 convolutions' fused write-back may take over
+        for name in ("add.Tensor", "relu.default"):
+            converters[name] = kernels.passthrough(name, converters.get(name))
     return kernels

@@ -121,6 +121,37 @@ class Epilogue:
                 _c(self.scale, np.float32, channels), _c(self.bias, np.float32, channels)]
 
 
+ACTS = {None: 0, "relu": 1, "relu6": 2}
+
+
+@dataclass(frozen=True)
+class Post:
+    """What a convolution's float write-back also does, in place of the kernels TVM ran
+    after it (the float round trip between two quantized layers)::
+
+        v = float32(acc + off) · scale + bias        # the float epilogue, as without Post
+        v = act(v)                                   # the conv's relu / relu6
+        v = v + residual                             # a residual add (float32, same shape)
+        v = relu(v)                                  # post_relu: the relu after the add
+        out_f32 = v;  out_i8 = clamp(round(v / qs) + qz, qmin, qmax)   # either or both
+
+    The same float32 operations in the same order as the Relax ``add`` / ``relu`` /
+    ``quantize`` (divide, round half to even, add, clip), so the values are identical."""
+
+    act: str | None = None
+    residual: Any = None  # Relax value or None
+    post_relu: bool = False
+    float_out: bool = True
+    quant: tuple[float, float, int, int] | None = None  # qs, qz, qmin, qmax
+
+    def tensor(self) -> np.ndarray:
+        qs, qz, qmin, qmax = self.quant or (1.0, 0.0, 0, 0)
+        flags = (1 if self.residual is not None else 0) | (2 if self.float_out else 0) \
+            | (4 if self.quant else 0)
+        return np.array([flags, ACTS[self.act], int(self.post_relu), qs, qz, qmin, qmax, 0],
+                        np.float32)
+
+
 def _c(values: np.ndarray, dtype: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.asarray(values).reshape(-1), (n,)), dtype)
 
@@ -182,14 +213,30 @@ def with_dot_layout(avx2: np.ndarray, dot: np.ndarray, w: np.ndarray) -> tuple[n
 
 
 def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
-          epilogue: Epilogue, channels: int, out_shape: list[int]) -> Any:
+          epilogue: Epilogue, channels: int, out_shape: list[int],
+          post: Post | None = None) -> Any:
+    """The kernel call: one output, or with ``post`` a list (float32 if ``post.float_out``,
+    then int8 if ``post.quant``)."""
     from tvm import relax
 
     consts = [packed, np.array(meta, np.int64), *epilogue.tensors(channels)]
-    dtype = "int8" if epilogue.requant else "float32"
-    return bb.emit(relax.call_dps_packed(
-        relax.ExternFunc(symbol), [x, *(relax.const(c, str(c.dtype)) for c in consts)],
-        relax.TensorType(out_shape, dtype)))
+    if post is None:
+        dtype = "int8" if epilogue.requant else "float32"
+        return bb.emit(relax.call_dps_packed(
+            relax.ExternFunc(symbol), [x, *(relax.const(c, str(c.dtype)) for c in consts)],
+            relax.TensorType(out_shape, dtype)))
+    if epilogue.requant or not (post.float_out or post.quant):
+        raise ValueError("a fused write-back needs the float epilogue and an output")
+    args = [x, *(relax.const(c, str(c.dtype)) for c in consts),
+            relax.const(post.tensor())]
+    if post.residual is not None:
+        args.append(post.residual)
+    types = ([relax.TensorType(out_shape, "float32")] if post.float_out else []) \
+        + ([relax.TensorType(out_shape, "int8")] if post.quant else [])
+    if len(types) == 1:
+        return [bb.emit(relax.call_dps_packed(relax.ExternFunc(symbol), args, types[0]))]
+    out = bb.emit(relax.call_dps_packed(relax.ExternFunc(symbol), args, types))
+    return [bb.emit(relax.TupleGetItem(out, i)) for i in range(len(types))]
 
 
 def _head(epilogue: Epilogue) -> list[int]:
@@ -219,9 +266,10 @@ def emit_linear(bb: Any, x: Any, w: np.ndarray, epilogue: Epilogue) -> Any | Non
 
 
 def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
-              padding: list[int], dilation: list[int], epilogue: Epilogue) -> Any | None:
-    """NCHW int8 convolution (groups 1, OIHW weights) with ``epilogue``, padding with
-    ``zx``; None when ``x``'s shape is symbolic."""
+              padding: list[int], dilation: list[int], epilogue: Epilogue,
+              post: Post | None = None) -> Any | None:
+    """NCHW int8 convolution (groups 1, OIHW weights) with ``epilogue`` (and ``post``: a
+    list of outputs), padding with ``zx``; None when ``x``'s shape is symbolic."""
     shape = static_shape(x)
     if shape is None or len(shape) != 4:
         return None
@@ -234,13 +282,15 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,
                               oh, ow, zx, *at]
     meta[0] = 2
-    return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow])
+    return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow], post)
 
 
 def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
-                   padding: list[int], dilation: list[int], epilogue: Epilogue) -> Any | None:
+                   padding: list[int], dilation: list[int], epilogue: Epilogue,
+                   post: Post | None = None) -> Any | None:
     """NCHW int8 depthwise convolution (``w[C, 1, KH, KW]``, one output per input channel)
-    with ``epilogue``; None when ``x``'s shape is symbolic or not depthwise."""
+    with ``epilogue`` (and ``post``); None when ``x``'s shape is symbolic or not
+    depthwise."""
     shape = static_shape(x)
     if shape is None or len(shape) != 4 or w.shape[0] != shape[1] or w.shape[1] != 1:
         return None
@@ -251,4 +301,4 @@ def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     meta = _head(epilogue) + [nb, c, h, wd, kh, kw, *stride, *padding, *dilation, oh, ow, zx]
     meta[0] = 3
     return _call(bb, DEPTHWISE, x, np.ascontiguousarray(w.reshape(c, -1), np.int32), meta,
-                 epilogue, c, [nb, c, oh, ow])
+                 epilogue, c, [nb, c, oh, ow], post)

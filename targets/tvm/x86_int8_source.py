@@ -71,7 +71,57 @@ struct Epilogue {
   const float* scale; const float* bias;
   int requant; int channel_is_row; int64_t lo, hi, zy;
   void* out; int64_t ld;  // out[row * ld + col]
+  // fused float write-back (channel_is_row, requant 0; see post_args): after scale and bias,
+  // act (1 relu, 2 relu6), + res[at], relu (post_relu), then fout[at] = v and/or
+  // qout[at] = clamp(rint(v / qs) + qz, qmin, qmax): what TVM's add / relu / quantize did
+  // as separate kernels, the same float operations in the same order
+  int fused; int act; int post_relu;
+  const float* res; float* fout; int8_t* qout;
+  float qs, qz, qmin, qmax;
 };
+
+// the fused write-back of 8 outputs of one channel (v: float(acc + off) * scale + bias) at
+// element at (fused: res, fout, qout all indexed alike)
+static inline void post8(const Epilogue& e, __m256 v, int64_t at) {
+  const __m256 zero = _mm256_setzero_ps();
+  if (e.act) v = _mm256_max_ps(v, zero);
+  if (e.act == 2) v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
+  if (e.res) v = _mm256_add_ps(v, _mm256_loadu_ps(e.res + at));
+  if (e.post_relu) v = _mm256_max_ps(v, zero);
+  if (e.fout) _mm256_storeu_ps(e.fout + at, v);
+  if (e.qout) {
+    __m256 q = _mm256_round_ps(_mm256_div_ps(v, _mm256_set1_ps(e.qs)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_add_ps(q, _mm256_set1_ps(e.qz));
+    q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(e.qmin)), _mm256_set1_ps(e.qmax));
+    const __m256i i = _mm256_cvtps_epi32(q);  // exact: integers in int8 range
+    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(e.qout + at), _mm_packs_epi16(w16, w16));
+  }
+}
+
+static inline void post1(const Epilogue& e, float v, int64_t at) {
+  if (e.act) v = v > 0.0f ? v : 0.0f;
+  if (e.act == 2) v = v < 6.0f ? v : 6.0f;
+  if (e.res) v = v + e.res[at];
+  if (e.post_relu) v = v > 0.0f ? v : 0.0f;
+  if (e.fout) e.fout[at] = v;
+  if (e.qout) {
+    float q = __builtin_nearbyintf(v / e.qs) + e.qz;
+    q = q < e.qmin ? e.qmin : (q > e.qmax ? e.qmax : q);
+    e.qout[at] = (int8_t)(int32_t)q;
+  }
+}
+
+// e with its output pointers advanced by n elements (the next batch item of a convolution)
+static inline Epilogue advanced(const Epilogue& e, int64_t n) {
+  Epilogue o = e;
+  o.out = static_cast<char*>(e.out) + n * (e.requant ? 1 : 4);
+  if (e.res) o.res += n;
+  if (e.fout) o.fout += n;
+  if (e.qout) o.qout += n;
+  return o;
+}
 
 // 16 int8 of row k (a) and of row k+1 (b) -> [16][2] int16 pairs (a_i, b_i)
 __attribute__((target("avx2,fma")))
@@ -91,6 +141,8 @@ static inline void store_one(const Epilogue& e, int64_t ch, int32_t acc, int64_t
     int64_t y = ((int64_t)v * e.mult[ch] + e.add[ch]) >> e.shift[ch];
     y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);
     static_cast<int8_t*>(e.out)[at] = (int8_t)(y + e.zy);
+  } else if (e.fused) {
+    post1(e, (float)v * e.scale[ch] + e.bias[ch], at);
   } else {
     static_cast<float*>(e.out)[at] = (float)v * e.scale[ch] + e.bias[ch];
   }
@@ -141,6 +193,11 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
                                            _mm256_extracti128_si256(w16, 1));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(
             static_cast<int8_t*>(e.out) + row * e.ld + c0), b8);
+      } else if (e.fused) {
+        const __m256 sc = _mm256_set1_ps(e.scale[row]), bi = _mm256_set1_ps(e.bias[row]);
+        post8(e, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), sc), bi), row * e.ld + c0);
+        post8(e, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), sc), bi),
+              row * e.ld + c0 + 8);
       } else {
         const __m256 sc = _mm256_set1_ps(e.scale[row]), bi = _mm256_set1_ps(e.bias[row]);
         float* o = static_cast<float*>(e.out) + row * e.ld + c0;
@@ -193,6 +250,13 @@ static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int
                                           _mm256_extracti128_si256(y, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(o + i), _mm_packs_epi16(w16, w16));
     }
+  } else if (e.fused) {
+    const __m256 sc = _mm256_set1_ps(e.scale[ch]), bi = _mm256_set1_ps(e.bias[ch]);
+    for (; i + 8 <= n; i += 8) {
+      const __m256i v = _mm256_add_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), off);
+      post8(e, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), bi), at + i);
+    }
   } else {
     const __m256 sc = _mm256_set1_ps(e.scale[ch]), bi = _mm256_set1_ps(e.bias[ch]);
     float* o = static_cast<float*>(e.out) + at;
@@ -203,6 +267,42 @@ static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int
     }
   }
   for (; i < n; ++i) store_one(e, ch, acc[i], at + i);
+}
+
+// depthwise: acc[0 .. span rounded up to 16) = sum over taps t of w[t] * src[t][i] (int8
+// runs, readable 15 bytes past span), two taps a vpmaddwd (int8 x int8 pairs: exact in
+// int32), the 16 sums of a step in registers across every tap
+enum { DW_TAPS = 49 };
+__attribute__((target("avx2,fma")))
+static void dw_taps(const int8_t* const* src, const int32_t* w, int64_t taps, int64_t span,
+                    int32_t* acc) {
+  const int64_t pairs = (taps + 1) / 2;
+  int32_t wp[(DW_TAPS + 1) / 2];
+  const int8_t* s0[(DW_TAPS + 1) / 2];
+  const int8_t* s1[(DW_TAPS + 1) / 2];
+  for (int64_t t = 0; t < pairs; ++t) {
+    const bool odd = 2 * t + 1 < taps;
+    s0[t] = src[2 * t];
+    s1[t] = odd ? src[2 * t + 1] : src[2 * t];  // the padding tap: weight 0
+    wp[t] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w[2 * t]) |
+                      ((uint32_t)(uint16_t)(int16_t)(odd ? w[2 * t + 1] : 0) << 16));
+  }
+  for (int64_t i = 0; i < span; i += 16) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+    for (int64_t t = 0; t < pairs; ++t) {
+      const __m256i x0 = _mm256_cvtepi8_epi16(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(s0[t] + i)));
+      const __m256i x1 = _mm256_cvtepi8_epi16(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(s1[t] + i)));
+      const __m256i wv = _mm256_set1_epi32(wp[t]);
+      a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wv));
+      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wv));
+    }
+    // a0: outputs 0-3 | 8-11, a1: 4-7 | 12-15
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + i), _mm256_permute2x128_si256(a0, a1, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + i + 8),
+                        _mm256_permute2x128_si256(a0, a1, 0x31));
+  }
 }
 
 // acc[4][16] = rows[0..3] (int16 [.][kp], kp even) x panel ([kp/2][16][2] int16)
@@ -274,7 +374,28 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   e.scale = data<float>(args, 7); e.bias = data<float>(args, 8);
   e.requant = (int)meta[1]; e.lo = meta[2]; e.hi = meta[3]; e.zy = meta[4];
   e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
+  e.fused = 0; e.act = 0; e.post_relu = 0; e.res = 0; e.fout = 0; e.qout = 0;
+  e.qs = 1.0f; e.qz = 0.0f; e.qmin = 0.0f; e.qmax = 0.0f;
   return e;
+}
+
+// a fused call (more than 10 arguments; convolutions): args[9] is post, float32
+// [flags, act, post_relu, qs, qz, qmin, qmax, 0] (flags: 1 residual input, 2 float output,
+// 4 int8 output), then the residual, then the outputs in that order. False: bad arguments.
+bool post_args(const TVMFFIAny* args, int num_args, Epilogue& e) {
+  if (num_args == 10) return true;
+  const float* post = data<float>(args, 9);
+  const int flags = (int)post[0];
+  const int n = 10 + (flags & 1) + ((flags >> 1) & 1) + ((flags >> 2) & 1);
+  if (n != num_args || !(flags & 6) || e.requant || !e.channel_is_row) return false;
+  int at = 10;
+  e.fused = 1; e.act = (int)post[1]; e.post_relu = (int)post[2];
+  e.qs = post[3]; e.qz = post[4]; e.qmin = post[5]; e.qmax = post[6];
+  if (flags & 1) e.res = data<float>(args, at++);
+  if (flags & 2) e.fout = data<float>(args, at++);
+  if (flags & 4) e.qout = data<int8_t>(args, at++);
+  e.out = e.fout ? static_cast<void*>(e.fout) : static_cast<void*>(e.qout);
+  return true;
 }
 
 
@@ -425,10 +546,17 @@ static inline void interleave4(const int8_t* a, const int8_t* b, const int8_t* c
   _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab1, cd1));
 }
 
-int bad_args(int n) {
-  if (n == 10) return 0;
-  TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments");
+int bad_args(int n, int most = 10) {
+  if (n >= 10 && n <= most) return 0;
+  TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments"
+                               " (11-13 for a fused convolution write-back)");
   return 1;
+}
+
+int bad_post() {
+  TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: bad fused write-back "
+                               "arguments (post flags, argument count or a requantized mode)");
+  return -1;
 }
 
 }  // namespace
@@ -502,7 +630,7 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                                 TVMFFIAny* result) {
-  if (bad_args(num_args)) return -1;
+  if (bad_args(num_args, 13)) return -1;
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
   const int64_t* meta = data<int64_t>(args, 2);
   const int64_t nb = meta[5], c = meta[6], h = meta[7], w = meta[8], oc = meta[9];
@@ -527,6 +655,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
     for (; kk < kq * 4; ++kk) koff[kk] = 0;  // padding k: its weights are 0
     Epilogue e = epilogue(args, meta, 1);
+    if (!post_args(args, num_args, e)) return bad_post();
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     for (int64_t b = 0; b < nb; ++b) {
@@ -556,8 +685,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
             for (int j = 0; j < 4; ++j) dst[lane * 4 + j] = pad8[koff[4 * q + j] + base[lane]];
         }
       };
-      GemmDot g{packed + meta[21], oc, kq, panels8, pix, e, isa};
-      g.e.out = static_cast<char*>(e.out) + b * oc * pix * (e.requant ? 1 : 4);
+      GemmDot g{packed + meta[21], oc, kq, panels8, pix, advanced(e, b * oc * pix), isa};
       g.e.ld = pix;
       parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) {
@@ -576,6 +704,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     for (int64_t ky = 0; ky < kh; ++ky)
       for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
   Epilogue e = epilogue(args, meta, 1);
+  if (!post_args(args, num_args, e)) return bad_post();
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* xb = x + b * c * h * w;
     if (ph || pw) {  // pad with the input's zero point once, not per patch element
@@ -619,8 +748,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         }
       }
     };
-    Gemm g{data<int16_t>(args, 1), oc, kp, panels, pix, e};
-    g.e.out = static_cast<char*>(e.out) + b * oc * pix * (e.requant ? 1 : 4);
+    Gemm g{data<int16_t>(args, 1), oc, kp, panels, pix, advanced(e, b * oc * pix)};
     g.e.ld = pix;
     parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
@@ -637,7 +765,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
                                   TVMFFIAny* result) {
-  if (bad_args(num_args)) return -1;
+  if (bad_args(num_args, 13)) return -1;
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
   const int64_t* meta = data<int64_t>(args, 2);
   const int64_t nb = meta[5], c = meta[6], h = meta[7], w = meta[8];
@@ -648,7 +776,8 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t hp = h + 2 * ph, wp = w + 2 * pw, pix = oh * ow;
   const int8_t* x = data<int8_t>(args, 0);
   const int32_t* wt = data<int32_t>(args, 1);
-  const Epilogue e = epilogue(args, meta, 1);
+  Epilogue e = epilogue(args, meta, 1);
+  if (!post_args(args, num_args, e)) return bad_post();
   // the padded plane split into its sh x sw stride phases (phase (py, px) holds rows py,
   // py + sh, ... and columns px, px + sw, ..., hq x wq), so every tap is one unit-stride
   // run over the whole output plane on a wq-wide grid: tap (ky, kx) of output (oy, ox) is
@@ -682,15 +811,28 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         }
       }
       const int32_t* wc = wt + ch * kh * kw;
-      for (int64_t i = 0; i < span; ++i) acc[i] = 0;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        const int64_t ry = ky * dh;
-        for (int64_t kx = 0; kx < kw; ++kx) {
-          const int64_t cx = kx * dw;
-          const int32_t wv = wc[ky * kw + kx];
-          const int8_t* src =
-              phases + (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
-          for (int64_t i = 0; i < span; ++i) acc[i] += wv * (int32_t)src[i];
+      if (kh * kw <= DW_TAPS) {  // two taps a vpmaddwd, 16 outputs in registers
+        const int8_t* src[DW_TAPS + 1];
+        int32_t wv[DW_TAPS + 1];
+        int64_t taps = 0;
+        for (int64_t ky = 0; ky < kh; ++ky)
+          for (int64_t kx = 0; kx < kw; ++kx, ++taps) {
+            const int64_t ry = ky * dh, cx = kx * dw;
+            src[taps] = phases + (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
+            wv[taps] = wc[ky * kw + kx];
+          }
+        dw_taps(src, wv, taps, span, acc);
+      } else {
+        for (int64_t i = 0; i < span; ++i) acc[i] = 0;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t ry = ky * dh;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const int64_t cx = kx * dw;
+            const int32_t wv = wc[ky * kw + kx];
+            const int8_t* src =
+                phases + (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
+            for (int64_t i = 0; i < span; ++i) acc[i] += wv * (int32_t)src[i];
+          }
         }
       }
       if (wq != ow)  // drop the grid's extra columns: [oh][wq] -> [oh][ow]
