@@ -34,14 +34,13 @@ def lower_program(program: Program, output_dir: str, options: HostOptions) -> Lo
     if integer:
         report["integer_kernels"] = integer
     database, how = None, f"{options.schedule} schedule"
-    if options.tune_trials:
-        from edgecc.targets.tvm.tuning import tune
+    if options.tune_trials:  # kernel by kernel, then the whole model measured end to end
+        from edgecc.targets.tvm.end_to_end import tune_host
 
-        database, stats = tune(module, target, options.tune_trials,
-                               root=options.tune_cache or None)
+        module, database, stats = tune_host(module, target, options.tune_trials,
+                                            root=options.tune_cache or None)
         report["tuning"] = stats
-        how = (f"MetaSchedule-tuned ({stats['kernels_with_record']}/{stats['kernels']} "
-               "kernels), edgecc schedule for the rest")
+        how = f"tuned ({options.tune_trials} trials): {stats['applied']}"
     lowering.build(module, target, os.path.join(output_dir, LIBRARY), options.schedule,
                    database=database, show_tvm_log=options.tvm_log, report=report)
     cpu = str(target.attrs["mcpu"])

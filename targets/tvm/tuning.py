@@ -4,8 +4,10 @@ target, so a second compile of the same model does not tune again.
     db, stats = tune(module, target, trials=500)      # tunes only kernels the cache lacks
     build(module, target, "model.so", database=db)    # lowering.build: tuned where recorded
 
-A *task* is one fused TIR kernel of the legalized module (``fused_matmul_add_relu`` ...); its
-record key is MetaSchedule's structural hash of the kernel (shapes, dtypes, constants
+A *task* is one fused TIR kernel of the legalized module the build compiles — after
+``lowering.hand_written_kernels`` took the layers edgecc's x86 kernels cover (``prepare``), so
+the budget goes to the TVM kernels that remain (softmax, reductions, products of two
+activations ...), not to linears and convolutions the build replaces; its record key is MetaSchedule's structural hash of the kernel (shapes, dtypes, constants
 folded in) plus the target (LLVM CPU, features, thread count). Records live under
 ``root`` (the targets' ``tune_cache`` option; default ``~/.cache/edgecc/tuning``), one
 JSON database per target. Kernels
@@ -16,7 +18,9 @@ as a candidate, so the record a build applies is the fastest measured — never 
 worse pick when a small budget finds nothing better (the manifest's ``default_kept`` counts
 those, over every kernel with a record, and ``outcome`` says it in a sentence — "default
 schedule kept for all N kernels ..." when no candidate beat it; ``budget`` states the trial
-budget). Kernels that end up without a valid record keep edgecc's default schedule.
+budget). Kernels that end up without a valid record keep edgecc's default schedule. On the
+host target ``end_to_end.tune_host`` then times the whole model: the untuned build, the tuned
+one and edgecc's kernel settings, keeping the untuned build unless a candidate beats it.
 
 Two things make TVM 0.27's tuner usable on a small machine:
 
@@ -89,11 +93,16 @@ def target_key(target: Any, device: str = "") -> str:
 
 
 def prepare(module: Any, target: Any) -> Any:
-    """The module as the CPU pipeline sees it before scheduling: legalized, fused kernels."""
+    """The module as the CPU pipeline sees it before scheduling: the layers edgecc's
+    hand-written kernels cover rewritten to calls to them (``lowering.hand_written_kernels``,
+    as ``lowering.build`` does), then legalized, fused TVM kernels — the ones that remain,
+    which are what the build schedules and so what is worth tuning."""
     import tvm
 
+    from edgecc.targets.tvm.lowering import hand_written_kernels
     from edgecc.targets.tvm.pipeline import kernel_passes
 
+    module = hand_written_kernels(module, target)
     with target:
         return tvm.transform.Sequential(kernel_passes(target))(module)
 
@@ -240,16 +249,43 @@ def tune(module: Any, target: Any, trials: int, *, root: str | None = None,
 
 
 def outcome(stats: dict[str, Any]) -> str:
-    """One sentence for the manifest: what the build applies after tuning."""
+    """One sentence for the manifest: what tuning found and what the build applies (with
+    ``end_to_end``: the whole-model measurement's choice, ``end_to_end.tune_host``)."""
     n, kept = stats["kernels_with_record"], stats["default_kept"]
+    e2e = stats.get("end_to_end")
     if n == 0:
-        return "no kernel has a tuning record: the build is the untuned one (default schedule)"
-    if kept == n:
-        return (f"default schedule kept for all {n} kernel(s): no tuned candidate "
+        text = "no kernel has a tuning record"
+        if e2e is None:
+            return text + ": the build is the untuned one (default schedule)"
+    elif kept == n:
+        text = (f"default schedule kept for all {n} kernel(s): no tuned candidate "
                 f"({stats['trials_run']} trials now, {stats['from_cache']} kernel(s) from the "
-                "cache) was faster than edgecc's default, so the build is the untuned one")
-    return (f"{n - kept} of {n} kernel(s) take a tuned schedule measured faster than edgecc's "
-            f"default; {kept} keep the default (no candidate beat it)")
+                "cache) was faster than edgecc's default")
+        if e2e is None:
+            return text + ", so the build is the untuned one"
+    else:
+        text = (f"{n - kept} of {n} kernel(s) take a tuned schedule measured faster than "
+                f"edgecc's default; {kept} keep the default (no candidate beat it)")
+        if e2e is None:
+            return text
+    return text + "; " + _end_to_end_outcome(e2e)
+
+
+def _end_to_end_outcome(e2e: dict[str, Any]) -> str:
+    cached = " (choice read from the cache)" if e2e.get("from_cache") else ""
+    if not e2e["ms"]:
+        return ("end to end there was nothing to compare (no tuned kernel, no edgecc kernel "
+                "settings): the build is the untuned one" + cached)
+    others = {k: v for k, v in e2e["ms"].items() if k != "default"}
+    if e2e["chosen"] == "default":
+        best = min(others, key=others.get)
+        return (f"end to end (the whole model timed here) no candidate beat the untuned build "
+                f"({e2e['default_ms']:.3g} ms; best other: {best}, {others[best]:.3g} ms), so "
+                "the build is the untuned one" + cached)
+    ratio = e2e["chosen_ms"] / e2e["default_ms"]
+    return (f"end to end (the whole model timed here) '{e2e['chosen']}' ran "
+            f"{e2e['chosen_ms']:.3g} ms vs the untuned build's {e2e['default_ms']:.3g} ms "
+            f"({ratio:.2f}x, confirmed in a second pass): the build applies it" + cached)
 
 
 def _has_record(db: Any, task: Any, target: Any) -> bool:

@@ -8,7 +8,12 @@
   pool, or serially without one or when ``work < SERIAL_WORK`` (waking the pool costs more);
 - the FFI arguments: ``tensor_arg`` (a ``DLTensor*`` from a packed argument) and
   ``data<T>(args, i)`` (its data pointer, byte offset applied);
-- ``scratch(slot, bytes)``: per-thread buffers (slots 0-4), grown as needed and reused.
+- ``scratch(slot, bytes)``: per-thread buffers (slots 0-4), grown as needed and reused;
+- the kernel settings ``--tune`` chooses per model by measuring it end to end
+  (``tuning.kernel_settings``): ``edgecc_x86_serial_work_log2`` scales every set's
+  ``SERIAL_WORK`` by a power of two (63: every job serial) and ``edgecc_x86_num_tasks`` caps
+  the pool tasks of a parallel job (0: every worker). Both are weak globals, 0 by default (the
+  thresholds as written); a tuned library links its own definitions.
 
 ``ffi_prelude(serial_work)`` fills in the kernel set's threshold (multiply-adds, or weights
 for the weight-only kernel) as ``SERIAL_WORK``. The kernels' object files are cached by a hash
@@ -25,6 +30,13 @@ typedef int (*EdgeccLaunch)(EdgeccLambda, void*, int);
 // filled by TVM's library loader (the same pointer TVM's LLVM kernels call through; one weak
 // symbol shared by every kernel set linked into the library)
 __attribute__((weak)) void* __TVMBackendParallelLaunch = 0;
+// edgecc's kernel settings, chosen per model by measuring it (targets/tvm/tuning.py, --tune):
+// SERIAL_WORK scaled by 2^edgecc_x86_serial_work_log2 (0: each set's own threshold; 63: every
+// job serial) and the pool tasks a parallel job asks for (0: every worker). Weak and shared by
+// every kernel set of a library: a tuned build links its own definitions (kernel_settings), the
+// tuner sets them at run time to measure candidates.
+__attribute__((weak)) int64_t edgecc_x86_serial_work_log2 = 0;
+__attribute__((weak)) int32_t edgecc_x86_num_tasks = 0;
 }
 
 namespace {
@@ -45,14 +57,23 @@ static int run_share(int task, EdgeccParallelEnv* env, void* data) {
 // this kernel set's threshold: jobs under it run serially (waking the pool costs more)
 const int64_t SERIAL_WORK = @SERIAL_WORK@;
 
+// SERIAL_WORK scaled by the model's tuned setting (edgecc_x86_serial_work_log2)
+static inline int64_t serial_work() {
+  const int64_t s = edgecc_x86_serial_work_log2;
+  if (s == 0) return SERIAL_WORK;
+  if (s < 0) return s <= -62 ? 0 : SERIAL_WORK >> -s;
+  return s >= 62 || SERIAL_WORK > (INT64_MAX >> s) ? INT64_MAX : SERIAL_WORK << s;
+}
+
 // fn(begin, end) over [0, items) on TVM's thread pool (serially without one, or when the
-// whole job's work is under SERIAL_WORK)
+// whole job's work is under the threshold: serial_work())
 template <typename F>
 static void parallel_for(int64_t items, const F& fn, int64_t work) {
   EdgeccLaunch launch = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch);
-  if (items > 1 && launch != 0 && work >= SERIAL_WORK) {
+  if (items > 1 && launch != 0 && work >= serial_work()) {
     Job<F> job{&fn, items};
-    if (launch(run_share<F>, &job, 0) == 0) return;
+    const int32_t tasks = edgecc_x86_num_tasks;
+    if (launch(run_share<F>, &job, tasks > 0 ? tasks : 0) == 0) return;
   }
   fn(0, items);
 }
@@ -87,6 +108,7 @@ __attribute__((unused)) void* scratch(int slot, size_t bytes) {
 
 // im2col: the padded-input offsets of panel p's 16 output pixels (the last pixel repeated
 // past the end); true when they are 16 consecutive elements (one contiguous run)
+__attribute__((unused))  // not every kernel set builds im2col panels
 static bool panel_bases(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t sw,
                         int64_t wp, int64_t base[16]) {
   for (int lane = 0; lane < 16; ++lane) {
