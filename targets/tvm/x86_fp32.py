@@ -35,7 +35,7 @@ import numpy as np
 
 from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
-SGEMM, SCONV, SDWCONV = SYMBOLS
+SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
 CACHE = "x86_fp32"
 
 
@@ -82,6 +82,7 @@ class _Plan:
     hi: float = np.inf
     last: Any = None
     fused: list[Any] = field(default_factory=list)  # bindings folded into the call
+    residual: Any = None  # a tensor of the output's shape added before the clamp
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,13 @@ class RewriteStats:
     fused_clamp: int
     left: tuple[str, ...]  # layers with a constant weight kept on TVM's kernels, and why
     powers: int = 0  # power(x, 2 | 3) written as products
+    fused_residual: int = 0  # residual adds folded into the write-back
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_fp32_gemm": self.sgemm, "x86_fp32_conv": self.conv,
                 "x86_fp32_depthwise": self.depthwise, "fused_bias": self.fused_bias,
-                "fused_clamp": self.fused_clamp, "left_on_tvm": list(self.left),
-                "powers_as_products": self.powers}
+                "fused_residual": self.fused_residual, "fused_clamp": self.fused_clamp,
+                "left_on_tvm": list(self.left), "powers_as_products": self.powers}
 
 
 def _static(sinfo: Any) -> list[int] | None:
@@ -124,6 +126,7 @@ class _Analysis:
                 for var, users in relax.analysis.udchain(block).items():
                     self.users[var] = list(users)
         self.plans: dict[Any, _Plan] = {}
+        self.claimed: set[Any] = set()  # bindings a plan folded (one plan each)
         self.powers: dict[Any, int] = {}  # x ** 2 / x ** 3 (GPT-2's GELU): products
         self.left: list[str] = []
         self._const_cache: dict[Any, np.ndarray | None] = {}
@@ -181,6 +184,7 @@ class _Analysis:
             plan = None
         if plan is not None:
             self._fuse(binding.var, plan)
+            self.claimed.update(plan.fused)
             self.plans[binding.var] = plan
 
     def _matmul(self, var: Any, call: Any) -> _Plan | None:
@@ -234,7 +238,7 @@ class _Analysis:
         from tvm import relax
 
         users = self.users.get(var, [])
-        if not isinstance(var, relax.DataflowVar) or len(users) != 1:
+        if not isinstance(var, relax.DataflowVar) or len(users) != 1 or users[0] in self.claimed:
             return None
         user = users[0]
         value = self.var2val.get(user)
@@ -242,20 +246,32 @@ class _Analysis:
             else None
 
     def _fuse(self, var: Any, plan: _Plan) -> None:
-        """Fold the ``add`` of a per-channel constant and one clamp that follow the layer."""
+        """Fold what follows the layer into its write-back, each step optional, in this
+        order: the ``add`` of a per-channel constant (bias), the ``add`` of a tensor of the
+        output's shape (a residual; not for depthwise), one clamp (ReLU / ReLU6 / clip)."""
         plan.last = var
+        shape = _static(var.ty)
         nxt = self._only_user(var)
         if nxt is not None and nxt[1].op.name == "relax.add":
             user, call = nxt
-            other = call.args[1] if call.args[0].same_as(var) else call.args[0]
+            other = call.args[1] if call.args[0].same_as(plan.last) else call.args[0]
             b = self.const(other)
             bias = self._bias(b, plan) if b is not None else None
-            if bias is not None and _static(user.ty) == _static(var.ty):
+            if bias is not None and _static(user.ty) == shape:
                 plan.bias, plan.last = bias, user
                 plan.fused.append(user)
                 nxt = self._only_user(user)
-            else:
-                nxt = None
+        if nxt is not None and nxt[1].op.name == "relax.add" and plan.kind != SDWCONV:
+            user, call = nxt
+            first = call.args[0].same_as(plan.last)
+            other = call.args[1] if first else call.args[0]
+            if (first or call.args[1].same_as(plan.last)) and not other.same_as(plan.last) \
+                    and self.const(other) is None and _static(user.ty) == shape \
+                    and _static(getattr(other, "ty", None)) == shape \
+                    and str(other.ty.dtype) == "float32":
+                plan.residual, plan.last = other, user
+                plan.fused.append(user)
+                nxt = self._only_user(user)
         if nxt is not None:
             user, call = nxt
             bounds = None
@@ -288,7 +304,9 @@ def _number(arg: Any) -> float:
     return float(getattr(value, "value", value))
 
 
-def _emit(bb: Any, plan: _Plan, x: Any) -> Any:
+def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None) -> Any:
+    """The kernel call for ``plan`` on input ``x`` (and ``residual``, the visited
+    ``plan.residual``, passed before the output: the kernels' 7-argument form)."""
     from tvm import relax
 
     bias = plan.bias if plan.bias is not None else np.zeros(plan.channels, np.float32)
@@ -299,6 +317,8 @@ def _emit(bb: Any, plan: _Plan, x: Any) -> Any:
         flat = x if len(a["shape"]) == 2 else bb.emit(relax.op.reshape(x, [m, k]))
         consts = [pack_panels(plan.weight), bias, np.array([m, k, n], np.int64), bounds]
         out_shape = [m, n]
+        if residual is not None and len(a["shape"]) != 2:
+            residual = bb.emit(relax.op.reshape(residual, [m, n]))
     else:
         nb, c, h, w = a["x"]
         _, oc, oh, ow = a["y"]
@@ -312,9 +332,11 @@ def _emit(bb: Any, plan: _Plan, x: Any) -> Any:
         consts = [np.ascontiguousarray(plan.weight.reshape(oc, -1)), bias,
                   np.array(meta, np.int64), bounds]
         out_shape = a["y"]
-    out = bb.emit(relax.call_dps_packed(
-        relax.ExternFunc(plan.kind), [flat, *(relax.const(c, str(c.dtype)) for c in consts)],
-        relax.TensorType(out_shape, "float32")))
+    args = [flat, *(relax.const(c, str(c.dtype)) for c in consts)]
+    if residual is not None:
+        args.append(residual)
+    out = bb.emit(relax.call_dps_packed(relax.ExternFunc(plan.kind), args,
+                                        relax.TensorType(out_shape, "float32")))
     if plan.kind == SGEMM and len(a["shape"]) != 2:
         out = bb.emit(relax.op.reshape(out, a["shape"]))
     return out
@@ -325,7 +347,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
     docstring); the module gets the kernels as an external module when any was used."""
     from tvm import relax
 
-    counts = {SGEMM: 0, SCONV: 0, SDWCONV: 0, "bias": 0, "clamp": 0}
+    counts = {SGEMM: 0, SCONV: 0, SDWCONV: 0, "bias": 0, "clamp": 0, "residual": 0}
     left: list[str] = []
     updates = {}
     for gvar, func in module.functions.items():
@@ -339,10 +361,12 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
         for plan in analysis.plans.values():
             counts[plan.kind] += 1
             counts["bias"] += plan.bias is not None
+            counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
         updates[gvar] = _mutate(module, func, analysis)
     stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
-                         counts["clamp"], tuple(left), counts.get("powers", 0))
+                         counts["clamp"], tuple(left), counts.get("powers", 0),
+                         counts["residual"])
     if not updates:
         return module, stats
     module = module.clone()  # the caller's module is left as it was
@@ -356,8 +380,12 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
 def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
     from tvm import relax
 
-    skipped = {v for plan in analysis.plans.values() for v in plan.fused}
-    plans = analysis.plans
+    # a plan's call is emitted where its last fused binding was (a residual may be computed
+    # after the layer itself); the layer and the other fused bindings are dropped
+    plans = {plan.last: plan for plan in analysis.plans.values()}
+    skipped = {v for plan in analysis.plans.values() for v in (plan.fused[:-1] if plan.fused
+                                                                 else [])}
+    skipped |= {v for v, plan in analysis.plans.items() if not plan.last.same_as(v)}
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
@@ -376,7 +404,8 @@ def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
             if plan is None:
                 super().visit_var_binding_(binding)
                 return
-            new = _emit(self.builder_, plan, self.visit_expr(plan.x))
+            residual = None if plan.residual is None else self.visit_expr(plan.residual)
+            new = _emit(self.builder_, plan, self.visit_expr(plan.x), residual)
             self.set_var_remap(plan.last, new)
 
     return Rewriter(module).visit_expr(func)

@@ -25,7 +25,9 @@ agree to ~1e-6 relative, not bit for bit).
 
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
-SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv")
+SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
+           "edgecc_x86_fp32_path_calls")
+PATH_QUERY = "edgecc_x86_fp32_path_calls"  # calls per path (PATH_* in the source); -1: AVX-512
 
 SOURCE = r"""
 // edgecc x86 float32 kernels (targets/tvm/x86_fp32_source.py)
@@ -54,21 +56,30 @@ static bool detect_avx512() {
 }
 static const bool AVX512 = detect_avx512() && getenv("EDGECC_X86_FP32_NO_AVX512") == 0;
 
-int bad_args(int n) {
-  if (n == 6) return 0;
-  TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 fp32 kernel: expected 6 arguments");
+int bad_args(int n, bool residual_ok = false) {
+  if (n == 6 || (residual_ok && n == 7)) return 0;
+  TVMFFIErrorSetRaisedFromCStr("ValueError", residual_ok
+      ? "edgecc x86 fp32 kernel: expected 6 or 7 arguments"
+      : "edgecc x86 fp32 kernel: expected 6 arguments");
   return 1;
 }
 
-// ---- GEMM -------------------------------------------------------------------------------
-// C[r][c] = clamp(sum_k A[r*lda + k] * P[c/16][k][c%16] + bias, lo, hi)
+// ---- GEMM ----------------------------------------------------------------------------
+// C[r][c] = clamp(sum_k A[r*lda + k] * B_k[c] + bias, lo, hi): B_k the 16 columns of a panel
+// at row k, read from ``Panels`` (packed panels, or the convolution's input in place)
 struct Gemm {
   const float* a; int64_t lda;      // rows
-  const float* panels; int64_t k;   // [n_panels][k][16]
+  const float* panels; int64_t k;   // packed [n_panels][k][16] (linears)
   const float* bias; int bias_per_row;
   float lo, hi;
   float* c; int64_t ldc; int64_t rows, cols;
+  const float* res;                 // 0, or a residual laid out as c, added before the clamp
 };
+
+// the B operand of one micro-tile: up to two 16-column panels, each at base[q]; row k of a
+// panel at base[q] + k * 16 (packed) or base[q] + off[k] (DIRECT: a convolution's NCHW input
+// read in place, off[k] the offset of tap k = (ci, ky, kx), base[q] its 16 pixels' start)
+struct Panels { const float* base[2]; const int64_t* off; };
 
 // one tile of acc (mr x nc, stored [mr][ld_t]) -> C, with bias and clamp
 static inline void write_tile(const Gemm& g, const float* t, int ld_t, int64_t r0, int mr,
@@ -76,7 +87,14 @@ static inline void write_tile(const Gemm& g, const float* t, int ld_t, int64_t r
   for (int r = 0; r < mr; ++r) {
     float* out = g.c + (r0 + r) * g.ldc + c0;
     const float* src = t + r * ld_t;
-    if (g.bias_per_row) {
+    if (g.res) {  // clamp((acc + bias) + residual): TVM's order for conv + bias + add
+      const float* res = g.res + (r0 + r) * g.ldc + c0;
+      for (int j = 0; j < nc; ++j) {
+        float v = (src[j] + g.bias[g.bias_per_row ? r0 + r : c0 + j]) + res[j];
+        v = v < g.lo ? g.lo : v;
+        out[j] = v > g.hi ? g.hi : v;
+      }
+    } else if (g.bias_per_row) {
       const float b = g.bias[r0 + r];
       for (int j = 0; j < nc; ++j) {
         float v = src[j] + b;
@@ -94,15 +112,16 @@ static inline void write_tile(const Gemm& g, const float* t, int ld_t, int64_t r
   }
 }
 
-template <int MR>
+template <int MR, bool DIRECT>
 __attribute__((target("avx2,fma")))
-static void kernel_avx2(const Gemm& g, int64_t r0, int64_t p) {
+static void kernel_avx2(const Gemm& g, int64_t r0, const Panels& pb, int64_t c0) {
   __m256 acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  const float* b = g.panels + p * g.k * 16;
+  const float* b = pb.base[0];
   const float* a = g.a + r0 * g.lda;
   for (int64_t k = 0; k < g.k; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b + k * 16), b1 = _mm256_loadu_ps(b + k * 16 + 8);
+    const float* bk = b + (DIRECT ? pb.off[k] : k * 16);
+    const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
     for (int r = 0; r < MR; ++r) {
       const __m256 v = _mm256_broadcast_ss(a + r * g.lda + k);
       acc[r][0] = _mm256_fmadd_ps(v, b0, acc[r][0]);
@@ -114,23 +133,21 @@ static void kernel_avx2(const Gemm& g, int64_t r0, int64_t p) {
     _mm256_store_ps(t + r * 16, acc[r][0]);
     _mm256_store_ps(t + r * 16 + 8, acc[r][1]);
   }
-  const int64_t c0 = p * 16;
   const int nc = g.cols - c0 < 16 ? (int)(g.cols - c0) : 16;
   write_tile(g, t, 16, r0, MR, c0, nc);
 }
 
-template <int MR, int NP>
+template <int MR, int NP, bool DIRECT>
 __attribute__((target("avx512f")))
-static void kernel_avx512(const Gemm& g, int64_t r0, int64_t p) {
+static void kernel_avx512(const Gemm& g, int64_t r0, const Panels& pb, int64_t c0) {
   __m512 acc[MR][NP];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
-  const float* b = g.panels + p * g.k * 16;
-  const int64_t stride = g.k * 16;  // the next panel
   const float* a = g.a + r0 * g.lda;
   for (int64_t k = 0; k < g.k; ++k) {
+    const int64_t o = DIRECT ? pb.off[k] : k * 16;
     __m512 bv[NP];
-    for (int q = 0; q < NP; ++q) bv[q] = _mm512_loadu_ps(b + q * stride + k * 16);
+    for (int q = 0; q < NP; ++q) bv[q] = _mm512_loadu_ps(pb.base[q] + o);
     for (int r = 0; r < MR; ++r) {
       const __m512 v = _mm512_set1_ps(a[r * g.lda + k]);
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
@@ -139,56 +156,72 @@ static void kernel_avx512(const Gemm& g, int64_t r0, int64_t p) {
   alignas(64) float t[MR * 32];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < NP; ++q) _mm512_store_ps(t + r * 32 + q * 16, acc[r][q]);
-  const int64_t c0 = p * 16;
   const int64_t left = g.cols - c0;
   const int nc = left < 16 * NP ? (int)left : 16 * NP;
   write_tile(g, t, 32, r0, MR, c0, nc);
 }
 
-template <int NP>
-static void avx512_rows(const Gemm& g, int64_t r, int mr, int64_t p) {
+template <int NP, bool DIRECT>
+static void avx512_rows(const Gemm& g, int64_t r, int mr, const Panels& b, int64_t c0) {
   switch (mr) {
-    case 1: kernel_avx512<1, NP>(g, r, p); break;
-    case 2: kernel_avx512<2, NP>(g, r, p); break;
-    case 3: kernel_avx512<3, NP>(g, r, p); break;
-    case 4: kernel_avx512<4, NP>(g, r, p); break;
-    case 5: kernel_avx512<5, NP>(g, r, p); break;
-    case 6: kernel_avx512<6, NP>(g, r, p); break;
-    case 7: kernel_avx512<7, NP>(g, r, p); break;
-    case 8: kernel_avx512<8, NP>(g, r, p); break;
-    case 9: kernel_avx512<9, NP>(g, r, p); break;
-    case 10: kernel_avx512<10, NP>(g, r, p); break;
-    case 11: kernel_avx512<11, NP>(g, r, p); break;
-    default: kernel_avx512<12, NP>(g, r, p); break;
+    case 1: kernel_avx512<1, NP, DIRECT>(g, r, b, c0); break;
+    case 2: kernel_avx512<2, NP, DIRECT>(g, r, b, c0); break;
+    case 3: kernel_avx512<3, NP, DIRECT>(g, r, b, c0); break;
+    case 4: kernel_avx512<4, NP, DIRECT>(g, r, b, c0); break;
+    case 5: kernel_avx512<5, NP, DIRECT>(g, r, b, c0); break;
+    case 6: kernel_avx512<6, NP, DIRECT>(g, r, b, c0); break;
+    case 7: kernel_avx512<7, NP, DIRECT>(g, r, b, c0); break;
+    case 8: kernel_avx512<8, NP, DIRECT>(g, r, b, c0); break;
+    case 9: kernel_avx512<9, NP, DIRECT>(g, r, b, c0); break;
+    case 10: kernel_avx512<10, NP, DIRECT>(g, r, b, c0); break;
+    case 11: kernel_avx512<11, NP, DIRECT>(g, r, b, c0); break;
+    default: kernel_avx512<12, NP, DIRECT>(g, r, b, c0); break;
   }
 }
 
-static void avx2_rows(const Gemm& g, int64_t r, int mr, int64_t p) {
+template <bool DIRECT>
+static void avx2_rows(const Gemm& g, int64_t r, int mr, const Panels& b, int64_t c0) {
   switch (mr) {
-    case 1: kernel_avx2<1>(g, r, p); break;
-    case 2: kernel_avx2<2>(g, r, p); break;
-    case 3: kernel_avx2<3>(g, r, p); break;
-    case 4: kernel_avx2<4>(g, r, p); break;
-    case 5: kernel_avx2<5>(g, r, p); break;
-    default: kernel_avx2<6>(g, r, p); break;
+    case 1: kernel_avx2<1, DIRECT>(g, r, b, c0); break;
+    case 2: kernel_avx2<2, DIRECT>(g, r, b, c0); break;
+    case 3: kernel_avx2<3, DIRECT>(g, r, b, c0); break;
+    case 4: kernel_avx2<4, DIRECT>(g, r, b, c0); break;
+    case 5: kernel_avx2<5, DIRECT>(g, r, b, c0); break;
+    default: kernel_avx2<6, DIRECT>(g, r, b, c0); break;
   }
 }
 
-// the panels [p0, p1) (AVX-512: in pairs) times the rows [r0, r1)
+static int64_t row_step() { return AVX512 ? 12 : 6; }
+static int64_t panel_step() { return AVX512 ? 2 : 1; }
+
+// rows [r0, r1) times the np (<= panel_step()) panels of ``b`` (output columns from c0), in
+// micro-tiles of balanced height (16 rows: 8 + 8, not 12 + 4)
+template <bool DIRECT>
+static void gemm_rows(const Gemm& g, int64_t r0, int64_t r1, const Panels& b, int np,
+                      int64_t c0) {
+  const int64_t step = row_step();
+  for (int64_t r = r0; r < r1;) {
+    const int64_t left = r1 - r, tiles = (left + step - 1) / step;
+    const int mr = (int)((left + tiles - 1) / tiles);
+    if (!AVX512) avx2_rows<DIRECT>(g, r, mr, b, c0);
+    else if (np == 2) avx512_rows<2, DIRECT>(g, r, mr, b, c0);
+    else avx512_rows<1, DIRECT>(g, r, mr, b, c0);
+    r += mr;
+  }
+}
+
+// the packed panels [p0, p1) (AVX-512: in pairs) times the rows [r0, r1)
 static void gemm_block(const Gemm& g, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
-  if (AVX512) {
-    for (int64_t p = p0; p < p1; p += 2) {
-      const bool two = p + 1 < p1;
-      for (int64_t r = r0; r < r1; r += 12) {
-        const int mr = r1 - r < 12 ? (int)(r1 - r) : 12;
-        if (two) avx512_rows<2>(g, r, mr, p); else avx512_rows<1>(g, r, mr, p);
-      }
-    }
-    return;
+  for (int64_t p = p0; p < p1; p += panel_step()) {
+    const int np = p + panel_step() <= p1 ? (int)panel_step() : (int)(p1 - p);
+    Panels b{{g.panels + p * g.k * 16, g.panels + (p + 1) * g.k * 16}, 0};
+    gemm_rows<false>(g, r0, r1, b, np, p * 16);
   }
-  for (int64_t p = p0; p < p1; ++p)
-    for (int64_t r = r0; r < r1; r += 6) avx2_rows(g, r, r1 - r < 6 ? (int)(r1 - r) : 6, p);
 }
+
+// which path each call took (the tests' proof that nothing fell back): see PATH_* below
+static int64_t path_calls[4] = {0, 0, 0, 0};
+enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_ROWS = 2, PATH_DW_GENERIC = 3 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -221,9 +254,6 @@ static void dw_plane(const Depthwise& d) {
   }
 }
 
-static int64_t row_step() { return AVX512 ? 12 : 6; }
-static int64_t panel_step() { return AVX512 ? 2 : 1; }
-
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -232,18 +262,20 @@ static void set_none(TVMFFIAny* result) {
 
 extern "C" {
 
-// linear:  out[M][N] = clamp(x[M][K] . W[K][N] + bias[N], lo, hi)
-// args: x, panels [ceil(N/16)][K][16], bias [N], meta = [M, K, N], bounds = [lo, hi], out
+// linear:  out[M][N] = clamp(x[M][K] . W[K][N] + bias[N] (+ residual[M][N]), lo, hi)
+// args: x, panels [ceil(N/16)][K][16], bias [N], meta = [M, K, N], bounds = [lo, hi],
+// (residual,) out
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sgemm(void*, const TVMFFIAny* args, int32_t num_args,
                                 TVMFFIAny* result) {
-  if (bad_args(num_args)) return -1;
+  if (bad_args(num_args, true)) return -1;
   set_none(result);
   const int64_t* meta = data<int64_t>(args, 3);
   const float* bounds = data<float>(args, 4);
   const int64_t m = meta[0], k = meta[1], n = meta[2];
   Gemm g{data<float>(args, 0), k, data<float>(args, 1), k, data<float>(args, 2), 0,
-         bounds[0], bounds[1], data<float>(args, 5), n, m, n};
+         bounds[0], bounds[1], data<float>(args, num_args - 1), n, m, n,
+         num_args == 7 ? data<float>(args, 5) : 0};
   const int64_t groups = ((n + 15) / 16 + panel_step() - 1) / panel_step();
   // row blocks of 4 micro-tiles; a task's items share a panel group (it stays in cache)
   const int64_t rb = 4 * row_step(), n_rb = (m + rb - 1) / rb;
@@ -259,13 +291,14 @@ int __tvm_ffi_edgecc_x86_sgemm(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
-// convolution (groups 1, NCHW / OIHW): out = clamp(W[OC][K] . im2col(x)[K][OH*OW] + bias, ..)
+// convolution (groups 1, NCHW / OIHW):
+//   out = clamp(W[OC][K] . im2col(x)[K][OH*OW] + bias (+ residual), lo, hi)
 // args: x, W [OC][C*KH*KW], bias [OC], meta = [N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH,
-// DW, OH, OW], bounds, out
+// DW, OH, OW], bounds, (residual [N][OC][OH][OW],) out
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
                                 TVMFFIAny* result) {
-  if (bad_args(num_args)) return -1;
+  if (bad_args(num_args, true)) return -1;
   set_none(result);
   const int64_t* meta = data<int64_t>(args, 3);
   const float* bounds = data<float>(args, 4);
@@ -290,7 +323,11 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   int64_t rchunks = 1;
   while (groups * rchunks < 8 && (rchunks * 2) * rstep <= oc) rchunks *= 2;
   const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
-  float* out = data<float>(args, 5);
+  float* out = data<float>(args, num_args - 1);
+  const float* residual = num_args == 7 ? data<float>(args, 5) : 0;
+  // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
+  const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
+  ++path_calls[in_place ? PATH_CONV_DIRECT : PATH_CONV_IM2COL];
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * h * w;
     if (pad) {
@@ -301,33 +338,41 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       src = padded;
     }
     Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
-           out + b * oc * pix, pix, oc, pix};
+           out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
     parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
-      float* panels = static_cast<float*>(scratch(0, step * k * 16 * 4 + 64));
+      float* panels = 0;
       int64_t built = -1;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t grp = i / rchunks, rc = i % rchunks;
         const int64_t p0 = grp * step, p1 = p0 + step < n_panels ? p0 + step : n_panels;
+        const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+        int64_t base[2][16];
+        bool run[2] = {false, false};  // panel p - p0 is one run of 16 consecutive pixels
+        for (int64_t p = p0; p < p1; ++p) run[p - p0] = panel_bases(p, pix, ow, sh, sw, wp, base[p - p0]);
+        const bool direct = run[0] && (p1 - p0 == 1 || run[1]);  // read the input in place
+        if (direct) {
+          Panels pb{{src + base[0][0], src + base[p1 - p0 - 1][0]}, koff};
+          if (r0 < r1) gemm_rows<true>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
+          continue;
+        }
+        if (!panels) panels = static_cast<float*>(scratch(0, step * k * 16 * 4 + 64));
         if (built != grp) {  // im2col of this group's panels, straight into their layout
           for (int64_t p = p0; p < p1; ++p) {
             float* panel = panels + (p - p0) * k * 16;
-            int64_t base[16];
-            const bool contiguous = panel_bases(p, pix, ow, sh, sw, wp, base);
-            if (contiguous) {
-              for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + base[0], 64);
+            const int64_t* bp = base[p - p0];
+            if (run[p - p0]) {
+              for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + bp[0], 64);
             } else {
               for (int64_t j = 0; j < k; ++j) {
                 const float* s = src + koff[j];
-                for (int lane = 0; lane < 16; ++lane) panel[j * 16 + lane] = s[base[lane]];
+                for (int lane = 0; lane < 16; ++lane) panel[j * 16 + lane] = s[bp[lane]];
               }
             }
           }
           built = grp;
         }
-        Gemm t = g;
-        t.panels = panels - p0 * k * 16;  // panel p lives at (p - p0)
-        const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
-        if (r0 < r1) gemm_block(t, r0, r1, p0, p1);
+        Panels pb{{panels, panels + k * 16}, 0};
+        if (r0 < r1) gemm_rows<false>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
       }
     }, oc * k * pix);
   }
@@ -374,6 +419,22 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       else dw_plane<0, 0, 0>(e);
     }
   }, nb * c * d.oh * d.ow * d.kh * d.kw);
+  return 0;
+}
+
+// how many calls of this library took each path (PATH_*: 0 convolutions reading their input
+// in place, 1 convolutions through im2col panels, 2 / 3 depthwise row-vectorized / generic);
+// index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
+                                         TVMFFIAny* result) {
+  const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
+  if (i < -1 || i > 3) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..3");
+    return -1;
+  }
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = i < 0 ? (AVX512 ? 1 : 0) : path_calls[i];
   return 0;
 }
 
