@@ -78,7 +78,54 @@ struct Epilogue {
   int fused; int act; int post_relu;
   const float* res; float* fout; int8_t* qout;
   float qs, qz, qmin, qmax;
+  int wide;  // AVX-512 may be used by the write-back (the AVX-512 VNNI kernels' calls)
 };
+
+// the requantized write-back with AVX-512 (64-bit multiply, arithmetic shift, min / max
+// and narrowing in one instruction each; AVX2 emulates the shift and the clamps): 16 int32
+// accumulators of channel ch (+ off) -> 16 int8 at dst, the scalar store_one's arithmetic
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline __m128i requant16_512(__m512i v, __m512i m, __m512i a, __m128i s, __m512i lo,
+                                    __m512i hi, __m512i zy) {
+  __m512i even = _mm512_add_epi64(_mm512_mul_epi32(v, m), a);
+  __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), m), a);
+  even = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(even, s), lo), hi),
+                          zy);
+  odd = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(odd, s), lo), hi),
+                         zy);
+  return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)));
+}
+
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr, int c0) {
+  const __m512i lo = _mm512_set1_epi64(e.lo), hi = _mm512_set1_epi64(e.hi),
+                zy = _mm512_set1_epi64(e.zy);
+  for (int r = 0; r < nr; ++r) {
+    const int64_t row = r0 + r;
+    const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
+                                       _mm512_set1_epi32(e.off[row]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0),
+                     requant16_512(v, _mm512_set1_epi64(e.mult[row]),
+                                   _mm512_set1_epi64(e.add[row]),
+                                   _mm_cvtsi64_si128(e.shift[row]), lo, hi, zy));
+  }
+}
+
+// n outputs of channel ch, 16 at a time (the rest: the caller's); returns how many it wrote
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static int64_t write_channel_512(const Epilogue& e, int64_t ch, const int32_t* acc, int64_t n,
+                                 int8_t* o) {
+  const __m512i lo = _mm512_set1_epi64(e.lo), hi = _mm512_set1_epi64(e.hi),
+                zy = _mm512_set1_epi64(e.zy), m = _mm512_set1_epi64(e.mult[ch]),
+                a = _mm512_set1_epi64(e.add[ch]), off = _mm512_set1_epi32(e.off[ch]);
+  const __m128i s = _mm_cvtsi64_si128(e.shift[ch]);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                     requant16_512(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off), m, a, s,
+                                   lo, hi, zy));
+  return i;
+}
 
 // the fused write-back of 8 outputs of one channel (v: float(acc + off) * scale + bias) at
 // element at (fused: res, fout, qout all indexed alike)
@@ -172,6 +219,10 @@ static inline __m256i requant8(__m256i v, __m256i m, __m256i a, __m128i s, __m25
 
 static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int nr,
                               int c0, int nc) {
+  if (nc == 16 && e.channel_is_row && e.requant && e.wide) {
+    write_rows_512(e, acc, r0, nr, c0);
+    return;
+  }
   if (nc == 16 && e.channel_is_row) {  // a channel per row: vector write-back
     const __m256i lo = _mm256_set1_epi64x(e.lo), hi = _mm256_set1_epi64x(e.hi),
                   zy = _mm256_set1_epi64x(e.zy);
@@ -232,7 +283,7 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
 
 // n outputs of one channel ch (accumulators acc[0..n)) to out[at..at+n): 8 at a time
 __attribute__((target("avx2,fma")))
-static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int64_t n,
+__attribute__((noinline)) static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int64_t n,
                           int64_t at) {
   int64_t i = 0;
   const __m256i off = _mm256_set1_epi32(e.off[ch]);
@@ -242,6 +293,7 @@ static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int
     const __m256i m = _mm256_set1_epi64x(e.mult[ch]), a = _mm256_set1_epi64x(e.add[ch]);
     const __m128i s = _mm_cvtsi64_si128(e.shift[ch]);
     int8_t* o = static_cast<int8_t*>(e.out) + at;
+    if (e.wide) i = write_channel_512(e, ch, acc, n, o);
     for (; i + 8 <= n; i += 8) {
       const __m256i v = _mm256_add_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), off);
@@ -274,7 +326,7 @@ static void write_channel(const Epilogue& e, int64_t ch, const int32_t* acc, int
 // int32), the 16 sums of a step in registers across every tap
 enum { DW_TAPS = 49 };
 __attribute__((target("avx2,fma")))
-static void dw_taps(const int8_t* const* src, const int32_t* w, int64_t taps, int64_t span,
+__attribute__((noinline)) static void dw_taps(const int8_t* const* src, const int32_t* w, int64_t taps, int64_t span,
                     int32_t* acc) {
   const int64_t pairs = (taps + 1) / 2;
   int32_t wp[(DW_TAPS + 1) / 2];
@@ -376,6 +428,7 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
   e.fused = 0; e.act = 0; e.post_relu = 0; e.res = 0; e.fout = 0; e.qout = 0;
   e.qs = 1.0f; e.qz = 0.0f; e.qmin = 0.0f; e.qmax = 0.0f;
+  e.wide = 0;
   return e;
 }
 
@@ -656,6 +709,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     for (; kk < kq * 4; ++kk) koff[kk] = 0;  // padding k: its weights are 0
     Epilogue e = epilogue(args, meta, 1);
     if (!post_args(args, num_args, e)) return bad_post();
+    e.wide = isa == ISA_AVX512VNNI;
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     for (int64_t b = 0; b < nb; ++b) {
@@ -778,6 +832,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int32_t* wt = data<int32_t>(args, 1);
   Epilogue e = epilogue(args, meta, 1);
   if (!post_args(args, num_args, e)) return bad_post();
+  e.wide = isa_level() == ISA_AVX512VNNI;
   // the padded plane split into its sh x sw stride phases (phase (py, px) holds rows py,
   // py + sh, ... and columns px, px + sw, ..., hq x wq), so every tap is one unit-stride
   // run over the whole output plane on a wq-wide grid: tap (ky, kx) of output (oy, ox) is
