@@ -53,6 +53,9 @@ def test_the_library_has_the_vnni_kernels():
     assert any("zmm" in line for line in dots), "no AVX-512 VNNI vpdpbusd"
     assert any("{vex}" in line and "ymm" in line for line in dots), "no AVX-VNNI vpdpbusd"
     assert any("vpmaddwd" in line for line in text.splitlines())  # the AVX2 floor
+    # the AVX-512 requantized write-back (64-bit arithmetic shift, narrowing store)
+    assert any("vpsraq" in line for line in text.splitlines())
+    assert any("vpmovdb" in line for line in text.splitlines())
 
 
 def _requant(acc, off, mult, add, shift, lo, hi, zy, axis):
@@ -221,3 +224,127 @@ def test_gpt2_conv1d_takes_the_x86_linear_kernel():
     report: dict = {}
     lowering.to_relax(program, integer_kernels=True, isa=x86_int8.ISA, report=report)
     assert report["integer_layers"] == 2 and report["x86_kernels"] == 2, report
+
+
+def _relax_tail(bb, y, act, residual, post_relu, quant):
+    """The Relax ops a fused write-back replaces (converters / quant_lowering's lowering)."""
+    from tvm import relax
+
+    op = relax.op
+    if act == "relu":
+        y = bb.emit(op.nn.relu(y))
+    elif act == "relu6":
+        y = bb.emit(op.clip(y, 0, 6))
+    if residual is not None:
+        y = bb.emit(op.add(y, residual))
+    if post_relu:
+        y = bb.emit(op.nn.relu(y))
+    qs, qz, qmin, qmax = quant
+    q = bb.emit(op.divide(y, relax.const(np.float32(qs))))
+    q = bb.emit(op.clip(op.add(op.round(q), relax.const(np.float32(qz))), qmin, qmax))
+    return y, bb.emit(op.astype(q, "int8"))
+
+
+def test_fused_write_back_equals_the_relax_ops(tmp_path, monkeypatch):
+    """``x86_int8.Post``: a convolution's float write-back with relu6, a residual add, relu
+    and the quantize into the next layer (float and int8 outputs), and a depthwise one with
+    relu and only the int8 output, equal the Relax ops they replace bit for bit, on every
+    kernel path this CPU has (a fused call that fell back or mis-ordered a float operation
+    would differ)."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import lowering, x86_int8
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (2, 6, 9, 11)).astype(np.int8)
+    w = rng.integers(-128, 128, (20, 6, 3, 3)).astype(np.int8)
+    wd = rng.integers(-128, 128, (6, 1, 3, 3)).astype(np.int8)
+    res = (rng.standard_normal((2, 20, 9, 11)) * 40).astype(np.float32)
+
+    def flt(n):
+        return x86_int8.Epilogue(off=rng.integers(-3000, 3000, n).astype(np.int32),
+                                 requant=False,
+                                 scale=(rng.random(n) * 1e-3).astype(np.float32),
+                                 bias=rng.standard_normal(n).astype(np.float32))
+
+    ec, ed = flt(20), flt(6)
+    qc, qd = (0.37, -3.0, -128, 127), (0.011, 5.0, -128, 127)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(list(x.shape), "int8"))
+    rv = relax.Var("r", relax.TensorType(list(res.shape), "float32"))
+    with bb.function("main", [xv, rv]):
+        with bb.dataflow():
+            f, q = x86_int8.emit_conv(bb, xv, w, 7, [1, 1], [1, 1], [1, 1], ec, x86_int8.Post(
+                act="relu6", residual=rv, post_relu=True, float_out=True, quant=qc))
+            (qdw,) = x86_int8.emit_depthwise(bb, xv, wd, -2, [2, 2], [1, 1], [1, 1], ed,
+                                             x86_int8.Post(act="relu", float_out=False,
+                                                           quant=qd))
+            ref_f, ref_q = _relax_tail(bb, x86_int8.emit_conv(
+                bb, xv, w, 7, [1, 1], [1, 1], [1, 1], ec), "relu6", rv, True, qc)
+            _, ref_qdw = _relax_tail(bb, x86_int8.emit_depthwise(
+                bb, xv, wd, -2, [2, 2], [1, 1], [1, 1], ed), "relu", None, False, qd)
+            out = bb.emit_output(relax.Tuple([f, q, qdw, ref_f, ref_q, ref_qdw]))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    text = module.script()
+    assert text.count('"edgecc_x86_qconv"') == 2 and text.count('"edgecc_x86_qdwconv"') == 2
+    path = str(tmp_path / "k.so")
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    for isa in _isas():
+        monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
+        got = [o.numpy() for o in vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(res))]
+        np.testing.assert_array_equal(got[0], got[3], err_msg=isa)
+        np.testing.assert_array_equal(got[1], got[4], err_msg=isa)
+        np.testing.assert_array_equal(got[2], got[5], err_msg=isa)
+        assert len(np.unique(got[1])) > 50 and len(np.unique(got[2])) > 20  # not saturated
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(4, 8, 3, 1, 1)
+        self.conv = nn.Conv2d(8, 8, 3, 1, 1)
+        self.head = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.head(torch.relu(self.conv(y) + y))
+
+
+def test_residual_block_keeps_no_float_round_trip(tmp_path):
+    """A ResNet basic block's float add / relu / quantize run inside the convolutions'
+    write-back: the lowered module has no Relax relu and one quantize (the input's), the
+    report counts the fused write-backs, and the library's output is within one step of
+    the head's input of the simulator's."""
+    import tvm
+    import tvm.relax
+
+    from edgecc.quant import is_quantize
+    from edgecc.targets.tvm import lowering, x86_int8
+
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    x = torch.randn(1, 4, 8, 8)
+    calib = [(torch.randn(1, 4, 8, 8),) for _ in range(4)]
+    program = edgecc.PassManager("quantize{scheme=w8a8},fuse,dce")(
+        edgecc.trace(model, (x,)), context=edgecc.PassContext(calibration=calib)).program
+    report: dict = {}
+    module = lowering.to_relax(program, integer_kernels=True, isa=x86_int8.ISA, report=report)
+    # the stem: relu + quantize (float kept for the skip); the conv: + skip, relu, quantize
+    assert report["fused_write_back"] == 2 and report["fused_residual"] == 1, report
+    main = module.script().split("def main")[1]
+    assert "R.nn.relu" not in main and main.count("R.divide") == 1, main
+    path = str(tmp_path / "m.so")
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    q = [n for n in program.nodes("call_function") if is_quantize(n)][-1]
+    step = float(program.tensor(q.args[1]).max())
+    bound = step * model.head.weight.detach().abs().sum(dim=(1, 2, 3)).max().item() + 1e-5
+    for seed in range(2):
+        torch.manual_seed(seed)
+        fresh = torch.randn(1, 4, 8, 8)
+        got = vm["main"](tvm.runtime.tensor(fresh.numpy()))
+        got = torch.from_numpy((got[0] if not hasattr(got, "numpy") else got).numpy())
+        assert (got - program.run(fresh)[0]).abs().max() <= bound
