@@ -200,6 +200,15 @@ class _Analysis:
             expr = self.var2val.get(expr, expr)
         return expr.value.numpy() if isinstance(expr, GenericConst) else None
 
+    def before_reshapes(self, expr: Any) -> Any:
+        """The tensor ``expr`` reshapes (row-major: the same bytes), through any chain of
+        static reshapes; TVM would otherwise copy it into ``expr``'s own buffer."""
+        while True:
+            call = self.call(expr, "relax.reshape")
+            if call is None or _static(call.args[0].ty) is None:
+                return expr
+            expr = call.args[0]
+
     def _ordered(self, plan: _Plan) -> bool:
         """The call goes where the plan's last binding was: every other reader of an output
         must come after it."""
@@ -384,6 +393,12 @@ class _Analysis:
             out, out_shape = user, [B, Sq, H, Dv]
             out_strides = [Sq * H * Dv, Dv, H * Dv]
             chain.append(user)
+        while True:  # flattening reshapes after it: the same bytes, written directly
+            user = self.single_user(out)
+            if self.call(user, "relax.reshape") is None or _static(user.ty) is None:
+                break
+            out, out_shape = user, _static(user.ty)
+            chain.append(user)
         srcs, strides = [], []
         for t, ts in ((q, qs), (k, ks), (v, vs)):
             src, st = t, _strides(ts, [B, H, ts[2], ts[3]])[:3]
@@ -393,15 +408,15 @@ class _Analysis:
                 rs = _static(tp.args[0].ty)  # [B|1, S, H|1, D]
                 c = _strides(rs, [B, ts[2], H, ts[3]])
                 src, st = tp.args[0], [c[0], c[2], c[1]]
-            srcs.append(src)
+            srcs.append(self.before_reshapes(src))
             strides += st
-        meta = [B, H, Sq, Sk, D, Dv, int(mask is not None), int(keep is not None), *strides,
-                *out_strides, *mask_strides, *keep_strides]
-        dummy = np.zeros(1, np.float32)
-        plan = _Plan(ATTENTION, [*srcs, mask if mask is not None else dummy,
+        plan = _Plan(ATTENTION, [*srcs, mask if mask is not None else np.zeros(1, np.float32),
                                  keep if keep is not None else np.zeros(1, np.uint8)],
-                     [np.array(meta, np.int64), np.array([scale], np.float32)],
-                     [(out, out_shape, "float32")], chain)
+                     [], [], chain)
+        params, keep_float = self.outputs_of(out, plan.vars, out_shape, plan)
+        meta = [B, H, Sq, Sk, D, Dv, int(mask is not None), int(keep is not None), *strides,
+                *out_strides, *mask_strides, *keep_strides, int(keep_float), int(plan.quant)]
+        plan.consts = [np.array(meta, np.int64), np.array([scale, *params], np.float32)]
         return plan
 
     def _layer_norm(self, y: Any, call: Any) -> _Plan | None:

@@ -153,7 +153,9 @@ static void small_gemm(const float* a, int64_t lda, const float* b, int64_t ldb,
 struct Attn {
   const float *q, *k, *v, *mask;
   const uint8_t* keep;
-  float* out;
+  float* out;     // or null
+  int8_t* qout;   // or null: the quantized output, same strides
+  Quant quant;
   int64_t B, H, Sq, Sk, D, Dv;
   int64_t qs[3], ks[3], vs[3], os[3], ms[3], cs[3];  // (batch, head, row) strides
   float scale;
@@ -219,10 +221,17 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
     }
     small_gemm(sp, skp, vp, dvp, a.Sk, ob, dvp, m, dvp);
     for (int64_t r = 0; r < m; ++r) {
-      float* o = a.out + b * a.os[0] + h * a.os[1] + (i0 + r) * a.os[2];
+      const int64_t at = b * a.os[0] + h * a.os[1] + (i0 + r) * a.os[2];
       const bool keep = !a.keep || a.keep[b * a.cs[0] + h * a.cs[1] + (i0 + r) * a.cs[2]];
-      if (keep) memcpy(o, ob + r * dvp, a.Dv * 4);
-      else memset(o, 0, a.Dv * 4);
+      const float* src = ob + r * dvp;
+      if (!keep) {  // zeros (and their quantized value)
+        memset(ob + r * dvp, 0, dvp * 4);
+      }
+      if (a.out) memcpy(a.out + at, src, a.Dv * 4);
+      if (a.qout)
+        for (int64_t j = 0; j < a.Dv; j += W)
+          vstore_i8(a.qout + at + j, vquant(vload(src + j), a.quant),
+                    a.Dv - j < W ? (int)(a.Dv - j) : W);
     }
   }
 }
@@ -444,14 +453,16 @@ extern "C" {
 
 // out[b, h, i, :] = softmax(q[b, h, i, :] . k[b, h]ᵀ * scale + mask[b, h, i, :]) . v[b, h]
 // args: q, k, v, mask (or any 1-element tensor), keep (uint8/bool, or any), meta = [B, H, Sq,
-// Sk, D, Dv, has_mask, has_keep, then (batch, head, row) strides of q, k, v, out, mask, keep],
-// fparams = [scale], out (element strides; the last axis is contiguous in all)
+// Sk, D, Dv, has_mask, has_keep, then (batch, head, row) strides of q, k, v, out, mask, keep,
+// then float_out, int8_out], fparams = [scale, qscale, qzp, qlo, qhi], then the outputs:
+// y (float32), q(y) (int8), element strides (the last axis is contiguous in all)
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_args,
                                     TVMFFIAny* result) {
-  if (bad_args(num_args, 8, "edgecc x86 attention: expected 8 arguments")) return -1;
+  const int64_t* meta = num_args >= 7 ? data<int64_t>(args, 5) : 0;
+  const int outs = meta ? (int)(meta[26] + meta[27]) : 0;
+  if (bad_args(num_args, 7 + outs, "edgecc x86 attention: wrong argument count")) return -1;
   set_none(result);
-  const int64_t* meta = data<int64_t>(args, 5);
   const float* fp = data<float>(args, 6);
   const int64_t B = meta[0], H = meta[1], Sq = meta[2], Sk = meta[3], D = meta[4],
                 Dv = meta[5];
@@ -466,7 +477,10 @@ int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_arg
     a.q = data<float>(args, 0); a.k = data<float>(args, 1); a.v = data<float>(args, 2);
     a.mask = meta[6] ? data<float>(args, 3) : 0;
     a.keep = meta[7] ? data<uint8_t>(args, 4) : 0;
-    a.out = data<float>(args, 7);
+    int slot = 7;
+    a.out = meta[26] ? data<float>(args, slot++) : 0;
+    a.qout = meta[27] ? data<int8_t>(args, slot++) : 0;
+    a.quant = {fp[1], fp[2], fp[3], fp[4]};
     a.B = B; a.H = H; a.Sq = Sq; a.Sk = Sk; a.D = D; a.Dv = Dv;
     for (int i = 0; i < 3; ++i) {
       a.qs[i] = meta[8 + i]; a.ks[i] = meta[11 + i]; a.vs[i] = meta[14 + i];
