@@ -171,3 +171,59 @@ def test_w8a8_build_writes_its_activation_quantizes(tmp_path):
         with torch.no_grad():
             simulated = res.program.run(x, mask)[0]
         assert _sqnr_db(res.run(x, mask), simulated) >= 45.0
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+def test_exp_erf_tanh_and_quantize_accuracy(fp32_builds, monkeypatch, isa):
+    """The kernels called directly from the built library: erf (GELU's erf form), tanh (its
+    tanh form) within 1e-6 absolute of float64 — TVM's fast_erf / fast_tanh are held to 1e-5
+    — and exp (the attention's softmax) within 1e-6 relative — fast_exp: 1e-5; the int8
+    output is exactly clip(round_half_even(y / s) + zp) of the float output."""
+    import tvm
+
+    if isa == "avx2":
+        monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
+    _, built = fp32_builds
+    built["edgecc"].run(*_inputs(1))
+    lib = built["edgecc"]._runner.module
+    fn = {s: lib.get_function(s, query_imports=True)
+          for s in (x86_attention.GELU, x86_attention.ATTENTION)}
+    t = tvm.runtime.tensor
+    x = np.linspace(-9.0, 9.0, 100003, dtype=np.float32)  # odd: a partial last vector
+    x64 = x.astype(np.float64)
+    scale, zp = 0.0123, -7.0
+    for mode, c1, c2 in ((0, 0.5 ** 0.5, 0.0), (1, math.sqrt(2 / math.pi), 0.044715)):
+        y, q = np.empty_like(x), np.empty(x.shape, np.int8)
+        params = np.array([c1, c2, scale, zp, -128, 127], np.float32)
+        yt, qt = t(y), t(q)
+        fn[x86_attention.GELU](t(x), t(np.array([x.size, mode, 1, 1], np.int64)), t(params),
+                               yt, qt)
+        y, q = yt.numpy().astype(np.float64), qt.numpy()
+        if mode == 0:  # y = x·(0.5 + erf(x·c1)·0.5): recover erf where |x| is not small
+            ref = np.array([math.erf(v) for v in x64 * np.float32(c1)])
+        else:
+            inner = (x64 + x64 ** 3 * np.float32(c2)) * np.float32(c1)
+            ref = np.tanh(inner)
+        big = np.abs(x) >= 0.5
+        implied = (y[big] / x64[big] - 0.5) * 2 if mode == 0 else y[big] / (x64[big] * 0.5) - 1
+        assert np.abs(implied - ref[big]).max() <= 1e-6, mode
+        expect = np.clip(np.rint(yt.numpy() / np.float32(scale)) + zp, -128, 127)
+        assert np.array_equal(q, expect.astype(np.int8))
+    # softmax rows = the attention's output with v = I: scores q_i · k_j (D = 1)
+    sk, rows = 37, 5
+    kv = np.linspace(-60.0, 20.0, sk, dtype=np.float32).reshape(1, 1, sk, 1)
+    qv = np.linspace(0.1, 1.3, rows, dtype=np.float32).reshape(1, 1, rows, 1)
+    vv = np.eye(sk, dtype=np.float32).reshape(1, 1, sk, sk)
+    meta = [1, 1, rows, sk, 1, sk, 0, 0, rows, 1, 1, sk, 1, 1, sk * sk, sk * sk, sk,
+            rows * sk, rows * sk, sk, 0, 0, 0, 0, 0, 0, 1, 0]
+    out = t(np.empty((1, 1, rows, sk), np.float32))
+    fn[x86_attention.ATTENTION](t(qv), t(kv), t(vv), t(np.zeros(1, np.float32)),
+                                t(np.zeros(1, np.uint8)), t(np.array(meta, np.int64)),
+                                t(np.array([1, 1, 0, 0, 0], np.float32)), out)
+    s = qv.reshape(rows, 1) * kv.reshape(1, sk)  # float32 products and differences (the
+    d = (s - s.max(1, keepdims=True)).astype(np.float64)  # kernel's; exp then in float64)
+    p = np.exp(d)
+    p /= p.sum(1, keepdims=True)
+    got = out.numpy().reshape(rows, sk)
+    seen = p > 1e-30
+    assert np.abs(got[seen] / p[seen] - 1).max() <= 1e-6
