@@ -843,21 +843,18 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 64));
     int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 16) * 4));
     int8_t* line = static_cast<int8_t*>(scratch(3, wp + 64));
-    memset(phases, zx, sh * sw * hq * wq + wq + 64);  // rows / columns past the plane
+    // the padding (and the rows / columns past the plane) is zx once per task: every
+    // channel writes only the input's own positions, the same ones for every channel
+    memset(phases, zx, sh * sw * hq * wq + wq + 64);
+    memset(line, zx, wp + 64);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ch = t % c;
       const int8_t* plane = x + t * h * w;
-      for (int64_t y = 0; y < hp; ++y) {
+      for (int64_t y = ph; y < ph + h; ++y) {
         const int64_t iy = y - ph, py = y % sh, i = y / sh;
         // one column phase: the padded row straight into it, else via line
         int8_t* row = sw == 1 ? phases + (py * hq + i) * wq : line;
-        if (iy < 0 || iy >= h) {
-          memset(row, zx, wp);
-        } else {
-          memset(row, zx, pw);
-          memcpy(row + pw, plane + iy * w, w);
-          memset(row + pw + w, zx, wp - pw - w);
-        }
+        memcpy(row + pw, plane + iy * w, w);
         if (sw != 1) {
           for (int64_t px = 0; px < sw; ++px) {
             int8_t* dst = phases + ((py * sw + px) * hq + i) * wq;
