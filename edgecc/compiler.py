@@ -55,6 +55,7 @@ from edgecc.progress import Progress
 from edgecc.recipe import Recipe, VerifyOptions, load_recipe
 from edgecc.registry import default_target_registry
 from edgecc.report.sizes import layer_sizes
+from edgecc.simulate import ConstantDequantized
 from edgecc.target import Artifact, Lowered, Target, split_target_spec, with_preset
 
 DEFAULT_RECIPE = "optimize"  # used when neither a pipeline nor a recipe is given
@@ -350,7 +351,10 @@ def _run_all(runner: Any, batches: list[tuple[Any, ...]]) -> list[tuple[Any, ...
 def _verify(reference: Program, inputs: list[tuple[Any, ...]], outs: list[Any],
             vopts: VerifyOptions, lossy: list[str] | None = None,
             original: Program | None = None) -> dict[str, Any]:
-    refs = [reference.run(*x) for x in inputs]
+    # a compressed program's constant weights dequantized once for all its runs, not per
+    # run (the same values: edgecc.simulate)
+    run = ConstantDequantized(reference).run if lossy else reference.run
+    refs = [run(*x) for x in inputs]
     origs = [original.run(*x) for x in inputs] if lossy and original is not None else []
     metrics = compare_outputs(refs, outs, atol=vopts.atol, rtol=vopts.rtol)
     if lossy:

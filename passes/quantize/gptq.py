@@ -63,18 +63,24 @@ def hessian_chunks(sizes: list[int], budget: int) -> list[list[int]]:
     return chunks
 
 
-def _column_quantizer(params: QuantParams, col: int
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+class _ColumnQuantizers:
     """Per-row scale, zero point and offset (float32; offset 0 without one,
-    ``QuantParams.offset``) that apply to weight column ``col``."""
-    s, z = params.scale.to(torch.float32), params.zero_point.to(torch.float32)
-    o = 0.0 if params.offset is None else params.offset.to(torch.float32)
-    if s.dim() == 0:
-        return s, z, o
-    if params.block_size:
-        g = col // params.block_size
-        return s[:, g], z[:, g], (o if params.offset is None else o[:, g])
-    return s, z, o  # per-channel along the rows
+    ``QuantParams.offset``) that apply to a weight column: converted to float32 once per
+    params, sliced per column (a group's column of the per-group tensors)."""
+
+    def __init__(self, params: QuantParams) -> None:
+        self.s = params.scale.to(torch.float32)
+        self.z = params.zero_point.to(torch.float32)
+        self.o = 0.0 if params.offset is None else params.offset.to(torch.float32)
+        self.block = params.block_size if self.s.dim() else 0
+        self.scalar = self.s.dim() == 0
+        self.offset = params.offset is not None
+
+    def __call__(self, col: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        if self.scalar or not self.block:
+            return self.s, self.z, self.o  # per tensor, or per channel along the rows
+        g = col // self.block
+        return self.s[:, g], self.z[:, g], (self.o[:, g] if self.offset else self.o)
 
 
 _UPDATE_BLOCK_BYTES = 1 << 24  # the trailing update's product, a block of rows (16 MiB)
@@ -115,16 +121,22 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
     q_all = torch.zeros_like(w)
     rows = max(1, _UPDATE_BLOCK_BYTES // max(1, 4 * n_cols))  # rows of a float32 update
     scales, zeros = params.scale.clone(), params.zero_point.clone()
+    order = perm.tolist()  # the columns' indices as ints, once (not a sync per column)
+    columns = _ColumnQuantizers(params)
     for i1 in range(0, n_cols, block):
         i2 = min(i1 + block, n_cols)
-        w1 = w[:, i1:i2].clone()
-        err1 = torch.zeros_like(w1)
+        # the block transposed: column i of the weights is row i here, contiguous (the
+        # same element-wise arithmetic on the same values as on the columns)
+        w1 = w[:, i1:i2].t().contiguous()
+        err1 = torch.empty_like(w1)
+        q1 = torch.empty_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
+        diag = hinv1.diagonal().tolist()
         for i in range(i2 - i1):
-            col = int(perm[i1 + i])
+            col = order[i1 + i]
             if not static and col % group == 0:
                 # dynamic groups: the group's range from the error-updated weights
-                cols = torch.cat((w1[:, i:], w[:, i2:]), dim=1)[:, :group]
+                cols = torch.cat((w1[i:].t(), w[:, i2:]), dim=1)[:, :group]
                 gp = weight_params(cols, TensorQuant(tq.dtype, "per-channel", tq.symmetric,
                                                      narrow=tq.narrow), 0, 1,
                                    scale_dtype=scale_dtype)
@@ -132,13 +144,18 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
                 zeros[:, col // group] = gp.zero_point
                 params = QuantParams(params.dtype, scales, zeros, params.axis,
                                      params.block_size, params.qmin, params.qmax)
-            s, z, o = _column_quantizer(params, col)
-            x = w1[:, i]
+                columns = _ColumnQuantizers(params)
+            s, z, o = columns(col)
+            x = w1[i]
             q = (torch.clamp(torch.round((x - o) / s) + z, qmin, qmax) - z) * s + o
-            q_all[:, i1 + i] = q
-            e = (x - q) / hinv1[i, i]
-            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
-            err1[:, i] = e
+            q1[i] = q
+            e = (x - q) / diag[i]
+            # the rank-1 step as a broadcast product: the same products e_r * h_c (an
+            # outer product through a K=1 matmul was a BLAS call per column), subtracted
+            w1[i:] -= hinv1[i, i:].unsqueeze(1) * e.unsqueeze(0)
+            err1[i] = e
+        q_all[:, i1:i2] = q1.t()
+        err1 = err1.t().contiguous()  # the layout the trailing product always had
         # the trailing update a block of rows at a time: the product's temporary is ~16 MiB,
         # not a weight's worth (an LLM's output layer: 250 MB at the 1.1B shape, the GPTQ
         # pass's peak); rows are independent, the same products row by row

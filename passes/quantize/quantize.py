@@ -52,6 +52,7 @@ from edgecc.passes.quantize.weights import can_quantize, one_block_per_channel, 
 from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
 from edgecc.quant import QuantParams, params_from_scale, qformat, scale_from_range, sqnr_db
+from edgecc.simulate import ConstantDequantized
 
 SchemeName = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "bf16", "fp8"]
 AutoScheme = Literal["w8a8", "dynamic-int8", "w8a16", "w4a16", "fp16", "bf16", "fp8", "auto"]
@@ -256,10 +257,12 @@ class Quantize(Pass):
             stats["target_constraints"] = notes
 
         clips: dict[str, torch.Tensor] = {}
+        clock = _Stages()  # stats["stages_seconds"]: where the pass's time went
         if options.algorithm == "awq":
             clips, awq_stats = _apply_awq(program, layers, batches, wq, options, scale_dtype,
                                           context.progress, context.device)
             stats["awq"] = awq_stats
+            clock.lap("awq")
 
         # one calibration run: activation observers and the first run of GPTQ Hessians;
         # the later Hessians are accumulated when their layers come (bounded memory)
@@ -271,6 +274,7 @@ class Quantize(Pass):
         hessians = _Hessians(program, reference, layers, batches, options, context) \
             if options.algorithm == "gptq" else None
         first = hessians.next_chunk() if hessians is not None else {}
+        clock.lap("setup")
         if observers or first:
             def on_value(node: fx.Node, value: torch.Tensor) -> None:
                 if node in observers:
@@ -288,6 +292,7 @@ class Quantize(Pass):
             if hessians is not None:
                 hessians.add(first)
                 first.clear()  # only the pass's Hessians hold them: freed when done
+            clock.lap("calibration")
 
         # weights
         skipped: dict[str, str] = {}
@@ -365,6 +370,9 @@ class Quantize(Pass):
         # kept through the output-error runs below
         w = w_hat = q = None
         if hessians is not None:
+            clock.add("gptq hessians", hessians.seconds)
+        clock.lap("weights", minus=hessians.seconds if hessians is not None else 0.0)
+        if hessians is not None:
             stats["gptq_hessians"] = {"runs": hessians.runs, "peak_mib": round(
                 hessians.peak_bytes / 2 ** 20, 1)}
             hessians.drop()
@@ -401,8 +409,12 @@ class Quantize(Pass):
         if options.weight_grid != "none":
             stats["weight_grid"] = {"grid": options.weight_grid,
                                     "fallback_q4_0": grid_fallback}
-        stats["error"] = output_error(reference, _RowwiseDequantized(program), batches,
-                                      options.error_batches)
+        clock.lap("rewrite")
+        # no dequantized-weight cache here: the pass's peak memory stays the weights'
+        stats["error"] = output_error(reference, _RowwiseDequantized(program, cache_bytes=0),
+                                      batches, options.error_batches)
+        clock.lap("output error")
+        stats["stages_seconds"] = clock.parts
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         return PassResult(program, True, stats)
 
@@ -483,6 +495,7 @@ class _Hessians:
         self.live: dict[fx.Node, gptq.HessianAccumulator] = {}
         self.runs = 0
         self.peak_bytes = 0
+        self.seconds = 0.0  # in the later runs (the first is the pass's calibration run)
 
     def next_chunk(self) -> dict[fx.Node, gptq.HessianAccumulator]:
         """Fresh accumulators for the first run (the caller records them)."""
@@ -520,12 +533,30 @@ class _Hessians:
             accs[node].update(value)
 
         k = self.chunk_of[inputs[0]] + 1
+        t0 = time.perf_counter()
         _record(self.reference, self.batches, set(accs), on_value,
                 desc=f"GPTQ Hessians {k}/{len(self.chunks)}",
                 progress=self.context.progress, device=self.context.device)
         for acc in accs.values():
             distributed.reduce_hessian(acc)
         self.add({v: accs[by_name[v.name]] for v in inputs})
+        self.seconds += time.perf_counter() - t0
+
+
+class _Stages:
+    """Seconds per stage of the pass (``lap(name)``: since the previous lap)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def add(self, name: str, seconds: float) -> None:
+        self.parts[name] = round(self.parts.get(name, 0.0) + seconds, 3)
+
+    def lap(self, name: str, minus: float = 0.0) -> None:
+        now = time.perf_counter()
+        self.add(name, now - self.t - minus)
+        self.t = now
 
 
 _ROW_BLOCK_BYTES = 1 << 24  # float32 bytes of a weight's rows quantized at a time
@@ -566,31 +597,22 @@ def _quantize_rows(params: QuantParams, w: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _RowwiseDequantized:
-    """``program.run`` (same values) with each stored 2-D weight dequantized a block of
-    rows at a time into its float tensor: the dequantize op's whole-tensor temporaries
-    (the codes as float, minus the zero point, times the scale; full-size scales with
-    per-group) of an LLM's output layer were the largest transient of the output-error
-    runs."""
+class _RowwiseDequantized(ConstantDequantized):
+    """``program.run`` (same values) with each constant weight dequantized once for all
+    runs (``edgecc.simulate``, when all fit in ``cache_bytes``), else each weight
+    dequantized a block of rows at a time into its float tensor on each run: the dequantize
+    op's whole-tensor temporaries (the codes as float, minus the zero point, times the
+    scale; full-size scales with per-group) of an LLM's output layer were the largest
+    transient of the output-error runs."""
 
-    def __init__(self, program: Program) -> None:
-        self.program = program
-
-    def run(self, *inputs: Any) -> tuple[Any, ...]:
+    def dequantize_uncached(self, target: Any, args: Any, kwargs: Any) -> torch.Tensor:
         from edgecc.quant import DEQUANTIZE
 
-        class Rowwise(fx.Interpreter):
-            def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-                if target is DEQUANTIZE and not kwargs and len(args) == 7:
-                    out = _dequantize_rows(*args)
-                    if out is not None:
-                        return out
-                return super().call_function(target, args, kwargs)
-
-        self.program.check_inputs(inputs)
-        with torch.no_grad():
-            out = Rowwise(self.program.graph_module).run(*inputs)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        if target is DEQUANTIZE and not kwargs and len(args) == 7:
+            out = _dequantize_rows(*args)
+            if out is not None:
+                return out
+        return target(*args, **kwargs)
 
 
 def _dequantize_rows(q: Any, scale: Any, zero_point: Any, axis: Any, block_size: Any,

@@ -112,7 +112,15 @@ def test_output_error_runs_dequantize_weights_in_row_blocks_with_the_same_output
         real = qpass._dequantize_rows
         monkeypatch.setattr(qpass, "_dequantize_rows",
                             lambda *a: calls.append(real(*a)) or calls[-1])
-        assert torch.equal(qpass._RowwiseDequantized(q).run(x)[0], q.run(x)[0]), text
+        # beyond the dequantized-weight cache's bound (0 here): each run, in row blocks
+        assert torch.equal(qpass._RowwiseDequantized(q, cache_bytes=0).run(x)[0],
+                           q.run(x)[0]), text
         split = {tuple(t.shape) for t in calls if t is not None}
         assert split == {(96, 32), (32, 96), (40, 32)}, split  # every weight, in blocks
+        # within it (the default): dequantized once, reused by the next runs; same values
+        calls.clear()
+        cached = qpass._RowwiseDequantized(q)
+        for _ in range(3):
+            assert torch.equal(cached.run(x)[0], q.run(x)[0]), text
+        assert not calls and len(cached.cache) == 7, text  # 7 weights, none split
         monkeypatch.setattr(qpass, "_dequantize_rows", real)
