@@ -321,21 +321,22 @@ __attribute__((noinline)) static void write_channel(const Epilogue& e, int64_t c
   for (; i < n; ++i) store_one(e, ch, acc[i], at + i);
 }
 
-// depthwise: acc[0 .. span rounded up to 16) = sum over taps t of w[t] * src[t][i] (int8
-// runs, readable 15 bytes past span), two taps a vpmaddwd (int8 x int8 pairs: exact in
+// depthwise: acc[0 .. span rounded up to 16) = sum over taps t of w[t] * base[at[t] + i]
+// (int8 runs, readable 15 bytes past span), two taps a vpmaddwd (int8 x int8 pairs: exact in
 // int32), the 16 sums of a step in registers across every tap
 enum { DW_TAPS = 49 };
 __attribute__((target("avx2,fma")))
-__attribute__((noinline)) static void dw_taps(const int8_t* const* src, const int32_t* w, int64_t taps, int64_t span,
-                    int32_t* acc) {
+__attribute__((noinline)) static void dw_taps(const int8_t* base, const int64_t* at,
+                                              const int32_t* w, int64_t taps, int64_t span,
+                                              int32_t* acc) {
   const int64_t pairs = (taps + 1) / 2;
   int32_t wp[(DW_TAPS + 1) / 2];
   const int8_t* s0[(DW_TAPS + 1) / 2];
   const int8_t* s1[(DW_TAPS + 1) / 2];
   for (int64_t t = 0; t < pairs; ++t) {
     const bool odd = 2 * t + 1 < taps;
-    s0[t] = src[2 * t];
-    s1[t] = odd ? src[2 * t + 1] : src[2 * t];  // the padding tap: weight 0
+    s0[t] = base + at[2 * t];
+    s1[t] = base + at[odd ? 2 * t + 1 : 2 * t];  // the padding tap: weight 0
     wp[t] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w[2 * t]) |
                       ((uint32_t)(uint16_t)(int16_t)(odd ? w[2 * t + 1] : 0) << 16));
   }
@@ -839,6 +840,13 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   // phase[(ky·dh) % sh, (kx·dw) % sw][oy + (ky·dh) / sh][ox + (kx·dw) / sw]; the columns
   // ox >= ow of that grid are computed and dropped (they never touch a valid output)
   const int64_t wq = (wp + sw - 1) / sw, hq = (hp + sh - 1) / sh, span = oh * wq;
+  int64_t tap_at[DW_TAPS];  // each tap's run in the phases (the same for every channel)
+  if (kh * kw <= DW_TAPS)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const int64_t ry = ky * dh, cx = kx * dw;
+        tap_at[ky * kw + kx] = (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
+      }
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
     int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 64));
     int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 16) * 4));
@@ -864,16 +872,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       }
       const int32_t* wc = wt + ch * kh * kw;
       if (kh * kw <= DW_TAPS) {  // two taps a vpmaddwd, 16 outputs in registers
-        const int8_t* src[DW_TAPS + 1];
-        int32_t wv[DW_TAPS + 1];
-        int64_t taps = 0;
-        for (int64_t ky = 0; ky < kh; ++ky)
-          for (int64_t kx = 0; kx < kw; ++kx, ++taps) {
-            const int64_t ry = ky * dh, cx = kx * dw;
-            src[taps] = phases + (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
-            wv[taps] = wc[ky * kw + kx];
-          }
-        dw_taps(src, wv, taps, span, acc);
+        dw_taps(phases, tap_at, wc, kh * kw, span, acc);
       } else {
         for (int64_t i = 0; i < span; ++i) acc[i] = 0;
         for (int64_t ky = 0; ky < kh; ++ky) {
