@@ -96,7 +96,7 @@ class QuantizeOptions:
     block: int = 128
     # MiB of GPTQ Hessians alive at once (a run of consecutive layer inputs; each later run
     # re-runs the calibration batches up to its last input); 0: an eighth of the float32
-    # weight bytes, at least 64
+    # weight bytes, at least 64; all of them (one run) when they total <= 256
     hessian_budget_mib: float = 0.0
     # AWQ
     awq_grid: int = 20
@@ -460,12 +460,18 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
             move_module(gm, "cpu")
 
 
+_ONE_RUN_HESSIAN_BYTES = 256 << 20  # automatic budget: Hessians this small in one run
+
+
 class _Hessians:
     """GPTQ Hessians of the linear layers' inputs, a run of consecutive inputs at a time
     (``gptq.hessian_chunks``): only the Hessians of the layers being quantized are alive.
 
     Budget: ``hessian_budget_mib``, or (0) an eighth of the float32 bytes of the layers'
-    weights, at least 64 MiB (a small model: one run, as before). The first run is taken
+    weights, at least 64 MiB; and when every Hessian together is at most
+    ``_ONE_RUN_HESSIAN_BYTES`` (256 MiB: a small model such as all-MiniLM-L6-v2, 134 MB),
+    all of them in one run (compile time: MiniLM took 3 runs, each later one re-running
+    the calibration batches up to its inputs). The first run is taken
     with the activation observers on the program; each later one on ``reference`` (the
     float program the pass started from, sharing its weights), up to its last input only,
     so every Hessian is the one the float program gives: the same weights as one run.
@@ -487,10 +493,12 @@ class _Hessians:
             columns.setdefault(la.input, int(w.shape[-1]))
             self.last[la.input] = i
         self.inputs = list(columns)
+        sizes = [gptq.hessian_bytes(columns[v]) for v in self.inputs]
         budget = (int(options.hessian_budget_mib * 2 ** 20) if options.hessian_budget_mib
-                  else max(64 << 20, weight_bytes // 8))
-        self.chunks = [[self.inputs[i] for i in c] for c in gptq.hessian_chunks(
-            [gptq.hessian_bytes(columns[v]) for v in self.inputs], budget)]
+                  else max(64 << 20, weight_bytes // 8,
+                           sum(sizes) if sum(sizes) <= _ONE_RUN_HESSIAN_BYTES else 0))
+        self.chunks = [[self.inputs[i] for i in c]
+                       for c in gptq.hessian_chunks(sizes, budget)]
         self.chunk_of = {v: k for k, c in enumerate(self.chunks) for v in c}
         self.live: dict[fx.Node, gptq.HessianAccumulator] = {}
         self.runs = 0
