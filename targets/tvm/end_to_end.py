@@ -216,7 +216,11 @@ def _cache_key(module: Any, target: Any) -> str:
             sources.append(importlib.import_module(f"edgecc.targets.tvm.{name}").SOURCE)
         except (ImportError, AttributeError):
             continue
-    text = "|".join([str(tvm_ffi.structural_hash(module)), str(target),
+    # the functions' structure and shapes (the kernels linked in as attributes cannot be
+    # hashed; their sources are, below); the weights' values do not change the timing
+    funcs = sorted((str(gvar.name_hint), tvm_ffi.structural_hash(func, skip_tensor_content=True))
+                   for gvar, func in module.functions.items())
+    text = "|".join([str(funcs), str(target),
                      *(hashlib.sha256(s.encode()).hexdigest()[:16] for s in sources)])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

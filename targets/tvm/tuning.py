@@ -300,8 +300,13 @@ def _tune_missing(missing: list[Any], target: Any, trials: int, db: Any, directo
     from tvm.s_tir import meta_schedule as ms
 
     bar = _Progress(trials, progress)
+    per_iter = max(4, min(64, trials // len(missing)))
+    # MetaSchedule's evolutionary search evolves 512 candidates for each batch of 64 it
+    # measures; a small budget measures small batches, so the population shrinks in
+    # proportion (the same 8:1, at least 64) instead of 512 predicted for every 4-12 measured
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=max(64, 8 * per_iter))
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        missing, work_dir=directory, seed=seed)  # logs in directory/logs
+        missing, work_dir=directory, strategy=strategy, seed=seed)  # logs in directory/logs
     builder = ms.builder.LocalBuilder(
         f_build=_build, initializer=_skip_gpu_intrinsics, timeout_sec=60,
         f_export=functools.partial(_export_cross, cross_cc) if cross_cc else None)
@@ -313,7 +318,7 @@ def _tune_missing(missing: list[Any], target: Any, trials: int, db: Any, directo
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=scratch,
                           max_trials_global=trials,
-                          num_trials_per_iter=max(4, min(64, trials // len(missing))),
+                          num_trials_per_iter=per_iter,
                           builder=builder, runner=runner, database=db,
                           measure_callbacks=[*ms.measure_callback.MeasureCallback.create(
                               "default"), bar.callback])
