@@ -586,11 +586,11 @@ const int32_t* shifted_off(const int32_t* off, const int32_t* comp, int64_t n) {
 
 // 16 pixels x 4 k (four 16-byte runs a, b, c, d) -> [16][4] bytes
 static inline void interleave4(const int8_t* a, const int8_t* b, const int8_t* c,
-                               const int8_t* d, int8_t* dst) {
-  const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
-  const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
-  const __m128i vc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
-  const __m128i vd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(d));
+                               const int8_t* d, int8_t* dst, __m128i flip) {
+  const __m128i va = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)), flip);
+  const __m128i vb = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), flip);
+  const __m128i vc = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)), flip);
+  const __m128i vd = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)), flip);
   const __m128i ab0 = _mm_unpacklo_epi8(va, vb), ab1 = _mm_unpackhi_epi8(va, vb);
   const __m128i cd0 = _mm_unpacklo_epi8(vc, vd), cd1 = _mm_unpackhi_epi8(vc, vd);
   __m128i* o = reinterpret_cast<__m128i*>(dst);
@@ -715,14 +715,21 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     for (int64_t b = 0; b < nb; ++b) {
       const int8_t* xb = x + b * c * h * w;
-      if (ph || pw) memset(padded, zu, c * hp * wp);
-      for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t y = 0; y < h; ++y) {
-          uint8_t* dst = padded + (ci * hp + y + ph) * wp + pw;
-          const int8_t* src = xb + (ci * h + y) * w;
-          for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
-        }
-      const int8_t* pad8 = reinterpret_cast<const int8_t*>(padded);
+      // no padding (1x1 convolutions): the panels read x itself, flipping the sign bit
+      // (+128) as they go; else a padded copy of x + 128, padded with zx + 128
+      const bool direct = !ph && !pw;
+      const __m128i flip = _mm_set1_epi8(direct ? (char)0x80 : 0);
+      const uint8_t fl = direct ? 0x80 : 0;
+      if (!direct) {
+        memset(padded, zu, c * hp * wp);
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t y = 0; y < h; ++y) {
+            uint8_t* dst = padded + (ci * hp + y + ph) * wp + pw;
+            const int8_t* src = xb + (ci * h + y) * w;
+            for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
+          }
+      }
+      const int8_t* pad8 = direct ? xb : reinterpret_cast<const int8_t*>(padded);
       auto build = [&](int64_t p) {
         int8_t* panel = panels8 + p * kq * 64;
         int64_t base[16];
@@ -731,13 +738,14 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           const int8_t* s = pad8 + base[0];
           for (int64_t q = 0; q < kq; ++q)
             interleave4(s + koff[4 * q], s + koff[4 * q + 1], s + koff[4 * q + 2],
-                        s + koff[4 * q + 3], panel + q * 64);
+                        s + koff[4 * q + 3], panel + q * 64, flip);
           return;
         }
         for (int64_t q = 0; q < kq; ++q) {
           int8_t* dst = panel + q * 64;
           for (int lane = 0; lane < 16; ++lane)
-            for (int j = 0; j < 4; ++j) dst[lane * 4 + j] = pad8[koff[4 * q + j] + base[lane]];
+            for (int j = 0; j < 4; ++j)
+              dst[lane * 4 + j] = (int8_t)((uint8_t)pad8[koff[4 * q + j] + base[lane]] ^ fl);
         }
       };
       GemmDot g{packed + meta[21], oc, kq, panels8, pix, advanced(e, b * oc * pix), isa};

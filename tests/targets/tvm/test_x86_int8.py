@@ -102,7 +102,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     xd, wd = ints(1, 12, 10, 13), ints(12, 1, 3, 3)  # depthwise, stride 1 and 2
     xp, wp = ints(1, 5, 9, 35), ints(12, 5, 3, 3)   # conv, stride 1: contiguous im2col runs
     ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12),
-          "conv1": requant(12), "dw3": requant(12)}
+          "conv1": requant(12), "dw3": requant(12), "p0": requant(12), "p0s2": requant(12)}
     scale, bias = rng.random(40).astype(np.float32), rng.random(40).astype(np.float32)
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
     ep["dwf"] = x86_int8.Epilogue(off=ep["dw"].off, requant=False, scale=scale[:12],
@@ -125,7 +125,12 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_depthwise(bb, params[2], wd, -3, [1, 3], [2, 1], [2, 2],
                                             ep["dw3"]),
                     x86_int8.emit_depthwise(bb, params[2], wd, 5, [2, 2], [1, 1], [1, 1],
-                                            ep["dwf"])]
+                                            ep["dwf"]),
+                    # no padding: the VNNI panels read x itself (stride 1 and 2)
+                    x86_int8.emit_conv(bb, params[3], wp, 9, [1, 1], [0, 0], [1, 1],
+                                       ep["p0"]),
+                    x86_int8.emit_conv(bb, params[3], wp, -9, [2, 2], [0, 0], [1, 1],
+                                       ep["p0s2"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -161,6 +166,11 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     acc = _conv_ref(xp, wp, 9, [1, 1], [1, 1], [1, 1], 1)
     np.testing.assert_array_equal(got[5], _requant(acc, e.off, e.mult, e.add, e.shift,
                                                    e.lo, e.hi, e.zy, 1))
+    for at, key, zx, stride in ((8, "p0", 9, [1, 1]), (9, "p0s2", -9, [2, 2])):
+        e = ep[key]
+        acc = _conv_ref(xp, wp, zx, stride, [0, 0], [1, 1], 1)
+        np.testing.assert_array_equal(got[at], _requant(acc, e.off, e.mult, e.add, e.shift,
+                                                        e.lo, e.hi, e.zy, 1), key)
     for at, key, zx, stride, pad, dil in ((3, "dw", 5, [1, 1], [1, 1], [1, 1]),
                                           (4, "dw2", 5, [2, 2], [1, 1], [1, 1]),
                                           (6, "dw3", -3, [1, 3], [2, 1], [2, 2])):
