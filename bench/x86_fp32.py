@@ -28,7 +28,7 @@ from bench import tvm_cpu  # noqa: E402
 warnings.filterwarnings("ignore")
 
 CNNS = "resnet20,mobilenet_v2,mobilenet_v2_224"
-PATHS = ("conv_in_place", "conv_im2col", "depthwise_rows", "depthwise_generic")
+PATHS = ("conv_in_place", "conv_im2col", "depthwise_3x3", "depthwise_generic")
 
 
 def path_calls(res, inputs) -> dict:

@@ -219,9 +219,37 @@ static void gemm_block(const Gemm& g, int64_t r0, int64_t r1, int64_t p0, int64_
   }
 }
 
+// im2col of one panel whose 16 pixels are not one run (stride 2, rows narrower than 16):
+// row j of the panel = src[koff[j] + bp[lane]], one vector gather per row
+__attribute__((target("avx512f")))
+static void gather_panel_avx512(float* panel, const float* src, const int64_t* koff,
+                                int64_t k, const int64_t* bp) {
+  alignas(64) int32_t id[16];
+  for (int l = 0; l < 16; ++l) id[l] = (int32_t)(bp[l] - bp[0]);
+  const __m512i vi = _mm512_load_si512(id);
+  const float* s0 = src + bp[0];
+  for (int64_t j = 0; j < k; ++j)
+    _mm512_storeu_ps(panel + j * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, vi,
+                                                               s0 + koff[j], 4));
+}
+
+__attribute__((target("avx2,fma")))
+static void gather_panel_avx2(float* panel, const float* src, const int64_t* koff, int64_t k,
+                              const int64_t* bp) {
+  alignas(32) int32_t id[16];
+  for (int l = 0; l < 16; ++l) id[l] = (int32_t)(bp[l] - bp[0]);
+  const __m256i lo = _mm256_load_si256((const __m256i*)id);
+  const __m256i hi = _mm256_load_si256((const __m256i*)(id + 8));
+  const float* s0 = src + bp[0];
+  for (int64_t j = 0; j < k; ++j) {
+    _mm256_storeu_ps(panel + j * 16, _mm256_i32gather_ps(s0 + koff[j], lo, 4));
+    _mm256_storeu_ps(panel + j * 16 + 8, _mm256_i32gather_ps(s0 + koff[j], hi, 4));
+  }
+}
+
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
 static int64_t path_calls[4] = {0, 0, 0, 0};
-enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_ROWS = 2, PATH_DW_GENERIC = 3 };
+enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -230,23 +258,77 @@ struct Depthwise {
 };
 
 // one channel: out[oy][ox] = clamp(sum_{ky,kx} w[ky][kx] * src[oy*sh + ky*dh][ox*sw + kx*dw] + b)
-// (taps summed in (ky, kx) order; KH = 0: sizes and strides from ``d``)
+// (taps summed in (ky, kx) order; KH = 0: sizes and strides from ``d``). A run of up to
+// DW_RUN outputs of a row accumulates tap by tap, so the inner loop runs along the row
+// (vectorized: contiguous loads for stride 1) instead of over the taps of one output.
+const int DW_RUN = 64;
+
 template <int KH, int KW, int SW>
 static void dw_plane(const Depthwise& d) {
   const int64_t kh = KH ? KH : d.kh, kw = KW ? KW : d.kw, sw = SW ? SW : d.sw;
   const int64_t dh = KH ? 1 : d.dh, dw = KW ? 1 : d.dw;  // the 3x3 forms: no dilation
-  float wv[64];
-  const bool small = kh * kw <= 64;
-  for (int64_t i = 0; small && i < kh * kw; ++i) wv[i] = d.w[i];
-  const float* __restrict wk = small ? wv : d.w;
   for (int64_t oy = 0; oy < d.oh; ++oy) {
     const float* __restrict s = d.src + oy * d.sh * d.ld;
     float* __restrict o = d.out + oy * d.ow;
-    for (int64_t ox = 0; ox < d.ow; ++ox) {
-      float a = 0.0f;
+    for (int64_t x0 = 0; x0 < d.ow; x0 += DW_RUN) {
+      const int n = d.ow - x0 < DW_RUN ? (int)(d.ow - x0) : DW_RUN;
+      alignas(64) float a[DW_RUN];
+      for (int j = 0; j < DW_RUN; ++j) a[j] = 0.0f;
       for (int64_t ky = 0; ky < kh; ++ky)
-        for (int64_t kx = 0; kx < kw; ++kx)
-          a += wk[ky * kw + kx] * s[ky * dh * d.ld + ox * sw + kx * dw];
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const float wt = d.w[ky * kw + kx];
+          const float* __restrict t = s + ky * dh * d.ld + x0 * sw + kx * dw;
+          for (int j = 0; j < n; ++j) a[j] += wt * t[j * sw];
+        }
+      for (int j = 0; j < n; ++j) {
+        float v = a[j] + d.b;
+        v = v < d.lo ? d.lo : v;
+        o[x0 + j] = v > d.hi ? d.hi : v;
+      }
+    }
+  }
+}
+
+// 3x3, stride SW (1 or 2), no dilation: 8 outputs of a row per step, the accumulator in a
+// register (taps in (ky, kx) order, as dw_plane); stride 2 deinterleaves two loads' even
+// lanes. Columns a vector step cannot read inside the row are left to the scalar tail.
+template <int SW>
+__attribute__((target("avx2,fma")))
+static void dw3x3(const Depthwise& d) {
+  __m256 w[9];
+  for (int i = 0; i < 9; ++i) w[i] = _mm256_set1_ps(d.w[i]);
+  const __m256 b = _mm256_set1_ps(d.b), lo = _mm256_set1_ps(d.lo), hi = _mm256_set1_ps(d.hi);
+  const int64_t ld = d.ld;
+  // the last column a vector step reads: SW == 1: ox + 7 + 2; SW == 2: 2 * ox + 2 + 15
+  int64_t vec_end = 0;
+  while (vec_end + 8 <= d.ow && (SW == 1 ? vec_end + 9 : 2 * vec_end + 17) < ld) vec_end += 8;
+  for (int64_t oy = 0; oy < d.oh; ++oy) {
+    const float* s = d.src + oy * d.sh * ld;
+    float* o = d.out + oy * d.ow;
+    for (int64_t ox = 0; ox < vec_end; ox += 8) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx) {
+          const float* t = s + ky * ld + ox * SW + kx;
+          __m256 v;
+          if (SW == 1) {
+            v = _mm256_loadu_ps(t);
+          } else {
+            const __m256 p = _mm256_loadu_ps(t), q = _mm256_loadu_ps(t + 8);
+            v = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(p, q, _MM_SHUFFLE(2, 0, 2, 0))),
+                _MM_SHUFFLE(3, 1, 2, 0)));
+          }
+          acc = _mm256_fmadd_ps(w[ky * 3 + kx], v, acc);
+        }
+      acc = _mm256_add_ps(acc, b);
+      acc = _mm256_min_ps(hi, _mm256_max_ps(lo, acc));  // NaN stays NaN, as the scalar clamp
+      _mm256_storeu_ps(o + ox, acc);
+    }
+    for (int64_t ox = vec_end; ox < d.ow; ++ox) {
+      float a = 0.0f;
+      for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx) a += d.w[ky * 3 + kx] * s[ky * ld + ox * SW + kx];
       a += d.b;
       a = a < d.lo ? d.lo : a;
       o[ox] = a > d.hi ? d.hi : a;
@@ -362,11 +444,10 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
             const int64_t* bp = base[p - p0];
             if (run[p - p0]) {
               for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + bp[0], 64);
+            } else if (AVX512) {
+              gather_panel_avx512(panel, src, koff, k, bp);
             } else {
-              for (int64_t j = 0; j < k; ++j) {
-                const float* s = src + koff[j];
-                for (int lane = 0; lane < 16; ++lane) panel[j * 16 + lane] = s[bp[lane]];
-              }
+              gather_panel_avx2(panel, src, koff, k, bp);
             }
           }
           built = grp;
@@ -400,6 +481,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const float* bias = data<float>(args, 2);
   float* out = data<float>(args, 5);
   const bool k33 = d.kh == 3 && d.kw == 3 && d.dh == 1 && d.dw == 1;
+  ++path_calls[k33 && (d.sw == 1 || d.sw == 2) ? PATH_DW_3X3 : PATH_DW_GENERIC];
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
     // the border stays zero: only the interior is rewritten per channel
     float* padded = (ph || pw) ? static_cast<float*>(scratch(1, (hp * wp + 16) * 4)) : 0;
@@ -414,8 +496,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         e.src = padded; e.ld = wp;
       }
       e.w = wt + ch * d.kh * d.kw; e.b = bias[ch]; e.out = out + t * d.oh * d.ow;
-      if (k33 && d.sw == 1) dw_plane<3, 3, 1>(e);
-      else if (k33 && d.sw == 2) dw_plane<3, 3, 2>(e);
+      if (k33 && d.sw == 1) dw3x3<1>(e);
+      else if (k33 && d.sw == 2) dw3x3<2>(e);
       else dw_plane<0, 0, 0>(e);
     }
   }, nb * c * d.oh * d.ow * d.kh * d.kw);
@@ -423,7 +505,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 }
 
 // how many calls of this library took each path (PATH_*: 0 convolutions reading their input
-// in place, 1 convolutions through im2col panels, 2 / 3 depthwise row-vectorized / generic);
+// in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
