@@ -1,6 +1,7 @@
 """x86 float32 kernels (``x86_fp32``): every float32 linear / convolution of the default host
-build runs on them (none silently left to TVM's loop nest), and the outputs equal TVM's own
-kernels within 1e-5 relative on fresh random inputs, on the AVX-512 and the AVX2 paths."""
+build runs on them (none silently left to TVM's loop nest), each kernel path runs where it
+should (the library's path counters), and the outputs equal TVM's own kernels and PyTorch
+within 1e-5 relative on fresh random inputs, on the AVX-512 and the AVX2 paths."""
 
 import numpy as np
 import pytest
@@ -85,7 +86,9 @@ def test_outputs_equal_tvms_kernels(tmp_path, monkeypatch, isa):
     the largest output, on fresh inputs (and PyTorch agrees too)."""
     if isa == "avx2":  # read when a library is loaded: AVX2 micro-kernel on this CPU
         monkeypatch.setenv("EDGECC_X86_FP32_NO_AVX512", "1")
-    torch.manual_seed(0)
+    # other weights per ISA: an identical library would be the one already loaded (dlopen
+    # returns it), whose ISA was chosen at its first load
+    torch.manual_seed(0 if isa == "native" else 3)
     m = Mixed().eval()
     x = torch.randn(*SHAPE)
     built = {}
@@ -110,3 +113,73 @@ def test_pack_panels_layout():
     p = x86_fp32.pack_panels(w)
     assert p.shape == (2, 5, 16)
     assert p[1, 3, 2] == w[3, 18] and not p[1, :, 3:].any()
+
+
+class Paths(nn.Module):
+    """One layer per kernel path: a 3x3 and a 1x1 convolution reading their input in place
+    (stride 1, 16-wide rows), a stride-2 convolution and one on 8-wide rows (im2col panels by
+    gather), 3x3 depthwise stride 1 / 2 and a 5x5 one, two residual adds (+ ReLU) folded into
+    a convolution and into a linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(5, 12, 3, padding=1)
+        self.b = nn.Conv2d(12, 12, 3, padding=1)
+        self.p = nn.Conv2d(12, 20, 1)
+        self.d1 = nn.Conv2d(20, 20, 3, padding=1, groups=20)
+        self.d2 = nn.Conv2d(20, 20, 3, stride=2, padding=1, groups=20)
+        self.s = nn.Conv2d(20, 24, 3, stride=2, padding=1)  # stride 2: gathered panels
+        self.n = nn.Conv2d(24, 24, 3, padding=1)  # rows 4 wide: gathered panels
+        self.d5 = nn.Conv2d(24, 24, 5, padding=2, groups=24)
+        self.l1 = nn.Linear(24, 24)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        y = torch.relu(self.b(y) + y)  # residual + ReLU into the conv's write-back
+        y = self.d2(torch.relu(self.d1(self.p(y))))
+        z = torch.relu(self.s(y))
+        z = self.d5(self.n(z) + z)
+        t = z.flatten(2).transpose(1, 2)
+        return self.l1(t) + t  # residual into the linear's write-back
+
+
+PATHS_SHAPE = (2, 5, 16, 16)
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
+    """No silent fallback: the manifest counts every layer on the kernels with the residuals
+    folded, the library's path counters show each path ran (input read in place, gathered
+    im2col panels, depthwise 3x3 / other) on the ISA asked for, and the outputs equal
+    PyTorch within 1e-5 relative."""
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    if isa == "avx2":
+        monkeypatch.setenv("EDGECC_X86_FP32_NO_AVX512", "1")
+    torch.manual_seed(0 if isa == "native" else 3)  # a library not loaded yet (above)
+    m = Paths().eval()
+    x = torch.randn(*PATHS_SHAPE)
+    res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
+                         output_dir=str(tmp_path / "o"))
+    stats = res.report["lowering"]["x86_fp32"]
+    assert (stats["x86_fp32_conv"], stats["x86_fp32_depthwise"], stats["x86_fp32_gemm"]) \
+        == (5, 3, 1), stats
+    assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
+    res.run(x)  # loads the library
+    query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
+    before = [int(query(i)) for i in range(4)]
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        fresh = torch.randn(*PATHS_SHAPE)
+        with torch.no_grad():
+            expected = m(fresh)
+        assert _relative(res.run(fresh), expected) <= 1e-5
+    calls = [int(query(i)) - b for i, b in enumerate(before)]
+    # per run: a, b, p in place; s (stride 2), n (4-wide rows) gathered; d1, d2 3x3; d5 other
+    assert calls == [2 * 3, 2 * 2, 2 * 2, 2 * 1], calls
+    assert int(query(-1)) == (0 if isa == "avx2" else int(_has_avx512()))
+
+
+def _has_avx512() -> bool:
+    with open("/proc/cpuinfo") as f:
+        return " avx512f" in f.read()
