@@ -14,6 +14,17 @@ After::
     y = call_dps_packed("edgecc_x86_sgemm", reshape(x, [M, K]), pack(Wᵀ), b, [M, K, N],
                         [0, inf])            # then reshaped back to x's leading dims
 
+A residual ``add`` of a tensor of the output's shape after the bias (ResNet's shortcut, a
+transformer's skip connection), and the clamp after it, fold into the same call: the tensor
+is passed before the output (the kernels' 7-argument form) and the call is emitted where the
+add was (the shortcut may be computed after the layer)::
+
+    y = conv2d(x, W); y = add(y, b); y = add(y, s); y = relu(y)
+    ->  y = call_dps_packed("edgecc_x86_sconv", x, W, b, meta, [0, inf], s)
+
+The counts (layers per kernel, fused bias / residual / clamp, layers left and why) are the
+manifest's ``lowering.x86_fp32`` (``RewriteStats.as_dict``).
+
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
 asymmetric padding, grouped (not depthwise) or non-NCHW convolutions, other dtypes.

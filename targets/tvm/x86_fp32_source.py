@@ -16,9 +16,15 @@ columns, 24 zmm accumulators, chosen at run time by cpuid so one library runs on
     write-back:        y = min(max(acc + bias[row or column], lo), hi)
 
 The panel operand is packed ``[ceil(N/16)][K][16]`` float32, zero-padded columns: the
-weights ``W[K, N]`` at compile time for a linear; for a convolution the im2col of the input
-at run time (each task builds the panels it multiplies), the rows being the weights
-``[OC][C·KH·KW]`` so the output is NCHW without transposes. Products are summed in ``k``
+weights ``W[K, N]`` at compile time for a linear. For a convolution the rows are the weights
+``[OC][C·KH·KW]`` (the output is NCHW without transposes) and the panels are 16 output
+pixels: where they are one run of the (padded) input — stride 1 with rows a multiple of 16
+wide, or 1x1 — the micro-kernel reads row k of the panel in place at ``input + off[k]``
+(no im2col); otherwise each task gathers the im2col of the panels it multiplies (one vector
+gather per row). Depthwise 3x3 (stride 1 / 2) runs 8 outputs of a row per AVX2 step, other
+depthwise shapes a scalar plane. An optional residual (laid out as the output) is added
+after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
+path (the tests' check that nothing fell back). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
 agree to ~1e-6 relative, not bit for bit).
 """
