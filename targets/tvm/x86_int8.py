@@ -18,6 +18,13 @@ The arithmetic is the generic path's, step for step (int32 accumulator plus ``of
 clamp, zero point; float: ``float32(acc + off) · scale + bias`` without contraction), so
 the integer outputs are identical to it — equal to the simulator except at exact ties.
 
+A float-epilogue convolution whose output goes on through a residual ``add`` / ``relu``
+and into the next layer's ``quantize`` does those in its write-back (``Post``; the
+integer lowering's ``post_chain`` finds them)::
+
+    Before: y = qconv(...) (float32);  z = relu(y + skip);  zq = quantize(z)   # 3 kernels
+    After:  z, zq = qconv(..., post, skip)                                   # 1 kernel
+
 Where the CPU has int8 dot products (AVX-512 VNNI, AVX-VNNI) the same call runs a
 ``vpdpbusd`` kernel instead, chosen by cpuid at run time (``ISA`` names the floor the
 artifact needs, AVX2); the weights are packed for both (``with_dot_layout``) and the

@@ -39,10 +39,15 @@ the AVX2 kernel's, bit for bit (int32 arithmetic, wrapping alike). Weights are p
 both layouts in one constant (the kernel picks its part); ``EDGECC_X86_INT8_ISA=avx2|avxvnni``
 narrows the choice (tests and bench/x86_int8_isa.py compare the paths on one build).
 
+Fused write-back (``x86_int8.Post``, 11-13 arguments: ``post`` replaces the output at 9,
+then the residual and the outputs): after the float epilogue, act, + residual, relu, then
+a float32 and/or an int8 (quantized) output. With the AVX-512 VNNI kernels the requantized
+write-back of convolutions uses AVX-512 (``write_rows_512``, ``write_channel_512``).
+
 Depthwise: the padded plane split into its stride phases, so each tap is one unit-stride
 vectorized run over the whole output plane (on a grid as wide as the phase; the extra
-columns are dropped), accumulated in int32, then written 8 outputs at a time with the
-vector requantization.
+columns are dropped), two taps a ``vpmaddwd`` (``dw_taps``: 16 int32 sums in registers
+across every tap), then written with the vector requantization.
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
