@@ -19,6 +19,12 @@ After (Relax)::
     # otherwise: float epilogue
     y   = act(float32(acc) · (sx · sw[n]) + b)
 
+On x86, a float-epilogue convolution also takes over what follows it up to the next
+layer's int8 input — a residual ``add`` whose other operand is already lowered, the
+``relu`` after it, the ``quantize`` — in its write-back (``post_chain``, ``x86_int8.Post``;
+the same float32 operations, so the values are unchanged); ``add`` / ``relu`` then return
+the fused value (``passthrough``).
+
 Convolutions are im2col + the same GEMM (groups = 1), or an int8 ``conv2d`` accumulating
 in int32 (depthwise). The requantize multiplier ``sx · sw[n] / sy = m[n] · 2^-s[n]`` has a
 31-bit mantissa; the shift rounds half up, as AArch64's rounding shifts (``SRSHL``) do —
