@@ -305,7 +305,7 @@ def main() -> int:
                 "trials_budget", "kernels", "trials_run", "default_kept", "budget", "outcome",
                 "applied")}, "seconds": _tuning_seconds(v),
                 "end_to_end": {f: (v.get("end_to_end") or {}).get(f) for f in (
-                    "chosen", "default_ms", "chosen_ms", "ms")}}
+                    "chosen", "default_ms", "chosen_ms", "ms", "confirm_ms")}}
                 for k, v in tuning.items() if v}
         rows.append(row)
         print(f"done {name}: {row}", file=sys.stderr, flush=True)

@@ -153,6 +153,12 @@ def test_outcome_says_when_the_default_schedule_was_kept():
     kept = tuning_outcome({**base, "kernels_with_record": 1, "default_kept": 0,
                            "end_to_end": {**e2e, "chosen": "default", "chosen_ms": 2.0}})
     assert "no candidate beat the untuned build (2 ms" in kept and kept.endswith("untuned one")
+    unconfirmed = tuning_outcome({**base, "kernels_with_record": 1, "default_kept": 1,
+                                  "end_to_end": {**e2e, "chosen": "default", "chosen_ms": 2.0,
+                                                 "confirm_ms": {"default": 2.0, "tuned": 2.1,
+                                                                "default, every kernel job "
+                                                                "serial": 2.05}}})
+    assert "in the first pass but 2.05 vs 2 ms in the confirming one" in unconfirmed
     won = tuning_outcome({**base, "kernels_with_record": 1, "default_kept": 1, "end_to_end": {
         **e2e, "chosen": "default, every kernel job serial", "chosen_ms": 1.5}})
     assert "'default, every kernel job serial' ran 1.5 ms vs the untuned build's 2 ms " \
