@@ -114,8 +114,8 @@ def main() -> int:
                      "PASSED" if v["passed"] else "FAILED"))
     print(table(rows, ("build", "bytes before", "after", "smaller", "host ms",
                        "held-out cos", "min cos", "compile s", "verified")))
-    int8 = ("integer kernels (x86: AVX-512 VNNI, AVX-VNNI or AVX2, whichever this CPU has, "
-            "picked at run time)") if summary["w8a8"]["target_options"].get(
+    int8 = ("integer kernels (x86: AMX tiles, AVX-512 VNNI, AVX-VNNI or AVX2, whichever this "
+            "CPU has, picked at run time)") if summary["w8a8"]["target_options"].get(
         "integer_kernels") else "float simulation, int8 weights (no x86 AVX2 here)"
     print(f"\nPyTorch eager fp32: {eager_ms:.1f} ms per batch ({THREADS} threads); host latency "
           f"is the TVM artifact, {THREADS} threads, median of 10; w8a8 runs {int8}.")

@@ -203,7 +203,10 @@ def hand_written_kernels(module: Any, target: Any, report: dict | None = None) -
     module, stats = x86_fp32.apply(module, target)
     if report is not None and stats is not None:  # layers on the kernels, fused, left and why
         report["x86_fp32"] = stats.as_dict()
-    return x86_attention.apply(module, target)[0]
+    module, stats = x86_attention.apply(module, target)
+    if report is not None and stats is not None:  # attention / layer norm / GELU kernels
+        report["x86_attention"] = stats.as_dict()
+    return module
 
 
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
@@ -213,7 +216,8 @@ def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
     compiler, when the library is for another machine; with a MetaSchedule ``database``,
     the kernels it has tuning records for use them — see ``tuning``). With the ``edgecc``
     schedule on an x86 target with AVX2, float32 linears and convolutions first become calls
-    to the hand-written kernels of ``x86_fp32`` (their counts in ``report["x86_fp32"]``)."""
+    to the hand-written kernels of ``x86_fp32`` (their counts in ``report["x86_fp32"]``), then
+    attention / layer norm / GELU to ``x86_attention``'s (``report["x86_attention"]``)."""
     import tvm
 
     from edgecc.targets.tvm.pipeline import pipeline

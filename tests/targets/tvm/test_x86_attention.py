@@ -161,6 +161,8 @@ def test_w8a8_build_writes_its_activation_quantizes(tmp_path):
     # every layer feeding a linear: 2 attentions, 3 norms (ln1's output feeds a residual and
     # the FFN: both outputs), 2 GELUs
     assert stats.quantize_fused == 7 and stats.left == (), stats
+    # the manifest says the same (the build's own rewrite, counted where it happened)
+    assert res.report["lowering"]["x86_attention"] == stats.as_dict()
     text = module["main"].script(show_meta=False)
     for op in ("R.nn.softmax", "R.nn.layer_norm", "R.nn.gelu", "R.tanh", "R.permute_dims"):
         assert op not in text, op
