@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecc.targets.tvm.relax_analysis import dataflow_users, static_shape
 from edgecc.targets.tvm.x86_attention_source import EXPORTED, LANES_QUERY, SOURCE, SYMBOLS
 
 ATTENTION, LAYERNORM, GELU = SYMBOLS
@@ -104,13 +105,6 @@ class _Plan:
     residual: bool = False
 
 
-def _static(info: Any) -> list[int] | None:
-    shape = getattr(info, "shape", None)
-    try:
-        dims = [getattr(d, "value", None) for d in shape]
-    except TypeError:
-        return None
-    return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
 
 
 def _dtype(expr: Any) -> str:
@@ -134,12 +128,8 @@ class _Analysis:
         from tvm import relax
 
         self.var2val = relax.analysis.get_var2val(func)
-        self.users: dict[Any, list[Any]] = {}
+        self.users = dataflow_users(func)
         self.order: dict[Any, int] = {}
-        for block in func.body.blocks:
-            if isinstance(block, relax.DataflowBlock):
-                for var, users in relax.analysis.udchain(block).items():
-                    self.users[var] = list(users)
         for block in func.body.blocks:
             for binding in block.bindings:
                 self.order[binding.var] = len(self.order)
@@ -205,7 +195,7 @@ class _Analysis:
         static reshapes; TVM would otherwise copy it into ``expr``'s own buffer."""
         while True:
             call = self.call(expr, "relax.reshape")
-            if call is None or _static(call.args[0].ty) is None:
+            if call is None or static_shape(call.args[0].ty) is None:
                 return expr
             expr = call.args[0]
 
@@ -232,7 +222,7 @@ class _Analysis:
                 if call is None or (op == "relax.astype"
                                     and str(call.attrs.dtype) != "float32"):
                     continue
-                if self.single_user(cur) is None or _static(cur.ty) is None:
+                if self.single_user(cur) is None or static_shape(cur.ty) is None:
                     break
                 chain.append(cur)
                 cur = self.single_user(cur)
@@ -268,7 +258,7 @@ class _Analysis:
                         self.single_user(v) is None for v in chain[:-1]):
                 continue
             chain.append(cast)
-            return _Quant(scale, zp, lo, hi, cast, chain, _static(cast.ty))
+            return _Quant(scale, zp, lo, hi, cast, chain, static_shape(cast.ty))
         return None
 
     def outputs_of(self, var: Any, plan_vars: list[Any], shape: list[int],
@@ -312,7 +302,7 @@ class _Analysis:
 
     def _attention(self, p: Any, call: Any) -> _Plan | None:
         why = None
-        shape = _static(p.ty)
+        shape = static_shape(p.ty)
         axis = int(call.attrs.axis)
         if shape is None or len(shape) != 4 or axis not in (-1, 3):
             return None  # a softmax of something else
@@ -347,7 +337,7 @@ class _Analysis:
         if pv is None or not pv.args[0].same_as(p):
             return None
         v = pv.args[1]
-        qs, ks, vs = _static(q.ty), _static(k.ty), _static(v.ty)
+        qs, ks, vs = static_shape(q.ty), static_shape(k.ty), static_shape(v.ty)
         if any(t is None or len(t) != 4 for t in (qs, ks, vs)) or any(
                 _dtype(t) != "float32" for t in (q, k, v)):
             why = "not a 4-D float32 attention"
@@ -358,7 +348,7 @@ class _Analysis:
             why = f"shapes q {qs} k {ks} v {vs}"
         mask_strides = [0, 0, 0]
         if why is None and mask is not None:
-            ms = _static(mask.ty)
+            ms = static_shape(mask.ty)
             if _dtype(mask) != "float32" or ms is None or len(ms) > 4:
                 why = "mask not a static float32 tensor"
             else:
@@ -379,7 +369,7 @@ class _Analysis:
         where = self.call(user, "relax.where")
         if where is not None and where.args[1].same_as(out) and \
                 self.scalar(where.args[2]) == 0.0 and _dtype(where.args[0]) == "bool":
-            cs = _static(where.args[0].ty)
+            cs = static_shape(where.args[0].ty)
             if cs is not None and len(cs) <= 4:
                 cs = [1] * (4 - len(cs)) + cs
                 full = [B, H, Sq, 1]
@@ -395,17 +385,17 @@ class _Analysis:
             chain.append(user)
         while True:  # flattening reshapes after it: the same bytes, written directly
             user = self.single_user(out)
-            if self.call(user, "relax.reshape") is None or _static(user.ty) is None:
+            if self.call(user, "relax.reshape") is None or static_shape(user.ty) is None:
                 break
-            out, out_shape = user, _static(user.ty)
+            out, out_shape = user, static_shape(user.ty)
             chain.append(user)
         srcs, strides = [], []
         for t, ts in ((q, qs), (k, ks), (v, vs)):
             src, st = t, _strides(ts, [B, H, ts[2], ts[3]])[:3]
             tp = self.call(t, "relax.permute_dims")
             if tp is not None and [int(x) for x in tp.attrs.axes] == [0, 2, 1, 3] and \
-                    _static(tp.args[0].ty) is not None:
-                rs = _static(tp.args[0].ty)  # [B|1, S, H|1, D]
+                    static_shape(tp.args[0].ty) is not None:
+                rs = static_shape(tp.args[0].ty)  # [B|1, S, H|1, D]
                 c = _strides(rs, [B, ts[2], H, ts[3]])
                 src, st = tp.args[0], [c[0], c[2], c[1]]
             srcs.append(self.before_reshapes(src))
@@ -422,7 +412,7 @@ class _Analysis:
     def _layer_norm(self, y: Any, call: Any) -> _Plan | None:
         a = call.attrs
         x, gamma, beta = call.args
-        shape = _static(y.ty)
+        shape = static_shape(y.ty)
         g, b = self.const(gamma), self.const(beta)
         axes = [int(i) for i in a.axes]
         why = None
@@ -444,7 +434,7 @@ class _Analysis:
         res = self.call(x, "relax.add")
         sum_out = False
         inputs = [x, np.zeros(1, np.float32)]
-        if res is not None and all(_static(t.ty) == shape and _dtype(t) == "float32"
+        if res is not None and all(static_shape(t.ty) == shape and _dtype(t) == "float32"
                                    for t in res.args) and self._plain(x):
             inputs = list(res.args)
             plan.vars.append(x)
@@ -468,7 +458,7 @@ class _Analysis:
 
     def _gelu(self, y: Any, call: Any, erf: bool) -> _Plan | None:
         x = call.args[0]
-        shape = _static(y.ty)
+        shape = static_shape(y.ty)
         if shape is None or _dtype(x) != "float32":
             self.left.append(f"gelu {y.name}: symbolic shape or not float32")
             return None
@@ -524,8 +514,8 @@ class _Analysis:
             inner = [x2, x3, bvar, c, d, t, e, a]
             if any(self.single_user(v) is None for v in inner):
                 return None
-            shape = _static(y.ty)
-            if shape is None or _dtype(x) != "float32" or _static(x.ty) != shape:
+            shape = static_shape(y.ty)
+            if shape is None or _dtype(x) != "float32" or static_shape(x.ty) != shape:
                 self.left.append(f"gelu (tanh) {y.name}: shape / dtype")
                 return None
             return self._gelu_plan(y, x, shape, 1, c1, c2, [*inner, y])

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecc.targets.tvm.relax_analysis import dataflow_users, static_shape
 from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
@@ -114,13 +115,6 @@ class RewriteStats:
                 "left_on_tvm": list(self.left), "powers_as_products": self.powers}
 
 
-def _static(sinfo: Any) -> list[int] | None:
-    shape = getattr(sinfo, "shape", None)
-    try:
-        dims = [getattr(d, "value", None) for d in shape]
-    except TypeError:  # unknown shape
-        return None
-    return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
 
 
 class _Analysis:
@@ -130,12 +124,8 @@ class _Analysis:
         from tvm import relax
 
         self.var2val = relax.analysis.get_var2val(func)
-        self.users: dict[Any, list[Any]] = {}
+        self.users = dataflow_users(func)
         self.bindings: dict[Any, Any] = {}
-        for block in func.body.blocks:
-            if isinstance(block, relax.DataflowBlock):
-                for var, users in relax.analysis.udchain(block).items():
-                    self.users[var] = list(users)
         self.plans: dict[Any, _Plan] = {}
         self.claimed: set[Any] = set()  # bindings a plan folded (one plan each)
         self.powers: dict[Any, int] = {}  # x ** 2 / x ** 3 (GPT-2's GELU): products
@@ -163,7 +153,7 @@ class _Analysis:
             name = value.op.name
             inner = self.const(value.args[0])
             if inner is not None and name == "relax.reshape":
-                shape = _static(value.ty)
+                shape = static_shape(value.ty)
                 out = inner.reshape(shape) if shape is not None else None
             elif inner is not None and name == "relax.permute_dims":
                 axes = value.attrs.axes
@@ -202,7 +192,7 @@ class _Analysis:
         w = self.const(call.args[1])
         if w is None:
             return None
-        xs, ys = _static(call.args[0].ty), _static(var.ty)
+        xs, ys = static_shape(call.args[0].ty), static_shape(var.ty)
         why = None
         if str(call.args[0].ty.dtype) != "float32" or w.dtype != np.float32 \
                 or str(var.ty.dtype) != "float32":
@@ -222,7 +212,7 @@ class _Analysis:
         if w is None:
             return None
         a = call.attrs
-        xs, ys = _static(call.args[0].ty), _static(var.ty)
+        xs, ys = static_shape(call.args[0].ty), static_shape(var.ty)
         pad = [int(p) for p in a.padding]
         groups = int(a.groups)
         why = None
@@ -261,14 +251,14 @@ class _Analysis:
         order: the ``add`` of a per-channel constant (bias), the ``add`` of a tensor of the
         output's shape (a residual; not for depthwise), one clamp (ReLU / ReLU6 / clip)."""
         plan.last = var
-        shape = _static(var.ty)
+        shape = static_shape(var.ty)
         nxt = self._only_user(var)
         if nxt is not None and nxt[1].op.name == "relax.add":
             user, call = nxt
             other = call.args[1] if call.args[0].same_as(plan.last) else call.args[0]
             b = self.const(other)
             bias = self._bias(b, plan) if b is not None else None
-            if bias is not None and _static(user.ty) == shape:
+            if bias is not None and static_shape(user.ty) == shape:
                 plan.bias, plan.last = bias, user
                 plan.fused.append(user)
                 nxt = self._only_user(user)
@@ -277,8 +267,8 @@ class _Analysis:
             first = call.args[0].same_as(plan.last)
             other = call.args[1] if first else call.args[0]
             if (first or call.args[1].same_as(plan.last)) and not other.same_as(plan.last) \
-                    and self.const(other) is None and _static(user.ty) == shape \
-                    and _static(getattr(other, "ty", None)) == shape \
+                    and self.const(other) is None and static_shape(user.ty) == shape \
+                    and static_shape(getattr(other, "ty", None)) == shape \
                     and str(other.ty.dtype) == "float32":
                 plan.residual, plan.last = other, user
                 plan.fused.append(user)

@@ -1,0 +1,33 @@
+"""Facts about a Relax function that the hand-written-kernel rewrites (``x86_fp32``,
+``x86_attention``) both read: a value's static shape, and who uses each dataflow variable.
+
+    static_shape(var.struct_info)   # [1, 128, 256], or None when a dimension is symbolic
+    dataflow_users(func)            # {var: [the bindings' vars that read it], ...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def static_shape(info: Any) -> list[int] | None:
+    """The shape of a tensor struct info as ints; None when unknown or symbolic."""
+    shape = getattr(info, "shape", None)
+    try:
+        dims = [getattr(d, "value", None) for d in shape]
+    except TypeError:  # unknown shape
+        return None
+    return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+
+
+def dataflow_users(func: Any) -> dict[Any, list[Any]]:
+    """Each dataflow variable of ``func`` -> the variables whose bindings read it (TVM's
+    use-def chains, block by block)."""
+    from tvm import relax
+
+    users: dict[Any, list[Any]] = {}
+    for block in func.body.blocks:
+        if isinstance(block, relax.DataflowBlock):
+            for var, readers in relax.analysis.udchain(block).items():
+                users[var] = list(readers)
+    return users
