@@ -144,17 +144,6 @@ def _build(module: Any, llvm: Any, library_path: str, schedule: str, show_tvm_lo
                         + (f" (TVM log: {tail})" if tail else "")) from error
 
 
-def _tvm_tensor(t: torch.Tensor, device: Any) -> Any:
-    """``t`` for the VM: a zero-copy view when it is contiguous and 64-byte aligned (as
-    TVM's kernels assume; torch allocates so), else a copy. Copying SmolLM2-135M's KV
-    cache (2 x 3.9 MB) into TVM tensors took ~1 ms of every decode step."""
-    import tvm
-
-    if t.is_contiguous() and t.data_ptr() % 64 == 0:
-        return tvm.runtime.from_dlpack(t)
-    return tvm.runtime.tensor(np.ascontiguousarray(t.numpy()), device)
-
-
 class LibraryStep:
     """One function of the bundle's library (``prefill`` or ``decode``): ``(ids, pos, k,
     v) -> logits``, the new keys and values written into ``k`` / ``v`` in place."""
@@ -163,12 +152,12 @@ class LibraryStep:
         self.runner, self.function = runner, function
 
     def raw(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from edgecc.targets.tvm.runner import _flatten, use_threads
+        from edgecc.targets.tvm.runner import _flatten, tvm_tensor, use_threads
 
         runner = self.runner
         if runner.num_threads and runner._threads != runner.num_threads:
             runner._threads = use_threads(runner.num_threads)
-        args = [_tvm_tensor(t, runner.device) for t in inputs]
+        args = [tvm_tensor(t, runner.device) for t in inputs]
         return tuple(torch.from_numpy(o) for o in _flatten(runner.vm[self.function](*args)))
 
     def __call__(self, ids: np.ndarray, pos: int, k: torch.Tensor, v: torch.Tensor

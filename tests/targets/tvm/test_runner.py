@@ -33,3 +33,28 @@ def test_two_runners_keep_their_own_thread_counts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[2, 1, 2]"
     assert res.report["target"]["options"]["num_threads"] == 0
+
+
+def test_inputs_are_read_in_place_or_copied_and_never_written(tmp_path):
+    """Contiguous, 64-byte-aligned inputs go to the VM without a copy (``tvm_tensor``);
+    a transposed view or one at an unaligned offset is copied; either way the outputs are
+    the same and the caller's tensors are untouched."""
+    from edgecc.targets.tvm.runner import tvm_tensor
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
+    res = edgecc.compile(model, "host", example_inputs=(torch.randn(2, 8),), pipeline="",
+                         output_dir=str(tmp_path / "o"), verify=False)
+    x = torch.randn(2, 8)
+    assert x.data_ptr() % 64 == 0
+    shared = tvm_tensor(x, None)
+    shared.numpy()  # a view of x's memory, not a copy:
+    x[0, 0] += 1.0
+    assert float(shared.numpy()[0, 0]) == float(x[0, 0])
+    base = torch.randn(17)
+    unaligned = base[1:17].view(2, 8)  # 4 bytes past an aligned start
+    transposed = torch.randn(8, 2).t()
+    for value in (x, unaligned, transposed):
+        before = value.clone()
+        expected = model(value).detach()
+        torch.testing.assert_close(res.run(value), expected, rtol=1e-5, atol=1e-6)
+        assert torch.equal(value, before)
