@@ -31,3 +31,17 @@ def dataflow_users(func: Any) -> dict[Any, list[Any]]:
             for var, readers in relax.analysis.udchain(block).items():
                 users[var] = list(readers)
     return users
+
+
+def with_rewritten_functions(module: Any, updates: dict[Any, Any], library: Any) -> Any:
+    """A copy of ``module`` (the caller's is left as it was) with the functions in
+    ``updates`` replaced, what they no longer use removed, and the kernel ``library`` the
+    rewritten calls need added to its ``external_mods``."""
+    from tvm import relax
+
+    module = module.clone()
+    for gvar, func in updates.items():
+        module[gvar] = func
+    module = relax.transform.DeadCodeElimination()(module)
+    external = list((module.attrs or {}).get("external_mods") or [])
+    return module.with_attr("external_mods", [*external, library])

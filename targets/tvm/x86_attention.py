@@ -42,7 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.relax_analysis import dataflow_users, static_shape
+from edgecc.targets.tvm.relax_analysis import (
+    dataflow_users,
+    static_shape,
+    with_rewritten_functions,
+)
 from edgecc.targets.tvm.x86_attention_source import EXPORTED, LANES_QUERY, SOURCE, SYMBOLS
 
 ATTENTION, LAYERNORM, GELU = SYMBOLS
@@ -552,12 +556,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
                          counts["res"], tuple(left))
     if not updates:
         return module, stats
-    module = module.clone()
-    for gvar, func in updates.items():
-        module[gvar] = func
-    module = relax.transform.DeadCodeElimination()(module)
-    external = list((module.attrs or {}).get("external_mods") or [])
-    return module.with_attr("external_mods", [*external, external_module()]), stats
+    return with_rewritten_functions(module, updates, external_module()), stats
 
 
 def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:

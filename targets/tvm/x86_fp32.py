@@ -44,7 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.relax_analysis import dataflow_users, static_shape
+from edgecc.targets.tvm.relax_analysis import (
+    dataflow_users,
+    static_shape,
+    with_rewritten_functions,
+)
 from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
@@ -370,12 +374,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
                          counts["residual"])
     if not updates:
         return module, stats
-    module = module.clone()  # the caller's module is left as it was
-    for gvar, func in updates.items():
-        module[gvar] = func
-    module = relax.transform.DeadCodeElimination()(module)
-    external = list((module.attrs or {}).get("external_mods") or [])
-    return module.with_attr("external_mods", [*external, external_module()]), stats
+    return with_rewritten_functions(module, updates, external_module()), stats
 
 
 def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
