@@ -206,7 +206,9 @@ def hand_written_kernels(module: Any, target: Any, report: dict | None = None) -
     module, stats = x86_attention.apply(module, target)
     if report is not None and stats is not None:  # attention / layer norm / GELU kernels
         report["x86_attention"] = stats.as_dict()
-    return module
+    from edgecc.targets.tvm.end_to_end import route_call_sites  # --tune's per-call settings
+
+    return route_call_sites(module)  # unchanged unless the module carries a chosen table
 
 
 def build(module: Any, target: Any, library_path: str, schedule: str = "edgecc",
