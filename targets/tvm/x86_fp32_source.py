@@ -134,12 +134,26 @@ static void kernel_avx2(const Gemm& g, int64_t r0, const Panels& pb, int64_t c0)
       acc[r][1] = _mm256_fmadd_ps(v, b1, acc[r][1]);
     }
   }
+  const int nc = g.cols - c0 < 16 ? (int)(g.cols - c0) : 16;
+  if (nc == 16) {  // full tile: write-back from the registers (write_tile's order)
+    const __m256 lo = _mm256_set1_ps(g.lo), hi = _mm256_set1_ps(g.hi);
+    for (int r = 0; r < MR; ++r) {
+      float* out = g.c + (r0 + r) * g.ldc + c0;
+      for (int q = 0; q < 2; ++q) {
+        const __m256 b = g.bias_per_row ? _mm256_set1_ps(g.bias[r0 + r])
+                                         : _mm256_loadu_ps(g.bias + c0 + 8 * q);
+        __m256 v = _mm256_add_ps(acc[r][q], b);
+        if (g.res) v = _mm256_add_ps(v, _mm256_loadu_ps(g.res + (r0 + r) * g.ldc + c0 + 8 * q));
+        _mm256_storeu_ps(out + 8 * q, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
+      }
+    }
+    return;
+  }
   alignas(64) float t[MR * 16];
   for (int r = 0; r < MR; ++r) {
     _mm256_store_ps(t + r * 16, acc[r][0]);
     _mm256_store_ps(t + r * 16 + 8, acc[r][1]);
   }
-  const int nc = g.cols - c0 < 16 ? (int)(g.cols - c0) : 16;
   write_tile(g, t, 16, r0, MR, c0, nc);
 }
 
@@ -159,12 +173,29 @@ static void kernel_avx512(const Gemm& g, int64_t r0, const Panels& pb, int64_t c
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
     }
   }
-  alignas(64) float t[MR * 32];
-  for (int r = 0; r < MR; ++r)
-    for (int q = 0; q < NP; ++q) _mm512_store_ps(t + r * 32 + q * 16, acc[r][q]);
+  // write-back from the registers: clamp((acc + bias) (+ residual)), the scalar order of
+  // write_tile (max / min keep a NaN, as its compares do); masked past the last column
   const int64_t left = g.cols - c0;
-  const int nc = left < 16 * NP ? (int)left : 16 * NP;
-  write_tile(g, t, 32, r0, MR, c0, nc);
+  __mmask16 mask[NP];
+  for (int q = 0; q < NP; ++q) {
+    const int64_t n = left - 16 * q;
+    mask[q] = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+  }
+  const __m512 lo = _mm512_set1_ps(g.lo), hi = _mm512_set1_ps(g.hi);
+  __m512 bcol[NP];
+  if (!g.bias_per_row)
+    for (int q = 0; q < NP; ++q) bcol[q] = _mm512_maskz_loadu_ps(mask[q], g.bias + c0 + 16 * q);
+  for (int r = 0; r < MR; ++r) {
+    float* out = g.c + (r0 + r) * g.ldc + c0;
+    const __m512 brow = _mm512_set1_ps(g.bias_per_row ? g.bias[r0 + r] : 0.0f);
+    for (int q = 0; q < NP; ++q) {
+      __m512 v = _mm512_add_ps(acc[r][q], g.bias_per_row ? brow : bcol[q]);
+      if (g.res)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[q], g.res + (r0 + r) * g.ldc + c0 + 16 * q));
+      v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+      _mm512_mask_storeu_ps(out + 16 * q, mask[q], v);
+    }
+  }
 }
 
 template <int NP, bool DIRECT>
@@ -254,8 +285,9 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-static int64_t path_calls[4] = {0, 0, 0, 0};
-enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3 };
+static int64_t path_calls[5] = {0, 0, 0, 0, 0};
+enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
+       PATH_DW_3X3_AVX512 = 4 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -338,6 +370,68 @@ static void dw3x3(const Depthwise& d) {
       a += d.b;
       a = a < d.lo ? d.lo : a;
       o[ox] = a > d.hi ? d.hi : a;
+    }
+  }
+}
+
+// AVX-512 form of dw3x3, reading the unpadded plane (ld = its width ``iw``, ``ih`` rows):
+// 16 outputs of a row per step, the row's last step masked (no scalar tail, so 4- and 8-wide
+// planes run vectorized too); taps outside the plane are masked loads of zero (columns) or
+// skipped (rows: + w * 0 changes nothing), so no padded copy is made. Stride 2 takes the
+// even lanes of two masked loads (permutex2var). Taps in (ky, kx) order, as dw3x3.
+const int DW_STEPS = 64;  // 16-output steps per row the AVX-512 form handles (rows <= 1024)
+
+static inline __mmask16 lanes(int64_t first, int64_t end, int64_t limit) {
+  // lanes e of a 16-float load at column ``first`` with 0 <= first + e < end and e < limit
+  int64_t lo = -first > 0 ? -first : 0, hi = end - first;
+  if (hi > limit) hi = limit;
+  if (hi > 16) hi = 16;
+  if (hi <= lo) return 0;
+  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+template <int SW>
+__attribute__((target("avx512f")))
+static void dw3x3_avx512(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph, int64_t pw) {
+  __m512 w[9];
+  for (int i = 0; i < 9; ++i) w[i] = _mm512_set1_ps(d.w[i]);
+  const __m512 b = _mm512_set1_ps(d.b), lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  // the load masks of each 16-output step and tap column, once per plane (rows: all alike);
+  // stride 2: lane j reads column 2j of the tap's run, j < n: elements [0, 2n - 1)
+  __mmask16 mk[DW_STEPS][3][2], mo[DW_STEPS];
+  const int64_t steps = (d.ow + 15) / 16;
+  for (int64_t i = 0; i < steps; ++i) {
+    const int n = d.ow - 16 * i < 16 ? (int)(d.ow - 16 * i) : 16;
+    mo[i] = (__mmask16)((1u << n) - 1);
+    for (int kx = 0; kx < 3; ++kx) {
+      const int64_t c0 = 16 * i * SW + kx - pw;
+      mk[i][kx][0] = lanes(c0, iw, SW == 1 ? n : 2 * n - 1);
+      mk[i][kx][1] = SW == 1 ? 0 : lanes(c0 + 16, iw, 2 * n - 17);
+    }
+  }
+  for (int64_t oy = 0; oy < d.oh; ++oy) {
+    float* o = d.out + oy * d.ow;
+    for (int64_t i = 0; i < steps; ++i) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int ky = 0; ky < 3; ++ky) {
+        const int64_t iy = oy * d.sh + ky - ph;
+        if (iy < 0 || iy >= ih) continue;
+        const float* row = d.src + iy * iw + 16 * i * SW - pw;
+        for (int kx = 0; kx < 3; ++kx) {
+          __m512 v;
+          if (SW == 1) {
+            v = _mm512_maskz_loadu_ps(mk[i][kx][0], row + kx);
+          } else {
+            v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(mk[i][kx][0], row + kx), even,
+                                       _mm512_maskz_loadu_ps(mk[i][kx][1], row + kx + 16));
+          }
+          acc = _mm512_fmadd_ps(w[ky * 3 + kx], v, acc);
+        }
+      }
+      acc = _mm512_add_ps(acc, b);
+      acc = _mm512_min_ps(hi, _mm512_max_ps(lo, acc));
+      _mm512_mask_storeu_ps(o + 16 * i, mo[i], acc);
     }
   }
 }
@@ -488,7 +582,20 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   float* out = data<float>(args, 5);
   const bool k33 = d.kh == 3 && d.kw == 3 && d.dh == 1 && d.dw == 1;
   ++path_calls[k33 && (d.sw == 1 || d.sw == 2) ? PATH_DW_3X3 : PATH_DW_GENERIC];
+  const bool vec512 = AVX512 && k33 && (d.sw == 1 || d.sw == 2) && d.ow <= 16 * DW_STEPS;
+  if (vec512) ++path_calls[PATH_DW_3X3_AVX512];
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+    if (vec512) {  // reads the unpadded planes (no copy)
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t ch = t % c;
+        Depthwise e = d;
+        e.src = x + t * h * w; e.ld = w;
+        e.w = wt + ch * 9; e.b = bias[ch]; e.out = out + t * d.oh * d.ow;
+        if (d.sw == 1) dw3x3_avx512<1>(e, h, w, ph, pw);
+        else dw3x3_avx512<2>(e, h, w, ph, pw);
+      }
+      return;
+    }
     // the border stays zero: only the interior is rewritten per channel
     float* padded = (ph || pw) ? static_cast<float*>(scratch(1, (hp * wp + 16) * 4)) : 0;
     if (padded) memset(padded, 0, (hp * wp + 16) * 4);
@@ -511,14 +618,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 }
 
 // how many calls of this library took each path (PATH_*: 0 convolutions reading their input
-// in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other);
+// in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other,
+// 4 the depthwise 3x3 calls of 2 that ran the AVX-512 16-lane form);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
-  if (i < -1 || i > 3) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..3");
+  if (i < -1 || i > 4) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..4");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
