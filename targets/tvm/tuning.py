@@ -20,7 +20,8 @@ those, over every kernel with a record, and ``outcome`` says it in a sentence â€
 schedule kept for all N kernels ..." when no candidate beat it; ``budget`` states the trial
 budget). Kernels that end up without a valid record keep edgecc's default schedule. On the
 host target ``end_to_end.tune_host`` then times the whole model: the untuned build, the tuned
-one and edgecc's kernel settings, keeping the untuned build unless a candidate beats it.
+one and edgecc's kernel settings (per model and per call site), keeping the untuned build
+unless a candidate beats it beyond the measured noise (``end_to_end.verdict``).
 
 Two things make TVM 0.27's tuner usable on a small machine:
 
@@ -277,21 +278,35 @@ def _end_to_end_outcome(e2e: dict[str, Any]) -> str:
         return ("end to end there was nothing to compare (no tuned kernel, no edgecc kernel "
                 "settings): the build is the untuned one" + cached)
     others = {k: v for k, v in e2e["ms"].items() if k != "default"}
+    verdicts = e2e.get("verdicts") or {}
+    confirm = e2e.get("confirm") or {}
+
+    def ratio(v: dict[str, Any]) -> str:  # the rule's numbers (end_to_end.verdict)
+        return (f"median ratio {v['ratio']:.3g}x, bound {v['bound']:.3g}, faster in "
+                f"{v['wins']}/{v['rounds']} rounds")
+
     if e2e["chosen"] == "default":
-        best = min(others, key=others.get)
-        confirm = e2e.get("confirm_ms") or {}
-        if best in confirm:  # faster in the first pass, not in the confirming one
+        best = confirm.get("candidate") or min(others, key=others.get)
+        confirm_ms = e2e.get("confirm_ms") or {}
+        if best in confirm_ms:  # faster in the screening pass, not in the confirming one
             return (f"end to end (the whole model timed here) '{best}' ran {others[best]:.3g} "
                     f"ms vs the untuned build's {e2e['default_ms']:.3g} ms in the first pass "
-                    f"but {confirm[best]:.3g} vs {confirm['default']:.3g} ms in the confirming "
-                    "one, so the build is the untuned one" + cached)
+                    f"but {confirm_ms[best]:.3g} vs {confirm_ms['default']:.3g} ms in the "
+                    "confirming one"
+                    + (f" ({ratio(confirm)})" if confirm.get("rounds") else "")
+                    + ", so the build is the untuned one" + cached)
         return (f"end to end (the whole model timed here) no candidate beat the untuned build "
-                f"({e2e['default_ms']:.3g} ms; best other: {best}, {others[best]:.3g} ms), so "
-                "the build is the untuned one" + cached)
-    ratio = e2e["chosen_ms"] / e2e["default_ms"]
+                f"beyond the noise ({e2e['default_ms']:.3g} ms; best other: {best}, "
+                f"{others[best]:.3g} ms"
+                + (f", {ratio(verdicts[best])}" if best in verdicts else "")
+                + "), so the build is the untuned one" + cached)
+    chosen = e2e["chosen_ms"] / e2e["default_ms"]
     return (f"end to end (the whole model timed here) '{e2e['chosen']}' ran "
             f"{e2e['chosen_ms']:.3g} ms vs the untuned build's {e2e['default_ms']:.3g} ms "
-            f"({ratio:.2f}x, confirmed in a second pass): the build applies it" + cached)
+            f"({chosen:.2f}x"
+            + (f"; confirming pass: {ratio(confirm)}" if confirm.get("rounds") else
+               ", confirmed in a second pass")
+            + "): the build applies it" + cached)
 
 
 def _has_record(db: Any, task: Any, target: Any) -> bool:

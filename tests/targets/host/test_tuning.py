@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import edgecc
+from edgecc.errors import LoweringError
 from edgecc.targets.tvm.tuning import outcome as tuning_outcome
 
 pytestmark = pytest.mark.slow
@@ -66,13 +67,17 @@ def test_tune_then_reuse_the_cache(tmp_path):
     assert tuning["budget"].startswith("8 measured trials for this model")
     assert "then the whole model end to end" in tuning["budget"]
     # end to end: the untuned build is a measured candidate; another one is kept only when
-    # it beat it by MARGIN in both passes
+    # the rule (end_to_end.verdict) found it faster beyond the noise in both passes
     e2e = tuning["end_to_end"]
     assert "default" in e2e["ms"] and e2e["chosen"] in e2e["ms"] and not e2e["from_cache"]
     assert any(k.startswith(("default,", "tuned,")) for k in e2e["ms"])  # kernel settings
+    assert set(e2e["verdicts"]) == set(e2e["ms"]) - {"default"} and e2e["rule"]
+    # the call-site search timed the one call of the x86 SGEMM
+    assert e2e["sites"]["sites"] == 1 and e2e["calls"]["site_rounds"] > 0
     if e2e["chosen"] != "default":
-        assert e2e["ms"][e2e["chosen"]] < e2e["ms"]["default"] * (1 - MARGIN)
-        assert e2e["confirm_ms"][e2e["chosen"]] < e2e["confirm_ms"]["default"] * (1 - MARGIN)
+        assert e2e["verdicts"][e2e["chosen"]]["bound"] < 1 - MARGIN
+        assert e2e["confirm"]["candidate"] == e2e["chosen"]
+        assert e2e["confirm"]["bound"] < 1 - MARGIN
     assert tuning["outcome"] == tuning_outcome(tuning) and "end to end" in tuning["outcome"]
     assert first.report["verification"]["passed"]  # tuned kernels still compute the model
     assert tuning["applied"] in first.report["artifacts"][0]["description"]
@@ -139,6 +144,90 @@ def test_kernel_settings_are_linked_and_keep_numerics(tmp_path):
     np.testing.assert_array_equal(outputs["serial"], outputs["default"])
     assert end_to_end.with_kernel_settings(module, end_to_end.KernelSettings()) is module
 
+    # per call site: the build calls the wrapper, which runs the kernel with the site's
+    # settings (and times it while asked to); the manifest still counts the kernel's layers
+    sites = end_to_end.KernelSettings(sites=((end_to_end.SERIAL, 0),))
+    routed = lowering.hand_written_kernels(end_to_end.with_kernel_settings(module, sites), target)
+    assert end_to_end.call_sites(routed) == []  # every kernel call goes through a wrapper
+    report, path = {}, str(tmp_path / "sites.so")
+    lowering.build(end_to_end.with_kernel_settings(module, sites), target, path, report=report)
+    assert report["x86_fp32"]["x86_fp32_gemm"] == 1
+    library = end_to_end._Library(path, 2)
+    assert library.sites == 1 and list(library.table[0]) == [end_to_end.SERIAL]
+    library.site_times(on=True)
+    np.testing.assert_array_equal(library.vm.run(x)[0].numpy(), outputs["default"])
+    assert library.site_times(on=False)[0] > 0
+    table, summary = end_to_end.site_search(library, [x], 3, 2)
+    assert summary["sites"] == 1 and (table is None or len(table.sites) == 1)
+    with pytest.raises(LoweringError, match="2 call-site settings for 1 call sites"):
+        lowering.build(end_to_end.with_kernel_settings(
+            module, end_to_end.KernelSettings(sites=((0, 0), (63, 0)))), target,
+            str(tmp_path / "bad.so"))
+
+
+class _FakeLibrary:
+    """A candidate whose per-call time is drawn from ``draw(call_number)``, on a fake clock:
+    the rule sees exactly the timings the test chose."""
+
+    clock = [0.0]
+
+    def __init__(self, draw):
+        self.draw, self.calls, self.vm = draw, 0, self
+
+    def run(self, *inputs):
+        self.calls += 1
+        _FakeLibrary.clock[0] += self.draw(self.calls) / 1000
+
+    def set(self, settings):
+        pass
+
+
+def _select(draws, block=10):
+    from edgecc.targets.tvm import end_to_end
+
+    libraries = {k: _FakeLibrary(d) for k, d in draws.items()}
+    candidates = {k: (lib, end_to_end.KernelSettings()) for k, lib in libraries.items()}
+    return end_to_end.select(candidates, list(libraries.values()), [], block,
+                             clock=lambda: _FakeLibrary.clock[0])
+
+
+def test_the_rule_keeps_the_default_unless_faster_beyond_the_noise():
+    """Candidates with chosen timings: one that is not really faster (same speed, noisy and
+    heavy-tailed, or under 30% noise; 1% faster; faster only while it is screened; slower) is
+    never applied; one that is faster beyond the noise is."""
+    import numpy as np
+
+    from edgecc.targets.tvm import end_to_end
+
+    rng = np.random.default_rng(0)
+
+    def noisy(ms, spread, tail=0.0):
+        return lambda _: ms * float(np.exp(rng.normal(0, spread))) * (
+            1 + (rng.random() < tail) * rng.exponential(1.0))
+
+    screening = end_to_end.ROUNDS * (10 + 1)  # calls of a candidate in the screening pass
+    not_faster = {
+        "same speed": noisy(1.0, 0.10, tail=0.05),
+        "1% faster": noisy(0.99, 0.01),
+        "faster while screened": lambda n: (0.8 if n <= screening else 1.05)
+        * float(np.exp(rng.normal(0, 0.02))),
+        "same speed under 30% noise": noisy(1.0, 0.30),
+        "slower": noisy(1.1, 0.05),
+    }
+    for name, draw in not_faster.items():  # each alone against the default, many times
+        for trial in range(40):
+            picked = _select({"default": noisy(1.0, 0.10, tail=0.05), name: draw})
+            assert picked["chosen"] == "default", (name, trial, picked)
+    for trial in range(10):
+        picked = _select({"default": noisy(1.0, 0.05), "same speed": noisy(1.0, 0.05),
+                          "faster": noisy(0.8, 0.05)})
+        assert picked["chosen"] == "faster", (trial, picked)
+        assert picked["confirm"]["bound"] < 1 - end_to_end.MARGIN
+        assert picked["verdicts"]["faster"]["ratio"] == pytest.approx(0.8, abs=0.05)
+    # the statistic itself: paired per-round medians
+    assert end_to_end.verdict([[1.0, 1.0]] * 6, [[0.9, 0.9]] * 6) == {
+        "ratio": 0.9, "noise": 0.0, "bound": 0.9, "wins": 6, "rounds": 6, "faster": True}
+
 
 def test_outcome_says_when_the_default_schedule_was_kept():
     base = {"trials_run": 16, "from_cache": 0}
@@ -152,7 +241,7 @@ def test_outcome_says_when_the_default_schedule_was_kept():
            "default_ms": 2.0, "from_cache": False}
     kept = tuning_outcome({**base, "kernels_with_record": 1, "default_kept": 0,
                            "end_to_end": {**e2e, "chosen": "default", "chosen_ms": 2.0}})
-    assert "no candidate beat the untuned build (2 ms" in kept and kept.endswith("untuned one")
+    assert "no candidate beat the untuned build beyond the noise (2 ms" in kept and kept.endswith("untuned one")
     unconfirmed = tuning_outcome({**base, "kernels_with_record": 1, "default_kept": 1,
                                   "end_to_end": {**e2e, "chosen": "default", "chosen_ms": 2.0,
                                                  "confirm_ms": {"default": 2.0, "tuned": 2.1,
