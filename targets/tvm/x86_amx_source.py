@@ -42,7 +42,8 @@ int32 arithmetic is exact, so the results are the VNNI path's bit for bit.
 AMX_QUERY = "edgecc_x86_int8_amx"  # () -> 1 where the int8 GEMMs run on AMX tiles now
 AMX_COUNT = "edgecc_x86_int8_amx_products"  # () -> GEMMs run on AMX tiles in this process
 AMX_GEMM = "edgecc_x86_int8_amx_gemm"  # (rows, panels, meta, out): amx_gemm alone, float out
-AMX_SYMBOLS: tuple[str, ...] = (AMX_QUERY, AMX_COUNT, AMX_GEMM)
+AMX_CONV_COUNT = "edgecc_x86_int8_amx_conv_products"  # () -> convolutions run on tiles
+AMX_SYMBOLS: tuple[str, ...] = (AMX_QUERY, AMX_COUNT, AMX_GEMM, AMX_CONV_COUNT)
 
 AMX_KERNELS = r"""
 // ---- AMX (targets/tvm/x86_amx_source.py) -------------------------------------------------
@@ -160,7 +161,7 @@ void amx_pairs(const GemmDot& g, const uint8_t* a, int64_t lda, int64_t j0, int6
   const int64_t kq = g.kq, nkb = (kq + 15) / 16, np = (g.n_cols + 15) / 16;
   const int64_t kt = kq - (nkb - 1) * 16;  // quads in the last k step
   const int8_t* tail_at = 0;
-  if (kt < 16) {  // only the very last panel would read past the panels
+  if (kt < 16 && 2 * j1 >= np) {  // only the very last panel would read past the panels
     memset(tail, 0, sizeof tail);
     memcpy(tail, g.panels + (np - 1) * kq * 64 + (nkb - 1) * 1024, kt * 64);
     tail_at = tail;
@@ -189,14 +190,14 @@ void amx_pairs(const GemmDot& g, const uint8_t* a, int64_t lda, int64_t j0, int6
 }
 #endif
 
-// the whole product of g on AMX tiles; false (nothing written) where AMX cannot run
-__attribute__((unused)) bool amx_gemm(const GemmDot& g, bool urows) {
 #if EDGECC_AMX
-  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_ready()) return false;
+// g's rows as tiles read them (in place where whole 16-row x 64-byte tiles, else a
+// zero-padded copy in the calling thread's buffer); lda: its row stride
+const uint8_t* amx_a(const GemmDot& g, int64_t& lda) {
   const int64_t ld = g.kq * 4, nkb = (g.kq + 15) / 16, m8 = (g.n_rows + 7) / 8 * 8;
   const int64_t m16 = (g.n_rows + 15) / 16 * 16;
   const uint8_t* a = reinterpret_cast<const uint8_t*>(g.rows);
-  int64_t lda = ld;
+  lda = ld;
   if (g.kq % 16 != 0 || m8 != m16) {  // tiles would read past the rows: a padded copy
     lda = nkb * 64;
     uint8_t* copy = amx_buffer(m16 * lda + 64);
@@ -211,6 +212,46 @@ __attribute__((unused)) bool amx_gemm(const GemmDot& g, bool urows) {
     }
     a = copy;
   }
+  return a;
+}
+#endif
+
+// convolutions run on AMX tiles in this process (amx_conv; the conv count query's answer)
+int64_t amx_conv_products = 0;
+
+// a convolution's product on AMX tiles (s8 weight rows x u8 im2col panels, tdpbsud) with
+// its panels built by the tasks that multiply them: each task builds the panels of its
+// share of panel pairs (build(p) writes panel p of g.panels), then runs those pairs'
+// tiles, every 16-row block of weights against panels already in its cache; one pool
+// launch per convolution (none under the serial threshold). False (nothing written,
+// nothing built) where AMX cannot run.
+template <typename B>
+bool amx_conv(const GemmDot& g, const B& build, int64_t build_work) {
+#if EDGECC_AMX
+  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_ready()) return false;
+  int64_t lda;
+  const uint8_t* a = amx_a(g, lda);
+  const int64_t np = (g.n_cols + 15) / 16, pairs = (np + 1) / 2;
+  const int64_t work = g.n_rows * g.n_cols * g.kq * 4 / 8 + build_work;
+  parallel_for(pairs, [&](int64_t b, int64_t e) {
+    for (int64_t p = 2 * b; p < 2 * e && p < np; ++p) build(p);
+    amx_pairs<false>(g, a, lda, b, e);
+  }, work);
+  __atomic_fetch_add(&amx_conv_products, 1, __ATOMIC_RELAXED);
+  return true;
+#else
+  (void)g; (void)build; (void)build_work;
+  return false;
+#endif
+}
+
+// the whole product of g on AMX tiles; false (nothing written) where AMX cannot run
+__attribute__((unused)) bool amx_gemm(const GemmDot& g, bool urows) {
+#if EDGECC_AMX
+  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_ready()) return false;
+  const int64_t ld = g.kq * 4;
+  int64_t lda;
+  const uint8_t* a = amx_a(g, lda);
   const int64_t pairs = ((g.n_cols + 15) / 16 + 1) / 2;
   const int64_t work = g.n_rows * g.n_cols * ld / 8;  // a tile product does ~8 zmm vpdpbusd's work
   if (urows)
@@ -246,6 +287,15 @@ int __tvm_ffi_edgecc_x86_int8_amx_products(void*, const TVMFFIAny*, int32_t,
                                            TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&amx_products, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolutions amx_conv ran on AMX tiles in this process
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_amx_conv_products(void*, const TVMFFIAny*, int32_t,
+                                                TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&amx_conv_products, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -605,6 +605,32 @@ static inline void interleave4(const int8_t* a, const int8_t* b, const int8_t* c
   _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab1, cd1));
 }
 
+// a panel whose 16 pixels are not one run (maps narrower than 16, strides): per k, one
+// 16-lane dword gather at base[lane] + koff[k] whose low bytes are the 16 values (each read
+// is 4 bytes: src needs 3 readable bytes past its last element), xor flip, [16][4] bytes
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+__attribute__((noinline)) static void gather_panel(const int8_t* src, const int64_t* koff,
+                                                   const int64_t* base, int64_t kq,
+                                                   int8_t* panel, __m128i flip) {
+  alignas(64) int32_t b32[16];
+  for (int lane = 0; lane < 16; ++lane) b32[lane] = (int32_t)base[lane];
+  const __m512i idx = _mm512_load_si512(b32);
+  for (int64_t q = 0; q < kq; ++q) {
+    __m128i v[4];
+    for (int j = 0; j < 4; ++j)
+      v[j] = _mm_xor_si128(_mm512_cvtepi32_epi8(_mm512_i32gather_epi32(
+                               idx, reinterpret_cast<const void*>(src + koff[4 * q + j]), 1)),
+                           flip);
+    const __m128i ab0 = _mm_unpacklo_epi8(v[0], v[1]), ab1 = _mm_unpackhi_epi8(v[0], v[1]);
+    const __m128i cd0 = _mm_unpacklo_epi8(v[2], v[3]), cd1 = _mm_unpackhi_epi8(v[2], v[3]);
+    __m128i* o = reinterpret_cast<__m128i*>(panel + q * 64);
+    _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(ab0, cd0));
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(ab0, cd0));
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(ab1, cd1));
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab1, cd1));
+  }
+}
+
 int bad_args(int n, int most = 10) {
   if (n >= 10 && n <= most) return 0;
   TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments"
@@ -720,9 +746,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     for (int64_t b = 0; b < nb; ++b) {
       const int8_t* xb = x + b * c * h * w;
-      // no padding (1x1 convolutions): the panels read x itself, flipping the sign bit
-      // (+128) as they go; else a padded copy of x + 128, padded with zx + 128
-      const bool direct = !ph && !pw;
+      // no padding, stride 1 (1x1 convolutions): the panels read x itself, flipping the
+      // sign bit (+128) as they go; else a padded copy of x + 128, padded with zx + 128
+      // (strided panels gather from it)
+      const bool direct = !ph && !pw && sh == 1 && sw == 1;
       const __m128i flip = _mm_set1_epi8(direct ? (char)0x80 : 0);
       const uint8_t fl = direct ? 0x80 : 0;
       if (!direct) {
@@ -746,6 +773,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                         s + koff[4 * q + 3], panel + q * 64, flip);
           return;
         }
+        if (!direct && isa == ISA_AVX512VNNI) {  // the padded copy: 64 bytes to spare
+          gather_panel(pad8, koff, base, kq, panel, flip);
+          return;
+        }
         for (int64_t q = 0; q < kq; ++q) {
           int8_t* dst = panel + q * 64;
           for (int lane = 0; lane < 16; ++lane)
@@ -755,6 +786,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       };
       GemmDot g{packed + meta[21], oc, kq, panels8, pix, advanced(e, b * oc * pix), isa};
       g.e.ld = pix;
+      if (amx_conv(g, build, pix * kq * 4)) continue;  // AMX tiles where CPU and OS allow
       parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) {
           build(p);

@@ -203,3 +203,78 @@ def test_a_bert_w8a8_build_runs_its_linears_on_tiles(tmp_path, monkeypatch):
         monkeypatch.delenv(ENV)
         assert count() - before == 4
         np.testing.assert_array_equal(amx, vnni)
+
+
+@needs_amx
+def test_convolutions_on_tiles_equal_vnni(tmp_path, monkeypatch):
+    """Convolutions on AMX (``tdpbsud``: s8 weight rows x u8 im2col panels, each task
+    building the panels it multiplies): requantized, float and fused (relu6, residual,
+    relu, int8 + float outputs) write-backs; 3x3 with zero-point padding (stride 1 and 2,
+    dilation 2, batch 2) and 1x1 read in place; channel counts, K and pixel counts that
+    leave partial tiles (OC 20 / 40, K 54 / 10 / 360; 99, 30, 64 and 256 pixels). Every
+    convolution runs on the tiles (the conv count grows by one each: a silent fall back to
+    VNNI fails) and the outputs are bit-identical to the AVX-512 VNNI kernels'."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm.x86_amx_source import AMX_CONV_COUNT
+
+    rng = np.random.default_rng(3)
+
+    def ints(*shape):
+        return rng.integers(-128, 128, shape).astype(np.int8)
+
+    def requant(n):
+        shift = rng.integers(36, 42, n).astype(np.int64)
+        return x86_int8.Epilogue(
+            off=rng.integers(-5000, 5000, n).astype(np.int32), requant=True,
+            mult=rng.integers(2 ** 30, 2 ** 31, n).astype(np.int64),
+            add=(np.int64(1) << (shift - 1)) + rng.integers(-2 ** 38, 2 ** 38, n),
+            shift=shift, lo=-100, hi=120, zy=3)
+
+    def flt(n):
+        return x86_int8.Epilogue(off=rng.integers(-3000, 3000, n).astype(np.int32),
+                                 requant=False,
+                                 scale=(rng.random(n) * 1e-3).astype(np.float32),
+                                 bias=rng.standard_normal(n).astype(np.float32))
+
+    x = ints(2, 6, 9, 11)
+    x1 = ints(1, 40, 8, 8)
+    w3, w1, wb = ints(20, 6, 3, 3), ints(40, 10, 1, 1), ints(40, 40, 3, 3)
+    res = (rng.standard_normal((2, 20, 9, 11)) * 40).astype(np.float32)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(list(x.shape), "int8"))
+    x1v = relax.Var("x1", relax.TensorType(list(x1.shape), "int8"))
+    rv = relax.Var("r", relax.TensorType(list(res.shape), "float32"))
+    with bb.function("main", [xv, x1v, rv]):
+        with bb.dataflow():
+            outs = [x86_int8.emit_conv(bb, xv, w3, 7, [1, 1], [1, 1], [1, 1], requant(20)),
+                    x86_int8.emit_conv(bb, xv, w3, -5, [2, 2], [2, 2], [2, 2], flt(20)),
+                    x86_int8.emit_conv(bb, x1v, wb, 3, [1, 1], [1, 1], [1, 1], requant(40))]
+            outs += x86_int8.emit_conv(bb, xv, w3, 7, [1, 1], [1, 1], [1, 1], flt(20),
+                                       x86_int8.Post(act="relu6", residual=rv, post_relu=True,
+                                                     float_out=True,
+                                                     quant=(0.37, -3.0, -128, 127)))
+            xs = bb.emit(relax.op.reshape(x1v, [1, 10, 16, 16]))  # 1x1, in place
+            outs.append(x86_int8.emit_conv(bb, xs, w1, 0, [1, 1], [0, 0], [1, 1], requant(40)))
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    path = str(tmp_path / "k.so")
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    lib = tvm.runtime.load_module(path)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    count = lib.get_function(AMX_CONV_COUNT, query_imports=True)
+    args = [tvm.runtime.tensor(a) for a in (x, x1, res)]
+    monkeypatch.delenv(ENV, raising=False)
+    before = count()
+    amx = [o.numpy() for o in vm["main"](*args)]
+    assert count() - before == 3 * 2 + 2  # every convolution ran on the tiles (x: batch 2)
+    monkeypatch.setenv(ENV, "avx512vnni")
+    before = count()
+    vnni = [o.numpy() for o in vm["main"](*args)]
+    assert count() == before
+    for i, (a, b) in enumerate(zip(amx, vnni)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    assert len(np.unique(amx[0])) > 100 and len(np.unique(amx[4])) > 50  # not saturated
