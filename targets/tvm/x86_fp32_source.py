@@ -270,6 +270,50 @@ static void gather_panel_avx512(float* panel, const float* src, const int64_t* k
                                                                s0 + koff[j], 4));
 }
 
+// im2col of a panel whose 16 pixels are a few runs of inputs S apart (stride S = 1 or 2,
+// output rows 5 or more wide: at most 4 runs): row j of the panel = masked loads of each run
+// at src + koff[j] (the pointer shifted so lane l of run [l0, l1) reads its pixel; stride 2:
+// the even elements of two masked loads, permutex2var), no vector gather. False (nothing
+// written) when the panel has more runs.
+template <int S>
+__attribute__((target("avx512f")))
+static bool rows_panel_avx512(float* panel, const float* src, const int64_t* koff, int64_t k,
+                              const int64_t* bp) {
+  __mmask16 lane[4], lo[4], hi[4];
+  const float* at[4];
+  int runs = 0;
+  for (int l0 = 0; l0 < 16;) {
+    int l1 = l0 + 1;
+    while (l1 < 16 && bp[l1] == bp[l1 - 1] + S) ++l1;
+    if (runs == 4) return false;
+    lane[runs] = (__mmask16)(((1u << l1) - 1) & ~((1u << l0) - 1));
+    if (S == 2) {  // elements [2 l0, 2 l1 - 1) of the 32 at ``at``
+      const int e0 = 2 * l0, e1 = 2 * l1 - 1;
+      lo[runs] = (__mmask16)(((e1 >= 16 ? 0xFFFFu : (1u << e1) - 1)) & ~((1u << (e0 < 16 ? e0 : 16)) - 1));
+      hi[runs] = e1 <= 16 ? (__mmask16)0
+          : (__mmask16)(((1u << (e1 - 16)) - 1) & ~((1u << (e0 > 16 ? e0 - 16 : 0)) - 1));
+    }
+    at[runs++] = src + bp[l0] - S * l0;
+    l0 = l1;
+  }
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  for (int64_t j = 0; j < k; ++j) {
+    __m512 v = _mm512_setzero_ps();
+    for (int r = 0; r < runs; ++r) {
+      const float* p = at[r] + koff[j];
+      if (S == 1) {
+        v = _mm512_mask_loadu_ps(v, lane[r], p);
+      } else {
+        const __m512 e = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo[r], p), even,
+                                                _mm512_maskz_loadu_ps(hi[r], p + 16));
+        v = _mm512_mask_mov_ps(v, lane[r], e);
+      }
+    }
+    _mm512_storeu_ps(panel + j * 16, v);
+  }
+  return true;
+}
+
 __attribute__((target("avx2,fma")))
 static void gather_panel_avx2(float* panel, const float* src, const int64_t* koff, int64_t k,
                               const int64_t* bp) {
@@ -285,9 +329,9 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-static int64_t path_calls[5] = {0, 0, 0, 0, 0};
+static int64_t path_calls[6] = {0, 0, 0, 0, 0, 0};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
-       PATH_DW_3X3_AVX512 = 4 };
+       PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -510,6 +554,10 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
   const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
   ++path_calls[in_place ? PATH_CONV_DIRECT : PATH_CONV_IM2COL];
+  // stride 1 or 2, output rows 5 or more wide: im2col panels by row runs (masked loads),
+  // not gathers
+  const bool row_runs = AVX512 && !in_place && (sw == 1 || sw == 2) && ow >= 5;
+  if (row_runs) ++path_calls[PATH_CONV_ROWS];
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * h * w;
     if (pad) {
@@ -544,6 +592,8 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
             const int64_t* bp = base[p - p0];
             if (run[p - p0]) {
               for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + bp[0], 64);
+            } else if (row_runs && (sw == 1 ? rows_panel_avx512<1>(panel, src, koff, k, bp)
+                                            : rows_panel_avx512<2>(panel, src, koff, k, bp))) {
             } else if (AVX512) {
               gather_panel_avx512(panel, src, koff, k, bp);
             } else {
@@ -619,14 +669,16 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 
 // how many calls of this library took each path (PATH_*: 0 convolutions reading their input
 // in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other,
-// 4 the depthwise 3x3 calls of 2 that ran the AVX-512 16-lane form);
+// 4 the depthwise 3x3 calls of 2 that ran the AVX-512 16-lane form, 5 the convolutions of 1
+// whose panels (stride 1 or 2, output rows 5 or more wide) were built from row runs, not
+// gathers);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
-  if (i < -1 || i > 4) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..4");
+  if (i < -1 || i > 5) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..5");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
