@@ -7,16 +7,21 @@ tensor, float parameters (scale, epsilon, quantization) in a float32 one. Export
 FFI's C ABI (``__tvm_ffi_<name>``, destination passing: outputs are the last arguments) and
 run on TVM's thread pool through the shared prelude (``x86_kernel_ffi``).
 
-Attention, one task per (batch, head, block of query rows); the block's scores never leave
-the thread's L1/L2 scratch::
+Attention, one task per (batch, head, block of query rows); each group of 6 query rows goes
+from scores to output before the next, so its scores never leave L1::
 
-    Kᵀ, V of (b, h) packed once per task run: kt[D][Sk'], vp[Sk][Dv']   (' = padded to W)
-    S = Q_blk · kt                      register-blocked FMA tile (6 rows x up to 4 vectors)
-    s = S * scale + mask[b, h, i, :]    (the graph's two roundings: multiply, then add)
-    p = exp(s - max) / Σ exp(s - max)   (a row of -inf only: NaN, as softmax gives)
-    O_blk = p · vp  -> out[b, h, i, :]  (any strides: the [B, S, H, D] layout of the linear
-                                         that follows, without a transpose); rows whose
-                                         ``keep`` is false are written as zeros
+    Kᵀ of (b, h) packed once per task run: kt[D][Sk'] (8x8 shuffle transposes; ' = padded
+    to W); V read in place when Dv is a multiple of W (else a padded copy)
+    per 6 rows: ext = the key columns any of them needs (past the last vector whose mask
+                 is not -inf for some row, every p is exactly 0: a causal mask's upper
+                 triangle, padding; they are skipped)
+      S = Q_6 · kt[:, :ext]   register tile 6 rows x up to 4 vectors (AVX2: 2), write-back
+                              s = S * scale + mask (the graph's two roundings), row max
+      e = exp(s - max), Σ e   one pass over the 6 x ext tile
+      O = (e · V) / Σ e       register tile 6 x Dv; the division in the write-back (not
+                              per probability), straight into out[b, h, i, :] (any row
+                              stride: the [B, S, H, D] layout of the linear that follows);
+                              rows whose ``keep`` is false written as zeros; int8 too
 
 Vector math (both ISAs; error against float64, asserted by tests/targets/tvm/
 test_x86_attention.py): exp = Cephes' range reduction + degree-6 polynomial (<= 2e-7
@@ -96,59 +101,6 @@ static inline V vquant(V y, const Quant& q) {
   return vmax(vmin(t, vset1(q.hi)), vset1(q.lo));
 }
 
-// ---- small GEMM: C[m][ncols] = A[m][k] . B[k][ncols] (ncols a multiple of W) -------------
-template <int MR, int NV>
-static void tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k,
-                 float* c, int64_t ldc) {
-  V acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int q = 0; q < NV; ++q) acc[r][q] = vzero();
-  for (int64_t kk = 0; kk < k; ++kk) {
-    V bv[NV];
-    for (int q = 0; q < NV; ++q) bv[q] = vload(b + kk * ldb + q * W);
-    for (int r = 0; r < MR; ++r) {
-      const V av = vset1(a[r * lda + kk]);
-      for (int q = 0; q < NV; ++q) acc[r][q] = vfma(av, bv[q], acc[r][q]);
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int q = 0; q < NV; ++q) vstore(c + r * ldc + q * W, acc[r][q]);
-}
-
-typedef void (*TileFn)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
-
-template <int MR>
-static TileFn tile_nv(int nv) {
-  switch (nv) {  // (AVX2: NVX = 2, never 3 or 4)
-    case 1: return tile<MR, 1>;
-    case 2: return tile<MR, 2>;
-    case 3: return tile<MR, NVX < 3 ? NVX : 3>;
-    default: return tile<MR, NVX>;
-  }
-}
-
-static TileFn pick_tile(int mr, int nv) {
-  switch (mr) {
-    case 1: return tile_nv<1>(nv);
-    case 2: return tile_nv<2>(nv);
-    case 3: return tile_nv<3>(nv);
-    case 4: return tile_nv<4>(nv);
-    case 5: return tile_nv<5>(nv);
-    default: return tile_nv<6>(nv);
-  }
-}
-
-static void small_gemm(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k,
-                       float* c, int64_t ldc, int64_t m, int64_t ncols) {
-  for (int64_t c0 = 0; c0 < ncols; c0 += NVX * W) {
-    const int nv = (ncols - c0) / W < NVX ? (int)((ncols - c0) / W) : NVX;
-    for (int64_t r = 0; r < m; r += 6) {  // 6 rows x up to 4 zmm / 2 ymm accumulators
-      const int mr = m - r < 6 ? (int)(m - r) : 6;
-      pick_tile(mr, nv)(a + r * lda, lda, b + c0, ldb, k, c + r * ldc + c0, ldc);
-    }
-  }
-}
-
 // ---- attention ----------------------------------------------------------------------------
 struct Attn {
   const float *q, *k, *v, *mask;
@@ -162,76 +114,241 @@ struct Attn {
   int64_t chunk, nchunks;
 };
 
-// one row of scores -> probabilities, in place (columns [sk, skp) are padding)
-static void softmax_row(float* s, int64_t sk, int64_t skp, const float* mrow, float scale) {
-  const V vs = vset1(scale);
-  V mx = vset1(-__builtin_inff());
-  for (int64_t j = 0; j < skp; j += W) {
-    V x = vmul(vload(s + j), vs);
-    if (mrow) x = vadd(x, j + W <= sk ? vload(mrow + j) : vloadn(mrow + j, (int)(sk - j)));
-    vstore(s + j, x);
+// dst[c * ld + r] = src[r * ls + c] for an 8 x 8 block (AVX2 shuffles, both ISAs)
+static inline void transpose8(const float* src, int64_t ls, float* dst, int64_t ld) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ls);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
   }
-  for (int64_t j = sk; j < skp; ++j) s[j] = -__builtin_inff();
-  for (int64_t j = 0; j < skp; j += W) mx = vmax(mx, vload(s + j));
-  const float m = vhmax(mx);
-  if (m == -__builtin_inff()) {  // every key masked: softmax is NaN (0/0), as the graph's
-    for (int64_t j = 0; j < skp; ++j) s[j] = __builtin_nanf("");
-    return;
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
   }
-  V sum = vzero();
-  const V vm = vset1(m);
-  for (int64_t j = 0; j < skp; j += W) {
-    const V e = vexp(vsub(vload(s + j), vm));
-    vstore(s + j, e);
-    sum = vadd(sum, e);
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
   }
-  const V total = vset1(vhsum(sum));
-  for (int64_t j = 0; j < skp; j += W) vstore(s + j, vdiv(vload(s + j), total));
+}
+
+// Kᵀ of one (batch, head), packed: kt[d * ldk + j] = k[j * ks + d], zeros for j in [sk, ldk)
+static void pack_kt(const float* k, int64_t ks, int64_t sk, int64_t dd, float* kt,
+                    int64_t ldk) {
+  const int64_t j8 = sk / 8 * 8, d8 = dd / 8 * 8;
+  for (int64_t j = 0; j < j8; j += 8)
+    for (int64_t d = 0; d < d8; d += 8) transpose8(k + j * ks + d, ks, kt + d * ldk + j, ldk);
+  for (int64_t j = 0; j < j8; ++j)
+    for (int64_t d = d8; d < dd; ++d) kt[d * ldk + j] = k[j * ks + d];
+  for (int64_t d = 0; d < dd; ++d) {
+    for (int64_t j = j8; j < sk; ++j) kt[d * ldk + j] = k[j * ks + d];
+    for (int64_t j = sk; j < ldk; ++j) kt[d * ldk + j] = 0.0f;
+  }
+}
+
+// what one (batch, head) reads and writes, at its first query row
+struct Head {
+  const float *q, *kt, *v, *mask;  // v: [Sk][ldv] (the input itself, or a padded copy)
+  const uint8_t* keep;
+  float* out;
+  int8_t* qout;
+  int64_t ldq, ldk, ldv, ldm, ldc, ldo;
+};
+
+// scores of MR rows x the NV vectors of columns from c0: s = (q · Kᵀ) * scale + mask (the
+// graph's two roundings), lanes past the last key -inf; each row's maximum into mx[r]
+template <int MR, int NV>
+static void qk_tile(const Attn& a, const Head& h, int64_t c0, float* s, int64_t lds,
+                    float* mx) {
+  V acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
+  const float* b = h.kt + c0;
+  for (int64_t kk = 0; kk < a.D; ++kk) {
+    V bv[NV];
+    for (int c = 0; c < NV; ++c) bv[c] = vload(b + kk * h.ldk + c * W);
+    for (int r = 0; r < MR; ++r) {
+      const V av = vset1(h.q[r * h.ldq + kk]);
+      for (int c = 0; c < NV; ++c) acc[r][c] = vfma(av, bv[c], acc[r][c]);
+    }
+  }
+  const V vs = vset1(a.scale), ninf = vset1(-__builtin_inff());
+  for (int r = 0; r < MR; ++r) {
+    V m = ninf;
+    for (int c = 0; c < NV; ++c) {
+      const int64_t j = c0 + c * W;
+      const int n = a.Sk - j < W ? (int)(a.Sk - j) : W;
+      V x = vmul(acc[r][c], vs);
+      if (h.mask) {
+        const float* mrow = h.mask + r * h.ldm + j;
+        x = vadd(x, n == W ? vload(mrow) : vloadn(mrow, n));
+      }
+      if (n < W) x = vfill(x, n, ninf);
+      vstore(s + r * lds + j, x);
+      m = vmax(m, x);
+    }
+    const float t = vhmax(m);
+    if (t > mx[r]) mx[r] = t;
+  }
+}
+
+// o = (p · V)[MR rows, the NV vectors of columns from c0] / sum, written (float and / or
+// int8) to the output rows; rows whose keep is false as zeros
+template <int MR, int NV>
+static void pv_tile(const Attn& a, const Head& h, const float* p, int64_t ldp, int64_t kend,
+                    int64_t c0, const float* sum, const bool* keep) {
+  V acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
+  const float* b = h.v + c0;
+  for (int64_t kk = 0; kk < kend; ++kk) {
+    V bv[NV];
+    for (int c = 0; c < NV; ++c) bv[c] = vload(b + kk * h.ldv + c * W);
+    for (int r = 0; r < MR; ++r) {
+      const V av = vset1(p[r * ldp + kk]);
+      for (int c = 0; c < NV; ++c) acc[r][c] = vfma(av, bv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    const V total = vset1(sum[r]);
+    for (int c = 0; c < NV; ++c) {
+      const int64_t j = c0 + c * W;
+      if (j >= a.Dv) break;
+      const int n = a.Dv - j < W ? (int)(a.Dv - j) : W;
+      const V y = keep[r] ? vdiv(acc[r][c], total) : vzero();
+      if (h.out) {
+        if (n == W) vstore(h.out + r * h.ldo + j, y); else vstoren(h.out + r * h.ldo + j, y, n);
+      }
+      if (h.qout) vstore_i8(h.qout + r * h.ldo + j, vquant(y, a.quant), n);
+    }
+  }
+}
+
+typedef void (*QkFn)(const Attn&, const Head&, int64_t, float*, int64_t, float*);
+typedef void (*PvFn)(const Attn&, const Head&, const float*, int64_t, int64_t, int64_t,
+                     const float*, const bool*);
+
+template <int MR>
+static QkFn qk_nv(int nv) {
+  switch (nv) {  // (AVX2: NVX = 2, never 3 or 4)
+    case 1: return qk_tile<MR, 1>;
+    case 2: return qk_tile<MR, 2>;
+    case 3: return qk_tile<MR, NVX < 3 ? NVX : 3>;
+    default: return qk_tile<MR, NVX>;
+  }
+}
+
+template <int MR>
+static PvFn pv_nv(int nv) {
+  switch (nv) {
+    case 1: return pv_tile<MR, 1>;
+    case 2: return pv_tile<MR, 2>;
+    case 3: return pv_tile<MR, NVX < 3 ? NVX : 3>;
+    default: return pv_tile<MR, NVX>;
+  }
+}
+
+// the key columns [0, end) a row needs: past the last vector holding an unmasked key, every
+// key is -inf for it (a causal mask's upper triangle, padding), so exp gives exactly 0 there
+static int64_t row_keys(const Attn& a, const float* mrow) {
+  const V ninf = vset1(-__builtin_inff());
+  for (int64_t j = round_up(a.Sk, W) - W; j >= 0; j -= W) {
+    const int n = a.Sk - j < W ? (int)(a.Sk - j) : W;
+    if (vany_ne(n == W ? vload(mrow + j) : vloadn(mrow + j, n), ninf, n)) return j + W;
+  }
+  return 0;
+}
+
+// MR (<= 6) query rows of one head, start to finish: scores, softmax, p · V, write-back;
+// the rows' scores stay in s (MR x ldk floats, L1)
+template <int MR>
+static void rows(const Attn& a, const Head& h, float* s) {
+  const int64_t skp = h.ldk;
+  int64_t ext = h.mask ? 0 : skp;
+  for (int r = 0; r < MR && h.mask; ++r) {
+    const int64_t e = row_keys(a, h.mask + r * h.ldm);
+    if (e > ext) ext = e;
+  }
+  float mx[MR], sum[MR];
+  bool keep[MR];
+  for (int r = 0; r < MR; ++r) {
+    mx[r] = -__builtin_inff();
+    keep[r] = !h.keep || h.keep[r * h.ldc];
+  }
+  for (int64_t c0 = 0; c0 < ext; c0 += NVX * W) {
+    const int nv = (ext - c0) / W < NVX ? (int)((ext - c0) / W) : NVX;
+    qk_nv<MR>(nv)(a, h, c0, s, skp, mx);
+  }
+  for (int r = 0; r < MR; ++r) {  // p = exp(s - max), unnormalized; the sum divides o
+    float* row = s + r * skp;
+    if (mx[r] == -__builtin_inff()) {  // every key masked: softmax's 0/0, NaN
+      for (int64_t j = 0; j < ext; j += W) vstore(row + j, vzero());
+      sum[r] = __builtin_nanf("");
+      continue;
+    }
+    const V vm = vset1(mx[r]);
+    V acc = vzero();
+    for (int64_t j = 0; j < ext; j += W) {
+      const V e = vexp(vsub(vload(row + j), vm));
+      vstore(row + j, e);
+      acc = vadd(acc, e);
+    }
+    sum[r] = vhsum(acc);
+  }
+  const int64_t kend = ext < a.Sk ? ext : a.Sk;
+  for (int64_t c0 = 0; c0 < a.Dv; c0 += NVX * W) {
+    const int64_t left = (round_up(a.Dv, W) - c0) / W;
+    pv_nv<MR>(left < NVX ? (int)left : NVX)(a, h, s, skp, kend, c0, sum, keep);
+  }
+}
+
+typedef void (*RowsFn)(const Attn&, const Head&, float*);
+static RowsFn pick_rows(int64_t m) {
+  switch (m) {
+    case 1: return rows<1>;
+    case 2: return rows<2>;
+    case 3: return rows<3>;
+    case 4: return rows<4>;
+    case 5: return rows<5>;
+    default: return rows<6>;
+  }
 }
 
 static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
   const int64_t skp = round_up(a.Sk, W), dvp = round_up(a.Dv, W);
+  const bool copy_v = a.Dv % W != 0;  // else V is read in place (its rows are contiguous)
   float* kt = static_cast<float*>(scratch(0, a.D * skp * 4 + 64));
-  float* vp = static_cast<float*>(scratch(1, a.Sk * dvp * 4 + 64));
-  float* sp = static_cast<float*>(scratch(2, a.chunk * skp * 4 + 64));
-  float* ob = static_cast<float*>(scratch(3, a.chunk * dvp * 4 + 64));
+  float* vp = copy_v ? static_cast<float*>(scratch(1, a.Sk * dvp * 4 + 64)) : 0;
+  float* sp = static_cast<float*>(scratch(2, 6 * skp * 4 + 64));
   int64_t packed = -1;
+  Head h;
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t bh = t / a.nchunks, ch = t % a.nchunks, b = bh / a.H, h = bh % a.H;
+    const int64_t bh = t / a.nchunks, ch = t % a.nchunks, b = bh / a.H, hd = bh % a.H;
+    const float* v = a.v + b * a.vs[0] + hd * a.vs[1];
     if (packed != bh) {
-      const float* k = a.k + b * a.ks[0] + h * a.ks[1];
-      for (int64_t d = 0; d < a.D; ++d)
-        for (int64_t j = a.Sk; j < skp; ++j) kt[d * skp + j] = 0.0f;
-      for (int64_t j = 0; j < a.Sk; ++j)
-        for (int64_t d = 0; d < a.D; ++d) kt[d * skp + j] = k[j * a.ks[2] + d];
-      const float* v = a.v + b * a.vs[0] + h * a.vs[1];
-      for (int64_t j = 0; j < a.Sk; ++j) {
-        memcpy(vp + j * dvp, v + j * a.vs[2], a.Dv * 4);
-        for (int64_t d = a.Dv; d < dvp; ++d) vp[j * dvp + d] = 0.0f;
-      }
+      pack_kt(a.k + b * a.ks[0] + hd * a.ks[1], a.ks[2], a.Sk, a.D, kt, skp);
+      if (copy_v)
+        for (int64_t j = 0; j < a.Sk; ++j) {
+          for (int64_t d = 0; d < a.Dv; ++d) vp[j * dvp + d] = v[j * a.vs[2] + d];
+          for (int64_t d = a.Dv; d < dvp; ++d) vp[j * dvp + d] = 0.0f;
+        }
       packed = bh;
     }
     const int64_t i0 = ch * a.chunk;
-    const int64_t m = a.Sq - i0 < a.chunk ? a.Sq - i0 : a.chunk;
-    small_gemm(a.q + b * a.qs[0] + h * a.qs[1] + i0 * a.qs[2], a.qs[2], kt, skp, a.D, sp, skp,
-               m, skp);
-    for (int64_t r = 0; r < m; ++r) {
-      const float* mrow = a.mask ? a.mask + b * a.ms[0] + h * a.ms[1] + (i0 + r) * a.ms[2] : 0;
-      softmax_row(sp + r * skp, a.Sk, skp, mrow, a.scale);
-    }
-    small_gemm(sp, skp, vp, dvp, a.Sk, ob, dvp, m, dvp);
-    for (int64_t r = 0; r < m; ++r) {
-      const int64_t at = b * a.os[0] + h * a.os[1] + (i0 + r) * a.os[2];
-      const bool keep = !a.keep || a.keep[b * a.cs[0] + h * a.cs[1] + (i0 + r) * a.cs[2]];
-      const float* src = ob + r * dvp;
-      if (!keep) {  // zeros (and their quantized value)
-        memset(ob + r * dvp, 0, dvp * 4);
-      }
-      if (a.out) memcpy(a.out + at, src, a.Dv * 4);
-      if (a.qout)
-        for (int64_t j = 0; j < a.Dv; j += W)
-          vstore_i8(a.qout + at + j, vquant(vload(src + j), a.quant),
-                    a.Dv - j < W ? (int)(a.Dv - j) : W);
+    const int64_t i1 = a.Sq - i0 < a.chunk ? a.Sq : i0 + a.chunk;
+    h.kt = kt; h.ldk = skp;
+    h.v = copy_v ? vp : v; h.ldv = copy_v ? dvp : a.vs[2];
+    h.ldq = a.qs[2]; h.ldm = a.ms[2]; h.ldc = a.cs[2]; h.ldo = a.os[2];
+    for (int64_t i = i0; i < i1; i += 6) {
+      h.q = a.q + b * a.qs[0] + hd * a.qs[1] + i * a.qs[2];
+      h.mask = a.mask ? a.mask + b * a.ms[0] + hd * a.ms[1] + i * a.ms[2] : 0;
+      h.keep = a.keep ? a.keep + b * a.cs[0] + hd * a.cs[1] + i * a.cs[2] : 0;
+      const int64_t at = b * a.os[0] + hd * a.os[1] + i * a.os[2];
+      h.out = a.out ? a.out + at : 0;
+      h.qout = a.qout ? a.qout + at : 0;
+      pick_rows(i1 - i)(a, h, sp);
     }
   }
 }
@@ -344,6 +461,10 @@ static inline V vpow2(V n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(
       _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
 }
+static inline V vfill(V x, int n, V f) { return _mm512_mask_mov_ps(f, lanes(n), x); }
+static inline bool vany_ne(V x, V y, int n) {
+  return (_mm512_cmp_ps_mask(x, y, _CMP_NEQ_UQ) & lanes(n)) != 0;
+}
 static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int8
   _mm_mask_storeu_epi8(p, lanes(n), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
 }
@@ -389,6 +510,12 @@ static inline V vrint(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT
 static inline V vpow2(V n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(
       _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+static inline V vfill(V x, int n, V f) {
+  return _mm256_blendv_ps(f, x, _mm256_castsi256_ps(lanes(n)));
+}
+static inline bool vany_ne(V x, V y, int n) {
+  return (_mm256_movemask_ps(_mm256_cmp_ps(x, y, _CMP_NEQ_UQ)) & ((1 << n) - 1)) != 0;
 }
 static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int8
   const __m256i i = _mm256_cvtps_epi32(v);
