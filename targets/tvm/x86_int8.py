@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.x86_int8_source import EXPORTED, ISA_QUERY, SOURCE, SYMBOLS
+from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_BLOCKED: tests
+    DW_BLOCKED, EXPORTED, ISA_QUERY, SOURCE, SYMBOLS,
+)
 
 ISA = "avx2"
 LINEAR, CONV, DEPTHWISE = SYMBOLS

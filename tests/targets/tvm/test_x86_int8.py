@@ -78,7 +78,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     """Linear (requantized and float), convolution (stride 2, dilation 2, zero-point
     padding, batch 2) and depthwise: odd K, N not a multiple of 16, M not of 4, full-range
     int8 operands (where vpmaddubsw would saturate) — on the AVX2 path and on every VNNI
-    path this CPU has (``vpdpbusd`` with the +128 shift), identical outputs."""
+    path this CPU has (``vpdpbusd`` with the +128 shift), identical outputs; with AVX-512
+    the depthwise on small maps (<= 64 output pixels: 12 channels, a partial 16-channel
+    block) runs channel-blocked (its counter grows) and equals the per-channel path."""
     import tvm
     from tvm import relax
 
@@ -145,6 +147,11 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
         assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[isa]  # no fallback
         runs[isa] = [o.numpy() for o in vm["main"](*args)]
+        if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
+            blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
+            before = blocked()
+            runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
+            assert blocked() - before == 3  # dw2, dw3, dwf (35, 40, 35 pixels); dw: 130
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
     for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
