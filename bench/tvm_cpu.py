@@ -19,9 +19,11 @@ trials per model and build (bare ``--tune``: 64; a fresh record cache per model,
 is all the tuning it got; each kernel's default schedule is a measured candidate and is kept
 where no tuned candidate beat it, so tuned is never the tuner's worse pick: the JSON's
 ``tuning`` says how many kernels kept it; then the whole model is timed end to end, untuned
-build against tuned kernels and edgecc's kernel settings (``targets/tvm/end_to_end.py``), and
-the untuned build is kept unless a candidate beat it; ``tuning.outcome`` says which won, and
-``budget`` what was measured). Ratio columns with ``--tune``: ``tuned/ort`` (fp32 tuned vs
+build against tuned kernels and edgecc's kernel settings, per model and per call site of the
+x86 kernels (``targets/tvm/end_to_end.py``), and the untuned build is kept unless a candidate
+is faster beyond the measured noise in a screening and a confirming pass (its ``verdict``:
+the median per-round ratio plus two standard errors under 0.97); ``tuning.outcome`` says
+which won, ``budget`` what was measured and the JSON's ``end_to_end`` the rule's numbers). Ratio columns with ``--tune``: ``tuned/ort`` (fp32 tuned vs
 onnxruntime fp32, issue 18's goal <= 0.8x), ``tuned/fp32`` (vs the untuned build), and the
 same for int8 (``int8t/ortq``, ``int8t/int8``). ``w4a16`` = GPTQ int4 weights in groups of 32
 (the main job's w4a16 build; transformers only). ``compile s`` = the manifest's
@@ -305,7 +307,8 @@ def main() -> int:
                 "trials_budget", "kernels", "trials_run", "default_kept", "budget", "outcome",
                 "applied")}, "seconds": _tuning_seconds(v),
                 "end_to_end": {f: (v.get("end_to_end") or {}).get(f) for f in (
-                    "chosen", "default_ms", "chosen_ms", "ms", "confirm_ms")}}
+                    "chosen", "default_ms", "chosen_ms", "ms", "confirm_ms", "verdicts",
+                    "confirm", "sites", "calls", "seconds", "rule")}}
                 for k, v in tuning.items() if v}
         rows.append(row)
         print(f"done {name}: {row}", file=sys.stderr, flush=True)
@@ -343,8 +346,9 @@ def main() -> int:
           "JSON)" + (f"; tuned = --tune {args.tune}: MetaSchedule, budget {args.tune} trials "
                      "per model and build (default schedule kept where no candidate beat it), "
                      "then the whole model timed end to end against the untuned build with "
-                     "edgecc's kernel settings as further candidates (the untuned build kept "
-                     "unless one beat it by 2% twice)" if args.tune else ""))
+                     "edgecc's kernel settings (per model and per call site) as further "
+                     "candidates (the untuned build kept unless one was faster beyond the "
+                     "measured noise in two passes: targets/tvm/end_to_end.py's rule)" if args.tune else ""))
     for r in rows:
         for build, t in r.get("tuning", {}).items():
             print(f"  tuning {r['model']} {build} ({t['seconds']:.0f} s): {t['outcome']}")

@@ -21,7 +21,8 @@ process with the target's thread count):
 * per call site: each call of an x86 kernel gets its own settings (every job serial, every
   job on the pool, or the default), found by ``site_search`` — the model is run with each
   option at every site while a wrapper times each call site, and a site takes the option
-  that made *its* calls faster (``SITE_GAIN``, in all but one of ``SITE_ROUNDS`` rounds);
+  that made *its* calls faster (per-run medians; ``SITE_GAIN``, in all but one of
+  ``SITE_ROUNDS`` rounds);
   the table is then one more whole-model candidate.
 
 Per call site works by routing: the build's Relax module calls ``edgecc_site_<i>`` instead
@@ -52,7 +53,8 @@ untuned.)
 The budget, stated in the manifest: builds of at most three libraries (default, tuned, the
 call-site wrappers), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
 candidates blocks for the screening and ``CONFIRM_ROUNDS`` x 2 for the confirmation, a block
-being ~``ROUND_SECONDS`` of calls (3 to 20 calls); the record's ``seconds`` is what it took.
+being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's ``seconds`` is
+what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds).
 
 The choice is recorded in the tuning cache beside MetaSchedule's records (``end_to_end.json``,
 keyed by the model, the target, the kernels' sources and the rule's version), so a second
@@ -81,10 +83,11 @@ from edgecc.instruments import record_stage_part
 MARGIN = 0.03  # a candidate's bound on its median ratio to the default must be under 1 - this
 NOISE_Z = 2.0  # standard errors of the median ratio added to it (the bound; rule above)
 SERIAL_SHIFTS = (-2, 2, 4, 63)  # SERIAL_WORK x 2^k; 63: every kernel job serial
-ROUNDS, CONFIRM_ROUNDS = 6, 8  # even: the order of the candidates alternates per round
+ROUNDS, CONFIRM_ROUNDS = 8, 10  # even: the order of the candidates alternates per round
 SITE_ROUNDS = 4
 SITE_GAIN = 0.05  # a call site takes an option that made its calls this much faster
-ROUND_SECONDS = 0.2  # timed calls per candidate and round: about this long, 3 to 20 calls
+ROUND_SECONDS = 0.1  # timed calls per candidate and round: about this long, 3 to 200 calls
+MIN_CALLS, MAX_CALLS = 3, 200
 CACHE_FILE = "end_to_end.json"
 RULE_VERSION = 2  # in the cache key: choices made by an older rule are measured again
 KERNEL_SOURCES = ("x86_fp32_source", "x86_int8_source", "x86_wonly_source",
@@ -481,10 +484,13 @@ def site_search(library: _Library, inputs: list[Any], block: int,
             library.set(KernelSettings(sites=(option,) * n))
             library.vm.run(*inputs)
             library.site_times(on=True)
+            runs = []  # [run][site] us: a preempted call spoils one run, not the round
             for _ in range(block):
                 library.vm.run(*inputs)
-            for i, us in enumerate(library.site_times(on=False)):
-                per[option][i].append(us)
+                runs.append(library.site_times(on=True))
+            library.site_times(on=False)
+            for i in range(n):
+                per[option][i].append(statistics.median(run[i] for run in runs))
     library.set(KernelSettings())
     table, gain_us = [], 0.0
     for i in range(n):
@@ -587,7 +593,8 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool) -> dic
             default.vm.run(*inputs)
         t = time.perf_counter()
         default.vm.run(*inputs)
-        block = max(3, min(20, round(ROUND_SECONDS / max(time.perf_counter() - t, 1e-6))))
+        block = max(MIN_CALLS, min(MAX_CALLS, round(ROUND_SECONDS /
+                                                    max(time.perf_counter() - t, 1e-6))))
         sites = None
         if callees:
             for settings in settings_candidates(threads):
