@@ -331,8 +331,9 @@ __attribute__((noinline)) static void write_channel(const Epilogue& e, int64_t c
 // (int8 runs, readable 15 bytes past span), two taps a vpmaddwd (int8 x int8 pairs: exact in
 // int32), the 16 sums of a step in registers across every tap
 enum { DW_TAPS = 49 };
-// output maps of at most this many pixels take the channel-blocked depthwise (dw_block16)
-enum { DW_SMALL_PIX = 64 };
+// output maps of at most this many pixels, and strided ones, take the channel-blocked
+// depthwise (dw_block16; larger stride-1 maps: the per-channel runs, measured faster)
+enum { DW_SMALL_PIX = 64, DW_CHUNK = 64 };
 int64_t dw_blocked_calls = 0;  // depthwise calls that ran channel-blocked (a test's counter)
 __attribute__((target("avx2,fma")))
 __attribute__((noinline)) static void dw_taps(const int8_t* base, const int64_t* at,
@@ -675,8 +676,15 @@ __attribute__((noinline)) static void dw_block16(
     wv[k] = _mm512_load_si512(lanes);
     toff[k] = ((k / kw) * dh * wp + (k % kw) * dw) * 16;
   }
-  for (int64_t oy = 0; oy < oh; ++oy)
-    for (int64_t ox = 0; ox < ow; ++ox) {
+  const __m512i rows16 = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(16));
+  // DW_CHUNK output pixels at a time (their [.][16] sums stay in L1 while each channel's
+  // column is gathered out of them)
+  for (int64_t i0 = 0; i0 < pix; i0 += DW_CHUNK) {
+    const int64_t n = pix - i0 < DW_CHUNK ? pix - i0 : DW_CHUNK;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t oy = (i0 + i) / ow, ox = (i0 + i) % ow;
       const int32_t* at = t + (oy * sh * wp + ox * sw) * 16;
       __m512i acc = _mm512_setzero_si512(), acc1 = acc;
       int64_t k = 0;
@@ -687,17 +695,15 @@ __attribute__((noinline)) static void dw_block16(
       }
       if (k < taps)
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_loadu_si512(at + toff[k]), wv[k]));
-      _mm512_storeu_si512(a + (oy * ow + ox) * 16, _mm512_add_epi32(acc, acc1));
+      _mm512_storeu_si512(a + i * 16, _mm512_add_epi32(acc, acc1));
     }
-  const __m512i rows16 = _mm512_mullo_epi32(
-      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-      _mm512_set1_epi32(16));
-  for (int64_t j = 0; j < cb; ++j) {  // channel j's column of a, 16 pixels a gather
-    int64_t i = 0;
-    for (; i + 16 <= pix; i += 16)
-      _mm512_storeu_si512(col + i, _mm512_i32gather_epi32(rows16, a + i * 16 + j, 4));
-    for (; i < pix; ++i) col[i] = a[i * 16 + j];
-    write_channel(e, c0 + j, col, pix, out_at + (c0 + j) * pix);
+    for (int64_t j = 0; j < cb; ++j) {  // channel j's column of a, 16 pixels a gather
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16)
+        _mm512_storeu_si512(col + i, _mm512_i32gather_epi32(rows16, a + i * 16 + j, 4));
+      for (; i < n; ++i) col[i] = a[i * 16 + j];
+      write_channel(e, c0 + j, col, n, out_at + (c0 + j) * pix + i0);
+    }
   }
   (void)c;
 }
@@ -964,13 +970,14 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         tap_at[ky * kw + kx] = (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
       }
   const char* blocked = getenv("EDGECC_X86_DW_BLOCKED");  // "0": the per-channel path (A/B)
-  if (e.wide && pix <= DW_SMALL_PIX && kh * kw <= DW_TAPS && !(blocked && blocked[0] == '0')) {
+  if (e.wide && (pix <= DW_SMALL_PIX || sh > 1 || sw > 1) && kh * kw <= DW_TAPS &&
+      !(blocked && blocked[0] == '0')) {  // small maps and strides: 16 channels a zmm
     const int64_t blocks = (c + 15) / 16;
     parallel_for(nb * blocks, [&](int64_t t0, int64_t t1) {
       const int64_t cells = hp * wp * 16;
       int32_t* t = static_cast<int32_t*>(scratch(1, cells * 4 + 64));
-      int32_t* a = static_cast<int32_t*>(scratch(2, pix * 64 + 64));
-      int32_t* col = static_cast<int32_t*>(scratch(3, pix * 4 + 64));
+      int32_t* a = static_cast<int32_t*>(scratch(2, DW_CHUNK * 64 + 64));
+      int32_t* col = static_cast<int32_t*>(scratch(3, DW_CHUNK * 4 + 64));
       for (int64_t i = 0; i < cells; ++i) t[i] = zx;  // the padding (interiors: per block)
       for (int64_t u = t0; u < t1; ++u) {
         const int64_t b = u / blocks, c0 = (u % blocks) * 16;

@@ -79,8 +79,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     padding, batch 2) and depthwise: odd K, N not a multiple of 16, M not of 4, full-range
     int8 operands (where vpmaddubsw would saturate) — on the AVX2 path and on every VNNI
     path this CPU has (``vpdpbusd`` with the +128 shift), identical outputs; with AVX-512
-    the depthwise on small maps (<= 64 output pixels: 12 channels, a partial 16-channel
-    block) runs channel-blocked (its counter grows) and equals the per-channel path."""
+    the strided and small-map (<= 64 output pixels) depthwise runs channel-blocked (12 and
+    20 channels: partial 16-channel blocks; 110 pixels: two pixel chunks; its counter
+    grows) and equals the per-channel path."""
     import tvm
     from tvm import relax
 
@@ -103,15 +104,17 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     xc, wc = ints(2, 5, 11, 9), ints(20, 5, 3, 3)    # conv, stride 2, dilation 2, pad 2
     xd, wd = ints(1, 12, 10, 13), ints(12, 1, 3, 3)  # depthwise, stride 1 and 2
     xp, wp = ints(1, 5, 9, 35), ints(12, 5, 3, 3)   # conv, stride 1: contiguous im2col runs
+    xq, wq = ints(1, 20, 21, 19), ints(20, 1, 3, 3)  # depthwise, stride 2: 110 pixels
     ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12),
-          "conv1": requant(12), "dw3": requant(12), "p0": requant(12), "p0s2": requant(12)}
+          "conv1": requant(12), "dw3": requant(12), "p0": requant(12), "p0s2": requant(12),
+          "dwq": requant(20)}
     scale, bias = rng.random(40).astype(np.float32), rng.random(40).astype(np.float32)
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
     ep["dwf"] = x86_int8.Epilogue(off=ep["dw"].off, requant=False, scale=scale[:12],
                                   bias=bias[:12])
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
-              for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp))]
+              for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp), ("xq", xq))]
     with bb.function("main", params):
         with bb.dataflow():
             outs = [x86_int8.emit_linear(bb, params[0], wl, ep["lin"]),
@@ -132,7 +135,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_conv(bb, params[3], wp, 9, [1, 1], [0, 0], [1, 1],
                                        ep["p0"]),
                     x86_int8.emit_conv(bb, params[3], wp, -9, [2, 2], [0, 0], [1, 1],
-                                       ep["p0s2"])]
+                                       ep["p0s2"]),
+                    x86_int8.emit_depthwise(bb, params[4], wq, -1, [2, 2], [1, 1], [1, 1],
+                                            ep["dwq"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -141,7 +146,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     lib = tvm.runtime.load_module(path)
     vm = relax.VirtualMachine(lib, tvm.cpu())
     picked = lib.get_function(x86_int8.ISA_QUERY, query_imports=True)
-    args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp)]
+    args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp, xq)]
     runs = {}
     for isa in _isas():  # every kernel this CPU can run (cpuid)
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
@@ -151,7 +156,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
             before = blocked()
             runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
-            assert blocked() - before == 3  # dw2, dw3, dwf (35, 40, 35 pixels); dw: 130
+            assert blocked() - before == 4  # dw2, dw3, dwf, dwq (strided); dw: 130 pixels
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
     for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
@@ -185,6 +190,10 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         acc = _conv_ref(xd, wd, zx, stride, pad, dil, 12)
         np.testing.assert_array_equal(got[at], _requant(acc, e.off, e.mult, e.add,
                                                         e.shift, e.lo, e.hi, e.zy, 1), key)
+    e = ep["dwq"]
+    acc = _conv_ref(xq, wq, -1, [2, 2], [1, 1], [1, 1], 20)
+    np.testing.assert_array_equal(got[10], _requant(acc, e.off, e.mult, e.add, e.shift, e.lo,
+                                                    e.hi, e.zy, 1), "dwq")
     acc = _conv_ref(xd, wd, 5, [2, 2], [1, 1], [1, 1], 12) + ep["dw"].off.reshape(1, -1, 1, 1)
     np.testing.assert_array_equal(got[7], acc.astype(np.int32).astype(np.float32)
                                   * scale[:12].reshape(1, -1, 1, 1)
