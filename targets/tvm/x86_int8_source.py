@@ -368,6 +368,42 @@ __attribute__((noinline)) static void dw_taps(const int8_t* base, const int64_t*
   }
 }
 
+// dw_taps with AVX-512: 32 outputs a step (acc rounded up to 32; runs readable 31 bytes
+// past span); the same int32 sums
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+__attribute__((noinline)) static void dw_taps_512(const int8_t* base, const int64_t* at,
+                                                  const int32_t* w, int64_t taps, int64_t span,
+                                                  int32_t* acc) {
+  const int64_t pairs = (taps + 1) / 2;
+  int32_t wp[(DW_TAPS + 1) / 2];
+  const int8_t* s0[(DW_TAPS + 1) / 2];
+  const int8_t* s1[(DW_TAPS + 1) / 2];
+  for (int64_t t = 0; t < pairs; ++t) {
+    const bool odd = 2 * t + 1 < taps;
+    s0[t] = base + at[2 * t];
+    s1[t] = base + at[odd ? 2 * t + 1 : 2 * t];  // the padding tap: weight 0
+    wp[t] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w[2 * t]) |
+                      ((uint32_t)(uint16_t)(int16_t)(odd ? w[2 * t + 1] : 0) << 16));
+  }
+  // a0 holds outputs 0-3 | 8-11 | 16-19 | 24-27, a1 4-7 | 12-15 | 20-23 | 28-31
+  const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+  const __m512i hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  for (int64_t i = 0; i < span; i += 32) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+    for (int64_t t = 0; t < pairs; ++t) {
+      const __m512i x0 = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s0[t] + i)));
+      const __m512i x1 = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s1[t] + i)));
+      const __m512i wv = _mm512_set1_epi32(wp[t]);
+      a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), wv));
+      a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), wv));
+    }
+    _mm512_storeu_si512(acc + i, _mm512_permutex2var_epi64(a0, lo, a1));
+    _mm512_storeu_si512(acc + i + 16, _mm512_permutex2var_epi64(a0, hi, a1));
+  }
+}
+
 // acc[4][16] = rows[0..3] (int16 [.][kp], kp even) x panel ([kp/2][16][2] int16)
 __attribute__((target("avx2,fma")))
 static inline void tile_4x16(const int16_t* rows, int64_t kp, const int16_t* panel,
@@ -990,12 +1026,12 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     return 0;
   }
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-    int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 64));
-    int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 16) * 4));
+    int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 128));
+    int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 32) * 4));
     int8_t* line = static_cast<int8_t*>(scratch(3, wp + 64));
     // the padding (and the rows / columns past the plane) is zx once per task: every
     // channel writes only the input's own positions, the same ones for every channel
-    memset(phases, zx, sh * sw * hq * wq + wq + 64);
+    memset(phases, zx, sh * sw * hq * wq + wq + 128);
     memset(line, zx, wp + 64);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ch = t % c;
@@ -1013,7 +1049,9 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         }
       }
       const int32_t* wc = wt + ch * kh * kw;
-      if (kh * kw <= DW_TAPS) {  // two taps a vpmaddwd, 16 outputs in registers
+      if (kh * kw <= DW_TAPS && e.wide) {  // two taps a vpmaddwd, 32 outputs in registers
+        dw_taps_512(phases, tap_at, wc, kh * kw, span, acc);
+      } else if (kh * kw <= DW_TAPS) {  // two taps a vpmaddwd, 16 outputs in registers
         dw_taps(phases, tap_at, wc, kh * kw, span, acc);
       } else {
         for (int64_t i = 0; i < span; ++i) acc[i] = 0;
