@@ -329,9 +329,9 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-static int64_t path_calls[6] = {0, 0, 0, 0, 0, 0};
+static int64_t path_calls[7] = {0, 0, 0, 0, 0, 0, 0};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
-       PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5 };
+       PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -478,6 +478,50 @@ static void dw3x3_avx512(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph,
       _mm512_mask_storeu_ps(o + 16 * i, mo[i], acc);
     }
   }
+}
+
+// Small planes (output rows at most 8 wide): 16 channels per vector instead of a row per
+// vector. The channels' planes are gathered into a channels-last tile [hp][wp][16] with a
+// zero border (scratch slot 3), each output pixel is the 9 taps' FMAs of 16 channels (taps in
+// (ky, kx) order from zero, the same chain as dw3x3 per lane), written back by a scatter.
+// ``nc`` (<= 16) channels from ``ch0``; x / out point at the batch's first channel.
+const int64_t DW_TILE_FLOATS = 8192;  // the tile's limit: hp * wp * 16 floats (32 KB)
+
+__attribute__((target("avx512f")))
+static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, const float* bias,
+                           float* out, int64_t ch0, int nc, int64_t ih, int64_t iw, int64_t ph,
+                           int64_t pw, float* tile) {
+  const int64_t hp = ih + 2 * ph, wp = iw + 2 * pw, plane = ih * iw, oplane = d.oh * d.ow;
+  const __mmask16 m = (__mmask16)((1u << nc) - 1);
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i in_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int32_t)plane));
+  const __m512i out_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int32_t)oplane));
+  const __m512i w_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(9));
+  memset(tile, 0, hp * wp * 64);
+  const float* xc = x + ch0 * plane;
+  for (int64_t y = 0; y < ih; ++y)
+    for (int64_t xx = 0; xx < iw; ++xx)
+      _mm512_store_ps(tile + ((y + ph) * wp + xx + pw) * 16,
+                      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, in_idx,
+                                               xc + y * iw + xx, 4));
+  __m512 w[9];
+  for (int t = 0; t < 9; ++t)
+    w[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, w_idx, wt + ch0 * 9 + t, 4);
+  const __m512 b = _mm512_maskz_loadu_ps(m, bias + ch0);
+  const __m512 lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
+  float* oc = out + ch0 * oplane;
+  for (int64_t oy = 0; oy < d.oh; ++oy)
+    for (int64_t ox = 0; ox < d.ow; ++ox) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int ky = 0; ky < 3; ++ky) {
+        const float* t = tile + ((oy * d.sh + ky) * wp + ox * d.sw) * 16;
+        for (int kx = 0; kx < 3; ++kx)
+          acc = _mm512_fmadd_ps(w[ky * 3 + kx], _mm512_load_ps(t + kx * 16), acc);
+      }
+      acc = _mm512_add_ps(acc, b);
+      acc = _mm512_min_ps(hi, _mm512_max_ps(lo, acc));
+      _mm512_mask_i32scatter_ps(oc + oy * d.ow + ox, m, out_idx, acc, 4);
+    }
 }
 
 static void set_none(TVMFFIAny* result) {
@@ -632,8 +676,26 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   float* out = data<float>(args, 5);
   const bool k33 = d.kh == 3 && d.kw == 3 && d.dh == 1 && d.dw == 1;
   ++path_calls[k33 && (d.sw == 1 || d.sw == 2) ? PATH_DW_3X3 : PATH_DW_GENERIC];
-  const bool vec512 = AVX512 && k33 && (d.sw == 1 || d.sw == 2) && d.ow <= 16 * DW_STEPS;
+  // AVX-512: small planes (rows <= 8 wide) 16 channels per vector, others a row per vector
+  const bool channels = AVX512 && k33 && (d.sw == 1 || d.sw == 2) && d.ow <= 8
+                        && hp * wp * 16 <= DW_TILE_FLOATS && c * h * w < (1LL << 31) / 16;
+  const bool vec512 = !channels && AVX512 && k33 && (d.sw == 1 || d.sw == 2)
+                      && d.ow <= 16 * DW_STEPS;
   if (vec512) ++path_calls[PATH_DW_3X3_AVX512];
+  if (channels) {
+    ++path_calls[PATH_DW_CHANNELS];
+    const int64_t groups = (c + 15) / 16;
+    parallel_for(nb * groups, [&](int64_t t0, int64_t t1) {
+      float* tile = static_cast<float*>(scratch(3, DW_TILE_FLOATS * 4));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / groups, ch0 = (t % groups) * 16;
+        const int nc = c - ch0 < 16 ? (int)(c - ch0) : 16;
+        dw3x3_channels(d, x + n * c * h * w, wt, bias, out + n * c * d.oh * d.ow, ch0, nc, h, w,
+                       ph, pw, tile);
+      }
+    }, nb * c * d.oh * d.ow * 9);
+    return 0;
+  }
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
     if (vec512) {  // reads the unpadded planes (no copy)
       for (int64_t t = t0; t < t1; ++t) {
@@ -671,14 +733,14 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other,
 // 4 the depthwise 3x3 calls of 2 that ran the AVX-512 16-lane form, 5 the convolutions of 1
 // whose panels (stride 1 or 2, output rows 5 or more wide) were built from row runs, not
-// gathers);
+// gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
-  if (i < -1 || i > 5) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..5");
+  if (i < -1 || i > 6) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..6");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

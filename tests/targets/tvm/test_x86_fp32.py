@@ -118,8 +118,9 @@ def test_pack_panels_layout():
 class Paths(nn.Module):
     """One layer per kernel path: a 3x3 and a 1x1 convolution reading their input in place
     (stride 1, 16-wide rows), a stride-2 convolution and one on 4-wide rows (im2col panels by
-    gather), one on 8-wide rows (AVX-512: panels from row runs), 3x3 depthwise stride 1 / 2 and a 5x5 one, two residual adds (+ ReLU) folded into
-    a convolution and into a linear."""
+    gather), one on 8-wide rows (AVX-512: panels from row runs), 3x3 depthwise stride 1 / 2
+    (AVX-512: 16-wide rows a row per vector, 8x8 / 4x4 outputs 16 channels per vector) and a
+    5x5 one, two residual adds (+ ReLU) folded into a convolution and into a linear."""
 
     def __init__(self):
         super().__init__()
@@ -131,6 +132,7 @@ class Paths(nn.Module):
         self.e = nn.Conv2d(20, 20, 3, padding=1)  # rows 8 wide: panels from row runs
         self.s = nn.Conv2d(20, 24, 3, stride=2, padding=1)  # stride 2: gathered panels
         self.n = nn.Conv2d(24, 24, 3, padding=1)  # rows 4 wide: gathered panels
+        self.d3 = nn.Conv2d(24, 24, 3, padding=1, groups=24)  # 4x4: 16 channels per vector
         self.d5 = nn.Conv2d(24, 24, 5, padding=2, groups=24)
         self.l1 = nn.Linear(24, 24)
 
@@ -139,7 +141,7 @@ class Paths(nn.Module):
         y = torch.relu(self.b(y) + y)  # residual + ReLU into the conv's write-back
         y = self.e(self.d2(torch.relu(self.d1(self.p(y)))))
         z = torch.relu(self.s(y))
-        z = self.d5(self.n(z) + z)
+        z = self.d5(self.d3(self.n(z) + z))
         t = z.flatten(2).transpose(1, 2)
         return self.l1(t) + t  # residual into the linear's write-back
 
@@ -164,11 +166,11 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
                          output_dir=str(tmp_path / "o"))
     stats = res.report["lowering"]["x86_fp32"]
     assert (stats["x86_fp32_conv"], stats["x86_fp32_depthwise"], stats["x86_fp32_gemm"]) \
-        == (6, 3, 1), stats
+        == (6, 4, 1), stats
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(6)]
+    before = [int(query(i)) for i in range(7)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -177,10 +179,11 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
         assert _relative(res.run(fresh), expected) <= 1e-5
     calls = [int(query(i)) - b for i, b in enumerate(before)]
     # per run: a, b, p in place; s (stride 2, 4-wide rows), n (4-wide rows), e (8-wide rows)
-    # through im2col panels; d1, d2 3x3; d5 other; with AVX-512: d1, d2 ran its 16-lane form
+    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: d1 (16-wide rows) ran
+    # the 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16 channels per vector,
     # and e's panels were built from row runs (s, n: 4-wide rows, gathered)
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
-    assert calls == [2 * 3, 2 * 3, 2 * 2, 2 * 1, 2 * 2 * avx512, 2 * 1 * avx512], calls
+    assert calls == [2 * 3, 2 * 3, 2 * 3, 2 * 1, 2 * avx512, 2 * avx512, 2 * 2 * avx512], calls
     assert int(query(-1)) == avx512
 
 
