@@ -47,7 +47,7 @@ class VmRunner:
         # stale code: load a private copy named by its content instead.
         self.module = tvm.runtime.load_module(_private_copy(library_path))
         self.vm = relax.VirtualMachine(self.module, self.device)
-        self._main = self.vm["main"]
+        self._main: Any = None  # vm["main"], looked up at the first run (an LLM library has none)
         # per output: True when the VM allocates it afresh on every call (returned as is);
         # learned on the first call
         self._owned: list[bool] | None = None
@@ -59,6 +59,8 @@ class VmRunner:
             self._threads = use_threads(self.num_threads)  # another runner changed it
         args = [tvm_tensor(t if t.is_cpu and not t.requires_grad else t.detach().cpu(),
                            self.device) for t in inputs]
+        if self._main is None:
+            self._main = self.vm["main"]
         out = torch_outputs(self._main(*args))
         if self._owned is None:  # which outputs does each call allocate anew?
             again = torch_outputs(self._main(*args))  # while the first call's are held

@@ -154,7 +154,8 @@ def _register_tiled(sch: Any) -> Any:
             sch.reverse_compute_at(consumer, outer[-1])  # per tile, right after
             epilogue.append(consumer)
     parallel = sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0]
-    sch.parallel(parallel)
+    if _static_work(sch, reduce[:1]) * _numel(extent + kernel) >= PARALLEL_WORK:
+        sch.parallel(parallel)
     for lp in inner[:-1]:
         if int(sch.get(lp).extent) <= MAX_UNROLL:
             sch.unroll(lp)
@@ -216,6 +217,7 @@ def _schedule_block(sch: Any, block: Any) -> None:
             sch.parallel(fused)
             sch.decompose_reduction(block, reduce[0])
             return
+        work = _static_work(sch, loops)
         rows = _row_tile(sch, stmt, spatial)
         inner_o, inner_i = sch.split(spatial[-1], factors=[None, VECTOR])
         if rows > 1:
@@ -230,7 +232,8 @@ def _schedule_block(sch: Any, block: Any) -> None:
             sch.reorder(*spatial[:-1], inner_o, *reduce, inner_i)
             outer = spatial[:-1] + [inner_o]
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        sch.parallel(fused)
+        if work >= PARALLEL_WORK:
+            sch.parallel(fused)
         sch.decompose_reduction(block, reduce[0])
         return  # the contiguous inner loop is left to LLVM's loop vectorizer
     extents = [int(sch.get(lp).extent) for lp in loops]
@@ -262,6 +265,20 @@ def _same_shapes(stmt: Any) -> bool:
 
 
 SERIAL_BELOW = 4096  # elements: smaller element-wise kernels are not worth a thread wake-up
+# multiply-adds (output elements x reduction extent): smaller reductions and register-tiled
+# products run serially — a CNN's global average pool (64 x 8x8) and classifier (64 x 10)
+# each woke TVM's pool once per inference, whose worker then spins (sched_yield) for
+# ~300000 rounds beside the hand-written kernels' pool (x86_kernel_ffi)
+PARALLEL_WORK = 1 << 14
+
+
+def _static_work(sch: Any, loops: list[Any]) -> int:
+    """The product of the loops' extents; PARALLEL_WORK when one is symbolic (a dynamic
+    shape: parallel, as before)."""
+    try:
+        return _numel([int(sch.get(lp).extent) for lp in loops])
+    except (TypeError, ValueError):
+        return PARALLEL_WORK
 
 
 def _numel(extents: list[int]) -> int:

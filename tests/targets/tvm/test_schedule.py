@@ -82,12 +82,14 @@ def test_register_tile_applies_and_matches_pytorch(tmp_path):
     # c1, c2, dw (+ the add of gc), gc, pw, fc; odd is not (2 outputs per row)
     assert len(tiled) >= 5, tiled
     assert any("matmul" in n for n in tiled) and sum("conv2d" in n for n in tiled) >= 4, tiled
-    # each tiled kernel keeps its parallel outer loop; only tile loops (<= 16) are unrolled
-    # (counting the write-back's loops from the end once unrolled a 3072-long outer loop of
-    # a batched attention matmul: LLVM then took minutes on one kernel)
+    # each tiled kernel of PARALLEL_WORK multiply-adds or more keeps its parallel outer loop
+    # (c1, c2, gc; the smaller dw, pw and fc run serially); only tile loops (<= 16) are
+    # unrolled (counting the write-back's loops from the end once unrolled a 3072-long outer
+    # loop of a batched attention matmul: LLVM then took minutes on one kernel)
+    parallel = [n for n in tiled if "T.parallel" in scheduled[n].script()]
+    assert len(parallel) >= 3 and not any("matmul" in n for n in parallel), parallel
     for name in tiled:
         text = scheduled[name].script()
-        assert "T.parallel" in text, name
         assert not any(f"T.unroll(T.int64({n}))" in text for n in (32, 64, 128, 256)), name
 
     res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
@@ -134,3 +136,34 @@ def test_strided_pointwise_conv_is_not_fused_into_a_matmul(tmp_path):
                              output_dir=str(tmp_path / str(size)))
         fresh = torch.randn(1, 16, size, size)
         torch.testing.assert_close(res.run(fresh), m(fresh), atol=1e-4, rtol=1e-4)
+
+
+def test_small_reductions_run_serially_and_large_ones_in_parallel():
+    """A CNN's global average pool and classifier (under PARALLEL_WORK multiply-adds) get no
+    parallel loop — each woke TVM's pool on every inference, whose worker then spun beside
+    the hand-written kernels' pool; a reduction over a large map and a big product keep it."""
+    import tvm
+
+    from edgecc.targets.tvm.pipeline import kernel_passes
+    from edgecc.targets.tvm.schedule import PARALLEL_WORK
+
+    class Head(nn.Module):
+        def __init__(self, channels, classes):
+            super().__init__()
+            self.fc = nn.Linear(channels, classes)
+
+        def forward(self, x):
+            return self.fc(x.mean((2, 3)))
+
+    target = lowering.llvm_target(None, None)
+    for shape, classes, parallel in (((1, 64, 8, 8), 10, False), ((1, 64, 64, 64), 512, True)):
+        assert (shape[1] * shape[2] * shape[3] >= PARALLEL_WORK) == parallel
+        program = edgecc.trace(Head(shape[1], classes).eval(), (torch.randn(*shape),))
+        with target:
+            legal = tvm.transform.Sequential(kernel_passes(target))(lowering.to_relax(program))
+            scheduled = default_cpu_schedule()(legal)
+        texts = {str(g.name_hint): f.script() for g, f in scheduled.functions.items()
+                 if isinstance(f, tvm.tirx.PrimFunc)}
+        reductions = [t for t in texts.values() if "_init" in t]
+        assert len(reductions) == 2, list(texts)  # the mean and the matmul, both scheduled
+        assert all(("T.parallel" in t) == parallel for t in reductions), list(texts)
