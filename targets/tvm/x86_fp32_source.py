@@ -13,18 +13,26 @@ columns, 24 zmm accumulators, chosen at run time by cpuid so one library runs on
 
     for k in 0..K-1:   b = panel[k][0:16]                 # (AVX-512: two panels)
                        for r in rows:  acc[r] += broadcast(A[r][k]) * b
-    write-back:        y = min(max(acc + bias[row or column], lo), hi)
+    write-back:        y = min(max(acc + bias[row or column], lo), hi)   # from the registers,
+                                                             # masked past the last column
 
 The panel operand is packed ``[ceil(N/16)][K][16]`` float32, zero-padded columns: the
 weights ``W[K, N]`` at compile time for a linear. For a convolution the rows are the weights
 ``[OC][C·KH·KW]`` (the output is NCHW without transposes) and the panels are 16 output
 pixels: where they are one run of the (padded) input — stride 1 with rows a multiple of 16
 wide, or 1x1 — the micro-kernel reads row k of the panel in place at ``input + off[k]``
-(no im2col); otherwise each task gathers the im2col of the panels it multiplies (one vector
-gather per row). Depthwise 3x3 (stride 1 / 2) runs 8 outputs of a row per AVX2 step, other
-depthwise shapes a scalar plane. An optional residual (laid out as the output) is added
+(no im2col); otherwise each task builds the im2col of the panels it multiplies: with
+AVX-512, panels whose 16 pixels are a few runs of the input (stride 1 or 2, output rows 5 or
+more wide) by masked loads of each run (stride 2: even lanes by permutex2var), others by one
+vector gather per row. Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
+step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
+or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
+tile (gathered in, scattered out); AVX2 runs 8 outputs of a row per step; other depthwise
+shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back). Products are summed in ``k``
+path (the tests' check that nothing fell back: PATH_* in the source, 0..6). Every path sums a
+tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
+with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
 agree to ~1e-6 relative, not bit for bit).
 """
