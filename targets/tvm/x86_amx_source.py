@@ -15,7 +15,13 @@ into ``x86_int8_source.SOURCE`` at two points, so the int8 kernel set stays one 
   ``edgecc_x86_int8_amx_gemm`` (rows, panels, meta = [urows, n_rows, kq, n_cols], out) the
   product alone, either operand order, written as float32 ``out[n_rows][n_cols]`` through
   ``write_tile``'s float epilogue with scale 1 (exact while |acc| < 2^24) — how the tests
-  check the conv order (``tdpbsud``), which no kernel calls yet.
+  check the conv order (``tdpbsud``) alone; ``edgecc_x86_int8_amx_conv_products`` () -> how
+  many convolutions ``amx_conv`` ran on the tiles in this process.
+- ``amx_conv(g, build, build_work)``: a convolution on the tiles, s8 weight rows x u8 im2col
+  panels (``tdpbsud``); each pool task builds the panels of its share of panel pairs
+  (``build(p)``), then runs those pairs' tiles (every 16-row weight block against panels
+  still in its cache), one pool launch per convolution; false (nothing built) where AMX
+  cannot run.
 
 The VNNI panels ``[ceil(N/16)][kq][16][4]`` are AMX's B-tile layout as they are (a tile of
 16 rows x 64 bytes = 16 k quads x 16 columns), so the weights need no new packing::

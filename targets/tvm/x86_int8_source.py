@@ -48,6 +48,15 @@ Depthwise: the padded plane split into its stride phases, so each tap is one uni
 vectorized run over the whole output plane (on a grid as wide as the phase; the extra
 columns are dropped), two taps a ``vpmaddwd`` (``dw_taps``: 16 int32 sums in registers
 across every tap), then written with the vector requantization.
+With AVX-512 the runs take 32 outputs a step (``dw_taps_512``), and small (<= 64 output
+pixels) or strided depthwise convolutions run channel-blocked (``dw_block16``: 16 channels
+a zmm, the block's padded input as int32 [hp][wp][16] built by dword gathers, one
+``vpmaddwd`` a tap, each channel's column gathered back into the same write-back; counted
+by ``edgecc_x86_int8_dw_blocked``; ``EDGECC_X86_DW_BLOCKED=0`` turns it off for A/B).
+
+Convolutions on AMX (``x86_amx_source.amx_conv``) where the CPU and OS allow; im2col panels
+that are not one 16-byte run (maps narrower than 16, strides) are built with 16-lane dword
+gathers from the padded copy (``gather_panel``) instead of a byte loop.
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
