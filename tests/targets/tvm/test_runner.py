@@ -3,6 +3,7 @@ thread pool explicitly (a second runner's count is not silently ignored)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -97,3 +98,93 @@ def test_outputs_are_the_callers_and_no_later_call_writes_them(tmp_path):
     assert torch.equal(x2, inputs)
     for got, want in zip(res.run(x2), model(x2)):
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+POOL_JOB = r"""
+#include <tvm/ffi/c_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+""" + "@PRELUDE@" + r"""
+extern "C" int64_t pool_job(int64_t items, int64_t* count, int64_t* tid, int64_t spin) {
+  parallel_for(items, [&](int64_t b, int64_t e) {
+    const int64_t me = syscall(SYS_gettid);
+    for (int64_t i = b; i < e; ++i) {
+      for (volatile int64_t k = 0; k < spin; ++k) {}
+      count[i] += 1;
+      tid[i] = me;
+    }
+  }, 1);
+  return 0;
+}
+"""
+
+
+def _pool_library(tmp_path):
+    """A shared library of one job on x86_kernel_ffi's pool (every job parallel)."""
+    import ctypes
+    import subprocess
+
+    import tvm_ffi.libinfo
+
+    from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
+
+    src, lib = tmp_path / "pool.cc", tmp_path / "libpool.so"
+    src.write_text(POOL_JOB.replace("@PRELUDE@", ffi_prelude(0)))
+    paths = tvm_ffi.libinfo.find_include_path()
+    includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
+    ffi = tvm_ffi.libinfo.find_libtvm_ffi()
+    subprocess.run(["g++", "-shared", "-fPIC", "-O1", "-std=c++17", *includes, str(src), "-o",
+                    str(lib), ffi, f"-Wl,-rpath,{os.path.dirname(ffi)}"], check=True)
+    handle = ctypes.CDLL(str(lib))
+    handle.pool_job.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int64]
+    return handle
+
+
+def test_pool_runs_every_item_once_on_both_threads_and_concurrent_callers_are_safe(tmp_path):
+    """x86_kernel_ffi's pool: each item of a job runs exactly once, for any item count; the
+    worker takes part (some job's items run on two threads); edgecc_x86_num_tasks = 1 keeps
+    a job on the caller; two threads calling at once each get every item once (the second
+    runs serially while the pool is busy)."""
+    import ctypes
+    import threading
+
+    import numpy as np
+    import tvm  # noqa: F401 - TVM's runtime: its thread pool's functions
+
+    from edgecc.targets.tvm.runner import use_threads
+
+    use_threads(2)
+    lib = _pool_library(tmp_path)
+
+    def job(items, spin=0):
+        count, tid = np.zeros(items, np.int64), np.zeros(items, np.int64)
+        lib.pool_job(items, count.ctypes.data, tid.ctypes.data, spin)
+        assert (count == 1).all(), (items, count)
+        return set(tid.tolist())
+
+    for items in (2, 3, 5, 17, 64, 1000, 4097):
+        job(items)
+    assert any(len(job(64, 5000)) == 2 for _ in range(400))  # the worker joined a job
+    tasks = ctypes.c_int32.in_dll(lib, "edgecc_x86_num_tasks")
+    tasks.value = 1
+    try:
+        assert all(job(64, 2000) == {threading.get_native_id()} for _ in range(5))
+    finally:
+        tasks.value = 0
+    errors = []
+
+    def caller():
+        try:
+            use_threads(2)
+            for items in range(2, 200, 3):
+                job(items, 200)
+        except AssertionError as exc:  # noqa: PERF203
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
