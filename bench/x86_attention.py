@@ -1,10 +1,13 @@
 """A/B of the x86 transformer float kernels (``targets/tvm/x86_attention``): each model's fp32
 and w8a8 (integer kernels) host builds with and without the attention / layer-norm / GELU
-rewrite, timed in interleaved rounds in one process (2 TVM threads, median), so the two
-columns of a row differ only by that rewrite. Prints a table and writes
+rewrite, timed in interleaved rounds in one process (2 TVM threads, median), so the
+columns of a row differ only by that rewrite. ``--parts`` adds a third build per row: the
+rewrite with attention left on TVM's kernels (layer norm and GELU still rewritten), so
+``after / no-attn`` is the fused attention kernel's own gain. Prints a table and writes
 ``bench/results/x86_attention.json``.
 
-    python bench/x86_attention.py [--models bert,gpt2,minilm] [--repeats 20]
+    python bench/x86_attention.py [--models bert,gpt2,minilm] [--builds fp32,int8]
+                                  [--repeats 20] [--threads 2] [--parts]
 
 Models as bench/tvm_cpu.py builds them (random weights, nothing downloaded).
 """
@@ -35,24 +38,25 @@ BUILDS = {"fp32": ("fold-batchnorm,fuse,dce", {}),
           "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
 
 
-def build(module, inputs, pipeline, calib, options, rewrite: bool, directory: str):
-    """One host build, with the rewrite on or off (``x86_attention.apply`` as the identity);
-    returns the callable and the rewrite's statistics."""
+def build(module, inputs, pipeline, calib, options, parts, directory: str):
+    """One host build with the rewrite of ``parts`` (``x86_attention.PARTS``: all of it;
+    ``None``: ``x86_attention.apply`` as the identity); returns the callable and the
+    rewrite's statistics."""
     seen = {}
     real = x86_attention.apply
 
     def apply(mod, target):
-        if not rewrite:
+        if parts is None or not x86_attention.supported(target):
             return mod, None
-        out, stats = real(mod, target)
-        seen["stats"] = stats.as_dict() if stats is not None else None
+        out, stats = x86_attention.rewrite(mod, parts)
+        seen["stats"] = stats.as_dict()
         return out, stats
 
     x86_attention.apply = apply
     try:
         res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
                              calibration=calib, output_dir=directory, progress=False,
-                             target_options={"num_threads": THREADS, **options})
+                             target_options={"num_threads": threads, **options})
     finally:
         x86_attention.apply = real
     assert res.report["verification"]["passed"], res.report["verification"]
@@ -60,15 +64,29 @@ def build(module, inputs, pipeline, calib, options, rewrite: bool, directory: st
     return (lambda: res.run(*inputs)), seen.get("stats")
 
 
+threads = THREADS
+VARIANTS = {"before_ms": None, "after_ms": x86_attention.PARTS}
+NO_ATTENTION = ("no_attn_ms", tuple(p for p in x86_attention.PARTS if p != "attention"))
+
+
 def main() -> int:
+    global threads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="bert,gpt2,minilm")
     parser.add_argument("--builds", default="fp32,int8")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="TVM worker threads of every build (default %(default)s)")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time the rewrite with attention left on TVM's kernels")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_attention.json"))
     args = parser.parse_args()
-    torch.set_num_threads(THREADS)
+    threads = args.threads
+    torch.set_num_threads(threads)
+    variants = dict(VARIANTS)
+    if args.parts:
+        variants[NO_ATTENTION[0]] = NO_ATTENTION[1]
     table, rows = models(), []
     for name in args.models.split(","):
         make, inputs, shape = table[name]
@@ -76,27 +94,34 @@ def main() -> int:
         calib = calibration(inputs)
         for kind in args.builds.split(","):
             pipeline, options = BUILDS[kind]
+            fns, stats = {}, None
             with tempfile.TemporaryDirectory() as d, torch.no_grad():
-                before, _ = build(module, inputs, pipeline, calib if kind != "fp32" else None,
-                                  options, False, os.path.join(d, "before"))
-                after, stats = build(module, inputs, pipeline,
-                                     calib if kind != "fp32" else None, options, True,
-                                     os.path.join(d, "after"))
-                ms = interleaved_ms({"before_ms": before, "after_ms": after}, args.repeats)
+                for column, parts in variants.items():
+                    fns[column], seen = build(module, inputs, pipeline,
+                                              calib if kind != "fp32" else None, options,
+                                              parts, os.path.join(d, column))
+                    stats = seen if column == "after_ms" else stats
+                ms = interleaved_ms(fns, args.repeats)
             row = {"model": name, "input": shape, "build": kind, **ms,
                    "after_vs_before": ms["after_ms"] / ms["before_ms"], "rewrite": stats}
+            if args.parts:
+                row["after_vs_no_attn"] = ms["after_ms"] / ms["no_attn_ms"]
             rows.append(row)
             print(f"done {name} {kind}: {row}", file=sys.stderr, flush=True)
-    print(f"{'model':<10}{'build':<7}{'before ms':>11}{'after ms':>11}{'after/before':>14}")
+    extra = args.parts
+    print(f"{'model':<10}{'build':<7}{'before ms':>11}{'after ms':>11}{'after/before':>14}"
+          + (f"{'no-attn ms':>12}{'after/no-attn':>15}" if extra else ""))
     for r in rows:
         print(f"{r['model']:<10}{r['build']:<7}{r['before_ms']:>11.2f}{r['after_ms']:>11.2f}"
-              f"{r['after_vs_before']:>13.2f}x")
-    print(f"ms, median of interleaved rounds, {THREADS} TVM threads; before = TVM's loop nests "
-          "for attention / layer norm / GELU, after = the x86_attention kernels; "
-          f"load average at the end: {os.getloadavg()[0]:.1f}")
+              f"{r['after_vs_before']:>13.2f}x"
+              + (f"{r['no_attn_ms']:>12.2f}{r['after_vs_no_attn']:>14.2f}x" if extra else ""))
+    print(f"ms, median of interleaved rounds, {threads} TVM thread(s); before = TVM's loop nests "
+          "for attention / layer norm / GELU, after = the x86_attention kernels"
+          + ("; no-attn = the kernels for layer norm and GELU, attention on TVM's" if extra
+             else "") + f"; load average at the end: {os.getloadavg()[0]:.1f}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"benchmark": "x86_attention rewrite, before / after", "threads": THREADS,
+        json.dump({"benchmark": "x86_attention rewrite, before / after", "threads": threads,
                    "repeats": args.repeats, "statistic": "median of interleaved rounds",
                    "load_average_1min_at_end": os.getloadavg()[0], "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")

@@ -47,12 +47,19 @@ from edgecc.targets.tvm.relax_analysis import (
     static_shape,
     with_rewritten_functions,
 )
-from edgecc.targets.tvm.x86_attention_source import EXPORTED, LANES_QUERY, SOURCE, SYMBOLS
+from edgecc.targets.tvm.x86_attention_source import (
+    EXPORTED,
+    LANES_QUERY,
+    PATH_QUERY,
+    SOURCE,
+    SYMBOLS,
+)
 
 ATTENTION, LAYERNORM, GELU = SYMBOLS
+PARTS = ("attention", "layer_norm", "gelu")
 CACHE = "x86_attention"
-__all__ = ["ATTENTION", "GELU", "LANES_QUERY", "LAYERNORM", "RewriteStats", "apply",
-           "external_module", "rewrite", "supported"]
+__all__ = ["ATTENTION", "GELU", "LANES_QUERY", "LAYERNORM", "PARTS", "PATH_QUERY",
+           "RewriteStats", "apply", "external_module", "rewrite", "supported"]
 
 
 def supported(target: Any) -> bool:
@@ -128,8 +135,10 @@ def _strides(shape: list[int], full: list[int]) -> list[int]:
 class _Analysis:
     """Finds the attention / layer-norm / GELU regions of one Relax function."""
 
-    def __init__(self, func: Any):
+    def __init__(self, func: Any, parts: tuple[str, ...] = ()):
         from tvm import relax
+
+        self.parts = parts or PARTS
 
         self.var2val = relax.analysis.get_var2val(func)
         self.users = dataflow_users(func)
@@ -294,10 +303,12 @@ class _Analysis:
         name = value.op.name
         if _dtype(var) != "float32" or not isinstance(var, relax.DataflowVar):
             return None
-        if name == "relax.nn.softmax":
+        if name == "relax.nn.softmax" and "attention" in self.parts:
             return self._attention(var, value)
-        if name == "relax.nn.layer_norm":
+        if name == "relax.nn.layer_norm" and "layer_norm" in self.parts:
             return self._layer_norm(var, value)
+        if "gelu" not in self.parts:
+            return None
         if name in ("relax.nn.gelu", "relax.nn.gelu_tanh"):
             return self._gelu(var, value, erf=name == "relax.nn.gelu")
         if name == "relax.tanh":
@@ -531,10 +542,11 @@ def _number(arg: Any) -> float:
     return float(getattr(value, "value", value))
 
 
-def rewrite(module: Any) -> tuple[Any, RewriteStats]:
+def rewrite(module: Any, parts: tuple[str, ...] = PARTS) -> tuple[Any, RewriteStats]:
     """Every attention / layer norm / GELU of ``module`` the kernels cover, as a call to
     them (module docstring); the module gets the kernels as an external module when any was
-    used."""
+    used. ``parts``: which of ``PARTS`` to rewrite (the others stay on TVM's kernels; the
+    per-part A/B of bench/x86_attention.py)."""
     from tvm import relax
 
     counts = {ATTENTION: 0, LAYERNORM: 0, GELU: 0, "quant": 0, "res": 0}
@@ -543,7 +555,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
     for gvar, func in module.functions.items():
         if not isinstance(func, relax.Function):
             continue
-        analysis = _Analysis(func)
+        analysis = _Analysis(func, parts)
         left.extend(analysis.left)
         if not analysis.plans:
             continue

@@ -252,7 +252,7 @@ static PvFn pv_nv(int nv) {
 
 // the key columns [0, end) a row needs: past the last vector holding an unmasked key, every
 // key is -inf for it (a causal mask's upper triangle, padding), so exp gives exactly 0 there
-static int64_t row_keys(const Attn& a, const float* mrow) {
+static int64_t row_keys(const Attn& a, const float* mrow) {  // (a multiple of W)
   const V ninf = vset1(-__builtin_inff());
   for (int64_t j = round_up(a.Sk, W) - W; j >= 0; j -= W) {
     const int n = a.Sk - j < W ? (int)(a.Sk - j) : W;
@@ -264,7 +264,7 @@ static int64_t row_keys(const Attn& a, const float* mrow) {
 // MR (<= 6) query rows of one head, start to finish: scores, softmax, p · V, write-back;
 // the rows' scores stay in s (MR x ldk floats, L1)
 template <int MR>
-static void rows(const Attn& a, const Head& h, float* s) {
+static int64_t rows(const Attn& a, const Head& h, float* s) {  // -> key vectors skipped
   const int64_t skp = h.ldk;
   int64_t ext = h.mask ? 0 : skp;
   for (int r = 0; r < MR && h.mask; ++r) {
@@ -302,9 +302,10 @@ static void rows(const Attn& a, const Head& h, float* s) {
     const int64_t left = (round_up(a.Dv, W) - c0) / W;
     pv_nv<MR>(left < NVX ? (int)left : NVX)(a, h, s, skp, kend, c0, sum, keep);
   }
+  return (skp - ext) / W;
 }
 
-typedef void (*RowsFn)(const Attn&, const Head&, float*);
+typedef int64_t (*RowsFn)(const Attn&, const Head&, float*);
 static RowsFn pick_rows(int64_t m) {
   switch (m) {
     case 1: return rows<1>;
@@ -322,7 +323,7 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
   float* kt = static_cast<float*>(scratch(0, a.D * skp * 4 + 64));
   float* vp = copy_v ? static_cast<float*>(scratch(1, a.Sk * dvp * 4 + 64)) : 0;
   float* sp = static_cast<float*>(scratch(2, 6 * skp * 4 + 64));
-  int64_t packed = -1;
+  int64_t packed = -1, skipped = 0;
   Head h;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nchunks, ch = t % a.nchunks, b = bh / a.H, hd = bh % a.H;
@@ -348,9 +349,10 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
       const int64_t at = b * a.os[0] + hd * a.os[1] + i * a.os[2];
       h.out = a.out ? a.out + at : 0;
       h.qout = a.qout ? a.qout + at : 0;
-      pick_rows(i1 - i)(a, h, sp);
+      skipped += pick_rows(i1 - i)(a, h, sp);
     }
   }
+  if (skipped) __atomic_fetch_add(&path_calls[PATH_KEYS_SKIPPED], skipped, __ATOMIC_RELAXED);
 }
 
 // ---- element-wise tails: float and / or int8 outputs ---------------------------------------
@@ -559,6 +561,12 @@ static const bool HAS_AVX512 = detect_avx512();
 // read per call (a getenv is ~0.1 us), so one loaded library can run both paths (tests)
 static bool use_avx512() { return HAS_AVX512 && getenv("EDGECC_X86_ATTN_NO_AVX512") == 0; }
 
+// which attention path ran (the tests' proof that nothing fell back; PATH_QUERY): calls that
+// read V in place / through a padded copy, and key vectors skipped (masked for every row of
+// a group of 6)
+static int64_t path_calls[3] = {0, 0, 0};
+enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2 };
+
 """ + _AVX512 + _AVX2 + r"""
 
 int bad_args(int got, int want, const char* what) {
@@ -616,7 +624,10 @@ int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_arg
     a.scale = fp[0]; a.chunk = chunk; a.nchunks = nchunks;
   };
   const int64_t work = B * H * Sq * Sk * (D + Dv);
-  if (use_avx512()) {
+  const bool avx512 = use_avx512();
+  __atomic_fetch_add(&path_calls[Dv % (avx512 ? 16 : 8) ? PATH_V_COPIED : PATH_V_IN_PLACE], 1,
+                     __ATOMIC_RELAXED);
+  if (avx512) {
     fill(a512);
     parallel_for(B * H * nchunks, [&](int64_t t0, int64_t t1) {
       isa512::attention_tasks(a512, t0, t1);
@@ -702,8 +713,24 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
+// the attention path counters (PATH_* above): one index, 0..2
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
+                                          TVMFFIAny* result) {
+  if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
+      args[0].v_int64 > 2) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..2");
+    return -1;
+  }
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&path_calls[args[0].v_int64], __ATOMIC_RELAXED);
+  return 0;
+}
+
 }  // extern "C"
 """
 
 LANES_QUERY = "edgecc_x86_attention_lanes"
-EXPORTED = (*SYMBOLS, LANES_QUERY)
+# attention calls that read V in place (0) / through a padded copy (1), key vectors skipped (2)
+PATH_QUERY = "edgecc_x86_attention_paths"
+EXPORTED = (*SYMBOLS, LANES_QUERY, PATH_QUERY)

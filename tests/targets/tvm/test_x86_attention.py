@@ -103,18 +103,36 @@ def fp32_builds(tmp_path_factory):
     return model, out
 
 
+def _skipped_key_vectors(lanes: int, seq: int = 19) -> int:
+    """Key vectors the kernel skips per run of ``Blocks`` on ``_inputs``: per group of 6
+    query rows, those past the last vector holding a key some row of the group may see."""
+    up = lambda n: -(-n // lanes) * lanes  # noqa: E731
+    groups = [(r, min(r + 6, seq)) for r in range(0, seq, 6)]
+    # BERT block, 3 heads: sample 0 sees every key, sample 1 the first 13, sample 2 none
+    padded = sum(3 * len(groups) * (up(seq) - up(keys)) // lanes for keys in (seq, 13, 0))
+    # GPT-2 block, causal, 3 samples x 3 heads: rows up to r1 - 1 see keys 0..r1 - 1
+    causal = 9 * sum((up(seq) - up(r1)) // lanes for _, r1 in groups)
+    return padded + causal
+
+
 @pytest.mark.parametrize("isa", ["native", "avx2"])
 def test_outputs_equal_tvms_kernels(fp32_builds, monkeypatch, isa):
     """Same program, these kernels vs TVM's own schedule (its fast_exp / fast_erf /
     fast_tanh loop nests): within 1e-5 of the largest output on fresh inputs, padded,
-    fully masked and causal rows included; PyTorch agrees too."""
+    fully masked and causal rows included; PyTorch agrees too. The path counters show each
+    attention read V in place and skipped exactly the key vectors every row of a group of 6
+    has masked (a fallback to computing them, or to a V copy, fails)."""
     model, built = fp32_builds
     ours = built["edgecc"]
     ours.run(*_inputs(1))  # loads the library
-    lanes = ours._runner.module.get_function(x86_attention.LANES_QUERY, query_imports=True)
+    lib = ours._runner.module
+    lanes = lib.get_function(x86_attention.LANES_QUERY, query_imports=True)
+    paths = lib.get_function(x86_attention.PATH_QUERY, query_imports=True)
     if isa == "avx2":  # read at each call: the AVX2 path of the same library
         monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
-    assert lanes() == (16 if isa == "native" and _has_avx512() else 8)  # no silent fallback
+    width = lanes()
+    assert width == (16 if isa == "native" and _has_avx512() else 8)  # no silent fallback
+    before = [int(paths(i)) for i in range(3)]
     for seed in (1, 2):
         x, mask = _inputs(seed)
         with torch.no_grad():
@@ -123,6 +141,8 @@ def test_outputs_equal_tvms_kernels(fp32_builds, monkeypatch, isa):
         assert torch.isfinite(got).all()
         assert _relative(got, theirs) <= 1e-5
         assert _relative(got, expected) <= 1e-5
+    calls = [int(paths(i)) - b for i, b in enumerate(before)]
+    assert calls == [2 * 2, 0, 2 * _skipped_key_vectors(width)], calls
 
 
 def _has_avx512():
@@ -188,7 +208,7 @@ def test_exp_erf_tanh_and_quantize_accuracy(fp32_builds, monkeypatch, isa):
     built["edgecc"].run(*_inputs(1))
     lib = built["edgecc"]._runner.module
     fn = {s: lib.get_function(s, query_imports=True)
-          for s in (x86_attention.GELU, x86_attention.ATTENTION)}
+          for s in (x86_attention.GELU, x86_attention.ATTENTION, x86_attention.PATH_QUERY)}
     t = tvm.runtime.tensor
     x = np.linspace(-9.0, 9.0, 100003, dtype=np.float32)  # odd: a partial last vector
     x64 = x.astype(np.float64)
@@ -218,6 +238,7 @@ def test_exp_erf_tanh_and_quantize_accuracy(fp32_builds, monkeypatch, isa):
     meta = [1, 1, rows, sk, 1, sk, 0, 0, rows, 1, 1, sk, 1, 1, sk * sk, sk * sk, sk,
             rows * sk, rows * sk, sk, 0, 0, 0, 0, 0, 0, 1, 0]
     out = t(np.empty((1, 1, rows, sk), np.float32))
+    copied = int(fn[x86_attention.PATH_QUERY](1))
     fn[x86_attention.ATTENTION](t(qv), t(kv), t(vv), t(np.zeros(1, np.float32)),
                                 t(np.zeros(1, np.uint8)), t(np.array(meta, np.int64)),
                                 t(np.array([1, 1, 0, 0, 0], np.float32)), out)
@@ -225,6 +246,7 @@ def test_exp_erf_tanh_and_quantize_accuracy(fp32_builds, monkeypatch, isa):
     d = (s - s.max(1, keepdims=True)).astype(np.float64)  # kernel's; exp then in float64)
     p = np.exp(d)
     p /= p.sum(1, keepdims=True)
+    assert int(fn[x86_attention.PATH_QUERY](1)) == copied + 1  # Dv = 37: V's padded copy
     got = out.numpy().reshape(rows, sk)
     seen = p > 1e-30
     assert np.abs(got[seen] / p[seen] - 1).max() <= 1e-6
