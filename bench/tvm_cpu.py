@@ -306,6 +306,7 @@ def main() -> int:
             row["tuning"] = {k: {**{f: v.get(f) for f in (
                 "trials_budget", "kernels", "trials_run", "default_kept", "budget", "outcome",
                 "applied")}, "seconds": _tuning_seconds(v),
+                "tuned_is_untuned": (v.get("end_to_end") or {}).get("chosen") == "default",
                 "end_to_end": {f: (v.get("end_to_end") or {}).get(f) for f in (
                     "chosen", "default_ms", "chosen_ms", "ms", "confirm_ms", "verdicts",
                     "confirm", "sites", "calls", "seconds", "rule")}}
@@ -353,6 +354,9 @@ def main() -> int:
         for build, t in r.get("tuning", {}).items():
             print(f"  tuning {r['model']} {build} ({t['seconds']:.0f} s): {t['outcome']}")
             print(f"    budget: {t['budget']}")
+            if t["end_to_end"].get("chosen") == "default":  # the same library as untuned
+                print(f"    the {build} tuned build IS the untuned one (default kept): its "
+                      "column differs from the untuned one only by measurement noise")
     _write(args, rows)
     print(f"wrote {args.output}")
     return 0
