@@ -27,6 +27,23 @@ written when something else reads it), and GELU — ``gelu(x)`` (erf form) or GP
 activation quantize ``astype(clip(round(y / s) + zp, lo, hi), int8)``, that quantize is
 written by the same kernel (a second output, or the only one when nothing else reads ``y``).
 
+When to rewrite an attention (the cost rule): always, for every shape the kernel covers — it
+was measured faster than TVM's path (two batched matmuls, the transposes, the softmax) on
+every shape tried, so no shape is kept on TVM for speed. Measured on this machine (AVX-512,
+2026-11-30, load 6-7, so as CPU time of one thread: bench/x86_attention.py --parts
+--threads 1 --clock cpu, and an attention-only model): whole model with the attention
+kernel / with attention on TVM (layer norm and GELU on the kernels in both) BERT
+(1 x 4 heads x 128 x 64) 0.89x, GPT-2 (causal) 0.86x, MiniLM (16 x 12 heads x 64 x 32) 0.94x;
+attention alone, 4 heads of 64: 1 x 256 keys 0.34x, 4 x 256 0.35x, 16 x 256 0.40x,
+128 x 128 0.50x. Two threads by the wall clock could not be measured reliably under that
+load (ratios swung by 2x between runs), and were not used for the rule. ``rewrite(module,
+parts)`` keeps any of ``PARTS`` on TVM's kernels (the bench's per-part A/B).
+
+Path counters (``PATH_QUERY``, asserted by the tests): attention calls that read V in place
+(Dv a multiple of the vector) or through a padded copy, and the key vectors skipped because
+every row of a group of 6 has them masked to -inf (exact: exp gives 0 there; a NaN or inf in
+V at such a key is not propagated, as it would be by TVM's 0 · v).
+
 Numerics: exp / erf / tanh as accurate as TVM's polynomial ones (``fast_math``: <= 1e-5),
 asserted with the kernels' sums against TVM's build in tests/targets/tvm/
 test_x86_attention.py (1e-5 relative); a row whose every key is masked gives NaN as

@@ -33,6 +33,8 @@ the TVM kernel writes for the same ``y``.
 AVX-512 (16 lanes) or AVX2 + FMA (8 lanes), picked by cpuid / xgetbv;
 ``EDGECC_X86_ATTN_NO_AVX512=1`` in the environment at the call forces the AVX2 path (the
 tests run both; ``edgecc_x86_attention_lanes()`` says which one a call takes).
+``edgecc_x86_attention_paths(i)`` counts attention calls reading V in place (0) / through the
+padded copy (1) and the key vectors skipped (2): the tests' proof that nothing fell back.
 """
 
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
