@@ -378,6 +378,15 @@ class IntegerKernels:
                 if chain["residual"] is not None:
                     self.stats["fused_residual"] = self.stats.get("fused_residual", 0) + 1
                 return value
+        if rq is None and act in ("relu", "relu6"):  # float out into a float op (mean):
+            # the act in the write-back, not a TVM clip after it (its pool launch after a
+            # run of serial kernels stalled ms under load)
+            outs = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding,
+                        dilation, epilogue, x86_int8.Post(act=act))
+            if outs is not None:
+                self._x86_done(bb, outs[0], None, None)
+                self.stats["fused_act"] = self.stats.get("fused_act", 0) + 1
+                return outs[0]
         out = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding, dilation,
                    epilogue)
         return self._x86_done(bb, out, rq, act)

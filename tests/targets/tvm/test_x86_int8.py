@@ -374,3 +374,49 @@ def test_residual_block_keeps_no_float_round_trip(tmp_path):
         got = vm["main"](tvm.runtime.tensor(fresh.numpy()))
         got = torch.from_numpy((got[0] if not hasattr(got, "numpy") else got).numpy())
         assert (got - program.run(fresh)[0]).abs().max() <= bound
+
+
+class _Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 16, 1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(torch.clamp(self.conv(x), 0, 6).mean(dim=(2, 3)))
+
+
+def test_float_output_conv_takes_its_relu6_in_the_write_back(tmp_path):
+    """MobileNetV2's last conv: relu6 into a float mean (no quantize after it). The relu6 runs
+    in the convolution's write-back (``Post(act)``), not as a Relax clip, and the library's
+    output equals the simulator's within the fc input's quantization step."""
+    import tvm
+    import tvm.relax
+
+    from edgecc.quant import is_quantize
+    from edgecc.targets.tvm import lowering, x86_int8
+
+    torch.manual_seed(0)
+    model = _Head().eval()
+    x = torch.randn(1, 4, 6, 6)
+    calib = [(torch.randn(1, 4, 6, 6),) for _ in range(4)]
+    program = edgecc.PassManager("quantize{scheme=w8a8},fuse,dce")(
+        edgecc.trace(model, (x,)), context=edgecc.PassContext(calibration=calib)).program
+    report: dict = {}
+    module = lowering.to_relax(program, integer_kernels=True, isa=x86_int8.ISA, report=report)
+    assert report.get("fused_act") == 1 and report["x86_kernels"] == 2, report
+    main = module.script().split("def main")[1]
+    # the only clips are the two quantizes' (input, fc input: one divide each)
+    assert main.count("R.clip(") == main.count("R.divide(") == 2, main
+    path = str(tmp_path / "m.so")
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+    q = [n for n in program.nodes("call_function") if is_quantize(n)][-1]
+    step = float(program.tensor(q.args[1]).max())
+    bound = step * model.fc.weight.detach().abs().sum(dim=1).max().item() + 1e-5
+    for seed in range(2):
+        torch.manual_seed(seed)
+        fresh = torch.randn(1, 4, 6, 6)
+        got = vm["main"](tvm.runtime.tensor(fresh.numpy()))
+        got = torch.from_numpy((got[0] if not hasattr(got, "numpy") else got).numpy())
+        assert (got - program.run(fresh)[0]).abs().max() <= bound
