@@ -34,10 +34,12 @@ from __future__ import annotations
 
 FFI_PRELUDE = r"""
 #include <atomic>
+#include <dlfcn.h>
 #include <immintrin.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +68,8 @@ __attribute__((weak)) int32_t edgecc_x86_num_tasks = 0;
 // and the tail balances. Workers spin (pause, then sched_yield) for EDGECC_POOL_SPIN_NS after
 // a job, then sleep on a futex. The thread count follows TVM's pool (runtime.NumThreads,
 // what the runner configures); a job runs on at most edgecc_x86_num_tasks threads (0: all).
+// Workers block every signal, and a library whose workers started is never unloaded
+// (RTLD_NODELETE): they run its code until the process ends.
 typedef void (*EdgeccRange)(void* fn, int64_t begin, int64_t end);
 struct EdgeccPool {
   alignas(64) std::atomic<uint64_t> state;     // epoch << 40 | next unclaimed item
@@ -110,6 +114,9 @@ __attribute__((weak, visibility("hidden"))) void edgecc_pool_work(uint64_t epoch
 __attribute__((weak, visibility("hidden"))) void* edgecc_pool_worker(void* arg) {
   EdgeccPool& p = edgecc_pool_state;
   const int32_t index = (int32_t)(intptr_t)arg;  // 1, 2, ...: the caller is 0
+  sigset_t all;  // signals go to the process's other threads, never interrupt a worker
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, 0);
   uint32_t seen = p.epoch.load(std::memory_order_acquire);
   for (;;) {
     uint32_t e = p.epoch.load(std::memory_order_acquire);
@@ -160,6 +167,11 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange rang
   if (p.busy.exchange(1, std::memory_order_acquire)) return -1;
   if (p.started.load(std::memory_order_acquire) < threads - 1) {  // start workers once
     pthread_mutex_lock(&p.grow);
+    if (p.started.load() == 0) {  // workers run this library's code: never unload it
+      Dl_info self;
+      if (dladdr((void*)&edgecc_pool_worker, &self) && self.dli_fname)
+        dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    }
     for (int32_t i = p.started.load(); i < threads - 1; ++i) {
       pthread_t t;
       if (pthread_create(&t, 0, edgecc_pool_worker, (void*)(intptr_t)(i + 1)) != 0) break;

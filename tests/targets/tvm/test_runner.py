@@ -154,7 +154,6 @@ def test_pool_runs_every_item_once_on_both_threads_and_concurrent_callers_are_sa
 
     from edgecc.targets.tvm.runner import use_threads
 
-    use_threads(2)
     lib = _pool_library(tmp_path)
 
     def job(items, spin=0):
@@ -163,28 +162,40 @@ def test_pool_runs_every_item_once_on_both_threads_and_concurrent_callers_are_sa
         assert (count == 1).all(), (items, count)
         return set(tid.tolist())
 
-    for items in (2, 3, 5, 17, 64, 1000, 4097):
-        job(items)
-    assert any(len(job(64, 5000)) == 2 for _ in range(400))  # the worker joined a job
-    tasks = ctypes.c_int32.in_dll(lib, "edgecc_x86_num_tasks")
-    tasks.value = 1
-    try:
-        assert all(job(64, 2000) == {threading.get_native_id()} for _ in range(5))
-    finally:
-        tasks.value = 0
+    def checks():  # in a fresh thread: TVM's pool is per thread, sized 2 at its first use
+        assert use_threads(2) == 2
+        for items in (2, 3, 5, 17, 64, 1000, 4097):
+            job(items)
+        assert any(len(job(64, 5000)) == 2 for _ in range(400))  # the worker joined a job
+        tasks = ctypes.c_int32.in_dll(lib, "edgecc_x86_num_tasks")
+        tasks.value = 1
+        try:
+            assert all(job(64, 2000) == {threading.get_native_id()} for _ in range(5))
+        finally:
+            tasks.value = 0
+
+    failures = []
+    main = threading.Thread(target=lambda: _record(checks, failures))
+    main.start()
+    main.join()
+    assert not failures, failures
     errors = []
 
     def caller():
-        try:
-            use_threads(2)
-            for items in range(2, 200, 3):
-                job(items, 200)
-        except AssertionError as exc:  # noqa: PERF203
-            errors.append(exc)
+        use_threads(2)
+        for items in range(2, 200, 3):
+            job(items, 200)
 
-    threads = [threading.Thread(target=caller) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: _record(caller, errors)) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
+
+
+def _record(fn, failures):
+    try:
+        fn()
+    except AssertionError as exc:
+        failures.append(exc)
