@@ -9,6 +9,17 @@ This package is shared machinery, not a target: targets import it, it imports no
 ``tvm`` itself is imported inside functions only, so listing targets works without it.
 """
 
-from edgecc.targets.tvm.target_base import TvmTarget
+import os
+
+# TVM binds its thread pool's threads to cores when the pool is made (TVM_BIND_THREADS unset
+# or 1), the *calling* thread included: with one worker (TVM_NUM_THREADS=1, or its default of
+# half the CPUs on a 2-CPU machine) it pinned the caller -- the user's main thread -- to CPU 0
+# for good, and every thread started from it afterwards (the x86 kernels' pool workers) too.
+# Two such processes on a 2-core machine then shared one core (the test suite ran at less
+# than half speed). edgecc sizes the pool itself (runner.use_threads) and leaves placement to
+# the OS, as onnxruntime does; a user who wants binding sets TVM_BIND_THREADS=1 first.
+os.environ.setdefault("TVM_BIND_THREADS", "0")
+
+from edgecc.targets.tvm.target_base import TvmTarget  # noqa: E402
 
 __all__ = ["TvmTarget"]

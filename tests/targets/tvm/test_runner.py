@@ -199,3 +199,16 @@ def _record(fn, failures):
         fn()
     except AssertionError as exc:
         failures.append(exc)
+
+
+def test_tvms_thread_pool_does_not_pin_the_caller_to_one_cpu():
+    """Making TVM's pool with one worker used to bind the calling thread to CPU 0 for good
+    (TVM_BIND_THREADS), so the kernels' pool workers started from it shared that core."""
+    code = ("import os; before = os.sched_getaffinity(0); import edgecc.targets.tvm; "
+            "import tvm, tvm_ffi; tvm_ffi.get_global_func('runtime.NumThreads')(); "
+            "print(before == os.sched_getaffinity(0), len(before))")
+    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"}
+    env["TVM_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == "True", f"the caller's CPUs changed (of {out[1]})"
