@@ -344,14 +344,13 @@ enum { DW_TAPS = 49 };
 // depthwise (dw_block16; larger stride-1 maps: the per-channel runs, measured faster)
 enum { DW_SMALL_PIX = 64, DW_CHUNK = 64 };
 int64_t dw_blocked_calls = 0;  // depthwise calls that ran channel-blocked (a test's counter)
-__attribute__((target("avx2,fma")))
-__attribute__((noinline)) static void dw_taps(const int8_t* base, const int64_t* at,
-                                              const int32_t* w, int64_t taps, int64_t span,
-                                              int32_t* acc) {
+// the taps two at a time for vpmaddwd: each pair's input runs (s0, s1) and its two int16
+// weights in one int32 (wp); an odd count's last pair repeats its tap with weight 0.
+// Returns the number of pairs. (dw_taps and dw_taps_512 share it.)
+static inline int64_t tap_pairs(const int8_t* base, const int64_t* at, const int32_t* w,
+                                int64_t taps, const int8_t** s0, const int8_t** s1,
+                                int32_t* wp) {
   const int64_t pairs = (taps + 1) / 2;
-  int32_t wp[(DW_TAPS + 1) / 2];
-  const int8_t* s0[(DW_TAPS + 1) / 2];
-  const int8_t* s1[(DW_TAPS + 1) / 2];
   for (int64_t t = 0; t < pairs; ++t) {
     const bool odd = 2 * t + 1 < taps;
     s0[t] = base + at[2 * t];
@@ -359,6 +358,16 @@ __attribute__((noinline)) static void dw_taps(const int8_t* base, const int64_t*
     wp[t] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w[2 * t]) |
                       ((uint32_t)(uint16_t)(int16_t)(odd ? w[2 * t + 1] : 0) << 16));
   }
+  return pairs;
+}
+__attribute__((target("avx2,fma")))
+__attribute__((noinline)) static void dw_taps(const int8_t* base, const int64_t* at,
+                                              const int32_t* w, int64_t taps, int64_t span,
+                                              int32_t* acc) {
+  int32_t wp[(DW_TAPS + 1) / 2];
+  const int8_t* s0[(DW_TAPS + 1) / 2];
+  const int8_t* s1[(DW_TAPS + 1) / 2];
+  const int64_t pairs = tap_pairs(base, at, w, taps, s0, s1, wp);
   for (int64_t i = 0; i < span; i += 16) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0;
     for (int64_t t = 0; t < pairs; ++t) {
@@ -383,17 +392,10 @@ __attribute__((target("avx2,fma,avx512f,avx512bw")))
 __attribute__((noinline)) static void dw_taps_512(const int8_t* base, const int64_t* at,
                                                   const int32_t* w, int64_t taps, int64_t span,
                                                   int32_t* acc) {
-  const int64_t pairs = (taps + 1) / 2;
   int32_t wp[(DW_TAPS + 1) / 2];
   const int8_t* s0[(DW_TAPS + 1) / 2];
   const int8_t* s1[(DW_TAPS + 1) / 2];
-  for (int64_t t = 0; t < pairs; ++t) {
-    const bool odd = 2 * t + 1 < taps;
-    s0[t] = base + at[2 * t];
-    s1[t] = base + at[odd ? 2 * t + 1 : 2 * t];  // the padding tap: weight 0
-    wp[t] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w[2 * t]) |
-                      ((uint32_t)(uint16_t)(int16_t)(odd ? w[2 * t + 1] : 0) << 16));
-  }
+  const int64_t pairs = tap_pairs(base, at, w, taps, s0, s1, wp);
   // a0 holds outputs 0-3 | 8-11 | 16-19 | 24-27, a1 4-7 | 12-15 | 20-23 | 28-31
   const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
   const __m512i hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import edgecc
+from tests.targets.tvm.int8_cases import random_int8, random_requant
 
 
 def _cpu_flags() -> set[str]:
@@ -223,15 +224,10 @@ def test_convolutions_on_tiles_equal_vnni(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
 
     def ints(*shape):
-        return rng.integers(-128, 128, shape).astype(np.int8)
+        return random_int8(rng, *shape)
 
     def requant(n):
-        shift = rng.integers(36, 42, n).astype(np.int64)
-        return x86_int8.Epilogue(
-            off=rng.integers(-5000, 5000, n).astype(np.int32), requant=True,
-            mult=rng.integers(2 ** 30, 2 ** 31, n).astype(np.int64),
-            add=(np.int64(1) << (shift - 1)) + rng.integers(-2 ** 38, 2 ** 38, n),
-            shift=shift, lo=-100, hi=120, zy=3)
+        return random_requant(rng, n)
 
     def flt(n):
         return x86_int8.Epilogue(off=rng.integers(-3000, 3000, n).astype(np.int32),

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import edgecc
+from tests.targets.tvm.int8_cases import random_int8, random_requant
 
 
 def _avx2() -> bool:
@@ -90,15 +91,10 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
 
     def ints(*shape):
-        return rng.integers(-128, 128, shape).astype(np.int8)
+        return random_int8(rng, *shape)
 
     def requant(n):
-        shift = rng.integers(36, 42, n).astype(np.int64)
-        return x86_int8.Epilogue(
-            off=rng.integers(-5000, 5000, n).astype(np.int32), requant=True,
-            mult=rng.integers(2 ** 30, 2 ** 31, n).astype(np.int64),
-            add=(np.int64(1) << (shift - 1)) + rng.integers(-2 ** 38, 2 ** 38, n),
-            shift=shift, lo=-100, hi=120, zy=3)
+        return random_requant(rng, n)
 
     xl, wl = ints(7, 3, 37), ints(40, 37)            # linear [7, 3, 37] x [40, 37]^T
     xc, wc = ints(2, 5, 11, 9), ints(20, 5, 3, 3)    # conv, stride 2, dilation 2, pad 2
