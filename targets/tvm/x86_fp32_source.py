@@ -21,7 +21,10 @@ weights ``W[K, N]`` at compile time for a linear. For a convolution the rows are
 ``[OC][C·KH·KW]`` (the output is NCHW without transposes) and the panels are 16 output
 pixels: where they are one run of the (padded) input — stride 1 with rows a multiple of 16
 wide, or 1x1 — the micro-kernel reads row k of the panel in place at ``input + off[k]``
-(no im2col); otherwise each task builds the im2col of the panels it multiplies: with
+(no im2col; on maps whose input + output reach ``edgecc_x86_fp32_prefetch_bytes``, 1 MiB,
+the next panel group's input and output lines are prefetched: a 1x1 conv reads C rows and
+writes OC rows at once, more streams than the hardware prefetcher follows); otherwise each
+task builds the im2col of the panels it multiplies: with
 AVX-512, panels whose 16 pixels are a few runs of the input (stride 1 or 2, output rows 5 or
 more wide) by masked loads of each run (stride 2: even lanes by permutex2var), others by one
 vector gather per row. Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
@@ -30,7 +33,7 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (gathered in, scattered out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..6). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..7). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -55,6 +58,11 @@ SOURCE = r"""
 #include <string.h>
 
 """ + ffi_prelude(1 << 16) + r"""
+
+// a 1x1 / in-place convolution whose input plus output is at least this many bytes prefetches
+// the next panel group's lines (PATH_CONV_PREFETCH); a knob for the tests' A/B (the same sums,
+// so the outputs are bit-identical either way): 2^62 turns it off
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 1 << 20;
 
 namespace {
 
@@ -93,7 +101,7 @@ struct Gemm {
 // the B operand of one micro-tile: up to two 16-column panels, each at base[q]; row k of a
 // panel at base[q] + k * 16 (packed) or base[q] + off[k] (DIRECT: a convolution's NCHW input
 // read in place, off[k] the offset of tap k = (ci, ky, kx), base[q] its 16 pixels' start)
-struct Panels { const float* base[2]; const int64_t* off; };
+struct Panels { const float* base[2]; const int64_t* off; int64_t pf = 0; };
 
 // one tile of acc (mr x nc, stored [mr][ld_t]) -> C, with bias and clamp
 static inline void write_tile(const Gemm& g, const float* t, int ld_t, int64_t r0, int mr,
@@ -165,7 +173,9 @@ static void kernel_avx2(const Gemm& g, int64_t r0, const Panels& pb, int64_t c0)
   write_tile(g, t, 16, r0, MR, c0, nc);
 }
 
-template <int MR, int NP, bool DIRECT>
+// PFI / PFO (DIRECT only): prefetch the input rows / the output rows ``pb.pf`` floats ahead
+// (the next panel group's), for maps too large for the hardware prefetcher's streams
+template <int MR, int NP, bool DIRECT, bool PFI, bool PFO>
 __attribute__((target("avx512f")))
 static void kernel_avx512(const Gemm& g, int64_t r0, const Panels& pb, int64_t c0) {
   __m512 acc[MR][NP];
@@ -176,6 +186,8 @@ static void kernel_avx512(const Gemm& g, int64_t r0, const Panels& pb, int64_t c
     const int64_t o = DIRECT ? pb.off[k] : k * 16;
     __m512 bv[NP];
     for (int q = 0; q < NP; ++q) bv[q] = _mm512_loadu_ps(pb.base[q] + o);
+    if (PFI)
+      for (int q = 0; q < NP; ++q) _mm_prefetch((const char*)(pb.base[q] + o + pb.pf), _MM_HINT_T0);
     for (int r = 0; r < MR; ++r) {
       const __m512 v = _mm512_set1_ps(a[r * g.lda + k]);
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
@@ -202,25 +214,26 @@ static void kernel_avx512(const Gemm& g, int64_t r0, const Panels& pb, int64_t c
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[q], g.res + (r0 + r) * g.ldc + c0 + 16 * q));
       v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
       _mm512_mask_storeu_ps(out + 16 * q, mask[q], v);
+      if (PFO) _mm_prefetch((const char*)(out + 16 * q + pb.pf), _MM_HINT_ET0);
     }
   }
 }
 
-template <int NP, bool DIRECT>
+template <int NP, bool DIRECT, bool PFI = false, bool PFO = false>
 static void avx512_rows(const Gemm& g, int64_t r, int mr, const Panels& b, int64_t c0) {
   switch (mr) {
-    case 1: kernel_avx512<1, NP, DIRECT>(g, r, b, c0); break;
-    case 2: kernel_avx512<2, NP, DIRECT>(g, r, b, c0); break;
-    case 3: kernel_avx512<3, NP, DIRECT>(g, r, b, c0); break;
-    case 4: kernel_avx512<4, NP, DIRECT>(g, r, b, c0); break;
-    case 5: kernel_avx512<5, NP, DIRECT>(g, r, b, c0); break;
-    case 6: kernel_avx512<6, NP, DIRECT>(g, r, b, c0); break;
-    case 7: kernel_avx512<7, NP, DIRECT>(g, r, b, c0); break;
-    case 8: kernel_avx512<8, NP, DIRECT>(g, r, b, c0); break;
-    case 9: kernel_avx512<9, NP, DIRECT>(g, r, b, c0); break;
-    case 10: kernel_avx512<10, NP, DIRECT>(g, r, b, c0); break;
-    case 11: kernel_avx512<11, NP, DIRECT>(g, r, b, c0); break;
-    default: kernel_avx512<12, NP, DIRECT>(g, r, b, c0); break;
+    case 1: kernel_avx512<1, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 2: kernel_avx512<2, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 3: kernel_avx512<3, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 4: kernel_avx512<4, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 5: kernel_avx512<5, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 6: kernel_avx512<6, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 7: kernel_avx512<7, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 8: kernel_avx512<8, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 9: kernel_avx512<9, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 10: kernel_avx512<10, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    case 11: kernel_avx512<11, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
+    default: kernel_avx512<12, NP, DIRECT, PFI, PFO>(g, r, b, c0); break;
   }
 }
 
@@ -249,6 +262,12 @@ static void gemm_rows(const Gemm& g, int64_t r0, int64_t r1, const Panels& b, in
     const int64_t left = r1 - r, tiles = (left + step - 1) / step;
     const int mr = (int)((left + tiles - 1) / tiles);
     if (!AVX512) avx2_rows<DIRECT>(g, r, mr, b, c0);
+    else if (DIRECT && b.pf && r == r0)  // the group's input: prefetched by its first tile
+      np == 2 ? avx512_rows<2, DIRECT, true, true>(g, r, mr, b, c0)
+              : avx512_rows<1, DIRECT, true, true>(g, r, mr, b, c0);
+    else if (DIRECT && b.pf)
+      np == 2 ? avx512_rows<2, DIRECT, false, true>(g, r, mr, b, c0)
+              : avx512_rows<1, DIRECT, false, true>(g, r, mr, b, c0);
     else if (np == 2) avx512_rows<2, DIRECT>(g, r, mr, b, c0);
     else avx512_rows<1, DIRECT>(g, r, mr, b, c0);
     r += mr;
@@ -337,9 +356,11 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-static int64_t path_calls[7] = {0, 0, 0, 0, 0, 0, 0};
+const int N_PATHS = 16;
+static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
-       PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6 };
+       PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
+       PATH_CONV_PREFETCH = 7 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -605,6 +626,12 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   const float* residual = num_args == 7 ? data<float>(args, 5) : 0;
   // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
   const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
+  // maps larger than about half of L2: the next panel group's input and output lines are
+  // prefetched (1x1 convs on large maps read C and write OC rows at once, more streams
+  // than the hardware prefetcher follows: 1.1-1.5x on MobileNetV2-224's 1x1 convs)
+  const int64_t pf = in_place && (c + oc) * pix * 4 >= edgecc_x86_fp32_prefetch_bytes
+                     ? 16 * step : 0;
+  if (pf && AVX512) ++path_calls[PATH_CONV_PREFETCH];
   ++path_calls[in_place ? PATH_CONV_DIRECT : PATH_CONV_IM2COL];
   // stride 1 or 2, output rows 5 or more wide: im2col panels by row runs (masked loads),
   // not gathers
@@ -635,7 +662,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int64_t p = p0; p < p1; ++p) run[p - p0] = panel_bases(p, pix, ow, sh, sw, wp, base[p - p0]);
         const bool direct = run[0] && (p1 - p0 == 1 || run[1]);  // read the input in place
         if (direct) {
-          Panels pb{{src + base[0][0], src + base[p1 - p0 - 1][0]}, koff};
+          Panels pb{{src + base[0][0], src + base[p1 - p0 - 1][0]}, koff, pf};
           if (r0 < r1) gemm_rows<true>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
           continue;
         }
@@ -743,14 +770,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other,
 // 4 the depthwise 3x3 calls of 2 that ran the AVX-512 16-lane form, 5 the convolutions of 1
 // whose panels (stride 1 or 2, output rows 5 or more wide) were built from row runs, not
-// gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector);
+// gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector, 7 the
+// convolutions of 0 on large maps with software prefetch (AVX-512); 8..15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
-  if (i < -1 || i > 6) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..6");
+  if (i < -1 || i >= N_PATHS) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..15");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

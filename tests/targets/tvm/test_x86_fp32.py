@@ -190,3 +190,91 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
 def _has_avx512() -> bool:
     with open("/proc/cpuinfo") as f:
         return " avx512f" in f.read()
+
+
+# ---- the kernels called directly (no model build): a library of their own ----------------
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    """(TVM module, ctypes handle) of the fp32 kernels linked alone from their cached object:
+    its own path counters and knobs, the ISA this CPU has."""
+    import ctypes
+    import os
+    import subprocess
+
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+    from edgecc.targets.tvm.x86_fp32_source import SOURCE
+
+    obj = x86_int8.compiled_object(source=SOURCE, cache=x86_fp32.CACHE)
+    so = str(tmp_path_factory.mktemp("fp32_kernels") / "kernels.so")
+    subprocess.run([os.environ.get("CXX", "g++"), "-shared", obj, "-o", so], check=True)
+    return tvm.runtime.load_module(so), ctypes.CDLL(so)
+
+
+def _conv(kernels, x, w, b, stride=1, pad=0, res=None, lo=-np.inf, hi=np.inf):
+    """edgecc_x86_sconv (groups 1) or, for w [C, 1, KH, KW], edgecc_x86_sdwconv on ``x``."""
+    import tvm
+
+    lib, _ = kernels
+    n, c, h, wd = x.shape
+    oc, _, kh, kw = w.shape
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    geometry = [kh, kw, stride, stride, pad, pad, 1, 1, oh, ow]
+    depthwise = w.shape[1] == 1 and oc == c and c > 1
+    meta = [n, c, h, wd, *geometry] if depthwise else [n, c, h, wd, oc, *geometry]
+    args = [x, w.reshape(oc, -1), b, np.array(meta, np.int64), np.array([lo, hi], np.float32)]
+    if res is not None:
+        args.append(res)
+    out = tvm.runtime.tensor(np.zeros((n, oc, oh, ow), np.float32))
+    fn = lib.get_function("edgecc_x86_sdwconv" if depthwise else "edgecc_x86_sconv")
+    fn(*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args], out)
+    return out.numpy()
+
+
+def _calls(kernels) -> list[int]:
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    query = kernels[0].get_function(PATH_QUERY)
+    return [int(query(i)) for i in range(16)]
+
+
+def _torch_conv(x, w, b, stride, pad, res=None, lo=-np.inf, hi=np.inf):
+    groups = x.shape[1] if w.shape[1] == 1 and w.shape[0] == x.shape[1] else 1
+    y = nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                             torch.from_numpy(b).double(), stride, pad, groups=groups)
+    if res is not None:
+        y = y + torch.from_numpy(res).double()
+    return y.clamp(lo, hi).numpy()
+
+
+def _knob(kernels, name: str, value: int) -> int:
+    import ctypes
+
+    var = ctypes.c_int64.in_dll(kernels[1], name)
+    old, var.value = var.value, value
+    return old
+
+
+def test_large_map_convolution_prefetches_with_the_same_sums(kernels):
+    """A 1x1 convolution whose input + output reach ``edgecc_x86_fp32_prefetch_bytes`` takes
+    the prefetching form (path 7, AVX-512): bit-identical to the same call with the knob off,
+    and within 1e-5 of PyTorch (float64)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 40, 64, 64), np.float32)  # (40 + 24) * 4096 * 4 = 1 MiB
+    w = rng.standard_normal((24, 40, 1, 1), np.float32)
+    b = rng.standard_normal(24, np.float32)
+    res = rng.standard_normal((1, 24, 64, 64), np.float32)
+    before = _calls(kernels)
+    on = _conv(kernels, x, w, b, res=res, lo=0.0)
+    old = _knob(kernels, "edgecc_x86_fp32_prefetch_bytes", 1 << 62)
+    try:
+        off = _conv(kernels, x, w, b, res=res, lo=0.0)
+    finally:
+        _knob(kernels, "edgecc_x86_fp32_prefetch_bytes", old)
+    calls = [a - b for a, b in zip(_calls(kernels), before)]
+    assert calls[0] == 2 and calls[7] == int(_has_avx512()), calls
+    assert np.array_equal(on, off)
+    ref = _torch_conv(x, w, b, 1, 0, res, lo=0.0)
+    assert np.abs(on - ref).max() <= 1e-5 * np.abs(ref).max()
