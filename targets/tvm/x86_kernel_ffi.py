@@ -141,7 +141,7 @@ __attribute__((weak, visibility("hidden"))) void* edgecc_pool_worker(void* arg) 
   return 0;
 }
 
-// TVM's pool size for the calling thread (runtime.NumThreads: what the runner configures)
+// TVM's pool size for the calling thread (runtime.NumThreads)
 __attribute__((weak, visibility("hidden"))) int32_t edgecc_pool_tvm_threads() {
   static TVMFFIObjectHandle fn = 0;
   if (!fn) {
@@ -155,12 +155,140 @@ __attribute__((weak, visibility("hidden"))) int32_t edgecc_pool_tvm_threads() {
   return (int32_t)result.v_int64;
 }
 
+// the pool's size: what the runner set (edgecc_pool_configure, from runner.use_threads), else
+// TVM's pool size asked per job (a library loaded without edgecc's runner)
+__attribute__((weak)) int32_t edgecc_pool_threads = 0;
+__attribute__((weak, visibility("hidden"))) int32_t edgecc_pool_size() {
+  const int32_t t = edgecc_pool_threads;
+  return t > 0 ? t : edgecc_pool_tvm_threads();
+}
+
+// ---- TVM's generated parallel loops on this pool ----
+// TVM's LLVM code runs a parallel loop through the library's __TVMBackendParallelLaunch
+// pointer, which TVM's loader fills with its own pool's entry. edgecc_pool_configure points it
+// at edgecc_pool_launch, so the process has one pool, not TVM's and edgecc's spinning
+// against each other. Same tasks as TVM's launch: num_task 0 means the pool's size, and TVM's
+// code splits its loop by env->num_task, so the outputs are bit-identical. Every task id in
+// [0, num_task) runs once, on the caller or a worker; a task's failure (nonzero return, its
+// error raised in its thread) makes the launch return -1 with the first error raised in the
+// caller's thread. TVM's BSP barrier (__TVMBackendParallelBarrier) needs all tasks running at
+// once: a library whose code uses it keeps TVM's pool (the prelude never defines that symbol,
+// so it is there only when TVM's code references it).
+__attribute__((weak)) int64_t edgecc_pool_tvm_launches = 0;  // launches run here (tests read it)
+__attribute__((weak, visibility("hidden"))) void* edgecc_pool_tvm_launch = 0;  // TVM's entry
+// 0: not set yet (a kernel's first job installs it); 1: installed; -1: TVM's pool (asked so,
+// or the library uses TVM's barrier)
+__attribute__((weak, visibility("hidden"))) int32_t edgecc_pool_mode = 0;
+
+struct EdgeccTvmJob {
+  EdgeccLambda lambda; void* cdata; EdgeccParallelEnv env;
+  std::atomic<int32_t> failed; std::atomic<void*> error;  // the first failed task's error
+};
+
+__attribute__((weak, visibility("hidden"))) void edgecc_pool_tvm_tasks(void* arg, int64_t begin,
+                                                                      int64_t end) {
+  EdgeccTvmJob& job = *static_cast<EdgeccTvmJob*>(arg);
+  for (int64_t task = begin; task < end; ++task) {
+    if (job.lambda((int)task, &job.env, job.cdata) == 0) continue;
+    job.failed.store(1, std::memory_order_relaxed);
+    TVMFFIObjectHandle error = 0;  // raised in this thread: hand it to the caller
+    TVMFFIErrorMoveFromRaised(&error);
+    void* none = 0;
+    if (error && !job.error.compare_exchange_strong(none, error)) TVMFFIObjectDecRef(error);
+  }
+}
+
+__attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange, void*, int64_t,
+                                                               int32_t);
+
+// TVMBackendParallelLaunch on this pool (hidden: the address installed is this library's own)
+__attribute__((weak, visibility("hidden"))) int edgecc_pool_launch(EdgeccLambda lambda,
+                                                                  void* cdata, int num_task) {
+  __atomic_fetch_add(&edgecc_pool_tvm_launches, 1, __ATOMIC_RELAXED);
+  int32_t n = num_task;
+  if (n <= 0) {
+    n = edgecc_pool_size();
+    n = n < 1 ? 1 : n;
+  }
+  EdgeccTvmJob job;
+  job.lambda = lambda; job.cdata = cdata;
+  job.env.sync_handle = 0;  // only TVM's barrier reads it, and such a library keeps TVM's pool
+  job.env.num_task = n;
+  job.failed.store(0, std::memory_order_relaxed);
+  job.error.store(0, std::memory_order_relaxed);
+  // busy (a nested or concurrent job) or one thread: every task on the caller, same split
+  if (n == 1 || edgecc_pool_run(edgecc_pool_tvm_tasks, &job, n, 0) != 0)
+    edgecc_pool_tvm_tasks(&job, 0, n);
+  if (!job.failed.load(std::memory_order_acquire)) return 0;
+  if (void* error = job.error.load(std::memory_order_acquire)) {
+    TVMFFIErrorSetRaised(error);  // takes its own reference
+    TVMFFIObjectDecRef(error);
+  } else {
+    TVMFFIErrorSetRaisedFromCStr("RuntimeError", "a parallel task failed without an error");
+  }
+  return -1;
+}
+
+// run TVM's parallel loops on edgecc's pool (use 1), on TVM's again (0), or leave them (-1);
+// threads > 0: the pool's size, 0: TVM's pool size asked per job, < 0: unchanged. Returns 1
+// when TVM's loops run on edgecc's pool now, else 0. The runner calls it after TVM's loader
+// filled the pointer (a call before, or a second load, would be overwritten: a kernel's next
+// pool job then installs it again unless use was 0 or the library uses TVM's barrier).
+__attribute__((weak, visibility("hidden"))) pthread_mutex_t edgecc_pool_configuring =
+    PTHREAD_MUTEX_INITIALIZER;
+__attribute__((weak, visibility("hidden"))) int edgecc_pool_set(int32_t use, int32_t threads) {
+  pthread_mutex_t* const lock = &edgecc_pool_configuring;
+  if (threads >= 0) edgecc_pool_threads = threads;
+  void* const ours = (void*)&edgecc_pool_launch;
+  pthread_mutex_lock(lock);
+  void* current = __atomic_load_n(&__TVMBackendParallelLaunch, __ATOMIC_ACQUIRE);
+  if (current != ours && current != 0) edgecc_pool_tvm_launch = current;
+  if (use > 0) {
+    Dl_info self, found;  // does this library's code use TVM's barrier?
+    bool barrier = false;
+    if (dladdr((void*)&edgecc_pool_set, &self) && self.dli_fname) {
+      if (void* h = dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD)) {
+        void* sym = dlsym(h, "__TVMBackendParallelBarrier");
+        barrier = sym && dladdr(sym, &found) && found.dli_fbase == self.dli_fbase;
+        dlclose(h);
+      }
+    }
+    if (barrier) {
+      edgecc_pool_mode = -1;
+    } else {
+      __atomic_store_n(&__TVMBackendParallelLaunch, ours, __ATOMIC_RELEASE);
+      edgecc_pool_mode = 1;
+    }
+  } else if (use == 0) {
+    edgecc_pool_mode = -1;
+    if (current == ours) __atomic_store_n(&__TVMBackendParallelLaunch, edgecc_pool_tvm_launch,
+                                          __ATOMIC_RELEASE);
+  }
+  const int on = __atomic_load_n(&__TVMBackendParallelLaunch, __ATOMIC_ACQUIRE) == ours;
+  pthread_mutex_unlock(lock);
+  return on;
+}
+
+// the exported entries (ctypes: the runner, the tests)
+__attribute__((weak)) int edgecc_pool_configure(int32_t use, int32_t threads) {
+  return edgecc_pool_set(use, threads);
+}
+__attribute__((weak)) int edgecc_pool_parallel_launch(EdgeccLambda lambda, void* cdata,
+                                                      int num_task) {
+  return edgecc_pool_launch(lambda, cdata, num_task);
+}
+
 // run range(fn, begin, end) over [0, items) on the calling thread and up to threads - 1
 // workers; nonzero when it did not (one thread): the caller then runs it serially
 __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange range, void* fn,
                                                                int64_t items, int32_t tasks) {
   EdgeccPool& p = edgecc_pool_state;
-  int32_t threads = edgecc_pool_tvm_threads();
+  // a library loaded by TVM's loader alone (not through edgecc's runner), or loaded again
+  // (the loader fills the pointer afresh): TVM's parallel loops move to this pool now
+  if (__builtin_expect(edgecc_pool_mode >= 0 &&
+                       __TVMBackendParallelLaunch != (void*)&edgecc_pool_launch, 0))
+    edgecc_pool_set(1, -1);
+  int32_t threads = edgecc_pool_size();
   if (tasks > 0 && tasks < threads) threads = tasks;
   if (threads <= 1 || items >= (1LL << 40)) return -1;
   // one job at a time: a nested parallel_for, or another thread's call, runs serially

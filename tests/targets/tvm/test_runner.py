@@ -119,8 +119,9 @@ extern "C" int64_t pool_job(int64_t items, int64_t* count, int64_t* tid, int64_t
 """
 
 
-def _pool_library(tmp_path):
-    """A shared library of one job on x86_kernel_ffi's pool (every job parallel)."""
+def _pool_library(tmp_path, source=POOL_JOB):
+    """A shared library of ``source`` (default: one job on x86_kernel_ffi's pool, every job
+    parallel)."""
     import ctypes
     import subprocess
 
@@ -129,15 +130,16 @@ def _pool_library(tmp_path):
     from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
     src, lib = tmp_path / "pool.cc", tmp_path / "libpool.so"
-    src.write_text(POOL_JOB.replace("@PRELUDE@", ffi_prelude(0)))
+    src.write_text(source.replace("@PRELUDE@", ffi_prelude(0)))
     paths = tvm_ffi.libinfo.find_include_path()
     includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
     ffi = tvm_ffi.libinfo.find_libtvm_ffi()
     subprocess.run(["g++", "-shared", "-fPIC", "-O1", "-std=c++17", *includes, str(src), "-o",
                     str(lib), ffi, f"-Wl,-rpath,{os.path.dirname(ffi)}"], check=True)
     handle = ctypes.CDLL(str(lib))
-    handle.pool_job.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int64]
+    if source is POOL_JOB:
+        handle.pool_job.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int64]
     return handle
 
 
@@ -212,3 +214,161 @@ def test_tvms_thread_pool_does_not_pin_the_caller_to_one_cpu():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[0] == "True", f"the caller's CPUs changed (of {out[1]})"
+
+
+LAUNCH_JOB = r"""
+#include <tvm/ffi/c_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+""" + "@PRELUDE@" + r"""
+struct Tasks {
+  int64_t count[64], tid[64], seen[64], fail_mask, fail_on_worker, spin, caller;
+};
+
+// a TVM parallel lambda: counts its runs, fails (raising an error in its thread) if asked
+extern "C" int task(int id, EdgeccParallelEnv* env, void* cdata) {
+  Tasks* t = static_cast<Tasks*>(cdata);
+  for (volatile int64_t k = 0; k < t->spin; ++k) {}
+  const int64_t me = syscall(SYS_gettid);
+  __atomic_fetch_add(&t->count[id], 1, __ATOMIC_RELAXED);
+  t->tid[id] = me;
+  t->seen[id] = env->num_task;
+  if (!((t->fail_mask >> id) & 1) || (t->fail_on_worker && me == t->caller)) return 0;
+  char message[64];
+  snprintf(message, sizeof(message), "task %d failed", id);
+  TVMFFIErrorSetRaisedFromCStr("ValueError", message);
+  return -1;
+}
+
+// TVM's code calling the library's __TVMBackendParallelLaunch; the error raised in this
+// thread afterwards (if any) as "kind: message"
+extern "C" int launch(int num_task, Tasks* t, char* out, int size) {
+  t->caller = syscall(SYS_gettid);
+  out[0] = 0;
+  const int rc = reinterpret_cast<EdgeccLaunch>(__TVMBackendParallelLaunch)(task, t, num_task);
+  TVMFFIObjectHandle error = 0;
+  TVMFFIErrorMoveFromRaised(&error);
+  if (error) {
+    const TVMFFIErrorCell* cell = reinterpret_cast<const TVMFFIErrorCell*>(
+        static_cast<char*>(error) + sizeof(TVMFFIObject));
+    snprintf(out, size, "%.*s: %.*s", (int)cell->kind.size, cell->kind.data,
+             (int)cell->message.size, cell->message.data);
+    TVMFFIObjectDecRef(error);
+  }
+  return rc;
+}
+"""
+
+
+def test_tvm_parallel_launch_on_the_pool_runs_each_task_once_and_returns_errors(tmp_path):
+    """edgecc_pool_configure points the library's __TVMBackendParallelLaunch at edgecc's
+    pool: num_task 0 means the pool's size (TVM's split: each task sees that num_task), every
+    task id runs exactly once (on both threads), one thread or a busy pool runs them all on
+    the caller, and a failing task (on the caller or on a worker) makes the launch return -1
+    with its error raised in the caller's thread."""
+    import ctypes
+
+    import tvm  # noqa: F401 - libtvm_ffi
+
+    lib = _pool_library(tmp_path, LAUNCH_JOB)
+
+    class Tasks(ctypes.Structure):
+        _fields_ = [("count", ctypes.c_int64 * 64), ("tid", ctypes.c_int64 * 64),
+                    ("seen", ctypes.c_int64 * 64)] + [
+            (k, ctypes.c_int64) for k in ("fail_mask", "fail_on_worker", "spin", "caller")]
+
+    lib.launch.argtypes = [ctypes.c_int, ctypes.POINTER(Tasks), ctypes.c_char_p, ctypes.c_int]
+    lib.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    assert lib.edgecc_pool_configure(1, 2) == 1
+    launches = ctypes.c_int64.in_dll(lib, "edgecc_pool_tvm_launches")
+
+    def launch(num_task, tasks_run, spin=0, fail_mask=0, fail_on_worker=0):
+        t = Tasks(spin=spin, fail_mask=fail_mask, fail_on_worker=fail_on_worker)
+        out = ctypes.create_string_buffer(128)
+        rc = lib.launch(num_task, ctypes.byref(t), out, 128)
+        assert list(t.count) == [1] * tasks_run + [0] * (64 - tasks_run), (num_task, list(t.count))
+        assert set(t.seen[:tasks_run]) == {tasks_run}
+        return rc, out.value.decode(), set(t.tid[:tasks_run]), t.caller
+
+    before = launches.value
+    for num_task, tasks_run in ((0, 2), (1, 1), (2, 2), (3, 3), (7, 7), (64, 64)):
+        assert launch(num_task, tasks_run)[:2] == (0, "")
+    assert launches.value == before + 6
+    assert any(len(launch(8, 8, spin=200000)[2]) == 2 for _ in range(100))  # a worker joined
+    rc, error, _, _ = launch(7, 7, fail_mask=1 << 3)
+    assert (rc, error) == (-1, "ValueError: task 3 failed")
+    for _ in range(100):  # a task failing on the worker: its error reaches the caller
+        rc, error, tids, caller = launch(8, 8, spin=200000, fail_mask=0xFF, fail_on_worker=1)
+        if tids != {caller}:
+            break
+    assert rc == -1 and error.startswith("ValueError: task "), (rc, error)
+    lib.edgecc_pool_configure(-1, 1)  # one thread: every task on the caller, same split
+    for num_task, tasks_run in ((0, 1), (5, 5)):
+        rc, error, tids, caller = launch(num_task, tasks_run)
+        assert (rc, error, tids) == (0, "", {caller})
+    assert launch(5, 5, fail_mask=1 << 4)[:2] == (-1, "ValueError: task 4 failed")
+
+
+class _ConvSoftmax(torch.nn.Module):
+    """A hand-written x86 convolution and TVM-generated parallel loops (the softmax)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+
+    def forward(self, x):
+        return torch.softmax(self.conv(x), dim=1)
+
+
+def test_tvm_generated_loops_run_on_edgecc_pool_with_identical_outputs(tmp_path):
+    """The runner puts the library's TVM-generated parallel loops on edgecc's kernel pool
+    (one pool per process): a counter sees every launch; moved back to TVM's pool, the same
+    calls give bit-identical outputs; the pool's size follows use_threads."""
+    import ctypes
+    import threading
+
+    from edgecc.targets.tvm.runner import _POOLS, use_threads
+
+    model = _ConvSoftmax().eval()
+    x = torch.randn(1, 3, 16, 16)
+    res = edgecc.compile(model, "host", example_inputs=(x,), pipeline="", verify=False,
+                         output_dir=str(tmp_path / "o"), progress=False,
+                         target_options={"num_threads": 2})
+    failures = []
+
+    def checks():  # in a fresh thread: TVM's pool is per thread, sized 2 at its first use
+        first = res.run(x)
+        runner = res._runner
+        assert runner.tvm_loops_on_edgecc_pool
+        path = runner.library
+        lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
+        launches = ctypes.c_int64.in_dll(lib, "edgecc_pool_tvm_launches")
+        size = ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")
+        assert size.value == 2
+        before = launches.value
+        ours = res.run(x)
+        assert launches.value > before  # TVM's loops went through edgecc's pool
+        assert _POOLS[path](0, -1) == 0  # back on TVM's pool
+        before = launches.value
+        theirs = res.run(x)
+        assert launches.value == before
+        assert torch.equal(ours, theirs) and torch.equal(first, ours)
+        torch.testing.assert_close(ours, model(x).detach(), rtol=1e-5, atol=1e-6)
+        assert _POOLS[path](1, -1) == 1
+        use_threads(1)
+        assert size.value == 1
+        assert torch.equal(res.run(x), ours) and launches.value > before
+        use_threads(2)
+        assert size.value == 2
+
+    def record():
+        try:
+            checks()
+        except Exception as exc:  # noqa: BLE001 - any failure in the thread fails the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    thread.join()
+    assert not failures, failures
