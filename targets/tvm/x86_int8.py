@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_BLOCKED: tests
-    DW_BLOCKED, EXPORTED, ISA_QUERY, SOURCE, SYMBOLS,
+from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_BLOCKED, DW_PERM: tests
+    DW_BLOCKED, DW_PERM, EXPORTED, ISA_QUERY, SOURCE, SYMBOLS,
 )
 
 ISA = "avx2"
@@ -128,6 +128,26 @@ class Epilogue:
                     one32, one32]
         return [_c(self.off, np.int32, channels), one64, one64, one64,
                 _c(self.scale, np.float32, channels), _c(self.bias, np.float32, channels)]
+
+
+def kernel_form(e: Epilogue) -> Epilogue:
+    """``e`` with the output zero point folded into the 64-bit add and the clamp (requantized,
+    when it fits: every shift <= 54, |add + zy·2^shift| < 2^61, and [lo + zy, hi + zy] within
+    int8): ``floor((p + add + zy·2^s) / 2^s) = floor((p + add) / 2^s) + zy`` exactly, so the
+    outputs are the same; the kernels' AVX-512 write-back then adds no zero point
+    (``requant16_sat``). Otherwise ``e`` as it is."""
+    if not e.requant or e.zy == 0 or e.add is None or e.shift is None:
+        return e
+    shift = np.asarray(e.shift, np.int64).reshape(-1)
+    if shift.size == 0 or shift.max() > 54 or shift.min() < 0 \
+            or not (-128 <= e.lo + e.zy and e.hi + e.zy <= 127):
+        return e
+    add = np.broadcast_to(np.asarray(e.add, np.int64).reshape(-1), shift.shape)
+    folded = [int(a) + (int(e.zy) << int(s)) for a, s in zip(add, shift)]  # exact (Python)
+    if any(abs(f) >= 1 << 61 for f in folded):
+        return e
+    return Epilogue(off=e.off, requant=True, mult=e.mult, add=np.array(folded, np.int64),
+                    shift=e.shift, lo=e.lo + e.zy, hi=e.hi + e.zy, zy=0)
 
 
 ACTS = {None: 0, "relu": 1, "relu6": 2}
@@ -228,6 +248,8 @@ def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
     then int8 if ``post.quant``)."""
     from tvm import relax
 
+    epilogue = kernel_form(epilogue)
+    meta = [*meta[:2], int(epilogue.lo), int(epilogue.hi), int(epilogue.zy), *meta[5:]]
     consts = [packed, np.array(meta, np.int64), *epilogue.tensors(channels)]
     if post is None:
         dtype = "int8" if epilogue.requant else "float32"

@@ -65,7 +65,8 @@ from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
 ISA_QUERY = "edgecc_x86_int8_isa"  # () -> 0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI (this call's pick)
 DW_BLOCKED = "edgecc_x86_int8_dw_blocked"  # () -> depthwise calls run channel-blocked so far
-EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, *AMX_SYMBOLS)  # every symbol the library exports
+DW_PERM = "edgecc_x86_int8_dw_perm"  # () -> depthwise calls run on dw_perm so far
+EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -111,18 +112,64 @@ static inline __m128i requant16_512(__m512i v, __m512i m, __m512i a, __m128i s, 
   return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32)));
 }
 
+// requant16_512's result in fewer instructions (the same int8 values), for an epilogue whose
+// clamp lies in int8 after the zero point ([lo + zy, hi + zy] within [-128, 127], as every
+// real one does: Sat8): zy is added after the shift only when it is not already in a
+// (ADD_ZY; x86_int8.kernel_form folds it at compile time: a + zy·2^s, lo + zy, hi + zy,
+// zy 0 — floor((p + a + zy·2^s) / 2^s) = floor((p + a) / 2^s) + zy), the shift takes its
+// count per lane (vpsravq: one uop), the int64 results narrow to int8 with signed
+// saturation (vpmovsqb) and interleave back in order, and the clamp runs on bytes —
+// saturating into a range that holds [lo + zy, hi + zy], then clamping, equals clamping.
+struct Sat8 {
+  bool ok;       // the clamp lies in int8: these paths apply
+  __m128i lo8, hi8;
+};
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline Sat8 sat8(const Epilogue& e) {
+  Sat8 q;
+  q.ok = e.lo + e.zy >= -128 && e.hi + e.zy <= 127 && e.lo <= e.hi;
+  q.lo8 = _mm_set1_epi8((char)(q.ok ? e.lo + e.zy : 0));
+  q.hi8 = _mm_set1_epi8((char)(q.ok ? e.hi + e.zy : 0));
+  return q;
+}
+template <bool ADD_ZY>
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline __m128i requant16_sat(__m512i v, __m512i m, __m512i a, __m512i s, __m512i zy,
+                                    const Sat8& q) {
+  __m512i even = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, m), a), s);
+  __m512i odd = _mm512_srav_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), m), a), s);
+  if (ADD_ZY) {
+    even = _mm512_add_epi64(even, zy);
+    odd = _mm512_add_epi64(odd, zy);
+  }
+  const __m128i b = _mm_unpacklo_epi8(_mm512_cvtsepi64_epi8(even), _mm512_cvtsepi64_epi8(odd));
+  return _mm_min_epi8(_mm_max_epi8(b, q.lo8), q.hi8);
+}
+
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr, int c0) {
+  const Sat8 q = sat8(e);
   const __m512i lo = _mm512_set1_epi64(e.lo), hi = _mm512_set1_epi64(e.hi),
                 zy = _mm512_set1_epi64(e.zy);
   for (int r = 0; r < nr; ++r) {
     const int64_t row = r0 + r;
     const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
                                        _mm512_set1_epi32(e.off[row]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0),
-                     requant16_512(v, _mm512_set1_epi64(e.mult[row]),
-                                   _mm512_set1_epi64(e.add[row]),
-                                   _mm_cvtsi64_si128(e.shift[row]), lo, hi, zy));
+    __m128i* o = reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0);
+    if (q.ok && e.zy == 0) {
+      _mm_storeu_si128(o, requant16_sat<false>(v, _mm512_set1_epi64(e.mult[row]),
+                                               _mm512_set1_epi64(e.add[row]),
+                                               _mm512_set1_epi64(e.shift[row]), zy, q));
+    } else if (q.ok) {
+      _mm_storeu_si128(o, requant16_sat<true>(v, _mm512_set1_epi64(e.mult[row]),
+                                              _mm512_set1_epi64(e.add[row]),
+                                              _mm512_set1_epi64(e.shift[row]), zy, q));
+    } else {
+      _mm_storeu_si128(o, requant16_512(v, _mm512_set1_epi64(e.mult[row]),
+                                        _mm512_set1_epi64(e.add[row]),
+                                        _mm_cvtsi64_si128(e.shift[row]), lo, hi, zy));
+    }
   }
 }
 
@@ -132,9 +179,25 @@ static int64_t write_channel_512(const Epilogue& e, int64_t ch, const int32_t* a
                                  int8_t* o) {
   const __m512i lo = _mm512_set1_epi64(e.lo), hi = _mm512_set1_epi64(e.hi),
                 zy = _mm512_set1_epi64(e.zy), m = _mm512_set1_epi64(e.mult[ch]),
-                a = _mm512_set1_epi64(e.add[ch]), off = _mm512_set1_epi32(e.off[ch]);
-  const __m128i s = _mm_cvtsi64_si128(e.shift[ch]);
+                off = _mm512_set1_epi32(e.off[ch]);
+  const Sat8 q = sat8(e);
   int64_t i = 0;
+  const __m512i a = _mm512_set1_epi64(e.add[ch]), sv = _mm512_set1_epi64(e.shift[ch]);
+  if (q.ok && e.zy == 0) {
+    for (; i + 16 <= n; i += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                       requant16_sat<false>(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off),
+                                            m, a, sv, zy, q));
+    return i;
+  }
+  if (q.ok) {
+    for (; i + 16 <= n; i += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                       requant16_sat<true>(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off),
+                                           m, a, sv, zy, q));
+    return i;
+  }
+  const __m128i s = _mm_cvtsi64_si128(e.shift[ch]);
   for (; i + 16 <= n; i += 16)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
                      requant16_512(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off), m, a, s,
@@ -755,6 +818,150 @@ __attribute__((noinline)) static void dw_block16(
   (void)c;
 }
 
+// depthwise with AVX-512 VBMI + VNNI (dw_perm): the channel's padded plane as u8 (x ^ 0x80,
+// the padding zx ^ 0x80) in scratch; for each vector of 16 outputs and kernel row, a 128-byte
+// window of that row (two loads) is shuffled by vpermt2b into 16 dwords of 4 taps each
+// (x[c·sw + k·dw], k = 4g .. 4g+3) and one vpdpbusd per 4 taps adds them times the row's
+// weights (taps past kw: weight 0). Maps narrower than 16 put several output rows in one
+// vector (rows·ow lanes, contiguous outputs). The +128 of the u8 operand is taken off by
+// starting the sums at -128·Σw: the int32 sums are the per-channel path's, exactly, and go
+// through the same write_channel.
+int64_t dw_perm_calls = 0;  // depthwise calls that ran on dw_perm (a test's counter)
+// smaller output maps: dw_block16 (per channel, dw_perm's set-up outweighs one vector)
+enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
+struct DwPerm {
+  int64_t rows, lanes, groups;  // output rows a vector, its lanes per row, 4-tap groups
+  alignas(64) uint8_t idx[2][64];
+};
+bool has_vbmi() {
+  static const int ready = cpu_init();
+  (void)ready;
+  static const bool v = __builtin_cpu_supports("avx512vbmi");
+  return v;
+}
+// false when the taps of a vector do not fit one 128-byte window (or kw > 8)
+static bool dw_perm_plan(int64_t ow, int64_t wp, int64_t sh, int64_t sw, int64_t kw,
+                         int64_t dw, DwPerm& p) {
+  if (kw > 8) return false;
+  p.groups = (kw + 3) / 4;
+  p.lanes = ow >= 16 ? 16 : ow;
+  p.rows = ow >= 16 ? 1 : 16 / ow;
+  while (p.rows >= 1 && ((p.rows - 1) * sh * wp + (p.lanes - 1) * sw + (kw - 1) * dw) >= 128)
+    --p.rows;
+  if (p.rows < 1) return false;
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t i = 0; i < 16; ++i)
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t r = i / p.lanes, col = i % p.lanes, k = 4 * g + j;
+        p.idx[g][4 * i + j] = (uint8_t)(r < p.rows && k < kw
+                                         ? r * sh * wp + col * sw + k * dw : 0);
+      }
+  return true;
+}
+// the channel's plane into its padded u8 copy (x ^ 0x80; the padding is already there)
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static void dw_perm_copy(const int8_t* plane, uint8_t* pad, int64_t h, int64_t w, int64_t ph,
+                         int64_t pw) {
+  const int64_t wp = w + 2 * pw;
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int64_t y = 0; y < h; ++y) {
+    const int8_t* src = plane + y * w;
+    uint8_t* dst = pad + (y + ph) * wp + pw;
+    for (int64_t j = 0; j < w; j += 64) {
+      const __mmask64 m = w - j >= 64 ? ~0ULL : (1ULL << (w - j)) - 1;
+      _mm512_mask_storeu_epi8(dst + j, m,
+                              _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + j), flip));
+    }
+  }
+}
+// one channel's int32 sums (acc[oh·ow]) from its padded copy
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_perm(const DwPerm& p, const int32_t* wc,
+                                              const uint8_t* pad, int32_t* acc, int64_t w,
+                                              int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                              int64_t pw, int64_t dh, int64_t oh, int64_t ow) {
+  const int64_t wp = w + 2 * pw;
+  int32_t wd[2 * DW_TAPS];  // [ky][group]: 4 int8 weights a dword
+  int32_t sum = 0;
+  for (int64_t ky = 0; ky < kh; ++ky)
+    for (int64_t g = 0; g < p.groups; ++g) {
+      uint32_t v = 0;
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t k = 4 * g + j;
+        const int32_t wv = k < kw ? wc[ky * kw + k] : 0;
+        sum += wv;
+        v |= (uint32_t)(uint8_t)(int8_t)wv << (8 * j);
+      }
+      wd[ky * p.groups + g] = (int32_t)v;
+    }
+  const __m512i start = _mm512_set1_epi32(-128 * sum);
+  const __m512i i0 = _mm512_load_si512(p.idx[0]), i1 = _mm512_load_si512(p.idx[1]);
+  // the plane's vectors: rows > 1, one per group of output rows; else 16-lane steps of each
+  // row. Four at a time (independent sums: vpdpbusd's latency is hidden)
+  const int64_t vpr = p.rows > 1 ? 1 : (ow + 15) / 16;
+  const int64_t nv = p.rows > 1 ? (oh + p.rows - 1) / p.rows : oh * vpr;
+  auto place = [&](int64_t v, int64_t* bo, int64_t* oo, __mmask16* m) {
+    int64_t oy, ox, n;
+    if (p.rows > 1) {
+      oy = v * p.rows; ox = 0;
+      n = (oh - oy < p.rows ? oh - oy : p.rows) * ow;
+    } else {
+      oy = v / vpr; ox = (v % vpr) * 16;
+      n = ow - ox < 16 ? ow - ox : 16;
+    }
+    *bo = oy * sh * wp + ox * sw;
+    *oo = oy * ow + ox;
+    *m = (__mmask16)((1u << n) - 1);
+  };
+  const int64_t g = p.groups, rs = dh * wp;
+  int64_t v = 0;
+  for (; v + 4 <= nv; v += 4) {
+    int64_t bo[4], oo[4];
+    __mmask16 m[4];
+    __m512i a[4];
+    for (int u = 0; u < 4; ++u) {
+      place(v + u, bo + u, oo + u, m + u);
+      a[u] = start;
+    }
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const __m512i w0 = _mm512_set1_epi32(wd[ky * g]);
+      if (g > 1) {
+        const __m512i w1 = _mm512_set1_epi32(wd[ky * g + 1]);
+        for (int u = 0; u < 4; ++u) {
+          const uint8_t* src = pad + bo[u] + ky * rs;
+          const __m512i lo = _mm512_loadu_si512(src), hi = _mm512_loadu_si512(src + 64);
+          a[u] = _mm512_dpbusd_epi32(a[u], _mm512_permutex2var_epi8(lo, i0, hi), w0);
+          a[u] = _mm512_dpbusd_epi32(a[u], _mm512_permutex2var_epi8(lo, i1, hi), w1);
+        }
+      } else {
+        for (int u = 0; u < 4; ++u) {
+          const uint8_t* src = pad + bo[u] + ky * rs;
+          a[u] = _mm512_dpbusd_epi32(
+              a[u], _mm512_permutex2var_epi8(_mm512_loadu_si512(src), i0,
+                                             _mm512_loadu_si512(src + 64)), w0);
+        }
+      }
+    }
+    for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + oo[u], m[u], a[u]);
+  }
+  for (; v < nv; ++v) {
+    int64_t bo, oo;
+    __mmask16 m;
+    place(v, &bo, &oo, &m);
+    __m512i a = start;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const uint8_t* src = pad + bo + ky * rs;
+      const __m512i lo = _mm512_loadu_si512(src), hi = _mm512_loadu_si512(src + 64);
+      a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(lo, i0, hi),
+                              _mm512_set1_epi32(wd[ky * g]));
+      if (g > 1)
+        a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(lo, i1, hi),
+                                _mm512_set1_epi32(wd[ky * g + 1]));
+    }
+    _mm512_mask_storeu_epi32(acc + oo, m, a);
+  }
+}
+
 int bad_args(int n, int most = 10) {
   if (n >= 10 && n <= most) return 0;
   TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments"
@@ -1016,6 +1223,32 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         const int64_t ry = ky * dh, cx = kx * dw;
         tap_at[ky * kw + kx] = (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
       }
+  const char* perm = getenv("EDGECC_X86_DW_PERM");  // "0": the paths below (A/B)
+  DwPerm plan;
+  if (e.wide && has_vbmi() && kh * kw <= DW_TAPS && !(perm && perm[0] == '0') &&
+      pix >= DW_PERM_MIN_PIX && dw_perm_plan(ow, wp, sh, sw, kw, dw, plan)) {  // vpermt2b + vpdpbusd
+    const uint8_t padv = (uint8_t)zx ^ 0x80;
+    // DW_PERM_BATCH channels copied, then computed: a copy's stores have left the store
+    // buffer before the windows that span them are loaded (measured: ~1.4x on 32x32)
+    const int64_t plane_bytes = (hp * wp + 256 + 63) / 64 * 64;
+    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      uint8_t* pad = static_cast<uint8_t*>(scratch(1, plane_bytes * DW_PERM_BATCH));
+      int32_t* acc = static_cast<int32_t*>(scratch(2, (pix + 16) * 4));
+      memset(pad, padv, plane_bytes * DW_PERM_BATCH);  // the padding (interiors: per channel)
+      for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
+        const int64_t nt = t1 - t < DW_PERM_BATCH ? t1 - t : DW_PERM_BATCH;
+        for (int64_t u = 0; u < nt; ++u)
+          dw_perm_copy(x + (t + u) * h * w, pad + u * plane_bytes, h, w, ph, pw);
+        for (int64_t u = 0; u < nt; ++u) {
+          dw_perm(plan, wt + ((t + u) % c) * kh * kw, pad + u * plane_bytes, acc, w, kh, kw,
+                  sh, sw, pw, dh, oh, ow);
+          write_channel(e, (t + u) % c, acc, pix, (t + u) * pix);
+        }
+      }
+    }, nb * c * pix * kh * kw);
+    __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+    return 0;
+  }
   const char* blocked = getenv("EDGECC_X86_DW_BLOCKED");  // "0": the per-channel path (A/B)
   if (e.wide && (pix <= DW_SMALL_PIX || sh > 1 || sw > 1) && kh * kw <= DW_TAPS &&
       !(blocked && blocked[0] == '0')) {  // small maps and strides: 16 channels a zmm
@@ -1082,6 +1315,14 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       write_channel(e, ch, acc, pix, t * pix);
     }
   }, nb * c * pix * kh * kw);
+  return 0;
+}
+
+// how many depthwise convolutions ran on dw_perm (vpermt2b + vpdpbusd) in this process
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_dw_perm(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&dw_perm_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -38,6 +38,10 @@ def _isas() -> list[str]:
             + (["avx512vnni"] if {"avx512_vnni", "avx512bw"} <= flags else []))
 
 
+def _has_vbmi() -> bool:
+    return "avx512vbmi" in _cpu_flags()
+
+
 def test_the_library_has_the_vnni_kernels():
     """The compiled kernels contain u8s8 ``vpdpbusd`` in both encodings (AVX-512 zmm and
     256-bit AVX-VNNI), whatever this CPU has: the artifact picks one at run time."""
@@ -82,7 +86,10 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     path this CPU has (``vpdpbusd`` with the +128 shift), identical outputs; with AVX-512
     the strided and small-map (<= 64 output pixels) depthwise runs channel-blocked (12 and
     20 channels: partial 16-channel blocks; 110 pixels: two pixel chunks; its counter
-    grows) and equals the per-channel path."""
+    grows) and equals the per-channel path; with AVX-512 VBMI every depthwise runs on
+    ``dw_perm`` (several output rows a vector, partial row groups, 16-lane steps with a
+    tail, a 5x5 kernel's two 4-tap groups, stride 1x3 with dilation 2; its counter grows)
+    and equals the rest."""
     import tvm
     from tvm import relax
 
@@ -101,9 +108,10 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     xd, wd = ints(1, 12, 10, 13), ints(12, 1, 3, 3)  # depthwise, stride 1 and 2
     xp, wp = ints(1, 5, 9, 35), ints(12, 5, 3, 3)   # conv, stride 1: contiguous im2col runs
     xq, wq = ints(1, 20, 21, 19), ints(20, 1, 3, 3)  # depthwise, stride 2: 110 pixels
+    w5 = ints(5, 1, 5, 5)  # depthwise 5x5 on xp: 35 wide (16-lane steps + a tail), 2 groups
     ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12),
           "conv1": requant(12), "dw3": requant(12), "p0": requant(12), "p0s2": requant(12),
-          "dwq": requant(20)}
+          "dwq": requant(20), "dw5": requant(5)}
     scale, bias = rng.random(40).astype(np.float32), rng.random(40).astype(np.float32)
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
     ep["dwf"] = x86_int8.Epilogue(off=ep["dw"].off, requant=False, scale=scale[:12],
@@ -133,7 +141,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_conv(bb, params[3], wp, -9, [2, 2], [0, 0], [1, 1],
                                        ep["p0s2"]),
                     x86_int8.emit_depthwise(bb, params[4], wq, -1, [2, 2], [1, 1], [1, 1],
-                                            ep["dwq"])]
+                                            ep["dwq"]),
+                    x86_int8.emit_depthwise(bb, params[3], w5, 4, [1, 1], [2, 2], [1, 1],
+                                            ep["dw5"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -148,11 +158,18 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
         assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[isa]  # no fallback
         runs[isa] = [o.numpy() for o in vm["main"](*args)]
+        if isa == "avx512vnni" and _has_vbmi():  # every depthwise on dw_perm, no fallback
+            perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
+            before = perm()
+            runs["perm"] = [o.numpy() for o in vm["main"](*args)]
+            assert perm() - before == 6  # dw, dw2, dw3 (stride 1x3, dilation 2), dwf, dwq, dw5
+            monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
             before = blocked()
             runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
-            assert blocked() - before == 4  # dw2, dw3, dwf, dwq (strided); dw: 130 pixels
+            assert blocked() - before == 4  # dw2, dw3, dwf, dwq (strided); dw, dw5: large
+            monkeypatch.delenv("EDGECC_X86_DW_PERM", raising=False)
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
     for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
@@ -190,6 +207,10 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     acc = _conv_ref(xq, wq, -1, [2, 2], [1, 1], [1, 1], 20)
     np.testing.assert_array_equal(got[10], _requant(acc, e.off, e.mult, e.add, e.shift, e.lo,
                                                     e.hi, e.zy, 1), "dwq")
+    e = ep["dw5"]
+    acc = _conv_ref(xp, w5, 4, [1, 1], [2, 2], [1, 1], 5)
+    np.testing.assert_array_equal(got[11], _requant(acc, e.off, e.mult, e.add, e.shift, e.lo,
+                                                    e.hi, e.zy, 1), "dw5")
     acc = _conv_ref(xd, wd, 5, [2, 2], [1, 1], [1, 1], 12) + ep["dw"].off.reshape(1, -1, 1, 1)
     np.testing.assert_array_equal(got[7], acc.astype(np.int32).astype(np.float32)
                                   * scale[:12].reshape(1, -1, 1, 1)
