@@ -9,6 +9,18 @@ the pool buys). Prints a table, writes ``bench/results/tvm_runtime.json``.
     python bench/tvm_runtime.py [--models resnet20,mobilenet_v2,mobilenet_v2_224] [--rounds 20]
 
 ``overhead`` = runner - sum of kernels: the VM, the pool's launches and waits, Python.
+
+    python bench/tvm_runtime.py --pools 6 [--models bert,gpt2]
+
+``--pools N``: one pool or two, process by process. Each model's fp32 host build is compiled
+once, then loaded by 2N fresh processes, alternating ``EDGECC_ONE_POOL=1`` (TVM's generated
+parallel loops on edgecc's kernel pool, the default) and ``=0`` (TVM's own pool for them, as
+before: two pools in the process); each process times its calls (median of blocks of 10 after
+a warm-up, like bench/tvm_cpu.py). A process-level mode (which threads end up where) shows as
+run-to-run bimodality, so each process's median is listed and counted as slow when it is over
+1.3x the fastest process of that model. Plus N processes that alternate the two block by block
+(``edgecc_pool_configure``; TVM's pool exists in both): paired one/two ratios. Writes
+``bench/results/tvm_runtime_pools.json``.
 """
 
 from __future__ import annotations
@@ -117,14 +129,95 @@ def measure(name, rounds):
     return row
 
 
+def time_library(directory: str, blocks: int, ab: bool = False) -> None:
+    """In this (fresh) process: the median ms of the runner's calls on ``directory``'s
+    library (``--pools``' child); with ``ab``, blocks alternate between one pool and two
+    (``edgecc_pool_configure``) and both medians are printed."""
+    from edgecc.targets.tvm.runner import _POOLS, VmRunner
+
+    inputs = torch.load(os.path.join(directory, "inputs.pt"), weights_only=True)
+    runner = VmRunner(os.path.join(directory, "o", "model.so"), THREADS)
+    modes = ("one", "two") if ab else ("one" if runner.tvm_loops_on_edgecc_pool else "two",)
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for i in range(blocks):
+        for mode in (modes if i % 2 == 0 else modes[::-1]):
+            if ab:
+                assert _POOLS[runner.library](int(mode == "one"), -1) == (mode == "one")
+            time.sleep(0.3)
+            for _ in range(3):
+                runner.run(*inputs)
+            for _ in range(10):
+                t = time.perf_counter()
+                runner.run(*inputs)
+                times[mode].append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({m: statistics.median(v) for m, v in times.items()}))
+
+
+def pools(names: list[str], processes: int, blocks: int) -> list[dict]:
+    """``--pools``: per model, ``processes`` fresh processes with one pool and as many with
+    two, alternating (which goes first alternates too)."""
+    import subprocess
+
+    rows = []
+    for name in names:
+        make, inputs, shape = models()[name]
+        module = make().eval()
+        with tempfile.TemporaryDirectory() as d, torch.no_grad():
+            edgecc.compile(module, "host", example_inputs=inputs,
+                           pipeline="fold-batchnorm,fuse,dce", output_dir=os.path.join(d, "o"),
+                           progress=False, verify=False, target_options={"num_threads": THREADS})
+            torch.save(tuple(inputs), os.path.join(d, "inputs.pt"))
+            ms: dict[str, list[float]] = {"one": [], "two": []}
+            paired: dict[str, list[float]] = {"one": [], "two": []}
+
+            def child(env, *extra):
+                out = subprocess.run([sys.executable, __file__, "--time-library", d,
+                                      "--blocks", str(blocks), *extra], env=env, check=True,
+                                     capture_output=True, text=True).stdout
+                return json.loads(out.strip().splitlines()[-1])
+
+            for i in range(processes):
+                for mode in (("one", "two") if i % 2 == 0 else ("two", "one")):
+                    env = dict(os.environ, EDGECC_ONE_POOL="1" if mode == "one" else "0")
+                    got = child(env)
+                    assert list(got) == [mode], got  # the library ran as asked
+                    ms[mode].append(got[mode])
+                    print(f"  {name} {mode} pool(s), own process: {got[mode]:.3f} ms", flush=True)
+                got = child(dict(os.environ), "--ab")  # both in one process, block by block
+                for mode in paired:
+                    paired[mode].append(got[mode])
+                print(f"  {name} in one process: one {got['one']:.3f} ms, two {got['two']:.3f}"
+                      " ms", flush=True)
+        fastest = min(ms["one"] + ms["two"])
+        row = {"model": name, "input": shape, "fastest_ms": fastest,
+               "load_average": os.getloadavg()[0],
+               "in_one_process": {**paired, "ratio_one_over_two": [
+                   a / b for a, b in zip(paired["one"], paired["two"])]}}
+        for mode, values in ms.items():
+            row[mode] = {"process_ms": values, "median_ms": statistics.median(values),
+                         "slow": sum(v > 1.3 * fastest for v in values)}
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,mobilenet_v2,mobilenet_v2_224")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
-                                                         "tvm_runtime.json"))
+    parser.add_argument("--pools", type=int, default=0, metavar="N",
+                        help="one pool vs two, N fresh processes each (see the docstring)")
+    parser.add_argument("--blocks", type=int, default=5, help="--pools: blocks of 10 calls")
+    parser.add_argument("--time-library", help=argparse.SUPPRESS)
+    parser.add_argument("--ab", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--output")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
+    if args.time_library:
+        time_library(args.time_library, args.blocks, args.ab)
+        return 0
+    if args.pools:
+        return main_pools(args)
+    args.output = args.output or os.path.join(ROOT, "bench", "results", "tvm_runtime.json")
     rows = [measure(name, args.rounds) for name in args.models.split(",")]
     cols = ["result_run_ms", "runner_ms", "vm_ms", "kernels_ms", "overhead_ms", "serial_ms",
             "onnxruntime_ms"]
@@ -141,6 +234,36 @@ def main() -> int:
         json.dump({"benchmark": "edgecc fp32 host call: kernels vs the runtime around them",
                    "threads": THREADS, "rounds": args.rounds, "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")
+    return 0
+
+
+def main_pools(args) -> int:
+    names = args.models.split(",")
+    if args.models == "resnet20,mobilenet_v2,mobilenet_v2_224":  # the default: CNNs
+        names = ["bert", "gpt2"]
+    rows = pools(names, args.pools, args.blocks)
+    print(f"{'model':<10}{'pools':>6}{'median ms':>11}{'slow':>6}   per process (ms)")
+    for r in rows:
+        for mode in ("one", "two"):
+            m = r[mode]
+            print(f"{r['model']:<10}{mode:>6}{m['median_ms']:>11.3f}"
+                  f"{m['slow']:>4}/{len(m['process_ms'])}   "
+                  + " ".join(f"{v:.2f}" for v in m["process_ms"]))
+        ratios = r["in_one_process"]["ratio_one_over_two"]
+        print(f"{r['model']:<10}in one process, one/two per process: "
+              + " ".join(f"{v:.2f}x" for v in ratios)
+              + f"  (median {statistics.median(ratios):.2f}x)")
+    bind = os.environ.get("TVM_BIND_THREADS")
+    print(f"{THREADS} threads, TVM_BIND_THREADS={bind}; "
+          "one = TVM's loops on edgecc's pool, two = TVM's own pool beside it; slow = over 1.3x "
+          f"the model's fastest process; load average {os.getloadavg()[0]:.1f}")
+    output = args.output or os.path.join(ROOT, "bench", "results", "tvm_runtime_pools.json")
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as f:
+        json.dump({"benchmark": "one thread pool (TVM's loops on edgecc's) vs two, per process",
+                   "threads": THREADS, "processes": args.pools, "blocks": args.blocks,
+                   "rows": rows}, f, indent=2)
+    print(f"wrote {output}")
     return 0
 
 

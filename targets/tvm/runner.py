@@ -148,7 +148,8 @@ def _edgecc_pool(path: str, threads: int) -> bool:
     Before, a process ran two pools: TVM's workers (its parallel loops) and edgecc's (the
     kernels), three spinning threads on two cores, and BERT fp32 ran 4.2 or 7.1 ms from run to
     run. The library is registered so that ``use_threads`` sizes its pool as TVM's (the pool
-    no longer asks TVM's size on every job)."""
+    no longer asks TVM's size on every job). ``EDGECC_ONE_POOL=0`` leaves TVM's loops on
+    TVM's pool (as before; for A/B measurements: bench/tvm_runtime.py --pools)."""
     import ctypes
 
     if path not in _POOLS:
@@ -159,7 +160,7 @@ def _edgecc_pool(path: str, threads: int) -> bool:
             return False
         configure.argtypes, configure.restype = [ctypes.c_int32, ctypes.c_int32], ctypes.c_int
         _POOLS[path] = configure
-    return bool(_POOLS[path](1, threads))
+    return bool(_POOLS[path](int(os.environ.get("EDGECC_ONE_POOL", "1") != "0"), threads))
 
 
 _POOLS: dict[str, Any] = {}  # library path -> its edgecc_pool_configure (ctypes)
