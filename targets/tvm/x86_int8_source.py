@@ -831,6 +831,7 @@ int64_t dw_perm_calls = 0;  // depthwise calls that ran on dw_perm (a test's cou
 enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
 struct DwPerm {
   int64_t rows, lanes, groups;  // output rows a vector, its lanes per row, 4-tap groups
+  int64_t span;  // bytes of a row's window the taps read (32 / 64: one load and vpermb)
   alignas(64) uint8_t idx[2][64];
 };
 bool has_vbmi() {
@@ -849,6 +850,7 @@ static bool dw_perm_plan(int64_t ow, int64_t wp, int64_t sh, int64_t sw, int64_t
   while (p.rows >= 1 && ((p.rows - 1) * sh * wp + (p.lanes - 1) * sw + (kw - 1) * dw) >= 128)
     --p.rows;
   if (p.rows < 1) return false;
+  p.span = (p.rows - 1) * sh * wp + (p.lanes - 1) * sw + (kw - 1) * dw + 1;
   for (int64_t g = 0; g < p.groups; ++g)
     for (int64_t i = 0; i < 16; ++i)
       for (int64_t j = 0; j < 4; ++j) {
@@ -875,8 +877,36 @@ static void dw_perm_copy(const int8_t* plane, uint8_t* pad, int64_t h, int64_t w
   }
 }
 // one channel's int32 sums (acc[oh·ow]) from its padded copy
+// the 16 dwords of 4 taps a lane from the window at src (WIN: 32 or 64 bytes, one load and
+// vpermb; 128: two loads and vpermt2b)
+template <int WIN>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
-__attribute__((noinline)) static void dw_perm(const DwPerm& p, const int32_t* wc,
+static inline __m512i dw_window(const uint8_t* src, __m512i ix) {
+  if (WIN == 32)
+    return _mm512_permutexvar_epi8(
+        ix, _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))));
+  if (WIN == 64) return _mm512_permutexvar_epi8(ix, _mm512_loadu_si512(src));
+  return _mm512_permutex2var_epi8(_mm512_loadu_si512(src), ix, _mm512_loadu_si512(src + 64));
+}
+// 4 output rows of one 16-column block, KH (compile-time) kernel rows of one 4-tap group:
+// every branch below folds away
+template <int WIN, int KH>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+static inline void dw_slide4(const uint8_t* base, int64_t wp, __m512i ix, const __m512i* wv,
+                             __m512i* a) {
+#pragma GCC unroll 16
+  for (int r = 0; r < 4 + KH - 1; ++r) {
+    const __m512i x0 = dw_window<WIN>(base + r * wp, ix);
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const int ky = r - u;
+      if (ky >= 0 && ky < KH) a[u] = _mm512_dpbusd_epi32(a[u], x0, wv[ky]);
+    }
+  }
+}
+template <int WIN>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_perm_t(const DwPerm& p, const int32_t* wc,
                                               const uint8_t* pad, int32_t* acc, int64_t w,
                                               int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                                               int64_t pw, int64_t dh, int64_t oh, int64_t ow) {
@@ -914,6 +944,39 @@ __attribute__((noinline)) static void dw_perm(const DwPerm& p, const int32_t* wc
     *m = (__mmask16)((1u << n) - 1);
   };
   const int64_t g = p.groups, rs = dh * wp;
+  if (p.rows == 1 && sh == 1 && dh == 1) {
+    __m512i w3[3];  // the kernel rows' weights (one group), for dw_slide4
+    for (int64_t ky = 0; ky < 3; ++ky) w3[ky] = _mm512_set1_epi32(ky < kh ? wd[ky * g] : 0);
+    // 4 output rows of a 16-column block at a time: each input row's window is shuffled
+    // once and added into every output row it is a tap row of (kh + 3 shuffles, not 4·kh)
+    for (int64_t ox = 0; ox < ow; ox += 16) {
+      const int64_t n = ow - ox < 16 ? ow - ox : 16;
+      const __mmask16 m = (__mmask16)((1u << n) - 1);
+      for (int64_t oy = 0; oy < oh; oy += 4) {
+        const int64_t nr = oh - oy < 4 ? oh - oy : 4;
+        __m512i a[4] = {start, start, start, start};
+        const uint8_t* base = pad + oy * wp + ox * sw;
+        if (nr == 4 && g == 1 && kh == 3) {  // 3x3 (and 3x1 .. 3x4), unrolled
+          dw_slide4<WIN, 3>(base, wp, i0, w3, a);
+          for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + (oy + u) * ow + ox, m, a[u]);
+          continue;
+        }
+        for (int64_t r = 0; r < nr + kh - 1; ++r) {
+          const __m512i x0 = dw_window<WIN>(base + r * wp, i0);
+          const __m512i x1 = g > 1 ? dw_window<WIN>(base + r * wp, i1) : x0;
+          for (int u = 0; u < 4; ++u) {
+            const int64_t ky = r - u;
+            if (ky < 0 || ky >= kh || u >= nr) continue;
+            a[u] = _mm512_dpbusd_epi32(a[u], x0, _mm512_set1_epi32(wd[ky * g]));
+            if (g > 1) a[u] = _mm512_dpbusd_epi32(a[u], x1, _mm512_set1_epi32(wd[ky * g + 1]));
+          }
+        }
+        for (int u = 0; u < nr; ++u)
+          _mm512_mask_storeu_epi32(acc + (oy + u) * ow + ox, m, a[u]);
+      }
+    }
+    return;
+  }
   int64_t v = 0;
   for (; v + 4 <= nv; v += 4) {
     int64_t bo[4], oo[4];
@@ -925,21 +988,11 @@ __attribute__((noinline)) static void dw_perm(const DwPerm& p, const int32_t* wc
     }
     for (int64_t ky = 0; ky < kh; ++ky) {
       const __m512i w0 = _mm512_set1_epi32(wd[ky * g]);
-      if (g > 1) {
-        const __m512i w1 = _mm512_set1_epi32(wd[ky * g + 1]);
-        for (int u = 0; u < 4; ++u) {
-          const uint8_t* src = pad + bo[u] + ky * rs;
-          const __m512i lo = _mm512_loadu_si512(src), hi = _mm512_loadu_si512(src + 64);
-          a[u] = _mm512_dpbusd_epi32(a[u], _mm512_permutex2var_epi8(lo, i0, hi), w0);
-          a[u] = _mm512_dpbusd_epi32(a[u], _mm512_permutex2var_epi8(lo, i1, hi), w1);
-        }
-      } else {
-        for (int u = 0; u < 4; ++u) {
-          const uint8_t* src = pad + bo[u] + ky * rs;
-          a[u] = _mm512_dpbusd_epi32(
-              a[u], _mm512_permutex2var_epi8(_mm512_loadu_si512(src), i0,
-                                             _mm512_loadu_si512(src + 64)), w0);
-        }
+      const __m512i w1 = _mm512_set1_epi32(g > 1 ? wd[ky * g + 1] : 0);
+      for (int u = 0; u < 4; ++u) {
+        const uint8_t* src = pad + bo[u] + ky * rs;
+        a[u] = _mm512_dpbusd_epi32(a[u], dw_window<WIN>(src, i0), w0);
+        if (g > 1) a[u] = _mm512_dpbusd_epi32(a[u], dw_window<WIN>(src, i1), w1);
       }
     }
     for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + oo[u], m[u], a[u]);
@@ -951,15 +1004,22 @@ __attribute__((noinline)) static void dw_perm(const DwPerm& p, const int32_t* wc
     __m512i a = start;
     for (int64_t ky = 0; ky < kh; ++ky) {
       const uint8_t* src = pad + bo + ky * rs;
-      const __m512i lo = _mm512_loadu_si512(src), hi = _mm512_loadu_si512(src + 64);
-      a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(lo, i0, hi),
-                              _mm512_set1_epi32(wd[ky * g]));
+      a = _mm512_dpbusd_epi32(a, dw_window<WIN>(src, i0), _mm512_set1_epi32(wd[ky * g]));
       if (g > 1)
-        a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(lo, i1, hi),
-                                _mm512_set1_epi32(wd[ky * g + 1]));
+        a = _mm512_dpbusd_epi32(a, dw_window<WIN>(src, i1), _mm512_set1_epi32(wd[ky * g + 1]));
     }
     _mm512_mask_storeu_epi32(acc + oo, m, a);
   }
+}
+static void dw_perm(const DwPerm& p, const int32_t* wc, const uint8_t* pad, int32_t* acc,
+                    int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pw,
+                    int64_t dh, int64_t oh, int64_t ow) {
+  if (p.span <= 32)
+    dw_perm_t<32>(p, wc, pad, acc, w, kh, kw, sh, sw, pw, dh, oh, ow);
+  else if (p.span <= 64)
+    dw_perm_t<64>(p, wc, pad, acc, w, kh, kw, sh, sw, pw, dh, oh, ow);
+  else
+    dw_perm_t<128>(p, wc, pad, acc, w, kh, kw, sh, sw, pw, dh, oh, ow);
 }
 
 int bad_args(int n, int most = 10) {
