@@ -829,6 +829,11 @@ __attribute__((noinline)) static void dw_block16(
 int64_t dw_perm_calls = 0;  // depthwise calls that ran on dw_perm (a test's counter)
 // smaller output maps: dw_block16 (per channel, dw_perm's set-up outweighs one vector)
 enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
+// the pool's work measure of a channel-blocked / dw_perm depthwise output: its cost in
+// VNNI GEMM multiply-adds (the units of SERIAL_WORK), ~1.5 cycles an output (requantized
+// write-back included) against ~64 multiply-adds a cycle: 8x8 / 4x4 maps of 192-480
+// channels (~10 us on one thread) now run on the pool
+enum { DW_OUTPUT_WORK = 64 };
 struct DwPerm {
   int64_t rows, lanes, groups;  // output rows a vector, its lanes per row, 4-tap groups
   int64_t span;  // bytes of a row's window the taps read (32 / 64: one load and vpermb)
@@ -985,6 +990,17 @@ __attribute__((noinline)) static void dw_perm_t(const DwPerm& p, const int32_t* 
     for (int u = 0; u < 4; ++u) {
       place(v + u, bo + u, oo + u, m + u);
       a[u] = start;
+    }
+    if (kh == 3 && g == 1) {  // 3x3 (3x1 .. 3x4), unrolled
+#pragma GCC unroll 3
+      for (int ky = 0; ky < 3; ++ky) {
+        const __m512i w0 = _mm512_set1_epi32(wd[ky]);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u)
+          a[u] = _mm512_dpbusd_epi32(a[u], dw_window<WIN>(pad + bo[u] + ky * rs, i0), w0);
+      }
+      for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + oo[u], m[u], a[u]);
+      continue;
     }
     for (int64_t ky = 0; ky < kh; ++ky) {
       const __m512i w0 = _mm512_set1_epi32(wd[ky * g]);
@@ -1305,7 +1321,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
           write_channel(e, (t + u) % c, acc, pix, (t + u) * pix);
         }
       }
-    }, nb * c * pix * kh * kw);
+    }, nb * c * pix * DW_OUTPUT_WORK);
     __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
@@ -1325,7 +1341,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         dw_block16(e, x + b * c * h * w, wt, c0, cb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
                    oh, ow, b * c * pix, t, a, col, u == 0);
       }
-    }, nb * c * pix * kh * kw / 4);
+    }, nb * c * pix * DW_OUTPUT_WORK);
     __atomic_fetch_add(&dw_blocked_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
