@@ -257,24 +257,27 @@ def _knob(kernels, name: str, value: int) -> int:
     return old
 
 
-def test_large_map_convolution_prefetches_with_the_same_sums(kernels):
-    """A 1x1 convolution whose input + output reach ``edgecc_x86_fp32_prefetch_bytes`` takes
-    the prefetching form (path 7, AVX-512): bit-identical to the same call with the knob off,
-    and within 1e-5 of PyTorch (float64)."""
+@pytest.mark.parametrize("hw", [(64, 64), (61, 67)])
+def test_large_map_convolution_prefetches_with_the_same_sums(kernels, hw):
+    """A 1x1 convolution whose input + output reach ``edgecc_x86_fp32_prefetch_bytes``
+    (1 MiB) prefetches the next panel group's lines (path 7, AVX-512; 61x67: a partial last
+    panel): bit-identical to the same call with the knob off, within 1e-5 of PyTorch."""
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((1, 40, 64, 64), np.float32)  # (40 + 24) * 4096 * 4 = 1 MiB
-    w = rng.standard_normal((24, 40, 1, 1), np.float32)
+    x = rng.standard_normal((1, 48, *hw), np.float32)  # (48 + 24) * 4087 * 4 >= 1 MiB
+    w = rng.standard_normal((24, 48, 1, 1), np.float32)
     b = rng.standard_normal(24, np.float32)
-    res = rng.standard_normal((1, 24, 64, 64), np.float32)
-    before = _calls(kernels)
-    on = _conv(kernels, x, w, b, res=res, lo=0.0)
-    old = _knob(kernels, "edgecc_x86_fp32_prefetch_bytes", 1 << 62)
-    try:
-        off = _conv(kernels, x, w, b, res=res, lo=0.0)
-    finally:
-        _knob(kernels, "edgecc_x86_fp32_prefetch_bytes", old)
-    calls = [a - b for a, b in zip(_calls(kernels), before)]
-    assert calls[0] == 2 and calls[7] == int(_has_avx512()), calls
-    assert np.array_equal(on, off)
+    res = rng.standard_normal((1, 24, *hw), np.float32)
+    outs, calls = [], []
+    for knob in (None, "edgecc_x86_fp32_prefetch_bytes"):
+        before = _calls(kernels)
+        old = _knob(kernels, knob, 1 << 62) if knob else None
+        try:
+            outs.append(_conv(kernels, x, w, b, res=res, lo=0.0))
+        finally:
+            if knob:
+                _knob(kernels, knob, old)
+        calls.append([a - b for a, b in zip(_calls(kernels), before)])
+    assert [(c[0], c[7]) for c in calls] == [(1, int(_has_avx512())), (1, 0)], calls
+    assert np.array_equal(outs[0], outs[1])
     ref = _torch_conv(x, w, b, 1, 0, res, lo=0.0)
-    assert np.abs(on - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
