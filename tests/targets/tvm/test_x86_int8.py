@@ -61,6 +61,9 @@ def test_the_library_has_the_vnni_kernels():
     # the AVX-512 requantized write-back (64-bit arithmetic shift, narrowing store)
     assert any("vpsraq" in line for line in text.splitlines())
     assert any("vpmovdb" in line for line in text.splitlines())
+    # requant16_sat (per-lane shift, saturating narrowing) and dw_perm (byte shuffles)
+    for op in ("vpsravq", "vpmovsqb", "vpermb", "vpermt2b"):
+        assert any(op in line for line in text.splitlines()), op
 
 
 def _requant(acc, off, mult, add, shift, lo, hi, zy, axis):
@@ -116,6 +119,19 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
     ep["dwf"] = x86_int8.Epilogue(off=ep["dw"].off, requant=False, scale=scale[:12],
                                   bias=bias[:12])
+    # write-back forms: zy not foldable (shift 56: added after the shift), and a clamp past
+    # int8 after zy (hi + zy = 132: the 64-bit clamp; small multipliers keep every output
+    # inside int8 — past it the AVX2 store saturates and the others wrap, as before)
+    nofold = x86_int8.Epilogue(
+        off=ep["conv1"].off, requant=True, mult=rng.integers(2 ** 30, 2 ** 31, 12),
+        add=(np.int64(1) << 55) + rng.integers(-2 ** 57, 2 ** 57, 12),
+        shift=np.full(12, 56, np.int64), lo=-100, hi=120, zy=3)
+    wide = x86_int8.Epilogue(off=ep["conv1"].off, requant=True, mult=ep["conv1"].mult,
+                             add=(np.int64(1) << 44) + rng.integers(-2 ** 44, 2 ** 44, 12),
+                             shift=np.full(12, 45, np.int64), lo=-128, hi=127, zy=5)
+    assert x86_int8.kernel_form(ep["conv1"]).zy == 0  # folded: a + zy·2^s, clamp + zy
+    assert x86_int8.kernel_form(nofold) is nofold and x86_int8.kernel_form(wide) is wide
+    ep.update({"nofold": nofold, "wide": wide})
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
               for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp), ("xq", xq))]
@@ -143,7 +159,15 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_depthwise(bb, params[4], wq, -1, [2, 2], [1, 1], [1, 1],
                                             ep["dwq"]),
                     x86_int8.emit_depthwise(bb, params[3], w5, 4, [1, 1], [2, 2], [1, 1],
-                                            ep["dw5"])]
+                                            ep["dw5"]),
+                    x86_int8.emit_conv(bb, params[3], wp, 9, [1, 1], [1, 1], [1, 1],
+                                       ep["nofold"]),
+                    x86_int8.emit_conv(bb, params[3], wp, 9, [1, 1], [1, 1], [1, 1],
+                                       ep["wide"]),
+                    x86_int8.emit_depthwise(bb, params[2], wd, 5, [1, 1], [1, 1], [1, 1],
+                                            ep["nofold"]),
+                    x86_int8.emit_depthwise(bb, params[2], wd, 5, [1, 1], [1, 1], [1, 1],
+                                            ep["wide"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -162,7 +186,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
             before = perm()
             runs["perm"] = [o.numpy() for o in vm["main"](*args)]
-            assert perm() - before == 6  # dw, dw2, dw3 (stride 1x3, dilation 2), dwf, dwq, dw5
+            assert perm() - before == 8  # dw, dw2, dw3 (stride 1x3, dilation 2), dwf, dwq, dw5, +2
             monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
@@ -207,6 +231,14 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     acc = _conv_ref(xq, wq, -1, [2, 2], [1, 1], [1, 1], 20)
     np.testing.assert_array_equal(got[10], _requant(acc, e.off, e.mult, e.add, e.shift, e.lo,
                                                     e.hi, e.zy, 1), "dwq")
+    for at, key in ((12, "nofold"), (13, "wide")):
+        e = ep[key]
+        acc = _conv_ref(xp, wp, 9, [1, 1], [1, 1], [1, 1], 1)
+        np.testing.assert_array_equal(got[at], _requant(acc, e.off, e.mult, e.add, e.shift,
+                                                        e.lo, e.hi, e.zy, 1), key)
+        acc = _conv_ref(xd, wd, 5, [1, 1], [1, 1], [1, 1], 12)
+        np.testing.assert_array_equal(got[at + 2], _requant(acc, e.off, e.mult, e.add, e.shift,
+                                                            e.lo, e.hi, e.zy, 1), key)
     e = ep["dw5"]
     acc = _conv_ref(xp, w5, 4, [1, 1], [2, 2], [1, 1], 5)
     np.testing.assert_array_equal(got[11], _requant(acc, e.off, e.mult, e.add, e.shift, e.lo,
