@@ -17,7 +17,7 @@ q, k, v inputs, no linears) at the three models' shapes and a few more (``ALONE`
 with the fused kernel and with TVM's batched matmuls + softmax, timed call by call in
 interleaved rounds; prints the median and the 10th percentile of each (on a loaded machine
 the low percentile is the less disturbed estimate: load only adds time). Writes
-``bench/results/x86_attention_alone.json``.
+``bench/results/x86_attention_alone.json`` (or ``--output``).
 
 Models as bench/tvm_cpu.py builds them (random weights, nothing downloaded).
 """
@@ -165,7 +165,8 @@ def alone_main(args) -> int:
     load = os.getloadavg()[0]
     print(f"ms per call ({clock}), {threads} thread(s), attention alone; fused = "
           f"edgecc_x86_attention, tvm = TVM's batched matmuls + softmax; load average at the end: {load:.1f}")
-    out = os.path.join(ROOT, "bench", "results", "x86_attention_alone.json")
+    out = args.output or os.path.join(ROOT, "bench", "results", "x86_attention_alone.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"benchmark": "attention alone, fused kernel / TVM's matmuls",
                    "threads": threads, "clock": args.clock, "repeats": args.repeats,
@@ -188,8 +189,8 @@ def main() -> int:
                         help="also time the rewrite with attention left on TVM's kernels")
     parser.add_argument("--alone", action="store_true",
                         help="attention by itself at each model's shape: fused / TVM")
-    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
-                                                         "x86_attention.json"))
+    parser.add_argument("--output", help="the JSON to write (default bench/results/"
+                        "x86_attention.json, with --alone x86_attention_alone.json)")
     args = parser.parse_args()
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu times one thread: use it with --threads 1")
@@ -238,13 +239,14 @@ def main() -> int:
           "for attention / layer norm / GELU, after = the x86_attention kernels"
           + ("; no-attn = the kernels for layer norm and GELU, attention on TVM's" if extra
              else "") + f"; load average at the end: {os.getloadavg()[0]:.1f}")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
+    output = args.output or os.path.join(ROOT, "bench", "results", "x86_attention.json")
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as f:
         json.dump({"benchmark": "x86_attention rewrite, before / after", "threads": threads,
                    "clock": args.clock,
                    "repeats": args.repeats, "statistic": "median (and 10th percentile) of single calls in interleaved rounds",
                    "load_average_1min_at_end": os.getloadavg()[0], "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    print(f"wrote {output}")
     return 0
 
 

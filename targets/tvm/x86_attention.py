@@ -36,18 +36,19 @@ kernel / with attention on TVM (layer norm and GELU on the kernels in both) BERT
 (1 x 4 heads x 128 x 64) 0.89x, GPT-2 (causal) 0.86x, MiniLM (16 x 12 heads x 64 x 32) 0.94x;
 attention alone, 4 heads of 64: 1 x 256 keys 0.34x, 4 x 256 0.35x, 16 x 256 0.40x,
 128 x 128 0.50x. Two threads, attention alone (``bench/x86_attention.py --alone --threads
-2``: the fused kernel / TVM's batched matmuls + softmax of the same q, k, v; wall clock, per
-call, interleaved, load ~4, bench/results/x86_attention_alone.json): BERT 1 x 4 x 128 x 64
-0.44x (10th percentiles 0.40x), GPT-2 causal 0.30x (0.34x), MiniLM 16 x 12 x 64 x 32 0.18x
-(0.19x), 1 x 12 x 384 x 64 0.35x, 8 heads 256 x 128 causal 0.19x, 1 head 1024 keys 0.29x,
-and the small ones where the kernel has 1-2 tasks for 2 threads (1 head of 16 / 32 / 128
-queries, 4 x 2 heads of 16): 0.58-0.77x (0.50-0.65x). So no shape is kept on TVM at 2
-threads either. Whole models at 2 threads by the wall clock stay unreliable while two thread
-pools compete (TVM's, for its generated kernels, and the kernels' own): quiet A/Bs of the
-same builds read 1.09x then 1.30x (BERT); with 10th percentiles beside the medians, under
-load ~5: BERT 0.95x (0.92x), GPT-2 0.93x (0.99x) (x86_attention_2t_p10_loaded.json).
-``rewrite(module,
-parts)`` keeps any of ``PARTS`` on TVM's kernels (the bench's per-part A/B).
+2``: the fused kernel / TVM's batched matmuls + softmax of the same q, k, v, at 587d398 (one
+pool: TVM's loops on the kernels' pool); wall clock, per call, interleaved, load ~4;
+bench/results/x86_attention_alone.json; 10th percentiles in brackets): BERT 1 x 4 x 128 x 64
+0.46x (0.45x), GPT-2 causal 0.32x (0.26x), MiniLM 16 x 12 x 64 x 32 0.17x (0.18x),
+1 x 12 x 384 x 64 0.31x, 8 heads 256 x 128 causal 0.15x, 1 head 1024 keys 0.52x, and the
+small ones where the kernel has 1-2 tasks for 2 threads (1 head of 16 / 32 / 128 queries,
+4 x 2 heads of 16): 0.56-0.72x (0.41-0.64x); a run before 587d398 read the same within
+0.05 but for 1 head of 1024 keys (median 0.29x there). One thread, CPU time: 0.33-0.78x (x86_attention_alone_1t.json). So no shape is kept on
+TVM at 2 threads either. Whole models at 2 threads by the wall clock are not measurable on
+this loaded machine (each build 4-5x its quiet time at load 4-5; fused / attention on TVM,
+median (p10): before 587d398 BERT 0.95x (0.92x), GPT-2 0.93x (0.99x); after it BERT 0.95x
+(1.46x), GPT-2 1.11x (0.95x), MiniLM 0.86x (0.70x): x86_attention_2t_*_loaded.json).
+``rewrite(module, parts)`` keeps any of ``PARTS`` on TVM's kernels (the bench's per-part A/B).
 
 Path counters (``PATH_QUERY``, asserted by the tests): attention calls that read V in place
 (Dv a multiple of the vector) or through a padded copy, and the key vectors skipped because
