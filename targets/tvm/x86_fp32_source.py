@@ -30,7 +30,7 @@ more wide) by masked loads of each run (stride 2: even lanes by permutex2var), o
 vector gather per row. Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
-tile (gathered in, scattered out); AVX2 runs 8 outputs of a row per step; other depthwise
+tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
 path (the tests' check that nothing fell back: PATH_* in the source, 0..7). Every path sums a
@@ -63,6 +63,9 @@ SOURCE = r"""
 // the next panel group's lines (PATH_CONV_PREFETCH); a knob for the tests' A/B (the same sums,
 // so the outputs are bit-identical either way): 2^62 turns it off
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 1 << 20;
+// depthwise 3x3 planes with output rows at most this wide run 16 channels per vector
+// (PATH_DW_CHANNELS); 0: a row per vector (the same sums: the tests' bit-for-bit A/B)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width = 8;
 
 namespace {
 
@@ -509,10 +512,41 @@ static void dw3x3_avx512(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph,
   }
 }
 
+// 16x16 floats in registers transposed: r[i][j] -> r[j][i] (unpack ps / pd, then two
+// 128-bit lane shuffles)
+__attribute__((target("avx512f")))
+static inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+      t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+    }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+  }
+}
+
 // Small planes (output rows at most 8 wide): 16 channels per vector instead of a row per
-// vector. The channels' planes are gathered into a channels-last tile [hp][wp][16] with a
-// zero border (scratch slot 3), each output pixel is the 9 taps' FMAs of 16 channels (taps in
-// (ky, kx) order from zero, the same chain as dw3x3 per lane), written back by a scatter.
+// vector. The channels' planes go into a channels-last tile [hp][wp][16] with a zero border
+// (scratch slot 3): blocks of 16 consecutive pixels of the 16 planes (one masked load per
+// channel) transposed in registers, each pixel's vector stored at its place. Each output pixel
+// is the 9 taps' FMAs of 16 channels (taps in (ky, kx) order from zero, the same chain as
+// dw3x3 per lane) into a pixel-major buffer [oh * ow][16] (after the tile), transposed back in
+// blocks of 16 pixels (one masked store per channel). Lanes past ``nc`` channels are zero.
 // ``nc`` (<= 16) channels from ``ch0``; x / out point at the batch's first channel.
 const int64_t DW_TILE_FLOATS = 8192;  // the tile's limit: hp * wp * 16 floats (32 KB)
 
@@ -523,22 +557,27 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   const int64_t hp = ih + 2 * ph, wp = iw + 2 * pw, plane = ih * iw, oplane = d.oh * d.ow;
   const __mmask16 m = (__mmask16)((1u << nc) - 1);
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i in_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int32_t)plane));
-  const __m512i out_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int32_t)oplane));
   const __m512i w_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(9));
   memset(tile, 0, hp * wp * 64);
   const float* xc = x + ch0 * plane;
-  for (int64_t y = 0; y < ih; ++y)
-    for (int64_t xx = 0; xx < iw; ++xx)
-      _mm512_store_ps(tile + ((y + ph) * wp + xx + pw) * 16,
-                      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, in_idx,
-                                               xc + y * iw + xx, 4));
+  __m512 r[16];
+  for (int64_t p0 = 0; p0 < plane; p0 += 16) {
+    const int n = plane - p0 < 16 ? (int)(plane - p0) : 16;
+    const __mmask16 pm = (__mmask16)((1u << n) - 1);
+    for (int ch = 0; ch < 16; ++ch)
+      r[ch] = ch < nc ? _mm512_maskz_loadu_ps(pm, xc + ch * plane + p0) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int j = 0; j < n; ++j) {
+      const int64_t y = (p0 + j) / iw, xx = (p0 + j) % iw;
+      _mm512_store_ps(tile + ((y + ph) * wp + xx + pw) * 16, r[j]);
+    }
+  }
   __m512 w[9];
   for (int t = 0; t < 9; ++t)
     w[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, w_idx, wt + ch0 * 9 + t, 4);
   const __m512 b = _mm512_maskz_loadu_ps(m, bias + ch0);
   const __m512 lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
-  float* oc = out + ch0 * oplane;
+  float* obuf = tile + DW_TILE_FLOATS;  // [oh * ow][16]
   for (int64_t oy = 0; oy < d.oh; ++oy)
     for (int64_t ox = 0; ox < d.ow; ++ox) {
       __m512 acc = _mm512_setzero_ps();
@@ -549,8 +588,17 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
       }
       acc = _mm512_add_ps(acc, b);
       acc = _mm512_min_ps(hi, _mm512_max_ps(lo, acc));
-      _mm512_mask_i32scatter_ps(oc + oy * d.ow + ox, m, out_idx, acc, 4);
+      _mm512_store_ps(obuf + (oy * d.ow + ox) * 16, acc);
     }
+  float* oc = out + ch0 * oplane;
+  for (int64_t p0 = 0; p0 < oplane; p0 += 16) {
+    const int n = oplane - p0 < 16 ? (int)(oplane - p0) : 16;
+    const __mmask16 pm = (__mmask16)((1u << n) - 1);
+    for (int j = 0; j < 16; ++j)
+      r[j] = j < n ? _mm512_load_ps(obuf + (p0 + j) * 16) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int ch = 0; ch < nc; ++ch) _mm512_mask_storeu_ps(oc + ch * oplane + p0, pm, r[ch]);
+  }
 }
 
 static void set_none(TVMFFIAny* result) {
@@ -714,7 +762,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const bool k33 = d.kh == 3 && d.kw == 3 && d.dh == 1 && d.dw == 1;
   ++path_calls[k33 && (d.sw == 1 || d.sw == 2) ? PATH_DW_3X3 : PATH_DW_GENERIC];
   // AVX-512: small planes (rows <= 8 wide) 16 channels per vector, others a row per vector
-  const bool channels = AVX512 && k33 && (d.sw == 1 || d.sw == 2) && d.ow <= 8
+  const bool channels = AVX512 && k33 && (d.sw == 1 || d.sw == 2)
+                        && d.ow <= edgecc_x86_fp32_dw_channels_width
                         && hp * wp * 16 <= DW_TILE_FLOATS && c * h * w < (1LL << 31) / 16;
   const bool vec512 = !channels && AVX512 && k33 && (d.sw == 1 || d.sw == 2)
                       && d.ow <= 16 * DW_STEPS;
@@ -723,7 +772,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     ++path_calls[PATH_DW_CHANNELS];
     const int64_t groups = (c + 15) / 16;
     parallel_for(nb * groups, [&](int64_t t0, int64_t t1) {
-      float* tile = static_cast<float*>(scratch(3, DW_TILE_FLOATS * 4));
+      float* tile = static_cast<float*>(scratch(3, 2 * DW_TILE_FLOATS * 4));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / groups, ch0 = (t % groups) * 16;
         const int nc = c - ch0 < 16 ? (int)(c - ch0) : 16;

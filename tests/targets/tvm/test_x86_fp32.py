@@ -281,3 +281,29 @@ def test_large_map_convolution_prefetches_with_the_same_sums(kernels, hw):
     assert np.array_equal(outs[0], outs[1])
     ref = _torch_conv(x, w, b, 1, 0, res, lo=0.0)
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_channels_tile_equals_the_row_form(kernels, stride):
+    """Small depthwise planes run 16 channels per vector (transposed in and out of a
+    channels-last tile; path 6, AVX-512): 37 channels (a partial group), a 7x5 plane (a
+    partial block of 16 pixels), batch 2; bit-identical to the row-per-vector form
+    (``edgecc_x86_fp32_dw_channels_width`` 0), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(stride)
+    x = rng.standard_normal((2, 37, 7, 5), np.float32)
+    w = rng.standard_normal((37, 1, 3, 3), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    before = _calls(kernels)
+    tile = _conv(kernels, x, w, b, stride=stride, pad=1, lo=-1.0, hi=2.0)
+    mid = _calls(kernels)
+    old = _knob(kernels, "edgecc_x86_fp32_dw_channels_width", 0)
+    try:
+        rows = _conv(kernels, x, w, b, stride=stride, pad=1, lo=-1.0, hi=2.0)
+    finally:
+        _knob(kernels, "edgecc_x86_fp32_dw_channels_width", old)
+    after = _calls(kernels)
+    avx512 = int(_has_avx512())
+    assert (mid[6] - before[6], after[6] - mid[6], after[4] - mid[4]) == (avx512, 0, avx512)
+    assert np.array_equal(tile, rows)
+    ref = _torch_conv(x, w, b, stride, 1, lo=-1.0, hi=2.0)
+    assert np.abs(tile - ref).max() <= 1e-5 * np.abs(ref).max()
