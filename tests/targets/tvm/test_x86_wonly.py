@@ -128,6 +128,19 @@ def test_kernel_equals_dequantize_then_matmul(kernel, isa, fmt):
         assert np.any(np.abs(y - wrong) > bound)
 
 
+def test_w4a16_reads_under_a_sixth_of_the_float32_weight_bytes():
+    """Issue 18 goal 4: a w4a16 linear (int4, groups of 32, float32 scales, symmetric) reads
+    its codes and scales only: 0.5 + 4/32 bytes a weight, under 1/6 of float32's 4."""
+    from edgecc.targets.tvm import x86_wonly
+
+    rng = np.random.default_rng(6)
+    n, k = 256, 384  # MiniLM's attention linears: whole panels of 32
+    values, axis, block, _ = _quantized(rng, n, "int4", k, 32, False, False)
+    packed, why = x86_wonly.plan(values, axis, block, "int4")
+    assert packed is not None, why
+    assert packed.nbytes * 6 < 4 * n * k, packed.nbytes / (4 * n * k)
+
+
 class _Quantized(nn.Module):
     """Linears whose weights are edgecc quantization ops on buffers: Q4_1-style
     ``dequantize_offset`` (uint4 g32, fp16 scales and offsets), Q8_0-style int8 g32, and
