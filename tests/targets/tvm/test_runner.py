@@ -324,7 +324,8 @@ class _ConvSoftmax(torch.nn.Module):
 def test_tvm_generated_loops_run_on_edgecc_pool_with_identical_outputs(tmp_path):
     """The runner puts the library's TVM-generated parallel loops on edgecc's kernel pool
     (one pool per process): a counter sees every launch; moved back to TVM's pool, the same
-    calls give bit-identical outputs; the pool's size follows use_threads."""
+    calls give bit-identical outputs; the pool's size follows use_threads; after the library
+    is loaded again (TVM's loader resets the pointer), a kernel's next job puts them back."""
     import ctypes
     import threading
 
@@ -361,6 +362,15 @@ def test_tvm_generated_loops_run_on_edgecc_pool_with_identical_outputs(tmp_path)
         assert torch.equal(res.run(x), ours) and launches.value > before
         use_threads(2)
         assert size.value == 2
+        import tvm
+
+        pointer = ctypes.c_void_p.in_dll(lib, "__TVMBackendParallelLaunch")
+        installed = pointer.value
+        tvm.runtime.load_module(path)  # a second load: TVM's loader fills the pointer again
+        assert pointer.value != installed
+        before = launches.value
+        assert torch.equal(res.run(x), ours)  # the convolution's pool job re-installs it
+        assert launches.value > before and pointer.value == installed
 
     def record():
         try:
