@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_BLOCKED, DW_PERM: tests
-    DW_BLOCKED, DW_PERM, EXPORTED, ISA_QUERY, SOURCE, SYMBOLS,
+from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
+    DW_BLOCKED, DW_DIRECT, DW_PERM, EXPORTED, ISA_QUERY, SOURCE, SYMBOLS,
 )
 
 ISA = "avx2"

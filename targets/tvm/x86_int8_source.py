@@ -66,7 +66,8 @@ SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
 ISA_QUERY = "edgecc_x86_int8_isa"  # () -> 0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI (this call's pick)
 DW_BLOCKED = "edgecc_x86_int8_dw_blocked"  # () -> depthwise calls run channel-blocked so far
 DW_PERM = "edgecc_x86_int8_dw_perm"  # () -> depthwise calls run on dw_perm so far
-EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, *AMX_SYMBOLS)  # every symbol the library exports
+DW_DIRECT = "edgecc_x86_int8_dw_direct"  # () -> ... of them on small planes without a copy
+EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -827,7 +828,9 @@ __attribute__((noinline)) static void dw_block16(
 // starting the sums at -128·Σw: the int32 sums are the per-channel path's, exactly, and go
 // through the same write_channel.
 int64_t dw_perm_calls = 0;  // depthwise calls that ran on dw_perm (a test's counter)
-// smaller output maps: dw_block16 (per channel, dw_perm's set-up outweighs one vector)
+int64_t dw_direct_calls = 0;  // ... of them without the padded copy (dw_direct)
+// smaller output maps of planes larger than 64 bytes: dw_block16 (dw_perm's per-channel set-up
+// outweighs one vector); planes of <= 64 bytes: dw_direct
 enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
 // the pool's work measure of a channel-blocked / dw_perm depthwise output: its cost in
 // VNNI GEMM multiply-adds (the units of SERIAL_WORK), ~1.5 cycles an output (requantized
@@ -1027,6 +1030,104 @@ __attribute__((noinline)) static void dw_perm_t(const DwPerm& p, const int32_t* 
     _mm512_mask_storeu_epi32(acc + oo, m, a);
   }
 }
+// small input planes (h·w <= 64 bytes: one load), kw <= 4, at most 4 output vectors of
+// DwPerm's layout and 16 (vector, kernel row) pairs: no padded copy — each pair's 4-tap
+// dwords come straight from the loaded plane (x ^ 0x80) by one masked vpermb, the lanes of
+// taps in the padding (or past kw) taking zx ^ 0x80 (their weight is 0 past kw).
+struct DwDirect {
+  int64_t nv;  // output vectors of a plane
+  int64_t oo[4];  // each vector's first output
+  __mmask16 lanes[4];
+  alignas(64) uint8_t idx[16][64];  // [vector · kh + ky]
+  __mmask64 mask[16];
+};
+static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                           int64_t dw, int64_t oh, int64_t ow, DwDirect& d) {
+  if (h * w > 64 || kw > 4 || p.groups != 1) return false;
+  const int64_t vpr = p.rows > 1 ? 1 : (ow + 15) / 16;
+  d.nv = p.rows > 1 ? (oh + p.rows - 1) / p.rows : oh * vpr;
+  if (d.nv > 4 || d.nv * kh > 16) return false;
+  for (int64_t v = 0; v < d.nv; ++v) {
+    const int64_t oy0 = p.rows > 1 ? v * p.rows : v / vpr;
+    const int64_t ox0 = p.rows > 1 ? 0 : (v % vpr) * 16;
+    const int64_t n = p.rows > 1 ? (oh - oy0 < p.rows ? oh - oy0 : p.rows) * ow
+                                 : (ow - ox0 < 16 ? ow - ox0 : 16);
+    d.oo[v] = oy0 * ow + ox0;
+    d.lanes[v] = (__mmask16)((1u << n) - 1);
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      uint8_t* ix = d.idx[v * kh + ky];
+      __mmask64 m = 0;
+      for (int64_t i = 0; i < 16; ++i)
+        for (int64_t j = 0; j < 4; ++j) {
+          ix[4 * i + j] = 0;
+          const int64_t oy = oy0 + (p.rows > 1 ? i / ow : 0);
+          const int64_t ox = ox0 + (p.rows > 1 ? i % ow : i);
+          const int64_t y = oy * sh + ky * dh - ph, x = ox * sw + j * dw - pw;
+          if (i < n && j < kw && y >= 0 && y < h && x >= 0 && x < w) {
+            ix[4 * i + j] = (uint8_t)(y * w + x);
+            m |= 1ULL << (4 * i + j);
+          }
+        }
+      d.mask[v * kh + ky] = m;
+    }
+  }
+  return true;
+}
+// nt <= DW_PERM_BATCH channels (ch[u], plane x + ch_at[u]·h·w), sums to acc + u·stride
+template <int NV>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_t* x,
+                                                  const int64_t* at, const int32_t* wt,
+                                                  const int64_t* ch, int64_t nt, int64_t hw,
+                                                  int64_t kh, int64_t kw, int8_t zx,
+                                                  int32_t* acc, int64_t stride) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const __m512i padv = _mm512_set1_epi8((char)((uint8_t)zx ^ 0x80));
+  const __mmask64 lm = hw >= 64 ? ~0ULL : (1ULL << hw) - 1;
+  __m512i xv[DW_PERM_BATCH], a[DW_PERM_BATCH][NV];
+  int32_t wd[DW_PERM_BATCH][16];
+  for (int64_t u = 0; u < nt; ++u) {
+    xv[u] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, x + at[u] * hw), flip);
+    const int32_t* wc = wt + ch[u] * kh * kw;
+    int32_t sum = 0;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      uint32_t v = 0;
+      for (int64_t j = 0; j < kw; ++j) {
+        sum += wc[ky * kw + j];
+        v |= (uint32_t)(uint8_t)(int8_t)wc[ky * kw + j] << (8 * j);
+      }
+      wd[u][ky] = (int32_t)v;
+    }
+    for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(-128 * sum);
+  }
+  for (int64_t ky = 0; ky < kh; ++ky) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __m512i ix = _mm512_load_si512(d.idx[v * kh + ky]);
+      const __mmask64 m = d.mask[v * kh + ky];
+#pragma GCC unroll 4
+      for (int u = 0; u < DW_PERM_BATCH; ++u)
+        if (u < nt)
+          a[u][v] = _mm512_dpbusd_epi32(a[u][v], _mm512_mask_permutexvar_epi8(padv, m, ix, xv[u]),
+                                        _mm512_set1_epi32(wd[u][ky]));
+    }
+  }
+  for (int64_t u = 0; u < nt; ++u)
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[u][v]);
+}
+static void dw_direct(const DwDirect& d, const int8_t* x, const int64_t* at, const int32_t* wt,
+                      const int64_t* ch, int64_t nt, int64_t hw, int64_t kh, int64_t kw,
+                      int8_t zx, int32_t* acc, int64_t stride) {
+  switch (d.nv) {
+    case 1: dw_direct_t<1>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride); break;
+    case 2: dw_direct_t<2>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride); break;
+    case 3: dw_direct_t<3>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride); break;
+    default: dw_direct_t<4>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride); break;
+  }
+}
+
 static void dw_perm(const DwPerm& p, const int32_t* wc, const uint8_t* pad, int32_t* acc,
                     int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pw,
                     int64_t dh, int64_t oh, int64_t ow) {
@@ -1302,28 +1403,51 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const char* perm = getenv("EDGECC_X86_DW_PERM");  // "0": the paths below (A/B)
   DwPerm plan;
   if (e.wide && has_vbmi() && kh * kw <= DW_TAPS && !(perm && perm[0] == '0') &&
-      pix >= DW_PERM_MIN_PIX && dw_perm_plan(ow, wp, sh, sw, kw, dw, plan)) {  // vpermt2b + vpdpbusd
+      dw_perm_plan(ow, wp, sh, sw, kw, dw, plan)) {  // vpermt2b + vpdpbusd
     const uint8_t padv = (uint8_t)zx ^ 0x80;
     // DW_PERM_BATCH channels copied, then computed: a copy's stores have left the store
     // buffer before the windows that span them are loaded (measured: ~1.4x on 32x32)
     const int64_t plane_bytes = (hp * wp + 256 + 63) / 64 * 64;
-    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-      uint8_t* pad = static_cast<uint8_t*>(scratch(1, plane_bytes * DW_PERM_BATCH));
-      int32_t* acc = static_cast<int32_t*>(scratch(2, (pix + 16) * 4));
-      memset(pad, padv, plane_bytes * DW_PERM_BATCH);  // the padding (interiors: per channel)
-      for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
-        const int64_t nt = t1 - t < DW_PERM_BATCH ? t1 - t : DW_PERM_BATCH;
-        for (int64_t u = 0; u < nt; ++u)
-          dw_perm_copy(x + (t + u) * h * w, pad + u * plane_bytes, h, w, ph, pw);
-        for (int64_t u = 0; u < nt; ++u) {
-          dw_perm(plan, wt + ((t + u) % c) * kh * kw, pad + u * plane_bytes, acc, w, kh, kw,
-                  sh, sw, pw, dh, oh, ow);
-          write_channel(e, (t + u) % c, acc, pix, (t + u) * pix);
+    DwDirect direct;
+    if (dw_direct_plan(plan, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, direct)) {
+      const int64_t stride = (pix + 15) / 16 * 16 + 16;
+      parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+        int32_t* acc = static_cast<int32_t*>(scratch(2, stride * DW_PERM_BATCH * 4));
+        for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
+          const int64_t nt = t1 - t < DW_PERM_BATCH ? t1 - t : DW_PERM_BATCH;
+          int64_t ch[DW_PERM_BATCH], at[DW_PERM_BATCH];
+          for (int64_t u = 0; u < nt; ++u) {
+            at[u] = t + u;
+            ch[u] = (t + u) % c;
+          }
+          dw_direct(direct, x, at, wt, ch, nt, h * w, kh, kw, zx, acc, stride);
+          for (int64_t u = 0; u < nt; ++u)
+            write_channel(e, ch[u], acc + u * stride, pix, (t + u) * pix);
         }
-      }
-    }, nb * c * pix * DW_OUTPUT_WORK);
-    __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
-    return 0;
+      }, nb * c * pix * DW_OUTPUT_WORK);
+      __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+      __atomic_fetch_add(&dw_direct_calls, 1, __ATOMIC_RELAXED);
+      return 0;
+    }
+    if (pix >= DW_PERM_MIN_PIX) {  // (smaller output maps of larger planes: below)
+      parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+        uint8_t* pad = static_cast<uint8_t*>(scratch(1, plane_bytes * DW_PERM_BATCH));
+        int32_t* acc = static_cast<int32_t*>(scratch(2, (pix + 16) * 4));
+        memset(pad, padv, plane_bytes * DW_PERM_BATCH);  // the padding (interiors: per channel)
+        for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
+          const int64_t nt = t1 - t < DW_PERM_BATCH ? t1 - t : DW_PERM_BATCH;
+          for (int64_t u = 0; u < nt; ++u)
+            dw_perm_copy(x + (t + u) * h * w, pad + u * plane_bytes, h, w, ph, pw);
+          for (int64_t u = 0; u < nt; ++u) {
+            dw_perm(plan, wt + ((t + u) % c) * kh * kw, pad + u * plane_bytes, acc, w, kh, kw,
+                    sh, sw, pw, dh, oh, ow);
+            write_channel(e, (t + u) % c, acc, pix, (t + u) * pix);
+          }
+        }
+      }, nb * c * pix * DW_OUTPUT_WORK);
+      __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+      return 0;
+    }
   }
   const char* blocked = getenv("EDGECC_X86_DW_BLOCKED");  // "0": the per-channel path (A/B)
   if (e.wide && (pix <= DW_SMALL_PIX || sh > 1 || sw > 1) && kh * kw <= DW_TAPS &&
@@ -1399,6 +1523,14 @@ __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_dw_perm(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&dw_perm_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many of them ran without the padded copy (dw_direct: small planes)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_dw_direct(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&dw_direct_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -112,9 +112,12 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     xp, wp = ints(1, 5, 9, 35), ints(12, 5, 3, 3)   # conv, stride 1: contiguous im2col runs
     xq, wq = ints(1, 20, 21, 19), ints(20, 1, 3, 3)  # depthwise, stride 2: 110 pixels
     w5 = ints(5, 1, 5, 5)  # depthwise 5x5 on xp: 35 wide (16-lane steps + a tail), 2 groups
+    # 4x4 outputs (one vector a plane: 4 channels at a time, 19 = a partial batch)
+    xs, xt, ws = ints(1, 19, 4, 4), ints(1, 19, 8, 7), ints(19, 1, 3, 3)
     ep = {"lin": requant(40), "conv": requant(20), "dw": requant(12), "dw2": requant(12),
           "conv1": requant(12), "dw3": requant(12), "p0": requant(12), "p0s2": requant(12),
-          "dwq": requant(20), "dw5": requant(5)}
+          "dwq": requant(20), "dw5": requant(5), "s1": requant(19), "s2": requant(19),
+          "s3": requant(19), "s4": requant(19)}
     scale, bias = rng.random(40).astype(np.float32), rng.random(40).astype(np.float32)
     ep["linf"] = x86_int8.Epilogue(off=ep["lin"].off, requant=False, scale=scale, bias=bias)
     ep["dwf"] = x86_int8.Epilogue(off=ep["dw"].off, requant=False, scale=scale[:12],
@@ -134,7 +137,8 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     ep.update({"nofold": nofold, "wide": wide})
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
-              for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp), ("xq", xq))]
+              for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp), ("xq", xq),
+                           ("xs", xs), ("xt", xt))]
     with bb.function("main", params):
         with bb.dataflow():
             outs = [x86_int8.emit_linear(bb, params[0], wl, ep["lin"]),
@@ -167,7 +171,15 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_depthwise(bb, params[2], wd, 5, [1, 1], [1, 1], [1, 1],
                                             ep["nofold"]),
                     x86_int8.emit_depthwise(bb, params[2], wd, 5, [1, 1], [1, 1], [1, 1],
-                                            ep["wide"])]
+                                            ep["wide"]),
+                    x86_int8.emit_depthwise(bb, params[5], ws, -6, [1, 1], [1, 1], [1, 1],
+                                            ep["s1"]),
+                    x86_int8.emit_depthwise(bb, params[6], ws, 2, [2, 2], [1, 1], [1, 1],
+                                            ep["s2"]),
+                    x86_int8.emit_depthwise(bb, params[6], ws, 7, [1, 1], [1, 1], [1, 1],
+                                            ep["s3"]),
+                    x86_int8.emit_depthwise(bb, params[6], ws, -8, [1, 2], [1, 1], [1, 1],
+                                            ep["s4"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -176,7 +188,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     lib = tvm.runtime.load_module(path)
     vm = relax.VirtualMachine(lib, tvm.cpu())
     picked = lib.get_function(x86_int8.ISA_QUERY, query_imports=True)
-    args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp, xq)]
+    args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp, xq, xs, xt)]
     runs = {}
     for isa in _isas():  # every kernel this CPU can run (cpuid)
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
@@ -184,15 +196,19 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         runs[isa] = [o.numpy() for o in vm["main"](*args)]
         if isa == "avx512vnni" and _has_vbmi():  # every depthwise on dw_perm, no fallback
             perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
-            before = perm()
+            direct = lib.get_function(x86_int8.DW_DIRECT, query_imports=True)
+            before, before_direct = perm(), direct()
             runs["perm"] = [o.numpy() for o in vm["main"](*args)]
-            assert perm() - before == 8  # dw, dw2, dw3 (stride 1x3, dilation 2), dwf, dwq, dw5, +2
+            assert perm() - before == 12  # dw, dw2, dw3 (1x3, dilation 2), dwf, dwq, dw5, +6
+            # s1, s2: 4x4 outputs (1 vector a plane) of 16- / 56-byte planes; s3: 8x7 (4
+            # vectors of 2 rows), s4: 8x4 (2 vectors of 4 rows)
+            assert direct() - before_direct == 4
             monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
             before = blocked()
             runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
-            assert blocked() - before == 4  # dw2, dw3, dwf, dwq (strided); dw, dw5: large
+            assert blocked() - before == 8  # dw2, dw3, dwf, dwq, s2, s4 (strided); s1, s3 (small)
             monkeypatch.delenv("EDGECC_X86_DW_PERM", raising=False)
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
@@ -239,6 +255,12 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         acc = _conv_ref(xd, wd, 5, [1, 1], [1, 1], [1, 1], 12)
         np.testing.assert_array_equal(got[at + 2], _requant(acc, e.off, e.mult, e.add, e.shift,
                                                             e.lo, e.hi, e.zy, 1), key)
+    for at, key, xv, zx, stride in ((16, "s1", xs, -6, [1, 1]), (17, "s2", xt, 2, [2, 2]),
+                                    (18, "s3", xt, 7, [1, 1]), (19, "s4", xt, -8, [1, 2])):
+        e = ep[key]
+        acc = _conv_ref(xv, ws, zx, stride, [1, 1], [1, 1], 19)
+        np.testing.assert_array_equal(got[at], _requant(acc, e.off, e.mult, e.add, e.shift,
+                                                        e.lo, e.hi, e.zy, 1), key)
     e = ep["dw5"]
     acc = _conv_ref(xp, w5, 4, [1, 1], [2, 2], [1, 1], 5)
     np.testing.assert_array_equal(got[11], _requant(acc, e.off, e.mult, e.add, e.shift, e.lo,
