@@ -11,11 +11,19 @@
   (``TVMBackendParallelLaunch``), used before, gives every worker a fixed share and waits for
   each: a descheduled worker stalled every kernel (under load, MobileNetV2-224 lost a third
   of its time so), and a launch cost ~2 us hot. Workers spin ~``edgecc_pool_spin_ns`` (pause,
-  then ``sched_yield``) after a job, then sleep on a futex. The thread count follows TVM's
-  pool (``runtime.NumThreads``, what ``runner.use_threads`` sets); a job in flight makes a
-  second (nested, or another thread's) ``parallel_for`` run serially. A/B (same process,
-  interleaved, load ~6, with the schedule's serial mean/classifier): ResNet-20 1.22 -> 0.81
-  ms, MobileNetV2-32 1.16 -> 0.93 ms, outputs bit-identical;
+  then ``sched_yield``) after a job, then sleep on a futex. The thread count is the runner's
+  (``edgecc_pool_configure``, kept equal to TVM's pool size by ``runner.use_threads``; a
+  library loaded without the runner asks ``runtime.NumThreads`` per job); a job in flight
+  makes a second (nested, or another thread's) ``parallel_for`` run serially. A/B (same
+  process, interleaved, load ~6, with the schedule's serial mean/classifier): ResNet-20 1.22
+  -> 0.81 ms, MobileNetV2-32 1.16 -> 0.93 ms, outputs bit-identical;
+- TVM's generated parallel loops on the same pool (``edgecc_pool_launch``, installed in the
+  library's ``__TVMBackendParallelLaunch`` by the runner after TVM's loader filled it, or by
+  a kernel's first pool job): one pool per process instead of TVM's beside edgecc's (three
+  spinning threads on two cores made BERT fp32 run 4.2 or 7.1 ms from process to process).
+  Same tasks and split as TVM's launch (bit-identical outputs), errors raised in the caller's
+  thread; a library whose code uses TVM's barrier keeps TVM's pool. Block by block in one
+  process under load ~4 (bench/tvm_runtime.py --pools): BERT 0.87x, GPT-2 0.88x of two pools;
 - the FFI arguments: ``tensor_arg`` (a ``DLTensor*`` from a packed argument) and
   ``data<T>(args, i)`` (its data pointer, byte offset applied);
 - ``scratch(slot, bytes)``: per-thread buffers (slots 0-4), grown as needed and reused;
