@@ -1,7 +1,9 @@
 """Where a CNN's fp32 time goes, one thread, edgecc against onnxruntime layer by layer:
-edgecc's default host build (every VM call, timed in the calling thread's CPU time) and onnxruntime's per-node profiler (same model,
-``intra_op_num_threads=1``), both as the minimum over rounds so other processes' load counts
-as little as it can. Layers are grouped by kind (stem conv, 3x3 stride 1 / 2, 1x1, depthwise,
+edgecc's default host build (every VM call, timed in the calling thread's CPU time) and
+onnxruntime's per-node profiler (same model, ``intra_op_num_threads=1``), both as the minimum
+over rounds so other processes' load counts as little as it can (a per-call minimum is
+optimistic: the sum of layers is below a typical whole call, most for the memory-bound
+layers of MobileNetV2-224). Layers are grouped by kind (stem conv, 3x3 stride 1 / 2, 1x1, depthwise,
 linear, TVM-generated ops, onnxruntime's layout reorders, ...) and, within a kind, by shape.
 
     python bench/x86_fp32_profile.py [--models resnet20,mobilenet_v2,mobilenet_v2_224]
@@ -11,9 +13,10 @@ edgecc's layers are timed in the VM's own run (a VM instrument stamps the thread
 before and after each call: the column includes the instrument's return, ~1-2 us a call) and
 alone (re-run with the same arguments: warm caches, the ``alone`` column).
 
-Also the whole call, one thread, CPU time (edgecc's runner and onnxruntime's session, min over
-interleaved rounds): ``whole - sum of layers`` is what runs around the layers (the VM, the
-Python call; onnxruntime's session). Prints a table per model and writes
+Also the whole call, one thread, CPU time (edgecc's ``CompileResult.run`` and onnxruntime's
+session, min over rounds): ``whole - sum of layers`` is what runs around the layers (the VM,
+the Python call; onnxruntime's session) plus the per-call minimum's optimism. onnxruntime's
+NCHWc graph pads channels to multiples of 16 (12 -> 16, 72 -> 80): its shapes say so. Prints a table per model and writes
 ``bench/results/x86_fp32_profile.json``. Not a timed test: the machine's load matters, say so.
 """
 
