@@ -62,10 +62,12 @@ SOURCE = r"""
 // a 1x1 / in-place convolution whose input plus output is at least this many bytes prefetches
 // the next panel group's lines (PATH_CONV_PREFETCH); a knob for the tests' A/B (the same sums,
 // so the outputs are bit-identical either way): 2^62 turns it off
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 1 << 20;
+extern "C" {
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 1 << 20;
 // depthwise 3x3 planes with output rows at most this wide run 16 channels per vector
 // (PATH_DW_CHANNELS); 0: a row per vector (the same sums: the tests' bit-for-bit A/B)
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width = 8;
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width = 8;
+}
 
 namespace {
 
