@@ -42,7 +42,10 @@ narrows the choice (tests and bench/x86_int8_isa.py compare the paths on one bui
 Fused write-back (``x86_int8.Post``, 11-13 arguments: ``post`` replaces the output at 9,
 then the residual and the outputs): after the float epilogue, act, + residual, relu, then
 a float32 and/or an int8 (quantized) output. With the AVX-512 VNNI kernels the requantized
-write-back of convolutions uses AVX-512 (``write_rows_512``, ``write_channel_512``).
+write-back of convolutions uses AVX-512 (``write_rows_512``, ``write_channel_512``): for
+every real epilogue (clamp within int8 after the zero point) ``requant16_sat`` — per-lane
+``vpsravq``, saturating ``vpmovsqb`` narrowing and a byte clamp, with the zero point folded
+into the 64-bit add at compile time (``x86_int8.kernel_form``); the same int8 values.
 
 Depthwise: the padded plane split into its stride phases, so each tap is one unit-stride
 vectorized run over the whole output plane (on a grid as wide as the phase; the extra
@@ -53,6 +56,17 @@ pixels) or strided depthwise convolutions run channel-blocked (``dw_block16``: 1
 a zmm, the block's padded input as int32 [hp][wp][16] built by dword gathers, one
 ``vpmaddwd`` a tap, each channel's column gathered back into the same write-back; counted
 by ``edgecc_x86_int8_dw_blocked``; ``EDGECC_X86_DW_BLOCKED=0`` turns it off for A/B).
+With AVX-512 VBMI (before those): ``dw_perm`` — the channel's plane as u8 (x ^ 0x80) in a
+padded copy, 16 outputs a vector, each kernel row's 4 taps a dword lane shuffled out of the
+row's window by ``vpermb`` / ``vpermt2b`` and added by one ``vpdpbusd`` (sums start at
+-128·Σw: exactly the int32 sums above); stride-1 maps >= 16 wide slide down 4 output rows a
+column block (a row's shuffle feeds every output row it is a tap row of), narrower maps put
+several output rows in a vector; output maps < 32 pixels of larger planes stay channel-
+blocked. Input planes of <= 64 bytes (8x8, 4x4) take ``dw_direct``: no copy, the taps shuffled
+straight from the loaded plane by a masked ``vpermb`` (padding lanes zx ^ 0x80), 4 channels
+at a time. Counted by ``edgecc_x86_int8_dw_perm`` / ``_dw_direct``;
+``EDGECC_X86_DW_PERM=0`` turns both off for A/B. The pool's work measure of these is per
+output (``DW_OUTPUT_WORK``), so 8x8 / 4x4 maps of many channels run on both threads.
 
 Convolutions on AMX (``x86_amx_source.amx_conv``) where the CPU and OS allow; im2col panels
 that are not one 16-byte run (maps narrower than 16, strides) are built with 16-lane dword
