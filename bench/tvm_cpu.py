@@ -185,22 +185,38 @@ _edgecc_fn_info: dict = {}  # what the last edgecc_fn call measured besides the 
 PAUSE_S = 0.3  # between blocks: the previous runtime's threads stop spinning
 
 
-def interleaved_ms(fns, repeats, block=10, warmup=3):
-    """Median latency of each callable, timed in rounds — per round, each one gets
+def interleaved_times(fns, repeats, block=10, warmup=3, clock="wall"):
+    """Every timed call of each callable (ms), in rounds — per round, each one gets
     ``warmup`` untimed calls then ``block`` timed ones — so a slow spell of a shared machine
     affects every column alike. (Not one call each per round: the runtimes' thread pools
-    spin after a call, and whichever ran next paid for the previous one's spinning.)"""
+    spin after a call, and whichever ran next paid for the previous one's spinning; by the
+    wall clock a pause before each round lets them stop.) ``clock="cpu"``: the calling
+    thread's CPU time (one-thread runs on a loaded machine), no pause."""
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     times = {k: [] for k in fns}
     for _ in range(max(1, repeats // block)):
         for k, fn in fns.items():
-            time.sleep(PAUSE_S)
+            if clock == "wall":
+                time.sleep(PAUSE_S)
             for _ in range(warmup):
                 fn()
             for _ in range(block):
-                t = time.perf_counter()
+                t = now()
                 fn()
-                times[k].append((time.perf_counter() - t) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
+                times[k].append((now() - t) * 1000)
+    return times
+
+
+def interleaved_ms(fns, repeats, block=10, warmup=3):
+    """Median latency (ms) of each callable, timed by ``interleaved_times``."""
+    return {k: statistics.median(v)
+            for k, v in interleaved_times(fns, repeats, block, warmup).items()}
+
+
+def median_p10(times: dict) -> dict:
+    """``interleaved_times``' samples -> per callable, the median and 10th percentile."""
+    return {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10]}
+            for k, v in times.items()}
 
 
 def ort_settings() -> dict:

@@ -28,16 +28,14 @@ import argparse
 import json
 import os
 import sys
-import statistics
 import tempfile
-import time
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402
-from bench.tvm_cpu import PAUSE_S, calibration, models  # noqa: E402
+from bench.tvm_cpu import calibration, interleaved_times, median_p10, models  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -110,22 +108,8 @@ class _Attention(torch.nn.Module):
 
 def _percentiles(fns, repeats: int, clock: str) -> dict:
     """Per callable: median and 10th percentile of single calls, taken in interleaved
-    rounds of 10 (after 3 untimed calls each round; by the wall clock, a pause before each
-    round first, as ``interleaved_ms``: the previous build's pool threads stop spinning)."""
-    now = time.thread_time if clock == "cpu" else time.perf_counter
-    times = {k: [] for k in fns}
-    for _ in range(max(1, repeats // 10)):
-        for k, fn in fns.items():
-            if clock == "wall":
-                time.sleep(PAUSE_S)
-            for _ in range(3):
-                fn()
-            for _ in range(10):
-                t = now()
-                fn()
-                times[k].append((now() - t) * 1000)
-    return {k: {"median_ms": statistics.median(v),
-                "p10_ms": sorted(v)[len(v) // 10]} for k, v in times.items()}
+    rounds of 10 (``bench.tvm_cpu.interleaved_times``)."""
+    return median_p10(interleaved_times(fns, repeats, clock=clock))
 
 
 def alone_main(args) -> int:

@@ -106,21 +106,12 @@ def kernel_rows(repeats: int) -> list[dict]:
 
 
 def timed(fns: dict, repeats: int, threads: int) -> dict:
-    """Per callable: median and 10th percentile of single calls in interleaved rounds of 10
-    (3 untimed calls first each round); one thread: its CPU time, else the wall clock."""
-    now = time.thread_time if threads == 1 else time.perf_counter
-    times = {k: [] for k in fns}
-    for _ in range(max(1, repeats // 10)):
-        for k, fn in fns.items():
-            if threads > 1:
-                time.sleep(0.3)  # the other callable's pool threads stop spinning
-            for _ in range(3):
-                fn()
-            for _ in range(10):
-                t = now()
-                fn()
-                times[k].append((now() - t) * 1000)
-    return {k: (statistics.median(v), sorted(v)[len(v) // 10]) for k, v in times.items()}
+    """Per callable: (median, 10th percentile) of single calls in interleaved rounds of 10
+    (``bench.tvm_cpu.interleaved_times``); one thread: its CPU time, else the wall clock."""
+    from bench.tvm_cpu import interleaved_times, median_p10  # (lazily: bench.host sets threads)
+
+    times = interleaved_times(fns, repeats, clock="cpu" if threads == 1 else "wall")
+    return {k: (v["median_ms"], v["p10_ms"]) for k, v in median_p10(times).items()}
 
 
 def gemm_rows(repeats: int, threads: int) -> list[dict]:
