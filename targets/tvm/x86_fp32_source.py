@@ -667,15 +667,19 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   for (int64_t ci = 0; ci < c; ++ci)
     for (int64_t ky = 0; ky < kh; ++ky)
       for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
-  // small maps: split the output channels too, so both threads have work
-  const int64_t rstep = 2 * row_step();
-  int64_t rchunks = 1;
-  while (groups * rchunks < 8 && (rchunks * 2) * rstep <= oc) rchunks *= 2;
-  const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
   float* out = data<float>(args, num_args - 1);
   const float* residual = num_args == 7 ? data<float>(args, 5) : 0;
   // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
   const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
+  // small maps: split the output channels too, so both threads have work; through im2col
+  // only a map of one panel group (a task builds the panels of its items' groups, so two
+  // tasks on one group built it twice: 64->64 3x3 on 8x8, 2 groups, ran 4 tasks, 2 builds
+  // per group, and the split tiles were 12,12,12 / 10,9,9 rows, not 11,11,11,11,10,10)
+  const int64_t rstep = 2 * row_step();
+  int64_t rchunks = 1;
+  while ((in_place || groups < 2) && groups * rchunks < 8 && (rchunks * 2) * rstep <= oc)
+    rchunks *= 2;
+  const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
   // maps larger than about half of L2: the next panel group's input and output lines are
   // prefetched (1x1 convs on large maps read C and write OC rows at once, more streams
   // than the hardware prefetcher follows: 1.1-1.5x on MobileNetV2-224's 1x1 convs)
