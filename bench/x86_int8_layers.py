@@ -2,9 +2,10 @@
 each VM call of the int8 library (and of the fp32 one) re-run alone with the VM's arguments,
 every hand-written job serial (``edgecc_x86_serial_work_log2`` = 63) and timed by the calling
 thread's CPU time — robust to other processes on a loaded machine, and what the kernels cost
-(not what the pool's 2 threads make of it). The int8 calls are timed twice, interleaved in one
-process: as built and with ``EDGECC_X86_DW_PERM=0`` (the depthwise paths before dw_perm /
-dw_direct). Prints a table per model (calls by kind, summed), writes
+(not what the pool's 2 threads make of it). The int8 calls are timed three times, interleaved
+in one process: as built, with ``EDGECC_X86_DW_PERM=0`` (the depthwise paths before dw_perm /
+dw_direct) and with the library's ``edgecc_x86_int8_hi32_off`` set (the 64-bit requantized
+write-back instead of requant16_hi). Prints a table per model (calls by kind, summed), writes
 ``bench/results/x86_int8_layers.json``.
 
     python bench/x86_int8_layers.py [--models mobilenet_v2,resnet20] [--rounds 5] [--calls]
@@ -71,22 +72,26 @@ def measure(name: str, rounds: int) -> dict:
             res.run(*inputs)
             library = ctypes.CDLL(_private_copy(os.path.join(out, "model.so")))
             ctypes.c_int64.in_dll(library, "edgecc_x86_serial_work_log2").value = 63
+            if label == "int8":
+                hi32_off = ctypes.c_int64.in_dll(library, "edgecc_x86_int8_hi32_off")
             calls[label] = (res, [c for c in kernel_calls(res._runner, inputs)
                                   if kind(c[1]) != "builtin"])
-    times = {"fp32": [[] for _ in calls["fp32"][1]], "int8": [[] for _ in calls["int8"][1]],
-             "int8_dw_before": [[] for _ in calls["int8"][1]]}
+    variants = (("fp32", "fp32", None, 0), ("int8_dw_before", "int8", "0", 0),
+                ("int8_hi32_off", "int8", None, 1), ("int8", "int8", None, 0))
+    times = {key: [[] for _ in calls[label][1]] for key, label, _, _ in variants}
     for _ in range(rounds):
-        for key, label, switch in (("fp32", "fp32", None), ("int8_dw_before", "int8", "0"),
-                                   ("int8", "int8", None)):
+        for key, label, switch, off in variants:
             if switch is None:
                 os.environ.pop(SWITCH, None)
             else:
                 os.environ[SWITCH] = switch
+            hi32_off.value = off
             for i, (fn, _, args) in enumerate(calls[label][1]):
                 times[key][i].append(_cpu_ms(fn, args))
     os.environ.pop(SWITCH, None)
+    hi32_off.value = 0
     row = {"model": name, "input": shape, "load_average": os.getloadavg()[0], "calls": {}}
-    for key, label in (("fp32", "fp32"), ("int8", "int8"), ("int8_dw_before", "int8")):
+    for key, label, _, _ in variants:
         per = [statistics.median(v) for v in times[key]]
         row[f"{key}_ms"] = sum(per)
         row["calls"][key] = [(_label(s, a), m) for (_, s, a), m in zip(calls[label][1], per)]
@@ -110,18 +115,22 @@ def main() -> int:
     rows = [measure(name, args.rounds) for name in args.models.split(",")]
     for r in rows:
         print(f"\n{r['model']} {r['input']}  (load {r['load_average']:.1f})")
-        for key in ("fp32", "int8_dw_before", "int8"):
+        for key in ("fp32", "int8_dw_before", "int8_hi32_off", "int8"):
             parts = ", ".join(f"{k.replace('edgecc_x86_', '')} {v:.3f}"
                               for k, v in sorted(r[f"{key}_by_kernel"].items()))
             print(f"  {key:<15} {r[key + '_ms']:7.3f} ms   {parts}")
         print(f"  int8 / fp32     {r['int8_vs_fp32']:.2f}x   "
-              f"(dw before: {r['int8_dw_before_ms'] / r['fp32_ms']:.2f}x)")
+              f"(dw before: {r['int8_dw_before_ms'] / r['fp32_ms']:.2f}x, "
+              f"hi32 off: {r['int8_hi32_off_ms'] / r['fp32_ms']:.2f}x)")
         if args.calls:
-            for (label, before), (_, now) in zip(r["calls"]["int8_dw_before"],
-                                                 r["calls"]["int8"]):
-                print(f"    {label:<44} {before:.4f} -> {now:.4f}")
+            print(f"    {'call':<44} dw_before hi32_off -> int8")
+            for (label, before), (_, off), (_, now) in zip(r["calls"]["int8_dw_before"],
+                                                           r["calls"]["int8_hi32_off"],
+                                                           r["calls"]["int8"]):
+                print(f"    {label:<44} {before:.4f}    {off:.4f} -> {now:.4f}")
     print("\nms: sum of every VM call re-run alone, 1 thread (jobs serial), calling thread's "
-          "CPU time, medians of interleaved rounds; int8_dw_before = EDGECC_X86_DW_PERM=0")
+          "CPU time, medians of interleaved rounds; int8_dw_before = EDGECC_X86_DW_PERM=0, "
+          "int8_hi32_off = edgecc_x86_int8_hi32_off 1 (the 64-bit write-back)")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "w8a8 vs fp32 kernels, 1 thread CPU time",

@@ -33,13 +33,13 @@ outputs are bit-identical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
-    DW_BLOCKED, DW_DIRECT, DW_PERM, EXPORTED, ISA_QUERY, SOURCE, SYMBOLS,
+    DW_BLOCKED, DW_DIRECT, DW_PERM, EXPORTED, HI32, ISA_QUERY, REQUANT_PROBE, SOURCE, SYMBOLS,
 )
 
 ISA = "avx2"
@@ -119,6 +119,12 @@ class Epilogue:
     zy: int = 0
     scale: np.ndarray | None = None  # float32 (float)
     bias: np.ndarray | None = None  # float32
+    hi32: bool = False  # kernel_form's: the AVX-512 write-back may take the high dwords
+
+    def form(self) -> int:
+        """meta[1] of the kernel call: 0 float, 1 requantized, 2 requantized by the
+        high-dword write-back (``hi32``)."""
+        return 2 if self.requant and self.hi32 else int(self.requant)
 
     def tensors(self, channels: int) -> list[np.ndarray]:
         one64, one32 = np.zeros(1, np.int64), np.zeros(1, np.float32)
@@ -135,9 +141,15 @@ def kernel_form(e: Epilogue) -> Epilogue:
     when it fits: every shift <= 54, |add + zy·2^shift| < 2^61, and [lo + zy, hi + zy] within
     int8): ``floor((p + add + zy·2^s) / 2^s) = floor((p + add) / 2^s) + zy`` exactly, so the
     outputs are the same; the kernels' AVX-512 write-back then adds no zero point
-    (``requant16_sat``). Otherwise ``e`` as it is."""
-    if not e.requant or e.zy == 0 or e.add is None or e.shift is None:
+    (``requant16_sat``). When then zy is 0, the clamp lies in int8, every multiplier fits
+    int32 and every shift is in [32, 62], it is marked ``hi32``: the write-back keeps only the
+    high dword of the 64-bit sum and shifts it by s - 32 in int32 (``requant16_hi``;
+    ``floor(floor(x / 2^32) / 2^(s-32)) = floor(x / 2^s)``, the same outputs). Otherwise
+    ``e`` as it is."""
+    if not e.requant or e.add is None or e.shift is None:
         return e
+    if e.zy == 0:
+        return _hi32(e)
     shift = np.asarray(e.shift, np.int64).reshape(-1)
     if shift.size == 0 or shift.max() > 54 or shift.min() < 0 \
             or not (-128 <= e.lo + e.zy and e.hi + e.zy <= 127):
@@ -146,8 +158,22 @@ def kernel_form(e: Epilogue) -> Epilogue:
     folded = [int(a) + (int(e.zy) << int(s)) for a, s in zip(add, shift)]  # exact (Python)
     if any(abs(f) >= 1 << 61 for f in folded):
         return e
-    return Epilogue(off=e.off, requant=True, mult=e.mult, add=np.array(folded, np.int64),
-                    shift=e.shift, lo=e.lo + e.zy, hi=e.hi + e.zy, zy=0)
+    return _hi32(Epilogue(off=e.off, requant=True, mult=e.mult,
+                          add=np.array(folded, np.int64), shift=e.shift, lo=e.lo + e.zy,
+                          hi=e.hi + e.zy, zy=0))
+
+
+def _hi32(e: Epilogue) -> Epilogue:
+    """``e`` marked ``hi32`` where ``requant16_hi`` is exact for it (see kernel_form)."""
+    if e.hi32 or e.mult is None:
+        return e
+    shift = np.asarray(e.shift, np.int64).reshape(-1)
+    mult = np.asarray(e.mult, np.int64).reshape(-1)
+    if shift.size == 0 or mult.size == 0 or shift.min() < 32 or shift.max() > 62 \
+            or mult.min() < -(1 << 31) or mult.max() >= 1 << 31 \
+            or not (e.zy == 0 and -128 <= e.lo <= e.hi <= 127):
+        return e
+    return replace(e, hi32=True)
 
 
 ACTS = {None: 0, "relu": 1, "relu6": 2}
@@ -249,7 +275,8 @@ def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
     from tvm import relax
 
     epilogue = kernel_form(epilogue)
-    meta = [*meta[:2], int(epilogue.lo), int(epilogue.hi), int(epilogue.zy), *meta[5:]]
+    meta = [meta[0], epilogue.form(), int(epilogue.lo), int(epilogue.hi), int(epilogue.zy),
+            *meta[5:]]
     consts = [packed, np.array(meta, np.int64), *epilogue.tensors(channels)]
     if post is None:
         dtype = "int8" if epilogue.requant else "float32"

@@ -81,7 +81,10 @@ ISA_QUERY = "edgecc_x86_int8_isa"  # () -> 0 AVX2, 1 AVX-VNNI, 2 AVX-512 VNNI (t
 DW_BLOCKED = "edgecc_x86_int8_dw_blocked"  # () -> depthwise calls run channel-blocked so far
 DW_PERM = "edgecc_x86_int8_dw_perm"  # () -> depthwise calls run on dw_perm so far
 DW_DIRECT = "edgecc_x86_int8_dw_direct"  # () -> ... of them on small planes without a copy
-EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, *AMX_SYMBOLS)  # every symbol the library exports
+HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
+REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
+EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, HI32, REQUANT_PROBE,
+            *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -94,6 +97,10 @@ SOURCE = r"""
 #include <string.h>
 
 """ + ffi_prelude(1 << 17) + r"""
+
+// nonzero: no requant16_hi (the 64-bit write-back as before it) — an A/B switch a benchmark
+// sets through the library's symbol (bench/x86_int8_layers.py), read once per kernel call
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_hi32_off = 0;
 
 namespace {
 
@@ -110,6 +117,7 @@ struct Epilogue {
   const float* res; float* fout; int8_t* qout;
   float qs, qz, qmin, qmax;
   int wide;  // AVX-512 may be used by the write-back (the AVX-512 VNNI kernels' calls)
+  int hi32;  // requant16_hi applies (meta[1] == 2: x86_int8.kernel_form's hi32; see there)
 };
 
 // the requantized write-back with AVX-512 (64-bit multiply, arithmetic shift, min / max
@@ -162,6 +170,23 @@ static inline __m128i requant16_sat(__m512i v, __m512i m, __m512i a, __m512i s, 
   return _mm_min_epi8(_mm_max_epi8(b, q.lo8), q.hi8);
 }
 
+// requant16_sat<false>'s result in fewer instructions (the same int8 values), for an epilogue
+// whose every shift is >= 32 (x86_int8.kernel_form marks it hi32 at compile time; zy 0,
+// clamp in int8): the high dword of the int64 sum p + a is floor((p + a) / 2^32) (two's
+// complement), and floor(floor(x / 2^32) / 2^(s-32)) = floor(x / 2^s) — so one masked
+// vpshufd merges the 16 high dwords in order, one vpsravd (count s - 32) shifts them, one
+// vpmovsdb narrows (saturating into a range that holds [lo, hi]), then the byte clamp:
+// 2 vpsravq + 2 vpmovsqb (2 uops each) + vpunpcklbw become vpshufd + vpsravd + vpmovsdb
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline __m128i requant16_hi(__m512i v, __m512i m, __m512i a, __m512i s32,
+                                   const Sat8& q) {
+  const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(v, m), a);
+  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), m), a);
+  const __m512i h = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
+  const __m128i b = _mm512_cvtsepi32_epi8(_mm512_srav_epi32(h, s32));
+  return _mm_min_epi8(_mm_max_epi8(b, q.lo8), q.hi8);
+}
+
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr, int c0) {
   const Sat8 q = sat8(e);
@@ -172,7 +197,11 @@ static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr
     const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
                                        _mm512_set1_epi32(e.off[row]));
     __m128i* o = reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0);
-    if (q.ok && e.zy == 0) {
+    if (e.hi32) {
+      _mm_storeu_si128(o, requant16_hi(v, _mm512_set1_epi64(e.mult[row]),
+                                       _mm512_set1_epi64(e.add[row]),
+                                       _mm512_set1_epi32((int32_t)(e.shift[row] - 32)), q));
+    } else if (q.ok && e.zy == 0) {
       _mm_storeu_si128(o, requant16_sat<false>(v, _mm512_set1_epi64(e.mult[row]),
                                                _mm512_set1_epi64(e.add[row]),
                                                _mm512_set1_epi64(e.shift[row]), zy, q));
@@ -198,6 +227,14 @@ static int64_t write_channel_512(const Epilogue& e, int64_t ch, const int32_t* a
   const Sat8 q = sat8(e);
   int64_t i = 0;
   const __m512i a = _mm512_set1_epi64(e.add[ch]), sv = _mm512_set1_epi64(e.shift[ch]);
+  if (e.hi32) {
+    const __m512i s32 = _mm512_set1_epi32((int32_t)(e.shift[ch] - 32));
+    for (; i + 16 <= n; i += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                       requant16_hi(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off), m, a,
+                                    s32, q));
+    return i;
+  }
   if (q.ok && e.zy == 0) {
     for (; i + 16 <= n; i += 16)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
@@ -422,6 +459,10 @@ enum { DW_TAPS = 49 };
 // depthwise (dw_block16; larger stride-1 maps: the per-channel runs, measured faster)
 enum { DW_SMALL_PIX = 64, DW_CHUNK = 64 };
 int64_t dw_blocked_calls = 0;  // depthwise calls that ran channel-blocked (a test's counter)
+int64_t hi32_calls = 0;  // convolution calls whose AVX-512 write-back is requant16_hi (a test's)
+static inline void count_hi32(const Epilogue& e) {
+  if (e.wide && e.hi32) __atomic_fetch_add(&hi32_calls, 1, __ATOMIC_RELAXED);
+}
 // the taps two at a time for vpmaddwd: each pair's input runs (s0, s1) and its two int16
 // weights in one int32 (wp); an odd count's last pair repeats its tap with weight 0.
 // Returns the number of pairs. (dw_taps and dw_taps_512 share it.)
@@ -560,7 +601,10 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   e.off = data<int32_t>(args, 3); e.mult = data<int64_t>(args, 4);
   e.add = data<int64_t>(args, 5); e.shift = data<int64_t>(args, 6);
   e.scale = data<float>(args, 7); e.bias = data<float>(args, 8);
-  e.requant = (int)meta[1]; e.lo = meta[2]; e.hi = meta[3]; e.zy = meta[4];
+  e.requant = meta[1] != 0; e.lo = meta[2]; e.hi = meta[3]; e.zy = meta[4];
+  // hi32 only where its write-back is exact (kernel_form checked the shifts >= 32)
+  e.hi32 = meta[1] == 2 && e.zy == 0 && e.lo >= -128 && e.hi <= 127 && e.lo <= e.hi &&
+           !edgecc_x86_int8_hi32_off;
   e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
   e.fused = 0; e.act = 0; e.post_relu = 0; e.res = 0; e.fout = 0; e.qout = 0;
   e.qs = 1.0f; e.qz = 0.0f; e.qmin = 0.0f; e.qmax = 0.0f;
@@ -1264,6 +1308,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     Epilogue e = epilogue(args, meta, 1);
     if (!post_args(args, num_args, e)) return bad_post();
     e.wide = isa == ISA_AVX512VNNI;
+    count_hi32(e);
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     for (int64_t b = 0; b < nb; ++b) {
@@ -1401,6 +1446,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   Epilogue e = epilogue(args, meta, 1);
   if (!post_args(args, num_args, e)) return bad_post();
   e.wide = isa_level() == ISA_AVX512VNNI;
+  count_hi32(e);
   // the padded plane split into its sh x sw stride phases (phase (py, px) holds rows py,
   // py + sh, ... and columns px, px + sw, ..., hq x wq), so every tap is one unit-stride
   // run over the whole output plane on a wq-wide grid: tap (ky, kx) of output (oy, ox) is
@@ -1545,6 +1591,45 @@ __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_dw_direct(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&dw_direct_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolutions (and depthwise) wrote back with requant16_hi in this process
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_hi32(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&hi32_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// the requantized write-back alone (a test's probe of its exactness): acc int32 [C][n] ->
+// out int8 [C][n] by write_channel (AVX-512 where this CPU has it, the 16-wide forms then the
+// scalar tail); args: acc, mult, add, shift (int64 [C]), meta [form (1 / 2 hi32), lo, hi,
+// zy, C, n], out
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_requant_probe(void*, const TVMFFIAny* args, int32_t num_args,
+                                            TVMFFIAny* result) {
+  result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+  if (num_args != 6) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_int8_requant_probe: 6 arguments");
+    return -1;
+  }
+  const int64_t* m6 = data<int64_t>(args, 4);
+  const int64_t meta[5] = {0, m6[0], m6[1], m6[2], m6[3]};
+  const int64_t c = m6[4], n = m6[5];
+  Epilogue e;
+  memset(&e, 0, sizeof e);
+  int32_t* off = static_cast<int32_t*>(calloc(c > 0 ? c : 1, 4));
+  e.off = off; e.mult = data<int64_t>(args, 1); e.add = data<int64_t>(args, 2);
+  e.shift = data<int64_t>(args, 3); e.requant = 1; e.channel_is_row = 1;
+  e.lo = meta[2]; e.hi = meta[3]; e.zy = meta[4];
+  e.hi32 = meta[1] == 2 && e.zy == 0 && e.lo >= -128 && e.hi <= 127 && e.lo <= e.hi;
+  e.out = data<void>(args, 5);
+  e.wide = isa_level() == ISA_AVX512VNNI;
+  count_hi32(e);
+  const int32_t* acc = data<int32_t>(args, 0);
+  for (int64_t ch = 0; ch < c; ++ch) write_channel(e, ch, acc + ch * n, n, ch * n);
+  free(off);
   return 0;
 }
 

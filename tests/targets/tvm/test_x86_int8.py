@@ -206,11 +206,16 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
-            before = blocked()
+            hi32 = lib.get_function(x86_int8.HI32, query_imports=True)
+            before, before_hi = blocked(), hi32()
             runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
             assert blocked() - before == 8  # dw2, dw3, dwf, dwq, s2, s4 (strided); s1, s3 (small)
+            # every requantized conv / depthwise but nofold and wide (zy kept, a clamp past
+            # int8) writes back by requant16_hi: conv, conv1, p0, p0s2 + 9 depthwise
+            assert hi32() - before_hi == 13
             monkeypatch.delenv("EDGECC_X86_DW_PERM", raising=False)
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
+    _probe_write_back(lib, rng)
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
     for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
         for a, b in zip(outs, runs["avx2"]):
@@ -269,6 +274,57 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got[7], acc.astype(np.int32).astype(np.float32)
                                   * scale[:12].reshape(1, -1, 1, 1)
                                   + bias[:12].reshape(1, -1, 1, 1))
+
+
+def _probe_write_back(lib, rng):
+    """The requantized write-back alone (``REQUANT_PROBE``: write_channel, AVX-512 where this
+    CPU has it) on accumulators at the extremes (int32 min / max, 0, ±1), random ones over
+    int32 and near zero, and every output step's two sides (v_k - 1, v_k with v_k the least
+    accumulator giving k, where the rounding flips — exact ties included: multipliers of
+    2^30), for shifts 32 .. 62: the high-dword form (hi32) and the 64-bit one give exactly
+    the Python-integer arithmetic, and kernel_form marks hi32 only for shifts >= 32."""
+    import dataclasses
+
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+
+    probe = lib.get_function(x86_int8.REQUANT_PROBE, query_imports=True)
+    hi32 = lib.get_function(x86_int8.HI32, query_imports=True)
+    wide = "avx512vnni" in _isas()
+    shift = np.array([32, 33, 36, 41, 47, 54, 62, 40], np.int64)
+    mult = np.array([2 ** 31 - 1, 2 ** 30, *rng.integers(2 ** 30, 2 ** 31, 5), 2 ** 30],
+                    np.int64)
+    add = [(1 << int(s - 1)) + int(rng.integers(-(1 << int(s - 1)), 1 << int(s - 1))) * w
+           for s, w in zip(shift, (1, 0, 1, 1, 1, 1, 0, 0))]
+    add[7] += 3 << 31  # a multiple of 2^30 past 2^32: ties every 2^10 accumulators
+    add = np.array(add, np.int64)
+    for lo, hi in ((-128, 127), (0, 127), (-97, 123)):
+        e = x86_int8.kernel_form(x86_int8.Epilogue(
+            off=np.zeros(8, np.int32), requant=True, mult=mult, add=add, shift=shift,
+            lo=lo, hi=hi))
+        assert e.hi32 and not x86_int8.kernel_form(
+            dataclasses.replace(e, hi32=False, shift=np.full(8, 31, np.int64))).hi32
+        rows = []
+        for m, a, s in zip(mult.tolist(), add.tolist(), shift.tolist()):
+            edges = [-((a - (k << s)) // m) for k in range(lo, hi + 2)]  # ceil((k·2^s - a) / m)
+            v = [-(1 << 31), (1 << 31) - 1, 0, 1, -1, *rng.integers(-(1 << 31), 1 << 31, 64),
+                 *rng.integers(-5000, 5000, 64)]
+            v += [t + d for t in edges for d in (-1, 0) if -(1 << 31) <= t + d < 1 << 31]
+            v = [int(x) for x in v]
+            rows.append([v[i % len(v)] for i in range(3 * 256 + 5)])  # 48 vectors + 5 scalar
+        acc = np.array(rows, np.int64)
+        want = np.array([[min(max((x * m + a) >> s, lo), hi) for x in row]
+                         for row, m, a, s in zip(rows, mult.tolist(), add.tolist(),
+                                                 shift.tolist())], np.int8)
+        for form in (1, 2):
+            out = tvm.runtime.tensor(np.zeros(acc.shape, np.int8))
+            before = hi32()
+            probe(tvm.runtime.tensor(acc.astype(np.int32)), tvm.runtime.tensor(mult),
+                  tvm.runtime.tensor(add), tvm.runtime.tensor(shift),
+                  tvm.runtime.tensor(np.array([form, lo, hi, 0, *acc.shape], np.int64)), out)
+            assert hi32() - before == (form == 2 and wide)
+            np.testing.assert_array_equal(out.numpy(), want, f"form {form}, [{lo}, {hi}]")
 
 
 class _Block(nn.Module):
