@@ -100,6 +100,53 @@ def test_outputs_are_the_callers_and_no_later_call_writes_them(tmp_path):
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
 
 
+
+class _TwoOwned(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(x).relu(), x.sum(dim=1)
+
+
+def test_fresh_outputs_take_the_flat_path_and_stay_the_callers(tmp_path):
+    """Every output allocated afresh per call: after the first call ``run`` takes them by
+    index and DLPack (``VmRunner._flat``, the array's length; -1 for a bare tensor) with the
+    same values, and a second call leaves the first call's outputs as they were. An
+    unaligned or strided input is copied, a requires-grad one read as is."""
+    model = _TwoOwned().eval()
+    x1, x2 = torch.randn(2, 8), torch.randn(2, 8)
+    res = edgecc.compile(model, "host", example_inputs=(x1,), pipeline="",
+                         output_dir=str(tmp_path / "o"), verify=False, progress=False)
+    runner = res._runner or res.target.load(res.output_dir, res.report)
+    general = runner.run(x1)
+    assert runner._owned == [True, True] and runner._flat == 2
+    first = runner.run(x1)
+    kept = [o.clone() for o in first]
+    for got, want in zip(first, general):
+        assert torch.equal(got, want)
+    second = runner.run(x2)
+    for got, was in zip(first, kept):
+        assert torch.equal(got, was)
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(first, second))
+    with torch.no_grad():
+        want = model(x2)
+    for got, w in zip(second, want):
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
+    from edgecc.targets.tvm.runner import _flat_form, tvm_tensor
+
+    bare = tvm_tensor(x1, runner.device)
+    assert _flat_form(bare, [True]) == -1 and _flat_form(bare, [False]) is None
+    odd = torch.randn(2 * 8 + 1)[1:].view(2, 8)  # 4-byte aligned only: copied
+    grad = x2.clone().requires_grad_()
+    for value in (odd, torch.randn(8, 2).t(), grad):
+        with torch.no_grad():
+            want = model(value)
+        for got, w in zip(runner.run(value), want):
+            torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
+
+
 POOL_JOB = r"""
 #include <tvm/ffi/c_api.h>
 #include <stdint.h>
