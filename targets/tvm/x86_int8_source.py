@@ -176,7 +176,10 @@ static inline __m128i requant16_sat(__m512i v, __m512i m, __m512i a, __m512i s, 
 // complement), and floor(floor(x / 2^32) / 2^(s-32)) = floor(x / 2^s) — so one masked
 // vpshufd merges the 16 high dwords in order, one vpsravd (count s - 32) shifts them, one
 // vpmovsdb narrows (saturating into a range that holds [lo, hi]), then the byte clamp:
-// 2 vpsravq + 2 vpmovsqb (2 uops each) + vpunpcklbw become vpshufd + vpsravd + vpmovsdb
+// 2 vpsravq + 2 vpmovsqb (2 uops each) + vpunpcklbw become vpshufd + vpsravd + vpmovsdb.
+// CLAMP false: the clamp is all of int8 ([-128, 127], as a relu6 / uint8-style quantize's
+// is once zy is folded: saturation is the clamp), no byte min / max
+template <bool CLAMP>
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static inline __m128i requant16_hi(__m512i v, __m512i m, __m512i a, __m512i s32,
                                    const Sat8& q) {
@@ -184,12 +187,35 @@ static inline __m128i requant16_hi(__m512i v, __m512i m, __m512i a, __m512i s32,
   const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), m), a);
   const __m512i h = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
   const __m128i b = _mm512_cvtsepi32_epi8(_mm512_srav_epi32(h, s32));
-  return _mm_min_epi8(_mm_max_epi8(b, q.lo8), q.hi8);
+  return CLAMP ? _mm_min_epi8(_mm_max_epi8(b, q.lo8), q.hi8) : b;
+}
+static inline bool full_int8(const Epilogue& e) { return e.lo == -128 && e.hi == 127; }
+
+// write_rows_512 of a hi32 epilogue: the form picked once a tile, the rows unrolled
+template <bool CLAMP>
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline void write_rows_hi(const Epilogue& e, const Sat8& q, const int32_t* acc, int r0,
+                                 int nr, int c0) {
+#pragma GCC unroll 8
+  for (int r = 0; r < nr; ++r) {
+    const int64_t row = r0 + r;
+    const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
+                                       _mm512_set1_epi32(e.off[row]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0),
+                     requant16_hi<CLAMP>(v, _mm512_set1_epi64(e.mult[row]),
+                                         _mm512_set1_epi64(e.add[row]),
+                                         _mm512_set1_epi32((int32_t)(e.shift[row] - 32)), q));
+  }
 }
 
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr, int c0) {
   const Sat8 q = sat8(e);
+  if (e.hi32) {
+    if (full_int8(e)) write_rows_hi<false>(e, q, acc, r0, nr, c0);
+    else write_rows_hi<true>(e, q, acc, r0, nr, c0);
+    return;
+  }
   const __m512i lo = _mm512_set1_epi64(e.lo), hi = _mm512_set1_epi64(e.hi),
                 zy = _mm512_set1_epi64(e.zy);
   for (int r = 0; r < nr; ++r) {
@@ -197,11 +223,7 @@ static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr
     const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
                                        _mm512_set1_epi32(e.off[row]));
     __m128i* o = reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0);
-    if (e.hi32) {
-      _mm_storeu_si128(o, requant16_hi(v, _mm512_set1_epi64(e.mult[row]),
-                                       _mm512_set1_epi64(e.add[row]),
-                                       _mm512_set1_epi32((int32_t)(e.shift[row] - 32)), q));
-    } else if (q.ok && e.zy == 0) {
+    if (q.ok && e.zy == 0) {
       _mm_storeu_si128(o, requant16_sat<false>(v, _mm512_set1_epi64(e.mult[row]),
                                                _mm512_set1_epi64(e.add[row]),
                                                _mm512_set1_epi64(e.shift[row]), zy, q));
@@ -229,10 +251,17 @@ static int64_t write_channel_512(const Epilogue& e, int64_t ch, const int32_t* a
   const __m512i a = _mm512_set1_epi64(e.add[ch]), sv = _mm512_set1_epi64(e.shift[ch]);
   if (e.hi32) {
     const __m512i s32 = _mm512_set1_epi32((int32_t)(e.shift[ch] - 32));
+    if (full_int8(e)) {
+      for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                         requant16_hi<false>(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off),
+                                             m, a, s32, q));
+      return i;
+    }
     for (; i + 16 <= n; i += 16)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
-                       requant16_hi(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off), m, a,
-                                    s32, q));
+                       requant16_hi<true>(_mm512_add_epi32(_mm512_loadu_si512(acc + i), off),
+                                          m, a, s32, q));
     return i;
   }
   if (q.ok && e.zy == 0) {
