@@ -26,14 +26,17 @@ the next panel group's input and output lines are prefetched: a 1x1 conv reads C
 writes OC rows at once, more streams than the hardware prefetcher follows); otherwise each
 task builds the im2col of the panels it multiplies: with
 AVX-512, panels whose 16 pixels are a few runs of the input (stride 1 or 2, output rows 5 or
-more wide) by masked loads of each run (stride 2: even lanes by permutex2var), others by one
-vector gather per row. Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
+more wide) by masked loads of each run (stride 2: even lanes by permutex2var) — of the
+unpadded input when the convolution pads (lanes outside the input masked to zero: no padded
+copy, ``edgecc_x86_fp32_unpadded``; a third of a stride-2 3x3 conv's time was the copy) —,
+others by one vector gather per row. Through im2col, a map of two or more panel groups is
+split across tasks by group only (each group's panels built once). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..7). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..8). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -67,6 +70,10 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 
 // depthwise 3x3 planes with output rows at most this wide run 16 channels per vector
 // (PATH_DW_CHANNELS); 0: a row per vector (the same sums: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width = 8;
+// padded convolutions through row-run im2col panels (AVX-512, stride 1 / 2, output rows 5+
+// wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
+// into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
 }
 
 namespace {
@@ -346,6 +353,73 @@ static bool rows_panel_avx512(float* panel, const float* src, const int64_t* kof
   return true;
 }
 
+// lanes [a, b) of 16 (clipped), as a mask
+static inline __mmask16 lanes(int64_t a, int64_t b) {
+  a = a < 0 ? 0 : a;
+  b = b > 16 ? 16 : b;
+  return a >= b ? (__mmask16)0 : (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1));
+}
+
+// the geometry of a convolution's input as im2col_unpadded reads it
+struct Unpadded {
+  const float* x; int64_t c, h, w, kh, kw, sh, ph, pw, dh, dw, ow, pix;
+};
+
+// im2col of panel p (pixels p*16 .. p*16+15, lanes past the map zero) straight from the
+// UNPADDED input (stride S = 1 or 2, output rows 5 or more wide, KW <= 16): its pixels are at
+// most 4 runs (one output row each); row (ci, ky, kx) of a run = a masked load of input row
+// iy = oy*SH + ky*DH - PH (S = 2: of 32 elements, even ones by permutex2var), lanes whose
+// input column is outside [0, W) or whose iy is outside [0, H) zero: the padding the copy
+// wrote, so the panel is the same as rows_panel_avx512's from the padded copy
+template <int S>
+__attribute__((target("avx512f")))
+static void rows_panel_unpadded(float* panel, const Unpadded& u, int64_t p) {
+  int64_t oy[4], at[4][16];
+  __mmask16 lane[4], lo[4][16], hi[4][16];
+  int runs = 0;
+  for (int64_t l0 = 0; l0 < 16 && p * 16 + l0 < u.pix && runs < 4;) {
+    const int64_t q = p * 16 + l0, y = q / u.ow, x0 = q % u.ow;
+    int64_t l1 = l0 + (u.ow - x0 < 16 - l0 ? u.ow - x0 : 16 - l0);
+    if (p * 16 + l1 > u.pix) l1 = u.pix - p * 16;
+    oy[runs] = y;
+    lane[runs] = lanes(l0, l1);
+    for (int64_t kx = 0; kx < u.kw; ++kx) {
+      // lane l reads input column (x0 + l - l0) * S + kx*DW - PW = at + S*l: element e = S*l
+      const int64_t a = (x0 - l0) * S + kx * u.dw - u.pw;
+      at[runs][kx] = a;
+      // elements [S*l0, S*(l1-1)+1) that are columns inside [0, W)
+      const int64_t e0 = S * l0 > -a ? S * l0 : -a;
+      const int64_t e1 = S * (l1 - 1) + 1 < u.w - a ? S * (l1 - 1) + 1 : u.w - a;
+      lo[runs][kx] = lanes(e0, e1);
+      hi[runs][kx] = S == 2 ? lanes(e0 - 16, e1 - 16) : (__mmask16)0;
+    }
+    ++runs;
+    l0 = l1;
+  }
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  float* row = panel;
+  for (int64_t ci = 0; ci < u.c; ++ci)
+    for (int64_t ky = 0; ky < u.kh; ++ky) {
+      const float* plane = u.x + ci * u.h * u.w;
+      for (int64_t kx = 0; kx < u.kw; ++kx, row += 16) {
+        __m512 v = _mm512_setzero_ps();
+        for (int r = 0; r < runs; ++r) {
+          const int64_t iy = oy[r] * u.sh + ky * u.dh - u.ph;
+          if (iy < 0 || iy >= u.h) continue;
+          const float* src = plane + iy * u.w + at[r][kx];
+          if (S == 1) {
+            v = _mm512_mask_loadu_ps(v, lo[r][kx], src);
+          } else {
+            const __m512 e = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo[r][kx], src), even,
+                                                    _mm512_maskz_loadu_ps(hi[r][kx], src + 16));
+            v = _mm512_mask_mov_ps(v, lane[r], e);
+          }
+        }
+        _mm512_storeu_ps(row, v);
+      }
+    }
+}
+
 __attribute__((target("avx2,fma")))
 static void gather_panel_avx2(float* panel, const float* src, const int64_t* koff, int64_t k,
                               const int64_t* bp) {
@@ -365,7 +439,7 @@ const int N_PATHS = 16;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
-       PATH_CONV_PREFETCH = 7 };
+       PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -660,7 +734,13 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t n_panels = (pix + 15) / 16, step = panel_step();
   const int64_t groups = (n_panels + step - 1) / step;
   const float* x = data<float>(args, 0);
-  const bool pad = ph || pw;
+  // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
+  const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
+  // stride 1 or 2, output rows 5 or more wide: im2col panels by row runs (masked loads),
+  // not gathers; padded: from the unpadded input (no copy)
+  const bool row_runs = AVX512 && !in_place && (sw == 1 || sw == 2) && ow >= 5;
+  const bool unpadded = row_runs && (ph || pw) && kw <= 16 && edgecc_x86_fp32_unpadded;
+  const bool pad = (ph || pw) && !unpadded;
   float* padded = pad ? static_cast<float*>(scratch(1, (c * hp * wp + 16) * 4)) : 0;
   int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
   int64_t kk = 0;  // k = (ci, ky, kx) -> its offset in the (padded) input
@@ -669,8 +749,6 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
   float* out = data<float>(args, num_args - 1);
   const float* residual = num_args == 7 ? data<float>(args, 5) : 0;
-  // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
-  const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
   // small maps: split the output channels too, so both threads have work; through im2col
   // only a map of one panel group (a task builds the panels of its items' groups, so two
   // tasks on one group built it twice: 64->64 3x3 on 8x8, 2 groups, ran 4 tasks, 2 builds
@@ -687,12 +765,11 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
                      ? 16 * step : 0;
   if (pf && AVX512) ++path_calls[PATH_CONV_PREFETCH];
   ++path_calls[in_place ? PATH_CONV_DIRECT : PATH_CONV_IM2COL];
-  // stride 1 or 2, output rows 5 or more wide: im2col panels by row runs (masked loads),
-  // not gathers
-  const bool row_runs = AVX512 && !in_place && (sw == 1 || sw == 2) && ow >= 5;
   if (row_runs) ++path_calls[PATH_CONV_ROWS];
+  if (unpadded) ++path_calls[PATH_CONV_UNPADDED];
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * h * w;
+    const Unpadded u{src, c, h, w, kh, kw, sh, ph, pw, dh, dw, ow, pix};
     if (pad) {  // on the pool too (serial, it was ~10% of a 3x3 conv's time on 2 threads)
       parallel_for(c, [&](int64_t c0, int64_t c1) {
         memset(padded + c0 * hp * wp, 0, (c1 - c0) * hp * wp * 4);
@@ -714,7 +791,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
         int64_t base[2][16];
         bool run[2] = {false, false};  // panel p - p0 is one run of 16 consecutive pixels
         for (int64_t p = p0; p < p1; ++p) run[p - p0] = panel_bases(p, pix, ow, sh, sw, wp, base[p - p0]);
-        const bool direct = run[0] && (p1 - p0 == 1 || run[1]);  // read the input in place
+        const bool direct = !unpadded && run[0] && (p1 - p0 == 1 || run[1]);  // in place
         if (direct) {
           Panels pb{{src + base[0][0], src + base[p1 - p0 - 1][0]}, koff, pf};
           if (r0 < r1) gemm_rows<true>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
@@ -725,7 +802,10 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
           for (int64_t p = p0; p < p1; ++p) {
             float* panel = panels + (p - p0) * k * 16;
             const int64_t* bp = base[p - p0];
-            if (run[p - p0]) {
+            if (unpadded) {
+              if (sw == 1) rows_panel_unpadded<1>(panel, u, p);
+              else rows_panel_unpadded<2>(panel, u, p);
+            } else if (run[p - p0]) {
               for (int64_t j = 0; j < k; ++j) memcpy(panel + j * 16, src + koff[j] + bp[0], 64);
             } else if (row_runs && (sw == 1 ? rows_panel_avx512<1>(panel, src, koff, k, bp)
                                             : rows_panel_avx512<2>(panel, src, koff, k, bp))) {
@@ -826,7 +906,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // 4 the depthwise 3x3 calls of 2 that ran the AVX-512 16-lane form, 5 the convolutions of 1
 // whose panels (stride 1 or 2, output rows 5 or more wide) were built from row runs, not
 // gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector, 7 the
-// convolutions of 0 on large maps with software prefetch (AVX-512); 8..15 unused: 0);
+// convolutions of 0 on large maps with software prefetch (AVX-512), 8 the padded convolutions
+// of 5 whose panels were read from the unpadded input (no padded copy); 9..15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

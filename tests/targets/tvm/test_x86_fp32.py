@@ -307,3 +307,33 @@ def test_depthwise_channels_tile_equals_the_row_form(kernels, stride):
     assert np.array_equal(tile, rows)
     ref = _torch_conv(x, w, b, stride, 1, lo=-1.0, hi=2.0)
     assert np.abs(tile - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("stride,hw,k,pad", [(1, (8, 8), 3, 1), (2, (15, 13), 3, 1),
+                                              (1, (7, 9), 5, 2), (2, (16, 16), 3, 1)])
+def test_padded_convolution_reads_the_unpadded_input(kernels, stride, hw, k, pad):
+    """Padded convolutions through row-run panels (AVX-512, stride 1 / 2, output rows 5+
+    wide) build their panels from the unpadded input with masked loads (path 8; no padded
+    copy): 8x8 (ResNet-20's 64-channel maps), odd planes (a partial last panel), a 5x5
+    kernel with pad 2, batch 2, a residual; bit-identical to the padded copy
+    (``edgecc_x86_fp32_unpadded`` 0), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(stride + k)
+    x = rng.standard_normal((2, 6, *hw), np.float32)
+    w = rng.standard_normal((20, 6, k, k), np.float32)
+    b = rng.standard_normal(20, np.float32)
+    oh, ow = ((s + 2 * pad - k) // stride + 1 for s in hw)
+    res = rng.standard_normal((2, 20, oh, ow), np.float32)
+    before = _calls(kernels)
+    direct = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
+    mid = _calls(kernels)
+    old = _knob(kernels, "edgecc_x86_fp32_unpadded", 0)
+    try:
+        copied = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
+    finally:
+        _knob(kernels, "edgecc_x86_fp32_unpadded", old)
+    after = _calls(kernels)
+    avx512 = int(_has_avx512())
+    assert (mid[8] - before[8], after[8] - mid[8], mid[5] - before[5]) == (avx512, 0, avx512)
+    assert np.array_equal(direct, copied)
+    ref = _torch_conv(x, w, b, stride, pad, res, lo=-1.0)
+    assert np.abs(direct - ref).max() <= 1e-5 * np.abs(ref).max()
