@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import edgecc
+from edgecc.errors import InputSpecError
 
 SCRIPT = """
 import sys, torch
@@ -134,6 +136,13 @@ def test_fresh_outputs_take_the_flat_path_and_stay_the_callers(tmp_path):
         want = model(x2)
     for got, w in zip(second, want):
         torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
+    for _ in range(2):  # the second call skips the checks (CompileResult._checked)
+        for got, want in zip(res.run(x1), first):
+            assert torch.equal(got, want)
+    assert res._checked == [(torch.float32, torch.Size([2, 8]))]
+    for bad in (torch.randn(3, 8), torch.randn(2, 8, dtype=torch.float64), x1.numpy()[:1]):
+        with pytest.raises(InputSpecError):  # another signature: checked again
+            res.run(bad)
     from edgecc.targets.tvm.runner import _flat_form, tvm_tensor
 
     bare = tvm_tensor(x1, runner.device)
