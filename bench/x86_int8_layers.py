@@ -79,8 +79,8 @@ def measure(name: str, rounds: int) -> dict:
     variants = (("fp32", "fp32", None, 0), ("int8_dw_before", "int8", "0", 0),
                 ("int8_hi32_off", "int8", None, 1), ("int8", "int8", None, 0))
     times = {key: [[] for _ in calls[label][1]] for key, label, _, _ in variants}
-    for _ in range(rounds):
-        for key, label, switch, off in variants:
+    for n in range(rounds):  # each round in another order (no variant always last)
+        for key, label, switch, off in variants[n % 4:] + variants[:n % 4]:
             if switch is None:
                 os.environ.pop(SWITCH, None)
             else:

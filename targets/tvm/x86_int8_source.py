@@ -83,8 +83,9 @@ DW_PERM = "edgecc_x86_int8_dw_perm"  # () -> depthwise calls run on dw_perm so f
 DW_DIRECT = "edgecc_x86_int8_dw_direct"  # () -> ... of them on small planes without a copy
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
+OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, HI32, REQUANT_PROBE,
-            *AMX_SYMBOLS)  # every symbol the library exports
+            OFF_FOLDED, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -118,6 +119,9 @@ struct Epilogue {
   float qs, qz, qmin, qmax;
   int wide;  // AVX-512 may be used by the write-back (the AVX-512 VNNI kernels' calls)
   int hi32;  // requant16_hi applies (meta[1] == 2: x86_int8.kernel_form's hi32; see there)
+  // add + off·mult per channel (fold_off), or null: requant16_hi then takes the accumulator
+  // as it is (no vpaddd of off) — set only where acc + off provably stays in int32
+  const int64_t* fadd;
 };
 
 // the requantized write-back with AVX-512 (64-bit multiply, arithmetic shift, min / max
@@ -192,18 +196,19 @@ static inline __m128i requant16_hi(__m512i v, __m512i m, __m512i a, __m512i s32,
 static inline bool full_int8(const Epilogue& e) { return e.lo == -128 && e.hi == 127; }
 
 // write_rows_512 of a hi32 epilogue: the form picked once a tile, the rows unrolled
-template <bool CLAMP>
+template <bool CLAMP, bool FOLD>
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static inline void write_rows_hi(const Epilogue& e, const Sat8& q, const int32_t* acc, int r0,
                                  int nr, int c0) {
 #pragma GCC unroll 8
   for (int r = 0; r < nr; ++r) {
     const int64_t row = r0 + r;
-    const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
-                                       _mm512_set1_epi32(e.off[row]));
+    const __m512i v = FOLD ? _mm512_loadu_si512(acc + r * 16)
+                           : _mm512_add_epi32(_mm512_loadu_si512(acc + r * 16),
+                                              _mm512_set1_epi32(e.off[row]));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0),
                      requant16_hi<CLAMP>(v, _mm512_set1_epi64(e.mult[row]),
-                                         _mm512_set1_epi64(e.add[row]),
+                                         _mm512_set1_epi64(FOLD ? e.fadd[row] : e.add[row]),
                                          _mm512_set1_epi32((int32_t)(e.shift[row] - 32)), q));
   }
 }
@@ -212,8 +217,11 @@ __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static void write_rows_512(const Epilogue& e, const int32_t* acc, int r0, int nr, int c0) {
   const Sat8 q = sat8(e);
   if (e.hi32) {
-    if (full_int8(e)) write_rows_hi<false>(e, q, acc, r0, nr, c0);
-    else write_rows_hi<true>(e, q, acc, r0, nr, c0);
+    const bool full = full_int8(e);
+    if (e.fadd && full) write_rows_hi<false, true>(e, q, acc, r0, nr, c0);
+    else if (e.fadd) write_rows_hi<true, true>(e, q, acc, r0, nr, c0);
+    else if (full) write_rows_hi<false, false>(e, q, acc, r0, nr, c0);
+    else write_rows_hi<true, false>(e, q, acc, r0, nr, c0);
     return;
   }
   const __m512i lo = _mm512_set1_epi64(e.lo), hi = _mm512_set1_epi64(e.hi),
@@ -251,6 +259,19 @@ static int64_t write_channel_512(const Epilogue& e, int64_t ch, const int32_t* a
   const __m512i a = _mm512_set1_epi64(e.add[ch]), sv = _mm512_set1_epi64(e.shift[ch]);
   if (e.hi32) {
     const __m512i s32 = _mm512_set1_epi32((int32_t)(e.shift[ch] - 32));
+    if (e.fadd) {
+      const __m512i fa = _mm512_set1_epi64(e.fadd[ch]);
+      if (full_int8(e)) {
+        for (; i + 16 <= n; i += 16)
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                           requant16_hi<false>(_mm512_loadu_si512(acc + i), m, fa, s32, q));
+        return i;
+      }
+      for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                         requant16_hi<true>(_mm512_loadu_si512(acc + i), m, fa, s32, q));
+      return i;
+    }
     if (full_int8(e)) {
       for (; i + 16 <= n; i += 16)
         _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
@@ -637,7 +658,7 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
   e.fused = 0; e.act = 0; e.post_relu = 0; e.res = 0; e.fout = 0; e.qout = 0;
   e.qs = 1.0f; e.qz = 0.0f; e.qmin = 0.0f; e.qmax = 0.0f;
-  e.wide = 0;
+  e.wide = 0; e.fadd = 0;
   return e;
 }
 
@@ -785,11 +806,41 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end) {
 // as many a cycle, so a VNNI job is that much smaller before the pool is worth waking
 inline int64_t dot_speed(int isa) { return isa == ISA_AVX512VNNI ? 4 : 2; }
 
-// off - comp per channel (the +128 shift's compensation), in a scratch buffer
+// off - comp per channel (the +128 shift's compensation), in a scratch buffer (slot 4; its
+// tail holds fold_off's table)
+static inline int64_t off_bytes(int64_t n) { return (n * 4 + 63) / 64 * 64; }
 const int32_t* shifted_off(const int32_t* off, const int32_t* comp, int64_t n) {
-  int32_t* out = static_cast<int32_t*>(scratch(4, n * 4 + 64));
+  int32_t* out = static_cast<int32_t*>(scratch(4, off_bytes(n) + n * 8 + 64));
   for (int64_t i = 0; i < n; ++i) out[i] = (int32_t)((uint32_t)off[i] - (uint32_t)comp[i]);
   return out;
+}
+
+int64_t fold_calls = 0;  // calls whose requant16_hi took fold_off's table (a test's counter)
+// e.fadd = add + off·mult per channel (slot 4's tail) when every accumulator of the call is
+// within ±kmax·32640 (kmax products of a u8 (x + 128) or s8 x and an s8 weight): then
+// acc + off never leaves int32 (no wrap to reproduce) and (acc + off)·m + a = acc·m + fadd
+// exactly, |acc·m + fadd| < 2^63 — the same sums, one vpaddd fewer a vector. Else no table;
+// nor for fewer than edgecc_x86_int8_fold_min outputs a channel (512; its ~15 cycles a
+// channel outweigh the vpaddd saved: measured slower on MobileNetV2's 4x4 / 8x8 depthwise;
+// a library symbol, so a test can fold small maps too)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_fold_min = 512;
+void fold_off(Epilogue& e, int64_t n, int64_t kmax, int64_t per_channel) {
+  e.fadd = 0;
+  if (!e.wide || !e.hi32 || !e.requant || kmax <= 0 || kmax > (1 << 16) ||
+      per_channel < edgecc_x86_int8_fold_min)
+    return;
+  const int64_t amax = kmax * 32640;
+  int64_t* f = reinterpret_cast<int64_t*>(
+      static_cast<char*>(scratch(4, off_bytes(n) + n * 8 + 64)) + off_bytes(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = e.off[i], m = e.mult[i];
+    const __int128 fa = (__int128)e.add[i] + (__int128)off * m;
+    const __int128 top = (__int128)amax * (m < 0 ? -m : m) + (fa < 0 ? -fa : fa);
+    if ((off < 0 ? -off : off) + amax > INT32_MAX || top >= ((__int128)1 << 63)) return;
+    f[i] = (int64_t)fa;
+  }
+  e.fadd = f;
+  __atomic_fetch_add(&fold_calls, 1, __ATOMIC_RELAXED);
 }
 
 // 16 pixels x 4 k (four 16-byte runs a, b, c, d) -> [16][4] bytes
@@ -1339,6 +1390,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     e.wide = isa == ISA_AVX512VNNI;
     count_hi32(e);
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
+    fold_off(e, oc, c * kh * kw, nb * oh * ow);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     for (int64_t b = 0; b < nb; ++b) {
       const int8_t* xb = x + b * c * h * w;
@@ -1476,6 +1528,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   if (!post_args(args, num_args, e)) return bad_post();
   e.wide = isa_level() == ISA_AVX512VNNI;
   count_hi32(e);
+  fold_off(e, c, kh * kw, nb * pix);
   // the padded plane split into its sh x sw stride phases (phase (py, px) holds rows py,
   // py + sh, ... and columns px, px + sw, ..., hq x wq), so every tap is one unit-stride
   // run over the whole output plane on a wq-wide grid: tap (ky, kx) of output (oy, ox) is
@@ -1620,6 +1673,14 @@ __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_dw_direct(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&dw_direct_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many of them took the accumulators without adding off (fold_off's table)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_off_folded(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&fold_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

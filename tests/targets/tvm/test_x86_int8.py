@@ -93,6 +93,8 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     ``dw_perm`` (several output rows a vector, partial row groups, 16-lane steps with a
     tail, a 5x5 kernel's two 4-tap groups, stride 1x3 with dilation 2; its counter grows)
     and equals the rest."""
+    import ctypes
+
     import tvm
     from tvm import relax
 
@@ -207,12 +209,19 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
             hi32 = lib.get_function(x86_int8.HI32, query_imports=True)
-            before, before_hi = blocked(), hi32()
+            folded = lib.get_function(x86_int8.OFF_FOLDED, query_imports=True)
+            # fold off into the add on these small maps too (by default >= 512 outputs a
+            # channel); the same library as TVM's handle (dlopen of one path)
+            fold_min = ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_fold_min")
+            fold_min.value = 0
+            before, before_hi, before_fold = blocked(), hi32(), folded()
             runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
+            fold_min.value = 512
             assert blocked() - before == 8  # dw2, dw3, dwf, dwq, s2, s4 (strided); s1, s3 (small)
             # every requantized conv / depthwise but nofold and wide (zy kept, a clamp past
-            # int8) writes back by requant16_hi: conv, conv1, p0, p0s2 + 9 depthwise
-            assert hi32() - before_hi == 13
+            # int8) writes back by requant16_hi: conv, conv1, p0, p0s2 + 9 depthwise; all of
+            # them with off folded into the 64-bit add (small K: no int32 wrap possible)
+            assert hi32() - before_hi == 13 and folded() - before_fold == 13
             monkeypatch.delenv("EDGECC_X86_DW_PERM", raising=False)
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     _probe_write_back(lib, rng)
