@@ -28,7 +28,8 @@ task builds the im2col of the panels it multiplies: with
 AVX-512, panels whose 16 pixels are a few runs of the input (stride 1 or 2, output rows 5 or
 more wide) by masked loads of each run (stride 2: even lanes by permutex2var) — of the
 unpadded input when the convolution pads (lanes outside the input masked to zero: no padded
-copy, ``edgecc_x86_fp32_unpadded``; a third of a stride-2 3x3 conv's time was the copy) —,
+copy, ``edgecc_x86_fp32_unpadded``; the copy was ~16% of a stride-2 3x3 conv's samples in
+perf) —,
 others by one vector gather per row. Through im2col, a map of two or more panel groups is
 split across tasks by group only (each group's panels built once). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
