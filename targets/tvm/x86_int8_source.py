@@ -46,6 +46,12 @@ write-back of convolutions uses AVX-512 (``write_rows_512``, ``write_channel_512
 every real epilogue (clamp within int8 after the zero point) ``requant16_sat`` — per-lane
 ``vpsravq``, saturating ``vpmovsqb`` narrowing and a byte clamp, with the zero point folded
 into the 64-bit add at compile time (``x86_int8.kernel_form``); the same int8 values.
+Where every shift is >= 32 (kernel_form marks the epilogue ``hi32``: meta[1] = 2; every
+MobileNetV2 / ResNet-20 layer) ``requant16_hi``: the 16 high dwords of the 64-bit sums by one
+masked ``vpshufd``, ``vpsravd`` by s - 32, one ``vpmovsdb`` (its saturation the clamp when
+the clamp is all of int8), and with >= 512 outputs a channel the offset folded into the
+add per call (``fold_off``). Counted by ``edgecc_x86_int8_hi32`` / ``_off_folded``; the
+library symbol ``edgecc_x86_int8_hi32_off`` turns it off (A/B: bench/x86_int8_layers.py).
 
 Depthwise: the padded plane split into its stride phases, so each tap is one unit-stride
 vectorized run over the whole output plane (on a grid as wide as the phase; the extra
