@@ -40,31 +40,13 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import models, ort_fp32_fn  # noqa: E402
+from bench.vm_calls import kernel_calls  # noqa: E402
 
 import torch  # noqa: E402
 
 import edgecc  # noqa: E402
 
 warnings.filterwarnings("ignore")
-
-
-def kernel_calls(runner, inputs):
-    """(function, symbol, arguments) of every call the VM makes in one run."""
-    from edgecc.targets.tvm.runner import tvm_tensor
-
-    calls = []
-
-    def instrument(func, symbol, before, _ret, *args):
-        if before:
-            calls.append((func, str(symbol), list(args)))
-        return 0
-
-    runner.vm.set_instrument(instrument)
-    try:
-        runner.vm["main"](*[tvm_tensor(t, runner.device) for t in inputs])
-    finally:
-        runner.vm.set_instrument(None)
-    return calls
 
 
 def kind(symbol: str) -> str:

@@ -51,21 +51,11 @@ def conv_kind(c: int, oc: int, kh: int, stride: int, depthwise: bool) -> str:
 
 def edgecc_layers(res, inputs, rounds: int) -> tuple[list[dict], float]:
     """Per VM call of one run: kind, shape key, min thread-CPU us; and the whole call's."""
+    from bench.vm_calls import kernel_calls
     from edgecc.targets.tvm.runner import tvm_tensor
 
     runner = res._runner
-    calls = []
-
-    def instrument(func, symbol, before, _ret, *args):
-        if before:
-            calls.append((func, str(symbol), list(args)))
-        return 0
-
-    runner.vm.set_instrument(instrument)
-    try:
-        runner.vm["main"](*[tvm_tensor(t, runner.device) for t in inputs])
-    finally:
-        runner.vm.set_instrument(None)
+    calls = kernel_calls(runner, inputs)
     rows = []
     for func, sym, args in calls:
         if sym.startswith("vm.builtin"):
