@@ -77,16 +77,8 @@ def test_linears_on_tiles_equal_vnni_on_edge_shapes(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     shapes = [(7, 37, 40), (20, 128, 33), (47, 128, 35), (64, 200, 64), (50, 256, 17)]
 
-    def requant(n):
-        shift = rng.integers(36, 42, n).astype(np.int64)
-        return x86_int8.Epilogue(
-            off=rng.integers(-5000, 5000, n).astype(np.int32), requant=True,
-            mult=rng.integers(2 ** 30, 2 ** 31, n).astype(np.int64),
-            add=(np.int64(1) << (shift - 1)) + rng.integers(-2 ** 38, 2 ** 38, n),
-            shift=shift, lo=-100, hi=120, zy=3)
-
     weights = [rng.integers(-128, 128, (n, k)).astype(np.int8) for _, k, n in shapes]
-    eps = [requant(n) for _, _, n in shapes]
+    eps = [random_requant(rng, n) for _, _, n in shapes]
     flt = x86_int8.Epilogue(off=eps[0].off, requant=False,
                             scale=rng.random(40).astype(np.float32),
                             bias=rng.random(40).astype(np.float32))
