@@ -41,6 +41,22 @@ and not kept (no gain beyond the noise): K in blocks of 128-512 with partial sum
 write-back from the registers. What w4a16 wins is the weight traffic: whole models with the
 same kernels around them, BERT 0.67x and GPT-2 0.75x of fp32 (1 thread CPU time).
 
+On AMD Zen 4 (512-bit ops double-pumped: one 512-bit FMA a cycle, ~115 GFLOP/s on its
+~3.6 GHz core, measured by 12 independent vfmadd231ps chains) the same holds, at half of
+SPR's peak a cycle: under load (~3), 1 thread CPU time, interleaved, 2026-11-30, the prefill
+path ran 0.92-1.02x of ``edgecc_x86_sgemm`` on every linear above at 92-103 GFLOP/s, both,
+outputs bit-identical; the 12 x 32 micro-kernel alone on an L1-resident panel runs at
+106-114 GFLOP/s (~95% of peak). The panel's dequantization (vpmovzxbd, vpand / vpsrld,
+2 vcvtdq2ps, 2 vsubps, 2 vmulps per input index) is ~3% of the FMA work at M = 128, less
+at M = 1024, so no unpack variant (vpermb / vpermi2ps tables) can buy more than that. Tried
+on Zen 4 and not kept: rows in L2-sized blocks with the panel dequantized per block (128 KiB
+of x a block: 1.02-1.17x slower; 384 KiB: 0.97-1.07x, noise), the write-back straight
+from the registers (0.96-1.02x, noise), FMAs with an embedded {1to16} broadcast of x
+instead of one vbroadcastss a row (2.4x slower in a C probe). With both kernels at the FMA
+bound, w4a16's lead over fp32 on these compute-bound prefill shapes is only what the cold
+float32 weights cost fp32 (GPT-2 whole model, 1 thread: 0.95x); a float32 kernel gets no
+faster by unpacking int4 well.
+
 Only the summation order differs from ``x @ dequant(W).T + b``: |y - ref| <= 2 γ_{K+1}
 (|x| @ |W|ᵀ + |b|), γ_n = n u / (1 - n u), u = 2^-24 (``x86_wonly.ERROR_BOUND``).
 Panels are spread over TVM's thread pool (``TVMBackendParallelLaunch``, as ``x86_int8``).
