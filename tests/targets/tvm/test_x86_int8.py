@@ -137,6 +137,12 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     assert x86_int8.kernel_form(ep["conv1"]).zy == 0  # folded: a + zy·2^s, clamp + zy
     assert x86_int8.kernel_form(nofold) is nofold and x86_int8.kernel_form(wide) is wide
     ep.update({"nofold": nofold, "wide": wide})
+    # hi32 with a clamp of all of int8 (no byte min / max after the saturating narrowing)
+    shift = rng.integers(33, 40, 19).astype(np.int64)
+    ep["s5"] = x86_int8.Epilogue(off=ep["s1"].off, requant=True, mult=ep["s1"].mult,
+                                 add=(np.int64(1) << (shift - 1)), shift=shift, lo=-128,
+                                 hi=127, zy=0)
+    assert x86_int8.kernel_form(ep["s5"]).hi32 and x86_int8.kernel_form(ep["s1"]).hi32
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
               for n, a in (("xl", xl), ("xc", xc), ("xd", xd), ("xp", xp), ("xq", xq),
@@ -181,7 +187,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
                     x86_int8.emit_depthwise(bb, params[6], ws, 7, [1, 1], [1, 1], [1, 1],
                                             ep["s3"]),
                     x86_int8.emit_depthwise(bb, params[6], ws, -8, [1, 2], [1, 1], [1, 1],
-                                            ep["s4"])]
+                                            ep["s4"]),
+                    x86_int8.emit_depthwise(bb, params[5], ws, 3, [1, 1], [1, 1], [1, 1],
+                                            ep["s5"])]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
@@ -199,12 +207,24 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         if isa == "avx512vnni" and _has_vbmi():  # every depthwise on dw_perm, no fallback
             perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
             direct = lib.get_function(x86_int8.DW_DIRECT, query_imports=True)
-            before, before_direct = perm(), direct()
+            direct_hi = lib.get_function(x86_int8.DW_DIRECT_HI, query_imports=True)
+            before, before_direct, before_hi = perm(), direct(), direct_hi()
             runs["perm"] = [o.numpy() for o in vm["main"](*args)]
-            assert perm() - before == 12  # dw, dw2, dw3 (1x3, dilation 2), dwf, dwq, dw5, +6
-            # s1, s2: 4x4 outputs (1 vector a plane) of 16- / 56-byte planes; s3: 8x7 (4
-            # vectors of 2 rows), s4: 8x4 (2 vectors of 4 rows)
-            assert direct() - before_direct == 4
+            assert perm() - before == 13  # dw, dw2, dw3 (1x3, dilation 2), dwf, dwq, dw5, +7
+            # s1, s5: 4x4 outputs (1 vector a plane) of 16-byte planes, s2: of 56-byte ones;
+            # s3: 8x7 (4 vectors of 2 rows), s4: 8x4 (2 vectors of 4 rows) — every one hi32,
+            # so written back from registers (dw_write_hi), none through write_channel
+            assert direct() - before_direct == 5 and direct_hi() - before_hi == 5
+            # ... and with off folded into the add (fold_min 0: these maps are < 512 outputs)
+            fold_min = ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_fold_min")
+            fold_min.value = 0
+            runs["perm_folded"] = [o.numpy() for o in vm["main"](*args)]
+            fold_min.value = 512
+            assert direct_hi() - before_hi == 10
+            monkeypatch.setenv("EDGECC_X86_DW_DIRECT_HI", "0")  # the sums via write_channel
+            runs["direct_sums"] = [o.numpy() for o in vm["main"](*args)]
+            assert direct_hi() - before_hi == 10 and direct() - before_direct == 15
+            monkeypatch.delenv("EDGECC_X86_DW_DIRECT_HI")
             monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
@@ -217,11 +237,11 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             before, before_hi, before_fold = blocked(), hi32(), folded()
             runs["blocked"] = [o.numpy() for o in vm["main"](*args)]
             fold_min.value = 512
-            assert blocked() - before == 8  # dw2, dw3, dwf, dwq, s2, s4 (strided); s1, s3 (small)
+            assert blocked() - before == 9  # dw2, dw3, dwf, dwq, s2, s4 (strided); s1, s3, s5
             # every requantized conv / depthwise but nofold and wide (zy kept, a clamp past
-            # int8) writes back by requant16_hi: conv, conv1, p0, p0s2 + 9 depthwise; all of
+            # int8) writes back by requant16_hi: conv, conv1, p0, p0s2 + 10 depthwise; all of
             # them with off folded into the 64-bit add (small K: no int32 wrap possible)
-            assert hi32() - before_hi == 13 and folded() - before_fold == 13
+            assert hi32() - before_hi == 14 and folded() - before_fold == 14
             monkeypatch.delenv("EDGECC_X86_DW_PERM", raising=False)
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     _probe_write_back(lib, rng)
@@ -270,7 +290,8 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         np.testing.assert_array_equal(got[at + 2], _requant(acc, e.off, e.mult, e.add, e.shift,
                                                             e.lo, e.hi, e.zy, 1), key)
     for at, key, xv, zx, stride in ((16, "s1", xs, -6, [1, 1]), (17, "s2", xt, 2, [2, 2]),
-                                    (18, "s3", xt, 7, [1, 1]), (19, "s4", xt, -8, [1, 2])):
+                                    (18, "s3", xt, 7, [1, 1]), (19, "s4", xt, -8, [1, 2]),
+                                    (20, "s5", xs, 3, [1, 1])):
         e = ep[key]
         acc = _conv_ref(xv, ws, zx, stride, [1, 1], [1, 1], 19)
         np.testing.assert_array_equal(got[at], _requant(acc, e.off, e.mult, e.add, e.shift,
