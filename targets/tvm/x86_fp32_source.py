@@ -31,13 +31,17 @@ unpadded input when the convolution pads (lanes outside the input masked to zero
 copy, ``edgecc_x86_fp32_unpadded``; the copy was ~16% of a stride-2 3x3 conv's samples in
 perf) —,
 others by one vector gather per row. Through im2col, a map of two or more panel groups is
-split across tasks by group only (each group's panels built once). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
+split across tasks by group only (each group's panels built once). Same-size 3x3
+convolutions (stride 1, pad 1) on maps whose rows are not a multiple of 16 wide, or with
+fewer than 8 input channels, read the unpadded input in place instead (AVX-512): 16
+consecutive output pixels are 16 consecutive inputs per tap whatever rows they span,
+lanes in the padding masked to zero (``edgecc_x86_fp32_same3x3``; no im2col, no copy). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..8). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..9). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -75,6 +79,10 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
+// same-size 3x3 convolutions (stride 1, pad 1, no dilation; AVX-512) read the unpadded input
+// in place with masked loads (PATH_CONV_SAME3X3); 0: the padded copy / im2col paths (the same
+// sums: the tests' bit-for-bit A/B)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
 }
 
 namespace {
@@ -435,12 +443,133 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
   }
 }
 
+// ---- same-size 3x3 convolution, read in place (stride 1, pad 1, no dilation) ----------------
+// Output pixel q = oy * W + ox of a same-size map reads input q + (ky - 1) * W + (kx - 1) for tap
+// (ky, kx), so 16 consecutive output pixels (a panel, whatever rows it spans: an 8-wide map's
+// panel is two rows) are 16 consecutive inputs per tap. Lanes whose input is outside the map
+// (the padding: top / bottom row, first / last column, past the map) are masked to zero, the
+// 9 masks of a panel computed once per panel group. The micro-kernel reads the UNPADDED input
+// in place: no padded copy (16->16 @32 made one per call) and no im2col (8-wide maps built
+// im2col panels). Same products in the same (ci, ky, kx) order as the im2col / padded paths
+// (a masked lane adds w * 0), so the outputs are bit-identical to theirs.
+// koff[k]: tap k = (ci, ky, kx)'s offset from the output pixel, ci * H * W + (ky - 1) * W + kx - 1
+struct Same3x3 { const float* x; int64_t c, h, w, pix; const int64_t* koff; };
+
+// the 9 tap masks of the panel whose first pixel is p0 (taps in (ky, kx) order)
+static void same3x3_masks(const Same3x3& s, int64_t p0, __mmask16* m) {
+  const __mmask16 valid = lanes(0, s.pix - p0);
+  const __mmask16 top = lanes(0, s.w - p0), bottom = lanes((s.h - 1) * s.w - p0, 16);
+  __mmask16 first = 0, last = 0;  // lanes in column 0 / column W - 1
+  for (int64_t l = (s.w - p0 % s.w) % s.w; l < 16; l += s.w) first |= (__mmask16)(1u << l);
+  for (int64_t l = (2 * s.w - 1 - p0 % s.w) % s.w; l < 16; l += s.w) last |= (__mmask16)(1u << l);
+  const __mmask16 row[3] = {(__mmask16)(valid & ~top), valid, (__mmask16)(valid & ~bottom)};
+  const __mmask16 col[3] = {(__mmask16)~first, (__mmask16)0xFFFF, (__mmask16)~last};
+  for (int ky = 0; ky < 3; ++ky)
+    for (int kx = 0; kx < 3; ++kx) m[ky * 3 + kx] = row[ky] & col[kx];
+}
+
+// _mm512_maskz_loadu_ps as an asm statement that reads no memory the compiler tracks: GCC
+// takes the builtin's masked load as possibly reading any memory, acc included, and then keeps
+// a micro-kernel's accumulators on the stack (a store each per iteration). Only for inputs no
+// kernel writes while it runs.
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 masked_load(__mmask16 m, const float* p) {
+  __m512 v;
+  __asm__("vmovups (%1), %0%{%2%}%{z%}" : "=v"(v) : "r"(p), "Yk"(m));
+  return v;
+}
+
+// rows r0.. (MR output channels) x NP panels from pixel c0; m: the panels' masks [NP][9]
+template <int MR, int NP>
+__attribute__((target("avx512f")))
+static void kernel_same3x3(const Gemm& g, int64_t r0, const Same3x3& s, int64_t c0,
+                           const __mmask16* m) {
+  __m512 acc[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
+  // one loop over k = (ci, ky, kx), as kernel_avx512's (nested ci / tap loops made GCC store
+  // the accumulators to the stack every iteration); t: the tap, for its masks
+  const float* a = g.a + r0 * g.lda;
+  const int64_t n = g.k, lda = g.lda;
+  const int64_t* koff = s.koff;
+  // a tap's pointer may point before the map (its lanes there are masked: no access)
+  const float* x = s.x + c0;
+  for (int64_t k = 0, t = 0; k < n; ++k) {
+    const float* xt = x + koff[k];
+    __m512 bv[NP];
+    for (int q = 0; q < NP; ++q) bv[q] = masked_load(m[q * 9 + t], xt + 16 * q);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 v = _mm512_set1_ps(a[r * lda + k]);
+      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
+    }
+    t = t == 8 ? 0 : t + 1;
+  }
+  // write-back: kernel_avx512's (a helper taking acc by reference kept it in memory: GCC
+  // stored the accumulators every iteration)
+  const int64_t left = g.cols - c0;
+  __mmask16 mask[NP];
+  for (int q = 0; q < NP; ++q) {
+    const int64_t n = left - 16 * q;
+    mask[q] = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+  }
+  const __m512 lo = _mm512_set1_ps(g.lo), hi = _mm512_set1_ps(g.hi);
+  __m512 bcol[NP];
+  if (!g.bias_per_row)
+    for (int q = 0; q < NP; ++q) bcol[q] = _mm512_maskz_loadu_ps(mask[q], g.bias + c0 + 16 * q);
+  for (int r = 0; r < MR; ++r) {
+    float* out = g.c + (r0 + r) * g.ldc + c0;
+    const __m512 brow = _mm512_set1_ps(g.bias_per_row ? g.bias[r0 + r] : 0.0f);
+    for (int q = 0; q < NP; ++q) {
+      __m512 v = _mm512_add_ps(acc[r][q], g.bias_per_row ? brow : bcol[q]);
+      if (g.res)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[q], g.res + (r0 + r) * g.ldc + c0 + 16 * q));
+      v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+      _mm512_mask_storeu_ps(out + 16 * q, mask[q], v);
+    }
+  }
+}
+
+
+template <int NP>
+static void same3x3_tile(const Gemm& g, int64_t r, int mr, const Same3x3& s, int64_t c0,
+                         const __mmask16* m) {
+  switch (mr) {
+    case 1: kernel_same3x3<1, NP>(g, r, s, c0, m); break;
+    case 2: kernel_same3x3<2, NP>(g, r, s, c0, m); break;
+    case 3: kernel_same3x3<3, NP>(g, r, s, c0, m); break;
+    case 4: kernel_same3x3<4, NP>(g, r, s, c0, m); break;
+    case 5: kernel_same3x3<5, NP>(g, r, s, c0, m); break;
+    case 6: kernel_same3x3<6, NP>(g, r, s, c0, m); break;
+    case 7: kernel_same3x3<7, NP>(g, r, s, c0, m); break;
+    case 8: kernel_same3x3<8, NP>(g, r, s, c0, m); break;
+    case 9: kernel_same3x3<9, NP>(g, r, s, c0, m); break;
+    case 10: kernel_same3x3<10, NP>(g, r, s, c0, m); break;
+    case 11: kernel_same3x3<11, NP>(g, r, s, c0, m); break;
+    default: kernel_same3x3<12, NP>(g, r, s, c0, m); break;
+  }
+}
+
+// rows [r0, r1) times the np (1 or 2) panels from pixel c0, in micro-tiles of balanced height
+static void same3x3_rows(const Gemm& g, int64_t r0, int64_t r1, const Same3x3& s, int np,
+                         int64_t c0) {
+  __mmask16 m[2 * 9];
+  for (int q = 0; q < np; ++q) same3x3_masks(s, c0 + 16 * q, m + 9 * q);
+  const int64_t step = row_step();
+  for (int64_t r = r0; r < r1;) {
+    const int64_t left = r1 - r, tiles = (left + step - 1) / step;
+    const int mr = (int)((left + tiles - 1) / tiles);
+    if (np == 2) same3x3_tile<2>(g, r, mr, s, c0, m);
+    else same3x3_tile<1>(g, r, mr, s, c0, m);
+    r += mr;
+  }
+}
+
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
 const int N_PATHS = 16;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
-       PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8 };
+       PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -735,6 +864,39 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t n_panels = (pix + 15) / 16, step = panel_step();
   const int64_t groups = (n_panels + step - 1) / step;
   const float* x = data<float>(args, 0);
+  float* out = data<float>(args, num_args - 1);
+  const float* residual = num_args == 7 ? data<float>(args, 5) : 0;
+  // same-size 3x3 maps whose rows are not a multiple of 16 wide (the in-place path cannot read
+  // them: im2col panels) or with few input channels (the padded copy weighs more there); the
+  // others read the padded copy in place, which measured faster than the masked loads
+  // (16->16 @32 and 32->32 @16: 1.04-1.10x; 64->64 @8 0.97x, 3->16 @32 0.91x; Zen 4, 1 thread)
+  if (AVX512 && edgecc_x86_fp32_same3x3 && kh == 3 && kw == 3 && sh == 1 && sw == 1 && ph == 1
+      && pw == 1 && dh == 1 && dw == 1 && oh == h && ow == w && (ow % 16 != 0 || c < 8)) {
+    ++path_calls[PATH_CONV_SAME3X3];
+    int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const int64_t ci = kk / 9, ky = kk % 9 / 3, kx = kk % 3;
+      koff[kk] = ci * h * w + (ky - 1) * w + kx - 1;
+    }
+    // panel groups x output-channel chunks, as the in-place path splits them
+    int64_t rchunks = 1;
+    while (groups * rchunks < 8 && (rchunks * 2) * 2 * row_step() <= oc) rchunks *= 2;
+    const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
+    for (int64_t b = 0; b < nb; ++b) {
+      const Same3x3 s{x + b * c * h * w, c, h, w, pix, koff};
+      Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
+             out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
+      parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t grp = i / rchunks, rc = i % rchunks;
+          const int64_t p0 = grp * step, p1 = p0 + step < n_panels ? p0 + step : n_panels;
+          const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+          if (r0 < r1) same3x3_rows(g, r0, r1, s, (int)(p1 - p0), p0 * 16);
+        }
+      }, oc * k * pix);
+    }
+    return 0;
+  }
   // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
   const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
   // stride 1 or 2, output rows 5 or more wide: im2col panels by row runs (masked loads),
@@ -748,8 +910,6 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   for (int64_t ci = 0; ci < c; ++ci)
     for (int64_t ky = 0; ky < kh; ++ky)
       for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
-  float* out = data<float>(args, num_args - 1);
-  const float* residual = num_args == 7 ? data<float>(args, 5) : 0;
   // small maps: split the output channels too, so both threads have work; through im2col
   // only a map of one panel group (a task builds the panels of its items' groups, so two
   // tasks on one group built it twice: 64->64 3x3 on 8x8, 2 groups, ran 4 tasks, 2 builds
@@ -908,7 +1068,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // whose panels (stride 1 or 2, output rows 5 or more wide) were built from row runs, not
 // gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector, 7 the
 // convolutions of 0 on large maps with software prefetch (AVX-512), 8 the padded convolutions
-// of 5 whose panels were read from the unpadded input (no padded copy); 9..15 unused: 0);
+// of 5 whose panels were read from the unpadded input (no padded copy), 9 same-size 3x3
+// convolutions read in place with masked loads (no copy, no im2col); 10..15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

@@ -170,7 +170,7 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(7)]
+    before = [int(query(i)) for i in range(10)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -179,11 +179,13 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
         assert _relative(res.run(fresh), expected) <= 1e-5
     calls = [int(query(i)) - b for i, b in enumerate(before)]
     # per run: a, b, p in place; s (stride 2, 4-wide rows), n (4-wide rows), e (8-wide rows)
-    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: d1 (16-wide rows) ran
-    # the 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16 channels per vector,
-    # and e's panels were built from row runs (s, n: 4-wide rows, gathered)
+    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a (5 input channels),
+    # e and n (rows not a multiple of 16 wide) same-size 3x3 read in place with masked loads
+    # (path 9, not 0 / 1), s's panels gathered (4-wide rows), d1 (16-wide rows) ran the
+    # 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16 channels per vector
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
-    assert calls == [2 * 3, 2 * 3, 2 * 3, 2 * 1, 2 * avx512, 2 * avx512, 2 * 2 * avx512], calls
+    assert calls == [2 * (3 - avx512), 2 * (3 - 2 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
+                     2 * 2 * avx512, 0, 0, 2 * 3 * avx512], calls
     assert int(query(-1)) == avx512
 
 
@@ -323,17 +325,68 @@ def test_padded_convolution_reads_the_unpadded_input(kernels, stride, hw, k, pad
     b = rng.standard_normal(20, np.float32)
     oh, ow = ((s + 2 * pad - k) // stride + 1 for s in hw)
     res = rng.standard_normal((2, 20, oh, ow), np.float32)
-    before = _calls(kernels)
-    direct = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
-    mid = _calls(kernels)
-    old = _knob(kernels, "edgecc_x86_fp32_unpadded", 0)
+    same = _knob(kernels, "edgecc_x86_fp32_same3x3", 0)  # 8x8 3x3: path 9 otherwise
     try:
-        copied = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
+        before = _calls(kernels)
+        direct = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
+        mid = _calls(kernels)
+        old = _knob(kernels, "edgecc_x86_fp32_unpadded", 0)
+        try:
+            copied = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
+        finally:
+            _knob(kernels, "edgecc_x86_fp32_unpadded", old)
+        after = _calls(kernels)
     finally:
-        _knob(kernels, "edgecc_x86_fp32_unpadded", old)
-    after = _calls(kernels)
+        _knob(kernels, "edgecc_x86_fp32_same3x3", same)
     avx512 = int(_has_avx512())
     assert (mid[8] - before[8], after[8] - mid[8], mid[5] - before[5]) == (avx512, 0, avx512)
     assert np.array_equal(direct, copied)
     ref = _torch_conv(x, w, b, stride, pad, res, lo=-1.0)
     assert np.abs(direct - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("c,hw,batch", [(20, (8, 8), 2), (24, (4, 4), 1), (3, (32, 32), 1),
+                                        (6, (7, 9), 2), (5, (16, 16), 1), (4, (1, 1), 1)])
+def test_same_size_3x3_reads_the_input_in_place(kernels, c, hw, batch):
+    """Same-size 3x3 convolutions (stride 1, pad 1) on rows not a multiple of 16 wide, or
+    with fewer than 8 input channels, read the unpadded input in place with masked loads
+    (path 9, AVX-512; not 0 / 1): ResNet-20's 8x8 maps, 4x4, the 3-channel stem, odd planes
+    (panels spanning rows, a partial last panel), a 1x1 plane (every tap but the centre
+    padding), 37 output channels (a partial micro-tile), batch 2, a residual + clamp;
+    bit-identical to the paths it replaces (``edgecc_x86_fp32_same3x3`` 0: the padded copy
+    or im2col panels, the same sums in the same order), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(c + hw[0])
+    x = rng.standard_normal((batch, c, *hw), np.float32)
+    w = rng.standard_normal((37, c, 3, 3), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    res = rng.standard_normal((batch, 37, *hw), np.float32)
+    before = _calls(kernels)
+    direct = _conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0)
+    mid = _calls(kernels)
+    old = _knob(kernels, "edgecc_x86_fp32_same3x3", 0)
+    try:
+        other = _conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0)
+    finally:
+        _knob(kernels, "edgecc_x86_fp32_same3x3", old)
+    after = _calls(kernels)
+    avx512 = int(_has_avx512())
+    new = [m - b for m, b in zip(mid, before)]
+    assert (new[9], new[0] + new[1], after[9] - mid[9]) == (avx512, 1 - avx512, 0), new
+    assert np.array_equal(direct, other)
+    ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
+    assert np.abs(direct - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_same_size_3x3_keeps_the_in_place_path_on_16_wide_rows(kernels):
+    """16->16 on 32x32 (rows a multiple of 16 wide, 8+ input channels) keeps the padded copy
+    read in place (path 0), measured faster there than the masked loads."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 16, 32, 32), np.float32)
+    w = rng.standard_normal((16, 16, 3, 3), np.float32)
+    b = rng.standard_normal(16, np.float32)
+    before = _calls(kernels)
+    y = _conv(kernels, x, w, b, pad=1)
+    calls = [a - b for a, b in zip(_calls(kernels), before)]
+    assert (calls[0], calls[9]) == (1, 0), calls
+    ref = _torch_conv(x, w, b, 1, 1)
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
