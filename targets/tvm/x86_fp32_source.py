@@ -32,16 +32,18 @@ copy, ``edgecc_x86_fp32_unpadded``; the copy was ~16% of a stride-2 3x3 conv's s
 perf) —,
 others by one vector gather per row. Through im2col, a map of two or more panel groups is
 split across tasks by group only (each group's panels built once). Same-size 3x3
-convolutions (stride 1, pad 1) on maps whose rows are not a multiple of 16 wide, or with
-fewer than 8 input channels, read the unpadded input in place instead (AVX-512): 16
-consecutive output pixels are 16 consecutive inputs per tap whatever rows they span,
-lanes in the padding masked to zero (``edgecc_x86_fp32_same3x3``; no im2col, no copy). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
+convolutions (stride 1, pad 1; AVX-512) run their own tiles instead, 6 output channels x 64
+pixels (24 accumulators; the GEMM's 12 x 32 / 8 x 32 tiles were 5-10% slower on Zen 4): on
+maps whose rows are not a multiple of 16 wide, or with fewer than 8 input channels, reading
+the unpadded input in place (16 consecutive output pixels are 16 consecutive inputs per tap
+whatever rows they span, lanes in the padding masked to zero: no im2col, no copy), the
+others a padded copy without masks (``edgecc_x86_fp32_same3x3``). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..9). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..10). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -79,9 +81,11 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
-// same-size 3x3 convolutions (stride 1, pad 1, no dilation; AVX-512) read the unpadded input
-// in place with masked loads (PATH_CONV_SAME3X3); 0: the padded copy / im2col paths (the same
-// sums: the tests' bit-for-bit A/B)
+// same-size 3x3 convolutions (stride 1, pad 1, no dilation; AVX-512) in 6 x 64 tiles
+// (PATH_CONV_SAME3X3): rows not a multiple of 16 wide or < 8 input channels read the unpadded
+// input with masked loads, the others a padded copy (PATH_CONV_SAME3X3_PADDED). 0: the
+// in-place / im2col paths below; 2: masked loads for all; 3: masked loads where chosen, the
+// in-place path for the others (the same sums in every case: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
 }
 
@@ -451,9 +455,15 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
 // 9 masks of a panel computed once per panel group. The micro-kernel reads the UNPADDED input
 // in place: no padded copy (16->16 @32 made one per call) and no im2col (8-wide maps built
 // im2col panels). Same products in the same (ci, ky, kx) order as the im2col / padded paths
-// (a masked lane adds w * 0), so the outputs are bit-identical to theirs.
+// (a masked lane adds w * 0), so the outputs are bit-identical to theirs. Maps whose rows are
+// a multiple of 16 wide (each panel inside one row) with 8+ input channels read a padded copy
+// instead, unmasked: the masks' loads cost 3-5% there (16->16 @32, 32->32 @16).
 // koff[k]: tap k = (ci, ky, kx)'s offset from the output pixel, ci * H * W + (ky - 1) * W + kx - 1
-struct Same3x3 { const float* x; int64_t c, h, w, pix; const int64_t* koff; };
+// (pad: from the window's corner in the padded copy, (ci * (H + 2) + ky) * wp + kx)
+struct Same3x3 {
+  const float* x; int64_t c, h, w, pix; const int64_t* koff;
+  const float* pad; int64_t wp;  // the zero-bordered copy (rows wp = W + 2 wide), or 0
+};
 
 // the 9 tap masks of the panel whose first pixel is p0 (taps in (ky, kx) order)
 static void same3x3_masks(const Same3x3& s, int64_t p0, __mmask16* m) {
@@ -479,11 +489,12 @@ static inline __m512 masked_load(__mmask16 m, const float* p) {
   return v;
 }
 
-// rows r0.. (MR output channels) x NP panels from pixel c0; m: the panels' masks [NP][9]
-template <int MR, int NP>
+// rows r0.. (MR output channels) x NP panels from pixel c0; panel q's tap k at b[q] + koff[k]
+// MASKED: b the unpadded map, lanes masked by m [NP][9]; else b the padded copy (no masks)
+template <int MR, int NP, bool MASKED>
 __attribute__((target("avx512f")))
-static void kernel_same3x3(const Gemm& g, int64_t r0, const Same3x3& s, int64_t c0,
-                           const __mmask16* m) {
+static void kernel_same3x3(const Gemm& g, int64_t r0, const float* const* b, const int64_t* koff,
+                           int64_t c0, const __mmask16* m) {
   __m512 acc[MR][NP];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
@@ -491,18 +502,19 @@ static void kernel_same3x3(const Gemm& g, int64_t r0, const Same3x3& s, int64_t 
   // the accumulators to the stack every iteration); t: the tap, for its masks
   const float* a = g.a + r0 * g.lda;
   const int64_t n = g.k, lda = g.lda;
-  const int64_t* koff = s.koff;
   // a tap's pointer may point before the map (its lanes there are masked: no access)
-  const float* x = s.x + c0;
+  const float* x[NP];
+  for (int q = 0; q < NP; ++q) x[q] = b[q];
   for (int64_t k = 0, t = 0; k < n; ++k) {
-    const float* xt = x + koff[k];
+    const int64_t o = koff[k];
     __m512 bv[NP];
-    for (int q = 0; q < NP; ++q) bv[q] = masked_load(m[q * 9 + t], xt + 16 * q);
+    for (int q = 0; q < NP; ++q)
+      bv[q] = MASKED ? masked_load(m[q * 9 + t], x[q] + o) : _mm512_loadu_ps(x[q] + o);
     for (int r = 0; r < MR; ++r) {
       const __m512 v = _mm512_set1_ps(a[r * lda + k]);
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
     }
-    t = t == 8 ? 0 : t + 1;
+    if (MASKED) t = t == 8 ? 0 : t + 1;
   }
   // write-back: kernel_avx512's (a helper taking acc by reference kept it in memory: GCC
   // stored the accumulators every iteration)
@@ -530,38 +542,64 @@ static void kernel_same3x3(const Gemm& g, int64_t r0, const Same3x3& s, int64_t 
 }
 
 
-template <int NP>
-static void same3x3_tile(const Gemm& g, int64_t r, int mr, const Same3x3& s, int64_t c0,
-                         const __mmask16* m) {
+// a group: up to S3_NP panels x tiles of up to S3_MR output channels (24 accumulators; 8 x 2
+// and 12 x 2 measured 1-3% slower on Zen 4)
+const int S3_NP = 4, S3_MR = 6;
+
+template <int NP, bool MASKED>
+static void same3x3_tile(const Gemm& g, int64_t r, int mr, const float* const* b,
+                         const int64_t* koff, int64_t c0, const __mmask16* m) {
   switch (mr) {
-    case 1: kernel_same3x3<1, NP>(g, r, s, c0, m); break;
-    case 2: kernel_same3x3<2, NP>(g, r, s, c0, m); break;
-    case 3: kernel_same3x3<3, NP>(g, r, s, c0, m); break;
-    case 4: kernel_same3x3<4, NP>(g, r, s, c0, m); break;
-    case 5: kernel_same3x3<5, NP>(g, r, s, c0, m); break;
-    case 6: kernel_same3x3<6, NP>(g, r, s, c0, m); break;
-    case 7: kernel_same3x3<7, NP>(g, r, s, c0, m); break;
-    case 8: kernel_same3x3<8, NP>(g, r, s, c0, m); break;
-    case 9: kernel_same3x3<9, NP>(g, r, s, c0, m); break;
-    case 10: kernel_same3x3<10, NP>(g, r, s, c0, m); break;
-    case 11: kernel_same3x3<11, NP>(g, r, s, c0, m); break;
-    default: kernel_same3x3<12, NP>(g, r, s, c0, m); break;
+    case 1: kernel_same3x3<1, NP, MASKED>(g, r, b, koff, c0, m); break;
+    case 2: kernel_same3x3<2, NP, MASKED>(g, r, b, koff, c0, m); break;
+    case 3: kernel_same3x3<3, NP, MASKED>(g, r, b, koff, c0, m); break;
+    case 4: kernel_same3x3<4, NP, MASKED>(g, r, b, koff, c0, m); break;
+    case 5: kernel_same3x3<5, NP, MASKED>(g, r, b, koff, c0, m); break;
+    default: kernel_same3x3<S3_MR, NP, MASKED>(g, r, b, koff, c0, m); break;
   }
 }
 
-// rows [r0, r1) times the np (1 or 2) panels from pixel c0, in micro-tiles of balanced height
+template <bool MASKED>
+static void same3x3_np(const Gemm& g, int64_t r, int mr, int np, const float* const* b,
+                       const int64_t* koff, int64_t c0, const __mmask16* m) {
+  switch (np) {
+    case 1: same3x3_tile<1, MASKED>(g, r, mr, b, koff, c0, m); break;
+    case 2: same3x3_tile<2, MASKED>(g, r, mr, b, koff, c0, m); break;
+    case 3: same3x3_tile<3, MASKED>(g, r, mr, b, koff, c0, m); break;
+    default: same3x3_tile<S3_NP, MASKED>(g, r, mr, b, koff, c0, m); break;
+  }
+}
+
+// rows [r0, r1) times the np (1..S3_NP) panels from pixel c0, in micro-tiles of balanced height
 static void same3x3_rows(const Gemm& g, int64_t r0, int64_t r1, const Same3x3& s, int np,
                          int64_t c0) {
-  __mmask16 m[2 * 9];
-  for (int q = 0; q < np; ++q) same3x3_masks(s, c0 + 16 * q, m + 9 * q);
-  const int64_t step = row_step();
+  __mmask16 m[S3_NP * 9];
+  const float* b[S3_NP];
+  for (int q = 0; q < np; ++q) {
+    const int64_t p = c0 + 16 * q;  // padded: the window of (oy, ox) starts at (oy, ox)
+    b[q] = s.pad ? s.pad + p / s.w * s.wp + p % s.w : s.x + p;
+    if (!s.pad) same3x3_masks(s, p, m + 9 * q);
+  }
   for (int64_t r = r0; r < r1;) {
-    const int64_t left = r1 - r, tiles = (left + step - 1) / step;
+    const int64_t left = r1 - r, tiles = (left + S3_MR - 1) / S3_MR;
     const int mr = (int)((left + tiles - 1) / tiles);
-    if (np == 2) same3x3_tile<2>(g, r, mr, s, c0, m);
-    else same3x3_tile<1>(g, r, mr, s, c0, m);
+    if (s.pad) same3x3_np<false>(g, r, mr, np, b, s.koff, c0, m);
+    else same3x3_np<true>(g, r, mr, np, b, s.koff, c0, m);
     r += mr;
   }
+}
+
+// the C planes H x W of src into padded [C][H + 2 PH][W + 2 PW] with a zero border; on the
+// pool too (serial, it was ~10% of a 3x3 conv's time on 2 threads)
+static void pad_copy(float* padded, const float* src, int64_t c, int64_t h, int64_t w, int64_t ph,
+                     int64_t pw) {
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  parallel_for(c, [&](int64_t c0, int64_t c1) {
+    memset(padded + c0 * hp * wp, 0, (c1 - c0) * hp * wp * 4);
+    for (int64_t ci = c0; ci < c1; ++ci)
+      for (int64_t y = 0; y < h; ++y)
+        memcpy(padded + (ci * hp + y + ph) * wp + pw, src + (ci * h + y) * w, w * 4);
+  }, c * hp * wp * 8);
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
@@ -569,7 +607,8 @@ const int N_PATHS = 16;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
-       PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9 };
+       PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
+       PATH_CONV_SAME3X3_PADDED = 10 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -870,26 +909,38 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // them: im2col panels) or with few input channels (the padded copy weighs more there); the
   // others read the padded copy in place, which measured faster than the masked loads
   // (16->16 @32 and 32->32 @16: 1.04-1.10x; 64->64 @8 0.97x, 3->16 @32 0.91x; Zen 4, 1 thread)
-  if (AVX512 && edgecc_x86_fp32_same3x3 && kh == 3 && kw == 3 && sh == 1 && sw == 1 && ph == 1
-      && pw == 1 && dh == 1 && dw == 1 && oh == h && ow == w && (ow % 16 != 0 || c < 8)) {
+  // same-size 3x3 (stride 1, pad 1): rows not a multiple of 16 wide or few input channels read
+  // the unpadded map with masked loads (the padded copy weighs more there: 64->64 @8 0.94x,
+  // 3->16 @32 0.91x of the paths below), the others a padded copy unmasked (the masks cost
+  // 3-5% on 16->16 @32 and 32->32 @16), both in 6 x 4 tiles
+  const int64_t same_knob = edgecc_x86_fp32_same3x3;
+  const bool same_size = AVX512 && same_knob && kh == 3 && kw == 3 && sh == 1 && sw == 1
+                         && ph == 1 && pw == 1 && dh == 1 && dw == 1 && oh == h && ow == w;
+  const bool same_masked = same_size && (ow % 16 != 0 || c < 8 || same_knob == 2);
+  if (same_masked || (same_size && same_knob == 1)) {
     ++path_calls[PATH_CONV_SAME3X3];
+    if (!same_masked) ++path_calls[PATH_CONV_SAME3X3_PADDED];
+    float* padded = same_masked ? 0 : static_cast<float*>(scratch(1, (c * hp * wp + 16) * 4));
     int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
     for (int64_t kk = 0; kk < k; ++kk) {
       const int64_t ci = kk / 9, ky = kk % 9 / 3, kx = kk % 3;
-      koff[kk] = ci * h * w + (ky - 1) * w + kx - 1;
+      koff[kk] = same_masked ? ci * h * w + (ky - 1) * w + kx - 1 : (ci * hp + ky) * wp + kx;
     }
     // panel groups x output-channel chunks, as the in-place path splits them
+    const int64_t s3_groups = (n_panels + S3_NP - 1) / S3_NP;
     int64_t rchunks = 1;
-    while (groups * rchunks < 8 && (rchunks * 2) * 2 * row_step() <= oc) rchunks *= 2;
-    const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
+    while (s3_groups * rchunks < 8 && (rchunks * 2) * 2 * S3_MR <= oc) rchunks *= 2;
+    const int64_t rlen = ((oc + rchunks - 1) / rchunks + S3_MR - 1) / S3_MR * S3_MR;
     for (int64_t b = 0; b < nb; ++b) {
-      const Same3x3 s{x + b * c * h * w, c, h, w, pix, koff};
+      const float* src = x + b * c * h * w;
+      if (padded) pad_copy(padded, src, c, h, w, ph, pw);
+      const Same3x3 s{src, c, h, w, pix, koff, padded, wp};
       Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
              out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
-      parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
+      parallel_for(s3_groups * rchunks, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t grp = i / rchunks, rc = i % rchunks;
-          const int64_t p0 = grp * step, p1 = p0 + step < n_panels ? p0 + step : n_panels;
+          const int64_t p0 = grp * S3_NP, p1 = p0 + S3_NP < n_panels ? p0 + S3_NP : n_panels;
           const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
           if (r0 < r1) same3x3_rows(g, r0, r1, s, (int)(p1 - p0), p0 * 16);
         }
@@ -931,13 +982,8 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * h * w;
     const Unpadded u{src, c, h, w, kh, kw, sh, ph, pw, dh, dw, ow, pix};
-    if (pad) {  // on the pool too (serial, it was ~10% of a 3x3 conv's time on 2 threads)
-      parallel_for(c, [&](int64_t c0, int64_t c1) {
-        memset(padded + c0 * hp * wp, 0, (c1 - c0) * hp * wp * 4);
-        for (int64_t ci = c0; ci < c1; ++ci)
-          for (int64_t y = 0; y < h; ++y)
-            memcpy(padded + (ci * hp + y + ph) * wp + pw, src + (ci * h + y) * w, w * 4);
-      }, c * hp * wp * 8);
+    if (pad) {
+      pad_copy(padded, src, c, h, w, ph, pw);
       src = padded;
     }
     Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
@@ -1069,7 +1115,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector, 7 the
 // convolutions of 0 on large maps with software prefetch (AVX-512), 8 the padded convolutions
 // of 5 whose panels were read from the unpadded input (no padded copy), 9 same-size 3x3
-// convolutions read in place with masked loads (no copy, no im2col); 10..15 unused: 0);
+// convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy);
+// 11..15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

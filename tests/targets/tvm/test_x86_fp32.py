@@ -170,7 +170,7 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(10)]
+    before = [int(query(i)) for i in range(11)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -179,13 +179,14 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
         assert _relative(res.run(fresh), expected) <= 1e-5
     calls = [int(query(i)) - b for i, b in enumerate(before)]
     # per run: a, b, p in place; s (stride 2, 4-wide rows), n (4-wide rows), e (8-wide rows)
-    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a (5 input channels),
-    # e and n (rows not a multiple of 16 wide) same-size 3x3 read in place with masked loads
-    # (path 9, not 0 / 1), s's panels gathered (4-wide rows), d1 (16-wide rows) ran the
-    # 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16 channels per vector
+    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a, b, e, n same-size 3x3
+    # tiles (path 9, not 0 / 1): a (5 input channels), e and n (rows not a multiple of 16
+    # wide) with masked loads, b from a padded copy (path 10); s's panels gathered (4-wide
+    # rows), d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3
+    # (4x4) 16 channels per vector
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
-    assert calls == [2 * (3 - avx512), 2 * (3 - 2 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
-                     2 * 2 * avx512, 0, 0, 2 * 3 * avx512], calls
+    assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 2 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
+                     2 * 2 * avx512, 0, 0, 2 * 4 * avx512, 2 * avx512], calls
     assert int(query(-1)) == avx512
 
 
@@ -377,16 +378,34 @@ def test_same_size_3x3_reads_the_input_in_place(kernels, c, hw, batch):
     assert np.abs(direct - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_same_size_3x3_keeps_the_in_place_path_on_16_wide_rows(kernels):
-    """16->16 on 32x32 (rows a multiple of 16 wide, 8+ input channels) keeps the padded copy
-    read in place (path 0), measured faster there than the masked loads."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, 16, 32, 32), np.float32)
-    w = rng.standard_normal((16, 16, 3, 3), np.float32)
-    b = rng.standard_normal(16, np.float32)
-    before = _calls(kernels)
-    y = _conv(kernels, x, w, b, pad=1)
-    calls = [a - b for a, b in zip(_calls(kernels), before)]
-    assert (calls[0], calls[9]) == (1, 0), calls
-    ref = _torch_conv(x, w, b, 1, 1)
-    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+@pytest.mark.parametrize("c,hw,batch,knob", [(16, (32, 32), 1, 1), (12, (16, 48), 2, 1),
+                                             (16, (32, 32), 1, 2), (9, (8, 16), 2, 2)])
+def test_same_size_3x3_tiles_on_16_wide_rows(kernels, c, hw, batch, knob):
+    """Same-size 3x3 convolutions on rows a multiple of 16 wide with 8+ input channels run the
+    6 x 64 tiles on a padded copy (paths 9 + 10; ResNet-20's 16->16 @32, 32->32 @16; 16x48:
+    a group spanning rows, batch 2), or with knob 2 the masked loads (path 9 alone): 37
+    output channels, a residual + clamp; bit-identical to the in-place path (knob 0), within
+    1e-5 of PyTorch."""
+    rng = np.random.default_rng(c * hw[1])
+    x = rng.standard_normal((batch, c, *hw), np.float32)
+    w = rng.standard_normal((37, c, 3, 3), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    res = rng.standard_normal((batch, 37, *hw), np.float32)
+    old = _knob(kernels, "edgecc_x86_fp32_same3x3", knob)
+    try:
+        before = _calls(kernels)
+        tiles = _conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0)
+        mid = _calls(kernels)
+        _knob(kernels, "edgecc_x86_fp32_same3x3", 0)
+        in_place = _conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0)
+        after = _calls(kernels)
+    finally:
+        _knob(kernels, "edgecc_x86_fp32_same3x3", old)
+    avx512 = int(_has_avx512())
+    new = [m - b for m, b in zip(mid, before)]
+    padded = int(knob == 1) * avx512
+    assert (new[9], new[10], new[0], after[0] - mid[0], after[9] - mid[9]) \
+        == (avx512, padded, 1 - avx512, 1, 0), new
+    assert np.array_equal(tiles, in_place)
+    ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
+    assert np.abs(tiles - ref).max() <= 1e-5 * np.abs(ref).max()
