@@ -926,11 +926,14 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t ci = kk / 9, ky = kk % 9 / 3, kx = kk % 3;
       koff[kk] = same_masked ? ci * h * w + (ky - 1) * w + kx - 1 : (ci * hp + ky) * wp + kx;
     }
-    // panel groups x output-channel chunks, as the in-place path splits them
+    // panel groups x output-channel chunks (at least 8 items where a chunk keeps 2 tiles), as
+    // the in-place path splits them, but chunks of equal height (same3x3_rows balances the
+    // tiles inside one: 64 channels in 4 chunks are 16 + 16 + 16 + 16 rows, 6 + 5 + 5 each,
+    // not 18 + 18 + 18 + 10: 2 threads got 36 / 28 rows)
     const int64_t s3_groups = (n_panels + S3_NP - 1) / S3_NP;
     int64_t rchunks = 1;
     while (s3_groups * rchunks < 8 && (rchunks * 2) * 2 * S3_MR <= oc) rchunks *= 2;
-    const int64_t rlen = ((oc + rchunks - 1) / rchunks + S3_MR - 1) / S3_MR * S3_MR;
+    const int64_t rlen = (oc + rchunks - 1) / rchunks;
     for (int64_t b = 0; b < nb; ++b) {
       const float* src = x + b * c * h * w;
       if (padded) pad_copy(padded, src, c, h, w, ph, pw);
