@@ -1,0 +1,96 @@
+"""Where the int8 kernels' serial threshold should sit on this machine: each w8a8 CNN built
+once (integer kernels), then run end to end at 2 threads with the library's
+``edgecc_x86_serial_work_log2`` set to each shift in turn (the int8 set's ``SERIAL_WORK``
+scaled by 2^shift; 63 = every hand-written job serial), interleaved in one process
+(``bench.tvm_cpu.interleaved_times``: every shift sees the same spells of a shared machine).
+The shift is relative to the threshold the library was built with, so after a change of
+``x86_int8_source.INT8_SERIAL_WORK`` shift 0 is the new default. Prints medians and 10th
+percentiles per model and writes ``bench/results/x86_int8_serial.json``.
+
+    python bench/x86_int8_serial.py [--models resnet20,mobilenet_v2,mobilenet_v2_224]
+                                    [--shifts -2,0,2,3,4,5,63] [--repeats 60]
+
+Not a goal measurement (bench/tvm_cpu.py is); it chooses a default the goal run then checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+import tempfile
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
+from bench.tvm_cpu import calibration, interleaved_times, median_p10, models  # noqa: E402
+
+import torch  # noqa: E402
+
+import edgecc  # noqa: E402
+
+warnings.filterwarnings("ignore")
+PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
+
+
+def measure(name: str, shifts: list[int], repeats: int) -> dict:
+    make, inputs, shape = models()[name]
+    module = make().eval()
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
+                             calibration=calibration(inputs), output_dir=os.path.join(d, "o"),
+                             progress=False, target_options={"num_threads": THREADS,
+                                                             "integer_kernels": True})
+        res.run(*inputs)
+    library = ctypes.CDLL(res._runner.library)  # the copy the runner loaded
+    serial = ctypes.c_int64.in_dll(library, "edgecc_x86_serial_work_log2")
+
+    def at(shift):
+        def run():
+            serial.value = shift
+            res.run(*inputs)
+        return run
+
+    with torch.no_grad():
+        times = interleaved_times({s: at(s) for s in shifts}, repeats)
+    serial.value = 0
+    stats = median_p10(times)
+    return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
+            "shifts": {str(s): stats[s] for s in shifts}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet20,mobilenet_v2,mobilenet_v2_224")
+    parser.add_argument("--shifts", default="-2,0,2,3,4,5,63")
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
+                                                         "x86_int8_serial.json"))
+    args = parser.parse_args()
+    shifts = [int(s) for s in args.shifts.split(",")]
+    rows = [measure(m, shifts, args.repeats) for m in args.models.split(",")]
+    print(f"{'model':<18}" + "".join(f"{'x2^' + str(s):>14}" for s in shifts))
+    for r in rows:
+        base = r["shifts"][str(shifts[0])]["median_ms"] if 0 not in shifts else \
+            r["shifts"]["0"]["median_ms"]
+        print(f"{r['model']:<18}" + "".join(
+            f"{r['shifts'][str(s)]['median_ms']:8.3f} {r['shifts'][str(s)]['median_ms'] / base:4.2f}x"
+            for s in shifts) + f"   (load {r['load_average']:.1f})")
+        print(f"{'  p10':<18}" + "".join(f"{r['shifts'][str(s)]['p10_ms']:14.3f}"
+                                         for s in shifts))
+    print(f"\nms end to end ({THREADS} threads), medians / 10th percentiles of interleaved "
+          "rounds; x = vs shift 0 (the library's default threshold)")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump({"benchmark": "int8 serial threshold shifts, end to end",
+                   "repeats": args.repeats, "threads": THREADS, "rows": rows}, f, indent=2)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
