@@ -43,7 +43,7 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..10). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..11). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -87,6 +87,9 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
 // in-place / im2col paths below; 2: masked loads for all; 3: masked loads where chosen, the
 // in-place path for the others (the same sums in every case: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
+// convolutions through im2col panels (AVX-512, 4+ panels) multiply them in the same 6 x 64
+// tiles (PATH_CONV_IM2COL_TILES); 0: the GEMM's 12 x 32 (the same sums: the tests' A/B)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_im2col_tiles = 1;
 }
 
 namespace {
@@ -570,7 +573,20 @@ static void same3x3_np(const Gemm& g, int64_t r, int mr, int np, const float* co
   }
 }
 
-// rows [r0, r1) times the np (1..S3_NP) panels from pixel c0, in micro-tiles of balanced height
+// rows [r0, r1) times the np (1..S3_NP) panels b (columns from pixel c0; tap k at b[q] +
+// koff[k], masked by m [np][9] unless m is 0), in micro-tiles of balanced height
+static void tiles_rows(const Gemm& g, int64_t r0, int64_t r1, const float* const* b,
+                       const int64_t* koff, int np, int64_t c0, const __mmask16* m) {
+  for (int64_t r = r0; r < r1;) {
+    const int64_t left = r1 - r, tiles = (left + S3_MR - 1) / S3_MR;
+    const int mr = (int)((left + tiles - 1) / tiles);
+    if (m) same3x3_np<true>(g, r, mr, np, b, koff, c0, m);
+    else same3x3_np<false>(g, r, mr, np, b, koff, c0, m);
+    r += mr;
+  }
+}
+
+// a same-size 3x3 convolution's rows [r0, r1) times its np (1..S3_NP) panels from pixel c0
 static void same3x3_rows(const Gemm& g, int64_t r0, int64_t r1, const Same3x3& s, int np,
                          int64_t c0) {
   __mmask16 m[S3_NP * 9];
@@ -580,13 +596,7 @@ static void same3x3_rows(const Gemm& g, int64_t r0, int64_t r1, const Same3x3& s
     b[q] = s.pad ? s.pad + p / s.w * s.wp + p % s.w : s.x + p;
     if (!s.pad) same3x3_masks(s, p, m + 9 * q);
   }
-  for (int64_t r = r0; r < r1;) {
-    const int64_t left = r1 - r, tiles = (left + S3_MR - 1) / S3_MR;
-    const int mr = (int)((left + tiles - 1) / tiles);
-    if (s.pad) same3x3_np<false>(g, r, mr, np, b, s.koff, c0, m);
-    else same3x3_np<true>(g, r, mr, np, b, s.koff, c0, m);
-    r += mr;
-  }
+  tiles_rows(g, r0, r1, b, s.koff, np, c0, s.pad ? 0 : m);
 }
 
 // the C planes H x W of src into padded [C][H + 2 PH][W + 2 PW] with a zero border; on the
@@ -608,7 +618,7 @@ static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
-       PATH_CONV_SAME3X3_PADDED = 10 };
+       PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -968,11 +978,22 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // only a map of one panel group (a task builds the panels of its items' groups, so two
   // tasks on one group built it twice: 64->64 3x3 on 8x8, 2 groups, ran 4 tasks, 2 builds
   // per group, and the split tiles were 12,12,12 / 10,9,9 rows, not 11,11,11,11,10,10)
-  const int64_t rstep = 2 * row_step();
+  // through im2col with AVX-512, maps of 4+ panels: groups of S3_NP panels in the 6 x 64 tiles
+  // (ResNet-20 stride-2 3x3 16->32 @32 0.95x, 32->64 @16 0.97x, 1x1 stride 2 0.94x of 12 x 32)
+  const bool wide = AVX512 && !in_place && n_panels >= S3_NP && edgecc_x86_fp32_im2col_tiles;
+  const int64_t gstep = wide ? S3_NP : step, ggroups = (n_panels + gstep - 1) / gstep;
+  const int64_t rstep = 2 * (wide ? S3_MR : row_step());
   int64_t rchunks = 1;
-  while ((in_place || groups < 2) && groups * rchunks < 8 && (rchunks * 2) * rstep <= oc)
+  while ((in_place || ggroups < 2) && ggroups * rchunks < 8 && (rchunks * 2) * rstep <= oc)
     rchunks *= 2;
-  const int64_t rlen = ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
+  const int64_t rlen = wide ? (oc + rchunks - 1) / rchunks
+      : ((oc + rchunks - 1) / rchunks + row_step() - 1) / row_step() * row_step();
+  int64_t* kpacked = 0;  // the wide tiles' tap offsets in a packed panel: k * 16
+  if (wide) {
+    ++path_calls[PATH_CONV_IM2COL_TILES];
+    kpacked = static_cast<int64_t*>(scratch(4, (k + 1) * sizeof(int64_t)));
+    for (int64_t j = 0; j < k; ++j) kpacked[j] = j * 16;
+  }
   // maps larger than about half of L2: the next panel group's input and output lines are
   // prefetched (1x1 convs on large maps read C and write OC rows at once, more streams
   // than the hardware prefetcher follows: 1.1-1.5x on MobileNetV2-224's 1x1 convs)
@@ -991,23 +1012,23 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     }
     Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
            out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
-    parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
+    parallel_for(ggroups * rchunks, [&](int64_t i0, int64_t i1) {
       float* panels = 0;
       int64_t built = -1;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t grp = i / rchunks, rc = i % rchunks;
-        const int64_t p0 = grp * step, p1 = p0 + step < n_panels ? p0 + step : n_panels;
+        const int64_t p0 = grp * gstep, p1 = p0 + gstep < n_panels ? p0 + gstep : n_panels;
         const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
-        int64_t base[2][16];
-        bool run[2] = {false, false};  // panel p - p0 is one run of 16 consecutive pixels
+        int64_t base[S3_NP][16];
+        bool run[S3_NP] = {};  // panel p - p0 is one run of 16 consecutive pixels
         for (int64_t p = p0; p < p1; ++p) run[p - p0] = panel_bases(p, pix, ow, sh, sw, wp, base[p - p0]);
-        const bool direct = !unpadded && run[0] && (p1 - p0 == 1 || run[1]);  // in place
+        const bool direct = !wide && !unpadded && run[0] && (p1 - p0 == 1 || run[1]);  // in place
         if (direct) {
           Panels pb{{src + base[0][0], src + base[p1 - p0 - 1][0]}, koff, pf};
           if (r0 < r1) gemm_rows<true>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
           continue;
         }
-        if (!panels) panels = static_cast<float*>(scratch(0, step * k * 16 * 4 + 64));
+        if (!panels) panels = static_cast<float*>(scratch(0, gstep * k * 16 * 4 + 64));
         if (built != grp) {  // im2col of this group's panels, straight into their layout
           for (int64_t p = p0; p < p1; ++p) {
             float* panel = panels + (p - p0) * k * 16;
@@ -1026,6 +1047,12 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
             }
           }
           built = grp;
+        }
+        if (wide) {
+          const float* b[S3_NP];
+          for (int q = 0; q < S3_NP; ++q) b[q] = panels + q * k * 16;
+          if (r0 < r1) tiles_rows(g, r0, r1, b, kpacked, (int)(p1 - p0), p0 * 16, 0);
+          continue;
         }
         Panels pb{{panels, panels + k * 16}, 0};
         if (r0 < r1) gemm_rows<false>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
@@ -1118,8 +1145,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector, 7 the
 // convolutions of 0 on large maps with software prefetch (AVX-512), 8 the padded convolutions
 // of 5 whose panels were read from the unpadded input (no padded copy), 9 same-size 3x3
-// convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy);
-// 11..15 unused: 0);
+// convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy),
+// 11 the convolutions of 1 whose panels ran the 6 x 64 tiles; 12..15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

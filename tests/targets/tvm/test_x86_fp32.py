@@ -409,3 +409,35 @@ def test_same_size_3x3_tiles_on_16_wide_rows(kernels, c, hw, batch, knob):
     assert np.array_equal(tiles, in_place)
     ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
     assert np.abs(tiles - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("stride,hw,k,pad,batch", [(2, (32, 32), 3, 1, 1), (2, (16, 16), 3, 1, 2),
+                                                   (2, (32, 32), 1, 0, 1), (2, (13, 15), 3, 1, 1),
+                                                   (1, (9, 11), 5, 2, 2), (2, (8, 7), 3, 1, 1)])
+def test_im2col_panels_run_the_wide_tiles(kernels, stride, hw, k, pad, batch):
+    """Convolutions through im2col panels (AVX-512, 4+ panels) multiply them in the 6 x 64
+    tiles (path 11): ResNet-20's stride-2 3x3 (16->32 @32, 32->64 @16) and 1x1 stride 2,
+    odd planes (a partial last group and panel), a 5x5 (row-run panels), a 4x4 output (one
+    panel: the 12 x 32 GEMM, path 11 not taken), 37 output channels, a residual + clamp;
+    bit-identical to the 12 x 32 GEMM (``edgecc_x86_fp32_im2col_tiles`` 0), within 1e-5 of
+    PyTorch."""
+    rng = np.random.default_rng(stride * 100 + hw[0] + k)
+    x = rng.standard_normal((batch, 12, *hw), np.float32)
+    w = rng.standard_normal((37, 12, k, k), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    oh, ow = ((s + 2 * pad - k) // stride + 1 for s in hw)
+    res = rng.standard_normal((batch, 37, oh, ow), np.float32)
+    before = _calls(kernels)
+    tiles = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0, hi=3.0)
+    mid = _calls(kernels)
+    old = _knob(kernels, "edgecc_x86_fp32_im2col_tiles", 0)
+    try:
+        gemm = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0, hi=3.0)
+    finally:
+        _knob(kernels, "edgecc_x86_fp32_im2col_tiles", old)
+    after = _calls(kernels)
+    wide = int(_has_avx512() and oh * ow > 48)
+    assert (mid[11] - before[11], mid[1] - before[1], after[11] - mid[11]) == (wide, 1, 0)
+    assert np.array_equal(tiles, gemm)
+    ref = _torch_conv(x, w, b, stride, pad, res, lo=-1.0, hi=3.0)
+    assert np.abs(tiles - ref).max() <= 1e-5 * np.abs(ref).max()
