@@ -17,9 +17,7 @@ is under 1/6.
 
 ``--gemm``: the weight-only kernel against edgecc's own fp32 GEMM (``edgecc_x86_sgemm``,
 what the fp32 build runs) on the same dequantized weights, per linear shape of those models
-(rows M = tokens), with ``--threads`` as above; outputs compared. ``panels ms``: the
-weight-only kernel with whole panels as its pool items (``edgecc_x86_wonly_items`` = 0, the
-kernel before row splitting; same outputs). GFLOP/s = 2·M·K·N / time:
+(rows M = tokens), with ``--threads`` as above; outputs compared. GFLOP/s = 2·M·K·N / time:
 with ``--threads 1`` compare it with the core's FMA peak (Zen 4, one 512-bit FMA a cycle:
 about 115 GFLOP/s on this machine's ~3.6 GHz core; Sapphire Rapids, two: ~2x that a GHz).
 
@@ -119,7 +117,6 @@ def timed(fns: dict, repeats: int, threads: int) -> dict:
 
 
 def gemm_rows(repeats: int, threads: int) -> list[dict]:
-    import ctypes
     import subprocess
 
     import tvm
@@ -136,8 +133,6 @@ def gemm_rows(repeats: int, threads: int) -> list[dict]:
                        capture_output=True)
     sgemm = tvm_ffi.load_module(so)[x86_fp32.SGEMM]
     wlinear = tvm_ffi.load_module(x86_wonly.shared_library())[x86_wonly.LINEAR]
-    items = ctypes.c_int64.in_dll(ctypes.CDLL(x86_wonly.shared_library()), x86_wonly.ITEMS)
-    default_items = items.value
     rng = np.random.default_rng(0)
     rows = []
     for name, (m, k, n) in GEMMS.items():
@@ -155,28 +150,14 @@ def gemm_rows(repeats: int, threads: int) -> list[dict]:
         s = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in (
             x, x86_fp32.pack_panels(np.ascontiguousarray(w.T)), bias,
             np.array([m, k, n], np.int64), np.array([-np.inf, np.inf], np.float32))]
-        out_w, out_p, out_s = (tvm.runtime.tensor(np.zeros((m, n), np.float32))
-                               for _ in range(3))
-
-        def split():  # the default: few panels' rows split into pool items
-            items.value = default_items
-            wlinear(*t, out_w)
-
-        def panels():  # whole panels as the pool's items
-            items.value = 0
-            wlinear(*t, out_p)
-
-        ms = timed({"w4a16": split, "w4a16 panels": panels, "fp32": lambda: sgemm(*s, out_s)},
+        out_w, out_s = (tvm.runtime.tensor(np.zeros((m, n), np.float32)) for _ in range(2))
+        ms = timed({"w4a16": lambda: wlinear(*t, out_w), "fp32": lambda: sgemm(*s, out_s)},
                    repeats, threads)
-        items.value = default_items
         ref = out_s.numpy()
-        assert np.array_equal(out_w.numpy(), out_p.numpy())
         rows.append({"shape": name, "M": m, "K": k, "N": n,
                      "w4a16_ms": round(ms["w4a16"][0], 4), "fp32_ms": round(ms["fp32"][0], 4),
                      "w4a16_p10_ms": round(ms["w4a16"][1], 4),
                      "fp32_p10_ms": round(ms["fp32"][1], 4),
-                     "w4a16_panels_ms": round(ms["w4a16 panels"][0], 4),
-                     "w4a16_panels_p10_ms": round(ms["w4a16 panels"][1], 4),
                      "w4a16_vs_fp32": round(ms["w4a16"][0] / ms["fp32"][0], 3),
                      "w4a16_gflops": round(2 * m * k * n / ms["w4a16"][0] / 1e6, 1),
                      "fp32_gflops": round(2 * m * k * n / ms["fp32"][0] / 1e6, 1),
@@ -249,14 +230,12 @@ def main() -> int:
     if args.gemm:
         out["gemm"] = gemm_rows(args.repeats, args.threads)
         print(f"\n{'linear':<20}{'M x K x N':>18}{'w4a16 ms':>10}{'fp32 ms':>9}{'ratio':>7}"
-              f"{'p10 ratio':>10}{'GFLOP/s w4a16 / fp32':>22}{'panels ms':>10}{'rel diff':>10}"
-              f"{'bytes/fp32':>11}")
+              f"{'p10 ratio':>10}{'GFLOP/s w4a16 / fp32':>22}{'rel diff':>10}{'bytes/fp32':>11}")
         for r in out["gemm"]:
             print(f"{r['shape']:<20}{r['M']:>8} x{r['K']:>4} x{r['N']:>4}{r['w4a16_ms']:>10.3f}"
                   f"{r['fp32_ms']:>9.3f}{r['w4a16_vs_fp32']:>6.2f}x"
                   f"{r['w4a16_p10_ms'] / r['fp32_p10_ms']:>9.2f}x"
-                  f"{r['w4a16_gflops']:>14.1f} /{r['fp32_gflops']:>6.1f}"
-                  f"{r['w4a16_panels_ms']:>10.3f}{r['max_rel_diff']:>10.1e}"
+                  f"{r['w4a16_gflops']:>14.1f} /{r['fp32_gflops']:>6.1f}{r['max_rel_diff']:>10.1e}"
                   f"{r['weight_bytes_vs_fp32']:>11.3f}")
         print(f"ms per call ({clock}), {args.threads} thread(s); fp32 = edgecc_x86_sgemm on the "
               "dequantized weights; w4a16 = edgecc_x86_wlinear, int4 g32")

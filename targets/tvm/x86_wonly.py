@@ -36,8 +36,6 @@ import numpy as np
 from edgecc.targets.tvm.x86_wonly_source import SOURCE, SYMBOLS
 
 LINEAR = SYMBOLS[0]
-ITEMS = "edgecc_x86_wonly_items"  # int64 global: pool items a prefill job is split into (0: panels)
-ROW_SPLIT_CALLS = "edgecc_x86_wonly_row_split_calls"  # path counter (a function)
 CACHE = "x86_wonly"
 PANEL = 32  # output channels per panel (the kernel's layout)
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}

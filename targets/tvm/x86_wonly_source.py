@@ -29,14 +29,6 @@ weight is bit-identical to the float32 reference. Then:
                                  per-thread buffer (L2), then an MR x 32 FMA micro-kernel
                                  runs every MR rows of x over it
 
-The pool's items are panels; a prefill job of fewer than ``edgecc_x86_wonly_items`` (32)
-panels is split into (panel, row block) items — blocks of >= 48 rows, whole micro-tiles —
-so the last items the two threads take are a fraction of a panel (BERT / GPT-2's N = 256
-is 8 panels: one item was 1/8 of the job; MiniLM's N = 384, 12). A thread dequantizes a
-panel again only where its chunk of items starts inside that panel (one thread: never).
-Each row's sums are the same whatever the blocks (bit-identical); counted by
-``edgecc_x86_wonly_row_split_calls``; ``edgecc_x86_wonly_items`` = 0 turns it off (A/B).
-
 Speed (``bench/x86_wonly.py --gemm``, against edgecc's fp32 GEMM ``edgecc_x86_sgemm`` on the
 same dequantized weights, 1 thread CPU time, interleaved, load ~4, 2026-11-30): the prefill
 path runs the fp32 GEMM's micro-kernel (12 x 32, 24 zmm sums) and is 0.92-1.00x of it on
@@ -63,7 +55,13 @@ from the registers (0.96-1.02x, noise), FMAs with an embedded {1to16} broadcast 
 instead of one vbroadcastss a row (2.4x slower in a C probe). With both kernels at the FMA
 bound, w4a16's lead over fp32 on these compute-bound prefill shapes is only what the cold
 float32 weights cost fp32 (GPT-2 whole model, 1 thread: 0.95x); a float32 kernel gets no
-faster by unpacking int4 well.
+faster by unpacking int4 well. Also tried and reverted: prefill jobs of < 32 panels split into
+(panel, row block) pool items (for the two threads' balance): quiet, 2 threads pinned, on
+an Intel Xeon (standalone harness, interleaved) whole panels already ran 1.91-1.96x of one
+thread, and the split was 1.00-1.03x slower (panels re-dequantized where chunks start);
+x packed 12 rows interleaved for K % 1024 == 0 (rows 4 KiB apart share an L1 set): 1.02-1.05x
+slower on Zen 4 where the in-place read was not slow (its slow spells, 74 vs 102 GFLOP/s at
+K = 1024, came and went with what ran before it in the process, for sgemm alike).
 
 Only the summation order differs from ``x @ dequant(W).T + b``: |y - ref| <= 2 γ_{K+1}
 (|x| @ |W|ᵀ + |b|), γ_n = n u / (1 - n u), u = 2^-24 (``x86_wonly.ERROR_BOUND``).
@@ -79,7 +77,6 @@ _HEAD = r"""
 #pragma GCC optimize("O3", "fp-contract=off")
 #include <tvm/ffi/c_api.h>
 #include <immintrin.h>
-#include <atomic>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +89,6 @@ struct Args {
   const float* x; const uint8_t* codes; const void* s; const void* z; const void* o;
   const float* bias; float* out;
   int64_t M, K, N, G, NG, bits, zpg, hasoff, hasbias, sf16, of16;
-  int64_t rs, mb;  // prefill: row blocks per panel and their rows (rs = 1: whole panels)
 };
 
 // IEEE half -> float (exact), for the plain C++ path
@@ -228,37 +224,25 @@ static void micro_tail(const Args& a, const float* buf, int64_t m0, int64_t p, i
   micro<R>(a, buf, m0, p);
 }
 
-static void dequant_panel(const Args& a, int64_t p, float* buf) {
-  for (int64_t g = 0; g < a.NG; ++g) {
-    V s[NV], z[NV], o[NV];
-    group_params(a, p, g, s, z, o);
-    const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
-    for (int64_t k = g * a.G; k < k1; ++k) {
-      V w[NV];
-      weights(a, p, k, s, z, o, w);
-      for (int v = 0; v < NV; ++v) STORE(buf + k * 32 + v * LANES, w[v]);
-    }
-  }
-}
-
-// items [i0, i1) of (panel i / rs, row block i % rs): a panel is dequantized once per run of
-// its consecutive items (the pool's chunks are consecutive), rows m0 .. m1 of x over it
-static void large_m(const Args& a, int64_t i0, int64_t i1) {
+static void large_m(const Args& a, int64_t p0, int64_t p1) {
   float* buf = panel_buffer(a.K * 32);
-  int64_t last = -1;
-  for (int64_t i = i0; i < i1; ++i) {
-    const int64_t p = i / a.rs, m0 = (i % a.rs) * a.mb;
-    const int64_t m1 = m0 + a.mb < a.M ? m0 + a.mb : a.M;
-    if (m0 >= m1) continue;
-    if (p != last) dequant_panel(a, p, buf);
-    last = p;
-    int64_t m = m0;
-    for (; m + MR <= m1; m += MR) micro<MR>(a, buf, m, p);
-    if (m < m1) micro_tail<MR - 1>(a, buf, m, p, m1 - m);
+  for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t g = 0; g < a.NG; ++g) {
+      V s[NV], z[NV], o[NV];
+      group_params(a, p, g, s, z, o);
+      const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
+      for (int64_t k = g * a.G; k < k1; ++k) {
+        V w[NV];
+        weights(a, p, k, s, z, o, w);
+        for (int v = 0; v < NV; ++v) STORE(buf + k * 32 + v * LANES, w[v]);
+      }
+    }
+    int64_t m = 0;
+    for (; m + MR <= a.M; m += MR) micro<MR>(a, buf, m, p);
+    if (m < a.M) micro_tail<MR - 1>(a, buf, m, p, a.M - m);
   }
 }
 
-// items [p0, p1): panels, or (rs > 1, prefill only) (panel, row block) pairs
 static void run(const Args& a, int64_t p0, int64_t p1) {
   if (a.M == 1) return small_m<1>(a, p0, p1);
   if (a.M == 2) return small_m<2>(a, p0, p1);
@@ -406,8 +390,6 @@ static void run(const Args& a, int64_t p0, int64_t p1) {
 _TAIL = r"""
 typedef void (*Kernel)(const Args&, int64_t, int64_t);
 
-std::atomic<int64_t> rows_split_calls{0};  // calls whose panels were split by rows
-
 // isa: 0 = the best this CPU has, 1 = plain C++, 2 = AVX2, 3 = AVX-512 (tests pin one)
 static Kernel pick(int64_t isa) {
   if (isa == 0) {
@@ -424,15 +406,6 @@ static Kernel pick(int64_t isa) {
 }  // namespace
 
 extern "C" {
-
-// pool items a prefill job of few panels is split into at least, M allowing (0: whole panels
-// only, for A/B in one process)
-__attribute__((visibility("default"))) int64_t edgecc_x86_wonly_items = 32;
-
-// path counter: calls that split panels into row blocks (tests: no silent fallback)
-__attribute__((visibility("default"))) int64_t edgecc_x86_wonly_row_split_calls() {
-  return rows_split_calls.load();
-}
 
 // out[M, N] = x[M, K] . dequant(W)[N, K]^T (+ bias)
 // args: x, codes, scale, zero, offset, bias, meta, out
@@ -461,25 +434,8 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.NG = (a.K + a.G - 1) / a.G;
   const Kernel fn = pick(meta[8]);
   const int64_t panels = (a.N + 31) / 32;
-  // prefill with few panels: each panel's rows in up to ROW_BLOCKS blocks (>= 4 x 12 rows
-  // each), so a job has >= edgecc_x86_wonly_items items to balance across the pool (a panel of MiniLM's
-  // 1024 x 384 x 384 is 1/12 of the job); a block's panel is dequantized again only where
-  // a pool chunk starts inside its panel. Rows of a block are whole micro-tiles of 12.
-  a.rs = 1;
-  a.mb = a.M;
-  const int64_t items = edgecc_x86_wonly_items;
-  if (a.M > 4 && fn != scalar::run && panels < items) {
-    int64_t rs = (items + panels - 1) / panels;
-    const int64_t most = a.M / 48;
-    rs = rs < most ? rs : most;
-    if (rs > 1) {
-      a.mb = ((a.M + rs - 1) / rs + 11) / 12 * 12;
-      a.rs = (a.M + a.mb - 1) / a.mb;
-    }
-  }
-  if (a.rs > 1) rows_split_calls.fetch_add(1, std::memory_order_relaxed);
   // jobs under SERIAL_WORK (2^16) weights run serially (waking the pool costs more)
-  parallel_for(panels * a.rs, [&](int64_t b, int64_t e) { fn(a, b, e); },
+  parallel_for(panels, [&](int64_t b, int64_t e) { fn(a, b, e); },
                a.K * a.N * (a.M < 8 ? 1 : a.M / 8));
   return 0;
 }

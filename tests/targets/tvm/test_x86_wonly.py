@@ -237,32 +237,3 @@ def test_gguf_q4_1_import_keeps_its_quantization_for_the_kernel(tmp_path):
                                       gguf.quants.dequantize(t.data, t.tensor_type))
                 checked = True
     assert checked
-
-
-@pytest.mark.parametrize("isa", [i for i in _isas() if i != "scalar"])
-def test_prefill_rows_split_across_pool_items_bit_identical(kernel, isa):
-    """A prefill of few panels (70 outputs: 3 panels) and many rows is split into
-    (panel, row block) items (counted by ``edgecc_x86_wonly_row_split_calls``): every row
-    equals the same rows run in calls too short to split (each row's sums are its own)."""
-    import ctypes
-
-    from edgecc.targets.tvm import x86_wonly
-
-    rng = np.random.default_rng(7)
-    n, k = 70, 96
-    values, axis, block, w = _quantized(rng, n, "int4", k, 32, False, False)
-    packed, why = x86_wonly.plan(values, axis, block, "int4")
-    assert packed is not None, why
-    bias = rng.normal(size=n).astype(np.float32)
-    x = rng.normal(size=(203, k)).astype(np.float32)  # 203: blocks of 48 rows and a tail
-    count = ctypes.CFUNCTYPE(ctypes.c_int64)(
-        (x86_wonly.ROW_SPLIT_CALLS, ctypes.CDLL(x86_wonly.shared_library())))
-    before = count()
-    y = _run(kernel, packed, x, bias, isa)
-    assert count() == before + 1
-    parts = [_run(kernel, packed, x[i:i + 40], bias, isa) for i in range(0, 203, 40)]
-    assert count() == before + 1  # 40 rows: one block a panel, not split
-    assert np.array_equal(y, np.concatenate(parts))
-    ref = x.astype(np.float64) @ w.T.astype(np.float64) + bias
-    bound = x86_wonly.error_bound(k) * (np.abs(x) @ np.abs(w).T + np.abs(bias))
-    assert np.all(np.abs(y - ref) <= bound)
