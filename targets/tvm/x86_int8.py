@@ -360,5 +360,19 @@ def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     meta = _head(epilogue) + [nb, c, h, wd, kh, kw, *stride, *padding, *dilation, oh, ow, zx]
     meta[0] = 3
-    return _call(bb, DEPTHWISE, x, np.ascontiguousarray(w.reshape(c, -1), np.int32), meta,
-                 epilogue, c, [nb, c, oh, ow], post)
+    return _call(bb, DEPTHWISE, x, pack_depthwise(w), meta, epilogue, c, [nb, c, oh, ow],
+                 post)
+
+
+def pack_depthwise(w: np.ndarray) -> np.ndarray:
+    """The depthwise kernel's weight constant (int32): the ``C·KH·KW`` taps, then per channel
+    its kernel rows as 4 int8 dwords (byte j of row ky = tap (ky, j); zero where KH or KW > 4:
+    those take no ``dw_direct``), then ``-128·Σw`` per channel (the +128 shift's
+    compensation) — what ``dw_direct`` would otherwise build per channel on every call."""
+    c, _, kh, kw = w.shape
+    taps = np.ascontiguousarray(w.reshape(c, -1), np.int32)
+    rows = np.zeros((c, 4, 4), np.uint8)
+    if kh <= 4 and kw <= 4:
+        rows[:, :kh, :kw] = w.reshape(c, kh, kw).astype(np.int8).view(np.uint8)
+    comp = (-128 * taps.astype(np.int64).sum(axis=1)).astype(np.int32)
+    return np.concatenate([taps.ravel(), rows.view("<i4").ravel(), comp])

@@ -70,11 +70,12 @@ column block (a row's shuffle feeds every output row it is a tap row of), narrow
 several output rows in a vector; output maps < 32 pixels of larger planes stay channel-
 blocked. Input planes of <= 64 bytes (8x8, 4x4) take ``dw_direct``: no copy, the taps shuffled
 straight from the loaded plane by a masked ``vpermb`` (padding lanes zx ^ 0x80), 4 channels
-at a time; the channel's kernel-row weight dwords by one ``vpshufb`` of its taps' bytes, and
+at a time; the channels' kernel-row weight dwords and -128·Σw packed at compile time, and
 with a hi32 epilogue the int8 outputs written from the registers (``dw_write_hi``: no int32
 round trip, no per-channel call; ``_dw_direct_hi``, ``EDGECC_X86_DW_DIRECT_HI=0`` for A/B;
-Zen 4, 1 thread, under load: the shuffled weights ~10 -> 7.5 us (192@8x8), ~14 -> 10.6 us
-(480@4x4), separate runs; the register write-back then 7.5 -> 6.2 / 10.6 -> 7.4 us, A/B).
+Zen 4, 1 thread, under load: packing the weights per call in registers (not a scalar loop)
+~10 -> 7.5 us (192@8x8), ~14 -> 10.6 us (480@4x4), separate runs; the register write-back
+then 7.5 -> 6.2 / 10.6 -> 7.4 us, A/B; the weights packed at compile time: see the commit).
 Counted by ``edgecc_x86_int8_dw_perm`` / ``_dw_direct``;
 ``EDGECC_X86_DW_PERM=0`` turns both off for A/B. The pool's work measure of these is per
 output (``DW_OUTPUT_WORK``), so 8x8 / 4x4 maps of many channels run on both threads.
@@ -1225,11 +1226,10 @@ struct DwDirect {
   __mmask16 lanes[4];
   alignas(64) uint8_t idx[16][64];  // [vector · kh + ky]
   __mmask64 mask[16];
-  // the channel's weights as kernel-row dwords in one vpshufb (kh <= 4, kh·kw <= 16): byte
-  // 4·ky + j of the int8 taps (vpmovdb) takes tap ky·kw + j (j < kw), else zero (0x80)
-  bool wvec;
-  __mmask16 taps;
-  alignas(16) uint8_t widx[16];
+  // packed at compile time after the c·kh·kw taps (x86_int8.emit_depthwise): each channel's
+  // kernel rows as 4 int8 dwords (kh, kw <= 4), then -128·Σw per channel
+  const int32_t* wrows;
+  const int32_t* wcomp;
 };
 static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, int64_t kw,
                            int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
@@ -1262,11 +1262,7 @@ static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, in
       d.mask[v * kh + ky] = m;
     }
   }
-  d.wvec = kh <= 4 && kh * kw <= 16;
-  d.taps = (__mmask16)((1u << (kh * kw)) - 1);
-  for (int64_t i = 0; i < 16; ++i)
-    d.widx[i] = (uint8_t)(i / 4 < kh && i % 4 < kw ? (i / 4) * kw + i % 4 : 0x80);
-  return true;
+  return kh <= 4;
 }
 // the requantized hi32 write-back of one vector of channel ch straight from its register
 // (write_channel_512's requant16_hi, the same int8 values): lanes of dst only
@@ -1305,28 +1301,11 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
   const __m512i padv = _mm512_set1_epi8((char)((uint8_t)zx ^ 0x80));
   const __mmask64 lm = hw >= 64 ? ~0ULL : (1ULL << hw) - 1;
   __m512i xv[DW_PERM_BATCH], a[DW_PERM_BATCH][NV];
-  alignas(16) int32_t wd[DW_PERM_BATCH][16];
-  const __m128i widx = _mm_load_si128(reinterpret_cast<const __m128i*>(d.widx));
+  const int32_t* wd[DW_PERM_BATCH];
   for (int64_t u = 0; u < nt; ++u) {
     xv[u] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, x + at[u] * hw), flip);
-    const int32_t* wc = wt + ch[u] * kh * kw;
-    int32_t sum = 0;
-    if (d.wvec) {  // the row dwords by one shuffle of the taps' low bytes, Σw by a reduction
-      const __m512i w32 = _mm512_maskz_loadu_epi32(d.taps, wc);
-      _mm_store_si128(reinterpret_cast<__m128i*>(wd[u]),
-                      _mm_shuffle_epi8(_mm512_cvtepi32_epi8(w32), widx));
-      sum = _mm512_reduce_add_epi32(w32);
-    } else {
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        uint32_t v = 0;
-        for (int64_t j = 0; j < kw; ++j) {
-          sum += wc[ky * kw + j];
-          v |= (uint32_t)(uint8_t)(int8_t)wc[ky * kw + j] << (8 * j);
-        }
-        wd[u][ky] = (int32_t)v;
-      }
-    }
-    for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(-128 * sum);
+    wd[u] = d.wrows + ch[u] * 4;  // the rows' dwords and -128·Σw: packed at compile time
+    for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(d.wcomp[ch[u]]);
   }
   for (int64_t ky = 0; ky < kh; ++ky) {
 #pragma GCC unroll 4
@@ -1671,6 +1650,8 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     // buffer before the windows that span them are loaded (measured: ~1.4x on 32x32)
     const int64_t plane_bytes = (hp * wp + 256 + 63) / 64 * 64;
     DwDirect direct;
+    direct.wrows = wt + c * kh * kw;
+    direct.wcomp = direct.wrows + 4 * c;
     if (dw_direct_plan(plan, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, direct)) {
       const int64_t stride = (pix + 15) / 16 * 16 + 16;
       const char* hi_env = getenv("EDGECC_X86_DW_DIRECT_HI");  // "0": write_channel (A/B)
