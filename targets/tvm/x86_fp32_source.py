@@ -87,7 +87,7 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
 // in-place / im2col paths below; 2: masked loads for all; 3: masked loads where chosen, the
 // in-place path for the others (the same sums in every case: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
-// convolutions through im2col panels (AVX-512, 4+ panels) multiply them in the same 6 x 64
+// convolutions through im2col panels (AVX-512, 8+ panels) multiply them in the same 6 x 64
 // tiles (PATH_CONV_IM2COL_TILES); 0: the GEMM's 12 x 32 (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_im2col_tiles = 1;
 }
@@ -978,9 +978,11 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // only a map of one panel group (a task builds the panels of its items' groups, so two
   // tasks on one group built it twice: 64->64 3x3 on 8x8, 2 groups, ran 4 tasks, 2 builds
   // per group, and the split tiles were 12,12,12 / 10,9,9 rows, not 11,11,11,11,10,10)
-  // through im2col with AVX-512, maps of 4+ panels: groups of S3_NP panels in the 6 x 64 tiles
-  // (ResNet-20 stride-2 3x3 16->32 @32 0.95x, 32->64 @16 0.97x, 1x1 stride 2 0.94x of 12 x 32)
-  const bool wide = AVX512 && !in_place && n_panels >= S3_NP && edgecc_x86_fp32_im2col_tiles;
+  // through im2col with AVX-512, maps of 2+ groups of S3_NP panels: those groups in the 6 x 64
+  // tiles (ResNet-20 stride-2 3x3 16->32 @32 0.95x, 1x1 stride 2 0.94x of 12 x 32, 1 thread).
+  // Not on one group: its tasks split the rows, each building the group's panels (stride-2
+  // 32->64 @16, 4 panels: 2 threads 1.6x slower than the 12 x 32 GEMM's 2 groups)
+  const bool wide = AVX512 && !in_place && n_panels >= 2 * S3_NP && edgecc_x86_fp32_im2col_tiles;
   const int64_t gstep = wide ? S3_NP : step, ggroups = (n_panels + gstep - 1) / gstep;
   const int64_t rstep = 2 * (wide ? S3_MR : row_step());
   int64_t rchunks = 1;
