@@ -88,6 +88,9 @@ of <= 32 columns) are built by byte shuffles instead (``perm_panel``: a masked l
 merge-masked ``vpermb`` per k; Zen 4's gathers are slow): counted by
 ``edgecc_x86_int8_perm_panels``, ``EDGECC_X86_PERM_PANEL=0`` for A/B. Zen 4, 1 thread, under
 load: ResNet-20's 64@8x8 convolutions 27 -> 15 us, its stride-2 ones 21 -> 10 / 14 -> 8 us.
+The fused float write-back (``Post``: ResNet's residual convolutions) of 16-column tiles runs
+``post16`` with AVX-512 (``edgecc_x86_int8_post16``, ``EDGECC_X86_POST16=0`` for A/B): the same
+float operations in the same order; ~5% off the 16@32x32 residual convolutions on Zen 4.
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
@@ -100,11 +103,12 @@ DW_PERM = "edgecc_x86_int8_dw_perm"  # () -> depthwise calls run on dw_perm so f
 DW_DIRECT = "edgecc_x86_int8_dw_direct"  # () -> ... of them on small planes without a copy
 DW_DIRECT_HI = "edgecc_x86_int8_dw_direct_hi"  # () -> ... of them written back from registers
 PERM_PANELS = "edgecc_x86_int8_perm_panels"  # () -> conv calls with panels by perm_panel
+POST16 = "edgecc_x86_int8_post16"  # () -> conv calls whose fused write-back ran post16
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
-            REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, *AMX_SYMBOLS)  # every exported symbol
+            REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, *AMX_SYMBOLS)  # every export
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -137,6 +141,7 @@ struct Epilogue {
   const float* res; float* fout; int8_t* qout;
   float qs, qz, qmin, qmax;
   int wide;  // AVX-512 may be used by the write-back (the AVX-512 VNNI kernels' calls)
+  int post16;  // the fused write-back of 16-column tiles runs post16 (wide and fused)
   int hi32;  // requant16_hi applies (meta[1] == 2: x86_int8.kernel_form's hi32; see there)
   // add + off·mult per channel (fold_off), or null: requant16_hi then takes the accumulator
   // as it is (no vpaddd of off) — set only where acc + off provably stays in int32
@@ -346,6 +351,33 @@ static inline void post8(const Epilogue& e, __m256 v, int64_t at) {
   }
 }
 
+// post8 on 16 outputs of one channel with AVX-512 (e.wide): the same float operations in the
+// same order (no contraction: fp-contract=off), the int8 narrowing saturating as packs does
+int64_t post16_calls = 0;  // convolution calls whose fused write-back ran post16 (a test's)
+std::atomic<int> post16_seen{0};  // set by post16, taken by the call (post16_calls)
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static void post16(const Epilogue& e, const int32_t* acc, int32_t off, float scale,
+                   float bias, int64_t at) {
+  post16_seen.store(1, std::memory_order_relaxed);
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_set1_epi32(off));
+  __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(scale)),
+                           _mm512_set1_ps(bias));
+  if (e.act) v = _mm512_max_ps(v, zero);
+  if (e.act == 2) v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
+  if (e.res) v = _mm512_add_ps(v, _mm512_loadu_ps(e.res + at));
+  if (e.post_relu) v = _mm512_max_ps(v, zero);
+  if (e.fout) _mm512_storeu_ps(e.fout + at, v);
+  if (e.qout) {
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(v, _mm512_set1_ps(e.qs)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm512_add_ps(q, _mm512_set1_ps(e.qz));
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(e.qmin)), _mm512_set1_ps(e.qmax));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e.qout + at),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
+  }
+}
+
 static inline void post1(const Epilogue& e, float v, int64_t at) {
   if (e.act) v = v > 0.0f ? v : 0.0f;
   if (e.act == 2) v = v < 6.0f ? v : 6.0f;
@@ -443,6 +475,8 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
                                            _mm256_extracti128_si256(w16, 1));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(
             static_cast<int8_t*>(e.out) + row * e.ld + c0), b8);
+      } else if (e.post16) {  // AVX-512: one post16 (the same values)
+        post16(e, acc + r * 16, e.off[row], e.scale[row], e.bias[row], row * e.ld + c0);
       } else if (e.fused) {
         const __m256 sc = _mm256_set1_ps(e.scale[row]), bi = _mm256_set1_ps(e.bias[row]);
         post8(e, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), sc), bi), row * e.ld + c0);
@@ -677,7 +711,7 @@ Epilogue epilogue(const TVMFFIAny* args, const int64_t* meta, int channel_is_row
   e.channel_is_row = channel_is_row; e.out = data<void>(args, 9); e.ld = 0;
   e.fused = 0; e.act = 0; e.post_relu = 0; e.res = 0; e.fout = 0; e.qout = 0;
   e.qs = 1.0f; e.qz = 0.0f; e.qmin = 0.0f; e.qmax = 0.0f;
-  e.wide = 0; e.fadd = 0;
+  e.wide = 0; e.post16 = 0; e.fadd = 0;
   return e;
 }
 
@@ -1477,6 +1511,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     Epilogue e = epilogue(args, meta, 1);
     if (!post_args(args, num_args, e)) return bad_post();
     e.wide = isa == ISA_AVX512VNNI;
+    const char* p16 = getenv("EDGECC_X86_POST16");  // "0": post8 (A/B)
+    e.post16 = e.wide && e.fused && !(p16 && p16[0] == '0');
     count_hi32(e);
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
     fold_off(e, oc, c * kh * kw, nb * oh * ow);
@@ -1541,6 +1577,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       }, oc * kq * 4 * pix / dot_speed(isa));
     }
     if (used_perm) __atomic_fetch_add(&perm_panels, 1, __ATOMIC_RELAXED);
+    if (post16_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&post16_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));
@@ -1794,6 +1832,14 @@ __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_perm_panels(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&perm_panels, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls ran their fused float write-back by post16 (AVX-512)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_post16(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&post16_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -483,10 +483,18 @@ def test_fused_write_back_equals_the_relax_ops(tmp_path, monkeypatch):
     assert text.count('"edgecc_x86_qconv"') == 2 and text.count('"edgecc_x86_qdwconv"') == 2
     path = str(tmp_path / "k.so")
     lowering.build(module, lowering.llvm_target(None, 2), path)
-    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-    for isa in _isas():
+    lib = tvm.runtime.load_module(path)
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    post16 = lib.get_function(x86_int8.POST16, query_imports=True)
+    # AVX-512 VNNI: the fused conv's 16-column tiles by post16 (its counter grows; the
+    # partial last panel of 99 pixels by post8 / post1), and by post8 alone (A/B switch)
+    for isa, post8_only in [(isa, False) for isa in _isas()] + (
+            [("avx512vnni", True)] if "avx512vnni" in _isas() else []):
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
+        monkeypatch.setenv("EDGECC_X86_POST16", "0" if post8_only else "1")
+        before = post16()
         got = [o.numpy() for o in vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(res))]
+        assert post16() - before == (isa == "avx512vnni" and not post8_only)
         np.testing.assert_array_equal(got[0], got[3], err_msg=isa)
         np.testing.assert_array_equal(got[1], got[4], err_msg=isa)
         np.testing.assert_array_equal(got[2], got[5], err_msg=isa)
