@@ -1,0 +1,369 @@
+"""C++ text of the int8 depthwise kernels on AVX-512 VBMI + VNNI (``dw_perm``, ``dw_direct``
+and ``dw_write_hi``), spliced into ``x86_int8_source.SOURCE`` where it stood (one translation
+unit: it uses that source's ``Epilogue``, write-back and ``DwPerm`` helpers, and
+``__tvm_ffi_edgecc_x86_qdwconv`` calls it). Its own module only to keep files short; what the
+paths do is in ``x86_int8_source``'s docstring."""
+
+DW_KERNELS = r"""
+// depthwise with AVX-512 VBMI + VNNI (dw_perm): the channel's padded plane as u8 (x ^ 0x80,
+// the padding zx ^ 0x80) in scratch; for each vector of 16 outputs and kernel row, a 128-byte
+// window of that row (two loads) is shuffled by vpermt2b into 16 dwords of 4 taps each
+// (x[c·sw + k·dw], k = 4g .. 4g+3) and one vpdpbusd per 4 taps adds them times the row's
+// weights (taps past kw: weight 0). Maps narrower than 16 put several output rows in one
+// vector (rows·ow lanes, contiguous outputs). The +128 of the u8 operand is taken off by
+// starting the sums at -128·Σw: the int32 sums are the per-channel path's, exactly, and go
+// through the same write_channel.
+int64_t dw_perm_calls = 0;  // depthwise calls that ran on dw_perm (a test's counter)
+int64_t dw_direct_calls = 0;  // ... of them without the padded copy (dw_direct)
+// smaller output maps of planes larger than 64 bytes: dw_block16 (dw_perm's per-channel set-up
+// outweighs one vector); planes of <= 64 bytes: dw_direct
+enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
+// the pool's work measure of a channel-blocked / dw_perm depthwise output: its cost in
+// VNNI GEMM multiply-adds (the units of SERIAL_WORK), ~1.5 cycles an output (requantized
+// write-back included) against ~64 multiply-adds a cycle: 8x8 / 4x4 maps of 192-480
+// channels (~10 us on one thread) now run on the pool
+enum { DW_OUTPUT_WORK = 64 };
+struct DwPerm {
+  int64_t rows, lanes, groups;  // output rows a vector, its lanes per row, 4-tap groups
+  int64_t span;  // bytes of a row's window the taps read (32 / 64: one load and vpermb)
+  alignas(64) uint8_t idx[2][64];
+};
+bool has_vbmi() {
+  static const int ready = cpu_init();
+  (void)ready;
+  static const bool v = __builtin_cpu_supports("avx512vbmi");
+  return v;
+}
+// false when the taps of a vector do not fit one 128-byte window (or kw > 8)
+static bool dw_perm_plan(int64_t ow, int64_t wp, int64_t sh, int64_t sw, int64_t kw,
+                         int64_t dw, DwPerm& p) {
+  if (kw > 8) return false;
+  p.groups = (kw + 3) / 4;
+  p.lanes = ow >= 16 ? 16 : ow;
+  p.rows = ow >= 16 ? 1 : 16 / ow;
+  while (p.rows >= 1 && ((p.rows - 1) * sh * wp + (p.lanes - 1) * sw + (kw - 1) * dw) >= 128)
+    --p.rows;
+  if (p.rows < 1) return false;
+  p.span = (p.rows - 1) * sh * wp + (p.lanes - 1) * sw + (kw - 1) * dw + 1;
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t i = 0; i < 16; ++i)
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t r = i / p.lanes, col = i % p.lanes, k = 4 * g + j;
+        p.idx[g][4 * i + j] = (uint8_t)(r < p.rows && k < kw
+                                         ? r * sh * wp + col * sw + k * dw : 0);
+      }
+  return true;
+}
+// the channel's plane into its padded u8 copy (x ^ 0x80; the padding is already there)
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static void dw_perm_copy(const int8_t* plane, uint8_t* pad, int64_t h, int64_t w, int64_t ph,
+                         int64_t pw) {
+  const int64_t wp = w + 2 * pw;
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int64_t y = 0; y < h; ++y) {
+    const int8_t* src = plane + y * w;
+    uint8_t* dst = pad + (y + ph) * wp + pw;
+    for (int64_t j = 0; j < w; j += 64) {
+      const __mmask64 m = w - j >= 64 ? ~0ULL : (1ULL << (w - j)) - 1;
+      _mm512_mask_storeu_epi8(dst + j, m,
+                              _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + j), flip));
+    }
+  }
+}
+// one channel's int32 sums (acc[oh·ow]) from its padded copy
+// the 16 dwords of 4 taps a lane from the window at src (WIN: 32 or 64 bytes, one load and
+// vpermb; 128: two loads and vpermt2b)
+template <int WIN>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+static inline __m512i dw_window(const uint8_t* src, __m512i ix) {
+  if (WIN == 32)
+    return _mm512_permutexvar_epi8(
+        ix, _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))));
+  if (WIN == 64) return _mm512_permutexvar_epi8(ix, _mm512_loadu_si512(src));
+  return _mm512_permutex2var_epi8(_mm512_loadu_si512(src), ix, _mm512_loadu_si512(src + 64));
+}
+// 4 output rows of one 16-column block, KH (compile-time) kernel rows of one 4-tap group:
+// every branch below folds away
+template <int WIN, int KH>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+static inline void dw_slide4(const uint8_t* base, int64_t wp, __m512i ix, const __m512i* wv,
+                             __m512i* a) {
+#pragma GCC unroll 16
+  for (int r = 0; r < 4 + KH - 1; ++r) {
+    const __m512i x0 = dw_window<WIN>(base + r * wp, ix);
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const int ky = r - u;
+      if (ky >= 0 && ky < KH) a[u] = _mm512_dpbusd_epi32(a[u], x0, wv[ky]);
+    }
+  }
+}
+template <int WIN>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_perm_t(const DwPerm& p, const int32_t* wc,
+                                              const uint8_t* pad, int32_t* acc, int64_t w,
+                                              int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                              int64_t pw, int64_t dh, int64_t oh, int64_t ow) {
+  const int64_t wp = w + 2 * pw;
+  int32_t wd[2 * DW_TAPS];  // [ky][group]: 4 int8 weights a dword
+  int32_t sum = 0;
+  for (int64_t ky = 0; ky < kh; ++ky)
+    for (int64_t g = 0; g < p.groups; ++g) {
+      uint32_t v = 0;
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t k = 4 * g + j;
+        const int32_t wv = k < kw ? wc[ky * kw + k] : 0;
+        sum += wv;
+        v |= (uint32_t)(uint8_t)(int8_t)wv << (8 * j);
+      }
+      wd[ky * p.groups + g] = (int32_t)v;
+    }
+  const __m512i start = _mm512_set1_epi32(-128 * sum);
+  const __m512i i0 = _mm512_load_si512(p.idx[0]), i1 = _mm512_load_si512(p.idx[1]);
+  // the plane's vectors: rows > 1, one per group of output rows; else 16-lane steps of each
+  // row. Four at a time (independent sums: vpdpbusd's latency is hidden)
+  const int64_t vpr = p.rows > 1 ? 1 : (ow + 15) / 16;
+  const int64_t nv = p.rows > 1 ? (oh + p.rows - 1) / p.rows : oh * vpr;
+  auto place = [&](int64_t v, int64_t* bo, int64_t* oo, __mmask16* m) {
+    int64_t oy, ox, n;
+    if (p.rows > 1) {
+      oy = v * p.rows; ox = 0;
+      n = (oh - oy < p.rows ? oh - oy : p.rows) * ow;
+    } else {
+      oy = v / vpr; ox = (v % vpr) * 16;
+      n = ow - ox < 16 ? ow - ox : 16;
+    }
+    *bo = oy * sh * wp + ox * sw;
+    *oo = oy * ow + ox;
+    *m = (__mmask16)((1u << n) - 1);
+  };
+  const int64_t g = p.groups, rs = dh * wp;
+  if (p.rows == 1 && sh == 1 && dh == 1) {
+    __m512i w3[3];  // the kernel rows' weights (one group), for dw_slide4
+    for (int64_t ky = 0; ky < 3; ++ky) w3[ky] = _mm512_set1_epi32(ky < kh ? wd[ky * g] : 0);
+    // 4 output rows of a 16-column block at a time: each input row's window is shuffled
+    // once and added into every output row it is a tap row of (kh + 3 shuffles, not 4·kh)
+    for (int64_t ox = 0; ox < ow; ox += 16) {
+      const int64_t n = ow - ox < 16 ? ow - ox : 16;
+      const __mmask16 m = (__mmask16)((1u << n) - 1);
+      for (int64_t oy = 0; oy < oh; oy += 4) {
+        const int64_t nr = oh - oy < 4 ? oh - oy : 4;
+        __m512i a[4] = {start, start, start, start};
+        const uint8_t* base = pad + oy * wp + ox * sw;
+        if (nr == 4 && g == 1 && kh == 3) {  // 3x3 (and 3x1 .. 3x4), unrolled
+          dw_slide4<WIN, 3>(base, wp, i0, w3, a);
+          for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + (oy + u) * ow + ox, m, a[u]);
+          continue;
+        }
+        for (int64_t r = 0; r < nr + kh - 1; ++r) {
+          const __m512i x0 = dw_window<WIN>(base + r * wp, i0);
+          const __m512i x1 = g > 1 ? dw_window<WIN>(base + r * wp, i1) : x0;
+          for (int u = 0; u < 4; ++u) {
+            const int64_t ky = r - u;
+            if (ky < 0 || ky >= kh || u >= nr) continue;
+            a[u] = _mm512_dpbusd_epi32(a[u], x0, _mm512_set1_epi32(wd[ky * g]));
+            if (g > 1) a[u] = _mm512_dpbusd_epi32(a[u], x1, _mm512_set1_epi32(wd[ky * g + 1]));
+          }
+        }
+        for (int u = 0; u < nr; ++u)
+          _mm512_mask_storeu_epi32(acc + (oy + u) * ow + ox, m, a[u]);
+      }
+    }
+    return;
+  }
+  int64_t v = 0;
+  for (; v + 4 <= nv; v += 4) {
+    int64_t bo[4], oo[4];
+    __mmask16 m[4];
+    __m512i a[4];
+    for (int u = 0; u < 4; ++u) {
+      place(v + u, bo + u, oo + u, m + u);
+      a[u] = start;
+    }
+    if (kh == 3 && g == 1) {  // 3x3 (3x1 .. 3x4), unrolled
+#pragma GCC unroll 3
+      for (int ky = 0; ky < 3; ++ky) {
+        const __m512i w0 = _mm512_set1_epi32(wd[ky]);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u)
+          a[u] = _mm512_dpbusd_epi32(a[u], dw_window<WIN>(pad + bo[u] + ky * rs, i0), w0);
+      }
+      for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + oo[u], m[u], a[u]);
+      continue;
+    }
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const __m512i w0 = _mm512_set1_epi32(wd[ky * g]);
+      const __m512i w1 = _mm512_set1_epi32(g > 1 ? wd[ky * g + 1] : 0);
+      for (int u = 0; u < 4; ++u) {
+        const uint8_t* src = pad + bo[u] + ky * rs;
+        a[u] = _mm512_dpbusd_epi32(a[u], dw_window<WIN>(src, i0), w0);
+        if (g > 1) a[u] = _mm512_dpbusd_epi32(a[u], dw_window<WIN>(src, i1), w1);
+      }
+    }
+    for (int u = 0; u < 4; ++u) _mm512_mask_storeu_epi32(acc + oo[u], m[u], a[u]);
+  }
+  for (; v < nv; ++v) {
+    int64_t bo, oo;
+    __mmask16 m;
+    place(v, &bo, &oo, &m);
+    __m512i a = start;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const uint8_t* src = pad + bo + ky * rs;
+      a = _mm512_dpbusd_epi32(a, dw_window<WIN>(src, i0), _mm512_set1_epi32(wd[ky * g]));
+      if (g > 1)
+        a = _mm512_dpbusd_epi32(a, dw_window<WIN>(src, i1), _mm512_set1_epi32(wd[ky * g + 1]));
+    }
+    _mm512_mask_storeu_epi32(acc + oo, m, a);
+  }
+}
+// small input planes (h·w <= 64 bytes: one load), kw <= 4, at most 4 output vectors of
+// DwPerm's layout and 16 (vector, kernel row) pairs: no padded copy — each pair's 4-tap
+// dwords come straight from the loaded plane (x ^ 0x80) by one masked vpermb, the lanes of
+// taps in the padding (or past kw) taking zx ^ 0x80 (their weight is 0 past kw).
+struct DwDirect {
+  int64_t nv;  // output vectors of a plane
+  int64_t oo[4];  // each vector's first output
+  __mmask16 lanes[4];
+  alignas(64) uint8_t idx[16][64];  // [vector · kh + ky]
+  __mmask64 mask[16];
+  // packed at compile time after the c·kh·kw taps (x86_int8.emit_depthwise): each channel's
+  // kernel rows as 4 int8 dwords (kh, kw <= 4), then -128·Σw per channel
+  const int32_t* wrows;
+  const int32_t* wcomp;
+};
+static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                           int64_t dw, int64_t oh, int64_t ow, DwDirect& d) {
+  if (h * w > 64 || kw > 4 || p.groups != 1) return false;
+  const int64_t vpr = p.rows > 1 ? 1 : (ow + 15) / 16;
+  d.nv = p.rows > 1 ? (oh + p.rows - 1) / p.rows : oh * vpr;
+  if (d.nv > 4 || d.nv * kh > 16) return false;
+  for (int64_t v = 0; v < d.nv; ++v) {
+    const int64_t oy0 = p.rows > 1 ? v * p.rows : v / vpr;
+    const int64_t ox0 = p.rows > 1 ? 0 : (v % vpr) * 16;
+    const int64_t n = p.rows > 1 ? (oh - oy0 < p.rows ? oh - oy0 : p.rows) * ow
+                                 : (ow - ox0 < 16 ? ow - ox0 : 16);
+    d.oo[v] = oy0 * ow + ox0;
+    d.lanes[v] = (__mmask16)((1u << n) - 1);
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      uint8_t* ix = d.idx[v * kh + ky];
+      __mmask64 m = 0;
+      for (int64_t i = 0; i < 16; ++i)
+        for (int64_t j = 0; j < 4; ++j) {
+          ix[4 * i + j] = 0;
+          const int64_t oy = oy0 + (p.rows > 1 ? i / ow : 0);
+          const int64_t ox = ox0 + (p.rows > 1 ? i % ow : i);
+          const int64_t y = oy * sh + ky * dh - ph, x = ox * sw + j * dw - pw;
+          if (i < n && j < kw && y >= 0 && y < h && x >= 0 && x < w) {
+            ix[4 * i + j] = (uint8_t)(y * w + x);
+            m |= 1ULL << (4 * i + j);
+          }
+        }
+      d.mask[v * kh + ky] = m;
+    }
+  }
+  return kh <= 4;
+}
+// the requantized hi32 write-back of one vector of channel ch straight from its register
+// (write_channel_512's requant16_hi, the same int8 values): lanes of dst only
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+static inline void dw_write_hi(const Epilogue& e, const Sat8& q, bool clamp, int64_t ch,
+                               __m512i v, int8_t* dst, __mmask16 lanes) {
+  const __m512i m = _mm512_set1_epi64(e.mult[ch]);
+  const __m512i s32 = _mm512_set1_epi32((int32_t)(e.shift[ch] - 32));
+  __m128i y;
+  if (e.fadd) {
+    const __m512i a = _mm512_set1_epi64(e.fadd[ch]);
+    y = clamp ? requant16_hi<true>(v, m, a, s32, q) : requant16_hi<false>(v, m, a, s32, q);
+  } else {
+    const __m512i a = _mm512_set1_epi64(e.add[ch]);
+    v = _mm512_add_epi32(v, _mm512_set1_epi32(e.off[ch]));
+    y = clamp ? requant16_hi<true>(v, m, a, s32, q) : requant16_hi<false>(v, m, a, s32, q);
+  }
+  _mm_mask_storeu_epi8(dst, lanes, y);
+}
+// whether dw_direct writes the int8 outputs itself (dw_write_hi) instead of the int32 sums:
+// a requantized hi32 epilogue on the AVX-512 write-back (every MobileNetV2 depthwise)
+static inline bool dw_writes_hi(const Epilogue& e) { return e.requant && e.wide && e.hi32; }
+int64_t dw_direct_hi_calls = 0;  // dw_direct calls written back from registers (a test's)
+
+// nt <= DW_PERM_BATCH channels (ch[u], plane x + at[u]·h·w): with WB the int8 outputs at
+// e.out + at[u]·pix (dw_write_hi), else the int32 sums to acc + u·stride
+template <int NV, bool WB>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_t* x,
+                                                  const int64_t* at, const int32_t* wt,
+                                                  const int64_t* ch, int64_t nt, int64_t hw,
+                                                  int64_t kh, int64_t kw, int8_t zx,
+                                                  int32_t* acc, int64_t stride,
+                                                  const Epilogue& e, int64_t pix) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const __m512i padv = _mm512_set1_epi8((char)((uint8_t)zx ^ 0x80));
+  const __mmask64 lm = hw >= 64 ? ~0ULL : (1ULL << hw) - 1;
+  __m512i xv[DW_PERM_BATCH], a[DW_PERM_BATCH][NV];
+  const int32_t* wd[DW_PERM_BATCH];
+  for (int64_t u = 0; u < nt; ++u) {
+    xv[u] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, x + at[u] * hw), flip);
+    wd[u] = d.wrows + ch[u] * 4;  // the rows' dwords and -128·Σw: packed at compile time
+    for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(d.wcomp[ch[u]]);
+  }
+  for (int64_t ky = 0; ky < kh; ++ky) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __m512i ix = _mm512_load_si512(d.idx[v * kh + ky]);
+      const __mmask64 m = d.mask[v * kh + ky];
+#pragma GCC unroll 4
+      for (int u = 0; u < DW_PERM_BATCH; ++u)
+        if (u < nt)
+          a[u][v] = _mm512_dpbusd_epi32(a[u][v], _mm512_mask_permutexvar_epi8(padv, m, ix, xv[u]),
+                                        _mm512_set1_epi32(wd[u][ky]));
+    }
+  }
+  if (WB) {
+    const Sat8 q = sat8(e);
+    const bool clamp = !full_int8(e);
+    for (int64_t u = 0; u < nt; ++u)
+      for (int v = 0; v < NV; ++v)
+        dw_write_hi(e, q, clamp, ch[u], a[u][v],
+                    static_cast<int8_t*>(e.out) + at[u] * pix + d.oo[v], d.lanes[v]);
+    return;
+  }
+  for (int64_t u = 0; u < nt; ++u)
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[u][v]);
+}
+template <bool WB>
+static void dw_direct_nv(const DwDirect& d, const int8_t* x, const int64_t* at,
+                         const int32_t* wt, const int64_t* ch, int64_t nt, int64_t hw,
+                         int64_t kh, int64_t kw, int8_t zx, int32_t* acc, int64_t stride,
+                         const Epilogue& e, int64_t pix) {
+  switch (d.nv) {
+    case 1: dw_direct_t<1, WB>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix); break;
+    case 2: dw_direct_t<2, WB>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix); break;
+    case 3: dw_direct_t<3, WB>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix); break;
+    default: dw_direct_t<4, WB>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix);
+  }
+}
+// wb (dw_writes_hi): the outputs written here, else the sums (write_channel after it)
+static void dw_direct(const DwDirect& d, const int8_t* x, const int64_t* at, const int32_t* wt,
+                      const int64_t* ch, int64_t nt, int64_t hw, int64_t kh, int64_t kw,
+                      int8_t zx, int32_t* acc, int64_t stride, const Epilogue& e, int64_t pix,
+                      bool wb) {
+  if (wb)
+    dw_direct_nv<true>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix);
+  else
+    dw_direct_nv<false>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix);
+}
+
+static void dw_perm(const DwPerm& p, const int32_t* wc, const uint8_t* pad, int32_t* acc,
+                    int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pw,
+                    int64_t dh, int64_t oh, int64_t ow) {
+  if (p.span <= 32)
+    dw_perm_t<32>(p, wc, pad, acc, w, kh, kw, sh, sw, pw, dh, oh, ow);
+  else if (p.span <= 64)
+    dw_perm_t<64>(p, wc, pad, acc, w, kh, kw, sh, sw, pw, dh, oh, ow);
+  else
+    dw_perm_t<128>(p, wc, pad, acc, w, kh, kw, sh, sw, pw, dh, oh, ow);
+}
+
+"""[1:-1]  # the text between the quotes' line breaks
