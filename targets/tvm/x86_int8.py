@@ -40,7 +40,7 @@ import numpy as np
 
 from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
     DW_BLOCKED, DW_DIRECT, DW_DIRECT_HI, DW_PERM, EXPORTED, HI32, ISA_QUERY, OFF_FOLDED,
-    PERM_PANELS, POST16, REQUANT_PROBE, SOURCE,
+    PERM_PANELS, POST16, REQUANT_PROBE, SOURCE, VBMI_INTERLEAVE,
     SYMBOLS,
 )
 

@@ -210,11 +210,14 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             direct_hi = lib.get_function(x86_int8.DW_DIRECT_HI, query_imports=True)
             panels = lib.get_function(x86_int8.PERM_PANELS, query_imports=True)
             before, before_direct, before_hi = perm(), direct(), direct_hi()
-            before_panels = panels()
+            interleave = lib.get_function(x86_int8.VBMI_INTERLEAVE, query_imports=True)
+            before_panels, before_interleave = panels(), interleave()
             runs["perm"] = [o.numpy() for o in vm["main"](*args)]
             # every convolution has panels that are no 16-byte run within 64 bytes (rows of
-            # 35 / 9 columns, strides, the partial last panel): built by perm_panel
-            assert panels() - before_panels == 6
+            # 35 / 9 columns, strides, the partial last panel): built by perm_panel; those of
+            # stride 1 on 35-wide rows (conv1, p0, nofold, wide) have 16-byte runs too: one
+            # vpermb a quad (interleave_panel_vbmi)
+            assert panels() - before_panels == 6 and interleave() - before_interleave == 4
             assert perm() - before == 13  # dw, dw2, dw3 (1x3, dilation 2), dwf, dwq, dw5, +7
             # s1, s5: 4x4 outputs (1 vector a plane) of 16-byte planes, s2: of 56-byte ones;
             # s3: 8x7 (4 vectors of 2 rows), s4: 8x4 (2 vectors of 4 rows) — every one hi32,
@@ -233,6 +236,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             monkeypatch.setenv("EDGECC_X86_PERM_PANEL", "0")  # gather_panel (A/B switch)
             runs["gathers"] = [o.numpy() for o in vm["main"](*args)]
             assert panels() - before_panels == 6 * 3  # perm, perm_folded, direct_sums: none here
+            assert interleave() - before_interleave == 4 * 3
             monkeypatch.delenv("EDGECC_X86_PERM_PANEL")
             monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
