@@ -34,16 +34,18 @@ others by one vector gather per row. Through im2col, a map of two or more panel 
 split across tasks by group only (each group's panels built once). Same-size 3x3
 convolutions (stride 1, pad 1; AVX-512) run their own tiles instead, 6 output channels x 64
 pixels (24 accumulators; the GEMM's 12 x 32 / 8 x 32 tiles were 5-10% slower on Zen 4): on
-maps whose rows are not a multiple of 16 wide, or with fewer than 8 input channels, reading
-the unpadded input in place (16 consecutive output pixels are 16 consecutive inputs per tap
-whatever rows they span, lanes in the padding masked to zero: no im2col, no copy), the
-others a padded copy without masks (``edgecc_x86_fp32_same3x3``). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
+maps whose rows are 1, 2, 4, 8 or 16 wide a copy padded by rows only, with two column masks
+for the whole loop (every panel starts a row); on other maps whose rows are not a multiple
+of 16 wide, or with fewer than 8 input channels, the unpadded input in place (16
+consecutive output pixels are 16 consecutive inputs per tap whatever rows they span, lanes
+in the padding masked to zero per panel: no im2col, no copy); the others a padded copy
+without masks (``edgecc_x86_fp32_same3x3``). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..11). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..12). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -82,10 +84,12 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
 // same-size 3x3 convolutions (stride 1, pad 1, no dilation; AVX-512) in 6 x 64 tiles
-// (PATH_CONV_SAME3X3): rows not a multiple of 16 wide or < 8 input channels read the unpadded
-// input with masked loads, the others a padded copy (PATH_CONV_SAME3X3_PADDED). 0: the
-// in-place / im2col paths below; 2: masked loads for all; 3: masked loads where chosen, the
-// in-place path for the others (the same sums in every case: the tests' bit-for-bit A/B)
+// (PATH_CONV_SAME3X3): rows 1, 2, 4, 8, 16 wide read a copy padded by rows with two column
+// masks (PATH_CONV_SAME3X3_COLUMNS), other rows not a multiple of 16 wide or < 8 input
+// channels the unpadded input with per-panel masks, the others a padded copy
+// (PATH_CONV_SAME3X3_PADDED). 0: the in-place / im2col paths below; 2: per-panel masks for
+// all; 3: per-panel masks where chosen, the in-place path for the others; 4: as 1 without
+// the column masks (the same sums in every case: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
 // convolutions through im2col panels (AVX-512, 8+ panels) multiply them in the same 6 x 64
 // tiles (PATH_CONV_IM2COL_TILES); 0: the GEMM's 12 x 32 (the same sums: the tests' A/B)
@@ -465,7 +469,8 @@ static void gather_panel_avx2(float* panel, const float* src, const int64_t* kof
 // (pad: from the window's corner in the padded copy, (ci * (H + 2) + ky) * wp + kx)
 struct Same3x3 {
   const float* x; int64_t c, h, w, pix; const int64_t* koff;
-  const float* pad; int64_t wp;  // the zero-bordered copy (rows wp = W + 2 wide), or 0
+  const float* pad; int64_t wp;  // the zero-bordered copy (rows wp wide: W + 2, or W), or 0
+  int mode;                      // kernel_same3x3's MODE
 };
 
 // the 9 tap masks of the panel whose first pixel is p0 (taps in (ky, kx) order)
@@ -493,8 +498,12 @@ static inline __m512 masked_load(__mmask16 m, const float* p) {
 }
 
 // rows r0.. (MR output channels) x NP panels from pixel c0; panel q's tap k at b[q] + koff[k]
-// MASKED: b the unpadded map, lanes masked by m [NP][9]; else b the padded copy (no masks)
-template <int MR, int NP, bool MASKED>
+// MODE 1 (MASKED): b the unpadded map, lanes masked by m [NP][9]; 0: b the padded copy (no
+// masks); 2 (COLUMNS): b a copy padded by rows only (rows W | 16 wide: every panel starts a
+// row), the taps (ci, ky, kx = 0 / 2) masked by m[0] / m[1] (not column 0 / W - 1), the same
+// for every panel: two mask registers for the whole loop, no mask loads
+const int PLAIN = 0, MASKED = 1, COLUMNS = 2;
+template <int MR, int NP, int MODE>
 __attribute__((target("avx512f")))
 static void kernel_same3x3(const Gemm& g, int64_t r0, const float* const* b, const int64_t* koff,
                            int64_t c0, const __mmask16* m) {
@@ -508,16 +517,34 @@ static void kernel_same3x3(const Gemm& g, int64_t r0, const float* const* b, con
   // a tap's pointer may point before the map (its lanes there are masked: no access)
   const float* x[NP];
   for (int q = 0; q < NP; ++q) x[q] = b[q];
-  for (int64_t k = 0, t = 0; k < n; ++k) {
-    const int64_t o = koff[k];
-    __m512 bv[NP];
-    for (int q = 0; q < NP; ++q)
-      bv[q] = MASKED ? masked_load(m[q * 9 + t], x[q] + o) : _mm512_loadu_ps(x[q] + o);
-    for (int r = 0; r < MR; ++r) {
-      const __m512 v = _mm512_set1_ps(a[r * lda + k]);
-      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
+  if (MODE == COLUMNS) {
+    const __mmask16 m0 = m[0], m2 = m[1];
+    for (int64_t k = 0; k < n; k += 3) {  // kx = 0, 1, 2 (koff[k]: kx = 0's offset)
+      const int64_t o = koff[k];
+#pragma GCC unroll 3
+      for (int kx = 0; kx < 3; ++kx) {
+        __m512 bv[NP];
+        for (int q = 0; q < NP; ++q)
+          bv[q] = kx == 1 ? _mm512_loadu_ps(x[q] + o + 1)
+                          : masked_load(kx == 0 ? m0 : m2, x[q] + o + kx);
+        for (int r = 0; r < MR; ++r) {
+          const __m512 v = _mm512_set1_ps(a[r * lda + k + kx]);
+          for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
+        }
+      }
     }
-    if (MASKED) t = t == 8 ? 0 : t + 1;
+  } else {
+    for (int64_t k = 0, t = 0; k < n; ++k) {
+      const int64_t o = koff[k];
+      __m512 bv[NP];
+      for (int q = 0; q < NP; ++q)
+        bv[q] = MODE == MASKED ? masked_load(m[q * 9 + t], x[q] + o) : _mm512_loadu_ps(x[q] + o);
+      for (int r = 0; r < MR; ++r) {
+        const __m512 v = _mm512_set1_ps(a[r * lda + k]);
+        for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
+      }
+      if (MODE == MASKED) t = t == 8 ? 0 : t + 1;
+    }
   }
   // write-back: kernel_avx512's (a helper taking acc by reference kept it in memory: GCC
   // stored the accumulators every iteration)
@@ -549,39 +576,40 @@ static void kernel_same3x3(const Gemm& g, int64_t r0, const float* const* b, con
 // and 12 x 2 measured 1-3% slower on Zen 4)
 const int S3_NP = 4, S3_MR = 6;
 
-template <int NP, bool MASKED>
+template <int NP, int MODE>
 static void same3x3_tile(const Gemm& g, int64_t r, int mr, const float* const* b,
                          const int64_t* koff, int64_t c0, const __mmask16* m) {
   switch (mr) {
-    case 1: kernel_same3x3<1, NP, MASKED>(g, r, b, koff, c0, m); break;
-    case 2: kernel_same3x3<2, NP, MASKED>(g, r, b, koff, c0, m); break;
-    case 3: kernel_same3x3<3, NP, MASKED>(g, r, b, koff, c0, m); break;
-    case 4: kernel_same3x3<4, NP, MASKED>(g, r, b, koff, c0, m); break;
-    case 5: kernel_same3x3<5, NP, MASKED>(g, r, b, koff, c0, m); break;
-    default: kernel_same3x3<S3_MR, NP, MASKED>(g, r, b, koff, c0, m); break;
+    case 1: kernel_same3x3<1, NP, MODE>(g, r, b, koff, c0, m); break;
+    case 2: kernel_same3x3<2, NP, MODE>(g, r, b, koff, c0, m); break;
+    case 3: kernel_same3x3<3, NP, MODE>(g, r, b, koff, c0, m); break;
+    case 4: kernel_same3x3<4, NP, MODE>(g, r, b, koff, c0, m); break;
+    case 5: kernel_same3x3<5, NP, MODE>(g, r, b, koff, c0, m); break;
+    default: kernel_same3x3<S3_MR, NP, MODE>(g, r, b, koff, c0, m); break;
   }
 }
 
-template <bool MASKED>
+template <int MODE>
 static void same3x3_np(const Gemm& g, int64_t r, int mr, int np, const float* const* b,
                        const int64_t* koff, int64_t c0, const __mmask16* m) {
   switch (np) {
-    case 1: same3x3_tile<1, MASKED>(g, r, mr, b, koff, c0, m); break;
-    case 2: same3x3_tile<2, MASKED>(g, r, mr, b, koff, c0, m); break;
-    case 3: same3x3_tile<3, MASKED>(g, r, mr, b, koff, c0, m); break;
-    default: same3x3_tile<S3_NP, MASKED>(g, r, mr, b, koff, c0, m); break;
+    case 1: same3x3_tile<1, MODE>(g, r, mr, b, koff, c0, m); break;
+    case 2: same3x3_tile<2, MODE>(g, r, mr, b, koff, c0, m); break;
+    case 3: same3x3_tile<3, MODE>(g, r, mr, b, koff, c0, m); break;
+    default: same3x3_tile<S3_NP, MODE>(g, r, mr, b, koff, c0, m); break;
   }
 }
 
 // rows [r0, r1) times the np (1..S3_NP) panels b (columns from pixel c0; tap k at b[q] +
-// koff[k], masked by m [np][9] unless m is 0), in micro-tiles of balanced height
+// koff[k]; masks m as kernel_same3x3's MODE says), in micro-tiles of balanced height
 static void tiles_rows(const Gemm& g, int64_t r0, int64_t r1, const float* const* b,
-                       const int64_t* koff, int np, int64_t c0, const __mmask16* m) {
+                       const int64_t* koff, int np, int64_t c0, int mode, const __mmask16* m) {
   for (int64_t r = r0; r < r1;) {
     const int64_t left = r1 - r, tiles = (left + S3_MR - 1) / S3_MR;
     const int mr = (int)((left + tiles - 1) / tiles);
-    if (m) same3x3_np<true>(g, r, mr, np, b, koff, c0, m);
-    else same3x3_np<false>(g, r, mr, np, b, koff, c0, m);
+    if (mode == MASKED) same3x3_np<MASKED>(g, r, mr, np, b, koff, c0, m);
+    else if (mode == COLUMNS) same3x3_np<COLUMNS>(g, r, mr, np, b, koff, c0, m);
+    else same3x3_np<PLAIN>(g, r, mr, np, b, koff, c0, m);
     r += mr;
   }
 }
@@ -594,9 +622,16 @@ static void same3x3_rows(const Gemm& g, int64_t r0, int64_t r1, const Same3x3& s
   for (int q = 0; q < np; ++q) {
     const int64_t p = c0 + 16 * q;  // padded: the window of (oy, ox) starts at (oy, ox)
     b[q] = s.pad ? s.pad + p / s.w * s.wp + p % s.w : s.x + p;
-    if (!s.pad) same3x3_masks(s, p, m + 9 * q);
+    if (s.mode == MASKED) same3x3_masks(s, p, m + 9 * q);
   }
-  tiles_rows(g, r0, r1, b, s.koff, np, c0, s.pad ? 0 : m);
+  if (s.mode == COLUMNS) {  // lane l is column l % W of every panel
+    m[0] = m[1] = 0xFFFF;
+    for (int64_t l = 0; l < 16; l += s.w) {
+      m[0] &= (__mmask16)~(1u << l);
+      m[1] &= (__mmask16)~(1u << (l + s.w - 1));
+    }
+  }
+  tiles_rows(g, r0, r1, b, s.koff, np, c0, s.mode, m);
 }
 
 // the C planes H x W of src into padded [C][H + 2 PH][W + 2 PW] with a zero border; on the
@@ -618,7 +653,8 @@ static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
-       PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11 };
+       PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
+       PATH_CONV_SAME3X3_COLUMNS = 12 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -926,15 +962,25 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t same_knob = edgecc_x86_fp32_same3x3;
   const bool same_size = AVX512 && same_knob && kh == 3 && kw == 3 && sh == 1 && sw == 1
                          && ph == 1 && pw == 1 && dh == 1 && dw == 1 && oh == h && ow == w;
-  const bool same_masked = same_size && (ow % 16 != 0 || c < 8 || same_knob == 2);
-  if (same_masked || (same_size && same_knob == 1)) {
+  // rows 1, 2, 4, 8 or 16 wide: a copy padded by rows only, two column masks (COLUMNS; the
+  // per-panel masks' loads cost 7% on 64->64 @8, 1 thread; 32->32 @16 the same as PLAIN)
+  const bool same_columns = same_size && 16 % w == 0 && same_knob == 1;
+  const bool same_masked = same_size && !same_columns
+                           && (ow % 16 != 0 || c < 8 || same_knob == 2);
+  if (same_masked || same_columns || (same_size && (same_knob == 1 || same_knob == 4))) {
     ++path_calls[PATH_CONV_SAME3X3];
-    if (!same_masked) ++path_calls[PATH_CONV_SAME3X3_PADDED];
-    float* padded = same_masked ? 0 : static_cast<float*>(scratch(1, (c * hp * wp + 16) * 4));
+    const int mode = same_masked ? MASKED : same_columns ? COLUMNS : PLAIN;
+    if (mode == PLAIN) ++path_calls[PATH_CONV_SAME3X3_PADDED];
+    if (mode == COLUMNS) ++path_calls[PATH_CONV_SAME3X3_COLUMNS];
+    const int64_t spw = mode == COLUMNS ? 0 : 1, swp = w + 2 * spw;  // the copy's column pad
+    // + 64: the last panel's lanes past the map read up to 16 floats past the copy (unused)
+    float* padded = same_masked ? 0 : static_cast<float*>(scratch(1, (c * hp * swp + 64) * 4));
+    if (padded) memset(padded + c * hp * swp, 0, 64 * 4);
     int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
     for (int64_t kk = 0; kk < k; ++kk) {
       const int64_t ci = kk / 9, ky = kk % 9 / 3, kx = kk % 3;
-      koff[kk] = same_masked ? ci * h * w + (ky - 1) * w + kx - 1 : (ci * hp + ky) * wp + kx;
+      koff[kk] = same_masked ? ci * h * w + (ky - 1) * w + kx - 1
+                             : (ci * hp + ky) * swp + kx - (1 - spw);
     }
     // panel groups x output-channel chunks (at least 8 items where a chunk keeps 2 tiles), as
     // the in-place path splits them, but chunks of equal height (same3x3_rows balances the
@@ -946,8 +992,8 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     const int64_t rlen = (oc + rchunks - 1) / rchunks;
     for (int64_t b = 0; b < nb; ++b) {
       const float* src = x + b * c * h * w;
-      if (padded) pad_copy(padded, src, c, h, w, ph, pw);
-      const Same3x3 s{src, c, h, w, pix, koff, padded, wp};
+      if (padded) pad_copy(padded, src, c, h, w, ph, spw);
+      const Same3x3 s{src, c, h, w, pix, koff, padded, swp, mode};
       Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
              out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
       parallel_for(s3_groups * rchunks, [&](int64_t i0, int64_t i1) {
@@ -1053,7 +1099,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
         if (wide) {
           const float* b[S3_NP];
           for (int q = 0; q < S3_NP; ++q) b[q] = panels + q * k * 16;
-          if (r0 < r1) tiles_rows(g, r0, r1, b, kpacked, (int)(p1 - p0), p0 * 16, 0);
+          if (r0 < r1) tiles_rows(g, r0, r1, b, kpacked, (int)(p1 - p0), p0 * 16, PLAIN, 0);
           continue;
         }
         Panels pb{{panels, panels + k * 16}, 0};
@@ -1147,8 +1193,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // gathers, 6 the depthwise 3x3 calls of 2 on small planes run 16 channels per vector, 7 the
 // convolutions of 0 on large maps with software prefetch (AVX-512), 8 the padded convolutions
 // of 5 whose panels were read from the unpadded input (no padded copy), 9 same-size 3x3
-// convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy),
-// 11 the convolutions of 1 whose panels ran the 6 x 64 tiles; 12..15 unused: 0);
+// convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy,
+// or 12: of a copy padded by rows with two column masks), 11 the convolutions of 1 whose
+// panels ran the 6 x 64 tiles; 13..15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

@@ -170,7 +170,7 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(11)]
+    before = [int(query(i)) for i in range(13)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -179,14 +179,14 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
         assert _relative(res.run(fresh), expected) <= 1e-5
     calls = [int(query(i)) - b for i, b in enumerate(before)]
     # per run: a, b, p in place; s (stride 2, 4-wide rows), n (4-wide rows), e (8-wide rows)
-    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a, b, e, n same-size 3x3
-    # tiles (path 9, not 0 / 1): a (5 input channels), e and n (rows not a multiple of 16
-    # wide) with masked loads, b from a padded copy (path 10); s's panels gathered (4-wide
-    # rows), d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3
+    # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a, b (16-wide rows), e
+    # (8), n (4) same-size 3x3 tiles (path 9, not 0 / 1) on a copy padded by rows with two
+    # column masks (path 12); s's panels gathered (4-wide rows, one panel: no 6 x 64
+    # tiles), d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3
     # (4x4) 16 channels per vector
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
     assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 2 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
-                     2 * 2 * avx512, 0, 0, 2 * 4 * avx512, 2 * avx512], calls
+                     2 * 2 * avx512, 0, 0, 2 * 4 * avx512, 0, 0, 2 * 4 * avx512], calls
     assert int(query(-1)) == avx512
 
 
@@ -346,14 +346,15 @@ def test_padded_convolution_reads_the_unpadded_input(kernels, stride, hw, k, pad
     assert np.abs(direct - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("c,hw,batch", [(20, (8, 8), 2), (24, (4, 4), 1), (3, (32, 32), 1),
-                                        (6, (7, 9), 2), (5, (16, 16), 1), (4, (1, 1), 1)])
+@pytest.mark.parametrize("c,hw,batch", [(10, (6, 12), 2), (12, (5, 24), 1), (3, (32, 32), 1),
+                                        (6, (7, 9), 2), (20, (8, 8), 2), (4, (1, 1), 1)])
 def test_same_size_3x3_reads_the_input_in_place(kernels, c, hw, batch):
     """Same-size 3x3 convolutions (stride 1, pad 1) on rows not a multiple of 16 wide, or
     with fewer than 8 input channels, read the unpadded input in place with masked loads
-    (path 9, AVX-512; not 0 / 1): ResNet-20's 8x8 maps, 4x4, the 3-channel stem, odd planes
-    (panels spanning rows, a partial last panel), a 1x1 plane (every tap but the centre
-    padding), 37 output channels (a partial micro-tile), batch 2, a residual + clamp;
+    (path 9, AVX-512; not 0 / 1): 12- and 24-wide rows, the 3-channel stem (32-wide), odd
+    planes (panels spanning rows, a partial last panel); rows 8 or 1 wide (a 1x1 plane: every
+    tap but the centre padding) take the column masks (test below), the same check here;
+    37 output channels (a partial micro-tile), batch 2, a residual + clamp;
     bit-identical to the paths it replaces (``edgecc_x86_fp32_same3x3`` 0: the padded copy
     or im2col panels, the same sums in the same order), within 1e-5 of PyTorch."""
     rng = np.random.default_rng(c + hw[0])
@@ -442,3 +443,34 @@ def test_im2col_panels_run_the_wide_tiles(kernels, stride, hw, k, pad, batch):
     assert np.array_equal(tiles, gemm)
     ref = _torch_conv(x, w, b, stride, pad, res, lo=-1.0, hi=3.0)
     assert np.abs(tiles - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("c,hw,batch", [(64, (8, 8), 1), (20, (7, 8), 2), (24, (4, 4), 1),
+                                        (5, (16, 16), 1), (32, (3, 16), 2), (6, (5, 2), 1),
+                                        (7, (3, 1), 1)])
+def test_same_size_3x3_column_masks_on_narrow_rows(kernels, c, hw, batch):
+    """Same-size 3x3 convolutions on rows 1, 2, 4, 8 or 16 wide (every panel starts a row)
+    read a copy padded by rows only, with two column masks for the whole loop (paths 9 +
+    12): ResNet-20's 64->64 @8 and 32->32-like 16-wide rows, 7 rows of 8 (a partial last
+    panel), batch 2, 37 output channels, a residual + clamp; bit-identical to the per-panel
+    masks / padded copy (``edgecc_x86_fp32_same3x3`` 4) and to the in-place / im2col paths
+    (0), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(c * 7 + hw[0])
+    x = rng.standard_normal((batch, c, *hw), np.float32)
+    w = rng.standard_normal((37, c, 3, 3), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    res = rng.standard_normal((batch, 37, *hw), np.float32)
+    outs, calls = [], []
+    for knob in (1, 4, 0):
+        old = _knob(kernels, "edgecc_x86_fp32_same3x3", knob)
+        try:
+            before = _calls(kernels)
+            outs.append(_conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0))
+            calls.append([a - b for a, b in zip(_calls(kernels), before)])
+        finally:
+            _knob(kernels, "edgecc_x86_fp32_same3x3", old)
+    avx512 = int(_has_avx512())
+    assert [(cl[9], cl[12]) for cl in calls] == [(avx512, avx512), (avx512, 0), (0, 0)], calls
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
