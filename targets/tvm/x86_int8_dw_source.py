@@ -22,7 +22,8 @@ enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
 // VNNI GEMM multiply-adds (the units of SERIAL_WORK), ~1.5 cycles an output (requantized
 // write-back included) against ~64 multiply-adds a cycle: 8x8 / 4x4 maps of 192-480
 // channels (~10 us on one thread) now run on the pool
-enum { DW_OUTPUT_WORK = 64 };
+// (a library symbol, so bench/x86_int8_serial.py can A/B it in one process)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_output_work = 64;
 struct DwPerm {
   int64_t rows, lanes, groups;  // output rows a vector, its lanes per row, 4-tap groups
   int64_t span;  // bytes of a row's window the taps read (32 / 64: one load and vpermb)

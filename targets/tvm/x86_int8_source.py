@@ -78,7 +78,8 @@ Zen 4, 1 thread, under load: packing the weights per call in registers (not a sc
 then 7.5 -> 6.2 / 10.6 -> 7.4 us, A/B; the weights packed at compile time: see the commit).
 Counted by ``edgecc_x86_int8_dw_perm`` / ``_dw_direct``;
 ``EDGECC_X86_DW_PERM=0`` turns both off for A/B. The pool's work measure of these is per
-output (``DW_OUTPUT_WORK``), so 8x8 / 4x4 maps of many channels run on both threads.
+output (``edgecc_x86_int8_dw_output_work``, 64; a library symbol for A/B), so 8x8 / 4x4 maps of
+many channels run on both threads.
 
 Convolutions on AMX (``x86_amx_source.amx_conv``) where the CPU and OS allow; im2col panels
 that are not one 16-byte run (maps narrower than 16, strides) are built with 16-lane dword
@@ -1383,7 +1384,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
             for (int64_t u = 0; u < nt; ++u)
               write_channel(e, ch[u], acc + u * stride, pix, (t + u) * pix);
         }
-      }, nb * c * pix * DW_OUTPUT_WORK);
+      }, nb * c * pix * edgecc_x86_int8_dw_output_work);
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
       __atomic_fetch_add(&dw_direct_calls, 1, __ATOMIC_RELAXED);
       if (wb) __atomic_fetch_add(&dw_direct_hi_calls, 1, __ATOMIC_RELAXED);
@@ -1404,7 +1405,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
             write_channel(e, (t + u) % c, acc, pix, (t + u) * pix);
           }
         }
-      }, nb * c * pix * DW_OUTPUT_WORK);
+      }, nb * c * pix * edgecc_x86_int8_dw_output_work);
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
       return 0;
     }
@@ -1425,7 +1426,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         dw_block16(e, x + b * c * h * w, wt, c0, cb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
                    oh, ow, b * c * pix, t, a, col, u == 0);
       }
-    }, nb * c * pix * DW_OUTPUT_WORK);
+    }, nb * c * pix * edgecc_x86_int8_dw_output_work);
     __atomic_fetch_add(&dw_blocked_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
