@@ -183,11 +183,15 @@ _edgecc_fn_info: dict = {}  # what the last edgecc_fn call measured besides the 
 
 
 PAUSE_S = 0.3  # between blocks: the previous runtime's threads stop spinning
+# Untimed calls before each block go on for at least this long (and at least ``warmup``
+# calls): after the pause, an idle virtual CPU comes back with cold caches and a slow clock,
+# and three calls of a 0.5 ms model did not bring it back (``--warmup-s``).
+WARMUP_S = 0.05
 
 
 def interleaved_times(fns, repeats, block=10, warmup=3, clock="wall"):
     """Every timed call of each callable (ms), in rounds — per round, each one gets
-    ``warmup`` untimed calls then ``block`` timed ones — so a slow spell of a shared machine
+    ``warmup`` untimed calls (by the wall clock: for at least ``WARMUP_S``) then ``block`` timed ones — so a slow spell of a shared machine
     affects every column alike. (Not one call each per round: the runtimes' thread pools
     spin after a call, and whichever ran next paid for the previous one's spinning; by the
     wall clock a pause before each round lets them stop.) ``clock="cpu"``: the calling
@@ -198,8 +202,11 @@ def interleaved_times(fns, repeats, block=10, warmup=3, clock="wall"):
         for k, fn in fns.items():
             if clock == "wall":
                 time.sleep(PAUSE_S)
-            for _ in range(warmup):
+            start = time.perf_counter()
+            done = 0
+            while done < warmup or (clock == "wall" and time.perf_counter() - start < WARMUP_S):
                 fn()
+                done += 1
             for _ in range(block):
                 t = now()
                 fn()
@@ -231,12 +238,22 @@ def ort_settings() -> dict:
             "int8": "quantize_static QDQ, per-channel int8 weights, int8 activations"}
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the machine's architecture elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        return names[0] if names else platform.machine()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def _write(args, rows):
     result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
               "threads": THREADS, "repeats": args.repeats,
+              "warmup_s": WARMUP_S, "pause_s": PAUSE_S,
               "statistic": "median of interleaved rounds",
-              "tune_trials": args.tune, "machine": {"cpu": platform.processor()
-                                                    or platform.machine(),
+              "tune_trials": args.tune, "machine": {"cpu": _cpu_name(),
                                                     "cores": os.cpu_count()},
               "versions": {"edgecc": edgecc.__version__, "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__,
@@ -248,9 +265,13 @@ def _write(args, rows):
 
 
 def main() -> int:
+    global WARMUP_S
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--models", default=ALL_MODELS)
+    parser.add_argument("--warmup-s", type=float, default=WARMUP_S,
+                        help="untimed calls before each block for at least this long "
+                             f"(default {WARMUP_S}; 0: only the three warm-up calls)")
     parser.add_argument("--sim", action="store_true",
                         help="also measure the float simulation of w8a8 (int8 weight storage)")
     parser.add_argument("--tune", type=int, default=0, nargs="?", const=SMALL_TUNE,
@@ -260,6 +281,7 @@ def main() -> int:
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "tvm_cpu.json"))
     args = parser.parse_args()
+    WARMUP_S = args.warmup_s
     torch.set_num_threads(THREADS)
     ort = ort_settings()
     print(f"onnxruntime {ort['version']}: {ort['providers'][0]}, intra_op_num_threads="
