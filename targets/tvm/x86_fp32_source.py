@@ -977,11 +977,11 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     float* padded = same_masked ? 0 : static_cast<float*>(scratch(1, (c * hp * swp + 64) * 4));
     if (padded) memset(padded + c * hp * swp, 0, 64 * 4);
     int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
-    for (int64_t kk = 0; kk < k; ++kk) {
-      const int64_t ci = kk / 9, ky = kk % 9 / 3, kx = kk % 3;
-      koff[kk] = same_masked ? ci * h * w + (ky - 1) * w + kx - 1
-                             : (ci * hp + ky) * swp + kx - (1 - spw);
-    }
+    for (int64_t ci = 0, kk = 0; ci < c; ++ci)  // nested: no divisions per tap
+      for (int64_t ky = 0; ky < 3; ++ky)
+        for (int64_t kx = 0; kx < 3; ++kx, ++kk)
+          koff[kk] = same_masked ? ci * h * w + (ky - 1) * w + kx - 1
+                                 : (ci * hp + ky) * swp + kx - (1 - spw);
     // panel groups x output-channel chunks (at least 8 items where a chunk keeps 2 tiles), as
     // the in-place path splits them, but chunks of equal height (same3x3_rows balances the
     // tiles inside one: 64 channels in 4 chunks are 16 + 16 + 16 + 16 rows, 6 + 5 + 5 each,
