@@ -10,6 +10,7 @@ percentiles per model and writes ``bench/results/x86_int8_serial.json``.
     python bench/x86_int8_serial.py [--models resnet20,mobilenet_v2,mobilenet_v2_224]
                                     [--shifts -2,0,2,3,4,5,63] [--repeats 60]
 
+``--fp32`` does the same for the fp32 build (its kernel sets' thresholds scale alike).
 ``--dw-work 64,16`` A/Bs the depthwise kernels' work measure per output instead
 (``edgecc_x86_int8_dw_output_work``, 64 built in; on Zen 4 at 1 thread a dw_perm output costs
 ~8 and a dw_direct one ~16-20 of the convolutions' units, so 64 sends depthwise calls ~4-8x
@@ -43,14 +44,16 @@ PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 
 
 def measure(name: str, shifts: list[int], repeats: int,
-            symbol: str = "edgecc_x86_serial_work_log2", default: int = 0) -> dict:
+            symbol: str = "edgecc_x86_serial_work_log2", default: int = 0,
+            fp32: bool = False) -> dict:
     make, inputs, shape = models()[name]
     module = make().eval()
+    quantized = {} if fp32 else {"pipeline": PIPELINE, "calibration": calibration(inputs)}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
-                             calibration=calibration(inputs), output_dir=os.path.join(d, "o"),
+        res = edgecc.compile(module, "host", example_inputs=inputs, **quantized,
+                             output_dir=os.path.join(d, "o"),
                              progress=False, target_options={"num_threads": THREADS,
-                                                             "integer_kernels": True})
+                                                             "integer_kernels": not fp32})
         res.run(*inputs)
     library = ctypes.CDLL(res._runner.library)  # the copy the runner loaded
     serial = ctypes.c_int64.in_dll(library, symbol)
@@ -76,13 +79,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--dw-work", default="",
                         help="A/B edgecc_x86_int8_dw_output_work at these values instead")
+    parser.add_argument("--fp32", action="store_true",
+                        help="the fp32 build instead (its kernel sets' serial thresholds)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_serial.json"))
     args = parser.parse_args()
     shifts = [int(s) for s in (args.dw_work or args.shifts).split(",")]
     what = ("edgecc_x86_int8_dw_output_work", 64) if args.dw_work else \
         ("edgecc_x86_serial_work_log2", 0)
-    rows = [measure(m, shifts, args.repeats, *what) for m in args.models.split(",")]
+    rows = [measure(m, shifts, args.repeats, *what, fp32=args.fp32)
+            for m in args.models.split(",")]
     label = "dw work " if args.dw_work else "x2^"
     print(f"{'model':<18}" + "".join(f"{label + str(s):>14}" for s in shifts))
     for r in rows:
@@ -96,7 +102,7 @@ def main() -> int:
           "rounds; x = vs the first value")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 " + ("dw output work" if args.dw_work else
+        json.dump({"benchmark": ("fp32 " if args.fp32 else "int8 ") + ("dw output work" if args.dw_work else
                                            "serial threshold shifts") + ", end to end",
                    "repeats": args.repeats, "threads": THREADS, "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")
