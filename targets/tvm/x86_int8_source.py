@@ -362,11 +362,16 @@ static inline void post8(const Epilogue& e, __m256 v, int64_t at) {
 // post8 on 16 outputs of one channel with AVX-512 (e.wide): the same float operations in the
 // same order (no contraction: fp-contract=off), the int8 narrowing saturating as packs does
 int64_t post16_calls = 0;  // convolution calls whose fused write-back ran post16 (a test's)
-std::atomic<int> post16_seen{0};  // set by post16, taken by the call (post16_calls)
+// set by post16, taken by the call (post16_calls). Stored only when clear: post16 runs per
+// 16 outputs of a channel on both of the pool's threads, and a store each time moved the
+// line between the cores (~1.5-2x slower ResNet-20 convolutions at 2 threads than at 1 on
+// Zen 4); a load of a line no one writes stays in both caches
+std::atomic<int> post16_seen{0};
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 static void post16(const Epilogue& e, const int32_t* acc, int32_t off, float scale,
                    float bias, int64_t at) {
-  post16_seen.store(1, std::memory_order_relaxed);
+  if (!post16_seen.load(std::memory_order_relaxed))
+    post16_seen.store(1, std::memory_order_relaxed);
   const __m512 zero = _mm512_setzero_ps();
   const __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_set1_epi32(off));
   __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(scale)),
@@ -1190,7 +1195,11 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     const char* perm_env = getenv("EDGECC_X86_PERM_PANEL");  // "0": gather_panel (A/B)
     const bool use_perm = isa == ISA_AVX512VNNI && has_vbmi() &&
                           !(perm_env && perm_env[0] == '0');
+    // set once (a store per panel from both threads would move their line between cores)
     std::atomic<bool> used_perm{false}, used_interleave{false};
+    auto mark = [](std::atomic<bool>& used) {
+      if (!used.load(std::memory_order_relaxed)) used.store(true, std::memory_order_relaxed);
+    };
     for (int64_t b = 0; b < nb; ++b) {
       const int8_t* xb = x + b * c * h * w;
       // no padding, stride 1 (1x1 convolutions): the panels read x itself, flipping the
@@ -1215,7 +1224,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         const bool contiguous = panel_bases(p, pix, ow, sh, sw, wp, base);
         if (contiguous && use_perm) {
           interleave_panel_vbmi(pad8 + base[0], koff, kq, panel, flip);
-          used_interleave = true;
+          mark(used_interleave);
           return;
         }
         if (contiguous) {
@@ -1227,7 +1236,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         }
         if (use_perm && perm_panel_fits(base)) {  // VBMI: byte shuffles, no gathers
           perm_panel(pad8, koff, base, kq, panel, flip);
-          used_perm = true;
+          mark(used_perm);
           return;
         }
         if (!direct && isa == ISA_AVX512VNNI) {  // the padded copy: 64 bytes to spare
