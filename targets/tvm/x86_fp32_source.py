@@ -45,7 +45,7 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..12). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..13). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -94,6 +94,11 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
 // convolutions through im2col panels (AVX-512, 8+ panels) multiply them in the same 6 x 64
 // tiles (PATH_CONV_IM2COL_TILES); 0: the GEMM's 12 x 32 (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_im2col_tiles = 1;
+// same-size 3x3 convolutions through a padded copy (PATH_CONV_SAME3X3_PADDED / _COLUMNS):
+// where the copy is large enough for the pool, each pool task copies the padded rows its tiles
+// read into its own buffer, in the tiles' job (PATH_CONV_SAME3X3_WINDOW); 0: one shared copy,
+// a pool job of its own before the tiles' (the same values either way: the tests' A/B)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 1;
 }
 
 namespace {
@@ -647,6 +652,24 @@ static void pad_copy(float* padded, const float* src, int64_t c, int64_t h, int6
   }, c * hp * wp * 8);
 }
 
+// padded rows [y0, y1) (of hp = h + 2, pad 1 row; spw 0 or 1 column, rows swp wide) of every
+// channel of src into padded, the layout pad_copy writes: a pool task's own copy of the rows
+// its tiles read (a task's tiles read nothing else but lanes past the map, unused)
+static void pad_rows(float* padded, const float* src, int64_t c, int64_t h, int64_t w,
+                     int64_t spw, int64_t y0, int64_t y1) {
+  const int64_t hp = h + 2, swp = w + 2 * spw;
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t y = y0; y < y1; ++y) {
+      float* row = padded + (ci * hp + y) * swp;
+      if (y == 0 || y == hp - 1) {
+        memset(row, 0, swp * 4);
+        continue;
+      }
+      if (spw) row[0] = row[swp - 1] = 0.0f;
+      memcpy(row + spw, src + (ci * h + y - 1) * w, w * 4);
+    }
+}
+
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
 const int N_PATHS = 16;
 static int64_t path_calls[N_PATHS] = {};
@@ -654,7 +677,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
-       PATH_CONV_SAME3X3_COLUMNS = 12 };
+       PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -974,7 +997,16 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     if (mode == COLUMNS) ++path_calls[PATH_CONV_SAME3X3_COLUMNS];
     const int64_t spw = mode == COLUMNS ? 0 : 1, swp = w + 2 * spw;  // the copy's column pad
     // + 64: the last panel's lanes past the map read up to 16 floats past the copy (unused)
-    float* padded = same_masked ? 0 : static_cast<float*>(scratch(1, (c * hp * swp + 64) * 4));
+    const int64_t pad_bytes = (c * hp * swp + 64) * 4;
+    // a copy per pool task, of the rows it reads, in the tiles' job: one pool job a call, not
+    // two (the shared copy's job and its wait; 2 threads, interleaved wall: 16->16 @32 +res
+    // 1.64x, 32->32 @16 1.17x). Only where pad_copy would run on the pool: a smaller copy runs
+    // before the one job anyway, and per task it is made again by every task (64->64 @8,
+    // one panel group, 4 tasks: 0.90x)
+    const bool window = !same_masked && edgecc_x86_fp32_same3x3_window
+                        && c * hp * swp * 8 >= serial_work();
+    if (window) ++path_calls[PATH_CONV_SAME3X3_WINDOW];
+    float* padded = same_masked || window ? 0 : static_cast<float*>(scratch(1, pad_bytes));
     if (padded) memset(padded + c * hp * swp, 0, 64 * 4);
     int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
     for (int64_t ci = 0, kk = 0; ci < c; ++ci)  // nested: no divisions per tap
@@ -997,11 +1029,20 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
              out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
       parallel_for(s3_groups * rchunks, [&](int64_t i0, int64_t i1) {
+        Same3x3 t = s;
+        if (window) {  // the padded rows of output rows [y0, y1) and the rows around them
+          float* own = static_cast<float*>(scratch(1, pad_bytes));
+          const int64_t q0 = i0 / rchunks * S3_NP * 16, q1 = ((i1 - 1) / rchunks + 1) * S3_NP * 16;
+          const int64_t y0 = q0 / w, y1 = ((q1 < pix ? q1 : pix) - 1) / w + 1;
+          pad_rows(own, src, c, h, w, spw, y0, y1 + 2);
+          memset(own + c * hp * swp, 0, 64 * 4);
+          t.pad = own;
+        }
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t grp = i / rchunks, rc = i % rchunks;
           const int64_t p0 = grp * S3_NP, p1 = p0 + S3_NP < n_panels ? p0 + S3_NP : n_panels;
           const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
-          if (r0 < r1) same3x3_rows(g, r0, r1, s, (int)(p1 - p0), p0 * 16);
+          if (r0 < r1) same3x3_rows(g, r0, r1, t, (int)(p1 - p0), p0 * 16);
         }
       }, oc * k * pix);
     }
@@ -1195,7 +1236,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // of 5 whose panels were read from the unpadded input (no padded copy), 9 same-size 3x3
 // convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy,
 // or 12: of a copy padded by rows with two column masks), 11 the convolutions of 1 whose
-// panels ran the 6 x 64 tiles; 13..15 unused: 0);
+// panels ran the 6 x 64 tiles, 13 the calls of 10 / 12 whose pool tasks each copied the
+// padded rows they read (copies of 64 KiB+ / 8 bytes a float: edgecc_x86_fp32_same3x3_window);
+// 14, 15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

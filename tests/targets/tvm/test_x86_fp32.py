@@ -474,3 +474,35 @@ def test_same_size_3x3_column_masks_on_narrow_rows(kernels, c, hw, batch):
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
     ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("c,hw,batch", [(16, (32, 32), 1), (32, (16, 16), 1), (64, (8, 8), 2),
+                                        (12, (16, 48), 2), (128, (7, 8), 1), (120, (3, 16), 1)])
+def test_same_size_3x3_tasks_copy_their_own_rows(kernels, c, hw, batch):
+    """Same-size 3x3 convolutions through a padded copy (paths 10 / 12) of 2^16+ work units
+    (8 a float): each pool task copies the padded rows its tiles read, in the tiles' job
+    (path 13; ResNet-20's 16->16 @32, 32->32 @16; a group spanning rows, batch 2, 7 rows of 8,
+    3 rows of 16, a residual + clamp); 64->64 @8 (smaller) keeps the shared copy. Bit-identical
+    to the shared copy (``edgecc_x86_fp32_same3x3_window`` 0), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(c * 5 + hw[1])
+    x = rng.standard_normal((batch, c, *hw), np.float32)
+    w = rng.standard_normal((37, c, 3, 3), np.float32) / np.float32(np.sqrt(9 * c))  # sums ~1
+    b = rng.standard_normal(37, np.float32)
+    res = rng.standard_normal((batch, 37, *hw), np.float32)
+    outs, calls = [], []
+    for knob in (1, 0):
+        old = _knob(kernels, "edgecc_x86_fp32_same3x3_window", knob)
+        try:
+            before = _calls(kernels)
+            outs.append(_conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0))
+            calls.append([a - b for a, b in zip(_calls(kernels), before)])
+        finally:
+            _knob(kernels, "edgecc_x86_fp32_same3x3_window", old)
+    avx512 = int(_has_avx512())
+    copied = avx512 * (calls[0][10] + calls[0][12])
+    wp = hw[1] + 2 * int(16 % hw[1] != 0)  # rows 1, 2, 4, 8, 16 wide: padded by rows only
+    window = avx512 * int(c * (hw[0] + 2) * wp * 8 >= 1 << 16)
+    assert (copied, calls[0][13], calls[1][13]) == (avx512, window, 0), calls
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
