@@ -231,6 +231,15 @@ int64_t amx_conv_products = 0;
 // tiles, every 16-row block of weights against panels already in its cache; one pool
 // launch per convolution (none under the serial threshold). False (nothing written,
 // nothing built) where AMX cannot run.
+// whether amx_conv would run (the CPU, the OS and the environment allow AMX)
+static inline bool amx_conv_ready() {
+#if EDGECC_AMX
+  return amx_ready();
+#else
+  return false;
+#endif
+}
+
 template <typename B>
 bool amx_conv(const GemmDot& g, const B& build, int64_t build_work) {
 #if EDGECC_AMX
