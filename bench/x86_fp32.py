@@ -43,7 +43,8 @@ warnings.filterwarnings("ignore")
 CNNS = "resnet20,mobilenet_v2,mobilenet_v2_224"
 PATHS = ("conv_in_place", "conv_im2col", "depthwise_3x3", "depthwise_generic",
          "depthwise_3x3_avx512", "conv_row_runs", "depthwise_3x3_channels", "conv_prefetch",
-         "conv_unpadded", "conv_same3x3", "conv_same3x3_padded")
+         "conv_unpadded", "conv_same3x3", "conv_same3x3_padded", "conv_im2col_tiles",
+         "conv_same3x3_columns", "conv_same3x3_window", "conv_s2_phases")
 
 # --layers: name -> conv (c, h, w, oc, k, stride, pad, residual, depthwise) or gemm (m, k, n)
 LAYERS = {

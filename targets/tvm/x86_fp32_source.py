@@ -45,7 +45,7 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..13). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..14). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -99,6 +99,9 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_im2col_tiles = 1;
 // read into its own buffer, in the tiles' job (PATH_CONV_SAME3X3_WINDOW); 0: one shared copy,
 // a pool job of its own before the tiles' (the same values either way: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 1;
+// stride-2 3x3 convolutions (pad 1, no dilation; AVX-512) read phase planes of their input in
+// the 6 x 64 tiles (PATH_CONV_S2_PHASES); 0: im2col panels (the same sums: the tests' A/B)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
 }
 
 namespace {
@@ -670,6 +673,44 @@ static void pad_rows(float* padded, const float* src, int64_t c, int64_t h, int6
     }
 }
 
+// a stride-2 3x3 convolution's input (pad 1) as phase planes [C][2][3][OH + 1][OW], rows
+// [r0, r1) of each: plane (ci, py, kx) at (r, ox) holds the zero-padded input's (2r + py,
+// 2ox + kx), so tap (ci, ky, kx) of output pixel p = oy * OW + ox is plane (ci, ky & 1, kx)'s
+// element p + (ky >> 1) * OW: 16 consecutive pixels are 16 consecutive floats, as the 6 x 64
+// tiles read them (no im2col panels: 1.5 input sizes, not 2.25, each float written once)
+__attribute__((target("avx512f")))
+static void s2_phases(float* out, const float* x, int64_t c, int64_t h, int64_t w, int64_t oh,
+                      int64_t ow, int64_t r0, int64_t r1) {
+  const int64_t plane = (oh + 1) * ow;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t py = 0; py < 2; ++py)
+      for (int64_t r = r0; r < r1; ++r) {
+        float* d = out + (ci * 2 + py) * 3 * plane + r * ow;  // kx = 0; + plane: 1, 2
+        const int64_t y = 2 * r + py - 1;  // the input row
+        if (y < 0 || y >= h) {
+          for (int kx = 0; kx < 3; ++kx) memset(d + kx * plane, 0, ow * 4);
+          continue;
+        }
+        const float* row = x + (ci * h + y) * w;
+        for (int64_t o = 0; o < ow; o += 16) {
+          const int64_t i = 2 * o;  // x[2 ox - 1], x[2 ox], x[2 ox + 1] for ox = o..o + 15
+          const __m512 v0 = _mm512_maskz_loadu_ps(lanes(0, w - i), row + i);
+          const __m512 v1 = _mm512_maskz_loadu_ps(lanes(0, w - i - 16), row + i + 16);
+          const __m512 e = _mm512_permutex2var_ps(v0, even, v1);
+          const __m512 od = _mm512_permutex2var_ps(v0, odd, v1);
+          const __m512 before = _mm512_set1_ps(o ? row[i - 1] : 0.0f);
+          const __m512 z = _mm512_castsi512_ps(_mm512_alignr_epi32(
+              _mm512_castps_si512(od), _mm512_castps_si512(before), 15));
+          const __mmask16 m = lanes(0, ow - o);
+          _mm512_mask_storeu_ps(d + o, m, z);
+          _mm512_mask_storeu_ps(d + plane + o, m, e);
+          _mm512_mask_storeu_ps(d + 2 * plane + o, m, od);
+        }
+      }
+}
+
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
 const int N_PATHS = 16;
 static int64_t path_calls[N_PATHS] = {};
@@ -677,7 +718,8 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
-       PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13 };
+       PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
+       PATH_CONV_S2_PHASES = 14 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1048,6 +1090,54 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     }
     return 0;
   }
+  // stride-2 3x3 (pad 1): the tiles read phase planes of the input (s2_phases), split as the
+  // same-size path's; maps of 2+ panel groups copy each task's rows in the tiles' job, one
+  // group's map is copied once before it (its tasks split the output channels)
+  if (AVX512 && edgecc_x86_fp32_s2_phases && kh == 3 && kw == 3 && sh == 2 && sw == 2
+      && ph == 1 && pw == 1 && dh == 1 && dw == 1 && oh == (h - 1) / 2 + 1
+      && ow == (w - 1) / 2 + 1) {
+    ++path_calls[PATH_CONV_S2_PHASES];
+    const int64_t plane = (oh + 1) * ow, bytes = (c * 6 * plane + 64) * 4;
+    int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
+    for (int64_t ci = 0, kk = 0; ci < c; ++ci)
+      for (int64_t ky = 0; ky < 3; ++ky)
+        for (int64_t kx = 0; kx < 3; ++kx, ++kk)
+          koff[kk] = ((ci * 2 + (ky & 1)) * 3 + kx) * plane + (ky >> 1) * ow;
+    const int64_t s3_groups = (n_panels + S3_NP - 1) / S3_NP;
+    int64_t rchunks = 1;
+    while (s3_groups * rchunks < 8 && (rchunks * 2) * 2 * S3_MR <= oc) rchunks *= 2;
+    const int64_t rlen = (oc + rchunks - 1) / rchunks;
+    const bool per_task = s3_groups >= 2;
+    float* shared = per_task ? 0 : static_cast<float*>(scratch(1, bytes));
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* src = x + b * c * h * w;
+      if (shared) {
+        s2_phases(shared, src, c, h, w, oh, ow, 0, oh + 1);
+        memset(shared + c * 6 * plane, 0, 64 * 4);  // read by lanes past the map (unused)
+      }
+      Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
+             out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
+      parallel_for(s3_groups * rchunks, [&](int64_t i0, int64_t i1) {
+        float* phases = shared;
+        if (!phases) {  // the plane rows of output rows [y0, y1) (and the row below)
+          phases = static_cast<float*>(scratch(1, bytes));
+          const int64_t q0 = i0 / rchunks * S3_NP * 16, q1 = ((i1 - 1) / rchunks + 1) * S3_NP * 16;
+          const int64_t y0 = q0 / ow, y1 = ((q1 < pix ? q1 : pix) - 1) / ow + 1;
+          s2_phases(phases, src, c, h, w, oh, ow, y0, y1 + 1);
+          memset(phases + c * 6 * plane, 0, 64 * 4);
+        }
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t grp = i / rchunks, rc = i % rchunks;
+          const int64_t p0 = grp * S3_NP, p1 = p0 + S3_NP < n_panels ? p0 + S3_NP : n_panels;
+          const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+          const float* bq[S3_NP];
+          for (int q = 0; q < S3_NP; ++q) bq[q] = phases + (p0 + q) * 16;
+          if (r0 < r1) tiles_rows(g, r0, r1, bq, koff, (int)(p1 - p0), p0 * 16, PLAIN, 0);
+        }
+      }, oc * k * pix);
+    }
+    return 0;
+  }
   // stride 1 with output rows a multiple of 16 wide, or 1x1: every full panel is read in place
   const bool in_place = sh == 1 && sw == 1 && (ow % 16 == 0 || wp == ow);
   // stride 1 or 2, output rows 5 or more wide: im2col panels by row runs (masked loads),
@@ -1237,8 +1327,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // convolutions in 6 x 64 tiles (masked loads of the unpadded input, or 10: of a padded copy,
 // or 12: of a copy padded by rows with two column masks), 11 the convolutions of 1 whose
 // panels ran the 6 x 64 tiles, 13 the calls of 10 / 12 whose pool tasks each copied the
-// padded rows they read (copies of 64 KiB+ / 8 bytes a float: edgecc_x86_fp32_same3x3_window);
-// 14, 15 unused: 0);
+// padded rows they read (copies of 64 KiB+ / 8 bytes a float: edgecc_x86_fp32_same3x3_window),
+// 14 stride-2 3x3 convolutions in 6 x 64 tiles over phase planes (s2_phases); 15 unused: 0);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

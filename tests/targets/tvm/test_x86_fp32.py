@@ -130,7 +130,7 @@ class Paths(nn.Module):
         self.d1 = nn.Conv2d(20, 20, 3, padding=1, groups=20)
         self.d2 = nn.Conv2d(20, 20, 3, stride=2, padding=1, groups=20)
         self.e = nn.Conv2d(20, 20, 3, padding=1)  # rows 8 wide: panels from row runs
-        self.s = nn.Conv2d(20, 24, 3, stride=2, padding=1)  # stride 2: gathered panels
+        self.s = nn.Conv2d(20, 24, 3, stride=2, padding=1)  # stride 2: phase planes
         self.n = nn.Conv2d(24, 24, 3, padding=1)  # rows 4 wide: gathered panels
         self.d3 = nn.Conv2d(24, 24, 3, padding=1, groups=24)  # 4x4: 16 channels per vector
         self.d5 = nn.Conv2d(24, 24, 5, padding=2, groups=24)
@@ -170,7 +170,7 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(13)]
+    before = [int(query(i)) for i in range(15)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -181,12 +181,13 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     # per run: a, b, p in place; s (stride 2, 4-wide rows), n (4-wide rows), e (8-wide rows)
     # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a, b (16-wide rows), e
     # (8), n (4) same-size 3x3 tiles (path 9, not 0 / 1) on a copy padded by rows with two
-    # column masks (path 12); s's panels gathered (4-wide rows, one panel: no 6 x 64
-    # tiles), d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3
-    # (4x4) 16 channels per vector
+    # column masks (path 12); s (stride-2 3x3) the tiles over phase planes (path 14, not 1),
+    # d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16
+    # channels per vector. (Gathered panels with AVX-512: test_im2col_panels_run_the_wide_tiles)
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
-    assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 2 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
-                     2 * 2 * avx512, 0, 0, 2 * 4 * avx512, 0, 0, 2 * 4 * avx512], calls
+    assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 3 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
+                     2 * 2 * avx512, 0, 0, 2 * 4 * avx512, 0, 0, 2 * 4 * avx512, 0,
+                     2 * avx512], calls
     assert int(query(-1)) == avx512
 
 
@@ -327,6 +328,7 @@ def test_padded_convolution_reads_the_unpadded_input(kernels, stride, hw, k, pad
     oh, ow = ((s + 2 * pad - k) // stride + 1 for s in hw)
     res = rng.standard_normal((2, 20, oh, ow), np.float32)
     same = _knob(kernels, "edgecc_x86_fp32_same3x3", 0)  # 8x8 3x3: path 9 otherwise
+    phases = _knob(kernels, "edgecc_x86_fp32_s2_phases", 0)  # stride-2 3x3: path 14 otherwise
     try:
         before = _calls(kernels)
         direct = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0)
@@ -339,6 +341,7 @@ def test_padded_convolution_reads_the_unpadded_input(kernels, stride, hw, k, pad
         after = _calls(kernels)
     finally:
         _knob(kernels, "edgecc_x86_fp32_same3x3", same)
+        _knob(kernels, "edgecc_x86_fp32_s2_phases", phases)
     avx512 = int(_has_avx512())
     assert (mid[8] - before[8], after[8] - mid[8], mid[5] - before[5]) == (avx512, 0, avx512)
     assert np.array_equal(direct, copied)
@@ -420,7 +423,8 @@ def test_im2col_panels_run_the_wide_tiles(kernels, stride, hw, k, pad, batch):
     the 6 x 64 tiles (path 11): ResNet-20's stride-2 3x3 16->32 @32 and 1x1 stride 2, odd
     planes (a partial last group and panel), a 5x5 (row-run panels), batch 2; 8x8 and 4x4
     outputs (4 panels / 1: the 12 x 32 GEMM, path 11 not taken; 32->64 @16 stride 2 is the
-    8x8), 37 output channels, a residual + clamp;
+    8x8), 37 output channels, a residual + clamp; stride-2 3x3 with the phase planes off
+    (``edgecc_x86_fp32_s2_phases`` 0: path 14 otherwise);
     bit-identical to the 12 x 32 GEMM (``edgecc_x86_fp32_im2col_tiles`` 0), within 1e-5 of
     PyTorch."""
     rng = np.random.default_rng(stride * 100 + hw[0] + k)
@@ -429,15 +433,19 @@ def test_im2col_panels_run_the_wide_tiles(kernels, stride, hw, k, pad, batch):
     b = rng.standard_normal(37, np.float32)
     oh, ow = ((s + 2 * pad - k) // stride + 1 for s in hw)
     res = rng.standard_normal((batch, 37, oh, ow), np.float32)
-    before = _calls(kernels)
-    tiles = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0, hi=3.0)
-    mid = _calls(kernels)
-    old = _knob(kernels, "edgecc_x86_fp32_im2col_tiles", 0)
+    phases = _knob(kernels, "edgecc_x86_fp32_s2_phases", 0)
     try:
-        gemm = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0, hi=3.0)
+        before = _calls(kernels)
+        tiles = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0, hi=3.0)
+        mid = _calls(kernels)
+        old = _knob(kernels, "edgecc_x86_fp32_im2col_tiles", 0)
+        try:
+            gemm = _conv(kernels, x, w, b, stride=stride, pad=pad, res=res, lo=-1.0, hi=3.0)
+        finally:
+            _knob(kernels, "edgecc_x86_fp32_im2col_tiles", old)
+        after = _calls(kernels)
     finally:
-        _knob(kernels, "edgecc_x86_fp32_im2col_tiles", old)
-    after = _calls(kernels)
+        _knob(kernels, "edgecc_x86_fp32_s2_phases", phases)
     wide = int(_has_avx512() and oh * ow > 7 * 16)
     assert (mid[11] - before[11], mid[1] - before[1], after[11] - mid[11]) == (wide, 1, 0)
     assert np.array_equal(tiles, gemm)
@@ -505,4 +513,36 @@ def test_same_size_3x3_tasks_copy_their_own_rows(kernels, c, hw, batch):
     assert (copied, calls[0][13], calls[1][13]) == (avx512, window, 0), calls
     assert np.array_equal(outs[0], outs[1])
     ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("c,hw,oc,batch", [(16, (32, 32), 32, 1), (32, (16, 16), 64, 1),
+                                           (5, (7, 9), 37, 2), (8, (40, 40), 20, 1),
+                                           (3, (3, 3), 7, 1), (24, (1, 5), 12, 2),
+                                           (16, (33, 18), 16, 1)])
+def test_stride2_3x3_reads_phase_planes(kernels, c, hw, oc, batch):
+    """Stride-2 3x3 convolutions (pad 1) run the 6 x 64 tiles over phase planes of the input
+    (path 14): ResNet-20's 16->32 @32 (4 panel groups: each task copies its rows) and 32->64
+    @16 (one group: one copy), odd sizes (a partial panel, rows past the map), rows 20 wide
+    (two vectors a row), 1-row maps, batch 2, a residual + clamp; bit-identical to the im2col
+    paths (``edgecc_x86_fp32_s2_phases`` 0), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(c * 3 + hw[0] + oc)
+    x = rng.standard_normal((batch, c, *hw), np.float32)
+    w = rng.standard_normal((oc, c, 3, 3), np.float32) / np.float32(np.sqrt(9 * c))
+    b = rng.standard_normal(oc, np.float32)
+    oh, ow = (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
+    res = rng.standard_normal((batch, oc, oh, ow), np.float32)
+    outs, calls = [], []
+    for knob in (1, 0):
+        old = _knob(kernels, "edgecc_x86_fp32_s2_phases", knob)
+        try:
+            before = _calls(kernels)
+            outs.append(_conv(kernels, x, w, b, stride=2, pad=1, res=res, lo=-1.0, hi=3.0))
+            calls.append([a - b for a, b in zip(_calls(kernels), before)])
+        finally:
+            _knob(kernels, "edgecc_x86_fp32_s2_phases", old)
+    avx512 = int(_has_avx512())
+    assert [(cl[14], cl[1]) for cl in calls] == [(avx512, 1 - avx512), (0, 1)], calls
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, w, b, 2, 1, res, lo=-1.0, hi=3.0)
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
