@@ -10,6 +10,9 @@ percentiles per model and writes ``bench/results/x86_int8_serial.json``.
     python bench/x86_int8_serial.py [--models resnet20,mobilenet_v2,mobilenet_v2_224]
                                     [--shifts -2,0,2,3,4,5,63] [--repeats 60]
 
+A shift written ``0p`` runs shift 0 with ``EDGECC_X86_CONV_BANDS=0`` (padded convolutions pooled
+per panel, the copy on the calling thread: the split before the bands), e.g.
+``--shifts=0,0p,63``.
 ``--fp32`` does the same for the fp32 build (its kernel sets' thresholds scale alike).
 ``--dw-work 64,16`` A/Bs the depthwise kernels' work measure per output instead
 (``edgecc_x86_int8_dw_output_work``, 64 built in; on Zen 4 at 1 thread a dw_perm output costs
@@ -59,14 +62,19 @@ def measure(name: str, shifts: list[int], repeats: int,
     serial = ctypes.c_int64.in_dll(library, symbol)
 
     def at(shift):
+        value = int(str(shift).rstrip("p"))
+        bands = "0" if str(shift).endswith("p") else "1"  # "0p": shift 0, bands off
+
         def run():
-            serial.value = shift
+            serial.value = value
+            os.environ["EDGECC_X86_CONV_BANDS"] = bands
             res.run(*inputs)
         return run
 
     with torch.no_grad():
         times = interleaved_times({s: at(s) for s in shifts}, repeats)
     serial.value = default
+    os.environ.pop("EDGECC_X86_CONV_BANDS", None)
     stats = median_p10(times)
     return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
             "shifts": {str(s): stats[s] for s in shifts}}
@@ -84,7 +92,7 @@ def main() -> int:
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_serial.json"))
     args = parser.parse_args()
-    shifts = [int(s) for s in (args.dw_work or args.shifts).split(",")]
+    shifts = [s if s.endswith("p") else int(s) for s in (args.dw_work or args.shifts).split(",")]
     what = ("edgecc_x86_int8_dw_output_work", 64) if args.dw_work else \
         ("edgecc_x86_serial_work_log2", 0)
     rows = [measure(m, shifts, args.repeats, *what, fp32=args.fp32)
