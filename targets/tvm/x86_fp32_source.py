@@ -45,7 +45,7 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..14). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..15). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
@@ -100,7 +100,8 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_im2col_tiles = 1;
 // a pool job of its own before the tiles' (the same values either way: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 1;
 // stride-2 3x3 convolutions (pad 1, no dilation; AVX-512) read phase planes of their input in
-// the 6 x 64 tiles (PATH_CONV_S2_PHASES); 0: im2col panels (the same sums: the tests' A/B)
+// the 6 x 64 tiles (PATH_CONV_S2_PHASES), 1x1 stride-2 ones (no pad) a copy of its even rows
+// and columns (PATH_CONV_S2_EVENS); 0: im2col panels (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
 }
 
@@ -711,6 +712,25 @@ static void s2_phases(float* out, const float* x, int64_t c, int64_t h, int64_t 
       }
 }
 
+// a 1x1 stride-2 convolution's input (no pad) as [C][OH][OW], rows [r0, r1): x at (2r, 2ox),
+// the one phase plane it reads (16 consecutive pixels are 16 consecutive floats)
+__attribute__((target("avx512f")))
+static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w, int64_t oh,
+                     int64_t ow, int64_t r0, int64_t r1) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t r = r0; r < r1; ++r) {
+      float* d = out + (ci * oh + r) * ow;
+      const float* row = x + (ci * h + 2 * r) * w;
+      for (int64_t o = 0; o < ow; o += 16) {
+        const int64_t i = 2 * o;
+        const __m512 v0 = _mm512_maskz_loadu_ps(lanes(0, w - i), row + i);
+        const __m512 v1 = _mm512_maskz_loadu_ps(lanes(0, w - i - 16), row + i + 16);
+        _mm512_mask_storeu_ps(d + o, lanes(0, ow - o), _mm512_permutex2var_ps(v0, even, v1));
+      }
+    }
+}
+
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
 const int N_PATHS = 16;
 static int64_t path_calls[N_PATHS] = {};
@@ -719,7 +739,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
-       PATH_CONV_S2_PHASES = 14 };
+       PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1093,16 +1113,28 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // stride-2 3x3 (pad 1): the tiles read phase planes of the input (s2_phases), split as the
   // same-size path's; maps of 2+ panel groups copy each task's rows in the tiles' job, one
   // group's map is copied once before it (its tasks split the output channels)
-  if (AVX512 && edgecc_x86_fp32_s2_phases && kh == 3 && kw == 3 && sh == 2 && sw == 2
-      && ph == 1 && pw == 1 && dh == 1 && dw == 1 && oh == (h - 1) / 2 + 1
-      && ow == (w - 1) / 2 + 1) {
-    ++path_calls[PATH_CONV_S2_PHASES];
-    const int64_t plane = (oh + 1) * ow, bytes = (c * 6 * plane + 64) * 4;
+  // 1x1 stride 2 (no pad; ResNet's shortcuts): the same over the one plane it reads (s2_evens)
+  const bool s2_1x1 = kh == 1 && kw == 1 && ph == 0 && pw == 0;
+  if (AVX512 && edgecc_x86_fp32_s2_phases && sh == 2 && sw == 2 && dh == 1 && dw == 1
+      && ((kh == 3 && kw == 3 && ph == 1 && pw == 1) || s2_1x1)
+      && oh == (h - 1) / 2 + 1 && ow == (w - 1) / 2 + 1) {
+    ++path_calls[s2_1x1 ? PATH_CONV_S2_EVENS : PATH_CONV_S2_PHASES];
+    const int64_t plane = s2_1x1 ? pix : (oh + 1) * ow, per_c = s2_1x1 ? plane : 6 * plane;
+    const int64_t bytes = (c * per_c + 64) * 4;
     int64_t* koff = static_cast<int64_t*>(scratch(2, (k + 1) * sizeof(int64_t)));
-    for (int64_t ci = 0, kk = 0; ci < c; ++ci)
-      for (int64_t ky = 0; ky < 3; ++ky)
-        for (int64_t kx = 0; kx < 3; ++kx, ++kk)
-          koff[kk] = ((ci * 2 + (ky & 1)) * 3 + kx) * plane + (ky >> 1) * ow;
+    if (s2_1x1)
+      for (int64_t ci = 0; ci < c; ++ci) koff[ci] = ci * plane;
+    else
+      for (int64_t ci = 0, kk = 0; ci < c; ++ci)
+        for (int64_t ky = 0; ky < 3; ++ky)
+          for (int64_t kx = 0; kx < 3; ++kx, ++kk)
+            koff[kk] = ((ci * 2 + (ky & 1)) * 3 + kx) * plane + (ky >> 1) * ow;
+    // the rows of output rows [y0, y1) (3x3: and the row below)
+    auto build = [&](float* dst, const float* src, int64_t y0, int64_t y1) {
+      if (s2_1x1) s2_evens(dst, src, c, h, w, oh, ow, y0, y1);
+      else s2_phases(dst, src, c, h, w, oh, ow, y0, y1 + 1);
+      memset(dst + c * per_c, 0, 64 * 4);  // read by lanes past the map (unused)
+    };
     const int64_t s3_groups = (n_panels + S3_NP - 1) / S3_NP;
     int64_t rchunks = 1;
     while (s3_groups * rchunks < 8 && (rchunks * 2) * 2 * S3_MR <= oc) rchunks *= 2;
@@ -1111,20 +1143,16 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     float* shared = per_task ? 0 : static_cast<float*>(scratch(1, bytes));
     for (int64_t b = 0; b < nb; ++b) {
       const float* src = x + b * c * h * w;
-      if (shared) {
-        s2_phases(shared, src, c, h, w, oh, ow, 0, oh + 1);
-        memset(shared + c * 6 * plane, 0, 64 * 4);  // read by lanes past the map (unused)
-      }
+      if (shared) build(shared, src, 0, oh);
       Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
              out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
       parallel_for(s3_groups * rchunks, [&](int64_t i0, int64_t i1) {
         float* phases = shared;
-        if (!phases) {  // the plane rows of output rows [y0, y1) (and the row below)
+        if (!phases) {  // the rows of this task's output rows [y0, y1)
           phases = static_cast<float*>(scratch(1, bytes));
           const int64_t q0 = i0 / rchunks * S3_NP * 16, q1 = ((i1 - 1) / rchunks + 1) * S3_NP * 16;
           const int64_t y0 = q0 / ow, y1 = ((q1 < pix ? q1 : pix) - 1) / ow + 1;
-          s2_phases(phases, src, c, h, w, oh, ow, y0, y1 + 1);
-          memset(phases + c * 6 * plane, 0, 64 * 4);
+          build(phases, src, y0, y1);
         }
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t grp = i / rchunks, rc = i % rchunks;
@@ -1328,7 +1356,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // or 12: of a copy padded by rows with two column masks), 11 the convolutions of 1 whose
 // panels ran the 6 x 64 tiles, 13 the calls of 10 / 12 whose pool tasks each copied the
 // padded rows they read (copies of 64 KiB+ / 8 bytes a float: edgecc_x86_fp32_same3x3_window),
-// 14 stride-2 3x3 convolutions in 6 x 64 tiles over phase planes (s2_phases); 15 unused: 0);
+// 14 stride-2 3x3 convolutions in 6 x 64 tiles over phase planes (s2_phases), 15 1x1 stride-2
+// ones over their even rows and columns (s2_evens));
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

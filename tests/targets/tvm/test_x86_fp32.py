@@ -516,19 +516,21 @@ def test_same_size_3x3_tasks_copy_their_own_rows(kernels, c, hw, batch):
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("c,hw,oc,batch", [(16, (32, 32), 32, 1), (32, (16, 16), 64, 1),
-                                           (5, (7, 9), 37, 2), (8, (40, 40), 20, 1),
-                                           (3, (3, 3), 7, 1), (24, (1, 5), 12, 2),
-                                           (16, (33, 18), 16, 1)])
-def test_stride2_3x3_reads_phase_planes(kernels, c, hw, oc, batch):
+@pytest.mark.parametrize("c,hw,oc,batch,k", [(16, (32, 32), 32, 1, 3), (32, (16, 16), 64, 1, 3),
+                                             (5, (7, 9), 37, 2, 3), (8, (40, 40), 20, 1, 3),
+                                             (3, (3, 3), 7, 1, 3), (24, (1, 5), 12, 2, 3),
+                                             (16, (33, 18), 16, 1, 3), (16, (32, 32), 32, 1, 1),
+                                             (32, (16, 16), 64, 2, 1), (7, (15, 41), 37, 1, 1)])
+def test_stride2_3x3_reads_phase_planes(kernels, c, hw, oc, batch, k):
     """Stride-2 3x3 convolutions (pad 1) run the 6 x 64 tiles over phase planes of the input
-    (path 14): ResNet-20's 16->32 @32 (4 panel groups: each task copies its rows) and 32->64
-    @16 (one group: one copy), odd sizes (a partial panel, rows past the map), rows 20 wide
-    (two vectors a row), 1-row maps, batch 2, a residual + clamp; bit-identical to the im2col
-    paths (``edgecc_x86_fp32_s2_phases`` 0), within 1e-5 of PyTorch."""
-    rng = np.random.default_rng(c * 3 + hw[0] + oc)
+    (path 14), 1x1 stride-2 ones (no pad) over a copy of its even rows and columns (path 15):
+    ResNet-20's 16->32 @32 (4 panel groups: each task copies its rows), 32->64 @16 (one
+    group: one copy) and shortcuts, odd sizes (a partial panel, rows past the map), rows 20
+    or 21 wide (two vectors a row), 1-row maps, batch 2, a residual + clamp; bit-identical to
+    the im2col paths (``edgecc_x86_fp32_s2_phases`` 0), within 1e-5 of PyTorch."""
+    rng = np.random.default_rng(c * 3 + hw[0] + oc + k)
     x = rng.standard_normal((batch, c, *hw), np.float32)
-    w = rng.standard_normal((oc, c, 3, 3), np.float32) / np.float32(np.sqrt(9 * c))
+    w = rng.standard_normal((oc, c, k, k), np.float32) / np.float32(np.sqrt(k * k * c))
     b = rng.standard_normal(oc, np.float32)
     oh, ow = (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
     res = rng.standard_normal((batch, oc, oh, ow), np.float32)
@@ -537,12 +539,14 @@ def test_stride2_3x3_reads_phase_planes(kernels, c, hw, oc, batch):
         old = _knob(kernels, "edgecc_x86_fp32_s2_phases", knob)
         try:
             before = _calls(kernels)
-            outs.append(_conv(kernels, x, w, b, stride=2, pad=1, res=res, lo=-1.0, hi=3.0))
+            outs.append(_conv(kernels, x, w, b, stride=2, pad=k // 2, res=res, lo=-1.0, hi=3.0))
             calls.append([a - b for a, b in zip(_calls(kernels), before)])
         finally:
             _knob(kernels, "edgecc_x86_fp32_s2_phases", old)
     avx512 = int(_has_avx512())
-    assert [(cl[14], cl[1]) for cl in calls] == [(avx512, 1 - avx512), (0, 1)], calls
+    path = 14 if k == 3 else 15
+    assert [(cl[path], cl[29 - path], cl[1]) for cl in calls] \
+        == [(avx512, 0, 1 - avx512), (0, 0, 1)], calls
     assert np.array_equal(outs[0], outs[1])
-    ref = _torch_conv(x, w, b, 2, 1, res, lo=-1.0, hi=3.0)
+    ref = _torch_conv(x, w, b, 2, k // 2, res, lo=-1.0, hi=3.0)
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
