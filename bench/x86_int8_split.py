@@ -1,8 +1,9 @@
 """Does a w8a8 CNN's kernel call gain from the second thread? Each x86 kernel call of the
 int8 library re-run alone with the VM's arguments, wall clock, back to back (the pool's
 worker stays awake), with every job serial (``edgecc_x86_serial_work_log2`` = 63) and with
-the default threshold (0), interleaved in blocks in one process. Prints per call: 1-thread
-us, 2-thread us, speedup; writes ``bench/results/x86_int8_split.json``.
+the default threshold (0), and pooled per panel (``EDGECC_X86_CONV_BANDS=0``), interleaved in
+blocks in one process. Prints per call: 1-thread us, per-panel and as-built 2-thread us,
+speedup; writes ``bench/results/x86_int8_split.json``.
 
     python bench/x86_int8_split.py [--models resnet20,mobilenet_v2] [--reps 200] [--rounds 7]
 
@@ -59,21 +60,28 @@ def measure(name: str, reps: int, rounds: int) -> dict:
         calls = [c for c in kernel_calls(res._runner, inputs) if kind(c[1]) == "x86"]
         pool = ctypes.c_int32.in_dll(library, "edgecc_pool_threads").value
         rows = []
+        # serial, pooled per panel (EDGECC_X86_CONV_BANDS=0: the split before the bands),
+        # pooled as built
+        variants = (("serial", 63, "1"), ("panels", 0, "0"), ("pooled", 0, "1"))
         for fn, symbol, args in calls:
-            t = {63: [], 0: []}
-            for n in range(rounds):
-                for s in ((63, 0) if n % 2 else (0, 63)):
+            t = {key: [] for key, _, _ in variants}
+            for n in range(rounds):  # every other round reversed
+                for key, s, bands in (variants if n % 2 else variants[::-1]):
                     shift.value = s
+                    os.environ["EDGECC_X86_CONV_BANDS"] = bands
                     _wall_us(fn, args, max(reps // 10, 3))  # warm (and the worker awake)
-                    t[s].append(_wall_us(fn, args, reps))
+                    t[key].append(_wall_us(fn, args, reps))
             shift.value = 0
-            one, two = statistics.median(t[63]), statistics.median(t[0])
+            os.environ.pop("EDGECC_X86_CONV_BANDS", None)
+            m = {key: statistics.median(v) for key, v in t.items()}
             rows.append({"call": symbol.replace("edgecc_x86_", ""),
                          "input": list(getattr(args[0], "shape", ())),
-                         "serial_us": one, "pooled_us": two, "speedup": one / two})
+                         "serial_us": m["serial"], "panels_us": m["panels"],
+                         "pooled_us": m["pooled"], "speedup": m["serial"] / m["pooled"]})
     return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
             "threads": THREADS, "pool_threads": pool, "calls": rows,
             "serial_us": sum(r["serial_us"] for r in rows),
+            "panels_us": sum(r["panels_us"] for r in rows),
             "pooled_us": sum(r["pooled_us"] for r in rows)}
 
 
@@ -89,14 +97,18 @@ def main() -> int:
     for r in rows:
         print(f"\n{r['model']} {r['input']}  threads {r['threads']} (pool {r['pool_threads']})  "
               f"(load {r['load_average']:.1f})")
-        print(f"  {'call':<28} {'input':<18} {'serial us':>9} {'pooled us':>9} {'x':>6}")
+        print(f"  {'call':<28} {'input':<18} {'serial us':>9} {'panels us':>9} "
+              f"{'pooled us':>9} {'x':>6}")
         for c in r["calls"]:
             print(f"  {c['call'][:28]:<28} {str(tuple(c['input'])):<18} "
-                  f"{c['serial_us']:9.1f} {c['pooled_us']:9.1f} {c['speedup']:6.2f}")
-        print(f"  {'sum':<47} {r['serial_us']:9.1f} {r['pooled_us']:9.1f} "
-              f"{r['serial_us'] / r['pooled_us']:6.2f}")
+                  f"{c['serial_us']:9.1f} {c['panels_us']:9.1f} {c['pooled_us']:9.1f} "
+                  f"{c['speedup']:6.2f}")
+        print(f"  {'sum':<47} {r['serial_us']:9.1f} {r['panels_us']:9.1f} "
+              f"{r['pooled_us']:9.1f} {r['serial_us'] / r['pooled_us']:6.2f}")
     print("\nus: wall clock a call, back-to-back calls, median of interleaved blocks; serial ="
-          " edgecc_x86_serial_work_log2 63, pooled = 0 (the default threshold)")
+          " edgecc_x86_serial_work_log2 63, pooled = 0 (the default threshold), panels = 0 "
+          "with EDGECC_X86_CONV_BANDS=0; x = serial / pooled. The first few calls measured in "
+          "a process gain little (seen in both orders): read the rest")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "w8a8 kernel calls, serial vs pooled, wall clock",
