@@ -21,3 +21,15 @@ def random_requant(rng: np.random.Generator, n: int):
         mult=rng.integers(2 ** 30, 2 ** 31, n).astype(np.int64),
         add=(np.int64(1) << (shift - 1)) + rng.integers(-2 ** 38, 2 ** 38, n),
         shift=shift, lo=-100, hi=120, zy=3)
+
+
+def build_and_load(module, path: str):
+    """``module`` built for this CPU (2 threads) into ``path`` and loaded: (library, VM)."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import lowering
+
+    lowering.build(module, lowering.llvm_target(None, 2), path)
+    lib = tvm.runtime.load_module(path)
+    return lib, relax.VirtualMachine(lib, tvm.cpu())

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import edgecc
-from tests.targets.tvm.int8_cases import random_int8, random_requant
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
 
 
 def _cpu_flags() -> set[str]:
@@ -71,7 +71,7 @@ def test_linears_on_tiles_equal_vnni_on_edge_shapes(tmp_path, monkeypatch):
     import tvm
     from tvm import relax
 
-    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm import x86_int8
     from edgecc.targets.tvm.x86_amx_source import AMX_COUNT, AMX_GEMM, AMX_QUERY
 
     rng = np.random.default_rng(0)
@@ -93,9 +93,7 @@ def test_linears_on_tiles_equal_vnni_on_edge_shapes(tmp_path, monkeypatch):
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
-    lowering.build(module, lowering.llvm_target(None, 2), path)
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    lib, vm = build_and_load(module, path)
     ready = lib.get_function(AMX_QUERY, query_imports=True)
     count = lib.get_function(AMX_COUNT, query_imports=True)
     xs = [rng.integers(-128, 128, (m, k)).astype(np.int8) for m, k, _ in shapes]
@@ -161,7 +159,6 @@ def test_a_bert_w8a8_build_runs_its_linears_on_tiles(tmp_path, monkeypatch):
     AMX, and the outputs on fresh inputs are bit-identical to the same library's AVX-512
     VNNI run."""
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import lowering, x86_int8
     from edgecc.targets.tvm.x86_amx_source import AMX_COUNT, AMX_QUERY
@@ -176,9 +173,7 @@ def test_a_bert_w8a8_build_runs_its_linears_on_tiles(tmp_path, monkeypatch):
     module = lowering.to_relax(program, integer_kernels=True, isa=x86_int8.ISA, report=report)
     assert report["x86_kernels"] == report["integer_layers"] == 4, report
     path = str(tmp_path / "bert.so")
-    lowering.build(module, lowering.llvm_target(None, 2), path)
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    lib, vm = build_and_load(module, path)
     ready = lib.get_function(AMX_QUERY, query_imports=True)
     count = lib.get_function(AMX_COUNT, query_imports=True)
     monkeypatch.delenv(ENV, raising=False)
@@ -210,7 +205,7 @@ def test_convolutions_on_tiles_equal_vnni(tmp_path, monkeypatch):
     import tvm
     from tvm import relax
 
-    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm import x86_int8
     from edgecc.targets.tvm.x86_amx_source import AMX_CONV_COUNT
 
     rng = np.random.default_rng(3)
@@ -250,9 +245,7 @@ def test_convolutions_on_tiles_equal_vnni(tmp_path, monkeypatch):
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
-    lowering.build(module, lowering.llvm_target(None, 2), path)
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    lib, vm = build_and_load(module, path)
     count = lib.get_function(AMX_CONV_COUNT, query_imports=True)
     args = [tvm.runtime.tensor(a) for a in (x, x1, res)]
     monkeypatch.delenv(ENV, raising=False)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import edgecc
-from tests.targets.tvm.int8_cases import random_int8, random_requant
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
 
 
 def _avx2() -> bool:
@@ -98,7 +98,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     import tvm
     from tvm import relax
 
-    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm import x86_int8
 
     rng = np.random.default_rng(0)
 
@@ -194,9 +194,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
-    lowering.build(module, lowering.llvm_target(None, 2), path)
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    lib, vm = build_and_load(module, path)
     picked = lib.get_function(x86_int8.ISA_QUERY, query_imports=True)
     args = [tvm.runtime.tensor(a) for a in (xl, xc, xd, xp, xq, xs, xt)]
     runs = {}
@@ -450,7 +448,7 @@ def test_fused_write_back_equals_the_relax_ops(tmp_path, monkeypatch):
     import tvm
     from tvm import relax
 
-    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm import x86_int8
 
     rng = np.random.default_rng(1)
     x = rng.integers(-128, 128, (2, 6, 9, 11)).astype(np.int8)
@@ -486,9 +484,7 @@ def test_fused_write_back_equals_the_relax_ops(tmp_path, monkeypatch):
     text = module.script()
     assert text.count('"edgecc_x86_qconv"') == 2 and text.count('"edgecc_x86_qdwconv"') == 2
     path = str(tmp_path / "k.so")
-    lowering.build(module, lowering.llvm_target(None, 2), path)
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    lib, vm = build_and_load(module, path)
     post16 = lib.get_function(x86_int8.POST16, query_imports=True)
     # AVX-512 VNNI: the fused conv's 16-column tiles by post16 (its counter grows; the
     # partial last panel of 99 pixels by post8 / post1), and by post8 alone (A/B switch)

@@ -10,7 +10,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import random_int8, random_requant
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
 
 POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
@@ -30,7 +30,7 @@ def test_banded_convolution_equals_the_whole_copy(tmp_path):
     import tvm
     from tvm import relax
 
-    from edgecc.targets.tvm import lowering, x86_int8
+    from edgecc.targets.tvm import x86_int8
 
     rng = np.random.default_rng(3)
     xs = [random_int8(rng, *c[0]) for c in CASES]
@@ -47,9 +47,7 @@ def test_banded_convolution_equals_the_whole_copy(tmp_path):
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
-    lowering.build(module, lowering.llvm_target(None, 2), path)
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    lib, vm = build_and_load(module, path)
     so = ctypes.CDLL(path)  # the library TVM loaded (same path: same handle)
     so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
     so.edgecc_pool_configure(-1, 2)  # the kernels' pool: 2 threads (bands need 2)
