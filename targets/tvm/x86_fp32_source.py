@@ -214,6 +214,38 @@ static void kernel_avx2(const Gemm& g, int64_t r0, const Panels& pb, int64_t c0)
   write_tile(g, t, 16, r0, MR, c0, nc);
 }
 
+// The AVX-512 tiles' write-back from the registers (acc[MR][NP], rows r0.., columns c0..):
+// clamp((acc + bias) (+ residual)), the scalar order of write_tile (max / min keep a NaN, as
+// its compares do), masked past the last column; PF: a statement after each vector's store.
+// A macro, not a function: a helper taking acc by reference made GCC store the accumulators
+// to the stack every iteration.
+#define EDGECC_TILE_WRITE_BACK(PF)                                                                     \
+  do {                                                                                                 \
+  const int64_t left = g.cols - c0;                                                                    \
+  __mmask16 mask[NP];                                                                                  \
+  for (int q = 0; q < NP; ++q) {                                                                       \
+    const int64_t n = left - 16 * q;                                                                   \
+    mask[q] = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);        \
+  }                                                                                                    \
+  const __m512 lo = _mm512_set1_ps(g.lo), hi = _mm512_set1_ps(g.hi);                                   \
+  __m512 bcol[NP];                                                                                     \
+  if (!g.bias_per_row)                                                                                 \
+    for (int q = 0; q < NP; ++q) bcol[q] = _mm512_maskz_loadu_ps(mask[q], g.bias + c0 + 16 * q);       \
+  for (int r = 0; r < MR; ++r) {                                                                       \
+    float* out = g.c + (r0 + r) * g.ldc + c0;                                                          \
+    const __m512 brow = _mm512_set1_ps(g.bias_per_row ? g.bias[r0 + r] : 0.0f);                        \
+    for (int q = 0; q < NP; ++q) {                                                                     \
+      __m512 v = _mm512_add_ps(acc[r][q], g.bias_per_row ? brow : bcol[q]);                            \
+      if (g.res)                                                                                       \
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[q], g.res + (r0 + r) * g.ldc + c0 + 16 * q));  \
+      v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));                                                     \
+      _mm512_mask_storeu_ps(out + 16 * q, mask[q], v);                                                 \
+      PF;                                                                                              \
+    }                                                                                                  \
+  }                                                                                                    \
+  } while (0)
+
+
 // PFI / PFO (DIRECT only): prefetch the input rows / the output rows ``pb.pf`` floats ahead
 // (the next panel group's), for maps too large for the hardware prefetcher's streams
 template <int MR, int NP, bool DIRECT, bool PFI, bool PFO>
@@ -234,30 +266,8 @@ static void kernel_avx512(const Gemm& g, int64_t r0, const Panels& pb, int64_t c
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(v, bv[q], acc[r][q]);
     }
   }
-  // write-back from the registers: clamp((acc + bias) (+ residual)), the scalar order of
-  // write_tile (max / min keep a NaN, as its compares do); masked past the last column
-  const int64_t left = g.cols - c0;
-  __mmask16 mask[NP];
-  for (int q = 0; q < NP; ++q) {
-    const int64_t n = left - 16 * q;
-    mask[q] = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-  }
-  const __m512 lo = _mm512_set1_ps(g.lo), hi = _mm512_set1_ps(g.hi);
-  __m512 bcol[NP];
-  if (!g.bias_per_row)
-    for (int q = 0; q < NP; ++q) bcol[q] = _mm512_maskz_loadu_ps(mask[q], g.bias + c0 + 16 * q);
-  for (int r = 0; r < MR; ++r) {
-    float* out = g.c + (r0 + r) * g.ldc + c0;
-    const __m512 brow = _mm512_set1_ps(g.bias_per_row ? g.bias[r0 + r] : 0.0f);
-    for (int q = 0; q < NP; ++q) {
-      __m512 v = _mm512_add_ps(acc[r][q], g.bias_per_row ? brow : bcol[q]);
-      if (g.res)
-        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[q], g.res + (r0 + r) * g.ldc + c0 + 16 * q));
-      v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-      _mm512_mask_storeu_ps(out + 16 * q, mask[q], v);
-      if (PFO) _mm_prefetch((const char*)(out + 16 * q + pb.pf), _MM_HINT_ET0);
-    }
-  }
+  // write-back from the registers, prefetching the next panel group's output rows (PFO)
+  EDGECC_TILE_WRITE_BACK(if (PFO) _mm_prefetch((const char*)(out + 16 * q + pb.pf), _MM_HINT_ET0));
 }
 
 template <int NP, bool DIRECT, bool PFI = false, bool PFO = false>
@@ -555,29 +565,7 @@ static void kernel_same3x3(const Gemm& g, int64_t r0, const float* const* b, con
       if (MODE == MASKED) t = t == 8 ? 0 : t + 1;
     }
   }
-  // write-back: kernel_avx512's (a helper taking acc by reference kept it in memory: GCC
-  // stored the accumulators every iteration)
-  const int64_t left = g.cols - c0;
-  __mmask16 mask[NP];
-  for (int q = 0; q < NP; ++q) {
-    const int64_t n = left - 16 * q;
-    mask[q] = n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-  }
-  const __m512 lo = _mm512_set1_ps(g.lo), hi = _mm512_set1_ps(g.hi);
-  __m512 bcol[NP];
-  if (!g.bias_per_row)
-    for (int q = 0; q < NP; ++q) bcol[q] = _mm512_maskz_loadu_ps(mask[q], g.bias + c0 + 16 * q);
-  for (int r = 0; r < MR; ++r) {
-    float* out = g.c + (r0 + r) * g.ldc + c0;
-    const __m512 brow = _mm512_set1_ps(g.bias_per_row ? g.bias[r0 + r] : 0.0f);
-    for (int q = 0; q < NP; ++q) {
-      __m512 v = _mm512_add_ps(acc[r][q], g.bias_per_row ? brow : bcol[q]);
-      if (g.res)
-        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[q], g.res + (r0 + r) * g.ldc + c0 + 16 * q));
-      v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-      _mm512_mask_storeu_ps(out + 16 * q, mask[q], v);
-    }
-  }
+  EDGECC_TILE_WRITE_BACK((void)0);  // kernel_avx512's write-back
 }
 
 
