@@ -261,6 +261,21 @@ def _knob(kernels, name: str, value: int) -> int:
     return old
 
 
+def _conv_per_knob(kernels, name: str, values, x, w, b, **conv):
+    """``_conv`` once with the knob ``name`` at each of ``values`` (restored after): the
+    outputs and, per run, how many calls each path counted."""
+    outs, calls = [], []
+    for value in values:
+        old = _knob(kernels, name, value)
+        try:
+            before = _calls(kernels)
+            outs.append(_conv(kernels, x, w, b, **conv))
+            calls.append([a - b for a, b in zip(_calls(kernels), before)])
+        finally:
+            _knob(kernels, name, old)
+    return outs, calls
+
+
 @pytest.mark.parametrize("hw", [(64, 64), (61, 67)])
 def test_large_map_convolution_prefetches_with_the_same_sums(kernels, hw):
     """A 1x1 convolution whose input + output reach ``edgecc_x86_fp32_prefetch_bytes``
@@ -468,15 +483,8 @@ def test_same_size_3x3_column_masks_on_narrow_rows(kernels, c, hw, batch):
     w = rng.standard_normal((37, c, 3, 3), np.float32)
     b = rng.standard_normal(37, np.float32)
     res = rng.standard_normal((batch, 37, *hw), np.float32)
-    outs, calls = [], []
-    for knob in (1, 4, 0):
-        old = _knob(kernels, "edgecc_x86_fp32_same3x3", knob)
-        try:
-            before = _calls(kernels)
-            outs.append(_conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0))
-            calls.append([a - b for a, b in zip(_calls(kernels), before)])
-        finally:
-            _knob(kernels, "edgecc_x86_fp32_same3x3", old)
+    outs, calls = _conv_per_knob(kernels, "edgecc_x86_fp32_same3x3", (1, 4, 0), x, w, b,
+                                 pad=1, res=res, lo=-1.0, hi=3.0)
     avx512 = int(_has_avx512())
     assert [(cl[9], cl[12]) for cl in calls] == [(avx512, avx512), (avx512, 0), (0, 0)], calls
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
@@ -497,15 +505,8 @@ def test_same_size_3x3_tasks_copy_their_own_rows(kernels, c, hw, batch):
     w = rng.standard_normal((37, c, 3, 3), np.float32) / np.float32(np.sqrt(9 * c))  # sums ~1
     b = rng.standard_normal(37, np.float32)
     res = rng.standard_normal((batch, 37, *hw), np.float32)
-    outs, calls = [], []
-    for knob in (1, 0):
-        old = _knob(kernels, "edgecc_x86_fp32_same3x3_window", knob)
-        try:
-            before = _calls(kernels)
-            outs.append(_conv(kernels, x, w, b, pad=1, res=res, lo=-1.0, hi=3.0))
-            calls.append([a - b for a, b in zip(_calls(kernels), before)])
-        finally:
-            _knob(kernels, "edgecc_x86_fp32_same3x3_window", old)
+    outs, calls = _conv_per_knob(kernels, "edgecc_x86_fp32_same3x3_window", (1, 0), x, w, b,
+                                 pad=1, res=res, lo=-1.0, hi=3.0)
     avx512 = int(_has_avx512())
     copied = avx512 * (calls[0][10] + calls[0][12])
     wp = hw[1] + 2 * int(16 % hw[1] != 0)  # rows 1, 2, 4, 8, 16 wide: padded by rows only
@@ -534,15 +535,8 @@ def test_stride2_3x3_reads_phase_planes(kernels, c, hw, oc, batch, k):
     b = rng.standard_normal(oc, np.float32)
     oh, ow = (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
     res = rng.standard_normal((batch, oc, oh, ow), np.float32)
-    outs, calls = [], []
-    for knob in (1, 0):
-        old = _knob(kernels, "edgecc_x86_fp32_s2_phases", knob)
-        try:
-            before = _calls(kernels)
-            outs.append(_conv(kernels, x, w, b, stride=2, pad=k // 2, res=res, lo=-1.0, hi=3.0))
-            calls.append([a - b for a, b in zip(_calls(kernels), before)])
-        finally:
-            _knob(kernels, "edgecc_x86_fp32_s2_phases", old)
+    outs, calls = _conv_per_knob(kernels, "edgecc_x86_fp32_s2_phases", (1, 0), x, w, b,
+                                 stride=2, pad=k // 2, res=res, lo=-1.0, hi=3.0)
     avx512 = int(_has_avx512())
     path = 14 if k == 3 else 15
     assert [(cl[path], cl[29 - path], cl[1]) for cl in calls] \
