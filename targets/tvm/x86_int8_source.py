@@ -117,12 +117,13 @@ PERM_PANELS = "edgecc_x86_int8_perm_panels"  # () -> conv calls with panels by p
 POST16 = "edgecc_x86_int8_post16"  # () -> conv calls whose fused write-back ran post16
 VBMI_INTERLEAVE = "edgecc_x86_int8_vbmi_interleave"  # () -> ... panels by one vpermb a quad
 CONV_BANDS = "edgecc_x86_int8_conv_bands"  # () -> conv calls pooled by bands of output rows
+FLIP_COPIES = "edgecc_x86_int8_flip_copies"  # () -> conv calls whose padded copy ran flip_row
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            *AMX_SYMBOLS)  # every symbol the library exports
+            FLIP_COPIES, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -1162,6 +1163,35 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
+// one row of the padded copy: dst[i] = src[i] ^ 0x80 (x + 128 as u8). A helper of its own:
+// inline in qconv the byte loop ran scalar, a byte a cycle, reloading its bound per byte (the
+// bound lives in qconv's frame, captured by its lambdas, and a char store may alias it) —
+// ~25% of a ResNet-20 w8a8 call at 1 thread. edgecc_x86_int8_flip_copy 0: that loop (A/B,
+// kept in qconv as it was).
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_flip_copy = 1;
+int64_t flip_copies = 0;  // convolution calls whose padded copy ran flip_row (a test's)
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static void flip_row_512(uint8_t* dst, const int8_t* src, int64_t n) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int64_t j = 0; j < n; j += 64) {
+    const __mmask64 m = n - j >= 64 ? ~0ULL : (1ULL << (n - j)) - 1;
+    _mm512_mask_storeu_epi8(dst + j, m,
+                            _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + j), flip));
+  }
+}
+static void flip_row_256(uint8_t* __restrict dst, const int8_t* __restrict src, int64_t n) {
+  const __m256i flip = _mm256_set1_epi8((char)0x80);
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), _mm256_xor_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j)), flip));
+  for (; j < n; ++j) dst[j] = (uint8_t)src[j] ^ 0x80;
+}
+static inline void flip_row(uint8_t* dst, const int8_t* src, int64_t n, int mode) {
+  if (mode == 2) flip_row_512(dst, src, n);
+  else flip_row_256(dst, src, n);
+}
+
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
 // KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at];  w: [ceil(OC/4)*4][kp] int16,
 // k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8 and 128·Σw int32 per channel
@@ -1201,6 +1231,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
     fold_off(e, oc, c * kh * kw, nb * oh * ow);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
+    const int flip_mode = !edgecc_x86_int8_flip_copy ? 0 : isa == ISA_AVX512VNNI ? 2 : 1;
     const char* perm_env = getenv("EDGECC_X86_PERM_PANEL");  // "0": gather_panel (A/B)
     const bool use_perm = isa == ISA_AVX512VNNI && has_vbmi() &&
                           !(perm_env && perm_env[0] == '0');
@@ -1239,7 +1270,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           for (int64_t y = 0; y < h; ++y) {
             uint8_t* dst = padded + (ci * hp + y + ph) * wp + pw;
             const int8_t* src = xb + (ci * h + y) * w;
-            for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
+            if (flip_mode) flip_row(dst, src, w, flip_mode);
+            else for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
           }
       }
       auto build = [&](int64_t p, const int8_t* pad8) {
@@ -1292,7 +1324,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
               for (int64_t y = std::max(y0, ph); y < std::min(y1, ph + h); ++y) {
                 uint8_t* dst = own + (ci * hp + y) * wp + pw;
                 const int8_t* src = xb + (ci * h + y - ph) * w;
-                for (int64_t x = 0; x < w; ++x) dst[x] = (uint8_t)src[x] ^ 0x80;
+                if (flip_mode) flip_row(dst, src, w, flip_mode);
+            else for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
               }
             }
             for (int64_t p = r0 * ow / 16; p < r1 * ow / 16; ++p) {
@@ -1314,6 +1347,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       }, job_work);
     }
     if (used_perm) __atomic_fetch_add(&perm_panels, 1, __ATOMIC_RELAXED);
+    if (flip_mode && !(!ph && !pw && sh == 1 && sw == 1))
+      __atomic_fetch_add(&flip_copies, 1, __ATOMIC_RELAXED);
     if (used_interleave) __atomic_fetch_add(&vbmi_interleave, 1, __ATOMIC_RELAXED);
     if (post16_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&post16_calls, 1, __ATOMIC_RELAXED);
@@ -1587,6 +1622,14 @@ int __tvm_ffi_edgecc_x86_int8_vbmi_interleave(void*, const TVMFFIAny*, int32_t,
                                               TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&vbmi_interleave, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls padded their input by flip_row (vector rows, not the byte loop)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_flip_copies(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&flip_copies, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -1,0 +1,72 @@
+"""The VNNI convolution's padded copy by vector rows (flip_row: x ^ 0x80 64 / 32 bytes at a
+time, masked tail), not the byte loop: equal to the integer arithmetic bit for bit, serial
+(the whole copy) and pooled (each band's rows), with the library's knob on and off, and
+taken (its counter grows by every padded or strided call) only while the knob is on."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
+
+POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
+
+# (input, weights' shape, zero point, stride, pad, dilation): every one copies its input
+CASES = (
+    ((1, 16, 32, 32), (16, 16, 3, 3), -7, (1, 1), (1, 1), (1, 1)),   # bands when pooled
+    ((1, 3, 6, 70), (8, 3, 3, 3), 4, (1, 1), (1, 1), (1, 1)),       # rows of 64 + a tail
+    ((1, 5, 9, 35), (12, 5, 3, 3), 9, (1, 1), (1, 1), (1, 1)),      # 35-byte rows, whole copy
+    ((1, 16, 16, 16), (32, 16, 1, 1), -2, (2, 2), (0, 0), (1, 1)),  # 1x1 stride 2, no pad
+)
+
+
+@pytest.mark.skipif(not any(i != "avx2" for i in _isas()), reason="no VNNI on this CPU")
+def test_vector_row_copy_equals_the_byte_loop(tmp_path):
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    rng = np.random.default_rng(5)
+    xs = [random_int8(rng, *c[0]) for c in CASES]
+    ws = [random_int8(rng, *c[1]) for c in CASES]
+    eps = [random_requant(rng, c[1][0]) for c in CASES]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
+                    for p, w, c, e in zip(params, ws, CASES, eps)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(module, path)
+    so = ctypes.CDLL(path)  # the library TVM loaded (same path: same handle)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_flip_copy")
+    assert knob.value == 1  # on by default
+    copies = lib.get_function(x86_int8.FLIP_COPIES, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for on in (1, 0):
+            for value in (SERIAL, POOL):
+                knob.value, shift.value = on, value
+                before = copies()
+                runs.append([o.numpy() for o in vm["main"](*args)])
+                assert copies() - before == (len(CASES) if on else 0), (on, value)
+    finally:
+        knob.value, shift.value = 1, 0
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
+        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for run in runs:
+            np.testing.assert_array_equal(run[i], want)
