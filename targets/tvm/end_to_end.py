@@ -23,7 +23,13 @@ process with the target's thread count):
   option at every site while a wrapper times each call site, and a site takes the option
   that made *its* calls faster (per-run medians; ``SITE_GAIN``, in all but one of
   ``SITE_ROUNDS`` rounds);
-  the table is then one more whole-model candidate.
+  the table is then one more whole-model candidate;
+* kernel variants (``KNOBS``): each variant switch of the kernels the model calls (the fp32
+  convolution's Winograd path ``edgecc_x86_fp32_winograd``, its same-size 3x3 tiles,
+  per-task padded windows and stride-2 phase planes), one candidate per value other than the
+  library's default — a knob whose symbol the library lacks is skipped (``knob_candidates``);
+  the chosen value is linked as a load-time constructor that writes the knob
+  (``settings_module``), and the manifest names it (``kernel variant <symbol> = <value>``).
 
 Per call site works by routing: the build's Relax module calls ``edgecc_site_<i>`` instead
 of the kernel ``edgecc_x86_<kind>`` at site ``i`` (``route_call_sites``, the last step of
@@ -54,7 +60,9 @@ The budget, stated in the manifest: builds of at most three libraries (default, 
 call-site wrappers), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
 candidates blocks for the screening and ``CONFIRM_ROUNDS`` x 2 for the confirmation, a block
 being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's ``seconds`` is
-what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds).
+what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds). The
+kernel variants add ``ROUNDS`` blocks each to the screening (~0.8 s per value): on a CNN with
+the fp32 convolution, 5 values, ~4 s; none on a model without it.
 
 The choice is recorded in the tuning cache beside MetaSchedule's records (``end_to_end.json``,
 keyed by the model, the target, the kernels' sources and the rule's version), so a second
@@ -89,7 +97,7 @@ SITE_GAIN = 0.05  # a call site takes an option that made its calls this much fa
 ROUND_SECONDS = 0.1  # timed calls per candidate and round: about this long, 3 to 200 calls
 MIN_CALLS, MAX_CALLS = 3, 200
 CACHE_FILE = "end_to_end.json"
-RULE_VERSION = 2  # in the cache key: choices made by an older rule are measured again
+RULE_VERSION = 3  # in the cache key: choices made by an older rule are measured again
 KERNEL_SOURCES = ("x86_fp32_source", "x86_int8_source", "x86_wonly_source",
                   "x86_attention_source", "x86_amx_source")
 KERNEL_PREFIX = "edgecc_x86_"
@@ -109,9 +117,11 @@ class KernelSettings:
     serial_work_log2: int = 0
     num_tasks: int = 0
     sites: tuple[tuple[int, int], ...] = ()
+    knobs: tuple[tuple[str, int], ...] = ()  # (symbol, value) of ``KNOBS``: kernel variants
 
     def __post_init__(self) -> None:  # JSON gives lists: the same value as tuples
         object.__setattr__(self, "sites", tuple((int(a), int(b)) for a, b in self.sites))
+        object.__setattr__(self, "knobs", tuple((str(a), int(b)) for a, b in self.knobs))
 
     @property
     def is_default(self) -> bool:
@@ -127,6 +137,7 @@ class KernelSettings:
             parts.append(f"serial threshold x2^{self.serial_work_log2}")
         if self.num_tasks:
             parts.append(f"{self.num_tasks} tasks per parallel job")
+        parts.extend(f"kernel variant {symbol} = {value}" for symbol, value in self.knobs)
         if self.sites:
             changed = [s for s in self.sites if s != (0, 0)]
             serial = sum(s[0] >= 62 for s in changed)
@@ -136,6 +147,41 @@ class KernelSettings:
                          f"{serial} serial, {pool} always on the pool"
                          + (f", {tasks} other" if tasks else "") + ")")
         return ", ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """A kernel-variant switch of an x86 kernel set: a global the kernels read on every call
+    (so a loaded library runs either variant: the tuner sets it between candidates) with a
+    default compiled into the kernels; a tuned build that chose another value links an
+    object whose constructor writes it (``settings_module``). ``values``: the candidates
+    besides the library's own default; ``kernels``: the calls it changes (measured only
+    when the model makes one of them); ``ctype``: the global's C type, as the kernel source
+    declares it."""
+
+    symbol: str
+    ctype: str  # "int64_t" or "int32_t"
+    values: tuple[int, ...]
+    kernels: tuple[str, ...]
+
+    @property
+    def ctypes_type(self) -> Any:
+        return {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32}[self.ctype]
+
+
+# The fp32 convolution's variants (x86_fp32_source.py: every value computes the same sums,
+# except Winograd, which is within 1e-5 relative). A knob whose symbol the library lacks (an
+# older kernel set, a build without the x86 kernels) is skipped. Not here: the int8 kernels'
+# switches (EDGECC_X86_CONV_BANDS ...) are environment variables read per call, which a
+# build cannot link; the fp32 A/B-only switches (unpadded, im2col_tiles, dw_channels_width)
+# are the same tiles with a slower copy, never measured faster.
+FP32_CONV = ("edgecc_x86_sconv",)
+KNOBS = (
+    Knob("edgecc_x86_fp32_winograd", "int32_t", (1,), FP32_CONV),
+    Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 2), FP32_CONV),
+    Knob("edgecc_x86_fp32_same3x3_window", "int64_t", (0,), FP32_CONV),
+    Knob("edgecc_x86_fp32_s2_phases", "int64_t", (0,), FP32_CONV),
+)
 
 
 SYMBOLS = {"serial_work_log2": ("edgecc_x86_serial_work_log2", ctypes.c_int64),
@@ -205,7 +251,7 @@ def settings_module(settings: KernelSettings, callees: tuple[str, ...] = ()) -> 
               'extern "C" {\n'
               f"int64_t edgecc_x86_serial_work_log2 = {int(settings.serial_work_log2)};\n"
               f"int32_t edgecc_x86_num_tasks = {int(settings.num_tasks)};\n"
-              "}\n")
+              "}\n" + _knobs_source(settings.knobs))
     symbols: tuple[str, ...] = ()
     if callees:
         if len(callees) != len(settings.sites):
@@ -223,6 +269,24 @@ def settings_module(settings: KernelSettings, callees: tuple[str, ...] = ()) -> 
                    .replace("@DECLS@", decls).replace("@WRAPPERS@", wrappers))
         symbols = tuple(f"{SITE_PREFIX}{i}" for i in range(len(callees)))
     return x86_int8.external_module(source, symbols, "x86_settings")
+
+
+def _knobs_source(knobs: tuple[tuple[str, int], ...]) -> str:
+    """C++ that writes the chosen kernel variants when the library is loaded: the knobs are
+    the kernels' own initialized globals (not weak), so a second definition cannot replace
+    them; a constructor sets them instead, through weak references (a knob the kernel set
+    lacks is left alone, the library still links)."""
+    if not knobs:
+        return ""
+    types = {k.symbol: k.ctype for k in KNOBS}
+    unknown = [symbol for symbol, _ in knobs if symbol not in types]
+    if unknown:
+        raise LoweringError(f"unknown kernel variant knob(s) {unknown}: tune again (--tune)")
+    decls = "\n".join(f"__attribute__((weak)) extern {types[s]} {s};" for s, _ in knobs)
+    sets = "\n".join(f"  if (&{s}) {s} = {int(v)};" for s, v in knobs)
+    return (f'extern "C" {{\n{decls}\n}}\nnamespace {{\n'
+            f"__attribute__((constructor)) void edgecc_set_kernel_variants() {{\n{sets}\n}}\n"
+            "}  // namespace\n")
 
 
 def with_kernel_settings(module: Any, settings: KernelSettings) -> Any:
@@ -305,6 +369,27 @@ def settings_candidates(threads: int) -> list[KernelSettings]:
     return out
 
 
+def knob_candidates(library: Any, callees: list[str] | tuple[str, ...]
+                    ) -> tuple[list[KernelSettings], dict[str, Any]]:
+    """The kernel variants measured besides the default: each knob of ``KNOBS`` that
+    changes a kernel the model calls, at each of its values other than the library's
+    default — skipped where ``library`` (a loaded ``_Library``) lacks its symbol. Returns
+    the candidates and what was measured / skipped, for the manifest."""
+    out, measured, skipped = [], [], []
+    for knob in KNOBS:
+        if not set(knob.kernels) & set(callees):
+            continue
+        if knob.symbol not in library.knobs:
+            skipped.append(knob.symbol)
+            continue
+        default = library.knobs[knob.symbol][1]
+        for value in knob.values:
+            if value != default:
+                out.append(KernelSettings(knobs=((knob.symbol, value),)))
+                measured.append(f"{knob.symbol} = {value} (default {default})")
+    return out, {"measured": measured, "skipped_missing_symbol": skipped}
+
+
 def site_options(threads: int) -> list[tuple[int, int]]:
     """What a call site may take besides the model's settings: every job serial, every job
     on the pool, and half the pool's tasks where it has more than two workers."""
@@ -355,6 +440,13 @@ class _Library:
                 self.symbols[field] = ctype.in_dll(handle, name)
             except ValueError:  # no x86 kernels linked: nothing to set
                 pass
+        self.knobs = {}  # symbol: (the global, its value at load: the build's default)
+        for knob in KNOBS:
+            try:
+                value = knob.ctypes_type.in_dll(handle, knob.symbol)
+            except ValueError:  # an older kernel set, or not linked: not a candidate
+                continue
+            self.knobs[knob.symbol] = (value, int(value.value))
         self.sites = 0
         try:
             state, count = handle.edgecc_sites_state, handle.edgecc_sites_count
@@ -372,6 +464,9 @@ class _Library:
     def set(self, settings: KernelSettings) -> None:
         for field, symbol in self.symbols.items():
             symbol.value = getattr(settings, field)
+        chosen = dict(settings.knobs)
+        for name, (value, default) in self.knobs.items():
+            value.value = chosen.get(name, default)
         if self.sites:
             sites = settings.sites if len(settings.sites) == self.sites else \
                 ((0, 0),) * self.sites
@@ -555,7 +650,8 @@ def _write_cache(directory: str, key: str, record: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def measure(module: Any, target: Any, database: Any, tuned_kernels: bool) -> dict[str, Any]:
+def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Build and time the candidates (module docstring); returns the record: ``chosen``
     (a candidate's name), ``tuned_kernels`` / ``settings`` of it, every candidate's
     ``ms``, ``default_ms``, the rule's ``verdicts`` and ``confirm``, the call-site search's
@@ -569,7 +665,7 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool) -> dic
         return {"chosen": "default", "tuned_kernels": False,
                 "settings": dataclasses.asdict(KernelSettings()), "ms": {}, "confirm_ms": {},
                 "default_ms": None, "chosen_ms": None, "verdicts": {}, "confirm": None,
-                "sites": None, "rule": RULE,
+                "sites": None, "variants": None, "rule": RULE,
                 "calls": {"rounds": 0, "per_round": 0, "confirm_rounds": 0},
                 "seconds": round(time.perf_counter() - start, 2)}
     inputs = _inputs(module)
@@ -595,15 +691,16 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool) -> dic
         default.vm.run(*inputs)
         block = max(MIN_CALLS, min(MAX_CALLS, round(ROUND_SECONDS /
                                                     max(time.perf_counter() - t, 1e-6))))
-        sites = None
+        sites = variants = None
         if callees:
-            for settings in settings_candidates(threads):
+            knobs, variants = knob_candidates(libraries[base], callees)
+            for settings in [*settings_candidates(threads), *knobs]:
                 candidates[f"{base}, {settings.describe()}"] = (libraries[base], settings)
             table, sites = site_search(libraries["sites"], inputs, block, threads)
             if table is not None:
                 candidates[f"{base}, {table.describe()}"] = (libraries["sites"], table)
         libs = list(libraries.values())
-        picked = select(candidates, libs, inputs, block)
+        picked = select(candidates, libs, inputs, block, clock)
         chosen = picked["chosen"]
         settings = candidates[chosen][1]
         for lib in libs:  # TVM keeps loaded libraries: leave their settings at default
@@ -613,7 +710,7 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool) -> dic
             "settings": dataclasses.asdict(settings), "ms": ms,
             "confirm_ms": picked["confirm_ms"], "default_ms": ms["default"],
             "chosen_ms": ms[chosen], "verdicts": picked["verdicts"],
-            "confirm": picked["confirm"], "sites": sites, "rule": RULE,
+            "confirm": picked["confirm"], "sites": sites, "variants": variants, "rule": RULE,
             "calls": {"rounds": ROUNDS, "per_round": block, "site_rounds":
                       SITE_ROUNDS if sites else 0, "confirm_rounds":
                       CONFIRM_ROUNDS if picked["confirm"] is not None else 0},
@@ -644,6 +741,7 @@ def tune_host(module: Any, target: Any, trials: int, *, root: str | None = None,
     stats["end_to_end"] = record
     calls = record["calls"]
     sites = record.get("sites")
+    variants = record.get("variants")
     stats["budget"] += (
         f"; then the whole model end to end: {len(record['ms'])} candidate(s) (the untuned "
         f"build among them), {calls['rounds']} interleaved rounds of {calls['per_round']} "
@@ -653,7 +751,12 @@ def tune_host(module: Any, target: Any, trials: int, *, root: str | None = None,
         + (f", {calls['confirm_rounds']} confirming rounds" if calls.get("confirm_rounds")
            else "")
         + (f" ({record['seconds']:.0f} s)" if record.get("seconds") else "")
-        + (" (read from the cache)" if record["from_cache"] else ""))
+        + (" (read from the cache)" if record["from_cache"] else "")
+        + (f"; kernel variants among them: {len(variants['measured'])} "
+           f"({', '.join(variants['measured'])})" if variants and variants["measured"] else "")
+        + (f"; knobs skipped (not in this kernel set): "
+           f"{', '.join(variants['skipped_missing_symbol'])}"
+           if variants and variants["skipped_missing_symbol"] else ""))
     stats["outcome"] = tuning.outcome(stats)
     settings = KernelSettings(**record["settings"])
     if record["tuned_kernels"]:

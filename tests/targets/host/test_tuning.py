@@ -165,6 +165,82 @@ def test_kernel_settings_are_linked_and_keep_numerics(tmp_path):
             str(tmp_path / "bad.so"))
 
 
+class _Conv(torch.nn.Module):
+    """A same-size 3x3 convolution (the x86 fp32 convolution kernel takes it): the calls the
+    kernel-variant knobs change."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch):
+    """The end-to-end stage measures the fp32 convolution's variant knobs the library has
+    (a knob it lacks is skipped, and named in the record); on a clock that makes one variant
+    faster, that variant is chosen, and the library built with the chosen settings runs it
+    (its constructor wrote the knob) with the same outputs."""
+    import numpy as np
+
+    from edgecc.frontend import trace
+    from edgecc.targets.tvm import end_to_end, lowering
+
+    torch.manual_seed(0)
+    model, x = _Conv().eval(), torch.randn(1, 16, 8, 8)
+    module = lowering.to_relax(trace(model, (x,)))
+    target = lowering.llvm_target(None, 2)
+    missing = end_to_end.Knob("edgecc_x86_fp32_no_such_knob", "int32_t", (1,),
+                              end_to_end.FP32_CONV)
+    monkeypatch.setattr(end_to_end, "KNOBS", (*end_to_end.KNOBS, missing))
+    want = ("edgecc_x86_fp32_same3x3", 0)
+    applied = [end_to_end.KernelSettings()]
+    real_set = end_to_end._Library.set
+
+    def set_and_note(self, settings):
+        applied[0] = settings
+        real_set(self, settings)
+
+    monkeypatch.setattr(end_to_end._Library, "set", set_and_note)
+    ticks = [0.0]
+
+    def clock():  # each timed call: 0.5 ms with the wanted variant set, else 1 ms
+        ticks[0] += (0.0005 if want in applied[0].knobs else 0.001)
+        return ticks[0]
+
+    record = end_to_end.measure(module, target, None, False, clock=clock)
+    variants = record["variants"]
+    assert "edgecc_x86_fp32_no_such_knob" in variants["skipped_missing_symbol"]
+    assert "edgecc_x86_fp32_same3x3 = 0 (default 1)" in variants["measured"]
+    assert record["chosen"] == "default, kernel variant edgecc_x86_fp32_same3x3 = 0", record
+    settings = end_to_end.KernelSettings(**record["settings"])
+    assert settings.knobs == (want,) and record["confirm"]["faster"]
+    assert record["verdicts"][record["chosen"]]["ratio"] == pytest.approx(0.5)
+
+    outputs = {}
+    for name, mod in (("default", module),
+                      ("tuned", end_to_end.with_kernel_settings(module, settings))):
+        path = str(tmp_path / f"{name}.so")
+        lowering.build(mod, target, path)
+        library = end_to_end._Library(path, 2)
+        assert library.knobs[want[0]][1] == (1 if name == "default" else 0), name
+        outputs[name] = library.vm.run(x)[0].numpy()
+    np.testing.assert_array_equal(outputs["tuned"], outputs["default"])
+
+    # a knob the kernel set lacks still links (a weak reference the constructor skips), and
+    # a model without convolutions measures no convolution variant
+    lacking = end_to_end.KernelSettings(knobs=(("edgecc_x86_fp32_no_such_knob", 1),))
+    path = str(tmp_path / "lacking.so")
+    lowering.build(end_to_end.with_kernel_settings(module, lacking), target, path)
+    library = end_to_end._Library(path, 2)
+    np.testing.assert_array_equal(library.vm.run(x)[0].numpy(), outputs["default"])
+    assert end_to_end.knob_candidates(library, ["edgecc_x86_sgemm"]) == (
+        [], {"measured": [], "skipped_missing_symbol": []})
+    with pytest.raises(LoweringError, match="unknown kernel variant"):
+        end_to_end.settings_module(end_to_end.KernelSettings(knobs=(("edgecc_x86_nope", 1),)))
+
+
 class _FakeLibrary:
     """A candidate whose per-call time is drawn from ``draw(call_number)``, on a fake clock:
     the rule sees exactly the timings the test chose."""
