@@ -45,13 +45,16 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..15). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..16). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
-with each other (the per-layer A/B of bench/x86_fp32 checks it). Products are summed in ``k``
+with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
+for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, off by
+default: within 1e-5 relative). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
 agree to ~1e-6 relative, not bit for bit).
 """
 
+from edgecc.targets.tvm import x86_fp32_winograd
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
@@ -103,6 +106,11 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 
 // the 6 x 64 tiles (PATH_CONV_S2_PHASES), 1x1 stride-2 ones (no pad) a copy of its even rows
 // and columns (PATH_CONV_S2_EVENS); 0: im2col panels (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
+// same-size 3x3 convolutions (stride 1, pad 1, even maps, 8+ input channels; AVX-512) through
+// Winograd F(2x2, 3x3) (PATH_CONV_WINOGRAD; x86_fp32_winograd.py): 1 where it measured faster,
+// 2 on any map size; 0 (the default): the direct paths. Not the same sums (within 1e-5
+// relative); a tuning candidate (end_to_end.KNOBS looks it up by this name, as int32)
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd = 0;
 }
 
 namespace {
@@ -720,14 +728,14 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 16;
+const int N_PATHS = 17;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
-       PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15 };
+       PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -965,6 +973,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
+""" + x86_fp32_winograd.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1032,9 +1041,16 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // the unpadded map with masked loads (the padded copy weighs more there: 64->64 @8 0.94x,
   // 3->16 @32 0.91x of the paths below), the others a padded copy unmasked (the masks cost
   // 3-5% on 16->16 @32 and 32->32 @16), both in 6 x 4 tiles
+  const bool same3x3 = kh == 3 && kw == 3 && sh == 1 && sw == 1 && ph == 1 && pw == 1
+                       && dh == 1 && dw == 1 && oh == h && ow == w;
+  if (same3x3 && wg_eligible(edgecc_x86_fp32_winograd, c, h, w)) {
+    ++path_calls[PATH_CONV_WINOGRAD];
+    winograd_conv(x, data<float>(args, 1), data<float>(args, 2), residual, out, nb, c, h, w, oc,
+                  bounds[0], bounds[1]);
+    return 0;
+  }
   const int64_t same_knob = edgecc_x86_fp32_same3x3;
-  const bool same_size = AVX512 && same_knob && kh == 3 && kw == 3 && sh == 1 && sw == 1
-                         && ph == 1 && pw == 1 && dh == 1 && dw == 1 && oh == h && ow == w;
+  const bool same_size = AVX512 && same_knob && same3x3;
   // rows 1, 2, 4, 8 or 16 wide: a copy padded by rows only, two column masks (COLUMNS; the
   // per-panel masks' loads cost 7% on 64->64 @8, 1 thread; 32->32 @16 the same as PLAIN)
   const bool same_columns = same_size && 16 % w == 0 && same_knob == 1;
@@ -1345,14 +1361,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // panels ran the 6 x 64 tiles, 13 the calls of 10 / 12 whose pool tasks each copied the
 // padded rows they read (copies of 64 KiB+ / 8 bytes a float: edgecc_x86_fp32_same3x3_window),
 // 14 stride-2 3x3 convolutions in 6 x 64 tiles over phase planes (s2_phases), 15 1x1 stride-2
-// ones over their even rows and columns (s2_evens));
+// ones over their even rows and columns (s2_evens), 16 same-size 3x3 convolutions through
+// Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd));
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..15");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..16");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

@@ -1,0 +1,280 @@
+"""Winograd F(2x2, 3x3) for same-size 3x3 float32 convolutions (stride 1, pad 1, no dilation,
+even maps; AVX-512): a C++ fragment of the ``x86_fp32`` kernel set (``x86_fp32_source``
+splices it in; ``edgecc_x86_sconv`` calls ``winograd_conv``).
+
+A kernel variant, off by default: ``edgecc_x86_fp32_winograd`` (int32, 0) in the library;
+1 sends eligible convolutions here (path ``PATH_CONV_WINOGRAD``, counted like the other
+paths, so a test sees a silent fallback). The tuner (``end_to_end.KNOBS``) sets it between
+calls of one loaded library, so nothing here depends on it being set at build time.
+
+Per 2x2 output tile (input patch d 4x4 at rows 2ty-1.., columns 2tx-1..)::
+
+    V = Bᵀ d B        U = G g Gᵀ        M = U ⊙ V (summed over input channels)
+    Y = Aᵀ M A        out = clamp((Y + bias) (+ residual), lo, hi)
+
+which is 16 independent GEMMs ``M[e][co][t] = sum_ci U[e][co][ci] V[e][ci][t]`` (e the 16
+positions of the 4x4 transform). Tiles are the vector lanes (16 consecutive tiles of the
+row-major tile grid: a panel; on maps narrower than 32 a panel spans several tile rows, a
+run each, read by masked loads of the unpadded input — no padded copy — and even / odd
+lanes by permutex2var, as the stride-2 im2col does). A pool task transforms the input of
+its group of up to 4 panels (64 tiles) into ``V[e][panel][ci][16]`` once, then for each
+6-output-channel slice runs the 16 GEMMs (6 x 4 tiles, 24 accumulators, the same shape as the
+direct same-size tiles) into a 24 KiB block ``M`` that stays in L1 and transforms it straight
+to the output (bias, residual, clamp fused, masked stores). Tasks split groups x output-channel
+chunks as the direct path does.
+
+Weights: transformed per call into the calling thread's scratch (``U[e][co][ci]``, 16/9 of
+the weights), one gather per tap of 16 input channels. Why per call: a cache keyed by the
+weight pointer goes stale when a library is unloaded and another's constants land at the
+same address (the tuner loads many builds in one process), and a compile-time second
+packing changes every 3x3 call's signature for a knob that is off by default. The measured
+cost (bench/x86_fp32_winograd.py, column ``wt us``) is a few percent of the layer except on
+8x8 maps, which are not eligible anyway (below).
+
+Numerics: not the direct path's sums (the transforms round differently); F(2x2, 3x3)'s
+constants are 0, ±1, ±1/2 (exact). Measured error, max|a - b| / max|ref| over the output
+(16->16 @32, 32->32 @16, 64->64 @8, with / without residual and ReLU, 3 random normal seeds,
+weights scaled 1/sqrt(9 C)): Winograd vs the direct path <= 7.2e-7, Winograd vs PyTorch
+float64 <= 2.7e-7 (the direct path vs float64: 6.5e-7). The tests assert 1e-5
+(tests/targets/tvm/test_x86_fp32_winograd.py).
+"""
+
+SOURCE = r"""
+// ---- Winograd F(2x2, 3x3) (targets/tvm/x86_fp32_winograd.py) -------------------------------
+const int WG_NP = 4, WG_MR = 6;  // a group: up to 4 panels of 16 tiles; 6 output channels a slice
+
+// lanes [l0, l1) of a panel are tiles of one tile row ty; element e of a 32-float load at
+// input column col (A) / col + 2 (B) is lane e / 2's column 2 (e % 2) (+ 2); masks: the
+// elements of those lanes inside the map's columns; om: output elements [2 l0, 2 l1)
+struct WgRun { int64_t ty, col; __mmask16 lane, am[2], bm[2], om[2]; };
+
+// the runs of panel p (tiles p*16 .., lanes past the last tile in none)
+static int wg_runs(int64_t p, int64_t tiles, int64_t tw, int64_t w, WgRun* run) {
+  int n = 0;
+  for (int64_t l0 = 0; l0 < 16 && p * 16 + l0 < tiles;) {
+    const int64_t t = p * 16 + l0, ty = t / tw, tx0 = t % tw;
+    int64_t l1 = l0 + (tw - tx0 < 16 - l0 ? tw - tx0 : 16 - l0);
+    if (p * 16 + l1 > tiles) l1 = tiles - p * 16;
+    WgRun& r = run[n++];
+    r.ty = ty;
+    r.col = 2 * (tx0 - l0) - 1;
+    r.lane = lanes(l0, l1);
+    for (int s = 0; s < 2; ++s) {
+      const int64_t c0 = r.col + 2 * s;
+      const int64_t e0 = 2 * l0 > -c0 ? 2 * l0 : -c0, e1 = 2 * l1 < w - c0 ? 2 * l1 : w - c0;
+      __mmask16* m = s ? r.bm : r.am;
+      m[0] = lanes(e0, e1);
+      m[1] = lanes(e0 - 16, e1 - 16);
+    }
+    r.om[0] = lanes(2 * l0, 2 * l1);
+    r.om[1] = lanes(2 * l0 - 16, 2 * l1 - 16);
+    l0 = l1;
+  }
+  return n;
+}
+
+// V[e][ci][16] (v + e * estride + ci * 16) = Bᵀ d B of the panel's tiles, for every input channel
+__attribute__((target("avx512f")))
+static void wg_input(float* v, int64_t estride, const float* x, int64_t c, int64_t h, int64_t w,
+                     const WgRun* run, int nrun) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const float* plane = x + ci * h * w;
+    __m512 s[4][4];  // row i of d, then its column transform (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+    for (int i = 0; i < 4; ++i) {
+      __m512 d[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+      for (int r = 0; r < nrun; ++r) {
+        const int64_t iy = 2 * run[r].ty + i - 1;
+        if (iy < 0 || iy >= h) continue;
+        const float* a = plane + iy * w + run[r].col;
+        const __m512 a0 = _mm512_maskz_loadu_ps(run[r].am[0], a);
+        const __m512 a1 = _mm512_maskz_loadu_ps(run[r].am[1], a + 16);
+        const __m512 b0 = _mm512_maskz_loadu_ps(run[r].bm[0], a + 2);
+        const __m512 b1 = _mm512_maskz_loadu_ps(run[r].bm[1], a + 18);
+        const __m512 e[4] = {_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1),
+                             _mm512_permutex2var_ps(b0, even, b1), _mm512_permutex2var_ps(b0, odd, b1)};
+        for (int j = 0; j < 4; ++j) d[j] = nrun == 1 ? e[j] : _mm512_mask_mov_ps(d[j], run[r].lane, e[j]);
+      }
+      s[i][0] = _mm512_sub_ps(d[0], d[2]);
+      s[i][1] = _mm512_add_ps(d[1], d[2]);
+      s[i][2] = _mm512_sub_ps(d[2], d[1]);
+      s[i][3] = _mm512_sub_ps(d[1], d[3]);
+    }
+    float* o = v + ci * 16;
+    for (int j = 0; j < 4; ++j) {
+      _mm512_store_ps(o + (0 * 4 + j) * estride, _mm512_sub_ps(s[0][j], s[2][j]));
+      _mm512_store_ps(o + (1 * 4 + j) * estride, _mm512_add_ps(s[1][j], s[2][j]));
+      _mm512_store_ps(o + (2 * 4 + j) * estride, _mm512_sub_ps(s[2][j], s[1][j]));
+      _mm512_store_ps(o + (3 * 4 + j) * estride, _mm512_sub_ps(s[1][j], s[3][j]));
+    }
+  }
+}
+
+// U[e][co][ci] = G g Gᵀ of W[co][ci][3][3] (16 input channels a vector: one gather per tap)
+__attribute__((target("avx512f")))
+static void wg_weights(float* u, const float* wt, int64_t oc, int64_t c) {
+  const __m512i idx = _mm512_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 99, 108, 117,
+                                        126, 135);
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (int64_t co = 0; co < oc; ++co)
+    for (int64_t c0 = 0; c0 < c; c0 += 16) {
+      const __mmask16 m = lanes(0, c - c0);
+      const float* src = wt + (co * c + c0) * 9;
+      __m512 g[3][3], t[4][3];
+      for (int k = 0; k < 9; ++k)
+        g[k / 3][k % 3] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k, 4);
+      for (int j = 0; j < 3; ++j) {  // t = G g
+        t[0][j] = g[0][j];
+        t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][j], g[1][j]), g[2][j]));
+        t[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][j], g[1][j]), g[2][j]));
+        t[3][j] = g[2][j];
+      }
+      for (int i = 0; i < 4; ++i) {  // U = t Gᵀ
+        const __m512 r[4] = {
+            t[i][0],
+            _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2])),
+            _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2])),
+            t[i][2]};
+        for (int j = 0; j < 4; ++j)
+          _mm512_mask_storeu_ps(u + ((i * 4 + j) * oc + co) * c + c0, m, r[j]);
+      }
+    }
+}
+
+// the 16 GEMMs of MR output channels (U rows u + e * ustride, input channel k at u[r * c + k])
+// x NP panels of V (v + e * vstride + (q * c + k) * 16) -> m[r][q][e][16]
+template <int MR, int NP>
+__attribute__((target("avx512f")))
+static void wg_gemm(const float* u, int64_t ustride, const float* v, int64_t vstride, int64_t c,
+                    float* m) {
+  for (int e = 0; e < 16; ++e) {
+    __m512 acc[MR][NP];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
+    const float* a = u + e * ustride;
+    const float* b = v + e * vstride;
+    for (int64_t k = 0; k < c; ++k) {
+      __m512 bv[NP];
+      for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + (q * c + k) * 16);
+      for (int r = 0; r < MR; ++r) {
+        const __m512 va = _mm512_set1_ps(a[r * c + k]);
+        for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(va, bv[q], acc[r][q]);
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < NP; ++q) _mm512_store_ps(m + ((r * NP + q) * 16 + e) * 16, acc[r][q]);
+  }
+}
+
+template <int NP>
+static void wg_gemm_rows(int mr, const float* u, int64_t ustride, const float* v, int64_t vstride,
+                         int64_t c, float* m) {
+  switch (mr) {
+    case 1: wg_gemm<1, NP>(u, ustride, v, vstride, c, m); break;
+    case 2: wg_gemm<2, NP>(u, ustride, v, vstride, c, m); break;
+    case 3: wg_gemm<3, NP>(u, ustride, v, vstride, c, m); break;
+    case 4: wg_gemm<4, NP>(u, ustride, v, vstride, c, m); break;
+    case 5: wg_gemm<5, NP>(u, ustride, v, vstride, c, m); break;
+    default: wg_gemm<WG_MR, NP>(u, ustride, v, vstride, c, m); break;
+  }
+}
+
+// one output channel of a panel: Y = Aᵀ M A (m: M[e][16]), then clamp((Y + bias) (+ res)),
+// rows 2 ty .. 2 ty + 1 of each run, even / odd columns interleaved
+__attribute__((target("avx512f")))
+static void wg_output(const float* m, float* out, const float* res, float bias, float lo,
+                      float hi, int64_t w, const WgRun* run, int nrun) {
+  const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512 a[2][4];  // Aᵀ M: rows m0 + m1 + m2, m1 - m2 - m3
+  for (int j = 0; j < 4; ++j) {
+    const __m512 m0 = _mm512_load_ps(m + (0 + j) * 16), m1 = _mm512_load_ps(m + (4 + j) * 16);
+    const __m512 m2 = _mm512_load_ps(m + (8 + j) * 16), m3 = _mm512_load_ps(m + (12 + j) * 16);
+    a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+    a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+  }
+  const __m512 b = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (int i = 0; i < 2; ++i) {
+    const __m512 y0 = _mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]);
+    const __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]);
+    const __m512 z[2] = {_mm512_add_ps(_mm512_permutex2var_ps(y0, ilo, y1), b),
+                         _mm512_add_ps(_mm512_permutex2var_ps(y0, ihi, y1), b)};
+    for (int r = 0; r < nrun; ++r) {
+      const int64_t at = (2 * run[r].ty + i) * w + run[r].col + 1;
+      for (int h = 0; h < 2; ++h) {
+        __m512 v = z[h];
+        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(run[r].om[h], res + at + 16 * h));
+        v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
+        _mm512_mask_storeu_ps(out + at + 16 * h, run[r].om[h], v);
+      }
+    }
+  }
+}
+
+// whether winograd_conv runs this convolution (the caller checked 3x3, stride 1, pad 1, no
+// dilation, same size) under knob value ``knob``: AVX-512, even maps, at least 8 input
+// channels; 1: maps of WG_MIN_PIXELS+ (smaller ones measured slower:
+// bench/x86_fp32_winograd.py), 2: any size (the bench's A/B)
+const int64_t WG_MIN_PIXELS = 0;
+static bool wg_eligible(int64_t knob, int64_t c, int64_t h, int64_t w) {
+  return AVX512 && (knob == 1 || knob == 2) && h % 2 == 0 && w % 2 == 0 && c >= 8
+         && (knob == 2 || h * w >= WG_MIN_PIXELS);
+}
+
+// out[b] = clamp(conv3x3(x[b], W) + bias (+ res[b]), lo, hi) through F(2x2, 3x3)
+static void winograd_conv(const float* x, const float* wt, const float* bias, const float* res,
+                          float* out, int64_t nb, int64_t c, int64_t h, int64_t w, int64_t oc,
+                          float lo, float hi) {
+  const int64_t tw = w / 2, tiles = (h / 2) * tw, pix = h * w;
+  const int64_t n_panels = (tiles + 15) / 16, groups = (n_panels + WG_NP - 1) / WG_NP;
+  float* u = static_cast<float*>(scratch(4, 16 * oc * c * 4 + 64));
+  wg_weights(u, wt, oc, c);
+  int64_t rchunks = 1;  // as the direct same-size path: 8+ items where a chunk keeps 2 slices
+  while (groups * rchunks < 8 && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
+  const int64_t rlen = (oc + rchunks - 1) / rchunks;
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* src = x + b * c * pix;
+    float* dst = out + b * oc * pix;
+    const float* rb = res ? res + b * oc * pix : 0;
+    parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
+      float* v = static_cast<float*>(scratch(0, 16 * WG_NP * c * 16 * 4 + 64));
+      float* m = static_cast<float*>(scratch(3, WG_MR * WG_NP * 16 * 16 * 4 + 64));
+      WgRun runs[WG_NP][16];
+      int nrun[WG_NP];
+      int64_t built = -1;
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t grp = i / rchunks, rc = i % rchunks;
+        const int64_t p0 = grp * WG_NP, p1 = p0 + WG_NP < n_panels ? p0 + WG_NP : n_panels;
+        const int np = (int)(p1 - p0);
+        const int64_t vstride = np * c * 16;
+        if (built != grp) {
+          for (int q = 0; q < np; ++q) {
+            nrun[q] = wg_runs(p0 + q, tiles, tw, w, runs[q]);
+            wg_input(v + q * c * 16, vstride, src, c, h, w, runs[q], nrun[q]);
+          }
+          built = grp;
+        }
+        const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+        for (int64_t r = r0; r < r1;) {  // slices of balanced height (16: 6 + 5 + 5)
+          const int64_t left = r1 - r, n = (left + WG_MR - 1) / WG_MR;
+          const int mr = (int)((left + n - 1) / n);
+          const float* ur = u + r * c;
+          switch (np) {
+            case 1: wg_gemm_rows<1>(mr, ur, oc * c, v, vstride, c, m); break;
+            case 2: wg_gemm_rows<2>(mr, ur, oc * c, v, vstride, c, m); break;
+            case 3: wg_gemm_rows<3>(mr, ur, oc * c, v, vstride, c, m); break;
+            default: wg_gemm_rows<WG_NP>(mr, ur, oc * c, v, vstride, c, m); break;
+          }
+          for (int k = 0; k < mr; ++k)
+            for (int q = 0; q < np; ++q)
+              wg_output(m + (k * np + q) * 256, dst + (r + k) * pix,
+                        rb ? rb + (r + k) * pix : 0, bias[r + k], lo, hi, w, runs[q], nrun[q]);
+          r += mr;
+        }
+      }
+    }, oc * c * 9 * pix);
+  }
+}
+"""
