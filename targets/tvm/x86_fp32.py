@@ -49,6 +49,7 @@ from edgecc.targets.tvm.relax_analysis import (
     static_shape,
     with_rewritten_functions,
 )
+from edgecc.targets.tvm import x86_fp32_winograd
 from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
@@ -330,12 +331,19 @@ def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None) -> Any:
         kh, kw = plan.weight.shape[2:]
         geometry = [kh, kw, *a["stride"], *a["pad"], *a["dilation"], oh, ow]
         flat = x
+        weight = np.ascontiguousarray(plan.weight.reshape(oc, -1))
         if plan.kind == SCONV:
             meta = [nb, c, h, w, oc, *geometry]
+            if x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"], a["pad"],
+                                          a["dilation"], (oh, ow)):
+                # the Winograd weights after W, flagged by meta[15] (edgecc_x86_fp32_winograd
+                # may be switched on at run time: x86_fp32_winograd's docstring)
+                meta.append(1)
+                weight = np.concatenate([weight.reshape(-1),
+                                         x86_fp32_winograd.weights(plan.weight).reshape(-1)])
         else:
             meta = [nb, c, h, w, *geometry]
-        consts = [np.ascontiguousarray(plan.weight.reshape(oc, -1)), bias,
-                  np.array(meta, np.int64), bounds]
+        consts = [weight, bias, np.array(meta, np.int64), bounds]
         out_shape = a["y"]
     args = [flat, *(relax.const(c, str(c.dtype)) for c in consts)]
     if residual is not None:

@@ -45,7 +45,7 @@ or, for small planes (output rows <= 8 wide), 16 channels per vector through a c
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..16). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..17). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, off by
@@ -728,14 +728,15 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 17;
+const int N_PATHS = 18;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
        PATH_CONV_PREFETCH = 7, PATH_CONV_UNPADDED = 8, PATH_CONV_SAME3X3 = 9,
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
-       PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16 };
+       PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
+       PATH_CONV_WINOGRAD_PACKED = 17 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1014,7 +1015,8 @@ int __tvm_ffi_edgecc_x86_sgemm(void*, const TVMFFIAny* args, int32_t num_args,
 // convolution (groups 1, NCHW / OIHW):
 //   out = clamp(W[OC][K] . im2col(x)[K][OH*OW] + bias (+ residual), lo, hi)
 // args: x, W [OC][C*KH*KW], bias [OC], meta = [N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH,
-// DW, OH, OW], bounds, (residual [N][OC][OH][OW],) out
+// DW, OH, OW (, 1: W is followed by U[16][OC][C], the Winograd weights)], bounds,
+// (residual [N][OC][OH][OW],) out
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
                                 TVMFFIAny* result) {
@@ -1045,8 +1047,12 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
                        && dh == 1 && dw == 1 && oh == h && ow == w;
   if (same3x3 && wg_eligible(edgecc_x86_fp32_winograd, c, h, w)) {
     ++path_calls[PATH_CONV_WINOGRAD];
-    winograd_conv(x, data<float>(args, 1), data<float>(args, 2), residual, out, nb, c, h, w, oc,
-                  bounds[0], bounds[1]);
+    // meta[15] == 1: the weights tensor carries U[16][OC][C] after W (the build's packing)
+    const bool packed = tensor_arg(args + 3)->shape[0] > 15 && meta[15] == 1;
+    if (packed) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
+    const float* wt = data<float>(args, 1);
+    winograd_conv(x, wt, packed ? wt + oc * k : 0, data<float>(args, 2), residual, out, nb, c, h,
+                  w, oc, bounds[0], bounds[1]);
     return 0;
   }
   const int64_t same_knob = edgecc_x86_fp32_same3x3;
@@ -1362,14 +1368,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // padded rows they read (copies of 64 KiB+ / 8 bytes a float: edgecc_x86_fp32_same3x3_window),
 // 14 stride-2 3x3 convolutions in 6 x 64 tiles over phase planes (s2_phases), 15 1x1 stride-2
 // ones over their even rows and columns (s2_evens), 16 same-size 3x3 convolutions through
-// Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd));
+// Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd), 17 the calls of 16 whose weights came
+// transformed from the build (meta[15] = 1));
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..16");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..17");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

@@ -23,13 +23,16 @@ direct same-size tiles) into a 24 KiB block ``M`` that stays in L1 and transform
 to the output (bias, residual, clamp fused, masked stores). Tasks split groups x output-channel
 chunks as the direct path does.
 
-Weights: transformed per call into the calling thread's scratch (``U[e][co][ci]``, 16/9 of
-the weights), one gather per tap of 16 input channels. Why per call: a cache keyed by the
-weight pointer goes stale when a library is unloaded and another's constants land at the
-same address (the tuner loads many builds in one process), and a compile-time second
-packing changes every 3x3 call's signature for a knob that is off by default. The measured
-cost (bench/x86_fp32_winograd.py, column ``wt us``) is a few percent of the layer except on
-8x8 maps, which are not eligible anyway (below).
+Weights: the build packs them for every eligible convolution whatever the knob
+(``x86_fp32._emit``: ``U[16][OC][C] = G g Gᵀ`` after ``W`` in the weights tensor, flagged by
+``meta[15] = 1``; 16/9 more weight bytes for those layers: ResNet-20 +1.7 MB), because the knob
+moves at run time and the transform per call measured 1.1 / 5 / 16 us on 16->16 @32 / 32->32
+@16 / 64->64 @8 against Winograd calls of 40 / 33 / 40 us (1 thread, bench/x86_fp32_winograd.py
+before the packing: 2 t(batch 1) - t(batch 2)). A cache per weight pointer was not taken: it
+goes stale when a library is unloaded and another's constants land at the same address (the
+tuner loads many builds in one process). Callers without the packing (a 15-entry meta: the
+kernel tests) get the per-call transform (``wg_weights``, one gather per tap of 16 input
+channels), bit-identical to the packing (``weights`` does the same float32 operations).
 
 Numerics: not the direct path's sums (the transforms round differently); F(2x2, 3x3)'s
 constants are 0, ±1, ±1/2 (exact). Measured error, max|a - b| / max|ref| over the output
@@ -38,6 +41,36 @@ weights scaled 1/sqrt(9 C)): Winograd vs the direct path <= 7.2e-7, Winograd vs 
 float64 <= 2.7e-7 (the direct path vs float64: 6.5e-7). The tests assert 1e-5
 (tests/targets/tvm/test_x86_fp32_winograd.py).
 """
+
+import numpy as np
+
+GRID = 16  # the 4x4 transform's positions e
+
+
+def eligible(c: int, h: int, w: int, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple,
+             out_hw: tuple) -> bool:
+    """Whether a convolution can run ``winograd_conv`` (the kernel's ``wg_eligible`` less the
+    knob and the CPU): 3x3, stride 1, pad 1, no dilation, same size, even maps, 8+ input
+    channels. The build packs ``weights`` for these only."""
+    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(pad) == (1, 1)
+            and tuple(dilation) == (1, 1) and tuple(out_hw) == (h, w) and h % 2 == 0
+            and w % 2 == 0 and c >= 8)
+
+
+def weights(w: np.ndarray) -> np.ndarray:
+    """``W[OC, C, 3, 3]`` float32 -> ``U[16, OC, C]`` = G g Gᵀ, in float32 with the kernel's
+    operations in its order (``wg_weights``: the per-call transform), so the two agree bit for
+    bit."""
+    g = np.ascontiguousarray(w, np.float32)
+    half = np.float32(0.5)
+
+    def rows(a, axis):  # G applied along ``axis`` (length 3 -> 4)
+        a0, a1, a2 = (np.take(a, i, axis=axis) for i in range(3))
+        return np.stack([a0, half * ((a0 + a1) + a2), half * ((a0 - a1) + a2), a2], axis=axis)
+
+    u = rows(rows(g, 2), 3)  # [OC, C, 4, 4]
+    return np.ascontiguousarray(u.reshape(*u.shape[:2], GRID).transpose(2, 0, 1), np.float32)
+
 
 SOURCE = r"""
 // ---- Winograd F(2x2, 3x3) (targets/tvm/x86_fp32_winograd.py) -------------------------------
@@ -223,14 +256,19 @@ static bool wg_eligible(int64_t knob, int64_t c, int64_t h, int64_t w) {
          && (knob == 2 || h * w >= WG_MIN_PIXELS);
 }
 
-// out[b] = clamp(conv3x3(x[b], W) + bias (+ res[b]), lo, hi) through F(2x2, 3x3)
-static void winograd_conv(const float* x, const float* wt, const float* bias, const float* res,
-                          float* out, int64_t nb, int64_t c, int64_t h, int64_t w, int64_t oc,
-                          float lo, float hi) {
+// out[b] = clamp(conv3x3(x[b], W) + bias (+ res[b]), lo, hi) through F(2x2, 3x3); ``packed``:
+// U[16][oc][c] from the build (x86_fp32_winograd.weights), else 0: transformed here
+static void winograd_conv(const float* x, const float* wt, const float* packed,
+                          const float* bias, const float* res, float* out, int64_t nb, int64_t c,
+                          int64_t h, int64_t w, int64_t oc, float lo, float hi) {
   const int64_t tw = w / 2, tiles = (h / 2) * tw, pix = h * w;
   const int64_t n_panels = (tiles + 15) / 16, groups = (n_panels + WG_NP - 1) / WG_NP;
-  float* u = static_cast<float*>(scratch(4, 16 * oc * c * 4 + 64));
-  wg_weights(u, wt, oc, c);
+  const float* u = packed;
+  if (!u) {
+    float* own = static_cast<float*>(scratch(4, 16 * oc * c * 4 + 64));
+    wg_weights(own, wt, oc, c);
+    u = own;
+  }
   int64_t rchunks = 1;  // as the direct same-size path: 8+ items where a chunk keeps 2 slices
   while (groups * rchunks < 8 && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
   const int64_t rlen = (oc + rchunks - 1) / rchunks;

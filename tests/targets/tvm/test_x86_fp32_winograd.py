@@ -93,3 +93,79 @@ def test_ineligible_convolutions_fall_back(kernels):
         out, calls = _conv_with(kernels, 2, x, w, b, stride=stride, pad=1)
         assert calls == 0
         assert np.array_equal(out, _conv_with(kernels, 0, x, w, b, stride=stride, pad=1)[0])
+
+
+def test_packed_weights_equal_the_per_call_transform(kernels):
+    """The build's packing (``weights`` after W, meta[15] = 1: path 17) and the kernel's
+    per-call transform give bit-identical outputs."""
+    import tvm
+
+    from edgecc.targets.tvm import x86_fp32_winograd
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 32, 16, 16), np.float32)
+    w = rng.standard_normal((32, 32, 3, 3), np.float32)
+    b = rng.standard_normal(32, np.float32)
+    own, _ = _conv_with(kernels, 1, x, w, b, pad=1, lo=0.0)
+    meta = np.array([1, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 16, 16, 1], np.int64)
+    packed = np.concatenate([w.reshape(-1), x86_fp32_winograd.weights(w).reshape(-1)])
+    args = [x, packed, b, meta, np.array([0.0, np.inf], np.float32)]
+    out = tvm.runtime.tensor(np.zeros((1, 32, 16, 16), np.float32))
+    query = kernels[0].get_function("edgecc_x86_fp32_path_calls")
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_winograd")
+    before, var.value = int(query(17)), 1
+    try:
+        kernels[0].get_function("edgecc_x86_sconv")(
+            *[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args], out)
+    finally:
+        var.value = 0
+    assert int(query(17)) - before == 1
+    assert np.array_equal(out.numpy(), own)
+
+
+def test_a_built_model_switches_at_run_time(tmp_path):
+    """A ResNet-style build (16->16 @32 with residual, 32->32 @16, 64->64 @8, a stride-2 conv
+    between) carries the packed weights; the knob moved between calls of the one loaded
+    library sends its 3 eligible convs through Winograd with the build's weights (paths 16
+    and 17: 3 calls a run at knob 1, none at 0), within 1e-5 of knob 0 and of PyTorch."""
+    import torch
+    import torch.nn as nn
+
+    import edgecc
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(16, 16, 3, padding=1)
+            self.b = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+            self.c = nn.Conv2d(32, 32, 3, padding=1)
+            self.d = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+            self.e = nn.Conv2d(64, 64, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x) + x)
+            y = torch.relu(self.c(torch.relu(self.b(y))))
+            return torch.relu(self.e(torch.relu(self.d(y))))
+
+    torch.manual_seed(0)
+    m = Net().eval()
+    x = torch.randn(1, 16, 32, 32)
+    res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
+                         output_dir=str(tmp_path / "o"))
+    res.run(x)
+    knob = ctypes.c_int32.in_dll(ctypes.CDLL(res._runner.library), "edgecc_x86_fp32_winograd")
+    query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
+    with torch.no_grad():
+        expected = m(x).double().numpy()
+    outs, counts = {}, {}
+    try:
+        for value in (1, 0):
+            knob.value = value
+            before = (int(query(16)), int(query(17)))
+            outs[value] = np.asarray(res.run(x))
+            counts[value] = (int(query(16)) - before[0], int(query(17)) - before[1])
+    finally:
+        knob.value = 0
+    assert counts == {1: (3, 3), 0: (0, 0)}
+    assert _rel(outs[1], outs[0]) <= BOUND and _rel(outs[1], expected) <= BOUND
