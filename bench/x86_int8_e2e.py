@@ -3,7 +3,8 @@ build of each model, in one process, timed four ways interleaved (``interleaved_
 column sees the same spells of a shared machine): the whole VM call at 2 threads and at 1
 thread (the library's ``edgecc_pool_threads`` set to 1: every job on the calling thread), and
 the sum of the library's kernel calls, each re-run alone with the VM's arguments (wall clock,
-back to back), at 2 and at 1 thread. whole - sum is what runs around the kernels per call (VM,
+back to back; wall clock at 2 threads, the calling thread's CPU time at 1), at 2 and at 1
+thread. whole - sum is what runs around the kernels per call (VM,
 allocation, the Python boundary). Prints int8 / fp32 for each column, writes
 ``bench/results/x86_int8_e2e.json``.
 
@@ -43,15 +44,15 @@ PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
              "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
 
 
-def _calls_ms(calls, reps=5):
-    """Per call (ms), each re-run ``reps`` times back to back, wall clock."""
+def _calls_ms(calls, reps=5, clock=time.perf_counter):
+    """Per call (ms), each re-run ``reps`` times back to back (wall clock, or ``clock``)."""
     out = []
     for fn, _, args in calls:
         fn(*args)
-        t = time.perf_counter()
+        t = clock()
         for _ in range(reps):
             fn(*args)
-        out.append((time.perf_counter() - t) / reps * 1e3)
+        out.append((clock() - t) / reps * 1e3)
     return out
 
 
@@ -73,15 +74,16 @@ def measure(name: str, repeats: int, knob: str = "") -> dict:
             built[label] = (res, pool, pool.value or THREADS, calls)
         per_call = {}
 
-        def column(label, threads, whole):
+        def column(label, threads, whole, key=""):
             res, pool, full, calls = built[label]
 
             def run():
                 pool.value = full if threads > 1 else 1
                 if whole:
                     res.run(*inputs)
-                else:
-                    per_call.setdefault((label, threads), []).append(_calls_ms(calls))
+                else:  # 1 thread: the calling thread's CPU time (robust to other processes)
+                    per_call.setdefault((label + key, threads), []).append(_calls_ms(
+                        calls, clock=time.perf_counter if threads > 1 else time.thread_time))
             return run
 
         fns = {f"{label} {'whole' if whole else 'sum'} {t}t": column(label, t, whole)
@@ -92,8 +94,8 @@ def measure(name: str, repeats: int, knob: str = "") -> dict:
             var = ctypes.c_int64.in_dll(lib, symbol)
             default = var.value
 
-            def knobbed(t):
-                run = column("int8", t, True)
+            def knobbed(t, whole=True):
+                run = column("int8", t, whole, "" if whole else "_knob")
 
                 def go():
                     var.value = int(value)
@@ -104,6 +106,7 @@ def measure(name: str, repeats: int, knob: str = "") -> dict:
                 return go
             for t in (THREADS, 1):
                 fns[f"int8 whole {t}t knob"] = knobbed(t)
+            fns["int8 sum 1t knob"] = knobbed(1, False)
         times = interleaved_times(fns, repeats)
         for _, pool, full, _ in built.values():
             pool.value = full
@@ -112,11 +115,12 @@ def measure(name: str, repeats: int, knob: str = "") -> dict:
     for (label, threads), samples in per_call.items():
         calls[f"{label} {threads}t"] = [statistics.median(c) for c in zip(*samples)]
     sums = {f"{k} sum": sum(v) for k, v in calls.items()}
+    names = {k: k.split()[0].replace("_knob", "") for k in calls}
     row = {"model": name, "input": shape, "load_average": os.getloadavg()[0], "knob": knob,
            "columns": stats, "sum_of_calls_ms": sums,
            "calls": {k: list(zip([c[1].replace("edgecc_x86_", "") +
                                   str(tuple(getattr(c[2][0], "shape", ())))
-                                  for c in built[k.split()[0]][3]], v))
+                                  for c in built[names[k]][3]], v))
                      for k, v in calls.items()}}
     return row
 
@@ -146,12 +150,16 @@ def main() -> int:
                       f"{k['median_ms'] / f['median_ms']:8.2f}x   ({r['knob']}; p10 {k['p10_ms']:.3f})")
             print(f"  calls {t}t     {fs:9.3f} {is_:9.3f} {is_ / fs:8.2f}x   "
                   f"(outside calls: fp32 {f['median_ms'] - fs:+.3f}, int8 {i['median_ms'] - is_:+.3f})")
+            if t == 1 and "int8_knob 1t sum" in s:
+                k = s["int8_knob 1t sum"]
+                print(f"  knob calls 1t {'':9} {k:9.3f} {k / fs:8.2f}x   ({r['knob']})")
         if args.calls:
             print(f"    {'int8 call':<40} {THREADS}t us   1t us     x")
             for (lab, a), (_, b) in zip(r["calls"][f"int8 {THREADS}t"], r["calls"]["int8 1t"]):
                 print(f"    {lab[:40]:<40} {a * 1e3:7.1f} {b * 1e3:7.1f} {b / a:5.2f}")
     print(f"\nwhole: a VM call, median of interleaved rounds; calls: sum of each kernel call re-run"
-          f" alone (wall, median); 1t = edgecc_pool_threads 1; same process, same load")
+          f" alone (median; wall at {THREADS}t, thread CPU time at 1t); 1t = edgecc_pool_threads"
+          f" 1; same process, same load")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "w8a8 vs fp32 end to end, 2 and 1 threads, whole vs calls",
