@@ -17,7 +17,7 @@ positions of the 4x4 transform). Tiles are the vector lanes (16 consecutive tile
 row-major tile grid: a panel; on maps narrower than 32 a panel spans several tile rows, a
 run each, read by masked loads of the unpadded input — no padded copy — and even / odd
 lanes by permutex2var, as the stride-2 im2col does). A pool task transforms the input of
-its group of up to 4 panels (64 tiles) into ``V[e][panel][ci][16]`` once, then for each
+its group of up to 4 panels (64 tiles) into ``V[panel][ci][e][16]`` once, then for each
 6-output-channel slice runs the 16 GEMMs (6 x 4 tiles, 24 accumulators, the same shape as the
 direct same-size tiles) into a 24 KiB block ``M`` that stays in L1 and transforms it straight
 to the output (bias, residual, clamp fused, masked stores). Tasks split groups x output-channel
@@ -106,41 +106,58 @@ static int wg_runs(int64_t p, int64_t tiles, int64_t tw, int64_t w, WgRun* run) 
   return n;
 }
 
-// V[e][ci][16] (v + e * estride + ci * 16) = Bᵀ d B of the panel's tiles, for every input channel
+// V[ci][e][16] (v + (ci * 16 + e) * 16) = Bᵀ d B of the panel's tiles, for every input
+// channel; ONE: the panel is one run (maps 32+ wide), its loads' masks fixed for the loop
+template <bool ONE>
 __attribute__((target("avx512f")))
-static void wg_input(float* v, int64_t estride, const float* x, int64_t c, int64_t h, int64_t w,
+static void wg_input(float* v, const float* x, int64_t c, int64_t h, int64_t w,
                      const WgRun* run, int nrun) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  for (int64_t ci = 0; ci < c; ++ci) {
+  const __mmask16 am0 = run[0].am[0], am1 = run[0].am[1], bm0 = run[0].bm[0], bm1 = run[0].bm[1];
+  for (int64_t ci = 0; ci < c; ++ci, v += 256) {
     const float* plane = x + ci * h * w;
     __m512 s[4][4];  // row i of d, then its column transform (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
     for (int i = 0; i < 4; ++i) {
-      __m512 d[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-      for (int r = 0; r < nrun; ++r) {
-        const int64_t iy = 2 * run[r].ty + i - 1;
-        if (iy < 0 || iy >= h) continue;
-        const float* a = plane + iy * w + run[r].col;
-        const __m512 a0 = _mm512_maskz_loadu_ps(run[r].am[0], a);
-        const __m512 a1 = _mm512_maskz_loadu_ps(run[r].am[1], a + 16);
-        const __m512 b0 = _mm512_maskz_loadu_ps(run[r].bm[0], a + 2);
-        const __m512 b1 = _mm512_maskz_loadu_ps(run[r].bm[1], a + 18);
-        const __m512 e[4] = {_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1),
-                             _mm512_permutex2var_ps(b0, even, b1), _mm512_permutex2var_ps(b0, odd, b1)};
-        for (int j = 0; j < 4; ++j) d[j] = nrun == 1 ? e[j] : _mm512_mask_mov_ps(d[j], run[r].lane, e[j]);
+      __m512 d[4];
+      if (ONE) {
+        const int64_t iy = 2 * run[0].ty + i - 1;
+        const bool in = iy >= 0 && iy < h;
+        const float* a = plane + iy * w + run[0].col;
+        const __mmask16 k = in ? 0xFFFF : 0;
+        const __m512 a0 = _mm512_maskz_loadu_ps(am0 & k, a), a1 = _mm512_maskz_loadu_ps(am1 & k, a + 16);
+        const __m512 b0 = _mm512_maskz_loadu_ps(bm0 & k, a + 2), b1 = _mm512_maskz_loadu_ps(bm1 & k, a + 18);
+        d[0] = _mm512_permutex2var_ps(a0, even, a1);
+        d[1] = _mm512_permutex2var_ps(a0, odd, a1);
+        d[2] = _mm512_permutex2var_ps(b0, even, b1);
+        d[3] = _mm512_permutex2var_ps(b0, odd, b1);
+      } else {
+        d[0] = d[1] = d[2] = d[3] = _mm512_setzero_ps();
+        for (int r = 0; r < nrun; ++r) {
+          const int64_t iy = 2 * run[r].ty + i - 1;
+          if (iy < 0 || iy >= h) continue;
+          const float* a = plane + iy * w + run[r].col;
+          const __m512 a0 = _mm512_maskz_loadu_ps(run[r].am[0], a);
+          const __m512 a1 = _mm512_maskz_loadu_ps(run[r].am[1], a + 16);
+          const __m512 b0 = _mm512_maskz_loadu_ps(run[r].bm[0], a + 2);
+          const __m512 b1 = _mm512_maskz_loadu_ps(run[r].bm[1], a + 18);
+          const __mmask16 l = run[r].lane;
+          d[0] = _mm512_mask_mov_ps(d[0], l, _mm512_permutex2var_ps(a0, even, a1));
+          d[1] = _mm512_mask_mov_ps(d[1], l, _mm512_permutex2var_ps(a0, odd, a1));
+          d[2] = _mm512_mask_mov_ps(d[2], l, _mm512_permutex2var_ps(b0, even, b1));
+          d[3] = _mm512_mask_mov_ps(d[3], l, _mm512_permutex2var_ps(b0, odd, b1));
+        }
       }
       s[i][0] = _mm512_sub_ps(d[0], d[2]);
       s[i][1] = _mm512_add_ps(d[1], d[2]);
       s[i][2] = _mm512_sub_ps(d[2], d[1]);
       s[i][3] = _mm512_sub_ps(d[1], d[3]);
     }
-    float* o = v + ci * 16;
     for (int j = 0; j < 4; ++j) {
-      _mm512_store_ps(o + (0 * 4 + j) * estride, _mm512_sub_ps(s[0][j], s[2][j]));
-      _mm512_store_ps(o + (1 * 4 + j) * estride, _mm512_add_ps(s[1][j], s[2][j]));
-      _mm512_store_ps(o + (2 * 4 + j) * estride, _mm512_sub_ps(s[2][j], s[1][j]));
-      _mm512_store_ps(o + (3 * 4 + j) * estride, _mm512_sub_ps(s[1][j], s[3][j]));
+      _mm512_store_ps(v + (0 * 4 + j) * 16, _mm512_sub_ps(s[0][j], s[2][j]));
+      _mm512_store_ps(v + (1 * 4 + j) * 16, _mm512_add_ps(s[1][j], s[2][j]));
+      _mm512_store_ps(v + (2 * 4 + j) * 16, _mm512_sub_ps(s[2][j], s[1][j]));
+      _mm512_store_ps(v + (3 * 4 + j) * 16, _mm512_sub_ps(s[1][j], s[3][j]));
     }
   }
 }
@@ -177,20 +194,19 @@ static void wg_weights(float* u, const float* wt, int64_t oc, int64_t c) {
 }
 
 // the 16 GEMMs of MR output channels (U rows u + e * ustride, input channel k at u[r * c + k])
-// x NP panels of V (v + e * vstride + (q * c + k) * 16) -> m[r][q][e][16]
+// x NP panels of V (v + ((q * c + k) * 16 + e) * 16) -> m[r][q][e][16]
 template <int MR, int NP>
 __attribute__((target("avx512f")))
-static void wg_gemm(const float* u, int64_t ustride, const float* v, int64_t vstride, int64_t c,
-                    float* m) {
+static void wg_gemm(const float* u, int64_t ustride, const float* v, int64_t c, float* m) {
   for (int e = 0; e < 16; ++e) {
     __m512 acc[MR][NP];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
     const float* a = u + e * ustride;
-    const float* b = v + e * vstride;
+    const float* b = v + e * 16;
     for (int64_t k = 0; k < c; ++k) {
       __m512 bv[NP];
-      for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + (q * c + k) * 16);
+      for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + (q * c + k) * 256);
       for (int r = 0; r < MR; ++r) {
         const __m512 va = _mm512_set1_ps(a[r * c + k]);
         for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(va, bv[q], acc[r][q]);
@@ -202,15 +218,15 @@ static void wg_gemm(const float* u, int64_t ustride, const float* v, int64_t vst
 }
 
 template <int NP>
-static void wg_gemm_rows(int mr, const float* u, int64_t ustride, const float* v, int64_t vstride,
-                         int64_t c, float* m) {
+static void wg_gemm_rows(int mr, const float* u, int64_t ustride, const float* v, int64_t c,
+                         float* m) {
   switch (mr) {
-    case 1: wg_gemm<1, NP>(u, ustride, v, vstride, c, m); break;
-    case 2: wg_gemm<2, NP>(u, ustride, v, vstride, c, m); break;
-    case 3: wg_gemm<3, NP>(u, ustride, v, vstride, c, m); break;
-    case 4: wg_gemm<4, NP>(u, ustride, v, vstride, c, m); break;
-    case 5: wg_gemm<5, NP>(u, ustride, v, vstride, c, m); break;
-    default: wg_gemm<WG_MR, NP>(u, ustride, v, vstride, c, m); break;
+    case 1: wg_gemm<1, NP>(u, ustride, v, c, m); break;
+    case 2: wg_gemm<2, NP>(u, ustride, v, c, m); break;
+    case 3: wg_gemm<3, NP>(u, ustride, v, c, m); break;
+    case 4: wg_gemm<4, NP>(u, ustride, v, c, m); break;
+    case 5: wg_gemm<5, NP>(u, ustride, v, c, m); break;
+    default: wg_gemm<WG_MR, NP>(u, ustride, v, c, m); break;
   }
 }
 
@@ -286,11 +302,11 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
         const int64_t grp = i / rchunks, rc = i % rchunks;
         const int64_t p0 = grp * WG_NP, p1 = p0 + WG_NP < n_panels ? p0 + WG_NP : n_panels;
         const int np = (int)(p1 - p0);
-        const int64_t vstride = np * c * 16;
         if (built != grp) {
           for (int q = 0; q < np; ++q) {
             nrun[q] = wg_runs(p0 + q, tiles, tw, w, runs[q]);
-            wg_input(v + q * c * 16, vstride, src, c, h, w, runs[q], nrun[q]);
+            if (nrun[q] == 1) wg_input<true>(v + q * c * 256, src, c, h, w, runs[q], 1);
+            else wg_input<false>(v + q * c * 256, src, c, h, w, runs[q], nrun[q]);
           }
           built = grp;
         }
@@ -300,10 +316,10 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
           const int mr = (int)((left + n - 1) / n);
           const float* ur = u + r * c;
           switch (np) {
-            case 1: wg_gemm_rows<1>(mr, ur, oc * c, v, vstride, c, m); break;
-            case 2: wg_gemm_rows<2>(mr, ur, oc * c, v, vstride, c, m); break;
-            case 3: wg_gemm_rows<3>(mr, ur, oc * c, v, vstride, c, m); break;
-            default: wg_gemm_rows<WG_NP>(mr, ur, oc * c, v, vstride, c, m); break;
+            case 1: wg_gemm_rows<1>(mr, ur, oc * c, v, c, m); break;
+            case 2: wg_gemm_rows<2>(mr, ur, oc * c, v, c, m); break;
+            case 3: wg_gemm_rows<3>(mr, ur, oc * c, v, c, m); break;
+            default: wg_gemm_rows<WG_NP>(mr, ur, oc * c, v, c, m); break;
           }
           for (int k = 0; k < mr; ++k)
             for (int q = 0; q < np; ++q)
