@@ -12,7 +12,9 @@ for the library's pool and onnxruntime's intra-op threads; then wall time). Repo
 medians / 10th percentiles in us. Writes ``bench/results/x86_fp32_winograd.json``.
 
 ``--model``: ResNet-20 (fp32 default build, 2 threads) end to end with the knob 0 vs 1 in
-one loaded library, interleaved (wall time); writes ``bench/results/x86_fp32_winograd_model.json``.
+one loaded library and onnxruntime, interleaved (wall time); writes
+``bench/results/x86_fp32_winograd_model.json`` (``--model --threads 1``: thread CPU time, all
+three at 1 thread, ``..._model_1t.json``).
 
     python bench/x86_fp32_winograd.py [--threads 1] [--repeats 200]
     python bench/x86_fp32_winograd.py --model [--repeats 200]
@@ -174,9 +176,28 @@ def layers_main(args) -> dict:
             "rows": rows}
 
 
+def _ort_model(module, inputs, threads: int):
+    """onnxruntime's session of ``module`` (as ``bench.tvm_cpu.ort_fp32_fn``, ``threads``
+    intra-op threads)."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.onnx")
+        torch.onnx.export(module, inputs, dynamo=True, verbose=False).save(path)
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
+    return lambda: sess.run(None, feed)
+
+
 def model_main(args) -> dict:
-    os.environ["TVM_NUM_THREADS"] = "2"
-    from bench.tvm_cpu import interleaved_times, median_p10, models, ort_fp32_fn
+    threads = args.threads if args.threads_given else 2
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from bench.tvm_cpu import interleaved_times, median_p10, models
 
     import torch
 
@@ -186,9 +207,10 @@ def model_main(args) -> dict:
     module = make().eval()
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         res = edgecc.compile(module, "host", example_inputs=inputs, progress=False,
-                             output_dir=os.path.join(d, "o"), target_options={"num_threads": 2})
+                             output_dir=os.path.join(d, "o"),
+                             target_options={"num_threads": threads})
         res.run(*inputs)
-        ort_fn = ort_fp32_fn(module, inputs)
+        ort_fn = _ort_model(module, inputs, threads)
     library = ctypes.CDLL(res._runner.library)  # the copy the runner loaded
     knob = ctypes.c_int32.in_dll(library, KNOB)
 
@@ -200,29 +222,35 @@ def model_main(args) -> dict:
 
     with torch.no_grad():
         times = interleaved_times({"knob 0": at(0), "knob 1": at(1), "ort": ort_fn},
-                                  args.repeats)
+                                  args.repeats, clock="cpu" if threads == 1 else "wall")
     knob.value = 0
     st = median_p10(times)
     base = st["knob 0"]["median_ms"]
     for k, s in st.items():
         print(f"resnet20 {k:<8}{s['median_ms']:8.3f} ms (p10 {s['p10_ms']:.3f}) "
               f"{s['median_ms'] / base:5.2f}x of knob 0, {s['median_ms'] / st['ort']['median_ms']:5.2f}x of ort")
-    print(f"\n2 threads, wall, medians of interleaved rounds; load {os.getloadavg()[0]:.1f}")
+    clock = "thread CPU" if threads == 1 else "wall"
+    print(f"\n{threads} thread(s), {clock} time, medians of interleaved rounds; "
+          f"load {os.getloadavg()[0]:.1f}")
     return {"benchmark": "ResNet-20 fp32 end to end, edgecc_x86_fp32_winograd 0 vs 1",
-            "input": shape, "threads": 2, "repeats": args.repeats,
+            "input": shape, "threads": threads, "clock": clock, "repeats": args.repeats,
             "load_average": os.getloadavg()[0], "times": st}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="layers: 1 (default); --model: 2 (default)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--model", action="store_true", help="ResNet-20 end to end instead")
     args = parser.parse_args()
+    args.threads_given = args.threads is not None
+    args.threads = args.threads or 1
     if not args.model:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
     out = model_main(args) if args.model else layers_main(args)
-    name = "x86_fp32_winograd_model.json" if args.model else "x86_fp32_winograd.json"
+    name = (f"x86_fp32_winograd_model{'_1t' if args.threads_given and args.threads == 1 else ''}"
+            ".json" if args.model else "x86_fp32_winograd.json")
     path = os.path.join(ROOT, "bench", "results", name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
