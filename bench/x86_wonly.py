@@ -4,6 +4,7 @@ MiniLM and SmolLM2-135M against a float32 matmul of the same (dequantized) weigh
 
     python bench/x86_wonly.py [--repeats 20] [--gptq] [--skip-model] [--skip-kernel]
                               [--models bert,gpt2,minilm] [--threads 2] [--gemm]
+                              [--rows 48,0]
 
 Models (issue 18 goal 4: w4a16 <= fp32): BERT / GPT-2 4x256 at 1x128 tokens and
 all-MiniLM-L6-v2's shape (16x64 tokens) as ``bench/tvm_cpu`` builds them (random weights),
@@ -20,6 +21,10 @@ what the fp32 build runs) on the same dequantized weights, per linear shape of t
 (rows M = tokens), with ``--threads`` as above; outputs compared. GFLOP/s = 2·M·K·N / time:
 with ``--threads 1`` compare it with the core's FMA peak (Zen 4, one 512-bit FMA a cycle:
 about 115 GFLOP/s on this machine's ~3.6 GHz core; Sapphire Rapids, two: ~2x that a GHz).
+
+``--rows 48,0``: w4a16 also with the kernel library's ``edgecc_x86_wonly_rows`` (rows per
+prefill pool item; 0: whole panels) at each value, interleaved with the rest in the same
+process and library (``--gemm``: asserts every value gives the same bits).
 
 Kernel: ``edgecc_x86_wlinear`` called directly (shared library, serial: no TVM thread
 pool) for int4 g32 / int4 g32 + offset (Q4_1) / int8 g32 (Q8_0), beside numpy's float32
@@ -116,7 +121,27 @@ def timed(fns: dict, repeats: int, threads: int) -> dict:
     return {k: (v["median_ms"], v["p10_ms"]) for k, v in median_p10(times).items()}
 
 
-def gemm_rows(repeats: int, threads: int) -> list[dict]:
+def knob(name: str, library: str):
+    """The ``int64_t`` global ``name`` of a loaded shared library (ctypes; the same
+    variable the library's code reads: dlopen returns the loaded copy)."""
+    import ctypes
+
+    return ctypes.c_int64.in_dll(ctypes.CDLL(library), name)
+
+
+def with_rows(fn, rows_knob, value: int):
+    """``fn`` run with ``edgecc_x86_wonly_rows`` set to ``value`` (restored after)."""
+    def run():
+        old = rows_knob.value
+        rows_knob.value = value
+        try:
+            fn()
+        finally:
+            rows_knob.value = old
+    return run
+
+
+def gemm_rows(repeats: int, threads: int, rows: list[int]) -> list[dict]:
     import subprocess
 
     import tvm
@@ -133,8 +158,9 @@ def gemm_rows(repeats: int, threads: int) -> list[dict]:
                        capture_output=True)
     sgemm = tvm_ffi.load_module(so)[x86_fp32.SGEMM]
     wlinear = tvm_ffi.load_module(x86_wonly.shared_library())[x86_wonly.LINEAR]
+    rows_knob = knob("edgecc_x86_wonly_rows", x86_wonly.shared_library())
     rng = np.random.default_rng(0)
-    rows = []
+    out_rows = []
     for name, (m, k, n) in GEMMS.items():
         x = rng.normal(size=(m, k)).astype(np.float32)
         q = rng.integers(-8, 8, (n, k))
@@ -151,10 +177,19 @@ def gemm_rows(repeats: int, threads: int) -> list[dict]:
             x, x86_fp32.pack_panels(np.ascontiguousarray(w.T)), bias,
             np.array([m, k, n], np.int64), np.array([-np.inf, np.inf], np.float32))]
         out_w, out_s = (tvm.runtime.tensor(np.zeros((m, n), np.float32)) for _ in range(2))
-        ms = timed({"w4a16": lambda: wlinear(*t, out_w), "fp32": lambda: sgemm(*s, out_s)},
-                   repeats, threads)
+        fns = {"w4a16": lambda: wlinear(*t, out_w), "fp32": lambda: sgemm(*s, out_s)}
+        fns.update({f"rows={r}": with_rows(fns["w4a16"], rows_knob, r) for r in rows})
+        ms = timed(fns, repeats, threads)
         ref = out_s.numpy()
-        rows.append({"shape": name, "M": m, "K": k, "N": n,
+        outs = {}
+        for r in rows:  # every split gives the same bits
+            fns[f"rows={r}"]()
+            outs[r] = out_w.numpy().copy()
+        fns["w4a16"]()
+        assert all(np.array_equal(o, out_w.numpy()) for o in outs.values()), name
+        out_rows.append({"shape": name, "M": m, "K": k, "N": n,
+                     **{f"w4a16_rows{r}_vs_fp32": round(ms[f"rows={r}"][0] / ms["fp32"][0], 3)
+                        for r in rows},
                      "w4a16_ms": round(ms["w4a16"][0], 4), "fp32_ms": round(ms["fp32"][0], 4),
                      "w4a16_p10_ms": round(ms["w4a16"][1], 4),
                      "fp32_p10_ms": round(ms["fp32"][1], 4),
@@ -164,10 +199,17 @@ def gemm_rows(repeats: int, threads: int) -> list[dict]:
                      "max_rel_diff": float(np.abs(out_w.numpy() - ref).max()
                                            / np.abs(ref).max()),
                      "weight_bytes_vs_fp32": round(packed.nbytes / (4 * n * k), 4)})
-    return rows
+    return out_rows
 
 
-def model_rows(names: list[str], repeats: int, threads: int, gptq: bool) -> list[dict]:
+def _library(fn) -> str:
+    """The model library ``bench.tvm_cpu.edgecc_fn``'s callable runs (its ``res``)."""
+    res = fn.__closure__[fn.__code__.co_freevars.index("res")].cell_contents
+    return res._runner.library
+
+
+def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
+               knob_rows: list[int] = ()) -> list[dict]:
     from bench.tvm_cpu import calibration, edgecc_fn, models
     from bench.tvm_cpu import _edgecc_fn_info as info
 
@@ -186,11 +228,16 @@ def model_rows(names: list[str], repeats: int, threads: int, gptq: bool) -> list
             fns[name], _ = edgecc_fn(module, inputs, pipeline, calib, num_threads=threads)
             wonly = (info.get("integer_kernels") or {}).get("weight_only") or {}
             facts[name] = {"compile_s": round(info["seconds"], 1), "weight_only": wonly}
+        if knob_rows:  # the same w4a16 library, its prefill split moved (same outputs)
+            rows_knob = knob("edgecc_x86_wonly_rows", _library(fns["w4a16"]))
+            for r in knob_rows:
+                fns[f"w4a16 rows={r}"] = with_rows(fns["w4a16"], rows_knob, r)
+                facts[f"w4a16 rows={r}"] = facts["w4a16"]
         ms = timed(fns, repeats, threads)
         wonly = facts["w4a16"]["weight_only"]
         ratio = wonly.get("weight_only_bytes", 0) / max(1, wonly.get("float32_weight_bytes", 0))
         assert wonly.get("weight_only_layers") and ratio < 1 / 6, (model, wonly)
-        for name in builds:
+        for name in fns:
             w = facts[name]["weight_only"]
             rows.append({"model": f"{model} {shape}", "build": name,
                          "latency_ms": round(ms[name][0], 3), "p10_ms": round(ms[name][1], 3),
@@ -214,10 +261,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemm", action="store_true",
                     help="the kernel against edgecc's fp32 GEMM per linear shape of the models")
+    ap.add_argument("--rows", default="",
+                    help="also w4a16 with edgecc_x86_wonly_rows at these values (0: whole "
+                         "panels), interleaved with the default (--gemm and the models)")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                      "x86_wonly.json"))
     args = ap.parse_args()
     out = {"load_average": os.getloadavg(), "repeats": args.repeats, "threads": args.threads}
+    rows = [int(v) for v in args.rows.split(",")] if args.rows else []
     if not args.skip_kernel:
         out["kernel"] = kernel_rows(args.repeats)
         print(f"{'shape':<24}{'format':<18}{'kernel ms':>10}{'numpy ms':>10}{'kern GB/s':>10}"
@@ -228,7 +279,7 @@ def main() -> int:
                   f"{r['weight_bytes'] / r['fp32_bytes']:>11.3f}")
     clock = "CPU time of the calling thread" if args.threads == 1 else "wall clock"
     if args.gemm:
-        out["gemm"] = gemm_rows(args.repeats, args.threads)
+        out["gemm"] = gemm_rows(args.repeats, args.threads, rows)
         print(f"\n{'linear':<20}{'M x K x N':>18}{'w4a16 ms':>10}{'fp32 ms':>9}{'ratio':>7}"
               f"{'p10 ratio':>10}{'GFLOP/s w4a16 / fp32':>22}{'rel diff':>10}{'bytes/fp32':>11}")
         for r in out["gemm"]:
@@ -236,16 +287,17 @@ def main() -> int:
                   f"{r['fp32_ms']:>9.3f}{r['w4a16_vs_fp32']:>6.2f}x"
                   f"{r['w4a16_p10_ms'] / r['fp32_p10_ms']:>9.2f}x"
                   f"{r['w4a16_gflops']:>14.1f} /{r['fp32_gflops']:>6.1f}{r['max_rel_diff']:>10.1e}"
-                  f"{r['weight_bytes_vs_fp32']:>11.3f}")
+                  f"{r['weight_bytes_vs_fp32']:>11.3f}"
+                  + "".join(f"  rows={v}: {r[f'w4a16_rows{v}_vs_fp32']:.2f}x" for v in rows))
         print(f"ms per call ({clock}), {args.threads} thread(s); fp32 = edgecc_x86_sgemm on the "
               "dequantized weights; w4a16 = edgecc_x86_wlinear, int4 g32")
     if not args.skip_model:
         out["models"] = model_rows(args.models.split(","), args.repeats, args.threads,
-                                   args.gptq)
-        print(f"\n{'model':<22}{'build':<8}{'ms':>9}{'p10 ms':>9}{'vs fp32':>9}{'p10 vs':>8}"
+                                   args.gptq, rows)
+        print(f"\n{'model':<22}{'build':<14}{'ms':>9}{'p10 ms':>9}{'vs fp32':>9}{'p10 vs':>8}"
               f"{'weight bytes':>14}{'layers':>8}{'fallbacks':>10}")
         for r in out["models"]:
-            print(f"{r['model']:<22}{r['build']:<8}{r['latency_ms']:>9.2f}{r['p10_ms']:>9.2f}"
+            print(f"{r['model']:<22}{r['build']:<14}{r['latency_ms']:>9.2f}{r['p10_ms']:>9.2f}"
                   f"{r['vs_fp32']:>9.3f}{r['p10_vs_fp32']:>8.3f}{r['linear_weight_bytes']:>14,}"
                   f"{r['weight_only_layers']:>8}{r['float_fallbacks']:>10}")
         print(f"ms per call ({clock}), {args.threads} thread(s), interleaved rounds")

@@ -57,10 +57,17 @@ from the registers (0.96-1.02x, noise), FMAs with an embedded {1to16} broadcast 
 instead of one vbroadcastss a row (2.4x slower in a C probe). With both kernels at the FMA
 bound, w4a16's lead over fp32 on these compute-bound prefill shapes is only what the cold
 float32 weights cost fp32 (GPT-2 whole model, 1 thread: 0.95x); a float32 kernel gets no
-faster by unpacking int4 well. Also tried and reverted: prefill jobs of < 32 panels split into
-(panel, row block) pool items (for the two threads' balance): quiet, 2 threads pinned, on
-an Intel Xeon (standalone harness, interleaved) whole panels already ran 1.91-1.96x of one
-thread, and the split was 1.00-1.03x slower (panels re-dequantized where chunks start);
+faster by unpacking int4 well. Pool items (prefill, M > 4): a panel's rows in blocks of
+``edgecc_x86_wonly_rows`` (48, the fp32 GEMM's 4 x 12-row items of one 32-column panel
+group), panel-major, each thread dequantizing a panel once per run of its items on it. With
+whole panels as items (``edgecc_x86_wonly_rows = 0``, before 2026-11-30 s9) a MiniLM job was
+12 items of 0.22 ms (K = 384) or 0.88 ms (K = 1536) at 2 threads, the fp32 GEMM's 264 items of
+10-40 us: whichever thread drew the last panel ran alone for up to one item (the two vCPUs
+of this shared VM never run at the same speed), in the perf profile the caller's wait at the
+end of jobs (edgecc_pool_run) was 3x the fp32 build's. Same bits either way (each row's sums
+do not depend on the split), same CPU time at 1 thread (MiniLM's linears 0.97x of fp32 both).
+(On an Intel Xeon, quiet, 2 threads pinned, an earlier split of jobs under 32 panels was
+1.00-1.03x slower than whole panels, which already ran 1.91-1.96x of one thread there.)
 x packed 12 rows interleaved for K % 1024 == 0 (rows 4 KiB apart share an L1 set): 1.02-1.05x
 slower on Zen 4 where the in-place read was not slow (its slow spells, 74 vs 102 GFLOP/s at
 K = 1024, came and went with what ran before it in the process, for sgemm alike).
@@ -85,12 +92,23 @@ _HEAD = r"""
 
 """ + ffi_prelude(1 << 16) + r"""
 
+extern "C" {
+// rows of x per prefill pool item (M > 4): a job is (panel, row block) items, as the fp32
+// GEMM's (48-row blocks of a 32-column panel group), so the two threads' last items are
+// small; 0: whole panels (one item per panel of 32 outputs, every row). Weak: a bench or
+// test moves it at run time (ctypes) to A/B the split in one process.
+__attribute__((weak)) int64_t edgecc_x86_wonly_rows = 48;
+// calls whose prefill job was split into row blocks (tests: the path is taken)
+__attribute__((weak)) int64_t edgecc_x86_wonly_row_items = 0;
+}
+
 namespace {
 
 struct Args {
   const float* x; const uint8_t* codes; const void* s; const void* z; const void* o;
   const float* bias; float* out;
   int64_t M, K, N, G, NG, bits, zpg, hasoff, hasbias, sf16, of16;
+  int64_t rb, nrb;  // prefill pool items: rows per item, items per panel (M > SMALL_M)
 };
 
 // IEEE half -> float (exact), for the plain C++ path
@@ -226,25 +244,36 @@ static void micro_tail(const Args& a, const float* buf, int64_t m0, int64_t p, i
   micro<R>(a, buf, m0, p);
 }
 
-static void large_m(const Args& a, int64_t p0, int64_t p1) {
+// pool items i0 .. i1 of (panel i / nrb, rows rb * (i % nrb) ..), panel-major: a run of one
+// panel's items dequantizes it once into the thread's buffer (a chunk of the pool's items is
+// consecutive, so a panel is dequantized again only where a chunk starts: K x 32 weights,
+// ~0.2 cycles each, against rb x K x 32 / 16 FMA cycles)
+static void large_m(const Args& a, int64_t i0, int64_t i1) {
   float* buf = panel_buffer(a.K * 32);
-  for (int64_t p = p0; p < p1; ++p) {
-    for (int64_t g = 0; g < a.NG; ++g) {
-      V s[NV], z[NV], o[NV];
-      group_params(a, p, g, s, z, o);
-      const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
-      for (int64_t k = g * a.G; k < k1; ++k) {
-        V w[NV];
-        weights(a, p, k, s, z, o, w);
-        for (int v = 0; v < NV; ++v) STORE(buf + k * 32 + v * LANES, w[v]);
+  int64_t have = -1;  // the panel in buf
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t p = i / a.nrb, r0 = (i % a.nrb) * a.rb;
+    const int64_t r1 = r0 + a.rb < a.M ? r0 + a.rb : a.M;
+    if (p != have) {
+      for (int64_t g = 0; g < a.NG; ++g) {
+        V s[NV], z[NV], o[NV];
+        group_params(a, p, g, s, z, o);
+        const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
+        for (int64_t k = g * a.G; k < k1; ++k) {
+          V w[NV];
+          weights(a, p, k, s, z, o, w);
+          for (int v = 0; v < NV; ++v) STORE(buf + k * 32 + v * LANES, w[v]);
+        }
       }
+      have = p;
     }
-    int64_t m = 0;
-    for (; m + MR <= a.M; m += MR) micro<MR>(a, buf, m, p);
-    if (m < a.M) micro_tail<MR - 1>(a, buf, m, p, a.M - m);
+    int64_t m = r0;
+    for (; m + MR <= r1; m += MR) micro<MR>(a, buf, m, p);
+    if (m < r1) micro_tail<MR - 1>(a, buf, m, p, r1 - m);
   }
 }
 
+// items i0 .. i1: panels (decode, M <= SMALL_M) or (panel, row block) pairs (large_m)
 static void run(const Args& a, int64_t p0, int64_t p1) {
   if (a.M == 1) return small_m<1>(a, p0, p1);
   if (a.M == 2) return small_m<2>(a, p0, p1);
@@ -369,9 +398,11 @@ static float code(const Args& a, int64_t p, int64_t k, int j) {
   }
   return (float)reinterpret_cast<const int8_t*>(a.codes)[(p * a.K + k) * 32 + j];
 }
-static void run(const Args& a, int64_t p0, int64_t p1) {
-  for (int64_t p = p0; p < p1; ++p)
-    for (int64_t m = 0; m < a.M; ++m) {
+static void run(const Args& a, int64_t i0, int64_t i1) {  // items as large_m's
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t p = i / a.nrb, r0 = (i % a.nrb) * a.rb;
+    const int64_t r1 = r0 + a.rb < a.M ? r0 + a.rb : a.M;
+    for (int64_t m = r0; m < r1; ++m) {
       float acc[32] = {0};
       for (int64_t k = 0; k < a.K; ++k) {
         const int64_t at = (p * a.NG + k / a.G) * 32;
@@ -385,6 +416,7 @@ static void run(const Args& a, int64_t p0, int64_t p1) {
       }
       write_row(a, m, p, acc);
     }
+  }
 }
 }  // namespace scalar
 """
@@ -436,8 +468,13 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.NG = (a.K + a.G - 1) / a.G;
   const Kernel fn = pick(meta[8]);
   const int64_t panels = (a.N + 31) / 32;
+  // prefill (M > 4: the GEMV paths take M <= 2 / 4) in row blocks of edgecc_x86_wonly_rows
+  const int64_t rows = edgecc_x86_wonly_rows;
+  a.rb = a.M > 4 && rows > 0 && rows < a.M ? rows : a.M;
+  a.nrb = (a.M + a.rb - 1) / a.rb;
+  if (a.nrb > 1) __atomic_fetch_add(&edgecc_x86_wonly_row_items, 1, __ATOMIC_RELAXED);
   // jobs under SERIAL_WORK (2^16) weights run serially (waking the pool costs more)
-  parallel_for(panels, [&](int64_t b, int64_t e) { fn(a, b, e); },
+  parallel_for(panels * a.nrb, [&](int64_t b, int64_t e) { fn(a, b, e); },
                a.K * a.N * (a.M < 8 ? 1 : a.M / 8));
   return 0;
 }

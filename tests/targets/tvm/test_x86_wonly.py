@@ -128,6 +128,46 @@ def test_kernel_equals_dequantize_then_matmul(kernel, isa, fmt):
         assert np.any(np.abs(y - wrong) > bound)
 
 
+
+@pytest.mark.parametrize("isa", _isas())
+def test_prefill_row_blocks_give_the_same_bits_and_count(kernel, isa):
+    """Prefill (M > 4) pool items are (panel, block of ``edgecc_x86_wonly_rows`` rows), so
+    two threads' last items are small: every row block (0: whole panels, the split before;
+    5: not a multiple of the 12-row tile; 48: the default; the pool's two threads where TVM
+    has two) gives the same bits, and ``edgecc_x86_wonly_row_items`` counts the split calls
+    (a split that silently fell back to whole panels fails here)."""
+    import ctypes
+
+    from edgecc.targets.tvm import x86_wonly
+
+    lib = ctypes.CDLL(x86_wonly.shared_library())  # the copy the kernel fixture loaded
+    rows = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_rows")
+    calls = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_row_items")
+    assert rows.value == 48
+    rng = np.random.default_rng(11)
+    n, k = 200, 96  # 7 panels, the last partial
+    values, axis, block, w = _quantized(rng, n, "int4", k, 32, False, False)
+    packed, why = x86_wonly.plan(values, axis, block, "int4")
+    assert packed is not None, why
+    bias = rng.normal(size=n).astype(np.float32)
+    x = rng.normal(size=(301, k)).astype(np.float32)  # 7 x 301 x 96: a pooled job
+    out = {}
+    try:
+        for value in (0, 5, 48, 1000):
+            rows.value = value
+            before = calls.value
+            out[value] = _run(kernel, packed, x, bias, isa)
+            assert calls.value - before == (0 < value < 301), value
+    finally:
+        rows.value = 48
+    for value in (5, 48, 1000):
+        assert np.array_equal(out[value], out[0]), value
+    ref = x.astype(np.float64) @ w.T.astype(np.float64) + bias
+    bound = x86_wonly.error_bound(k) * (np.abs(x) @ np.abs(w).T + np.abs(bias))
+    assert np.all(np.abs(out[48] - ref) <= bound)
+    small = _run(kernel, packed, x[:4], bias, isa)  # decode rows stay whole panels
+    assert calls.value - before == 0 and np.array_equal(small, out[0][:4])
+
 def test_w4a16_reads_under_a_sixth_of_the_float32_weight_bytes():
     """Issue 18 goal 4: a w4a16 linear (int4, groups of 32, float32 scales, symmetric) reads
     its codes and scales only: 0.5 + 4/32 bytes a weight, under 1/6 of float32's 4."""
