@@ -267,6 +267,25 @@ def _select(draws, block=10):
                              clock=lambda: _FakeLibrary.clock[0])
 
 
+def test_block_size_reads_the_median_call_not_one_preempted_call():
+    """The calls per round come from the median of several timed calls: one slow call
+    (preempted under load) does not shrink the blocks."""
+    from edgecc.targets.tvm import end_to_end
+
+    ticks, durations = [0.0], iter([0.005, 0.001, 0.001, 0.001, 0.001, 0.001, 0.001])
+    state = {}
+
+    def call():
+        state["d"] = next(durations)
+
+    def clock():  # before a call: now; after it: now + its duration
+        if "d" in state:
+            ticks[0] += state.pop("d")
+        return ticks[0]
+
+    assert end_to_end.block_size(call, clock=clock) == round(end_to_end.ROUND_SECONDS / 0.001)
+
+
 def test_the_rule_keeps_the_default_unless_faster_beyond_the_noise():
     """Candidates with chosen timings: one that is not really faster (same speed, noisy and
     heavy-tailed, or under 30% noise; 1% faster; faster only while it is screened; slower) is
