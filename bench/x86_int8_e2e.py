@@ -10,7 +10,7 @@ allocation, the Python boundary). Prints int8 / fp32 for each column, writes
 
     python bench/x86_int8_e2e.py [--models resnet20,mobilenet_v2] [--repeats 60] [--calls]
 
-``--knob NAME=V`` adds the int8 build's whole call with the library's int64 ``NAME`` set to V
+``--knob NAME=V[,NAME2=V2]`` adds the int8 build's whole call with the library's int64 ``NAME`` set to V
 (2 and 1 thread, same rounds: an A/B of a kernel knob, e.g. ``edgecc_x86_int8_flip_copy=0``).
 ``--calls`` also prints each kernel call's 2-thread / 1-thread wall time (int8 build), i.e.
 which calls gain from the second thread. Not a goal measurement (bench/tvm_cpu.py is).
@@ -89,20 +89,22 @@ def measure(name: str, repeats: int, knob: str = "") -> dict:
         fns = {f"{label} {'whole' if whole else 'sum'} {t}t": column(label, t, whole)
                for whole in (True, False) for t in (THREADS, 1) for label in built}
         if knob:
-            symbol, value = knob.split("=")
             lib = ctypes.CDLL(built["int8"][0]._runner.library)
-            var = ctypes.c_int64.in_dll(lib, symbol)
-            default = var.value
+            knobs = [(ctypes.c_int64.in_dll(lib, k.split("=")[0]), int(k.split("=")[1]))
+                     for k in knob.split(",")]
+            defaults = [var.value for var, _ in knobs]
 
             def knobbed(t, whole=True):
                 run = column("int8", t, whole, "" if whole else "_knob")
 
                 def go():
-                    var.value = int(value)
+                    for var, value in knobs:
+                        var.value = value
                     try:
                         run()
                     finally:
-                        var.value = default
+                        for (var, _), default in zip(knobs, defaults):
+                            var.value = default
                 return go
             for t in (THREADS, 1):
                 fns[f"int8 whole {t}t knob"] = knobbed(t)

@@ -119,12 +119,13 @@ VBMI_INTERLEAVE = "edgecc_x86_int8_vbmi_interleave"  # () -> ... panels by one v
 CONV_BANDS = "edgecc_x86_int8_conv_bands"  # () -> conv calls pooled by bands of output rows
 FLIP_COPIES = "edgecc_x86_int8_flip_copies"  # () -> conv calls whose padded copy ran flip_row
 POST_ROWS = "edgecc_x86_int8_post_rows"  # () -> conv calls written back by post16_rows
+OC_SPLIT = "edgecc_x86_int8_oc_split"  # () -> conv calls pooled by (panel, 8 channels)
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, *AMX_SYMBOLS)  # every symbol the library exports
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -902,14 +903,16 @@ struct GemmDot {
 };
 
 template <bool UROWS>
-void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end) {
+void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end, int64_t r_begin = 0,
+                     int64_t r_end = INT64_MAX) {
   alignas(64) int32_t acc[128];
   const int rt = g.isa == ISA_AVX512VNNI ? 8 : 4;
   const int64_t ld = g.kq * 4;
+  if (r_end > g.n_rows) r_end = g.n_rows;
   for (int64_t p = p_begin; p < p_end; ++p) {
     const int8_t* panel = g.panels + p * g.kq * 64;
     const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
-    for (int64_t r = 0; r < g.n_rows; r += rt) {
+    for (int64_t r = r_begin; r < r_end; r += rt) {
       if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
 #if EDGECC_AVXVNNI
       else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
@@ -1207,6 +1210,15 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
+// edgecc_x86_int8_full_work 1: a VNNI convolution's pool-job size counts its write-back,
+// panels and padded copy besides its multiply-adds (0: multiply-adds only, as before; A/B).
+// edgecc_x86_int8_oc_split 1: a convolution of few panels pools (panel, 8 channels) items
+// (0: by panels only; A/B); counted per call in oc_split_calls.
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_full_work = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_oc_split = 1;
+int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
+std::atomic<int> oc_split_seen{0};
+
 // one row of the padded copy: dst[i] = src[i] ^ 0x80 (x + 128 as u8). A helper of its own:
 // inline in qconv the byte loop ran scalar, a byte a cycle, reloading its bound per byte (the
 // bound lives in qconv's frame, captured by its lambdas, and a char store may alias it) —
@@ -1298,7 +1310,11 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t unit = 16 / std::gcd(ow, (int64_t)16);  // output rows of whole panels
       const int64_t threads = edgecc_pool_size();
       const char* bands_env = getenv("EDGECC_X86_CONV_BANDS");  // "0": per panel (A/B)
-      const int64_t job_work = oc * kq * 4 * pix / dot_speed(isa);
+      // the job's work: the multiply-adds, plus (full_work) the write-back, the panels and the
+      // padded copy, which dominate small convolutions (1x1 on 8x8 / 4x4 maps, ResNet's 1x1
+      // stride-2 shortcuts, the stem: 4-15 us a call at 1 thread on Zen 4, serial before)
+      const int64_t job_work = oc * kq * 4 * pix / dot_speed(isa) + (edgecc_x86_int8_full_work
+          ? 6 * oc * pix + 2 * n_panels * kq * 64 + (direct ? 0 : 2 * c * hp * wp) : 0);
       // two bands a thread (one late thread costs less), fewer where a band's halo (the
       // (kh - 1)·dh input rows it shares with the next) would be over half its own rows
       // (8x8 maps: 2 bands of 4 rows, not 4 of 2), never fewer than one a thread
@@ -1383,6 +1399,22 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       }
       auto build_whole = [&](int64_t p) { build(p, whole); };
       if (amx_conv(g, build_whole, pix * kq * 4)) continue;  // AMX tiles where CPU and OS allow
+      // few panels (1x1 convolutions on 8x8 / 4x4 maps: 4 / 1): the panels built first, then
+      // pooled by (panel, 8 output channels) — by panels alone a 4x4 map cannot split at all
+      const int64_t row_tiles = (oc + 7) / 8;
+      if (edgecc_x86_int8_oc_split && isa == ISA_AVX512VNNI && threads > 1 &&
+          n_panels < 4 * threads && row_tiles >= 2 && job_work >= serial_work()) {
+        for (int64_t p = 0; p < n_panels; ++p) build_whole(p);
+        parallel_for(n_panels * row_tiles, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t p = i / row_tiles, t = i % row_tiles;
+            gemm_panels_dot<false>(g, p, p + 1, t * 8, t * 8 + 8);
+          }
+        }, job_work);
+        if (!oc_split_seen.load(std::memory_order_relaxed))
+          oc_split_seen.store(1, std::memory_order_relaxed);
+        continue;
+      }
       parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) {
           build_whole(p);
@@ -1396,6 +1428,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     if (used_interleave) __atomic_fetch_add(&vbmi_interleave, 1, __ATOMIC_RELAXED);
     if (post16_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&post16_calls, 1, __ATOMIC_RELAXED);
+    if (oc_split_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&oc_split_calls, 1, __ATOMIC_RELAXED);
     if (post_rows_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&post_rows_calls, 1, __ATOMIC_RELAXED);
     return 0;
@@ -1676,6 +1710,14 @@ __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_post_rows(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&post_rows_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls were pooled by (panel, 8 output channels) items
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_oc_split(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&oc_split_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -1,0 +1,73 @@
+"""The VNNI convolution of few panels (1x1 on 8x8 / 4x4 maps) pooled by (panel, 8 output
+channels) items: equal to the integer arithmetic bit for bit, pooled and serial, with the
+library's knob on and off, and taken (its counter grows per call) only while on and pooled."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
+
+POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
+
+# (input, weights' shape, zero point, stride, pad, dilation)
+CASES = (
+    ((1, 96, 4, 4), (80, 96, 1, 1), -7, (1, 1), (0, 0), (1, 1)),    # one panel, 10 row tiles
+    ((1, 32, 8, 8), (190, 32, 1, 1), 3, (1, 1), (0, 0), (1, 1)),    # 4 panels, a partial tile
+    ((1, 24, 4, 4), (20, 24, 3, 3), 9, (1, 1), (1, 1), (1, 1)),     # 3x3 padded, one panel
+)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_oc_split_equals_the_integer_arithmetic(tmp_path, monkeypatch):
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    rng = np.random.default_rng(11)
+    xs = [random_int8(rng, *c[0]) for c in CASES]
+    ws = [random_int8(rng, *c[1]) for c in CASES]
+    eps = [random_requant(rng, c[1][0]) for c in CASES]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
+                    for p, w, c, e in zip(params, ws, CASES, eps)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(module, path)
+    so = ctypes.CDLL(path)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_oc_split")
+    assert knob.value == 1  # on by default
+    split = lib.get_function(x86_int8.OC_SPLIT, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for on in (1, 0):
+            for value in (POOL, SERIAL):
+                knob.value, shift.value = on, value
+                before = split()
+                for _ in range(3):  # the items land on either thread in turn
+                    runs.append([o.numpy() for o in vm["main"](*args)])
+                want = 3 * len(CASES) if on and value == POOL else 0
+                assert split() - before == want, (on, value)
+    finally:
+        knob.value, shift.value = 1, 0
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
+        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for run in runs:
+            np.testing.assert_array_equal(run[i], want)
