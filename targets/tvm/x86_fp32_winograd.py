@@ -278,15 +278,21 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
                           const float* bias, const float* res, float* out, int64_t nb, int64_t c,
                           int64_t h, int64_t w, int64_t oc, float lo, float hi) {
   const int64_t tw = w / 2, tiles = (h / 2) * tw, pix = h * w;
-  const int64_t n_panels = (tiles + 15) / 16, groups = (n_panels + WG_NP - 1) / WG_NP;
+  // groups of 4 panels; maps of fewer than 8 panels in two groups (32->32 @16: 2 + 2), so two
+  // tasks need not transform the same input (a task transforms its group's input itself)
+  const int64_t n_panels = (tiles + 15) / 16;
+  const int64_t gp = n_panels >= 2 * WG_NP ? WG_NP : n_panels < 2 ? 1 : (n_panels + 1) / 2;
+  const int64_t groups = (n_panels + gp - 1) / gp;
   const float* u = packed;
   if (!u) {
     float* own = static_cast<float*>(scratch(4, 16 * oc * c * 4 + 64));
     wg_weights(own, wt, oc, c);
     u = own;
   }
-  int64_t rchunks = 1;  // as the direct same-size path: 8+ items where a chunk keeps 2 slices
-  while (groups * rchunks < 8 && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
+  // output-channel chunks (of 2+ slices) up to 4 items: each chunk of a group transforms the
+  // group's input again (64->64 @8, one panel: 4 chunks of 16 made it 40% more work each)
+  int64_t rchunks = 1;
+  while (groups * rchunks < 4 && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
   const int64_t rlen = (oc + rchunks - 1) / rchunks;
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * pix;
@@ -300,7 +306,7 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
       int64_t built = -1;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t grp = i / rchunks, rc = i % rchunks;
-        const int64_t p0 = grp * WG_NP, p1 = p0 + WG_NP < n_panels ? p0 + WG_NP : n_panels;
+        const int64_t p0 = grp * gp, p1 = p0 + gp < n_panels ? p0 + gp : n_panels;
         const int np = (int)(p1 - p0);
         if (built != grp) {
           for (int q = 0; q < np; ++q) {
