@@ -25,6 +25,11 @@ add was (the shortcut may be computed after the layer)::
 The counts (layers per kernel, fused bias / residual / clamp, layers left and why) are the
 manifest's ``lowering.x86_fp32`` (``RewriteStats.as_dict``).
 
+Same-size 3x3 convolutions that Winograd F(2x2, 3x3) can run (``x86_fp32_winograd.eligible``)
+carry its transformed weights after ``W`` in the same constant (``meta[15] = 1``): the kernel
+library's ``edgecc_x86_fp32_winograd`` (off by default, a tuning candidate) can send them there
+at run time without transforming the weights per call.
+
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
 asymmetric padding, grouped (not depthwise) or non-NCHW convolutions, other dtypes.

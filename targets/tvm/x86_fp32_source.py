@@ -107,8 +107,8 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 
 // and columns (PATH_CONV_S2_EVENS); 0: im2col panels (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
 // same-size 3x3 convolutions (stride 1, pad 1, even maps, 8+ input channels; AVX-512) through
-// Winograd F(2x2, 3x3) (PATH_CONV_WINOGRAD; x86_fp32_winograd.py): 1 where it measured faster,
-// 2 on any map size; 0 (the default): the direct paths. Not the same sums (within 1e-5
+// Winograd F(2x2, 3x3) (PATH_CONV_WINOGRAD; x86_fp32_winograd.py): 1; 0 (the default): the
+// direct paths. Not the same sums (within 1e-5
 // relative); a tuning candidate (end_to_end.KNOBS looks it up by this name, as int32)
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd = 0;
 }

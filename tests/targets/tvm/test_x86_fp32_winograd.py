@@ -65,7 +65,7 @@ SHAPES = [(16, 16, 32, 1), (32, 32, 16, 1), (64, 64, 8, 1), (16, 16, 32, 2), (24
 @pytest.mark.parametrize("c,oc,hw,batch", SHAPES)
 @pytest.mark.parametrize("residual,relu", [(False, False), (True, True), (False, True)])
 def test_winograd_matches_direct_and_torch(kernels, c, oc, hw, batch, residual, relu):
-    """Knob 2 (any map size): every call counted on path 16, within BOUND of the direct path
+    """Knob 1: every call counted on path 16, within BOUND of the direct path
     (knob 0, nothing counted) and of PyTorch float64, with bias, residual and ReLU fused."""
     h, w_ = (hw, hw) if isinstance(hw, int) else hw
     rng = np.random.default_rng(c * oc + h)
@@ -74,7 +74,7 @@ def test_winograd_matches_direct_and_torch(kernels, c, oc, hw, batch, residual, 
     b = rng.standard_normal(oc, np.float32)
     res = rng.standard_normal((batch, oc, h, w_), np.float32) if residual else None
     lo = 0.0 if relu else -np.inf
-    fast, n_fast = _conv_with(kernels, 2, x, w, b, pad=1, res=res, lo=lo)
+    fast, n_fast = _conv_with(kernels, 1, x, w, b, pad=1, res=res, lo=lo)
     direct, n_direct = _conv_with(kernels, 0, x, w, b, pad=1, res=res, lo=lo)
     assert (n_fast, n_direct) == (1, 0)
     ref = _torch_conv(x, w, b, 1, 1, res, lo=lo)
@@ -90,7 +90,7 @@ def test_ineligible_convolutions_fall_back(kernels):
         x = rng.standard_normal((1, c, h, h), np.float32)
         w = rng.standard_normal((16, c, 3, 3), np.float32)
         b = rng.standard_normal(16, np.float32)
-        out, calls = _conv_with(kernels, 2, x, w, b, stride=stride, pad=1)
+        out, calls = _conv_with(kernels, 1, x, w, b, stride=stride, pad=1)
         assert calls == 0
         assert np.array_equal(out, _conv_with(kernels, 0, x, w, b, stride=stride, pad=1)[0])
 
