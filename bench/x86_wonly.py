@@ -4,7 +4,7 @@ MiniLM and SmolLM2-135M against a float32 matmul of the same (dequantized) weigh
 
     python bench/x86_wonly.py [--repeats 20] [--gptq] [--skip-model] [--skip-kernel]
                               [--models bert,gpt2,minilm] [--threads 2] [--gemm]
-                              [--rows 48,0]
+                              [--knob edgecc_x86_wonly_rows --values 48,0]
 
 Models (issue 18 goal 4: w4a16 <= fp32): BERT / GPT-2 4x256 at 1x128 tokens and
 all-MiniLM-L6-v2's shape (16x64 tokens) as ``bench/tvm_cpu`` builds them (random weights),
@@ -22,9 +22,10 @@ what the fp32 build runs) on the same dequantized weights, per linear shape of t
 with ``--threads 1`` compare it with the core's FMA peak (Zen 4, one 512-bit FMA a cycle:
 about 115 GFLOP/s on this machine's ~3.6 GHz core; Sapphire Rapids, two: ~2x that a GHz).
 
-``--rows 48,0``: w4a16 also with the kernel library's ``edgecc_x86_wonly_rows`` (rows per
-prefill pool item; 0: whole panels) at each value, interleaved with the rest in the same
-process and library (``--gemm``: asserts every value gives the same bits).
+``--values 48,0``: w4a16 also with the kernel library's ``--knob`` (an ``int64_t`` global:
+``edgecc_x86_wonly_rows``, rows per prefill pool item, 0: whole panels; or
+``edgecc_x86_wonly_prefetch``, 1/0: the output prefetch) at each value, interleaved with the
+rest in the same process and library (``--gemm``: asserts every value gives the same bits).
 
 Kernel: ``edgecc_x86_wlinear`` called directly (shared library, serial: no TVM thread
 pool) for int4 g32 / int4 g32 + offset (Q4_1) / int8 g32 (Q8_0), beside numpy's float32
@@ -130,7 +131,7 @@ def knob(name: str, library: str):
 
 
 def with_rows(fn, rows_knob, value: int):
-    """``fn`` run with ``edgecc_x86_wonly_rows`` set to ``value`` (restored after)."""
+    """``fn`` run with the knob ``rows_knob`` set to ``value`` (restored after)."""
     def run():
         old = rows_knob.value
         rows_knob.value = value
@@ -141,7 +142,8 @@ def with_rows(fn, rows_knob, value: int):
     return run
 
 
-def gemm_rows(repeats: int, threads: int, rows: list[int]) -> list[dict]:
+def gemm_rows(repeats: int, threads: int, rows: list[int],
+              knob_name: str = "edgecc_x86_wonly_rows") -> list[dict]:
     import subprocess
 
     import tvm
@@ -158,7 +160,7 @@ def gemm_rows(repeats: int, threads: int, rows: list[int]) -> list[dict]:
                        capture_output=True)
     sgemm = tvm_ffi.load_module(so)[x86_fp32.SGEMM]
     wlinear = tvm_ffi.load_module(x86_wonly.shared_library())[x86_wonly.LINEAR]
-    rows_knob = knob("edgecc_x86_wonly_rows", x86_wonly.shared_library())
+    rows_knob = knob(knob_name, x86_wonly.shared_library())
     rng = np.random.default_rng(0)
     out_rows = []
     for name, (m, k, n) in GEMMS.items():
@@ -178,17 +180,17 @@ def gemm_rows(repeats: int, threads: int, rows: list[int]) -> list[dict]:
             np.array([m, k, n], np.int64), np.array([-np.inf, np.inf], np.float32))]
         out_w, out_s = (tvm.runtime.tensor(np.zeros((m, n), np.float32)) for _ in range(2))
         fns = {"w4a16": lambda: wlinear(*t, out_w), "fp32": lambda: sgemm(*s, out_s)}
-        fns.update({f"rows={r}": with_rows(fns["w4a16"], rows_knob, r) for r in rows})
+        fns.update({f"@{r}": with_rows(fns["w4a16"], rows_knob, r) for r in rows})
         ms = timed(fns, repeats, threads)
         ref = out_s.numpy()
         outs = {}
         for r in rows:  # every split gives the same bits
-            fns[f"rows={r}"]()
+            fns[f"@{r}"]()
             outs[r] = out_w.numpy().copy()
         fns["w4a16"]()
         assert all(np.array_equal(o, out_w.numpy()) for o in outs.values()), name
         out_rows.append({"shape": name, "M": m, "K": k, "N": n,
-                     **{f"w4a16_rows{r}_vs_fp32": round(ms[f"rows={r}"][0] / ms["fp32"][0], 3)
+                     **{f"w4a16_at{r}_vs_fp32": round(ms[f"@{r}"][0] / ms["fp32"][0], 3)
                         for r in rows},
                      "w4a16_ms": round(ms["w4a16"][0], 4), "fp32_ms": round(ms["fp32"][0], 4),
                      "w4a16_p10_ms": round(ms["w4a16"][1], 4),
@@ -209,7 +211,8 @@ def _library(fn) -> str:
 
 
 def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
-               knob_rows: list[int] = ()) -> list[dict]:
+               knob_rows: list[int] = (), knob_name: str = "edgecc_x86_wonly_rows"
+               ) -> list[dict]:
     from bench.tvm_cpu import calibration, edgecc_fn, models
     from bench.tvm_cpu import _edgecc_fn_info as info
 
@@ -229,10 +232,10 @@ def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
             wonly = (info.get("integer_kernels") or {}).get("weight_only") or {}
             facts[name] = {"compile_s": round(info["seconds"], 1), "weight_only": wonly}
         if knob_rows:  # the same w4a16 library, its prefill split moved (same outputs)
-            rows_knob = knob("edgecc_x86_wonly_rows", _library(fns["w4a16"]))
+            rows_knob = knob(knob_name, _library(fns["w4a16"]))
             for r in knob_rows:
-                fns[f"w4a16 rows={r}"] = with_rows(fns["w4a16"], rows_knob, r)
-                facts[f"w4a16 rows={r}"] = facts["w4a16"]
+                fns[f"w4a16 @{r}"] = with_rows(fns["w4a16"], rows_knob, r)
+                facts[f"w4a16 @{r}"] = facts["w4a16"]
         ms = timed(fns, repeats, threads)
         wonly = facts["w4a16"]["weight_only"]
         ratio = wonly.get("weight_only_bytes", 0) / max(1, wonly.get("float32_weight_bytes", 0))
@@ -261,14 +264,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemm", action="store_true",
                     help="the kernel against edgecc's fp32 GEMM per linear shape of the models")
-    ap.add_argument("--rows", default="",
-                    help="also w4a16 with edgecc_x86_wonly_rows at these values (0: whole "
-                         "panels), interleaved with the default (--gemm and the models)")
+    ap.add_argument("--knob", default="edgecc_x86_wonly_rows",
+                    help="the kernel library global --values moves")
+    ap.add_argument("--values", default="",
+                    help="also w4a16 with --knob at these values, interleaved with the "
+                         "default (--gemm and the models)")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                      "x86_wonly.json"))
     args = ap.parse_args()
     out = {"load_average": os.getloadavg(), "repeats": args.repeats, "threads": args.threads}
-    rows = [int(v) for v in args.rows.split(",")] if args.rows else []
+    rows = [int(v) for v in args.values.split(",")] if args.values else []
+    out["knob"] = args.knob
     if not args.skip_kernel:
         out["kernel"] = kernel_rows(args.repeats)
         print(f"{'shape':<24}{'format':<18}{'kernel ms':>10}{'numpy ms':>10}{'kern GB/s':>10}"
@@ -279,7 +285,7 @@ def main() -> int:
                   f"{r['weight_bytes'] / r['fp32_bytes']:>11.3f}")
     clock = "CPU time of the calling thread" if args.threads == 1 else "wall clock"
     if args.gemm:
-        out["gemm"] = gemm_rows(args.repeats, args.threads, rows)
+        out["gemm"] = gemm_rows(args.repeats, args.threads, rows, args.knob)
         print(f"\n{'linear':<20}{'M x K x N':>18}{'w4a16 ms':>10}{'fp32 ms':>9}{'ratio':>7}"
               f"{'p10 ratio':>10}{'GFLOP/s w4a16 / fp32':>22}{'rel diff':>10}{'bytes/fp32':>11}")
         for r in out["gemm"]:
@@ -288,12 +294,12 @@ def main() -> int:
                   f"{r['w4a16_p10_ms'] / r['fp32_p10_ms']:>9.2f}x"
                   f"{r['w4a16_gflops']:>14.1f} /{r['fp32_gflops']:>6.1f}{r['max_rel_diff']:>10.1e}"
                   f"{r['weight_bytes_vs_fp32']:>11.3f}"
-                  + "".join(f"  rows={v}: {r[f'w4a16_rows{v}_vs_fp32']:.2f}x" for v in rows))
+                  + "".join(f"  @{v}: {r[f'w4a16_at{v}_vs_fp32']:.2f}x" for v in rows))
         print(f"ms per call ({clock}), {args.threads} thread(s); fp32 = edgecc_x86_sgemm on the "
               "dequantized weights; w4a16 = edgecc_x86_wlinear, int4 g32")
     if not args.skip_model:
         out["models"] = model_rows(args.models.split(","), args.repeats, args.threads,
-                                   args.gptq, rows)
+                                   args.gptq, rows, args.knob)
         print(f"\n{'model':<22}{'build':<14}{'ms':>9}{'p10 ms':>9}{'vs fp32':>9}{'p10 vs':>8}"
               f"{'weight bytes':>14}{'layers':>8}{'fallbacks':>10}")
         for r in out["models"]:

@@ -132,7 +132,8 @@ def test_kernel_equals_dequantize_then_matmul(kernel, isa, fmt):
 @pytest.mark.parametrize("isa", _isas())
 def test_prefill_row_blocks_give_the_same_bits_and_count(kernel, isa):
     """Prefill (M > 4) pool items are (panel, block of ``edgecc_x86_wonly_rows`` rows), so
-    two threads' last items are small: every row block (0: whole panels, the split before;
+    two threads' last items are small: with or without the output prefetch
+    (``edgecc_x86_wonly_prefetch``), every row block (0: whole panels, the split before;
     5: not a multiple of the 12-row tile; 48: the default; the pool's two threads where TVM
     has two) gives the same bits, and ``edgecc_x86_wonly_row_items`` counts the split calls
     (a split that silently fell back to whole panels fails here)."""
@@ -160,13 +161,22 @@ def test_prefill_row_blocks_give_the_same_bits_and_count(kernel, isa):
             assert calls.value - before == (0 < value < 301), value
     finally:
         rows.value = 48
+    prefetch = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_prefetch")
+    assert prefetch.value == 1
+    try:  # the output lines prefetched before each tile (default) or not: same bits
+        prefetch.value = 0
+        unfetched = _run(kernel, packed, x, bias, isa)
+    finally:
+        prefetch.value = 1
+    assert np.array_equal(unfetched, out[48])
     for value in (5, 48, 1000):
         assert np.array_equal(out[value], out[0]), value
     ref = x.astype(np.float64) @ w.T.astype(np.float64) + bias
     bound = x86_wonly.error_bound(k) * (np.abs(x) @ np.abs(w).T + np.abs(bias))
     assert np.all(np.abs(out[48] - ref) <= bound)
+    before = calls.value
     small = _run(kernel, packed, x[:4], bias, isa)  # decode rows stay whole panels
-    assert calls.value - before == 0 and np.array_equal(small, out[0][:4])
+    assert calls.value == before and np.array_equal(small, out[0][:4])
 
 def test_w4a16_reads_under_a_sixth_of_the_float32_weight_bytes():
     """Issue 18 goal 4: a w4a16 linear (int4, groups of 32, float32 scales, symmetric) reads
