@@ -1313,8 +1313,11 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       // the job's work: the multiply-adds, plus (full_work) the write-back, the panels and the
       // padded copy, which dominate small convolutions (1x1 on 8x8 / 4x4 maps, ResNet's 1x1
       // stride-2 shortcuts, the stem: 4-15 us a call at 1 thread on Zen 4, serial before)
+      // (units fitted to Zen 4 1-thread times: an output 6, 16 written back as float (post16's
+      // vdivps), a panel byte 2, a copied byte 4 (the memset, the flip, strided panels))
       const int64_t job_work = oc * kq * 4 * pix / dot_speed(isa) + (edgecc_x86_int8_full_work
-          ? 6 * oc * pix + 2 * n_panels * kq * 64 + (direct ? 0 : 2 * c * hp * wp) : 0);
+          ? (e.requant ? 6 : 16) * oc * pix + 2 * n_panels * kq * 64 +
+            (direct ? 0 : 4 * c * hp * wp) : 0);
       // two bands a thread (one late thread costs less), fewer where a band's halo (the
       // (kh - 1)·dh input rows it shares with the next) would be over half its own rows
       // (8x8 maps: 2 bands of 4 rows, not 4 of 2), never fewer than one a thread

@@ -71,3 +71,62 @@ def test_oc_split_equals_the_integer_arithmetic(tmp_path, monkeypatch):
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
         for run in runs:
             np.testing.assert_array_equal(run[i], want)
+
+
+# small convolutions the default threshold pools only when the job size counts the write-back,
+# the panels and the copy (edgecc_x86_int8_full_work): ResNet-20's 1x1 stride-2 shortcuts
+# (banded) and MobileNetV2's 1x1 expansions on 8x8 maps (panel x channels items)
+SMALL = (
+    ((1, 16, 32, 32), (32, 16, 1, 1), 5, (2, 2), (0, 0), (1, 1)),
+    ((1, 24, 32, 32), (24, 24, 1, 1), -4, (2, 2), (0, 0), (1, 1)),
+    ((1, 32, 8, 8), (192, 32, 1, 1), 2, (1, 1), (0, 0), (1, 1)),
+)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch):
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    rng = np.random.default_rng(13)
+    xs = [random_int8(rng, *c[0]) for c in SMALL]
+    ws = [random_int8(rng, *c[1]) for c in SMALL]
+    eps = [random_requant(rng, c[1][0]) for c in SMALL]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
+                    for p, w, c, e in zip(params, ws, SMALL, eps)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(module, path)
+    so = ctypes.CDLL(path)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    assert ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2").value == 0
+    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_full_work")
+    assert knob.value == 1  # on by default
+    bands = lib.get_function(x86_int8.CONV_BANDS, query_imports=True)
+    split = lib.get_function(x86_int8.OC_SPLIT, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for on in (1, 0):
+            knob.value = on
+            b0, s0 = bands(), split()
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            assert (bands() - b0, split() - s0) == ((2, 1) if on else (0, 0)), on
+    finally:
+        knob.value = 1
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, SMALL, eps)):
+        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for run in runs:
+            np.testing.assert_array_equal(run[i], want)
