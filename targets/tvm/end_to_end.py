@@ -26,8 +26,8 @@ process with the target's thread count):
   the table is then one more whole-model candidate;
 * kernel variants (``KNOBS``): each variant switch of the kernels the model calls (the fp32
   convolution's Winograd path ``edgecc_x86_fp32_winograd``, its same-size 3x3 tiles,
-  per-task padded windows and stride-2 phase planes), one candidate per value other than the
-  library's default — a knob whose symbol the library lacks is skipped (``knob_candidates``);
+  per-task padded windows and stride-2 phase planes; the int8 convolution's pool splits),
+  one candidate per value other than the library's default — a knob whose symbol the library lacks is skipped (``knob_candidates``);
   the chosen value is linked as a load-time constructor that writes the knob
   (``settings_module``), and the manifest names it (``kernel variant <symbol> = <value>``).
 
@@ -62,7 +62,8 @@ candidates blocks for the screening and ``CONFIRM_ROUNDS`` x 2 for the confirmat
 being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's ``seconds`` is
 what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds). The
 kernel variants add ``ROUNDS`` blocks each to the screening (~0.8 s per value): on a CNN with
-the fp32 convolution, 5 values, ~4 s; none on a model without it.
+the fp32 convolution, 5 values, ~4 s; with the int8 one, 2 values, ~1.6 s; none on a model
+without them.
 
 The choice is recorded in the tuning cache beside MetaSchedule's records (``end_to_end.json``,
 keyed by the model, the target, the kernels' sources and the rule's version), so a second
@@ -154,8 +155,8 @@ class Knob:
     """A kernel-variant switch of an x86 kernel set: a global the kernels read on every call
     (so a loaded library runs either variant: the tuner sets it between candidates) with a
     default compiled into the kernels; a tuned build that chose another value links an
-    object whose constructor writes it (``settings_module``). ``values``: the candidates
-    besides the library's own default; ``kernels``: the calls it changes (measured only
+    object whose constructor writes it (``settings_module``). ``values``: the values it
+    may take (the library's own default among them is not measured again); ``kernels``: the calls it changes (measured only
     when the model makes one of them); ``ctype``: the global's C type, as the kernel source
     declares it."""
 
@@ -170,17 +171,22 @@ class Knob:
 
 
 # The fp32 convolution's variants (x86_fp32_source.py: every value computes the same sums,
-# except Winograd, which is within 1e-5 relative). A knob whose symbol the library lacks (an
-# older kernel set, a build without the x86 kernels) is skipped. Not here: the int8 kernels'
-# switches (EDGECC_X86_CONV_BANDS ...) are environment variables read per call, which a
-# build cannot link; the fp32 A/B-only switches (unpadded, im2col_tiles, dw_channels_width)
-# are the same tiles with a slower copy, never measured faster.
-FP32_CONV = ("edgecc_x86_sconv",)
+# except Winograd, which is within 1e-5 relative) and the int8 convolution's pool splits
+# (x86_int8_source.py: bit-identical). Each knob lists every value it may take: the
+# library's default among them is not measured again, so a knob whose default changes keeps
+# the other value as a candidate. A knob whose symbol the library lacks (an older kernel
+# set, a build without the x86 kernels) is skipped. Not here: switches read from environment
+# variables per call (EDGECC_X86_CONV_BANDS ...), which a build cannot link; the fp32
+# A/B-only switches (unpadded, im2col_tiles, dw_channels_width) are the same tiles with a
+# slower copy, never measured faster.
+FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
 KNOBS = (
-    Knob("edgecc_x86_fp32_winograd", "int32_t", (1,), FP32_CONV),
-    Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 2), FP32_CONV),
-    Knob("edgecc_x86_fp32_same3x3_window", "int64_t", (0,), FP32_CONV),
-    Knob("edgecc_x86_fp32_s2_phases", "int64_t", (0,), FP32_CONV),
+    Knob("edgecc_x86_fp32_winograd", "int32_t", (0, 1), FP32_CONV),
+    Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 1, 2), FP32_CONV),
+    Knob("edgecc_x86_fp32_same3x3_window", "int64_t", (0, 1), FP32_CONV),
+    Knob("edgecc_x86_fp32_s2_phases", "int64_t", (0, 1), FP32_CONV),
+    Knob("edgecc_x86_int8_full_work", "int64_t", (0, 1), INT8_CONV),
+    Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
 )
 
 

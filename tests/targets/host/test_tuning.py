@@ -213,6 +213,8 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     variants = record["variants"]
     assert "edgecc_x86_fp32_no_such_knob" in variants["skipped_missing_symbol"]
     assert "edgecc_x86_fp32_same3x3 = 0 (default 1)" in variants["measured"]
+    assert not any("int8" in v for v in variants["measured"])  # no int8 convolution here
+    assert not any(v.startswith("edgecc_x86_fp32_same3x3 = 1") for v in variants["measured"])
     assert record["chosen"] == "default, kernel variant edgecc_x86_fp32_same3x3 = 0", record
     settings = end_to_end.KernelSettings(**record["settings"])
     assert settings.knobs == (want,) and record["confirm"]["faster"]
