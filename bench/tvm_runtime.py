@@ -1,7 +1,13 @@
 """What a compiled CNN's call spends outside its kernels: edgecc's fp32 host build of each
 model, timed end to end (``CompileResult.run``, the runner, the bare VM function) against the
 sum of its kernels, each re-run alone with the arguments the VM passed it (a VM instrument
-records every call), and onnxruntime's session, all interleaved in one process, 2 threads.
+records every call), and onnxruntime's session, all interleaved in one process, 2 threads
+(``--threads 1``: one thread, each column the caller's CPU time). Zen 4 KVM, 1 thread, CPU
+time, under load (3.4), ResNet-20 (s9): res.run 844, runner 829, bare VM 815, in sequence 817,
+kernels 784 us (ort 817): ~15 us in ``CompileResult.run``, ~14 in the runner (the torch tensors
+in and out), ~31 between the VM and its kernels alone — the same in the Python replay, so
+caches between layers, not the VM's bytecode (perf: libtvm_runtime ~1.2% of the run's
+samples, ~10 us, with its 61 builtin calls).
 Also the VM's calls by kind (hand-written x86 kernels, TVM-generated kernels, VM builtins) and
 the same run with every hand-written job serial (``edgecc_x86_serial_work_log2`` = 63: what
 the pool buys). Prints a table, writes ``bench/results/tvm_runtime.json``.
@@ -46,7 +52,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
+import bench.tvm_cpu  # noqa: E402
 from bench.tvm_cpu import models, ort_fp32_fn  # noqa: E402
+
+
+def _threads_option() -> int:
+    """``--threads N`` read before TVM starts (its pool takes TVM_NUM_THREADS at first use)."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return THREADS
+
+
+THREADS = _threads_option()
+os.environ["TVM_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(THREADS)
+bench.tvm_cpu.THREADS = THREADS  # onnxruntime's intra-op threads (bench.tvm_cpu._ort_options)
+# one thread: the calling thread's CPU time (what the call costs, not what the load leaves of
+# it); more: wall time (the pool's threads work for the caller)
+CLOCK = time.thread_time if THREADS == 1 else time.perf_counter
 from bench.vm_calls import kernel_calls  # noqa: E402
 
 import torch  # noqa: E402
@@ -103,15 +128,15 @@ def measure(name, rounds):
             for _ in range(3):
                 fn()
             for _ in range(10):
-                t = time.perf_counter()
+                t = CLOCK()
                 fn()
-                times[k].append((time.perf_counter() - t) * 1e3)
+                times[k].append((CLOCK() - t) * 1e3)
         for i, (func, _, a) in enumerate(calls):
             func(*a)
             for _ in range(3):
-                t = time.perf_counter()
+                t = CLOCK()
                 func(*a)
-                kernels[i].append((time.perf_counter() - t) * 1e3)
+                kernels[i].append((CLOCK() - t) * 1e3)
     row = {"model": name, "input": shape, **{k: statistics.median(v) for k, v in times.items()}}
     per = [statistics.median(v) for v in kernels]
     row["kernels_ms"] = sum(per)
@@ -198,6 +223,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,mobilenet_v2,mobilenet_v2_224")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="TVM / kernel / onnxruntime threads (1: CPU time)")
     parser.add_argument("--pools", type=int, default=0, metavar="N",
                         help="one pool vs two, N fresh processes each (see the docstring)")
     parser.add_argument("--blocks", type=int, default=5, help="--pools: blocks of 10 calls")
@@ -222,13 +249,16 @@ def main() -> int:
         c = r["calls"]
         print(f"{r['model']:<18}" + "".join(f"{r[k]:>11.3f}" for k in cols)
               + f"   {c['x86']}/{c['tvm']}/{c['builtin']:<14}{r['load_average']:.1f}")
-    print(f"ms, medians of interleaved rounds, {THREADS} threads; kernels = sum of each VM call "
-          "re-run alone; in seq. = the VM's kernel calls replayed back to back from Python; "
-          "overhead = runner - kernels; all serial = every hand-written job serial")
+    print(f"ms, medians of interleaved rounds, {THREADS} thread(s), "
+          + ("the caller's CPU time" if THREADS == 1 else "wall time")
+          + "; kernels = sum of each VM call re-run alone; in seq. = the VM's kernel calls "
+          "replayed back to back from Python; overhead = runner - kernels; all serial = every "
+          "hand-written job serial")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "edgecc fp32 host call: kernels vs the runtime around them",
-                   "threads": THREADS, "rounds": args.rounds, "rows": rows}, f, indent=2)
+                   "threads": THREADS, "clock": CLOCK.__name__, "rounds": args.rounds,
+                   "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")
     return 0
 
