@@ -9,7 +9,8 @@ session of the same
 layer (conv [+ add] + relu, exported from PyTorch), all interleaved in rounds
 (``bench.tvm_cpu.interleaved_times``, the calling thread's CPU time) at 1 thread (``--threads``
 for the library's pool and onnxruntime's intra-op threads; then wall time). Reports
-medians / 10th percentiles in us. Writes ``bench/results/x86_fp32_winograd.json``.
+medians / 10th percentiles in us. Writes ``bench/results/x86_fp32_winograd.json``
+(``--threads N``: ``..._Nt.json``).
 
 ``--model``: ResNet-20 (fp32 default build, 2 threads) end to end with the knob 0 vs 1 in
 one loaded library and onnxruntime, interleaved (wall time); writes
@@ -250,7 +251,8 @@ def main() -> int:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
     out = model_main(args) if args.model else layers_main(args)
     name = (f"x86_fp32_winograd_model{'_1t' if args.threads_given and args.threads == 1 else ''}"
-            ".json" if args.model else "x86_fp32_winograd.json")
+            ".json" if args.model else
+            f"x86_fp32_winograd{'' if args.threads == 1 else f'_{args.threads}t'}.json")
     path = os.path.join(ROOT, "bench", "results", name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -293,10 +293,12 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
     wg_weights(own, wt, oc, c);
     u = own;
   }
-  // output-channel chunks (of 2+ slices) up to 4 items: each chunk of a group transforms the
-  // group's input again (64->64 @8, one panel: 4 chunks of 16 made it 40% more work each)
-  int64_t rchunks = 1;
-  while (groups * rchunks < 4 && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
+  // output-channel chunks (of 2+ slices) only until every pool thread has an item: the pool
+  // hands out 1-item chunks here, and each item transforms its group's input again (64->64
+  // @8, one panel, perf at 1 thread: the input transform is 16% of the call)
+  int64_t threads = edgecc_pool_size(), rchunks = 1;
+  if (edgecc_x86_num_tasks > 0 && edgecc_x86_num_tasks < threads) threads = edgecc_x86_num_tasks;
+  while (groups * rchunks < threads && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
   const int64_t rlen = (oc + rchunks - 1) / rchunks;
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * pix;
