@@ -24,8 +24,9 @@ about 115 GFLOP/s on this machine's ~3.6 GHz core; Sapphire Rapids, two: ~2x tha
 
 ``--values 48,0``: w4a16 also with the kernel library's ``--knob`` (an ``int64_t`` global:
 ``edgecc_x86_wonly_rows``, rows per prefill pool item, 0: whole panels; or
-``edgecc_x86_wonly_prefetch``, 1/0: the output prefetch) at each value, interleaved with the
-rest in the same process and library (``--gemm``: asserts every value gives the same bits).
+``edgecc_x86_wonly_prefetch``, 1/0: the output prefetch; several, comma-separated, with
+values such as ``0:0``) at each value, interleaved with the rest in the same process and
+library (``--gemm``: asserts every value gives the same bits).
 
 Kernel: ``edgecc_x86_wlinear`` called directly (shared library, serial: no TVM thread
 pool) for int4 g32 / int4 g32 + offset (Q4_1) / int8 g32 (Q8_0), beside numpy's float32
@@ -122,27 +123,34 @@ def timed(fns: dict, repeats: int, threads: int) -> dict:
     return {k: (v["median_ms"], v["p10_ms"]) for k, v in median_p10(times).items()}
 
 
-def knob(name: str, library: str):
-    """The ``int64_t`` global ``name`` of a loaded shared library (ctypes; the same
-    variable the library's code reads: dlopen returns the loaded copy)."""
+def knob(names: str, library: str) -> list:
+    """The ``int64_t`` globals ``names`` (comma-separated) of a loaded shared library
+    (ctypes; the variables the library's code reads: dlopen returns the loaded copy)."""
     import ctypes
 
-    return ctypes.c_int64.in_dll(ctypes.CDLL(library), name)
+    lib = ctypes.CDLL(library)
+    return [ctypes.c_int64.in_dll(lib, name) for name in names.split(",")]
 
 
-def with_rows(fn, rows_knob, value: int):
-    """``fn`` run with the knob ``rows_knob`` set to ``value`` (restored after)."""
+def with_rows(fn, knobs: list, value: str):
+    """``fn`` run with the ``knobs`` set to ``value`` (one int per knob, ``:``-separated;
+    restored after)."""
+    values = [int(v) for v in value.split(":")]
+    assert len(values) == len(knobs), (value, len(knobs))
+
     def run():
-        old = rows_knob.value
-        rows_knob.value = value
+        old = [k.value for k in knobs]
+        for k, v in zip(knobs, values):
+            k.value = v
         try:
             fn()
         finally:
-            rows_knob.value = old
+            for k, v in zip(knobs, old):
+                k.value = v
     return run
 
 
-def gemm_rows(repeats: int, threads: int, rows: list[int],
+def gemm_rows(repeats: int, threads: int, rows: list[str],
               knob_name: str = "edgecc_x86_wonly_rows") -> list[dict]:
     import subprocess
 
@@ -211,7 +219,7 @@ def _library(fn) -> str:
 
 
 def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
-               knob_rows: list[int] = (), knob_name: str = "edgecc_x86_wonly_rows"
+               knob_rows: list[str] = (), knob_name: str = "edgecc_x86_wonly_rows"
                ) -> list[dict]:
     from bench.tvm_cpu import calibration, edgecc_fn, models
     from bench.tvm_cpu import _edgecc_fn_info as info
@@ -265,15 +273,15 @@ def main() -> int:
     ap.add_argument("--gemm", action="store_true",
                     help="the kernel against edgecc's fp32 GEMM per linear shape of the models")
     ap.add_argument("--knob", default="edgecc_x86_wonly_rows",
-                    help="the kernel library global --values moves")
+                    help="the kernel library globals --values moves (comma-separated)")
     ap.add_argument("--values", default="",
-                    help="also w4a16 with --knob at these values, interleaved with the "
-                         "default (--gemm and the models)")
+                    help="also w4a16 with --knob at these values (one per knob, ':'-"
+                         "separated), interleaved with the default (--gemm and the models)")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                      "x86_wonly.json"))
     args = ap.parse_args()
     out = {"load_average": os.getloadavg(), "repeats": args.repeats, "threads": args.threads}
-    rows = [int(v) for v in args.values.split(",")] if args.values else []
+    rows = args.values.split(",") if args.values else []
     out["knob"] = args.knob
     if not args.skip_kernel:
         out["kernel"] = kernel_rows(args.repeats)

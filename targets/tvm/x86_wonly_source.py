@@ -57,9 +57,11 @@ from the registers (0.96-1.02x, noise), FMAs with an embedded {1to16} broadcast 
 instead of one vbroadcastss a row (2.4x slower in a C probe). With both kernels at the FMA
 bound, w4a16's lead over fp32 on these compute-bound prefill shapes is only what the cold
 float32 weights cost fp32 (GPT-2 whole model, 1 thread: 0.95x); a float32 kernel gets no
-faster by unpacking int4 well. Pool items (prefill, M > 4): a panel's rows in blocks of
-``edgecc_x86_wonly_rows`` (48, the fp32 GEMM's 4 x 12-row items of one 32-column panel
-group), panel-major, each thread dequantizing a panel once per run of its items on it. With
+faster by unpacking int4 well. Pool items (prefill, M >= 4 x 48): a panel's rows in blocks
+of ``edgecc_x86_wonly_rows`` (48, the fp32 GEMM's 4 x 12-row items of one 32-column panel
+group), panel-major, each thread dequantizing a panel once per run of its items on it
+(fewer rows, e.g. BERT / GPT-2's 128: whole panels, already small items; there a chunk
+starting inside a panel dequantized it again, and w4a16 read 1.05 vs 1.04x of fp32 at 1 thread). With
 whole panels as items (``edgecc_x86_wonly_rows = 0``, before 2026-11-30 s9) a MiniLM job was
 12 items of 0.22 ms (K = 384) or 0.88 ms (K = 1536) at 2 threads, the fp32 GEMM's 264 items of
 10-40 us: whichever thread drew the last panel ran alone for up to one item (the two vCPUs
@@ -93,9 +95,9 @@ _HEAD = r"""
 """ + ffi_prelude(1 << 16) + r"""
 
 extern "C" {
-// rows of x per prefill pool item (M > 4): a job is (panel, row block) items, as the fp32
-// GEMM's (48-row blocks of a 32-column panel group), so the two threads' last items are
-// small; 0: whole panels (one item per panel of 32 outputs, every row). Weak: a bench or
+// rows of x per prefill pool item (M >= 4 x this): a job is (panel, row block) items, as the
+// fp32 GEMM's (48-row blocks of a 32-column panel group), so the two threads' last items are
+// small; 0 (or M < 4 x this): whole panels (one item per panel of 32 outputs, every row). Weak: a bench or
 // test moves it at run time (ctypes) to A/B the split in one process.
 __attribute__((weak)) int64_t edgecc_x86_wonly_rows = 48;
 // calls whose prefill job was split into row blocks (tests: the path is taken)
@@ -489,8 +491,11 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   const Kernel fn = pick(meta[8]);
   const int64_t panels = (a.N + 31) / 32;
   // prefill (M > 4: the GEMV paths take M <= 2 / 4) in row blocks of edgecc_x86_wonly_rows
+  // where a panel has 4 or more of them (MiniLM's 1024 rows); fewer rows (BERT / GPT-2's
+  // 128) keep whole panels: their items are small already, and each chunk that starts inside
+  // a panel dequantizes it again (2.6% of a panel's work at M = 128)
   const int64_t rows = edgecc_x86_wonly_rows;
-  a.rb = a.M > 4 && rows > 0 && rows < a.M ? rows : a.M;
+  a.rb = a.M > 4 && rows > 0 && a.M >= 4 * rows ? rows : a.M;
   a.nrb = (a.M + a.rb - 1) / a.rb;
   if (a.nrb > 1) __atomic_fetch_add(&edgecc_x86_wonly_row_items, 1, __ATOMIC_RELAXED);
   // jobs under SERIAL_WORK (2^16) weights run serially (waking the pool costs more)
