@@ -20,7 +20,8 @@ those, over every kernel with a record, and ``outcome`` says it in a sentence â€
 schedule kept for all N kernels ..." when no candidate beat it; ``budget`` states the trial
 budget). Kernels that end up without a valid record keep edgecc's default schedule. On the
 host target ``end_to_end.tune_host`` then times the whole model: the untuned build, the tuned
-one and edgecc's kernel settings (per model and per call site), keeping the untuned build
+one, edgecc's kernel settings (per model and per call site) and the kernels' variant switches
+(``end_to_end.KNOBS``: e.g. the fp32 convolution's Winograd path), keeping the untuned build
 unless a candidate beats it beyond the measured noise (``end_to_end.verdict``).
 
 Two things make TVM 0.27's tuner usable on a small machine:
