@@ -1015,7 +1015,7 @@ int __tvm_ffi_edgecc_x86_sgemm(void*, const TVMFFIAny* args, int32_t num_args,
 // convolution (groups 1, NCHW / OIHW):
 //   out = clamp(W[OC][K] . im2col(x)[K][OH*OW] + bias (+ residual), lo, hi)
 // args: x, W [OC][C*KH*KW], bias [OC], meta = [N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH,
-// DW, OH, OW (, 1: W is followed by U[16][OC][C], the Winograd weights)], bounds,
+// DW, OH, OW (, 1: W is followed by U[OC][16][C], the Winograd weights)], bounds,
 // (residual [N][OC][OH][OW],) out
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
@@ -1047,7 +1047,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
                        && dh == 1 && dw == 1 && oh == h && ow == w;
   if (same3x3 && wg_eligible(edgecc_x86_fp32_winograd, c, h, w)) {
     ++path_calls[PATH_CONV_WINOGRAD];
-    // meta[15] == 1: the weights tensor carries U[16][OC][C] after W (the build's packing)
+    // meta[15] == 1: the weights tensor carries U[OC][16][C] after W (the build's packing)
     const bool packed = tensor_arg(args + 3)->shape[0] > 15 && meta[15] == 1;
     if (packed) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
     const float* wt = data<float>(args, 1);

@@ -24,7 +24,7 @@ to the output (bias, residual, clamp fused, masked stores). Tasks split groups x
 chunks as the direct path does.
 
 Weights: the build packs them for every eligible convolution whatever the knob
-(``x86_fp32._emit``: ``U[16][OC][C] = G g Gᵀ`` after ``W`` in the weights tensor, flagged by
+(``x86_fp32._emit``: ``U[OC][16][C] = G g Gᵀ`` after ``W`` in the weights tensor, flagged by
 ``meta[15] = 1``; 16/9 more weight bytes for those layers: ResNet-20 +1.7 MB), because the knob
 moves at run time and the transform per call measured 1.1 / 5 / 16 us on 16->16 @32 / 32->32
 @16 / 64->64 @8 against Winograd calls of 40 / 33 / 40 us (1 thread, bench/x86_fp32_winograd.py
@@ -64,7 +64,7 @@ def eligible(c: int, h: int, w: int, kernel: tuple, stride: tuple, pad: tuple, d
 
 
 def weights(w: np.ndarray) -> np.ndarray:
-    """``W[OC, C, 3, 3]`` float32 -> ``U[16, OC, C]`` = G g Gᵀ, in float32 with the kernel's
+    """``W[OC, C, 3, 3]`` float32 -> ``U[OC, 16, C]`` = G g Gᵀ, in float32 with the kernel's
     operations in its order (``wg_weights``: the per-call transform), so the two agree bit for
     bit."""
     g = np.ascontiguousarray(w, np.float32)
@@ -75,7 +75,7 @@ def weights(w: np.ndarray) -> np.ndarray:
         return np.stack([a0, half * ((a0 + a1) + a2), half * ((a0 - a1) + a2), a2], axis=axis)
 
     u = rows(rows(g, 2), 3)  # [OC, C, 4, 4]
-    return np.ascontiguousarray(u.reshape(*u.shape[:2], GRID).transpose(2, 0, 1), np.float32)
+    return np.ascontiguousarray(u.reshape(*u.shape[:2], GRID).transpose(0, 2, 1), np.float32)
 
 
 SOURCE = r"""
@@ -168,7 +168,7 @@ static void wg_input(float* v, const float* x, int64_t c, int64_t h, int64_t w,
   }
 }
 
-// U[e][co][ci] = G g Gᵀ of W[co][ci][3][3] (16 input channels a vector: one gather per tap)
+// U[co][e][ci] = G g Gᵀ of W[co][ci][3][3] (16 input channels a vector: one gather per tap)
 __attribute__((target("avx512f")))
 static void wg_weights(float* u, const float* wt, int64_t oc, int64_t c) {
   const __m512i idx = _mm512_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 99, 108, 117,
@@ -194,27 +194,34 @@ static void wg_weights(float* u, const float* wt, int64_t oc, int64_t c) {
             _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2])),
             t[i][2]};
         for (int j = 0; j < 4; ++j)
-          _mm512_mask_storeu_ps(u + ((i * 4 + j) * oc + co) * c + c0, m, r[j]);
+          _mm512_mask_storeu_ps(u + (co * 16 + i * 4 + j) * c + c0, m, r[j]);
       }
     }
 }
 
-// the 16 GEMMs of MR output channels (U rows u + e * ustride, input channel k at u[r * c + k])
-// x NP panels of V (v + ((q * c + k) * 16 + e) * 16) -> m[r][q][e][16]
+// the 16 GEMMs of MR output channels (U[co][e][ci] from row u: input channel k of row r at
+// u[(r * 16 + e) * c + k]) x NP panels of V (v + ((q * c + k) * 16 + e) * 16) -> m[r][q][e][16];
+// the next MR rows' U (contiguous after these) prefetched, 1/16 a GEMM: in a model's run U
+// comes from L3 (ResNet-20's are 1.7 MB), and its 16 blocks of one slice, 4 KiB apart for
+// 64 channels, are too many streams for the hardware prefetcher
 template <int MR, int NP>
 __attribute__((target("avx512f")))
-static void wg_gemm(const float* u, int64_t ustride, const float* v, int64_t c, float* m) {
+static void wg_gemm(const float* u, const float* v, int64_t c, float* m) {
+  const int64_t rs = 16 * c;  // U's row stride
+  const char* next = reinterpret_cast<const char*>(u + MR * rs);
+  const int64_t chunk = MR * c * 4;  // bytes of the next rows' U per GEMM
   for (int e = 0; e < 16; ++e) {
     __m512 acc[MR][NP];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
-    const float* a = u + e * ustride;
+    for (int64_t o = 0; o < chunk; o += 64) _mm_prefetch(next + e * chunk + o, _MM_HINT_T0);
+    const float* a = u + e * c;
     const float* b = v + e * 16;
     for (int64_t k = 0; k < c; ++k) {
       __m512 bv[NP];
       for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + (q * c + k) * 256);
       for (int r = 0; r < MR; ++r) {
-        const __m512 va = _mm512_set1_ps(a[r * c + k]);
+        const __m512 va = _mm512_set1_ps(a[r * rs + k]);
         for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(va, bv[q], acc[r][q]);
       }
     }
@@ -224,15 +231,14 @@ static void wg_gemm(const float* u, int64_t ustride, const float* v, int64_t c, 
 }
 
 template <int NP>
-static void wg_gemm_rows(int mr, const float* u, int64_t ustride, const float* v, int64_t c,
-                         float* m) {
+static void wg_gemm_rows(int mr, const float* u, const float* v, int64_t c, float* m) {
   switch (mr) {
-    case 1: wg_gemm<1, NP>(u, ustride, v, c, m); break;
-    case 2: wg_gemm<2, NP>(u, ustride, v, c, m); break;
-    case 3: wg_gemm<3, NP>(u, ustride, v, c, m); break;
-    case 4: wg_gemm<4, NP>(u, ustride, v, c, m); break;
-    case 5: wg_gemm<5, NP>(u, ustride, v, c, m); break;
-    default: wg_gemm<WG_MR, NP>(u, ustride, v, c, m); break;
+    case 1: wg_gemm<1, NP>(u, v, c, m); break;
+    case 2: wg_gemm<2, NP>(u, v, c, m); break;
+    case 3: wg_gemm<3, NP>(u, v, c, m); break;
+    case 4: wg_gemm<4, NP>(u, v, c, m); break;
+    case 5: wg_gemm<5, NP>(u, v, c, m); break;
+    default: wg_gemm<WG_MR, NP>(u, v, c, m); break;
   }
 }
 
@@ -277,7 +283,7 @@ static bool wg_eligible(int64_t knob, int64_t c, int64_t h, int64_t w) {
 }
 
 // out[b] = clamp(conv3x3(x[b], W) + bias (+ res[b]), lo, hi) through F(2x2, 3x3); ``packed``:
-// U[16][oc][c] from the build (x86_fp32_winograd.weights), else 0: transformed here
+// U[oc][16][c] from the build (x86_fp32_winograd.weights), else 0: transformed here
 static void winograd_conv(const float* x, const float* wt, const float* packed,
                           const float* bias, const float* res, float* out, int64_t nb, int64_t c,
                           int64_t h, int64_t w, int64_t oc, float lo, float hi) {
@@ -326,12 +332,12 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
         for (int64_t r = r0; r < r1;) {  // slices of balanced height (16: 6 + 5 + 5)
           const int64_t left = r1 - r, n = (left + WG_MR - 1) / WG_MR;
           const int mr = (int)((left + n - 1) / n);
-          const float* ur = u + r * c;
+          const float* ur = u + r * 16 * c;
           switch (np) {
-            case 1: wg_gemm_rows<1>(mr, ur, oc * c, v, c, m); break;
-            case 2: wg_gemm_rows<2>(mr, ur, oc * c, v, c, m); break;
-            case 3: wg_gemm_rows<3>(mr, ur, oc * c, v, c, m); break;
-            default: wg_gemm_rows<WG_NP>(mr, ur, oc * c, v, c, m); break;
+            case 1: wg_gemm_rows<1>(mr, ur, v, c, m); break;
+            case 2: wg_gemm_rows<2>(mr, ur, v, c, m); break;
+            case 3: wg_gemm_rows<3>(mr, ur, v, c, m); break;
+            default: wg_gemm_rows<WG_NP>(mr, ur, v, c, m); break;
           }
           for (int k = 0; k < mr; ++k)
             for (int q = 0; q < np; ++q)
