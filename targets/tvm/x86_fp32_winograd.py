@@ -48,6 +48,8 @@ Speed (bench/x86_fp32_winograd.py, 1 thread, thread CPU time, interleaved, Zen 4
 0.52-0.56x. The 16 GEMMs are ~65-70% of the time and run at about the FMA peak (65536 zmm FMAs
 a layer, ~18 us); the input / output transforms the rest (perf, 16->16 @32: 18% / 15%).
 ResNet-20 end to end, 1 thread: knob 1 0.72-0.75x of knob 0 and 0.77-0.80x of onnxruntime.
+Not eligible, measured: the 3-channel stem (3->16 @32: 16.5 vs 15.4 us direct, 1 thread, with
+the packed weights: the transforms do not pay for 3 input channels).
 """
 
 import numpy as np
