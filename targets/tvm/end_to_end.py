@@ -30,6 +30,12 @@ process with the target's thread count):
   one candidate per value other than the library's default — a knob whose symbol the library lacks is skipped (``knob_candidates``);
   the chosen value is linked as a load-time constructor that writes the knob
   (``settings_module``), and the manifest names it (``kernel variant <symbol> = <value>``).
+* the combination (``combination``, a greedy step after the screening): every compatible
+  setting of the candidates that beat the default there (Winograd together with a serial
+  threshold, the call-site table and another knob's value, ...) in one candidate, timed in a
+  combining pass with the default and the best single candidate; it takes that candidate's
+  place in the confirming pass when the rule finds it faster than the default with a lower
+  bound. The tuned build links every setting it holds, and the manifest names each.
 
 Per call site works by routing: the build's Relax module calls ``edgecc_site_<i>`` instead
 of the kernel ``edgecc_x86_<kind>`` at site ``i`` (``route_call_sites``, the last step of
@@ -63,7 +69,8 @@ being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's
 what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds). The
 kernel variants add ``ROUNDS`` blocks each to the screening (~0.8 s per value): on a CNN with
 the fp32 convolution, 5 values, ~4 s; with the int8 one, 2 values, ~1.6 s; none on a model
-without them.
+without them. The combining pass, when two or more candidates beat the default: ``ROUNDS`` x
+3 blocks (~2.4 s for a 1 ms model).
 
 The choice is recorded in the tuning cache beside MetaSchedule's records (``end_to_end.json``,
 keyed by the model, the target, the kernels' sources and the rule's version), so a second
@@ -98,7 +105,7 @@ SITE_GAIN = 0.05  # a call site takes an option that made its calls this much fa
 ROUND_SECONDS = 0.1  # timed calls per candidate and round: about this long, 3 to 200 calls
 MIN_CALLS, MAX_CALLS = 3, 200
 CACHE_FILE = "end_to_end.json"
-RULE_VERSION = 4  # in the cache key: choices made by an older rule are measured again
+RULE_VERSION = 5  # in the cache key: choices made by an older rule are measured again
 KERNEL_SOURCES = ("x86_fp32_source", "x86_int8_source", "x86_wonly_source",
                   "x86_attention_source", "x86_amx_source")
 KERNEL_PREFIX = "edgecc_x86_"
@@ -546,27 +553,89 @@ def _pooled(times: dict[str, list[list[float]]]) -> dict[str, float]:
     return {k: round(statistics.median(c for r in v for c in r), 4) for k, v in times.items()}
 
 
+def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], best: str
+                ) -> tuple[str, tuple[Any, KernelSettings], list[str]] | None:
+    """The greedy step after the screening: one candidate that takes every compatible
+    setting of the candidates that beat the default there (``best``, the rule's pick, and
+    each other whose median ratio was under 1 in all rounds but one — within the noise is
+    enough, the combination is measured by the rule itself), best bound first; a candidate
+    whose setting is already taken (another serial threshold, another value of the same
+    knob, a second call-site table) is left out. The call-site table brings its library
+    (the base build with wrappers, where the model-wide settings apply to the sites at
+    (0, 0)); the others share the base build. Returns ``(name, (library, settings),
+    components)``, or None when fewer than two candidates contribute."""
+    beat = sorted((k for k, v in verdicts.items()
+                   if k == best or (v["ratio"] < 1 and v["wins"] >= v["rounds"] - 1)),
+                  key=lambda k: (verdicts[k]["bound"], k))
+    fields: dict[str, Any] = {"serial_work_log2": 0, "num_tasks": 0, "sites": ()}
+    knobs: dict[str, int] = {}
+    base_lib = site_lib = None
+    parts: list[str] = []
+    for name in beat:
+        library, s = candidates[name]
+        if s.is_default:  # the tuned build alone: no setting to add (its library is the base)
+            continue
+        taken = [f for f in fields if getattr(s, f) and fields[f]]
+        taken += [k for k, _ in s.knobs if k in knobs]
+        if taken or (not s.sites and base_lib is not None and library is not base_lib):
+            continue
+        for f in fields:
+            if getattr(s, f):
+                fields[f] = getattr(s, f)
+        knobs.update(s.knobs)
+        if s.sites:
+            site_lib = library
+        else:
+            base_lib = library
+        parts.append(name)
+    if len(parts) < 2:
+        return None
+    settings = KernelSettings(**fields, knobs=tuple(knobs.items()))
+    name = f"{best.split(',')[0]}, {settings.describe()}"
+    return name, (site_lib or base_lib, settings), parts
+
+
 def select(candidates: Candidates, libraries: list[Any], inputs: list[Any], block: int,
            clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """The rule (module docstring) over ``candidates`` (``"default"`` among them): the
-    screening pass, then the confirming pass of the most promising faster candidate.
-    Returns ``chosen``, ``ms`` / ``confirm_ms`` (pooled medians), ``verdicts`` (the
-    screening's, per candidate) and ``confirm`` (the confirming pass's verdict)."""
+    screening pass; the combining pass (``combination``: the winners' settings together,
+    timed with the default and the best single candidate, ``ROUNDS`` rounds), where the
+    combination replaces the best single candidate when the rule finds it faster than the
+    default with a lower bound than that candidate's in the same pass; then the confirming
+    pass of the one picked. Returns ``chosen`` and its ``settings``, ``ms`` / ``confirm_ms``
+    (pooled medians; a combination's ``ms`` from the combining pass), ``verdicts`` (per
+    candidate; a combination's from the combining pass), ``combined`` (the combining pass,
+    None when there was nothing to combine) and ``confirm`` (the confirming pass's verdict)."""
     times = _time_rounds(candidates, libraries, inputs, ROUNDS, block, clock)
     verdicts = {k: verdict(times["default"], v) for k, v in times.items() if k != "default"}
+    ms = _pooled(times)
     faster = [k for k, v in verdicts.items() if v["faster"]]
-    chosen, confirm, confirmed = "default", None, None
+    chosen, confirm, confirmed, combined = "default", None, None, None
+    entries = dict(candidates)
     if faster:
         best = min(faster, key=lambda k: verdicts[k]["bound"])
-        confirm = _time_rounds({"default": candidates["default"], best: candidates[best]},
+        combo = combination(candidates, verdicts, best)
+        if combo is not None:
+            name, entry, parts = combo
+            trial = _time_rounds({"default": candidates["default"], best: candidates[best],
+                                  name: entry}, libraries, inputs, ROUNDS, block, clock)
+            pair = {k: verdict(trial["default"], trial[k]) for k in (best, name)}
+            won = pair[name]["faster"] and pair[name]["bound"] < pair[best]["bound"]
+            combined = {"candidate": name, "components": parts, "ms": _pooled(trial),
+                        "verdicts": pair, "replaces": best if won else None}
+            if won:
+                entries[name], verdicts[name], ms[name] = entry, pair[name], \
+                    _pooled(trial)[name]
+                best = name
+        confirm = _time_rounds({"default": entries["default"], best: entries[best]},
                                libraries, inputs, CONFIRM_ROUNDS, block, clock)
         confirmed = verdict(confirm["default"], confirm[best])
         if confirmed["faster"]:
             chosen = best
         confirmed["candidate"] = best
-    return {"chosen": chosen, "ms": _pooled(times),
+    return {"chosen": chosen, "settings": entries[chosen][1], "ms": ms,
             "confirm_ms": _pooled(confirm) if confirm else {},
-            "verdicts": verdicts, "confirm": confirmed}
+            "verdicts": verdicts, "combined": combined, "confirm": confirmed}
 
 
 def site_search(library: _Library, inputs: list[Any], block: int,
@@ -686,6 +755,7 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
         return {"chosen": "default", "tuned_kernels": False,
                 "settings": dataclasses.asdict(KernelSettings()), "ms": {}, "confirm_ms": {},
                 "default_ms": None, "chosen_ms": None, "verdicts": {}, "confirm": None,
+                "combined": None,
                 "sites": None, "variants": None, "rule": RULE,
                 "calls": {"rounds": 0, "per_round": 0, "confirm_rounds": 0},
                 "seconds": round(time.perf_counter() - start, 2)}
@@ -720,7 +790,7 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
         libs = list(libraries.values())
         picked = select(candidates, libs, inputs, block, clock)
         chosen = picked["chosen"]
-        settings = candidates[chosen][1]
+        settings = picked["settings"]
         for lib in libs:  # TVM keeps loaded libraries: leave their settings at default
             lib.set(KernelSettings())
     ms = picked["ms"]
@@ -728,9 +798,11 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
             "settings": dataclasses.asdict(settings), "ms": ms,
             "confirm_ms": picked["confirm_ms"], "default_ms": ms["default"],
             "chosen_ms": ms[chosen], "verdicts": picked["verdicts"],
-            "confirm": picked["confirm"], "sites": sites, "variants": variants, "rule": RULE,
+            "confirm": picked["confirm"], "combined": picked["combined"], "sites": sites,
+            "variants": variants, "rule": RULE,
             "calls": {"rounds": ROUNDS, "per_round": block, "site_rounds":
-                      SITE_ROUNDS if sites else 0, "confirm_rounds":
+                      SITE_ROUNDS if sites else 0,
+                      "combine_rounds": ROUNDS if picked["combined"] else 0, "confirm_rounds":
                       CONFIRM_ROUNDS if picked["confirm"] is not None else 0},
             "seconds": round(time.perf_counter() - start, 2)}
 
@@ -760,12 +832,17 @@ def tune_host(module: Any, target: Any, trials: int, *, root: str | None = None,
     calls = record["calls"]
     sites = record.get("sites")
     variants = record.get("variants")
+    combined = record.get("combined")
     stats["budget"] += (
         f"; then the whole model end to end: {len(record['ms'])} candidate(s) (the untuned "
         f"build among them), {calls['rounds']} interleaved rounds of {calls['per_round']} "
         "calls each"
         + (f", after a call-site search over {sites['sites']} call sites "
            f"({calls['site_rounds']} rounds per option)" if sites else "")
+        + (f", a combining pass of {calls['combine_rounds']} rounds (the default, the best "
+           f"single candidate and the combination of {len(combined['components'])} winners: "
+           f"{'chosen over it' if combined['replaces'] else 'not faster'})"
+           if calls.get("combine_rounds") and combined else "")
         + (f", {calls['confirm_rounds']} confirming rounds" if calls.get("confirm_rounds")
            else "")
         + (f" ({record['seconds']:.0f} s)" if record.get("seconds") else "")

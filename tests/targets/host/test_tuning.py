@@ -196,6 +196,7 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     monkeypatch.setattr(end_to_end, "KNOBS", (*end_to_end.KNOBS, missing))
     want = ("edgecc_x86_fp32_same3x3", 0)
     applied = [end_to_end.KernelSettings()]
+    threshold = 2  # SERIAL_SHIFTS: the other setting that wins, combined with the variant
     real_set = end_to_end._Library.set
 
     def set_and_note(self, settings):
@@ -205,8 +206,9 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     monkeypatch.setattr(end_to_end._Library, "set", set_and_note)
     ticks = [0.0]
 
-    def clock():  # each timed call: 0.5 ms with the wanted variant set, else 1 ms
-        ticks[0] += (0.0005 if want in applied[0].knobs else 0.001)
+    def clock():  # each timed call: 1 ms, x0.5 with the wanted variant, x0.9 at the threshold
+        ticks[0] += 0.001 * (0.5 if want in applied[0].knobs else 1) * (
+            0.9 if applied[0].serial_work_log2 == threshold else 1)
         return ticks[0]
 
     record = end_to_end.measure(module, target, None, False, clock=clock)
@@ -215,10 +217,21 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     assert "edgecc_x86_fp32_same3x3 = 0 (default 1)" in variants["measured"]
     assert not any("int8" in v for v in variants["measured"])  # no int8 convolution here
     assert not any(v.startswith("edgecc_x86_fp32_same3x3 = 1") for v in variants["measured"])
-    assert record["chosen"] == "default, kernel variant edgecc_x86_fp32_same3x3 = 0", record
+    # both winners, each faster alone in the screening, are combined: the combination (0.45x)
+    # beats the variant alone (0.5x) in the combining pass and is confirmed
+    single = "default, kernel variant edgecc_x86_fp32_same3x3 = 0"
+    assert record["verdicts"][single]["ratio"] == pytest.approx(0.5)
+    assert record["verdicts"][f"default, serial threshold x2^{threshold}"]["faster"]
+    combined = record["combined"]
+    assert combined["components"] == [single, f"default, serial threshold x2^{threshold}"]
+    assert record["chosen"] == combined["candidate"] == (
+        f"default, serial threshold x2^{threshold}, "
+        "kernel variant edgecc_x86_fp32_same3x3 = 0") and combined["replaces"] == single
     settings = end_to_end.KernelSettings(**record["settings"])
-    assert settings.knobs == (want,) and record["confirm"]["faster"]
-    assert record["verdicts"][record["chosen"]]["ratio"] == pytest.approx(0.5)
+    assert settings == end_to_end.KernelSettings(serial_work_log2=threshold, knobs=(want,))
+    assert record["confirm"]["faster"] and record["calls"]["combine_rounds"] == \
+        end_to_end.ROUNDS
+    assert record["verdicts"][record["chosen"]]["ratio"] == pytest.approx(0.45)
 
     outputs = {}
     for name, mod in (("default", module),
@@ -226,7 +239,10 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
         path = str(tmp_path / f"{name}.so")
         lowering.build(mod, target, path)
         library = end_to_end._Library(path, 2)
+        # every chosen setting is linked: the values the loaded library starts with
         assert library.knobs[want[0]][1] == (1 if name == "default" else 0), name
+        assert library.symbols["serial_work_log2"].value == (
+            0 if name == "default" else threshold), name
         outputs[name] = library.vm.run(x)[0].numpy()
     np.testing.assert_array_equal(outputs["tuned"], outputs["default"])
 
@@ -267,6 +283,72 @@ def _select(draws, block=10):
     candidates = {k: (lib, end_to_end.KernelSettings()) for k, lib in libraries.items()}
     return end_to_end.select(candidates, list(libraries.values()), [], block,
                              clock=lambda: _FakeLibrary.clock[0])
+
+
+class _SettingsLibrary:
+    """One library whose per-call time is ``draw(settings)`` for the settings last set (the
+    candidates differ only in them), on a fake clock."""
+
+    def __init__(self, draw):
+        from edgecc.targets.tvm.end_to_end import KernelSettings
+
+        self.draw, self.settings, self.vm = draw, KernelSettings(), self
+
+    def run(self, *inputs):
+        _FakeLibrary.clock[0] += self.draw(self.settings) / 1000
+
+    def set(self, settings):
+        self.settings = settings
+
+
+def test_a_combination_of_winners_is_chosen_only_when_it_wins():
+    """After the screening, the settings of the candidates that beat the default are
+    combined (one value per setting: the better of two values of one knob); the combination
+    is chosen when the rule finds it faster than the default and better than the best single
+    candidate, and not when it is slower (settings that do not add up); with nothing faster,
+    nothing is combined."""
+    import numpy as np
+
+    from edgecc.targets.tvm import end_to_end
+
+    rng = np.random.default_rng(1)
+    S = end_to_end.KernelSettings
+    wino, other = "edgecc_x86_fp32_winograd", "edgecc_x86_fp32_s2_phases"
+    settings = {"default": S(), "default, w1": S(knobs=((wino, 1),)),
+                "default, w2": S(knobs=((wino, 2),)), "default, shift": S(serial_work_log2=2),
+                "default, s2": S(knobs=((other, 0),))}
+
+    def pick(factors, together):
+        def draw(s):
+            value = dict(s.knobs).get(wino, 0)
+            parts = [factors["w1"] if value == 1 else factors["w2"] if value == 2 else 1,
+                     factors["shift"] if s.serial_work_log2 == 2 else 1,
+                     factors["s2"] if dict(s.knobs).get(other) == 0 else 1]
+            both = sum(p != 1 for p in parts) > 1
+            return (together if both else float(np.prod(parts))) * float(
+                np.exp(rng.normal(0, 0.02)))
+
+        library = _SettingsLibrary(draw)
+        candidates = {k: (library, v) for k, v in settings.items()}
+        return end_to_end.select(candidates, [library], [], 10,
+                                 clock=lambda: _FakeLibrary.clock[0])
+
+    wins = {"w1": 0.8, "w2": 0.85, "shift": 0.9, "s2": 1.1}
+    for trial in range(5):
+        picked = pick(wins, together=0.72)  # Winograd 1 and the threshold: 0.8 x 0.9
+        assert picked["combined"]["components"] == ["default, w1", "default, shift"], picked
+        assert picked["chosen"] == picked["combined"]["candidate"], picked
+        assert picked["settings"] == S(serial_work_log2=2, knobs=((wino, 1),))
+        assert picked["confirm"]["bound"] < 1 - end_to_end.MARGIN
+        assert picked["verdicts"][picked["chosen"]]["ratio"] == pytest.approx(0.72, abs=0.03)
+    for trial in range(5):  # together slower than the default: the best single one is kept
+        picked = pick(wins, together=1.05)
+        assert picked["combined"]["replaces"] is None, picked
+        assert picked["chosen"] == "default, w1" and picked["settings"] == S(knobs=((wino, 1),))
+        assert picked["combined"]["candidate"] not in picked["verdicts"]
+    picked = pick({"w1": 1.0, "w2": 1.01, "shift": 1.0, "s2": 1.1}, together=0.5)
+    assert picked["chosen"] == "default" and picked["combined"] is None, picked
+    assert picked["settings"] == S()
 
 
 def test_block_size_reads_the_median_call_not_one_preempted_call():
