@@ -182,6 +182,8 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     (a knob it lacks is skipped, and named in the record); on a clock that makes one variant
     faster, that variant is chosen, and the library built with the chosen settings runs it
     (its constructor wrote the knob) with the same outputs."""
+    import dataclasses
+
     import numpy as np
 
     from edgecc.frontend import trace
@@ -245,6 +247,16 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
             0 if name == "default" else threshold), name
         outputs[name] = library.vm.run(x)[0].numpy()
     np.testing.assert_array_equal(outputs["tuned"], outputs["default"])
+
+    # a combination holding the call-site table: the wrappers' library links the threshold
+    # and the knob's constructor too
+    both = dataclasses.replace(settings, sites=((end_to_end.SERIAL, 0),))
+    path = str(tmp_path / "sites.so")
+    lowering.build(end_to_end.with_kernel_settings(module, both), target, path)
+    library = end_to_end._Library(path, 2)
+    assert library.sites == 1 and list(library.table[0]) == [end_to_end.SERIAL]
+    assert library.knobs[want[0]][1] == 0 and library.symbols["serial_work_log2"].value == 2
+    np.testing.assert_array_equal(library.vm.run(x)[0].numpy(), outputs["default"])
 
     # a knob the kernel set lacks still links (a weak reference the constructor skips), and
     # a model without convolutions measures no convolution variant
