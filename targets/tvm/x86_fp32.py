@@ -26,9 +26,13 @@ The counts (layers per kernel, fused bias / residual / clamp, layers left and wh
 manifest's ``lowering.x86_fp32`` (``RewriteStats.as_dict``).
 
 Same-size 3x3 convolutions that Winograd F(2x2, 3x3) can run (``x86_fp32_winograd.eligible``)
-carry its transformed weights after ``W`` in the same constant (``meta[15] = 1``): the kernel
-library's ``edgecc_x86_fp32_winograd`` (off by default, a tuning candidate) can send them there
-at run time without transforming the weights per call.
+carry its transformed weights after ``W`` in the same constant (``meta[15] = 1``) when the
+module asks for them (``with_winograd_weights``: ``--tune`` measuring or having chosen the
+kernel library's ``edgecc_x86_fp32_winograd``, off by default): the knob then sends them there
+without transforming the weights per call. The default build does not carry them — they are
+16/9 of the eligible convs' weights (ResNet-20: +1.74 MB on a 1.1 MB model) that its kernels
+never read; switched on at run time in such a build, the kernel transforms per call (same
+outputs bit for bit, 1-16 us a call slower).
 
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
@@ -59,6 +63,18 @@ from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
 CACHE = "x86_fp32"
+WINOGRAD_WEIGHTS_ATTR = "edgecc_fp32_winograd_weights"
+
+
+def with_winograd_weights(module: Any) -> Any:
+    """``module`` whose build packs the Winograd weights of the eligible convolutions (module
+    docstring): a build that runs, or may run, with ``edgecc_x86_fp32_winograd`` = 1."""
+    return module.with_attr(WINOGRAD_WEIGHTS_ATTR, 1)
+
+
+def wants_winograd_weights(module: Any) -> bool:
+    """Whether ``module`` was marked by ``with_winograd_weights``."""
+    return int((module.attrs or {}).get(WINOGRAD_WEIGHTS_ATTR, 0) or 0) == 1
 
 
 def supported(target: Any) -> bool:
@@ -315,9 +331,10 @@ def _number(arg: Any) -> float:
     return float(getattr(value, "value", value))
 
 
-def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None) -> Any:
+def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None, winograd: bool = False) -> Any:
     """The kernel call for ``plan`` on input ``x`` (and ``residual``, the visited
-    ``plan.residual``, passed before the output: the kernels' 7-argument form)."""
+    ``plan.residual``, passed before the output: the kernels' 7-argument form); with
+    ``winograd``, an eligible convolution's constant carries the Winograd weights too."""
     from tvm import relax
 
     bias = plan.bias if plan.bias is not None else np.zeros(plan.channels, np.float32)
@@ -339,8 +356,8 @@ def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None) -> Any:
         weight = np.ascontiguousarray(plan.weight.reshape(oc, -1))
         if plan.kind == SCONV:
             meta = [nb, c, h, w, oc, *geometry]
-            if x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"], a["pad"],
-                                          a["dilation"], (oh, ow)):
+            if winograd and x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"],
+                                                       a["pad"], a["dilation"], (oh, ow)):
                 # the Winograd weights after W, flagged by meta[15] (edgecc_x86_fp32_winograd
                 # may be switched on at run time: x86_fp32_winograd's docstring)
                 meta.append(1)
@@ -381,7 +398,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
             counts["bias"] += plan.bias is not None
             counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
-        updates[gvar] = _mutate(module, func, analysis)
+        updates[gvar] = _mutate(module, func, analysis, wants_winograd_weights(module))
     stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
                          counts["clamp"], tuple(left), counts.get("powers", 0),
                          counts["residual"])
@@ -390,7 +407,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
     return with_rewritten_functions(module, updates, external_module()), stats
 
 
-def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
+def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool) -> Any:
     from tvm import relax
 
     # a plan's call is emitted where its last fused binding was (a residual may be computed
@@ -418,7 +435,7 @@ def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
                 super().visit_var_binding_(binding)
                 return
             residual = None if plan.residual is None else self.visit_expr(plan.residual)
-            new = _emit(self.builder_, plan, self.visit_expr(plan.x), residual)
+            new = _emit(self.builder_, plan, self.visit_expr(plan.x), residual, winograd)
             self.set_var_remap(plan.last, new)
 
     return Rewriter(module).visit_expr(func)

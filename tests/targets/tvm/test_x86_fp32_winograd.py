@@ -123,11 +123,14 @@ def test_packed_weights_equal_the_per_call_transform(kernels):
     assert np.array_equal(out.numpy(), own)
 
 
-def test_a_built_model_switches_at_run_time(tmp_path):
+@pytest.mark.parametrize("packed", [False, True], ids=["default-build", "packed-weights"])
+def test_a_built_model_switches_at_run_time(tmp_path, monkeypatch, packed):
     """A ResNet-style build (16->16 @32 with residual, 32->32 @16, 64->64 @8, a stride-2 conv
-    between) carries the packed weights; the knob moved between calls of the one loaded
-    library sends its 3 eligible convs through Winograd with the build's weights (paths 16
-    and 17: 3 calls a run at knob 1, none at 0), within 1e-5 of knob 0 and of PyTorch."""
+    between): the knob moved between calls of the one loaded library sends its 3 eligible
+    convs through Winograd (path 16: 3 calls a run at knob 1, none at 0), within 1e-5 of knob
+    0 and of PyTorch. The default build carries no Winograd weights (the kernel transforms per
+    call: path 17 stays at 0); a build marked ``with_winograd_weights`` (here: every module,
+    by patching the check the rewrite makes) uses its packed weights (path 17: 3 a run)."""
     import torch
     import torch.nn as nn
 
@@ -151,6 +154,8 @@ def test_a_built_model_switches_at_run_time(tmp_path):
     torch.manual_seed(0)
     m = Net().eval()
     x = torch.randn(1, 16, 32, 32)
+    if packed:
+        monkeypatch.setattr(x86_fp32, "wants_winograd_weights", lambda module: True)
     res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
                          output_dir=str(tmp_path / "o"))
     res.run(x)
@@ -167,5 +172,36 @@ def test_a_built_model_switches_at_run_time(tmp_path):
             counts[value] = (int(query(16)) - before[0], int(query(17)) - before[1])
     finally:
         knob.value = 0
-    assert counts == {1: (3, 3), 0: (0, 0)}
+    assert counts == {1: (3, 3 if packed else 0), 0: (0, 0)}
     assert _rel(outs[1], outs[0]) <= BOUND and _rel(outs[1], expected) <= BOUND
+
+
+def test_only_a_marked_module_carries_the_winograd_weights():
+    """``rewrite`` packs the Winograd weights after W (meta[15] = 1, the constant 1 + 16/9 of
+    W) only in a module marked by ``with_winograd_weights``; the default build's constants
+    are W alone (15 meta entries)."""
+    import torch
+    import torch.nn as nn
+
+    from tvm import relax
+
+    import edgecc
+
+    conv = nn.Conv2d(16, 16, 3, padding=1).eval()
+    program = edgecc.trace(conv, (torch.randn(1, 16, 8, 8),))
+    module = lowering.to_relax(program)
+    sizes = {}
+    for marked in (False, True):
+        source = x86_fp32.with_winograd_weights(module) if marked else module
+        assert x86_fp32.wants_winograd_weights(source) is marked
+        rewritten, stats = x86_fp32.rewrite(source)
+        assert stats.conv == 1
+        calls = [b.value for f in rewritten.functions.values() if isinstance(f, relax.Function)
+                 for blk in f.body.blocks for b in blk.bindings
+                 if isinstance(b.value, relax.Call) and isinstance(b.value.args[0],
+                                                                    relax.ExternFunc)]
+        (call,) = calls
+        consts = [a.value.numpy() for a in call.args[1].fields if hasattr(a, "value")]
+        weight, meta = consts[0], consts[2]
+        sizes[marked] = (weight.size, len(meta), int(meta[15]) if len(meta) > 15 else 0)
+    assert sizes == {False: (16 * 16 * 9, 15, 0), True: (16 * 16 * 9 + 16 * 16 * 16, 16, 1)}
