@@ -314,8 +314,9 @@ class _SettingsLibrary:
 
 
 def test_a_combination_of_winners_is_chosen_only_when_it_wins():
-    """After the screening, the settings of the candidates that beat the default are
-    combined (one value per setting: the better of two values of one knob); the combination
+    """After the screening, the settings of the candidates the rule found faster than the
+    default are combined (one value per setting: the better of two values of one knob; not
+    one faster only within the noise); the combination
     is chosen when the rule finds it faster than the default and better than the best single
     candidate, and not when it is slower (settings that do not add up); with nothing faster,
     nothing is combined."""
@@ -358,6 +359,9 @@ def test_a_combination_of_winners_is_chosen_only_when_it_wins():
         assert picked["combined"]["replaces"] is None, picked
         assert picked["chosen"] == "default, w1" and picked["settings"] == S(knobs=((wino, 1),))
         assert picked["combined"]["candidate"] not in picked["verdicts"]
+    # a setting faster only within the noise (0.99x) is not combined: Winograd alone
+    picked = pick({**wins, "shift": 0.99}, together=0.5)
+    assert picked["combined"] is None and picked["chosen"] == "default, w1", picked
     picked = pick({"w1": 1.0, "w2": 1.01, "shift": 1.0, "s2": 1.1}, together=0.5)
     assert picked["chosen"] == "default" and picked["combined"] is None, picked
     assert picked["settings"] == S()
