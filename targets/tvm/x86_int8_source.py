@@ -117,7 +117,7 @@ PERM_PANELS = "edgecc_x86_int8_perm_panels"  # () -> conv calls with panels by p
 POST16 = "edgecc_x86_int8_post16"  # () -> conv calls whose fused write-back ran post16
 VBMI_INTERLEAVE = "edgecc_x86_int8_vbmi_interleave"  # () -> ... panels by one vpermb a quad
 CONV_BANDS = "edgecc_x86_int8_conv_bands"  # () -> conv calls pooled by bands of output rows
-FLIP_COPIES = "edgecc_x86_int8_flip_copies"  # () -> conv calls whose padded copy ran flip_row
+FLIP_COPIES = "edgecc_x86_int8_flip_copies"  # () -> conv calls whose padded copy ran pad_rows
 POST_ROWS = "edgecc_x86_int8_post_rows"  # () -> conv calls written back by post16_rows
 OC_SPLIT = "edgecc_x86_int8_oc_split"  # () -> conv calls pooled by (panel, 8 channels)
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
@@ -1242,17 +1242,33 @@ static inline bool panel_bases_step(int64_t p, int64_t pix, int64_t ow, int64_t 
 // ~25% of a ResNet-20 w8a8 call at 1 thread. edgecc_x86_int8_flip_copy 0: that loop (A/B,
 // kept in qconv as it was).
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_flip_copy = 1;
-int64_t flip_copies = 0;  // convolution calls whose padded copy ran flip_row (a test's)
+int64_t flip_copies = 0;  // convolution calls whose padded copy ran pad_rows (a test's)
 __attribute__((target("avx2,fma,avx512f,avx512bw")))
-static void flip_row_512(uint8_t* dst, const int8_t* src, int64_t n) {
+static inline void flip_row_512(uint8_t* dst, const int8_t* src, int64_t n) {
   const __m512i flip = _mm512_set1_epi8((char)0x80);
-  for (int64_t j = 0; j < n; j += 64) {
-    const __mmask64 m = n - j >= 64 ? ~0ULL : (1ULL << (n - j)) - 1;
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64)
+    _mm512_storeu_si512(dst + j, _mm512_xor_si512(_mm512_loadu_si512(src + j), flip));
+  if (j + 32 <= n) {  // plain 32- / 16-byte moves for the rows' common tails (32, 16 columns)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), _mm256_xor_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j)),
+        _mm512_castsi512_si256(flip)));
+    j += 32;
+  }
+  if (j + 16 <= n) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), _mm_xor_si128(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)), _mm512_castsi512_si128(flip)));
+    j += 16;
+  }
+  if (j < n) {
+    const __mmask64 m = (1ULL << (n - j)) - 1;
     _mm512_mask_storeu_epi8(dst + j, m,
                             _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + j), flip));
   }
 }
-static void flip_row_256(uint8_t* __restrict dst, const int8_t* __restrict src, int64_t n) {
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline void flip_row_256(uint8_t* __restrict dst, const int8_t* __restrict src,
+                                int64_t n) {
   const __m256i flip = _mm256_set1_epi8((char)0x80);
   int64_t j = 0;
   for (; j + 32 <= n; j += 32)
@@ -1260,9 +1276,30 @@ static void flip_row_256(uint8_t* __restrict dst, const int8_t* __restrict src, 
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j)), flip));
   for (; j < n; ++j) dst[j] = (uint8_t)src[j] ^ 0x80;
 }
-static inline void flip_row(uint8_t* dst, const int8_t* src, int64_t n, int mode) {
-  if (mode == 2) flip_row_512(dst, src, n);
-  else flip_row_256(dst, src, n);
+// padded rows [y0, y1) of every channel into pad at the whole copy's offsets: the padding
+// zu, input rows x ^ 0x80 — the rows' loop inside one call (a call a row cost as much again
+// as the copy: its address arithmetic and the mode's branch per 32-byte row)
+#define EDGECC_PAD_ROWS(NAME, ROW)                                                          \
+  __attribute__((target("avx2,fma,avx512f,avx512bw")))                                     \
+  static void NAME(uint8_t* pad, const int8_t* x, int64_t c, int64_t h, int64_t w,          \
+                   int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,  \
+                   uint8_t zu) {                                                            \
+    const int64_t ya = std::max(y0, ph), yb = std::min(y1, ph + h);                        \
+    for (int64_t ci = 0; ci < c; ++ci) {                                                    \
+      uint8_t* plane = pad + ci * hp * wp;                                                  \
+      memset(plane + y0 * wp, zu, (y1 - y0) * wp);                                          \
+      const int8_t* src = x + (ci * h + ya - ph) * w;                                       \
+      for (int64_t y = ya; y < yb; ++y, src += w) ROW(plane + y * wp + pw, src, w);         \
+    }                                                                                       \
+  }
+EDGECC_PAD_ROWS(pad_rows_512, flip_row_512)
+EDGECC_PAD_ROWS(pad_rows_256, flip_row_256)
+#undef EDGECC_PAD_ROWS
+static void pad_rows(uint8_t* pad, const int8_t* x, int64_t c, int64_t h, int64_t w, int64_t hp,
+                     int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1, uint8_t zu,
+                     int mode) {
+  if (mode == 2) pad_rows_512(pad, x, c, h, w, hp, wp, ph, pw, y0, y1, zu);
+  else pad_rows_256(pad, x, c, h, w, hp, wp, ph, pw, y0, y1, zu);
 }
 
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
@@ -1344,14 +1381,15 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t bands = !direct && !amx_conv_ready() &&
           !(bands_env && bands_env[0] == '0') && pix % 16 == 0 && oh % unit == 0 &&
           threads > 1 && job_work >= serial_work() ? banded : 1;
-      if (!direct && bands == 1) {
+      if (!direct && bands == 1 && flip_mode) {
+        pad_rows(padded, xb, c, h, w, hp, wp, ph, pw, 0, hp, zu, flip_mode);
+      } else if (!direct && bands == 1) {
         memset(padded, zu, c * hp * wp);
         for (int64_t ci = 0; ci < c; ++ci)
           for (int64_t y = 0; y < h; ++y) {
             uint8_t* dst = padded + (ci * hp + y + ph) * wp + pw;
             const int8_t* src = xb + (ci * h + y) * w;
-            if (flip_mode) flip_row(dst, src, w, flip_mode);
-            else for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
+            for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
           }
       }
       auto build = [&](int64_t p, const int8_t* pad8) {
@@ -1399,13 +1437,13 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           for (int64_t i = i0; i < i1; ++i) {
             const int64_t r0 = i * units / bands * unit, r1 = (i + 1) * units / bands * unit;
             const int64_t y0 = r0 * sh, y1 = std::min(hp, (r1 - 1) * sh + (kh - 1) * dh + 1);
-            for (int64_t ci = 0; ci < c; ++ci) {
+            if (flip_mode) pad_rows(own, xb, c, h, w, hp, wp, ph, pw, y0, y1, zu, flip_mode);
+            else for (int64_t ci = 0; ci < c; ++ci) {
               memset(own + (ci * hp + y0) * wp, zu, (y1 - y0) * wp);
               for (int64_t y = std::max(y0, ph); y < std::min(y1, ph + h); ++y) {
                 uint8_t* dst = own + (ci * hp + y) * wp + pw;
                 const int8_t* src = xb + (ci * h + y - ph) * w;
-                if (flip_mode) flip_row(dst, src, w, flip_mode);
-            else for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
+                for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
               }
             }
             for (int64_t p = r0 * ow / 16; p < r1 * ow / 16; ++p) {
@@ -1741,7 +1779,7 @@ int __tvm_ffi_edgecc_x86_int8_oc_split(void*, const TVMFFIAny*, int32_t, TVMFFIA
   return 0;
 }
 
-// how many convolution calls padded their input by flip_row (vector rows, not the byte loop)
+// how many convolution calls padded their input by pad_rows (vector rows, not the byte loop)
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_flip_copies(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
