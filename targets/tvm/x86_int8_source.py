@@ -101,10 +101,17 @@ where the halo rows would be over half a band): each band pads the input rows it
 its own thread's buffer, so the padded copy is split too — before, the pool's other thread
 waited through it (``edgecc_x86_int8_conv_bands``, ``EDGECC_X86_CONV_BANDS=0`` for A/B).
 Zen 4, 2 threads, per call vs serial: 16@32x32 1.25x -> 1.6x, 32@16x16 1.3x -> 1.5x.
+The padded copy runs ``pad_rows`` (``x86_int8_pad_source``; ``edgecc_x86_int8_flip_copy``). The
+fused float write-back takes a tile's rows in one ``post16_rows`` call
+(``edgecc_x86_int8_post_rows``). A pool job's size counts the write-back, panels and copy
+besides the multiply-adds (``edgecc_x86_int8_full_work``: small convolutions pool too), and a
+convolution of few panels (1x1 on 8x8 / 4x4 maps) pools (panel, 8 channels) items
+(``edgecc_x86_int8_oc_split``). Each knob 0 restores the path before (A/B), each has a counter.
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
+from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
@@ -1219,89 +1226,7 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_oc_spl
 int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
 std::atomic<int> oc_split_seen{0};
 
-// panel_bases (the prelude's) with one division a panel, not two a lane: the lanes' (row,
-// column) stepped from the first's (perf: its 32 divisions a panel were ~1/3 of qconv's own
-// time on MobileNetV2-32, whose 1x1 convolutions build 4-64 panels a call). The same bases.
-static inline bool panel_bases_step(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t sw,
-                                    int64_t wp, int64_t base[16]) {
-  const int64_t q0 = p * 16 < pix ? p * 16 : pix - 1;
-  int64_t oy = q0 / ow, ox = q0 % ow;
-  for (int lane = 0; lane < 16; ++lane) {
-    if (p * 16 + lane < pix && lane > 0 && ++ox == ow) { ox = 0; ++oy; }
-    base[lane] = oy * sh * wp + ox * sw;  // lanes past pix repeat pix - 1's
-  }
-  bool contiguous = true;
-  for (int lane = 1; lane < 16; ++lane)
-    contiguous = contiguous && base[lane] == base[0] + lane;
-  return contiguous;
-}
-
-// one row of the padded copy: dst[i] = src[i] ^ 0x80 (x + 128 as u8). A helper of its own:
-// inline in qconv the byte loop ran scalar, a byte a cycle, reloading its bound per byte (the
-// bound lives in qconv's frame, captured by its lambdas, and a char store may alias it) —
-// ~25% of a ResNet-20 w8a8 call at 1 thread. edgecc_x86_int8_flip_copy 0: that loop (A/B,
-// kept in qconv as it was).
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_flip_copy = 1;
-int64_t flip_copies = 0;  // convolution calls whose padded copy ran pad_rows (a test's)
-__attribute__((target("avx2,fma,avx512f,avx512bw")))
-static inline void flip_row_512(uint8_t* dst, const int8_t* src, int64_t n) {
-  const __m512i flip = _mm512_set1_epi8((char)0x80);
-  int64_t j = 0;
-  for (; j + 64 <= n; j += 64)
-    _mm512_storeu_si512(dst + j, _mm512_xor_si512(_mm512_loadu_si512(src + j), flip));
-  if (j + 32 <= n) {  // plain 32- / 16-byte moves for the rows' common tails (32, 16 columns)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), _mm256_xor_si256(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j)),
-        _mm512_castsi512_si256(flip)));
-    j += 32;
-  }
-  if (j + 16 <= n) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), _mm_xor_si128(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)), _mm512_castsi512_si128(flip)));
-    j += 16;
-  }
-  if (j < n) {
-    const __mmask64 m = (1ULL << (n - j)) - 1;
-    _mm512_mask_storeu_epi8(dst + j, m,
-                            _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + j), flip));
-  }
-}
-__attribute__((target("avx2,fma,avx512f,avx512bw")))
-static inline void flip_row_256(uint8_t* __restrict dst, const int8_t* __restrict src,
-                                int64_t n) {
-  const __m256i flip = _mm256_set1_epi8((char)0x80);
-  int64_t j = 0;
-  for (; j + 32 <= n; j += 32)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), _mm256_xor_si256(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j)), flip));
-  for (; j < n; ++j) dst[j] = (uint8_t)src[j] ^ 0x80;
-}
-// padded rows [y0, y1) of every channel into pad at the whole copy's offsets: the padding
-// zu, input rows x ^ 0x80 — the rows' loop inside one call (a call a row cost as much again
-// as the copy: its address arithmetic and the mode's branch per 32-byte row)
-#define EDGECC_PAD_ROWS(NAME, ROW)                                                          \
-  __attribute__((target("avx2,fma,avx512f,avx512bw")))                                     \
-  static void NAME(uint8_t* pad, const int8_t* x, int64_t c, int64_t h, int64_t w,          \
-                   int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,  \
-                   uint8_t zu) {                                                            \
-    const int64_t ya = std::max(y0, ph), yb = std::min(y1, ph + h);                        \
-    for (int64_t ci = 0; ci < c; ++ci) {                                                    \
-      uint8_t* plane = pad + ci * hp * wp;                                                  \
-      memset(plane + y0 * wp, zu, (y1 - y0) * wp);                                          \
-      const int8_t* src = x + (ci * h + ya - ph) * w;                                       \
-      for (int64_t y = ya; y < yb; ++y, src += w) ROW(plane + y * wp + pw, src, w);         \
-    }                                                                                       \
-  }
-EDGECC_PAD_ROWS(pad_rows_512, flip_row_512)
-EDGECC_PAD_ROWS(pad_rows_256, flip_row_256)
-#undef EDGECC_PAD_ROWS
-static void pad_rows(uint8_t* pad, const int8_t* x, int64_t c, int64_t h, int64_t w, int64_t hp,
-                     int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1, uint8_t zu,
-                     int mode) {
-  if (mode == 2) pad_rows_512(pad, x, c, h, w, hp, wp, ph, pw, y0, y1, zu);
-  else pad_rows_256(pad, x, c, h, w, hp, wp, ph, pw, y0, y1, zu);
-}
-
+""" + PAD_KERNELS + r"""
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
 // KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at];  w: [ceil(OC/4)*4][kp] int16,
 // k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8 and 128·Σw int32 per channel
