@@ -794,10 +794,12 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
         for lib in libs:  # TVM keeps loaded libraries: leave their settings at default
             lib.set(KernelSettings())
     ms = picked["ms"]
+    combined = picked["combined"]  # a chosen combination: both times from its pass
+    same = combined["ms"] if combined and chosen == combined["candidate"] else ms
     return {"chosen": chosen, "tuned_kernels": chosen.startswith("tuned"),
             "settings": dataclasses.asdict(settings), "ms": ms,
-            "confirm_ms": picked["confirm_ms"], "default_ms": ms["default"],
-            "chosen_ms": ms[chosen], "verdicts": picked["verdicts"],
+            "confirm_ms": picked["confirm_ms"], "default_ms": same["default"],
+            "chosen_ms": same[chosen], "verdicts": picked["verdicts"],
             "confirm": picked["confirm"], "combined": picked["combined"], "sites": sites,
             "variants": variants, "rule": RULE,
             "calls": {"rounds": ROUNDS, "per_round": block, "site_rounds":

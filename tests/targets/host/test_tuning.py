@@ -234,6 +234,8 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     assert record["confirm"]["faster"] and record["calls"]["combine_rounds"] == \
         end_to_end.ROUNDS
     assert record["verdicts"][record["chosen"]]["ratio"] == pytest.approx(0.45)
+    # the manifest's times of a chosen combination come from one pass (the combining one)
+    assert record["chosen_ms"] / record["default_ms"] == pytest.approx(0.45, abs=0.01)
 
     outputs = {}
     for name, mod in (("default", module),
