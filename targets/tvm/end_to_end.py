@@ -62,8 +62,9 @@ noise is not applied. (The rule it replaces — the pooled median 2% below the d
 — applied a candidate to BERT's int8 build that the bench later measured at 1.12x of
 untuned.)
 
-The budget, stated in the manifest: builds of at most three libraries (default, tuned, the
-call-site wrappers), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
+The budget, stated in the manifest: builds of at most four libraries (default, tuned, the
+call-site wrappers, and where the model has the fp32 convolution the base build with the
+Winograd weights packed, which the Winograd candidates run on: ``library_for``), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
 candidates blocks for the screening and ``CONFIRM_ROUNDS`` x 2 for the confirmation, a block
 being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's ``seconds`` is
 what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds). The
@@ -314,6 +315,34 @@ def with_kernel_settings(module: Any, settings: KernelSettings) -> Any:
     return module.with_attr("external_mods", [*external, settings_module(settings)])
 
 
+WINOGRAD_BUILD = "winograd"  # the base build with the Winograd weights packed
+
+
+def build_module(module: Any, settings: KernelSettings) -> Any:
+    """The module a build with ``settings`` compiles: ``with_kernel_settings``, and with the
+    fp32 convolution's Winograd knob on, marked so that its eligible convolutions carry the
+    transformed weights (``x86_fp32.with_winograd_weights``: the default build does not; the
+    knob on without them transforms the weights per call, ResNet-20 1.7x of the default at 2
+    threads)."""
+    from edgecc.targets.tvm import x86_fp32
+
+    out = with_kernel_settings(module, settings)
+    if ("edgecc_x86_fp32_winograd", 1) in settings.knobs:
+        out = x86_fp32.with_winograd_weights(out)
+    return out
+
+
+def library_for(libraries: dict[str, Any], base: str, settings: KernelSettings) -> Any:
+    """The measured library that runs ``settings`` as its build would (``build_module``): the
+    call-site wrappers' build for a table, the Winograd-weights build for the Winograd knob
+    on, else ``base``'s; None for a table with Winograd on (no such library is built: the
+    combination leaves the table out)."""
+    winograd = ("edgecc_x86_fp32_winograd", 1) in settings.knobs
+    if settings.sites:
+        return None if winograd else libraries.get("sites")
+    return libraries.get(WINOGRAD_BUILD) if winograd else libraries[base]
+
+
 def _route(module: Any, rename: bool) -> tuple[Any, list[str]]:
     """The x86 kernel each call site calls, in site order (Relax functions by name, then
     the order the mutator visits them); with ``rename``, ``module`` with site ``i`` calling
@@ -553,7 +582,8 @@ def _pooled(times: dict[str, list[list[float]]]) -> dict[str, float]:
     return {k: round(statistics.median(c for r in v for c in r), 4) for k, v in times.items()}
 
 
-def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], best: str
+def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], best: str,
+                library_for: Callable[[KernelSettings], Any] | None = None
                 ) -> tuple[str, tuple[Any, KernelSettings], list[str]] | None:
     """The greedy step after the screening: one candidate that takes every compatible
     setting of the candidates the rule found faster than the default there (``best`` among
@@ -564,7 +594,9 @@ def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], bes
     knob, a second call-site table) is left out. The call-site table brings its library
     (the base build with wrappers, where the model-wide settings apply to the sites at
     (0, 0)); the others share the base build. Returns ``(name, (library, settings),
-    components)``, or None when fewer than two candidates contribute."""
+    components)``, or None when fewer than two candidates contribute. With ``library_for``
+    (settings -> the library that runs them, None: none built) the combination runs there,
+    and a candidate whose settings would leave it without a library is left out."""
     beat = sorted((k for k, v in verdicts.items() if k == best or v["faster"]),
                   key=lambda k: (verdicts[k]["bound"], k))
     fields: dict[str, Any] = {"serial_work_log2": 0, "num_tasks": 0, "sites": ()}
@@ -577,7 +609,14 @@ def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], bes
             continue
         taken = [f for f in fields if getattr(s, f) and fields[f]]
         taken += [k for k, _ in s.knobs if k in knobs]
-        if taken or (not s.sites and base_lib is not None and library is not base_lib):
+        if taken:
+            continue
+        if library_for is not None:
+            merged = {f: getattr(s, f) or fields[f] for f in fields}
+            if library_for(KernelSettings(**merged, knobs=tuple({**knobs, **dict(s.knobs)}
+                                                                .items()))) is None:
+                continue
+        elif not s.sites and base_lib is not None and library is not base_lib:
             continue
         for f in fields:
             if getattr(s, f):
@@ -592,11 +631,13 @@ def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], bes
         return None
     settings = KernelSettings(**fields, knobs=tuple(knobs.items()))
     name = f"{best.split(',')[0]}, {settings.describe()}"
-    return name, (site_lib or base_lib, settings), parts
+    library = library_for(settings) if library_for is not None else site_lib or base_lib
+    return name, (library, settings), parts
 
 
 def select(candidates: Candidates, libraries: list[Any], inputs: list[Any], block: int,
-           clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+           clock: Callable[[], float] = time.perf_counter,
+           library_for: Callable[[KernelSettings], Any] | None = None) -> dict[str, Any]:
     """The rule (module docstring) over ``candidates`` (``"default"`` among them): the
     screening pass; the combining pass (``combination``: the winners' settings together,
     timed with the default and the best single candidate, ``ROUNDS`` rounds), where the
@@ -614,7 +655,7 @@ def select(candidates: Candidates, libraries: list[Any], inputs: list[Any], bloc
     entries = dict(candidates)
     if faster:
         best = min(faster, key=lambda k: verdicts[k]["bound"])
-        combo = combination(candidates, verdicts, best)
+        combo = combination(candidates, verdicts, best, library_for)
         if combo is not None:
             name, entry, parts = combo
             trial = _time_rounds({"default": candidates["default"], best: candidates[best],
@@ -768,6 +809,11 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
             zeros = KernelSettings(sites=((0, 0),) * len(callees))
             builds["sites"] = (with_kernel_settings(module, zeros),
                                database if tuned_kernels else None)
+        if set(FP32_CONV) & set(callees):  # the Winograd knob's candidates: its weights packed
+            from edgecc.targets.tvm import x86_fp32
+
+            builds[WINOGRAD_BUILD] = (x86_fp32.with_winograd_weights(module),
+                                      database if tuned_kernels else None)
         libraries = {}
         for name, (mod, db) in builds.items():
             path = os.path.join(d, f"{name}.so")
@@ -782,13 +828,15 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
         sites = variants = None
         if callees:
             knobs, variants = knob_candidates(libraries[base], callees)
-            for settings in [*settings_candidates(threads), *knobs]:
-                candidates[f"{base}, {settings.describe()}"] = (libraries[base], settings)
             table, sites = site_search(libraries["sites"], inputs, block, threads)
-            if table is not None:
-                candidates[f"{base}, {table.describe()}"] = (libraries["sites"], table)
+            for settings in [*settings_candidates(threads), *knobs,
+                             *([table] if table is not None else [])]:
+                lib = library_for(libraries, base, settings)
+                if lib is not None:
+                    candidates[f"{base}, {settings.describe()}"] = (lib, settings)
         libs = list(libraries.values())
-        picked = select(candidates, libs, inputs, block, clock)
+        picked = select(candidates, libs, inputs, block, clock,
+                        lambda s: library_for(libraries, base, s))
         chosen = picked["chosen"]
         settings = picked["settings"]
         for lib in libs:  # TVM keeps loaded libraries: leave their settings at default
@@ -865,5 +913,5 @@ def tune_host(module: Any, target: Any, trials: int, *, root: str | None = None,
                             "no candidate was faster end to end)")
     else:
         stats["applied"] = f"edgecc's default schedule, {settings.describe()}"
-    return (with_kernel_settings(module, settings),
+    return (build_module(module, settings),
             database if record["tuned_kernels"] else None, stats)

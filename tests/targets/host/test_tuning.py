@@ -369,6 +369,40 @@ def test_a_combination_of_winners_is_chosen_only_when_it_wins():
     assert picked["settings"] == S()
 
 
+def test_winograd_runs_on_a_build_with_its_weights():
+    """The Winograd knob on is measured on, and built as, a module whose convolutions carry
+    the transformed weights (the default build does not: the knob on there transforms per
+    call); a call-site table cannot join it (no such library is measured), so the combination
+    leaves the table out and runs on the Winograd build."""
+    from edgecc.targets.tvm import end_to_end, x86_fp32
+
+    S = end_to_end.KernelSettings
+    wino = S(knobs=(("edgecc_x86_fp32_winograd", 1),))
+    libs = {"default": object(), "sites": object(), end_to_end.WINOGRAD_BUILD: object()}
+    assert end_to_end.library_for(libs, "default", wino) is libs["winograd"]
+    assert end_to_end.library_for(libs, "default", S(serial_work_log2=2)) is libs["default"]
+    assert end_to_end.library_for(libs, "default", S(sites=((63, 0),))) is libs["sites"]
+    assert end_to_end.library_for(libs, "default", S(sites=((63, 0),), knobs=wino.knobs)) \
+        is None
+    verdicts = {k: {"ratio": r, "bound": r, "wins": 8, "rounds": 8, "faster": True}
+                for k, r in (("default, w", 0.8), ("default, t", 0.85), ("default, s", 0.9))}
+    candidates = {"default, w": (libs["winograd"], wino),
+                  "default, t": (libs["sites"], S(sites=((63, 0),))),
+                  "default, s": (libs["default"], S(serial_work_log2=2))}
+    name, (library, settings), parts = end_to_end.combination(
+        candidates, verdicts, "default, w",
+        lambda s: end_to_end.library_for(libs, "default", s))
+    assert parts == ["default, w", "default, s"] and library is libs["winograd"]
+    assert settings == S(serial_work_log2=2, knobs=wino.knobs)
+
+    import tvm
+
+    module = tvm.IRModule({})
+    assert x86_fp32.wants_winograd_weights(end_to_end.build_module(module, wino))
+    assert not x86_fp32.wants_winograd_weights(end_to_end.build_module(module, S(
+        knobs=(("edgecc_x86_fp32_winograd", 0),))))
+
+
 def test_block_size_reads_the_median_call_not_one_preempted_call():
     """The calls per round come from the median of several timed calls: one slow call
     (preempted under load) does not shrink the blocks."""
