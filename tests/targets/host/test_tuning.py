@@ -395,12 +395,29 @@ def test_winograd_runs_on_a_build_with_its_weights():
     assert parts == ["default, w", "default, s"] and library is libs["winograd"]
     assert settings == S(serial_work_log2=2, knobs=wino.knobs)
 
-    import tvm
+    # the tuned build's module: its convolution's constant carries the Winograd weights
+    # (meta[15] = 1) with the knob on, not with it off
+    from tvm import relax
 
-    module = tvm.IRModule({})
-    assert x86_fp32.wants_winograd_weights(end_to_end.build_module(module, wino))
-    assert not x86_fp32.wants_winograd_weights(end_to_end.build_module(module, S(
-        knobs=(("edgecc_x86_fp32_winograd", 0),))))
+    from edgecc.frontend import trace
+    from edgecc.targets.tvm import lowering
+
+    torch.manual_seed(0)
+    module = lowering.to_relax(trace(_Conv().eval(), (torch.randn(1, 16, 8, 8),)))
+    target = lowering.llvm_target(None, 2)
+    flags = {}
+    for value in (0, 1):
+        built = end_to_end.build_module(module, S(knobs=(("edgecc_x86_fp32_winograd", value),)))
+        assert x86_fp32.wants_winograd_weights(built) is bool(value)
+        kernels = lowering.hand_written_kernels(built, target)
+        (call,) = [b.value for f in kernels.functions.values() if isinstance(f, relax.Function)
+                   for blk in f.body.blocks for b in blk.bindings
+                   if isinstance(b.value, relax.Call)
+                   and isinstance(b.value.args[0], relax.ExternFunc)
+                   and str(b.value.args[0].global_symbol) == "edgecc_x86_sconv"]
+        meta = [a.value.numpy() for a in call.args[1].fields if hasattr(a, "value")][2]
+        flags[value] = int(meta[15]) if len(meta) > 15 else 0
+    assert flags == {0: 0, 1: 1}
 
 
 def test_block_size_reads_the_median_call_not_one_preempted_call():
