@@ -106,7 +106,7 @@ SITE_GAIN = 0.05  # a call site takes an option that made its calls this much fa
 ROUND_SECONDS = 0.1  # timed calls per candidate and round: about this long, 3 to 200 calls
 MIN_CALLS, MAX_CALLS = 3, 200
 CACHE_FILE = "end_to_end.json"
-RULE_VERSION = 5  # in the cache key: choices made by an older rule are measured again
+RULE_VERSION = 6  # in the cache key: choices made by an older rule are measured again
 KERNEL_SOURCES = ("x86_fp32_source", "x86_int8_source", "x86_wonly_source",
                   "x86_attention_source", "x86_amx_source")
 KERNEL_PREFIX = "edgecc_x86_"
