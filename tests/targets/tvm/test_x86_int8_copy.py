@@ -10,7 +10,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.int8_cases import conv_cases_library
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
 
 POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
@@ -27,29 +27,11 @@ CASES = (
 @pytest.mark.skipif(not any(i != "avx2" for i in _isas()), reason="no VNNI on this CPU")
 def test_vector_row_copy_equals_the_byte_loop(tmp_path):
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
-    rng = np.random.default_rng(5)
-    xs = [random_int8(rng, *c[0]) for c in CASES]
-    ws = [random_int8(rng, *c[1]) for c in CASES]
-    eps = [random_requant(rng, c[1][0]) for c in CASES]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
-              for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
-                    for p, w, c, e in zip(params, ws, CASES, eps)]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
-    path = str(tmp_path / "k.so")
-    lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)  # the library TVM loaded (same path: same handle)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(5), CASES,
+                                                  str(tmp_path / "k.so"))
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_flip_copy")
     assert knob.value == 1  # on by default

@@ -9,7 +9,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.int8_cases import conv_cases_library
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
 
 POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
@@ -25,29 +25,11 @@ CASES = (
 @pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
 def test_oc_split_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
-    rng = np.random.default_rng(11)
-    xs = [random_int8(rng, *c[0]) for c in CASES]
-    ws = [random_int8(rng, *c[1]) for c in CASES]
-    eps = [random_requant(rng, c[1][0]) for c in CASES]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
-              for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
-                    for p, w, c, e in zip(params, ws, CASES, eps)]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
-    path = str(tmp_path / "k.so")
-    lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(11), CASES,
+                                                  str(tmp_path / "k.so"))
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_oc_split")
@@ -86,29 +68,11 @@ SMALL = (
 @pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
 def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch):
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
-    rng = np.random.default_rng(13)
-    xs = [random_int8(rng, *c[0]) for c in SMALL]
-    ws = [random_int8(rng, *c[1]) for c in SMALL]
-    eps = [random_requant(rng, c[1][0]) for c in SMALL]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
-              for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
-                    for p, w, c, e in zip(params, ws, SMALL, eps)]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
-    path = str(tmp_path / "k.so")
-    lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(13), SMALL,
+                                                  str(tmp_path / "k.so"))
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     assert ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2").value == 0
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_full_work")
