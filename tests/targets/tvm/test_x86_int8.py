@@ -82,6 +82,16 @@ def _conv_ref(x, w, zx, stride, pad, dil, groups):
     return out.numpy().astype(np.int64)  # exact: |sums| < 2^53
 
 
+def _assert_runs_equal_reference(runs, xs, ws, eps, cases):
+    """Every run's output ``i`` (a list per run, one per case) equals the integer arithmetic
+    of case ``i`` (``int8_cases.conv_cases_library``'s cases, operands and epilogues)."""
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, cases, eps)):
+        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for run in runs:
+            np.testing.assert_array_equal(run[i], want)
+
+
 def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     """Linear (requantized and float), convolution (stride 2, dilation 2, zero-point
     padding, batch 2) and depthwise: odd K, N not a multiple of 16, M not of 4, full-range

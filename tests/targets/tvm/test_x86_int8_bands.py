@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.targets.tvm.int8_cases import conv_cases_library
-from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
+from tests.targets.tvm.test_x86_int8 import _assert_runs_equal_reference, _isas
 
 POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
 
@@ -47,8 +47,4 @@ def test_banded_convolution_equals_the_whole_copy(tmp_path):
             assert grew == (0 if value == SERIAL else 3 * sum(c[6] for c in CASES)), name
     finally:
         shift.value = 0
-    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
-        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
-        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
-        for run in runs["serial"] + runs["pooled"]:
-            np.testing.assert_array_equal(run[i], want)
+    _assert_runs_equal_reference(runs["serial"] + runs["pooled"], xs, ws, eps, CASES)

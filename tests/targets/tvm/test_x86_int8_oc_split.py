@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.targets.tvm.int8_cases import conv_cases_library
-from tests.targets.tvm.test_x86_int8 import _conv_ref, _isas, _requant
+from tests.targets.tvm.test_x86_int8 import _assert_runs_equal_reference, _isas
 
 POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
 
@@ -48,11 +48,7 @@ def test_oc_split_equals_the_integer_arithmetic(tmp_path, monkeypatch):
                 assert split() - before == want, (on, value)
     finally:
         knob.value, shift.value = 1, 0
-    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
-        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
-        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
-        for run in runs:
-            np.testing.assert_array_equal(run[i], want)
+    _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
 
 
 # small convolutions the default threshold pools only when the job size counts the write-back,
@@ -89,8 +85,4 @@ def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch)
             assert (bands() - b0, split() - s0) == ((2, 1) if on else (0, 0)), on
     finally:
         knob.value = 1
-    for i, (x, w, c, e) in enumerate(zip(xs, ws, SMALL, eps)):
-        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), 1)
-        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
-        for run in runs:
-            np.testing.assert_array_equal(run[i], want)
+    _assert_runs_equal_reference(runs, xs, ws, eps, SMALL)
