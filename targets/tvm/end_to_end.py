@@ -318,6 +318,11 @@ def with_kernel_settings(module: Any, settings: KernelSettings) -> Any:
 WINOGRAD_BUILD = "winograd"  # the base build with the Winograd weights packed
 
 
+def _winograd_on(settings: KernelSettings) -> bool:
+    """Whether ``settings`` switch the fp32 convolution's Winograd knob on."""
+    return ("edgecc_x86_fp32_winograd", 1) in settings.knobs
+
+
 def build_module(module: Any, settings: KernelSettings) -> Any:
     """The module a build with ``settings`` compiles: ``with_kernel_settings``, and with the
     fp32 convolution's Winograd knob on, marked so that its eligible convolutions carry the
@@ -327,7 +332,7 @@ def build_module(module: Any, settings: KernelSettings) -> Any:
     from edgecc.targets.tvm import x86_fp32
 
     out = with_kernel_settings(module, settings)
-    if ("edgecc_x86_fp32_winograd", 1) in settings.knobs:
+    if _winograd_on(settings):
         out = x86_fp32.with_winograd_weights(out)
     return out
 
@@ -337,7 +342,7 @@ def library_for(libraries: dict[str, Any], base: str, settings: KernelSettings) 
     call-site wrappers' build for a table, the Winograd-weights build for the Winograd knob
     on, else ``base``'s; None for a table with Winograd on (no such library is built: the
     combination leaves the table out)."""
-    winograd = ("edgecc_x86_fp32_winograd", 1) in settings.knobs
+    winograd = _winograd_on(settings)
     if settings.sites:
         return None if winograd else libraries.get("sites")
     return libraries.get(WINOGRAD_BUILD) if winograd else libraries[base]
