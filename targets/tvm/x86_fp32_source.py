@@ -41,11 +41,13 @@ consecutive output pixels are 16 consecutive inputs per tap whatever rows they s
 in the padding masked to zero per panel: no im2col, no copy); the others a padded copy
 without masks (``edgecc_x86_fp32_same3x3``). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
+8 output rows at a time (each input row loaded once for the rows it feeds: ``x86_fp32_dwrows``,
+``edgecc_x86_fp32_dw_rows``),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..17). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..18). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, off by
@@ -54,7 +56,7 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
-from edgecc.targets.tvm import x86_fp32_winograd
+from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_winograd
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
@@ -82,6 +84,10 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 
 // depthwise 3x3 planes with output rows at most this wide run 16 channels per vector
 // (PATH_DW_CHANNELS); 0: a row per vector (the same sums: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width = 8;
+// depthwise 3x3 planes of the AVX-512 row form (stride 1 / 2 both ways) run blocks of 8
+// output rows (PATH_DW_ROWS; x86_fp32_dwrows.py); 0: one row at a time (the same sums: the
+// tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1;
 // padded convolutions through row-run im2col panels (AVX-512, stride 1 / 2, output rows 5+
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
@@ -728,7 +734,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 18;
+const int N_PATHS = 19;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -736,7 +742,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
-       PATH_CONV_WINOGRAD_PACKED = 17 };
+       PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -974,7 +980,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_winograd.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_winograd.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1308,6 +1314,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const bool vec512 = !channels && AVX512 && k33 && (d.sw == 1 || d.sw == 2)
                       && d.ow <= 16 * DW_STEPS;
   if (vec512) ++path_calls[PATH_DW_3X3_AVX512];
+  // blocks of output rows (x86_fp32_dwrows): the same sums, each input row loaded once
+  const bool rows = vec512 && d.sh == d.sw && edgecc_x86_fp32_dw_rows;
+  if (rows) ++path_calls[PATH_DW_ROWS];
   if (channels) {
     ++path_calls[PATH_DW_CHANNELS];
     const int64_t groups = (c + 15) / 16;
@@ -1329,7 +1338,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         Depthwise e = d;
         e.src = x + t * h * w; e.ld = w;
         e.w = wt + ch * 9; e.b = bias[ch]; e.out = out + t * d.oh * d.ow;
-        if (d.sw == 1) dw3x3_avx512<1>(e, h, w, ph, pw);
+        if (rows && d.sw == 1) dw3x3_rows<1>(e, h, w, ph, pw);
+        else if (rows) dw3x3_rows<2>(e, h, w, ph, pw);
+        else if (d.sw == 1) dw3x3_avx512<1>(e, h, w, ph, pw);
         else dw3x3_avx512<2>(e, h, w, ph, pw);
       }
       return;
@@ -1370,13 +1381,14 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // ones over their even rows and columns (s2_evens), 16 same-size 3x3 convolutions through
 // Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd), 17 the calls of 16 whose weights came
 // transformed from the build (meta[15] = 1));
+// 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..17");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..18");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

@@ -1,0 +1,75 @@
+"""Depthwise 3x3 over blocks of output rows (``x86_fp32_dwrows``, ``edgecc_x86_fp32_dw_rows``,
+on by default, AVX-512): the planes of the row form take it (path 18 counts every call: a silent
+fallback fails), bit-identical to the one-row form (knob 0) and within 1e-5 relative of PyTorch
+float64; full blocks of 8 rows, every tail (1..7 rows), rows of one and of several 16-output
+steps, partial last steps, stride 1 and 2, batch 2, ReLU6-style bounds."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from edgecc.targets.tvm import lowering, x86_fp32
+from tests.targets.tvm.test_x86_fp32 import _conv, _has_avx512, _torch_conv, kernels  # noqa: F401
+
+pytestmark = [
+    pytest.mark.skipif(not x86_fp32.supported(lowering.llvm_target(None, None)),
+                       reason="needs an x86 CPU with AVX2 + FMA"),
+    pytest.mark.skipif(not _has_avx512(), reason="the row blocks run on AVX-512 only"),
+]
+
+ROWS_PATH, ROW_FORM_PATH = 18, 4
+
+
+def _path(kernels, i: int) -> int:
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    return int(kernels[0].get_function(PATH_QUERY)(i))
+
+
+def _dw_with(kernels, knob: int, *args, **kwargs) -> tuple[np.ndarray, int, int]:
+    """(output, row-block calls, row-form calls) of one _conv with edgecc_x86_fp32_dw_rows = knob."""
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_rows")
+    old, var.value = var.value, knob
+    try:
+        before = (_path(kernels, ROWS_PATH), _path(kernels, ROW_FORM_PATH))
+        out = _conv(kernels, *args, **kwargs)
+        return (out, _path(kernels, ROWS_PATH) - before[0],
+                _path(kernels, ROW_FORM_PATH) - before[1])
+    finally:
+        var.value = old
+
+
+# (stride, h, w): output rows 16 (two blocks), 9..23 high (every tail 1..7 with the others),
+# rows 17 and 33 wide (2 and 3 steps, partial last), 40 wide stride 2 (20 outputs: 2 steps)
+PLANES = [(1, 16, 16), (1, 17, 17), (1, 19, 33), (1, 13, 9 + 16), (1, 10, 20), (1, 12, 18),
+          (1, 14, 21), (1, 23, 31), (2, 32, 32), (2, 19, 23), (2, 29, 40), (2, 21, 33),
+          (2, 27, 17), (2, 25, 34)]
+
+
+@pytest.mark.parametrize("stride,h,w", PLANES)
+def test_row_blocks_equal_the_row_form(kernels, stride, h, w):
+    rng = np.random.default_rng(h * 100 + w + stride)
+    x = rng.standard_normal((2, 21, h, w), np.float32)
+    wt = rng.standard_normal((21, 1, 3, 3), np.float32)
+    b = rng.standard_normal(21, np.float32)
+    blocks, n_blocks, n_form = _dw_with(kernels, 1, x, wt, b, stride=stride, pad=1, lo=-1.0,
+                                        hi=2.0)
+    assert (n_blocks, n_form) == (1, 1)  # the row form's planes, in blocks
+    single, n_blocks0, n_form0 = _dw_with(kernels, 0, x, wt, b, stride=stride, pad=1, lo=-1.0,
+                                          hi=2.0)
+    assert (n_blocks0, n_form0) == (0, 1)
+    assert np.array_equal(blocks, single)
+    ref = _torch_conv(x, wt, b, stride, 1, lo=-1.0, hi=2.0)
+    assert np.abs(blocks - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_small_planes_keep_the_channels_tile(kernels):
+    """Output rows 8 wide or less stay on the 16-channel tile (path 6, faster there: 1.6-3x
+    on MobileNetV2-32's 8x8 / 4x4 planes): no row blocks."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 32, 8, 8), np.float32)
+    wt = rng.standard_normal((32, 1, 3, 3), np.float32)
+    b = rng.standard_normal(32, np.float32)
+    _, n_blocks, n_form = _dw_with(kernels, 1, x, wt, b, stride=1, pad=1)
+    assert (n_blocks, n_form) == (0, 0)
