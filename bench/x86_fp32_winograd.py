@@ -12,8 +12,11 @@ for the library's pool and onnxruntime's intra-op threads; then wall time). Repo
 medians / 10th percentiles in us. Writes ``bench/results/x86_fp32_winograd.json``
 (``--threads N``: ``..._Nt.json``).
 
-``--model``: ResNet-20 (fp32 default build, 2 threads) end to end with the knob 0 vs 1 in
-one loaded library and onnxruntime, interleaved (wall time); writes
+``--model``: ResNet-20 (fp32 default build, 2 threads) end to end with the knob 0 (direct)
+vs 1 (Winograd, the default: weights packed once into the library's cache) in one loaded
+library and onnxruntime, interleaved (wall time); then the first call of a freshly loaded
+module (the packing) vs a later one, at each knob value, and the artifact's size against a
+build marked ``with_winograd_weights`` (U packed at build time). Writes
 ``bench/results/x86_fp32_winograd_model.json`` (``--model --threads 1``: thread CPU time, all
 three at 1 thread, ``..._model_1t.json``).
 
@@ -224,18 +227,80 @@ def model_main(args) -> dict:
     with torch.no_grad():
         times = interleaved_times({"knob 0": at(0), "knob 1": at(1), "ort": ort_fn},
                                   args.repeats, clock="cpu" if threads == 1 else "wall")
-    knob.value = 0
+        first = _first_calls(res._runner.library, knob, inputs)
+        sizes = _artifact_sizes(module, inputs, res, threads)
+    knob.value = 1
     st = median_p10(times)
     base = st["knob 0"]["median_ms"]
     for k, s in st.items():
         print(f"resnet20 {k:<8}{s['median_ms']:8.3f} ms (p10 {s['p10_ms']:.3f}) "
               f"{s['median_ms'] / base:5.2f}x of knob 0, {s['median_ms'] / st['ort']['median_ms']:5.2f}x of ort")
+    for k, f in first.items():
+        print(f"first call of a fresh module, {k}: {f['first_ms']:.3f} ms, a later call "
+              f"{f['later_ms']:.3f} ms (medians of {f['loads']} loads; packings a load: "
+              f"{f['packs_per_load']})")
+    print(f"artifact: default build {sizes['default_bytes']} bytes, built with the Winograd "
+          f"weights {sizes['with_winograd_weights_bytes']} bytes")
     clock = "thread CPU" if threads == 1 else "wall"
     print(f"\n{threads} thread(s), {clock} time, medians of interleaved rounds; "
           f"load {os.getloadavg()[0]:.1f}")
     return {"benchmark": "ResNet-20 fp32 end to end, edgecc_x86_fp32_winograd 0 vs 1",
             "input": shape, "threads": threads, "clock": clock, "repeats": args.repeats,
-            "load_average": os.getloadavg()[0], "times": st}
+            "load_average": os.getloadavg()[0], "times": st, "first_call": first,
+            "artifact": sizes}
+
+
+def _first_calls(library: str, knob, inputs, loads: int = 7) -> dict:
+    """Per knob value: the first call of a module freshly loaded from ``library`` (the same
+    dlopen handle: the knob holds; new constants, so knob 1 packs them) and a later call, wall
+    time, medians over ``loads`` alternating loads."""
+    import gc
+    import statistics
+    import time
+
+    import tvm
+    from tvm import relax
+
+    packs = ctypes.c_int64.in_dll(ctypes.CDLL(library), "edgecc_x86_fp32_winograd_packs")
+    args = [tvm.runtime.tensor(t.numpy()) for t in inputs]
+    got: dict = {0: [], 1: []}
+    for _ in range(loads):
+        for value in (0, 1):
+            knob.value = value
+            main = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())["main"]
+            before = packs.value
+            t0 = time.perf_counter()
+            main(*args)
+            t1 = time.perf_counter()
+            main(*args)
+            t2 = time.perf_counter()
+            got[value].append((t1 - t0, t2 - t1, packs.value - before))
+            del main
+            gc.collect()
+    return {f"knob {v}": {"first_ms": statistics.median(r[0] for r in rs) * 1e3,
+                          "later_ms": statistics.median(r[1] for r in rs) * 1e3,
+                          "packs_per_load": max(r[2] for r in rs), "loads": loads}
+            for v, rs in got.items()}
+
+
+def _artifact_sizes(module, inputs, res, threads: int) -> dict:
+    """model.so of the default build and of one marked ``with_winograd_weights``."""
+    import edgecc
+    from edgecc.targets.tvm import x86_fp32
+
+    real = x86_fp32.wants_winograd_weights
+    x86_fp32.wants_winograd_weights = lambda m: True
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            marked = edgecc.compile(module, "host", example_inputs=inputs, progress=False,
+                                    output_dir=os.path.join(d, "o"),
+                                    target_options={"num_threads": threads})
+            marked.run(*inputs)
+            grown = os.path.getsize(marked._runner.library)
+    finally:
+        x86_fp32.wants_winograd_weights = real
+    return {"default_bytes": os.path.getsize(res._runner.library),
+            "with_winograd_weights_bytes": grown}
 
 
 def main() -> int:

@@ -62,9 +62,9 @@ noise is not applied. (The rule it replaces — the pooled median 2% below the d
 — applied a candidate to BERT's int8 build that the bench later measured at 1.12x of
 untuned.)
 
-The budget, stated in the manifest: builds of at most four libraries (default, tuned, the
-call-site wrappers, and where the model has the fp32 convolution the base build with the
-Winograd weights packed, which the Winograd candidates run on: ``library_for``), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
+The budget, stated in the manifest: builds of at most three libraries (default, tuned, the
+call-site wrappers: ``library_for``; both Winograd knob values run on the same builds, the
+kernels packing a build's Winograd weights at their first call), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
 candidates blocks for the screening and ``CONFIRM_ROUNDS`` x 2 for the confirmation, a block
 being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's ``seconds`` is
 what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds). The
@@ -315,37 +315,18 @@ def with_kernel_settings(module: Any, settings: KernelSettings) -> Any:
     return module.with_attr("external_mods", [*external, settings_module(settings)])
 
 
-WINOGRAD_BUILD = "winograd"  # the base build with the Winograd weights packed
-
-
-def _winograd_on(settings: KernelSettings) -> bool:
-    """Whether ``settings`` switch the fp32 convolution's Winograd knob on."""
-    return ("edgecc_x86_fp32_winograd", 1) in settings.knobs
-
-
 def build_module(module: Any, settings: KernelSettings) -> Any:
-    """The module a build with ``settings`` compiles: ``with_kernel_settings``, and with the
-    fp32 convolution's Winograd knob on, marked so that its eligible convolutions carry the
-    transformed weights (``x86_fp32.with_winograd_weights``: the default build does not; the
-    knob on without them transforms the weights per call, ResNet-20 1.7x of the default at 2
-    threads)."""
-    from edgecc.targets.tvm import x86_fp32
-
-    out = with_kernel_settings(module, settings)
-    if _winograd_on(settings):
-        out = x86_fp32.with_winograd_weights(out)
-    return out
+    """The module a build with ``settings`` compiles: ``with_kernel_settings``. The Winograd
+    knob needs nothing more: a build's eligible convolutions are flagged as its constants and
+    the kernels pack their Winograd weights once per library (``x86_fp32_winograd``), so the
+    artifact carries W alone whichever value is chosen."""
+    return with_kernel_settings(module, settings)
 
 
 def library_for(libraries: dict[str, Any], base: str, settings: KernelSettings) -> Any:
     """The measured library that runs ``settings`` as its build would (``build_module``): the
-    call-site wrappers' build for a table, the Winograd-weights build for the Winograd knob
-    on, else ``base``'s; None for a table with Winograd on (no such library is built: the
-    combination leaves the table out)."""
-    winograd = _winograd_on(settings)
-    if settings.sites:
-        return None if winograd else libraries.get("sites")
-    return libraries.get(WINOGRAD_BUILD) if winograd else libraries[base]
+    call-site wrappers' build for a table, else ``base``'s."""
+    return libraries.get("sites") if settings.sites else libraries[base]
 
 
 def _route(module: Any, rename: bool) -> tuple[Any, list[str]]:
@@ -814,11 +795,6 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
             zeros = KernelSettings(sites=((0, 0),) * len(callees))
             builds["sites"] = (with_kernel_settings(module, zeros),
                                database if tuned_kernels else None)
-        if set(FP32_CONV) & set(callees):  # the Winograd knob's candidates: its weights packed
-            from edgecc.targets.tvm import x86_fp32
-
-            builds[WINOGRAD_BUILD] = (x86_fp32.with_winograd_weights(module),
-                                      database if tuned_kernels else None)
         libraries = {}
         for name, (mod, db) in builds.items():
             path = os.path.join(d, f"{name}.so")

@@ -26,13 +26,14 @@ The counts (layers per kernel, fused bias / residual / clamp, layers left and wh
 manifest's ``lowering.x86_fp32`` (``RewriteStats.as_dict``).
 
 Same-size 3x3 convolutions that Winograd F(2x2, 3x3) can run (``x86_fp32_winograd.eligible``)
-carry its transformed weights after ``W`` in the same constant (``meta[15] = 1``) when the
-module asks for them (``with_winograd_weights``: ``--tune`` measuring or having chosen the
-kernel library's ``edgecc_x86_fp32_winograd``, off by default): the knob then sends them there
-without transforming the weights per call. The default build does not carry them — they are
-16/9 of the eligible convs' weights (ResNet-20: +1.74 MB on a 1.1 MB model) that its kernels
-never read; switched on at run time in such a build, the kernel transforms per call (same
-outputs bit for bit, 1-16 us a call slower).
+carry ``meta[15] = 2``: W is a constant of the build, so the kernel (AVX-512, the default
+``edgecc_x86_fp32_winograd`` = 1) packs its Winograd weights once per library at the first
+call and reads them from there after (``x86_fp32_winograd``'s docstring: the cache, why it is
+keyed by the tensor object). The artifact carries W alone, which the direct and AVX2 paths
+read. A module marked ``with_winograd_weights`` packs them at build time after W instead
+(``meta[15] = 1``; 16/9 of those weights more in the artifact, ResNet-20 +1.74 MB on 1.1 MB:
+no build does this by default; bench/x86_fp32_winograd compares the two). Outputs of those
+convolutions differ from the direct path within 1e-5 relative (measured <= 7.2e-7).
 
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
@@ -64,11 +65,14 @@ from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
 CACHE = "x86_fp32"
 WINOGRAD_WEIGHTS_ATTR = "edgecc_fp32_winograd_weights"
+# meta[15] of a Winograd-eligible convolution (the kernel's flag): its weights' U follows W in
+# the constant (a module marked by with_winograd_weights), or W is a constant of the build
+PACKED_IN_BUILD, CONSTANT_WEIGHTS = 1, 2
 
 
 def with_winograd_weights(module: Any) -> Any:
-    """``module`` whose build packs the Winograd weights of the eligible convolutions (module
-    docstring): a build that runs, or may run, with ``edgecc_x86_fp32_winograd`` = 1."""
+    """``module`` whose build packs the Winograd weights of the eligible convolutions after W
+    (module docstring): no first-call packing, a larger artifact; not the default."""
     return module.with_attr(WINOGRAD_WEIGHTS_ATTR, 1)
 
 
@@ -356,13 +360,14 @@ def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None, winograd: bool = F
         weight = np.ascontiguousarray(plan.weight.reshape(oc, -1))
         if plan.kind == SCONV:
             meta = [nb, c, h, w, oc, *geometry]
-            if winograd and x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"],
-                                                       a["pad"], a["dilation"], (oh, ow)):
-                # the Winograd weights after W, flagged by meta[15] (edgecc_x86_fp32_winograd
-                # may be switched on at run time: x86_fp32_winograd's docstring)
-                meta.append(1)
-                weight = np.concatenate([weight.reshape(-1),
-                                         x86_fp32_winograd.weights(plan.weight).reshape(-1)])
+            if x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"], a["pad"],
+                                          a["dilation"], (oh, ow)):
+                # meta[15]: 2, W is a constant of the build (the kernel packs its Winograd
+                # weights once into the library's cache); 1, they follow W in the constant
+                meta.append(PACKED_IN_BUILD if winograd else CONSTANT_WEIGHTS)
+                if winograd:
+                    weight = np.concatenate([weight.reshape(-1),
+                                             x86_fp32_winograd.weights(plan.weight).reshape(-1)])
         else:
             meta = [nb, c, h, w, *geometry]
         consts = [weight, bias, np.array(meta, np.int64), bounds]

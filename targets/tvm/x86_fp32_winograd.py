@@ -2,10 +2,13 @@
 even maps; AVX-512): a C++ fragment of the ``x86_fp32`` kernel set (``x86_fp32_source``
 splices it in; ``edgecc_x86_sconv`` calls ``winograd_conv``).
 
-A kernel variant, off by default: ``edgecc_x86_fp32_winograd`` (int32, 0) in the library;
-1 sends eligible convolutions here (path ``PATH_CONV_WINOGRAD``, counted like the other
-paths, so a test sees a silent fallback). The tuner (``end_to_end.KNOBS``) sets it between
-calls of one loaded library, so nothing here depends on it being set at build time.
+The default for eligible convolutions on AVX-512 (``edgecc_x86_fp32_winograd``, int32, 1 in
+the library; path ``PATH_CONV_WINOGRAD``, counted like the other paths, so a test sees a
+silent fallback); 0 sends them to the direct same-size 3x3 path, as AVX2 always does (the
+artifact keeps the plain weights W, which the direct paths read). The tuner
+(``end_to_end.KNOBS``) measures 0 against it, setting the knob between calls of one loaded
+library, so nothing here depends on it being set at build time. What changes by default: the
+outputs of those convolutions within 1e-5 relative of the direct path (Numerics, below).
 
 Per 2x2 output tile (input patch d 4x4 at rows 2ty-1.., columns 2tx-1..)::
 
@@ -23,16 +26,27 @@ direct same-size tiles) into a 24 KiB block ``M`` that stays in L1 and transform
 to the output (bias, residual, clamp fused, masked stores). Tasks split groups x output-channel
 chunks as the direct path does.
 
-Weights: the build packs them for every eligible convolution whatever the knob
-(``x86_fp32._emit``: ``U[OC][16][C] = G g Gᵀ`` after ``W`` in the weights tensor, flagged by
-``meta[15] = 1``; 16/9 more weight bytes for those layers: ResNet-20 +1.7 MB), because the knob
-moves at run time and the transform per call measured 1.1 / 5 / 16 us on 16->16 @32 / 32->32
-@16 / 64->64 @8 against Winograd calls of 40 / 33 / 40 us (1 thread, bench/x86_fp32_winograd.py
-before the packing: 2 t(batch 1) - t(batch 2)). A cache per weight pointer was not taken: it
-goes stale when a library is unloaded and another's constants land at the same address (the
-tuner loads many builds in one process). Callers without the packing (a 15-entry meta: the
-kernel tests) get the per-call transform (``wg_weights``, one gather per tap of 16 input
-channels), bit-identical to the packing (``weights`` does the same float32 operations).
+Weights: ``U = G g Gᵀ`` is packed ONCE per library and per constant weight tensor, at its
+first call, in the calling thread before the pool tasks start (as onnxruntime prepacks at
+session load), when the call site says W is a constant of the build (``meta[15] = 2``, written
+by ``x86_fp32._emit`` for every eligible convolution); later calls read the packed U (path
+``PATH_CONV_WINOGRAD_PACKED``, 17). The artifact carries W alone: a build packing U after W
+(``meta[15] = 1``, ``x86_fp32.with_winograd_weights``, still accepted) added 16/9 of those
+layers' weights, ResNet-20 +1.74 MB on 1.1 MB. The transform per call measured 1.1 / 5 / 16 us
+on 16->16 @32 / 32->32 @16 / 64->64 @8 against Winograd calls of 40 / 33 / 40 us (1 thread,
+bench/x86_fp32_winograd.py: 2 t(batch 1) - t(batch 2)); callers without the flag (the kernel
+tests' fresh random weights) still get it (``wg_weights``, one gather per tap of 16 input
+channels), bit-identical to both packings (``weights`` does the same float32 operations).
+
+The cache (``wg_cached``: a list behind a mutex, thread-safe when two VMs call at once) is
+keyed by the weights' FFI object, not the data pointer: a pointer key goes stale when a module
+is freed and another tensor lands at the same address — the same library loaded twice shares
+its statics (one dlopen handle), and a buffer reused under a new tensor has the same address
+(the tests do both). The entry holds a weak reference to the object (tvm-ffi's weak count), so
+its header's memory — the key — is never reused while the entry exists; entries of dead
+tensors (strong count 0) are dropped at the next packing. Kernel sets are linked into each
+build's own library, so each library has its own list (internal linkage); its U buffers are
+freed when it is unloaded. Memory: U once per loaded module (ResNet-20 1.74 MB), beside W.
 
 Numerics: not the direct path's sums (the transforms round differently); F(2x2, 3x3)'s
 constants are 0, ±1, ±1/2 (exact). Measured error, max|a - b| / max|ref| over the output
@@ -276,6 +290,73 @@ static void wg_output(const float* m, float* out, const float* res, float bias, 
       }
     }
   }
+}
+
+// ---- U of the build's constant weights, packed once per library (meta[15] == 2) ----------
+// Entries are keyed by the weights' FFI object (its header address), which holds a weak
+// reference: the header's memory is not reused while the entry exists, so another tensor (of
+// this library loaded again, or anything else) cannot take the key. An entry whose tensor died
+// (strong count 0: the module was unloaded) is dropped, weak reference released, at the next
+// packing. The list is this library's own (internal linkage; each build links its kernel set);
+// its U buffers are freed when the library is unloaded (the weak references of live entries
+// are then left: a header each).
+struct WgPacked { TVMFFIObject* obj; const float* wt; int64_t oc, c; float* u; };
+static pthread_mutex_t wg_lock = PTHREAD_MUTEX_INITIALIZER;
+static WgPacked* wg_list = 0;
+static int64_t wg_count = 0, wg_cap = 0;
+const uint64_t WG_WEAK_ONE = (uint64_t)1 << 32;  // tvm-ffi's weak count: the upper 32 bits
+
+__attribute__((destructor)) static void wg_release() {
+  for (int64_t i = 0; i < wg_count; ++i) free(wg_list[i].u);
+  free(wg_list);
+  wg_list = 0;
+  wg_count = wg_cap = 0;
+}
+
+static void wg_drop(WgPacked& e) {  // a dead tensor's entry (tvm-ffi's DecWeakRef)
+  free(e.u);
+  if (__atomic_fetch_sub(&e.obj->combined_ref_count, WG_WEAK_ONE, __ATOMIC_RELEASE) == WG_WEAK_ONE) {
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (e.obj->deleter) e.obj->deleter(e.obj, kTVMFFIObjectDeleterFlagBitMaskWeak);
+  }
+}
+
+// U[oc][16][c] of the weights argument ``arg`` (W at ``wt``): packed in the calling thread on
+// the first call (counted in edgecc_x86_fp32_winograd_packs), the same buffer after; 0 when the
+// argument is not an FFI object (a bare DLTensor*: nothing to key on)
+static const float* wg_cached(const TVMFFIAny* arg, const float* wt, int64_t oc, int64_t c) {
+  if (arg->type_index < kTVMFFIStaticObjectBegin) return 0;
+  TVMFFIObject* obj = static_cast<TVMFFIObject*>(arg->v_obj);
+  pthread_mutex_lock(&wg_lock);
+  const float* u = 0;
+  for (int64_t i = 0; i < wg_count && !u; ++i)
+    if (wg_list[i].obj == obj && wg_list[i].wt == wt && wg_list[i].oc == oc && wg_list[i].c == c)
+      u = wg_list[i].u;
+  if (!u) {
+    int64_t kept = 0;  // drop the entries of dead tensors
+    for (int64_t i = 0; i < wg_count; ++i) {
+      const uint64_t rc = __atomic_load_n(&wg_list[i].obj->combined_ref_count, __ATOMIC_ACQUIRE);
+      if ((rc & 0xFFFFFFFFu) == 0) wg_drop(wg_list[i]);
+      else wg_list[kept++] = wg_list[i];
+    }
+    wg_count = kept;
+    if (wg_count == wg_cap) {
+      const int64_t cap = wg_cap ? 2 * wg_cap : 32;
+      WgPacked* grown = static_cast<WgPacked*>(realloc(wg_list, cap * sizeof(WgPacked)));
+      if (grown) { wg_list = grown; wg_cap = cap; }
+    }
+    const size_t bytes = ((size_t)(16 * oc * c * 4) + 63) / 64 * 64;
+    float* own = wg_count < wg_cap ? static_cast<float*>(aligned_alloc(64, bytes)) : 0;
+    if (own) {
+      wg_weights(own, wt, oc, c);
+      __atomic_fetch_add(&obj->combined_ref_count, WG_WEAK_ONE, __ATOMIC_RELAXED);
+      wg_list[wg_count++] = WgPacked{obj, wt, oc, c, own};
+      __atomic_fetch_add(&edgecc_x86_fp32_winograd_packs, 1, __ATOMIC_RELAXED);
+      u = own;
+    }
+  }
+  pthread_mutex_unlock(&wg_lock);
+  return u;
 }
 
 // whether winograd_conv runs this convolution (the caller checked 3x3, stride 1, pad 1, no

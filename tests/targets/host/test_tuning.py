@@ -369,34 +369,32 @@ def test_a_combination_of_winners_is_chosen_only_when_it_wins():
     assert picked["settings"] == S()
 
 
-def test_winograd_runs_on_a_build_with_its_weights():
-    """The Winograd knob on is measured on, and built as, a module whose convolutions carry
-    the transformed weights (the default build does not: the knob on there transforms per
-    call); a call-site table cannot join it (no such library is measured), so the combination
-    leaves the table out and runs on the Winograd build."""
+def test_winograd_runs_on_the_base_builds():
+    """Both Winograd knob values are measured on, and built as, the base build (or the
+    call-site wrappers' for a table, which may join Winograd 0): the kernels pack a build's
+    Winograd weights once per library, so no build carries them (the tuned build's convolution
+    constant is W alone, flagged as the build's constant: meta[15] = 2, with either value)."""
     from edgecc.targets.tvm import end_to_end, x86_fp32
 
     S = end_to_end.KernelSettings
-    wino = S(knobs=(("edgecc_x86_fp32_winograd", 1),))
-    libs = {"default": object(), "sites": object(), end_to_end.WINOGRAD_BUILD: object()}
-    assert end_to_end.library_for(libs, "default", wino) is libs["winograd"]
+    direct = S(knobs=(("edgecc_x86_fp32_winograd", 0),))
+    libs = {"default": object(), "sites": object()}
+    assert end_to_end.library_for(libs, "default", direct) is libs["default"]
     assert end_to_end.library_for(libs, "default", S(serial_work_log2=2)) is libs["default"]
     assert end_to_end.library_for(libs, "default", S(sites=((63, 0),))) is libs["sites"]
-    assert end_to_end.library_for(libs, "default", S(sites=((63, 0),), knobs=wino.knobs)) \
-        is None
+    assert end_to_end.library_for(libs, "default", S(sites=((63, 0),), knobs=direct.knobs)) \
+        is libs["sites"]
     verdicts = {k: {"ratio": r, "bound": r, "wins": 8, "rounds": 8, "faster": True}
                 for k, r in (("default, w", 0.8), ("default, t", 0.85), ("default, s", 0.9))}
-    candidates = {"default, w": (libs["winograd"], wino),
+    candidates = {"default, w": (libs["default"], direct),
                   "default, t": (libs["sites"], S(sites=((63, 0),))),
                   "default, s": (libs["default"], S(serial_work_log2=2))}
     name, (library, settings), parts = end_to_end.combination(
         candidates, verdicts, "default, w",
         lambda s: end_to_end.library_for(libs, "default", s))
-    assert parts == ["default, w", "default, s"] and library is libs["winograd"]
-    assert settings == S(serial_work_log2=2, knobs=wino.knobs)
+    assert parts == ["default, w", "default, t", "default, s"] and library is libs["sites"]
+    assert settings == S(serial_work_log2=2, sites=((63, 0),), knobs=direct.knobs)
 
-    # the tuned build's module: its convolution's constant carries the Winograd weights
-    # (meta[15] = 1) with the knob on, not with it off
     from tvm import relax
 
     from edgecc.frontend import trace
@@ -408,16 +406,16 @@ def test_winograd_runs_on_a_build_with_its_weights():
     flags = {}
     for value in (0, 1):
         built = end_to_end.build_module(module, S(knobs=(("edgecc_x86_fp32_winograd", value),)))
-        assert x86_fp32.wants_winograd_weights(built) is bool(value)
+        assert not x86_fp32.wants_winograd_weights(built)
         kernels = lowering.hand_written_kernels(built, target)
         (call,) = [b.value for f in kernels.functions.values() if isinstance(f, relax.Function)
                    for blk in f.body.blocks for b in blk.bindings
                    if isinstance(b.value, relax.Call)
                    and isinstance(b.value.args[0], relax.ExternFunc)
                    and str(b.value.args[0].global_symbol) == "edgecc_x86_sconv"]
-        meta = [a.value.numpy() for a in call.args[1].fields if hasattr(a, "value")][2]
-        flags[value] = int(meta[15]) if len(meta) > 15 else 0
-    assert flags == {0: 0, 1: 1}
+        consts = [a.value.numpy() for a in call.args[1].fields if hasattr(a, "value")]
+        flags[value] = (consts[0].size, int(consts[2][15]))
+    assert flags == {0: (16 * 16 * 9, 2), 1: (16 * 16 * 9, 2)}
 
 
 def test_block_size_reads_the_median_call_not_one_preempted_call():

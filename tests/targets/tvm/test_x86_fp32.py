@@ -170,7 +170,7 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(15)]
+    before = [int(query(i)) for i in range(18)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -184,10 +184,12 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     # column masks (path 12); s (stride-2 3x3) the tiles over phase planes (path 14, not 1),
     # d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16
     # channels per vector. (Gathered panels with AVX-512: test_im2col_panels_run_the_wide_tiles)
+    # With AVX-512, b, e, n (8+ input channels, even maps) run Winograd F(2x2, 3x3) by default
+    # (path 16), on weights packed once into the library's cache (path 17), a stays on 9 / 12.
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
     assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 3 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
-                     2 * 2 * avx512, 0, 0, 2 * 4 * avx512, 0, 0, 2 * 4 * avx512, 0,
-                     2 * avx512], calls
+                     2 * 2 * avx512, 0, 0, 2 * avx512, 0, 0, 2 * avx512,
+                     0, 2 * avx512, 0, 2 * 3 * avx512, 2 * 3 * avx512], calls
     assert int(query(-1)) == avx512
 
 
@@ -201,7 +203,8 @@ def _has_avx512() -> bool:
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory):
     """(TVM module, ctypes handle) of the fp32 kernels linked alone from their cached object:
-    its own path counters and knobs, the ISA this CPU has."""
+    its own path counters and knobs, the ISA this CPU has; ``edgecc_x86_fp32_winograd`` set to
+    0 (the direct paths these tests check; the Winograd tests set it per call)."""
     import ctypes
     import os
     import subprocess
@@ -214,7 +217,9 @@ def kernels(tmp_path_factory):
     obj = x86_int8.compiled_object(source=SOURCE, cache=x86_fp32.CACHE)
     so = str(tmp_path_factory.mktemp("fp32_kernels") / "kernels.so")
     subprocess.run([os.environ.get("CXX", "g++"), "-shared", obj, "-o", so], check=True)
-    return tvm.runtime.load_module(so), ctypes.CDLL(so)
+    handle = ctypes.CDLL(so)
+    ctypes.c_int32.in_dll(handle, "edgecc_x86_fp32_winograd").value = 0
+    return tvm.runtime.load_module(so), handle
 
 
 def _conv(kernels, x, w, b, stride=1, pad=0, res=None, lo=-np.inf, hi=np.inf):

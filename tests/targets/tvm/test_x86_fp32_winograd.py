@@ -1,8 +1,11 @@
-"""Winograd F(2x2, 3x3) same-size 3x3 convolutions (``x86_fp32_winograd``): off by default
-(the direct path runs, nothing counted on path 16); with ``edgecc_x86_fp32_winograd`` set the
-eligible convolutions take it (path 16 counts every call: a silent fallback fails) and agree
-with the direct path and with PyTorch float64 within 1e-5 relative (max|a - b| / max|ref|),
-bias, residual and ReLU fused; the knob switches per call in one loaded library."""
+"""Winograd F(2x2, 3x3) same-size 3x3 convolutions (``x86_fp32_winograd``): on by default
+(``edgecc_x86_fp32_winograd`` 1; the direct-path kernel tests set it to 0); the eligible
+convolutions take it (path 16 counts every call: a silent fallback fails) and agree with the
+direct path and with PyTorch float64 within 1e-5 relative (max|a - b| / max|ref|), bias,
+residual and ReLU fused; the knob switches per call in one loaded library. A build's constant
+weights are packed once per library into its cache (path 17, ``edgecc_x86_fp32_winograd_packs``),
+bit-identical to the per-call transform, never handed to another tensor (same address or not),
+and the artifact carries W alone."""
 
 import ctypes
 
@@ -44,18 +47,6 @@ def _rel(a, ref) -> float:
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
-def test_the_knob_is_off_by_default(kernels):
-    """The default build runs the direct paths: the knob reads 0 and a 16->16 @32 conv counts
-    no Winograd call."""
-    assert ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_winograd").value == 0
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 16, 32, 32), np.float32)
-    w = rng.standard_normal((16, 16, 3, 3), np.float32)
-    before = _winograd_calls(kernels)
-    _conv(kernels, x, w, np.zeros(16, np.float32), pad=1)
-    assert _winograd_calls(kernels) == before
-
-
 # ResNet-20's three stages (and a batch of 2, odd channel counts, a 12x20 map whose panels
 # span tile rows unevenly)
 SHAPES = [(16, 16, 32, 1), (32, 32, 16, 1), (64, 64, 8, 1), (16, 16, 32, 2), (24, 40, 12, 1),
@@ -95,9 +86,32 @@ def test_ineligible_convolutions_fall_back(kernels):
         assert np.array_equal(out, _conv_with(kernels, 0, x, w, b, stride=stride, pad=1)[0])
 
 
-def test_packed_weights_equal_the_per_call_transform(kernels):
-    """The build's packing (``weights`` after W, meta[15] = 1: path 17) and the kernel's
-    per-call transform give bit-identical outputs."""
+def _packs(kernels) -> int:
+    return int(ctypes.c_int64.in_dll(kernels[1], "edgecc_x86_fp32_winograd_packs").value)
+
+
+def _sconv_flagged(kernels, x, weight, b, flag):
+    """(output, path-17 calls, packings) of one 32->32 @16 ReLU conv called with Winograd on
+    and meta[15] = ``flag``; ``weight`` a tvm tensor (its FFI object is the cache's key)."""
+    import tvm
+
+    meta = np.array([1, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 16, 16, flag], np.int64)
+    args = [tvm.runtime.tensor(a) for a in (x, b, meta, np.array([0.0, np.inf], np.float32))]
+    out = tvm.runtime.tensor(np.zeros((1, 32, 16, 16), np.float32))
+    query = kernels[0].get_function("edgecc_x86_fp32_path_calls")
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_winograd")
+    before, packs, var.value = int(query(17)), _packs(kernels), 1
+    try:
+        kernels[0].get_function("edgecc_x86_sconv")(args[0], weight, *args[1:], out)
+    finally:
+        var.value = 0
+    return out.numpy(), int(query(17)) - before, _packs(kernels) - packs
+
+
+def test_packed_and_cached_weights_equal_the_per_call_transform(kernels):
+    """The build's packing (``weights`` after W, meta[15] = 1), the library's cache (meta[15]
+    = 2: packed at the first call of a weights tensor, reused after) and the kernel's per-call
+    transform give bit-identical outputs; each counts on path 17 but the per-call one."""
     import tvm
 
     from edgecc.targets.tvm import x86_fp32_winograd
@@ -107,35 +121,48 @@ def test_packed_weights_equal_the_per_call_transform(kernels):
     w = rng.standard_normal((32, 32, 3, 3), np.float32)
     b = rng.standard_normal(32, np.float32)
     own, _ = _conv_with(kernels, 1, x, w, b, pad=1, lo=0.0)
-    meta = np.array([1, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 16, 16, 1], np.int64)
     packed = np.concatenate([w.reshape(-1), x86_fp32_winograd.weights(w).reshape(-1)])
-    args = [x, packed, b, meta, np.array([0.0, np.inf], np.float32)]
-    out = tvm.runtime.tensor(np.zeros((1, 32, 16, 16), np.float32))
-    query = kernels[0].get_function("edgecc_x86_fp32_path_calls")
-    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_winograd")
-    before, var.value = int(query(17)), 1
-    try:
-        kernels[0].get_function("edgecc_x86_sconv")(
-            *[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args], out)
-    finally:
-        var.value = 0
-    assert int(query(17)) - before == 1
-    assert np.array_equal(out.numpy(), own)
+    assert _sconv_flagged(kernels, x, tvm.runtime.tensor(packed), b, 1)[1:] == (1, 0)
+    assert np.array_equal(_sconv_flagged(kernels, x, tvm.runtime.tensor(packed), b, 1)[0], own)
+    weight = tvm.runtime.tensor(w.reshape(32, -1))
+    runs = [_sconv_flagged(kernels, x, weight, b, 2) for _ in range(2)]
+    assert [r[1:] for r in runs] == [(1, 1), (1, 0)]  # packed once, then from the cache
+    assert all(np.array_equal(r[0], own) for r in runs)
+    assert _sconv_flagged(kernels, x, weight, b, 0)[1:] == (0, 0)  # no flag: per call
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["default-build", "packed-weights"])
-def test_a_built_model_switches_at_run_time(tmp_path, monkeypatch, packed):
-    """A ResNet-style build (16->16 @32 with residual, 32->32 @16, 64->64 @8, a stride-2 conv
-    between): the knob moved between calls of the one loaded library sends its 3 eligible
-    convs through Winograd (path 16: 3 calls a run at knob 1, none at 0), within 1e-5 of knob
-    0 and of PyTorch. The default build carries no Winograd weights (the kernel transforms per
-    call: path 17 stays at 0); a build marked ``with_winograd_weights`` (here: every module,
-    by patching the check the rewrite makes) uses its packed weights (path 17: 3 a run)."""
+def test_a_new_weights_tensor_never_gets_another_ones_cached_weights(kernels):
+    """Cache entries are keyed by the weights' FFI object, held by a weak reference, not by
+    the data address: tensors made in turn over ONE buffer (the same address every round; a
+    cache keyed by the pointer returned the first round's weights), each freed after its
+    call, get their own weights' result, packed anew each round."""
+    import gc
+
+    import tvm
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 32, 16, 16), np.float32)
+    b = np.zeros(32, np.float32)
+    raw = np.zeros(32 * 288 + 16, np.float32)  # from_dlpack wants 64-byte aligned data
+    start = (-raw.ctypes.data % 64) // 4
+    buf = raw[start:start + 32 * 288].reshape(32, 288)
+    for _ in range(4):
+        w = rng.standard_normal((32, 32, 3, 3), np.float32)
+        expected, _ = _conv_with(kernels, 1, x, w, b, pad=1, lo=0.0)
+        buf[:] = w.reshape(32, -1)
+        weight = tvm.runtime.from_dlpack(buf)  # no copy: the data at buf's address
+        assert np.from_dlpack(weight).ctypes.data == buf.ctypes.data
+        out, cached, packs = _sconv_flagged(kernels, x, weight, b, 2)
+        assert (cached, packs) == (1, 1) and np.array_equal(out, expected)
+        del weight
+        gc.collect()
+
+
+def _resnet_like(seed: int):
+    """(model, input): 16->16 @32 with residual, a stride-2 conv, 32->32 @16, another, 64->64
+    @8 (3 Winograd-eligible convolutions), weights drawn from ``seed``."""
     import torch
     import torch.nn as nn
-
-    import edgecc
-    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
 
     class Net(nn.Module):
         def __init__(self):
@@ -151,35 +178,130 @@ def test_a_built_model_switches_at_run_time(tmp_path, monkeypatch, packed):
             y = torch.relu(self.c(torch.relu(self.b(y))))
             return torch.relu(self.e(torch.relu(self.d(y))))
 
-    torch.manual_seed(0)
-    m = Net().eval()
-    x = torch.randn(1, 16, 32, 32)
-    if packed:
-        monkeypatch.setattr(x86_fp32, "wants_winograd_weights", lambda module: True)
-    res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
-                         output_dir=str(tmp_path / "o"))
-    res.run(x)
-    knob = ctypes.c_int32.in_dll(ctypes.CDLL(res._runner.library), "edgecc_x86_fp32_winograd")
-    query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
+    torch.manual_seed(seed)
+    return Net().eval(), torch.randn(1, 16, 32, 32)
+
+
+def _build(path, seed: int):
+    import edgecc
+
+    m, x = _resnet_like(seed)
+    res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="", output_dir=str(path))
+    res.run(x)  # loads the library (res._runner.library: the copy loaded)
+    return m, x, res
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """Two default builds of the ResNet-like net with different weights: seed -> (model,
+    input, CompileResult)."""
+    return {seed: _build(tmp_path_factory.mktemp(f"wg{seed}"), seed) for seed in (0, 1)}
+
+
+def _expected(m, x) -> np.ndarray:
+    import torch
+
     with torch.no_grad():
-        expected = m(x).double().numpy()
-    outs, counts = {}, {}
-    try:
-        for value in (1, 0):
-            knob.value = value
-            before = (int(query(16)), int(query(17)))
-            outs[value] = np.asarray(res.run(x))
-            counts[value] = (int(query(16)) - before[0], int(query(17)) - before[1])
-    finally:
-        knob.value = 0
-    assert counts == {1: (3, 3 if packed else 0), 0: (0, 0)}
-    assert _rel(outs[1], outs[0]) <= BOUND and _rel(outs[1], expected) <= BOUND
+        return m(x).double().numpy()
+
+
+def _counters(runner) -> tuple[int, int, int]:
+    """(path 16 calls, path 17 calls, packings) of the library ``runner`` loaded."""
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    query = runner.module.get_function(PATH_QUERY, query_imports=True)
+    packs = ctypes.c_int64.in_dll(ctypes.CDLL(runner.library), "edgecc_x86_fp32_winograd_packs")
+    return int(query(16)), int(query(17)), int(packs.value)
+
+
+def test_the_default_build_runs_winograd_on_weights_packed_once(builds):
+    """The default build (knob 1 as linked) runs its 3 eligible convs through Winograd on
+    every call (path 16) from the library's cache (path 17: no per-call transform): the first
+    run of a loaded module packs 3 weights, later runs none; the same library loaded again (the
+    same dlopen handle, so the same cache, new constant tensors) packs its own, also after the
+    first one was freed; every output within 1e-5 of PyTorch, all bit-identical."""
+    import gc
+
+    from edgecc.targets.tvm.runner import VmRunner
+
+    m, x, res = builds[0]
+    library = res._runner.library
+    assert ctypes.c_int32.in_dll(ctypes.CDLL(library), "edgecc_x86_fp32_winograd").value == 1
+    expected, outs = _expected(m, x), []
+    first = VmRunner(library)
+    for loaded in ("first", "second", "third"):
+        runner = first if loaded == "first" else VmRunner(library)
+        c0 = _counters(runner)
+        outs.append(runner.run(x)[0].numpy())  # the first run calls main twice (VmRunner)
+        c1 = _counters(runner)
+        outs.append(runner.run(x)[0].numpy())
+        c2 = _counters(runner)
+        assert (c1[2] - c0[2], c1[0] - c0[0], c1[1] - c0[1]) == (3, 6, 6), loaded
+        assert (c2[2] - c1[2], c2[0] - c1[0], c2[1] - c1[1]) == (0, 3, 3), loaded
+        if loaded == "second":
+            del first, runner
+            gc.collect()
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    assert _rel(outs[0], expected) <= BOUND
+
+
+def test_two_builds_never_mix_their_weights(builds):
+    """Two builds of one net with different weights, each loaded, run and freed in turn, twice
+    (constants of the same sizes, often at the same addresses): each output is its own
+    model's, within 1e-5 of PyTorch and bit-identical from round to round."""
+    import gc
+
+    from edgecc.targets.tvm.runner import VmRunner
+
+    seen: dict[int, np.ndarray] = {}
+    for _ in range(2):
+        for seed, (m, x, res) in builds.items():
+            runner = VmRunner(res._runner.library)
+            out = runner.run(x)[0].numpy()
+            assert _rel(out, _expected(m, x)) <= BOUND
+            assert np.array_equal(out, seen.setdefault(seed, out))
+            del runner
+            gc.collect()
+    assert not np.array_equal(seen[0], seen[1])
+
+
+def test_a_built_model_switches_at_run_time(builds, tmp_path, monkeypatch):
+    """The knob moved between calls of one loaded library sends the 3 eligible convs through
+    Winograd (path 16: 3 calls a run at 1, none at 0), within 1e-5 of knob 0 and of PyTorch,
+    in the default build (weights from the library's cache: path 17) and in a build marked
+    ``with_winograd_weights`` (here: by patching the check the rewrite makes; the packed
+    weights: path 17 too). The default build's artifact is smaller than the marked one's by
+    about the Winograd weights (16 floats per output x input channel): it carries W alone."""
+    import os
+
+    m, x, default = builds[0]
+    monkeypatch.setattr(x86_fp32, "wants_winograd_weights", lambda module: True)
+    _, _, marked = _build(tmp_path / "marked", 0)
+    expected = _expected(m, x)
+    u_bytes = 4 * 16 * (16 * 16 + 32 * 32 + 64 * 64)
+    grown = os.path.getsize(marked._runner.library) - os.path.getsize(default._runner.library)
+    assert 0.9 * u_bytes <= grown <= 1.1 * u_bytes
+    for res in (default, marked):
+        runner = res._runner
+        knob = ctypes.c_int32.in_dll(ctypes.CDLL(runner.library), "edgecc_x86_fp32_winograd")
+        outs, counts = {}, {}
+        try:
+            for value in (1, 0):
+                knob.value = value
+                before = _counters(runner)
+                outs[value] = np.asarray(res.run(x))
+                after = _counters(runner)
+                counts[value] = (after[0] - before[0], after[1] - before[1])
+        finally:
+            knob.value = 1
+        assert counts == {1: (3, 3), 0: (0, 0)}
+        assert _rel(outs[1], outs[0]) <= BOUND and _rel(outs[1], expected) <= BOUND
 
 
 def test_only_a_marked_module_carries_the_winograd_weights():
     """``rewrite`` packs the Winograd weights after W (meta[15] = 1, the constant 1 + 16/9 of
     W) only in a module marked by ``with_winograd_weights``; the default build's constants
-    are W alone (15 meta entries)."""
+    are W alone, flagged as the build's constant (meta[15] = 2: the kernel's cache)."""
     import torch
     import torch.nn as nn
 
@@ -204,4 +326,4 @@ def test_only_a_marked_module_carries_the_winograd_weights():
         consts = [a.value.numpy() for a in call.args[1].fields if hasattr(a, "value")]
         weight, meta = consts[0], consts[2]
         sizes[marked] = (weight.size, len(meta), int(meta[15]) if len(meta) > 15 else 0)
-    assert sizes == {False: (16 * 16 * 9, 15, 0), True: (16 * 16 * 9 + 16 * 16 * 16, 16, 1)}
+    assert sizes == {False: (16 * 16 * 9, 16, 2), True: (16 * 16 * 9 + 16 * 16 * 16, 16, 1)}
