@@ -244,7 +244,10 @@ def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
             for r in knob_rows:
                 fns[f"w4a16 @{r}"] = with_rows(fns["w4a16"], rows_knob, r)
                 facts[f"w4a16 @{r}"] = facts["w4a16"]
+        bf16_calls = knob("edgecc_x86_wonly_bf16_calls", _library(fns["w4a16"]))[0]
+        before = bf16_calls.value
         ms = timed(fns, repeats, threads)
+        bf16_calls = bf16_calls.value - before  # prefill calls that ran the bf16 path
         wonly = facts["w4a16"]["weight_only"]
         ratio = wonly.get("weight_only_bytes", 0) / max(1, wonly.get("float32_weight_bytes", 0))
         assert wonly.get("weight_only_layers") and ratio < 1 / 6, (model, wonly)
@@ -258,7 +261,7 @@ def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
                                                       wonly["float32_weight_bytes"]),
                          "weight_only_layers": w.get("weight_only_layers", 0),
                          "float_fallbacks": len(w.get("float_fallbacks", [])),
-                         "compile_s": facts[name]["compile_s"]})
+                         "compile_s": facts[name]["compile_s"], "bf16_calls": bf16_calls})
     return rows
 
 

@@ -291,8 +291,10 @@ class WeightOnlyKernels:
     shape, a format it does not hold) stays float, with a note naming it (``notes``).
     """
 
-    def __init__(self, constants: dict[str, Any], notes: list[str]):
+    def __init__(self, constants: dict[str, Any], notes: list[str],
+                 bf16_activations: bool = False):
         self.constants, self.notes = constants, notes
+        self.bf16_activations = bf16_activations  # x86_wonly.emit_linear's
         self.stats = {"weight_only_layers": 0, "weight_only_bytes": 0,
                       "float32_weight_bytes": 0, "weight_only_float": 0}
 
@@ -329,7 +331,8 @@ class WeightOnlyKernels:
         out = None
         if packed is not None:
             bb = importer.block_builder
-            out = x86_wonly.emit_linear(bb, importer.env[node.args[0]], packed, bias_value)
+            out = x86_wonly.emit_linear(bb, importer.env[node.args[0]], packed, bias_value,
+                                        bf16_activations=self.bf16_activations)
             why = "float32 input of static shape needed"
         if out is None:
             self.notes.append(f"{node.name}: quantized linear runs with float32 weights "
@@ -351,11 +354,23 @@ class WeightOnlyKernels:
         return emit_activation(bb, out, act)
 
 
+def quantized_by_edgecc(program: Program) -> bool:
+    """Whether ``program``'s weight quantization is edgecc's own (its Quantize pass marks
+    each dequantize it writes): then the x86 weight-only kernel may round activations to
+    bfloat16 (``x86_wonly``; the build is verified as a quantized one). Imported quantized
+    weights (GGUF, ONNX) keep float32 activations: their build is checked against the
+    imported model at float32 tolerance."""
+    from edgecc.passes.quantize.layers import QRANGE
+
+    return any(QRANGE in n.meta for n in program.graph.nodes if n.op == "call_function")
+
+
 def weight_only_converters(converters: dict[str, Any], constants: dict[str, Any],
-                           notes: list[str]) -> WeightOnlyKernels:
+                           notes: list[str], bf16_activations: bool = False
+                           ) -> WeightOnlyKernels:
     """Route quantized-weight linears in ``converters`` (in place) to the x86 weight-only
-    kernel (``WeightOnlyKernels``)."""
-    kernels = WeightOnlyKernels(constants, notes)
+    kernel (``WeightOnlyKernels``); ``bf16_activations``: ``quantized_by_edgecc``."""
+    kernels = WeightOnlyKernels(constants, notes, bf16_activations)
     for name in ("linear.default", "linear_act.default"):
         converters[name] = kernels.linear(converters[name])
     return kernels

@@ -38,7 +38,7 @@ from edgecc.targets.tvm.x86_wonly_source import SOURCE, SYMBOLS
 LINEAR = SYMBOLS[0]
 CACHE = "x86_wonly"
 PANEL = 32  # output channels per panel (the kernel's layout)
-ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
+ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3, "avx512bf16": 4}
 
 
 def supported() -> bool:
@@ -54,6 +54,20 @@ def error_bound(k: int) -> float:
     u = 2.0 ** -24
     n = k + 1
     return 2 * n * u / (1 - n * u)
+
+
+BF16_U = 2.0 ** -9  # unit roundoff of bfloat16's 8-bit significand (round to nearest even)
+
+
+def bf16_error_bound(k: int, groups: int) -> float:
+    """The factor of ``|x| @ |W|ᵀ + |b|`` that bounds ``|y - ref|`` on the bf16 prefill:
+    each x becomes x(1 + δ), |δ| <= 2^-9 (bfloat16, RNE); the products with the exact
+    q - z are exact in float32 and each reaches y through at most K + 2·groups + 1 float32
+    roundings (pair and group sums, the group scale, the sum of groups, the bias), so
+    |y - ref| <= (2^-9 + (1 + 2^-9) · 2 γ_{K+2G+1}) (|x| @ |W|ᵀ + |b|). (x under 2^-126
+    in magnitude reads as 0 in vdpbf16ps: an absolute error below float32's resolution of
+    any sum with a normal term.)"""
+    return BF16_U + (1 + BF16_U) * error_bound(k + 2 * groups)
 
 
 def external_module() -> Any:
@@ -100,12 +114,15 @@ class PackedWeight:
         return sum(int(a.nbytes) for a in (self.codes, self.scale, self.zero,
                                            *(() if self.offset is None else (self.offset,))))
 
-    def meta(self, m: int, has_bias: bool, isa: str = "auto") -> np.ndarray:
+    def meta(self, m: int, has_bias: bool, isa: str = "auto",
+             bf16_activations: bool = False) -> np.ndarray:
+        """The kernel's int64 meta; ``bf16_activations``: with ``isa="auto"``, prefill may
+        round x to bfloat16 on AVX512_BF16 CPUs (``edgecc_x86_wonly_bf16``)."""
         return np.array([m, self.k, self.n, self.group, self.bits, int(self.zero.size > 1),
                          int(self.offset is not None), int(has_bias), ISAS[isa],
                          int(self.scale.dtype == np.float16),
-                         int(self.offset is not None and self.offset.dtype == np.float16)],
-                        np.int64)
+                         int(self.offset is not None and self.offset.dtype == np.float16),
+                         int(bf16_activations)], np.int64)
 
     def dequantized(self) -> np.ndarray:
         """The float32 weight ``[N, K]`` the kernel computes with (for tests)."""
@@ -216,10 +233,13 @@ def plan(values: list[np.ndarray | None], axis: int, block: int, dtype: str
         return None, str(exc)
 
 
-def emit_linear(bb: Any, x: Any, weight: PackedWeight, bias: np.ndarray | None) -> Any | None:
+def emit_linear(bb: Any, x: Any, weight: PackedWeight, bias: np.ndarray | None,
+                bf16_activations: bool = False) -> Any | None:
     """``x[..., K] · dequant(W)ᵀ (+ bias)`` as one kernel call (the leading dimensions may
     be symbolic: the kernel reads the rows from ``x``); None when ``x`` is not a float32
-    tensor ending in ``K``."""
+    tensor ending in ``K``. ``bf16_activations``: the weight is edgecc's own quantization
+    (its verification is the quantized one), so prefill may round x to bfloat16 on CPUs
+    with AVX512_BF16 (module docstring, "Activations")."""
     from tvm import relax, tirx
 
     shape = getattr(x.ty, "shape", None)
@@ -239,7 +259,8 @@ def emit_linear(bb: Any, x: Any, weight: PackedWeight, bias: np.ndarray | None) 
         b[: weight.n] = np.asarray(bias, np.float32).reshape(-1)
     offset = weight.offset if weight.offset is not None else np.zeros(1, np.float32)
     consts = [weight.codes, weight.scale, weight.zero, offset, b,
-              weight.meta(int(m.value) if static else -1, bias is not None)]
+              weight.meta(int(m.value) if static else -1, bias is not None,
+                          bf16_activations=bf16_activations)]
     rows = dims[0] if len(dims) == 2 else m
     out = bb.emit(relax.call_dps_packed(
         relax.ExternFunc(LINEAR), [flat, *(relax.const(c, str(c.dtype)) for c in consts)],

@@ -104,6 +104,12 @@ __attribute__((weak)) int64_t edgecc_x86_wonly_rows = 48;
 __attribute__((weak)) int64_t edgecc_x86_wonly_row_items = 0;
 // prefill tiles prefetch their output lines for writing before their K loop (0: not)
 __attribute__((weak)) int64_t edgecc_x86_wonly_prefetch = 1;
+// prefill (M > 4) on CPUs with AVX512_BF16 rounds x to bfloat16 and runs vdpbf16ps (2x the
+// multiply-adds of an FMA an instruction) where the weights' q - z are exact in bf16; 0: the
+// float32-activation path everywhere (isa 0 only; isa 4 pins the bf16 path)
+__attribute__((weak)) int64_t edgecc_x86_wonly_bf16 = 1;
+// calls that ran the bf16 prefill path (tests: the path is taken, no silent fallback)
+__attribute__((weak)) int64_t edgecc_x86_wonly_bf16_calls = 0;
 }
 
 namespace {
@@ -113,6 +119,7 @@ struct Args {
   const float* bias; float* out;
   int64_t M, K, N, G, NG, bits, zpg, hasoff, hasbias, sf16, of16;
   int64_t rb, nrb;  // prefill pool items: rows per item, items per panel (M > SMALL_M)
+  const uint32_t* xb; int64_t KP;  // bf16 path: x as bf16 pairs [M][KP], KP = ceil(K / 2)
 };
 
 // IEEE half -> float (exact), for the plain C++ path
@@ -358,6 +365,152 @@ static inline void CODES(const Args& a, int64_t p, int64_t k, V* q) {
 #pragma GCC pop_options
 """
 
+_BF16 = r"""
+// AVX512_BF16 prefill: y = sum_g s_g * (sum_{k in g} bf16(x_k) * (q_k - z_g)) [+ bias]
+// q - z (integers of at most 256 in magnitude) are exact in bf16; x is rounded to bf16 (RNE,
+// vcvtne2ps2bf16) once per call; each vdpbf16ps adds two exact bf16 products into a float32
+// sum (32 multiply-adds, an FMA's 16); the group scale multiplies each group's sums in
+// float32. Weights with an offset (Q4_1) or odd groups keep the float32 path.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c,prfchw")
+namespace bf16 {
+// rows per tile: 2 x MR sums + 2 x MR group sums + 2 weights + 1 broadcast of 32 zmm
+constexpr int MR = 6;
+
+// whether the path applies: no offset, groups of whole pairs, every q - z exact in bf16
+static bool eligible(const Args& a) {
+  if (a.hasoff || a.M <= 4 || (a.NG > 1 && a.G % 2)) return false;
+  if (a.zpg) return true;  // int8 zero points: |q - z| <= 255
+  const float z = static_cast<const float*>(a.z)[0];
+  return z == (float)(int)z && z >= -128 && z <= 128;
+}
+
+// rows r0 .. r1 of x as bf16 pairs: xb[m][j] = bf16(x[m, 2j]) | bf16(x[m, 2j + 1]) << 16
+static void convert_rows(const Args& a, uint32_t* xb, int64_t r0, int64_t r1) {
+  for (int64_t m = r0; m < r1; ++m) {
+    const float* x = a.x + m * a.K;
+    uint32_t* d = xb + m * a.KP;
+    int64_t k = 0;
+    for (; k + 32 <= a.K; k += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16),
+                                             _mm512_loadu_ps(x + k));
+      _mm512_storeu_si512(d + k / 2, (__m512i)v);
+    }
+    if (k < a.K) {  // the last K % 32 values, zeros after them (an odd K's last pair)
+      const int64_t n = a.K - k;
+      const __mmask16 lo = (__mmask16)((n >= 16 ? 0xFFFFu : (1u << n) - 1));
+      const __mmask16 hi = (__mmask16)(n > 16 ? (1u << (n - 16)) - 1 : 0);
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + k + 16),
+                                             _mm512_maskz_loadu_ps(lo, x + k));
+      _mm512_mask_storeu_epi32(d + k / 2, (__mmask16)((1u << ((n + 1) / 2)) - 1), (__m512i)v);
+    }
+  }
+}
+
+// panel p's q - z as bf16 pairs: wb[j][c] = bf16(d[k = 2j][c]) | bf16(d[2j + 1][c]) << 16
+static void panel(const Args& a, int64_t p, uint32_t* wb) {
+  const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+  for (int64_t g = 0; g < a.NG; ++g) {
+    __m512 s[2], z[2], o[2];
+    avx512::group_params(a, p, g, s, z, o);
+    const int64_t k1 = (g + 1) * a.G < a.K ? (g + 1) * a.G : a.K;
+    for (int64_t k = g * a.G; k < k1; k += 2) {
+      __m512 q0[2], q1[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      avx512::CODES(a, p, k, q0);
+      const bool two = k + 1 < k1;
+      if (two) avx512::CODES(a, p, k + 1, q1);
+      for (int v = 0; v < 2; ++v) {  // integers: their float32's top half is their bf16
+        const __m512i lo = _mm512_srli_epi32(_mm512_castps_si512(_mm512_sub_ps(q0[v], z[v])), 16);
+        const __m512i hi = two ? _mm512_and_si512(
+            _mm512_castps_si512(_mm512_sub_ps(q1[v], z[v])), high) : _mm512_setzero_si512();
+        _mm512_store_si512(wb + (k / 2) * 32 + v * 16, _mm512_or_si512(lo, hi));
+      }
+    }
+  }
+}
+
+template <int R>
+static inline void micro(const Args& a, const uint32_t* wb, int64_t m0, int64_t p) {
+  if (edgecc_x86_wonly_prefetch) {
+    const int64_t n = a.N - p * 32 < 32 ? a.N - p * 32 : 32;
+    for (int r = 0; r < R; ++r) {
+      const float* o = a.out + (m0 + r) * a.N + p * 32;
+      __builtin_prefetch(o, 1, 3);
+      __builtin_prefetch(o + n - 1, 1, 3);
+    }
+  }
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const uint32_t* x = a.xb + m0 * a.KP;
+  const int64_t gp = a.NG > 1 ? a.G / 2 : a.KP;  // pairs per group
+  for (int64_t g = 0; g < a.NG; ++g) {
+    __m512 t[R][2];
+    for (int r = 0; r < R; ++r) t[r][0] = t[r][1] = _mm512_setzero_ps();
+    const int64_t j1 = (g + 1) * gp < a.KP ? (g + 1) * gp : a.KP;
+    for (int64_t j = g * gp; j < j1; ++j) {
+      const __m512bh w0 = (__m512bh)_mm512_load_si512(wb + j * 32);
+      const __m512bh w1 = (__m512bh)_mm512_load_si512(wb + j * 32 + 16);
+      for (int r = 0; r < R; ++r) {
+        const __m512bh xb = (__m512bh)_mm512_set1_epi32((int)x[r * a.KP + j]);
+        t[r][0] = _mm512_dpbf16_ps(t[r][0], xb, w0);
+        t[r][1] = _mm512_dpbf16_ps(t[r][1], xb, w1);
+      }
+    }
+    const int64_t at = (p * a.NG + g) * 32;
+    const __m512 s0 = avx512::PARAM(a.s, at, a.sf16), s1 = avx512::PARAM(a.s, at + 16, a.sf16);
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] = _mm512_fmadd_ps(t[r][0], s0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(t[r][1], s1, acc[r][1]);
+    }
+  }
+  alignas(64) float tile[32];
+  for (int r = 0; r < R; ++r) {
+    _mm512_store_ps(tile, acc[r][0]);
+    _mm512_store_ps(tile + 16, acc[r][1]);
+    write_row(a, m0 + r, p, tile);
+  }
+}
+
+template <int R>
+static void micro_tail(const Args& a, const uint32_t* wb, int64_t m0, int64_t p, int64_t left) {
+  if constexpr (R > 1) {
+    if (left < R) return micro_tail<R - 1>(a, wb, m0, p, left);
+  }
+  micro<R>(a, wb, m0, p);
+}
+
+// pool items as avx512::large_m's (panel-major (panel, row block) pairs)
+static void run(const Args& a, int64_t i0, int64_t i1) {
+  uint32_t* wb = reinterpret_cast<uint32_t*>(panel_buffer(a.KP * 32));
+  int64_t have = -1;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t p = i / a.nrb, r0 = (i % a.nrb) * a.rb;
+    const int64_t r1 = r0 + a.rb < a.M ? r0 + a.rb : a.M;
+    if (p != have) {
+      panel(a, p, wb);
+      have = p;
+    }
+    int64_t m = r0;
+    for (; m + MR <= r1; m += MR) micro<MR>(a, wb, m, p);
+    if (m < r1) micro_tail<MR - 1>(a, wb, m, p, r1 - m);
+  }
+}
+
+// the caller thread's x buffer (pool workers read it during the call)
+static uint32_t* x_buffer(int64_t words) {
+  static thread_local uint32_t* buf = 0;
+  static thread_local int64_t cap = 0;
+  if (words > cap) {
+    free(buf);
+    cap = words;
+    buf = static_cast<uint32_t*>(aligned_alloc(64, ((words * 4 + 63) / 64) * 64));
+  }
+  return buf;
+}
+}  // namespace bf16
+#pragma GCC pop_options
+"""
+
 _AVX2 = r"""
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -446,7 +599,8 @@ static void run(const Args& a, int64_t i0, int64_t i1) {  // items as large_m's
 _TAIL = r"""
 typedef void (*Kernel)(const Args&, int64_t, int64_t);
 
-// isa: 0 = the best this CPU has, 1 = plain C++, 2 = AVX2, 3 = AVX-512 (tests pin one)
+// isa: 0 = the best this CPU has, 1 = plain C++, 2 = AVX2, 3 = AVX-512 (float32
+// activations), 4 = AVX-512 with the bf16 prefill where it applies (tests pin one)
 static Kernel pick(int64_t isa) {
   if (isa == 0) {
     __builtin_cpu_init();
@@ -456,7 +610,22 @@ static Kernel pick(int64_t isa) {
       return avx2::run;
     return scalar::run;
   }
-  return isa == 3 ? avx512::run : (isa == 2 ? avx2::run : scalar::run);
+  return isa >= 3 ? avx512::run : (isa == 2 ? avx2::run : scalar::run);
+}
+
+// whether this call runs the bf16 prefill: pinned (isa 4) or the best (isa 0, the build
+// allows it (a16: edgecc-quantized weights), knob on, the CPU has AVX512_BF16), and the
+// weights fit it (bf16::eligible)
+static bool use_bf16(const Args& a, int64_t isa, int64_t a16) {
+  if (isa == 0) {
+    if (!a16 || !edgecc_x86_wonly_bf16) return false;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw"))
+      return false;
+  } else if (isa != 4) {
+    return false;
+  }
+  return bf16::eligible(a);
 }
 
 }  // namespace
@@ -466,7 +635,7 @@ extern "C" {
 // out[M, N] = x[M, K] . dequant(W)[N, K]^T (+ bias)
 // args: x, codes, scale, zero, offset, bias, meta, out
 // meta = [M (-1: symbolic), K, N, G, bits, zero per group (int8), has offset, has bias, isa,
-//         scale float16, offset float16]
+//         scale float16, offset float16, bf16 activations allowed (isa 0)]
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
                                   TVMFFIAny* result) {
@@ -488,7 +657,10 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.zpg = meta[5]; a.hasoff = meta[6]; a.hasbias = meta[7]; a.sf16 = meta[9];
   a.of16 = meta[10];
   a.NG = (a.K + a.G - 1) / a.G;
-  const Kernel fn = pick(meta[8]);
+  a.KP = (a.K + 1) / 2;
+  a.xb = 0;
+  const bool bf = use_bf16(a, meta[8], meta[11]);
+  const Kernel fn = bf ? bf16::run : pick(meta[8]);
   const int64_t panels = (a.N + 31) / 32;
   // prefill (M > 4: the GEMV paths take M <= 2 / 4) in row blocks of edgecc_x86_wonly_rows
   // where a panel has 4 or more of them (MiniLM's 1024 rows); fewer rows (BERT / GPT-2's
@@ -498,6 +670,14 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.rb = a.M > 4 && rows > 0 && a.M >= 4 * rows ? rows : a.M;
   a.nrb = (a.M + a.rb - 1) / a.rb;
   if (a.nrb > 1) __atomic_fetch_add(&edgecc_x86_wonly_row_items, 1, __ATOMIC_RELAXED);
+  if (bf) {  // x to bf16 pairs once (a pool job of row blocks), read by every panel's items
+    uint32_t* xb = bf16::x_buffer(a.M * a.KP);
+    a.xb = xb;
+    parallel_for((a.M + 15) / 16, [&](int64_t b, int64_t e) {
+      bf16::convert_rows(a, xb, b * 16, e * 16 < a.M ? e * 16 : a.M);
+    }, a.M * a.K);
+    __atomic_fetch_add(&edgecc_x86_wonly_bf16_calls, 1, __ATOMIC_RELAXED);
+  }
   // jobs under SERIAL_WORK (2^16) weights run serially (waking the pool costs more)
   parallel_for(panels * a.nrb, [&](int64_t b, int64_t e) { fn(a, b, e); },
                a.K * a.N * (a.M < 8 ? 1 : a.M / 8));
@@ -507,4 +687,4 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
 }  // extern "C"
 """
 
-SOURCE = _HEAD + _AVX512 + _AVX2 + _SCALAR + _TAIL
+SOURCE = _HEAD + _AVX512 + _BF16 + _AVX2 + _SCALAR + _TAIL
