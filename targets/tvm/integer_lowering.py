@@ -84,6 +84,10 @@ class IntegerKernels:
         self._defaults: dict[int, dict[str, Any]] = {}  # the importer's own converters
         self.stats = {"integer_layers": 0, "requantized": 0, "float_layers": 0}
 
+    # x86: per-tensor activation quantizes (the input's, a global mean's) as one
+    # edgecc_x86_quantize call (_x86_quantize); False: TVM's kernels (A/B, bench/x86_int8_e2e)
+    x86_quantize = True
+
     # -- analysis ---------------------------------------------------------------------
     def _const(self, n: Any) -> np.ndarray | None:
         return self.constants.get(n.name) if isinstance(n, fx.Node) else None
@@ -405,9 +409,44 @@ class IntegerKernels:
         def convert(node: fx.Node, importer: Any) -> Any:
             if node in self.requantized:
                 return self.requantized[node]
+            if self.isa == X86 and self.x86_quantize:
+                out = self._x86_quantize(node, importer)
+                if out is not None:
+                    return out
             return fallback(node, importer)
 
         return convert
+
+    def _x86_quantize(self, node: fx.Node, importer: Any) -> Any | None:
+        """A float32 activation's per-tensor int8 ``quantize`` (the model input's, a global
+        mean's — through a ``view`` / ``flatten`` / ``clone`` — before the classifier) as one
+        ``edgecc_x86_quantize`` call (``x86_int8_quant_source``: TVM's mean and quantize,
+        the same float32 operations); None where it does not apply. The mean and views the
+        call reads past stay in the program unused (Relax's dead-code elimination drops
+        them)."""
+        from edgecc.targets.tvm import x86_int8
+
+        quant = self.quantize_params(node)
+        src, val = node.args[0], node.meta.get("val")
+        if quant is None or not isinstance(src, fx.Node) or val is None \
+                or src not in importer.env or not _float32(src):
+            return None
+        cur, cols = src, 1
+        while len(cur.users) == 1 and any(_aten(cur, n) for n in _VIEWS) \
+                and isinstance(cur.args[0], fx.Node):
+            cur = cur.args[0]
+        if _aten(cur, "mean.dim") and len(cur.users) == 1 and _float32(cur.args[0]):
+            shape = tuple(cur.args[0].meta["val"].shape)
+            dims = {int(d) % len(shape) for d in cur.args[1]} if len(shape) == 4 else set()
+            if dims == {2, 3} and cur.args[0] in importer.env:
+                src, cols = cur.args[0], shape[2] * shape[3]
+        out = x86_int8.emit_quantize(importer.block_builder, importer.env[src], quant, cols,
+                                     [int(d) for d in val.shape])
+        if out is not None:
+            self.uses_x86 = True
+            key = "x86_quantize_mean" if cols > 1 else "x86_quantize"
+            self.stats[key] = self.stats.get(key, 0) + 1
+        return out
 
     def _float(self, node: fx.Node, importer: Any, fallback: Any, why: str) -> Any:
         if why:
@@ -420,6 +459,17 @@ class IntegerKernels:
 def _aten(node: Any, name: str) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" \
         and getattr(node.target, "__name__", "") == name
+
+
+_VIEWS = ("view.default", "reshape.default", "flatten.using_ints", "_unsafe_view.default",
+          "clone.default")  # what _x86_quantize looks through to a mean
+
+
+def _float32(node: Any) -> bool:
+    """A float32 tensor of static shape (from the export's metadata)."""
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    return val is not None and hasattr(val, "shape") and str(val.dtype) == "torch.float32" \
+        and all(isinstance(d, int) for d in val.shape)
 
 
 def _same_float(a: fx.Node, b: fx.Node) -> bool:

@@ -43,6 +43,7 @@ from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
     ISA_QUERY, OC_SPLIT, OFF_FOLDED, PERM_PANELS, POST16, POST_ROWS, REQUANT_PROBE, SOURCE,
     VBMI_INTERLEAVE, SYMBOLS,
 )
+from edgecc.targets.tvm.x86_int8_quant_source import QUANTIZE, QUANTIZE_CALLS  # noqa: F401
 
 ISA = "avx2"
 LINEAR, CONV, DEPTHWISE = SYMBOLS
@@ -362,6 +363,27 @@ def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     meta[0] = 3
     return _call(bb, DEPTHWISE, x, pack_depthwise(w), meta, epilogue, c, [nb, c, oh, ow],
                  post)
+
+
+def emit_quantize(bb: Any, x: Any, quant: tuple[float, float, int, int], cols: int,
+                  out_shape: list[int]) -> Any | None:
+    """The per-tensor int8 ``quantize`` of float32 ``x`` (``quant``: scale, zero point, qmin,
+    qmax as ``IntegerKernels.quantize_params`` gives them) in one ``edgecc_x86_quantize``
+    call; ``cols`` > 1: of the mean of each ``cols`` consecutive values (a global mean over
+    the trailing axes) — ``x86_int8_quant_source``. None when ``x``'s shape is symbolic."""
+    from tvm import relax
+
+    shape = static_shape(x)
+    if shape is None or int(np.prod(shape)) % cols:
+        return None
+    rows = int(np.prod(shape)) // cols
+    if int(np.prod(out_shape)) != rows:
+        return None
+    qs, qz, qmin, qmax = quant
+    consts = [np.array([rows, cols], np.int64), np.array([qs, qz, qmin, qmax], np.float32)]
+    return bb.emit(relax.call_dps_packed(
+        relax.ExternFunc(QUANTIZE), [x, *(relax.const(c, str(c.dtype)) for c in consts)],
+        relax.TensorType(out_shape, "int8")))
 
 
 def pack_depthwise(w: np.ndarray) -> np.ndarray:

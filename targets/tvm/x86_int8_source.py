@@ -112,6 +112,7 @@ convolution of few panels (1x1 on 8x8 / 4x4 maps) pools (panel, 8 channels) item
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
+from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
@@ -132,7 +133,7 @@ REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, OC_SPLIT, *AMX_SYMBOLS)  # every symbol the library exports
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -1776,6 +1777,6 @@ int __tvm_ffi_edgecc_x86_int8_dw_blocked(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-""" + AMX_FFI + r"""
+""" + QUANT_KERNELS + AMX_FFI + r"""
 }  // extern "C"
 """
