@@ -1,6 +1,9 @@
 """C fragment of the x86 float32 kernels (spliced into ``x86_fp32_source.SOURCE``): depthwise
-3x3 (stride 1 or 2, the same in both directions; AVX-512) over blocks of ``DW_ROWS`` output
-rows at once, ``edgecc_x86_fp32_dw_rows`` (PATH_DW_ROWS).
+3x3 (stride 1 or 2, the same in both directions; AVX-512) over blocks of ``DW_ROWS`` (8) output
+rows at once, ``edgecc_x86_fp32_dw_rows`` (PATH_DW_ROWS): 1 (the default) stride 1, 2 stride 1
+and 2 (stride 2 measured 0.94-1.00x of the one-row form on planes up to 56 wide, 1.06-1.30x
+on MobileNetV2-224's 112-wide one: more input rows in flight than the prefetcher follows, we
+think), 0 off.
 
 Why: the one-row form (``dw3x3_avx512``) sums each 16-output vector as one chain of 9
 dependent FMAs and loads its 9 taps afresh; on Zen 4 that ran at about a third of the FMA
@@ -8,6 +11,9 @@ peak (MobileNetV2-32's 72-channel 32x32 depthwise: 34.8 us for 0.66 M multiply-a
 thread). Here each input row of the block is loaded once (3 masked loads, stride 2: 3
 even-lane permutes of 6) and feeds every output row of the block whose window holds it, so a
 block of R rows carries R independent chains and (R - 1) * S + 3 row loads instead of 3 R.
+Measured (1 thread CPU time, knob A/B interleaved, machine under load): stride 1 0.69-0.85x
+of the one-row form on MobileNetV2-32's planes (16-96 channels, 16-32 wide), 0.74-0.88x on
+MobileNetV2-224's (14-112 wide); planes 8 wide or less keep the 16-channel tile (faster).
 
 Same sums, bit for bit: each output accumulates its taps from zero in (ky, kx) order, one
 rounding per FMA, taps of rows outside the plane skipped and columns outside it loaded as zero
