@@ -50,8 +50,8 @@ after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the c
 path (the tests' check that nothing fell back: PATH_* in the source, 0..18). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
-for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, off by
-default: within 1e-5 relative). Products are summed in ``k``
+for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
+default on AVX-512: within 1e-5 relative). Products are summed in ``k``
 order with one rounding per FMA (TVM's loop nest rounds the product and the sum: results
 agree to ~1e-6 relative, not bit for bit).
 """
@@ -114,10 +114,12 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 
 // and columns (PATH_CONV_S2_EVENS); 0: im2col panels (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
 // same-size 3x3 convolutions (stride 1, pad 1, even maps, 8+ input channels; AVX-512) through
-// Winograd F(2x2, 3x3) (PATH_CONV_WINOGRAD; x86_fp32_winograd.py): 1; 0 (the default): the
-// direct paths. Not the same sums (within 1e-5
-// relative); a tuning candidate (end_to_end.KNOBS looks it up by this name, as int32)
-__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd = 0;
+// Winograd F(2x2, 3x3) (PATH_CONV_WINOGRAD; x86_fp32_winograd.py): 1 (the default); 0: the
+// direct paths. Not the same sums (within 1e-5 relative); a tuning candidate
+// (end_to_end.KNOBS looks it up by this name, as int32)
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd = 1;
+// Winograd weights packed into the library's cache (meta[15] == 2: once per constant; tests)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_winograd_packs = 0;
 }
 
 namespace {
@@ -1022,7 +1024,8 @@ int __tvm_ffi_edgecc_x86_sgemm(void*, const TVMFFIAny* args, int32_t num_args,
 // convolution (groups 1, NCHW / OIHW):
 //   out = clamp(W[OC][K] . im2col(x)[K][OH*OW] + bias (+ residual), lo, hi)
 // args: x, W [OC][C*KH*KW], bias [OC], meta = [N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH,
-// DW, OH, OW (, 1: W is followed by U[OC][16][C], the Winograd weights)], bounds,
+// DW, OH, OW (, 1: W is followed by U[OC][16][C], the Winograd weights; 2: W is a constant
+// of the build, its U packed once into the library's cache)], bounds,
 // (residual [N][OC][OH][OW],) out
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
@@ -1054,12 +1057,15 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
                        && dh == 1 && dw == 1 && oh == h && ow == w;
   if (same3x3 && wg_eligible(edgecc_x86_fp32_winograd, c, h, w)) {
     ++path_calls[PATH_CONV_WINOGRAD];
-    // meta[15] == 1: the weights tensor carries U[OC][16][C] after W (the build's packing)
-    const bool packed = tensor_arg(args + 3)->shape[0] > 15 && meta[15] == 1;
-    if (packed) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
+    // meta[15]: 1, the weights tensor carries U[OC][16][C] after W (the build's packing); 2,
+    // W is a constant of the build: U from the library's cache (packed on its first call);
+    // else (kernel tests' fresh weights) transformed in the call
+    const int64_t flag = tensor_arg(args + 3)->shape[0] > 15 ? meta[15] : 0;
     const float* wt = data<float>(args, 1);
-    winograd_conv(x, wt, packed ? wt + oc * k : 0, data<float>(args, 2), residual, out, nb, c, h,
-                  w, oc, bounds[0], bounds[1]);
+    const float* u = flag == 1 ? wt + oc * k : flag == 2 ? wg_cached(args + 1, wt, oc, c) : 0;
+    if (u) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
+    winograd_conv(x, wt, u, data<float>(args, 2), residual, out, nb, c, h, w, oc, bounds[0],
+                  bounds[1]);
     return 0;
   }
   const int64_t same_knob = edgecc_x86_fp32_same3x3;
@@ -1382,7 +1388,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // 14 stride-2 3x3 convolutions in 6 x 64 tiles over phase planes (s2_phases), 15 1x1 stride-2
 // ones over their even rows and columns (s2_evens), 16 same-size 3x3 convolutions through
 // Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd), 17 the calls of 16 whose weights came
-// transformed from the build (meta[15] = 1));
+// transformed from the build (meta[15] = 1) or the library's cache (meta[15] = 2));
 // 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
