@@ -61,7 +61,11 @@ Speed (bench/x86_fp32_winograd.py, 1 thread, thread CPU time, interleaved, Zen 4
 ~3-4): Winograd / direct 0.68x (16->16 @32), 0.63x (32->32 @16), 0.57x (64->64 @8); / onnxruntime
 0.52-0.56x. The 16 GEMMs are ~65-70% of the time and run at about the FMA peak (65536 zmm FMAs
 a layer, ~18 us); the input / output transforms the rest (perf, 16->16 @32: 18% / 15%).
-ResNet-20 end to end, 1 thread: knob 1 0.72-0.75x of knob 0 and 0.77-0.80x of onnxruntime.
+ResNet-20 end to end, 1 thread: knob 1 0.72-0.75x of knob 0 and 0.77-0.80x of onnxruntime
+(U packed in the build). With the cache (bench/x86_fp32_winograd.py --model, interleaved, under
+load 3-4): 1 thread (CPU time) 0.67x of knob 0, 0.71x of onnxruntime; 2 threads (wall)
+0.80-0.87x of knob 0, 0.68-0.79x of onnxruntime; a fresh module's first call packs 16 weights
+(~0.3-0.4 ms more than a later call); model.so 1.57 MB (3.31 MB with U built in).
 Not eligible, measured: the 3-channel stem (3->16 @32: 16.5 vs 15.4 us direct, 1 thread, with
 the packed weights: the transforms do not pay for 3 input channels).
 """

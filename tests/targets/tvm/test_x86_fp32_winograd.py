@@ -245,6 +245,41 @@ def test_the_default_build_runs_winograd_on_weights_packed_once(builds):
     assert _rel(outs[0], expected) <= BOUND
 
 
+def test_two_modules_pack_concurrently(builds):
+    """Two modules of one library (one cache) run from two threads at once, from their first
+    call on: each packs its own 3 weights once (6 packings in all), and every output is
+    bit-identical to the single-threaded one."""
+    import threading
+
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm.runner import torch_outputs
+
+    m, x, res = builds[0]
+    library = res._runner.library
+    want = res._runner.run(x)[0].numpy()
+    mains = [relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())["main"]
+             for _ in range(2)]
+    arg = tvm.runtime.tensor(x.numpy())
+    packs = ctypes.c_int64.in_dll(ctypes.CDLL(library), "edgecc_x86_fp32_winograd_packs")
+    before, outs, start = packs.value, [[], []], threading.Barrier(2)
+
+    def work(i):
+        start.wait()
+        for _ in range(10):
+            outs[i].append(torch_outputs(mains[i](arg))[0].numpy().copy())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert packs.value - before == 6
+    assert [len(run) for run in outs] == [10, 10]
+    assert all(np.array_equal(o, want) for run in outs for o in run)
+
+
 def test_two_builds_never_mix_their_weights(builds):
     """Two builds of one net with different weights, each loaded, run and freed in turn, twice
     (constants of the same sizes, often at the same addresses): each output is its own
