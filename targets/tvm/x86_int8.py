@@ -43,6 +43,7 @@ from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
     ISA_QUERY, OC_SPLIT, OFF_FOLDED, PERM_PANELS, POST16, POST_ROWS, REQUANT_PROBE, SOURCE,
     VBMI_INTERLEAVE, SYMBOLS,
 )
+from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4  # noqa: F401
 from edgecc.targets.tvm.x86_int8_quant_source import QUANTIZE, QUANTIZE_CALLS  # noqa: F401
 
 ISA = "avx2"
@@ -339,9 +340,14 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     flat = w.reshape(oc, -1)
-    packed, at = with_dot_layout(pack_rows(flat), pack_rows_dot(flat), flat)
+    # the VNNI rows tap-major (k = (ky, kx, c)) where every k quad is 4 channels of one tap:
+    # the kernel's im2col follows the order (int32 sums, the same values), and stride-1 maps
+    # of 16-column rows read their panels straight from a channel-quad copy (x86_int8_direct)
+    tap_major = c % 4 == 0 and kh * kw > 1
+    dot = w.transpose(0, 2, 3, 1).reshape(oc, -1) if tap_major else flat
+    packed, at = with_dot_layout(pack_rows(flat), pack_rows_dot(dot), flat)
     meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,
-                              oh, ow, zx, *at]
+                              oh, ow, zx, *at, int(tap_major)]
     meta[0] = 2
     return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow], post)
 

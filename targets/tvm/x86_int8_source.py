@@ -110,6 +110,7 @@ convolution of few panels (1x1 on 8x8 / 4x4 maps) pools (panel, 8 channels) item
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
+from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS, DIRECT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
 from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
@@ -133,7 +134,8 @@ REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *AMX_SYMBOLS)  # every symbol the library exports
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *DIRECT_SYMBOLS,
+            *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -1227,10 +1229,11 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_oc_spl
 int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
 std::atomic<int> oc_split_seen{0};
 
-""" + PAD_KERNELS + r"""
+""" + PAD_KERNELS + DIRECT_KERNELS + r"""
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
-// KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at];  w: [ceil(OC/4)*4][kp] int16,
-// k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8 and 128·Σw int32 per channel
+// KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at, tap_major];  w:
+// [ceil(OC/4)*4][kp] int16, k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8
+// (k = (ky, kx, c) where tap_major: x86_int8_direct_source) and 128·Σw int32 per channel
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                                 TVMFFIAny* result) {
@@ -1252,11 +1255,15 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     const int8_t* packed = data<int8_t>(args, 1);
     int8_t* panels8 = static_cast<int8_t*>(scratch(0, n_panels * kq * 64 + 64));
     uint8_t* padded = static_cast<uint8_t*>(scratch(1, c * hp * wp + 64));
-    int64_t* koff = static_cast<int64_t*>(scratch(2, (kq * 4 + 1) * sizeof(int64_t)));
+    int64_t* koff = static_cast<int64_t*>(scratch(2, (kq * 5 + 1) * sizeof(int64_t)));
     int64_t kk = 0;
-    for (int64_t ci = 0; ci < c; ++ci)
+    const bool tap_major = meta[23] != 0;  // the VNNI rows' k order (x86_int8.emit_conv)
+    for (int64_t ci = 0; ci < c && !tap_major; ++ci)
       for (int64_t ky = 0; ky < kh; ++ky)
         for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+    for (int64_t ky = 0; ky < kh && tap_major; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx)
+        for (int64_t ci = 0; ci < c; ++ci) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
     for (; kk < kq * 4; ++kk) koff[kk] = 0;  // padding k: its weights are 0
     Epilogue e = epilogue(args, meta, 1);
     if (!post_args(args, num_args, e)) return bad_post();
@@ -1307,6 +1314,17 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t bands = !direct && !amx_conv_ready() &&
           !(bands_env && bands_env[0] == '0') && pix % 16 == 0 && oh % unit == 0 &&
           threads > 1 && job_work >= serial_work() ? banded : 1;
+      if (tap_major && edgecc_x86_int8_direct4 && isa == ISA_AVX512VNNI && !direct &&
+          sh == 1 && sw == 1 && dh == 1 && dw == 1 && ow % 16 == 0 && !amx_conv_ready()) {
+        int64_t* qoff = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
+        direct4_offsets(qoff, c, kh, kw, hp, wp);
+        Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, c, h, w, hp, wp,
+                  ph, pw, kh, kw, oh, ow, zu, qoff};
+        d.e.ld = pix;
+        conv_direct4(d, threads, job_work);
+        if (b == 0) __atomic_fetch_add(&direct4_calls, 1, __ATOMIC_RELAXED);
+        continue;
+      }
       if (!direct && bands == 1 && flip_mode) {
         pad_rows(padded, xb, c, h, w, hp, wp, ph, pw, 0, hp, zu, flip_mode);
       } else if (!direct && bands == 1) {
@@ -1777,6 +1795,6 @@ int __tvm_ffi_edgecc_x86_int8_dw_blocked(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-""" + QUANT_KERNELS + AMX_FFI + r"""
+""" + QUANT_KERNELS + DIRECT_FFI + AMX_FFI + r"""
 }  // extern "C"
 """

@@ -34,6 +34,9 @@ def test_banded_convolution_equals_the_whole_copy(tmp_path):
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(3), CASES,
                                                   str(tmp_path / "k.so"))
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    # stride-1 maps of 16-column rows take conv_direct4 (test_x86_int8_direct4): off here
+    direct4 = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_direct4")
+    direct4.value = 0
     bands = lib.get_function(x86_int8.CONV_BANDS, query_imports=True)
     args = [tvm.runtime.tensor(x) for x in xs]
     try:
@@ -46,5 +49,5 @@ def test_banded_convolution_equals_the_whole_copy(tmp_path):
             grew = bands() - before
             assert grew == (0 if value == SERIAL else 3 * sum(c[6] for c in CASES)), name
     finally:
-        shift.value = 0
+        shift.value, direct4.value = 0, 1
     _assert_runs_equal_reference(runs["serial"] + runs["pooled"], xs, ws, eps, CASES)

@@ -1,0 +1,128 @@
+"""Stride-1 VNNI convolutions without an im2col (``conv_direct4``), spliced into
+``x86_int8_source.SOURCE`` before ``qconv``: ResNet-20's 3x3 convolutions on 32x32 / 16x16
+maps spent ~1/4 of their VNNI time building panels (im2col, 9 copies of the input).
+
+``x86_int8.emit_conv`` packs the VNNI weight rows tap-major (``k = (ky, kx, c)``, meta[23] 1)
+where the input channels are a multiple of 4, so every k quad is 4 channels of one tap. The
+input is then padded once into a channel-quad copy ``[C/4][hp][wp][4]`` (x + 128, padding
+zx + 128), in which the panel of 16 consecutive output pixels of one row for quad
+``(tap, cq)`` is the 64 bytes at ``((cq·hp + oy + ky)·wp + ox + kx)·4`` — exactly the
+``[16][4]`` panel the im2col would build — so the tile reads it in place::
+
+    for each band of output rows (2 a thread):  pad its input rows into the thread's copy
+        for each 16 pixels of a row, each 8 output channels:
+            acc = Σ_q vpdpbusd(panel at copy + qoff[q], weights[q])   # tile_8x16_direct
+            write_tile(acc)                                            # the same write-back
+
+Int32 sums of the same products (another order of k: integer addition, wrapping alike), the
+same write-back: the outputs are bit-identical. Taken for stride 1, dilation 1, padded maps
+whose rows are whole 16-pixel panels (``ow % 16 == 0``) with AVX-512 VNNI and no AMX;
+counted by ``edgecc_x86_int8_direct4``; the library's ``edgecc_x86_int8_direct4`` 0 takes the
+im2col path (A/B; it reads the tap-major rows with tap-major offsets, the same values)."""
+
+DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct4 so far
+DIRECT_SYMBOLS = (DIRECT4,)
+
+DIRECT_KERNELS = r"""
+// ---- conv_direct4 (x86_int8_direct_source) ----
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4 = 1;
+int64_t direct4_calls = 0;  // convolution calls run by conv_direct4 (a test's)
+
+// padded rows [y0, y1) of x + 128 as [C/4][hp][wp][4] bytes (padding zu): 16 columns of 4
+// channels a call of interleave4
+static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
+                        int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,
+                        uint8_t zu) {
+  const __m128i flip = _mm_set1_epi8((char)0x80);
+  const int64_t cs = h * w;  // a channel's plane
+  for (int64_t cq = 0; cq < c / 4; ++cq)
+    for (int64_t y = y0; y < y1; ++y) {
+      uint8_t* row = dst + (cq * hp + y) * wp * 4;
+      if (y < ph || y >= ph + h) { memset(row, zu, wp * 4); continue; }
+      memset(row, zu, pw * 4);
+      memset(row + (pw + w) * 4, zu, (wp - pw - w) * 4);
+      const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
+      int64_t i = 0;
+      for (; i + 16 <= w; i += 16)
+        interleave4(s + i, s + cs + i, s + 2 * cs + i, s + 3 * cs + i,
+                    reinterpret_cast<int8_t*>(row + (pw + i) * 4), flip);
+      for (; i < w; ++i)
+        for (int j = 0; j < 4; ++j) row[(pw + i) * 4 + j] = (uint8_t)s[j * cs + i] ^ 0x80;
+    }
+}
+
+// tile_8x16_vnni512<false> with quad q's panel at src + qoff[q] (the copy, in place)
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
+static void tile_8x16_direct(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                             const int64_t* qoff, int32_t* acc) {
+  constexpr bool UROWS = false;
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0,
+          c6 = c0, c7 = c0;
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m512i v = _mm512_loadu_si512(src + qoff[k]);
+    EDGECC_DOT512(c0, 0); EDGECC_DOT512(c1, 1); EDGECC_DOT512(c2, 2); EDGECC_DOT512(c3, 3);
+    EDGECC_DOT512(c4, 4); EDGECC_DOT512(c5, 5); EDGECC_DOT512(c6, 6); EDGECC_DOT512(c7, 7);
+  }
+  _mm512_storeu_si512(acc + 0, c0); _mm512_storeu_si512(acc + 16, c1);
+  _mm512_storeu_si512(acc + 32, c2); _mm512_storeu_si512(acc + 48, c3);
+  _mm512_storeu_si512(acc + 64, c4); _mm512_storeu_si512(acc + 80, c5);
+  _mm512_storeu_si512(acc + 96, c6); _mm512_storeu_si512(acc + 112, c7);
+}
+
+struct Direct4 {
+  const int8_t* rows; int64_t oc, kq;  // tap-major VNNI rows [ceil(oc/8)*8][kq*4]
+  Epilogue e;                          // this batch item's, ld = oh*ow
+  const int8_t* x; int64_t c, h, w, hp, wp, ph, pw, kh, kw, oh, ow;
+  uint8_t zu; const int64_t* qoff;     // per quad (tap, cq): ((cq*hp + ky)*wp + kx)*4
+};
+
+// qoff for a tap-major kernel of c channels on a padded map hp x wp
+static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, int64_t hp,
+                            int64_t wp) {
+  int64_t q = 0;
+  for (int64_t ky = 0; ky < kh; ++ky)
+    for (int64_t kx = 0; kx < kw; ++kx)
+      for (int64_t cq = 0; cq < c / 4; ++cq) qoff[q++] = ((cq * hp + ky) * wp + kx) * 4;
+}
+
+// output rows [r0, r1): their input rows padded into buf, then every tile
+static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
+  pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, r0,
+              std::min(d.hp, r1 - 1 + d.kh), d.zu);
+  alignas(64) int32_t acc[128];
+  const int64_t ld = d.kq * 4;
+  for (int64_t oy = r0; oy < r1; ++oy)
+    for (int64_t ox = 0; ox < d.ow; ox += 16) {
+      const uint8_t* src = buf + (oy * d.wp + ox) * 4;
+      for (int64_t r = 0; r < d.oc; r += 8) {
+        tile_8x16_direct(d.rows + r * ld, ld, d.kq, src, d.qoff, acc);
+        write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),
+                   (int)(oy * d.ow + ox), 16);
+      }
+    }
+}
+
+// the call: bands of output rows (two a thread, fewer where a band's kh - 1 halo rows would
+// be over half its own: as qconv's bands), each padded into its thread's copy (scratch 1)
+static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
+  const int64_t halo = std::max(d.kh - 1, (int64_t)1);
+  const int64_t bands = threads > 1 && job_work >= serial_work()
+      ? std::min(d.oh, std::max(threads, std::min(2 * threads, d.oh / (2 * halo)))) : 1;
+  parallel_for(bands, [&](int64_t i0, int64_t i1) {
+    uint8_t* own = static_cast<uint8_t*>(scratch(1, d.c * d.hp * d.wp + 64));
+    for (int64_t i = i0; i < i1; ++i)
+      direct4_band(d, own, i * d.oh / bands, (i + 1) * d.oh / bands);
+  }, job_work);
+}
+"""
+
+DIRECT_FFI = r"""
+// how many convolution calls ran conv_direct4 (panels read in place from a channel-quad copy)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_direct4_calls(void*, const TVMFFIAny*, int32_t,
+                                            TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&direct4_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+"""

@@ -1,0 +1,56 @@
+"""Stride-1 VNNI convolutions reading their panels in place from a channel-quad copy
+(``conv_direct4``, x86_int8_direct_source; weights packed tap-major): equal to the integer
+arithmetic and to the im2col path (the library's knob 0) bit for bit, serial and pooled by
+bands, and taken (its counter grows per call) exactly where it applies."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from tests.targets.tvm.int8_cases import conv_cases_library
+from tests.targets.tvm.test_x86_int8 import _assert_runs_equal_reference, _isas
+
+POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
+
+# (input, weights' shape, zero point, stride, pad, dilation, takes conv_direct4)
+CASES = (
+    ((1, 16, 32, 32), (16, 16, 3, 3), -7, (1, 1), (1, 1), (1, 1), True),   # ResNet-20 stage 1
+    ((1, 32, 16, 16), (20, 32, 3, 3), 5, (1, 1), (1, 1), (1, 1), True),   # 20 rows: tile of 4
+    ((1, 8, 16, 20), (16, 8, 5, 3), 11, (1, 1), (2, 1), (1, 1), False),   # 20 columns
+    ((1, 8, 13, 32), (8, 8, 5, 5), -128, (1, 1), (3, 2), (1, 1), True),   # 5x5, pad 3 x 2
+    ((1, 12, 16, 16), (16, 12, 3, 3), 9, (2, 2), (1, 1), (1, 1), False),  # stride 2
+    ((1, 6, 16, 16), (16, 6, 3, 3), 3, (1, 1), (1, 1), (1, 1), False),    # 6 channels
+    ((1, 16, 8, 8), (16, 16, 3, 3), 0, (1, 1), (1, 1), (1, 1), False),    # 8 columns
+)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_direct4_equals_the_integer_arithmetic(tmp_path, monkeypatch):
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(5), CASES,
+                                                  str(tmp_path / "k.so"))
+    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_direct4")
+    assert knob.value == 1  # on by default
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    calls = lib.get_function(x86_int8.DIRECT4, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for on in (1, 0):
+            knob.value = on
+            for value in (SERIAL, POOL):
+                shift.value = value
+                before = calls()
+                for _ in range(2):  # pooled: the bands land on either thread in turn
+                    runs.append([o.numpy() for o in vm["main"](*args)])
+                assert calls() - before == 2 * on * sum(c[6] for c in CASES), (on, value)
+    finally:
+        knob.value, shift.value = 1, 0
+    _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
