@@ -19,6 +19,17 @@ Same sums, bit for bit: each output accumulates its taps from zero in (ky, kx) o
 rounding per FMA, taps of rows outside the plane skipped and columns outside it loaded as zero
 (masked), then + bias and the clamp, exactly as ``dw3x3_avx512``: the tests compare the two
 with ``array_equal``. The masks are ``dw3x3_avx512``'s (``lanes``), per 16-output step.
+
+``FLAT_SOURCE``: small same-size planes (stride 1, pad 1, rows <= 8 wide, <= 128 pixels: the
+16-channel tile's stride-1 shapes), ``edgecc_x86_fp32_dw_flat`` (PATH_DW_FLAT). A plane is
+blocks of 16 consecutive pixels whatever rows they span; per tap row the block's input
+vectors are loaded once (lanes outside the plane masked off) and the three column taps come by
+valignd, the lanes whose tap lies outside the plane kept by a masked FMA (``mask3_fmadd``:
+acc unchanged, the same as + w * 0 since acc is never -0); one-block planes load each tap
+masked instead. Bit-identical to the tile, which spent about half its time in transposes.
+Measured (1 thread CPU time, knob A/B interleaved, under load ~3.7): 0.73-0.75x of the tile on
+MobileNetV2-32's 192 / 288-channel 8x8 planes, 0.64x on its 480-channel 4x4, 0.81x on
+MobileNetV2-224's 960-channel 7x7.
 """
 
 SOURCE = r"""
@@ -95,6 +106,101 @@ static void dw3x3_rows(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph, i
     case 6: dw_rows_block<S, 6>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
     case 7: dw_rows_block<S, 7>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
     default: break;
+  }
+}
+"""
+
+FLAT_SOURCE = r"""
+// ---- depthwise 3x3 on small same-size planes, flat (targets/tvm/x86_fp32_dwrows.py) ---------
+const int DW_FLAT_BLOCKS = 8;  // 16-pixel blocks of a plane the flat form handles (<= 128 pixels)
+
+// planes [t0, t1) (index n * c + ch) of a stride-1, pad-1, same-size depthwise 3x3 whose plane
+// is NB blocks of 16 pixels: each block is 16 consecutive output pixels of the plane, and tap
+// (ky, kx) of them the 16 consecutive inputs at offset (ky - 1) * w + kx - 1 whatever rows they
+// span, lanes outside the plane masked to zero (rows: R[ky], columns: C[kx]). No tile, no
+// transposes: the 16-channel tile (dw3x3_channels) spent about half its time transposing.
+template <int NB>
+__attribute__((target("avx512f")))
+static void dw3x3_flat(const Depthwise& d, const float* x, const float* wt, const float* bias,
+                       float* out, int64_t c, int64_t h, int64_t w, int64_t t0, int64_t t1) {
+  const int64_t plane = h * w;
+  __mmask16 m[NB][9], mo[NB];
+  for (int b = 0; b < NB; ++b) {
+    unsigned rows[3] = {0, 0, 0}, cols[3] = {0, 0, 0}, in = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int64_t p = 16 * b + j;
+      if (p >= plane) break;
+      const int64_t y = p / w, xx = p % w;
+      in |= 1u << j;
+      for (int k = 0; k < 3; ++k) {
+        if (y + k - 1 >= 0 && y + k - 1 < h) rows[k] |= 1u << j;
+        if (xx + k - 1 >= 0 && xx + k - 1 < w) cols[k] |= 1u << j;
+      }
+    }
+    mo[b] = (__mmask16)in;
+    for (int t = 0; t < 9; ++t) m[b][t] = (__mmask16)(rows[t / 3] & cols[t % 3]);
+  }
+  // per tap row ky: the NB + 2 vectors at (ky - 1) * w + 16 * (k - 1), k = 0..NB+1 (lanes
+  // outside the plane masked off, so no load leaves it); tap (ky, kx) of block b is lanes
+  // kx - 1.. of vectors b, b + 1 (valignd), its lanes outside the plane skipped by the mask
+  // (acc kept: the same as + w * 0, acc never being -0)
+  __mmask16 lm[3][NB + 2];
+  for (int ky = 0; ky < 3; ++ky)
+    for (int k = 0; k < NB + 2; ++k) {
+      const int64_t s0 = (ky - 1) * w + 16 * (k - 1);
+      lm[ky][k] = lanes(s0, plane, 16);
+    }
+  const __m512 lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
+  for (int64_t i = t0; i < t1; ++i) {
+    const int64_t ch = i % c;
+    const float* src = x + i * plane;
+    __m512 acc[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+    if (NB == 1) {  // one block: a masked load per tap (3 loads either way, no valignd)
+      for (int t = 0; t < 9; ++t) {
+        const __m512 wv = _mm512_set1_ps(wt[ch * 9 + t]);
+        const float* tap = src + (t / 3 - 1) * w + t % 3 - 1;
+        acc[0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[0][t], tap), acc[0]);
+      }
+    }
+    for (int ky = 0; NB > 1 && ky < 3; ++ky) {  // taps in (ky, kx) order for every pixel
+      const float* base = src + (ky - 1) * w - 16;
+      __m512 v[NB + 2];
+      for (int k = 0; k < NB + 2; ++k) v[k] = _mm512_maskz_loadu_ps(lm[ky][k], base + 16 * k);
+      const __m512 w0 = _mm512_set1_ps(wt[ch * 9 + ky * 3]);
+      const __m512 w1 = _mm512_set1_ps(wt[ch * 9 + ky * 3 + 1]);
+      const __m512 w2 = _mm512_set1_ps(wt[ch * 9 + ky * 3 + 2]);
+      for (int b = 0; b < NB; ++b) {
+        const __m512 left = _mm512_castsi512_ps(_mm512_alignr_epi32(
+            _mm512_castps_si512(v[b + 1]), _mm512_castps_si512(v[b]), 15));
+        const __m512 right = _mm512_castsi512_ps(_mm512_alignr_epi32(
+            _mm512_castps_si512(v[b + 2]), _mm512_castps_si512(v[b + 1]), 1));
+        acc[b] = _mm512_mask3_fmadd_ps(w0, left, acc[b], m[b][ky * 3]);
+        acc[b] = _mm512_mask3_fmadd_ps(w1, v[b + 1], acc[b], m[b][ky * 3 + 1]);
+        acc[b] = _mm512_mask3_fmadd_ps(w2, right, acc[b], m[b][ky * 3 + 2]);
+      }
+    }
+    const __m512 bv = _mm512_set1_ps(bias[ch]);
+    float* o = out + i * plane;
+    for (int b = 0; b < NB; ++b) {
+      const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[b], bv)));
+      _mm512_mask_storeu_ps(o + 16 * b, mo[b], y);
+    }
+  }
+}
+
+static void dw3x3_flat_planes(const Depthwise& d, const float* x, const float* wt,
+                              const float* bias, float* out, int64_t c, int64_t h, int64_t w,
+                              int64_t t0, int64_t t1) {
+  switch ((h * w + 15) / 16) {
+    case 1: dw3x3_flat<1>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 2: dw3x3_flat<2>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 3: dw3x3_flat<3>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 4: dw3x3_flat<4>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 5: dw3x3_flat<5>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 6: dw3x3_flat<6>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 7: dw3x3_flat<7>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    default: dw3x3_flat<8>(d, x, wt, bias, out, c, h, w, t0, t1); break;
   }
 }
 """

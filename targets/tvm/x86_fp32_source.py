@@ -44,10 +44,12 @@ step on the unpadded plane (masked loads for the border and the row's tail, no p
 8 output rows at a time (each input row loaded once for the rows it feeds: ``x86_fp32_dwrows``,
 ``edgecc_x86_fp32_dw_rows``),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
-tile (16x16 register transposes in and out); AVX2 runs 8 outputs of a row per step; other depthwise
+tile (16x16 register transposes in and out), except same-size stride-1 planes of <= 128
+pixels: flat, 16 consecutive pixels per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
+outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..18). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..19). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -89,6 +91,10 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width
 // up to 56 wide but 1.06-1.30x on MobileNetV2-224's 112-wide one); 0: one row at a time (the
 // same sums: the tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1;
+// small same-size depthwise 3x3 planes (stride 1, pad 1, <= 128 pixels, of the 16-channel tile's
+// shapes) run flat: 16 consecutive pixels per vector, taps by valignd (PATH_DW_FLAT;
+// x86_fp32_dwrows.py); 0: the tile (the same sums: the tests' bit-for-bit A/B). int32
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat = 1;
 // padded convolutions through row-run im2col panels (AVX-512, stride 1 / 2, output rows 5+
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
@@ -737,7 +743,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 19;
+const int N_PATHS = 20;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -745,7 +751,8 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_SAME3X3_PADDED = 10, PATH_CONV_IM2COL_TILES = 11,
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
-       PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18 };
+       PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
+       PATH_DW_FLAT = 19 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -983,7 +990,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_dwrows.SOURCE + x86_fp32_winograd.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_winograd.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1325,6 +1332,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int32_t rows_knob = edgecc_x86_fp32_dw_rows;
   const bool rows = vec512 && d.sh == d.sw && (rows_knob == 2 || (rows_knob == 1 && d.sw == 1));
   if (rows) ++path_calls[PATH_DW_ROWS];
+  // small same-size planes: flat, 16 consecutive pixels per vector (x86_fp32_dwrows)
+  if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w
+      && h * w <= 16 * DW_FLAT_BLOCKS && edgecc_x86_fp32_dw_flat) {
+    ++path_calls[PATH_DW_FLAT];
+    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      dw3x3_flat_planes(d, x, wt, bias, out, c, h, w, t0, t1);
+    }, nb * c * d.oh * d.ow * 9);
+    return 0;
+  }
   if (channels) {
     ++path_calls[PATH_DW_CHANNELS];
     const int64_t groups = (c + 15) / 16;
@@ -1389,14 +1405,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // ones over their even rows and columns (s2_evens), 16 same-size 3x3 convolutions through
 // Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd), 17 the calls of 16 whose weights came
 // transformed from the build (meta[15] = 1) or the library's cache (meta[15] = 2));
-// 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows);
+// 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows); 19: the
+// depthwise 3x3 calls on small same-size planes run flat (x86_fp32_dwrows, not counted in 6);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..18");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..19");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

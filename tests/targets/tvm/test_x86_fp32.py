@@ -170,7 +170,7 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     assert stats["fused_residual"] == 3 and stats["left_on_tvm"] == [], stats
     res.run(x)  # loads the library
     query = res._runner.module.get_function(PATH_QUERY, query_imports=True)
-    before = [int(query(i)) for i in range(18)]
+    before = [int(query(i)) for i in range(20)]
     for seed in (1, 2):
         torch.manual_seed(seed)
         fresh = torch.randn(*PATHS_SHAPE)
@@ -182,14 +182,16 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     # through im2col panels; d1, d2, d3 3x3; d5 other; with AVX-512: a, b (16-wide rows), e
     # (8), n (4) same-size 3x3 tiles (path 9, not 0 / 1) on a copy padded by rows with two
     # column masks (path 12); s (stride-2 3x3) the tiles over phase planes (path 14, not 1),
-    # d1 (16-wide rows) ran the 16-lane row form, d2 (stride 2, 8x8 output) and d3 (4x4) 16
-    # channels per vector. (Gathered panels with AVX-512: test_im2col_panels_run_the_wide_tiles)
+    # d1 (16-wide rows) ran the 16-lane row form in blocks of rows (path 18), d2 (stride 2, 8x8
+    # output) 16 channels per vector, d3 (4x4, stride 1) flat (path 19; x86_fp32_dwrows).
+    # (Gathered panels with AVX-512: test_im2col_panels_run_the_wide_tiles)
     # With AVX-512, b, e, n (8+ input channels, even maps) run Winograd F(2x2, 3x3) by default
     # (path 16), on weights packed once into the library's cache (path 17), a stays on 9 / 12.
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
     assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 3 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
-                     2 * 2 * avx512, 0, 0, 2 * avx512, 0, 0, 2 * avx512,
-                     0, 2 * avx512, 0, 2 * 3 * avx512, 2 * 3 * avx512], calls
+                     2 * avx512, 0, 0, 2 * avx512, 0, 0, 2 * avx512,
+                     0, 2 * avx512, 0, 2 * 3 * avx512, 2 * 3 * avx512, 2 * avx512,
+                     2 * avx512], calls
     assert int(query(-1)) == avx512
 
 
@@ -317,8 +319,13 @@ def test_depthwise_channels_tile_equals_the_row_form(kernels, stride):
     x = rng.standard_normal((2, 37, 7, 5), np.float32)
     w = rng.standard_normal((37, 1, 3, 3), np.float32)
     b = rng.standard_normal(37, np.float32)
+    import ctypes
+
+    flat = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat")  # stride 1: the tile
+    flat_old, flat.value = flat.value, 0
     before = _calls(kernels)
     tile = _conv(kernels, x, w, b, stride=stride, pad=1, lo=-1.0, hi=2.0)
+    flat.value = flat_old
     mid = _calls(kernels)
     old = _knob(kernels, "edgecc_x86_fp32_dw_channels_width", 0)
     try:

@@ -2,7 +2,9 @@
 1, the default, stride 1; 2, stride 1 and 2; AVX-512): the planes of the row form take it
 (path 18 counts every call: a silent fallback fails), bit-identical to the one-row form (knob
 0) and within 1e-5 relative of PyTorch float64; full blocks of 8 rows, every tail (1..7 rows),
-rows of one and of several 16-output steps, partial last steps, batch 2, ReLU6-style bounds."""
+rows of one and of several 16-output steps, partial last steps, batch 2, ReLU6-style bounds.
+Small same-size planes run flat (``edgecc_x86_fp32_dw_flat``, path 19), bit-identical to the
+16-channel tile they replace."""
 
 import ctypes
 
@@ -66,12 +68,44 @@ def test_row_blocks_equal_the_row_form(kernels, stride, h, w):
     assert np.abs(blocks - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_small_planes_keep_the_channels_tile(kernels):
-    """Output rows 8 wide or less stay on the 16-channel tile (path 6, faster there: 1.6-3x
-    on MobileNetV2-32's 8x8 / 4x4 planes): no row blocks."""
+FLAT_PATH, CHANNELS_PATH = 19, 6
+
+
+def test_small_stride2_planes_keep_the_channels_tile(kernels):
+    """Output rows 8 wide or less, stride 2, stay on the 16-channel tile (path 6): no row
+    blocks, no flat form."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 32, 8, 8), np.float32)
     wt = rng.standard_normal((32, 1, 3, 3), np.float32)
     b = rng.standard_normal(32, np.float32)
-    _, n_blocks, n_form = _dw_with(kernels, 1, x, wt, b, stride=1, pad=1)
-    assert (n_blocks, n_form) == (0, 0)
+    before = [_path(kernels, i) for i in (ROWS_PATH, FLAT_PATH, CHANNELS_PATH)]
+    _conv(kernels, x, wt, b, stride=2, pad=1)
+    after = [_path(kernels, i) for i in (ROWS_PATH, FLAT_PATH, CHANNELS_PATH)]
+    assert [a - c for a, c in zip(after, before)] == [0, 0, 1]
+
+
+# (h, w): one block (4x4, 3x3), partial blocks (5x5, 7x7, 6x7), whole blocks (8x8), 8 blocks
+@pytest.mark.parametrize("h,w", [(4, 4), (3, 3), (5, 5), (7, 7), (6, 7), (8, 8), (16, 8)])
+def test_flat_small_planes_equal_the_channels_tile(kernels, h, w):
+    """Small same-size planes (stride 1, pad 1, rows <= 8 wide, <= 128 pixels) run flat
+    (``edgecc_x86_fp32_dw_flat``, path 19, not 6), bit-identical to the 16-channel tile (knob
+    0, path 6), within 1e-5 of PyTorch: 37 channels (not a multiple of 16), batch 2."""
+    rng = np.random.default_rng(h * 10 + w)
+    x = rng.standard_normal((2, 37, h, w), np.float32)
+    wt = rng.standard_normal((37, 1, 3, 3), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat")
+    outs, counts = [], []
+    for knob in (1, 0):
+        old, var.value = var.value, knob
+        try:
+            before = [_path(kernels, i) for i in (FLAT_PATH, CHANNELS_PATH)]
+            outs.append(_conv(kernels, x, wt, b, stride=1, pad=1, lo=-1.0, hi=2.0))
+            counts.append([_path(kernels, i) - c
+                           for i, c in zip((FLAT_PATH, CHANNELS_PATH), before)])
+        finally:
+            var.value = old
+    assert counts == [[1, 0], [0, 1]]
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, wt, b, 1, 1, lo=-1.0, hi=2.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
