@@ -3,8 +3,8 @@ and onnxruntime, per layer and end to end.
 
 Layers (default): ResNet-20's same-size 3x3 convolutions (16->16 @32, 32->32 @16, 64->64 @8;
 bias + ReLU, and bias + residual + ReLU), the fp32 kernel library linked alone, the knob
-moved per call (0 direct, 1 Winograd with the build's packed weights, as a compiled model
-calls it; ``wino own``: without them, the weights transformed per call), and onnxruntime's
+moved per call (0 direct, 1 Winograd on weights packed once into the library's cache, as the
+default build calls it; ``wino own``: the weights transformed per call), and onnxruntime's
 session of the same
 layer (conv [+ add] + relu, exported from PyTorch), all interleaved in rounds
 (``bench.tvm_cpu.interleaved_times``, the calling thread's CPU time) at 1 thread (``--threads``
@@ -67,8 +67,6 @@ class Layer:
         import numpy as np
         import tvm
 
-        from edgecc.targets.tvm import x86_fp32_winograd
-
         rng = np.random.default_rng(c)
         self.lib, self.residual = lib, residual
         self.w = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
@@ -77,21 +75,21 @@ class Layer:
         x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
         res = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
         self.inputs = (x, res)
-        for packed in (True, False):  # the build's form (meta[15] = 1, U after W), or not
-            meta = [1, c, hw, hw, c, 3, 3, 1, 1, 1, 1, 1, 1, hw, hw] + [1] * packed
-            wt = np.concatenate([self.w.reshape(-1), x86_fp32_winograd.weights(self.w).reshape(-1)])
-            args = [x, wt if packed else self.w.reshape(c, -1), self.b, np.array(meta, np.int64),
+        for cached in (True, False):  # the default build's form (meta[15] = 2: U from the
+            # library's cache, packed at the first call), or the per-call transform (no flag)
+            meta = [1, c, hw, hw, c, 3, 3, 1, 1, 1, 1, 1, 1, hw, hw] + [2] * cached
+            args = [x, self.w.reshape(c, -1), self.b, np.array(meta, np.int64),
                     np.array([0, np.inf], np.float32)]
             if residual:
                 args.append(res)
             args.append(np.zeros((1, c, hw, hw), np.float32))
-            self.args[packed] = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
+            self.args[cached] = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
         self.fn = lib[0].get_function("edgecc_x86_sconv")
         self.knob = ctypes.c_int32.in_dll(lib[1], KNOB)
         self.ort = self._ort(threads)
 
-    def call(self, knob: int, packed: bool = True):
-        args = self.args[packed]
+    def call(self, knob: int, cached: bool = True):
+        args = self.args[cached]
 
         def run():
             self.knob.value = knob
@@ -152,7 +150,7 @@ def layers_main(args) -> dict:
             err = float(np.abs(wino - direct).max() / np.abs(direct).max())
             err_ort = float(np.abs(wino - layer.ort_out).max() / np.abs(layer.ort_out).max())
             fns = {"direct": layer.call(0), "winograd": layer.call(1), "ort": layer.ort,
-                   "wino_own": layer.call(1, packed=False)}
+                   "wino_own": layer.call(1, cached=False)}
             times = interleaved_times(fns, args.repeats, clock="cpu" if args.threads == 1
                                       else "wall")
             layer.knob.value = 0
