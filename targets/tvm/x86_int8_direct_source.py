@@ -16,7 +16,8 @@ zx + 128), in which the panel of 16 consecutive output pixels of one row for qua
 
 Int32 sums of the same products (another order of k: integer addition, wrapping alike), the
 same write-back: the outputs are bit-identical. Taken for stride 1, dilation 1, padded maps
-whose rows are whole 16-pixel panels (``ow % 16 == 0``) with AVX-512 VNNI and no AMX;
+whose rows are whole 16-pixel panels (``ow % 16 == 0``; or 8 columns, an even number of rows:
+a panel is two rows' 8 pixels, two 32-byte loads) with AVX-512 VNNI and no AMX;
 counted by ``edgecc_x86_int8_direct4``; the library's ``edgecc_x86_int8_direct4`` 0 takes the
 im2col path (A/B; it reads the tap-major rows with tap-major offsets, the same values)."""
 
@@ -51,15 +52,22 @@ static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int
     }
 }
 
-// tile_8x16_vnni512<false> with quad q's panel at src + qoff[q] (the copy, in place)
+// tile_8x16_vnni512<false> with quad q's panel at src + qoff[q] (the copy, in place); HALF
+// (8-column maps): lanes 8-15 are the next output row's 8 pixels, at src + next + qoff[q]
+extern "C++" {  // (spliced inside qconv's extern "C" block)
+template <bool HALF>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_8x16_direct(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
-                             const int64_t* qoff, int32_t* acc) {
+                             const int64_t* qoff, int32_t* acc, int64_t next) {
   constexpr bool UROWS = false;
   __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0,
           c6 = c0, c7 = c0;
   for (int64_t k = 0; k < kq; ++k) {
-    const __m512i v = _mm512_loadu_si512(src + qoff[k]);
+    const __m512i v = HALF ? _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+                                 reinterpret_cast<const __m256i*>(src + qoff[k]))),
+                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                 src + next + qoff[k])), 1)
+                           : _mm512_loadu_si512(src + qoff[k]);
     EDGECC_DOT512(c0, 0); EDGECC_DOT512(c1, 1); EDGECC_DOT512(c2, 2); EDGECC_DOT512(c3, 3);
     EDGECC_DOT512(c4, 4); EDGECC_DOT512(c5, 5); EDGECC_DOT512(c6, 6); EDGECC_DOT512(c7, 7);
   }
@@ -68,6 +76,7 @@ static void tile_8x16_direct(const int8_t* rows, int64_t ld, int64_t kq, const u
   _mm512_storeu_si512(acc + 64, c4); _mm512_storeu_si512(acc + 80, c5);
   _mm512_storeu_si512(acc + 96, c6); _mm512_storeu_si512(acc + 112, c7);
 }
+}  // extern "C++"
 
 struct Direct4 {
   const int8_t* rows; int64_t oc, kq;  // tap-major VNNI rows [ceil(oc/8)*8][kq*4]
@@ -85,17 +94,20 @@ static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, in
       for (int64_t cq = 0; cq < c / 4; ++cq) qoff[q++] = ((cq * hp + ky) * wp + kx) * 4;
 }
 
-// output rows [r0, r1): their input rows padded into buf, then every tile
+// output rows [r0, r1): their input rows padded into buf, then every tile (a panel: 16
+// pixels of a row, or with 8 columns two rows' 8)
 static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
   pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, r0,
               std::min(d.hp, r1 - 1 + d.kh), d.zu);
   alignas(64) int32_t acc[128];
   const int64_t ld = d.kq * 4;
-  for (int64_t oy = r0; oy < r1; ++oy)
+  const bool half = d.ow == 8;
+  for (int64_t oy = r0; oy < r1; oy += half ? 2 : 1)
     for (int64_t ox = 0; ox < d.ow; ox += 16) {
       const uint8_t* src = buf + (oy * d.wp + ox) * 4;
       for (int64_t r = 0; r < d.oc; r += 8) {
-        tile_8x16_direct(d.rows + r * ld, ld, d.kq, src, d.qoff, acc);
+        if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, d.wp * 4);
+        else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
         write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),
                    (int)(oy * d.ow + ox), 16);
       }
@@ -106,12 +118,13 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
 // be over half its own: as qconv's bands), each padded into its thread's copy (scratch 1)
 static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t halo = std::max(d.kh - 1, (int64_t)1);
+  const int64_t unit = d.ow == 8 ? 2 : 1, units = d.oh / unit;  // output rows of whole panels
   const int64_t bands = threads > 1 && job_work >= serial_work()
-      ? std::min(d.oh, std::max(threads, std::min(2 * threads, d.oh / (2 * halo)))) : 1;
+      ? std::min(units, std::max(threads, std::min(2 * threads, d.oh / (2 * halo)))) : 1;
   parallel_for(bands, [&](int64_t i0, int64_t i1) {
     uint8_t* own = static_cast<uint8_t*>(scratch(1, d.c * d.hp * d.wp + 64));
     for (int64_t i = i0; i < i1; ++i)
-      direct4_band(d, own, i * d.oh / bands, (i + 1) * d.oh / bands);
+      direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
   }, job_work);
 }
 """

@@ -1315,7 +1315,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           !(bands_env && bands_env[0] == '0') && pix % 16 == 0 && oh % unit == 0 &&
           threads > 1 && job_work >= serial_work() ? banded : 1;
       if (tap_major && edgecc_x86_int8_direct4 && isa == ISA_AVX512VNNI && !direct &&
-          sh == 1 && sw == 1 && dh == 1 && dw == 1 && ow % 16 == 0 && !amx_conv_ready()) {
+          sh == 1 && sw == 1 && dh == 1 && dw == 1 && !amx_conv_ready() &&
+          (ow % 16 == 0 || (ow == 8 && oh % 2 == 0))) {
         int64_t* qoff = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
         direct4_offsets(qoff, c, kh, kw, hp, wp);
         Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, c, h, w, hp, wp,
