@@ -57,8 +57,9 @@ def knob_ctype(symbol: str, ctype: str):
     return ctypes.c_int32 if name == "int32" else ctypes.c_int64
 
 
-def measure(name: str, values: list[int], repeats: int, symbol: str, ctype) -> dict:
-    """Medians / 10th percentiles (ms) of one model's fp32 build per knob value."""
+def measure(name: str, values: list[int], repeats: int, symbols: list[str], ctypes_: list) -> dict:
+    """Medians / 10th percentiles (ms) of one model's fp32 build per knob value (every knob of
+    ``symbols`` set to it)."""
     import torch
 
     import edgecc
@@ -70,12 +71,14 @@ def measure(name: str, values: list[int], repeats: int, symbol: str, ctype) -> d
                              output_dir=os.path.join(d, "o"), progress=False,
                              target_options={"num_threads": THREADS})
         res.run(*inputs)
-    knob = ctype.in_dll(ctypes.CDLL(res._runner.library), symbol)  # the runner's copy
-    default = knob.value
+    library = ctypes.CDLL(res._runner.library)  # the runner's copy
+    knobs = [t.in_dll(library, s) for s, t in zip(symbols, ctypes_)]
+    defaults = [k.value for k in knobs]
 
     def at(value):
         def run():
-            knob.value = value
+            for k in knobs:
+                k.value = value
             res.run(*inputs)
         return run
 
@@ -84,7 +87,8 @@ def measure(name: str, values: list[int], repeats: int, symbol: str, ctype) -> d
             times = interleaved_times({v: at(v) for v in values}, repeats,
                                       clock="cpu" if THREADS == 1 else "wall")
     finally:
-        knob.value = default
+        for k, v in zip(knobs, defaults):
+            k.value = v
     stats = median_p10(times)
     return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
             "shifts": {str(v): stats[v] for v in values}}
@@ -92,7 +96,8 @@ def measure(name: str, values: list[int], repeats: int, symbol: str, ctype) -> d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--knob", required=True, help="the library global to move")
+    parser.add_argument("--knob", required=True,
+                        help="the library global to move (a,b: several, set alike)")
     parser.add_argument("--values", default="1,0", help="its values; the first is restored")
     parser.add_argument("--models", default="resnet20,mobilenet_v2")
     parser.add_argument("--repeats", type=int, default=60)
@@ -104,8 +109,9 @@ def main() -> int:
                                                          "x86_fp32_knob.json"))
     args = parser.parse_args()
     values = [int(v) for v in args.values.split(",")]
-    ctype = knob_ctype(args.knob, args.ctype)
-    rows = [measure(m, values, args.repeats, args.knob, ctype) for m in args.models.split(",")]
+    symbols = args.knob.split(",")
+    types = [knob_ctype(s, args.ctype) for s in symbols]
+    rows = [measure(m, values, args.repeats, symbols, types) for m in args.models.split(",")]
     print(f"{'model':<18}" + "".join(f"{args.knob[-12:] + '=' + str(v):>22}" for v in values))
     for r in rows:
         base = r["shifts"][str(values[0])]["median_ms"]

@@ -12,8 +12,9 @@ thread). Here each input row of the block is loaded once (3 masked loads, stride
 even-lane permutes of 6) and feeds every output row of the block whose window holds it, so a
 block of R rows carries R independent chains and (R - 1) * S + 3 row loads instead of 3 R.
 Measured (1 thread CPU time, knob A/B interleaved, machine under load): stride 1 0.69-0.85x
-of the one-row form on MobileNetV2-32's planes (16-96 channels, 16-32 wide), 0.74-0.88x on
-MobileNetV2-224's (14-112 wide); planes 8 wide or less keep the 16-channel tile (faster).
+of the one-row form on MobileNetV2-32's planes (16-96 channels, 16-32 wide) alone, 0.80-0.85x
+in the model; MobileNetV2-224's 56 / 28-wide planes 0.77-0.81x in the model, but its 112 /
+224-wide ones 1.20-1.57x slower there (input from memory), hence ``DW_ROWS_WIDTH`` (64).
 
 Same sums, bit for bit: each output accumulates its taps from zero in (ky, kx) order, one
 rounding per FMA, taps of rows outside the plane skipped and columns outside it loaded as zero
@@ -35,6 +36,10 @@ MobileNetV2-224's 960-channel 7x7.
 SOURCE = r"""
 // ---- depthwise 3x3 over blocks of output rows (targets/tvm/x86_fp32_dwrows.py) -------------
 const int DW_ROWS = 8;  // output rows per block (the tail's switch below covers 1..DW_ROWS-1)
+// planes at most this wide only: in MobileNetV2-224 (1 thread, in the model, min over rounds)
+// blocks ran its 112- and 224-wide stride-1 planes 1.20x and 1.46-1.57x slower (their input
+// from memory: a block reads 10 rows' streams at once), its 56- and 28-wide ones 0.77-0.81x
+const int64_t DW_ROWS_WIDTH = 64;
 // one block of R output rows from oy0 (R <= DW_ROWS; S = stride, both directions), every
 // 16-output step of the rows; mk / mo: dw3x3_avx512's load and store masks per step
 template <int S, int R>

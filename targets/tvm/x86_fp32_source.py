@@ -1330,7 +1330,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   if (vec512) ++path_calls[PATH_DW_3X3_AVX512];
   // blocks of output rows (x86_fp32_dwrows): the same sums, each input row loaded once
   const int32_t rows_knob = edgecc_x86_fp32_dw_rows;
-  const bool rows = vec512 && d.sh == d.sw && (rows_knob == 2 || (rows_knob == 1 && d.sw == 1));
+  const bool rows = vec512 && d.sh == d.sw && w <= DW_ROWS_WIDTH
+                    && (rows_knob == 2 || (rows_knob == 1 && d.sw == 1));
   if (rows) ++path_calls[PATH_DW_ROWS];
   // small same-size planes: flat, 16 consecutive pixels per vector (x86_fp32_dwrows)
   if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w

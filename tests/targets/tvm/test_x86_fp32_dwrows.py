@@ -109,3 +109,17 @@ def test_flat_small_planes_equal_the_channels_tile(kernels, h, w):
     assert np.array_equal(outs[0], outs[1])
     ref = _torch_conv(x, wt, b, 1, 1, lo=-1.0, hi=2.0)
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_wide_planes_keep_the_one_row_form(kernels):
+    """Planes wider than DW_ROWS_WIDTH (64; slower in blocks with their input from memory)
+    stay on the one-row form (path 4, not 18); 64 wide takes the blocks."""
+    rng = np.random.default_rng(9)
+    for w, blocks in ((65, 0), (64, 1)):
+        x = rng.standard_normal((1, 3, 10, w), np.float32)
+        wt = rng.standard_normal((3, 1, 3, 3), np.float32)
+        b = rng.standard_normal(3, np.float32)
+        out, n_blocks, n_form = _dw_with(kernels, 1, x, wt, b, stride=1, pad=1)
+        assert (n_blocks, n_form) == (blocks, 1)
+        ref = _torch_conv(x, wt, b, 1, 1)
+        assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
