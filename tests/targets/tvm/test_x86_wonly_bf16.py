@@ -158,3 +158,48 @@ def test_minilm_shapes_error_against_the_float32_path(kernel, shape):
     diff = np.abs(_run(kernel, packed, x, None, "avx512bf16")
                   - _run(kernel, packed, x, None, "avx512")).max()
     assert diff / np.abs(ref).max() < 2.0 ** -8
+
+
+def test_host_build_rounds_only_edgecc_quantized_weights(tmp_path):
+    """End to end: a host build of a program edgecc's Quantize pass made w4a16 takes the bf16
+    prefill (its library's counter moves; outputs within 2^-7 of max |y| of the same library
+    with the knob off, cosine >= 0.9999, verification passed); the same linears with
+    imported-style dequantize weights (no Quantize pass) keep float32 activations."""
+    import torch
+    import torch.nn as nn
+
+    import edgecc
+    from tests.targets.tvm.test_x86_wonly import _Quantized
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64)).eval()
+    x = torch.randn(2, 20, 64)
+    res = edgecc.compile(edgecc.trace(model, (x,)), target="host", progress=False,
+                         output_dir=str(tmp_path / "q"), example_inputs=(x,),
+                         pipeline="quantize{scheme=w4a16,group_size=32},dce")
+    assert res.report["verification"]["passed"]
+    res.run(x)  # loads the library
+    lib = ctypes.CDLL(res._runner.library)
+    knob, calls = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_bf16"), _counter(lib)
+    before = calls.value
+    y = np.asarray(res.run(x)).reshape(-1)
+    assert calls.value > before  # the bf16 prefill ran
+    try:
+        knob.value = 0
+        y32 = np.asarray(res.run(x)).reshape(-1)
+    finally:
+        knob.value = 1
+    assert not np.array_equal(y, y32)
+    assert np.abs(y - y32).max() < 2.0 ** -7 * np.abs(y32).max()
+    cos = (y * y32).sum() / np.sqrt((y * y).sum() * (y32 * y32).sum())
+    assert cos >= 0.9999
+
+    imported = _Quantized(np.random.default_rng(0)).eval()
+    xi = torch.randn(2, 5, 64)
+    res = edgecc.compile(edgecc.trace(imported, (xi,)), target="host", progress=False,
+                         output_dir=str(tmp_path / "i"), example_inputs=(xi,))
+    res.run(xi)
+    calls = _counter(ctypes.CDLL(res._runner.library))
+    before = calls.value
+    res.run(xi)
+    assert calls.value == before  # float32 activations: verified against the model
