@@ -106,6 +106,13 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
     for (int64_t ox = 0; ox < d.ow; ox += 16) {
       const uint8_t* src = buf + (oy * d.wp + ox) * 4;
       for (int64_t r = 0; r < d.oc; r += 8) {
+        if (tile_write_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // from registers
+          if (half) tile_write<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, d.wp * 4, d.e, (int)r,
+                                  (int)(oy * d.ow + ox));
+          else tile_write<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
+                             (int)(oy * d.ow + ox));
+          continue;
+        }
         if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, d.wp * 4);
         else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
         write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),

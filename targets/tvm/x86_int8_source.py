@@ -114,6 +114,7 @@ from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
 from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
+from edgecc.targets.tvm.x86_int8_tile_source import TILE_FFI, TILE_KERNELS, TILE_SYMBOLS
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_qlinear", "edgecc_x86_qconv", "edgecc_x86_qdwconv")
@@ -134,7 +135,7 @@ REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *DIRECT_SYMBOLS,
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS,
             *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
@@ -905,6 +906,7 @@ void tile_4x16_vnni256(const int8_t* rows, int64_t ld, int64_t kq, const int8_t*
 }
 #endif
 
+""" + TILE_KERNELS + r"""
 // One VNNI GEMM: rows (bytes [n_rows padded to 8][ld = kq*4]) x panels ([kq][16][4] bytes)
 struct GemmDot {
   const int8_t* rows; int64_t n_rows, kq;
@@ -923,6 +925,11 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end, int64_t r
     const int8_t* panel = g.panels + p * g.kq * 64;
     const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
     for (int64_t r = r_begin; r < r_end; r += rt) {
+      if (!UROWS && rt == 8 && tile_write_fits(g.e, (int)std::min<int64_t>(8, g.n_rows - r), nc)) {
+        tile_write<0>(g.rows + r * ld, ld, g.kq, reinterpret_cast<const uint8_t*>(panel), 0, 0,
+                      g.e, (int)r, (int)(p * 16));
+        continue;
+      }
       if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
 #if EDGECC_AVXVNNI
       else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
@@ -1435,6 +1442,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&oc_split_calls, 1, __ATOMIC_RELAXED);
     if (post_rows_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&post_rows_calls, 1, __ATOMIC_RELAXED);
+    if (tile_write_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&tile_write_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));
@@ -1796,6 +1805,6 @@ int __tvm_ffi_edgecc_x86_int8_dw_blocked(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-""" + QUANT_KERNELS + DIRECT_FFI + AMX_FFI + r"""
+""" + QUANT_KERNELS + DIRECT_FFI + TILE_FFI + AMX_FFI + r"""
 }  // extern "C"
 """

@@ -1,0 +1,86 @@
+"""A VNNI tile written back from its registers (``tile_write``), spliced into
+``x86_int8_source.SOURCE`` before the GEMM: for an 8-row x 16-column tile with a ``hi32``
+requantized epilogue (every MobileNetV2 / ResNet-20 requantized convolution), the 8
+accumulators go straight into ``requant16_hi`` — before, ``tile_8x16_vnni512`` stored them
+(8 zmm) and ``write_rows_512`` loaded them back behind a call: on 1x1 convolutions of few
+input channels (MobileNetV2's expansions: 2-4 k quads) that round trip was about as many
+instructions as the multiply-adds. The same ``requant16_hi`` on the same int32 sums, so the
+int8 outputs are bit-identical. Panels from the im2col (``tile_write<0>``) or read in place
+from ``conv_direct4``'s channel-quad copy (``<1>``; ``<2>``: two rows' 8 pixels).
+``edgecc_x86_int8_tile_write`` 0: the stored tile and ``write_tile`` (A/B); counted per
+convolution call by ``edgecc_x86_int8_tile_write_calls``. C++ text only; the symbols are
+exported by ``x86_int8_source``."""
+
+TILE_WRITE = "edgecc_x86_int8_tile_write_calls"  # () -> conv calls with tile_write tiles
+TILE_SYMBOLS = (TILE_WRITE,)
+
+TILE_KERNELS = r"""
+// ---- tile_write (x86_int8_tile_source) ----
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_write = 1;
+int64_t tile_write_calls = 0;  // convolution calls with tiles written from registers (a test's)
+std::atomic<int> tile_write_seen{0};  // set once a call (stored only when clear)
+
+// does tile_write apply to a full 8 x 16 tile of e (the checks write_tile / write_rows_512 make)
+static inline bool tile_write_fits(const Epilogue& e, int nr, int nc) {
+  return edgecc_x86_int8_tile_write && nr == 8 && nc == 16 && e.channel_is_row && e.requant &&
+         e.wide && e.hi32;
+}
+
+// rows: 8 weight rows [.][ld]; MODE 0: panel [kq][64] (src), 1: src + qoff[k], 2: 32 bytes at
+// src + qoff[k] and at src + next + qoff[k]; then requant16_hi a row, as write_rows_hi
+template <int MODE, bool CLAMP, bool FOLD>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
+static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                         const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  __m512i c[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) c[r] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m512i v = MODE == 0 ? _mm512_loadu_si512(src + k * 64)
+        : MODE == 1 ? _mm512_loadu_si512(src + qoff[k])
+        : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(src + qoff[k]))), _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) {
+      int32_t w;
+      memcpy(&w, rows + r * ld + 4 * k, 4);
+      c[r] = _mm512_dpbusd_epi32(c[r], v, _mm512_set1_epi32(w));
+    }
+  }
+  const Sat8 q = sat8(e);
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) {
+    const int64_t row = r0 + r;
+    const __m512i v = FOLD ? c[r] : _mm512_add_epi32(c[r], _mm512_set1_epi32(e.off[row]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(e.out) + row * e.ld + c0),
+                     requant16_hi<CLAMP>(v, _mm512_set1_epi64(e.mult[row]),
+                                         _mm512_set1_epi64(FOLD ? e.fadd[row] : e.add[row]),
+                                         _mm512_set1_epi32((int32_t)(e.shift[row] - 32)), q));
+  }
+}
+
+// the tile for e's form (clamp / folded offset)
+template <int MODE>
+static void tile_write(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  if (!tile_write_seen.load(std::memory_order_relaxed))
+    tile_write_seen.store(1, std::memory_order_relaxed);
+  const bool clamp = !full_int8(e);
+  if (e.fadd && clamp) tile_write_t<MODE, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  else if (e.fadd) tile_write_t<MODE, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  else if (clamp) tile_write_t<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  else tile_write_t<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+}
+"""
+
+TILE_FFI = r"""
+// how many convolution calls wrote tiles back from registers (tile_write)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_write_calls(void*, const TVMFFIAny*, int32_t,
+                                               TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_write_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+"""
