@@ -1,9 +1,7 @@
 """C fragment of the x86 float32 kernels (spliced into ``x86_fp32_source.SOURCE``): depthwise
 3x3 (stride 1 or 2, the same in both directions; AVX-512) over blocks of ``DW_ROWS`` (8) output
-rows at once, ``edgecc_x86_fp32_dw_rows`` (PATH_DW_ROWS): 1 (the default) stride 1, 2 stride 1
-and 2 (stride 2 measured 0.94-1.00x of the one-row form on planes up to 56 wide, 1.06-1.30x
-on MobileNetV2-224's 112-wide one: more input rows in flight than the prefetcher follows, we
-think), 0 off.
+rows at once, on planes at most ``DW_ROWS_WIDTH`` (64) wide, ``edgecc_x86_fp32_dw_rows``
+(PATH_DW_ROWS; 1 the default, 0 off).
 
 Why: the one-row form (``dw3x3_avx512``) sums each 16-output vector as one chain of 9
 dependent FMAs and loads its 9 taps afresh; on Zen 4 that ran at about a third of the FMA
@@ -11,10 +9,13 @@ peak (MobileNetV2-32's 72-channel 32x32 depthwise: 34.8 us for 0.66 M multiply-a
 thread). Here each input row of the block is loaded once (3 masked loads, stride 2: 3
 even-lane permutes of 6) and feeds every output row of the block whose window holds it, so a
 block of R rows carries R independent chains and (R - 1) * S + 3 row loads instead of 3 R.
-Measured (1 thread CPU time, knob A/B interleaved, machine under load): stride 1 0.69-0.85x
-of the one-row form on MobileNetV2-32's planes (16-96 channels, 16-32 wide) alone, 0.80-0.85x
-in the model; MobileNetV2-224's 56 / 28-wide planes 0.77-0.81x in the model, but its 112 /
-224-wide ones 1.20-1.57x slower there (input from memory), hence ``DW_ROWS_WIDTH`` (64).
+The block's loops carry ``#pragma GCC unroll``: without it GCC kept acc[] on the stack (the
+blocks ran 0.69-0.85x of the one-row form instead of 0.57-0.64x). Measured in the model (1
+thread CPU time, min over interleaved rounds, knob A/B, under load ~3): MobileNetV2-32's
+stride-1 planes (16-96 channels, 16-32 wide) 0.58-0.67x of the one-row form, its stride-2 72
+@32 0.83x (96 s2 @16 and smaller: the 16-channel tile); MobileNetV2-224's 56 / 28-wide planes
+0.65-0.75x (stride 1 and 2), but its 112 / 224-wide ones 1.25-1.54x slower (their input from
+memory: a block reads 10-17 rows' streams at once), hence ``DW_ROWS_WIDTH``.
 
 Same sums, bit for bit: each output accumulates its taps from zero in (ky, kx) order, one
 rounding per FMA, taps of rows outside the plane skipped and columns outside it loaded as zero
@@ -37,8 +38,8 @@ SOURCE = r"""
 // ---- depthwise 3x3 over blocks of output rows (targets/tvm/x86_fp32_dwrows.py) -------------
 const int DW_ROWS = 8;  // output rows per block (the tail's switch below covers 1..DW_ROWS-1)
 // planes at most this wide only: in MobileNetV2-224 (1 thread, in the model, min over rounds)
-// blocks ran its 112- and 224-wide stride-1 planes 1.20x and 1.46-1.57x slower (their input
-// from memory: a block reads 10 rows' streams at once), its 56- and 28-wide ones 0.77-0.81x
+// blocks ran its 112- and 224-wide planes 1.25-1.54x slower (their input from memory: a block
+// reads 10-17 rows' streams at once), its 56- and 28-wide ones 0.65-0.75x
 const int64_t DW_ROWS_WIDTH = 64;
 // one block of R output rows from oy0 (R <= DW_ROWS; S = stride, both directions), every
 // 16-output step of the rows; mk / mo: dw3x3_avx512's load and store masks per step
@@ -53,6 +54,7 @@ static inline void dw_rows_block(const Depthwise& d, int64_t ih, int64_t iw, int
   for (int64_t i = 0; i < steps; ++i) {
     __m512 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+#pragma GCC unroll 32
     for (int j = 0; j < ROWS; ++j) {  // input rows in order: each output's taps in ky order
       const int64_t iy = oy0 * S + j - ph;
       if (iy < 0 || iy >= ih) continue;
@@ -66,6 +68,7 @@ static inline void dw_rows_block(const Depthwise& d, int64_t ih, int64_t iw, int
                                          _mm512_maskz_loadu_ps(mk[i][kx][1], row + kx + 16));
         }
       }
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const int ky = j - r * S;  // this input row's tap row for output row r
         if (ky < 0 || ky > 2) continue;
@@ -168,13 +171,16 @@ static void dw3x3_flat(const Depthwise& d, const float* x, const float* wt, cons
         acc[0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[0][t], tap), acc[0]);
       }
     }
+#pragma GCC unroll 16
     for (int ky = 0; NB > 1 && ky < 3; ++ky) {  // taps in (ky, kx) order for every pixel
       const float* base = src + (ky - 1) * w - 16;
       __m512 v[NB + 2];
+#pragma GCC unroll 16
       for (int k = 0; k < NB + 2; ++k) v[k] = _mm512_maskz_loadu_ps(lm[ky][k], base + 16 * k);
       const __m512 w0 = _mm512_set1_ps(wt[ch * 9 + ky * 3]);
       const __m512 w1 = _mm512_set1_ps(wt[ch * 9 + ky * 3 + 1]);
       const __m512 w2 = _mm512_set1_ps(wt[ch * 9 + ky * 3 + 2]);
+#pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) {
         const __m512 left = _mm512_castsi512_ps(_mm512_alignr_epi32(
             _mm512_castps_si512(v[b + 1]), _mm512_castps_si512(v[b]), 15));

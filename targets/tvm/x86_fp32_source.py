@@ -86,10 +86,9 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_prefetch_bytes = 
 // depthwise 3x3 planes with output rows at most this wide run 16 channels per vector
 // (PATH_DW_CHANNELS); 0: a row per vector (the same sums: the tests' bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width = 8;
-// depthwise 3x3 planes of the AVX-512 row form run blocks of 8 output rows (PATH_DW_ROWS;
-// x86_fp32_dwrows.py): 1, stride 1; 2, stride 1 and 2 (2 was 0.94-1.00x on stride-2 planes
-// up to 56 wide but 1.06-1.30x on MobileNetV2-224's 112-wide one); 0: one row at a time (the
-// same sums: the tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
+// depthwise 3x3 planes of the AVX-512 row form (stride 1 / 2 both ways, <= 64 wide) run blocks
+// of 8 output rows (PATH_DW_ROWS; x86_fp32_dwrows.py); 0: one row at a time (the same sums:
+// the tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1;
 // small same-size depthwise 3x3 planes (stride 1, pad 1, <= 128 pixels, of the 16-channel tile's
 // shapes) run flat: 16 consecutive pixels per vector, taps by valignd (PATH_DW_FLAT;
@@ -1329,9 +1328,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
                       && d.ow <= 16 * DW_STEPS;
   if (vec512) ++path_calls[PATH_DW_3X3_AVX512];
   // blocks of output rows (x86_fp32_dwrows): the same sums, each input row loaded once
-  const int32_t rows_knob = edgecc_x86_fp32_dw_rows;
-  const bool rows = vec512 && d.sh == d.sw && w <= DW_ROWS_WIDTH
-                    && (rows_knob == 2 || (rows_knob == 1 && d.sw == 1));
+  const bool rows = vec512 && d.sh == d.sw && w <= DW_ROWS_WIDTH && edgecc_x86_fp32_dw_rows;
   if (rows) ++path_calls[PATH_DW_ROWS];
   // small same-size planes: flat, 16 consecutive pixels per vector (x86_fp32_dwrows)
   if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w
