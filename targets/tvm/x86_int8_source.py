@@ -113,6 +113,7 @@ from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
 from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS, DIRECT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
+from edgecc.targets.tvm.x86_int8_pool_source import POOL_FFI, POOL_KERNELS, POOL_SYMBOLS
 from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_tile_source import TILE_FFI, TILE_KERNELS, TILE_SYMBOLS
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
@@ -135,7 +136,7 @@ REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS,
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
             *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
@@ -1236,7 +1237,7 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_oc_spl
 int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
 std::atomic<int> oc_split_seen{0};
 
-""" + PAD_KERNELS + DIRECT_KERNELS + r"""
+""" + PAD_KERNELS + DIRECT_KERNELS + POOL_KERNELS + r"""
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
 // KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at, tap_major];  w:
 // [ceil(OC/4)*4][kp] int16, k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8
@@ -1309,9 +1310,9 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       // stride-2 shortcuts, the stem: 4-15 us a call at 1 thread on Zen 4, serial before)
       // (units fitted to Zen 4 1-thread times: an output 6, 16 written back as float (post16's
       // vdivps), a panel byte 2, a copied byte 4 (the memset, the flip, strided panels))
-      const int64_t job_work = oc * kq * 4 * pix / dot_speed(isa) + (edgecc_x86_int8_full_work
-          ? (e.requant ? 6 : 16) * oc * pix + 2 * n_panels * kq * 64 +
-            (direct ? 0 : 4 * c * hp * wp) : 0);
+      const int64_t job_work = conv_pool_work(oc * kq * 4 * pix / dot_speed(isa) +
+          (edgecc_x86_int8_full_work ? (e.requant ? 6 : 16) * oc * pix + 2 * n_panels * kq * 64 +
+                                       (direct ? 0 : 4 * c * hp * wp) : 0));  // pool_source
       // two bands a thread (one late thread costs less), fewer where a band's halo (the
       // (kh - 1)·dh input rows it shares with the next) would be over half its own rows
       // (8x8 maps: 2 bands of 4 rows, not 4 of 2), never fewer than one a thread
@@ -1805,6 +1806,6 @@ int __tvm_ffi_edgecc_x86_int8_dw_blocked(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-""" + QUANT_KERNELS + DIRECT_FFI + TILE_FFI + AMX_FFI + r"""
+""" + QUANT_KERNELS + DIRECT_FFI + TILE_FFI + POOL_FFI + AMX_FFI + r"""
 }  // extern "C"
 """

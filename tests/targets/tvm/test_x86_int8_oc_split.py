@@ -73,6 +73,9 @@ def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch)
     assert ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2").value == 0
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_full_work")
     assert knob.value == 1  # on by default
+    # the pool's threshold as written (x86_int8_pool_source's scale, tested below, off)
+    scale = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_conv_pool_log2")
+    scale.value = 0
     bands = lib.get_function(x86_int8.CONV_BANDS, query_imports=True)
     split = lib.get_function(x86_int8.OC_SPLIT, query_imports=True)
     args = [tvm.runtime.tensor(x) for x in xs]
@@ -84,5 +87,36 @@ def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch)
             runs.append([o.numpy() for o in vm["main"](*args)])
             assert (bands() - b0, split() - s0) == ((2, 1) if on else (0, 0)), on
     finally:
-        knob.value = 1
+        knob.value, scale.value = 1, 1
+    _assert_runs_equal_reference(runs, xs, ws, eps, SMALL)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_small_convolutions_run_serially_by_default(tmp_path, monkeypatch):
+    """x86_int8_pool_source: the same small convolutions (under twice the threshold with the
+    full work) run on the calling thread by default — counted, neither banded nor split — and
+    pool again with edgecc_x86_int8_conv_pool_log2 0; the outputs equal the arithmetic."""
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(17), SMALL,
+                                                  str(tmp_path / "k.so"))
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    scale = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_conv_pool_log2")
+    assert scale.value == 1  # on by default
+    bands = lib.get_function(x86_int8.CONV_BANDS, query_imports=True)
+    split = lib.get_function(x86_int8.OC_SPLIT, query_imports=True)
+    serial = lib.get_function(x86_int8.CONV_SERIAL, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for value in (1, 0):
+            scale.value = value
+            b0, s0, q0 = bands(), split(), serial()
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            got = (bands() - b0, split() - s0, serial() - q0)
+            assert got == ((0, 0, len(SMALL)) if value else (2, 1, 0)), value
+    finally:
+        scale.value = 1
     _assert_runs_equal_reference(runs, xs, ws, eps, SMALL)
