@@ -11,7 +11,9 @@ times the group scale into 12 float32 sums (6 rows: 24 sums + 2 weights + 1 broa
 zmm). Offsets (Q4_1) and odd group sizes keep the float32 path. Zen 4, 1 thread CPU time,
 interleaved, load ~3.7, 2026-12-01: 0.47-0.57x of ``edgecc_x86_sgemm`` on every BERT /
 GPT-2 / MiniLM linear (172-198 GFLOP/s against its 86-107); MiniLM w4a16 whole model
-0.59x of fp32 (the float32-activation path: 1.06x).
+0.59x of fp32 (the float32-activation path: 1.06x). Tried: 7-row tiles (31 zmm), no
+gain (194-200 vs 199-208 GFLOP/s). Measured on Zen 4 only: where vdpbf16ps is no
+faster than two FMAs (Intel cores with two FMA ports) the knob turns it off.
 
 One fixed text (shapes and modes come in an int64 ``meta`` tensor), compiled once into a
 static library (``x86_int8.compiled_object``'s cache, folder ``x86_wonly``). The body is
