@@ -31,7 +31,10 @@ acc unchanged, the same as + w * 0 since acc is never -0); one-block planes load
 masked instead. Bit-identical to the tile, which spent about half its time in transposes.
 Measured (1 thread CPU time, knob A/B interleaved, under load ~3.7): 0.73-0.75x of the tile on
 MobileNetV2-32's 192 / 288-channel 8x8 planes, 0.64x on its 480-channel 4x4, 0.81x on
-MobileNetV2-224's 960-channel 7x7.
+MobileNetV2-224's 960-channel 7x7. Also under that knob, stride 2 on 16-wide planes (8-wide
+output rows, h <= 16: MobileNetV2-32's 96 s2 @16): 2 output rows per vector from two input
+row vectors by one permutex2var per tap (``dw3x3_s2w16``), 0.47x of the tile (1 thread CPU
+time, old vs new library interleaved, under load ~2.2), bit-identical.
 """
 
 SOURCE = r"""
@@ -196,6 +199,54 @@ static void dw3x3_flat(const Depthwise& d, const float* x, const float* wt, cons
     for (int b = 0; b < NB; ++b) {
       const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[b], bv)));
       _mm512_mask_storeu_ps(o + 16 * b, mo[b], y);
+    }
+  }
+}
+
+// planes [t0, t1) of a stride-2, pad-1 depthwise 3x3 on 16-wide input planes (h <= 16 rows,
+// output rows 8 wide): 16 outputs per vector = 2 output rows; tap (ky, kx) of output rows
+// oy, oy + 1 is input rows 2 oy + ky - 1 and 2 oy + ky + 1 (one vector each), columns
+// 2 ox + kx - 1 picked by one permutex2var; lanes outside the plane kept by the masked FMA
+// (as the tile's zero border: acc + w * 0). No tile, no transposes.
+__attribute__((target("avx512f")))
+static void dw3x3_s2w16(const Depthwise& d, const float* x, const float* wt, const float* bias,
+                        float* out, int64_t c, int64_t h, int64_t t0, int64_t t1) {
+  const int64_t oh = d.oh, plane = h * 16, oplane = oh * 8;
+  __m512i idx[3];
+  __mmask16 cm[3];
+  for (int kx = 0; kx < 3; ++kx) {
+    alignas(64) int32_t lane[16];
+    unsigned valid = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int col = 2 * (j % 8) + kx - 1;
+      lane[j] = (j >= 8 ? 16 : 0) + (col < 0 ? 0 : col);
+      if (col >= 0 && col < 16) valid |= 1u << j;
+    }
+    idx[kx] = _mm512_load_si512(lane);
+    cm[kx] = (__mmask16)valid;
+  }
+  const __m512 lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
+  for (int64_t i = t0; i < t1; ++i) {
+    const int64_t ch = i % c;
+    const float* src = x + i * plane;
+    float* o = out + i * oplane;
+    __m512 w[9];
+    for (int t = 0; t < 9; ++t) w[t] = _mm512_set1_ps(wt[ch * 9 + t]);
+    const __m512 bv = _mm512_set1_ps(bias[ch]);
+    for (int64_t oy = 0; oy < oh; oy += 2) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int ky = 0; ky < 3; ++ky) {  // taps in (ky, kx) order, as the tile
+        const int64_t ra = 2 * oy + ky - 1, rb = ra + 2;
+        const bool a_in = ra >= 0 && ra < h, b_in = rb >= 0 && rb < h;
+        const __m512 va = a_in ? _mm512_loadu_ps(src + ra * 16) : _mm512_setzero_ps();
+        const __m512 vb = b_in ? _mm512_loadu_ps(src + rb * 16) : _mm512_setzero_ps();
+        const __mmask16 rm = (__mmask16)((a_in ? 0x00FFu : 0u) | (b_in ? 0xFF00u : 0u));
+        for (int kx = 0; kx < 3; ++kx)
+          acc = _mm512_mask3_fmadd_ps(w[ky * 3 + kx], _mm512_permutex2var_ps(va, idx[kx], vb),
+                                      acc, rm & cm[kx]);
+      }
+      const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc, bv)));
+      _mm512_mask_storeu_ps(o + oy * 8, oy + 1 < oh ? (__mmask16)0xFFFF : (__mmask16)0x00FF, y);
     }
   }
 }

@@ -45,7 +45,8 @@ step on the unpadded plane (masked loads for the border and the row's tail, no p
 ``edgecc_x86_fp32_dw_rows``),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out), except same-size stride-1 planes of <= 128
-pixels: flat, 16 consecutive pixels per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
+pixels: flat, 16 consecutive pixels per vector, and stride-2 ones on 16-wide planes: 2 output
+rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
@@ -91,8 +92,9 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_channels_width
 // the tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1;
 // small same-size depthwise 3x3 planes (stride 1, pad 1, <= 128 pixels, of the 16-channel tile's
-// shapes) run flat: 16 consecutive pixels per vector, taps by valignd (PATH_DW_FLAT;
-// x86_fp32_dwrows.py); 0: the tile (the same sums: the tests' bit-for-bit A/B). int32
+// shapes) run flat: 16 consecutive pixels per vector, taps by valignd; stride-2 ones on 16-wide
+// planes 2 output rows per vector (PATH_DW_FLAT; x86_fp32_dwrows.py); 0: the tile (the same
+// sums: the tests' bit-for-bit A/B). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat = 1;
 // padded convolutions through row-run im2col panels (AVX-512, stride 1 / 2, output rows 5+
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
@@ -1347,6 +1349,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     }, nb * c * d.oh * d.ow * 9);
     return 0;
   }
+  // stride 2 on 16-wide planes (8-wide output rows): 2 output rows per vector (x86_fp32_dwrows)
+  if (channels && d.sh == 2 && d.sw == 2 && ph == 1 && pw == 1 && w == 16 && d.ow == 8
+      && h <= 16 && edgecc_x86_fp32_dw_flat) {
+    ++path_calls[PATH_DW_FLAT];
+    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      dw3x3_s2w16(d, x, wt, bias, out, c, h, t0, t1);
+    }, nb * c * d.oh * d.ow * 9);
+    return 0;
+  }
   if (channels) {
     ++path_calls[PATH_DW_CHANNELS];
     const int64_t groups = (c + 15) / 16;
@@ -1412,7 +1423,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // Winograd F(2x2, 3x3) (edgecc_x86_fp32_winograd), 17 the calls of 16 whose weights came
 // transformed from the build (meta[15] = 1) or the library's cache (meta[15] = 2));
 // 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows); 19: the
-// depthwise 3x3 calls on small same-size planes run flat (x86_fp32_dwrows, not counted in 6);
+// depthwise 3x3 calls on small same-size planes run flat, or stride 2 on 16-wide planes 2 rows
+// per vector (x86_fp32_dwrows, not counted in 6);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,

@@ -183,15 +183,16 @@ def test_every_kernel_path_runs_and_matches(tmp_path, monkeypatch, isa):
     # (8), n (4) same-size 3x3 tiles (path 9, not 0 / 1) on a copy padded by rows with two
     # column masks (path 12); s (stride-2 3x3) the tiles over phase planes (path 14, not 1),
     # d1 (16-wide rows) ran the 16-lane row form in blocks of rows (path 18), d2 (stride 2, 8x8
-    # output) 16 channels per vector, d3 (4x4, stride 1) flat (path 19; x86_fp32_dwrows).
+    # output, 16-wide input) 2 output rows per vector and d3 (4x4, stride 1) flat (path 19,
+    # x86_fp32_dwrows; the 16-channel tile, path 6, has no layer here).
     # (Gathered panels with AVX-512: test_im2col_panels_run_the_wide_tiles)
     # With AVX-512, b, e, n (8+ input channels, even maps) run Winograd F(2x2, 3x3) by default
     # (path 16), on weights packed once into the library's cache (path 17), a stays on 9 / 12.
     avx512 = 0 if isa == "avx2" else int(_has_avx512())
     assert calls == [2 * (3 - 2 * avx512), 2 * (3 - 3 * avx512), 2 * 3, 2 * 1, 2 * avx512, 0,
-                     2 * avx512, 0, 0, 2 * avx512, 0, 0, 2 * avx512,
+                     0, 0, 0, 2 * avx512, 0, 0, 2 * avx512,
                      0, 2 * avx512, 0, 2 * 3 * avx512, 2 * 3 * avx512, 2 * avx512,
-                     2 * avx512], calls
+                     2 * 2 * avx512], calls
     assert int(query(-1)) == avx512
 
 

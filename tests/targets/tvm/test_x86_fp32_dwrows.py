@@ -121,3 +121,30 @@ def test_wide_planes_keep_the_one_row_form(kernels):
         assert (n_blocks, n_form) == (blocks, 1)
         ref = _torch_conv(x, wt, b, 1, 1)
         assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("h", [16, 15, 13, 2, 1])
+def test_stride2_16_wide_planes_equal_the_channels_tile(kernels, h):
+    """Stride-2 depthwise on 16-wide planes (8-wide output rows, h <= 16) runs 2 output rows
+    per vector (``edgecc_x86_fp32_dw_flat``, path 19, not 6): even and odd heights (a last
+    half-filled vector), one row; bit-identical to the 16-channel tile (knob 0), within 1e-5
+    of PyTorch; 37 channels, batch 2."""
+    rng = np.random.default_rng(100 + h)
+    x = rng.standard_normal((2, 37, h, 16), np.float32)
+    wt = rng.standard_normal((37, 1, 3, 3), np.float32)
+    b = rng.standard_normal(37, np.float32)
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat")
+    outs, counts = [], []
+    for knob in (1, 0):
+        old, var.value = var.value, knob
+        try:
+            before = [_path(kernels, i) for i in (FLAT_PATH, CHANNELS_PATH)]
+            outs.append(_conv(kernels, x, wt, b, stride=2, pad=1, lo=-1.0, hi=2.0))
+            counts.append([_path(kernels, i) - c
+                           for i, c in zip((FLAT_PATH, CHANNELS_PATH), before)])
+        finally:
+            var.value = old
+    assert counts == [[1, 0], [0, 1]]
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, wt, b, 2, 1, lo=-1.0, hi=2.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
