@@ -418,8 +418,8 @@ class IntegerKernels:
         return convert
 
     def _x86_quantize(self, node: fx.Node, importer: Any) -> Any | None:
-        """A float32 activation's per-tensor int8 ``quantize`` (the model input's, a global
-        mean's — through a ``view`` / ``flatten`` / ``clone`` — before the classifier) as one
+        """The per-tensor int8 ``quantize`` of the model's float32 input or of a global mean
+        (through a ``view`` / ``flatten`` / ``clone``, before the classifier) as one
         ``edgecc_x86_quantize`` call (``x86_int8_quant_source``: TVM's mean and quantize,
         the same float32 operations); None where it does not apply. The mean and views the
         call reads past stay in the program unused (Relax's dead-code elimination drops
@@ -440,6 +440,10 @@ class IntegerKernels:
             dims = {int(d) % len(shape) for d in cur.args[1]} if len(shape) == 4 else set()
             if dims == {2, 3} and cur.args[0] in importer.env:
                 src, cols = cur.args[0], shape[2] * shape[3]
+        if cols == 1 and src.op != "placeholder":
+            # other activations' quantizes stay TVM's, fused with the op before them (MiniLM
+            # w8a8 as kernels: 2 threads 63 -> 85 ms, under load; bench/x86_int8_quant.py)
+            return None
         out = x86_int8.emit_quantize(importer.block_builder, importer.env[src], quant, cols,
                                      [int(d) for d in val.shape])
         if out is not None:

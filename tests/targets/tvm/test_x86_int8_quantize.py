@@ -126,3 +126,26 @@ def test_lowering_takes_the_input_and_mean_quantize(tmp_path):
         assert calls() - before == 2
         got = [(g[0] if not hasattr(g, "numpy") else g).numpy() for g in got]
         np.testing.assert_array_equal(got[0], got[1])
+
+
+class _Mid(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(torch.sigmoid(x))
+
+
+def test_other_quantizes_stay_tvm(tmp_path):
+    """A quantize of an activation other than the input or a mean (here a sigmoid's) stays
+    TVM's (fused with the op before it): no edgecc_x86_quantize call, one Relax divide."""
+    from edgecc.targets.tvm import x86_int8
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8)
+    module, report = _build(_Mid().eval(), x, [(torch.randn(1, 4, 8, 8),) for _ in range(4)],
+                            str(tmp_path / "m.so"), True)
+    main = module.script().split("def main")[1]
+    assert "x86_quantize" not in report and report["x86_kernels"] == 1, report
+    assert f'"{x86_int8.QUANTIZE}"' not in main and main.count("R.divide(") == 1, main
