@@ -85,6 +85,27 @@ struct Direct4 {
   uint8_t zu; const int64_t* qoff;     // per quad (tap, cq): ((cq*hp + ky)*wp + kx)*4
 };
 
+// qconv's im2col offsets koff[k] in the VNNI rows' k order, (c, ky, kx) or tap-major
+// (ky, kx, c); returns how many
+static int64_t conv_koff(int64_t* koff, bool tap_major, int64_t c, int64_t kh, int64_t kw,
+                         int64_t hp, int64_t wp, int64_t dh, int64_t dw) {
+  int64_t kk = 0;
+  for (int64_t ci = 0; ci < c && !tap_major; ++ci)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+  for (int64_t ky = 0; ky < kh && tap_major; ++ky)
+    for (int64_t kx = 0; kx < kw; ++kx)
+      for (int64_t ci = 0; ci < c; ++ci) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+  return kk;
+}
+
+// does conv_direct4 take a (tap-major, padded) convolution of this geometry on this CPU
+static inline bool direct4_fits(int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t oh,
+                                int64_t ow) {
+  return edgecc_x86_int8_direct4 && sh == 1 && sw == 1 && dh == 1 && dw == 1 &&
+         !amx_conv_ready() && (ow % 16 == 0 || (ow == 8 && oh % 2 == 0));
+}
+
 // qoff for a tap-major kernel of c channels on a padded map hp x wp
 static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, int64_t hp,
                             int64_t wp) {

@@ -84,7 +84,8 @@ many channels run on both threads.
 Convolutions on AMX (``x86_amx_source.amx_conv``) where the CPU and OS allow; im2col panels
 that are not one 16-byte run (maps narrower than 16, strides) are built with 16-lane dword
 gathers from the padded copy (``gather_panel``) instead of a byte loop.
-(The dw_perm / dw_direct C++ text lives in ``x86_int8_dw_source.DW_KERNELS``, spliced in.)
+(The dw_perm / dw_direct C++ text lives in ``x86_int8_dw_source.DW_KERNELS``, spliced in; so do
+``x86_int8_direct_source``, ``_tile_source``, ``_pool_source`` and ``_quant_source``'s.)
 With AVX-512 VBMI, panels whose 16 pixels lie within 64 bytes (8x8 / 4x4 maps, strided rows
 of <= 32 columns) are built by byte shuffles instead (``perm_panel``: a masked load and a
 merge-masked ``vpermb`` per k; Zen 4's gathers are slow): counted by
@@ -1264,14 +1265,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     int8_t* panels8 = static_cast<int8_t*>(scratch(0, n_panels * kq * 64 + 64));
     uint8_t* padded = static_cast<uint8_t*>(scratch(1, c * hp * wp + 64));
     int64_t* koff = static_cast<int64_t*>(scratch(2, (kq * 5 + 1) * sizeof(int64_t)));
-    int64_t kk = 0;
     const bool tap_major = meta[23] != 0;  // the VNNI rows' k order (x86_int8.emit_conv)
-    for (int64_t ci = 0; ci < c && !tap_major; ++ci)
-      for (int64_t ky = 0; ky < kh; ++ky)
-        for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
-    for (int64_t ky = 0; ky < kh && tap_major; ++ky)
-      for (int64_t kx = 0; kx < kw; ++kx)
-        for (int64_t ci = 0; ci < c; ++ci) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+    int64_t kk = conv_koff(koff, tap_major, c, kh, kw, hp, wp, dh, dw);
     for (; kk < kq * 4; ++kk) koff[kk] = 0;  // padding k: its weights are 0
     Epilogue e = epilogue(args, meta, 1);
     if (!post_args(args, num_args, e)) return bad_post();
@@ -1322,9 +1317,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t bands = !direct && !amx_conv_ready() &&
           !(bands_env && bands_env[0] == '0') && pix % 16 == 0 && oh % unit == 0 &&
           threads > 1 && job_work >= serial_work() ? banded : 1;
-      if (tap_major && edgecc_x86_int8_direct4 && isa == ISA_AVX512VNNI && !direct &&
-          sh == 1 && sw == 1 && dh == 1 && dw == 1 && !amx_conv_ready() &&
-          (ow % 16 == 0 || (ow == 8 && oh % 2 == 0))) {
+      if (tap_major && isa == ISA_AVX512VNNI && !direct && direct4_fits(sh, sw, dh, dw, oh, ow)) {
         int64_t* qoff = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
         direct4_offsets(qoff, c, kh, kw, hp, wp);
         Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, c, h, w, hp, wp,
