@@ -35,9 +35,9 @@ def test_quantize_equals_the_relax_ops(tmp_path):
     from edgecc.targets.tvm import x86_int8
 
     rng = np.random.default_rng(3)
-    # (shape, cols): the input (elementwise, a masked tail), means over 4x4 / 7x7 / 8x8 maps
-    cases = (((1, 3, 15, 17), 1), ((1, 37, 4, 4), 16), ((2, 11, 7, 7), 49),
-             ((1, 300, 8, 8), 64))
+    # (shape, cols): inputs (elementwise, a masked tail), means over 4x4 / 7x7 / 8x8 maps
+    cases = (((1, 3, 15, 17), 1), ((1, 3, 48, 50), 1), ((1, 37, 4, 4), 16),
+             ((2, 11, 7, 7), 49), ((1, 300, 8, 8), 64))  # 7200 rows: 2 pool items of 4096
     bb = relax.BlockBuilder()
     xs = [relax.Var(f"x{i}", relax.TensorType(list(s), "float32")) for i, (s, _) in
           enumerate(cases)]
@@ -55,13 +55,17 @@ def test_quantize_equals_the_relax_ops(tmp_path):
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "q.so")
     lib, vm = build_and_load(module, path)
-    knob = ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_quant_vector")
+    so = ctypes.CDLL(path)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)  # 2 threads: the pooled rows below
+    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_quant_vector")
     assert knob.value == 1  # on by default
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     calls = lib.get_function(x86_int8.QUANTIZE_CALLS, query_imports=True)
     args = [tvm.runtime.tensor(_operand(rng, s, 0.05)) for s, _ in cases]
     try:
-        for on in (1, 0):
-            knob.value = on
+        for on, pooled in ((1, 0), (1, -62), (0, 0)):  # -62: every job on the pool
+            knob.value, shift.value = on, pooled
             before = calls()
             got = [o.numpy() for o in vm["main"](*args)]
             assert calls() - before == len(outs), on
@@ -70,7 +74,7 @@ def test_quantize_equals_the_relax_ops(tmp_path):
                 np.testing.assert_array_equal(got[i], got[n + i], err_msg=f"{on} {i}")
             assert len(np.unique(got[2])) > 50  # not saturated
     finally:
-        knob.value = 1
+        knob.value, shift.value = 1, 0
 
 
 def _build(model, x, calib, path, on):
