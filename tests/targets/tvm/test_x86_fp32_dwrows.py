@@ -82,6 +82,26 @@ def test_small_stride2_planes_keep_the_channels_tile(kernels):
     assert [a - c for a, c in zip(after, before)] == [0, 0, 1]
 
 
+def _assert_flat_equals_the_tile(kernels, x, wt, b, stride):
+    """The flat form (dw_flat 1, path 19) and the 16-channel tile (dw_flat 0, path 6) each
+    take the call once, bit-identical, within 1e-5 of PyTorch (pad 1, clamp [-1, 2])."""
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat")
+    outs, counts = [], []
+    for knob in (1, 0):
+        old, var.value = var.value, knob
+        try:
+            before = [_path(kernels, i) for i in (FLAT_PATH, CHANNELS_PATH)]
+            outs.append(_conv(kernels, x, wt, b, stride=stride, pad=1, lo=-1.0, hi=2.0))
+            counts.append([_path(kernels, i) - c
+                           for i, c in zip((FLAT_PATH, CHANNELS_PATH), before)])
+        finally:
+            var.value = old
+    assert counts == [[1, 0], [0, 1]]
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, wt, b, stride, 1, lo=-1.0, hi=2.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 # (h, w): one block (4x4, 3x3), partial blocks (5x5, 7x7, 6x7), whole blocks (8x8), 8 blocks
 @pytest.mark.parametrize("h,w", [(4, 4), (3, 3), (5, 5), (7, 7), (6, 7), (8, 8), (16, 8)])
 def test_flat_small_planes_equal_the_channels_tile(kernels, h, w):
@@ -92,21 +112,7 @@ def test_flat_small_planes_equal_the_channels_tile(kernels, h, w):
     x = rng.standard_normal((2, 37, h, w), np.float32)
     wt = rng.standard_normal((37, 1, 3, 3), np.float32)
     b = rng.standard_normal(37, np.float32)
-    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat")
-    outs, counts = [], []
-    for knob in (1, 0):
-        old, var.value = var.value, knob
-        try:
-            before = [_path(kernels, i) for i in (FLAT_PATH, CHANNELS_PATH)]
-            outs.append(_conv(kernels, x, wt, b, stride=1, pad=1, lo=-1.0, hi=2.0))
-            counts.append([_path(kernels, i) - c
-                           for i, c in zip((FLAT_PATH, CHANNELS_PATH), before)])
-        finally:
-            var.value = old
-    assert counts == [[1, 0], [0, 1]]
-    assert np.array_equal(outs[0], outs[1])
-    ref = _torch_conv(x, wt, b, 1, 1, lo=-1.0, hi=2.0)
-    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+    _assert_flat_equals_the_tile(kernels, x, wt, b, stride=1)
 
 
 def test_wide_planes_keep_the_one_row_form(kernels):
@@ -133,18 +139,4 @@ def test_stride2_16_wide_planes_equal_the_channels_tile(kernels, h):
     x = rng.standard_normal((2, 37, h, 16), np.float32)
     wt = rng.standard_normal((37, 1, 3, 3), np.float32)
     b = rng.standard_normal(37, np.float32)
-    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat")
-    outs, counts = [], []
-    for knob in (1, 0):
-        old, var.value = var.value, knob
-        try:
-            before = [_path(kernels, i) for i in (FLAT_PATH, CHANNELS_PATH)]
-            outs.append(_conv(kernels, x, wt, b, stride=2, pad=1, lo=-1.0, hi=2.0))
-            counts.append([_path(kernels, i) - c
-                           for i, c in zip((FLAT_PATH, CHANNELS_PATH), before)])
-        finally:
-            var.value = old
-    assert counts == [[1, 0], [0, 1]]
-    assert np.array_equal(outs[0], outs[1])
-    ref = _torch_conv(x, wt, b, 2, 1, lo=-1.0, hi=2.0)
-    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+    _assert_flat_equals_the_tile(kernels, x, wt, b, stride=2)
