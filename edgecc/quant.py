@@ -619,6 +619,19 @@ def is_quantize(node: Any) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target is QUANTIZE
 
 
+QRANGE = "edgecc_qrange"  # node meta: (qmin, qmax) a stored weight was quantized with
+
+
+def quantized_by_edgecc(program: Any) -> bool:
+    """Whether ``program``'s weights were quantized by edgecc's own passes (Quantize marks
+    each dequantize it writes with ``QRANGE``). A target may then round activations more
+    coarsely (the x86 weight-only kernel's bfloat16 prefill) and ``edgecc.compile`` verifies
+    the build as a quantized one (cosine / SQNR), even when the quantization ran before
+    ``compile``. Imported quantized weights (GGUF, ONNX) carry no mark: their builds are
+    checked against the imported model at float32 tolerance."""
+    return any(QRANGE in n.meta for n in program.graph.nodes if n.op == "call_function")
+
+
 def is_dequantize(node: Any) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target is DEQUANTIZE
 

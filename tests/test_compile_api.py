@@ -172,3 +172,29 @@ def test_check_each_pass_and_dump_ir(tmp_path):
                          check_each_pass=True, dump_ir=str(tmp_path / "ir"))
     assert all("numeric_check" in p for p in res.report["pipeline"]["passes"])
     assert "00-input.txt" in os.listdir(tmp_path / "ir")
+
+
+def test_program_quantized_before_compile_is_verified_as_quantized(tmp_path):
+    """A Program quantized by edgecc's Quantize pass and then given to compile is verified as
+    a quantized one (cosine / SQNR), as if the pass had run inside compile: the host build may
+    run its prefill on bfloat16 activations (x86 weight-only kernel on AVX512_BF16 CPUs:
+    max-abs ~2e-3 here, past float32 allclose). A float program stays at float tolerance."""
+    from edgecc.pass_base import PassContext
+    from edgecc.pass_manager import PassManager
+    from edgecc.quant import quantized_by_edgecc
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(),
+                                torch.nn.Linear(512, 256)).eval()
+    calib = [(torch.randn(64, 256),) for _ in range(2)]
+    quantized = PassManager("quantize{scheme=w4a16,group_size=32}")(
+        edgecc.trace(model, calib[0]), context=PassContext(calibration=calib)).program
+    prog = edgecc.trace(model, calib[0])
+    assert quantized_by_edgecc(quantized) and not quantized_by_edgecc(prog)
+    res = edgecc.compile(quantized, "host", output_dir=str(tmp_path / "q"), progress=False)
+    v = res.report["verification"]
+    assert v["passed"] and v["reference"].startswith("compressed program"), v
+    assert v["cosine"] >= 0.9999, v
+    res = edgecc.compile(prog, "host", output_dir=str(tmp_path / "f"), progress=False)
+    v = res.report["verification"]
+    assert v["passed"] and v["reference"] == "original model, PyTorch eager", v

@@ -21,11 +21,11 @@ from edgecc.errors import OptionError
 from edgecc.program import Program, op_name
 from edgecc.progress import progress_iter
 from edgecc.quant import (
-    DEQUANTIZE, DEQUANTIZE_OFFSET, QUANTIZE, QuantParams, is_dequantize, is_dequantize_offset,
+    DEQUANTIZE, DEQUANTIZE_OFFSET, QRANGE, QUANTIZE, QuantParams, is_dequantize,
+    is_dequantize_offset,
 )
 
 LINEAR_OPS = ("aten.linear", "edgecc.linear_act")
-QRANGE = "edgecc_qrange"  # node meta: (qmin, qmax) a stored weight was quantized with
 CONV_OPS = ("aten.convolution", "edgecc.conv_act")
 EMBEDDING_OPS = ("aten.embedding",)
 

@@ -55,8 +55,8 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
 
         weight_kernels = x86_wonly.supported() and (not integer_kernels or isa == "avx2")
     if weight_kernels:  # innermost: the integer kernels (below) fall back to it
-        from edgecc.targets.tvm.quant_lowering import (quantized_by_edgecc,
-                                                       weight_only_converters)
+        from edgecc.quant import quantized_by_edgecc
+        from edgecc.targets.tvm.quant_lowering import weight_only_converters
 
         wonly = weight_only_converters(converters, exported_constants(exported), notes,
                                        bf16_activations=quantized_by_edgecc(program))

@@ -354,22 +354,12 @@ class WeightOnlyKernels:
         return emit_activation(bb, out, act)
 
 
-def quantized_by_edgecc(program: Program) -> bool:
-    """Whether ``program``'s weight quantization is edgecc's own (its Quantize pass marks
-    each dequantize it writes): then the x86 weight-only kernel may round activations to
-    bfloat16 (``x86_wonly``; the build is verified as a quantized one). Imported quantized
-    weights (GGUF, ONNX) keep float32 activations: their build is checked against the
-    imported model at float32 tolerance."""
-    from edgecc.passes.quantize.layers import QRANGE
-
-    return any(QRANGE in n.meta for n in program.graph.nodes if n.op == "call_function")
-
-
 def weight_only_converters(converters: dict[str, Any], constants: dict[str, Any],
                            notes: list[str], bf16_activations: bool = False
                            ) -> WeightOnlyKernels:
     """Route quantized-weight linears in ``converters`` (in place) to the x86 weight-only
-    kernel (``WeightOnlyKernels``); ``bf16_activations``: ``quantized_by_edgecc``."""
+    kernel (``WeightOnlyKernels``); ``bf16_activations``:
+    ``edgecc.quant.quantized_by_edgecc``."""
     kernels = WeightOnlyKernels(constants, notes, bf16_activations)
     for name in ("linear.default", "linear_act.default"):
         converters[name] = kernels.linear(converters[name])

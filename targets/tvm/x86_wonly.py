@@ -24,9 +24,9 @@ Numerics: each weight is computed exactly as ``edgecc.dequantize(_offset)`` comp
 summation order: ``|y - ref| <= ERROR_BOUND(K) · (|x| @ |W|ᵀ + |b|)`` (``error_bound``).
 
 Activations (what "a16" means here): float32 on every CPU, except the prefill (more than 4
-rows) of weights edgecc's Quantize pass wrote (``emit_linear(bf16_activations=True)``, the
-lowering's ``quantized_by_edgecc``) on a CPU with AVX512_BF16 (AMD Zen 4+, Intel Cooper
-Lake / Sapphire Rapids+): there x is rounded to bfloat16 (round to nearest even) once per
+rows) of weights edgecc's Quantize pass wrote (``emit_linear(bf16_activations=True)``,
+``edgecc.quant.quantized_by_edgecc``) on a CPU with AVX512_BF16 (AMD Zen 4+,
+Intel Cooper Lake / Sapphire Rapids+): there x is rounded to bfloat16 (round to nearest even) once per
 call and ``vdpbf16ps`` multiplies it with the exact bf16 q - z, summing in float32 (as
 torchao's int4 weight-only runs bfloat16 activations; llama.cpp's Q4 rounds them to 8 bits).
 ``vdpbf16ps`` does 32 multiply-adds an instruction at an FMA's rate on Zen 4 (measured: 58.6
