@@ -5,7 +5,7 @@ VM instrument (``bench/x86_fp32_profile.py``'s method), the minimum over rounds 
 (the least disturbed by other processes on a shared machine). In the model, unlike a kernel
 called alone, each layer's input comes from where the previous layer left it (L2 or memory):
 MobileNetV2-224's 112-wide depthwise planes ran faster alone in row blocks but slower in
-the model. Depthwise layers are listed by shape, the rest summed. Prints a table and writes
+the model. Depthwise layers and convolutions are listed by shape, the rest summed. Prints a table and writes
 ``bench/results/x86_fp32_knob_layers.json``.
 
     python bench/x86_fp32_knob_layers.py --knob edgecc_x86_fp32_dw_rows,edgecc_x86_fp32_dw_flat
@@ -36,6 +36,9 @@ def layer_key(symbol: str, args) -> str:
     if symbol == "edgecc_x86_sdwconv":
         m = [int(v) for v in args[3].numpy()]
         return f"depthwise {m[1]} s{m[6]} @{m[2]}"
+    if symbol == "edgecc_x86_sconv":
+        m = [int(v) for v in args[3].numpy()]
+        return f"conv {m[5]}x{m[6]} s{m[7]} {m[1]}->{m[4]} @{m[2]}"
     return "other layers"
 
 

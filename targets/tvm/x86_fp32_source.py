@@ -127,6 +127,11 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd = 1;
 // Winograd weights packed into the library's cache (meta[15] == 2: once per constant; tests)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_winograd_packs = 0;
+// the most panels (16 tiles each) one Winograd pool item transforms and multiplies, 1-4: 1 (the
+// default) keeps a 16-channel item's V (16 KiB) in L1; 4: the grouping before (4 panels on maps
+// of 8+ panels, else half of them). The same sums either way (x86_fp32_winograd.py). int32, as
+// end_to_end.KNOBS looks knobs up
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_group_panels = 1;
 }
 
 namespace {

@@ -20,11 +20,18 @@ positions of the 4x4 transform). Tiles are the vector lanes (16 consecutive tile
 row-major tile grid: a panel; on maps narrower than 32 a panel spans several tile rows, a
 run each, read by masked loads of the unpadded input — no padded copy — and even / odd
 lanes by permutex2var, as the stride-2 im2col does). A pool task transforms the input of
-its group of up to 4 panels (64 tiles) into ``V[panel][ci][e][16]`` once, then for each
-6-output-channel slice runs the 16 GEMMs (6 x 4 tiles, 24 accumulators, the same shape as the
-direct same-size tiles) into a 24 KiB block ``M`` that stays in L1 and transforms it straight
-to the output (bias, residual, clamp fused, masked stores). Tasks split groups x output-channel
-chunks as the direct path does.
+its group of panels into ``V[panel][ci][e][16]`` once, then for each 6-output-channel slice
+runs the 16 GEMMs (6 x panels, up to 24 accumulators) into a block ``M`` (up to 24 KiB) that
+stays in L1 and transforms it straight to the output (bias, residual, clamp fused, masked
+stores). Tasks split groups x output-channel chunks as the direct path does. A group is one
+panel (16 tiles) by default (``edgecc_x86_fp32_wg_group_panels`` = 1; up to 4 panels when set
+higher, as before): 4 panels' V of 16 channels is 64 KiB, past L1, and was read from L2 once
+per slice; one panel's is 16 KiB. Same sums for every group size (each output's arithmetic
+does not depend on it: bit-identical, tested). In the model, 1 thread, thread CPU time, min
+over 60 interleaved rounds, under load ~3: 16->16 @32 (6 calls) 198.3 -> 187.3 us (0.94x),
+32->32 @16 and 64->64 @8 unchanged (2 and 1 panel groups either way); 2 panels 0.97x; whole
+ResNet-20 0.527 -> 0.519 ms. On 2 threads a 32x32 map splits into 16 items, not 4 (16x16: 4,
+not 2). Slices of 8 or 12 channels on one panel (more accumulators) measured 1.00-1.08x.
 
 Weights: ``U = G g Gᵀ`` is packed ONCE per library and per constant weight tensor, at its
 first call, in the calling thread before the pool tasks start (as onnxruntime prepacks at
@@ -377,10 +384,13 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
                           const float* bias, const float* res, float* out, int64_t nb, int64_t c,
                           int64_t h, int64_t w, int64_t oc, float lo, float hi) {
   const int64_t tw = w / 2, tiles = (h / 2) * tw, pix = h * w;
-  // groups of 4 panels; maps of fewer than 8 panels in two groups (32->32 @16: 2 + 2), so two
-  // tasks need not transform the same input (a task transforms its group's input itself)
+  // groups of edgecc_x86_fp32_wg_group_panels panels (1 by default: a group's V stays in L1),
+  // at most 4, and on maps of fewer than 8 panels at most half of them (32->32 @16: 2 + 2), so
+  // two tasks need not transform the same input (a task transforms its group's input itself)
   const int64_t n_panels = (tiles + 15) / 16;
-  const int64_t gp = n_panels >= 2 * WG_NP ? WG_NP : n_panels < 2 ? 1 : (n_panels + 1) / 2;
+  int64_t gp = n_panels >= 2 * WG_NP ? WG_NP : n_panels < 2 ? 1 : (n_panels + 1) / 2;
+  const int64_t cap = edgecc_x86_fp32_wg_group_panels;
+  if (cap >= 1 && gp > cap) gp = cap;
   const int64_t groups = (n_panels + gp - 1) / gp;
   const float* u = packed;
   if (!u) {

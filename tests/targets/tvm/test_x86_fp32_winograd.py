@@ -73,6 +73,39 @@ def test_winograd_matches_direct_and_torch(kernels, c, oc, hw, batch, residual, 
     assert _rel(direct, ref) <= BOUND
 
 
+GROUP_KNOB = "edgecc_x86_fp32_wg_group_panels"
+
+
+@pytest.mark.parametrize("c,oc,hw,batch", SHAPES)
+def test_every_group_size_gives_the_same_sums(kernels, c, oc, hw, batch):
+    """Pool items of 1 panel (the default, ``edgecc_x86_fp32_wg_group_panels`` = 1), 2 and up
+    to 4 (the grouping before): every call on path 16 and bit-identical outputs (residual +
+    ReLU), on one thread and on the pool (``edgecc_x86_serial_work_log2`` -62: every job
+    pooled)."""
+    h, w_ = (hw, hw) if isinstance(hw, int) else hw
+    rng = np.random.default_rng(c + oc + h)
+    x = rng.standard_normal((batch, c, h, w_), np.float32)
+    w = (rng.standard_normal((oc, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(oc, np.float32)
+    res = rng.standard_normal((batch, oc, h, w_), np.float32)
+    group = ctypes.c_int32.in_dll(kernels[1], GROUP_KNOB)
+    serial = ctypes.c_int64.in_dll(kernels[1], "edgecc_x86_serial_work_log2")
+    assert group.value == 1
+    outs = []
+    try:
+        for shift in (0, -62):
+            serial.value = shift
+            for value in (1, 2, 4):
+                group.value = value
+                out, calls = _conv_with(kernels, 1, x, w, b, pad=1, res=res, lo=0.0)
+                assert calls == 1
+                outs.append(out)
+    finally:
+        group.value, serial.value = 1, 0
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    assert _rel(outs[0], _torch_conv(x, w, b, 1, 1, res, lo=0.0)) <= BOUND
+
+
 def test_ineligible_convolutions_fall_back(kernels):
     """Odd maps, fewer than 8 input channels and stride 2 keep the direct paths under the
     knob (no Winograd call) and their results."""
