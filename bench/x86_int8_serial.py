@@ -13,6 +13,9 @@ percentiles per model and writes ``bench/results/x86_int8_serial.json``.
 A shift written ``0p`` runs shift 0 with ``EDGECC_X86_CONV_BANDS=0`` (padded convolutions pooled
 per panel, the copy on the calling thread: the split before the bands), e.g.
 ``--shifts=0,0p,63``.
+``--conv-pool 0,1,3,63`` A/Bs ``edgecc_x86_int8_conv_pool_log2`` (1 built in: a
+convolution's job work halved before the serial test; 63: every convolution serial, the
+depthwise calls still pooled by their own measure).
 ``--fp32`` does the same for the fp32 build (its kernel sets' thresholds scale alike).
 ``--dw-work 64,16`` A/Bs the depthwise kernels' work measure per output instead
 (``edgecc_x86_int8_dw_output_work``, 64 built in; on Zen 4 at 1 thread a dw_perm output costs
@@ -87,17 +90,21 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--dw-work", default="",
                         help="A/B edgecc_x86_int8_dw_output_work at these values instead")
+    parser.add_argument("--conv-pool", default="",
+                        help="A/B edgecc_x86_int8_conv_pool_log2 at these values instead")
     parser.add_argument("--fp32", action="store_true",
                         help="the fp32 build instead (its kernel sets' serial thresholds)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_serial.json"))
     args = parser.parse_args()
-    shifts = [s if s.endswith("p") else int(s) for s in (args.dw_work or args.shifts).split(",")]
+    shifts = [s if s.endswith("p") else int(s)
+              for s in (args.dw_work or args.conv_pool or args.shifts).split(",")]
     what = ("edgecc_x86_int8_dw_output_work", 64) if args.dw_work else \
+        ("edgecc_x86_int8_conv_pool_log2", 1) if args.conv_pool else \
         ("edgecc_x86_serial_work_log2", 0)
     rows = [measure(m, shifts, args.repeats, *what, fp32=args.fp32)
             for m in args.models.split(",")]
-    label = "dw work " if args.dw_work else "x2^"
+    label = "dw work " if args.dw_work else "pool>>" if args.conv_pool else "x2^"
     print(f"{'model':<18}" + "".join(f"{label + str(s):>14}" for s in shifts))
     for r in rows:
         base = r["shifts"][str(shifts[0])]["median_ms"]
@@ -111,6 +118,7 @@ def main() -> int:
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": ("fp32 " if args.fp32 else "int8 ") + ("dw output work" if args.dw_work else
+                                           "conv_pool_log2" if args.conv_pool else
                                            "serial threshold shifts") + ", end to end",
                    "repeats": args.repeats, "threads": THREADS, "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")
