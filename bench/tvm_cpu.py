@@ -30,8 +30,9 @@ same for int8 (``int8t/ortq``, ``int8t/int8``). ``w4a16`` = GPTQ int4 weights in
 ``compile_seconds`` total of each untuned build (checks, load, passes, lowering with the TVM
 relax passes / codegen / link, verification, writing; the stages are in the JSON's
 ``compile_stages``). Every variant is built first, then all are timed in interleaved rounds (per
-round: a few untimed calls, then 10 timed ones, of each), so a slow spell of a shared
-machine does not favour one column; compare columns within a row.
+round, in an order rotated by one each round: a pause, a few untimed calls, then
+``repeats // 10`` timed ones (1-10), of each; at least 10 rounds: ``interleaved_times``), so
+a slow spell of a shared machine does not favour one column; compare columns within a row.
 """
 
 from __future__ import annotations
@@ -182,24 +183,49 @@ def _tuning_seconds(stats: dict) -> float:
 _edgecc_fn_info: dict = {}  # what the last edgecc_fn call measured besides the callable
 
 
-PAUSE_S = 0.3  # between blocks: the previous runtime's threads stop spinning
+# Between blocks: the previous runtime's threads stop spinning. Measured (process CPU time
+# during a sleep after 5 calls, ResNet-20, 2 threads): onnxruntime's intra-op threads spin
+# ~35 ms after a run (its default allow_spinning, kept: it is how onnxruntime runs), PyTorch's
+# ~9 ms, edgecc's pool <= 3 ms.
+PAUSE_S = 0.3
 # Untimed calls before each block go on for at least this long (and at least ``warmup``
 # calls): after the pause, an idle virtual CPU comes back with cold caches and a slow clock,
 # and three calls of a 0.5 ms model did not bring it back (``--warmup-s``).
 WARMUP_S = 0.05
+# At least this many rounds (blocks per callable) when the repeats allow it: the block
+# shrinks to fit (``interleaved_times``).
+MIN_ROUNDS = 10
 
 
-def interleaved_times(fns, repeats, block=10, warmup=3, clock="wall"):
+def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall"):
     """Every timed call of each callable (ms), in rounds — per round, each one gets
-    ``warmup`` untimed calls (by the wall clock: for at least ``WARMUP_S``) then ``block`` timed ones — so a slow spell of a shared machine
-    affects every column alike. (Not one call each per round: the runtimes' thread pools
-    spin after a call, and whichever ran next paid for the previous one's spinning; by the
-    wall clock a pause before each round lets them stop.) ``clock="cpu"``: the calling
-    thread's CPU time (one-thread runs on a loaded machine), no pause."""
+    ``warmup`` untimed calls (by the wall clock: for at least ``WARMUP_S``) then ``block``
+    timed ones — so a slow spell of a shared machine affects every column alike. (Not one
+    call each per round: the runtimes' thread pools spin after a call, and whichever ran next
+    paid for the previous one's spinning; by the wall clock a pause before each block lets
+    them stop.) ``clock="cpu"``: the calling thread's CPU time (one-thread runs on a loaded
+    machine), no pause.
+
+    Rounds, not long blocks: this 2-core KVM guest switches between discrete speed states
+    for seconds at a time (the other vCPU taken or not, by this machine's other processes or
+    the host): the same callable's block medians read 0.35 or 0.55 ms (ResNet-20 fp32, under
+    load), onnxruntime's 0.41 or 0.80. With the old 2 blocks of 10 per callable (``--repeats
+    20``) each column's median was whichever state its two blocks met: two loads of one
+    library (byte-identical builds: one dlopen handle, pool and worker; only the VM object
+    differs), or one callable timed as two columns, read 0.49-1.54x of each other in one run
+    (bench/identical_builds.py, under load ~3): what --tune's "tuned" columns showed
+    (0.69-1.32x of the untuned build they were). So ``block`` defaults to ``repeats // MIN_ROUNDS`` calls
+    (1..10): at least ``MIN_ROUNDS`` rounds, each column sampling the states as often; and
+    the order rotates by one every round (round r starts at callable r mod n), so no column
+    always follows the same one or sits at the same place in the round."""
     now = time.thread_time if clock == "cpu" else time.perf_counter
+    if block is None:
+        block = max(1, min(10, repeats // MIN_ROUNDS))
+    names = list(fns)
     times = {k: [] for k in fns}
-    for _ in range(max(1, repeats // block)):
-        for k, fn in fns.items():
+    for r in range(max(1, repeats // block)):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[k]
             if clock == "wall":
                 time.sleep(PAUSE_S)
             start = time.perf_counter()
@@ -214,7 +240,7 @@ def interleaved_times(fns, repeats, block=10, warmup=3, clock="wall"):
     return times
 
 
-def interleaved_ms(fns, repeats, block=10, warmup=3):
+def interleaved_ms(fns, repeats, block=None, warmup=3):
     """Median latency (ms) of each callable, timed by ``interleaved_times``."""
     return {k: statistics.median(v)
             for k, v in interleaved_times(fns, repeats, block, warmup).items()}
