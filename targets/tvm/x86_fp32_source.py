@@ -132,6 +132,10 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_winograd_packs = 
 // of 8+ panels, else half of them). The same sums either way (x86_fp32_winograd.py). int32, as
 // end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_group_panels = 1;
+// Winograd on maps 8 or 16 wide: the input transform reads the panel's rows into registers and
+// picks each patch element by permutex2var (PATH_CONV_WINOGRAD_NARROW); 0: the per-run masked
+// loads (the same values: the tests' bit-for-bit A/B). int32
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_narrow = 1;
 }
 
 namespace {
@@ -749,7 +753,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 20;
+const int N_PATHS = 21;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -758,7 +762,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
-       PATH_DW_FLAT = 19 };
+       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1429,14 +1433,15 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // transformed from the build (meta[15] = 1) or the library's cache (meta[15] = 2));
 // 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows); 19: the
 // depthwise 3x3 calls on small same-size planes run flat, or stride 2 on 16-wide planes 2 rows
-// per vector (x86_fp32_dwrows, not counted in 6);
+// per vector (x86_fp32_dwrows, not counted in 6); 20: the calls of 16 on maps 8 or 16 wide
+// whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..19");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..20");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

@@ -33,6 +33,16 @@ over 60 interleaved rounds, under load ~3: 16->16 @32 (6 calls) 198.3 -> 187.3 u
 ResNet-20 0.527 -> 0.519 ms. On 2 threads a 32x32 map splits into 16 items, not 4 (16x16: 4,
 not 2). Slices of 8 or 12 channels on one panel (more accumulators) measured 1.00-1.08x.
 
+Maps 8 or 16 wide (ResNet-20's 32->32 @16 and 64->64 @8) transform their input through
+``wg_input_narrow`` (``edgecc_x86_fp32_wg_narrow`` = 1, path ``PATH_CONV_WINOGRAD_NARROW``,
+20): a panel spans 2 / 4 tile rows there, which ``wg_input`` reads as 2 / 4 runs of masked
+loads, permutes and merges per patch row; the narrow form loads the panel's input rows once
+(6 vectors, or 10 of two rows each) and picks each patch element with one or two
+permutex2var, zero-masked outside the map. The same values, so bit-identical (tested against
+knob 0). In the model, 1 thread, thread CPU time, min over 60 interleaved rounds, under load
+~4.5, twice: 32->32 @16 (5 calls) 144.2 -> 128.0 us (0.89x), 64->64 @8 (5 calls) 131.9 ->
+120.1 us (0.91x), whole ResNet-20 min 0.511 -> 0.482 ms (0.94x).
+
 Weights: ``U = G g Gᵀ`` is packed ONCE per library and per constant weight tensor, at its
 first call, in the calling thread before the pool tasks start (as onnxruntime prepacks at
 session load), when the call site says W is a constant of the build (``meta[15] = 2``, written
@@ -187,6 +197,84 @@ static void wg_input(float* v, const float* x, int64_t c, int64_t h, int64_t w,
       s[i][1] = _mm512_add_ps(d[1], d[2]);
       s[i][2] = _mm512_sub_ps(d[2], d[1]);
       s[i][3] = _mm512_sub_ps(d[1], d[3]);
+    }
+    for (int j = 0; j < 4; ++j) {
+      _mm512_store_ps(v + (0 * 4 + j) * 16, _mm512_sub_ps(s[0][j], s[2][j]));
+      _mm512_store_ps(v + (1 * 4 + j) * 16, _mm512_add_ps(s[1][j], s[2][j]));
+      _mm512_store_ps(v + (2 * 4 + j) * 16, _mm512_sub_ps(s[2][j], s[1][j]));
+      _mm512_store_ps(v + (3 * 4 + j) * 16, _mm512_sub_ps(s[1][j], s[3][j]));
+    }
+  }
+}
+
+// wg_input for maps 8 or 16 wide (W), any even height: the panel's input rows in registers
+// (W 16: rows 2 ty0 - 1 .. 2 ty0 + 4, one vector each; W 8: rows 2 ty0 - 1 .. 2 ty0 + 8, two a
+// vector), each d[i][j] (16 tiles' element (i, j) of their 4x4 patches) one or two
+// permutex2var of them, lanes outside the map zeroed by the mask: no per-run masked loads and
+// merges (16-wide panels are 2 runs, 8-wide 4). The same values d as wg_input, the same
+// transform after: bit-identical (PATH_CONV_WINOGRAD_NARROW, edgecc_x86_fp32_wg_narrow)
+template <int W>
+__attribute__((target("avx512f")))
+static void wg_input_narrow(float* v, const float* x, int64_t c, int64_t h, int64_t p) {
+  const int64_t ty0 = p * 16 / (W / 2);  // first tile row of the panel
+  const int64_t y0 = 2 * ty0 - 1;        // first input row read
+  // lane l: tile row t = l / (W / 2), tile column tx = l % (W / 2); element (i, j) reads column
+  // 2 tx + j - 1 (zero outside 0 .. W - 1) of row y0 + 2 t + i
+  __m512i idx[4];
+  __mmask16 col[4];
+  for (int j = 0; j < 4; ++j) {
+    alignas(64) int32_t id[16];
+    unsigned m = 0;
+    for (int l = 0; l < 16; ++l) {
+      const int t = l / (W / 2), cx = 2 * (l % (W / 2)) + j - 1;
+      const bool in = cx >= 0 && cx < W;
+      // W 16: rows y0 + i (lanes 0-7) and y0 + i + 2 (lanes 8-15) as the two sources;
+      // W 8: rows y0 + 2t + i in vector pairs (below), element (row parity) * 8 + column
+      id[l] = W == 16 ? (t ? 16 : 0) + (in ? cx : 0) : ((t & 1) * 16 + (in ? cx : 0));
+      m |= (unsigned)in << l;
+    }
+    idx[j] = _mm512_load_si512(id);
+    col[j] = (__mmask16)m;
+  }
+  for (int64_t ci = 0; ci < c; ++ci, v += 256) {
+    const float* plane = x + ci * h * W;
+    __m512 s[4][4];
+    if (W == 16) {
+      __m512 r[6];  // rows y0 .. y0 + 5
+      for (int k = 0; k < 6; ++k) {
+        const int64_t y = y0 + k;
+        r[k] = y >= 0 && y < h ? _mm512_loadu_ps(plane + y * 16) : _mm512_setzero_ps();
+      }
+      for (int i = 0; i < 4; ++i) {
+        __m512 d[4];
+        for (int j = 0; j < 4; ++j) d[j] = _mm512_maskz_permutex2var_ps(col[j], r[i], idx[j], r[i + 2]);
+        s[i][0] = _mm512_sub_ps(d[0], d[2]);
+        s[i][1] = _mm512_add_ps(d[1], d[2]);
+        s[i][2] = _mm512_sub_ps(d[2], d[1]);
+        s[i][3] = _mm512_sub_ps(d[1], d[3]);
+      }
+    } else {
+      // q[k]: rows y0 + k, y0 + k + 1 (16 floats from row y0 + k, rows outside the map zero)
+      __m512 q[10];
+      for (int k = 0; k < 10; ++k) {
+        const int64_t y = y0 + k;
+        const __mmask16 m = (__mmask16)((y >= 0 && y < h ? 0x00FFu : 0u) | (y + 1 >= 0 && y + 1 < h ? 0xFF00u : 0u));
+        q[k] = _mm512_maskz_loadu_ps(m, plane + y * 8);
+      }
+      for (int i = 0; i < 4; ++i) {
+        // tile rows t = 0, 1 read rows y0 + i, y0 + i + 2 (the low halves of q[i], q[i + 2]:
+        // indices 0-7 and 16-23); t = 2, 3 rows y0 + i + 4, y0 + i + 6 (q[i + 4], q[i + 6])
+        __m512 d[4];
+        for (int j = 0; j < 4; ++j) {
+          const __m512 a = _mm512_maskz_permutex2var_ps(col[j] & 0x00FF, q[i], idx[j], q[i + 2]);
+          const __m512 b = _mm512_permutex2var_ps(q[i + 4], idx[j], q[i + 6]);
+          d[j] = _mm512_mask_mov_ps(a, col[j] & 0xFF00, b);
+        }
+        s[i][0] = _mm512_sub_ps(d[0], d[2]);
+        s[i][1] = _mm512_add_ps(d[1], d[2]);
+        s[i][2] = _mm512_sub_ps(d[2], d[1]);
+        s[i][3] = _mm512_sub_ps(d[1], d[3]);
+      }
     }
     for (int j = 0; j < 4; ++j) {
       _mm512_store_ps(v + (0 * 4 + j) * 16, _mm512_sub_ps(s[0][j], s[2][j]));
@@ -405,6 +493,8 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
   if (edgecc_x86_num_tasks > 0 && edgecc_x86_num_tasks < threads) threads = edgecc_x86_num_tasks;
   while (groups * rchunks < threads && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
   const int64_t rlen = (oc + rchunks - 1) / rchunks;
+  const bool narrow = edgecc_x86_fp32_wg_narrow == 1 && (w == 8 || w == 16);
+  if (narrow) ++path_calls[PATH_CONV_WINOGRAD_NARROW];
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * pix;
     float* dst = out + b * oc * pix;
@@ -422,7 +512,9 @@ static void winograd_conv(const float* x, const float* wt, const float* packed,
         if (built != grp) {
           for (int q = 0; q < np; ++q) {
             nrun[q] = wg_runs(p0 + q, tiles, tw, w, runs[q]);
-            if (nrun[q] == 1) wg_input<true>(v + q * c * 256, src, c, h, w, runs[q], 1);
+            if (narrow && w == 16) wg_input_narrow<16>(v + q * c * 256, src, c, h, p0 + q);
+            else if (narrow) wg_input_narrow<8>(v + q * c * 256, src, c, h, p0 + q);
+            else if (nrun[q] == 1) wg_input<true>(v + q * c * 256, src, c, h, w, runs[q], 1);
             else wg_input<false>(v + q * c * 256, src, c, h, w, runs[q], nrun[q]);
           }
           built = grp;

@@ -106,6 +106,44 @@ def test_every_group_size_gives_the_same_sums(kernels, c, oc, hw, batch):
     assert _rel(outs[0], _torch_conv(x, w, b, 1, 1, res, lo=0.0)) <= BOUND
 
 
+NARROW_PATH = 20
+
+
+@pytest.mark.parametrize("c,oc,hw,batch", [(64, 64, 8, 1), (32, 32, 16, 1), (16, 24, (12, 16), 2),
+                                           (9, 16, (6, 8), 1), (16, 16, (10, 8), 1),
+                                           (16, 16, (2, 16), 1)])
+def test_narrow_maps_read_rows_into_registers(kernels, c, oc, hw, batch):
+    """Maps 8 or 16 wide (any even height: a last panel of one tile row, maps of one tile row)
+    take the register-row input transform (path 20 counts each call; knob
+    ``edgecc_x86_fp32_wg_narrow`` 0: the per-run masked loads, nothing counted), bit-identical
+    to it with residual and ReLU, within BOUND of PyTorch."""
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    h, w_ = (hw, hw) if isinstance(hw, int) else hw
+    rng = np.random.default_rng(c * 3 + oc + h)
+    x = rng.standard_normal((batch, c, h, w_), np.float32)
+    w = (rng.standard_normal((oc, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(oc, np.float32)
+    res = rng.standard_normal((batch, oc, h, w_), np.float32)
+    knob = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_wg_narrow")
+    query = kernels[0].get_function(PATH_QUERY)
+    assert knob.value == 1
+    outs, narrow = [], []
+    try:
+        for value in (1, 0):
+            knob.value = value
+            before = int(query(NARROW_PATH))
+            out, calls = _conv_with(kernels, 1, x, w, b, pad=1, res=res, lo=0.0)
+            assert calls == 1
+            outs.append(out)
+            narrow.append(int(query(NARROW_PATH)) - before)
+    finally:
+        knob.value = 1
+    assert narrow == [1, 0]
+    assert np.array_equal(outs[0], outs[1])
+    assert _rel(outs[0], _torch_conv(x, w, b, 1, 1, res, lo=0.0)) <= BOUND
+
+
 def test_ineligible_convolutions_fall_back(kernels):
     """Odd maps, fewer than 8 input channels and stride 2 keep the direct paths under the
     knob (no Winograd call) and their results."""
