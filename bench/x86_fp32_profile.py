@@ -7,10 +7,11 @@ layers of MobileNetV2-224). Layers are grouped by kind (stem conv, 3x3 stride 1 
 linear, TVM-generated ops, onnxruntime's layout reorders, ...) and, within a kind, by shape.
 
     python bench/x86_fp32_profile.py [--models resnet20,mobilenet_v2,mobilenet_v2_224]
-                                     [--rounds 15] [--detail] [--winograd]
+                                     [--rounds 15] [--detail] [--winograd 0|1]
 
-``--winograd``: the library's ``edgecc_x86_fp32_winograd`` set to 1 (Winograd F(2x2, 3x3) for
-the same-size 3x3 convolutions: what ``--tune`` may pick).
+``--winograd 0`` / ``1``: the library's ``edgecc_x86_fp32_winograd`` set to it (0: the direct
+same-size 3x3 paths); by default left as linked (1: Winograd F(2x2, 3x3), the default build's
+path; before this option took a value, the script set 0 unless ``--winograd`` was given).
 
 edgecc's layers are timed in the VM's own run (a VM instrument stamps the thread's CPU time
 before and after each call: the column includes the instrument's return, ~1-2 us a call) and
@@ -200,7 +201,7 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def measure(name: str, rounds: int, winograd: int = 0) -> dict:
+def measure(name: str, rounds: int, winograd: int | None = None) -> dict:
     import ctypes
 
     import torch
@@ -216,8 +217,11 @@ def measure(name: str, rounds: int, winograd: int = 0) -> dict:
                              output_dir=os.path.join(d, "o"),
                              target_options={"num_threads": 1})
         res.run(*inputs)  # loads the library
-        ctypes.c_int32.in_dll(ctypes.CDLL(res._runner.library),
-                              "edgecc_x86_fp32_winograd").value = winograd
+        knob = ctypes.c_int32.in_dll(ctypes.CDLL(res._runner.library),
+                                     "edgecc_x86_fp32_winograd")
+        if winograd is not None:
+            knob.value = winograd
+        winograd = knob.value
         ort_rows, ort_whole = ort_layers(module, inputs, rounds)
         ec_rows, ec_whole = edgecc_layers(res, inputs, rounds)
     return {"edgecc": {"whole_us": ec_whole, "layers": ec_rows, "kinds": summarize(ec_rows)},
@@ -230,7 +234,7 @@ def print_model(name: str, r: dict, detail: bool) -> None:
     kinds = list(dict.fromkeys([*e["kinds"], *o["kinds"]]))
     print(f"\n{name}: 1 thread, us (min over rounds; edgecc: thread CPU time per call in the "
           f"run, and alone; onnxruntime: profiler), load {r['load_average']:.1f}"
-          + (" ; edgecc_x86_fp32_winograd = 1" if r.get("winograd") else ""))
+          + f" ; edgecc_x86_fp32_winograd = {r.get('winograd')}")
     print(f"{'kind':26s} {'edgecc':>9s} {'alone':>9s} {'n':>4s} {'ort':>9s} {'n':>4s} "
           f"{'e/o':>6s}")
     for k in sorted(kinds, key=lambda k: -max(e["kinds"].get(k, {"us": 0})["us"],
@@ -261,14 +265,14 @@ def main() -> int:
     parser.add_argument("--models", default=CNNS)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--detail", action="store_true", help="per shape within each kind")
-    parser.add_argument("--winograd", action="store_true",
-                        help="edgecc_x86_fp32_winograd = 1 in the loaded library (tuning's knob)")
+    parser.add_argument("--winograd", type=int, choices=(0, 1), default=None,
+                        help="edgecc_x86_fp32_winograd in the loaded library (default: as linked)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_fp32_profile.json"))
     args = parser.parse_args()
     table = {"unit": "us, 1 thread, min over rounds", "rounds": args.rounds, "models": {}}
     for name in args.models.split(","):
-        r = measure(name, args.rounds, int(args.winograd))
+        r = measure(name, args.rounds, args.winograd)
         table["models"][name] = r
         print_model(name, r, args.detail)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
