@@ -112,12 +112,14 @@ class RewriteStats:
     gelu: int = 0
     quantize_fused: int = 0  # activation quantizes written by one of these kernels
     residual_fused: int = 0  # adds folded into a layer norm
+    split_views: int = 0  # q / k / v read in place from the tensor a split cut them from
     left: tuple[str, ...] = ()  # candidates kept on TVM's kernels, and why
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_attention": self.attention, "x86_layer_norm": self.layer_norm,
                 "x86_gelu": self.gelu, "quantize_fused": self.quantize_fused,
-                "residual_fused": self.residual_fused, "left_on_tvm": list(self.left)}
+                "residual_fused": self.residual_fused, "split_views": self.split_views,
+                "left_on_tvm": list(self.left)}
 
 
 @dataclass
@@ -142,8 +144,16 @@ class _Plan:
     vars: list[Any] = field(default_factory=list)  # every binding the call replaces
     quant: bool = False
     residual: bool = False
+    split_views: int = 0
 
 
+
+
+def tvm_int_types() -> tuple[type, ...]:
+    """TVM's integer immediates (a split's ``indices_or_sections`` when it is a count)."""
+    from tvm import tirx
+
+    return (tirx.IntImm,)
 
 
 def _dtype(expr: Any) -> str:
@@ -432,25 +442,63 @@ class _Analysis:
                 break
             out, out_shape = user, static_shape(user.ty)
             chain.append(user)
-        srcs, strides = [], []
+        srcs, strides, offsets, views = [], [], [], 0
         for t, ts in ((q, qs), (k, ks), (v, vs)):
-            src, st = t, _strides(ts, [B, H, ts[2], ts[3]])[:3]
+            src, st, offset = t, _strides(ts, [B, H, ts[2], ts[3]])[:3], 0
             tp = self.call(t, "relax.permute_dims")
             if tp is not None and [int(x) for x in tp.attrs.axes] == [0, 2, 1, 3] and \
                     static_shape(tp.args[0].ty) is not None:
                 rs = static_shape(tp.args[0].ty)  # [B|1, S, H|1, D]
                 c = _strides(rs, [B, ts[2], H, ts[3]])
                 src, st = tp.args[0], [c[0], c[2], c[1]]
+                view = self.split_view(self.before_reshapes(src), rs)
+                if view is not None:
+                    src, st, offset = view
+                    views += 1
             srcs.append(self.before_reshapes(src))
             strides += st
+            offsets.append(offset)
         plan = _Plan(ATTENTION, [*srcs, mask if mask is not None else np.zeros(1, np.float32),
                                  keep if keep is not None else np.zeros(1, np.uint8)],
                      [], [], chain)
         params, keep_float = self.outputs_of(out, plan.vars, out_shape, plan)
         meta = [B, H, Sq, Sk, D, Dv, int(mask is not None), int(keep is not None), *strides,
-                *out_strides, *mask_strides, *keep_strides, int(keep_float), int(plan.quant)]
+                *out_strides, *mask_strides, *keep_strides, int(keep_float), int(plan.quant),
+                *offsets]
         plan.consts = [np.array(meta, np.int64), np.array([scale, *params], np.float32)]
+        plan.split_views = views
         return plan
+
+    def split_view(self, part: Any, rs: list[int]) -> tuple[Any, list[int], int] | None:
+        """``part`` = ``split(x, axis=-1)[i]`` of a static ``x`` [B, S, N] whose slice the
+        graph reshapes to ``rs`` = [B, S, H, D] (GPT-2's fused q / k / v projection): x, the
+        (batch, head, row) element strides of the slice inside x and its element offset, so
+        the kernel reads q, k, v in place and the split's copy (TVM's ``reshape_split``
+        kernel: 3 x 128 x 256 floats copied per layer) is not run; None otherwise."""
+        from tvm import relax
+
+        item = self.var2val.get(part) if isinstance(part, relax.Var) else None
+        if not isinstance(item, relax.TupleGetItem):
+            return None
+        split = self.call(item.tuple_value, "relax.split")
+        xs = static_shape(split.args[0].ty) if split is not None else None
+        if xs is None or len(xs) != 3 or int(split.attrs.axis) not in (-1, 2) or \
+                _dtype(split.args[0]) != "float32":
+            return None
+        sections = split.attrs.indices_or_sections
+        n = xs[2]
+        if isinstance(sections, (int, tvm_int_types())):
+            width = n // int(sections)
+            bounds = [i * width for i in range(int(sections) + 1)]
+        else:
+            bounds = [0, *(int(b) for b in sections), n]
+        i = int(item.index)
+        if i + 1 >= len(bounds):
+            return None
+        start, stop = bounds[i], min(bounds[i + 1], n)
+        if len(rs) != 4 or rs[:2] != xs[:2] or rs[2] * rs[3] != stop - start:
+            return None
+        return split.args[0], [xs[1] * n, rs[3], n], start
 
     def _layer_norm(self, y: Any, call: Any) -> _Plan | None:
         a = call.attrs
@@ -577,7 +625,7 @@ def rewrite(module: Any, parts: tuple[str, ...] = PARTS) -> tuple[Any, RewriteSt
     per-part A/B of bench/x86_attention.py)."""
     from tvm import relax
 
-    counts = {ATTENTION: 0, LAYERNORM: 0, GELU: 0, "quant": 0, "res": 0}
+    counts = {ATTENTION: 0, LAYERNORM: 0, GELU: 0, "quant": 0, "res": 0, "views": 0}
     left: list[str] = []
     updates = {}
     for gvar, func in module.functions.items():
@@ -591,9 +639,10 @@ def rewrite(module: Any, parts: tuple[str, ...] = PARTS) -> tuple[Any, RewriteSt
             counts[plan.symbol] += 1
             counts["quant"] += plan.quant
             counts["res"] += plan.residual
+            counts["views"] += plan.split_views
         updates[gvar] = _mutate(module, func, analysis)
     stats = RewriteStats(counts[ATTENTION], counts[LAYERNORM], counts[GELU], counts["quant"],
-                         counts["res"], tuple(left))
+                         counts["res"], counts["views"], tuple(left))
     if not updates:
         return module, stats
     return with_rewritten_functions(module, updates, external_module()), stats

@@ -591,7 +591,7 @@ extern "C" {
 // out[b, h, i, :] = softmax(q[b, h, i, :] . k[b, h]ᵀ * scale + mask[b, h, i, :]) . v[b, h]
 // args: q, k, v, mask (or any 1-element tensor), keep (uint8/bool, or any), meta = [B, H, Sq,
 // Sk, D, Dv, has_mask, has_keep, then (batch, head, row) strides of q, k, v, out, mask, keep,
-// then float_out, int8_out], fparams = [scale, qscale, qzp, qlo, qhi], then the outputs:
+// then float_out, int8_out, then the element offsets of q, k, v], fparams = [scale, qscale, qzp, qlo, qhi], then the outputs:
 // y (float32), q(y) (int8), element strides (the last axis is contiguous in all)
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_args,
@@ -611,7 +611,9 @@ int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_arg
   isa512::Attn a512;
   isa256::Attn a256;
   auto fill = [&](auto& a) {
-    a.q = data<float>(args, 0); a.k = data<float>(args, 1); a.v = data<float>(args, 2);
+    // meta[28..30]: element offsets of q, k, v in their tensors (slices of one tensor)
+    a.q = data<float>(args, 0) + meta[28]; a.k = data<float>(args, 1) + meta[29];
+    a.v = data<float>(args, 2) + meta[30];
     a.mask = meta[6] ? data<float>(args, 3) : 0;
     a.keep = meta[7] ? data<uint8_t>(args, 4) : 0;
     int slot = 7;

@@ -75,6 +75,9 @@ def test_every_attention_norm_and_gelu_is_rewritten(fp32_builds):
     module, stats = x86_attention.rewrite(module)
     assert (stats.attention, stats.layer_norm, stats.gelu) == (2, 4, 2), stats
     assert stats.left == (), stats  # (residual adds: fused here or into the sgemm before)
+    # q, k, v of both blocks read in place from the projection split cut them from (a
+    # fallback to the split's copy fails)
+    assert stats.split_views == 6, stats
     text = module["main"].script(show_meta=False)
     for op in ("R.nn.softmax", "R.nn.layer_norm", "R.nn.gelu", "R.tanh", "R.matmul",
                "R.permute_dims"):
@@ -239,7 +242,7 @@ def test_exp_erf_tanh_and_quantize_accuracy(fp32_builds, monkeypatch, isa):
     qv = np.linspace(0.1, 1.3, rows, dtype=np.float32).reshape(1, 1, rows, 1)
     vv = np.eye(sk, dtype=np.float32).reshape(1, 1, sk, sk)
     meta = [1, 1, rows, sk, 1, sk, 0, 0, rows, 1, 1, sk, 1, 1, sk * sk, sk * sk, sk,
-            rows * sk, rows * sk, sk, 0, 0, 0, 0, 0, 0, 1, 0]
+            rows * sk, rows * sk, sk, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
     out = t(np.empty((1, 1, rows, sk), np.float32))
     copied = int(fn[x86_attention.PATH_QUERY](1))
     fn[x86_attention.ATTENTION](t(qv), t(kv), t(vv), t(np.zeros(1, np.float32)),

@@ -1,0 +1,107 @@
+"""A/B of whole fp32 transformer builds in one process: the transformers' float linears on
+``x86_fp32``'s sgemm (the default) or on TVM's loop nests with the default schedule's matmul
+register tile (``schedule.DENSE_ROWS`` /
+``DENSE_VECTORS``: the transformers' float linears) on whole fp32 models, built in one
+process with each tile and timed interleaved (``bench.tvm_cpu.interleaved_times``): 2 threads
+by the wall clock and, with ``--cpu``, 1-thread builds by the calling thread's CPU time.
+
+    python bench/transformer_ab.py --models gpt2,bert,minilm --tiles sgemm,tvm:4x16,tvm:default [--cpu]
+    python bench/transformer_ab.py --models gpt2 --tiles noview,sgemm --cpu
+
+``noview``: the default build but the attention kernel does not read q / k / v in place
+from the split of a fused projection (``x86_attention``'s split views; TVM copies the split).
+
+Prints a table (median / p10 ms, ratio to the first tile) and writes
+``bench/results/transformer_ab.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.tvm_cpu import interleaved_times, median_p10, models  # noqa: E402
+
+import edgecc  # noqa: E402
+from edgecc.targets.tvm import schedule, x86_attention, x86_fp32  # noqa: E402
+
+
+def build(module, inputs, threads):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=None,
+                             output_dir=os.path.join(d, "o"), progress=False,
+                             target_options={"num_threads": threads})
+        res.run(*inputs)
+    return res
+
+
+_APPLY = x86_fp32.apply
+_VIEW = x86_attention._Analysis.split_view
+DEFAULT = (schedule.DENSE_ROWS, schedule.DENSE_VECTORS, schedule.DENSE_WIDE)
+
+
+def _set_tile(tile: str) -> None:
+    """``sgemm``: the linears on ``x86_fp32``'s hand-written kernel (the default build);
+    ``tvm:default``: on TVM's loop nests with the schedule's tile rule; ``tvm:RxC``: R rows x
+    C columns everywhere (4x16: the tile before 2026-12-01)."""
+    x86_fp32.apply = _APPLY if tile in ("sgemm", "noview") else (
+        lambda module, target: (module, None))
+    x86_attention._Analysis.split_view = _VIEW if tile != "noview" else (
+        lambda self, part, rs: None)
+    tile = tile.removeprefix("tvm:")
+    if tile in ("default", "sgemm", "noview"):
+        schedule.DENSE_ROWS, schedule.DENSE_VECTORS, schedule.DENSE_WIDE = DEFAULT
+        return
+    r, c = (int(v) for v in tile.split("x"))
+    schedule.DENSE_ROWS, schedule.DENSE_VECTORS, schedule.DENSE_WIDE = \
+        (r, 4, 2), (c, 16, 8, 4), None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="gpt2,bert,minilm")
+    ap.add_argument("--tiles", default="sgemm,tvm:4x16,tvm:default")
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--cpu", action="store_true", help="1-thread builds, CPU time")
+    args = ap.parse_args()
+    threads = 1 if args.cpu else 2
+    table = {}
+    for name in args.models.split(","):
+        make, inputs, _ = models()[name]
+        module = make().eval()
+        fns, outs = {}, {}
+        for tile in args.tiles.split(","):
+            _set_tile(tile)
+            res = build(module, inputs, threads)
+            outs[tile] = res.run(*inputs)
+            fns[tile] = (lambda res=res: res.run(*inputs))
+        first = next(iter(outs.values()))
+        import numpy as np
+        for tile, o in outs.items():
+            a, b = np.asarray(first[0] if isinstance(first, (list, tuple)) else first), \
+                np.asarray(o[0] if isinstance(o, (list, tuple)) else o)
+            print(f"{name} {tile}: max rel diff vs first {np.abs(a - b).max() / np.abs(a).max():.2e}")
+        times = interleaved_times(fns, args.repeats, clock="cpu" if args.cpu else "wall")
+        stats = median_p10(times)
+        base = next(iter(stats.values()))["median_ms"]
+        for tile, s in stats.items():
+            print(f"{name:8s} {tile:6s} median {s['median_ms']:8.3f} ms  p10 {s['p10_ms']:8.3f}"
+                  f"  {s['median_ms'] / base:.3f}x", flush=True)
+        table[name] = stats
+    out = os.path.join(ROOT, "bench", "results", "transformer_ab.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"threads": threads, "clock": "cpu" if args.cpu else "wall",
+                   "load": os.getloadavg(), "results": table}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
