@@ -167,3 +167,33 @@ def test_small_reductions_run_serially_and_large_ones_in_parallel():
         reductions = [t for t in texts.values() if "_init" in t]
         assert len(reductions) == 2, list(texts)  # the mean and the matmul, both scheduled
         assert all(("T.parallel" in t) == parallel for t in reductions), list(texts)
+
+
+def test_linear_tile_is_8_rows_and_32_columns_on_4k_weight_rows():
+    """A float linear's tile: 8 rows x 16 columns, 8 x 32 when a weight row is 4 KiB (1024
+    floats: every k's strip in one L1 set); both compute x @ W + b (float32, same order)."""
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    from edgecc.targets.tvm.schedule import schedule_kernel
+
+    rng = np.random.default_rng(0)
+    for n, width in ((1024, 32), (768, 16)):
+        x = te.placeholder((1, 64, 96), name="x")
+        w = te.placeholder((96, n), name="w")
+        b = te.placeholder((n,), name="b")
+        k = te.reduce_axis((0, 96), "k")
+        mm = te.compute((1, 64, n), lambda i, j, c: te.sum(x[i, j, k] * w[k, c], axis=k),
+                        name="matmul")
+        out = te.compute((1, 64, n), lambda i, j, c: mm[i, j, c] + b[c], name="T_add")
+        sch = schedule_kernel(te.create_prim_func([x, w, b, out]))
+        text = sch.mod.script()
+        assert f"T.vectorized({width})" in text and "T.unroll(8)" in text, (n, text)
+        lib = tvm.compile(sch.mod, target=lowering.llvm_target(None, None))
+        xs, ws, bs = (rng.standard_normal(s).astype(np.float32)
+                      for s in ((1, 64, 96), (96, n), (n,)))
+        got = tvm.runtime.tensor(np.empty((1, 64, n), np.float32))
+        lib["main"](*(tvm.runtime.tensor(a) for a in (xs, ws, bs)), got)
+        ref = xs.astype(np.float64) @ ws.astype(np.float64) + bs
+        assert np.abs(got.numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
