@@ -6,7 +6,7 @@ process with each tile and timed interleaved (``bench.tvm_cpu.interleaved_times`
 by the wall clock and, with ``--cpu``, 1-thread builds by the calling thread's CPU time.
 
     python bench/transformer_ab.py --models gpt2,bert,minilm --tiles sgemm,tvm:4x16,tvm:default [--cpu]
-    python bench/transformer_ab.py --models gpt2 --tiles noview,sgemm --cpu
+    python bench/transformer_ab.py --models gpt2 --tiles noview,sgemm --cpu [--build w8a8]
 
 ``noview``: the default build but the attention kernel does not read q / k / v in place
 from the split of a fused projection (``x86_attention``'s split views; TVM copies the split).
@@ -25,19 +25,27 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.tvm_cpu import interleaved_times, median_p10, models  # noqa: E402
+from bench.tvm_cpu import (  # noqa: E402
+    W4A16, calibration, interleaved_times, median_p10, models,
+)
 
 import edgecc  # noqa: E402
 from edgecc.targets.tvm import schedule, x86_attention, x86_fp32  # noqa: E402
 
 
-def build(module, inputs, threads):
+Q = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"  # bench/tvm_cpu.py's w8a8
+BUILDS = {"fp32": (None, {}), "w8a8": (Q, {"integer_kernels": True}), "w4a16": (W4A16, {})}
+
+
+def build(module, inputs, threads, kind="fp32"):
     import tempfile
 
+    pipeline, options = BUILDS[kind]
     with tempfile.TemporaryDirectory() as d:
-        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=None,
+        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
+                             calibration=calibration(inputs) if pipeline else None,
                              output_dir=os.path.join(d, "o"), progress=False,
-                             target_options={"num_threads": threads})
+                             target_options={"num_threads": threads, **options})
         res.run(*inputs)
     return res
 
@@ -69,6 +77,7 @@ def main() -> int:
     ap.add_argument("--models", default="gpt2,bert,minilm")
     ap.add_argument("--tiles", default="sgemm,tvm:4x16,tvm:default")
     ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--build", default="fp32", choices=sorted(BUILDS))
     ap.add_argument("--cpu", action="store_true", help="1-thread builds, CPU time")
     args = ap.parse_args()
     threads = 1 if args.cpu else 2
@@ -79,7 +88,7 @@ def main() -> int:
         fns, outs = {}, {}
         for tile in args.tiles.split(","):
             _set_tile(tile)
-            res = build(module, inputs, threads)
+            res = build(module, inputs, threads, args.build)
             outs[tile] = res.run(*inputs)
             fns[tile] = (lambda res=res: res.run(*inputs))
         first = next(iter(outs.values()))
