@@ -17,8 +17,10 @@ After::
 
     y = call_dps_packed("edgecc_x86_attention", xq', xk', xv', mask, keep, meta, [scale])
 
-(``xq'``: the tensor before the head transpose, read through strides; ``y`` written in the
-layout the graph asked for, so neither transpose runs.)
+(``xq'``: the tensor before the head transpose, read through strides — or, when q, k, v are
+``split(qkv, axis=-1)`` of one projection (GPT-2's ``c_attn``), ``qkv`` itself at q's / k's /
+v's element offset, so the split's copy does not run either; ``y`` written in the layout the
+graph asked for, so neither transpose runs.)
 
 Layer norm over the last axis, with the residual ``add`` before it folded in (its sum also
 written when something else reads it), and GELU — ``gelu(x)`` (erf form) or GPT-2's
