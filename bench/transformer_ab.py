@@ -72,12 +72,33 @@ def _set_tile(tile: str) -> None:
         (r, 4, 2), (c, 16, 8, 4), None
 
 
+def _kernel_table(name, builds, inputs, rounds) -> None:
+    from bench.transformer_scaling import _keys, _one_round
+
+    best, stamps = {v: None for v in builds}, []
+    for r in range(rounds):
+        for v in (list(builds) if r % 2 else list(builds)[::-1]):
+            got = _one_round(builds[v], inputs, stamps)
+            best[v] = got if best[v] is None else [min(a, b) for a, b in zip(best[v], got)]
+    for v, res in builds.items():
+        total: dict[str, float] = {}
+        for k, t in zip(_keys(res, inputs), best[v]):
+            k = "sgemm" if k.startswith("sgemm") else k
+            total[k] = total.get(k, 0.0) + t * 1e6
+        parts = ", ".join(f"{k} {t:.1f}" for k, t in sorted(total.items(), key=lambda kv: -kv[1])
+                          if t >= 5)
+        print(f"{name} {v}: sum of calls {sum(best[v]) * 1e6:.0f} us: {parts}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="gpt2,bert,minilm")
     ap.add_argument("--tiles", default="sgemm,tvm:4x16,tvm:default")
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--build", default="fp32", choices=sorted(BUILDS))
+    ap.add_argument("--kernels", action="store_true",
+                    help="also each kernel's wall us in the VM's run (min over rounds; "
+                         "bench/transformer_scaling.py's timing), sgemm calls summed")
     ap.add_argument("--cpu", action="store_true", help="1-thread builds, CPU time")
     args = ap.parse_args()
     threads = 1 if args.cpu else 2
@@ -85,11 +106,12 @@ def main() -> int:
     for name in args.models.split(","):
         make, inputs, _ = models()[name]
         module = make().eval()
-        fns, outs = {}, {}
+        fns, outs, builds = {}, {}, {}
         for tile in args.tiles.split(","):
             _set_tile(tile)
             res = build(module, inputs, threads, args.build)
             outs[tile] = res.run(*inputs)
+            builds[tile] = res
             fns[tile] = (lambda res=res: res.run(*inputs))
         first = next(iter(outs.values()))
         import numpy as np
@@ -97,6 +119,9 @@ def main() -> int:
             a, b = np.asarray(first[0] if isinstance(first, (list, tuple)) else first), \
                 np.asarray(o[0] if isinstance(o, (list, tuple)) else o)
             print(f"{name} {tile}: max rel diff vs first {np.abs(a - b).max() / np.abs(a).max():.2e}")
+        if args.kernels:
+            _kernel_table(name, builds, inputs,
+                          args.repeats)
         times = interleaved_times(fns, args.repeats, clock="cpu" if args.cpu else "wall")
         stats = median_p10(times)
         base = next(iter(stats.values()))["median_ms"]
