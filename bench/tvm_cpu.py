@@ -246,6 +246,20 @@ def interleaved_ms(fns, repeats, block=None, warmup=3):
             for k, v in interleaved_times(fns, repeats, block, warmup).items()}
 
 
+def paired_ratio(times: dict, a: str, b: str, repeats: int) -> float:
+    """The median over rounds of (a's round mean / b's round mean): ``interleaved_times``'
+    rounds paired, as the tuner's end-to-end rule compares builds. A round's columns run
+    within about a second of each other, so each ratio is taken in one of the machine's speed
+    states, where a ratio of two whole-run medians can pair samples from different states
+    (identical builds: paired 0.90-1.14, medians 0.87-1.30, bench/identical_builds.py)."""
+    block = max(1, min(10, repeats // MIN_ROUNDS))
+    xa, xb = times[a], times[b]
+    rounds = min(len(xa), len(xb)) // block
+    return statistics.median(
+        statistics.fmean(xa[r * block:(r + 1) * block])
+        / statistics.fmean(xb[r * block:(r + 1) * block]) for r in range(rounds))
+
+
 def median_p10(times: dict) -> dict:
     """``interleaved_times``' samples -> per callable, the median and 10th percentile."""
     return {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10]}
@@ -346,26 +360,30 @@ def main() -> int:
                     module, inputs, fp32, None, tune_trials=args.tune)
                 fns["edgecc_int8_tuned_ms"], tuning["int8"] = edgecc_fn(
                     module, inputs, q, calib, integer_kernels=True, tune_trials=args.tune)
-            row = {"model": name, "input": shape, **interleaved_ms(fns, args.repeats)}
+            samples = interleaved_times(fns, args.repeats)
+            row = {"model": name, "input": shape,
+                   **{k: statistics.median(v) for k, v in samples.items()}}
         row["compile_s"] = compile_s  # the manifests' compile_seconds totals
         row["compile_stages"] = stages  # and their stages
-        row["ratios"] = {
-            "edgecc_fp32_vs_ort_fp32": row["edgecc_fp32_ms"] / row["onnxruntime_fp32_ms"],
-            "edgecc_int8_vs_edgecc_fp32": row["edgecc_int8_ms"] / row["edgecc_fp32_ms"],
-            "edgecc_int8_vs_ort_int8": row["edgecc_int8_ms"] / row["onnxruntime_int8_ms"]}
+        pairs = {"edgecc_fp32_vs_ort_fp32": ("edgecc_fp32_ms", "onnxruntime_fp32_ms"),
+                 "edgecc_int8_vs_edgecc_fp32": ("edgecc_int8_ms", "edgecc_fp32_ms"),
+                 "edgecc_int8_vs_ort_int8": ("edgecc_int8_ms", "onnxruntime_int8_ms")}
+        if "edgecc_w4a16_ms" in row:
+            pairs["edgecc_w4a16_vs_edgecc_fp32"] = ("edgecc_w4a16_ms", "edgecc_fp32_ms")
         if integer:
             row["integer_kernels"] = {k: v for k, v in integer.items() if k != "float_fallbacks"}
             row["integer_kernels"]["float_fallbacks"] = len(integer.get("float_fallbacks", []))
         if args.tune:
-            row["ratios"].update({
-                "edgecc_fp32_tuned_vs_ort_fp32":
-                    row["edgecc_fp32_tuned_ms"] / row["onnxruntime_fp32_ms"],
-                "edgecc_fp32_tuned_vs_edgecc_fp32":
-                    row["edgecc_fp32_tuned_ms"] / row["edgecc_fp32_ms"],
-                "edgecc_int8_tuned_vs_ort_int8":
-                    row["edgecc_int8_tuned_ms"] / row["onnxruntime_int8_ms"],
-                "edgecc_int8_tuned_vs_edgecc_int8":
-                    row["edgecc_int8_tuned_ms"] / row["edgecc_int8_ms"]})
+            pairs.update({
+                "edgecc_fp32_tuned_vs_ort_fp32": ("edgecc_fp32_tuned_ms", "onnxruntime_fp32_ms"),
+                "edgecc_fp32_tuned_vs_edgecc_fp32": ("edgecc_fp32_tuned_ms", "edgecc_fp32_ms"),
+                "edgecc_int8_tuned_vs_ort_int8": ("edgecc_int8_tuned_ms", "onnxruntime_int8_ms"),
+                "edgecc_int8_tuned_vs_edgecc_int8": ("edgecc_int8_tuned_ms", "edgecc_int8_ms")})
+        # the goals' ratios: per-round paired (``paired_ratio``); the ratios of the whole-run
+        # medians beside them
+        row["ratios"] = {k: paired_ratio(samples, a, b, args.repeats)
+                         for k, (a, b) in pairs.items()}
+        row["ratios_of_medians"] = {k: row[a] / row[b] for k, (a, b) in pairs.items()}
         if tuning:
             row["tuning"] = {k: {**{f: v.get(f) for f in (
                 "trials_budget", "kernels", "trials_run", "default_kept", "budget", "outcome",
@@ -389,9 +407,9 @@ def main() -> int:
     if args.tune:
         cols += ["edgecc_fp32_tuned_ms", "edgecc_int8_tuned_ms"]
         heads += ["fp32 tuned", "int8 tuned"]
-    heads += ["fp32/ort", "int8/fp32", "int8/ortq"]
+    heads += ["fp32/ort", "int8/fp32", "int8/ortq", "w4a16/fp32"]
     ratio_keys = ["edgecc_fp32_vs_ort_fp32", "edgecc_int8_vs_edgecc_fp32",
-                  "edgecc_int8_vs_ort_int8"]
+                  "edgecc_int8_vs_ort_int8", "edgecc_w4a16_vs_edgecc_fp32"]
     if args.tune:  # goal: tuned fp32 <= 0.8x onnxruntime fp32; tuned <= untuned
         heads += ["tuned/ort", "tuned/fp32", "int8t/ortq", "int8t/int8"]
         ratio_keys += ["edgecc_fp32_tuned_vs_ort_fp32", "edgecc_fp32_tuned_vs_edgecc_fp32",
@@ -402,10 +420,13 @@ def main() -> int:
         ratio = r["ratios"]
         print(f"{r['model']:<18}{r['input']:<13}"
               + "".join(f"{r[c]:>12.2f}" if c in r else f"{'-':>12}" for c in cols)
-              + "".join(f"{ratio[k]:>11.2f}x" for k in ratio_keys)
+              + "".join(f"{ratio[k]:>11.2f}x" if k in ratio else f"{'-':>12}"
+                        for k in ratio_keys)
               + f"{'':>8}" + "/".join(f"{r['compile_s'][k]:.1f}" if k in r["compile_s"]
                                       else "-" for k in ("fp32", "int8", "w4a16")))
-    print("ms, median of interleaved rounds, 2 threads; edgecc untuned = default schedule; "
+    print("ms, median of interleaved rounds, 2 threads; ratios: median over rounds of the "
+          "per-round ratio (paired; the JSON's ratios_of_medians has the ratios of the medians); "
+          "edgecc untuned = default schedule; "
           "int8 = w8a8 integer kernels; w4a16 = GPTQ int4 weights, groups of 32 (transformers "
           "only); compile s = the manifests' compile_seconds totals (no tuning; stages in the "
           "JSON)" + (f"; tuned = --tune {args.tune}: MetaSchedule, budget {args.tune} trials "
