@@ -193,8 +193,13 @@ KNOBS = (
     Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 1, 2), FP32_CONV),
     Knob("edgecc_x86_fp32_same3x3_window", "int64_t", (0, 1), FP32_CONV),
     Knob("edgecc_x86_fp32_s2_phases", "int64_t", (0, 1), FP32_CONV),
+    # one 16-tile Winograd panel per pool item (1, the default: its V in L1) or 2 / 4 (fewer,
+    # larger items): x86_fp32_winograd.py
+    Knob("edgecc_x86_fp32_wg_group_panels", "int32_t", (1, 2, 4), FP32_CONV),
     Knob("edgecc_x86_int8_full_work", "int64_t", (0, 1), INT8_CONV),
     Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
+    # small int8 convolutions serial (1, the default) or on the pool (0): x86_int8_pool_source
+    Knob("edgecc_x86_int8_conv_pool_log2", "int64_t", (0, 1), INT8_CONV),
 )
 
 
