@@ -2,7 +2,16 @@
 and ``dw_write_hi``), spliced into ``x86_int8_source.SOURCE`` where it stood (one translation
 unit: it uses that source's ``Epilogue``, write-back and ``DwPerm`` helpers, and
 ``__tvm_ffi_edgecc_x86_qdwconv`` calls it). Its own module only to keep files short; what the
-paths do is in ``x86_int8_source``'s docstring."""
+paths do is in ``x86_int8_source``'s docstring.
+
+Planes of 65..256 bytes with <= 4 output vectors (16x16 at stride 2) take ``dw_direct`` too
+("wide": each (vector, kernel row)'s taps from one 128-byte window, two masked loads and a
+masked ``vpermt2b``, one channel at a time; counted by the library's
+``edgecc_x86_int8_dw_direct_wide_calls``, not in ``_dw_direct``; ``edgecc_x86_int8_dw_direct_wide``
+0 for A/B), and dw_direct's plan is remembered per shape (``edgecc_x86_int8_dw_plan_cache``
+0 for A/B: planning cost ~1-3 us a call). Zen 4, 1 thread CPU time, under load, VM call of one
+layer, interleaved: 96@16x16 s2 7.2 -> 4.1 us (wide); 192@8x8 8.9 -> 5.5, 480@4x4 5.3 -> 4.6 us
+(plan cache)."""
 
 DW_KERNELS = r"""
 // depthwise with AVX-512 VBMI + VNNI (dw_perm): the channel's padded plane as u8 (x ^ 0x80,
@@ -221,12 +230,24 @@ __attribute__((noinline)) static void dw_perm_t(const DwPerm& p, const int32_t* 
 // DwPerm's layout and 16 (vector, kernel row) pairs: no padded copy — each pair's 4-tap
 // dwords come straight from the loaded plane (x ^ 0x80) by one masked vpermb, the lanes of
 // taps in the padding (or past kw) taking zx ^ 0x80 (their weight is 0 past kw).
+// planes of 65..256 bytes (16x16 at stride 2: 8x8 outputs in 4 vectors) take dw_direct too,
+// "wide": each pair's 4-tap dwords come from a 128-byte window of the plane (two masked loads,
+// one masked vpermt2b, the padding lanes' zx passed through from the index), one channel at a
+// time — no padded copy, no int32 round trip (1: on; 0: the dw_perm copy, for A/B; a library
+// symbol). Counted apart from dw_direct (edgecc_x86_int8_dw_direct_wide_calls), not in it.
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_direct_wide = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_direct_wide_calls = 0;
 struct DwDirect {
   int64_t nv;  // output vectors of a plane
   int64_t oo[4];  // each vector's first output
   __mmask16 lanes[4];
   alignas(64) uint8_t idx[16][64];  // [vector · kh + ky]
   __mmask64 mask[16];
+  // planes of 65..256 bytes (wide): each pair's taps lie in one 128-byte window of the plane
+  // at off[pair] (a multiple of 64: two masked loads, lm[pair][0..1] the plane's bytes)
+  bool wide;
+  int64_t off[16];
+  __mmask64 lm[16][2];
   // packed at compile time after the c·kh·kw taps (x86_int8.emit_depthwise): each channel's
   // kernel rows as 4 int8 dwords (kh, kw <= 4), then -128·Σw per channel
   const int32_t* wrows;
@@ -234,8 +255,10 @@ struct DwDirect {
 };
 static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, int64_t kw,
                            int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                           int64_t dw, int64_t oh, int64_t ow, DwDirect& d) {
-  if (h * w > 64 || kw > 4 || p.groups != 1) return false;
+                           int64_t dw, int64_t oh, int64_t ow, int8_t zx, DwDirect& d) {
+  d.wide = h * w > 64;
+  if (h * w > (edgecc_x86_int8_dw_direct_wide ? 256 : 64) || kw > 4 || p.groups != 1)
+    return false;
   const int64_t vpr = p.rows > 1 ? 1 : (ow + 15) / 16;
   d.nv = p.rows > 1 ? (oh + p.rows - 1) / p.rows : oh * vpr;
   if (d.nv > 4 || d.nv * kh > 16) return false;
@@ -249,21 +272,72 @@ static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, in
     for (int64_t ky = 0; ky < kh; ++ky) {
       uint8_t* ix = d.idx[v * kh + ky];
       __mmask64 m = 0;
-      for (int64_t i = 0; i < 16; ++i)
-        for (int64_t j = 0; j < 4; ++j) {
-          ix[4 * i + j] = 0;
-          const int64_t oy = oy0 + (p.rows > 1 ? i / ow : 0);
-          const int64_t ox = ox0 + (p.rows > 1 ? i % ow : i);
-          const int64_t y = oy * sh + ky * dh - ph, x = ox * sw + j * dw - pw;
-          if (i < n && j < kw && y >= 0 && y < h && x >= 0 && x < w) {
-            ix[4 * i + j] = (uint8_t)(y * w + x);
-            m |= 1ULL << (4 * i + j);
+      int64_t lo = h * w, hi = -1;  // the pair's plane bytes (wide: its window's)
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t i = 0; i < 16; ++i)
+          for (int64_t j = 0; j < 4; ++j) {
+            const int64_t oy = oy0 + (p.rows > 1 ? i / ow : 0);
+            const int64_t ox = ox0 + (p.rows > 1 ? i % ow : i);
+            const int64_t y = oy * sh + ky * dh - ph, x = ox * sw + j * dw - pw;
+            const bool in = i < n && j < kw && y >= 0 && y < h && x >= 0 && x < w;
+            const int64_t b = y * w + x;
+            if (pass == 0) {
+              if (in) {
+                lo = b < lo ? b : lo;
+                hi = b > hi ? b : hi;
+              }
+            } else if (in) {
+              ix[4 * i + j] = (uint8_t)(b - d.off[v * kh + ky]);
+              m |= 1ULL << (4 * i + j);
+            } else {  // wide: mask2's pass-through, zx ^ 0x80 after the flip; else unused
+              ix[4 * i + j] = d.wide ? (uint8_t)zx : 0;
+            }
+          }
+        if (pass == 0) {  // the window: 64 bytes at 0, or (wide) 128 at lo rounded down
+          const int64_t off = d.wide && hi >= 0 ? lo / 64 * 64 : 0;
+          if (hi >= off + (d.wide ? 128 : 64)) return false;
+          d.off[v * kh + ky] = off;
+          for (int r = 0; r < 2; ++r) {
+            const int64_t left = h * w - off - 64 * r;  // the plane's bytes in load r
+            d.lm[v * kh + ky][r] = left >= 64 ? ~0ULL : left > 0 ? (1ULL << left) - 1 : 0;
           }
         }
+      }
       d.mask[v * kh + ky] = m;
     }
   }
   return kh <= 4;
+}
+// dw_direct_plan per shape, remembered (its loops over every pair's 64 lanes cost ~1-3 us a
+// call, the whole of a 40-channel map's work): the last 32 shapes, per thread (a heap array:
+// no large static TLS in a dlopen'ed library), keyed by every input of the plan. 0: planned
+// on every call (A/B; a library symbol)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_plan_cache = 1;
+static bool dw_direct_plan_cached(const DwPerm& p, int64_t h, int64_t w, int64_t kh,
+                                  int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                  int64_t dh, int64_t dw, int64_t oh, int64_t ow, int8_t zx,
+                                  DwDirect& d) {
+  if (!edgecc_x86_int8_dw_plan_cache)
+    return dw_direct_plan(p, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx, d);
+  enum { N = 32, K = 14 };
+  struct Entry { int64_t key[K]; bool ok; DwDirect d; };
+  static thread_local Entry* cache = nullptr;
+  static thread_local int used = 0, next = 0;
+  if (!cache) cache = new Entry[N];
+  const int64_t key[K] = {h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx,
+                          edgecc_x86_int8_dw_direct_wide};
+  for (int i = 0; i < used; ++i)
+    if (!memcmp(cache[i].key, key, sizeof key)) {
+      d = cache[i].d;
+      return cache[i].ok;
+    }
+  Entry& en = cache[next];
+  next = (next + 1) % N;
+  if (used < N) ++used;
+  memcpy(en.key, key, sizeof key);
+  en.ok = dw_direct_plan(p, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx, en.d);
+  d = en.d;
+  return en.ok;
 }
 // the requantized hi32 write-back of one vector of channel ch straight from its register
 // (write_channel_512's requant16_hi, the same int8 values): lanes of dst only
@@ -333,11 +407,60 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
     for (int v = 0; v < NV; ++v)
       _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[u][v]);
 }
+// wide planes (DwDirect::wide), one channel at a time: its NV vectors in registers
+template <int NV, bool WB>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_direct_wide_t(const DwDirect& d, const int8_t* x,
+                                                       const int64_t* at, const int64_t* ch,
+                                                       int64_t nt, int64_t hw, int64_t kh,
+                                                       int32_t* acc, int64_t stride,
+                                                       const Epilogue& e, int64_t pix) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int64_t u = 0; u < nt; ++u) {
+    const int8_t* plane = x + at[u] * hw;
+    const int32_t* wd = d.wrows + ch[u] * 4;
+    __m512i a[NV];
+    for (int v = 0; v < NV; ++v) a[v] = _mm512_set1_epi32(d.wcomp[ch[u]]);
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const __m512i wv = _mm512_set1_epi32(wd[ky]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const int64_t q = v * kh + ky;
+        const int8_t* src = plane + d.off[q];
+        const __m512i t0 = _mm512_maskz_loadu_epi8(d.lm[q][0], src);
+        const __m512i t1 = _mm512_maskz_loadu_epi8(d.lm[q][1], src + 64);
+        const __m512i ix = _mm512_load_si512(d.idx[q]);
+        const __m512i xs =
+            _mm512_xor_si512(_mm512_mask2_permutex2var_epi8(t0, ix, d.mask[q], t1), flip);
+        a[v] = _mm512_dpbusd_epi32(a[v], xs, wv);
+      }
+    }
+    if (WB) {
+      const Sat8 q = sat8(e);
+      const bool clamp = !full_int8(e);
+      for (int v = 0; v < NV; ++v)
+        dw_write_hi(e, q, clamp, ch[u], a[v],
+                    static_cast<int8_t*>(e.out) + at[u] * pix + d.oo[v], d.lanes[v]);
+    } else {
+      for (int v = 0; v < NV; ++v)
+        _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[v]);
+    }
+  }
+}
 template <bool WB>
 static void dw_direct_nv(const DwDirect& d, const int8_t* x, const int64_t* at,
                          const int32_t* wt, const int64_t* ch, int64_t nt, int64_t hw,
                          int64_t kh, int64_t kw, int8_t zx, int32_t* acc, int64_t stride,
                          const Epilogue& e, int64_t pix) {
+  if (d.wide) {
+    switch (d.nv) {
+      case 1: dw_direct_wide_t<1, WB>(d, x, at, ch, nt, hw, kh, acc, stride, e, pix); break;
+      case 2: dw_direct_wide_t<2, WB>(d, x, at, ch, nt, hw, kh, acc, stride, e, pix); break;
+      case 3: dw_direct_wide_t<3, WB>(d, x, at, ch, nt, hw, kh, acc, stride, e, pix); break;
+      default: dw_direct_wide_t<4, WB>(d, x, at, ch, nt, hw, kh, acc, stride, e, pix);
+    }
+    return;
+  }
   switch (d.nv) {
     case 1: dw_direct_t<1, WB>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix); break;
     case 2: dw_direct_t<2, WB>(d, x, at, wt, ch, nt, hw, kh, kw, zx, acc, stride, e, pix); break;

@@ -76,6 +76,7 @@ round trip, no per-channel call; ``_dw_direct_hi``, ``EDGECC_X86_DW_DIRECT_HI=0`
 Zen 4, 1 thread, under load: packing the weights per call in registers (not a scalar loop)
 ~10 -> 7.5 us (192@8x8), ~14 -> 10.6 us (480@4x4), separate runs; the register write-back
 then 7.5 -> 6.2 / 10.6 -> 7.4 us, A/B; the weights packed at compile time: see the commit).
+Planes of 65..256 bytes (16x16 at stride 2): ``dw_direct``'s wide form (x86_int8_dw_source).
 Counted by ``edgecc_x86_int8_dw_perm`` / ``_dw_direct``;
 ``EDGECC_X86_DW_PERM=0`` turns both off for A/B. The pool's work measure of these is per
 output (``edgecc_x86_int8_dw_output_work``, 64; a library symbol for A/B), so 8x8 / 4x4 maps of
@@ -1547,9 +1548,9 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     // buffer before the windows that span them are loaded (measured: ~1.4x on 32x32)
     const int64_t plane_bytes = (hp * wp + 256 + 63) / 64 * 64;
     DwDirect direct;
-    direct.wrows = wt + c * kh * kw;
-    direct.wcomp = direct.wrows + 4 * c;
-    if (dw_direct_plan(plan, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, direct)) {
+    if (dw_direct_plan_cached(plan, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx, direct)) {
+      direct.wrows = wt + c * kh * kw;  // (after the plan: the cached copy has another's)
+      direct.wcomp = direct.wrows + 4 * c;
       const int64_t stride = (pix + 15) / 16 * 16 + 16;
       const char* hi_env = getenv("EDGECC_X86_DW_DIRECT_HI");  // "0": write_channel (A/B)
       const bool wb = dw_writes_hi(e) && !(hi_env && hi_env[0] == '0');
@@ -1569,6 +1570,10 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         }
       }, nb * c * pix * edgecc_x86_int8_dw_output_work);
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+      if (direct.wide) {
+        __atomic_fetch_add(&edgecc_x86_int8_dw_direct_wide_calls, 1, __ATOMIC_RELAXED);
+        return 0;
+      }
       __atomic_fetch_add(&dw_direct_calls, 1, __ATOMIC_RELAXED);
       if (wb) __atomic_fetch_add(&dw_direct_hi_calls, 1, __ATOMIC_RELAXED);
       return 0;

@@ -231,6 +231,26 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             # s3: 8x7 (4 vectors of 2 rows), s4: 8x4 (2 vectors of 4 rows) — every one hi32,
             # so written back from registers (dw_write_hi), none through write_channel
             assert direct() - before_direct == 5 and direct_hi() - before_hi == 5
+            # dw2 (hi32: from registers), dwf (float: the sums), dw3 (1x3 stride, dilation
+            # 2) — 10x13 planes (130 bytes), 5x7 / 10x4 outputs in 3 vectors: dw_direct's
+            # wide planes (128-byte windows by vpermt2b, no padded copy), in this run and the
+            # avx512vnni one before it; with the library's switch off, dw_perm
+            lib_c = ctypes.CDLL(path)
+            wide_calls = ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_direct_wide_calls")
+            wide_on = ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_direct_wide")
+            assert wide_calls.value == 6
+            wide_on.value = 0
+            runs["wide_off"] = [o.numpy() for o in vm["main"](*args)]
+            wide_on.value = 1
+            # dw_direct's plans are remembered per shape (this run and the ones after it read
+            # them from the cache); planned on every call, the same outputs
+            plan_cache = ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_plan_cache")
+            plan_cache.value = 0
+            runs["plan_uncached"] = [o.numpy() for o in vm["main"](*args)]
+            plan_cache.value = 1
+            assert wide_calls.value == 9 and perm() - before == 39
+            assert direct() - before_direct == 15 and direct_hi() - before_hi == 15  # s1..s5
+            before_direct, before_hi = before_direct + 10, before_hi + 10  # (the checks below)
             # ... and with off folded into the add (fold_min 0: these maps are < 512 outputs)
             fold_min = ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_fold_min")
             fold_min.value = 0
@@ -243,8 +263,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             monkeypatch.delenv("EDGECC_X86_DW_DIRECT_HI")
             monkeypatch.setenv("EDGECC_X86_PERM_PANEL", "0")  # gather_panel (A/B switch)
             runs["gathers"] = [o.numpy() for o in vm["main"](*args)]
-            assert panels() - before_panels == 6 * 3  # perm, perm_folded, direct_sums: none here
-            assert interleave() - before_interleave == 4 * 3
+            # perm, wide_off, plan_uncached, perm_folded, direct_sums: none here
+            assert panels() - before_panels == 6 * 5
+            assert interleave() - before_interleave == 4 * 5
             monkeypatch.delenv("EDGECC_X86_PERM_PANEL")
             monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
@@ -389,6 +410,55 @@ class _Block(nn.Module):
         x = torch.clamp(self.conv(x), 0, 6)
         x = torch.relu(self.dw(x))
         return self.fc(x.flatten(1))
+
+
+@pytest.mark.skipif(not _has_vbmi(), reason="dw_direct needs AVX-512 VBMI")
+def test_wide_depthwise_planes_equal_the_reference(tmp_path):
+    """MobileNetV2's 16x16 stride-2 depthwise (256-byte planes: dw_direct's wide limit, its
+    windows ending at the plane's last byte) and 9x13 at stride 2 with a 1x2 padding (117
+    bytes: a partial last load) run on dw_direct's wide form — its counter grows, so no silent
+    dw_perm — and equal the integer reference; with the switch off (dw_perm) the same."""
+    import ctypes
+
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    rng = np.random.default_rng(3)
+    cases = [((1, 20, 16, 16), -5, [1, 1]), ((2, 6, 9, 13), 7, [1, 2])]
+    xs = [random_int8(rng, *shape) for shape, _, _ in cases]
+    ws = [random_int8(rng, shape[1], 1, 3, 3) for shape, _, _ in cases]
+    eps = [random_requant(rng, shape[1]) for shape, _, _ in cases]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_depthwise(bb, params[i], ws[i], zx, [2, 2], pad, [1, 1],
+                                            eps[i])
+                    for i, (_, zx, pad) in enumerate(cases)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(bb.get().with_attr("external_mods",
+                                                [x86_int8.external_module()]), path)
+    lib_c = ctypes.CDLL(path)
+    calls = ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_direct_wide_calls")
+    wide = ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_direct_wide")
+    args = [tvm.runtime.tensor(x) for x in xs]
+    got = [o.numpy() for o in vm["main"](*args)]
+    assert calls.value == 2
+    wide.value = 0
+    off = [o.numpy() for o in vm["main"](*args)]
+    wide.value = 1
+    assert calls.value == 2
+    for i, (shape, zx, pad) in enumerate(cases):
+        e = eps[i]
+        acc = _conv_ref(xs[i], ws[i], zx, [2, 2], pad, [1, 1], shape[1])
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        np.testing.assert_array_equal(got[i], want)
+        np.testing.assert_array_equal(off[i], want)
 
 
 def test_every_integer_layer_runs_in_the_x86_kernels():
