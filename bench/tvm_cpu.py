@@ -197,6 +197,11 @@ WARMUP_S = 0.05
 MIN_ROUNDS = 10
 
 
+def round_block(repeats: int) -> int:
+    """Timed calls per block that leave at least ``MIN_ROUNDS`` rounds (1..10)."""
+    return max(1, min(10, repeats // MIN_ROUNDS))
+
+
 def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall"):
     """Every timed call of each callable (ms), in rounds — per round, each one gets
     ``warmup`` untimed calls (by the wall clock: for at least ``WARMUP_S``) then ``block``
@@ -220,7 +225,7 @@ def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall"):
     always follows the same one or sits at the same place in the round."""
     now = time.thread_time if clock == "cpu" else time.perf_counter
     if block is None:
-        block = max(1, min(10, repeats // MIN_ROUNDS))
+        block = round_block(repeats)
     names = list(fns)
     times = {k: [] for k in fns}
     for r in range(max(1, repeats // block)):
@@ -252,7 +257,7 @@ def paired_ratio(times: dict, a: str, b: str, repeats: int) -> float:
     within about a second of each other, so each ratio is taken in one of the machine's speed
     states, where a ratio of two whole-run medians can pair samples from different states
     (identical builds: paired 0.90-1.14, medians 0.87-1.30, bench/identical_builds.py)."""
-    block = max(1, min(10, repeats // MIN_ROUNDS))
+    block = round_block(repeats)
     xa, xb = times[a], times[b]
     rounds = min(len(xa), len(xb)) // block
     return statistics.median(

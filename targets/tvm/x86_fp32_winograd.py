@@ -151,6 +151,27 @@ static int wg_runs(int64_t p, int64_t tiles, int64_t tw, int64_t w, WgRun* run) 
   return n;
 }
 
+// Bᵀ d B in two steps, shared by wg_input and wg_input_narrow: row i of the 4x4 patch d
+// (4 vectors of 16 tiles) to its column transform s[i] (d0 - d2, d1 + d2, d2 - d1, d1 - d3),
+// then the row transform of s stored as V's 16 elements (v + e * 16)
+__attribute__((target("avx512f")))
+static inline void wg_bt_row(const __m512* d, __m512* s) {
+  s[0] = _mm512_sub_ps(d[0], d[2]);
+  s[1] = _mm512_add_ps(d[1], d[2]);
+  s[2] = _mm512_sub_ps(d[2], d[1]);
+  s[3] = _mm512_sub_ps(d[1], d[3]);
+}
+
+__attribute__((target("avx512f")))
+static inline void wg_bt_store(__m512 (*s)[4], float* v) {
+  for (int j = 0; j < 4; ++j) {
+    _mm512_store_ps(v + (0 * 4 + j) * 16, _mm512_sub_ps(s[0][j], s[2][j]));
+    _mm512_store_ps(v + (1 * 4 + j) * 16, _mm512_add_ps(s[1][j], s[2][j]));
+    _mm512_store_ps(v + (2 * 4 + j) * 16, _mm512_sub_ps(s[2][j], s[1][j]));
+    _mm512_store_ps(v + (3 * 4 + j) * 16, _mm512_sub_ps(s[1][j], s[3][j]));
+  }
+}
+
 // V[ci][e][16] (v + (ci * 16 + e) * 16) = Bᵀ d B of the panel's tiles, for every input
 // channel; ONE: the panel is one run (maps 32+ wide), its loads' masks fixed for the loop
 template <bool ONE>
@@ -193,17 +214,9 @@ static void wg_input(float* v, const float* x, int64_t c, int64_t h, int64_t w,
           d[3] = _mm512_mask_mov_ps(d[3], l, _mm512_permutex2var_ps(b0, odd, b1));
         }
       }
-      s[i][0] = _mm512_sub_ps(d[0], d[2]);
-      s[i][1] = _mm512_add_ps(d[1], d[2]);
-      s[i][2] = _mm512_sub_ps(d[2], d[1]);
-      s[i][3] = _mm512_sub_ps(d[1], d[3]);
+      wg_bt_row(d, s[i]);
     }
-    for (int j = 0; j < 4; ++j) {
-      _mm512_store_ps(v + (0 * 4 + j) * 16, _mm512_sub_ps(s[0][j], s[2][j]));
-      _mm512_store_ps(v + (1 * 4 + j) * 16, _mm512_add_ps(s[1][j], s[2][j]));
-      _mm512_store_ps(v + (2 * 4 + j) * 16, _mm512_sub_ps(s[2][j], s[1][j]));
-      _mm512_store_ps(v + (3 * 4 + j) * 16, _mm512_sub_ps(s[1][j], s[3][j]));
-    }
+    wg_bt_store(s, v);
   }
 }
 
@@ -248,10 +261,7 @@ static void wg_input_narrow(float* v, const float* x, int64_t c, int64_t h, int6
       for (int i = 0; i < 4; ++i) {
         __m512 d[4];
         for (int j = 0; j < 4; ++j) d[j] = _mm512_maskz_permutex2var_ps(col[j], r[i], idx[j], r[i + 2]);
-        s[i][0] = _mm512_sub_ps(d[0], d[2]);
-        s[i][1] = _mm512_add_ps(d[1], d[2]);
-        s[i][2] = _mm512_sub_ps(d[2], d[1]);
-        s[i][3] = _mm512_sub_ps(d[1], d[3]);
+        wg_bt_row(d, s[i]);
       }
     } else {
       // q[k]: rows y0 + k, y0 + k + 1 (16 floats from row y0 + k, rows outside the map zero)
@@ -270,18 +280,10 @@ static void wg_input_narrow(float* v, const float* x, int64_t c, int64_t h, int6
           const __m512 b = _mm512_permutex2var_ps(q[i + 4], idx[j], q[i + 6]);
           d[j] = _mm512_mask_mov_ps(a, col[j] & 0xFF00, b);
         }
-        s[i][0] = _mm512_sub_ps(d[0], d[2]);
-        s[i][1] = _mm512_add_ps(d[1], d[2]);
-        s[i][2] = _mm512_sub_ps(d[2], d[1]);
-        s[i][3] = _mm512_sub_ps(d[1], d[3]);
+        wg_bt_row(d, s[i]);
       }
     }
-    for (int j = 0; j < 4; ++j) {
-      _mm512_store_ps(v + (0 * 4 + j) * 16, _mm512_sub_ps(s[0][j], s[2][j]));
-      _mm512_store_ps(v + (1 * 4 + j) * 16, _mm512_add_ps(s[1][j], s[2][j]));
-      _mm512_store_ps(v + (2 * 4 + j) * 16, _mm512_sub_ps(s[2][j], s[1][j]));
-      _mm512_store_ps(v + (3 * 4 + j) * 16, _mm512_sub_ps(s[1][j], s[3][j]));
-    }
+    wg_bt_store(s, v);
   }
 }
 
