@@ -86,11 +86,31 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
     for note in notes:
         warnings.warn(note, stacklevel=2)
     if report is not None and kernels is not None:
-        report.update({"isa": isa, **kernels.stats, "float_fallbacks": notes})
+        report.update({"isa": isa, **_run_time_isa(isa), **kernels.stats,
+                       "float_fallbacks": notes})
     if report is not None and wonly is not None and (wonly.used
                                                      or wonly.stats["weight_only_float"]):
         report["weight_only"] = {**wonly.stats, "float_fallbacks": notes}
     return module
+
+
+def _run_time_isa(isa: str) -> dict[str, str]:
+    """What the x86 int8 kernels run with: ``isa`` is the floor the artifact needs (AVX2);
+    each call picks ``vpdpbusd`` by cpuid where the CPU has it. The manifest says both, and
+    what the build machine would pick (its /proc/cpuinfo flags, the same test as cpuid)."""
+    if isa != "avx2":
+        return {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    here = ("avx512_vnni" if {"avx512_vnni", "avx512bw"} <= set(flags)
+            else "avx_vnni" if "avx_vnni" in flags else "avx2" if "avx2" in flags
+            else "unknown")
+    return {"isa_at_run_time": "by cpuid per call: avx512_vnni, else avx_vnni, else avx2",
+            "isa_build_machine": here}
 
 
 def llvm_target(mcpu: str | None, num_cores: int | None) -> Any:

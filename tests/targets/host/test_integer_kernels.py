@@ -28,6 +28,26 @@ def test_w8a8_linears_as_integer_matmuls(tmp_path):
     assert res.report["verification"]["passed"]
 
 
+def test_manifest_says_the_isa_floor_and_what_this_machine_runs(tmp_path, monkeypatch):
+    """``isa`` is the floor the artifact needs; ``isa_build_machine`` is the kernel the
+    library's cpuid dispatch picks on this machine (asked from the built library itself)."""
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+
+    monkeypatch.delenv("EDGECC_X86_INT8_ISA", raising=False)
+    model = nn.Sequential(nn.Linear(32, 16)).eval()
+    res = edgecc.compile(model, "host", example_inputs=(torch.randn(2, 32),),
+                         calibration=[(torch.randn(2, 32),) for _ in range(2)],
+                         pipeline="quantize{scheme=w8a8}", output_dir=str(tmp_path / "o"),
+                         target_options={"integer_kernels": True})
+    integer = res.report["lowering"]["integer_kernels"]
+    assert integer["isa"] == "avx2" and "cpuid" in integer["isa_at_run_time"]
+    lib = tvm.runtime.load_module(str(tmp_path / "o" / "model.so"))
+    picked = lib.get_function(x86_int8.ISA_QUERY, query_imports=True)()
+    assert integer["isa_build_machine"] == ("avx2", "avx_vnni", "avx512_vnni")[picked]
+
+
 @pytest.mark.parametrize("layer", [
     nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU6()),        # im2col, stride 2, relu6
     nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.ReLU6()),  # depthwise conv2d
