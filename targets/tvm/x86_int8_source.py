@@ -114,6 +114,7 @@ convolution of few panels (1x1 on 8x8 / 4x4 maps) pools (panel, 8 channels) item
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
 from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS, DIRECT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
+from edgecc.targets.tvm.x86_int8_dwrows_source import DWROWS_FFI, DWROWS_KERNELS, DWROWS_SYMBOLS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
 from edgecc.targets.tvm.x86_int8_pool_source import POOL_FFI, POOL_KERNELS, POOL_SYMBOLS
 from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
@@ -138,7 +139,7 @@ REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, OC_SPLIT, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
             *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
@@ -1151,7 +1152,7 @@ __attribute__((noinline)) static void dw_block16(
   (void)c;
 }
 
-""" + DW_KERNELS + r"""
+""" + DW_KERNELS + DWROWS_KERNELS + r"""
 int bad_args(int n, int most = 10) {
   if (n >= 10 && n <= most) return 0;
   TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments"
@@ -1578,6 +1579,9 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       if (wb) __atomic_fetch_add(&dw_direct_hi_calls, 1, __ATOMIC_RELAXED);
       return 0;
     }
+    if (pix >= DW_PERM_MIN_PIX &&  // rows of <= 64 bytes: no copy (x86_int8_dwrows_source)
+        dw_rows(x, wt, e, nb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx))
+      return 0;
     if (pix >= DW_PERM_MIN_PIX) {  // (smaller output maps of larger planes: below)
       parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
         uint8_t* pad = static_cast<uint8_t*>(scratch(1, plane_bytes * DW_PERM_BATCH));
@@ -1804,6 +1808,6 @@ int __tvm_ffi_edgecc_x86_int8_dw_blocked(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-""" + QUANT_KERNELS + DIRECT_FFI + TILE_FFI + POOL_FFI + AMX_FFI + r"""
+""" + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + AMX_FFI + r"""
 }  // extern "C"
 """

@@ -1,0 +1,82 @@
+"""dw_rows (``x86_int8_dwrows_source``): int8 depthwise straight from the input rows (no
+padded copy, written back from registers) equals the integer arithmetic and the dw_perm path
+bit for bit, and is taken (its counter grows) wherever it applies — no silent fallback."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
+
+# (input, kernel, zero point, stride, pad, dilation, full-int8 clamp, dw_rows applies)
+CASES = (
+    ((1, 16, 32, 32), (3, 3), -5, (1, 1), (1, 1), (1, 1), False, True),   # MobileNetV2 s1
+    ((1, 24, 32, 32), (3, 3), 9, (2, 2), (1, 1), (1, 1), False, True),    # s2: 16x16 out
+    ((1, 20, 16, 16), (3, 3), 0, (1, 1), (1, 1), (1, 1), True, True),     # unclamped
+    ((2, 5, 13, 20), (3, 3), 7, (1, 1), (1, 2), (1, 1), False, True),     # batch 2, 1x2 pad
+    ((1, 6, 20, 20), (3, 3), -2, (1, 1), (2, 2), (2, 2), False, True),    # dilation 2
+    ((1, 4, 12, 40), (2, 4), 3, (1, 2), (0, 1), (1, 1), False, True),     # 2x4, stride (1, 2)
+    ((1, 4, 10, 70), (3, 3), 1, (1, 1), (1, 1), (1, 1), False, False),    # 70-byte rows: not
+)
+
+
+def _full(e):
+    import dataclasses
+    return dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy)
+
+
+@pytest.mark.skipif(not _has_vbmi(), reason="dw_rows needs AVX-512 VBMI")
+def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    rng = np.random.default_rng(5)
+    xs = [random_int8(rng, *c[0]) for c in CASES]
+    ws = [random_int8(rng, c[0][1], 1, *c[1]) for c in CASES]
+    eps = [random_requant(rng, c[0][1]) for c in CASES]
+    eps = [_full(e) if c[6] else e for e, c in zip(eps, CASES)]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_depthwise(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]),
+                                            e)
+                    for p, w, c, e in zip(params, ws, CASES, eps)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(bb.get().with_attr("external_mods",
+                                                [x86_int8.external_module()]), path)
+    so = ctypes.CDLL(path)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    switch = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows")
+    calls = lib.get_function(x86_int8.DW_ROWS, query_imports=True)
+    perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for pool in (63, -62):  # serial, then every job on the pool
+            shift.value = pool
+            before = calls()
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            assert calls() - before == sum(c[7] for c in CASES)
+        switch.value = 0
+        before, perm_before = calls(), perm()
+        runs.append([o.numpy() for o in vm["main"](*args)])
+        assert calls() == before and perm() > perm_before  # the dw_perm path instead
+    finally:
+        shift.value, switch.value = 0, 1
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
+        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for run in runs:
+            np.testing.assert_array_equal(run[i], want)
