@@ -25,7 +25,8 @@ add was (the shortcut may be computed after the layer)::
 The counts (layers per kernel, fused bias / residual / clamp, layers left and why) are the
 manifest's ``lowering.x86_fp32`` (``RewriteStats.as_dict``).
 
-Same-size 3x3 convolutions that Winograd F(2x2, 3x3) can run (``x86_fp32_winograd.eligible``)
+Same-size 3x3 convolutions that Winograd F(2x2, 3x3) can run (``x86_fp32_winograd.eligible``;
+F(4x4, 3x3) on maps 16 or 32 wide, ``x86_fp32_winograd4``, chosen by the kernel at run time)
 carry ``meta[15] = 2``: W is a constant of the build, so the kernel (AVX-512, the default
 ``edgecc_x86_fp32_winograd`` = 1) packs its Winograd weights once per library at the first
 call and reads them from there after (``x86_fp32_winograd``'s docstring: the cache, why it is
@@ -33,7 +34,8 @@ keyed by the tensor object). The artifact carries W alone, which the direct and 
 read. A module marked ``with_winograd_weights`` packs them at build time after W instead
 (``meta[15] = 1``; 16/9 of those weights more in the artifact, ResNet-20 +1.74 MB on 1.1 MB:
 no build does this by default; bench/x86_fp32_winograd compares the two). Outputs of those
-convolutions differ from the direct path within 1e-5 relative (measured <= 7.2e-7).
+convolutions differ from the direct path within 1e-5 relative (measured <= 7.2e-7 for F(2x2),
+<= 5.9e-6 for F(4x4)).
 
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,

@@ -59,7 +59,7 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
-from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_winograd
+from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_winograd, x86_fp32_winograd4
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
@@ -136,6 +136,10 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_group_pa
 // picks each patch element by permutex2var (PATH_CONV_WINOGRAD_NARROW); 0: the per-run masked
 // loads (the same values: the tests' bit-for-bit A/B). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_narrow = 1;
+// Winograd's output tile on maps 16 or 32 wide: 4 (the default), F(4x4, 3x3)
+// (PATH_CONV_WINOGRAD4; x86_fp32_winograd4.py: 0.56x the multiplies, not the same sums, within
+// 1e-5 relative); 2: F(2x2, 3x3) everywhere. int32, as end_to_end.KNOBS looks knobs up
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd_tile = 4;
 }
 
 namespace {
@@ -753,7 +757,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 21;
+const int N_PATHS = 22;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -762,7 +766,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
-       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20 };
+       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1008,7 +1012,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_winograd.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1087,6 +1091,14 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     // else (kernel tests' fresh weights) transformed in the call
     const int64_t flag = tensor_arg(args + 3)->shape[0] > 15 ? meta[15] : 0;
     const float* wt = data<float>(args, 1);
+    if (flag != 1 && wg4_eligible(edgecc_x86_fp32_winograd_tile, h, w)) {
+      ++path_calls[PATH_CONV_WINOGRAD4];  // F(4x4, 3x3): its U from the cache (form 4)
+      const float* u4 = flag == 2 ? wg_cached(args + 1, wt, oc, c, 4) : 0;
+      if (u4) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
+      winograd4_conv(x, wt, u4, data<float>(args, 2), residual, out, nb, c, h, w, oc, bounds[0],
+                     bounds[1]);
+      return 0;
+    }
     const float* u = flag == 1 ? wt + oc * k : flag == 2 ? wg_cached(args + 1, wt, oc, c) : 0;
     if (u) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
     winograd_conv(x, wt, u, data<float>(args, 2), residual, out, nb, c, h, w, oc, bounds[0],

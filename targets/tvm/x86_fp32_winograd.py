@@ -70,9 +70,10 @@ constants are 0, ±1, ±1/2 (exact). Measured error, max|a - b| / max|ref| over 
 (16->16 @32, 32->32 @16, 64->64 @8, with / without residual and ReLU, 3 random normal seeds,
 weights scaled 1/sqrt(9 C)): Winograd vs the direct path <= 7.2e-7, Winograd vs PyTorch
 float64 <= 2.7e-7 (the direct path vs float64: 6.5e-7). The tests assert 1e-5
-(tests/targets/tvm/test_x86_fp32_winograd.py). F(4x4, 3x3) was not built: emulated in numpy
-float32 (Lavin's points 0, ±1, ±2, ±1/2) it read 3.4e-6 / 6.1e-6 / 4.5e-6 vs float64 on the
-same three layers, within 1e-5 by less than 2x, where F(2x2, 3x3) has 15x.
+(tests/targets/tvm/test_x86_fp32_winograd.py). F(4x4, 3x3) (``x86_fp32_winograd4``) runs
+instead on maps 16 or 32 wide by default (``edgecc_x86_fp32_winograd_tile`` = 4; 2 keeps
+F(2x2, 3x3) everywhere, which this module's kernel tests set): 0.64-0.68x of F(2x2)'s time on
+ResNet-20's 16->16 @32 and 32->32 @16, its error <= 5.9e-6 relative (F(2x2): 7.2e-7).
 
 Speed (bench/x86_fp32_winograd.py, 1 thread, thread CPU time, interleaved, Zen 4 under load
 ~3-4): Winograd / direct 0.68x (16->16 @32), 0.63x (32->32 @16), 0.57x (64->64 @8); / onnxruntime
@@ -323,13 +324,13 @@ static void wg_weights(float* u, const float* wt, int64_t oc, int64_t c) {
 // the next MR rows' U (contiguous after these) prefetched, 1/16 a GEMM: in a model's run U
 // comes from L3 (ResNet-20's are 1.7 MB), and its 16 blocks of one slice, 4 KiB apart for
 // 64 channels, are too many streams for the hardware prefetcher
-template <int MR, int NP>
+template <int MR, int NP, int E = 16>
 __attribute__((target("avx512f")))
 static void wg_gemm(const float* u, const float* v, int64_t c, float* m) {
-  const int64_t rs = 16 * c;  // U's row stride
+  const int64_t rs = E * c;  // U's row stride
   const char* next = reinterpret_cast<const char*>(u + MR * rs);
   const int64_t chunk = MR * c * 4;  // bytes of the next rows' U per GEMM
-  for (int e = 0; e < 16; ++e) {
+  for (int e = 0; e < E; ++e) {
     __m512 acc[MR][NP];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
@@ -338,26 +339,26 @@ static void wg_gemm(const float* u, const float* v, int64_t c, float* m) {
     const float* b = v + e * 16;
     for (int64_t k = 0; k < c; ++k) {
       __m512 bv[NP];
-      for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + (q * c + k) * 256);
+      for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + (q * c + k) * E * 16);
       for (int r = 0; r < MR; ++r) {
         const __m512 va = _mm512_set1_ps(a[r * rs + k]);
         for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(va, bv[q], acc[r][q]);
       }
     }
     for (int r = 0; r < MR; ++r)
-      for (int q = 0; q < NP; ++q) _mm512_store_ps(m + ((r * NP + q) * 16 + e) * 16, acc[r][q]);
+      for (int q = 0; q < NP; ++q) _mm512_store_ps(m + ((r * NP + q) * E + e) * 16, acc[r][q]);
   }
 }
 
-template <int NP>
+template <int NP, int E = 16>
 static void wg_gemm_rows(int mr, const float* u, const float* v, int64_t c, float* m) {
   switch (mr) {
-    case 1: wg_gemm<1, NP>(u, v, c, m); break;
-    case 2: wg_gemm<2, NP>(u, v, c, m); break;
-    case 3: wg_gemm<3, NP>(u, v, c, m); break;
-    case 4: wg_gemm<4, NP>(u, v, c, m); break;
-    case 5: wg_gemm<5, NP>(u, v, c, m); break;
-    default: wg_gemm<WG_MR, NP>(u, v, c, m); break;
+    case 1: wg_gemm<1, NP, E>(u, v, c, m); break;
+    case 2: wg_gemm<2, NP, E>(u, v, c, m); break;
+    case 3: wg_gemm<3, NP, E>(u, v, c, m); break;
+    case 4: wg_gemm<4, NP, E>(u, v, c, m); break;
+    case 5: wg_gemm<5, NP, E>(u, v, c, m); break;
+    default: wg_gemm<WG_MR, NP, E>(u, v, c, m); break;
   }
 }
 
@@ -401,7 +402,8 @@ static void wg_output(const float* m, float* out, const float* res, float bias, 
 // packing. The list is this library's own (internal linkage; each build links its kernel set);
 // its U buffers are freed when the library is unloaded (the weak references of live entries
 // are then left: a header each).
-struct WgPacked { TVMFFIObject* obj; const float* wt; int64_t oc, c; float* u; };
+struct WgPacked { TVMFFIObject* obj; const float* wt; int64_t oc, c; int form; float* u; };
+static void wg4_weights(float* u, const float* wt, int64_t oc, int64_t c);  // winograd4
 static pthread_mutex_t wg_lock = PTHREAD_MUTEX_INITIALIZER;
 static WgPacked* wg_list = 0;
 static int64_t wg_count = 0, wg_cap = 0;
@@ -422,16 +424,18 @@ static void wg_drop(WgPacked& e) {  // a dead tensor's entry (tvm-ffi's DecWeakR
   }
 }
 
-// U[oc][16][c] of the weights argument ``arg`` (W at ``wt``): packed in the calling thread on
-// the first call (counted in edgecc_x86_fp32_winograd_packs), the same buffer after; 0 when the
+// U[oc][16][c] (``form`` 2: F(2x2)) or U[oc][36][c] (4: F(4x4), x86_fp32_winograd4.py) of the
+// weights argument ``arg`` (W at ``wt``): packed in the calling thread on the first call (counted in edgecc_x86_fp32_winograd_packs), the same buffer after; 0 when the
 // argument is not an FFI object (a bare DLTensor*: nothing to key on)
-static const float* wg_cached(const TVMFFIAny* arg, const float* wt, int64_t oc, int64_t c) {
+static const float* wg_cached(const TVMFFIAny* arg, const float* wt, int64_t oc, int64_t c,
+                              int form = 2) {
   if (arg->type_index < kTVMFFIStaticObjectBegin) return 0;
   TVMFFIObject* obj = static_cast<TVMFFIObject*>(arg->v_obj);
   pthread_mutex_lock(&wg_lock);
   const float* u = 0;
   for (int64_t i = 0; i < wg_count && !u; ++i)
-    if (wg_list[i].obj == obj && wg_list[i].wt == wt && wg_list[i].oc == oc && wg_list[i].c == c)
+    if (wg_list[i].obj == obj && wg_list[i].wt == wt && wg_list[i].oc == oc && wg_list[i].c == c
+        && wg_list[i].form == form)
       u = wg_list[i].u;
   if (!u) {
     int64_t kept = 0;  // drop the entries of dead tensors
@@ -446,12 +450,13 @@ static const float* wg_cached(const TVMFFIAny* arg, const float* wt, int64_t oc,
       WgPacked* grown = static_cast<WgPacked*>(realloc(wg_list, cap * sizeof(WgPacked)));
       if (grown) { wg_list = grown; wg_cap = cap; }
     }
-    const size_t bytes = ((size_t)(16 * oc * c * 4) + 63) / 64 * 64;
+    const size_t bytes = ((size_t)((form == 4 ? 36 : 16) * oc * c * 4) + 63) / 64 * 64;
     float* own = wg_count < wg_cap ? static_cast<float*>(aligned_alloc(64, bytes)) : 0;
     if (own) {
-      wg_weights(own, wt, oc, c);
+      if (form == 4) wg4_weights(own, wt, oc, c);
+      else wg_weights(own, wt, oc, c);
       __atomic_fetch_add(&obj->combined_ref_count, WG_WEAK_ONE, __ATOMIC_RELAXED);
-      wg_list[wg_count++] = WgPacked{obj, wt, oc, c, own};
+      wg_list[wg_count++] = WgPacked{obj, wt, oc, c, form, own};
       __atomic_fetch_add(&edgecc_x86_fp32_winograd_packs, 1, __ATOMIC_RELAXED);
       u = own;
     }

@@ -25,6 +25,17 @@ WINOGRAD_PATH = 16
 BOUND = 1e-5  # max|a - b| / max|ref|; measured <= 4e-7 (the module docstring)
 
 
+@pytest.fixture(autouse=True)
+def f2x2_tiles(kernels):
+    """The kernel tests here are F(2x2, 3x3)'s: ``edgecc_x86_fp32_winograd_tile`` = 2 on the
+    kernels' library (4, the default, sends 16- and 32-wide maps to F(4x4):
+    test_x86_fp32_winograd4.py); built models keep their default."""
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_winograd_tile")
+    old, var.value = var.value, 2
+    yield
+    var.value = old
+
+
 def _winograd_calls(kernels) -> int:
     from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
 
