@@ -19,7 +19,8 @@ packed at compile time (``x86_int8.pack_depthwise``). The int32 sums are dw_perm
 ``dw_write_hi``'s ``requant16_hi`` — the same int8 outputs, bit for bit.
 
 ``edgecc_x86_int8_dw_rows`` (library symbol, 1) 0: the dw_perm path (A/B); counted per call by
-``edgecc_x86_int8_dw_rows_calls`` (``DW_ROWS``). C++ text only; the counter is exported by
+``edgecc_x86_int8_dw_rows_calls`` (``DW_ROWS``), and in ``edgecc_x86_int8_dw_perm`` as dw_direct's
+calls are (the VBMI depthwise family). C++ text only; the counter is exported by
 ``x86_int8_source``."""
 
 DW_ROWS = "edgecc_x86_int8_dw_rows_calls"  # () -> depthwise calls run by dw_rows
@@ -194,6 +195,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
       }
     }
   }, nb * c * pix * edgecc_x86_int8_dw_output_work);
+  __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
   __atomic_fetch_add(&edgecc_x86_int8_dw_rows_calls, 1, __ATOMIC_RELAXED);
   return true;
 }
