@@ -23,7 +23,20 @@
   spinning threads on two cores made BERT fp32 run 4.2 or 7.1 ms from process to process).
   Same tasks and split as TVM's launch (bit-identical outputs), errors raised in the caller's
   thread; a library whose code uses TVM's barrier keeps TVM's pool. Block by block in one
-  process under load ~4 (bench/tvm_runtime.py --pools): BERT 0.87x, GPT-2 0.88x of two pools;
+  process under load ~4 (bench/tvm_runtime.py --pools): BERT 0.87x, GPT-2 0.88x of two pools.
+  A loop measured shorter than ``edgecc_pool_inline_ns`` (1 us) serially runs on the caller
+  alone, same tasks and split (``edgecc_pool_launch_cost``: TVM's launches carry no work
+  estimate, so each loop is timed);
+- two-ended jobs (``edgecc_pool_two_ended``, default on): the caller claims chunks from the
+  front, the worker from the back, so each thread's items are one contiguous run and a
+  kernel whose items walk the image (or a GEMM's rows) gives each thread the same part of
+  consecutive layers, which then read what their own core wrote (a line from the other
+  vCPU's cache costs ~3.5x one from its own L2 here). Outputs bit-identical (the pool only
+  schedules). A/B interleaved in one process, SCHED_FIFO (bench/pool_scaling.py), 2 threads,
+  old/new both knobs: ResNet-20 fp32 0.98x, MobileNetV2-32 fp32 0.94x, int8 0.93x, BERT 0.94x;
+- where the time goes: ``edgecc_pool_timing`` 1 adds every pool job's caller / worker /
+  waiting time, wake-up delay and the inline launches to ``edgecc_pool_stat`` (``EDGECC_STAT_*``),
+  2 also logs every ``parallel_for`` (``edgecc_pool_log``); off by default (bench/pool_scaling.py);
 - the FFI arguments: ``tensor_arg`` (a ``DLTensor*`` from a packed argument) and
   ``data<T>(args, i)`` (its data pointer, byte offset applied);
 - ``scratch(slot, bytes)``: per-thread buffers (slots 0-4), grown as needed and reused;
@@ -39,6 +52,11 @@ of the whole source (``x86_int8.compiled_object``), so a change here recompiles 
 """
 
 from __future__ import annotations
+
+# edgecc_pool_inline_ns's default: TVM's generated parallel loops measured shorter than this
+# serially run on the caller alone (see the prelude). bench/pool_latency.py: with the worker
+# spinning, the pool beats a serial job from ~1 us of serial work on.
+INLINE_NS = 1000
 
 FFI_PRELUDE = r"""
 #include <atomic>
@@ -91,6 +109,36 @@ struct EdgeccPool {
 };
 __attribute__((weak, visibility("hidden"))) EdgeccPool edgecc_pool_state = {};
 __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_spin_ns = 200000;
+// where the pool's time goes (bench/pool_scaling.py): with edgecc_pool_timing set, the jobs
+// add to edgecc_pool_stat (EDGECC_STAT_*; the clock reads cost ~0.1 us a job, so off by default)
+__attribute__((weak)) int32_t edgecc_pool_timing = 0;
+__attribute__((weak)) int64_t edgecc_pool_stat[16] = {};
+__attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_published_ns = 0;
+// edgecc_pool_timing 2: each parallel_for's job also logged (6 numbers: items, wall ns, 1 when
+// on the pool, the caller's items, its working ns, the worker's ns) at edgecc_pool_log_next
+// (a debug view: the worker adds its ns after its last item, so a log entry can miss it)
+__attribute__((weak)) int64_t edgecc_pool_log[512 * 6] = {};
+__attribute__((weak)) int64_t edgecc_pool_log_next = 0;
+__attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_job_caller[3] = {};
+enum {
+  EDGECC_STAT_JOBS = 0,       // jobs run on the pool (kernels' and TVM's)
+  EDGECC_STAT_TVM_POOL,       // TVM launches run on the pool
+  EDGECC_STAT_TVM_INLINE,     // TVM launches run on the caller alone
+  EDGECC_STAT_WALL_NS,        // pool jobs: the caller's time from publishing to the end
+  EDGECC_STAT_CALLER_NS,      // ... its time claiming and running chunks
+  EDGECC_STAT_WAIT_NS,        // ... its time waiting for a worker's chunks
+  EDGECC_STAT_WORKER_NS,      // workers' time claiming and running chunks
+  EDGECC_STAT_JOINED,         // jobs a worker ran items of
+  EDGECC_STAT_WAKE_NS,        // ... time from publishing to that worker's first claim
+  EDGECC_STAT_WORKER_ITEMS,   // items the workers ran
+  EDGECC_STAT_ITEMS,          // items of pool jobs
+  EDGECC_STAT_SHORT,          // pool jobs whose wall time was under 3 us
+  EDGECC_STAT_INLINE_NS,      // TVM launches on the caller alone: their time
+  EDGECC_STAT_SLEEPS,         // futex waits of workers
+};
+static inline void edgecc_stat_add(int i, int64_t v) {
+  __atomic_fetch_add(&edgecc_pool_stat[i], v, __ATOMIC_RELAXED);
+}
 
 __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_now_ns() {
   timespec t;
@@ -98,22 +146,58 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_now_ns() {
   return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-// claim and run chunks of job `epoch` until none is left (or the job is no longer current)
-__attribute__((weak, visibility("hidden"))) void edgecc_pool_work(uint64_t epoch, int32_t threads) {
+// Two-ended jobs (edgecc_pool_two_ended, jobs of under 2^19 items): the caller (and workers
+// of even index) claim from the front, workers of odd index from the back, so with 2 threads
+// each one's items are one contiguous run, [0, k) and [k, items), k set by who is faster. A
+// kernel whose items run over the image in order then gives each thread the same part of
+// every layer, and the next layer reads mostly what its own core wrote: a line written by the
+// other core costs ~3.5x one from its own L2 here (64 KB written by the other vCPU read in
+// 3.1 us, by the same in 0.9). With one counter, the chunks alternate between the threads,
+// and each layer reads about half its input from the other core. The state then holds the
+// front (bits 0-18), the back (19-37) and bit 39 set; else the next item (bits 0-39).
+__attribute__((weak)) int32_t edgecc_pool_two_ended = 1;
+constexpr uint64_t EDGECC_TWO_ENDED = 1ULL << 39, EDGECC_END_MASK = (1ULL << 19) - 1;
+
+// claim and run chunks of job `epoch` until none is left (or the job is no longer current);
+// returns the items this thread (index: the caller 0, workers 1, 2, ...) ran
+__attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t epoch,
+                                                                    int32_t threads,
+                                                                    int32_t index) {
   EdgeccPool& p = edgecc_pool_state;
   const uint64_t tag = (epoch & 0xFFFFFF) << 40, mask = (1ULL << 40) - 1;
   uint64_t s = p.state.load(std::memory_order_acquire);
+  int64_t ran = 0;
   for (;;) {
-    if ((s & ~mask) != tag) return;
-    const int64_t items = p.items, next = (int64_t)(s & mask);
-    if (next >= items) return;
-    int64_t n = (items - next) / (2 * threads);
-    n = n < 1 ? 1 : n;
-    if (!p.state.compare_exchange_weak(s, s + (uint64_t)n, std::memory_order_acq_rel,
+    if ((s & ~mask) != tag) return ran;
+    int64_t first, n;
+    uint64_t claimed;
+    if (s & EDGECC_TWO_ENDED) {
+      const int64_t front = (int64_t)(s & EDGECC_END_MASK);
+      const int64_t back = (int64_t)((s >> 19) & EDGECC_END_MASK);
+      if (front >= back) return ran;
+      n = (back - front) / (2 * threads);
+      n = n < 1 ? 1 : n;
+      if (index & 1) {
+        first = back - n;
+        claimed = s - ((uint64_t)n << 19);
+      } else {
+        first = front;
+        claimed = s + (uint64_t)n;
+      }
+    } else {
+      const int64_t items = p.items, next = (int64_t)(s & mask);
+      if (next >= items) return ran;
+      n = (items - next) / (2 * threads);
+      n = n < 1 ? 1 : n;
+      first = next;
+      claimed = s + (uint64_t)n;
+    }
+    if (!p.state.compare_exchange_weak(s, claimed, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
       continue;  // s reloaded
     // the claim succeeded while the job was current: it cannot end before this chunk does
-    p.range(p.fn, next, next + n);
+    p.range(p.fn, first, first + n);
+    ran += n;
     p.done.fetch_add(n, std::memory_order_acq_rel);
     s = p.state.load(std::memory_order_acquire);
   }
@@ -134,8 +218,10 @@ __attribute__((weak, visibility("hidden"))) void* edgecc_pool_worker(void* arg) 
         if (i < 2000) { _mm_pause(); continue; }
         if ((i & 63) == 0 && edgecc_pool_now_ns() - start > edgecc_pool_spin_ns) {
           p.sleepers.fetch_add(1, std::memory_order_seq_cst);
-          if (p.epoch.load(std::memory_order_seq_cst) == seen)
+          if (p.epoch.load(std::memory_order_seq_cst) == seen) {
+            if (edgecc_pool_timing) edgecc_stat_add(EDGECC_STAT_SLEEPS, 1);
             syscall(SYS_futex, &p.epoch, FUTEX_WAIT_PRIVATE, seen, 0, 0, 0);
+          }
           p.sleepers.fetch_sub(1, std::memory_order_seq_cst);
           continue;
         }
@@ -144,7 +230,21 @@ __attribute__((weak, visibility("hidden"))) void* edgecc_pool_worker(void* arg) 
     }
     seen = e;
     const int32_t threads = p.threads;
-    if (index < threads) edgecc_pool_work(e, threads);
+    if (index >= threads) continue;
+    if (!edgecc_pool_timing) {
+      edgecc_pool_work(e, threads, index);
+      continue;
+    }
+    const int64_t t0 = edgecc_pool_now_ns();
+    const int64_t ran = edgecc_pool_work(e, threads, index);
+    if (ran > 0) {
+      edgecc_stat_add(EDGECC_STAT_WORKER_NS, edgecc_pool_now_ns() - t0);
+      __atomic_fetch_add(&edgecc_pool_job_caller[2], edgecc_pool_now_ns() - t0, __ATOMIC_RELAXED);
+      edgecc_stat_add(EDGECC_STAT_JOINED, 1);
+      edgecc_stat_add(EDGECC_STAT_WAKE_NS, t0 - __atomic_load_n(&edgecc_pool_published_ns,
+                                                                __ATOMIC_RELAXED));
+      edgecc_stat_add(EDGECC_STAT_WORKER_ITEMS, ran);
+    }
   }
   return 0;
 }
@@ -209,6 +309,41 @@ __attribute__((weak, visibility("hidden"))) void edgecc_pool_tvm_tasks(void* arg
 __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange, void*, int64_t,
                                                                int32_t);
 
+// TVM's loops that take less than edgecc_pool_inline_ns serially run on the caller alone: a
+// pool job costs the caller ~0.5 us even with the worker spinning (bench/pool_latency.py), and
+// TVM's launches carry no work estimate, so each loop (its lambda: one per generated parallel
+// loop) is timed when it runs serially. A loop first runs serially (timed); under the
+// threshold it stays so (timed every time: a dynamic shape's work can grow), else it goes to
+// the pool, where a launch that took under the threshold (wall) is timed serially again. Same
+// tasks and split either way (env->num_task unchanged): bit-identical outputs. 0: every
+// launch on the pool (the behaviour before; bench/pool_scaling.py's A/B).
+__attribute__((weak)) int64_t edgecc_pool_inline_ns = @INLINE_NS@;
+struct EdgeccLaunchCost {
+  std::atomic<void*> lambda;
+  std::atomic<int64_t> ns;  // its last serial time; -1: measure it serially next time
+};
+__attribute__((weak, visibility("hidden"))) EdgeccLaunchCost edgecc_pool_costs[256] = {};
+// lambda's entry (claimed on first sight; 8 probes), or 0: the threshold is off or the table
+// is full (the launch then goes to the pool as before)
+__attribute__((weak, visibility("hidden"))) EdgeccLaunchCost* edgecc_pool_launch_cost(
+    EdgeccLambda lambda) {
+  if (edgecc_pool_inline_ns <= 0) return 0;
+  const uintptr_t key = (uintptr_t)(void*)lambda;
+  const size_t h = (size_t)((key >> 4) * 0x9E3779B97F4A7C15ULL >> 56);
+  for (size_t i = 0; i < 8; ++i) {
+    EdgeccLaunchCost& c = edgecc_pool_costs[(h + i) & 255];
+    void* seen = c.lambda.load(std::memory_order_acquire);
+    if (seen == (void*)lambda) return &c;
+    if (seen == 0) {
+      c.ns.store(-1, std::memory_order_relaxed);
+      if (c.lambda.compare_exchange_strong(seen, (void*)lambda, std::memory_order_acq_rel))
+        return &c;
+      if (seen == (void*)lambda) return &c;
+    }
+  }
+  return 0;
+}
+
 // TVMBackendParallelLaunch on this pool (hidden: the address installed is this library's own)
 __attribute__((weak, visibility("hidden"))) int edgecc_pool_launch(EdgeccLambda lambda,
                                                                   void* cdata, int num_task) {
@@ -224,9 +359,36 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_launch(EdgeccLambda 
   job.env.num_task = n;
   job.failed.store(0, std::memory_order_relaxed);
   job.error.store(0, std::memory_order_relaxed);
-  // busy (a nested or concurrent job) or one thread: every task on the caller, same split
-  if (n == 1 || edgecc_pool_run(edgecc_pool_tvm_tasks, &job, n, 0) != 0)
+  // busy (a nested or concurrent job) or one thread: every task on the caller, same split;
+  // a loop measured shorter than edgecc_pool_inline_ns too (edgecc_pool_launch_inline)
+  if (n == 1) {
     edgecc_pool_tvm_tasks(&job, 0, n);
+  } else if (EdgeccLaunchCost* cost = edgecc_pool_launch_cost(lambda)) {
+    const int64_t known = cost->ns.load(std::memory_order_relaxed);
+    const int64_t t0 = edgecc_pool_now_ns();
+    if (known < 0 || known < edgecc_pool_inline_ns ||
+        edgecc_pool_run(edgecc_pool_tvm_tasks, &job, n, 0) != 0) {
+      edgecc_pool_tvm_tasks(&job, 0, n);  // measured: its serial time
+      const int64_t ns = edgecc_pool_now_ns() - t0;
+      cost->ns.store(ns, std::memory_order_relaxed);
+      if (edgecc_pool_timing) {
+        edgecc_stat_add(EDGECC_STAT_TVM_INLINE, 1);
+        edgecc_stat_add(EDGECC_STAT_INLINE_NS, ns);
+      }
+    } else {
+      // on the pool: under the threshold in wall time, measure it serially again next time
+      // (its first serial run was slow, cold or preempted, or its work shrank: the same code
+      // on a smaller dynamic shape)
+      if (edgecc_pool_now_ns() - t0 < edgecc_pool_inline_ns)
+        cost->ns.store(-1, std::memory_order_relaxed);
+      if (edgecc_pool_timing) edgecc_stat_add(EDGECC_STAT_TVM_POOL, 1);
+    }
+  } else if (edgecc_pool_run(edgecc_pool_tvm_tasks, &job, n, 0) != 0) {
+    edgecc_pool_tvm_tasks(&job, 0, n);
+    if (edgecc_pool_timing) edgecc_stat_add(EDGECC_STAT_TVM_INLINE, 1);
+  } else if (edgecc_pool_timing) {
+    edgecc_stat_add(EDGECC_STAT_TVM_POOL, 1);
+  }
   if (!job.failed.load(std::memory_order_acquire)) return 0;
   if (void* error = job.error.load(std::memory_order_acquire)) {
     TVMFFIErrorSetRaised(error);  // takes its own reference
@@ -320,19 +482,36 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange rang
       return -1;
     }
   }
+  const int32_t timing = edgecc_pool_timing;
+  const int64_t t0 = timing ? edgecc_pool_now_ns() : 0;
+  if (timing) __atomic_store_n(&edgecc_pool_published_ns, t0, __ATOMIC_RELAXED);
   const uint32_t e = p.epoch.load(std::memory_order_relaxed) + 1;
   p.range = range; p.fn = fn; p.items = items; p.threads = threads;
   p.done.store(0, std::memory_order_relaxed);
-  p.state.store(((uint64_t)(e & 0xFFFFFF)) << 40, std::memory_order_release);
+  uint64_t start = ((uint64_t)(e & 0xFFFFFF)) << 40;
+  if (edgecc_pool_two_ended && items <= (int64_t)EDGECC_END_MASK)
+    start |= EDGECC_TWO_ENDED | ((uint64_t)items << 19);
+  p.state.store(start, std::memory_order_release);
   p.epoch.store(e, std::memory_order_seq_cst);
   if (p.sleepers.load(std::memory_order_seq_cst) > 0)
     syscall(SYS_futex, &p.epoch, FUTEX_WAKE_PRIVATE, 0x7fffffff, 0, 0, 0);
-  edgecc_pool_work(e, threads);
+  const int64_t mine = edgecc_pool_work(e, threads, 0);
+  const int64_t t1 = timing ? edgecc_pool_now_ns() : 0;
+  if (timing) { edgecc_pool_job_caller[0] = mine; edgecc_pool_job_caller[1] = t1 - t0; }
   // only chunks a worker claimed are left: wait for them
   for (int64_t i = 0; p.done.load(std::memory_order_acquire) < items; ++i) {
     if (i < 4000) _mm_pause(); else sched_yield();
   }
   p.busy.store(0, std::memory_order_release);
+  if (timing) {
+    const int64_t t2 = edgecc_pool_now_ns();
+    edgecc_stat_add(EDGECC_STAT_JOBS, 1);
+    edgecc_stat_add(EDGECC_STAT_WALL_NS, t2 - t0);
+    edgecc_stat_add(EDGECC_STAT_CALLER_NS, t1 - t0);
+    edgecc_stat_add(EDGECC_STAT_WAIT_NS, t2 - t1);
+    edgecc_stat_add(EDGECC_STAT_ITEMS, items);
+    if (t2 - t0 < 3000) edgecc_stat_add(EDGECC_STAT_SHORT, 1);
+  }
   return 0;
 }
 }
@@ -360,6 +539,24 @@ static void run_range(void* fn, int64_t begin, int64_t end) {
 // whole job's work is under the threshold (serial_work()) or the pool has one thread
 template <typename F>
 static void parallel_for(int64_t items, const F& fn, int64_t work) {
+  if (__builtin_expect(edgecc_pool_timing == 2, 0)) {
+    const int64_t t0 = edgecc_pool_now_ns();
+    __atomic_store_n(&edgecc_pool_job_caller[2], 0, __ATOMIC_RELAXED);
+    int64_t pooled = 1;
+    if (!(items > 1 && work >= serial_work() &&
+          edgecc_pool_run(run_range<F>, const_cast<void*>(static_cast<const void*>(&fn)),
+                          items, edgecc_x86_num_tasks) == 0)) {
+      fn(0, items);
+      pooled = 0;
+    }
+    const int64_t i = __atomic_fetch_add(&edgecc_pool_log_next, 1, __ATOMIC_RELAXED) & 511;
+    int64_t* r = edgecc_pool_log + 6 * i;
+    r[0] = items; r[1] = edgecc_pool_now_ns() - t0; r[2] = pooled;
+    r[3] = pooled ? edgecc_pool_job_caller[0] : items;
+    r[4] = pooled ? edgecc_pool_job_caller[1] : r[1];
+    r[5] = pooled ? __atomic_load_n(&edgecc_pool_job_caller[2], __ATOMIC_RELAXED) : 0;
+    return;
+  }
   if (items > 1 && work >= serial_work() &&
       edgecc_pool_run(run_range<F>, const_cast<void*>(static_cast<const void*>(&fn)), items,
                       edgecc_x86_num_tasks) == 0)
@@ -417,4 +614,5 @@ static bool panel_bases(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t 
 def ffi_prelude(serial_work: int) -> str:
     """``FFI_PRELUDE`` with ``SERIAL_WORK = serial_work`` (the work below which a
     ``parallel_for`` runs serially)."""
-    return FFI_PRELUDE.replace("@SERIAL_WORK@", str(int(serial_work)))
+    return FFI_PRELUDE.replace("@SERIAL_WORK@", str(int(serial_work))).replace(
+        "@INLINE_NS@", str(INLINE_NS))

@@ -1,0 +1,130 @@
+"""x86_kernel_ffi's pool: two-ended jobs (each thread's items one contiguous run) and TVM's
+short parallel loops run on the caller (``edgecc_pool_inline_ns``), each checked by what ran
+where and by the pool's counters (``edgecc_pool_stat``), so a silent fallback to the old path
+fails."""
+
+import ctypes
+import threading
+
+import numpy as np
+
+from tests.targets.tvm.test_runner import LAUNCH_JOB, _pool_library, _record
+
+TVM_POOL, TVM_INLINE = 1, 2  # EDGECC_STAT_TVM_POOL, EDGECC_STAT_TVM_INLINE
+JOINED, WORKER_ITEMS = 7, 9  # EDGECC_STAT_JOINED, EDGECC_STAT_WORKER_ITEMS
+
+
+def _in_fresh_thread(fn):
+    """Run ``fn`` in a new thread (TVM's pool is per thread, sized 2 at its first use) and
+    re-raise its assertion."""
+    failures = []
+    t = threading.Thread(target=lambda: _record(fn, failures))
+    t.start()
+    t.join()
+    assert not failures, failures
+
+
+def test_two_ended_jobs_give_each_thread_one_contiguous_run(tmp_path):
+    """With edgecc_pool_two_ended (the default) the caller claims from the front and the
+    worker from the back: every item runs once, and in a job the worker joined its items are
+    one run at the end ([0, k) on the caller, [k, items) on the worker). Off, or a job of
+    2^19 items or more, the one counter as before: every item once still."""
+    import tvm  # noqa: F401 - TVM's runtime: its thread pool's functions
+
+    from edgecc.targets.tvm.runner import use_threads
+
+    lib = _pool_library(tmp_path)
+    two_ended = ctypes.c_int32.in_dll(lib, "edgecc_pool_two_ended")
+    timing = ctypes.c_int32.in_dll(lib, "edgecc_pool_timing")
+    stat = (ctypes.c_int64 * 16).in_dll(lib, "edgecc_pool_stat")
+    assert two_ended.value == 1
+
+    def job(items, spin=0):
+        count, tid = np.zeros(items, np.int64), np.zeros(items, np.int64)
+        lib.pool_job(items, count.ctypes.data, tid.ctypes.data, spin)
+        assert (count == 1).all(), (items, count)
+        return tid
+
+    def runs(tid):  # the number of runs of equal thread ids
+        return 1 + int((tid[1:] != tid[:-1]).sum())
+
+    def checks():
+        assert use_threads(2) == 2
+        for items in (2, 3, 5, 17, 64, 1000, 4097, (1 << 19) - 1, 1 << 19, 600000):
+            job(items)
+        caller = threading.get_native_id()
+        joined = interleaved = 0
+        timing.value = 1
+        try:  # jobs alternate: two-ended / one counter, until the worker joined some of each
+            for i in range(2000):
+                two_ended.value = i % 2 == 0
+                tid = job(64, 20000)
+                if len(set(tid.tolist())) < 2:
+                    continue  # the worker had no CPU (a loaded machine)
+                if i % 2 == 0:
+                    joined += 1
+                    assert runs(tid) == 2 and tid[0] == caller, tid  # the caller: the front
+                else:
+                    interleaved += runs(tid) > 2  # one counter: the chunks alternate
+                if joined >= 5 and interleaved >= 1:
+                    break
+            assert joined >= 5 and interleaved >= 1, (joined, interleaved)
+            assert stat[JOINED] > 0 and stat[WORKER_ITEMS] > 0
+        finally:
+            two_ended.value = 1
+            timing.value = 0
+
+    _in_fresh_thread(checks)
+
+
+def test_short_tvm_loops_run_on_the_caller_and_long_ones_on_the_pool(tmp_path):
+    """edgecc_pool_launch times each TVM loop (its lambda) serially: a loop under
+    edgecc_pool_inline_ns then runs on the caller alone (the inline counter moves, every task
+    on the caller, each once, with TVM's split: num_task unchanged); a long one goes to the
+    pool (the worker joins). With the threshold 0 every launch goes to the pool, as before."""
+    import tvm  # noqa: F401 - libtvm_ffi
+
+    lib = _pool_library(tmp_path, LAUNCH_JOB)
+
+    class Tasks(ctypes.Structure):
+        _fields_ = [("count", ctypes.c_int64 * 64), ("tid", ctypes.c_int64 * 64),
+                    ("seen", ctypes.c_int64 * 64)] + [
+            (k, ctypes.c_int64) for k in ("fail_mask", "fail_on_worker", "spin", "caller")]
+
+    lib.launch.argtypes = [ctypes.c_int, ctypes.POINTER(Tasks), ctypes.c_char_p, ctypes.c_int]
+    lib.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    assert lib.edgecc_pool_configure(1, 2) == 1
+    inline_ns = ctypes.c_int64.in_dll(lib, "edgecc_pool_inline_ns")
+    timing = ctypes.c_int32.in_dll(lib, "edgecc_pool_timing")
+    stat = (ctypes.c_int64 * 16).in_dll(lib, "edgecc_pool_stat")
+    assert inline_ns.value > 0
+
+    def launch(num_task, spin=0):
+        t = Tasks(spin=spin)
+        out = ctypes.create_string_buffer(128)
+        assert lib.launch(num_task, ctypes.byref(t), out, 128) == 0
+        assert list(t.count) == [1] * num_task + [0] * (64 - num_task)
+        assert set(t.seen[:num_task]) == {num_task}  # TVM's split: num_task as asked
+        return set(t.tid[:num_task]), t.caller
+
+    timing.value = 1
+    default = inline_ns.value
+    inline_ns.value = 20000  # 20 us: a loaded machine's slow spell keeps the empty tasks under
+    try:
+        for _ in range(50):  # short: on the caller (the first launch is timed serially too)
+            tids, caller = launch(8)
+            assert tids == {caller}
+        assert stat[TVM_INLINE] == 50 and stat[TVM_POOL] == 0
+        joined = False
+        for _ in range(100):  # long (~100 us a task): on the pool after its timed first run
+            tids, caller = launch(8, spin=200000)
+            joined = joined or len(tids) == 2
+        assert joined and stat[TVM_POOL] >= 99, list(stat)
+        inline_ns.value = 0  # off: every launch on the pool
+        pooled = stat[TVM_POOL]
+        for _ in range(20):
+            launch(8)
+        assert stat[TVM_POOL] == pooled + 20
+    finally:
+        timing.value = 0
+        inline_ns.value = default
