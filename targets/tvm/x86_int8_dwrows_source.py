@@ -31,6 +31,10 @@ DWROWS_KERNELS = r"""
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows = 1;
 // depthwise calls run by dw_rows (a test's counter; a library symbol too, for benches)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_calls = 0;
+// pooled dw_rows calls split by bands of output rows (1; 0: by channels, A/B), and how many
+// calls were (library symbols: a test's counter, a bench's switch)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_bands = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_banded = 0;
 
 struct DwRows {
   int64_t nb;  // 16-column output blocks of a row (<= 4)
@@ -73,8 +77,9 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi"
 __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* plane,
                                               const int32_t* wr, int32_t start, int64_t h,
                                               int64_t w, int64_t kh_rt, int64_t sh, int64_t ph,
-                                              int64_t dh, int64_t oh, int64_t ow, int8_t zx,
-                                              const Epilogue& e, int64_t ch, int8_t* out) {
+                                              int64_t dh, int64_t oy0, int64_t oh, int64_t ow,
+                                              int8_t zx, const Epilogue& e, int64_t ch,
+                                              int8_t* out) {
   const int64_t kh = KH ? KH : kh_rt;
   const Sat8 q = sat8(e);
   const __m512i padv = _mm512_set1_epi8((char)((uint8_t)zx ^ 0x80));
@@ -89,7 +94,7 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
     m[b] = d.mask[b];
   }
   const __m512i flip = _mm512_set1_epi8((char)0x80), sv = _mm512_set1_epi32(start);
-  for (int64_t oy = 0; oy < oh; oy += 4) {
+  for (int64_t oy = oy0; oy < oh; oy += 4) {  // output rows [oy0, oh)
     const int64_t nr = oh - oy < 4 ? oh - oy : 4;
     __m512i a[4][NB];
 #pragma GCC unroll 4
@@ -145,11 +150,12 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
 template <int NB>
 static void dw_rows_channel(const DwRows& d, const int8_t* plane, const int32_t* wr,
                             int32_t start, int64_t h, int64_t w, int64_t kh, int64_t sh,
-                            int64_t ph, int64_t dh, int64_t oh, int64_t ow, int8_t zx,
-                            const Epilogue& e, int64_t ch, int8_t* out, bool slide,
+                            int64_t ph, int64_t dh, int64_t oy0, int64_t oh, int64_t ow,
+                            int8_t zx, const Epilogue& e, int64_t ch, int8_t* out, bool slide,
                             bool clamp) {
 #define EDGECC_DW_ROWS(KH, SL, CL) \
-  dw_rows_t<NB, KH, SL, CL>(d, plane, wr, start, h, w, kh, sh, ph, dh, oh, ow, zx, e, ch, out)
+  dw_rows_t<NB, KH, SL, CL>(d, plane, wr, start, h, w, kh, sh, ph, dh, oy0, oh, ow, zx, e, ch, \
+                            out)
   if (kh == 3) {
     if (slide) { if (clamp) EDGECC_DW_ROWS(3, true, true); else EDGECC_DW_ROWS(3, true, false); }
     else if (clamp) EDGECC_DW_ROWS(3, false, true);
@@ -177,24 +183,44 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   const bool slide = sh == 1 && dh == 1;
   const bool clamp = !full_int8(e);
   const int64_t pix = oh * ow;
-  parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t ch = t % c;
-      const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
-      const int8_t* plane = x + t * h * w;
-      int8_t* out = static_cast<int8_t*>(e.out) + t * pix;
-      switch (d.nb) {
+  // pooled: items of (image, band of output rows), each band every channel — the 1x1
+  // convolutions around it split by pixels in order, so with the pool's two-ended claims each
+  // thread reads mostly rows its own core wrote (by channels, half the input crossed cores);
+  // serial (or bands off): one item a channel, every row
+  const int64_t work = nb * c * pix * edgecc_x86_int8_dw_output_work;
+  const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
+  const int64_t bands = edgecc_x86_int8_dw_rows_bands && edgecc_pool_size() > 1 &&
+      work >= serial_work() ? std::min(groups, (int64_t)(2 * edgecc_pool_size())) : 0;
+  auto run = [&](int64_t t, int64_t oy0, int64_t oy1) {
+    const int64_t ch = t % c;
+    const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
+    const int8_t* plane = x + t * h * w;
+    int8_t* out = static_cast<int8_t*>(e.out) + t * pix;
+    switch (d.nb) {
 #define EDGECC_DW_ROWS_NB(NB) \
-  dw_rows_channel<NB>(d, plane, wrows + ch * 4, start, h, w, kh, sh, ph, dh, oh, ow, zx, e, ch, \
-                      out, slide, clamp)
-        case 1: EDGECC_DW_ROWS_NB(1); break;
-        case 2: EDGECC_DW_ROWS_NB(2); break;
-        case 3: EDGECC_DW_ROWS_NB(3); break;
-        default: EDGECC_DW_ROWS_NB(4);
+  dw_rows_channel<NB>(d, plane, wrows + ch * 4, start, h, w, kh, sh, ph, dh, oy0, oy1, ow, zx, \
+                      e, ch, out, slide, clamp)
+      case 1: EDGECC_DW_ROWS_NB(1); break;
+      case 2: EDGECC_DW_ROWS_NB(2); break;
+      case 3: EDGECC_DW_ROWS_NB(3); break;
+      default: EDGECC_DW_ROWS_NB(4);
 #undef EDGECC_DW_ROWS_NB
-      }
     }
-  }, nb * c * pix * edgecc_x86_int8_dw_output_work);
+  };
+  if (bands > 1) {
+    parallel_for(nb * bands, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / bands, i = u % bands;
+        const int64_t oy0 = groups * i / bands * 4, oy1 = std::min(oh, groups * (i + 1) / bands * 4);
+        for (int64_t ch = 0; ch < c; ++ch) run(b * c + ch, oy0, oy1);
+      }
+    }, work);
+    __atomic_fetch_add(&edgecc_x86_int8_dw_rows_banded, 1, __ATOMIC_RELAXED);
+  } else {
+    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) run(t, 0, oh);
+    }, work);
+  }
   __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
   __atomic_fetch_add(&edgecc_x86_int8_dw_rows_calls, 1, __ATOMIC_RELAXED);
   return true;

@@ -1,6 +1,7 @@
 """dw_rows (``x86_int8_dwrows_source``): int8 depthwise straight from the input rows (no
 padded copy, written back from registers) equals the integer arithmetic and the dw_perm path
-bit for bit, and is taken (its counter grows) wherever it applies — no silent fallback."""
+bit for bit — serial, pooled by bands of output rows, pooled by channels — and is taken (its
+counters grow) wherever it applies: no silent fallback."""
 
 from __future__ import annotations
 
@@ -62,20 +63,26 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     calls = lib.get_function(x86_int8.DW_ROWS, query_imports=True)
     perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
     args = [tvm.runtime.tensor(x) for x in xs]
+    bands = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_bands")
+    banded = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_banded")
+    rows = sum(c[7] for c in CASES)
     runs = []
     try:
-        for pool in (63, -62):  # serial, then every job on the pool
-            shift.value = pool
-            before = calls()
+        # serial; every job on the pool, by bands of output rows; on the pool by channels
+        for pool, by_bands in ((63, 1), (-62, 1), (-62, 0)):
+            shift.value, bands.value = pool, by_bands
+            before, before_banded = calls(), banded.value
             runs.append([o.numpy() for o in vm["main"](*args)])
-            assert calls() - before == sum(c[7] for c in CASES)
+            assert calls() - before == rows
+            assert banded.value - before_banded == (rows if pool < 0 and by_bands else 0)
+        bands.value = 1
         switch.value = 0
         before, perm_before = calls(), perm()
         runs.append([o.numpy() for o in vm["main"](*args)])
         # the dw_perm path instead (its counter counts dw_rows' calls too: the VBMI family)
         assert calls() == before and perm() - perm_before == len(CASES)
     finally:
-        shift.value, switch.value = 0, 1
+        shift.value, switch.value, bands.value = 0, 1, 1
     for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
         acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
