@@ -67,7 +67,7 @@ broadcasts along the keys, normalization over other axes, non-constant gamma / b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -116,11 +116,14 @@ class RewriteStats:
     residual_fused: int = 0  # adds folded into a layer norm
     split_views: int = 0  # q / k / v read in place from the tensor a split cut them from
     left: tuple[str, ...] = ()  # candidates kept on TVM's kernels, and why
+    linear: int = 0  # SGEMM calls moved to edgecc_x86_linear (x86_linear)
+    linear_gelu: int = 0  # GELUs applied in a linear's write-back
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_attention": self.attention, "x86_layer_norm": self.layer_norm,
                 "x86_gelu": self.gelu, "quantize_fused": self.quantize_fused,
                 "residual_fused": self.residual_fused, "split_views": self.split_views,
+                "x86_linear": self.linear, "linear_gelu_fused": self.linear_gelu,
                 "left_on_tvm": list(self.left)}
 
 
@@ -692,4 +695,9 @@ def apply(module: Any, target: Any) -> tuple[Any, RewriteStats | None]:
     """``rewrite`` when ``target`` is an x86 CPU with AVX2 + FMA; else ``module`` as is."""
     if not supported(target):
         return module, None
-    return rewrite(module)
+    from edgecc.targets.tvm import x86_linear
+
+    rewritten, stats = rewrite(module)
+    # x86_attention's kernels are in the module once its rewrite changed it
+    module, linear = x86_linear.apply(rewritten, library=rewritten is module)
+    return module, replace(stats, linear=linear.linears, linear_gelu=linear.gelu_fused)

@@ -37,6 +37,7 @@ tests run both; ``edgecc_x86_attention_lanes()`` says which one a call takes).
 padded copy (1) and the key vectors skipped (2): the tests' proof that nothing fell back.
 """
 
+from edgecc.targets.tvm import x86_linear_source
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_attention", "edgecc_x86_layernorm", "edgecc_x86_gelu")
@@ -472,7 +473,7 @@ static inline bool vany_ne(V x, V y, int n) {
 static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int8
   _mm_mask_storeu_epi8(p, lanes(n), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
 }
-""" + _BODY + r"""
+""" + _BODY + x86_linear_source.BODY + r"""
 }  // namespace isa512
 #pragma GCC pop_options
 """
@@ -529,7 +530,7 @@ static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int
   if (n == 8) memcpy(p, b, 8);
   else for (int j = 0; j < n; ++j) p[j] = b[j];
 }
-""" + _BODY + r"""
+""" + _BODY + x86_linear_source.BODY + r"""
 }  // namespace isa256
 """
 
@@ -566,8 +567,10 @@ static bool use_avx512() { return HAS_AVX512 && getenv("EDGECC_X86_ATTN_NO_AVX51
 // which attention path ran (the tests' proof that nothing fell back; PATH_QUERY): calls that
 // read V in place / through a padded copy, and key vectors skipped (masked for every row of
 // a group of 6)
-static int64_t path_calls[3] = {0, 0, 0};
-enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2 };
+// (2); linear calls (3) and those with a GELU in their write-back (4)
+static int64_t path_calls[5] = {0, 0, 0, 0, 0};
+enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
+       PATH_LINEAR_GELU = 4 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -580,6 +583,8 @@ int bad_args(int got, int want, const char* what) {
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
+
+static size_t round_up_bytes(size_t n) { return (n + 63) / 64 * 64; }
 
 template <class Q>
 static Q quant_of(const float* f) { return Q{f[0], f[1], f[2], f[3]}; }
@@ -710,6 +715,44 @@ int __tvm_ffi_edgecc_x86_gelu(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
+// linear: out[M][N] = gelu(clamp(x[M][K] . W[K][N] + bias[N] (+ residual[M][N]), lo, hi))
+// (x86_linear_source.py; edgecc_x86_sgemm's arguments and sums). args: x, panels
+// [ceil(N/16)][K][16], bias [N], meta = [M, K, N, gelu (0 none, 1 erf, 2 tanh)], fparams =
+// [lo, hi, c1, c2], (residual,) out
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
+                                 TVMFFIAny* result) {
+  if (num_args != 6 && num_args != 7) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 linear: wrong argument count");
+    return -1;
+  }
+  set_none(result);
+  const int64_t* meta = data<int64_t>(args, 3);
+  const float* fp = data<float>(args, 4);
+  const int64_t m = meta[0], k = meta[1], n = meta[2];
+  const float* res = num_args == 7 ? data<float>(args, 5) : 0;
+  float* out = data<float>(args, num_args - 1);
+  __atomic_fetch_add(&path_calls[PATH_LINEAR], 1, __ATOMIC_RELAXED);
+  if (meta[3]) __atomic_fetch_add(&path_calls[PATH_LINEAR_GELU], 1, __ATOMIC_RELAXED);
+  auto run = [&](auto& g, int64_t mr, auto blocks) {
+    g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
+         fp[0], fp[1], (int)meta[3], fp[2], fp[3]};
+    parallel_for((m + mr - 1) / mr, [&](int64_t b0, int64_t b1) {
+      float* ap = (float*)aligned_alloc(64, round_up_bytes(mr * k * sizeof(float)));
+      blocks(g, b0, b1, ap);
+      free(ap);
+    }, m * n * k);
+  };
+  if (use_avx512()) {
+    isa512::Lin g;
+    run(g, isa512::LIN_MR, isa512::lin_blocks);
+  } else {
+    isa256::Lin g;
+    run(g, isa256::LIN_MR, isa256::lin_blocks);
+  }
+  return 0;
+}
+
 // which vector path this process runs: 16 (AVX-512) or 8 (AVX2) lanes
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
@@ -717,13 +760,13 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-// the attention path counters (PATH_* above): one index, 0..2
+// the path counters (PATH_* above): one index, 0..4
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 2) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..2");
+      args[0].v_int64 > 4) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..4");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -735,6 +778,8 @@ int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t n
 """
 
 LANES_QUERY = "edgecc_x86_attention_lanes"
-# attention calls that read V in place (0) / through a padded copy (1), key vectors skipped (2)
+LINEAR = "edgecc_x86_linear"
+# attention calls that read V in place (0) / through a padded copy (1), key vectors skipped (2),
+# linear calls (3), linear calls with a GELU in their write-back (4)
 PATH_QUERY = "edgecc_x86_attention_paths"
-EXPORTED = (*SYMBOLS, LANES_QUERY, PATH_QUERY)
+EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

@@ -1,0 +1,121 @@
+"""C++ source of ``edgecc_x86_linear``: the transformers' float linears (``x86_linear``) as
+``x86_fp32``'s SGEMM computes them — the same packed weights, the same sums in the same order,
+the same write-back — but with each task's rows packed before they are multiplied, and with
+GELU (erf or tanh form) optionally applied in the write-back.
+
+Why: ``edgecc_x86_sgemm`` reads its 12 rows in place (a broadcast from 12 rows ``K`` floats
+apart per k) and runs 48-row blocks against one pair of panels at a time. On Zen 4 the
+12x32 tile reaches the FMA peak from L1 (58.6 GMAC/s per thread, measured), but in MiniLM's
+shapes (1024 x 384 x 1536, 1024 x 1536 x 384, 1024 x 384 x 384) the 12 row streams and the
+re-read of each row block per panel pair held it to 47-50 GMAC/s. Here one task item is 12
+rows: packed once into ``ap[K][12]`` (one stream, 48 bytes per k), then multiplied by every
+panel pair while the packed rows stay in L1/L2 and the panels stream in order (the hardware
+prefetcher follows one stream): 51-55 GMAC/s on the same shapes (1 thread, standalone)::
+
+    for each 12-row block (a pool item):  ap[k][r] = x[r0 + r][k]
+        for each pair of 16-column panels: acc[12][2] = sum_k ap[k][r] * panel[k][0:32]
+                                           y = min(max(acc + bias (+ res), lo), hi)
+                                           y = gelu(y)            (mode 1: erf, 2: tanh)
+
+Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
+``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
+bit-identical to it; GELU is ``gelu_range``'s expression (``x86_attention_source``), so a
+fused GELU is bit-identical to the separate kernel. Generic over the vector type (the
+``x86_attention_source`` namespaces): AVX-512 tiles of 12 rows x 2 vectors (two panels),
+AVX2 6 rows x 2 vectors (one panel).
+"""
+
+# inside each ISA namespace of x86_attention_source (V, W, vload, vset1, ... and verf / vtanh
+# from its _BODY are in scope)
+BODY = r"""
+// ---- linear (x86_linear_source.py) --------------------------------------------------------
+struct Lin {
+  const float* a; const float* panels; const float* bias; const float* res;
+  float* c; int64_t m, k, n; float lo, hi; int gelu; float c1, c2;
+};
+const int LIN_MR = W == 16 ? 12 : 6;
+
+static inline V lin_gelu(const Lin& g, V x) {
+  const V half = vset1(0.5f), one = vset1(1.0f);
+  if (g.gelu == 1) return vmul(x, vadd(half, vmul(verf(vmul(x, vset1(g.c1))), half)));
+  const V inner = vmul(vadd(x, vmul(vmul(vmul(x, x), x), vset1(g.c2))), vset1(g.c1));
+  return vmul(vmul(x, half), vadd(vtanh(inner), one));
+}
+
+// rows [r0, r0 + MR) (packed: ap[k * MR + r]) times the columns [c0, c0 + NV * W)
+template <int MR, int NV>
+static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
+  V acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = vzero();
+  const float* b[NV];
+  for (int j = 0; j < NV; ++j) {
+    const int64_t col = c0 + j * W;
+    b[j] = g.panels + (col / 16) * g.k * 16 + col % 16;
+  }
+  for (int64_t k = 0; k < g.k; ++k) {
+    V bv[NV];
+    for (int j = 0; j < NV; ++j) bv[j] = vload(b[j] + k * 16);
+    const float* a = ap + k * MR;
+    for (int r = 0; r < MR; ++r) {
+      const V v = vset1(a[r]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = vfma(v, bv[j], acc[r][j]);
+    }
+  }
+  const V lo = vset1(g.lo), hi = vset1(g.hi);
+  for (int j = 0; j < NV; ++j) {
+    const int64_t col = c0 + j * W;
+    const int n = g.n - col >= W ? W : (int)(g.n - col);
+    if (n <= 0) break;
+    const V bias = n == W ? vload(g.bias + col) : vloadn(g.bias + col, n);
+    for (int r = 0; r < MR; ++r) {
+      float* out = g.c + (r0 + r) * g.n + col;
+      V v = vadd(acc[r][j], bias);
+      if (g.res) {
+        const float* res = g.res + (r0 + r) * g.n + col;
+        v = vadd(v, n == W ? vload(res) : vloadn(res, n));
+      }
+      v = vmin(hi, vmax(lo, v));
+      if (g.gelu) v = lin_gelu(g, v);
+      if (n == W) vstore(out, v); else vstoren(out, v, n);
+    }
+  }
+}
+
+// pack rows [r0, r0 + MR) as ap[k * MR + r] (k outer: MR reads of lines already loaded,
+// contiguous writes; MR known to the compiler), then multiply them by every panel
+template <int MR>
+static void lin_rows(const Lin& g, float* ap, int64_t r0) {
+  const float* a = g.a + r0 * g.k;
+  for (int64_t k = 0; k < g.k; ++k)
+    for (int r = 0; r < MR; ++r) ap[k * MR + r] = a[r * g.k + k];
+  const int64_t step = 2 * W;  // columns per tile
+  for (int64_t c0 = 0; c0 < g.n; c0 += step) {
+    // the second vector exists in the panels when its 16-column panel does
+    if (c0 + W < round_up(g.n, 16)) lin_tile<MR, 2>(g, ap, r0, c0);
+    else lin_tile<MR, 1>(g, ap, r0, c0);
+  }
+}
+
+// row blocks [b0, b1) of LIN_MR rows (the last one shorter): pack, then every panel
+static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap) {
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t r0 = blk * LIN_MR;
+    const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
+    switch (mr) {  // AVX2: mr <= LIN_MR = 6
+      case 1: lin_rows<1>(g, ap, r0); break;
+      case 2: lin_rows<2>(g, ap, r0); break;
+      case 3: lin_rows<3>(g, ap, r0); break;
+      case 4: lin_rows<4>(g, ap, r0); break;
+      case 5: lin_rows<5>(g, ap, r0); break;
+      case 6: lin_rows<6>(g, ap, r0); break;
+      case 7: lin_rows<7>(g, ap, r0); break;
+      case 8: lin_rows<8>(g, ap, r0); break;
+      case 9: lin_rows<9>(g, ap, r0); break;
+      case 10: lin_rows<10>(g, ap, r0); break;
+      case 11: lin_rows<11>(g, ap, r0); break;
+      default: lin_rows<12>(g, ap, r0); break;  // AVX-512 only (LIN_MR)
+    }
+  }
+}
+"""
