@@ -1091,7 +1091,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     // else (kernel tests' fresh weights) transformed in the call
     const int64_t flag = tensor_arg(args + 3)->shape[0] > 15 ? meta[15] : 0;
     const float* wt = data<float>(args, 1);
-    if (flag != 1 && wg4_eligible(edgecc_x86_fp32_winograd_tile, h, w)) {
+    if (flag != 1 && wg4_eligible(edgecc_x86_fp32_winograd_tile, c, h, w)) {
       ++path_calls[PATH_CONV_WINOGRAD4];  // F(4x4, 3x3): its U from the cache (form 4)
       const float* u4 = flag == 2 ? wg_cached(args + 1, wt, oc, c, 4) : 0;
       if (u4) ++path_calls[PATH_CONV_WINOGRAD_PACKED];

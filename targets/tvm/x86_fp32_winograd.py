@@ -73,7 +73,8 @@ float64 <= 2.7e-7 (the direct path vs float64: 6.5e-7). The tests assert 1e-5
 (tests/targets/tvm/test_x86_fp32_winograd.py). F(4x4, 3x3) (``x86_fp32_winograd4``) runs
 instead on maps 16 or 32 wide by default (``edgecc_x86_fp32_winograd_tile`` = 4; 2 keeps
 F(2x2, 3x3) everywhere, which this module's kernel tests set): 0.64-0.68x of F(2x2)'s time on
-ResNet-20's 16->16 @32 and 32->32 @16, its error <= 5.9e-6 relative (F(2x2): 7.2e-7).
+ResNet-20's 16->16 @32 and 32->32 @16, its error <= 6.1e-6 relative (F(2x2): 7.2e-7), up to
+64 input channels.
 
 Speed (bench/x86_fp32_winograd.py, 1 thread, thread CPU time, interleaved, Zen 4 under load
 ~3-4): Winograd / direct 0.68x (16->16 @32), 0.63x (32->32 @16), 0.57x (64->64 @8); / onnxruntime

@@ -22,8 +22,8 @@ pytestmark = [
 ]
 
 WINOGRAD_PATH, WINOGRAD4_PATH = 16, 21
-# max|a - b| / max|ref|; F(4x4) measured <= 5.9e-6 on these random layers, <= 3.7e-6 on
-# ResNet-20's (bench/x86_fp32_winograd4.py); F(2x2) and direct <= 7.3e-7
+# max|a - b| / max|ref|; F(4x4) measured <= 6.1e-6 over 200 random layers of <= 64 input
+# channels, <= 3.7e-6 on ResNet-20's (x86_fp32_winograd4's docstring); F(2x2), direct <= 7.3e-7
 BOUND = 1e-5
 
 
@@ -92,7 +92,7 @@ def test_f4x4_matches_direct_f2x2_and_torch(kernels, c, oc, h, w, batch, residua
 
 
 @settings(max_examples=12, deadline=None)
-@given(c=st.integers(8, 40), oc=st.integers(1, 40), wide=st.booleans(),
+@given(c=st.integers(8, 64), oc=st.integers(1, 64), wide=st.booleans(),
        panels=st.integers(1, 3), batch=st.integers(1, 2), residual=st.booleans(),
        relu=st.booleans(), seed=st.integers(0, 2**16))
 def test_f4x4_numerics_over_shapes(kernels, c, oc, wide, panels, batch, residual, relu, seed):
@@ -104,10 +104,11 @@ def test_f4x4_numerics_over_shapes(kernels, c, oc, wide, panels, batch, residual
 
 
 @pytest.mark.parametrize("c,h,w", [(64, 8, 8), (16, 12, 20), (16, 24, 24), (16, 8, 16),
-                                   (16, 12, 32), (16, 64, 64)])
+                                   (16, 12, 32), (16, 64, 64), (65, 16, 16), (128, 32, 32)])
 def test_other_maps_stay_f2x2(kernels, c, h, w):
-    """8-wide maps (2x2 tiles of 4x4 would fill 4 lanes), other widths and heights of part
-    panels run F(2x2) (path 16, not 21) at tile 4, within BOUND of the direct path."""
+    """8-wide maps (2x2 tiles of 4x4 would fill 4 lanes), other widths, heights of part panels
+    and more than 64 input channels (F(4x4)'s error grows with them) run F(2x2) (path 16, not
+    21) at tile 4, within BOUND of the direct path."""
     assert not x86_fp32_winograd4.eligible(c, h, w)
     x, wt, b, res, lo = _case(c, 16, h, w, 1, True, True, 7)
 
