@@ -564,6 +564,16 @@ static const bool HAS_AVX512 = detect_avx512();
 // read per call (a getenv is ~0.1 us), so one loaded library can run both paths (tests)
 static bool use_avx512() { return HAS_AVX512 && getenv("EDGECC_X86_ATTN_NO_AVX512") == 0; }
 
+}  // namespace
+
+// edgecc_x86_linear: each pool task multiplies about this many bytes of panels by all its
+// packed rows before the next (an L2-sized chunk: x86_linear_source.py); 0: every panel per
+// 12-row block. A knob (the same sums either way: the tests' bit-for-bit A/B), int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_linear_panel_bytes = 256 * 1024;
+
+namespace {
+
 // which attention path ran (the tests' proof that nothing fell back; PATH_QUERY): calls that
 // read V in place / through a padded copy, and key vectors skipped (masked for every row of
 // a group of 6)
@@ -584,7 +594,18 @@ static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
 
-static size_t round_up_bytes(size_t n) { return (n + 63) / 64 * 64; }
+// the calling thread's packing buffer for edgecc_x86_linear (grown, never shrunk: a pool
+// thread's lives as long as the thread; a fresh allocation per call would fault its pages in)
+static float* linear_buffer(int64_t floats) {
+  static thread_local float* buf = 0;
+  static thread_local int64_t cap = 0;
+  if (floats > cap) {
+    free(buf);
+    cap = (floats + 15) / 16 * 16;
+    buf = (float*)aligned_alloc(64, (size_t)cap * sizeof(float));
+  }
+  return buf;
+}
 
 template <class Q>
 static Q quant_of(const float* f) { return Q{f[0], f[1], f[2], f[3]}; }
@@ -737,10 +758,9 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
   auto run = [&](auto& g, int64_t mr, auto blocks) {
     g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
          fp[0], fp[1], (int)meta[3], fp[2], fp[3]};
+    const int64_t chunk = __atomic_load_n(&edgecc_x86_linear_panel_bytes, __ATOMIC_RELAXED);
     parallel_for((m + mr - 1) / mr, [&](int64_t b0, int64_t b1) {
-      float* ap = (float*)aligned_alloc(64, round_up_bytes(mr * k * sizeof(float)));
-      blocks(g, b0, b1, ap);
-      free(ap);
+      blocks(g, b0, b1, linear_buffer((b1 - b0) * mr * k), chunk);
     }, m * n * k);
   };
   if (use_avx512()) {

@@ -84,38 +84,56 @@ static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
 
 // pack rows [r0, r0 + MR) as ap[k * MR + r] (k outer: MR reads of lines already loaded,
 // contiguous writes; MR known to the compiler), then multiply them by every panel
+// rows [r0, r0 + MR) packed as ap[k * MR + r] (k outer: MR reads of lines already loaded,
+// contiguous writes; MR known to the compiler)
 template <int MR>
-static void lin_rows(const Lin& g, float* ap, int64_t r0) {
+static void lin_pack(const Lin& g, float* ap, int64_t r0) {
   const float* a = g.a + r0 * g.k;
   for (int64_t k = 0; k < g.k; ++k)
     for (int r = 0; r < MR; ++r) ap[k * MR + r] = a[r * g.k + k];
-  const int64_t step = 2 * W;  // columns per tile
-  for (int64_t c0 = 0; c0 < g.n; c0 += step) {
+}
+
+// the packed rows [r0, r0 + MR) times the columns [c0, c1) (c0 a multiple of 2 W)
+template <int MR>
+static void lin_cols(const Lin& g, const float* ap, int64_t r0, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c += 2 * W) {
     // the second vector exists in the panels when its 16-column panel does
-    if (c0 + W < round_up(g.n, 16)) lin_tile<MR, 2>(g, ap, r0, c0);
-    else lin_tile<MR, 1>(g, ap, r0, c0);
+    if (c + W < round_up(g.n, 16)) lin_tile<MR, 2>(g, ap, r0, c);
+    else lin_tile<MR, 1>(g, ap, r0, c);
   }
 }
 
-// row blocks [b0, b1) of LIN_MR rows (the last one shorter): pack, then every panel
-static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap) {
+#define EDGECC_LIN_ROWS(F, ...)                                                           \
+  switch (mr) {  /* AVX2: mr <= LIN_MR = 6 */                                             \
+    case 1: F<1>(__VA_ARGS__); break;   case 2: F<2>(__VA_ARGS__); break;                 \
+    case 3: F<3>(__VA_ARGS__); break;   case 4: F<4>(__VA_ARGS__); break;                 \
+    case 5: F<5>(__VA_ARGS__); break;   case 6: F<6>(__VA_ARGS__); break;                 \
+    case 7: F<7>(__VA_ARGS__); break;   case 8: F<8>(__VA_ARGS__); break;                 \
+    case 9: F<9>(__VA_ARGS__); break;   case 10: F<10>(__VA_ARGS__); break;               \
+    case 11: F<11>(__VA_ARGS__); break; default: F<12>(__VA_ARGS__); break;               \
+  }
+
+// row blocks [b0, b1) of LIN_MR rows (the last one shorter): all packed into ap first, then
+// the columns in chunks of about ``chunk_bytes`` of panels (0: all at once), each chunk
+// multiplied by every block before the next, so it stays in L2 while they pass
+static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap, int64_t chunk_bytes) {
   for (int64_t blk = b0; blk < b1; ++blk) {
     const int64_t r0 = blk * LIN_MR;
     const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
-    switch (mr) {  // AVX2: mr <= LIN_MR = 6
-      case 1: lin_rows<1>(g, ap, r0); break;
-      case 2: lin_rows<2>(g, ap, r0); break;
-      case 3: lin_rows<3>(g, ap, r0); break;
-      case 4: lin_rows<4>(g, ap, r0); break;
-      case 5: lin_rows<5>(g, ap, r0); break;
-      case 6: lin_rows<6>(g, ap, r0); break;
-      case 7: lin_rows<7>(g, ap, r0); break;
-      case 8: lin_rows<8>(g, ap, r0); break;
-      case 9: lin_rows<9>(g, ap, r0); break;
-      case 10: lin_rows<10>(g, ap, r0); break;
-      case 11: lin_rows<11>(g, ap, r0); break;
-      default: lin_rows<12>(g, ap, r0); break;  // AVX-512 only (LIN_MR)
+    float* p = ap + (blk - b0) * LIN_MR * g.k;
+    EDGECC_LIN_ROWS(lin_pack, g, p, r0)
+  }
+  int64_t chunk = chunk_bytes > 0 ? chunk_bytes / (g.k * 4) / (2 * W) * (2 * W) : g.n;
+  if (chunk < 2 * W) chunk = 2 * W;
+  for (int64_t c0 = 0; c0 < g.n; c0 += chunk) {
+    const int64_t c1 = c0 + chunk < g.n ? c0 + chunk : g.n;
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t r0 = blk * LIN_MR;
+      const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
+      const float* p = ap + (blk - b0) * LIN_MR * g.k;
+      EDGECC_LIN_ROWS(lin_cols, g, p, r0, c0, c1)
     }
   }
 }
+#undef EDGECC_LIN_ROWS
 """

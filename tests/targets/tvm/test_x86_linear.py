@@ -128,3 +128,26 @@ def test_outputs_equal_sgemm_bit_for_bit(builds, monkeypatch, isa):
             else:  # the same sums with 8-lane vectors: equal too, checked to 1 ulp-ish
                 assert np.abs(g - r).max() <= 1e-6 * np.abs(r).max()
             assert np.abs(g - e).max() <= 1e-5 * np.abs(e).max()
+
+
+def test_panel_chunks_are_the_same_sums(builds):
+    """``edgecc_x86_linear_panel_bytes`` (the panels a task multiplies by all its rows before
+    the next chunk; 0: all at once per 12-row block; 1: one tile's columns) changes the
+    order the tiles run, not their sums: the outputs are equal bit for bit."""
+    import ctypes
+
+    _, built = builds
+    ours = built["linear"]
+    inputs = _inputs(3)
+    ref = ours.run(*inputs)
+    var = ctypes.c_int64.in_dll(ctypes.CDLL(ours._runner.library),
+                                "edgecc_x86_linear_panel_bytes")
+    default = var.value
+    assert default == 256 * 1024
+    try:
+        for value in (0, 1, 1 << 30):
+            var.value = value
+            for g, r in zip(ours.run(*inputs), ref):
+                assert np.array_equal(np.asarray(g), np.asarray(r)), value
+    finally:
+        var.value = default
