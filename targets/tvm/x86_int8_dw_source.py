@@ -361,6 +361,21 @@ static inline void dw_write_hi(const Epilogue& e, const Sat8& q, bool clamp, int
 // a requantized hi32 epilogue on the AVX-512 write-back (every MobileNetV2 depthwise)
 static inline bool dw_writes_hi(const Epilogue& e) { return e.requant && e.wide && e.hi32; }
 int64_t dw_direct_hi_calls = 0;  // dw_direct calls written back from registers (a test's)
+// a channel's NV vectors written as dw_write_hi would, its sums already holding off (the
+// start: dw_direct_t / _wide_t): the channel's multiplier, add and shift broadcast once (not
+// per vector: the int8 stores may alias the tables, so they were loaded again each time) and
+// e.add taken, never fold_off's table (whose add has off·mult in it)
+template <int NV>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+static inline void dw_write_hi_nv(const Epilogue& e, const Sat8& q, bool clamp, int64_t ch,
+                                  const __m512i* v, int8_t* dst, const DwDirect& d) {
+  const __m512i m = _mm512_set1_epi64(e.mult[ch]), a = _mm512_set1_epi64(e.add[ch]);
+  const __m512i s32 = _mm512_set1_epi32((int32_t)(e.shift[ch] - 32));
+  __m128i y[NV];
+  for (int i = 0; i < NV; ++i)
+    y[i] = clamp ? requant16_hi<true>(v[i], m, a, s32, q) : requant16_hi<false>(v[i], m, a, s32, q);
+  for (int i = 0; i < NV; ++i) _mm_mask_storeu_epi8(dst + d.oo[i], d.lanes[i], y[i]);
+}
 
 // nt <= DW_PERM_BATCH channels (ch[u], plane x + at[u]·h·w): with WB the int8 outputs at
 // e.out + at[u]·pix (dw_write_hi), else the int32 sums to acc + u·stride
@@ -380,7 +395,10 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
   for (int64_t u = 0; u < nt; ++u) {
     xv[u] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, x + at[u] * hw), flip);
     wd[u] = d.wrows + ch[u] * 4;  // the rows' dwords and -128·Σw: packed at compile time
-    for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(d.wcomp[ch[u]]);
+    // WB: off in the start too (int32, wrapping: the sums dw_write_hi's vpaddd would make)
+    const int32_t s0 = WB ? (int32_t)((uint32_t)d.wcomp[ch[u]] + (uint32_t)e.off[ch[u]])
+                          : d.wcomp[ch[u]];
+    for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(s0);
   }
   for (int64_t ky = 0; ky < kh; ++ky) {
 #pragma GCC unroll 4
@@ -398,9 +416,8 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
     const Sat8 q = sat8(e);
     const bool clamp = !full_int8(e);
     for (int64_t u = 0; u < nt; ++u)
-      for (int v = 0; v < NV; ++v)
-        dw_write_hi(e, q, clamp, ch[u], a[u][v],
-                    static_cast<int8_t*>(e.out) + at[u] * pix + d.oo[v], d.lanes[v]);
+      dw_write_hi_nv<NV>(e, q, clamp, ch[u], a[u], static_cast<int8_t*>(e.out) + at[u] * pix,
+                         d);
     return;
   }
   for (int64_t u = 0; u < nt; ++u)
@@ -420,7 +437,9 @@ __attribute__((noinline)) static void dw_direct_wide_t(const DwDirect& d, const 
     const int8_t* plane = x + at[u] * hw;
     const int32_t* wd = d.wrows + ch[u] * 4;
     __m512i a[NV];
-    for (int v = 0; v < NV; ++v) a[v] = _mm512_set1_epi32(d.wcomp[ch[u]]);
+    const int32_t s0 = WB ? (int32_t)((uint32_t)d.wcomp[ch[u]] + (uint32_t)e.off[ch[u]])
+                          : d.wcomp[ch[u]];  // WB: off in the start (as dw_direct_t)
+    for (int v = 0; v < NV; ++v) a[v] = _mm512_set1_epi32(s0);
     for (int64_t ky = 0; ky < kh; ++ky) {
       const __m512i wv = _mm512_set1_epi32(wd[ky]);
 #pragma GCC unroll 4
@@ -436,11 +455,8 @@ __attribute__((noinline)) static void dw_direct_wide_t(const DwDirect& d, const 
       }
     }
     if (WB) {
-      const Sat8 q = sat8(e);
-      const bool clamp = !full_int8(e);
-      for (int v = 0; v < NV; ++v)
-        dw_write_hi(e, q, clamp, ch[u], a[v],
-                    static_cast<int8_t*>(e.out) + at[u] * pix + d.oo[v], d.lanes[v]);
+      dw_write_hi_nv<NV>(e, sat8(e), !full_int8(e), ch[u], a,
+                         static_cast<int8_t*>(e.out) + at[u] * pix, d);
     } else {
       for (int v = 0; v < NV; ++v)
         _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[v]);
