@@ -61,14 +61,12 @@ from edgecc.targets.tvm.relax_analysis import (
     static_shape,
     with_rewritten_functions,
 )
-from edgecc.targets.tvm import x86_fp32_dwpw, x86_fp32_winograd
+from edgecc.targets.tvm import x86_fp32_winograd
 from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
-SDWPW = SYMBOLS[4]  # a depthwise conv fused into the 1x1 conv after it (x86_fp32_dwpw)
 CACHE = "x86_fp32"
 WINOGRAD_WEIGHTS_ATTR = "edgecc_fp32_winograd_weights"
-NO_DWPW_ATTR = "edgecc_fp32_no_dwpw"
 # meta[15] of a Winograd-eligible convolution (the kernel's flag): its weights' U follows W in
 # the constant (a module marked by with_winograd_weights), or W is a constant of the build
 PACKED_IN_BUILD, CONSTANT_WEIGHTS = 1, 2
@@ -78,12 +76,6 @@ def with_winograd_weights(module: Any) -> Any:
     """``module`` whose build packs the Winograd weights of the eligible convolutions after W
     (module docstring): no first-call packing, a larger artifact; not the default."""
     return module.with_attr(WINOGRAD_WEIGHTS_ATTR, 1)
-
-
-def without_dwpw(module: Any) -> Any:
-    """``module`` whose build keeps every depthwise -> 1x1 pair as two calls (not
-    ``x86_fp32_dwpw``'s fused one): the A/B baseline of bench/x86_fp32_dwpw.py."""
-    return module.with_attr(NO_DWPW_ATTR, 1)
 
 
 def wants_winograd_weights(module: Any) -> bool:
@@ -147,14 +139,12 @@ class RewriteStats:
     left: tuple[str, ...]  # layers with a constant weight kept on TVM's kernels, and why
     powers: int = 0  # power(x, 2 | 3) written as products
     fused_residual: int = 0  # residual adds folded into the write-back
-    fused_dwpw: int = 0  # depthwise -> 1x1 pairs run as one call (x86_fp32_dwpw)
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_fp32_gemm": self.sgemm, "x86_fp32_conv": self.conv,
                 "x86_fp32_depthwise": self.depthwise, "fused_bias": self.fused_bias,
                 "fused_residual": self.fused_residual, "fused_clamp": self.fused_clamp,
-                "left_on_tvm": list(self.left), "powers_as_products": self.powers,
-                "fused_depthwise_1x1": self.fused_dwpw}
+                "left_on_tvm": list(self.left), "powers_as_products": self.powers}
 
 
 
@@ -415,80 +405,24 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
             counts["bias"] += plan.bias is not None
             counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
-        pairs = {} if _no_dwpw(module) else _dwpw_pairs(analysis)
-        counts["dwpw"] = counts.get("dwpw", 0) + len(pairs)
-        updates[gvar] = _mutate(module, func, analysis, wants_winograd_weights(module), pairs)
+        updates[gvar] = _mutate(module, func, analysis, wants_winograd_weights(module))
     stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
                          counts["clamp"], tuple(left), counts.get("powers", 0),
-                         counts["residual"], counts.get("dwpw", 0))
+                         counts["residual"])
     if not updates:
         return module, stats
     return with_rewritten_functions(module, updates, external_module()), stats
 
 
-def _no_dwpw(module: Any) -> bool:
-    attrs = getattr(module, "attrs", None)
-    return bool(attrs is not None and NO_DWPW_ATTR in attrs and int(attrs[NO_DWPW_ATTR]))
-
-
-def _dwpw_pairs(analysis: _Analysis) -> dict[Any, _Plan]:
-    """1x1 conv plan's key -> the depthwise plan whose output it alone reads, for the pairs
-    ``x86_fp32_dwpw.eligible`` fuses."""
-    from tvm import relax
-
-    by_last = {plan.last: plan for plan in analysis.plans.values() if plan.kind == SDWCONV}
-    pairs = {}
-    for var, plan in analysis.plans.items():
-        dw = by_last.get(plan.x) if plan.kind == SCONV else None
-        if dw is None or not isinstance(dw.last, relax.DataflowVar):
-            continue
-        users = analysis.users.get(dw.last, [])
-        if len(users) == 1 and users[0].same_as(var) and x86_fp32_dwpw.eligible(
-                dw.attrs, dw.weight.shape[2:], plan.attrs, plan.weight.shape[2:]):
-            pairs[var] = dw
-    return pairs
-
-
-def _conv_consts(plan: _Plan) -> list[np.ndarray]:
-    """W [OC, C*KH*KW], bias, meta, bounds of a convolution without Winograd (``_emit``'s)."""
-    a = plan.attrs
-    nb, c, h, w = a["x"]
-    _, oc, oh, ow = a["y"]
-    kh, kw = plan.weight.shape[2:]
-    geometry = [kh, kw, *a["stride"], *a["pad"], *a["dilation"], oh, ow]
-    meta = [nb, c, h, w, oc, *geometry] if plan.kind == SCONV else [nb, c, h, w, *geometry]
-    bias = plan.bias if plan.bias is not None else np.zeros(plan.channels, np.float32)
-    return [np.ascontiguousarray(plan.weight.reshape(oc, -1)), bias, np.array(meta, np.int64),
-            np.array([plan.lo, plan.hi], np.float32)]
-
-
-def _emit_dwpw(bb: Any, dw: _Plan, pw: _Plan, x: Any, residual: Any = None) -> Any:
-    """One ``edgecc_x86_sdwpw`` call for the depthwise plan ``dw`` on ``x`` and the 1x1
-    ``pw`` after it (x86_fp32_dwpw)."""
-    from tvm import relax
-
-    args = [x, *(relax.const(c, str(c.dtype)) for c in _conv_consts(dw) + _conv_consts(pw))]
-    if residual is not None:
-        args.append(residual)
-    return bb.emit(relax.call_dps_packed(relax.ExternFunc(SDWPW), args,
-                                         relax.TensorType(pw.attrs["y"], "float32")))
-
-
-def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool,
-            pairs: dict[Any, _Plan]) -> Any:
+def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool) -> Any:
     from tvm import relax
 
     # a plan's call is emitted where its last fused binding was (a residual may be computed
-    # after the layer itself); the layer and the other fused bindings are dropped; a
-    # depthwise plan fused into the 1x1 after it (``pairs``) is not emitted at all
-    fused_dw = [dw.last for dw in pairs.values()]
-    plans = {plan.last: plan for plan in analysis.plans.values()
-             if not any(plan.last.same_as(v) for v in fused_dw)}
+    # after the layer itself); the layer and the other fused bindings are dropped
+    plans = {plan.last: plan for plan in analysis.plans.values()}
     skipped = {v for plan in analysis.plans.values() for v in (plan.fused[:-1] if plan.fused
                                                                  else [])}
     skipped |= {v for v, plan in analysis.plans.items() if not plan.last.same_as(v)}
-    skipped |= set(fused_dw)
-    dw_of = {plan.last: pairs[v] for v, plan in analysis.plans.items() if v in pairs}
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
@@ -508,11 +442,7 @@ def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool,
                 super().visit_var_binding_(binding)
                 return
             residual = None if plan.residual is None else self.visit_expr(plan.residual)
-            dw = dw_of.get(var)
-            if dw is not None:
-                new = _emit_dwpw(self.builder_, dw, plan, self.visit_expr(dw.x), residual)
-            else:
-                new = _emit(self.builder_, plan, self.visit_expr(plan.x), residual, winograd)
+            new = _emit(self.builder_, plan, self.visit_expr(plan.x), residual, winograd)
             self.set_var_remap(plan.last, new)
 
     return Rewriter(module).visit_expr(func)

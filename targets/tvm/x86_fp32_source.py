@@ -59,12 +59,11 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
-from edgecc.targets.tvm import (x86_fp32_dwpw, x86_fp32_dwrows, x86_fp32_winograd,
-                                x86_fp32_winograd4)
+from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_winograd, x86_fp32_winograd4
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
-           "edgecc_x86_fp32_path_calls", "edgecc_x86_sdwpw")
+           "edgecc_x86_fp32_path_calls")
 PATH_QUERY = "edgecc_x86_fp32_path_calls"  # calls per path (PATH_* in the source); -1: AVX-512
 
 SOURCE = r"""
@@ -141,7 +140,6 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_narrow =
 // (PATH_CONV_WINOGRAD4; x86_fp32_winograd4.py: 0.56x the multiplies, not the same sums, within
 // 1e-5 relative); 2: F(2x2, 3x3) everywhere. int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd_tile = 4;
-__attribute__((visibility("default"))) int32_t edgecc_dwpw_dbg = 0;  // DBG
 }
 
 namespace {
@@ -759,7 +757,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 23;
+const int N_PATHS = 22;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -768,8 +766,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
-       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
-       PATH_DWPW = 22 };
+       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1015,7 +1012,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + x86_fp32_dwpw.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1430,7 +1427,6 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   }, nb * c * d.oh * d.ow * d.kh * d.kw);
   return 0;
 }
-""" + x86_fp32_dwpw.FFI + r"""
 
 // how many calls of this library took each path (PATH_*: 0 convolutions reading their input
 // in place, 1 convolutions through im2col panels, 2 / 3 depthwise 3x3 (stride 1 or 2) / other,
@@ -1450,15 +1446,14 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows); 19: the
 // depthwise 3x3 calls on small same-size planes run flat, or stride 2 on 16-wide planes 2 rows
 // per vector (x86_fp32_dwrows, not counted in 6); 20: the calls of 16 on maps 8 or 16 wide
-// whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow); 21: the calls of
-// 16 through F(4x4, 3x3) (x86_fp32_winograd4); 22: fused depthwise -> 1x1 calls (x86_fp32_dwpw);
+// whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..22");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..20");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
