@@ -6,7 +6,7 @@ Outputs are checked equal across the columns first. 1 thread (``edgecc_pool_thre
 the calling thread's CPU time) and 2 threads (wall clock). Prints a table, writes
 ``bench/results/x86_int8_dwrows.json``.
 
-    python bench/x86_int8_dwrows.py [--repeats 60]
+    python bench/x86_int8_dwrows.py [--repeats 60] [--layers 32|224]
 
 Not a goal measurement (bench/tvm_cpu.py is): single layers, the VM call around each.
 """
@@ -30,11 +30,14 @@ import numpy as np  # noqa: E402
 
 # (channels, h, w, stride): MobileNetV2-32's depthwise 3x3 layers (pad 1), one of each shape
 LAYERS = ((16, 32, 32, 1), (48, 32, 32, 1), (72, 32, 32, 1), (72, 32, 32, 2), (96, 16, 16, 1))
+# --layers 224: MobileNetV2-224's depthwise layers that dw_rows takes (rows of <= 64 bytes)
+LAYERS_224 = ((144, 56, 56, 1), (144, 56, 56, 2), (192, 28, 28, 1), (192, 28, 28, 2),
+              (384, 14, 14, 1), (576, 14, 14, 1))
 COLUMNS = {"built": {}, "dw_perm": {"edgecc_x86_int8_dw_rows": 0}}
 CALLS = 50  # VM calls per timed sample
 
 
-def build(rng):
+def build(rng, layers=LAYERS):
     import tvm  # noqa: F401
     from tvm import relax
 
@@ -43,7 +46,7 @@ def build(rng):
 
     bb = relax.BlockBuilder()
     inputs = []
-    for i, (c, h, w, s) in enumerate(LAYERS):
+    for i, (c, h, w, s) in enumerate(layers):
         x = relax.Var("x", relax.TensorType([1, c, h, w], "int8"))
         with bb.function(f"f{i}", [x]):
             with bb.dataflow():
@@ -65,8 +68,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_dwrows.json"))
+    parser.add_argument("--layers", default="32", help="32 (MobileNetV2-32) or 224")
     args = parser.parse_args()
-    lib, vm, inputs = build(np.random.default_rng(0))
+    layers = LAYERS_224 if args.layers == "224" else LAYERS
+    lib, vm, inputs = build(np.random.default_rng(0), layers)
     knobs = {n: ctypes.c_int64.in_dll(lib, n) for col in COLUMNS.values() for n in col}
     threads = ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")
     wide = ctypes.c_int64.in_dll(lib, "edgecc_x86_int8_dw_rows_calls")
@@ -76,7 +81,7 @@ def main() -> int:
             k.value = COLUMNS[col].get(n, 1)
 
     rows = []
-    for i, (c, h, w, s) in enumerate(LAYERS):
+    for i, (c, h, w, s) in enumerate(layers):
         f, x = vm[f"f{i}"], tvm.runtime.tensor(inputs[i])
         outs = {}
         for col in COLUMNS:

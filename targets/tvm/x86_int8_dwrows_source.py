@@ -186,11 +186,15 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   // pooled: items of (image, band of output rows), each band every channel — the 1x1
   // convolutions around it split by pixels in order, so with the pool's two-ended claims each
   // thread reads mostly rows its own core wrote (by channels, half the input crossed cores);
-  // serial (or bands off): one item a channel, every row
+  // serial (or bands off): one item a channel, every row. Only where a band's output rows
+  // are whole 64-byte lines (ow % 16 == 0: 4-row steps of 64·k bytes): else the threads'
+  // bands share a line in every channel's plane (14x14: every line) and store into it in
+  // turn — MobileNetV2-224's 576@14x14 took 14x its serial time so (2 threads, under load)
   const int64_t work = nb * c * pix * edgecc_x86_int8_dw_output_work;
   const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
-  const int64_t bands = edgecc_x86_int8_dw_rows_bands && edgecc_pool_size() > 1 &&
-      work >= serial_work() ? std::min(groups, (int64_t)(2 * edgecc_pool_size())) : 0;
+  const int64_t bands = edgecc_x86_int8_dw_rows_bands && ow % 16 == 0 &&
+      edgecc_pool_size() > 1 && work >= serial_work()
+      ? std::min(groups, (int64_t)(2 * edgecc_pool_size())) : 0;
   auto run = [&](int64_t t, int64_t oy0, int64_t oy1) {
     const int64_t ch = t % c;
     const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);

@@ -13,15 +13,17 @@ import pytest
 from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
-# (input, kernel, zero point, stride, pad, dilation, full-int8 clamp, dw_rows applies)
+# (input, kernel, zero point, stride, pad, dilation, full-int8 clamp, dw_rows applies,
+#  pooled by bands: output rows of 16·k columns)
 CASES = (
-    ((1, 16, 32, 32), (3, 3), -5, (1, 1), (1, 1), (1, 1), False, True),   # MobileNetV2 s1
-    ((1, 24, 32, 32), (3, 3), 9, (2, 2), (1, 1), (1, 1), False, True),    # s2: 16x16 out
-    ((1, 20, 16, 16), (3, 3), 0, (1, 1), (1, 1), (1, 1), True, True),     # unclamped
-    ((2, 5, 13, 20), (3, 3), 7, (1, 1), (1, 2), (1, 1), False, True),     # batch 2, 1x2 pad
-    ((1, 6, 20, 20), (3, 3), -2, (1, 1), (2, 2), (2, 2), False, True),    # dilation 2
-    ((1, 4, 12, 40), (2, 4), 3, (1, 2), (0, 1), (1, 1), False, True),     # 2x4, stride (1, 2)
-    ((1, 4, 10, 70), (3, 3), 1, (1, 1), (1, 1), (1, 1), False, False),    # 70-byte rows: not
+    ((1, 16, 32, 32), (3, 3), -5, (1, 1), (1, 1), (1, 1), False, True, True),  # MobileNetV2 s1
+    ((1, 24, 32, 32), (3, 3), 9, (2, 2), (1, 1), (1, 1), False, True, True),   # s2: 16x16 out
+    ((1, 20, 16, 16), (3, 3), 0, (1, 1), (1, 1), (1, 1), True, True, True),    # unclamped
+    ((2, 5, 13, 20), (3, 3), 7, (1, 1), (1, 2), (1, 1), False, True, False),   # batch 2, 1x2 pad
+    ((2, 5, 13, 16), (3, 3), 7, (1, 1), (1, 1), (1, 1), False, True, True),    # 13 rows, 2 images
+    ((1, 6, 20, 20), (3, 3), -2, (1, 1), (2, 2), (2, 2), False, True, False),  # dilation 2
+    ((1, 4, 12, 40), (2, 4), 3, (1, 2), (0, 1), (1, 1), False, True, False),   # 2x4, stride (1, 2)
+    ((1, 4, 10, 70), (3, 3), 1, (1, 1), (1, 1), (1, 1), False, False, False),  # 70-byte rows: not
 )
 
 
@@ -74,7 +76,8 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
             before, before_banded = calls(), banded.value
             runs.append([o.numpy() for o in vm["main"](*args)])
             assert calls() - before == rows
-            assert banded.value - before_banded == (rows if pool < 0 and by_bands else 0)
+            banded_cases = sum(c[8] for c in CASES)
+            assert banded.value - before_banded == (banded_cases if pool < 0 and by_bands else 0)
         bands.value = 1
         switch.value = 0
         before, perm_before = calls(), perm()
