@@ -473,7 +473,7 @@ static inline bool vany_ne(V x, V y, int n) {
 static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int8
   _mm_mask_storeu_epi8(p, lanes(n), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
 }
-""" + _BODY + x86_linear_source.BODY + r"""
+""" + _BODY + x86_linear_source.PACK512 + x86_linear_source.BODY + r"""
 }  // namespace isa512
 #pragma GCC pop_options
 """
@@ -530,7 +530,7 @@ static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int
   if (n == 8) memcpy(p, b, 8);
   else for (int j = 0; j < n; ++j) p[j] = b[j];
 }
-""" + _BODY + x86_linear_source.BODY + r"""
+""" + _BODY + x86_linear_source.PACK256 + x86_linear_source.BODY + r"""
 }  // namespace isa256
 """
 
