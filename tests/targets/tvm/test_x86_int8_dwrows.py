@@ -23,6 +23,8 @@ CASES = (
     ((2, 5, 13, 16), (3, 3), 7, (1, 1), (1, 1), (1, 1), False, True, True),    # 13 rows, 2 images
     ((1, 6, 20, 20), (3, 3), -2, (1, 1), (2, 2), (2, 2), False, True, False),  # dilation 2
     ((1, 4, 12, 40), (2, 4), 3, (1, 2), (0, 1), (1, 1), False, True, False),   # 2x4, stride (1, 2)
+    ((1, 3, 9, 56), (3, 3), -9, (1, 1), (1, 1), (1, 1), False, True, False),   # 4 column blocks
+    ((1, 3, 10, 48), (3, 3), 4, (1, 1), (1, 1), (1, 1), False, True, True),    # 3 column blocks
     ((1, 4, 10, 70), (3, 3), 1, (1, 1), (1, 1), (1, 1), False, False, False),  # 70-byte rows: not
 )
 
