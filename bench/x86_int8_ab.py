@@ -2,7 +2,8 @@
 process, timed as whole VM calls interleaved in rounds (``bench.tvm_cpu.interleaved_times``:
 every column sees the same spells of a shared machine) — fp32 at 2 threads, the int8 build as
 built, the int8 build with each ``--columns`` setting of its library's int64 knobs (set around
-the call, restored after), and the int8 build at 1 thread (``edgecc_pool_threads`` 1). Prints
+the call, restored after), and each int8 column and fp32 at 1 thread (``edgecc_pool_threads``
+1: a load's effect on the pool's worker out of the picture). Prints
 per column the median, the 10th percentile and the paired int8/fp32 ratio (``paired_ratio``:
 the median over rounds of the per-round ratio, as bench/tvm_cpu.py quotes it), writes
 ``bench/results/x86_int8_ab.json``.
@@ -77,6 +78,8 @@ def measure(name: str, repeats: int, columns: dict) -> dict:
     fns = {"fp32": column("fp32", {}), "int8": column("int8", {})}
     fns.update({f"int8 {c}": column("int8", knobs) for c, knobs in columns.items()})
     fns["int8 1t"] = column("int8", {}, 1)
+    fns.update({f"int8 {c} 1t": column("int8", knobs, 1) for c, knobs in columns.items()})
+    fns["fp32 1t"] = column("fp32", {}, 1)
     with torch.no_grad():
         times = interleaved_times(fns, repeats)
     stats = median_p10(times)

@@ -31,8 +31,9 @@ DWROWS_KERNELS = r"""
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows = 1;
 // depthwise calls run by dw_rows (a test's counter; a library symbol too, for benches)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_calls = 0;
-// pooled dw_rows calls split by bands of output rows (1; 0: by channels, A/B), and how many
-// calls were (library symbols: a test's counter, a bench's switch)
+// pooled dw_rows calls split by bands of output rows, this many a thread (1: each band's
+// kh - 1 halo rows are read twice, so fewer bands cost less; 0: by channels, A/B), and how
+// many calls were (library symbols: a test's counter, a bench's switch)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_bands = 1;
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_banded = 0;
 
@@ -194,7 +195,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
   const int64_t bands = edgecc_x86_int8_dw_rows_bands && ow % 16 == 0 &&
       edgecc_pool_size() > 1 && work >= serial_work()
-      ? std::min(groups, (int64_t)(2 * edgecc_pool_size())) : 0;
+      ? std::min(groups, edgecc_x86_int8_dw_rows_bands * edgecc_pool_size()) : 0;
   auto run = [&](int64_t t, int64_t oy0, int64_t oy1) {
     const int64_t ch = t % c;
     const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);

@@ -77,6 +77,7 @@ Zen 4, 1 thread, under load: packing the weights per call in registers (not a sc
 ~10 -> 7.5 us (192@8x8), ~14 -> 10.6 us (480@4x4), separate runs; the register write-back
 then 7.5 -> 6.2 / 10.6 -> 7.4 us, A/B; the weights packed at compile time: see the commit).
 Planes of 65..256 bytes (16x16 at stride 2): ``dw_direct``'s wide form (x86_int8_dw_source).
+Larger planes of rows <= 64 bytes: ``dw_rows`` (x86_int8_dwrows_source: no padded copy).
 Counted by ``edgecc_x86_int8_dw_perm`` / ``_dw_direct``;
 ``EDGECC_X86_DW_PERM=0`` turns both off for A/B. The pool's work measure of these is per
 output (``edgecc_x86_int8_dw_output_work``, 64; a library symbol for A/B), so 8x8 / 4x4 maps of
