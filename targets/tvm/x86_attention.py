@@ -692,7 +692,10 @@ def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
 
 
 def apply(module: Any, target: Any) -> tuple[Any, RewriteStats | None]:
-    """``rewrite`` when ``target`` is an x86 CPU with AVX2 + FMA; else ``module`` as is."""
+    """``rewrite`` when ``target`` is an x86 CPU with AVX2 + FMA, then ``x86_linear`` (the
+    SGEMM calls with enough rows onto this library's linear kernel, a GELU that reads one in
+    its write-back: counted in the stats' ``linear`` / ``linear_gelu``); else ``module`` as
+    is."""
     if not supported(target):
         return module, None
     from edgecc.targets.tvm import x86_linear
