@@ -83,7 +83,7 @@ def _kernel_table(name, builds, inputs, rounds) -> None:
     for v, res in builds.items():
         total: dict[str, float] = {}
         for k, t in zip(_keys(res, inputs), best[v]):
-            k = "sgemm" if k.startswith("sgemm") else k
+            k = k.split()[0] if k.startswith(("sgemm", "linear")) else k
             total[k] = total.get(k, 0.0) + t * 1e6
         parts = ", ".join(f"{k} {t:.1f}" for k, t in sorted(total.items(), key=lambda kv: -kv[1])
                           if t >= 5)

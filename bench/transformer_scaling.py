@@ -44,9 +44,10 @@ def _keys(res, inputs) -> list[str]:
     for _, sym, args in kernel_calls(res._runner, inputs):
         if sym.startswith("vm.builtin"):
             continue
-        if sym == "edgecc_x86_sgemm":
+        if sym in ("edgecc_x86_sgemm", "edgecc_x86_linear"):  # by M x K x N (+ fused GELU)
             m = [int(v) for v in args[3].numpy()]
-            sym = f"sgemm {m[0]}x{m[1]}x{m[2]}"
+            sym = f"{'sgemm' if sym.endswith('sgemm') else 'linear'} {m[0]}x{m[1]}x{m[2]}" + \
+                (" gelu" if len(m) > 3 and m[3] else "")
         keys.append(sym)
     return keys
 
