@@ -44,7 +44,8 @@ import torch  # noqa: E402
 warnings.filterwarnings("ignore")
 
 STATS = ("jobs", "tvm_pool", "tvm_inline", "wall_ns", "caller_ns", "wait_ns", "worker_ns",
-         "joined", "wake_ns", "worker_items", "items", "short", "inline_ns", "sleeps")
+         "joined", "wake_ns", "worker_items", "items", "short", "inline_ns", "sleeps",
+         "site_serial", "site_pool")
 FP32 = "fold-batchnorm,fuse,dce"
 INT8 = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 

@@ -8,7 +8,8 @@ per-round ratios against the default), plus the pool jobs per call at each setti
     python bench/pool_serial_work.py [--models mobilenet_v2:int8,resnet20] [--repeats 100]
 
 Prints a table, writes ``bench/results/pool_serial_work.json``. The thresholds are the kernel
-sets' own (x86_int8*, x86_fp32*: their owners'); ``--tune`` searches the scale per model.
+sets' own (x86_int8*, x86_fp32*: their owners'); ``--tune`` searches the scale per model. ``2t_auto``: every job with 2+ items a candidate and ``edgecc_pool_adaptive`` on
+(each job site timed serially and on the pool, the faster kept; x86_kernel_ffi).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bench.tvm_cpu import (  # noqa: E402
 
 import torch  # noqa: E402
 
-SCALES = (0, -1, -2, -3, -63, 63)
+SCALES = (0, -2, -63, 63)
 
 
 def measure(spec: str, repeats: int, quiet: bool) -> dict:
@@ -47,16 +48,19 @@ def measure(spec: str, repeats: int, quiet: bool) -> dict:
     pool = Pool(res._runner)
     lib = ctypes.CDLL(res._runner.library, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
     scale = ctypes.c_int64.in_dll(lib, "edgecc_x86_serial_work_log2")
+    adaptive = ctypes.c_int32.in_dll(lib, "edgecc_pool_adaptive")
     ref = [t.clone() for t in call()]
 
-    def variant(threads, log2):
+    def variant(threads, log2, auto=0):
         def fn():
             pool.mode(threads, True)
             scale.value = log2
+            adaptive.value = auto
             return call()
         return fn
 
     fns = {f"2t_{k}": variant(2, k) for k in SCALES}
+    fns["2t_auto"] = variant(2, -63, 1)  # every job a candidate, each site timed both ways
     fns["1t"] = variant(1, 0)
     jobs = {}
     for k, fn in fns.items():
@@ -75,6 +79,7 @@ def measure(spec: str, repeats: int, quiet: bool) -> dict:
         fifo(False)
         pool.mode(2, True)
         scale.value = 0
+        adaptive.value = 0
     return {"model": name, "precision": precision, "input": shape, "sched_fifo": quiet,
             "times": median_p10(times), "pool_jobs_per_call": jobs,
             "ratio_vs_default": {k: paired_ratio(times, k, "2t_0", repeats) for k in fns},

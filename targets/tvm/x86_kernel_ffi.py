@@ -135,6 +135,8 @@ enum {
   EDGECC_STAT_SHORT,          // pool jobs whose wall time was under 3 us
   EDGECC_STAT_INLINE_NS,      // TVM launches on the caller alone: their time
   EDGECC_STAT_SLEEPS,         // futex waits of workers
+  EDGECC_STAT_SITE_SERIAL,    // edgecc_pool_adaptive: jobs its choice ran serially
+  EDGECC_STAT_SITE_POOL,      // ... and on the pool
 };
 static inline void edgecc_stat_add(int i, int64_t v) {
   __atomic_fetch_add(&edgecc_pool_stat[i], v, __ATOMIC_RELAXED);
@@ -516,6 +518,69 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange rang
 }
 }
 
+// ---- edgecc_pool_adaptive: each job site timed both ways, the faster kept ----
+// A site is a parallel_for's code (its range function) with its item count and work: the same
+// layer on every call. Its first EDGECC_SITE_SAMPLES x 2 jobs alternate between serial and the
+// pool (each timed: the caller's wall ns), then it runs the way whose median sample was
+// faster (the median, not the fastest: on a loaded machine the pool's best sample is the one
+// where the worker had a CPU, its typical one is not), and every EDGECC_SITE_RESAMPLE jobs it
+// samples again (the host moves this guest's vCPUs: 64 KB written by the other vCPU read in
+// 1.1 or 3.0 us from minute to minute, and a small layer's second thread gains in one state
+// and loses in the other). The pool only schedules: the same items run either way,
+// bit-identical outputs. 0 (default): off; a knob for --tune (bench/pool_serial_work.py).
+__attribute__((weak)) int32_t edgecc_pool_adaptive = 0;
+constexpr int32_t EDGECC_SITE_SAMPLES = 4, EDGECC_SITE_RESAMPLE = 256;
+struct EdgeccSite {
+  std::atomic<uint64_t> key;  // hash of (range, items, work); 0: free
+  std::atomic<int32_t> calls;
+  std::atomic<int64_t> ns[2][EDGECC_SITE_SAMPLES];  // the samples, serial / pool
+};
+__attribute__((weak, visibility("hidden"))) EdgeccSite edgecc_pool_sites[512] = {};
+
+// the site of (range, items, work), claimed on first sight (8 probes); 0 when the table is full
+__attribute__((weak, visibility("hidden"))) EdgeccSite* edgecc_pool_site(void* range,
+                                                                       int64_t items,
+                                                                       int64_t work) {
+  uint64_t key = ((uint64_t)(uintptr_t)range * 0x9E3779B97F4A7C15ULL) ^
+                 ((uint64_t)items * 0xC2B2AE3D27D4EB4FULL) ^
+                 ((uint64_t)work * 0x165667B19E3779F9ULL);
+  key |= 1;
+  for (size_t i = 0; i < 8; ++i) {
+    EdgeccSite& site = edgecc_pool_sites[((key >> 23) + i) & 511];
+    uint64_t seen = site.key.load(std::memory_order_acquire);
+    if (seen == key) return &site;
+    if (seen == 0 && site.key.compare_exchange_strong(seen, key, std::memory_order_acq_rel))
+      return &site;
+    if (seen == key) return &site;
+  }
+  return 0;
+}
+
+// the median of a way's samples (the mean of the middle two)
+__attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_site_median(EdgeccSite* site,
+                                                                          int way) {
+  int64_t v[EDGECC_SITE_SAMPLES];
+  for (int i = 0; i < EDGECC_SITE_SAMPLES; ++i) {
+    v[i] = site->ns[way][i].load(std::memory_order_relaxed);
+    for (int j = i; j > 0 && v[j] < v[j - 1]; --j) {
+      const int64_t t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
+    }
+  }
+  return v[EDGECC_SITE_SAMPLES / 2 - 1] / 2 + v[EDGECC_SITE_SAMPLES / 2] / 2;
+}
+
+// which way this job of the site runs (1: the pool); *sample >= 0: time it as that sample
+__attribute__((weak, visibility("hidden"))) int edgecc_pool_site_way(EdgeccSite* site,
+                                                                   int* sample) {
+  const int32_t n = site->calls.fetch_add(1, std::memory_order_relaxed) % EDGECC_SITE_RESAMPLE;
+  if (n < 2 * EDGECC_SITE_SAMPLES) {
+    *sample = n >> 1;
+    return n & 1;
+  }
+  *sample = -1;
+  return edgecc_pool_site_median(site, 1) < edgecc_pool_site_median(site, 0);
+}
+
 namespace {
 
 // ---- thread pool (targets/tvm/x86_kernel_ffi.py) ------------------------------------------
@@ -556,6 +621,22 @@ static void parallel_for(int64_t items, const F& fn, int64_t work) {
     r[4] = pooled ? edgecc_pool_job_caller[1] : r[1];
     r[5] = pooled ? __atomic_load_n(&edgecc_pool_job_caller[2], __ATOMIC_RELAXED) : 0;
     return;
+  }
+  if (items > 1 && work >= serial_work() && edgecc_pool_adaptive) {
+    if (EdgeccSite* site = edgecc_pool_site((void*)&run_range<F>, items, work)) {
+      int sample = -1;
+      const int way = edgecc_pool_site_way(site, &sample);
+      const int64_t t0 = sample >= 0 ? edgecc_pool_now_ns() : 0;
+      const bool pooled = way == 1 &&
+          edgecc_pool_run(run_range<F>, const_cast<void*>(static_cast<const void*>(&fn)),
+                          items, edgecc_x86_num_tasks) == 0;
+      if (!pooled) fn(0, items);
+      if (sample >= 0)  // a pool sample that ran serially (one thread, busy) counts so: fair
+        site->ns[way][sample].store(edgecc_pool_now_ns() - t0, std::memory_order_relaxed);
+      if (edgecc_pool_timing)
+        edgecc_stat_add(pooled ? EDGECC_STAT_SITE_POOL : EDGECC_STAT_SITE_SERIAL, 1);
+      return;
+    }
   }
   if (items > 1 && work >= serial_work() &&
       edgecc_pool_run(run_range<F>, const_cast<void*>(static_cast<const void*>(&fn)), items,
