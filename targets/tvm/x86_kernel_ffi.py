@@ -34,6 +34,11 @@
   vCPU's cache costs ~3.5x one from its own L2 here). Outputs bit-identical (the pool only
   schedules). A/B interleaved in one process, SCHED_FIFO (bench/pool_scaling.py), 2 threads,
   old/new both knobs: ResNet-20 fp32 0.98x, MobileNetV2-32 fp32 0.94x, int8 0.93x, BERT 0.94x;
+- ``edgecc_pool_adaptive`` (default 0; a ``--tune`` candidate): each ``parallel_for`` site
+  (its code, items and work) timed serially and on the pool for its first 8 jobs, then the
+  way with the faster median (resampled every 256 jobs): the host moves this guest's vCPUs,
+  and a small layer's second thread gains in one state and loses in another
+  (bench/pool_serial_work.py, ``2t_auto``);
 - where the time goes: ``edgecc_pool_timing`` 1 adds every pool job's caller / worker /
   waiting time, wake-up delay and the inline launches to ``edgecc_pool_stat`` (``EDGECC_STAT_*``),
   2 also logs every ``parallel_for`` (``edgecc_pool_log``); off by default (bench/pool_scaling.py);
