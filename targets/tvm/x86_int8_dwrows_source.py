@@ -34,7 +34,11 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_row
 // pooled dw_rows calls split by bands of output rows, this many a thread (1: each band's
 // kh - 1 halo rows are read twice, so fewer bands cost less; 0: by channels, A/B), and how
 // many calls were (library symbols: a test's counter, a bench's switch)
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_bands = 1;
+// 0 by default: MobileNetV2-32's layers re-run alone at 2 threads under load (~2.6) took
+// 1.1-1.6x longer by bands (2 items: no balancing when the worker is descheduled) than by
+// channels (72@32x32: 16.5 vs 9.5 us), while the whole model was even either way (a tuning
+// knob: --tune may search 0 / 1 / 2)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_bands = 0;
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_banded = 0;
 
 struct DwRows {
@@ -184,7 +188,8 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   const bool slide = sh == 1 && dh == 1;
   const bool clamp = !full_int8(e);
   const int64_t pix = oh * ow;
-  // pooled: items of (image, band of output rows), each band every channel — the 1x1
+  // pooled by bands (edgecc_x86_int8_dw_rows_bands > 0): items of (image, band of output
+  // rows), each band every channel — the 1x1
   // convolutions around it split by pixels in order, so with the pool's two-ended claims each
   // thread reads mostly rows its own core wrote (by channels, half the input crossed cores);
   // serial (or bands off): one item a channel, every row. Only where a band's output rows

@@ -80,14 +80,14 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
             assert calls() - before == rows
             banded_cases = sum(c[8] for c in CASES)
             assert banded.value - before_banded == (banded_cases if pool < 0 and by_bands else 0)
-        bands.value = 1
+        bands.value = 0
         switch.value = 0
         before, perm_before = calls(), perm()
         runs.append([o.numpy() for o in vm["main"](*args)])
         # the dw_perm path instead (its counter counts dw_rows' calls too: the VBMI family)
         assert calls() == before and perm() - perm_before == len(CASES)
     finally:
-        shift.value, switch.value, bands.value = 0, 1, 1
+        shift.value, switch.value, bands.value = 0, 1, 0
     for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
         acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
