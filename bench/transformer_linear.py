@@ -52,11 +52,11 @@ def build(module, inputs, threads, linear: bool):
 KNOB = "edgecc_x86_linear_panel_bytes"
 
 
-def _knobbed(res, inputs, value):
-    """``res.run`` with the library's ``KNOB`` set to ``value`` for the call."""
+def _knobbed(res, inputs, value, name=KNOB):
+    """``res.run`` with the library's int64 ``name`` set to ``value`` for the call."""
     import ctypes
 
-    var = ctypes.c_int64.in_dll(ctypes.CDLL(res._runner.library), KNOB)
+    var = ctypes.c_int64.in_dll(ctypes.CDLL(res._runner.library), name)
 
     def run():
         default = var.value
@@ -83,6 +83,9 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="1-thread builds, CPU time, no ort")
     ap.add_argument("--chunks", default="", help="comma-separated values of the knob "
                     f"{KNOB} (bytes of panels per chunk; 0: all): extra columns")
+    ap.add_argument("--knob", action="append", default=[],
+                    help="NAME=VALUE: an extra column, the linear build with that int64 knob "
+                    "(e.g. edgecc_x86_linear_min_items=0)")
     args = ap.parse_args()
     args.chunks = [int(v) for v in args.chunks.split(",") if v]
     threads = 1 if args.cpu else 2
@@ -100,6 +103,9 @@ def main() -> int:
         fns = {k: (lambda r=r: r.run(*inputs)) for k, r in res.items()}
         for value in args.chunks:  # the linear build with edgecc_x86_linear_panel_bytes set
             fns[f"linear@{value}"] = _knobbed(res["linear"], inputs, value)
+        for knob in args.knob:  # NAME=VALUE on the linear build
+            fns[f"linear {knob}"] = _knobbed(res["linear"], inputs, int(knob.split("=")[1]),
+                                             knob.split("=")[0])
         if not args.cpu:
             fns["ort"] = ort_fp32_fn(module, inputs)
         times = interleaved_times(fns, args.repeats, clock="cpu" if args.cpu else "wall")
@@ -117,6 +123,11 @@ def main() -> int:
             key = f"linear@{value}"
             row[f"{key}/linear"] = paired_ratio(times, key, "linear", args.repeats)
             print(f"{'':8s} {KNOB}={value}: {stats[key]['median_ms']:.2f} ms, "
+                  f"{row[f'{key}/linear']:.3f}x of the default (paired)")
+        for knob in args.knob:
+            key = f"linear {knob}"
+            row[f"{key}/linear"] = paired_ratio(times, key, "linear", args.repeats)
+            print(f"{'':8s} {knob}: {stats[key]['median_ms']:.2f} ms, "
                   f"{row[f'{key}/linear']:.3f}x of the default (paired)")
         table["models"][name] = row
     table["load_after"] = os.getloadavg()

@@ -473,7 +473,7 @@ static inline bool vany_ne(V x, V y, int n) {
 static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int8
   _mm_mask_storeu_epi8(p, lanes(n), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
 }
-""" + _BODY + x86_linear_source.PACK512 + x86_linear_source.BODY + r"""
+""" + _BODY + x86_linear_source.PACK512 + x86_linear_source.BODY + x86_linear_source.ITEMS + r"""
 }  // namespace isa512
 #pragma GCC pop_options
 """
@@ -530,7 +530,7 @@ static inline void vstore_i8(int8_t* p, V v, int n) {  // v integral, within int
   if (n == 8) memcpy(p, b, 8);
   else for (int j = 0; j < n; ++j) p[j] = b[j];
 }
-""" + _BODY + x86_linear_source.PACK256 + x86_linear_source.BODY + r"""
+""" + _BODY + x86_linear_source.PACK256 + x86_linear_source.BODY + x86_linear_source.ITEMS + r"""
 }  // namespace isa256
 """
 
@@ -571,16 +571,22 @@ static bool use_avx512() { return HAS_AVX512 && getenv("EDGECC_X86_ATTN_NO_AVX51
 // 12-row block. A knob (the same sums either way: the tests' bit-for-bit A/B), int64
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_linear_panel_bytes = 256 * 1024;
+// edgecc_x86_linear on 2+ threads: with fewer 12-row blocks than this, the columns are split
+// too (pool items = blocks x splits >= this); 0: rows only. A knob (the same sums either
+// way), int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_linear_min_items = 32;
 
 namespace {
 
 // which attention path ran (the tests' proof that nothing fell back; PATH_QUERY): calls that
 // read V in place / through a padded copy, and key vectors skipped (masked for every row of
 // a group of 6)
-// (2); linear calls (3) and those with a GELU in their write-back (4)
-static int64_t path_calls[5] = {0, 0, 0, 0, 0};
+// (2); linear calls (3), those with a GELU in their write-back (4), those that split the
+// columns across the pool too (5)
+static int64_t path_calls[6] = {0, 0, 0, 0, 0, 0};
 enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
-       PATH_LINEAR_GELU = 4 };
+       PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -759,16 +765,29 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
     g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
          fp[0], fp[1], (int)meta[3], fp[2], fp[3]};
     const int64_t chunk = __atomic_load_n(&edgecc_x86_linear_panel_bytes, __ATOMIC_RELAXED);
-    parallel_for((m + mr - 1) / mr, [&](int64_t b0, int64_t b1) {
-      blocks(g, b0, b1, linear_buffer((b1 - b0) * mr * k), chunk);
+    // few row blocks (BERT / GPT-2 at 128 tokens: 11) on 2+ threads: the columns split in
+    // halves, quarters, ... (multiples of one tile's 2 W columns) until there are ``want``
+    // items to balance (one thread: no split; each split packs the rows again, 3.5% of BERT's
+    // 1-thread time measured)
+    const int64_t want = edgecc_pool_size() > 1
+        ? __atomic_load_n(&edgecc_x86_linear_min_items, __ATOMIC_RELAXED) : 0;
+    const int64_t nb = (m + mr - 1) / mr, tile = 2 * g.lanes(), tiles = (n + tile - 1) / tile;
+    int64_t splits = 1;
+    while (nb * splits < want && splits * 2 <= tiles) splits *= 2;
+    const int64_t cps = (tiles + splits - 1) / splits * tile;
+    splits = (n + cps - 1) / cps;
+    if (splits > 1) __atomic_fetch_add(&path_calls[PATH_LINEAR_SPLIT], 1, __ATOMIC_RELAXED);
+    parallel_for(nb * splits, [&](int64_t i0, int64_t i1) {
+      const int64_t rows = (i1 - i0 < nb ? i1 - i0 : nb) * mr;  // packed at once: one split's
+      blocks(g, i0, i1, linear_buffer(rows * k), chunk, nb, cps);
     }, m * n * k);
   };
   if (use_avx512()) {
     isa512::Lin g;
-    run(g, isa512::LIN_MR, isa512::lin_blocks);
+    run(g, isa512::LIN_MR, isa512::lin_items);
   } else {
     isa256::Lin g;
-    run(g, isa256::LIN_MR, isa256::lin_blocks);
+    run(g, isa256::LIN_MR, isa256::lin_items);
   }
   return 0;
 }
@@ -780,13 +799,13 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-// the path counters (PATH_* above): one index, 0..4
+// the path counters (PATH_* above): one index, 0..5
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 4) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..4");
+      args[0].v_int64 > 5) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..5");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -800,6 +819,7 @@ int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t n
 LANES_QUERY = "edgecc_x86_attention_lanes"
 LINEAR = "edgecc_x86_linear"
 # attention calls that read V in place (0) / through a padded copy (1), key vectors skipped (2),
-# linear calls (3), linear calls with a GELU in their write-back (4)
+# linear calls (3), linear calls with a GELU in their write-back (4), linear calls that split
+# the columns across the pool (5)
 PATH_QUERY = "edgecc_x86_attention_paths"
 EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

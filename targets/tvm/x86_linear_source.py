@@ -17,6 +17,14 @@ prefetcher follows one stream): 51-55 GMAC/s on the same shapes (1 thread, stand
                                            y = min(max(acc + bias (+ res), lo), hi)
                                            y = gelu(y)            (mode 1: erf, 2: tanh)
 
+A pool task packs all its 12-row blocks first, then multiplies ~256 KiB chunks of panels
+(``edgecc_x86_linear_panel_bytes``) by every block, so a chunk stays in L2 while the blocks
+pass. On 2+ threads, a product of few row blocks (BERT / GPT-2 at 128 tokens: 11) also splits
+its columns (``edgecc_x86_linear_min_items`` = 32 pool items wanted), so the threads' shares
+are within a 12-row x 2-tile item of each other (the SGEMM split its columns too); one thread
+does not split (each split packs the rows again: 3.5% of BERT's 1-thread time). Path
+counters 3-5 of ``edgecc_x86_attention_paths``: linear calls, fused GELUs, column splits.
+
 Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
 ``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
 bit-identical to it; GELU is ``gelu_range``'s expression (``x86_attention_source``), so a
@@ -75,6 +83,7 @@ BODY = r"""
 struct Lin {
   const float* a; const float* panels; const float* bias; const float* res;
   float* c; int64_t m, k, n; float lo, hi; int gelu; float c1, c2;
+  static int64_t lanes() { return W; }
 };
 const int LIN_MR = W == 16 ? 12 : 6;
 
@@ -158,19 +167,20 @@ static void lin_cols(const Lin& g, const float* ap, int64_t r0, int64_t c0, int6
   }
 
 // row blocks [b0, b1) of LIN_MR rows (the last one shorter): all packed into ap first, then
-// the columns in chunks of about ``chunk_bytes`` of panels (0: all at once), each chunk
+// the columns [cb, ce) (cb a multiple of 2 W) in chunks of about ``chunk_bytes`` of panels (0: all at once), each chunk
 // multiplied by every block before the next, so it stays in L2 while they pass
-static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap, int64_t chunk_bytes) {
+static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap, int64_t chunk_bytes,
+                       int64_t cb, int64_t ce) {
   for (int64_t blk = b0; blk < b1; ++blk) {
     const int64_t r0 = blk * LIN_MR;
     const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
     float* p = ap + (blk - b0) * LIN_MR * g.k;
     EDGECC_LIN_ROWS(lin_pack, g, p, r0)
   }
-  int64_t chunk = chunk_bytes > 0 ? chunk_bytes / (g.k * 4) / (2 * W) * (2 * W) : g.n;
+  int64_t chunk = chunk_bytes > 0 ? chunk_bytes / (g.k * 4) / (2 * W) * (2 * W) : ce - cb;
   if (chunk < 2 * W) chunk = 2 * W;
-  for (int64_t c0 = 0; c0 < g.n; c0 += chunk) {
-    const int64_t c1 = c0 + chunk < g.n ? c0 + chunk : g.n;
+  for (int64_t c0 = cb; c0 < ce; c0 += chunk) {
+    const int64_t c1 = c0 + chunk < ce ? c0 + chunk : ce;
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t r0 = blk * LIN_MR;
       const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
@@ -180,4 +190,18 @@ static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap, int64_t 
   }
 }
 #undef EDGECC_LIN_ROWS
+"""
+
+# after BODY: a pool item is (column split, row block), items of one split consecutive
+ITEMS = r"""
+// pool items [i0, i1) of ``nb`` row blocks x column splits of ``cps`` columns (split-major)
+static void lin_items(const Lin& g, int64_t i0, int64_t i1, float* ap, int64_t chunk_bytes,
+                      int64_t nb, int64_t cps) {
+  for (int64_t s = i0 / nb; s * nb < i1; ++s) {
+    const int64_t b0 = (i0 > s * nb ? i0 : s * nb) - s * nb;
+    const int64_t b1 = (i1 < (s + 1) * nb ? i1 : (s + 1) * nb) - s * nb;
+    const int64_t cb = s * cps, ce = cb + cps < g.n ? cb + cps : g.n;
+    lin_blocks(g, b0, b1, ap, chunk_bytes, cb, ce);
+  }
+}
 """

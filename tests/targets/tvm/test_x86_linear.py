@@ -50,7 +50,8 @@ def _inputs(seed):
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
     """The default build and one with the linears left on the SGEMM (``x86_linear.apply``
-    replaced by the identity)."""
+    replaced by the identity), 2 threads: the linear kernel splits the columns too (11 row
+    blocks < ``edgecc_x86_linear_min_items``), so the default path is the split one."""
     torch.manual_seed(0)
     model = Mlp().eval()
     out = {}
@@ -62,6 +63,7 @@ def builds(tmp_path_factory):
                        (module, x86_linear.RewriteStats()))
         try:
             res = edgecc.compile(model, "host", example_inputs=_inputs(0), pipeline="",
+                                 target_options={"num_threads": 2},  # the column splits
                                  output_dir=str(tmp_path_factory.mktemp(name)))
         finally:
             mp.undo()
@@ -106,7 +108,8 @@ def test_min_rows_option(builds):
 def test_outputs_equal_sgemm_bit_for_bit(builds, monkeypatch, isa):
     """The linear kernel's outputs are the SGEMM + GELU kernel's, bit for bit (the same sums
     in the same order, the same GELU expression), on fresh inputs; within 1e-5 of PyTorch.
-    The path counters: 4 linear calls and 2 fused GELUs per run (a fallback fails)."""
+    The path counters: 4 linear calls, 2 fused GELUs and 4 column splits per run (a fallback
+    fails)."""
     model, built = builds
     ours = built["linear"]
     ours.run(*_inputs(1))  # loads the library
@@ -115,9 +118,10 @@ def test_outputs_equal_sgemm_bit_for_bit(builds, monkeypatch, isa):
         monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
     for seed in (1, 2):
         inputs = _inputs(seed)
-        before = [int(paths(i)) for i in (3, 4)]
+        before = [int(paths(i)) for i in (3, 4, 5)]
         got = ours.run(*inputs)
-        assert [int(paths(i)) - b for i, b in zip((3, 4), before)] == [4, 2]
+        # 4 linears, 2 GELUs fused, 4 calls splitting their columns (11 row blocks, 2 threads)
+        assert [int(paths(i)) - b for i, b in zip((3, 4, 5), before)] == [4, 2, 4]
         ref = built["sgemm"].run(*inputs)
         with torch.no_grad():
             expect = model(*inputs)
@@ -130,24 +134,36 @@ def test_outputs_equal_sgemm_bit_for_bit(builds, monkeypatch, isa):
             assert np.abs(g - e).max() <= 1e-5 * np.abs(e).max()
 
 
-def test_panel_chunks_are_the_same_sums(builds):
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, isa):
     """``edgecc_x86_linear_panel_bytes`` (the panels a task multiplies by all its rows before
-    the next chunk; 0: all at once per 12-row block; 1: one tile's columns) changes the
-    order the tiles run, not their sums: the outputs are equal bit for bit."""
+    the next chunk; 0: all at once; 1: one tile's columns) and ``edgecc_x86_linear_min_items``
+    (columns split until there are this many pool items; 0: rows only; 2^20: every split the
+    columns allow, here 2 per linear) change which tiles a task runs and in what order, not
+    their sums: the outputs are equal bit for bit."""
     import ctypes
 
     _, built = builds
     ours = built["linear"]
+    if isa == "avx2":
+        monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
     inputs = _inputs(3)
     ref = ours.run(*inputs)
-    var = ctypes.c_int64.in_dll(ctypes.CDLL(ours._runner.library),
-                                "edgecc_x86_linear_panel_bytes")
-    default = var.value
-    assert default == 256 * 1024
+    lib = ctypes.CDLL(ours._runner.library)
+    chunk = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_panel_bytes")
+    items = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_min_items")
+    defaults = chunk.value, items.value
+    assert defaults == (256 * 1024, 32)
+    assert ctypes.c_int32.in_dll(lib, "edgecc_pool_threads").value == 2  # splits happen
     try:
-        for value in (0, 1, 1 << 30):
-            var.value = value
-            for g, r in zip(ours.run(*inputs), ref):
-                assert np.array_equal(np.asarray(g), np.asarray(r)), value
+        paths = ours._runner.module.get_function(x86_attention.PATH_QUERY, query_imports=True)
+        for c, i in ((0, 32), (1, 32), (1 << 30, 32), (256 * 1024, 0), (256 * 1024, 1 << 20),
+                     (1, 1 << 20)):
+            chunk.value, items.value = c, i
+            split = int(paths(5))
+            got = ours.run(*inputs)
+            assert int(paths(5)) - split == (0 if i == 0 else 4), (c, i)
+            for g, r in zip(got, ref):
+                assert np.array_equal(np.asarray(g), np.asarray(r)), (c, i)
     finally:
-        var.value = default
+        chunk.value, items.value = defaults
