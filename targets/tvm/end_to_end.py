@@ -196,6 +196,9 @@ KNOBS = (
     # one 16-tile Winograd panel per pool item (1, the default: its V in L1) or 2 / 4 (fewer,
     # larger items): x86_fp32_winograd.py
     Knob("edgecc_x86_fp32_wg_group_panels", "int32_t", (1, 2, 4), FP32_CONV),
+    # Winograd F(4x4,3x3) (4, the default) or F(2x2,3x3) (2) for <= 64-channel layers:
+    # x86_fp32_winograd4.py
+    Knob("edgecc_x86_fp32_winograd_tile", "int32_t", (4, 2), FP32_CONV),
     Knob("edgecc_x86_int8_full_work", "int64_t", (0, 1), INT8_CONV),
     Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
     # small int8 convolutions serial (1, the default) or on the pool (0): x86_int8_pool_source
