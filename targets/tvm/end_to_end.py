@@ -26,7 +26,8 @@ process with the target's thread count):
   the table is then one more whole-model candidate;
 * kernel variants (``KNOBS``): each variant switch of the kernels the model calls (the fp32
   convolution's Winograd path ``edgecc_x86_fp32_winograd``, its same-size 3x3 tiles,
-  per-task padded windows and stride-2 phase planes; the int8 convolution's pool splits),
+  per-task padded windows and stride-2 phase planes; the int8 convolution's pool splits and
+  depthwise bands; the thread pool's per-site serial/pooled choice and inline threshold),
   one candidate per value other than the library's default — a knob whose symbol the library lacks is skipped (``knob_candidates``);
   the chosen value is linked as a load-time constructor that writes the knob
   (``settings_module``), and the manifest names it (``kernel variant <symbol> = <value>``).
@@ -165,7 +166,8 @@ class Knob:
     default compiled into the kernels; a tuned build that chose another value links an
     object whose constructor writes it (``settings_module``). ``values``: the values it
     may take (the library's own default among them is not measured again); ``kernels``: the calls it changes (measured only
-    when the model makes one of them); ``ctype``: the global's C type, as the kernel source
+    when the model makes one of them; ``ANY_KERNEL``: a switch of the thread pool every kernel runs on, measured
+    whenever the model calls one); ``ctype``: the global's C type, as the kernel source
     declares it."""
 
     symbol: str
@@ -188,6 +190,8 @@ class Knob:
 # A/B-only switches (unpadded, im2col_tiles, dw_channels_width) are the same tiles with a
 # slower copy, never measured faster.
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
+INT8_DEPTHWISE = ("edgecc_x86_qdwconv",)
+ANY_KERNEL = ("*",)  # the pool's switches (x86_kernel_ffi.py): every kernel's jobs
 KNOBS = (
     Knob("edgecc_x86_fp32_winograd", "int32_t", (0, 1), FP32_CONV),
     Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 1, 2), FP32_CONV),
@@ -203,6 +207,14 @@ KNOBS = (
     Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
     # small int8 convolutions serial (1, the default) or on the pool (0): x86_int8_pool_source
     Knob("edgecc_x86_int8_conv_pool_log2", "int64_t", (0, 1), INT8_CONV),
+    # int8 depthwise dw_rows pooled by bands of output rows (0, the default: by channel
+    # groups): x86_int8_dwrows_source.py, bit-identical
+    Knob("edgecc_x86_int8_dw_rows_bands", "int64_t", (0, 1), INT8_DEPTHWISE),
+    # the pool: each job site timed serial and pooled, the faster kept (1; 0 the default),
+    # and TVM loops shorter than this many ns run on the caller alone (1000 the default; 0 off):
+    # x86_kernel_ffi.py, bit-identical
+    Knob("edgecc_pool_adaptive", "int32_t", (0, 1), ANY_KERNEL),
+    Knob("edgecc_pool_inline_ns", "int64_t", (0, 1000, 4000), ANY_KERNEL),
 )
 
 
@@ -413,7 +425,7 @@ def knob_candidates(library: Any, callees: list[str] | tuple[str, ...]
     the candidates and what was measured / skipped, for the manifest."""
     out, measured, skipped = [], [], []
     for knob in KNOBS:
-        if not set(knob.kernels) & set(callees):
+        if not callees or (knob.kernels != ANY_KERNEL and not set(knob.kernels) & set(callees)):
             continue
         if knob.symbol not in library.knobs:
             skipped.append(knob.symbol)

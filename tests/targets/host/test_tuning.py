@@ -267,7 +267,13 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
     lowering.build(end_to_end.with_kernel_settings(module, lacking), target, path)
     library = end_to_end._Library(path, 2)
     np.testing.assert_array_equal(library.vm.run(x)[0].numpy(), outputs["default"])
-    assert end_to_end.knob_candidates(library, ["edgecc_x86_sgemm"]) == (
+    candidates, measured = end_to_end.knob_candidates(library, ["edgecc_x86_sgemm"])
+    pool = {k.symbol for k in end_to_end.KNOBS if k.kernels == end_to_end.ANY_KERNEL}
+    assert pool and {symbol for c in candidates for symbol, _ in c.knobs} == pool
+    assert measured["skipped_missing_symbol"] == []
+    assert all(m.split(" = ")[0] in pool for m in measured["measured"])
+    # the pool's switches are measured for any kernel, and only where a kernel is called
+    assert end_to_end.knob_candidates(library, []) == (
         [], {"measured": [], "skipped_missing_symbol": []})
     with pytest.raises(LoweringError, match="unknown kernel variant"):
         end_to_end.settings_module(end_to_end.KernelSettings(knobs=(("edgecc_x86_nope", 1),)))
