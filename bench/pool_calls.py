@@ -22,8 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.pool_scaling import FP32, INT8, Pool, fifo  # noqa: E402  (TVM_NUM_THREADS=2)
-from bench.tvm_cpu import calibration, edgecc_fn, models  # noqa: E402
+from bench.pool_common import Pool, build, fifo  # noqa: E402  (TVM_NUM_THREADS=2)
 from bench.vm_calls import kernel_calls  # noqa: E402
 
 import torch  # noqa: E402
@@ -38,18 +37,10 @@ def main() -> int:
                         default=os.path.join(ROOT, "bench", "results", "pool_calls.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    name, _, precision = args.model.partition(":")
-    make, inputs, _ = models()[name]
-    module = make().eval()
-    with torch.no_grad():
-        if precision == "int8":
-            call, _ = edgecc_fn(module, inputs, INT8, calibration(inputs), integer_kernels=True)
-        else:
-            call, _ = edgecc_fn(module, inputs, FP32, None)
-    res = next(c.cell_contents for c in call.__closure__ if hasattr(c.cell_contents, "_runner"))
-    runner = res._runner
+    built = build(args.model)
+    runner = built.runner
     pool = Pool(runner)
-    calls = [c for c in kernel_calls(runner, inputs) if not c[1].startswith("vm.builtin")]
+    calls = [c for c in kernel_calls(runner, built.inputs) if not c[1].startswith("vm.builtin")]
     us = {}
     fifo(args.fifo)
     try:

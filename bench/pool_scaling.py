@@ -23,7 +23,6 @@ read ``joined`` (the share of pool jobs the worker took part in).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -34,51 +33,12 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.host import THREADS  # noqa: E402,F401  (sets TVM_NUM_THREADS=2 before TVM starts)
-from bench.tvm_cpu import (  # noqa: E402
-    calibration, edgecc_fn, interleaved_times, median_p10, models, paired_ratio,
-)
+from bench.pool_common import Pool, build, fifo  # noqa: E402  (TVM_NUM_THREADS=2)
+from bench.tvm_cpu import interleaved_times, median_p10, paired_ratio  # noqa: E402
 
 import torch  # noqa: E402
 
 warnings.filterwarnings("ignore")
-
-STATS = ("jobs", "tvm_pool", "tvm_inline", "wall_ns", "caller_ns", "wait_ns", "worker_ns",
-         "joined", "wake_ns", "worker_items", "items", "short", "inline_ns", "sleeps",
-         "site_serial", "site_pool")
-FP32 = "fold-batchnorm,fuse,dce"
-INT8 = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
-
-
-class Pool:
-    """The loaded library's pool knobs and counters (ctypes, the library TVM loaded)."""
-
-    def __init__(self, runner):
-        from edgecc.targets.tvm.runner import _POOLS
-
-        lib = ctypes.CDLL(runner.library, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
-        self.configure = _POOLS[runner.library]
-        self.inline_ns = ctypes.c_int64.in_dll(lib, "edgecc_pool_inline_ns")
-        self.default_inline = self.inline_ns.value
-        self.two_ended = ctypes.c_int32.in_dll(lib, "edgecc_pool_two_ended")
-        self.timing = ctypes.c_int32.in_dll(lib, "edgecc_pool_timing")
-        self.stat = (ctypes.c_int64 * 16).in_dll(lib, "edgecc_pool_stat")
-        self.launches = ctypes.c_int64.in_dll(lib, "edgecc_pool_tvm_launches")
-
-    def mode(self, threads: int, new: bool) -> None:
-        """``threads`` threads; ``new``: the pool's defaults (short TVM loops inline,
-        two-ended jobs), else as before both (every launch on the pool, one counter)."""
-        assert self.configure(-1, threads) == 1  # TVM's loops stay on edgecc's pool
-        self.inline_ns.value = self.default_inline if new else 0
-        self.two_ended.value = int(new)
-
-    def counters(self) -> dict:
-        return dict(zip(STATS, list(self.stat)))
-
-    def reset(self) -> None:
-        for i in range(16):
-            self.stat[i] = 0
-
 
 def thread_cpus() -> dict:
     """This process's threads: tid -> (last CPU, user+system ticks)."""
@@ -109,32 +69,12 @@ def ort_fn(module, inputs, threads):
     return lambda: sess.run(None, feed)
 
 
-def fifo(on: bool) -> None:
-    """Every thread of this process (and those it starts later) SCHED_FIFO 1, or back to
-    SCHED_OTHER: the timed part gets both vCPUs of a shared machine (the kernel's RT
-    throttling leaves the others 5%), the compiles before it do not hold them."""
-    policy = os.SCHED_FIFO if on else os.SCHED_OTHER
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setscheduler(int(tid), policy, os.sched_param(1 if on else 0))
-        except OSError:
-            pass
-
-
 def measure(spec: str, repeats: int, stat_calls: int, quiet: bool = False) -> dict:
-    name, _, precision = spec.partition(":")
-    precision = precision or "fp32"
-    make, inputs, shape = models()[name]
-    module = make().eval()
+    built = build(spec)
+    name, precision, shape, call = built.name, built.precision, built.shape, built.call
     with torch.no_grad():
-        if precision == "int8":
-            call, _ = edgecc_fn(module, inputs, INT8, calibration(inputs), integer_kernels=True)
-        else:
-            call, _ = edgecc_fn(module, inputs, FP32, None)
-        ort1, ort2 = ort_fn(module, inputs, 1), ort_fn(module, inputs, 2)
-    # edgecc_fn's callable is ``lambda: res.run(*inputs)``: its runner's library
-    res = next(c.cell_contents for c in call.__closure__ if hasattr(c.cell_contents, "_runner"))
-    pool = Pool(res._runner)
+        ort1, ort2 = ort_fn(built.module, built.inputs, 1), ort_fn(built.module, built.inputs, 2)
+    pool = Pool(built.runner)
     ref = [t.clone() for t in call()]
 
     def mode(threads, new):

@@ -15,19 +15,15 @@ sets' own (x86_int8*, x86_fp32*: their owners'); ``--tune`` searches the scale p
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.pool_scaling import FP32, INT8, Pool, fifo  # noqa: E402  (TVM_NUM_THREADS=2)
-from bench.tvm_cpu import (  # noqa: E402
-    calibration, edgecc_fn, interleaved_times, median_p10, models, paired_ratio,
-)
+from bench.pool_common import Pool, build, fifo  # noqa: E402  (TVM_NUM_THREADS=2)
+from bench.tvm_cpu import interleaved_times, median_p10, paired_ratio  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -35,20 +31,10 @@ SCALES = (0, -2, -63, 63)
 
 
 def measure(spec: str, repeats: int, quiet: bool) -> dict:
-    name, _, precision = spec.partition(":")
-    precision = precision or "fp32"
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    with torch.no_grad():
-        if precision == "int8":
-            call, _ = edgecc_fn(module, inputs, INT8, calibration(inputs), integer_kernels=True)
-        else:
-            call, _ = edgecc_fn(module, inputs, FP32, None)
-    res = next(c.cell_contents for c in call.__closure__ if hasattr(c.cell_contents, "_runner"))
-    pool = Pool(res._runner)
-    lib = ctypes.CDLL(res._runner.library, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
-    scale = ctypes.c_int64.in_dll(lib, "edgecc_x86_serial_work_log2")
-    adaptive = ctypes.c_int32.in_dll(lib, "edgecc_pool_adaptive")
+    built = build(spec)
+    name, precision, shape, call = built.name, built.precision, built.shape, built.call
+    pool = Pool(built.runner)
+    scale, adaptive = pool.serial_work_log2, pool.adaptive
     ref = [t.clone() for t in call()]
 
     def variant(threads, log2, auto=0):

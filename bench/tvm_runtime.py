@@ -12,7 +12,11 @@ Also the VM's calls by kind (hand-written x86 kernels, TVM-generated kernels, VM
 the same run with every hand-written job serial (``edgecc_x86_serial_work_log2`` = 63: what
 the pool buys). Prints a table, writes ``bench/results/tvm_runtime.json``.
 
-    python bench/tvm_runtime.py [--models resnet20,mobilenet_v2,mobilenet_v2_224] [--rounds 20]
+    python bench/tvm_runtime.py [--models resnet20,resnet20:int8,mobilenet_v2] [--rounds 20]
+
+A model ``name:int8`` is the w8a8 build on the integer kernels (``bench.pool_common.build``);
+``x86`` / ``TVM-gen`` split the kernels' sum into the hand-written and TVM-generated calls
+(per symbol in the JSON and the lines after the table).
 
 ``overhead`` = runner - sum of kernels: the VM, the pool's launches and waits, Python.
 ``in sequence`` = the same kernel calls replayed back to back from Python in the VM's order:
@@ -39,6 +43,7 @@ run-to-run bimodality, so each process's median is listed and counted as slow wh
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import json
 import os
@@ -87,22 +92,20 @@ def kind(symbol: str) -> str:
     return "builtin" if symbol.startswith("vm.builtin") else "tvm"
 
 
-def measure(name, rounds):
-    from edgecc.targets.tvm.runner import _private_copy, tvm_tensor
+def measure(spec, rounds):
+    """``spec``: ``name`` (fp32) or ``name:int8`` (w8a8 on the integer kernels)."""
+    from bench.pool_common import build
+    from edgecc.targets.tvm.runner import tvm_tensor
 
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        res = edgecc.compile(module, "host", example_inputs=inputs,
-                             pipeline="fold-batchnorm,fuse,dce", output_dir=os.path.join(d, "o"),
-                             progress=False, target_options={"num_threads": THREADS})
-        res.run(*inputs)
-        runner = res._runner
-        library = ctypes.CDLL(_private_copy(os.path.join(d, "o", "model.so")))
-        ort = ort_fp32_fn(module, inputs)
+    built = build(spec)
+    res, runner, inputs = built.res, built.runner, built.inputs
+    with torch.no_grad():
+        ort = ort_fp32_fn(built.module, inputs)
+    library = ctypes.CDLL(runner.library, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
     serial = ctypes.c_int64.in_dll(library, "edgecc_x86_serial_work_log2")
-    calls = [c for c in kernel_calls(runner, inputs) if kind(c[1]) != "builtin"]
-    builtins = len(kernel_calls(runner, inputs)) - len(calls)
+    every = kernel_calls(runner, inputs)
+    calls = [c for c in every if kind(c[1]) != "builtin"]
+    builtins = collections.Counter(c[1] for c in every if kind(c[1]) == "builtin")
     main = runner.vm["main"]
     args = [tvm_tensor(t, runner.device) for t in inputs]
 
@@ -137,12 +140,22 @@ def measure(name, rounds):
                 t = CLOCK()
                 func(*a)
                 kernels[i].append((CLOCK() - t) * 1e3)
-    row = {"model": name, "input": shape, **{k: statistics.median(v) for k, v in times.items()}}
+    row = {"model": built.name, "precision": built.precision, "input": built.shape,
+           **{k: statistics.median(v) for k, v in times.items()}}
     per = [statistics.median(v) for v in kernels]
     row["kernels_ms"] = sum(per)
     row["x86_kernels_ms"] = sum(p for p, c in zip(per, calls) if kind(c[1]) == "x86")
+    row["tvm_kernels_ms"] = row["kernels_ms"] - row["x86_kernels_ms"]
+    by_symbol: dict = collections.defaultdict(lambda: [0, 0.0])
+    for p, c in zip(per, calls):
+        by_symbol[c[1]][0] += 1
+        by_symbol[c[1]][1] += p * 1e3
+    row["per_symbol_us"] = {k: {"calls": n, "us": round(us, 2)} for k, (n, us) in
+                            sorted(by_symbol.items(), key=lambda kv: -kv[1][1])}
     row["calls"] = {"x86": sum(kind(c[1]) == "x86" for c in calls),
-                    "tvm": sum(kind(c[1]) == "tvm" for c in calls), "builtin": builtins}
+                    "tvm": sum(kind(c[1]) == "tvm" for c in calls),
+                    "builtin": sum(builtins.values())}
+    row["builtins"] = dict(builtins)
     row["overhead_ms"] = row["runner_ms"] - row["kernels_ms"]
     row["load_average"] = os.getloadavg()[0]
     return row
@@ -240,14 +253,14 @@ def main() -> int:
         return main_pools(args)
     args.output = args.output or os.path.join(ROOT, "bench", "results", "tvm_runtime.json")
     rows = [measure(name, args.rounds) for name in args.models.split(",")]
-    cols = ["result_run_ms", "runner_ms", "vm_ms", "sequence_ms", "kernels_ms", "overhead_ms",
-            "serial_ms", "onnxruntime_ms"]
-    heads = ["res.run", "runner", "bare VM", "in seq.", "kernels", "overhead", "all serial",
-             "ort"]
-    print(f"{'model':<18}" + "".join(f"{h:>11}" for h in heads) + "   calls x86/tvm/builtin  load")
+    cols = ["result_run_ms", "runner_ms", "vm_ms", "sequence_ms", "kernels_ms", "x86_kernels_ms",
+            "tvm_kernels_ms", "overhead_ms", "serial_ms", "onnxruntime_ms"]
+    heads = ["res.run", "runner", "bare VM", "in seq.", "kernels", "x86", "TVM-gen", "overhead",
+             "all serial", "ort fp32"]
+    print(f"{'model':<22}" + "".join(f"{h:>11}" for h in heads) + "   calls x86/tvm/builtin  load")
     for r in rows:
         c = r["calls"]
-        print(f"{r['model']:<18}" + "".join(f"{r[k]:>11.3f}" for k in cols)
+        print(f"{r['model'] + ' ' + r['precision']:<22}" + "".join(f"{r[k]:>11.3f}" for k in cols)
               + f"   {c['x86']}/{c['tvm']}/{c['builtin']:<14}{r['load_average']:.1f}")
     print(f"ms, medians of interleaved rounds, {THREADS} thread(s), "
           + ("the caller's CPU time" if THREADS == 1 else "wall time")
@@ -256,9 +269,14 @@ def main() -> int:
           "hand-written job serial")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"benchmark": "edgecc fp32 host call: kernels vs the runtime around them",
+        json.dump({"benchmark": "edgecc host call: kernels vs the runtime around them",
                    "threads": THREADS, "clock": CLOCK.__name__, "rounds": args.rounds,
                    "rows": rows}, f, indent=2)
+    for r in rows:
+        top = list(r["per_symbol_us"].items())[:12]
+        print(f"{r['model']} {r['precision']}: " + ", ".join(
+            f"{k[:40]} {v['us']:.1f} us/{v['calls']}" for k, v in top))
+        print(f"    builtins: {r['builtins']}")
     print(f"wrote {args.output}")
     return 0
 
