@@ -39,6 +39,12 @@
   way with the faster median (resampled every 256 jobs): the host moves this guest's vCPUs,
   and a small layer's second thread gains in one state and loses in another
   (bench/pool_serial_work.py, ``2t_auto``);
+- the job's atomics (each moves a cache line between the vCPUs): ``edgecc_pool_chunk_parts``
+  (default 2: a claim takes remaining / (2 x threads) items; 1 about halves the claims) and
+  ``edgecc_pool_done_once`` (default 0; 1: a worker adds its items to the job's done counter
+  once as it leaves, the caller never, instead of every thread per chunk). Both only schedule
+  (bit-identical); --tune candidates: on a loaded 2-vCPU machine their whole-model A/B was
+  within the noise (bench/pool_overhead.py);
 - where the time goes: ``edgecc_pool_timing`` 1 adds every pool job's caller / worker /
   waiting time, wake-up delay and the inline launches to ``edgecc_pool_stat`` (``EDGECC_STAT_*``),
   2 also logs every ``parallel_for`` (``edgecc_pool_log``); off by default (bench/pool_scaling.py);
@@ -62,6 +68,8 @@ from __future__ import annotations
 # serially run on the caller alone (see the prelude). bench/pool_latency.py: with the worker
 # spinning, the pool beats a serial job from ~1 us of serial work on.
 INLINE_NS = 1000
+# edgecc_pool_done_once's default (see the prelude: the done counter added once per worker)
+DONE_ONCE = 0
 
 FFI_PRELUDE = r"""
 #include <atomic>
@@ -108,6 +116,7 @@ struct EdgeccPool {
   alignas(64) std::atomic<uint32_t> epoch;     // futex word: bumped per job
   std::atomic<int32_t> sleepers;
   EdgeccRange range; void* fn; int64_t items; int32_t threads;  // the job (set before epoch)
+  int32_t parts; int32_t done_once;            // its chunking and done counting (the knobs)
   std::atomic<int32_t> started;                // workers running
   std::atomic<int32_t> busy;                   // a job is in flight (another caller: serial)
   pthread_mutex_t grow;
@@ -165,6 +174,19 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_now_ns() {
 __attribute__((weak)) int32_t edgecc_pool_two_ended = 1;
 constexpr uint64_t EDGECC_TWO_ENDED = 1ULL << 39, EDGECC_END_MASK = (1ULL << 19) - 1;
 
+// Per-job atomics (each one moves a cache line between the vCPUs, ~0.1-0.3 us here):
+// edgecc_pool_chunk_parts: a claim takes remaining / (parts x threads) items (at least 1):
+// 2 (default) ~15 claims for 64 items, 1 about half as many, larger chunks for the tail.
+// edgecc_pool_done_once: 1: a worker adds its items to the job's done counter once, when it
+// finds nothing left to claim, and the caller none (it waits for items - its own), instead
+// of every thread after every chunk. Both only schedule: the same items run, bit-identical.
+// With edgecc_pool_timing set, edgecc_pool_claims / edgecc_pool_done_adds count the claims
+// and the done counter's additions (tests, bench/pool_overhead.py).
+__attribute__((weak)) int32_t edgecc_pool_chunk_parts = 2;
+__attribute__((weak)) int32_t edgecc_pool_done_once = @DONE_ONCE@;
+__attribute__((weak)) int64_t edgecc_pool_claims = 0;
+__attribute__((weak)) int64_t edgecc_pool_done_adds = 0;
+
 // claim and run chunks of job `epoch` until none is left (or the job is no longer current);
 // returns the items this thread (index: the caller 0, workers 1, 2, ...) ran
 __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t epoch,
@@ -173,16 +195,29 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t ep
   EdgeccPool& p = edgecc_pool_state;
   const uint64_t tag = (epoch & 0xFFFFFF) << 40, mask = (1ULL << 40) - 1;
   uint64_t s = p.state.load(std::memory_order_acquire);
+  // the job's settings: read after its epoch (set before it), so the same for every thread
+  const int64_t split = (int64_t)threads * (p.parts > 0 ? p.parts : 2);
+  const bool once = p.done_once != 0;
+  const bool timing = edgecc_pool_timing != 0;
   int64_t ran = 0;
+  // done_once: a worker's items count once, as it leaves (the job cannot end before: the
+  // caller waits for them); the caller's never (it subtracts its own)
+  auto leave = [&]() {
+    if (once && index != 0 && ran > 0) {
+      p.done.fetch_add(ran, std::memory_order_acq_rel);
+      if (timing) __atomic_fetch_add(&edgecc_pool_done_adds, 1, __ATOMIC_RELAXED);
+    }
+    return ran;
+  };
   for (;;) {
-    if ((s & ~mask) != tag) return ran;
+    if ((s & ~mask) != tag) return leave();
     int64_t first, n;
     uint64_t claimed;
     if (s & EDGECC_TWO_ENDED) {
       const int64_t front = (int64_t)(s & EDGECC_END_MASK);
       const int64_t back = (int64_t)((s >> 19) & EDGECC_END_MASK);
-      if (front >= back) return ran;
-      n = (back - front) / (2 * threads);
+      if (front >= back) return leave();
+      n = (back - front) / split;
       n = n < 1 ? 1 : n;
       if (index & 1) {
         first = back - n;
@@ -193,8 +228,8 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t ep
       }
     } else {
       const int64_t items = p.items, next = (int64_t)(s & mask);
-      if (next >= items) return ran;
-      n = (items - next) / (2 * threads);
+      if (next >= items) return leave();
+      n = (items - next) / split;
       n = n < 1 ? 1 : n;
       first = next;
       claimed = s + (uint64_t)n;
@@ -205,7 +240,11 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t ep
     // the claim succeeded while the job was current: it cannot end before this chunk does
     p.range(p.fn, first, first + n);
     ran += n;
-    p.done.fetch_add(n, std::memory_order_acq_rel);
+    if (timing) __atomic_fetch_add(&edgecc_pool_claims, 1, __ATOMIC_RELAXED);
+    if (!once) {
+      p.done.fetch_add(n, std::memory_order_acq_rel);
+      if (timing) __atomic_fetch_add(&edgecc_pool_done_adds, 1, __ATOMIC_RELAXED);
+    }
     s = p.state.load(std::memory_order_acquire);
   }
 }
@@ -494,6 +533,8 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange rang
   if (timing) __atomic_store_n(&edgecc_pool_published_ns, t0, __ATOMIC_RELAXED);
   const uint32_t e = p.epoch.load(std::memory_order_relaxed) + 1;
   p.range = range; p.fn = fn; p.items = items; p.threads = threads;
+  p.parts = edgecc_pool_chunk_parts; p.done_once = edgecc_pool_done_once;
+  const bool once = p.done_once != 0;
   p.done.store(0, std::memory_order_relaxed);
   uint64_t start = ((uint64_t)(e & 0xFFFFFF)) << 40;
   if (edgecc_pool_two_ended && items <= (int64_t)EDGECC_END_MASK)
@@ -506,7 +547,8 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange rang
   const int64_t t1 = timing ? edgecc_pool_now_ns() : 0;
   if (timing) { edgecc_pool_job_caller[0] = mine; edgecc_pool_job_caller[1] = t1 - t0; }
   // only chunks a worker claimed are left: wait for them
-  for (int64_t i = 0; p.done.load(std::memory_order_acquire) < items; ++i) {
+  const int64_t others = once ? items - mine : items;  // done_once: the caller's not in done
+  for (int64_t i = 0; p.done.load(std::memory_order_acquire) < others; ++i) {
     if (i < 4000) _mm_pause(); else sched_yield();
   }
   p.busy.store(0, std::memory_order_release);
@@ -700,5 +742,5 @@ static bool panel_bases(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t 
 def ffi_prelude(serial_work: int) -> str:
     """``FFI_PRELUDE`` with ``SERIAL_WORK = serial_work`` (the work below which a
     ``parallel_for`` runs serially)."""
-    return FFI_PRELUDE.replace("@SERIAL_WORK@", str(int(serial_work))).replace(
-        "@INLINE_NS@", str(INLINE_NS))
+    return (FFI_PRELUDE.replace("@SERIAL_WORK@", str(int(serial_work)))
+            .replace("@INLINE_NS@", str(INLINE_NS)).replace("@DONE_ONCE@", str(DONE_ONCE)))

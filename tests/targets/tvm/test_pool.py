@@ -176,3 +176,60 @@ def test_adaptive_sites_sample_both_ways_and_keep_serial_for_empty_jobs(tmp_path
             timing.value = 0
 
     _in_fresh_thread(checks)
+
+
+def test_done_once_and_chunk_parts_cut_the_jobs_atomics_and_run_every_item_once(tmp_path):
+    """edgecc_pool_done_once 1: the job's done counter gets one addition per worker that ran
+    items (none for the caller), not one per chunk — and the caller still waits for the
+    worker's items (slow items: a caller returning early would leave some uncounted).
+    edgecc_pool_chunk_parts 1: about half the claims of 2 for the same jobs. Counted with
+    edgecc_pool_timing (edgecc_pool_claims / edgecc_pool_done_adds), so a knob the pool
+    ignored fails."""
+    import tvm  # noqa: F401 - TVM's runtime: its thread pool's functions
+
+    from edgecc.targets.tvm.runner import use_threads
+
+    lib = _pool_library(tmp_path)
+    knob = {name: ctypes.c_int32.in_dll(lib, f"edgecc_pool_{name}")
+            for name in ("done_once", "chunk_parts", "timing")}
+    claims = ctypes.c_int64.in_dll(lib, "edgecc_pool_claims")
+    adds = ctypes.c_int64.in_dll(lib, "edgecc_pool_done_adds")
+    stat = (ctypes.c_int64 * 16).in_dll(lib, "edgecc_pool_stat")
+    assert (knob["done_once"].value, knob["chunk_parts"].value) == (0, 2)  # the defaults
+
+    def jobs(once, parts, n, items=64, spin=0):
+        """n jobs; (claims, done additions, jobs the worker joined) over them"""
+        knob["done_once"].value, knob["chunk_parts"].value = once, parts
+        claims.value = adds.value = 0
+        joined = stat[JOINED]
+        for _ in range(n):
+            count, tid = np.zeros(items, np.int64), np.zeros(items, np.int64)
+            lib.pool_job(items, count.ctypes.data, tid.ctypes.data, spin)
+            assert (count == 1).all(), (once, parts, items, count)
+        return claims.value, adds.value, stat[JOINED] - joined
+
+    def checks():
+        assert use_threads(2) == 2
+        knob["timing"].value = 1
+        try:
+            for items in (2, 3, 17, 1000):
+                for once in (0, 1):
+                    jobs(once, 2, 3, items)
+            c, a, _ = jobs(0, 2, 20)
+            assert a == c > 0  # per chunk
+            joined = 0
+            for _ in range(200):  # slow items until the worker took part in some jobs
+                c, a, j = jobs(1, 2, 10, spin=20000)
+                assert a <= j  # once per job the worker ran items of, never per chunk
+                joined += j
+                if joined >= 3:
+                    break
+            assert joined >= 3, joined
+            two = sum(jobs(0, 2, 20)[0] for _ in range(3))
+            one = sum(jobs(0, 1, 20)[0] for _ in range(3))
+            assert one < 0.7 * two, (one, two)  # remaining / 2 a claim, not / 4
+        finally:
+            knob["done_once"].value, knob["chunk_parts"].value = 0, 2
+            knob["timing"].value = 0
+
+    _in_fresh_thread(checks)
