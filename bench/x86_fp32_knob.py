@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
-from bench.tvm_cpu import interleaved_times, median_p10, models  # noqa: E402
+from bench.tvm_cpu import interleaved_times, median_p10, models, paired_ratio  # noqa: E402
 
 
 def knob_ctype(symbol: str, ctype: str):
@@ -90,6 +90,8 @@ def measure(name: str, values: list[int], repeats: int, symbols: list[str], ctyp
         for k, v in zip(knobs, defaults):
             k.value = v
     stats = median_p10(times)
+    for v in values:  # the rounds paired: the median of (v's round mean / the first value's)
+        stats[v]["paired_vs_first"] = paired_ratio(times, v, values[0], repeats)
     return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
             "shifts": {str(v): stats[v] for v in values}}
 
@@ -119,9 +121,11 @@ def main() -> int:
             f"{r['shifts'][str(v)]['median_ms']:14.3f} {r['shifts'][str(v)]['median_ms'] / base:5.2f}x"
             for v in values) + f"   (load {r['load_average']:.1f})")
         print(f"{'  p10':<18}" + "".join(f"{r['shifts'][str(v)]['p10_ms']:22.3f}" for v in values))
+        print(f"{'  paired':<18}" + "".join(
+            f"{r['shifts'][str(v)]['paired_vs_first']:21.3f}x" for v in values))
     clock = "wall clock" if THREADS > 1 else "thread CPU time"
     print(f"\nms end to end ({THREADS} thread(s), {clock}), medians / 10th percentiles of "
-          "interleaved rounds; x = vs the first value")
+          "interleaved rounds; x = vs the first value (paired: median of per-round ratios)")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": f"fp32 knob {args.knob}, end to end", "knob": args.knob,

@@ -50,7 +50,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..19). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..22). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -59,7 +59,7 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
-from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_winograd, x86_fp32_winograd4
+from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_dws2, x86_fp32_winograd, x86_fp32_winograd4
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
@@ -96,6 +96,13 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1
 // planes 2 output rows per vector (PATH_DW_FLAT; x86_fp32_dwrows.py); 0: the tile (the same
 // sums: the tests' bit-for-bit A/B). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat = 1;
+// depthwise 3x3 stride 2 (left pad 1) on planes wider than DW_ROWS_WIDTH: each input row of a
+// 16-output step loaded once and split into even / odd columns, blocks of this many output
+// rows (1, 2, 4; PATH_DW_S2_WIDE; x86_fp32_dws2.py); 0: the one-row form (the same sums: the
+// tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_wide = 2;
+// ... and prefetches the input rows this many rows ahead (0: none; the same sums). int32
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_prefetch = 4;
 // padded convolutions through row-run im2col panels (AVX-512, stride 1 / 2, output rows 5+
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
@@ -757,7 +764,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 22;
+const int N_PATHS = 23;
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -766,7 +773,8 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_SAME3X3_COLUMNS = 12, PATH_CONV_SAME3X3_WINDOW = 13,
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
-       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21 };
+       PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
+       PATH_DW_S2_WIDE = 22 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1012,7 +1020,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1361,6 +1369,12 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   // blocks of output rows (x86_fp32_dwrows): the same sums, each input row loaded once
   const bool rows = vec512 && d.sh == d.sw && w <= DW_ROWS_WIDTH && edgecc_x86_fp32_dw_rows;
   if (rows) ++path_calls[PATH_DW_ROWS];
+  // stride 2 on wide planes (x86_fp32_dws2): the same sums, each input row loaded once
+  const int s2_rows = edgecc_x86_fp32_dw_s2_wide;
+  const bool s2_wide = vec512 && !rows && d.sh == 2 && d.sw == 2 && pw == 1
+                       && (s2_rows == 1 || s2_rows == 2 || s2_rows == 4);
+  if (s2_wide) ++path_calls[PATH_DW_S2_WIDE];
+  const int64_t s2_pf = edgecc_x86_fp32_dw_s2_prefetch > 0 ? edgecc_x86_fp32_dw_s2_prefetch : 0;
   // small same-size planes: flat, 16 consecutive pixels per vector (x86_fp32_dwrows)
   if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w
       && h * w <= 16 * DW_FLAT_BLOCKS && edgecc_x86_fp32_dw_flat) {
@@ -1400,7 +1414,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         Depthwise e = d;
         e.src = x + t * h * w; e.ld = w;
         e.w = wt + ch * 9; e.b = bias[ch]; e.out = out + t * d.oh * d.ow;
-        if (rows && d.sw == 1) dw3x3_rows<1>(e, h, w, ph, pw);
+        if (s2_wide) dw3x3_s2_wide(e, h, w, ph, s2_rows, s2_pf);
+        else if (rows && d.sw == 1) dw3x3_rows<1>(e, h, w, ph, pw);
         else if (rows) dw3x3_rows<2>(e, h, w, ph, pw);
         else if (d.sw == 1) dw3x3_avx512<1>(e, h, w, ph, pw);
         else dw3x3_avx512<2>(e, h, w, ph, pw);
@@ -1446,7 +1461,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // 18: the depthwise calls of 4 that ran blocks of output rows (x86_fp32_dwrows); 19: the
 // depthwise 3x3 calls on small same-size planes run flat, or stride 2 on 16-wide planes 2 rows
 // per vector (x86_fp32_dwrows, not counted in 6); 20: the calls of 16 on maps 8 or 16 wide
-// whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow);
+// whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow); 21: F(4x4, 3x3)
+// Winograd calls; 22: the depthwise calls of 4 that ran stride 2 on wide planes with each input
+// row loaded once (x86_fp32_dws2, edgecc_x86_fp32_dw_s2_wide);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
