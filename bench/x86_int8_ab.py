@@ -5,7 +5,9 @@ built, the int8 build with each ``--columns`` setting of its library's int64 kno
 the call, restored after), and each int8 column and fp32 at 1 thread (``edgecc_pool_threads``
 1: a load's effect on the pool's worker out of the picture). Prints
 per column the median, the 10th percentile and the paired int8/fp32 ratio (``paired_ratio``:
-the median over rounds of the per-round ratio, as bench/tvm_cpu.py quotes it), writes
+the median over rounds of the per-round ratio, as bench/tvm_cpu.py quotes it), and each int8
+column's paired ratio to the int8 build as is at the same threads (a knob's own A/B; median,
+10th-90th percentile over rounds), writes
 ``bench/results/x86_int8_ab.json``.
 
     python bench/x86_int8_ab.py [--models mobilenet_v2,resnet20] [--repeats 40]
@@ -29,32 +31,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import (calibration, interleaved_times, median_p10, models,  # noqa: E402
-                           paired_ratio)
+from bench.tvm_cpu import interleaved_times, median_p10, paired_ratio  # noqa: E402
+from bench.x86_int8_common import build_pair, paired_spread  # noqa: E402
 
 import torch  # noqa: E402
 
-import edgecc  # noqa: E402
-
 warnings.filterwarnings("ignore")
-PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
-             "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
 BEFORE = {"before": {"edgecc_x86_int8_dw_rows": 0}}
 
 
 def measure(name: str, repeats: int, columns: dict) -> dict:
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    calib = calibration(inputs)
-    built = {}
-    with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        for label, (pipeline, options) in PIPELINES.items():
-            res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
-                                 calibration=calib, output_dir=os.path.join(d, label),
-                                 progress=False,
-                                 target_options={"num_threads": THREADS, **options})
-            res.run(*inputs)
-            built[label] = (res, ctypes.CDLL(res._runner.library))
+    with tempfile.TemporaryDirectory() as d:
+        inputs, shape, results = build_pair(name, d)
+    built = {k: (res, ctypes.CDLL(res._runner.library)) for k, res in results.items()}
 
     def column(label, knobs, threads=THREADS):
         res, lib = built[label]
@@ -84,9 +73,15 @@ def measure(name: str, repeats: int, columns: dict) -> dict:
         times = interleaved_times(fns, repeats)
     stats = median_p10(times)
     return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
-            "columns": {k: {**stats[k], "paired_vs_fp32": paired_ratio(times, k, "fp32",
-                                                                        repeats)}
-                        for k in fns}}
+            "columns": {k: {**stats[k],
+                            "paired_vs_fp32": paired_ratio(times, k, "fp32", repeats),
+                            # the knob columns against the build as is, same threads
+                            "paired_vs_int8": paired_spread(
+                                times, k, "int8 1t" if k.endswith(" 1t") else "int8", repeats)}
+                        for k in fns if k.startswith("int8")} | {
+                "fp32": {**stats["fp32"], "paired_vs_fp32": 1.0},
+                "fp32 1t": {**stats["fp32 1t"],
+                            "paired_vs_fp32": paired_ratio(times, "fp32 1t", "fp32", repeats)}}}
 
 
 def main() -> int:
@@ -102,10 +97,13 @@ def main() -> int:
     rows = [measure(m, args.repeats, columns) for m in args.models.split(",")]
     for r in rows:
         print(f"\n{r['model']} {r['input']}  (load {r['load_average']:.1f})")
-        print(f"  {'column':<24} {'median ms':>9} {'p10 ms':>9} {'paired/fp32':>11}")
+        print(f"  {'column':<24} {'median ms':>9} {'p10 ms':>9} {'paired/fp32':>11} "
+              f"{'paired/int8 (p10-p90)':>24}")
         for k, c in r["columns"].items():
+            p = c.get("paired_vs_int8")
+            vs_int8 = f"{p[1]:10.3f}x ({p[0]:.3f}-{p[2]:.3f})" if p else ""
             print(f"  {k:<24} {c['median_ms']:9.3f} {c['p10_ms']:9.3f} "
-                  f"{c['paired_vs_fp32']:10.3f}x")
+                  f"{c['paired_vs_fp32']:10.3f}x {vs_int8:>11}")
     print(f"\nwhole VM calls, {THREADS} threads unless 1t; interleaved rounds in one process; "
           f"columns: {json.dumps(columns)}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

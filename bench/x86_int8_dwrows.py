@@ -14,119 +14,34 @@ Not a goal measurement (bench/tvm_cpu.py is): single layers, the VM call around 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import json
 import os
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
-
-import numpy as np  # noqa: E402
+from bench.x86_int8_common import DepthwiseAB, depthwise_ab  # noqa: E402
 
 # (channels, h, w, stride): MobileNetV2-32's depthwise 3x3 layers (pad 1), one of each shape
 LAYERS = ((16, 32, 32, 1), (48, 32, 32, 1), (72, 32, 32, 1), (72, 32, 32, 2), (96, 16, 16, 1))
 # --layers 224: MobileNetV2-224's depthwise layers that dw_rows takes (rows of <= 64 bytes)
 LAYERS_224 = ((144, 56, 56, 1), (144, 56, 56, 2), (192, 28, 28, 1), (192, 28, 28, 2),
               (384, 14, 14, 1), (576, 14, 14, 1))
-COLUMNS = {"built": {}, "dw_perm": {"edgecc_x86_int8_dw_rows": 0}}
-CALLS = 50  # VM calls per timed sample
-
-
-def build(rng, layers=LAYERS):
-    import tvm  # noqa: F401
-    from tvm import relax
-
-    from edgecc.targets.tvm import x86_int8
-    from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
-
-    bb = relax.BlockBuilder()
-    inputs = []
-    for i, (c, h, w, s) in enumerate(layers):
-        x = relax.Var("x", relax.TensorType([1, c, h, w], "int8"))
-        with bb.function(f"f{i}", [x]):
-            with bb.dataflow():
-                out = bb.emit_output(x86_int8.emit_depthwise(
-                    bb, x, random_int8(rng, c, 1, 3, 3), -3, [s, s], [1, 1], [1, 1],
-                    random_requant(rng, c)))
-            bb.emit_func_output(out)
-        inputs.append(random_int8(rng, 1, c, h, w))
-    path = os.path.join(tempfile.mkdtemp(), "dw.so")
-    _, vm = build_and_load(bb.get().with_attr("external_mods", [x86_int8.external_module()]),
-                           path)
-    return ctypes.CDLL(path), vm, inputs
+SPEC = DepthwiseAB(
+    columns={"built": {}, "dw_perm": {"edgecc_x86_int8_dw_rows": 0}},
+    counter="edgecc_x86_int8_dw_rows_calls", path_key="dw_rows", path_label="rows",
+    ratio=("built", "dw_perm"), ratio_label="dw_rows/dw_perm",
+    benchmark="int8 depthwise layers, dw_rows vs dw_perm A/B")
 
 
 def main() -> int:
-    import tvm
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_dwrows.json"))
     parser.add_argument("--layers", default="32", help="32 (MobileNetV2-32) or 224")
     args = parser.parse_args()
-    layers = LAYERS_224 if args.layers == "224" else LAYERS
-    lib, vm, inputs = build(np.random.default_rng(0), layers)
-    knobs = {n: ctypes.c_int64.in_dll(lib, n) for col in COLUMNS.values() for n in col}
-    threads = ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")
-    wide = ctypes.c_int64.in_dll(lib, "edgecc_x86_int8_dw_rows_calls")
-
-    def setting(col):
-        for n, k in knobs.items():
-            k.value = COLUMNS[col].get(n, 1)
-
-    rows = []
-    for i, (c, h, w, s) in enumerate(layers):
-        f, x = vm[f"f{i}"], tvm.runtime.tensor(inputs[i])
-        outs = {}
-        for col in COLUMNS:
-            setting(col)
-            before = wide.value
-            outs[col] = f(x).numpy()
-            outs[col + " wide"] = wide.value - before
-        for col in COLUMNS:  # bit-identical across the switches
-            np.testing.assert_array_equal(outs[col], outs["built"], err_msg=col)
-
-        def timed(col):
-            def go():
-                setting(col)
-                for _ in range(CALLS):
-                    f(x)
-            return go
-
-        row = {"layer": f"{c}@{h}x{w} s{s}", "dw_rows": outs["built wide"] == 1}
-        for t, clock in ((1, "cpu"), (THREADS, "wall")):
-            threads.value = t
-            times = interleaved_times({col: timed(col) for col in COLUMNS}, args.repeats,
-                                      clock=clock)
-            row[f"{t}t_us"] = {col: m["median_ms"] * 1e3 / CALLS
-                               for col, m in median_p10(times).items()}
-        threads.value = 0
-        setting("built")
-        rows.append(row)
-    print(f"{'layer':<16} {'rows':>5} " + " ".join(
-        f"{t}t {col:>9}" for t in (1, THREADS) for col in COLUMNS) + "   (us a VM call)")
-    for r in rows:
-        print(f"{r['layer']:<16} {str(r['dw_rows']):>5} " + " ".join(
-            f"{r[f'{t}t_us'][col]:12.2f}" for t in (1, THREADS) for col in COLUMNS))
-    sums = {f"{t}t": {col: sum(r[f"{t}t_us"][col] for r in rows) for col in COLUMNS}
-            for t in (1, THREADS)}
-    for t, v in sums.items():
-        print(f"sum {t}: " + ", ".join(f"{col} {us:.2f}" for col, us in v.items())
-              + f"  (dw_rows/dw_perm {v['built'] / v['dw_perm']:.3f}x)")
-    print(f"1t: thread CPU time, {THREADS}t: wall; medians of {args.repeats} interleaved "
-          f"samples of {CALLS} calls; load {os.getloadavg()[0]:.1f}")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump({"benchmark": "int8 depthwise layers, dw_rows vs dw_perm A/B",
-                   "repeats": args.repeats, "calls_per_sample": CALLS, "threads": THREADS,
-                   "load_average": os.getloadavg()[0], "rows": rows, "sums_us": sums}, fh, indent=2)
-    print(f"wrote {args.output}")
+    depthwise_ab(SPEC, LAYERS_224 if args.layers == "224" else LAYERS, args.repeats, args.output)
     return 0
 
 

@@ -32,16 +32,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import calibration, interleaved_times, median_p10, models  # noqa: E402
+from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
 from bench.tvm_runtime import kernel_calls, kind  # noqa: E402
+from bench.x86_int8_common import build_pair  # noqa: E402
 
 import torch  # noqa: E402
 
-import edgecc  # noqa: E402
-
 warnings.filterwarnings("ignore")
-PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
-             "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
 
 
 def _calls_ms(calls, reps=5, clock=time.perf_counter):
@@ -57,17 +54,10 @@ def _calls_ms(calls, reps=5, clock=time.perf_counter):
 
 
 def measure(name: str, repeats: int, knob: str = "") -> dict:
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    calib = calibration(inputs)
     built = {}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        for label, (pipeline, options) in PIPELINES.items():
-            res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
-                                 calibration=calib, output_dir=os.path.join(d, label),
-                                 progress=False,
-                                 target_options={"num_threads": THREADS, **options})
-            res.run(*inputs)
+        inputs, shape, results = build_pair(name, d)
+        for label, res in results.items():
             library = ctypes.CDLL(res._runner.library)  # the copy the runner loaded
             pool = ctypes.c_int32.in_dll(library, "edgecc_pool_threads")
             calls = [c for c in kernel_calls(res._runner, inputs) if kind(c[1]) != "builtin"]

@@ -43,7 +43,7 @@ from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
     ISA_QUERY, OC_SPLIT, OFF_FOLDED, PERM_PANELS, POST16, POST_ROWS, REQUANT_PROBE, SOURCE,
     VBMI_INTERLEAVE, SYMBOLS,
 )
-from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4  # noqa: F401
+from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4, DIRECT4_S2  # noqa: F401
 from edgecc.targets.tvm.x86_int8_dwrows_source import DW_ROWS  # noqa: F401
 from edgecc.targets.tvm.x86_int8_pool_source import CONV_SERIAL  # noqa: F401
 from edgecc.targets.tvm.x86_int8_tile_source import TILE_WRITE  # noqa: F401
@@ -345,8 +345,9 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     flat = w.reshape(oc, -1)
     # the VNNI rows tap-major (k = (ky, kx, c)) where every k quad is 4 channels of one tap:
     # the kernel's im2col follows the order (int32 sums, the same values), and stride-1 maps
-    # of 16-column rows read their panels straight from a channel-quad copy (x86_int8_direct)
-    tap_major = c % 4 == 0 and kh * kw > 1
+    # of 16-column rows read their panels straight from a channel-quad copy (x86_int8_direct;
+    # stride 2 from its column phases: 1x1 too, whose one tap makes either order the same)
+    tap_major = c % 4 == 0
     dot = w.transpose(0, 2, 3, 1).reshape(oc, -1) if tap_major else flat
     packed, at = with_dot_layout(pack_rows(flat), pack_rows_dot(dot), flat)
     meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,

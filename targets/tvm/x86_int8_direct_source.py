@@ -19,15 +19,29 @@ same write-back: the outputs are bit-identical. Taken for stride 1, dilation 1, 
 whose rows are whole 16-pixel panels (``ow % 16 == 0``; or 8 columns, an even number of rows:
 a panel is two rows' 8 pixels, two 32-byte loads) with AVX-512 VNNI and no AMX;
 counted by ``edgecc_x86_int8_direct4``; the library's ``edgecc_x86_int8_direct4`` 0 takes the
-im2col path (A/B; it reads the tap-major rows with tap-major offsets, the same values)."""
+im2col path (A/B; it reads the tap-major rows with tap-major offsets, the same values).
+
+Stride 2 (``pad_rows_c4s``, AVX-512 VBMI, padded rows of <= 64 bytes): each padded row of the
+copy split into its two column phases, ``[C/4][hp][2][wq][4]`` (wq = ceil(wp / 2)), so the 16
+outputs ox.. of a row read the 16 consecutive entries ``ox + kx/2`` of phase ``kx % 2`` for
+tap kx — a panel in place again; output row oy starts at input row 2·oy. A channel row is one
+masked load and one masked ``vpermb`` (the padding lanes zx + 128). ResNet-20's stride-2 3x3
+convolutions and 1x1 shortcuts (``emit_conv`` packs 1x1 weights tap-major too: one tap, the
+same order) took the im2col with ``perm_panel`` before. ``edgecc_x86_int8_direct4_s2`` 0: the
+im2col path (A/B); counted by ``edgecc_x86_int8_direct4_s2_calls``."""
 
 DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct4 so far
-DIRECT_SYMBOLS = (DIRECT4,)
+DIRECT4_S2 = "edgecc_x86_int8_direct4_s2_calls"  # () -> ... of them with stride 2
+DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2)
 
 DIRECT_KERNELS = r"""
 // ---- conv_direct4 (x86_int8_direct_source) ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4 = 1;
 int64_t direct4_calls = 0;  // convolution calls run by conv_direct4 (a test's)
+// nonzero: strided convolutions (stride 2, rows <= 64 bytes) take conv_direct4 on a
+// column-phase copy (A/B: 0 = the im2col path); counted by direct4_s2_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_s2 = 1;
+int64_t direct4_s2_calls = 0;  // convolution calls run by conv_direct4 with stride 2 (a test's)
 
 // padded rows [y0, y1) of x + 128 as [C/4][hp][wp][4] bytes (padding zu): 16 columns of 4
 // channels a call of interleave4
@@ -49,6 +63,46 @@ static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int
                     reinterpret_cast<int8_t*>(row + (pw + i) * 4), flip);
       for (; i < w; ++i)
         for (int j = 0; j < 4; ++j) row[(pw + i) * 4 + j] = (uint8_t)s[j * cs + i] ^ 0x80;
+    }
+}
+
+// pad_rows_c4 for column stride sw (2): each padded row split into its sw column phases,
+// [C/4][hp][sw][wq][4] bytes (wq = ceil(wp / sw)), so 16 outputs of a row read 16 consecutive
+// entries of one phase for every tap. A channel row by one masked load and one masked vpermb
+// (x + 128 at the valid columns, zu elsewhere), four channels interleaved by interleave4 (16
+// entries a call; the last call may write up to 15 entries past the row, into the next row
+// (written after it) or the buffer's 64 spare bytes). Needs w <= 64 and sw·wq <= 64 (VBMI).
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vbmi")))
+static void pad_rows_c4s(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
+                         int64_t hp, int64_t wq, int64_t sw, int64_t ph, int64_t pw, int64_t y0,
+                         int64_t y1, uint8_t zu) {
+  const int64_t n = sw * wq, row_bytes = n * 4;  // entries of a copied row
+  alignas(64) uint8_t idx[64];
+  uint64_t valid = 0;
+  for (int64_t j = 0; j < 64; ++j) {  // entry j = (phase p, index i): padded column i·sw + p
+    const int64_t col = j < n ? (j % wq) * sw + j / wq - pw : -1;
+    idx[j] = (uint8_t)(col >= 0 && col < w ? col : 0);
+    if (col >= 0 && col < w) valid |= 1ull << j;
+  }
+  const __m512i perm = _mm512_load_si512(idx), pad = _mm512_set1_epi8((char)zu);
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const __mmask64 load = w >= 64 ? ~0ull : (1ull << w) - 1;
+  const int64_t cs = h * w;
+  alignas(64) uint8_t ch[4][64];
+  for (int64_t cq = 0; cq < c / 4; ++cq)
+    for (int64_t y = y0; y < y1; ++y) {
+      uint8_t* row = dst + (cq * hp + y) * row_bytes;
+      if (y < ph || y >= ph + h) { memset(row, zu, row_bytes); continue; }
+      const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
+      for (int j = 0; j < 4; ++j)
+        _mm512_store_si512(ch[j], _mm512_mask_permutexvar_epi8(
+            pad, valid, perm, _mm512_xor_si512(_mm512_maskz_loadu_epi8(load, s + j * cs), flip)));
+      for (int64_t i = 0; i < n; i += 16)
+        interleave4(reinterpret_cast<const int8_t*>(ch[0] + i),
+                    reinterpret_cast<const int8_t*>(ch[1] + i),
+                    reinterpret_cast<const int8_t*>(ch[2] + i),
+                    reinterpret_cast<const int8_t*>(ch[3] + i),
+                    reinterpret_cast<int8_t*>(row + i * 4), _mm_setzero_si128());
     }
 }
 
@@ -83,6 +137,8 @@ struct Direct4 {
   Epilogue e;                          // this batch item's, ld = oh*ow
   const int8_t* x; int64_t c, h, w, hp, wp, ph, pw, kh, kw, oh, ow;
   uint8_t zu; const int64_t* qoff;     // per quad (tap, cq): ((cq*hp + ky)*wp + kx)*4
+  int64_t sh = 1, sw = 1, wq = 0;      // strides; wq: a column phase's entries (sw > 1)
+  int64_t row_bytes() const { return sw > 1 ? sw * wq * 4 : wp * 4; }  // a copied row
 };
 
 // qconv's im2col offsets koff[k] in the VNNI rows' k order, (c, ky, kx) or tap-major
@@ -106,35 +162,47 @@ static inline bool direct4_fits(int64_t sh, int64_t sw, int64_t dh, int64_t dw, 
          !amx_conv_ready() && (ow % 16 == 0 || (ow == 8 && oh % 2 == 0));
 }
 
+// stride 2 (both axes) on pad_rows_c4s's column-phase copy: rows of <= 64 bytes, VBMI
+static inline bool direct4_s2_fits(int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t w,
+                                   int64_t wp, int64_t oh, int64_t ow) {
+  return edgecc_x86_int8_direct4 && edgecc_x86_int8_direct4_s2 && sh == 2 && sw == 2 &&
+         dh == 1 && dw == 1 && w <= 64 && (wp + 1) / 2 * 2 <= 64 && has_vbmi() &&
+         !amx_conv_ready() && (ow % 16 == 0 || (ow == 8 && oh % 2 == 0));
+}
+
 // qoff for a tap-major kernel of c channels on a padded map hp x wp
+// (sw > 1: on the column-phase copy of phases of wq entries, tap kx in phase kx % sw)
 static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, int64_t hp,
-                            int64_t wp) {
+                            int64_t wp, int64_t sw = 1, int64_t wq = 0) {
   int64_t q = 0;
   for (int64_t ky = 0; ky < kh; ++ky)
     for (int64_t kx = 0; kx < kw; ++kx)
-      for (int64_t cq = 0; cq < c / 4; ++cq) qoff[q++] = ((cq * hp + ky) * wp + kx) * 4;
+      for (int64_t cq = 0; cq < c / 4; ++cq)
+        qoff[q++] = sw > 1 ? (((cq * hp + ky) * sw + kx % sw) * wq + kx / sw) * 4
+                           : ((cq * hp + ky) * wp + kx) * 4;
 }
 
 // output rows [r0, r1): their input rows padded into buf, then every tile (a panel: 16
 // pixels of a row, or with 8 columns two rows' 8)
 static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
-  pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, r0,
-              std::min(d.hp, r1 - 1 + d.kh), d.zu);
+  const int64_t y0 = r0 * d.sh, y1 = std::min(d.hp, (r1 - 1) * d.sh + d.kh);
+  if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu);
+  else pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu);
   alignas(64) int32_t acc[128];
-  const int64_t ld = d.kq * 4;
+  const int64_t ld = d.kq * 4, rb = d.row_bytes(), next = d.sh * rb;  // next: an output row
   const bool half = d.ow == 8;
   for (int64_t oy = r0; oy < r1; oy += half ? 2 : 1)
     for (int64_t ox = 0; ox < d.ow; ox += 16) {
-      const uint8_t* src = buf + (oy * d.wp + ox) * 4;
+      const uint8_t* src = buf + oy * next + ox * 4;
       for (int64_t r = 0; r < d.oc; r += 8) {
         if (tile_write_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // from registers
-          if (half) tile_write<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, d.wp * 4, d.e, (int)r,
+          if (half) tile_write<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r,
                                   (int)(oy * d.ow + ox));
           else tile_write<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
                              (int)(oy * d.ow + ox));
           continue;
         }
-        if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, d.wp * 4);
+        if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, next);
         else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
         write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),
                    (int)(oy * d.ow + ox), 16);
@@ -150,7 +218,7 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t bands = threads > 1 && job_work >= serial_work()
       ? std::min(units, std::max(threads, std::min(2 * threads, d.oh / (2 * halo)))) : 1;
   parallel_for(bands, [&](int64_t i0, int64_t i1) {
-    uint8_t* own = static_cast<uint8_t*>(scratch(1, d.c * d.hp * d.wp + 64));
+    uint8_t* own = static_cast<uint8_t*>(scratch(1, d.c * d.hp * d.row_bytes() / 4 + 64));
     for (int64_t i = i0; i < i1; ++i)
       direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
   }, job_work);
@@ -164,6 +232,15 @@ int __tvm_ffi_edgecc_x86_int8_direct4_calls(void*, const TVMFFIAny*, int32_t,
                                             TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&direct4_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many of them had stride 2 (the column-phase copy of pad_rows_c4s)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_direct4_s2_calls(void*, const TVMFFIAny*, int32_t,
+                                               TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&direct4_s2_calls, __ATOMIC_RELAXED);
   return 0;
 }
 """

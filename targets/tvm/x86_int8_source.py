@@ -87,7 +87,8 @@ Convolutions on AMX (``x86_amx_source.amx_conv``) where the CPU and OS allow; im
 that are not one 16-byte run (maps narrower than 16, strides) are built with 16-lane dword
 gathers from the padded copy (``gather_panel``) instead of a byte loop.
 (The dw_perm / dw_direct C++ text lives in ``x86_int8_dw_source.DW_KERNELS``, spliced in; so do
-``x86_int8_direct_source``, ``_tile_source``, ``_pool_source`` and ``_quant_source``'s.)
+``x86_int8_direct_source``, ``_tile_source``, ``_pool_source``, ``_quant_source``'s and the
+path-counter queries of ``_counters_source``.)
 With AVX-512 VBMI, panels whose 16 pixels lie within 64 bytes (8x8 / 4x4 maps, strided rows
 of <= 32 columns) are built by byte shuffles instead (``perm_panel``: a masked load and a
 merge-masked ``vpermb`` per k; Zen 4's gathers are slow): counted by
@@ -113,6 +114,7 @@ convolution of few panels (1x1 on 8x8 / 4x4 maps) pools (panel, 8 channels) item
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
+from edgecc.targets.tvm.x86_int8_counters_source import COUNTERS_FFI
 from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS, DIRECT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_dwrows_source import DWROWS_FFI, DWROWS_KERNELS, DWROWS_SYMBOLS
@@ -1154,6 +1156,12 @@ __attribute__((noinline)) static void dw_block16(
 }
 
 """ + DW_KERNELS + DWROWS_KERNELS + r"""
+// an A/B switch set to "0" in the environment
+static inline bool env_off(const char* name) {
+  const char* v = getenv(name);
+  return v && v[0] == '0';
+}
+
 int bad_args(int n, int most = 10) {
   if (n >= 10 && n <= most) return 0;
   TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc x86 int8 kernel: expected 10 arguments"
@@ -1274,16 +1282,20 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     Epilogue e = epilogue(args, meta, 1);
     if (!post_args(args, num_args, e)) return bad_post();
     e.wide = isa == ISA_AVX512VNNI;
-    const char* p16 = getenv("EDGECC_X86_POST16");  // "0": post8 (A/B)
-    e.post16 = e.wide && e.fused && !(p16 && p16[0] == '0');
+    e.post16 = e.wide && e.fused && !env_off("EDGECC_X86_POST16");  // "0": post8 (A/B)
     count_hi32(e);
     e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
     fold_off(e, oc, c * kh * kw, nb * oh * ow);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     const int flip_mode = !edgecc_x86_int8_flip_copy ? 0 : isa == ISA_AVX512VNNI ? 2 : 1;
-    const char* perm_env = getenv("EDGECC_X86_PERM_PANEL");  // "0": gather_panel (A/B)
-    const bool use_perm = isa == ISA_AVX512VNNI && has_vbmi() &&
-                          !(perm_env && perm_env[0] == '0');
+    // conv_direct4 (x86_int8_direct_source) reads its panels in place: no panel switches
+    // read for it (each getenv scans the environment: ~1% of a ResNet-20 call on Zen 4)
+    const bool s2 = tap_major && isa == ISA_AVX512VNNI &&
+                    direct4_s2_fits(sh, sw, dh, dw, w, wp, oh, ow);
+    const bool d4 = tap_major && isa == ISA_AVX512VNNI && !(!ph && !pw && sh == 1 && sw == 1) &&
+                    (s2 || direct4_fits(sh, sw, dh, dw, oh, ow));
+    const bool use_perm = isa == ISA_AVX512VNNI && !d4 && has_vbmi() &&
+                          !env_off("EDGECC_X86_PERM_PANEL");  // "0": gather_panel (A/B)
     // set once (a store per panel from both threads would move their line between cores)
     std::atomic<bool> used_perm{false}, used_interleave{false};
     auto mark = [](std::atomic<bool>& used) {
@@ -1302,7 +1314,6 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       // other thread waited through it: ~1/3 of a ResNet-20 3x3 convolution's gain lost)
       const int64_t unit = 16 / std::gcd(ow, (int64_t)16);  // output rows of whole panels
       const int64_t threads = edgecc_pool_size();
-      const char* bands_env = getenv("EDGECC_X86_CONV_BANDS");  // "0": per panel (A/B)
       // the job's work: the multiply-adds, plus (full_work) the write-back, the panels and the
       // padded copy, which dominate small convolutions (1x1 on 8x8 / 4x4 maps, ResNet's 1x1
       // stride-2 shortcuts, the stem: 4-15 us a call at 1 thread on Zen 4, serial before)
@@ -1317,17 +1328,20 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int64_t halo = std::max((kh - 1) * dh, (int64_t)1);
       const int64_t banded = std::min(oh / unit, std::max(threads, std::min(
           2 * threads, oh * sh / (2 * halo))));
-      const int64_t bands = !direct && !amx_conv_ready() &&
-          !(bands_env && bands_env[0] == '0') && pix % 16 == 0 && oh % unit == 0 &&
-          threads > 1 && job_work >= serial_work() ? banded : 1;
-      if (tap_major && isa == ISA_AVX512VNNI && !direct && direct4_fits(sh, sw, dh, dw, oh, ow)) {
+      const int64_t bands = !direct && !d4 && !amx_conv_ready() && pix % 16 == 0 &&
+          oh % unit == 0 && threads > 1 && job_work >= serial_work() &&
+          !env_off("EDGECC_X86_CONV_BANDS") ? banded : 1;  // "0": per panel (A/B)
+      if (d4) {
         int64_t* qoff = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
-        direct4_offsets(qoff, c, kh, kw, hp, wp);
+        const int64_t wq = s2 ? (wp + 1) / 2 : 0;  // stride 2: the column-phase copy
+        direct4_offsets(qoff, c, kh, kw, hp, wp, s2 ? 2 : 1, wq);
         Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, c, h, w, hp, wp,
                   ph, pw, kh, kw, oh, ow, zu, qoff};
         d.e.ld = pix;
+        if (s2) d.sh = d.sw = 2, d.wq = wq;
         conv_direct4(d, threads, job_work);
         if (b == 0) __atomic_fetch_add(&direct4_calls, 1, __ATOMIC_RELAXED);
+        if (b == 0 && s2) __atomic_fetch_add(&direct4_s2_calls, 1, __ATOMIC_RELAXED);
         continue;
       }
       if (!direct && bands == 1 && flip_mode) {
@@ -1672,104 +1686,6 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
-// how many depthwise convolutions ran on dw_perm (vpermt2b + vpdpbusd) in this process
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_dw_perm(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&dw_perm_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many of them ran without the padded copy (dw_direct: small planes)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_dw_direct(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&dw_direct_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many of them wrote their int8 outputs from registers (dw_write_hi: hi32 epilogues)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_dw_direct_hi(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&dw_direct_hi_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls built panels by perm_panel (VBMI byte shuffles, not gathers)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_perm_panels(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&perm_panels, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls ran their fused float write-back by post16 (AVX-512)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_post16(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&post16_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls built 16-byte-run panels by interleave_panel_vbmi
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_vbmi_interleave(void*, const TVMFFIAny*, int32_t,
-                                              TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&vbmi_interleave, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls wrote back by post16_rows (a tile's rows a call)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_post_rows(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&post_rows_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls were pooled by (panel, 8 output channels) items
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_oc_split(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&oc_split_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls padded their input by pad_rows (vector rows, not the byte loop)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_flip_copies(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&flip_copies, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolution calls were pooled by bands of output rows (each its own padded rows)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_conv_bands(void*, const TVMFFIAny*, int32_t,
-                                         TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&conv_bands, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many of them took the accumulators without adding off (fold_off's table)
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_off_folded(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&fold_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-// how many convolutions (and depthwise) wrote back with requant16_hi in this process
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_hi32(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&hi32_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
 // the requantized write-back alone (a test's probe of its exactness): acc int32 [C][n] ->
 // out int8 [C][n] by write_channel (AVX-512 where this CPU has it, the 16-wide forms then the
 // scalar tail); args: acc, mult, add, shift (int64 [C]), meta [form (1 / 2 hi32), lo, hi,
@@ -1801,14 +1717,6 @@ int __tvm_ffi_edgecc_x86_int8_requant_probe(void*, const TVMFFIAny* args, int32_
   return 0;
 }
 
-// how many depthwise convolutions ran channel-blocked (dw_block16) in this process
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_int8_dw_blocked(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
-  result->type_index = kTVMFFIInt; result->zero_padding = 0;
-  result->v_int64 = __atomic_load_n(&dw_blocked_calls, __ATOMIC_RELAXED);
-  return 0;
-}
-
-""" + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + AMX_FFI + r"""
+""" + COUNTERS_FFI + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + AMX_FFI + r"""
 }  // extern "C"
 """

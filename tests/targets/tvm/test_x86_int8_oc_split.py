@@ -61,6 +61,12 @@ SMALL = (
 )
 
 
+def _im2col_shortcuts(so) -> None:
+    """The shortcuts on the im2col path these tests count (by default they take conv_direct4
+    on its column-phase copy: tests/targets/tvm/test_x86_int8_direct4_s2.py)."""
+    ctypes.c_int64.in_dll(so, "edgecc_x86_int8_direct4_s2").value = 0
+
+
 @pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
 def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch):
     import tvm
@@ -69,6 +75,7 @@ def test_small_convolutions_pool_at_the_default_threshold(tmp_path, monkeypatch)
 
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(13), SMALL,
                                                   str(tmp_path / "k.so"))
+    _im2col_shortcuts(so)
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     assert ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2").value == 0
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_full_work")
@@ -102,6 +109,7 @@ def test_small_convolutions_run_serially_by_default(tmp_path, monkeypatch):
 
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(17), SMALL,
                                                   str(tmp_path / "k.so"))
+    _im2col_shortcuts(so)
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     scale = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_conv_pool_log2")
     assert scale.value == 1  # on by default

@@ -1,0 +1,165 @@
+"""Setup shared by the int8 A/B benches (bench/x86_int8_*.py).
+
+``build_pair``: a CNN of bench/tvm_cpu.py compiled twice in one process, fp32 and w8a8 with the
+integer kernels (the builds bench/x86_int8_ab.py and bench/x86_int8_e2e.py compare).
+``build_depthwise`` and ``depthwise_ab``: single int8 depthwise layers (one ``emit_depthwise``
+per VM function) and their per-layer A/B of library knobs, interleaved in one process, outputs
+checked equal across the columns first (bench/x86_int8_dw.py, bench/x86_int8_dwrows.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+from bench.host import THREADS
+from bench.tvm_cpu import calibration, interleaved_times, median_p10, models, round_block
+
+PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
+             "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
+
+
+def build_pair(name: str, directory: str):
+    """Compile model ``name`` as fp32 and as w8a8 (integer kernels) under ``directory``.
+
+    Returns ``(inputs, shape, {"fp32": result, "int8": result})``, each result run once."""
+    import torch
+
+    import edgecc
+
+    make, inputs, shape = models()[name]
+    module = make().eval()
+    calib = calibration(inputs)
+    built = {}
+    with torch.no_grad():
+        for label, (pipeline, options) in PIPELINES.items():
+            res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
+                                 calibration=calib, output_dir=os.path.join(directory, label),
+                                 progress=False,
+                                 target_options={"num_threads": THREADS, **options})
+            res.run(*inputs)
+            built[label] = res
+    return inputs, shape, built
+
+
+def paired_spread(times: dict, a: str, b: str, repeats: int) -> list:
+    """The 10th, 50th and 90th percentile over rounds of a's round mean / b's round mean
+    (the rounds ``bench.tvm_cpu.paired_ratio`` pairs; its median is the 50th here)."""
+    import statistics
+
+    block = round_block(repeats)
+    xa, xb = times[a], times[b]
+    ratios = sorted(statistics.fmean(xa[r * block:(r + 1) * block])
+                    / statistics.fmean(xb[r * block:(r + 1) * block])
+                    for r in range(min(len(xa), len(xb)) // block))
+    if not ratios:
+        return [float("nan")] * 3
+    return [ratios[int(q * (len(ratios) - 1) + 0.5)] for q in (0.1, 0.5, 0.9)]
+
+
+def build_depthwise(rng, layers):
+    """One VM function ``f<i>`` per ``(channels, h, w, stride)`` layer: a 3x3 pad-1 int8
+    depthwise with random weights and requantization. Returns ``(CDLL, vm, inputs)``."""
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+    from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+
+    bb = relax.BlockBuilder()
+    inputs = []
+    for i, (c, h, w, s) in enumerate(layers):
+        x = relax.Var("x", relax.TensorType([1, c, h, w], "int8"))
+        with bb.function(f"f{i}", [x]):
+            with bb.dataflow():
+                out = bb.emit_output(x86_int8.emit_depthwise(
+                    bb, x, random_int8(rng, c, 1, 3, 3), -3, [s, s], [1, 1], [1, 1],
+                    random_requant(rng, c)))
+            bb.emit_func_output(out)
+        inputs.append(random_int8(rng, 1, c, h, w))
+    path = os.path.join(tempfile.mkdtemp(), "dw.so")
+    _, vm = build_and_load(bb.get().with_attr("external_mods", [x86_int8.external_module()]),
+                           path)
+    return ctypes.CDLL(path), vm, inputs
+
+
+@dataclass(frozen=True)
+class DepthwiseAB:
+    """What a per-layer depthwise A/B compares and how it reports it."""
+
+    columns: dict          # {column: {knob: value}}; knobs not named are set to 1
+    counter: str           # the library's call counter of the path under test
+    path_key: str          # row key: whether that path ran on the layer
+    path_label: str        # its table header
+    ratio: tuple           # (numerator column, denominator column) for the sums' ratio
+    ratio_label: str       # e.g. "dw_rows/dw_perm"
+    benchmark: str         # the JSON's "benchmark"
+    calls: int = 50        # VM calls per timed sample
+
+
+def depthwise_ab(spec: DepthwiseAB, layers, repeats: int, output: str) -> list:
+    """Time each layer under each column (1 thread: thread CPU time; THREADS: wall clock),
+    interleaved; print the table, write ``output``; return the rows."""
+    import numpy as np
+    import tvm
+
+    lib, vm, inputs = build_depthwise(np.random.default_rng(0), layers)
+    cols = spec.columns
+    knobs = {n: ctypes.c_int64.in_dll(lib, n) for col in cols.values() for n in col}
+    threads = ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")
+    counter = ctypes.c_int64.in_dll(lib, spec.counter)
+
+    def setting(col):
+        for n, k in knobs.items():
+            k.value = cols[col].get(n, 1)
+
+    rows = []
+    for i, (c, h, w, s) in enumerate(layers):
+        f, x = vm[f"f{i}"], tvm.runtime.tensor(inputs[i])
+        outs = {}
+        for col in cols:
+            setting(col)
+            before = counter.value
+            outs[col] = f(x).numpy()
+            outs[col + " path"] = counter.value - before
+        for col in cols:  # bit-identical across the switches
+            np.testing.assert_array_equal(outs[col], outs["built"], err_msg=col)
+
+        def timed(col):
+            def go():
+                setting(col)
+                for _ in range(spec.calls):
+                    f(x)
+            return go
+
+        row = {"layer": f"{c}@{h}x{w} s{s}", spec.path_key: outs["built path"] == 1}
+        for t, clock in ((1, "cpu"), (THREADS, "wall")):
+            threads.value = t
+            times = interleaved_times({col: timed(col) for col in cols}, repeats, clock=clock)
+            row[f"{t}t_us"] = {col: m["median_ms"] * 1e3 / spec.calls
+                               for col, m in median_p10(times).items()}
+        threads.value = 0
+        setting("built")
+        rows.append(row)
+    print(f"{'layer':<16} {spec.path_label:>5} " + " ".join(
+        f"{t}t {col:>9}" for t in (1, THREADS) for col in cols) + "   (us a VM call)")
+    for r in rows:
+        print(f"{r['layer']:<16} {str(r[spec.path_key]):>5} " + " ".join(
+            f"{r[f'{t}t_us'][col]:12.2f}" for t in (1, THREADS) for col in cols))
+    sums = {f"{t}t": {col: sum(r[f"{t}t_us"][col] for r in rows) for col in cols}
+            for t in (1, THREADS)}
+    num, den = spec.ratio
+    for t, v in sums.items():
+        print(f"sum {t}: " + ", ".join(f"{col} {us:.2f}" for col, us in v.items())
+              + f"  ({spec.ratio_label} {v[num] / v[den]:.3f}x)")
+    print(f"1t: thread CPU time, {THREADS}t: wall; medians of {repeats} interleaved "
+          f"samples of {spec.calls} calls; load {os.getloadavg()[0]:.1f}")
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as fh:
+        json.dump({"benchmark": spec.benchmark, "repeats": repeats,
+                   "calls_per_sample": spec.calls, "threads": THREADS,
+                   "load_average": os.getloadavg()[0], "rows": rows, "sums_us": sums}, fh, indent=2)
+    print(f"wrote {output}")
+    return rows
