@@ -50,7 +50,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..22). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..23). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -103,6 +103,13 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat = 1
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_wide = 2;
 // ... and prefetches the input rows this many rows ahead (0: none; the same sums). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_prefetch = 4;
+// 1x1 stride-1 convolutions on maps large enough to prefetch (PATH_CONV_PREFETCH; AVX-512) of
+// at most CONV_PAIRS_MAX_K (96) input channels:
+// each pool item multiplies this many consecutive pairs of full panels (32 pixels each) per
+// micro-tile row block, so a block's weights serve them all and each output row is written in
+// runs of 32 x this many pixels (PATH_CONV_PAIRS); 1: a pair per item (the same sums: the
+// tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_conv_pairs = 4;
 // padded convolutions through row-run im2col panels (AVX-512, stride 1 / 2, output rows 5+
 // wide) read the unpadded input with masked loads (PATH_CONV_UNPADDED) instead of copying it
 // into a zero-bordered buffer first; 0: the copy (the same panels: the tests' bit-for-bit A/B)
@@ -764,7 +771,8 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 23;
+const int N_PATHS = 24;
+const int64_t CONV_PAIRS_MAX_K = 96;  // edgecc_x86_fp32_conv_pairs: 1x1s of at most this many input channels
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
        PATH_DW_3X3_AVX512 = 4, PATH_CONV_ROWS = 5, PATH_DW_CHANNELS = 6,
@@ -774,7 +782,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
        PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
-       PATH_DW_S2_WIDE = 22 };
+       PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1275,6 +1283,15 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t pf = in_place && (c + oc) * pix * 4 >= edgecc_x86_fp32_prefetch_bytes
                      ? 16 * step : 0;
   if (pf && AVX512) ++path_calls[PATH_CONV_PREFETCH];
+  // 1x1 on large maps: items of ``pairs`` full panel pairs, each row block over all of them;
+  // the panels past the last full item's (the map's tail) run the items below
+  // (input channels <= CONV_PAIRS_MAX_K: MobileNetV2-224's expand 1x1s, 0.87-0.94x per layer
+  // with 2 or 4 pairs, 1 thread; those of 160+ channels 1.00-1.02x)
+  const int64_t pairs = pf && AVX512 && kh == 1 && kw == 1 && !pad && k <= CONV_PAIRS_MAX_K
+                        && edgecc_x86_fp32_conv_pairs > 1 ? edgecc_x86_fp32_conv_pairs : 1;
+  const int64_t pair_items = pairs > 1 ? pix / (32 * pairs) : 0;
+  const int64_t g_first = pair_items * pairs;  // the first group (of ``step`` panels) left
+  if (pair_items) ++path_calls[PATH_CONV_PAIRS];
   ++path_calls[in_place ? PATH_CONV_DIRECT : PATH_CONV_IM2COL];
   if (row_runs) ++path_calls[PATH_CONV_ROWS];
   if (unpadded) ++path_calls[PATH_CONV_UNPADDED];
@@ -1287,11 +1304,30 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     }
     Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
            out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
-    parallel_for(ggroups * rchunks, [&](int64_t i0, int64_t i1) {
+    if (pair_items) {
+      const int64_t ppf = 32 * pairs;  // prefetch: the next item's input / output lines
+      parallel_for(pair_items * rchunks, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t q0 = i / rchunks * pairs, rc = i % rchunks;
+          const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+          for (int64_t r = r0; r < r1;) {  // gemm_rows' balanced micro-tile heights
+            const int64_t left = r1 - r, tiles = (left + 11) / 12;
+            const int mr = (int)((left + tiles - 1) / tiles);
+            for (int64_t q = q0; q < q0 + pairs; ++q) {
+              Panels pb{{src + q * 32, src + q * 32 + 16}, koff, ppf};
+              if (r == r0) avx512_rows<2, true, true, true>(g, r, mr, pb, q * 32);
+              else avx512_rows<2, true, false, true>(g, r, mr, pb, q * 32);
+            }
+            r += mr;
+          }
+        }
+      }, oc * k * pair_items * pairs * 32);
+    }
+    if (g_first < ggroups) parallel_for((ggroups - g_first) * rchunks, [&](int64_t i0, int64_t i1) {
       float* panels = 0;
       int64_t built = -1;
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t grp = i / rchunks, rc = i % rchunks;
+        const int64_t grp = g_first + i / rchunks, rc = i % rchunks;
         const int64_t p0 = grp * gstep, p1 = p0 + gstep < n_panels ? p0 + gstep : n_panels;
         const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
         int64_t base[S3_NP][16];
@@ -1332,7 +1368,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
         Panels pb{{panels, panels + k * 16}, 0};
         if (r0 < r1) gemm_rows<false>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
       }
-    }, oc * k * pix);
+    }, oc * k * (pix - g_first * 16 * step));
   }
   return 0;
 }
@@ -1463,7 +1499,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // per vector (x86_fp32_dwrows, not counted in 6); 20: the calls of 16 on maps 8 or 16 wide
 // whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow); 21: F(4x4, 3x3)
 // Winograd calls; 22: the depthwise calls of 4 that ran stride 2 on wide planes with each input
-// row loaded once (x86_fp32_dws2, edgecc_x86_fp32_dw_s2_wide);
+// row loaded once (x86_fp32_dws2, edgecc_x86_fp32_dw_s2_wide); 23: the calls of 7 (1x1)
+// whose items ran several panel pairs per row block (edgecc_x86_fp32_conv_pairs);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
