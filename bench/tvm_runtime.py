@@ -14,6 +14,12 @@ the pool buys). Prints a table, writes ``bench/results/tvm_runtime.json``.
 
     python bench/tvm_runtime.py [--models resnet20,resnet20:int8,mobilenet_v2] [--rounds 20]
 
+s13 (load ~2.5-3.8, 10 rounds; bench/results/tvm_runtime.json, tvm_runtime_1t.json), 1 thread
+CPU time, runner / bare VM / kernels us: ResNet-20 fp32 383/379/385, int8 259/255/265;
+MobileNetV2-32 fp32 635/628/650, int8 315/308/337 — the VM with its 61-155 builtins (alloc_storage
+5-6, alloc_tensor 23-65) within ~5 us of the kernels replayed alone, the runner ~4-7 us over the
+VM, TVM-generated kernels 0-7 us: the rest is the hand-written kernels.
+
 A model ``name:int8`` is the w8a8 build on the integer kernels (``bench.pool_common.build``);
 ``x86`` / ``TVM-gen`` split the kernels' sum into the hand-written and TVM-generated calls
 (per symbol in the JSON and the lines after the table).
