@@ -11,7 +11,7 @@ column's paired ratio to the int8 build as is at the same threads (a knob's own 
 ``bench/results/x86_int8_ab.json``.
 
     python bench/x86_int8_ab.py [--models mobilenet_v2,resnet20] [--repeats 40]
-        [--columns '{"before": {"edgecc_x86_int8_dw_rows": 0}}']
+        [--columns '{"before": {"edgecc_x86_int8_dw_rows": 0}}'] [--clock wall|cpu]
 
 Default columns: ``before`` = this session's int8 depthwise changes off (dw_rows 0: dw_perm's
 padded copy, split by channels). Not a goal measurement (bench/tvm_cpu.py is).
@@ -40,7 +40,7 @@ warnings.filterwarnings("ignore")
 BEFORE = {"before": {"edgecc_x86_int8_dw_rows": 0}}
 
 
-def measure(name: str, repeats: int, columns: dict) -> dict:
+def measure(name: str, repeats: int, columns: dict, clock: str = "wall") -> dict:
     with tempfile.TemporaryDirectory() as d:
         inputs, shape, results = build_pair(name, d)
     built = {k: (res, ctypes.CDLL(res._runner.library)) for k, res in results.items()}
@@ -69,8 +69,11 @@ def measure(name: str, repeats: int, columns: dict) -> dict:
     fns["int8 1t"] = column("int8", {}, 1)
     fns.update({f"int8 {c} 1t": column("int8", knobs, 1) for c, knobs in columns.items()})
     fns["fp32 1t"] = column("fp32", {}, 1)
+    if clock == "cpu":  # the calling thread's CPU time: 1-thread columns only (fp32 1t: "fp32")
+        fns = {k: v for k, v in fns.items() if k.endswith(" 1t")}
+        fns["fp32"] = fns.pop("fp32 1t")
     with torch.no_grad():
-        times = interleaved_times(fns, repeats)
+        times = interleaved_times(fns, repeats, clock=clock)
     stats = median_p10(times)
     return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
             "columns": {k: {**stats[k],
@@ -80,8 +83,8 @@ def measure(name: str, repeats: int, columns: dict) -> dict:
                                 times, k, "int8 1t" if k.endswith(" 1t") else "int8", repeats)}
                         for k in fns if k.startswith("int8")} | {
                 "fp32": {**stats["fp32"], "paired_vs_fp32": 1.0},
-                "fp32 1t": {**stats["fp32 1t"],
-                            "paired_vs_fp32": paired_ratio(times, "fp32 1t", "fp32", repeats)}}}
+                **({"fp32 1t": {**stats["fp32 1t"], "paired_vs_fp32": paired_ratio(
+                    times, "fp32 1t", "fp32", repeats)}} if "fp32 1t" in stats else {})}}
 
 
 def main() -> int:
@@ -92,9 +95,12 @@ def main() -> int:
                         help="JSON {column: {knob: value}} of int8 A/B columns")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_ab.json"))
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: 1-thread columns only, by the calling thread's CPU time "
+                             "(robust to other processes on a loaded machine)")
     args = parser.parse_args()
     columns = json.loads(args.columns)
-    rows = [measure(m, args.repeats, columns) for m in args.models.split(",")]
+    rows = [measure(m, args.repeats, columns, args.clock) for m in args.models.split(",")]
     for r in rows:
         print(f"\n{r['model']} {r['input']}  (load {r['load_average']:.1f})")
         print(f"  {'column':<24} {'median ms':>9} {'p10 ms':>9} {'paired/fp32':>11} "
@@ -105,10 +111,11 @@ def main() -> int:
             print(f"  {k:<24} {c['median_ms']:9.3f} {c['p10_ms']:9.3f} "
                   f"{c['paired_vs_fp32']:10.3f}x {vs_int8:>11}")
     print(f"\nwhole VM calls, {THREADS} threads unless 1t; interleaved rounds in one process; "
-          f"columns: {json.dumps(columns)}")
+          f"clock {args.clock}; columns: {json.dumps(columns)}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"benchmark": "w8a8 vs fp32 whole model, int8 knob A/B", "repeats": args.repeats,
+        json.dump({"benchmark": "w8a8 vs fp32 whole model, int8 knob A/B", "clock": args.clock,
+                   "repeats": args.repeats,
                    "threads": THREADS, "columns": columns, "rows": rows}, f, indent=2)
     print(f"wrote {args.output}")
     return 0

@@ -1455,6 +1455,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&post_rows_calls, 1, __ATOMIC_RELAXED);
     if (tile_write_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&tile_write_calls, 1, __ATOMIC_RELAXED);
+    if (tile_named_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&tile_named_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));

@@ -8,17 +8,25 @@ instructions as the multiply-adds. The same ``requant16_hi`` on the same int32 s
 int8 outputs are bit-identical. Panels from the im2col (``tile_write<0>``) or read in place
 from ``conv_direct4``'s channel-quad copy (``<1>``; ``<2>``: two rows' 8 pixels).
 ``edgecc_x86_int8_tile_write`` 0: the stored tile and ``write_tile`` (A/B); counted per
-convolution call by ``edgecc_x86_int8_tile_write_calls``. C++ text only; the symbols are
+convolution call by ``edgecc_x86_int8_tile_write_calls``. The 8 sums live in 8 named
+registers and the write-back reads e's tables through locals (``edgecc_x86_int8_tile_named``,
+0: the array form before, whose sums GCC moved between registers every k quad, and whose
+rows reloaded e after each int8 store; A/B), counted by ``edgecc_x86_int8_tile_named_calls``. C++ text only; the symbols are
 exported by ``x86_int8_source``."""
 
 TILE_WRITE = "edgecc_x86_int8_tile_write_calls"  # () -> conv calls with tile_write tiles
-TILE_SYMBOLS = (TILE_WRITE,)
+TILE_NAMED = "edgecc_x86_int8_tile_named_calls"  # () -> ... of them with the named sums
+TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED)
 
 TILE_KERNELS = r"""
 // ---- tile_write (x86_int8_tile_source) ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_write = 1;
+// nonzero: tile_write_t's sums in 8 named registers (0: the array form before, A/B)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_named = 1;
 int64_t tile_write_calls = 0;  // convolution calls with tiles written from registers (a test's)
 std::atomic<int> tile_write_seen{0};  // set once a call (stored only when clear)
+int64_t tile_named_calls = 0;  // ... of them whose tiles took the named sums (a test's)
+std::atomic<int> tile_named_seen{0};  // set like tile_write_seen
 
 // does tile_write apply to a full 8 x 16 tile of e (the checks write_tile / write_rows_512 make)
 static inline bool tile_write_fits(const Epilogue& e, int nr, int nc) {
@@ -28,27 +36,63 @@ static inline bool tile_write_fits(const Epilogue& e, int nr, int nc) {
 
 // rows: 8 weight rows [.][ld]; MODE 0: panel [kq][64] (src), 1: src + qoff[k], 2: 32 bytes at
 // src + qoff[k] and at src + next + qoff[k]; then requant16_hi a row, as write_rows_hi
-template <int MODE, bool CLAMP, bool FOLD>
+// NAMED: the 8 accumulators as 8 variables (EDGECC_DOT512, as tile_8x16_direct): GCC kept
+// the array form's sums in other registers and moved all 8 there and back every k quad (16
+// vmovdqa a quad beside the 8 vpdpbusd); the same sums in the same order either way
+template <int MODE, bool CLAMP, bool FOLD, bool NAMED>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                          const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
   __m512i c[8];
-#pragma GCC unroll 8
-  for (int r = 0; r < 8; ++r) c[r] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < kq; ++k) {
-    const __m512i v = MODE == 0 ? _mm512_loadu_si512(src + k * 64)
+  auto panel = [&](int64_t k) {
+    return MODE == 0 ? _mm512_loadu_si512(src + k * 64)
         : MODE == 1 ? _mm512_loadu_si512(src + qoff[k])
         : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
               reinterpret_cast<const __m256i*>(src + qoff[k]))), _mm256_loadu_si256(
               reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
+  };
+  if (NAMED) {
+    constexpr bool UROWS = false;
+    __m512i c0_ = _mm512_setzero_si512(), c1_ = c0_, c2_ = c0_, c3_ = c0_, c4_ = c0_,
+            c5_ = c0_, c6_ = c0_, c7_ = c0_;
+    for (int64_t k = 0; k < kq; ++k) {
+      const __m512i v = panel(k);
+      EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);
+      EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);
+      EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);
+    }
+    c[0] = c0_; c[1] = c1_; c[2] = c2_; c[3] = c3_; c[4] = c4_; c[5] = c5_; c[6] = c6_;
+    c[7] = c7_;
+  } else {
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) {
-      int32_t w;
-      memcpy(&w, rows + r * ld + 4 * k, 4);
-      c[r] = _mm512_dpbusd_epi32(c[r], v, _mm512_set1_epi32(w));
+    for (int r = 0; r < 8; ++r) c[r] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < kq; ++k) {
+      const __m512i v = panel(k);
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        int32_t w;
+        memcpy(&w, rows + r * ld + 4 * k, 4);
+        c[r] = _mm512_dpbusd_epi32(c[r], v, _mm512_set1_epi32(w));
+      }
     }
   }
   const Sat8 q = sat8(e);
+  if (NAMED) {  // e's tables in registers: an int8 store may alias e, so each row reloaded them
+    int8_t* const out = static_cast<int8_t*>(e.out) + r0 * e.ld + c0;
+    const int64_t eld = e.ld;
+    const int64_t *const mult = e.mult + r0, *const add = (FOLD ? e.fadd : e.add) + r0;
+    const int64_t* const shift = e.shift + r0;
+    const int32_t* const off = FOLD ? nullptr : e.off + r0;
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) {
+      const __m512i v = FOLD ? c[r] : _mm512_add_epi32(c[r], _mm512_set1_epi32(off[r]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * eld),
+                       requant16_hi<CLAMP>(v, _mm512_set1_epi64(mult[r]),
+                                           _mm512_set1_epi64(add[r]),
+                                           _mm512_set1_epi32((int32_t)(shift[r] - 32)), q));
+    }
+    return;
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < 8; ++r) {
     const int64_t row = r0 + r;
@@ -61,16 +105,32 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
 }
 
 // the tile for e's form (clamp / folded offset)
+template <int MODE, bool NAMED>
+static void tile_write_as(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                          const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  const bool clamp = !full_int8(e);
+  if (e.fadd && clamp)
+    tile_write_t<MODE, true, true, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  else if (e.fadd)
+    tile_write_t<MODE, false, true, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  else if (clamp)
+    tile_write_t<MODE, true, false, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  else
+    tile_write_t<MODE, false, false, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+}
+
 template <int MODE>
 static void tile_write(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                        const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
   if (!tile_write_seen.load(std::memory_order_relaxed))
     tile_write_seen.store(1, std::memory_order_relaxed);
-  const bool clamp = !full_int8(e);
-  if (e.fadd && clamp) tile_write_t<MODE, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
-  else if (e.fadd) tile_write_t<MODE, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
-  else if (clamp) tile_write_t<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
-  else tile_write_t<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  if (edgecc_x86_int8_tile_named) {
+    if (!tile_named_seen.load(std::memory_order_relaxed))
+      tile_named_seen.store(1, std::memory_order_relaxed);
+    tile_write_as<MODE, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  }
+  else
+    tile_write_as<MODE, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
 }
 """
 
@@ -81,6 +141,15 @@ int __tvm_ffi_edgecc_x86_int8_tile_write_calls(void*, const TVMFFIAny*, int32_t,
                                                TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&tile_write_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many of them took tile_write_t's named sums (edgecc_x86_int8_tile_named)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_named_calls(void*, const TVMFFIAny*, int32_t,
+                                               TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_named_calls, __ATOMIC_RELAXED);
   return 0;
 }
 """

@@ -41,16 +41,19 @@ def test_tile_write_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(9), CASES,
                                                   str(tmp_path / "k.so"))
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_write")
-    assert knob.value == 1  # on by default
+    named = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_named")
+    assert knob.value == 1 and named.value == 1  # on by default
     calls = lib.get_function(x86_int8.TILE_WRITE, query_imports=True)
+    named_calls = lib.get_function(x86_int8.TILE_NAMED, query_imports=True)
     args = [tvm.runtime.tensor(x) for x in xs]
     runs = []
     try:
-        for on in (1, 0):
-            knob.value = on
-            before = calls()
+        for on, sums in ((1, 1), (1, 0), (0, 1)):  # named sums / the array form / stored tile
+            knob.value, named.value = on, sums
+            before, before_named = calls(), named_calls()
             runs.append([o.numpy() for o in vm["main"](*args)])
             assert calls() - before == on * len(CASES), on
+            assert named_calls() - before_named == on * sums * len(CASES), (on, sums)
     finally:
-        knob.value = 1
+        knob.value, named.value = 1, 1
     _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
