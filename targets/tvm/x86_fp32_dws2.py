@@ -1,7 +1,9 @@
 """C fragment of the x86 float32 kernels (spliced into ``x86_fp32_source.SOURCE``): depthwise
-3x3 stride 2 (pad 1 on the left, no dilation; AVX-512) on planes wider than ``DW_ROWS_WIDTH``
-(64), ``edgecc_x86_fp32_dw_s2_wide`` (PATH_DW_S2_WIDE): R (1, 2 or 4) output rows per block,
-0 off (the one-row form ``dw3x3_avx512<2>``).
+3x3 stride 2 (pad 1 on the left, no dilation; AVX-512) on planes wider than
+``edgecc_x86_fp32_dw_s2_min_width`` (16; narrower ones run the 16-channel tile or
+``dw3x3_s2w16``), ``edgecc_x86_fp32_dw_s2_wide`` (PATH_DW_S2_WIDE): R (1, 2 or 4) output rows
+per block, 0 off (planes <= 64 wide: the row blocks of ``x86_fp32_dwrows``, wider ones the
+one-row form ``dw3x3_avx512<2>``).
 
 Why: the one-row form builds each of the 9 tap vectors of a 16-output step from two masked
 loads and a permutex2var (18 loads, 9 permutes per 16 outputs), and loads each input row for
@@ -13,6 +15,13 @@ costs 2 loads and 3 shuffles, and a block of R output rows reads 2 R + 1 input r
 wide planes' input comes from memory (MobileNetV2-224's 72-channel 224-wide plane: 14 MB),
 so the block also prefetches the rows ``edgecc_x86_fp32_dw_s2_prefetch`` input rows ahead
 (0: none).
+
+Measured (1 thread CPU time, in the model, knob A/B interleaved, min over rounds, load ~3-4):
+MobileNetV2-224's 72 s2 @224 0.4-0.65x of the one-row form (1746 -> 1134 us without the
+prefetch, the prefetch of 3-6 rows a further 0.54-0.88x), 96 s2 @112 0.61x; against the row
+blocks (min width 64 -> 16): 288 s2 @56 0.75x, MobileNetV2-32's 72 s2 @32 0.83x. 4-row blocks:
+0.94-0.96x of 2 on the 32 / 56-wide planes but 1.32x on the 224-wide one (so 2). The same
+prefetch in the stride-1 one-row form was 1.05-1.11x slower (not kept).
 
 Same sums, bit for bit: each output accumulates its taps from zero in (ky, kx) order, one
 rounding per FMA, taps of rows outside the plane skipped and columns outside it zero (masked

@@ -96,13 +96,15 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1
 // planes 2 output rows per vector (PATH_DW_FLAT; x86_fp32_dwrows.py); 0: the tile (the same
 // sums: the tests' bit-for-bit A/B). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat = 1;
-// depthwise 3x3 stride 2 (left pad 1) on planes wider than DW_ROWS_WIDTH: each input row of a
+// depthwise 3x3 stride 2 (left pad 1) on planes wider than the min width below: each input row of a
 // 16-output step loaded once and split into even / odd columns, blocks of this many output
 // rows (1, 2, 4; PATH_DW_S2_WIDE; x86_fp32_dws2.py); 0: the one-row form (the same sums: the
 // tests' bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_wide = 2;
 // ... and prefetches the input rows this many rows ahead (0: none; the same sums). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_prefetch = 4;
+// ... on planes wider than this (the narrower ones: the row blocks of x86_fp32_dwrows). int32
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_min_width = 16;
 // 1x1 stride-1 convolutions on maps large enough to prefetch (PATH_CONV_PREFETCH; AVX-512) of
 // at most CONV_PAIRS_MAX_K (96) input channels:
 // each pool item multiplies this many consecutive pairs of full panels (32 pixels each) per
@@ -1404,12 +1406,12 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   if (vec512) ++path_calls[PATH_DW_3X3_AVX512];
   // blocks of output rows (x86_fp32_dwrows): the same sums, each input row loaded once
   const bool rows = vec512 && d.sh == d.sw && w <= DW_ROWS_WIDTH && edgecc_x86_fp32_dw_rows;
-  if (rows) ++path_calls[PATH_DW_ROWS];
   // stride 2 on wide planes (x86_fp32_dws2): the same sums, each input row loaded once
   const int s2_rows = edgecc_x86_fp32_dw_s2_wide;
-  const bool s2_wide = vec512 && !rows && d.sh == 2 && d.sw == 2 && pw == 1
-                       && (s2_rows == 1 || s2_rows == 2 || s2_rows == 4);
+  const bool s2_wide = vec512 && w > edgecc_x86_fp32_dw_s2_min_width && d.sh == 2 && d.sw == 2
+                       && pw == 1 && (s2_rows == 1 || s2_rows == 2 || s2_rows == 4);
   if (s2_wide) ++path_calls[PATH_DW_S2_WIDE];
+  if (rows && !s2_wide) ++path_calls[PATH_DW_ROWS];
   const int64_t s2_pf = edgecc_x86_fp32_dw_s2_prefetch > 0 ? edgecc_x86_fp32_dw_s2_prefetch : 0;
   // small same-size planes: flat, 16 consecutive pixels per vector (x86_fp32_dwrows)
   if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w

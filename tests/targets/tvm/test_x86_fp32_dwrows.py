@@ -30,9 +30,12 @@ def _path(kernels, i: int) -> int:
 
 
 def _dw_with(kernels, knob: int, *args, **kwargs) -> tuple[np.ndarray, int, int]:
-    """(output, row-block calls, row-form calls) of one _conv with edgecc_x86_fp32_dw_rows = knob."""
+    """(output, row-block calls, row-form calls) of one _conv with edgecc_x86_fp32_dw_rows = knob
+    (stride-2 planes kept off x86_fp32_dws2's form: ``edgecc_x86_fp32_dw_s2_min_width`` raised)."""
     var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_rows")
+    s2 = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_s2_min_width")
     old, var.value = var.value, knob
+    old_s2, s2.value = s2.value, 1 << 30
     try:
         before = (_path(kernels, ROWS_PATH), _path(kernels, ROW_FORM_PATH))
         out = _conv(kernels, *args, **kwargs)
@@ -40,6 +43,7 @@ def _dw_with(kernels, knob: int, *args, **kwargs) -> tuple[np.ndarray, int, int]
                 _path(kernels, ROW_FORM_PATH) - before[1])
     finally:
         var.value = old
+        s2.value = old_s2
 
 
 # (stride, h, w): output rows 16 (two blocks), 9..23 high (every tail 1..7 with the others),

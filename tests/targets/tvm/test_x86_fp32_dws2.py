@@ -1,4 +1,4 @@
-"""Depthwise 3x3 stride 2 on planes wider than 64 (``x86_fp32_dws2``,
+"""Depthwise 3x3 stride 2 on planes wider than 16 (``x86_fp32_dws2``,
 ``edgecc_x86_fp32_dw_s2_wide`` = rows per block 1 / 2 / 4, 0 the one-row form; AVX-512): the
 wide stride-2 planes take it (path 22 counts every call: a silent fallback fails),
 bit-identical to the one-row form (knob 0) at every block size and prefetch distance, and
@@ -80,12 +80,23 @@ def test_default_takes_the_wide_form(kernels):
     assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_narrow_planes_keep_the_row_blocks(kernels):
-    """Planes <= 64 wide stay on the row blocks (x86_fp32_dwrows, path 18), not this form."""
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((1, 4, 56, 56), np.float32)
+@pytest.mark.parametrize("h,w", [(56, 56), (32, 32), (21, 17), (40, 63)])
+def test_narrower_planes_take_it_over_the_row_blocks(kernels, h, w):
+    """Planes 17..64 wide (``edgecc_x86_fp32_dw_s2_min_width`` 16) take this form by default,
+    not the row blocks (x86_fp32_dwrows, path 18), bit-identical to those (min width raised)."""
+    rng = np.random.default_rng(h + w)
+    x = rng.standard_normal((2, 4, h, w), np.float32)
     wt = rng.standard_normal((4, 1, 3, 3), np.float32)
     b = rng.standard_normal(4, np.float32)
     before = (_path(kernels, WIDE_PATH), _path(kernels, 18))
-    _conv(kernels, x, wt, b, stride=2, pad=1)
-    assert (_path(kernels, WIDE_PATH) - before[0], _path(kernels, 18) - before[1]) == (0, 1)
+    out = _conv(kernels, x, wt, b, stride=2, pad=1, lo=-1.0, hi=1.5)
+    assert (_path(kernels, WIDE_PATH) - before[0], _path(kernels, 18) - before[1]) == (1, 0)
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_s2_min_width")
+    old, var.value = var.value, 64
+    try:
+        before = (_path(kernels, WIDE_PATH), _path(kernels, 18))
+        blocks = _conv(kernels, x, wt, b, stride=2, pad=1, lo=-1.0, hi=1.5)
+        assert (_path(kernels, WIDE_PATH) - before[0], _path(kernels, 18) - before[1]) == (0, 1)
+    finally:
+        var.value = old
+    assert np.array_equal(out, blocks)
