@@ -215,6 +215,10 @@ KNOBS = (
     # x86_kernel_ffi.py, bit-identical
     Knob("edgecc_pool_adaptive", "int32_t", (0, 1), ANY_KERNEL),
     Knob("edgecc_pool_inline_ns", "int64_t", (0, 1000, 4000), ANY_KERNEL),
+    # a claim takes remaining / (parts x threads) items (2, the default; 1: larger claims), and
+    # a worker adds to the job's done counter once as it leaves (1; 0 the default: per chunk)
+    Knob("edgecc_pool_chunk_parts", "int32_t", (2, 1), ANY_KERNEL),
+    Knob("edgecc_pool_done_once", "int32_t", (0, 1), ANY_KERNEL),
 )
 
 
