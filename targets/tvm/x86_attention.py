@@ -118,12 +118,14 @@ class RewriteStats:
     left: tuple[str, ...] = ()  # candidates kept on TVM's kernels, and why
     linear: int = 0  # SGEMM calls moved to edgecc_x86_linear (x86_linear)
     linear_gelu: int = 0  # GELUs applied in a linear's write-back
+    qkv_merged: int = 0  # attentions whose q / k / v linears became one call (x86_linear_qkv)
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_attention": self.attention, "x86_layer_norm": self.layer_norm,
                 "x86_gelu": self.gelu, "quantize_fused": self.quantize_fused,
                 "residual_fused": self.residual_fused, "split_views": self.split_views,
                 "x86_linear": self.linear, "linear_gelu_fused": self.linear_gelu,
+                "qkv_merged": self.qkv_merged,
                 "left_on_tvm": list(self.left)}
 
 
@@ -703,4 +705,5 @@ def apply(module: Any, target: Any) -> tuple[Any, RewriteStats | None]:
     rewritten, stats = rewrite(module)
     # x86_attention's kernels are in the module once its rewrite changed it
     module, linear = x86_linear.apply(rewritten, library=rewritten is module)
-    return module, replace(stats, linear=linear.linears, linear_gelu=linear.gelu_fused)
+    return module, replace(stats, linear=linear.linears, linear_gelu=linear.gelu_fused,
+                           qkv_merged=linear.qkv_merged)

@@ -576,6 +576,11 @@ int64_t edgecc_x86_linear_panel_bytes = 256 * 1024;
 // way), int64
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_linear_min_items = 32;
+// edgecc_x86_linear: a pool task packs and multiplies its 12-row blocks in groups of about
+// this many bytes of packed rows (L2-sized: x86_linear_source.py); 0: all its blocks at once.
+// A knob (the same sums either way), int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_linear_group_bytes = 256 * 1024;
 
 namespace {
 
@@ -583,10 +588,11 @@ namespace {
 // read V in place / through a padded copy, and key vectors skipped (masked for every row of
 // a group of 6)
 // (2); linear calls (3), those with a GELU in their write-back (4), those that split the
-// columns across the pool too (5)
-static int64_t path_calls[6] = {0, 0, 0, 0, 0, 0};
+// columns across the pool too (5), a task's column split packed in 2+ groups of row blocks
+// (6: edgecc_x86_linear_group_bytes)
+static int64_t path_calls[7] = {0, 0, 0, 0, 0, 0, 0};
 enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
-       PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5 };
+       PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5, PATH_LINEAR_GROUPS = 6 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -765,6 +771,7 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
     g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
          fp[0], fp[1], (int)meta[3], fp[2], fp[3]};
     const int64_t chunk = __atomic_load_n(&edgecc_x86_linear_panel_bytes, __ATOMIC_RELAXED);
+    const int64_t group = __atomic_load_n(&edgecc_x86_linear_group_bytes, __ATOMIC_RELAXED);
     // few row blocks (BERT / GPT-2 at 128 tokens: 11) on 2+ threads: the columns split in
     // halves, quarters, ... (multiples of one tile's 2 W columns) until there are ``want``
     // items to balance (one thread: no split; each split packs the rows again, 3.5% of BERT's
@@ -779,7 +786,7 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
     if (splits > 1) __atomic_fetch_add(&path_calls[PATH_LINEAR_SPLIT], 1, __ATOMIC_RELAXED);
     parallel_for(nb * splits, [&](int64_t i0, int64_t i1) {
       const int64_t rows = (i1 - i0 < nb ? i1 - i0 : nb) * mr;  // packed at once: one split's
-      blocks(g, i0, i1, linear_buffer(rows * k), chunk, nb, cps);
+      blocks(g, i0, i1, linear_buffer(rows * k), chunk, nb, cps, group);
     }, m * n * k);
   };
   if (use_avx512()) {
@@ -799,13 +806,13 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-// the path counters (PATH_* above): one index, 0..5
+// the path counters (PATH_* above): one index, 0..6
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 5) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..5");
+      args[0].v_int64 > 6) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..6");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -820,6 +827,7 @@ LANES_QUERY = "edgecc_x86_attention_lanes"
 LINEAR = "edgecc_x86_linear"
 # attention calls that read V in place (0) / through a padded copy (1), key vectors skipped (2),
 # linear calls (3), linear calls with a GELU in their write-back (4), linear calls that split
-# the columns across the pool (5)
+# the columns across the pool (5), (task, column split) runs that packed their row blocks in
+# 2+ groups (6: edgecc_x86_linear_group_bytes)
 PATH_QUERY = "edgecc_x86_attention_paths"
 EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

@@ -49,15 +49,18 @@ class LinearOptions:
 
     min_rows: int = 96
     fuse_gelu: bool = True
+    merge_qkv: bool = True  # an attention's q / k / v SGEMMs as one (x86_linear_qkv)
 
 
 @dataclass(frozen=True)
 class RewriteStats:
     linears: int = 0
     gelu_fused: int = 0
+    qkv_merged: int = 0  # attentions whose q / k / v projections became one call
 
     def as_dict(self) -> dict[str, int]:
-        return {"x86_linear": self.linears, "gelu_fused": self.gelu_fused}
+        return {"x86_linear": self.linears, "gelu_fused": self.gelu_fused,
+                "qkv_merged": self.qkv_merged}
 
 
 def _extern(call: Any) -> str | None:
@@ -149,18 +152,24 @@ def rewrite(module: Any, options: LinearOptions = LinearOptions(),
     its external modules (False when it has them: linking them twice fails)."""
     from tvm import relax
 
+    from edgecc.targets.tvm import x86_linear_qkv
+
     updates = {}
-    linears = fused = 0
+    linears = fused = merged = 0
     for gvar, func in module.functions.items():
         if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
             continue
+        n = 0
+        if options.merge_qkv:
+            func, n = x86_linear_qkv.merge(func)
+            merged += n
         plans = _plans(func, options)
-        if not plans:
+        if not plans and not n:
             continue
         linears += len(plans)
         fused += sum(p.gelu is not None for p in plans)
-        updates[gvar] = _mutate(func, plans)
-    stats = RewriteStats(linears, fused)
+        updates[gvar] = _mutate(func, plans) if plans else func
+    stats = RewriteStats(linears, fused, merged)
     if not updates:
         return module, stats
     if not library:  # the caller's module already carries x86_attention's kernels

@@ -17,13 +17,18 @@ prefetcher follows one stream): 51-55 GMAC/s on the same shapes (1 thread, stand
                                            y = min(max(acc + bias (+ res), lo), hi)
                                            y = gelu(y)            (mode 1: erf, 2: tanh)
 
-A pool task packs all its 12-row blocks first, then multiplies ~256 KiB chunks of panels
-(``edgecc_x86_linear_panel_bytes``) by every block, so a chunk stays in L2 while the blocks
-pass. On 2+ threads, a product of few row blocks (BERT / GPT-2 at 128 tokens: 11) also splits
+A pool task packs its 12-row blocks in groups of ~256 KiB (``edgecc_x86_linear_group_bytes``;
+0: all at once), and multiplies ~256 KiB chunks of panels (``edgecc_x86_linear_panel_bytes``)
+by every block of a group, so a chunk stays in L2 while the blocks pass and the group's packed
+rows stay in L2 while the chunks pass. (Without groups, MiniLM's task packed up to 1024 rows:
+1.5 MiB at K = 384, 6 MiB at K = 1536, read again from L3 for each chunk. 1 thread, CPU time,
+interleaved, load 3-4: 1024 x 384 x 384 0.953x, 1024 x 1536 x 384 0.949x, 1024 x 384 x 1536
+0.998x, GPT-2's 128-row linears 0.997-1.000x; whole MiniLM 0.983x.) On 2+ threads, a product of few row blocks (BERT / GPT-2 at 128 tokens: 11) also splits
 its columns (``edgecc_x86_linear_min_items`` = 32 pool items wanted), so the threads' shares
 are within a 12-row x 2-tile item of each other (the SGEMM split its columns too); one thread
 does not split (each split packs the rows again: 3.5% of BERT's 1-thread time). Path
-counters 3-5 of ``edgecc_x86_attention_paths``: linear calls, fused GELUs, column splits.
+counters 3-6 of ``edgecc_x86_attention_paths``: linear calls, fused GELUs, column splits,
+and the (task, column split) runs that packed their row blocks in 2+ groups.
 
 Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
 ``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
@@ -166,26 +171,35 @@ static void lin_cols(const Lin& g, const float* ap, int64_t r0, int64_t c0, int6
     case 11: F<11>(__VA_ARGS__); break; default: F<12>(__VA_ARGS__); break;               \
   }
 
-// row blocks [b0, b1) of LIN_MR rows (the last one shorter): all packed into ap first, then
-// the columns [cb, ce) (cb a multiple of 2 W) in chunks of about ``chunk_bytes`` of panels (0: all at once), each chunk
-// multiplied by every block before the next, so it stays in L2 while they pass
+// row blocks [b0, b1) of LIN_MR rows (the last one shorter), in groups of about
+// ``group_bytes`` of packed rows (0: one group): a group's blocks all packed into ap first,
+// then the columns [cb, ce) (cb a multiple of 2 W) in chunks of about ``chunk_bytes`` of
+// panels (0: all at once), each chunk multiplied by every block of the group before the
+// next, so it stays in L2 while they pass — and the group's packed rows stay in L2 while
+// the chunks pass (without groups, MiniLM's 1024 packed rows, 1.5-6 MiB, came from L3)
 static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap, int64_t chunk_bytes,
-                       int64_t cb, int64_t ce) {
-  for (int64_t blk = b0; blk < b1; ++blk) {
-    const int64_t r0 = blk * LIN_MR;
-    const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
-    float* p = ap + (blk - b0) * LIN_MR * g.k;
-    EDGECC_LIN_ROWS(lin_pack, g, p, r0)
-  }
+                       int64_t cb, int64_t ce, int64_t group_bytes) {
+  int64_t group = group_bytes > 0 ? group_bytes / (LIN_MR * g.k * 4) : b1 - b0;
+  if (group < 1) group = 1;
   int64_t chunk = chunk_bytes > 0 ? chunk_bytes / (g.k * 4) / (2 * W) * (2 * W) : ce - cb;
   if (chunk < 2 * W) chunk = 2 * W;
-  for (int64_t c0 = cb; c0 < ce; c0 += chunk) {
-    const int64_t c1 = c0 + chunk < ce ? c0 + chunk : ce;
-    for (int64_t blk = b0; blk < b1; ++blk) {
+  if (b1 - b0 > group) __atomic_fetch_add(&path_calls[PATH_LINEAR_GROUPS], 1, __ATOMIC_RELAXED);
+  for (int64_t g0 = b0; g0 < b1; g0 += group) {
+    const int64_t g1 = g0 + group < b1 ? g0 + group : b1;
+    for (int64_t blk = g0; blk < g1; ++blk) {
       const int64_t r0 = blk * LIN_MR;
       const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
-      const float* p = ap + (blk - b0) * LIN_MR * g.k;
-      EDGECC_LIN_ROWS(lin_cols, g, p, r0, c0, c1)
+      float* p = ap + (blk - g0) * LIN_MR * g.k;
+      EDGECC_LIN_ROWS(lin_pack, g, p, r0)
+    }
+    for (int64_t c0 = cb; c0 < ce; c0 += chunk) {
+      const int64_t c1 = c0 + chunk < ce ? c0 + chunk : ce;
+      for (int64_t blk = g0; blk < g1; ++blk) {
+        const int64_t r0 = blk * LIN_MR;
+        const int mr = g.m - r0 < LIN_MR ? (int)(g.m - r0) : LIN_MR;
+        const float* p = ap + (blk - g0) * LIN_MR * g.k;
+        EDGECC_LIN_ROWS(lin_cols, g, p, r0, c0, c1)
+      }
     }
   }
 }
@@ -196,12 +210,12 @@ static void lin_blocks(const Lin& g, int64_t b0, int64_t b1, float* ap, int64_t 
 ITEMS = r"""
 // pool items [i0, i1) of ``nb`` row blocks x column splits of ``cps`` columns (split-major)
 static void lin_items(const Lin& g, int64_t i0, int64_t i1, float* ap, int64_t chunk_bytes,
-                      int64_t nb, int64_t cps) {
+                      int64_t nb, int64_t cps, int64_t group_bytes) {
   for (int64_t s = i0 / nb; s * nb < i1; ++s) {
     const int64_t b0 = (i0 > s * nb ? i0 : s * nb) - s * nb;
     const int64_t b1 = (i1 < (s + 1) * nb ? i1 : (s + 1) * nb) - s * nb;
     const int64_t cb = s * cps, ce = cb + cps < g.n ? cb + cps : g.n;
-    lin_blocks(g, b0, b1, ap, chunk_bytes, cb, ce);
+    lin_blocks(g, b0, b1, ap, chunk_bytes, cb, ce, group_bytes);
   }
 }
 """

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not x86_attention.supported(lowering.llvm_target
 # 2 x 61 = 122 rows: >= min_rows (96), not a multiple of 12 or 6 (a short last row block);
 # N = 80 (5 panels: two pairs and a single) and 40 (a masked last vector)
 B, S, D, FF, FT = 2, 61, 48, 80, 40
+GROUP_BYTES = 256 * 1024  # edgecc_x86_linear_group_bytes's default
 
 
 class Mlp(nn.Module):
@@ -147,10 +148,13 @@ def test_outputs_equal_sgemm_bit_for_bit(builds, monkeypatch, isa):
 @pytest.mark.parametrize("isa", ["native", "avx2"])
 def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, isa):
     """``edgecc_x86_linear_panel_bytes`` (the panels a task multiplies by all its rows before
-    the next chunk; 0: all at once; 1: one tile's columns) and ``edgecc_x86_linear_min_items``
+    the next chunk; 0: all at once; 1: one tile's columns), ``edgecc_x86_linear_min_items``
     (columns split until there are this many pool items; 0: rows only; 2^20: every split the
-    columns allow, here 2 per linear) change which tiles a task runs and in what order, not
-    their sums: the outputs are equal bit for bit."""
+    columns allow, here 2 per linear) and ``edgecc_x86_linear_group_bytes`` (row blocks packed
+    and multiplied in groups of this many bytes; 0: all of a task's at once; 1: one block per
+    group) change which tiles a task runs and in what order, not their sums: the outputs are
+    equal bit for bit. Path 6 counts the runs that packed in 2+ groups (a knob the kernel
+    ignored fails)."""
     import ctypes
 
     _, built = builds
@@ -158,22 +162,29 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
     if isa == "avx2":
         monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
     inputs = _inputs(3)
-    ref = ours.run(*inputs)
     lib = ctypes.CDLL(ours._runner.library)
     chunk = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_panel_bytes")
     items = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_min_items")
-    defaults = chunk.value, items.value
-    assert defaults == (256 * 1024, 32)
+    group = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_group_bytes")
+    defaults = chunk.value, items.value, group.value
+    assert defaults == (256 * 1024, 32, GROUP_BYTES)
     splits = 4 if _pool_threads(ours) > 1 else 0  # one thread never splits
     try:
+        group.value = 0
+        ref = ours.run(*inputs)
         paths = ours._runner.module.get_function(x86_attention.PATH_QUERY, query_imports=True)
-        for c, i in ((0, 32), (1, 32), (1 << 30, 32), (256 * 1024, 0), (256 * 1024, 1 << 20),
-                     (1, 1 << 20)):
-            chunk.value, items.value = c, i
-            split = int(paths(5))
+        for c, i, gb in ((0, 32, 0), (1, 32, 0), (1 << 30, 32, 0), (256 * 1024, 0, 0),
+                         (256 * 1024, 1 << 20, 0), (1, 1 << 20, 0), (256 * 1024, 32, 1),
+                         (256 * 1024, 0, 1), (1, 1 << 20, 6000), (0, 0, 6000),
+                         (256 * 1024, 32, 1 << 30)):
+            chunk.value, items.value, group.value = c, i, gb
+            split, grouped = int(paths(5)), int(paths(6))
             got = ours.run(*inputs)
-            assert int(paths(5)) - split == (0 if i == 0 else splits), (c, i)
+            assert int(paths(5)) - split == (0 if i == 0 else splits), (c, i, gb)
+            # a 12-row block of K = 48 or 80 packs 2304 / 3840 bytes: 1 and 6000 bytes make
+            # every task of 2+ blocks use groups; 0 and 2^30 none
+            assert (int(paths(6)) > grouped) == (gb in (1, 6000)), (c, i, gb)
             for g, r in zip(got, ref):
-                assert np.array_equal(np.asarray(g), np.asarray(r)), (c, i)
+                assert np.array_equal(np.asarray(g), np.asarray(r)), (c, i, gb)
     finally:
-        chunk.value, items.value = defaults
+        chunk.value, items.value, group.value = defaults
