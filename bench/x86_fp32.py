@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import warnings
 
@@ -277,38 +278,24 @@ def main() -> None:
                 fns["old"] = lambda old=old: old.run(*inputs)
             paths = path_calls(res, inputs)
             rewrites = res.report.get("lowering", {}).get("x86_fp32", {})
-            ms = (cpu_interleaved_ms(fns, args.repeats) if args.clock == "cpu"
-                  else tvm_cpu.interleaved_ms(fns, args.repeats))
-        ratio = ms["edgecc"] / ms["ort"]
+            times = tvm_cpu.interleaved_times(fns, args.repeats, clock=args.clock)
+        ms = {k: statistics.median(v) for k, v in times.items()}
+        # ratios: the median over rounds of the paired round means (tvm_cpu.paired_ratio)
+        ratio = tvm_cpu.paired_ratio(times, "edgecc", "ort", args.repeats)
         row = {"ort_ms": ms["ort"], "edgecc_ms": ms["edgecc"], "ratio": ratio, "paths": paths,
                "rewrites": rewrites}
         extra = ""
         if "old" in ms:
-            row.update(against_ms=ms["old"], against_ratio=ms["old"] / ms["ort"])
-            extra = f" {ms['old']:14.3f} {ms['old'] / ms['ort']:6.2f}x"
+            old_ratio = tvm_cpu.paired_ratio(times, "old", "ort", args.repeats)
+            new_vs_old = tvm_cpu.paired_ratio(times, "edgecc", "old", args.repeats)
+            row.update(against_ms=ms["old"], against_ratio=old_ratio, new_vs_against=new_vs_old)
+            extra = f" {ms['old']:14.3f} {old_ratio:6.2f}x  new/old {new_vs_old:5.3f}x"
         table["models"][name] = row
         print(f"{name:18s} {ms['ort']:9.3f} {ms['edgecc']:9.3f} {ratio:6.2f}x{extra}  "
               f"{ {k: v for k, v in rewrites.items() if k != 'left_on_tvm'} } {paths}")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(table, f, indent=1)
-
-
-def cpu_interleaved_ms(fns, repeats, block=10, warmup=3):
-    """``tvm_cpu.interleaved_ms`` timed in the calling thread's CPU time (1 thread): the
-    minimum over rounds of each round's mean, so other processes' load counts least."""
-    import time
-
-    times = {k: [] for k in fns}
-    for _ in range(max(1, repeats // block)):
-        for k, fn in fns.items():
-            for _ in range(warmup):
-                fn()
-            t = time.thread_time()
-            for _ in range(block):
-                fn()
-            times[k].append((time.thread_time() - t) / block * 1000)
-    return {k: min(v) for k, v in times.items()}
 
 
 class edgecc_artifact:  # noqa: N801 - a context manager read as a function

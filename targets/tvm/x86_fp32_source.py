@@ -118,11 +118,13 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_conv_pairs 
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_unpadded = 1;
 // same-size 3x3 convolutions (stride 1, pad 1, no dilation; AVX-512) in 6 x 64 tiles
 // (PATH_CONV_SAME3X3): rows 1, 2, 4, 8, 16 wide read a copy padded by rows with two column
-// masks (PATH_CONV_SAME3X3_COLUMNS), other rows not a multiple of 16 wide or < 8 input
-// channels the unpadded input with per-panel masks, the others a padded copy
-// (PATH_CONV_SAME3X3_PADDED). 0: the in-place / im2col paths below; 2: per-panel masks for
-// all; 3: per-panel masks where chosen, the in-place path for the others; 4: as 1 without
-// the column masks (the same sums in every case: the tests' bit-for-bit A/B)
+// masks (PATH_CONV_SAME3X3_COLUMNS), other rows not a multiple of 16 wide the unpadded input
+// with per-panel masks, the others a padded copy (PATH_CONV_SAME3X3_PADDED; also with < 8
+// input channels: MobileNetV2's 3->16 stem @224 0.87x, @32 0.94x of the masks, 1 thread).
+// 0: the in-place / im2col paths below; 2: per-panel masks for all; 3: per-panel masks where
+// chosen, the in-place path for the others; 4: as 1 without the column masks; 5: as 1 with
+// per-panel masks for < 8 input channels (before) (the same sums in every case: the tests'
+// bit-for-bit A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3 = 1;
 // convolutions through im2col panels (AVX-512, 8+ panels) multiply them in the same 6 x 64
 // tiles (PATH_CONV_IM2COL_TILES); 0: the GEMM's 12 x 32 (the same sums: the tests' A/B)
@@ -1129,8 +1131,9 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
   // per-panel masks' loads cost 7% on 64->64 @8, 1 thread; 32->32 @16 the same as PLAIN)
   const bool same_columns = same_size && 16 % w == 0 && same_knob == 1;
   const bool same_masked = same_size && !same_columns
-                           && (ow % 16 != 0 || c < 8 || same_knob == 2);
-  if (same_masked || same_columns || (same_size && (same_knob == 1 || same_knob == 4))) {
+                           && (ow % 16 != 0 || (c < 8 && same_knob == 5) || same_knob == 2);
+  if (same_masked || same_columns
+      || (same_size && (same_knob == 1 || same_knob == 4 || same_knob == 5))) {
     ++path_calls[PATH_CONV_SAME3X3];
     const int mode = same_masked ? MASKED : same_columns ? COLUMNS : PLAIN;
     if (mode == PLAIN) ++path_calls[PATH_CONV_SAME3X3_PADDED];

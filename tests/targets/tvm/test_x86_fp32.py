@@ -380,9 +380,10 @@ def test_padded_convolution_reads_the_unpadded_input(kernels, stride, hw, k, pad
 @pytest.mark.parametrize("c,hw,batch", [(10, (6, 12), 2), (12, (5, 24), 1), (3, (32, 32), 1),
                                         (6, (7, 9), 2), (20, (8, 8), 2), (4, (1, 1), 1)])
 def test_same_size_3x3_reads_the_input_in_place(kernels, c, hw, batch):
-    """Same-size 3x3 convolutions (stride 1, pad 1) on rows not a multiple of 16 wide, or
-    with fewer than 8 input channels, read the unpadded input in place with masked loads
-    (path 9, AVX-512; not 0 / 1): 12- and 24-wide rows, the 3-channel stem (32-wide), odd
+    """Same-size 3x3 convolutions (stride 1, pad 1) on rows not a multiple of 16 wide read
+    the unpadded input in place with masked loads (path 9, AVX-512; not 0 / 1), those on rows
+    a multiple of 16 wide a padded copy (the 3-channel stem, 32-wide: test below): 12- and
+    24-wide rows, odd
     planes (panels spanning rows, a partial last panel); rows 8 or 1 wide (a 1x1 plane: every
     tap but the centre padding) take the column masks (test below), the same check here;
     37 output channels (a partial micro-tile), batch 2, a residual + clamp;
@@ -408,6 +409,25 @@ def test_same_size_3x3_reads_the_input_in_place(kernels, c, hw, batch):
     assert np.array_equal(direct, other)
     ref = _torch_conv(x, w, b, 1, 1, res, lo=-1.0, hi=3.0)
     assert np.abs(direct - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (20, 48), (9, 224)])
+def test_few_channel_stem_reads_a_padded_copy(kernels, hw):
+    """A 3-channel same-size 3x3 (a CNN's stem) on rows a multiple of 16 wide reads a padded
+    copy (paths 9 + 10), not the per-panel masks (``edgecc_x86_fp32_same3x3`` 5, the form
+    before: path 9 alone), bit-identical to those, within 1e-5 of PyTorch."""
+    if not _has_avx512():
+        pytest.skip("the 6 x 64 tiles run on AVX-512 only")
+    rng = np.random.default_rng(hw[1])
+    x = rng.standard_normal((1, 3, *hw), np.float32)
+    w = rng.standard_normal((16, 3, 3, 3), np.float32)
+    b = rng.standard_normal(16, np.float32)
+    outs, calls = _conv_per_knob(kernels, "edgecc_x86_fp32_same3x3", (1, 5), x, w, b, pad=1,
+                                 lo=0.0, hi=6.0)
+    assert [(c[9], c[10]) for c in calls] == [(1, 1), (1, 0)]
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, w, b, 1, 1, lo=0.0, hi=6.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 @pytest.mark.parametrize("c,hw,batch,knob", [(16, (32, 32), 1, 1), (12, (16, 48), 2, 1),
