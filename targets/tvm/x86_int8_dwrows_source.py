@@ -29,6 +29,11 @@ DWROWS_SYMBOLS = (DW_ROWS,)
 DWROWS_KERNELS = r"""
 // ---- dw_rows (x86_int8_dwrows_source) ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows = 1;
+// nonzero: dw_rows_t's whole blocks of 4 output rows take the FULL form (0: the run-time
+// row count everywhere, A/B); counted per depthwise call by edgecc_x86_int8_dw_full_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_full = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_full_calls = 0;
+std::atomic<int> dw_full_seen{0};  // set by a channel (stored only when clear), taken a call
 // depthwise calls run by dw_rows (a test's counter; a library symbol too, for benches)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_calls = 0;
 // pooled dw_rows calls split by bands of output rows, this many a thread (1: each band's
@@ -77,6 +82,9 @@ static bool dw_rows_plan(int64_t w, int64_t kw, int64_t sw, int64_t pw, int64_t 
 // registers (each row loaded once); KH 3: the 3-row kernel unrolled (else kh at run time);
 // SLIDE: stride 1, dilation 1 (an input row's shuffle feeds every output row it is a tap row
 // of), else each output row reads its kh rows
+// (the pragma, not only the attribute: GCC's lambdas do not take their function's target)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
 template <int NB, int KH, bool SLIDE, bool CLAMP>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* plane,
@@ -99,8 +107,12 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
     m[b] = d.mask[b0 + b];
   }
   const __m512i flip = _mm512_set1_epi8((char)0x80), sv = _mm512_set1_epi32(start);
-  for (int64_t oy = oy0; oy < oh; oy += 4) {  // output rows [oy0, oh)
-    const int64_t nr = oh - oy < 4 ? oh - oy : 4;
+  // FULL: a block of 4 output rows, every u < nr test known true at compile time — with the
+  // run-time nr GCC kept each sum as a select and moved the 4·NB sums between registers at
+  // every row (~2 vmovdqa a vpdpbusd); the same sums either way (edgecc_x86_int8_dw_full)
+  auto block = [&](int64_t oy, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    const int64_t nr = FULL ? 4 : (oh - oy < 4 ? oh - oy : 4);
     __m512i a[4][NB];
 #pragma GCC unroll 4
     for (int u = 0; u < 4; ++u)
@@ -148,8 +160,16 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
         if (u < nr)
           _mm_mask_storeu_epi8(out + (oy + u) * ow + d.ox[b0 + b], d.lanes[b0 + b],
                                requant16_hi<CLAMP>(a[u][b], mv, av, s32, q));
+  };
+  const bool full_blocks = edgecc_x86_int8_dw_full != 0;
+  for (int64_t oy = oy0; oy < oh; oy += 4) {  // output rows [oy0, oh)
+    if (full_blocks && oh - oy >= 4) block(oy, std::true_type{});
+    else block(oy, std::false_type{});
   }
+  if (full_blocks && oh - oy0 >= 4 && !dw_full_seen.load(std::memory_order_relaxed))
+    dw_full_seen.store(1, std::memory_order_relaxed);
 }
+#pragma GCC pop_options
 
 // the channel on the dw_rows_t instance of its shape
 template <int NB>
@@ -233,6 +253,8 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   }
   __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
   __atomic_fetch_add(&edgecc_x86_int8_dw_rows_calls, 1, __ATOMIC_RELAXED);
+  if (dw_full_seen.exchange(0, std::memory_order_relaxed))
+    __atomic_fetch_add(&edgecc_x86_int8_dw_full_calls, 1, __ATOMIC_RELAXED);
   return true;
 }
 """[1:]

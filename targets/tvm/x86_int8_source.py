@@ -156,6 +156,7 @@ SOURCE = r"""
 #include <string.h>
 #include <algorithm>
 #include <numeric>
+#include <type_traits>
 
 """ + ffi_prelude(1 << 17) + r"""
 

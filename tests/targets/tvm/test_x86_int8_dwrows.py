@@ -69,15 +69,20 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     args = [tvm.runtime.tensor(x) for x in xs]
     bands = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_bands")
     banded = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_banded")
-    rows = sum(c[7] for c in CASES)
+    full = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_full")
+    full_calls = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_full_calls")
+    assert full.value == 1  # on by default
+    rows = sum(c[7] for c in CASES)  # (every dw_rows case has >= 4 output rows: FULL blocks)
     runs = []
     try:
-        # serial; every job on the pool, by bands of output rows; on the pool by channels
-        for pool, by_bands in ((63, 1), (-62, 1), (-62, 0)):
-            shift.value, bands.value = pool, by_bands
-            before, before_banded = calls(), banded.value
+        # serial (whole 4-row blocks in the FULL form, then not); every job on the pool, by
+        # bands of output rows; on the pool by channels
+        for pool, by_bands, whole in ((63, 1, 1), (63, 1, 0), (-62, 1, 1), (-62, 0, 1)):
+            shift.value, bands.value, full.value = pool, by_bands, whole
+            before, before_banded, before_full = calls(), banded.value, full_calls.value
             runs.append([o.numpy() for o in vm["main"](*args)])
             assert calls() - before == rows
+            assert full_calls.value - before_full == whole * rows, (pool, by_bands, whole)
             banded_cases = sum(c[8] for c in CASES)
             assert banded.value - before_banded == (banded_cases if pool < 0 and by_bands else 0)
         bands.value = 0
@@ -87,7 +92,7 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
         # the dw_perm path instead (its counter counts dw_rows' calls too: the VBMI family)
         assert calls() == before and perm() - perm_before == len(CASES)
     finally:
-        shift.value, switch.value, bands.value = 0, 1, 0
+        shift.value, switch.value, bands.value, full.value = 0, 1, 0, 1
     for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
         acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
