@@ -1,13 +1,16 @@
 """A/B of an ``x86_linear.LinearOptions`` flag on whole fp32 transformers: the default build
 against the same build with the flag off — ``--option merge_qkv`` (the default:
-``x86_linear_qkv``, an attention's q / k / v linears as one call, against three calls) — timed interleaved in one process (``bench.tvm_cpu.interleaved_times``): 2
+``x86_linear_qkv``, an attention's q / k / v linears as one call, against three calls) or
+``--option dedupe`` (``x86_attention.DEDUPE`` flipped for the "off" build: each layer's copy of
+the mask ops removed or not), or
+``--option none`` (two default builds: the A/A spread) — timed interleaved in one process (``bench.tvm_cpu.interleaved_times``): 2
 threads by the wall clock, or with ``--cpu`` 1-thread builds by the calling thread's CPU time;
 paired ratios (median over rounds, and the 10th / 90th percentiles). Outputs are checked equal
 bit for bit. ``--knob NAME=VALUE`` adds the default build with that int64 kernel knob set for
 its calls (e.g. ``edgecc_x86_linear_group_bytes=0``). Say the machine's load with the numbers.
 
     python bench/transformer_qkv.py [--models minilm,bert] [--repeats 20] [--cpu]
-                                    [--option merge_qkv]
+                                    [--option merge_qkv|dedupe|none]
                                     [--knob edgecc_x86_linear_group_bytes=0]
 
 Prints a table and writes ``bench/results/transformer_qkv[_<option>][_cpu].json``.
@@ -28,15 +31,19 @@ from bench.transformer_linear import _first, _knobbed  # noqa: E402
 from bench.tvm_cpu import interleaved_times, median_p10, models  # noqa: E402
 
 import edgecc  # noqa: E402
-from edgecc.targets.tvm import x86_linear  # noqa: E402
+from edgecc.targets.tvm import x86_attention, x86_linear  # noqa: E402
 
 _APPLY = x86_linear.apply
 
 
 def build(module, inputs, threads: int, off: str = ""):
-    """A build with ``x86_linear``'s option ``off`` set to False (none: the default)."""
-    options = x86_linear.LinearOptions(**({off: False} if off else {}))
+    """A build with ``x86_linear``'s option ``off`` set to False (``dedupe``:
+    ``x86_attention.DEDUPE``; none: the default)."""
+    linear_off = off if off not in ("", "dedupe", "none") else ""  # none: an A/A run
+    options = x86_linear.LinearOptions(**({linear_off: False} if linear_off else {}))
     x86_linear.apply = lambda m, library=True, o=None: _APPLY(m, library, options)
+    default = x86_attention.DEDUPE
+    x86_attention.DEDUPE = not default if off == "dedupe" else default
     try:
         with tempfile.TemporaryDirectory() as d:
             res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=None,
@@ -45,6 +52,7 @@ def build(module, inputs, threads: int, off: str = ""):
             res.run(*inputs)
     finally:
         x86_linear.apply = _APPLY
+        x86_attention.DEDUPE = default
     return res
 
 
@@ -89,10 +97,11 @@ def main() -> int:
         times = interleaved_times(fns, args.repeats, clock="cpu" if args.cpu else "wall")
         st = median_p10(times)
         row = {"stats": st, "bit_identical": same, "qkv_merged": stats.get("qkv_merged"),
+               "deduped": stats.get("deduped"),
                "on/off": paired(times, "on", "off")}
         r = row["on/off"]
         print(f"{name:8s} {st['off']['median_ms']:9.2f} {st['on']['median_ms']:9.2f} "
-              f"{r['median']:9.3f} ({r['p10']:.3f}, {r['p90']:.3f})  merged {stats.get('qkv_merged')}"
+              f"{r['median']:9.3f} ({r['p10']:.3f}, {r['p90']:.3f})  merged {stats.get('qkv_merged')} deduped {stats.get('deduped')}"
               f" bit-identical {same}", flush=True)
         for knob in args.knob:
             key = f"on {knob}"

@@ -119,13 +119,14 @@ class RewriteStats:
     linear: int = 0  # SGEMM calls moved to edgecc_x86_linear (x86_linear)
     linear_gelu: int = 0  # GELUs applied in a linear's write-back
     qkv_merged: int = 0  # attentions whose q / k / v linears became one call (x86_linear_qkv)
+    deduped: int = 0  # bindings removed as copies of an earlier one (each layer's mask ops)
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_attention": self.attention, "x86_layer_norm": self.layer_norm,
                 "x86_gelu": self.gelu, "quantize_fused": self.quantize_fused,
                 "residual_fused": self.residual_fused, "split_views": self.split_views,
                 "x86_linear": self.linear, "linear_gelu_fused": self.linear_gelu,
-                "qkv_merged": self.qkv_merged,
+                "qkv_merged": self.qkv_merged, "deduped": self.deduped,
                 "left_on_tvm": list(self.left)}
 
 
@@ -693,17 +694,45 @@ def _mutate(module: Any, func: Any, analysis: _Analysis) -> Any:
     return Rewriter(module).visit_expr(func)
 
 
+# ``apply`` removes bindings that repeat an earlier one (TVM's EliminateCommonSubexpr) once
+# the kernels are in: each attention's mask ops — ``where(keep, 0, -inf)`` and the ``where``'s
+# keep rows ``astype(max(astype(keep, int8), -1), bool)``, written per attention by
+# ``converters._attention`` from the one boolean mask — run once instead of once per layer
+# (GPT-2 / BERT 4 layers: 9 of 12 small TVM kernel calls gone, MiniLM 15 of 18). Off by
+# default: the whole-model A/B did not show a win (1 thread, CPU time, interleaved, load 2:
+# GPT-2 1.021x (p10 0.973x), BERT 1.005x, A/A 1.002x / 1.003x; the calls it removes took
+# 0.035 ms of GPT-2's 2-thread run, per-call minima; 2 threads not measurable at load 2-4).
+# bench/transformer_qkv.py --option dedupe.
+DEDUPE = False
+
+
+def _binding_count(module: Any) -> int:
+    from tvm import relax
+
+    return sum(len(block.bindings) for func in module.functions.values()
+               if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr)
+               for block in func.body.blocks)
+
+
 def apply(module: Any, target: Any) -> tuple[Any, RewriteStats | None]:
     """``rewrite`` when ``target`` is an x86 CPU with AVX2 + FMA, then ``x86_linear`` (the
     SGEMM calls with enough rows onto this library's linear kernel, a GELU that reads one in
-    its write-back: counted in the stats' ``linear`` / ``linear_gelu``); else ``module`` as
-    is."""
+    its write-back: counted in the stats' ``linear`` / ``linear_gelu``), then the repeated
+    bindings removed (``DEDUPE``); else ``module`` as is."""
     if not supported(target):
         return module, None
+    from tvm import relax
+
     from edgecc.targets.tvm import x86_linear
 
     rewritten, stats = rewrite(module)
     # x86_attention's kernels are in the module once its rewrite changed it
     module, linear = x86_linear.apply(rewritten, library=rewritten is module)
+    deduped = 0
+    if DEDUPE and stats.attention:
+        before = _binding_count(module)
+        module = relax.transform.EliminateCommonSubexpr()(module)
+        module = relax.transform.DeadCodeElimination()(module)
+        deduped = before - _binding_count(module)
     return module, replace(stats, linear=linear.linears, linear_gelu=linear.gelu_fused,
-                           qkv_merged=linear.qkv_merged)
+                           qkv_merged=linear.qkv_merged, deduped=deduped)

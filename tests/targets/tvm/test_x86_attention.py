@@ -256,3 +256,48 @@ def test_exp_erf_tanh_and_quantize_accuracy(fp32_builds, monkeypatch, isa):
     got = out.numpy().reshape(rows, sk)
     seen = p > 1e-30
     assert np.abs(got[seen] / p[seen] - 1).max() <= 1e-6
+
+
+class SharedMask(nn.Module):
+    """Two attentions with one boolean padding mask: the converter writes the mask's float
+    form and the ``where``'s keep rows once per attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.p1, self.p2 = nn.Linear(D, 3 * D), nn.Linear(D, 3 * D)
+
+    def forward(self, x, attention_mask):
+        b, s, _ = x.shape
+        keep = (attention_mask > 0)[:, None, None, :].expand(b, 1, s, s)
+        for p in (self.p1, self.p2):
+            q, k, v = (Blocks.heads(t, b, s) for t in p(x).split(D, -1))
+            x = x + F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(
+                1, 2).reshape(b, s, D)
+        return x
+
+
+def test_dedupe_runs_the_mask_ops_once(monkeypatch, tmp_path):
+    """``x86_attention.DEDUPE``: the second attention's copy of the mask ops is removed (one
+    ``where`` left in the module, bindings counted in the stats), the outputs equal the build
+    that keeps them, bit for bit."""
+    torch.manual_seed(0)
+    model = SharedMask().eval()
+    x, mask = _inputs(4)
+    mask[2, 5:] = 0  # (no row with every key masked: the sdpa path then gives NaN rows)
+    mask[2, :5] = 1
+    out = {}
+    for dedupe in (True, False):
+        monkeypatch.setattr(x86_attention, "DEDUPE", dedupe)
+        res = edgecc.compile(model, "host", example_inputs=(x, mask), pipeline="",
+                             output_dir=str(tmp_path / str(dedupe)))
+        assert res.report["verification"]["passed"]
+        target = lowering.llvm_target(None, None)
+        module, stats = x86_attention.apply(
+            x86_fp32.apply(lowering.to_relax(res.program), target)[0], target)
+        text = module["main"].script(show_meta=False)
+        assert stats.attention == 2
+        assert text.count("R.where(") == (1 if dedupe else 2), text
+        assert (stats.deduped >= 3) == dedupe, stats
+        out[dedupe] = res.run(x, mask)
+    for a, b in zip(out[True], out[False]):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
