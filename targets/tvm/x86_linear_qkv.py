@@ -21,8 +21,11 @@ once instead of three times, two pool jobs per layer (their start-up and their t
 three calls' VM overhead. Measured (2026-12-01, load 3-4, interleaved, paired medians): the
 linear alone, one call / three on the same input, MiniLM's 1024 x 384 x 3·384 0.95x (1
 thread, CPU time) and 0.97x (2 threads), BERT-4x256's 128 x 256 x 3·256 0.94x (2 threads);
-whole models (bench/transformer_qkv.py, merged / three): MiniLM 0.968x (1 thread, CPU time),
-BERT 0.997x.
+whole models (bench/transformer_qkv.py, merged / three, paired medians of runs at load 2-4),
+1 thread, CPU time: MiniLM 0.968x, 0.999x, 1.000x (40 rounds), BERT 0.997x, 0.987x, GPT-2
+(nothing merged) 1.001x; 2 threads, wall clock: MiniLM 0.968x (p10-p90 0.63-1.48), BERT
+0.993x (200 rounds, p10-p90 0.73-1.70; an A/A run of two default builds 1.018x): no loss
+measured, the gain within the noise of this loaded 2-vCPU machine.
 
 Conditions: the three SGEMMs have no residual, equal bounds, the same ``M`` and ``K``, each
 ``N`` a multiple of 16 (whole panels), inputs that are reshapes of one tensor (or it), and no

@@ -23,7 +23,9 @@ by every block of a group, so a chunk stays in L2 while the blocks pass and the 
 rows stay in L2 while the chunks pass. (Without groups, MiniLM's task packed up to 1024 rows:
 1.5 MiB at K = 384, 6 MiB at K = 1536, read again from L3 for each chunk. 1 thread, CPU time,
 interleaved, load 3-4: 1024 x 384 x 384 0.953x, 1024 x 1536 x 384 0.949x, 1024 x 384 x 1536
-0.998x, GPT-2's 128-row linears 0.997-1.000x; whole MiniLM 0.983x.) On 2+ threads, a product of few row blocks (BERT / GPT-2 at 128 tokens: 11) also splits
+0.998x, GPT-2's 128-row linears 0.997-1.000x; whole MiniLM (with / without groups) 0.983x,
+0.997x, 0.992x (40 rounds); BERT 1.000x, GPT-2 1.001x; 2 threads, load 3: MiniLM 0.981x,
+BERT 0.995x (200 rounds), in the noise.) On 2+ threads, a product of few row blocks (BERT / GPT-2 at 128 tokens: 11) also splits
 its columns (``edgecc_x86_linear_min_items`` = 32 pool items wanted), so the threads' shares
 are within a 12-row x 2-tile item of each other (the SGEMM split its columns too); one thread
 does not split (each split packs the rows again: 3.5% of BERT's 1-thread time). Path
