@@ -46,14 +46,15 @@ def build_pair(name: str, directory: str):
 
 
 def paired_spread(times: dict, a: str, b: str, repeats: int) -> list:
-    """The 10th, 50th and 90th percentile over rounds of a's round mean / b's round mean
-    (the rounds ``bench.tvm_cpu.paired_ratio`` pairs; its median is the 50th here)."""
+    """The 10th, 50th and 90th percentile over rounds of a's round median / b's round median
+    (the rounds ``bench.tvm_cpu.paired_ratio`` pairs; medians, not its means: one preempted
+    call in a round of a few moved a mean ratio by 10-30% on a loaded machine)."""
     import statistics
 
     block = round_block(repeats)
     xa, xb = times[a], times[b]
-    ratios = sorted(statistics.fmean(xa[r * block:(r + 1) * block])
-                    / statistics.fmean(xb[r * block:(r + 1) * block])
+    ratios = sorted(statistics.median(xa[r * block:(r + 1) * block])
+                    / statistics.median(xb[r * block:(r + 1) * block])
                     for r in range(min(len(xa), len(xb)) // block))
     if not ratios:
         return [float("nan")] * 3
