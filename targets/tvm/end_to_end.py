@@ -190,7 +190,7 @@ class Knob:
 # A/B-only switches (unpadded, im2col_tiles, dw_channels_width) are the same tiles with a
 # slower copy, never measured faster.
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
-INT8_DEPTHWISE = ("edgecc_x86_qdwconv",)
+INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)
 ANY_KERNEL = ("*",)  # the pool's switches (x86_kernel_ffi.py): every kernel's jobs
 KNOBS = (
     Knob("edgecc_x86_fp32_winograd", "int32_t", (0, 1), FP32_CONV),
@@ -207,6 +207,11 @@ KNOBS = (
     Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
     # small int8 convolutions serial (1, the default) or on the pool (0): x86_int8_pool_source
     Knob("edgecc_x86_int8_conv_pool_log2", "int64_t", (0, 1), INT8_CONV),
+    # the fp32 linear's rows packed in L2-sized groups (bytes; 0: all rows first) and the
+    # fewest row blocks a thread takes before columns are split: x86_linear_source.py,
+    # bit-identical
+    Knob("edgecc_x86_linear_group_bytes", "int64_t", (262144, 0, 131072), FP32_LINEAR),
+    Knob("edgecc_x86_linear_min_items", "int64_t", (32, 0, 22), FP32_LINEAR),
     # int8 depthwise dw_rows pooled by bands of output rows (0, the default: by channel
     # groups): x86_int8_dwrows_source.py, bit-identical
     Knob("edgecc_x86_int8_dw_rows_bands", "int64_t", (0, 1), INT8_DEPTHWISE),
