@@ -1309,30 +1309,31 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     }
     Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
            out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
-    if (pair_items) {
-      const int64_t ppf = 32 * pairs;  // prefetch: the next item's input / output lines
-      parallel_for(pair_items * rchunks, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t q0 = i / rchunks * pairs, rc = i % rchunks;
-          const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
-          for (int64_t r = r0; r < r1;) {  // gemm_rows' balanced micro-tile heights
-            const int64_t left = r1 - r, tiles = (left + 11) / 12;
-            const int mr = (int)((left + tiles - 1) / tiles);
-            for (int64_t q = q0; q < q0 + pairs; ++q) {
-              Panels pb{{src + q * 32, src + q * 32 + 16}, koff, ppf};
-              if (r == r0) avx512_rows<2, true, true, true>(g, r, mr, pb, q * 32);
-              else avx512_rows<2, true, false, true>(g, r, mr, pb, q * 32);
-            }
-            r += mr;
-          }
+    // items i < pair_n: the pair items; the others the groups from g_first: one pool job
+    const int64_t pair_n = pair_items * rchunks, ppf = 32 * pairs;  // ppf: the next item's lines
+    auto pair_item = [&](int64_t i) {
+      const int64_t q0 = i / rchunks * pairs, rc = i % rchunks;
+      const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
+      for (int64_t r = r0; r < r1;) {  // gemm_rows' balanced micro-tile heights
+        const int64_t left = r1 - r, tiles = (left + 11) / 12;
+        const int mr = (int)((left + tiles - 1) / tiles);
+        for (int64_t q = q0; q < q0 + pairs; ++q) {
+          Panels pb{{src + q * 32, src + q * 32 + 16}, koff, ppf};
+          if (r == r0) avx512_rows<2, true, true, true>(g, r, mr, pb, q * 32);
+          else avx512_rows<2, true, false, true>(g, r, mr, pb, q * 32);
         }
-      }, oc * k * pair_items * pairs * 32);
-    }
-    if (g_first < ggroups) parallel_for((ggroups - g_first) * rchunks, [&](int64_t i0, int64_t i1) {
+        r += mr;
+      }
+    };
+    parallel_for(pair_n + (ggroups - g_first) * rchunks, [&](int64_t i0, int64_t i1) {
       float* panels = 0;
       int64_t built = -1;
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t grp = g_first + i / rchunks, rc = i % rchunks;
+        if (i < pair_n) {
+          pair_item(i);
+          continue;
+        }
+        const int64_t grp = g_first + (i - pair_n) / rchunks, rc = (i - pair_n) % rchunks;
         const int64_t p0 = grp * gstep, p1 = p0 + gstep < n_panels ? p0 + gstep : n_panels;
         const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
         int64_t base[S3_NP][16];
@@ -1373,7 +1374,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
         Panels pb{{panels, panels + k * 16}, 0};
         if (r0 < r1) gemm_rows<false>(g, r0, r1, pb, (int)(p1 - p0), p0 * 16);
       }
-    }, oc * k * (pix - g_first * 16 * step));
+    }, oc * k * pix);
   }
   return 0;
 }
