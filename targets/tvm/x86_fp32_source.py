@@ -23,7 +23,9 @@ pixels: where they are one run of the (padded) input — stride 1 with rows a mu
 wide, or 1x1 — the micro-kernel reads row k of the panel in place at ``input + off[k]``
 (no im2col; on maps whose input + output reach ``edgecc_x86_fp32_prefetch_bytes``, 1 MiB,
 the next panel group's input and output lines are prefetched: a 1x1 conv reads C rows and
-writes OC rows at once, more streams than the hardware prefetcher follows); otherwise each
+writes OC rows at once, more streams than the hardware prefetcher follows; 1x1s of <= 96
+input channels there run pool items of 4 panel pairs, each micro-tile row block over all 4,
+``edgecc_x86_fp32_conv_pairs``); otherwise each
 task builds the im2col of the panels it multiplies: with
 AVX-512, panels whose 16 pixels are a few runs of the input (stride 1 or 2, output rows 5 or
 more wide) by masked loads of each run (stride 2: even lanes by permutex2var) — of the
@@ -42,7 +44,9 @@ in the padding masked to zero per panel: no im2col, no copy); the others a padde
 without masks (``edgecc_x86_fp32_same3x3``). Depthwise 3x3 (stride 1 / 2): AVX-512 runs 16 outputs of a row per
 step on the unpadded plane (masked loads for the border and the row's tail, no padded copy),
 8 output rows at a time (each input row loaded once for the rows it feeds: ``x86_fp32_dwrows``,
-``edgecc_x86_fp32_dw_rows``),
+``edgecc_x86_fp32_dw_rows``), stride 2 on planes wider than 16 two output rows at a time, each
+input row loaded once and split into even / odd columns (``x86_fp32_dws2``,
+``edgecc_x86_fp32_dw_s2_wide``),
 or, for small planes (output rows <= 8 wide), 16 channels per vector through a channels-last
 tile (16x16 register transposes in and out), except same-size stride-1 planes of <= 128
 pixels: flat, 16 consecutive pixels per vector, and stride-2 ones on 16-wide planes: 2 output
