@@ -54,7 +54,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..23). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..24). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -63,7 +63,8 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
-from edgecc.targets.tvm import x86_fp32_dwrows, x86_fp32_dws2, x86_fp32_winograd, x86_fp32_winograd4
+from edgecc.targets.tvm import (x86_fp32_dwrows, x86_fp32_dws1, x86_fp32_dws2, x86_fp32_winograd,
+                                x86_fp32_winograd4)
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
@@ -109,6 +110,10 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_wide 
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_prefetch = 4;
 // ... on planes wider than this (the narrower ones: the row blocks of x86_fp32_dwrows). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_min_width = 16;
+// depthwise 3x3 stride 1 on planes 65..128 wide: blocks of this many output rows (2, 4;
+// PATH_DW_S1_WIDE; x86_fp32_dws1.py), 0: the one-row form (the same sums: the tests'
+// bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s1_wide = 2;
 // 1x1 stride-1 convolutions on maps large enough to prefetch (PATH_CONV_PREFETCH; AVX-512) of
 // at most CONV_PAIRS_MAX_K (96) input channels:
 // each pool item multiplies this many consecutive pairs of full panels (32 pixels each) per
@@ -779,7 +784,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 24;
+const int N_PATHS = 25;
 const int64_t CONV_PAIRS_MAX_K = 96;  // edgecc_x86_fp32_conv_pairs: 1x1s of at most this many input channels
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
@@ -790,7 +795,8 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_S2_PHASES = 14, PATH_CONV_S2_EVENS = 15, PATH_CONV_WINOGRAD = 16,
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
        PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
-       PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23 };
+       PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23,
+       PATH_DW_S1_WIDE = 24 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1036,7 +1042,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws1.SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1420,6 +1426,10 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
                        && pw == 1 && (s2_rows == 1 || s2_rows == 2 || s2_rows == 4);
   if (s2_wide) ++path_calls[PATH_DW_S2_WIDE];
   if (rows && !s2_wide) ++path_calls[PATH_DW_ROWS];
+  const int s1_rows = edgecc_x86_fp32_dw_s1_wide;
+  const bool s1_wide = vec512 && !rows && d.sh == 1 && d.sw == 1 && d.ow <= DW_S1_WIDTH
+                       && (s1_rows == 2 || s1_rows == 4);
+  if (s1_wide) ++path_calls[PATH_DW_S1_WIDE];
   const int64_t s2_pf = edgecc_x86_fp32_dw_s2_prefetch > 0 ? edgecc_x86_fp32_dw_s2_prefetch : 0;
   // small same-size planes: flat, 16 consecutive pixels per vector (x86_fp32_dwrows)
   if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w
@@ -1461,6 +1471,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         e.src = x + t * h * w; e.ld = w;
         e.w = wt + ch * 9; e.b = bias[ch]; e.out = out + t * d.oh * d.ow;
         if (s2_wide) dw3x3_s2_wide(e, h, w, ph, s2_rows, s2_pf);
+        else if (s1_wide) dw3x3_s1_wide(e, h, w, ph, pw, s1_rows);
         else if (rows && d.sw == 1) dw3x3_rows<1>(e, h, w, ph, pw);
         else if (rows) dw3x3_rows<2>(e, h, w, ph, pw);
         else if (d.sw == 1) dw3x3_avx512<1>(e, h, w, ph, pw);
@@ -1510,7 +1521,8 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // whose input transform read rows into registers (edgecc_x86_fp32_wg_narrow); 21: F(4x4, 3x3)
 // Winograd calls; 22: the depthwise calls of 4 that ran stride 2 on wide planes with each input
 // row loaded once (x86_fp32_dws2, edgecc_x86_fp32_dw_s2_wide); 23: the calls of 7 (1x1)
-// whose items ran several panel pairs per row block (edgecc_x86_fp32_conv_pairs);
+// whose items ran several panel pairs per row block (edgecc_x86_fp32_conv_pairs); 24: the
+// depthwise calls of 4 on stride-1 planes 65..128 wide in row blocks (x86_fp32_dws1);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
