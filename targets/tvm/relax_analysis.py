@@ -3,11 +3,15 @@
 
     static_shape(var.struct_info)   # [1, 128, 256], or None when a dimension is symbolic
     dataflow_users(func)            # {var: [the bindings' vars that read it], ...}
+    packed_callee(call)             # "edgecc_x86_sgemm" for R.call_dps_packed("edgecc_x86_sgemm", ...)
+    constant_value(expr)            # the numpy array of a Relax constant, else None
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 
 def static_shape(info: Any) -> list[int] | None:
@@ -18,6 +22,24 @@ def static_shape(info: Any) -> list[int] | None:
     except TypeError:  # unknown shape
         return None
     return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+
+
+def packed_callee(call: Any) -> str | None:
+    """The extern function an ``R.call_dps_packed`` calls; None for any other expression."""
+    from tvm import relax
+
+    if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != \
+            "relax.call_dps_packed":
+        return None
+    fn = call.args[0]
+    return str(fn.global_symbol) if isinstance(fn, relax.ExternFunc) else None
+
+
+def constant_value(expr: Any) -> np.ndarray | None:
+    """A Relax constant's value as numpy; None when ``expr`` is not a constant."""
+    from tvm.ir.expr import GenericConst
+
+    return expr.value.numpy() if isinstance(expr, GenericConst) else None
 
 
 def dataflow_users(func: Any) -> dict[Any, list[Any]]:

@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from edgecc.targets.tvm.relax_analysis import (
+    constant_value,
     dataflow_users,
+    packed_callee,
     static_shape,
     with_rewritten_functions,
 )
@@ -63,22 +65,6 @@ class RewriteStats:
                 "qkv_merged": self.qkv_merged}
 
 
-def _extern(call: Any) -> str | None:
-    from tvm import relax
-
-    if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != \
-            "relax.call_dps_packed":
-        return None
-    fn = call.args[0]
-    return str(fn.global_symbol) if isinstance(fn, relax.ExternFunc) else None
-
-
-def _const(expr: Any) -> np.ndarray | None:
-    from tvm.ir.expr import GenericConst
-
-    return expr.value.numpy() if isinstance(expr, GenericConst) else None
-
-
 class _Plan:
     """One SGEMM call to retarget, with the GELU (and the reshape between) it absorbs."""
 
@@ -102,10 +88,10 @@ def _plans(func: Any, options: LinearOptions) -> list[_Plan]:
     users = dataflow_users(func)
     plans = []
     for var, value in bindings.items():
-        if _extern(value) != SGEMM or not isinstance(var, relax.DataflowVar):
+        if packed_callee(value) != SGEMM or not isinstance(var, relax.DataflowVar):
             continue
         args = list(value.args[1])
-        meta, bounds = _const(args[3]), _const(args[4])
+        meta, bounds = constant_value(args[3]), constant_value(args[4])
         if meta is None or bounds is None or meta.shape != (3,) or int(meta[0]) < \
                 options.min_rows:
             continue
@@ -131,12 +117,12 @@ def _find_gelu(plan: _Plan, var: Any, bindings: dict, users: dict) -> None:
         if not isinstance(reshape, relax.DataflowVar):
             return
         use = users.get(reshape, [])
-    if len(use) != 1 or _extern(bindings.get(use[0])) != GELU or \
+    if len(use) != 1 or packed_callee(bindings.get(use[0])) != GELU or \
             static_shape(use[0].ty) is None:
         return
     gelu = bindings[use[0]]
     gargs = list(gelu.args[1])
-    meta, fp = _const(gargs[1]), _const(gargs[2])
+    meta, fp = constant_value(gargs[1]), constant_value(gargs[2])
     if meta is None or fp is None or int(meta[2]) != 1 or int(meta[3]) != 0 or \
             int(meta[1]) not in GELU_MODES:
         return

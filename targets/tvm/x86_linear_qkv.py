@@ -41,27 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from edgecc.targets.tvm.relax_analysis import dataflow_users
+from edgecc.targets.tvm.relax_analysis import constant_value, dataflow_users, packed_callee
 from edgecc.targets.tvm.x86_attention_source import SYMBOLS
 
 SGEMM = "edgecc_x86_sgemm"
 ATTENTION = SYMBOLS[0]
-
-
-def _extern(call: Any) -> str | None:
-    from tvm import relax
-
-    if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != \
-            "relax.call_dps_packed":
-        return None
-    fn = call.args[0]
-    return str(fn.global_symbol) if isinstance(fn, relax.ExternFunc) else None
-
-
-def _const(expr: Any) -> np.ndarray | None:
-    from tvm.ir.expr import GenericConst
-
-    return expr.value.numpy() if isinstance(expr, GenericConst) else None
 
 
 @dataclass
@@ -94,7 +78,7 @@ def _plan(var: Any, call: Any, bindings: dict, users: dict, order: dict) -> _Mer
     from tvm import relax
 
     args = list(call.args[1])
-    meta = _const(args[5]) if len(args) == 7 else None
+    meta = constant_value(args[5]) if len(args) == 7 else None
     if meta is None or meta.shape[0] < 31 or not isinstance(var.ty, relax.TensorType) or \
             int(meta[26]) != 1 or int(meta[27]) != 0 or any(int(v) for v in meta[28:31]):
         return None
@@ -104,12 +88,12 @@ def _plan(var: Any, call: Any, bindings: dict, users: dict, order: dict) -> _Mer
     gemms = []
     for s in srcs:
         value = bindings.get(s)
-        if _extern(value) != SGEMM or [u for u in users.get(s, [])] != [var]:
+        if packed_callee(value) != SGEMM or [u for u in users.get(s, [])] != [var]:
             return None
         gargs = list(value.args[1])
         if len(gargs) != 5:
             return None  # a residual
-        consts = [_const(a) for a in gargs[1:]]
+        consts = [constant_value(a) for a in gargs[1:]]
         if any(c is None for c in consts) or consts[2].shape != (3,):
             return None
         gemms.append((gargs[0], *consts))
@@ -155,7 +139,7 @@ def merge(func: Any) -> tuple[Any, int]:
     users = dataflow_users(func)
     merges = []
     for var, value in bindings.items():
-        if _extern(value) == ATTENTION and isinstance(var, relax.DataflowVar):
+        if packed_callee(value) == ATTENTION and isinstance(var, relax.DataflowVar):
             plan = _plan(var, value, bindings, users, order)
             if plan is not None:
                 merges.append(plan)
