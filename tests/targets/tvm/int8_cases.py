@@ -64,3 +64,31 @@ def conv_cases_library(rng: np.random.Generator, cases, path: str):
     so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
     so.edgecc_pool_configure(-1, 2)  # the kernels' pool: 2 threads (bands / splits need 2)
     return xs, ws, eps, lib, vm, so
+
+
+POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
+
+
+def runs_knob_on_and_off(so, vm, args, knob: str, calls, expected: int) -> list:
+    """``vm["main"](*args)`` twice at each of knob ``knob`` (int64) 1 then 0 and the pool
+    shift SERIAL then POOL; asserts ``calls()`` (the path's counter) grew by ``2 * expected``
+    per setting with the knob on and not at all with it off, and that the knob defaults to 1.
+    Returns every run's outputs (numpy), for comparing with the reference."""
+    import ctypes
+
+    value = ctypes.c_int64.in_dll(so, knob)
+    assert value.value == 1  # on by default
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    runs = []
+    try:
+        for on in (1, 0):
+            value.value = on
+            for pool in (SERIAL, POOL):
+                shift.value = pool
+                before = calls()
+                for _ in range(2):  # pooled: the bands land on either thread in turn
+                    runs.append([o.numpy() for o in vm["main"](*args)])
+                assert calls() - before == 2 * on * expected, (on, pool)
+    finally:
+        value.value, shift.value = 1, 0
+    return runs

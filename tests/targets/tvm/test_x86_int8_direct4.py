@@ -5,15 +5,11 @@ bands, and taken (its counter grows per call) exactly where it applies."""
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import conv_cases_library
+from tests.targets.tvm.int8_cases import conv_cases_library, runs_knob_on_and_off
 from tests.targets.tvm.test_x86_int8 import _assert_runs_equal_reference, _has_vbmi, _isas
-
-POOL, SERIAL = -62, 63  # edgecc_x86_serial_work_log2: every job on the pool / every job serial
 
 # (input, weights' shape, zero point, stride, pad, dilation, takes conv_direct4)
 CASES = (
@@ -39,21 +35,7 @@ def test_direct4_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(5), CASES,
                                                   str(tmp_path / "k.so"))
-    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_direct4")
-    assert knob.value == 1  # on by default
-    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     calls = lib.get_function(x86_int8.DIRECT4, query_imports=True)
     args = [tvm.runtime.tensor(x) for x in xs]
-    runs = []
-    try:
-        for on in (1, 0):
-            knob.value = on
-            for value in (SERIAL, POOL):
-                shift.value = value
-                before = calls()
-                for _ in range(2):  # pooled: the bands land on either thread in turn
-                    runs.append([o.numpy() for o in vm["main"](*args)])
-                assert calls() - before == 2 * on * sum(c[6] for c in CASES), (on, value)
-    finally:
-        knob.value, shift.value = 1, 0
+    runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_direct4", calls, sum(c[6] for c in CASES))
     _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
