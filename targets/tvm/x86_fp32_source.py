@@ -110,10 +110,13 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_wide 
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_prefetch = 4;
 // ... on planes wider than this (the narrower ones: the row blocks of x86_fp32_dwrows). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s2_min_width = 16;
-// depthwise 3x3 stride 1 on planes 65..128 wide: blocks of this many output rows (2, 4;
+// depthwise 3x3 stride 1 on planes 65..128 wide (up to 256 for small inputs, below): blocks of
+// this many output rows (2, 4;
 // PATH_DW_S1_WIDE; x86_fp32_dws1.py), 0: the one-row form (the same sums: the tests'
 // bit-for-bit A/B). int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_s1_wide = 2;
+// ... and on planes up to 256 wide whose input is at most this many bytes. int64
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_dw_s1_small_bytes = 6 << 20;
 // 1x1 stride-1 convolutions on maps large enough to prefetch (PATH_CONV_PREFETCH; AVX-512) of
 // at most CONV_PAIRS_MAX_K (96) input channels:
 // each pool item multiplies this many consecutive pairs of full panels (32 pixels each) per
@@ -1427,7 +1430,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   if (s2_wide) ++path_calls[PATH_DW_S2_WIDE];
   if (rows && !s2_wide) ++path_calls[PATH_DW_ROWS];
   const int s1_rows = edgecc_x86_fp32_dw_s1_wide;
-  const bool s1_wide = vec512 && !rows && d.sh == 1 && d.sw == 1 && d.ow <= DW_S1_WIDTH
+  const bool s1_wide = vec512 && !rows && d.sh == 1 && d.sw == 1
+                       && (d.ow <= DW_S1_WIDTH || (d.ow <= DW_S1_MAX_WIDTH && nb * c * h * w * 4
+                                                   <= edgecc_x86_fp32_dw_s1_small_bytes))
                        && (s1_rows == 2 || s1_rows == 4);
   if (s1_wide) ++path_calls[PATH_DW_S1_WIDE];
   const int64_t s2_pf = edgecc_x86_fp32_dw_s2_prefetch > 0 ? edgecc_x86_fp32_dw_s2_prefetch : 0;

@@ -2,8 +2,8 @@
 ``edgecc_x86_fp32_dw_s1_wide`` = rows per block 2 / 4, 0 the one-row form; AVX-512): those
 planes take it (path 24 counts every call: a silent fallback fails), bit-identical to the
 one-row form at both block sizes, within 1e-5 relative of PyTorch float64: every row tail,
-partial last 16-output steps, batch 2, ReLU6-style bounds; 224-wide planes keep the one-row
-form."""
+partial last 16-output steps, batch 2, ReLU6-style bounds; 224-wide planes of inputs over
+6 MiB keep the one-row form."""
 
 import ctypes
 
@@ -41,8 +41,8 @@ def _dw_with(kernels, rows: int, *args, **kwargs) -> tuple[np.ndarray, int, int]
         var.value = old
 
 
-# (h, w): 65..128 wide (5..8 steps of 16, partial last ones), 9..23 rows (tails after 4 and 2)
-PLANES = [(112, 112), (9, 65), (10, 97), (11, 128), (23, 81), (13, 100)]
+# (h, w): 65..256 wide (5..16 steps of 16, partial last ones), 9..23 rows (tails after 4 and 2)
+PLANES = [(112, 112), (9, 65), (10, 97), (11, 128), (23, 81), (13, 100), (10, 224), (9, 251)]
 
 
 @pytest.mark.parametrize("h,w", PLANES)
@@ -63,12 +63,14 @@ def test_row_blocks_equal_the_row_form(kernels, h, w):
 
 
 def test_defaults(kernels):
-    """By default a 112-wide plane takes the blocks, a 224-wide one the one-row form."""
+    """By default a 112-wide plane takes the blocks, 224-wide ones too when the input is at most
+    ``edgecc_x86_fp32_dw_s1_small_bytes`` (6 MiB: MobileNetV2-224's 16 @224, 3.2 MB), else the
+    one-row form (its 48 / 72 @224, 9.6 / 14.4 MB)."""
     rng = np.random.default_rng(9)
-    for w, want in ((112, 1), (224, 0)):
-        x = rng.standard_normal((1, 2, 12, w), np.float32)
-        wt = rng.standard_normal((2, 1, 3, 3), np.float32)
-        b = rng.standard_normal(2, np.float32)
+    for c, h, w, want in ((2, 12, 112, 1), (2, 12, 224, 1), (32, 224, 224, 0)):
+        x = rng.standard_normal((1, c, h, w), np.float32)
+        wt = rng.standard_normal((c, 1, 3, 3), np.float32)
+        b = rng.standard_normal(c, np.float32)
         before = _path(kernels, S1_PATH)
         out = _conv(kernels, x, wt, b, stride=1, pad=1, lo=0.0, hi=6.0)
         assert _path(kernels, S1_PATH) - before == want, w
