@@ -197,6 +197,182 @@ static void dw_rows_channel(const DwRows& d, const int8_t* plane, const int32_t*
 #undef EDGECC_DW_ROWS
 }
 
+// ---- channel groups: output rows of 8 or 4 columns (MobileNetV2-32's 8x8 / 4x4 maps) ----
+// G = 16 / ow channels share the 16 dword lanes of one accumulator (one row's G planes
+// gathered by G masked loads into one zmm, byte g·w + col for channel g), where dw_rows
+// fills 8 or 4 of them; per-lane weights, start and requantization, the same sums and
+// requant16_hi — the same int8 outputs. edgecc_x86_int8_dw_rows_group (0 built in: those
+// shapes on dw_direct, one channel a zmm; 1: here — MobileNetV2-32's 8-column layers 0.83x
+// at 1 thread, 0.88x at 2, bench/x86_int8_dwrows.py --layers small; off until
+// tests/targets/tvm/test_x86_int8.py's dw_direct counts allow for it), counted per call by
+// edgecc_x86_int8_dw_rows_grouped. Only output maps of >= 32 (qdwconv's dw_rows minimum).
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_group = 0;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows_grouped = 0;
+
+struct DwGroup {
+  int64_t g;  // channels a zmm
+  alignas(64) uint8_t idx[64];  // lane 4i + j -> byte g·w + col of tap j, channel i / ow
+  __mmask64 mask;  // lanes whose tap lies in the row
+};
+
+static bool dw_group_plan(int64_t w, int64_t kw, int64_t sw, int64_t pw, int64_t dw,
+                          int64_t ow, DwGroup& d) {
+  if ((ow != 4 && ow != 8) || kw > 4 || (16 / ow) * w > 64) return false;
+  d.g = 16 / ow;
+  d.mask = 0;
+  for (int64_t i = 0; i < 16; ++i)
+    for (int64_t j = 0; j < 4; ++j) {
+      const int64_t gi = i / ow, col = (i % ow) * sw + j * dw - pw;
+      const bool in = j < kw && col >= 0 && col < w;
+      d.idx[4 * i + j] = (uint8_t)(in ? gi * w + col : 0);
+      if (in) d.mask |= 1ULL << (4 * i + j);
+    }
+  return true;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
+// channels t0 .. t0 + gc (of nb·c planes, gc <= d.g) on one accumulator set
+template <int KH, bool SLIDE, bool CLAMP>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+__attribute__((noinline)) static void dw_group_t(const DwGroup& d, const int8_t* x,
+                                               const int32_t* wrows, const int32_t* wcomp,
+                                               int64_t t0, int64_t gc, int64_t c, int64_t h,
+                                               int64_t w, int64_t kh_rt, int64_t sh,
+                                               int64_t ph, int64_t dh, int64_t oh, int64_t ow,
+                                               int8_t zx, const Epilogue& e, int8_t* outb) {
+  const int64_t kh = KH ? KH : kh_rt;
+  const Sat8 q = sat8(e);
+  const int8_t* planes[4];
+  int8_t* outs[4];
+  __mmask64 lmask[4];
+  __mmask16 smask[4];
+  const __mmask64 lm = w >= 64 ? ~0ULL : (1ULL << w) - 1;
+  for (int64_t g = 0; g < gc; ++g) {  // offset back by g rows' bytes: lane g·w + col
+    planes[g] = x + (t0 + g) * h * w - g * w;
+    outs[g] = outb + (t0 + g) * oh * ow - g * ow;
+    lmask[g] = lm << (g * w);
+    smask[g] = (__mmask16)(((1u << ow) - 1) << (g * ow));
+  }
+  // per-lane weights, start and requantization: lane i is channel ch0 + i / ow
+  __m512i wv[4], sv, s32, mv, av;
+  const int64_t ch0 = t0 % c;
+  if (ch0 + gc <= c) {  // the group's channels consecutive: gathered by permutes
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i gi = ow == 8 ? _mm512_srli_epi32(lane, 3) : _mm512_srli_epi32(lane, 2);
+    const __m512i gi64 = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i g64 = ow == 8 ? _mm512_srli_epi64(gi64, 2) : _mm512_srli_epi64(gi64, 1);
+    const __mmask16 gm = (__mmask16)((1u << gc) - 1);
+    const __m512i wr = _mm512_maskz_loadu_epi32((__mmask16)((1u << (4 * gc)) - 1), wrows + ch0 * 4);
+    for (int ky = 0; ky < 4; ++ky)
+      wv[ky] = ky < kh ? _mm512_permutexvar_epi32(
+                             _mm512_add_epi32(_mm512_slli_epi32(gi, 2), _mm512_set1_epi32(ky)), wr)
+                       : _mm512_setzero_si512();
+    const __m512i st = _mm512_add_epi32(_mm512_maskz_loadu_epi32(gm, wcomp + ch0),
+                                        _mm512_maskz_loadu_epi32(gm, e.off + ch0));
+    sv = _mm512_permutexvar_epi32(gi, st);
+    const __m512i sh64 = _mm512_maskz_loadu_epi64((__mmask8)gm, e.shift + ch0);
+    s32 = _mm512_sub_epi32(_mm512_permutexvar_epi32(gi, _mm512_castsi256_si512(
+                               _mm512_cvtepi64_epi32(sh64))), _mm512_set1_epi32(32));
+    mv = _mm512_permutexvar_epi64(g64, _mm512_maskz_loadu_epi64((__mmask8)gm, e.mult + ch0));
+    av = _mm512_permutexvar_epi64(g64, _mm512_maskz_loadu_epi64((__mmask8)gm, e.add + ch0));
+  } else {  // across images: lane by lane
+    alignas(64) int32_t wl[4][16], sl[16], shl[16];
+    alignas(64) int64_t ml[8], al[8];
+    for (int64_t i = 0; i < 16; ++i) {
+      const int64_t gi = i / ow;
+      const bool valid = gi < gc;
+      const int64_t ch = (t0 + gi) % c;
+      for (int64_t ky = 0; ky < 4; ++ky) wl[ky][i] = valid && ky < kh ? wrows[ch * 4 + ky] : 0;
+      sl[i] = valid ? (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]) : 0;
+      shl[i] = valid ? (int32_t)(e.shift[ch] - 32) : 0;
+      if (i % 2 == 0) {
+        ml[i / 2] = valid ? e.mult[ch] : 0;
+        al[i / 2] = valid ? e.add[ch] : 0;
+      }
+    }
+    for (int ky = 0; ky < 4; ++ky) wv[ky] = _mm512_load_si512(wl[ky]);
+    sv = _mm512_load_si512(sl);
+    s32 = _mm512_load_si512(shl);
+    mv = _mm512_load_si512(ml);
+    av = _mm512_load_si512(al);
+  }
+  const __m512i ix = _mm512_load_si512(d.idx);
+  const __mmask64 m = d.mask;
+  const __m512i padv = _mm512_set1_epi8((char)((uint8_t)zx ^ 0x80));
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  auto load_row = [&](int64_t y) {
+    __m512i row = _mm512_setzero_si512();
+    for (int64_t g = 0; g < gc; ++g) row = _mm512_mask_loadu_epi8(row, lmask[g], planes[g] + y * w);
+    return _mm512_mask_permutexvar_epi8(padv, m, ix, _mm512_xor_si512(row, flip));
+  };
+  auto block = [&](int64_t oy, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    const int64_t nr = FULL ? 4 : (oh - oy < 4 ? oh - oy : 4);
+    __m512i a[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) a[u] = sv;
+    if (SLIDE) {
+      const int64_t rows = (KH && nr == 4) ? 4 + KH - 1 : nr + kh - 1;
+#pragma GCC unroll 6
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t y = oy - ph + r;
+        const __m512i xr = y >= 0 && y < h ? load_row(y) : padv;
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          const int64_t ky = r - u;
+          if (u < nr && ky >= 0 && ky < kh) a[u] = _mm512_dpbusd_epi32(a[u], xr, wv[ky]);
+        }
+      }
+    } else {
+#pragma GCC unroll 4
+      for (int64_t ky = 0; ky < kh; ++ky)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          if (u >= nr) continue;
+          const int64_t y = (oy + u) * sh + ky * dh - ph;
+          const __m512i xr = y >= 0 && y < h ? load_row(y) : padv;
+          a[u] = _mm512_dpbusd_epi32(a[u], xr, wv[ky]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u)
+      if (u < nr) {
+        const __m128i b = requant16_hi<CLAMP>(a[u], mv, av, s32, q);
+        for (int64_t g = 0; g < gc; ++g)
+          _mm_mask_storeu_epi8(outs[g] + (oy + u) * ow, smask[g], b);
+      }
+  };
+  const bool full_blocks = edgecc_x86_int8_dw_full != 0;
+  for (int64_t oy = 0; oy < oh; oy += 4) {
+    if (full_blocks && oh - oy >= 4) block(oy, std::true_type{});
+    else block(oy, std::false_type{});
+  }
+  if (full_blocks && oh >= 4 && !dw_full_seen.load(std::memory_order_relaxed))
+    dw_full_seen.store(1, std::memory_order_relaxed);
+}
+#pragma GCC pop_options
+
+static void dw_group_channels(const DwGroup& d, const int8_t* x, const int32_t* wrows,
+                              const int32_t* wcomp, int64_t t0, int64_t gc, int64_t c,
+                              int64_t h, int64_t w, int64_t kh, int64_t sh, int64_t ph,
+                              int64_t dh, int64_t oh, int64_t ow, int8_t zx, const Epilogue& e,
+                              bool slide, bool clamp) {
+  int8_t* out = static_cast<int8_t*>(e.out);
+#define EDGECC_DW_GROUP(KH, SL, CL) \
+  dw_group_t<KH, SL, CL>(d, x, wrows, wcomp, t0, gc, c, h, w, kh, sh, ph, dh, oh, ow, zx, e, out)
+  if (kh == 3) {
+    if (slide) { if (clamp) EDGECC_DW_GROUP(3, true, true); else EDGECC_DW_GROUP(3, true, false); }
+    else if (clamp) EDGECC_DW_GROUP(3, false, true);
+    else EDGECC_DW_GROUP(3, false, false);
+  } else {
+    if (slide) { if (clamp) EDGECC_DW_GROUP(0, true, true); else EDGECC_DW_GROUP(0, true, false); }
+    else if (clamp) EDGECC_DW_GROUP(0, false, true);
+    else EDGECC_DW_GROUP(0, false, false);
+  }
+#undef EDGECC_DW_GROUP
+}
+
 // the depthwise call on dw_rows when it applies (AVX-512 VBMI + VNNI, a hi32 requantized
 // epilogue, kh and kw <= 4, rows of <= 64 bytes, output rows of <= 64): true when it ran
 static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64_t nb,
@@ -225,6 +401,23 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   const int64_t bands = edgecc_x86_int8_dw_rows_bands && ow % 16 == 0 &&
       edgecc_pool_size() > 1 && work >= serial_work()
       ? std::min(groups, edgecc_x86_int8_dw_rows_bands * edgecc_pool_size()) : 0;
+  DwGroup dg;
+  if (edgecc_x86_int8_dw_rows_group && dw_group_plan(w, kw, sw, pw, dw, ow, dg)) {
+    const int64_t planes = nb * c, items = (planes + dg.g - 1) / dg.g;
+    parallel_for(items, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t t0 = i * dg.g;
+        dw_group_channels(dg, x, wrows, wcomp, t0, std::min(dg.g, planes - t0), c, h, w, kh,
+                          sh, ph, dh, oh, ow, zx, e, slide, clamp);
+      }
+    }, work);
+    __atomic_fetch_add(&edgecc_x86_int8_dw_rows_grouped, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&edgecc_x86_int8_dw_rows_calls, 1, __ATOMIC_RELAXED);
+    if (dw_full_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&edgecc_x86_int8_dw_full_calls, 1, __ATOMIC_RELAXED);
+    return true;
+  }
   auto run = [&](int64_t t, int64_t oy0, int64_t oy1) {
     const int64_t ch = t % c;
     const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
