@@ -191,10 +191,12 @@ class Knob:
 # slower copy, never measured faster.
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
 INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)
+FP32_DEPTHWISE = ("edgecc_x86_sdwconv",)
 ANY_KERNEL = ("*",)  # the pool's switches (x86_kernel_ffi.py): every kernel's jobs
 KNOBS = (
     Knob("edgecc_x86_fp32_winograd", "int32_t", (0, 1), FP32_CONV),
-    Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 1, 2), FP32_CONV),
+    # 5: the stem's (< 8 input channels) per-panel masks instead of the padded copy
+    Knob("edgecc_x86_fp32_same3x3", "int64_t", (0, 1, 2, 5), FP32_CONV),
     Knob("edgecc_x86_fp32_same3x3_window", "int64_t", (0, 1), FP32_CONV),
     Knob("edgecc_x86_fp32_s2_phases", "int64_t", (0, 1), FP32_CONV),
     # one 16-tile Winograd panel per pool item (1, the default: its V in L1) or 2 / 4 (fewer,
@@ -203,6 +205,14 @@ KNOBS = (
     # Winograd F(4x4,3x3) (4, the default) or F(2x2,3x3) (2) for <= 64-channel layers:
     # x86_fp32_winograd4.py
     Knob("edgecc_x86_fp32_winograd_tile", "int32_t", (4, 2), FP32_CONV),
+    # 1x1 convolutions on large maps: panel pairs per pool item (path 23; 4 the default)
+    Knob("edgecc_x86_fp32_conv_pairs", "int32_t", (1, 2, 4, 8), FP32_CONV),
+    # depthwise 3x3: output rows per block at stride 2 (x86_fp32_dws2.py, 0: the former
+    # path; 2 the default) and from which width; at stride 1 on 65-256-wide planes
+    # (x86_fp32_dws1.py; 0: one row)
+    Knob("edgecc_x86_fp32_dw_s2_wide", "int32_t", (0, 1, 2, 4), FP32_DEPTHWISE),
+    Knob("edgecc_x86_fp32_dw_s2_min_width", "int32_t", (16, 64), FP32_DEPTHWISE),
+    Knob("edgecc_x86_fp32_dw_s1_wide", "int32_t", (0, 2, 4), FP32_DEPTHWISE),
     Knob("edgecc_x86_int8_full_work", "int64_t", (0, 1), INT8_CONV),
     Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
     # small int8 convolutions serial (1, the default) or on the pool (0): x86_int8_pool_source
