@@ -34,29 +34,14 @@ SPEC = DepthwiseAB(
     benchmark="int8 depthwise layers, dw_rows vs dw_perm A/B")
 
 
-# --layers small: the 8-column output maps, dw_rows' channel groups (2 channels a zmm) against
-# the one-channel dw_direct (edgecc_x86_int8_dw_rows_group 0)
-LAYERS_SMALL = ((96, 16, 16, 2), (144, 16, 16, 2), (192, 8, 8, 1), (32, 8, 8, 1), (384, 8, 8, 1))
-SPEC_SMALL = DepthwiseAB(
-    columns={"built": {}, "one_ch": {"edgecc_x86_int8_dw_rows_group": 0}},
-    counter="edgecc_x86_int8_dw_rows_grouped", path_key="grouped", path_label="grp",
-    ratio=("built", "one_ch"), ratio_label="grouped/one channel",
-    benchmark="int8 depthwise layers, dw_rows channel groups vs one channel A/B")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_dwrows.json"))
-    parser.add_argument("--layers", default="32", help="32 (MobileNetV2-32), 224 or small")
+    parser.add_argument("--layers", default="32", help="32 (MobileNetV2-32) or 224")
     args = parser.parse_args()
-    if args.layers == "small":
-        depthwise_ab(SPEC_SMALL, LAYERS_SMALL, args.repeats,
-                     args.output.replace(".json", "_groups.json"))
-    else:
-        depthwise_ab(SPEC, LAYERS_224 if args.layers == "224" else LAYERS, args.repeats,
-                     args.output)
+    depthwise_ab(SPEC, LAYERS_224 if args.layers == "224" else LAYERS, args.repeats, args.output)
     return 0
 
 

@@ -33,8 +33,7 @@ from bench.x86_int8_common import build_pair, paired_spread  # noqa: E402
 
 warnings.filterwarnings("ignore")
 SYMBOLS = {"conv_pool_log2": ("edgecc_x86_int8_conv_pool_log2", 1),
-           "serial_work_log2": ("edgecc_x86_serial_work_log2", 0),
-           "dw_rows_group": ("edgecc_x86_int8_dw_rows_group", 0)}
+           "serial_work_log2": ("edgecc_x86_serial_work_log2", 0)}
 DEFAULT_COLUMNS = ("pool0=conv_pool_log2:0;ser-1=serial_work_log2:-1;"
                    "ser-2=serial_work_log2:-2;pool0ser-1=conv_pool_log2:0,serial_work_log2:-1")
 

@@ -236,7 +236,6 @@ __attribute__((noinline)) static void dw_perm_t(const DwPerm& p, const int32_t* 
 // time — no padded copy, no int32 round trip (1: on; 0: the dw_perm copy, for A/B; a library
 // symbol). Counted apart from dw_direct (edgecc_x86_int8_dw_direct_wide_calls), not in it.
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_direct_wide = 1;
-extern "C" int64_t edgecc_x86_int8_dw_rows_group;  // (x86_int8_dwrows_source)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_direct_wide_calls = 0;
 struct DwDirect {
   int64_t nv;  // output vectors of a plane
@@ -259,11 +258,6 @@ static bool dw_direct_plan(const DwPerm& p, int64_t h, int64_t w, int64_t kh, in
                            int64_t dw, int64_t oh, int64_t ow, int8_t zx, DwDirect& d) {
   d.wide = h * w > 64;
   if (h * w > (edgecc_x86_int8_dw_direct_wide ? 256 : 64) || kw > 4 || p.groups != 1)
-    return false;
-  // output rows of 8 (4) columns with >= 32 outputs: dw_rows' channel groups instead
-  // (x86_int8_dwrows_source, edgecc_x86_int8_dw_rows_group)
-  if (edgecc_x86_int8_dw_rows_group && (ow == 8 || ow == 4) && oh * ow >= DW_PERM_MIN_PIX &&
-      (16 / ow) * w <= 64)
     return false;
   const int64_t vpr = p.rows > 1 ? 1 : (ow + 15) / 16;
   d.nv = p.rows > 1 ? (oh + p.rows - 1) / p.rows : oh * vpr;

@@ -34,18 +34,18 @@ def _full(e):
     return dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy)
 
 
-def _build(cases, seed, tmp_path):
-    """One VM function over every case's depthwise; returns (lib, vm, CDLL, args, refs)."""
+@pytest.mark.skipif(not _has_vbmi(), reason="dw_rows needs AVX-512 VBMI")
+def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     import tvm
     from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
-    rng = np.random.default_rng(seed)
-    xs = [random_int8(rng, *c[0]) for c in cases]
-    ws = [random_int8(rng, c[0][1], 1, *c[1]) for c in cases]
-    eps = [random_requant(rng, c[0][1]) for c in cases]
-    eps = [_full(e) if c[6] else e for e, c in zip(eps, cases)]
+    rng = np.random.default_rng(5)
+    xs = [random_int8(rng, *c[0]) for c in CASES]
+    ws = [random_int8(rng, c[0][1], 1, *c[1]) for c in CASES]
+    eps = [random_requant(rng, c[0][1]) for c in CASES]
+    eps = [_full(e) if c[6] else e for e, c in zip(eps, CASES)]
     bb = relax.BlockBuilder()
     params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
               for i, x in enumerate(xs)]
@@ -53,31 +53,20 @@ def _build(cases, seed, tmp_path):
         with bb.dataflow():
             outs = [x86_int8.emit_depthwise(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]),
                                             e)
-                    for p, w, c, e in zip(params, ws, cases, eps)]
+                    for p, w, c, e in zip(params, ws, CASES, eps)]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     path = str(tmp_path / "k.so")
     lib, vm = build_and_load(bb.get().with_attr("external_mods",
                                                 [x86_int8.external_module()]), path)
     so = ctypes.CDLL(path)
-    refs = []
-    for x, w, c, e in zip(xs, ws, cases, eps):
-        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
-        refs.append(_requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1))
-    return lib, vm, so, [tvm.runtime.tensor(x) for x in xs], refs
-
-
-@pytest.mark.skipif(not _has_vbmi(), reason="dw_rows needs AVX-512 VBMI")
-def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
-    from edgecc.targets.tvm import x86_int8
-
-    lib, vm, so, args, refs = _build(CASES, 5, tmp_path)
     so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
     so.edgecc_pool_configure(-1, 2)
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     switch = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows")
     calls = lib.get_function(x86_int8.DW_ROWS, query_imports=True)
     perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
     bands = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_bands")
     banded = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_banded")
     full = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_full")
@@ -104,43 +93,8 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
         assert calls() == before and perm() - perm_before == len(CASES)
     finally:
         shift.value, switch.value, bands.value, full.value = 0, 1, 0, 1
-    for i, want in enumerate(refs):
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
+        acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
         for run in runs:
             np.testing.assert_array_equal(run[i], want)
-
-
-# channel groups (16 / ow channels a zmm): output rows of 8 or 4 columns, >= 32 outputs (the
-# qdwconv dispatch's dw_rows minimum); same fields as CASES
-GROUP_CASES = (
-    ((1, 32, 8, 8), (3, 3), -5, (1, 1), (1, 1), (1, 1), False, True, False),   # 2 a zmm
-    ((1, 24, 16, 16), (3, 3), 9, (2, 2), (1, 1), (1, 1), False, True, False),  # s2: 8x8 out
-    ((1, 20, 12, 4), (3, 3), 3, (1, 1), (1, 1), (1, 1), False, True, False),   # 4 a zmm
-    ((1, 18, 16, 8), (3, 3), -1, (2, 2), (1, 1), (1, 1), True, True, False),   # s2 8x4, tail 2
-    ((2, 7, 8, 8), (3, 3), 6, (1, 1), (1, 1), (1, 1), False, True, False),     # across images
-    ((1, 5, 6, 8), (3, 3), 2, (1, 1), (1, 1), (1, 1), False, True, False),     # 6 rows: a tail
-    ((1, 6, 9, 10), (2, 3), 1, (1, 1), (0, 0), (1, 1), False, True, False),    # 2x3: kh != 3
-)
-
-
-@pytest.mark.skipif(not _has_vbmi(), reason="dw_rows needs AVX-512 VBMI")
-def test_dw_rows_channel_groups_equal_the_reference(tmp_path):
-    """8- and 4-column output rows take the grouped form (its counter grows once a call,
-    serial and pooled) and equal the integer reference and the one-channel form."""
-    lib, vm, so, args, refs = _build(GROUP_CASES, 11, tmp_path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)
-    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
-    group = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_group")
-    grouped = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows_grouped")
-    runs = []
-    try:
-        for pool, on in ((63, 1), (-62, 1), (63, 0)):
-            shift.value, group.value = pool, on
-            before = grouped.value
-            runs.append([o.numpy() for o in vm["main"](*args)])
-            assert grouped.value - before == on * len(GROUP_CASES), (pool, on)
-    finally:
-        shift.value, group.value = 0, 0
-    for i, want in enumerate(refs):
-        for run in runs:
-            np.testing.assert_array_equal(run[i], want, err_msg=str(GROUP_CASES[i]))
