@@ -21,60 +21,33 @@ SOURCE = r"""
 // ---- depthwise 3x3 stride 1 on wide planes (targets/tvm/x86_fp32_dws1.py) -------------------
 const int64_t DW_S1_WIDTH = 128;  // the widest planes of this form, but for small inputs:
 const int64_t DW_S1_MAX_WIDTH = 256, DW_S1_SMALL_BYTES = 6 << 20;  // up to 256 wide
-template <int R>
-__attribute__((target("avx512f")))
-static inline void dw_s1_wide_block(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph,
-                                    int64_t pw, int64_t oy0, int64_t steps, const __m512* w,
-                                    __m512 b, __m512 lo, __m512 hi, const __mmask16 (*mk)[3],
-                                    const __mmask16* mo) {
-  constexpr int ROWS = R + 2;  // input rows the block reads
-  for (int64_t i = 0; i < steps; ++i) {
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-#pragma GCC unroll 16
-    for (int j = 0; j < ROWS; ++j) {  // input rows in order: each output's taps in ky order
-      const int64_t iy = oy0 + j - ph;
-      if (iy < 0 || iy >= ih) continue;
-      const float* row = d.src + iy * iw + 16 * i - pw;
-      __m512 v[3];
-      for (int kx = 0; kx < 3; ++kx) v[kx] = _mm512_maskz_loadu_ps(mk[i][kx], row + kx);
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        const int ky = j - r;  // this input row's tap row for output row r
-        if (ky < 0 || ky > 2) continue;
-        for (int kx = 0; kx < 3; ++kx) acc[r] = _mm512_fmadd_ps(w[ky * 3 + kx], v[kx], acc[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      __m512 y = _mm512_add_ps(acc[r], b);
-      y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
-      _mm512_mask_storeu_ps(d.out + (oy0 + r) * d.ow + 16 * i, mo[i], y);
-    }
-  }
-}
-
 // one plane (stride 1 both ways, d.ow <= DW_S1_MAX_WIDTH): blocks of ``rows`` (2 or 4) output
-// rows, the tail one row at a time
+// rows, the tail one row at a time; each block is x86_fp32_dwrows' dw_rows_block<1, R> (the
+// input rows of a 16-output step loaded once for the R rows they feed)
 __attribute__((target("avx512f")))
 static void dw3x3_s1_wide(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph, int64_t pw,
                           int rows) {
   __m512 w[9];
   for (int i = 0; i < 9; ++i) w[i] = _mm512_set1_ps(d.w[i]);
   const __m512 b = _mm512_set1_ps(d.b), lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
-  __mmask16 mk[DW_S1_MAX_WIDTH / 16 + 1][3], mo[DW_S1_MAX_WIDTH / 16 + 1];  // as dw3x3_avx512
+  // as dw3x3_avx512 (dw_rows_block's layout: the second load mask is for stride 2 only)
+  __mmask16 mk[DW_S1_MAX_WIDTH / 16 + 1][3][2], mo[DW_S1_MAX_WIDTH / 16 + 1];
   const int64_t steps = (d.ow + 15) / 16;
   for (int64_t i = 0; i < steps; ++i) {
     const int n = d.ow - 16 * i < 16 ? (int)(d.ow - 16 * i) : 16;
     mo[i] = (__mmask16)((1u << n) - 1);
-    for (int kx = 0; kx < 3; ++kx) mk[i][kx] = lanes(16 * i + kx - pw, iw, n);
+    for (int kx = 0; kx < 3; ++kx) {
+      mk[i][kx][0] = lanes(16 * i + kx - pw, iw, n);
+      mk[i][kx][1] = 0;
+    }
   }
   int64_t oy = 0;
   if (rows >= 4)
     for (; oy + 4 <= d.oh; oy += 4)
-      dw_s1_wide_block<4>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
+      dw_rows_block<1, 4>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
   for (; oy + 2 <= d.oh; oy += 2)
-    dw_s1_wide_block<2>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
+    dw_rows_block<1, 2>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
   for (; oy < d.oh; ++oy)
-    dw_s1_wide_block<1>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
+    dw_rows_block<1, 1>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
 }
 """
