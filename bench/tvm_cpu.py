@@ -251,18 +251,30 @@ def interleaved_ms(fns, repeats, block=None, warmup=3):
             for k, v in interleaved_times(fns, repeats, block, warmup).items()}
 
 
-def paired_ratio(times: dict, a: str, b: str, repeats: int) -> float:
-    """The median over rounds of (a's round mean / b's round mean): ``interleaved_times``'
-    rounds paired, as the tuner's end-to-end rule compares builds. A round's columns run
-    within about a second of each other, so each ratio is taken in one of the machine's speed
-    states, where a ratio of two whole-run medians can pair samples from different states
-    (identical builds: paired 0.90-1.14, medians 0.87-1.30, bench/identical_builds.py)."""
+def paired_ratios(times: dict, a: str, b: str, repeats: int) -> list[float]:
+    """Per round, a's round mean / b's round mean: ``interleaved_times``' rounds paired, as
+    the tuner's end-to-end rule compares builds. A round's columns run within about a second
+    of each other, so each ratio is taken in one of the machine's speed states, where a ratio
+    of two whole-run medians can pair samples from different states (identical builds:
+    paired 0.90-1.14, medians 0.87-1.30, bench/identical_builds.py)."""
     block = round_block(repeats)
     xa, xb = times[a], times[b]
     rounds = min(len(xa), len(xb)) // block
-    return statistics.median(
-        statistics.fmean(xa[r * block:(r + 1) * block])
-        / statistics.fmean(xb[r * block:(r + 1) * block]) for r in range(rounds))
+    return [statistics.fmean(xa[r * block:(r + 1) * block])
+            / statistics.fmean(xb[r * block:(r + 1) * block]) for r in range(rounds)]
+
+
+def paired_ratio(times: dict, a: str, b: str, repeats: int) -> float:
+    """The median over rounds of ``paired_ratios``: the goals' statistic."""
+    return statistics.median(paired_ratios(times, a, b, repeats))
+
+
+def quartiles(values: list[float]) -> list[float]:
+    """[25th, 75th] percentile of ``values`` (the spread of a paired ratio's rounds)."""
+    if len(values) < 2:
+        return [values[0], values[0]] if values else []
+    q = statistics.quantiles(values, n=4)
+    return [q[0], q[2]]
 
 
 def median_p10(times: dict) -> dict:
@@ -296,7 +308,7 @@ def _cpu_name() -> str:
 def _write(args, rows):
     result = {"benchmark": "TVM CPU (x86 llvm) fp32 / int8 vs PyTorch and onnxruntime",
               "threads": THREADS, "repeats": args.repeats,
-              "warmup_s": WARMUP_S, "pause_s": PAUSE_S,
+              "warmup_s": WARMUP_S, "pause_s": PAUSE_S, "min_rounds": MIN_ROUNDS,
               "statistic": "median of interleaved rounds",
               "tune_trials": args.tune, "machine": {"cpu": _cpu_name(),
                                                     "cores": os.cpu_count()},
@@ -310,10 +322,14 @@ def _write(args, rows):
 
 
 def main() -> int:
-    global WARMUP_S
+    global WARMUP_S, MIN_ROUNDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--models", default=ALL_MODELS)
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS,
+                        help="at least this many interleaved rounds (default "
+                             f"{MIN_ROUNDS}; each round times repeats // rounds calls "
+                             "of every column, 1..10)")
     parser.add_argument("--warmup-s", type=float, default=WARMUP_S,
                         help="untimed calls before each block for at least this long "
                              f"(default {WARMUP_S}; 0: only the three warm-up calls)")
@@ -327,6 +343,7 @@ def main() -> int:
                                                          "tvm_cpu.json"))
     args = parser.parse_args()
     WARMUP_S = args.warmup_s
+    MIN_ROUNDS = max(1, args.rounds)
     torch.set_num_threads(THREADS)
     ort = ort_settings()
     print(f"onnxruntime {ort['version']}: {ort['providers'][0]}, intra_op_num_threads="
@@ -389,6 +406,8 @@ def main() -> int:
         row["ratios"] = {k: paired_ratio(samples, a, b, args.repeats)
                          for k, (a, b) in pairs.items()}
         row["ratios_of_medians"] = {k: row[a] / row[b] for k, (a, b) in pairs.items()}
+        row["ratio_quartiles"] = {k: quartiles(paired_ratios(samples, a, b, args.repeats))
+                                  for k, (a, b) in pairs.items()}
         if tuning:
             row["tuning"] = {k: {**{f: v.get(f) for f in (
                 "trials_budget", "kernels", "trials_run", "default_kept", "budget", "outcome",
@@ -440,6 +459,11 @@ def main() -> int:
                      "edgecc's kernel settings (per model and per call site) as further "
                      "candidates (the untuned build kept unless one was faster beyond the "
                      "measured noise in two passes: targets/tvm/end_to_end.py's rule)" if args.tune else ""))
+    print("spread of the paired ratios over rounds (25th-75th percentile):")
+    for r in rows:
+        print(f"  {r['model']:<16}" + ", ".join(
+            f"{k.replace('edgecc_', '').replace('_vs_', '/')} {q[0]:.2f}-{q[1]:.2f}"
+            for k, q in r["ratio_quartiles"].items() if q))
     for r in rows:
         for build, t in r.get("tuning", {}).items():
             print(f"  tuning {r['model']} {build} ({t['seconds']:.0f} s): {t['outcome']}")
