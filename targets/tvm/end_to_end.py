@@ -24,6 +24,15 @@ process with the target's thread count):
   that made *its* calls faster (per-run medians; ``SITE_GAIN``, in all but one of
   ``SITE_ROUNDS`` rounds);
   the table is then one more whole-model candidate;
+* per call site, kernel variants (``end_to_end_sites.site_knob_search``): each knob of
+  ``SITE_KNOBS`` (the ``KNOBS`` a kernel reads per call, with nothing cached under its value)
+  set at every site its kernel serves, value by value, while the wrappers time each site; a
+  site takes the value that made its own calls faster (``SITE_GAIN``, all rounds but one,
+  one knob per site) — a knob's best value differs by layer (Winograd or not, the same-size
+  3x3 modes, 1x1 pairs, the depthwise row blocks), so one model-wide value loses on some
+  layers what it gains on others; the table (``KernelSettings.site_knobs``) is one more
+  whole-model candidate, named in the manifest per site
+  (``per-call-site kernel variants (2 of 23 calls: site 3 edgecc_x86_fp32_winograd=0, ..)``);
 * kernel variants (``KNOBS``): each variant switch of the kernels the model calls (the fp32
   convolution's Winograd path ``edgecc_x86_fp32_winograd``, its same-size 3x3 tiles,
   per-task padded windows and stride-2 phase planes; the int8 convolution's pool splits and
@@ -45,7 +54,8 @@ the wrappers, which set the kernels' setting symbols for the call and restore th
 
     before:  lv3 = R.call_dps_packed("edgecc_x86_sconv", (x, w, b), ...)
     after:   lv3 = R.call_dps_packed("edgecc_site_2", (x, w, b), ...)
-             # edgecc_site_2: serial_work_log2 = table[2]; edgecc_x86_sconv(...); restore
+             # edgecc_site_2: serial_work_log2 = table[2]; each knob k of SITE_KNOBS with
+             # site_knob[2][k] set: k = it; edgecc_x86_sconv(...); restore them all
 
 The rule (``verdict``) that keeps the default. Each timed pass runs every candidate once
 per round (order reversed every other round, each block after one untimed call), so rounds
@@ -65,7 +75,9 @@ untuned.)
 
 The budget, stated in the manifest: builds of at most three libraries (default, tuned, the
 call-site wrappers: ``library_for``; both Winograd knob values run on the same builds, the
-kernels packing a build's Winograd weights at their first call), ``SITE_ROUNDS`` x (options + 1) blocks for the site search, ``ROUNDS`` x
+kernels packing a build's Winograd weights at their first call), ``SITE_ROUNDS`` x (options + 1) blocks for the site search,
+``end_to_end_sites.SITE_KNOB_ROUNDS`` x (values + 1) blocks per knob for the per-site kernel
+variants (at most ``SITE_KNOB_SECONDS``; ResNet-20 fp32: 9 knobs, 138 blocks), ``ROUNDS`` x
 candidates blocks for the screening and ``CONFIRM_ROUNDS`` x 2 for the confirmation, a block
 being ~``ROUND_SECONDS`` of calls (``MIN_CALLS`` to ``MAX_CALLS``); the record's ``seconds`` is
 what it took (about 10 s for a 1 ms model, ~40 s for a 100 ms one, plus the builds). The
@@ -107,7 +119,7 @@ SITE_GAIN = 0.05  # a call site takes an option that made its calls this much fa
 ROUND_SECONDS = 0.1  # timed calls per candidate and round: about this long, 3 to 200 calls
 MIN_CALLS, MAX_CALLS = 3, 200
 CACHE_FILE = "end_to_end.json"
-RULE_VERSION = 6  # in the cache key: choices made by an older rule are measured again
+RULE_VERSION = 7  # in the cache key: choices made by an older rule are measured again
 KERNEL_SOURCES = ("x86_fp32_source", "x86_int8_source", "x86_wonly_source",
                   "x86_attention_source", "x86_amx_source")
 KERNEL_PREFIX = "edgecc_x86_"
@@ -128,10 +140,21 @@ class KernelSettings:
     num_tasks: int = 0
     sites: tuple[tuple[int, int], ...] = ()
     knobs: tuple[tuple[str, int], ...] = ()  # (symbol, value) of ``KNOBS``: kernel variants
+    # (call site, symbol, value) of ``SITE_KNOBS``: a kernel variant for that site's calls
+    # alone (the wrapper sets it for the call and restores it; ``end_to_end_sites``)
+    site_knobs: tuple[tuple[int, str, int], ...] = ()
 
     def __post_init__(self) -> None:  # JSON gives lists: the same value as tuples
         object.__setattr__(self, "sites", tuple((int(a), int(b)) for a, b in self.sites))
         object.__setattr__(self, "knobs", tuple((str(a), int(b)) for a, b in self.knobs))
+        object.__setattr__(self, "site_knobs", tuple(sorted(
+            (int(i), str(s), int(v)) for i, s, v in self.site_knobs)))
+
+    @property
+    def routed(self) -> bool:
+        """Whether a build with these settings routes its kernel calls through the call-site
+        wrappers (a per-call-site table of either kind)."""
+        return bool(self.sites or self.site_knobs)
 
     @property
     def is_default(self) -> bool:
@@ -148,14 +171,19 @@ class KernelSettings:
         if self.num_tasks:
             parts.append(f"{self.num_tasks} tasks per parallel job")
         parts.extend(f"kernel variant {symbol} = {value}" for symbol, value in self.knobs)
-        if self.sites:
-            changed = [s for s in self.sites if s != (0, 0)]
+        changed = [s for s in self.sites if s != (0, 0)]
+        if changed:
             serial = sum(s[0] >= 62 for s in changed)
             pool = sum(s[0] <= -62 for s in changed)
             tasks = len(changed) - serial - pool
             parts.append(f"per-call-site settings ({len(changed)} of {len(self.sites)} calls: "
                          f"{serial} serial, {pool} always on the pool"
                          + (f", {tasks} other" if tasks else "") + ")")
+        if self.site_knobs:
+            touched = len({i for i, _, _ in self.site_knobs})
+            of = f" of {len(self.sites)}" if self.sites else ""
+            parts.append(f"per-call-site kernel variants ({touched}{of} calls: " + ", ".join(
+                f"site {i} {symbol}={value}" for i, symbol, value in self.site_knobs) + ")")
         return ", ".join(parts)
 
 
@@ -237,6 +265,26 @@ KNOBS = (
 )
 
 
+# Per call site (``KernelSettings.site_knobs``, searched by ``end_to_end_sites``): every knob
+# a kernel reads at each call from its calling thread, or copies into the pool job it starts,
+# with nothing cached under the knob's value. Safe among them: the Winograd switches
+# (``edgecc_x86_fp32_winograd``, ``_winograd_tile``): a site's U is packed at its first Winograd
+# call into the library's cache, keyed by the weight tensor and the form (F(2x2) / F(4x4)), so
+# a site that runs direct never packs, and one whose value changes between runs packs once
+# (x86_fp32_winograd.wg_cached); the int8 depthwise plan cache (dw_direct) is keyed by the
+# shape and read by no knob here; the pool's chunk_parts / done_once are copied into each job
+# by the thread that starts it (the wrapper's). Not per site:
+NOT_PER_SITE = {
+    # read by TVM's generated parallel loops, which run outside the call-site wrappers
+    "edgecc_pool_inline_ns": "TVM's own loops read it, not the wrapped kernels",
+    # its per-job-site samples learn serial vs pooled across calls: the per-site serial /
+    # pool choice of ``site_search`` again, with state that outlives the call
+    "edgecc_pool_adaptive": "per-job-site state learned across calls (site_search's choice)",
+}
+SITE_KNOBS = tuple(k for k in KNOBS if k.symbol not in NOT_PER_SITE)
+UNSET = -(2 ** 63)  # a call site's knob entry: the model's value (INT64_MIN in the wrappers)
+
+
 SYMBOLS = {"serial_work_log2": ("edgecc_x86_serial_work_log2", ctypes.c_int64),
            "num_tasks": ("edgecc_x86_num_tasks", ctypes.c_int32)}
 
@@ -250,6 +298,21 @@ int32_t site_tasks[@N@] = {@TASKS@};
 int64_t site_ns[@N@];
 int64_t site_calls[@N@];
 int64_t site_timing[1];
+// per call site i and kernel-variant knob k (SITE_KNOBS order): the value for its calls, or
+// UNSET (the model's); site_any[i]: whether row i sets any (the common call skips the row)
+const int64_t UNSET = INT64_MIN;
+const int K = @K@;
+int64_t site_knob[@N@ * @K@] = {@SITE_KNOBS@};
+int64_t site_any[@N@] = {@ANY@};
+void* const knob_ptr[@K@] = {@KNOB_PTRS@};  // 0: not in this library (weak)
+const int8_t knob_wide[@K@] = {@KNOB_WIDE@};  // int64_t (1) or int32_t (0)
+inline int64_t knob_get(int k) {
+  return knob_wide[k] ? *static_cast<int64_t*>(knob_ptr[k]) : *static_cast<int32_t*>(knob_ptr[k]);
+}
+inline void knob_put(int k, int64_t v) {
+  if (knob_wide[k]) *static_cast<int64_t*>(knob_ptr[k]) = v;
+  else *static_cast<int32_t*>(knob_ptr[k]) = static_cast<int32_t>(v);
+}
 typedef int (*Kernel)(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);
 inline int64_t now_ns() {
   timespec t;
@@ -262,12 +325,24 @@ inline int run_site(int i, Kernel kernel, void* self, const TVMFFIAny* args, int
   const int32_t tasks = edgecc_x86_num_tasks;
   if (site_serial[i] != 0) edgecc_x86_serial_work_log2 = site_serial[i];
   if (site_tasks[i] != 0) edgecc_x86_num_tasks = site_tasks[i];
+  const int64_t* row = site_knob + (int64_t)i * K;
+  const bool knobs = site_any[i] != 0;
+  int64_t saved[K];
+  if (knobs)
+    for (int k = 0; k < K; ++k)
+      if (row[k] != UNSET && knob_ptr[k]) {
+        saved[k] = knob_get(k);
+        knob_put(k, row[k]);
+      }
   const int64_t start = site_timing[0] ? now_ns() : 0;
   const int rc = kernel(self, args, n, result);
   if (site_timing[0]) {
     site_ns[i] += now_ns() - start;
     site_calls[i] += 1;
   }
+  if (knobs)
+    for (int k = 0; k < K; ++k)
+      if (row[k] != UNSET && knob_ptr[k]) knob_put(k, saved[k]);
   edgecc_x86_serial_work_log2 = serial;
   edgecc_x86_num_tasks = tasks;
   return rc;
@@ -284,10 +359,14 @@ void* edgecc_sites_state(int which) {
     case 2: return site_ns;
     case 3: return site_calls;
     case 4: return site_timing;
+    case 5: return site_knob;
+    case 6: return site_any;
     default: return 0;
   }
 }
 int64_t edgecc_sites_count() { return @N@; }
+// the knobs of site_knob's columns, comma-separated (the tuner maps its symbols by name)
+const char* edgecc_sites_knob_names() { return "@KNOB_NAMES@"; }
 }
 """
 
@@ -307,21 +386,57 @@ def settings_module(settings: KernelSettings, callees: tuple[str, ...] = ()) -> 
               "}\n" + _knobs_source(settings.knobs))
     symbols: tuple[str, ...] = ()
     if callees:
-        if len(callees) != len(settings.sites):
-            raise LoweringError(f"{len(settings.sites)} call-site settings for "
-                                f"{len(callees)} call sites: tune again (--tune)")
+        n = len(callees)
+        sites = settings.sites or ((((0, 0),) * n) if settings.site_knobs else ())
+        if n != len(sites):
+            raise LoweringError(f"{len(sites)} call-site settings for "
+                                f"{n} call sites: tune again (--tune)")
+        rows = _site_knob_rows(settings.site_knobs, n)
         decls = "\n".join(f"int __tvm_ffi_{c}(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);"
                           for c in sorted(set(callees)))
         wrappers = "\n".join(
             f"int __tvm_ffi_{SITE_PREFIX}{i}(void* s, const TVMFFIAny* a, int32_t n, "
             f"TVMFFIAny* r) {{ return run_site({i}, __tvm_ffi_{c}, s, a, n, r); }}"
             for i, c in enumerate(callees))
-        source += (_SITES_SOURCE.replace("@N@", str(len(callees)))
-                   .replace("@SERIAL@", ", ".join(str(s) for s, _ in settings.sites))
-                   .replace("@TASKS@", ", ".join(str(t) for _, t in settings.sites))
+        source = source.replace('extern "C" {\n', 'extern "C" {\n' + "\n".join(
+            f"__attribute__((weak)) extern {k.ctype} {k.symbol};" for k in SITE_KNOBS) + "\n", 1)
+        source += (_SITES_SOURCE.replace("@N@", str(n)).replace("@K@", str(len(SITE_KNOBS)))
+                   .replace("@SERIAL@", ", ".join(str(s) for s, _ in sites))
+                   .replace("@TASKS@", ", ".join(str(t) for _, t in sites))
+                   .replace("@SITE_KNOBS@", ", ".join(
+                       "UNSET" if v == UNSET else f"{v}LL" for row in rows for v in row))
+                   .replace("@ANY@", ", ".join(str(int(any(v != UNSET for v in row)))
+                                               for row in rows))
+                   .replace("@KNOB_PTRS@", ", ".join(f"(void*)&{k.symbol}" for k in SITE_KNOBS))
+                   .replace("@KNOB_WIDE@", ", ".join(str(int(k.ctype == "int64_t"))
+                                                     for k in SITE_KNOBS))
+                   .replace("@KNOB_NAMES@", ",".join(k.symbol for k in SITE_KNOBS))
                    .replace("@DECLS@", decls).replace("@WRAPPERS@", wrappers))
-        symbols = tuple(f"{SITE_PREFIX}{i}" for i in range(len(callees)))
+        symbols = tuple(f"{SITE_PREFIX}{i}" for i in range(n))
+    elif settings.site_knobs:
+        raise LoweringError("per-call-site kernel variants without the call sites to route: "
+                            "tune again (--tune)")
     return x86_int8.external_module(source, symbols, "x86_settings")
+
+
+def _site_knob_rows(site_knobs: tuple[tuple[int, str, int], ...], n: int
+                    ) -> list[list[int]]:
+    """``site_knobs`` as the wrappers' table: per call site, per ``SITE_KNOBS`` column, the
+    value or ``UNSET``. A site out of range, a knob not switched per site, or one site given
+    two values of a knob raise (a table tuned for another build)."""
+    column = {k.symbol: j for j, k in enumerate(SITE_KNOBS)}
+    rows = [[UNSET] * len(SITE_KNOBS) for _ in range(n)]
+    for i, symbol, value in site_knobs:
+        if not 0 <= i < n:
+            raise LoweringError(f"a per-call-site kernel variant for call site {i} of {n} call "
+                                "sites: tune again (--tune)")
+        if symbol not in column:
+            raise LoweringError(f"{symbol} is not a per-call-site kernel variant knob "
+                                f"({NOT_PER_SITE.get(symbol, 'unknown')}): tune again (--tune)")
+        if rows[i][column[symbol]] != UNSET or value == UNSET:
+            raise LoweringError(f"call site {i} has two values of {symbol}: tune again (--tune)")
+        rows[i][column[symbol]] = value
+    return rows
 
 
 def _knobs_source(knobs: tuple[tuple[str, int], ...]) -> str:
@@ -348,7 +463,7 @@ def with_kernel_settings(module: Any, settings: KernelSettings) -> Any:
     ``route_call_sites`` turns into the wrappers when the build has the kernel calls."""
     if settings.is_default:
         return module
-    if settings.sites:
+    if settings.routed:
         return module.with_attr(SITES_ATTR, json.dumps(dataclasses.asdict(settings)))
     external = list((module.attrs or {}).get("external_mods") or [])
     return module.with_attr("external_mods", [*external, settings_module(settings)])
@@ -365,7 +480,7 @@ def build_module(module: Any, settings: KernelSettings) -> Any:
 def library_for(libraries: dict[str, Any], base: str, settings: KernelSettings) -> Any:
     """The measured library that runs ``settings`` as its build would (``build_module``): the
     call-site wrappers' build for a table, else ``base``'s."""
-    return libraries.get("sites") if settings.sites else libraries[base]
+    return libraries.get("sites") if settings.routed else libraries[base]
 
 
 def _route(module: Any, rename: bool) -> tuple[Any, list[str]]:
@@ -527,6 +642,15 @@ class _Library:
         self.ns = (ctypes.c_int64 * n).from_address(state(2))
         self.calls = (ctypes.c_int64 * n).from_address(state(3))
         self.timing = ctypes.c_int64.from_address(state(4))
+        self.knob_columns: dict[str, int] = {}  # symbol: its column of the per-site table
+        try:
+            names = handle.edgecc_sites_knob_names
+        except AttributeError:  # wrappers of an older rule: no per-site kernel variants
+            return
+        names.restype = ctypes.c_char_p
+        self.knob_columns = {name: j for j, name in enumerate(names().decode().split(","))}
+        self.site_knob = (ctypes.c_int64 * (n * len(self.knob_columns))).from_address(state(5))
+        self.site_any = (ctypes.c_int64 * n).from_address(state(6))
 
     def set(self, settings: KernelSettings) -> None:
         for field, symbol in self.symbols.items():
@@ -539,6 +663,21 @@ class _Library:
                 ((0, 0),) * self.sites
             for i, (serial, tasks) in enumerate(sites):
                 self.table[0][i], self.table[1][i] = serial, tasks
+            self._set_site_knobs(settings.site_knobs)
+
+    def _set_site_knobs(self, site_knobs: tuple[tuple[int, str, int], ...]) -> None:
+        """The per-site kernel variants' table (all ``UNSET`` but ``site_knobs``; none of
+        them where one names a site or knob this library lacks: another build's table)."""
+        if not self.knob_columns:
+            return
+        k = len(self.knob_columns)
+        table, any_ = [UNSET] * (self.sites * k), [0] * self.sites
+        if all(0 <= i < self.sites and s in self.knob_columns for i, s, _ in site_knobs):
+            for i, symbol, value in site_knobs:
+                table[i * k + self.knob_columns[symbol]] = value
+                any_[i] = 1
+        self.site_knob[:] = table
+        self.site_any[:] = any_
 
     def site_times(self, on: bool) -> list[float]:
         """Each call site's mean us per call since the last call (timing ``on`` after)."""
@@ -624,7 +763,8 @@ def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], bes
     and a candidate whose settings would leave it without a library is left out."""
     beat = sorted((k for k, v in verdicts.items() if k == best or v["faster"]),
                   key=lambda k: (verdicts[k]["bound"], k))
-    fields: dict[str, Any] = {"serial_work_log2": 0, "num_tasks": 0, "sites": ()}
+    fields: dict[str, Any] = {"serial_work_log2": 0, "num_tasks": 0, "sites": (),
+                              "site_knobs": ()}
     knobs: dict[str, int] = {}
     base_lib = site_lib = None
     parts: list[str] = []
@@ -634,6 +774,11 @@ def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], bes
             continue
         taken = [f for f in fields if getattr(s, f) and fields[f]]
         taken += [k for k, _ in s.knobs if k in knobs]
+        # a knob switched both model-wide and per site: measured each against the default
+        # alone, so not both
+        per_site = {symbol for _, symbol, _ in (*s.site_knobs, *fields["site_knobs"])}
+        taken += [k for k, _ in s.knobs if k in per_site]
+        taken += [k for _, k, _ in s.site_knobs if k in knobs]
         if taken:
             continue
         if library_for is not None:
@@ -641,13 +786,13 @@ def combination(candidates: Candidates, verdicts: dict[str, dict[str, Any]], bes
             if library_for(KernelSettings(**merged, knobs=tuple({**knobs, **dict(s.knobs)}
                                                                 .items()))) is None:
                 continue
-        elif not s.sites and base_lib is not None and library is not base_lib:
+        elif not s.routed and base_lib is not None and library is not base_lib:
             continue
         for f in fields:
             if getattr(s, f):
                 fields[f] = getattr(s, f)
         knobs.update(s.knobs)
-        if s.sites:
+        if s.routed:
             site_lib = library
         else:
             base_lib = library
@@ -822,7 +967,7 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
                 "settings": dataclasses.asdict(KernelSettings()), "ms": {}, "confirm_ms": {},
                 "default_ms": None, "chosen_ms": None, "verdicts": {}, "confirm": None,
                 "combined": None,
-                "sites": None, "variants": None, "rule": RULE,
+                "sites": None, "site_knobs": None, "variants": None, "rule": RULE,
                 "calls": {"rounds": 0, "per_round": 0, "confirm_rounds": 0},
                 "seconds": round(time.perf_counter() - start, 2)}
     inputs = _inputs(module)
@@ -845,12 +990,17 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
         for _ in range(2):  # warm: page faults, the pool's first wake
             default.vm.run(*inputs)
         block = block_size(lambda: default.vm.run(*inputs))
-        sites = variants = None
+        sites = variants = site_knobs = None
         if callees:
+            from edgecc.targets.tvm.end_to_end_sites import site_knob_search
+
             knobs, variants = knob_candidates(libraries[base], callees)
             table, sites = site_search(libraries["sites"], inputs, block, threads)
+            knob_table, site_knobs = site_knob_search(libraries["sites"], callees, inputs,
+                                                      block)
             for settings in [*settings_candidates(threads), *knobs,
-                             *([table] if table is not None else [])]:
+                             *([table] if table is not None else []),
+                             *([knob_table] if knob_table is not None else [])]:
                 lib = library_for(libraries, base, settings)
                 if lib is not None:
                     candidates[f"{base}, {settings.describe()}"] = (lib, settings)
@@ -869,9 +1019,11 @@ def measure(module: Any, target: Any, database: Any, tuned_kernels: bool,
             "confirm_ms": picked["confirm_ms"], "default_ms": same["default"],
             "chosen_ms": same[chosen], "verdicts": picked["verdicts"],
             "confirm": picked["confirm"], "combined": picked["combined"], "sites": sites,
+            "site_knobs": site_knobs,
             "variants": variants, "rule": RULE,
             "calls": {"rounds": ROUNDS, "per_round": block, "site_rounds":
                       SITE_ROUNDS if sites else 0,
+                      "site_knob_rounds": site_knobs["rounds"] if site_knobs else 0,
                       "combine_rounds": ROUNDS if picked["combined"] else 0, "confirm_rounds":
                       CONFIRM_ROUNDS if picked["confirm"] is not None else 0},
             "seconds": round(time.perf_counter() - start, 2)}
@@ -901,6 +1053,7 @@ def tune_host(module: Any, target: Any, trials: int, *, root: str | None = None,
     stats["end_to_end"] = record
     calls = record["calls"]
     sites = record.get("sites")
+    sk = record.get("site_knobs")
     variants = record.get("variants")
     combined = record.get("combined")
     stats["budget"] += (
@@ -909,6 +1062,12 @@ def tune_host(module: Any, target: Any, trials: int, *, root: str | None = None,
         "calls each"
         + (f", after a call-site search over {sites['sites']} call sites "
            f"({calls['site_rounds']} rounds per option)" if sites else "")
+        + (f" and a per-call-site kernel-variant search ({sk['values']} values of "
+           f"{sk['knobs']} knobs, {sk['rounds']} rounds: {sk['blocks']} blocks of "
+           f"{sk['calls_per_block']} runs, {sk['seconds']:.0f} s; {sk['changed']} of "
+           f"{sk['sites']} call sites changed"
+           + (f"; knobs skipped for the budget: {', '.join(sk['skipped_for_budget'])}"
+              if sk["skipped_for_budget"] else "") + ")" if sk else "")
         + (f", a combining pass of {calls['combine_rounds']} rounds (the default, the best "
            f"single candidate and the combination of {len(combined['components'])} winners: "
            f"{'chosen over it' if combined['replaces'] else 'not faster'})"
