@@ -46,7 +46,8 @@ from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
 from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4, DIRECT4_S2  # noqa: F401
 from edgecc.targets.tvm.x86_int8_dwrows_source import DW_ROWS  # noqa: F401
 from edgecc.targets.tvm.x86_int8_pool_source import CONV_SERIAL  # noqa: F401
-from edgecc.targets.tvm.x86_int8_tile_source import TILE_NAMED, TILE_WRITE  # noqa: F401
+from edgecc.targets.tvm.x86_int8_tile_source import (  # noqa: F401
+    TILE_NAMED, TILE_POST, TILE_TIED, TILE_WRITE)
 from edgecc.targets.tvm.x86_int8_quant_source import QUANTIZE, QUANTIZE_CALLS  # noqa: F401
 
 ISA = "avx2"

@@ -202,6 +202,13 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
                              (int)(oy * d.ow + ox));
           continue;
         }
+        if (tile_post_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // float, registers
+          if (half) tile_post<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r,
+                                 (int)(oy * d.ow + ox));
+          else tile_post<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
+                            (int)(oy * d.ow + ox));
+          continue;
+        }
         if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, next);
         else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
         write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),

@@ -939,6 +939,12 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end, int64_t r
                       g.e, (int)r, (int)(p * 16));
         continue;
       }
+      if (!UROWS && rt == 8 &&
+          tile_post_fits(g.e, (int)std::min<int64_t>(8, g.n_rows - r), nc)) {  // float
+        tile_post<0>(g.rows + r * ld, ld, g.kq, reinterpret_cast<const uint8_t*>(panel), 0, 0,
+                     g.e, (int)r, (int)(p * 16));
+        continue;
+      }
       if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
 #if EDGECC_AVXVNNI
       else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
@@ -1462,6 +1468,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&tile_write_calls, 1, __ATOMIC_RELAXED);
     if (tile_named_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&tile_named_calls, 1, __ATOMIC_RELAXED);
+    if (tile_post_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&tile_post_calls, 1, __ATOMIC_RELAXED);
+    if (tile_tied_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&tile_tied_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));

@@ -11,22 +11,49 @@ from ``conv_direct4``'s channel-quad copy (``<1>``; ``<2>``: two rows' 8 pixels)
 convolution call by ``edgecc_x86_int8_tile_write_calls``. The 8 sums live in 8 named
 registers and the write-back reads e's tables through locals (``edgecc_x86_int8_tile_named``,
 0: the array form before, whose sums GCC moved between registers every k quad, and whose
-rows reloaded e after each int8 store; A/B), counted by ``edgecc_x86_int8_tile_named_calls``. C++ text only; the symbols are
+rows reloaded e after each int8 store; A/B), counted by ``edgecc_x86_int8_tile_named_calls``.
+
+``tile_post``: the same for the fused float write-back (``post16_rows``' form: residual
+blocks' second convolutions, the stem, strided shortcuts — float and int8 outputs): the 8
+sums in registers go straight into post16_rows' float operations, in the same order (the
+outputs are bit-identical), with e's fields read once into locals — post16_rows reloaded
+them after every float / int8 store (which may alias e) and its tile's sums went through
+memory. ``edgecc_x86_int8_tile_post`` 0: the stored tile and post16_rows (A/B); counted per
+convolution call by ``edgecc_x86_int8_tile_post_calls``. C++ text only; the symbols are
 exported by ``x86_int8_source``."""
 
 TILE_WRITE = "edgecc_x86_int8_tile_write_calls"  # () -> conv calls with tile_write tiles
 TILE_NAMED = "edgecc_x86_int8_tile_named_calls"  # () -> ... of them with the named sums
-TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED)
+TILE_POST = "edgecc_x86_int8_tile_post_calls"  # () -> conv calls with tile_post tiles
+TILE_TIED = "edgecc_x86_int8_tile_tied_calls"  # () -> ... with the tied vpdpbusd sums
+TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED)
 
 TILE_KERNELS = r"""
 // ---- tile_write (x86_int8_tile_source) ----
+
+// EDGECC_DOT512 (UROWS false) as one vpdpbusd on the accumulator's own register: with the
+// sums read by a write-back after the loop (tile_write_t, tile_post), GCC gave the builtin's
+// tied operand a fresh register and copied all 8 sums there and back every k quad (16
+// vmovdqa64 beside the 8 vpdpbusd); the same instruction on the same operands
+#define EDGECC_DOT512_TIED(c, row)                                              \
+  do {                                                                          \
+    int32_t w_;                                                                 \
+    memcpy(&w_, rows + (row) * ld + 4 * k, 4);                                  \
+    const __m512i a_ = _mm512_set1_epi32(w_);                                   \
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(v), "v"(a_));                 \
+  } while (0)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_write = 1;
 // nonzero: tile_write_t's sums in 8 named registers (0: the array form before, A/B)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_named = 1;
+// nonzero: tile_write_t's named sums and tile_post's accumulate by EDGECC_DOT512_TIED (0: the
+// builtin, A/B); counted per convolution call by edgecc_x86_int8_tile_tied_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_tied = 1;
 int64_t tile_write_calls = 0;  // convolution calls with tiles written from registers (a test's)
 std::atomic<int> tile_write_seen{0};  // set once a call (stored only when clear)
 int64_t tile_named_calls = 0;  // ... of them whose tiles took the named sums (a test's)
 std::atomic<int> tile_named_seen{0};  // set like tile_write_seen
+int64_t tile_tied_calls = 0;  // ... of them (or tile_post's) accumulating by EDGECC_DOT512_TIED
+std::atomic<int> tile_tied_seen{0};  // set like tile_write_seen
 
 // does tile_write apply to a full 8 x 16 tile of e (the checks write_tile / write_rows_512 make)
 static inline bool tile_write_fits(const Epilogue& e, int nr, int nc) {
@@ -39,7 +66,7 @@ static inline bool tile_write_fits(const Epilogue& e, int nr, int nc) {
 // NAMED: the 8 accumulators as 8 variables (EDGECC_DOT512, as tile_8x16_direct): GCC kept
 // the array form's sums in other registers and moved all 8 there and back every k quad (16
 // vmovdqa a quad beside the 8 vpdpbusd); the same sums in the same order either way
-template <int MODE, bool CLAMP, bool FOLD, bool NAMED>
+template <int MODE, bool CLAMP, bool FOLD, bool NAMED, bool TIED>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                          const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
@@ -57,42 +84,47 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
             c5_ = c0_, c6_ = c0_, c7_ = c0_;
     for (int64_t k = 0; k < kq; ++k) {
       const __m512i v = panel(k);
-      EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);
-      EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);
-      EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);
-    }
-    c[0] = c0_; c[1] = c1_; c[2] = c2_; c[3] = c3_; c[4] = c4_; c[5] = c5_; c[6] = c6_;
-    c[7] = c7_;
-  } else {
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) c[r] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < kq; ++k) {
-      const __m512i v = panel(k);
-#pragma GCC unroll 8
-      for (int r = 0; r < 8; ++r) {
-        int32_t w;
-        memcpy(&w, rows + r * ld + 4 * k, 4);
-        c[r] = _mm512_dpbusd_epi32(c[r], v, _mm512_set1_epi32(w));
+      if (TIED) {
+        EDGECC_DOT512_TIED(c0_, 0); EDGECC_DOT512_TIED(c1_, 1); EDGECC_DOT512_TIED(c2_, 2);
+        EDGECC_DOT512_TIED(c3_, 3); EDGECC_DOT512_TIED(c4_, 4); EDGECC_DOT512_TIED(c5_, 5);
+        EDGECC_DOT512_TIED(c6_, 6); EDGECC_DOT512_TIED(c7_, 7);
+      } else {
+        EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);
+        EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);
+        EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);
       }
     }
-  }
-  const Sat8 q = sat8(e);
-  if (NAMED) {  // e's tables in registers: an int8 store may alias e, so each row reloaded them
+    // the write-back takes the 8 named sums as they are (through an array, GCC kept them in
+    // other registers and moved all 8 there and back every k quad: 16 vmovdqa64 a quad)
+    const Sat8 q = sat8(e);  // e's tables in registers: an int8 store may alias e
     int8_t* const out = static_cast<int8_t*>(e.out) + r0 * e.ld + c0;
     const int64_t eld = e.ld;
     const int64_t *const mult = e.mult + r0, *const add = (FOLD ? e.fadd : e.add) + r0;
     const int64_t* const shift = e.shift + r0;
     const int32_t* const off = FOLD ? nullptr : e.off + r0;
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) {
-      const __m512i v = FOLD ? c[r] : _mm512_add_epi32(c[r], _mm512_set1_epi32(off[r]));
+    auto row = [&](__m512i sum, int r) {
+      const __m512i v = FOLD ? sum : _mm512_add_epi32(sum, _mm512_set1_epi32(off[r]));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * eld),
                        requant16_hi<CLAMP>(v, _mm512_set1_epi64(mult[r]),
                                            _mm512_set1_epi64(add[r]),
                                            _mm512_set1_epi32((int32_t)(shift[r] - 32)), q));
-    }
+    };
+    row(c0_, 0); row(c1_, 1); row(c2_, 2); row(c3_, 3);
+    row(c4_, 4); row(c5_, 5); row(c6_, 6); row(c7_, 7);
     return;
   }
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) c[r] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m512i v = panel(k);
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) {
+      int32_t w;
+      memcpy(&w, rows + r * ld + 4 * k, 4);
+      c[r] = _mm512_dpbusd_epi32(c[r], v, _mm512_set1_epi32(w));
+    }
+  }
+  const Sat8 q = sat8(e);
 #pragma GCC unroll 8
   for (int r = 0; r < 8; ++r) {
     const int64_t row = r0 + r;
@@ -105,18 +137,18 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
 }
 
 // the tile for e's form (clamp / folded offset)
-template <int MODE, bool NAMED>
+template <int MODE, bool NAMED, bool TIED>
 static void tile_write_as(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                           const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
   const bool clamp = !full_int8(e);
   if (e.fadd && clamp)
-    tile_write_t<MODE, true, true, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, true, true, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
   else if (e.fadd)
-    tile_write_t<MODE, false, true, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, false, true, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
   else if (clamp)
-    tile_write_t<MODE, true, false, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, true, false, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
   else
-    tile_write_t<MODE, false, false, NAMED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, false, false, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
 }
 
 template <int MODE>
@@ -127,10 +159,101 @@ static void tile_write(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t
   if (edgecc_x86_int8_tile_named) {
     if (!tile_named_seen.load(std::memory_order_relaxed))
       tile_named_seen.store(1, std::memory_order_relaxed);
-    tile_write_as<MODE, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    if (!tile_tied_seen.load(std::memory_order_relaxed) && edgecc_x86_int8_tile_tied)
+      tile_tied_seen.store(1, std::memory_order_relaxed);
+    if (edgecc_x86_int8_tile_tied)
+      tile_write_as<MODE, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    else
+      tile_write_as<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
   }
   else
-    tile_write_as<MODE, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_as<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+}
+
+// ---- tile_post (x86_int8_tile_source) ----
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_post = 1;
+int64_t tile_post_calls = 0;  // convolution calls with tiles post-processed from registers
+std::atomic<int> tile_post_seen{0};  // set like tile_write_seen
+
+// does tile_post apply to a full 8 x 16 tile of e (write_tile's post16_rows test)
+static inline bool tile_post_fits(const Epilogue& e, int nr, int nc) {
+  return edgecc_x86_int8_tile_post && edgecc_x86_int8_post_rows && nr == 8 && nc == 16 &&
+         e.channel_is_row && !e.requant && e.post16;
+}
+
+// tile_write_t's sums (MODE as there), then post16_rows' float write-back of the 8 rows
+template <int MODE, bool TIED>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
+static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                      const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  constexpr bool UROWS = false;
+  __m512i c0_ = _mm512_setzero_si512(), c1_ = c0_, c2_ = c0_, c3_ = c0_, c4_ = c0_,
+          c5_ = c0_, c6_ = c0_, c7_ = c0_;
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m512i v = MODE == 0 ? _mm512_loadu_si512(src + k * 64)
+        : MODE == 1 ? _mm512_loadu_si512(src + qoff[k])
+        : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(src + qoff[k]))), _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
+    if (TIED) {
+      EDGECC_DOT512_TIED(c0_, 0); EDGECC_DOT512_TIED(c1_, 1); EDGECC_DOT512_TIED(c2_, 2);
+      EDGECC_DOT512_TIED(c3_, 3); EDGECC_DOT512_TIED(c4_, 4); EDGECC_DOT512_TIED(c5_, 5);
+      EDGECC_DOT512_TIED(c6_, 6); EDGECC_DOT512_TIED(c7_, 7);
+    } else {
+      EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);
+      EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);
+      EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);
+    }
+  }
+  if (!post16_seen.load(std::memory_order_relaxed))
+    post16_seen.store(1, std::memory_order_relaxed);
+  if (!post_rows_seen.load(std::memory_order_relaxed))
+    post_rows_seen.store(1, std::memory_order_relaxed);
+  if (!tile_post_seen.load(std::memory_order_relaxed))
+    tile_post_seen.store(1, std::memory_order_relaxed);
+  // e's fields as locals: the float / int8 stores below may alias e
+  const int32_t* const off = e.off + r0;
+  const float *const scale = e.scale + r0, *const bias = e.bias + r0;
+  const int act = e.act, post_relu = e.post_relu;
+  const float* const res = e.res;
+  float* const fout = e.fout;
+  int8_t* const qout = e.qout;
+  const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
+  const __m512 qmin = _mm512_set1_ps(e.qmin), qmax = _mm512_set1_ps(e.qmax);
+  auto row = [&](__m512i sum, int r) {  // the named sums as they are (no array: tile_write_t)
+    const int64_t at = at0 + r * eld;
+    const __m512i a = _mm512_add_epi32(sum, _mm512_set1_epi32(off[r]));
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(scale[r])),
+                             _mm512_set1_ps(bias[r]));
+    if (act) v = _mm512_max_ps(v, zero);
+    if (act == 2) v = _mm512_min_ps(v, six);
+    if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
+    if (post_relu) v = _mm512_max_ps(v, zero);
+    if (fout) _mm512_storeu_ps(fout + at, v);
+    if (qout) {
+      __m512 q = _mm512_roundscale_ps(_mm512_div_ps(v, qs),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, qz), qmin), qmax);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qout + at),
+                       _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
+    }
+  };
+  row(c0_, 0); row(c1_, 1); row(c2_, 2); row(c3_, 3);
+  row(c4_, 4); row(c5_, 5); row(c6_, 6); row(c7_, 7);
+}
+
+template <int MODE>
+static void tile_post(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                      const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  if (edgecc_x86_int8_tile_tied) {
+    if (!tile_tied_seen.load(std::memory_order_relaxed))
+      tile_tied_seen.store(1, std::memory_order_relaxed);
+    tile_post_t<MODE, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  } else {
+    tile_post_t<MODE, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  }
 }
 """
 
@@ -150,6 +273,24 @@ int __tvm_ffi_edgecc_x86_int8_tile_named_calls(void*, const TVMFFIAny*, int32_t,
                                                TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&tile_named_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls post-processed tiles from registers (tile_post)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_post_calls(void*, const TVMFFIAny*, int32_t,
+                                              TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_post_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls accumulated tiles by EDGECC_DOT512_TIED (edgecc_x86_int8_tile_tied)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_tied_calls(void*, const TVMFFIAny*, int32_t,
+                                              TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_tied_calls, __ATOMIC_RELAXED);
   return 0;
 }
 """
