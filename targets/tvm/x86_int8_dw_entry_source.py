@@ -4,9 +4,26 @@ vector, picks the path (``dw_rows`` for planes of rows <= 64 bytes, ``dw_direct`
 ``dw_perm`` (``x86_int8_dw_source``), else the per-channel loop) and runs it on the pool.
 
 It uses the helpers of the main source defined before it (``data``, ``bad_args``,
-``Epilogue``, ``write_channel``, ``parallel_for``, the path counters)."""
+``Epilogue``, ``write_channel``, ``parallel_for``, the path counters).
+
+A/B switches (library symbols, ``int64_t``, read at each call without ``getenv``: the
+environment variables they replace cost ~0.1 us a lookup on every call; 1 by default, 0
+the former path, the same outputs either way): ``edgecc_x86_int8_dw_vbmi`` (the VBMI family
+``dw_direct`` / ``dw_rows`` / ``dw_perm``; 0: the paths below it, was
+``EDGECC_X86_DW_PERM=0``), ``edgecc_x86_int8_dw_write_hi`` (``dw_direct`` writes the int8
+outputs from its registers; 0: its sums through ``write_channel``, was
+``EDGECC_X86_DW_DIRECT_HI=0``), ``edgecc_x86_int8_dw_block16`` (small maps and strides
+channel-blocked, 16 channels a zmm; 0: the per-channel path, was ``EDGECC_X86_DW_BLOCKED=0``).
+None of them is read by ``dw_direct_plan`` (whose cache key holds every input of the plan)."""
+
+DW_KNOBS = ("edgecc_x86_int8_dw_vbmi", "edgecc_x86_int8_dw_write_hi",
+            "edgecc_x86_int8_dw_block16")  # the switches above (int64_t, default 1)
 
 DW_ENTRY_FFI = r"""
+// the A/B switches (module docstring): 1 the default path, 0 the former one
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_vbmi = 1;
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_write_hi = 1;
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_block16 = 1;
 // depthwise convolution (groups = C = OC, NCHW, weights [C][KH*KW] int32):
 // meta = [3, requant, lo, hi, zy, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx]
 __attribute__((visibility("default")))
@@ -34,16 +51,8 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   // phase[(ky·dh) % sh, (kx·dw) % sw][oy + (ky·dh) / sh][ox + (kx·dw) / sw]; the columns
   // ox >= ow of that grid are computed and dropped (they never touch a valid output)
   const int64_t wq = (wp + sw - 1) / sw, hq = (hp + sh - 1) / sh, span = oh * wq;
-  int64_t tap_at[DW_TAPS];  // each tap's run in the phases (the same for every channel)
-  if (kh * kw <= DW_TAPS)
-    for (int64_t ky = 0; ky < kh; ++ky)
-      for (int64_t kx = 0; kx < kw; ++kx) {
-        const int64_t ry = ky * dh, cx = kx * dw;
-        tap_at[ky * kw + kx] = (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
-      }
-  const char* perm = getenv("EDGECC_X86_DW_PERM");  // "0": the paths below (A/B)
   DwPerm plan;
-  if (e.wide && has_vbmi() && kh * kw <= DW_TAPS && !(perm && perm[0] == '0') &&
+  if (e.wide && has_vbmi() && kh * kw <= DW_TAPS && edgecc_x86_int8_dw_vbmi &&
       dw_perm_plan(ow, wp, sh, sw, kw, dw, plan)) {  // vpermt2b + vpdpbusd
     const uint8_t padv = (uint8_t)zx ^ 0x80;
     // DW_PERM_BATCH channels copied, then computed: a copy's stores have left the store
@@ -54,8 +63,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       direct.wrows = wt + c * kh * kw;  // (after the plan: the cached copy has another's)
       direct.wcomp = direct.wrows + 4 * c;
       const int64_t stride = (pix + 15) / 16 * 16 + 16;
-      const char* hi_env = getenv("EDGECC_X86_DW_DIRECT_HI");  // "0": write_channel (A/B)
-      const bool wb = dw_writes_hi(e) && !(hi_env && hi_env[0] == '0');
+      const bool wb = dw_writes_hi(e) && edgecc_x86_int8_dw_write_hi;  // 0: write_channel
       parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
         int32_t* acc = static_cast<int32_t*>(scratch(2, stride * DW_PERM_BATCH * 4));
         for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
@@ -84,6 +92,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         dw_rows(x, wt, e, nb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx))
       return 0;
     if (pix >= DW_PERM_MIN_PIX) {  // (smaller output maps of larger planes: below)
+      dw_perm_index(wp, sh, sw, kw, dw, plan);
       parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
         uint8_t* pad = static_cast<uint8_t*>(scratch(1, plane_bytes * DW_PERM_BATCH));
         int32_t* acc = static_cast<int32_t*>(scratch(2, (pix + 16) * 4));
@@ -103,9 +112,8 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       return 0;
     }
   }
-  const char* blocked = getenv("EDGECC_X86_DW_BLOCKED");  // "0": the per-channel path (A/B)
   if (e.wide && (pix <= DW_SMALL_PIX || sh > 1 || sw > 1) && kh * kw <= DW_TAPS &&
-      !(blocked && blocked[0] == '0')) {  // small maps and strides: 16 channels a zmm
+      edgecc_x86_int8_dw_block16) {  // small maps and strides: 16 channels a zmm (0: below)
     const int64_t blocks = (c + 15) / 16;
     parallel_for(nb * blocks, [&](int64_t t0, int64_t t1) {
       const int64_t cells = hp * wp * 16;
@@ -123,6 +131,13 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     __atomic_fetch_add(&dw_blocked_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
+  int64_t tap_at[DW_TAPS];  // each tap's run in the phases (the same for every channel)
+  if (kh * kw <= DW_TAPS)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const int64_t ry = ky * dh, cx = kx * dw;
+        tap_at[ky * kw + kx] = (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
+      }
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
     int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 128));
     int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 32) * 4));

@@ -1,0 +1,83 @@
+"""The int8 depthwise entry's A/B switches (``x86_int8_dw_entry_source.DW_KNOBS``: library
+globals read at each call, no ``getenv``): each one moves the MobileNetV2 depthwise shapes to
+the path it names (the path counters say which ran: no silent fallback), and every path's
+outputs equal the integer reference bit for bit."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
+
+# (input, stride, zero point): 3x3 pad 1 depthwise as MobileNetV2 has them
+CASES = (
+    ((1, 32, 8, 8), 1, -5),    # 64-byte plane: dw_direct
+    ((1, 24, 4, 4), 1, 7),     # dw_direct, one vector of 4 rows
+    ((1, 16, 16, 16), 2, 3),   # 256-byte plane at stride 2: dw_direct "wide"
+    ((2, 16, 32, 32), 1, -2),  # 32-byte rows: dw_rows
+)
+
+
+@pytest.mark.skipif(not _has_vbmi(), reason="the VBMI depthwise paths need AVX-512 VBMI")
+def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+    from edgecc.targets.tvm.x86_int8_dw_entry_source import DW_KNOBS
+
+    rng = np.random.default_rng(11)
+    xs = [random_int8(rng, *c[0]) for c in CASES]
+    ws = [random_int8(rng, c[0][1], 1, 3, 3) for c in CASES]
+    eps = [random_requant(rng, c[0][1]) for c in CASES]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_depthwise(bb, p, w, c[2], [c[1], c[1]], [1, 1], [1, 1], e)
+                    for p, w, c, e in zip(params, ws, CASES, eps)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(bb.get().with_attr("external_mods",
+                                                [x86_int8.external_module()]), path)
+    so = ctypes.CDLL(path)
+    vbmi, write_hi, block16 = (ctypes.c_int64.in_dll(so, s) for s in DW_KNOBS)
+    assert (vbmi.value, write_hi.value, block16.value) == (1, 1, 1)  # the defaults
+    counter = {name: lib.get_function(sym, query_imports=True) for name, sym in (
+        ("perm", x86_int8.DW_PERM), ("direct", x86_int8.DW_DIRECT),
+        ("hi", x86_int8.DW_DIRECT_HI), ("blocked", x86_int8.DW_BLOCKED),
+        ("rows", x86_int8.DW_ROWS))}
+    wide = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_direct_wide_calls")
+    args = [tvm.runtime.tensor(x) for x in xs]
+    # (vbmi, write_hi, block16) -> the counters' growth: dw_direct (2, from registers, or
+    # their sums through write_channel), wide 1, dw_rows 1 (all 4 in the VBMI family); with
+    # the family off, the strided and <= 64-output maps channel-blocked, else per channel
+    settings = {
+        (1, 1, 1): dict(perm=4, direct=2, hi=2, blocked=0, rows=1, wide=1),
+        (1, 0, 1): dict(perm=4, direct=2, hi=0, blocked=0, rows=1, wide=1),
+        (0, 1, 1): dict(perm=0, direct=0, hi=0, blocked=3, rows=0, wide=0),
+        (0, 1, 0): dict(perm=0, direct=0, hi=0, blocked=0, rows=0, wide=0),
+    }
+    runs = {}
+    try:
+        for setting, want in settings.items():
+            vbmi.value, write_hi.value, block16.value = setting
+            before = {k: f() for k, f in counter.items()}
+            before_wide = wide.value
+            runs[setting] = [o.numpy() for o in vm["main"](*args)]
+            grew = {k: f() - before[k] for k, f in counter.items()}
+            grew["wide"] = wide.value - before_wide
+            assert grew == want, setting
+    finally:
+        vbmi.value, write_hi.value, block16.value = 1, 1, 1
+    for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
+        acc = _conv_ref(x, w, c[2], [c[1], c[1]], [1, 1], [1, 1], c[0][1])
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for setting, run in runs.items():
+            np.testing.assert_array_equal(run[i], want, err_msg=str(setting))
