@@ -37,6 +37,11 @@ no build does this by default; bench/x86_fp32_winograd compares the two). Output
 convolutions differ from the direct path within 1e-5 relative (measured <= 7.2e-7 for F(2x2),
 <= 6.1e-6 for F(4x4), at most 64 input channels).
 
+An expand 1x1 convolution whose only user is a depthwise 3x3 on a large map (MobileNetV2-224's
+inverted residual blocks at 224) becomes one call with it, ``edgecc_x86_sexpdw``
+(``x86_fp32_expand_dw``: the pair on row bands, the expand's output never through memory;
+the same outputs bit for bit; ``FUSE_EXPAND_DW``).
+
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
 asymmetric padding, grouped (not depthwise) or non-NCHW convolutions, other dtypes.
@@ -61,7 +66,7 @@ from edgecc.targets.tvm.relax_analysis import (
     static_shape,
     with_rewritten_functions,
 )
-from edgecc.targets.tvm import x86_fp32_winograd
+from edgecc.targets.tvm import x86_fp32_expand_dw, x86_fp32_winograd
 from edgecc.targets.tvm.x86_fp32_source import SOURCE, SYMBOLS
 
 SGEMM, SCONV, SDWCONV = SYMBOLS[:3]
@@ -70,6 +75,9 @@ WINOGRAD_WEIGHTS_ATTR = "edgecc_fp32_winograd_weights"
 # meta[15] of a Winograd-eligible convolution (the kernel's flag): its weights' U follows W in
 # the constant (a module marked by with_winograd_weights), or W is a constant of the build
 PACKED_IN_BUILD, CONSTANT_WEIGHTS = 1, 2
+# an expand 1x1 conv whose only user is a depthwise 3x3 becomes one call with it
+# (x86_fp32_expand_dw.eligible); False: two calls (the bench's A/B of the rewrite)
+FUSE_EXPAND_DW = True
 
 
 def with_winograd_weights(module: Any) -> Any:
@@ -139,12 +147,14 @@ class RewriteStats:
     left: tuple[str, ...]  # layers with a constant weight kept on TVM's kernels, and why
     powers: int = 0  # power(x, 2 | 3) written as products
     fused_residual: int = 0  # residual adds folded into the write-back
+    fused_expand_dw: int = 0  # expand 1x1 + depthwise pairs run as one call (x86_fp32_expand_dw)
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_fp32_gemm": self.sgemm, "x86_fp32_conv": self.conv,
                 "x86_fp32_depthwise": self.depthwise, "fused_bias": self.fused_bias,
                 "fused_residual": self.fused_residual, "fused_clamp": self.fused_clamp,
-                "left_on_tvm": list(self.left), "powers_as_products": self.powers}
+                "left_on_tvm": list(self.left), "powers_as_products": self.powers,
+                "fused_expand_dw": self.fused_expand_dw}
 
 
 
@@ -337,6 +347,67 @@ def _number(arg: Any) -> float:
     return float(getattr(value, "value", value))
 
 
+def _conv_consts(plan: _Plan, winograd: bool = False) -> list[np.ndarray]:
+    """A convolution's constant arguments: weights [OC][C·KH·KW] (with ``winograd``, an
+    eligible one's Winograd weights after them), bias, meta, clamp bounds."""
+    bias = plan.bias if plan.bias is not None else np.zeros(plan.channels, np.float32)
+    bounds = np.array([plan.lo, plan.hi], np.float32)
+    a = plan.attrs
+    nb, c, h, w = a["x"]
+    _, oc, oh, ow = a["y"]
+    kh, kw = plan.weight.shape[2:]
+    geometry = [kh, kw, *a["stride"], *a["pad"], *a["dilation"], oh, ow]
+    weight = np.ascontiguousarray(plan.weight.reshape(oc, -1))
+    if plan.kind == SCONV:
+        meta = [nb, c, h, w, oc, *geometry]
+        if x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"], a["pad"],
+                                      a["dilation"], (oh, ow)):
+            # meta[15]: 2, W is a constant of the build (the kernel packs its Winograd
+            # weights once into the library's cache); 1, they follow W in the constant
+            meta.append(PACKED_IN_BUILD if winograd else CONSTANT_WEIGHTS)
+            if winograd:
+                weight = np.concatenate([weight.reshape(-1),
+                                         x86_fp32_winograd.weights(plan.weight).reshape(-1)])
+    else:
+        meta = [nb, c, h, w, *geometry]
+    return [weight, bias, np.array(meta, np.int64), bounds]
+
+
+def _emit_expand_dw(bb: Any, expand: _Plan, dw: _Plan, x: Any) -> Any:
+    """One ``edgecc_x86_sexpdw`` call for ``expand`` (1x1) and the depthwise ``dw`` after it
+    (``x86_fp32_expand_dw``), on input ``x``."""
+    from tvm import relax
+
+    consts = _conv_consts(expand) + _conv_consts(dw)
+    args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
+    return bb.emit(relax.call_dps_packed(relax.ExternFunc(x86_fp32_expand_dw.SYMBOL), args,
+                                         relax.TensorType(dw.attrs["y"], "float32")))
+
+
+def _expand_dw_pairs(analysis: "_Analysis") -> dict[Any, _Plan]:
+    """depthwise plan's last var -> the expand plan fused into its call: a 1x1 conv plan (no
+    residual) whose output's only user is an eligible depthwise 3x3 plan's input."""
+    from tvm import relax
+
+    if not FUSE_EXPAND_DW:
+        return {}
+    by_last = {plan.last: plan for plan in analysis.plans.values()}
+    pairs = {}
+    for var, dw in analysis.plans.items():
+        if dw.kind != SDWCONV or not isinstance(dw.x, relax.DataflowVar):
+            continue
+        expand = by_last.get(dw.x)
+        if expand is None or expand.kind != SCONV or expand.residual is not None:
+            continue
+        users = analysis.users.get(expand.last, [])
+        if len(users) != 1 or not users[0].same_as(var):
+            continue
+        if x86_fp32_expand_dw.eligible(expand.weight.shape, expand.attrs, dw.weight.shape,
+                                       dw.attrs):
+            pairs[dw.last] = expand
+    return pairs
+
+
 def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None, winograd: bool = False) -> Any:
     """The kernel call for ``plan`` on input ``x`` (and ``residual``, the visited
     ``plan.residual``, passed before the output: the kernels' 7-argument form); with
@@ -354,26 +425,7 @@ def _emit(bb: Any, plan: _Plan, x: Any, residual: Any = None, winograd: bool = F
         if residual is not None and len(a["shape"]) != 2:
             residual = bb.emit(relax.op.reshape(residual, [m, n]))
     else:
-        nb, c, h, w = a["x"]
-        _, oc, oh, ow = a["y"]
-        kh, kw = plan.weight.shape[2:]
-        geometry = [kh, kw, *a["stride"], *a["pad"], *a["dilation"], oh, ow]
-        flat = x
-        weight = np.ascontiguousarray(plan.weight.reshape(oc, -1))
-        if plan.kind == SCONV:
-            meta = [nb, c, h, w, oc, *geometry]
-            if x86_fp32_winograd.eligible(c, h, w, (kh, kw), a["stride"], a["pad"],
-                                          a["dilation"], (oh, ow)):
-                # meta[15]: 2, W is a constant of the build (the kernel packs its Winograd
-                # weights once into the library's cache); 1, they follow W in the constant
-                meta.append(PACKED_IN_BUILD if winograd else CONSTANT_WEIGHTS)
-                if winograd:
-                    weight = np.concatenate([weight.reshape(-1),
-                                             x86_fp32_winograd.weights(plan.weight).reshape(-1)])
-        else:
-            meta = [nb, c, h, w, *geometry]
-        consts = [weight, bias, np.array(meta, np.int64), bounds]
-        out_shape = a["y"]
+        flat, consts, out_shape = x, _conv_consts(plan, winograd), a["y"]
     args = [flat, *(relax.const(c, str(c.dtype)) for c in consts)]
     if residual is not None:
         args.append(residual)
@@ -405,10 +457,11 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
             counts["bias"] += plan.bias is not None
             counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
+        counts["expand_dw"] = counts.get("expand_dw", 0) + len(_expand_dw_pairs(analysis))
         updates[gvar] = _mutate(module, func, analysis, wants_winograd_weights(module))
     stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
                          counts["clamp"], tuple(left), counts.get("powers", 0),
-                         counts["residual"])
+                         counts["residual"], counts.get("expand_dw", 0))
     if not updates:
         return module, stats
     return with_rewritten_functions(module, updates, external_module()), stats
@@ -423,6 +476,8 @@ def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool) -> Any:
     skipped = {v for plan in analysis.plans.values() for v in (plan.fused[:-1] if plan.fused
                                                                  else [])}
     skipped |= {v for v, plan in analysis.plans.items() if not plan.last.same_as(v)}
+    pairs = _expand_dw_pairs(analysis)  # an expand's call is the depthwise's (one call)
+    skipped |= {expand.last for expand in pairs.values()}
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
@@ -440,6 +495,11 @@ def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool) -> Any:
             plan = plans.get(var)
             if plan is None:
                 super().visit_var_binding_(binding)
+                return
+            if var in pairs:
+                expand = pairs[var]
+                new = _emit_expand_dw(self.builder_, expand, plan, self.visit_expr(expand.x))
+                self.set_var_remap(plan.last, new)
                 return
             residual = None if plan.residual is None else self.visit_expr(plan.residual)
             new = _emit(self.builder_, plan, self.visit_expr(plan.x), residual, winograd)

@@ -54,7 +54,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..24). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..25). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -63,12 +63,12 @@ order with one rounding per FMA (TVM's loop nest rounds the product and the sum:
 agree to ~1e-6 relative, not bit for bit).
 """
 
-from edgecc.targets.tvm import (x86_fp32_dwrows, x86_fp32_dws1, x86_fp32_dws2, x86_fp32_winograd,
-                                x86_fp32_winograd4)
+from edgecc.targets.tvm import (x86_fp32_dwrows, x86_fp32_dws1, x86_fp32_dws2, x86_fp32_expand_dw,
+                                x86_fp32_winograd, x86_fp32_winograd4)
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
-           "edgecc_x86_fp32_path_calls")
+           "edgecc_x86_fp32_path_calls", "edgecc_x86_sexpdw")
 PATH_QUERY = "edgecc_x86_fp32_path_calls"  # calls per path (PATH_* in the source); -1: AVX-512
 
 SOURCE = r"""
@@ -787,7 +787,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 25;
+const int N_PATHS = 26;
 const int64_t CONV_PAIRS_MAX_K = 96;  // edgecc_x86_fp32_conv_pairs: 1x1s of at most this many input channels
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
@@ -799,7 +799,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
        PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
        PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23,
-       PATH_DW_S1_WIDE = 24 };
+       PATH_DW_S1_WIDE = 24, PATH_EXPAND_DW = 25 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1528,13 +1528,14 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // row loaded once (x86_fp32_dws2, edgecc_x86_fp32_dw_s2_wide); 23: the calls of 7 (1x1)
 // whose items ran several panel pairs per row block (edgecc_x86_fp32_conv_pairs); 24: the
 // depthwise calls of 4 on stride-1 planes 65..128 wide in row blocks (x86_fp32_dws1);
+// 25: edgecc_x86_sexpdw calls that ran the fused row bands (x86_fp32_expand_dw);
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
                                          TVMFFIAny* result) {
   const int64_t i = num_args == 1 ? args[0].v_int64 : -2;
   if (i < -1 || i >= N_PATHS) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..20");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_fp32_path_calls: one index, -1..25");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -1542,5 +1543,6 @@ int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t n
   return 0;
 }
 
+""" + x86_fp32_expand_dw.SOURCE + r"""
 }  // extern "C"
 """
