@@ -257,17 +257,18 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             runs["perm_folded"] = [o.numpy() for o in vm["main"](*args)]
             fold_min.value = 512
             assert direct_hi() - before_hi == 10
-            monkeypatch.setenv("EDGECC_X86_DW_DIRECT_HI", "0")  # the sums via write_channel
+            write_hi = ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_write_hi")
+            write_hi.value = 0  # the sums via write_channel (the library's switch)
             runs["direct_sums"] = [o.numpy() for o in vm["main"](*args)]
             assert direct_hi() - before_hi == 10 and direct() - before_direct == 15
-            monkeypatch.delenv("EDGECC_X86_DW_DIRECT_HI")
+            write_hi.value = 1
             monkeypatch.setenv("EDGECC_X86_PERM_PANEL", "0")  # gather_panel (A/B switch)
             runs["gathers"] = [o.numpy() for o in vm["main"](*args)]
             # perm, wide_off, plan_uncached, perm_folded, direct_sums: none here
             assert panels() - before_panels == 6 * 5
             assert interleave() - before_interleave == 4 * 5
             monkeypatch.delenv("EDGECC_X86_PERM_PANEL")
-            monkeypatch.setenv("EDGECC_X86_DW_PERM", "0")
+            ctypes.c_int64.in_dll(lib_c, "edgecc_x86_int8_dw_vbmi").value = 0  # the family off
         if isa == "avx512vnni":  # small maps: the channel-blocked depthwise, no fallback
             blocked = lib.get_function(x86_int8.DW_BLOCKED, query_imports=True)
             hi32 = lib.get_function(x86_int8.HI32, query_imports=True)
@@ -284,7 +285,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             # int8) writes back by requant16_hi: conv, conv1, p0, p0s2 + 10 depthwise; all of
             # them with off folded into the 64-bit add (small K: no int32 wrap possible)
             assert hi32() - before_hi == 14 and folded() - before_fold == 14
-            monkeypatch.delenv("EDGECC_X86_DW_PERM", raising=False)
+            ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_dw_vbmi").value = 1
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     _probe_write_back(lib, rng)
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
