@@ -115,6 +115,7 @@ struct Attn {
   int64_t qs[3], ks[3], vs[3], os[3], ms[3], cs[3];  // (batch, head, row) strides
   float scale;
   int64_t chunk, nchunks;
+  int64_t prefetch;  // edgecc_x86_attention_prefetch at the call
 };
 
 // dst[c * ld + r] = src[r * ls + c] for an 8 x 8 block (AVX2 shuffles, both ISAs)
@@ -160,27 +161,31 @@ struct Head {
   int64_t ldq, ldk, ldv, ldm, ldc, ldo;
 };
 
+// (every loop over the tiles' rows / vectors unrolled: GCC otherwise kept qk_tile's 6 x 4
+// accumulators in memory, zeroed, spilled and reloaded per call — 0.89x of MiniLM's
+// attention time unrolled, 1 thread, same operations: bit-identical)
+#define UNROLL _Pragma("GCC unroll 24")
 // scores of MR rows x the NV vectors of columns from c0: s = (q · Kᵀ) * scale + mask (the
 // graph's two roundings), lanes past the last key -inf; each row's maximum into mx[r]
 template <int MR, int NV>
 static void qk_tile(const Attn& a, const Head& h, int64_t c0, float* s, int64_t lds,
                     float* mx) {
   V acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
+  UNROLL for (int r = 0; r < MR; ++r)
+    UNROLL for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
   const float* b = h.kt + c0;
   for (int64_t kk = 0; kk < a.D; ++kk) {
     V bv[NV];
-    for (int c = 0; c < NV; ++c) bv[c] = vload(b + kk * h.ldk + c * W);
-    for (int r = 0; r < MR; ++r) {
+    UNROLL for (int c = 0; c < NV; ++c) bv[c] = vload(b + kk * h.ldk + c * W);
+    UNROLL for (int r = 0; r < MR; ++r) {
       const V av = vset1(h.q[r * h.ldq + kk]);
-      for (int c = 0; c < NV; ++c) acc[r][c] = vfma(av, bv[c], acc[r][c]);
+      UNROLL for (int c = 0; c < NV; ++c) acc[r][c] = vfma(av, bv[c], acc[r][c]);
     }
   }
   const V vs = vset1(a.scale), ninf = vset1(-__builtin_inff());
-  for (int r = 0; r < MR; ++r) {
+  UNROLL for (int r = 0; r < MR; ++r) {
     V m = ninf;
-    for (int c = 0; c < NV; ++c) {
+    UNROLL for (int c = 0; c < NV; ++c) {
       const int64_t j = c0 + c * W;
       const int n = a.Sk - j < W ? (int)(a.Sk - j) : W;
       V x = vmul(acc[r][c], vs);
@@ -203,22 +208,22 @@ template <int MR, int NV>
 static void pv_tile(const Attn& a, const Head& h, const float* p, int64_t ldp, int64_t kend,
                     int64_t c0, const float* sum, const bool* keep) {
   V acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
+  UNROLL for (int r = 0; r < MR; ++r)
+    UNROLL for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
   const float* b = h.v + c0;
   for (int64_t kk = 0; kk < kend; ++kk) {
     V bv[NV];
-    for (int c = 0; c < NV; ++c) bv[c] = vload(b + kk * h.ldv + c * W);
-    for (int r = 0; r < MR; ++r) {
+    UNROLL for (int c = 0; c < NV; ++c) bv[c] = vload(b + kk * h.ldv + c * W);
+    UNROLL for (int r = 0; r < MR; ++r) {
       const V av = vset1(p[r * ldp + kk]);
-      for (int c = 0; c < NV; ++c) acc[r][c] = vfma(av, bv[c], acc[r][c]);
+      UNROLL for (int c = 0; c < NV; ++c) acc[r][c] = vfma(av, bv[c], acc[r][c]);
     }
   }
-  for (int r = 0; r < MR; ++r) {
+  UNROLL for (int r = 0; r < MR; ++r) {
     const V total = vset1(sum[r]);
-    for (int c = 0; c < NV; ++c) {
+    UNROLL for (int c = 0; c < NV; ++c) {
       const int64_t j = c0 + c * W;
-      if (j >= a.Dv) break;
+      if (j >= a.Dv) continue;  // (no break: the loop unrolls, acc stays in registers)
       const int n = a.Dv - j < W ? (int)(a.Dv - j) : W;
       const V y = keep[r] ? vdiv(acc[r][c], total) : vzero();
       if (h.out) {
@@ -228,6 +233,8 @@ static void pv_tile(const Attn& a, const Head& h, const float* p, int64_t ldp, i
     }
   }
 }
+
+#undef UNROLL
 
 typedef void (*QkFn)(const Attn&, const Head&, int64_t, float*, int64_t, float*);
 typedef void (*PvFn)(const Attn&, const Head&, const float*, int64_t, int64_t, int64_t,
@@ -320,13 +327,21 @@ static RowsFn pick_rows(int64_t m) {
   }
 }
 
+// rows [r0, r1) of n floats, ``stride`` apart, into L1 (a prefetch per 64-byte line)
+static inline void prefetch_rows(const float* p, int64_t stride, int64_t r0, int64_t r1,
+                                 int64_t n) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t d = 0; d < n; d += 16)
+      _mm_prefetch(reinterpret_cast<const char*>(p + r * stride + d), _MM_HINT_T0);
+}
+
 static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
   const int64_t skp = round_up(a.Sk, W), dvp = round_up(a.Dv, W);
   const bool copy_v = a.Dv % W != 0;  // else V is read in place (its rows are contiguous)
   float* kt = static_cast<float*>(scratch(0, a.D * skp * 4 + 64));
   float* vp = copy_v ? static_cast<float*>(scratch(1, a.Sk * dvp * 4 + 64)) : 0;
   float* sp = static_cast<float*>(scratch(2, 6 * skp * 4 + 64));
-  int64_t packed = -1, skipped = 0;
+  int64_t packed = -1, skipped = 0, prefetched = 0;
   Head h;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nchunks, ch = t % a.nchunks, b = bh / a.H, hd = bh % a.H;
@@ -345,7 +360,30 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
     h.kt = kt; h.ldk = skp;
     h.v = copy_v ? vp : v; h.ldv = copy_v ? dvp : a.vs[2];
     h.ldq = a.qs[2]; h.ldm = a.ms[2]; h.ldc = a.cs[2]; h.ldo = a.os[2];
+    // the next task's head, when it is another one: its q / k / v rows prefetched 6 by 6
+    // while this head's groups of 6 run (edgecc_x86_attention_prefetch), so its K pack
+    // and its q / V reads do not wait on L2 / L3 (the rows are D / Dv floats at a stride)
+    const float *nq = 0, *nk = 0, *nv = 0;
+    if (a.prefetch && t + 1 < t1 && (t + 1) / a.nchunks != bh) {
+      const int64_t nb = (t + 1) / a.nchunks / a.H, nh = (t + 1) / a.nchunks % a.H;
+      nq = a.q + nb * a.qs[0] + nh * a.qs[1];
+      nk = a.k + nb * a.ks[0] + nh * a.ks[1];
+      nv = a.v + nb * a.vs[0] + nh * a.vs[1];
+      ++prefetched;
+    }
+    const int64_t groups = (i1 - i0 + 5) / 6, qrows = a.chunk < a.Sq ? a.chunk : a.Sq;
+    int64_t kr = 0, qr = 0;  // next head's rows of k / v and of q prefetched so far
     for (int64_t i = i0; i < i1; i += 6) {
+      if (nk) {
+        const int64_t g = (i - i0) / 6 + 1;  // groups done after this one
+        const int64_t kend = (a.Sk * g + groups - 1) / groups;
+        const int64_t qend = (qrows * g + groups - 1) / groups;
+        prefetch_rows(nk, a.ks[2], kr, kend, a.D);
+        prefetch_rows(nv, a.vs[2], kr, kend, a.Dv);
+        prefetch_rows(nq, a.qs[2], qr, qend, a.D);
+        kr = kend;
+        qr = qend;
+      }
       h.q = a.q + b * a.qs[0] + hd * a.qs[1] + i * a.qs[2];
       h.mask = a.mask ? a.mask + b * a.ms[0] + hd * a.ms[1] + i * a.ms[2] : 0;
       h.keep = a.keep ? a.keep + b * a.cs[0] + hd * a.cs[1] + i * a.cs[2] : 0;
@@ -356,6 +394,8 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
     }
   }
   if (skipped) __atomic_fetch_add(&path_calls[PATH_KEYS_SKIPPED], skipped, __ATOMIC_RELAXED);
+  if (prefetched)
+    __atomic_fetch_add(&path_calls[PATH_ATTN_PREFETCHED], prefetched, __ATOMIC_RELAXED);
 }
 
 // ---- element-wise tails: float and / or int8 outputs ---------------------------------------
@@ -582,6 +622,12 @@ int64_t edgecc_x86_linear_min_items = 32;
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_linear_group_bytes = 256 * 1024;
 
+// edgecc_x86_attention: 1 (default) a pool task prefetches the next head's q / k / v rows
+// while a head runs (attention_tasks); 0 not. A knob (the same sums either way: the tests'
+// bit-for-bit A/B), int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_attention_prefetch = 1;
+
 namespace {
 
 // which attention path ran (the tests' proof that nothing fell back; PATH_QUERY): calls that
@@ -589,10 +635,12 @@ namespace {
 // a group of 6)
 // (2); linear calls (3), those with a GELU in their write-back (4), those that split the
 // columns across the pool too (5), a task's column split packed in 2+ groups of row blocks
-// (6: edgecc_x86_linear_group_bytes)
-static int64_t path_calls[7] = {0, 0, 0, 0, 0, 0, 0};
+// (6: edgecc_x86_linear_group_bytes); heads whose q / k / v rows were prefetched while the
+// head before ran (7: edgecc_x86_attention_prefetch)
+static int64_t path_calls[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
-       PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5, PATH_LINEAR_GROUPS = 6 };
+       PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5, PATH_LINEAR_GROUPS = 6,
+       PATH_ATTN_PREFETCHED = 7 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -664,6 +712,7 @@ int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_arg
       a.os[i] = meta[17 + i]; a.ms[i] = meta[20 + i]; a.cs[i] = meta[23 + i];
     }
     a.scale = fp[0]; a.chunk = chunk; a.nchunks = nchunks;
+    a.prefetch = __atomic_load_n(&edgecc_x86_attention_prefetch, __ATOMIC_RELAXED);
   };
   const int64_t work = B * H * Sq * Sk * (D + Dv);
   const bool avx512 = use_avx512();
@@ -811,8 +860,8 @@ __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 6) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..6");
+      args[0].v_int64 > 7) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..7");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;

@@ -148,6 +148,42 @@ def test_outputs_equal_tvms_kernels(fp32_builds, monkeypatch, isa):
     assert calls == [2 * 2, 0, 2 * _skipped_key_vectors(width)], calls
 
 
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+def test_attention_prefetch_gives_the_same_bits(fp32_builds, monkeypatch, isa):
+    """``edgecc_x86_attention_prefetch`` (default 1: a pool task prefetches the next head's
+    q / k / v rows while a head runs): on and off write the same bits, and the path counter
+    (7) shows the default prefetched heads — every head but the first of a pool task's
+    range — while 0 prefetches none (a silent fallback fails)."""
+    import ctypes
+    import os
+
+    _, built = fp32_builds
+    ours = built["edgecc"]
+    ours.run(*_inputs(1))
+    paths = ours._runner.module.get_function(x86_attention.PATH_QUERY, query_imports=True)
+    knob = ctypes.c_int64.in_dll(ctypes.CDLL(ours._runner.library,
+                                             mode=os.RTLD_NOLOAD | os.RTLD_LOCAL),
+                                 "edgecc_x86_attention_prefetch")
+    if isa == "avx2":
+        monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
+    assert knob.value == 1
+    x, mask = _inputs(2)
+    before = int(paths(7))
+    reference = ours.run(x, mask)
+    prefetched = int(paths(7)) - before
+    # 2 attentions x (3 samples x 3 heads = 9 one-head tasks), each call's tasks split in at
+    # most 9 ranges over the pool: at least one head per call prefetched, at most 8
+    assert 2 <= prefetched <= 2 * 8, prefetched
+    try:
+        knob.value = 0
+        before = int(paths(7))
+        got = ours.run(x, mask)
+        assert int(paths(7)) == before
+        assert torch.equal(got, reference)
+    finally:
+        knob.value = 1
+
+
 def _has_avx512():
     with open("/proc/cpuinfo") as f:
         flags = set(f.read().split())
