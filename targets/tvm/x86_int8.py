@@ -43,7 +43,7 @@ from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
     ISA_QUERY, OC_SPLIT, OFF_FOLDED, PERM_PANELS, POST16, POST_ROWS, REQUANT_PROBE, SOURCE,
     VBMI_INTERLEAVE, SYMBOLS,
 )
-from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4, DIRECT4_S2  # noqa: F401
+from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4, DIRECT4_S2, PAD_VBMI  # noqa: F401
 from edgecc.targets.tvm.x86_int8_dwrows_source import DW_ROWS  # noqa: F401
 from edgecc.targets.tvm.x86_int8_pool_source import CONV_SERIAL  # noqa: F401
 from edgecc.targets.tvm.x86_int8_tile_source import (  # noqa: F401

@@ -32,7 +32,8 @@ im2col path (A/B); counted by ``edgecc_x86_int8_direct4_s2_calls``."""
 
 DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct4 so far
 DIRECT4_S2 = "edgecc_x86_int8_direct4_s2_calls"  # () -> ... of them with stride 2
-DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2)
+PAD_VBMI = "edgecc_x86_int8_pad_vbmi_calls"  # () -> ... of them padded by pad_rows_c4v
+DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2, PAD_VBMI)
 
 DIRECT_KERNELS = r"""
 // ---- conv_direct4 (x86_int8_direct_source) ----
@@ -42,6 +43,10 @@ int64_t direct4_calls = 0;  // convolution calls run by conv_direct4 (a test's)
 // column-phase copy (A/B: 0 = the im2col path); counted by direct4_s2_calls
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_s2 = 1;
 int64_t direct4_s2_calls = 0;  // convolution calls run by conv_direct4 with stride 2 (a test's)
+
+// nonzero: pad_rows_c4 writes a row's left / right padding (1-2 columns of 4 bytes) by plain
+// stores, not two memset calls a row (A/B: 0)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_inline = 1;
 
 // padded rows [y0, y1) of x + 128 as [C/4][hp][wp][4] bytes (padding zu): 16 columns of 4
 // channels a call of interleave4
@@ -54,8 +59,14 @@ static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int
     for (int64_t y = y0; y < y1; ++y) {
       uint8_t* row = dst + (cq * hp + y) * wp * 4;
       if (y < ph || y >= ph + h) { memset(row, zu, wp * 4); continue; }
-      memset(row, zu, pw * 4);
-      memset(row + (pw + w) * 4, zu, (wp - pw - w) * 4);
+      if (pw <= 2 && wp - pw - w <= 2 && edgecc_x86_int8_pad_inline) {  // a store or two each
+        const uint32_t z4 = 0x01010101u * zu;
+        for (int64_t i = 0; i < pw; ++i) memcpy(row + i * 4, &z4, 4);
+        for (int64_t i = pw + w; i < wp; ++i) memcpy(row + i * 4, &z4, 4);
+      } else {
+        memset(row, zu, pw * 4);
+        memset(row + (pw + w) * 4, zu, (wp - pw - w) * 4);
+      }
       const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
       int64_t i = 0;
       for (; i + 16 <= w; i += 16)
@@ -63,6 +74,48 @@ static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int
                     reinterpret_cast<int8_t*>(row + (pw + i) * 4), flip);
       for (; i < w; ++i)
         for (int j = 0; j < 4; ++j) row[(pw + i) * 4 + j] = (uint8_t)s[j * cs + i] ^ 0x80;
+    }
+}
+
+// pad_rows_c4 with AVX-512 VBMI: 16 columns of a row's 4 channels by 4 masked loads and one
+// vpermb into [16][4] bytes (the last columns masked: 8-column maps took pad_rows_c4's
+// scalar tail, 32 byte stores a row), stored masked; the same bytes as pad_rows_c4.
+// edgecc_x86_int8_pad_vbmi 0: pad_rows_c4 (A/B); counted per call in pad_vbmi_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_vbmi = 1;
+int64_t pad_vbmi_calls = 0;  // conv_direct4 calls whose stride-1 copy ran pad_rows_c4v
+std::atomic<int> pad_vbmi_seen{0};  // set once a call (stored only when clear)
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
+static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
+                         int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,
+                         uint8_t zu) {
+  alignas(64) uint8_t idx[64];
+  for (int j = 0; j < 64; ++j) idx[j] = (uint8_t)((j % 4) * 16 + j / 4);  // column j/4, ch j%4
+  const __m512i perm = _mm512_load_si512(idx), flip = _mm512_set1_epi8((char)0x80);
+  const uint32_t z4 = 0x01010101u * zu;
+  const int64_t cs = h * w, right = wp - pw - w;
+  for (int64_t cq = 0; cq < c / 4; ++cq)
+    for (int64_t y = y0; y < y1; ++y) {
+      uint8_t* row = dst + (cq * hp + y) * wp * 4;
+      if (y < ph || y >= ph + h) { memset(row, zu, wp * 4); continue; }
+      if (pw <= 2 && right <= 2) {
+        for (int64_t i = 0; i < pw; ++i) memcpy(row + i * 4, &z4, 4);
+        for (int64_t i = pw + w; i < wp; ++i) memcpy(row + i * 4, &z4, 4);
+      } else {
+        memset(row, zu, pw * 4);
+        memset(row + (pw + w) * 4, zu, right * 4);
+      }
+      const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
+      for (int64_t i = 0; i < w; i += 16) {
+        const int64_t n = std::min<int64_t>(16, w - i);
+        const __mmask16 in = (__mmask16)((1u << n) - 1);
+        const __mmask64 out = n == 16 ? ~0ull : (1ull << (n * 4)) - 1;
+        __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(in, s + i));
+        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(in, s + cs + i), 1);
+        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(in, s + 2 * cs + i), 2);
+        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(in, s + 3 * cs + i), 3);
+        _mm512_mask_storeu_epi8(row + (pw + i) * 4, out,
+                                _mm512_permutexvar_epi8(perm, _mm512_xor_si512(v, flip)));
+      }
     }
 }
 
@@ -187,7 +240,13 @@ static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, in
 static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
   const int64_t y0 = r0 * d.sh, y1 = std::min(d.hp, (r1 - 1) * d.sh + d.kh);
   if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu);
-  else pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu);
+  else if (edgecc_x86_int8_pad_vbmi && has_vbmi()) {
+    pad_rows_c4v(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu);
+    if (!pad_vbmi_seen.load(std::memory_order_relaxed))
+      pad_vbmi_seen.store(1, std::memory_order_relaxed);
+  } else {
+    pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu);
+  }
   alignas(64) int32_t acc[128];
   const int64_t ld = d.kq * 4, rb = d.row_bytes(), next = d.sh * rb;  // next: an output row
   const bool half = d.ow == 8;
@@ -219,11 +278,14 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
 
 // the call: bands of output rows (two a thread, fewer where a band's kh - 1 halo rows would
 // be over half its own: as qconv's bands), each padded into its thread's copy (scratch 1)
+// (edgecc_x86_int8_direct4_bands: bands a thread at most, default 2; an A/B knob)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_bands = 2;
 static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t halo = std::max(d.kh - 1, (int64_t)1);
   const int64_t unit = d.ow == 8 ? 2 : 1, units = d.oh / unit;  // output rows of whole panels
+  const int64_t per = std::max<int64_t>(1, edgecc_x86_int8_direct4_bands);
   const int64_t bands = threads > 1 && job_work >= serial_work()
-      ? std::min(units, std::max(threads, std::min(2 * threads, d.oh / (2 * halo)))) : 1;
+      ? std::min(units, std::max(threads, std::min(per * threads, d.oh / (2 * halo)))) : 1;
   parallel_for(bands, [&](int64_t i0, int64_t i1) {
     uint8_t* own = static_cast<uint8_t*>(scratch(1, d.c * d.hp * d.row_bytes() / 4 + 64));
     for (int64_t i = i0; i < i1; ++i)
@@ -248,6 +310,15 @@ int __tvm_ffi_edgecc_x86_int8_direct4_s2_calls(void*, const TVMFFIAny*, int32_t,
                                                TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&direct4_s2_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many stride-1 conv_direct4 calls padded their copy by pad_rows_c4v (VBMI)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_pad_vbmi_calls(void*, const TVMFFIAny*, int32_t,
+                                             TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&pad_vbmi_calls, __ATOMIC_RELAXED);
   return 0;
 }
 """

@@ -1472,6 +1472,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&tile_post_calls, 1, __ATOMIC_RELAXED);
     if (tile_tied_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&tile_tied_calls, 1, __ATOMIC_RELAXED);
+    if (pad_vbmi_seen.exchange(0, std::memory_order_relaxed))
+      __atomic_fetch_add(&pad_vbmi_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));

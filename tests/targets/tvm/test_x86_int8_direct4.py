@@ -39,3 +39,34 @@ def test_direct4_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     args = [tvm.runtime.tensor(x) for x in xs]
     runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_direct4", calls, sum(c[6] for c in CASES))
     _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas() or not _has_vbmi(),
+                    reason="no AVX-512 VNNI + VBMI on this CPU")
+def test_pad_vbmi_copy_equals_the_integer_arithmetic(tmp_path, monkeypatch):
+    """conv_direct4's stride-1 channel-quad copy by pad_rows_c4v (masked loads, one vpermb
+    per 16 columns: 32-, 16-, 8-column maps, a 5x5 kernel's 3 x 2 padding): the same
+    outputs as pad_rows_c4 (the knob 0) and the integer arithmetic, serial and pooled, and
+    counted per stride-1 conv_direct4 call only while on; pad_inline (pad_rows_c4's padding
+    columns by plain stores) likewise."""
+    import ctypes
+
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(6), CASES,
+                                                  str(tmp_path / "k.so"))
+    calls = lib.get_function(x86_int8.PAD_VBMI, query_imports=True)
+    args = [tvm.runtime.tensor(x) for x in xs]
+    stride1 = sum(c[6] and c[3] == (1, 1) for c in CASES)
+    runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_pad_vbmi", calls, stride1)
+    inline = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_pad_inline")
+    vbmi = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_pad_vbmi")
+    try:
+        vbmi.value, inline.value = 0, 0  # pad_rows_c4 with its memset padding
+        runs.append([o.numpy() for o in vm["main"](*args)])
+    finally:
+        vbmi.value, inline.value = 1, 1
+    _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
