@@ -14,7 +14,9 @@ kernel serves, while the wrappers time each call site (per site, the median of a
 runs). A site takes the value whose per-call median is ``SITE_GAIN`` below the default's and
 faster in all rounds but one; where several knobs' values qualify at one site, the largest
 relative gain (one override per site: the gains of two knobs measured apart need not add
-up). The table is then one more whole-model candidate of ``end_to_end.select`` and must pass
+up). The table is then replicated (``_replicate``): the whole table against none, the same
+rounds on the same library, each site's override kept only where its calls were faster
+again, and the table dropped unless all sites' summed time was lower. The table is then one more whole-model candidate of ``end_to_end.select`` and must pass
 its rule against the default like any other, so a table whose per-site gains do not add up
 end to end (one layer's variant slowing the next) is not applied.
 
@@ -114,11 +116,18 @@ def site_knob_search(library: Any, callees: list[str] | tuple[str, ...], inputs:
                         gain > best.get(i, (0.0,))[0]:
                     best[i] = (gain, symbol, v, ref_us, us)
     table = tuple((i, symbol, v) for i, (_, symbol, v, _, _) in sorted(best.items()))
+    screened = len(table)
+    check: dict[str, Any] = {}
+    if table:
+        table, check = _replicate(library, inputs, block, rounds, table)
+        blocks += check["blocks"]
+        best = {i: best[i] for i, _, _ in table}
     summary = {
         "sites": n, "knobs": len(searched), "values": sum(len(v) for s, v, _ in options
                                                           if s in searched),
         "rounds": rounds, "blocks": blocks, "calls_per_block": block,
-        "changed": len(table), "seconds": round(time.perf_counter() - start, 2),
+        "changed": len(table), "screened": screened, "replication": check,
+        "seconds": round(time.perf_counter() - start, 2),
         "skipped_for_budget": skipped,
         "estimated_gain_us": round(sum(ref - us for _, _, _, ref, us in best.values()), 1),
         "table": [list(entry) for entry in table],
@@ -126,3 +135,28 @@ def site_knob_search(library: Any, callees: list[str] | tuple[str, ...], inputs:
                     f"{symbol}={v}: {ref:.1f} -> {us:.1f} us"
                     for i, (_, symbol, v, ref, us) in sorted(best.items())]}
     return (KernelSettings(site_knobs=table) if table else None), summary
+
+
+def _replicate(library: Any, inputs: list[Any], block: int, rounds: int,
+               table: tuple[tuple[int, str, int], ...]
+               ) -> tuple[tuple[tuple[int, str, int], ...], dict[str, Any]]:
+    """The screened table again, whole, against no override on the same library (``rounds``
+    interleaved rounds): a site keeps its override only where its own calls were faster in
+    all rounds but one (the screening tested every site x value: some pass by chance), and
+    the table is dropped unless the sum of all sites' times — the neighbours of a changed
+    site among them: a variant that leaves its output in the other core's cache slows the
+    next layer, which its own timing does not see — was lower in all rounds but one."""
+    per: dict[bool, list[list[float]]] = {False: [], True: []}
+    for r in range(rounds):
+        for on in (False, True) if r % 2 == 0 else (True, False):
+            library.set(KernelSettings(site_knobs=table if on else ()))
+            per[on].append(_site_medians(library, inputs, block))
+    library.set(KernelSettings())
+    total_wins = sum(sum(b) < sum(a) for a, b in zip(per[False], per[True]))
+    kept = tuple(entry for entry in table
+                 if sum(b[entry[0]] < a[entry[0]] for a, b in zip(per[False], per[True]))
+                 >= rounds - 1)
+    total = [statistics.median(sum(run) for run in per[on]) for on in (False, True)]
+    check = {"blocks": 2 * rounds, "total_us": [round(t, 1) for t in total],
+             "total_wins": total_wins, "kept": len(kept) if total_wins >= rounds - 1 else 0}
+    return (kept if total_wins >= rounds - 1 else ()), check

@@ -74,6 +74,9 @@ def test_tune_then_reuse_the_cache(tmp_path):
     assert set(e2e["verdicts"]) == set(e2e["ms"]) - {"default"} and e2e["rule"]
     # the call-site search timed the one call of the x86 SGEMM
     assert e2e["sites"]["sites"] == 1 and e2e["calls"]["site_rounds"] > 0
+    # and the per-call-site kernel variants (the pool's knobs apply to the SGEMM's site)
+    assert e2e["site_knobs"]["sites"] == 1 and e2e["site_knobs"]["knobs"] >= 1
+    assert "per-call-site kernel-variant search" in tuning["budget"]
     if e2e["chosen"] != "default":
         assert e2e["verdicts"][e2e["chosen"]]["bound"] < 1 - MARGIN
         assert e2e["confirm"]["candidate"] == e2e["chosen"]

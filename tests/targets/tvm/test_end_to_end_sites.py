@@ -162,19 +162,20 @@ class _SiteLibrary:
 
     def site_times(self, on):
         chosen = {(i, s): v for i, s, v in self.settings.site_knobs}
-        return [self.draw(i, {s: v for (j, s), v in chosen.items() if j == i})
+        return [self.draw(i, {s: v for (j, s), v in chosen.items() if j == i}, chosen)
                 * float(np.exp(self.rng.normal(0, 0.01))) for i in range(self.sites)]
 
 
 def test_the_search_takes_per_site_the_value_that_made_its_calls_faster():
     """Site 0 is 20% faster at Winograd 0, site 1 10% slower, site 2 (the int8 kernel) is
     not touched by an fp32 knob, site 3 gains 3% (under SITE_GAIN): the table holds site 0's
-    override alone; with nothing faster, no table."""
+    override alone; with nothing faster, no table; a site whose variant slows its neighbour
+    by more than it gains (seen when the table is replicated whole) gives no table."""
     from edgecc.targets.tvm import end_to_end_sites
 
     callees = ["edgecc_x86_sconv", "edgecc_x86_sconv", "edgecc_x86_qconv", "edgecc_x86_sconv"]
 
-    def draw(i, knobs):
+    def draw(i, knobs, chosen):
         if knobs.get(WINOGRAD) == 0:
             return {0: 8.0, 1: 11.0, 2: 10.0, 3: 9.7}[i]
         return 10.0
@@ -187,12 +188,24 @@ def test_the_search_takes_per_site_the_value_that_made_its_calls_faster():
     assert summary["estimated_gain_us"] == pytest.approx(2.0, abs=0.3)
     knobs = [s for s, _, sites in end_to_end_sites.site_knob_options(library, callees)]
     assert WINOGRAD in knobs and "edgecc_pool_inline_ns" not in knobs
-    assert summary["blocks"] == end_to_end_sites.SITE_KNOB_ROUNDS * sum(
-        len(v) + 1 for _, v, _ in end_to_end_sites.site_knob_options(library, callees))
+    assert summary["blocks"] == end_to_end_sites.SITE_KNOB_ROUNDS * (sum(
+        len(v) + 1 for _, v, _ in end_to_end_sites.site_knob_options(library, callees)) + 2)
+    assert summary["replication"]["kept"] == 1 and summary["screened"] == 1
+
+    def neighbour(i, knobs, chosen):  # site 0's variant costs site 1 3 us (unless site 1's own)
+        if i == 0:
+            return 8.0 if knobs.get(WINOGRAD) == 0 else 10.0
+        if i == 1:
+            return 10.0 + 3.0 * ((0, WINOGRAD) in chosen) - 3.0 * (knobs.get(WINOGRAD) == 0)
+        return 10.0
+
+    lib = _SiteLibrary(neighbour, 4, list(library.knob_columns))
+    table, summary = end_to_end_sites.site_knob_search(lib, callees, [], 3)
+    assert table is None and summary["screened"] == 1 and summary["replication"]["kept"] == 0
     # the int8 knobs' options cover the int8 site only, the fp32 ones the fp32 sites
     options = {s: sites for s, _, sites in end_to_end_sites.site_knob_options(library, callees)}
     assert options[WINOGRAD] == [0, 1, 3] and options["edgecc_x86_int8_oc_split"] == [2]
-    flat = _SiteLibrary(lambda i, knobs: 10.0, 4, list(library.knob_columns))
+    flat = _SiteLibrary(lambda i, knobs, chosen: 10.0, 4, list(library.knob_columns))
     assert end_to_end_sites.site_knob_search(flat, callees, [], 3)[0] is None
     # the budget: no knob after the time is spent
     table, summary = end_to_end_sites.site_knob_search(library, callees, [], 3, seconds=-1.0)
@@ -223,3 +236,30 @@ def test_the_search_runs_end_to_end_on_a_small_cnn(tmp_path, monkeypatch):
     lowering.build(module, target, str(tmp_path / "default.so"))
     ref = end_to_end._Library(str(tmp_path / "default.so"), 2).vm.run(x)[0].numpy()
     assert _rel(out, ref) <= BOUND
+
+
+def test_a_site_table_combines_with_other_winners_but_not_the_same_knob_model_wide():
+    """The greedy combination (``end_to_end.combination``) merges the kernel-variant table
+    with the serial / pool table and another knob's model-wide value (all on the wrappers'
+    library), but not with a model-wide value of a knob the table sets per site."""
+    S = end_to_end.KernelSettings
+    libs = {"default": object(), "sites": object()}
+
+    def library_for(s):
+        return end_to_end.library_for(libs, "default", s)
+
+    table = S(site_knobs=((1, WINOGRAD, 0),))
+    cands = {"default, t": (libs["sites"], table),
+             "default, s": (libs["sites"], S(sites=((63, 0), (0, 0)))),
+             "default, w": (libs["default"], S(knobs=((WINOGRAD, 0),))),
+             "default, p": (libs["default"], S(knobs=(("edgecc_x86_fp32_s2_phases", 0),)))}
+    verdicts = {k: {"ratio": r, "bound": r, "wins": 8, "rounds": 8, "faster": True}
+                for k, r in (("default, t", 0.8), ("default, s", 0.85), ("default, w", 0.9),
+                             ("default, p", 0.95))}
+    name, (library, settings), parts = end_to_end.combination(cands, verdicts, "default, t",
+                                                              library_for)
+    assert parts == ["default, t", "default, s", "default, p"] and library is libs["sites"]
+    assert settings == S(sites=((63, 0), (0, 0)), site_knobs=table.site_knobs,
+                         knobs=(("edgecc_x86_fp32_s2_phases", 0),))
+    assert "per-call-site kernel variants (1 of 2 calls: site 1 edgecc_x86_fp32_winograd=0)" \
+        in name
