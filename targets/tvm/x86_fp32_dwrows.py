@@ -45,8 +45,9 @@ const int DW_ROWS = 8;  // output rows per block (the tail's switch below covers
 // reads 10-17 rows' streams at once), its 56- and 28-wide ones 0.65-0.75x
 const int64_t DW_ROWS_WIDTH = 64;
 // one block of R output rows from oy0 (R <= DW_ROWS; S = stride, both directions), every
-// 16-output step of the rows; mk / mo: dw3x3_avx512's load and store masks per step
-template <int S, int R>
+// 16-output step of the rows; mk / mo: dw3x3_avx512's load and store masks per step; NT: full,
+// 64-byte aligned output vectors by non-temporal stores (x86_fp32_expand_dw; its caller fences)
+template <int S, int R, bool NT = false>
 __attribute__((target("avx512f")))
 static inline void dw_rows_block(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph,
                                  int64_t pw, int64_t oy0, int64_t steps, const __m512* w,
@@ -81,14 +82,16 @@ static inline void dw_rows_block(const Depthwise& d, int64_t ih, int64_t iw, int
     for (int r = 0; r < R; ++r) {
       __m512 y = _mm512_add_ps(acc[r], b);
       y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
-      _mm512_mask_storeu_ps(d.out + (oy0 + r) * d.ow + 16 * i, mo[i], y);
+      float* o = d.out + (oy0 + r) * d.ow + 16 * i;
+      if (NT && mo[i] == (__mmask16)0xFFFF && ((uintptr_t)o & 63) == 0) _mm512_stream_ps(o, y);
+      else _mm512_mask_storeu_ps(o, mo[i], y);
     }
   }
 }
 
 // one plane (d.src unpadded, ``ih`` x ``iw``; d.sh == d.sw == S): blocks of DW_ROWS output
 // rows, the last block its own size
-template <int S>
+template <int S, bool NT = false>
 __attribute__((target("avx512f")))
 static void dw3x3_rows(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph, int64_t pw) {
   __m512 w[9];
@@ -107,15 +110,15 @@ static void dw3x3_rows(const Depthwise& d, int64_t ih, int64_t iw, int64_t ph, i
   }
   int64_t oy = 0;
   for (; oy + DW_ROWS <= d.oh; oy += DW_ROWS)
-    dw_rows_block<S, DW_ROWS>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
+    dw_rows_block<S, DW_ROWS, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo);
   switch (d.oh - oy) {
-    case 1: dw_rows_block<S, 1>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
-    case 2: dw_rows_block<S, 2>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
-    case 3: dw_rows_block<S, 3>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
-    case 4: dw_rows_block<S, 4>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
-    case 5: dw_rows_block<S, 5>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
-    case 6: dw_rows_block<S, 6>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
-    case 7: dw_rows_block<S, 7>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 1: dw_rows_block<S, 1, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 2: dw_rows_block<S, 2, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 3: dw_rows_block<S, 3, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 4: dw_rows_block<S, 4, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 5: dw_rows_block<S, 5, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 6: dw_rows_block<S, 6, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
+    case 7: dw_rows_block<S, 7, NT>(d, ih, iw, ph, pw, oy, steps, w, b, lo, hi, mk, mo); break;
     default: break;
   }
 }

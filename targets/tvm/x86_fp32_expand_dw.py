@@ -31,7 +31,12 @@ Eligible (else the call runs the two kernels in turn through a whole intermediat
 Knobs (int32, read per call, for the tests' A/B and ``--tune``): ``edgecc_x86_fp32_expand_dw``
 1 (0: the unfused pair through the scratch intermediate), ``edgecc_x86_fp32_expand_dw_rows``
 output rows per band (28), ``edgecc_x86_fp32_expand_dw_step`` output rows per step inside a
-band (its rows expanded just before their depthwise; 0, the default: the whole band at once).
+band (its rows expanded just before their depthwise; 0, the default: the whole band at once),
+``edgecc_x86_fp32_expand_dw_stream`` 1: the stride-1 depthwise writes its full, 64-byte
+aligned output vectors with non-temporal stores (``dw3x3_rows<1, true>``; the output, 10-14 MB,
+is read once by the next layer: no read-for-ownership of lines it overwrites; a perf profile
+had ~30% of the depthwise's samples at its stores); 0: cached stores (the same values). Whole
+MobileNetV2-224, 1 thread CPU time, knob A/B interleaved, 40 rounds, load ~5.8: 0.968x paired.
 
 The build (``x86_fp32.FUSE_EXPAND_DW``, ``eligible``) fuses pairs whose expand output is at
 least ``MIN_BYTES`` (8 MiB: MobileNetV2-224's 8 -> 48 and two 12 -> 72 @224, one stride 2).
@@ -50,6 +55,7 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw =
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_rows = 28;
 // output rows per step inside a band (its input rows expanded just before); 0: the whole band
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_step = 0;
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_stream = 1;
 const int64_t EXPAND_DW_CHUNK = 12;  // expand channels per item: one micro-tile's rows
 
 int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);
@@ -148,10 +154,12 @@ int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
             t.w = w2 + ch * 9; t.b = b2[ch];
             t.out = dst + ch * opix + ya * ow;
             if (s == 2) dw3x3_s2_wide(t, rb - ra, w, ph, s2_rows, 0);
+            else if (edgecc_x86_fp32_expand_dw_stream) dw3x3_rows<1, true>(t, rb - ra, w, ph, 1);
             else dw3x3_rows<1>(t, rb - ra, w, ph, 1);
           }
         }
       }
+      _mm_sfence();  // the streamed stores before the pool's join
     }, e * pix * (c + 9));
   }
   return 0;

@@ -2,7 +2,8 @@
 (``edgecc_x86_sexpdw``, x86_fp32_expand_dw; AVX-512): the fused row bands run (path 25 counts
 them: a silent fallback fails), bit-identical to the two kernels called in turn and to the
 call's own unfused form (``edgecc_x86_fp32_expand_dw`` = 0), at several band heights (a band
-taller than the map, bands not dividing it) and steps inside a band, stride 1 and 2, channels not a multiple of the
+taller than the map, bands not dividing it), steps inside a band, streamed or cached
+stores, stride 1 and 2, channels not a multiple of the
 12-channel chunk, batch 2; within 1e-5 relative of PyTorch float64."""
 
 import ctypes
@@ -71,16 +72,18 @@ def test_fused_bands_equal_the_pair(kernels, n, c, e, h, w, stride):
     mid = _conv(kernels, x, w1, b1, lo=0.0, hi=6.0)
     pair = _conv(kernels, mid, w2, b2, stride=stride, pad=1, lo=-1.0, hi=4.0)
     args = (x, w1, b1, w2, b2, stride, [0.0, 6.0], [-1.0, 4.0])
-    for rows, step in ((1, 0), (3, 0), (16, 0), (28, 0), (500, 0), (16, 4), (28, 3)):
-        old = _set(kernels, "edgecc_x86_fp32_expand_dw_rows", rows)
-        old_step = _set(kernels, "edgecc_x86_fp32_expand_dw_step", step)
+    for rows, step, stream in ((1, 0, 1), (3, 0, 1), (16, 0, 1), (28, 0, 1), (28, 0, 0),
+                               (500, 0, 1), (16, 4, 1), (28, 3, 0)):
+        knobs = {"edgecc_x86_fp32_expand_dw_rows": rows, "edgecc_x86_fp32_expand_dw_step": step,
+                 "edgecc_x86_fp32_expand_dw_stream": stream}
+        olds = {k: _set(kernels, k, v) for k, v in knobs.items()}
         try:
             out, calls = _expand_dw(kernels, *args)
         finally:
-            _set(kernels, "edgecc_x86_fp32_expand_dw_rows", old)
-            _set(kernels, "edgecc_x86_fp32_expand_dw_step", old_step)
+            for k, v in olds.items():
+                _set(kernels, k, v)
         assert calls == 1, rows  # the fused bands ran
-        assert np.array_equal(out, pair), (rows, step)
+        assert np.array_equal(out, pair), (rows, step, stream)
     old = _set(kernels, "edgecc_x86_fp32_expand_dw", 0)
     try:
         unfused, calls = _expand_dw(kernels, *args)
