@@ -47,8 +47,8 @@ def _namespace(text: str) -> dict:
     return ns
 
 
-def source_at(rev: str) -> str:
-    """``x86_int8_source.SOURCE`` with MODULES' text as of ``rev``."""
+def source_at(rev: str, repo: str = ROOT) -> str:
+    """``x86_int8_source.SOURCE`` with MODULES' text as of ``rev`` (of the git ``repo``)."""
     import importlib
 
     from edgecc.targets.tvm import x86_int8_source
@@ -57,7 +57,7 @@ def source_at(rev: str) -> str:
     for name in MODULES:
         now = importlib.import_module(f"edgecc.targets.tvm.{name}")
         old = _namespace(subprocess.run(
-            ["git", "show", f"{rev}:targets/tvm/{name}.py"], cwd=ROOT, check=True,
+            ["git", "show", f"{rev}:targets/tvm/{name}.py"], cwd=repo, check=True,
             capture_output=True, text=True).stdout)
         pairs = [(getattr(now, k), old.get(k)) for k in dir(now)
                  if k.isupper() and isinstance(getattr(now, k), str)]
@@ -101,6 +101,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD")
+    parser.add_argument("--repo", default=ROOT, help="the git checkout --rev is read from")
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--reps", type=int, default=20)
@@ -108,7 +109,7 @@ def main() -> int:
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_dw_src_ab.json"))
     args = parser.parse_args()
-    old_source = source_at(args.rev)
+    old_source = source_at(args.rev, args.repo)
     with tempfile.TemporaryDirectory() as d:
         make, inputs, _ = models()[args.model]
         module = make().eval()  # one module (its random weights) for both builds

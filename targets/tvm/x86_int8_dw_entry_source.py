@@ -64,6 +64,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
       direct.wcomp = direct.wrows + 4 * c;
       const int64_t stride = (pix + 15) / 16 * 16 + 16;
       const bool wb = dw_writes_hi(e) && edgecc_x86_int8_dw_write_hi;  // 0: write_channel
+      const bool pack = wb && edgecc_x86_int8_dw_pack && dw_packs(direct);
       parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
         int32_t* acc = static_cast<int32_t*>(scratch(2, stride * DW_PERM_BATCH * 4));
         for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
@@ -73,13 +74,15 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
             at[u] = t + u;
             ch[u] = (t + u) % c;
           }
-          dw_direct(direct, x, at, wt, ch, nt, h * w, kh, kw, zx, acc, stride, e, pix, wb);
+          dw_direct(direct, x, at, wt, ch, nt, h * w, kh, kw, zx, acc, stride, e, pix, wb,
+                    pack);
           if (!wb)
             for (int64_t u = 0; u < nt; ++u)
               write_channel(e, ch[u], acc + u * stride, pix, (t + u) * pix);
         }
       }, nb * c * pix * edgecc_x86_int8_dw_output_work);
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+      if (pack) __atomic_fetch_add(&edgecc_x86_int8_dw_packed_calls, 1, __ATOMIC_RELAXED);
       if (direct.wide) {
         __atomic_fetch_add(&edgecc_x86_int8_dw_direct_wide_calls, 1, __ATOMIC_RELAXED);
         return 0;

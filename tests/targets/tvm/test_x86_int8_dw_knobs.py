@@ -1,11 +1,13 @@
 """The int8 depthwise entry's A/B switches (``x86_int8_dw_entry_source.DW_KNOBS``: library
-globals read at each call, no ``getenv``): each one moves the MobileNetV2 depthwise shapes to
-the path it names (the path counters say which ran: no silent fallback), and every path's
-outputs equal the integer reference bit for bit."""
+globals read at each call, no ``getenv``) and dw_direct's packed write-back
+(``edgecc_x86_int8_dw_pack``): each one moves the MobileNetV2 depthwise shapes to the path it
+names (the path counters say which ran: no silent fallback), and every path's outputs equal
+the integer reference bit for bit."""
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 
 import numpy as np
 import pytest
@@ -13,13 +15,17 @@ import pytest
 from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
-# (input, stride, zero point): 3x3 pad 1 depthwise as MobileNetV2 has them
+# (input, stride, zero point, full int8 range: no clamp): 3x3 pad 1 depthwise as
+# MobileNetV2 has them
 CASES = (
-    ((1, 32, 8, 8), 1, -5),    # 64-byte plane: dw_direct
-    ((1, 24, 4, 4), 1, 7),     # dw_direct, one vector of 4 rows
-    ((1, 16, 16, 16), 2, 3),   # 256-byte plane at stride 2: dw_direct "wide"
-    ((2, 16, 32, 32), 1, -2),  # 32-byte rows: dw_rows
+    ((1, 32, 8, 8), 1, -5, False),    # 64-byte plane: dw_direct, 4 vectors
+    ((1, 24, 4, 4), 1, 7, False),     # dw_direct, one vector: 4 channels packed together
+    ((1, 16, 16, 16), 2, 3, False),   # 256-byte plane at stride 2: dw_direct "wide"
+    ((2, 16, 32, 32), 1, -2, False),  # 32-byte rows: dw_rows
+    ((3, 8, 4, 4), 1, 4, True),       # 24 one-vector channels packed, unclamped
+    ((2, 11, 4, 4), 1, -1, True),     # 22 one-vector channels: the last batch of 2 unpacked
 )
+DW_DIRECT, PACKED = 4, 3  # the cases on dw_direct (not wide); packed by default
 
 
 @pytest.mark.skipif(not _has_vbmi(), reason="the VBMI depthwise paths need AVX-512 VBMI")
@@ -34,6 +40,8 @@ def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
     xs = [random_int8(rng, *c[0]) for c in CASES]
     ws = [random_int8(rng, c[0][1], 1, 3, 3) for c in CASES]
     eps = [random_requant(rng, c[0][1]) for c in CASES]
+    eps = [dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy) if c[3] else e
+           for e, c in zip(eps, CASES)]
     bb = relax.BlockBuilder()
     params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
               for i, x in enumerate(xs)]
@@ -47,35 +55,44 @@ def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
     lib, vm = build_and_load(bb.get().with_attr("external_mods",
                                                 [x86_int8.external_module()]), path)
     so = ctypes.CDLL(path)
-    vbmi, write_hi, block16 = (ctypes.c_int64.in_dll(so, s) for s in DW_KNOBS)
-    assert (vbmi.value, write_hi.value, block16.value) == (1, 1, 1)  # the defaults
+    knobs = [ctypes.c_int64.in_dll(so, s) for s in (*DW_KNOBS, "edgecc_x86_int8_dw_pack")]
+    assert [k.value for k in knobs] == [1, 1, 1, 1]  # the defaults
     counter = {name: lib.get_function(sym, query_imports=True) for name, sym in (
         ("perm", x86_int8.DW_PERM), ("direct", x86_int8.DW_DIRECT),
         ("hi", x86_int8.DW_DIRECT_HI), ("blocked", x86_int8.DW_BLOCKED),
         ("rows", x86_int8.DW_ROWS))}
-    wide = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_direct_wide_calls")
+    libvars = {k: ctypes.c_int64.in_dll(so, f"edgecc_x86_int8_dw_{k}_calls")
+               for k in ("direct_wide", "packed")}
     args = [tvm.runtime.tensor(x) for x in xs]
-    # (vbmi, write_hi, block16) -> the counters' growth: dw_direct (2, from registers, or
-    # their sums through write_channel), wide 1, dw_rows 1 (all 4 in the VBMI family); with
-    # the family off, the strided and <= 64-output maps channel-blocked, else per channel
+    n = len(CASES)
+    # (vbmi, write_hi, block16, pack) -> the counters' growth: dw_direct (4: from registers,
+    # or their sums through write_channel), wide 1, dw_rows 1 (all in the VBMI family),
+    # packed: the one-vector (4x4) maps; with the family off,
+    # the strided and <= 64-output maps channel-blocked, else per channel
+    direct = dict(perm=n, direct=DW_DIRECT, blocked=0, rows=1, direct_wide=1)
     settings = {
-        (1, 1, 1): dict(perm=4, direct=2, hi=2, blocked=0, rows=1, wide=1),
-        (1, 0, 1): dict(perm=4, direct=2, hi=0, blocked=0, rows=1, wide=1),
-        (0, 1, 1): dict(perm=0, direct=0, hi=0, blocked=3, rows=0, wide=0),
-        (0, 1, 0): dict(perm=0, direct=0, hi=0, blocked=0, rows=0, wide=0),
+        (1, 1, 1, 1): dict(direct, hi=DW_DIRECT, packed=PACKED),
+        (1, 1, 1, 0): dict(direct, hi=DW_DIRECT, packed=0),
+        (1, 0, 1, 1): dict(direct, hi=0, packed=0),
+        (0, 1, 1, 1): dict(perm=0, direct=0, hi=0, blocked=n - 1, rows=0, direct_wide=0,
+                           packed=0),
+        (0, 1, 0, 1): dict(perm=0, direct=0, hi=0, blocked=0, rows=0, direct_wide=0,
+                           packed=0),
     }
     runs = {}
     try:
         for setting, want in settings.items():
-            vbmi.value, write_hi.value, block16.value = setting
+            for k, v in zip(knobs, setting):
+                k.value = v
             before = {k: f() for k, f in counter.items()}
-            before_wide = wide.value
+            before.update({k: v.value for k, v in libvars.items()})
             runs[setting] = [o.numpy() for o in vm["main"](*args)]
             grew = {k: f() - before[k] for k, f in counter.items()}
-            grew["wide"] = wide.value - before_wide
+            grew.update({k: v.value - before[k] for k, v in libvars.items()})
             assert grew == want, setting
     finally:
-        vbmi.value, write_hi.value, block16.value = 1, 1, 1
+        for k in knobs:
+            k.value = 1
     for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
         acc = _conv_ref(x, w, c[2], [c[1], c[1]], [1, 1], [1, 1], c[0][1])
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
