@@ -82,11 +82,43 @@ def confirm_table(module, target, settings):
         return end_to_end.verdict(times["default"], times["table"])
 
 
+def search_only(name, mode, module, target, load):
+    """The per-call-site kernel-variant search alone, on the wrappers' build."""
+    from edgecc.targets.tvm.end_to_end_sites import site_knob_search
+    from edgecc.targets.tvm.lowering import hand_written_kernels
+
+    callees = end_to_end.call_sites(hand_written_kernels(module, target))
+    zeros = end_to_end.KernelSettings(sites=((0, 0),) * len(callees))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "sites.so")
+        end_to_end._build(end_to_end.with_kernel_settings(module, zeros), target, None, path)
+        library = end_to_end._Library(path, THREADS)
+        inputs = end_to_end._inputs(module)
+        for _ in range(2):
+            library.vm.run(*inputs)
+        block = end_to_end.block_size(lambda: library.vm.run(*inputs))
+        _, sk = site_knob_search(library, callees, inputs, block)
+    rep = sk.get("replication") or {}
+    rep = rep.get("second", rep)
+    print(f"{name} {mode} (search only): load {load:.2f}, {sk['changed']}/{sk['sites']} sites "
+          f"changed ({sk['screened']} screened; replicated whole: site sums "
+          f"{rep.get('total_us')} us off/on, {rep.get('total_wins')} wins), {sk['blocks']} "
+          f"blocks of {sk['calls_per_block']} runs, {sk['seconds']} s", flush=True)
+    for choice in sk["choices"] or [f"(screened, not replicated) {c}"
+                                    for c in sk["screened_choices"]]:
+        print("   ", choice)
+    return {"model": name, "mode": mode, "load_1min": round(load, 2), "search_only": True,
+            "site_knobs": sk}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,mobilenet_v2")
     parser.add_argument("--modes", default="fp32,int8")
     parser.add_argument("--suffix", default="", help="appended to the JSON's name")
+    parser.add_argument("--search-only", action="store_true",
+                        help="only the per-site search and its replication (one build: the "
+                             "call-site wrappers'), no whole-model candidates")
     args = parser.parse_args()
     table = models()
     rows = []
@@ -97,6 +129,9 @@ def main() -> int:
             with torch.no_grad():
                 module, target = relax_module(make().eval(), inputs, mode)
             start = time.perf_counter()
+            if args.search_only:
+                rows.append(search_only(name, mode, module, target, load))
+                continue
             record = end_to_end.measure(module, target, None, False)
             sk = record["site_knobs"] or {}
             site_names = [k for k in record["ms"] if "per-call-site kernel variants" in k]
@@ -112,6 +147,8 @@ def main() -> int:
                 row["site_table_confirm"] = confirm_table(module, target, settings)
             rows.append(row)
             rep = sk.get("replication") or {}
+            rep = rep.get("second", rep)
+    rep = rep.get("second", rep)
             print(f"{name} {mode}: load {load:.2f}, {sk.get('changed', 0)}/{sk.get('sites', 0)} "
                   f"sites changed ({sk.get('screened', 0)} screened; replicated whole: site sums "
                   f"{rep.get('total_us')} us off/on, {rep.get('total_wins')} wins) "

@@ -202,6 +202,23 @@ def test_the_search_takes_per_site_the_value_that_made_its_calls_faster():
     lib = _SiteLibrary(neighbour, 4, list(library.knob_columns))
     table, summary = end_to_end_sites.site_knob_search(lib, callees, [], 3)
     assert table is None and summary["screened"] == 1 and summary["replication"]["kept"] == 0
+
+    def chance(i, knobs, chosen):  # site 3 passed the screening by chance and slows site 1
+        w0 = knobs.get(WINOGRAD) == 0
+        if i == 0:
+            return 8.0 if w0 else 10.0
+        if i == 1:
+            return 11.0 if w0 else 10.0 + 5.0 * ((3, WINOGRAD) in chosen)
+        if i == 3:
+            return (8.0 if (1, WINOGRAD) in chosen else 10.5) if w0 else 10.0
+        return 10.0
+
+    lib = _SiteLibrary(chance, 4, list(library.knob_columns))
+    table, summary = end_to_end_sites.site_knob_search(lib, callees, [], 3)
+    rep = summary["replication"]
+    assert summary["screened"] == 2 and rep["first"]["kept"] == 0, summary
+    assert rep["second"]["kept"] == 1 and table == end_to_end.KernelSettings(
+        site_knobs=((0, WINOGRAD, 0),))
     # the int8 knobs' options cover the int8 site only, the fp32 ones the fp32 sites
     options = {s: sites for s, _, sites in end_to_end_sites.site_knob_options(library, callees)}
     assert options[WINOGRAD] == [0, 1, 3] and options["edgecc_x86_int8_oc_split"] == [2]
