@@ -148,7 +148,6 @@ def main() -> int:
             rows.append(row)
             rep = sk.get("replication") or {}
             rep = rep.get("second", rep)
-    rep = rep.get("second", rep)
             print(f"{name} {mode}: load {load:.2f}, {sk.get('changed', 0)}/{sk.get('sites', 0)} "
                   f"sites changed ({sk.get('screened', 0)} screened; replicated whole: site sums "
                   f"{rep.get('total_us')} us off/on, {rep.get('total_wins')} wins) "
