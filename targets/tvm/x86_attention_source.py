@@ -360,18 +360,20 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
     h.kt = kt; h.ldk = skp;
     h.v = copy_v ? vp : v; h.ldv = copy_v ? dvp : a.vs[2];
     h.ldq = a.qs[2]; h.ldm = a.ms[2]; h.ldc = a.cs[2]; h.ldo = a.os[2];
-    // the next task's head, when it is another one: its q / k / v rows prefetched 6 by 6
+    // the next task's head: its q / k / v rows prefetched 6 by 6
     // while this head's groups of 6 run (edgecc_x86_attention_prefetch), so its K pack
     // and its q / V reads do not wait on L2 / L3 (the rows are D / Dv floats at a stride)
     const float *nq = 0, *nk = 0, *nv = 0;
-    if (a.prefetch && t + 1 < t1 && (t + 1) / a.nchunks != bh) {
-      const int64_t nb = (t + 1) / a.nchunks / a.H, nh = (t + 1) / a.nchunks % a.H;
+    // (only with whole heads per task, MiniLM's 192 heads: the few heads split in chunks of
+    // BERT / GPT-2 at 128 tokens measured 1.00-1.02x with it, in the noise)
+    if (a.prefetch && a.nchunks == 1 && t + 1 < t1) {
+      const int64_t nb = (t + 1) / a.H, nh = (t + 1) % a.H;
       nq = a.q + nb * a.qs[0] + nh * a.qs[1];
       nk = a.k + nb * a.ks[0] + nh * a.ks[1];
       nv = a.v + nb * a.vs[0] + nh * a.vs[1];
       ++prefetched;
     }
-    const int64_t groups = (i1 - i0 + 5) / 6, qrows = a.chunk < a.Sq ? a.chunk : a.Sq;
+    const int64_t groups = (i1 - i0 + 5) / 6, qrows = a.Sq;
     int64_t kr = 0, qr = 0;  // next head's rows of k / v and of q prefetched so far
     for (int64_t i = i0; i < i1; i += 6) {
       if (nk) {

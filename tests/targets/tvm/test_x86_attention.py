@@ -153,7 +153,8 @@ def test_attention_prefetch_gives_the_same_bits(fp32_builds, monkeypatch, isa):
     """``edgecc_x86_attention_prefetch`` (default 1: a pool task prefetches the next head's
     q / k / v rows while a head runs): on and off write the same bits, and the path counter
     (7) shows the default prefetched heads — every head but the first of a pool task's
-    range — while 0 prefetches none (a silent fallback fails)."""
+    range, the tasks being whole heads here — while 0 prefetches none (a silent fallback
+    fails)."""
     import ctypes
     import os
 
