@@ -331,6 +331,11 @@ def emit_linear(bb: Any, x: Any, w: np.ndarray, epilogue: Epilogue) -> Any | Non
     return out if len(shape) == 2 else bb.emit(relax.op.reshape(out, [*shape[:-1], n]))
 
 
+# 3-channel convolutions (stems) pack their VNNI rows padded to 4 channels (tap_major 2);
+# False: the (c, ky, kx) rows and the im2col as before (a build-time A/B switch)
+PAD_STEM = True
+
+
 def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
               padding: list[int], dilation: list[int], epilogue: Epilogue,
               post: Post | None = None) -> Any | None:
@@ -348,11 +353,18 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     # the kernel's im2col follows the order (int32 sums, the same values), and stride-1 maps
     # of 16-column rows read their panels straight from a channel-quad copy (x86_int8_direct;
     # stride 2 from its column phases: 1x1 too, whose one tap makes either order the same)
-    tap_major = c % 4 == 0
-    dot = w.transpose(0, 2, 3, 1).reshape(oc, -1) if tap_major else flat
+    # (a 3-channel stem: the rows' channels zero-padded to 4, tap_major 2: conv_direct4 reads
+    # a channel-quad copy whose 4th channel is padding, not 27 taps gathered per panel)
+    tap_major = 1 if c % 4 == 0 else 2 if c == 3 and PAD_STEM else 0
+    if tap_major == 2:
+        w4 = np.zeros((oc, 4, kh, kw), w.dtype)
+        w4[:, :c] = w
+        dot = w4.transpose(0, 2, 3, 1).reshape(oc, -1)
+    else:
+        dot = w.transpose(0, 2, 3, 1).reshape(oc, -1) if tap_major else flat
     packed, at = with_dot_layout(pack_rows(flat), pack_rows_dot(dot), flat)
     meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,
-                              oh, ow, zx, *at, int(tap_major)]
+                              oh, ow, zx, *at, tap_major]
     meta[0] = 2
     return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow], post)
 

@@ -28,7 +28,12 @@ tap kx — a panel in place again; output row oy starts at input row 2·oy. A ch
 masked load and one masked ``vpermb`` (the padding lanes zx + 128). ResNet-20's stride-2 3x3
 convolutions and 1x1 shortcuts (``emit_conv`` packs 1x1 weights tap-major too: one tap, the
 same order) took the im2col with ``perm_panel`` before. ``edgecc_x86_int8_direct4_s2`` 0: the
-im2col path (A/B); counted by ``edgecc_x86_int8_direct4_s2_calls``."""
+im2col path (A/B); counted by ``edgecc_x86_int8_direct4_s2_calls``.
+
+3-channel stems (``emit_conv``'s meta[23] 2, ``x86_int8.PAD_STEM``): the VNNI rows zero-padded
+to 4 channels, so the copy's one quad holds the 3 channels and a padding byte (zu; its weights
+are 0: the same sums) — ResNet-20's stem 0.83x, MobileNetV2-32's 0.77x of the im2col's time
+(1 thread, bench/x86_int8_stem.py); stride 2 keeps the im2col (its padded k read channel 0)."""
 
 DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct4 so far
 DIRECT4_S2 = "edgecc_x86_int8_direct4_s2_calls"  # () -> ... of them with stride 2
@@ -50,9 +55,10 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_in
 
 // padded rows [y0, y1) of x + 128 as [C/4][hp][wp][4] bytes (padding zu): 16 columns of 4
 // channels a call of interleave4
+// (c_real < c: channels c_real.. of the last quad are zu, x has c_real channels)
 static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
                         int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,
-                        uint8_t zu) {
+                        uint8_t zu, int64_t c_real) {
   const __m128i flip = _mm_set1_epi8((char)0x80);
   const int64_t cs = h * w;  // a channel's plane
   for (int64_t cq = 0; cq < c / 4; ++cq)
@@ -68,6 +74,12 @@ static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int
         memset(row + (pw + w) * 4, zu, (wp - pw - w) * 4);
       }
       const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
+      if (cq * 4 + 4 > c_real) {  // a padded quad: its real channels byte by byte
+        for (int64_t i = 0; i < w; ++i)
+          for (int j = 0; j < 4; ++j)
+            row[(pw + i) * 4 + j] = cq * 4 + j < c_real ? (uint8_t)s[j * cs + i] ^ 0x80 : zu;
+        continue;
+      }
       int64_t i = 0;
       for (; i + 16 <= w; i += 16)
         interleave4(s + i, s + cs + i, s + 2 * cs + i, s + 3 * cs + i,
@@ -87,10 +99,11 @@ std::atomic<int> pad_vbmi_seen{0};  // set once a call (stored only when clear)
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
 static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
                          int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,
-                         uint8_t zu) {
+                         uint8_t zu, int64_t c_real) {
   alignas(64) uint8_t idx[64];
   for (int j = 0; j < 64; ++j) idx[j] = (uint8_t)((j % 4) * 16 + j / 4);  // column j/4, ch j%4
   const __m512i perm = _mm512_load_si512(idx), flip = _mm512_set1_epi8((char)0x80);
+  const __m128i zf = _mm_set1_epi8((char)(zu ^ 0x80));  // a padded channel: zu once flipped
   const uint32_t z4 = 0x01010101u * zu;
   const int64_t cs = h * w, right = wp - pw - w;
   for (int64_t cq = 0; cq < c / 4; ++cq)
@@ -109,10 +122,11 @@ static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
         const int64_t n = std::min<int64_t>(16, w - i);
         const __mmask16 in = (__mmask16)((1u << n) - 1);
         const __mmask64 out = n == 16 ? ~0ull : (1ull << (n * 4)) - 1;
+        const int64_t nc = std::min<int64_t>(4, c_real - cq * 4);  // the quad's real channels
         __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(in, s + i));
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(in, s + cs + i), 1);
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(in, s + 2 * cs + i), 2);
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(in, s + 3 * cs + i), 3);
+        v = _mm512_inserti32x4(v, nc > 1 ? _mm_maskz_loadu_epi8(in, s + cs + i) : zf, 1);
+        v = _mm512_inserti32x4(v, nc > 2 ? _mm_maskz_loadu_epi8(in, s + 2 * cs + i) : zf, 2);
+        v = _mm512_inserti32x4(v, nc > 3 ? _mm_maskz_loadu_epi8(in, s + 3 * cs + i) : zf, 3);
         _mm512_mask_storeu_epi8(row + (pw + i) * 4, out,
                                 _mm512_permutexvar_epi8(perm, _mm512_xor_si512(v, flip)));
       }
@@ -191,20 +205,24 @@ struct Direct4 {
   const int8_t* x; int64_t c, h, w, hp, wp, ph, pw, kh, kw, oh, ow;
   uint8_t zu; const int64_t* qoff;     // per quad (tap, cq): ((cq*hp + ky)*wp + kx)*4
   int64_t sh = 1, sw = 1, wq = 0;      // strides; wq: a column phase's entries (sw > 1)
+  int64_t c_real = 1 << 30;            // x's channels where c pads them to a quad (the stem)
   int64_t row_bytes() const { return sw > 1 ? sw * wq * 4 : wp * 4; }  // a copied row
 };
 
 // qconv's im2col offsets koff[k] in the VNNI rows' k order, (c, ky, kx) or tap-major
 // (ky, kx, c); returns how many
+// (c_real < c: the rows' channels padded to c with zero weights; those k read channel 0)
 static int64_t conv_koff(int64_t* koff, bool tap_major, int64_t c, int64_t kh, int64_t kw,
-                         int64_t hp, int64_t wp, int64_t dh, int64_t dw) {
+                         int64_t hp, int64_t wp, int64_t dh, int64_t dw,
+                         int64_t c_real = 1 << 30) {
   int64_t kk = 0;
   for (int64_t ci = 0; ci < c && !tap_major; ++ci)
     for (int64_t ky = 0; ky < kh; ++ky)
       for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
   for (int64_t ky = 0; ky < kh && tap_major; ++ky)
     for (int64_t kx = 0; kx < kw; ++kx)
-      for (int64_t ci = 0; ci < c; ++ci) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
+      for (int64_t ci = 0; ci < c; ++ci)
+        koff[kk++] = ((ci < c_real ? ci : 0) * hp + ky * dh) * wp + kx * dw;
   return kk;
 }
 
@@ -241,11 +259,11 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
   const int64_t y0 = r0 * d.sh, y1 = std::min(d.hp, (r1 - 1) * d.sh + d.kh);
   if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu);
   else if (edgecc_x86_int8_pad_vbmi && has_vbmi()) {
-    pad_rows_c4v(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu);
+    pad_rows_c4v(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu, d.c_real);
     if (!pad_vbmi_seen.load(std::memory_order_relaxed))
       pad_vbmi_seen.store(1, std::memory_order_relaxed);
   } else {
-    pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu);
+    pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu, d.c_real);
   }
   alignas(64) int32_t acc[128];
   const int64_t ld = d.kq * 4, rb = d.row_bytes(), next = d.sh * rb;  // next: an output row

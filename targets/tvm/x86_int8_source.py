@@ -1279,7 +1279,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
   const int isa = isa_level();
   if (isa != ISA_AVX2) {  // VNNI: rows = packed s8 weights, panels = im2col of x + 128 (u8)
-    const int64_t kq = (k + 3) / 4;
+    // meta[23] 2: the VNNI rows' channels zero-padded to a multiple of 4 (x86_int8.emit_conv:
+    // the stem's 3), tap-major: conv_direct4 takes it (its copy pads the last quad)
+    const int64_t cdot = meta[23] == 2 ? (c + 3) / 4 * 4 : c;
+    const int64_t kq = (cdot * kh * kw + 3) / 4;
     const int8_t* packed = data<int8_t>(args, 1);
     int8_t* panels8 = static_cast<int8_t*>(scratch(0, n_panels * kq * 64 + 64));
     uint8_t* padded = static_cast<uint8_t*>(scratch(1, c * hp * wp + 64));
@@ -1297,14 +1300,14 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     // conv_direct4 (x86_int8_direct_source) reads its panels in place: no panel switches
     // read for it (each getenv scans the environment: ~1% of a ResNet-20 call on Zen 4)
     const bool s2 = tap_major && isa == ISA_AVX512VNNI &&
-                    direct4_s2_fits(sh, sw, dh, dw, w, wp, oh, ow);
+                    meta[23] != 2 && direct4_s2_fits(sh, sw, dh, dw, w, wp, oh, ow);
     const bool d4 = tap_major && isa == ISA_AVX512VNNI && !(!ph && !pw && sh == 1 && sw == 1) &&
                     (s2 || direct4_fits(sh, sw, dh, dw, oh, ow));
     const bool use_perm = isa == ISA_AVX512VNNI && !d4 && has_vbmi() &&
                           !env_off("EDGECC_X86_PERM_PANEL");  // "0": gather_panel (A/B)
     if (!d4) {  // the im2col's offsets (conv_direct4 reads its panels by qoff alone; skipping
                 // them: ResNet-20 w8a8 1 thread CPU time 1.011x faster, Zen 4, A/B loaded)
-      int64_t kk = conv_koff(koff, tap_major, c, kh, kw, hp, wp, dh, dw);
+      int64_t kk = conv_koff(koff, tap_major, cdot, kh, kw, hp, wp, dh, dw, c);
       for (; kk < kq * 4; ++kk) koff[kk] = 0;  // padding k: its weights are 0
     }
     // set once (a store per panel from both threads would move their line between cores)
@@ -1345,10 +1348,11 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       if (d4) {
         int64_t* qoff = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
         const int64_t wq = s2 ? (wp + 1) / 2 : 0;  // stride 2: the column-phase copy
-        direct4_offsets(qoff, c, kh, kw, hp, wp, s2 ? 2 : 1, wq);
-        Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, c, h, w, hp, wp,
+        direct4_offsets(qoff, cdot, kh, kw, hp, wp, s2 ? 2 : 1, wq);
+        Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, cdot, h, w, hp, wp,
                   ph, pw, kh, kw, oh, ow, zu, qoff};
         d.e.ld = pix;
+        d.c_real = c;  // < cdot: the copy's last quad padded (pad_rows_c4*)
         if (s2) d.sh = d.sw = 2, d.wq = wq;
         conv_direct4(d, threads, job_work);
         if (b == 0) __atomic_fetch_add(&direct4_calls, 1, __ATOMIC_RELAXED);

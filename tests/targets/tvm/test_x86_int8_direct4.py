@@ -23,6 +23,11 @@ CASES = (
     ((1, 16, 6, 8), (8, 16, 3, 3), 2, (1, 1), (1, 1), (1, 1), True),      # 3 panels of 2 rows
     ((1, 16, 7, 8), (8, 16, 3, 3), 2, (1, 1), (1, 1), (1, 1), False),     # 8 columns, odd rows
     ((1, 16, 4, 4), (8, 16, 3, 3), 1, (1, 1), (1, 1), (1, 1), False),     # 4 columns
+    # 3 channels (stems): the rows padded to 4 channels (emit_conv's tap_major 2)
+    ((1, 3, 32, 32), (16, 3, 3, 3), 4, (1, 1), (1, 1), (1, 1), True),     # ResNet-20's stem
+    ((1, 3, 8, 8), (8, 3, 3, 3), -2, (1, 1), (1, 1), (1, 1), True),       # 8 columns
+    ((1, 3, 16, 16), (16, 3, 1, 1), 3, (2, 2), (0, 0), (1, 1), False),    # s2: the im2col
+    ((1, 3, 16, 18), (8, 3, 3, 3), 1, (1, 1), (0, 0), (1, 1), False),     # unpadded: im2col
 )
 
 

@@ -1,0 +1,109 @@
+"""The 3-channel stem's int8 convolution with its VNNI rows padded to 4 channels
+(``x86_int8.PAD_STEM``: conv_direct4 on a channel-quad copy) vs the (c, ky, kx) rows and the
+im2col before: a CNN's w8a8 build compiled both ways in one process, the whole model's
+outputs checked equal, then the stem call (the VM's own arguments) re-run alone, alternating
+in rounds, by the calling thread's CPU time at 1 thread. Prints the medians and the median
+paired ratio; writes ``bench/results/x86_int8_stem.json``.
+
+    python bench/x86_int8_stem.py [--models resnet20] [--rounds 40] [--reps 20]
+
+Not a goal measurement (bench/tvm_cpu.py is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
+from bench.tvm_cpu import calibration, models  # noqa: E402
+from bench.tvm_runtime import kind  # noqa: E402
+from bench.vm_calls import kernel_calls  # noqa: E402
+from bench.x86_int8_knob_ab import _same  # noqa: E402
+
+warnings.filterwarnings("ignore")
+PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
+
+
+def measure(name: str, rounds: int, reps: int) -> dict:
+    import torch
+
+    import edgecc
+    from edgecc.targets.tvm import x86_int8
+
+    make, inputs, shape = models()[name]
+    module = make().eval()
+    built, keep = {}, []
+    try:
+        for label, pad in (("padded", True), ("im2col", False)):
+            x86_int8.PAD_STEM = pad
+            d = tempfile.TemporaryDirectory()
+            keep.append(d)
+            with torch.no_grad():
+                res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
+                                     calibration=calibration(inputs),
+                                     output_dir=os.path.join(d.name, "o"), progress=False,
+                                     target_options={"num_threads": THREADS,
+                                                     "integer_kernels": True})
+                out = res.run(*inputs)
+            ctypes.c_int32.in_dll(ctypes.CDLL(res._runner.library),
+                                  "edgecc_pool_threads").value = 1
+            calls = [c for c in kernel_calls(res._runner, inputs) if kind(c[1]) != "builtin"]
+            stem = next(c for c in calls if "qconv" in c[1])
+            built[label] = (stem, out)
+        x86_int8.PAD_STEM = True
+        assert _same(built["padded"][1], built["im2col"][1])
+        times = {k: [] for k in built}
+        for r in range(rounds):
+            for k in (list(built) if r % 2 == 0 else list(built)[::-1]):
+                fn, _, args = built[k][0]
+                fn(*args)
+                start = time.thread_time()
+                for _ in range(reps):
+                    fn(*args)
+                times[k].append((time.thread_time() - start) / reps * 1e6)
+    finally:
+        x86_int8.PAD_STEM = True
+        for d in keep:
+            d.cleanup()
+    return {"model": name, "input": shape, "load_average": os.getloadavg()[0],
+            "stem": str(tuple(built["padded"][0][2][0].shape)),
+            "us": {k: statistics.median(v) for k, v in times.items()},
+            "padded_vs_im2col": statistics.median(
+                a / b for a, b in zip(times["padded"], times["im2col"]))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet20")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
+                                                         "x86_int8_stem.json"))
+    args = parser.parse_args()
+    rows = [measure(m, args.rounds, args.reps) for m in args.models.split(",")]
+    for r in rows:
+        print(f"{r['model']:<14} stem {r['stem']}: padded {r['us']['padded']:.2f} us, "
+              f"im2col {r['us']['im2col']:.2f} us, paired {r['padded_vs_im2col']:.3f}  "
+              f"(load {r['load_average']:.1f})")
+    print("1 thread, thread CPU time; the stem call re-run alone, builds alternating per round")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump({"benchmark": "int8 stem, channels padded to 4 vs im2col",
+                   "rounds": args.rounds, "reps": args.reps, "rows": rows}, f, indent=2)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
