@@ -32,12 +32,14 @@ Knobs (int32, read per call, for the tests' A/B and ``--tune``): ``edgecc_x86_fp
 1 (0: the unfused pair through the scratch intermediate), ``edgecc_x86_fp32_expand_dw_rows``
 output rows per band (28), ``edgecc_x86_fp32_expand_dw_step`` output rows per step inside a
 band (its rows expanded just before their depthwise; 0, the default: the whole band at once),
-``edgecc_x86_fp32_expand_dw_stream`` 1: the stride-1 depthwise of outputs of 8 MiB or more
-(``EXPAND_DW_STREAM_BYTES``) writes its full, 64-byte
-aligned output vectors with non-temporal stores (``dw3x3_rows<1, true>``; the output, 10-14 MB,
-is read once by the next layer: no read-for-ownership of lines it overwrites; a perf profile
-had ~30% of the depthwise's samples at its stores); 0: cached stores (the same values). Whole
-MobileNetV2-224, 1 thread CPU time, knob A/B interleaved, 40 rounds, load ~5.8: 0.968x paired.
+``edgecc_x86_fp32_expand_dw_stream`` 12: the stride-1 depthwise of outputs of at least this
+many MiB writes its full, 64-byte aligned output vectors with non-temporal stores
+(``dw3x3_rows<1, true>``: no read-for-ownership of the lines it overwrites; a perf profile had
+~30% of the depthwise's samples at its stores), so MobileNetV2-224's 72 @224 (14.4 MB) but
+not its 48 @224 (9.6 MB: its next 1x1, reading it from DRAM, lost more than the stores won);
+0: cached stores always (the same values; at 112 x 112, 4.8 MB, streamed stores were 1.16x
+slower, 1.4x with the next 1x1). Whole MobileNetV2-224, 1 thread CPU time, knob A/B
+interleaved, 40 rounds, load 6-7, two runs: 12 vs 0 0.952x / 0.994x, 12 vs 8 0.972x / 0.980x.
 
 The build (``x86_fp32.FUSE_EXPAND_DW``, ``eligible``) fuses pairs whose expand output is at
 least ``MIN_BYTES`` (8 MiB: MobileNetV2-224's 8 -> 48 and two 12 -> 72 @224, one stride 2).
@@ -56,9 +58,9 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw =
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_rows = 28;
 // output rows per step inside a band (its input rows expanded just before); 0: the whole band
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_step = 0;
-__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_stream = 1;
-const int64_t EXPAND_DW_CHUNK = 12;
-const int64_t EXPAND_DW_STREAM_BYTES = 8 << 20;  // expand channels per item: one micro-tile's rows
+// the stride-1 depthwise of outputs of at least this many MiB streams its stores; 0: never
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_expand_dw_stream = 12;
+const int64_t EXPAND_DW_CHUNK = 12;  // expand channels per item: one micro-tile's rows
 
 int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);
 int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
@@ -114,7 +116,8 @@ int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t pix = h * w, opix = oh * ow;
   // streamed stores only for outputs too large to stay in cache for the next layer (at 112 x
   // 112, 4.8 MB, they were slower: 1.16x the depthwise, 1.4x with the next 1x1 reading it)
-  const bool stream = edgecc_x86_fp32_expand_dw_stream && e * opix * 4 >= EXPAND_DW_STREAM_BYTES;
+  const bool stream = edgecc_x86_fp32_expand_dw_stream > 0
+                     && e * opix * 4 >= ((int64_t)edgecc_x86_fp32_expand_dw_stream << 20);
   int64_t* koff = static_cast<int64_t*>(scratch(2, (c + 1) * sizeof(int64_t)));
   for (int64_t ci = 0; ci < c; ++ci) koff[ci] = ci * pix;
   const int64_t bands = (oh + band - 1) / band, chunks = (e + EXPAND_DW_CHUNK - 1) / EXPAND_DW_CHUNK;
