@@ -39,7 +39,7 @@ many MiB writes its full, 64-byte aligned output vectors with non-temporal store
 not its 48 @224 (9.6 MB: its next 1x1, reading it from DRAM, lost more than the stores won);
 0: cached stores always (the same values; at 112 x 112, 4.8 MB, streamed stores were 1.16x
 slower, 1.4x with the next 1x1). Whole MobileNetV2-224, 1 thread CPU time, knob A/B
-interleaved, 40 rounds, load 6-7, two runs: 12 vs 0 0.952x / 0.994x, 12 vs 8 0.972x / 0.980x.
+interleaved, 40 rounds, load 6-7, two runs: 12 vs 0 0.926x / 0.994x, 12 vs 8 0.972x / 0.980x.
 
 The build (``x86_fp32.FUSE_EXPAND_DW``, ``eligible``) fuses pairs whose expand output is at
 least ``MIN_BYTES`` (8 MiB: MobileNetV2-224's 8 -> 48 and two 12 -> 72 @224, one stride 2).
