@@ -94,6 +94,8 @@ static void pad_rows_c4(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int
 // scalar tail, 32 byte stores a row), stored masked; the same bytes as pad_rows_c4.
 // edgecc_x86_int8_pad_vbmi 0: pad_rows_c4 (A/B); counted per call in pad_vbmi_calls
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_vbmi = 1;
+// nonzero: pad_rows_c4v takes 32 columns at a time by two vpermt2b (0: 16 by vpermb, A/B)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_wide32 = 1;
 int64_t pad_vbmi_calls = 0;  // conv_direct4 calls whose stride-1 copy ran pad_rows_c4v
 std::atomic<int> pad_vbmi_seen{0};  // set once a call (stored only when clear)
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
@@ -104,6 +106,14 @@ static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
   for (int j = 0; j < 64; ++j) idx[j] = (uint8_t)((j % 4) * 16 + j / 4);  // column j/4, ch j%4
   const __m512i perm = _mm512_load_si512(idx), flip = _mm512_set1_epi8((char)0x80);
   const __m128i zf = _mm_set1_epi8((char)(zu ^ 0x80));  // a padded channel: zu once flipped
+  const __m256i zf32 = _mm256_set1_epi8((char)(zu ^ 0x80));
+  alignas(64) uint8_t i32[2][64];  // vpermt2b: column j/4 (+16) of channel j%4 (32 bytes each)
+  for (int j = 0; j < 64; ++j) {
+    i32[0][j] = (uint8_t)((j % 4) * 32 + j / 4);
+    i32[1][j] = (uint8_t)((j % 4) * 32 + 16 + j / 4);
+  }
+  const __m512i lo32 = _mm512_load_si512(i32[0]), hi32 = _mm512_load_si512(i32[1]);
+  const bool wide32 = edgecc_x86_int8_pad_wide32 != 0;
   const uint32_t z4 = 0x01010101u * zu;
   const int64_t cs = h * w, right = wp - pw - w;
   for (int64_t cq = 0; cq < c / 4; ++cq)
@@ -118,11 +128,24 @@ static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
         memset(row + (pw + w) * 4, zu, right * 4);
       }
       const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
-      for (int64_t i = 0; i < w; i += 16) {
+      const int64_t nc = std::min<int64_t>(4, c_real - cq * 4);  // the quad's real channels
+      int64_t i = 0;
+      for (; i + 32 <= w && wide32; i += 32) {  // 32 columns: two vpermt2b of 2 channel pairs
+        auto ch = [&](int64_t j) {
+          return j < nc ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + j * cs + i))
+                        : zf32;
+        };
+        const __m512i a = _mm512_xor_si512(_mm512_inserti64x4(
+            _mm512_castsi256_si512(ch(0)), ch(1), 1), flip);
+        const __m512i b = _mm512_xor_si512(_mm512_inserti64x4(
+            _mm512_castsi256_si512(ch(2)), ch(3), 1), flip);
+        _mm512_storeu_si512(row + (pw + i) * 4, _mm512_permutex2var_epi8(a, lo32, b));
+        _mm512_storeu_si512(row + (pw + i + 16) * 4, _mm512_permutex2var_epi8(a, hi32, b));
+      }
+      for (; i < w; i += 16) {
         const int64_t n = std::min<int64_t>(16, w - i);
         const __mmask16 in = (__mmask16)((1u << n) - 1);
         const __mmask64 out = n == 16 ? ~0ull : (1ull << (n * 4)) - 1;
-        const int64_t nc = std::min<int64_t>(4, c_real - cq * 4);  // the quad's real channels
         __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(in, s + i));
         v = _mm512_inserti32x4(v, nc > 1 ? _mm_maskz_loadu_epi8(in, s + cs + i) : zf, 1);
         v = _mm512_inserti32x4(v, nc > 2 ? _mm_maskz_loadu_epi8(in, s + 2 * cs + i) : zf, 2);

@@ -53,7 +53,8 @@ def test_pad_vbmi_copy_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     per 16 columns: 32-, 16-, 8-column maps, a 5x5 kernel's 3 x 2 padding): the same
     outputs as pad_rows_c4 (the knob 0) and the integer arithmetic, serial and pooled, and
     counted per stride-1 conv_direct4 call only while on; pad_inline (pad_rows_c4's padding
-    columns by plain stores) likewise."""
+    columns by plain stores) and pad_wide32 (32 columns by two vpermt2b: the 32-column maps,
+    a 3-channel stem's padded quad) likewise."""
     import ctypes
 
     import tvm
@@ -69,9 +70,15 @@ def test_pad_vbmi_copy_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_pad_vbmi", calls, stride1)
     inline = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_pad_inline")
     vbmi = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_pad_vbmi")
+    wide = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_pad_wide32")
+    assert wide.value == 1
     try:
         vbmi.value, inline.value = 0, 0  # pad_rows_c4 with its memset padding
         runs.append([o.numpy() for o in vm["main"](*args)])
+        vbmi.value, inline.value, wide.value = 1, 1, 0  # pad_rows_c4v 16 columns at a time
+        before = calls()
+        runs.append([o.numpy() for o in vm["main"](*args)])
+        assert calls() - before == stride1
     finally:
-        vbmi.value, inline.value = 1, 1
+        vbmi.value, inline.value, wide.value = 1, 1, 1
     _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
