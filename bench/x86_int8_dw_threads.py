@@ -14,6 +14,7 @@ paired ratios (10th / 50th / 90th percentile over rounds) of each column to the 
 int8 and fp32, and int8 / fp32 per column.
 
     python bench/x86_int8_dw_threads.py --mode calls [--model mobilenet_v2] [--rounds 200]
+        [--compare edgecc_x86_int8_dw_serial_outputs:0]   (a knob vs as built, both 2t)
     python bench/x86_int8_dw_threads.py --mode model [--repeats 400]
         [--columns "dw16=edgecc_x86_int8_dw_output_work:16;parts1=edgecc_pool_chunk_parts:1"]
 
@@ -68,8 +69,10 @@ def _library(res):
     return ctypes.CDLL(res._runner.library, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
 
 
-def calls_table(model: str, rounds: int) -> dict:
-    """Per pool job of one int8 run: median wall at 1 and 2 threads (alternating runs)."""
+def calls_table(model: str, rounds: int, compare: dict | None = None) -> dict:
+    """Per pool job of one int8 run: median wall at 1 and 2 threads (alternating runs); with
+    ``compare`` ({symbol: value} of the int8 library), at 2 threads as built ("1t" columns)
+    and under ``compare`` ("2t" columns) instead."""
     from bench.tvm_runtime import kind
     from bench.vm_calls import kernel_calls
 
@@ -84,11 +87,17 @@ def calls_table(model: str, rounds: int) -> dict:
         nxt = ctypes.c_int64.in_dll(lib, "edgecc_pool_log_next")
         labels = [s.replace("edgecc_x86_", "") + str(tuple(getattr(a[0], "shape", ())))
                   for _, s, a in kernel_calls(res._runner, inputs) if kind(s) != "builtin"]
+        knobs = {sym: (_ctype(sym).in_dll(lib, sym), v) for sym, v in (compare or {}).items()}
+        defaults = {sym: k.value for sym, (k, _) in knobs.items()}
         jobs = {1: [], 2: []}
         whole = {1: [], 2: []}
         for r in range(rounds):
             for t in ((1, 2) if r % 2 else (2, 1)):
-                threads.value = 1 if t == 1 else full
+                if compare:  # column 1: as built, 2: the compared setting, both 2 threads
+                    for sym, (k, v) in knobs.items():
+                        k.value = v if t == 2 else defaults[sym]
+                else:
+                    threads.value = 1 if t == 1 else full
                 res.run(*inputs)  # the pool awake (or asleep) as in a stream of runs
                 timing.value = 2
                 n0 = nxt.value
@@ -100,6 +109,8 @@ def calls_table(model: str, rounds: int) -> dict:
                 jobs[t].append([[log[6 * (i % 512) + k] for k in range(6)]
                                 for i in range(n0, n1)])
         threads.value = full
+        for sym, (k, _) in knobs.items():
+            k.value = defaults[sym]
     n = min(len(j) for t in jobs for j in jobs[t])
     rows = []
     for i in range(n):
@@ -112,12 +123,14 @@ def calls_table(model: str, rounds: int) -> dict:
                                                        for j in jobs[2]),
                      "worker_us": statistics.median(j[i][5] for j in jobs[2]) / 1e3})
     return {"model": model, "input": shape, "load_average": os.getloadavg()[0],
-            "rounds": rounds, "whole_us_1t": statistics.median(whole[1]),
+            "rounds": rounds, "compare": compare or {}, "whole_us_1t": statistics.median(whole[1]),
             "whole_us_2t": statistics.median(whole[2]), "jobs": rows}
 
 
 def print_calls(r: dict) -> None:
     print(f"\n{r['model']} {r['input']} int8, per pool job in place (load {r['load_average']:.1f})")
+    if r["compare"]:
+        print(f"  (compare mode: '1t' = 2 threads as built, '2t' = 2 threads with {r['compare']})")
     print(f"  {'call':<26} {'items':>5} {'1t us':>7} {'2t us':>7} {'2t/1t':>6} {'pooled':>6} "
           f"{'caller':>6} {'wk us':>6}")
     for c in r["jobs"]:
@@ -202,12 +215,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=400)
     parser.add_argument("--columns", default="dw16=edgecc_x86_int8_dw_output_work:16")
+    parser.add_argument("--compare", default="",
+                        help="calls mode: symbol:value[,symbol:value] against the build as is "
+                             "(both at 2 threads) instead of 1 vs 2 threads")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     output = args.output or os.path.join(ROOT, "bench", "results",
                                          f"x86_int8_dw_threads_{args.mode}.json")
     if args.mode == "calls":
-        result = calls_table(args.model, args.rounds)
+        compare = {k: int(v) for k, v in (kv.rsplit(":", 1)
+                                          for kv in filter(None, args.compare.split(",")))}
+        result = calls_table(args.model, args.rounds, compare)
         print_calls(result)
     else:
         columns = parse_columns(args.columns)

@@ -80,7 +80,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
             for (int64_t u = 0; u < nt; ++u)
               write_channel(e, ch[u], acc + u * stride, pix, (t + u) * pix);
         }
-      }, nb * c * pix * edgecc_x86_int8_dw_output_work);
+      }, dw_pool_work(nb * c * pix));
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
       if (pack) __atomic_fetch_add(&edgecc_x86_int8_dw_packed_calls, 1, __ATOMIC_RELAXED);
       if (direct.wide) {
@@ -110,7 +110,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
             write_channel(e, (t + u) % c, acc, pix, (t + u) * pix);
           }
         }
-      }, nb * c * pix * edgecc_x86_int8_dw_output_work);
+      }, dw_pool_work(nb * c * pix));
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
       return 0;
     }
@@ -130,7 +130,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         dw_block16(e, x + b * c * h * w, wt, c0, cb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw,
                    oh, ow, b * c * pix, t, a, col, u == 0);
       }
-    }, nb * c * pix * edgecc_x86_int8_dw_output_work);
+    }, dw_pool_work(nb * c * pix));
     __atomic_fetch_add(&dw_blocked_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }

@@ -33,6 +33,24 @@ enum { DW_PERM_MIN_PIX = 32, DW_PERM_BATCH = 4 };
 // channels (~10 us on one thread) now run on the pool
 // (a library symbol, so bench/x86_int8_serial.py can A/B it in one process)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_output_work = 64;
+// ... but calls of fewer outputs than edgecc_x86_int8_dw_serial_outputs run on the calling
+// thread: MobileNetV2-32's 8x8 / 4x4 maps (and stride-2 outputs of 16x16 / 8x8), 4.6k-18k
+// outputs, 2-6 us on one thread, took 1.03-1.3x as long pooled at 2 threads in every
+// measurement (bench/x86_int8_dw_threads.py --mode calls: in place, loaded; each call re-run
+// alone, bench/x86_int8_pool_calls.py) — the worker's half crosses cores twice (its input
+// written by the serial 1x1 convolution before, its output read by the one after) for ~1 us
+// of work. 0: the pool's threshold alone (A/B); counted per call kept serial by it alone by
+// edgecc_x86_int8_dw_serial_calls. Scheduling only: the same outputs.
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_serial_outputs = 20000;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_serial_calls = 0;
+// the pool's work measure of a depthwise call of `outputs` outputs (0 below the threshold)
+static inline int64_t dw_pool_work(int64_t outputs) {
+  const int64_t work = outputs * edgecc_x86_int8_dw_output_work;
+  if (outputs >= edgecc_x86_int8_dw_serial_outputs) return work;
+  if (work >= serial_work() && serial_work() > 0 && edgecc_pool_size() > 1)
+    __atomic_fetch_add(&edgecc_x86_int8_dw_serial_calls, 1, __ATOMIC_RELAXED);
+  return serial_work() > 0 ? 0 : work;  // (serial_work() 0: every job pooled, as asked)
+}
 struct DwPerm {
   int64_t rows, lanes, groups;  // output rows a vector, its lanes per row, 4-tap groups
   int64_t span;  // bytes of a row's window the taps read (32 / 64: one load and vpermb)

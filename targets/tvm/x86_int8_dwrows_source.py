@@ -220,7 +220,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   // are whole 64-byte lines (ow % 16 == 0: 4-row steps of 64·k bytes): else the threads'
   // bands share a line in every channel's plane (14x14: every line) and store into it in
   // turn — MobileNetV2-224's 576@14x14 took 14x its serial time so (2 threads, under load)
-  const int64_t work = nb * c * pix * edgecc_x86_int8_dw_output_work;
+  const int64_t work = dw_pool_work(nb * c * pix);  // (x86_int8_dw_source)
   const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
   const int64_t bands = edgecc_x86_int8_dw_rows_bands && ow % 16 == 0 &&
       edgecc_pool_size() > 1 && work >= serial_work()

@@ -98,3 +98,57 @@ def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
         for setting, run in runs.items():
             np.testing.assert_array_equal(run[i], want, err_msg=str(setting))
+
+
+@pytest.mark.skipif(not _has_vbmi(), reason="the VBMI depthwise paths need AVX-512 VBMI")
+def test_small_depthwise_calls_stay_serial(tmp_path):
+    """``edgecc_x86_int8_dw_serial_outputs``: at 2 threads a depthwise call of fewer outputs
+    runs on the calling thread (no pool job; counted), a larger one on the pool, 0 pools both
+    as before; the same outputs every way."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    shapes = ((1, 192, 8, 8), (1, 96, 16, 16))  # 12288 outputs (dw_direct), 24576 (dw_rows)
+    rng = np.random.default_rng(3)
+    xs = [random_int8(rng, *s) for s in shapes]
+    ws = [random_int8(rng, s[1], 1, 3, 3) for s in shapes]
+    eps = [random_requant(rng, s[1]) for s in shapes]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
+              for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            outs = [x86_int8.emit_depthwise(bb, p, w, 1, [1, 1], [1, 1], [1, 1], e)
+                    for p, w, e in zip(params, ws, eps)]
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    path = str(tmp_path / "k.so")
+    _, vm = build_and_load(bb.get().with_attr("external_mods", [x86_int8.external_module()]),
+                           path)
+    so = ctypes.CDLL(path)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)
+    limit = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_serial_outputs")
+    serial = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_serial_calls")
+    timing = ctypes.c_int32.in_dll(so, "edgecc_pool_timing")
+    jobs = (ctypes.c_int64 * 16).in_dll(so, "edgecc_pool_stat")  # [0]: pool jobs
+    assert limit.value == 20000  # the default
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        timing.value = 1
+        for value, want_serial, want_jobs in ((20000, 1, 1), (0, 0, 2)):
+            limit.value = value
+            before_serial, before_jobs = serial.value, jobs[0]
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            assert (serial.value - before_serial, jobs[0] - before_jobs) == (want_serial,
+                                                                           want_jobs)
+    finally:
+        timing.value, limit.value = 0, 20000
+    for i, (x, w, e) in enumerate(zip(xs, ws, eps)):
+        acc = _conv_ref(x, w, 1, [1, 1], [1, 1], [1, 1], shapes[i][1])
+        want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
+        for run in runs:
+            np.testing.assert_array_equal(run[i], want)
