@@ -165,7 +165,7 @@ static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vbmi")))
 static void pad_rows_c4s(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
                          int64_t hp, int64_t wq, int64_t sw, int64_t ph, int64_t pw, int64_t y0,
-                         int64_t y1, uint8_t zu) {
+                         int64_t y1, uint8_t zu, int64_t rows_used = 1 << 30) {
   const int64_t n = sw * wq, row_bytes = n * 4;  // entries of a copied row
   alignas(64) uint8_t idx[64];
   uint64_t valid = 0;
@@ -181,6 +181,7 @@ static void pad_rows_c4s(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
   alignas(64) uint8_t ch[4][64];
   for (int64_t cq = 0; cq < c / 4; ++cq)
     for (int64_t y = y0; y < y1; ++y) {
+      if (y % sw >= rows_used) continue;  // no output row reads it (1x1)
       uint8_t* row = dst + (cq * hp + y) * row_bytes;
       if (y < ph || y >= ph + h) { memset(row, zu, row_bytes); continue; }
       const int8_t* s = x + (cq * 4 * h + (y - ph)) * w;
@@ -195,6 +196,9 @@ static void pad_rows_c4s(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
                     reinterpret_cast<int8_t*>(row + i * 4), _mm_setzero_si128());
     }
 }
+
+// nonzero: stride-2 copies skip the rows no output row reads (kh < sh: 1x1 shortcuts)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_skip = 1;
 
 // tile_8x16_vnni512<false> with quad q's panel at src + qoff[q] (the copy, in place); HALF
 // (8-column maps): lanes 8-15 are the next output row's 8 pixels, at src + next + qoff[q]
@@ -280,7 +284,10 @@ static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, in
 // pixels of a row, or with 8 columns two rows' 8)
 static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
   const int64_t y0 = r0 * d.sh, y1 = std::min(d.hp, (r1 - 1) * d.sh + d.kh);
-  if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu);
+  // (kh < sh: rows y with y % sh >= kh are read by no output row: 1x1 stride-2 shortcuts skip
+  // half the copy; edgecc_x86_int8_pad_skip 0 copies every row, A/B)
+  if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu,
+                             edgecc_x86_int8_pad_skip && d.sh == d.sw ? d.kh : 1 << 30);
   else if (edgecc_x86_int8_pad_vbmi && has_vbmi()) {
     pad_rows_c4v(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu, d.c_real);
     if (!pad_vbmi_seen.load(std::memory_order_relaxed))
