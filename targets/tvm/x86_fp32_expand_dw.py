@@ -46,7 +46,9 @@ least ``MIN_BYTES`` (8 MiB: MobileNetV2-224's 8 -> 48 and two 12 -> 72 @224, one
 Measured per layer (1 thread CPU time, min of 25 interleaved rounds, load ~5.7): 12 -> 72 @224
 stride 1 0.85x of the pair, stride 2 0.74x, 8 -> 48 @224 0.79x (28-row bands; 16 / 56 / 112
 rows within a few %, steps of 2-4 rows 1.05-1.3x slower); 16 -> 96 @112 (4.8 MB) 0.95-1.08x
-(hence ``MIN_BYTES``). The depthwise on a band is ``x86_fp32_dwrows``' 8-row blocks at stride
+(hence ``MIN_BYTES``). Whole MobileNetV2-224, the fused build vs the unfused one
+(bench/x86_fp32_expand_dw.py, bit-identical outputs), load 1.5-2: 2 threads wall 0.914x paired
+(quartiles 0.81-1.12, 400 repeats; 56-row bands 1.037x), 1 thread CPU time 0.929x (0.92-0.95). The depthwise on a band is ``x86_fp32_dwrows``' 8-row blocks at stride
 1 (from L2 they do not lose as the 224-wide planes from memory did), ``x86_fp32_dws2``'s at 2.
 """
 
