@@ -220,6 +220,7 @@ class Knob:
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
 INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)
 FP32_DEPTHWISE = ("edgecc_x86_sdwconv",)
+FP32_EXPAND_DW, ATTENTION = ("edgecc_x86_sexpdw",), ("edgecc_x86_attention",)
 ANY_KERNEL = ("*",)  # the pool's switches (x86_kernel_ffi.py): every kernel's jobs
 KNOBS = (
     Knob("edgecc_x86_fp32_winograd", "int32_t", (0, 1), FP32_CONV),
@@ -253,6 +254,20 @@ KNOBS = (
     # int8 depthwise dw_rows pooled by bands of output rows (0, the default: by channel
     # groups): x86_int8_dwrows_source.py, bit-identical
     Knob("edgecc_x86_int8_dw_rows_bands", "int64_t", (0, 1), INT8_DEPTHWISE),
+    # int8 depthwise calls of fewer outputs than this run serially (20000 the default; 0: all
+    # pooled) and 4x4 maps written back 4 channels a store (1; 0 per channel):
+    # x86_int8_dw_source.py, bit-identical
+    Knob("edgecc_x86_int8_dw_serial_outputs", "int64_t", (20000, 0, 30000), INT8_DEPTHWISE),
+    Knob("edgecc_x86_int8_dw_pack", "int64_t", (1, 0), INT8_DEPTHWISE),
+    # the expand 1x1 + depthwise 3x3 pair as one call on row bands (1; 0: the two kernels in
+    # turn), its band height, and from how many MiB of output its depthwise stores are
+    # non-temporal (0: never): x86_fp32_expand_dw.py, bit-identical
+    Knob("edgecc_x86_fp32_expand_dw", "int32_t", (1, 0), FP32_EXPAND_DW),
+    Knob("edgecc_x86_fp32_expand_dw_rows", "int32_t", (28, 14, 56), FP32_EXPAND_DW),
+    Knob("edgecc_x86_fp32_expand_dw_stream", "int32_t", (12, 8, 0), FP32_EXPAND_DW),
+    # the attention's pool task prefetches the next head's q / k / v rows (1; 0 not):
+    # x86_attention_source.py, bit-identical
+    Knob("edgecc_x86_attention_prefetch", "int64_t", (1, 0), ATTENTION),
     # the pool: each job site timed serial and pooled, the faster kept (1; 0 the default),
     # and TVM loops shorter than this many ns run on the caller alone (1000 the default; 0 off):
     # x86_kernel_ffi.py, bit-identical
