@@ -3,8 +3,8 @@ each VM call of the int8 library (and of the fp32 one) re-run alone with the VM'
 every hand-written job serial (``edgecc_x86_serial_work_log2`` = 63) and timed by the calling
 thread's CPU time — robust to other processes on a loaded machine, and what the kernels cost
 (not what the pool's 2 threads make of it). The int8 calls are timed three times, interleaved
-in one process: as built, with ``EDGECC_X86_DW_PERM=0`` (the depthwise paths before dw_perm /
-dw_direct) and with the library's ``edgecc_x86_int8_hi32_off`` set (the 64-bit requantized
+in one process: as built, with the library's ``edgecc_x86_int8_dw_vbmi`` = 0 (the depthwise
+paths before dw_perm / dw_direct) and with the library's ``edgecc_x86_int8_hi32_off`` set (the 64-bit requantized
 write-back instead of requant16_hi). Prints a table per model (calls by kind, summed), writes
 ``bench/results/x86_int8_layers.json``.
 
@@ -37,7 +37,7 @@ import torch  # noqa: E402
 import edgecc  # noqa: E402
 
 warnings.filterwarnings("ignore")
-SWITCH = "EDGECC_X86_DW_PERM"
+SWITCH = "edgecc_x86_int8_dw_vbmi"  # the library's knob (1 as built)
 PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
              "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
 
@@ -74,21 +74,19 @@ def measure(name: str, rounds: int) -> dict:
             ctypes.c_int64.in_dll(library, "edgecc_x86_serial_work_log2").value = 63
             if label == "int8":
                 hi32_off = ctypes.c_int64.in_dll(library, "edgecc_x86_int8_hi32_off")
+                dw_switch = ctypes.c_int64.in_dll(library, SWITCH)
             calls[label] = (res, [c for c in kernel_calls(res._runner, inputs)
                                   if kind(c[1]) != "builtin"])
-    variants = (("fp32", "fp32", None, 0), ("int8_dw_before", "int8", "0", 0),
+    variants = (("fp32", "fp32", None, 0), ("int8_dw_before", "int8", 0, 0),
                 ("int8_hi32_off", "int8", None, 1), ("int8", "int8", None, 0))
     times = {key: [[] for _ in calls[label][1]] for key, label, _, _ in variants}
     for n in range(rounds):  # each round in another order (no variant always last)
         for key, label, switch, off in variants[n % 4:] + variants[:n % 4]:
-            if switch is None:
-                os.environ.pop(SWITCH, None)
-            else:
-                os.environ[SWITCH] = switch
+            dw_switch.value = 1 if switch is None else switch
             hi32_off.value = off
             for i, (fn, _, args) in enumerate(calls[label][1]):
                 times[key][i].append(_cpu_ms(fn, args))
-    os.environ.pop(SWITCH, None)
+    dw_switch.value = 1
     hi32_off.value = 0
     row = {"model": name, "input": shape, "load_average": os.getloadavg()[0], "calls": {}}
     for key, label, _, _ in variants:
@@ -129,7 +127,7 @@ def main() -> int:
                                                            r["calls"]["int8"]):
                 print(f"    {label:<44} {before:.4f}    {off:.4f} -> {now:.4f}")
     print("\nms: sum of every VM call re-run alone, 1 thread (jobs serial), calling thread's "
-          "CPU time, medians of interleaved rounds; int8_dw_before = EDGECC_X86_DW_PERM=0, "
+          "CPU time, medians of interleaved rounds; int8_dw_before = edgecc_x86_int8_dw_vbmi 0, "
           "int8_hi32_off = edgecc_x86_int8_hi32_off 1 (the 64-bit write-back)")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
