@@ -60,7 +60,7 @@ def measure(name: str, columns: dict, threads: int, rounds: int, reps: int) -> d
         knobs = {s: ctypes.c_int64.in_dll(lib, s) for col in columns.values() for s in col}
         defaults = {s: k.value for s, k in knobs.items()}
         pool = ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")
-        threads0 = pool.value
+        threads0 = pool.value or THREADS  # 0: the runner's count (a direct call: set it)
 
         def setting(col):
             for s, k in knobs.items():

@@ -62,7 +62,7 @@ def measure(name: str, columns: dict, repeats: int, one_thread: bool) -> dict:
         knobs = {s: ctypes.c_int64.in_dll(lib, s) for s in names}
         defaults = {s: k.value for s, k in knobs.items()}
         pool = ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")
-        threads0 = pool.value
+        threads0 = pool.value or THREADS  # 0: the runner's count
 
         def setting(col):
             for s, k in knobs.items():

@@ -324,10 +324,14 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
     }
 }
 
-// the call: bands of output rows (two a thread, fewer where a band's kh - 1 halo rows would
-// be over half its own: as qconv's bands), each padded into its thread's copy (scratch 1)
-// (edgecc_x86_int8_direct4_bands: bands a thread at most, default 2; an A/B knob)
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_bands = 2;
+// the call: bands of output rows (direct4_bands a thread, fewer where a band's kh - 1 halo rows
+// would be over half its own: as qconv's bands), each padded into its thread's copy (scratch 1)
+// (edgecc_x86_int8_direct4_bands: bands a thread at most; 1: one band a thread — the pool's
+// two-ended job still lets the caller take the worker's band if it starts late; at 2 threads
+// on Zen 4, ResNet-20 w8a8 per call (bench/x86_int8_calls_ab.py --threads 2, load 1.8): 32x32
+// convs 0.98x, 16x16 0.97x, the stem 0.96x of 2 a thread (half the halo rows copied twice,
+// one claim less); 2: as before, a --tune knob)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_bands = 1;
 static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t halo = std::max(d.kh - 1, (int64_t)1);
   const int64_t unit = d.ow == 8 ? 2 : 1, units = d.oh / unit;  // output rows of whole panels
