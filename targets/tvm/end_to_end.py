@@ -216,7 +216,9 @@ class Knob:
 # set, a build without the x86 kernels) is skipped. Not here: switches read from environment
 # variables per call (EDGECC_X86_CONV_BANDS ...), which a build cannot link; the fp32
 # A/B-only switches (unpadded, im2col_tiles, dw_channels_width) are the same tiles with a
-# slower copy, never measured faster.
+# slower copy, never measured faster; likewise the int8 switches back to a former, slower
+# path (dw_vbmi, dw_write_hi, dw_block16, tile_post, tile_tied, pad_vbmi, pad_inline,
+# pad_wide32, pad_skip: each measured slower off, kept for the tests' A/B).
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
 INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)
 FP32_DEPTHWISE = ("edgecc_x86_sdwconv",)
@@ -246,6 +248,9 @@ KNOBS = (
     Knob("edgecc_x86_int8_oc_split", "int64_t", (0, 1), INT8_CONV),
     # small int8 convolutions serial (1, the default) or on the pool (0): x86_int8_pool_source
     Knob("edgecc_x86_int8_conv_pool_log2", "int64_t", (0, 1), INT8_CONV),
+    # conv_direct4's bands of output rows per thread (1, the default; 2 the former):
+    # x86_int8_direct_source.py, bit-identical
+    Knob("edgecc_x86_int8_direct4_bands", "int64_t", (1, 2, 3), INT8_CONV),
     # the fp32 linear's rows packed in L2-sized groups (bytes; 0: all rows first) and the
     # fewest row blocks a thread takes before columns are split: x86_linear_source.py,
     # bit-identical

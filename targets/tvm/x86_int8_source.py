@@ -61,7 +61,7 @@ With AVX-512 the runs take 32 outputs a step (``dw_taps_512``), and small (<= 64
 pixels) or strided depthwise convolutions run channel-blocked (``dw_block16``: 16 channels
 a zmm, the block's padded input as int32 [hp][wp][16] built by dword gathers, one
 ``vpmaddwd`` a tap, each channel's column gathered back into the same write-back; counted
-by ``edgecc_x86_int8_dw_blocked``; ``EDGECC_X86_DW_BLOCKED=0`` turns it off for A/B).
+by ``edgecc_x86_int8_dw_blocked``; the library knob ``edgecc_x86_int8_dw_block16`` = 0 turns it off for A/B).
 With AVX-512 VBMI (before those): ``dw_perm`` — the channel's plane as u8 (x ^ 0x80) in a
 padded copy, 16 outputs a vector, each kernel row's 4 taps a dword lane shuffled out of the
 row's window by ``vpermb`` / ``vpermt2b`` and added by one ``vpdpbusd`` (sums start at
@@ -72,14 +72,15 @@ blocked. Input planes of <= 64 bytes (8x8, 4x4) take ``dw_direct``: no copy, the
 straight from the loaded plane by a masked ``vpermb`` (padding lanes zx ^ 0x80), 4 channels
 at a time; the channels' kernel-row weight dwords and -128·Σw packed at compile time, and
 with a hi32 epilogue the int8 outputs written from the registers (``dw_write_hi``: no int32
-round trip, no per-channel call; ``_dw_direct_hi``, ``EDGECC_X86_DW_DIRECT_HI=0`` for A/B;
+round trip, no per-channel call; ``_dw_direct_hi``, knob ``edgecc_x86_int8_dw_write_hi`` = 0 for A/B;
 Zen 4, 1 thread, under load: packing the weights per call in registers (not a scalar loop)
 ~10 -> 7.5 us (192@8x8), ~14 -> 10.6 us (480@4x4), separate runs; the register write-back
 then 7.5 -> 6.2 / 10.6 -> 7.4 us, A/B; the weights packed at compile time: see the commit).
 Planes of 65..256 bytes (16x16 at stride 2): ``dw_direct``'s wide form (x86_int8_dw_source).
 Larger planes of rows <= 64 bytes: ``dw_rows`` (x86_int8_dwrows_source: no padded copy).
 Counted by ``edgecc_x86_int8_dw_perm`` / ``_dw_direct``;
-``EDGECC_X86_DW_PERM=0`` turns both off for A/B. The pool's work measure of these is per
+the knob ``edgecc_x86_int8_dw_vbmi`` = 0 turns both off for A/B (the entry:
+x86_int8_dw_entry_source). The pool's work measure of these is per
 output (``edgecc_x86_int8_dw_output_work``, 64; a library symbol for A/B), so 8x8 / 4x4 maps of
 many channels run on both threads.
 
