@@ -42,6 +42,20 @@ TILE_KERNELS = r"""
     const __m512i a_ = _mm512_set1_epi32(w_);                                   \
     __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(v), "v"(a_));                 \
   } while (0)
+// one k quad into the 8 named sums c0_..c7_ (tile_write_t, tile_post): tied or not
+#define EDGECC_DOT512_8(TIED_)                                                  \
+  do {                                                                          \
+    if (TIED_) {                                                                \
+      EDGECC_DOT512_TIED(c0_, 0); EDGECC_DOT512_TIED(c1_, 1);                   \
+      EDGECC_DOT512_TIED(c2_, 2); EDGECC_DOT512_TIED(c3_, 3);                   \
+      EDGECC_DOT512_TIED(c4_, 4); EDGECC_DOT512_TIED(c5_, 5);                   \
+      EDGECC_DOT512_TIED(c6_, 6); EDGECC_DOT512_TIED(c7_, 7);                   \
+    } else {                                                                    \
+      EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);      \
+      EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);      \
+      EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);                             \
+    }                                                                           \
+  } while (0)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_write = 1;
 // nonzero: tile_write_t's sums in 8 named registers (0: the array form before, A/B)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_named = 1;
@@ -84,15 +98,7 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
             c5_ = c0_, c6_ = c0_, c7_ = c0_;
     for (int64_t k = 0; k < kq; ++k) {
       const __m512i v = panel(k);
-      if (TIED) {
-        EDGECC_DOT512_TIED(c0_, 0); EDGECC_DOT512_TIED(c1_, 1); EDGECC_DOT512_TIED(c2_, 2);
-        EDGECC_DOT512_TIED(c3_, 3); EDGECC_DOT512_TIED(c4_, 4); EDGECC_DOT512_TIED(c5_, 5);
-        EDGECC_DOT512_TIED(c6_, 6); EDGECC_DOT512_TIED(c7_, 7);
-      } else {
-        EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);
-        EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);
-        EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);
-      }
+      EDGECC_DOT512_8(TIED);
     }
     // the write-back takes the 8 named sums as they are (through an array, GCC kept them in
     // other registers and moved all 8 there and back every k quad: 16 vmovdqa64 a quad)
@@ -195,15 +201,7 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
         : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
               reinterpret_cast<const __m256i*>(src + qoff[k]))), _mm256_loadu_si256(
               reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
-    if (TIED) {
-      EDGECC_DOT512_TIED(c0_, 0); EDGECC_DOT512_TIED(c1_, 1); EDGECC_DOT512_TIED(c2_, 2);
-      EDGECC_DOT512_TIED(c3_, 3); EDGECC_DOT512_TIED(c4_, 4); EDGECC_DOT512_TIED(c5_, 5);
-      EDGECC_DOT512_TIED(c6_, 6); EDGECC_DOT512_TIED(c7_, 7);
-    } else {
-      EDGECC_DOT512(c0_, 0); EDGECC_DOT512(c1_, 1); EDGECC_DOT512(c2_, 2);
-      EDGECC_DOT512(c3_, 3); EDGECC_DOT512(c4_, 4); EDGECC_DOT512(c5_, 5);
-      EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);
-    }
+    EDGECC_DOT512_8(TIED);
   }
   if (!post16_seen.load(std::memory_order_relaxed))
     post16_seen.store(1, std::memory_order_relaxed);
