@@ -869,6 +869,19 @@ def select(candidates: Candidates, libraries: list[Any], inputs: list[Any], bloc
             "verdicts": verdicts, "combined": combined, "confirm": confirmed}
 
 
+def site_medians(library: Any, inputs: list[Any], block: int) -> list[float]:
+    """Each call site's median us per call over ``block`` runs (after one untimed run):
+    ``site_search`` and ``end_to_end_sites`` time by it."""
+    library.vm.run(*inputs)
+    library.site_times(on=True)
+    runs = []  # [run][site] us: a preempted call spoils one run, not the block
+    for _ in range(block):
+        library.vm.run(*inputs)
+        runs.append(library.site_times(on=True))
+    library.site_times(on=False)
+    return [statistics.median(run[i] for run in runs) for i in range(library.sites)]
+
+
 def site_search(library: _Library, inputs: list[Any], block: int,
                 threads: int) -> tuple[KernelSettings | None, dict[str, Any]]:
     """Per call site, the option (``site_options``) that made its own calls fastest: the
@@ -883,15 +896,8 @@ def site_search(library: _Library, inputs: list[Any], block: int,
     for r in range(SITE_ROUNDS):
         for option in options if r % 2 == 0 else options[::-1]:
             library.set(KernelSettings(sites=(option,) * n))
-            library.vm.run(*inputs)
-            library.site_times(on=True)
-            runs = []  # [run][site] us: a preempted call spoils one run, not the round
-            for _ in range(block):
-                library.vm.run(*inputs)
-                runs.append(library.site_times(on=True))
-            library.site_times(on=False)
-            for i in range(n):
-                per[option][i].append(statistics.median(run[i] for run in runs))
+            for i, us in enumerate(site_medians(library, inputs, block)):
+                per[option][i].append(us)
     library.set(KernelSettings())
     table, gain_us = [], 0.0
     for i in range(n):

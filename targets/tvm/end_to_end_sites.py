@@ -60,18 +60,6 @@ def site_knob_options(library: Any, callees: list[str] | tuple[str, ...]
     return out
 
 
-def _site_medians(library: Any, inputs: list[Any], block: int) -> list[float]:
-    """Each call site's median us per call over ``block`` runs (after one untimed run)."""
-    library.vm.run(*inputs)
-    library.site_times(on=True)
-    runs = []  # [run][site] us: a preempted call spoils one run, not the block
-    for _ in range(block):
-        library.vm.run(*inputs)
-        runs.append(library.site_times(on=True))
-    library.site_times(on=False)
-    return [statistics.median(run[i] for run in runs) for i in range(library.sites)]
-
-
 def site_knob_search(library: Any, callees: list[str] | tuple[str, ...], inputs: list[Any],
                      block: int, rounds: int = SITE_KNOB_ROUNDS,
                      seconds: float = SITE_KNOB_SECONDS
@@ -98,7 +86,7 @@ def site_knob_search(library: Any, callees: list[str] | tuple[str, ...], inputs:
             for value in order if r % 2 == 0 else order[::-1]:
                 library.set(KernelSettings() if value is None else KernelSettings(
                     site_knobs=tuple((i, symbol, value) for i in sites)))
-                medians = _site_medians(library, inputs, block)
+                medians = end_to_end.site_medians(library, inputs, block)
                 blocks += 1
                 (base[symbol] if value is None else per[(symbol, value)]).append(medians)
     library.set(KernelSettings())
@@ -162,7 +150,7 @@ def _replicate(library: Any, inputs: list[Any], block: int, rounds: int,
     for r in range(rounds):
         for on in (False, True) if r % 2 == 0 else (True, False):
             library.set(KernelSettings(site_knobs=table if on else ()))
-            per[on].append(_site_medians(library, inputs, block))
+            per[on].append(end_to_end.site_medians(library, inputs, block))
     library.set(KernelSettings())
     total_wins = sum(sum(b) < sum(a) for a, b in zip(per[False], per[True]))
     kept = tuple(entry for entry in table
