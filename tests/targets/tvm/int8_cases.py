@@ -35,34 +35,46 @@ def build_and_load(module, path: str):
     return lib, relax.VirtualMachine(lib, tvm.cpu())
 
 
-def conv_cases_library(rng: np.random.Generator, cases, path: str):
-    """One library with an ``x86_int8.emit_conv`` call per case ``(x shape, w shape, input
-    zero point, stride, pad, dilation)`` on random operands drawn from ``rng`` (inputs, then
-    weights, then epilogues), built into ``path`` and loaded with the kernels' pool at 2
-    threads: (xs, ws, epilogues, library, VM, the library as ``ctypes.CDLL``)."""
+def calls_library(emit, xs, ws, eps, calls, path: str, pool_threads: int | None = 2):
+    """One library with an ``emit`` call (``x86_int8.emit_conv`` / ``emit_depthwise``) per
+    input ``xs[i]``, weight ``ws[i]``, epilogue ``eps[i]`` and ``calls[i]`` = (input zero
+    point, stride, pad, dilation), built into ``path`` and loaded; the kernels' pool set to
+    ``pool_threads`` (None: as loaded): (library, VM, the library as ``ctypes.CDLL``)."""
     import ctypes
 
     from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
-    xs = [random_int8(rng, *c[0]) for c in cases]
-    ws = [random_int8(rng, *c[1]) for c in cases]
-    eps = [random_requant(rng, c[1][0]) for c in cases]
     bb = relax.BlockBuilder()
     params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
               for i, x in enumerate(xs)]
     with bb.function("main", params):
         with bb.dataflow():
-            outs = [x86_int8.emit_conv(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]), e)
-                    for p, w, c, e in zip(params, ws, cases, eps)]
+            outs = [emit(bb, p, w, c[0], list(c[1]), list(c[2]), list(c[3]), e)
+                    for p, w, c, e in zip(params, ws, calls, eps)]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     lib, vm = build_and_load(module, path)
     so = ctypes.CDLL(path)  # the library TVM loaded (same path: same handle)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)  # the kernels' pool: 2 threads (bands / splits need 2)
+    if pool_threads is not None:  # the kernels' pool (bands / splits need 2 threads)
+        so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+        so.edgecc_pool_configure(-1, pool_threads)
+    return lib, vm, so
+
+
+def conv_cases_library(rng: np.random.Generator, cases, path: str):
+    """One library with an ``x86_int8.emit_conv`` call per case ``(x shape, w shape, input
+    zero point, stride, pad, dilation)`` on random operands drawn from ``rng`` (inputs, then
+    weights, then epilogues), built into ``path`` and loaded with the kernels' pool at 2
+    threads: (xs, ws, epilogues, library, VM, the library as ``ctypes.CDLL``)."""
+    from edgecc.targets.tvm import x86_int8
+
+    xs = [random_int8(rng, *c[0]) for c in cases]
+    ws = [random_int8(rng, *c[1]) for c in cases]
+    eps = [random_requant(rng, c[1][0]) for c in cases]
+    lib, vm, so = calls_library(x86_int8.emit_conv, xs, ws, eps, [c[2:] for c in cases], path)
     return xs, ws, eps, lib, vm, so
 
 

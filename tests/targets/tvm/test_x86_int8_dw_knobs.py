@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.int8_cases import calls_library, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
 # (input, stride, zero point, full int8 range: no clamp): 3x3 pad 1 depthwise as
@@ -31,7 +31,6 @@ DW_DIRECT, PACKED = 4, 3  # the cases on dw_direct (not wide); packed by default
 @pytest.mark.skipif(not _has_vbmi(), reason="the VBMI depthwise paths need AVX-512 VBMI")
 def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
     from edgecc.targets.tvm.x86_int8_dw_entry_source import DW_KNOBS
@@ -42,19 +41,9 @@ def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
     eps = [random_requant(rng, c[0][1]) for c in CASES]
     eps = [dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy) if c[3] else e
            for e, c in zip(eps, CASES)]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
-              for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [x86_int8.emit_depthwise(bb, p, w, c[2], [c[1], c[1]], [1, 1], [1, 1], e)
-                    for p, w, c, e in zip(params, ws, CASES, eps)]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    path = str(tmp_path / "k.so")
-    lib, vm = build_and_load(bb.get().with_attr("external_mods",
-                                                [x86_int8.external_module()]), path)
-    so = ctypes.CDLL(path)
+    lib, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
+                                [(c[2], [c[1]] * 2, [1, 1], [1, 1]) for c in CASES],
+                                str(tmp_path / "k.so"), pool_threads=None)
     knobs = [ctypes.c_int64.in_dll(so, s) for s in (*DW_KNOBS, "edgecc_x86_int8_dw_pack")]
     assert [k.value for k in knobs] == [1, 1, 1, 1]  # the defaults
     counter = {name: lib.get_function(sym, query_imports=True) for name, sym in (
@@ -106,7 +95,6 @@ def test_small_depthwise_calls_stay_serial(tmp_path):
     runs on the calling thread (no pool job; counted), a larger one on the pool, 0 pools both
     as before; the same outputs every way."""
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
@@ -115,21 +103,8 @@ def test_small_depthwise_calls_stay_serial(tmp_path):
     xs = [random_int8(rng, *s) for s in shapes]
     ws = [random_int8(rng, s[1], 1, 3, 3) for s in shapes]
     eps = [random_requant(rng, s[1]) for s in shapes]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
-              for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [x86_int8.emit_depthwise(bb, p, w, 1, [1, 1], [1, 1], [1, 1], e)
-                    for p, w, e in zip(params, ws, eps)]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    path = str(tmp_path / "k.so")
-    _, vm = build_and_load(bb.get().with_attr("external_mods", [x86_int8.external_module()]),
-                           path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)
+    _, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
+                              [(1, [1, 1], [1, 1], [1, 1])] * len(shapes), str(tmp_path / "k.so"))
     limit = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_serial_outputs")
     serial = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_serial_calls")
     timing = ctypes.c_int32.in_dll(so, "edgecc_pool_timing")

@@ -10,7 +10,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
+from tests.targets.tvm.int8_cases import calls_library, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
 # (input, kernel, zero point, stride, pad, dilation, full-int8 clamp, dw_rows applies,
@@ -37,7 +37,6 @@ def _full(e):
 @pytest.mark.skipif(not _has_vbmi(), reason="dw_rows needs AVX-512 VBMI")
 def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     import tvm
-    from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
@@ -46,22 +45,8 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     ws = [random_int8(rng, c[0][1], 1, *c[1]) for c in CASES]
     eps = [random_requant(rng, c[0][1]) for c in CASES]
     eps = [_full(e) if c[6] else e for e, c in zip(eps, CASES)]
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(list(x.shape), "int8"))
-              for i, x in enumerate(xs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            outs = [x86_int8.emit_depthwise(bb, p, w, c[2], list(c[3]), list(c[4]), list(c[5]),
-                                            e)
-                    for p, w, c, e in zip(params, ws, CASES, eps)]
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    path = str(tmp_path / "k.so")
-    lib, vm = build_and_load(bb.get().with_attr("external_mods",
-                                                [x86_int8.external_module()]), path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)
+    lib, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
+                                [c[2:6] for c in CASES], str(tmp_path / "k.so"))
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     switch = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_rows")
     calls = lib.get_function(x86_int8.DW_ROWS, query_imports=True)
