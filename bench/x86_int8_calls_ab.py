@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
 from bench.x86_int8_knob_ab import parse_columns, _same  # noqa: E402
+from bench.x86_int8_common import write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
@@ -130,11 +130,9 @@ def main() -> int:
             print(f"  sum {n} / default p10/p50/p90: {p[0]:.3f} {p[1]:.3f} {p[2]:.3f}")
     clock = "thread CPU time" if args.threads == 1 else "wall clock"
     print(f"\n{clock}; each call re-run {args.reps}x alone per column, {args.rounds} rounds")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 library knobs per call, paired", "rounds": args.rounds,
-                   "reps": args.reps, "columns": columns, "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, {"benchmark": "int8 library knobs per call, paired",
+                               "rounds": args.rounds, "reps": args.reps, "columns": columns,
+                               "rows": rows})
     return 0
 
 

@@ -2,6 +2,7 @@
 
 ``build_pair``: a CNN of bench/tvm_cpu.py compiled twice in one process, fp32 and w8a8 with the
 integer kernels (the builds bench/x86_int8_ab.py and bench/x86_int8_e2e.py compare).
+``write_result``: a bench's JSON written (its folder made) and said.
 ``build_depthwise`` and ``depthwise_ab``: single int8 depthwise layers (one ``emit_depthwise``
 per VM function) and their per-layer A/B of library knobs, interleaved in one process, outputs
 checked equal across the columns first (bench/x86_int8_dw.py, bench/x86_int8_dwrows.py).
@@ -20,6 +21,14 @@ from bench.tvm_cpu import calibration, interleaved_times, median_p10, models, ro
 
 PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
              "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
+
+
+def write_result(path: str, payload: dict) -> None:
+    """``payload`` as indented JSON at ``path`` (its folder made first), then "wrote path"."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {path}")
 
 
 def build_pair(name: str, directory: str):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import calibration, interleaved_times, models  # noqa: E402
-from bench.x86_int8_common import paired_spread  # noqa: E402
+from bench.x86_int8_common import paired_spread, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 MODULES = ("x86_int8_dw_entry_source", "x86_int8_dw_source", "x86_int8_dwrows_source",
@@ -169,12 +168,9 @@ def main() -> int:
         p = w["new_vs_old"]
         print(f"  whole model {t}t (wall): old {w['old_ms']:.3f} ms new {w['new_ms']:.3f} ms, "
               f"new/old paired p10/p50/p90 {p[0]:.3f} {p[1]:.3f} {p[2]:.3f}")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 depthwise kernel source A/B", "rev": args.rev,
-                   "model": args.model, "load_average": load, "per_call": per_call,
-                   "whole": {str(k): v for k, v in whole.items()}}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, {"benchmark": "int8 depthwise kernel source A/B", "rev": args.rev,
+                               "model": args.model, "load_average": load, "per_call": per_call,
+                               "whole": {str(k): v for k, v in whole.items()}})
     return 0
 
 

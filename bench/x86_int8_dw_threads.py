@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
-from bench.x86_int8_common import build_pair, paired_spread  # noqa: E402
+from bench.x86_int8_common import build_pair, paired_spread, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 INT32 = {"edgecc_pool_threads", "edgecc_pool_timing", "edgecc_pool_two_ended",
@@ -233,11 +232,8 @@ def main() -> int:
         result["columns"] = columns
         print_model(result, columns)
     print(f"\n{THREADS} threads, wall clock, one process")
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    with open(output, "w") as f:
-        json.dump({"benchmark": f"int8 2-thread scaling ({args.mode})", "threads": THREADS,
-                   "result": result}, f, indent=2)
-    print(f"wrote {output}")
+    write_result(output, {"benchmark": f"int8 2-thread scaling ({args.mode})", "threads": THREADS,
+                          "result": result})
     return 0
 
 

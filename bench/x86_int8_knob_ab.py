@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
-from bench.x86_int8_common import build_pair, paired_spread  # noqa: E402
+from bench.x86_int8_common import build_pair, paired_spread, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -122,12 +121,9 @@ def main() -> int:
                   f"   (load {r['load_average_' + key]:.1f})")
     print(f"\n{THREADS}t: wall clock; 1t: thread CPU time; paired ratios of round medians over "
           "interleaved rounds")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 library knobs, end to end, paired",
-                   "repeats": args.repeats, "threads": THREADS, "columns": columns,
-                   "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, {"benchmark": "int8 library knobs, end to end, paired",
+                               "repeats": args.repeats, "threads": THREADS, "columns": columns,
+                               "rows": rows})
     return 0
 
 

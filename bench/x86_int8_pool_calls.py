@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, ROOT)
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kernel_calls, kind  # noqa: E402
+from bench.x86_int8_common import write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -99,11 +99,9 @@ def main() -> int:
         print(f"  {'sum':<34} {s2:9.1f} {s1:9.1f} {s2 / s1:9.2f}")
     print(f"\nwall clock, each call re-run {args.reps}x alone; 2t / 1t alternating per call, "
           f"{args.rounds} rounds, one process")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 calls, 2 vs 1 pool threads, wall", "rounds": args.rounds,
-                   "reps": args.reps, "threads": THREADS, "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, {"benchmark": "int8 calls, 2 vs 1 pool threads, wall",
+                               "rounds": args.rounds, "reps": args.reps, "threads": THREADS,
+                               "rows": rows})
     return 0
 
 

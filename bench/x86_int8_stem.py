@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
 from bench.x86_int8_knob_ab import _same  # noqa: E402
+from bench.x86_int8_common import write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
@@ -97,11 +97,8 @@ def main() -> int:
               f"im2col {r['us']['im2col']:.2f} us, paired {r['padded_vs_im2col']:.3f}  "
               f"(load {r['load_average']:.1f})")
     print("1 thread, thread CPU time; the stem call re-run alone, builds alternating per round")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 stem, channels padded to 4 vs im2col",
-                   "rounds": args.rounds, "reps": args.reps, "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, {"benchmark": "int8 stem, channels padded to 4 vs im2col",
+                               "rounds": args.rounds, "reps": args.reps, "rows": rows})
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
-from bench.x86_int8_common import build_pair, paired_spread  # noqa: E402
+from bench.x86_int8_common import build_pair, paired_spread, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 SYMBOLS = {"conv_pool_log2": ("edgecc_x86_int8_conv_pool_log2", 1),
@@ -104,12 +103,9 @@ def main() -> int:
         print(f"{r['model']:<14} {'fp32':<12} {r['median_ms']['fp32']:7.3f}"
               f"   (load {r['load_average']:.1f})")
     print(f"\n{THREADS} threads, wall clock; paired ratios of round medians over interleaved rounds")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"benchmark": "int8 pool settings, end to end, paired",
-                   "repeats": args.repeats, "threads": THREADS, "columns": columns,
-                   "rows": rows}, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, {"benchmark": "int8 pool settings, end to end, paired",
+                               "repeats": args.repeats, "threads": THREADS, "columns": columns,
+                               "rows": rows})
     return 0
 
 
