@@ -31,8 +31,8 @@ from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM s
 from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
-from bench.x86_int8_knob_ab import parse_columns, _same  # noqa: E402
-from bench.x86_int8_common import write_result  # noqa: E402
+from bench.x86_int8_knob_ab import parse_columns  # noqa: E402
+from bench.x86_int8_common import same_outputs, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
@@ -68,7 +68,7 @@ def measure(name: str, columns: dict, threads: int, rounds: int, reps: int) -> d
 
         for col in columns:  # bit-identical across the settings
             setting(col)
-            assert _same(res.run(*inputs), reference), col
+            assert same_outputs(res.run(*inputs), reference), col
         calls = [c for c in kernel_calls(res._runner, inputs) if kind(c[1]) != "builtin"]
         pool.value = 1 if threads == 1 else threads0
         clock = time.thread_time if threads == 1 else time.perf_counter

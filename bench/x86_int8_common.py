@@ -2,7 +2,9 @@
 
 ``build_pair``: a CNN of bench/tvm_cpu.py compiled twice in one process, fp32 and w8a8 with the
 integer kernels (the builds bench/x86_int8_ab.py and bench/x86_int8_e2e.py compare).
-``write_result``: a bench's JSON written (its folder made) and said.
+``write_result``: a bench's JSON written (its folder made) and said. ``same_outputs`` and
+``knob_columns``: a build's outputs compared bit for bit, and one callable per column of
+library knob settings after checking every column gives the same outputs.
 ``build_depthwise`` and ``depthwise_ab``: single int8 depthwise layers (one ``emit_depthwise``
 per VM function) and their per-layer A/B of library knobs, interleaved in one process, outputs
 checked equal across the columns first (bench/x86_int8_dw.py, bench/x86_int8_dwrows.py).
@@ -29,6 +31,33 @@ def write_result(path: str, payload: dict) -> None:
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
     print(f"wrote {path}")
+
+
+def same_outputs(a, b) -> bool:
+    """Whether two runs' outputs (a tensor or a tuple of them) are equal bit for bit."""
+    a = a if isinstance(a, (list, tuple)) else [a]
+    b = b if isinstance(b, (list, tuple)) else [b]
+    return all((x.numpy() == y.numpy()).all() for x, y in zip(a, b))
+
+
+def knob_columns(built: dict, inputs, columns, setting) -> dict:
+    """Per column: a callable that applies the column's knobs (``setting(col)``) and runs
+    ``built["int8"]``; plus ``"fp32"``, the fp32 build. Asserts first that every column's
+    outputs equal the first run's bit for bit."""
+    reference = built["int8"].run(*inputs)
+    for col in columns:
+        setting(col)
+        assert same_outputs(built["int8"].run(*inputs), reference), col
+
+    def run(col):
+        def go():
+            setting(col)
+            built["int8"].run(*inputs)
+        return go
+
+    fns = {col: run(col) for col in columns}
+    fns["fp32"] = lambda: built["fp32"].run(*inputs)
+    return fns
 
 
 def build_pair(name: str, directory: str):

@@ -27,7 +27,8 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
-from bench.x86_int8_common import build_pair, paired_spread, write_result  # noqa: E402
+from bench.x86_int8_common import (  # noqa: E402
+    build_pair, knob_columns, paired_spread, write_result)
 
 warnings.filterwarnings("ignore")
 
@@ -43,12 +44,6 @@ def parse_columns(text: str) -> dict:
         name, spec = part.split("=", 1)
         cols[name] = {symbol(k): int(v) for k, v in (kv.split(":") for kv in spec.split(","))}
     return cols
-
-
-def _same(a, b) -> bool:
-    a = a if isinstance(a, (list, tuple)) else [a]
-    b = b if isinstance(b, (list, tuple)) else [b]
-    return all((x.numpy() == y.numpy()).all() for x, y in zip(a, b))
 
 
 def measure(name: str, columns: dict, repeats: int, one_thread: bool) -> dict:
@@ -67,19 +62,7 @@ def measure(name: str, columns: dict, repeats: int, one_thread: bool) -> dict:
             for s, k in knobs.items():
                 k.value = columns[col].get(s, defaults[s])
 
-        reference = built["int8"].run(*inputs)
-        for col in columns:  # bit-identical across the settings
-            setting(col)
-            assert _same(built["int8"].run(*inputs), reference), col
-
-        def run(col):
-            def go():
-                setting(col)
-                built["int8"].run(*inputs)
-            return go
-
-        fns = {col: run(col) for col in columns}
-        fns["fp32"] = lambda: built["fp32"].run(*inputs)
+        fns = knob_columns(built, inputs, columns, setting)  # bit-identical across them
         out = {"model": name, "input": shape}
         for t, clock in ((THREADS, "wall"), (1, "cpu")) if one_thread else ((THREADS, "wall"),):
             pool.value = t if t == 1 else threads0

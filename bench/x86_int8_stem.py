@@ -28,8 +28,7 @@ from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM s
 from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
-from bench.x86_int8_knob_ab import _same  # noqa: E402
-from bench.x86_int8_common import write_result  # noqa: E402
+from bench.x86_int8_common import same_outputs, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
@@ -62,7 +61,7 @@ def measure(name: str, rounds: int, reps: int) -> dict:
             stem = next(c for c in calls if "qconv" in c[1])
             built[label] = (stem, out)
         x86_int8.PAD_STEM = True
-        assert _same(built["padded"][1], built["im2col"][1])
+        assert same_outputs(built["padded"][1], built["im2col"][1])
         times = {k: [] for k in built}
         for r in range(rounds):
             for k in (list(built) if r % 2 == 0 else list(built)[::-1]):

@@ -28,7 +28,8 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import interleaved_times, median_p10  # noqa: E402
-from bench.x86_int8_common import build_pair, paired_spread, write_result  # noqa: E402
+from bench.x86_int8_common import (  # noqa: E402
+    build_pair, knob_columns, paired_spread, write_result)
 
 warnings.filterwarnings("ignore")
 SYMBOLS = {"conv_pool_log2": ("edgecc_x86_int8_conv_pool_log2", 1),
@@ -58,22 +59,7 @@ def measure(name: str, columns: dict, repeats: int) -> dict:
             for k, (_, default) in SYMBOLS.items():
                 knobs[k].value = columns[col].get(k, default)
 
-        reference = built["int8"].run(*inputs)
-        for col in columns:  # bit-identical across the settings
-            setting(col)
-            out = built["int8"].run(*inputs)
-            assert all((a == b).all() for a, b in zip(
-                out if isinstance(out, (list, tuple)) else [out],
-                reference if isinstance(reference, (list, tuple)) else [reference])), col
-
-        def run(col):
-            def go():
-                setting(col)
-                built["int8"].run(*inputs)
-            return go
-
-        fns = {col: run(col) for col in columns}
-        fns["fp32"] = lambda: built["fp32"].run(*inputs)
+        fns = knob_columns(built, inputs, columns, setting)  # bit-identical across them
         times = interleaved_times(fns, repeats)
         setting("default")
     stats = median_p10(times)
