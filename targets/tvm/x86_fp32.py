@@ -441,7 +441,8 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
     docstring); the module gets the kernels as an external module when any was used."""
     from tvm import relax
 
-    counts = {SGEMM: 0, SCONV: 0, SDWCONV: 0, "bias": 0, "clamp": 0, "residual": 0}
+    counts = {SGEMM: 0, SCONV: 0, SDWCONV: 0, "bias": 0, "clamp": 0, "residual": 0,
+              "expand_dw": 0}
     left: list[str] = []
     updates = {}
     for gvar, func in module.functions.items():
@@ -457,17 +458,19 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
             counts["bias"] += plan.bias is not None
             counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
-        counts["expand_dw"] = counts.get("expand_dw", 0) + len(_expand_dw_pairs(analysis))
-        updates[gvar] = _mutate(module, func, analysis, wants_winograd_weights(module))
+        pairs = _expand_dw_pairs(analysis)
+        counts["expand_dw"] += len(pairs)
+        updates[gvar] = _mutate(module, func, analysis, pairs, wants_winograd_weights(module))
     stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
                          counts["clamp"], tuple(left), counts.get("powers", 0),
-                         counts["residual"], counts.get("expand_dw", 0))
+                         counts["residual"], counts["expand_dw"])
     if not updates:
         return module, stats
     return with_rewritten_functions(module, updates, external_module()), stats
 
 
-def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool) -> Any:
+def _mutate(module: Any, func: Any, analysis: _Analysis, pairs: dict[Any, _Plan],
+            winograd: bool) -> Any:
     from tvm import relax
 
     # a plan's call is emitted where its last fused binding was (a residual may be computed
@@ -476,7 +479,7 @@ def _mutate(module: Any, func: Any, analysis: _Analysis, winograd: bool) -> Any:
     skipped = {v for plan in analysis.plans.values() for v in (plan.fused[:-1] if plan.fused
                                                                  else [])}
     skipped |= {v for v, plan in analysis.plans.items() if not plan.last.same_as(v)}
-    pairs = _expand_dw_pairs(analysis)  # an expand's call is the depthwise's (one call)
+    # ``pairs`` (``_expand_dw_pairs``): an expand's call is the depthwise's (one call)
     skipped |= {expand.last for expand in pairs.values()}
 
     @relax.expr_functor.mutator
