@@ -40,7 +40,10 @@ convolutions differ from the direct path within 1e-5 relative (measured <= 7.2e-
 An expand 1x1 convolution whose only user is a depthwise 3x3 on a large map (MobileNetV2-224's
 inverted residual blocks at 224) becomes one call with it, ``edgecc_x86_sexpdw``
 (``x86_fp32_expand_dw``: the pair on row bands, the expand's output never through memory;
-the same outputs bit for bit; ``FUSE_EXPAND_DW``).
+the same outputs bit for bit; ``FUSE_EXPAND_DW``); when the depthwise's only user is the
+block's project 1x1 (+ residual), that joins the call too (``x86_fp32_block``: the whole block
+on row bands, neither intermediate through memory, bit for bit; ``FUSE_BLOCK``; the manifest's
+``fused_block``).
 
 A layer the kernels do not cover stays as it was (TVM's kernel with edgecc's default
 schedule): one-row products (an LLM's decode step: ``gemv_schedule``), symbolic shapes,
@@ -78,6 +81,9 @@ PACKED_IN_BUILD, CONSTANT_WEIGHTS = 1, 2
 # an expand 1x1 conv whose only user is a depthwise 3x3 becomes one call with it
 # (x86_fp32_expand_dw.eligible); False: two calls (the bench's A/B of the rewrite)
 FUSE_EXPAND_DW = True
+# such a pair whose depthwise's only user is a project 1x1 (+ residual) becomes one call with it
+# too (x86_fp32_block: the whole block on row bands); False: the pair, then the project
+FUSE_BLOCK = True
 
 
 def with_winograd_weights(module: Any) -> Any:
@@ -148,13 +154,14 @@ class RewriteStats:
     powers: int = 0  # power(x, 2 | 3) written as products
     fused_residual: int = 0  # residual adds folded into the write-back
     fused_expand_dw: int = 0  # expand 1x1 + depthwise pairs run as one call (x86_fp32_expand_dw)
+    fused_block: int = 0  # of those, the pairs whose project 1x1 joined the call (x86_fp32_block)
 
     def as_dict(self) -> dict[str, Any]:
         return {"x86_fp32_gemm": self.sgemm, "x86_fp32_conv": self.conv,
                 "x86_fp32_depthwise": self.depthwise, "fused_bias": self.fused_bias,
                 "fused_residual": self.fused_residual, "fused_clamp": self.fused_clamp,
                 "left_on_tvm": list(self.left), "powers_as_products": self.powers,
-                "fused_expand_dw": self.fused_expand_dw}
+                "fused_expand_dw": self.fused_expand_dw, "fused_block": self.fused_block}
 
 
 
@@ -384,6 +391,48 @@ def _emit_expand_dw(bb: Any, expand: _Plan, dw: _Plan, x: Any) -> Any:
                                          relax.TensorType(dw.attrs["y"], "float32")))
 
 
+def _emit_block(bb: Any, expand: _Plan, dw: _Plan, project: _Plan, x: Any,
+                residual: Any) -> Any:
+    """One ``edgecc_x86_sexpdw`` call for a whole block: ``expand`` (1x1), the depthwise
+    ``dw``, the ``project`` 1x1 (and its ``residual``, visited) (``x86_fp32_block``)."""
+    from tvm import relax
+
+    consts = _conv_consts(expand) + _conv_consts(dw) + _conv_consts(project)
+    args = [x, *(relax.const(c, str(c.dtype)) for c in consts)]
+    if residual is not None:
+        args.append(residual)
+    return bb.emit(relax.call_dps_packed(relax.ExternFunc(x86_fp32_expand_dw.SYMBOL), args,
+                                         relax.TensorType(project.attrs["y"], "float32")))
+
+
+def _blocks(analysis: "_Analysis", pairs: dict[Any, _Plan]) -> dict[Any, tuple[_Plan, _Plan]]:
+    """project plan's last var -> (expand, depthwise) of a pair (``_expand_dw_pairs``) whose
+    depthwise output's only user is that 1x1 stride-1 unpadded project plan."""
+    from tvm import relax
+
+    if not FUSE_BLOCK:
+        return {}
+    by_x = {}
+    for plan in analysis.plans.values():
+        if plan.kind == SCONV and isinstance(plan.x, relax.DataflowVar):
+            by_x.setdefault(plan.x, []).append(plan)
+    dws = {dw.last: dw for dw in analysis.plans.values() if dw.kind == SDWCONV}
+    blocks = {}
+    for last, expand in pairs.items():
+        dw = dws[last]
+        users = analysis.users.get(last, [])
+        projects = by_x.get(last, [])
+        if len(users) != 1 or len(projects) != 1:
+            continue
+        project = projects[0]
+        a = project.attrs
+        if (project.weight.shape[2:] == (1, 1) and a["stride"] == [1, 1]
+                and a["pad"] == [0, 0] and a["x"] == dw.attrs["y"]
+                and a["y"][2:] == dw.attrs["y"][2:]):
+            blocks[project.last] = (expand, dw)
+    return blocks
+
+
 def _expand_dw_pairs(analysis: "_Analysis") -> dict[Any, _Plan]:
     """depthwise plan's last var -> the expand plan fused into its call: a 1x1 conv plan (no
     residual) whose output's only user is an eligible depthwise 3x3 plan's input."""
@@ -442,7 +491,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
     from tvm import relax
 
     counts = {SGEMM: 0, SCONV: 0, SDWCONV: 0, "bias": 0, "clamp": 0, "residual": 0,
-              "expand_dw": 0}
+              "expand_dw": 0, "block": 0}
     left: list[str] = []
     updates = {}
     for gvar, func in module.functions.items():
@@ -459,18 +508,21 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
             counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
         pairs = _expand_dw_pairs(analysis)
+        blocks = _blocks(analysis, pairs)
         counts["expand_dw"] += len(pairs)
-        updates[gvar] = _mutate(module, func, analysis, pairs, wants_winograd_weights(module))
+        counts["block"] += len(blocks)
+        updates[gvar] = _mutate(module, func, analysis, pairs, blocks,
+                                wants_winograd_weights(module))
     stats = RewriteStats(counts[SGEMM], counts[SCONV], counts[SDWCONV], counts["bias"],
                          counts["clamp"], tuple(left), counts.get("powers", 0),
-                         counts["residual"], counts["expand_dw"])
+                         counts["residual"], counts["expand_dw"], counts["block"])
     if not updates:
         return module, stats
     return with_rewritten_functions(module, updates, external_module()), stats
 
 
 def _mutate(module: Any, func: Any, analysis: _Analysis, pairs: dict[Any, _Plan],
-            winograd: bool) -> Any:
+            blocks: dict[Any, tuple[_Plan, _Plan]], winograd: bool) -> Any:
     from tvm import relax
 
     # a plan's call is emitted where its last fused binding was (a residual may be computed
@@ -481,6 +533,8 @@ def _mutate(module: Any, func: Any, analysis: _Analysis, pairs: dict[Any, _Plan]
     skipped |= {v for v, plan in analysis.plans.items() if not plan.last.same_as(v)}
     # ``pairs`` (``_expand_dw_pairs``): an expand's call is the depthwise's (one call)
     skipped |= {expand.last for expand in pairs.values()}
+    # ``blocks`` (``_blocks``): the pair's call is the project's (one call)
+    skipped |= {dw.last for _, dw in blocks.values()}
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
@@ -498,6 +552,13 @@ def _mutate(module: Any, func: Any, analysis: _Analysis, pairs: dict[Any, _Plan]
             plan = plans.get(var)
             if plan is None:
                 super().visit_var_binding_(binding)
+                return
+            if var in blocks:
+                expand, dw = blocks[var]
+                residual = None if plan.residual is None else self.visit_expr(plan.residual)
+                new = _emit_block(self.builder_, expand, dw, plan, self.visit_expr(expand.x),
+                                  residual)
+                self.set_var_remap(plan.last, new)
                 return
             if var in pairs:
                 expand = pairs[var]

@@ -52,6 +52,8 @@ rows within a few %, steps of 2-4 rows 1.05-1.3x slower); 16 -> 96 @112 (4.8 MB)
 1 (from L2 they do not lose as the 224-wide planes from memory did), ``x86_fp32_dws2``'s at 2.
 """
 
+from edgecc.targets.tvm.x86_fp32_block import SOURCE as BLOCK_SOURCE
+
 SOURCE = r"""
 // ---- expand 1x1 + depthwise 3x3 on row bands (targets/tvm/x86_fp32_expand_dw.py) --------
 // 1: the fused bands (PATH_EXPAND_DW); 0: the expand and the depthwise in turn (the same sums)
@@ -68,11 +70,14 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args, T
 int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
                                   TVMFFIAny* result);
 
+static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);
+
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
                                  TVMFFIAny* result) {
+  if (num_args == 14 || num_args == 15) return expand_dw_project(args, num_args, result);
   if (num_args != 10) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_sexpdw: expected 10 arguments");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_sexpdw: expected 10, 14 or 15 arguments");
     return -1;
   }
   set_none(result);
@@ -174,6 +179,7 @@ int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
   }
   return 0;
 }
+""" + BLOCK_SOURCE + r"""
 """
 
 SYMBOL = "edgecc_x86_sexpdw"

@@ -140,6 +140,7 @@ def test_the_build_fuses_the_pairs(tmp_path, monkeypatch):
     from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
 
     monkeypatch.setattr(x86_fp32_expand_dw, "MIN_BYTES", 0)  # small maps fuse too
+    monkeypatch.setattr(x86_fp32, "FUSE_BLOCK", False)  # the pairs alone (blocks: _block tests)
     torch.manual_seed(0)
     m = _Blocks().eval()
     x = torch.randn(1, 8, 32, 48)

@@ -1,0 +1,181 @@
+"""C fragment of the x86 float32 kernels (spliced into ``x86_fp32_expand_dw.SOURCE``): a whole
+inverted residual block — expand 1x1, depthwise 3x3, project 1x1 (+ the residual add) — in one
+``edgecc_x86_sexpdw`` call of 14 arguments (15 with the residual), on bands of output rows, so
+neither the expand's output nor the depthwise's goes through memory (MobileNetV2-224's
+12 -> 72 -> 12 @224: the unfused project read the depthwise's 14.4 MB back from DRAM).
+
+    args: x, W1 [E][C], b1, meta1, bounds1, W2 [E][9], b2, meta2, bounds2,
+          W3 [P][E], b3, meta3 (sconv's 15), bounds3, (residual [N][P][OH][OW],) out
+
+Each pool item is a band of ``edgecc_x86_fp32_block_rows`` output rows, run in steps of
+``edgecc_x86_fp32_block_step`` rows. A step: for each 12-channel chunk of the expansion, the
+expand's output of the step's input rows into a chunk buffer (the rows the previous step
+already expanded — 2 at stride 1, 1 at stride 2 — copied from a per-band carry instead of
+computed again), its depthwise into a step buffer ``[E][step rows x OW]``; then the project
+GEMM reads that buffer in place (koff = k x its channel stride) and writes the step's output
+rows (+ residual, clamp). Per thread: chunk buffer + carry + step buffer, 0.75 MB for
+12 -> 72 -> 12 @224 at 8-row steps (L2 is 1 MB on Zen 4). Bands recompute their 2 (stride 2:
+1) halo rows of the expand only at band edges.
+
+Same sums, bit for bit: the expand and the project are the GEMM micro-kernel reading their
+inputs in place (taps in k order from zero, one rounding per FMA, + bias (+ residual), clamp
+in the write-back) — per output element the same operations as ``sconv``'s 1x1 — and the
+depthwise the same row kernels as the fused pair (``x86_fp32_expand_dw``). The tests compare
+with the three kernels called in turn (``array_equal``).
+
+Eligible (else the fused pair then ``sconv`` through a whole intermediate, the same sums): the
+fused pair's rule (``x86_fp32_expand_dw``), ``edgecc_x86_fp32_block`` on, the project 1x1
+stride 1 no padding over the depthwise's output. Knobs (int32, read per call):
+``edgecc_x86_fp32_block`` 1 (0: the fallback above), ``edgecc_x86_fp32_block_rows`` 28,
+``edgecc_x86_fp32_block_step`` 8. ``edgecc_x86_fp32_block_calls`` (int64) counts the calls
+that ran the fused bands (the tests' proof that they did).
+"""
+
+SOURCE = r"""
+// ---- expand 1x1 + depthwise 3x3 + project 1x1 (+ residual) on row bands ----------------
+// (targets/tvm/x86_fp32_block.py)
+// 1: the fused bands; 0: the fused pair, then the project through an intermediate
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block = 1;
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_rows = 28;
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_step = 8;
+// calls that ran the fused bands
+__attribute__((weak, visibility("default"))) int64_t edgecc_x86_fp32_block_calls = 0;
+
+// the fallback's intermediate (the scratch slots are the called kernels')
+static float* block_mid(size_t bytes) {
+  static thread_local float* buf = 0;
+  static thread_local size_t size = 0;
+  if (size < bytes) {
+    free(buf);
+    size = (bytes + 4095) / 4096 * 4096;
+    buf = static_cast<float*>(aligned_alloc(64, size));
+  }
+  return buf;
+}
+
+static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
+  set_none(result);
+  const int64_t* m1 = data<int64_t>(args, 3);
+  const int64_t* m2 = data<int64_t>(args, 7);
+  const int64_t* m3 = data<int64_t>(args, 11);
+  const int64_t nb = m1[0], c = m1[1], h = m1[2], w = m1[3], e = m1[4];
+  const int64_t s = m2[6], oh = m2[12], ow = m2[13], pc = m3[4];
+  const bool expand_1x1 = m1[5] == 1 && m1[6] == 1 && m1[7] == 1 && m1[8] == 1 && m1[9] == 0
+                          && m1[10] == 0 && m1[13] == h && m1[14] == w;
+  const bool dw_3x3 = m2[1] == e && m2[2] == h && m2[3] == w && m2[4] == 3 && m2[5] == 3
+                      && m2[7] == s && (s == 1 || (s == 2 && w > 16)) && m2[8] == 1
+                      && m2[9] == 1 && m2[10] == 1 && m2[11] == 1;
+  const bool project_1x1 = m3[0] == nb && m3[1] == e && m3[2] == oh && m3[3] == ow
+                           && m3[5] == 1 && m3[6] == 1 && m3[7] == 1 && m3[8] == 1
+                           && m3[9] == 0 && m3[10] == 0 && m3[13] == oh && m3[14] == ow;
+  const int64_t band = edgecc_x86_fp32_block_rows;
+  const int64_t sub = edgecc_x86_fp32_block_step > 0 && edgecc_x86_fp32_block_step < band
+                      ? edgecc_x86_fp32_block_step : band;
+  const float* residual = num_args == 15 ? data<float>(args, 13) : 0;
+  float* out = data<float>(args, num_args - 1);
+  if (!(AVX512 && edgecc_x86_fp32_block && edgecc_x86_fp32_expand_dw && expand_1x1 && dw_3x3
+        && project_1x1 && w % 16 == 0 && ow <= 16 * DW_STEPS && band >= 1)) {
+    // the fused pair (or its own fallback) into an intermediate, then the project
+    int64_t shape[4] = {nb, e, oh, ow};
+    DLTensor mid{};
+    mid.data = block_mid(nb * e * oh * ow * 4 + 64);
+    mid.device.device_type = kDLCPU;
+    mid.ndim = 4;
+    mid.dtype.code = kDLFloat; mid.dtype.bits = 32; mid.dtype.lanes = 1;
+    mid.shape = shape;
+    TVMFFIAny midarg{};
+    midarg.type_index = kTVMFFIDLTensorPtr;
+    midarg.v_ptr = &mid;
+    TVMFFIAny a1[10] = {args[0], args[1], args[2], args[3], args[4],
+                        args[5], args[6], args[7], args[8], midarg};
+    if (__tvm_ffi_edgecc_x86_sexpdw(0, a1, 10, result)) return -1;
+    TVMFFIAny a2[7] = {midarg, args[9], args[10], args[11], args[12], args[13], args[13]};
+    if (num_args == 15) a2[6] = args[14];
+    return __tvm_ffi_edgecc_x86_sconv(0, a2, num_args - 8, result);
+  }
+  ++edgecc_x86_fp32_block_calls;
+  const float* x = data<float>(args, 0);
+  const float* w1 = data<float>(args, 1);
+  const float* b1 = data<float>(args, 2);
+  const float* bounds1 = data<float>(args, 4);
+  const float* w2 = data<float>(args, 5);
+  const float* b2 = data<float>(args, 6);
+  const float* bounds2 = data<float>(args, 8);
+  const float* w3 = data<float>(args, 9);
+  const float* b3 = data<float>(args, 10);
+  const float* bounds3 = data<float>(args, 12);
+  const int64_t pix = h * w, opix = oh * ow;
+  const int64_t max_rows = (sub - 1) * s + 3;            // input rows of a step, at most
+  const int64_t keep_max = 3 - s;                        // rows a step shares with the next
+  const int64_t ldb = max_rows * w;                      // chunk buffer: channel stride
+  const int64_t ldd = (sub * ow + 15) / 16 * 16 + 16;    // step buffer: channel stride
+  const int64_t buf_floats = EXPAND_DW_CHUNK * ldb + e * keep_max * w + e * ldd + 64;
+  // tap offsets: the expand's (input channels of x), then the project's (the step buffer)
+  int64_t* koff = static_cast<int64_t*>(scratch(2, (c + e + 1) * sizeof(int64_t)));
+  for (int64_t ci = 0; ci < c; ++ci) koff[ci] = ci * pix;
+  for (int64_t k = 0; k < e; ++k) koff[c + k] = k * ldd;
+  const int64_t* koff3 = koff + c;
+  const int64_t bands = (oh + band - 1) / band;
+  const int s2_rows = edgecc_x86_fp32_dw_s2_wide == 1 || edgecc_x86_fp32_dw_s2_wide == 4
+                      ? edgecc_x86_fp32_dw_s2_wide : 2;
+  Depthwise d;
+  d.lo = bounds2[0]; d.hi = bounds2[1];
+  d.kh = 3; d.kw = 3; d.sh = s; d.sw = s; d.dh = 1; d.dw = 1; d.ow = ow;
+  for (int64_t n = 0; n < nb; ++n) {
+    const float* src = x + n * c * pix;
+    float* dst = out + n * pc * opix;
+    const float* res = residual ? residual + n * pc * opix : 0;
+    parallel_for(bands, [&](int64_t i0, int64_t i1) {
+      float* cb = static_cast<float*>(scratch(0, buf_floats * 4));
+      float* carry = cb + EXPAND_DW_CHUNK * ldb;         // [E][keep_max][w]
+      float* db = carry + e * keep_max * w;              // [E][ldd]
+      for (int64_t bi = i0; bi < i1; ++bi) {
+        const int64_t y0 = bi * band, y1 = y0 + band < oh ? y0 + band : oh;
+        int64_t kept = 0;  // rows at the top of this step's input the carry holds
+        for (int64_t ya = y0; ya < y1; ya += sub) {
+          const int64_t yb = ya + sub < y1 ? ya + sub : y1;
+          const int64_t ra = ya * s - 1 > 0 ? ya * s - 1 : 0;
+          const int64_t rb = (yb - 1) * s + 2 < h ? (yb - 1) * s + 2 : h;
+          // the next step's first input row: the rows [rn, rb) go to the carry
+          const int64_t rn = yb < y1 ? yb * s - 1 : rb;
+          const int64_t ph = ya == 0 ? 1 : 0;  // the map's top padding: the first rows only
+          for (int64_t e0 = 0; e0 < e; e0 += EXPAND_DW_CHUNK) {
+            const int64_t e1 = e0 + EXPAND_DW_CHUNK < e ? e0 + EXPAND_DW_CHUNK : e;
+            for (int64_t ch = e0; ch < e1; ++ch)
+              if (kept) memcpy(cb + (ch - e0) * ldb, carry + ch * keep_max * w, kept * w * 4);
+            // the expand's channels [e0, e1) of input rows [ra + kept, rb): column j of the
+            // GEMM is pixel j of the map, row ch at cb + (ch - e0) * ldb + (pixel - ra * w)
+            Gemm g{w1, c, 0, c, b1, 1, bounds1[0], bounds1[1], cb - e0 * ldb - ra * w, ldb, e,
+                   pix, 0};
+            for (int64_t p = (ra + kept) * w / 16, pe = rb * w / 16; p < pe; p += 2) {
+              const float* base = src + p * 16;
+              Panels pb{{base, base + 16}, koff, 0};
+              gemm_rows<true>(g, e0, e1, pb, p + 2 <= pe ? 2 : 1, p * 16);
+            }
+            Depthwise t = d;
+            t.oh = yb - ya; t.ld = w;
+            for (int64_t ch = e0; ch < e1; ++ch) {
+              const float* plane = cb + (ch - e0) * ldb;
+              t.src = plane; t.w = w2 + ch * 9; t.b = b2[ch];
+              t.out = db + ch * ldd;
+              if (s == 2) dw3x3_s2_wide(t, rb - ra, w, ph, s2_rows, 0);
+              else dw3x3_rows<1>(t, rb - ra, w, ph, 1);
+              if (rn < rb) memcpy(carry + ch * keep_max * w, plane + (rn - ra) * w, (rb - rn) * w * 4);
+            }
+          }
+          kept = rb - rn;
+          // the project of the step's output rows, reading the step buffer in place
+          const int64_t cols = (yb - ya) * ow;
+          Gemm gp{w3, e, 0, e, b3, 1, bounds3[0], bounds3[1], dst + ya * ow, opix, pc, cols,
+                  res ? res + ya * ow : 0};
+          for (int64_t p = 0, pe = (cols + 15) / 16; p < pe; p += 2) {
+            Panels pb{{db + p * 16, db + p * 16 + 16}, koff3, 0};
+            gemm_rows<true>(gp, 0, pc, pb, p + 2 <= pe ? 2 : 1, p * 16);
+          }
+        }
+      }
+    }, e * pix * (c + 9) + pc * e * opix);
+  }
+  return 0;
+}
+"""
