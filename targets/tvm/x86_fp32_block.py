@@ -23,12 +23,26 @@ in the write-back) — per output element the same operations as ``sconv``'s 1x1
 depthwise the same row kernels as the fused pair (``x86_fp32_expand_dw``). The tests compare
 with the three kernels called in turn (``array_equal``).
 
-Eligible (else the fused pair then ``sconv`` through a whole intermediate, the same sums): the
-fused pair's rule (``x86_fp32_expand_dw``), ``edgecc_x86_fp32_block`` on, the project 1x1
-stride 1 no padding over the depthwise's output. Knobs (int32, read per call):
-``edgecc_x86_fp32_block`` 1 (0: the fallback above), ``edgecc_x86_fp32_block_rows`` 28,
-``edgecc_x86_fp32_block_step`` 8. ``edgecc_x86_fp32_block_calls`` (int64) counts the calls
-that ran the fused bands (the tests' proof that they did).
+Rows of any width: the expand's panels are 16 consecutive pixels of the map from the step's
+first row (a panel may span two rows: a 1x1 reads pixels, not rows), the last one masked at the
+step's end; the map's last panels read from a zero-padded copy (no read past the input).
+
+Eligible (else the fused pair then ``sconv`` through a whole intermediate, or, the expand
+output under ``edgecc_x86_fp32_block_min_kib`` KiB, the three kernels in turn; the same sums):
+AVX-512, ``edgecc_x86_fp32_block`` and ``edgecc_x86_fp32_expand_dw`` on, expand 1x1 stride 1
+no padding, depthwise 3x3 pad 1 stride 1 or 2 (stride 2 on maps wider than 16), output rows at
+most 1024 wide, the project 1x1 stride 1 no padding over the depthwise's output. Knobs (int32,
+read per call): ``edgecc_x86_fp32_block`` 1 (0: the fallback), ``edgecc_x86_fp32_block_rows``
+28, ``edgecc_x86_fp32_block_step`` 8, ``edgecc_x86_fp32_block_min_kib`` 0.
+``edgecc_x86_fp32_block_calls`` (int64) counts the calls that ran the fused bands (the tests'
+proof that they did).
+
+Measured (bench/x86_fp32_knob.py, MobileNetV2-224, knob A/B in one build, interleaved, 100
+rounds): ``edgecc_x86_fp32_block`` 1 vs 0 (the 224 blocks) 0.874x paired 1 thread CPU time
+(load 4.4), 0.886x 2 threads wall (load 3.6); the 112 blocks too vs not (min_kib 0 vs 8192)
+0.980x 1 thread, 0.971x 2 threads (load 4-5); the 56 blocks too 1.002x, the 28 blocks too
+1.017x (1 thread, load 6: hence ``MIN_BYTES``); steps of 4 / 16 / 28 (whole bands) rows vs 8:
+1.036x / 0.987x / ~0.97x 1 thread, 2 threads 16 / 28 vs 8: 1.067x / 1.055x (load 4).
 """
 
 SOURCE = r"""
@@ -38,6 +52,8 @@ SOURCE = r"""
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block = 1;
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_rows = 28;
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_step = 8;
+// blocks whose expand output is smaller than this many KiB run the three kernels in turn
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_min_kib = 0;
 // calls that ran the fused bands
 __attribute__((weak, visibility("default"))) int64_t edgecc_x86_fp32_block_calls = 0;
 
@@ -73,23 +89,35 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
                       ? edgecc_x86_fp32_block_step : band;
   const float* residual = num_args == 15 ? data<float>(args, 13) : 0;
   float* out = data<float>(args, num_args - 1);
+  const bool small = e * h * w * 4 < ((int64_t)edgecc_x86_fp32_block_min_kib << 10);
   if (!(AVX512 && edgecc_x86_fp32_block && edgecc_x86_fp32_expand_dw && expand_1x1 && dw_3x3
-        && project_1x1 && w % 16 == 0 && ow <= 16 * DW_STEPS && band >= 1)) {
-    // the fused pair (or its own fallback) into an intermediate, then the project
-    int64_t shape[4] = {nb, e, oh, ow};
-    DLTensor mid{};
-    mid.data = block_mid(nb * e * oh * ow * 4 + 64);
-    mid.device.device_type = kDLCPU;
-    mid.ndim = 4;
-    mid.dtype.code = kDLFloat; mid.dtype.bits = 32; mid.dtype.lanes = 1;
-    mid.shape = shape;
-    TVMFFIAny midarg{};
-    midarg.type_index = kTVMFFIDLTensorPtr;
-    midarg.v_ptr = &mid;
-    TVMFFIAny a1[10] = {args[0], args[1], args[2], args[3], args[4],
-                        args[5], args[6], args[7], args[8], midarg};
-    if (__tvm_ffi_edgecc_x86_sexpdw(0, a1, 10, result)) return -1;
-    TVMFFIAny a2[7] = {midarg, args[9], args[10], args[11], args[12], args[13], args[13]};
+        && project_1x1 && ow <= 16 * DW_STEPS && band >= 1 && !small)) {
+    // the fused pair (or its own fallback; small: the expand and the depthwise) into an
+    // intermediate, then the project
+    int64_t shape1[4] = {nb, e, h, w}, shape2[4] = {nb, e, oh, ow};
+    float* buf = block_mid((nb * e * oh * ow + (small ? nb * e * h * w : 0)) * 4 + 128);
+    DLTensor mid[2]{};
+    TVMFFIAny midarg[2]{};
+    for (int i = 0; i < 2; ++i) {
+      mid[i].data = i ? buf : buf + nb * e * oh * ow + 16;
+      mid[i].device.device_type = kDLCPU;
+      mid[i].ndim = 4;
+      mid[i].dtype.code = kDLFloat; mid[i].dtype.bits = 32; mid[i].dtype.lanes = 1;
+      mid[i].shape = i ? shape2 : shape1;
+      midarg[i].type_index = kTVMFFIDLTensorPtr;
+      midarg[i].v_ptr = &mid[i];
+    }
+    if (small) {  // the expand into mid[0], its depthwise into mid[1]
+      TVMFFIAny a0[6] = {args[0], args[1], args[2], args[3], args[4], midarg[0]};
+      TVMFFIAny a1[6] = {midarg[0], args[5], args[6], args[7], args[8], midarg[1]};
+      if (__tvm_ffi_edgecc_x86_sconv(0, a0, 6, result)) return -1;
+      if (__tvm_ffi_edgecc_x86_sdwconv(0, a1, 6, result)) return -1;
+    } else {
+      TVMFFIAny a1[10] = {args[0], args[1], args[2], args[3], args[4],
+                          args[5], args[6], args[7], args[8], midarg[1]};
+      if (__tvm_ffi_edgecc_x86_sexpdw(0, a1, 10, result)) return -1;
+    }
+    TVMFFIAny a2[7] = {midarg[1], args[9], args[10], args[11], args[12], args[13], args[13]};
     if (num_args == 15) a2[6] = args[14];
     return __tvm_ffi_edgecc_x86_sconv(0, a2, num_args - 8, result);
   }
@@ -107,9 +135,9 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   const int64_t pix = h * w, opix = oh * ow;
   const int64_t max_rows = (sub - 1) * s + 3;            // input rows of a step, at most
   const int64_t keep_max = 3 - s;                        // rows a step shares with the next
-  const int64_t ldb = max_rows * w;                      // chunk buffer: channel stride
+  const int64_t ldb = max_rows * w + 16;                 // chunk buffer: channel stride
   const int64_t ldd = (sub * ow + 15) / 16 * 16 + 16;    // step buffer: channel stride
-  const int64_t buf_floats = EXPAND_DW_CHUNK * ldb + e * keep_max * w + e * ldd + 64;
+  const int64_t buf_floats = EXPAND_DW_CHUNK * ldb + e * keep_max * w + e * ldd + 2 * c * 16 + 64;
   // tap offsets: the expand's (input channels of x), then the project's (the step buffer)
   int64_t* koff = static_cast<int64_t*>(scratch(2, (c + e + 1) * sizeof(int64_t)));
   for (int64_t ci = 0; ci < c; ++ci) koff[ci] = ci * pix;
@@ -129,6 +157,7 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
       float* cb = static_cast<float*>(scratch(0, buf_floats * 4));
       float* carry = cb + EXPAND_DW_CHUNK * ldb;         // [E][keep_max][w]
       float* db = carry + e * keep_max * w;              // [E][ldd]
+      float* tail = db + e * ldd;                        // [2][C][16]: the map's last panels
       for (int64_t bi = i0; bi < i1; ++bi) {
         const int64_t y0 = bi * band, y1 = y0 + band < oh ? y0 + band : oh;
         int64_t kept = 0;  // rows at the top of this step's input the carry holds
@@ -145,12 +174,26 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
               if (kept) memcpy(cb + (ch - e0) * ldb, carry + ch * keep_max * w, kept * w * 4);
             // the expand's channels [e0, e1) of input rows [ra + kept, rb): column j of the
             // GEMM is pixel j of the map, row ch at cb + (ch - e0) * ldb + (pixel - ra * w)
+            // (panels of 16 pixels from the first row's start, the last one masked at rb: rows
+            // of any width; panels past the map's end read from a zero-padded copy)
+            const int64_t q1 = rb * w;
             Gemm g{w1, c, 0, c, b1, 1, bounds1[0], bounds1[1], cb - e0 * ldb - ra * w, ldb, e,
-                   pix, 0};
-            for (int64_t p = (ra + kept) * w / 16, pe = rb * w / 16; p < pe; p += 2) {
-              const float* base = src + p * 16;
-              Panels pb{{base, base + 16}, koff, 0};
-              gemm_rows<true>(g, e0, e1, pb, p + 2 <= pe ? 2 : 1, p * 16);
+                   q1, 0};
+            for (int64_t q = (ra + kept) * w; q < q1; q += 32) {
+              const int np = q + 16 < q1 ? 2 : 1;
+              if (q + 16 * np <= pix) {
+                Panels pb{{src + q, src + q + 16}, koff, 0};
+                gemm_rows<true>(g, e0, e1, pb, np, q);
+                continue;
+              }
+              for (int j = 0; j < np; ++j)
+                for (int64_t ci = 0; ci < c; ++ci) {
+                  float* t = tail + (j * c + ci) * 16;
+                  const int64_t q0 = q + 16 * j, n = pix - q0 < 16 ? pix - q0 : 16;
+                  for (int64_t i = 0; i < 16; ++i) t[i] = i < n ? src[ci * pix + q0 + i] : 0.0f;
+                }
+              Panels pb{{tail, tail + c * 16}, 0};
+              gemm_rows<false>(g, e0, e1, pb, np, q);
             }
             Depthwise t = d;
             t.oh = yb - ya; t.ld = w;
@@ -179,3 +222,8 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   return 0;
 }
 """
+
+# the build fuses a block whose expand output is at least this many bytes (x86_fp32._blocks;
+# ``edgecc_x86_fp32_block_min_kib`` moves the line up at run time): MobileNetV2-224's blocks at
+# 224 and 112 (16 -> 96 @112: 4.8 MB), not those at 56 / 28 (module docstring)
+MIN_BYTES = 4 << 20

@@ -188,10 +188,13 @@ SYMBOL = "edgecc_x86_sexpdw"
 MIN_BYTES = 8 << 20
 
 
-def eligible(expand_weight_shape, expand_attrs: dict, dw_weight_shape, dw_attrs: dict) -> bool:
+def eligible(expand_weight_shape, expand_attrs: dict, dw_weight_shape, dw_attrs: dict,
+             min_bytes: int | None = None, any_width: bool = False) -> bool:
     """Whether an expand 1x1 conv (no residual) feeding a depthwise 3x3 (its only user) of
     these weights / plan attrs (``x86_fp32._Plan.attrs``) can be one ``edgecc_x86_sexpdw`` call
-    that runs the fused bands (the kernel's own rule, module docstring) on a map large enough."""
+    that runs the fused bands (the kernel's own rule, module docstring) on a map large enough
+    (an expand output of at least ``min_bytes``, by default ``MIN_BYTES``); ``any_width``: rows
+    of any width (the whole block's call, ``x86_fp32_block``, reads them so)."""
     e, _, kh, kw = expand_weight_shape
     nb, _, h, w = expand_attrs["x"]
     s = dw_attrs["stride"]
@@ -199,5 +202,5 @@ def eligible(expand_weight_shape, expand_attrs: dict, dw_weight_shape, dw_attrs:
             and expand_attrs["pad"] == [0, 0] and expand_attrs["dilation"] == [1, 1]
             and tuple(dw_weight_shape) == (e, 1, 3, 3) and dw_attrs["x"] == expand_attrs["y"]
             and s in ([1, 1], [2, 2]) and (s[0] == 1 or w > 16) and dw_attrs["pad"] == [1, 1]
-            and dw_attrs["dilation"] == [1, 1] and w % 16 == 0 and w <= 1024
-            and e * h * w * 4 >= MIN_BYTES)
+            and dw_attrs["dilation"] == [1, 1] and (w % 16 == 0 or any_width) and w <= 1024
+            and e * h * w * 4 >= (MIN_BYTES if min_bytes is None else min_bytes))

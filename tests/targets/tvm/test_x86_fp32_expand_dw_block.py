@@ -2,7 +2,7 @@
 arguments, x86_fp32_block; AVX-512): the fused bands run (``edgecc_x86_fp32_block_calls``
 counts them: a silent fallback fails), bit-identical to the three kernels called in turn
 (expand, depthwise, project + residual) and to the call's own fallback
-(``edgecc_x86_fp32_block`` = 0), at several band heights and steps (a band taller than the map,
+(``edgecc_x86_fp32_block`` = 0, ``edgecc_x86_fp32_block_min_kib``), at several band heights and steps (a band taller than the map,
 bands and steps not dividing it, one-row steps), stride 1 and 2, with and without the residual,
 channels not a multiple of the 12-channel chunk, batch 2; within 1e-5 relative of PyTorch
 float64."""
@@ -55,7 +55,9 @@ def _block(kernels, x, w1, b1, w2, b2, w3, b3, stride, res, bounds):
 SHAPES = [(1, 12, 72, 12, 224, 224, 1, True), (1, 8, 48, 12, 224, 224, 1, False),
           (1, 12, 72, 16, 224, 224, 2, False), (1, 16, 96, 16, 112, 112, 1, True),
           (2, 8, 31, 20, 37, 48, 1, True), (2, 8, 31, 20, 37, 48, 2, False),
-          (1, 5, 12, 5, 9, 32, 1, False)]
+          (1, 5, 12, 5, 9, 32, 1, False), (1, 32, 192, 32, 56, 56, 1, True),
+          (1, 48, 288, 80, 56, 56, 2, False), (2, 8, 31, 20, 13, 21, 1, True),
+          (1, 8, 24, 8, 20, 20, 2, True)]
 KNOBS = ((28, 8), (28, 4), (1, 0), (3, 1), (16, 16), (500, 8), (500, 0), (7, 3), (28, 5))
 
 
@@ -87,8 +89,11 @@ def test_fused_block_equals_the_three_kernels(kernels, n, c, e, p, h, w, stride,
                 _set(kernels, k, v)
         assert calls == 1, (rows, step)  # the fused bands ran
         assert np.array_equal(out, three), (rows, step)
-    for knob in ("edgecc_x86_fp32_block", "edgecc_x86_fp32_expand_dw"):
-        old = _set(kernels, knob, 0)
+    # the fallbacks: the pair then the project (block 0), the three kernels (expand_dw 0, or
+    # an expand output under edgecc_x86_fp32_block_min_kib)
+    for knob, value in (("edgecc_x86_fp32_block", 0), ("edgecc_x86_fp32_expand_dw", 0),
+                        ("edgecc_x86_fp32_block_min_kib", 1 << 30)):
+        old = _set(kernels, knob, value)
         try:
             unfused, calls = _block(kernels, *args)
         finally:
@@ -100,11 +105,11 @@ def test_fused_block_equals_the_three_kernels(kernels, n, c, e, p, h, w, stride,
     assert np.abs(three - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_rows_not_a_multiple_of_16_run_the_fallback(kernels):
-    """Maps whose rows are not a multiple of 16 wide run expand + depthwise + project through
-    the fallback: the same output, no fused-band call counted."""
+def test_rows_wider_than_1024_run_the_fallback(kernels):
+    """Maps whose rows are wider than the depthwise row kernels take run expand + depthwise +
+    project through the fallback: the same output, no fused-band call counted."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, 8, 20, 20), np.float32)
+    x = rng.standard_normal((1, 8, 3, 1040), np.float32)
     w1 = rng.standard_normal((24, 8, 1, 1), np.float32)
     b1 = rng.standard_normal(24, np.float32)
     w2 = rng.standard_normal((24, 1, 3, 3), np.float32)
@@ -119,21 +124,23 @@ def test_rows_not_a_multiple_of_16_run_the_fallback(kernels):
     assert calls == 0 and np.array_equal(out, three)
 
 
-def test_the_build_fuses_the_blocks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("width", [48, 40])
+def test_the_build_fuses_the_blocks(tmp_path, monkeypatch, width):
     """With ``FUSE_BLOCK`` the rewrite folds each pair's following 1x1 (the project, + its
-    residual) into the pair's call (the manifest counts 2 blocks of 2 pairs), the library runs
-    the fused bands (twice a run), and the outputs equal the pairs-only build's and the
-    unfused build's bit for bit."""
+    residual) into the pair's call (the manifest counts 2 blocks), the library runs the fused
+    bands (twice a run), and the outputs equal the pairs-only build's and the unfused build's
+    bit for bit. Rows 40 wide: blocks, but no pairs alone (their kernel reads 16-pixel rows)."""
+    import torch
+
     import edgecc
-    from edgecc.targets.tvm import x86_fp32_expand_dw
+    from edgecc.targets.tvm import x86_fp32_block, x86_fp32_expand_dw
     from tests.targets.tvm.test_x86_fp32_expand_dw import _Blocks
 
     monkeypatch.setattr(x86_fp32_expand_dw, "MIN_BYTES", 0)  # small maps fuse too
-    import torch
-
+    monkeypatch.setattr(x86_fp32_block, "MIN_BYTES", 0)
     torch.manual_seed(0)
     m = _Blocks().eval()
-    x = torch.randn(1, 8, 32, 48)
+    x = torch.randn(1, 8, 32, width)
     outs, stats = {}, {}
     for name, fuse, block in (("none", False, False), ("pairs", True, False),
                               ("blocks", True, True)):
@@ -150,6 +157,7 @@ def test_the_build_fuses_the_blocks(tmp_path, monkeypatch):
         assert counter.value - before == (2 if block else 0), name
     assert stats["blocks"]["fused_block"] == 2 and stats["blocks"]["fused_expand_dw"] == 2
     assert stats["pairs"]["fused_block"] == 0 and stats["none"]["fused_expand_dw"] == 0
+    assert stats["pairs"]["fused_expand_dw"] == (2 if width % 16 == 0 else 0)
     assert np.array_equal(outs["blocks"], outs["pairs"])
     assert np.array_equal(outs["blocks"], outs["none"])
     with torch.no_grad():
