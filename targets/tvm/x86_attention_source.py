@@ -623,6 +623,11 @@ int64_t edgecc_x86_linear_min_items = 32;
 // A knob (the same sums either way), int64
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_linear_group_bytes = 256 * 1024;
+// edgecc_x86_linear: 1 (default) each register tile prefetches its output (and residual)
+// lines as it starts (x86_linear_source.py lin_tile: MiniLM's linears 0.96-0.99x, 1 thread,
+// CPU time), 0 not. A knob (the same sums either way), int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_linear_prefetch = 1;
 
 // edgecc_x86_attention: 1 (default) a pool task prefetches the next head's q / k / v rows
 // while a head runs (attention_tasks); 0 not. A knob (the same sums either way: the tests'
@@ -638,11 +643,12 @@ namespace {
 // (2); linear calls (3), those with a GELU in their write-back (4), those that split the
 // columns across the pool too (5), a task's column split packed in 2+ groups of row blocks
 // (6: edgecc_x86_linear_group_bytes); heads whose q / k / v rows were prefetched while the
-// head before ran (7: edgecc_x86_attention_prefetch)
-static int64_t path_calls[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// head before ran (7: edgecc_x86_attention_prefetch); linear calls whose tiles prefetched
+// their output lines (8: edgecc_x86_linear_prefetch)
+static int64_t path_calls[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
 enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
        PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5, PATH_LINEAR_GROUPS = 6,
-       PATH_ATTN_PREFETCHED = 7 };
+       PATH_ATTN_PREFETCHED = 7, PATH_LINEAR_PREFETCH = 8 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -818,9 +824,11 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
   float* out = data<float>(args, num_args - 1);
   __atomic_fetch_add(&path_calls[PATH_LINEAR], 1, __ATOMIC_RELAXED);
   if (meta[3]) __atomic_fetch_add(&path_calls[PATH_LINEAR_GELU], 1, __ATOMIC_RELAXED);
+  const int64_t prefetch = __atomic_load_n(&edgecc_x86_linear_prefetch, __ATOMIC_RELAXED);
+  if (prefetch) __atomic_fetch_add(&path_calls[PATH_LINEAR_PREFETCH], 1, __ATOMIC_RELAXED);
   auto run = [&](auto& g, int64_t mr, auto blocks) {
     g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
-         fp[0], fp[1], (int)meta[3], fp[2], fp[3]};
+         fp[0], fp[1], (int)meta[3], fp[2], fp[3], prefetch};
     const int64_t chunk = __atomic_load_n(&edgecc_x86_linear_panel_bytes, __ATOMIC_RELAXED);
     const int64_t group = __atomic_load_n(&edgecc_x86_linear_group_bytes, __ATOMIC_RELAXED);
     // few row blocks (BERT / GPT-2 at 128 tokens: 11) on 2+ threads: the columns split in
@@ -857,13 +865,13 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-// the path counters (PATH_* above): one index, 0..6
+// the path counters (PATH_* above): one index, 0..8
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 7) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..7");
+      args[0].v_int64 > 8) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..8");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -879,6 +887,7 @@ LINEAR = "edgecc_x86_linear"
 # attention calls that read V in place (0) / through a padded copy (1), key vectors skipped (2),
 # linear calls (3), linear calls with a GELU in their write-back (4), linear calls that split
 # the columns across the pool (5), (task, column split) runs that packed their row blocks in
-# 2+ groups (6: edgecc_x86_linear_group_bytes)
+# 2+ groups (6: edgecc_x86_linear_group_bytes), attention heads prefetched (7), linear calls
+# whose tiles prefetched their output lines (8: edgecc_x86_linear_prefetch)
 PATH_QUERY = "edgecc_x86_attention_paths"
 EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

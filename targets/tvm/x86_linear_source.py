@@ -30,7 +30,14 @@ its columns (``edgecc_x86_linear_min_items`` = 32 pool items wanted), so the thr
 are within a 12-row x 2-tile item of each other (the SGEMM split its columns too); one thread
 does not split (each split packs the rows again: 3.5% of BERT's 1-thread time). Path
 counters 3-6 of ``edgecc_x86_attention_paths``: linear calls, fused GELUs, column splits,
-and the (task, column split) runs that packed their row blocks in 2+ groups.
+and the (task, column split) runs that packed their row blocks in 2+ groups; counter 8: the
+calls whose tiles prefetched their output (and residual) lines as they start
+(``edgecc_x86_linear_prefetch``, default 1): a tile's write-back otherwise waits on lines in
+L3 or memory (the outputs are 1.5-6 MiB; the hardware prefetchers do not follow 12 rows
+``n`` floats apart). bench/x86_linear_peak.py, 1 thread, CPU time, 20 interleaved rounds,
+load 4: MiniLM's qkv 0.953x, attention output 0.978x, intermediate 0.974x, output 0.987x
+(a no-op control column 0.995-1.001x); the register tile alone writing fresh output ran at
+0.95-0.97x of its speed writing lines already cached, 0.98-0.99x with the prefetch.
 
 Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
 ``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
@@ -90,6 +97,7 @@ BODY = r"""
 struct Lin {
   const float* a; const float* panels; const float* bias; const float* res;
   float* c; int64_t m, k, n; float lo, hi; int gelu; float c1, c2;
+  int64_t prefetch;  // edgecc_x86_linear_prefetch at the call (lin_tile)
   static int64_t lanes() { return W; }
 };
 const int LIN_MR = W == 16 ? 12 : 6;
@@ -111,6 +119,20 @@ static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
   for (int j = 0; j < NV; ++j) {
     const int64_t col = c0 + j * W;
     b[j] = g.panels + (col / 16) * g.k * 16 + col % 16;
+  }
+  if (g.prefetch) {
+    // the tile's output lines (and its residual's) asked for as it starts, ~MR x NV x k
+    // FMAs before its write-back stores to them: a store to a line not in cache waits for
+    // it (MiniLM's outputs, 1.5-6 MiB, are in L3 or memory), and the hardware prefetchers
+    // do not follow MR rows n floats apart (bench/x86_linear_peak.py: the tile alone
+    // 0.95-0.97x of its time without them, writing fresh output)
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NV; ++j) {
+        const int64_t col = c0 + j * W;
+        if (col >= g.n) break;
+        _mm_prefetch((const char*)(g.c + (r0 + r) * g.n + col), _MM_HINT_T0);
+        if (g.res) _mm_prefetch((const char*)(g.res + (r0 + r) * g.n + col), _MM_HINT_T0);
+      }
   }
   for (int64_t k = 0; k < g.k; ++k) {
     V bv[NV];
