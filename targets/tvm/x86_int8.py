@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from edgecc.targets.tvm.x86_int8_source import (  # noqa: F401 - DW_*: tests
-    CONV_BANDS, DW_BLOCKED, DW_DIRECT, DW_DIRECT_HI, DW_PERM, EXPORTED, FLIP_COPIES, HI32,
-    ISA_QUERY, OC_SPLIT, OFF_FOLDED, PERM_PANELS, POST16, POST_ROWS, REQUANT_PROBE, SOURCE,
-    VBMI_INTERLEAVE, SYMBOLS,
+    CONV_BANDS, CONV_ROWS, DW_BLOCKED, DW_DIRECT, DW_DIRECT_HI, DW_PERM, EXPORTED, FLIP_COPIES,
+    HI32, ISA_QUERY, OC_MAJOR, OC_SPLIT, OFF_FOLDED, PERM_PANELS, POST16, POST_ROWS,
+    REQUANT_PROBE, SOURCE, VBMI_INTERLEAVE, SYMBOLS,
 )
 from edgecc.targets.tvm.x86_int8_direct_source import DIRECT4, DIRECT4_S2, PAD_VBMI  # noqa: F401
 from edgecc.targets.tvm.x86_int8_dwrows_source import DW_ROWS  # noqa: F401

@@ -139,12 +139,15 @@ CONV_BANDS = "edgecc_x86_int8_conv_bands"  # () -> conv calls pooled by bands of
 FLIP_COPIES = "edgecc_x86_int8_flip_copies"  # () -> conv calls whose padded copy ran pad_rows
 POST_ROWS = "edgecc_x86_int8_post_rows"  # () -> conv calls written back by post16_rows
 OC_SPLIT = "edgecc_x86_int8_oc_split"  # () -> conv calls pooled by (panel, 8 channels)
+OC_MAJOR = "edgecc_x86_int8_oc_major"  # () -> ... of them with channel-major items
+CONV_ROWS = "edgecc_x86_int8_conv_rows"  # () -> 1x1 conv calls pooled by conv_pool_rows
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
 EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
-            FLIP_COPIES, POST_ROWS, OC_SPLIT, *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
+            FLIP_COPIES, POST_ROWS, OC_SPLIT, OC_MAJOR, CONV_ROWS,
+            *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
             *AMX_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
@@ -1255,6 +1258,22 @@ int __tvm_ffi_edgecc_x86_qlinear(void*, const TVMFFIAny* args, int32_t num_args,
 // (0: by panels only; A/B); counted per call in oc_split_calls.
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_full_work = 1;
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_oc_split = 1;
+// edgecc_x86_int8_oc_major 1: those (panel, 8 channels) items ordered channel-major, so each
+// thread's contiguous run (the pool's two ends) is a run of channels over every panel: it
+// reads only its share of the weights (0: panel-major, as before: on 8x8 maps each thread
+// read every weight); counted per call in oc_major_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_oc_major = 1;
+int64_t oc_major_calls = 0;  // oc_split calls whose items ran channel-major (a test's)
+// edgecc_x86_int8_conv_pool_rows 1: a 1x1 convolution (no padding, stride 1) of at least
+// 4 panels a thread — pooled by panels, i.e. by rows of the map, each thread's run from its
+// own end — compared with the pool's threshold unscaled (x86_int8_pool_source halves the
+// job of every other convolution): on MobileNetV2-32's 16x16 maps the depthwise between
+// the 1x1 convolutions runs pooled by bands of rows (dw_rows), so a serial 1x1 made the
+// other core's half of the map cross over twice a layer; pooled by rows each thread reads
+// mostly rows its own core wrote. 0: scaled as every convolution (A/B); counted per call
+// pooled while it is on in conv_rows_calls. Scheduling only: the same outputs.
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_conv_pool_rows = 0;
+int64_t conv_rows_calls = 0;
 int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
 std::atomic<int> oc_split_seen{0};
 
@@ -1334,9 +1353,16 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       // stride-2 shortcuts, the stem: 4-15 us a call at 1 thread on Zen 4, serial before)
       // (units fitted to Zen 4 1-thread times: an output 6, 16 written back as float (post16's
       // vdivps), a panel byte 2, a copied byte 4 (the memset, the flip, strided panels))
-      const int64_t job_work = conv_pool_work(oc * kq * 4 * pix / dot_speed(isa) +
+      const int64_t full_job = oc * kq * 4 * pix / dot_speed(isa) +
           (edgecc_x86_int8_full_work ? (e.requant ? 6 : 16) * oc * pix + 2 * n_panels * kq * 64 +
-                                       (direct ? 0 : 4 * c * hp * wp) : 0));  // pool_source
+                                       (direct ? 0 : 4 * c * hp * wp) : 0);
+      // conv_pool_rows: a 1x1 convolution pooled by panels (rows of the map: 16x16 maps) is
+      // compared unscaled — see edgecc_x86_int8_conv_pool_rows
+      const bool by_rows = edgecc_x86_int8_conv_pool_rows && direct && !d4 && threads > 1 &&
+                           n_panels >= 4 * threads && nb == 1;
+      const int64_t job_work = by_rows ? full_job : conv_pool_work(full_job);  // pool_source
+      if (by_rows && b == 0 && job_work >= serial_work())  // pooled by rows under the knob
+        __atomic_fetch_add(&conv_rows_calls, 1, __ATOMIC_RELAXED);
       // two bands a thread (one late thread costs less), fewer where a band's halo (the
       // (kh - 1)·dh input rows it shares with the next) would be over half its own rows
       // (8x8 maps: 2 bands of 4 rows, not 4 of 2), never fewer than one a thread
@@ -1442,12 +1468,15 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       if (edgecc_x86_int8_oc_split && isa == ISA_AVX512VNNI && threads > 1 &&
           n_panels < 4 * threads && row_tiles >= 2 && job_work >= serial_work()) {
         for (int64_t p = 0; p < n_panels; ++p) build_whole(p);
+        const bool major = edgecc_x86_int8_oc_major != 0;
         parallel_for(n_panels * row_tiles, [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {
-            const int64_t p = i / row_tiles, t = i % row_tiles;
+            const int64_t p = major ? i % n_panels : i / row_tiles;
+            const int64_t t = major ? i / n_panels : i % row_tiles;
             gemm_panels_dot<false>(g, p, p + 1, t * 8, t * 8 + 8);
           }
         }, job_work);
+        if (major && b == 0) __atomic_fetch_add(&oc_major_calls, 1, __ATOMIC_RELAXED);
         if (!oc_split_seen.load(std::memory_order_relaxed))
           oc_split_seen.store(1, std::memory_order_relaxed);
         continue;
