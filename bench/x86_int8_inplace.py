@@ -46,7 +46,7 @@ from bench.x86_int8_common import same_outputs, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
-INT32 = ("edgecc_pool_threads",)  # the int32 symbols a column may set (the pool's size)
+INT32 = ("edgecc_pool_threads", "edgecc_pool_adaptive")  # int32 symbols a column may set
 
 
 def _pct(xs, q):
