@@ -408,7 +408,7 @@ def _emit_block(bb: Any, expand: _Plan, dw: _Plan, project: _Plan, x: Any,
 def _blocks(analysis: "_Analysis", pairs: dict[Any, _Plan]) -> dict[Any, tuple[_Plan, _Plan]]:
     """project plan's last var -> (expand, depthwise) of a pair (``_expand_dw_pairs``) whose
     depthwise output's only user is that 1x1 stride-1 unpadded project plan (the pairs:
-    ``_expand_dw_pairs`` at ``x86_fp32_block.MIN_BYTES``, rows of any width)."""
+    ``_expand_dw_pairs`` by ``x86_fp32_block.eligible``: a stem 3x3 may be the expand)."""
     from tvm import relax
 
     if not FUSE_BLOCK:
@@ -434,12 +434,11 @@ def _blocks(analysis: "_Analysis", pairs: dict[Any, _Plan]) -> dict[Any, tuple[_
     return blocks
 
 
-def _expand_dw_pairs(analysis: "_Analysis", min_bytes: int | None = None,
-                     any_width: bool = False) -> dict[Any, _Plan]:
+def _expand_dw_pairs(analysis: "_Analysis", rule: Any = None) -> dict[Any, _Plan]:
     """depthwise plan's last var -> the expand plan fused into its call: a 1x1 conv plan (no
     residual) whose output's only user is an eligible depthwise 3x3 plan's input (an expand
-    output of at least ``min_bytes``; None: ``x86_fp32_expand_dw.MIN_BYTES``; ``any_width``:
-    the whole block's rule, rows of any width)."""
+    ``rule(expand weight shape, attrs, dw weight shape, attrs)``, by default
+    ``x86_fp32_expand_dw.eligible``)."""
     from tvm import relax
 
     if not FUSE_EXPAND_DW:
@@ -455,8 +454,8 @@ def _expand_dw_pairs(analysis: "_Analysis", min_bytes: int | None = None,
         users = analysis.users.get(expand.last, [])
         if len(users) != 1 or not users[0].same_as(var):
             continue
-        if x86_fp32_expand_dw.eligible(expand.weight.shape, expand.attrs, dw.weight.shape,
-                                       dw.attrs, min_bytes, any_width):
+        if (rule or x86_fp32_expand_dw.eligible)(expand.weight.shape, expand.attrs,
+                                                 dw.weight.shape, dw.attrs):
             pairs[dw.last] = expand
     return pairs
 
@@ -512,7 +511,7 @@ def rewrite(module: Any) -> tuple[Any, RewriteStats]:
             counts["residual"] += plan.residual is not None
             counts["clamp"] += bool(np.isfinite(plan.lo) or np.isfinite(plan.hi))
         # the pairs a block may take (its own size floor), then those left that are pairs
-        blocks = _blocks(analysis, _expand_dw_pairs(analysis, x86_fp32_block.MIN_BYTES, True))
+        blocks = _blocks(analysis, _expand_dw_pairs(analysis, x86_fp32_block.eligible))
         pairs = _expand_dw_pairs(analysis)
         pairs.update({dw.last: expand for expand, dw in blocks.values()})
         counts["expand_dw"] += len(pairs)

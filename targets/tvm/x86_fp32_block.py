@@ -23,6 +23,11 @@ in the write-back) — per output element the same operations as ``sconv``'s 1x1
 depthwise the same row kernels as the fused pair (``x86_fp32_expand_dw``). The tests compare
 with the three kernels called in turn (``array_equal``).
 
+The expand may be a stem instead (MobileNetV2's first block: a same-size 3x3 conv of at most
+``STEM_MAX_K`` taps, rows a multiple of 16 wide): its panels are im2col'd from the unpadded
+input (``rows_panel_unpadded``), all its channels one chunk (E <= 24), then the same steps —
+the same sums as ``sconv``'s direct paths, bit for bit (tested).
+
 Rows of any width: the expand's panels are 16 consecutive pixels of the map from the step's
 first row (a panel may span two rows: a 1x1 reads pixels, not rows), the last one masked at the
 step's end; the map's last panels read from a zero-padded copy (no read past the input).
@@ -42,7 +47,9 @@ rounds): ``edgecc_x86_fp32_block`` 1 vs 0 (the 224 blocks) 0.874x paired 1 threa
 (load 4.4), 0.886x 2 threads wall (load 3.6); the 112 blocks too vs not (min_kib 0 vs 8192)
 0.980x 1 thread, 0.971x 2 threads (load 4-5); the 56 blocks too 1.002x, the 28 blocks too
 1.017x (1 thread, load 6: hence ``MIN_BYTES``); steps of 4 / 16 / 28 (whole bands) rows vs 8:
-1.036x / 0.987x / ~0.97x 1 thread, 2 threads 16 / 28 vs 8: 1.067x / 1.055x (load 4).
+1.036x / 0.987x / ~0.97x 1 thread, 2 threads 16 / 28 vs 8: 1.067x / 1.055x (load 4). The
+stem block (3 -> 16 -> 8 @224) vs the three kernels (min_kib 0 vs 4096): 0.962x paired 1
+thread (load 3.4), 0.998x 2 threads (200 rounds, load 4.4).
 """
 
 SOURCE = r"""
@@ -54,6 +61,8 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_rows 
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_step = 8;
 // blocks whose expand output is smaller than this many KiB run the three kernels in turn
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_block_min_kib = 0;
+// a stem expand (3x3) of at most this many taps (C * 9)
+const int64_t STEM_MAX_K = 64;
 // calls that ran the fused bands
 __attribute__((weak, visibility("default"))) int64_t edgecc_x86_fp32_block_calls = 0;
 
@@ -78,6 +87,11 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   const int64_t s = m2[6], oh = m2[12], ow = m2[13], pc = m3[4];
   const bool expand_1x1 = m1[5] == 1 && m1[6] == 1 && m1[7] == 1 && m1[8] == 1 && m1[9] == 0
                           && m1[10] == 0 && m1[13] == h && m1[14] == w;
+  // a stem: a same-size 3x3 of few input channels, its panels built from the unpadded input
+  const bool expand_3x3 = m1[5] == 3 && m1[6] == 3 && m1[7] == 1 && m1[8] == 1 && m1[9] == 1
+                          && m1[10] == 1 && m1[11] == 1 && m1[12] == 1 && m1[13] == h
+                          && m1[14] == w && w % 16 == 0 && c * 9 <= STEM_MAX_K;
+  const int64_t k1 = expand_3x3 ? c * 9 : c;  // the expand's taps
   const bool dw_3x3 = m2[1] == e && m2[2] == h && m2[3] == w && m2[4] == 3 && m2[5] == 3
                       && m2[7] == s && (s == 1 || (s == 2 && w > 16)) && m2[8] == 1
                       && m2[9] == 1 && m2[10] == 1 && m2[11] == 1;
@@ -90,12 +104,14 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   const float* residual = num_args == 15 ? data<float>(args, 13) : 0;
   float* out = data<float>(args, num_args - 1);
   const bool small = e * h * w * 4 < ((int64_t)edgecc_x86_fp32_block_min_kib << 10);
-  if (!(AVX512 && edgecc_x86_fp32_block && edgecc_x86_fp32_expand_dw && expand_1x1 && dw_3x3
+  if (!(AVX512 && edgecc_x86_fp32_block && edgecc_x86_fp32_expand_dw
+        && (expand_1x1 || expand_3x3) && dw_3x3
         && project_1x1 && ow <= 16 * DW_STEPS && band >= 1 && !small)) {
     // the fused pair (or its own fallback; small: the expand and the depthwise) into an
     // intermediate, then the project
     int64_t shape1[4] = {nb, e, h, w}, shape2[4] = {nb, e, oh, ow};
-    float* buf = block_mid((nb * e * oh * ow + (small ? nb * e * h * w : 0)) * 4 + 128);
+    float* buf = block_mid((nb * e * oh * ow + (small || expand_3x3 ? nb * e * h * w : 0)) * 4
+                           + 128);
     DLTensor mid[2]{};
     TVMFFIAny midarg[2]{};
     for (int i = 0; i < 2; ++i) {
@@ -108,6 +124,11 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
       midarg[i].v_ptr = &mid[i];
     }
     if (small) {  // the expand into mid[0], its depthwise into mid[1]
+      TVMFFIAny a0[6] = {args[0], args[1], args[2], args[3], args[4], midarg[0]};
+      TVMFFIAny a1[6] = {midarg[0], args[5], args[6], args[7], args[8], midarg[1]};
+      if (__tvm_ffi_edgecc_x86_sconv(0, a0, 6, result)) return -1;
+      if (__tvm_ffi_edgecc_x86_sdwconv(0, a1, 6, result)) return -1;
+    } else if (expand_3x3) {  // the stem, then the depthwise
       TVMFFIAny a0[6] = {args[0], args[1], args[2], args[3], args[4], midarg[0]};
       TVMFFIAny a1[6] = {midarg[0], args[5], args[6], args[7], args[8], midarg[1]};
       if (__tvm_ffi_edgecc_x86_sconv(0, a0, 6, result)) return -1;
@@ -136,8 +157,10 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   const int64_t max_rows = (sub - 1) * s + 3;            // input rows of a step, at most
   const int64_t keep_max = 3 - s;                        // rows a step shares with the next
   const int64_t ldb = max_rows * w + 16;                 // chunk buffer: channel stride
+  // expand channels per chunk: a stem's all (its panels built once per step)
+  const int64_t chunk = expand_3x3 && e <= 2 * EXPAND_DW_CHUNK ? e : EXPAND_DW_CHUNK;
   const int64_t ldd = (sub * ow + 15) / 16 * 16 + 16;    // step buffer: channel stride
-  const int64_t buf_floats = EXPAND_DW_CHUNK * ldb + e * keep_max * w + e * ldd + 2 * c * 16 + 64;
+  const int64_t buf_floats = chunk * ldb + e * keep_max * w + e * ldd + 2 * k1 * 16 + 64;
   // tap offsets: the expand's (input channels of x), then the project's (the step buffer)
   int64_t* koff = static_cast<int64_t*>(scratch(2, (c + e + 1) * sizeof(int64_t)));
   for (int64_t ci = 0; ci < c; ++ci) koff[ci] = ci * pix;
@@ -153,11 +176,12 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
     const float* src = x + n * c * pix;
     float* dst = out + n * pc * opix;
     const float* res = residual ? residual + n * pc * opix : 0;
+    const Unpadded u{src, c, h, w, 3, 3, 1, 1, 1, 1, 1, w, pix};  // a stem's panels
     parallel_for(bands, [&](int64_t i0, int64_t i1) {
       float* cb = static_cast<float*>(scratch(0, buf_floats * 4));
-      float* carry = cb + EXPAND_DW_CHUNK * ldb;         // [E][keep_max][w]
+      float* carry = cb + chunk * ldb;                   // [E][keep_max][w]
       float* db = carry + e * keep_max * w;              // [E][ldd]
-      float* tail = db + e * ldd;                        // [2][C][16]: the map's last panels
+      float* tail = db + e * ldd;  // [2][K][16]: the map's last panels (1x1), a stem's panels
       for (int64_t bi = i0; bi < i1; ++bi) {
         const int64_t y0 = bi * band, y1 = y0 + band < oh ? y0 + band : oh;
         int64_t kept = 0;  // rows at the top of this step's input the carry holds
@@ -168,8 +192,8 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
           // the next step's first input row: the rows [rn, rb) go to the carry
           const int64_t rn = yb < y1 ? yb * s - 1 : rb;
           const int64_t ph = ya == 0 ? 1 : 0;  // the map's top padding: the first rows only
-          for (int64_t e0 = 0; e0 < e; e0 += EXPAND_DW_CHUNK) {
-            const int64_t e1 = e0 + EXPAND_DW_CHUNK < e ? e0 + EXPAND_DW_CHUNK : e;
+          for (int64_t e0 = 0; e0 < e; e0 += chunk) {
+            const int64_t e1 = e0 + chunk < e ? e0 + chunk : e;
             for (int64_t ch = e0; ch < e1; ++ch)
               if (kept) memcpy(cb + (ch - e0) * ldb, carry + ch * keep_max * w, kept * w * 4);
             // the expand's channels [e0, e1) of input rows [ra + kept, rb): column j of the
@@ -177,9 +201,15 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
             // (panels of 16 pixels from the first row's start, the last one masked at rb: rows
             // of any width; panels past the map's end read from a zero-padded copy)
             const int64_t q1 = rb * w;
-            Gemm g{w1, c, 0, c, b1, 1, bounds1[0], bounds1[1], cb - e0 * ldb - ra * w, ldb, e,
+            Gemm g{w1, k1, 0, k1, b1, 1, bounds1[0], bounds1[1], cb - e0 * ldb - ra * w, ldb, e,
                    q1, 0};
-            for (int64_t q = (ra + kept) * w; q < q1; q += 32) {
+            for (int64_t q = (ra + kept) * w; expand_3x3 && q < q1; q += 32) {
+              const int np = q + 16 < q1 ? 2 : 1;  // (q: a multiple of 16, w is)
+              for (int j = 0; j < np; ++j) rows_panel_unpadded<1>(tail + j * k1 * 16, u, q / 16 + j);
+              Panels pb{{tail, tail + k1 * 16}, 0};
+              gemm_rows<false>(g, e0, e1, pb, np, q);
+            }
+            for (int64_t q = (ra + kept) * w; !expand_3x3 && q < q1; q += 32) {
               const int np = q + 16 < q1 ? 2 : 1;
               if (q + 16 * np <= pix) {
                 Panels pb{{src + q, src + q + 16}, koff, 0};
@@ -227,3 +257,29 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
 # ``edgecc_x86_fp32_block_min_kib`` moves the line up at run time): MobileNetV2-224's blocks at
 # 224 and 112 (16 -> 96 @112: 4.8 MB), not those at 56 / 28 (module docstring)
 MIN_BYTES = 4 << 20
+# a stem expand (3x3, at most STEM_MAX_K taps) fuses from this many bytes of output
+# (MobileNetV2-224's 3 -> 16 @224: 3.2 MB; not MobileNetV2-32's 64 KB)
+STEM_MIN_BYTES = 2 << 20
+STEM_MAX_K = 64  # the kernel's STEM_MAX_K
+
+
+def eligible(expand_weight_shape, expand_attrs: dict, dw_weight_shape, dw_attrs: dict) -> bool:
+    """Whether an expand conv (no residual) feeding a depthwise 3x3 (its only user) can start a
+    whole block's call (the project checked by the caller): the fused pair's rule at
+    ``MIN_BYTES`` on rows of any width, or a stem — a same-size 3x3 of at most ``STEM_MAX_K``
+    taps, rows a multiple of 16 wide, at least ``STEM_MIN_BYTES`` of output — before the
+    pair's depthwise rule."""
+    from edgecc.targets.tvm import x86_fp32_expand_dw
+
+    if x86_fp32_expand_dw.eligible(expand_weight_shape, expand_attrs, dw_weight_shape, dw_attrs,
+                                   MIN_BYTES, any_width=True):
+        return True
+    e, c, kh, kw = expand_weight_shape
+    _, _, h, w = expand_attrs["x"]
+    stem = ((kh, kw) == (3, 3) and c * 9 <= STEM_MAX_K and expand_attrs["stride"] == [1, 1]
+            and expand_attrs["pad"] == [1, 1] and expand_attrs["dilation"] == [1, 1]
+            and list(expand_attrs["y"][2:]) == [h, w] and w % 16 == 0
+            and e * h * w * 4 >= STEM_MIN_BYTES)
+    as_1x1 = dict(expand_attrs, pad=[0, 0])  # the pair's depthwise rule on the same map
+    return stem and x86_fp32_expand_dw.eligible((e, c, 1, 1), as_1x1, dw_weight_shape, dw_attrs,
+                                                0, any_width=True)

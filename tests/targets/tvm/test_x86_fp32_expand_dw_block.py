@@ -28,13 +28,15 @@ def _block_calls(kernels) -> int:
 
 
 def _block(kernels, x, w1, b1, w2, b2, w3, b3, stride, res, bounds):
-    """One edgecc_x86_sexpdw call with the project: (output, fused-band calls it counted)."""
+    """One edgecc_x86_sexpdw call with the project (``w1`` 1x1, or a 3x3 stem with padding
+    1): (output, fused-band calls it counted)."""
     import tvm
 
     n, c, h, wd = x.shape
     e, p = w1.shape[0], w3.shape[0]
     oh, ow = (h + 2 - 3) // stride + 1, (wd + 2 - 3) // stride + 1
-    meta1 = [n, c, h, wd, e, 1, 1, 1, 1, 0, 0, 1, 1, h, wd]
+    k, pad = w1.shape[2], w1.shape[2] // 2
+    meta1 = [n, c, h, wd, e, k, k, 1, 1, pad, pad, 1, 1, h, wd]
     meta2 = [n, e, h, wd, 3, 3, stride, stride, 1, 1, 1, 1, oh, ow]
     meta3 = [n, e, oh, ow, p, 1, 1, 1, 1, 0, 0, 1, 1, oh, ow]
     args = [x, w1.reshape(e, -1), b1, np.array(meta1, np.int64), np.array(bounds[0], np.float32),
@@ -61,11 +63,17 @@ SHAPES = [(1, 12, 72, 12, 224, 224, 1, True), (1, 8, 48, 12, 224, 224, 1, False)
 KNOBS = ((28, 8), (28, 4), (1, 0), (3, 1), (16, 16), (500, 8), (500, 0), (7, 3), (28, 5))
 
 
-@pytest.mark.parametrize("n,c,e,p,h,w,stride,residual", SHAPES)
-def test_fused_block_equals_the_three_kernels(kernels, n, c, e, p, h, w, stride, residual):
+# a stem (3x3 expand): MobileNetV2-224's 3 -> 16 -> 8 @224, a stride-2 depthwise, batch 2
+STEMS = [(1, 3, 16, 8, 224, 224, 1, False, 3), (2, 3, 16, 8, 21, 32, 1, True, 3),
+         (1, 4, 28, 8, 33, 48, 2, False, 3)]
+
+
+@pytest.mark.parametrize("n,c,e,p,h,w,stride,residual,k",
+                         [(*s, 1) for s in SHAPES] + STEMS)
+def test_fused_block_equals_the_three_kernels(kernels, n, c, e, p, h, w, stride, residual, k):
     rng = np.random.default_rng(c * e + p + h + stride)
     x = rng.standard_normal((n, c, h, w), np.float32)
-    w1 = rng.standard_normal((e, c, 1, 1), np.float32)
+    w1 = rng.standard_normal((e, c, k, k), np.float32)
     b1 = rng.standard_normal(e, np.float32)
     w2 = rng.standard_normal((e, 1, 3, 3), np.float32)
     b2 = rng.standard_normal(e, np.float32)
@@ -75,18 +83,18 @@ def test_fused_block_equals_the_three_kernels(kernels, n, c, e, p, h, w, stride,
     res = rng.standard_normal((n, p, oh, ow), np.float32) if residual else None
     lo3, hi3 = (-np.inf, np.inf) if residual else (-2.0, 5.0)
     bounds = ([0.0, 6.0], [-1.0, 4.0], [lo3, hi3])
-    mid = _conv(kernels, x, w1, b1, lo=0.0, hi=6.0)
+    mid = _conv(kernels, x, w1, b1, pad=k // 2, lo=0.0, hi=6.0)
     dw = _conv(kernels, mid, w2, b2, stride=stride, pad=1, lo=-1.0, hi=4.0)
     three = _conv(kernels, dw, w3, b3, res=res, lo=lo3, hi=hi3)
     args = (x, w1, b1, w2, b2, w3, b3, stride, res, bounds)
     for rows, step in KNOBS:
         knobs = {"edgecc_x86_fp32_block_rows": rows, "edgecc_x86_fp32_block_step": step}
-        olds = {k: _set(kernels, k, v) for k, v in knobs.items()}
+        olds = {name: _set(kernels, name, v) for name, v in knobs.items()}
         try:
             out, calls = _block(kernels, *args)
         finally:
-            for k, v in olds.items():
-                _set(kernels, k, v)
+            for name, v in olds.items():
+                _set(kernels, name, v)
         assert calls == 1, (rows, step)  # the fused bands ran
         assert np.array_equal(out, three), (rows, step)
     # the fallbacks: the pair then the project (block 0), the three kernels (expand_dw 0, or
@@ -99,7 +107,7 @@ def test_fused_block_equals_the_three_kernels(kernels, n, c, e, p, h, w, stride,
         finally:
             _set(kernels, knob, old)
         assert calls == 0 and np.array_equal(unfused, three), knob
-    ref_mid = _torch_conv(x, w1, b1, 1, 0, lo=0.0, hi=6.0).astype(np.float32)
+    ref_mid = _torch_conv(x, w1, b1, 1, k // 2, lo=0.0, hi=6.0).astype(np.float32)
     ref_dw = _torch_conv(ref_mid, w2, b2, stride, 1, lo=-1.0, hi=4.0).astype(np.float32)
     ref = _torch_conv(ref_dw, w3, b3, 1, 0, res=res, lo=lo3, hi=hi3)
     assert np.abs(three - ref).max() <= 1e-5 * np.abs(ref).max()
@@ -163,3 +171,36 @@ def test_the_build_fuses_the_blocks(tmp_path, monkeypatch, width):
     with torch.no_grad():
         ref = m(x).numpy()
     assert np.abs(outs["blocks"] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_the_build_fuses_a_stem_block(tmp_path, monkeypatch):
+    """A stem 3x3 (3 input channels) whose output's only user is a depthwise 3x3 followed by a
+    1x1 (MobileNetV2's first block) becomes one call (the manifest counts 1 block, no pair;
+    the fused bands run once a run), equal to the unfused build bit for bit."""
+    import torch
+    from torch import nn
+
+    import edgecc
+    from edgecc.targets.tvm import x86_fp32_block
+
+    monkeypatch.setattr(x86_fp32_block, "STEM_MIN_BYTES", 0)  # a small map fuses too
+    torch.manual_seed(0)
+    clip = nn.ReLU6
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), clip(),
+                      nn.Conv2d(16, 16, 3, padding=1, groups=16), clip(),
+                      nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(1, 3, 24, 32)
+    outs, stats = {}, {}
+    for block in (False, True):
+        monkeypatch.setattr(x86_fp32, "FUSE_BLOCK", block)
+        res = edgecc.compile(m, "host", example_inputs=(x,), pipeline="",
+                             output_dir=str(tmp_path / f"b{int(block)}"))
+        stats[block] = res.report["lowering"]["x86_fp32"]
+        res.run(x)
+        counter = ctypes.c_int64.in_dll(ctypes.CDLL(res._runner.library),
+                                        "edgecc_x86_fp32_block_calls")
+        before = counter.value
+        outs[block] = np.asarray(res.run(x))
+        assert counter.value - before == int(block)
+    assert stats[True]["fused_block"] == 1 and stats[False]["fused_expand_dw"] == 0
+    assert np.array_equal(outs[True], outs[False])
