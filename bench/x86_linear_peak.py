@@ -6,7 +6,8 @@ write-back work), so the % of peak says what a better kernel could still win. Wi
 NAME=VALUE`` each shape is also timed with that int64 knob of the kernel library set
 (interleaved with the default, paired ratios, outputs checked bit for bit).
 
-    python bench/x86_linear_peak.py [--rounds 10] [--threads 1,2] [--knob edgecc_x86_linear_prefetch=0]
+    python bench/x86_linear_peak.py [--rounds 10] [--threads 1,2] \
+        [--knob edgecc_x86_linear_prefetch=0] [--shapes qkv,ffn_in_nogelu,n32]
 
 Prints a table and writes ``bench/results/x86_linear_peak.json``. Say the load with it.
 """
