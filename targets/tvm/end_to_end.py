@@ -251,11 +251,19 @@ KNOBS = (
     # conv_direct4's bands of output rows per thread (1, the default; 2 the former):
     # x86_int8_direct_source.py, bit-identical
     Knob("edgecc_x86_int8_direct4_bands", "int64_t", (1, 2, 3), INT8_CONV),
+    # oc_split items channel-major (1, the default: each thread reads its share of the
+    # weights; 0 panel-major) and 1x1 convolutions of >= 4 panels a thread pooled by rows on
+    # the unhalved threshold (1; 0 the default): x86_int8_source.py, bit-identical
+    Knob("edgecc_x86_int8_oc_major", "int64_t", (1, 0), INT8_CONV),
+    Knob("edgecc_x86_int8_conv_pool_rows", "int64_t", (0, 1), INT8_CONV),
     # the fp32 linear's rows packed in L2-sized groups (bytes; 0: all rows first) and the
     # fewest row blocks a thread takes before columns are split: x86_linear_source.py,
     # bit-identical
     Knob("edgecc_x86_linear_group_bytes", "int64_t", (262144, 0, 131072), FP32_LINEAR),
     Knob("edgecc_x86_linear_min_items", "int64_t", (32, 0, 22), FP32_LINEAR),
+    # each 12x32 tile prefetches its output (and residual) lines as it starts (1, the default;
+    # 0 not): x86_linear_source.py, bit-identical
+    Knob("edgecc_x86_linear_prefetch", "int64_t", (1, 0), FP32_LINEAR),
     # int8 depthwise dw_rows pooled by bands of output rows (0, the default: by channel
     # groups): x86_int8_dwrows_source.py, bit-identical
     Knob("edgecc_x86_int8_dw_rows_bands", "int64_t", (0, 1), INT8_DEPTHWISE),
