@@ -128,17 +128,19 @@ FLAT_SOURCE = r"""
 // ---- depthwise 3x3 on small same-size planes, flat (targets/tvm/x86_fp32_dwrows.py) ---------
 const int DW_FLAT_BLOCKS = 8;  // 16-pixel blocks of a plane the flat form handles (<= 128 pixels)
 
-// planes [t0, t1) (index n * c + ch) of a stride-1, pad-1, same-size depthwise 3x3 whose plane
-// is NB blocks of 16 pixels: each block is 16 consecutive output pixels of the plane, and tap
-// (ky, kx) of them the 16 consecutive inputs at offset (ky - 1) * w + kx - 1 whatever rows they
-// span, lanes outside the plane masked to zero (rows: R[ky], columns: C[kx]). No tile, no
-// transposes: the 16-channel tile (dw3x3_channels) spent about half its time transposing.
+// The masks of an h x w plane (the same for every plane of a call): computed once per call
+// (dw3x3_flat_job), not per pool chunk (each chunk recomputed them: ~20 chunks of a 192-channel
+// 8 x 8 call at 2 threads cost it 1.4-1.7x its serial time)
 template <int NB>
-__attribute__((target("avx512f")))
-static void dw3x3_flat(const Depthwise& d, const float* x, const float* wt, const float* bias,
-                       float* out, int64_t c, int64_t h, int64_t w, int64_t t0, int64_t t1) {
+struct FlatMasks {
+  __mmask16 m[NB][9], mo[NB], lm[3][NB + 2];
+};
+
+template <int NB>
+static void flat_masks(FlatMasks<NB>& f, int64_t h, int64_t w) {
   const int64_t plane = h * w;
-  __mmask16 m[NB][9], mo[NB];
+  __mmask16 (&m)[NB][9] = f.m;
+  __mmask16 (&mo)[NB] = f.mo;
   for (int b = 0; b < NB; ++b) {
     unsigned rows[3] = {0, 0, 0}, cols[3] = {0, 0, 0}, in = 0;
     for (int j = 0; j < 16; ++j) {
@@ -158,12 +160,27 @@ static void dw3x3_flat(const Depthwise& d, const float* x, const float* wt, cons
   // outside the plane masked off, so no load leaves it); tap (ky, kx) of block b is lanes
   // kx - 1.. of vectors b, b + 1 (valignd), its lanes outside the plane skipped by the mask
   // (acc kept: the same as + w * 0, acc never being -0)
-  __mmask16 lm[3][NB + 2];
   for (int ky = 0; ky < 3; ++ky)
     for (int k = 0; k < NB + 2; ++k) {
       const int64_t s0 = (ky - 1) * w + 16 * (k - 1);
-      lm[ky][k] = lanes(s0, plane, 16);
+      f.lm[ky][k] = lanes(s0, plane, 16);
     }
+}
+
+// planes [t0, t1) (index n * c + ch) of a stride-1, pad-1, same-size depthwise 3x3 whose plane
+// is NB blocks of 16 pixels: each block is 16 consecutive output pixels of the plane, and tap
+// (ky, kx) of them the 16 consecutive inputs at offset (ky - 1) * w + kx - 1 whatever rows they
+// span, lanes outside the plane masked to zero (rows: R[ky], columns: C[kx]). No tile, no
+// transposes: the 16-channel tile (dw3x3_channels) spent about half its time transposing.
+template <int NB>
+__attribute__((target("avx512f")))
+static void dw3x3_flat(const Depthwise& d, const float* x, const float* wt, const float* bias,
+                       float* out, int64_t c, int64_t h, int64_t w, const FlatMasks<NB>& f,
+                       int64_t t0, int64_t t1) {
+  const int64_t plane = h * w;
+  const __mmask16 (&m)[NB][9] = f.m;
+  const __mmask16 (&mo)[NB] = f.mo;
+  const __mmask16 (&lm)[3][NB + 2] = f.lm;
   const __m512 lo = _mm512_set1_ps(d.lo), hi = _mm512_set1_ps(d.hi);
   for (int64_t i = t0; i < t1; ++i) {
     const int64_t ch = i % c;
@@ -254,18 +271,37 @@ static void dw3x3_s2w16(const Depthwise& d, const float* x, const float* wt, con
   }
 }
 
+// planes [0, items) as one pool job of ``work`` (parallel_for), the masks computed once
+template <int NB>
+static void dw3x3_flat_job(const Depthwise& d, const float* x, const float* wt, const float* bias,
+                           float* out, int64_t c, int64_t h, int64_t w, int64_t items,
+                           int64_t work) {
+  FlatMasks<NB> f;
+  const bool once = edgecc_x86_fp32_dw_flat_once != 0;
+  if (once) flat_masks<NB>(f, h, w);
+  parallel_for(items, [&](int64_t t0, int64_t t1) {
+    if (once) {
+      dw3x3_flat<NB>(d, x, wt, bias, out, c, h, w, f, t0, t1);
+      return;
+    }
+    FlatMasks<NB> own;  // per chunk (the A/B's other side: the same masks, the same sums)
+    flat_masks<NB>(own, h, w);
+    dw3x3_flat<NB>(d, x, wt, bias, out, c, h, w, own, t0, t1);
+  }, work);
+}
+
 static void dw3x3_flat_planes(const Depthwise& d, const float* x, const float* wt,
                               const float* bias, float* out, int64_t c, int64_t h, int64_t w,
-                              int64_t t0, int64_t t1) {
+                              int64_t items, int64_t work) {
   switch ((h * w + 15) / 16) {
-    case 1: dw3x3_flat<1>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    case 2: dw3x3_flat<2>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    case 3: dw3x3_flat<3>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    case 4: dw3x3_flat<4>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    case 5: dw3x3_flat<5>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    case 6: dw3x3_flat<6>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    case 7: dw3x3_flat<7>(d, x, wt, bias, out, c, h, w, t0, t1); break;
-    default: dw3x3_flat<8>(d, x, wt, bias, out, c, h, w, t0, t1); break;
+    case 1: dw3x3_flat_job<1>(d, x, wt, bias, out, c, h, w, items, work); break;
+    case 2: dw3x3_flat_job<2>(d, x, wt, bias, out, c, h, w, items, work); break;
+    case 3: dw3x3_flat_job<3>(d, x, wt, bias, out, c, h, w, items, work); break;
+    case 4: dw3x3_flat_job<4>(d, x, wt, bias, out, c, h, w, items, work); break;
+    case 5: dw3x3_flat_job<5>(d, x, wt, bias, out, c, h, w, items, work); break;
+    case 6: dw3x3_flat_job<6>(d, x, wt, bias, out, c, h, w, items, work); break;
+    case 7: dw3x3_flat_job<7>(d, x, wt, bias, out, c, h, w, items, work); break;
+    default: dw3x3_flat_job<8>(d, x, wt, bias, out, c, h, w, items, work); break;
   }
 }
 """

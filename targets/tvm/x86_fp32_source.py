@@ -101,6 +101,9 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_rows = 1
 // planes 2 output rows per vector (PATH_DW_FLAT; x86_fp32_dwrows.py); 0: the tile (the same
 // sums: the tests' bit-for-bit A/B). int32
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat = 1;
+// ... their masks computed once per call (1), or per pool chunk (0: as before; the same masks
+// and sums, the A/B's other side). int32, read per call
+__attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_dw_flat_once = 1;
 // depthwise 3x3 stride 2 (left pad 1) on planes wider than the min width below: each input row of a
 // 16-output step loaded once and split into even / odd columns, blocks of this many output
 // rows (1, 2, 4; PATH_DW_S2_WIDE; x86_fp32_dws2.py); 0: the one-row form (the same sums: the
@@ -1445,9 +1448,7 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
   if (channels && d.sh == 1 && d.sw == 1 && ph == 1 && pw == 1 && d.oh == h && d.ow == w
       && h * w <= 16 * DW_FLAT_BLOCKS && edgecc_x86_fp32_dw_flat) {
     ++path_calls[PATH_DW_FLAT];
-    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-      dw3x3_flat_planes(d, x, wt, bias, out, c, h, w, t0, t1);
-    }, nb * c * d.oh * d.ow * 9);
+    dw3x3_flat_planes(d, x, wt, bias, out, c, h, w, nb * c, nb * c * d.oh * d.ow * 9);
     return 0;
   }
   // stride 2 on 16-wide planes (8-wide output rows): 2 output rows per vector (x86_fp32_dwrows)

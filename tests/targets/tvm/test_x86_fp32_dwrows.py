@@ -144,3 +144,30 @@ def test_stride2_16_wide_planes_equal_the_channels_tile(kernels, h):
     wt = rng.standard_normal((37, 1, 3, 3), np.float32)
     b = rng.standard_normal(37, np.float32)
     _assert_flat_equals_the_tile(kernels, x, wt, b, stride=2)
+
+
+@pytest.mark.parametrize("c,h", [(192, 8), (480, 4), (37, 7)])
+def test_flat_masks_once_per_call_equal_per_chunk(kernels, c, h):
+    """The flat form's masks computed once per call (``edgecc_x86_fp32_dw_flat_once`` 1, the
+    default: MobileNetV2-32's 192 @8 / 288 @8 / 480 @4 pooled calls 0.68-0.83x) and per pool
+    chunk (0, as before): both take the flat path (19) once, bit-identical, within 1e-5 of
+    PyTorch; MobileNetV2-32's pooled shapes and a partial-block one."""
+    rng = np.random.default_rng(c + h)
+    x = rng.standard_normal((1, c, h, h), np.float32)
+    wt = rng.standard_normal((c, 1, 3, 3), np.float32)
+    b = rng.standard_normal(c, np.float32)
+    var = ctypes.c_int32.in_dll(kernels[1], "edgecc_x86_fp32_dw_flat_once")
+    assert var.value == 1
+    outs, counts = [], []
+    for knob in (1, 0):
+        old, var.value = var.value, knob
+        try:
+            before = _path(kernels, FLAT_PATH)
+            outs.append(_conv(kernels, x, wt, b, stride=1, pad=1, lo=0.0, hi=6.0))
+            counts.append(_path(kernels, FLAT_PATH) - before)
+        finally:
+            var.value = old
+    assert counts == [1, 1]
+    assert np.array_equal(outs[0], outs[1])
+    ref = _torch_conv(x, wt, b, 1, 1, lo=0.0, hi=6.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
