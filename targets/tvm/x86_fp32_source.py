@@ -1054,6 +1054,17 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
 }
 
 """ + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws1.SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
+// panel_bases (the prelude's: a division per lane) without the divisions where the map's
+// pixels are its input's offsets (stride 1, unpadded rows: 1x1 convolutions): the same
+// offsets; the pool items of a 1x1 called it per item (MobileNetV2-32's 32x32 1x1s: 32 items)
+static inline bool conv_panel_bases(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t sw,
+                                    int64_t wp, int64_t base[16]) {
+  if (sh != 1 || sw != 1 || wp != ow) return panel_bases(p, pix, ow, sh, sw, wp, base);
+  for (int lane = 0; lane < 16; ++lane)
+    base[lane] = p * 16 + lane < pix ? p * 16 + lane : pix - 1;
+  return p * 16 + 15 < pix;
+}
+
 static void set_none(TVMFFIAny* result) {
   result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
 }
@@ -1359,7 +1370,7 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
         const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
         int64_t base[S3_NP][16];
         bool run[S3_NP] = {};  // panel p - p0 is one run of 16 consecutive pixels
-        for (int64_t p = p0; p < p1; ++p) run[p - p0] = panel_bases(p, pix, ow, sh, sw, wp, base[p - p0]);
+        for (int64_t p = p0; p < p1; ++p) run[p - p0] = conv_panel_bases(p, pix, ow, sh, sw, wp, base[p - p0]);
         const bool direct = !wide && !unpadded && run[0] && (p1 - p0 == 1 || run[1]);  // in place
         if (direct) {
           Panels pb{{src + base[0][0], src + base[p1 - p0 - 1][0]}, koff, pf};
