@@ -49,7 +49,12 @@ rounds): ``edgecc_x86_fp32_block`` 1 vs 0 (the 224 blocks) 0.874x paired 1 threa
 1.017x (1 thread, load 6: hence ``MIN_BYTES``); steps of 4 / 16 / 28 (whole bands) rows vs 8:
 1.036x / 0.987x / ~0.97x 1 thread, 2 threads 16 / 28 vs 8: 1.067x / 1.055x (load 4). The
 stem block (3 -> 16 -> 8 @224) vs the three kernels (min_kib 0 vs 4096): 0.962x paired 1
-thread (load 3.4), 0.998x 2 threads (200 rounds, load 4.4).
+thread (load 3.4), 0.998x 2 threads (200 rounds, load 4.4). Whole model, the default build
+(7 blocks: the stem's, 3 at 224, 3 at 112) vs ``FUSE_BLOCK`` off (bench/x86_fp32_block.py, two
+builds, bit-identical outputs): 0.862x paired 2 threads (quartiles 0.81-0.93, 200 rounds, load
+1.8-3.8), 0.841x 1 thread CPU time (0.82-0.89, 100 rounds, load 3.3). MobileNetV2-32's blocks
+(all 15 fused, knob A/B): 1.02-1.23x slower at 2 threads (small maps: few bands to split, the
+pool's handoffs saved do not pay for it): not fused (``MIN_BYTES``, ``STEM_MIN_BYTES``).
 """
 
 SOURCE = r"""
