@@ -456,12 +456,19 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
   const __mmask64 lm = hw >= 64 ? ~0ULL : (1ULL << hw) - 1;
   __m512i xv[DW_PERM_BATCH], a[DW_PERM_BATCH][NV];
   const int32_t* wd[DW_PERM_BATCH];
-  for (int64_t u = 0; u < nt; ++u) {
+  // every loop over xv / a unrolled to DW_PERM_BATCH with u < nt tests (the channel loops
+  // here and in the write-back): with run-time bounds GCC kept xv and a in stack arrays
+  // (stored after the set-up and after the ky loop, reloaded by the write-back); the same
+  // sums (tests/targets/tvm/test_x86_int8_tile_registers.py reads the disassembly)
+#pragma GCC unroll 4
+  for (int u = 0; u < DW_PERM_BATCH; ++u) {
+    if (u >= nt) continue;
     xv[u] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, x + at[u] * hw), flip);
     wd[u] = d.wrows + ch[u] * 4;  // the rows' dwords and -128·Σw: packed at compile time
     // WB: off in the start too (int32, wrapping: the sums dw_write_hi's vpaddd would make)
     const int32_t s0 = WB ? (int32_t)((uint32_t)d.wcomp[ch[u]] + (uint32_t)e.off[ch[u]])
                           : d.wcomp[ch[u]];
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) a[u][v] = _mm512_set1_epi32(s0);
   }
   for (int64_t ky = 0; ky < kh; ++ky) {
@@ -481,6 +488,7 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
     const bool clamp = !full_int8(e);
     if (NV == 1 && pack && nt == DW_PERM_BATCH) {  // 4 channels' 16 outputs: 64 in a row
       __m512i h[DW_PERM_BATCH];
+#pragma GCC unroll 4
       for (int u = 0; u < DW_PERM_BATCH; ++u)
         h[u] = hi32_quotients(a[u][0], _mm512_set1_epi64(e.mult[ch[u]]),
                               _mm512_set1_epi64(e.add[ch[u]]),
@@ -490,14 +498,19 @@ __attribute__((noinline)) static void dw_direct_t(const DwDirect& d, const int8_
       else store_packed64<false>(h, dst, q);
       return;
     }
-    for (int64_t u = 0; u < nt; ++u)
-      dw_write_hi_nv<NV>(e, q, clamp, ch[u], a[u], static_cast<int8_t*>(e.out) + at[u] * pix,
-                         d);
+#pragma GCC unroll 4
+    for (int u = 0; u < DW_PERM_BATCH; ++u)
+      if (u < nt)
+        dw_write_hi_nv<NV>(e, q, clamp, ch[u], a[u],
+                           static_cast<int8_t*>(e.out) + at[u] * pix, d);
     return;
   }
-  for (int64_t u = 0; u < nt; ++u)
-    for (int v = 0; v < NV; ++v)
-      _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[u][v]);
+#pragma GCC unroll 4
+  for (int u = 0; u < DW_PERM_BATCH; ++u)
+    if (u < nt)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        _mm512_mask_storeu_epi32(acc + u * stride + d.oo[v], d.lanes[v], a[u][v]);
 }
 // wide planes (DwDirect::wide), one channel at a time: its NV vectors in registers
 template <int NV, bool WB>
