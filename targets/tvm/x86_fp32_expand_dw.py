@@ -10,6 +10,8 @@ through memory: the unfused pair wrote it and read it back (through L3 at best).
     args: x, W1 [E][C], b1 [E], meta1 (sconv's 15), bounds1,
           W2 [E][9], b2 [E], meta2 (sdwconv's 14), bounds2, out
 
+(14 or 15 arguments: the block's project 1x1 (+ residual) too, ``x86_fp32_block``.)
+
 Rows of the band: the depthwise's input rows [r0, r1) of output rows [y0, y1) (stride 1:
 y0 - 1 .. y1, stride 2: 2 y0 - 1 .. 2 y1 - 1, clipped to the map); the buffer is those rows of
 the chunk's channels, and the depthwise kernels read it as a plane of ``r1 - r0`` rows whose
