@@ -215,8 +215,8 @@ class Knob:
 # the other value as a candidate. A knob whose symbol the library lacks (an older kernel
 # set, a build without the x86 kernels) is skipped. Not here: switches read from environment
 # variables per call (EDGECC_X86_CONV_BANDS ...), which a build cannot link; the fp32
-# A/B-only switches (unpadded, im2col_tiles, dw_channels_width) are the same tiles with a
-# slower copy, never measured faster; likewise the int8 switches back to a former, slower
+# A/B-only switches (unpadded, im2col_tiles, dw_channels_width, dw_flat_once) are the same
+# tiles with a slower copy or setup, never measured faster; likewise the int8 switches back to a former, slower
 # path (dw_vbmi, dw_write_hi, dw_block16, tile_post, tile_tied, pad_vbmi, pad_inline,
 # pad_wide32, pad_skip: each measured slower off, kept for the tests' A/B).
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
@@ -278,6 +278,14 @@ KNOBS = (
     Knob("edgecc_x86_fp32_expand_dw", "int32_t", (1, 0), FP32_EXPAND_DW),
     Knob("edgecc_x86_fp32_expand_dw_rows", "int32_t", (28, 14, 56), FP32_EXPAND_DW),
     Knob("edgecc_x86_fp32_expand_dw_stream", "int32_t", (12, 8, 0), FP32_EXPAND_DW),
+    # the whole inverted residual block (expand + depthwise + project + residual) as that
+    # call (1; 0: the fused pair, then the project), its band and step heights, and the
+    # expand output below which the three kernels run in turn (KiB; 0 the default: never):
+    # x86_fp32_block.py, bit-identical
+    Knob("edgecc_x86_fp32_block", "int32_t", (1, 0), FP32_EXPAND_DW),
+    Knob("edgecc_x86_fp32_block_rows", "int32_t", (28, 16, 56), FP32_EXPAND_DW),
+    Knob("edgecc_x86_fp32_block_step", "int32_t", (8, 4, 16), FP32_EXPAND_DW),
+    Knob("edgecc_x86_fp32_block_min_kib", "int32_t", (0, 4096, 8192), FP32_EXPAND_DW),
     # the attention's pool task prefetches the next head's q / k / v rows (1; 0 not):
     # x86_attention_source.py, bit-identical
     Knob("edgecc_x86_attention_prefetch", "int64_t", (1, 0), ATTENTION),
