@@ -90,16 +90,13 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   const int64_t* m3 = data<int64_t>(args, 11);
   const int64_t nb = m1[0], c = m1[1], h = m1[2], w = m1[3], e = m1[4];
   const int64_t s = m2[6], oh = m2[12], ow = m2[13], pc = m3[4];
-  const bool expand_1x1 = m1[5] == 1 && m1[6] == 1 && m1[7] == 1 && m1[8] == 1 && m1[9] == 0
-                          && m1[10] == 0 && m1[13] == h && m1[14] == w;
+  const bool expand_1x1 = expand_is_1x1(m1, h, w);
   // a stem: a same-size 3x3 of few input channels, its panels built from the unpadded input
   const bool expand_3x3 = m1[5] == 3 && m1[6] == 3 && m1[7] == 1 && m1[8] == 1 && m1[9] == 1
                           && m1[10] == 1 && m1[11] == 1 && m1[12] == 1 && m1[13] == h
                           && m1[14] == w && w % 16 == 0 && c * 9 <= STEM_MAX_K;
   const int64_t k1 = expand_3x3 ? c * 9 : c;  // the expand's taps
-  const bool dw_3x3 = m2[1] == e && m2[2] == h && m2[3] == w && m2[4] == 3 && m2[5] == 3
-                      && m2[7] == s && (s == 1 || (s == 2 && w > 16)) && m2[8] == 1
-                      && m2[9] == 1 && m2[10] == 1 && m2[11] == 1;
+  const bool dw_3x3 = dw_is_3x3(m2, e, h, w, s);
   const bool project_1x1 = m3[0] == nb && m3[1] == e && m3[2] == oh && m3[3] == ow
                            && m3[5] == 1 && m3[6] == 1 && m3[7] == 1 && m3[8] == 1
                            && m3[9] == 0 && m3[10] == 0 && m3[13] == oh && m3[14] == ow;
@@ -117,23 +114,10 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
     int64_t shape1[4] = {nb, e, h, w}, shape2[4] = {nb, e, oh, ow};
     float* buf = block_mid((nb * e * oh * ow + (small || expand_3x3 ? nb * e * h * w : 0)) * 4
                            + 128);
-    DLTensor mid[2]{};
-    TVMFFIAny midarg[2]{};
-    for (int i = 0; i < 2; ++i) {
-      mid[i].data = i ? buf : buf + nb * e * oh * ow + 16;
-      mid[i].device.device_type = kDLCPU;
-      mid[i].ndim = 4;
-      mid[i].dtype.code = kDLFloat; mid[i].dtype.bits = 32; mid[i].dtype.lanes = 1;
-      mid[i].shape = i ? shape2 : shape1;
-      midarg[i].type_index = kTVMFFIDLTensorPtr;
-      midarg[i].v_ptr = &mid[i];
-    }
-    if (small) {  // the expand into mid[0], its depthwise into mid[1]
-      TVMFFIAny a0[6] = {args[0], args[1], args[2], args[3], args[4], midarg[0]};
-      TVMFFIAny a1[6] = {midarg[0], args[5], args[6], args[7], args[8], midarg[1]};
-      if (__tvm_ffi_edgecc_x86_sconv(0, a0, 6, result)) return -1;
-      if (__tvm_ffi_edgecc_x86_sdwconv(0, a1, 6, result)) return -1;
-    } else if (expand_3x3) {  // the stem, then the depthwise
+    DLTensor mid[2];
+    const TVMFFIAny midarg[2] = {float_tensor_arg(mid[0], buf + nb * e * oh * ow + 16, shape1),
+                                 float_tensor_arg(mid[1], buf, shape2)};
+    if (small || expand_3x3) {  // the expand (or the stem) into mid[0], its depthwise into mid[1]
       TVMFFIAny a0[6] = {args[0], args[1], args[2], args[3], args[4], midarg[0]};
       TVMFFIAny a1[6] = {midarg[0], args[5], args[6], args[7], args[8], midarg[1]};
       if (__tvm_ffi_edgecc_x86_sconv(0, a0, 6, result)) return -1;
@@ -172,11 +156,8 @@ static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny*
   for (int64_t k = 0; k < e; ++k) koff[c + k] = k * ldd;
   const int64_t* koff3 = koff + c;
   const int64_t bands = (oh + band - 1) / band;
-  const int s2_rows = edgecc_x86_fp32_dw_s2_wide == 1 || edgecc_x86_fp32_dw_s2_wide == 4
-                      ? edgecc_x86_fp32_dw_s2_wide : 2;
-  Depthwise d;
-  d.lo = bounds2[0]; d.hi = bounds2[1];
-  d.kh = 3; d.kw = 3; d.sh = s; d.sw = s; d.dh = 1; d.dw = 1; d.ow = ow;
+  const int s2_rows = dw_s2_rows();
+  Depthwise d = dw3x3_at(bounds2, s, ow);
   for (int64_t n = 0; n < nb; ++n) {
     const float* src = x + n * c * pix;
     float* dst = out + n * pc * opix;

@@ -74,6 +74,44 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 
 static int expand_dw_project(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);
 
+// shared by the pair and the whole block (x86_fp32_block): the expand a unit-stride 1x1 over
+// the whole h x w map (m: the sconv call's meta), the depthwise a 3x3 of e channels at
+// stride s (1, or 2 on maps wider than 16) with unit dilation (m: the sdwconv call's meta)
+static inline bool expand_is_1x1(const int64_t* m, int64_t h, int64_t w) {
+  return m[5] == 1 && m[6] == 1 && m[7] == 1 && m[8] == 1 && m[9] == 0 && m[10] == 0
+         && m[13] == h && m[14] == w;
+}
+static inline bool dw_is_3x3(const int64_t* m, int64_t e, int64_t h, int64_t w, int64_t s) {
+  return m[1] == e && m[2] == h && m[3] == w && m[4] == 3 && m[5] == 3 && m[7] == s
+         && (s == 1 || (s == 2 && w > 16)) && m[8] == 1 && m[9] == 1 && m[10] == 1
+         && m[11] == 1;
+}
+// an fp32 n x c x h x w tensor over ``data`` (``shape`` outlives the call) as a call argument
+static inline TVMFFIAny float_tensor_arg(DLTensor& t, void* data, int64_t* shape) {
+  t = DLTensor{};
+  t.data = data;
+  t.device.device_type = kDLCPU;
+  t.ndim = 4;
+  t.dtype.code = kDLFloat; t.dtype.bits = 32; t.dtype.lanes = 1;
+  t.shape = shape;
+  TVMFFIAny arg{};
+  arg.type_index = kTVMFFIDLTensorPtr;
+  arg.v_ptr = &t;
+  return arg;
+}
+// the depthwise 3x3's fixed fields (stride s, output width ow, clamp bounds) and its
+// stride-2 rows per block (edgecc_x86_fp32_dw_s2_wide: 1 or 4, else 2)
+static inline Depthwise dw3x3_at(const float* bounds, int64_t s, int64_t ow) {
+  Depthwise d;
+  d.lo = bounds[0]; d.hi = bounds[1];
+  d.kh = 3; d.kw = 3; d.sh = s; d.sw = s; d.dh = 1; d.dw = 1; d.ow = ow;
+  return d;
+}
+static inline int dw_s2_rows() {
+  return edgecc_x86_fp32_dw_s2_wide == 1 || edgecc_x86_fp32_dw_s2_wide == 4
+         ? edgecc_x86_fp32_dw_s2_wide : 2;
+}
+
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
                                  TVMFFIAny* result) {
@@ -87,11 +125,7 @@ int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
   const int64_t* m2 = data<int64_t>(args, 7);
   const int64_t nb = m1[0], c = m1[1], h = m1[2], w = m1[3], e = m1[4];
   const int64_t s = m2[6], oh = m2[12], ow = m2[13];
-  const bool expand_1x1 = m1[5] == 1 && m1[6] == 1 && m1[7] == 1 && m1[8] == 1 && m1[9] == 0
-                          && m1[10] == 0 && m1[13] == h && m1[14] == w;
-  const bool dw_3x3 = m2[1] == e && m2[2] == h && m2[3] == w && m2[4] == 3 && m2[5] == 3
-                      && m2[7] == s && (s == 1 || (s == 2 && w > 16)) && m2[8] == 1
-                      && m2[9] == 1 && m2[10] == 1 && m2[11] == 1;
+  const bool expand_1x1 = expand_is_1x1(m1, h, w), dw_3x3 = dw_is_3x3(m2, e, h, w, s);
   const int64_t band = edgecc_x86_fp32_expand_dw_rows;
   const int64_t sub = edgecc_x86_fp32_expand_dw_step > 0 && edgecc_x86_fp32_expand_dw_step < band
                       ? edgecc_x86_fp32_expand_dw_step : band;
@@ -99,15 +133,8 @@ int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
         && ow <= 16 * DW_STEPS && band >= 1)) {
     // the unfused pair through a whole intermediate (slot 4: neither kernel uses it here)
     int64_t shape[4] = {nb, e, h, w};
-    DLTensor mid{};
-    mid.data = scratch(4, nb * e * h * w * 4 + 64);
-    mid.device.device_type = kDLCPU;
-    mid.ndim = 4;
-    mid.dtype.code = kDLFloat; mid.dtype.bits = 32; mid.dtype.lanes = 1;
-    mid.shape = shape;
-    TVMFFIAny midarg{};
-    midarg.type_index = kTVMFFIDLTensorPtr;
-    midarg.v_ptr = &mid;
+    DLTensor mid;
+    const TVMFFIAny midarg = float_tensor_arg(mid, scratch(4, nb * e * h * w * 4 + 64), shape);
     TVMFFIAny a1[6] = {args[0], args[1], args[2], args[3], args[4], midarg};
     TVMFFIAny a2[6] = {midarg, args[5], args[6], args[7], args[8], args[9]};
     if (__tvm_ffi_edgecc_x86_sconv(0, a1, 6, result)) return -1;
@@ -131,11 +158,8 @@ int __tvm_ffi_edgecc_x86_sexpdw(void*, const TVMFFIAny* args, int32_t num_args,
   for (int64_t ci = 0; ci < c; ++ci) koff[ci] = ci * pix;
   const int64_t bands = (oh + band - 1) / band, chunks = (e + EXPAND_DW_CHUNK - 1) / EXPAND_DW_CHUNK;
   const int64_t max_rows = (band - 1) * s + 3;  // input rows of a band, at most
-  const int s2_rows = edgecc_x86_fp32_dw_s2_wide == 1 || edgecc_x86_fp32_dw_s2_wide == 4
-                      ? edgecc_x86_fp32_dw_s2_wide : 2;
-  Depthwise d;
-  d.lo = bounds2[0]; d.hi = bounds2[1];
-  d.kh = 3; d.kw = 3; d.sh = s; d.sw = s; d.dh = 1; d.dw = 1; d.ow = ow;
+  const int s2_rows = dw_s2_rows();
+  Depthwise d = dw3x3_at(bounds2, s, ow);
   for (int64_t n = 0; n < nb; ++n) {
     const float* src = x + n * c * pix;
     float* dst = out + n * e * opix;
