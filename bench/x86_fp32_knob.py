@@ -28,21 +28,11 @@ import tempfile
 import warnings
 
 
-def _threads_from_argv() -> int:
-    """--threads before TVM starts (its pool is sized at its first use)."""
-    for i, a in enumerate(sys.argv):
-        if a == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-    return 2
-
-
-THREADS = _threads_from_argv()
-os.environ["TVM_NUM_THREADS"] = str(THREADS)
-os.environ["OMP_NUM_THREADS"] = str(THREADS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.threads_arg import threads_before_tvm  # noqa: E402
+
+THREADS = threads_before_tvm()
 warnings.filterwarnings("ignore")
 
 from bench.tvm_cpu import interleaved_times, median_p10, models, paired_ratio  # noqa: E402

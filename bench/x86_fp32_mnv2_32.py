@@ -22,18 +22,11 @@ import time
 import warnings
 
 
-def _threads_from_argv() -> int:
-    for i, a in enumerate(sys.argv):
-        if a == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-    return 2
-
-
-THREADS = _threads_from_argv()
-os.environ["TVM_NUM_THREADS"] = str(THREADS)
-os.environ["OMP_NUM_THREADS"] = str(THREADS)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.threads_arg import threads_before_tvm  # noqa: E402
+
+THREADS = threads_before_tvm()
 warnings.filterwarnings("ignore")
 
 
