@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,27 +30,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude  # noqa: E402
+from bench.pool_native import build_native  # noqa: E402
 
 SOURCE = r"""
-#include <tvm/ffi/c_api.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <algorithm>
-#include <vector>
-@PRELUDE@
-static inline int64_t now_ns() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-volatile double sink;
-static void chain(int64_t n) {
-  double x = 1.0;
-  for (int64_t k = 0; k < n; ++k) x = x * 0.9999999 + 1e-9;
-  sink = x;
-}
 // a MobileNetV2-32-int8-like call: (items, multiply-adds per item) of its pool jobs, in order,
 // with ~1.5 us of serial work (a serial kernel, the VM) between jobs
 struct Job { int64_t items, chain; };
@@ -131,21 +112,8 @@ int main(int argc, char** argv) {
 
 
 def build(directory: str) -> str:
-    """The program and a copy of libtvm_ffi.so in ``directory`` (rpath $ORIGIN); its path."""
-    import tvm_ffi.libinfo
-
-    os.makedirs(directory, exist_ok=True)
-    src, exe = os.path.join(directory, "pool_knobs.cc"), os.path.join(directory, "pool_knobs")
-    with open(src, "w") as f:
-        f.write(SOURCE.replace("@PRELUDE@", ffi_prelude(0)))
-    paths = tvm_ffi.libinfo.find_include_path()
-    includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
-    ffi = tvm_ffi.libinfo.find_libtvm_ffi()
-    shutil.copy(ffi, os.path.join(directory, os.path.basename(ffi)))
-    subprocess.run(["g++", "-O2", "-std=c++17", *includes, src, "-o", exe,
-                    os.path.join(directory, os.path.basename(ffi)), "-Wl,-rpath,$ORIGIN",
-                    "-lpthread", "-ldl"], check=True)
-    return exe
+    """The program and a copy of libtvm_ffi.so in ``directory``; its path."""
+    return build_native(directory, "pool_knobs", SOURCE)
 
 
 def main() -> int:

@@ -38,27 +38,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude  # noqa: E402
+from bench.pool_native import build_native  # noqa: E402
 
 SOURCE = r"""
-#include <tvm/ffi/c_api.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <algorithm>
-#include <vector>
-@PRELUDE@
-static inline int64_t now_ns() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-volatile double sink;
-static void chain(int64_t n) {
-  double x = 1.0;
-  for (int64_t k = 0; k < n; ++k) x = x * 0.9999999 + 1e-9;
-  sink = x;
-}
 // ResNet-20 w8a8's pool jobs at 2 threads: the chain length of one item (a band), in order:
 // the stem, 6 convs at 32x32, a stride-2 conv, 6 at 16x16 (one a shortcut's partner), ...
 static const int64_t MODEL[] = {1400, 2000, 2000, 2000, 2000, 2000, 2000, 1200, 2000, 2000,
@@ -174,24 +156,8 @@ int main(int argc, char** argv) {
 
 
 def build(directory: str) -> str:
-    """The program and a copy of libtvm_ffi.so in ``directory`` (rpath $ORIGIN); its path."""
-    import shutil
-
-    import tvm_ffi.libinfo
-
-    os.makedirs(directory, exist_ok=True)
-    src = os.path.join(directory, "pool_handoff.cc")
-    exe = os.path.join(directory, "pool_handoff")
-    with open(src, "w") as f:
-        f.write(SOURCE.replace("@PRELUDE@", ffi_prelude(0)))
-    paths = tvm_ffi.libinfo.find_include_path()
-    includes = [f"-I{p}" for p in ([paths] if isinstance(paths, str) else paths)]
-    ffi = tvm_ffi.libinfo.find_libtvm_ffi()
-    shutil.copy(ffi, os.path.join(directory, os.path.basename(ffi)))
-    subprocess.run(["g++", "-O2", "-std=c++17", *includes, src, "-o", exe,
-                    os.path.join(directory, os.path.basename(ffi)), "-Wl,-rpath,$ORIGIN",
-                    "-lpthread", "-ldl"], check=True)
-    return exe
+    """The program and a copy of libtvm_ffi.so in ``directory``; its path."""
+    return build_native(directory, "pool_handoff", SOURCE)
 
 
 def main() -> int:
