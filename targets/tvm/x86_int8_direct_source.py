@@ -343,6 +343,8 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
     for (int64_t i = i0; i < i1; ++i)
       direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
   }, job_work);
+  if (tile_resf_seen.exchange(0, std::memory_order_relaxed))  // tile_post's residual form
+    __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
 }
 """
 

@@ -26,7 +26,8 @@ TILE_WRITE = "edgecc_x86_int8_tile_write_calls"  # () -> conv calls with tile_wr
 TILE_NAMED = "edgecc_x86_int8_tile_named_calls"  # () -> ... of them with the named sums
 TILE_POST = "edgecc_x86_int8_tile_post_calls"  # () -> conv calls with tile_post tiles
 TILE_TIED = "edgecc_x86_int8_tile_tied_calls"  # () -> ... with the tied vpdpbusd sums
-TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED)
+TILE_RESF = "edgecc_x86_int8_tile_resf_calls"  # () -> conv_direct4 calls with tile_post_resf
+TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF)
 
 TILE_KERNELS = r"""
 // ---- tile_write (x86_int8_tile_source) ----
@@ -178,7 +179,13 @@ static void tile_write(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t
 
 // ---- tile_post (x86_int8_tile_source) ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_post = 1;
-int64_t tile_post_calls = 0;  // convolution calls with tiles post-processed from registers
+int64_t tile_post_calls = 0;
+// nonzero: tile_post's residual form (no activation, residual, ReLU, float + int8 outputs:
+// ResNet's second convolutions and shortcuts) compiled with those flags known (0: tested per
+// row, A/B); counted per conv_direct4 call by edgecc_x86_int8_tile_resf_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_post_resf = 1;
+int64_t tile_resf_calls = 0;  // conv_direct4 calls with tile_post_resf tiles (a test's)
+std::atomic<int> tile_resf_seen{0};  // set like tile_write_seen  // convolution calls with tiles post-processed from registers
 std::atomic<int> tile_post_seen{0};  // set like tile_write_seen
 
 // does tile_post apply to a full 8 x 16 tile of e (write_tile's post16_rows test)
@@ -188,7 +195,7 @@ static inline bool tile_post_fits(const Epilogue& e, int nr, int nc) {
 }
 
 // tile_write_t's sums (MODE as there), then post16_rows' float write-back of the 8 rows
-template <int MODE, bool TIED>
+template <int MODE, bool TIED, bool RESF>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
@@ -212,10 +219,13 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   // e's fields as locals: the float / int8 stores below may alias e
   const int32_t* const off = e.off + r0;
   const float *const scale = e.scale + r0, *const bias = e.bias + r0;
-  const int act = e.act, post_relu = e.post_relu;
+  // RESF (tile_post_resf): no activation, a residual, ReLU after it, float and int8 outputs —
+  // known at compile time, so the 8 rows take no flag tests and GCC may interleave them
+  const int act = RESF ? 0 : e.act, post_relu = RESF ? 1 : e.post_relu;
   const float* const res = e.res;
   float* const fout = e.fout;
   int8_t* const qout = e.qout;
+  const bool has_res = RESF || res, has_fout = RESF || fout, has_qout = RESF || qout;
   const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
   const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
@@ -227,10 +237,10 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
                              _mm512_set1_ps(bias[r]));
     if (act) v = _mm512_max_ps(v, zero);
     if (act == 2) v = _mm512_min_ps(v, six);
-    if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
+    if (has_res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
     if (post_relu) v = _mm512_max_ps(v, zero);
-    if (fout) _mm512_storeu_ps(fout + at, v);
-    if (qout) {
+    if (has_fout) _mm512_storeu_ps(fout + at, v);
+    if (has_qout) {
       __m512 q = _mm512_roundscale_ps(_mm512_div_ps(v, qs),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, qz), qmin), qmax);
@@ -245,12 +255,17 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
 template <int MODE>
 static void tile_post(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  const bool resf = edgecc_x86_int8_tile_post_resf && e.act == 0 && e.res && e.post_relu &&
+                    e.fout && e.qout;
+  if (resf && !tile_resf_seen.load(std::memory_order_relaxed))
+    tile_resf_seen.store(1, std::memory_order_relaxed);
   if (edgecc_x86_int8_tile_tied) {
     if (!tile_tied_seen.load(std::memory_order_relaxed))
       tile_tied_seen.store(1, std::memory_order_relaxed);
-    tile_post_t<MODE, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    if (resf) tile_post_t<MODE, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    else tile_post_t<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
   } else {
-    tile_post_t<MODE, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_post_t<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
   }
 }
 """
@@ -280,6 +295,15 @@ int __tvm_ffi_edgecc_x86_int8_tile_post_calls(void*, const TVMFFIAny*, int32_t,
                                               TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&tile_post_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many conv_direct4 calls took tile_post's residual form (edgecc_x86_int8_tile_post_resf)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_resf_calls(void*, const TVMFFIAny*, int32_t,
+                                              TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_resf_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

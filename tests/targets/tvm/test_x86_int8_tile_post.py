@@ -29,17 +29,17 @@ TAILS = (("relu6", True, True, True, (0.37, -3.0, -128, 127)),
          (None, True, True, True, (0.02, 0.0, -128, 127)))
 
 
-@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
-def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
-    import tvm
+def _fused_and_reference(tmp_path, cases, tails, seed=11):
+    """A library of the fused convolutions (cases / tails as CASES / TAILS) and their Relax
+    references: (the inputs, the number of fused outputs, lib, vm, the loaded .so)."""
     from tvm import relax
 
     from edgecc.targets.tvm import x86_int8
 
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
     xs, params, outs, refs = [], [], [], []
-    for shape, wshape, s, p in CASES:
+    for shape, wshape, s, p in cases:
         oh = (shape[2] + 2 * p - wshape[2]) // s + 1
         ow = (shape[3] + 2 * p - wshape[3]) // s + 1
         xs.append(rng.integers(-128, 128, shape).astype(np.int8))
@@ -49,7 +49,7 @@ def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
             [1, wshape[0], oh, ow], "float32")))
     with bb.function("main", params):
         with bb.dataflow():
-            for i, ((shape, wshape, s, p), tail) in enumerate(zip(CASES, TAILS)):
+            for i, ((shape, wshape, s, p), tail) in enumerate(zip(cases, tails)):
                 act, residual, post_relu, float_out, quant = tail
                 xv, rv = params[2 * i], params[2 * i + 1]
                 w = rng.integers(-128, 128, wshape).astype(np.int8)
@@ -71,7 +71,16 @@ def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "k.so")
     lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)
+    return xs, len(outs), lib, vm, ctypes.CDLL(path)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+
+    xs, n, lib, vm, so = _fused_and_reference(tmp_path, CASES, TAILS)
     post = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_post")
     tied = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_tied")
     assert post.value == 1 and tied.value == 1  # on by default
@@ -91,11 +100,58 @@ def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
             assert tied_calls() - before_tied == p_on * t_on * len(CASES), (p_on, t_on)
     finally:
         post.value, tied.value = 1, 1
-    n = len(outs)
     for got in runs:
         for i in range(n):  # each fused output equal to the Relax ops'
             np.testing.assert_array_equal(got[i], got[n + i], err_msg=str(i))
         for i in range(n):  # and to the first run's
+            np.testing.assert_array_equal(got[i], runs[0][i])
+    assert all(len(np.unique(runs[0][i])) > 30 for i in range(n))  # not saturated
+
+
+# tile_post's residual form (no activation, residual, ReLU, float + int8 outputs: ResNet's
+# second convolutions and shortcuts) on conv_direct4: 16 columns (a partial row tile), 8
+# columns, 1x1 stride 2; the last case (an activation) keeps the generic form
+RESF_CASES = (((1, 16, 16, 16), (20, 16, 3, 3), 1, 1),
+              ((1, 32, 8, 8), (16, 32, 3, 3), 1, 1),
+              ((1, 16, 32, 32), (32, 16, 1, 1), 2, 0),
+              ((1, 8, 16, 16), (16, 8, 3, 3), 1, 1))
+RESF_TAILS = ((None, True, True, True, (0.37, -3.0, -128, 127)),
+              (None, True, True, True, (0.3, 5.0, -100, 90)),
+              (None, True, True, True, (0.02, 0.0, -128, 127)),
+              ("relu", True, True, True, (0.3, 1.0, -128, 127)))
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_tile_post_resf_counts_and_equals(tmp_path, monkeypatch):
+    """edgecc_x86_int8_tile_post_resf: the residual form's tiles compiled with its flags known
+    give the Relax ops' outputs bit for bit, and the generic form's (knob 0); counted per
+    conv_direct4 call only while on and only for the residual form (a silent fallback to the
+    generic tile_post fails)."""
+    import tvm
+
+    from edgecc.targets.tvm import x86_int8
+    from edgecc.targets.tvm.x86_int8_tile_source import TILE_RESF
+
+    xs, n, lib, vm, so = _fused_and_reference(tmp_path, RESF_CASES, RESF_TAILS, seed=5)
+    resf = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_post_resf")
+    assert resf.value == 1  # on by default
+    calls = lib.get_function(TILE_RESF, query_imports=True)
+    direct4 = lib.get_function(x86_int8.DIRECT4, query_imports=True)
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for on in (1, 0):
+            resf.value = on
+            before, before_d4 = calls(), direct4()
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            assert direct4() - before_d4 >= len(RESF_CASES)  # the fused convs at least
+            assert calls() - before == on * (len(RESF_CASES) - 1), on
+    finally:
+        resf.value = 1
+    for got in runs:
+        for i in range(n):
+            np.testing.assert_array_equal(got[i], got[n + i], err_msg=str(i))
             np.testing.assert_array_equal(got[i], runs[0][i])
     assert all(len(np.unique(runs[0][i])) > 30 for i in range(n))  # not saturated
 
