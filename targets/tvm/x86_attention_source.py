@@ -17,7 +17,9 @@ from scores to output before the next, so its scores never leave L1::
                  triangle, padding; they are skipped)
       S = Q_6 · kt[:, :ext]   register tile 6 rows x up to 4 vectors (AVX2: 2), write-back
                               s = S * scale + mask (the graph's two roundings), row max
-      e = exp(s - max), Σ e   one pass over the 6 x ext tile
+      e = exp(s - max), Σ e   one pass over the 6 x ext tile; when ext fits one score tile
+                              (AVX-512: <= 64 keys, MiniLM) straight from its registers
+                              (edgecc_x86_attention_fuse_exp, bit-identical)
       O = (e · V) / Σ e       register tile 6 x Dv; the division in the write-back (not
                               per probability), straight into out[b, h, i, :] (any row
                               stride: the [B, S, H, D] layout of the linear that follows);
@@ -25,7 +27,9 @@ from scores to output before the next, so its scores never leave L1::
 
 Vector math (both ISAs; error against float64, asserted by tests/targets/tvm/
 test_x86_attention.py): exp = Cephes' range reduction + degree-6 polynomial (<= 2e-7
-relative), erf and tanh = Eigen's rational approximations (the ones TVM's fast_erf /
+relative; the softmax's, edgecc_x86_attention_fast_math = 1, the default: vexp_nonpos, the
+same polynomial for x <= 0 in 13 operations, with the scale + mask in one fma and 1 / Σ e
+multiplied: MiniLM's attention 0.958x, outputs within 1e-6 of the largest of 0's), erf and tanh = Eigen's rational approximations (the ones TVM's fast_erf /
 fast_tanh use: <= 1e-6 absolute). The quantize epilogue is the graph's
 ``clip(round_half_even(y / scale) + zp, lo, hi)`` with a true division, so it is the integer
 the TVM kernel writes for the same ``y``.
@@ -34,7 +38,8 @@ AVX-512 (16 lanes) or AVX2 + FMA (8 lanes), picked by cpuid / xgetbv;
 ``EDGECC_X86_ATTN_NO_AVX512=1`` in the environment at the call forces the AVX2 path (the
 tests run both; ``edgecc_x86_attention_lanes()`` says which one a call takes).
 ``edgecc_x86_attention_paths(i)`` counts attention calls reading V in place (0) / through the
-padded copy (1) and the key vectors skipped (2): the tests' proof that nothing fell back.
+padded copy (1), the key vectors skipped (2) and the row groups whose exp ran in the score
+tile (9): the tests' proof that nothing fell back.
 """
 
 from edgecc.targets.tvm import x86_linear_source
@@ -61,6 +66,31 @@ static inline V vexp(V x) {
   p = vfma(p, vmul(r, r), vadd(r, vset1(1.0f)));
   return vmul(p, vpow2(n));
 }
+
+// e^x for the softmax's x = s - max <= 0 (or -inf), edgecc_x86_attention_fast_math = 1: clamped
+// below at ln(FLT_MIN) (so 2^n stays normal: -inf and anything under -87.34 give ~1.2e-38,
+// not 0 — nothing next to the row's maximum, whose p is 1), n = rint(x·log2 e), r = x - n·ln 2
+// in two fused steps, Cephes' degree-7 polynomial in Horner form, times 2^n (AVX-512: one
+// scalef, the same bits as the multiply). 13 vector operations to vexp's 20; <= 2e-7 relative
+// (tests/targets/tvm/test_x86_attention.py asserts 1e-6, against float64)
+static inline V vexp_nonpos(V x) {
+  x = vmax(x, vset1(-87.33654475f));
+  const V n = vrint(vmul(x, vset1(1.44269504088896341f)));
+  V r = vfma(n, vset1(-0.693359375f), x);
+  r = vfma(n, vset1(2.12194440e-4f), r);
+  V p = vset1(1.9875691500E-4f);
+  p = vfma(p, r, vset1(1.3981999507E-3f));
+  p = vfma(p, r, vset1(8.3334519073E-3f));
+  p = vfma(p, r, vset1(4.1665795894E-2f));
+  p = vfma(p, r, vset1(1.6666665459E-1f));
+  p = vfma(p, r, vset1(5.0000001201E-1f));
+  p = vfma(p, r, vset1(1.0f));
+  p = vfma(p, r, vset1(1.0f));
+  return vscale2(p, n);
+}
+
+// the softmax's exp of x <= 0: edgecc_x86_attention_fast_math 1 (vexp_nonpos) or 0 (vexp)
+static inline V vexp_softmax(V x, bool fast) { return fast ? vexp_nonpos(x) : vexp(x); }
 
 // erf(x): Eigen's rational approximation on [-4, 4] (+-1 outside in float32)
 static inline V verf(V x) {
@@ -116,6 +146,8 @@ struct Attn {
   float scale;
   int64_t chunk, nchunks;
   int64_t prefetch;  // edgecc_x86_attention_prefetch at the call
+  int64_t fuse_exp;  // edgecc_x86_attention_fuse_exp at the call
+  bool fast_math;    // edgecc_x86_attention_fast_math == 1 at the call (vexp_nonpos, ...)
 };
 
 // dst[c * ld + r] = src[r * ls + c] for an 8 x 8 block (AVX2 shuffles, both ISAs)
@@ -166,10 +198,14 @@ struct Head {
 // attention time unrolled, 1 thread, same operations: bit-identical)
 #define UNROLL _Pragma("GCC unroll 24")
 // scores of MR rows x the NV vectors of columns from c0: s = (q · Kᵀ) * scale + mask (the
-// graph's two roundings), lanes past the last key -inf; each row's maximum into mx[r]
-template <int MR, int NV>
+// graph's two roundings), lanes past the last key -inf; each row's maximum into mx[r].
+// EXP (the tile holds every key column a row needs, c0 = 0: its maximum is final): the
+// softmax's p = exp(s - max) and Σ p computed from the registers and p written to s instead
+// (the same operations in the same order as rows' separate pass: bit-identical; no store and
+// reload of s, no second loop); sum[r] as that pass sets it
+template <int MR, int NV, bool EXP>
 static void qk_tile(const Attn& a, const Head& h, int64_t c0, float* s, int64_t lds,
-                    float* mx) {
+                    float* mx, float* sum) {
   V acc[MR][NV];
   UNROLL for (int r = 0; r < MR; ++r)
     UNROLL for (int c = 0; c < NV; ++c) acc[r][c] = vzero();
@@ -188,17 +224,36 @@ static void qk_tile(const Attn& a, const Head& h, int64_t c0, float* s, int64_t 
     UNROLL for (int c = 0; c < NV; ++c) {
       const int64_t j = c0 + c * W;
       const int n = a.Sk - j < W ? (int)(a.Sk - j) : W;
-      V x = vmul(acc[r][c], vs);
-      if (h.mask) {
+      V x;
+      if (h.mask) {  // fast_math: one rounding (fma), else the graph's two
         const float* mrow = h.mask + r * h.ldm + j;
-        x = vadd(x, n == W ? vload(mrow) : vloadn(mrow, n));
+        const V mv = n == W ? vload(mrow) : vloadn(mrow, n);
+        x = a.fast_math ? vfma(acc[r][c], vs, mv) : vadd(vmul(acc[r][c], vs), mv);
+      } else {
+        x = vmul(acc[r][c], vs);
       }
       if (n < W) x = vfill(x, n, ninf);
-      vstore(s + r * lds + j, x);
+      if (EXP) acc[r][c] = x; else vstore(s + r * lds + j, x);
       m = vmax(m, x);
     }
     const float t = vhmax(m);
     if (t > mx[r]) mx[r] = t;
+    if (EXP) {  // rows' pass, from the registers
+      float* row = s + r * lds + c0;
+      if (mx[r] == -__builtin_inff()) {  // every key masked: softmax's 0/0, NaN
+        UNROLL for (int c = 0; c < NV; ++c) vstore(row + c * W, vzero());
+        sum[r] = __builtin_nanf("");
+        continue;
+      }
+      const V vm = vset1(mx[r]);
+      V e_sum = vzero();
+      UNROLL for (int c = 0; c < NV; ++c) {
+        const V e = vexp_softmax(vsub(acc[r][c], vm), a.fast_math);
+        vstore(row + c * W, e);
+        e_sum = vadd(e_sum, e);
+      }
+      sum[r] = vhsum(e_sum);
+    }
   }
 }
 
@@ -220,12 +275,13 @@ static void pv_tile(const Attn& a, const Head& h, const float* p, int64_t ldp, i
     }
   }
   UNROLL for (int r = 0; r < MR; ++r) {
-    const V total = vset1(sum[r]);
+    const V total = vset1(sum[r]), inv = vset1(1.0f / sum[r]);
     UNROLL for (int c = 0; c < NV; ++c) {
       const int64_t j = c0 + c * W;
       if (j >= a.Dv) continue;  // (no break: the loop unrolls, acc stays in registers)
       const int n = a.Dv - j < W ? (int)(a.Dv - j) : W;
-      const V y = keep[r] ? vdiv(acc[r][c], total) : vzero();
+      // fast_math: times 1 / Σ (one division per row; <= 1.5 ulp more), else divided by it
+      const V y = !keep[r] ? vzero() : a.fast_math ? vmul(acc[r][c], inv) : vdiv(acc[r][c], total);
       if (h.out) {
         if (n == W) vstore(h.out + r * h.ldo + j, y); else vstoren(h.out + r * h.ldo + j, y, n);
       }
@@ -236,17 +292,17 @@ static void pv_tile(const Attn& a, const Head& h, const float* p, int64_t ldp, i
 
 #undef UNROLL
 
-typedef void (*QkFn)(const Attn&, const Head&, int64_t, float*, int64_t, float*);
+typedef void (*QkFn)(const Attn&, const Head&, int64_t, float*, int64_t, float*, float*);
 typedef void (*PvFn)(const Attn&, const Head&, const float*, int64_t, int64_t, int64_t,
                      const float*, const bool*);
 
-template <int MR>
+template <int MR, bool EXP>
 static QkFn qk_nv(int nv) {
   switch (nv) {  // (AVX2: NVX = 2, never 3 or 4)
-    case 1: return qk_tile<MR, 1>;
-    case 2: return qk_tile<MR, 2>;
-    case 3: return qk_tile<MR, NVX < 3 ? NVX : 3>;
-    default: return qk_tile<MR, NVX>;
+    case 1: return qk_tile<MR, 1, EXP>;
+    case 2: return qk_tile<MR, 2, EXP>;
+    case 3: return qk_tile<MR, NVX < 3 ? NVX : 3, EXP>;
+    default: return qk_tile<MR, NVX, EXP>;
   }
 }
 
@@ -274,7 +330,8 @@ static int64_t row_keys(const Attn& a, const float* mrow) {  // (a multiple of W
 // MR (<= 6) query rows of one head, start to finish: scores, softmax, p · V, write-back;
 // the rows' scores stay in s (MR x ldk floats, L1)
 template <int MR>
-static int64_t rows(const Attn& a, const Head& h, float* s) {  // -> key vectors skipped
+static int64_t rows(const Attn& a, const Head& h, float* s, int64_t* fused) {
+  // -> key vectors skipped; *fused counts the groups whose exp ran in qk_tile
   const int64_t skp = h.ldk;
   int64_t ext = h.mask ? 0 : skp;
   for (int r = 0; r < MR && h.mask; ++r) {
@@ -287,9 +344,13 @@ static int64_t rows(const Attn& a, const Head& h, float* s) {  // -> key vectors
     mx[r] = -__builtin_inff();
     keep[r] = !h.keep || h.keep[r * h.ldc];
   }
+  if (a.fuse_exp && ext > 0 && ext <= NVX * W) {  // one tile: p and Σ p from its registers
+    qk_nv<MR, true>((int)(ext / W))(a, h, 0, s, skp, mx, sum);
+    ++*fused;
+  } else {
   for (int64_t c0 = 0; c0 < ext; c0 += NVX * W) {
     const int nv = (ext - c0) / W < NVX ? (int)((ext - c0) / W) : NVX;
-    qk_nv<MR>(nv)(a, h, c0, s, skp, mx);
+    qk_nv<MR, false>(nv)(a, h, c0, s, skp, mx, sum);
   }
   for (int r = 0; r < MR; ++r) {  // p = exp(s - max), unnormalized; the sum divides o
     float* row = s + r * skp;
@@ -301,11 +362,12 @@ static int64_t rows(const Attn& a, const Head& h, float* s) {  // -> key vectors
     const V vm = vset1(mx[r]);
     V acc = vzero();
     for (int64_t j = 0; j < ext; j += W) {
-      const V e = vexp(vsub(vload(row + j), vm));
+      const V e = vexp_softmax(vsub(vload(row + j), vm), a.fast_math);
       vstore(row + j, e);
       acc = vadd(acc, e);
     }
     sum[r] = vhsum(acc);
+  }
   }
   const int64_t kend = ext < a.Sk ? ext : a.Sk;
   for (int64_t c0 = 0; c0 < a.Dv; c0 += NVX * W) {
@@ -315,7 +377,7 @@ static int64_t rows(const Attn& a, const Head& h, float* s) {  // -> key vectors
   return (skp - ext) / W;
 }
 
-typedef int64_t (*RowsFn)(const Attn&, const Head&, float*);
+typedef int64_t (*RowsFn)(const Attn&, const Head&, float*, int64_t*);
 static RowsFn pick_rows(int64_t m) {
   switch (m) {
     case 1: return rows<1>;
@@ -341,7 +403,7 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
   float* kt = static_cast<float*>(scratch(0, a.D * skp * 4 + 64));
   float* vp = copy_v ? static_cast<float*>(scratch(1, a.Sk * dvp * 4 + 64)) : 0;
   float* sp = static_cast<float*>(scratch(2, 6 * skp * 4 + 64));
-  int64_t packed = -1, skipped = 0, prefetched = 0;
+  int64_t packed = -1, skipped = 0, prefetched = 0, fused = 0;
   Head h;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t bh = t / a.nchunks, ch = t % a.nchunks, b = bh / a.H, hd = bh % a.H;
@@ -392,12 +454,13 @@ static void attention_tasks(const Attn& a, int64_t t0, int64_t t1) {
       const int64_t at = b * a.os[0] + hd * a.os[1] + i * a.os[2];
       h.out = a.out ? a.out + at : 0;
       h.qout = a.qout ? a.qout + at : 0;
-      skipped += pick_rows(i1 - i)(a, h, sp);
+      skipped += pick_rows(i1 - i)(a, h, sp, &fused);
     }
   }
   if (skipped) __atomic_fetch_add(&path_calls[PATH_KEYS_SKIPPED], skipped, __ATOMIC_RELAXED);
   if (prefetched)
     __atomic_fetch_add(&path_calls[PATH_ATTN_PREFETCHED], prefetched, __ATOMIC_RELAXED);
+  if (fused) __atomic_fetch_add(&path_calls[PATH_ATTN_FUSED_EXP], fused, __ATOMIC_RELAXED);
 }
 
 // ---- element-wise tails: float and / or int8 outputs ---------------------------------------
@@ -504,6 +567,7 @@ static inline float vhmax(V a) { return _mm512_reduce_max_ps(a); }
 static inline float vhsum(V a) { return _mm512_reduce_add_ps(a); }
 static inline V vfloor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
 static inline V vrint(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline V vscale2(V p, V n) { return _mm512_scalef_ps(p, n); }  // p·2^n, n integral
 static inline V vpow2(V n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(
       _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
@@ -558,6 +622,7 @@ static inline V vpow2(V n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(
       _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
 }
+static inline V vscale2(V p, V n) { return vmul(p, vpow2(n)); }  // p·2^n, n in [-126, 127]
 static inline V vfill(V x, int n, V f) {
   return _mm256_blendv_ps(f, x, _mm256_castsi256_ps(lanes(n)));
 }
@@ -634,6 +699,19 @@ int64_t edgecc_x86_linear_prefetch = 1;
 // bit-for-bit A/B), int64
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_attention_prefetch = 1;
+// edgecc_x86_attention_fuse_exp: 1 (default) a group of rows whose needed key columns fit one
+// score tile (AVX-512: <= 64 keys, MiniLM) takes exp(s - max) and its sum straight from the
+// tile's registers (qk_tile<.., true>); 0 the separate pass over the stored scores. A knob
+// (bit-identical either way: the tests' A/B), int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_attention_fuse_exp = 1;
+// edgecc_x86_attention_fast_math: 1 (default) the softmax's exp is vexp_nonpos (13 vector
+// operations to Cephes' 20, <= 2e-7 relative), the scores' scale and mask one fma (one rounding
+// to the graph's two) and the output p · V times 1 / Σ p (not divided per element); 0 the graph's
+// order: vexp, a multiply and an add, a division (bit-identical to before the knob). Outputs
+// within ~1e-6 of the largest (MiniLM / BERT / GPT-2: <= 8e-7 measured). A knob, int64
+extern "C" __attribute__((weak, visibility("default")))
+int64_t edgecc_x86_attention_fast_math = 1;
 
 namespace {
 
@@ -644,11 +722,12 @@ namespace {
 // columns across the pool too (5), a task's column split packed in 2+ groups of row blocks
 // (6: edgecc_x86_linear_group_bytes); heads whose q / k / v rows were prefetched while the
 // head before ran (7: edgecc_x86_attention_prefetch); linear calls whose tiles prefetched
-// their output lines (8: edgecc_x86_linear_prefetch)
-static int64_t path_calls[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+// their output lines (8: edgecc_x86_linear_prefetch); groups of query rows whose softmax exp
+// ran in the score tile's registers (9: edgecc_x86_attention_fuse_exp)
+static int64_t path_calls[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
        PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5, PATH_LINEAR_GROUPS = 6,
-       PATH_ATTN_PREFETCHED = 7, PATH_LINEAR_PREFETCH = 8 };
+       PATH_ATTN_PREFETCHED = 7, PATH_LINEAR_PREFETCH = 8, PATH_ATTN_FUSED_EXP = 9 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -721,6 +800,8 @@ int __tvm_ffi_edgecc_x86_attention(void*, const TVMFFIAny* args, int32_t num_arg
     }
     a.scale = fp[0]; a.chunk = chunk; a.nchunks = nchunks;
     a.prefetch = __atomic_load_n(&edgecc_x86_attention_prefetch, __ATOMIC_RELAXED);
+    a.fuse_exp = __atomic_load_n(&edgecc_x86_attention_fuse_exp, __ATOMIC_RELAXED);
+    a.fast_math = __atomic_load_n(&edgecc_x86_attention_fast_math, __ATOMIC_RELAXED) == 1;
   };
   const int64_t work = B * H * Sq * Sk * (D + Dv);
   const bool avx512 = use_avx512();
@@ -865,13 +946,13 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-// the path counters (PATH_* above): one index, 0..8
+// the path counters (PATH_* above): one index, 0..9
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 8) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..8");
+      args[0].v_int64 > 9) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..9");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -888,6 +969,7 @@ LINEAR = "edgecc_x86_linear"
 # linear calls (3), linear calls with a GELU in their write-back (4), linear calls that split
 # the columns across the pool (5), (task, column split) runs that packed their row blocks in
 # 2+ groups (6: edgecc_x86_linear_group_bytes), attention heads prefetched (7), linear calls
-# whose tiles prefetched their output lines (8: edgecc_x86_linear_prefetch)
+# whose tiles prefetched their output lines (8: edgecc_x86_linear_prefetch), groups of query
+# rows whose softmax exp ran in the score tile's registers (9: edgecc_x86_attention_fuse_exp)
 PATH_QUERY = "edgecc_x86_attention_paths"
 EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

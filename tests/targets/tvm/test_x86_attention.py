@@ -185,6 +185,80 @@ def test_attention_prefetch_gives_the_same_bits(fp32_builds, monkeypatch, isa):
         knob.value = 1
 
 
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+def test_attention_fused_exp_gives_the_same_bits(fp32_builds, monkeypatch, isa):
+    """``edgecc_x86_attention_fuse_exp`` (default 1: a group of query rows whose key columns
+    fit one score tile takes exp and its sum from the tile's registers): on and off write the
+    same bits (fully masked and causal rows included), and the path counter (9) shows groups
+    fused by default (seq 19: every group that sees a key with AVX-512, the padded / causal ones with AVX2)
+    and none with 0 (a silent fallback fails)."""
+    import ctypes
+    import os
+
+    _, built = fp32_builds
+    ours = built["edgecc"]
+    ours.run(*_inputs(1))
+    paths = ours._runner.module.get_function(x86_attention.PATH_QUERY, query_imports=True)
+    knob = ctypes.c_int64.in_dll(ctypes.CDLL(ours._runner.library,
+                                             mode=os.RTLD_NOLOAD | os.RTLD_LOCAL),
+                                 "edgecc_x86_attention_fuse_exp")
+    if isa == "avx2":
+        monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
+    assert knob.value == 1
+    for seed in (1, 2):
+        x, mask = _inputs(seed)
+        before = int(paths(9))
+        reference = ours.run(x, mask)
+        fused = int(paths(9)) - before
+        # 2 attentions x 9 heads x 4 groups of 6 rows (19 rows) = 72 groups; with 16 lanes
+        # (<= 64 keys) all fit one tile but the BERT block's sample 2 (3 heads x 4 groups),
+        # which sees no key (nothing to compute); with 8 (<= 16 keys) padded / causal ones
+        if isa == "native" and _has_avx512():
+            assert fused == 72 - 12, fused
+        else:
+            assert 1 <= fused < 72, fused
+        try:
+            knob.value = 0
+            before = int(paths(9))
+            got = ours.run(x, mask)
+            assert int(paths(9)) == before
+            assert torch.equal(got, reference)
+        finally:
+            knob.value = 1
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+def test_attention_fast_math_within_its_bound(fp32_builds, monkeypatch, isa):
+    """``edgecc_x86_attention_fast_math`` (default 1: vexp_nonpos, the scale and mask in one
+    fma, p · V times 1 / Σ p): within 2e-6 of the largest output of 0 (the graph's order of
+    operations, the kernels' path before the knob) on padded, fully masked and causal rows,
+    NaN where 0 gives NaN; and not bit-identical to it (a silent fallback to 0's path fails)."""
+    import ctypes
+    import os
+
+    _, built = fp32_builds
+    ours = built["edgecc"]
+    ours.run(*_inputs(1))
+    knob = ctypes.c_int64.in_dll(ctypes.CDLL(ours._runner.library,
+                                             mode=os.RTLD_NOLOAD | os.RTLD_LOCAL),
+                                 "edgecc_x86_attention_fast_math")
+    if isa == "avx2":
+        monkeypatch.setenv("EDGECC_X86_ATTN_NO_AVX512", "1")
+    assert knob.value == 1
+    for seed in (1, 2):
+        x, mask = _inputs(seed)
+        fast = ours.run(x, mask)
+        try:
+            knob.value = 0
+            exact = ours.run(x, mask)
+        finally:
+            knob.value = 1
+        assert torch.equal(torch.isnan(fast), torch.isnan(exact))
+        ok = ~torch.isnan(exact)
+        assert _relative(fast[ok], exact[ok]) <= 2e-6
+        assert not torch.equal(fast[ok], exact[ok])
+
+
 def _has_avx512():
     with open("/proc/cpuinfo") as f:
         flags = set(f.read().split())
