@@ -316,6 +316,13 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
                             (int)(oy * d.ow + ox));
           continue;
         }
+        if (tile_plain_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // unfused float
+          if (half) tile_plain<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r,
+                                  (int)(oy * d.ow + ox));
+          else tile_plain<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
+                             (int)(oy * d.ow + ox));
+          continue;
+        }
         if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, next);
         else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
         write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),
@@ -345,6 +352,8 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   }, job_work);
   if (tile_resf_seen.exchange(0, std::memory_order_relaxed))  // tile_post's residual form
     __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
+  if (tile_plain_seen.exchange(0, std::memory_order_relaxed))  // unfused float tiles
+    __atomic_fetch_add(&tile_plain_calls, 1, __ATOMIC_RELAXED);
 }
 """
 

@@ -27,7 +27,8 @@ TILE_NAMED = "edgecc_x86_int8_tile_named_calls"  # () -> ... of them with the na
 TILE_POST = "edgecc_x86_int8_tile_post_calls"  # () -> conv calls with tile_post tiles
 TILE_TIED = "edgecc_x86_int8_tile_tied_calls"  # () -> ... with the tied vpdpbusd sums
 TILE_RESF = "edgecc_x86_int8_tile_resf_calls"  # () -> conv_direct4 calls with tile_post_resf
-TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF)
+TILE_PLAIN = "edgecc_x86_int8_tile_plain_calls"  # () -> conv_direct4 calls with tile_plain
+TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF, TILE_PLAIN)
 
 TILE_KERNELS = r"""
 // ---- tile_write (x86_int8_tile_source) ----
@@ -179,13 +180,20 @@ static void tile_write(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t
 
 // ---- tile_post (x86_int8_tile_source) ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_post = 1;
-int64_t tile_post_calls = 0;
+int64_t tile_post_calls = 0;  // convolution calls with tiles post-processed from registers
 // nonzero: tile_post's residual form (no activation, residual, ReLU, float + int8 outputs:
 // ResNet's second convolutions and shortcuts) compiled with those flags known (0: tested per
 // row, A/B); counted per conv_direct4 call by edgecc_x86_int8_tile_resf_calls
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_post_resf = 1;
 int64_t tile_resf_calls = 0;  // conv_direct4 calls with tile_post_resf tiles (a test's)
-std::atomic<int> tile_resf_seen{0};  // set like tile_write_seen  // convolution calls with tiles post-processed from registers
+std::atomic<int> tile_resf_seen{0};  // set like tile_write_seen
+// nonzero: conv_direct4's unfused float outputs (a residual block's second convolution whose
+// shortcut is a convolution, which adds it) written from the tile's registers by tile_post_t
+// (scale, bias, a 16-float store: write_tile's 8-float ops, the same values); 0: the stored
+// tile and write_tile (A/B); counted per conv_direct4 call by edgecc_x86_int8_tile_plain_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_plain = 1;
+int64_t tile_plain_calls = 0;  // conv_direct4 calls with tile_plain tiles (a test's)
+std::atomic<int> tile_plain_seen{0};  // set like tile_write_seen
 std::atomic<int> tile_post_seen{0};  // set like tile_write_seen
 
 // does tile_post apply to a full 8 x 16 tile of e (write_tile's post16_rows test)
@@ -195,7 +203,7 @@ static inline bool tile_post_fits(const Epilogue& e, int nr, int nc) {
 }
 
 // tile_write_t's sums (MODE as there), then post16_rows' float write-back of the 8 rows
-template <int MODE, bool TIED, bool RESF>
+template <int MODE, bool TIED, bool RESF, bool PLAIN = false>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
@@ -210,27 +218,35 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
               reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
     EDGECC_DOT512_8(TIED);
   }
-  if (!post16_seen.load(std::memory_order_relaxed))
-    post16_seen.store(1, std::memory_order_relaxed);
-  if (!post_rows_seen.load(std::memory_order_relaxed))
-    post_rows_seen.store(1, std::memory_order_relaxed);
-  if (!tile_post_seen.load(std::memory_order_relaxed))
-    tile_post_seen.store(1, std::memory_order_relaxed);
+  if (PLAIN) {
+    if (!tile_plain_seen.load(std::memory_order_relaxed))
+      tile_plain_seen.store(1, std::memory_order_relaxed);
+  } else {
+    if (!post16_seen.load(std::memory_order_relaxed))
+      post16_seen.store(1, std::memory_order_relaxed);
+    if (!post_rows_seen.load(std::memory_order_relaxed))
+      post_rows_seen.store(1, std::memory_order_relaxed);
+    if (!tile_post_seen.load(std::memory_order_relaxed))
+      tile_post_seen.store(1, std::memory_order_relaxed);
+  }
   // e's fields as locals: the float / int8 stores below may alias e
   const int32_t* const off = e.off + r0;
   const float *const scale = e.scale + r0, *const bias = e.bias + r0;
   // RESF (tile_post_resf): no activation, a residual, ReLU after it, float and int8 outputs —
   // known at compile time, so the 8 rows take no flag tests and GCC may interleave them
-  const int act = RESF ? 0 : e.act, post_relu = RESF ? 1 : e.post_relu;
-  const float* const res = e.res;
-  float* const fout = e.fout;
-  int8_t* const qout = e.qout;
-  const bool has_res = RESF || res, has_fout = RESF || fout, has_qout = RESF || qout;
+  // PLAIN (tile_plain): an unfused float output (e.out), scale and bias alone
+  const int act = RESF || PLAIN ? 0 : e.act, post_relu = RESF ? 1 : PLAIN ? 0 : e.post_relu;
+  const float* const res = PLAIN ? nullptr : e.res;
+  float* const fout = PLAIN ? static_cast<float*>(e.out) : e.fout;
+  int8_t* const qout = PLAIN ? nullptr : e.qout;
+  const bool has_res = RESF || res, has_fout = RESF || PLAIN || fout,
+             has_qout = RESF || qout;
   const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
   const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
   const __m512 qmin = _mm512_set1_ps(e.qmin), qmax = _mm512_set1_ps(e.qmax);
-  auto row = [&](__m512i sum, int r) {  // the named sums as they are (no array: tile_write_t)
+  // (always_inline: with PLAIN and RESF instances GCC left it out of line in some)
+  auto row = [&](__m512i sum, int r) __attribute__((always_inline)) {  // the named sums
     const int64_t at = at0 + r * eld;
     const __m512i a = _mm512_add_epi32(sum, _mm512_set1_epi32(off[r]));
     __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(scale[r])),
@@ -266,6 +282,24 @@ static void tile_post(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t*
     else tile_post_t<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
   } else {
     tile_post_t<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  }
+}
+
+// does tile_plain apply to a full 8 x 16 tile of e (write_tile's unfused float form)
+static inline bool tile_plain_fits(const Epilogue& e, int nr, int nc) {
+  return edgecc_x86_int8_tile_plain && nr == 8 && nc == 16 && e.channel_is_row && !e.requant &&
+         !e.fused && e.wide;
+}
+
+template <int MODE>
+static void tile_plain(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+  if (edgecc_x86_int8_tile_tied) {
+    if (!tile_tied_seen.load(std::memory_order_relaxed))
+      tile_tied_seen.store(1, std::memory_order_relaxed);
+    tile_post_t<MODE, true, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+  } else {
+    tile_post_t<MODE, false, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
   }
 }
 """
@@ -304,6 +338,15 @@ int __tvm_ffi_edgecc_x86_int8_tile_resf_calls(void*, const TVMFFIAny*, int32_t,
                                               TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&tile_resf_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many conv_direct4 calls wrote unfused float tiles from registers (tile_plain)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_plain_calls(void*, const TVMFFIAny*, int32_t,
+                                               TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_plain_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

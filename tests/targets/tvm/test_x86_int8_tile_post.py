@@ -79,6 +79,7 @@ def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
     import tvm
 
     from edgecc.targets.tvm import x86_int8
+    from edgecc.targets.tvm.x86_int8_tile_source import TILE_PLAIN
 
     xs, n, lib, vm, so = _fused_and_reference(tmp_path, CASES, TAILS)
     post = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_post")
@@ -86,18 +87,20 @@ def test_tile_post_equals_the_relax_ops(tmp_path, monkeypatch):
     assert post.value == 1 and tied.value == 1  # on by default
     post_calls = lib.get_function(x86_int8.TILE_POST, query_imports=True)
     tied_calls = lib.get_function(x86_int8.TILE_TIED, query_imports=True)
+    plain_calls = lib.get_function(TILE_PLAIN, query_imports=True)
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     args = [tvm.runtime.tensor(x) for x in xs]
     runs = []
     try:
         for p_on, t_on in ((1, 1), (1, 0), (0, 1), (0, 0)):
             post.value, tied.value = p_on, t_on
-            before, before_tied = post_calls(), tied_calls()
+            before, before_tied, before_plain = post_calls(), tied_calls(), plain_calls()
             runs.append([o.numpy() for o in vm["main"](*args)])
             assert post_calls() - before == p_on * len(CASES), (p_on, t_on)
-            # tied: every tile_post call, plus conv_direct4's and im2col's int8 tiles (none
-            # here: the float write-back has no tile_write tiles)
-            assert tied_calls() - before_tied == p_on * t_on * len(CASES), (p_on, t_on)
+            # tied: every tile_post call and the references' tile_plain calls (conv_direct4's
+            # unfused float outputs), plus int8 tiles (none here)
+            plain = plain_calls() - before_plain
+            assert tied_calls() - before_tied == t_on * (p_on * len(CASES) + plain), (p_on, t_on)
     finally:
         post.value, tied.value = 1, 1
     for got in runs:
@@ -184,3 +187,36 @@ def test_tied_sums_count_on_int8_tiles(tmp_path, monkeypatch):
         tied.value = 1
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
+def test_tile_plain_counts_and_equals(tmp_path, monkeypatch):
+    """edgecc_x86_int8_tile_plain: conv_direct4's unfused float outputs (here the references'
+    convolutions, emitted without a Post) written from the tile's registers equal the stored
+    tile's write_tile (knob 0) bit for bit, and the fused tails equal them; counted per
+    conv_direct4 call only while on (a silent fallback to write_tile fails)."""
+    import tvm
+
+    from edgecc.targets.tvm.x86_int8_tile_source import TILE_PLAIN
+
+    xs, n, lib, vm, so = _fused_and_reference(tmp_path, RESF_CASES, RESF_TAILS, seed=9)
+    plain = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_tile_plain")
+    assert plain.value == 1  # on by default
+    calls = lib.get_function(TILE_PLAIN, query_imports=True)
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = []
+    try:
+        for on in (1, 0):
+            plain.value = on
+            before = calls()
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            assert calls() - before == on * len(RESF_CASES), on  # the references' convs
+    finally:
+        plain.value = 1
+    for got in runs:
+        for i in range(n):
+            np.testing.assert_array_equal(got[i], got[n + i], err_msg=str(i))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    assert all(len(np.unique(runs[0][i])) > 30 for i in range(n))  # not saturated
