@@ -19,8 +19,16 @@ sums in registers go straight into post16_rows' float operations, in the same or
 outputs are bit-identical), with e's fields read once into locals — post16_rows reloaded
 them after every float / int8 store (which may alias e) and its tile's sums went through
 memory. ``edgecc_x86_int8_tile_post`` 0: the stored tile and post16_rows (A/B); counted per
-convolution call by ``edgecc_x86_int8_tile_post_calls``. C++ text only; the symbols are
-exported by ``x86_int8_source``."""
+convolution call by ``edgecc_x86_int8_tile_post_calls``. Its residual form (no activation, a
+residual, ReLU, float and int8 outputs: ResNet's second convolutions and conv shortcuts) is
+compiled with those flags known (``edgecc_x86_int8_tile_post_resf``, 0: tested per row; counted
+per conv_direct4 call by ``edgecc_x86_int8_tile_resf_calls``), and conv_direct4's unfused float
+outputs (``tile_plain``: scale and bias, as write_tile's 8-float ops) take it too
+(``edgecc_x86_int8_tile_plain``, 0: the stored tile and write_tile; counted by
+``edgecc_x86_int8_tile_plain_calls``): all bit-identical; ResNet-20 w8a8 1 thread CPU time
+0.996x with both (s15, Zen 4 KVM, load 3: 1-thread profile ~60% in the vpdpbusd loops, the
+float write-back ~27% of tile_post_t, its vdivps chain the largest part). C++ text only; the
+symbols are exported by ``x86_int8_source``."""
 
 TILE_WRITE = "edgecc_x86_int8_tile_write_calls"  # () -> conv calls with tile_write tiles
 TILE_NAMED = "edgecc_x86_int8_tile_named_calls"  # () -> ... of them with the named sums
