@@ -209,7 +209,7 @@ class Knob:
 
 
 # The fp32 convolution's variants (x86_fp32_source.py: every value computes the same sums,
-# except Winograd, which is within 1e-5 relative) and the int8 convolution's pool splits
+# except Winograd and the attention's fast_math, which are within 1e-5 relative) and the int8 convolution's pool splits
 # (x86_int8_source.py: bit-identical). Each knob lists every value it may take: the
 # library's default among them is not measured again, so a knob whose default changes keeps
 # the other value as a candidate. A knob whose symbol the library lacks (an older kernel
@@ -217,8 +217,9 @@ class Knob:
 # variables per call (EDGECC_X86_CONV_BANDS ...), which a build cannot link; the fp32
 # A/B-only switches (unpadded, im2col_tiles, dw_channels_width, dw_flat_once) are the same
 # tiles with a slower copy or setup, never measured faster; likewise the int8 switches back to a former, slower
-# path (dw_vbmi, dw_write_hi, dw_block16, tile_post, tile_tied, pad_vbmi, pad_inline,
-# pad_wide32, pad_skip: each measured slower off, kept for the tests' A/B).
+# path (dw_vbmi, dw_write_hi, dw_block16, tile_post, tile_tied, tile_post_resf, tile_plain,
+# pad_vbmi, pad_inline, pad_wide32, pad_skip: each measured slower or equal off, kept for
+# the tests' A/B).
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
 INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)
 FP32_DEPTHWISE = ("edgecc_x86_sdwconv",)
@@ -289,6 +290,12 @@ KNOBS = (
     # the attention's pool task prefetches the next head's q / k / v rows (1; 0 not):
     # x86_attention_source.py, bit-identical
     Knob("edgecc_x86_attention_prefetch", "int64_t", (1, 0), ATTENTION),
+    # softmax exp from the score tile's registers where the keys fit one tile (1, the default;
+    # 0: a second pass), bit-identical; and fast_math (0, the default: exact; 1: a cheaper exp
+    # for x <= 0, scale + mask in one fma, times 1 / sum: within 2e-6 of the largest output,
+    # test_x86_attention asserts it; as Winograd, a candidate within 1e-5 relative)
+    Knob("edgecc_x86_attention_fuse_exp", "int64_t", (1, 0), ATTENTION),
+    Knob("edgecc_x86_attention_fast_math", "int64_t", (0, 1), ATTENTION),
     # the pool: each job site timed serial and pooled, the faster kept (1; 0 the default),
     # and TVM loops shorter than this many ns run on the caller alone (1000 the default; 0 off):
     # x86_kernel_ffi.py, bit-identical

@@ -27,9 +27,10 @@ from scores to output before the next, so its scores never leave L1::
 
 Vector math (both ISAs; error against float64, asserted by tests/targets/tvm/
 test_x86_attention.py): exp = Cephes' range reduction + degree-6 polynomial (<= 2e-7
-relative; the softmax's, edgecc_x86_attention_fast_math = 1, the default: vexp_nonpos, the
-same polynomial for x <= 0 in 13 operations, with the scale + mask in one fma and 1 / Σ e
-multiplied: MiniLM's attention 0.958x, outputs within 1e-6 of the largest of 0's), erf and tanh = Eigen's rational approximations (the ones TVM's fast_erf /
+relative; the softmax's with edgecc_x86_attention_fast_math = 1, off by default, a --tune
+candidate: vexp_nonpos, the same polynomial for x <= 0 in 13 operations, with the scale +
+mask in one fma and 1 / Σ e multiplied: MiniLM's attention 0.958x, ~0.3% of the model;
+outputs within 2e-6 of the largest of the default's, asserted), erf and tanh = Eigen's rational approximations (the ones TVM's fast_erf /
 fast_tanh use: <= 1e-6 absolute). The quantize epilogue is the graph's
 ``clip(round_half_even(y / scale) + zp, lo, hi)`` with a true division, so it is the integer
 the TVM kernel writes for the same ``y``.
@@ -711,7 +712,7 @@ int64_t edgecc_x86_attention_fuse_exp = 1;
 // order: vexp, a multiply and an add, a division (bit-identical to before the knob). Outputs
 // within ~1e-6 of the largest (MiniLM / BERT / GPT-2: <= 8e-7 measured). A knob, int64
 extern "C" __attribute__((weak, visibility("default")))
-int64_t edgecc_x86_attention_fast_math = 1;
+int64_t edgecc_x86_attention_fast_math = 0;
 
 namespace {
 
