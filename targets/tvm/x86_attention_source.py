@@ -27,8 +27,8 @@ from scores to output before the next, so its scores never leave L1::
 
 Vector math (both ISAs; error against float64, asserted by tests/targets/tvm/
 test_x86_attention.py): exp = Cephes' range reduction + degree-6 polynomial (<= 2e-7
-relative; the softmax's with edgecc_x86_attention_fast_math = 1, off by default, a --tune
-candidate: vexp_nonpos, the same polynomial for x <= 0 in 13 operations, with the scale +
+relative; the softmax's with edgecc_x86_attention_fast_math = 1, off by default and not a
+--tune candidate (an int8 build's next-layer input must stay the simulator's): vexp_nonpos, the same polynomial for x <= 0 in 13 operations, with the scale +
 mask in one fma and 1 / Σ e multiplied: MiniLM's attention 0.958x, ~0.3% of the model;
 outputs within 2e-6 of the largest of the default's, asserted), erf and tanh = Eigen's rational approximations (the ones TVM's fast_erf /
 fast_tanh use: <= 1e-6 absolute). The quantize epilogue is the graph's

@@ -229,7 +229,7 @@ def test_attention_fused_exp_gives_the_same_bits(fp32_builds, monkeypatch, isa):
 
 @pytest.mark.parametrize("isa", ["native", "avx2"])
 def test_attention_fast_math_within_its_bound(fp32_builds, monkeypatch, isa):
-    """``edgecc_x86_attention_fast_math`` (1, off by default, a --tune candidate: vexp_nonpos,
+    """``edgecc_x86_attention_fast_math`` (1, off by default, opt-in: vexp_nonpos,
     the scale and mask in one fma, p · V times 1 / Σ p): within 2e-6 of the largest output of
     0 (the default: the graph's order of operations) on padded, fully masked and causal rows,
     NaN where 0 gives NaN; and not bit-identical to it (a silent fallback to 0's path fails)."""
