@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,15 +31,10 @@ from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
 from bench.x86_int8_knob_ab import parse_columns  # noqa: E402
-from bench.x86_int8_common import same_outputs, write_result  # noqa: E402
+from bench.x86_int8_common import per_call_summary, same_outputs, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
-
-
-def _pct(xs, q):
-    xs = sorted(xs)
-    return xs[int(q * (len(xs) - 1) + 0.5)] if xs else float("nan")
 
 
 def measure(name: str, columns: dict, threads: int, rounds: int, reps: int) -> dict:
@@ -86,21 +80,7 @@ def measure(name: str, columns: dict, threads: int, rounds: int, reps: int) -> d
                     times[col][i].append((clock() - start) / reps * 1e6)
         pool.value = threads0
         setting("default")
-    rows = []
-    for i, (_, symbol, args) in enumerate(calls):
-        rows.append({"call": symbol.replace("edgecc_x86_", "")
-                     + str(tuple(getattr(args[0], "shape", ()))),
-                     "us": {c: statistics.median(times[c][i]) for c in names},
-                     "vs_default": {c: statistics.median(
-                         a / b for a, b in zip(times[c][i], times["default"][i]))
-                         for c in names}})
-    sums = {c: [sum(times[c][i][r] for i in range(len(calls))) for r in range(rounds)]
-            for c in names}
-    return {"model": name, "input": shape, "threads": threads,
-            "load_average": os.getloadavg()[0], "calls": rows,
-            "sum_us": {c: statistics.median(sums[c]) for c in names},
-            "sum_vs_default": {c: [_pct([a / b for a, b in zip(sums[c], sums["default"])], q)
-                                   for q in (0.1, 0.5, 0.9)] for c in names}}
+    return per_call_summary(name, shape, threads, calls, times, rounds)
 
 
 def main() -> int:

@@ -8,6 +8,9 @@ library knob settings after checking every column gives the same outputs.
 ``build_depthwise`` and ``depthwise_ab``: single int8 depthwise layers (one ``emit_depthwise``
 per VM function) and their per-layer A/B of library knobs, interleaved in one process, outputs
 checked equal across the columns first (bench/x86_int8_dw.py, bench/x86_int8_dwrows.py).
+``per_call_summary``: a model's per-call times under knob columns as its JSON row (each call's
+median and paired ratio to ``default``, the summed calls' p10 / p50 / p90 ratio), as
+bench/x86_int8_calls_ab.py and bench/x86_int8_inplace.py report them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,38 @@ from bench.tvm_cpu import calibration, interleaved_times, median_p10, models, ro
 
 PIPELINES = {"fp32": ("fold-batchnorm,fuse,dce", {}),
              "int8": ("fold-batchnorm,quantize{scheme=w8a8},fuse,dce", {"integer_kernels": True})}
+
+
+def percentile(xs, q):
+    """The ``q`` quantile of ``xs`` (nearest rank; nan when empty)."""
+    xs = sorted(xs)
+    return xs[int(q * (len(xs) - 1) + 0.5)] if xs else float("nan")
+
+
+def per_call_summary(model: str, shape: str, threads: int, calls, times: dict, rounds: int
+                     ) -> dict:
+    """``times[column][call]``: one time (us) per round for each of the VM's ``calls``
+    ((function, symbol, arguments), ``bench.vm_calls.kernel_calls``); ``default`` among the
+    columns. The JSON row: per call its medians and median paired ratio to ``default``, and
+    the sum over calls per round, its median and the p10 / p50 / p90 of its paired ratio."""
+    import statistics
+
+    names = list(times)
+    rows = []
+    for i, (_, symbol, args) in enumerate(calls):
+        rows.append({"call": symbol.replace("edgecc_x86_", "")
+                     + str(tuple(getattr(args[0], "shape", ()))),
+                     "us": {c: statistics.median(times[c][i]) for c in names},
+                     "vs_default": {c: statistics.median(
+                         a / b for a, b in zip(times[c][i], times["default"][i]))
+                         for c in names}})
+    sums = {c: [sum(times[c][i][r] for i in range(len(calls))) for r in range(rounds)]
+            for c in names}
+    return {"model": model, "input": shape, "threads": threads,
+            "load_average": os.getloadavg()[0], "calls": rows,
+            "sum_us": {c: statistics.median(sums[c]) for c in names},
+            "sum_vs_default": {c: [percentile([a / b for a, b in zip(sums[c], sums["default"])], q)
+                                   for q in (0.1, 0.5, 0.9)] for c in names}}
 
 
 def write_result(path: str, payload: dict) -> None:
