@@ -1,6 +1,7 @@
 """C++ source of the int8 depthwise convolution's packed entry ``edgecc_x86_qdwconv``
 (spliced into ``x86_int8_source.SOURCE`` inside its ``extern "C"`` block): reads the meta
-vector, picks the path (``dw_rows`` for planes of rows <= 64 bytes, ``dw_direct`` /
+vector, picks the path (``dw_rows`` for planes of rows <= 64 bytes, ``dw_band`` for wider rows
+(``x86_int8_band_dw_source``: dw_rows' kernel on column strips), ``dw_direct`` /
 ``dw_perm`` (``x86_int8_dw_source``), else the per-channel loop) and runs it on the pool.
 
 It uses the helpers of the main source defined before it (``data``, ``bad_args``,
@@ -93,6 +94,9 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     }
     if (pix >= DW_PERM_MIN_PIX &&  // rows of <= 64 bytes: no copy (x86_int8_dwrows_source)
         dw_rows(x, wt, e, nb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx))
+      return 0;
+    if (pix >= DW_PERM_MIN_PIX &&  // wider rows: dw_rows_t on strips (x86_int8_band_dw_source)
+        dw_band(x, wt, e, nb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx))
       return 0;
     if (pix >= DW_PERM_MIN_PIX) {  // (smaller output maps of larger planes: below)
       dw_perm_index(wp, sh, sw, kw, dw, plan);

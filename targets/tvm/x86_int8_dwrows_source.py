@@ -27,6 +27,8 @@ run-time form everywhere, A/B), counted per call by the int64 ``edgecc_x86_int8_
 MobileNetV2-32's dw_rows layers 0.981x (1 thread, CPU time), the same outputs.
 C++ text only; the counter is exported by ``x86_int8_source``."""
 
+from edgecc.targets.tvm.x86_int8_band_dw_source import DW_BAND_KERNELS
+
 DW_ROWS = "edgecc_x86_int8_dw_rows_calls"  # () -> depthwise calls run by dw_rows
 DWROWS_SYMBOLS = (DW_ROWS,)
 
@@ -85,7 +87,8 @@ static bool dw_rows_plan(int64_t w, int64_t kw, int64_t sw, int64_t pw, int64_t 
 // caller does — so the write-back takes e.add, never fold_off's table); NB column blocks in
 // registers (each row loaded once); KH 3: the 3-row kernel unrolled (else kh at run time);
 // SLIDE: stride 1, dilation 1 (an input row's shuffle feeds every output row it is a tap row
-// of), else each output row reads its kh rows
+// of), else each output row reads its kh rows; rows of w bytes ld apart (dw_rows: ld = w;
+// x86_int8_band_dw_source's strips: a 64-byte window of a wider row)
 // (the pragma, not only the attribute: GCC's lambdas do not take their function's target)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
@@ -93,8 +96,9 @@ template <int NB, int KH, bool SLIDE, bool CLAMP>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* plane,
                                               const int32_t* wr, int32_t start, int64_t h,
-                                              int64_t w, int64_t kh_rt, int64_t sh, int64_t ph,
-                                              int64_t dh, int64_t oy0, int64_t oh, int64_t ow,
+                                              int64_t w, int64_t ld, int64_t kh_rt, int64_t sh,
+                                              int64_t ph, int64_t dh, int64_t oy0, int64_t oh,
+                                              int64_t ow,
                                               int8_t zx, const Epilogue& e, int64_t ch,
                                               int8_t* out, int64_t b0) {
   const int64_t kh = KH ? KH : kh_rt;
@@ -129,7 +133,7 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
         const int64_t y = oy - ph + r;
         const bool in = y >= 0 && y < h;
         const __m512i row =
-            _mm512_xor_si512(_mm512_maskz_loadu_epi8(in ? lm : 0, plane + (in ? y * w : 0)), flip);
+            _mm512_xor_si512(_mm512_maskz_loadu_epi8(in ? lm : 0, plane + (in ? y * ld : 0)), flip);
 #pragma GCC unroll 4
         for (int b = 0; b < NB; ++b) {
           const __m512i x = in ? _mm512_mask_permutexvar_epi8(padv, m[b], ix[b], row) : padv;
@@ -149,7 +153,7 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
           const int64_t y = (oy + u) * sh + ky * dh - ph;
           const bool in = y >= 0 && y < h;
           const __m512i row = _mm512_xor_si512(
-              _mm512_maskz_loadu_epi8(in ? lm : 0, plane + (in ? y * w : 0)), flip);
+              _mm512_maskz_loadu_epi8(in ? lm : 0, plane + (in ? y * ld : 0)), flip);
 #pragma GCC unroll 4
           for (int b = 0; b < NB; ++b) {
             const __m512i x = in ? _mm512_mask_permutexvar_epi8(padv, m[b], ix[b], row) : padv;
@@ -178,13 +182,13 @@ __attribute__((noinline)) static void dw_rows_t(const DwRows& d, const int8_t* p
 // the channel on the dw_rows_t instance of its shape
 template <int NB>
 static void dw_rows_channel(const DwRows& d, const int8_t* plane, const int32_t* wr,
-                            int32_t start, int64_t h, int64_t w, int64_t kh, int64_t sh,
-                            int64_t ph, int64_t dh, int64_t oy0, int64_t oh, int64_t ow,
-                            int8_t zx, const Epilogue& e, int64_t ch, int8_t* out, bool slide,
+                            int32_t start, int64_t h, int64_t w, int64_t ld, int64_t kh,
+                            int64_t sh, int64_t ph, int64_t dh, int64_t oy0, int64_t oh,
+                            int64_t ow, int8_t zx, const Epilogue& e, int64_t ch, int8_t* out, bool slide,
                             bool clamp, int64_t b0) {
 #define EDGECC_DW_ROWS(KH, SL, CL) \
-  dw_rows_t<NB, KH, SL, CL>(d, plane, wr, start, h, w, kh, sh, ph, dh, oy0, oh, ow, zx, e, ch, \
-                            out, b0)
+  dw_rows_t<NB, KH, SL, CL>(d, plane, wr, start, h, w, ld, kh, sh, ph, dh, oy0, oh, ow, zx, e, \
+                            ch, out, b0)
   if (kh == 3) {
     if (slide) { if (clamp) EDGECC_DW_ROWS(3, true, true); else EDGECC_DW_ROWS(3, true, false); }
     else if (clamp) EDGECC_DW_ROWS(3, false, true);
@@ -231,7 +235,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
     const int8_t* plane = x + t * h * w;
     int8_t* out = static_cast<int8_t*>(e.out) + t * pix;
 #define EDGECC_DW_ROWS_NB(NB, B0) \
-  dw_rows_channel<NB>(d, plane, wrows + ch * 4, start, h, w, kh, sh, ph, dh, oy0, oy1, ow, zx, \
+  dw_rows_channel<NB>(d, plane, wrows + ch * 4, start, h, w, w, kh, sh, ph, dh, oy0, oy1, ow, zx, \
                       e, ch, out, slide, clamp, B0)
     switch (d.nb) {  // all column blocks in one pass (passes of 2: the same time, 144@56x56)
       case 1: EDGECC_DW_ROWS_NB(1, 0); break;
@@ -261,7 +265,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
     __atomic_fetch_add(&edgecc_x86_int8_dw_full_calls, 1, __ATOMIC_RELAXED);
   return true;
 }
-"""[1:]
+"""[1:] + DW_BAND_KERNELS  # dw_rows_t on column strips of wider rows (after dw_rows)
 
 DWROWS_FFI = r"""
 // how many depthwise convolutions ran on dw_rows (no padded copy, written from registers)

@@ -1,0 +1,106 @@
+"""Depthwise on column strips (``dw_band``), spliced into ``x86_int8_source.SOURCE`` after
+``dw_rows`` (``x86_int8_dwrows_source`` appends it): an int8 depthwise convolution whose input
+rows are wider than one zmm (w > 64: MobileNetV2-224's 224 / 112 planes) and whose kernel fits
+4x4, with a ``hi32`` requantized epilogue, run by ``dw_rows``' own row kernel (``dw_rows_t``)
+on strips of output columns, each strip's taps one 64-byte window of the row::
+
+    for each channel, for each strip of 16·NB output columns (NB <= 4 blocks of 16 whose
+    taps span <= 64 input bytes: 3 blocks at stride 1, 1 at stride 2, 3x3):
+        dw_rows_t on the window view: rows at plane + cs (cs: the strip's first input
+        column), ws = min(64, w - cs) bytes loaded, the row stride w, the output at
+        out + ox with the row stride ow
+
+Before (``dw_perm``, the path these planes took): each channel's plane copied into a padded u8
+buffer (51 KB at 224), its int32 sums stored (200 KB) and read back by ``write_channel``.
+Here: no copy (masked byte loads of the window, the out-of-plane lanes and rows the padding
+value), no int32 round trip. The sums are ``dw_rows``' (Σ (x + 128)·w - 128·Σw + off over
+the same taps, int32 wrapping, padding taps zx), so ``dw_perm``'s exactly, and the write-back
+is ``requant16_hi`` from the register — the same int8 outputs, bit for bit (tested against
+the knob off).
+
+``edgecc_x86_int8_dw_band`` (library symbol, int64, 1) 0: the former path (A/B); calls that
+ran it are counted by ``edgecc_x86_int8_dw_band_calls`` (int64; the tests' proof). Pooled by
+channels as ``dw_rows``' default. C++ text only (the symbols are exported by
+``x86_int8_source``)."""
+
+DW_BAND = "edgecc_x86_int8_dw_band_calls"  # library int64: depthwise calls run by dw_band
+DW_BAND_KNOB = "edgecc_x86_int8_dw_band"  # library int64: 1 on (default), 0 the former path
+
+DW_BAND_KERNELS = r"""
+// ---- dw_band (x86_int8_band_dw_source): dw_rows_t on column strips of wide planes ----
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band_calls = 0;
+
+struct DwBand {  // one strip of output columns [ox, ox + 16·d.nb)
+  int64_t ox;  // its first output column
+  int64_t cs;  // the first input column its window loads
+  int64_t ws;  // bytes loaded from cs (<= 64)
+  DwRows d;    // dw_rows_plan of the window (its local left padding: pw + cs - ox·sw)
+};
+enum { DW_BAND_MAX = 32 };  // strips a plane (3 blocks each at stride 1: ow <= 1536)
+
+// the strips: false when a 16-column block's taps do not fit 64 bytes or too many strips
+static bool dw_band_plan(int64_t w, int64_t kw, int64_t sw, int64_t pw, int64_t dw, int64_t ow,
+                         DwBand* s, int64_t& ns) {
+  int64_t nbs = 4;  // blocks a strip: the most whose taps span one 64-byte window
+  while (nbs > 0 && (16 * nbs - 1) * sw + (kw - 1) * dw + 1 > 64) --nbs;
+  if (nbs == 0 || kw > 4) return false;
+  ns = 0;
+  for (int64_t ox = 0; ox < ow; ox += 16 * nbs) {
+    if (ns == DW_BAND_MAX) return false;
+    DwBand& b = s[ns++];
+    b.ox = ox;
+    b.cs = ox * sw - pw > 0 ? ox * sw - pw : 0;
+    b.ws = w - b.cs < 64 ? w - b.cs : 64;
+    if (b.ws <= 0) return false;
+    const int64_t n = ow - ox < 16 * nbs ? ow - ox : 16 * nbs;
+    if (!dw_rows_plan(b.ws, kw, sw, pw + b.cs - ox * sw, dw, n, b.d)) return false;
+  }
+  return true;
+}
+
+// the depthwise call on dw_band when it applies (AVX-512 VBMI + VNNI, a hi32 requantized
+// epilogue, kh and kw <= 4, rows wider than 64 bytes): true when it ran
+static bool dw_band(const int8_t* x, const int32_t* wt, const Epilogue& e, int64_t nb,
+                    int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                    int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t oh,
+                    int64_t ow, int8_t zx) {
+  if (!edgecc_x86_int8_dw_band || w <= 64 || !dw_writes_hi(e) || !has_vbmi() || kh > 4)
+    return false;
+  DwBand strips[DW_BAND_MAX];
+  int64_t ns = 0;
+  if (!dw_band_plan(w, kw, sw, pw, dw, ow, strips, ns)) return false;
+  const int32_t* wrows = wt + c * kh * kw;  // pack_depthwise: rows' dwords, then -128·Σw
+  const int32_t* wcomp = wrows + 4 * c;
+  const bool slide = sh == 1 && dh == 1;
+  const bool clamp = !full_int8(e);
+  const int64_t pix = oh * ow;
+  parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ch = t % c;
+      const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
+      const int8_t* plane = x + t * h * w;
+      int8_t* out = static_cast<int8_t*>(e.out) + t * pix;
+      for (int64_t j = 0; j < ns; ++j) {
+        const DwBand& b = strips[j];
+#define EDGECC_DW_BAND_NB(NB) \
+  dw_rows_channel<NB>(b.d, plane + b.cs, wrows + ch * 4, start, h, b.ws, w, kh, sh, ph, dh, \
+                      0, oh, ow, zx, e, ch, out + b.ox, slide, clamp, 0)
+        switch (b.d.nb) {
+          case 1: EDGECC_DW_BAND_NB(1); break;
+          case 2: EDGECC_DW_BAND_NB(2); break;
+          case 3: EDGECC_DW_BAND_NB(3); break;
+          default: EDGECC_DW_BAND_NB(4);
+        }
+#undef EDGECC_DW_BAND_NB
+      }
+    }
+  }, dw_pool_work(nb * c * pix));
+  __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
+  __atomic_fetch_add(&edgecc_x86_int8_dw_band_calls, 1, __ATOMIC_RELAXED);
+  // dw_rows_t's FULL-form flag taken, not counted: edgecc_x86_int8_dw_full_calls counts
+  // dw_rows' calls only (its test's count)
+  dw_full_seen.store(0, std::memory_order_relaxed);
+  return true;
+}
+"""[1:]
