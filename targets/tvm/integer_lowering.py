@@ -372,6 +372,7 @@ class IntegerKernels:
             outs = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding,
                         dilation, epilogue, post)
             if outs is not None:
+                outs = self._x86_block(bb, node, plan, outs)
                 self._x86_done(bb, outs[0], None, None)
                 value = outs[0]  # float (or, with no float user, the int8 output)
                 for n in chain["chain"]:
@@ -393,7 +394,28 @@ class IntegerKernels:
                 return outs[0]
         out = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding, dilation,
                    epilogue)
+        if out is not None:
+            out = self._x86_block(bb, node, plan, [out])[0]
         return self._x86_done(bb, out, rq, act)
+
+    def _x86_block(self, bb: Any, node: fx.Node, plan: dict[str, Any],
+                   outs: list[Any]) -> list[Any]:
+        """``outs`` of a project conv as one ``x86_int8_block`` call with the expand and
+        depthwise calls before it, where the int8 intermediates feed the next layer only;
+        else ``outs`` as they are."""
+        from edgecc.targets.tvm import x86_int8_block
+
+        qd = plan["xq"]
+        dw = qd.args[0] if is_quantize(qd) else None
+        src = dw.args[0] if isinstance(dw, fx.Node) and dw.args else None
+        qe = src.args[0] if is_dequantize(src) else None
+        if not (_only_into(qd, node) and is_quantize(qe) and _only_into(qe, dw)):
+            return outs
+        fused = x86_int8_block.fuse(bb, outs)
+        if fused is None:
+            return outs
+        self.stats["x86_blocks"] = self.stats.get("x86_blocks", 0) + 1
+        return fused
 
     def _x86_done(self, bb: Any, out: Any, rq: dict[str, Any] | None, act: str | None) -> Any:
         if out is None:
@@ -458,6 +480,12 @@ class IntegerKernels:
                               f"runs in float ({why})")
             self.stats["float_layers"] += 1
         return fallback(node, importer)
+
+
+def _only_into(q: Any, consumer: fx.Node) -> bool:
+    """Every use of quantize ``q`` is a dequantize that only ``consumer`` uses."""
+    return isinstance(q, fx.Node) and bool(q.users) and all(
+        is_dequantize(d) and list(d.users) == [consumer] for d in q.users)
 
 
 def _aten(node: Any, name: str) -> bool:

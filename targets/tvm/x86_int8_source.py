@@ -115,6 +115,8 @@ convolution of few panels (1x1 on 8x8 / 4x4 maps) pools (panel, 8 channels) item
 """
 
 from edgecc.targets.tvm.x86_amx_source import AMX_FFI, AMX_KERNELS, AMX_SYMBOLS
+from edgecc.targets.tvm.x86_int8_block import BLOCK_FFI
+from edgecc.targets.tvm.x86_int8_block import SYMBOLS as BLOCK_SYMBOLS
 from edgecc.targets.tvm.x86_int8_counters_source import COUNTERS_FFI
 from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS, DIRECT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_dw_entry_source import DW_ENTRY_FFI
@@ -148,7 +150,7 @@ EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, H
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
             FLIP_COPIES, POST_ROWS, OC_SPLIT, OC_MAJOR, CONV_ROWS,
             *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
-            *AMX_SYMBOLS)  # every symbol the library exports
+            *AMX_SYMBOLS, *BLOCK_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -1605,6 +1607,6 @@ int __tvm_ffi_edgecc_x86_int8_requant_probe(void*, const TVMFFIAny* args, int32_
   return 0;
 }
 
-""" + DW_ENTRY_FFI + COUNTERS_FFI + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + AMX_FFI + r"""
+""" + DW_ENTRY_FFI + COUNTERS_FFI + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + AMX_FFI + BLOCK_FFI + r"""
 }  // extern "C"
 """
