@@ -37,7 +37,14 @@ L3 or memory (the outputs are 1.5-6 MiB; the hardware prefetchers do not follow 
 ``n`` floats apart). bench/x86_linear_peak.py, 1 thread, CPU time, 20 interleaved rounds,
 load 4: MiniLM's qkv 0.953x, attention output 0.978x, intermediate 0.974x, output 0.987x
 (a no-op control column 0.995-1.001x); the register tile alone writing fresh output ran at
-0.95-0.97x of its speed writing lines already cached, 0.98-0.99x with the prefetch.
+0.95-0.97x of its speed writing lines already cached, 0.98-0.99x with the prefetch. Counter
+10: the calls whose tiles' k steps prefetched their panels' line (and the packed rows') ``d``
+steps ahead (``edgecc_x86_linear_panel_prefetch`` = d, default 8; a panel pair at K = 384 is
+48 KiB, more than L1: the tile streams it from L2). bench/x86_linear_peak.py, 1 thread, CPU
+time, load 4.5-6.6, two runs of 10 / 14 rounds: without it 1.003-1.011x (every shape's median
+> 1; d = 16 0.995-1.003x). A cpu-clock profile of MiniLM at 2 threads (perf record, load ~5):
+the tiles' k loop 83% of the process's samples, their write-backs (GELU) ~3.5%, the packing
+2.1%, the attention 5%, layer norm 0.9%, the pool's waits ~2%.
 
 Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
 ``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
@@ -98,6 +105,7 @@ struct Lin {
   const float* a; const float* panels; const float* bias; const float* res;
   float* c; int64_t m, k, n; float lo, hi; int gelu; float c1, c2;
   int64_t prefetch;  // edgecc_x86_linear_prefetch at the call (lin_tile)
+  int64_t panel_prefetch;  // edgecc_x86_linear_panel_prefetch at the call (lin_tile)
   static int64_t lanes() { return W; }
 };
 const int LIN_MR = W == 16 ? 12 : 6;
@@ -136,17 +144,31 @@ static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
         if (g.res) _mm_prefetch((const char*)(g.res + (r0 + r) * g.n + col), _MM_HINT_T0);
       }
   }
-  for (int64_t k = 0; k < g.k; ++k) {
-    V bv[NV];
-    for (int j = 0; j < NV; ++j) bv[j] = vload(b[j] + k * 16);
-    const float* a = ap + k * MR;
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const V v = vset1(a[r]);
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[r][j] = vfma(v, bv[j], acc[r][j]);
+#define EDGECC_LIN_K_STEP(k)                                                              \
+  {                                                                                       \
+    V bv[NV];                                                                             \
+    for (int j = 0; j < NV; ++j) bv[j] = vload(b[j] + (k) * 16);                          \
+    const float* a = ap + (k) * MR;                                                       \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r) {                               \
+      const V v = vset1(a[r]);                                                            \
+      _Pragma("GCC unroll 4") for (int j = 0; j < NV; ++j) acc[r][j] =                    \
+          vfma(v, bv[j], acc[r][j]);                                                      \
+    }                                                                                     \
+  }
+  // with edgecc_x86_linear_panel_prefetch = d > 0: each k step asks for its panels' line
+  // d steps ahead (one 64-byte line per panel per k) and the packed rows' 48 bytes: a
+  // panel pair at K = 384 is 48 KiB, more than L1, so the tile streams it from L2
+  int64_t k = 0;
+  const int64_t pd = g.panel_prefetch;
+  if (pd > 0) {
+    for (; k + pd < g.k; ++k) {
+      for (int j = 0; j < NV; ++j) _mm_prefetch((const char*)(b[j] + (k + pd) * 16), _MM_HINT_T0);
+      _mm_prefetch((const char*)(ap + (k + pd) * MR), _MM_HINT_T0);
+      EDGECC_LIN_K_STEP(k)
     }
   }
+  for (; k < g.k; ++k) EDGECC_LIN_K_STEP(k)
+#undef EDGECC_LIN_K_STEP
   // every loop over acc unrolled (its zeroing, the k loop's, the write-back's): with any of
   // them rolled GCC -O3 kept acc in a stack array (zeroed on entry, stored after the k loop,
   // reloaded here: 48 extra zmm stores and 24 loads a 12 x 32 tile); the same values, bit

@@ -154,9 +154,12 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
     columns allow, here 2 per linear) and ``edgecc_x86_linear_group_bytes`` (row blocks packed
     and multiplied in groups of this many bytes; 0: all of a task's at once; 1: one block per
     group) change which tiles a task runs and in what order, not their sums: the outputs are
-    equal bit for bit; so does ``edgecc_x86_linear_prefetch`` (default 1: each tile
-    prefetches its output lines; 0 not). Path 6 counts the runs that packed in 2+ groups,
-    path 8 the calls that prefetched (a knob the kernel ignored fails)."""
+    equal bit for bit; so do ``edgecc_x86_linear_prefetch`` (default 1: each tile
+    prefetches its output lines; 0 not) and ``edgecc_x86_linear_panel_prefetch`` (default 8:
+    each k step prefetches its panels' line 8 steps ahead; 0 not; 1; 100 > K: every step in
+    the loop without prefetches). Path 6 counts the runs that packed in 2+ groups, path 8 the
+    calls that prefetched their outputs, path 10 those that prefetched panels (a knob the
+    kernel ignored fails)."""
     import ctypes
 
     _, built = builds
@@ -169,9 +172,10 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
     items = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_min_items")
     group = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_group_bytes")
     prefetch = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_prefetch")
+    panel_pf = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_panel_prefetch")
     defaults = chunk.value, items.value, group.value
     assert defaults == (256 * 1024, 32, GROUP_BYTES)
-    assert prefetch.value == 1
+    assert prefetch.value == 1 and panel_pf.value == 8
     splits = 4 if _pool_threads(ours) > 1 else 0  # one thread never splits
     try:
         group.value = 0
@@ -181,17 +185,21 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
                  (256 * 1024, 1 << 20, 0), (1, 1 << 20, 0), (256 * 1024, 32, 1),
                  (256 * 1024, 0, 1), (1, 1 << 20, 6000), (0, 0, 6000),
                  (256 * 1024, 32, 1 << 30))
-        for (c, i, gb), pf in itertools.product(sites, (0, 1)):
+        for ((c, i, gb), pf), ppf in zip(itertools.product(sites, (0, 1)),
+                                         itertools.cycle((8, 0, 1, 100, 8))):
             chunk.value, items.value, group.value, prefetch.value = c, i, gb, pf
+            panel_pf.value = ppf
             split, grouped, prefetched = int(paths(5)), int(paths(6)), int(paths(8))
+            panels = int(paths(10))
             got = ours.run(*inputs)
             assert int(paths(8)) - prefetched == 4 * pf, (c, i, gb, pf)  # 4 linears a run
+            assert int(paths(10)) - panels == (4 if ppf else 0), (c, i, gb, ppf)
             assert int(paths(5)) - split == (0 if i == 0 else splits), (c, i, gb)
             # a 12-row block of K = 48 or 80 packs 2304 / 3840 bytes: 1 and 6000 bytes make
             # every task of 2+ blocks use groups; 0 and 2^30 none
             assert (int(paths(6)) > grouped) == (gb in (1, 6000)), (c, i, gb)
             for g, r in zip(got, ref):
-                assert np.array_equal(np.asarray(g), np.asarray(r)), (c, i, gb, pf)
+                assert np.array_equal(np.asarray(g), np.asarray(r)), (c, i, gb, pf, ppf)
     finally:
         chunk.value, items.value, group.value = defaults
-        prefetch.value = 1
+        prefetch.value, panel_pf.value = 1, 8
