@@ -20,8 +20,16 @@ the knob off).
 
 ``edgecc_x86_int8_dw_band`` (library symbol, int64, 1) 0: the former path (A/B); calls that
 ran it are counted by ``edgecc_x86_int8_dw_band_calls`` (int64; the tests' proof). Pooled by
-channels as ``dw_rows``' default. C++ text only (the symbols are exported by
-``x86_int8_source``)."""
+channels as ``dw_rows``' default; ``edgecc_x86_int8_dw_band_rows`` (int64, 0) k > 0: by k bands
+of output rows a thread (A/B; counted by ``edgecc_x86_int8_dw_band_banded``). C++ text only
+(the symbols are exported by ``x86_int8_source``).
+
+Measured (MobileNetV2-224 w8a8, 2 threads, Zen 4 KVM under load 6-7; bench/x86_int8_inplace.py
+``--columns "off=dw_band:0;rows=dw_band_rows:1"``, 30 rounds): the 7 depthwise calls on 224 /
+112 planes 0.63-0.99x of the former path each in place (``off`` 1.01-1.59x of dw_band), ~0.8 ms
+of ~19.5 ms of calls (two runs); by bands of rows 1.04-1.48x slower than by channels. Whole model
+(bench/x86_int8_knob_ab.py, 200 rounds, load 7.0): ``off`` 1.081x of dw_band paired (p10 /
+p90 0.95 / 1.73); int8 / fp32 0.51 with dw_band, 0.60 without."""
 
 DW_BAND = "edgecc_x86_int8_dw_band_calls"  # library int64: depthwise calls run by dw_band
 DW_BAND_KNOB = "edgecc_x86_int8_dw_band"  # library int64: 1 on (default), 0 the former path
@@ -30,6 +38,13 @@ DW_BAND_KERNELS = r"""
 // ---- dw_band (x86_int8_band_dw_source): dw_rows_t on column strips of wide planes ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band = 1;
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band_calls = 0;
+// pooled by bands of output rows (this many a thread, each band every channel: the 1x1
+// convolutions around it split by pixels in order, so each thread reads mostly rows its own
+// core wrote) where output rows are whole 64-byte lines; 0: by channels (the default: by bands
+// MobileNetV2-224's 224 / 112 layers took 1.04-1.48x their time by channels, in place, 2
+// threads, load 6.3); counted per call by edgecc_x86_int8_dw_band_banded
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band_rows = 0;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band_banded = 0;
 
 struct DwBand {  // one strip of output columns [ox, ox + 16·d.nb)
   int64_t ox;  // its first output column
@@ -75,27 +90,45 @@ static bool dw_band(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   const bool slide = sh == 1 && dh == 1;
   const bool clamp = !full_int8(e);
   const int64_t pix = oh * ow;
-  parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t ch = t % c;
-      const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
-      const int8_t* plane = x + t * h * w;
-      int8_t* out = static_cast<int8_t*>(e.out) + t * pix;
-      for (int64_t j = 0; j < ns; ++j) {
-        const DwBand& b = strips[j];
+  auto run = [&](int64_t t, int64_t oy0, int64_t oy1) {  // channel t, output rows [oy0, oy1)
+    const int64_t ch = t % c;
+    const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
+    const int8_t* plane = x + t * h * w;
+    int8_t* out = static_cast<int8_t*>(e.out) + t * pix;
+    for (int64_t j = 0; j < ns; ++j) {
+      const DwBand& b = strips[j];
 #define EDGECC_DW_BAND_NB(NB) \
   dw_rows_channel<NB>(b.d, plane + b.cs, wrows + ch * 4, start, h, b.ws, w, kh, sh, ph, dh, \
-                      0, oh, ow, zx, e, ch, out + b.ox, slide, clamp, 0)
-        switch (b.d.nb) {
-          case 1: EDGECC_DW_BAND_NB(1); break;
-          case 2: EDGECC_DW_BAND_NB(2); break;
-          case 3: EDGECC_DW_BAND_NB(3); break;
-          default: EDGECC_DW_BAND_NB(4);
-        }
-#undef EDGECC_DW_BAND_NB
+                      oy0, oy1, ow, zx, e, ch, out + b.ox, slide, clamp, 0)
+      switch (b.d.nb) {
+        case 1: EDGECC_DW_BAND_NB(1); break;
+        case 2: EDGECC_DW_BAND_NB(2); break;
+        case 3: EDGECC_DW_BAND_NB(3); break;
+        default: EDGECC_DW_BAND_NB(4);
       }
+#undef EDGECC_DW_BAND_NB
     }
-  }, dw_pool_work(nb * c * pix));
+  };
+  const int64_t work = dw_pool_work(nb * c * pix);
+  const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
+  const int64_t bands = edgecc_x86_int8_dw_band_rows > 0 && ow % 16 == 0 &&
+      edgecc_pool_size() > 1 && work >= serial_work()
+      ? std::min(groups, edgecc_x86_int8_dw_band_rows * edgecc_pool_size()) : 0;
+  if (bands > 1) {
+    parallel_for(nb * bands, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / bands, i = u % bands;
+        const int64_t oy0 = groups * i / bands * 4;
+        const int64_t oy1 = std::min(oh, groups * (i + 1) / bands * 4);
+        for (int64_t ch = 0; ch < c; ++ch) run(b * c + ch, oy0, oy1);
+      }
+    }, work);
+    __atomic_fetch_add(&edgecc_x86_int8_dw_band_banded, 1, __ATOMIC_RELAXED);
+  } else {
+    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) run(t, 0, oh);
+    }, work);
+  }
   __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
   __atomic_fetch_add(&edgecc_x86_int8_dw_band_calls, 1, __ATOMIC_RELAXED);
   // dw_rows_t's FULL-form flag taken, not counted: edgecc_x86_int8_dw_full_calls counts

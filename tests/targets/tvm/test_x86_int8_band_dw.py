@@ -1,7 +1,8 @@
 """dw_band (``x86_int8_band_dw_source``): int8 depthwise on planes of rows wider than 64 bytes
 run by dw_rows' row kernel on column strips equals the integer arithmetic and the former path
 (``edgecc_x86_int8_dw_band`` 0) bit for bit — serial and pooled — and is taken (its counter
-grows) wherever it applies: no silent fallback."""
+grows) wherever it applies: no silent fallback; pooled by bands of output rows
+(``edgecc_x86_int8_dw_band_rows``) too, where output rows are whole 64-byte lines."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import (calls_library, random_int8, random_requant,
+from tests.targets.tvm.int8_cases import (POOL, calls_library, random_int8, random_requant,
                                           runs_knob_on_and_off)
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
@@ -25,6 +26,7 @@ CASES = (
     ((1, 4, 12, 130), (2, 4), 3, (1, 2), (0, 1), (1, 1), False, True),    # 2x4, stride (1, 2)
     ((1, 2, 9, 65), (3, 3), 1, (1, 1), (1, 1), (1, 1), False, True),      # 65-byte rows
     ((1, 2, 6, 1000), (3, 3), 4, (1, 1), (1, 1), (1, 1), False, True),    # 21 strips
+    ((1, 3, 12, 128), (3, 3), 6, (2, 2), (1, 1), (1, 1), False, True),    # s2, 64 wide out
     ((1, 2, 5, 1600), (3, 3), 4, (1, 1), (1, 1), (1, 1), False, False),   # 34 strips: not
     ((1, 4, 10, 48), (3, 3), 2, (1, 1), (1, 1), (1, 1), False, False),    # 48 bytes: dw_rows
 )
@@ -49,8 +51,21 @@ def test_dw_band_equals_the_reference_and_the_former_path(tmp_path):
     lib, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
                                 [c[2:6] for c in CASES], str(tmp_path / "k.so"))
     counter = ctypes.c_int64.in_dll(so, DW_BAND)
-    runs = runs_knob_on_and_off(so, vm, [tvm.runtime.tensor(x) for x in xs], DW_BAND_KNOB,
-                                lambda: counter.value, sum(c[7] for c in CASES))
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = runs_knob_on_and_off(so, vm, args, DW_BAND_KNOB, lambda: counter.value,
+                                sum(c[7] for c in CASES))
+    rows = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_band_rows")
+    banded = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_dw_band_banded")
+    shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
+    assert rows.value == 0  # by channels by default
+    try:
+        rows.value, shift.value = 1, POOL
+        before = banded.value
+        runs.append([o.numpy() for o in vm["main"](*args)])
+        # by bands: the applying cases whose output rows are 16·k wide (224 s1, 128 s2)
+        assert banded.value - before == 2
+    finally:
+        rows.value, shift.value = 0, 0
     for i, (x, w, c, e) in enumerate(zip(xs, ws, CASES, eps)):
         acc = _conv_ref(x, w, c[2], list(c[3]), list(c[4]), list(c[5]), c[0][1])
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
