@@ -51,6 +51,8 @@
 - the FFI arguments: ``tensor_arg`` (a ``DLTensor*`` from a packed argument) and
   ``data<T>(args, i)`` (its data pointer, byte offset applied);
 - ``scratch(slot, bytes)``: per-thread buffers (slots 0-4), grown as needed and reused;
+- the native plan runner (``plan_runner_source``, appended): a run's recorded kernel calls
+  replayed in one packed call (``plan_runner``, used by the runner instead of the VM);
 - the kernel settings ``--tune`` chooses per model by measuring it end to end
   (``tuning.kernel_settings``): ``edgecc_x86_serial_work_log2`` scales every set's
   ``SERIAL_WORK`` by a power of two (63: every job serial) and ``edgecc_x86_num_tasks`` caps
@@ -742,5 +744,8 @@ static bool panel_bases(int64_t p, int64_t pix, int64_t ow, int64_t sh, int64_t 
 def ffi_prelude(serial_work: int) -> str:
     """``FFI_PRELUDE`` with ``SERIAL_WORK = serial_work`` (the work below which a
     ``parallel_for`` runs serially)."""
+    from edgecc.targets.tvm.plan_runner_source import PLAN_RUNNER_SOURCE
+
     return (FFI_PRELUDE.replace("@SERIAL_WORK@", str(int(serial_work)))
-            .replace("@INLINE_NS@", str(INLINE_NS)).replace("@DONE_ONCE@", str(DONE_ONCE)))
+            .replace("@INLINE_NS@", str(INLINE_NS)).replace("@DONE_ONCE@", str(DONE_ONCE))
+            + PLAN_RUNNER_SOURCE)

@@ -1,0 +1,179 @@
+"""A model's run as one native call: the kernel calls of one run of the Relax VM's ``main``
+recorded (``vm.set_instrument``) and replayed by the plan runner of the hand-written kernels'
+library (``plan_runner_source``), with the intermediate buffers that run used held fixed —
+as TVM's AOT executor runs a model, without the VM's per-run instructions
+(``vm.builtin.alloc_storage`` / ``alloc_tensor``, ``null_value``, ``make_tuple``, the input
+checks: 84 instructions for ResNet-20 fp32's 23 kernel calls, 108 for w8a8's 24).
+
+``Plan.record`` returns None (the runner keeps the VM) unless every instruction of the
+recorded run is a kernel call or one of ``PLANNED_BUILTINS`` (allocation, the input checks,
+reference drops), the library has the plan runner, and every tensor a call reads or writes
+is either an input or an output of the run (exactly: replaced on each run), or memory
+neither overlaps (an intermediate or a constant: held by the plan). Outputs are allocated
+afresh for every run (torch, 64-byte aligned as TVM's), so a returned tensor is the
+caller's; inputs are passed as the VM gets them, and a run whose inputs' shapes or dtypes
+differ from the recorded ones goes to the VM (``Plan.run`` returns None).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# The VM builtins a planned run may contain: their effects are fixed for a static-shape
+# ``main`` (the buffers they allocate, and reshaped views of them, are the recorded ones,
+# held by the plan — a view of an input or an output is refused by ``Plan.record``; the
+# checks hold for inputs of the recorded shapes and dtypes, which ``Plan.run`` checks).
+PLANNED_BUILTINS = frozenset({
+    "vm.builtin.check_tensor_info", "vm.builtin.match_shape", "vm.builtin.alloc_storage",
+    "vm.builtin.alloc_tensor", "vm.builtin.null_value", "vm.builtin.make_tuple",
+    "vm.builtin.reshape",
+})
+
+
+class Plan:
+    """The recorded calls of one run, held by the library's plan runner."""
+
+    def __init__(self, functions: tuple[Any, Any, Any], handle: int,
+                 inputs: list[tuple[tuple[int, ...], torch.dtype]],
+                 outputs: list[tuple[tuple[int, ...], torch.dtype]], steps: int):
+        self._run, self._free, _ = functions
+        self.handle = handle
+        self.inputs = inputs      # (shape, dtype) of each input, as recorded
+        self.outputs = outputs    # (shape, dtype) of each output, allocated per run
+        self.steps = steps        # kernel calls per run
+
+    def __del__(self):
+        try:
+            self._free(self.handle)
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
+
+    def run(self, inputs: tuple[torch.Tensor, ...], args: list[Any]) -> tuple | None:
+        """The outputs (fresh torch tensors) for ``inputs`` (as given to the runner) and
+        ``args`` (their VM tensors); None when an input's shape or dtype is not the
+        recorded one (the VM checks such a run)."""
+        if len(inputs) != len(self.inputs):
+            return None
+        for t, (shape, dtype) in zip(inputs, self.inputs):
+            if t.dtype != dtype or t.shape != shape:
+                return None
+        outs = [torch.empty(shape, dtype=dtype) for shape, dtype in self.outputs]
+        self._run(self.handle, *args, *[_FROM_DLPACK(o) for o in outs])
+        return tuple(outs)
+
+    @staticmethod
+    def record(runner: Any, inputs: tuple[torch.Tensor, ...], args: list[Any]) -> Plan | None:
+        """The plan of ``runner``'s ``main`` on ``args`` (``inputs``' VM tensors), or None
+        where the run cannot be replayed so (see the module's docstring)."""
+        functions = _plan_functions(runner.module)
+        if functions is None:
+            return None
+        calls: list[tuple[Any, list[Any]]] = []
+        unplanned: list[str] = []
+
+        def instrument(func: Any, symbol: Any, before: bool, _ret: Any, *call_args: Any) -> int:
+            if before:
+                name = str(symbol)
+                if name.startswith("vm.builtin."):
+                    if name not in PLANNED_BUILTINS:
+                        unplanned.append(name)
+                else:
+                    calls.append((func, list(call_args)))
+            return 0
+
+        runner.vm.set_instrument(instrument)
+        try:
+            value = runner._main(*args)
+        finally:
+            runner.vm.set_instrument(None)
+        results = [value] if hasattr(value, "__dlpack__") else list(value)
+        if unplanned or not calls or not all(hasattr(v, "__dlpack__") for v in results):
+            return None
+        slots = [*args, *results]  # the run's tensors replaced on every run
+        spans = [_span(t) for t in slots]
+        written = [False] * len(slots)
+        steps = []
+        for func, call_args in calls:
+            binds: list[int] = []
+            held: list[Any] = []
+            for pos, arg in enumerate(call_args):
+                if isinstance(arg, torch.Tensor) or not hasattr(arg, "data_ptr"):
+                    held.append(arg)
+                    continue
+                span = _span(arg)
+                slot = next((i for i, s in enumerate(spans) if s == span), None)
+                if slot is None:
+                    if any(_overlap(span, s) for s in spans):
+                        return None  # a view into an input or an output
+                    held.append(arg)
+                    continue
+                binds += [pos, slot]
+                written[slot] = True
+                held.append(None)
+            steps.append((func, binds, held))
+        if not all(written[len(args):]):
+            return None  # an output no call writes (a constant, an input)
+        new, step_fn = functions[2], _step_function(runner.module)
+        handle = int(new())
+        plan = Plan(functions, handle, [(tuple(t.shape), t.dtype) for t in inputs],
+                    [(tuple(r.shape), _torch_dtype(r)) for r in results], len(steps))
+        try:
+            for func, binds, held in steps:
+                step_fn(handle, func, len(binds) // 2, *binds, *held)
+        except Exception:  # noqa: BLE001 (an argument the plan cannot hold: keep the VM)
+            return None
+        if any(d is None for _, d in plan.outputs):
+            return None
+        return plan
+
+
+def _span(t: Any) -> tuple[int, int, tuple[int, ...], str, tuple[int, ...] | None]:
+    """A tensor's memory and layout: (address, bytes, shape, dtype, strides)."""
+    shape = tuple(int(d) for d in t.shape)
+    n = 1
+    for d in shape:
+        n *= d
+    dtype = t.dtype
+    itemsize = (dtype.bits * dtype.lanes + 7) // 8
+    strides = t.strides
+    return (int(t.data_ptr()), n * itemsize, shape, str(dtype),
+            tuple(strides) if strides is not None else None)
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[0] + max(b[1], 1) and b[0] < a[0] + max(a[1], 1)
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64, "int8": torch.int8, "uint8": torch.uint8,
+           "int16": torch.int16, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+
+
+def _torch_dtype(t: Any) -> torch.dtype | None:
+    return _DTYPES.get(str(t.dtype))
+
+
+def _plan_functions(module: Any) -> tuple[Any, Any, Any] | None:
+    """The library's (run, free, new) plan functions, or None (a library without
+    hand-written kernels, or built before the plan runner)."""
+    try:
+        found = [module.get_function(f"edgecc_plan_{n}", query_imports=True)
+                 for n in ("run", "free", "new")]
+    except (AttributeError, RuntimeError):
+        return None
+    return None if any(f is None for f in found) else tuple(found)
+
+
+def _step_function(module: Any) -> Any:
+    return module.get_function("edgecc_plan_step", query_imports=True)
+
+
+def _from_dlpack(t: torch.Tensor) -> Any:
+    import tvm_ffi
+
+    return tvm_ffi.from_dlpack(t, require_alignment=64, require_contiguous=True)
+
+
+_FROM_DLPACK = _from_dlpack
