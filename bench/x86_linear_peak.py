@@ -2,7 +2,10 @@
 call at 1 and 2 threads against the machine's measured FMA peak (a register-only loop of
 independent 512-bit FMAs; 1 thread by CPU time, the machine being shared, 2 by the wall
 clock), and against the register tile alone in the kernel's loop order (no packing or
-write-back work), so the % of peak says what a better kernel could still win. With ``--knob
+write-back work), so the % of peak says what a better kernel could still win.  With
+``--process-cpu`` 2+ threads are timed by the process's CPU time (every thread's) per batch of
+``--repeats`` calls against one core's peak: what a call costs the threads on a loaded machine
+(the work, its pool waits and cache traffic between the cores), not the wall clock's spells. With ``--knob
 NAME=VALUE`` each shape is also timed with that int64 knob of the kernel library set
 (interleaved with the default, paired ratios, outputs checked bit for bit).
 
@@ -241,6 +244,10 @@ def main() -> int:
     ap.add_argument("--knob", action="append", default=[],
                     help="NAME=VALUE[,NAME=VALUE]: an extra column with those int64 knobs")
     ap.add_argument("--shapes", default=",".join(MODEL))
+    ap.add_argument("--process-cpu", action="store_true",
+                    help="2+ threads: the process's CPU time (every thread's) per batch of "
+                         "--repeats calls against one core's peak: what the work costs the "
+                         "threads, waits for a loaded machine's other processes not counted")
     args = ap.parse_args()
     use_threads(2)
     table = {"load_before": os.getloadavg(), "rows": []}
@@ -253,9 +260,14 @@ def main() -> int:
             # processes do not count); 2+: the wall clock against threads x one core's peak
             # (the process's CPU time lags by up to a tick for the workers: not usable), so
             # only as good as the machine is quiet
-            clock = time.thread_time if threads == 1 else time.perf_counter
-            peak = core * threads
-            print(f"{threads} thread(s), {'CPU time' if threads == 1 else 'wall clock'}: FMA "
+            # --process-cpu: batches of --repeats calls (the tick the workers' CPU time lags
+            # by spread over the batch), the summed CPU time against one core's peak
+            batch = threads > 1 and args.process_cpu
+            clock = time.thread_time if threads == 1 else \
+                time.process_time if batch else time.perf_counter
+            peak = core if batch else core * threads
+            what = "CPU time" if threads == 1 else "process CPU time" if batch else "wall clock"
+            print(f"{threads} thread(s), {what}: FMA "
                   f"peak {core:.1f} GMAC/s per core ({core / 16:.2f} GHz at 16 MAC/cycle)",
                   flush=True)
             pool.value = threads
@@ -270,11 +282,20 @@ def main() -> int:
                 for key, fn in fns.items():
                     fn()
                     outs[key] = out.numpy().copy()
-                times = timed(fns, args.repeats, args.rounds, clock)
+                if batch:
+                    fns = {key: (lambda f=fn: [f() for _ in range(args.repeats)])
+                           for key, fn in fns.items()}
+                    times = timed(fns, 1, args.rounds, clock)
+                    times = {key: [t / args.repeats for t in ts] for key, ts in times.items()
+                             if key != "best"} | {"best": {key: t / args.repeats for key, t
+                                                           in times["best"].items()}}
+                else:
+                    times = timed(fns, args.repeats, args.rounds, clock)
                 ms = statistics.median(times["default"]) * 1e3  # CPU ms
                 best_gmacs = m * k * n / times["best"]["default"] / 1e9
                 gmacs = m * k * n / (ms * 1e-3) / 1e9
-                row = {"threads": threads, "shape": name, "mkn": [m, k, n], "ms": ms,
+                row = {"threads": threads, "clock": what, "shape": name, "mkn": [m, k, n],
+                       "ms": ms,
                        "gmacs": gmacs, "peak_gmacs": peak, "of_peak": gmacs / peak,
                        "best_of_peak": best_gmacs / peak}
                 ceiling = tile_ceiling(d, m, k, n) if threads == 1 else float("nan")
