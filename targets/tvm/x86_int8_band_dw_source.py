@@ -29,7 +29,10 @@ Measured (MobileNetV2-224 w8a8, 2 threads, Zen 4 KVM under load 6-7; bench/x86_i
 112 planes 0.63-0.99x of the former path each in place (``off`` 1.01-1.59x of dw_band), ~0.8 ms
 of ~19.5 ms of calls (two runs); by bands of rows 1.04-1.48x slower than by channels. Whole model
 (bench/x86_int8_knob_ab.py, 200 rounds, load 7.0): ``off`` 1.081x of dw_band paired (p10 /
-p90 0.95 / 1.73); int8 / fp32 0.51 with dw_band, 0.60 without."""
+p90 0.95 / 1.73); int8 / fp32 0.51 with dw_band, 0.60 without; again (300 rounds, load 6.2):
+1.062x (0.88 / 1.71), int8 / fp32 0.54 / 0.575. In place the project 1x1 after each such
+depthwise took 0.85-0.92x its time with the former path (not understood: the same pooling by
+channels), which takes back ~1/3 of the depthwise's gain."""
 
 DW_BAND = "edgecc_x86_int8_dw_band_calls"  # library int64: depthwise calls run by dw_band
 DW_BAND_KNOB = "edgecc_x86_int8_dw_band"  # library int64: 1 on (default), 0 the former path
