@@ -38,7 +38,8 @@ are 0: the same sums) — ResNet-20's stem 0.83x, MobileNetV2-32's 0.77x of the 
 DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct4 so far
 DIRECT4_S2 = "edgecc_x86_int8_direct4_s2_calls"  # () -> ... of them with stride 2
 PAD_VBMI = "edgecc_x86_int8_pad_vbmi_calls"  # () -> ... of them padded by pad_rows_c4v
-DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2, PAD_VBMI)
+DIRECT4_ROWS = "edgecc_x86_int8_direct4_rows_calls"  # () -> ... of them pooled by output rows
+DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2, PAD_VBMI, DIRECT4_ROWS)
 
 DIRECT_KERNELS = r"""
 // ---- conv_direct4 (x86_int8_direct_source) ----
@@ -102,17 +103,24 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
 static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
                          int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,
                          uint8_t zu, int64_t c_real) {
-  alignas(64) uint8_t idx[64];
-  for (int j = 0; j < 64; ++j) idx[j] = (uint8_t)((j % 4) * 16 + j / 4);  // column j/4, ch j%4
-  const __m512i perm = _mm512_load_si512(idx), flip = _mm512_set1_epi8((char)0x80);
+  // the byte permutations, built once (a call pads a band or, direct4_rows, a row or two)
+  // (constexpr: constant-initialized, no guard)
+  struct C4Perms {
+    alignas(64) uint8_t idx[64];     // vpermb: column j/4 of channel j%4 (16 bytes each)
+    alignas(64) uint8_t i32[2][64];  // vpermt2b: column j/4 (+16) of channel j%4 (32 each)
+    constexpr C4Perms() : idx{}, i32{} {
+      for (int j = 0; j < 64; ++j) {
+        idx[j] = (uint8_t)((j % 4) * 16 + j / 4);
+        i32[0][j] = (uint8_t)((j % 4) * 32 + j / 4);
+        i32[1][j] = (uint8_t)((j % 4) * 32 + 16 + j / 4);
+      }
+    }
+  };
+  static constexpr C4Perms perms{};
+  const __m512i perm = _mm512_load_si512(perms.idx), flip = _mm512_set1_epi8((char)0x80);
   const __m128i zf = _mm_set1_epi8((char)(zu ^ 0x80));  // a padded channel: zu once flipped
   const __m256i zf32 = _mm256_set1_epi8((char)(zu ^ 0x80));
-  alignas(64) uint8_t i32[2][64];  // vpermt2b: column j/4 (+16) of channel j%4 (32 bytes each)
-  for (int j = 0; j < 64; ++j) {
-    i32[0][j] = (uint8_t)((j % 4) * 32 + j / 4);
-    i32[1][j] = (uint8_t)((j % 4) * 32 + 16 + j / 4);
-  }
-  const __m512i lo32 = _mm512_load_si512(i32[0]), hi32 = _mm512_load_si512(i32[1]);
+  const __m512i lo32 = _mm512_load_si512(perms.i32[0]), hi32 = _mm512_load_si512(perms.i32[1]);
   const bool wide32 = edgecc_x86_int8_pad_wide32 != 0;
   const uint32_t z4 = 0x01010101u * zu;
   const int64_t cs = h * w, right = wp - pw - w;
@@ -280,10 +288,8 @@ static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, in
                            : ((cq * hp + ky) * wp + kx) * 4;
 }
 
-// output rows [r0, r1): their input rows padded into buf, then every tile (a panel: 16
-// pixels of a row, or with 8 columns two rows' 8)
-static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
-  const int64_t y0 = r0 * d.sh, y1 = std::min(d.hp, (r1 - 1) * d.sh + d.kh);
+// padded input rows [y0, y1) of d's copy into buf (its rows at their whole-map offsets)
+static void direct4_pad(const Direct4& d, uint8_t* buf, int64_t y0, int64_t y1) {
   // (kh < sh: rows y with y % sh >= kh are read by no output row: 1x1 stride-2 shortcuts skip
   // half the copy; edgecc_x86_int8_pad_skip 0 copies every row, A/B)
   if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu,
@@ -295,6 +301,17 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
   } else {
     pad_rows_c4(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu, d.c_real);
   }
+}
+
+// the input rows output rows [r0, r1) read
+static inline void direct4_rows_in(const Direct4& d, int64_t r0, int64_t r1, int64_t& y0,
+                                   int64_t& y1) {
+  y0 = r0 * d.sh, y1 = std::min(d.hp, (r1 - 1) * d.sh + d.kh);
+}
+
+// every tile of output rows [r0, r1) (a panel: 16 pixels of a row, or with 8 columns two
+// rows' 8), their input rows already padded in buf
+static void direct4_tiles(const Direct4& d, const uint8_t* buf, int64_t r0, int64_t r1) {
   alignas(64) int32_t acc[128];
   const int64_t ld = d.kq * 4, rb = d.row_bytes(), next = d.sh * rb;  // next: an output row
   const bool half = d.ow == 8;
@@ -331,6 +348,53 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
     }
 }
 
+// output rows [r0, r1): their input rows padded into buf, then every tile
+static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1) {
+  int64_t y0, y1;
+  direct4_rows_in(d, r0, r1, y0, y1);
+  direct4_pad(d, buf, y0, y1);
+  direct4_tiles(d, buf, r0, r1);
+}
+
+// edgecc_x86_int8_direct4_rows v > 0: a pooled conv_direct4 is a job of min(units, v x threads)
+// items of output-row units (a row; two with 8 columns), not of direct4_bands bands a
+// thread: the pool's guided two-ended chunks let the thread that starts first take over rows
+// of the one that starts late (with one band a thread the caller waits for the worker's whole
+// band), and each thread pads into its own copy only the input rows its chunks read that it
+// has not padded yet this call (direct4_padded: the copy's padded range, per thread) — its
+// chunks are one contiguous run, so the copy grows as a band's did, and only the kh - 1 halo
+// rows where the two runs meet are padded twice. The same tiles on the same bytes:
+// bit-identical outputs. 0 (default): the bands. Counted per call in direct4_rows_calls
+// (serial calls too: one chunk). ResNet-20 w8a8 in place, 2 threads, Zen 4 KVM under load 5-6
+// (the other vCPU busy), paired sums: v = 2 / 4 / 16 1.01x / 1.01x / 1.02x of the bands'
+// time (each claim moves the pool's line between cores); a --tune candidate for quiet hosts
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_rows = 0;
+int64_t direct4_rows_calls = 0;  // conv_direct4 calls run as a job of row units (a test's)
+std::atomic<uint64_t> direct4_serial{0};  // a conv_direct4 call's id (direct4_padded.call)
+struct Direct4Padded {
+  uint64_t call = 0;          // the call whose rows [y0, y1) this thread's copy holds
+  const uint8_t* buf = nullptr;
+  int64_t y0 = 0, y1 = 0;
+};
+thread_local Direct4Padded direct4_padded;
+
+// output rows [r0, r1) of call `call`: the input rows they read that buf does not hold yet
+// padded (the held range extended where it touches, else restarted), then every tile
+static void direct4_chunk(const Direct4& d, uint64_t call, uint8_t* buf, int64_t r0,
+                          int64_t r1) {
+  int64_t y0, y1;
+  direct4_rows_in(d, r0, r1, y0, y1);
+  Direct4Padded& p = direct4_padded;
+  if (p.call == call && p.buf == buf && y0 <= p.y1 && y1 >= p.y0) {
+    if (y0 < p.y0) direct4_pad(d, buf, y0, p.y0), p.y0 = y0;
+    if (y1 > p.y1) direct4_pad(d, buf, p.y1, y1), p.y1 = y1;
+  } else {
+    direct4_pad(d, buf, y0, y1);
+    p.call = call, p.buf = buf, p.y0 = y0, p.y1 = y1;
+  }
+  direct4_tiles(d, buf, r0, r1);
+}
+
 // the call: bands of output rows (direct4_bands a thread, fewer where a band's kh - 1 halo rows
 // would be over half its own: as qconv's bands), each padded into its thread's copy (scratch 1)
 // (edgecc_x86_int8_direct4_bands: bands a thread at most; 1: one band a thread — the pool's
@@ -345,11 +409,22 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t per = std::max<int64_t>(1, edgecc_x86_int8_direct4_bands);
   const int64_t bands = threads > 1 && job_work >= serial_work()
       ? std::min(units, std::max(threads, std::min(per * threads, d.oh / (2 * halo)))) : 1;
-  parallel_for(bands, [&](int64_t i0, int64_t i1) {
-    uint8_t* own = static_cast<uint8_t*>(scratch(1, d.c * d.hp * d.row_bytes() / 4 + 64));
-    for (int64_t i = i0; i < i1; ++i)
-      direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
-  }, job_work);
+  const int64_t bytes = d.c * d.hp * d.row_bytes() / 4 + 64;
+  if (edgecc_x86_int8_direct4_rows) {  // units of output rows, each thread's copy grown lazily
+    const uint64_t call = direct4_serial.fetch_add(1, std::memory_order_relaxed) + 1;
+    const int64_t items = bands > 1 ? std::min(units, edgecc_x86_int8_direct4_rows * threads) : 1;
+    parallel_for(items, [&](int64_t i0, int64_t i1) {
+      uint8_t* own = static_cast<uint8_t*>(scratch(1, bytes));
+      direct4_chunk(d, call, own, i0 * units / items * unit, i1 * units / items * unit);
+    }, bands > 1 ? job_work : 0);
+    __atomic_fetch_add(&direct4_rows_calls, 1, __ATOMIC_RELAXED);
+  } else {
+    parallel_for(bands, [&](int64_t i0, int64_t i1) {
+      uint8_t* own = static_cast<uint8_t*>(scratch(1, bytes));
+      for (int64_t i = i0; i < i1; ++i)
+        direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
+    }, job_work);
+  }
   if (tile_resf_seen.exchange(0, std::memory_order_relaxed))  // tile_post's residual form
     __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
   if (tile_plain_seen.exchange(0, std::memory_order_relaxed))  // unfused float tiles
@@ -373,6 +448,15 @@ int __tvm_ffi_edgecc_x86_int8_direct4_s2_calls(void*, const TVMFFIAny*, int32_t,
                                                TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&direct4_s2_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many conv_direct4 calls ran as a job of output-row units (edgecc_x86_int8_direct4_rows)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_direct4_rows_calls(void*, const TVMFFIAny*, int32_t,
+                                                 TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&direct4_rows_calls, __ATOMIC_RELAXED);
   return 0;
 }
 
