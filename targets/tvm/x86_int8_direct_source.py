@@ -33,7 +33,12 @@ im2col path (A/B); counted by ``edgecc_x86_int8_direct4_s2_calls``.
 3-channel stems (``emit_conv``'s meta[23] 2, ``x86_int8.PAD_STEM``): the VNNI rows zero-padded
 to 4 channels, so the copy's one quad holds the 3 channels and a padding byte (zu; its weights
 are 0: the same sums) — ResNet-20's stem 0.83x, MobileNetV2-32's 0.77x of the im2col's time
-(1 thread, bench/x86_int8_stem.py); stride 2 keeps the im2col (its padded k read channel 0)."""
+(1 thread, bench/x86_int8_stem.py); stride 2 keeps the im2col (its padded k read channel 0).
+
+``edgecc_x86_int8_direct4_rows`` v > 0 (default 0, an A/B / ``--tune`` knob): a pooled call is a
+job of min(units, v x threads) items of output rows (not one band a thread), each thread padding
+lazily only the input rows its chunks read; bit-identical; counted by
+``edgecc_x86_int8_direct4_rows_calls`` (tests/targets/tvm/test_x86_int8_direct4_rows.py)."""
 
 DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct4 so far
 DIRECT4_S2 = "edgecc_x86_int8_direct4_s2_calls"  # () -> ... of them with stride 2
