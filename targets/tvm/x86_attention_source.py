@@ -689,11 +689,13 @@ int64_t edgecc_x86_linear_min_items = 32;
 // A knob (the same sums either way), int64
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_linear_group_bytes = 256 * 1024;
-// edgecc_x86_linear: 1 (default) each register tile prefetches its output (and residual)
-// lines as it starts (x86_linear_source.py lin_tile: MiniLM's linears 0.96-0.99x, 1 thread,
-// CPU time), 0 not. A knob (the same sums either way), int64
+// edgecc_x86_linear: 1 each register tile prefetches its output (and residual) lines as it
+// starts (x86_linear_source.py lin_tile: MiniLM's linears 0.96-0.99x, 1 thread, CPU time);
+// 3 one line every 4 k steps instead (spread); 2 (default) spread in a call with a residual,
+// as it starts otherwise (MiniLM's residual linears 0.97-0.985x of 1); 0 not. A knob (the
+// same sums either way), int64
 extern "C" __attribute__((weak, visibility("default")))
-int64_t edgecc_x86_linear_prefetch = 1;
+int64_t edgecc_x86_linear_prefetch = 2;
 // edgecc_x86_linear: d > 0 (default 8) each register tile's k step prefetches its panels'
 // line (and the packed rows') d steps ahead (x86_linear_source.py lin_tile: MiniLM's linears
 // 0.994-0.997x, 1 thread, CPU time); 0 not. A knob (the same sums either way), int64
@@ -730,12 +732,13 @@ namespace {
 // head before ran (7: edgecc_x86_attention_prefetch); linear calls whose tiles prefetched
 // their output lines (8: edgecc_x86_linear_prefetch); groups of query rows whose softmax exp
 // ran in the score tile's registers (9: edgecc_x86_attention_fuse_exp); linear calls whose
-// tiles prefetched their panels' lines ahead (10: edgecc_x86_linear_panel_prefetch)
-static int64_t path_calls[11] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+// tiles prefetched their panels' lines ahead (10: edgecc_x86_linear_panel_prefetch), and
+// those whose write-back prefetches were spread over the k loop (11)
+static int64_t path_calls[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 enum { PATH_V_IN_PLACE = 0, PATH_V_COPIED = 1, PATH_KEYS_SKIPPED = 2, PATH_LINEAR = 3,
        PATH_LINEAR_GELU = 4, PATH_LINEAR_SPLIT = 5, PATH_LINEAR_GROUPS = 6,
        PATH_ATTN_PREFETCHED = 7, PATH_LINEAR_PREFETCH = 8, PATH_ATTN_FUSED_EXP = 9,
-       PATH_LINEAR_PANEL_PREFETCH = 10 };
+       PATH_LINEAR_PANEL_PREFETCH = 10, PATH_LINEAR_SPREAD = 11 };
 
 """ + _AVX512 + _AVX2 + r"""
 
@@ -919,9 +922,11 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_load_n(&edgecc_x86_linear_panel_prefetch, __ATOMIC_RELAXED);
   if (panel_prefetch > 0)
     __atomic_fetch_add(&path_calls[PATH_LINEAR_PANEL_PREFETCH], 1, __ATOMIC_RELAXED);
+  const bool spread = prefetch == 3 || (prefetch == 2 && res);
+  if (spread) __atomic_fetch_add(&path_calls[PATH_LINEAR_SPREAD], 1, __ATOMIC_RELAXED);
   auto run = [&](auto& g, int64_t mr, auto blocks) {
     g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
-         fp[0], fp[1], (int)meta[3], fp[2], fp[3], prefetch, panel_prefetch};
+         fp[0], fp[1], (int)meta[3], fp[2], fp[3], prefetch, panel_prefetch, spread};
     const int64_t chunk = __atomic_load_n(&edgecc_x86_linear_panel_bytes, __ATOMIC_RELAXED);
     const int64_t group = __atomic_load_n(&edgecc_x86_linear_group_bytes, __ATOMIC_RELAXED);
     // few row blocks (BERT / GPT-2 at 128 tokens: 11) on 2+ threads: the columns split in
@@ -958,13 +963,13 @@ int __tvm_ffi_edgecc_x86_attention_lanes(void*, const TVMFFIAny*, int32_t, TVMFF
   return 0;
 }
 
-// the path counters (PATH_* above): one index, 0..10
+// the path counters (PATH_* above): one index, 0..11
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_attention_paths(void*, const TVMFFIAny* args, int32_t num_args,
                                           TVMFFIAny* result) {
   if (num_args != 1 || args[0].type_index != kTVMFFIInt || args[0].v_int64 < 0 ||
-      args[0].v_int64 > 10) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..10");
+      args[0].v_int64 > 11) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_attention_paths: one index, 0..11");
     return -1;
   }
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -983,6 +988,8 @@ LINEAR = "edgecc_x86_linear"
 # 2+ groups (6: edgecc_x86_linear_group_bytes), attention heads prefetched (7), linear calls
 # whose tiles prefetched their output lines (8: edgecc_x86_linear_prefetch), groups of query
 # rows whose softmax exp ran in the score tile's registers (9: edgecc_x86_attention_fuse_exp),
-# linear calls whose tiles prefetched their panels ahead (10: edgecc_x86_linear_panel_prefetch)
+# linear calls whose tiles prefetched their panels ahead (10: edgecc_x86_linear_panel_prefetch),
+# linear calls whose write-back prefetches were spread over the k loop (11: prefetch 2 with a
+# residual, 3)
 PATH_QUERY = "edgecc_x86_attention_paths"
 EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

@@ -44,7 +44,13 @@ steps ahead (``edgecc_x86_linear_panel_prefetch`` = d, default 8; a panel pair a
 time, load 4.5-6.6, two runs of 10 / 14 rounds: without it 1.003-1.011x (every shape's median
 > 1; d = 16 0.995-1.003x). A cpu-clock profile of MiniLM at 2 threads (perf record, load ~5):
 the tiles' k loop 83% of the process's samples, their write-backs (GELU) ~3.5%, the packing
-2.1%, the attention 5%, layer norm 0.9%, the pool's waits ~2%.
+2.1%, the attention 5%, layer norm 0.9%, the pool's waits ~2%. Counter 11: the calls whose
+tiles spread those output (and residual) prefetches over the k loop, one line every 4 k steps
+(``edgecc_x86_linear_prefetch`` 3; 2, the default: in calls with a residual; 1: all as the
+tile starts): 48 lines missed in one burst hold L1's miss buffers that the panel loads need.
+1 thread, CPU time, load 4-5, old (1) / new (2) in three runs: attention output 1.03-1.11x,
+FFN output 1.015-1.03x; the calls without a residual (the same path) 0.99-1.02x, and spread
+there too 0.99-1.02x (not the default).
 
 Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
 ``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
@@ -106,6 +112,7 @@ struct Lin {
   float* c; int64_t m, k, n; float lo, hi; int gelu; float c1, c2;
   int64_t prefetch;  // edgecc_x86_linear_prefetch at the call (lin_tile)
   int64_t panel_prefetch;  // edgecc_x86_linear_panel_prefetch at the call (lin_tile)
+  bool spread;  // the write-back's prefetches spread over the k loop (lin_tile)
   static int64_t lanes() { return W; }
 };
 const int LIN_MR = W == 16 ? 12 : 6;
@@ -116,6 +123,9 @@ static inline V lin_gelu(const Lin& g, V x) {
   const V inner = vmul(vadd(x, vmul(vmul(vmul(x, x), x), vset1(g.c2))), vset1(g.c1));
   return vmul(vmul(x, half), vadd(vtanh(inner), one));
 }
+
+// spread write-back prefetches (Lin::spread): one line asked for every this many k steps
+const int64_t LIN_PF_EVERY = 4;
 
 // rows [r0, r0 + MR) (packed: ap[k * MR + r]) times the columns [c0, c0 + NV * W)
 template <int MR, int NV>
@@ -130,7 +140,21 @@ static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
     const int64_t col = c0 + j * W;
     b[j] = g.panels + (col / 16) * g.k * 16 + col % 16;
   }
-  if (g.prefetch) {
+  // g.spread (prefetch 2 with a residual, 3): the same lines asked for one every
+  // LIN_PF_EVERY k steps from the start instead of all at once (48 misses to L3 or memory
+  // in one burst, with a residual, hold L1's miss buffers the k loop's panel loads need:
+  // MiniLM's residual linears 0.97-0.985x, the others 0.99-1.02x, 1 thread, CPU time)
+  const char* lines[2 * MR * NV];
+  int nl = 0;
+  if (g.spread)
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NV; ++j) {
+        const int64_t col = c0 + j * W;
+        if (col >= g.n) break;
+        lines[nl++] = (const char*)(g.c + (r0 + r) * g.n + col);
+        if (g.res) lines[nl++] = (const char*)(g.res + (r0 + r) * g.n + col);
+      }
+  if (g.prefetch && !g.spread) {
     // the tile's output lines (and its residual's) asked for as it starts, ~MR x NV x k
     // FMAs before its write-back stores to them: a store to a line not in cache waits for
     // it (MiniLM's outputs, 1.5-6 MiB, are in L3 or memory), and the hardware prefetchers
@@ -164,9 +188,14 @@ static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
     for (; k + pd < g.k; ++k) {
       for (int j = 0; j < NV; ++j) _mm_prefetch((const char*)(b[j] + (k + pd) * 16), _MM_HINT_T0);
       _mm_prefetch((const char*)(ap + (k + pd) * MR), _MM_HINT_T0);
+      if ((k & (LIN_PF_EVERY - 1)) == 0 && k / LIN_PF_EVERY < nl)
+        _mm_prefetch(lines[k / LIN_PF_EVERY], _MM_HINT_T0);
       EDGECC_LIN_K_STEP(k)
     }
   }
+  // those the loop did not reach (short K, pd 0)
+  for (int64_t i = (k + LIN_PF_EVERY - 1) / LIN_PF_EVERY; i < nl; ++i)
+    _mm_prefetch(lines[i], _MM_HINT_T0);
   for (; k < g.k; ++k) EDGECC_LIN_K_STEP(k)
 #undef EDGECC_LIN_K_STEP
   // every loop over acc unrolled (its zeroing, the k loop's, the write-back's): with any of
