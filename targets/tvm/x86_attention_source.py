@@ -689,13 +689,13 @@ int64_t edgecc_x86_linear_min_items = 32;
 // A knob (the same sums either way), int64
 extern "C" __attribute__((weak, visibility("default")))
 int64_t edgecc_x86_linear_group_bytes = 256 * 1024;
-// edgecc_x86_linear: 1 each register tile prefetches its output (and residual) lines as it
+// edgecc_x86_linear: 2 each register tile prefetches its output (and residual) lines as it
 // starts (x86_linear_source.py lin_tile: MiniLM's linears 0.96-0.99x, 1 thread, CPU time);
-// 3 one line every 4 k steps instead (spread); 2 (default) spread in a call with a residual,
-// as it starts otherwise (MiniLM's residual linears 0.97-0.985x of 1); 0 not. A knob (the
+// 3 one line every 4 k steps instead (spread); 1 (default) spread in a call with a residual,
+// as it starts otherwise (MiniLM's residual linears 0.90-0.985x of 2); 0 not. A knob (the
 // same sums either way), int64
 extern "C" __attribute__((weak, visibility("default")))
-int64_t edgecc_x86_linear_prefetch = 2;
+int64_t edgecc_x86_linear_prefetch = 1;
 // edgecc_x86_linear: d > 0 (default 8) each register tile's k step prefetches its panels'
 // line (and the packed rows') d steps ahead (x86_linear_source.py lin_tile: MiniLM's linears
 // 0.994-0.997x, 1 thread, CPU time); 0 not. A knob (the same sums either way), int64
@@ -922,7 +922,7 @@ int __tvm_ffi_edgecc_x86_linear(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_load_n(&edgecc_x86_linear_panel_prefetch, __ATOMIC_RELAXED);
   if (panel_prefetch > 0)
     __atomic_fetch_add(&path_calls[PATH_LINEAR_PANEL_PREFETCH], 1, __ATOMIC_RELAXED);
-  const bool spread = prefetch == 3 || (prefetch == 2 && res);
+  const bool spread = prefetch == 3 || (prefetch == 1 && res);
   if (spread) __atomic_fetch_add(&path_calls[PATH_LINEAR_SPREAD], 1, __ATOMIC_RELAXED);
   auto run = [&](auto& g, int64_t mr, auto blocks) {
     g = {data<float>(args, 0), data<float>(args, 1), data<float>(args, 2), res, out, m, k, n,
@@ -989,7 +989,7 @@ LINEAR = "edgecc_x86_linear"
 # whose tiles prefetched their output lines (8: edgecc_x86_linear_prefetch), groups of query
 # rows whose softmax exp ran in the score tile's registers (9: edgecc_x86_attention_fuse_exp),
 # linear calls whose tiles prefetched their panels ahead (10: edgecc_x86_linear_panel_prefetch),
-# linear calls whose write-back prefetches were spread over the k loop (11: prefetch 2 with a
+# linear calls whose write-back prefetches were spread over the k loop (11: prefetch 1 with a
 # residual, 3)
 PATH_QUERY = "edgecc_x86_attention_paths"
 EXPORTED = (*SYMBOLS, LINEAR, LANES_QUERY, PATH_QUERY)

@@ -46,11 +46,12 @@ time, load 4.5-6.6, two runs of 10 / 14 rounds: without it 1.003-1.011x (every s
 the tiles' k loop 83% of the process's samples, their write-backs (GELU) ~3.5%, the packing
 2.1%, the attention 5%, layer norm 0.9%, the pool's waits ~2%. Counter 11: the calls whose
 tiles spread those output (and residual) prefetches over the k loop, one line every 4 k steps
-(``edgecc_x86_linear_prefetch`` 3; 2, the default: in calls with a residual; 1: all as the
-tile starts): 48 lines missed in one burst hold L1's miss buffers that the panel loads need.
-1 thread, CPU time, load 4-5, old (1) / new (2) in three runs: attention output 1.03-1.11x,
-FFN output 1.015-1.03x; the calls without a residual (the same path) 0.99-1.02x, and spread
-there too 0.99-1.02x (not the default).
+(``edgecc_x86_linear_prefetch`` 3; 1, the default: in calls with a residual; 2: all as the
+tile starts, the default before): 48 lines missed in one burst hold L1's miss buffers that the panel loads need.
+1 thread, CPU time, load 4-5, old (2) / new (1), four runs of 14-20 rounds: attention output
+1.022-1.108x, FFN output 1.015-1.030x; the calls without a residual (the same path in both)
+1.012-1.016x in the last run (the noise); spread there, qkv 0.991-1.002x of the burst, the
+GELU'd FFN input 1.005-1.019x (so not the default there).
 
 Numerics: the products are summed in k order with one FMA each from 0, then ``+ bias``,
 ``+ residual``, the clamp — ``edgecc_x86_sgemm``'s operations in its order, so the results are
@@ -140,7 +141,7 @@ static void lin_tile(const Lin& g, const float* ap, int64_t r0, int64_t c0) {
     const int64_t col = c0 + j * W;
     b[j] = g.panels + (col / 16) * g.k * 16 + col % 16;
   }
-  // g.spread (prefetch 2 with a residual, 3): the same lines asked for one every
+  // g.spread (prefetch 1 with a residual, 3): the same lines asked for one every
   // LIN_PF_EVERY k steps from the start instead of all at once (48 misses to L3 or memory
   // in one burst, with a residual, hold L1's miss buffers the k loop's panel loads need:
   // MiniLM's residual linears 0.97-0.985x, the others 0.99-1.02x, 1 thread, CPU time)

@@ -154,9 +154,9 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
     columns allow, here 2 per linear) and ``edgecc_x86_linear_group_bytes`` (row blocks packed
     and multiplied in groups of this many bytes; 0: all of a task's at once; 1: one block per
     group) change which tiles a task runs and in what order, not their sums: the outputs are
-    equal bit for bit; so do ``edgecc_x86_linear_prefetch`` (1: each tile prefetches its
-    output lines as it starts; 3: one every 4 k steps; 2, the default: 3 in a call with a
-    residual, 1 otherwise; 0 not) and ``edgecc_x86_linear_panel_prefetch`` (default 8:
+    equal bit for bit; so do ``edgecc_x86_linear_prefetch`` (2: each tile prefetches its
+    output lines as it starts; 3: one every 4 k steps; 1, the default: 3 in a call with a
+    residual, 2 otherwise; 0 not) and ``edgecc_x86_linear_panel_prefetch`` (default 8:
     each k step prefetches its panels' line 8 steps ahead; 0 not; 1; 100 > K: every step in
     the loop without prefetches). Path 6 counts the runs that packed in 2+ groups, path 8 the
     calls that prefetched their outputs, path 10 those that prefetched panels, path 11 those
@@ -176,7 +176,7 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
     panel_pf = ctypes.c_int64.in_dll(lib, "edgecc_x86_linear_panel_prefetch")
     defaults = chunk.value, items.value, group.value
     assert defaults == (256 * 1024, 32, GROUP_BYTES)
-    assert prefetch.value == 2 and panel_pf.value == 8
+    assert prefetch.value == 1 and panel_pf.value == 8
     splits = 4 if _pool_threads(ours) > 1 else 0  # one thread never splits
     try:
         group.value = 0
@@ -195,7 +195,7 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
             got = ours.run(*inputs)
             # 4 linears a run, 2 with a residual
             assert int(paths(8)) - prefetched == (4 if pf else 0), (c, i, gb, pf)
-            assert int(paths(11)) - spread == {0: 0, 1: 0, 2: 2, 3: 4}[pf], (c, i, gb, pf)
+            assert int(paths(11)) - spread == {0: 0, 1: 2, 2: 0, 3: 4}[pf], (c, i, gb, pf)
             assert int(paths(10)) - panels == (4 if ppf else 0), (c, i, gb, ppf)
             assert int(paths(5)) - split == (0 if i == 0 else splits), (c, i, gb)
             # a 12-row block of K = 48 or 80 packs 2304 / 3840 bytes: 1 and 6000 bytes make
@@ -205,4 +205,4 @@ def test_panel_chunks_and_column_splits_are_the_same_sums(builds, monkeypatch, i
                 assert np.array_equal(np.asarray(g), np.asarray(r)), (c, i, gb, pf, ppf)
     finally:
         chunk.value, items.value, group.value = defaults
-        prefetch.value, panel_pf.value = 2, 8
+        prefetch.value, panel_pf.value = 1, 8
