@@ -114,7 +114,13 @@ def measure(fns: dict, calls, rounds: int, reps: int) -> dict:
     return out
 
 
-def ab(names: list[str], rounds: int, reps: int) -> list[dict]:
+def ab(names: list[str], rounds: int, reps: int, clock: str = "wall", threads: int = THREADS,
+       pause: float = PAUSE_S / 6) -> list[dict]:
+    """The plan runner against the VM (``--ab``); ``clock="cpu"``: the calling thread's CPU
+    time (no pause; with ``threads`` 1 a loaded machine's preemptions do not count)."""
+    from edgecc.targets.tvm.runner import use_threads
+
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in names:
@@ -131,6 +137,8 @@ def ab(names: list[str], rounds: int, reps: int) -> list[dict]:
                 fast, slow = (fast,) if hasattr(fast, "shape") else fast, \
                     (slow,) if hasattr(slow, "shape") else slow
                 assert all(a.equal(b) for a, b in zip(fast, slow)), "plan != vm"
+                runner.num_threads = threads
+                runner._threads = use_threads(threads)
 
                 def column(res=res, runner=runner, plan=plan, inputs=inputs, use=True):
                     def go():
@@ -144,17 +152,20 @@ def ab(names: list[str], rounds: int, reps: int) -> list[dict]:
             times = {k: [] for k in cols}
             for r in range(rounds):
                 for k in cols[r % len(cols):] + cols[:r % len(cols)]:
-                    time.sleep(PAUSE_S / 6)
                     fn = fns[k]
-                    t0 = time.perf_counter()
-                    while time.perf_counter() - t0 < 0.01:
+                    if clock == "wall" and pause > 0:
+                        time.sleep(pause)
+                        t0 = time.perf_counter()
+                        while time.perf_counter() - t0 < 0.01:
+                            fn()
+                    else:
                         fn()
-                    t = time.perf_counter()
+                    t = now()
                     for _ in range(reps):
                         fn()
-                    times[k].append((time.perf_counter() - t) / reps * 1e6)
+                    times[k].append((now() - t) / reps * 1e6)
             ratio = lambda a, b: percentiles([x / y for x, y in zip(times[a], times[b])])  # noqa: E731
-            row = {"model": name, "threads": THREADS, "rounds": rounds, "reps": reps,
+            row = {"model": name, "threads": threads, "clock": clock, "rounds": rounds, "reps": reps,
                    "us": {k: percentiles(v) for k, v in times.items()},
                    "fp32_plan/vm": ratio("fp32_plan", "fp32_vm"),
                    "int8_plan/vm": ratio("int8_plan", "int8_vm"),
@@ -163,7 +174,7 @@ def ab(names: list[str], rounds: int, reps: int) -> list[dict]:
                    "load": os.getloadavg()}
             rows.append(row)
             us = row["us"]
-            print(f"{name}: " + " ".join(f"{k} {us[k]['median']:.1f} [{us[k]['p10']:.1f}-{us[k]['p90']:.1f}]"
+            print(f"{name} {threads}t {clock}: " + " ".join(f"{k} {us[k]['median']:.1f} [{us[k]['p10']:.1f}-{us[k]['p90']:.1f}]"
                                          for k in cols) + " us", flush=True)
             for k in ("fp32_plan/vm", "int8_plan/vm", "int8/fp32_vm", "int8/fp32_plan"):
                 print(f"  {k:15s} median {row[k]['median']:.3f}  p10-p90 {row[k]['p10']:.3f}-{row[k]['p90']:.3f}")
@@ -179,11 +190,17 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", default="2", help="comma list, e.g. 1,2")
     p.add_argument("--ab", action="store_true", help="plan runner vs VM (see the docstring)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="--ab's clock")
+    p.add_argument("--pause", type=float, default=PAUSE_S / 6,
+                   help="--ab: seconds of pause (then 10 ms of untimed calls) before each block; "
+                        "0: one untimed call, blocks back to back (all columns share one pool)")
     args = p.parse_args()
     if args.ab:
-        rows = ab(args.models.split(","), args.rounds, args.reps)
+        rows = ab(args.models.split(","), args.rounds, args.reps, args.clock, int(args.threads),
+                  args.pause)
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-        with open(os.path.join(ROOT, "bench", "results", "vm_overhead_ab.json"), "w") as f:
+        suffix = ("" if args.clock == "wall" else "_cpu") + ("_nopause" if not args.pause else "")
+        with open(os.path.join(ROOT, "bench", "results", f"vm_overhead_ab{suffix}.json"), "w") as f:
             json.dump({"rows": rows}, f, indent=1)
         return 0
     from edgecc.targets.tvm.runner import use_threads
