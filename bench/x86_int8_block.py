@@ -1,7 +1,7 @@
 """int8 inverted residual blocks in one call (``x86_int8_block``) A/B'd end to end: a w8a8 model
-built with ``x86_int8_block.FUSE_BLOCK`` off (three calls a block), on for blocks whose expand
-map is at most 16x16 (``--small``: the 16x16 / 8x8 / 4x4 blocks) and on for every block
-(``MAX_EXPAND_PIXELS``, the default), run interleaved in one process
+built with ``x86_int8_block.FUSE_BLOCK`` off (three calls a block), on with ``SPLIT`` off (one
+call running the three in turn) and the default (the <= 16x16 blocks split in two halves of
+the expanded channels, one 2-item pool job), run interleaved in one process
 (``bench.tvm_cpu.interleaved_times``; paired ratios per round vs off). Outputs are compared bit
 for bit first.
 
@@ -32,7 +32,9 @@ warnings.filterwarnings("ignore")
 from bench.tvm_cpu import calibration, interleaved_times, models, paired_ratios  # noqa: E402
 
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
-VARIANTS = {"off": (False, 0), "small": (True, 16 * 16), "all": (True, None)}
+# build-time settings of x86_int8_block per column: three calls a block; one call a block
+# running the three calls in turn; one call a block, the <= 16x16 ones split (the default)
+VARIANTS = {"off": {"FUSE_BLOCK": False}, "one_call": {"SPLIT": False}, "split": {}}
 
 
 def percentiles(values: list[float]) -> list[float]:
@@ -52,12 +54,12 @@ def measure(name: str, repeats: int) -> dict:
 
     make, inputs, shape = models()[name]
     module = make().eval()
-    default_max = x86_int8_block.MAX_EXPAND_PIXELS
+    defaults = {k: getattr(x86_int8_block, k) for k in ("FUSE_BLOCK", "SPLIT")}
     builds, outs, blocks, d = {}, {}, {}, tempfile.mkdtemp()
     try:
-        for key, (fuse, most) in VARIANTS.items():
-            x86_int8_block.FUSE_BLOCK = fuse
-            x86_int8_block.MAX_EXPAND_PIXELS = most if most is not None else default_max
+        for key, setting in VARIANTS.items():
+            for k, v in {**defaults, **setting}.items():
+                setattr(x86_int8_block, k, v)
             with torch.no_grad():
                 res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
                                      calibration=calibration(inputs),
@@ -69,8 +71,8 @@ def measure(name: str, repeats: int) -> dict:
             blocks[key] = res.report["lowering"].get("integer_kernels", {}).get("x86_blocks", 0)
             builds[key] = res
     finally:
-        x86_int8_block.FUSE_BLOCK = True
-        x86_int8_block.MAX_EXPAND_PIXELS = default_max
+        for k, v in defaults.items():
+            setattr(x86_int8_block, k, v)
     fns = {k: (lambda r=r: r.run(*inputs)) for k, r in builds.items()}
     with torch.no_grad():
         times = interleaved_times(fns, repeats, clock="cpu" if THREADS == 1 else "wall")

@@ -29,12 +29,22 @@ from typing import Any
 
 SYMBOL = "edgecc_x86_qblock"
 CALLS = "edgecc_x86_int8_block"  # () -> fused block calls run in this process
-SYMBOLS = (SYMBOL, CALLS)
+SPLIT_CALLS = "edgecc_x86_int8_block_halves"  # () -> ... of them in the split form
+SYMBOLS = (SYMBOL, CALLS, SPLIT_CALLS)
 
 # build-time switch: False, every block as its three calls
 FUSE_BLOCK = True
 # blocks whose expand output map (OH x OW of the expand) is larger run as three calls
 MAX_EXPAND_PIXELS = 32 * 32
+
+# the split form (batch 1): the expand + depthwise of two halves of the expanded channels as
+# one 2-item pool job, for expand maps of at most this many pixels (larger ones pool each call).
+# Off by default: in place at 2 threads under load 5.8 (the other vCPU busy) each split block
+# took 1.02-1.06x of its halves run in turn (bench/x86_int8_inplace.py, knob
+# edgecc_x86_int8_block_split); not measured on a quiet machine
+SPLIT = False
+SPLIT_MAX_PIXELS = 16 * 16
+SPLIT_MIN_CHANNELS = 16
 
 _EXPAND_ARGS = 9  # x + packed, meta, off, mult, add, shift, scale, bias
 _CONSTS = 8
@@ -70,11 +80,66 @@ static inline TVMFFIAny int8_tensor_arg(DLTensor& t, void* ptr, int64_t* shape) 
   return arg;
 }
 
+// the split form (42-45 arguments): x, then two halves of the expanded channels, each the
+// expand's 8 constants and the depthwise's 8 for its channels, then the project's as above;
+// the halves are one pool job of 2 items (expand + depthwise of a half each: their calls
+// nested, so serial, on each thread), writing adjacent channel ranges of the intermediates
+// (batch 1), then the project. edgecc_x86_int8_block_split 0: the halves in turn on the caller
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_split = 1;
+int64_t block_split_calls = 0;
+
+static int qblock_split(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
+  const int64_t* e0 = data<int64_t>(args, 2);
+  const int64_t* e1 = data<int64_t>(args, 18);
+  const int64_t* d0 = data<int64_t>(args, 10);
+  const int64_t* d1 = data<int64_t>(args, 26);
+  const int64_t pix1 = e0[18] * e0[19], pix2 = d0[17] * d0[18];
+  const int64_t ch = e0[9] + e1[9];
+  const size_t b1 = (size_t)(ch * pix1 + 63) / 64 * 64;
+  int8_t* buf = qblock_mid(b1 + ch * pix2 + 64);
+  int64_t h1[2][4] = {{1, e0[9], e0[18], e0[19]}, {1, e1[9], e1[18], e1[19]}};
+  int64_t h2[2][4] = {{1, d0[6], d0[17], d0[18]}, {1, d1[6], d1[17], d1[18]}};
+  int failed = 0;
+  auto half = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int at = 1 + 16 * (int)i;
+      const int64_t c0 = i ? e0[9] : 0;
+      DLTensor t1, t2;
+      const TVMFFIAny m1 = int8_tensor_arg(t1, buf + c0 * pix1, h1[i]);
+      const TVMFFIAny m2 = int8_tensor_arg(t2, buf + b1 + c0 * pix2, h2[i]);
+      TVMFFIAny a[10], r{};
+      a[0] = args[0];
+      for (int j = 0; j < 8; ++j) a[1 + j] = args[at + j];
+      a[9] = m1;
+      int rc = __tvm_ffi_edgecc_x86_qconv(0, a, 10, &r);
+      a[0] = m1;
+      for (int j = 0; j < 8; ++j) a[1 + j] = args[at + 8 + j];
+      a[9] = m2;
+      rc |= __tvm_ffi_edgecc_x86_qdwconv(0, a, 10, &r);
+      if (rc) __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+    }
+  };
+  if (edgecc_x86_int8_block_split) parallel_for(2, half, INT64_MAX / 4);
+  else half(0, 2);
+  if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) return -1;
+  int64_t s2[4] = {1, ch, d0[17], d0[18]};
+  DLTensor t2;
+  TVMFFIAny a[16];
+  a[0] = int8_tensor_arg(t2, buf + b1, s2);
+  for (int i = 33; i < num_args; ++i) a[i - 32] = args[i];
+  if (__tvm_ffi_edgecc_x86_qconv(0, a, num_args - 32, result)) return -1;
+  __atomic_fetch_add(&block_split_calls, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&block_calls, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
                                  TVMFFIAny* result) {
+  if (num_args >= 42 && num_args <= 45) return qblock_split(args, num_args, result);
   if (num_args < 26 || num_args > 29) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_qblock: expected 26-29 arguments");
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_qblock: expected 26-29 arguments"
+                                 " (42-45 split)");
     return -1;
   }
   const int64_t* m1 = data<int64_t>(args, 2);   // the expand's meta (qconv's)
@@ -101,7 +166,14 @@ int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
   return 0;
 }
 
-// how many fused block calls ran in this process (the tests' proof)
+// how many fused block calls ran in this process (the tests' proof), and of them split
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_block_halves(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&block_split_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_block(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
@@ -177,10 +249,67 @@ def fuse(bb: Any, outs: list[Any]) -> list[Any] | None:
     m1 = _meta(expand.args[1].fields[2])
     if not _pointwise(m1) or m1[18] * m1[19] > MAX_EXPAND_PIXELS:
         return None
-    args = [*expand.args[1].fields, *dw.args[1].fields[1:], *project.args[1].fields[1:]]
+    halves = _halves(expand, dw) if SPLIT and m1[5] == 1 \
+        and m1[18] * m1[19] <= SPLIT_MAX_PIXELS else None
+    if halves is not None:
+        args = [expand.args[1].fields[0], *halves, *project.args[1].fields[1:]]
+    else:
+        args = [*expand.args[1].fields, *dw.args[1].fields[1:], *project.args[1].fields[1:]]
     out_ty = project.ty_args[0]  # the project's output type(s), as it was emitted
     out_ty = list(out_ty.fields) if tuple_out else out_ty
     new = bb.emit(relax.call_dps_packed(relax.ExternFunc(SYMBOL), args, out_ty))
     if not tuple_out:
         return [new]
     return [bb.emit(relax.TupleGetItem(new, bb.lookup_binding(o).index)) for o in outs]
+
+
+def _const_np(arg: Any) -> Any:
+    return arg.value.numpy()
+
+
+def _halves(expand: Any, dw: Any) -> list[Any] | None:
+    """The expand's and the depthwise's constants for channels [0, h) and [h, E) (h a multiple
+    of 8 near E / 2): per half 8 + 8 Relax constants, the kernels' layouts rebuilt from the
+    weights their packed constants hold (``x86_int8.emit_conv`` / ``emit_depthwise``'s); None
+    where not split (few channels, a padded-stem layout)."""
+    import numpy as np
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+
+    fe, fd = expand.args[1].fields, dw.args[1].fields
+    m1 = [int(v) for v in _const_np(fe[2])]
+    m2 = [int(v) for v in _const_np(fd[2])]
+    e, c = m1[9], m1[6]
+    if e < SPLIT_MIN_CHANNELS or m1[23] == 2 or m2[6] != e or m2[9:11] != [3, 3]:
+        return None
+    half = max(8, int(round(e / 16)) * 8)
+    if half >= e:
+        return None
+    kp = (c + 1) // 2 * 2
+    rows = -(-e // 4) * 4
+    w1 = _const_np(fe[1]).reshape(-1)[:rows * kp].reshape(rows, kp)[:e, :c].astype(np.int8)
+    taps = _const_np(fd[1]).reshape(-1)[:e * 9].astype(np.int8).reshape(e, 1, 3, 3)
+    out = []
+    for lo, hi in ((0, half), (half, e)):
+        flat = w1[lo:hi]
+        packed, at = x86_int8.with_dot_layout(x86_int8.pack_rows(flat),
+                                              x86_int8.pack_rows_dot(flat), flat)
+        meta = list(m1)
+        meta[9], meta[21], meta[22] = hi - lo, *at
+        consts = [packed, np.array(meta, np.int64)]
+        consts += [_channels(f, lo, hi) for f in fe[3:]]
+        dmeta = list(m2)
+        dmeta[6] = hi - lo
+        dconsts = [x86_int8.pack_depthwise(taps[lo:hi]), np.array(dmeta, np.int64)]
+        dconsts += [_channels(f, lo, hi) for f in fd[3:]]
+        out += [relax.const(v, str(v.dtype)) for v in consts + dconsts]
+    return out
+
+
+def _channels(arg: Any, lo: int, hi: int) -> Any:
+    """An epilogue constant's channels [lo, hi) (a 1-element placeholder as it is)."""
+    import numpy as np
+
+    v = _const_np(arg)
+    return np.ascontiguousarray(v if v.size == 1 else v.reshape(-1)[lo:hi])

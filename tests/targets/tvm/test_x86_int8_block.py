@@ -5,6 +5,8 @@ blocks, and a whole w8a8 model against the unfused build."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ import edgecc
 from tests.targets.tvm.int8_cases import build_and_load, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _avx2, _conv_ref, _requant
 
+_EXAMPLES = itertools.count()
 pytestmark = pytest.mark.skipif(not _avx2(), reason="the x86 int8 kernels need AVX2")
 
 
@@ -59,7 +62,16 @@ def _cases(rng, shapes):
     return xs, cases
 
 
-def _run_blocks(tmp_path, xs, cases, name="b.so"):
+def _splits(shapes):
+    """How many of ``shapes`` take the split form (``x86_int8_block._halves``)."""
+    from edgecc.targets.tvm import x86_int8_block as b
+
+    return sum(1 for nb, c, e, _, h, w, _, _ in shapes  # (3 channels: the stem layout)
+               if b.SPLIT and nb == 1 and c != 3 and h * w <= b.SPLIT_MAX_PIXELS
+               and e >= b.SPLIT_MIN_CHANNELS)
+
+
+def _run_blocks(tmp_path, xs, cases, name="b.so", knob=None):
     """One library with each case twice (its three calls, then fused): per case, the three
     calls' outputs, the fused call's, and the fused calls the library counted."""
     import tvm
@@ -91,11 +103,23 @@ def _run_blocks(tmp_path, xs, cases, name="b.so"):
     module = module.with_attr("external_mods", [x86_int8.external_module()])
     lib, vm = build_and_load(module, str(tmp_path / name))
     counter = lib.get_function(x86_int8_block.CALLS, query_imports=True)
-    before = counter()
+    halves = lib.get_function(x86_int8_block.SPLIT_CALLS, query_imports=True)
+    before, split_before = counter(), halves()
     args = [tvm.runtime.tensor(x) for x in xs] + [tvm.runtime.tensor(c[7]) for c in cases
                                                   if c[7] is not None]
     got = [o.numpy() for o in vm["main"](*args)]
-    ran = counter() - before
+    ran = (counter() - before, halves() - split_before)
+    if knob is not None:  # the split form's halves in turn on the caller: the same outputs
+        import ctypes
+
+        flag = ctypes.c_int64.in_dll(ctypes.CDLL(str(tmp_path / name)), knob)
+        flag.value = 0
+        try:
+            again = [o.numpy() for o in vm["main"](*args)]
+        finally:
+            flag.value = 1
+        for a, b in zip(got, again):
+            np.testing.assert_array_equal(a, b)
     per = [2 if c[7] is not None else 1 for c in cases]
     results, at = [], 0
     for n in per:
@@ -120,10 +144,15 @@ def _check(xs, cases, results):
         assert len(np.unique(one[-1])) > 10  # not saturated
 
 
-def test_fused_blocks_equal_their_three_calls(tmp_path):
+def test_fused_blocks_equal_their_three_calls(tmp_path, monkeypatch):
     """MobileNetV2-32's block shapes (16x16 / 8x8 / 4x4, residual or not, stride 1 and 2, the
     32x32 one) and odd ones (channels not a multiple of 16, 7x5 maps, batch 2): the fused call
-    equals the three calls and the integer arithmetic, and ran once per block."""
+    equals the three calls and the integer arithmetic, ran once per block, in the split form
+    where it applies, and gives the same outputs with the split's halves run in turn
+    (``edgecc_x86_int8_block_split`` 0)."""
+    from edgecc.targets.tvm import x86_int8_block
+
+    monkeypatch.setattr(x86_int8_block, "SPLIT", True)  # the split form where it applies
     rng = np.random.default_rng(7)
     shapes = [(1, 16, 96, 16, 16, 16, 1, True), (1, 16, 96, 24, 16, 16, 2, False),
               (1, 32, 192, 32, 8, 8, 1, True), (1, 48, 288, 80, 8, 8, 2, False),
@@ -131,8 +160,8 @@ def test_fused_blocks_equal_their_three_calls(tmp_path):
               (1, 12, 72, 12, 32, 32, 1, True), (2, 5, 30, 7, 7, 5, 1, True),
               (1, 6, 20, 9, 5, 7, 2, False)]
     xs, cases = _cases(rng, shapes)
-    results, ran = _run_blocks(tmp_path, xs, cases)
-    assert ran == len(cases)
+    results, ran = _run_blocks(tmp_path, xs, cases, knob="edgecc_x86_int8_block_split")
+    assert ran == (len(cases), _splits(shapes)) and ran[1] >= 5
     _check(xs, cases, results)
 
 
@@ -141,10 +170,16 @@ def test_fused_blocks_equal_their_three_calls(tmp_path):
                           st.integers(1, 64), st.integers(1, 17), st.integers(1, 17),
                           st.sampled_from([1, 2]), st.booleans()), min_size=3, max_size=6),
        st.integers(0, 2 ** 32 - 1))
-def test_random_fused_blocks_equal_their_three_calls(tmp_path, shapes, seed):
+@pytest.mark.parametrize("split", [False, True])
+def test_random_fused_blocks_equal_their_three_calls(tmp_path, monkeypatch, split, shapes, seed):
+    from edgecc.targets.tvm import x86_int8_block
+
+    monkeypatch.setattr(x86_int8_block, "SPLIT", split)
     xs, cases = _cases(np.random.default_rng(seed), shapes)
-    results, ran = _run_blocks(tmp_path, xs, cases, f"r{seed}.so")
-    assert ran == len(cases)
+    # a fresh path per example (dlopen hands back a loaded library of the same path)
+    name = f"r{next(_EXAMPLES)}.so"
+    results, ran = _run_blocks(tmp_path, xs, cases, name)
+    assert ran == (len(cases), _splits(shapes))
     for three, one in results:
         for a, b in zip(three, one):
             np.testing.assert_array_equal(a, b)
