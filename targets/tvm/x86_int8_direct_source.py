@@ -366,7 +366,7 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
 // thread: the pool's guided two-ended chunks let the thread that starts first take over rows
 // of the one that starts late (with one band a thread the caller waits for the worker's whole
 // band), and each thread pads into its own copy only the input rows its chunks read that it
-// has not padded yet this call (direct4_padded: the copy's padded range, per thread) — its
+// has not padded yet this call (Direct4Held: its padded range, per thread) — its
 // chunks are one contiguous run, so the copy grows as a band's did, and only the kh - 1 halo
 // rows where the two runs meet are padded twice. The same tiles on the same bytes:
 // bit-identical outputs. 0 (default): the bands. Counted per call in direct4_rows_calls
@@ -375,27 +375,38 @@ static void direct4_band(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1)
 // time (each claim moves the pool's line between cores); a --tune candidate for quiet hosts
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_rows = 0;
 int64_t direct4_rows_calls = 0;  // conv_direct4 calls run as a job of row units (a test's)
-std::atomic<uint64_t> direct4_serial{0};  // a conv_direct4 call's id (direct4_padded.call)
-struct Direct4Padded {
-  uint64_t call = 0;          // the call whose rows [y0, y1) this thread's copy holds
-  const uint8_t* buf = nullptr;
+// the input rows [y0, y1) one thread's copy (buf) holds in this call: a slot of the call's
+// own frame, claimed by the thread's copy (per-thread scratch) — no ids or thread-locals a
+// second library loaded in the process could share
+struct Direct4Held {
+  std::atomic<const uint8_t*> buf{nullptr};
   int64_t y0 = 0, y1 = 0;
 };
-thread_local Direct4Padded direct4_padded;
+constexpr int DIRECT4_HELD = 8;  // threads tracked a call (more: their chunks pad in full)
 
-// output rows [r0, r1) of call `call`: the input rows they read that buf does not hold yet
-// padded (the held range extended where it touches, else restarted), then every tile
-static void direct4_chunk(const Direct4& d, uint64_t call, uint8_t* buf, int64_t r0,
+// output rows [r0, r1): the input rows they read that buf does not hold yet padded (the
+// held range extended where it touches, else restarted), then every tile
+static void direct4_chunk(const Direct4& d, Direct4Held* held, uint8_t* buf, int64_t r0,
                           int64_t r1) {
   int64_t y0, y1;
   direct4_rows_in(d, r0, r1, y0, y1);
-  Direct4Padded& p = direct4_padded;
-  if (p.call == call && p.buf == buf && y0 <= p.y1 && y1 >= p.y0) {
-    if (y0 < p.y0) direct4_pad(d, buf, y0, p.y0), p.y0 = y0;
-    if (y1 > p.y1) direct4_pad(d, buf, p.y1, y1), p.y1 = y1;
+  Direct4Held* p = nullptr;
+  for (int i = 0; i < DIRECT4_HELD && !p; ++i) {
+    const uint8_t* seen = held[i].buf.load(std::memory_order_relaxed);
+    if (seen == buf) { p = &held[i]; break; }
+    if (!seen && held[i].buf.compare_exchange_strong(seen, buf, std::memory_order_relaxed)) {
+      p = &held[i];
+      p->y0 = p->y1 = 0;  // holds nothing yet
+      break;
+    }
+    if (seen == buf) p = &held[i];  // (not taken by another thread: it was this one's)
+  }
+  if (p && p->y1 > p->y0 && y0 <= p->y1 && y1 >= p->y0) {
+    if (y0 < p->y0) direct4_pad(d, buf, y0, p->y0), p->y0 = y0;
+    if (y1 > p->y1) direct4_pad(d, buf, p->y1, y1), p->y1 = y1;
   } else {
     direct4_pad(d, buf, y0, y1);
-    p.call = call, p.buf = buf, p.y0 = y0, p.y1 = y1;
+    if (p) p->y0 = y0, p->y1 = y1;
   }
   direct4_tiles(d, buf, r0, r1);
 }
@@ -416,11 +427,11 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
       ? std::min(units, std::max(threads, std::min(per * threads, d.oh / (2 * halo)))) : 1;
   const int64_t bytes = d.c * d.hp * d.row_bytes() / 4 + 64;
   if (edgecc_x86_int8_direct4_rows) {  // units of output rows, each thread's copy grown lazily
-    const uint64_t call = direct4_serial.fetch_add(1, std::memory_order_relaxed) + 1;
+    Direct4Held held[DIRECT4_HELD];
     const int64_t items = bands > 1 ? std::min(units, edgecc_x86_int8_direct4_rows * threads) : 1;
     parallel_for(items, [&](int64_t i0, int64_t i1) {
       uint8_t* own = static_cast<uint8_t*>(scratch(1, bytes));
-      direct4_chunk(d, call, own, i0 * units / items * unit, i1 * units / items * unit);
+      direct4_chunk(d, held, own, i0 * units / items * unit, i1 * units / items * unit);
     }, bands > 1 ? job_work : 0);
     __atomic_fetch_add(&direct4_rows_calls, 1, __ATOMIC_RELAXED);
   } else {
