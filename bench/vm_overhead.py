@@ -115,12 +115,15 @@ def measure(fns: dict, calls, rounds: int, reps: int) -> dict:
 
 
 def ab(names: list[str], rounds: int, reps: int, clock: str = "wall", threads: int = THREADS,
-       pause: float = PAUSE_S / 6) -> list[dict]:
+       pause: float = PAUSE_S / 6, flush_mb: int = 0) -> list[dict]:
     """The plan runner against the VM (``--ab``); ``clock="cpu"``: the calling thread's CPU
     time (no pause; with ``threads`` 1 a loaded machine's preemptions do not count)."""
     from edgecc.targets.tvm.runner import use_threads
 
+    import torch
+
     now = time.thread_time if clock == "cpu" else time.perf_counter
+    flush = torch.zeros(flush_mb << 18) if flush_mb else None  # float32: MB << 18 elements
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in names:
@@ -160,12 +163,22 @@ def ab(names: list[str], rounds: int, reps: int, clock: str = "wall", threads: i
                             fn()
                     else:
                         fn()
+                    if flush is not None:  # each call timed after evicting the caches
+                        spent = 0.0
+                        for _ in range(reps):
+                            flush.add_(1.0)
+                            t = now()
+                            fn()
+                            spent += now() - t
+                        times[k].append(spent / reps * 1e6)
+                        continue
                     t = now()
                     for _ in range(reps):
                         fn()
                     times[k].append((now() - t) / reps * 1e6)
             ratio = lambda a, b: percentiles([x / y for x, y in zip(times[a], times[b])])  # noqa: E731
             row = {"model": name, "threads": threads, "clock": clock, "rounds": rounds, "reps": reps,
+                   "flush_mb": flush_mb,
                    "us": {k: percentiles(v) for k, v in times.items()},
                    "fp32_plan/vm": ratio("fp32_plan", "fp32_vm"),
                    "int8_plan/vm": ratio("int8_plan", "int8_vm"),
@@ -194,12 +207,15 @@ def main() -> int:
     p.add_argument("--pause", type=float, default=PAUSE_S / 6,
                    help="--ab: seconds of pause (then 10 ms of untimed calls) before each block; "
                         "0: one untimed call, blocks back to back (all columns share one pool)")
+    p.add_argument("--flush-mb", type=int, default=0,
+                   help="--ab: write this many MB before each timed call (cold caches)")
     args = p.parse_args()
     if args.ab:
         rows = ab(args.models.split(","), args.rounds, args.reps, args.clock, int(args.threads),
-                  args.pause)
+                  args.pause, args.flush_mb)
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-        suffix = ("" if args.clock == "wall" else "_cpu") + ("_nopause" if not args.pause else "")
+        suffix = ("" if args.clock == "wall" else "_cpu") + ("_nopause" if not args.pause else "") \
+            + (f"_flush{args.flush_mb}" if args.flush_mb else "")
         with open(os.path.join(ROOT, "bench", "results", f"vm_overhead_ab{suffix}.json"), "w") as f:
             json.dump({"rows": rows}, f, indent=1)
         return 0
