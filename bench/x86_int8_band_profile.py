@@ -33,7 +33,7 @@ from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM s
 from bench.tvm_cpu import PAUSE_S  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
-from bench.x86_int8_common import build_pair, percentile, write_result  # noqa: E402
+from bench.x86_int8_common import build_pair, percentile, replay, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 FUSED = "edgecc_x86_sexpdw"
@@ -75,20 +75,6 @@ def segments(fp32: list, int8: list) -> list[tuple[str, list[int], list[int]]]:
         i, k = last + 1 + j, len(int8) - rest + j
         rows.append((describe(int8[k][1], int8[k][2]), [i], [k]))
     return rows
-
-
-def replay(calls: list, reps: int) -> list[float]:
-    """One warm sequence, then ``reps`` timed ones: each call's median us."""
-    clock = time.perf_counter
-    for fn, _, args in calls:
-        fn(*args)
-    got = [[] for _ in calls]
-    for _ in range(reps):
-        for i, (fn, _, args) in enumerate(calls):
-            start = clock()
-            fn(*args)
-            got[i].append((clock() - start) * 1e6)
-    return [statistics.median(g) for g in got]
 
 
 def measure(name: str, rounds: int, reps: int) -> dict:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import statistics
 import tempfile
+import time
 from dataclasses import dataclass
 
 from bench.host import THREADS
@@ -40,7 +42,6 @@ def per_call_summary(model: str, shape: str, threads: int, calls, times: dict, r
     ((function, symbol, arguments), ``bench.vm_calls.kernel_calls``); ``default`` among the
     columns. The JSON row: per call its medians and median paired ratio to ``default``, and
     the sum over calls per round, its median and the p10 / p50 / p90 of its paired ratio."""
-    import statistics
 
     names = list(times)
     rows = []
@@ -58,6 +59,21 @@ def per_call_summary(model: str, shape: str, threads: int, calls, times: dict, r
             "sum_us": {c: statistics.median(sums[c]) for c in names},
             "sum_vs_default": {c: [percentile([a / b for a, b in zip(sums[c], sums["default"])], q)
                                    for q in (0.1, 0.5, 0.9)] for c in names}}
+
+
+def replay(calls: list, reps: int) -> list[float]:
+    """One warm, untimed sequence of a VM's kernel calls (``bench.vm_calls.kernel_calls``), then
+    ``reps`` timed ones, each call timed in place in the VM's order: each call's median us."""
+    clock = time.perf_counter
+    for fn, _, args in calls:
+        fn(*args)
+    got = [[] for _ in calls]
+    for _ in range(reps):
+        for i, (fn, _, args) in enumerate(calls):
+            start = clock()
+            fn(*args)
+            got[i].append((clock() - start) * 1e6)
+    return [statistics.median(g) for g in got]
 
 
 def write_result(path: str, payload: dict) -> None:
@@ -122,7 +138,6 @@ def paired_spread(times: dict, a: str, b: str, repeats: int) -> list:
     """The 10th, 50th and 90th percentile over rounds of a's round median / b's round median
     (the rounds ``bench.tvm_cpu.paired_ratio`` pairs; medians, not its means: one preempted
     call in a round of a few moved a mean ratio by 10-30% on a loaded machine)."""
-    import statistics
 
     block = round_block(repeats)
     xa, xb = times[a], times[b]

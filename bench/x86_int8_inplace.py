@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from bench.tvm_cpu import PAUSE_S, calibration, models  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
 from bench.x86_int8_knob_ab import parse_columns  # noqa: E402
-from bench.x86_int8_common import per_call_summary, same_outputs, write_result  # noqa: E402
+from bench.x86_int8_common import per_call_summary, replay, same_outputs, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
@@ -75,23 +74,14 @@ def measure(name: str, columns: dict, rounds: int, reps: int) -> dict:
             setting(col)
             assert same_outputs(res.run(*inputs), reference), col
         calls = [c for c in kernel_calls(res._runner, inputs) if kind(c[1]) != "builtin"]
-        clock = time.perf_counter
         names = list(columns)
         times = {col: [[] for _ in calls] for col in names}
         for r in range(rounds):
             for col in names[r % len(names):] + names[:r % len(names)]:
                 setting(col)
                 time.sleep(PAUSE_S / 10)
-                for fn, _, args in calls:  # warm: one untimed sequence
-                    fn(*args)
-                got = [[] for _ in calls]
-                for _ in range(reps):
-                    for i, (fn, _, args) in enumerate(calls):
-                        start = clock()
-                        fn(*args)
-                        got[i].append((clock() - start) * 1e6)
-                for i, g in enumerate(got):
-                    times[col][i].append(statistics.median(g))
+                for i, us in enumerate(replay(calls, reps)):
+                    times[col][i].append(us)
         setting("default")
     return per_call_summary(name, shape, THREADS, calls, times, rounds)
 

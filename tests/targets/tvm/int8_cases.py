@@ -23,6 +23,13 @@ def random_requant(rng: np.random.Generator, n: int):
         shift=shift, lo=-100, hi=120, zy=3)
 
 
+def full_range(e):
+    """``e`` with the whole int8 range as its clamp (no activation): the unclamped outputs."""
+    import dataclasses
+
+    return dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy)
+
+
 def build_and_load(module, path: str):
     """``module`` built for this CPU (2 threads) into ``path`` and loaded: (library, VM)."""
     import tvm

@@ -7,13 +7,12 @@ grows) wherever it applies: no silent fallback; pooled by bands of output rows
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import (POOL, calls_library, random_int8, random_requant,
-                                          runs_knob_on_and_off)
+from tests.targets.tvm.int8_cases import (POOL, calls_library, full_range, random_int8,
+                                          random_requant, runs_knob_on_and_off)
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
 # (input, kernel, zero point, stride, pad, dilation, full-int8 clamp, dw_band applies)
@@ -32,10 +31,6 @@ CASES = (
 )
 
 
-def _full(e):
-    return dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy)
-
-
 @pytest.mark.skipif(not _has_vbmi(), reason="dw_band needs AVX-512 VBMI")
 def test_dw_band_equals_the_reference_and_the_former_path(tmp_path):
     import tvm
@@ -47,7 +42,7 @@ def test_dw_band_equals_the_reference_and_the_former_path(tmp_path):
     xs = [random_int8(rng, *c[0]) for c in CASES]
     ws = [random_int8(rng, c[0][1], 1, *c[1]) for c in CASES]
     eps = [random_requant(rng, c[0][1]) for c in CASES]
-    eps = [_full(e) if c[6] else e for e, c in zip(eps, CASES)]
+    eps = [full_range(e) if c[6] else e for e, c in zip(eps, CASES)]
     lib, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
                                 [c[2:6] for c in CASES], str(tmp_path / "k.so"))
     counter = ctypes.c_int64.in_dll(so, DW_BAND)

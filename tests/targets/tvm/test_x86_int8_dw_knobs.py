@@ -7,12 +7,11 @@ the integer reference bit for bit."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import calls_library, random_int8, random_requant
+from tests.targets.tvm.int8_cases import calls_library, full_range, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
 # (input, stride, zero point, full int8 range: no clamp): 3x3 pad 1 depthwise as
@@ -39,7 +38,7 @@ def test_dw_switches_pick_the_path_and_keep_the_outputs(tmp_path):
     xs = [random_int8(rng, *c[0]) for c in CASES]
     ws = [random_int8(rng, c[0][1], 1, 3, 3) for c in CASES]
     eps = [random_requant(rng, c[0][1]) for c in CASES]
-    eps = [dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy) if c[3] else e
+    eps = [full_range(e) if c[3] else e
            for e, c in zip(eps, CASES)]
     lib, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
                                 [(c[2], [c[1]] * 2, [1, 1], [1, 1]) for c in CASES],

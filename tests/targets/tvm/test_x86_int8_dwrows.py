@@ -10,7 +10,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from tests.targets.tvm.int8_cases import calls_library, random_int8, random_requant
+from tests.targets.tvm.int8_cases import calls_library, full_range, random_int8, random_requant
 from tests.targets.tvm.test_x86_int8 import _conv_ref, _has_vbmi, _requant
 
 # (input, kernel, zero point, stride, pad, dilation, full-int8 clamp, dw_rows applies,
@@ -29,11 +29,6 @@ CASES = (
 )
 
 
-def _full(e):
-    import dataclasses
-    return dataclasses.replace(e, lo=-128 - e.zy, hi=127 - e.zy)
-
-
 @pytest.mark.skipif(not _has_vbmi(), reason="dw_rows needs AVX-512 VBMI")
 def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     import tvm
@@ -44,7 +39,7 @@ def test_dw_rows_equals_the_reference_and_dw_perm(tmp_path):
     xs = [random_int8(rng, *c[0]) for c in CASES]
     ws = [random_int8(rng, c[0][1], 1, *c[1]) for c in CASES]
     eps = [random_requant(rng, c[0][1]) for c in CASES]
-    eps = [_full(e) if c[6] else e for e, c in zip(eps, CASES)]
+    eps = [full_range(e) if c[6] else e for e, c in zip(eps, CASES)]
     lib, vm, so = calls_library(x86_int8.emit_depthwise, xs, ws, eps,
                                 [c[2:6] for c in CASES], str(tmp_path / "k.so"))
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
