@@ -10,6 +10,8 @@ of the wall clock does not count). Prints a table, writes
 
     python bench/transformer_attention.py [--models minilm,bert,gpt2] [--variants 0,1]
                                           [--rounds 30] [--whole] [--serial] [--knob NAME]
+    python bench/transformer_attention.py --knob edgecc_x86_linear_prefetch,edgecc_x86_linear_panel_prefetch \
+        --variants 2:0,1:8 --whole  (two knobs, a variant per pair of values)
 """
 
 from __future__ import annotations
@@ -36,7 +38,32 @@ def _quantiles(xs):
     return (statistics.median(xs), xs[len(xs) // 10], xs[(len(xs) * 9) // 10])
 
 
-def measure(name: str, variants: list[int], rounds: int, whole: bool, serial: bool,
+class _Knobs:
+    """One int64 knob of the library, or several (``--knob A,B``: a variant ``a:b`` sets
+    A to a and B to b), set and read as one ``value``."""
+
+    def __init__(self, lib, names: str) -> None:
+        self.vars = [ctypes.c_int64.in_dll(lib, n) for n in names.split(",")]
+
+    @property
+    def value(self):
+        values = tuple(v.value for v in self.vars)
+        return values[0] if len(values) == 1 else values
+
+    @value.setter
+    def value(self, values) -> None:
+        values = values if isinstance(values, tuple) else (values,)
+        assert len(values) == len(self.vars), values
+        for var, v in zip(self.vars, values):
+            var.value = v
+
+
+def _variant(text: str):
+    """``3`` -> 3; ``2:0`` -> (2, 0) (one value per knob of ``--knob A,B``)."""
+    return tuple(int(v) for v in text.split(":")) if ":" in text else int(text)
+
+
+def measure(name: str, variants: list, rounds: int, whole: bool, serial: bool,
             knob_name: str = KNOB) -> dict:
     import numpy as np
 
@@ -45,7 +72,7 @@ def measure(name: str, variants: list[int], rounds: int, whole: bool, serial: bo
     built = build(name)
     runner, inputs = built.res._runner, built.inputs
     lib = ctypes.CDLL(runner.library, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
-    knob = ctypes.c_int64.in_dll(lib, knob_name)
+    knob = _Knobs(lib, knob_name)
     default = knob.value
     # --serial: every pool job on the calling thread, timed by its CPU time (what the call
     # costs one thread, not what the load leaves of the wall clock)
@@ -83,13 +110,15 @@ def measure(name: str, variants: list[int], rounds: int, whole: bool, serial: bo
     knob.value = default
     row = {"model": name, "knob": knob_name, "serial": serial, "load": os.getloadavg()[0],
            "rounds": rounds,
-           "attention_calls": len(calls), "bit_identical": identical, "max_rel_err": err,
+           "attention_calls": len(calls),
+           "bit_identical": {str(v): same for v, same in identical.items()},
+           "max_rel_err": {str(v): e for v, e in err.items()},
            "parts": {}}
     for p in parts:
         base = times[(p, variants[0])]
         for v in variants:
             ratio = _quantiles([b / a for a, b in zip(base, times[(p, v)])])
-            row["parts"][f"{p}:{v}"] = {"median_ms": statistics.median(times[(p, v)]),
+            row["parts"][f"{p}:{v if isinstance(v, int) else ':'.join(map(str, v))}"] = {"median_ms": statistics.median(times[(p, v)]),
                                         "ratio": ratio}
             print(f"{name:8s} {p:10s} variant {v}: {statistics.median(times[(p, v)]):8.3f} ms"
                   f"  ratio {ratio[0]:.3f} ({ratio[1]:.3f}-{ratio[2]:.3f})"
@@ -102,7 +131,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="minilm")
     p.add_argument("--variants", default="0,1")
-    p.add_argument("--knob", default=KNOB, help="the int64 knob the variants set")
+    p.add_argument("--knob", default=KNOB, help="the int64 knob the variants set (A,B: "
+                   "two, each variant a:b)")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--whole", action="store_true")
     p.add_argument("--serial", action="store_true",
@@ -110,7 +140,7 @@ def main() -> int:
     p.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                      "transformer_attention.json"))
     args = p.parse_args()
-    variants = [int(v) for v in args.variants.split(",")]
+    variants = [_variant(v) for v in args.variants.split(",")]
     rows = [measure(m, variants, args.rounds, args.whole, args.serial, args.knob)
             for m in args.models.split(",")]
     with open(args.output, "w") as f:
