@@ -5,8 +5,9 @@ as TVM's AOT executor runs a model, without the VM's per-run instructions
 (``vm.builtin.alloc_storage`` / ``alloc_tensor``, ``null_value``, ``make_tuple``, the input
 checks: 84 instructions for ResNet-20 fp32's 23 kernel calls, 108 for w8a8's 24).
 
-``Plan.record`` returns None (the runner keeps the VM) unless every instruction of the
-recorded run is a kernel call or one of ``PLANNED_BUILTINS`` (allocation, the input checks,
+``Plan.record`` returns None (the runner keeps the VM) unless ``main`` is one straight line
+of packed calls (``straight_line``: no branch, no call of another VM function), every
+instruction of the recorded run is a kernel call or one of ``PLANNED_BUILTINS`` (allocation, the input checks,
 reference drops), the library has the plan runner, and every tensor a call reads or writes
 is either an input or an output of the run (exactly: replaced on each run), or memory
 neither overlaps (an intermediate or a constant: held by the plan). Outputs are allocated
@@ -79,7 +80,7 @@ class Plan:
         if not all(isinstance(t, torch.Tensor) for t in inputs):
             return None  # an input the VM gets as an object (state): not replayable
         functions = _plan_functions(runner.module)
-        if functions is None:
+        if functions is None or not straight_line(_vm_text(runner.module)):
             return None
         calls: list[tuple[Any, list[Any]]] = []
         unplanned: list[str] = []
@@ -140,6 +141,45 @@ class Plan:
         if any(d is None for _, d in plan.outputs):
             return None
         return plan
+
+
+def straight_line(text: str | None, function: str = "main") -> bool:
+    """Whether ``function`` of a VM executable (``text``: its ``as_text``) is one straight
+    line of calls of packed functions ending in ``ret``: no branch (``If`` / ``Goto``: the
+    recorded run would replay one side of a data-dependent choice) and no call of another
+    VM function (whose instructions the instrument does not show)::
+
+        @main:
+          call  vm.builtin.check_tensor_info in: %0, i2, c[0], c[1] dst: %void
+          call  fused_relu_add   in: %0, %2       dst: %void
+          ret   %3
+        @fused_relu_add packed_func;
+    """
+    if not text:
+        return False
+    lines = text.splitlines()
+    try:
+        first = lines.index(f"@{function}:") + 1
+    except ValueError:
+        return False
+    packed = {ln[1:-len(" packed_func;")] for ln in lines
+              if ln.startswith("@") and ln.endswith(" packed_func;")}
+    for line in lines[first:]:
+        if not line.strip():
+            break
+        op, _, rest = line.strip().partition(" ")
+        if op == "ret":
+            return True
+        if op != "call" or rest.split()[0] not in packed:
+            return False
+    return False
+
+
+def _vm_text(module: Any) -> str | None:
+    try:
+        return str(module["as_text"]())
+    except Exception:  # noqa: BLE001 (an executable without its text: no plan)
+        return None
 
 
 def _span(t: Any) -> tuple[int, int, tuple[int, ...], str, tuple[int, ...] | None]:

@@ -119,3 +119,19 @@ def test_plan_falls_back_to_the_vm(tmp_path, monkeypatch):
     a, b = echo.run(z)
     assert echo._runner.plan is None
     assert torch.equal(b, z) and b.data_ptr() != z.data_ptr()
+
+
+def test_only_a_straight_line_of_packed_calls_is_planned():
+    from edgecc.targets.tvm.plan_runner import straight_line
+
+    head = ("@main:\n"
+            "  call  vm.builtin.check_tensor_info in: %0, i2, c[0], c[1] dst: %void\n"
+            "  call  fused_relu_add   in: %0, %2       dst: %void\n")
+    decls = ("\n@vm.builtin.check_tensor_info packed_func;\n\n"
+             "@fused_relu_add packed_func;\n\n@sub:\n  ret   %0\n\n@sub vm_func;\n")
+    assert straight_line(head + "  ret   %3\n" + decls)
+    assert not straight_line(head + "  If    %2, 3\n  ret   %3\n" + decls)  # a branch
+    assert not straight_line(head + "  goto  2\n  ret   %3\n" + decls)
+    assert not straight_line(head + "  call  sub  in: %0 dst: %4\n  ret   %4\n" + decls)
+    assert not straight_line(head + decls)  # no ret before the function ends
+    assert not straight_line(None) and not straight_line("@other:\n  ret %0\n")
