@@ -252,6 +252,9 @@ KNOBS = (
     # conv_direct4's bands of output rows per thread (1, the default; 2 the former):
     # x86_int8_direct_source.py, bit-identical
     Knob("edgecc_x86_int8_direct4_bands", "int64_t", (1, 2, 3), INT8_CONV),
+    # a pooled conv_direct4 call as min(units, v x threads) pieces of output rows (v; 0 the
+    # default: one band a thread): x86_int8_direct_source.py, bit-identical; ResNet-20 1.00-1.02x
+    Knob("edgecc_x86_int8_direct4_rows", "int64_t", (0, 2), INT8_CONV),
     # oc_split items channel-major (1, the default: each thread reads its share of the
     # weights; 0 panel-major) and 1x1 convolutions of >= 4 panels a thread pooled by rows on
     # the unhalved threshold (1; 0 the default): x86_int8_source.py, bit-identical
@@ -262,9 +265,12 @@ KNOBS = (
     # bit-identical
     Knob("edgecc_x86_linear_group_bytes", "int64_t", (262144, 0, 131072), FP32_LINEAR),
     Knob("edgecc_x86_linear_min_items", "int64_t", (32, 0, 22), FP32_LINEAR),
-    # each 12x32 tile prefetches its output (and residual) lines as it starts (1, the default;
-    # 0 not): x86_linear_source.py, bit-identical
-    Knob("edgecc_x86_linear_prefetch", "int64_t", (1, 0), FP32_LINEAR),
+    # each 12x32 tile prefetches its output (and residual) lines: spread over its k loop in
+    # calls with a residual, at its start otherwise (1, the default); 2 all at its start; 0
+    # not; and its panels' line this many k steps ahead (8, the default; 0 not):
+    # x86_linear_source.py, bit-identical
+    Knob("edgecc_x86_linear_prefetch", "int64_t", (1, 2, 0), FP32_LINEAR),
+    Knob("edgecc_x86_linear_panel_prefetch", "int64_t", (8, 0), FP32_LINEAR),
     # int8 depthwise dw_rows pooled by bands of output rows (0, the default: by channel
     # groups): x86_int8_dwrows_source.py, bit-identical
     Knob("edgecc_x86_int8_dw_rows_bands", "int64_t", (0, 1), INT8_DEPTHWISE),
@@ -273,6 +279,10 @@ KNOBS = (
     # x86_int8_dw_source.py, bit-identical
     Knob("edgecc_x86_int8_dw_serial_outputs", "int64_t", (20000, 0, 30000), INT8_DEPTHWISE),
     Knob("edgecc_x86_int8_dw_pack", "int64_t", (1, 0), INT8_DEPTHWISE),
+    # depthwise on planes of rows over 64 bytes by dw_rows_t on column strips (1, the default;
+    # 0: the padded copy + int32 sums of dw_perm): x86_int8_band_dw_source.py, bit-identical.
+    # Not here: edgecc_x86_int8_dw_band_rows (the strips pooled by row bands: 1.04-1.48x slower)
+    Knob("edgecc_x86_int8_dw_band", "int64_t", (1, 0), INT8_DEPTHWISE),
     # the expand 1x1 + depthwise 3x3 pair as one call on row bands (1; 0: the two kernels in
     # turn), its band height, and from how many MiB of output its depthwise stores are
     # non-temporal (0: never): x86_fp32_expand_dw.py, bit-identical
