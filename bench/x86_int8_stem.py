@@ -7,6 +7,13 @@ paired ratio; writes ``bench/results/x86_int8_stem.json``.
 
     python bench/x86_int8_stem.py [--models resnet20] [--rounds 40] [--reps 20]
 
+``--pool``: the stem serial (``edgecc_x86_int8_stem_serial`` 1, x86_int8_stem_source) vs pooled
+(0) vs the whole pool at one thread, at ``THREADS`` threads in place: the model's calls up to
+the first convolution after the stem replayed in the VM's order, each stem call timed alone by
+the wall clock; the settings alternate per round. Prints each setting's 10th / 50th / 90th
+percentile of single-call times (the 10th: the calls the machine's other load did not
+interrupt) and the median paired ratio per round; writes ``bench/results/x86_int8_stem_pool.json``.
+
 Not a goal measurement (bench/tvm_cpu.py is).
 """
 
@@ -82,6 +89,84 @@ def measure(name: str, rounds: int, reps: int) -> dict:
                 a / b for a, b in zip(times["padded"], times["im2col"]))}
 
 
+STEM_COLUMNS = {"serial": {"edgecc_x86_int8_stem_serial": 1},
+                "pooled": {"edgecc_x86_int8_stem_serial": 0},
+                "one_thread": {"edgecc_x86_int8_stem_serial": 1, "edgecc_pool_threads": 1}}
+
+
+def measure_pool(name: str, rounds: int, reps: int) -> dict:
+    """The stem's wall time in place under each of STEM_COLUMNS (see ``--pool``)."""
+    import torch
+
+    import edgecc
+    from bench.x86_int8_common import percentile
+
+    make, inputs, shape = models()[name]
+    module = make().eval()
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
+                             calibration=calibration(inputs), output_dir=os.path.join(d, "o"),
+                             progress=False, target_options={"num_threads": THREADS,
+                                                             "integer_kernels": True})
+        reference = res.run(*inputs)
+        lib = ctypes.CDLL(res._runner.library)
+        knobs = {"edgecc_x86_int8_stem_serial": ctypes.c_int64.in_dll(
+                     lib, "edgecc_x86_int8_stem_serial"),
+                 "edgecc_pool_threads": ctypes.c_int32.in_dll(lib, "edgecc_pool_threads")}
+        defaults = {k: v.value for k, v in knobs.items()}
+
+        def setting(col):
+            for k, v in knobs.items():
+                v.value = STEM_COLUMNS[col].get(k, defaults[k])
+
+        for col in STEM_COLUMNS:
+            setting(col)
+            assert same_outputs(res.run(*inputs), reference), col
+        calls = [c for c in kernel_calls(res._runner, inputs) if kind(c[1]) != "builtin"]
+        first = next(i for i, c in enumerate(calls) if "qconv" in c[1])
+        calls = calls[:first + 2]  # the quantize, the stem, the convolution after it
+        times = {col: [] for col in STEM_COLUMNS}
+        rounds_med = {col: [] for col in STEM_COLUMNS}
+        names = list(STEM_COLUMNS)
+        try:
+            for r in range(rounds):
+                for col in names[r % len(names):] + names[:r % len(names)]:
+                    setting(col)
+                    got = []
+                    for rep in range(reps + 1):
+                        for i, (fn, _, args) in enumerate(calls):
+                            start = time.perf_counter()
+                            fn(*args)
+                            if i == first and rep:
+                                got.append((time.perf_counter() - start) * 1e6)
+                    times[col] += got
+                    rounds_med[col].append(statistics.median(got))
+        finally:
+            setting("serial")
+            for k, v in knobs.items():
+                v.value = defaults[k]
+    return {"model": name, "input": shape, "threads": THREADS,
+            "load_average": os.getloadavg()[0],
+            "us_p10_p50_p90": {c: [percentile(t, q) for q in (0.1, 0.5, 0.9)]
+                               for c, t in times.items()},
+            "vs_serial": {c: statistics.median(a / b for a, b in zip(rounds_med[c],
+                                                                     rounds_med["serial"]))
+                          for c in names}}
+
+
+def main_pool(args) -> int:
+    rows = [measure_pool(m, args.rounds, args.reps) for m in args.models.split(",")]
+    for r in rows:
+        for c, (p10, p50, p90) in r["us_p10_p50_p90"].items():
+            print(f"{r['model']:<10} stem {c:<10} p10 {p10:6.2f}  p50 {p50:6.2f}  p90 {p90:6.2f} us"
+                  f"  paired vs serial {r['vs_serial'][c]:.3f}")
+        print(f"  ({r['threads']} threads, wall clock in place; load {r['load_average']:.1f})")
+    write_result(args.output.replace("x86_int8_stem.json", "x86_int8_stem_pool.json"),
+                 {"benchmark": "int8 stem serial vs pooled, in place", "rounds": args.rounds,
+                  "reps": args.reps, "columns": STEM_COLUMNS, "rows": rows})
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20")
@@ -89,7 +174,11 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "x86_int8_stem.json"))
+    parser.add_argument("--pool", action="store_true",
+                        help="the stem serial vs pooled at THREADS threads, in place")
     args = parser.parse_args()
+    if args.pool:
+        return main_pool(args)
     rows = [measure(m, args.rounds, args.reps) for m in args.models.split(",")]
     for r in rows:
         print(f"{r['model']:<14} stem {r['stem']}: padded {r['us']['padded']:.2f} us, "

@@ -1,0 +1,47 @@
+"""Which small conv_direct4 calls stay on the calling thread (``direct4_job``), spliced into
+``x86_int8_source.SOURCE`` before ``qconv``: the 3-channel stem (its copy pads the last
+channel quad) and, under a knob, the stride-2 convolutions.
+
+Why: on Zen 4 (2 vCPUs KVM) ResNet-20's w8a8 stem (3->16@32x32), pooled by two bands of 16
+rows, took 6.5 us at 2 threads in place vs 5.67 us serial at 1 thread, the worker's half
+alone ~6.0 us (s17 lead, bench/x86_int8_dw_threads.py --mode calls): pooled it loses. Its
+whole work is small (9·4 k-bytes, 16 channels: ~0.6M multiply-adds, a third of a 16@32x32
+3x3's per-channel work). ``edgecc_x86_int8_stem_serial`` (default 1) runs a stem conv_direct4
+call serially (0: pooled by the pool's threshold as before, A/B); ``edgecc_x86_int8_s2_serial``
+(default 0) does the same for stride-2 conv_direct4 calls (ResNet-20's 3x3 conv1s of each
+stage's first block; the 1x1 shortcuts are serial already by conv_pool_work), a --tune knob.
+Scheduling only: the same bands code on the same bytes, bit-identical outputs. Counted per
+call kept serial by either knob (it would have pooled) by ``edgecc_x86_int8_d4_serial_calls``.
+C++ text only; exported by ``x86_int8_source``."""
+
+D4_SERIAL = "edgecc_x86_int8_d4_serial_calls"  # () -> conv_direct4 calls kept serial by a knob
+STEM_SYMBOLS = (D4_SERIAL,)
+
+STEM_KERNELS = r"""
+// ---- direct4_job (x86_int8_stem_source) ----
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_stem_serial = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_s2_serial = 0;
+int64_t d4_serial_calls = 0;  // conv_direct4 calls kept serial by those knobs (a test's)
+
+// the job work conv_direct4 pools by: 0 (serial) for a stem (stem: its copy pads the last
+// channel quad) under edgecc_x86_int8_stem_serial, a stride-2 call under
+// edgecc_x86_int8_s2_serial; else job_work
+static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t threads) {
+  if (!((stem && edgecc_x86_int8_stem_serial) || (s2 && edgecc_x86_int8_s2_serial)))
+    return job_work;
+  if (threads > 1 && job_work >= serial_work())
+    __atomic_fetch_add(&d4_serial_calls, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+"""
+
+STEM_FFI = r"""
+// how many conv_direct4 calls ran serially because of edgecc_x86_int8_stem_serial / s2_serial
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_d4_serial_calls(void*, const TVMFFIAny*, int32_t,
+                                              TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&d4_serial_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+"""
