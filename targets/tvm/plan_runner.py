@@ -5,11 +5,13 @@ as TVM's AOT executor runs a model, without the VM's per-run instructions
 (``vm.builtin.alloc_storage`` / ``alloc_tensor``, ``null_value``, ``make_tuple``, the input
 checks: 84 instructions for ResNet-20 fp32's 23 kernel calls, 108 for w8a8's 24).
 
-``Plan.record`` returns None (the runner keeps the VM) unless ``main`` is one straight line
-of packed calls (``straight_line``: no branch, no call of another VM function), every
-instruction of the recorded run is a kernel call or one of ``PLANNED_BUILTINS`` (allocation, the input checks,
-reference drops), the library has the plan runner, and every tensor a call reads or writes
-is either an input or an output of the run (exactly: replaced on each run), or memory
+The runner's first call runs ``main`` twice (to learn which outputs each run allocates
+afresh); the second run is recorded (``recorded_run``) and ``Plan.record`` makes the plan of
+it. It returns None (the runner keeps the VM) unless ``main`` is one straight line of packed
+calls (``straight_line``: no branch, no call of another VM function), every instruction of
+the recorded run is a kernel call or one of ``PLANNED_BUILTINS`` (allocation, the input
+checks, reference drops), the library has the plan runner, and every tensor a call reads or
+writes is either an input or an output of the run (exactly: replaced on each run), or memory
 neither overlaps (an intermediate or a constant: held by the plan). Outputs are allocated
 afresh for every run (torch, 64-byte aligned as TVM's), so a returned tensor is the
 caller's; inputs are passed as the VM gets them, and a run whose inputs' shapes or dtypes
@@ -27,9 +29,12 @@ of 0.1-8x; medians plan/VM 0.97 (ResNet-20 w8a8), 1.00 (fp32), 0.94 / 0.98 (Mobi
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
+import tvm  # noqa: F401  (registers tvm.runtime.Tensor: what tvm_ffi.from_dlpack returns)
+import tvm_ffi
 
 # The VM builtins a planned run may contain: their effects are fixed for a static-shape
 # ``main`` (the buffers they allocate, and reshaped views of them, are the recorded ones,
@@ -74,34 +79,14 @@ class Plan:
         return tuple(outs)
 
     @staticmethod
-    def record(runner: Any, inputs: tuple[torch.Tensor, ...], args: list[Any]) -> Plan | None:
-        """The plan of ``runner``'s ``main`` on ``args`` (``inputs``' VM tensors), or None
-        where the run cannot be replayed so (see the module's docstring)."""
-        if not all(isinstance(t, torch.Tensor) for t in inputs):
-            return None  # an input the VM gets as an object (state): not replayable
-        functions = _plan_functions(runner.module)
-        if functions is None or not straight_line(_vm_text(runner.module)):
-            return None
-        calls: list[tuple[Any, list[Any]]] = []
-        unplanned: list[str] = []
-
-        def instrument(func: Any, symbol: Any, before: bool, _ret: Any, *call_args: Any) -> int:
-            if before:
-                name = str(symbol)
-                if name.startswith("vm.builtin."):
-                    if name not in PLANNED_BUILTINS:
-                        unplanned.append(name)
-                else:
-                    calls.append((func, list(call_args)))
-            return 0
-
-        runner.vm.set_instrument(instrument)
-        try:
-            value = runner._main(*args)
-        finally:
-            runner.vm.set_instrument(None)
+    def record(inputs: tuple[torch.Tensor, ...], args: list[Any], value: Any,
+               recording: Recording) -> Plan | None:
+        """The plan of a run of ``main`` on ``args`` (``inputs``' VM tensors) that returned
+        ``value``, its calls in ``recording`` (``recorded_run``), or None where the run cannot
+        be replayed so (see the module's docstring)."""
+        functions, calls = recording.functions, recording.calls
         results = [value] if hasattr(value, "__dlpack__") else list(value)
-        if unplanned or not calls or not all(hasattr(v, "__dlpack__") for v in results):
+        if recording.unplanned or not calls or not all(hasattr(v, "__dlpack__") for v in results):
             return None
         slots = [*args, *results]  # the run's tensors replaced on every run
         spans = [_span(t) for t in slots]
@@ -129,7 +114,7 @@ class Plan:
             steps.append((func, binds, held))
         if not all(written[len(args):]):
             return None  # an output no call writes (a constant, an input)
-        new, step_fn = functions[2], _step_function(runner.module)
+        new, step_fn = functions[2], recording.step
         handle = int(new())
         plan = Plan(functions, handle, [(tuple(t.shape), t.dtype) for t in inputs],
                     [(tuple(r.shape), _torch_dtype(r)) for r in results], len(steps))
@@ -141,6 +126,51 @@ class Plan:
         if any(d is None for _, d in plan.outputs):
             return None
         return plan
+
+
+class Recording:
+    """The kernel calls of one run of ``main`` (the VM's instrument, ``vm.set_instrument``):
+    each call's function and arguments, and the VM builtins it ran outside
+    ``PLANNED_BUILTINS``; with the library's plan functions (``Plan.record``'s material)."""
+
+    def __init__(self, functions: tuple[Any, Any, Any], step: Any):
+        self.functions = functions  # the library's (run, free, new) plan functions
+        self.step = step  # edgecc_plan_step
+        self.calls: list[tuple[Any, list[Any]]] = []
+        self.unplanned: list[str] = []
+
+    def instrument(self, func: Any, symbol: Any, before: bool, _ret: Any, *call_args: Any) -> int:
+        if before:
+            name = str(symbol)
+            if name.startswith("vm.builtin."):
+                if name not in PLANNED_BUILTINS:
+                    self.unplanned.append(name)
+            else:
+                self.calls.append((func, list(call_args)))
+        return 0
+
+
+def recorded_run(runner: Any, inputs: tuple[torch.Tensor, ...], args: list[Any]
+                 ) -> tuple[Any, Recording | None]:
+    """``runner``'s ``main`` on ``args`` (``inputs``' VM tensors): its value, and its kernel
+    calls recorded where a plan could be made of them (every input a tensor, the library
+    has the plan runner, ``main`` is a ``straight_line``), else None (a plain run)."""
+    recording = None
+    try:  # (an input the VM gets as an object, as state, is not replayable)
+        if all(isinstance(t, torch.Tensor) for t in inputs):
+            functions = _plan_functions(runner.module)
+            if functions is not None and straight_line(_vm_text(runner.module)):
+                recording = Recording(functions, _step_function(runner.module))
+                runner.vm.set_instrument(recording.instrument)
+    except Exception:  # noqa: BLE001 (no instrument: a plain run, no plan)
+        recording = None
+    if recording is None:
+        return runner._main(*args), None
+    try:
+        value = runner._main(*args)
+    finally:
+        runner.vm.set_instrument(None)
+    return value, recording
 
 
 def straight_line(text: str | None, function: str = "main") -> bool:
@@ -223,10 +253,6 @@ def _step_function(module: Any) -> Any:
     return module.get_function("edgecc_plan_step", query_imports=True)
 
 
-def _from_dlpack(t: torch.Tensor) -> Any:
-    import tvm_ffi
-
-    return tvm_ffi.from_dlpack(t, require_alignment=64, require_contiguous=True)
-
-
-_FROM_DLPACK = _from_dlpack
+# a fresh output for the plan runner (tvm_ffi checks the alignment and contiguity), bound once
+_FROM_DLPACK = functools.partial(tvm_ffi.from_dlpack, require_alignment=64,
+                                 require_contiguous=True)

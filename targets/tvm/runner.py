@@ -19,11 +19,12 @@ a loop. ResNet-20, 1 thread, caller's CPU time, one process under load: ``res.ru
 105 -> 44 us (2 threads, wall: 100 -> 41 us).
 
 Where the library has edgecc's hand-written kernels, the steady state skips the VM too: the
-first call records ``main``'s kernel calls into a native plan (``plan_runner.Plan``: the
-calls replayed in one packed call with the recorded intermediate buffers, fresh outputs per
-call), used for inputs of the recorded shapes and dtypes; anything else runs on the VM
-(``EDGECC_PLAN_RUNNER=0``: always the VM). The VM ran 84 instructions for ResNet-20 fp32's 23
-kernel calls (108 for w8a8's 24; MobileNetV2-32 177 / 210 for 54 / 55): bench/vm_overhead.py.
+first call records ``main``'s kernel calls (of its second run) into a native plan
+(``plan_runner.Plan``: the calls replayed in one packed call with the recorded intermediate
+buffers, fresh outputs per call), used for inputs of the recorded shapes and dtypes;
+anything else runs on the VM (``EDGECC_PLAN_RUNNER=0``: always the VM). The VM ran 84
+instructions for ResNet-20 fp32's 23 kernel calls (108 for w8a8's 24; MobileNetV2-32 177 /
+210 for 54 / 55): bench/vm_overhead.py.
 """
 
 from __future__ import annotations
@@ -102,18 +103,30 @@ class VmRunner:
         value = self._main(*args)
         out = torch_outputs(value)
         if self._owned is None:  # which outputs does each call allocate anew?
-            again = torch_outputs(self._main(*args))  # while the first call's are held
-            self._owned = [a.numel() > 0 and a.data_ptr() != b.data_ptr()
-                           for a, b in zip(out, again)]
-            self._flat = _flat_form(value, self._owned)
-            if self._flat is not None and self.use_plan:
-                from edgecc.targets.tvm.plan_runner import Plan
-
-                try:  # the VM stays the path wherever a plan cannot be made
-                    self.plan = Plan.record(self, inputs, args)
-                except Exception:  # noqa: BLE001
-                    self.plan = None
+            self._learn(inputs, args, out, value)
         return tuple(o if owned else o.clone() for o, owned in zip(out, self._owned))
+
+    def _learn(self, inputs: tuple[torch.Tensor, ...], args: list[Any],
+               out: list[torch.Tensor], value: Any) -> None:
+        """At the first call (``out``: its outputs, ``value``: the VM's result): run ``main``
+        again while they are held, to learn which outputs it allocates afresh (``_owned``,
+        ``_flat``), recording that run's kernel calls, of which the native plan is made
+        where one can be (``plan_runner``; the VM stays the path wherever not)."""
+        recording = None
+        if self.use_plan:
+            from edgecc.targets.tvm import plan_runner
+
+            again, recording = plan_runner.recorded_run(self, inputs, args)
+        else:
+            again = self._main(*args)
+        self._owned = [a.numel() > 0 and a.data_ptr() != b.data_ptr()
+                       for a, b in zip(out, torch_outputs(again))]
+        self._flat = _flat_form(value, self._owned)
+        if self._flat is not None and recording is not None:
+            try:
+                self.plan = plan_runner.Plan.record(inputs, args, again, recording)
+            except Exception:  # noqa: BLE001
+                self.plan = None
 
 
 def _flat_form(value: Any, owned: list[bool]) -> int | None:

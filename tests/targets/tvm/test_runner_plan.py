@@ -75,6 +75,31 @@ def test_plan_replays_the_vm_bit_for_bit(tmp_path, name, kind):
     assert fast[0][0].data_ptr() != fast[1][0].data_ptr()
 
 
+def test_the_first_call_runs_main_twice_and_plans_the_second_run(tmp_path):
+    """A fresh runner's first call runs ``main`` twice (the second run, recorded, is the
+    plan's: no third run), returns the first run's outputs, and its second call replays the
+    plan, bit-identical to the first."""
+    from edgecc.targets.tvm.runner import VmRunner
+
+    res = _compile("resnet20", "int8", str(tmp_path / "o"))
+    x = torch.randn(1, 3, 32, 32)
+    res.run(x)  # (loads the library)
+    runner = VmRunner(res._runner.library, 2)
+    main, runs = runner.vm["main"], []
+
+    def counted(*args):
+        runs.append(1)
+        return main(*args)
+
+    runner._main = counted
+    first = runner.run(x)
+    assert len(runs) == 2 and runner.plan is not None
+    before = _plan_runs(runner)
+    second = runner.run(x)
+    assert len(runs) == 2 and _plan_runs(runner) == before + 1
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
 def test_plan_falls_back_to_the_vm(tmp_path, monkeypatch):
     """No plan: EDGECC_PLAN_RUNNER=0, a library without hand-written kernels (TVM's own
     schedule), an output that is an input; inputs of another shape or dtype go to the VM
