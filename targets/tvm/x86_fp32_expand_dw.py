@@ -87,17 +87,9 @@ static inline bool dw_is_3x3(const int64_t* m, int64_t e, int64_t h, int64_t w, 
          && m[11] == 1;
 }
 // an fp32 n x c x h x w tensor over ``data`` (``shape`` outlives the call) as a call argument
+// (x86_fp32_block's too)
 static inline TVMFFIAny float_tensor_arg(DLTensor& t, void* data, int64_t* shape) {
-  t = DLTensor{};
-  t.data = data;
-  t.device.device_type = kDLCPU;
-  t.ndim = 4;
-  t.dtype.code = kDLFloat; t.dtype.bits = 32; t.dtype.lanes = 1;
-  t.shape = shape;
-  TVMFFIAny arg{};
-  arg.type_index = kTVMFFIDLTensorPtr;
-  arg.v_ptr = &t;
-  return arg;
+  return typed_tensor_arg(t, data, shape, 4, kDLFloat, 32);
 }
 // the depthwise 3x3's fixed fields (stride s, output width ow, clamp bounds) and its
 // stride-2 rows per block (edgecc_x86_fp32_dw_s2_wide: 1 or 4, else 2)

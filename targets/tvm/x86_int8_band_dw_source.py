@@ -37,6 +37,42 @@ channels), which takes back ~1/3 of the depthwise's gain."""
 DW_BAND = "edgecc_x86_int8_dw_band_calls"  # library int64: depthwise calls run by dw_band
 DW_BAND_KNOB = "edgecc_x86_int8_dw_band"  # library int64: 1 on (default), 0 the former path
 
+DW_POOL_ROWS = r"""
+// ---- dw_rows' and dw_band's pooling (x86_int8_band_dw_source, before dw_rows) ----
+// run(t, oy0, oy1) (channel t = image · c + channel, output rows [oy0, oy1)) for nb images of c
+// channels of oh x ow outputs on the pool: by bands of output rows, `bands_a_thread` a thread
+// (items of (image, band), each band every channel; counted in `banded`) where that is > 0,
+// output rows are whole 64-byte lines (ow % 16 == 0: 4-row steps of 64·k bytes), the pool has
+// threads and the work is worth it; else one item a channel, every row. Counts the call in
+// `calls` and dw_perm_calls (the VBMI depthwise family).
+template <typename Run>
+static void dw_pool_rows(const Run& run, int64_t nb, int64_t c, int64_t oh, int64_t ow,
+                         int64_t bands_a_thread, int64_t& banded, int64_t& calls) {
+  const int64_t work = dw_pool_work(nb * c * oh * ow);  // (x86_int8_dw_source)
+  const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
+  const int64_t bands = bands_a_thread > 0 && ow % 16 == 0 &&
+      edgecc_pool_size() > 1 && work >= serial_work()
+      ? std::min(groups, bands_a_thread * edgecc_pool_size()) : 0;
+  if (bands > 1) {
+    parallel_for(nb * bands, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / bands, i = u % bands;
+        const int64_t oy0 = groups * i / bands * 4;
+        const int64_t oy1 = std::min(oh, groups * (i + 1) / bands * 4);
+        for (int64_t ch = 0; ch < c; ++ch) run(b * c + ch, oy0, oy1);
+      }
+    }, work);
+    __atomic_fetch_add(&banded, 1, __ATOMIC_RELAXED);
+  } else {
+    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) run(t, 0, oh);
+    }, work);
+  }
+  __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED);
+}
+"""[1:]
+
 DW_BAND_KERNELS = r"""
 // ---- dw_band (x86_int8_band_dw_source): dw_rows_t on column strips of wide planes ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_band = 1;
@@ -112,28 +148,8 @@ static bool dw_band(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
 #undef EDGECC_DW_BAND_NB
     }
   };
-  const int64_t work = dw_pool_work(nb * c * pix);
-  const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
-  const int64_t bands = edgecc_x86_int8_dw_band_rows > 0 && ow % 16 == 0 &&
-      edgecc_pool_size() > 1 && work >= serial_work()
-      ? std::min(groups, edgecc_x86_int8_dw_band_rows * edgecc_pool_size()) : 0;
-  if (bands > 1) {
-    parallel_for(nb * bands, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t b = u / bands, i = u % bands;
-        const int64_t oy0 = groups * i / bands * 4;
-        const int64_t oy1 = std::min(oh, groups * (i + 1) / bands * 4);
-        for (int64_t ch = 0; ch < c; ++ch) run(b * c + ch, oy0, oy1);
-      }
-    }, work);
-    __atomic_fetch_add(&edgecc_x86_int8_dw_band_banded, 1, __ATOMIC_RELAXED);
-  } else {
-    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) run(t, 0, oh);
-    }, work);
-  }
-  __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
-  __atomic_fetch_add(&edgecc_x86_int8_dw_band_calls, 1, __ATOMIC_RELAXED);
+  dw_pool_rows(run, nb, c, oh, ow, edgecc_x86_int8_dw_band_rows, edgecc_x86_int8_dw_band_banded,
+               edgecc_x86_int8_dw_band_calls);
   // dw_rows_t's FULL-form flag taken, not counted: edgecc_x86_int8_dw_full_calls counts
   // dw_rows' calls only (its test's count)
   dw_full_seen.store(0, std::memory_order_relaxed);

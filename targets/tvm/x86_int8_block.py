@@ -74,19 +74,6 @@ static int8_t* qblock_mid(size_t bytes) {
   return buf;
 }
 
-static inline TVMFFIAny int8_tensor_arg(DLTensor& t, void* ptr, int64_t* shape) {
-  t = DLTensor{};
-  t.data = ptr;
-  t.device.device_type = kDLCPU;
-  t.ndim = 4;
-  t.dtype.code = kDLInt; t.dtype.bits = 8; t.dtype.lanes = 1;
-  t.shape = shape;
-  TVMFFIAny arg{};
-  arg.type_index = kTVMFFIDLTensorPtr;
-  arg.v_ptr = &t;
-  return arg;
-}
-
 // the split form (42-45 arguments): x, then two halves of the expanded channels, each the
 // expand's 8 constants and the depthwise's 8 for its channels, then the project's as above;
 // the halves are one pool job of 2 items (expand + depthwise of a half each: their calls
@@ -112,8 +99,8 @@ static int qblock_split(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* resu
       const int at = 1 + 16 * (int)i;
       const int64_t c0 = i ? e0[9] : 0;
       DLTensor t1, t2;
-      const TVMFFIAny m1 = int8_tensor_arg(t1, buf + c0 * pix1, h1[i]);
-      const TVMFFIAny m2 = int8_tensor_arg(t2, buf + b1 + c0 * pix2, h2[i]);
+      const TVMFFIAny m1 = typed_tensor_arg(t1, buf + c0 * pix1, h1[i], 4, kDLInt, 8);
+      const TVMFFIAny m2 = typed_tensor_arg(t2, buf + b1 + c0 * pix2, h2[i], 4, kDLInt, 8);
       TVMFFIAny a[10], r{};
       a[0] = args[0];
       for (int j = 0; j < 8; ++j) a[1 + j] = args[at + j];
@@ -132,7 +119,7 @@ static int qblock_split(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* resu
   int64_t s2[4] = {1, ch, d0[17], d0[18]};
   DLTensor t2;
   TVMFFIAny a[16];
-  a[0] = int8_tensor_arg(t2, buf + b1, s2);
+  a[0] = typed_tensor_arg(t2, buf + b1, s2, 4, kDLInt, 8);
   for (int i = 33; i < num_args; ++i) a[i - 32] = args[i];
   if (__tvm_ffi_edgecc_x86_qconv(0, a, num_args - 32, result)) return -1;
   __atomic_fetch_add(&block_split_calls, 1, __ATOMIC_RELAXED);
@@ -157,7 +144,8 @@ int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
   const size_t b2 = (size_t)(s2[0] * s2[1] * s2[2] * s2[3]);
   int8_t* buf = qblock_mid(b1 + b2 + 64);
   DLTensor t1, t2;
-  const TVMFFIAny mid1 = int8_tensor_arg(t1, buf, s1), mid2 = int8_tensor_arg(t2, buf + b1, s2);
+  const TVMFFIAny mid1 = typed_tensor_arg(t1, buf, s1, 4, kDLInt, 8);
+  const TVMFFIAny mid2 = typed_tensor_arg(t2, buf + b1, s2, 4, kDLInt, 8);
   TVMFFIAny a[16];
   for (int i = 0; i < 9; ++i) a[i] = args[i];
   a[9] = mid1;

@@ -27,12 +27,12 @@ run-time form everywhere, A/B), counted per call by the int64 ``edgecc_x86_int8_
 MobileNetV2-32's dw_rows layers 0.981x (1 thread, CPU time), the same outputs.
 C++ text only; the counter is exported by ``x86_int8_source``."""
 
-from edgecc.targets.tvm.x86_int8_band_dw_source import DW_BAND_KERNELS
+from edgecc.targets.tvm.x86_int8_band_dw_source import DW_BAND_KERNELS, DW_POOL_ROWS
 
 DW_ROWS = "edgecc_x86_int8_dw_rows_calls"  # () -> depthwise calls run by dw_rows
 DWROWS_SYMBOLS = (DW_ROWS,)
 
-DWROWS_KERNELS = r"""
+DWROWS_KERNELS = DW_POOL_ROWS + r"""
 // ---- dw_rows (x86_int8_dwrows_source) ----
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_rows = 1;
 // nonzero: dw_rows_t's whole blocks of 4 output rows take the FULL form (0: the run-time
@@ -224,11 +224,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   // are whole 64-byte lines (ow % 16 == 0: 4-row steps of 64·k bytes): else the threads'
   // bands share a line in every channel's plane (14x14: every line) and store into it in
   // turn — MobileNetV2-224's 576@14x14 took 14x its serial time so (2 threads, under load)
-  const int64_t work = dw_pool_work(nb * c * pix);  // (x86_int8_dw_source)
-  const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
-  const int64_t bands = edgecc_x86_int8_dw_rows_bands && ow % 16 == 0 &&
-      edgecc_pool_size() > 1 && work >= serial_work()
-      ? std::min(groups, edgecc_x86_int8_dw_rows_bands * edgecc_pool_size()) : 0;
+  // (dw_pool_rows: shared with dw_band)
   auto run = [&](int64_t t, int64_t oy0, int64_t oy1) {
     const int64_t ch = t % c;
     const int32_t start = (int32_t)((uint32_t)wcomp[ch] + (uint32_t)e.off[ch]);
@@ -245,22 +241,8 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
     }
 #undef EDGECC_DW_ROWS_NB
   };
-  if (bands > 1) {
-    parallel_for(nb * bands, [&](int64_t u0, int64_t u1) {
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t b = u / bands, i = u % bands;
-        const int64_t oy0 = groups * i / bands * 4, oy1 = std::min(oh, groups * (i + 1) / bands * 4);
-        for (int64_t ch = 0; ch < c; ++ch) run(b * c + ch, oy0, oy1);
-      }
-    }, work);
-    __atomic_fetch_add(&edgecc_x86_int8_dw_rows_banded, 1, __ATOMIC_RELAXED);
-  } else {
-    parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) run(t, 0, oh);
-    }, work);
-  }
-  __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);  // the VBMI depthwise family
-  __atomic_fetch_add(&edgecc_x86_int8_dw_rows_calls, 1, __ATOMIC_RELAXED);
+  dw_pool_rows(run, nb, c, oh, ow, edgecc_x86_int8_dw_rows_bands, edgecc_x86_int8_dw_rows_banded,
+               edgecc_x86_int8_dw_rows_calls);
   if (dw_full_seen.exchange(0, std::memory_order_relaxed))
     __atomic_fetch_add(&edgecc_x86_int8_dw_full_calls, 1, __ATOMIC_RELAXED);
   return true;

@@ -48,8 +48,9 @@
 - where the time goes: ``edgecc_pool_timing`` 1 adds every pool job's caller / worker /
   waiting time, wake-up delay and the inline launches to ``edgecc_pool_stat`` (``EDGECC_STAT_*``),
   2 also logs every ``parallel_for`` (``edgecc_pool_log``); off by default (bench/pool_scaling.py);
-- the FFI arguments: ``tensor_arg`` (a ``DLTensor*`` from a packed argument) and
-  ``data<T>(args, i)`` (its data pointer, byte offset applied);
+- the FFI arguments: ``tensor_arg`` (a ``DLTensor*`` from a packed argument),
+  ``data<T>(args, i)`` (its data pointer, byte offset applied) and ``typed_tensor_arg`` (a
+  packed argument over a buffer, for a kernel that calls another);
 - ``scratch(slot, bytes)``: per-thread buffers (slots 0-4), grown as needed and reused;
 - the native plan runner (``plan_runner_source``, appended): a run's recorded kernel calls
   replayed in one packed call (``plan_runner``, used by the runner instead of the VM);
@@ -706,6 +707,23 @@ template <typename T>
 T* data(const TVMFFIAny* args, int i) {
   DLTensor* t = tensor_arg(args + i);
   return reinterpret_cast<T*>(static_cast<char*>(t->data) + t->byte_offset);
+}
+
+// the other way: a packed argument for a kernel called from a kernel, a dense CPU tensor of
+// `ndim` dims `shape` and element type (code, bits) over `ptr`, described in `t` (which must
+// outlive the call)
+static inline TVMFFIAny typed_tensor_arg(DLTensor& t, void* ptr, int64_t* shape, int32_t ndim,
+                                         uint8_t code, uint8_t bits) {
+  t = DLTensor{};
+  t.data = ptr;
+  t.device.device_type = kDLCPU;
+  t.ndim = ndim;
+  t.dtype.code = code; t.dtype.bits = bits; t.dtype.lanes = 1;
+  t.shape = shape;
+  TVMFFIAny arg{};
+  arg.type_index = kTVMFFIDLTensorPtr;
+  arg.v_ptr = &t;
+  return arg;
 }
 
 // per-thread scratch buffers (slots 0-4), grown as needed and reused across calls: a fresh
