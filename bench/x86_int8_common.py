@@ -1,7 +1,8 @@
 """Setup shared by the int8 A/B benches (bench/x86_int8_*.py).
 
 ``build_pair``: a CNN of bench/tvm_cpu.py compiled twice in one process, fp32 and w8a8 with the
-integer kernels (the builds bench/x86_int8_ab.py and bench/x86_int8_e2e.py compare).
+integer kernels (the builds bench/x86_int8_ab.py and bench/x86_int8_e2e.py compare);
+``build_int8``: the w8a8 build alone, run once (the in-place benches' setup).
 ``write_result``: a bench's JSON written (its folder made) and said. ``same_outputs`` and
 ``knob_columns``: a build's outputs compared bit for bit, and one callable per column of
 library knob settings after checking every column gives the same outputs.
@@ -115,23 +116,36 @@ def build_pair(name: str, directory: str):
     """Compile model ``name`` as fp32 and as w8a8 (integer kernels) under ``directory``.
 
     Returns ``(inputs, shape, {"fp32": result, "int8": result})``, each result run once."""
+    make, inputs, shape = models()[name]
+    module = make().eval()
+    calib = calibration(inputs)
+    built = {label: compile_run(module, inputs, calib, label, directory)[0]
+             for label in PIPELINES}
+    return inputs, shape, built
+
+
+def build_int8(name: str, directory: str):
+    """Compile model ``name`` as w8a8 with the integer kernels (``build_pair``'s ``int8``)
+    under ``directory`` and run it once: ``(inputs, shape, result, outputs)`` (the outputs:
+    the reference the benches' knob columns are checked against)."""
+    make, inputs, shape = models()[name]
+    res, outputs = compile_run(make().eval(), inputs, calibration(inputs), "int8", directory)
+    return inputs, shape, res, outputs
+
+
+def compile_run(module, inputs, calib, label: str, directory: str):
+    """``module`` compiled as ``label`` (``PIPELINES``) at ``THREADS`` under ``directory``
+    and run once on ``inputs``: ``(result, outputs)``."""
     import torch
 
     import edgecc
 
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    calib = calibration(inputs)
-    built = {}
+    pipeline, options = PIPELINES[label]
     with torch.no_grad():
-        for label, (pipeline, options) in PIPELINES.items():
-            res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
-                                 calibration=calib, output_dir=os.path.join(directory, label),
-                                 progress=False,
-                                 target_options={"num_threads": THREADS, **options})
-            res.run(*inputs)
-            built[label] = res
-    return inputs, shape, built
+        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=pipeline,
+                             calibration=calib, output_dir=os.path.join(directory, label),
+                             progress=False, target_options={"num_threads": THREADS, **options})
+        return res, res.run(*inputs)
 
 
 def paired_spread(times: dict, a: str, b: str, repeats: int) -> list:

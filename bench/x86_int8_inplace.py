@@ -37,30 +37,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import PAUSE_S, calibration, models  # noqa: E402
+from bench.tvm_cpu import PAUSE_S  # noqa: E402
 from bench.tvm_runtime import kind  # noqa: E402
 from bench.vm_calls import kernel_calls  # noqa: E402
 from bench.x86_int8_knob_ab import parse_columns  # noqa: E402
-from bench.x86_int8_common import per_call_summary, replay, same_outputs, write_result  # noqa: E402
+from bench.x86_int8_common import (build_int8, per_call_summary, replay,  # noqa: E402
+                                   same_outputs, write_result)
 
 warnings.filterwarnings("ignore")
-PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 INT32 = ("edgecc_pool_threads", "edgecc_pool_adaptive")  # int32 symbols a column may set
 
 
 def measure(name: str, columns: dict, rounds: int, reps: int) -> dict:
     import torch
 
-    import edgecc
-
-    make, inputs, shape = models()[name]
-    module = make().eval()
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
-                             calibration=calibration(inputs), output_dir=os.path.join(d, "o"),
-                             progress=False, target_options={"num_threads": THREADS,
-                                                             "integer_kernels": True})
-        reference = res.run(*inputs)
+        inputs, shape, res, reference = build_int8(name, d)
         lib = ctypes.CDLL(res._runner.library)
         knobs = {s: (ctypes.c_int32 if s in INT32 else ctypes.c_int64).in_dll(lib, s)
                  for col in columns.values() for s in col}

@@ -27,27 +27,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import calibration, models  # noqa: E402
 from bench.tvm_runtime import kernel_calls, kind  # noqa: E402
-from bench.x86_int8_common import write_result  # noqa: E402
-
-import torch  # noqa: E402
-
-import edgecc  # noqa: E402
+from bench.x86_int8_common import build_int8, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
-PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 
 
 def measure(name: str, rounds: int, reps: int) -> dict:
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
-                             calibration=calibration(inputs), output_dir=os.path.join(d, "o"),
-                             progress=False, target_options={"num_threads": THREADS,
-                                                             "integer_kernels": True})
-        res.run(*inputs)
+    with tempfile.TemporaryDirectory() as d:
+        inputs, shape, res, _ = build_int8(name, d)
     library = ctypes.CDLL(res._runner.library)
     pool = ctypes.c_int32.in_dll(library, "edgecc_pool_threads")
     full = pool.value or THREADS
