@@ -1384,7 +1384,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         d.e.ld = pix;
         d.c_real = c;  // < cdot: the copy's last quad padded (pad_rows_c4*)
         if (s2) d.sh = d.sw = 2, d.wq = wq;
-        conv_direct4(d, threads, direct4_job(job_work, cdot > c, s2, threads));  // stem_source
+        conv_direct4(d, threads, direct4_job(job_work, cdot > c, s2, threads,  // stem_source
+                                             kh == 1 && kw == 1, full_job));
         if (b == 0) __atomic_fetch_add(&direct4_calls, 1, __ATOMIC_RELAXED);
         if (b == 0 && s2) __atomic_fetch_add(&direct4_s2_calls, 1, __ATOMIC_RELAXED);
         continue;

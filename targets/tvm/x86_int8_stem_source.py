@@ -12,10 +12,19 @@ call serially (0: pooled by the pool's threshold as before, A/B); ``edgecc_x86_i
 stage's first block; the 1x1 shortcuts are serial already by conv_pool_work), a --tune knob.
 Scheduling only: the same bands code on the same bytes, bit-identical outputs. Counted per
 call kept serial by either knob (it would have pooled) by ``edgecc_x86_int8_d4_serial_calls``.
+
+``edgecc_x86_int8_s2_pool`` 1 (default 0, a --tune knob for quiet hosts): the stride-2 1x1
+shortcuts pooled by bands (their job work not halved by conv_pool_work, and at least the
+pool's threshold). Why: in place at 2 threads the two ResNet-20 shortcuts, serial, took 3.65 /
+2.45 us vs 2.6 / 1.8 us at 1 thread (s17 lead, quiet): each reads the residual (the block's
+second convolution's float output) that the pool's two threads wrote by bands, half of it
+from the other core; pooled by the same bands of rows each thread reads mostly its own
+core's half. Counted per call pooled because of it by ``edgecc_x86_int8_d4_pool_calls``.
 C++ text only; exported by ``x86_int8_source``."""
 
 D4_SERIAL = "edgecc_x86_int8_d4_serial_calls"  # () -> conv_direct4 calls kept serial by a knob
-STEM_SYMBOLS = (D4_SERIAL,)
+D4_POOL = "edgecc_x86_int8_d4_pool_calls"  # () -> 1x1 stride-2 calls pooled by s2_pool
+STEM_SYMBOLS = (D4_SERIAL, D4_POOL)
 
 STEM_KERNELS = r"""
 // ---- direct4_job (x86_int8_stem_source) ----
@@ -23,10 +32,19 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_stem_s
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_s2_serial = 0;
 int64_t d4_serial_calls = 0;  // conv_direct4 calls kept serial by those knobs (a test's)
 
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_s2_pool = 0;
+int64_t d4_pool_calls = 0;  // 1x1 stride-2 conv_direct4 calls pooled by s2_pool (a test's)
+
 // the job work conv_direct4 pools by: 0 (serial) for a stem (stem: its copy pads the last
 // channel quad) under edgecc_x86_int8_stem_serial, a stride-2 call under
-// edgecc_x86_int8_s2_serial; else job_work
-static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t threads) {
+// edgecc_x86_int8_s2_serial; a stride-2 1x1 (shortcut) under edgecc_x86_int8_s2_pool the
+// full job (full_job: not halved), at least the pool's threshold; else job_work
+static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t threads,
+                                  bool shortcut = false, int64_t full_job = 0) {
+  if (s2 && shortcut && edgecc_x86_int8_s2_pool && !edgecc_x86_int8_s2_serial && threads > 1) {
+    if (job_work < serial_work()) __atomic_fetch_add(&d4_pool_calls, 1, __ATOMIC_RELAXED);
+    return std::max(full_job, serial_work());
+  }
   if (!((stem && edgecc_x86_int8_stem_serial) || (s2 && edgecc_x86_int8_s2_serial)))
     return job_work;
   if (threads > 1 && job_work >= serial_work())
@@ -36,6 +54,14 @@ static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t 
 """
 
 STEM_FFI = r"""
+// how many 1x1 stride-2 conv_direct4 calls ran pooled because of edgecc_x86_int8_s2_pool
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_d4_pool_calls(void*, const TVMFFIAny*, int32_t,
+                                            TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&d4_pool_calls, __ATOMIC_RELAXED);
+  return 0;
+}
 // how many conv_direct4 calls ran serially because of edgecc_x86_int8_stem_serial / s2_serial
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_int8_d4_serial_calls(void*, const TVMFFIAny*, int32_t,
