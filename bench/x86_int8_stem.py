@@ -96,19 +96,10 @@ STEM_COLUMNS = {"serial": {"edgecc_x86_int8_stem_serial": 1},
 
 def measure_pool(name: str, rounds: int, reps: int) -> dict:
     """The stem's wall time in place under each of STEM_COLUMNS (see ``--pool``)."""
-    import torch
+    from bench.x86_int8_common import build_int8, percentile
 
-    import edgecc
-    from bench.x86_int8_common import percentile
-
-    make, inputs, shape = models()[name]
-    module = make().eval()
-    with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
-                             calibration=calibration(inputs), output_dir=os.path.join(d, "o"),
-                             progress=False, target_options={"num_threads": THREADS,
-                                                             "integer_kernels": True})
-        reference = res.run(*inputs)
+    with tempfile.TemporaryDirectory() as d:
+        inputs, shape, res, reference = build_int8(name, d)
         lib = ctypes.CDLL(res._runner.library)
         knobs = {"edgecc_x86_int8_stem_serial": ctypes.c_int64.in_dll(
                      lib, "edgecc_x86_int8_stem_serial"),
