@@ -1508,6 +1508,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&tile_named_calls, 1, __ATOMIC_RELAXED);
     if (tile_post_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&tile_post_calls, 1, __ATOMIC_RELAXED);
+    if (post_floor_seen.exchange(0, std::memory_order_relaxed))  // x86_int8_tile_source
+      __atomic_fetch_add(&post_floor_calls, 1, __ATOMIC_RELAXED);
     if (tile_tied_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&tile_tied_calls, 1, __ATOMIC_RELAXED);
     if (pad_vbmi_seen.exchange(0, std::memory_order_relaxed))

@@ -36,7 +36,8 @@ TILE_POST = "edgecc_x86_int8_tile_post_calls"  # () -> conv calls with tile_post
 TILE_TIED = "edgecc_x86_int8_tile_tied_calls"  # () -> ... with the tied vpdpbusd sums
 TILE_RESF = "edgecc_x86_int8_tile_resf_calls"  # () -> conv_direct4 calls with tile_post_resf
 TILE_PLAIN = "edgecc_x86_int8_tile_plain_calls"  # () -> conv_direct4 calls with tile_plain
-TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF, TILE_PLAIN)
+POST_FLOOR = "edgecc_x86_int8_post_floor_calls"  # () -> conv calls whose rows skipped qmin
+TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF, TILE_PLAIN, POST_FLOOR)
 
 TILE_KERNELS = r"""
 // ---- tile_write (x86_int8_tile_source) ----
@@ -204,6 +205,14 @@ int64_t tile_plain_calls = 0;  // conv_direct4 calls with tile_plain tiles (a te
 std::atomic<int> tile_plain_seen{0};  // set like tile_write_seen
 std::atomic<int> tile_post_seen{0};  // set like tile_write_seen
 
+// edgecc_x86_int8_post_floor 1: tile_post's int8 rows skip the clamp to qmin where it cannot
+// bind — after a ReLU (act or post_relu: vmaxps with 0, which also turns NaN into 0) v >= 0,
+// so with qs > 0 and qz >= qmin, RNE(v / qs) + qz >= qz >= qmin: one vmaxps a row less, the
+// same bytes. 0: both clamps (A/B); counted per call in post_floor_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_post_floor = 1;
+int64_t post_floor_calls = 0;  // convolution calls whose tile_post rows skipped it (a test's)
+std::atomic<int> post_floor_seen{0};  // set like tile_write_seen
+
 // does tile_post apply to a full 8 x 16 tile of e (write_tile's post16_rows test)
 static inline bool tile_post_fits(const Epilogue& e, int nr, int nc) {
   return edgecc_x86_int8_tile_post && edgecc_x86_int8_post_rows && nr == 8 && nc == 16 &&
@@ -253,6 +262,11 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
   const __m512 qmin = _mm512_set1_ps(e.qmin), qmax = _mm512_set1_ps(e.qmax);
+  // post_floor: no clamp to qmin (it cannot bind after a ReLU: edgecc_x86_int8_post_floor)
+  const bool floor_free = has_qout && edgecc_x86_int8_post_floor && (act || post_relu) &&
+                          e.qs > 0.0f && e.qz >= e.qmin;
+  if (floor_free && !post_floor_seen.load(std::memory_order_relaxed))
+    post_floor_seen.store(1, std::memory_order_relaxed);
   // (always_inline: with PLAIN and RESF instances GCC left it out of line in some)
   auto row = [&](__m512i sum, int r) __attribute__((always_inline)) {  // the named sums
     const int64_t at = at0 + r * eld;
@@ -267,7 +281,8 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
     if (has_qout) {
       __m512 q = _mm512_roundscale_ps(_mm512_div_ps(v, qs),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, qz), qmin), qmax);
+      q = _mm512_add_ps(q, qz);
+      q = _mm512_min_ps(floor_free ? q : _mm512_max_ps(q, qmin), qmax);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(qout + at),
                        _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
     }
@@ -346,6 +361,15 @@ int __tvm_ffi_edgecc_x86_int8_tile_resf_calls(void*, const TVMFFIAny*, int32_t,
                                               TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&tile_resf_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls' tile_post rows skipped the clamp to qmin (post_floor)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_post_floor_calls(void*, const TVMFFIAny*, int32_t,
+                                               TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&post_floor_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

@@ -33,8 +33,7 @@ SHORTCUT = (False, False, False, True, False)
 def test_serial_direct4_calls_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     import tvm
 
-    from edgecc.targets.tvm import x86_int8_stem_source
-    from edgecc.targets.tvm import x86_int8
+    from edgecc.targets.tvm import x86_int8, x86_int8_stem_source
 
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(23), CASES,
