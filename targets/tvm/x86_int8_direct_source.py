@@ -419,6 +419,34 @@ static void direct4_chunk(const Direct4& d, Direct4Held* held, uint8_t* buf, int
 // convs 0.98x, 16x16 0.97x, the stem 0.96x of 2 a thread (half the halo rows copied twice,
 // one claim less); 2: as before, a --tune knob)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_bands = 1;
+// edgecc_x86_int8_direct4_trace 1 (a debug view, default 0; bench/x86_int8_thread_cost.py):
+// every band of a bands call logged at edgecc_x86_int8_direct4_trace_log[8 x (next % 4096)]:
+// the TSC at its start, after its copy, at its end, its output rows r0, r1, the TSC ticks of
+// its first row of panels, 1 when a pool worker ran it, the layer (c << 32 | h << 16 | oc).
+// The same copy and tiles on the same bytes (the tiles split after their first row):
+// bit-identical outputs. Counted by edgecc_x86_int8_direct4_trace_next (bands logged).
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_trace = 0;
+extern "C" __attribute__((visibility("default")))
+int64_t edgecc_x86_int8_direct4_trace_log[4096 * 8] = {};
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_direct4_trace_next = 0;
+static void direct4_band_traced(const Direct4& d, uint8_t* buf, int64_t r0, int64_t r1,
+                                pthread_t caller) {
+  const int64_t t0 = (int64_t)__rdtsc();
+  int64_t y0, y1;
+  direct4_rows_in(d, r0, r1, y0, y1);
+  direct4_pad(d, buf, y0, y1);
+  const int64_t t1 = (int64_t)__rdtsc();
+  const int64_t first = std::min(r1, r0 + (d.ow == 8 ? 2 : 1));  // its first row of panels
+  direct4_tiles(d, buf, r0, first);
+  const int64_t tf = (int64_t)__rdtsc();
+  direct4_tiles(d, buf, first, r1);
+  const int64_t t2 = (int64_t)__rdtsc();
+  const int64_t i = __atomic_fetch_add(&edgecc_x86_int8_direct4_trace_next, 1, __ATOMIC_RELAXED);
+  int64_t* r = edgecc_x86_int8_direct4_trace_log + 8 * (i & 4095);
+  r[0] = t0; r[1] = t1; r[2] = t2; r[3] = r0; r[4] = r1; r[5] = tf - t1;
+  r[6] = pthread_equal(caller, pthread_self()) ? 0 : 1;
+  r[7] = d.c << 32 | d.h << 16 | d.oc;
+}
 static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t halo = std::max(d.kh - 1, (int64_t)1);
   const int64_t unit = d.ow == 8 ? 2 : 1, units = d.oh / unit;  // output rows of whole panels
@@ -435,10 +463,16 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
     }, bands > 1 ? job_work : 0);
     __atomic_fetch_add(&direct4_rows_calls, 1, __ATOMIC_RELAXED);
   } else {
+    const bool trace = edgecc_x86_int8_direct4_trace != 0;
+    const pthread_t caller = trace ? pthread_self() : pthread_t{};
     parallel_for(bands, [&](int64_t i0, int64_t i1) {
       uint8_t* own = static_cast<uint8_t*>(scratch(1, bytes));
       for (int64_t i = i0; i < i1; ++i)
-        direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
+        if (__builtin_expect(trace, 0))
+          direct4_band_traced(d, own, i * units / bands * unit, (i + 1) * units / bands * unit,
+                              caller);
+        else
+          direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
     }, job_work);
   }
   if (tile_resf_seen.exchange(0, std::memory_order_relaxed))  // tile_post's residual form
