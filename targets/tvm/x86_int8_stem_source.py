@@ -6,8 +6,12 @@ Why: on Zen 4 (2 vCPUs KVM) ResNet-20's w8a8 stem (3->16@32x32), pooled by two b
 rows, took 6.5 us at 2 threads in place vs 5.67 us serial at 1 thread, the worker's half
 alone ~6.0 us (s17 lead, bench/x86_int8_dw_threads.py --mode calls): pooled it loses. Its
 whole work is small (9·4 k-bytes, 16 channels: ~0.6M multiply-adds, a third of a 16@32x32
-3x3's per-channel work). ``edgecc_x86_int8_stem_serial`` (default 1) runs a stem conv_direct4
-call serially (0: pooled by the pool's threshold as before, A/B); ``edgecc_x86_int8_s2_serial``
+3x3's per-channel work). ``edgecc_x86_int8_stem_serial`` v > 0 (default 2^20) runs a stem
+conv_direct4 call of job work (qconv's units, halved by conv_pool_work) under v serially —
+ResNet-20's (~0.25M) and MobileNetV2-32's (3->32@32x32, ~0.45M; in place under load pooled
+1.02x of serial) — while larger stems pool as before (MobileNetV2-224's, ~40x the work:
+pooled 0.55x of serial); 0: every stem pooled by the pool's threshold as before (A/B).
+``edgecc_x86_int8_s2_serial``
 (default 0) does the same for stride-2 conv_direct4 calls (ResNet-20's 3x3 conv1s of each
 stage's first block; the 1x1 shortcuts are serial already by conv_pool_work), a --tune knob.
 Scheduling only: the same bands code on the same bytes, bit-identical outputs. Counted per
@@ -28,7 +32,7 @@ STEM_SYMBOLS = (D4_SERIAL, D4_POOL)
 
 STEM_KERNELS = r"""
 // ---- direct4_job (x86_int8_stem_source) ----
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_stem_serial = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_stem_serial = 1 << 20;
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_s2_serial = 0;
 int64_t d4_serial_calls = 0;  // conv_direct4 calls kept serial by those knobs (a test's)
 
@@ -36,7 +40,7 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_s2_poo
 int64_t d4_pool_calls = 0;  // 1x1 stride-2 conv_direct4 calls pooled by s2_pool (a test's)
 
 // the job work conv_direct4 pools by: 0 (serial) for a stem (stem: its copy pads the last
-// channel quad) under edgecc_x86_int8_stem_serial, a stride-2 call under
+// channel quad) of job work under edgecc_x86_int8_stem_serial, a stride-2 call under
 // edgecc_x86_int8_s2_serial; a stride-2 1x1 (shortcut) under edgecc_x86_int8_s2_pool the
 // full job (full_job: not halved), at least the pool's threshold; else job_work
 static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t threads,
@@ -45,7 +49,7 @@ static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t 
     if (job_work < serial_work()) __atomic_fetch_add(&d4_pool_calls, 1, __ATOMIC_RELAXED);
     return std::max(full_job, serial_work());
   }
-  if (!((stem && edgecc_x86_int8_stem_serial) || (s2 && edgecc_x86_int8_s2_serial)))
+  if (!((stem && job_work < edgecc_x86_int8_stem_serial) || (s2 && edgecc_x86_int8_s2_serial)))
     return job_work;
   if (threads > 1 && job_work >= serial_work())
     __atomic_fetch_add(&d4_serial_calls, 1, __ATOMIC_RELAXED);

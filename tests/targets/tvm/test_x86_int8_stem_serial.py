@@ -23,9 +23,10 @@ CASES = (
     ((1, 16, 32, 32), (32, 16, 3, 3), 6, (2, 2), (1, 1), (1, 1), True),   # s2 3x3 (conv1)
     ((1, 16, 32, 32), (32, 16, 1, 1), -5, (2, 2), (0, 0), (1, 1), True),  # s2 1x1 shortcut
     ((1, 16, 32, 32), (16, 16, 3, 3), -7, (1, 1), (1, 1), (1, 1), True),  # neither
+    ((1, 3, 64, 64), (32, 3, 3, 3), 1, (1, 1), (1, 1), (1, 1), True),     # a stem over 2^20
 )
-STEM, S2 = (True, True, False, False, False), (False, False, True, True, False)
-SHORTCUT = (False, False, False, True, False)
+STEM, S2 = (True, True, False, False, False, False), (False, False, True, True, False, False)
+SHORTCUT = (False, False, False, True, False, False)
 
 
 @pytest.mark.skipif("avx512vnni" not in _isas() or not _has_vbmi(),
@@ -48,12 +49,12 @@ def test_serial_direct4_calls_equal_the_integer_arithmetic(tmp_path, monkeypatch
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     threads = ctypes.c_int32.in_dll(so, "edgecc_pool_threads")
     defaults = stem.value, s2.value, threads.value, s2_pool.value
-    assert defaults[:2] == (1, 0) and defaults[3] == 0  # the stem serial; stride 2 as before
+    assert defaults[:2] == (1 << 20, 0) and defaults[3] == 0  # small stems serial; s2 as before
     runs = []
     try:
         threads.value = 2
         for st, s, sp in ((0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 1), (1, 1, 1)):
-            stem.value, s2.value, s2_pool.value = st, s, sp
+            stem.value, s2.value, s2_pool.value = st * defaults[0], s, sp
             for pool in (SERIAL, POOL):
                 shift.value = pool
                 before, d4, before_pool = kept(), direct4(), pooled()
