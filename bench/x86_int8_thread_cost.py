@@ -14,17 +14,21 @@ before the caller ran).
         [--columns "pool=;t1=edgecc_pool_threads:1;serial=edgecc_x86_num_tasks:1"] [--records]
 
 Found with it (s17, ResNet-20 w8a8, Zen 4 KVM 2 vCPUs under load 2-5 from other jobs, so a
-worker joined 5-20% of the runs; medians of those): a 16->16@32 band of 16 rows takes
-0.37 us copy + 5.8 us tiles on the caller alone (two bands serially = one 32-row band at 1
-thread: 0.7 + 11.6, no banding cost), but 0.8-1.0 + 7.4-7.9 us on the caller and 1.4-2.0 +
-7.5-8.5 us on the worker while both run at once: both threads ~1.3x slower in the tiles, 2-4x
-in the copy, uniformly over the band (the first row of panels no slower than the rest: not a
-cold start). Not the output lines (a worker writing its outputs to a buffer of its own: the
-caller still 1.3x), not frequency (a dependent add chain on the caller runs at the same rate
-while the worker runs its band), not page faults or IPIs (none per run); a worker running a
-VNNI tile loop on private data instead slows the caller's band 1.03-1.05x only (16@32; 1.2x
-on 64@8). Synthetic two-thread loops on private data (L1 to 2 MB) do not slow each other.
-Writes ``bench/results/x86_int8_thread_cost.json``. A debug view, not a goal measurement.
+worker joined 5-20% of the runs; medians of those): a 16->16@32 band of 16 rows takes 0.37 us
+copy + 5.8 us tiles on the caller alone (two bands serially = one 32-row band at 1 thread:
+0.7 + 11.6 us, no banding cost) but 1.5-1.8 + 7.5-7.7 us on the worker (its first row of
+panels no slower than the rest: uniform, not a cold start of the code). Bisected with scratch
+variants of the worker's band (the caller's band and outputs unchanged): outputs into a buffer
+of the worker's own 1.2-1.4 + 7.3-7.5 (the output lines are not the cost); x and the weights
+copied to its own memory before the band (the copy untimed) 0.37 + 6.1-6.6; the tables,
+offsets and residual copied instead 0.9-1.2 + 6.2-6.4; everything private and reused every
+call 0.35 + 5.9 — the worker computes at full speed, its loss is its band's data (the input
+rows its copy reads, the weights, the per-call tables the caller writes) missing from its
+caches: here the other jobs' processes share its vCPU between joins. Not frequency (a
+dependent add chain on the caller runs at the same rate while the worker runs its band), not
+page faults or IPIs (none per run); synthetic two-thread loops on private data (L1 to 2 MB) do
+not slow each other. In some periods the caller's band was ~1.3x slower too while a worker
+ran (1.03x in others). Writes ``bench/results/x86_int8_thread_cost.json``. A debug view, not a goal measurement.
 """
 
 from __future__ import annotations
