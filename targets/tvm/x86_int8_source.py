@@ -122,6 +122,7 @@ from edgecc.targets.tvm.x86_int8_direct_source import DIRECT_FFI, DIRECT_KERNELS
 from edgecc.targets.tvm.x86_int8_dw_entry_source import DW_ENTRY_FFI
 from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_dwrows_source import DWROWS_FFI, DWROWS_KERNELS, DWROWS_SYMBOLS
+from edgecc.targets.tvm.x86_int8_layer_tables_source import LAYER_TABLES_KERNELS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
 from edgecc.targets.tvm.x86_int8_pool_source import POOL_FFI, POOL_KERNELS, POOL_SYMBOLS
 from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
@@ -1280,7 +1281,7 @@ int64_t conv_rows_calls = 0;
 int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
 std::atomic<int> oc_split_seen{0};
 
-""" + PAD_KERNELS + DIRECT_KERNELS + POOL_KERNELS + STEM_KERNELS + r"""
+""" + PAD_KERNELS + DIRECT_KERNELS + POOL_KERNELS + STEM_KERNELS + LAYER_TABLES_KERNELS + r"""
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
 // KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at, tap_major];  w:
 // [ceil(OC/4)*4][kp] int16, k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8
@@ -1316,8 +1317,6 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     e.wide = isa == ISA_AVX512VNNI;
     e.post16 = e.wide && e.fused && !env_off("EDGECC_X86_POST16");  // "0": post8 (A/B)
     count_hi32(e);
-    e.off = shifted_off(e.off, reinterpret_cast<const int32_t*>(packed + meta[22]), oc);
-    fold_off(e, oc, c * kh * kw, nb * oh * ow);
     const uint8_t zu = (uint8_t)((uint8_t)(int8_t)zx ^ 0x80);
     const int flip_mode = !edgecc_x86_int8_flip_copy ? 0 : isa == ISA_AVX512VNNI ? 2 : 1;
     // conv_direct4 (x86_int8_direct_source) reads its panels in place: no panel switches
@@ -1326,6 +1325,17 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                     meta[23] != 2 && direct4_s2_fits(sh, sw, dh, dw, w, wp, oh, ow);
     const bool d4 = tap_major && isa == ISA_AVX512VNNI && !(!ph && !pw && sh == 1 && sw == 1) &&
                     (s2 || direct4_fits(sh, sw, dh, dw, oh, ow));
+    // off - comp, the fold's table, conv_direct4's qoff: per layer, built once and then only
+    // read (x86_int8_layer_tables_source), else per call in scratch as before
+    const int64_t wq = s2 ? (wp + 1) / 2 : 0;  // stride 2: the column-phase copy
+    const int64_t geo[7] = {cdot, kh, kw, hp, wp, s2 ? 2 : 1, wq};
+    const int32_t* comp = reinterpret_cast<const int32_t*>(packed + meta[22]);
+    const LayerTables* lt = layer_tables(e, packed, comp, oc, c * kh * kw, nb * oh * ow,
+                                         d4 ? kq : 0, geo);
+    if (!lt) {
+      e.off = shifted_off(e.off, comp, oc);
+      fold_off(e, oc, c * kh * kw, nb * oh * ow);
+    }
     const bool use_perm = isa == ISA_AVX512VNNI && !d4 && has_vbmi() &&
                           !env_off("EDGECC_X86_PERM_PANEL");  // "0": gather_panel (A/B)
     if (!d4) {  // the im2col's offsets (conv_direct4 reads its panels by qoff alone; skipping
@@ -1376,9 +1386,9 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
           oh % unit == 0 && threads > 1 && job_work >= serial_work() &&
           !env_off("EDGECC_X86_CONV_BANDS") ? banded : 1;  // "0": per panel (A/B)
       if (d4) {
-        int64_t* qoff = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
-        const int64_t wq = s2 ? (wp + 1) / 2 : 0;  // stride 2: the column-phase copy
-        direct4_offsets(qoff, cdot, kh, kw, hp, wp, s2 ? 2 : 1, wq);
+        int64_t* own = koff + kq * 4 + 1;  // panels read in place (x86_int8_direct_source)
+        if (!lt) direct4_offsets(own, cdot, kh, kw, hp, wp, s2 ? 2 : 1, wq);
+        const int64_t* qoff = lt ? lt->qoff : own;
         Direct4 d{packed + meta[21], oc, kq, advanced(e, b * oc * pix), xb, cdot, h, w, hp, wp,
                   ph, pw, kh, kw, oh, ow, zu, qoff};
         d.e.ld = pix;
