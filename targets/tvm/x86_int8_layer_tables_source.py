@@ -15,7 +15,10 @@ from (off, comp, and mult / add where the fold applies), so a buffer reused for 
 quant params only misses: outputs are bit-identical to the per-call tables. Full table: the
 per-call path as before (counted). Entries live as long as the library (a few KB a layer).
 
-Knob ``edgecc_x86_int8_layer_tables`` (int64, 1 default; 0: per-call tables, A/B). Counters
+Knob ``edgecc_x86_int8_layer_tables`` (int64): 1 (default) conv_direct4 calls (the pooled
+convolutions, whose worker reads the tables; the rest mostly run serially, where a hit's check
+of the inputs costs about what it saves: MobileNetV2-32 1-thread CPU time 0.990x with every
+call, Zen 4), 2 every VNNI qconv call, 0 per-call tables (A/B). Counters
 (int64 library symbols, for tests): ``edgecc_x86_int8_layer_tables_calls`` (qconv calls that took
 their tables from a slot), ``_fills`` (slots filled), ``_full`` (calls refused a slot: table full).
 """
@@ -98,11 +101,12 @@ static LayerTables* lt_fill(const int64_t* key, const Epilogue& e, const int32_t
 }
 
 // the layer's tables (sets e.off / e.fadd to them), or null: the caller builds them per call
-// (knob off, table full). geo: conv_direct4's (cdot, kh, kw, hp, wp, sw, wq) when nq > 0.
+// (knob 0, or 1 and not conv_direct4 (nq 0), table full). geo: conv_direct4's (cdot, kh, kw, hp, wp, sw, wq) when nq > 0.
 static const LayerTables* layer_tables(Epilogue& e, const int8_t* packed, const int32_t* comp,
                                        int64_t n, int64_t kmax, int64_t per_channel,
                                        int64_t nq, const int64_t* geo) {
-  if (!edgecc_x86_int8_layer_tables) return nullptr;
+  if (!edgecc_x86_int8_layer_tables || (edgecc_x86_int8_layer_tables == 1 && !nq))
+    return nullptr;
   int64_t key[LT_KEY] = {(int64_t)packed, (int64_t)comp, (int64_t)e.off, (int64_t)e.mult,
                          (int64_t)e.add, n, kmax, per_channel, edgecc_x86_int8_fold_min,
                          e.wide * 4 + e.hi32 * 2 + e.requant, nq};

@@ -1,7 +1,7 @@
 """The qconv entry's per-layer tables (``edgecc_x86_int8_layer_tables``,
-x86_int8_layer_tables_source): with the knob on (default) every VNNI convolution call takes its
-off - comp / fold / conv_direct4 offset tables from a slot filled once per layer (the counter
-grows by one a call, the fills by one a layer however many runs), and the outputs of fourteen
+x86_int8_layer_tables_source): with the knob at 1 (default) every conv_direct4 call, at 2 every VNNI convolution call
+takes its off - comp / fold / conv_direct4 offset tables from a slot filled once per layer (the
+counter grows by one a call, the fills by one a layer however many runs), and the outputs of fourteen
 layers run in turn (conv_direct4 and im2col, stems, stride 2) equal the integer arithmetic bit
 for bit, as with the knob off (per-call tables)."""
 
@@ -30,8 +30,19 @@ def test_layer_tables_filled_once_a_layer_and_exact(tmp_path, monkeypatch):
         return ctypes.c_int64.in_dll(so, "edgecc_x86_int8_layer_tables_" + name).value
 
     fills0, full0 = counter("fills"), counter("full")
+    taken = sum(c[6] for c in CASES)  # default 1: conv_direct4's calls
     runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_layer_tables",
-                                lambda: counter("calls"), len(CASES))
-    assert counter("fills") - fills0 == len(CASES)  # one slot a layer, hit on every later run
+                                lambda: counter("calls"), taken)
+    assert counter("fills") - fills0 == taken  # one slot a layer, hit on every later run
+    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_layer_tables")
+    try:
+        knob.value = 2  # every call (the im2col's too)
+        for _ in range(3):
+            before = counter("calls")
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            assert counter("calls") - before == len(CASES)
+    finally:
+        knob.value = 1
+    assert counter("fills") - fills0 == len(CASES)
     assert counter("full") == full0
     _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
