@@ -174,11 +174,15 @@ static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
 // entries of one phase for every tap. A channel row by one masked load and one masked vpermb
 // (x + 128 at the valid columns, zu elsewhere), four channels interleaved by interleave4 (16
 // entries a call; the last call may write up to 15 entries past the row, into the next row
-// (written after it) or the buffer's 64 spare bytes). Needs w <= 64 and sw·wq <= 64 (VBMI).
+// (written after it) or the buffer's 64 spare bytes; exact: the last call of a row writes only
+// the row's own entries — for a copy padded before rows it already holds, direct4_chunk's
+// backward extension, whose last row would otherwise spill into the first held row). Needs
+// w <= 64 and sw·wq <= 64 (VBMI).
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vbmi")))
 static void pad_rows_c4s(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
                          int64_t hp, int64_t wq, int64_t sw, int64_t ph, int64_t pw, int64_t y0,
-                         int64_t y1, uint8_t zu, int64_t rows_used = 1 << 30) {
+                         int64_t y1, uint8_t zu, int64_t rows_used = 1 << 30,
+                         bool exact = false) {
   const int64_t n = sw * wq, row_bytes = n * 4;  // entries of a copied row
   alignas(64) uint8_t idx[64];
   uint64_t valid = 0;
@@ -201,12 +205,16 @@ static void pad_rows_c4s(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
       for (int j = 0; j < 4; ++j)
         _mm512_store_si512(ch[j], _mm512_mask_permutexvar_epi8(
             pad, valid, perm, _mm512_xor_si512(_mm512_maskz_loadu_epi8(load, s + j * cs), flip)));
-      for (int64_t i = 0; i < n; i += 16)
+      for (int64_t i = 0; i < n; i += 16) {
+        alignas(64) int8_t tail[64];
+        const bool spill = exact && i + 16 > n;
         interleave4(reinterpret_cast<const int8_t*>(ch[0] + i),
                     reinterpret_cast<const int8_t*>(ch[1] + i),
                     reinterpret_cast<const int8_t*>(ch[2] + i),
                     reinterpret_cast<const int8_t*>(ch[3] + i),
-                    reinterpret_cast<int8_t*>(row + i * 4), _mm_setzero_si128());
+                    spill ? tail : reinterpret_cast<int8_t*>(row + i * 4), _mm_setzero_si128());
+        if (spill) memcpy(row + i * 4, tail, (n - i) * 4);
+      }
     }
 }
 
@@ -294,11 +302,13 @@ static void direct4_offsets(int64_t* qoff, int64_t c, int64_t kh, int64_t kw, in
 }
 
 // padded input rows [y0, y1) of d's copy into buf (its rows at their whole-map offsets)
-static void direct4_pad(const Direct4& d, uint8_t* buf, int64_t y0, int64_t y1) {
+// (exact: rows [y1, ...) are held already — no write past row y1 - 1, see pad_rows_c4s)
+static void direct4_pad(const Direct4& d, uint8_t* buf, int64_t y0, int64_t y1,
+                        bool exact = false) {
   // (kh < sh: rows y with y % sh >= kh are read by no output row: 1x1 stride-2 shortcuts skip
   // half the copy; edgecc_x86_int8_pad_skip 0 copies every row, A/B)
   if (d.sw > 1) pad_rows_c4s(buf, d.x, d.c, d.h, d.w, d.hp, d.wq, d.sw, d.ph, d.pw, y0, y1, d.zu,
-                             edgecc_x86_int8_pad_skip && d.sh == d.sw ? d.kh : 1 << 30);
+                             edgecc_x86_int8_pad_skip && d.sh == d.sw ? d.kh : 1 << 30, exact);
   else if (edgecc_x86_int8_pad_vbmi && has_vbmi()) {
     pad_rows_c4v(buf, d.x, d.c, d.h, d.w, d.hp, d.wp, d.ph, d.pw, y0, y1, d.zu, d.c_real);
     if (!pad_vbmi_seen.load(std::memory_order_relaxed))
@@ -402,7 +412,7 @@ static void direct4_chunk(const Direct4& d, Direct4Held* held, uint8_t* buf, int
     if (seen == buf) p = &held[i];  // (not taken by another thread: it was this one's)
   }
   if (p && p->y1 > p->y0 && y0 <= p->y1 && y1 >= p->y0) {
-    if (y0 < p->y0) direct4_pad(d, buf, y0, p->y0), p->y0 = y0;
+    if (y0 < p->y0) direct4_pad(d, buf, y0, p->y0, true), p->y0 = y0;
     if (y1 > p->y1) direct4_pad(d, buf, p->y1, y1), p->y1 = y1;
   } else {
     direct4_pad(d, buf, y0, y1);
