@@ -6,11 +6,11 @@ exactly for the calls whose rows skipped it (a silent fallback fails)."""
 
 from __future__ import annotations
 
-import ctypes
 
 import numpy as np
 import pytest
 
+from tests.targets.tvm.int8_cases import runs_knob_on_and_off
 from tests.targets.tvm.test_x86_int8 import _isas
 from tests.targets.tvm.test_x86_int8_tile_post import CASES, _fused_and_reference
 
@@ -31,23 +31,14 @@ def test_post_floor_equals_the_relax_ops(tmp_path, monkeypatch, seed):
     from edgecc.targets.tvm.x86_int8_tile_source import POST_FLOOR
 
     xs, n, lib, vm, so = _fused_and_reference(tmp_path, CASES, TAILS, seed=seed)
-    knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_post_floor")
-    assert knob.value == 1  # on by default
     calls = lib.get_function(POST_FLOOR, query_imports=True)
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
     args = [tvm.runtime.tensor(x) for x in xs]
-    runs = []
-    try:
-        for on in (1, 0):
-            knob.value = on
-            before = calls()
-            runs.append([o.numpy() for o in vm["main"](*args)])
-            assert calls() - before == on * sum(TAKEN), on
-    finally:
-        knob.value = 1
+    # on then off, serial then pooled, twice each: runs[-1] is the knob off's
+    runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_post_floor", calls, sum(TAKEN))
     for got in runs:
         for i in range(n):  # each fused output equal to the Relax ops' and to the knob off's
             np.testing.assert_array_equal(got[i], got[n + i], err_msg=str(i))
-            np.testing.assert_array_equal(got[i], runs[1][i])
+            np.testing.assert_array_equal(got[i], runs[-1][i])
     assert all(len(np.unique(runs[0][i])) > 20 for i in range(n))  # not saturated
     assert (runs[0][5] == -100).any()  # the third case's clamp to qmin binds (qz below it)
