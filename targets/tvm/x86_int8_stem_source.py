@@ -4,7 +4,11 @@ channel quad) and, under a knob, the stride-2 convolutions.
 
 Why: on Zen 4 (2 vCPUs KVM) ResNet-20's w8a8 stem (3->16@32x32), pooled by two bands of 16
 rows, took 6.5 us at 2 threads in place vs 5.67 us serial at 1 thread, the worker's half
-alone ~6.0 us (s17 lead, bench/x86_int8_dw_threads.py --mode calls): pooled it loses. Its
+alone ~6.0 us (s17 lead, bench/x86_int8_dw_threads.py --mode calls, 21:25), and pooled was
+1.01-1.08x of serial under load 3.5-4.6. That host state was a slow one: later, quiet (23:35),
+every pooled conv ran at 0.56-0.63 of its 1-thread time and the pooled stem was 0.77x of this
+serial default in place (6.30 vs 8.24 us, ``--compare edgecc_x86_int8_stem_serial:0``), so the
+default is one to re-decide on a quiet host (both values are --tune candidates). Its
 whole work is small (9·4 k-bytes, 16 channels: ~0.6M multiply-adds, a third of a 16@32x32
 3x3's per-channel work). ``edgecc_x86_int8_stem_serial`` v > 0 (default 2^20) runs a stem
 conv_direct4 call of job work (qconv's units, halved by conv_pool_work) under v serially —
@@ -20,7 +24,7 @@ call kept serial by either knob (it would have pooled) by ``edgecc_x86_int8_d4_s
 ``edgecc_x86_int8_s2_pool`` 1 (default 0, a --tune knob for quiet hosts): the stride-2 1x1
 shortcuts pooled by bands (their job work not halved by conv_pool_work, and at least the
 pool's threshold). Why: in place at 2 threads the two ResNet-20 shortcuts, serial, took 3.65 /
-2.45 us vs 2.6 / 1.8 us at 1 thread (s17 lead, quiet): each reads the residual (the block's
+2.45 us vs 2.6 / 1.8 us at 1 thread (s17 lead, 21:25, the slow host state above): each reads the residual (the block's
 second convolution's float output) that the pool's two threads wrote by bands, half of it
 from the other core; pooled by the same bands of rows each thread reads mostly its own
 core's half. Counted per call pooled because of it by ``edgecc_x86_int8_d4_pool_calls``.
