@@ -81,6 +81,8 @@ class IntegerKernels:
         self.requantized: dict[fx.Node, Any] = {}  # quantize node → its int8 value
         # add / relu nodes done inside a convolution's write-back (x86 Post) → their value
         self.fused_values: dict[fx.Node, Any] = {}
+        # convolutions lowered ahead of their turn (x86_int8_pair.shortcut_of) → their value
+        self.early: dict[fx.Node, Any] = {}
         self._defaults: dict[int, dict[str, Any]] = {}  # the importer's own converters
         self.stats = {"integer_layers": 0, "requantized": 0, "float_layers": 0}
 
@@ -311,6 +313,8 @@ class IntegerKernels:
 
     def convolution(self, fallback: Any) -> Any:
         def convert(node: fx.Node, importer: Any) -> Any:
+            if node in self.early:
+                return self.early[node]
             plan, why = self.plan(node)
             if plan is None:
                 return self._float(node, importer, fallback, why)
@@ -396,6 +400,7 @@ class IntegerKernels:
                    epilogue)
         if out is not None:
             out = self._x86_block(bb, node, plan, [out])[0]
+            out = self._x86_pair(bb, node, plan, importer, out)
         return self._x86_done(bb, out, rq, act)
 
     def _x86_block(self, bb: Any, node: fx.Node, plan: dict[str, Any],
@@ -416,6 +421,31 @@ class IntegerKernels:
             return outs
         self.stats["x86_blocks"] = self.stats.get("x86_blocks", 0) + 1
         return fused
+
+    def _x86_pair(self, bb: Any, node: fx.Node, plan: dict[str, Any], importer: Any,
+                  out: Any) -> Any:
+        """After a stride-2 block's conv1 (``out``): its 1x1 stride-2 shortcut lowered now, as
+        a plain float output (the block's residual add then goes to conv2's write-back), and
+        both as one ``x86_int8_pair`` call where they pair; returns conv1's value."""
+        from edgecc.targets.tvm import x86_int8_pair
+
+        sc = x86_int8_pair.shortcut_of(node, plan["xq"], self._const)
+        sc_plan = self.plan(sc)[0] if sc is not None and sc not in self.early else None
+        if sc_plan is None or sc_plan["xq"] is not plan["xq"]:
+            return out
+        stride, padding, dilation, _, _, groups = sc.args[3:9]
+        act = sc.args[9] if len(sc.args) > 9 else None
+        value = self._x86_conv(bb, sc, sc_plan, act, importer, list(stride), list(padding),
+                               list(dilation), groups)
+        if value is None:
+            return out
+        self.stats["x86_early"] = self.stats.get("x86_early", 0) + 1
+        pair = x86_int8_pair.fuse(bb, out, value)
+        if pair is not None:
+            out, value = pair
+            self.stats["x86_pairs"] = self.stats.get("x86_pairs", 0) + 1
+        self.early[sc] = importer.env[sc] = value
+        return out
 
     def _x86_done(self, bb: Any, out: Any, rq: dict[str, Any] | None, act: str | None) -> Any:
         if out is None:

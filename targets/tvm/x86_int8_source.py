@@ -124,6 +124,8 @@ from edgecc.targets.tvm.x86_int8_dw_source import DW_KERNELS
 from edgecc.targets.tvm.x86_int8_dwrows_source import DWROWS_FFI, DWROWS_KERNELS, DWROWS_SYMBOLS
 from edgecc.targets.tvm.x86_int8_layer_tables_source import LAYER_TABLES_KERNELS
 from edgecc.targets.tvm.x86_int8_pad_source import PAD_KERNELS
+from edgecc.targets.tvm.x86_int8_pair import PAIR_FFI, PAIR_KERNELS
+from edgecc.targets.tvm.x86_int8_pair import SYMBOLS as PAIR_SYMBOLS
 from edgecc.targets.tvm.x86_int8_pool_source import POOL_FFI, POOL_KERNELS, POOL_SYMBOLS
 from edgecc.targets.tvm.x86_int8_quant_source import QUANT_KERNELS, QUANT_SYMBOLS
 from edgecc.targets.tvm.x86_int8_stem_source import STEM_FFI, STEM_KERNELS, STEM_SYMBOLS
@@ -152,7 +154,8 @@ EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, H
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
             FLIP_COPIES, POST_ROWS, OC_SPLIT, OC_MAJOR, CONV_ROWS,
             *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
-            *STEM_SYMBOLS, *AMX_SYMBOLS, *BLOCK_SYMBOLS)  # every symbol the library exports
+            *STEM_SYMBOLS, *AMX_SYMBOLS, *BLOCK_SYMBOLS,
+            *PAIR_SYMBOLS)  # every symbol the library exports
 
 SOURCE = r"""
 // edgecc x86 int8 kernels (targets/tvm/x86_int8_source.py)
@@ -1281,7 +1284,8 @@ int64_t conv_rows_calls = 0;
 int64_t oc_split_calls = 0;  // convolution calls pooled by (panel, channels) (a test's)
 std::atomic<int> oc_split_seen{0};
 
-""" + PAD_KERNELS + DIRECT_KERNELS + POOL_KERNELS + STEM_KERNELS + LAYER_TABLES_KERNELS + r"""
+""" + PAD_KERNELS + DIRECT_KERNELS + POOL_KERNELS + STEM_KERNELS + PAIR_KERNELS + \
+    LAYER_TABLES_KERNELS + r"""
 // convolution (groups 1, NCHW / OIHW):  meta = [2, requant, lo, hi, zy, N, C, H, W, OC,
 // KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, zx, vnni_at, comp_at, tap_major];  w:
 // [ceil(OC/4)*4][kp] int16, k = (c, ky, kx), then the VNNI rows [ceil(OC/8)*8][kq*4] int8
@@ -1394,6 +1398,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         d.e.ld = pix;
         d.c_real = c;  // < cdot: the copy's last quad padded (pad_rows_c4*)
         if (s2) d.sh = d.sw = 2, d.wq = wq;
+        if (d4_pair && nb == 1 && d4_pair_take(d, job_work, threads, lt))  // x86_int8_pair
+          continue;
         conv_direct4(d, threads, direct4_job(job_work, cdot > c, s2, threads,  // stem_source
                                              kh == 1 && kw == 1, full_job));
         if (b == 0) __atomic_fetch_add(&direct4_calls, 1, __ATOMIC_RELAXED);
@@ -1621,6 +1627,7 @@ int __tvm_ffi_edgecc_x86_int8_requant_probe(void*, const TVMFFIAny* args, int32_
   return 0;
 }
 
-""" + DW_ENTRY_FFI + COUNTERS_FFI + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + STEM_FFI + AMX_FFI + BLOCK_FFI + r"""
+""" + DW_ENTRY_FFI + COUNTERS_FFI + QUANT_KERNELS + DIRECT_FFI + DWROWS_FFI + TILE_FFI + POOL_FFI + STEM_FFI + AMX_FFI + BLOCK_FFI + \
+    PAIR_FFI + r"""
 }  // extern "C"
 """
