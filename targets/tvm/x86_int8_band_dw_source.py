@@ -38,6 +38,15 @@ DW_BAND = "edgecc_x86_int8_dw_band_calls"  # library int64: depthwise calls run 
 DW_BAND_KNOB = "edgecc_x86_int8_dw_band"  # library int64: 1 on (default), 0 the former path
 
 DW_POOL_ROWS = r"""
+// ---- one row band of a whole block (x86_int8_block's band form) ----
+// set by edgecc_x86_qblock's band form on a pool thread around each entry call it makes there,
+// read by the entries: a 1x1 stride-1 qconv (VNNI) builds and multiplies panels [lo, hi) only
+// (x86_int8_source), a depthwise on dw_rows / dw_band computes output rows [lo, hi) of every
+// channel on this thread (dw_pool_rows, below), skipping dw_direct (whole planes); ran: set by
+// the entry that took the span (else it computed its whole call)
+struct BandSpan { int on; int ran; int64_t lo, hi; };
+static thread_local BandSpan band_span = {0, 0, 0, 0};
+
 // ---- dw_rows' and dw_band's pooling (x86_int8_band_dw_source, before dw_rows) ----
 // run(t, oy0, oy1) (channel t = image · c + channel, output rows [oy0, oy1)) for nb images of c
 // channels of oh x ow outputs on the pool: by bands of output rows, `bands_a_thread` a thread
@@ -48,6 +57,11 @@ DW_POOL_ROWS = r"""
 template <typename Run>
 static void dw_pool_rows(const Run& run, int64_t nb, int64_t c, int64_t oh, int64_t ow,
                          int64_t bands_a_thread, int64_t& banded, int64_t& calls) {
+  if (band_span.on) {  // a block's band: its output rows of every channel, on this thread
+    for (int64_t t = 0; t < nb * c; ++t) run(t, band_span.lo, band_span.hi);
+    band_span.ran = 1;
+    return;
+  }
   const int64_t work = dw_pool_work(nb * c * oh * ow);  // (x86_int8_dw_source)
   const int64_t groups = (oh + 3) / 4;  // dw_rows_t's 4-row steps
   const int64_t bands = bands_a_thread > 0 && ow % 16 == 0 &&

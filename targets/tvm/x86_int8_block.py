@@ -53,6 +53,23 @@ SPLIT = False
 SPLIT_MAX_PIXELS = 16 * 16
 SPLIT_MIN_CHANNELS = 16
 
+# the band form (C: qblock_band): each block's output rows in bands (one a pool thread), each
+# band's expand (its input rows + the depthwise's halo), depthwise and project on that thread's
+# own intermediates. Library int64 globals, read per call: BAND_KNOB 1 / 0 (the chained form)
+# / 2 (two bands on a 1-thread pool too: the form's own cost at 1 thread),
+# BAND_MIN_KNOB the least project output pixels, BAND_MAX_KNOB the most expand pixels; these
+# constants are their defaults in the built library. BAND_CALLS counts the blocks run banded,
+# BAND_MISSED those in which an entry did not take its band (computed its whole call)
+BAND = True
+BAND_MIN_PIXELS = 8 * 8
+BAND_MAX_PIXELS = 32 * 32
+BAND_KNOB = "edgecc_x86_int8_block_band"
+BAND_MIN_KNOB = "edgecc_x86_int8_block_band_min"
+BAND_MAX_KNOB = "edgecc_x86_int8_block_band_max"
+BAND_CALLS = "edgecc_x86_int8_block_band_calls"
+BAND_MISSED = "edgecc_x86_int8_block_band_missed"
+BAND_KNOBS = (BAND_KNOB, BAND_MIN_KNOB, BAND_MAX_KNOB)  # for end_to_end.KNOBS (--tune)
+
 _EXPAND_ARGS = 9  # x + packed, meta, off, mult, add, shift, scale, bias
 _CONSTS = 8
 
@@ -127,6 +144,72 @@ static int qblock_split(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* resu
   return 0;
 }
 
+// the band form (x86_int8_block.BAND): the block's output rows in bands, one pool item each,
+// every band's three stages on its thread (the entries on a band_span: the expand's panels of
+// the input rows the band's depthwise reads, halo included, the depthwise's rows, the
+// project's panels) into that thread's own intermediates, laid out as the whole maps (only
+// the band's rows written or read). Where the block's batch is 1, the pool has threads, the
+// CPU has AVX-512 VNNI and VBMI (the 1x1 entries' panel path, the depthwise on dw_rows /
+// dw_band) and the depthwise a hi32 epilogue (every MobileNetV2 one), the project's map has
+// >= band_min pixels and 2+ bands of whole panels, the expand's <= band_max. 0: the chained
+// form (A/B); 2: two bands even on a 1-thread pool (both on the caller: the form's cost)
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band = @BAND@;
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_min = @BAND_MIN@;
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_max = @BAND_MAX@;
+// blocks run banded, and the band entry calls that did not take their span (computed the
+// whole call: correct, slower; the tests' proof that none did)
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_calls = 0;
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_missed = 0;
+
+static int qblock_band(const TVMFFIAny* args, int32_t num_args, int64_t* s1, int64_t* s2,
+                       size_t b1, size_t b2, int64_t bands) {
+  const int64_t* m2 = data<int64_t>(args, 10);
+  const int64_t h = s1[2], w = s1[3], oh = s2[2], ow = s2[3];
+  const int64_t kh = m2[9], sh = m2[11], ph = m2[13], dh = m2[15];
+  const int64_t unit = 16 / std::gcd(ow, (int64_t)16), units = oh / unit;
+  int failed = 0, missed = 0;
+  parallel_for(bands, [&](int64_t i0, int64_t i1) {
+    int8_t* buf = qblock_mid(b1 + b2 + 64);
+    DLTensor t1, t2;
+    const TVMFFIAny mid1 = typed_tensor_arg(t1, buf, s1, 4, kDLInt, 8);
+    const TVMFFIAny mid2 = typed_tensor_arg(t2, buf + b1, s2, 4, kDLInt, 8);
+    for (int64_t i = i0; i < i1; ++i) {
+      // output rows [oy0, oy1): whole panels (unit rows), the last band to the map's end
+      const int64_t oy0 = i * units / bands * unit;
+      const int64_t oy1 = i + 1 == bands ? oh : (i + 1) * units / bands * unit;
+      // the input rows the band's depthwise reads (its halo included)
+      const int64_t y0 = std::max((int64_t)0, oy0 * sh - ph);
+      const int64_t y1 = std::min(h, (oy1 - 1) * sh - ph + (kh - 1) * dh + 1);
+      TVMFFIAny a[16], r{};
+      int rc = 0, took = 0;
+      for (int j = 0; j < 9; ++j) a[j] = args[j];
+      a[9] = mid1;
+      band_span = {1, 0, y0 * w / 16, (y1 * w + 15) / 16};
+      rc |= __tvm_ffi_edgecc_x86_qconv(0, a, 10, &r);
+      took += band_span.ran;
+      a[0] = mid1;
+      for (int j = 1; j < 9; ++j) a[j] = args[8 + j];
+      a[9] = mid2;
+      band_span = {1, 0, oy0, oy1};
+      rc |= __tvm_ffi_edgecc_x86_qdwconv(0, a, 10, &r);
+      took += band_span.ran;
+      a[0] = mid2;
+      for (int j = 17; j < num_args; ++j) a[j - 16] = args[j];
+      band_span = {1, 0, oy0 * ow / 16, (oy1 * ow + 15) / 16};
+      rc |= __tvm_ffi_edgecc_x86_qconv(0, a, num_args - 16, &r);
+      took += band_span.ran;
+      band_span.on = 0;
+      if (rc) __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+      if (took != 3) __atomic_store_n(&missed, 1, __ATOMIC_RELAXED);
+    }
+  }, INT64_MAX / 4);
+  if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) return -1;
+  if (missed) __atomic_fetch_add(&edgecc_x86_int8_block_band_missed, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&edgecc_x86_int8_block_band_calls, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&block_calls, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
                                  TVMFFIAny* result) {
@@ -142,6 +225,17 @@ int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
   int64_t s2[4] = {m2[5], m2[6], m2[17], m2[18]};
   const size_t b1 = (size_t)(s1[0] * s1[1] * s1[2] * s1[3] + 63) / 64 * 64;
   const size_t b2 = (size_t)(s2[0] * s2[1] * s2[2] * s2[3]);
+  if (edgecc_x86_int8_block_band && s1[0] == 1 && s2[2] * s2[3] >= edgecc_x86_int8_block_band_min &&
+      s1[2] * s1[3] <= edgecc_x86_int8_block_band_max && m2[1] == 2 &&
+      isa_level() == ISA_AVX512VNNI && has_vbmi()) {  // (the depthwise on dw_rows / dw_band)
+    const int64_t units = s2[2] / (16 / std::gcd(s2[3], (int64_t)16));  // bands of whole panels
+    // (2: at least two bands, on one thread too: the band form's own cost, for a 1-thread A/B)
+    const int64_t threads = edgecc_pool_size();
+    const int64_t bands = std::min(units, edgecc_x86_int8_block_band == 2 && threads < 2
+                                          ? (int64_t)2 : (int64_t)threads);
+    result->type_index = kTVMFFINone; result->zero_padding = 0; result->v_int64 = 0;
+    if (bands > 1) return qblock_band(args, num_args, s1, s2, b1, b2, bands);
+  }
   int8_t* buf = qblock_mid(b1 + b2 + 64);
   DLTensor t1, t2;
   const TVMFFIAny mid1 = typed_tensor_arg(t1, buf, s1, 4, kDLInt, 8);
@@ -176,6 +270,9 @@ int __tvm_ffi_edgecc_x86_int8_block(void*, const TVMFFIAny*, int32_t, TVMFFIAny*
   return 0;
 }
 """
+
+BLOCK_FFI = BLOCK_FFI.replace("@BAND@", str(int(BAND))).replace(
+    "@BAND_MIN@", str(BAND_MIN_PIXELS)).replace("@BAND_MAX@", str(BAND_MAX_PIXELS))
 
 
 def _packed(bb: Any, var: Any, symbol: str) -> Any | None:

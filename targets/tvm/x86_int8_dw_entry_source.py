@@ -21,6 +21,35 @@ DW_KNOBS = ("edgecc_x86_int8_dw_vbmi", "edgecc_x86_int8_dw_write_hi",
             "edgecc_x86_int8_dw_block16")  # the switches above (int64_t, default 1)
 
 DW_ENTRY_FFI = r"""
+// a block's band (x86_int8_block's band form; band_span): d's vectors whose outputs lie in rows
+// [lo, hi) of the ow-wide output rows, as a plan of their own. False (d unchanged) where a
+// vector straddles the band's edge or none lies in it: then dw_rows takes the band's rows
+static bool dw_direct_rows(DwDirect& d, int64_t kh, int64_t ow, int64_t lo, int64_t hi) {
+  DwDirect s = d;
+  int64_t n = 0;
+  for (int64_t v = 0; v < d.nv; ++v) {
+    const int64_t r0 = d.oo[v] / ow;
+    const int64_t r1 = (d.oo[v] + __builtin_popcount((unsigned)d.lanes[v]) - 1) / ow;
+    if (r1 < lo || r0 >= hi) continue;
+    if (r0 < lo || r1 >= hi) return false;
+    s.oo[n] = d.oo[v];
+    s.lanes[n] = d.lanes[v];
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      const int64_t q = n * kh + ky, from = v * kh + ky;
+      memcpy(s.idx[q], d.idx[from], 64);
+      s.mask[q] = d.mask[from];
+      s.off[q] = d.off[from];
+      s.lm[q][0] = d.lm[from][0];
+      s.lm[q][1] = d.lm[from][1];
+    }
+    ++n;
+  }
+  if (n == 0) return false;
+  s.nv = n;
+  d = s;
+  return true;
+}
+
 // the A/B switches (module docstring): 1 the default path, 0 the former one
 __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_vbmi = 1;
 __attribute__((visibility("default"))) int64_t edgecc_x86_int8_dw_write_hi = 1;
@@ -60,13 +89,15 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     // buffer before the windows that span them are loaded (measured: ~1.4x on 32x32)
     const int64_t plane_bytes = (hp * wp + 256 + 63) / 64 * 64;
     DwDirect direct;
-    if (dw_direct_plan_cached(plan, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx, direct)) {
+    if (dw_direct_plan_cached(plan, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, zx, direct) &&
+        (!band_span.on ||  // a block's band (x86_int8_block): its vectors, else dw_rows below
+         dw_direct_rows(direct, kh, ow, band_span.lo, band_span.hi))) {
       direct.wrows = wt + c * kh * kw;  // (after the plan: the cached copy has another's)
       direct.wcomp = direct.wrows + 4 * c;
       const int64_t stride = (pix + 15) / 16 * 16 + 16;
       const bool wb = dw_writes_hi(e) && edgecc_x86_int8_dw_write_hi;  // 0: write_channel
-      const bool pack = wb && edgecc_x86_int8_dw_pack && dw_packs(direct);
-      parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+      const bool pack = wb && edgecc_x86_int8_dw_pack && dw_packs(direct) && !band_span.on;
+      auto channels = [&](int64_t t0, int64_t t1) {
         int32_t* acc = static_cast<int32_t*>(scratch(2, stride * DW_PERM_BATCH * 4));
         for (int64_t t = t0; t < t1; t += DW_PERM_BATCH) {
           const int64_t nt = t1 - t < DW_PERM_BATCH ? t1 - t : DW_PERM_BATCH;
@@ -81,7 +112,13 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
             for (int64_t u = 0; u < nt; ++u)
               write_channel(e, ch[u], acc + u * stride, pix, (t + u) * pix);
         }
-      }, dw_pool_work(nb * c * pix));
+      };
+      if (band_span.on) {  // a block's band: every channel on this thread (not counted)
+        channels(0, nb * c);
+        band_span.ran = 1;
+        return 0;
+      }
+      parallel_for(nb * c, channels, dw_pool_work(nb * c * pix));
       __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
       if (pack) __atomic_fetch_add(&edgecc_x86_int8_dw_packed_calls, 1, __ATOMIC_RELAXED);
       if (direct.wide) {

@@ -1452,6 +1452,14 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       const int8_t* whole = direct ? xb : reinterpret_cast<const int8_t*>(padded);
       GemmDot g{packed + meta[21], oc, kq, panels8, pix, advanced(e, b * oc * pix), isa};
       g.e.ld = pix;
+      if (band_span.on && direct && nb == 1) {  // a block's band (x86_int8_block): its panels
+        for (int64_t p = band_span.lo; p < band_span.hi; ++p) {
+          build(p, whole);
+          gemm_panels_dot<false>(g, p, p + 1);
+        }
+        band_span.ran = 1;
+        continue;
+      }
       if (bands > 1) {
         // band i: output rows [r0, r1) (whole panels), reading padded rows [y0, y1) of every
         // channel, copied into this thread's buffer at the same offsets as the whole copy

@@ -71,9 +71,9 @@ def _splits(shapes):
                and e >= b.SPLIT_MIN_CHANNELS)
 
 
-def _run_blocks(tmp_path, xs, cases, name="b.so", knob=None):
-    """One library with each case twice (its three calls, then fused): per case, the three
-    calls' outputs, the fused call's, and the fused calls the library counted."""
+def _build_blocks(tmp_path, xs, cases, name="b.so"):
+    """One library with each case twice (its three calls, then fused), loaded: (library, VM,
+    the VM's arguments)."""
     import tvm
     from tvm import relax
 
@@ -102,11 +102,30 @@ def _run_blocks(tmp_path, xs, cases, name="b.so", knob=None):
     assert text.count(f'"{x86_int8_block.SYMBOL}"') == len(cases)
     module = module.with_attr("external_mods", [x86_int8.external_module()])
     lib, vm = build_and_load(module, str(tmp_path / name))
+    args = [tvm.runtime.tensor(x) for x in xs] + [tvm.runtime.tensor(c[7]) for c in cases
+                                                  if c[7] is not None]
+    return lib, vm, args
+
+
+def _per_case(got, cases):
+    """The VM's flat outputs -> per case (the three calls' outputs, the fused call's)."""
+    per = [2 if c[7] is not None else 1 for c in cases]
+    results, at = [], 0
+    for n in per:
+        results.append((got[at:at + n], got[at + n:at + 2 * n]))
+        at += 2 * n
+    return results
+
+
+def _run_blocks(tmp_path, xs, cases, name="b.so", knob=None):
+    """One library with each case twice (its three calls, then fused): per case, the three
+    calls' outputs, the fused call's, and the fused calls the library counted."""
+    from edgecc.targets.tvm import x86_int8_block
+
+    lib, vm, args = _build_blocks(tmp_path, xs, cases, name)
     counter = lib.get_function(x86_int8_block.CALLS, query_imports=True)
     halves = lib.get_function(x86_int8_block.SPLIT_CALLS, query_imports=True)
     before, split_before = counter(), halves()
-    args = [tvm.runtime.tensor(x) for x in xs] + [tvm.runtime.tensor(c[7]) for c in cases
-                                                  if c[7] is not None]
     got = [o.numpy() for o in vm["main"](*args)]
     ran = (counter() - before, halves() - split_before)
     if knob is not None:  # the split form's halves in turn on the caller: the same outputs
@@ -120,12 +139,7 @@ def _run_blocks(tmp_path, xs, cases, name="b.so", knob=None):
             flag.value = 1
         for a, b in zip(got, again):
             np.testing.assert_array_equal(a, b)
-    per = [2 if c[7] is not None else 1 for c in cases]
-    results, at = [], 0
-    for n in per:
-        results.append((got[at:at + n], got[at + n:at + 2 * n]))
-        at += 2 * n
-    return results, ran
+    return _per_case(got, cases), ran
 
 
 def _check(xs, cases, results):

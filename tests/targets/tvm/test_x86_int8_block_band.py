@@ -1,0 +1,103 @@
+"""``x86_int8_block``'s band form: a block's output rows in bands, each band's expand (its input
+rows and the depthwise's halo), depthwise and project on one pool thread. On a 2-thread pool
+(forced, as the suite may give a worker one thread) it runs (``BAND_CALLS`` grows by the blocks
+that qualify, ``BAND_MISSED`` does not: no entry computed its whole call) and equals the three
+calls, the chained form (``BAND_KNOB`` 0) and the integer arithmetic bit for bit; on one
+thread it does not run (knob 1) or runs both bands on the caller (knob 2), the same outputs."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.targets.tvm.test_x86_int8 import _avx2, _isas
+from tests.targets.tvm.test_x86_int8_block import _build_blocks, _cases, _check, _per_case
+
+_EXAMPLES = itertools.count()
+pytestmark = [pytest.mark.skipif(not _avx2(), reason="the x86 int8 kernels need AVX2"),
+              pytest.mark.skipif("avx512vnni" not in _isas() and "avxvnni" not in _isas(),
+                                 reason="the band form needs the VNNI 1x1 path")]
+
+
+def _banded(shapes, least, most):
+    """How many of ``shapes`` ((N, C, E, P, H, W, stride, residual)) the band form takes at 2
+    threads with ``least`` / ``most`` as band_min / band_max (qblock's test, in Python)."""
+    n = 0
+    for nb, _, _, _, h, w, s, _ in shapes:
+        oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
+        units = oh // (16 // math.gcd(ow, 16))
+        n += nb == 1 and oh * ow >= least and h * w <= most and units >= 2
+    return n
+
+
+def _run_band(tmp_path, xs, cases, shapes, name, least=1, most=1 << 20):
+    """Each case's three calls and fused call at 2 threads with the band form on (band_min
+    ``least``, band_max ``most``; twice), then with it off, then at 1 thread (on, and 2: two
+    bands on the caller): asserts the banded count each time and that all runs agree; -> the
+    first run's per-case outputs."""
+    from edgecc.targets.tvm import x86_int8_block as b
+
+    lib, vm, args = _build_blocks(tmp_path, xs, cases, name)
+    so = ctypes.CDLL(str(tmp_path / name))
+    knobs = {k: ctypes.c_int64.in_dll(so, k) for k in b.BAND_KNOBS}
+    calls = ctypes.c_int64.in_dll(so, b.BAND_CALLS)
+    missed = ctypes.c_int64.in_dll(so, b.BAND_MISSED)
+    threads = ctypes.c_int32.in_dll(so, "edgecc_pool_threads")
+    saved = {k: v.value for k, v in knobs.items()}, threads.value
+    assert saved[0] == {b.BAND_KNOB: int(b.BAND), b.BAND_MIN_KNOB: b.BAND_MIN_PIXELS,
+                        b.BAND_MAX_KNOB: b.BAND_MAX_PIXELS}
+    runs = []
+    try:
+        knobs[b.BAND_MIN_KNOB].value, knobs[b.BAND_MAX_KNOB].value = least, most
+        # (2 at 1 thread: both bands on the caller, in turn)
+        for band, pool in ((1, 2), (1, 2), (0, 2), (1, 1), (2, 1)):
+            knobs[b.BAND_KNOB].value, threads.value = band, pool
+            before, miss = calls.value, missed.value
+            runs.append([o.numpy() for o in vm["main"](*args)])
+            want = _banded(shapes, least, most) if band and (pool == 2 or band == 2) else 0
+            assert (calls.value - before, missed.value - miss) == (want, 0), (band, pool)
+    finally:
+        for k, v in saved[0].items():
+            knobs[k].value = v
+        threads.value = saved[1]
+    for again in runs[1:]:
+        for x, y in zip(runs[0], again):
+            np.testing.assert_array_equal(x, y)
+    return _per_case(runs[0], cases)
+
+
+def test_band_blocks_equal_the_chained_form(tmp_path):
+    """MobileNetV2-32's block shapes (32x32, 16x16, 8x8 at stride 1 and 2, residual or not;
+    4x4 maps: one panel, never banded) and odd ones (channels not a multiple of 16, 12x8 / 9x16
+    maps, batch 2: never banded): the band form runs where it applies and equals the three
+    calls, the chained form and the integer arithmetic."""
+    rng = np.random.default_rng(11)
+    shapes = [(1, 16, 96, 16, 16, 16, 1, True), (1, 16, 96, 32, 16, 16, 2, False),
+              (1, 32, 192, 32, 8, 8, 1, True), (1, 32, 192, 48, 8, 8, 1, False),
+              (1, 48, 288, 80, 8, 8, 2, False), (1, 80, 480, 80, 4, 4, 1, True),
+              (1, 12, 72, 12, 32, 32, 1, True), (1, 12, 72, 16, 32, 32, 2, False),
+              (1, 8, 48, 12, 32, 32, 1, False), (1, 6, 20, 9, 12, 8, 1, True),
+              (1, 7, 36, 10, 9, 16, 2, False), (2, 16, 40, 16, 16, 16, 1, True)]
+    assert _banded(shapes, 1, 1 << 20) == 9
+    assert _banded(shapes, 64, 1024) == 8  # the defaults: not the 12x8 (96 pixels... 6x4)
+    xs, cases = _cases(rng, shapes)
+    _check(xs, cases, _run_band(tmp_path, xs, cases, shapes, "band.so"))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 2), st.integers(1, 40), st.integers(1, 200),
+                          st.integers(1, 64), st.integers(1, 32), st.integers(1, 32),
+                          st.sampled_from([1, 2]), st.booleans()), min_size=3, max_size=6),
+       st.integers(0, 2 ** 32 - 1))
+def test_random_band_blocks_equal_the_chained_form(tmp_path, shapes, seed):
+    xs, cases = _cases(np.random.default_rng(seed), shapes)
+    results = _run_band(tmp_path, xs, cases, shapes, f"rb{next(_EXAMPLES)}.so")
+    for three, one in results:
+        for a, b in zip(three, one):
+            np.testing.assert_array_equal(a, b)
