@@ -2,8 +2,10 @@
 built with ``x86_int8_block.FUSE_BLOCK`` off (three calls a block), the default (one call a
 block running the three in turn) and ``SPLIT`` on (the <= 16x16 blocks' expand + depthwise
 in two halves of the expanded channels, one 2-item pool job), run interleaved in one process
-(``bench.tvm_cpu.interleaved_times``; paired ratios per round vs off). Outputs are compared bit
-for bit first.
+(``bench.tvm_cpu.interleaved_times``; paired ratios per round vs off), and the default build
+once more with its band form off (``chained``: the library knob ``edgecc_x86_int8_block_band``
+0 around each of its runs; ``one_call`` has the band form at its default). Outputs are compared
+bit for bit first.
 
 ``--threads 2`` (the default): wall clock at 2 threads; ``--threads 1``: the calling thread's
 CPU time. Prints a table (paired median, p10 / p90) and writes
@@ -15,6 +17,7 @@ CPU time. Prints a table (paired median, p10 / p90) and writes
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -35,6 +38,8 @@ PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 # build-time settings of x86_int8_block per column: three calls a block; one call a block
 # running the three calls in turn (the default); one call a block, the <= 16x16 ones split
 VARIANTS = {"off": {"FUSE_BLOCK": False}, "one_call": {"SPLIT": False}, "split": {"SPLIT": True}}
+# run-time columns: (the build they run, its library knobs while they run)
+KNOBBED = {"chained": ("one_call", {"edgecc_x86_int8_block_band": 0})}
 
 
 def percentiles(values: list[float]) -> list[float]:
@@ -74,6 +79,22 @@ def measure(name: str, repeats: int) -> dict:
         for k, v in defaults.items():
             setattr(x86_int8_block, k, v)
     fns = {k: (lambda r=r: r.run(*inputs)) for k, r in builds.items()}
+    for key, (base, knobs) in KNOBBED.items():
+        lib = ctypes.CDLL(builds[base]._runner.library)
+        globs = {k: ctypes.c_int64.in_dll(lib, k) for k in knobs}
+
+        def run(r=builds[base], globs=globs, knobs=knobs):
+            saved = {k: g.value for k, g in globs.items()}
+            for k, g in globs.items():
+                g.value = knobs[k]
+            try:
+                return r.run(*inputs)
+            finally:
+                for k, g in globs.items():
+                    g.value = saved[k]
+        out = run()
+        outs[key] = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+        fns[key] = run
     with torch.no_grad():
         times = interleaved_times(fns, repeats, clock="cpu" if THREADS == 1 else "wall")
     row = {"model": name, "input": shape, "threads": THREADS,
@@ -81,11 +102,14 @@ def measure(name: str, repeats: int) -> dict:
            "bit_identical": all(bool(np.array_equal(outs["off"], o)) for o in outs.values()),
            "fused_blocks": blocks,
            "median_ms": {k: statistics.median(v) for k, v in times.items()}, "paired": {}}
-    for k in VARIANTS:
+    for k in [*VARIANTS, *KNOBBED]:
         if k != "off":
             pr = paired_ratios(times, k, "off", repeats)
             row["paired"][k] = {"median": statistics.median(pr), "p10_p90": percentiles(pr),
                                 "rounds": len(pr)}
+    pr = paired_ratios(times, "one_call", "chained", repeats)  # the band form's own effect
+    row["one_call_vs_chained"] = {"median": statistics.median(pr), "p10_p90": percentiles(pr),
+                                  "rounds": len(pr)}
     return row
 
 
@@ -105,6 +129,9 @@ def main() -> int:
         for k, p in r["paired"].items():
             print(f"  {k} / off paired median {p['median']:.3f}x  p10-p90 "
                   f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
+        p = r["one_call_vs_chained"]
+        print(f"  one_call / chained paired median {p['median']:.3f}x  p10-p90 "
+              f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "int8 inverted residual blocks in one call vs three calls",

@@ -28,6 +28,38 @@ at 2 threads (load 3.7; p10-p90 0.38-2.64: the other vCPU busy), 0.990x / 0.981x
 time (load 4.0 / 7.4; p10-p90 0.87-1.16 / 0.91-1.03): the VM's dispatch of a packed call is
 ~0.15-0.3 us, not the ~1 us a call the in-place sum suggested. The split form (``SPLIT``) vs
 three calls: 1.040x 2 threads, 1.019x 1 thread (off by default).
+
+The band form (``BAND``; C ``qblock_band``, s18): at 2+ pool threads a block's output rows
+are cut into one band a thread (whole 16-pixel panels of the project's map), and each band
+runs all three stages on its own thread, on that thread's intermediates laid out as the whole
+maps (only its rows written or read)::
+
+    band i, output rows [oy0, oy1):
+      expand 1x1 on input rows [oy0·s - 1, (oy1 - 1)·s + 2) (clipped; the depthwise's halo,
+          whole panels: 8x8 maps compute 6 of 4 panels, 16x16 18 of 16)
+      depthwise on its output rows (dw_direct's vectors of those rows, else dw_rows' rows)
+      project 1x1 (+ residual, float / int8 outputs) on its output rows' panels
+
+One pool job a block instead of three calls (of which the 16x16 / 8x8 ones ran serially on
+the caller) and each thread reads mostly rows its own core wrote (the block before ran the
+same bands). The entries run their own code on the band (``band_span``, a thread-local the
+1x1 qconv's panel loop, dw_pool_rows and the dw_direct plan read), so the outputs are the
+chained form's bit for bit (tests/targets/tvm/test_x86_int8_block_band.py: the three calls,
+the chained form, the integer arithmetic, 2-thread pool forced, hypothesis shapes).
+
+Measured (MobileNetV2-32 w8a8, Zen 4 2-vCPU KVM, s18, the other helper's jobs off or on):
+in place at 2 threads (bench/x86_int8_inplace.py ``chain=block_band:0``, 40 rounds, load 2.0,
+the other vCPU idle while it ran) the banded blocks took 0.70-0.97x of their chained time
+(16x16 0.76-0.81x, 8x8 0.81-0.93x, the 32x32 stride-2 one 0.70x), the calls' sum 229.5 vs
+258.1 us (chained / banded paired median 1.074, p10 / p90 0.80 / 1.22). Whole model
+(bench/x86_int8_knob_ab.py, 400 rounds, 2 threads): chained / banded 1.160 (p10 / p90 0.85 /
+1.63, load 1.4; int8 / fp32 0.558 vs 0.665) and 1.113 (0.75 / 1.36, load 0.6; 0.518 vs
+0.574). Its cost on one thread (knob 2: both bands on the caller, thread CPU time): 1.128x
+(perf, per run: about half the expand's halo panels, a quarter the entries' set-up run
+twice, the rest the depthwise's per-channel work run twice); in place the 12 banded
+blocks 1.01-1.05x at 32x32, 1.07-1.13x at 16x16, 1.14-1.20x at 8x8. ``BAND_MIN_PIXELS`` 256
+(8x8 blocks chained): 0.984 of the default; ``BAND_MAX_PIXELS`` 256 (32x32 blocks chained):
+1.039, both within the noise (paired p10-p90 0.71-1.29).
 """
 
 from __future__ import annotations
