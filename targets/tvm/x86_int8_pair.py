@@ -28,6 +28,16 @@ same float32 operations: ``y2 + ys`` for ``ys + y2``, IEEE addition commutes; th
 outputs are the old order's bit for bit, tested). ``FUSE_PAIR`` then pairs the two calls
 (``fuse``); the calls it replaces stay emitted, unused (dead-code elimination drops them).
 
+Measured (Zen 4 KVM, ResNet-20 w8a8, load 0.8-2.3: another helper's builds on the other vCPU
+at times). 1 thread, per call alone (bench/x86_int8_calls_ab.py, knob 1 vs 0 interleaved, 60
+rounds, CPU time): the pair 9.23 vs 9.73 us (16->32 @32x32) and 8.39 vs 8.77 us (32->64
+@16x16), 0.95x each (the shortcut's copy and call saved, ~0.9 us a run: whole-model 1-thread
+A/Bs, bench/x86_int8_pair.py, read 0.99-1.01x, under their noise). 2 threads in place
+(bench/x86_int8_dw_threads.py --mode calls --compare edgecc_x86_int8_pair:0, 300 rounds, three
+runs, load 0.8-1.1): the pair 6.05-6.36 us vs conv1 4.60 + shortcut (serial) 3.47-3.52 us, and
+4.93-5.19 vs 4.41-4.56 + 1.55-1.66 us: ~2.8-3 us a run (~1.8% of ~155 us); the pair's worker
+half 5.54 / 4.50 us (0.60 / 0.54 of the 1-thread call, as the other pooled convs').
+
 Switches: ``REORDER`` / ``FUSE_PAIR`` (build time, module constants; False: as before);
 ``edgecc_x86_int8_pair`` (library global, default 1; 0: the pair entry runs its two calls in
 turn, the unpaired kernels: an A/B in one library and a --tune knob). Counter
