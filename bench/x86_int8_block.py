@@ -37,7 +37,8 @@ from bench.tvm_cpu import calibration, interleaved_times, models, paired_ratios 
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 # build-time settings of x86_int8_block per column: three calls a block; one call a block
 # running the three calls in turn (the default); one call a block, the <= 16x16 ones split
-VARIANTS = {"off": {"FUSE_BLOCK": False}, "one_call": {"SPLIT": False}, "split": {"SPLIT": True}}
+VARIANTS = {"off": {"FUSE_BLOCK": False}, "one_call": {"SPLIT": False}, "split": {"SPLIT": True},
+            "split4x4": {"SPLIT": True, "SPLIT_MAX_PIXELS": 16}}
 # run-time columns: (the build they run, its library knobs while they run)
 KNOBBED = {"chained": ("one_call", {"edgecc_x86_int8_block_band": 0})}
 
@@ -59,7 +60,7 @@ def measure(name: str, repeats: int) -> dict:
 
     make, inputs, shape = models()[name]
     module = make().eval()
-    defaults = {k: getattr(x86_int8_block, k) for k in ("FUSE_BLOCK", "SPLIT")}
+    defaults = {k: getattr(x86_int8_block, k) for k in ("FUSE_BLOCK", "SPLIT", "SPLIT_MAX_PIXELS")}
     builds, outs, blocks, d = {}, {}, {}, tempfile.mkdtemp()
     try:
         for key, setting in VARIANTS.items():

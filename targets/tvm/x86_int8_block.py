@@ -100,7 +100,10 @@ BAND_MIN_KNOB = "edgecc_x86_int8_block_band_min"
 BAND_MAX_KNOB = "edgecc_x86_int8_block_band_max"
 BAND_CALLS = "edgecc_x86_int8_block_band_calls"
 BAND_MISSED = "edgecc_x86_int8_block_band_missed"
-BAND_KNOBS = (BAND_KNOB, BAND_MIN_KNOB, BAND_MAX_KNOB)  # for end_to_end.KNOBS (--tune)
+# 1: a thread running two adjacent bands of a block (the other thread late or busy) computes
+# the expand panels they share once (0: each band its own; A/B, the same outputs)
+BAND_REUSE_KNOB = "edgecc_x86_int8_block_band_reuse"
+BAND_KNOBS = (BAND_KNOB, BAND_MIN_KNOB, BAND_MAX_KNOB, BAND_REUSE_KNOB)  # end_to_end.KNOBS
 
 _EXPAND_ARGS = 9  # x + packed, meta, off, mult, add, shift, scale, bias
 _CONSTS = 8
@@ -193,12 +196,23 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_max = 
 __attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_calls = 0;
 __attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_missed = 0;
 
+// the expand's panels [lo, hi) of band call `call` held in this thread's intermediate: a thread
+// that runs two adjacent bands of one call (the pool's other thread late or busy) computes the
+// panels they share once. edgecc_x86_int8_block_band_reuse 0: every band computes its own
+// (A/B; the same outputs)
+__attribute__((visibility("default"))) int64_t edgecc_x86_int8_block_band_reuse = 1;
+static std::atomic<int64_t> band_seq{0};
+struct BandHeld { int64_t call, lo, hi; };
+static thread_local BandHeld band_held = {-1, 0, 0};
+
 static int qblock_band(const TVMFFIAny* args, int32_t num_args, int64_t* s1, int64_t* s2,
                        size_t b1, size_t b2, int64_t bands) {
   const int64_t* m2 = data<int64_t>(args, 10);
   const int64_t h = s1[2], w = s1[3], oh = s2[2], ow = s2[3];
   const int64_t kh = m2[9], sh = m2[11], ph = m2[13], dh = m2[15];
   const int64_t unit = 16 / std::gcd(ow, (int64_t)16), units = oh / unit;
+  const int64_t call = band_seq.fetch_add(1, std::memory_order_relaxed);
+  const bool reuse = edgecc_x86_int8_block_band_reuse != 0;
   int failed = 0, missed = 0;
   parallel_for(bands, [&](int64_t i0, int64_t i1) {
     int8_t* buf = qblock_mid(b1 + b2 + 64);
@@ -216,9 +230,23 @@ static int qblock_band(const TVMFFIAny* args, int32_t num_args, int64_t* s1, int
       int rc = 0, took = 0;
       for (int j = 0; j < 9; ++j) a[j] = args[j];
       a[9] = mid1;
-      band_span = {1, 0, y0 * w / 16, (y1 * w + 15) / 16};
-      rc |= __tvm_ffi_edgecc_x86_qconv(0, a, 10, &r);
-      took += band_span.ran;
+      // the expand's panels [p0, p1), less those this thread holds from this call's band
+      // before (at most two runs: below and above them)
+      const int64_t p0 = y0 * w / 16, p1 = (y1 * w + 15) / 16;
+      BandHeld& held = band_held;
+      const bool have = reuse && held.call == call && held.lo <= p1 && p0 <= held.hi;
+      const int64_t runs[2][2] = {{p0, have ? std::min(p1, held.lo) : p1},
+                                  {have ? std::max(p0, held.hi) : p1, p1}};
+      int expand_took = 1;
+      for (int k = 0; k < 2; ++k) {
+        if (runs[k][0] >= runs[k][1]) continue;
+        band_span = {1, 0, runs[k][0], runs[k][1]};
+        rc |= __tvm_ffi_edgecc_x86_qconv(0, a, 10, &r);
+        expand_took &= band_span.ran;
+      }
+      held = have ? BandHeld{call, std::min(p0, held.lo), std::max(p1, held.hi)}
+                  : BandHeld{call, p0, p1};
+      took += expand_took;
       a[0] = mid1;
       for (int j = 1; j < 9; ++j) a[j] = args[8 + j];
       a[9] = mid2;

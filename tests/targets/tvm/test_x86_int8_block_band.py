@@ -39,7 +39,7 @@ def _banded(shapes, least, most):
 def _run_band(tmp_path, xs, cases, shapes, name, least=1, most=1 << 20):
     """Each case's three calls and fused call at 2 threads with the band form on (band_min
     ``least``, band_max ``most``; twice), then with it off, then at 1 thread (on, and 2: two
-    bands on the caller): asserts the banded count each time and that all runs agree; -> the
+    bands on the caller, sharing their expand panels or not): asserts the banded count each time and that all runs agree; -> the
     first run's per-case outputs."""
     from edgecc.targets.tvm import x86_int8_block as b
 
@@ -51,13 +51,16 @@ def _run_band(tmp_path, xs, cases, shapes, name, least=1, most=1 << 20):
     threads = ctypes.c_int32.in_dll(so, "edgecc_pool_threads")
     saved = {k: v.value for k, v in knobs.items()}, threads.value
     assert saved[0] == {b.BAND_KNOB: int(b.BAND), b.BAND_MIN_KNOB: b.BAND_MIN_PIXELS,
-                        b.BAND_MAX_KNOB: b.BAND_MAX_PIXELS}
+                        b.BAND_MAX_KNOB: b.BAND_MAX_PIXELS, b.BAND_REUSE_KNOB: 1}
     runs = []
     try:
         knobs[b.BAND_MIN_KNOB].value, knobs[b.BAND_MAX_KNOB].value = least, most
-        # (2 at 1 thread: both bands on the caller, in turn)
-        for band, pool in ((1, 2), (1, 2), (0, 2), (1, 1), (2, 1)):
+        # (2 at 1 thread: both bands on the caller, in turn, the expand panels they share
+        # computed once (reuse 1) or by each (reuse 0))
+        for band, pool, reuse in ((1, 2, 1), (1, 2, 1), (0, 2, 1), (1, 1, 1), (2, 1, 1),
+                                  (2, 1, 0)):
             knobs[b.BAND_KNOB].value, threads.value = band, pool
+            knobs[b.BAND_REUSE_KNOB].value = reuse
             before, miss = calls.value, missed.value
             runs.append([o.numpy() for o in vm["main"](*args)])
             want = _banded(shapes, least, most) if band and (pool == 2 or band == 2) else 0
