@@ -433,13 +433,15 @@ class IntegerKernels:
         sc_plan = self.plan(sc)[0] if sc is not None and sc not in self.early else None
         if sc_plan is None or sc_plan["xq"] is not plan["xq"]:
             return out
-        stride, padding, dilation, _, _, groups = sc.args[3:9]
-        act = sc.args[9] if len(sc.args) > 9 else None
-        value = self._x86_conv(bb, sc, sc_plan, act, importer, list(stride), list(padding),
-                               list(dilation), groups)
+        value = importer.env.get(sc)  # lowered already (before conv1 in the graph), else now
         if value is None:
-            return out
-        self.stats["x86_early"] = self.stats.get("x86_early", 0) + 1
+            stride, padding, dilation, _, _, groups = sc.args[3:9]
+            act = sc.args[9] if len(sc.args) > 9 else None
+            value = self._x86_conv(bb, sc, sc_plan, act, importer, list(stride),
+                                   list(padding), list(dilation), groups)
+            if value is None:
+                return out
+            self.stats["x86_early"] = self.stats.get("x86_early", 0) + 1
         pair = x86_int8_pair.fuse(bb, out, value)
         if pair is not None:
             out, value = pair

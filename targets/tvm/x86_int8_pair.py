@@ -25,8 +25,10 @@ block's residual add into its write-back when the add's other operand is already
 the shortcut carried the add (conv2's plain float output its residual). ``REORDER``: the
 shortcut is lowered right after conv1, as a plain float output, and conv2 takes the add (the
 same float32 operations: ``y2 + ys`` for ``ys + y2``, IEEE addition commutes; the model's
-outputs are the old order's bit for bit, tested). ``FUSE_PAIR`` then pairs the two calls
-(``fuse``); the calls it replaces stay emitted, unused (dead-code elimination drops them).
+outputs are the old order's bit for bit, tested; a shortcut the graph has before conv1 — an
+add ``shortcut(x) + conv2(y)`` — is lowered at its own turn, plain, and paired as it is).
+``FUSE_PAIR`` then pairs the two calls (``fuse``); the calls it replaces stay emitted, unused
+(dead-code elimination drops them).
 
 Measured (Zen 4 KVM, ResNet-20 w8a8, load 0.8-2.3: another helper's builds on the other vCPU
 at times). 1 thread, per call alone (bench/x86_int8_calls_ab.py, knob 1 vs 0 interleaved, 60

@@ -181,19 +181,49 @@ def test_fuse_leaves_other_calls_alone():
         bb.emit_func_output(out)
 
 
-def test_w8a8_resnet_paired_equals_the_old_order_and_the_simulator(tmp_path, monkeypatch):
-    """A ResNet (one block a stage, w8a8, x86 int8 kernels): its two stride-2 blocks' shortcuts
-    lowered after conv1 (conv2 taking the residual add) give the old order's outputs bit for bit,
-    paired too; the report counts them; the paired call runs twice a run; and the output is
-    within one step of the head's input of the simulator's."""
+class _Reversed(torch.nn.Module):
+    """ResNet-like stages whose stride-2 blocks add ``shortcut(x) + conv2(y)`` (the shortcut
+    first in the graph's add), the second stage's shortcut without a bias."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+        self.c1 = nn.ModuleList([nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 24, 3, 2, 1)])
+        self.c2 = nn.ModuleList([nn.Conv2d(16, 16, 3, 1, 1), nn.Conv2d(24, 24, 3, 1, 1)])
+        self.sc = nn.ModuleList([nn.Conv2d(8, 16, 1, 2), nn.Conv2d(16, 24, 1, 2, bias=False)])
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for c1, c2, sc in zip(self.c1, self.c2, self.sc):
+            x = torch.relu(sc(x) + c2(torch.relu(c1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _resnet():
+    from examples.models import ResNet, calibrate_bn
+
+    return calibrate_bn(ResNet(blocks_per_stage=1), (8, 3, 32, 32), seed=0).eval()
+
+
+@pytest.mark.parametrize("make,residuals,early", [(_resnet, 3, 2),
+                                                  (lambda: _Reversed().eval(), 2, 0)])
+def test_w8a8_resnet_paired_equals_the_old_order_and_the_simulator(tmp_path, monkeypatch,
+                                                                   make, residuals, early):
+    """A ResNet (one block a stage; and stride-2 blocks adding the shortcut first), w8a8, x86
+    int8 kernels: its two stride-2 blocks' shortcuts lowered after conv1 (conv2 taking the
+    residual add) give the old order's outputs bit for bit, paired too; the report counts
+    them; the paired call runs twice a run; and the output is within one step of the head's
+    input of the simulator's."""
     import tvm
     import tvm.relax
 
     from edgecc.quant import is_quantize
     from edgecc.targets.tvm import lowering, x86_int8, x86_int8_pair
-    from examples.models import ResNet, calibrate_bn
 
-    model = calibrate_bn(ResNet(blocks_per_stage=1), (8, 3, 32, 32), seed=0).eval()
+    torch.manual_seed(0)
+    model = make()
     torch.manual_seed(1)
     x = torch.randn(1, 3, 32, 32)
     calib = [(torch.randn(1, 3, 32, 32),) for _ in range(4)]
@@ -220,8 +250,11 @@ def test_w8a8_resnet_paired_equals_the_old_order_and_the_simulator(tmp_path, mon
                                    main.count(f'"{x86_int8_pair.SYMBOL}"'), ran,
                                    report["fused_residual"])
     paired = 2 if _pairs_here() else 0
-    assert counts == {(False, False): (0, 0, 0, 0, 3), (True, False): (2, 0, 0, 0, 3),
-                      (True, True): (2, 2, 2, paired, 3)}, counts
+    # (the reversed add: each shortcut is lowered at its own turn, before its conv1, and
+    # paired with it there: none early)
+    assert counts == {(False, False): (0, 0, 0, 0, residuals),
+                      (True, False): (early, 0, 0, 0, residuals),
+                      (True, True): (early, 2, 2, paired, residuals)}, counts
     np.testing.assert_array_equal(outs[(True, False)], outs[(False, False)])
     np.testing.assert_array_equal(outs[(True, True)], outs[(False, False)])
     q = [n for n in program.nodes("call_function") if is_quantize(n)][-1]
