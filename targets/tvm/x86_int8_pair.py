@@ -44,8 +44,9 @@ Switches: ``REORDER`` / ``FUSE_PAIR`` (build time, module constants; False: as b
 ``edgecc_x86_int8_pair`` (library global, default 1; 0: the pair entry runs its two calls in
 turn, the unpaired kernels: an A/B in one library and a --tune knob). Counter
 ``edgecc_x86_int8_pair_calls`` (query): pair calls that ran paired — the tests' proof. Where
-the kernels cannot pair (no AVX-512 VBMI / VNNI, AMX, geometry, a full layer table) the entry
-runs the two calls in turn, uncounted.
+the kernels cannot pair (no AVX-512 VBMI / VNNI, AMX, geometry, no layer table) the entry
+runs the two calls in turn, uncounted. The pair always splits conv1 by ``conv_direct4``'s bands
+(``edgecc_x86_int8_direct4_rows`` / ``_trace`` apply to unpaired calls only).
 """
 
 from __future__ import annotations

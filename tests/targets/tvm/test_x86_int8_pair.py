@@ -115,9 +115,18 @@ def test_paired_calls_equal_their_two_calls(tmp_path):
               (12, 15, 15, 20, 9), (8, 20, 32, 16, 16), (8, 48, 32, 8, 24)]
     cases = _cases(rng, shapes)
     vm, so, counter = _library(tmp_path, cases, "p.so")
-    runs = runs_knob_on_and_off(so, vm, [tvm.runtime.tensor(c[0]) for c in cases],
-                                "edgecc_x86_int8_pair", counter,
+    args = [tvm.runtime.tensor(c[0]) for c in cases]
+    runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_pair", counter,
                                 len(cases) if _pairs_here() else 0)
+    # per-call tables (no layer table: conv1's would be in the call's scratch): not paired,
+    # the two calls in turn
+    tables = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_layer_tables")
+    tables.value, before = 0, counter()
+    try:
+        runs.append([o.numpy() for o in vm["main"](*args)])
+    finally:
+        tables.value = 1
+    assert counter() == before
     _check(cases, runs)
 
 
