@@ -38,7 +38,11 @@ A/Bs, bench/x86_int8_pair.py, read 0.99-1.01x, under their noise). 2 threads in 
 (bench/x86_int8_dw_threads.py --mode calls --compare edgecc_x86_int8_pair:0, 300 rounds, three
 runs, load 0.8-1.1): the pair 6.05-6.36 us vs conv1 4.60 + shortcut (serial) 3.47-3.52 us, and
 4.93-5.19 vs 4.41-4.56 + 1.55-1.66 us: ~2.8-3 us a run (~1.8% of ~155 us); the pair's worker
-half 5.54 / 4.50 us (0.60 / 0.54 of the 1-thread call, as the other pooled convs').
+half 5.54 / 4.50 us (0.60 / 0.54 of the 1-thread call, as the other pooled convs'). Against
+the old order (REORDER off: the serial shortcuts carrying the residual, 3.9 / 2.5 us at 2
+threads), separate processes, runs where the worker took its half (pooled convs at 0.57 of 1
+thread): sum of jobs 133.5 vs 137.7 us, whole run 153.5 vs 157.1 us (~0.975x); in a slow host
+state 172.8 vs 178.1 / 224.2 vs 225.4 us; 1 thread 219.8 vs 220.6 us.
 
 Switches: ``REORDER`` / ``FUSE_PAIR`` (build time, module constants; False: as before);
 ``edgecc_x86_int8_pair`` (library global, default 1; 0: the pair entry runs its two calls in
