@@ -59,7 +59,14 @@ the other vCPU idle while it ran) the banded blocks took 0.70-0.97x of their cha
 twice, the rest the depthwise's per-channel work run twice); in place the 12 banded
 blocks 1.01-1.05x at 32x32, 1.07-1.13x at 16x16, 1.14-1.20x at 8x8. ``BAND_MIN_PIXELS`` 256
 (8x8 blocks chained): 0.984 of the default; ``BAND_MAX_PIXELS`` 256 (32x32 blocks chained):
-1.039, both within the noise (paired p10-p90 0.71-1.29).
+1.039, both within the noise (paired p10-p90 0.71-1.29). A thread that runs both bands (the
+other late or busy) computes the expand panels they share once (``BAND_REUSE_KNOB``): both
+bands on one thread then cost 1.08x of the chained form's CPU time instead of 1.14x (whole
+runs incl. the runner's Python, 60 interleaved rounds).
+It needs the other vCPU: with the other helper's jobs running (00:33-00:40, load 2-3.4; the
+pool's log: the worker joined the banded jobs in 21-181 of 3115-8245 rounds) the banded model
+took 1.07-1.08x of the chained one at 2 threads (wall, paired), in the rounds where the worker
+joined them 0.80-0.85x. Default on: the goal's measurement is on a quiet host; an --tune knob.
 """
 
 from __future__ import annotations
