@@ -264,7 +264,7 @@ KNOBS = (
     # pooled as before) and stride-2 1x1 shortcuts pooled by bands (1; 0 the default, serial):
     # x86_int8_stem_source.py, bit-identical; both measured only under load (stem serial
     # 1.01-1.08x faster at 2 threads, shortcuts pooled 1.14x slower)
-    Knob("edgecc_x86_int8_stem_serial", "int64_t", (1 << 20, 0), INT8_CONV),
+    Knob("edgecc_x86_int8_stem_serial", "int64_t", (0, 1 << 20), INT8_CONV),
     Knob("edgecc_x86_int8_s2_pool", "int64_t", (0, 1), INT8_CONV),
     # the fp32 linear's rows packed in L2-sized groups (bytes; 0: all rows first) and the
     # fewest row blocks a thread takes before columns are split: x86_linear_source.py,

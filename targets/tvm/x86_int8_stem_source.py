@@ -2,20 +2,24 @@
 ``x86_int8_source.SOURCE`` before ``qconv``: the 3-channel stem (its copy pads the last
 channel quad) and, under a knob, the stride-2 convolutions.
 
-Why: on Zen 4 (2 vCPUs KVM) ResNet-20's w8a8 stem (3->16@32x32), pooled by two bands of 16
-rows, took 6.5 us at 2 threads in place vs 5.67 us serial at 1 thread, the worker's half
-alone ~6.0 us (s17 lead, bench/x86_int8_dw_threads.py --mode calls, 21:25), and pooled was
-1.01-1.08x of serial under load 3.5-4.6. That host state was a slow one: later, quiet (23:35),
-every pooled conv ran at 0.56-0.63 of its 1-thread time and the pooled stem was 0.77x of this
-serial default in place (6.30 vs 8.24 us, ``--compare edgecc_x86_int8_stem_serial:0``), so the
-default is one to re-decide on a quiet host (both values are --tune candidates). Its
+Why a knob, default 0 (every stem pooled by the pool's threshold): on Zen 4 (2 vCPUs KVM)
+ResNet-20's w8a8 stem (3->16@32x32), pooled by two bands of 16 rows, took 6.5 us at 2
+threads in place vs 5.67 us serial at 1 thread (s17 lead, bench/x86_int8_dw_threads.py
+--mode calls, 21:25, a slow host state), and pooled was 1.01-1.08x of serial under load
+3.5-4.6, so s17 kept small stems serial (2^20). On a quiet host the pooled stem wins: 0.77x
+of the serial one in place (6.30 vs 8.24 us, s17 lead 23:35) and 0.61x (5.00-5.08 vs
+8.16-8.20 us; MobileNetV2-32's 3->32: 3.13 vs 4.42, 0.71x) with the worker free (s18 H-F,
+``--compare edgecc_x86_int8_stem_serial:0``); when the other vCPU is busy pooled is
+1.04-1.05x of serial. Whole model at 2 threads (bench/x86_int8_knob_ab.py, 400 rounds, load
+0.4, s18 00:05): ResNet-20 0.990x, MobileNetV2-32 1.000x of the serial default (p10-p90
+0.71-1.18: the host's noise). Serial at 2 threads pays the other core's lines: the caller
+writes all of the stem's output that the worker read last run. Its
 whole work is small (9·4 k-bytes, 16 channels: ~0.6M multiply-adds, a third of a 16@32x32
-3x3's per-channel work). ``edgecc_x86_int8_stem_serial`` v > 0 (default 2^20) runs a stem
-conv_direct4 call of job work (qconv's units, halved by conv_pool_work) under v serially —
-ResNet-20's (~0.25M) and MobileNetV2-32's (3->32@32x32, ~0.45M; in place under load pooled
-1.02x of serial) — while larger stems pool as before (MobileNetV2-224's, ~40x the work:
-pooled 0.55x of serial); 0: every stem pooled by the pool's threshold as before (A/B).
-``edgecc_x86_int8_s2_serial``
+3x3's per-channel work). ``edgecc_x86_int8_stem_serial`` v > 0 (2^20 s17's default) runs a
+stem conv_direct4 call of job work (qconv's units, halved by conv_pool_work) under v
+serially — ResNet-20's (~0.25M) and MobileNetV2-32's (3->32@32x32, ~0.45M) at 2^20 — while
+larger stems pool as before (MobileNetV2-224's, ~40x the work: pooled 0.55x of serial); 0
+(default): every stem pooled by the pool's threshold. ``edgecc_x86_int8_s2_serial``
 (default 0) does the same for stride-2 conv_direct4 calls (ResNet-20's 3x3 conv1s of each
 stage's first block; the 1x1 shortcuts are serial already by conv_pool_work), a --tune knob.
 Scheduling only: the same bands code on the same bytes, bit-identical outputs. Counted per
@@ -36,7 +40,7 @@ STEM_SYMBOLS = (D4_SERIAL, D4_POOL)
 
 STEM_KERNELS = r"""
 // ---- direct4_job (x86_int8_stem_source) ----
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_stem_serial = 1 << 20;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_stem_serial = 0;
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_s2_serial = 0;
 int64_t d4_serial_calls = 0;  // conv_direct4 calls kept serial by those knobs (a test's)
 

@@ -49,12 +49,12 @@ def test_serial_direct4_calls_equal_the_integer_arithmetic(tmp_path, monkeypatch
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     threads = ctypes.c_int32.in_dll(so, "edgecc_pool_threads")
     defaults = stem.value, s2.value, threads.value, s2_pool.value
-    assert defaults[:2] == (1 << 20, 0) and defaults[3] == 0  # small stems serial; s2 as before
+    assert defaults[:2] == (0, 0) and defaults[3] == 0  # stems pooled by the threshold; s2 as before
     runs = []
     try:
         threads.value = 2
         for st, s, sp in ((0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 1), (1, 1, 1)):
-            stem.value, s2.value, s2_pool.value = st * defaults[0], s, sp
+            stem.value, s2.value, s2_pool.value = st * (1 << 20), s, sp
             for pool in (SERIAL, POOL):
                 shift.value = pool
                 before, d4, before_pool = kept(), direct4(), pooled()
