@@ -62,7 +62,10 @@ blocks 1.01-1.05x at 32x32, 1.07-1.13x at 16x16, 1.14-1.20x at 8x8. ``BAND_MIN_P
 1.039, both within the noise (paired p10-p90 0.71-1.29). A thread that runs both bands (the
 other late or busy) computes the expand panels they share once (``BAND_REUSE_KNOB``): both
 bands on one thread then cost 1.08x of the chained form's CPU time instead of 1.14x (whole
-runs incl. the runner's Python, 60 interleaved rounds).
+runs incl. the runner's Python, 60 interleaved rounds); bench/x86_int8_knob_ab.py --one-thread
+(300 rounds; bench/results/x86_int8_block_band_ab.json): 1.105x vs 1.148x at 1 thread (CPU
+time, load 0.6), and at 2 threads chained / banded 1.174 (p10 / p90 0.87 / 1.67, load 1.0;
+int8 / fp32 0.526 banded, 0.637 chained).
 It needs the other vCPU: with the other helper's jobs running (00:33-00:40, load 2-3.4; the
 pool's log: the worker joined the banded jobs in 21-181 of 3115-8245 rounds) the banded model
 took 1.07-1.08x of the chained one at 2 threads (wall, paired), in the rounds where the worker
