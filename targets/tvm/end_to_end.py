@@ -221,6 +221,7 @@ class Knob:
 # pad_vbmi, pad_inline, pad_wide32, pad_skip: each measured slower or equal off, kept for
 # the tests' A/B).
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
+INT8_PAIR, INT8_BLOCK = ("edgecc_x86_qconv_pair",), ("edgecc_x86_qblock",)
 INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)
 FP32_DEPTHWISE = ("edgecc_x86_sdwconv",)
 FP32_EXPAND_DW, ATTENTION = ("edgecc_x86_sexpdw",), ("edgecc_x86_attention",)
@@ -260,12 +261,20 @@ KNOBS = (
     # the unhalved threshold (1; 0 the default): x86_int8_source.py, bit-identical
     Knob("edgecc_x86_int8_oc_major", "int64_t", (1, 0), INT8_CONV),
     Knob("edgecc_x86_int8_conv_pool_rows", "int64_t", (0, 1), INT8_CONV),
-    # a 3-channel stem's conv_direct4 serial below this job work (1 << 20, the default; 0:
-    # pooled as before) and stride-2 1x1 shortcuts pooled by bands (1; 0 the default, serial):
-    # x86_int8_stem_source.py, bit-identical; both measured only under load (stem serial
-    # 1.01-1.08x faster at 2 threads, shortcuts pooled 1.14x slower)
+    # a 3-channel stem's conv_direct4 serial below this job work (1 << 20; 0, the default:
+    # pooled by the threshold) and stride-2 1x1 shortcuts pooled by bands (1; 0 the default,
+    # serial): x86_int8_stem_source.py, bit-identical; the stem pooled is 0.61-0.77x of serial
+    # in place on a quiet host, 1.04-1.08x with the other vCPU busy
     Knob("edgecc_x86_int8_stem_serial", "int64_t", (0, 1 << 20), INT8_CONV),
     Knob("edgecc_x86_int8_s2_pool", "int64_t", (0, 1), INT8_CONV),
+    # a stride-2 block's conv1 and 1x1 shortcut as one pooled call (1, the default) or the two
+    # calls in turn (0): x86_int8_pair.py, bit-identical
+    Knob("edgecc_x86_int8_pair", "int64_t", (1, 0), INT8_PAIR),
+    # an inverted-residual block pooled by bands of output rows (1, the default) or chained
+    # (0), and the depthwise output sizes banded (min / max pixels): x86_int8_block.py,
+    # bit-identical; banded wins only when the other vCPU is free
+    Knob("edgecc_x86_int8_block_band", "int64_t", (1, 0), INT8_BLOCK),
+    Knob("edgecc_x86_int8_block_band_min", "int64_t", (64, 256), INT8_BLOCK),
     # the fp32 linear's rows packed in L2-sized groups (bytes; 0: all rows first) and the
     # fewest row blocks a thread takes before columns are split: x86_linear_source.py,
     # bit-identical
