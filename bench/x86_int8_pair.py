@@ -27,11 +27,10 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import calibration, interleaved_times, models, paired_ratios  # noqa: E402
-from bench.x86_int8_common import same_outputs, write_result  # noqa: E402
+from bench.x86_int8_common import compile_run, same_outputs, write_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
-PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 # build-time settings of x86_int8_pair per build
 BUILDS = {"old": {"REORDER": False, "FUSE_PAIR": False},
           "reorder": {"REORDER": True, "FUSE_PAIR": False},
@@ -47,7 +46,6 @@ def spread(values: list[float]) -> dict:
 def measure(name: str, repeats: int, wall: bool) -> dict:
     import torch
 
-    import edgecc
     from edgecc.targets.tvm import x86_int8_pair
 
     make, inputs, shape = models()[name]
@@ -58,13 +56,9 @@ def measure(name: str, repeats: int, wall: bool) -> dict:
         for key, setting in BUILDS.items():
             for k, v in setting.items():
                 setattr(x86_int8_pair, k, v)
-            with torch.no_grad():
-                res = edgecc.compile(module, "host", example_inputs=inputs, pipeline=PIPELINE,
-                                     calibration=calibration(inputs),
-                                     output_dir=os.path.join(d, key), progress=False,
-                                     target_options={"num_threads": THREADS,
-                                                     "integer_kernels": True})
-                outs[key] = res.run(*inputs)
+            os.makedirs(os.path.join(d, key))
+            res, outs[key] = compile_run(module, inputs, calibration(inputs), "int8",
+                                         os.path.join(d, key))
             ik = res.report["lowering"].get("integer_kernels", {})
             report[key] = {k: ik.get(k, 0) for k in ("x86_early", "x86_pairs", "fused_residual")}
             builds[key] = res
