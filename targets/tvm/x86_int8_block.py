@@ -113,7 +113,8 @@ BAND_MISSED = "edgecc_x86_int8_block_band_missed"
 # 1: a thread running two adjacent bands of a block (the other thread late or busy) computes
 # the expand panels they share once (0: each band its own; A/B, the same outputs)
 BAND_REUSE_KNOB = "edgecc_x86_int8_block_band_reuse"
-BAND_KNOBS = (BAND_KNOB, BAND_MIN_KNOB, BAND_MAX_KNOB, BAND_REUSE_KNOB)  # the band switches (the tests set them; end_to_end.KNOBS tunes band and band_min)
+# the band switches (the tests set them; end_to_end.KNOBS tunes band and band_min)
+BAND_KNOBS = (BAND_KNOB, BAND_MIN_KNOB, BAND_MAX_KNOB, BAND_REUSE_KNOB)
 
 _EXPAND_ARGS = 9  # x + packed, meta, off, mult, add, shift, scale, bias
 _CONSTS = 8
