@@ -83,6 +83,8 @@ class IntegerKernels:
         self.fused_values: dict[fx.Node, Any] = {}
         # convolutions lowered ahead of their turn (x86_int8_pair.shortcut_of) → their value
         self.early: dict[fx.Node, Any] = {}
+        # int8 values stored in their consumers' padded channel-quad layout (x86_int8_c4)
+        self.c4_sources: list[Any] = []
         self._defaults: dict[int, dict[str, Any]] = {}  # the importer's own converters
         self.stats = {"integer_layers": 0, "requantized": 0, "float_layers": 0}
 
@@ -356,7 +358,7 @@ class IntegerKernels:
     def _x86_conv(self, bb: Any, node: fx.Node, plan: dict[str, Any], act: str | None,
                   importer: Any, stride: list[int], padding: list[int],
                   dilation: list[int], groups: int) -> Any | None:
-        from edgecc.targets.tvm import x86_int8
+        from edgecc.targets.tvm import x86_int8, x86_int8_c4
 
         wq = plan["wq"]
         off = -(wq.reshape(wq.shape[0], -1).astype(np.int64).sum(axis=1).astype(np.int32)
@@ -368,13 +370,24 @@ class IntegerKernels:
         emit = x86_int8.emit_conv if groups == 1 else x86_int8.emit_depthwise
         chain = self.post_chain(node, importer) if rq is None and act in x86_int8.ACTS \
             else None
+        # x86_int8_c4: the input read in place from its producer's c4 tensor, the int8
+        # output stored as its consumers' c4 tensor (their view is the value others read)
+        x, c4 = importer.env[plan["xq"]], {}
+        if groups == 1:
+            q = rq["target"]["node"] if rq is not None else chain["quantize"] \
+                if chain is not None else None
+            c4 = {"c4_in": x86_int8_c4.source(self.c4_sources, x),
+                  "c4_out": x86_int8_c4.output_for(node, q, epilogue, stride, padding,
+                                                   dilation, groups, self._const)}
         if chain is not None:  # the float round trip to the next layer, in the write-back
             post = x86_int8.Post(
                 act=act, post_relu=chain["post_relu"], float_out=chain["float_out"],
                 quant=chain["quant"],
                 residual=None if chain["residual"] is None else importer.env[chain["residual"]])
-            outs = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding,
-                        dilation, epilogue, post)
+            outs = emit(bb, x, wq, plan["zx"], stride, padding, dilation, epilogue, post,
+                        **c4)
+            if outs is not None and c4:
+                outs = x86_int8_c4.emitted(bb, self.c4_sources, self.stats, outs, node, **c4)
             if outs is not None:
                 outs = self._x86_block(bb, node, plan, outs)
                 self._x86_done(bb, outs[0], None, None)
@@ -396,11 +409,13 @@ class IntegerKernels:
                 self._x86_done(bb, outs[0], None, None)
                 self.stats["fused_act"] = self.stats.get("fused_act", 0) + 1
                 return outs[0]
-        out = emit(bb, importer.env[plan["xq"]], wq, plan["zx"], stride, padding, dilation,
-                   epilogue)
+        c4 = {k: v for k, v in c4.items() if k == "c4_in" or rq is not None}  # int8 out only
+        out = emit(bb, x, wq, plan["zx"], stride, padding, dilation, epilogue, **c4)
         if out is not None:
             out = self._x86_block(bb, node, plan, [out])[0]
             out = self._x86_pair(bb, node, plan, importer, out)
+            if c4:
+                out = x86_int8_c4.emitted(bb, self.c4_sources, self.stats, [out], node, **c4)[0]
         return self._x86_done(bb, out, rq, act)
 
     def _x86_block(self, bb: Any, node: fx.Node, plan: dict[str, Any],

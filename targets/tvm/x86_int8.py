@@ -277,9 +277,11 @@ def with_dot_layout(avx2: np.ndarray, dot: np.ndarray, w: np.ndarray) -> tuple[n
 
 def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
           epilogue: Epilogue, channels: int, out_shape: list[int],
-          post: Post | None = None) -> Any:
+          post: Post | None = None, q_shape: list[int] | None = None) -> Any:
     """The kernel call: one output, or with ``post`` a list (float32 if ``post.float_out``,
-    then int8 if ``post.quant``)."""
+    then int8 if ``post.quant``); ``q_shape``: the int8 output's shape where it is not
+    ``out_shape`` (x86_int8_c4)."""
+    q_shape = q_shape or out_shape
     from tvm import relax
 
     epilogue = kernel_form(epilogue)
@@ -290,7 +292,7 @@ def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
         dtype = "int8" if epilogue.requant else "float32"
         return bb.emit(relax.call_dps_packed(
             relax.ExternFunc(symbol), [x, *(relax.const(c, str(c.dtype)) for c in consts)],
-            relax.TensorType(out_shape, dtype)))
+            relax.TensorType(q_shape if epilogue.requant else out_shape, dtype)))
     if epilogue.requant or not (post.float_out or post.quant):
         raise ValueError("a fused write-back needs the float epilogue and an output")
     args = [x, *(relax.const(c, str(c.dtype)) for c in consts),
@@ -298,7 +300,7 @@ def _call(bb: Any, symbol: str, x: Any, packed: np.ndarray, meta: list[int],
     if post.residual is not None:
         args.append(post.residual)
     types = ([relax.TensorType(out_shape, "float32")] if post.float_out else []) \
-        + ([relax.TensorType(out_shape, "int8")] if post.quant else [])
+        + ([relax.TensorType(q_shape, "int8")] if post.quant else [])
     if len(types) == 1:
         return [bb.emit(relax.call_dps_packed(relax.ExternFunc(symbol), args, types[0]))]
     out = bb.emit(relax.call_dps_packed(relax.ExternFunc(symbol), args, types))
@@ -338,10 +340,14 @@ PAD_STEM = True
 
 def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
               padding: list[int], dilation: list[int], epilogue: Epilogue,
-              post: Post | None = None) -> Any | None:
+              post: Post | None = None, c4_in: Any = None, c4_out: Any = None) -> Any | None:
     """NCHW int8 convolution (groups 1, OIHW weights) with ``epilogue`` (and ``post``: a
-    list of outputs), padding with ``zx``; None when ``x``'s shape is symbolic."""
-    shape = static_shape(x)
+    list of outputs), padding with ``zx``; None when ``x``'s shape is symbolic.
+    ``x86_int8_c4``: ``c4_in`` (a ``C4Source``) reads its c4 tensor in place of ``x``;
+    ``c4_out`` (a ``C4Out``) stores the int8 output in the c4 layout of that padding."""
+    if c4_in is not None:
+        x = c4_in.tensor
+    shape = list(c4_in.shape) if c4_in is not None else static_shape(x)
     if shape is None or len(shape) != 4:
         return None
     nb, c, h, wd = shape
@@ -366,7 +372,13 @@ def emit_conv(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],
     meta = _head(epilogue) + [nb, c, h, wd, oc, kh, kw, *stride, *padding, *dilation,
                               oh, ow, zx, *at, tap_major]
     meta[0] = 2
-    return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow], post)
+    q_shape = None
+    if c4_in is not None or c4_out is not None:  # x86_int8_c4: meta[24..28]
+        meta += [int(c4_in is not None), int(c4_out is not None),
+                 *((c4_out.ph, c4_out.pw, c4_out.zx) if c4_out is not None else (0, 0, 0))]
+        if c4_out is not None:
+            q_shape = [oc // 4, oh + 2 * c4_out.ph, ow + 2 * c4_out.pw, 4]
+    return _call(bb, CONV, x, packed, meta, epilogue, oc, [nb, oc, oh, ow], post, q_shape)
 
 
 def emit_depthwise(bb: Any, x: Any, w: np.ndarray, zx: int, stride: list[int],

@@ -44,7 +44,9 @@ DIRECT4 = "edgecc_x86_int8_direct4_calls"  # () -> conv calls run by conv_direct
 DIRECT4_S2 = "edgecc_x86_int8_direct4_s2_calls"  # () -> ... of them with stride 2
 PAD_VBMI = "edgecc_x86_int8_pad_vbmi_calls"  # () -> ... of them padded by pad_rows_c4v
 DIRECT4_ROWS = "edgecc_x86_int8_direct4_rows_calls"  # () -> ... of them pooled by output rows
-DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2, PAD_VBMI, DIRECT4_ROWS)
+C4_IN = "edgecc_x86_int8_c4_in_calls"  # () -> conv calls that read a c4 input in place
+C4_OUT = "edgecc_x86_int8_c4_out_calls"  # () -> conv calls whose tiles stored a c4 output
+DIRECT_SYMBOLS = (DIRECT4, DIRECT4_S2, PAD_VBMI, DIRECT4_ROWS, C4_IN, C4_OUT)
 
 DIRECT_KERNELS = r"""
 // ---- conv_direct4 (x86_int8_direct_source) ----
@@ -254,6 +256,7 @@ struct Direct4 {
   uint8_t zu; const int64_t* qoff;     // per quad (tap, cq): ((cq*hp + ky)*wp + kx)*4
   int64_t sh = 1, sw = 1, wq = 0;      // strides; wq: a column phase's entries (sw > 1)
   int64_t c_real = 1 << 30;            // x's channels where c pads them to a quad (the stem)
+  const uint8_t* c4in = nullptr;       // x86_int8_c4: x is the padded copy already (in place)
   int64_t row_bytes() const { return sw > 1 ? sw * wq * 4 : wp * 4; }  // a copied row
 };
 
@@ -464,7 +467,12 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t bands = threads > 1 && job_work >= serial_work()
       ? std::min(units, std::max(threads, std::min(per * threads, d.oh / (2 * halo)))) : 1;
   const int64_t bytes = d.c * d.hp * d.row_bytes() / 4 + 64;
-  if (edgecc_x86_int8_direct4_rows) {  // units of output rows, each thread's copy grown lazily
+  if (d.c4in) {  // x86_int8_c4: the producer wrote the padded copy; its bands read it in place
+    parallel_for(bands, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        direct4_tiles(d, d.c4in, i * units / bands * unit, (i + 1) * units / bands * unit);
+    }, job_work);
+  } else if (edgecc_x86_int8_direct4_rows) {  // units of output rows, each thread's copy grown lazily
     Direct4Held held[DIRECT4_HELD];
     const int64_t items = bands > 1 ? std::min(units, edgecc_x86_int8_direct4_rows * threads) : 1;
     parallel_for(items, [&](int64_t i0, int64_t i1) {
@@ -489,6 +497,119 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
     __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
   if (tile_plain_seen.exchange(0, std::memory_order_relaxed))  // unfused float tiles
     __atomic_fetch_add(&tile_plain_calls, 1, __ATOMIC_RELAXED);
+}
+
+// ---- x86_int8_c4: int8 activations kept in the next conv's padded channel-quad layout ----
+// qconv meta[24] 1: x is [C/4][h + 2ph][w + 2pw][4] (x + 128, borders zx + 128), written by
+// the producer below, read in place by conv_direct4 (no pad_rows_c4v copy); meta[25] 1: the
+// int8 output is stored so, with meta[26] / meta[27] the consumer's padding and meta[28] its
+// zero point (the border). x86_int8_c4.py marks both calls. Where the fast path does not apply
+// (not conv_direct4's stride-1 path, tiles that are not tile_write / tile_post, AVX2, the knob
+// 0) the call runs on NCHW copies (c4_fallback): the same values either way.
+// edgecc_x86_int8_c4 0: always c4_fallback (A/B, tests)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_c4 = 1;
+int64_t c4_in_calls = 0;   // conv calls that read their c4 input in place (a test's)
+int64_t c4_out_calls = 0;  // conv calls whose tiles stored their c4 output (a test's)
+constexpr int64_t C4_META = 29;  // qconv's meta entries with the c4 fields
+
+// meta[i] of a qconv call, 0 where its meta has no c4 fields
+static inline int64_t c4_meta(const TVMFFIAny* args, int i) {
+  const DLTensor* t = tensor_arg(args + 2);
+  return t->shape[0] >= C4_META ? data<int64_t>(args, 2)[i] : 0;
+}
+
+// the padded copy's borders (rows [0, ph), [ph + h, hp); columns [0, pw), [pw + w, wp)) = zu
+// (a pixel's 4 bytes by one store: two memset calls a row took ~2% of ResNet-20's run)
+static void c4_border(uint8_t* dst, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw,
+                      uint8_t zu) {
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  const uint32_t z4 = 0x01010101u * zu;
+  for (int64_t cq = 0; cq < c / 4; ++cq) {
+    uint8_t* plane = dst + cq * hp * wp * 4;
+    memset(plane, zu, ph * wp * 4);
+    memset(plane + (ph + h) * wp * 4, zu, (hp - ph - h) * wp * 4);
+    if (pw == 1) {  // (3x3 convolutions: a store at each end of a row)
+      uint8_t* row = plane + ph * wp * 4;
+      for (int64_t y = 0; y < h; ++y, row += wp * 4) {
+        memcpy(row, &z4, 4);
+        memcpy(row + (wp - 1) * 4, &z4, 4);
+      }
+      continue;
+    }
+    for (int64_t y = ph; y < ph + h; ++y) {
+      uint8_t* row = plane + y * wp * 4;
+      for (int64_t i = 0; i < pw; ++i) memcpy(row + i * 4, &z4, 4);
+      for (int64_t i = pw + w; i < wp; ++i) memcpy(row + i * 4, &z4, 4);
+    }
+  }
+}
+
+// NCHW int8 (one batch item) from the padded channel-quad copy
+static void c4_unpad(int8_t* dst, const uint8_t* src, int64_t c, int64_t h, int64_t w,
+                     int64_t ph, int64_t pw) {
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x)
+        dst[(ci * h + y) * w + x] =
+            (int8_t)(src[((ci / 4 * hp + y + ph) * wp + x + pw) * 4 + ci % 4] ^ 0x80);
+}
+
+// does the fast path take this call: conv_direct4 stride 1 (direct), and with a c4 output
+// every tile written back by tile_write / tile_post (8-channel tiles, their forms)
+static bool c4_fits(bool direct, bool out, const Epilogue& e, int64_t oc) {
+  return edgecc_x86_int8_c4 && direct && (!out || (oc % 8 == 0 && (e.requant
+      ? tile_write_fits(e, 8, 16) && edgecc_x86_int8_tile_named
+      : tile_post_fits(e, 8, 16) && e.qout)));
+}
+
+// the output's c4 form for the tiles (its borders written: Relax reuses buffers)
+static C4Out c4_output(const int64_t* meta, Epilogue& e) {
+  const int64_t oc = meta[9], oh = meta[18], ow = meta[19], ph = meta[26], pw = meta[27];
+  C4Out o;
+  o.base = e.requant ? static_cast<int8_t*>(e.out) : e.qout;
+  o.ph = ph, o.pw = pw, o.hp = oh + 2 * ph, o.wp = ow + 2 * pw, o.ow = ow;
+  c4_border(reinterpret_cast<uint8_t*>(o.base), oc, oh, ow, ph, pw,
+            (uint8_t)((uint8_t)(int8_t)meta[28] ^ 0x80));
+  return o;
+}
+
+// the call on NCHW copies: x unpadded from its c4 form, the int8 output (the last argument)
+// written NCHW and then padded into its c4 form by pad_rows_c4 (borders included)
+typedef int (*QconvEntry)(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);
+static int c4_fallback(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result,
+                       QconvEntry entry) {
+  const int64_t* meta = data<int64_t>(args, 2);
+  const int64_t nb = meta[5], c = meta[6], h = meta[7], w = meta[8], oc = meta[9];
+  const int64_t ph = meta[14], pw = meta[15], oh = meta[18], ow = meta[19];
+  if (nb != 1 || num_args > 16) return -1;
+  int64_t m[C4_META];
+  memcpy(m, meta, sizeof(m));
+  m[24] = m[25] = 0;
+  TVMFFIAny a[16];
+  memcpy(a, args, num_args * sizeof(TVMFFIAny));
+  DLTensor tm, tx, ty;
+  int64_t sm[1] = {C4_META}, sx[4] = {1, c, h, w}, sy[4] = {1, oc, oh, ow};
+  a[2] = typed_tensor_arg(tm, m, sm, 1, kDLInt, 64);
+  // (malloc: a rare path — the fast path's conditions fail only off AVX-512 VNNI or by knobs)
+  int8_t* xin = meta[24] ? static_cast<int8_t*>(malloc(c * h * w)) : nullptr;
+  int8_t* yout = meta[25] ? static_cast<int8_t*>(malloc(oc * oh * ow)) : nullptr;
+  if ((meta[24] && !xin) || (meta[25] && !yout)) { free(xin); free(yout); return -1; }
+  if (xin) {
+    c4_unpad(xin, data<uint8_t>(args, 0), c, h, w, ph, pw);
+    a[0] = typed_tensor_arg(tx, xin, sx, 4, kDLInt, 8);
+  }
+  if (yout) a[num_args - 1] = typed_tensor_arg(ty, yout, sy, 4, kDLInt, 8);
+  const int rc = entry(nullptr, a, num_args, result);
+  if (rc == 0 && yout) {
+    const int64_t p4 = meta[26], q4 = meta[27];
+    pad_rows_c4(data<uint8_t>(args, num_args - 1), yout, oc, oh, ow, oh + 2 * p4,
+                ow + 2 * q4, p4, q4, 0, oh + 2 * p4, (uint8_t)((uint8_t)(int8_t)meta[28] ^ 0x80),
+                oc);
+  }
+  free(xin);
+  free(yout);
+  return rc;
 }
 """
 
@@ -517,6 +638,23 @@ int __tvm_ffi_edgecc_x86_int8_direct4_rows_calls(void*, const TVMFFIAny*, int32_
                                                  TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&direct4_rows_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls read their input in place from its c4 form (x86_int8_c4)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_c4_in_calls(void*, const TVMFFIAny*, int32_t, TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&c4_in_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many convolution calls' tiles stored their int8 output in its c4 form (x86_int8_c4)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_c4_out_calls(void*, const TVMFFIAny*, int32_t,
+                                           TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&c4_out_calls, __ATOMIC_RELAXED);
   return 0;
 }
 

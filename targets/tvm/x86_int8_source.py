@@ -178,6 +178,13 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_hi32_o
 
 namespace {
 
+// x86_int8_c4: an int8 output stored in the next convolution's padded channel-quad copy
+// layout [C/4][hp][wp][4] (x + 128; borders ph / pw): base null = the plain NCHW output
+struct C4Out {
+  int8_t* base = nullptr;
+  int64_t hp = 0, wp = 0, ph = 0, pw = 0, ow = 0;
+};
+
 struct Epilogue {
   const int32_t* off; const int64_t* mult; const int64_t* add; const int64_t* shift;
   const float* scale; const float* bias;
@@ -196,6 +203,7 @@ struct Epilogue {
   // add + off·mult per channel (fold_off), or null: requant16_hi then takes the accumulator
   // as it is (no vpaddd of off) — set only where acc + off provably stays in int32
   const int64_t* fadd;
+  C4Out c4;  // set by qconv's x86_int8_c4 output (tile_write / tile_post store there)
 };
 
 // the requantized write-back with AVX-512 (64-bit multiply, arithmetic shift, min / max
@@ -1306,6 +1314,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
   const int8_t* x = data<int8_t>(args, 0);
   const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
   const int isa = isa_level();
+  // x86_int8_c4 (x86_int8_direct_source): x / the int8 output in the padded channel-quad form
+  const bool c4_in = c4_meta(args, 24) != 0, c4_out = c4_meta(args, 25) != 0;
+  if ((c4_in || c4_out) && isa == ISA_AVX2)
+    return c4_fallback(args, num_args, result, __tvm_ffi_edgecc_x86_qconv);
   if (isa != ISA_AVX2) {  // VNNI: rows = packed s8 weights, panels = im2col of x + 128 (u8)
     // meta[23] 2: the VNNI rows' channels zero-padded to a multiple of 4 (x86_int8.emit_conv:
     // the stem's 3), tap-major: conv_direct4 takes it (its copy pads the last quad)
@@ -1329,6 +1341,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                     meta[23] != 2 && direct4_s2_fits(sh, sw, dh, dw, w, wp, oh, ow);
     const bool d4 = tap_major && isa == ISA_AVX512VNNI && !(!ph && !pw && sh == 1 && sw == 1) &&
                     (s2 || direct4_fits(sh, sw, dh, dw, oh, ow));
+    if ((c4_in || c4_out) && !c4_fits(d4 && !s2 && nb == 1 && (!c4_in || meta[23] == 1),
+                                      c4_out, e, oc))
+      return c4_fallback(args, num_args, result, __tvm_ffi_edgecc_x86_qconv);
+    if (c4_out) e.c4 = c4_output(meta, e);  // the tiles store there (borders written now)
     // off - comp, the fold's table, conv_direct4's qoff: per layer, built once and then only
     // read (x86_int8_layer_tables_source), else per call in scratch as before
     const int64_t wq = s2 ? (wp + 1) / 2 : 0;  // stride 2: the column-phase copy
@@ -1398,6 +1414,9 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         d.e.ld = pix;
         d.c_real = c;  // < cdot: the copy's last quad padded (pad_rows_c4*)
         if (s2) d.sh = d.sw = 2, d.wq = wq;
+        if (c4_in) d.c4in = reinterpret_cast<const uint8_t*>(xb);  // x86_int8_c4: in place
+        if (c4_in) __atomic_fetch_add(&c4_in_calls, 1, __ATOMIC_RELAXED);
+        if (c4_out) __atomic_fetch_add(&c4_out_calls, 1, __ATOMIC_RELAXED);
         if (d4_pair && nb == 1 && d4_pair_take(d, job_work, threads, lt))  // x86_int8_pair
           continue;
         conv_direct4(d, threads, direct4_job(job_work, cdot > c, s2, threads,  // stem_source

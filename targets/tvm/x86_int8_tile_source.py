@@ -67,6 +67,59 @@ TILE_KERNELS = r"""
       EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);                             \
     }                                                                           \
   } while (0)
+// e.c4.base set (x86_int8_c4): a tile's 8 rows (output channels r0.., r0 % 8 == 0) of 16
+// pixels from pixel c0, as int32 already clamped to int8, stored as two channel quads of the
+// next convolution's padded copy [oc/4][hp][wp][4] (x + 128: the consumer's conv_direct4
+// reads it in place, no copy): a pixel's 4 channels are one dword, so the rows are packed as
+// they come — a shift and a bit select (vpternlogd) a row, lane by lane, no byte narrowing or
+// shuffles — and a quad is one 64-byte store once its 4th row is in (8-column maps: two
+// 32-byte halves, two output rows). The same int8 values, flipped
+struct C4Pack {
+  const C4Out& o;
+  int r0;
+  uint32_t y, x;
+  bool wrap;
+  __m512i d;
+  __attribute__((target("avx2,fma,avx512f,avx512bw")))
+  C4Pack(const C4Out& out, int r, int c0) : o(out), r0(r) {
+    // (one 32-bit division: pixels and widths < 2^31; the second half 8 pixels on, which is
+    // the next row's start where a row has 8 columns)
+    d = _mm512_setzero_si512();
+    y = x = 0, wrap = false;
+    if (!o.base) return;  // (tile_post_t: no c4 output)
+    y = (uint32_t)c0 / (uint32_t)o.ow, x = (uint32_t)c0 - y * (uint32_t)o.ow;
+    wrap = x + 8 >= (uint32_t)o.ow;
+  }
+  // row r (0-7, in order) of the tile
+  __attribute__((target("avx2,fma,avx512f,avx512bw"), always_inline))
+  inline void row(int r, __m512i v) {
+    const int k = r & 3;  // select by mask (C ? A : B): imm 0xE4
+    if (k == 0) { d = v; return; }
+    d = _mm512_ternarylogic_epi32(d, _mm512_slli_epi32(v, 8 * k),
+                                  _mm512_set1_epi32((int)((1u << (8 * k)) - 1)), 0xE4);
+    if (k < 3) return;
+    d = _mm512_xor_si512(d, _mm512_set1_epi32((int)0x80808080u));
+    const int64_t plane = (r0 / 4 + r / 4) * o.hp;
+    int8_t* d0 = o.base + ((plane + y + o.ph) * o.wp + x + o.pw) * 4;
+    if (!wrap) { _mm512_storeu_si512(d0, d); return; }
+    int8_t* d1 = o.base + ((plane + y + 1 + o.ph) * o.wp + (x + 8 - o.ow) + o.pw) * 4;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d0), _mm512_castsi512_si256(d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d1), _mm512_extracti64x4_epi64(d, 1));
+  }
+};
+
+// requant16_hi's value before its narrowing, as int32: saturating to int8 and clamping to
+// [lo, hi] (within int8) = clamping to [lo, hi] (lo / hi: e.lo + e.zy, e.hi + e.zy as sat8;
+// without CLAMP the whole int8 range)
+__attribute__((target("avx2,fma,avx512f,avx512bw")))
+static inline __m512i requant16_hi32(__m512i v, __m512i m, __m512i a, __m512i s32,
+                                     __m512i lo, __m512i hi) {
+  const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(v, m), a);
+  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), m), a);
+  const __m512i h = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
+  return _mm512_min_epi32(_mm512_max_epi32(_mm512_srav_epi32(h, s32), lo), hi);
+}
+
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_write = 1;
 // nonzero: tile_write_t's sums in 8 named registers (0: the array form before, A/B)
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_named = 1;
@@ -114,17 +167,33 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
     // the write-back takes the 8 named sums as they are (through an array, GCC kept them in
     // other registers and moved all 8 there and back every k quad: 16 vmovdqa64 a quad)
     const Sat8 q = sat8(e);  // e's tables in registers: an int8 store may alias e
+    const C4Out o4 = e.c4;  // x86_int8_c4: the next conv's padded channel-quad layout
     int8_t* const out = static_cast<int8_t*>(e.out) + r0 * e.ld + c0;
     const int64_t eld = e.ld;
     const int64_t *const mult = e.mult + r0, *const add = (FOLD ? e.fadd : e.add) + r0;
     const int64_t* const shift = e.shift + r0;
     const int32_t* const off = FOLD ? nullptr : e.off + r0;
-    auto row = [&](__m512i sum, int r) {
+    auto req = [&](__m512i sum, int r) {
       const __m512i v = FOLD ? sum : _mm512_add_epi32(sum, _mm512_set1_epi32(off[r]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * eld),
-                       requant16_hi<CLAMP>(v, _mm512_set1_epi64(mult[r]),
-                                           _mm512_set1_epi64(add[r]),
-                                           _mm512_set1_epi32((int32_t)(shift[r] - 32)), q));
+      return requant16_hi<CLAMP>(v, _mm512_set1_epi64(mult[r]), _mm512_set1_epi64(add[r]),
+                                 _mm512_set1_epi32((int32_t)(shift[r] - 32)), q);
+    };
+    if (o4.base) {  // x86_int8_c4: int32 rows, packed 4 channels a dword
+      const __m512i lo = _mm512_set1_epi32(CLAMP ? (int32_t)(e.lo + e.zy) : -128);
+      const __m512i hi = _mm512_set1_epi32(CLAMP ? (int32_t)(e.hi + e.zy) : 127);
+      auto req32 = [&](__m512i sum, int r) {
+        const __m512i v = FOLD ? sum : _mm512_add_epi32(sum, _mm512_set1_epi32(off[r]));
+        return requant16_hi32(v, _mm512_set1_epi64(mult[r]), _mm512_set1_epi64(add[r]),
+                              _mm512_set1_epi32((int32_t)(shift[r] - 32)), lo, hi);
+      };
+      C4Pack p(o4, r0, c0);
+      p.row(0, req32(c0_, 0)); p.row(1, req32(c1_, 1)); p.row(2, req32(c2_, 2));
+      p.row(3, req32(c3_, 3)); p.row(4, req32(c4_, 4)); p.row(5, req32(c5_, 5));
+      p.row(6, req32(c6_, 6)); p.row(7, req32(c7_, 7));
+      return;
+    }
+    auto row = [&](__m512i sum, int r) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * eld), req(sum, r));
     };
     row(c0_, 0); row(c1_, 1); row(c2_, 2); row(c3_, 3);
     row(c4_, 4); row(c5_, 5); row(c6_, 6); row(c7_, 7);
@@ -259,6 +328,9 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   const bool has_res = RESF || res, has_fout = RESF || PLAIN || fout,
              has_qout = RESF || qout;
   const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
+  const C4Out o4 = PLAIN ? C4Out{} : e.c4;  // x86_int8_c4: qout in the next conv's layout
+  const __m512i lo8 = _mm512_set1_epi32(-128), hi8 = _mm512_set1_epi32(127);
+  C4Pack pack(o4, r0, c0);  // (x86_int8_c4: the int8 rows as int32, saturated as vpmovsdb)
   const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
   const __m512 qmin = _mm512_set1_ps(e.qmin), qmax = _mm512_set1_ps(e.qmax);
@@ -283,8 +355,11 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       q = _mm512_add_ps(q, qz);
       q = _mm512_min_ps(floor_free ? q : _mm512_max_ps(q, qmin), qmax);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qout + at),
-                       _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
+      if (o4.base)
+        pack.row(r, _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(q), lo8), hi8));
+      else
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qout + at),
+                         _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
     }
   };
   row(c0_, 0); row(c1_, 1); row(c2_, 2); row(c3_, 3);
