@@ -31,6 +31,11 @@ struct EdgeccPlanStep {
 struct EdgeccPlan { int32_t nsteps, cap; EdgeccPlanStep* steps; };
 // plans run in this process (all libraries' counters are their own): tests check the path ran
 __attribute__((weak)) int64_t edgecc_plan_runs = 0;
+// edgecc_plan_trace 1: each run's steps log the TSC before and after their call in
+// edgecc_plan_trace_log (step s at [2 s], [2 s + 1]; the first 1024 steps) for
+// bench/x86_int8_call_overhead.py: the time between a run's calls; 0 (default): none
+__attribute__((weak)) int64_t edgecc_plan_trace = 0;
+__attribute__((weak)) int64_t edgecc_plan_trace_log[2 * 1024] = {};
 
 __attribute__((weak)) int __tvm_ffi_edgecc_plan_new(void*, const TVMFFIAny*, int32_t,
                                                     TVMFFIAny* result) {
@@ -120,7 +125,10 @@ __attribute__((weak)) int __tvm_ffi_edgecc_plan_run(void*, const TVMFFIAny* args
     ret.type_index = kTVMFFINone;
     ret.zero_padding = 0;
     ret.v_int64 = 0;
+    const bool trace = __builtin_expect(edgecc_plan_trace != 0, 0) && s < 1024;
+    if (trace) edgecc_plan_trace_log[2 * s] = (int64_t)__rdtsc();
     const int rc = TVMFFIFunctionCall(step.func, call, step.nargs, &ret);
+    if (trace) edgecc_plan_trace_log[2 * s + 1] = (int64_t)__rdtsc();
     if (rc != 0) return rc;
     if (ret.type_index >= kTVMFFIStaticObjectBegin) TVMFFIObjectDecRef(ret.v_obj);
   }

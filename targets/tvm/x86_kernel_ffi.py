@@ -137,6 +137,25 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_published_ns = 0
 __attribute__((weak)) int64_t edgecc_pool_log[512 * 6] = {};
 __attribute__((weak)) int64_t edgecc_pool_log_next = 0;
 __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_job_caller[3] = {};
+// edgecc_pool_timing 3: as 2, and each logged job's TSC stamps (bench/x86_int8_call_overhead.py)
+// in edgecc_pool_trace at the same index, EDGECC_TRACE_* each: where a pooled call's time goes
+// outside its bands (the caller's setup before posting, the worker's start, the join)
+enum {
+  EDGECC_TRACE_ENTER = 0,     // parallel_for entered
+  EDGECC_TRACE_POSTED,        // the job published (its epoch stored; 0: ran serially)
+  EDGECC_TRACE_CALLER_END,    // the caller's last chunk done
+  EDGECC_TRACE_JOINED,        // the caller saw every item done
+  EDGECC_TRACE_WORKER_START,  // the worker that ran items of it entered the job
+  EDGECC_TRACE_WORKER_END,    // ... and left it (0: no worker ran items, or not yet seen)
+  EDGECC_TRACE_EXIT,          // parallel_for returns
+  EDGECC_TRACE_EPOCH,         // the job's epoch
+  EDGECC_TRACE_FIELDS
+};
+__attribute__((weak)) int64_t edgecc_pool_trace[512 * EDGECC_TRACE_FIELDS] = {};
+// the current job's stamps (EDGECC_TRACE_*; EDGECC_TRACE_EPOCH: the worker's job, [FIELDS]: the
+// caller's), copied into edgecc_pool_trace by parallel_for
+__attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_job_tsc[EDGECC_TRACE_FIELDS + 1] =
+    {};
 enum {
   EDGECC_STAT_JOBS = 0,       // jobs run on the pool (kernels' and TVM's)
   EDGECC_STAT_TVM_POOL,       // TVM launches run on the pool
@@ -201,7 +220,8 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t ep
   // the job's settings: read after its epoch (set before it), so the same for every thread
   const int64_t split = (int64_t)threads * (p.parts > 0 ? p.parts : 2);
   const bool once = p.done_once != 0;
-  const bool timing = edgecc_pool_timing != 0;
+  const int32_t level = edgecc_pool_timing;
+  const bool timing = level != 0, stamp = level >= 3 && index == 1;
   int64_t ran = 0;
   // done_once: a worker's items count once, as it leaves (the job cannot end before: the
   // caller waits for them); the caller's never (it subtracts its own)
@@ -242,6 +262,9 @@ __attribute__((weak, visibility("hidden"))) int64_t edgecc_pool_work(uint64_t ep
       continue;  // s reloaded
     // the claim succeeded while the job was current: it cannot end before this chunk does
     p.range(p.fn, first, first + n);
+    if (stamp)  // before its items count done: the caller's join sees it
+      __atomic_store_n(&edgecc_pool_job_tsc[EDGECC_TRACE_WORKER_END], (int64_t)__rdtsc(),
+                       __ATOMIC_RELAXED);
     ran += n;
     if (timing) __atomic_fetch_add(&edgecc_pool_claims, 1, __ATOMIC_RELAXED);
     if (!once) {
@@ -285,6 +308,11 @@ __attribute__((weak, visibility("hidden"))) void* edgecc_pool_worker(void* arg) 
       continue;
     }
     const int64_t t0 = edgecc_pool_now_ns();
+    if (edgecc_pool_timing >= 3 && index == 1) {  // its end: stamped by edgecc_pool_work
+      __atomic_store_n(&edgecc_pool_job_tsc[EDGECC_TRACE_WORKER_START], (int64_t)__rdtsc(),
+                       __ATOMIC_RELAXED);
+      __atomic_store_n(&edgecc_pool_job_tsc[EDGECC_TRACE_EPOCH], (int64_t)e, __ATOMIC_RELEASE);
+    }
     const int64_t ran = edgecc_pool_work(e, threads, index);
     if (ran > 0) {
       edgecc_stat_add(EDGECC_STAT_WORKER_NS, edgecc_pool_now_ns() - t0);
@@ -543,16 +571,22 @@ __attribute__((weak, visibility("hidden"))) int edgecc_pool_run(EdgeccRange rang
   if (edgecc_pool_two_ended && items <= (int64_t)EDGECC_END_MASK)
     start |= EDGECC_TWO_ENDED | ((uint64_t)items << 19);
   p.state.store(start, std::memory_order_release);
+  if (timing >= 3) edgecc_pool_job_tsc[EDGECC_TRACE_POSTED] = (int64_t)__rdtsc();
   p.epoch.store(e, std::memory_order_seq_cst);
   if (p.sleepers.load(std::memory_order_seq_cst) > 0)
     syscall(SYS_futex, &p.epoch, FUTEX_WAKE_PRIVATE, 0x7fffffff, 0, 0, 0);
   const int64_t mine = edgecc_pool_work(e, threads, 0);
   const int64_t t1 = timing ? edgecc_pool_now_ns() : 0;
   if (timing) { edgecc_pool_job_caller[0] = mine; edgecc_pool_job_caller[1] = t1 - t0; }
+  if (timing >= 3) edgecc_pool_job_tsc[EDGECC_TRACE_CALLER_END] = (int64_t)__rdtsc();
   // only chunks a worker claimed are left: wait for them
   const int64_t others = once ? items - mine : items;  // done_once: the caller's not in done
   for (int64_t i = 0; p.done.load(std::memory_order_acquire) < others; ++i) {
     if (i < 4000) _mm_pause(); else sched_yield();
+  }
+  if (timing >= 3) {
+    edgecc_pool_job_tsc[EDGECC_TRACE_JOINED] = (int64_t)__rdtsc();
+    edgecc_pool_job_tsc[EDGECC_TRACE_FIELDS] = (int64_t)e;
   }
   p.busy.store(0, std::memory_order_release);
   if (timing) {
@@ -654,7 +688,10 @@ static void run_range(void* fn, int64_t begin, int64_t end) {
 // whole job's work is under the threshold (serial_work()) or the pool has one thread
 template <typename F>
 static void parallel_for(int64_t items, const F& fn, int64_t work) {
-  if (__builtin_expect(edgecc_pool_timing == 2, 0)) {
+  if (__builtin_expect(edgecc_pool_timing >= 2, 0)) {
+    const bool trace = edgecc_pool_timing >= 3;
+    const int64_t enter = trace ? (int64_t)__rdtsc() : 0;
+    if (trace) edgecc_pool_job_tsc[EDGECC_TRACE_POSTED] = 0;
     const int64_t t0 = edgecc_pool_now_ns();
     __atomic_store_n(&edgecc_pool_job_caller[2], 0, __ATOMIC_RELAXED);
     int64_t pooled = 1;
@@ -670,6 +707,23 @@ static void parallel_for(int64_t items, const F& fn, int64_t work) {
     r[3] = pooled ? edgecc_pool_job_caller[0] : items;
     r[4] = pooled ? edgecc_pool_job_caller[1] : r[1];
     r[5] = pooled ? __atomic_load_n(&edgecc_pool_job_caller[2], __ATOMIC_RELAXED) : 0;
+    if (trace) {  // the worker's stamps only when they are this job's (its epoch)
+      int64_t* t = edgecc_pool_trace + EDGECC_TRACE_FIELDS * i;
+      const int64_t job = edgecc_pool_job_tsc[EDGECC_TRACE_FIELDS];
+      const bool posted = pooled && edgecc_pool_job_tsc[EDGECC_TRACE_POSTED] != 0;
+      const int64_t w0 = edgecc_pool_job_tsc[EDGECC_TRACE_WORKER_START];
+      const bool joined = posted &&
+          __atomic_load_n(&edgecc_pool_job_tsc[EDGECC_TRACE_EPOCH], __ATOMIC_ACQUIRE) == job &&
+          edgecc_pool_job_tsc[EDGECC_TRACE_WORKER_END] > w0;
+      t[EDGECC_TRACE_ENTER] = enter;
+      t[EDGECC_TRACE_POSTED] = posted ? edgecc_pool_job_tsc[EDGECC_TRACE_POSTED] : 0;
+      t[EDGECC_TRACE_CALLER_END] = posted ? edgecc_pool_job_tsc[EDGECC_TRACE_CALLER_END] : 0;
+      t[EDGECC_TRACE_JOINED] = posted ? edgecc_pool_job_tsc[EDGECC_TRACE_JOINED] : 0;
+      t[EDGECC_TRACE_WORKER_START] = joined ? w0 : 0;
+      t[EDGECC_TRACE_WORKER_END] = joined ? edgecc_pool_job_tsc[EDGECC_TRACE_WORKER_END] : 0;
+      t[EDGECC_TRACE_EPOCH] = posted ? job : -1;
+      t[EDGECC_TRACE_EXIT] = (int64_t)__rdtsc();
+    }
     return;
   }
   if (items > 1 && work >= serial_work() && edgecc_pool_adaptive) {
