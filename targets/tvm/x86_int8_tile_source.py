@@ -289,7 +289,8 @@ static inline bool tile_post_fits(const Epilogue& e, int nr, int nc) {
 }
 
 // tile_write_t's sums (MODE as there), then post16_rows' float write-back of the 8 rows
-template <int MODE, bool TIED, bool RESF, bool PLAIN = false>
+// C4 (x86_int8_c4): the int8 rows packed into e.c4's layout (C4Pack), a separate instance
+template <int MODE, bool TIED, bool RESF, bool PLAIN = false, bool C4 = false>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
@@ -328,7 +329,7 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   const bool has_res = RESF || res, has_fout = RESF || PLAIN || fout,
              has_qout = RESF || qout;
   const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
-  const C4Out o4 = PLAIN ? C4Out{} : e.c4;  // x86_int8_c4: qout in the next conv's layout
+  const C4Out o4 = C4 ? e.c4 : C4Out{};  // x86_int8_c4: qout in the next conv's layout
   const __m512i lo8 = _mm512_set1_epi32(-128), hi8 = _mm512_set1_epi32(127);
   C4Pack pack(o4, r0, c0);  // (x86_int8_c4: the int8 rows as int32, saturated as vpmovsdb)
   const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
@@ -355,7 +356,7 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       q = _mm512_add_ps(q, qz);
       q = _mm512_min_ps(floor_free ? q : _mm512_max_ps(q, qmin), qmax);
-      if (o4.base)
+      if (C4)
         pack.row(r, _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(q), lo8), hi8));
       else
         _mm_storeu_si128(reinterpret_cast<__m128i*>(qout + at),
@@ -376,8 +377,17 @@ static void tile_post(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t*
   if (edgecc_x86_int8_tile_tied) {
     if (!tile_tied_seen.load(std::memory_order_relaxed))
       tile_tied_seen.store(1, std::memory_order_relaxed);
-    if (resf) tile_post_t<MODE, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
-    else tile_post_t<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    if (e.c4.base) {  // x86_int8_c4
+      if (resf) tile_post_t<MODE, true, true, false, true>(rows, ld, kq, src, qoff, next, e, r0,
+                                                           c0);
+      else tile_post_t<MODE, true, false, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    } else if (resf) {
+      tile_post_t<MODE, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    } else {
+      tile_post_t<MODE, true, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    }
+  } else if (e.c4.base) {
+    tile_post_t<MODE, false, false, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
   } else {
     tile_post_t<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
   }
