@@ -472,7 +472,8 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
       for (int64_t i = i0; i < i1; ++i)
         direct4_tiles(d, d.c4in, i * units / bands * unit, (i + 1) * units / bands * unit);
     }, job_work);
-  } else if (edgecc_x86_int8_direct4_rows) {  // units of output rows, each thread's copy grown lazily
+  } else if (edgecc_x86_int8_direct4_rows) {  // units of output rows, each thread's copy
+                                               // grown lazily
     Direct4Held held[DIRECT4_HELD];
     const int64_t items = bands > 1 ? std::min(units, edgecc_x86_int8_direct4_rows * threads) : 1;
     parallel_for(items, [&](int64_t i0, int64_t i1) {

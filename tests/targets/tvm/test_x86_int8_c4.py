@@ -161,8 +161,9 @@ def _runs(so, vm, args, counters, expected):
 def test_c4_chains_equal_the_nchw_build(tmp_path):
     """ResNet-20's maps (16 @32x32, 32 @16x16, 64 @8x8: 16- and 8-column outputs; the stem's
     3 input channels) and channels that are quads but not 8s (12: a producer's call falls back
-    to NCHW copies, a consumer that produces no c4 still reads in place): equal to the NCHW chain and the integer
-    arithmetic, serial and pooled, the knob on (counted) and off (not counted)."""
+    to NCHW copies, a consumer that produces no c4 still reads in place): equal to the NCHW
+    chain and the integer arithmetic, serial and pooled, the knob on (counted) and off (not
+    counted)."""
     import tvm
 
     rng = np.random.default_rng(11)
