@@ -331,6 +331,9 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
   const C4Out o4 = C4 ? e.c4 : C4Out{};  // x86_int8_c4: qout in the next conv's layout
   const __m512i lo8 = _mm512_set1_epi32(-128), hi8 = _mm512_set1_epi32(127);
+  // (the float clamp to [qmin, qmax] within int8 leaves nothing to saturate: q is never NaN
+  // there — vmaxps with qmin, or with 0 after a ReLU, returns the non-NaN operand)
+  const bool in8 = e.qmin >= -128.0f && e.qmax <= 127.0f;
   C4Pack pack(o4, r0, c0);  // (x86_int8_c4: the int8 rows as int32, saturated as vpmovsdb)
   const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   const __m512 qs = _mm512_set1_ps(e.qs), qz = _mm512_set1_ps(e.qz);
@@ -357,7 +360,8 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
       q = _mm512_add_ps(q, qz);
       q = _mm512_min_ps(floor_free ? q : _mm512_max_ps(q, qmin), qmax);
       if (C4)
-        pack.row(r, _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(q), lo8), hi8));
+        pack.row(r, in8 ? _mm512_cvtps_epi32(q)
+                        : _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(q), lo8), hi8));
       else
         _mm_storeu_si128(reinterpret_cast<__m128i*>(qout + at),
                          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
