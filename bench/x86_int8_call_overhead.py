@@ -27,6 +27,9 @@ the caller then waits 1.0-1.9 us (the worker's band ~1.1-1.6 us slower than the 
 every layer: 25 us of 170 a run), tail 0.02-0.13, gap between calls 0.02-0.1. Sums a run:
 wait 25.1, entry 8.4, wake 2.4, post 2.3, tail 1.3, gap 1.0 us. Under load (the other vCPU
 busy) the worker joins ~0-5% of the jobs and 40-80 us after posting (it waits for a CPU).
+Later (03:15, the tree with H-C's c4 work, column ``t1=edgecc_pool_threads:1``, 100 rounds,
+paired 1t/2t 1.61): 2 threads 141.9 us a run, of which outside the bands entry 7.4 (1 thread:
+4.9), post 2.5, wake 2.3, wait 2.5, tail 0.9, gap 0.8: ~11 us a run only at 2 threads.
 
 A column (library settings, flipped between runs of one build) adds its own table; the
 whole-run medians of each column are printed together. Writes
@@ -70,9 +73,10 @@ def step_parts(steps: list, jobs: list) -> list:
         row["gap"] = start - prev_end if prev_end is not None else None
         row["jobs"] = len(mine)
         row["pooled"] = len(posted)
+        if mine:  # posted or serial (one thread): the entry before its first parallel_for
+            row["entry"] = mine[0][ENTER] - start
         if posted:
             first, last = posted[0], mine[-1]
-            row["entry"] = first[ENTER] - start
             row["post"] = first[POSTED] - first[ENTER]
             row["c_band"] = sum(j[CALLER_END] - j[POSTED] for j in posted)
             row["wait"] = sum(j[JOINED] - j[CALLER_END] for j in posted)
@@ -136,7 +140,7 @@ def measure(model: str, rounds: int, columns: dict, warm_s: float = 2.0) -> dict
         for sym, k in knobs.items():
             k.value = defaults[sym]
     mhz = tsc_mhz()
-    tables = {}
+    tables, wholes = {}, {}
     for col, rs in runs.items():
         rows = []
         for s in range(nsteps):
@@ -153,6 +157,12 @@ def measure(model: str, rounds: int, columns: dict, warm_s: float = 2.0) -> dict
         whole = [(r[-1]["step"] + sum(x["step"] + (x["gap"] or 0) for x in r[:-1])) / mhz
                  for r in rs]
         tables[col] = {"rows": rows, "whole_us": statistics.median(whole)}
+        wholes[col] = whole
+    first = next(iter(tables))
+    for col, t in tables.items():  # each round's whole run paired with the first column's
+        ratios = sorted(a / b for a, b in zip(wholes[col], wholes[first]))
+        t["ratio"] = {"to": first, "median": statistics.median(ratios),
+                      "p10": ratios[len(ratios) // 10], "p90": ratios[len(ratios) * 9 // 10]}
     return {"model": model, "input": shape, "threads": THREADS, "rounds": rounds,
             "load_average": os.getloadavg()[0], "tsc_mhz": mhz, "columns": columns,
             "tables": tables}
@@ -167,7 +177,8 @@ def print_result(r: dict) -> None:
           f"(load {r['load_average']:.1f}, {r['rounds']} rounds)")
     for col, t in r["tables"].items():
         print(f"  column {col} {r['columns'][col]}: whole run (first call to last return) "
-              f"{t['whole_us']:.1f} us")
+              f"{t['whole_us']:.1f} us; paired / {t['ratio']['to']} {t['ratio']['median']:.3f} "
+              f"(p10-p90 {t['ratio']['p10']:.3f}-{t['ratio']['p90']:.3f})")
         print(f"  {'call':28s} pool " + " ".join(f"{p:>7s}" for p in PARTS))
         sums = dict.fromkeys(PARTS, 0.0)
         for row in t["rows"]:
