@@ -38,15 +38,18 @@ no call is marked (the build-time A/B switch; the default: no gain measured).
 
 Measured (s19, Zen 4 2-vCPU KVM, bench/x86_int8_c4.py, ResNet-20 w8a8, 14 producers / 14
 in-place consumers, the two builds interleaved, the other helper's jobs on the other vCPU):
-1 thread CPU time c4 / NCHW 1.000x (p10-p90 0.980-1.014, load 1.1), 1.004x (0.955-1.086,
-load 2.2), 0.977-0.985x under load 1.2-1.5; 2 threads wall 1.035-1.061x (p10-p90 ~0.7-1.5:
-the other vCPU busy, not conclusive). The profile moves as planned (pad_rows_c4v 5-6% of a
-1-thread run -> under 1%: the stem's input only), but the chained tiles do not get faster by
-as much: kernel-level chains of 6 convolutions 16 @32x32 (tile_write) 1.00x, fused residual
-(tile_post) 1.03-1.05x, 64 @8x8 0.96x — neither the c4 stores' address (stores sunk to a
-fixed line: the same), the in-place reads (copied to the thread's scratch first: the same)
-nor the buffers' offsets modulo 4 KB explained the residual-form loss. First packing form
-(byte / word unpacks per quad) and the borders by two memset calls a row cost ~2% more."""
+1 thread CPU time c4 / NCHW 0.978x (p10-p90 0.956-1.000, load 1.3) and 0.986x (0.920-1.056,
+load 0.5); 2 threads wall 1.030x / 1.082x (p10-p90 ~0.7-1.5: not conclusive, but no run
+showed a gain) — hence off. The profile moves as planned (pad_rows_c4v 5-6% of a 1-thread
+run -> under 1%: the stem's input only), but the producer's c4 write-back costs most of it
+back: kernel-level chains of 6 convolutions 16 @32x32 (tile_write) 1.00x, fused residual
+(tile_post) 1.03-1.05x before its rows skipped the redundant int32 saturation, 0.98-1.00x
+after, 64 @8x8 0.96x. Ruled out as the residual cost: the c4 stores' addresses (stores sunk
+to a fixed line: the same), the in-place reads (copied to the thread's scratch first: the
+same), the buffers' offsets modulo 4 KB. The first packing form (byte / word unpacks per
+quad: ~2% of a run more) and the borders by two memset calls a row (~2%) were replaced.
+At 2 threads a likely cost: the worker's tiles read the halo / rows the other core wrote
+inside the VNNI loop, where the copy streamed them first."""
 
 from __future__ import annotations
 
