@@ -26,9 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import calibration, interleaved_times, models, paired_ratios  # noqa: E402
-from bench.x86_int8_common import compile_run, same_outputs, write_result  # noqa: E402
-from bench.x86_int8_pair import spread  # noqa: E402
+from bench.tvm_cpu import calibration, models  # noqa: E402
+from bench.x86_int8_common import (compile_run, same_outputs, time_builds,  # noqa: E402
+                                   write_result)
 
 warnings.filterwarnings("ignore")
 
@@ -36,8 +36,6 @@ BUILDS = {"nchw": False, "c4": True}  # x86_int8_c4.ENABLED per build
 
 
 def measure(name: str, repeats: int, wall: bool, knob0: bool = False) -> dict:
-    import statistics
-
     import torch
 
     from edgecc.targets.tvm import x86_int8_c4
@@ -79,21 +77,7 @@ def measure(name: str, repeats: int, wall: bool, knob0: bool = False) -> dict:
         knob.value = 1
     row = {"model": name, "input": shape, "bit_identical": same, "report": report}
     assert all(same.values()), same
-    settings = [(1, "cpu")] + ([(THREADS, "wall")] if wall else [])
-    threads0 = [p.value for p in pools]
-    for t, clock in settings:
-        for p, v in zip(pools, threads0):
-            p.value = 1 if t == 1 else v
-        row[f"load_average_{t}t"] = os.getloadavg()[0]
-        with torch.no_grad():
-            times = interleaved_times(fns, repeats, clock=clock)
-        row[f"{t}t"] = {"clock": clock,
-                        "median_ms": {k: statistics.median(v) for k, v in times.items()},
-                        "vs_nchw": {k: spread(paired_ratios(times, k, "nchw", repeats))
-                                    for k in fns if k != "nchw"}}
-        row[f"load_average_{t}t_end"] = os.getloadavg()[0]
-    for p, v in zip(pools, threads0):
-        p.value = v
+    time_builds(row, fns, pools, repeats, wall, "nchw")
     knob.value = 1
     return row
 

@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from bench.host import THREADS
 from bench.tvm_cpu import calibration, interleaved_times, median_p10, models, round_block
@@ -266,3 +267,40 @@ def depthwise_ab(spec: DepthwiseAB, layers, repeats: int, output: str) -> list:
                    "load_average": os.getloadavg()[0], "rows": rows, "sums_us": sums}, fh, indent=2)
     print(f"wrote {output}")
     return rows
+
+
+def spread(values: list[float]) -> dict:
+    """Median, p10 and p90 of paired ratios (one a round)."""
+    q = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
+    return {"median": statistics.median(values), "p10": q[0], "p90": q[-1],
+            "rounds": len(values)}
+
+
+def time_builds(row: dict, fns: dict, pools: list, repeats: int, wall: bool, base: str,
+                extra: Any = None) -> None:
+    """Time ``fns`` (name -> one run) interleaved at 1 thread (the caller's CPU time: every
+    ``pools`` entry, a library's ``edgecc_pool_threads``, set to 1) and with ``wall`` at
+    THREADS (wall clock); into ``row[f"{t}t"]``: medians, paired ratios against ``base``
+    (``vs_<base>``) and ``extra(times)``'s entries, with the load average before and after."""
+    import torch
+
+    from bench.tvm_cpu import paired_ratios
+
+    settings = [(1, "cpu")] + ([(THREADS, "wall")] if wall else [])
+    threads0 = [p.value for p in pools]
+    try:
+        for t, clock in settings:
+            for p, v in zip(pools, threads0):
+                p.value = 1 if t == 1 else v
+            row[f"load_average_{t}t"] = os.getloadavg()[0]
+            with torch.no_grad():
+                times = interleaved_times(fns, repeats, clock=clock)
+            row[f"{t}t"] = {"clock": clock,
+                            "median_ms": {k: statistics.median(v) for k, v in times.items()},
+                            f"vs_{base}": {k: spread(paired_ratios(times, k, base, repeats))
+                                           for k in fns if k != base},
+                            **(extra(times) if extra is not None else {})}
+            row[f"load_average_{t}t_end"] = os.getloadavg()[0]
+    finally:
+        for p, v in zip(pools, threads0):
+            p.value = v

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import statistics
 import sys
 import tempfile
 import warnings
@@ -26,8 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from bench.tvm_cpu import calibration, interleaved_times, models, paired_ratios  # noqa: E402
-from bench.x86_int8_common import compile_run, same_outputs, write_result  # noqa: E402
+from bench.tvm_cpu import calibration, models, paired_ratios  # noqa: E402
+from bench.x86_int8_common import (compile_run, same_outputs, spread,  # noqa: E402
+                                   time_builds, write_result)
 
 warnings.filterwarnings("ignore")
 
@@ -35,12 +35,6 @@ warnings.filterwarnings("ignore")
 BUILDS = {"old": {"REORDER": False, "FUSE_PAIR": False},
           "reorder": {"REORDER": True, "FUSE_PAIR": False},
           "pair": {"REORDER": True, "FUSE_PAIR": True}}
-
-
-def spread(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
-    return {"median": statistics.median(values), "p10": q[0], "p90": q[-1],
-            "rounds": len(values)}
 
 
 def measure(name: str, repeats: int, wall: bool) -> dict:
@@ -86,24 +80,9 @@ def measure(name: str, repeats: int, wall: bool) -> dict:
         knob.value = 1
     row = {"model": name, "input": shape, "bit_identical": same, "report": report}
     assert all(same.values()), same
-    settings = [(1, "cpu")] + ([(THREADS, "wall")] if wall else [])
-    threads0 = [p.value for p in pools]
-    for t, clock in settings:
-        for p, v in zip(pools, threads0):
-            p.value = 1 if t == 1 else v
-        row[f"load_average_{t}t"] = os.getloadavg()[0]
-        with torch.no_grad():
-            times = interleaved_times(fns, repeats, clock=clock)
-        row[f"{t}t"] = {"clock": clock,
-                        "median_ms": {k: statistics.median(v) for k, v in times.items()},
-                        "vs_old": {k: spread(paired_ratios(times, k, "old", repeats))
-                                   for k in fns if k != "old"},
-                        "pair_vs_reorder": spread(paired_ratios(times, "pair", "reorder",
-                                                                repeats)),
-                        "pair_vs_knob0": spread(paired_ratios(times, "pair", "pair_knob0",
-                                                              repeats))}
-    for p, v in zip(pools, threads0):
-        p.value = v
+    time_builds(row, fns, pools, repeats, wall, "old", lambda times: {
+        "pair_vs_reorder": spread(paired_ratios(times, "pair", "reorder", repeats)),
+        "pair_vs_knob0": spread(paired_ratios(times, "pair", "pair_knob0", repeats))})
     knob.value = 1
     return row
 
