@@ -42,6 +42,18 @@ def build_and_load(module, path: str):
     return lib, relax.VirtualMachine(lib, tvm.cpu())
 
 
+def pooled_library(module, path: str, threads: int = 2):
+    """``build_and_load`` with the kernels' pool set to ``threads`` (the pooled bands
+    need a second thread): (library, VM, the library as ``ctypes.CDLL``)."""
+    import ctypes
+
+    lib, vm = build_and_load(module, path)
+    so = ctypes.CDLL(path)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, threads)
+    return lib, vm, so
+
+
 def calls_library(emit, xs, ws, eps, calls, path: str, pool_threads: int | None = 2):
     """One library with an ``emit`` call (``x86_int8.emit_conv`` / ``emit_depthwise``) per
     input ``xs[i]``, weight ``ws[i]``, epilogue ``eps[i]`` and ``calls[i]`` = (input zero

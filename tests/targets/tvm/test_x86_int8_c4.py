@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.targets.tvm.int8_cases import (POOL, SERIAL, build_and_load, full_range,
+from tests.targets.tvm.int8_cases import (POOL, SERIAL, full_range, pooled_library,
                                           random_int8, random_requant)
 from tests.targets.tvm.test_x86_int8 import _avx2, _conv_ref, _cpu_flags, _requant
 
@@ -115,10 +115,7 @@ def _library(tmp_path, cases, name):
     module = relax.transform.DeadCodeElimination()(bb.get())
     module = module.with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / name)
-    lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)  # the pool's bands need a second thread
+    lib, vm, so = pooled_library(module, path)
     return vm, so, (lib.get_function(x86_int8_c4.C4_IN, query_imports=True),
                     lib.get_function(x86_int8_c4.C4_OUT, query_imports=True))
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecc
-from tests.targets.tvm.int8_cases import (build_and_load, random_int8, random_requant,
+from tests.targets.tvm.int8_cases import (pooled_library, random_int8, random_requant,
                                           runs_knob_on_and_off)
 from tests.targets.tvm.test_x86_int8 import _avx2, _conv_ref, _cpu_flags, _requant
 
@@ -78,10 +78,7 @@ def _library(tmp_path, cases, name):
     assert text.count('"edgecc_x86_qconv"') == 2 * len(cases)  # the unpaired ones only
     module = module.with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / name)
-    lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)  # the pool's bands need a second thread
+    lib, vm, so = pooled_library(module, path)
     return vm, so, lib.get_function(x86_int8_pair.CALLS, query_imports=True)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import edgecc
-from tests.targets.tvm.int8_cases import build_and_load
+from tests.targets.tvm.int8_cases import pooled_library
 from tests.targets.tvm.test_x86_int8 import _Head, _avx2, _relax_tail
 
 pytestmark = pytest.mark.skipif(not _avx2(), reason="needs an x86 CPU with AVX2")
@@ -54,10 +54,7 @@ def test_quantize_equals_the_relax_ops(tmp_path):
         bb.emit_func_output(out)
     module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
     path = str(tmp_path / "q.so")
-    lib, vm = build_and_load(module, path)
-    so = ctypes.CDLL(path)
-    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    so.edgecc_pool_configure(-1, 2)  # 2 threads: the pooled rows below
+    lib, vm, so = pooled_library(module, path)
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_quant_vector")
     assert knob.value == 1  # on by default
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
