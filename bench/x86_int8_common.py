@@ -304,3 +304,16 @@ def time_builds(row: dict, fns: dict, pools: list, repeats: int, wall: bool, bas
     finally:
         for p, v in zip(pools, threads0):
             p.value = v
+
+
+def knob_runs(builds: dict, inputs: tuple, knob: Any) -> Any:
+    """``run(key, on=1)``: a callable running build ``key`` on ``inputs`` with the library
+    knob ``knob`` (a ``ctypes`` int64) set to ``on`` first (the builds' A/B columns)."""
+    def run(key: str, on: int = 1) -> Any:
+        res = builds[key]
+
+        def go() -> None:
+            knob.value = on
+            res.run(*inputs)
+        return go
+    return run

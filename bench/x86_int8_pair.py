@@ -26,8 +26,8 @@ sys.path.insert(0, ROOT)
 
 from bench.host import THREADS  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from bench.tvm_cpu import calibration, models, paired_ratios  # noqa: E402
-from bench.x86_int8_common import (compile_run, same_outputs, spread,  # noqa: E402
-                                   time_builds, write_result)
+from bench.x86_int8_common import (compile_run, knob_runs, same_outputs,  # noqa: E402
+                                   spread, time_builds, write_result)
 
 warnings.filterwarnings("ignore")
 
@@ -63,14 +63,7 @@ def measure(name: str, repeats: int, wall: bool) -> dict:
     knob = ctypes.c_int64.in_dll(libs["pair"], x86_int8_pair.KNOB)
     pools = [ctypes.c_int32.in_dll(lib, "edgecc_pool_threads") for lib in libs.values()]
 
-    def run(key, on=1):
-        res = builds[key]
-
-        def go():
-            knob.value = on
-            res.run(*inputs)
-        return go
-
+    run = knob_runs(builds, inputs, knob)
     fns = {k: run(k) for k in builds}
     fns["pair_knob0"] = run("pair", 0)
     with torch.no_grad():
