@@ -42,6 +42,21 @@ def build_and_load(module, path: str):
     return lib, relax.VirtualMachine(lib, tvm.cpu())
 
 
+def w8a8_program(model):
+    """``model`` (seeded before the call) traced on a seeded 1x3x32x32 input and quantized
+    w8a8 on 4 random calibration batches: (program, input)."""
+    import torch
+
+    import edgecc
+
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 32, 32)
+    calib = [(torch.randn(1, 3, 32, 32),) for _ in range(4)]
+    program = edgecc.PassManager("fold-batchnorm,quantize{scheme=w8a8},fuse,dce")(
+        edgecc.trace(model, (x,)), context=edgecc.PassContext(calibration=calib)).program
+    return program, x
+
+
 def pooled_library(module, path: str, threads: int = 2):
     """``build_and_load`` with the kernels' pool set to ``threads`` (the pooled bands
     need a second thread): (library, VM, the library as ``ctypes.CDLL``)."""

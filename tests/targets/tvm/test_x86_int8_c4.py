@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.targets.tvm.int8_cases import (POOL, SERIAL, full_range, pooled_library,
+from tests.targets.tvm.int8_cases import (POOL, SERIAL, full_range, pooled_library, w8a8_program,
                                           random_int8, random_requant)
 from tests.targets.tvm.test_x86_int8 import _avx2, _conv_ref, _cpu_flags, _requant
 
@@ -217,17 +217,12 @@ def test_w8a8_resnet_c4_equals_the_nchw_build(tmp_path, monkeypatch, blocks):
     import tvm.relax
     import torch
 
-    import edgecc
     from edgecc.quant import is_quantize
     from edgecc.targets.tvm import lowering, x86_int8, x86_int8_c4
 
     torch.manual_seed(0)
     model = _resnet(blocks)
-    torch.manual_seed(1)
-    x = torch.randn(1, 3, 32, 32)
-    calib = [(torch.randn(1, 3, 32, 32),) for _ in range(4)]
-    program = edgecc.PassManager("fold-batchnorm,quantize{scheme=w8a8},fuse,dce")(
-        edgecc.trace(model, (x,)), context=edgecc.PassContext(calibration=calib)).program
+    program, x = w8a8_program(model)
     outs, stats = {}, {}
     for on in (False, True):
         monkeypatch.setattr(x86_int8_c4, "ENABLED", on)

@@ -15,8 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import edgecc
-from tests.targets.tvm.int8_cases import (pooled_library, random_int8, random_requant,
+from tests.targets.tvm.int8_cases import (pooled_library, random_int8, random_requant, w8a8_program,
                                           runs_knob_on_and_off)
 from tests.targets.tvm.test_x86_int8 import _avx2, _conv_ref, _cpu_flags, _requant
 
@@ -230,11 +229,7 @@ def test_w8a8_resnet_paired_equals_the_old_order_and_the_simulator(tmp_path, mon
 
     torch.manual_seed(0)
     model = make()
-    torch.manual_seed(1)
-    x = torch.randn(1, 3, 32, 32)
-    calib = [(torch.randn(1, 3, 32, 32),) for _ in range(4)]
-    program = edgecc.PassManager("fold-batchnorm,quantize{scheme=w8a8},fuse,dce")(
-        edgecc.trace(model, (x,)), context=edgecc.PassContext(calibration=calib)).program
+    program, x = w8a8_program(model)
     outs, counts = {}, {}
     for reorder, pair in ((False, False), (True, False), (True, True)):
         monkeypatch.setattr(x86_int8_pair, "REORDER", reorder)
