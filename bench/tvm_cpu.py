@@ -33,6 +33,10 @@ relax passes / codegen / link, verification, writing; the stages are in the JSON
 round, in an order rotated by one each round: a pause, a few untimed calls, then
 ``repeats // 10`` timed ones (1-10), of each; at least 10 rounds: ``interleaved_times``), so
 a slow spell of a shared machine does not favour one column; compare columns within a row.
+Before each block (after its pause) ``bench/host_probe.py`` measures how much of a second core
+the host gives this guest (``--no-probe``: not); the JSON's ``host_probe`` and
+``two_core_ratios`` (the paired ratios over the rounds where every probe read two full cores)
+record the machine's state beside the goals' all-rounds ratios.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench import host_probe  # noqa: E402
 from bench.host import THREADS, Hidden, bert_base_like, gpt2_small_like  # noqa: E402
 from examples.models import mobilenet_v2, resnet20  # noqa: E402
 
@@ -202,7 +207,8 @@ def round_block(repeats: int) -> int:
     return max(1, min(10, repeats // MIN_ROUNDS))
 
 
-def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall"):
+def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall", probe=None,
+                      probes=None):
     """Every timed call of each callable (ms), in rounds — per round, each one gets
     ``warmup`` untimed calls (by the wall clock: for at least ``WARMUP_S``) then ``block``
     timed ones — so a slow spell of a shared machine affects every column alike. (Not one
@@ -222,7 +228,11 @@ def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall"):
     (0.69-1.32x of the untuned build they were). So ``block`` defaults to ``repeats // MIN_ROUNDS`` calls
     (1..10): at least ``MIN_ROUNDS`` rounds, each column sampling the states as often; and
     the order rotates by one every round (round r starts at callable r mod n), so no column
-    always follows the same one or sits at the same place in the round."""
+    always follows the same one or sits at the same place in the round.
+
+    ``probe`` (``bench/host_probe.py``'s ``HostProbe.scaling``): called before each block's
+    warm-up calls, its value appended to ``probes[callable]`` (one a round): the host's state
+    next to each block's timings."""
     now = time.thread_time if clock == "cpu" else time.perf_counter
     if block is None:
         block = round_block(repeats)
@@ -233,6 +243,8 @@ def interleaved_times(fns, repeats, block=None, warmup=3, clock="wall"):
             fn = fns[k]
             if clock == "wall":
                 time.sleep(PAUSE_S)
+            if probe is not None:
+                probes.setdefault(k, []).append(probe())
             start = time.perf_counter()
             done = 0
             while done < warmup or (clock == "wall" and time.perf_counter() - start < WARMUP_S):
@@ -339,9 +351,16 @@ def main() -> int:
                         metavar="TRIALS",
                         help="also measure MetaSchedule-tuned builds with this trial budget "
                              f"per compile (bare --tune: {SMALL_TUNE})")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="no host probe before each block (bench/host_probe.py)")
     parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
                                                          "tvm_cpu.json"))
     args = parser.parse_args()
+    probe = None if args.no_probe else host_probe.probe()
+    if probe is not None:
+        print(f"host probe: the second thread's gain on a register-only FMA loop before each "
+              f"block (two full cores >= {host_probe.TWO_CORES}); now "
+              f"{probe.scaling():.2f}x", flush=True)
     WARMUP_S = args.warmup_s
     MIN_ROUNDS = max(1, args.rounds)
     torch.set_num_threads(THREADS)
@@ -382,7 +401,9 @@ def main() -> int:
                     module, inputs, fp32, None, tune_trials=args.tune)
                 fns["edgecc_int8_tuned_ms"], tuning["int8"] = edgecc_fn(
                     module, inputs, q, calib, integer_kernels=True, tune_trials=args.tune)
-            samples = interleaved_times(fns, args.repeats)
+            probes = {}
+            samples = interleaved_times(fns, args.repeats,
+                                        probe=probe.scaling if probe else None, probes=probes)
             row = {"model": name, "input": shape,
                    **{k: statistics.median(v) for k, v in samples.items()}}
         row["compile_s"] = compile_s  # the manifests' compile_seconds totals
@@ -408,6 +429,15 @@ def main() -> int:
         row["ratios_of_medians"] = {k: row[a] / row[b] for k, (a, b) in pairs.items()}
         row["ratio_quartiles"] = {k: quartiles(paired_ratios(samples, a, b, args.repeats))
                                   for k, (a, b) in pairs.items()}
+        if probes:  # the host's state (a diagnostic beside the goals' all-rounds ratios)
+            row["host_probe"] = host_probe.spread([v for vs in probes.values() for v in vs])
+            row["two_core_ratios"] = {}
+            for k, (a, b) in pairs.items():
+                kept = host_probe.two_core_rounds(probes, [a, b])
+                ratios = paired_ratios(samples, a, b, args.repeats)
+                kept = [ratios[r] for r in kept if r < len(ratios)]
+                row["two_core_ratios"][k] = {"median": statistics.median(kept) if kept else None,
+                                             "rounds": len(kept), "of": len(ratios)}
         if tuning:
             row["tuning"] = {k: {**{f: v.get(f) for f in (
                 "trials_budget", "kernels", "trials_run", "default_kept", "budget", "outcome",
@@ -464,6 +494,22 @@ def main() -> int:
         print(f"  {r['model']:<16}" + ", ".join(
             f"{k.replace('edgecc_', '').replace('_vs_', '/')} {q[0]:.2f}-{q[1]:.2f}"
             for k, q in r["ratio_quartiles"].items() if q))
+    if any("host_probe" in r for r in rows):
+        print(f"host state (bench/host_probe.py: the second thread's gain on a register-only "
+              f"loop before each block; < {host_probe.TWO_CORES}x: the two vCPUs shared one "
+              "core or one was descheduled) and the paired ratios over only the rounds where "
+              "every probe read two full cores (a diagnostic; the goals are the all-rounds "
+              "ratios above):")
+        for r in rows:
+            if "host_probe" not in r:
+                continue
+            h = r["host_probe"]
+            print(f"  {r['model']:<16}probes p10/median/p90 {h['p10']:.2f}/{h['median']:.2f}/"
+                  f"{h['p90']:.2f}x, {h['share_below_two_cores']:.0%} below; two-core rounds: "
+                  + ", ".join(f"{k.replace('edgecc_', '').replace('_vs_', '/')} "
+                              f"{v['median']:.2f} ({v['rounds']}/{v['of']})"
+                              for k, v in r["two_core_ratios"].items()
+                              if v["median"] is not None))
     for r in rows:
         for build, t in r.get("tuning", {}).items():
             print(f"  tuning {r['model']} {build} ({t['seconds']:.0f} s): {t['outcome']}")
