@@ -8,7 +8,7 @@ one thread's: ~2.0 when the two vCPUs run on two physical cores, ~1.0 when they 
 core (SMT siblings) or the second vCPU is descheduled. A coarse reading: +-10% from thread
 start-up and timer noise (a few read over 2.0), and partial states in between. On this 2-vCPU
 KVM guest it moves between the two within seconds (s20: 12 probes of a VNNI loop over 25 s
-read 1.72-1.95x, one 0.99x), and every 2-thread time moves with it: ResNet-20 at 2 threads
+read 1.72-2.10x, one 1.01x), and every 2-thread time moves with it: ResNet-20 at 2 threads
 (s20, 400 calls each, interleaved) ran int8 in 219.5 us and fp32 in 418 us in blocks probed
 at two cores, 289 and 625 us in the others (paired int8/fp32 0.585 and 0.499 in rounds where
 both blocks read so): fp32 gains more from the second core than int8 does.
@@ -36,7 +36,7 @@ import tempfile
 
 # a probe at or above this reads as two full cores (the loop's 2-thread throughput ratio)
 TWO_CORES = 1.7
-# iterations of the ten-FMA body a thread runs (~0.8 ms at 3.5 GHz, 2 FMAs a cycle)
+# iterations of the ten-FMA body a thread runs (~1.3 ms on the Zen 4 guest)
 ITERATIONS = 300_000
 
 SOURCE = r"""
