@@ -131,12 +131,13 @@ def probe(cache: str | None = None) -> HostProbe | None:
 
 def spread(values: list[float]) -> dict:
     """p10 / median / p90 of the probes and the share of them under ``TWO_CORES``."""
+    from bench.x86_int8_common import percentile  # (it imports bench.tvm_cpu, which imports this)
+
     if not values:
         return {}
-    xs = sorted(values)
-    at = lambda q: xs[int(q * (len(xs) - 1) + 0.5)]  # noqa: E731
-    return {"p10": at(0.1), "median": statistics.median(xs), "p90": at(0.9),
-            "probes": len(xs), "share_below_two_cores": sum(v < TWO_CORES for v in xs) / len(xs)}
+    return {"p10": percentile(values, 0.1), "median": statistics.median(values),
+            "p90": percentile(values, 0.9), "probes": len(values),
+            "share_below_two_cores": sum(v < TWO_CORES for v in values) / len(values)}
 
 
 def two_core_rounds(probes: dict[str, list[float]], columns: list[str]) -> list[int]:

@@ -433,9 +433,8 @@ def main() -> int:
             row["host_probe"] = host_probe.spread([v for vs in probes.values() for v in vs])
             row["two_core_ratios"] = {}
             for k, (a, b) in pairs.items():
-                kept = host_probe.two_core_rounds(probes, [a, b])
-                ratios = paired_ratios(samples, a, b, args.repeats)
-                kept = [ratios[r] for r in kept if r < len(ratios)]
+                ratios = paired_ratios(samples, a, b, args.repeats)  # (one a probed round)
+                kept = [ratios[r] for r in host_probe.two_core_rounds(probes, [a, b])]
                 row["two_core_ratios"][k] = {"median": statistics.median(kept) if kept else None,
                                              "rounds": len(kept), "of": len(ratios)}
         if tuning:
