@@ -328,42 +328,82 @@ static inline void direct4_rows_in(const Direct4& d, int64_t r0, int64_t r1, int
 }
 
 // every tile of output rows [r0, r1) (a panel: 16 pixels of a row, or with 8 columns two
-// rows' 8), their input rows already padded in buf
+// rows' 8), their input rows already padded in buf. edgecc_x86_int8_tile_two (default 1): the
+// panels taken two at a time in row order (the next 16 pixels of the row, else the next row's
+// first) as two-panel tiles (tile_write2 / tile_post2 / tile_plain2: 16 sums, each weight
+// broadcast once for both panels); an odd last panel of the range alone. The same sums and
+// write-backs per output (bit-identical), in another order of tiles
 static void direct4_tiles(const Direct4& d, const uint8_t* buf, int64_t r0, int64_t r1) {
   alignas(64) int32_t acc[128];
   const int64_t ld = d.kq * 4, rb = d.row_bytes(), next = d.sh * rb;  // next: an output row
   const bool half = d.ow == 8;
-  for (int64_t oy = r0; oy < r1; oy += half ? 2 : 1)
-    for (int64_t ox = 0; ox < d.ow; ox += 16) {
-      const uint8_t* src = buf + oy * next + ox * 4;
-      for (int64_t r = 0; r < d.oc; r += 8) {
-        if (tile_write_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // from registers
-          if (half) tile_write<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r,
-                                  (int)(oy * d.ow + ox));
-          else tile_write<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
-                             (int)(oy * d.ow + ox));
-          continue;
-        }
-        if (tile_post_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // float, registers
-          if (half) tile_post<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r,
-                                 (int)(oy * d.ow + ox));
-          else tile_post<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
-                            (int)(oy * d.ow + ox));
-          continue;
-        }
-        if (tile_plain_fits(d.e, (int)std::min<int64_t>(8, d.oc - r), 16)) {  // unfused float
-          if (half) tile_plain<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r,
-                                  (int)(oy * d.ow + ox));
-          else tile_plain<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r,
-                             (int)(oy * d.ow + ox));
-          continue;
-        }
-        if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, next);
-        else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
-        write_tile(d.e, acc, (int)r, (int)std::min<int64_t>(8, d.oc - r),
-                   (int)(oy * d.ow + ox), 16);
-      }
+  const int64_t step = half ? 2 : 1;  // output rows a panel
+  // one panel's tile for output channels r.. (the 8 x 16 forms, else the stored tile)
+  auto one = [&](int64_t oy, int64_t ox, int64_t r) {
+    const uint8_t* src = buf + oy * next + ox * 4;
+    const int pix = (int)(oy * d.ow + ox);
+    const int nr = (int)std::min<int64_t>(8, d.oc - r);
+    if (tile_write_fits(d.e, nr, 16)) {  // from registers
+      if (half) tile_write<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r, pix);
+      else tile_write<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r, pix);
+      return;
     }
+    if (tile_post_fits(d.e, nr, 16)) {  // float, registers
+      if (half) tile_post<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r, pix);
+      else tile_post<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r, pix);
+      return;
+    }
+    if (tile_plain_fits(d.e, nr, 16)) {  // unfused float
+      if (half) tile_plain<2>(d.rows + r * ld, ld, d.kq, src, d.qoff, next, d.e, (int)r, pix);
+      else tile_plain<1>(d.rows + r * ld, ld, d.kq, src, d.qoff, 0, d.e, (int)r, pix);
+      return;
+    }
+    if (half) tile_8x16_direct<true>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, next);
+    else tile_8x16_direct<false>(d.rows + r * ld, ld, d.kq, src, d.qoff, acc, 0);
+    write_tile(d.e, acc, (int)r, nr, pix, 16);
+  };
+  // two panels' tiles for output channels r.. (the second at (yb, xb)); false: no 2-panel form
+  auto two = [&](int64_t ya, int64_t xa, int64_t yb, int64_t xb, int64_t r) {
+    const uint8_t* src = buf + ya * next + xa * 4;
+    const int64_t off2 = (yb - ya) * next + (xb - xa) * 4;
+    const int pa = (int)(ya * d.ow + xa), pb = (int)(yb * d.ow + xb);
+    const int nr = (int)std::min<int64_t>(8, d.oc - r);
+    const int8_t* w = d.rows + r * ld;
+    if (tile_write_fits(d.e, nr, 16)) {
+      if (half) tile_write2<2>(w, ld, d.kq, src, d.qoff, next, d.e, (int)r, pa, off2, pb);
+      else tile_write2<1>(w, ld, d.kq, src, d.qoff, 0, d.e, (int)r, pa, off2, pb);
+      return true;
+    }
+    if (tile_post_fits(d.e, nr, 16)) {
+      if (half) tile_post2<2>(w, ld, d.kq, src, d.qoff, next, d.e, (int)r, pa, off2, pb);
+      else tile_post2<1>(w, ld, d.kq, src, d.qoff, 0, d.e, (int)r, pa, off2, pb);
+      return true;
+    }
+    if (tile_plain_fits(d.e, nr, 16)) {
+      if (half) tile_plain2<2>(w, ld, d.kq, src, d.qoff, next, d.e, (int)r, pa, off2, pb);
+      else tile_plain2<1>(w, ld, d.kq, src, d.qoff, 0, d.e, (int)r, pa, off2, pb);
+      return true;
+    }
+    return false;
+  };
+  const bool pairs = edgecc_x86_int8_tile_two != 0;
+  int64_t oy = r0, ox = 0;
+  auto advance = [&]() {
+    ox += 16;
+    if (ox >= d.ow) ox = 0, oy += step;
+  };
+  while (oy < r1) {
+    const int64_t ya = oy, xa = ox;
+    advance();
+    if (!pairs || oy >= r1) {  // a panel alone
+      for (int64_t r = 0; r < d.oc; r += 8) one(ya, xa, r);
+      continue;
+    }
+    const int64_t yb = oy, xb = ox;
+    advance();
+    for (int64_t r = 0; r < d.oc; r += 8)
+      if (!two(ya, xa, yb, xb, r)) one(ya, xa, r), one(yb, xb, r);
+  }
 }
 
 // output rows [r0, r1): their input rows padded into buf, then every tile
@@ -498,6 +538,8 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
     __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
   if (tile_plain_seen.exchange(0, std::memory_order_relaxed))  // unfused float tiles
     __atomic_fetch_add(&tile_plain_calls, 1, __ATOMIC_RELAXED);
+  if (tile_two_seen.exchange(0, std::memory_order_relaxed))  // two-panel tiles
+    __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
 }
 
 // ---- x86_int8_c4: int8 activations kept in the next conv's padded channel-quad layout ----

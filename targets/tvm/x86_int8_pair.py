@@ -121,6 +121,8 @@ static void conv_direct4_pair(const Direct4& a, const Direct4& b0, int64_t threa
     __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
   if (tile_plain_seen.exchange(0, std::memory_order_relaxed))
     __atomic_fetch_add(&tile_plain_calls, 1, __ATOMIC_RELAXED);
+  if (tile_two_seen.exchange(0, std::memory_order_relaxed))
+    __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
 }
 
 // qconv's conv_direct4 branch under a pair entry: true where it took the call (conv1 held,

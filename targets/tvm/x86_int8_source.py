@@ -949,28 +949,49 @@ void gemm_panels_dot(const GemmDot& g, int64_t p_begin, int64_t p_end, int64_t r
   const int rt = g.isa == ISA_AVX512VNNI ? 8 : 4;
   const int64_t ld = g.kq * 4;
   if (r_end > g.n_rows) r_end = g.n_rows;
-  for (int64_t p = p_begin; p < p_end; ++p) {
+  // panel p's tile of rows r.. (rt of them)
+  auto one = [&](int64_t p, int64_t r) {
     const int8_t* panel = g.panels + p * g.kq * 64;
     const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
-    for (int64_t r = r_begin; r < r_end; r += rt) {
-      if (!UROWS && rt == 8 && tile_write_fits(g.e, (int)std::min<int64_t>(8, g.n_rows - r), nc)) {
-        tile_write<0>(g.rows + r * ld, ld, g.kq, reinterpret_cast<const uint8_t*>(panel), 0, 0,
-                      g.e, (int)r, (int)(p * 16));
-        continue;
-      }
-      if (!UROWS && rt == 8 &&
-          tile_post_fits(g.e, (int)std::min<int64_t>(8, g.n_rows - r), nc)) {  // float
-        tile_post<0>(g.rows + r * ld, ld, g.kq, reinterpret_cast<const uint8_t*>(panel), 0, 0,
-                     g.e, (int)r, (int)(p * 16));
-        continue;
-      }
-      if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
-#if EDGECC_AVXVNNI
-      else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
-#endif
-      const int nr = (int)((g.n_rows - r) < rt ? (g.n_rows - r) : rt);
-      write_tile(g.e, acc, (int)r, nr, (int)(p * 16), nc);
+    if (!UROWS && rt == 8 && tile_write_fits(g.e, (int)std::min<int64_t>(8, g.n_rows - r), nc)) {
+      tile_write<0>(g.rows + r * ld, ld, g.kq, reinterpret_cast<const uint8_t*>(panel), 0, 0,
+                    g.e, (int)r, (int)(p * 16));
+      return;
     }
+    if (!UROWS && rt == 8 &&
+        tile_post_fits(g.e, (int)std::min<int64_t>(8, g.n_rows - r), nc)) {  // float
+      tile_post<0>(g.rows + r * ld, ld, g.kq, reinterpret_cast<const uint8_t*>(panel), 0, 0,
+                   g.e, (int)r, (int)(p * 16));
+      return;
+    }
+    if (rt == 8) tile_8x16_vnni512<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
+#if EDGECC_AVXVNNI
+    else tile_4x16_vnni256<UROWS>(g.rows + r * ld, ld, g.kq, panel, acc);
+#endif
+    const int nr = (int)((g.n_rows - r) < rt ? (g.n_rows - r) : rt);
+    write_tile(g.e, acc, (int)r, nr, (int)(p * 16), nc);
+  };
+  // edgecc_x86_int8_tile_two (x86_int8_tile_source): panels p and p + 1 (both whole) as
+  // two-panel tiles where the 8 x 16 write-backs apply, else each panel's tile in turn
+  const bool pairs = !UROWS && rt == 8 && edgecc_x86_int8_tile_two != 0;
+  for (int64_t p = p_begin; p < p_end; ++p) {
+    if (!(pairs && p + 1 < p_end && g.n_cols - (p + 1) * 16 >= 16)) {
+      for (int64_t r = r_begin; r < r_end; r += rt) one(p, r);
+      continue;
+    }
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(g.panels + p * g.kq * 64);
+    for (int64_t r = r_begin; r < r_end; r += 8) {
+      const int nr = (int)std::min<int64_t>(8, g.n_rows - r);
+      if (tile_write_fits(g.e, nr, 16))
+        tile_write2<0>(g.rows + r * ld, ld, g.kq, src, 0, 0, g.e, (int)r, (int)(p * 16),
+                       g.kq * 64, (int)(p * 16 + 16));
+      else if (tile_post_fits(g.e, nr, 16))
+        tile_post2<0>(g.rows + r * ld, ld, g.kq, src, 0, 0, g.e, (int)r, (int)(p * 16),
+                      g.kq * 64, (int)(p * 16 + 16));
+      else
+        one(p, r), one(p + 1, r);
+    }
+    ++p;
   }
 }
 
@@ -1472,9 +1493,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       GemmDot g{packed + meta[21], oc, kq, panels8, pix, advanced(e, b * oc * pix), isa};
       g.e.ld = pix;
       if (band_span.on && direct && nb == 1) {  // a block's band (x86_int8_block): its panels
-        for (int64_t p = band_span.lo; p < band_span.hi; ++p) {
-          build(p, whole);
-          gemm_panels_dot<false>(g, p, p + 1);
+        for (int64_t p = band_span.lo; p < band_span.hi; p += 2) {  // two: tile_two's pairs
+          const int64_t q = std::min<int64_t>(p + 2, band_span.hi);
+          for (int64_t i = p; i < q; ++i) build(i, whole);
+          gemm_panels_dot<false>(g, p, q);
         }
         band_span.ran = 1;
         continue;
@@ -1498,9 +1520,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                 for (int64_t i = 0; i < w; ++i) dst[i] = (uint8_t)src[i] ^ 0x80;
               }
             }
-            for (int64_t p = r0 * ow / 16; p < r1 * ow / 16; ++p) {
-              build(p, reinterpret_cast<const int8_t*>(own));
-              gemm_panels_dot<false>(g, p, p + 1);
+            for (int64_t p = r0 * ow / 16; p < r1 * ow / 16; p += 2) {  // two: tile_two's
+              const int64_t q = std::min<int64_t>(p + 2, r1 * ow / 16);
+              for (int64_t i = p; i < q; ++i) build(i, reinterpret_cast<const int8_t*>(own));
+              gemm_panels_dot<false>(g, p, q);
             }
           }
         }, job_work);
@@ -1529,9 +1552,10 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         continue;
       }
       parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-          build_whole(p);
-          gemm_panels_dot<false>(g, p, p + 1);
+        for (int64_t p = p0; p < p1; p += 2) {  // two panels: tile_two's pairs
+          const int64_t q = std::min<int64_t>(p + 2, p1);
+          for (int64_t i = p; i < q; ++i) build_whole(i);
+          gemm_panels_dot<false>(g, p, q);
         }
       }, job_work);
     }
@@ -1555,6 +1579,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&post_floor_calls, 1, __ATOMIC_RELAXED);
     if (tile_tied_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&tile_tied_calls, 1, __ATOMIC_RELAXED);
+    if (tile_two_seen.exchange(0, std::memory_order_relaxed))  // x86_int8_tile_source
+      __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
     if (pad_vbmi_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&pad_vbmi_calls, 1, __ATOMIC_RELAXED);
     return 0;

@@ -28,7 +28,21 @@ outputs (``tile_plain``: scale and bias, as write_tile's 8-float ops) take it to
 ``edgecc_x86_int8_tile_plain_calls``): all bit-identical; ResNet-20 w8a8 1 thread CPU time
 0.996x with both (s15, Zen 4 KVM, load 3: 1-thread profile ~60% in the vpdpbusd loops, the
 float write-back ~27% of tile_post_t, its vdivps chain the largest part). C++ text only; the
-symbols are exported by ``x86_int8_source``."""
+symbols are exported by ``x86_int8_source``.
+
+Two-panel tiles (``tile_write2`` / ``tile_post2`` / ``tile_plain2``; the template flag TWO of
+tile_write_t / tile_post_t): two panels of 16 pixels against the same 8 weight rows, 16 sums
+in registers, each weight broadcast loaded once for both panels — per k quad 2 panel loads,
+8 broadcasts and 16 vpdpbusd, where two one-panel tiles issue 2 panel loads, 16 broadcasts
+and 16 vpdpbusd. Each 8-sum half is written back exactly as its one-panel tile would (the
+same sums, the same bytes). conv_direct4 pairs its panels in row order (the next 16 pixels
+of a row, else the next row's first; with 8 columns the next row pair) and the GEMM pairs
+panel p with p + 1 (1x1 and im2col convolutions); an odd last panel and partial row tiles
+stay one-panel. ``edgecc_x86_int8_tile_two`` 0: one panel a tile (A/B); counted per call by
+``edgecc_x86_int8_tile_two_calls``. ResNet-20 w8a8, ``bench/x86_int8_knob_ab.py --columns
+two0=tile_two:0`` (one panel / two, paired medians, s21): 2 threads 1.108, 1.131, 1.005,
+1.108; 1 thread CPU time 1.171, 1.026, 1.030 (the host's noise: the first run read both
+builds ~25% slower). MobileNetV2-32 2 threads 0.991-1.029, 224x224 1.023."""
 
 TILE_WRITE = "edgecc_x86_int8_tile_write_calls"  # () -> conv calls with tile_write tiles
 TILE_NAMED = "edgecc_x86_int8_tile_named_calls"  # () -> ... of them with the named sums
@@ -37,7 +51,9 @@ TILE_TIED = "edgecc_x86_int8_tile_tied_calls"  # () -> ... with the tied vpdpbus
 TILE_RESF = "edgecc_x86_int8_tile_resf_calls"  # () -> conv_direct4 calls with tile_post_resf
 TILE_PLAIN = "edgecc_x86_int8_tile_plain_calls"  # () -> conv_direct4 calls with tile_plain
 POST_FLOOR = "edgecc_x86_int8_post_floor_calls"  # () -> conv calls whose rows skipped qmin
-TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF, TILE_PLAIN, POST_FLOOR)
+TILE_TWO = "edgecc_x86_int8_tile_two_calls"  # () -> conv_direct4 calls, two-panel tiles
+TILE_SYMBOLS = (TILE_WRITE, TILE_NAMED, TILE_POST, TILE_TIED, TILE_RESF, TILE_PLAIN, POST_FLOOR,
+                TILE_TWO)
 
 TILE_KERNELS = r"""
 // ---- tile_write (x86_int8_tile_source) ----
@@ -67,6 +83,24 @@ TILE_KERNELS = r"""
       EDGECC_DOT512(c6_, 6); EDGECC_DOT512(c7_, 7);                             \
     }                                                                           \
   } while (0)
+// one k quad of a two-panel tile (TWO: tile_write_t, tile_post_t): each weight broadcast
+// once into both panels' sums, c0_..c7_ (panel v) and d0_..d7_ (panel u) — 16 sums, 2 panel
+// loads and 8 broadcasts a 16 vpdpbusd, where two 8-sum tiles load 2 panels and 16 broadcasts
+#define EDGECC_DOT512_TIED2(c, d, row)                                          \
+  do {                                                                          \
+    int32_t w_;                                                                 \
+    memcpy(&w_, rows + (row) * ld + 4 * k, 4);                                  \
+    const __m512i a_ = _mm512_set1_epi32(w_);                                   \
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(v), "v"(a_));                 \
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(d) : "v"(u), "v"(a_));                 \
+  } while (0)
+#define EDGECC_DOT512_16()                                                      \
+  do {                                                                          \
+    EDGECC_DOT512_TIED2(c0_, d0_, 0); EDGECC_DOT512_TIED2(c1_, d1_, 1);         \
+    EDGECC_DOT512_TIED2(c2_, d2_, 2); EDGECC_DOT512_TIED2(c3_, d3_, 3);         \
+    EDGECC_DOT512_TIED2(c4_, d4_, 4); EDGECC_DOT512_TIED2(c5_, d5_, 5);         \
+    EDGECC_DOT512_TIED2(c6_, d6_, 6); EDGECC_DOT512_TIED2(c7_, d7_, 7);         \
+  } while (0)
 // e.c4.base set (x86_int8_c4): a tile's 8 rows (output channels r0.., r0 % 8 == 0) of 16
 // pixels from pixel c0, as int32 already clamped to int8, stored as two channel quads of the
 // next convolution's padded copy [oc/4][hp][wp][4] (x + 128: the consumer's conv_direct4
@@ -81,7 +115,10 @@ struct C4Pack {
   bool wrap;
   __m512i d;
   __attribute__((target("avx2,fma,avx512f,avx512bw")))
-  C4Pack(const C4Out& out, int r, int c0) : o(out), r0(r) {
+  C4Pack(const C4Out& out, int r, int c0) : o(out), r0(r) { at(c0); }
+  // the tile's first pixel c0 (a two-panel tile's second half: at(c0b) after row 7)
+  __attribute__((target("avx2,fma,avx512f,avx512bw"), always_inline))
+  inline void at(int c0) {
     // (one 32-bit division: pixels and widths < 2^31; the second half 8 pixels on, which is
     // the next row's start where a row has 8 columns)
     d = _mm512_setzero_si512();
@@ -144,31 +181,45 @@ static inline bool tile_write_fits(const Epilogue& e, int nr, int nc) {
 // NAMED: the 8 accumulators as 8 variables (EDGECC_DOT512, as tile_8x16_direct): GCC kept
 // the array form's sums in other registers and moved all 8 there and back every k quad (16
 // vmovdqa a quad beside the 8 vpdpbusd); the same sums in the same order either way
-template <int MODE, bool CLAMP, bool FOLD, bool NAMED, bool TIED>
+// TWO (NAMED and TIED only): a second panel at src + off2 (written at column
+// c0b) accumulated beside the first with the same weight broadcasts (EDGECC_DOT512_16); each
+// 8-row half written back as a tile of its own would be (the same sums, the same bytes)
+template <int MODE, bool CLAMP, bool FOLD, bool NAMED, bool TIED, bool TWO = false>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
-                         const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+                         const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
+                         int64_t off2 = 0, int c0b = 0) {
+  static_assert(!TWO || (NAMED && TIED), "TWO: the named, tied sums");
   __m512i c[8];
-  auto panel = [&](int64_t k) {
-    return MODE == 0 ? _mm512_loadu_si512(src + k * 64)
-        : MODE == 1 ? _mm512_loadu_si512(src + qoff[k])
+  auto panel_at = [&](const uint8_t* s, int64_t k) {
+    return MODE == 0 ? _mm512_loadu_si512(s + k * 64)
+        : MODE == 1 ? _mm512_loadu_si512(s + qoff[k])
         : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
-              reinterpret_cast<const __m256i*>(src + qoff[k]))), _mm256_loadu_si256(
-              reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
+              reinterpret_cast<const __m256i*>(s + qoff[k]))), _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(s + next + qoff[k])), 1);
   };
+  auto panel = [&](int64_t k) { return panel_at(src, k); };
   if (NAMED) {
     constexpr bool UROWS = false;
     __m512i c0_ = _mm512_setzero_si512(), c1_ = c0_, c2_ = c0_, c3_ = c0_, c4_ = c0_,
             c5_ = c0_, c6_ = c0_, c7_ = c0_;
+    __m512i d0_ = c0_, d1_ = c0_, d2_ = c0_, d3_ = c0_, d4_ = c0_, d5_ = c0_, d6_ = c0_,
+            d7_ = c0_;  // TWO: the second panel's sums
+    const uint8_t* const src2 = src + off2;
     for (int64_t k = 0; k < kq; ++k) {
       const __m512i v = panel(k);
-      EDGECC_DOT512_8(TIED);
+      if (TWO) {
+        const __m512i u = panel_at(src2, k);
+        EDGECC_DOT512_16();
+      } else {
+        EDGECC_DOT512_8(TIED);
+      }
     }
     // the write-back takes the 8 named sums as they are (through an array, GCC kept them in
     // other registers and moved all 8 there and back every k quad: 16 vmovdqa64 a quad)
     const Sat8 q = sat8(e);  // e's tables in registers: an int8 store may alias e
     const C4Out o4 = e.c4;  // x86_int8_c4: the next conv's padded channel-quad layout
-    int8_t* const out = static_cast<int8_t*>(e.out) + r0 * e.ld + c0;
+    int8_t* const out0 = static_cast<int8_t*>(e.out) + r0 * e.ld;
     const int64_t eld = e.ld;
     const int64_t *const mult = e.mult + r0, *const add = (FOLD ? e.fadd : e.add) + r0;
     const int64_t* const shift = e.shift + r0;
@@ -190,13 +241,23 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
       p.row(0, req32(c0_, 0)); p.row(1, req32(c1_, 1)); p.row(2, req32(c2_, 2));
       p.row(3, req32(c3_, 3)); p.row(4, req32(c4_, 4)); p.row(5, req32(c5_, 5));
       p.row(6, req32(c6_, 6)); p.row(7, req32(c7_, 7));
+      if (!TWO) return;
+      C4Pack p2(o4, r0, c0b);
+      p2.row(0, req32(d0_, 0)); p2.row(1, req32(d1_, 1)); p2.row(2, req32(d2_, 2));
+      p2.row(3, req32(d3_, 3)); p2.row(4, req32(d4_, 4)); p2.row(5, req32(d5_, 5));
+      p2.row(6, req32(d6_, 6)); p2.row(7, req32(d7_, 7));
       return;
     }
+    int8_t* out = out0 + c0;
     auto row = [&](__m512i sum, int r) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * eld), req(sum, r));
     };
     row(c0_, 0); row(c1_, 1); row(c2_, 2); row(c3_, 3);
     row(c4_, 4); row(c5_, 5); row(c6_, 6); row(c7_, 7);
+    if (!TWO) return;
+    out = out0 + c0b;
+    row(d0_, 0); row(d1_, 1); row(d2_, 2); row(d3_, 3);
+    row(d4_, 4); row(d5_, 5); row(d6_, 6); row(d7_, 7);
     return;
   }
 #pragma GCC unroll 8
@@ -223,18 +284,23 @@ static void tile_write_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8
 }
 
 // the tile for e's form (clamp / folded offset)
-template <int MODE, bool NAMED, bool TIED>
+template <int MODE, bool NAMED, bool TIED, bool TWO = false>
 static void tile_write_as(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
-                          const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+                          const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
+                          int64_t off2 = 0, int c0b = 0) {
   const bool clamp = !full_int8(e);
   if (e.fadd && clamp)
-    tile_write_t<MODE, true, true, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, true, true, NAMED, TIED, TWO>(rows, ld, kq, src, qoff, next, e, r0, c0,
+                                                     off2, c0b);
   else if (e.fadd)
-    tile_write_t<MODE, false, true, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, false, true, NAMED, TIED, TWO>(rows, ld, kq, src, qoff, next, e, r0, c0,
+                                                      off2, c0b);
   else if (clamp)
-    tile_write_t<MODE, true, false, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, true, false, NAMED, TIED, TWO>(rows, ld, kq, src, qoff, next, e, r0, c0,
+                                                      off2, c0b);
   else
-    tile_write_t<MODE, false, false, NAMED, TIED>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write_t<MODE, false, false, NAMED, TIED, TWO>(rows, ld, kq, src, qoff, next, e, r0,
+                                                       c0, off2, c0b);
 }
 
 template <int MODE>
@@ -254,6 +320,39 @@ static void tile_write(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t
   }
   else
     tile_write_as<MODE, false, false>(rows, ld, kq, src, qoff, next, e, r0, c0);
+}
+
+// nonzero: conv_direct4 pairs its tiles (tile_write2 / tile_post2 / tile_plain2: two panels,
+// 16 sums, each weight broadcast once for both); 0: a panel a tile (A/B); counted per
+// conv_direct4 call by edgecc_x86_int8_tile_two_calls
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_two = 1;
+int64_t tile_two_calls = 0;  // conv_direct4 calls with two-panel tiles (a test's)
+std::atomic<int> tile_two_seen{0};  // set like tile_write_seen
+
+static inline void tile_two_mark() {
+  if (!tile_two_seen.load(std::memory_order_relaxed))
+    tile_two_seen.store(1, std::memory_order_relaxed);
+}
+
+// tile_write of the panels at src (column c0) and src + off2 (column c0b) as one two-panel
+// tile where the named, tied sums apply (else the two tiles one after the other)
+template <int MODE>
+static void tile_write2(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                        const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
+                        int64_t off2, int c0b) {
+  if (!(edgecc_x86_int8_tile_named && edgecc_x86_int8_tile_tied)) {
+    tile_write<MODE>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_write<MODE>(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
+    return;
+  }
+  if (!tile_write_seen.load(std::memory_order_relaxed))
+    tile_write_seen.store(1, std::memory_order_relaxed);
+  if (!tile_named_seen.load(std::memory_order_relaxed))
+    tile_named_seen.store(1, std::memory_order_relaxed);
+  if (!tile_tied_seen.load(std::memory_order_relaxed))
+    tile_tied_seen.store(1, std::memory_order_relaxed);
+  tile_two_mark();
+  tile_write_as<MODE, true, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0, off2, c0b);
 }
 
 // ---- tile_post (x86_int8_tile_source) ----
@@ -290,20 +389,34 @@ static inline bool tile_post_fits(const Epilogue& e, int nr, int nc) {
 
 // tile_write_t's sums (MODE as there), then post16_rows' float write-back of the 8 rows
 // C4 (x86_int8_c4): the int8 rows packed into e.c4's layout (C4Pack), a separate instance
-template <int MODE, bool TIED, bool RESF, bool PLAIN = false, bool C4 = false>
+// TWO (TIED only): a second panel at src + off2, written at column c0b, as tile_write_t's
+template <int MODE, bool TIED, bool RESF, bool PLAIN = false, bool C4 = false, bool TWO = false>
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
-                      const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0) {
+                        const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
+                        int64_t off2 = 0, int c0b = 0) {
+  static_assert(!TWO || TIED, "TWO: the tied sums");
   constexpr bool UROWS = false;
   __m512i c0_ = _mm512_setzero_si512(), c1_ = c0_, c2_ = c0_, c3_ = c0_, c4_ = c0_,
           c5_ = c0_, c6_ = c0_, c7_ = c0_;
-  for (int64_t k = 0; k < kq; ++k) {
-    const __m512i v = MODE == 0 ? _mm512_loadu_si512(src + k * 64)
-        : MODE == 1 ? _mm512_loadu_si512(src + qoff[k])
+  __m512i d0_ = c0_, d1_ = c0_, d2_ = c0_, d3_ = c0_, d4_ = c0_, d5_ = c0_, d6_ = c0_,
+          d7_ = c0_;  // TWO: the second panel's sums
+  auto panel_at = [&](const uint8_t* s, int64_t k) __attribute__((always_inline)) {
+    return MODE == 0 ? _mm512_loadu_si512(s + k * 64)
+        : MODE == 1 ? _mm512_loadu_si512(s + qoff[k])
         : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
-              reinterpret_cast<const __m256i*>(src + qoff[k]))), _mm256_loadu_si256(
-              reinterpret_cast<const __m256i*>(src + next + qoff[k])), 1);
-    EDGECC_DOT512_8(TIED);
+              reinterpret_cast<const __m256i*>(s + qoff[k]))), _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(s + next + qoff[k])), 1);
+  };
+  const uint8_t* const src2 = src + off2;
+  for (int64_t k = 0; k < kq; ++k) {
+    const __m512i v = panel_at(src, k);
+    if (TWO) {
+      const __m512i u = panel_at(src2, k);
+      EDGECC_DOT512_16();
+    } else {
+      EDGECC_DOT512_8(TIED);
+    }
   }
   if (PLAIN) {
     if (!tile_plain_seen.load(std::memory_order_relaxed))
@@ -328,7 +441,8 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   int8_t* const qout = PLAIN ? nullptr : e.qout;
   const bool has_res = RESF || res, has_fout = RESF || PLAIN || fout,
              has_qout = RESF || qout;
-  const int64_t at0 = (int64_t)r0 * e.ld + c0, eld = e.ld;
+  const int64_t eld = e.ld;
+  int64_t at0 = (int64_t)r0 * eld + c0;
   const C4Out o4 = C4 ? e.c4 : C4Out{};  // x86_int8_c4: qout in the next conv's layout
   const __m512i lo8 = _mm512_set1_epi32(-128), hi8 = _mm512_set1_epi32(127);
   // (the float clamp to [qmin, qmax] within int8 leaves nothing to saturate: q is never NaN
@@ -369,6 +483,11 @@ static void tile_post_t(const int8_t* rows, int64_t ld, int64_t kq, const uint8_
   };
   row(c0_, 0); row(c1_, 1); row(c2_, 2); row(c3_, 3);
   row(c4_, 4); row(c5_, 5); row(c6_, 6); row(c7_, 7);
+  if (!TWO) return;
+  at0 = (int64_t)r0 * eld + c0b;
+  if (C4) pack.at(c0b);
+  row(d0_, 0); row(d1_, 1); row(d2_, 2); row(d3_, 3);
+  row(d4_, 4); row(d5_, 5); row(d6_, 6); row(d7_, 7);
 }
 
 template <int MODE>
@@ -413,6 +532,55 @@ static void tile_plain(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t
   } else {
     tile_post_t<MODE, false, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0);
   }
+}
+
+// tile_post of the panels at src (column c0) and src + off2 (column c0b) as one two-panel tile
+// where the tied sums apply (else the two tiles one after the other)
+template <int MODE>
+static void tile_post2(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                       const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
+                       int64_t off2, int c0b) {
+  if (!edgecc_x86_int8_tile_tied) {
+    tile_post<MODE>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_post<MODE>(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
+    return;
+  }
+  const bool resf = edgecc_x86_int8_tile_post_resf && e.act == 0 && e.res && e.post_relu &&
+                    e.fout && e.qout;
+  if (resf && !tile_resf_seen.load(std::memory_order_relaxed))
+    tile_resf_seen.store(1, std::memory_order_relaxed);
+  if (!tile_tied_seen.load(std::memory_order_relaxed))
+    tile_tied_seen.store(1, std::memory_order_relaxed);
+  tile_two_mark();
+  if (e.c4.base) {  // x86_int8_c4
+    if (resf) tile_post_t<MODE, true, true, false, true, true>(rows, ld, kq, src, qoff, next, e,
+                                                               r0, c0, off2, c0b);
+    else tile_post_t<MODE, true, false, false, true, true>(rows, ld, kq, src, qoff, next, e, r0,
+                                                           c0, off2, c0b);
+  } else if (resf) {
+    tile_post_t<MODE, true, true, false, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0,
+                                                      off2, c0b);
+  } else {
+    tile_post_t<MODE, true, false, false, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0,
+                                                       off2, c0b);
+  }
+}
+
+// tile_plain of two panels (as tile_post2)
+template <int MODE>
+static void tile_plain2(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
+                        const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
+                        int64_t off2, int c0b) {
+  if (!edgecc_x86_int8_tile_tied) {
+    tile_plain<MODE>(rows, ld, kq, src, qoff, next, e, r0, c0);
+    tile_plain<MODE>(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
+    return;
+  }
+  if (!tile_tied_seen.load(std::memory_order_relaxed))
+    tile_tied_seen.store(1, std::memory_order_relaxed);
+  tile_two_mark();
+  tile_post_t<MODE, true, false, true, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0,
+                                                    off2, c0b);
 }
 """
 
@@ -468,6 +636,15 @@ int __tvm_ffi_edgecc_x86_int8_tile_plain_calls(void*, const TVMFFIAny*, int32_t,
                                                TVMFFIAny* result) {
   result->type_index = kTVMFFIInt; result->zero_padding = 0;
   result->v_int64 = __atomic_load_n(&tile_plain_calls, __ATOMIC_RELAXED);
+  return 0;
+}
+
+// how many conv_direct4 calls took two-panel tiles (edgecc_x86_int8_tile_two)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_int8_tile_two_calls(void*, const TVMFFIAny*, int32_t,
+                                             TVMFFIAny* result) {
+  result->type_index = kTVMFFIInt; result->zero_padding = 0;
+  result->v_int64 = __atomic_load_n(&tile_two_calls, __ATOMIC_RELAXED);
   return 0;
 }
 
