@@ -329,9 +329,23 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_tile_t
 int64_t tile_two_calls = 0;  // conv_direct4 calls with two-panel tiles (a test's)
 std::atomic<int> tile_two_seen{0};  // set like tile_write_seen
 
+// a two-panel tile ran (its sums tied too: tile_tied_calls)
 static inline void tile_two_mark() {
   if (!tile_two_seen.load(std::memory_order_relaxed))
     tile_two_seen.store(1, std::memory_order_relaxed);
+  if (!tile_tied_seen.load(std::memory_order_relaxed))
+    tile_tied_seen.store(1, std::memory_order_relaxed);
+}
+
+// the two-panel forms' fallback: the panels at src (column c0) and src + off2 (column c0b) as
+// two one-panel tiles in turn (one: tile_write / tile_post / tile_plain of a MODE)
+using OneTile = void (*)(const int8_t*, int64_t, int64_t, const uint8_t*, const int64_t*,
+                         int64_t, const Epilogue&, int, int);
+static inline void tiles_apart(OneTile one, const int8_t* rows, int64_t ld, int64_t kq,
+                               const uint8_t* src, const int64_t* qoff, int64_t next,
+                               const Epilogue& e, int r0, int c0, int64_t off2, int c0b) {
+  one(rows, ld, kq, src, qoff, next, e, r0, c0);
+  one(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
 }
 
 // tile_write of the panels at src (column c0) and src + off2 (column c0b) as one two-panel
@@ -340,17 +354,12 @@ template <int MODE>
 static void tile_write2(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                         const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
                         int64_t off2, int c0b) {
-  if (!(edgecc_x86_int8_tile_named && edgecc_x86_int8_tile_tied)) {
-    tile_write<MODE>(rows, ld, kq, src, qoff, next, e, r0, c0);
-    tile_write<MODE>(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
-    return;
-  }
+  if (!(edgecc_x86_int8_tile_named && edgecc_x86_int8_tile_tied))
+    return tiles_apart(tile_write<MODE>, rows, ld, kq, src, qoff, next, e, r0, c0, off2, c0b);
   if (!tile_write_seen.load(std::memory_order_relaxed))
     tile_write_seen.store(1, std::memory_order_relaxed);
   if (!tile_named_seen.load(std::memory_order_relaxed))
     tile_named_seen.store(1, std::memory_order_relaxed);
-  if (!tile_tied_seen.load(std::memory_order_relaxed))
-    tile_tied_seen.store(1, std::memory_order_relaxed);
   tile_two_mark();
   tile_write_as<MODE, true, true, true>(rows, ld, kq, src, qoff, next, e, r0, c0, off2, c0b);
 }
@@ -540,17 +549,12 @@ template <int MODE>
 static void tile_post2(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                        const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
                        int64_t off2, int c0b) {
-  if (!edgecc_x86_int8_tile_tied) {
-    tile_post<MODE>(rows, ld, kq, src, qoff, next, e, r0, c0);
-    tile_post<MODE>(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
-    return;
-  }
+  if (!edgecc_x86_int8_tile_tied)
+    return tiles_apart(tile_post<MODE>, rows, ld, kq, src, qoff, next, e, r0, c0, off2, c0b);
   const bool resf = edgecc_x86_int8_tile_post_resf && e.act == 0 && e.res && e.post_relu &&
                     e.fout && e.qout;
   if (resf && !tile_resf_seen.load(std::memory_order_relaxed))
     tile_resf_seen.store(1, std::memory_order_relaxed);
-  if (!tile_tied_seen.load(std::memory_order_relaxed))
-    tile_tied_seen.store(1, std::memory_order_relaxed);
   tile_two_mark();
   if (e.c4.base) {  // x86_int8_c4
     if (resf) tile_post_t<MODE, true, true, false, true, true>(rows, ld, kq, src, qoff, next, e,
@@ -571,13 +575,8 @@ template <int MODE>
 static void tile_plain2(const int8_t* rows, int64_t ld, int64_t kq, const uint8_t* src,
                         const int64_t* qoff, int64_t next, const Epilogue& e, int r0, int c0,
                         int64_t off2, int c0b) {
-  if (!edgecc_x86_int8_tile_tied) {
-    tile_plain<MODE>(rows, ld, kq, src, qoff, next, e, r0, c0);
-    tile_plain<MODE>(rows, ld, kq, src + off2, qoff, next, e, r0, c0b);
-    return;
-  }
-  if (!tile_tied_seen.load(std::memory_order_relaxed))
-    tile_tied_seen.store(1, std::memory_order_relaxed);
+  if (!edgecc_x86_int8_tile_tied)
+    return tiles_apart(tile_plain<MODE>, rows, ld, kq, src, qoff, next, e, r0, c0, off2, c0b);
   tile_two_mark();
   tile_post_t<MODE, true, false, true, false, true>(rows, ld, kq, src, qoff, next, e, r0, c0,
                                                     off2, c0b);
