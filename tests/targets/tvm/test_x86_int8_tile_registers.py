@@ -24,8 +24,8 @@ SPILL = re.compile(r"vmov\w*\s+%zmm\d+,(-?0x[0-9a-f]+)?\(%r[sb]p\)")
 STACK = re.compile(r"%zmm\d+.*\(%r[sb]p\)|\(%r[sb]p\).*%zmm\d+")
 # two-panel instances (the last template argument TWO): the second panel's 8 sums wait in
 # registers while the first 8 are written back, and GCC parks up to 6 of them on the stack
-# in the folded-offset write-backs (after the k loop: a store and a load a sum, per 576
-# vpdpbusd of a ResNet-20 tile pair) — so for them the check is the k loop's alone
+# in each folded-offset write-back, c4 and NCHW (after the k loop: a store and a load a sum,
+# per 576 vpdpbusd of a ResNet-20 tile pair) — so for them the check is the k loop's alone
 TWO = re.compile(r"tile_(write|post)_t<[^>]*, true>")
 KERNELS = {  # a name pattern, how many instances at least
     r"dw_direct_t<\d, (true|false)>": 8,
