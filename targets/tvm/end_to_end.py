@@ -218,8 +218,8 @@ class Knob:
 # A/B-only switches (unpadded, im2col_tiles, dw_channels_width, dw_flat_once) are the same
 # tiles with a slower copy or setup, never measured faster; likewise the int8 switches back to a former, slower
 # path (dw_vbmi, dw_write_hi, dw_block16, tile_post, tile_tied, tile_post_resf, tile_plain,
-# tile_two, pad_vbmi, pad_inline, pad_wide32, pad_skip: each measured slower or equal off,
-# kept for the tests' A/B).
+# tile_two, pad_vbmi, pad_inline, pad_wide32, pad_skip, pad_fast: each measured slower or
+# equal off, kept for the tests' A/B).
 FP32_CONV, INT8_CONV = ("edgecc_x86_sconv",), ("edgecc_x86_qconv",)
 INT8_PAIR, INT8_BLOCK = ("edgecc_x86_qconv_pair",), ("edgecc_x86_qblock",)
 INT8_DEPTHWISE, FP32_LINEAR = ("edgecc_x86_qdwconv",), ("edgecc_x86_linear",)

@@ -30,6 +30,19 @@ convolutions and 1x1 shortcuts (``emit_conv`` packs 1x1 weights tap-major too: o
 same order) took the im2col with ``perm_panel`` before. ``edgecc_x86_int8_direct4_s2`` 0: the
 im2col path (A/B); counted by ``edgecc_x86_int8_direct4_s2_calls``.
 
+The common stride-1 copy (one padding column each side, every quad's 4 channels real, rows of
+8 / 16 / 32 columns: every ResNet-20 stride-1 layer but the stem) takes ``pad_rows_c4f``: a
+row is two 8-byte padding stores and its 1-2 vector stores, a border row 64-byte stores — the
+general loop spilled its locals and called memset per border row, ~30 cycles a row. A native
+harness (s22, Zen 4): 16 x 32 x 32 0.67 -> 0.31 us, 32 x 16 x 16 0.69 -> 0.21, 64 x 8 x 8
+0.79 -> 0.20 (bytes equal); ResNet-20 w8a8 (``bench/x86_int8_knob_ab.py --columns
+fast0=pad_fast:0``, paired medians of 400 and 600 calls,
+``bench/results/x86_int8_knob_pad_fast_s22*.json``) the general loop / this 1.055x and 1.088x
+at 2 threads, 1.042x and 1.039x at 1 thread (CPU time); MobileNetV2-32 1.016x / 1.001x (its
+blocks copy elsewhere).
+``edgecc_x86_int8_pad_fast`` 0: the general loop (A/B); counted per call in the global
+``edgecc_x86_int8_pad_fast_calls``.
+
 3-channel stems (``emit_conv``'s meta[23] 2, ``x86_int8.PAD_STEM``): the VNNI rows zero-padded
 to 4 channels, so the copy's one quad holds the 3 channels and a padding byte (zu; its weights
 are 0: the same sums) — ResNet-20's stem 0.83x, MobileNetV2-32's 0.77x of the im2col's time
@@ -106,6 +119,73 @@ extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_vb
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_wide32 = 1;
 int64_t pad_vbmi_calls = 0;  // conv_direct4 calls whose stride-1 copy ran pad_rows_c4v
 std::atomic<int> pad_vbmi_seen{0};  // set once a call (stored only when clear)
+// nonzero: pad_rows_c4v's common rows (one padding column each side, every channel of the
+// quads real, 8 / 16 / 32 columns) by pad_rows_c4f (0: the general loop, A/B); counted per
+// conv_direct4 call in edgecc_x86_int8_pad_fast_calls (a global: the tests read it)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_fast = 1;
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_pad_fast_calls = 0;
+std::atomic<int> pad_fast_seen{0};  // set once a call (stored only when clear)
+
+// pad_rows_c4v for rows of w = 8, 16 or 32 columns with one padding column each side (wp =
+// w + 2) and 4 real channels in every quad: a row is two 8-byte zu stores (the left padding
+// dword and the last column's dword with the right padding one) and then the row's 1-2
+// vector stores over the data columns (the last data dword rewritten), a border row 64-byte
+// stores and one masked tail; the same bytes as the general loop. That loop, with every
+// shape's case in one body, ran ~30 cycles a row on Zen 4 (its locals spilled, a memset
+// call per border row): a 16 x 32 x 32 copy 1.0 us, this one ~0.45 (s22 native harness)
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
+static void pad_rows_c4f(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
+                         int64_t hp, int64_t ph, int64_t y0, int64_t y1, uint8_t zu,
+                         __m512i perm, __m512i lo32, __m512i hi32) {
+  const int64_t rb = (w + 2) * 4, cs = h * w, tail = rb % 64;
+  const __m512i flip = _mm512_set1_epi8((char)0x80), zv = _mm512_set1_epi8((char)zu);
+  const __mmask64 tmask = (1ull << tail) - 1;  // (rb % 64 is 8 or 40 here)
+  const uint64_t z8 = 0x0101010101010101ull * zu;
+  for (int64_t cq = 0; cq < c / 4; ++cq) {
+    uint8_t* const plane = dst + cq * hp * rb;
+    const int8_t* const xq = x + cq * 4 * cs;
+    for (int64_t y = y0; y < y1; ++y) {
+      uint8_t* const row = plane + y * rb;
+      if (y < ph || y >= ph + h) {  // a border row: zu throughout
+        int64_t b = 0;
+        for (; b + 64 <= rb; b += 64) _mm512_storeu_si512(row + b, zv);
+        _mm512_mask_storeu_epi8(row + b, tmask, zv);
+        continue;
+      }
+      memcpy(row, &z8, 8);           // the left padding (and column 0, rewritten below)
+      memcpy(row + rb - 8, &z8, 8);  // the last column (rewritten below), the right padding
+      const int8_t* const s = xq + (y - ph) * w;
+      if (w == 32) {
+        const __m512i a = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s))), _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(s + cs)), 1), flip);
+        const __m512i b = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 2 * cs))),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 3 * cs)), 1), flip);
+        _mm512_storeu_si512(row + 4, _mm512_permutex2var_epi8(a, lo32, b));
+        _mm512_storeu_si512(row + 68, _mm512_permutex2var_epi8(a, hi32, b));
+      } else if (w == 16) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + cs)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(s + 2 * cs)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(s + 3 * cs)), 3);
+        _mm512_storeu_si512(row + 4, _mm512_permutexvar_epi8(perm, _mm512_xor_si512(v, flip)));
+      } else {  // 8 columns: 8 bytes a channel, 32 bytes out
+        __m512i v = _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
+        v = _mm512_inserti32x4(v, _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + cs)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadl_epi64(
+            reinterpret_cast<const __m128i*>(s + 2 * cs)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadl_epi64(
+            reinterpret_cast<const __m128i*>(s + 3 * cs)), 3);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + 4), _mm512_castsi512_si256(
+            _mm512_permutexvar_epi8(perm, _mm512_xor_si512(v, flip))));
+      }
+    }
+  }
+}
+
 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vbmi")))
 static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, int64_t w,
                          int64_t hp, int64_t wp, int64_t ph, int64_t pw, int64_t y0, int64_t y1,
@@ -131,6 +211,13 @@ static void pad_rows_c4v(uint8_t* dst, const int8_t* x, int64_t c, int64_t h, in
   const bool wide32 = edgecc_x86_int8_pad_wide32 != 0;
   const uint32_t z4 = 0x01010101u * zu;
   const int64_t cs = h * w, right = wp - pw - w;
+  if (edgecc_x86_int8_pad_fast && pw == 1 && right == 1 && c_real >= c &&
+      (w == 8 || w == 16 || (w == 32 && wide32))) {
+    pad_rows_c4f(dst, x, c, h, w, hp, ph, y0, y1, zu, perm, lo32, hi32);
+    if (!pad_fast_seen.load(std::memory_order_relaxed))
+      pad_fast_seen.store(1, std::memory_order_relaxed);
+    return;
+  }
   for (int64_t cq = 0; cq < c / 4; ++cq)
     for (int64_t y = y0; y < y1; ++y) {
       uint8_t* row = dst + (cq * hp + y) * wp * 4;

@@ -1583,6 +1583,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
     if (pad_vbmi_seen.exchange(0, std::memory_order_relaxed))
       __atomic_fetch_add(&pad_vbmi_calls, 1, __ATOMIC_RELAXED);
+    if (pad_fast_seen.exchange(0, std::memory_order_relaxed))  // x86_int8_direct_source
+      __atomic_fetch_add(&edgecc_x86_int8_pad_fast_calls, 1, __ATOMIC_RELAXED);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));

@@ -82,3 +82,28 @@ def test_pad_vbmi_copy_equals_the_integer_arithmetic(tmp_path, monkeypatch):
     finally:
         vbmi.value, inline.value, wide.value = 1, 1, 1
     _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
+
+
+@pytest.mark.skipif("avx512vnni" not in _isas() or not _has_vbmi(),
+                    reason="no AVX-512 VNNI + VBMI on this CPU")
+def test_pad_fast_copy_equals_the_integer_arithmetic(tmp_path, monkeypatch):
+    """pad_rows_c4v's common rows by pad_rows_c4f (one padding column each side, 4 real
+    channels a quad, 8 / 16 / 32 columns: ResNet-20's stride-1 layers, the 6-row 8-column
+    case): the same outputs as the general loop (the knob 0) and the integer arithmetic,
+    serial and pooled, counted per call only where it applies — not the 5x5 layer's two
+    padding columns, not the 3-channel stems' padded quad."""
+    import ctypes
+
+    import tvm
+
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(8), CASES,
+                                                  str(tmp_path / "k.so"))
+    counter = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_pad_fast_calls")
+    fast = [c for c in CASES if c[6] and c[3] == (1, 1) and c[4] == (1, 1)
+            and c[0][1] % 4 == 0 and c[0][3] in (8, 16, 32)]
+    assert len(fast) == 4
+    args = [tvm.runtime.tensor(x) for x in xs]
+    runs = runs_knob_on_and_off(so, vm, args, "edgecc_x86_int8_pad_fast", lambda: counter.value,
+                                len(fast))
+    _assert_runs_equal_reference(runs, xs, ws, eps, CASES)
