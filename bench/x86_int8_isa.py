@@ -13,8 +13,8 @@ rounds (bench/tvm_cpu.py's timing and models). Prints a table and writes
 "w8a8 <= 1.0x edgecc fp32 on an AVX2 machine"), emulated here: TVM's own code compiled for
 ``mcpu=haswell``, the hand-written fp32 and attention kernels on their AVX2 paths
 (``EDGECC_X86_FP32_NO_AVX512=1``, ``EDGECC_X86_ATTN_NO_AVX512=1``, read when the library
-loads) and the int8 kernels on theirs (``EDGECC_X86_INT8_ISA=avx2``: ``vpmaddubsw`` +
-``vpmaddwd``); writes ``bench/results/x86_int8_isa_avx2.json``. A Zen 4 core running AVX2
+loads) and the int8 kernels on theirs (``EDGECC_X86_INT8_ISA=avx2``: int16 ``vpmaddwd`` +
+``vpaddd``); writes ``bench/results/x86_int8_isa_avx2.json``. A Zen 4 core running AVX2
 code is not a Haswell: the ratio is the kernels', the absolute times are this machine's.
 """
 
