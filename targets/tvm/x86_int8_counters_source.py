@@ -36,6 +36,8 @@ COUNTERS = (
      "how many of them took the accumulators without adding off (fold_off's table)"),
     ("hi32", "hi32_calls",
      "how many convolutions (and depthwise) wrote back with requant16_hi in this process"),
+    ("hi32_ymm", "hi32_ymm_calls",
+     "how many convolutions (and depthwise) wrote back with requant8_hi (256-bit) in this process"),
     ("dw_blocked", "dw_blocked_calls",
      "how many depthwise convolutions ran channel-blocked (dw_block16) in this process"),
 )

@@ -148,9 +148,10 @@ OC_SPLIT = "edgecc_x86_int8_oc_split"  # () -> conv calls pooled by (panel, 8 ch
 OC_MAJOR = "edgecc_x86_int8_oc_major"  # () -> ... of them with channel-major items
 CONV_ROWS = "edgecc_x86_int8_conv_rows"  # () -> 1x1 conv calls pooled by conv_pool_rows
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
+HI32_YMM = "edgecc_x86_int8_hi32_ymm"  # () -> ... by requant8_hi (256-bit: AVX2, AVX-VNNI)
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
-EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32,
+EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32, HI32_YMM,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
             FLIP_COPIES, POST_ROWS, OC_SPLIT, OC_MAJOR, CONV_ROWS,
             *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
@@ -550,6 +551,19 @@ static inline __m256i requant8(__m256i v, __m256i m, __m256i a, __m128i s, __m25
   return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
+// requant8 of a hi32 epilogue (every shift >= 32, zy 0, [lo, hi] within int8: kernel_form):
+// the high dwords of the 64-bit sums shifted by s - 32 — ((int64)v·m + a) >> s is exactly
+// (int32)(((int64)v·m + a) >> 32) >> (s - 32) — then clamped: the same values as requant8
+// in 10 instructions instead of ~24 (AVX2 has no 64-bit arithmetic shift or compare-free
+// clamp); lo / hi as int32 lanes, s32 = s - 32
+static inline __m256i requant8_hi(__m256i v, __m256i m, __m256i a, __m128i s32, __m256i lo,
+                                  __m256i hi) {
+  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(v, m), a);
+  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(v, 32), m), a);
+  const __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  return _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(h, s32), lo), hi);
+}
+
 static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int nr,
                               int c0, int nc) {
   if (nc == 16 && e.channel_is_row && e.requant && e.wide) {
@@ -563,6 +577,7 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
   if (nc == 16 && e.channel_is_row) {  // a channel per row: vector write-back
     const __m256i lo = _mm256_set1_epi64x(e.lo), hi = _mm256_set1_epi64x(e.hi),
                   zy = _mm256_set1_epi64x(e.zy);
+    const __m256i lo32 = _mm256_set1_epi32((int32_t)e.lo), hi32 = _mm256_set1_epi32((int32_t)e.hi);
     for (int r = 0; r < nr; ++r) {
       const int64_t row = r0 + r;
       const __m256i off = _mm256_set1_epi32(e.off[row]);
@@ -572,9 +587,11 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + r * 16 + 8)), off);
       if (e.requant) {
         const __m256i m = _mm256_set1_epi64x(e.mult[row]), a = _mm256_set1_epi64x(e.add[row]);
-        const __m128i s = _mm_cvtsi64_si128(e.shift[row]);
-        const __m256i y0 = requant8(v0, m, a, s, lo, hi, zy);
-        const __m256i y1 = requant8(v1, m, a, s, lo, hi, zy);
+        const __m128i s = _mm_cvtsi64_si128(e.hi32 ? e.shift[row] - 32 : e.shift[row]);
+        const __m256i y0 = e.hi32 ? requant8_hi(v0, m, a, s, lo32, hi32)
+                                  : requant8(v0, m, a, s, lo, hi, zy);
+        const __m256i y1 = e.hi32 ? requant8_hi(v1, m, a, s, lo32, hi32)
+                                  : requant8(v1, m, a, s, lo, hi, zy);
         // 16 int32 (in int8 range) -> 16 int8, in order
         const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
         const __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16),
@@ -633,6 +650,22 @@ __attribute__((noinline)) static void write_channel(const Epilogue& e, int64_t c
     const __m128i s = _mm_cvtsi64_si128(e.shift[ch]);
     int8_t* o = static_cast<int8_t*>(e.out) + at;
     if (e.wide) i = write_channel_512(e, ch, acc, n, o);
+    if (e.hi32) {  // the high-dword form (requant8_hi)
+      const __m256i lo32 = _mm256_set1_epi32((int32_t)e.lo), hi32 = _mm256_set1_epi32((int32_t)e.hi);
+      const __m128i s32 = _mm_cvtsi64_si128(e.shift[ch] - 32);
+      for (; i + 16 <= n; i += 16) {
+        const __m256i y0 = requant8_hi(_mm256_add_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), off), m, a, s32, lo32,
+            hi32);
+        const __m256i y1 = requant8_hi(_mm256_add_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i + 8)), off), m, a, s32,
+            lo32, hi32);
+        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                         _mm_packs_epi16(_mm256_castsi256_si128(w16),
+                                         _mm256_extracti128_si256(w16, 1)));
+      }
+    }
     for (; i + 8 <= n; i += 8) {
       const __m256i v = _mm256_add_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i)), off);
@@ -669,8 +702,9 @@ enum { DW_TAPS = 49 };
 enum { DW_SMALL_PIX = 64, DW_CHUNK = 64 };
 int64_t dw_blocked_calls = 0;  // depthwise calls that ran channel-blocked (a test's counter)
 int64_t hi32_calls = 0;  // convolution calls whose AVX-512 write-back is requant16_hi (a test's)
+int64_t hi32_ymm_calls = 0;  // ... whose 256-bit write-back is requant8_hi (a test's)
 static inline void count_hi32(const Epilogue& e) {
-  if (e.wide && e.hi32) __atomic_fetch_add(&hi32_calls, 1, __ATOMIC_RELAXED);
+  if (e.hi32) __atomic_fetch_add(e.wide ? &hi32_calls : &hi32_ymm_calls, 1, __ATOMIC_RELAXED);
 }
 // the taps two at a time for vpmaddwd: each pair's input runs (s0, s1) and its two int16
 // weights in one int32 (wp); an odd count's last pair repeats its tap with weight 0.
@@ -1596,6 +1630,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       for (int64_t kx = 0; kx < kw; ++kx) koff[kk++] = (ci * hp + ky * dh) * wp + kx * dw;
   Epilogue e = epilogue(args, meta, 1);
   if (!post_args(args, num_args, e)) return bad_post();
+  count_hi32(e);
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* xb = x + b * c * h * w;
     if (ph || pw) {  // pad with the input's zero point once, not per patch element

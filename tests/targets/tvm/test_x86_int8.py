@@ -211,7 +211,12 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
     for isa in _isas():  # every kernel this CPU can run (cpuid)
         monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
         assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[isa]  # no fallback
+        hi32_ymm = lib.get_function(x86_int8.HI32_YMM, query_imports=True)
+        before_ymm = hi32_ymm()
         runs[isa] = [o.numpy() for o in vm["main"](*args)]
+        if isa == "avx2":  # the 256-bit high-dword write-back (requant8_hi), as on AVX-512:
+            # conv, conv1, p0, p0s2 + the 10 depthwise with hi32 epilogues
+            assert hi32_ymm() - before_ymm == 14
         if isa == "avx512vnni" and _has_vbmi():  # every depthwise on dw_perm, no fallback
             perm = lib.get_function(x86_int8.DW_PERM, query_imports=True)
             direct = lib.get_function(x86_int8.DW_DIRECT, query_imports=True)
@@ -288,6 +293,9 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
             ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_dw_vbmi").value = 1
     monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     _probe_write_back(lib, rng)
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx2")  # the 256-bit forms (requant8_hi)
+    _probe_write_back(lib, rng)
+    monkeypatch.delenv("EDGECC_X86_INT8_ISA")
     assert picked() == {"avx2": 0, "avxvnni": 1, "avx512vnni": 2}[_isas()[-1]]  # the widest
     for isa, outs in runs.items():  # bit-exact across the AVX2 and VNNI paths
         for a, b in zip(outs, runs["avx2"]):
@@ -351,7 +359,7 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
 
 def _probe_write_back(lib, rng):
     """The requantized write-back alone (``REQUANT_PROBE``: write_channel, AVX-512 where this
-    CPU has it) on accumulators at the extremes (int32 min / max, 0, ±1), random ones over
+    CPU has it and the ISA picked allows, else the 256-bit forms: requant8_hi, requant8) on accumulators at the extremes (int32 min / max, 0, ±1), random ones over
     int32 and near zero, and every output step's two sides (v_k - 1, v_k with v_k the least
     accumulator giving k, where the rounding flips — exact ties included: multipliers of
     2^30), for shifts 32 .. 62: the high-dword form (hi32) and the 64-bit one give exactly
@@ -364,7 +372,8 @@ def _probe_write_back(lib, rng):
 
     probe = lib.get_function(x86_int8.REQUANT_PROBE, query_imports=True)
     hi32 = lib.get_function(x86_int8.HI32, query_imports=True)
-    wide = "avx512vnni" in _isas()
+    hi32_ymm = lib.get_function(x86_int8.HI32_YMM, query_imports=True)
+    wide = lib.get_function(x86_int8.ISA_QUERY, query_imports=True)() == 2  # AVX-512 VNNI
     shift = np.array([32, 33, 36, 41, 47, 54, 62, 40], np.int64)
     mult = np.array([2 ** 31 - 1, 2 ** 30, *rng.integers(2 ** 30, 2 ** 31, 5), 2 ** 30],
                     np.int64)
@@ -392,11 +401,12 @@ def _probe_write_back(lib, rng):
                                                  shift.tolist())], np.int8)
         for form in (1, 2):
             out = tvm.runtime.tensor(np.zeros(acc.shape, np.int8))
-            before = hi32()
+            before, before_ymm = hi32(), hi32_ymm()
             probe(tvm.runtime.tensor(acc.astype(np.int32)), tvm.runtime.tensor(mult),
                   tvm.runtime.tensor(add), tvm.runtime.tensor(shift),
                   tvm.runtime.tensor(np.array([form, lo, hi, 0, *acc.shape], np.int64)), out)
             assert hi32() - before == (form == 2 and wide)
+            assert hi32_ymm() - before_ymm == (form == 2 and not wide)
             np.testing.assert_array_equal(out.numpy(), want, f"form {form}, [{lo}, {hi}]")
 
 
