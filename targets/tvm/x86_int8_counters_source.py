@@ -38,6 +38,8 @@ COUNTERS = (
      "how many convolutions (and depthwise) wrote back with requant16_hi in this process"),
     ("hi32_ymm", "hi32_ymm_calls",
      "how many convolutions (and depthwise) wrote back with requant8_hi (256-bit) in this process"),
+    ("dw_split2", "dw_split2_calls",
+     "how many per-channel depthwise calls split stride-2 rows by split_columns2 (shuffles)"),
     ("dw_blocked", "dw_blocked_calls",
      "how many depthwise convolutions ran channel-blocked (dw_block16) in this process"),
 )

@@ -182,7 +182,9 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         const int64_t ry = ky * dh, cx = kx * dw;
         tap_at[ky * kw + kx] = (((ry % sh) * sw + cx % sw) * hq + ry / sh) * wq + cx / sw;
       }
+  std::atomic<bool> split_seen{false};  // a stride-2 row split by split_columns2
   parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
+    bool split2 = false;
     int8_t* phases = static_cast<int8_t*>(scratch(1, sh * sw * hq * wq + wq + 128));
     int32_t* acc = static_cast<int32_t*>(scratch(2, (span + 32) * 4));
     int8_t* line = static_cast<int8_t*>(scratch(3, wp + 64));
@@ -198,7 +200,20 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         // one column phase: the padded row straight into it, else via line
         int8_t* row = sw == 1 ? phases + (py * hq + i) * wq : line;
         memcpy(row + pw, plane + iy * w, w);
-        if (sw != 1) {
+        if (sw == 2) {  // the two column phases by byte shuffles, 16 (then 8) columns a step
+          int8_t* even = phases + ((py * 2) * hq + i) * wq;
+          int8_t* odd = even + hq * wq;
+          const int64_t n0 = (wp + 1) / 2, n1 = wp / 2;  // the phases' columns (n1 <= n0)
+          int64_t j = 0;
+          for (; j + 16 <= n1; j += 16) split_columns2(line + 2 * j, even + j, odd + j);
+          if (j + 8 <= n1) {  // 8 of each (16x16 maps: 9-column phases)
+            split_columns2_8(line + 2 * j, even + j, odd + j);
+            j += 8;
+          }
+          split2 |= j > 0;
+          for (int64_t k = j; k < n0; ++k) even[k] = line[2 * k];  // (no store past a row)
+          for (int64_t k = j; k < n1; ++k) odd[k] = line[2 * k + 1];
+        } else if (sw != 1) {
           for (int64_t px = 0; px < sw; ++px) {
             int8_t* dst = phases + ((py * sw + px) * hq + i) * wq;
             for (int64_t j = 0; px + j * sw < wp; ++j) dst[j] = line[px + j * sw];
@@ -227,7 +242,10 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int64_t oy = 1; oy < oh; ++oy) memmove(acc + oy * ow, acc + oy * wq, ow * 4);
       write_channel(e, ch, acc, pix, t * pix);
     }
+    if (split2) split_seen.store(true, std::memory_order_relaxed);
   }, nb * c * pix * kh * kw);
+  if (split_seen.load(std::memory_order_relaxed))
+    __atomic_fetch_add(&dw_split2_calls, 1, __ATOMIC_RELAXED);
   return 0;
 }
 """

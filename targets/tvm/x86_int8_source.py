@@ -149,9 +149,10 @@ OC_MAJOR = "edgecc_x86_int8_oc_major"  # () -> ... of them with channel-major it
 CONV_ROWS = "edgecc_x86_int8_conv_rows"  # () -> 1x1 conv calls pooled by conv_pool_rows
 HI32 = "edgecc_x86_int8_hi32"  # () -> convolution calls written back by requant16_hi so far
 HI32_YMM = "edgecc_x86_int8_hi32_ymm"  # () -> ... by requant8_hi (256-bit: AVX2, AVX-VNNI)
+DW_SPLIT2 = "edgecc_x86_int8_dw_split2"  # () -> per-channel depthwise calls by split_columns2
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
-EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32, HI32_YMM,
+EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32, HI32_YMM, DW_SPLIT2,
             REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
             FLIP_COPIES, POST_ROWS, OC_SPLIT, OC_MAJOR, CONV_ROWS,
             *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
@@ -1238,6 +1239,28 @@ __attribute__((noinline)) static void dw_block16(
 }
 
 """ + DW_KERNELS + DWROWS_KERNELS + r"""
+int64_t dw_split2_calls = 0;  // per-channel depthwise calls that ran split_columns2 (a test's)
+// 32 bytes -> their 16 even-indexed bytes to even[0..16), the 16 odd ones to odd[0..16): a
+// stride-2 row's two column phases (the per-channel depthwise; one shuffle, one permute)
+static inline void split_columns2(const int8_t* src, int8_t* even, int8_t* odd) {
+  const __m256i idx = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                       0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  const __m256i v = _mm256_shuffle_epi8(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)), idx);
+  const __m256i q = _mm256_permute4x64_epi64(v, 0xD8);  // evens of both lanes, then odds
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(even), _mm256_castsi256_si128(q));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(odd), _mm256_extracti128_si256(q, 1));
+}
+
+// split_columns2 of 16 bytes: 8 even-indexed to even[0..8), 8 odd ones to odd[0..8)
+static inline void split_columns2_8(const int8_t* src, int8_t* even, int8_t* odd) {
+  const __m128i v = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)),
+                                     _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11,
+                                                   13, 15));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(even), v);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(odd), _mm_unpackhi_epi64(v, v));
+}
+
 // an A/B switch set to "0" in the environment
 static inline bool env_off(const char* name) {
   const char* v = getenv(name);
@@ -1638,9 +1661,9 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
       for (int64_t ci = 0; ci < c; ++ci)
         for (int64_t y = 0; y < h; ++y)
           memcpy(padded + (ci * hp + y + ph) * wp + pw, xb + (ci * h + y) * w, w);
-    } else {
-      memcpy(padded, xb, c * h * w);
     }
+    // unpadded: the panels read x itself (the same layout: hp = h, wp = w)
+    const int8_t* src = ph || pw ? padded : xb;
     // im2col of one panel, straight into its layout [kp/2][16][2]; each task builds
     // the panels it multiplies (one thread-pool launch per convolution, panel hot in L1)
     auto build = [&](int64_t p) {
@@ -1651,22 +1674,22 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         if (contiguous) {
           const int64_t pairs = k / 2;
           for (int64_t k2 = 0; k2 < pairs; ++k2) {
-            im2col_pair(padded + koff[2 * k2] + base[0], padded + koff[2 * k2 + 1] + base[0],
+            im2col_pair(src + koff[2 * k2] + base[0], src + koff[2 * k2 + 1] + base[0],
                         panel + k2 * 32);
           }
           if (kp > k) {
             int16_t* dst = panel + (kp / 2 - 1) * 32;
-            const int8_t* s0 = padded + koff[k - 1] + base[0];
+            const int8_t* s0 = src + koff[k - 1] + base[0];
             for (int lane = 0; lane < 16; ++lane) { dst[2 * lane] = s0[lane]; dst[2 * lane + 1] = 0; }
           }
           return;
         }
         for (int64_t k2 = 0; k2 < kp / 2; ++k2) {
           int16_t* dst = panel + k2 * 32;
-          const int8_t* s0 = padded + koff[2 * k2];
+          const int8_t* s0 = src + koff[2 * k2];
           for (int lane = 0; lane < 16; ++lane) dst[2 * lane] = s0[base[lane]];
           if (2 * k2 + 1 < k) {
-            const int8_t* s1 = padded + koff[2 * k2 + 1];
+            const int8_t* s1 = src + koff[2 * k2 + 1];
             for (int lane = 0; lane < 16; ++lane) dst[2 * lane + 1] = s1[base[lane]];
           } else {
             for (int lane = 0; lane < 16; ++lane) dst[2 * lane + 1] = 0;
