@@ -826,12 +826,14 @@ struct Gemm {
 };
 
 __attribute__((target("avx2,fma")))
-static void gemm_panels(const Gemm& g, int64_t p_begin, int64_t p_end) {
+static void gemm_panels(const Gemm& g, int64_t p_begin, int64_t p_end, int64_t r_begin = 0,
+                        int64_t r_end = INT64_MAX) {
   alignas(32) int32_t acc[64];
+  if (r_end > g.n_rows) r_end = g.n_rows;
   for (int64_t p = p_begin; p < p_end; ++p) {
     const int16_t* panel = g.panels + p * g.kp * 16;
     const int nc = (int)((g.n_cols - p * 16) < 16 ? (g.n_cols - p * 16) : 16);
-    for (int64_t r = 0; r < g.n_rows; r += 4) {
+    for (int64_t r = r_begin; r < r_end; r += 4) {
       tile_4x16(g.rows + r * g.kp, g.kp, panel, acc);
       const int nr = (int)((g.n_rows - r) < 4 ? (g.n_rows - r) : 4);
       write_tile(g.e, acc, (int)r, nr, (int)(p * 16), nc);
@@ -1699,6 +1701,20 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     };
     Gemm g{data<int16_t>(args, 1), oc, kp, panels, pix, advanced(e, b * oc * pix)};
     g.e.ld = pix;
+    // few panels (1x1 on 8x8 / 4x4 maps): the panels built first, then pooled by (panel, 8
+    // output channels) items, channel-major (each thread's run reads its share of the
+    // weights) — as the VNNI path's oc_split; the same knob and counter
+    const int64_t row_tiles = (oc + 7) / 8, threads = edgecc_pool_size();
+    if (edgecc_x86_int8_oc_split && threads > 1 && n_panels < 4 * threads && row_tiles >= 2 &&
+        oc * kp * pix >= serial_work()) {
+      for (int64_t p = 0; p < n_panels; ++p) build(p);
+      parallel_for(n_panels * row_tiles, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i)
+          gemm_panels(g, i % n_panels, i % n_panels + 1, i / n_panels * 8, i / n_panels * 8 + 8);
+      }, oc * kp * pix);
+      if (b == 0) __atomic_fetch_add(&oc_split_calls, 1, __ATOMIC_RELAXED);
+      continue;
+    }
     parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         build(p);

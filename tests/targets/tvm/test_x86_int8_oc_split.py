@@ -1,5 +1,5 @@
-"""The VNNI convolution of few panels (1x1 on 8x8 / 4x4 maps) pooled by (panel, 8 output
-channels) items: equal to the integer arithmetic bit for bit, pooled and serial, with the
+"""The VNNI (and AVX2) convolution of few panels (1x1 on 8x8 / 4x4 maps) pooled by (panel, 8
+output channels) items: equal to the integer arithmetic bit for bit, pooled and serial, with the
 library's knob on and off, and taken (its counter grows per call) only while on and pooled."""
 
 from __future__ import annotations
@@ -22,15 +22,18 @@ CASES = (
 )
 
 
-@pytest.mark.skipif("avx512vnni" not in _isas(), reason="no AVX-512 VNNI on this CPU")
-def test_oc_split_equals_the_integer_arithmetic(tmp_path, monkeypatch):
+@pytest.mark.parametrize("isa", ["avx512vnni", "avx2"])
+def test_oc_split_equals_the_integer_arithmetic(tmp_path, monkeypatch, isa):
+    """Both kernel families: the VNNI tiles and the AVX2 int16 ones (gemm_panels' rows)."""
     import tvm
 
     from edgecc.targets.tvm import x86_int8
 
+    if isa not in _isas():
+        pytest.skip(f"no {isa} on this CPU")
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(11), CASES,
                                                   str(tmp_path / "k.so"))
-    monkeypatch.setenv("EDGECC_X86_INT8_ISA", "avx512vnni")
+    monkeypatch.setenv("EDGECC_X86_INT8_ISA", isa)
     shift = ctypes.c_int64.in_dll(so, "edgecc_x86_serial_work_log2")
     knob = ctypes.c_int64.in_dll(so, "edgecc_x86_int8_oc_split")
     assert knob.value == 1  # on by default
