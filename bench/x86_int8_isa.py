@@ -42,7 +42,9 @@ AVX2_MCPU = "haswell"
 
 
 def cpu_isas() -> list[str]:
-    """avx2, then the VNNI kernels this CPU can run (from /proc/cpuinfo's flags)."""
+    """avx2, then the VNNI kernels this CPU can run, then AMX (the tiles, where the CPU has
+    AMX-INT8; the library's default there, ``EDGECC_X86_INT8_ISA=amx``) — from
+    /proc/cpuinfo's flags."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(next(line for line in f if line.startswith("flags")).split(":")[1]
@@ -50,7 +52,8 @@ def cpu_isas() -> list[str]:
     except (OSError, StopIteration):
         flags = set()
     return (["avx2"] + (["avxvnni"] if "avx_vnni" in flags else [])
-            + (["avx512vnni"] if {"avx512_vnni", "avx512bw"} <= flags else []))
+            + (["avx512vnni"] if {"avx512_vnni", "avx512bw"} <= flags else [])
+            + (["amx"] if {"amx_int8", "amx_tile", "avx512_vnni"} <= flags else []))
 
 
 def with_isa(fn, isa):

@@ -21,7 +21,8 @@ into ``x86_int8_source.SOURCE`` at two points, so the int8 kernel set stays one 
   panels (``tdpbsud``); each pool task builds the panels of its share of panel pairs
   (``build(p)``), then runs those pairs' tiles (every 16-row weight block against panels
   still in its cache), one pool launch per convolution; false (nothing built) where AMX
-  cannot run.
+  cannot run or the library's ``edgecc_x86_int8_amx_conv`` is 0 — the default: measured on
+  an Intel Xeon with AMX-INT8 the VNNI convolution paths are faster (the knob's comment).
 
 The VNNI panels ``[ceil(N/16)][kq][16][4]`` are AMX's B-tile layout as they are (a tile of
 16 rows x 64 bytes = 16 k quads x 16 columns), so the weights need no new packing::
@@ -231,10 +232,17 @@ int64_t amx_conv_products = 0;
 // tiles, every 16-row block of weights against panels already in its cache; one pool
 // launch per convolution (none under the serial threshold). False (nothing written,
 // nothing built) where AMX cannot run.
-// whether amx_conv would run (the CPU, the OS and the environment allow AMX)
+// edgecc_x86_int8_amx_conv 0 (the default): convolutions stay on the VNNI paths where AMX
+// runs the linears — on an Intel Xeon with AMX-INT8 (s24, bench/x86_int8_isa.py, 2 threads,
+// 40 interleaved rounds) w8a8 / fp32 read ResNet-20 0.84 on the tiles vs 0.53 on AVX-512 VNNI,
+// MobileNetV2-32 0.59 vs 0.51, MobileNetV2-224 0.67 vs 0.69: amx_conv bypasses the VNNI
+// paths' banded copies, split pools and tile write-backs. 1: convolutions on the tiles (A/B)
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_amx_conv = 0;
+
+// whether amx_conv would run (the knob, the CPU, the OS and the environment allow AMX)
 static inline bool amx_conv_ready() {
 #if EDGECC_AMX
-  return amx_ready();
+  return edgecc_x86_int8_amx_conv && amx_ready();
 #else
   return false;
 #endif
@@ -243,7 +251,7 @@ static inline bool amx_conv_ready() {
 template <typename B>
 bool amx_conv(const GemmDot& g, const B& build, int64_t build_work) {
 #if EDGECC_AMX
-  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_ready()) return false;
+  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_conv_ready()) return false;
   int64_t lda;
   const uint8_t* a = amx_a(g, lda);
   const int64_t np = (g.n_cols + 15) / 16, pairs = (np + 1) / 2;

@@ -31,8 +31,8 @@ def test_banded_convolution_equals_the_whole_copy(tmp_path, monkeypatch):
 
     from edgecc.targets.tvm import x86_int8
 
-    # the widest VNNI kernels by name: on a CPU with AMX-INT8 the default is the AMX tiles,
-    # which run whole convolutions (x86_amx_source.amx_conv), not bands
+    # the widest VNNI kernels by name: on a CPU with AMX-INT8 and the library's
+    # edgecc_x86_int8_amx_conv = 1 the tiles run whole convolutions (amx_conv), not bands
     monkeypatch.setenv("EDGECC_X86_INT8_ISA", [i for i in _isas() if i != "avx2"][-1])
     xs, ws, eps, lib, vm, so = conv_cases_library(np.random.default_rng(3), CASES,
                                                   str(tmp_path / "k.so"))
