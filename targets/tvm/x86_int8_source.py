@@ -152,8 +152,8 @@ HI32_YMM = "edgecc_x86_int8_hi32_ymm"  # () -> ... by requant8_hi (256-bit: AVX2
 DW_SPLIT2 = "edgecc_x86_int8_dw_split2"  # () -> per-channel depthwise calls by split_columns2
 REQUANT_PROBE = "edgecc_x86_int8_requant_probe"  # the write-back alone (tests)
 OFF_FOLDED = "edgecc_x86_int8_off_folded"  # () -> ... of them with off folded into the add
-EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32, HI32_YMM, DW_SPLIT2,
-            REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
+EXPORTED = (*SYMBOLS, ISA_QUERY, DW_BLOCKED, DW_PERM, DW_DIRECT, DW_DIRECT_HI, HI32, HI32_YMM,
+            DW_SPLIT2, REQUANT_PROBE, OFF_FOLDED, PERM_PANELS, POST16, VBMI_INTERLEAVE, CONV_BANDS,
             FLIP_COPIES, POST_ROWS, OC_SPLIT, OC_MAJOR, CONV_ROWS,
             *DWROWS_SYMBOLS, *QUANT_SYMBOLS, *DIRECT_SYMBOLS, *TILE_SYMBOLS, *POOL_SYMBOLS,
             *STEM_SYMBOLS, *AMX_SYMBOLS, *BLOCK_SYMBOLS,
@@ -578,7 +578,8 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
   if (nc == 16 && e.channel_is_row) {  // a channel per row: vector write-back
     const __m256i lo = _mm256_set1_epi64x(e.lo), hi = _mm256_set1_epi64x(e.hi),
                   zy = _mm256_set1_epi64x(e.zy);
-    const __m256i lo32 = _mm256_set1_epi32((int32_t)e.lo), hi32 = _mm256_set1_epi32((int32_t)e.hi);
+    const __m256i lo32 = _mm256_set1_epi32((int32_t)e.lo),
+                  hi32 = _mm256_set1_epi32((int32_t)e.hi);
     for (int r = 0; r < nr; ++r) {
       const int64_t row = r0 + r;
       const __m256i off = _mm256_set1_epi32(e.off[row]);
@@ -652,7 +653,8 @@ __attribute__((noinline)) static void write_channel(const Epilogue& e, int64_t c
     int8_t* o = static_cast<int8_t*>(e.out) + at;
     if (e.wide) i = write_channel_512(e, ch, acc, n, o);
     if (e.hi32) {  // the high-dword form (requant8_hi)
-      const __m256i lo32 = _mm256_set1_epi32((int32_t)e.lo), hi32 = _mm256_set1_epi32((int32_t)e.hi);
+      const __m256i lo32 = _mm256_set1_epi32((int32_t)e.lo),
+                    hi32 = _mm256_set1_epi32((int32_t)e.hi);
       const __m128i s32 = _mm_cvtsi64_si128(e.shift[ch] - 32);
       for (; i + 16 <= n; i += 16) {
         const __m256i y0 = requant8_hi(_mm256_add_epi32(

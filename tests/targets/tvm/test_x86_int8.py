@@ -359,11 +359,12 @@ def test_kernels_equal_the_integer_arithmetic(tmp_path, monkeypatch):
 
 def _probe_write_back(lib, rng):
     """The requantized write-back alone (``REQUANT_PROBE``: write_channel, AVX-512 where this
-    CPU has it and the ISA picked allows, else the 256-bit forms: requant8_hi, requant8) on accumulators at the extremes (int32 min / max, 0, ±1), random ones over
-    int32 and near zero, and every output step's two sides (v_k - 1, v_k with v_k the least
-    accumulator giving k, where the rounding flips — exact ties included: multipliers of
-    2^30), for shifts 32 .. 62: the high-dword form (hi32) and the 64-bit one give exactly
-    the Python-integer arithmetic, and kernel_form marks hi32 only for shifts >= 32."""
+    CPU has it and the ISA picked allows, else the 256-bit forms: requant8_hi, requant8) on
+    accumulators at the extremes (int32 min / max, 0, ±1), random ones over int32 and near zero,
+    and every output step's two sides (v_k - 1, v_k with v_k the least accumulator giving k, where
+    the rounding flips — exact ties included: multipliers of 2^30), for shifts 32 .. 62: the
+    high-dword form (hi32) and the 64-bit one give exactly the Python-integer arithmetic, and
+    kernel_form marks hi32 only for shifts >= 32."""
     import dataclasses
 
     import tvm
