@@ -565,6 +565,13 @@ static inline __m256i requant8_hi(__m256i v, __m256i m, __m256i a, __m128i s32, 
   return _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(h, s32), lo), hi);
 }
 
+// 16 int32 in int8 range (y0: the first 8, y1: the next) -> 16 int8 at o, in order
+static inline void store16_i8(int8_t* o, __m256i y0, __m256i y1) {
+  const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(o),
+                   _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1)));
+}
+
 static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int nr,
                               int c0, int nc) {
   if (nc == 16 && e.channel_is_row && e.requant && e.wide) {
@@ -594,12 +601,7 @@ static inline void write_tile(const Epilogue& e, const int32_t* acc, int r0, int
                                   : requant8(v0, m, a, s, lo, hi, zy);
         const __m256i y1 = e.hi32 ? requant8_hi(v1, m, a, s, lo32, hi32)
                                   : requant8(v1, m, a, s, lo, hi, zy);
-        // 16 int32 (in int8 range) -> 16 int8, in order
-        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
-        const __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16),
-                                           _mm256_extracti128_si256(w16, 1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(
-            static_cast<int8_t*>(e.out) + row * e.ld + c0), b8);
+        store16_i8(static_cast<int8_t*>(e.out) + row * e.ld + c0, y0, y1);
       } else if (e.post16) {  // AVX-512: one post16 (the same values)
         post16(e, acc + r * 16, e.off[row], e.scale[row], e.bias[row], row * e.ld + c0);
       } else if (e.fused) {
@@ -663,10 +665,7 @@ __attribute__((noinline)) static void write_channel(const Epilogue& e, int64_t c
         const __m256i y1 = requant8_hi(_mm256_add_epi32(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i + 8)), off), m, a, s32,
             lo32, hi32);
-        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
-                         _mm_packs_epi16(_mm256_castsi256_si128(w16),
-                                         _mm256_extracti128_si256(w16, 1)));
+        store16_i8(o + i, y0, y1);
       }
     }
     for (; i + 8 <= n; i += 8) {

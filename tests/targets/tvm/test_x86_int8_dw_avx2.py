@@ -1,7 +1,7 @@
 """The int8 depthwise on its AVX2 path (``EDGECC_X86_INT8_ISA=avx2``: the per-channel phases,
 ``dw_taps``): stride-2 rows split into their column phases by byte shuffles
-(``split_columns2``, 16 columns of each phase a step, then 8, the rest by the scalar tail) on planes
-wide enough for one or more steps (odd and even padded widths, batch 2, stride (1, 2)), and
+(``split_columns2``, 16 columns of each phase a step, then 8, the rest by the scalar tail) on
+planes wide enough for one or more steps (odd and even padded widths, batch 2, stride (1, 2)), and
 written back by ``requant8_hi`` where the epilogue is hi32 — equal to the integer arithmetic
 bit for bit, with both counters proving the paths ran (no silent fallback)."""
 
@@ -51,4 +51,3 @@ def test_avx2_depthwise_equals_the_integer_arithmetic(tmp_path, monkeypatch):
         acc = _conv_ref(x, w, c[3], list(c[1]), list(c[2]), [1, 1], x.shape[1])
         want = _requant(acc, e.off, e.mult, e.add, e.shift, e.lo, e.hi, e.zy, 1)
         np.testing.assert_array_equal(got[i], want, f"case {i}")
-
