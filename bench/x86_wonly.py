@@ -21,7 +21,8 @@ what the fp32 build runs) on the same dequantized weights, per linear shape of t
 (rows M = tokens), with ``--threads`` as above; outputs compared (``rel diff``: max |w4a16 -
 fp32| / max |fp32|; the w4a16 kernel is called as edgecc-quantized builds call it, so on an
 AVX512_BF16 CPU it rounds x to bfloat16: ~2e-3; ``--knob edgecc_x86_wonly_bf16 --values 0``
-adds the float32-activation path). GFLOP/s = 2·M·K·N / time:
+adds the float32-activation path; on an AMX-BF16 CPU it runs the tiles, and ``--knob
+edgecc_x86_wonly_amx --values 0`` adds the vdpbf16ps path). GFLOP/s = 2·M·K·N / time:
 with ``--threads 1`` compare it with the core's FMA peak (Zen 4, one 512-bit FMA a cycle:
 about 115 GFLOP/s on this machine's ~3.6 GHz core; Sapphire Rapids, two: ~2x that a GHz).
 
@@ -54,6 +55,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+# knobs that pick another arithmetic (bf16 activations, the AMX path's hi / lo weights)
+ARITHMETIC_KNOBS = ("edgecc_x86_wonly_bf16", "edgecc_x86_wonly_amx")
 GEMMS = {  # the models' linears: name -> (M, K, N)
     "bert/gpt2 q,k,v,o": (128, 256, 256), "gpt2 c_attn": (128, 256, 768),
     "bert/gpt2 ffn up": (128, 256, 1024), "bert/gpt2 ffn down": (128, 1024, 256),
@@ -195,11 +198,11 @@ def gemm_rows(repeats: int, threads: int, rows: list[str],
         ms = timed(fns, repeats, threads)
         ref = out_s.numpy()
         outs = {}
-        for r in rows:  # every split gives the same bits (the bf16 knob: other bits)
+        for r in rows:  # every split gives the same bits (the bf16 / amx knobs: other bits)
             fns[f"@{r}"]()
             outs[r] = out_w.numpy().copy()
         fns["w4a16"]()
-        if "bf16" not in knob_name:
+        if knob_name not in ARITHMETIC_KNOBS:
             assert all(np.array_equal(o, out_w.numpy()) for o in outs.values()), name
         out_rows.append({"shape": name, "M": m, "K": k, "N": n,
                      **{f"w4a16_at{r}_vs_fp32": round(ms[f"@{r}"][0] / ms["fp32"][0], 3)
@@ -248,10 +251,12 @@ def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
             for r in knob_rows:
                 fns[f"w4a16 @{r}"] = with_rows(fns["w4a16"], rows_knob, r)
                 facts[f"w4a16 @{r}"] = facts["w4a16"]
-        bf16_calls = knob("edgecc_x86_wonly_bf16_calls", _library(fns["w4a16"]))[0]
-        before = bf16_calls.value
+        counters = knob("edgecc_x86_wonly_bf16_calls,edgecc_x86_wonly_amx_calls",
+                        _library(fns["w4a16"]))
+        before = [c.value for c in counters]
         ms = timed(fns, repeats, threads)
-        bf16_calls = bf16_calls.value - before  # prefill calls that ran the bf16 path
+        # prefill calls that ran the vdpbf16ps path / the AMX tiles (all builds, all rounds)
+        bf16_calls, amx_calls = (c.value - b for c, b in zip(counters, before))
         wonly = facts["w4a16"]["weight_only"]
         ratio = wonly.get("weight_only_bytes", 0) / max(1, wonly.get("float32_weight_bytes", 0))
         assert wonly.get("weight_only_layers") and ratio < 1 / 6, (model, wonly)
@@ -265,7 +270,8 @@ def model_rows(names: list[str], repeats: int, threads: int, gptq: bool,
                                                       wonly["float32_weight_bytes"]),
                          "weight_only_layers": w.get("weight_only_layers", 0),
                          "float_fallbacks": len(w.get("float_fallbacks", [])),
-                         "compile_s": facts[name]["compile_s"], "bf16_calls": bf16_calls})
+                         "compile_s": facts[name]["compile_s"], "bf16_calls": bf16_calls,
+                         "amx_calls": amx_calls})
     return rows
 
 

@@ -31,12 +31,23 @@ call and ``vdpbf16ps`` multiplies it with the exact bf16 q - z, summing in float
 torchao's int4 weight-only runs bfloat16 activations; llama.cpp's Q4 rounds them to 8 bits).
 ``vdpbf16ps`` does 32 multiply-adds an instruction at an FMA's rate on Zen 4 (measured: 58.6
 vs 29.3 GMAC/s, 12 independent zmm chains), so the prefill GEMMs run at 2x the float32
-kernel's speed. Its error is ``bf16_error_bound`` (2^-9 relative per x, plus float32
+kernel's speed. Its error is ``bf16_error_bound`` (2^-8 relative per x, plus float32
 summation); on MiniLM's linears max|bf16 - float32 path| / max|ref| = 1.4-1.8e-3 and the
 held-out embedding cosine is 0.98437 vs 0.98438. Imported quantized weights (GGUF, ONNX)
 keep float32 activations: their builds are verified against the imported model at float32
 tolerance. ``edgecc_x86_wonly_bf16 = 0`` (a weak global, at run time) turns the path off;
 ``edgecc_x86_wonly_bf16_calls`` counts the calls that took it; ``isa="avx512bf16"`` pins it.
+
+On CPUs with AMX-BF16 (Intel Sapphire Rapids+; the OS granting the tile state) the same
+builds' prefill (16+ rows, K a multiple of 32) runs on AMX tiles instead: each weight is
+dequantized in float32 as above and split into two bfloat16s, hi = bf16(w) and
+lo = bf16(w - hi) (|hi + lo - w| <= 2^-16 |w|, so x's rounding stays the only bf16 error
+that counts), and ``tdpbf16ps`` multiplies the bf16 x with both into float32 tiles. Its error
+is ``amx_error_bound``. Why: on an Intel Xeon (two 512-bit FMA ports) ``vdpbf16ps`` is no
+faster than the float32 FMAs, and MiniLM w4a16 read 1.6-1.7x of fp32 on that path; on the
+tiles 0.62x (``bench/x86_wonly.py``, 2 threads, s25). ``edgecc_x86_wonly_amx = 0`` turns
+the tiles off (the vdpbf16ps path runs), ``edgecc_x86_wonly_amx_calls`` counts the calls that
+took them, ``isa="amx"`` pins them (else as ``avx512bf16``).
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ from edgecc.targets.tvm.x86_wonly_source import SOURCE, SYMBOLS
 LINEAR = SYMBOLS[0]
 CACHE = "x86_wonly"
 PANEL = 32  # output channels per panel (the kernel's layout)
-ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3, "avx512bf16": 4}
+ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3, "avx512bf16": 4, "amx": 5}
 
 
 def supported() -> bool:
@@ -71,18 +82,38 @@ def error_bound(k: int) -> float:
     return 2 * n * u / (1 - n * u)
 
 
-BF16_U = 2.0 ** -9  # unit roundoff of bfloat16's 8-bit significand (round to nearest even)
+# unit roundoff of bfloat16's 8-bit significand (round to nearest even): 2^-8 (x = 1 + 2^-8
+# rounds to 1; before s25 this read 2^-9, which understated bf16_error_bound by up to half)
+BF16_U = 2.0 ** -8
 
 
 def bf16_error_bound(k: int, groups: int) -> float:
     """The factor of ``|x| @ |W|ᵀ + |b|`` that bounds ``|y - ref|`` on the bf16 prefill:
-    each x becomes x(1 + δ), |δ| <= 2^-9 (bfloat16, RNE); the products with the exact
+    each x becomes x(1 + δ), |δ| <= 2^-8 (bfloat16, RNE); the products with the exact
     q - z are exact in float32 and each reaches y through at most K + 2·groups + 1 float32
     roundings (pair and group sums, the group scale, the sum of groups, the bias), so
-    |y - ref| <= (2^-9 + (1 + 2^-9) · 2 γ_{K+2G+1}) (|x| @ |W|ᵀ + |b|). (x under 2^-126
+    |y - ref| <= (2^-8 + (1 + 2^-8) · 2 γ_{K+2G+1}) (|x| @ |W|ᵀ + |b|). (x under 2^-126
     in magnitude reads as 0 in vdpbf16ps: an absolute error below float32's resolution of
     any sum with a normal term.)"""
     return BF16_U + (1 + BF16_U) * error_bound(k + 2 * groups)
+
+
+SPLIT_U = 2.0 ** -16  # |hi + lo - w| <= 2^-16 |w| for the AMX path's two-bf16 weights
+
+
+def amx_error_bound(k: int) -> float:
+    """The factor of ``|x| @ |W|ᵀ + |b|`` that bounds ``|y - ref|`` on the AMX-BF16
+    prefill: each x becomes x(1 + δ), |δ| <= 2^-8 (bfloat16, RNE); each weight w becomes
+    hi + lo = w(1 + ε), |ε| <= 2^-16 (hi = bf16(w), w - hi exact in float32, lo = its bf16);
+    the 2K bf16 products are exact in float32 and ``tdpbf16ps`` sums them into float32 in an
+    order and with intermediate roundings the ISA leaves open, so the 2K + 1 sums (the bias
+    last) are taken within γ_{2K+1} at u = 2^-23 (any faithful rounding, truncation too);
+    the float32 reference adds its own γ_{K+1} (u = 2^-24). (x or lo under 2^-126 in
+    magnitude reads as 0 in the tiles: an absolute error below float32's resolution of any
+    sum with a normal term.)"""
+    n, u = 2 * k + 1, 2.0 ** -23
+    e = (1 + BF16_U) * (1 + SPLIT_U) - 1
+    return e + (1 + e) * n * u / (1 - n * u) + error_bound(k) / 2
 
 
 def external_module() -> Any:

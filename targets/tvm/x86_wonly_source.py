@@ -15,6 +15,18 @@ GPT-2 / MiniLM linear (172-198 GFLOP/s against its 86-107); MiniLM w4a16 whole m
 gain (194-200 vs 199-208 GFLOP/s). Measured on Zen 4 only: where vdpbf16ps is no
 faster than two FMAs (Intel cores with two FMA ports) the knob turns it off.
 
+AMX-BF16 prefill (namespace ``amx``, Intel Sapphire Rapids+; meta[11] allows it as for bf16,
+``edgecc_x86_wonly_amx`` turns it off, isa 5 pins it): 16+ rows and K a multiple of 32. Each
+pool task dequantizes its panel's weights in float32 (``avx512::weights``) and splits each
+into hi = bf16(w), lo = bf16(w - hi), in B-tile layout; tiles of 32 rows x 32 columns run
+``tdpbf16ps`` with x's bf16 rows (the same buffer as above) against hi, then lo, over whole
+32-k steps (scales, zero points and offsets are folded into the weights, so every group size
+and Q4_1 fit). Intel Xeon (KVM, 2 vCPUs), 1 thread CPU time, interleaved, s25: 0.42-0.56x of
+``edgecc_x86_sgemm`` on every BERT / GPT-2 / MiniLM linear, where the vdpbf16ps path reads
+1.60-1.78x (this core's two FMA ports run the float32 GEMM at vdpbf16ps's rate); hi only
+(no lo) was 0.28-0.39x — the lo tiles cost ~1.3x for weights within 2^-16 instead of 2^-8.
+MiniLM w4a16 whole model (2 threads): 0.62x of fp32 (vdpbf16ps: 1.69x).
+
 One fixed text (shapes and modes come in an int64 ``meta`` tensor), compiled once into a
 static library (``x86_int8.compiled_object``'s cache, folder ``x86_wonly``). The body is
 written once (``_BODY``) and instantiated three times — AVX-512F, AVX2 + FMA, and plain C++
@@ -123,6 +135,13 @@ __attribute__((weak)) int64_t edgecc_x86_wonly_prefetch = 1;
 __attribute__((weak)) int64_t edgecc_x86_wonly_bf16 = 1;
 // calls that ran the bf16 prefill path (tests: the path is taken, no silent fallback)
 __attribute__((weak)) int64_t edgecc_x86_wonly_bf16_calls = 0;
+// prefill (M >= 16, K % 32 == 0) where bf16 activations are allowed and the CPU has AMX-BF16
+// (and the OS grants the tile state) runs on AMX tiles (tdpbf16ps); 0: the vdpbf16ps path
+__attribute__((weak)) int64_t edgecc_x86_wonly_amx = 1;
+// rows of x per AMX pool item (rounded up to 32: two 16-row tiles)
+__attribute__((weak)) int64_t edgecc_x86_wonly_amx_rows = 64;
+// calls that ran the AMX prefill (tests: the path is taken, no silent fallback)
+__attribute__((weak)) int64_t edgecc_x86_wonly_amx_calls = 0;
 }
 
 namespace {
@@ -524,6 +543,196 @@ static uint32_t* x_buffer(int64_t words) {
 #pragma GCC pop_options
 """
 
+_AMX = r"""
+// AMX-BF16 prefill (Intel Sapphire Rapids+): y = bf16(x) @ (hi + lo)^T [+ bias], where each
+// weight w = (q - z) * s [+ o] is dequantized in float32 as the reference computes it
+// (avx512::weights, bit-identical), then split into two bfloat16s, hi = bf16(w) and
+// lo = bf16(w - hi) (w - hi is exact in float32; |w - hi - lo| <= 2^-16 |w|), so the group
+// scales, zero points and offsets fold into the tiles' weights and every tdpbf16ps runs a
+// whole 32-k step: per step and 32 x 32 block, 2 A tiles (x: 2 x 16 rows x 16 bf16 pairs,
+// straight from the bf16 x buffer), 2 B tiles hi + 4 tdpbf16ps, 2 B tiles lo + 4 tdpbf16ps
+// into 4 float32 C tiles (8 tiles in all). x is rounded to bf16 once per call as the
+// vdpbf16ps path does (bf16::convert_rows). Each pool task builds its panels' hi / lo
+// weights in its own buffer ([hi, lo][2 column tiles][K / 2 pairs][16 columns] bf16
+// pairs: a B tile's 16 x 64-byte rows) once per run of items on a panel.
+#if defined(__x86_64__) && !defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11
+#define EDGECC_WONLY_AMX 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c,prfchw,amx-tile,amx-bf16")
+namespace amx {
+
+// CPUID.(7,0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE
+static bool cpu() {
+  unsigned a, b, c, d;
+  asm volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0u), "c"(0u));
+  if (a < 7) return false;
+  asm volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7u), "c"(0u));
+  return ((d >> 22) & 1) && ((d >> 24) & 1);
+}
+
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): Linux >= 5.16 hands a process the
+// 8 KB tile state only on request (once per process, for all its threads)
+static bool os() {
+  long ret;
+  asm volatile("syscall" : "=a"(ret) : "a"(158L), "D"(0x1023L), "S"(18L)
+               : "rcx", "r11", "memory");
+  return ret == 0;
+}
+
+// whether the tiles run here (the CPU, AVX512_BF16 for x's conversion, the OS: once)
+static bool ready() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           cpu() && os();
+  }();
+  return ok;
+}
+
+// whether the path applies: at least one 16-row tile of x, whole 32-k steps
+static bool eligible(const Args& a) { return a.M >= 16 && a.K % 32 == 0; }
+
+// float32 w (16 lanes) -> w rounded to bf16 (round to nearest even), kept as float32 bits
+// with the low half zero (finite w: the integer form of vcvtneps2bf16)
+static inline __m512i round_bf16(__m512i w) {
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(w, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(_mm512_add_epi32(w, _mm512_set1_epi32(0x7FFF)), odd);
+  return _mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u));
+}
+
+// panel p's weights as hi / lo bf16 pairs in B-tile layout:
+// wb[((h * 2 + t) * KP + j) * 16 + c] = pair (k = 2j, 2j + 1) of column 16t + c (h 0: hi)
+static void panel(const Args& a, int64_t p, uint32_t* wb) {
+  int64_t have = -1;  // the group whose parameters s, z, o hold
+  __m512 s[2], z[2], o[2];
+  auto at = [&](int64_t k, __m512* w) {
+    const int64_t g = k / a.G;
+    if (g != have) {
+      avx512::group_params(a, p, g, s, z, o);
+      have = g;
+    }
+    avx512::weights(a, p, k, s, z, o, w);
+  };
+  const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+  for (int64_t k = 0; k < a.K; k += 2) {
+    __m512 w0[2], w1[2];
+    at(k, w0);
+    at(k + 1, w1);
+    for (int t = 0; t < 2; ++t) {
+      const __m512i h0 = round_bf16(_mm512_castps_si512(w0[t]));
+      const __m512i h1 = round_bf16(_mm512_castps_si512(w1[t]));
+      const __m512i l0 = round_bf16(_mm512_castps_si512(
+          _mm512_sub_ps(w0[t], _mm512_castsi512_ps(h0))));
+      const __m512i l1 = round_bf16(_mm512_castps_si512(
+          _mm512_sub_ps(w1[t], _mm512_castsi512_ps(h1))));
+      const int64_t j = k / 2;
+      _mm512_store_si512(wb + (t * a.KP + j) * 16,
+                         _mm512_or_si512(_mm512_srli_epi32(h0, 16), _mm512_and_si512(h1, high)));
+      _mm512_store_si512(wb + ((2 + t) * a.KP + j) * 16,
+                         _mm512_or_si512(_mm512_srli_epi32(l0, 16), _mm512_and_si512(l1, high)));
+    }
+  }
+}
+
+// RT x 16 rows from m0 against panel p's hi / lo weights: C tiles 0..3 = [row tile][column
+// tile], A tiles 4, 5, B tiles 6, 7; out[RT * 16][32] float32
+template <int RT>
+static inline void block(const Args& a, const uint32_t* wb, int64_t m0, float* out) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if (RT == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const uint32_t* x = a.xb + m0 * a.KP;
+  const int64_t lda = a.KP * 4, steps = a.KP / 16;
+  const uint32_t* hi0 = wb;
+  const uint32_t* hi1 = wb + a.KP * 16;
+  const uint32_t* lo0 = wb + 2 * a.KP * 16;
+  const uint32_t* lo1 = wb + 3 * a.KP * 16;
+  for (int64_t s = 0; s < steps; ++s) {
+    _tile_loadd(4, x + s * 16, lda);
+    if (RT == 2) _tile_loadd(5, x + 16 * a.KP + s * 16, lda);
+    _tile_loadd(6, hi0 + s * 256, 64);
+    _tile_loadd(7, hi1 + s * 256, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (RT == 2) {
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_loadd(6, lo0 + s * 256, 64);
+    _tile_loadd(7, lo1 + s * 256, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (RT == 2) {
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, out, 128);
+  _tile_stored(1, out + 16, 128);
+  if (RT == 2) {
+    _tile_stored(2, out + 16 * 32, 128);
+    _tile_stored(3, out + 16 * 32 + 16, 128);
+  }
+}
+
+// the calling thread's hi / lo panel buffer
+static uint32_t* weight_buffer(int64_t words) {
+  static thread_local uint32_t* buf = 0;
+  static thread_local int64_t cap = 0;
+  if (words > cap) {
+    free(buf);
+    cap = words;
+    buf = static_cast<uint32_t*>(aligned_alloc(64, ((words * 4 + 63) / 64) * 64));
+  }
+  return buf;
+}
+
+struct alignas(64) Config {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// pool items as avx512::large_m's (panel-major (panel, row block) pairs; row blocks start at
+// multiples of 32, x's buffer has rows up to a multiple of 32)
+static void run(const Args& a, int64_t i0, int64_t i1) {
+  Config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  uint32_t* wb = weight_buffer(4 * a.KP * 16);
+  alignas(64) float out[32 * 32];
+  int64_t have = -1;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t p = i / a.nrb, r0 = (i % a.nrb) * a.rb;
+    const int64_t r1 = r0 + a.rb < a.M ? r0 + a.rb : a.M;
+    if (p != have) {
+      panel(a, p, wb);
+      have = p;
+    }
+    for (int64_t m = r0; m < r1; m += 32) {
+      const int64_t n = r1 - m < 32 ? r1 - m : 32;
+      if (n > 16) block<2>(a, wb, m, out);
+      else block<1>(a, wb, m, out);
+      for (int64_t r = 0; r < n; ++r) write_row(a, m + r, p, out + r * 32);
+    }
+  }
+  _tile_release();
+}
+}  // namespace amx
+#pragma GCC pop_options
+#else
+#define EDGECC_WONLY_AMX 0
+#endif
+"""
+
 _AVX2 = r"""
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -613,7 +822,8 @@ _TAIL = r"""
 typedef void (*Kernel)(const Args&, int64_t, int64_t);
 
 // isa: 0 = the best this CPU has, 1 = plain C++, 2 = AVX2, 3 = AVX-512 (float32
-// activations), 4 = AVX-512 with the bf16 prefill where it applies (tests pin one)
+// activations), 4 = AVX-512 with the bf16 prefill where it applies, 5 = the AMX-BF16 prefill
+// where it applies (else as 4) (tests pin one)
 static Kernel pick(int64_t isa) {
   if (isa == 0) {
     __builtin_cpu_init();
@@ -626,6 +836,22 @@ static Kernel pick(int64_t isa) {
   return isa >= 3 ? avx512::run : (isa == 2 ? avx2::run : scalar::run);
 }
 
+// whether this call runs the AMX-BF16 prefill: pinned (isa 5) or the best (isa 0, bf16
+// activations allowed as for use_bf16, both knobs on), the tiles run here and the shapes fit
+static bool use_amx(const Args& a, int64_t isa, int64_t a16) {
+#if EDGECC_WONLY_AMX
+  if (isa == 0) {
+    if (!a16 || !edgecc_x86_wonly_bf16 || !edgecc_x86_wonly_amx) return false;
+  } else if (isa != 5) {
+    return false;
+  }
+  return amx::ready() && amx::eligible(a);
+#else
+  (void)a; (void)isa; (void)a16;
+  return false;
+#endif
+}
+
 // whether this call runs the bf16 prefill: pinned (isa 4) or the best (isa 0, the build
 // allows it (a16: edgecc-quantized weights), knob on, the CPU has AVX512_BF16), and the
 // weights fit it (bf16::eligible)
@@ -635,7 +861,7 @@ static bool use_bf16(const Args& a, int64_t isa, int64_t a16) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw"))
       return false;
-  } else if (isa != 4) {
+  } else if (isa != 4 && isa != 5) {  // isa 5 (AMX pinned) where the tiles do not apply
     return false;
   }
   return bf16::eligible(a);
@@ -672,8 +898,13 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   a.NG = (a.K + a.G - 1) / a.G;
   a.KP = (a.K + 1) / 2;
   a.xb = 0;
-  const bool bf = use_bf16(a, meta[8], meta[11]);
+  const bool tiles = use_amx(a, meta[8], meta[11]);
+  const bool bf = tiles || use_bf16(a, meta[8], meta[11]);  // both read x as bf16 pairs
+#if EDGECC_WONLY_AMX
+  const Kernel fn = tiles ? amx::run : bf ? bf16::run : pick(meta[8]);
+#else
   const Kernel fn = bf ? bf16::run : pick(meta[8]);
+#endif
   const int64_t panels = (a.N + 31) / 32;
   // prefill (M > 4: the GEMV paths take M <= 2 / 4) in row blocks of edgecc_x86_wonly_rows
   // where a panel has 4 or more of them (MiniLM's 1024 rows); fewer rows (BERT / GPT-2's
@@ -681,15 +912,22 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
   // a panel dequantizes it again (2.6% of a panel's work at M = 128)
   const int64_t rows = edgecc_x86_wonly_rows;
   a.rb = a.M > 4 && rows > 0 && a.M >= 4 * rows ? rows : a.M;
+  if (tiles) {  // AMX: row blocks of whole 32-row tile pairs, where there are 2+ of them
+    const int64_t r = (edgecc_x86_wonly_amx_rows + 31) / 32 * 32;
+    a.rb = r > 0 && a.M >= 2 * r ? r : a.M;
+  }
   a.nrb = (a.M + a.rb - 1) / a.rb;
   if (a.nrb > 1) __atomic_fetch_add(&edgecc_x86_wonly_row_items, 1, __ATOMIC_RELAXED);
   if (bf) {  // x to bf16 pairs once (a pool job of row blocks), read by every panel's items
-    uint32_t* xb = bf16::x_buffer(a.M * a.KP);
+    const int64_t m32 = (a.M + 31) / 32 * 32;  // the AMX tiles read whole 32-row pairs
+    uint32_t* xb = bf16::x_buffer(m32 * a.KP);
+    if (tiles) memset(xb + a.M * a.KP, 0, (m32 - a.M) * a.KP * 4);
     a.xb = xb;
     parallel_for((a.M + 15) / 16, [&](int64_t b, int64_t e) {
       bf16::convert_rows(a, xb, b * 16, e * 16 < a.M ? e * 16 : a.M);
     }, a.M * a.K);
-    __atomic_fetch_add(&edgecc_x86_wonly_bf16_calls, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(tiles ? &edgecc_x86_wonly_amx_calls : &edgecc_x86_wonly_bf16_calls, 1,
+                       __ATOMIC_RELAXED);
   }
   // jobs under SERIAL_WORK (2^16) weights run serially (waking the pool costs more)
   parallel_for(panels * a.nrb, [&](int64_t b, int64_t e) { fn(a, b, e); },
@@ -700,4 +938,4 @@ int __tvm_ffi_edgecc_x86_wlinear(void*, const TVMFFIAny* args, int32_t num_args,
 }  // extern "C"
 """
 
-SOURCE = _HEAD + _AVX512 + _BF16 + _AVX2 + _SCALAR + _TAIL
+SOURCE = _HEAD + _AVX512 + _BF16 + _AMX + _AVX2 + _SCALAR + _TAIL

@@ -38,6 +38,23 @@ def _counter(lib) -> ctypes.c_int64:
     return ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_bf16_calls")
 
 
+@pytest.fixture
+def no_amx(lib):
+    """The AMX-BF16 prefill off (it takes ``auto``'s prefill on AMX CPUs;
+    test_x86_wonly_amx covers it), restored after."""
+    knob = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_amx")
+    assert knob.value == 1
+    knob.value = 0
+    yield
+    knob.value = 1
+
+
+def _bf16_calls(lib) -> int:
+    """Prefill calls with bf16 activations: the vdpbf16ps path's and the AMX tiles'."""
+    return sum(ctypes.c_int64.in_dll(lib, f"edgecc_x86_wonly_{n}_calls").value
+               for n in ("bf16", "amx"))
+
+
 def bf16(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 (round to nearest even) -> float32, as vcvtne2ps2bf16 (finite x)."""
     b = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
@@ -88,7 +105,7 @@ def test_bf16_prefill_is_bf16_x_times_the_exact_weights(kernel, lib, fmt):
         assert np.any(np.abs(y - _ref(xr, w_wrong, bias)) > tight)
 
 
-def test_auto_takes_bf16_only_where_allowed_and_the_knob_turns_it_off(kernel, lib):
+def test_auto_takes_bf16_only_where_allowed_and_the_knob_turns_it_off(kernel, lib, no_amx):
     import tvm
 
     packed, w, rng = _weight("uint4", 256, 128, seed=3)
@@ -162,7 +179,8 @@ def test_minilm_shapes_error_against_the_float32_path(kernel, shape):
 
 def test_host_build_rounds_only_edgecc_quantized_weights(tmp_path):
     """End to end: a host build of a program edgecc's Quantize pass made w4a16 takes the bf16
-    prefill (its library's counter moves; outputs within 2^-7 of max |y| of the same library
+    prefill, on AMX tiles where the CPU has them (its library's counters move; outputs
+    within 2^-7 of max |y| of the same library
     with the knob off, cosine >= 0.9999, verification passed); the same linears with
     imported-style dequantize weights (no Quantize pass) keep float32 activations."""
     import torch
@@ -180,10 +198,10 @@ def test_host_build_rounds_only_edgecc_quantized_weights(tmp_path):
     assert res.report["verification"]["passed"]
     res.run(x)  # loads the library
     lib = ctypes.CDLL(res._runner.library)
-    knob, calls = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_bf16"), _counter(lib)
-    before = calls.value
+    knob = ctypes.c_int64.in_dll(lib, "edgecc_x86_wonly_bf16")
+    before = _bf16_calls(lib)
     y = np.asarray(res.run(x)).reshape(-1)
-    assert calls.value > before  # the bf16 prefill ran
+    assert _bf16_calls(lib) > before  # the bf16 prefill ran
     try:
         knob.value = 0
         y32 = np.asarray(res.run(x)).reshape(-1)
@@ -199,7 +217,7 @@ def test_host_build_rounds_only_edgecc_quantized_weights(tmp_path):
     res = edgecc.compile(edgecc.trace(imported, (xi,)), target="host", progress=False,
                          output_dir=str(tmp_path / "i"), example_inputs=(xi,))
     res.run(xi)
-    calls = _counter(ctypes.CDLL(res._runner.library))
-    before = calls.value
+    lib = ctypes.CDLL(res._runner.library)
+    before = _bf16_calls(lib)
     res.run(xi)
-    assert calls.value == before  # float32 activations: verified against the model
+    assert _bf16_calls(lib) == before  # float32 activations: verified against the model
