@@ -2,10 +2,12 @@
 each VM call of the int8 library (and of the fp32 one) re-run alone with the VM's arguments,
 every hand-written job serial (``edgecc_x86_serial_work_log2`` = 63) and timed by the calling
 thread's CPU time — robust to other processes on a loaded machine, and what the kernels cost
-(not what the pool's 2 threads make of it). The int8 calls are timed three times, interleaved
+(not what the pool's 2 threads make of it). The int8 calls are timed five times, interleaved
 in one process: as built, with the library's ``edgecc_x86_int8_dw_vbmi`` = 0 (the depthwise
-paths before dw_perm / dw_direct) and with the library's ``edgecc_x86_int8_hi32_off`` set (the 64-bit requantized
-write-back instead of requant16_hi). Prints a table per model (calls by kind, summed), writes
+paths before dw_perm / dw_direct), with the library's ``edgecc_x86_int8_hi32_off`` set (the
+64-bit requantized write-back instead of requant16_hi) and with ``edgecc_x86_int8_amx_conv`` =
+1 / 0 (every / no convolution on AMX tiles; built: 2, the deep pointwise ones; no AMX: all
+the same). Prints a table per model (calls by kind, summed), writes
 ``bench/results/x86_int8_layers.json``.
 
     python bench/x86_int8_layers.py [--models mobilenet_v2,resnet20] [--rounds 5] [--calls]
@@ -75,21 +77,23 @@ def measure(name: str, rounds: int) -> dict:
             if label == "int8":
                 hi32_off = ctypes.c_int64.in_dll(library, "edgecc_x86_int8_hi32_off")
                 dw_switch = ctypes.c_int64.in_dll(library, SWITCH)
+                amx_conv = ctypes.c_int64.in_dll(library, "edgecc_x86_int8_amx_conv")
             calls[label] = (res, [c for c in kernel_calls(res._runner, inputs)
                                   if kind(c[1]) != "builtin"])
-    variants = (("fp32", "fp32", None, 0), ("int8_dw_before", "int8", 0, 0),
-                ("int8_hi32_off", "int8", None, 1), ("int8", "int8", None, 0))
-    times = {key: [[] for _ in calls[label][1]] for key, label, _, _ in variants}
+    # (key, build, dw_vbmi, hi32_off, amx_conv): the library's knobs (as built: 1, 0, 2)
+    variants = (("fp32", "fp32", 1, 0, 2), ("int8_dw_before", "int8", 0, 0, 2),
+                ("int8_hi32_off", "int8", 1, 1, 2), ("int8", "int8", 1, 0, 2),
+                ("int8_amx_conv", "int8", 1, 0, 1), ("int8_vnni_conv", "int8", 1, 0, 0))
+    times = {key: [[] for _ in calls[label][1]] for key, label, *_ in variants}
     for n in range(rounds):  # each round in another order (no variant always last)
-        for key, label, switch, off in variants[n % 4:] + variants[:n % 4]:
-            dw_switch.value = 1 if switch is None else switch
-            hi32_off.value = off
+        k = n % len(variants)
+        for key, label, switch, off, amx in variants[k:] + variants[:k]:
+            dw_switch.value, hi32_off.value, amx_conv.value = switch, off, amx
             for i, (fn, _, args) in enumerate(calls[label][1]):
                 times[key][i].append(_cpu_ms(fn, args))
-    dw_switch.value = 1
-    hi32_off.value = 0
+    dw_switch.value, hi32_off.value, amx_conv.value = 1, 0, 2
     row = {"model": name, "input": shape, "load_average": os.getloadavg()[0], "calls": {}}
-    for key, label, _, _ in variants:
+    for key, label, *_ in variants:
         per = [statistics.median(v) for v in times[key]]
         row[f"{key}_ms"] = sum(per)
         row["calls"][key] = [(_label(s, a), m) for (_, s, a), m in zip(calls[label][1], per)]
@@ -113,22 +117,29 @@ def main() -> int:
     rows = [measure(name, args.rounds) for name in args.models.split(",")]
     for r in rows:
         print(f"\n{r['model']} {r['input']}  (load {r['load_average']:.1f})")
-        for key in ("fp32", "int8_dw_before", "int8_hi32_off", "int8"):
+        for key in ("fp32", "int8_dw_before", "int8_hi32_off", "int8", "int8_amx_conv",
+                    "int8_vnni_conv"):
             parts = ", ".join(f"{k.replace('edgecc_x86_', '')} {v:.3f}"
                               for k, v in sorted(r[f"{key}_by_kernel"].items()))
             print(f"  {key:<15} {r[key + '_ms']:7.3f} ms   {parts}")
         print(f"  int8 / fp32     {r['int8_vs_fp32']:.2f}x   "
               f"(dw before: {r['int8_dw_before_ms'] / r['fp32_ms']:.2f}x, "
-              f"hi32 off: {r['int8_hi32_off_ms'] / r['fp32_ms']:.2f}x)")
+              f"hi32 off: {r['int8_hi32_off_ms'] / r['fp32_ms']:.2f}x, "
+              f"all convs on amx: {r['int8_amx_conv_ms'] / r['fp32_ms']:.2f}x, "
+              f"none: {r['int8_vnni_conv_ms'] / r['fp32_ms']:.2f}x)")
         if args.calls:
-            print(f"    {'call':<44} dw_before hi32_off -> int8")
-            for (label, before), (_, off), (_, now) in zip(r["calls"]["int8_dw_before"],
-                                                           r["calls"]["int8_hi32_off"],
-                                                           r["calls"]["int8"]):
-                print(f"    {label:<44} {before:.4f}    {off:.4f} -> {now:.4f}")
+            print(f"    {'call':<44} dw_before hi32_off -> int8  amx_conv vnni_conv")
+            for (label, before), (_, off), (_, now), (_, amx), (_, vnni) in zip(
+                    r["calls"]["int8_dw_before"], r["calls"]["int8_hi32_off"],
+                    r["calls"]["int8"], r["calls"]["int8_amx_conv"],
+                    r["calls"]["int8_vnni_conv"]):
+                print(f"    {label:<44} {before:.4f}    {off:.4f} -> {now:.4f}  {amx:.4f}"
+                      f"   {vnni:.4f}")
     print("\nms: sum of every VM call re-run alone, 1 thread (jobs serial), calling thread's "
           "CPU time, medians of interleaved rounds; int8_dw_before = edgecc_x86_int8_dw_vbmi 0, "
-          "int8_hi32_off = edgecc_x86_int8_hi32_off 1 (the 64-bit write-back)")
+          "int8_hi32_off = edgecc_x86_int8_hi32_off 1 (the 64-bit write-back), int8_amx_conv / "
+          "int8_vnni_conv = edgecc_x86_int8_amx_conv 1 / 0 (every / no convolution on AMX tiles; "
+          "as built: 2, deep pointwise ones, where the CPU has them)")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "w8a8 vs fp32 kernels, 1 thread CPU time",

@@ -17,12 +17,14 @@ into ``x86_int8_source.SOURCE`` at two points, so the int8 kernel set stays one 
   ``write_tile``'s float epilogue with scale 1 (exact while |acc| < 2^24) — how the tests
   check the conv order (``tdpbsud``) alone; ``edgecc_x86_int8_amx_conv_products`` () -> how
   many convolutions ``amx_conv`` ran on the tiles in this process.
-- ``amx_conv(g, build, build_work)``: a convolution on the tiles, s8 weight rows x u8 im2col
-  panels (``tdpbsud``); each pool task builds the panels of its share of panel pairs
-  (``build(p)``), then runs those pairs' tiles (every 16-row weight block against panels
-  still in its cache), one pool launch per convolution; false (nothing built) where AMX
-  cannot run or the library's ``edgecc_x86_int8_amx_conv`` is 0 — the default: measured on
-  an Intel Xeon with AMX-INT8 the VNNI convolution paths are faster (the knob's comment).
+- ``amx_conv(g, build, build_work, pointwise)``: a convolution on the tiles, s8 weight rows x
+  u8 im2col panels (``tdpbsud``); each pool task builds the panels of its share of panel
+  pairs (``build(p)``), then runs those pairs' tiles (every 16-row weight block against
+  panels still in its cache), one pool launch per convolution; false (nothing built) where
+  AMX cannot run or the library's ``edgecc_x86_int8_amx_conv`` does not take it: 2, the
+  default, takes deep pointwise convolutions (1x1 stride 1 unpadded, 32+ input channels, 4+
+  panel pairs a pool thread), 1 every one, 0 none — on an Intel Xeon with AMX-INT8 the tiles
+  win on those and lose on the rest to the VNNI paths (the knob's comment).
 
 The VNNI panels ``[ceil(N/16)][kq][16][4]`` are AMX's B-tile layout as they are (a tile of
 16 rows x 64 bytes = 16 k quads x 16 columns), so the weights need no new packing::
@@ -232,26 +234,51 @@ int64_t amx_conv_products = 0;
 // tiles, every 16-row block of weights against panels already in its cache; one pool
 // launch per convolution (none under the serial threshold). False (nothing written,
 // nothing built) where AMX cannot run.
-// edgecc_x86_int8_amx_conv 0 (the default): convolutions stay on the VNNI paths where AMX
-// runs the linears — on an Intel Xeon with AMX-INT8 (s24, bench/x86_int8_isa.py, 2 threads,
-// 40 interleaved rounds) w8a8 / fp32 read ResNet-20 0.84 on the tiles vs 0.53 on AVX-512 VNNI,
-// MobileNetV2-32 0.59 vs 0.51, MobileNetV2-224 0.67 vs 0.69: amx_conv bypasses the VNNI
-// paths' banded copies, split pools and tile write-backs. 1: convolutions on the tiles (A/B)
-extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_amx_conv = 0;
+// edgecc_x86_int8_amx_conv 2 (the default, "pointwise"): deep pointwise convolutions on the
+// tiles — 1x1, stride 1, unpadded (their panels are x itself, interleaved), 32+ input
+// channels (kq >= 8: half a 16-quad tile step or more) and 4+ panel pairs a pool thread (the
+// tiles pool by pairs; fewer keep the VNNI path's (panel, channels) split) — every other
+// convolution on the VNNI paths. On an Intel Xeon with AMX-INT8, 1 thread CPU time per call
+// (bench/x86_int8_layers.py, s25, MobileNetV2-224): the projections 72 -> 12 on 224x224
+// 3.65 -> 1.38 ms, 48 -> 12 1.94 -> 0.79, 96 -> 16 on 112x112 0.73 -> 0.45, 288 -> 48 on 56x56
+// 0.44 -> 0.24; the shallow expansions slower (8 -> 48 on 224x224 0.60 -> 0.73, 16 -> 96 on
+// 112x112 0.47 -> 0.54: a tile step mostly padding), the stem 0.29 -> 0.45. Every
+// convolution on the tiles (1, A/B) lost overall (s24, bench/x86_int8_isa.py, 2 threads:
+// w8a8 / fp32 ResNet-20 0.84 vs 0.53 on AVX-512 VNNI, MobileNetV2-32 0.59 vs 0.51): amx_conv
+// bypasses the VNNI paths' banded copies, direct panels, split pools and tile write-backs.
+// 0: every convolution on the VNNI paths.
+extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_amx_conv = 2;
 
-// whether amx_conv would run (the knob, the CPU, the OS and the environment allow AMX)
+// whether every convolution goes to amx_conv (knob 1 and the CPU, OS and environment allow
+// AMX): the banded / direct VNNI paths step aside
 static inline bool amx_conv_ready() {
 #if EDGECC_AMX
-  return edgecc_x86_int8_amx_conv && amx_ready();
+  return edgecc_x86_int8_amx_conv == 1 && amx_ready();
 #else
   return false;
 #endif
 }
 
-template <typename B>
-bool amx_conv(const GemmDot& g, const B& build, int64_t build_work) {
+// whether amx_conv takes this convolution: knob 1, or knob 2 and a deep pointwise one
+// (pointwise: 1x1, stride 1, unpadded) with 4+ panel pairs a pool thread
+static inline bool amx_conv_takes(const GemmDot& g, bool pointwise) {
 #if EDGECC_AMX
-  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_conv_ready()) return false;
+  const int64_t knob = edgecc_x86_int8_amx_conv;
+  if (knob != 1 && !(knob == 2 && pointwise && g.kq >= 8 &&
+                     (g.n_cols + 31) / 32 >= 4 * edgecc_pool_size()))
+    return false;
+  return amx_ready();
+#else
+  (void)g; (void)pointwise;
+  return false;
+#endif
+}
+
+template <typename B>
+bool amx_conv(const GemmDot& g, const B& build, int64_t build_work, bool pointwise) {
+#if EDGECC_AMX
+  if (g.n_rows <= 0 || g.n_cols <= 0 || g.kq <= 0 || !amx_conv_takes(g, pointwise))
+    return false;
   int64_t lda;
   const uint8_t* a = amx_a(g, lda);
   const int64_t np = (g.n_cols + 15) / 16, pairs = (np + 1) / 2;
@@ -263,7 +290,7 @@ bool amx_conv(const GemmDot& g, const B& build, int64_t build_work) {
   __atomic_fetch_add(&amx_conv_products, 1, __ATOMIC_RELAXED);
   return true;
 #else
-  (void)g; (void)build; (void)build_work;
+  (void)g; (void)build; (void)build_work; (void)pointwise;
   return false;
 #endif
 }

@@ -1591,7 +1591,8 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         continue;
       }
       auto build_whole = [&](int64_t p) { build(p, whole); };
-      if (amx_conv(g, build_whole, pix * kq * 4)) continue;  // AMX tiles where CPU and OS allow
+      if (amx_conv(g, build_whole, pix * kq * 4, direct && kh == 1 && kw == 1))
+        continue;  // AMX tiles where the CPU, OS and knob allow
       // few panels (1x1 convolutions on 8x8 / 4x4 maps: 4 / 1): the panels built first, then
       // pooled by (panel, 8 output channels) — by panels alone a 4x4 map cannot split at all
       const int64_t row_tiles = (oc + 7) / 8;

@@ -251,13 +251,14 @@ def test_convolutions_on_tiles_equal_vnni(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     before = count()
     vm["main"](*args)
-    assert count() == before  # off by default: the VNNI convolution paths
+    assert count() == before  # the default (2) takes none: no deep pointwise one here
     knob = ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_amx_conv")
+    assert knob.value == 2
     knob.value = 1
     try:
         amx = [o.numpy() for o in vm["main"](*args)]
     finally:
-        knob.value = 0
+        knob.value = 2
     assert count() - before == 3 * 2 + 2  # every convolution ran on the tiles (x: batch 2)
     monkeypatch.setenv(ENV, "avx512vnni")
     before = count()
@@ -266,3 +267,62 @@ def test_convolutions_on_tiles_equal_vnni(tmp_path, monkeypatch):
     for i, (a, b) in enumerate(zip(amx, vnni)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
     assert len(np.unique(amx[0])) > 100 and len(np.unique(amx[4])) > 50  # not saturated
+
+
+@needs_amx
+def test_deep_pointwise_convolutions_take_the_tiles_by_default(tmp_path, monkeypatch):
+    """``edgecc_x86_int8_amx_conv`` = 2 (the default): a 1x1 stride-1 convolution of 32+
+    input channels (40 here: kq 10) on a map of 4+ panel pairs a pool thread (32x32: 32
+    pairs) runs on the tiles — the count grows by one a call — bit-identical to AVX-512 VNNI;
+    a shallow one (24 channels: kq 6), a deep one on few pairs (8x8: 2) and a 3x3 one stay
+    on the VNNI paths; knob 0 sends the deep one back to VNNI."""
+    import tvm
+    from tvm import relax
+
+    from edgecc.targets.tvm import x86_int8
+    from edgecc.targets.tvm.x86_amx_source import AMX_CONV_COUNT
+
+    rng = np.random.default_rng(5)
+    x, xs, x8 = (random_int8(rng, *s) for s in ((1, 40, 32, 32), (1, 24, 32, 32),
+                                                 (1, 40, 8, 8)))
+    w, ws, w3 = (random_int8(rng, *s) for s in ((20, 40, 1, 1), (36, 24, 1, 1),
+                                                 (16, 40, 3, 3)))
+    bb = relax.BlockBuilder()
+    vs = [relax.Var(n, relax.TensorType(list(a.shape), "int8"))
+          for n, a in (("x", x), ("xs", xs), ("x8", x8))]
+    one, zero = [1, 1], [0, 0]
+    with bb.function("main", vs):
+        with bb.dataflow():
+            deep = [x86_int8.emit_conv(bb, vs[0], w, 3, one, zero, one,
+                                       random_requant(rng, 20))]
+            rest = [x86_int8.emit_conv(bb, vs[1], ws, -2, one, zero, one,
+                                       random_requant(rng, 36)),
+                    x86_int8.emit_conv(bb, vs[2], w, 3, one, zero, one,
+                                       random_requant(rng, 20)),
+                    x86_int8.emit_conv(bb, vs[0], w3, 1, one, one, one,
+                                       random_requant(rng, 16))]
+            out = bb.emit_output(relax.Tuple(deep + rest))
+        bb.emit_func_output(out)
+    module = bb.get().with_attr("external_mods", [x86_int8.external_module()])
+    path = str(tmp_path / "k.so")
+    lib, vm = build_and_load(module, path)
+    count = lib.get_function(AMX_CONV_COUNT, query_imports=True)
+    args = [tvm.runtime.tensor(a) for a in (x, xs, x8)]
+    monkeypatch.delenv(ENV, raising=False)
+    knob = ctypes.c_int64.in_dll(ctypes.CDLL(path), "edgecc_x86_int8_amx_conv")
+    assert knob.value == 2
+    before = count()
+    auto = [o.numpy() for o in vm["main"](*args)]
+    assert count() == before + 1  # the deep pointwise one alone
+    knob.value = 0
+    try:
+        vm["main"](*args)
+        assert count() == before + 1
+    finally:
+        knob.value = 2
+    monkeypatch.setenv(ENV, "avx512vnni")
+    vnni = [o.numpy() for o in vm["main"](*args)]
+    assert count() == before + 1
+    for i, (a, b) in enumerate(zip(auto, vnni)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    assert len(np.unique(auto[0])) > 50  # not saturated
