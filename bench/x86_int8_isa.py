@@ -43,8 +43,9 @@ AVX2_MCPU = "haswell"
 
 def cpu_isas() -> list[str]:
     """avx2, then the VNNI kernels this CPU can run, then AMX where the CPU has AMX-INT8
-    (``EDGECC_X86_INT8_ISA=amx``, the library's default there: the linears on the tiles, the
-    convolutions too only with ``edgecc_x86_int8_amx_conv`` = 1) — from /proc/cpuinfo."""
+    (``EDGECC_X86_INT8_ISA=amx``, the library's default there: the linears and the deep
+    pointwise convolutions on the tiles, every convolution with ``edgecc_x86_int8_amx_conv`` =
+    1) — from /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(next(line for line in f if line.startswith("flags")).split(":")[1]

@@ -84,7 +84,8 @@ x86_int8_dw_entry_source). The pool's work measure of these is per
 output (``edgecc_x86_int8_dw_output_work``, 64; a library symbol for A/B), so 8x8 / 4x4 maps of
 many channels run on both threads.
 
-Convolutions on AMX (``x86_amx_source.amx_conv``) where the CPU and OS allow; im2col panels
+Deep pointwise convolutions on AMX (``x86_amx_source.amx_conv``; every one with the library's
+``edgecc_x86_int8_amx_conv`` = 1) where the CPU and OS allow; im2col panels
 that are not one 16-byte run (maps narrower than 16, strides) are built with 16-lane dword
 gathers from the padded copy (``gather_panel``) instead of a byte loop.
 (The dw_perm / dw_direct C++ text lives in ``x86_int8_dw_source.DW_KERNELS``, spliced in; so do
