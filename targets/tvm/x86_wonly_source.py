@@ -678,18 +678,6 @@ static inline void block(const Args& a, const uint32_t* wb, int64_t m0, float* o
   }
 }
 
-// the calling thread's hi / lo panel buffer
-static uint32_t* weight_buffer(int64_t words) {
-  static thread_local uint32_t* buf = 0;
-  static thread_local int64_t cap = 0;
-  if (words > cap) {
-    free(buf);
-    cap = words;
-    buf = static_cast<uint32_t*>(aligned_alloc(64, ((words * 4 + 63) / 64) * 64));
-  }
-  return buf;
-}
-
 struct alignas(64) Config {
   uint8_t palette, start_row, reserved[14];
   uint16_t colsb[16];
@@ -707,7 +695,7 @@ static void run(const Args& a, int64_t i0, int64_t i1) {
     cfg.rows[t] = 16;
   }
   _tile_loadconfig(&cfg);
-  uint32_t* wb = weight_buffer(4 * a.KP * 16);
+  uint32_t* wb = reinterpret_cast<uint32_t*>(panel_buffer(4 * a.KP * 16));  // hi / lo
   alignas(64) float out[32 * 32];
   int64_t have = -1;
   for (int64_t i = i0; i < i1; ++i) {

@@ -15,27 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.targets.tvm.test_x86_wonly import FORMATS, _cpu_flags, _quantized, _run
-from tests.targets.tvm.test_x86_wonly_bf16 import bf16
+from tests.targets.tvm.test_x86_wonly import FORMATS, _cpu_flags, _run
+from tests.targets.tvm.test_x86_wonly_bf16 import _weight, bf16, kernel, lib  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
     not {"amx_bf16", "amx_tile", "avx512_bf16", "avx512bw"} <= _cpu_flags(),
     reason="AMX-BF16 CPUs")
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    tvm_ffi = pytest.importorskip("tvm_ffi")
-    from edgecc.targets.tvm import x86_wonly
-
-    return tvm_ffi.load_module(x86_wonly.shared_library())[x86_wonly.LINEAR]
-
-
-@pytest.fixture(scope="module")
-def lib():
-    from edgecc.targets.tvm import x86_wonly
-
-    return ctypes.CDLL(x86_wonly.shared_library())  # the copy the kernel fixture loaded
 
 
 def _var(lib, name: str) -> ctypes.c_int64:
@@ -49,16 +34,6 @@ def split(w: np.ndarray) -> np.ndarray:
     lo = bf16(w - hi)  # w - hi is exact in float32
     assert np.all(np.abs(hi.astype(np.float64) + lo - w) <= 2.0 ** -16 * np.abs(w))
     return hi.astype(np.float64) + lo.astype(np.float64)
-
-
-def _weight(dtype, k, group, offset=False, f16=False, n=70, seed=0):
-    from edgecc.targets.tvm import x86_wonly
-
-    rng = np.random.default_rng(seed)
-    values, axis, block, w = _quantized(rng, n, dtype, k, group, offset, f16)
-    packed, why = x86_wonly.plan(values, axis, block, dtype)
-    assert packed is not None, why
-    return packed, w, rng
 
 
 def _check(kernel, lib, packed, w, x, bias):
