@@ -166,17 +166,83 @@ class ValueRecorder(fx.Interpreter):
 
     def __init__(self, gm: fx.GraphModule, watch: set[fx.Node],
                  on_value: Callable[[fx.Node, torch.Tensor], None],
-                 last: fx.Node | None = None) -> None:
+                 last: fx.Node | None = None, keep: fx.Node | None = None) -> None:
         super().__init__(gm)
-        self.watch, self.on_value, self.last = watch, on_value, last
+        self.watch, self.on_value, self.last, self.keep = watch, on_value, last, keep
+        self.kept: RunState | None = None  # the run's state after ``keep``
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
         if n in self.watch:
             self.on_value(n, out)
+        if n is self.keep:
+            self.kept = self._state_after(n, out)
         if n is self.last:
             raise StopRecording
         return out
+
+    def resume(self, state: RunState, *args: Any) -> Any:
+        """Run on from ``state`` (a run of the same graph, or of a copy with the same node
+        names, kept after one of its nodes): the nodes up to that one are not run again."""
+        env: dict[fx.Node, Any] = {}
+        for node in self.graph.nodes:
+            if node.name in state.values:
+                env[node] = state.values[node.name]
+            elif node.name in state.done:
+                env[node] = None  # run and no longer read: skipped, never read
+        return self.run(*args, initial_env=env)
+
+    def _state_after(self, n: fx.Node, out: Any) -> RunState:
+        # the environment the interpreter has after ``n``: every value a later node reads;
+        # not the weights (``get_attr``: fetched again on resuming, nothing to hold)
+        live = {**self.env, n: out}
+        for dead in self.user_to_last_uses.get(n, []):
+            live.pop(dead, None)
+        done = set()
+        for node in self.graph.nodes:
+            if node.op != "get_attr":
+                done.add(node.name)
+            if node is n:
+                break
+        from_inputs: set[fx.Node] = set()  # nodes a graph input reaches
+        for node in self.graph.nodes:
+            if node.op == "placeholder" or any(a in from_inputs for a in node.all_input_nodes):
+                from_inputs.add(node)
+            if node is n:
+                break
+        return RunState({k.name: v for k, v in live.items() if k.op != "get_attr"},
+                        frozenset(done),
+                        frozenset(k.name for k in live if k.op != "get_attr"
+                                  and k not in from_inputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """A calibration run stopped after a node: the values later nodes still read (by node
+    name) and the names of every node run so far (``ValueRecorder.resume``).
+    ``constants``: the values computed from the weights alone (no graph input reaches
+    them, e.g. a tied embedding dequantized once for the output layer): the same in every
+    batch's run, held once (``share_constants``) and not counted in ``bytes``: a run holds
+    them anyway."""
+
+    values: dict[str, Any]
+    done: frozenset[str]
+    constants: frozenset[str] = frozenset()
+
+    def bytes(self) -> int:
+        """Bytes of the values that depend on the batch."""
+        def size(v: Any) -> int:
+            if isinstance(v, torch.Tensor):
+                return v.numel() * v.element_size()
+            return sum(size(x) for x in v) if isinstance(v, (tuple, list)) else 0
+
+        return sum(size(v) for k, v in self.values.items() if k not in self.constants)
+
+    def share_constants(self, first: RunState) -> None:
+        """Hold ``first``'s copies of the weight-only values (another batch's run of the
+        same graph: the same values) instead of this run's."""
+        for k in self.constants & first.constants:
+            self.values[k] = first.values[k]
 
 
 def record_values(program: Program, batches: Sequence[Sequence[Any]], nodes: Iterable[fx.Node],
@@ -319,6 +385,11 @@ def _position(graph: fx.Graph) -> Callable[[fx.Node], int]:
 def first_in_graph(graph: fx.Graph, nodes: Sequence[fx.Node]) -> fx.Node:
     """The node of ``nodes`` that comes first in ``graph`` (where shared inputs go)."""
     return min(nodes, key=_position(graph))
+
+
+def last_in_graph(graph: fx.Graph, nodes: Iterable[fx.Node]) -> fx.Node:
+    """The node of ``nodes`` that comes last in ``graph``."""
+    return max(nodes, key=_position(graph))
 
 
 def quantized_weight_bytes(program: Program) -> int:

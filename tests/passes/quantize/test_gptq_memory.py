@@ -1,9 +1,12 @@
 """Bounded memory in GPTQ (issue 20): the quantize pass holds only a run of consecutive layer
-inputs' Hessians at a time; each later run re-runs the float program up to its last input,
-so the weights are bit-identical to those of one calibration run with every Hessian alive."""
+inputs' Hessians at a time; each later run runs the float program on from where the previous
+one stopped (from the inputs when the kept values would not fit in the budget) up to its last
+input, so the weights are bit-identical to those of one calibration run with every Hessian
+alive."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -11,6 +14,7 @@ import edgecc
 from edgecc.pass_base import PassContext
 from edgecc.pass_manager import PassManager
 from edgecc.passes.quantize import gptq
+from edgecc.passes.quantize.layers import RunState, ValueRecorder
 
 
 class Blocks(nn.Module):
@@ -42,14 +46,39 @@ def _codes(prog):
             if k.endswith(("_qweight", "_scale", "_zero_point"))}
 
 
-def test_hessians_in_runs_give_the_same_weights_as_one_run():
+def _nodes_run(monkeypatch):
+    """Counts the nodes the calibration runs execute (not the weights' ``get_attr``: a
+    resumed run fetches them again)."""
+    count = [0]
+    run_node = ValueRecorder.run_node
+
+    def counted(self, n):
+        count[0] += n.op != "get_attr"
+        return run_node(self, n)
+
+    monkeypatch.setattr(ValueRecorder, "run_node", counted)
+    return count
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resumed", "from-the-inputs"])
+def test_hessians_in_runs_give_the_same_weights_as_one_run(monkeypatch, resume):
     torch.manual_seed(0)
     prog = edgecc.trace(Blocks().eval(), (torch.randn(4, 32),))
+    count = _nodes_run(monkeypatch)
     whole, s_whole = _quantize(prog, 0)
+    one_run = count[0]
+    if not resume:  # the runs' states do not fit in the budget: each run starts anew
+        monkeypatch.setattr(RunState, "bytes", lambda self: 1 << 40)
     # 96x96 float64 is 72 KiB, 32x32 8 KiB: a 0.075 MiB budget holds one Hessian per run
     runs, s_runs = _quantize(prog, 0.075)
     assert s_whole["gptq_hessians"]["runs"] == 1
+    assert s_whole["gptq_hessians"]["resumed"] == 0
     assert s_runs["gptq_hessians"]["runs"] == 7  # 3 ups + 3 downs + head: 7 inputs
+    # each later run goes on from where the previous one stopped: together they run the
+    # graph once more at most (after the first, whole run that also feeds the activation
+    # observers), not a prefix of it each
+    assert s_runs["gptq_hessians"]["resumed"] == (6 if resume else 0)
+    assert (count[0] - one_run <= 2 * one_run) == resume
     assert s_runs["gptq_hessians"]["peak_mib"] < s_whole["gptq_hessians"]["peak_mib"]
     a, b = _codes(whole), _codes(runs)
     assert a.keys() == b.keys() and len(a) >= 21
@@ -124,3 +153,34 @@ def test_output_error_runs_dequantize_weights_in_row_blocks_with_the_same_output
             assert torch.equal(cached.run(x)[0], q.run(x)[0]), text
         assert not calls and len(cached.cache) == 7, text  # 7 weights, none split
         monkeypatch.setattr(qpass, "_dequantize_rows", real)
+
+
+class TiedHead(nn.Module):
+    """Blocks whose output layer reads a weight-only value computed at the graph's start
+    (as a tied embedding dequantized once for the output layer): 512 KiB, more than the
+    budget, alive from the start to the end of every run."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = Blocks()
+        self.table = nn.Parameter(torch.randn(4096, 32) * 0.1)
+
+    def forward(self, x):
+        table = self.table * 0.5
+        h = self.blocks(x)
+        return h[:, :32] @ table.t()
+
+
+def test_weight_only_values_are_held_once_and_not_counted_against_the_budget():
+    torch.manual_seed(0)
+    prog = edgecc.trace(TiedHead().eval(), (torch.randn(4, 32),))
+    whole, _ = _quantize(prog, 0)
+    runs, s_runs = _quantize(prog, 0.075)
+    assert s_runs["gptq_hessians"]["runs"] == 7
+    assert s_runs["gptq_hessians"]["resumed"] == 6
+    a, b = _codes(whole), _codes(runs)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    x = torch.randn(4, 32)
+    assert torch.equal(whole.run(x)[0], runs.run(x)[0])
