@@ -396,8 +396,12 @@ class Program:
             ) from exc
         finally:
             mode.allow_non_fake_inputs = previous
+        # the metadata is now the propagated one of this graph: a verify right after (the
+        # pass driver's, after a pass that refreshed) need not propagate again
+        self._verified = self._metadata_fingerprint()
 
-    _verified: tuple[Any, ...] | None = None  # _metadata_fingerprint() after a verify
+    # _metadata_fingerprint() after a verify or a refresh_metadata
+    _verified: tuple[Any, ...] | None = None
 
     def _metadata_fingerprint(self) -> tuple[Any, ...]:
         """What shape propagation reads and writes: the graph's code, every weight's
@@ -441,7 +445,8 @@ class Program:
                 f"{len(self.input_specs)}"
             )
         # shape propagation again only where the graph, a weight's layout or a node's
-        # metadata moved since the last verify (the same inputs give the same metadata)
+        # metadata moved since the last verify or refresh_metadata (the same inputs give
+        # the same metadata)
         fingerprint = self._metadata_fingerprint()
         if fingerprint != self._verified:
             stored = {n: n.meta.get("val") for n in self.graph.nodes
