@@ -64,23 +64,48 @@ def hessian_chunks(sizes: list[int], budget: int) -> list[list[int]]:
 
 
 class _ColumnQuantizers:
-    """Per-row scale, zero point and offset (float32; offset 0 without one,
-    ``QuantParams.offset``) that apply to a weight column: converted to float32 once per
-    params, sliced per column (a group's column of the per-group tensors)."""
+    """Per-row scale, zero point and offset (float32) that apply to a weight column:
+    converted to float32 once per params, sliced per column (a group's column of the
+    per-group tensors). The zero point is None when it is zero everywhere (symmetric) and
+    the offset None without one (``QuantParams.offset``): the column loop then skips
+    adding and subtracting them (the same values; at most a zero's sign differs)."""
 
     def __init__(self, params: QuantParams) -> None:
         self.s = params.scale.to(torch.float32)
-        self.z = params.zero_point.to(torch.float32)
-        self.o = 0.0 if params.offset is None else params.offset.to(torch.float32)
+        z = params.zero_point.to(torch.float32)
+        self.z = None if not bool(z.any()) else z
+        self.o = None if params.offset is None else params.offset.to(torch.float32)
         self.block = params.block_size if self.s.dim() else 0
-        self.scalar = self.s.dim() == 0
-        self.offset = params.offset is not None
+        self.per_column = self.s.dim() > 0 and self.block > 0
 
-    def __call__(self, col: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
-        if self.scalar or not self.block:
+    def __call__(self, col: int) -> tuple[torch.Tensor, torch.Tensor | None,
+                                          torch.Tensor | None]:
+        if not self.per_column:
             return self.s, self.z, self.o  # per tensor, or per channel along the rows
         g = col // self.block
-        return self.s[:, g], self.z[:, g], (self.o[:, g] if self.offset else self.o)
+        return (self.s[:, g], None if self.z is None else self.z[:, g],
+                None if self.o is None else self.o[:, g])
+
+    def quantize_into(self, col: int, x: torch.Tensor, q: torch.Tensor, qmin: float,
+                      qmax: float) -> None:
+        """``q = (clamp(round((x - o) / s) + z, qmin, qmax) - z) * s + o``, written into
+        ``q`` in place (no temporaries: the column loop's per-column op count is its
+        cost)."""
+        s, z, o = self(col)
+        if o is None:
+            torch.div(x, s, out=q)
+        else:
+            torch.sub(x, o, out=q)
+            q.div_(s)
+        q.round_()
+        if z is not None:
+            q.add_(z)
+        q.clamp_(qmin, qmax)
+        if z is not None:
+            q.sub_(z)
+        q.mul_(s)
+        if o is not None:
+            q.add_(o)
 
 
 _UPDATE_BLOCK_BYTES = 1 << 24  # the trailing update's product, a block of rows (16 MiB)
@@ -145,15 +170,15 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
                 params = QuantParams(params.dtype, scales, zeros, params.axis,
                                      params.block_size, params.qmin, params.qmax)
                 columns = _ColumnQuantizers(params)
-            s, z, o = columns(col)
-            x = w1[i]
-            q = (torch.clamp(torch.round((x - o) / s) + z, qmin, qmax) - z) * s + o
-            q1[i] = q
-            e = (x - q) / diag[i]
+            x, e = w1[i], err1[i]
+            columns.quantize_into(col, x, q1[i], qmin, qmax)
+            torch.sub(x, q1[i], out=e)
+            e.div_(diag[i])
             # the rank-1 step as a broadcast product: the same products e_r * h_c (an
-            # outer product through a K=1 matmul was a BLAS call per column), subtracted
-            w1[i:] -= hinv1[i, i:].unsqueeze(1) * e.unsqueeze(0)
-            err1[i] = e
+            # outer product through a K=1 matmul was a BLAS call per column, and addr_'s
+            # fused multiply-add rounds differently), subtracted in place (addcmul_ with
+            # value -1: h_c * e_r negated exactly, then added: the same bits as mul, sub)
+            w1[i:].addcmul_(hinv1[i, i:].unsqueeze(1), e.unsqueeze(0), value=-1)
         q_all[:, i1:i2] = q1.t()
         err1 = err1.t().contiguous()  # the layout the trailing product always had
         # the trailing update a block of rows at a time: the product's temporary is ~16 MiB,
