@@ -141,8 +141,9 @@ def qformat(name: str) -> QFormat:
 
 def broadcast_param(p: torch.Tensor, shape: tuple[int, ...] | torch.Size, axis: int,
                     block_size: int) -> torch.Tensor:
-    """Expand a scale / zero point to broadcast against a tensor of ``shape``."""
-    if p.dim() == 0:
+    """Expand a scale / zero point to broadcast against a tensor of ``shape``
+    (``block_size`` -1: ``p`` already has ``shape``'s rank and broadcasts as it is)."""
+    if p.dim() == 0 or block_size < 0:
         return p
     rank = len(shape)
     axis = axis % rank
@@ -207,10 +208,32 @@ def unpack_int4(packed: torch.Tensor, signed: bool, dim: int = -1) -> torch.Tens
 
 # -- reference semantics -----------------------------------------------------------------
 
+def _block_split(shape: torch.Size, p: torch.Tensor, axis: int, block_size: int
+                 ) -> tuple[list[int], int] | None:
+    """When per-block params ``p`` tile ``axis`` of a tensor of ``shape`` exactly: the
+    tensor's shape with that axis split into ``[blocks, block_size]`` and the axis (the
+    params then broadcast as ``p.unsqueeze(axis + 1)``, not expanded to the full shape by
+    ``broadcast_param``: the same element-wise arithmetic without a full-size copy of each
+    param); else None."""
+    rank = len(shape)
+    if block_size <= 0 or p.dim() != rank or rank == 0:
+        return None
+    a = axis % rank
+    if shape[a] != p.shape[a] * block_size:
+        return None
+    return [*shape[:a], p.shape[a], block_size, *shape[a + 1:]], a
+
+
 def _quantize_values(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                      axis: int, block_size: int, qmin: int, qmax: int,
                      fmt: QFormat) -> torch.Tensor:
     """Quantized values, unpacked, in float32 (integers) or the float format."""
+    split = _block_split(x.shape, scale, axis, block_size)
+    if split is not None and zero_point.shape == scale.shape:
+        view, a = split
+        q = _quantize_values(x.reshape(view), scale.unsqueeze(a + 1),
+                             zero_point.unsqueeze(a + 1), 0, -1, qmin, qmax, fmt)
+        return q.reshape(x.shape)
     s = broadcast_param(scale.to(torch.float32), x.shape, axis, block_size)
     xf = x.to(torch.float32)
     if fmt.is_float:
@@ -277,6 +300,11 @@ def _param_rows(p: torch.Tensor, i: int, j: int, n: int, first: bool,
 
 def _dequantize_block(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                       axis: int, block_size: int, fmt: QFormat) -> torch.Tensor:
+    split = _block_split(q.shape, scale, axis, block_size)
+    if split is not None and zero_point.shape == scale.shape:
+        view, a = split
+        return _dequantize_block(q.reshape(view), scale.unsqueeze(a + 1),
+                                 zero_point.unsqueeze(a + 1), 0, -1, fmt).reshape(q.shape)
     s = broadcast_param(scale.to(torch.float32), q.shape, axis, block_size)
     if fmt.is_float:
         return q.to(torch.float32) * s

@@ -19,6 +19,11 @@ LAYOUTS = [
     ((37, 20), 1, 8, (37, 3), (37, 3)),
     ((37, 6, 3, 3), 0, 0, (37,), (37,)),
     ((37, 6, 3, 3), 1, 4, (37, 2, 3, 3), (37, 2, 3, 3)),
+    # groups that tile their axis exactly: computed on a [.., blocks, block, ..] view with
+    # the params broadcast (not expanded by broadcast_param): the same bits
+    ((37, 32), 1, 8, (37, 4), (37, 4)),
+    ((40, 20), 0, 8, (5, 20), (5, 20)),
+    ((37, 8, 3, 3), 1, 4, (37, 2, 3, 3), (37, 2, 3, 3)),
 ]
 
 
@@ -41,6 +46,13 @@ def test_blockwise_equals_whole(monkeypatch, dtype, layout):
     lo, hi = (-8, 7) if dtype == "int4" else (0, 255) if dtype == "uint8" else (-128, 127)
     zero_point = torch.randint(lo, hi + 1, z_shape, generator=g).to(torch.float32)
     q = Q._quantize_values(x, scale, zero_point, axis, block_size, lo, hi, fmt)
+    s_full = Q.broadcast_param(scale, shape, axis, block_size)  # the reference expression
+    if fmt.is_float:
+        want = (x / s_full).clamp(-fmt.float_max, fmt.float_max).to(fmt.storage)
+    else:
+        want = torch.clamp(torch.round(x / s_full) + Q.broadcast_param(
+            zero_point, shape, axis, block_size), lo, hi)
+    assert torch.equal(q.float(), want.float())
     if not fmt.is_float:
         q = q.to(torch.int8 if lo < 0 else torch.uint8)
     expected = _whole(q, scale, zero_point, axis, block_size, fmt)

@@ -155,6 +155,7 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
         w1 = w[:, i1:i2].t().contiguous()
         err1 = torch.empty_like(w1)
         q1 = torch.empty_like(w1)
+        update = torch.empty_like(w1)  # the rank-1 steps' products
         hinv1 = hinv[i1:i2, i1:i2]
         diag = hinv1.diagonal().tolist()
         for i in range(i2 - i1):
@@ -175,10 +176,12 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, tq: TensorQuant, *, block: i
             torch.sub(x, q1[i], out=e)
             e.div_(diag[i])
             # the rank-1 step as a broadcast product: the same products e_r * h_c (an
-            # outer product through a K=1 matmul was a BLAS call per column, and addr_'s
-            # fused multiply-add rounds differently), subtracted in place (addcmul_ with
-            # value -1: h_c * e_r negated exactly, then added: the same bits as mul, sub)
-            w1[i:].addcmul_(hinv1[i, i:].unsqueeze(1), e.unsqueeze(0), value=-1)
+            # outer product through a K=1 matmul was a BLAS call per column), into a
+            # buffer, subtracted (addcmul_ / addr_ fuse the multiply-add somewhere: other
+            # bits)
+            step = update[: i2 - i1 - i]
+            torch.mul(hinv1[i, i:].unsqueeze(1), e.unsqueeze(0), out=step)
+            w1[i:] -= step
         q_all[:, i1:i2] = q1.t()
         err1 = err1.t().contiguous()  # the layout the trailing product always had
         # the trailing update a block of rows at a time: the product's temporary is ~16 MiB,
