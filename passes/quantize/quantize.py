@@ -834,7 +834,9 @@ def _apply_awq(program: Program, layers: list[Layer], batches: Any, wq: TensorQu
         x = torch.cat(samples[value])
         x = x[torch.randperm(x.shape[0], generator=gen)[: options.awq_tokens * 4]]
         search.group(program, value, group, x)
-    program.refresh_metadata()
+    # no shape propagation here: until the pass's own at its end, nothing reads the new
+    # nodes' metadata (find_layers goes by module paths and weights; the calibration runs
+    # execute the graph) — on SmolLM2-135M each propagation is ~5 s
     # the graph changed under the layers: find them again (same names)
     fresh = {la.name: la for la in find_layers(program)}
     for i, la in enumerate(layers):
