@@ -10,7 +10,7 @@ contiguous columns — "static groups" — so the stored per-group scales stay O
 Memory: a Hessian is ``K x K`` float64 (a 1.1B Llama's ``down_proj`` input: 254 MB; its 22
 blocks' Hessians together 7.7 GB, 1.9x the fp32 weights). The quantize pass therefore holds
 only a run of consecutive layer inputs' Hessians at a time (:func:`hessian_chunks`, a byte
-budget), accumulated in float64 as before: the weights are the same as with every Hessian
+budget), summed in float64 as before: the weights are the same as with every Hessian
 accumulated at once, at the cost of running the calibration prefix once per run.
 """
 
@@ -26,21 +26,25 @@ from edgecc.quant import QuantParams
 
 
 class HessianAccumulator:
-    """``H = 2/n Σ x xᵀ`` over every row of every batch of a layer's input."""
+    """``H = 2/n Σ x xᵀ`` over every row of every batch of a layer's input: each batch's
+    product a float32 GEMM (twice float64's speed: the calibration run's largest cost, e.g.
+    all-MiniLM-L6-v2's 1536-wide FFN inputs; relative error ~1e-6 against float64, far
+    below GPTQ's 1% damping), the running sum in float64."""
 
     def __init__(self) -> None:
         self.h: torch.Tensor | None = None
         self.n = 0
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
         m = x.shape[0]
         if self.h is None:
             self.h = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
         self.h *= self.n / (self.n + m)
         self.n += m
-        x = x * (2.0 / self.n) ** 0.5
-        self.h += x.T @ x
+        # the batch's own product (not of rows pre-scaled by the running count): the same
+        # float32 values however the batches are split across runs or ranks
+        self.h.add_((x.T @ x).to(torch.float64), alpha=2.0 / self.n)
 
 
 def hessian_bytes(columns: int) -> int:

@@ -41,6 +41,10 @@ def test_hessian_is_the_mean_outer_product():
     h.update(x[:30])
     h.update(x[30:])
     assert torch.allclose(h.h.float(), 2 * x.T @ x / 100, atol=1e-5)
+    # each batch's product in float32, the sum in float64: within ~1e-6 of float64 throughout
+    x64 = x.double()
+    assert h.h.dtype == torch.float64
+    assert torch.allclose(h.h, 2 * x64.T @ x64 / 100, rtol=1e-6, atol=1e-6)
 
 
 def test_awq_scale_search_never_loses_to_rtn_on_its_data():
