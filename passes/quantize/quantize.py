@@ -286,7 +286,9 @@ class Quantize(Pass):
             states = _record(program, batches, set(observers) | set(first), on_value,
                              desc="calibrating", progress=context.progress,
                              device=context.device,
-                             keep=hessians.last_input(program.graph, first) if hessians else None)
+                             keep=(hessians.last_input(program.graph, first)
+                                   if hessians else None),
+                             keep_bytes=hessians.budget if hessians else 0)
             # under torchrun: every rank's statistics become those of all ranks' data
             for obs in observers.values():
                 distributed.reduce_observer(obs)
@@ -440,12 +442,14 @@ class Quantize(Pass):
 
 def _record(program: Program, batches: Any, nodes: set[fx.Node],
             on_value: Any, *, desc: str, progress: bool | None, device: Any = None,
-            keep: fx.Node | None = None, resume: list[RunState] | None = None
-            ) -> list[RunState] | None:
+            keep: fx.Node | None = None, resume: list[RunState | None] | None = None,
+            keep_bytes: int = 0) -> list[RunState] | None:
     """``record_values`` that stops each batch after the last watched node (in graph
     order): the rest of the model is not run for nothing. ``keep``: each batch's state
-    after that node is returned (``RunState``), and ``resume`` (one per batch) starts
-    each batch from such a state instead of from the inputs."""
+    after that node is returned (``RunState``) while together they stay within
+    ``keep_bytes`` (else None: none is held past the batch that went over), and
+    ``resume`` (one per batch, each released once its batch has run) starts each batch
+    from such a state instead of from the inputs."""
     from edgecc.distributed import move_module
 
     last = max((i for i, n in enumerate(program.graph.nodes) if n in nodes), default=-1)
@@ -453,6 +457,7 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
     gm = program.graph_module
     dev = torch.device(device) if device is not None else torch.device("cpu")
     kept: list[RunState] = []
+    held = 0
     if dev.type != "cpu":
         move_module(gm, dev)
     try:
@@ -462,7 +467,9 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
                 args = [b.to(dev) if isinstance(b, torch.Tensor) else b for b in batch]
                 try:
                     if resume is not None:
-                        recorder.resume(resume[i], *args)
+                        state, resume[i] = resume[i], None
+                        recorder.resume(state, *args)
+                        del state
                     else:
                         recorder.run(*args)
                 except StopRecording:
@@ -471,6 +478,9 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
                     if kept:
                         recorder.kept.share_constants(kept[0])
                     kept.append(recorder.kept)
+                    held += recorder.kept.bytes()
+                    if held > keep_bytes:  # over the budget: run on from the inputs later
+                        kept, keep = [], None
     finally:
         if dev.type != "cpu":
             move_module(gm, "cpu")
@@ -542,9 +552,9 @@ class _Hessians:
 
     def add(self, accs: dict[fx.Node, gptq.HessianAccumulator],
             states: list[RunState] | None = None) -> None:
-        # a run's states are kept for the next run while they fit in the budget
-        fits = states is not None and sum(st.bytes() for st in states) <= self.budget
-        self.states = states if fits else None
+        # a run's states are kept for the next run while they fit in the budget (_record
+        # drops them as soon as they do not)
+        self.states = states
         self.live.update(accs)
         self.runs += 1
         self.peak_bytes = max(self.peak_bytes, sum(
@@ -585,7 +595,7 @@ class _Hessians:
                          progress=self.context.progress, device=self.context.device,
                          keep=(self.last_input(self.reference.graph, accs)
                                if k < len(self.chunks) else None),
-                         resume=resume)
+                         resume=resume, keep_bytes=self.budget)
         self.resumed += resume is not None
         for acc in accs.values():
             distributed.reduce_hessian(acc)
