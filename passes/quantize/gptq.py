@@ -11,7 +11,9 @@ Memory: a Hessian is ``K x K`` float64 (a 1.1B Llama's ``down_proj`` input: 254 
 blocks' Hessians together 7.7 GB, 1.9x the fp32 weights). The quantize pass therefore holds
 only a run of consecutive layer inputs' Hessians at a time (:func:`hessian_chunks`, a byte
 budget), summed in float64 as before: the weights are the same as with every Hessian
-accumulated at once, at the cost of running the calibration prefix once per run.
+accumulated at once; each later run goes on from where the previous one stopped (the values
+the rest of the graph reads, kept per batch while they fit the budget; else it runs the
+calibration prefix again).
 """
 
 from __future__ import annotations
