@@ -198,22 +198,18 @@ class ValueRecorder(fx.Interpreter):
         live = {**self.env, n: out}
         for dead in self.user_to_last_uses.get(n, []):
             live.pop(dead, None)
-        done = set()
+        done: set[str] = set()  # every node run so far but the weights
+        from_inputs: set[fx.Node] = set()  # nodes a graph input reaches
         for node in self.graph.nodes:
             if node.op != "get_attr":
                 done.add(node.name)
-            if node is n:
-                break
-        from_inputs: set[fx.Node] = set()  # nodes a graph input reaches
-        for node in self.graph.nodes:
             if node.op == "placeholder" or any(a in from_inputs for a in node.all_input_nodes):
                 from_inputs.add(node)
             if node is n:
                 break
-        return RunState({k.name: v for k, v in live.items() if k.op != "get_attr"},
-                        frozenset(done),
-                        frozenset(k.name for k in live if k.op != "get_attr"
-                                  and k not in from_inputs))
+        held = {k: v for k, v in live.items() if k.op != "get_attr"}
+        return RunState({k.name: v for k, v in held.items()}, frozenset(done),
+                        frozenset(k.name for k in held if k not in from_inputs))
 
 
 @dataclasses.dataclass(frozen=True)
