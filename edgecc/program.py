@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from edgecc import ops as _ops  # noqa: F401  (registers edgecc:: composite ops with torch)
 from edgecc import quant as _quant  # noqa: F401  (registers edgecc:: quantization ops)
@@ -259,6 +260,9 @@ class Program:
             source=self.source,
         )
         result._shared = {id(t): (t, t._version) for t in shared.values()}
+        # same code, layouts and metadata: what was propagated here holds in the copy
+        result._verified = self._verified
+        result._propagated = _carried_record(self, result)
         return result
 
     _shared: dict[int, tuple[torch.Tensor, int]] = {}  # id -> (tensor, version when shared)
@@ -370,9 +374,13 @@ class Program:
         return mode
 
     def refresh_metadata(self) -> None:
-        """Recompute every node's ``meta["val"]`` by fake-tensor propagation."""
-        from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+        """Recompute every node's ``meta["val"]`` by fake-tensor propagation.
 
+        Incremental after the first: a node whose op, arguments, weight layout and stored
+        ``val`` are those of the last propagation, and none of whose inputs changed layout,
+        keeps its ``val`` (it would compute the same one); every other node is propagated
+        again. A pass that rewrote a few nodes re-propagates those and whatever their new
+        layouts reach, not the whole graph."""
         mode = self.fake_mode()
         placeholders = self.nodes("placeholder")
         fakes = []
@@ -383,22 +391,29 @@ class Program:
             fakes.append(val)
         previous = mode.allow_non_fake_inputs
         mode.allow_non_fake_inputs = True
+        prop = _IncrementalFakeProp(self.graph_module, mode, self._propagated)
         try:
             # as run() executes: under autograd, a parameter-derived attention mask
             # (T5's, Swin's position bias) sends SDPA to another kernel with another
             # output layout, and the export's view of that output no longer fits
             with torch.no_grad():
-                FakeTensorProp(self.graph_module, mode=mode).propagate_dont_convert_inputs(
-                    *fakes)
+                prop.propagate_dont_convert_inputs(*fakes)
         except Exception as exc:  # an op the pass built with wrong arguments
+            self._propagated = {}
             raise ProgramVerificationError(
                 f"shape propagation failed: {one_line(exc)}"
             ) from exc
         finally:
             mode.allow_non_fake_inputs = previous
+        self._propagated = prop.record()
+        self.propagated_nodes = prop.propagated
         # the metadata is now the propagated one of this graph: a verify right after (the
         # pass driver's, after a pass that refreshed) need not propagate again
         self._verified = self._metadata_fingerprint()
+
+    # node -> (signature, val, layout) as the last refresh_metadata left them
+    _propagated: dict[fx.Node, tuple[Any, Any, Any]] = {}
+    propagated_nodes = 0  # operator and weight nodes the last refresh_metadata propagated
 
     # _metadata_fingerprint() after a verify or a refresh_metadata
     _verified: tuple[Any, ...] | None = None
@@ -406,14 +421,7 @@ class Program:
     def _metadata_fingerprint(self) -> tuple[Any, ...]:
         """What shape propagation reads and writes: the graph's code, every weight's
         layout and every node's ``meta["val"]`` layout (not weight values)."""
-        def layout(v: Any) -> Any:
-            if isinstance(v, torch.Tensor):
-                # str: a symbolic size compared by == would add a guard, not say equal
-                return (str(tuple(v.shape)), v.dtype, str(v.stride()), v.device.type)
-            if isinstance(v, (list, tuple)):
-                return tuple(layout(x) for x in v)
-            return type(v).__name__ if v is not None else None
-
+        layout = _layout
         attrs = tuple(layout(_get_attr(self.graph_module, str(n.target)))
                       for n in self.graph.nodes if n.op == "get_attr")
         vals = tuple(layout(n.meta.get("val")) for n in self.graph.nodes)
@@ -558,6 +566,98 @@ def _get_attr(module: torch.nn.Module, target: str) -> torch.Tensor:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _layout(v: Any) -> Any:
+    """What shape propagation sees of a value: shape, dtype, strides, device."""
+    if isinstance(v, torch.Tensor):
+        # str: a symbolic size compared by == would add a guard, not say equal
+        return (str(tuple(v.shape)), v.dtype, str(v.stride()), v.device.type)
+    if isinstance(v, (list, tuple)):
+        return tuple(_layout(x) for x in v)
+    return type(v).__name__ if v is not None else None
+
+
+def _frozen(arg: Any) -> Any:
+    """A node's argument as a comparable value (nodes by identity)."""
+    if isinstance(arg, (list, tuple)):
+        return (type(arg).__name__, *(_frozen(a) for a in arg))
+    if isinstance(arg, dict):
+        return ("dict", *((k, _frozen(v)) for k, v in arg.items()))
+    if isinstance(arg, slice):
+        return ("slice", _frozen(arg.start), _frozen(arg.stop), _frozen(arg.step))
+    return arg
+
+
+def _signature(module: fx.GraphModule, n: fx.Node) -> Any:
+    """What a node's propagated ``val`` depends on besides its inputs' values."""
+    sig = (n.op, n.target, _frozen(n.args), _frozen(n.kwargs))
+    if n.op == "get_attr":
+        value = _get_attr(module, str(n.target))
+        # a submodule (a subgraph) may have changed inside: never kept
+        sig = (*sig, _layout(value) if isinstance(value, torch.Tensor) else object())
+    return sig
+
+
+def _carried_record(source: Program, copied: Program) -> dict[fx.Node, tuple[Any, Any, Any]]:
+    """``source``'s propagation record moved onto ``copied``'s nodes (matched by name),
+    for the nodes whose record still holds in ``source``."""
+    if not source._propagated:
+        return {}
+    by_name = {n.name: n for n in copied.graph.nodes}
+    out = {}
+    for node, (sig, val, lay) in source._propagated.items():
+        new = by_name.get(node.name)
+        if (new is None or node.graph is not source.graph or node.meta.get("val") is not val
+                or new.meta.get("val") is None):
+            continue
+        try:
+            holds = sig == _signature(source.graph_module, node)
+        except Exception:  # noqa: BLE001  (an argument without a plain ==)
+            holds = False
+        if holds and _layout(new.meta["val"]) == lay:
+            out[new] = (_signature(copied.graph_module, new), new.meta["val"], lay)
+    return out
+
+
+class _IncrementalFakeProp(FakeTensorProp):
+    """``FakeTensorProp`` that keeps a node's ``val`` where nothing it depends on moved
+    since ``last`` (``node -> (signature, val, layout)``, a previous run's ``record()``):
+    same op and arguments, the same ``val`` object still stored, every input node's layout
+    unchanged and, for a weight, the same tensor layout. Everything else is propagated;
+    a node whose new layout differs from its old one makes its users propagate too."""
+
+    def __init__(self, module: fx.GraphModule, mode: Any,
+                 last: dict[fx.Node, tuple[Any, Any, Any]]) -> None:
+        super().__init__(module, mode=mode)
+        self.last = last
+        self.changed: set[fx.Node] = set()
+        self.propagated = 0
+
+    def run_node(self, n: fx.Node) -> Any:
+        old = self.last.get(n)
+        sig = _signature(self.module, n)
+        if (old is not None and n.op not in ("placeholder", "output")
+                and n.meta.get("val") is old[1] and old[1] is not None
+                and not any(i in self.changed for i in n.all_input_nodes)):
+            try:
+                same = old[0] == sig
+            except Exception:  # noqa: BLE001  (an argument without a plain ==)
+                same = False
+            if same:
+                return old[1]
+        self.propagated += n.op not in ("placeholder", "output")
+        result = super().run_node(n)
+        if old is None or _layout(n.meta.get("val")) != old[2]:
+            self.changed.add(n)
+        return result
+
+    def record(self) -> dict[fx.Node, tuple[Any, Any, Any]]:
+        out = {}
+        for n in self.module.graph.nodes:
+            val = n.meta.get("val")
+            out[n] = (_signature(self.module, n), val, _layout(val))
+        return out
 
 
 def _fake_like(program: Program, value: torch.Tensor) -> Any:

@@ -131,6 +131,71 @@ def test_verify_propagates_shapes_again_only_after_a_change(dynamic, monkeypatch
     assert len(calls) == done
 
 
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(16, 16) for _ in range(6))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return (x.sum(-1),)
+
+
+def _layouts(p):
+    return {n.name: describe(n.meta.get("val")) for n in p.graph.nodes}
+
+
+def describe(v):
+    if isinstance(v, torch.Tensor):
+        return (str(tuple(v.shape)), v.dtype, str(v.stride()))
+    return repr(v)
+
+
+def _full_propagation(p):
+    q = p.copy()
+    q._propagated = {}  # forget the record: every node propagated
+    q.refresh_metadata()
+    assert q.propagated_nodes == len(q.nodes("call_function")) + len(q.nodes("get_attr"))
+    return _layouts(q)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_refresh_after_a_local_rewrite_propagates_only_what_it_reaches(dynamic):
+    batch = torch.export.Dim("batch", min=1, max=16)
+    p = edgecc.trace(Deep().eval(), (torch.randn(4, 16),),
+                     dynamic_shapes=({0: batch},) if dynamic else None)
+    n_nodes = len(p.graph.nodes)
+    relu = [n for n in p.nodes("call_function") if "relu" in str(n.target)][2]
+    with p.graph.inserting_after(relu):  # the same layout: the next layer's nodes keep theirs
+        doubled = p.graph.call_function(torch.ops.aten.mul.Tensor, (relu, 2.0))
+    relu.replace_all_uses_with(doubled, delete_user_cb=lambda u: u is not doubled)
+    p.graph_module.recompile()
+    p.verify()
+    assert p.propagated_nodes == 2  # the new node and its user
+    assert _layouts(p) == _full_propagation(p)
+    # a new layout travels: every node after a batch-doubling concat propagates again
+    x = p.nodes("placeholder")[0]
+    first = next(iter(x.users))
+    with p.graph.inserting_before(first):
+        cat = p.graph.call_function(torch.ops.aten.cat.default, ([x, x], 0))
+    first.replace_input_with(x, cat)
+    p.graph_module.recompile()
+    p.verify()
+    assert p.propagated_nodes > n_nodes // 2
+    assert _layouts(p) == _full_propagation(p)
+    assert p.graph.output_node().args[0][0].meta["val"].shape[0] == 2 * (
+        p.nodes("placeholder")[0].meta["val"].shape[0])
+
+
+def test_copy_keeps_the_propagation_record():
+    p = edgecc.trace(Deep().eval(), (torch.randn(4, 16),))
+    q = p.copy()
+    q.refresh_metadata()
+    assert q.propagated_nodes == 0  # everything carried over
+    assert _layouts(q) == _full_propagation(q)
+
+
 def test_save_and_load_pt2_round_trip(tmp_path):
     p = traced(dynamic=True)
     path = os.path.join(tmp_path, "m.pt2")
