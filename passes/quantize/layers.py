@@ -425,9 +425,11 @@ def set_weight(program: Program, layer: Layer, value: torch.Tensor) -> None:
 
 
 def output_error(reference: Program, program: Program, batches: Any,
-                 n: int) -> dict[str, Any] | None:
+                 n: int, refs: list[tuple[Any, ...]] | None = None) -> dict[str, Any] | None:
     """SQNR / cosine / max-abs of ``program`` against ``reference`` on up to ``n``
-    calibration batches (two fresh random inputs when there are none); None when n <= 0."""
+    calibration batches (two fresh random inputs when there are none); None when n <= 0.
+    ``refs``: ``reference``'s outputs on those batches when the caller has them already
+    (used when there is one per batch)."""
     from edgecc.inputs import fresh_inputs
     from edgecc.metrics import compare_outputs
 
@@ -435,7 +437,8 @@ def output_error(reference: Program, program: Program, batches: Any,
         return None
     inputs = list(batches[:n]) if batches else [fresh_inputs(reference, seed=11 + i)
                                                   for i in range(2)]
-    refs = [reference.run(*b) for b in inputs]
+    if refs is None or len(refs) != len(inputs):
+        refs = [reference.run(*b) for b in inputs]
     outs = [program.run(*b) for b in inputs]
     m = compare_outputs(refs, outs, atol=0.0, rtol=0.0)
     return {"on": "calibration batches" if batches else "random inputs",

@@ -275,6 +275,7 @@ class Quantize(Pass):
         hessians = _Hessians(program, reference, layers, batches, options, context) \
             if options.algorithm == "gptq" else None
         first = hessians.next_chunk() if hessians is not None else {}
+        reference_outputs: list[tuple[torch.Tensor, ...]] | None = None
         clock.lap("setup")
         if observers or first:
             def on_value(node: fx.Node, value: torch.Tensor) -> None:
@@ -283,17 +284,27 @@ class Quantize(Pass):
                 if node in first:
                     first[node].update(value)
 
+            # the program is still the float one here (AWQ aside): the first batches run
+            # to the end give the output error's reference outputs
+            if options.algorithm != "awq" and torch.device(
+                    context.device or "cpu").type == "cpu" and batches:
+                reference_outputs = []
             states = _record(program, batches, set(observers) | set(first), on_value,
                              desc="calibrating", progress=context.progress,
                              device=context.device,
                              keep=(hessians.last_input(program.graph, first)
                                    if hessians else None),
-                             keep_bytes=hessians.budget if hessians else 0)
+                             keep_bytes=hessians.budget if hessians else 0,
+                             outputs=reference_outputs, n_outputs=options.error_batches)
             # under torchrun: every rank's statistics become those of all ranks' data
             for obs in observers.values():
                 distributed.reduce_observer(obs)
             for acc in first.values():
                 distributed.reduce_hessian(acc)
+            if reference_outputs and sum(t.numel() * t.element_size() for o in
+                                         reference_outputs for t in o
+                                         if isinstance(t, torch.Tensor)) > _KEPT_OUTPUT_BYTES:
+                reference_outputs = None  # an LLM's logits: not held through the weights
             if hessians is not None:
                 hessians.add(first, states)
                 first.clear()  # only the pass's Hessians hold them: freed when done
@@ -417,7 +428,7 @@ class Quantize(Pass):
         clock.lap("rewrite")
         # no dequantized-weight cache here: the pass's peak memory stays the weights'
         stats["error"] = output_error(reference, _RowwiseDequantized(program, cache_bytes=0),
-                                      batches, options.error_batches)
+                                      batches, options.error_batches, refs=reference_outputs)
         clock.lap("output error")
         stats["stages_seconds"] = clock.parts
         stats["seconds"] = round(time.perf_counter() - t0, 3)
@@ -443,9 +454,12 @@ class Quantize(Pass):
 def _record(program: Program, batches: Any, nodes: set[fx.Node],
             on_value: Any, *, desc: str, progress: bool | None, device: Any = None,
             keep: fx.Node | None = None, resume: list[RunState | None] | None = None,
-            keep_bytes: int = 0) -> list[RunState] | None:
+            keep_bytes: int = 0, outputs: list[tuple[Any, ...]] | None = None,
+            n_outputs: int = 0) -> list[RunState] | None:
     """``record_values`` that stops each batch after the last watched node (in graph
-    order): the rest of the model is not run for nothing. ``keep``: each batch's state
+    order): the rest of the model is not run for nothing, except for the first
+    ``n_outputs`` batches when ``outputs`` is a list: those run to the end and their
+    outputs (flat tuples, as ``Program.run``'s) are appended to it. ``keep``: each batch's state
     after that node is returned (``RunState``) while together they stay within
     ``keep_bytes`` (else None: none is held past the batch that went over), and
     ``resume`` (one per batch, each released once its batch has run) starts each batch
@@ -463,7 +477,9 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
     try:
         with torch.no_grad():
             for i, batch in enumerate(progress_iter(batches, desc, enabled=progress)):
-                recorder = ValueRecorder(gm, nodes, on_value, last_node, keep)
+                to_end = outputs is not None and i < n_outputs and resume is None
+                recorder = ValueRecorder(gm, nodes, on_value, None if to_end else last_node,
+                                         keep)
                 args = [b.to(dev) if isinstance(b, torch.Tensor) else b for b in batch]
                 try:
                     if resume is not None:
@@ -471,7 +487,11 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
                         recorder.resume(state, *args)
                         del state
                     else:
-                        recorder.run(*args)
+                        out = recorder.run(*args)
+                        if to_end:
+                            outputs.append(tuple(out) if isinstance(out, (tuple, list))
+                                           else (out,))
+                        del out
                 except StopRecording:
                     pass
                 if recorder.kept is not None:
@@ -487,6 +507,7 @@ def _record(program: Program, batches: Any, nodes: set[fx.Node],
     return kept if keep is not None and len(kept) == len(batches) else None
 
 
+_KEPT_OUTPUT_BYTES = 64 << 20  # reference outputs held from calibration to the error runs
 _ONE_RUN_HESSIAN_BYTES = 256 << 20  # automatic budget: Hessians this small in one run
 
 

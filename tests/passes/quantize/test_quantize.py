@@ -239,3 +239,21 @@ def test_quantize_refuses_masked_weights_and_quantizes_after_apply_masks():
     assert stats["layers"] == 2
     counts = op_counts(result.program)
     assert not any("masked" in k for k in counts)
+
+
+@pytest.mark.parametrize("text", ["quantize{scheme=w8a8}",
+                                  "quantize{scheme=w4a16,group_size=32,algorithm=gptq}"])
+def test_output_error_reads_the_float_outputs_of_the_calibration_run(text, monkeypatch):
+    from edgecc.passes.quantize.layers import output_error
+    from edgecc.passes.quantize.quantize import _RowwiseDequantized
+    from edgecc.program import Program
+
+    prog, calib = program(), batches()
+    ran = []
+    run = Program.run
+    monkeypatch.setattr(Program, "run", lambda self, *a: (ran.append(type(self)), run(self, *a))[1])
+    res = quantize(prog, text, calib)
+    assert Program not in ran  # the float program was not run again for the error
+    monkeypatch.undo()
+    again = output_error(prog, _RowwiseDequantized(res.program, cache_bytes=0), calib, 4)
+    assert stats(res)["error"] == again and again["samples"] == 4
