@@ -146,3 +146,30 @@ def test_default_pipeline_preserves_outputs_and_never_grows_the_graph(case):
     assert sum(optimized.op_counts().values()) <= sum(program.op_counts().values())
     assert optimized.op_counts()["aten._native_batch_norm_legit_no_training"] == 0
     assert_close(program, optimized, samples=2, atol=1e-4, rtol=1e-4)
+
+
+def _layouts(program):
+    def layout(v):
+        if isinstance(v, torch.Tensor):
+            return str(tuple(v.shape)), v.dtype, str(v.stride())
+        if isinstance(v, (list, tuple)):
+            return tuple(layout(x) for x in v)
+        return repr(v)
+    return {n.name: layout(n.meta.get("val")) for n in program.graph.nodes}
+
+
+@given(programs, st.sampled_from(["optimize", "w8a8", "w4a16"]))
+def test_incremental_shape_propagation_equals_a_full_one(case, pipeline):
+    """After each pass's verify (incremental: ``Program.refresh_metadata`` keeps the ``val``
+    of nodes nothing moved under), every node's metadata is what propagating the whole
+    graph again gives."""
+    program = build(*case)
+    text = {"optimize": load_recipe("optimize").pipeline,
+            "w8a8": "fold-batchnorm,fuse,quantize{scheme=w8a8}",
+            "w4a16": "fold-batchnorm,quantize{scheme=w4a16}"}[pipeline]
+    context = PassContext(calibration=[fresh_inputs(program, seed=i) for i in range(2)])
+    out = PassManager(text)(program.copy(), context=context).program
+    full = out.copy()
+    full._propagated = {}  # no record: every node propagated again
+    full.refresh_metadata()
+    assert _layouts(out) == _layouts(full)
