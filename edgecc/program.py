@@ -605,10 +605,11 @@ def _carried_record(source: Program, copied: Program) -> dict[fx.Node, tuple[Any
     if not source._propagated:
         return {}
     by_name = {n.name: n for n in copied.graph.nodes}
+    live = {n.name: n for n in source.graph.nodes}  # not a node erased since (a name reused)
     out = {}
     for node, (sig, val, lay) in source._propagated.items():
         new = by_name.get(node.name)
-        if (new is None or node.graph is not source.graph or node.meta.get("val") is not val
+        if (new is None or live.get(node.name) is not node or node.meta.get("val") is not val
                 or new.meta.get("val") is None):
             continue
         try:

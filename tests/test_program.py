@@ -214,3 +214,18 @@ def test_trace_keeps_attention_as_one_operator():
     x = torch.randn(1, 2, 4, 8)
     p = edgecc.trace(Attn(), (x, x, x))
     assert p.op_counts()["aten.scaled_dot_product_attention"] == 1
+
+
+def test_copy_does_not_carry_the_record_of_an_erased_node_to_its_namesake():
+    p = edgecc.trace(Deep().eval(), (torch.randn(4, 16),))
+    relu = [n for n in p.nodes("call_function") if "relu" in str(n.target)][2]
+    name = relu.name
+    with p.graph.inserting_after(relu):  # a namesake with wrong, never propagated metadata
+        twin = p.graph.call_function(torch.ops.aten.relu.default, relu.args)
+    relu.replace_all_uses_with(twin)
+    p.graph.erase_node(relu)
+    twin.name = name
+    twin.meta["val"] = relu.meta["val"].to(torch.float16)
+    q = p.copy()
+    with pytest.raises(ProgramVerificationError, match="metadata says"):
+        q.verify()
