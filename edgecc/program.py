@@ -634,6 +634,7 @@ class _IncrementalFakeProp(FakeTensorProp):
         self.last = last
         self.changed: set[fx.Node] = set()
         self.propagated = 0
+        self.seen: dict[fx.Node, tuple[Any, Any]] = {}  # node -> (signature, layout) now
 
     def run_node(self, n: fx.Node) -> Any:
         old = self.last.get(n)
@@ -646,19 +647,19 @@ class _IncrementalFakeProp(FakeTensorProp):
             except Exception:  # noqa: BLE001  (an argument without a plain ==)
                 same = False
             if same:
+                self.seen[n] = (sig, old[2])
                 return old[1]
         self.propagated += n.op not in ("placeholder", "output")
         result = super().run_node(n)
-        if old is None or _layout(n.meta.get("val")) != old[2]:
+        layout = _layout(n.meta.get("val"))
+        if old is None or layout != old[2]:
             self.changed.add(n)
+        self.seen[n] = (sig, layout)
         return result
 
     def record(self) -> dict[fx.Node, tuple[Any, Any, Any]]:
-        out = {}
-        for n in self.module.graph.nodes:
-            val = n.meta.get("val")
-            out[n] = (_signature(self.module, n), val, _layout(val))
-        return out
+        """``node -> (signature, val, layout)`` of this run (every node was run)."""
+        return {n: (sig, n.meta.get("val"), layout) for n, (sig, layout) in self.seen.items()}
 
 
 def _fake_like(program: Program, value: torch.Tensor) -> Any:
