@@ -54,7 +54,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..25). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..26). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -153,6 +153,11 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_same3x3_window = 
 // the 6 x 64 tiles (PATH_CONV_S2_PHASES), 1x1 stride-2 ones (no pad) a copy of its even rows
 // and columns (PATH_CONV_S2_EVENS); 0: im2col panels (the same sums: the tests' A/B)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_phases = 1;
+// 1: a stride-2 map of one panel group on 2+ threads splits into two groups (each thread
+// builds and reads the rows of its own half); 0: one group, its copy built before the job
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_s2_halves = 1;
+// stride-2 calls so far: a pool task's copy is keyed by its call (s2_rows)
+static std::atomic<uint64_t> s2_call_ids{0};
 // same-size 3x3 convolutions (stride 1, pad 1, even maps, 8+ input channels; AVX-512) through
 // Winograd F(2x2, 3x3) (PATH_CONV_WINOGRAD; x86_fp32_winograd.py): 1 (the default); 0: the
 // direct paths. Not the same sums (within 1e-5 relative); a tuning candidate
@@ -795,7 +800,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 26;
+const int N_PATHS = 27;
 const int64_t CONV_PAIRS_MAX_K = 96;  // edgecc_x86_fp32_conv_pairs: 1x1s of at most this many input channels
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
@@ -807,7 +812,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
        PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
        PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23,
-       PATH_DW_S1_WIDE = 24, PATH_EXPAND_DW = 25 };
+       PATH_DW_S1_WIDE = 24, PATH_EXPAND_DW = 25, PATH_CONV_S2_HALVES = 26 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1054,6 +1059,24 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
 }
 
 """ + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws1.SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
+// a stride-2 pool task's copy (scratch slot 1, per thread) of output rows [y0, y1) of call
+// ``id``: build(r0, r1) runs for the rows this thread has not built yet in this call (a
+// thread's claims of one job are contiguous: two-ended jobs), so no rows are built twice by
+// one thread (rchunks items of one group each built the group's rows before)
+template <typename F>
+static void s2_rows(uint64_t id, int64_t y0, int64_t y1, const F& build) {
+  static thread_local uint64_t built_id = 0;
+  static thread_local int64_t b0 = 0, b1 = 0;
+  if (built_id != id || y1 < b0 || y0 > b1) {  // none of it built (or not adjacent): all
+    build(y0, y1);
+    built_id = id, b0 = y0, b1 = y1;
+    return;
+  }
+  if (y0 < b0) build(y0, b0);
+  if (y1 > b1) build(b1, y1);
+  b0 = y0 < b0 ? y0 : b0, b1 = y1 > b1 ? y1 : b1;
+}
+
 // panel_bases (the prelude's: a division per lane) without the divisions where the map's
 // pixels are its input's offsets (stride 1, unpadded rows: 1x1 convolutions): the same
 // offsets; the pool items of a 1x1 called it per item (MobileNetV2-32's 32x32 1x1s: 32 items)
@@ -1248,7 +1271,15 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       else s2_phases(dst, src, c, h, w, oh, ow, y0, y1 + 1);
       memset(dst + c * per_c, 0, 64 * 4);  // read by lanes past the map (unused)
     };
-    const int64_t s3_groups = (n_panels + S3_NP - 1) / S3_NP;
+    // a map of one group (<= S3_NP panels) on 2+ threads: two groups of half the panels each
+    // (PATH_CONV_S2_HALVES), each thread building the rows of its own (s2_rows). One group's
+    // copy built by the caller before the job was read by the worker from the other core.
+    // ResNet-20's 32->64 @16, 2 threads: 48.7 us one group (1 thread 39.6), 29.5 in halves;
+    // its 1x1 shortcut 9.1 -> 7.3 (bench/x86_fp32_call_threads.py, SCHED_FIFO, calls alone)
+    const int64_t gnp = n_panels <= S3_NP && n_panels >= 2 && edgecc_x86_fp32_s2_halves
+                        && edgecc_pool_size() > 1 ? (n_panels + 1) / 2 : S3_NP;
+    const int64_t s3_groups = (n_panels + gnp - 1) / gnp;
+    if (gnp < S3_NP) ++path_calls[PATH_CONV_S2_HALVES];
     int64_t rchunks = 1;
     while (s3_groups * rchunks < 8 && (rchunks * 2) * 2 * S3_MR <= oc) rchunks *= 2;
     const int64_t rlen = (oc + rchunks - 1) / rchunks;
@@ -1259,17 +1290,18 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       if (shared) build(shared, src, 0, oh);
       Gemm g{data<float>(args, 1), k, 0, k, data<float>(args, 2), 1, bounds[0], bounds[1],
              out + b * oc * pix, pix, oc, pix, residual ? residual + b * oc * pix : 0};
+      const uint64_t id = s2_call_ids.fetch_add(1, std::memory_order_relaxed) + 1;
       parallel_for(s3_groups * rchunks, [&](int64_t i0, int64_t i1) {
         float* phases = shared;
-        if (!phases) {  // the rows of this task's output rows [y0, y1)
+        if (!phases) {  // the rows of this task's output rows [y0, y1), once per thread
           phases = static_cast<float*>(scratch(1, bytes));
-          const int64_t q0 = i0 / rchunks * S3_NP * 16, q1 = ((i1 - 1) / rchunks + 1) * S3_NP * 16;
+          const int64_t q0 = i0 / rchunks * gnp * 16, q1 = ((i1 - 1) / rchunks + 1) * gnp * 16;
           const int64_t y0 = q0 / ow, y1 = ((q1 < pix ? q1 : pix) - 1) / ow + 1;
-          build(phases, src, y0, y1);
+          s2_rows(id, y0, y1, [&](int64_t r0, int64_t r1) { build(phases, src, r0, r1); });
         }
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t grp = i / rchunks, rc = i % rchunks;
-          const int64_t p0 = grp * S3_NP, p1 = p0 + S3_NP < n_panels ? p0 + S3_NP : n_panels;
+          const int64_t p0 = grp * gnp, p1 = p0 + gnp < n_panels ? p0 + gnp : n_panels;
           const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
           const float* bq[S3_NP];
           for (int q = 0; q < S3_NP; ++q) bq[q] = phases + (p0 + q) * 16;

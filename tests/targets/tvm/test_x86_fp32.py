@@ -550,6 +550,46 @@ def test_same_size_3x3_tasks_copy_their_own_rows(kernels, c, hw, batch):
     assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("c,hw,oc,batch,k", [(32, (16, 16), 64, 1, 3), (32, (16, 16), 64, 2, 1),
+                                             (5, (7, 9), 37, 2, 3), (3, (3, 3), 7, 1, 3),
+                                             (16, (32, 32), 32, 1, 3)])
+def test_stride2_map_of_one_panel_group_splits_in_halves(kernels, c, hw, oc, batch, k):
+    """A stride-2 map of 2-4 panels (one group of the 6 x 64 tiles) on 2+ threads runs as two
+    groups of half the panels (path 26), each pool thread building its own rows once a call:
+    ResNet-20's 32->64 @16 and its 1x1 shortcut, a partial panel (20 pixels), batch 2;
+    bit-identical to one group (``edgecc_x86_fp32_s2_halves`` 0, or one pool thread), within
+    1e-5 of PyTorch. A map of 1 panel (2x2) or of 4+ groups (16x16 out) never halves."""
+    import ctypes
+
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    rng = np.random.default_rng(c + hw[1] + oc + k)
+    x = rng.standard_normal((batch, c, *hw), np.float32)
+    w = rng.standard_normal((oc, c, k, k), np.float32) / np.float32(np.sqrt(k * k * c))
+    b = rng.standard_normal(oc, np.float32)
+    oh, ow = (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
+    res = rng.standard_normal((batch, oc, oh, ow), np.float32)
+    query = kernels[0].get_function(PATH_QUERY)
+    # two pool threads even where the suite runs one per worker (CI), then one
+    threads = ctypes.c_int32.in_dll(kernels[1], "edgecc_pool_threads")
+    default_threads = threads.value
+    halves, outs = [], []
+    try:
+        for pool, value in ((2, 1), (2, 0), (1, 1)):
+            threads.value = pool
+            before = int(query(26))
+            outs += _conv_per_knob(kernels, "edgecc_x86_fp32_s2_halves", (value,), x, w, b,
+                                   stride=2, pad=k // 2, res=res, lo=-1.0, hi=3.0)[0]
+            halves.append(int(query(26)) - before)
+    finally:
+        threads.value = default_threads
+    panels = (oh * ow + 15) // 16
+    assert halves == [int(_has_avx512() and 2 <= panels <= 4), 0, 0]
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    ref = _torch_conv(x, w, b, 2, k // 2, res, lo=-1.0, hi=3.0)
+    assert np.abs(outs[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 @pytest.mark.parametrize("c,hw,oc,batch,k", [(16, (32, 32), 32, 1, 3), (32, (16, 16), 64, 1, 3),
                                              (5, (7, 9), 37, 2, 3), (8, (40, 40), 20, 1, 3),
                                              (3, (3, 3), 7, 1, 3), (24, (1, 5), 12, 2, 3),
