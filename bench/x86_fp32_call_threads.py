@@ -4,7 +4,7 @@ default host build (``bench.vm_calls.kernel_calls``) timed alone at 1 and at 2 p
 the median per call, 2t / 1t, and the caller's + worker's working time at 2 threads (their
 sum over the 1-thread time is the work the split adds). ``--knob NAME=A,B`` also runs every
 call with the library's int64 global ``NAME`` at each value (the 2-thread column per value),
-outputs checked bit-identical across values.
+(both thread counts per value), outputs checked bit-identical across values.
 
     python bench/x86_fp32_call_threads.py [--model resnet20] [--rounds 10] [--fifo]
                                           [--knob edgecc_x86_fp32_s2_halves=1,0]
@@ -86,7 +86,7 @@ def main() -> None:
     host = probe()
     probes = [host.scaling() if host else None]
     # columns: (threads, knob value)
-    columns = [(1, values[0])] + [(2, v) for v in values]
+    columns = [(t, v) for t in (1, 2) for v in values]
     times = {(i, col): [] for i in range(len(calls)) for col in columns}
     work = {(i, v): [] for i in range(len(calls)) for v in values}
     outputs = {}
@@ -116,7 +116,7 @@ def main() -> None:
     for i, (_fn, sym, args) in enumerate(calls):
         row = {"call": describe(sym, args)}
         for threads, value in columns:
-            key = f"{threads}t" + (f" {label}={value}" if knob is not None and threads == 2 else "")
+            key = f"{threads}t" + (f" {label}={value}" if knob is not None else "")
             row[key] = statistics.median(times[(i, (threads, value))]) / 1e3
         for value in values:
             key = "work 2t" + (f" {label}={value}" if knob is not None else "")

@@ -54,7 +54,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..26). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..27). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -178,6 +178,10 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_wg_narrow =
 // (PATH_CONV_WINOGRAD4; x86_fp32_winograd4.py: 0.56x the multiplies, not the same sums, within
 // 1e-5 relative); 2: F(2x2, 3x3) everywhere. int32, as end_to_end.KNOBS looks knobs up
 __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd_tile = 4;
+// F(4x4): 1: maps of an even number of panels, 2+ per pool thread (32x32: 4), run items of 2
+// panels, the GEMM's 6 x 2 tiles (2 loads of V and 6 of U for 12 FMAs; one panel: 1 and 6 for
+// 6); 0: items of 1 panel (x86_fp32_winograd4)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg4_pairs = 1;
 }
 
 namespace {
@@ -800,7 +804,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 27;
+const int N_PATHS = 28;
 const int64_t CONV_PAIRS_MAX_K = 96;  // edgecc_x86_fp32_conv_pairs: 1x1s of at most this many input channels
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
@@ -812,7 +816,8 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_CONV_WINOGRAD_PACKED = 17, PATH_DW_ROWS = 18,
        PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
        PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23,
-       PATH_DW_S1_WIDE = 24, PATH_EXPAND_DW = 25, PATH_CONV_S2_HALVES = 26 };
+       PATH_DW_S1_WIDE = 24, PATH_EXPAND_DW = 25, PATH_CONV_S2_HALVES = 26,
+       PATH_CONV_WINOGRAD4_PAIRS = 27 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane

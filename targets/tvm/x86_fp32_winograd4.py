@@ -21,7 +21,13 @@ outside the map) and a merge, as ``wg_input_narrow`` picks F(2x2)'s; the output'
 floats of lane group 4v..4v+3 are two permutex2var of Y's columns and a blend. A pool item is
 one panel (V: 36 x C x 64 bytes; 36 KiB for 16 channels) x an output-channel chunk; slices of 6
 output channels run the 36 GEMMs into a block M (13.5 KiB) transformed straight to the output
-(bias, residual, clamp fused).
+(bias, residual, clamp fused). Maps of an even number of panels, at least 2 per pool thread
+(32x32: 4), run items of 2 panels instead (``edgecc_x86_fp32_wg4_pairs`` 1, path
+``PATH_CONV_WINOGRAD4_PAIRS``, 27): the GEMM's 6 x 2 tiles load V twice and U 6 times for 12
+FMAs (one panel: once and 6 times for 6). The same sums per output (bit-identical, tested).
+ResNet-20's 16->16 @32, calls alone, 2 threads (bench/x86_fp32_call_threads.py, SCHED_FIFO):
+18.1-19.3 us against 22.4-23.9 (the threads' work 31-34 against 38-42); 1 thread within the
+noise (28-32 either way).
 
 Eligible (``wg4_eligible``, besides F(2x2)'s conditions): ``edgecc_x86_fp32_winograd_tile`` = 4
 (int32, the default; 2 sends them to F(2x2, 3x3)), maps 16 or 32 wide, heights whose tile grid
@@ -231,32 +237,39 @@ static void winograd4_conv_w(const float* x, const float* wt, const float* packe
   // output-channel chunks only until every pool thread has an item (as winograd_conv)
   int64_t threads = edgecc_pool_size(), rchunks = 1;
   if (edgecc_x86_num_tasks > 0 && edgecc_x86_num_tasks < threads) threads = edgecc_x86_num_tasks;
-  while (n_panels * rchunks < threads && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
+  // items of 2 panels where every pool thread still gets one (PATH_CONV_WINOGRAD4_PAIRS)
+  const int64_t gp = edgecc_x86_fp32_wg4_pairs && n_panels % 2 == 0 && n_panels >= 2 * threads
+                     ? 2 : 1, groups = n_panels / gp;
+  if (gp == 2) ++path_calls[PATH_CONV_WINOGRAD4_PAIRS];
+  while (groups * rchunks < threads && (rchunks * 2) * 2 * WG_MR <= oc) rchunks *= 2;
   const int64_t rlen = (oc + rchunks - 1) / rchunks;
   for (int64_t b = 0; b < nb; ++b) {
     const float* src = x + b * c * pix;
     float* dst = out + b * oc * pix;
     const float* rb = res ? res + b * oc * pix : 0;
-    parallel_for(n_panels * rchunks, [&](int64_t i0, int64_t i1) {
-      float* v = static_cast<float*>(scratch(0, WG4_E * c * 16 * 4 + 64));
-      float* m = static_cast<float*>(scratch(3, WG_MR * WG4_E * 16 * 4 + 64));
+    parallel_for(groups * rchunks, [&](int64_t i0, int64_t i1) {
+      float* v = static_cast<float*>(scratch(0, gp * WG4_E * c * 16 * 4 + 64));
+      float* m = static_cast<float*>(scratch(3, gp * WG_MR * WG4_E * 16 * 4 + 64));
       Wg4Tables t;
       wg4_tables<W>(t);
       int64_t built = -1;
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t p = i / rchunks, rc = i % rchunks;
-        if (built != p) {
-          wg4_input<W>(v, src, c, h, p, t);
-          built = p;
+        const int64_t grp = i / rchunks, rc = i % rchunks;
+        if (built != grp) {
+          for (int64_t q = 0; q < gp; ++q)
+            wg4_input<W>(v + q * c * WG4_E * 16, src, c, h, grp * gp + q, t);
+          built = grp;
         }
         const int64_t r0 = rc * rlen, r1 = r0 + rlen < oc ? r0 + rlen : oc;
         for (int64_t r = r0; r < r1;) {  // slices of balanced height (16: 6 + 5 + 5)
           const int64_t left = r1 - r, n = (left + WG_MR - 1) / WG_MR;
           const int mr = (int)((left + n - 1) / n);
-          wg_gemm_rows<1, WG4_E>(mr, u + r * WG4_E * c, v, c, m);
+          if (gp == 2) wg_gemm_rows<2, WG4_E>(mr, u + r * WG4_E * c, v, c, m);
+          else wg_gemm_rows<1, WG4_E>(mr, u + r * WG4_E * c, v, c, m);
           for (int k = 0; k < mr; ++k)
-            wg4_output<W>(m + k * WG4_E * 16, dst + (r + k) * pix, rb ? rb + (r + k) * pix : 0,
-                          bias[r + k], lo, hi, p, t);
+            for (int64_t q = 0; q < gp; ++q)
+              wg4_output<W>(m + (k * gp + q) * WG4_E * 16, dst + (r + k) * pix,
+                            rb ? rb + (r + k) * pix : 0, bias[r + k], lo, hi, grp * gp + q, t);
           r += mr;
         }
       }

@@ -169,3 +169,41 @@ def test_the_default_build_runs_f4x4_where_eligible(builds):
         assert (after[0] - before[0], after[1] - before[1]) == ((3, 2) if value == 4 else (3, 0))
     ref = _expected(m, x)
     assert _rel(outs[4], ref) <= BOUND and _rel(outs[4], outs[2]) <= BOUND
+
+
+PAIRS_PATH = 27
+
+
+@pytest.mark.parametrize("c,oc,h,w,batch", [(16, 16, 32, 32, 1), (16, 16, 32, 32, 2),
+                                            (32, 32, 16, 16, 1), (24, 40, 16, 32, 1),
+                                            (9, 7, 48, 16, 2), (16, 16, 24, 32, 1)])
+def test_panel_pairs_give_the_same_sums(kernels, c, oc, h, w, batch):
+    """Maps of an even number of panels, at least 2 per pool thread (32x32: 4; 48x16: 3 is
+    odd, 24x32: 3), run items of 2 panels (path 27: the GEMM's 6 x 2 tiles) at 1 and 2 pool
+    threads: bit-identical to items of 1 panel (``edgecc_x86_fp32_wg4_pairs`` 0), within BOUND
+    of PyTorch. 32->32 @16 (1 panel) and 16x32 (2 panels at 2 threads) keep 1-panel items."""
+    from edgecc.targets.tvm.x86_fp32_source import PATH_QUERY
+
+    x, wt, b, res, lo = _case(c, oc, h, w, batch, True, True, c + oc + h)
+    query = kernels[0].get_function(PATH_QUERY)
+    pairs = ctypes.c_int64.in_dll(kernels[1], "edgecc_x86_fp32_wg4_pairs")
+    threads = ctypes.c_int32.in_dll(kernels[1], "edgecc_pool_threads")
+    old = pairs.value, threads.value
+    outs, taken = [], []
+    try:
+        for pool in (1, 2):
+            for value in (1, 0):
+                pairs.value, threads.value = value, pool
+                before = int(query(PAIRS_PATH))
+                out, n = _run(kernels, 1, 4, lambda: _conv(kernels, x, wt, b, pad=1, res=res,
+                                                           lo=lo))
+                assert n == (1, 1)
+                outs.append(out)
+                taken.append(int(query(PAIRS_PATH)) - before)
+    finally:
+        pairs.value, threads.value = old
+    panels = (h // 4) * (w // 4) // 16
+    assert taken == [int(panels % 2 == 0 and panels >= 2), 0,
+                     int(panels % 2 == 0 and panels >= 4), 0]
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert _rel(outs[0], _torch_conv(x, wt, b, 1, 1, res, lo=lo)) <= BOUND
