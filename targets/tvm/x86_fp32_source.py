@@ -54,7 +54,7 @@ rows per vector (``edgecc_x86_fp32_dw_flat``); AVX2 runs 8
 outputs of a row per step; other depthwise
 shapes a scalar plane. An optional residual (laid out as the output) is added
 after the bias, before the clamp. ``edgecc_x86_fp32_path_calls(i)`` counts the calls per
-path (the tests' check that nothing fell back: PATH_* in the source, 0..27). Every path sums a
+path (the tests' check that nothing fell back: PATH_* in the source, 0..28). Every path sums a
 tap's products in the same order with one rounding per FMA, so the paths agree bit for bit
 with each other (the per-layer A/B of bench/x86_fp32 checks it), except Winograd F(2x2, 3x3)
 for same-size 3x3 convolutions (``x86_fp32_winograd``; ``edgecc_x86_fp32_winograd``, on by
@@ -64,7 +64,7 @@ agree to ~1e-6 relative, not bit for bit).
 """
 
 from edgecc.targets.tvm import (x86_fp32_dwrows, x86_fp32_dws1, x86_fp32_dws2, x86_fp32_expand_dw,
-                                x86_fp32_winograd, x86_fp32_winograd4)
+                                x86_fp32_winograd, x86_fp32_winograd4, x86_fp32_winograd_oc)
 from edgecc.targets.tvm.x86_kernel_ffi import ffi_prelude
 
 SYMBOLS = ("edgecc_x86_sgemm", "edgecc_x86_sconv", "edgecc_x86_sdwconv",
@@ -182,6 +182,9 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd_ti
 // panels, the GEMM's 6 x 2 tiles (2 loads of V and 6 of U for 12 FMAs; one panel: 1 and 6 for
 // 6); 0: items of 1 panel (x86_fp32_winograd4)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg4_pairs = 1;
+// F(2x2) on 8x8 maps of 16k output channels: 1, channels in the lanes (x86_fp32_winograd_oc,
+// PATH_CONV_WINOGRAD_OC); 0: winograd_conv (the same sums)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg_oc = 1;
 }
 
 namespace {
@@ -804,7 +807,7 @@ static void s2_evens(float* out, const float* x, int64_t c, int64_t h, int64_t w
 }
 
 // which path each call took (the tests' proof that nothing fell back): see PATH_* below
-const int N_PATHS = 28;
+const int N_PATHS = 29;
 const int64_t CONV_PAIRS_MAX_K = 96;  // edgecc_x86_fp32_conv_pairs: 1x1s of at most this many input channels
 static int64_t path_calls[N_PATHS] = {};
 enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENERIC = 3,
@@ -817,7 +820,7 @@ enum { PATH_CONV_DIRECT = 0, PATH_CONV_IM2COL = 1, PATH_DW_3X3 = 2, PATH_DW_GENE
        PATH_DW_FLAT = 19, PATH_CONV_WINOGRAD_NARROW = 20, PATH_CONV_WINOGRAD4 = 21,
        PATH_DW_S2_WIDE = 22, PATH_CONV_PAIRS = 23,
        PATH_DW_S1_WIDE = 24, PATH_EXPAND_DW = 25, PATH_CONV_S2_HALVES = 26,
-       PATH_CONV_WINOGRAD4_PAIRS = 27 };
+       PATH_CONV_WINOGRAD4_PAIRS = 27, PATH_CONV_WINOGRAD_OC = 28 };
 
 struct Depthwise {
   const float* src; int64_t ld;  // one (padded) input plane
@@ -1063,7 +1066,7 @@ static void dw3x3_channels(const Depthwise& d, const float* x, const float* wt, 
   }
 }
 
-""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws1.SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + r"""
+""" + x86_fp32_dwrows.SOURCE + x86_fp32_dwrows.FLAT_SOURCE + x86_fp32_dws1.SOURCE + x86_fp32_dws2.SOURCE + x86_fp32_winograd.SOURCE + x86_fp32_winograd4.SOURCE + x86_fp32_winograd_oc.SOURCE + r"""
 // a stride-2 pool task's copy (scratch slot 1, per thread) of output rows [y0, y1) of call
 // ``id``: build(r0, r1) runs for the rows this thread has not built yet in this call (a
 // thread's claims of one job are contiguous: two-ended jobs), so no rows are built twice by
@@ -1177,6 +1180,15 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       if (u4) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
       winograd4_conv(x, wt, u4, data<float>(args, 2), residual, out, nb, c, h, w, oc, bounds[0],
                      bounds[1]);
+      return 0;
+    }
+    if (edgecc_x86_fp32_wg_narrow == 1 && wg_oc_eligible(edgecc_x86_fp32_wg_oc, c, h, w, oc)) {
+      ++path_calls[PATH_CONV_WINOGRAD_OC];  // channels in the lanes: its Uᵀ cached (form 5)
+      ++path_calls[PATH_CONV_WINOGRAD_NARROW];  // its input transform: wg_input_narrow<8>
+      const float* ut = flag == 2 ? wg_cached(args + 1, wt, oc, c, 5) : 0;
+      if (ut || flag == 1) ++path_calls[PATH_CONV_WINOGRAD_PACKED];  // 1: U from the build
+      winograd_oc_conv(x, wt, flag == 1 ? wt + oc * k : 0, ut, data<float>(args, 2), residual,
+                       out, nb, c, oc, bounds[0], bounds[1]);
       return 0;
     }
     const float* u = flag == 1 ? wt + oc * k : flag == 2 ? wg_cached(args + 1, wt, oc, c) : 0;
@@ -1583,6 +1595,9 @@ int __tvm_ffi_edgecc_x86_sdwconv(void*, const TVMFFIAny* args, int32_t num_args,
 // whose items ran several panel pairs per row block (edgecc_x86_fp32_conv_pairs); 24: the
 // depthwise calls of 4 on stride-1 planes 65..128 wide in row blocks (x86_fp32_dws1);
 // 25: edgecc_x86_sexpdw calls that ran the fused row bands (x86_fp32_expand_dw);
+// 26: the calls of 14 / 15 on maps of one panel group split in halves (edgecc_x86_fp32_s2_halves);
+// 27: the calls of 21 that ran items of 2 panels (edgecc_x86_fp32_wg4_pairs); 28: the calls of
+// 16 on 8x8 maps with output channels in the lanes (x86_fp32_winograd_oc, edgecc_x86_fp32_wg_oc)
 // index -1: 1 when the AVX-512 micro-kernel runs, 0 for AVX2
 __attribute__((visibility("default")))
 int __tvm_ffi_edgecc_x86_fp32_path_calls(void*, const TVMFFIAny* args, int32_t num_args,
