@@ -182,8 +182,9 @@ __attribute__((weak, visibility("default"))) int32_t edgecc_x86_fp32_winograd_ti
 // panels, the GEMM's 6 x 2 tiles (2 loads of V and 6 of U for 12 FMAs; one panel: 1 and 6 for
 // 6); 0: items of 1 panel (x86_fp32_winograd4)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg4_pairs = 1;
-// F(2x2) on 8x8 maps of 16k output channels: 1, channels in the lanes (x86_fp32_winograd_oc,
-// PATH_CONV_WINOGRAD_OC); 0: winograd_conv (the same sums)
+// F(2x2) on 8x8 maps and F(4x4) on 16x16 maps of 16k output channels: 1, channels in the
+// lanes (x86_fp32_winograd_oc, PATH_CONV_WINOGRAD_OC); 0: winograd_conv / winograd4_conv (the
+// same sums)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg_oc = 1;
 }
 
@@ -1176,6 +1177,14 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
     const float* wt = data<float>(args, 1);
     if (flag != 1 && wg4_eligible(edgecc_x86_fp32_winograd_tile, c, h, w)) {
       ++path_calls[PATH_CONV_WINOGRAD4];  // F(4x4, 3x3): its U from the cache (form 4)
+      if (wg4_oc_eligible(edgecc_x86_fp32_wg_oc, h, w, oc)) {  // channels in the lanes (form 6)
+        ++path_calls[PATH_CONV_WINOGRAD_OC];
+        const float* ut = flag == 2 ? wg_cached(args + 1, wt, oc, c, 6) : 0;
+        if (ut) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
+        winograd_oc_conv<4>(x, wt, 0, ut, data<float>(args, 2), residual, out, nb, c, oc,
+                            bounds[0], bounds[1]);
+        return 0;
+      }
       const float* u4 = flag == 2 ? wg_cached(args + 1, wt, oc, c, 4) : 0;
       if (u4) ++path_calls[PATH_CONV_WINOGRAD_PACKED];
       winograd4_conv(x, wt, u4, data<float>(args, 2), residual, out, nb, c, h, w, oc, bounds[0],
@@ -1187,8 +1196,8 @@ int __tvm_ffi_edgecc_x86_sconv(void*, const TVMFFIAny* args, int32_t num_args,
       ++path_calls[PATH_CONV_WINOGRAD_NARROW];  // its input transform: wg_input_narrow<8>
       const float* ut = flag == 2 ? wg_cached(args + 1, wt, oc, c, 5) : 0;
       if (ut || flag == 1) ++path_calls[PATH_CONV_WINOGRAD_PACKED];  // 1: U from the build
-      winograd_oc_conv(x, wt, flag == 1 ? wt + oc * k : 0, ut, data<float>(args, 2), residual,
-                       out, nb, c, oc, bounds[0], bounds[1]);
+      winograd_oc_conv<2>(x, wt, flag == 1 ? wt + oc * k : 0, ut, data<float>(args, 2),
+                          residual, out, nb, c, oc, bounds[0], bounds[1]);
       return 0;
     }
     const float* u = flag == 1 ? wt + oc * k : flag == 2 ? wg_cached(args + 1, wt, oc, c) : 0;

@@ -405,7 +405,7 @@ static void wg_output(const float* m, float* out, const float* res, float bias, 
 // are then left: a header each).
 struct WgPacked { TVMFFIObject* obj; const float* wt; int64_t oc, c; int form; float* u; };
 static void wg4_weights(float* u, const float* wt, int64_t oc, int64_t c);  // winograd4
-static void wg_oc_weights(float* ut, const float* wt, int64_t oc, int64_t c);  // winograd_oc
+static void wg_oc_weights(float* ut, const float* wt, int64_t oc, int64_t c, int form);  // _oc
 static pthread_mutex_t wg_lock = PTHREAD_MUTEX_INITIALIZER;
 static WgPacked* wg_list = 0;
 static int64_t wg_count = 0, wg_cap = 0;
@@ -427,7 +427,8 @@ static void wg_drop(WgPacked& e) {  // a dead tensor's entry (tvm-ffi's DecWeakR
 }
 
 // U[oc][16][c] (``form`` 2: F(2x2)), U[oc][36][c] (4: F(4x4), x86_fp32_winograd4.py) or
-// Uᵀ[16][c][oc] (5: F(2x2) with channels in the lanes, x86_fp32_winograd_oc.py) of the
+// Uᵀ[16][c][oc] / Uᵀ[36][c][oc] (5 / 6: F(2x2) / F(4x4) with channels in the lanes,
+// x86_fp32_winograd_oc.py) of the
 // weights argument ``arg`` (W at ``wt``): packed in the calling thread on the first call (counted in edgecc_x86_fp32_winograd_packs), the same buffer after; 0 when the
 // argument is not an FFI object (a bare DLTensor*: nothing to key on)
 static const float* wg_cached(const TVMFFIAny* arg, const float* wt, int64_t oc, int64_t c,
@@ -453,11 +454,11 @@ static const float* wg_cached(const TVMFFIAny* arg, const float* wt, int64_t oc,
       WgPacked* grown = static_cast<WgPacked*>(realloc(wg_list, cap * sizeof(WgPacked)));
       if (grown) { wg_list = grown; wg_cap = cap; }
     }
-    const size_t bytes = ((size_t)((form == 4 ? 36 : 16) * oc * c * 4) + 63) / 64 * 64;
+    const size_t bytes = ((size_t)((form == 4 || form == 6 ? 36 : 16) * oc * c * 4) + 63) / 64 * 64;
     float* own = wg_count < wg_cap ? static_cast<float*>(aligned_alloc(64, bytes)) : 0;
     if (own) {
       if (form == 4) wg4_weights(own, wt, oc, c);
-      else if (form == 5) wg_oc_weights(own, wt, oc, c);
+      else if (form == 5 || form == 6) wg_oc_weights(own, wt, oc, c, form);
       else wg_weights(own, wt, oc, c);
       __atomic_fetch_add(&obj->combined_ref_count, WG_WEAK_ONE, __ATOMIC_RELAXED);
       wg_list[wg_count++] = WgPacked{obj, wt, oc, c, form, own};
