@@ -186,6 +186,8 @@ __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg4_pairs = 1;
 // lanes (x86_fp32_winograd_oc, PATH_CONV_WINOGRAD_OC); 0: winograd_conv / winograd4_conv (the
 // same sums)
 __attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg_oc = 1;
+// 1: wg_oc's GEMMs prefetch the next position's Uᵀ (x86_fp32_winograd_oc); 0: not (same sums)
+__attribute__((visibility("default"))) int64_t edgecc_x86_fp32_wg_oc_prefetch = 1;
 }
 
 namespace {

@@ -29,6 +29,12 @@ alone, SCHED_FIFO, medians of 8 x 50): 64->64 @8 1 thread 24.9-25.1 us against 4
 against 652 us at 1 thread, 390 against 445 at 2. Two threads gain less than one would hope
 (1.2-1.3x): each chunk transforms the whole input again.
 
+In a model's run the Uᵀ come from L3 (ResNet-20's are 2.3 MB, past a 2 MB L2 at 1 thread): a
+position's first tiles read its Uᵀ rows, so the second tiles prefetch the next position's
+(``edgecc_x86_fp32_wg_oc_prefetch`` 1, the default; only loads move). Whole ResNet-20, knob 1
+against 0 interleaved in one process, SCHED_FIFO, 20 rounds of 50 calls: 0.962x at 1 thread,
+0.978x at 2 (a loaded host: 2 threads ran 0.65 ms against 0.69 at 1).
+
 Eligible (``wg_oc_eligible`` / ``wg4_oc_eligible``): what F(2x2) takes (``wg_eligible``) on an
 8x8 map with ``edgecc_x86_fp32_wg_narrow`` 1 (its input transform), or what F(4x4) takes
 (``wg4_eligible``) on a 16x16 map; output channels a multiple of 16; ``edgecc_x86_fp32_wg_oc``
@@ -71,16 +77,22 @@ static void wg_oc_weights(float* ut, const float* wt, int64_t oc, int64_t c, int
 
 // position e's GEMM for tiles t0 .. t0 + R - 1 and Q channel vectors: ue = Uᵀ[e] at the chunk's
 // first channel (row stride oc), v = V (v + (k * E + e) * 16 + t); M[t][e][q] at
-// m + ((t * E + e) * Q + q) * 16
+// m + ((t * E + e) * Q + q) * 16. ``pf`` (or 0): rows of the next position's Uᵀ to prefetch,
+// one a step (its Q lines): the first tiles of a position read its Uᵀ from L3 in a model's run
+// (ResNet-20's are 2.3 MB, past L2), the other tiles from L1; the prefetches spread that
+// read over the others' FMAs
 template <int R, int Q, int E>
 __attribute__((target("avx512f")))
 static inline void wg_oc_block(const float* ue, int64_t oc, const float* v, int64_t c, int e,
-                               int t0, float* m) {
+                               int t0, float* m, const float* pf) {
   __m512 acc[R][Q];
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < Q; ++q) acc[r][q] = _mm512_setzero_ps();
   const float* ve = v + e * 16 + t0;
   for (int64_t k = 0; k < c; ++k) {
+    if (pf)
+      for (int q = 0; q < Q; ++q)
+        _mm_prefetch(reinterpret_cast<const char*>(pf + k * oc + 16 * q), _MM_HINT_T0);
     __m512 u[Q];
     for (int q = 0; q < Q; ++q) u[q] = _mm512_loadu_ps(ue + k * oc + 16 * q);
     for (int r = 0; r < R; ++r) {
@@ -93,15 +105,16 @@ static inline void wg_oc_block(const float* ue, int64_t oc, const float* v, int6
 }
 
 // the E positions' GEMMs for Q channel vectors, all 16 tiles (6 + 5 + 5); per position the
-// tiles run in turn, so its Uᵀ rows stay in L1
+// tiles run in turn, so its Uᵀ rows stay in L1; the second tiles prefetch the next position's
 template <int Q, int E>
 __attribute__((target("avx512f")))
 static void wg_oc_gemm(const float* ut, int64_t oc, const float* v, int64_t c, float* m) {
+  const bool pf = edgecc_x86_fp32_wg_oc_prefetch != 0;
   for (int e = 0; e < E; ++e) {
     const float* ue = ut + e * c * oc;
-    wg_oc_block<6, Q, E>(ue, oc, v, c, e, 0, m);
-    wg_oc_block<5, Q, E>(ue, oc, v, c, e, 6, m);
-    wg_oc_block<5, Q, E>(ue, oc, v, c, e, 11, m);
+    wg_oc_block<6, Q, E>(ue, oc, v, c, e, 0, m, 0);
+    wg_oc_block<5, Q, E>(ue, oc, v, c, e, 6, m, pf && e + 1 < E ? ue + c * oc : 0);
+    wg_oc_block<5, Q, E>(ue, oc, v, c, e, 11, m, 0);
   }
 }
 
