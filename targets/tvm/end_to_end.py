@@ -238,6 +238,13 @@ KNOBS = (
     # Winograd F(4x4,3x3) (4, the default) or F(2x2,3x3) (2) for <= 64-channel layers:
     # x86_fp32_winograd4.py
     Knob("edgecc_x86_fp32_winograd_tile", "int32_t", (4, 2), FP32_CONV),
+    # Winograd on 8x8 / 16x16 maps with output channels in the lanes (1, the default) or the
+    # tiles (0); F(4x4) items of 2 panels (1, the default) or 1; stride-2 maps of one panel
+    # group in halves on 2+ threads (1, the default) or one group: x86_fp32_winograd_oc.py,
+    # x86_fp32_winograd4.py, x86_fp32_source.py (each bit-identical either way)
+    Knob("edgecc_x86_fp32_wg_oc", "int64_t", (1, 0), FP32_CONV),
+    Knob("edgecc_x86_fp32_wg4_pairs", "int64_t", (1, 0), FP32_CONV),
+    Knob("edgecc_x86_fp32_s2_halves", "int64_t", (1, 0), FP32_CONV),
     # 1x1 convolutions on large maps: panel pairs per pool item (path 23; 4 the default)
     Knob("edgecc_x86_fp32_conv_pairs", "int32_t", (1, 2, 4, 8), FP32_CONV),
     # depthwise 3x3: output rows per block at stride 2 (x86_fp32_dws2.py, 0: the former
