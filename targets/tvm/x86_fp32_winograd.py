@@ -43,6 +43,10 @@ knob 0). In the model, 1 thread, thread CPU time, min over 60 interleaved rounds
 ~4.5, twice: 32->32 @16 (5 calls) 144.2 -> 128.0 us (0.89x), 64->64 @8 (5 calls) 131.9 ->
 120.1 us (0.91x), whole ResNet-20 min 0.511 -> 0.482 ms (0.94x).
 
+8x8 maps (one panel) of 16k output channels run ``x86_fp32_winograd_oc`` instead (default
+``edgecc_x86_fp32_wg_oc`` 1): this input transform and the same sums, with the output channels
+in the GEMM's lanes (0.58x of this kernel's time on ResNet-20's 64->64 @8, 1 thread).
+
 Weights: ``U = G g Gᵀ`` is packed ONCE per library and per constant weight tensor, at its
 first call, in the calling thread before the pool tasks start (as onnxruntime prepacks at
 session load), when the call site says W is a constant of the build (``meta[15] = 2``, written

@@ -25,6 +25,8 @@ output channels run the 36 GEMMs into a block M (13.5 KiB) transformed straight 
 (32x32: 4), run items of 2 panels instead (``edgecc_x86_fp32_wg4_pairs`` 1, path
 ``PATH_CONV_WINOGRAD4_PAIRS``, 27): the GEMM's 6 x 2 tiles load V twice and U 6 times for 12
 FMAs (one panel: once and 6 times for 6). The same sums per output (bit-identical, tested).
+16x16 maps (one panel) of 16k output channels run ``x86_fp32_winograd_oc`` instead: the same
+transforms and sums with the output channels in the lanes.
 ResNet-20's 16->16 @32, calls alone, 2 threads (bench/x86_fp32_call_threads.py, SCHED_FIFO):
 18.1-19.3 us against 22.4-23.9 (the threads' work 31-34 against 38-42); 1 thread within the
 noise (28-32 either way).
