@@ -12,8 +12,9 @@ Per-node metadata lives in ``node.meta``:
 * ``nn_module_stack`` / ``stack_trace`` -- the source module and line (from torch.export);
 * ``edgecc_origin`` -- which stage made the node: ``"frontend"`` or the name of a pass.
 
-Before lowering, :meth:`Program.export` re-exports the graph to an ``ExportedProgram``
-(parameters lifted again) that backends such as TVM Relax consume.
+Before lowering, :meth:`Program.exported` gives the graph as an ``ExportedProgram``
+(parameters lifted again) that backends such as TVM Relax consume: lifted directly where the
+shapes are static (``edgecc.lift``), else re-exported by :meth:`Program.export`.
 """
 
 from __future__ import annotations
@@ -511,6 +512,13 @@ class Program:
                 return torch.export.export(
                     self.graph_module, args,
                     dynamic_shapes=spec_dims(lambda d: torch.export.Dim.AUTO))
+
+    def exported(self) -> torch.export.ExportedProgram:
+        """An ``ExportedProgram`` for a backend: the graph with its weights lifted directly
+        (``edgecc.lift``, no trace) where the shapes are static, else :meth:`export`."""
+        from edgecc.lift import lift
+
+        return lift(self) or self.export()
 
     def save(self, path: str) -> None:
         torch.export.save(self.export(), path)

@@ -47,7 +47,7 @@ def exported_decisions(program: Program, desc: NpuDescription) -> tuple[Any, lis
     from edgecc.targets.tvm.integer_lowering import exported_constants
     from edgecc.targets.tvm.quant_lowering import widen_fp8_constants
 
-    exported = widen_fp8_constants(program).export()
+    exported = widen_fp8_constants(program).exported()
     _dequantize_per_reader(exported.graph_module.graph)
     constants = exported_constants(exported)
 

@@ -46,7 +46,7 @@ def to_relax(program: Program, *, integer_kernels: bool = False, isa: str = "gen
     from edgecc.targets.tvm.integer_lowering import exported_constants, integer_converters
 
     converters = dict(CUSTOM_CONVERTERS)
-    exported = widen_fp8_constants(program).export()
+    exported = widen_fp8_constants(program).exported()
     notes: list[str] = []
     kernels = None
     wonly = None
