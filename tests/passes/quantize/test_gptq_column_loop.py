@@ -67,7 +67,11 @@ def reference(w, h, tq, *, block=128, damp=0.01, act_order=True, scale_dtype=tor
                                 TensorQuant("int8", "per-channel", True)],
                          ids=["uint4-g32", "int4-sym-g32", "int8-channel"])
 @pytest.mark.parametrize("act_order", [True, False])
-def test_column_loop_gives_the_textbook_loops_bits(tq, act_order):
+@pytest.mark.parametrize("numpy_columns", [True, False], ids=["numpy", "torch"])
+def test_column_loop_gives_the_textbook_loops_bits(tq, act_order, numpy_columns, monkeypatch):
+    # static groups on the CPU run the loop through numpy; the torch loop (a GPU's, and the
+    # dynamic groups') gives the same bits
+    monkeypatch.setattr(gptq, "NUMPY_COLUMNS", numpy_columns)
     g = torch.Generator().manual_seed(3)
     w = torch.randn(72, 160, generator=g) * 0.05
     x = torch.randn(400, 160, generator=g).double()
