@@ -13,7 +13,8 @@ node, so for a static program the lifted form is only a rewrite of its weights:
                                             signature: p_fc_weight <- PARAMETER fc.weight
 
 Kinds as ``torch.export`` gives them: an ``nn.Parameter`` is a PARAMETER, a registered buffer
-a BUFFER, any other tensor attribute a CONSTANT_TENSOR (``ep.constants``). Placeholder names
+a BUFFER (a non-persistent one's tensor in ``ep.constants``), any other tensor attribute a
+CONSTANT_TENSOR (``ep.constants``). Placeholder names
 follow its ``p_`` / ``b_`` / ``c_`` prefixes. The weights are the program's tensors (shared,
 not copied).
 
@@ -35,14 +36,18 @@ from torch.export.graph_signature import (ExportGraphSignature, InputKind, Input
 from torch.utils import _pytree as pytree
 
 
-def _kind(module: torch.nn.Module, target: str, value: Any) -> InputKind | None:
+def _kind(module: torch.nn.Module, target: str, value: Any
+          ) -> tuple[InputKind, bool | None] | None:
+    """The input kind ``torch.export`` gives the attribute, with a buffer's persistence."""
     if isinstance(value, torch.nn.Parameter):
-        return InputKind.PARAMETER
+        return InputKind.PARAMETER, None
     if not isinstance(value, torch.Tensor):
         return None
     owner_name, _, leaf = target.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
-    return InputKind.BUFFER if leaf in owner._buffers else InputKind.CONSTANT_TENSOR
+    if leaf in owner._buffers:
+        return InputKind.BUFFER, leaf not in owner._non_persistent_buffers_set
+    return InputKind.CONSTANT_TENSOR, None
 
 
 _PREFIX = {InputKind.PARAMETER: "p_", InputKind.BUFFER: "b_", InputKind.CONSTANT_TENSOR: "c_"}
@@ -55,7 +60,7 @@ def lift(program: Any) -> ExportedProgram | None:
         return None
     gm: fx.GraphModule = program.graph_module
     old = gm.graph
-    weights: dict[str, tuple[InputKind, torch.Tensor]] = {}
+    weights: dict[str, tuple[tuple[InputKind, bool | None], torch.Tensor]] = {}
     for node in old.nodes:
         if node.op == "get_attr" and node.target not in weights:
             try:
@@ -77,12 +82,13 @@ def lift(program: Any) -> ExportedProgram | None:
     env: dict[fx.Node, fx.Node] = {}
     input_specs: list[InputSpec] = []
     lifted: dict[str, fx.Node] = {}
-    for target, (kind, value) in weights.items():
+    mode = program.fake_mode()
+    for target, ((kind, persistent), value) in weights.items():
         p = graph.placeholder(_PREFIX[kind] + target.replace(".", "_"))
-        p.meta["val"] = program.fake_mode().from_tensor(value, static_shapes=True)
+        p.meta["val"] = mode.from_tensor(value, static_shapes=True)
         lifted[target] = p
         input_specs.append(InputSpec(kind, TensorArgument(p.name), target,
-                                     persistent=True if kind is InputKind.BUFFER else None))
+                                     persistent=persistent))
     user_inputs = []
     for node in old.nodes:
         if node.op == "placeholder":
@@ -100,8 +106,12 @@ def lift(program: Any) -> ExportedProgram | None:
     output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(o.name), None)
                     for o in out]
 
-    state_dict = {t: v for t, (k, v) in weights.items() if k is not InputKind.CONSTANT_TENSOR}
-    constants = {t: v for t, (k, v) in weights.items() if k is InputKind.CONSTANT_TENSOR}
+    # as torch.export keeps them: parameters and persistent buffers in the state dict,
+    # non-persistent buffers and constant tensors in ``constants``
+    state_dict = {t: v for t, ((k, persistent), v) in weights.items()
+                  if k is InputKind.PARAMETER or persistent}
+    constants = {t: v for t, v in ((t, v) for t, (_, v) in weights.items())
+                 if t not in state_dict}
     example = tuple(program.example_inputs)
     in_spec = pytree.tree_flatten((example, {}))[1]
     out_spec = pytree.tree_flatten(tuple(range(len(out))))[1]

@@ -105,10 +105,12 @@ def test_lifted_program_runs_the_programs_numbers(widths, act, buffer, rows, see
     program = edgecc.trace(model, (torch.randn(rows, widths[0]),))
     ep = lift(program)
     assert ep is not None
-    kinds = {s.target: s.kind.name for s in ep.graph_signature.input_specs if s.target}
-    traced = program.export()
-    assert kinds == {s.target: s.kind.name for s in traced.graph_signature.input_specs
-                     if s.target}  # parameters, buffers and constants as torch.export says
+    def kinds(e):
+        return {s.target: (s.kind.name, s.persistent, s.target in e.state_dict)
+                for s in e.graph_signature.input_specs if s.target}
+
+    # parameters, buffers (persistent or not) and constants as torch.export gives them
+    assert kinds(ep) == kinds(program.export())
     for _ in range(3):  # fresh inputs
         x = torch.randn(rows, widths[0])
         for got, want in zip(ep.module()(x), program.run(x)):

@@ -360,7 +360,8 @@ class Quantize(Pass):
                 # GPTQ runs where the Hessian was accumulated (context.device); a storage
                 # grid (snap) is applied on the CPU
                 dev = h.h.device if snap is None else torch.device("cpu")
-                group = [] if snap is not None else _same_hessian_rows(
+                # a storage grid is decided layer by layer (its fallbacks): never stacked
+                group = [] if options.weight_grid != "none" else _same_hessian_rows(
                     program, layers, index, tq, wq, axis_packing, done)
                 ws = [w, *(program.tensor(g.weight) for g in group)]
                 w_hat, params = gptq.gptq_quantize(
