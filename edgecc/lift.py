@@ -20,7 +20,7 @@ not copied).
 
 Not lifted (``lift`` returns None; the caller re-traces with ``Program.export``): a program
 with symbolic dimensions (its range constraints come from a trace), a ``get_attr`` that is not
-a tensor, or an output that is not a node. ``tests/test_lift.py`` checks the TVM Relax module
+a tensor, an output that is not a node, or a form ``ExportedProgram``'s verifier refuses. ``tests/test_lift.py`` checks the TVM Relax module
 imported from each form is structurally equal.
 """
 
@@ -118,9 +118,12 @@ def lift(program: Any) -> ExportedProgram | None:
     call_graph = [ModuleCallEntry("", ModuleCallSignature(
         inputs=[TensorArgument(n.name) for n in user_inputs],
         outputs=[TensorArgument(o.name) for o in out], in_spec=in_spec, out_spec=out_spec))]
-    root = torch.nn.Module()
-    return ExportedProgram(root, graph, ExportGraphSignature(input_specs, output_specs),
-                           state_dict, {}, call_graph, (example, {}), constants)
+    try:  # torch.export's own checks (the verifier): a form they refuse is traced instead
+        return ExportedProgram(torch.nn.Module(), graph,
+                               ExportGraphSignature(input_specs, output_specs), state_dict, {},
+                               call_graph, (example, {}), constants)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _attr(module: torch.nn.Module, target: str) -> Any:
