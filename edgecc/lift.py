@@ -35,6 +35,8 @@ from torch.export.graph_signature import (ExportGraphSignature, InputKind, Input
                                           OutputSpec, TensorArgument)
 from torch.utils import _pytree as pytree
 
+from edgecc.program import _get_attr
+
 
 def _kind(module: torch.nn.Module, target: str, value: Any
           ) -> tuple[InputKind, bool | None] | None:
@@ -64,7 +66,7 @@ def lift(program: Any) -> ExportedProgram | None:
     for node in old.nodes:
         if node.op == "get_attr" and node.target not in weights:
             try:
-                value = _attr(gm, node.target)
+                value = _get_attr(gm, node.target)
             except AttributeError:
                 return None
             kind = _kind(gm, node.target, value)
@@ -110,8 +112,7 @@ def lift(program: Any) -> ExportedProgram | None:
     # non-persistent buffers and constant tensors in ``constants``
     state_dict = {t: v for t, ((k, persistent), v) in weights.items()
                   if k is InputKind.PARAMETER or persistent}
-    constants = {t: v for t, v in ((t, v) for t, (_, v) in weights.items())
-                 if t not in state_dict}
+    constants = {t: v for t, (_, v) in weights.items() if t not in state_dict}
     example = tuple(program.example_inputs)
     in_spec = pytree.tree_flatten((example, {}))[1]
     out_spec = pytree.tree_flatten(tuple(range(len(out))))[1]
@@ -124,13 +125,6 @@ def lift(program: Any) -> ExportedProgram | None:
                                call_graph, (example, {}), constants)
     except Exception:  # noqa: BLE001
         return None
-
-
-def _attr(module: torch.nn.Module, target: str) -> Any:
-    value: Any = module
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
 
 
 __all__ = ["lift"]
