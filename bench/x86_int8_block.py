@@ -108,6 +108,11 @@ def measure(name: str, repeats: int) -> dict:
             pr = paired_ratios(times, k, "off", repeats)
             row["paired"][k] = {"median": statistics.median(pr), "p10_p90": percentiles(pr),
                                 "rounds": len(pr)}
+    row["paired_vs_default"] = {}
+    for k in ("split", "split4x4"):  # the split forms against the default build
+        pr = paired_ratios(times, k, "one_call", repeats)
+        row["paired_vs_default"][k] = {"median": statistics.median(pr),
+                                       "p10_p90": percentiles(pr), "rounds": len(pr)}
     pr = paired_ratios(times, "one_call", "chained", repeats)  # the band form's own effect
     row["one_call_vs_chained"] = {"median": statistics.median(pr), "p10_p90": percentiles(pr),
                                   "rounds": len(pr)}
@@ -129,6 +134,9 @@ def main() -> int:
         print("  " + "  ".join(f"{k} {v:.3f} ms" for k, v in r["median_ms"].items()))
         for k, p in r["paired"].items():
             print(f"  {k} / off paired median {p['median']:.3f}x  p10-p90 "
+                  f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
+        for k, p in r["paired_vs_default"].items():
+            print(f"  {k} / one_call paired median {p['median']:.3f}x  p10-p90 "
                   f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
         p = r["one_call_vs_chained"]
         print(f"  one_call / chained paired median {p['median']:.3f}x  p10-p90 "
