@@ -132,15 +132,12 @@ def main() -> int:
         print(f"{r['model']} {r['input']} {THREADS} thread(s), load {r['load_average']:.1f}, "
               f"bit-identical {r['bit_identical']}, fused blocks {r['fused_blocks']}")
         print("  " + "  ".join(f"{k} {v:.3f} ms" for k, v in r["median_ms"].items()))
-        for k, p in r["paired"].items():
-            print(f"  {k} / off paired median {p['median']:.3f}x  p10-p90 "
+        pairs = [(f"{k} / off", p) for k, p in r["paired"].items()]
+        pairs += [(f"{k} / one_call", p) for k, p in r["paired_vs_default"].items()]
+        pairs.append(("one_call / chained", r["one_call_vs_chained"]))
+        for label, p in pairs:
+            print(f"  {label} paired median {p['median']:.3f}x  p10-p90 "
                   f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
-        for k, p in r["paired_vs_default"].items():
-            print(f"  {k} / one_call paired median {p['median']:.3f}x  p10-p90 "
-                  f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
-        p = r["one_call_vs_chained"]
-        print(f"  one_call / chained paired median {p['median']:.3f}x  p10-p90 "
-              f"[{p['p10_p90'][0]:.3f}, {p['p10_p90'][1]:.3f}]  ({p['rounds']} rounds)")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"benchmark": "int8 inverted residual blocks in one call vs three calls",

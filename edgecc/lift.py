@@ -20,8 +20,9 @@ not copied).
 
 Not lifted (``lift`` returns None; the caller re-traces with ``Program.export``): a program
 with symbolic dimensions (its range constraints come from a trace), a ``get_attr`` that is not
-a tensor, an output that is not a node, or a form ``ExportedProgram``'s verifier refuses. ``tests/test_lift.py`` checks the TVM Relax module
-imported from each form is structurally equal.
+a tensor, an output that is not a node, or a form ``ExportedProgram``'s verifier refuses.
+``tests/test_lift.py`` checks the TVM Relax module imported from each form is structurally
+equal.
 """
 
 from __future__ import annotations
