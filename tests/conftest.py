@@ -11,6 +11,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # examples.models
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+# the x86 int8 kernels' path counters (the tests' proof that a path ran) count only when the
+# environment asks, read as each library loads (x86_int8_source: off for users)
+os.environ.setdefault("EDGECC_KERNEL_COUNTERS", "1")
 torch.manual_seed(0)
 
 # Hypothesis profiles. "ci" (selected when CI=true) draws the same examples on every run:

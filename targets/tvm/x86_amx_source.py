@@ -287,7 +287,7 @@ bool amx_conv(const GemmDot& g, const B& build, int64_t build_work, bool pointwi
     for (int64_t p = 2 * b; p < 2 * e && p < np; ++p) build(p);
     amx_pairs<false>(g, a, lda, b, e);
   }, work);
-  __atomic_fetch_add(&amx_conv_products, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(amx_conv_products, 1);
   return true;
 #else
   (void)g; (void)build; (void)build_work; (void)pointwise;
@@ -308,7 +308,7 @@ __attribute__((unused)) bool amx_gemm(const GemmDot& g, bool urows) {
     parallel_for(pairs, [&](int64_t b, int64_t e) { amx_pairs<true>(g, a, lda, b, e); }, work);
   else
     parallel_for(pairs, [&](int64_t b, int64_t e) { amx_pairs<false>(g, a, lda, b, e); }, work);
-  __atomic_fetch_add(&amx_products, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(amx_products, 1);
   return true;
 #else
   (void)g; (void)urows;

@@ -76,14 +76,14 @@ static void dw_pool_rows(const Run& run, int64_t nb, int64_t c, int64_t oh, int6
         for (int64_t ch = 0; ch < c; ++ch) run(b * c + ch, oy0, oy1);
       }
     }, work);
-    __atomic_fetch_add(&banded, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(banded, 1);
   } else {
     parallel_for(nb * c, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) run(t, 0, oh);
     }, work);
   }
-  __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(dw_perm_calls, 1);
+  EDGECC_COUNT(calls, 1);
 }
 """[1:]
 
@@ -166,7 +166,7 @@ static bool dw_band(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
                edgecc_x86_int8_dw_band_calls);
   // dw_rows_t's FULL-form flag taken, not counted: edgecc_x86_int8_dw_full_calls counts
   // dw_rows' calls only (its test's count)
-  dw_full_seen.store(0, std::memory_order_relaxed);
+  if (edgecc_x86_int8_counters) dw_full_seen.store(0, std::memory_order_relaxed);
   return true;
 }
 """[1:]

@@ -185,8 +185,8 @@ static int qblock_split(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* resu
   a[0] = typed_tensor_arg(t2, buf + b1, s2, 4, kDLInt, 8);
   for (int i = 33; i < num_args; ++i) a[i - 32] = args[i];
   if (__tvm_ffi_edgecc_x86_qconv(0, a, num_args - 32, result)) return -1;
-  __atomic_fetch_add(&block_split_calls, 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&block_calls, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(block_split_calls, 1);
+  EDGECC_COUNT(block_calls, 1);
   return 0;
 }
 
@@ -275,9 +275,9 @@ static int qblock_band(const TVMFFIAny* args, int32_t num_args, int64_t* s1, int
     }
   }, INT64_MAX / 4);
   if (__atomic_load_n(&failed, __ATOMIC_RELAXED)) return -1;
-  if (missed) __atomic_fetch_add(&edgecc_x86_int8_block_band_missed, 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&edgecc_x86_int8_block_band_calls, 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&block_calls, 1, __ATOMIC_RELAXED);
+  if (missed) EDGECC_COUNT(edgecc_x86_int8_block_band_missed, 1);
+  EDGECC_COUNT(edgecc_x86_int8_block_band_calls, 1);
+  EDGECC_COUNT(block_calls, 1);
   return 0;
 }
 
@@ -322,7 +322,7 @@ int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
   a[0] = mid2;
   for (int i = 17; i < num_args; ++i) a[i - 16] = args[i];
   if (__tvm_ffi_edgecc_x86_qconv(0, a, num_args - 16, result)) return -1;
-  __atomic_fetch_add(&block_calls, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(block_calls, 1);
   return 0;
 }
 

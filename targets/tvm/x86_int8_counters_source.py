@@ -4,7 +4,15 @@ Each ``edgecc_x86_int8_<name>`` packed function takes no arguments and returns h
 in this process took one kernel path (a relaxed atomic load of the counter the kernels bump);
 tests use them to prove a path ran (and did not silently fall back). Generated from
 ``COUNTERS`` so that a new counter is one line.
+
+The kernels bump every counter through ``EDGECC_COUNT`` and take their per-call path flags
+through ``EDGECC_TAKE`` (``x86_int8_source``): both do nothing unless the library global
+``edgecc_x86_int8_counters`` (``COUNTING``) is set — at load from ``EDGECC_KERNEL_COUNTERS=1``
+(tests/conftest.py and the int8 A/B benches set it), or through the symbol. Off, as users
+run the kernels, a query reads what was counted while on (0 when never).
 """
+
+COUNTING = "edgecc_x86_int8_counters"  # library int64: 1 counting, 0 not (the default)
 
 # (exported name after ``edgecc_x86_int8_``, the C++ counter it reads, what it counts)
 COUNTERS = (

@@ -603,7 +603,7 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
       uint8_t* own = static_cast<uint8_t*>(scratch(1, bytes));
       direct4_chunk(d, held, own, i0 * units / items * unit, i1 * units / items * unit);
     }, bands > 1 ? job_work : 0);
-    __atomic_fetch_add(&direct4_rows_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(direct4_rows_calls, 1);
   } else {
     const bool trace = edgecc_x86_int8_direct4_trace != 0;
     const pthread_t caller = trace ? pthread_self() : pthread_t{};
@@ -617,12 +617,12 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
           direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
     }, job_work);
   }
-  if (tile_resf_seen.exchange(0, std::memory_order_relaxed))  // tile_post's residual form
-    __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
-  if (tile_plain_seen.exchange(0, std::memory_order_relaxed))  // unfused float tiles
-    __atomic_fetch_add(&tile_plain_calls, 1, __ATOMIC_RELAXED);
-  if (tile_two_seen.exchange(0, std::memory_order_relaxed))  // two-panel tiles
-    __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
+  if (EDGECC_TAKE(tile_resf_seen))  // tile_post's residual form
+    EDGECC_COUNT(tile_resf_calls, 1);
+  if (EDGECC_TAKE(tile_plain_seen))  // unfused float tiles
+    EDGECC_COUNT(tile_plain_calls, 1);
+  if (EDGECC_TAKE(tile_two_seen))  // two-panel tiles
+    EDGECC_COUNT(tile_two_calls, 1);
 }
 
 // ---- x86_int8_c4: int8 activations kept in the next conv's padded channel-quad layout ----

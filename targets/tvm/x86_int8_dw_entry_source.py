@@ -119,14 +119,14 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
         return 0;
       }
       parallel_for(nb * c, channels, dw_pool_work(nb * c * pix));
-      __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
-      if (pack) __atomic_fetch_add(&edgecc_x86_int8_dw_packed_calls, 1, __ATOMIC_RELAXED);
+      EDGECC_COUNT(dw_perm_calls, 1);
+      if (pack) EDGECC_COUNT(edgecc_x86_int8_dw_packed_calls, 1);
       if (direct.wide) {
-        __atomic_fetch_add(&edgecc_x86_int8_dw_direct_wide_calls, 1, __ATOMIC_RELAXED);
+        EDGECC_COUNT(edgecc_x86_int8_dw_direct_wide_calls, 1);
         return 0;
       }
-      __atomic_fetch_add(&dw_direct_calls, 1, __ATOMIC_RELAXED);
-      if (wb) __atomic_fetch_add(&dw_direct_hi_calls, 1, __ATOMIC_RELAXED);
+      EDGECC_COUNT(dw_direct_calls, 1);
+      if (wb) EDGECC_COUNT(dw_direct_hi_calls, 1);
       return 0;
     }
     if (pix >= DW_PERM_MIN_PIX &&  // rows of <= 64 bytes: no copy (x86_int8_dwrows_source)
@@ -152,7 +152,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
           }
         }
       }, dw_pool_work(nb * c * pix));
-      __atomic_fetch_add(&dw_perm_calls, 1, __ATOMIC_RELAXED);
+      EDGECC_COUNT(dw_perm_calls, 1);
       return 0;
     }
   }
@@ -172,7 +172,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
                    oh, ow, b * c * pix, t, a, col, u == 0);
       }
     }, dw_pool_work(nb * c * pix));
-    __atomic_fetch_add(&dw_blocked_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(dw_blocked_calls, 1);
     return 0;
   }
   int64_t tap_at[DW_TAPS];  // each tap's run in the phases (the same for every channel)
@@ -245,7 +245,7 @@ int __tvm_ffi_edgecc_x86_qdwconv(void*, const TVMFFIAny* args, int32_t num_args,
     if (split2) split_seen.store(true, std::memory_order_relaxed);
   }, nb * c * pix * kh * kw);
   if (split_seen.load(std::memory_order_relaxed))
-    __atomic_fetch_add(&dw_split2_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(dw_split2_calls, 1);
   return 0;
 }
 """

@@ -48,7 +48,7 @@ static inline int64_t dw_pool_work(int64_t outputs) {
   const int64_t work = outputs * edgecc_x86_int8_dw_output_work;
   if (outputs >= edgecc_x86_int8_dw_serial_outputs) return work;
   if (work >= serial_work() && serial_work() > 0 && edgecc_pool_size() > 1)
-    __atomic_fetch_add(&edgecc_x86_int8_dw_serial_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(edgecc_x86_int8_dw_serial_calls, 1);
   return serial_work() > 0 ? 0 : work;  // (serial_work() 0: every job pooled, as asked)
 }
 struct DwPerm {

@@ -243,8 +243,8 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   };
   dw_pool_rows(run, nb, c, oh, ow, edgecc_x86_int8_dw_rows_bands, edgecc_x86_int8_dw_rows_banded,
                edgecc_x86_int8_dw_rows_calls);
-  if (dw_full_seen.exchange(0, std::memory_order_relaxed))
-    __atomic_fetch_add(&edgecc_x86_int8_dw_full_calls, 1, __ATOMIC_RELAXED);
+  if (EDGECC_TAKE(dw_full_seen))
+    EDGECC_COUNT(edgecc_x86_int8_dw_full_calls, 1);
   return true;
 }
 """[1:] + DW_BAND_KERNELS  # dw_rows_t on column strips of wider rows (after dw_rows)

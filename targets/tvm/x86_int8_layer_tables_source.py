@@ -133,7 +133,7 @@ static const LayerTables* layer_tables(Epilogue& e, const int8_t* packed, const 
         if (slot.compare_exchange_strong(s, mine, std::memory_order_acq_rel,
                                          std::memory_order_acquire)) {
           t = mine, mine = nullptr;
-          __atomic_fetch_add(&edgecc_x86_int8_layer_tables_fills, 1, __ATOMIC_RELAXED);
+          EDGECC_COUNT(edgecc_x86_int8_layer_tables_fills, 1);
           break;
         }
       }
@@ -141,15 +141,15 @@ static const LayerTables* layer_tables(Epilogue& e, const int8_t* packed, const 
     }
     free(mine);
     if (!t) {
-      __atomic_fetch_add(&edgecc_x86_int8_layer_tables_full, 1, __ATOMIC_RELAXED);
+      EDGECC_COUNT(edgecc_x86_int8_layer_tables_full, 1);
       return nullptr;
     }
   }
   if (!filled && t->fadd)  // (a fill's fold_off counted the call already)
-    __atomic_fetch_add(&fold_calls, 1, __ATOMIC_RELAXED);  // as fold_off counts a call
+    EDGECC_COUNT(fold_calls, 1);  // as fold_off counts a call
   e.off = t->shifted;
   e.fadd = t->fadd;
-  __atomic_fetch_add(&edgecc_x86_int8_layer_tables_calls, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(edgecc_x86_int8_layer_tables_calls, 1);
   return t;
 }
 """

@@ -117,12 +117,12 @@ static void conv_direct4_pair(const Direct4& a, const Direct4& b0, int64_t threa
       direct4_tiles(b, own, r0, r1);
     }
   }, job_work);
-  if (tile_resf_seen.exchange(0, std::memory_order_relaxed))
-    __atomic_fetch_add(&tile_resf_calls, 1, __ATOMIC_RELAXED);
-  if (tile_plain_seen.exchange(0, std::memory_order_relaxed))
-    __atomic_fetch_add(&tile_plain_calls, 1, __ATOMIC_RELAXED);
-  if (tile_two_seen.exchange(0, std::memory_order_relaxed))
-    __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
+  if (EDGECC_TAKE(tile_resf_seen))
+    EDGECC_COUNT(tile_resf_calls, 1);
+  if (EDGECC_TAKE(tile_plain_seen))
+    EDGECC_COUNT(tile_plain_calls, 1);
+  if (EDGECC_TAKE(tile_two_seen))
+    EDGECC_COUNT(tile_two_calls, 1);
 }
 
 // qconv's conv_direct4 branch under a pair entry: true where it took the call (conv1 held,
@@ -170,9 +170,9 @@ int __tvm_ffi_edgecc_x86_qconv_pair(void*, const TVMFFIAny* args, int32_t num_ar
   if (rc) return -1;
   if (p.stage == 1) return __tvm_ffi_edgecc_x86_qconv(0, a, 10, result);  // conv1 alone
   if (p.stage == 2) {
-    __atomic_fetch_add(&direct4_calls, 2, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&direct4_s2_calls, 2, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&pair_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(direct4_calls, 2);
+    EDGECC_COUNT(direct4_s2_calls, 2);
+    EDGECC_COUNT(pair_calls, 1);
   }
   return 0;
 }

@@ -24,7 +24,7 @@ static inline int64_t conv_pool_work(int64_t job_work) {
   const int64_t s = edgecc_x86_int8_conv_pool_log2;
   const int64_t w = s <= 0 ? job_work : s >= 62 ? 0 : job_work >> s;
   if (w < serial_work() && job_work >= serial_work() && edgecc_pool_size() > 1)
-    __atomic_fetch_add(&conv_serial_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(conv_serial_calls, 1);
   return w;
 }
 """

@@ -80,7 +80,7 @@ int __tvm_ffi_edgecc_x86_quantize(void*, const TVMFFIAny* args, int32_t num_args
   int8_t* y = data<int8_t>(args, 3);
   const int64_t rows = meta[0], cols = meta[1];
   const bool vec = edgecc_x86_int8_quant_vector && isa_level() == ISA_AVX512VNNI;
-  __atomic_fetch_add(&quantize_calls, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(quantize_calls, 1);
   const int64_t chunk = 4096;  // rows a pool item (a 224x224 input: 37 items)
   parallel_for((rows + chunk - 1) / chunk, [&](int64_t i0, int64_t i1) {
     float means[256];

@@ -175,6 +175,28 @@ SOURCE = r"""
 
 """ + ffi_prelude(1 << 17) + r"""
 
+// The kernels' path counters (the tests' proof that a path ran; bench/ diagnostics) count
+// only while edgecc_x86_int8_counters is set: at load from EDGECC_KERNEL_COUNTERS=1 in the
+// environment (tests/conftest.py sets it), or through the symbol. Off (the default) the
+// kernels take no atomic and write no shared flag per call: with the band form both threads
+// ran the entries' ~10 locked adds and flag exchanges on the same lines at once. MobileNetV2-32
+// w8a8, 2 threads, Zen 5 2-vCPU KVM (bench/x86_int8_knob_ab.py, 600 repeats): off 0.949x of on
+// (paired median; p10 / p90 0.81 / 1.04). Only counting: the outputs are the same (tested).
+// (Its own line: read by every call, never written beside counters.)
+extern "C" __attribute__((visibility("default"))) alignas(64) int64_t edgecc_x86_int8_counters =
+    0;
+__attribute__((constructor)) static void edgecc_x86_int8_counters_from_env() {
+  const char* v = getenv("EDGECC_KERNEL_COUNTERS");
+  edgecc_x86_int8_counters = v && v[0] == '1';
+}
+#define EDGECC_COUNT(var, n)                                                    \
+  do {                                                                          \
+    if (edgecc_x86_int8_counters) __atomic_fetch_add(&(var), (n), __ATOMIC_RELAXED); \
+  } while (0)
+// a per-call flag taken (true once, then cleared) — only while counting
+#define EDGECC_TAKE(flag) \
+  (edgecc_x86_int8_counters && (flag).exchange(0, std::memory_order_relaxed))
+
 // nonzero: no requant16_hi (the 64-bit write-back as before it) — an A/B switch a benchmark
 // sets through the library's symbol (bench/x86_int8_layers.py), read once per kernel call
 extern "C" __attribute__((visibility("default"))) int64_t edgecc_x86_int8_hi32_off = 0;
@@ -707,7 +729,7 @@ int64_t dw_blocked_calls = 0;  // depthwise calls that ran channel-blocked (a te
 int64_t hi32_calls = 0;  // convolution calls whose AVX-512 write-back is requant16_hi (a test's)
 int64_t hi32_ymm_calls = 0;  // ... whose 256-bit write-back is requant8_hi (a test's)
 static inline void count_hi32(const Epilogue& e) {
-  if (e.hi32) __atomic_fetch_add(e.wide ? &hi32_calls : &hi32_ymm_calls, 1, __ATOMIC_RELAXED);
+  if (e.hi32) EDGECC_COUNT(*(e.wide ? &hi32_calls : &hi32_ymm_calls), 1);
 }
 // the taps two at a time for vpmaddwd: each pair's input runs (s0, s1) and its two int16
 // weights in one int32 (wp); an odd count's last pair repeats its tap with weight 0.
@@ -1073,7 +1095,7 @@ void fold_off(Epilogue& e, int64_t n, int64_t kmax, int64_t per_channel) {
     f[i] = (int64_t)fa;
   }
   e.fadd = f;
-  __atomic_fetch_add(&fold_calls, 1, __ATOMIC_RELAXED);
+  EDGECC_COUNT(fold_calls, 1);
 }
 
 // 16 pixels x 4 k (four 16-byte runs a, b, c, d) -> [16][4] bytes
@@ -1477,7 +1499,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
                            n_panels >= 4 * threads && nb == 1;
       const int64_t job_work = by_rows ? full_job : conv_pool_work(full_job);  // pool_source
       if (by_rows && b == 0 && job_work >= serial_work())  // pooled by rows under the knob
-        __atomic_fetch_add(&conv_rows_calls, 1, __ATOMIC_RELAXED);
+        EDGECC_COUNT(conv_rows_calls, 1);
       // two bands a thread (one late thread costs less), fewer where a band's halo (the
       // (kh - 1)·dh input rows it shares with the next) would be over half its own rows
       // (8x8 maps: 2 bands of 4 rows, not 4 of 2), never fewer than one a thread
@@ -1497,14 +1519,14 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         d.c_real = c;  // < cdot: the copy's last quad padded (pad_rows_c4*)
         if (s2) d.sh = d.sw = 2, d.wq = wq;
         if (c4_in) d.c4in = reinterpret_cast<const uint8_t*>(xb);  // x86_int8_c4: in place
-        if (c4_in) __atomic_fetch_add(&c4_in_calls, 1, __ATOMIC_RELAXED);
-        if (c4_out) __atomic_fetch_add(&c4_out_calls, 1, __ATOMIC_RELAXED);
+        if (c4_in) EDGECC_COUNT(c4_in_calls, 1);
+        if (c4_out) EDGECC_COUNT(c4_out_calls, 1);
         if (d4_pair && nb == 1 && d4_pair_take(d, job_work, threads, lt))  // x86_int8_pair
           continue;
         conv_direct4(d, threads, direct4_job(job_work, cdot > c, s2, threads,  // stem_source
                                              kh == 1 && kw == 1, full_job));
-        if (b == 0) __atomic_fetch_add(&direct4_calls, 1, __ATOMIC_RELAXED);
-        if (b == 0 && s2) __atomic_fetch_add(&direct4_s2_calls, 1, __ATOMIC_RELAXED);
+        if (b == 0) EDGECC_COUNT(direct4_calls, 1);
+        if (b == 0 && s2) EDGECC_COUNT(direct4_s2_calls, 1);
         continue;
       }
       if (!direct && bands == 1 && flip_mode) {
@@ -1588,7 +1610,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
             }
           }
         }, job_work);
-        __atomic_fetch_add(&conv_bands, 1, __ATOMIC_RELAXED);
+        EDGECC_COUNT(conv_bands, 1);
         continue;
       }
       auto build_whole = [&](int64_t p) { build(p, whole); };
@@ -1608,7 +1630,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
             gemm_panels_dot<false>(g, p, p + 1, t * 8, t * 8 + 8);
           }
         }, job_work);
-        if (major && b == 0) __atomic_fetch_add(&oc_major_calls, 1, __ATOMIC_RELAXED);
+        if (major && b == 0) EDGECC_COUNT(oc_major_calls, 1);
         if (!oc_split_seen.load(std::memory_order_relaxed))
           oc_split_seen.store(1, std::memory_order_relaxed);
         continue;
@@ -1621,32 +1643,32 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         }
       }, job_work);
     }
-    if (used_perm) __atomic_fetch_add(&perm_panels, 1, __ATOMIC_RELAXED);
+    if (used_perm) EDGECC_COUNT(perm_panels, 1);
     if (flip_mode && !(!ph && !pw && sh == 1 && sw == 1))
-      __atomic_fetch_add(&flip_copies, 1, __ATOMIC_RELAXED);
-    if (used_interleave) __atomic_fetch_add(&vbmi_interleave, 1, __ATOMIC_RELAXED);
-    if (post16_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&post16_calls, 1, __ATOMIC_RELAXED);
-    if (oc_split_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&oc_split_calls, 1, __ATOMIC_RELAXED);
-    if (post_rows_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&post_rows_calls, 1, __ATOMIC_RELAXED);
-    if (tile_write_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&tile_write_calls, 1, __ATOMIC_RELAXED);
-    if (tile_named_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&tile_named_calls, 1, __ATOMIC_RELAXED);
-    if (tile_post_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&tile_post_calls, 1, __ATOMIC_RELAXED);
-    if (post_floor_seen.exchange(0, std::memory_order_relaxed))  // x86_int8_tile_source
-      __atomic_fetch_add(&post_floor_calls, 1, __ATOMIC_RELAXED);
-    if (tile_tied_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&tile_tied_calls, 1, __ATOMIC_RELAXED);
-    if (tile_two_seen.exchange(0, std::memory_order_relaxed))  // x86_int8_tile_source
-      __atomic_fetch_add(&tile_two_calls, 1, __ATOMIC_RELAXED);
-    if (pad_vbmi_seen.exchange(0, std::memory_order_relaxed))
-      __atomic_fetch_add(&pad_vbmi_calls, 1, __ATOMIC_RELAXED);
-    if (pad_fast_seen.exchange(0, std::memory_order_relaxed))  // x86_int8_direct_source
-      __atomic_fetch_add(&edgecc_x86_int8_pad_fast_calls, 1, __ATOMIC_RELAXED);
+      EDGECC_COUNT(flip_copies, 1);
+    if (used_interleave) EDGECC_COUNT(vbmi_interleave, 1);
+    if (EDGECC_TAKE(post16_seen))
+      EDGECC_COUNT(post16_calls, 1);
+    if (EDGECC_TAKE(oc_split_seen))
+      EDGECC_COUNT(oc_split_calls, 1);
+    if (EDGECC_TAKE(post_rows_seen))
+      EDGECC_COUNT(post_rows_calls, 1);
+    if (EDGECC_TAKE(tile_write_seen))
+      EDGECC_COUNT(tile_write_calls, 1);
+    if (EDGECC_TAKE(tile_named_seen))
+      EDGECC_COUNT(tile_named_calls, 1);
+    if (EDGECC_TAKE(tile_post_seen))
+      EDGECC_COUNT(tile_post_calls, 1);
+    if (EDGECC_TAKE(post_floor_seen))  // x86_int8_tile_source
+      EDGECC_COUNT(post_floor_calls, 1);
+    if (EDGECC_TAKE(tile_tied_seen))
+      EDGECC_COUNT(tile_tied_calls, 1);
+    if (EDGECC_TAKE(tile_two_seen))  // x86_int8_tile_source
+      EDGECC_COUNT(tile_two_calls, 1);
+    if (EDGECC_TAKE(pad_vbmi_seen))
+      EDGECC_COUNT(pad_vbmi_calls, 1);
+    if (EDGECC_TAKE(pad_fast_seen))  // x86_int8_direct_source
+      EDGECC_COUNT(edgecc_x86_int8_pad_fast_calls, 1);
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));
@@ -1715,7 +1737,7 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
         for (int64_t i = i0; i < i1; ++i)
           gemm_panels(g, i % n_panels, i % n_panels + 1, i / n_panels * 8, i / n_panels * 8 + 8);
       }, oc * kp * pix);
-      if (b == 0) __atomic_fetch_add(&oc_split_calls, 1, __ATOMIC_RELAXED);
+      if (b == 0) EDGECC_COUNT(oc_split_calls, 1);
       continue;
     }
     parallel_for(n_panels, [&](int64_t p0, int64_t p1) {

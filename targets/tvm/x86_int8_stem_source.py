@@ -54,13 +54,13 @@ int64_t d4_pool_calls = 0;  // 1x1 stride-2 conv_direct4 calls pooled by s2_pool
 static inline int64_t direct4_job(int64_t job_work, bool stem, bool s2, int64_t threads,
                                   bool shortcut = false, int64_t full_job = 0) {
   if (s2 && shortcut && edgecc_x86_int8_s2_pool && !edgecc_x86_int8_s2_serial && threads > 1) {
-    if (job_work < serial_work()) __atomic_fetch_add(&d4_pool_calls, 1, __ATOMIC_RELAXED);
+    if (job_work < serial_work()) EDGECC_COUNT(d4_pool_calls, 1);
     return std::max(full_job, serial_work());
   }
   if (!((stem && job_work < edgecc_x86_int8_stem_serial) || (s2 && edgecc_x86_int8_s2_serial)))
     return job_work;
   if (threads > 1 && job_work >= serial_work())
-    __atomic_fetch_add(&d4_serial_calls, 1, __ATOMIC_RELAXED);
+    EDGECC_COUNT(d4_serial_calls, 1);
   return 0;
 }
 """
