@@ -380,7 +380,8 @@ def main() -> int:
           f"{ort['intra_op_num_threads']}, inter_op_num_threads={ort['inter_op_num_threads']}, "
           f"{ort['graph_optimization_level']}; torch threads {torch.get_num_threads()}, "
           f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')}; EDGECC_KERNEL_COUNTERS="
-          f"{os.environ.get('EDGECC_KERNEL_COUNTERS')} (int8 path counters off unless 1)", flush=True)
+          f"{os.environ.get('EDGECC_KERNEL_COUNTERS')} (int8 path counters off unless 1)",
+          flush=True)
     table = models()
     rows = []
     for name in args.models.split(","):
