@@ -6,7 +6,7 @@ tests use them to prove a path ran (and did not silently fall back). Generated f
 ``COUNTERS`` so that a new counter is one line.
 
 The kernels bump every counter through ``EDGECC_COUNT`` and take their per-call path flags
-through ``EDGECC_TAKE`` (``x86_int8_source``): both do nothing unless the library global
+through ``EDGECC_COUNT_SEEN`` (``x86_int8_source``): both do nothing unless the library global
 ``edgecc_x86_int8_counters`` (``COUNTING``) is set — at load from ``EDGECC_KERNEL_COUNTERS=1``
 (tests/conftest.py and the int8 A/B benches set it), or through the symbol. Off, as users
 run the kernels, a query reads what was counted while on (0 when never).

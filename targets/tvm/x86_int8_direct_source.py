@@ -583,6 +583,13 @@ static void direct4_band_traced(const Direct4& d, uint8_t* buf, int64_t r0, int6
   r[6] = pthread_equal(caller, pthread_self()) ? 0 : 1;
   r[7] = d.c << 32 | d.h << 16 | d.oc;
 }
+// the tile forms a conv_direct4 call ran (conv_direct4 and the pair entry's two convolutions)
+static inline void count_direct4_tiles() {
+  EDGECC_COUNT_SEEN(tile_resf_seen, tile_resf_calls);  // tile_post's residual form
+  EDGECC_COUNT_SEEN(tile_plain_seen, tile_plain_calls);  // unfused float tiles
+  EDGECC_COUNT_SEEN(tile_two_seen, tile_two_calls);  // two-panel tiles
+}
+
 static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
   const int64_t halo = std::max(d.kh - 1, (int64_t)1);
   const int64_t unit = d.ow == 8 ? 2 : 1, units = d.oh / unit;  // output rows of whole panels
@@ -617,12 +624,7 @@ static void conv_direct4(const Direct4& d, int64_t threads, int64_t job_work) {
           direct4_band(d, own, i * units / bands * unit, (i + 1) * units / bands * unit);
     }, job_work);
   }
-  if (EDGECC_TAKE(tile_resf_seen))  // tile_post's residual form
-    EDGECC_COUNT(tile_resf_calls, 1);
-  if (EDGECC_TAKE(tile_plain_seen))  // unfused float tiles
-    EDGECC_COUNT(tile_plain_calls, 1);
-  if (EDGECC_TAKE(tile_two_seen))  // two-panel tiles
-    EDGECC_COUNT(tile_two_calls, 1);
+  count_direct4_tiles();
 }
 
 // ---- x86_int8_c4: int8 activations kept in the next conv's padded channel-quad layout ----

@@ -243,8 +243,7 @@ static bool dw_rows(const int8_t* x, const int32_t* wt, const Epilogue& e, int64
   };
   dw_pool_rows(run, nb, c, oh, ow, edgecc_x86_int8_dw_rows_bands, edgecc_x86_int8_dw_rows_banded,
                edgecc_x86_int8_dw_rows_calls);
-  if (EDGECC_TAKE(dw_full_seen))
-    EDGECC_COUNT(edgecc_x86_int8_dw_full_calls, 1);
+  EDGECC_COUNT_SEEN(dw_full_seen, edgecc_x86_int8_dw_full_calls);
   return true;
 }
 """[1:] + DW_BAND_KERNELS  # dw_rows_t on column strips of wider rows (after dw_rows)

@@ -117,12 +117,7 @@ static void conv_direct4_pair(const Direct4& a, const Direct4& b0, int64_t threa
       direct4_tiles(b, own, r0, r1);
     }
   }, job_work);
-  if (EDGECC_TAKE(tile_resf_seen))
-    EDGECC_COUNT(tile_resf_calls, 1);
-  if (EDGECC_TAKE(tile_plain_seen))
-    EDGECC_COUNT(tile_plain_calls, 1);
-  if (EDGECC_TAKE(tile_two_seen))
-    EDGECC_COUNT(tile_two_calls, 1);
+  count_direct4_tiles();  // x86_int8_direct_source
 }
 
 // qconv's conv_direct4 branch under a pair entry: true where it took the call (conv1 held,

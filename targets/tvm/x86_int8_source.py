@@ -193,9 +193,12 @@ __attribute__((constructor)) static void edgecc_x86_int8_counters_from_env() {
   do {                                                                          \
     if (edgecc_x86_int8_counters) __atomic_fetch_add(&(var), (n), __ATOMIC_RELAXED); \
   } while (0)
-// a per-call flag taken (true once, then cleared) — only while counting
-#define EDGECC_TAKE(flag) \
-  (edgecc_x86_int8_counters && (flag).exchange(0, std::memory_order_relaxed))
+// a per-call path flag taken (cleared) and, where it was set, its counter bumped
+#define EDGECC_COUNT_SEEN(flag, var)                                                      \
+  do {                                                                                    \
+    if (edgecc_x86_int8_counters && (flag).exchange(0, std::memory_order_relaxed))        \
+      __atomic_fetch_add(&(var), 1, __ATOMIC_RELAXED);                                    \
+  } while (0)
 
 // nonzero: no requant16_hi (the 64-bit write-back as before it) — an A/B switch a benchmark
 // sets through the library's symbol (bench/x86_int8_layers.py), read once per kernel call
@@ -1647,28 +1650,17 @@ int __tvm_ffi_edgecc_x86_qconv(void*, const TVMFFIAny* args, int32_t num_args,
     if (flip_mode && !(!ph && !pw && sh == 1 && sw == 1))
       EDGECC_COUNT(flip_copies, 1);
     if (used_interleave) EDGECC_COUNT(vbmi_interleave, 1);
-    if (EDGECC_TAKE(post16_seen))
-      EDGECC_COUNT(post16_calls, 1);
-    if (EDGECC_TAKE(oc_split_seen))
-      EDGECC_COUNT(oc_split_calls, 1);
-    if (EDGECC_TAKE(post_rows_seen))
-      EDGECC_COUNT(post_rows_calls, 1);
-    if (EDGECC_TAKE(tile_write_seen))
-      EDGECC_COUNT(tile_write_calls, 1);
-    if (EDGECC_TAKE(tile_named_seen))
-      EDGECC_COUNT(tile_named_calls, 1);
-    if (EDGECC_TAKE(tile_post_seen))
-      EDGECC_COUNT(tile_post_calls, 1);
-    if (EDGECC_TAKE(post_floor_seen))  // x86_int8_tile_source
-      EDGECC_COUNT(post_floor_calls, 1);
-    if (EDGECC_TAKE(tile_tied_seen))
-      EDGECC_COUNT(tile_tied_calls, 1);
-    if (EDGECC_TAKE(tile_two_seen))  // x86_int8_tile_source
-      EDGECC_COUNT(tile_two_calls, 1);
-    if (EDGECC_TAKE(pad_vbmi_seen))
-      EDGECC_COUNT(pad_vbmi_calls, 1);
-    if (EDGECC_TAKE(pad_fast_seen))  // x86_int8_direct_source
-      EDGECC_COUNT(edgecc_x86_int8_pad_fast_calls, 1);
+    EDGECC_COUNT_SEEN(post16_seen, post16_calls);
+    EDGECC_COUNT_SEEN(oc_split_seen, oc_split_calls);
+    EDGECC_COUNT_SEEN(post_rows_seen, post_rows_calls);
+    EDGECC_COUNT_SEEN(tile_write_seen, tile_write_calls);
+    EDGECC_COUNT_SEEN(tile_named_seen, tile_named_calls);
+    EDGECC_COUNT_SEEN(tile_post_seen, tile_post_calls);
+    EDGECC_COUNT_SEEN(post_floor_seen, post_floor_calls);  // x86_int8_tile_source
+    EDGECC_COUNT_SEEN(tile_tied_seen, tile_tied_calls);
+    EDGECC_COUNT_SEEN(tile_two_seen, tile_two_calls);  // x86_int8_tile_source
+    EDGECC_COUNT_SEEN(pad_vbmi_seen, pad_vbmi_calls);
+    EDGECC_COUNT_SEEN(pad_fast_seen, edgecc_x86_int8_pad_fast_calls);  // x86_int8_direct_source
     return 0;
   }
   int16_t* panels = static_cast<int16_t*>(scratch(0, n_panels * kp * 16 * 2));
