@@ -21,7 +21,7 @@ from __future__ import annotations
 PLAN_RUNNER_SOURCE = r"""
 // ---- the native plan runner (targets/tvm/plan_runner_source.py) ----
 extern "C" {
-#define EDGECC_PLAN_MAX_ARGS 48
+#define EDGECC_PLAN_MAX_ARGS 64  // (x86_int8_block's calls with the split form: 58-61)
 struct EdgeccPlanStep {
   TVMFFIObjectHandle func;
   int32_t nargs, nbind;

@@ -14,6 +14,25 @@ inputs after its ``x`` and its outputs. The C entry (``BLOCK_FFI``, spliced into
 intermediates, so the outputs are the unfused build's bit for bit by construction (tested
 against it and the integer simulator, ``tests/targets/tvm/test_x86_int8_block.py``).
 
+The split form (``SPLIT``, on since s33; C ``qblock_split``): a block whose expand map has at
+most ``SPLIT_MAX_PIXELS`` (16x16) pixels and 16+ expanded channels carries, after the whole
+block's 16 constants, the expand's and the depthwise's constants for two halves of the
+expanded channels (``_halves``: 32 more)::
+
+    y.. = qblock(x, We.. (8), Wd.. (8), We0.. Wd0.. We1.. Wd1.. (32), Wp.., post, res)
+    pool of 2+ threads: one 2-item job, item i = expand + depthwise of half i (channels
+        [c0_i, c1_i) of the intermediates), then the project on all channels
+    1-thread pool: the whole block (qblock_whole: the chained form)
+
+No halo, no band set-up: on MobileNetV2-32 it replaces the band form on the 16x16 / 8x8
+blocks and the chained form on the 4x4 ones (one panel: never banded). Measured (s33, Zen 5
+2-vCPU KVM, bench/x86_int8_block.py, MobileNetV2-32 w8a8, builds interleaved, paired
+medians): 2 threads split / band 0.958x (150 rounds, p10-p90 0.71-1.35), 0.967x (150 rounds,
+after the plan runner took the 58-61 argument calls), 0.951x (40); 1 thread CPU time
+1.008x (60 rounds: the whole block). With the halves only (the 1-thread pool running them
+in turn): 1.040x at 1 thread; with both but the plan runner's old 48-argument limit (the
+model refused the plan, run by the VM): 1.080x (``plan_runner_source``: 64 since).
+
 Where (``fuse``, called by ``integer_lowering`` after a 1x1 stride-1 project's call was
 emitted): the project's input is a requantized (plain int8) ``qdwconv`` call whose input is a
 requantized ``qconv`` 1x1 stride-1 unpadded call, each int8 intermediate used by the next layer
@@ -87,11 +106,11 @@ FUSE_BLOCK = True
 MAX_EXPAND_PIXELS = 32 * 32
 
 # the split form (batch 1): the expand + depthwise of two halves of the expanded channels as
-# one 2-item pool job, for expand maps of at most this many pixels (larger ones pool each call).
-# Off by default: in place at 2 threads under load 5.8 (the other vCPU busy) each split block
-# took 1.02-1.06x of its halves run in turn (bench/x86_int8_inplace.py, knob
-# edgecc_x86_int8_block_split); not measured on a quiet machine
-SPLIT = False
+# one 2-item pool job, then the project, for expand maps of at most this many pixels (larger
+# ones: the band form). The call carries the whole block's constants too and runs whole on a
+# 1-thread pool (module docstring: measured). Knob edgecc_x86_int8_block_split 0: the halves
+# in turn on the caller (A/B)
+SPLIT = True
 SPLIT_MAX_PIXELS = 16 * 16
 SPLIT_MIN_CHANNELS = 16
 
@@ -137,7 +156,7 @@ static int8_t* qblock_mid(size_t bytes) {
   return buf;
 }
 
-// the split form (42-45 arguments): x, then two halves of the expanded channels, each the
+// the split form (42-45 arguments, from the 58-61 of the call): x, then two halves of the expanded channels, each the
 // expand's 8 constants and the depthwise's 8 for its channels, then the project's as above;
 // the halves are one pool job of 2 items (expand + depthwise of a half each: their calls
 // nested, so serial, on each thread), writing adjacent channel ranges of the intermediates
@@ -281,15 +300,8 @@ static int qblock_band(const TVMFFIAny* args, int32_t num_args, int64_t* s1, int
   return 0;
 }
 
-__attribute__((visibility("default")))
-int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
-                                 TVMFFIAny* result) {
-  if (num_args >= 42 && num_args <= 45) return qblock_split(args, num_args, result);
-  if (num_args < 26 || num_args > 29) {
-    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_qblock: expected 26-29 arguments"
-                                 " (42-45 split)");
-    return -1;
-  }
+// the whole block (26-29 arguments): the band form where it applies, else the chained form
+static int qblock_whole(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
   const int64_t* m1 = data<int64_t>(args, 2);   // the expand's meta (qconv's)
   const int64_t* m2 = data<int64_t>(args, 10);  // the depthwise's (qdwconv's)
   int64_t s1[4] = {m1[5], m1[9], m1[18], m1[19]};
@@ -324,6 +336,30 @@ int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
   if (__tvm_ffi_edgecc_x86_qconv(0, a, num_args - 16, result)) return -1;
   EDGECC_COUNT(block_calls, 1);
   return 0;
+}
+
+// 26-29 arguments: the whole block. 58-61: the whole block's x and 16 constants, then its two
+// halves' 32 (x86_int8_block.SPLIT), then the project's: on a pool of 2+ threads the split
+// form, on one thread the whole block (the halves in turn cost ~4% more there: two entries'
+// set-up a stage, smaller tiles)
+__attribute__((visibility("default")))
+int __tvm_ffi_edgecc_x86_qblock(void*, const TVMFFIAny* args, int32_t num_args,
+                                 TVMFFIAny* result) {
+  if (num_args >= 26 && num_args <= 29) return qblock_whole(args, num_args, result);
+  if (num_args < 58 || num_args > 61) {
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "edgecc_x86_qblock: expected 26-29 arguments"
+                                 " (58-61 with the split form's halves)");
+    return -1;
+  }
+  TVMFFIAny a[64];
+  a[0] = args[0];
+  if (edgecc_pool_size() > 1) {  // x, the halves' 32 constants, the project's
+    for (int i = 17; i < num_args; ++i) a[i - 16] = args[i];
+    return qblock_split(a, num_args - 16, result);
+  }
+  for (int i = 1; i < 17; ++i) a[i] = args[i];  // x, the whole block's 16, the project's
+  for (int i = 49; i < num_args; ++i) a[i - 32] = args[i];
+  return qblock_whole(a, num_args - 32, result);
 }
 
 // how many fused block calls ran in this process (the tests' proof), and of them split
@@ -414,10 +450,10 @@ def fuse(bb: Any, outs: list[Any]) -> list[Any] | None:
         return None
     halves = _halves(expand, dw) if SPLIT and m1[5] == 1 \
         and m1[18] * m1[19] <= SPLIT_MAX_PIXELS else None
-    if halves is not None:
-        args = [expand.args[1].fields[0], *halves, *project.args[1].fields[1:]]
-    else:
-        args = [*expand.args[1].fields, *dw.args[1].fields[1:], *project.args[1].fields[1:]]
+    args = [*expand.args[1].fields, *dw.args[1].fields[1:]]
+    if halves is not None:  # the whole block's constants too: a 1-thread pool runs it whole
+        args += halves
+    args += project.args[1].fields[1:]
     out_ty = project.ty_args[0]  # the project's output type(s), as it was emitted
     out_ty = list(out_ty.fields) if tuple_out else out_ty
     new = bb.emit(relax.call_dps_packed(relax.ExternFunc(SYMBOL), args, out_ty))

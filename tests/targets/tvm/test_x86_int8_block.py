@@ -120,18 +120,31 @@ def _per_case(got, cases):
 def _run_blocks(tmp_path, xs, cases, name="b.so", knob=None):
     """One library with each case twice (its three calls, then fused): per case, the three
     calls' outputs, the fused call's, and the fused calls the library counted."""
+    import ctypes
+
     from edgecc.targets.tvm import x86_int8_block
 
     lib, vm, args = _build_blocks(tmp_path, xs, cases, name)
+    so = ctypes.CDLL(str(tmp_path / name))  # the library TVM loaded (same path: same handle)
+    so.edgecc_pool_configure.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    so.edgecc_pool_configure(-1, 2)  # (the split form runs on a pool of 2+ threads)
     counter = lib.get_function(x86_int8_block.CALLS, query_imports=True)
     halves = lib.get_function(x86_int8_block.SPLIT_CALLS, query_imports=True)
     before, split_before = counter(), halves()
     got = [o.numpy() for o in vm["main"](*args)]
     ran = (counter() - before, halves() - split_before)
+    # on a 1-thread pool the split calls run the whole block: the same outputs, no halves
+    so.edgecc_pool_configure(-1, 1)
+    try:
+        split_before = halves()
+        again = [o.numpy() for o in vm["main"](*args)]
+        assert halves() == split_before
+    finally:
+        so.edgecc_pool_configure(-1, 2)
+    for a, b in zip(got, again):
+        np.testing.assert_array_equal(a, b)
     if knob is not None:  # the split form's halves in turn on the caller: the same outputs
-        import ctypes
-
-        flag = ctypes.c_int64.in_dll(ctypes.CDLL(str(tmp_path / name)), knob)
+        flag = ctypes.c_int64.in_dll(so, knob)
         flag.value = 0
         try:
             again = [o.numpy() for o in vm["main"](*args)]
@@ -162,8 +175,8 @@ def test_fused_blocks_equal_their_three_calls(tmp_path, monkeypatch):
     """MobileNetV2-32's block shapes (16x16 / 8x8 / 4x4, residual or not, stride 1 and 2, the
     32x32 one) and odd ones (channels not a multiple of 16, 7x5 maps, batch 2): the fused call
     equals the three calls and the integer arithmetic, ran once per block, in the split form
-    where it applies, and gives the same outputs with the split's halves run in turn
-    (``edgecc_x86_int8_block_split`` 0)."""
+    where it applies (a 2-thread pool), and gives the same outputs with the split's halves run
+    in turn (``edgecc_x86_int8_block_split`` 0) and on a 1-thread pool (the whole block)."""
     from edgecc.targets.tvm import x86_int8_block
 
     monkeypatch.setattr(x86_int8_block, "SPLIT", True)  # the split form where it applies

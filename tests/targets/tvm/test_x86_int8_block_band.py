@@ -25,6 +25,15 @@ pytestmark = [pytest.mark.skipif(not _avx2(), reason="the x86 int8 kernels need 
                                  reason="the band form needs the VNNI 1x1 path")]
 
 
+@pytest.fixture(autouse=True)
+def _whole_blocks(monkeypatch):
+    """The band form's own tests: the blocks the split form would take (``SPLIT``, maps of
+    <= 16x16 pixels) are built whole here, so the band form can take them."""
+    from edgecc.targets.tvm import x86_int8_block
+
+    monkeypatch.setattr(x86_int8_block, "SPLIT", False)
+
+
 def _banded(shapes, least, most):
     """How many of ``shapes`` ((N, C, E, P, H, W, stride, residual)) the band form takes at 2
     threads with ``least`` / ``most`` as band_min / band_max (qblock's test, in Python)."""
