@@ -1,7 +1,9 @@
 """int8 inverted residual blocks in one call (``x86_int8_block``) A/B'd end to end: a w8a8 model
 built with ``x86_int8_block.FUSE_BLOCK`` off (three calls a block), the default (one call a
-block running the three in turn) and ``SPLIT`` on (the <= 16x16 blocks' expand + depthwise
-in two halves of the expanded channels, one 2-item pool job), run interleaved in one process
+block running the three in turn, the band form where it applies: ``one_call``) and ``SPLIT``
+on (the <= 16x16 blocks' expand + depthwise in two halves of the expanded channels, one
+2-item pool job: the default since s33; ``split4x4`` / ``split32x32`` other limits), run
+interleaved in one process
 (``bench.tvm_cpu.interleaved_times``; paired ratios per round vs off), and the default build
 once more with its band form off (``chained``: the library knob ``edgecc_x86_int8_block_band``
 0 around each of its runs; ``one_call`` has the band form at its default). Outputs are compared
@@ -36,9 +38,11 @@ from bench.tvm_cpu import calibration, interleaved_times, models, paired_ratios 
 
 PIPELINE = "fold-batchnorm,quantize{scheme=w8a8},fuse,dce"
 # build-time settings of x86_int8_block per column: three calls a block; one call a block
-# running the three calls in turn (the default); one call a block, the <= 16x16 ones split
+# (the band form where it applies: the default before s33); one call a block, the <= 16x16
+# ones split (the default since s33); only the 4x4 ones; the 32x32 ones too
 VARIANTS = {"off": {"FUSE_BLOCK": False}, "one_call": {"SPLIT": False}, "split": {"SPLIT": True},
-            "split4x4": {"SPLIT": True, "SPLIT_MAX_PIXELS": 16}}
+            "split4x4": {"SPLIT": True, "SPLIT_MAX_PIXELS": 16},
+            "split32x32": {"SPLIT": True, "SPLIT_MAX_PIXELS": 32 * 32}}
 # run-time columns: (the build they run, its library knobs while they run)
 KNOBBED = {"chained": ("one_call", {"edgecc_x86_int8_block_band": 0})}
 
@@ -109,7 +113,7 @@ def measure(name: str, repeats: int) -> dict:
             row["paired"][k] = {"median": statistics.median(pr), "p10_p90": percentiles(pr),
                                 "rounds": len(pr)}
     row["paired_vs_default"] = {}
-    for k in ("split", "split4x4"):  # the split forms against the default build
+    for k in ("split", "split4x4", "split32x32"):  # the split forms against one_call
         pr = paired_ratios(times, k, "one_call", repeats)
         row["paired_vs_default"][k] = {"median": statistics.median(pr),
                                        "p10_p90": percentiles(pr), "rounds": len(pr)}

@@ -28,8 +28,9 @@ No halo, no band set-up: on MobileNetV2-32 it replaces the band form on the 16x1
 blocks and the chained form on the 4x4 ones (one panel: never banded). Measured (s33, Zen 5
 2-vCPU KVM, bench/x86_int8_block.py, MobileNetV2-32 w8a8, builds interleaved, paired
 medians): 2 threads split / band 0.958x (150 rounds, p10-p90 0.71-1.35), 0.967x (150 rounds,
-after the plan runner took the 58-61 argument calls), 0.951x (40); 1 thread CPU time
-1.008x (60 rounds: the whole block). With the halves only (the 1-thread pool running them
+after the plan runner took the 58-61 argument calls), 0.961x (120; the 4x4 blocks alone split
+1.000x, the 32x32 ones too 1.013x: hence 16x16), 0.951x (40); 1 thread CPU time 1.008x (60
+rounds: the whole block; bench/results/x86_int8_block_s33.json, _t1_s33.json). With the halves only (the 1-thread pool running them
 in turn): 1.040x at 1 thread; with both but the plan runner's old 48-argument limit (the
 model refused the plan, run by the VM): 1.080x (``plan_runner_source``: 64 since).
 
