@@ -30,9 +30,10 @@ blocks and the chained form on the 4x4 ones (one panel: never banded). Measured 
 medians): 2 threads split / band 0.958x (150 rounds, p10-p90 0.71-1.35), 0.967x (150 rounds,
 after the plan runner took the 58-61 argument calls), 0.961x (120; the 4x4 blocks alone split
 1.000x, the 32x32 ones too 1.013x: hence 16x16), 0.951x (40); 1 thread CPU time 1.008x (60
-rounds: the whole block; bench/results/x86_int8_block_s33.json, _t1_s33.json). With the halves only (the 1-thread pool running them
-in turn): 1.040x at 1 thread; with both but the plan runner's old 48-argument limit (the
-model refused the plan, run by the VM): 1.080x (``plan_runner_source``: 64 since).
+rounds: the whole block; bench/results/x86_int8_block_s33.json, _t1_s33.json). With the
+halves only (the 1-thread pool running them in turn): 1.040x at 1 thread; with both but the
+plan runner's old 48-argument limit (the model refused the plan, run by the VM): 1.080x
+(``plan_runner_source``: 64 since).
 
 Where (``fuse``, called by ``integer_lowering`` after a 1x1 stride-1 project's call was
 emitted): the project's input is a requantized (plain int8) ``qdwconv`` call whose input is a
@@ -157,8 +158,9 @@ static int8_t* qblock_mid(size_t bytes) {
   return buf;
 }
 
-// the split form (42-45 arguments, from the 58-61 of the call): x, then two halves of the expanded channels, each the
-// expand's 8 constants and the depthwise's 8 for its channels, then the project's as above;
+// the split form (42-45 arguments, taken from the call's 58-61): x, then two halves of the
+// expanded channels, each the expand's 8 constants and the depthwise's 8 for its channels,
+// then the project's as above;
 // the halves are one pool job of 2 items (expand + depthwise of a half each: their calls
 // nested, so serial, on each thread), writing adjacent channel ranges of the intermediates
 // (batch 1), then the project. edgecc_x86_int8_block_split 0: the halves in turn on the caller
