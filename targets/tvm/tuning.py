@@ -286,9 +286,24 @@ def _end_to_end_outcome(e2e: dict[str, Any]) -> str:
         return (f"median ratio {v['ratio']:.3g}x, bound {v['bound']:.3g}, faster in "
                 f"{v['wins']}/{v['rounds']} rounds")
 
+    guard = confirm.get("state_guard")
+
+    def state(g: dict[str, Any]) -> str:  # end_to_end.state_guard's record
+        if g["verdict"] is None:
+            return (f"only {g['parallel_rounds']} of its {g['rounds']} confirming rounds found "
+                    f"the host giving the threads their cores (probe >= {g['threshold']:g}; "
+                    f"median reading {g['probe_median']:.3g}x), too few to judge")
+        return (f"in the {g['parallel_rounds']} rounds where the host gave the threads their "
+                f"cores: {ratio(g['verdict'])}")
+
     if e2e["chosen"] == "default":
         best = confirm.get("candidate") or min(others, key=others.get)
         confirm_ms = e2e.get("confirm_ms") or {}
+        if guard is not None and not guard["faster"] and best in confirm_ms:
+            return (f"end to end (the whole model timed here) '{best}' ran {confirm_ms[best]:.3g}"
+                    f" vs the untuned build's {confirm_ms['default']:.3g} ms in the confirming "
+                    f"pass, but {state(guard)} — a win only while the threads share a core — "
+                    "so the build is the untuned one" + cached)
         if best in confirm_ms:  # faster in the screening pass, not in the confirming one
             return (f"end to end (the whole model timed here) '{best}' ran {others[best]:.3g} "
                     f"ms vs the untuned build's {e2e['default_ms']:.3g} ms in the first pass "
@@ -307,6 +322,7 @@ def _end_to_end_outcome(e2e: dict[str, Any]) -> str:
             f"({chosen:.2f}x"
             + (f"; confirming pass: {ratio(confirm)}" if confirm.get("rounds") else
                ", confirmed in a second pass")
+            + (f"; {state(guard)}" if guard is not None else "")
             + "): the build applies it" + cached)
 
 

@@ -216,7 +216,8 @@ def test_a_kernel_variant_that_wins_is_applied_and_linked(tmp_path, monkeypatch)
             0.9 if applied[0].serial_work_log2 == threshold else 1)
         return ticks[0]
 
-    record = end_to_end.measure(module, target, None, False, clock=clock)
+    # (no state guard: the fake clock has no host state to read)
+    record = end_to_end.measure(module, target, None, False, clock=clock, probe=None)
     variants = record["variants"]
     # every knob of the convolution and of the pool is in the library: only the fake is skipped
     assert variants["skipped_missing_symbol"] == ["edgecc_x86_fp32_no_such_knob"]
@@ -484,6 +485,69 @@ def test_the_rule_keeps_the_default_unless_faster_beyond_the_noise():
     # the statistic itself: paired per-round medians
     assert end_to_end.verdict([[1.0, 1.0]] * 6, [[0.9, 0.9]] * 6) == {
         "ratio": 0.9, "noise": 0.0, "bound": 0.9, "wins": 6, "rounds": 6, "faster": True}
+
+
+def _guarded(serial_ms, readings):
+    """``select`` between the default (1 ms a call) and a candidate whose ms per call is
+    ``serial_ms[state]`` (state: "shared" or "parallel", the host's state set by the fake
+    probe, whose readings are ``readings``; the screening pass runs shared)."""
+    from edgecc.targets.tvm import end_to_end, tuning
+
+    state = ["shared"]
+    values = iter(readings)
+
+    def probe():
+        value = next(values)
+        state[0] = "parallel" if value >= 1.4 else "shared"
+        return value
+
+    libraries = {"default": _FakeLibrary(lambda _: 1.0),
+                 "default, every kernel job serial": _FakeLibrary(
+                     lambda _: serial_ms[state[0]])}
+    candidates = {k: (lib, end_to_end.KernelSettings()) for k, lib in libraries.items()}
+    picked = end_to_end.select(candidates, list(libraries.values()), [], 10,
+                               clock=lambda: _FakeLibrary.clock[0], probe=probe)
+    e2e = {**picked, "default_ms": picked["ms"]["default"],
+           "chosen_ms": picked["ms"][picked["chosen"]]}
+    return picked, tuning._end_to_end_outcome(e2e)
+
+
+def test_the_state_guard_keeps_the_default_when_a_win_needs_a_shared_core():
+    """The confirming pass reads the host before each round; a candidate must also win the
+    rounds where the threads had their cores (reading >= 1.4), at least 4 of them, found in
+    up to 3 passes: a serial setting that wins only while the threads share a core (0.9x
+    there, 1.5x with two cores) is not applied; one that wins in both states is; with no
+    round of two cores in 3 passes, nothing is applied."""
+    from edgecc.targets.tvm import end_to_end
+
+    rounds = end_to_end.CONFIRM_ROUNDS
+    # first pass all shared (too few rounds to judge), second alternating: judged there
+    readings = [1.0] * rounds + [1.9, 1.0] * rounds
+    picked, text = _guarded({"shared": 0.9, "parallel": 1.5}, readings)
+    guard = picked["confirm"]["state_guard"]
+    assert picked["chosen"] == "default" and not picked["confirm"]["faster"]
+    assert guard["passes"] == 2 and guard["rounds"] == 2 * rounds
+    assert guard["parallel_rounds"] == rounds // 2 and guard["threshold"] == 1.4
+    assert guard["verdict"]["ratio"] == pytest.approx(1.5) and not guard["faster"]
+    assert "share a core" in text and "untuned" in text and "ratio 1.5x" in text
+
+    picked, text = _guarded({"shared": 0.9, "parallel": 0.8}, readings)
+    guard = picked["confirm"]["state_guard"]
+    assert picked["chosen"] == "default, every kernel job serial" and guard["faster"]
+    assert guard["verdict"]["ratio"] == pytest.approx(0.8)
+    assert "the build applies it" in text and "gave the threads their cores" in text
+
+    # the host never gives two cores: 3 passes, then the default (too few rounds to judge)
+    picked, text = _guarded({"shared": 0.9, "parallel": 0.8}, [1.0] * (3 * rounds))
+    guard = picked["confirm"]["state_guard"]
+    assert picked["chosen"] == "default" and guard["verdict"] is None
+    assert (guard["passes"], guard["rounds"], guard["parallel_rounds"]) == (
+        end_to_end.STATE_PASSES, end_to_end.STATE_PASSES * rounds, 0)
+    assert "too few to judge" in text
+    # enough rounds of two cores in the first pass: no second pass
+    picked, _ = _guarded({"shared": 0.9, "parallel": 0.8}, [1.9] * rounds)
+    assert picked["confirm"]["state_guard"]["passes"] == 1
+    assert picked["chosen"] != "default"
 
 
 def test_outcome_says_when_the_default_schedule_was_kept():
