@@ -117,6 +117,7 @@ from typing import Any
 
 from edgecc.errors import LoweringError
 from edgecc.instruments import record_stage_part
+from edgecc.targets.tvm import host_state
 
 MARGIN = 0.03  # a candidate's bound on its median ratio to the default must be under 1 - this
 NOISE_Z = 2.0  # standard errors of the median ratio added to it (the bound; rule above)
@@ -688,8 +689,8 @@ RULE = (f"a candidate replaces the untuned build only when, in the screening pas
         f"(from their median absolute deviation) is under {1 - MARGIN:g} and it was faster in "
         "all rounds but at most one; on x86 with 2+ threads, also faster (bound under 1) in "
         f"at least {PARALLEL_ROUNDS} confirming rounds where the host gave the threads their "
-        "cores (host_state probe >= 1.4; up to "
-        f"{STATE_PASSES} confirming passes to find them)")
+        f"cores (host_state probe >= {host_state.PARALLEL_STATE:g}; up to {STATE_PASSES} "
+        "confirming passes to find them)")
 
 
 # ---- measuring ----------------------------------------------------------------------------
@@ -940,7 +941,7 @@ def select(candidates: Candidates, libraries: list[Any], inputs: list[Any], bloc
         confirmed = verdict(confirm["default"], confirm[best])
         if confirmed["faster"] and probe is not None:
             confirmed["state_guard"] = guard = state_guard(
-                confirm, probes, best, lambda t, p: _time_rounds(
+                confirm, probes, best, lambda p: _time_rounds(
                     pair, libraries, inputs, CONFIRM_ROUNDS, block, clock, probe, p))
             confirmed["faster"] = guard["faster"]
         if confirmed["faster"]:
@@ -952,32 +953,30 @@ def select(candidates: Candidates, libraries: list[Any], inputs: list[Any], bloc
 
 
 def state_guard(confirm: dict[str, list[list[float]]], probes: list[float], best: str,
-                more: Callable[[Any, list[float]], dict[str, list[list[float]]]]
+                more: Callable[[list[float]], dict[str, list[list[float]]]]
                 ) -> dict[str, Any]:
     """Whether ``best``, found faster in the confirming pass (``confirm``, its rounds'
     host readings ``probes``), is also faster in the rounds where the host gave the pool's
     threads their cores (reading >= ``host_state.PARALLEL_STATE``): the rule's verdict over
     those rounds alone must have its bound under 1. Fewer than ``PARALLEL_ROUNDS`` such
-    rounds: more confirming passes (``more(None, probes)`` times one and appends its
+    rounds: more confirming passes (``more(probes)`` times one and appends its
     readings), ``STATE_PASSES`` in all; still fewer, the candidate is not applied — its win
     may be the shared core's (a serial setting: the second thread gives nothing there). Returns
     ``faster``, the ``verdict`` over those rounds (None: too few), ``parallel_rounds``,
     ``rounds``, ``passes``, ``threshold`` and the readings' ``probe_median``."""
-    from edgecc.targets.tvm.host_state import PARALLEL_STATE
-
+    threshold = host_state.PARALLEL_STATE
     times = {k: list(v) for k, v in confirm.items()}
     passes = 1
-    while (sum(p >= PARALLEL_STATE for p in probes) < PARALLEL_ROUNDS
-           and passes < STATE_PASSES):
-        for k, v in more(None, probes).items():
+    while sum(p >= threshold for p in probes) < PARALLEL_ROUNDS and passes < STATE_PASSES:
+        for k, v in more(probes).items():
             times[k].extend(v)
         passes += 1
-    rounds = [r for r, p in enumerate(probes) if p >= PARALLEL_STATE]
+    rounds = [r for r, p in enumerate(probes) if p >= threshold]
     judged = (verdict([times["default"][r] for r in rounds], [times[best][r] for r in rounds])
               if len(rounds) >= PARALLEL_ROUNDS else None)
     return {"faster": judged is not None and judged["bound"] < 1, "verdict": judged,
             "parallel_rounds": len(rounds), "rounds": len(probes), "passes": passes,
-            "threshold": PARALLEL_STATE,
+            "threshold": threshold,
             "probe_median": round(statistics.median(probes), 3) if probes else None}
 
 
@@ -1092,8 +1091,6 @@ def _write_cache(directory: str, key: str, record: dict[str, Any]) -> None:
 def _host_probe(threads: int) -> Callable[[], float] | None:
     """``host_state``'s reading for the state guard, None where it cannot run or the pool has
     one thread (0: every core)."""
-    from edgecc.targets.tvm import host_state
-
     if (threads or os.cpu_count() or 1) < 2:
         return None
     found = host_state.probe()

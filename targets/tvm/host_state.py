@@ -26,8 +26,8 @@ import platform
 import subprocess
 import tempfile
 
-# a reading at or above this: the second thread got at least this share of a core beyond the
-# first (end_to_end's guard; the benches' "two full cores" line is 1.7)
+# a reading at or above this: the second thread added at least 0.4 of a core (end_to_end's
+# state guard; the benches' "two full cores" line is 1.7)
 PARALLEL_STATE = 1.4
 # iterations of the ten-FMA body a thread runs (~1.3 ms on the Zen 4 guest)
 ITERATIONS = 300_000
